@@ -1,0 +1,76 @@
+//! palisade-conf: the pf.conf language.
+//!
+//! Owns the lexer, parser, macro/list expansion, validation with
+//! `file:line:` errors, the normalized ruleset IR and the pfctl-style
+//! printer. It never touches the network; what it needs to know about the
+//! machine comes in a [`host::HostModel`].
+
+pub mod host;
+pub mod ir;
+pub mod lexer;
+pub mod parser;
+pub mod print;
+
+use std::path::{Path, PathBuf};
+
+pub use parser::{ParseOptions, ParseOutput};
+
+/// Where the configuration comes from.
+pub enum Input<'a> {
+    /// Standard input, already read (named `stdin` in messages, as pfctl does).
+    Stdin(Vec<u8>),
+    File(&'a Path),
+}
+
+/// Parse a pf.conf from bytes, as `pfctl -nf` would.
+pub fn parse_bytes(name: &str, path: Option<PathBuf>, data: Vec<u8>, opts: &ParseOptions) -> ParseOutput {
+    if let Some(msg) = binary_reason(&data) {
+        return ParseOutput {
+            stderr: vec![format!("{name}: {msg}")],
+            errors: 1,
+            ..Default::default()
+        };
+    }
+    parser::Parser::new(name, path, data, opts).parse()
+}
+
+/// Parse from a file or stdin; problems opening the input are one message.
+pub fn parse_input(input: Input<'_>, opts: &ParseOptions) -> ParseOutput {
+    match input {
+        Input::Stdin(data) => parse_bytes("stdin", None, data, opts),
+        Input::File(p) => {
+            let name = p.display().to_string();
+            match parser::read_config_file(p) {
+                Ok(data) => parse_bytes(&name, Some(p.to_path_buf()), data, opts),
+                Err(e) => ParseOutput {
+                    stderr: vec![format!("{name}: cannot read: {}", io_reason(&e))],
+                    errors: 1,
+                    ..Default::default()
+                },
+            }
+        }
+    }
+}
+
+/// A short, stable description of an I/O error.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// pf.conf is text: a NUL byte or invalid UTF-8 means the wrong file was given.
+fn binary_reason(data: &[u8]) -> Option<String> {
+    if let Some(pos) = data.iter().position(|&b| b == 0) {
+        return Some(format!("not a text file (NUL byte at offset {pos})"));
+    }
+    if let Err(e) = std::str::from_utf8(data) {
+        return Some(format!(
+            "not a text file (invalid UTF-8 at offset {})",
+            e.valid_up_to()
+        ));
+    }
+    None
+}

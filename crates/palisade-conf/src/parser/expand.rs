@@ -1,0 +1,554 @@
+//! Rule expansion: one IR rule per combination, validated as pfctl's
+//! expand_rule does, with automatic tables for address pools and `binat-to`
+//! split into its `nat-to` and `rdr-to` halves.
+
+use super::*;
+
+/// Outcome of resolving a translation pool for one combination.
+enum PoolRes {
+    Pool(Pool),
+    /// No address of the combination's family: drop the combination silently.
+    Skip,
+    Error,
+}
+
+impl<'a> Parser<'a> {
+    pub(super) fn add_rule(&mut self, r: Rule) {
+        self.frames
+            .last_mut()
+            .expect("a ruleset frame is open")
+            .rules
+            .push(r);
+    }
+
+    fn next_nr(&self) -> usize {
+        self.frames.last().map(|f| f.rules.len()).unwrap_or(0)
+    }
+
+    fn new_auto_table(&mut self, hosts: &[HostItem], line: u32) -> String {
+        let name = format!("__automatic_{}", self.table_counter);
+        self.table_counter += 1;
+        let entries = hosts
+            .iter()
+            .map(|h| TableEntry {
+                neg: false,
+                addr: masked(&h.addr),
+            })
+            .collect();
+        let t = Table {
+            name: name.clone(),
+            persist: false,
+            constant: true,
+            counters: false,
+            init: vec![TableInit::Inline(entries)],
+            line,
+        };
+        let s = print::table_str(&t);
+        self.print(&s);
+        self.out.config.tables.push(t);
+        name
+    }
+
+    fn collapse_pool(
+        &mut self,
+        rs: &RedirSpec,
+        af: &mut Option<Af>,
+        routing: bool,
+        line: u32,
+    ) -> PoolRes {
+        let hosts = &rs.hosts;
+        if hosts.is_empty() {
+            return PoolRes::Skip;
+        }
+        let matching = |h: &HostItem| af.is_none() || h.af().is_none() || h.af() == *af;
+        let mut pool = Pool {
+            addr: Addr::Any,
+            ifname: None,
+            port: None,
+            kind: rs.kind.unwrap_or(PoolType::None),
+            sticky: rs.sticky,
+            static_port: rs.static_port,
+            map_e: rs.map_e,
+            list: None,
+        };
+        if hosts.len() > 1 {
+            if let Some(k) = rs.kind {
+                if k != PoolType::RoundRobin {
+                    self.error("only round-robin valid for multiple redirection addresses");
+                    return PoolRes::Error;
+                }
+            }
+            let name = self.new_auto_table(hosts, line);
+            pool.addr = Addr::Table(name);
+            pool.kind = PoolType::RoundRobin;
+            if !hosts.iter().any(matching) {
+                if routing {
+                    self.error("af mismatch in routing spec");
+                    return PoolRes::Error;
+                }
+                return PoolRes::Skip;
+            }
+            if af.is_none() {
+                let first = hosts[0].af();
+                if hosts.iter().all(|h| h.af() == first) {
+                    *af = first;
+                }
+            }
+            return PoolRes::Pool(pool);
+        }
+        let h = &hosts[0];
+        if !matching(h) {
+            if routing {
+                self.error("af mismatch in routing spec");
+                return PoolRes::Error;
+            }
+            return PoolRes::Skip;
+        }
+        if af.is_none() {
+            *af = h.af();
+        }
+        pool.addr = masked(&h.addr);
+        if rs.kind.is_none() && matches!(pool.addr, Addr::Dynamic { .. } | Addr::Table(_)) {
+            pool.kind = PoolType::RoundRobin;
+        }
+        PoolRes::Pool(pool)
+    }
+
+    /// Expand a parsed rule and add every valid combination.
+    pub(super) fn expand(&mut self, spec: RuleSpec) -> PResult<()> {
+        let ifaces: Vec<Option<(bool, String)>> = if spec.ifaces.is_empty() {
+            vec![None]
+        } else {
+            spec.ifaces.iter().cloned().map(Some).collect()
+        };
+        let protos: Vec<Option<u8>> = if spec.protos.is_empty() {
+            vec![None]
+        } else {
+            spec.protos.iter().copied().map(Some).collect()
+        };
+        let icmps: Vec<Option<IcmpSpec>> = if spec.icmps.is_empty() {
+            vec![None]
+        } else {
+            spec.icmps.iter().copied().map(Some).collect()
+        };
+        let any = vec![HostItem {
+            neg: false,
+            addr: Addr::Any,
+        }];
+        let src_hosts = if spec.src_hosts.is_empty() {
+            any.clone()
+        } else {
+            spec.src_hosts.clone()
+        };
+        let dst_hosts = if spec.dst_hosts.is_empty() {
+            any
+        } else {
+            spec.dst_hosts.clone()
+        };
+        let opt = |v: &Vec<CmpOp>| -> Vec<Option<CmpOp>> {
+            if v.is_empty() {
+                vec![None]
+            } else {
+                v.iter().copied().map(Some).collect()
+            }
+        };
+        let src_ports = opt(&spec.src_ports);
+        let dst_ports = opt(&spec.dst_ports);
+        let uids = opt(&spec.uids);
+        let gids = opt(&spec.gids);
+        let oses: Vec<Option<String>> = if spec.oses.is_empty() {
+            vec![None]
+        } else {
+            spec.oses.iter().cloned().map(Some).collect()
+        };
+
+        let mut added = 0usize;
+        for ifc in &ifaces {
+            for proto in &protos {
+                for icmp in &icmps {
+                    for sh in &src_hosts {
+                        for dh in &dst_hosts {
+                            for sp in &src_ports {
+                                for dp in &dst_ports {
+                                    for os in &oses {
+                                        for uid in &uids {
+                                            for gid in &gids {
+                                                let c = Combo {
+                                                    ifc,
+                                                    proto: *proto,
+                                                    icmp: *icmp,
+                                                    sh,
+                                                    dh,
+                                                    sp: *sp,
+                                                    dp: *dp,
+                                                    os,
+                                                    uid: *uid,
+                                                    gid: *gid,
+                                                };
+                                                added += self.expand_one(&spec, &c);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if added == 0 {
+            self.error("rule expands to no valid combination");
+            return Err(PErr::Reported);
+        }
+        Ok(())
+    }
+
+    /// Returns how many rules were added.
+    fn expand_one(&mut self, spec: &RuleSpec, c: &Combo) -> usize {
+        let mut r = spec.base.clone();
+        r.ifname = c.ifc.clone();
+        r.proto = c.proto;
+        r.icmp = c.icmp;
+        r.os = c.os.clone();
+        r.user = c.uid;
+        r.group = c.gid;
+        // Address family: hosts of different families do not combine.
+        let (sa, da) = (c.sh.af(), c.dh.af());
+        if let (Some(a), Some(b)) = (sa, da) {
+            if a != b {
+                return 0;
+            }
+        }
+        if let Some(a) = r.af {
+            if sa.is_some_and(|x| x != a) || da.is_some_and(|x| x != a) {
+                return 0;
+            }
+        }
+        if r.af.is_none() {
+            r.af = sa.or(da);
+        }
+        let mut errs = false;
+        match (c.proto, r.af) {
+            (Some(1), Some(Af::Inet6)) => {
+                self.error("proto icmp doesn't match address family inet6");
+                errs = true;
+            }
+            (Some(58), Some(Af::Inet)) => {
+                self.error("proto icmp6 doesn't match address family inet");
+                errs = true;
+            }
+            _ => {}
+        }
+        if (c.sp.is_some() || c.dp.is_some()) && !matches!(c.proto, Some(6) | Some(17)) {
+            self.error("port only applies to tcp/udp");
+            errs = true;
+        }
+        if let Some(ic) = c.icmp {
+            let want = if ic.v6 { 58 } else { 1 };
+            if c.proto != Some(want) {
+                self.error(format!(
+                    "{} only allowed with proto {}",
+                    if ic.v6 { "icmp6-type" } else { "icmp-type" },
+                    if ic.v6 { "icmp6" } else { "icmp" }
+                ));
+                errs = true;
+            }
+        }
+        for h in [c.sh, c.dh] {
+            if let Addr::Net {
+                ip: IpAddr::V4(_),
+                bits,
+            } = h.addr
+            {
+                if bits > 32 {
+                    self.raw_error(format!("netmask {bits} invalid for IPv4 address"));
+                    self.out.errors += 1;
+                    errs = true;
+                }
+            }
+        }
+        // TCP-only options do not apply to other protocols.
+        if c.proto.is_some() && c.proto != Some(6) {
+            r.flags = None;
+            if matches!(r.keep_state, KeepState::Modulate | KeepState::Synproxy) {
+                r.keep_state = KeepState::Keep;
+            }
+        }
+        r.src = Endpoint {
+            addr: AddrSpec {
+                neg: c.sh.neg,
+                addr: masked(&c.sh.addr),
+            },
+            port: c.sp,
+        };
+        r.dst = Endpoint {
+            addr: AddrSpec {
+                neg: c.dh.neg,
+                addr: masked(&c.dh.addr),
+            },
+            port: c.dp,
+        };
+
+        // divert-to: the first address of the rule's family.
+        if let Some((hosts, port)) = &spec.divert_host {
+            let pick = hosts
+                .iter()
+                .find(|h| r.af.is_none() || h.af() == r.af)
+                .and_then(|h| match h.addr {
+                    Addr::Net { ip, .. } => Some(ip),
+                    _ => None,
+                });
+            match pick {
+                Some(ip) => {
+                    if r.af.is_none() {
+                        r.af = Some(Af::of(&ip));
+                    }
+                    r.divert = Some(Divert::To {
+                        addr: ip,
+                        port: *port,
+                    });
+                }
+                None => {
+                    self.error("divert-to address family mismatch");
+                    errs = true;
+                }
+            }
+        }
+
+        let line = spec.line;
+        let mut af = r.af;
+        if let Some(rs) = &spec.nat {
+            match self.collapse_pool(rs, &mut af, false, line) {
+                PoolRes::Pool(mut p) => {
+                    if let Some((lo, hi, _)) = rs.port {
+                        p.port = Some((lo, hi));
+                    }
+                    if rs.static_port {
+                        p.static_port = true;
+                    }
+                    r.nat = Some(p);
+                }
+                PoolRes::Skip => return 0,
+                PoolRes::Error => errs = true,
+            }
+        }
+        if let Some(rs) = &spec.rdr {
+            match self.collapse_pool(rs, &mut af, false, line) {
+                PoolRes::Pool(mut p) => {
+                    if let Some((lo, hi, star)) = rs.port {
+                        let hi = if star {
+                            match c.dp {
+                                Some(CmpOp::Range(a, b)) => lo.saturating_add((b - a) as u16),
+                                _ => lo,
+                            }
+                        } else {
+                            hi
+                        };
+                        p.port = Some((lo, hi));
+                    }
+                    r.rdr = Some(p);
+                }
+                PoolRes::Skip => return 0,
+                PoolRes::Error => errs = true,
+            }
+        }
+        if let Some(rt) = &spec.route {
+            match self.collapse_pool(&rt.spec, &mut af, true, line) {
+                PoolRes::Pool(mut p) => {
+                    p.ifname = rt.ifname.clone();
+                    r.route = Some((rt.kind, p));
+                }
+                PoolRes::Skip => return 0,
+                PoolRes::Error => errs = true,
+            }
+        }
+        if let Some((to_af, from, to)) = &spec.afto {
+            let mut none = None;
+            let fp = self.collapse_pool(from, &mut none, false, line);
+            let mut none2 = None;
+            let tp = to.as_ref().map(|t| self.collapse_pool(t, &mut none2, false, line));
+            match (fp, tp) {
+                (PoolRes::Pool(f), None) => r.af_to = Some((*to_af, f, None)),
+                (PoolRes::Pool(f), Some(PoolRes::Pool(t))) => r.af_to = Some((*to_af, f, Some(t))),
+                _ => errs = true,
+            }
+            if r.af.is_none() {
+                self.error("af-to can only be used with an explicit address family");
+                errs = true;
+            } else if r.af == Some(*to_af) {
+                self.error("af-to cannot translate to the same address family");
+                errs = true;
+            }
+        }
+        r.af = af;
+
+        if let Some(b) = &spec.binat {
+            return self.binat_one(spec, r, b, errs);
+        }
+
+        if errs {
+            self.error("skipping rule due to errors");
+            return 0;
+        }
+        self.finalize_and_add(r);
+        1
+    }
+
+    fn finalize_and_add(&mut self, mut r: Rule) {
+        let nr = self.next_nr();
+        if let Some(l) = &r.label {
+            let l = expand_label(l, &r, nr);
+            r.label = if l.is_empty() { None } else { Some(l) };
+        }
+        if let Some(t) = &r.tag {
+            r.tag = Some(expand_label(t, &r, nr));
+        }
+        if let Some((n, t)) = &r.tagged {
+            r.tagged = Some((*n, expand_label(t, &r, nr)));
+        }
+        self.add_rule(r);
+    }
+
+    fn binat_one(&mut self, spec: &RuleSpec, mut r: Rule, b: &RedirSpec, mut errs: bool) -> usize {
+        let line = spec.line;
+        // Resolve the redirect address (tables for lists, as for nat-to).
+        let pool_addr = if b.hosts.len() > 1 {
+            let name = self.new_auto_table(&b.hosts, line);
+            Some(Addr::Table(name))
+        } else {
+            b.hosts.first().map(|h| masked(&h.addr))
+        };
+        let Some(pool_addr) = pool_addr else {
+            return 0;
+        };
+        let src = r.src.addr.addr.clone();
+        match &src {
+            Addr::Table(t) => {
+                self.error(format!(
+                    "invalid use of table <{t}> as the source address of a binat-to rule"
+                ));
+                errs = true;
+            }
+            Addr::Dynamic { ifname, mods, .. } if !mods.noalias => {
+                self.error(format!(
+                    "invalid use of interface ({ifname}) as the source address of a binat-to rule"
+                ));
+                self.error("dynamic interfaces must be used with :0 in a binat-to rule");
+                errs = true;
+            }
+            _ => {}
+        }
+        if matches!(src, Addr::NoRoute | Addr::UrpfFailed | Addr::Any)
+            || matches!(pool_addr, Addr::Table(_))
+        {
+            self.error("binat-to requires a specified source and redirect address");
+            errs = true;
+        }
+        let pool_af = pool_addr.af();
+        if let (Some(a), Some(p)) = (r.af, pool_af) {
+            if a != p {
+                self.error("af mismatch in translation spec");
+                errs = true;
+            }
+        }
+        if let Addr::Net { bits: sb, ip } = &src {
+            let src_len = *sb as u32 + if ip.is_ipv4() { 96 } else { 0 };
+            let pool_len = match &pool_addr {
+                Addr::Net { ip, bits } => Some(*bits as u32 + if ip.is_ipv4() { 96 } else { 0 }),
+                Addr::Table(_) => Some(0),
+                _ => None,
+            };
+            if pool_len.is_some_and(|p| p != src_len) {
+                self.error(
+                    "source and redir addresess must have a matching network mask in binat-rule",
+                );
+                errs = true;
+            }
+        }
+        if matches!(pool_addr, Addr::Table(_)) {
+            self.error("tables cannot be used as the redirect address of a binat-to rule");
+            errs = true;
+        }
+        if errs {
+            self.error("skipping rule due to errors");
+            return 0;
+        }
+        if r.af.is_none() {
+            r.af = pool_af;
+        }
+        let pool = |addr: Addr, static_port: bool| Pool {
+            addr,
+            ifname: None,
+            port: None,
+            kind: b.kind.unwrap_or(PoolType::None),
+            sticky: b.sticky,
+            static_port,
+            map_e: None,
+            list: None,
+        };
+        let mut nat = r.clone();
+        nat.dir = Some(Direction::Out);
+        nat.nat = Some(pool(pool_addr.clone(), true));
+        let mut rdr = r;
+        rdr.dir = Some(Direction::In);
+        rdr.src = nat.dst.clone();
+        rdr.dst = Endpoint {
+            addr: AddrSpec {
+                neg: false,
+                addr: pool_addr,
+            },
+            port: None,
+        };
+        rdr.rdr = Some(pool(src, false));
+        self.finalize_and_add(nat);
+        self.finalize_and_add(rdr);
+        2
+    }
+}
+
+pub(super) struct Combo<'c> {
+    ifc: &'c Option<(bool, String)>,
+    proto: Option<u8>,
+    icmp: Option<IcmpSpec>,
+    sh: &'c HostItem,
+    dh: &'c HostItem,
+    sp: Option<CmpOp>,
+    dp: Option<CmpOp>,
+    os: &'c Option<String>,
+    uid: Option<CmpOp>,
+    gid: Option<CmpOp>,
+}
+
+/// Apply an address's prefix length to the address itself.
+pub(super) fn masked(a: &Addr) -> Addr {
+    match a {
+        Addr::Net { ip, bits } => Addr::Net {
+            ip: mask_ip(*ip, *bits),
+            bits: *bits,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Label and tag macros ($if, $srcaddr, $dstaddr, $srcport, $dstport,
+/// $proto, $nr), pf.conf(5) "label".
+pub(super) fn expand_label(s: &str, r: &Rule, nr: usize) -> String {
+    let mut out = s.to_string();
+    let ifname = r
+        .ifname
+        .as_ref()
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| "any".into());
+    out = out.replace("$if", &ifname);
+    out = out.replace("$srcaddr", &print::addrspec_str(&r.src.addr, r.af));
+    out = out.replace("$dstaddr", &print::addrspec_str(&r.dst.addr, r.af));
+    out = out.replace("$srcport", &label_port(&r.src.port));
+    out = out.replace("$dstport", &label_port(&r.dst.port));
+    let proto = match r.proto {
+        Some(p) => print::proto_str(p),
+        None => "ip".into(),
+    };
+    out = out.replace("$proto", &proto);
+    out = out.replace("$nr", &nr.to_string());
+    out
+}

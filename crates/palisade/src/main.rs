@@ -1,0 +1,136 @@
+//! The `palisade` command: the daemon and its tools.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use palisade_conf::host::HostModel;
+use palisade_conf::{parse_input, Input, ParseOptions};
+
+mod sysmodel;
+
+#[derive(Parser)]
+#[command(name = "palisade", version, about = "An OpenBSD-style firewall for Linux")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Parse and validate a pf.conf, like `pfctl -o none -nvf FILE`.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Print the normalized ruleset (-vv adds rule numbers).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Define a macro, overriding the file's definition.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    define: Vec<String>,
+    /// The pf.conf to read; `-` for standard input.
+    #[arg(short = 'f', value_name = "FILE", default_value = "/etc/palisade/pf.conf")]
+    file: String,
+    /// Resolve interfaces, groups, users and host names with this model of
+    /// another machine instead of this one (see docs/host-model.md).
+    #[arg(long, value_name = "FILE")]
+    host_model: Option<PathBuf>,
+    /// Load into this anchor (accepted for pfctl compatibility).
+    #[arg(short = 'a', value_name = "ANCHOR")]
+    anchor: Option<String>,
+    /// Optimization level (accepted for pfctl compatibility; only `none`).
+    #[arg(short = 'o', value_name = "LEVEL")]
+    optimize: Option<String>,
+    /// Print exactly what pfctl prints: no warnings about features Palisade
+    /// parses but does not enforce.
+    #[arg(long)]
+    pfctl_compat: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check(a) => check(a),
+    }
+}
+
+fn check(a: CheckArgs) -> ExitCode {
+    let mut defines = Vec::new();
+    for d in &a.define {
+        match d.split_once('=') {
+            Some((k, v)) if !k.is_empty() => defines.push((k.to_string(), v.to_string())),
+            _ => {
+                eprintln!("palisade: -D {d}: expected NAME=VALUE");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Some(o) = &a.optimize {
+        if o != "none" {
+            eprintln!("palisade: -o {o}: only 'none' is supported");
+            return ExitCode::from(1);
+        }
+    }
+    let host = match &a.host_model {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => match HostModel::from_toml(&t) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("{}: {e}", p.display());
+                    return ExitCode::from(1);
+                }
+            },
+            Err(e) => {
+                eprintln!("{}: cannot read: {}", p.display(), palisade_conf::io_reason(&e));
+                return ExitCode::from(1);
+            }
+        },
+        None => sysmodel::from_system(),
+    };
+    let opts = ParseOptions {
+        verbose: a.verbose,
+        defines,
+        host,
+        anchor: a.anchor.clone(),
+    };
+    let out = if a.file == "-" {
+        let mut data = Vec::new();
+        if let Err(e) = std::io::stdin().read_to_end(&mut data) {
+            eprintln!("stdin: cannot read: {e}");
+            return ExitCode::from(1);
+        }
+        parse_input(Input::Stdin(data), &opts)
+    } else {
+        parse_input(Input::File(std::path::Path::new(&a.file)), &opts)
+    };
+    // Diagnostics go out first and unbuffered; the ruleset is written at the
+    // end, as pfctl's buffered stdout is.
+    let stderr = std::io::stderr();
+    let mut e = stderr.lock();
+    for line in &out.stderr {
+        let _ = writeln!(e, "{line}");
+    }
+    if !a.pfctl_compat && out.errors == 0 {
+        let mut seen = std::collections::BTreeSet::new();
+        for u in &out.unenforced {
+            if seen.insert(u.what.clone()) {
+                let _ = writeln!(
+                    e,
+                    "{}:{}: warning: {} is parsed but not enforced by Palisade yet",
+                    if a.file == "-" { "stdin" } else { &a.file },
+                    u.line,
+                    u.what
+                );
+            }
+        }
+    }
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    if out.errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
