@@ -69,7 +69,10 @@ pub fn parse_ifaddr(s: &str) -> Result<IfAddr, String> {
     let (ipstr, bits) = match a.split_once('/') {
         Some((ip, b)) => (
             ip,
-            Some(b.parse::<u8>().map_err(|_| format!("bad prefix length in '{a}'"))?),
+            Some(
+                b.parse::<u8>()
+                    .map_err(|_| format!("bad prefix length in '{a}'"))?,
+            ),
         ),
         None => (a, None),
     };
@@ -419,7 +422,9 @@ pub fn icmp_type_name(ty: u8, v6: bool) -> Option<&'static str> {
 
 pub fn icmp_code_number(name: &str, v6: bool) -> Option<(u8, u8)> {
     let t = if v6 { ICMP6_CODES } else { ICMP_CODES };
-    t.iter().find(|(_, n, _)| *n == name).map(|&(ty, _, c)| (ty, c))
+    t.iter()
+        .find(|(_, n, _)| *n == name)
+        .map(|&(ty, _, c)| (ty, c))
 }
 
 pub fn icmp_code_name(ty: u8, code: u8, v6: bool) -> Option<&'static str> {

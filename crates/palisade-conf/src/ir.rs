@@ -52,9 +52,15 @@ pub enum Addr {
     Any,
     /// An address with a prefix length; the address is already masked.
     /// `0.0.0.0/0` prints as `any` but keeps its family.
-    Net { ip: IpAddr, bits: u8 },
+    Net {
+        ip: IpAddr,
+        bits: u8,
+    },
     /// `a - b`
-    Range { lo: IpAddr, hi: IpAddr },
+    Range {
+        lo: IpAddr,
+        hi: IpAddr,
+    },
     /// `(ifname[:mods])[/bits]`: follows the interface's addresses at run time.
     Dynamic {
         ifname: String,
@@ -145,9 +151,14 @@ pub enum BlockPolicy {
     Drop,
     /// `block return`: RST for TCP, ICMP unreachable otherwise.
     Return,
-    ReturnRst { ttl: u8 },
+    ReturnRst {
+        ttl: u8,
+    },
     /// `return-icmp`/`return-icmp6`: (type, code) for IPv4 and IPv6.
-    ReturnIcmp { v4: (u8, u8), v6: (u8, u8) },
+    ReturnIcmp {
+        v4: (u8, u8),
+        v6: (u8, u8),
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -159,9 +170,15 @@ pub enum Action {
     Anchor(AnchorKind),
     /// Older translation syntax (`nat`, `rdr`, `binat`, with `->`).
     /// Translation happens before filtering; the first match wins.
-    LegacyNat { no: bool },
-    LegacyRdr { no: bool },
-    LegacyBinat { no: bool },
+    LegacyNat {
+        no: bool,
+    },
+    LegacyRdr {
+        no: bool,
+    },
+    LegacyBinat {
+        no: bool,
+    },
     /// Older `scrub` rule.
     LegacyScrub,
 }

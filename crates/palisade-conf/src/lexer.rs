@@ -84,8 +84,7 @@ pub struct Lexer {
 }
 
 fn allowed_in_string(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || (c.is_ascii_punctuation() && !b"(){}<>!=/#,".contains(&c))
+    c.is_ascii_alphanumeric() || (c.is_ascii_punctuation() && !b"(){}<>!=/#,".contains(&c))
 }
 
 fn ends_number(c: Option<u8>) -> bool {
@@ -129,7 +128,9 @@ impl Lexer {
 
     /// Paths of the files currently open, outermost first (for include loops).
     pub fn open_paths(&self) -> impl Iterator<Item = &PathBuf> {
-        self.stack.iter().filter_map(|&i| self.files[i].path.as_ref())
+        self.stack
+            .iter()
+            .filter_map(|&i| self.files[i].path.as_ref())
     }
 
     pub fn current_path(&self) -> Option<&PathBuf> {
@@ -453,9 +454,15 @@ mod tests {
 
     #[test]
     fn numbers_end_only_at_delimiters() {
-        assert_eq!(lex("10/8"), vec![Tok::Number(10), Tok::Punct('/'), Tok::Number(8)]);
+        assert_eq!(
+            lex("10/8"),
+            vec![Tok::Number(10), Tok::Punct('/'), Tok::Number(8)]
+        );
         assert_eq!(lex("1024:2048"), vec![w("1024:2048")]);
-        assert_eq!(lex("<444>"), vec![Tok::Punct('<'), w("444"), Tok::Punct('>')]);
+        assert_eq!(
+            lex("<444>"),
+            vec![Tok::Punct('<'), w("444"), Tok::Punct('>')]
+        );
         assert_eq!(lex("-1"), vec![Tok::Number(-1)]);
         assert_eq!(lex("- 1"), vec![Tok::Punct('-'), Tok::Number(1)]);
         assert_eq!(lex("0x10"), vec![w("0x10")]);
@@ -480,7 +487,10 @@ mod tests {
 
     #[test]
     fn continuation_and_comments() {
-        assert_eq!(lex("a \\\n b # c \\\n d\ne"), vec![w("a"), w("b"), Tok::Newline, w("e")]);
+        assert_eq!(
+            lex("a \\\n b # c \\\n d\ne"),
+            vec![w("a"), w("b"), Tok::Newline, w("e")]
+        );
     }
 
     #[test]
@@ -495,7 +505,10 @@ mod tests {
             }
             v.push(t.tok);
         }
-        assert_eq!(v, vec![w("a"), Tok::Punct('{'), w("b"), Tok::Punct('}'), w("x")]);
+        assert_eq!(
+            v,
+            vec![w("a"), Tok::Punct('{'), w("b"), Tok::Punct('}'), w("x")]
+        );
     }
 
     #[test]

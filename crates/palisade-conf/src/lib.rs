@@ -23,7 +23,12 @@ pub enum Input<'a> {
 }
 
 /// Parse a pf.conf from bytes, as `pfctl -nf` would.
-pub fn parse_bytes(name: &str, path: Option<PathBuf>, data: Vec<u8>, opts: &ParseOptions) -> ParseOutput {
+pub fn parse_bytes(
+    name: &str,
+    path: Option<PathBuf>,
+    data: Vec<u8>,
+    opts: &ParseOptions,
+) -> ParseOutput {
     if let Some(msg) = binary_reason(&data) {
         return ParseOutput {
             stderr: vec![format!("{name}: {msg}")],

@@ -206,10 +206,8 @@ pub fn pool_str(p: &Pool, af: Option<Af>, usage: PoolUse) -> String {
         PoolType::Random => s.push_str(" random"),
         PoolType::SourceHash(k) => {
             s.push_str(" source-hash 0x");
-            for chunk in k.chunks(4) {
-                // pfctl prints the key as four host-order 32-bit words.
-                let w = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                let _ = write!(s, "{w:08x}");
+            for b in k {
+                let _ = write!(s, "{b:02x}");
             }
         }
         PoolType::RoundRobin => s.push_str(" round-robin"),

@@ -11,7 +11,11 @@ use palisade_conf::{parse_input, Input, ParseOptions};
 mod sysmodel;
 
 #[derive(Parser)]
-#[command(name = "palisade", version, about = "An OpenBSD-style firewall for Linux")]
+#[command(
+    name = "palisade",
+    version,
+    about = "An OpenBSD-style firewall for Linux"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,7 +36,11 @@ struct CheckArgs {
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     define: Vec<String>,
     /// The pf.conf to read; `-` for standard input.
-    #[arg(short = 'f', value_name = "FILE", default_value = "/etc/palisade/pf.conf")]
+    #[arg(
+        short = 'f',
+        value_name = "FILE",
+        default_value = "/etc/palisade/pf.conf"
+    )]
     file: String,
     /// Resolve interfaces, groups, users and host names with this model of
     /// another machine instead of this one (see docs/host-model.md).
@@ -84,7 +92,11 @@ fn check(a: CheckArgs) -> ExitCode {
                 }
             },
             Err(e) => {
-                eprintln!("{}: cannot read: {}", p.display(), palisade_conf::io_reason(&e));
+                eprintln!(
+                    "{}: cannot read: {}",
+                    p.display(),
+                    palisade_conf::io_reason(&e)
+                );
                 return ExitCode::from(1);
             }
         },

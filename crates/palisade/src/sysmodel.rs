@@ -72,7 +72,11 @@ fn prefix_len(sa: *const libc::sockaddr) -> u8 {
             }
             libc::AF_INET6 => {
                 let s = &*(sa as *const libc::sockaddr_in6);
-                s.sin6_addr.s6_addr.iter().map(|b| b.count_ones() as u8).sum()
+                s.sin6_addr
+                    .s6_addr
+                    .iter()
+                    .map(|b| b.count_ones() as u8)
+                    .sum()
             }
             _ => 0,
         }

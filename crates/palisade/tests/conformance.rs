@@ -79,7 +79,10 @@ fn numbers(prefix: &str) -> Vec<u32> {
         for e in std::fs::read_dir(&dir).expect("read suite dir").flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if let Some(rest) = n.strip_prefix(prefix) {
-                if let Some(num) = rest.strip_suffix(".in").or_else(|| rest.strip_suffix(".ok")) {
+                if let Some(num) = rest
+                    .strip_suffix(".in")
+                    .or_else(|| rest.strip_suffix(".ok"))
+                {
                     if let Ok(x) = num.parse() {
                         if !v.contains(&x) {
                             v.push(x);
@@ -141,7 +144,10 @@ fn openbsd_families() -> Vec<Family> {
     let mut pf = Family::new("pf");
     let mut selfpf = Family::new("selfpf");
     for n in numbers("pf") {
-        let (Some(inp), Some(ok)) = (case_file(&format!("pf{n}.in")), case_file(&format!("pf{n}.ok"))) else {
+        let (Some(inp), Some(ok)) = (
+            case_file(&format!("pf{n}.in")),
+            case_file(&format!("pf{n}.ok")),
+        ) else {
             continue;
         };
         let want = std::fs::read_to_string(&ok).expect("read .ok");
@@ -229,7 +235,10 @@ fn freebsd_family() -> Family {
         } else {
             let second = parse_bytes("printed", None, first.stdout.clone().into_bytes(), &opts);
             if second.errors > 0 {
-                Err(format!("printed form rejected: {}", second.stderr.join(" | ")))
+                Err(format!(
+                    "printed form rejected: {}",
+                    second.stderr.join(" | ")
+                ))
             } else if strip_lines(&second.config.main) != strip_lines(&first.config.main) {
                 Err(format!(
                     "printed form parses to another IR: {}",
@@ -260,7 +269,12 @@ fn pfctl_conformance() {
     let verbose = std::env::var("CONFORMANCE_VERBOSE").is_ok();
     let mut below = Vec::new();
     for f in &fams {
-        println!("conformance {}: {} passed, {} failed", f.name, f.passed.len(), f.failed.len());
+        println!(
+            "conformance {}: {} passed, {} failed",
+            f.name,
+            f.passed.len(),
+            f.failed.len()
+        );
         for (case, why) in &f.failed {
             if verbose {
                 println!("  FAIL {case}: {why}");
@@ -268,7 +282,12 @@ fn pfctl_conformance() {
         }
         let floor = floors.get(f.name).copied().unwrap_or(0);
         if f.passed.len() < floor {
-            below.push(format!("{}: {} passed, floor {}", f.name, f.passed.len(), floor));
+            below.push(format!(
+                "{}: {} passed, floor {}",
+                f.name,
+                f.passed.len(),
+                floor
+            ));
         }
     }
     assert!(below.is_empty(), "conformance below the floor: {below:?}");

@@ -108,7 +108,12 @@ impl<'a> Parser<'a> {
             *af = h.af();
         }
         pool.addr = masked(&h.addr);
-        if rs.kind.is_none() && matches!(pool.addr, Addr::Dynamic { .. } | Addr::Table(_)) {
+        let multi = match &pool.addr {
+            Addr::Dynamic { mods, .. } => !mods.noalias,
+            Addr::Table(_) => true,
+            _ => false,
+        };
+        if rs.kind.is_none() && multi {
             pool.kind = PoolType::RoundRobin;
         }
         PoolRes::Pool(pool)
@@ -134,6 +139,7 @@ impl<'a> Parser<'a> {
         let any = vec![HostItem {
             neg: false,
             addr: Addr::Any,
+            scope: None,
         }];
         let src_hosts = if spec.src_hosts.is_empty() {
             any.clone()
@@ -274,6 +280,12 @@ impl<'a> Parser<'a> {
                 r.keep_state = KeepState::Keep;
             }
         }
+        // A scoped link-local address names the interface.
+        if r.ifname.is_none() {
+            if let Some(sc) = c.sh.scope.as_ref().or(c.dh.scope.as_ref()) {
+                r.ifname = Some((false, sc.clone()));
+            }
+        }
         r.src = Endpoint {
             addr: AddrSpec {
                 neg: c.sh.neg,
@@ -366,7 +378,9 @@ impl<'a> Parser<'a> {
             let mut none = None;
             let fp = self.collapse_pool(from, &mut none, false, line);
             let mut none2 = None;
-            let tp = to.as_ref().map(|t| self.collapse_pool(t, &mut none2, false, line));
+            let tp = to
+                .as_ref()
+                .map(|t| self.collapse_pool(t, &mut none2, false, line));
             match (fp, tp) {
                 (PoolRes::Pool(f), None) => r.af_to = Some((*to_af, f, None)),
                 (PoolRes::Pool(f), Some(PoolRes::Pool(t))) => r.af_to = Some((*to_af, f, Some(t))),
@@ -452,9 +466,10 @@ impl<'a> Parser<'a> {
             }
         }
         if let Addr::Net { bits: sb, ip } = &src {
-            let src_len = *sb as u32 + if ip.is_ipv4() { 96 } else { 0 };
+            let _ = ip;
+            let src_len = *sb as u32;
             let pool_len = match &pool_addr {
-                Addr::Net { ip, bits } => Some(*bits as u32 + if ip.is_ipv4() { 96 } else { 0 }),
+                Addr::Net { bits, .. } => Some(*bits as u32),
                 Addr::Table(_) => Some(0),
                 _ => None,
             };

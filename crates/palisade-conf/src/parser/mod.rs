@@ -24,24 +24,135 @@ use crate::print;
 /// Words the lexer would turn into keywords in pfctl: they cannot stand
 /// where a plain string (a name, a label) is expected unless quoted.
 const KEYWORDS: &[&str] = &[
-    "af-to", "all", "allow-opts", "altq", "anchor", "antispoof", "any", "bandwidth",
-    "binat", "binat-anchor", "binat-to", "bitmask", "block", "block-policy", "burst",
-    "cbq", "code", "debug", "divert-packet", "divert-reply", "divert-to", "drop",
-    "dup-to", "file", "fingerprints", "flags", "floating", "flows", "flush", "for",
-    "fragment", "from", "global", "group", "hostid", "icmp-type", "icmp6-type",
-    "if-bound", "in", "include", "inet", "inet6", "keep", "label", "least-states",
-    "limit", "load", "log", "loginterface", "match", "max", "max-mss", "max-pkt-rate",
-    "max-src-conn", "max-src-conn-rate", "max-src-nodes", "max-src-states", "min-ttl",
-    "modulate", "nat", "nat-anchor", "nat-to", "no", "no-df", "no-route", "no-sync",
-    "on", "once", "optimization", "os", "out", "overload", "parent", "pass", "pflow",
-    "port", "prio", "probability", "proto", "qlimit", "queue", "quick", "random",
-    "random-id", "rdr", "rdr-anchor", "rdr-to", "reassemble", "received-on",
-    "reply-to", "return", "return-icmp", "return-icmp6", "return-rst", "round-robin",
-    "route", "route-to", "rtable", "rule", "ruleset-optimization", "scrub", "set",
-    "skip", "sloppy", "source-hash", "source-track", "state", "state-defaults",
-    "state-policy", "static-port", "sticky-address", "synproxy", "table", "tag",
-    "tagged", "timeout", "to", "tos", "urpf-failed", "user", "quantum", "default",
-    "min", "rdomain", "syncookies", "divert", "counters", "persist", "const",
+    "af-to",
+    "all",
+    "allow-opts",
+    "altq",
+    "anchor",
+    "antispoof",
+    "any",
+    "bandwidth",
+    "binat",
+    "binat-anchor",
+    "binat-to",
+    "bitmask",
+    "block",
+    "block-policy",
+    "burst",
+    "cbq",
+    "code",
+    "debug",
+    "divert-packet",
+    "divert-reply",
+    "divert-to",
+    "drop",
+    "dup-to",
+    "file",
+    "fingerprints",
+    "flags",
+    "floating",
+    "flows",
+    "flush",
+    "for",
+    "fragment",
+    "from",
+    "global",
+    "group",
+    "hostid",
+    "icmp-type",
+    "icmp6-type",
+    "if-bound",
+    "in",
+    "include",
+    "inet",
+    "inet6",
+    "keep",
+    "label",
+    "least-states",
+    "limit",
+    "load",
+    "log",
+    "loginterface",
+    "match",
+    "max",
+    "max-mss",
+    "max-pkt-rate",
+    "max-src-conn",
+    "max-src-conn-rate",
+    "max-src-nodes",
+    "max-src-states",
+    "min-ttl",
+    "modulate",
+    "nat",
+    "nat-anchor",
+    "nat-to",
+    "no",
+    "no-df",
+    "no-route",
+    "no-sync",
+    "on",
+    "once",
+    "optimization",
+    "os",
+    "out",
+    "overload",
+    "parent",
+    "pass",
+    "pflow",
+    "port",
+    "prio",
+    "probability",
+    "proto",
+    "qlimit",
+    "queue",
+    "quick",
+    "random",
+    "random-id",
+    "rdr",
+    "rdr-anchor",
+    "rdr-to",
+    "reassemble",
+    "received-on",
+    "reply-to",
+    "return",
+    "return-icmp",
+    "return-icmp6",
+    "return-rst",
+    "round-robin",
+    "route",
+    "route-to",
+    "rtable",
+    "rule",
+    "ruleset-optimization",
+    "scrub",
+    "set",
+    "skip",
+    "sloppy",
+    "source-hash",
+    "source-track",
+    "state",
+    "state-defaults",
+    "state-policy",
+    "static-port",
+    "sticky-address",
+    "synproxy",
+    "table",
+    "tag",
+    "tagged",
+    "timeout",
+    "to",
+    "tos",
+    "urpf-failed",
+    "user",
+    "quantum",
+    "default",
+    "min",
+    "rdomain",
+    "syncookies",
+    "divert",
+    "counters",
+    "persist",
+    "const",
 ];
 
 #[derive(Debug)]
@@ -80,6 +191,8 @@ pub struct ParseOutput {
 struct HostItem {
     neg: bool,
     addr: Addr,
+    /// `fe80::1%lo0`: the interface a link-local address belongs to.
+    scope: Option<String>,
 }
 
 impl HostItem {
@@ -225,6 +338,25 @@ fn ifmods_parse(s: &str) -> Option<(String, IfMods)> {
         return None;
     }
     Some((name, m))
+}
+
+/// strtol(s, NULL, 0): decimal, 0x hex or 0 octal, the whole string.
+pub(crate) fn parse_c_number(s: &str) -> Option<i64> {
+    let (neg, t) = match s.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, s),
+    };
+    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        i64::from_str_radix(h, 16).ok()?
+    } else if t.len() > 1 && t.starts_with('0') {
+        i64::from_str_radix(&t[1..], 8).ok()?
+    } else {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()?
+    };
+    Some(if neg { -v } else { v })
 }
 
 fn label_port(op: &Option<CmpOp>) -> String {
@@ -394,7 +526,9 @@ impl<'a> Parser<'a> {
     fn error(&mut self, msg: impl Into<String>) {
         let line = self.err_line();
         let name = self.file_name();
-        self.out.stderr.push(format!("{name}:{line}: {}", msg.into()));
+        self.out
+            .stderr
+            .push(format!("{name}:{line}: {}", msg.into()));
         self.out.errors += 1;
     }
 
@@ -638,8 +772,14 @@ impl<'a> Parser<'a> {
         match w.as_str() {
             "optimization" => {
                 let v = self.string_or_kw()?;
-                if !["normal", "high-latency", "satellite", "aggressive", "conservative"]
-                    .contains(&v.as_str())
+                if ![
+                    "normal",
+                    "high-latency",
+                    "satellite",
+                    "aggressive",
+                    "conservative",
+                ]
+                .contains(&v.as_str())
                 {
                     self.error(format!("unknown optimization {v}"));
                     return Err(PErr::Reported);
@@ -692,7 +832,11 @@ impl<'a> Parser<'a> {
                 self.push_option(o);
             }
             "hostid" => {
-                let n = self.number()?;
+                let v = self.string_or_number()?;
+                let Some(n) = parse_c_number(&v) else {
+                    self.error(format!("invalid hostid {v}"));
+                    return Err(PErr::Reported);
+                };
                 if n == 0 {
                     self.error("hostid must be non-zero");
                     return Err(PErr::Reported);
@@ -751,8 +895,10 @@ impl<'a> Parser<'a> {
             }
             "debug" => {
                 let v = self.string_or_kw()?;
-                if !["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
-                    .contains(&v.as_str())
+                if ![
+                    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+                ]
+                .contains(&v.as_str())
                 {
                     self.error(format!("unknown debug level {v}"));
                     return Err(PErr::Reported);
@@ -903,6 +1049,7 @@ impl<'a> Parser<'a> {
                     ip,
                     bits: mask.unwrap_or(32),
                 },
+                scope: None,
             }]);
         }
         if let Some(a) = parse_v6(s) {
@@ -912,6 +1059,7 @@ impl<'a> Parser<'a> {
                     ip: IpAddr::V6(a),
                     bits: mask.unwrap_or(128),
                 },
+                scope: s.split_once('%').map(|(_, i)| i.to_string()),
             }]);
         }
         if let Some(list) = self.opts.host.resolve(s) {
@@ -923,6 +1071,7 @@ impl<'a> Parser<'a> {
                         ip: *ip,
                         bits: mask.unwrap_or(Af::of(ip).max_bits()),
                     },
+                    scope: None,
                 })
                 .collect();
             return Some(v);
@@ -938,9 +1087,14 @@ impl<'a> Parser<'a> {
             let mut seen_v6 = false;
             for a in &i.addrs {
                 let af = Af::of(&a.ip);
-                let linklocal = matches!(a.ip, IpAddr::V6(x) if (x.segments()[0] & 0xffc0) == 0xfe80);
+                let linklocal =
+                    matches!(a.ip, IpAddr::V6(x) if (x.segments()[0] & 0xffc0) == 0xfe80);
                 if mods.noalias {
-                    let seen = if af == Af::Inet { &mut seen_v4 } else { &mut seen_v6 };
+                    let seen = if af == Af::Inet {
+                        &mut seen_v4
+                    } else {
+                        &mut seen_v6
+                    };
                     if *seen {
                         continue;
                     }
@@ -970,6 +1124,7 @@ impl<'a> Parser<'a> {
                 v.push(HostItem {
                     neg: false,
                     addr: Addr::Net { ip, bits },
+                    scope: None,
                 });
             }
         }
@@ -1008,6 +1163,7 @@ impl<'a> Parser<'a> {
         Ok(HostItem {
             neg: false,
             addr: Addr::Dynamic { ifname, mods, bits },
+            scope: None,
         })
     }
 
@@ -1032,6 +1188,7 @@ impl<'a> Parser<'a> {
                 Ok(vec![HostItem {
                     neg: false,
                     addr: Addr::Table(name),
+                    scope: None,
                 }])
             }
             Tok::Word { text, quoted } => {
@@ -1042,6 +1199,7 @@ impl<'a> Parser<'a> {
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::NoRoute,
+                                scope: None,
                             }]);
                         }
                         "urpf-failed" => {
@@ -1049,6 +1207,7 @@ impl<'a> Parser<'a> {
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::UrpfFailed,
+                                scope: None,
                             }]);
                         }
                         "route" => {
@@ -1057,6 +1216,7 @@ impl<'a> Parser<'a> {
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::RouteLabel(l),
+                                scope: None,
                             }]);
                         }
                         "any" => {
@@ -1064,6 +1224,7 @@ impl<'a> Parser<'a> {
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::Any,
+                                scope: None,
                             }]);
                         }
                         _ if KEYWORDS.contains(&text.as_str()) => return Err(PErr::Syntax),
@@ -1091,6 +1252,7 @@ impl<'a> Parser<'a> {
                         (Some(lo), Some(hi)) if Af::of(&lo) == Af::of(&hi) => Ok(vec![HostItem {
                             neg: false,
                             addr: Addr::Range { lo, hi },
+                            scope: None,
                         }]),
                         _ => {
                             self.error("invalid address range");
@@ -1166,7 +1328,7 @@ impl<'a> Parser<'a> {
     // ----- ports, uids ----------------------------------------------------
 
     fn port_value(&mut self, s: &str) -> PResult<u32> {
-        if let Ok(n) = s.parse::<i64>() {
+        if let Some(n) = parse_c_number(s) {
             return self.check_port(n);
         }
         if let Some(p) = service_port(s) {
@@ -1192,7 +1354,10 @@ impl<'a> Parser<'a> {
                 let p = self.check_port(n)?;
                 Ok((p, p, false, false))
             }
-            Tok::Word { text, quoted: false } if !KEYWORDS.contains(&text.as_str()) => {
+            Tok::Word {
+                text,
+                quoted: false,
+            } if !KEYWORDS.contains(&text.as_str()) => {
                 self.next();
                 if let Some((a, b)) = text.split_once(':') {
                     let lo = self.port_value(a)?;
@@ -1295,7 +1460,10 @@ impl<'a> Parser<'a> {
             Tok::Number(n) => {
                 self.next();
                 if !(0..u32::MAX as i64).contains(&n) {
-                    self.error(format!("illegal {} value {n}", if users { "uid" } else { "gid" }));
+                    self.error(format!(
+                        "illegal {} value {n}",
+                        if users { "uid" } else { "gid" }
+                    ));
                     return Err(PErr::Reported);
                 }
                 Ok(n as u32)
@@ -1978,7 +2146,9 @@ impl<'a> Parser<'a> {
                 } else {
                     "max-src-conn-rate"
                 };
-                self.error(format!("'{what}' is incompatible with 'source-track global'"));
+                self.error(format!(
+                    "'{what}' is incompatible with 'source-track global'"
+                ));
                 return Err(PErr::Reported);
             }
             o.source_track = Some(SourceTrack::Rule);
@@ -1988,8 +2158,10 @@ impl<'a> Parser<'a> {
         if let Some(m) = o.max {
             let has = |t| o.timeouts.iter().any(|(x, _)| *x == t);
             if !has(Timeout::AdaptiveStart) && !has(Timeout::AdaptiveEnd) {
-                o.timeouts.push((Timeout::AdaptiveStart, m / 10 * 6 + (m % 10) * 6 / 10));
-                o.timeouts.push((Timeout::AdaptiveEnd, m / 10 * 12 + (m % 10) * 12 / 10));
+                o.timeouts
+                    .push((Timeout::AdaptiveStart, m / 10 * 6 + (m % 10) * 6 / 10));
+                o.timeouts
+                    .push((Timeout::AdaptiveEnd, m / 10 * 12 + (m % 10) * 12 / 10));
             }
         }
         if let Some((_, secs)) = o.max_src_conn_rate {
@@ -2072,22 +2244,21 @@ impl<'a> Parser<'a> {
             } else if allow_static && self.accept_kw("static-port") {
                 r.static_port = true;
             } else if allow_static && self.accept_kw("map-e-portset") {
-                let s = self.string_or_kw()?;
-                let parts: Vec<&str> = s.split('/').collect();
-                let ok = parts.len() == 3;
-                let num = |p: &str| -> Option<u32> {
-                    if let Some(h) = p.strip_prefix("0x") {
-                        u32::from_str_radix(h, 16).ok()
-                    } else {
-                        p.parse().ok()
-                    }
-                };
-                match (ok, parts.first().and_then(|p| num(p)), parts.get(1).and_then(|p| num(p)), parts.get(2).and_then(|p| num(p))) {
-                    (true, Some(a), Some(b), Some(c)) if a <= 15 && b <= 15 && c <= 0xffff => {
+                let a = self.number()?;
+                self.expect_punct('/')?;
+                let b = self.number()?;
+                self.expect_punct('/')?;
+                let c = self.string_or_number()?;
+                match parse_c_number(&c) {
+                    Some(c)
+                        if (0..=15).contains(&a)
+                            && (0..=15).contains(&b)
+                            && (0..=0xffff).contains(&c) =>
+                    {
                         r.map_e = Some((a as u8, b as u8, c as u16));
                     }
                     _ => {
-                        self.error(format!("invalid map-e-portset {s}"));
+                        self.error(format!("invalid map-e-portset {a}/{b}/{c}"));
                         return Err(PErr::Reported);
                     }
                 }
@@ -2114,10 +2285,8 @@ impl<'a> Parser<'a> {
                 self.error("hash key must be 128 bits long");
                 return None;
             }
-            // Four 32-bit words, each stored in host (little-endian) order.
-            for w in 0..4 {
-                let word = u32::from_str_radix(&h[w * 8..w * 8 + 8], 16).ok()?;
-                k[w * 4..w * 4 + 4].copy_from_slice(&word.to_le_bytes());
+            for (i, b) in k.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&h[i * 2..i * 2 + 2], 16).ok()?;
             }
             return Some(k);
         }
@@ -2182,13 +2351,20 @@ impl<'a> Parser<'a> {
                         spec.base.flags = None;
                     } else {
                         let mut set = 0u8;
-                        if let Tok::Word { text, quoted: false } = self.peek_tok() {
+                        if let Tok::Word {
+                            text,
+                            quoted: false,
+                        } = self.peek_tok()
+                        {
                             self.next();
                             set = self.parse_flags(&text)?;
                         }
                         self.expect_punct('/')?;
                         let mask = match self.peek_tok() {
-                            Tok::Word { text, quoted: false } => {
+                            Tok::Word {
+                                text,
+                                quoted: false,
+                            } => {
                                 self.next();
                                 self.parse_flags(&text)?
                             }
@@ -2561,9 +2737,19 @@ impl<'a> Parser<'a> {
             for r in [&mut spec.nat, &mut spec.rdr].into_iter().flatten() {
                 r.hosts.retain(|h| h.af().is_none() || h.af() == Some(af));
             }
-            if let Some(b) = &spec.binat {
-                if spec.explicit_af && b.hosts.iter().any(|h| h.af().is_some_and(|x| x != af)) {
-                    self.error("af mismatch in translation spec");
+            if let Some(b) = &mut spec.binat {
+                let keep: Vec<HostItem> = b
+                    .hosts
+                    .iter()
+                    .filter(|h| h.af().is_none() || h.af() == Some(af))
+                    .cloned()
+                    .collect();
+                if keep.is_empty() {
+                    if spec.explicit_af {
+                        self.error("af mismatch in translation spec");
+                    }
+                } else {
+                    b.hosts = keep;
                 }
             }
             if let Some((hosts, _)) = &spec.divert_host {

@@ -143,7 +143,7 @@ impl<'a> Parser<'a> {
                     }
                     match self.table_entry()? {
                         Some(v) => entries.extend(v),
-                        None => bad = true,
+                        None => return Err(PErr::Reported),
                     }
                     self.opt_comma();
                 }
@@ -178,9 +178,10 @@ impl<'a> Parser<'a> {
                 self.error("dynamic addresses are not permitted inside tables");
                 return Ok(None);
             }
-            Tok::Word { text, quoted: false }
-                if text == "no-route" || text == "urpf-failed" || text == "self" =>
-            {
+            Tok::Word {
+                text,
+                quoted: false,
+            } if text == "no-route" || text == "urpf-failed" || text == "self" => {
                 self.next();
                 self.error(format!("\"{text}\" is not permitted inside tables"));
                 return Ok(None);
@@ -321,6 +322,7 @@ impl<'a> Parser<'a> {
                             },
                             bits: None,
                         },
+                        scope: None,
                     }];
                     self.expand(spec)?;
                 }
@@ -347,6 +349,7 @@ impl<'a> Parser<'a> {
                         spec.src_hosts = vec![HostItem {
                             neg: false,
                             addr: Addr::Any,
+                            scope: None,
                         }];
                     }
                     let own = spec.clone();
@@ -471,17 +474,23 @@ impl<'a> Parser<'a> {
         let has_children = |n: &str| qs.iter().any(|q| q.parent.as_deref() == Some(n));
         for q in &qs {
             if q.parent.is_some() && q.flows.is_some() && q.bandwidth.is_none() {
-                self.raw_error(format!("pfctl: queue {}: no bandwidth was specified", q.name));
+                self.raw_error(format!(
+                    "pfctl: queue {}: no bandwidth was specified",
+                    q.name
+                ));
                 return false;
             }
         }
         for q in &qs {
-            if q.flows.is_some() && has_children(&q.name) {
-                self.raw_error(format!("pfctl: flow queue {} is not a leaf queue", q.name));
+            if q.default && has_children(&q.name) {
+                self.raw_error(format!(
+                    "pfctl: default queue {} is not a leaf queue",
+                    q.name
+                ));
                 return false;
             }
-            if q.default && has_children(&q.name) {
-                self.raw_error(format!("pfctl: default queue {} is not a leaf queue", q.name));
+            if q.flows.is_some() && has_children(&q.name) {
+                self.raw_error(format!("pfctl: flow queue {} is not a leaf queue", q.name));
                 return false;
             }
         }
@@ -503,7 +512,10 @@ impl<'a> Parser<'a> {
     pub(super) fn legacy_translation(&mut self) -> PResult<()> {
         let no = self.accept_kw("no");
         let kw = match self.next().tok {
-            Tok::Word { text, quoted: false } => text,
+            Tok::Word {
+                text,
+                quoted: false,
+            } => text,
             _ => return Err(PErr::Syntax),
         };
         let action = match kw.as_str() {
@@ -603,15 +615,16 @@ impl<'a> Parser<'a> {
                     spec.base.af = first_af;
                 }
                 spec.base.nat = None;
-                let mut out = Vec::new();
-                std::mem::swap(&mut out, &mut self.frames.last_mut().expect("frame").rules);
-                let before = out.len();
-                std::mem::swap(&mut out, &mut self.frames.last_mut().expect("frame").rules);
+                let before = self.frames.last().expect("frame").rules.len();
                 let is_nat = spec.nat.is_some();
                 self.expand(spec)?;
                 let rules = &mut self.frames.last_mut().expect("frame").rules;
                 for r in rules.iter_mut().skip(before) {
-                    let p = if is_nat { r.nat.as_mut() } else { r.rdr.as_mut() };
+                    let p = if is_nat {
+                        r.nat.as_mut()
+                    } else {
+                        r.rdr.as_mut()
+                    };
                     if let Some(p) = p {
                         p.list = Some(list.clone());
                     }
