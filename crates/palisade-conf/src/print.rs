@@ -9,6 +9,13 @@ use std::net::IpAddr;
 use crate::host::{icmp_code_name, icmp_type_name, proto_name};
 use crate::ir::*;
 
+/// A string in double quotes, with embedded quotes escaped so that it reads
+/// back the same (pfctl prints them raw). A backslash before a blank cannot
+/// be represented in pf.conf's quoting at all.
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\\\""))
+}
+
 fn ip_str(ip: &IpAddr) -> String {
     ip.to_string()
 }
@@ -58,7 +65,7 @@ pub fn addr_str(a: &Addr, af: Option<Af>) -> String {
         Addr::Table(t) => format!("<{t}>"),
         Addr::NoRoute => "no-route".into(),
         Addr::UrpfFailed => "urpf-failed".into(),
-        Addr::RouteLabel(l) => format!("route \"{l}\""),
+        Addr::RouteLabel(l) => format!("route {}", quoted(l)),
     }
 }
 
@@ -143,7 +150,7 @@ fn fromto(r: &Rule, out: &mut String) {
         let _ = write!(out, " port {}", op_str(p));
     }
     if let Some(os) = &r.os {
-        let _ = write!(out, " os \"{os}\"");
+        let _ = write!(out, " os {}", quoted(os));
     }
     let _ = write!(out, " to {}", addrspec_str(&r.dst.addr, r.af));
     if let Some(p) = &r.dst.port {
@@ -467,7 +474,7 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
                 AnchorKind::Binat => "binat-anchor",
             });
             if let Some(n) = &r.anchor_name {
-                let _ = write!(out, " \"{n}\"");
+                let _ = write!(out, " {}", quoted(n));
             }
         }
     }
@@ -566,7 +573,7 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
         out.push_str(" allow-opts");
     }
     if let Some(l) = &r.label {
-        let _ = write!(out, " label \"{l}\"");
+        let _ = write!(out, " label {}", quoted(l));
     }
     if r.once {
         out.push_str(" once");
@@ -658,7 +665,7 @@ pub fn table_str(t: &Table) -> String {
     while i < t.init.len() {
         match &t.init[i] {
             TableInit::File { path, .. } => {
-                let _ = write!(s, " file \"{path}\"");
+                let _ = write!(s, " file {}", quoted(path));
                 i += 1;
             }
             TableInit::Inline(_) => {
@@ -694,7 +701,7 @@ pub fn option_str(o: &SetOption) -> String {
         SetOption::BlockPolicy(_) => "set block-policy drop".into(),
         SetOption::StatePolicy(s) => format!("set state-policy {s}"),
         SetOption::StateDefaults(o) => format!("set state-defaults {}", state_opts_str(o)),
-        SetOption::Fingerprints(f) => format!("set fingerprints \"{f}\""),
+        SetOption::Fingerprints(f) => format!("set fingerprints {}", quoted(f)),
         SetOption::Skip(v) => {
             if v.len() == 1 {
                 format!("set skip on {}", v[0])

@@ -688,7 +688,7 @@ impl<'a> Parser<'a> {
             self.error("macro name cannot contain whitespace");
             return Err(PErr::Reported);
         }
-        self.print(&format!("{name} = \"{value}\""));
+        self.print(&format!("{name} = {}", print::quoted(&value)));
         // Register before the lookahead can lex the next line.
         self.lx.macros.insert(name.clone(), value.clone());
         self.out.config.macros.push((name, value));
@@ -1853,6 +1853,18 @@ impl<'a> Parser<'a> {
             }
         }
         self.interface_spec(spec)?;
+        // FreeBSD's grammar places route-to/reply-to/dup-to here.
+        for (kw, kind) in [
+            ("route-to", RouteKind::RouteTo),
+            ("reply-to", RouteKind::ReplyTo),
+            ("dup-to", RouteKind::DupTo),
+        ] {
+            if self.accept_kw(kw) {
+                let rs = self.route_spec(kind)?;
+                spec.route = Some(rs);
+                break;
+            }
+        }
         self.af_spec(spec);
         self.proto_spec(spec)?;
         self.fromto(spec)?;
@@ -2400,10 +2412,8 @@ impl<'a> Parser<'a> {
                     spec.base.tos = Some(self.tos_value()?);
                 }
                 "keep" | "modulate" | "synproxy" | "no" => {
-                    if w == "no" {
-                        if !is_word(&self.peek2(), "state") {
-                            break;
-                        }
+                    if w == "no" && !is_word(&self.peek2(), "state") {
+                        break;
                     }
                     self.next();
                     self.expect_kw("state")?;
@@ -2658,8 +2668,26 @@ impl<'a> Parser<'a> {
         Ok(RouteSpec { kind, ifname, spec })
     }
 
-    /// A routing target: `host`, `(if host)`, `(if)`, or a dynamic address.
-    fn route_host(&mut self, _ifname: &mut Option<String>) -> PResult<Vec<HostItem>> {
+    /// A routing target: `host`, a dynamic address, or the older
+    /// `(ifname host)` form naming the outgoing interface.
+    fn route_host(&mut self, ifname: &mut Option<String>) -> PResult<Vec<HostItem>> {
+        if self.is_punct('(') {
+            self.fill(2);
+            let word = matches!(self.look[1].tok, Tok::Word { .. });
+            let third_ends = matches!(self.look[2].tok, Tok::Punct(')'));
+            if word && !third_ends {
+                self.next();
+                let i = self.string()?;
+                let hosts = self.host_item()?;
+                self.expect_punct(')')?;
+                if ifname.as_ref().is_some_and(|x| x != &i) {
+                    self.error("all routing targets of a rule must use the same interface");
+                    return Err(PErr::Reported);
+                }
+                *ifname = Some(i);
+                return Ok(hosts);
+            }
+        }
         self.host_item()
     }
 
