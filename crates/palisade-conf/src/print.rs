@@ -16,6 +16,26 @@ pub fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\\\""))
 }
 
+/// A name as pfctl prints it (raw) when it reads back as the same single
+/// word; quoted otherwise (pfctl would print something it cannot read).
+pub fn word(s: &str) -> String {
+    let b = s.as_bytes();
+    let starts = b
+        .first()
+        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b':' || c == b'_' || c >= 0x80);
+    let all_word = b.iter().all(|&c| {
+        c.is_ascii_alphanumeric()
+            || c >= 0x80
+            || (c.is_ascii_punctuation() && !b"(){}<>!=/#,\"'$\\".contains(&c))
+    });
+    let number = b.iter().all(|c| c.is_ascii_digit());
+    if starts && all_word && !number && !crate::parser::is_keyword(s) {
+        s.to_string()
+    } else {
+        quoted(s)
+    }
+}
+
 fn ip_str(ip: &IpAddr) -> String {
     ip.to_string()
 }
@@ -241,7 +261,7 @@ fn log_str(l: &LogOpts) -> String {
         items.push("user".to_string());
     }
     if let Some(t) = &l.to {
-        items.push(format!("to {t}"));
+        items.push(format!("to {}", word(t)));
     }
     if items.is_empty() {
         " log".into()
@@ -358,8 +378,8 @@ fn set_str(s: &SetOpts) -> String {
     }
     if let Some((q, pq)) = &s.queue {
         match pq {
-            Some(p) => v.push(format!("queue({q}, {p})")),
-            None => v.push(format!("queue {q}")),
+            Some(p) => v.push(format!("queue({}, {})", word(q), word(p))),
+            None => v.push(format!("queue {}", word(q))),
         }
     }
     if let Some(t) = s.tos {
@@ -373,7 +393,7 @@ fn set_str(s: &SetOpts) -> String {
 
 fn iface_prefix(r: &Rule, out: &mut String) {
     if let Some((neg, name)) = &r.ifname {
-        let _ = write!(out, " on {}{}", if *neg { "! " } else { "" }, name);
+        let _ = write!(out, " on {}{}", if *neg { "! " } else { "" }, word(name));
     }
     if let Some(d) = r.rdomain {
         let _ = write!(out, " on rdomain {d}");
@@ -388,13 +408,13 @@ fn iface_prefix(r: &Rule, out: &mut String) {
 
 fn tags(r: &Rule, out: &mut String) {
     if let Some(t) = &r.tag {
-        let _ = write!(out, " tag {t}");
+        let _ = write!(out, " tag {}", word(t));
     }
     if let Some((neg, t)) = &r.tagged {
         if *neg {
             out.push_str(" !");
         }
-        let _ = write!(out, " tagged {t}");
+        let _ = write!(out, " tagged {}", word(t));
     }
 }
 
@@ -491,7 +511,12 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
     iface_prefix(r, &mut out);
     fromto(r, &mut out);
     if let Some((neg, n)) = &r.received_on {
-        let _ = write!(out, " {}received-on {n}", if *neg { "! " } else { "" });
+        let _ = write!(
+            out,
+            " {}received-on {}",
+            if *neg { "! " } else { "" },
+            word(n)
+        );
     }
     if let Some(u) = &r.user {
         let _ = write!(out, " user {}", ugid_str(u));

@@ -305,3 +305,24 @@ fn regression_macro_value_with_quotes() {
     let second = parse_bytes("p", None, first.stdout.clone().into_bytes(), &o);
     assert_eq!(second.stdout, first.stdout);
 }
+
+/// Found by cargo fuzz: a tag that is not a plain word must print quoted,
+/// or the printed ruleset does not read back.
+#[test]
+fn regression_tag_that_is_not_a_word() {
+    let o = opts();
+    let input = b"pass from { 1.0.0.1 127.0.0.2 } keep state tagged \"$s@caddr\"\n".to_vec();
+    let first = parse_bytes("f", None, input, &o);
+    assert_eq!(first.errors, 0, "{:?}", first.stderr);
+    assert!(
+        first.stdout.contains("tagged \"$s@caddr\""),
+        "{}",
+        first.stdout
+    );
+    let second = parse_bytes("p", None, first.stdout.clone().into_bytes(), &o);
+    assert_eq!(second.errors, 0, "{:?}", second.stderr);
+    assert_eq!(second.stdout, first.stdout);
+    // Plain tags still print bare, as pfctl prints them.
+    let plain = parse_bytes("f", None, b"pass tag regress\n".to_vec(), &o);
+    assert_eq!(plain.stdout, "pass all flags S/SA tag regress\n");
+}

@@ -155,6 +155,11 @@ const KEYWORDS: &[&str] = &[
     "const",
 ];
 
+/// Is `s` a word pfctl's lexer would take as a keyword?
+pub fn is_keyword(s: &str) -> bool {
+    KEYWORDS.contains(&s)
+}
+
 #[derive(Debug)]
 enum PErr {
     /// A syntax error: reported as "syntax error" at the current token.
@@ -688,7 +693,11 @@ impl<'a> Parser<'a> {
             self.error("macro name cannot contain whitespace");
             return Err(PErr::Reported);
         }
-        self.print(&format!("{name} = {}", print::quoted(&value)));
+        self.print(&format!(
+            "{} = {}",
+            print::word(&name),
+            print::quoted(&value)
+        ));
         // Register before the lookahead can lex the next line.
         self.lx.macros.insert(name.clone(), value.clone());
         self.out.config.macros.push((name, value));

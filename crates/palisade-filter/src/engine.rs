@@ -1,0 +1,688 @@
+//! The compiled ruleset and its evaluation.
+//!
+//! Rules are compiled into flat predicates (addresses as masked integers,
+//! dynamic addresses resolved against the current interfaces, tables by
+//! index). Each ruleset carries a candidate index: for each of protocol,
+//! destination port, source port, destination address, source address and
+//! interface, the rules that can match a given value (a hash bucket), plus
+//! the rules that do not constrain that field (a wildcard list). A packet's
+//! candidates on one field are `wildcard ∪ bucket(value)`, a superset of the
+//! rules that can match it; evaluation picks the field with the fewest
+//! candidates and tests only those, in rule order. Because the candidate set
+//! contains every matching rule and order is kept, last-match, `quick`,
+//! `match` rules and tags behave exactly as in a linear walk; the
+//! differential tests check this against `reference`. The cost depends on
+//! how many rules can match a packet, not on how many rules there are.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::*;
+
+use crate::packet::*;
+use crate::reference::anchor_path;
+use crate::table::TableSet;
+
+#[derive(Clone, Debug)]
+enum CAddr {
+    Any,
+    /// (is_v6, network, mask) — IPv4 in the low 32 bits.
+    Nets(Vec<(bool, u128, u128)>),
+    Range(IpAddr, IpAddr),
+    Table(String),
+    Never,
+}
+
+#[derive(Clone, Debug)]
+struct CAddrSpec {
+    neg: bool,
+    addr: CAddr,
+}
+
+#[derive(Clone, Debug)]
+enum Target {
+    Inline(Box<CRuleset>),
+    Named(String),
+    Wildcard(String),
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Pass,
+    Block(BlockPolicy),
+    Match,
+    Anchor(Target),
+}
+
+#[derive(Clone, Debug)]
+struct CRule {
+    nr: u32,
+    kind: Kind,
+    quick: bool,
+    log: bool,
+    dir: Option<Direction>,
+    iface: Option<(bool, String)>,
+    af: Option<Af>,
+    proto: Option<u8>,
+    src: CAddrSpec,
+    dst: CAddrSpec,
+    sport: Option<CmpOp>,
+    dport: Option<CmpOp>,
+    os_never: bool,
+    user: Option<CmpOp>,
+    group: Option<CmpOp>,
+    flags: Option<(u8, u8)>,
+    icmp: Option<IcmpSpec>,
+    tos: Option<u8>,
+    tagged: Option<(bool, String)>,
+    tag: Option<String>,
+    received_on: Option<(bool, String)>,
+    probability: Option<u32>,
+    never: bool,
+    has_nat: bool,
+    has_rdr: bool,
+}
+
+fn key(ip: &IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u32::from(*a) as u128),
+        IpAddr::V6(a) => (true, u128::from(*a)),
+    }
+}
+
+fn mask_of(v6: bool, bits: u8) -> u128 {
+    let width = if v6 { 128 } else { 32 };
+    let bits = bits.min(width) as u32;
+    if bits == 0 {
+        0
+    } else if v6 {
+        u128::MAX << (128 - bits)
+    } else {
+        ((u32::MAX as u128) << (32 - bits)) & 0xffff_ffff
+    }
+}
+
+/// Index of the rules of one ruleset by one field.
+#[derive(Clone, Debug, Default)]
+struct FieldIndex<K: std::hash::Hash + Eq> {
+    any: Vec<u32>,
+    buckets: HashMap<K, Vec<u32>>,
+}
+
+impl<K: std::hash::Hash + Eq> FieldIndex<K> {
+    fn add(&mut self, k: Option<K>, i: u32) {
+        match k {
+            Some(k) => self.buckets.entry(k).or_default().push(i),
+            None => self.any.push(i),
+        }
+    }
+    fn bucket(&self, k: &K) -> &[u32] {
+        self.buckets.get(k).map(|v| v.as_slice()).unwrap_or(&[])
+    }
+}
+
+/// The rules whose address is one prefix of a given family and length,
+/// bucketed by masked network.
+#[derive(Clone, Debug)]
+struct PrefixLen {
+    v6: bool,
+    bits: u8,
+    mask: u128,
+    buckets: HashMap<u128, Vec<u32>>,
+}
+
+/// Prefix buckets per (family, prefix length).
+#[derive(Clone, Debug, Default)]
+struct PrefixIndex {
+    any: Vec<u32>,
+    lens: Vec<PrefixLen>,
+}
+
+impl PrefixIndex {
+    fn add(&mut self, a: &CAddrSpec, i: u32) {
+        if let (false, CAddr::Nets(n)) = (a.neg, &a.addr) {
+            if n.len() == 1 {
+                let (v6, net, mask) = n[0];
+                let bits = mask.count_ones() as u8;
+                let pos = match self.lens.iter().position(|l| l.v6 == v6 && l.bits == bits) {
+                    Some(p) => p,
+                    None => {
+                        self.lens.push(PrefixLen {
+                            v6,
+                            bits,
+                            mask,
+                            buckets: HashMap::new(),
+                        });
+                        self.lens.len() - 1
+                    }
+                };
+                self.lens[pos].buckets.entry(net).or_default().push(i);
+                return;
+            }
+        }
+        self.any.push(i);
+    }
+
+    fn candidates<'a>(&'a self, ip: &IpAddr, out: &mut Vec<&'a [u32]>) -> usize {
+        let (v6, k) = key(ip);
+        let mut n = self.any.len();
+        out.push(&self.any);
+        for l in &self.lens {
+            if l.v6 == v6 {
+                if let Some(v) = l.buckets.get(&(k & l.mask)) {
+                    n += v.len();
+                    out.push(v);
+                }
+            }
+        }
+        n
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Index {
+    proto: FieldIndex<u8>,
+    dport: FieldIndex<u16>,
+    sport: FieldIndex<u16>,
+    iface: FieldIndex<String>,
+    dst: PrefixIndex,
+    src: PrefixIndex,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CRuleset {
+    path: String,
+    rules: Vec<CRule>,
+    index: Index,
+}
+
+/// The packet filter's ruleset, compiled, with the tables and anchors it uses.
+pub struct Engine {
+    host: HostModel,
+    tables: TableSet,
+    main: CRuleset,
+    anchors: BTreeMap<String, CRuleset>,
+    /// The groups each interface belongs to (for `on GROUP`).
+    groups: HashMap<String, Vec<String>>,
+}
+
+struct St {
+    tag: Option<String>,
+    decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    nat: Option<RuleRef>,
+    rdr: Option<RuleRef>,
+    log: bool,
+    evaluations: u32,
+}
+
+impl Engine {
+    pub fn new(config: &Config, host: HostModel) -> Engine {
+        let tables = TableSet::from_config(config);
+        let groups = host
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.groups.clone()))
+            .collect();
+        let main = compile(&config.main, "", &host);
+        let mut anchors = BTreeMap::new();
+        for la in &config.load_anchors {
+            let p = la.name.trim_start_matches('/').to_string();
+            anchors.insert(p.clone(), compile(&la.ruleset, &p, &host));
+        }
+        Engine {
+            host,
+            tables,
+            main,
+            anchors,
+            groups,
+        }
+    }
+
+    pub fn tables(&self) -> &TableSet {
+        &self.tables
+    }
+
+    pub fn tables_mut(&mut self) -> &mut TableSet {
+        &mut self.tables
+    }
+
+    /// Replace the rules of one anchor (ftp-proxy keeps one per session);
+    /// the rest of the ruleset is untouched.
+    pub fn load_anchor(&mut self, path: &str, rules: &Ruleset) {
+        let p = path.trim_start_matches('/').to_string();
+        let c = compile(rules, &p, &self.host);
+        self.anchors.insert(p, c);
+    }
+
+    pub fn flush_anchor(&mut self, path: &str) {
+        self.anchors.remove(path.trim_start_matches('/'));
+    }
+
+    pub fn anchor_names(&self) -> impl Iterator<Item = &str> {
+        self.anchors.keys().map(String::as_str)
+    }
+
+    /// Evaluate the rules for one packet (no state lookup yet).
+    pub fn test(&self, pkt: &PacketMeta) -> Verdict {
+        let mut st = St {
+            tag: None,
+            decided: None,
+            nat: None,
+            rdr: None,
+            log: false,
+            evaluations: 0,
+        };
+        self.run(&self.main, pkt, &mut st, 0);
+        let mut v = Verdict::default_pass();
+        v.evaluations = st.evaluations;
+        v.tag = st.tag;
+        v.log = st.log;
+        v.nat = st.nat;
+        v.rdr = st.rdr;
+        if let Some((a, r, has_nat, has_rdr)) = st.decided {
+            v.action = a;
+            if has_nat {
+                v.nat = Some(r.clone());
+            }
+            if has_rdr {
+                v.rdr = Some(r.clone());
+            }
+            v.rule = Some(r);
+        }
+        v
+    }
+
+    fn run(&self, rs: &CRuleset, pkt: &PacketMeta, st: &mut St, depth: usize) -> bool {
+        if depth > 64 || rs.rules.is_empty() {
+            return false;
+        }
+        let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
+        let n = self.candidates(rs, pkt, &mut lists);
+        // With one list it is already in rule order; otherwise merge.
+        let merged: Vec<u32>;
+        let order: &[u32] = if lists.len() == 1 {
+            lists[0]
+        } else {
+            let mut v = Vec::with_capacity(n);
+            for l in &lists {
+                v.extend_from_slice(l);
+            }
+            v.sort_unstable();
+            merged = v;
+            &merged
+        };
+        for &i in order {
+            let r = &rs.rules[i as usize];
+            st.evaluations += 1;
+            if !self.matches(r, &rs.path, pkt, st.tag.as_deref()) {
+                continue;
+            }
+            if let Some(t) = &r.tag {
+                st.tag = Some(t.clone());
+            }
+            let me = || RuleRef {
+                anchor: rs.path.clone(),
+                nr: r.nr,
+            };
+            match &r.kind {
+                Kind::Anchor(t) => {
+                    let before = st.decided.as_ref().map(|d| d.1.clone());
+                    let stop = match t {
+                        Target::Inline(child) => self.run(child, pkt, st, depth + 1),
+                        Target::Named(p) => match self.anchors.get(p) {
+                            Some(child) => self.run(child, pkt, st, depth + 1),
+                            None => false,
+                        },
+                        Target::Wildcard(prefix) => {
+                            let mut stop = false;
+                            let start = format!("{prefix}/");
+                            for (p, child) in self.anchors.range(start.clone()..) {
+                                let Some(rest) = p.strip_prefix(&start) else {
+                                    break;
+                                };
+                                if rest.contains('/') {
+                                    continue;
+                                }
+                                if self.run(child, pkt, st, depth + 1) {
+                                    stop = true;
+                                    break;
+                                }
+                            }
+                            stop
+                        }
+                    };
+                    if stop {
+                        return true;
+                    }
+                    let after = st.decided.as_ref().map(|d| d.1.clone());
+                    if r.quick && after != before {
+                        return true;
+                    }
+                    continue;
+                }
+                Kind::Match => {
+                    if r.has_nat {
+                        st.nat = Some(me());
+                    }
+                    if r.has_rdr {
+                        st.rdr = Some(me());
+                    }
+                    st.log |= r.log;
+                }
+                Kind::Pass => {
+                    st.decided = Some((VerdictAction::Pass, me(), r.has_nat, r.has_rdr));
+                    st.log |= r.log;
+                }
+                Kind::Block(p) => {
+                    st.decided = Some((VerdictAction::Block(*p), me(), false, false));
+                    st.log |= r.log;
+                }
+            }
+            if r.quick {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Fill `lists` with the smallest candidate set; returns its size.
+    fn candidates<'a>(
+        &'a self,
+        rs: &'a CRuleset,
+        pkt: &PacketMeta,
+        lists: &mut Vec<&'a [u32]>,
+    ) -> usize {
+        let ix = &rs.index;
+        let mut best: (usize, Vec<&'a [u32]>) = (usize::MAX, Vec::new());
+        let mut consider = |n: usize, v: Vec<&'a [u32]>| {
+            if n < best.0 {
+                best = (n, v);
+            }
+        };
+        let b = ix.proto.bucket(&pkt.proto);
+        consider(ix.proto.any.len() + b.len(), vec![&ix.proto.any, b]);
+        if let Some(p) = pkt.dport {
+            let b = ix.dport.bucket(&p);
+            consider(ix.dport.any.len() + b.len(), vec![&ix.dport.any, b]);
+        } else {
+            consider(ix.dport.any.len(), vec![&ix.dport.any]);
+        }
+        if let Some(p) = pkt.sport {
+            let b = ix.sport.bucket(&p);
+            consider(ix.sport.any.len() + b.len(), vec![&ix.sport.any, b]);
+        } else {
+            consider(ix.sport.any.len(), vec![&ix.sport.any]);
+        }
+        let mut v = Vec::new();
+        let n = ix.dst.candidates(&pkt.dst, &mut v);
+        consider(n, v);
+        let mut v = Vec::new();
+        let n = ix.src.candidates(&pkt.src, &mut v);
+        consider(n, v);
+        let mut v: Vec<&'a [u32]> = vec![&ix.iface.any, ix.iface.bucket(&pkt.iface)];
+        let mut n = ix.iface.any.len() + ix.iface.bucket(&pkt.iface).len();
+        if let Some(gs) = self.groups.get(&pkt.iface) {
+            for g in gs {
+                let b = ix.iface.bucket(g);
+                n += b.len();
+                v.push(b);
+            }
+        }
+        consider(n, v);
+        let (n, v) = best;
+        lists.extend(v.into_iter().filter(|l| !l.is_empty()));
+        if lists.is_empty() {
+            lists.push(&[]);
+        }
+        n
+    }
+
+    fn on_iface(&self, iface: &str, name: &str) -> bool {
+        iface == name
+            || self
+                .groups
+                .get(iface)
+                .is_some_and(|g| g.iter().any(|x| x == name))
+    }
+
+    fn addr_ok(&self, a: &CAddrSpec, ip: &IpAddr) -> bool {
+        let m = match &a.addr {
+            CAddr::Any => true,
+            CAddr::Nets(n) => {
+                let (v6, k) = key(ip);
+                n.iter()
+                    .any(|(nv6, net, mask)| *nv6 == v6 && k & mask == *net)
+            }
+            CAddr::Range(lo, hi) => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
+            CAddr::Table(t) => self.tables.contains(t, ip),
+            CAddr::Never => false,
+        };
+        m != a.neg
+    }
+
+    fn matches(&self, r: &CRule, path: &str, pkt: &PacketMeta, tag: Option<&str>) -> bool {
+        if r.never {
+            return false;
+        }
+        if r.dir.is_some_and(|d| d != pkt.dir) {
+            return false;
+        }
+        if let Some((neg, name)) = &r.iface {
+            if self.on_iface(&pkt.iface, name) == *neg {
+                return false;
+            }
+        }
+        if r.af.is_some_and(|a| a != pkt.af) || r.proto.is_some_and(|p| p != pkt.proto) {
+            return false;
+        }
+        if !self.addr_ok(&r.src, &pkt.src) || !self.addr_ok(&r.dst, &pkt.dst) {
+            return false;
+        }
+        if let Some(op) = &r.sport {
+            if !pkt.sport.is_some_and(|p| op.matches(p as u32)) {
+                return false;
+            }
+        }
+        if let Some(op) = &r.dport {
+            if !pkt.dport.is_some_and(|p| op.matches(p as u32)) {
+                return false;
+            }
+        }
+        if r.os_never {
+            return false;
+        }
+        if let Some(op) = &r.user {
+            if !op.matches(pkt.uid.unwrap_or(u32::MAX)) {
+                return false;
+            }
+        }
+        if let Some(op) = &r.group {
+            if !op.matches(pkt.gid.unwrap_or(u32::MAX)) {
+                return false;
+            }
+        }
+        if let Some((set, mask)) = r.flags {
+            if pkt.proto == 6 && pkt.tcp_flags & mask != set {
+                return false;
+            }
+        }
+        if let Some(ic) = &r.icmp {
+            let want = if ic.v6 { 58 } else { 1 };
+            match pkt.icmp {
+                Some((t, c))
+                    if pkt.proto == want && t == ic.ty && ic.code.is_none_or(|x| x == c) => {}
+                _ => return false,
+            }
+        }
+        if r.tos.is_some_and(|t| t != pkt.tos) {
+            return false;
+        }
+        if let Some((neg, t)) = &r.tagged {
+            if (tag == Some(t.as_str())) == *neg {
+                return false;
+            }
+        }
+        if let Some((neg, name)) = &r.received_on {
+            let on = pkt
+                .received_on
+                .as_deref()
+                .is_some_and(|i| self.on_iface(i, name));
+            if on == *neg {
+                return false;
+            }
+        }
+        if let Some(p) = r.probability {
+            let me = RuleRef {
+                anchor: path.to_string(),
+                nr: r.nr,
+            };
+            if !probability_hit(pkt.random, &me, p) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn compile_addr(a: &AddrSpec, host: &HostModel) -> CAddrSpec {
+    let addr = match &a.addr {
+        Addr::Any => CAddr::Any,
+        Addr::Net { ip, bits } => {
+            let (v6, k) = key(ip);
+            let m = mask_of(v6, *bits);
+            CAddr::Nets(vec![(v6, k & m, m)])
+        }
+        Addr::Range { lo, hi } => CAddr::Range(*lo, *hi),
+        Addr::Dynamic { ifname, mods, bits } => {
+            let ifs: Vec<_> = if ifname == "self" {
+                host.interfaces.iter().collect()
+            } else {
+                host.members(ifname)
+            };
+            let mut nets = Vec::new();
+            for i in ifs {
+                let (mut s4, mut s6) = (false, false);
+                for ad in &i.addrs {
+                    let v6 = ad.ip.is_ipv6();
+                    if mods.noalias {
+                        let seen = if v6 { &mut s6 } else { &mut s4 };
+                        if *seen {
+                            continue;
+                        }
+                        *seen = true;
+                    }
+                    let full = if v6 { 128 } else { 32 };
+                    let (ip, b) = if mods.peer {
+                        match ad.peer {
+                            Some(p) => (p, full),
+                            None => continue,
+                        }
+                    } else if mods.broadcast {
+                        match ad.ip {
+                            IpAddr::V4(x) if ad.bits < 31 => (
+                                IpAddr::V4((u32::from(x) | (u32::MAX >> ad.bits)).into()),
+                                32,
+                            ),
+                            _ => continue,
+                        }
+                    } else if mods.network {
+                        (ad.ip, ad.bits)
+                    } else {
+                        (ad.ip, full)
+                    };
+                    let b = bits.unwrap_or(b);
+                    let (kv6, k) = key(&ip);
+                    let m = mask_of(kv6, b);
+                    nets.push((kv6, k & m, m));
+                }
+            }
+            CAddr::Nets(nets)
+        }
+        Addr::Table(t) => CAddr::Table(t.clone()),
+        Addr::NoRoute | Addr::UrpfFailed | Addr::RouteLabel(_) => CAddr::Never,
+    };
+    CAddrSpec { neg: a.neg, addr }
+}
+
+fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
+    let mut out = CRuleset {
+        path: path.to_string(),
+        rules: Vec::new(),
+        index: Index::default(),
+    };
+    for (nr, r) in rs.rules.iter().enumerate() {
+        let kind = match &r.action {
+            Action::Pass => Kind::Pass,
+            Action::Block(p) => Kind::Block(*p),
+            Action::Match => Kind::Match,
+            Action::Anchor(AnchorKind::Filter) => {
+                let target = anchor_path(path, nr, r.anchor_name.as_deref());
+                if let Some(inline) = &r.inline {
+                    Kind::Anchor(Target::Inline(Box::new(compile(inline, &target, host))))
+                } else if let Some(prefix) = target.strip_suffix("/*") {
+                    Kind::Anchor(Target::Wildcard(prefix.to_string()))
+                } else {
+                    Kind::Anchor(Target::Named(target))
+                }
+            }
+            // Translation and older scrub rules are not filter rules.
+            _ => continue,
+        };
+        let c = CRule {
+            nr: nr as u32,
+            kind,
+            quick: r.quick,
+            log: r.log.is_some(),
+            dir: r.dir,
+            iface: r.ifname.clone(),
+            af: r.af,
+            proto: r.proto,
+            src: compile_addr(&r.src.addr, host),
+            dst: compile_addr(&r.dst.addr, host),
+            sport: r.src.port,
+            dport: r.dst.port,
+            os_never: r.os.as_deref().is_some_and(|o| o != "unknown"),
+            user: r.user,
+            group: r.group,
+            flags: r.flags,
+            icmp: r.icmp,
+            tos: r.tos,
+            tagged: r.tagged.clone(),
+            tag: r.tag.clone(),
+            received_on: r.received_on.clone(),
+            probability: r.probability,
+            never: r.rdomain.is_some_and(|d| d != 0),
+            has_nat: r.nat.is_some(),
+            has_rdr: r.rdr.is_some(),
+        };
+        let i = out.rules.len() as u32;
+        let ix = &mut out.index;
+        ix.proto.add(c.proto, i);
+        ix.dport.add(
+            match c.dport {
+                Some(CmpOp::Eq(p)) => Some(p as u16),
+                _ => None,
+            },
+            i,
+        );
+        ix.sport.add(
+            match c.sport {
+                Some(CmpOp::Eq(p)) => Some(p as u16),
+                _ => None,
+            },
+            i,
+        );
+        ix.iface.add(
+            match &c.iface {
+                Some((false, n)) => Some(n.clone()),
+                _ => None,
+            },
+            i,
+        );
+        ix.dst.add(&c.dst, i);
+        ix.src.add(&c.src, i);
+        out.rules.push(c);
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! palisade-filter: the packet filter, pure.
+//!
+//! Owns the compiled ruleset and its evaluation with pf's semantics (state
+//! lookup comes first in a later slice; then rules, last match wins unless
+//! `quick`; `match` rules whose options stick; tags; anchors, nested and
+//! wildcard; tables by longest prefix with negated entries; interface
+//! groups; dynamic interface addresses). It does not own sockets, threads or
+//! the clock: everything it needs comes in as arguments.
+//!
+//! `reference` is a deliberately naive evaluator that walks the IR rule by
+//! rule. It is the oracle the compiled engine is tested against.
+
+pub mod engine;
+pub mod packet;
+pub mod reference;
+pub mod table;
+
+pub use engine::Engine;
+pub use packet::{PacketMeta, RuleRef, Verdict, VerdictAction};
+pub use table::{AddrTable, TableSet};

@@ -1,0 +1,117 @@
+//! What a rule matches on, and what evaluation decides.
+
+use std::net::IpAddr;
+
+use palisade_conf::ir::{Af, BlockPolicy, Direction};
+use palisade_wire::{IpInfo, L4};
+
+/// The facts about one packet on one interface in one direction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub iface: String,
+    pub dir: Direction,
+    pub af: Af,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub tcp_flags: u8,
+    /// ICMP or ICMPv6 (type, code).
+    pub icmp: Option<(u8, u8)>,
+    pub tos: u8,
+    /// Owner of the local socket, when the packet is the firewall's own.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// The interface the packet came in on (for `received-on` on output).
+    pub received_on: Option<String>,
+    /// Randomness for `probability`, supplied by the caller so evaluation
+    /// stays deterministic.
+    pub random: u32,
+}
+
+impl PacketMeta {
+    pub fn from_ip(info: &IpInfo, iface: &str, dir: Direction) -> PacketMeta {
+        let (tcp_flags, icmp) = match info.l4 {
+            L4::Tcp { flags, .. } => (flags, None),
+            L4::Icmp { ty, code, .. } | L4::Icmp6 { ty, code, .. } => (0, Some((ty, code))),
+            _ => (0, None),
+        };
+        PacketMeta {
+            iface: iface.to_string(),
+            dir,
+            af: if info.is_v6() { Af::Inet6 } else { Af::Inet },
+            src: info.src,
+            dst: info.dst,
+            proto: info.proto,
+            sport: info.sport(),
+            dport: info.dport(),
+            tcp_flags,
+            icmp,
+            tos: info.tos,
+            uid: None,
+            gid: None,
+            received_on: None,
+            random: 0,
+        }
+    }
+}
+
+/// A rule: its anchor path ("" for the main ruleset) and number in it, the
+/// `@N` that `palisade check -vv` prints.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleRef {
+    pub anchor: String,
+    pub nr: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerdictAction {
+    Pass,
+    Block(BlockPolicy),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: VerdictAction,
+    /// The deciding rule; None when no rule matched (pf's default pass).
+    pub rule: Option<RuleRef>,
+    /// The packet's tag after evaluation.
+    pub tag: Option<String>,
+    /// Some matching rule asked for logging.
+    pub log: bool,
+    /// Rules whose `nat-to` / `rdr-to` apply (the last matching one wins).
+    pub nat: Option<RuleRef>,
+    pub rdr: Option<RuleRef>,
+    /// How many rules were tested (for statistics and benchmarks).
+    pub evaluations: u32,
+}
+
+impl Verdict {
+    pub fn default_pass() -> Verdict {
+        Verdict {
+            action: VerdictAction::Pass,
+            rule: None,
+            tag: None,
+            log: false,
+            nat: None,
+            rdr: None,
+            evaluations: 0,
+        }
+    }
+}
+
+/// Deterministic per-rule coin for `probability`: both evaluators use it.
+pub fn probability_hit(random: u32, rule: &RuleRef, p: u32) -> bool {
+    let mut h: u64 = 0xcbf29ce484222325 ^ random as u64;
+    for b in rule
+        .anchor
+        .as_bytes()
+        .iter()
+        .chain(rule.nr.to_le_bytes().iter())
+    {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    ((h >> 32) as u32) <= p
+}

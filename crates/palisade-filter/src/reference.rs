@@ -1,0 +1,348 @@
+//! The reference evaluator: pf's rule semantics written as plainly as
+//! possible, walking the IR rule by rule with no precomputation. It is the
+//! oracle for the compiled engine (differential tests) and the baseline of
+//! the rule-evaluation benchmark. Do not optimize it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::*;
+
+use crate::packet::*;
+use crate::table::TableSet;
+
+pub struct RefCtx<'a> {
+    pub host: &'a HostModel,
+    pub tables: &'a TableSet,
+    /// Anchors loaded at run time, by path.
+    pub anchors: &'a BTreeMap<String, Ruleset>,
+}
+
+struct St {
+    tag: Option<String>,
+    decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    nat: Option<RuleRef>,
+    rdr: Option<RuleRef>,
+    log: bool,
+    evaluations: u32,
+}
+
+pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
+    let mut st = St {
+        tag: None,
+        decided: None,
+        nat: None,
+        rdr: None,
+        log: false,
+        evaluations: 0,
+    };
+    ruleset(main, "", ctx, pkt, &mut st, 0);
+    let mut v = Verdict::default_pass();
+    v.evaluations = st.evaluations;
+    v.tag = st.tag.clone();
+    v.log = st.log;
+    v.nat = st.nat.clone();
+    v.rdr = st.rdr.clone();
+    if let Some((a, r, has_nat, has_rdr)) = st.decided {
+        v.action = a;
+        if has_nat {
+            v.nat = Some(r.clone());
+        }
+        if has_rdr {
+            v.rdr = Some(r.clone());
+        }
+        v.rule = Some(r);
+    }
+    v
+}
+
+/// The path of the ruleset an anchor rule calls (pf.conf(5) ANCHORS: names
+/// are relative to the calling anchor unless they start with "/").
+pub fn anchor_path(parent: &str, nr: usize, name: Option<&str>) -> String {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => format!("_{nr}"),
+    };
+    if let Some(abs) = name.strip_prefix('/') {
+        abs.to_string()
+    } else if parent.is_empty() {
+        name
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Returns true when evaluation must stop (a quick rule matched).
+fn ruleset(
+    rs: &Ruleset,
+    path: &str,
+    ctx: &RefCtx,
+    pkt: &PacketMeta,
+    st: &mut St,
+    depth: usize,
+) -> bool {
+    if depth > 64 {
+        return false;
+    }
+    for (nr, r) in rs.rules.iter().enumerate() {
+        let is_filter = matches!(
+            r.action,
+            Action::Pass | Action::Block(_) | Action::Match | Action::Anchor(AnchorKind::Filter)
+        );
+        if !is_filter {
+            continue;
+        }
+        st.evaluations += 1;
+        let me = RuleRef {
+            anchor: path.to_string(),
+            nr: nr as u32,
+        };
+        if !rule_matches(r, &me, ctx, pkt, st.tag.as_deref()) {
+            continue;
+        }
+        if let Some(t) = &r.tag {
+            st.tag = Some(t.clone());
+        }
+        match &r.action {
+            Action::Anchor(_) => {
+                let before = st.decided.as_ref().map(|d| d.1.clone());
+                let target = anchor_path(path, nr, r.anchor_name.as_deref());
+                let mut children: Vec<(String, &Ruleset)> = Vec::new();
+                if let Some(inline) = &r.inline {
+                    children.push((target.clone(), inline));
+                } else if let Some(prefix) = target.strip_suffix("/*") {
+                    for (p, rs) in ctx.anchors.iter() {
+                        if let Some(rest) = p.strip_prefix(prefix).and_then(|x| x.strip_prefix('/'))
+                        {
+                            if !rest.contains('/') {
+                                children.push((p.clone(), rs));
+                            }
+                        }
+                    }
+                } else if let Some(rs) = ctx.anchors.get(&target) {
+                    children.push((target.clone(), rs));
+                }
+                for (p, child) in children {
+                    if ruleset(child, &p, ctx, pkt, st, depth + 1) {
+                        return true;
+                    }
+                }
+                let after = st.decided.as_ref().map(|d| d.1.clone());
+                if r.quick && after != before {
+                    return true;
+                }
+                continue;
+            }
+            Action::Match => {
+                if r.nat.is_some() {
+                    st.nat = Some(me.clone());
+                }
+                if r.rdr.is_some() {
+                    st.rdr = Some(me.clone());
+                }
+                if r.log.is_some() {
+                    st.log = true;
+                }
+            }
+            Action::Pass => {
+                st.decided = Some((
+                    VerdictAction::Pass,
+                    me.clone(),
+                    r.nat.is_some(),
+                    r.rdr.is_some(),
+                ));
+                st.log = st.log || r.log.is_some();
+            }
+            Action::Block(p) => {
+                st.decided = Some((VerdictAction::Block(*p), me.clone(), false, false));
+                st.log = st.log || r.log.is_some();
+            }
+            _ => {}
+        }
+        if r.quick {
+            return true;
+        }
+    }
+    false
+}
+
+fn on_iface(host: &HostModel, iface: &str, name: &str) -> bool {
+    iface == name
+        || host
+            .interface(iface)
+            .is_some_and(|i| i.groups.iter().any(|g| g == name))
+}
+
+fn mask_eq(a: &IpAddr, b: &IpAddr, bits: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits.min(32) as u32)
+            };
+            u32::from(*x) & m == u32::from(*y) & m
+        }
+        (IpAddr::V6(x), IpAddr::V6(y)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits.min(128) as u32)
+            };
+            u128::from(*x) & m == u128::from(*y) & m
+        }
+        _ => false,
+    }
+}
+
+/// The addresses a dynamic `(ifname[:mods])` stands for right now.
+fn dynamic_addrs(host: &HostModel, ifname: &str, mods: &IfMods) -> Vec<(IpAddr, u8)> {
+    let ifs: Vec<_> = if ifname == "self" {
+        host.interfaces.iter().collect()
+    } else {
+        host.members(ifname)
+    };
+    let mut out = Vec::new();
+    for i in ifs {
+        let (mut v4, mut v6) = (false, false);
+        for a in &i.addrs {
+            let full = if a.ip.is_ipv4() { 32 } else { 128 };
+            if mods.noalias {
+                let seen = if a.ip.is_ipv4() { &mut v4 } else { &mut v6 };
+                if *seen {
+                    continue;
+                }
+                *seen = true;
+            }
+            if mods.peer {
+                if let Some(p) = a.peer {
+                    out.push((p, full));
+                }
+            } else if mods.broadcast {
+                if let IpAddr::V4(x) = a.ip {
+                    if a.bits < 31 {
+                        let b = u32::from(x) | (u32::MAX >> a.bits);
+                        out.push((IpAddr::V4(b.into()), 32));
+                    }
+                }
+            } else if mods.network {
+                out.push((a.ip, a.bits));
+            } else {
+                out.push((a.ip, full));
+            }
+        }
+    }
+    out
+}
+
+fn addr_matches(spec: &AddrSpec, ip: &IpAddr, ctx: &RefCtx) -> bool {
+    let m = match &spec.addr {
+        Addr::Any => true,
+        Addr::Net { ip: net, bits } => mask_eq(net, ip, *bits),
+        Addr::Range { lo, hi } => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
+        Addr::Dynamic { ifname, mods, bits } => dynamic_addrs(ctx.host, ifname, mods)
+            .iter()
+            .any(|(a, b)| mask_eq(a, ip, bits.unwrap_or(*b))),
+        Addr::Table(t) => ctx.tables.contains(t, ip),
+        Addr::NoRoute | Addr::UrpfFailed | Addr::RouteLabel(_) => false,
+    };
+    m != spec.neg
+}
+
+fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Option<&str>) -> bool {
+    if let Some(d) = r.dir {
+        if d != pkt.dir {
+            return false;
+        }
+    }
+    if let Some((neg, name)) = &r.ifname {
+        if on_iface(ctx.host, &pkt.iface, name) == *neg {
+            return false;
+        }
+    }
+    if r.rdomain.is_some_and(|d| d != 0) {
+        return false;
+    }
+    if let Some(af) = r.af {
+        if af != pkt.af {
+            return false;
+        }
+    }
+    if let Some(p) = r.proto {
+        if p != pkt.proto {
+            return false;
+        }
+    }
+    if !addr_matches(&r.src.addr, &pkt.src, ctx) {
+        return false;
+    }
+    if let Some(op) = &r.src.port {
+        match pkt.sport {
+            Some(p) if op.matches(p as u32) => {}
+            _ => return false,
+        }
+    }
+    if !addr_matches(&r.dst.addr, &pkt.dst, ctx) {
+        return false;
+    }
+    if let Some(op) = &r.dst.port {
+        match pkt.dport {
+            Some(p) if op.matches(p as u32) => {}
+            _ => return false,
+        }
+    }
+    if let Some(os) = &r.os {
+        // No fingerprint is known yet: only `os unknown` matches.
+        if os != "unknown" {
+            return false;
+        }
+    }
+    if let Some(op) = &r.user {
+        if !op.matches(pkt.uid.unwrap_or(u32::MAX)) {
+            return false;
+        }
+    }
+    if let Some(op) = &r.group {
+        if !op.matches(pkt.gid.unwrap_or(u32::MAX)) {
+            return false;
+        }
+    }
+    if let Some((set, mask)) = r.flags {
+        if pkt.proto == 6 && pkt.tcp_flags & mask != set {
+            return false;
+        }
+    }
+    if let Some(ic) = &r.icmp {
+        let want = if ic.v6 { 58 } else { 1 };
+        match pkt.icmp {
+            Some((t, c)) if pkt.proto == want && t == ic.ty && ic.code.is_none_or(|x| x == c) => {}
+            _ => return false,
+        }
+    }
+    if let Some(t) = r.tos {
+        if t != pkt.tos {
+            return false;
+        }
+    }
+    if let Some((neg, t)) = &r.tagged {
+        if (tag == Some(t.as_str())) == *neg {
+            return false;
+        }
+    }
+    if let Some((neg, name)) = &r.received_on {
+        let on = pkt
+            .received_on
+            .as_deref()
+            .is_some_and(|i| on_iface(ctx.host, i, name));
+        if on == *neg {
+            return false;
+        }
+    }
+    if let Some(p) = r.probability {
+        if !probability_hit(pkt.random, me, p) {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,374 @@
+//! IPv4 (RFC 791) and IPv6 (RFC 8200) with the upper-layer headers the
+//! filter matches on: TCP (RFC 9293), UDP (RFC 768), ICMP (RFC 792) and
+//! ICMPv6 (RFC 4443). Offsets are validated once; afterwards nothing panics.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why a packet was rejected (the filter counts these as drop reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// Shorter than its headers say.
+    Short,
+    BadVersion,
+    BadHeaderLength,
+    BadTotalLength,
+    /// An IPv6 extension header chain that does not parse.
+    BadExtensionHeader,
+    /// TCP data offset below 5 words or beyond the packet.
+    BadTcpHeader,
+}
+
+impl Malformed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Malformed::Short => "short",
+            Malformed::BadVersion => "bad-version",
+            Malformed::BadHeaderLength => "bad-header-length",
+            Malformed::BadTotalLength => "bad-total-length",
+            Malformed::BadExtensionHeader => "bad-extension-header",
+            Malformed::BadTcpHeader => "bad-tcp-header",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        seq: u32,
+        ack: u32,
+        /// FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 URG=0x20 ECE=0x40 CWR=0x80
+        flags: u8,
+        window: u16,
+        header_len: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        ty: u8,
+        code: u8,
+        id: u16,
+    },
+    Icmp6 {
+        ty: u8,
+        code: u8,
+        id: u16,
+    },
+    /// Another protocol, or a fragment that does not carry the header.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    pub id: u32,
+    /// Offset in bytes.
+    pub offset: u16,
+    pub more: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpInfo {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The upper-layer protocol (after IPv6 extension headers).
+    pub proto: u8,
+    pub ttl: u8,
+    pub tos: u8,
+    /// Length of the IP datagram (IPv4 total length, IPv6 40 + payload).
+    pub len: usize,
+    /// Offset of the upper-layer header.
+    pub l4_offset: usize,
+    pub frag: Option<Fragment>,
+    /// IPv4 header options present.
+    pub has_options: bool,
+    pub dont_fragment: bool,
+    pub l4: L4,
+}
+
+impl IpInfo {
+    pub fn is_v6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+    pub fn sport(&self) -> Option<u16> {
+        match self.l4 {
+            L4::Tcp { sport, .. } | L4::Udp { sport, .. } => Some(sport),
+            _ => None,
+        }
+    }
+    pub fn dport(&self) -> Option<u16> {
+        match self.l4 {
+            L4::Tcp { dport, .. } | L4::Udp { dport, .. } => Some(dport),
+            _ => None,
+        }
+    }
+}
+
+fn be16(d: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([d[o], d[o + 1]])
+}
+
+fn be32(d: &[u8], o: usize) -> u32 {
+    u32::from_be_bytes([d[o], d[o + 1], d[o + 2], d[o + 3]])
+}
+
+/// Parse an IP packet (no link-layer header).
+pub fn parse_ip(d: &[u8]) -> Result<IpInfo, Malformed> {
+    match d.first().map(|b| b >> 4) {
+        Some(4) => parse_v4(d),
+        Some(6) => parse_v6(d),
+        Some(_) => Err(Malformed::BadVersion),
+        None => Err(Malformed::Short),
+    }
+}
+
+fn parse_v4(d: &[u8]) -> Result<IpInfo, Malformed> {
+    if d.len() < 20 {
+        return Err(Malformed::Short);
+    }
+    let ihl = ((d[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(Malformed::BadHeaderLength);
+    }
+    let total = be16(d, 2) as usize;
+    if total < ihl {
+        return Err(Malformed::BadTotalLength);
+    }
+    if d.len() < total {
+        return Err(Malformed::Short);
+    }
+    let flags_off = be16(d, 6);
+    let offset = (flags_off & 0x1fff) * 8;
+    let more = flags_off & 0x2000 != 0;
+    let frag = (offset != 0 || more).then_some(Fragment {
+        id: be16(d, 4) as u32,
+        offset,
+        more,
+    });
+    let proto = d[9];
+    let src = IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15]));
+    let dst = IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19]));
+    let l4 = if offset == 0 {
+        parse_l4(&d[ihl..total], proto, false)?
+    } else {
+        L4::None
+    };
+    Ok(IpInfo {
+        src,
+        dst,
+        proto,
+        ttl: d[8],
+        tos: d[1],
+        len: total,
+        l4_offset: ihl,
+        frag,
+        has_options: ihl > 20,
+        dont_fragment: flags_off & 0x4000 != 0,
+        l4,
+    })
+}
+
+fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
+    if d.len() < 40 {
+        return Err(Malformed::Short);
+    }
+    let plen = be16(d, 4) as usize;
+    let total = 40 + plen;
+    if d.len() < total {
+        return Err(Malformed::Short);
+    }
+    let mut next = d[6];
+    let mut off = 40usize;
+    let mut frag = None;
+    // Walk the extension headers (RFC 8200 section 4).
+    loop {
+        match next {
+            0 | 43 | 60 => {
+                if off + 8 > total {
+                    return Err(Malformed::BadExtensionHeader);
+                }
+                let len = (d[off + 1] as usize + 1) * 8;
+                next = d[off];
+                off += len;
+                if off > total {
+                    return Err(Malformed::BadExtensionHeader);
+                }
+            }
+            51 => {
+                // AH: length in 4-octet units, minus 2.
+                if off + 8 > total {
+                    return Err(Malformed::BadExtensionHeader);
+                }
+                let len = (d[off + 1] as usize + 2) * 4;
+                next = d[off];
+                off += len;
+                if off > total {
+                    return Err(Malformed::BadExtensionHeader);
+                }
+            }
+            44 => {
+                if off + 8 > total {
+                    return Err(Malformed::BadExtensionHeader);
+                }
+                let fo = be16(d, off + 2);
+                frag = Some(Fragment {
+                    id: be32(d, off + 4),
+                    offset: fo & 0xfff8,
+                    more: fo & 1 != 0,
+                });
+                next = d[off];
+                off += 8;
+                if fo & 0xfff8 != 0 {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let mut s = [0u8; 16];
+    s.copy_from_slice(&d[8..24]);
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&d[24..40]);
+    let first = frag.is_none_or(|f| f.offset == 0);
+    let l4 = if first {
+        parse_l4(&d[off..total], next, true)?
+    } else {
+        L4::None
+    };
+    let vtc = be32(d, 0);
+    Ok(IpInfo {
+        src: IpAddr::V6(Ipv6Addr::from(s)),
+        dst: IpAddr::V6(Ipv6Addr::from(t)),
+        proto: next,
+        ttl: d[7],
+        tos: ((vtc >> 20) & 0xff) as u8,
+        len: total,
+        l4_offset: off,
+        frag,
+        has_options: false,
+        dont_fragment: true,
+        l4,
+    })
+}
+
+fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
+    Ok(match proto {
+        6 => {
+            if p.len() < 20 {
+                return Err(Malformed::Short);
+            }
+            let hl = ((p[12] >> 4) as usize) * 4;
+            if hl < 20 || hl > p.len() {
+                return Err(Malformed::BadTcpHeader);
+            }
+            L4::Tcp {
+                sport: be16(p, 0),
+                dport: be16(p, 2),
+                seq: be32(p, 4),
+                ack: be32(p, 8),
+                flags: p[13],
+                window: be16(p, 14),
+                header_len: hl as u8,
+            }
+        }
+        17 => {
+            if p.len() < 8 {
+                return Err(Malformed::Short);
+            }
+            L4::Udp {
+                sport: be16(p, 0),
+                dport: be16(p, 2),
+            }
+        }
+        1 if !v6 => {
+            if p.len() < 8 {
+                return Err(Malformed::Short);
+            }
+            L4::Icmp {
+                ty: p[0],
+                code: p[1],
+                id: be16(p, 4),
+            }
+        }
+        58 if v6 => {
+            if p.len() < 8 {
+                return Err(Malformed::Short);
+            }
+            L4::Icmp6 {
+                ty: p[0],
+                code: p[1],
+                id: be16(p, 4),
+            }
+        }
+        _ => L4::None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 TCP SYN (192.0.2.1:40000 -> 198.51.100.2:80), built by hand.
+    pub fn syn_v4() -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 192, 0, 2, 1,
+            198, 51, 100, 2,
+        ];
+        p.extend_from_slice(&[
+            0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+        let c = crate::checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn v4_tcp_syn() {
+        let i = parse_ip(&syn_v4()).unwrap();
+        assert_eq!(i.proto, 6);
+        assert_eq!(i.src, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(i.dport(), Some(80));
+        assert!(i.dont_fragment);
+        assert!(matches!(i.l4, L4::Tcp { flags: 0x02, .. }));
+        assert_eq!(crate::checksum::checksum(&syn_v4()[..20]), 0);
+    }
+
+    #[test]
+    fn v4_errors() {
+        let p = syn_v4();
+        assert_eq!(parse_ip(&p[..10]), Err(Malformed::Short));
+        let mut q = p.clone();
+        q[0] = 0x44;
+        assert_eq!(parse_ip(&q), Err(Malformed::BadHeaderLength));
+        let mut q = p.clone();
+        q[32] = 0x20; // data offset 2 words
+        assert_eq!(parse_ip(&q), Err(Malformed::BadTcpHeader));
+        let mut q = p.clone();
+        q[3] = 0x10; // total length 16 < ihl
+        assert_eq!(parse_ip(&q), Err(Malformed::BadTotalLength));
+    }
+
+    #[test]
+    fn v6_udp_through_extension_headers() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, 0, 64];
+        p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        // hop-by-hop (8 bytes) -> fragment (first, more) -> UDP
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[17, 0, 0x00, 0x01, 0, 0, 0, 7]);
+        p.extend_from_slice(&[0x00, 0x35, 0x12, 0x34, 0, 8, 0, 0]);
+        let plen = (p.len() - 40) as u16;
+        p[4..6].copy_from_slice(&plen.to_be_bytes());
+        let i = parse_ip(&p).unwrap();
+        assert_eq!(i.proto, 17);
+        assert_eq!(i.sport(), Some(53));
+        assert_eq!(i.frag.unwrap().id, 7);
+        assert!(i.frag.unwrap().more);
+        // Truncate inside the extension chain.
+        let mut q = p[..52].to_vec();
+        q[4..6].copy_from_slice(&12u16.to_be_bytes());
+        assert_eq!(parse_ip(&q), Err(Malformed::BadExtensionHeader));
+    }
+}
