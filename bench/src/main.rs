@@ -272,6 +272,103 @@ fn check_vs_nft(args: &[String]) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Rule evaluation for new connections: compiled engine vs reference
+/// evaluator, at several ruleset sizes, in one run.
+fn rules_bench(args: &[String]) {
+    use palisade_conf::ir::{Af, Direction};
+    use palisade_filter::reference::{self, RefCtx};
+    use palisade_filter::{Engine, PacketMeta};
+    let sizes: Vec<usize> = arg(args, "--sizes")
+        .unwrap_or_else(|| "10,1000,10000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--sizes N,N,..."))
+        .collect();
+    let host = palisade_conf::host::HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\ngroups = [\"egress\"]\naddresses = [\"192.0.2.1/24\"]\n",
+    )
+    .expect("host model");
+    let mut base_compiled = None;
+    println!("new-connection rule evaluation (TCP SYN, 50% match a rule, 50% match none)");
+    println!("{:>7} {:>14} {:>14} {:>8} {:>16}", "rules", "compiled ns/pkt", "reference ns/pkt", "ratio", "vs compiled@10");
+    for &n in &sizes {
+        let mut text = String::from("block in on em0 all\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "pass in quick on em0 inet proto tcp from any to 203.0.{}.{} port {}\n",
+                (i / 250) % 250,
+                i % 250,
+                1000 + (i % 50000)
+            ));
+        }
+        let opts = palisade_conf::ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        };
+        let out = palisade_conf::parse_bytes("bench", None, text.into_bytes(), &opts);
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        let engine = Engine::new(&out.config, host.clone());
+        let mut rng = Rng(42);
+        let pkts: Vec<PacketMeta> = (0..4096)
+            .map(|_| {
+                let i = (rng.next() % n as u64) as usize;
+                let hit = rng.next() % 2 == 0;
+                let dst = if hit {
+                    format!("203.0.{}.{}", (i / 250) % 250, i % 250)
+                } else {
+                    format!("198.51.100.{}", rng.next() % 250)
+                };
+                PacketMeta {
+                    iface: "em0".into(),
+                    dir: Direction::In,
+                    af: Af::Inet,
+                    src: "192.0.2.77".parse().unwrap(),
+                    dst: dst.parse().unwrap(),
+                    proto: 6,
+                    sport: Some(40000),
+                    dport: Some((1000 + (i % 50000)) as u16),
+                    tcp_flags: 0x02,
+                    icmp: None,
+                    tos: 0,
+                    uid: None,
+                    gid: None,
+                    received_on: None,
+                    random: 0,
+                }
+            })
+            .collect();
+        // Agreement first: a benchmark of a wrong answer is worthless.
+        let anchors = std::collections::BTreeMap::new();
+        let ctx = RefCtx { host: &host, tables: engine.tables(), anchors: &anchors };
+        for p in pkts.iter().take(256) {
+            let mut a = engine.test(p);
+            let mut b = reference::evaluate(&out.config.main, &ctx, p);
+            a.evaluations = 0;
+            b.evaluations = 0;
+            assert_eq!(a, b);
+        }
+        let per_pkt = |f: &mut dyn FnMut(&PacketMeta) -> u32| -> f64 {
+            let mut iters = 1usize;
+            loop {
+                let t = Instant::now();
+                let mut sink = 0u32;
+                for k in 0..iters {
+                    sink = sink.wrapping_add(f(&pkts[k % pkts.len()]));
+                }
+                let e = t.elapsed();
+                std::hint::black_box(sink);
+                if e > Duration::from_millis(400) {
+                    return e.as_nanos() as f64 / iters as f64;
+                }
+                iters *= 2;
+            }
+        };
+        let c = per_pkt(&mut |p| engine.test(p).evaluations);
+        let r = per_pkt(&mut |p| reference::evaluate(&out.config.main, &ctx, p).evaluations);
+        let base = *base_compiled.get_or_insert(c);
+        println!("{:>7} {:>14.0} {:>14.0} {:>7.1}x {:>15.2}x", n, c, r, r / c, c / base);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -287,8 +384,9 @@ fn main() {
             );
         }
         Some("check-vs-nft") => check_vs_nft(&args),
+        Some("rules") => rules_bench(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]");
             std::process::exit(2);
         }
     }
