@@ -289,7 +289,10 @@ fn rules_bench(args: &[String]) {
     .expect("host model");
     let mut base_compiled = None;
     println!("new-connection rule evaluation (TCP SYN, 50% match a rule, 50% match none)");
-    println!("{:>7} {:>14} {:>14} {:>8} {:>16}", "rules", "compiled ns/pkt", "reference ns/pkt", "ratio", "vs compiled@10");
+    println!(
+        "{:>7} {:>14} {:>14} {:>8} {:>16}",
+        "rules", "compiled ns/pkt", "reference ns/pkt", "ratio", "vs compiled@10"
+    );
     for &n in &sizes {
         let mut text = String::from("block in on em0 all\n");
         for i in 0..n {
@@ -338,7 +341,11 @@ fn rules_bench(args: &[String]) {
             .collect();
         // Agreement first: a benchmark of a wrong answer is worthless.
         let anchors = std::collections::BTreeMap::new();
-        let ctx = RefCtx { host: &host, tables: engine.tables(), anchors: &anchors };
+        let ctx = RefCtx {
+            host: &host,
+            tables: engine.tables(),
+            anchors: &anchors,
+        };
         for p in pkts.iter().take(256) {
             let mut a = engine.test(p);
             let mut b = reference::evaluate(&out.config.main, &ctx, p);
@@ -365,7 +372,14 @@ fn rules_bench(args: &[String]) {
         let c = per_pkt(&mut |p| engine.test(p).evaluations);
         let r = per_pkt(&mut |p| reference::evaluate(&out.config.main, &ctx, p).evaluations);
         let base = *base_compiled.get_or_insert(c);
-        println!("{:>7} {:>14.0} {:>14.0} {:>7.1}x {:>15.2}x", n, c, r, r / c, c / base);
+        println!(
+            "{:>7} {:>14.0} {:>14.0} {:>7.1}x {:>15.2}x",
+            n,
+            c,
+            r,
+            r / c,
+            c / base
+        );
     }
 }
 

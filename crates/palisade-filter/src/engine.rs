@@ -82,6 +82,8 @@ struct CRule {
     never: bool,
     has_nat: bool,
     has_rdr: bool,
+    keep: KeepState,
+    state_opts: Option<std::sync::Arc<StateOpts>>,
 }
 
 fn key(ip: &IpAddr) -> (bool, u128) {
@@ -210,6 +212,7 @@ pub struct Engine {
 struct St {
     tag: Option<String>,
     decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
     nat: Option<RuleRef>,
     rdr: Option<RuleRef>,
     log: bool,
@@ -268,6 +271,7 @@ impl Engine {
         let mut st = St {
             tag: None,
             decided: None,
+            keep: (KeepState::None, None),
             nat: None,
             rdr: None,
             log: false,
@@ -289,6 +293,8 @@ impl Engine {
                 v.rdr = Some(r.clone());
             }
             v.rule = Some(r);
+            v.keep_state = st.keep.0;
+            v.state_opts = st.keep.1;
         }
         v
     }
@@ -372,10 +378,12 @@ impl Engine {
                 }
                 Kind::Pass => {
                     st.decided = Some((VerdictAction::Pass, me(), r.has_nat, r.has_rdr));
+                    st.keep = (r.keep, r.state_opts.clone());
                     st.log |= r.log;
                 }
                 Kind::Block(p) => {
                     st.decided = Some((VerdictAction::Block(*p), me(), false, false));
+                    st.keep = (KeepState::None, None);
                     st.log |= r.log;
                 }
             }
@@ -655,6 +663,9 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             never: r.rdomain.is_some_and(|d| d != 0),
             has_nat: r.nat.is_some(),
             has_rdr: r.rdr.is_some(),
+            keep: r.keep_state,
+            state_opts: (!r.state_opts.is_empty())
+                .then(|| std::sync::Arc::new(r.state_opts.clone())),
         };
         let i = out.rules.len() as u32;
         let ix = &mut out.index;

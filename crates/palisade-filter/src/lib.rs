@@ -11,10 +11,13 @@
 //! rule. It is the oracle the compiled engine is tested against.
 
 pub mod engine;
+pub mod filter;
 pub mod packet;
 pub mod reference;
+pub mod state;
 pub mod table;
 
 pub use engine::Engine;
+pub use filter::{Decision, Filter, StateMatch};
 pub use packet::{PacketMeta, RuleRef, Verdict, VerdictAction};
 pub use table::{AddrTable, TableSet};

@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 
-use palisade_conf::ir::{Af, BlockPolicy, Direction};
+use std::sync::Arc;
+
+use palisade_conf::ir::{Af, BlockPolicy, Direction, KeepState, StateOpts};
 use palisade_wire::{IpInfo, L4};
 
 /// The facts about one packet on one interface in one direction.
@@ -83,6 +85,9 @@ pub struct Verdict {
     /// Rules whose `nat-to` / `rdr-to` apply (the last matching one wins).
     pub nat: Option<RuleRef>,
     pub rdr: Option<RuleRef>,
+    /// State to create when the deciding rule passes the packet.
+    pub keep_state: KeepState,
+    pub state_opts: Option<Arc<StateOpts>>,
     /// How many rules were tested (for statistics and benchmarks).
     pub evaluations: u32,
 }
@@ -96,6 +101,8 @@ impl Verdict {
             log: false,
             nat: None,
             rdr: None,
+            keep_state: KeepState::None,
+            state_opts: None,
             evaluations: 0,
         }
     }

@@ -22,6 +22,7 @@ pub struct RefCtx<'a> {
 struct St {
     tag: Option<String>,
     decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
     nat: Option<RuleRef>,
     rdr: Option<RuleRef>,
     log: bool,
@@ -32,6 +33,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
     let mut st = St {
         tag: None,
         decided: None,
+        keep: (KeepState::None, None),
         nat: None,
         rdr: None,
         log: false,
@@ -53,6 +55,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
             v.rdr = Some(r.clone());
         }
         v.rule = Some(r);
+        v.keep_state = st.keep.0;
+        v.state_opts = st.keep.1;
     }
     v
 }
@@ -152,10 +156,15 @@ fn ruleset(
                     r.nat.is_some(),
                     r.rdr.is_some(),
                 ));
+                st.keep = (
+                    r.keep_state,
+                    (!r.state_opts.is_empty()).then(|| std::sync::Arc::new(r.state_opts.clone())),
+                );
                 st.log = st.log || r.log.is_some();
             }
             Action::Block(p) => {
                 st.decided = Some((VerdictAction::Block(*p), me.clone(), false, false));
+                st.keep = (KeepState::None, None);
                 st.log = st.log || r.log.is_some();
             }
             _ => {}

@@ -372,3 +372,98 @@ mod tests {
         assert_eq!(parse_ip(&q), Err(Malformed::BadExtensionHeader));
     }
 }
+
+/// The window-scale option (RFC 7323 section 2.2) of a TCP header.
+pub fn tcp_wscale(tcp: &[u8]) -> Option<u8> {
+    if tcp.len() < 20 {
+        return None;
+    }
+    let hl = (((tcp[12] >> 4) as usize) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < hl {
+        match tcp[i] {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = *tcp.get(i + 1)? as usize;
+                if len < 2 || i + len > hl {
+                    return None;
+                }
+                if kind == 3 && len == 3 {
+                    return Some(tcp[i + 2]);
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// Is this ICMP (or ICMPv6) type an error that quotes a packet?
+pub fn icmp_is_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        matches!(ty, 1..=4)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+/// The packet an ICMP error quotes (RFC 792, RFC 4443: its IP header and
+/// at least the first 8 bytes after it). Lengths are not checked against
+/// the quoted header's total length, since the quote is truncated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Ports, or the ICMP identifier in both for a quoted echo.
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the quoted header within the slice given.
+    pub l4_offset: usize,
+}
+
+pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
+    let (proto, src, dst, off) = match d.first()? >> 4 {
+        4 => {
+            if d.len() < 20 {
+                return None;
+            }
+            let ihl = ((d[0] & 0x0f) as usize) * 4;
+            if ihl < 20 || d.len() < ihl {
+                return None;
+            }
+            (
+                d[9],
+                IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15])),
+                IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19])),
+                ihl,
+            )
+        }
+        6 => {
+            if d.len() < 40 {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            s.copy_from_slice(&d[8..24]);
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&d[24..40]);
+            (d[6], IpAddr::V6(s.into()), IpAddr::V6(t.into()), 40)
+        }
+        _ => return None,
+    };
+    let l4 = d.get(off..off + 8)?;
+    let (sport, dport) = match proto {
+        6 | 17 => (be16(l4, 0), be16(l4, 2)),
+        1 | 58 => (be16(l4, 4), be16(l4, 4)),
+        _ => (0, 0),
+    };
+    Some(Quoted {
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+        l4_offset: off,
+    })
+}

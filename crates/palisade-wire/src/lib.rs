@@ -7,7 +7,8 @@
 //! malformed packet yields an error naming why, which the filter counts as
 //! a drop reason; nothing here panics on any input.
 
+pub mod build;
 pub mod checksum;
 pub mod ip;
 
-pub use ip::{parse_ip, IpInfo, Malformed, L4};
+pub use ip::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, Malformed, Quoted, L4};

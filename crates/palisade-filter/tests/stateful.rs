@@ -1,0 +1,420 @@
+//! The filter with states: TCP tracking, UDP/ICMP pseudo-states, ICMP
+//! errors, timeouts, if-bound states, malformed packets, reloads.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Decision, Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build;
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const FIN: u8 = 0x01;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+
+fn host() -> HostModel {
+    HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n\
+         [[interface]]\nname = \"em1\"\naddresses = [\"198.18.0.1/24\"]\n",
+    )
+    .unwrap()
+}
+
+fn filter(rules: &str) -> Filter {
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let e = Arc::new(Engine::new(&out.config, host()));
+    Filter::new(e, &out.config, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tcp(
+    src: &str,
+    dst: &str,
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    data: &[u8],
+) -> Vec<u8> {
+    let opts: &[u8] = if flags & SYN != 0 {
+        &[2, 4, 5, 0xb4, 1, 3, 3, 7]
+    } else {
+        &[]
+    };
+    build::ip(
+        ip(src),
+        ip(dst),
+        6,
+        64,
+        &build::tcp(sp, dp, seq, ack, flags, win, opts, data),
+    )
+}
+
+const RULES: &str =
+    "block all\npass out on em0 proto tcp to port 80\npass out on em0 proto udp to port 53\n";
+
+fn assert_pass(d: &Decision, state: StateMatch) {
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    assert_eq!(d.state, state, "{d:?}");
+}
+
+fn assert_mismatch(d: &Decision) {
+    assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
+    assert_eq!(d.reason, "state-mismatch", "{d:?}");
+}
+
+/// A download: handshake, a request, 3 data segments, close.
+fn handshake(f: &mut Filter, c: &str, s: &str) -> (u32, u32) {
+    let (ci, si) = (1_000_000u32, 3_000_000_000u32);
+    let d = f.process(&tcp(c, s, 40000, 80, ci, 0, SYN, 64240, b""), "em0", Out, 0);
+    assert_pass(&d, StateMatch::New);
+    let d = f.process(
+        &tcp(s, c, 80, 40000, si, ci + 1, SYN | ACK, 65160, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert_pass(&d, StateMatch::Match);
+    let d = f.process(
+        &tcp(c, s, 40000, 80, ci + 1, si + 1, ACK, 502, b""),
+        "em0",
+        Out,
+        2,
+    );
+    assert_pass(&d, StateMatch::Match);
+    (ci + 1, si + 1)
+}
+
+#[test]
+fn tcp_connection_tracked_through_close() {
+    let mut f = filter(RULES);
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let (mut cs, mut ss) = handshake(&mut f, c, s);
+    let id = f.states.iter().next().unwrap().id;
+    assert_eq!(
+        f.states.get(id).unwrap().state_str(),
+        "ESTABLISHED:ESTABLISHED"
+    );
+    let req = b"GET / HTTP/1.0\r\n\r\n";
+    assert_pass(
+        &f.process(
+            &tcp(c, s, 40000, 80, cs, ss, ACK | PSH, 502, req),
+            "em0",
+            Out,
+            3,
+        ),
+        StateMatch::Match,
+    );
+    cs += req.len() as u32;
+    for i in 0..3 {
+        let data = vec![b'x'; 1400];
+        let d = f.process(
+            &tcp(s, c, 80, 40000, ss, cs, ACK, 509, &data),
+            "em0",
+            In,
+            4 + i,
+        );
+        assert_pass(&d, StateMatch::Match);
+        ss += 1400;
+        let d = f.process(
+            &tcp(c, s, 40000, 80, cs, ss, ACK, 502, b""),
+            "em0",
+            Out,
+            4 + i,
+        );
+        assert_pass(&d, StateMatch::Match);
+    }
+    // Close: server FIN, client FIN, final ACK.
+    assert_pass(
+        &f.process(
+            &tcp(s, c, 80, 40000, ss, cs, FIN | ACK, 509, b""),
+            "em0",
+            In,
+            10,
+        ),
+        StateMatch::Match,
+    );
+    assert_pass(
+        &f.process(
+            &tcp(c, s, 40000, 80, cs, ss + 1, FIN | ACK, 502, b""),
+            "em0",
+            Out,
+            11,
+        ),
+        StateMatch::Match,
+    );
+    assert_pass(
+        &f.process(
+            &tcp(s, c, 80, 40000, ss + 1, cs + 1, ACK, 509, b""),
+            "em0",
+            In,
+            12,
+        ),
+        StateMatch::Match,
+    );
+    let st = f.states.get(id).unwrap();
+    assert_eq!(st.state_str(), "FIN_WAIT_2:FIN_WAIT_2");
+    assert_eq!(st.packets, [7, 6]);
+    // Without a state, a server packet is blocked by `block all`.
+    let mut g = filter(RULES);
+    let d = g.process(&tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"x"), "em0", In, 0);
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+    assert_eq!(d.reason, "match");
+}
+
+#[test]
+fn out_of_window_rst_is_a_state_mismatch() {
+    let mut f = filter(RULES);
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let (cs, ss) = handshake(&mut f, c, s);
+    // Blind RST with a sequence number far from the window.
+    assert_mismatch(&f.process(
+        &tcp(s, c, 80, 40000, ss.wrapping_add(5_000_000), 0, RST, 0, b""),
+        "em0",
+        In,
+        5,
+    ));
+    // A RST must match the expected sequence exactly (or +-1).
+    assert_mismatch(&f.process(
+        &tcp(s, c, 80, 40000, ss + 1000, cs, RST | ACK, 0, b""),
+        "em0",
+        In,
+        5,
+    ));
+    // The exact one is accepted.
+    let d = f.process(
+        &tcp(s, c, 80, 40000, ss, cs, RST | ACK, 0, b""),
+        "em0",
+        In,
+        6,
+    );
+    assert_pass(&d, StateMatch::Match);
+}
+
+#[test]
+fn segment_beyond_the_window_is_a_state_mismatch() {
+    let mut f = filter(RULES);
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let (cs, ss) = handshake(&mut f, c, s);
+    // The client advertised 502 << 7 = 64256 bytes; data ending far beyond.
+    let d = f.process(
+        &tcp(s, c, 80, 40000, ss + 200_000, cs, ACK, 509, b"late"),
+        "em0",
+        In,
+        5,
+    );
+    assert_mismatch(&d);
+    // Acking data the client never sent.
+    let d = f.process(
+        &tcp(s, c, 80, 40000, ss, cs + 5_000_000, ACK, 509, b""),
+        "em0",
+        In,
+        5,
+    );
+    assert_mismatch(&d);
+}
+
+#[test]
+fn stray_syn_ack_is_a_state_mismatch() {
+    let mut f = filter(RULES);
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let (cs, _ss) = handshake(&mut f, c, s);
+    // A SYN/ACK with another initial sequence number for the same flow.
+    let d = f.process(
+        &tcp(s, c, 80, 40000, 12345, cs + 70_000, SYN | ACK, 65160, b""),
+        "em0",
+        In,
+        5,
+    );
+    assert_mismatch(&d);
+    assert_eq!(f.counters.reasons.get("state-mismatch"), Some(&1));
+}
+
+#[test]
+fn udp_reply_and_icmp_error_match_the_state() {
+    let mut f = filter(RULES);
+    let q = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.53"),
+        17,
+        64,
+        &build::udp(5353, 53, b"query"),
+    );
+    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    let r = build::ip(
+        ip("198.51.100.53"),
+        ip("192.0.2.10"),
+        17,
+        64,
+        &build::udp(53, 5353, b"answer"),
+    );
+    assert_pass(&f.process(&r, "em0", In, 1), StateMatch::Match);
+    let id = f.states.iter().next().unwrap().id;
+    // pf: the initiator has sent and been answered; the responder once.
+    assert_eq!(f.states.get(id).unwrap().state_str(), "MULTIPLE:SINGLE");
+    // Port unreachable quoting the query: matches the state.
+    let err = build::ip(
+        ip("198.51.100.53"),
+        ip("192.0.2.10"),
+        1,
+        64,
+        &build::icmp(3, 3, [0; 4], &q[..28]),
+    );
+    let d = f.process(&err, "em0", In, 2);
+    assert_pass(&d, StateMatch::Match);
+    assert_eq!(d.state_id, Some(id));
+    // An error quoting a flow nobody opened is left to the rules (blocked).
+    let other = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.99"),
+        17,
+        64,
+        &build::udp(1, 2, b""),
+    );
+    let err = build::ip(
+        ip("198.51.100.99"),
+        ip("192.0.2.10"),
+        1,
+        64,
+        &build::icmp(3, 3, [0; 4], &other[..28]),
+    );
+    let d = f.process(&err, "em0", In, 3);
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+}
+
+#[test]
+fn ipv6_tcp_and_icmp6() {
+    let mut f =
+        filter("block all\npass out on em0 inet6 proto tcp\npass out on em0 inet6 proto icmp6\n");
+    let (c, s) = ("2001:db8::10", "2001:db8:ffff::20");
+    handshake(&mut f, c, s);
+    let echo = build::ip(
+        ip(c),
+        ip(s),
+        58,
+        64,
+        &build::icmp(128, 0, [0, 7, 0, 1], b"ping"),
+    );
+    assert_pass(&f.process(&echo, "em0", Out, 3), StateMatch::New);
+    let reply = build::ip(
+        ip(s),
+        ip(c),
+        58,
+        64,
+        &build::icmp(129, 0, [0, 7, 0, 1], b"ping"),
+    );
+    assert_pass(&f.process(&reply, "em0", In, 4), StateMatch::Match);
+}
+
+#[test]
+fn timeouts_expire_states_and_set_timeout_is_honoured() {
+    let mut f = filter(&format!("set timeout udp.first 5\n{RULES}"));
+    let q = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.53"),
+        17,
+        64,
+        &build::udp(5353, 53, b"q"),
+    );
+    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    assert_eq!(f.states.expire(4_999), 0);
+    assert_eq!(f.states.expire(5_000), 1);
+    let r = build::ip(
+        ip("198.51.100.53"),
+        ip("192.0.2.10"),
+        17,
+        64,
+        &build::udp(53, 5353, b"a"),
+    );
+    let d = f.process(&r, "em0", In, 6_000);
+    assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
+}
+
+#[test]
+fn if_bound_states_only_match_their_interface() {
+    let mut f = filter("block all\npass proto udp keep state (if-bound)\n");
+    let q = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.53"),
+        17,
+        64,
+        &build::udp(5353, 53, b"q"),
+    );
+    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    let r = build::ip(
+        ip("198.51.100.53"),
+        ip("192.0.2.10"),
+        17,
+        64,
+        &build::udp(53, 5353, b"a"),
+    );
+    // On em1 the reply does not see the state; the rule passes it anew.
+    assert_eq!(f.process(&r, "em1", In, 1).state, StateMatch::New);
+    let mut g = filter("block all\npass out proto udp keep state (if-bound)\n");
+    assert_pass(&g.process(&q, "em0", Out, 0), StateMatch::New);
+    assert!(matches!(
+        g.process(&r, "em1", In, 1).action,
+        VerdictAction::Block(_)
+    ));
+    assert_pass(&g.process(&r, "em0", In, 1), StateMatch::Match);
+}
+
+#[test]
+fn malformed_packets_are_dropped_and_counted() {
+    let mut f = filter("pass all\n");
+    let good = tcp("192.0.2.10", "198.51.100.20", 1, 80, 1, 0, SYN, 100, b"");
+    assert_eq!(f.process(&good[..30], "em0", Out, 0).reason, "short");
+    let mut bad = good.clone();
+    bad[32] = 0x10; // TCP data offset 1 word
+    assert_eq!(f.process(&bad, "em0", Out, 0).reason, "bad-offset");
+    assert_eq!(f.process(&[0x20; 40], "em0", Out, 0).reason, "normalize");
+    assert_eq!(f.counters.blocked, 3);
+    assert_eq!(f.counters.reasons.get("short"), Some(&1));
+}
+
+#[test]
+fn states_survive_a_reload() {
+    let mut f = filter(RULES);
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let (cs, ss) = handshake(&mut f, c, s);
+    let out = parse_bytes(
+        "t",
+        None,
+        b"block all\n".to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    f.set_engine(Arc::new(Engine::new(&out.config, host())));
+    assert_pass(
+        &f.process(
+            &tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"more"),
+            "em0",
+            In,
+            5,
+        ),
+        StateMatch::Match,
+    );
+    // New connections now meet the new rules.
+    let d = f.process(&tcp(c, s, 40001, 80, 7, 0, SYN, 64240, b""), "em0", Out, 6);
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+}
