@@ -570,9 +570,12 @@ impl StateTable {
                 end = end.wrapping_add(1);
             }
         }
-        if flags & ACK == 0 {
-            ack = dst.seqlo;
-        } else if (ack == 0 && flags & (ACK | RST) == (ACK | RST)) || dst.state < tcps::SYN_SENT {
+        // No ACK, a RST|ACK with a zero ack (broken stacks), or an ack
+        // before the other side has sent anything: skip the ack check.
+        if flags & ACK == 0
+            || (ack == 0 && flags & (ACK | RST) == (ACK | RST))
+            || dst.state < tcps::SYN_SENT
+        {
             ack = dst.seqlo;
         }
         if seq == end {
