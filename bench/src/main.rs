@@ -314,7 +314,7 @@ fn rules_bench(args: &[String]) {
         let pkts: Vec<PacketMeta> = (0..4096)
             .map(|_| {
                 let i = (rng.next() % n as u64) as usize;
-                let hit = rng.next() % 2 == 0;
+                let hit = rng.next().is_multiple_of(2);
                 let dst = if hit {
                     format!("203.0.{}.{}", (i / 250) % 250, i % 250)
                 } else {
