@@ -43,6 +43,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn tcp(
     src: &str,
     dst: &str,
