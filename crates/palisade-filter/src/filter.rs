@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use palisade_conf::ir::{Config, Direction, KeepState, SetOption, Timeout};
+use palisade_conf::ir::{BlockPolicy, Config, Direction, KeepState, SetOption, Timeout};
 use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L4};
 
 use crate::engine::Engine;
@@ -44,6 +44,8 @@ pub struct Decision {
     pub state_id: Option<u64>,
     pub tag: Option<String>,
     pub log: bool,
+    /// A packet the filter sends back (`block return`: TCP RST or ICMP).
+    pub generated: Option<Vec<u8>>,
 }
 
 impl Decision {
@@ -56,6 +58,7 @@ impl Decision {
             state_id: None,
             tag: None,
             log: false,
+            generated: None,
         }
     }
     pub fn passed(&self) -> bool {
@@ -239,6 +242,7 @@ impl Filter {
                 state_id: Some(id),
                 tag: None,
                 log: false,
+                generated: None,
             };
             match &tcp_seg {
                 Some(seg) => {
@@ -273,7 +277,11 @@ impl Filter {
             state_id: None,
             tag: v.tag.clone(),
             log: v.log,
+            generated: None,
         };
+        if let VerdictAction::Block(p) = v.action {
+            d.generated = return_packet(ip, &info, p);
+        }
         if v.action == VerdictAction::Pass && v.keep_state != KeepState::None {
             match self.states.insert(
                 key,
@@ -333,6 +341,87 @@ impl Filter {
             state_id: Some(id),
             tag: None,
             log: false,
+            generated: None,
         })
+    }
+}
+
+/// The answer `block return`, `return-rst` and `return-icmp` send for a
+/// blocked packet (pf.conf(5) "block return"): a RST for TCP, an ICMP or
+/// ICMPv6 unreachable for others, nothing for RSTs and ICMP errors. The
+/// answer is sent from the blocked packet's destination.
+pub fn return_packet(ip: &[u8], info: &IpInfo, p: BlockPolicy) -> Option<Vec<u8>> {
+    use palisade_wire::build;
+    let v6 = info.is_v6();
+    let rst = |ttl: u8| -> Option<Vec<u8>> {
+        let L4::Tcp {
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            header_len,
+            ..
+        } = info.l4
+        else {
+            return None;
+        };
+        if flags & 0x04 != 0 {
+            return None;
+        }
+        let mut len = payload_len(info, header_len);
+        if flags & 0x02 != 0 {
+            len += 1;
+        }
+        if flags & 0x01 != 0 {
+            len += 1;
+        }
+        let (s, a, f) = if flags & 0x10 != 0 {
+            (ack, 0, 0x04)
+        } else {
+            (0, seq.wrapping_add(len), 0x14)
+        };
+        let t = build::tcp(dport, sport, s, a, f, 0, &[], &[]);
+        Some(build::ip(
+            info.dst,
+            info.src,
+            6,
+            if ttl == 0 { 64 } else { ttl },
+            &t,
+        ))
+    };
+    let icmp = |(ty, code): (u8, u8)| -> Option<Vec<u8>> {
+        if matches!(info.l4, L4::Icmp { ty, .. } | L4::Icmp6 { ty, .. } if icmp_is_error(v6, ty)) {
+            return None;
+        }
+        // Quote the IP header and the first 8 bytes (IPv4), or as much as
+        // keeps the answer within the IPv6 minimum MTU.
+        let quote = if v6 {
+            &ip[..info.len.min(1280 - 48)]
+        } else {
+            &ip[..(info.l4_offset + 8).min(info.len)]
+        };
+        let proto = if v6 { 58 } else { 1 };
+        Some(build::ip(
+            info.dst,
+            info.src,
+            proto,
+            64,
+            &build::icmp(ty, code, [0; 4], quote),
+        ))
+    };
+    let default_icmp = if v6 { (1u8, 4u8) } else { (3u8, 3u8) };
+    match p {
+        BlockPolicy::Drop => None,
+        BlockPolicy::ReturnRst { ttl } => rst(ttl),
+        BlockPolicy::Return => {
+            if info.proto == 6 {
+                rst(0)
+            } else {
+                icmp(default_icmp)
+            }
+        }
+        // return-icmp answers with ICMP even for TCP.
+        BlockPolicy::ReturnIcmp { v4, v6: c6 } => icmp(if v6 { c6 } else { v4 }),
     }
 }

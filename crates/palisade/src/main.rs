@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 
+mod replay;
 mod sysmodel;
 
 #[derive(Parser)]
@@ -25,6 +26,34 @@ struct Cli {
 enum Cmd {
     /// Parse and validate a pf.conf, like `pfctl -o none -nvf FILE`.
     Check(CheckArgs),
+    /// Run a capture through a pf.conf and show, per packet, what decided.
+    Replay(ReplayCli),
+}
+
+#[derive(clap::Args)]
+struct ReplayCli {
+    /// The pf.conf.
+    #[arg(short = 'f', value_name = "FILE")]
+    file: PathBuf,
+    /// Host model for interface names and groups (docs/host-model.md).
+    #[arg(long, value_name = "FILE")]
+    host_model: Option<PathBuf>,
+    /// The capture (pcap or pcapng).
+    #[arg(long, value_name = "FILE")]
+    pcap: PathBuf,
+    /// Interface name, when the capture does not name it.
+    #[arg(long, value_name = "NAME")]
+    iface: Option<String>,
+    /// Direction (in|out), when the capture does not record it.
+    #[arg(long, value_name = "in|out")]
+    dir: Option<String>,
+    /// Write the packets that would leave, and those the filter generates,
+    /// to this pcap file (raw IP).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// One JSON object per packet.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -62,6 +91,57 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check(a) => check(a),
+        Cmd::Replay(a) => replay_cmd(a),
+    }
+}
+
+fn load_host(p: &Option<PathBuf>) -> Result<HostModel, String> {
+    match p {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).map_err(|e| {
+                format!(
+                    "{}: cannot read: {}",
+                    p.display(),
+                    palisade_conf::io_reason(&e)
+                )
+            })?;
+            HostModel::from_toml(&t).map_err(|e| format!("{}: {e}", p.display()))
+        }
+        None => Ok(sysmodel::from_system()),
+    }
+}
+
+fn replay_cmd(a: ReplayCli) -> ExitCode {
+    let dir = match a.dir.as_deref() {
+        None => None,
+        Some("in") => Some(palisade_conf::ir::Direction::In),
+        Some("out") => Some(palisade_conf::ir::Direction::Out),
+        Some(d) => {
+            eprintln!("palisade replay: --dir {d}: expected in or out");
+            return ExitCode::from(1);
+        }
+    };
+    let host = match load_host(&a.host_model) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    match replay::run(replay::ReplayArgs {
+        rules: a.file,
+        host,
+        pcap: a.pcap,
+        iface: a.iface,
+        dir,
+        out: a.out,
+        json: a.json,
+    }) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palisade replay: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

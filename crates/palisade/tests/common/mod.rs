@@ -1,0 +1,160 @@
+//! Helpers for end-to-end tests in network namespaces.
+//!
+//! Rules (DEVELOPERS.md): addresses only from the documentation and
+//! benchmark ranges; namespaces with unique names, removed on success,
+//! failure and panic (RAII); every wait bounded; every process killed by
+//! its PID; offloads off on veths Palisade owns; the root namespace is
+//! never changed.
+#![allow(dead_code)]
+
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(
+        uid, 0,
+        "end-to-end tests need root (network namespaces); run as root, as CI does"
+    );
+}
+
+pub fn sh(args: &[&str]) -> Output {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Namespaces that are deleted when this is dropped.
+pub struct Netns {
+    pub names: Vec<String>,
+}
+
+impl Netns {
+    pub fn new(tag: &str, n: usize) -> Netns {
+        let id = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let mut names = Vec::new();
+        let ns = Netns { names: Vec::new() };
+        drop(ns);
+        for i in 0..n {
+            let name = format!("pal-{tag}-{}-{id}-{i}", std::process::id());
+            sh(&["ip", "netns", "add", &name]);
+            names.push(name);
+        }
+        let ns = Netns { names };
+        for n in &ns.names {
+            ns.exec(n, &["ip", "link", "set", "lo", "up"]);
+        }
+        ns
+    }
+
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn spawn(&self, ns: &str, args: &[&str]) -> Proc {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        Proc(Some(child))
+    }
+
+    /// A veth pair between two namespaces, with offloads off.
+    pub fn veth(&self, a: &str, an: &str, b: &str, bn: &str) {
+        sh(&[
+            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
+        ]);
+        for (ns, n) in [(a, an), (b, bn)] {
+            self.exec(
+                ns,
+                &[
+                    "ethtool", "-K", n, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                    "rx", "off",
+                ],
+            );
+            self.exec(ns, &["ip", "link", "set", n, "up"]);
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A child process killed (by PID) when dropped.
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+    /// SIGTERM, then wait at most 5 s, then SIGKILL.
+    pub fn stop(&mut self) -> Option<Output> {
+        let mut c = self.0.take()?;
+        // SAFETY: kill on a PID we own.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = c.try_wait() {
+                return c.wait_with_output().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait_with_output().ok()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run `f` on a thread that has entered network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on this thread only, with a namespace fd we opened.
+        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+}
+
+/// Wait (bounded) until `cond` holds.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
