@@ -373,6 +373,9 @@ pub struct Pool {
     pub map_e: Option<(u8, u8, u16)>,
     /// Several addresses were given in braces (legacy syntax prints them so).
     pub list: Option<Vec<Addr>>,
+    /// rdr-to with a port range: the first port of the rule's destination
+    /// range, which maps onto the first port of `port`.
+    pub port_base: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

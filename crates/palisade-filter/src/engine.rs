@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::*;
@@ -80,8 +81,8 @@ struct CRule {
     received_on: Option<(bool, String)>,
     probability: Option<u32>,
     never: bool,
-    has_nat: bool,
-    has_rdr: bool,
+    nat_pool: Option<Arc<Pool>>,
+    rdr_pool: Option<Arc<Pool>>,
     keep: KeepState,
     state_opts: Option<std::sync::Arc<StateOpts>>,
 }
@@ -211,10 +212,10 @@ pub struct Engine {
 
 struct St {
     tag: Option<String>,
-    decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    decided: Option<(VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>)>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
-    nat: Option<RuleRef>,
-    rdr: Option<RuleRef>,
+    nat: Option<(RuleRef, Arc<Pool>)>,
+    rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
     evaluations: u32,
 }
@@ -240,6 +241,10 @@ impl Engine {
             anchors,
             groups,
         }
+    }
+
+    pub fn host(&self) -> &HostModel {
+        &self.host
     }
 
     pub fn tables(&self) -> &TableSet {
@@ -282,20 +287,23 @@ impl Engine {
         v.evaluations = st.evaluations;
         v.tag = st.tag;
         v.log = st.log;
-        v.nat = st.nat;
-        v.rdr = st.rdr;
-        if let Some((a, r, has_nat, has_rdr)) = st.decided {
+        let (mut nat, mut rdr) = (st.nat.clone(), st.rdr.clone());
+        if let Some((a, r, np, rp)) = st.decided {
             v.action = a;
-            if has_nat {
-                v.nat = Some(r.clone());
+            if let Some(p) = np {
+                nat = Some((r.clone(), p));
             }
-            if has_rdr {
-                v.rdr = Some(r.clone());
+            if let Some(p) = rp {
+                rdr = Some((r.clone(), p));
             }
             v.rule = Some(r);
             v.keep_state = st.keep.0;
             v.state_opts = st.keep.1;
         }
+        v.nat = nat.as_ref().map(|x| x.0.clone());
+        v.nat_pool = nat.map(|x| x.1);
+        v.rdr = rdr.as_ref().map(|x| x.0.clone());
+        v.rdr_pool = rdr.map(|x| x.1);
         v
     }
 
@@ -368,21 +376,26 @@ impl Engine {
                     continue;
                 }
                 Kind::Match => {
-                    if r.has_nat {
-                        st.nat = Some(me());
+                    if let Some(p) = &r.nat_pool {
+                        st.nat = Some((me(), p.clone()));
                     }
-                    if r.has_rdr {
-                        st.rdr = Some(me());
+                    if let Some(p) = &r.rdr_pool {
+                        st.rdr = Some((me(), p.clone()));
                     }
                     st.log |= r.log;
                 }
                 Kind::Pass => {
-                    st.decided = Some((VerdictAction::Pass, me(), r.has_nat, r.has_rdr));
+                    st.decided = Some((
+                        VerdictAction::Pass,
+                        me(),
+                        r.nat_pool.clone(),
+                        r.rdr_pool.clone(),
+                    ));
                     st.keep = (r.keep, r.state_opts.clone());
                     st.log |= r.log;
                 }
                 Kind::Block(p) => {
-                    st.decided = Some((VerdictAction::Block(*p), me(), false, false));
+                    st.decided = Some((VerdictAction::Block(*p), me(), None, None));
                     st.keep = (KeepState::None, None);
                     st.log |= r.log;
                 }
@@ -661,8 +674,8 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             received_on: r.received_on.clone(),
             probability: r.probability,
             never: r.rdomain.is_some_and(|d| d != 0),
-            has_nat: r.nat.is_some(),
-            has_rdr: r.rdr.is_some(),
+            nat_pool: r.nat.clone().map(Arc::new),
+            rdr_pool: r.rdr.clone().map(Arc::new),
             keep: r.keep_state,
             state_opts: (!r.state_opts.is_empty())
                 .then(|| std::sync::Arc::new(r.state_opts.clone())),

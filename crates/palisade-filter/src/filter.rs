@@ -4,10 +4,13 @@
 //! congestion, ip-option, proto-cksum, state-mismatch, state-insert,
 //! state-limit, src-limit, synproxy) and are counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use palisade_conf::ir::{BlockPolicy, Config, Direction, KeepState, SetOption, Timeout};
+use palisade_conf::ir::{
+    Addr, Af, BlockPolicy, Config, Direction, KeepState, Pool, PoolType, SetOption, Timeout,
+};
 use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L4};
 
 use crate::engine::Engine;
@@ -46,6 +49,8 @@ pub struct Decision {
     pub log: bool,
     /// A packet the filter sends back (`block return`: TCP RST or ICMP).
     pub generated: Option<Vec<u8>>,
+    /// The packet was translated: its tuple before and after.
+    pub nat: Option<(FlowKey, FlowKey)>,
 }
 
 impl Decision {
@@ -59,6 +64,7 @@ impl Decision {
             tag: None,
             log: false,
             generated: None,
+            nat: None,
         }
     }
     pub fn passed(&self) -> bool {
@@ -82,6 +88,8 @@ pub struct Filter {
     pub states: StateTable,
     pub counters: Counters,
     last_expiry_ms: u64,
+    /// Round-robin position of each translation pool.
+    rr: HashMap<(RuleRef, bool), u64>,
 }
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
@@ -111,6 +119,7 @@ impl Filter {
             states,
             counters: Counters::default(),
             last_expiry_ms: 0,
+            rr: HashMap::new(),
         }
     }
 
@@ -134,15 +143,17 @@ impl Filter {
         d
     }
 
-    /// Decide one IP packet (no link-layer header) seen on `iface` in `dir`.
-    pub fn process(&mut self, ip: &[u8], iface: &str, dir: Direction, now_ms: u64) -> Decision {
+    /// Decide one IP packet (no link-layer header) seen on `iface` in
+    /// `dir`. The packet is rewritten in place when it is translated.
+    pub fn process(&mut self, ip: &mut [u8], iface: &str, dir: Direction, now_ms: u64) -> Decision {
         self.process_with(ip, iface, dir, now_ms, 0)
     }
 
-    /// As `process`, with the randomness `probability` rules use.
+    /// As `process`, with the randomness `probability` rules and random
+    /// translation pools use.
     pub fn process_with(
         &mut self,
-        ip: &[u8],
+        ip: &mut [u8],
         iface: &str,
         dir: Direction,
         now_ms: u64,
@@ -232,7 +243,8 @@ impl Filter {
             },
         };
         self.counters.state_searches += 1;
-        if let Some((id, reply)) = self.states.lookup(&key, dir, iface) {
+        if let Some(hit) = self.states.lookup(&key, dir, iface) {
+            let id = hit.id;
             let rule = self.states.get(id).and_then(|s| s.rule.clone());
             let mut d = Decision {
                 action: VerdictAction::Pass,
@@ -243,8 +255,9 @@ impl Filter {
                 tag: None,
                 log: false,
                 generated: None,
+                nat: None,
             };
-            match &tcp_seg {
+            let tracked = match &tcp_seg {
                 Some(seg) => {
                     // A new SYN on a closed connection replaces the old state.
                     let closed = self.states.get(id).is_some_and(|s| {
@@ -252,18 +265,34 @@ impl Filter {
                     });
                     if closed && seg.flags & 0x12 == 0x02 {
                         self.states.remove(id);
+                        None
                     } else {
-                        if self.states.track_tcp(id, reply, seg, now_ms, len).is_err() {
-                            d.action = VerdictAction::Block(palisade_conf::ir::BlockPolicy::Drop);
-                            d.reason = "state-mismatch";
-                        }
-                        return self.count(d);
+                        Some(
+                            self.states
+                                .track_tcp(id, hit.reply, seg, now_ms, len)
+                                .is_ok(),
+                        )
                     }
                 }
                 None => {
-                    self.states.track_pseudo(id, reply, now_ms, len);
+                    self.states.track_pseudo(id, hit.reply, now_ms, len);
+                    Some(true)
+                }
+            };
+            match tracked {
+                Some(true) => {
+                    if let Some(new) = &hit.rewrite {
+                        apply(ip, &info, &key, new);
+                        d.nat = Some((key.clone(), new.clone()));
+                    }
                     return self.count(d);
                 }
+                Some(false) => {
+                    d.action = VerdictAction::Block(BlockPolicy::Drop);
+                    d.reason = "state-mismatch";
+                    return self.count(d);
+                }
+                None => {}
             }
         }
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
@@ -278,13 +307,31 @@ impl Filter {
             tag: v.tag.clone(),
             log: v.log,
             generated: None,
+            nat: None,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p);
+            return self.count(d);
         }
-        if v.action == VerdictAction::Pass && v.keep_state != KeepState::None {
+        // Translation chosen now, kept in the state for the connection.
+        let mut after = key.clone();
+        if let (Some(pool), Some(r)) = (&v.nat_pool, &v.nat) {
+            match self.translate(pool, r, &key, &mut after, true, dir, random) {
+                Some(()) => {}
+                None => return self.count(Decision::drop("translate")),
+            }
+        }
+        if let (Some(pool), Some(r)) = (&v.rdr_pool, &v.rdr) {
+            match self.translate(pool, r, &key, &mut after, false, dir, random) {
+                Some(()) => {}
+                None => return self.count(Decision::drop("translate")),
+            }
+        }
+        let translated = (after != key).then(|| after.clone());
+        if v.keep_state != KeepState::None {
             match self.states.insert(
-                key,
+                key.clone(),
+                translated.clone(),
                 dir,
                 iface,
                 v.rule.clone(),
@@ -300,49 +347,261 @@ impl Filter {
                     d.state_id = Some(id);
                 }
                 Err(reason) => {
-                    d.action = VerdictAction::Block(palisade_conf::ir::BlockPolicy::Drop);
+                    d.action = VerdictAction::Block(BlockPolicy::Drop);
                     d.reason = reason;
+                    return self.count(d);
                 }
             }
+        }
+        if let Some(t) = translated {
+            apply(ip, &info, &key, &t);
+            d.nat = Some((key, t));
         }
         self.count(d)
     }
 
-    /// An ICMP error passes when the packet it quotes belongs to a state.
+    /// An ICMP error passes when the packet it quotes belongs to a state;
+    /// under translation both the error and its quote are rewritten.
     fn icmp_error(
         &mut self,
-        ip: &[u8],
+        ip: &mut [u8],
         info: &IpInfo,
         iface: &str,
         dir: Direction,
     ) -> Option<Decision> {
         let inner = ip.get(info.l4_offset + 8..info.len)?;
         let q = parse_quoted(inner)?;
-        // The quoted packet went the other way.
-        if q.src != info.dst {
-            return None;
-        }
-        let key = FlowKey {
+        let quoted = FlowKey {
             proto: q.proto,
             src: q.src,
             dst: q.dst,
             sport: q.sport,
             dport: q.dport,
         };
-        let (id, _) = self
-            .states
-            .lookup(&key, crate::state::opposite(dir), iface)?;
-        let rule = self.states.get(id).and_then(|s| s.rule.clone());
+        let hit = self.states.lookup_quoted(&quoted, dir, iface)?;
+        let rule = self.states.get(hit.id).and_then(|s| s.rule.clone());
+        let mut nat = None;
+        if let (Some(outer), Some(inner)) = (&hit.outer, &hit.inner) {
+            // The error's own addresses, as for any packet of the state.
+            let src = (outer.src != info.src).then_some((outer.src, 0));
+            let dst = (outer.dst != info.dst).then_some((outer.dst, 0));
+            palisade_wire::rewrite::rewrite(ip, info, src, dst);
+            if let Ok(info2) = parse_ip(ip) {
+                let isrc = (inner.src != quoted.src || inner.sport != quoted.sport)
+                    .then_some((inner.src, inner.sport));
+                let idst = (inner.dst != quoted.dst || inner.dport != quoted.dport)
+                    .then_some((inner.dst, inner.dport));
+                palisade_wire::rewrite::rewrite_quoted(ip, &info2, isrc, idst);
+            }
+            nat = Some((quoted.clone(), inner.clone()));
+        }
         Some(Decision {
             action: VerdictAction::Pass,
             reason: "match",
             rule,
             state: StateMatch::Match,
-            state_id: Some(id),
+            state_id: Some(hit.id),
             tag: None,
             log: false,
             generated: None,
+            nat,
         })
+    }
+
+    /// Candidate networks of a pool for address family `af`.
+    fn pool_nets(&self, pool: &Pool, af: Af) -> Vec<(IpAddr, u8)> {
+        let fam = |ip: &IpAddr| Af::of(ip) == af;
+        match &pool.addr {
+            Addr::Net { ip, bits } if fam(ip) => vec![(*ip, *bits)],
+            Addr::Table(t) => self
+                .engine
+                .tables()
+                .tables
+                .get(t)
+                .map(|tab| {
+                    tab.entries()
+                        .into_iter()
+                        .filter(|(ip, _)| fam(ip))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Addr::Dynamic { ifname, mods, .. } => {
+                let host = self.engine.host();
+                let ifs: Vec<_> = if ifname == "self" {
+                    host.interfaces.iter().collect()
+                } else {
+                    host.members(ifname)
+                };
+                let mut v = Vec::new();
+                for i in ifs {
+                    for a in &i.addrs {
+                        if fam(&a.ip) && !(af == Af::Inet6 && is_linklocal(&a.ip)) {
+                            v.push((a.ip, af.max_bits()));
+                            if mods.noalias {
+                                break;
+                            }
+                        }
+                    }
+                }
+                v
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Choose the translated address (and port) for a new connection.
+    #[allow(clippy::too_many_arguments)]
+    fn translate(
+        &mut self,
+        pool: &Pool,
+        rule: &RuleRef,
+        key: &FlowKey,
+        after: &mut FlowKey,
+        source: bool,
+        dir: Direction,
+        random: u32,
+    ) -> Option<()> {
+        let af = key.af();
+        let nets = self.pool_nets(pool, af);
+        if nets.is_empty() {
+            return None;
+        }
+        let orig = if source { key.src } else { key.dst };
+        let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
+        let addr = match pool.kind {
+            PoolType::Bitmask => {
+                let (net, bits) = nets[0];
+                let m = mask128(af, bits);
+                from_u128(af, (ip_u128(&net) & m) | (ip_u128(&orig) & !m))
+            }
+            PoolType::Random => host_in(&nets, seed),
+            PoolType::SourceHash(k) => {
+                let mut h = 0xcbf29ce484222325u64;
+                for b in k.iter().chain(ip_u128(&key.src).to_be_bytes().iter()) {
+                    h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+                }
+                host_in(&nets, h)
+            }
+            PoolType::RoundRobin => {
+                let c = self.rr.entry((rule.clone(), source)).or_insert(0);
+                let a = host_in(&nets, *c);
+                *c += 1;
+                a
+            }
+            PoolType::None | PoolType::LeastStates => nets[0].0,
+        };
+        if source {
+            after.src = addr;
+        } else {
+            after.dst = addr;
+        }
+        let has_ports = matches!(key.proto, 6 | 17);
+        let icmp_query = matches!(key.proto, 1 | 58);
+        if !source {
+            if has_ports {
+                if let Some((lo, hi)) = pool.port {
+                    after.dport = match pool.port_base {
+                        Some(base) if key.dport >= base => {
+                            lo.saturating_add(key.dport - base).min(hi)
+                        }
+                        _ => lo,
+                    };
+                }
+            }
+            return Some(());
+        }
+        if !(has_ports || icmp_query) || pool.static_port {
+            return Some(());
+        }
+        // Source port (or ICMP id): pf's proxy range unless given, the first
+        // free one from a random start.
+        let (lo, hi) = pool.port.unwrap_or((50001, 65535));
+        let (lo, hi) = (lo.min(hi), lo.max(hi));
+        let n = (hi - lo) as u32 + 1;
+        let start = (seed as u32) % n;
+        for k in 0..n {
+            let p = lo + ((start + k) % n) as u16;
+            let mut cand = after.clone();
+            cand.sport = p;
+            if icmp_query {
+                cand.dport = p;
+            }
+            let wire = match dir {
+                Direction::In => crate::state::norm(&cand, dir),
+                Direction::Out => crate::state::norm(&cand, dir),
+            };
+            if !self.states.wire_in_use(&wire) {
+                *after = cand;
+                return Some(());
+            }
+        }
+        None
+    }
+}
+
+fn is_linklocal(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(x) if (x.segments()[0] & 0xffc0) == 0xfe80)
+}
+
+fn ip_u128(ip: &IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(*a) as u128,
+        IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+fn from_u128(af: Af, v: u128) -> IpAddr {
+    match af {
+        Af::Inet => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+        Af::Inet6 => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+    }
+}
+
+fn mask128(af: Af, bits: u8) -> u128 {
+    let w = af.max_bits() as u32;
+    let bits = (bits as u32).min(w);
+    if bits == 0 {
+        0
+    } else {
+        let full = if w == 32 { u32::MAX as u128 } else { u128::MAX };
+        (full << (w - bits)) & full
+    }
+}
+
+/// The `n`-th address (modulo) across the pool's networks.
+fn host_in(nets: &[(IpAddr, u8)], n: u64) -> IpAddr {
+    let (net, bits) = nets[(n as usize) % nets.len()];
+    let af = Af::of(&net);
+    let host_bits = af.max_bits() as u32 - bits as u32;
+    if host_bits == 0 {
+        return net;
+    }
+    let size: u128 = if host_bits >= 64 {
+        u64::MAX as u128
+    } else {
+        1u128 << host_bits
+    };
+    let base = ip_u128(&net) & mask128(af, bits);
+    from_u128(af, base + ((n / nets.len() as u64) as u128 % size))
+}
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x
+}
+
+/// Rewrite the packet from tuple `from` to tuple `to`.
+fn apply(ip: &mut [u8], info: &IpInfo, from: &FlowKey, to: &FlowKey) {
+    let icmp = matches!(info.l4, L4::Icmp { .. } | L4::Icmp6 { .. });
+    let src = (from.src != to.src || from.sport != to.sport).then_some((to.src, to.sport));
+    let dst =
+        (from.dst != to.dst || (!icmp && from.dport != to.dport)).then_some((to.dst, to.dport));
+    palisade_wire::rewrite::rewrite(ip, info, src, dst);
+    if icmp && src.is_none() && from.dport != to.dport {
+        // A reply's identifier is the destination side of the key.
+        palisade_wire::rewrite::rewrite(ip, info, Some((to.src, to.dport)), None);
     }
 }
 

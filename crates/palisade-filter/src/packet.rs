@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use std::sync::Arc;
 
-use palisade_conf::ir::{Af, BlockPolicy, Direction, KeepState, StateOpts};
+use palisade_conf::ir::{Af, BlockPolicy, Direction, KeepState, Pool, StateOpts};
 use palisade_wire::{IpInfo, L4};
 
 /// The facts about one packet on one interface in one direction.
@@ -85,6 +85,8 @@ pub struct Verdict {
     /// Rules whose `nat-to` / `rdr-to` apply (the last matching one wins).
     pub nat: Option<RuleRef>,
     pub rdr: Option<RuleRef>,
+    pub nat_pool: Option<Arc<Pool>>,
+    pub rdr_pool: Option<Arc<Pool>>,
     /// State to create when the deciding rule passes the packet.
     pub keep_state: KeepState,
     pub state_opts: Option<Arc<StateOpts>>,
@@ -101,6 +103,8 @@ impl Verdict {
             log: false,
             nat: None,
             rdr: None,
+            nat_pool: None,
+            rdr_pool: None,
             keep_state: KeepState::None,
             state_opts: None,
             evaluations: 0,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::*;
@@ -21,10 +22,10 @@ pub struct RefCtx<'a> {
 
 struct St {
     tag: Option<String>,
-    decided: Option<(VerdictAction, RuleRef, bool, bool)>,
+    decided: Option<(VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>)>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
-    nat: Option<RuleRef>,
-    rdr: Option<RuleRef>,
+    nat: Option<(RuleRef, Arc<Pool>)>,
+    rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
     evaluations: u32,
 }
@@ -44,20 +45,23 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
     v.evaluations = st.evaluations;
     v.tag = st.tag.clone();
     v.log = st.log;
-    v.nat = st.nat.clone();
-    v.rdr = st.rdr.clone();
-    if let Some((a, r, has_nat, has_rdr)) = st.decided {
+    let (mut nat, mut rdr) = (st.nat.clone(), st.rdr.clone());
+    if let Some((a, r, np, rp)) = st.decided {
         v.action = a;
-        if has_nat {
-            v.nat = Some(r.clone());
+        if let Some(p) = np {
+            nat = Some((r.clone(), p));
         }
-        if has_rdr {
-            v.rdr = Some(r.clone());
+        if let Some(p) = rp {
+            rdr = Some((r.clone(), p));
         }
         v.rule = Some(r);
         v.keep_state = st.keep.0;
         v.state_opts = st.keep.1;
     }
+    v.nat = nat.as_ref().map(|x| x.0.clone());
+    v.nat_pool = nat.map(|x| x.1);
+    v.rdr = rdr.as_ref().map(|x| x.0.clone());
+    v.rdr_pool = rdr.map(|x| x.1);
     v
 }
 
@@ -139,11 +143,11 @@ fn ruleset(
                 continue;
             }
             Action::Match => {
-                if r.nat.is_some() {
-                    st.nat = Some(me.clone());
+                if let Some(p) = &r.nat {
+                    st.nat = Some((me.clone(), Arc::new(p.clone())));
                 }
-                if r.rdr.is_some() {
-                    st.rdr = Some(me.clone());
+                if let Some(p) = &r.rdr {
+                    st.rdr = Some((me.clone(), Arc::new(p.clone())));
                 }
                 if r.log.is_some() {
                     st.log = true;
@@ -153,8 +157,8 @@ fn ruleset(
                 st.decided = Some((
                     VerdictAction::Pass,
                     me.clone(),
-                    r.nat.is_some(),
-                    r.rdr.is_some(),
+                    r.nat.clone().map(Arc::new),
+                    r.rdr.clone().map(Arc::new),
                 ));
                 st.keep = (
                     r.keep_state,
@@ -163,7 +167,7 @@ fn ruleset(
                 st.log = st.log || r.log.is_some();
             }
             Action::Block(p) => {
-                st.decided = Some((VerdictAction::Block(*p), me.clone(), false, false));
+                st.decided = Some((VerdictAction::Block(*p), me.clone(), None, None));
                 st.keep = (KeepState::None, None);
                 st.log = st.log || r.log.is_some();
             }

@@ -53,6 +53,34 @@ impl FlowKey {
     }
 }
 
+const WIRE: u8 = 1;
+const STACK: u8 = 2;
+
+/// A key oriented as an inbound packet carries it.
+pub fn norm(t: &FlowKey, dir: Direction) -> FlowKey {
+    match dir {
+        Direction::In => t.clone(),
+        Direction::Out => t.reversed(),
+    }
+}
+
+/// A packet's state, and the tuple it must be rewritten to (translation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hit {
+    pub id: u64,
+    pub reply: bool,
+    pub rewrite: Option<FlowKey>,
+}
+
+/// The state of a quoted packet, and the rewrites for the quote and for
+/// the ICMP error's own addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotedHit {
+    pub id: u64,
+    pub inner: Option<FlowKey>,
+    pub outer: Option<FlowKey>,
+}
+
 pub fn opposite(d: Direction) -> Direction {
     match d {
         Direction::In => Direction::Out,
@@ -124,7 +152,13 @@ pub struct State {
     /// 64-bit id and the id of the firewall that created it (pfsync).
     pub id: u64,
     pub creator: u32,
+    /// The creating packet as it arrived, and as it left after translation.
     pub key: FlowKey,
+    pub translated: Option<FlowKey>,
+    /// The keys as seen on the wire and by the stack, both oriented as an
+    /// inbound packet would carry them (pf's PF_SK_WIRE and PF_SK_STACK).
+    pub wire: FlowKey,
+    pub stack: FlowKey,
     pub dir: Direction,
     /// The interface it is bound to (if-bound), or None for floating.
     pub bound: Option<String>,
@@ -208,9 +242,10 @@ fn seq_gt(a: u32, b: u32) -> bool {
 /// The state table.
 pub struct StateTable {
     states: HashMap<u64, State>,
-    /// Usually one state per key; several when if-bound states of the same
-    /// connection live on different interfaces.
-    keys: HashMap<(FlowKey, Direction), Vec<u64>>,
+    /// Normalized key -> states with that wire key (bit 1) and/or stack key
+    /// (bit 2). Several states when if-bound states of one connection live
+    /// on different interfaces.
+    keys: HashMap<FlowKey, Vec<(u64, u8)>>,
     next: u64,
     pub creator: u32,
     events: Vec<StateEvent>,
@@ -261,22 +296,65 @@ impl StateTable {
         std::mem::take(&mut self.events)
     }
 
-    fn find(&self, k: &(FlowKey, Direction), iface: &str) -> Option<u64> {
-        self.keys.get(k)?.iter().copied().find(|id| {
-            self.states
-                .get(id)
-                .is_some_and(|s| s.bound.as_deref().is_none_or(|b| b == iface))
+    fn find(&self, k: &FlowKey, need: u8, iface: &str) -> Option<u64> {
+        self.keys.get(k)?.iter().find_map(|&(id, side)| {
+            let s = self.states.get(&id)?;
+            (side & need != 0 && s.bound.as_deref().is_none_or(|b| b == iface)).then_some(id)
         })
     }
 
-    /// Find the state a packet belongs to: `(id, is_reply)`.
-    pub fn lookup(&self, key: &FlowKey, dir: Direction, iface: &str) -> Option<(u64, bool)> {
-        self.find(&(key.clone(), dir), iface)
-            .map(|id| (id, false))
-            .or_else(|| {
-                self.find(&(key.reversed(), opposite(dir)), iface)
-                    .map(|id| (id, true))
-            })
+    /// Find the state a packet belongs to (pf's pf_find_state): an inbound
+    /// packet must carry a state's wire key, an outbound one its stack key.
+    pub fn lookup(&self, tuple: &FlowKey, dir: Direction, iface: &str) -> Option<Hit> {
+        let need = if dir == Direction::In { WIRE } else { STACK };
+        let id = self.find(&norm(tuple, dir), need, iface)?;
+        let s = self.states.get(&id)?;
+        let target = if dir == Direction::In {
+            &s.stack
+        } else {
+            &s.wire
+        };
+        let new = norm(target, dir);
+        Some(Hit {
+            id,
+            reply: dir != s.dir,
+            rewrite: (new != *tuple).then_some(new),
+        })
+    }
+
+    /// Find the state of the packet quoted in an ICMP error travelling in
+    /// `dir`: the quoted packet went the other way, in the form the
+    /// error's side of the firewall saw it.
+    pub fn lookup_quoted(
+        &self,
+        quoted: &FlowKey,
+        dir: Direction,
+        iface: &str,
+    ) -> Option<QuotedHit> {
+        let need = if dir == Direction::In { WIRE } else { STACK };
+        let inner_dir = opposite(dir);
+        let id = self.find(&norm(quoted, inner_dir), need, iface)?;
+        let s = self.states.get(&id)?;
+        let target = if dir == Direction::In {
+            &s.stack
+        } else {
+            &s.wire
+        };
+        let new_inner = norm(target, inner_dir);
+        let new_outer = norm(target, dir);
+        let translated = new_inner != *quoted;
+        Some(QuotedHit {
+            id,
+            inner: translated.then_some(new_inner),
+            outer: translated.then_some(new_outer),
+        })
+    }
+
+    /// Is this wire key taken (for choosing translation ports)?
+    pub fn wire_in_use(&self, wire: &FlowKey) -> bool {
+        self.keys
+            .get(wire)
+            .is_some_and(|v| v.iter().any(|(_, side)| side & WIRE != 0))
     }
 
     fn timeout_secs(&self, s: &State, t: Timeout) -> u32 {
@@ -326,6 +404,7 @@ impl StateTable {
     pub fn insert(
         &mut self,
         key: FlowKey,
+        translated: Option<FlowKey>,
         dir: Direction,
         iface: &str,
         rule: Option<RuleRef>,
@@ -349,21 +428,26 @@ impl StateTable {
             }
         }
         let bound_here = opts.as_ref().is_some_and(|o| o.if_bound);
-        let clash = |ids: Option<&Vec<u64>>| {
-            ids.is_some_and(|v| {
-                v.iter().any(|id| {
-                    self.states
-                        .get(id)
-                        .is_some_and(|s| match (&s.bound, bound_here) {
-                            (Some(b), true) => b == iface,
-                            _ => true,
-                        })
+        let after = translated.clone().unwrap_or_else(|| key.clone());
+        let (wire, stack) = match dir {
+            Direction::In => (norm(&key, dir), norm(&after, dir)),
+            Direction::Out => (norm(&after, dir), norm(&key, dir)),
+        };
+        let clash = |k: &FlowKey, need: u8| {
+            self.keys.get(k).is_some_and(|v| {
+                v.iter().any(|(id, side)| {
+                    side & need != 0
+                        && self
+                            .states
+                            .get(id)
+                            .is_some_and(|s| match (&s.bound, bound_here) {
+                                (Some(b), true) => b == iface,
+                                _ => true,
+                            })
                 })
             })
         };
-        if clash(self.keys.get(&(key.clone(), dir)))
-            || clash(self.keys.get(&(key.reversed(), opposite(dir))))
-        {
+        if clash(&wire, WIRE) || clash(&stack, STACK) {
             return Err("state-insert");
         }
         let id = (self.creator as u64) << 32 | (self.next & 0xffff_ffff);
@@ -411,6 +495,9 @@ impl StateTable {
             id,
             creator: self.creator,
             key: key.clone(),
+            translated: translated.filter(|t| *t != key),
+            wire: wire.clone(),
+            stack: stack.clone(),
             dir,
             bound,
             iface: iface.to_string(),
@@ -427,7 +514,12 @@ impl StateTable {
             no_sync,
             sloppy,
         };
-        self.keys.entry((key, dir)).or_default().push(id);
+        if wire == stack {
+            self.keys.entry(wire).or_default().push((id, WIRE | STACK));
+        } else {
+            self.keys.entry(wire).or_default().push((id, WIRE));
+            self.keys.entry(stack).or_default().push((id, STACK));
+        }
         self.states.insert(id, s);
         self.events.push(StateEvent::Insert(id));
         Ok(id)
@@ -435,11 +527,12 @@ impl StateTable {
 
     pub fn remove(&mut self, id: u64) -> Option<State> {
         let s = self.states.remove(&id)?;
-        let k = (s.key.clone(), s.dir);
-        if let Some(v) = self.keys.get_mut(&k) {
-            v.retain(|x| *x != id);
-            if v.is_empty() {
-                self.keys.remove(&k);
+        for k in [&s.wire, &s.stack] {
+            if let Some(v) = self.keys.get_mut(k) {
+                v.retain(|x| x.0 != id);
+                if v.is_empty() {
+                    self.keys.remove(k);
+                }
             }
         }
         self.events.push(StateEvent::Delete(id));

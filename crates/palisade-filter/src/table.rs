@@ -96,6 +96,27 @@ impl AddrTable {
         self.len() == 0
     }
 
+    /// The non-negated networks, for picking translation addresses.
+    pub fn entries(&self) -> Vec<(IpAddr, u8)> {
+        let mut v: Vec<(IpAddr, u8)> = Vec::new();
+        for (b, m) in &self.v4 {
+            for (k, neg) in m {
+                if !neg {
+                    v.push((IpAddr::V4((*k).into()), *b));
+                }
+            }
+        }
+        for (b, m) in &self.v6 {
+            for (k, neg) in m {
+                if !neg {
+                    v.push((IpAddr::V6((*k).into()), *b));
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
     /// Does the table match `ip` (most specific entry, not negated)?
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match ip {

@@ -85,17 +85,22 @@ fn assert_mismatch(d: &Decision) {
 /// A download: handshake, a request, 3 data segments, close.
 fn handshake(f: &mut Filter, c: &str, s: &str) -> (u32, u32) {
     let (ci, si) = (1_000_000u32, 3_000_000_000u32);
-    let d = f.process(&tcp(c, s, 40000, 80, ci, 0, SYN, 64240, b""), "em0", Out, 0);
+    let d = f.process(
+        &mut tcp(c, s, 40000, 80, ci, 0, SYN, 64240, b""),
+        "em0",
+        Out,
+        0,
+    );
     assert_pass(&d, StateMatch::New);
     let d = f.process(
-        &tcp(s, c, 80, 40000, si, ci + 1, SYN | ACK, 65160, b""),
+        &mut tcp(s, c, 80, 40000, si, ci + 1, SYN | ACK, 65160, b""),
         "em0",
         In,
         1,
     );
     assert_pass(&d, StateMatch::Match);
     let d = f.process(
-        &tcp(c, s, 40000, 80, ci + 1, si + 1, ACK, 502, b""),
+        &mut tcp(c, s, 40000, 80, ci + 1, si + 1, ACK, 502, b""),
         "em0",
         Out,
         2,
@@ -117,7 +122,7 @@ fn tcp_connection_tracked_through_close() {
     let req = b"GET / HTTP/1.0\r\n\r\n";
     assert_pass(
         &f.process(
-            &tcp(c, s, 40000, 80, cs, ss, ACK | PSH, 502, req),
+            &mut tcp(c, s, 40000, 80, cs, ss, ACK | PSH, 502, req),
             "em0",
             Out,
             3,
@@ -128,7 +133,7 @@ fn tcp_connection_tracked_through_close() {
     for i in 0..3 {
         let data = vec![b'x'; 1400];
         let d = f.process(
-            &tcp(s, c, 80, 40000, ss, cs, ACK, 509, &data),
+            &mut tcp(s, c, 80, 40000, ss, cs, ACK, 509, &data),
             "em0",
             In,
             4 + i,
@@ -136,7 +141,7 @@ fn tcp_connection_tracked_through_close() {
         assert_pass(&d, StateMatch::Match);
         ss += 1400;
         let d = f.process(
-            &tcp(c, s, 40000, 80, cs, ss, ACK, 502, b""),
+            &mut tcp(c, s, 40000, 80, cs, ss, ACK, 502, b""),
             "em0",
             Out,
             4 + i,
@@ -146,7 +151,7 @@ fn tcp_connection_tracked_through_close() {
     // Close: server FIN, client FIN, final ACK.
     assert_pass(
         &f.process(
-            &tcp(s, c, 80, 40000, ss, cs, FIN | ACK, 509, b""),
+            &mut tcp(s, c, 80, 40000, ss, cs, FIN | ACK, 509, b""),
             "em0",
             In,
             10,
@@ -155,7 +160,7 @@ fn tcp_connection_tracked_through_close() {
     );
     assert_pass(
         &f.process(
-            &tcp(c, s, 40000, 80, cs, ss + 1, FIN | ACK, 502, b""),
+            &mut tcp(c, s, 40000, 80, cs, ss + 1, FIN | ACK, 502, b""),
             "em0",
             Out,
             11,
@@ -164,7 +169,7 @@ fn tcp_connection_tracked_through_close() {
     );
     assert_pass(
         &f.process(
-            &tcp(s, c, 80, 40000, ss + 1, cs + 1, ACK, 509, b""),
+            &mut tcp(s, c, 80, 40000, ss + 1, cs + 1, ACK, 509, b""),
             "em0",
             In,
             12,
@@ -176,7 +181,12 @@ fn tcp_connection_tracked_through_close() {
     assert_eq!(st.packets, [7, 6]);
     // Without a state, a server packet is blocked by `block all`.
     let mut g = filter(RULES);
-    let d = g.process(&tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"x"), "em0", In, 0);
+    let d = g.process(
+        &mut tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"x"),
+        "em0",
+        In,
+        0,
+    );
     assert!(matches!(d.action, VerdictAction::Block(_)));
     assert_eq!(d.reason, "match");
 }
@@ -188,21 +198,21 @@ fn out_of_window_rst_is_a_state_mismatch() {
     let (cs, ss) = handshake(&mut f, c, s);
     // Blind RST with a sequence number far from the window.
     assert_mismatch(&f.process(
-        &tcp(s, c, 80, 40000, ss.wrapping_add(5_000_000), 0, RST, 0, b""),
+        &mut tcp(s, c, 80, 40000, ss.wrapping_add(5_000_000), 0, RST, 0, b""),
         "em0",
         In,
         5,
     ));
     // A RST must match the expected sequence exactly (or +-1).
     assert_mismatch(&f.process(
-        &tcp(s, c, 80, 40000, ss + 1000, cs, RST | ACK, 0, b""),
+        &mut tcp(s, c, 80, 40000, ss + 1000, cs, RST | ACK, 0, b""),
         "em0",
         In,
         5,
     ));
     // The exact one is accepted.
     let d = f.process(
-        &tcp(s, c, 80, 40000, ss, cs, RST | ACK, 0, b""),
+        &mut tcp(s, c, 80, 40000, ss, cs, RST | ACK, 0, b""),
         "em0",
         In,
         6,
@@ -217,7 +227,7 @@ fn segment_beyond_the_window_is_a_state_mismatch() {
     let (cs, ss) = handshake(&mut f, c, s);
     // The client advertised 502 << 7 = 64256 bytes; data ending far beyond.
     let d = f.process(
-        &tcp(s, c, 80, 40000, ss + 200_000, cs, ACK, 509, b"late"),
+        &mut tcp(s, c, 80, 40000, ss + 200_000, cs, ACK, 509, b"late"),
         "em0",
         In,
         5,
@@ -225,7 +235,7 @@ fn segment_beyond_the_window_is_a_state_mismatch() {
     assert_mismatch(&d);
     // Acking data the client never sent.
     let d = f.process(
-        &tcp(s, c, 80, 40000, ss, cs + 5_000_000, ACK, 509, b""),
+        &mut tcp(s, c, 80, 40000, ss, cs + 5_000_000, ACK, 509, b""),
         "em0",
         In,
         5,
@@ -240,7 +250,7 @@ fn stray_syn_ack_is_a_state_mismatch() {
     let (cs, _ss) = handshake(&mut f, c, s);
     // A SYN/ACK with another initial sequence number for the same flow.
     let d = f.process(
-        &tcp(s, c, 80, 40000, 12345, cs + 70_000, SYN | ACK, 65160, b""),
+        &mut tcp(s, c, 80, 40000, 12345, cs + 70_000, SYN | ACK, 65160, b""),
         "em0",
         In,
         5,
@@ -259,7 +269,7 @@ fn udp_reply_and_icmp_error_match_the_state() {
         64,
         &build::udp(5353, 53, b"query"),
     );
-    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
     let r = build::ip(
         ip("198.51.100.53"),
         ip("192.0.2.10"),
@@ -267,7 +277,7 @@ fn udp_reply_and_icmp_error_match_the_state() {
         64,
         &build::udp(53, 5353, b"answer"),
     );
-    assert_pass(&f.process(&r, "em0", In, 1), StateMatch::Match);
+    assert_pass(&f.process(&mut r.clone(), "em0", In, 1), StateMatch::Match);
     let id = f.states.iter().next().unwrap().id;
     // pf: the initiator has sent and been answered; the responder once.
     assert_eq!(f.states.get(id).unwrap().state_str(), "MULTIPLE:SINGLE");
@@ -279,7 +289,7 @@ fn udp_reply_and_icmp_error_match_the_state() {
         64,
         &build::icmp(3, 3, [0; 4], &q[..28]),
     );
-    let d = f.process(&err, "em0", In, 2);
+    let d = f.process(&mut err.clone(), "em0", In, 2);
     assert_pass(&d, StateMatch::Match);
     assert_eq!(d.state_id, Some(id));
     // An error quoting a flow nobody opened is left to the rules (blocked).
@@ -297,7 +307,7 @@ fn udp_reply_and_icmp_error_match_the_state() {
         64,
         &build::icmp(3, 3, [0; 4], &other[..28]),
     );
-    let d = f.process(&err, "em0", In, 3);
+    let d = f.process(&mut err.clone(), "em0", In, 3);
     assert!(matches!(d.action, VerdictAction::Block(_)));
 }
 
@@ -314,7 +324,10 @@ fn ipv6_tcp_and_icmp6() {
         64,
         &build::icmp(128, 0, [0, 7, 0, 1], b"ping"),
     );
-    assert_pass(&f.process(&echo, "em0", Out, 3), StateMatch::New);
+    assert_pass(
+        &f.process(&mut echo.clone(), "em0", Out, 3),
+        StateMatch::New,
+    );
     let reply = build::ip(
         ip(s),
         ip(c),
@@ -322,7 +335,10 @@ fn ipv6_tcp_and_icmp6() {
         64,
         &build::icmp(129, 0, [0, 7, 0, 1], b"ping"),
     );
-    assert_pass(&f.process(&reply, "em0", In, 4), StateMatch::Match);
+    assert_pass(
+        &f.process(&mut reply.clone(), "em0", In, 4),
+        StateMatch::Match,
+    );
 }
 
 #[test]
@@ -335,7 +351,7 @@ fn timeouts_expire_states_and_set_timeout_is_honoured() {
         64,
         &build::udp(5353, 53, b"q"),
     );
-    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
     assert_eq!(f.states.expire(4_999), 0);
     assert_eq!(f.states.expire(5_000), 1);
     let r = build::ip(
@@ -345,7 +361,7 @@ fn timeouts_expire_states_and_set_timeout_is_honoured() {
         64,
         &build::udp(53, 5353, b"a"),
     );
-    let d = f.process(&r, "em0", In, 6_000);
+    let d = f.process(&mut r.clone(), "em0", In, 6_000);
     assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
 }
 
@@ -359,7 +375,7 @@ fn if_bound_states_only_match_their_interface() {
         64,
         &build::udp(5353, 53, b"q"),
     );
-    assert_pass(&f.process(&q, "em0", Out, 0), StateMatch::New);
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
     let r = build::ip(
         ip("198.51.100.53"),
         ip("192.0.2.10"),
@@ -368,25 +384,37 @@ fn if_bound_states_only_match_their_interface() {
         &build::udp(53, 5353, b"a"),
     );
     // On em1 the reply does not see the state; the rule passes it anew.
-    assert_eq!(f.process(&r, "em1", In, 1).state, StateMatch::New);
+    assert_eq!(
+        f.process(&mut r.clone(), "em1", In, 1).state,
+        StateMatch::New
+    );
     let mut g = filter("block all\npass out proto udp keep state (if-bound)\n");
-    assert_pass(&g.process(&q, "em0", Out, 0), StateMatch::New);
+    assert_pass(&g.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
     assert!(matches!(
-        g.process(&r, "em1", In, 1).action,
+        g.process(&mut r.clone(), "em1", In, 1).action,
         VerdictAction::Block(_)
     ));
-    assert_pass(&g.process(&r, "em0", In, 1), StateMatch::Match);
+    assert_pass(&g.process(&mut r.clone(), "em0", In, 1), StateMatch::Match);
 }
 
 #[test]
 fn malformed_packets_are_dropped_and_counted() {
     let mut f = filter("pass all\n");
     let good = tcp("192.0.2.10", "198.51.100.20", 1, 80, 1, 0, SYN, 100, b"");
-    assert_eq!(f.process(&good[..30], "em0", Out, 0).reason, "short");
+    assert_eq!(
+        f.process(&mut good[..30].to_vec(), "em0", Out, 0).reason,
+        "short"
+    );
     let mut bad = good.clone();
     bad[32] = 0x10; // TCP data offset 1 word
-    assert_eq!(f.process(&bad, "em0", Out, 0).reason, "bad-offset");
-    assert_eq!(f.process(&[0x20; 40], "em0", Out, 0).reason, "normalize");
+    assert_eq!(
+        f.process(&mut bad.clone(), "em0", Out, 0).reason,
+        "bad-offset"
+    );
+    assert_eq!(
+        f.process(&mut [0x20; 40], "em0", Out, 0).reason,
+        "normalize"
+    );
     assert_eq!(f.counters.blocked, 3);
     assert_eq!(f.counters.reasons.get("short"), Some(&1));
 }
@@ -408,7 +436,7 @@ fn states_survive_a_reload() {
     f.set_engine(Arc::new(Engine::new(&out.config, host())));
     assert_pass(
         &f.process(
-            &tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"more"),
+            &mut tcp(s, c, 80, 40000, ss, cs, ACK, 509, b"more"),
             "em0",
             In,
             5,
@@ -416,6 +444,11 @@ fn states_survive_a_reload() {
         StateMatch::Match,
     );
     // New connections now meet the new rules.
-    let d = f.process(&tcp(c, s, 40001, 80, 7, 0, SYN, 64240, b""), "em0", Out, 6);
+    let d = f.process(
+        &mut tcp(c, s, 40001, 80, 7, 0, SYN, 64240, b""),
+        "em0",
+        Out,
+        6,
+    );
     assert!(matches!(d.action, VerdictAction::Block(_)));
 }

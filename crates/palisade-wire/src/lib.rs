@@ -10,5 +10,6 @@
 pub mod build;
 pub mod checksum;
 pub mod ip;
+pub mod rewrite;
 
 pub use ip::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, Malformed, Quoted, L4};

@@ -235,7 +235,9 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
         })?;
         let now = fr.ts.saturating_sub(t0).as_millis() as u64;
         // Deterministic randomness for `probability`: the frame number.
-        let d = filter.process_with(ip, &iface, dir, now, n as u32);
+        let mut pkt = ip.to_vec();
+        let d = filter.process_with(&mut pkt, &iface, dir, now, n as u32);
+        let ip = &pkt[..];
         let passed = d.action == VerdictAction::Pass;
         if let Some(w) = out.as_mut() {
             let mut write = |data: &[u8]| -> Result<(), String> {
@@ -285,7 +287,22 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                 state: d.state.name(),
                 state_id: d.state_id.map(|x| format!("{x:016x}")),
                 reason: d.reason,
-                nat: None,
+                nat: d.nat.as_ref().map(|(a, b)| {
+                    let ep = |ip: std::net::IpAddr, p: u16| {
+                        if ip.is_ipv6() {
+                            format!("[{ip}]:{p}")
+                        } else {
+                            format!("{ip}:{p}")
+                        }
+                    };
+                    format!(
+                        "{} -> {} => {} -> {}",
+                        ep(a.src, a.sport),
+                        ep(a.dst, a.dport),
+                        ep(b.src, b.sport),
+                        ep(b.dst, b.dport)
+                    )
+                }),
                 generated: d.generated.is_some(),
             };
             let _ = serde_json::to_writer(&mut so, &line);

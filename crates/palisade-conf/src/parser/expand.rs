@@ -70,6 +70,7 @@ impl<'a> Parser<'a> {
             static_port: rs.static_port,
             map_e: rs.map_e,
             list: None,
+            port_base: None,
         };
         if hosts.len() > 1 {
             if let Some(k) = rs.kind {
@@ -357,6 +358,11 @@ impl<'a> Parser<'a> {
                             hi
                         };
                         p.port = Some((lo, hi));
+                        if let Some(CmpOp::Range(a, _)) = c.dp {
+                            if hi > lo {
+                                p.port_base = Some(a as u16);
+                            }
+                        }
                     }
                     r.rdr = Some(p);
                 }
@@ -500,6 +506,7 @@ impl<'a> Parser<'a> {
             static_port,
             map_e: None,
             list: None,
+            port_base: None,
         };
         let mut nat = r.clone();
         nat.dir = Some(Direction::Out);

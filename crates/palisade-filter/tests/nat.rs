@@ -1,0 +1,234 @@
+//! Translation: nat-to, rdr-to, pools, ports, replies and ICMP errors,
+//! with every checksum checked after each rewrite.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build::{self, checksums_ok};
+use palisade_wire::{parse_ip, parse_quoted};
+
+fn host() -> HostModel {
+    HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\ngroups = [\"egress\"]\naddresses = [\"203.0.113.2/24\", \"2001:db8:ffff::2/64\"]\n\
+         [[interface]]\nname = \"em1\"\naddresses = [\"10.0.0.1/24\"]\n",
+    )
+    .unwrap()
+}
+
+fn filter(rules: &str) -> Filter {
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    Filter::new(Arc::new(Engine::new(&out.config, host())), &out.config, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn udp(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+    build::ip(ip(src), ip(dst), 17, 64, &build::udp(sp, dp, b"payload"))
+}
+
+fn tcp(src: &str, dst: &str, sp: u16, dp: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    build::ip(
+        ip(src),
+        ip(dst),
+        6,
+        64,
+        &build::tcp(sp, dp, seq, ack, flags, 65535, &[], b""),
+    )
+}
+
+const OUT_NAT: &str =
+    "block all\nmatch out on egress inet from 10.0.0.0/24 nat-to (egress:0)\npass out on egress\n";
+
+#[test]
+fn outbound_nat_and_its_replies() {
+    let mut f = filter(OUT_NAT);
+    let mut syn = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 100, 0, 0x02);
+    let d = f.process(&mut syn, "em0", Out, 0);
+    assert_eq!(d.action, VerdictAction::Pass);
+    assert_eq!(d.state, StateMatch::New);
+    let i = parse_ip(&syn).unwrap();
+    assert_eq!(i.src, ip("203.0.113.2"));
+    let nat_port = i.sport().unwrap();
+    assert!((50001..=65535).contains(&nat_port), "{nat_port}");
+    assert!(checksums_ok(&syn));
+    // The reply comes back to the translated address and is translated back.
+    let mut synack = tcp("198.51.100.7", "203.0.113.2", 80, nat_port, 500, 101, 0x12);
+    let d = f.process(&mut synack, "em0", In, 1);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    let i = parse_ip(&synack).unwrap();
+    assert_eq!((i.dst, i.dport()), (ip("10.0.0.5"), Some(1234)));
+    assert!(checksums_ok(&synack));
+    // Later client packets reuse the same translation.
+    let mut ack = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 101, 501, 0x10);
+    assert_eq!(f.process(&mut ack, "em0", Out, 2).state, StateMatch::Match);
+    let i = parse_ip(&ack).unwrap();
+    assert_eq!((i.src, i.sport()), (ip("203.0.113.2"), Some(nat_port)));
+    assert!(checksums_ok(&ack));
+    let st = f.states.iter().next().unwrap();
+    assert_eq!(st.state_str(), "ESTABLISHED:ESTABLISHED");
+    // A second connection from the same source port gets its own mapping.
+    let mut syn2 = tcp("10.0.0.6", "198.51.100.7", 1234, 80, 7, 0, 0x02);
+    f.process(&mut syn2, "em0", Out, 3);
+    let p2 = parse_ip(&syn2).unwrap().sport().unwrap();
+    assert_ne!(p2, nat_port);
+}
+
+#[test]
+fn icmp_error_for_a_translated_udp_flow_is_translated_back() {
+    let mut f = filter(OUT_NAT);
+    let mut q = udp("10.0.0.5", "198.51.100.53", 5353, 53);
+    f.process(&mut q, "em0", Out, 0);
+    let qi = parse_ip(&q).unwrap();
+    assert_eq!(qi.src, ip("203.0.113.2"));
+    // Port unreachable from the server, quoting the translated query.
+    let mut err = build::ip(
+        ip("198.51.100.53"),
+        ip("203.0.113.2"),
+        1,
+        64,
+        &build::icmp(3, 3, [0; 4], &q[..28]),
+    );
+    let d = f.process(&mut err, "em0", In, 1);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    assert_eq!(d.state, StateMatch::Match);
+    let ei = parse_ip(&err).unwrap();
+    assert_eq!(ei.dst, ip("10.0.0.5"));
+    let inner = parse_quoted(&err[28..]).unwrap();
+    assert_eq!((inner.src, inner.sport), (ip("10.0.0.5"), 5353));
+    assert!(checksums_ok(&err), "outer checksums");
+    assert_eq!(
+        palisade_wire::checksum::checksum(&err[28..48]),
+        0,
+        "quoted IPv4 header checksum"
+    );
+}
+
+#[test]
+fn rdr_to_with_port_and_replies() {
+    let mut f = filter(
+        "block all\npass in on em0 inet proto tcp to 203.0.113.2 port 80 rdr-to 10.0.0.10 port 8080\npass out on em1\n",
+    );
+    let mut syn = tcp("198.51.100.7", "203.0.113.2", 4444, 80, 1, 0, 0x02);
+    let d = f.process(&mut syn, "em0", In, 0);
+    assert_eq!(d.state, StateMatch::New, "{d:?}");
+    let i = parse_ip(&syn).unwrap();
+    assert_eq!((i.dst, i.dport()), (ip("10.0.0.10"), Some(8080)));
+    assert!(checksums_ok(&syn));
+    // The server's answer leaving through em0 gets the public address back.
+    let mut synack = tcp("10.0.0.10", "198.51.100.7", 8080, 4444, 900, 2, 0x12);
+    let d = f.process(&mut synack, "em0", Out, 1);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    let i = parse_ip(&synack).unwrap();
+    assert_eq!((i.src, i.sport()), (ip("203.0.113.2"), Some(80)));
+    assert!(checksums_ok(&synack));
+}
+
+#[test]
+fn rdr_port_ranges_map_one_to_one() {
+    let mut f = filter("pass in on em0 inet proto tcp to 203.0.113.2 port 8000:8010 rdr-to 10.0.0.10 port 9000:*\n");
+    let mut syn = tcp("198.51.100.7", "203.0.113.2", 4444, 8003, 1, 0, 0x02);
+    f.process(&mut syn, "em0", In, 0);
+    assert_eq!(parse_ip(&syn).unwrap().dport(), Some(9003));
+}
+
+#[test]
+fn round_robin_static_port_and_bitmask() {
+    let mut f = filter(
+        "table <pool> { 198.18.0.10 198.18.0.11 }\n\
+         match out on em0 inet proto udp from 10.0.0.0/24 to port 53 nat-to <pool> static-port\n\
+         match out on em0 inet proto udp from 10.0.0.0/24 to port 123 nat-to 198.18.1.0/24 bitmask\n\
+         pass out\n",
+    );
+    let mut a = udp("10.0.0.5", "198.51.100.53", 5000, 53);
+    let mut b = udp("10.0.0.6", "198.51.100.53", 5001, 53);
+    f.process(&mut a, "em0", Out, 0);
+    f.process(&mut b, "em0", Out, 0);
+    let (ia, ib) = (parse_ip(&a).unwrap(), parse_ip(&b).unwrap());
+    assert_ne!(ia.src, ib.src, "round-robin");
+    assert!([ip("198.18.0.10"), ip("198.18.0.11")].contains(&ia.src));
+    assert_eq!(ia.sport(), Some(5000), "static-port");
+    let mut c = udp("10.0.0.77", "198.51.100.1", 6000, 123);
+    f.process(&mut c, "em0", Out, 0);
+    assert_eq!(
+        parse_ip(&c).unwrap().src,
+        ip("198.18.1.77"),
+        "bitmask keeps host bits"
+    );
+    assert!(checksums_ok(&c));
+}
+
+#[test]
+fn icmp_echo_identifier_is_translated() {
+    let mut f = filter(OUT_NAT);
+    let mut echo = build::ip(
+        ip("10.0.0.5"),
+        ip("198.51.100.7"),
+        1,
+        64,
+        &build::icmp(8, 0, [0x12, 0x34, 0, 1], b"ping"),
+    );
+    f.process(&mut echo, "em0", Out, 0);
+    let i = parse_ip(&echo).unwrap();
+    assert_eq!(i.src, ip("203.0.113.2"));
+    assert!(checksums_ok(&echo));
+    let id = match i.l4 {
+        palisade_wire::L4::Icmp { id, .. } => id,
+        _ => unreachable!(),
+    };
+    let mut reply = build::ip(
+        ip("198.51.100.7"),
+        ip("203.0.113.2"),
+        1,
+        64,
+        &build::icmp(0, 0, [(id >> 8) as u8, id as u8, 0, 1], b"ping"),
+    );
+    let d = f.process(&mut reply, "em0", In, 1);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    let r = parse_ip(&reply).unwrap();
+    assert_eq!(r.dst, ip("10.0.0.5"));
+    assert!(matches!(r.l4, palisade_wire::L4::Icmp { id: 0x1234, .. }));
+    assert!(checksums_ok(&reply));
+}
+
+#[test]
+fn ipv6_nat() {
+    let mut f =
+        filter("match out on em0 inet6 from 2001:db8:1::/64 nat-to 2001:db8:ffff::2\npass\n");
+    let mut p = build::ip(
+        ip("2001:db8:1::5"),
+        ip("2001:db8:9::9"),
+        17,
+        64,
+        &build::udp(4000, 53, b"q"),
+    );
+    f.process(&mut p, "em0", Out, 0);
+    let i = parse_ip(&p).unwrap();
+    assert_eq!(i.src, ip("2001:db8:ffff::2"));
+    assert!(checksums_ok(&p));
+    let mut r = build::ip(
+        ip("2001:db8:9::9"),
+        ip("2001:db8:ffff::2"),
+        17,
+        64,
+        &build::udp(53, i.sport().unwrap(), b"a"),
+    );
+    assert_eq!(f.process(&mut r, "em0", In, 1).state, StateMatch::Match);
+    let ri = parse_ip(&r).unwrap();
+    assert_eq!((ri.dst, ri.dport()), (ip("2001:db8:1::5"), Some(4000)));
+    assert!(checksums_ok(&r));
+}

@@ -1,0 +1,323 @@
+//! In-place rewriting of addresses and ports with incremental checksum
+//! updates (RFC 1624): the IPv4 header checksum, the TCP/UDP/ICMPv6
+//! checksum over the pseudo-header, the ICMP identifier of echo messages,
+//! and the packet quoted inside an ICMP error (its header checksum, its
+//! ports, and the outer ICMP checksum that covers them).
+
+use std::net::IpAddr;
+
+use crate::checksum::{update16, update_bytes};
+use crate::ip::{parse_quoted, IpInfo, L4};
+
+fn addr_bytes(a: &IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(x) => x.octets().to_vec(),
+        IpAddr::V6(x) => x.octets().to_vec(),
+    }
+}
+
+fn get16(p: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([p[o], p[o + 1]])
+}
+
+fn put16(p: &mut [u8], o: usize, v: u16) {
+    p[o..o + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+/// Where the upper-layer checksum sits, and whether it covers the
+/// pseudo-header (so that address changes affect it).
+fn l4_checksum(proto: u8, v6: bool) -> Option<(usize, bool)> {
+    match proto {
+        6 => Some((16, true)),
+        17 => Some((6, true)),
+        1 if !v6 => Some((2, false)),
+        58 if v6 => Some((2, true)),
+        _ => None,
+    }
+}
+
+/// Replace one address of the packet (source if `src`), fixing checksums.
+fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
+    let v6 = info.is_v6();
+    let (off, len) = match (v6, src) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    };
+    let nb = addr_bytes(new);
+    if nb.len() != len {
+        return;
+    }
+    let old = p[off..off + len].to_vec();
+    if old == nb {
+        return;
+    }
+    p[off..off + len].copy_from_slice(&nb);
+    if !v6 {
+        let c = get16(p, 10);
+        put16(p, 10, update_bytes(c, &old, &nb));
+    }
+    let first_fragment = info.frag.is_none_or(|f| f.offset == 0);
+    if let (Some((co, pseudo)), true) = (l4_checksum(info.proto, v6), first_fragment) {
+        let o = info.l4_offset + co;
+        if pseudo && o + 2 <= info.len {
+            let c = get16(p, o);
+            // A UDP checksum of zero means "none" (IPv4): leave it.
+            if !(info.proto == 17 && c == 0 && !v6) {
+                let mut n = update_bytes(c, &old, &nb);
+                if info.proto == 17 && n == 0 {
+                    n = 0xffff;
+                }
+                put16(p, o, n);
+            }
+        }
+    }
+}
+
+/// Replace a port (TCP/UDP) or the ICMP echo identifier.
+fn set_port(p: &mut [u8], info: &IpInfo, src: bool, new: u16) {
+    let v6 = info.is_v6();
+    let (field, ck) = match info.l4 {
+        L4::Tcp { .. } => (if src { 0 } else { 2 }, 16),
+        L4::Udp { .. } => (if src { 0 } else { 2 }, 6),
+        L4::Icmp { .. } | L4::Icmp6 { .. } => (4, 2),
+        L4::None => return,
+    };
+    let o = info.l4_offset + field;
+    if o + 2 > info.len {
+        return;
+    }
+    let old = get16(p, o);
+    if old == new {
+        return;
+    }
+    put16(p, o, new);
+    let c_off = info.l4_offset + ck;
+    let c = get16(p, c_off);
+    if matches!(info.l4, L4::Udp { .. }) && c == 0 && !v6 {
+        return;
+    }
+    let mut n = update16(c, old, new);
+    if matches!(info.l4, L4::Udp { .. }) && n == 0 {
+        n = 0xffff;
+    }
+    put16(p, c_off, n);
+}
+
+/// Rewrite source and/or destination (address, port). `info` describes the
+/// packet before the change; it stays valid (offsets do not move).
+pub fn rewrite(
+    p: &mut [u8],
+    info: &IpInfo,
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) {
+    if let Some((a, port)) = src {
+        set_addr(p, info, true, &a);
+        if info.sport().is_some() || matches!(info.l4, L4::Icmp { .. } | L4::Icmp6 { .. }) {
+            set_port(p, info, true, port);
+        }
+    }
+    if let Some((a, port)) = dst {
+        set_addr(p, info, false, &a);
+        if info.dport().is_some() {
+            set_port(p, info, false, port);
+        }
+    }
+}
+
+/// Rewrite the packet quoted inside an ICMP error: its source and/or
+/// destination (address, port), fixing the quoted IPv4 header checksum,
+/// the quoted UDP checksum (it is inside the 8 quoted bytes) and the outer
+/// ICMP checksum, which covers all of it.
+pub fn rewrite_quoted(
+    p: &mut [u8],
+    info: &IpInfo,
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) {
+    let start = info.l4_offset + 8;
+    if start >= info.len {
+        return;
+    }
+    let Some(q) = parse_quoted(&p[start..info.len]) else {
+        return;
+    };
+    let outer_ck = info.l4_offset + 2;
+    let v6 = q.src.is_ipv6();
+    // Compute the new bytes of the quoted region, then fix the outer
+    // checksum from the difference.
+    let mut inner = p[start..info.len].to_vec();
+    let qlen = inner.len();
+    let (so, doff, alen) = if v6 { (8, 24, 16) } else { (12, 16, 4) };
+    let set = |inner: &mut Vec<u8>, off: usize, new: &[u8]| {
+        if off + new.len() <= inner.len() {
+            inner[off..off + new.len()].copy_from_slice(new);
+        }
+    };
+    let l4 = q.l4_offset;
+    let has_ports = matches!(q.proto, 6 | 17);
+    let is_echo = matches!(q.proto, 1 | 58);
+    if let Some((a, port)) = src {
+        let nb = addr_bytes(&a);
+        if nb.len() == alen {
+            let old_addr = inner[so..so + alen].to_vec();
+            set(&mut inner, so, &nb);
+            if q.proto == 17 && l4 + 8 <= qlen {
+                let c = get16(&inner, l4 + 6);
+                if c != 0 {
+                    let n = update_bytes(c, &old_addr, &nb);
+                    set(&mut inner, l4 + 6, &n.to_be_bytes());
+                }
+            }
+        }
+        if has_ports && l4 + 2 <= qlen {
+            let old = get16(&inner, l4);
+            set(&mut inner, l4, &port.to_be_bytes());
+            if q.proto == 17 && l4 + 8 <= qlen {
+                let c = get16(&inner, l4 + 6);
+                if c != 0 {
+                    set(&mut inner, l4 + 6, &update16(c, old, port).to_be_bytes());
+                }
+            }
+        } else if is_echo && l4 + 6 <= qlen {
+            set(&mut inner, l4 + 4, &port.to_be_bytes());
+        }
+    }
+    if let Some((a, port)) = dst {
+        let nb = addr_bytes(&a);
+        if nb.len() == alen {
+            let old_addr = inner[doff..doff + alen].to_vec();
+            set(&mut inner, doff, &nb);
+            if q.proto == 17 && l4 + 8 <= qlen {
+                let c = get16(&inner, l4 + 6);
+                if c != 0 {
+                    let n = update_bytes(c, &old_addr, &nb);
+                    set(&mut inner, l4 + 6, &n.to_be_bytes());
+                }
+            }
+        }
+        if has_ports && l4 + 4 <= qlen {
+            let old = get16(&inner, l4 + 2);
+            set(&mut inner, l4 + 2, &port.to_be_bytes());
+            if q.proto == 17 && l4 + 8 <= qlen {
+                let c = get16(&inner, l4 + 6);
+                if c != 0 {
+                    set(&mut inner, l4 + 6, &update16(c, old, port).to_be_bytes());
+                }
+            }
+        }
+    }
+    // The quoted IPv4 header checksum.
+    if !v6 && inner.len() >= 20 {
+        let ihl = ((inner[0] & 0x0f) as usize) * 4;
+        if ihl <= inner.len() {
+            inner[10] = 0;
+            inner[11] = 0;
+            let c = crate::checksum::checksum(&inner[..ihl]);
+            inner[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+    }
+    // Outer ICMP checksum: recompute incrementally over every changed word.
+    let old_region = p[start..info.len].to_vec();
+    let mut c = get16(p, outer_ck);
+    // The quote starts 8 bytes into the ICMP message, so its 16-bit words
+    // are the message's words.
+    let mut i = 0;
+    while i + 1 < qlen {
+        let o = get16(&old_region, i);
+        let n = get16(&inner, i);
+        if o != n {
+            c = update16(c, o, n);
+        }
+        i += 2;
+    }
+    if qlen % 2 == 1 && old_region[qlen - 1] != inner[qlen - 1] {
+        c = update16(
+            c,
+            (old_region[qlen - 1] as u16) << 8,
+            (inner[qlen - 1] as u16) << 8,
+        );
+    }
+    p[start..info.len].copy_from_slice(&inner);
+    put16(p, outer_ck, c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::{self, checksums_ok};
+    use crate::parse_ip;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tcp_udp_icmp_rewrites_keep_checksums_valid() {
+        for (a, b, n) in [
+            ("10.0.0.5", "198.51.100.7", "203.0.113.2"),
+            ("2001:db8:1::5", "2001:db8:2::7", "2001:db8:3::2"),
+        ] {
+            let t = build::ip(
+                ip(a),
+                ip(b),
+                6,
+                64,
+                &build::tcp(1234, 80, 1, 2, 0x18, 100, &[], b"hello"),
+            );
+            let u = build::ip(ip(a), ip(b), 17, 64, &build::udp(1234, 53, b"query!"));
+            let icmp_proto = if ip(a).is_ipv6() { 58 } else { 1 };
+            let echo_ty = if ip(a).is_ipv6() { 128 } else { 8 };
+            let e = build::ip(
+                ip(a),
+                ip(b),
+                icmp_proto,
+                64,
+                &build::icmp(echo_ty, 0, [0, 9, 0, 1], b"ping"),
+            );
+            for mut pkt in [t, u, e] {
+                let info = parse_ip(&pkt).unwrap();
+                rewrite(&mut pkt, &info, Some((ip(n), 50123)), None);
+                assert!(checksums_ok(&pkt), "{a} -> {n}");
+                let i2 = parse_ip(&pkt).unwrap();
+                assert_eq!(i2.src, ip(n));
+                let info = i2;
+                rewrite(&mut pkt, &info, None, Some((ip(a), 8080)));
+                assert!(checksums_ok(&pkt));
+                assert_eq!(parse_ip(&pkt).unwrap().dst, ip(a));
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_packet_in_icmp_error_is_translated() {
+        // NAT'd UDP query 203.0.113.2:50123 -> 198.51.100.7:53 gets a port
+        // unreachable; translate it back to 10.0.0.5:1234.
+        let q = build::ip(
+            ip("203.0.113.2"),
+            ip("198.51.100.7"),
+            17,
+            64,
+            &build::udp(50123, 53, b"query"),
+        );
+        let mut err = build::ip(
+            ip("198.51.100.7"),
+            ip("203.0.113.2"),
+            1,
+            64,
+            &build::icmp(3, 3, [0; 4], &q[..28]),
+        );
+        let info = parse_ip(&err).unwrap();
+        rewrite(&mut err, &info, None, Some((ip("10.0.0.5"), 0)));
+        let info = parse_ip(&err).unwrap();
+        rewrite_quoted(&mut err, &info, Some((ip("10.0.0.5"), 1234)), None);
+        assert!(checksums_ok(&err));
+        let inner = parse_quoted(&err[28..]).unwrap();
+        assert_eq!(inner.src, ip("10.0.0.5"));
+        assert_eq!(inner.sport, 1234);
+        // The quoted IPv4 header checksum is valid too.
+        assert_eq!(crate::checksum::checksum(&err[28..48]), 0);
+    }
+}
