@@ -212,7 +212,7 @@ pub struct Engine {
 
 struct St {
     tag: Option<String>,
-    decided: Option<(VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>)>,
+    decided: Option<crate::packet::Decided>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,

@@ -112,6 +112,9 @@ impl Verdict {
     }
 }
 
+/// The rule that decided so far: its action, reference and pools.
+pub(crate) type Decided = (VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>);
+
 /// Deterministic per-rule coin for `probability`: both evaluators use it.
 pub fn probability_hit(random: u32, rule: &RuleRef, p: u32) -> bool {
     let mut h: u64 = 0xcbf29ce484222325 ^ random as u64;
