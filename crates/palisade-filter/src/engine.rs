@@ -62,6 +62,7 @@ struct CRule {
     kind: Kind,
     quick: bool,
     log: bool,
+    log_all: bool,
     dir: Option<Direction>,
     iface: Option<(bool, String)>,
     af: Option<Af>,
@@ -214,6 +215,9 @@ struct St {
     tag: Option<String>,
     decided: Option<crate::packet::Decided>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
+    log_all: bool,
+    /// The deciding rule logs.
+    decided_log: bool,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -277,6 +281,8 @@ impl Engine {
             tag: None,
             decided: None,
             keep: (KeepState::None, None),
+            log_all: false,
+            decided_log: false,
             nat: None,
             rdr: None,
             log: false,
@@ -299,6 +305,8 @@ impl Engine {
             v.rule = Some(r);
             v.keep_state = st.keep.0;
             v.state_opts = st.keep.1;
+            v.log_all = st.log_all;
+            v.log |= st.decided_log;
         }
         v.nat = nat.as_ref().map(|x| x.0.clone());
         v.nat_pool = nat.map(|x| x.1);
@@ -392,12 +400,14 @@ impl Engine {
                         r.rdr_pool.clone(),
                     ));
                     st.keep = (r.keep, r.state_opts.clone());
-                    st.log |= r.log;
+                    st.log_all = r.log_all;
+                    st.decided_log = r.log;
                 }
                 Kind::Block(p) => {
                     st.decided = Some((VerdictAction::Block(*p), me(), None, None));
                     st.keep = (KeepState::None, None);
-                    st.log |= r.log;
+                    st.log_all = r.log_all;
+                    st.decided_log = r.log;
                 }
             }
             if r.quick {
@@ -655,6 +665,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             kind,
             quick: r.quick,
             log: r.log.is_some(),
+            log_all: r.log.as_ref().is_some_and(|l| l.all),
             dir: r.dir,
             iface: r.ifname.clone(),
             af: r.af,

@@ -246,6 +246,7 @@ impl Filter {
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
             let id = hit.id;
             let rule = self.states.get(id).and_then(|s| s.rule.clone());
+            let log_all = self.states.get(id).is_some_and(|s| s.log_all);
             let mut d = Decision {
                 action: VerdictAction::Pass,
                 reason: "match",
@@ -253,7 +254,7 @@ impl Filter {
                 state: StateMatch::Match,
                 state_id: Some(id),
                 tag: None,
-                log: false,
+                log: log_all,
                 generated: None,
                 nat: None,
             };
@@ -342,6 +343,7 @@ impl Filter {
                 len,
             ) {
                 Ok(id) => {
+                    self.states.set_log_all(id, v.log_all);
                     self.counters.state_inserts += 1;
                     d.state = StateMatch::New;
                     d.state_id = Some(id);

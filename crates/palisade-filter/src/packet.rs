@@ -82,6 +82,8 @@ pub struct Verdict {
     pub tag: Option<String>,
     /// Some matching rule asked for logging.
     pub log: bool,
+    /// The deciding rule logs every packet of its state (`log (all)`).
+    pub log_all: bool,
     /// Rules whose `nat-to` / `rdr-to` apply (the last matching one wins).
     pub nat: Option<RuleRef>,
     pub rdr: Option<RuleRef>,
@@ -101,6 +103,7 @@ impl Verdict {
             rule: None,
             tag: None,
             log: false,
+            log_all: false,
             nat: None,
             rdr: None,
             nat_pool: None,

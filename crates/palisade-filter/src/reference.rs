@@ -24,6 +24,9 @@ struct St {
     tag: Option<String>,
     decided: Option<crate::packet::Decided>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
+    log_all: bool,
+    /// The deciding rule logs.
+    decided_log: bool,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -35,6 +38,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         tag: None,
         decided: None,
         keep: (KeepState::None, None),
+        log_all: false,
+        decided_log: false,
         nat: None,
         rdr: None,
         log: false,
@@ -57,6 +62,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         v.rule = Some(r);
         v.keep_state = st.keep.0;
         v.state_opts = st.keep.1;
+        v.log_all = st.log_all;
+        v.log |= st.decided_log;
     }
     v.nat = nat.as_ref().map(|x| x.0.clone());
     v.nat_pool = nat.map(|x| x.1);
@@ -164,12 +171,14 @@ fn ruleset(
                     r.keep_state,
                     (!r.state_opts.is_empty()).then(|| std::sync::Arc::new(r.state_opts.clone())),
                 );
-                st.log = st.log || r.log.is_some();
+                st.log_all = r.log.as_ref().is_some_and(|l| l.all);
+                st.decided_log = r.log.is_some();
             }
             Action::Block(p) => {
                 st.decided = Some((VerdictAction::Block(*p), me.clone(), None, None));
                 st.keep = (KeepState::None, None);
-                st.log = st.log || r.log.is_some();
+                st.log_all = r.log.as_ref().is_some_and(|l| l.all);
+                st.decided_log = r.log.is_some();
             }
             _ => {}
         }

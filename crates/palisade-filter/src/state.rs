@@ -178,6 +178,8 @@ pub struct State {
     pub bytes: [u64; 2],
     pub no_sync: bool,
     pub sloppy: bool,
+    /// Log every packet of this state (`log (all)`).
+    pub log_all: bool,
 }
 
 impl State {
@@ -513,6 +515,7 @@ impl StateTable {
             bytes: [len as u64, 0],
             no_sync,
             sloppy,
+            log_all: false,
         };
         if wire == stack {
             self.keys.entry(wire).or_default().push((id, WIRE | STACK));
@@ -523,6 +526,12 @@ impl StateTable {
         self.states.insert(id, s);
         self.events.push(StateEvent::Insert(id));
         Ok(id)
+    }
+
+    pub fn set_log_all(&mut self, id: u64, on: bool) {
+        if let Some(s) = self.states.get_mut(&id) {
+            s.log_all = on;
+        }
     }
 
     pub fn remove(&mut self, id: u64) -> Option<State> {

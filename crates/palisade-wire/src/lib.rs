@@ -10,6 +10,7 @@
 pub mod build;
 pub mod checksum;
 pub mod ip;
+pub mod pflog;
 pub mod rewrite;
 
 pub use ip::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, Malformed, Quoted, L4};

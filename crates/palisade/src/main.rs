@@ -51,6 +51,10 @@ struct ReplayCli {
     /// to this pcap file (raw IP).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Write the packets that rules log (`log`, `log (all)`) to this pcap
+    /// file with pflog headers (DLT_PFLOG), readable by tcpdump and tshark.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
     /// One JSON object per packet.
     #[arg(long)]
     json: bool,
@@ -135,6 +139,7 @@ fn replay_cmd(a: ReplayCli) -> ExitCode {
         iface: a.iface,
         dir,
         out: a.out,
+        log: a.log,
         json: a.json,
     }) {
         Ok(_) => ExitCode::SUCCESS,

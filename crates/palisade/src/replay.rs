@@ -33,6 +33,8 @@ pub struct ReplayArgs {
     pub iface: Option<String>,
     pub dir: Option<Direction>,
     pub out: Option<PathBuf>,
+    /// pflog capture (DLT_PFLOG) of the packets rules asked to log.
+    pub log: Option<PathBuf>,
     pub json: bool,
 }
 
@@ -212,6 +214,20 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
         }
         None => None,
     };
+    let mut log = match &a.log {
+        Some(p) => {
+            let f = File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let h = PcapHeader {
+                datalink: DataLink::PFLOG,
+                ..Default::default()
+            };
+            Some(
+                PcapWriter::with_header(BufWriter::new(f), h)
+                    .map_err(|e| format!("{}: {e}", p.display()))?,
+            )
+        }
+        None => None,
+    };
     let stdout = std::io::stdout();
     let mut so = BufWriter::new(stdout.lock());
     let t0 = frames.first().map(|f| f.ts).unwrap_or_default();
@@ -237,6 +253,36 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
         // Deterministic randomness for `probability`: the frame number.
         let mut pkt = ip.to_vec();
         let d = filter.process_with(&mut pkt, &iface, dir, now, n as u32);
+        if let (Some(w), true) = (log.as_mut(), d.log) {
+            use palisade_wire::pflog::*;
+            let (ruleset, rulenr) = match &d.rule {
+                Some(r) => (r.anchor.clone(), r.nr),
+                None => (String::new(), u32::MAX),
+            };
+            let h = PflogHeader {
+                af: if ip.first().is_some_and(|b| b >> 4 == 6) {
+                    AF_INET6
+                } else {
+                    AF_INET
+                },
+                action: if d.action == VerdictAction::Pass {
+                    action::PASS
+                } else {
+                    action::DROP
+                },
+                reason: reason_code(d.reason),
+                ifname: iface.clone(),
+                ruleset,
+                rulenr,
+                subrulenr: u32::MAX,
+                dir: if dir == Direction::In { 1 } else { 2 },
+                rewritten: d.nat.is_some(),
+            };
+            let mut rec = h.emit();
+            rec.extend_from_slice(ip);
+            w.write_packet(&PcapPacket::new(fr.ts, rec.len() as u32, &rec))
+                .map_err(|e| format!("writing log: {e}"))?;
+        }
         let ip = &pkt[..];
         let passed = d.action == VerdictAction::Pass;
         if let Some(w) = out.as_mut() {
