@@ -10,6 +10,7 @@
 pub mod build;
 pub mod checksum;
 pub mod ip;
+pub mod link;
 pub mod pflog;
 pub mod rewrite;
 

@@ -150,15 +150,7 @@ fn ip_of(f: &Frame) -> Option<(&[u8], Option<Direction>)> {
     let d = &f.data;
     let ethertype_ip = |t: u16| t == 0x0800 || t == 0x86dd;
     match f.linktype {
-        DataLink::ETHERNET => {
-            let mut off = 12;
-            let mut t = u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]);
-            while t == 0x8100 || t == 0x88a8 {
-                off += 4;
-                t = u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]);
-            }
-            ethertype_ip(t).then(|| (&d[off + 2..], None))
-        }
+        DataLink::ETHERNET => palisade_wire::link::ip_in_ethernet(d).map(|p| (p, None)),
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some((&d[..], None)),
         DataLink::NULL | DataLink::LOOP => d.get(4..).map(|x| (x, None)),
         DataLink::LINUX_SLL => {
