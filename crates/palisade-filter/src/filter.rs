@@ -14,6 +14,7 @@ use palisade_conf::ir::{
 use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L4};
 
 use crate::engine::Engine;
+use crate::frag::{Reassembler, Reassembly};
 use crate::packet::{PacketMeta, RuleRef, VerdictAction};
 use crate::state::{tcps, FlowKey, StateTable, TcpSeg};
 
@@ -51,6 +52,12 @@ pub struct Decision {
     pub generated: Option<Vec<u8>>,
     /// The packet was translated: its tuple before and after.
     pub nat: Option<(FlowKey, FlowKey)>,
+    /// A fragment held for reassembly: nothing is decided yet.
+    pub held: bool,
+    /// This fragment completed a datagram: the decision is the whole
+    /// datagram's, and this is the datagram (rewritten if translated) to
+    /// send instead of the fragment.
+    pub reassembled: Option<Vec<u8>>,
 }
 
 impl Decision {
@@ -65,6 +72,8 @@ impl Decision {
             log: false,
             generated: None,
             nat: None,
+            held: false,
+            reassembled: None,
         }
     }
     pub fn passed(&self) -> bool {
@@ -81,6 +90,7 @@ pub struct Counters {
     pub reasons: BTreeMap<&'static str, u64>,
     pub state_searches: u64,
     pub state_inserts: u64,
+    pub fragments_held: u64,
 }
 
 pub struct Filter {
@@ -90,6 +100,7 @@ pub struct Filter {
     last_expiry_ms: u64,
     /// Round-robin position of each translation pool.
     rr: HashMap<(RuleRef, bool), u64>,
+    pub frags: Reassembler,
 }
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
@@ -103,14 +114,19 @@ impl Filter {
     /// `set limit states`) of `config`.
     pub fn new(engine: Arc<Engine>, config: &Config, creator: u32) -> Filter {
         let mut states = StateTable::new(creator);
+        let mut frags = Reassembler::default();
         for o in &config.options {
             match o {
                 SetOption::Timeout(t, v) => {
                     if let Some(i) = Timeout::ALL.iter().position(|x| x == t) {
                         states.timeouts[i] = *v;
                     }
+                    if *t == Timeout::Frag {
+                        frags.timeout_ms = *v as u64 * 1000;
+                    }
                 }
                 SetOption::Limit(n, v) if n == "states" => states.limit = *v,
+                SetOption::Limit(n, v) if n == "frags" => frags.limit = *v as usize,
                 _ => {}
             }
         }
@@ -120,6 +136,7 @@ impl Filter {
             counters: Counters::default(),
             last_expiry_ms: 0,
             rr: HashMap::new(),
+            frags,
         }
     }
 
@@ -161,6 +178,7 @@ impl Filter {
     ) -> Decision {
         if now_ms >= self.last_expiry_ms + 1000 {
             self.states.expire(now_ms);
+            self.frags.expire(now_ms);
             self.last_expiry_ms = now_ms;
         }
         let info = match parse_ip(ip) {
@@ -174,10 +192,23 @@ impl Filter {
                 return self.count(Decision::drop(reason));
             }
         };
-        if info.frag.is_some_and(|f| f.offset != 0) {
-            // Reassembly is not implemented yet: without it a later
-            // fragment cannot be matched to ports, rules or states.
-            return self.count(Decision::drop("fragment"));
+        if info.frag.is_some() {
+            match self.frags.push(ip, &info, now_ms) {
+                Reassembly::Held => {
+                    self.counters.fragments_held += 1;
+                    let mut d = Decision::drop("fragment");
+                    d.action = VerdictAction::Pass;
+                    d.held = true;
+                    return d;
+                }
+                Reassembly::Dropped(r) => return self.count(Decision::drop(r)),
+                Reassembly::Complete(mut whole) => {
+                    let mut d = self.process_with(&mut whole, iface, dir, now_ms, random);
+                    d.reassembled = Some(whole);
+                    return d;
+                }
+                Reassembly::Whole => {}
+            }
         }
         let len = info.len as u32;
         let mut tcp_seg = None;
@@ -257,6 +288,8 @@ impl Filter {
                 log: log_all,
                 generated: None,
                 nat: None,
+                held: false,
+                reassembled: None,
             };
             let tracked = match &tcp_seg {
                 Some(seg) => {
@@ -309,6 +342,8 @@ impl Filter {
             log: v.log,
             generated: None,
             nat: None,
+            held: false,
+            reassembled: None,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p);
@@ -407,6 +442,8 @@ impl Filter {
             log: false,
             generated: None,
             nat,
+            held: false,
+            reassembled: None,
         })
     }
 

@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod filter;
+pub mod frag;
 pub mod packet;
 pub mod reference;
 pub mod state;

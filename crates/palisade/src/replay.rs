@@ -294,7 +294,13 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
             }
         }
         let dir_s = if dir == Direction::In { "in" } else { "out" };
-        let action = if passed { "pass" } else { "block" };
+        let action = if d.held {
+            "hold"
+        } else if passed {
+            "pass"
+        } else {
+            "block"
+        };
         if a.json {
             let (proto, src, dst) = match palisade_wire::parse_ip(ip) {
                 Ok(i) => {

@@ -1,0 +1,219 @@
+//! Fragmented UDP over IPv4 and IPv6 is reassembled and then matches port
+//! rules; overlapping and excess fragments are dropped and counted.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::In;
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build;
+use palisade_wire::checksum::checksum;
+
+fn filter(rules: &str) -> Filter {
+    let host =
+        HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
+            .unwrap();
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// IPv4 fragments of `size` payload bytes each: (offset, bytes).
+fn frag4(p: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let hl = ((p[0] & 0x0f) as usize) * 4;
+    let payload = &p[hl..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + size).min(payload.len());
+        out.push(frag4_piece(p, off, &payload[off..end], end < payload.len()));
+        off = end;
+    }
+    out
+}
+
+fn frag4_piece(p: &[u8], off: usize, data: &[u8], more: bool) -> Vec<u8> {
+    let hl = ((p[0] & 0x0f) as usize) * 4;
+    let mut f = p[..hl].to_vec();
+    f.extend_from_slice(data);
+    let len = f.len() as u16;
+    f[2..4].copy_from_slice(&len.to_be_bytes());
+    let fo = ((off / 8) as u16) | if more { 0x2000 } else { 0 };
+    f[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    f[6..8].copy_from_slice(&fo.to_be_bytes());
+    f[10] = 0;
+    f[11] = 0;
+    let c = checksum(&f[..hl]);
+    f[10..12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// IPv6 fragments (fragment header right after the fixed header).
+fn frag6(p: &[u8], size: usize) -> Vec<Vec<u8>> {
+    let next = p[6];
+    let payload = &p[40..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + size).min(payload.len());
+        let mut f = p[..40].to_vec();
+        f[6] = 44;
+        let more = end < payload.len();
+        let fo = (off as u16) | more as u16;
+        f.extend_from_slice(&[next, 0]);
+        f.extend_from_slice(&fo.to_be_bytes());
+        f.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        f.extend_from_slice(&payload[off..end]);
+        let plen = (f.len() - 40) as u16;
+        f[4..6].copy_from_slice(&plen.to_be_bytes());
+        out.push(f);
+        off = end;
+    }
+    out
+}
+
+const RULES: &str = "block all\npass in proto udp to port 53\n";
+
+#[test]
+fn fragmented_udp_v4_and_v6_matches_port_rules() {
+    for v6 in [false, true] {
+        let mut f = filter(RULES);
+        let (a, b) = if v6 {
+            ("2001:db8::1", "2001:db8::2")
+        } else {
+            ("192.0.2.1", "198.51.100.2")
+        };
+        for (port, want_pass) in [(53u16, true), (54, false)] {
+            let p = build::ip(
+                ip(a),
+                ip(b),
+                17,
+                64,
+                &build::udp(4000 + port, port, &[9u8; 3000]),
+            );
+            let frags = if v6 { frag6(&p, 1232) } else { frag4(&p, 1480) };
+            assert!(frags.len() >= 3);
+            let n = frags.len();
+            for (k, mut fr) in frags.into_iter().enumerate() {
+                let d = f.process(&mut fr, "em0", In, 0);
+                if k + 1 < n {
+                    assert!(d.held, "{d:?}");
+                } else {
+                    assert_eq!(
+                        d.action == VerdictAction::Pass,
+                        want_pass,
+                        "v6={v6} port {port}: {d:?}"
+                    );
+                    let whole = d.reassembled.expect("the datagram");
+                    assert_eq!(whole.len(), p.len());
+                    assert!(build::checksums_ok(&whole));
+                    if want_pass {
+                        assert_eq!(d.state, StateMatch::New);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn overlapping_fragments_drop_the_datagram() {
+    let mut f = filter(RULES);
+    let p = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    let hl = 20;
+    let pl = &p[hl..];
+    let mut a = frag4_piece(&p, 0, &pl[..1480], true);
+    // A second fragment that starts inside the first.
+    let mut b = frag4_piece(&p, 1400, &pl[1400..], false);
+    assert!(f.process(&mut a, "em0", In, 0).held);
+    let d = f.process(&mut b, "em0", In, 0);
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+    assert_eq!(d.reason, "fragment");
+    // Even a correct last piece cannot revive it.
+    let mut c = frag4_piece(&p, 1480, &pl[1480..], false);
+    assert_eq!(f.process(&mut c, "em0", In, 0).reason, "fragment");
+    assert_eq!(f.counters.reasons.get("fragment"), Some(&2));
+    assert_eq!(
+        f.frags.pending(),
+        1,
+        "remembered as poisoned until it times out"
+    );
+    f.frags.expire(61_000);
+    assert_eq!(f.frags.pending(), 0);
+}
+
+#[test]
+fn duplicate_and_excess_fragments_are_dropped() {
+    let mut f = filter(RULES);
+    let p = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    let pl = &p[20..];
+    let first = frag4_piece(&p, 0, &pl[..1480], true);
+    assert!(f.process(&mut first.clone(), "em0", In, 0).held);
+    assert_eq!(
+        f.process(&mut first.clone(), "em0", In, 0).reason,
+        "fragment",
+        "duplicate"
+    );
+    // Beyond 65535 bytes.
+    let mut big = frag4_piece(&p, 65528, &[0u8; 16], false);
+    assert_eq!(f.process(&mut big, "em0", In, 0).reason, "fragment");
+    // A non-final fragment whose length is not a multiple of 8.
+    let mut odd = frag4_piece(&p, 2000, &[0u8; 13], true);
+    assert_eq!(f.process(&mut odd, "em0", In, 0).reason, "fragment");
+    // The datagram still completes.
+    let mut last = frag4_piece(&p, 1480, &pl[1480..], false);
+    let d = f.process(&mut last, "em0", In, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+}
+
+#[test]
+fn fragment_memory_is_bounded() {
+    let mut f = filter("set limit frags 4\npass all\n");
+    let p = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    for id in 0..6u16 {
+        let mut fr = frag4_piece(&p, 0, &p[20..1500], true);
+        fr[4..6].copy_from_slice(&id.to_be_bytes());
+        fr[10] = 0;
+        fr[11] = 0;
+        let c = checksum(&fr[..20]);
+        fr[10..12].copy_from_slice(&c.to_be_bytes());
+        let d = f.process(&mut fr, "em0", In, 0);
+        if id < 4 {
+            assert!(d.held);
+        } else {
+            assert_eq!(d.reason, "memory");
+        }
+    }
+}
