@@ -336,6 +336,7 @@ fn rules_bench(args: &[String]) {
                     gid: None,
                     received_on: None,
                     random: 0,
+                    os: None,
                 }
             })
             .collect();

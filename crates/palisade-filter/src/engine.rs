@@ -71,7 +71,7 @@ struct CRule {
     dst: CAddrSpec,
     sport: Option<CmpOp>,
     dport: Option<CmpOp>,
-    os_never: bool,
+    os: Option<String>,
     user: Option<CmpOp>,
     group: Option<CmpOp>,
     flags: Option<(u8, u8)>,
@@ -209,6 +209,8 @@ pub struct Engine {
     anchors: BTreeMap<String, CRuleset>,
     /// The groups each interface belongs to (for `on GROUP`).
     groups: HashMap<String, Vec<String>>,
+    /// Some rule matches on `os`, so SYNs need fingerprinting.
+    uses_os: bool,
 }
 
 struct St {
@@ -238,13 +240,21 @@ impl Engine {
             let p = la.name.trim_start_matches('/').to_string();
             anchors.insert(p.clone(), compile(&la.ruleset, &p, &host));
         }
+        let uses_os =
+            uses_os(&config.main) || config.load_anchors.iter().any(|a| uses_os(&a.ruleset));
         Engine {
             host,
             tables,
             main,
             anchors,
             groups,
+            uses_os,
         }
+    }
+
+    /// Does any rule match on the operating system?
+    pub fn uses_os(&self) -> bool {
+        self.uses_os
     }
 
     pub fn host(&self) -> &HostModel {
@@ -262,6 +272,7 @@ impl Engine {
     /// Replace the rules of one anchor (ftp-proxy keeps one per session);
     /// the rest of the ruleset is untouched.
     pub fn load_anchor(&mut self, path: &str, rules: &Ruleset) {
+        self.uses_os |= uses_os(rules);
         let p = path.trim_start_matches('/').to_string();
         let c = compile(rules, &p, &self.host);
         self.anchors.insert(p, c);
@@ -520,8 +531,10 @@ impl Engine {
                 return false;
             }
         }
-        if r.os_never {
-            return false;
+        if let Some(os) = &r.os {
+            if !os_matches(os, pkt.os.as_deref()) {
+                return false;
+            }
         }
         if let Some(op) = &r.user {
             if !op.matches(pkt.uid.unwrap_or(u32::MAX)) {
@@ -574,6 +587,12 @@ impl Engine {
         }
         true
     }
+}
+
+fn uses_os(rs: &Ruleset) -> bool {
+    rs.rules
+        .iter()
+        .any(|r| r.os.is_some() || r.inline.as_ref().is_some_and(uses_os))
 }
 
 fn compile_addr(a: &AddrSpec, host: &HostModel) -> CAddrSpec {
@@ -674,7 +693,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             dst: compile_addr(&r.dst.addr, host),
             sport: r.src.port,
             dport: r.dst.port,
-            os_never: r.os.as_deref().is_some_and(|o| o != "unknown"),
+            os: r.os.clone(),
             user: r.user,
             group: r.group,
             flags: r.flags,

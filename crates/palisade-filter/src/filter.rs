@@ -15,6 +15,7 @@ use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L
 
 use crate::engine::Engine;
 use crate::frag::{Reassembler, Reassembly};
+use crate::osfp::{FingerprintDb, SynSignature};
 use crate::packet::{PacketMeta, RuleRef, VerdictAction};
 use crate::state::{tcps, FlowKey, StateTable, TcpSeg};
 
@@ -101,6 +102,8 @@ pub struct Filter {
     /// Round-robin position of each translation pool.
     rr: HashMap<(RuleRef, bool), u64>,
     pub frags: Reassembler,
+    /// Fingerprints for `os` rules: `set fingerprints`, or the built-in ones.
+    osdb: FingerprintDb,
 }
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
@@ -137,7 +140,13 @@ impl Filter {
             last_expiry_ms: 0,
             rr: HashMap::new(),
             frags,
+            osdb: FingerprintDb::default_db(),
         }
+    }
+
+    /// Use this fingerprint database (from `set fingerprints`).
+    pub fn set_fingerprints(&mut self, db: FingerprintDb) {
+        self.osdb = db;
     }
 
     /// Swap in a new ruleset; states survive (pf keeps them across reloads).
@@ -331,6 +340,18 @@ impl Filter {
         }
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
         meta.random = random;
+        if self.engine.uses_os() {
+            if let Some(seg) = &tcp_seg {
+                // Only a SYN without ACK carries a fingerprint (pf).
+                if seg.flags & 0x12 == 0x02 {
+                    let t = &ip[info.l4_offset..info.len];
+                    meta.os =
+                        SynSignature::from_tcp(t, info.ttl, info.dont_fragment, info.len as u16)
+                            .and_then(|s| self.osdb.identify(&s).cloned())
+                            .map(Arc::new);
+                }
+            }
+        }
         let v = self.engine.test(&meta);
         let mut d = Decision {
             action: v.action,

@@ -13,6 +13,7 @@
 pub mod engine;
 pub mod filter;
 pub mod frag;
+pub mod osfp;
 pub mod packet;
 pub mod reference;
 pub mod state;

@@ -30,6 +30,8 @@ pub struct PacketMeta {
     /// Randomness for `probability`, supplied by the caller so evaluation
     /// stays deterministic.
     pub random: u32,
+    /// The operating system a TCP SYN was fingerprinted as (None: unknown).
+    pub os: Option<Arc<crate::osfp::Fingerprint>>,
 }
 
 impl PacketMeta {
@@ -55,7 +57,16 @@ impl PacketMeta {
             gid: None,
             received_on: None,
             random: 0,
+            os: None,
         }
+    }
+}
+
+/// Does `os NAME` match the packet's fingerprint (pf.conf(5) "os")?
+pub fn os_matches(name: &str, fp: Option<&crate::osfp::Fingerprint>) -> bool {
+    match fp {
+        None => name.eq_ignore_ascii_case("unknown"),
+        Some(f) => f.matches_name(name),
     }
 }
 

@@ -315,8 +315,7 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
         }
     }
     if let Some(os) = &r.os {
-        // No fingerprint is known yet: only `os unknown` matches.
-        if os != "unknown" {
+        if !os_matches(os, pkt.os.as_deref()) {
             return false;
         }
     }

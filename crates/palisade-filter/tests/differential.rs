@@ -204,6 +204,14 @@ fn head(rng: &mut Rng, anchor: bool) -> String {
         s.push(' ');
         s.push_str(rng.pick(PORTS));
     }
+    if rng.chance(8) {
+        s.push_str(rng.pick(&[
+            " os \"Windows\"",
+            " os unknown",
+            " os \"Linux 4-6\"",
+            " os \"Windows 10\"",
+        ]));
+    }
     s.push_str(&format!(" to {}", rng.pick(ADDRS)));
     if ported && !anchor {
         s.push(' ');
@@ -226,7 +234,7 @@ fn ruleset_text(rng: &mut Rng, n: usize) -> String {
     s
 }
 
-fn packet(rng: &mut Rng) -> PacketMeta {
+fn packet(rng: &mut Rng, db: &palisade_filter::osfp::FingerprintDb) -> PacketMeta {
     let v6 = rng.chance(35);
     let pool4 = [
         "10.1.2.3",
@@ -278,6 +286,10 @@ fn packet(rng: &mut Rng) -> PacketMeta {
         gid: None,
         received_on: None,
         random: rng.next() as u32,
+        os: {
+            let k = (rng.next() % (db.entries.len() as u64 + 3)) as usize;
+            db.entries.get(k).cloned().map(std::sync::Arc::new)
+        },
     }
 }
 
@@ -293,6 +305,7 @@ fn compiled_engine_agrees_with_reference() {
         host: host(),
         ..Default::default()
     };
+    let db = palisade_filter::osfp::FingerprintDb::default_db();
     let mut cases = 0usize;
     let mut decided_by_rule = 0usize;
     let mut rulesets = 0usize;
@@ -323,7 +336,7 @@ fn compiled_engine_agrees_with_reference() {
         };
         rulesets += 1;
         for _ in 0..200 {
-            let p = packet(&mut rng);
+            let p = packet(&mut rng, &db);
             let mut a = engine.test(&p);
             let mut b = reference::evaluate(&config.main, &ctx, &p);
             if a.rule.is_some() {

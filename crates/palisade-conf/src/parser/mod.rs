@@ -1650,7 +1650,6 @@ impl<'a> Parser<'a> {
             let s = self.string_or_kw()?;
             spec.oses.push(s);
         }
-        self.warn_unenforced("os fingerprint matching");
         Ok(())
     }
 
