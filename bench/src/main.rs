@@ -9,10 +9,39 @@
 //! network namespace it creates and removes) R times each, alternating, and
 //! prints the medians and their ratio.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+/// Counts heap bytes in use, to measure memory per state.
+struct Counting;
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: delegates to the system allocator and only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        IN_USE.fetch_add(l.size(), Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        IN_USE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: p was allocated by System with layout l.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        IN_USE.fetch_add(n, Ordering::Relaxed);
+        IN_USE.fetch_sub(l.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// Deterministic generator (xorshift), so runs are comparable.
 struct Rng(u64);
@@ -384,6 +413,149 @@ fn rules_bench(args: &[String]) {
     }
 }
 
+fn filter_for(rules: &str) -> palisade_filter::Filter {
+    let host = palisade_conf::host::HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n",
+    )
+    .expect("host model");
+    let out = palisade_conf::parse_bytes(
+        "bench",
+        None,
+        rules.as_bytes().to_vec(),
+        &palisade_conf::ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let mut f = palisade_filter::Filter::new(
+        std::sync::Arc::new(palisade_filter::Engine::new(&out.config, host)),
+        &out.config,
+        1,
+    );
+    f.states.limit = 2_000_000;
+    f
+}
+
+fn tcp_pkt(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+) -> Vec<u8> {
+    palisade_wire::build::ip(
+        src,
+        dst,
+        6,
+        64,
+        &palisade_wire::build::tcp(sp, dp, seq, ack, flags, 65535, &[], b""),
+    )
+}
+
+/// Time `f` over the packets for at least 500 ms; returns packets/s.
+fn rate(pkts: &mut [Vec<u8>], mut f: impl FnMut(&mut [u8]) -> bool) -> f64 {
+    let mut n = 0u64;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(500) {
+        for p in pkts.iter_mut() {
+            assert!(f(p), "a benchmark packet was not passed");
+            n += 1;
+        }
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// State-hit throughput, the NAT path, and memory per state.
+fn states_bench(args: &[String]) {
+    use palisade_conf::ir::Direction::{In, Out};
+    let flows: u32 = arg(args, "--flows").map_or(10_000, |s| s.parse().expect("--flows N"));
+    let mem_states: u32 =
+        arg(args, "--memory-states").map_or(1_000_000, |s| s.parse().expect("--memory-states N"));
+    let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
+    let client = |i: u32| ip4(0xc612_0000 + i); // 198.18.x.y
+    let server = ip4(0xcb00_7109); // 203.0.113.9
+    for nat in [false, true] {
+        let rules = if nat {
+            "match out on em0 inet from 198.18.0.0/15 nat-to 203.0.113.2\npass out on em0 proto tcp\n"
+        } else {
+            "pass out on em0 proto tcp\n"
+        };
+        let mut f = filter_for(rules);
+        // Establish the flows (handshake through the filter).
+        let t = Instant::now();
+        let mut nat_ports = Vec::new();
+        for i in 0..flows {
+            let mut syn = tcp_pkt(client(i), server, 40000, 80, 1000, 0, 0x02);
+            assert!(f.process(&mut syn, "em0", Out, 0).passed());
+            let port = palisade_wire::parse_ip(&syn).unwrap().sport().unwrap();
+            let src = palisade_wire::parse_ip(&syn).unwrap().src;
+            nat_ports.push((src, port));
+        }
+        let new_rate = flows as f64 / t.elapsed().as_secs_f64();
+        for i in 0..flows {
+            let (src, port) = nat_ports[i as usize];
+            let mut sa = tcp_pkt(server, src, 80, port, 5000, 1001, 0x12);
+            assert!(f.process(&mut sa, "em0", In, 1).passed());
+            let mut ack = tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10);
+            assert!(f.process(&mut ack, "em0", Out, 2).passed());
+        }
+        // State hits: ACKs of random established flows, both directions.
+        let mut rng = Rng(7);
+        let mut out_pkts: Vec<Vec<u8>> = (0..4096)
+            .map(|_| {
+                let i = (rng.next() % flows as u64) as u32;
+                tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10)
+            })
+            .collect();
+        let mut in_pkts: Vec<Vec<u8>> = (0..4096)
+            .map(|_| {
+                let i = (rng.next() % flows as u64) as usize;
+                let (src, port) = nat_ports[i];
+                tcp_pkt(server, src, 80, port, 5001, 1001, 0x10)
+            })
+            .collect();
+        // With NAT the packets are rewritten in place; rewriting back and
+        // forth would cost the same, so keep pristine copies.
+        let pristine_out = out_pkts.clone();
+        let pristine_in = in_pkts.clone();
+        let hits_out = rate(&mut out_pkts, |p| f.process(p, "em0", Out, 3).passed());
+        let hits_in = rate(&mut in_pkts, |p| f.process(p, "em0", In, 3).passed());
+        drop((pristine_out, pristine_in));
+        println!(
+            "{}: {} flows; new connections {:.2} M/s; state hits out {:.2} Mpps, in {:.2} Mpps (one core)",
+            if nat { "nat-to (NAT path)" } else { "no translation" },
+            flows,
+            new_rate / 1e6,
+            hits_out / 1e6,
+            hits_in / 1e6
+        );
+    }
+    // Memory per state: heap in use before and after creating states.
+    let mut f = filter_for("pass out on em0 proto udp\n");
+    let before = IN_USE.load(Ordering::Relaxed);
+    for i in 0..mem_states {
+        let mut p = palisade_wire::build::ip(
+            client(i),
+            server,
+            17,
+            64,
+            &palisade_wire::build::udp(5000, 53, b"q"),
+        );
+        assert!(f.process(&mut p, "em0", Out, 0).passed());
+    }
+    let after = IN_USE.load(Ordering::Relaxed);
+    assert_eq!(f.states.len(), mem_states as usize);
+    println!(
+        "memory: {} states use {} bytes of heap: {:.0} bytes per state",
+        mem_states,
+        after - before,
+        (after - before) as f64 / mem_states as f64
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -400,6 +572,7 @@ fn main() {
         }
         Some("check-vs-nft") => check_vs_nft(&args),
         Some("rules") => rules_bench(&args),
+        Some("states") => states_bench(&args),
         _ => {
             eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]");
             std::process::exit(2);

@@ -285,8 +285,10 @@ impl Filter {
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
             let id = hit.id;
-            let rule = self.states.get(id).and_then(|s| s.rule.clone());
-            let log_all = self.states.get(id).is_some_and(|s| s.log_all);
+            let (rule, log_all) = match self.states.get(id) {
+                Some(s) => (self.states.rule_of(s), s.log_all),
+                None => (None, false),
+            };
             let mut d = Decision {
                 action: VerdictAction::Pass,
                 reason: "match",
@@ -437,7 +439,7 @@ impl Filter {
             dport: q.dport,
         };
         let hit = self.states.lookup_quoted(&quoted, dir, iface)?;
-        let rule = self.states.get(hit.id).and_then(|s| s.rule.clone());
+        let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
         let mut nat = None;
         if let (Some(outer), Some(inner)) = (&hit.outer, &hit.inner) {
             // The error's own addresses, as for any packet of the state.

@@ -19,6 +19,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
 use palisade_conf::ir::{Af, Direction, KeepState, StateOpts, Timeout};
 
 use crate::packet::RuleRef;
@@ -53,8 +57,8 @@ impl FlowKey {
     }
 }
 
-const WIRE: u8 = 1;
-const STACK: u8 = 2;
+const WIRE_SIDE: u32 = 1;
+const STACK_SIDE: u32 = 2;
 
 /// A key oriented as an inbound packet carries it.
 pub fn norm(t: &FlowKey, dir: Direction) -> FlowKey {
@@ -147,27 +151,29 @@ pub struct Peer {
     pub state: u8,
 }
 
+/// Interned interface name.
+pub type IfId = u16;
+/// Interned rule reference.
+pub type RuleId = u32;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
-    /// 64-bit id and the id of the firewall that created it (pfsync).
+    /// 64-bit id and the id of the firewall that created it (pfsync). For
+    /// local states the low 32 bits are the slot and a generation.
     pub id: u64,
     pub creator: u32,
     /// The creating packet as it arrived, and as it left after translation.
     pub key: FlowKey,
     pub translated: Option<FlowKey>,
-    /// The keys as seen on the wire and by the stack, both oriented as an
-    /// inbound packet would carry them (pf's PF_SK_WIRE and PF_SK_STACK).
-    pub wire: FlowKey,
-    pub stack: FlowKey,
     pub dir: Direction,
-    /// The interface it is bound to (if-bound), or None for floating.
-    pub bound: Option<String>,
-    /// The interface that created it.
-    pub iface: String,
+    /// The interface that created it, and whether the state is bound to it
+    /// (if-bound) or floating.
+    pub iface: IfId,
+    pub bound: bool,
     /// The initiator's side and the responder's.
     pub src: Peer,
     pub dst: Peer,
-    pub rule: Option<RuleRef>,
+    pub rule: Option<RuleId>,
     pub keep: KeepState,
     pub opts: Option<Arc<StateOpts>>,
     pub created_ms: u64,
@@ -180,6 +186,25 @@ pub struct State {
     pub sloppy: bool,
     /// Log every packet of this state (`log (all)`).
     pub log_all: bool,
+}
+
+impl State {
+    /// The keys as seen on the wire and by the stack, both oriented as an
+    /// inbound packet carries them (pf's PF_SK_WIRE and PF_SK_STACK).
+    pub fn wire(&self) -> FlowKey {
+        let after = self.translated.as_ref().unwrap_or(&self.key);
+        match self.dir {
+            Direction::In => norm(&self.key, self.dir),
+            Direction::Out => norm(after, self.dir),
+        }
+    }
+    pub fn stack(&self) -> FlowKey {
+        let after = self.translated.as_ref().unwrap_or(&self.key);
+        match self.dir {
+            Direction::In => norm(after, self.dir),
+            Direction::Out => norm(&self.key, self.dir),
+        }
+    }
 }
 
 impl State {
@@ -241,24 +266,41 @@ fn seq_gt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
-/// The state table.
+/// The state table: states in a slab, indexed by key in a hash table of
+/// slot numbers (4 bytes an entry) and by id through the slot encoded in
+/// local ids.
 pub struct StateTable {
-    states: HashMap<u64, State>,
-    /// Normalized key -> states with that wire key (bit 1) and/or stack key
-    /// (bit 2). Several states when if-bound states of one connection live
-    /// on different interfaces.
-    keys: HashMap<FlowKey, Vec<(u64, u8)>>,
-    next: u64,
+    slab: Vec<Option<State>>,
+    gens: Vec<u8>,
+    free: Vec<u32>,
+    /// Entries: slot | side << 30 (side bit 1 wire, 2 stack).
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    /// States created by other firewalls (pfsync): id -> slot.
+    foreign: HashMap<u64, u32>,
+    live: usize,
     pub creator: u32,
     events: Vec<StateEvent>,
     /// Global timeouts (seconds), indexed like `Timeout::ALL`.
     pub timeouts: [u32; 19],
     /// `set limit states`.
     pub limit: u32,
+    /// Record events only for a consumer (pfsync); otherwise they would
+    /// pile up.
+    pub events_enabled: bool,
+    /// States per creating rule, for `max`.
+    per_rule: HashMap<RuleId, u32>,
+    ifaces: Vec<String>,
+    iface_ids: HashMap<String, IfId>,
+    rules: Vec<RuleRef>,
+    rule_ids: HashMap<RuleRef, RuleId>,
 }
 
 /// pf's default state limit.
 pub const DEFAULT_STATE_LIMIT: u32 = 100_000;
+/// Local ids keep the slot in 24 bits.
+const MAX_SLOTS: usize = 1 << 24;
+const SLOT_MASK: u32 = (1 << 30) - 1;
 
 impl StateTable {
     pub fn new(creator: u32) -> StateTable {
@@ -267,60 +309,171 @@ impl StateTable {
             timeouts[i] = t.default_secs();
         }
         StateTable {
-            states: HashMap::new(),
-            keys: HashMap::new(),
-            next: 1,
+            slab: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            foreign: HashMap::new(),
+            live: 0,
             creator,
             events: Vec::new(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
+            events_enabled: false,
+            per_rule: HashMap::new(),
+            ifaces: Vec::new(),
+            iface_ids: HashMap::new(),
+            rules: Vec::new(),
+            rule_ids: HashMap::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.states.len()
+        self.live
     }
 
     pub fn is_empty(&self) -> bool {
-        self.states.is_empty()
+        self.live == 0
+    }
+
+    fn slot_of(&self, id: u64) -> Option<u32> {
+        if (id >> 32) as u32 == self.creator {
+            let slot = (id as u32) & 0x00ff_ffff;
+            let gen = (id as u32 >> 24) as u8;
+            (self.gens.get(slot as usize) == Some(&gen)).then_some(slot)
+        } else {
+            self.foreign.get(&id).copied()
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&State> {
-        self.states.get(&id)
+        let slot = self.slot_of(id)?;
+        self.slab
+            .get(slot as usize)?
+            .as_ref()
+            .filter(|s| s.id == id)
+    }
+
+    fn get_mut(&mut self, id: u64) -> Option<&mut State> {
+        let slot = self.slot_of(id)?;
+        self.slab
+            .get_mut(slot as usize)?
+            .as_mut()
+            .filter(|s| s.id == id)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &State> {
-        self.states.values()
+        self.slab.iter().filter_map(|s| s.as_ref())
     }
 
-    /// Events since the last call (inserts, updates, deletes), for pfsync.
+    /// The interface name of a state.
+    pub fn iface_name(&self, s: &State) -> &str {
+        self.ifaces
+            .get(s.iface as usize)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// The rule that created a state.
+    pub fn rule_of(&self, s: &State) -> Option<RuleRef> {
+        s.rule.and_then(|r| self.rules.get(r as usize).cloned())
+    }
+
+    fn intern_iface(&mut self, name: &str) -> IfId {
+        if let Some(&i) = self.iface_ids.get(name) {
+            return i;
+        }
+        let i = self.ifaces.len() as IfId;
+        self.ifaces.push(name.to_string());
+        self.iface_ids.insert(name.to_string(), i);
+        i
+    }
+
+    fn intern_rule(&mut self, r: &RuleRef) -> RuleId {
+        if let Some(&i) = self.rule_ids.get(r) {
+            return i;
+        }
+        let i = self.rules.len() as RuleId;
+        self.rules.push(r.clone());
+        self.rule_ids.insert(r.clone(), i);
+        i
+    }
+
+    fn event(&mut self, e: StateEvent) {
+        if self.events_enabled {
+            self.events.push(e);
+        }
+    }
+
+    /// Events since the last call (inserts, updates, deletes), for pfsync
+    /// (only recorded while `events_enabled`).
     pub fn drain_events(&mut self) -> Vec<StateEvent> {
         std::mem::take(&mut self.events)
     }
 
-    fn find(&self, k: &FlowKey, need: u8, iface: &str) -> Option<u64> {
-        self.keys.get(k)?.iter().find_map(|&(id, side)| {
-            let s = self.states.get(&id)?;
-            (side & need != 0 && s.bound.as_deref().is_none_or(|b| b == iface)).then_some(id)
-        })
+    fn hash(&self, k: &FlowKey) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    /// The slot of a state with key `k` on `need`'s side usable on `iface`.
+    fn find(&self, k: &FlowKey, need: u32, iface: &str) -> Option<u32> {
+        let h = self.hash(k);
+        let mut found = None;
+        // Several entries can share a key (if-bound states of one
+        // connection on different interfaces): check each.
+        for &e in self.index.iter_hash(h) {
+            let slot = e & SLOT_MASK;
+            let side = e >> 30;
+            if side & need == 0 {
+                continue;
+            }
+            let Some(Some(s)) = self.slab.get(slot as usize) else {
+                continue;
+            };
+            let key = if side & WIRE_SIDE != 0 {
+                s.wire()
+            } else {
+                s.stack()
+            };
+            if key != *k {
+                continue;
+            }
+            if s.bound && self.ifaces.get(s.iface as usize).map(String::as_str) != Some(iface) {
+                continue;
+            }
+            found = Some(slot);
+            break;
+        }
+        found
     }
 
     /// Find the state a packet belongs to (pf's pf_find_state): an inbound
     /// packet must carry a state's wire key, an outbound one its stack key.
     pub fn lookup(&self, tuple: &FlowKey, dir: Direction, iface: &str) -> Option<Hit> {
-        let need = if dir == Direction::In { WIRE } else { STACK };
-        let id = self.find(&norm(tuple, dir), need, iface)?;
-        let s = self.states.get(&id)?;
-        let target = if dir == Direction::In {
-            &s.stack
+        let need = if dir == Direction::In {
+            WIRE_SIDE
         } else {
-            &s.wire
+            STACK_SIDE
         };
-        let new = norm(target, dir);
+        let slot = self.find(&norm(tuple, dir), need, iface)?;
+        let s = self.slab[slot as usize].as_ref()?;
+        let new = match &s.translated {
+            None => None,
+            Some(_) => {
+                let target = if dir == Direction::In {
+                    s.stack()
+                } else {
+                    s.wire()
+                };
+                let new = norm(&target, dir);
+                (new != *tuple).then_some(new)
+            }
+        };
         Some(Hit {
-            id,
+            id: s.id,
             reply: dir != s.dir,
-            rewrite: (new != *tuple).then_some(new),
+            rewrite: new,
         })
     }
 
@@ -333,20 +486,24 @@ impl StateTable {
         dir: Direction,
         iface: &str,
     ) -> Option<QuotedHit> {
-        let need = if dir == Direction::In { WIRE } else { STACK };
-        let inner_dir = opposite(dir);
-        let id = self.find(&norm(quoted, inner_dir), need, iface)?;
-        let s = self.states.get(&id)?;
-        let target = if dir == Direction::In {
-            &s.stack
+        let need = if dir == Direction::In {
+            WIRE_SIDE
         } else {
-            &s.wire
+            STACK_SIDE
         };
-        let new_inner = norm(target, inner_dir);
-        let new_outer = norm(target, dir);
+        let inner_dir = opposite(dir);
+        let slot = self.find(&norm(quoted, inner_dir), need, iface)?;
+        let s = self.slab[slot as usize].as_ref()?;
+        let target = if dir == Direction::In {
+            s.stack()
+        } else {
+            s.wire()
+        };
+        let new_inner = norm(&target, inner_dir);
+        let new_outer = norm(&target, dir);
         let translated = new_inner != *quoted;
         Some(QuotedHit {
-            id,
+            id: s.id,
             inner: translated.then_some(new_inner),
             outer: translated.then_some(new_outer),
         })
@@ -354,9 +511,13 @@ impl StateTable {
 
     /// Is this wire key taken (for choosing translation ports)?
     pub fn wire_in_use(&self, wire: &FlowKey) -> bool {
-        self.keys
-            .get(wire)
-            .is_some_and(|v| v.iter().any(|(_, side)| side & WIRE != 0))
+        let h = self.hash(wire);
+        self.index.iter_hash(h).any(|&e| {
+            e >> 30 & WIRE_SIDE != 0
+                && self.slab[(e & SLOT_MASK) as usize]
+                    .as_ref()
+                    .is_some_and(|s| s.wire() == *wire)
+        })
     }
 
     fn timeout_secs(&self, s: &State, t: Timeout) -> u32 {
@@ -374,7 +535,7 @@ impl StateTable {
     pub fn expires_ms(&self, s: &State) -> u64 {
         let base = self.timeout_secs(s, s.timeout) as u64 * 1000;
         let (start, end) = self.adaptive();
-        let n = self.states.len() as u64;
+        let n = self.live as u64;
         let scaled = if end > start && n > start {
             if n >= end {
                 0
@@ -401,6 +562,12 @@ impl StateTable {
         }
     }
 
+    pub fn set_log_all(&mut self, id: u64, on: bool) {
+        if let Some(s) = self.get_mut(id) {
+            s.log_all = on;
+        }
+    }
+
     /// Create a state for the packet that passed a stateful rule.
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
@@ -416,44 +583,17 @@ impl StateTable {
         tcp: Option<&TcpSeg>,
         len: u32,
     ) -> Result<u64, &'static str> {
-        if self.states.len() as u64 >= self.limit as u64 {
+        if self.live as u64 >= self.limit as u64 || self.live >= MAX_SLOTS {
             return Err("state-limit");
         }
-        if let Some(m) = opts.as_ref().and_then(|o| o.max) {
-            let used = self
-                .states
-                .values()
-                .filter(|s| s.rule.is_some() && s.rule == rule)
-                .count();
-            if used as u32 >= m {
+        let rule_id = rule.as_ref().map(|r| self.intern_rule(r));
+        if let (Some(m), Some(r)) = (opts.as_ref().and_then(|o| o.max), rule_id) {
+            if self.per_rule.get(&r).copied().unwrap_or(0) >= m {
                 return Err("state-limit");
             }
         }
-        let bound_here = opts.as_ref().is_some_and(|o| o.if_bound);
-        let after = translated.clone().unwrap_or_else(|| key.clone());
-        let (wire, stack) = match dir {
-            Direction::In => (norm(&key, dir), norm(&after, dir)),
-            Direction::Out => (norm(&after, dir), norm(&key, dir)),
-        };
-        let clash = |k: &FlowKey, need: u8| {
-            self.keys.get(k).is_some_and(|v| {
-                v.iter().any(|(id, side)| {
-                    side & need != 0
-                        && self
-                            .states
-                            .get(id)
-                            .is_some_and(|s| match (&s.bound, bound_here) {
-                                (Some(b), true) => b == iface,
-                                _ => true,
-                            })
-                })
-            })
-        };
-        if clash(&wire, WIRE) || clash(&stack, STACK) {
-            return Err("state-insert");
-        }
-        let id = (self.creator as u64) << 32 | (self.next & 0xffff_ffff);
-        self.next += 1;
+        let bound = opts.as_ref().is_some_and(|o| o.if_bound);
+        let translated = translated.filter(|t| *t != key);
         let (mut src, mut dst) = (Peer::default(), Peer::default());
         let timeout;
         if let Some(t) = tcp {
@@ -487,72 +627,134 @@ impl StateTable {
                 _ => Timeout::OtherFirst,
             };
         }
-        let sloppy = opts.as_ref().is_some_and(|o| o.sloppy);
-        let no_sync = opts.as_ref().is_some_and(|o| o.no_sync);
-        let bound = opts
-            .as_ref()
-            .is_some_and(|o| o.if_bound)
-            .then(|| iface.to_string());
-        let s = State {
-            id,
+        let iface_id = self.intern_iface(iface);
+        let mut s = State {
+            id: 0,
             creator: self.creator,
-            key: key.clone(),
-            translated: translated.filter(|t| *t != key),
-            wire: wire.clone(),
-            stack: stack.clone(),
+            key,
+            translated,
             dir,
+            iface: iface_id,
             bound,
-            iface: iface.to_string(),
             src,
             dst,
-            rule,
+            rule: rule_id,
             keep,
+            sloppy: opts.as_ref().is_some_and(|o| o.sloppy),
+            no_sync: opts.as_ref().is_some_and(|o| o.no_sync),
             opts,
             created_ms: now_ms,
             last_ms: now_ms,
             timeout,
             packets: [1, 0],
             bytes: [len as u64, 0],
-            no_sync,
-            sloppy,
             log_all: false,
         };
-        if wire == stack {
-            self.keys.entry(wire).or_default().push((id, WIRE | STACK));
-        } else {
-            self.keys.entry(wire).or_default().push((id, WIRE));
-            self.keys.entry(stack).or_default().push((id, STACK));
+        let (wire, stack) = (s.wire(), s.stack());
+        let clash = |t: &Self, k: &FlowKey, need: u32| {
+            let h = t.hash(k);
+            t.index.iter_hash(h).any(|&e| {
+                let side = e >> 30;
+                let Some(Some(o)) = t.slab.get((e & SLOT_MASK) as usize) else {
+                    return false;
+                };
+                let okey = if side & WIRE_SIDE != 0 {
+                    o.wire()
+                } else {
+                    o.stack()
+                };
+                side & need != 0 && okey == *k && (!bound || !o.bound || o.iface == iface_id)
+            })
+        };
+        if clash(self, &wire, WIRE_SIDE) || clash(self, &stack, STACK_SIDE) {
+            return Err("state-insert");
         }
-        self.states.insert(id, s);
-        self.events.push(StateEvent::Insert(id));
+        let slot = match self.free.pop() {
+            Some(x) => x,
+            None => {
+                self.slab.push(None);
+                self.gens.push(0);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let gen = self.gens[slot as usize];
+        s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | slot as u64;
+        let id = s.id;
+        let hasher = self.hasher.clone();
+        let slab = &self.slab;
+        let rehash = |e: &u32| {
+            let st = slab[(e & SLOT_MASK) as usize].as_ref();
+            match st {
+                Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
+                Some(st) => hasher.hash_one(st.stack()),
+                None => 0,
+            }
+        };
+        if wire == stack {
+            let h = self.hasher.hash_one(&wire);
+            self.index
+                .insert_unique(h, slot | (WIRE_SIDE | STACK_SIDE) << 30, rehash);
+        } else {
+            let h = self.hasher.hash_one(&wire);
+            self.index.insert_unique(h, slot | WIRE_SIDE << 30, rehash);
+            let h = self.hasher.hash_one(&stack);
+            let slab = &self.slab;
+            let rehash = |e: &u32| {
+                let st = slab[(e & SLOT_MASK) as usize].as_ref();
+                match st {
+                    Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
+                    Some(st) => hasher.hash_one(st.stack()),
+                    None => 0,
+                }
+            };
+            self.index.insert_unique(h, slot | STACK_SIDE << 30, rehash);
+        }
+        if let Some(r) = rule_id {
+            *self.per_rule.entry(r).or_default() += 1;
+        }
+        self.slab[slot as usize] = Some(s);
+        self.live += 1;
+        self.event(StateEvent::Insert(id));
         Ok(id)
     }
 
-    pub fn set_log_all(&mut self, id: u64, on: bool) {
-        if let Some(s) = self.states.get_mut(&id) {
-            s.log_all = on;
-        }
-    }
-
     pub fn remove(&mut self, id: u64) -> Option<State> {
-        let s = self.states.remove(&id)?;
-        for k in [&s.wire, &s.stack] {
-            if let Some(v) = self.keys.get_mut(k) {
-                v.retain(|x| x.0 != id);
-                if v.is_empty() {
-                    self.keys.remove(k);
+        let slot = self.slot_of(id)?;
+        if self.slab.get(slot as usize)?.as_ref()?.id != id {
+            return None;
+        }
+        let s = self.slab[slot as usize].as_ref()?;
+        let (wire, stack) = (s.wire(), s.stack());
+        for k in [wire, stack] {
+            let h = self.hasher.hash_one(&k);
+            while let Ok(e) = self.index.find_entry(h, |&e| e & SLOT_MASK == slot) {
+                e.remove();
+            }
+        }
+        let s = self.slab[slot as usize].take()?;
+        if (id >> 32) as u32 == self.creator {
+            self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
+        } else {
+            self.foreign.remove(&id);
+        }
+        self.free.push(slot);
+        self.live -= 1;
+        if let Some(r) = s.rule {
+            if let Some(n) = self.per_rule.get_mut(&r) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_rule.remove(&r);
                 }
             }
         }
-        self.events.push(StateEvent::Delete(id));
+        self.event(StateEvent::Delete(id));
         Some(s)
     }
 
     /// Remove every state that has expired by `now_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let dead: Vec<u64> = self
-            .states
-            .values()
+            .iter()
             .filter(|s| self.expires_ms(s) <= now_ms)
             .map(|s| s.id)
             .collect();
@@ -564,7 +766,7 @@ impl StateTable {
 
     /// Account a non-TCP packet to its state.
     pub fn track_pseudo(&mut self, id: u64, reply: bool, now_ms: u64, len: u32) {
-        let Some(s) = self.states.get_mut(&id) else {
+        let Some(s) = self.get_mut(id) else {
             return;
         };
         let (src, dst) = if reply {
@@ -590,7 +792,7 @@ impl StateTable {
         let d = reply as usize;
         s.packets[d] += 1;
         s.bytes[d] += len as u64;
-        self.events.push(StateEvent::Update(id));
+        self.event(StateEvent::Update(id));
     }
 
     /// pf's TCP window tracking for a segment of a known connection.
@@ -602,7 +804,7 @@ impl StateTable {
         now_ms: u64,
         len: u32,
     ) -> Result<(), TrackError> {
-        let Some(s) = self.states.get_mut(&id) else {
+        let Some(s) = self.get_mut(id) else {
             return Err(TrackError::Mismatch);
         };
         let sloppy = s.sloppy;
@@ -769,7 +971,7 @@ impl StateTable {
         let d = reply as usize;
         s.packets[d] += 1;
         s.bytes[d] += len as u64;
-        self.events.push(StateEvent::Update(id));
+        self.event(StateEvent::Update(id));
         Ok(())
     }
 }
