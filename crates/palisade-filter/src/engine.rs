@@ -86,6 +86,7 @@ struct CRule {
     rdr_pool: Option<Arc<Pool>>,
     keep: KeepState,
     state_opts: Option<std::sync::Arc<StateOpts>>,
+    scrub: ScrubActions,
 }
 
 fn key(ip: &IpAddr) -> (bool, u128) {
@@ -220,6 +221,8 @@ struct St {
     log_all: bool,
     /// The deciding rule logs.
     decided_log: bool,
+    scrub: ScrubActions,
+    decided_scrub: ScrubActions,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -294,6 +297,8 @@ impl Engine {
             keep: (KeepState::None, None),
             log_all: false,
             decided_log: false,
+            scrub: ScrubActions::default(),
+            decided_scrub: ScrubActions::default(),
             nat: None,
             rdr: None,
             log: false,
@@ -318,7 +323,9 @@ impl Engine {
             v.state_opts = st.keep.1;
             v.log_all = st.log_all;
             v.log |= st.decided_log;
+            st.scrub.merge(&st.decided_scrub);
         }
+        v.scrub = st.scrub;
         v.nat = nat.as_ref().map(|x| x.0.clone());
         v.nat_pool = nat.map(|x| x.1);
         v.rdr = rdr.as_ref().map(|x| x.0.clone());
@@ -402,6 +409,7 @@ impl Engine {
                         st.rdr = Some((me(), p.clone()));
                     }
                     st.log |= r.log;
+                    st.scrub.merge(&r.scrub);
                 }
                 Kind::Pass => {
                     st.decided = Some((
@@ -413,12 +421,14 @@ impl Engine {
                     st.keep = (r.keep, r.state_opts.clone());
                     st.log_all = r.log_all;
                     st.decided_log = r.log;
+                    st.decided_scrub = r.scrub;
                 }
                 Kind::Block(p) => {
                     st.decided = Some((VerdictAction::Block(*p), me(), None, None));
                     st.keep = (KeepState::None, None);
                     st.log_all = r.log_all;
                     st.decided_log = r.log;
+                    st.decided_scrub = r.scrub;
                 }
             }
             if r.quick {
@@ -709,6 +719,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             keep: r.keep_state,
             state_opts: (!r.state_opts.is_empty())
                 .then(|| std::sync::Arc::new(r.state_opts.clone())),
+            scrub: ScrubActions::from_rule(&r.scrub, r.set.tos),
         };
         let i = out.rules.len() as u32;
         let ix = &mut out.index;

@@ -16,7 +16,7 @@ use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L
 use crate::engine::Engine;
 use crate::frag::{Reassembler, Reassembly};
 use crate::osfp::{FingerprintDb, SynSignature};
-use crate::packet::{PacketMeta, RuleRef, VerdictAction};
+use crate::packet::{PacketMeta, RuleRef, ScrubActions, VerdictAction};
 use crate::state::{tcps, FlowKey, StateTable, TcpSeg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,9 +285,9 @@ impl Filter {
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
             let id = hit.id;
-            let (rule, log_all) = match self.states.get(id) {
-                Some(s) => (self.states.rule_of(s), s.log_all),
-                None => (None, false),
+            let (rule, log_all, scrub) = match self.states.get(id) {
+                Some(s) => (self.states.rule_of(s), s.log_all, s.scrub),
+                None => (None, false, ScrubActions::default()),
             };
             let mut d = Decision {
                 action: VerdictAction::Pass,
@@ -330,6 +330,7 @@ impl Filter {
                         apply(ip, &info, &key, new);
                         d.nat = Some((key.clone(), new.clone()));
                     }
+                    normalize(ip, &info, &scrub, random);
                     return self.count(d);
                 }
                 Some(false) => {
@@ -402,6 +403,7 @@ impl Filter {
             ) {
                 Ok(id) => {
                     self.states.set_log_all(id, v.log_all);
+                    self.states.set_scrub(id, v.scrub);
                     self.counters.state_inserts += 1;
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
@@ -417,6 +419,7 @@ impl Filter {
             apply(ip, &info, &key, &t);
             d.nat = Some((key, t));
         }
+        normalize(ip, &info, &v.scrub, random);
         self.count(d)
     }
 
@@ -598,6 +601,29 @@ impl Filter {
             }
         }
         None
+    }
+}
+
+/// Apply `scrub` normalizations to a passing packet.
+fn normalize(ip: &mut [u8], info: &IpInfo, sc: &ScrubActions, random: u32) {
+    use palisade_wire::rewrite::scrub::*;
+    if sc.is_empty() {
+        return;
+    }
+    if sc.no_df {
+        clear_df(ip, info);
+    }
+    if sc.random_id {
+        set_id(ip, info, (mix(random as u64 ^ 0x9e37_79b9) >> 17) as u16);
+    }
+    if let Some(t) = sc.min_ttl {
+        raise_ttl(ip, info, t);
+    }
+    if let Some(t) = sc.tos {
+        set_tos(ip, info, t);
+    }
+    if let Some(m) = sc.max_mss {
+        clamp_mss(ip, info, m);
     }
 }
 

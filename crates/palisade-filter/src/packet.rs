@@ -70,6 +70,46 @@ pub fn os_matches(name: &str, fp: Option<&crate::osfp::Fingerprint>) -> bool {
     }
 }
 
+/// Normalizations a packet gets (`scrub (...)`, `set tos`): from `match`
+/// rules and the deciding rule, then from the state for the connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScrubActions {
+    pub no_df: bool,
+    pub random_id: bool,
+    pub min_ttl: Option<u8>,
+    pub max_mss: Option<u16>,
+    pub tos: Option<u8>,
+}
+
+impl ScrubActions {
+    pub fn from_rule(s: &palisade_conf::ir::Scrub, tos: Option<u8>) -> ScrubActions {
+        ScrubActions {
+            no_df: s.no_df,
+            random_id: s.random_id,
+            min_ttl: s.min_ttl,
+            max_mss: s.max_mss,
+            tos,
+        }
+    }
+    /// pf's pf_rule_to_actions: flags add up, values of later rules win.
+    pub fn merge(&mut self, o: &ScrubActions) {
+        self.no_df |= o.no_df;
+        self.random_id |= o.random_id;
+        if o.min_ttl.is_some() {
+            self.min_ttl = o.min_ttl;
+        }
+        if o.max_mss.is_some() {
+            self.max_mss = o.max_mss;
+        }
+        if o.tos.is_some() {
+            self.tos = o.tos;
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        *self == ScrubActions::default()
+    }
+}
+
 /// A rule: its anchor path ("" for the main ruleset) and number in it, the
 /// `@N` that `palisade check -vv` prints.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +140,8 @@ pub struct Verdict {
     pub rdr: Option<RuleRef>,
     pub nat_pool: Option<Arc<Pool>>,
     pub rdr_pool: Option<Arc<Pool>>,
+    /// Normalizations to apply.
+    pub scrub: ScrubActions,
     /// State to create when the deciding rule passes the packet.
     pub keep_state: KeepState,
     pub state_opts: Option<Arc<StateOpts>>,
@@ -119,6 +161,7 @@ impl Verdict {
             rdr: None,
             nat_pool: None,
             rdr_pool: None,
+            scrub: ScrubActions::default(),
             keep_state: KeepState::None,
             state_opts: None,
             evaluations: 0,

@@ -27,6 +27,8 @@ struct St {
     log_all: bool,
     /// The deciding rule logs.
     decided_log: bool,
+    scrub: ScrubActions,
+    decided_scrub: ScrubActions,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -40,6 +42,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         keep: (KeepState::None, None),
         log_all: false,
         decided_log: false,
+        scrub: ScrubActions::default(),
+        decided_scrub: ScrubActions::default(),
         nat: None,
         rdr: None,
         log: false,
@@ -64,7 +68,9 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         v.state_opts = st.keep.1;
         v.log_all = st.log_all;
         v.log |= st.decided_log;
+        st.scrub.merge(&st.decided_scrub);
     }
+    v.scrub = st.scrub;
     v.nat = nat.as_ref().map(|x| x.0.clone());
     v.nat_pool = nat.map(|x| x.1);
     v.rdr = rdr.as_ref().map(|x| x.0.clone());
@@ -159,6 +165,8 @@ fn ruleset(
                 if r.log.is_some() {
                     st.log = true;
                 }
+                st.scrub
+                    .merge(&ScrubActions::from_rule(&r.scrub, r.set.tos));
             }
             Action::Pass => {
                 st.decided = Some((
@@ -173,12 +181,14 @@ fn ruleset(
                 );
                 st.log_all = r.log.as_ref().is_some_and(|l| l.all);
                 st.decided_log = r.log.is_some();
+                st.decided_scrub = ScrubActions::from_rule(&r.scrub, r.set.tos);
             }
             Action::Block(p) => {
                 st.decided = Some((VerdictAction::Block(*p), me.clone(), None, None));
                 st.keep = (KeepState::None, None);
                 st.log_all = r.log.as_ref().is_some_and(|l| l.all);
                 st.decided_log = r.log.is_some();
+                st.decided_scrub = ScrubActions::from_rule(&r.scrub, r.set.tos);
             }
             _ => {}
         }

@@ -186,6 +186,8 @@ pub struct State {
     pub sloppy: bool,
     /// Log every packet of this state (`log (all)`).
     pub log_all: bool,
+    /// Normalizations for every packet of the connection.
+    pub scrub: crate::packet::ScrubActions,
 }
 
 impl State {
@@ -568,6 +570,12 @@ impl StateTable {
         }
     }
 
+    pub fn set_scrub(&mut self, id: u64, sc: crate::packet::ScrubActions) {
+        if let Some(s) = self.get_mut(id) {
+            s.scrub = sc;
+        }
+    }
+
     /// Create a state for the packet that passed a stateful rule.
     #[allow(clippy::too_many_arguments)]
     pub fn insert(
@@ -649,6 +657,7 @@ impl StateTable {
             packets: [1, 0],
             bytes: [len as u64, 0],
             log_all: false,
+            scrub: Default::default(),
         };
         let (wire, stack) = (s.wire(), s.stack());
         let clash = |t: &Self, k: &FlowKey, need: u32| {

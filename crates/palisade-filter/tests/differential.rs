@@ -153,6 +153,14 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     if rng.chance(5) {
         s.push_str(" tos 0x10");
     }
+    if rng.chance(8) {
+        s.push_str(rng.pick(&[
+            " scrub (no-df max-mss 1400)",
+            " scrub (min-ttl 20)",
+            " set tos lowdelay",
+            " scrub (random-id)",
+        ]));
+    }
     if action == "match" && rng.chance(30) {
         s.push_str(" nat-to 192.0.2.1");
     }

@@ -321,3 +321,173 @@ mod tests {
         assert_eq!(crate::checksum::checksum(&err[28..48]), 0);
     }
 }
+
+/// Normalizations (`scrub`): each keeps the checksums valid and returns
+/// whether it changed the packet.
+pub mod scrub {
+    use super::{get16, put16};
+    use crate::checksum::update16;
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::build::{self, checksums_ok};
+        use crate::parse_ip;
+
+        #[test]
+        fn normalizations_keep_checksums() {
+            let a = "192.0.2.1".parse().unwrap();
+            let b = "198.51.100.2".parse().unwrap();
+            // MSS at an odd offset (after a NOP), and at an even one.
+            for opts in [
+                &[1u8, 2, 4, 0x05, 0xb4, 1, 1, 1][..],
+                &[2, 4, 0x05, 0xb4][..],
+            ] {
+                let mut p = build::ip(a, b, 6, 3, &build::tcp(1, 2, 3, 0, 0x02, 100, opts, b""));
+                let i = parse_ip(&p).unwrap();
+                assert!(clamp_mss(&mut p, &i, 1200));
+                assert!(checksums_ok(&p));
+                assert!(clear_df(&mut p, &i));
+                assert!(set_id(&mut p, &i, 0xbeef));
+                assert!(raise_ttl(&mut p, &i, 64));
+                assert!(set_tos(&mut p, &i, 0x10));
+                assert!(checksums_ok(&p));
+                let j = parse_ip(&p).unwrap();
+                assert_eq!((j.ttl, j.tos, j.dont_fragment), (64, 0x10, false));
+                assert_eq!(crate::ip::tcp_wscale(&p[20..]), None);
+                assert_eq!(
+                    u16::from_be_bytes([
+                        p[20 + 20 + (opts[0] == 1) as usize + 2],
+                        p[20 + 20 + (opts[0] == 1) as usize + 3]
+                    ]),
+                    1200
+                );
+            }
+        }
+    }
+    use crate::ip::{IpInfo, L4};
+
+    /// Clear the IPv4 don't-fragment bit (`no-df`).
+    pub fn clear_df(p: &mut [u8], info: &IpInfo) -> bool {
+        if info.is_v6() || p[6] & 0x40 == 0 {
+            return false;
+        }
+        let old = get16(p, 6);
+        p[6] &= !0x40;
+        let c = get16(p, 10);
+        put16(p, 10, update16(c, old, get16(p, 6)));
+        true
+    }
+
+    /// Replace the IPv4 identification (`random-id`), not on fragments.
+    pub fn set_id(p: &mut [u8], info: &IpInfo, id: u16) -> bool {
+        if info.is_v6() || info.frag.is_some() {
+            return false;
+        }
+        let old = get16(p, 4);
+        put16(p, 4, id);
+        let c = get16(p, 10);
+        put16(p, 10, update16(c, old, id));
+        true
+    }
+
+    /// Raise the TTL or hop limit to at least `min` (`min-ttl`).
+    pub fn raise_ttl(p: &mut [u8], info: &IpInfo, min: u8) -> bool {
+        if info.is_v6() {
+            if p[7] < min {
+                p[7] = min;
+                return true;
+            }
+            return false;
+        }
+        if p[8] >= min {
+            return false;
+        }
+        let old = get16(p, 8);
+        p[8] = min;
+        let c = get16(p, 10);
+        put16(p, 10, update16(c, old, get16(p, 8)));
+        true
+    }
+
+    /// Set the type-of-service / traffic class (`set tos`).
+    pub fn set_tos(p: &mut [u8], info: &IpInfo, tos: u8) -> bool {
+        if info.is_v6() {
+            let tc = ((p[0] & 0x0f) << 4) | (p[1] >> 4);
+            if tc == tos {
+                return false;
+            }
+            p[0] = (p[0] & 0xf0) | (tos >> 4);
+            p[1] = (p[1] & 0x0f) | (tos << 4);
+            return true;
+        }
+        if p[1] == tos {
+            return false;
+        }
+        let old = get16(p, 0);
+        p[1] = tos;
+        let c = get16(p, 10);
+        put16(p, 10, update16(c, old, get16(p, 0)));
+        true
+    }
+
+    /// Lower the MSS option of a TCP SYN to at most `max` (`max-mss`).
+    pub fn clamp_mss(p: &mut [u8], info: &IpInfo, max: u16) -> bool {
+        let L4::Tcp {
+            flags, header_len, ..
+        } = info.l4
+        else {
+            return false;
+        };
+        if flags & 0x02 == 0 {
+            return false;
+        }
+        let t = info.l4_offset;
+        let end = (t + header_len as usize).min(info.len);
+        let mut i = t + 20;
+        while i < end {
+            match p[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let Some(&len) = p.get(i + 1) else { break };
+                    let len = len as usize;
+                    if len < 2 || i + len > end {
+                        break;
+                    }
+                    if kind == 2 && len == 4 {
+                        let old = get16(p, i + 2);
+                        if old <= max {
+                            return false;
+                        }
+                        // The value may straddle checksum words (after a
+                        // NOP): update over the aligned bytes around it.
+                        let c = get16(p, t + 16);
+                        if (i + 2 - t) % 2 == 0 {
+                            put16(p, i + 2, max);
+                            put16(p, t + 16, update16(c, old, max));
+                            return true;
+                        }
+                        // Odd offset: the value straddles two checksum
+                        // words; a missing last byte counts as zero.
+                        let a = i + 1;
+                        let window = |p: &[u8]| -> [u8; 4] {
+                            let mut w = [0u8; 4];
+                            for (k, b) in w.iter_mut().enumerate() {
+                                *b = p.get(a + k).copied().filter(|_| a + k < end).unwrap_or(0);
+                            }
+                            w
+                        };
+                        let before = window(p);
+                        put16(p, i + 2, max);
+                        let after = window(p);
+                        put16(p, t + 16, crate::checksum::update_bytes(c, &before, &after));
+                        return true;
+                    }
+                    i += len;
+                }
+            }
+        }
+        false
+    }
+}

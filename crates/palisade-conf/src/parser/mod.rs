@@ -2066,6 +2066,7 @@ impl<'a> Parser<'a> {
                     return Err(PErr::Reported);
                 }
                 s.reassemble_tcp = true;
+                self.warn_unenforced("scrub (reassemble tcp)");
             } else {
                 return Err(PErr::Syntax);
             }
@@ -2448,6 +2449,18 @@ impl<'a> Parser<'a> {
                     if w == "synproxy" {
                         self.warn_unenforced("synproxy state");
                     }
+                    if w == "modulate" {
+                        self.warn_unenforced("modulate state (treated as keep state)");
+                    }
+                    let so = &spec.base.state_opts;
+                    if so.max_src_nodes.is_some()
+                        || so.max_src_states.is_some()
+                        || so.max_src_conn.is_some()
+                        || so.max_src_conn_rate.is_some()
+                        || so.overload.is_some()
+                    {
+                        self.warn_unenforced("source tracking limits (max-src-*, overload)");
+                    }
                 }
                 "fragment" => {
                     self.next();
@@ -2618,10 +2631,12 @@ impl<'a> Parser<'a> {
                     self.expect_punct('/')?;
                     let b = self.u32_value("max-pkt-rate")?;
                     spec.base.max_pkt_rate = Some((a, b));
+                    self.warn_unenforced("max-pkt-rate");
                 }
                 "once" => {
                     self.next();
                     spec.base.once = true;
+                    self.warn_unenforced("once");
                 }
                 "received-on" => {
                     self.next();

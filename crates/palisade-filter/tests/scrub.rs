@@ -1,0 +1,92 @@
+//! `scrub (...)` and `set tos` on match and pass rules: applied to the
+//! packet that creates the state and to every later packet of it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Engine, Filter};
+use palisade_wire::build::{self, checksums_ok};
+use palisade_wire::parse_ip;
+
+fn filter(rules: &str) -> Filter {
+    let host = HostModel::default();
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn mss(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[42], p[43]])
+}
+
+#[test]
+fn match_scrub_applies_to_the_whole_connection() {
+    let mut f = filter(
+        "match out all scrub (no-df min-ttl 32 max-mss 1300)\nmatch out all set tos lowdelay\npass out proto tcp\n",
+    );
+    let mut syn = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        6,
+        5,
+        &build::tcp(1, 80, 10, 0, 0x02, 500, &[2, 4, 0x05, 0xb4], b""),
+    );
+    assert!(f.process(&mut syn, "em0", Out, 0).passed());
+    let i = parse_ip(&syn).unwrap();
+    assert_eq!(
+        (i.ttl, i.tos, i.dont_fragment, mss(&syn)),
+        (32, 0x10, false, 1300)
+    );
+    assert!(checksums_ok(&syn));
+    // A later packet of the connection is normalized by the state.
+    let mut sa = build::ip(
+        ip("198.51.100.2"),
+        ip("192.0.2.1"),
+        6,
+        64,
+        &build::tcp(80, 1, 99, 11, 0x12, 500, &[], b""),
+    );
+    assert!(f.process(&mut sa, "em0", In, 1).passed());
+    let mut ack = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        6,
+        3,
+        &build::tcp(1, 80, 11, 100, 0x10, 500, &[], b"x"),
+    );
+    assert!(f.process(&mut ack, "em0", Out, 2).passed());
+    let i = parse_ip(&ack).unwrap();
+    assert_eq!((i.ttl, i.tos, i.dont_fragment), (32, 0x10, false));
+    assert!(checksums_ok(&ack));
+}
+
+#[test]
+fn random_id_changes_the_ipv4_id() {
+    let mut f = filter("pass out all scrub (random-id)\n");
+    let orig = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        17,
+        64,
+        &build::udp(1, 2, b"x"),
+    );
+    let mut p = orig.clone();
+    assert!(f.process_with(&mut p, "em0", Out, 0, 12345).passed());
+    assert_ne!(p[4..6], orig[4..6]);
+    assert!(checksums_ok(&p));
+}
