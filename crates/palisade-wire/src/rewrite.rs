@@ -328,43 +328,6 @@ pub mod scrub {
     use super::{get16, put16};
     use crate::checksum::update16;
 
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use crate::build::{self, checksums_ok};
-        use crate::parse_ip;
-
-        #[test]
-        fn normalizations_keep_checksums() {
-            let a = "192.0.2.1".parse().unwrap();
-            let b = "198.51.100.2".parse().unwrap();
-            // MSS at an odd offset (after a NOP), and at an even one.
-            for opts in [
-                &[1u8, 2, 4, 0x05, 0xb4, 1, 1, 1][..],
-                &[2, 4, 0x05, 0xb4][..],
-            ] {
-                let mut p = build::ip(a, b, 6, 3, &build::tcp(1, 2, 3, 0, 0x02, 100, opts, b""));
-                let i = parse_ip(&p).unwrap();
-                assert!(clamp_mss(&mut p, &i, 1200));
-                assert!(checksums_ok(&p));
-                assert!(clear_df(&mut p, &i));
-                assert!(set_id(&mut p, &i, 0xbeef));
-                assert!(raise_ttl(&mut p, &i, 64));
-                assert!(set_tos(&mut p, &i, 0x10));
-                assert!(checksums_ok(&p));
-                let j = parse_ip(&p).unwrap();
-                assert_eq!((j.ttl, j.tos, j.dont_fragment), (64, 0x10, false));
-                assert_eq!(crate::ip::tcp_wscale(&p[20..]), None);
-                assert_eq!(
-                    u16::from_be_bytes([
-                        p[20 + 20 + (opts[0] == 1) as usize + 2],
-                        p[20 + 20 + (opts[0] == 1) as usize + 3]
-                    ]),
-                    1200
-                );
-            }
-        }
-    }
     use crate::ip::{IpInfo, L4};
 
     /// Clear the IPv4 don't-fragment bit (`no-df`).
@@ -489,5 +452,43 @@ pub mod scrub {
             }
         }
         false
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::build::{self, checksums_ok};
+        use crate::parse_ip;
+
+        #[test]
+        fn normalizations_keep_checksums() {
+            let a = "192.0.2.1".parse().unwrap();
+            let b = "198.51.100.2".parse().unwrap();
+            // MSS at an odd offset (after a NOP), and at an even one.
+            for opts in [
+                &[1u8, 2, 4, 0x05, 0xb4, 1, 1, 1][..],
+                &[2, 4, 0x05, 0xb4][..],
+            ] {
+                let mut p = build::ip(a, b, 6, 3, &build::tcp(1, 2, 3, 0, 0x02, 100, opts, b""));
+                let i = parse_ip(&p).unwrap();
+                assert!(clamp_mss(&mut p, &i, 1200));
+                assert!(checksums_ok(&p));
+                assert!(clear_df(&mut p, &i));
+                assert!(set_id(&mut p, &i, 0xbeef));
+                assert!(raise_ttl(&mut p, &i, 64));
+                assert!(set_tos(&mut p, &i, 0x10));
+                assert!(checksums_ok(&p));
+                let j = parse_ip(&p).unwrap();
+                assert_eq!((j.ttl, j.tos, j.dont_fragment), (64, 0x10, false));
+                assert_eq!(crate::ip::tcp_wscale(&p[20..]), None);
+                assert_eq!(
+                    u16::from_be_bytes([
+                        p[20 + 20 + (opts[0] == 1) as usize + 2],
+                        p[20 + 20 + (opts[0] == 1) as usize + 3]
+                    ]),
+                    1200
+                );
+            }
+        }
     }
 }
