@@ -371,9 +371,10 @@ fn rules_bench(args: &[String]) {
             .collect();
         // Agreement first: a benchmark of a wrong answer is worthless.
         let anchors = std::collections::BTreeMap::new();
+        let tables = engine.tables().clone();
         let ctx = RefCtx {
             host: &host,
-            tables: engine.tables(),
+            tables: &tables,
             anchors: &anchors,
         };
         for p in pkts.iter().take(256) {

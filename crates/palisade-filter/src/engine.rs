@@ -205,7 +205,9 @@ struct CRuleset {
 /// The packet filter's ruleset, compiled, with the tables and anchors it uses.
 pub struct Engine {
     host: HostModel,
-    tables: TableSet,
+    /// Tables change at run time (overload, `palisade table add`) without
+    /// a reload: readers take the lock for one lookup.
+    tables: std::sync::RwLock<TableSet>,
     main: CRuleset,
     anchors: BTreeMap<String, CRuleset>,
     /// The groups each interface belongs to (for `on GROUP`).
@@ -247,7 +249,7 @@ impl Engine {
             uses_os(&config.main) || config.load_anchors.iter().any(|a| uses_os(&a.ruleset));
         Engine {
             host,
-            tables,
+            tables: std::sync::RwLock::new(tables),
             main,
             anchors,
             groups,
@@ -264,12 +266,27 @@ impl Engine {
         &self.host
     }
 
-    pub fn tables(&self) -> &TableSet {
-        &self.tables
+    /// The tables, for reading (a lock is held while the guard lives).
+    pub fn tables(&self) -> std::sync::RwLockReadGuard<'_, TableSet> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn tables_mut(&mut self) -> &mut TableSet {
-        &mut self.tables
+    /// The tables, for changing them in place.
+    pub fn tables_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableSet> {
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add an address to a table, creating the table if needed (as pf
+    /// does for `overload <t>`). Returns whether it was new.
+    pub fn table_add(&self, name: &str, addr: &Addr) -> bool {
+        let mut t = self.tables_mut();
+        let tab = t.tables.entry(name.to_string()).or_default();
+        let was = match addr {
+            Addr::Net { ip, .. } => tab.contains(ip),
+            _ => false,
+        };
+        tab.insert(addr, false);
+        !was
     }
 
     /// Replace the rules of one anchor (ftp-proxy keeps one per session);
@@ -507,7 +524,7 @@ impl Engine {
                     .any(|(nv6, net, mask)| *nv6 == v6 && k & mask == *net)
             }
             CAddr::Range(lo, hi) => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
-            CAddr::Table(t) => self.tables.contains(t, ip),
+            CAddr::Table(t) => self.tables().contains(t, ip),
             CAddr::Never => false,
         };
         m != a.neg

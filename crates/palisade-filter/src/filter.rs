@@ -312,11 +312,16 @@ impl Filter {
                         self.states.remove(id);
                         None
                     } else {
-                        Some(
-                            self.states
-                                .track_tcp(id, hit.reply, seg, now_ms, len)
-                                .is_ok(),
-                        )
+                        match self.states.track_tcp(id, hit.reply, seg, now_ms, len) {
+                            Ok(()) => Some(true),
+                            Err(crate::state::TrackError::Mismatch) => Some(false),
+                            Err(crate::state::TrackError::SrcLimit) => {
+                                self.overload(id);
+                                d.action = VerdictAction::Block(BlockPolicy::Drop);
+                                d.reason = "src-limit";
+                                return self.count(d);
+                            }
+                        }
                     }
                 }
                 None => {
@@ -421,6 +426,26 @@ impl Filter {
         }
         normalize(ip, &info, &v.scrub, random);
         self.count(d)
+    }
+
+    /// A source went over its connection limits: put it in the overload
+    /// table, flush its states if asked, and drop this connection.
+    fn overload(&mut self, id: u64) {
+        let Some(s) = self.states.get(id) else {
+            return;
+        };
+        let src = s.key.src;
+        let rule = s.rule;
+        if let Some(ov) = s.opts.as_ref().and_then(|o| o.overload.clone()) {
+            let bits = Af::of(&src).max_bits();
+            self.engine
+                .table_add(&ov.table, &Addr::Net { ip: src, bits });
+            if ov.flush {
+                self.states
+                    .kill_source(src, if ov.global { None } else { Some(rule) });
+            }
+        }
+        self.states.remove(id);
     }
 
     /// An ICMP error passes when the packet it quotes belongs to a state;

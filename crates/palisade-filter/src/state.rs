@@ -188,6 +188,10 @@ pub struct State {
     pub log_all: bool,
     /// Normalizations for every packet of the connection.
     pub scrub: crate::packet::ScrubActions,
+    /// Counted in a source node (source tracking), and as an established
+    /// connection of it.
+    pub tracked: bool,
+    pub conn_counted: bool,
 }
 
 impl State {
@@ -240,6 +244,67 @@ pub enum StateEvent {
 pub enum TrackError {
     /// Outside the windows (pf's PFRES_BADSTATE, "state-mismatch").
     Mismatch,
+    /// The connection just established goes over `max-src-conn` or
+    /// `max-src-conn-rate` (pf's PFRES_SRCLIMIT, "src-limit").
+    SrcLimit,
+}
+
+/// pf's decaying counter for connection rates: each event adds 1000; the
+/// count decays linearly to zero over the configured seconds.
+#[derive(Clone, Copy, Debug, Default)]
+struct Threshold {
+    count: u64,
+    last_ms: u64,
+}
+
+const THRESHOLD_MULT: u64 = 1000;
+
+impl Threshold {
+    fn add(&mut self, now_ms: u64, seconds: u32) {
+        let span = seconds as u64 * 1000;
+        let diff = now_ms.saturating_sub(self.last_ms);
+        if span == 0 || diff >= span {
+            self.count = 0;
+        } else {
+            self.count -= self.count * diff / span;
+        }
+        self.count += THRESHOLD_MULT;
+        self.last_ms = now_ms;
+    }
+    fn over(&self, limit: u32) -> bool {
+        self.count > limit as u64 * THRESHOLD_MULT
+    }
+}
+
+/// A source address's counters (pf's source nodes), per rule or global.
+#[derive(Clone, Copy, Debug, Default)]
+struct SrcNode {
+    states: u32,
+    conns: u32,
+    rate: Threshold,
+}
+
+type SrcKey = (Option<RuleId>, IpAddr);
+
+/// The source tracking a rule asks for: explicit, or per rule when it sets
+/// any per-source limit (pfctl adds `source-track rule` for the connection
+/// limits; Palisade also does for max-src-states and max-src-nodes).
+pub fn effective_tracking(o: &StateOpts) -> Option<palisade_conf::ir::SourceTrack> {
+    o.source_track.or_else(|| {
+        (o.max_src_states.is_some()
+            || o.max_src_nodes.is_some()
+            || o.max_src_conn.is_some()
+            || o.max_src_conn_rate.is_some())
+        .then_some(palisade_conf::ir::SourceTrack::Rule)
+    })
+}
+
+fn src_scope(s: &State) -> Option<Option<RuleId>> {
+    let st = effective_tracking(s.opts.as_ref()?)?;
+    Some(match st {
+        palisade_conf::ir::SourceTrack::Rule => s.rule,
+        palisade_conf::ir::SourceTrack::Global => None,
+    })
 }
 
 /// What the tracker needs of a TCP segment.
@@ -292,6 +357,8 @@ pub struct StateTable {
     pub events_enabled: bool,
     /// States per creating rule, for `max`.
     per_rule: HashMap<RuleId, u32>,
+    src_nodes: HashMap<SrcKey, SrcNode>,
+    nodes_per_scope: HashMap<Option<RuleId>, u32>,
     ifaces: Vec<String>,
     iface_ids: HashMap<String, IfId>,
     rules: Vec<RuleRef>,
@@ -324,6 +391,8 @@ impl StateTable {
             limit: DEFAULT_STATE_LIMIT,
             events_enabled: false,
             per_rule: HashMap::new(),
+            src_nodes: HashMap::new(),
+            nodes_per_scope: HashMap::new(),
             ifaces: Vec::new(),
             iface_ids: HashMap::new(),
             rules: Vec::new(),
@@ -570,6 +639,20 @@ impl StateTable {
         }
     }
 
+    /// Remove the states of a source: all of them, or only those created
+    /// by `rule` (`overload ... flush` without / with `global`).
+    pub fn kill_source(&mut self, src: IpAddr, rule: Option<Option<RuleId>>) -> usize {
+        let ids: Vec<u64> = self
+            .iter()
+            .filter(|s| s.key.src == src && rule.is_none_or(|r| s.rule == r))
+            .map(|s| s.id)
+            .collect();
+        for id in &ids {
+            self.remove(*id);
+        }
+        ids.len()
+    }
+
     pub fn set_scrub(&mut self, id: u64, sc: crate::packet::ScrubActions) {
         if let Some(s) = self.get_mut(id) {
             s.scrub = sc;
@@ -598,6 +681,32 @@ impl StateTable {
         if let (Some(m), Some(r)) = (opts.as_ref().and_then(|o| o.max), rule_id) {
             if self.per_rule.get(&r).copied().unwrap_or(0) >= m {
                 return Err("state-limit");
+            }
+        }
+        // Source tracking: per-source limits on states and nodes.
+        let src_key: Option<SrcKey> = opts.as_ref().and_then(|o| effective_tracking(o)).map(|st| {
+            let scope = match st {
+                palisade_conf::ir::SourceTrack::Rule => rule_id,
+                palisade_conf::ir::SourceTrack::Global => None,
+            };
+            (scope, key.src)
+        });
+        if let (Some(k), Some(o)) = (&src_key, opts.as_ref()) {
+            match self.src_nodes.get(k) {
+                Some(n) => {
+                    if o.max_src_states.is_some_and(|m| n.states >= m) {
+                        return Err("src-limit");
+                    }
+                }
+                None => {
+                    let nodes = self.nodes_per_scope.get(&k.0).copied().unwrap_or(0);
+                    if o.max_src_nodes.is_some_and(|m| nodes >= m) {
+                        return Err("src-limit");
+                    }
+                    if o.max_src_states == Some(0) {
+                        return Err("src-limit");
+                    }
+                }
             }
         }
         let bound = opts.as_ref().is_some_and(|o| o.if_bound);
@@ -658,6 +767,8 @@ impl StateTable {
             bytes: [len as u64, 0],
             log_all: false,
             scrub: Default::default(),
+            tracked: false,
+            conn_counted: false,
         };
         let (wire, stack) = (s.wire(), s.stack());
         let clash = |t: &Self, k: &FlowKey, need: u32| {
@@ -721,6 +832,14 @@ impl StateTable {
         if let Some(r) = rule_id {
             *self.per_rule.entry(r).or_default() += 1;
         }
+        if let Some(k) = src_key {
+            let node = self.src_nodes.entry(k).or_insert_with(|| {
+                *self.nodes_per_scope.entry(k.0).or_default() += 1;
+                SrcNode::default()
+            });
+            node.states += 1;
+            s.tracked = true;
+        }
         self.slab[slot as usize] = Some(s);
         self.live += 1;
         self.event(StateEvent::Insert(id));
@@ -753,6 +872,26 @@ impl StateTable {
                 *n -= 1;
                 if *n == 0 {
                     self.per_rule.remove(&r);
+                }
+            }
+        }
+        if s.tracked {
+            if let Some(scope) = src_scope(&s) {
+                let k = (scope, s.key.src);
+                if let Some(n) = self.src_nodes.get_mut(&k) {
+                    n.states = n.states.saturating_sub(1);
+                    if s.conn_counted {
+                        n.conns = n.conns.saturating_sub(1);
+                    }
+                    if n.states == 0 {
+                        self.src_nodes.remove(&k);
+                        if let Some(c) = self.nodes_per_scope.get_mut(&scope) {
+                            *c -= 1;
+                            if *c == 0 {
+                                self.nodes_per_scope.remove(&scope);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -813,7 +952,10 @@ impl StateTable {
         now_ms: u64,
         len: u32,
     ) -> Result<(), TrackError> {
-        let Some(s) = self.get_mut(id) else {
+        let Some(slot) = self.slot_of(id) else {
+            return Err(TrackError::Mismatch);
+        };
+        let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
             return Err(TrackError::Mismatch);
         };
         let sloppy = s.sloppy;
@@ -980,7 +1122,27 @@ impl StateTable {
         let d = reply as usize;
         s.packets[d] += 1;
         s.bytes[d] += len as u64;
+        // The handshake completed: count the connection for its source.
+        let mut over = false;
+        if s.tracked && !s.conn_counted && a == tcps::ESTABLISHED && b == tcps::ESTABLISHED {
+            if let (Some(o), Some(scope)) = (s.opts.clone(), src_scope(s)) {
+                if o.max_src_conn.is_some() || o.max_src_conn_rate.is_some() {
+                    s.conn_counted = true;
+                    if let Some(n) = self.src_nodes.get_mut(&(scope, s.key.src)) {
+                        n.conns += 1;
+                        if let Some((lim, secs)) = o.max_src_conn_rate {
+                            n.rate.add(now_ms, secs);
+                            over |= n.rate.over(lim);
+                        }
+                        over |= o.max_src_conn.is_some_and(|m| n.conns > m);
+                    }
+                }
+            }
+        }
         self.event(StateEvent::Update(id));
+        if over {
+            return Err(TrackError::SrcLimit);
+        }
         Ok(())
     }
 }

@@ -337,9 +337,10 @@ fn compiled_engine_agrees_with_reference() {
             engine.load_anchor(k, v);
         }
         let h = host();
+        let tables = engine.tables().clone();
         let ctx = RefCtx {
             host: &h,
-            tables: engine.tables(),
+            tables: &tables,
             anchors: &anchors,
         };
         rulesets += 1;

@@ -2452,15 +2452,6 @@ impl<'a> Parser<'a> {
                     if w == "modulate" {
                         self.warn_unenforced("modulate state (treated as keep state)");
                     }
-                    let so = &spec.base.state_opts;
-                    if so.max_src_nodes.is_some()
-                        || so.max_src_states.is_some()
-                        || so.max_src_conn.is_some()
-                        || so.max_src_conn_rate.is_some()
-                        || so.overload.is_some()
-                    {
-                        self.warn_unenforced("source tracking limits (max-src-*, overload)");
-                    }
                 }
                 "fragment" => {
                     self.next();

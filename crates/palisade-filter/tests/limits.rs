@@ -1,0 +1,146 @@
+//! Source tracking limits: max-src-states, max-src-nodes, max-src-conn,
+//! max-src-conn-rate, overload <table> flush [global]; and `max`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Decision, Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build;
+
+fn filter(rules: &str) -> Filter {
+    let host = HostModel::default();
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tcp(src: &str, dst: &str, sp: u16, dp: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    build::ip(
+        ip(src),
+        ip(dst),
+        6,
+        64,
+        &build::tcp(sp, dp, seq, ack, flags, 65535, &[], b""),
+    )
+}
+
+/// Client `c` connects from port `sp` to the server's port 22: returns
+/// the decision for the final ACK of the handshake.
+fn connect(f: &mut Filter, c: &str, sp: u16, now: u64) -> Decision {
+    let s = "192.0.2.22";
+    let d = f.process(&mut tcp(c, s, sp, 22, 100, 0, 0x02), "em0", In, now);
+    if !d.passed() {
+        return d;
+    }
+    let d2 = f.process(&mut tcp(s, c, 22, sp, 500, 101, 0x12), "em0", Out, now);
+    assert!(d2.passed(), "{d2:?}");
+    let d3 = f.process(&mut tcp(c, s, sp, 22, 101, 501, 0x10), "em0", In, now);
+    d3
+}
+
+#[test]
+fn max_src_states_and_nodes() {
+    let mut f = filter("pass in proto tcp to port 22 keep state (max-src-states 2)\n");
+    assert!(connect(&mut f, "198.51.100.1", 1000, 0).passed());
+    assert!(connect(&mut f, "198.51.100.1", 1001, 0).passed());
+    let d = f.process(
+        &mut tcp("198.51.100.1", "192.0.2.22", 1002, 22, 1, 0, 0x02),
+        "em0",
+        In,
+        0,
+    );
+    assert_eq!(d.reason, "src-limit");
+    // Another source is counted separately.
+    assert!(connect(&mut f, "198.51.100.2", 1000, 0).passed());
+
+    let mut f = filter("pass in proto tcp to port 22 keep state (max-src-nodes 1)\n");
+    assert!(connect(&mut f, "198.51.100.1", 1000, 0).passed());
+    assert!(
+        connect(&mut f, "198.51.100.1", 1001, 0).passed(),
+        "same node"
+    );
+    let d = f.process(
+        &mut tcp("198.51.100.2", "192.0.2.22", 1000, 22, 1, 0, 0x02),
+        "em0",
+        In,
+        0,
+    );
+    assert_eq!(d.reason, "src-limit");
+}
+
+#[test]
+fn max_src_conn_overload_and_flush() {
+    let mut f = filter(
+        "table <bruteforce> persist\n\
+         block quick from <bruteforce>\n\
+         pass in proto tcp to port 22 keep state (max-src-conn 2, overload <bruteforce> flush global)\n\
+         pass in proto udp\n",
+    );
+    let c = "198.51.100.7";
+    // A UDP state from the same source (flushed too: `global`).
+    let mut u = build::ip(ip(c), ip("192.0.2.53"), 17, 64, &build::udp(5000, 53, b"q"));
+    assert_eq!(f.process(&mut u, "em0", In, 0).state, StateMatch::New);
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    assert!(connect(&mut f, c, 1001, 0).passed());
+    assert_eq!(f.states.len(), 3);
+    let d = connect(&mut f, c, 1002, 0);
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+    assert_eq!(d.reason, "src-limit");
+    assert!(
+        f.engine().tables().contains("bruteforce", &ip(c)),
+        "overload adds the source"
+    );
+    assert_eq!(f.states.len(), 0, "flush global removes all its states");
+    // New connections from it meet `block quick from <bruteforce>`.
+    let d = f.process(
+        &mut tcp(c, "192.0.2.22", 1003, 22, 1, 0, 0x02),
+        "em0",
+        In,
+        1,
+    );
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+    assert_eq!(d.rule.unwrap().nr, 0, "block quick from <bruteforce>");
+    // Others are not affected.
+    assert!(connect(&mut f, "198.51.100.8", 1000, 1).passed());
+}
+
+#[test]
+fn max_src_conn_rate() {
+    let mut f = filter("pass in proto tcp to port 22 keep state (max-src-conn-rate 2/10)\n");
+    let c = "198.51.100.9";
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    assert!(connect(&mut f, c, 1001, 1000).passed());
+    let d = connect(&mut f, c, 1002, 2000);
+    assert_eq!(d.reason, "src-limit", "third connection within 10 s");
+    // After the window has passed the rate has decayed.
+    assert!(connect(&mut f, c, 1003, 30_000).passed());
+}
+
+#[test]
+fn per_rule_max() {
+    let mut f = filter("pass in proto tcp to port 22 keep state (max 2)\n");
+    assert!(connect(&mut f, "198.51.100.1", 1000, 0).passed());
+    assert!(connect(&mut f, "198.51.100.2", 1000, 0).passed());
+    let d = f.process(
+        &mut tcp("198.51.100.3", "192.0.2.22", 1000, 22, 1, 0, 0x02),
+        "em0",
+        In,
+        0,
+    );
+    assert_eq!(d.reason, "state-limit");
+}
