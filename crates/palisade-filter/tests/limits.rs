@@ -49,8 +49,7 @@ fn connect(f: &mut Filter, c: &str, sp: u16, now: u64) -> Decision {
     }
     let d2 = f.process(&mut tcp(s, c, 22, sp, 500, 101, 0x12), "em0", Out, now);
     assert!(d2.passed(), "{d2:?}");
-    let d3 = f.process(&mut tcp(c, s, sp, 22, 101, 501, 0x10), "em0", In, now);
-    d3
+    f.process(&mut tcp(c, s, sp, 22, 101, 501, 0x10), "em0", In, now)
 }
 
 #[test]
