@@ -195,11 +195,50 @@ struct Index {
     src: PrefixIndex,
 }
 
+/// Which way an older translation rule applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyKind {
+    /// `nat`: outbound, source translated.
+    Nat,
+    /// `rdr`: inbound, destination translated.
+    Rdr,
+    /// `binat`, outbound half: source translated.
+    BinatOut,
+    /// `binat`, inbound half: destination translated back.
+    BinatIn,
+}
+
+/// An older-syntax translation rule (or a nat-/rdr-anchor call), with the
+/// filter predicates of `CRule` for matching.
+#[derive(Clone, Debug)]
+struct LRule {
+    m: CRule,
+    kind: LegacyKind,
+    /// `no nat` / `no rdr` / `no binat`.
+    no: bool,
+    pass: bool,
+    pool: Option<Arc<Pool>>,
+    /// A nat-anchor / rdr-anchor / binat-anchor call.
+    anchor: Option<String>,
+}
+
+/// The result of older-syntax translation for one packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegacyHit {
+    pub rule: RuleRef,
+    pub kind: LegacyKind,
+    pub no: bool,
+    pub pass: bool,
+    pub pool: Option<Arc<Pool>>,
+    pub log: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct CRuleset {
     path: String,
     rules: Vec<CRule>,
     index: Index,
+    legacy: Vec<LRule>,
 }
 
 /// The packet filter's ruleset, compiled, with the tables and anchors it uses.
@@ -304,6 +343,63 @@ impl Engine {
 
     pub fn anchor_names(&self) -> impl Iterator<Item = &str> {
         self.anchors.keys().map(String::as_str)
+    }
+
+    /// Does the ruleset use the older translation syntax?
+    pub fn has_legacy(&self) -> bool {
+        !self.main.legacy.is_empty() || self.anchors.values().any(|a| !a.legacy.is_empty())
+    }
+
+    /// Older-syntax translation (pf.conf(5) of FreeBSD: nat/rdr/binat):
+    /// evaluated before filtering, first match wins; outbound packets try
+    /// nat and binat, inbound ones rdr and binat.
+    pub fn legacy_translate(&self, pkt: &PacketMeta) -> Option<LegacyHit> {
+        self.legacy_in(&self.main, pkt, 0)
+    }
+
+    fn legacy_in(&self, rs: &CRuleset, pkt: &PacketMeta, depth: usize) -> Option<LegacyHit> {
+        if depth > 16 {
+            return None;
+        }
+        for l in &rs.legacy {
+            let applies = match l.kind {
+                LegacyKind::Nat | LegacyKind::BinatOut => pkt.dir == Direction::Out,
+                LegacyKind::Rdr | LegacyKind::BinatIn => pkt.dir == Direction::In,
+            };
+            if !applies || !self.matches(&l.m, &rs.path, pkt, None) {
+                continue;
+            }
+            if let Some(target) = &l.anchor {
+                let found = if let Some(prefix) = target.strip_suffix("/*") {
+                    let start = format!("{prefix}/");
+                    self.anchors
+                        .range(start.clone()..)
+                        .take_while(|(p, _)| p.starts_with(&start))
+                        .filter(|(p, _)| !p[start.len()..].contains('/'))
+                        .find_map(|(_, a)| self.legacy_in(a, pkt, depth + 1))
+                } else {
+                    self.anchors
+                        .get(target)
+                        .and_then(|a| self.legacy_in(a, pkt, depth + 1))
+                };
+                if found.is_some() {
+                    return found;
+                }
+                continue;
+            }
+            return Some(LegacyHit {
+                rule: RuleRef {
+                    anchor: rs.path.clone(),
+                    nr: l.m.nr,
+                },
+                kind: l.kind,
+                no: l.no,
+                pass: l.pass,
+                pool: l.pool.clone(),
+                log: l.m.log,
+            });
+        }
+        None
     }
 
     /// Evaluate the rules for one packet (no state lookup yet).
@@ -616,6 +712,41 @@ impl Engine {
     }
 }
 
+/// A rule's match predicates alone (for older translation rules).
+fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
+    CRule {
+        nr: nr as u32,
+        kind: Kind::Match,
+        quick: false,
+        log: r.log.is_some(),
+        log_all: false,
+        dir: r.dir,
+        iface: r.ifname.clone(),
+        af: r.af,
+        proto: r.proto,
+        src: compile_addr(&r.src.addr, host),
+        dst: compile_addr(&r.dst.addr, host),
+        sport: r.src.port,
+        dport: r.dst.port,
+        os: None,
+        user: None,
+        group: None,
+        flags: None,
+        icmp: None,
+        tos: None,
+        tagged: r.tagged.clone(),
+        tag: r.tag.clone(),
+        received_on: None,
+        probability: None,
+        never: false,
+        nat_pool: None,
+        rdr_pool: None,
+        keep: KeepState::None,
+        state_opts: None,
+        scrub: ScrubActions::default(),
+    }
+}
+
 fn uses_os(rs: &Ruleset) -> bool {
     rs.rules
         .iter()
@@ -687,6 +818,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         path: path.to_string(),
         rules: Vec::new(),
         index: Index::default(),
+        legacy: Vec::new(),
     };
     for (nr, r) in rs.rules.iter().enumerate() {
         let kind = match &r.action {
@@ -703,7 +835,109 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                     Kind::Anchor(Target::Named(target))
                 }
             }
-            // Translation and older scrub rules are not filter rules.
+            Action::LegacyNat { no } | Action::LegacyRdr { no } | Action::LegacyBinat { no } => {
+                let m = compile_matcher(r, nr, host);
+                let pool = r.nat.clone().or_else(|| r.rdr.clone()).map(Arc::new);
+                let pass = r.legacy_pass;
+                let no = *no;
+                match &r.action {
+                    Action::LegacyNat { .. } => out.legacy.push(LRule {
+                        m,
+                        kind: LegacyKind::Nat,
+                        no,
+                        pass,
+                        pool,
+                        anchor: None,
+                    }),
+                    Action::LegacyRdr { .. } => out.legacy.push(LRule {
+                        m,
+                        kind: LegacyKind::Rdr,
+                        no,
+                        pass,
+                        pool,
+                        anchor: None,
+                    }),
+                    _ => {
+                        // The inbound half matches the reverse: from the
+                        // rule's destination to the translated address.
+                        let mut back = m.clone();
+                        back.src = m.dst.clone();
+                        back.sport = m.dport;
+                        back.dport = m.sport;
+                        back.dst = match &pool {
+                            Some(p) => compile_addr(
+                                &AddrSpec {
+                                    neg: false,
+                                    addr: p.addr.clone(),
+                                },
+                                host,
+                            ),
+                            None => CAddrSpec {
+                                neg: false,
+                                addr: CAddr::Any,
+                            },
+                        };
+                        let orig = Arc::new(Pool {
+                            addr: r.src.addr.addr.clone(),
+                            ifname: None,
+                            port: None,
+                            kind: PoolType::Bitmask,
+                            sticky: false,
+                            static_port: true,
+                            map_e: None,
+                            list: None,
+                            port_base: None,
+                        });
+                        let mut outm = m.clone();
+                        outm.dir = Some(Direction::Out);
+                        back.dir = Some(Direction::In);
+                        out.legacy.push(LRule {
+                            m: outm,
+                            kind: LegacyKind::BinatOut,
+                            no,
+                            pass,
+                            pool: pool.clone().map(|p| {
+                                Arc::new(Pool {
+                                    static_port: true,
+                                    kind: PoolType::Bitmask,
+                                    ..(*p).clone()
+                                })
+                            }),
+                            anchor: None,
+                        });
+                        out.legacy.push(LRule {
+                            m: back,
+                            kind: LegacyKind::BinatIn,
+                            no,
+                            pass,
+                            pool: Some(orig),
+                            anchor: None,
+                        });
+                    }
+                }
+                continue;
+            }
+            Action::Anchor(k) => {
+                let target = anchor_path(path, nr, r.anchor_name.as_deref());
+                let m = compile_matcher(r, nr, host);
+                let kinds: &[LegacyKind] = match k {
+                    AnchorKind::Nat => &[LegacyKind::Nat],
+                    AnchorKind::Rdr => &[LegacyKind::Rdr],
+                    _ => &[LegacyKind::BinatOut, LegacyKind::BinatIn],
+                };
+                for kind in kinds {
+                    out.legacy.push(LRule {
+                        m: m.clone(),
+                        kind: *kind,
+                        no: false,
+                        pass: false,
+                        pool: None,
+                        anchor: Some(target.clone()),
+                    });
+                }
+                continue;
+            }
+            // Older scrub rules are normalization, not filtering.
             _ => continue,
         };
         let c = CRule {

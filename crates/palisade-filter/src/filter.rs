@@ -13,7 +13,7 @@ use palisade_conf::ir::{
 };
 use palisade_wire::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, L4};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, LegacyKind};
 use crate::frag::{Reassembler, Reassembly};
 use crate::osfp::{FingerprintDb, SynSignature};
 use crate::packet::{PacketMeta, RuleRef, ScrubActions, VerdictAction};
@@ -348,6 +348,34 @@ impl Filter {
         }
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
         meta.random = random;
+        // Older-syntax translation (nat/rdr/binat) comes before filtering,
+        // and the filter rules see the translated packet.
+        let mut after = key.clone();
+        let mut legacy_pass = None;
+        if self.engine.has_legacy() {
+            if let Some(h) = self.engine.legacy_translate(&meta) {
+                if !h.no {
+                    if let Some(pool) = &h.pool {
+                        let source = matches!(h.kind, LegacyKind::Nat | LegacyKind::BinatOut);
+                        if self
+                            .translate(pool, &h.rule, &key, &mut after, source, dir, random)
+                            .is_none()
+                        {
+                            return self.count(Decision::drop("translate"));
+                        }
+                        meta.src = after.src;
+                        meta.dst = after.dst;
+                        if meta.sport.is_some() {
+                            meta.sport = Some(after.sport);
+                            meta.dport = Some(after.dport);
+                        }
+                    }
+                }
+                if h.pass {
+                    legacy_pass = Some(h);
+                }
+            }
+        }
         if self.engine.uses_os() {
             if let Some(seg) = &tcp_seg {
                 // Only a SYN without ACK carries a fingerprint (pf).
@@ -360,7 +388,17 @@ impl Filter {
                 }
             }
         }
-        let v = self.engine.test(&meta);
+        let v = match &legacy_pass {
+            // `nat pass` / `rdr pass`: no filter rules, a state.
+            Some(h) => {
+                let mut v = crate::packet::Verdict::default_pass();
+                v.rule = Some(h.rule.clone());
+                v.keep_state = KeepState::Keep;
+                v.log = h.log;
+                v
+            }
+            None => self.engine.test(&meta),
+        };
         let mut d = Decision {
             action: v.action,
             reason: "match",
@@ -379,15 +417,16 @@ impl Filter {
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.
-        let mut after = key.clone();
+        let base = after.clone();
         if let (Some(pool), Some(r)) = (&v.nat_pool, &v.nat) {
-            match self.translate(pool, r, &key, &mut after, true, dir, random) {
+            match self.translate(pool, r, &base, &mut after, true, dir, random) {
                 Some(()) => {}
                 None => return self.count(Decision::drop("translate")),
             }
         }
         if let (Some(pool), Some(r)) = (&v.rdr_pool, &v.rdr) {
-            match self.translate(pool, r, &key, &mut after, false, dir, random) {
+            let base = after.clone();
+            match self.translate(pool, r, &base, &mut after, false, dir, random) {
                 Some(()) => {}
                 None => return self.count(Decision::drop("translate")),
             }

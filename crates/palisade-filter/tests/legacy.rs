@@ -1,0 +1,175 @@
+//! The older translation syntax: nat/rdr/binat with `->`, translation
+//! before filtering, first match wins, `no nat`, `pass`, nat-/rdr-anchors.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::{Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build::{self, checksums_ok};
+use palisade_wire::parse_ip;
+
+fn host() -> HostModel {
+    HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
+        .unwrap()
+}
+
+fn config(rules: &str) -> palisade_conf::ir::Config {
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    out.config
+}
+
+fn filter(rules: &str) -> Filter {
+    let c = config(rules);
+    Filter::new(Arc::new(Engine::new(&c, host())), &c, 1)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tcp(src: &str, dst: &str, sp: u16, dp: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+    build::ip(
+        ip(src),
+        ip(dst),
+        6,
+        64,
+        &build::tcp(sp, dp, seq, ack, flags, 65535, &[], b""),
+    )
+}
+
+#[test]
+fn nat_before_filtering_and_replies() {
+    // The filter rule names the translated source, as FreeBSD pf expects.
+    let mut f = filter(
+        "nat on em0 inet from 10.0.0.0/24 to any -> 203.0.113.2\nblock all\npass out on em0 inet from 203.0.113.2 to any\n",
+    );
+    let mut syn = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 1, 0, 0x02);
+    let d = f.process(&mut syn, "em0", Out, 0);
+    assert_eq!(d.state, StateMatch::New, "{d:?}");
+    let i = parse_ip(&syn).unwrap();
+    assert_eq!(i.src, ip("203.0.113.2"));
+    assert!(checksums_ok(&syn));
+    let mut sa = tcp(
+        "198.51.100.7",
+        "203.0.113.2",
+        80,
+        i.sport().unwrap(),
+        9,
+        2,
+        0x12,
+    );
+    assert_eq!(f.process(&mut sa, "em0", In, 1).state, StateMatch::Match);
+    assert_eq!(parse_ip(&sa).unwrap().dst, ip("10.0.0.5"));
+}
+
+#[test]
+fn first_match_wins_and_no_nat() {
+    let mut f = filter(
+        "no nat on em0 from 10.0.0.9 to any\n\
+         nat on em0 from 10.0.0.0/24 to any -> 203.0.113.2\n\
+         nat on em0 from 10.0.0.0/16 to any -> 203.0.113.3\n\
+         pass all\n",
+    );
+    let mut a = tcp("10.0.0.5", "198.51.100.7", 1, 80, 1, 0, 0x02);
+    f.process(&mut a, "em0", Out, 0);
+    assert_eq!(
+        parse_ip(&a).unwrap().src,
+        ip("203.0.113.2"),
+        "the first nat rule"
+    );
+    let mut b = tcp("10.0.1.5", "198.51.100.7", 1, 80, 1, 0, 0x02);
+    f.process(&mut b, "em0", Out, 0);
+    assert_eq!(parse_ip(&b).unwrap().src, ip("203.0.113.3"));
+    let mut c = tcp("10.0.0.9", "198.51.100.7", 1, 80, 1, 0, 0x02);
+    f.process(&mut c, "em0", Out, 0);
+    assert_eq!(parse_ip(&c).unwrap().src, ip("10.0.0.9"), "no nat");
+    // nat applies to outbound packets only.
+    let mut d = tcp("10.0.0.5", "198.51.100.7", 2, 80, 1, 0, 0x02);
+    f.process(&mut d, "em0", In, 0);
+    assert_eq!(parse_ip(&d).unwrap().src, ip("10.0.0.5"));
+}
+
+#[test]
+fn rdr_pass_skips_filter_rules_and_plain_rdr_does_not() {
+    let mut f = filter("rdr pass on em0 proto tcp from any to 203.0.113.2 port 80 -> 10.0.0.10 port 8080\nblock all\n");
+    let mut syn = tcp("198.51.100.7", "203.0.113.2", 4000, 80, 1, 0, 0x02);
+    let d = f.process(&mut syn, "em0", In, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    assert_eq!(d.state, StateMatch::New);
+    let i = parse_ip(&syn).unwrap();
+    assert_eq!((i.dst, i.dport()), (ip("10.0.0.10"), Some(8080)));
+    let mut sa = tcp("10.0.0.10", "198.51.100.7", 8080, 4000, 9, 2, 0x12);
+    assert_eq!(f.process(&mut sa, "em0", Out, 1).state, StateMatch::Match);
+    let r = parse_ip(&sa).unwrap();
+    assert_eq!((r.src, r.sport()), (ip("203.0.113.2"), Some(80)));
+
+    // Without `pass` the filter decides on the translated destination.
+    let rules =
+        "rdr on em0 proto tcp from any to 203.0.113.2 port 80 -> 10.0.0.10 port 8080\nblock all\n";
+    let mut f = filter(&format!(
+        "{rules}pass in on em0 proto tcp to 203.0.113.2 port 80\n"
+    ));
+    let mut syn = tcp("198.51.100.7", "203.0.113.2", 4001, 80, 1, 0, 0x02);
+    assert!(matches!(
+        f.process(&mut syn, "em0", In, 0).action,
+        VerdictAction::Block(_)
+    ));
+    let mut f = filter(&format!(
+        "{rules}pass in on em0 proto tcp to 10.0.0.10 port 8080\n"
+    ));
+    let mut syn = tcp("198.51.100.7", "203.0.113.2", 4002, 80, 1, 0, 0x02);
+    assert_eq!(
+        f.process(&mut syn, "em0", In, 0).action,
+        VerdictAction::Pass
+    );
+}
+
+#[test]
+fn binat_both_ways() {
+    let mut f = filter("binat on em0 from 10.0.0.20 to any -> 203.0.113.20\npass all\n");
+    let mut out = tcp("10.0.0.20", "198.51.100.7", 5000, 25, 1, 0, 0x02);
+    f.process(&mut out, "em0", Out, 0);
+    let o = parse_ip(&out).unwrap();
+    assert_eq!(
+        (o.src, o.sport()),
+        (ip("203.0.113.20"), Some(5000)),
+        "static port"
+    );
+    let mut inb = tcp("198.51.100.8", "203.0.113.20", 6000, 22, 1, 0, 0x02);
+    f.process(&mut inb, "em0", In, 0);
+    assert_eq!(parse_ip(&inb).unwrap().dst, ip("10.0.0.20"));
+    assert!(checksums_ok(&inb));
+}
+
+#[test]
+fn rdr_anchor_children_loaded_at_run_time() {
+    // Scenario S5: ftp-proxy keeps one anchor per session under ftp-proxy/.
+    let c = config("rdr-anchor \"ftp-proxy/*\"\nanchor \"ftp-proxy/*\"\nblock all\n");
+    let mut engine = Engine::new(&c, host());
+    let session = config("rdr pass on em0 proto tcp from 198.51.100.7 to 203.0.113.2 port 50000 -> 10.0.0.21 port 20\n");
+    engine.load_anchor("ftp-proxy/4711.1", &session.main);
+    let mut f = Filter::new(Arc::new(engine), &c, 1);
+    let mut data = tcp("198.51.100.7", "203.0.113.2", 3000, 50000, 1, 0, 0x02);
+    let d = f.process(&mut data, "em0", In, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    assert_eq!(d.rule.unwrap().anchor, "ftp-proxy/4711.1");
+    assert_eq!(parse_ip(&data).unwrap().dst, ip("10.0.0.21"));
+    // Other clients meet `block all`.
+    let mut other = tcp("198.51.100.8", "203.0.113.2", 3000, 50000, 1, 0, 0x02);
+    assert!(matches!(
+        f.process(&mut other, "em0", In, 0).action,
+        VerdictAction::Block(_)
+    ));
+}
