@@ -104,6 +104,11 @@ pub struct Filter {
     pub frags: Reassembler,
     /// Fingerprints for `os` rules: `set fingerprints`, or the built-in ones.
     osdb: FingerprintDb,
+    /// `set state-policy if-bound`: states bind to their interface unless
+    /// a rule says `floating`.
+    if_bound_default: bool,
+    /// `set state-defaults`: options for stateful rules that give none.
+    state_defaults: Option<Arc<palisade_conf::ir::StateOpts>>,
 }
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
@@ -118,6 +123,8 @@ impl Filter {
     pub fn new(engine: Arc<Engine>, config: &Config, creator: u32) -> Filter {
         let mut states = StateTable::new(creator);
         let mut frags = Reassembler::default();
+        let mut if_bound_default = false;
+        let mut state_defaults = None;
         for o in &config.options {
             match o {
                 SetOption::Timeout(t, v) => {
@@ -130,6 +137,8 @@ impl Filter {
                 }
                 SetOption::Limit(n, v) if n == "states" => states.limit = *v,
                 SetOption::Limit(n, v) if n == "frags" => frags.limit = *v as usize,
+                SetOption::StatePolicy(p) => if_bound_default = p == "if-bound",
+                SetOption::StateDefaults(o) => state_defaults = Some(Arc::new(o.clone())),
                 _ => {}
             }
         }
@@ -141,6 +150,8 @@ impl Filter {
             rr: HashMap::new(),
             frags,
             osdb: FingerprintDb::default_db(),
+            if_bound_default,
+            state_defaults,
         }
     }
 
@@ -433,6 +444,12 @@ impl Filter {
         }
         let translated = (after != key).then(|| after.clone());
         if v.keep_state != KeepState::None {
+            let mut opts = v.state_opts.clone().or_else(|| self.state_defaults.clone());
+            if self.if_bound_default && !opts.as_ref().is_some_and(|o| o.floating || o.if_bound) {
+                let mut o = opts.as_deref().cloned().unwrap_or_default();
+                o.if_bound = true;
+                opts = Some(Arc::new(o));
+            }
             match self.states.insert(
                 key.clone(),
                 translated.clone(),
@@ -440,7 +457,7 @@ impl Filter {
                 iface,
                 v.rule.clone(),
                 v.keep_state,
-                v.state_opts.clone(),
+                opts,
                 now_ms,
                 tcp_seg.as_ref(),
                 len,

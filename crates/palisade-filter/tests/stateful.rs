@@ -452,3 +452,38 @@ fn states_survive_a_reload() {
     );
     assert!(matches!(d.action, VerdictAction::Block(_)));
 }
+
+#[test]
+fn state_policy_if_bound_and_state_defaults() {
+    let q = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.53"),
+        17,
+        64,
+        &build::udp(5353, 53, b"q"),
+    );
+    let r = build::ip(
+        ip("198.51.100.53"),
+        ip("192.0.2.10"),
+        17,
+        64,
+        &build::udp(53, 5353, b"a"),
+    );
+    // Global if-bound: the reply on another interface does not match.
+    let mut f = filter("set state-policy if-bound\nblock all\npass out proto udp\n");
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
+    assert!(matches!(
+        f.process(&mut r.clone(), "em1", In, 1).action,
+        VerdictAction::Block(_)
+    ));
+    assert_pass(&f.process(&mut r.clone(), "em0", In, 1), StateMatch::Match);
+    // A rule's `floating` wins over the policy.
+    let mut f =
+        filter("set state-policy if-bound\nblock all\npass out proto udp keep state (floating)\n");
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
+    assert_pass(&f.process(&mut r.clone(), "em1", In, 1), StateMatch::Match);
+    // state-defaults apply to rules without options: udp.first 3 s.
+    let mut f = filter("set state-defaults udp.first 3\nblock all\npass out proto udp\n");
+    assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
+    assert_eq!(f.states.expire(3_000), 1);
+}
