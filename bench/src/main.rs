@@ -366,6 +366,7 @@ fn rules_bench(args: &[String]) {
                     received_on: None,
                     random: 0,
                     os: None,
+                    now_ms: 0,
                 }
             })
             .collect();

@@ -87,6 +87,35 @@ struct CRule {
     keep: KeepState,
     state_opts: Option<std::sync::Arc<StateOpts>>,
     scrub: ScrubActions,
+    /// `once`: set when the rule has decided a packet; it then never matches.
+    once: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// `max-pkt-rate N/S`: the rule stops matching above N packets per S s.
+    pkt_rate: Option<(u32, u32, Arc<std::sync::Mutex<PktRate>>)>,
+}
+
+/// pf's decaying packet counter for `max-pkt-rate`.
+#[derive(Debug, Default)]
+struct PktRate {
+    count: u64,
+    last_ms: u64,
+}
+
+impl PktRate {
+    /// Count one packet; false when the rate is exceeded.
+    fn admit(&mut self, now_ms: u64, limit: u32, seconds: u32) -> bool {
+        let span = seconds.max(1) as u64 * 1000;
+        let diff = now_ms.saturating_sub(self.last_ms);
+        if diff >= span {
+            self.count = 0;
+        } else {
+            self.count -= self.count * diff / span;
+        }
+        self.last_ms = now_ms;
+        // As pf: every packet counts, and the rule stops matching once the
+        // count goes over the limit.
+        self.count += 1000;
+        self.count <= limit as u64 * 1000
+    }
 }
 
 fn key(ip: &IpAddr) -> (bool, u128) {
@@ -264,6 +293,7 @@ struct St {
     decided_log: bool,
     scrub: ScrubActions,
     decided_scrub: ScrubActions,
+    decided_once: Option<Arc<std::sync::atomic::AtomicBool>>,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -412,6 +442,7 @@ impl Engine {
             decided_log: false,
             scrub: ScrubActions::default(),
             decided_scrub: ScrubActions::default(),
+            decided_once: None,
             nat: None,
             rdr: None,
             log: false,
@@ -437,6 +468,9 @@ impl Engine {
             v.log_all = st.log_all;
             v.log |= st.decided_log;
             st.scrub.merge(&st.decided_scrub);
+            if let Some(f) = &st.decided_once {
+                f.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         v.scrub = st.scrub;
         v.nat = nat.as_ref().map(|x| x.0.clone());
@@ -535,6 +569,7 @@ impl Engine {
                     st.log_all = r.log_all;
                     st.decided_log = r.log;
                     st.decided_scrub = r.scrub;
+                    st.decided_once = r.once.clone();
                 }
                 Kind::Block(p) => {
                     st.decided = Some((VerdictAction::Block(*p), me(), None, None));
@@ -542,6 +577,7 @@ impl Engine {
                     st.log_all = r.log_all;
                     st.decided_log = r.log;
                     st.decided_scrub = r.scrub;
+                    st.decided_once = r.once.clone();
                 }
             }
             if r.quick {
@@ -708,6 +744,18 @@ impl Engine {
                 return false;
             }
         }
+        if r.once
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return false;
+        }
+        if let Some((n, secs, rate)) = &r.pkt_rate {
+            let mut g = rate.lock().unwrap_or_else(|e| e.into_inner());
+            if !g.admit(pkt.now_ms, *n, *secs) {
+                return false;
+            }
+        }
         true
     }
 }
@@ -744,6 +792,8 @@ fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
         keep: KeepState::None,
         state_opts: None,
         scrub: ScrubActions::default(),
+        once: None,
+        pkt_rate: None,
     }
 }
 
@@ -971,6 +1021,12 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             state_opts: (!r.state_opts.is_empty())
                 .then(|| std::sync::Arc::new(r.state_opts.clone())),
             scrub: ScrubActions::from_rule(&r.scrub, r.set.tos),
+            once: r
+                .once
+                .then(|| Arc::new(std::sync::atomic::AtomicBool::new(false))),
+            pkt_rate: r
+                .max_pkt_rate
+                .map(|(n, s)| (n, s, Arc::new(std::sync::Mutex::new(PktRate::default())))),
         };
         let i = out.rules.len() as u32;
         let ix = &mut out.index;

@@ -101,7 +101,11 @@ pub struct Filter {
     last_expiry_ms: u64,
     /// Round-robin position of each translation pool.
     rr: HashMap<(RuleRef, bool), u64>,
+    /// `sticky-address`: (rule, source side?, client) -> (address, last use).
+    sticky: HashMap<(RuleRef, bool, IpAddr), (IpAddr, u64)>,
+    sticky_ms: u64,
     pub frags: Reassembler,
+    now_ms: u64,
     /// Fingerprints for `os` rules: `set fingerprints`, or the built-in ones.
     osdb: FingerprintDb,
     /// `set state-policy if-bound`: states bind to their interface unless
@@ -142,14 +146,25 @@ impl Filter {
                 _ => {}
             }
         }
+        let src_track = states.timeouts[Timeout::ALL
+            .iter()
+            .position(|t| *t == Timeout::SrcTrack)
+            .unwrap_or(0)];
+        let sticky_ms = match src_track {
+            0 => 60_000,
+            s => s as u64 * 1000,
+        };
         Filter {
             engine,
             states,
             counters: Counters::default(),
             last_expiry_ms: 0,
             rr: HashMap::new(),
+            sticky: HashMap::new(),
+            sticky_ms,
             frags,
             osdb: FingerprintDb::default_db(),
+            now_ms: 0,
             if_bound_default,
             state_defaults,
         }
@@ -196,9 +211,12 @@ impl Filter {
         now_ms: u64,
         random: u32,
     ) -> Decision {
+        self.now_ms = now_ms;
         if now_ms >= self.last_expiry_ms + 1000 {
             self.states.expire(now_ms);
             self.frags.expire(now_ms);
+            let (keep, now) = (self.sticky_ms, now_ms);
+            self.sticky.retain(|_, (_, last)| now < *last + keep);
             self.last_expiry_ms = now_ms;
         }
         let info = match parse_ip(ip) {
@@ -359,6 +377,7 @@ impl Filter {
         }
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
         meta.random = random;
+        meta.now_ms = now_ms;
         // Older-syntax translation (nat/rdr/binat) comes before filtering,
         // and the filter rules see the translated packet.
         let mut after = key.clone();
@@ -614,28 +633,44 @@ impl Filter {
         }
         let orig = if source { key.src } else { key.dst };
         let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
-        let addr = match pool.kind {
-            PoolType::Bitmask => {
-                let (net, bits) = nets[0];
-                let m = mask128(af, bits);
-                from_u128(af, (ip_u128(&net) & m) | (ip_u128(&orig) & !m))
-            }
-            PoolType::Random => host_in(&nets, seed),
-            PoolType::SourceHash(k) => {
-                let mut h = 0xcbf29ce484222325u64;
-                for b in k.iter().chain(ip_u128(&key.src).to_be_bytes().iter()) {
-                    h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
-                }
-                host_in(&nets, h)
-            }
-            PoolType::RoundRobin => {
-                let c = self.rr.entry((rule.clone(), source)).or_insert(0);
-                let a = host_in(&nets, *c);
-                *c += 1;
-                a
-            }
-            PoolType::None | PoolType::LeastStates => nets[0].0,
+        let sticky_key = (rule.clone(), source, key.src);
+        let remembered = if pool.sticky {
+            self.sticky
+                .get(&sticky_key)
+                .filter(|(_, last)| self.now_ms < last + self.sticky_ms)
+                .map(|(a, _)| *a)
+        } else {
+            None
         };
+        let addr = if let Some(a) = remembered {
+            a
+        } else {
+            match pool.kind {
+                PoolType::Bitmask => {
+                    let (net, bits) = nets[0];
+                    let m = mask128(af, bits);
+                    from_u128(af, (ip_u128(&net) & m) | (ip_u128(&orig) & !m))
+                }
+                PoolType::Random => host_in(&nets, seed),
+                PoolType::SourceHash(k) => {
+                    let mut h = 0xcbf29ce484222325u64;
+                    for b in k.iter().chain(ip_u128(&key.src).to_be_bytes().iter()) {
+                        h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+                    }
+                    host_in(&nets, h)
+                }
+                PoolType::RoundRobin => {
+                    let c = self.rr.entry((rule.clone(), source)).or_insert(0);
+                    let a = host_in(&nets, *c);
+                    *c += 1;
+                    a
+                }
+                PoolType::None | PoolType::LeastStates => nets[0].0,
+            }
+        };
+        if pool.sticky {
+            self.sticky.insert(sticky_key, (addr, self.now_ms));
+        }
         if source {
             after.src = addr;
         } else {

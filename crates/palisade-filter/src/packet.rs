@@ -32,6 +32,8 @@ pub struct PacketMeta {
     pub random: u32,
     /// The operating system a TCP SYN was fingerprinted as (None: unknown).
     pub os: Option<Arc<crate::osfp::Fingerprint>>,
+    /// The time, in milliseconds (for `max-pkt-rate`).
+    pub now_ms: u64,
 }
 
 impl PacketMeta {
@@ -58,6 +60,7 @@ impl PacketMeta {
             received_on: None,
             random: 0,
             os: None,
+            now_ms: 0,
         }
     }
 }

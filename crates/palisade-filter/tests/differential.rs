@@ -298,6 +298,7 @@ fn packet(rng: &mut Rng, db: &palisade_filter::osfp::FingerprintDb) -> PacketMet
             let k = (rng.next() % (db.entries.len() as u64 + 3)) as usize;
             db.entries.get(k).cloned().map(std::sync::Arc::new)
         },
+        now_ms: 0,
     }
 }
 

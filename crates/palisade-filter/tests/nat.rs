@@ -232,3 +232,33 @@ fn ipv6_nat() {
     assert_eq!((ri.dst, ri.dport()), (ip("2001:db8:1::5"), Some(4000)));
     assert!(checksums_ok(&r));
 }
+
+#[test]
+fn sticky_address_keeps_a_source_on_one_address() {
+    let mut f = filter(
+        "table <pool> { 198.18.0.10 198.18.0.11 198.18.0.12 }\n\
+         match out on em0 inet from 10.0.0.0/24 nat-to <pool> round-robin sticky-address\n\
+         pass out\n",
+    );
+    let mut seen = Vec::new();
+    for port in 0..4u16 {
+        let mut p = udp("10.0.0.5", "198.51.100.53", 6000 + port, 53);
+        f.process(&mut p, "em0", Out, port as u64);
+        seen.push(parse_ip(&p).unwrap().src);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    // Another client gets the next address of the round robin.
+    let mut q = udp("10.0.0.6", "198.51.100.53", 6000, 53);
+    f.process(&mut q, "em0", Out, 5);
+    assert_ne!(parse_ip(&q).unwrap().src, seen[0]);
+    // Without sticky-address the same client moves around.
+    let mut g = filter(
+        "table <pool> { 198.18.0.10 198.18.0.11 198.18.0.12 }\n\
+         match out on em0 inet from 10.0.0.0/24 nat-to <pool> round-robin\npass out\n",
+    );
+    let mut a = udp("10.0.0.5", "198.51.100.53", 6000, 53);
+    let mut b = udp("10.0.0.5", "198.51.100.53", 6001, 53);
+    g.process(&mut a, "em0", Out, 0);
+    g.process(&mut b, "em0", Out, 0);
+    assert_ne!(parse_ip(&a).unwrap().src, parse_ip(&b).unwrap().src);
+}

@@ -2622,12 +2622,10 @@ impl<'a> Parser<'a> {
                     self.expect_punct('/')?;
                     let b = self.u32_value("max-pkt-rate")?;
                     spec.base.max_pkt_rate = Some((a, b));
-                    self.warn_unenforced("max-pkt-rate");
                 }
                 "once" => {
                     self.next();
                     spec.base.once = true;
-                    self.warn_unenforced("once");
                 }
                 "received-on" => {
                     self.next();
