@@ -314,9 +314,9 @@ impl Filter {
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
             let id = hit.id;
-            let (rule, log_all, scrub) = match self.states.get(id) {
-                Some(s) => (self.states.rule_of(s), s.log_all, s.scrub),
-                None => (None, false, ScrubActions::default()),
+            let (rule, log_all, scrub, seqdiff) = match self.states.get(id) {
+                Some(s) => (self.states.rule_of(s), s.log_all, s.scrub, s.seqdiff),
+                None => (None, false, ScrubActions::default(), 0),
             };
             let mut d = Decision {
                 action: VerdictAction::Pass,
@@ -341,8 +341,27 @@ impl Filter {
                         self.states.remove(id);
                         None
                     } else {
-                        match self.states.track_tcp(id, hit.reply, seg, now_ms, len) {
-                            Ok(()) => Some(true),
+                        // Modulated: the responder acks the initiator's
+                        // shifted numbers; track in the original space.
+                        let mut seg = *seg;
+                        if hit.reply && seqdiff != 0 && seg.flags & 0x10 != 0 {
+                            seg.ack = seg.ack.wrapping_sub(seqdiff);
+                        }
+                        match self.states.track_tcp(id, hit.reply, &seg, now_ms, len) {
+                            Ok(()) => {
+                                if seqdiff != 0 {
+                                    use palisade_wire::rewrite::tcpseq;
+                                    if hit.reply {
+                                        if seg.flags & 0x10 != 0 {
+                                            tcpseq::set_ack(ip, &info, seg.ack);
+                                        }
+                                        tcpseq::unshift_sack(ip, &info, seqdiff);
+                                    } else {
+                                        tcpseq::set_seq(ip, &info, seg.seq.wrapping_add(seqdiff));
+                                    }
+                                }
+                                Some(true)
+                            }
                             Err(crate::state::TrackError::Mismatch) => Some(false),
                             Err(crate::state::TrackError::SrcLimit) => {
                                 self.overload(id);
@@ -365,6 +384,9 @@ impl Filter {
                         d.nat = Some((key.clone(), new.clone()));
                     }
                     normalize(ip, &info, &scrub, random);
+                    if scrub.reassemble_tcp && tcp_seg.is_some() {
+                        self.reassemble_tcp(ip, &info, id, hit.reply, random);
+                    }
                     return self.count(d);
                 }
                 Some(false) => {
@@ -484,6 +506,22 @@ impl Filter {
                 Ok(id) => {
                     self.states.set_log_all(id, v.log_all);
                     self.states.set_scrub(id, v.scrub);
+                    if v.keep_state == KeepState::Modulate {
+                        if let Some(seg) = &tcp_seg {
+                            if seg.flags & 0x12 == 0x02 {
+                                // A random initial sequence number for the
+                                // initiator, as seen by the responder.
+                                let diff =
+                                    (mix(random as u64 ^ seg.seq as u64 ^ 0x5eed) as u32) | 1;
+                                self.states.set_seqdiff(id, diff);
+                                palisade_wire::rewrite::tcpseq::set_seq(
+                                    ip,
+                                    &info,
+                                    seg.seq.wrapping_add(diff),
+                                );
+                            }
+                        }
+                    }
                     self.counters.state_inserts += 1;
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
@@ -500,7 +538,20 @@ impl Filter {
             d.nat = Some((key, t));
         }
         normalize(ip, &info, &v.scrub, random);
+        if let (true, Some(id), true) = (v.scrub.reassemble_tcp, d.state_id, tcp_seg.is_some()) {
+            self.reassemble_tcp(ip, &info, id, false, random);
+        }
         self.count(d)
+    }
+
+    /// `scrub (reassemble tcp)`: raise the TTL to the highest this side
+    /// has used, and shift timestamps so they do not reveal uptimes.
+    fn reassemble_tcp(&mut self, ip: &mut [u8], info: &IpInfo, id: u64, reply: bool, random: u32) {
+        let seed = mix(random as u64 ^ id) as u32;
+        if let Some((ttl, val, ecr)) = self.states.tcp_normalize(id, reply, info.ttl, seed) {
+            palisade_wire::rewrite::scrub::raise_ttl(ip, info, ttl);
+            palisade_wire::rewrite::tcpts::shift(ip, info, val, ecr);
+        }
     }
 
     /// A source went over its connection limits: put it in the overload

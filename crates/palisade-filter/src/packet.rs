@@ -82,6 +82,8 @@ pub struct ScrubActions {
     pub min_ttl: Option<u8>,
     pub max_mss: Option<u16>,
     pub tos: Option<u8>,
+    /// `reassemble tcp`: TTLs never decrease, timestamps are modulated.
+    pub reassemble_tcp: bool,
 }
 
 impl ScrubActions {
@@ -92,12 +94,14 @@ impl ScrubActions {
             min_ttl: s.min_ttl,
             max_mss: s.max_mss,
             tos,
+            reassemble_tcp: s.reassemble_tcp,
         }
     }
     /// pf's pf_rule_to_actions: flags add up, values of later rules win.
     pub fn merge(&mut self, o: &ScrubActions) {
         self.no_df |= o.no_df;
         self.random_id |= o.random_id;
+        self.reassemble_tcp |= o.reassemble_tcp;
         if o.min_ttl.is_some() {
             self.min_ttl = o.min_ttl;
         }

@@ -192,6 +192,13 @@ pub struct State {
     /// connection of it.
     pub tracked: bool,
     pub conn_counted: bool,
+    /// `modulate state`: added to the initiator's sequence numbers on
+    /// the wire (and taken off the responder's acks).
+    pub seqdiff: u32,
+    /// `scrub (reassemble tcp)`: highest TTL seen from each side, and each
+    /// side's timestamp offset.
+    pub ttl_max: [u8; 2],
+    pub ts_offset: [u32; 2],
 }
 
 impl State {
@@ -653,6 +660,33 @@ impl StateTable {
         ids.len()
     }
 
+    /// `reassemble tcp` for one packet from side `reply`: returns the TTL
+    /// to raise it to and the (TSval, TSecr) shifts.
+    pub fn tcp_normalize(
+        &mut self,
+        id: u64,
+        reply: bool,
+        ttl: u8,
+        seed: u32,
+    ) -> Option<(u8, u32, u32)> {
+        let s = self.get_mut(id)?;
+        if !s.scrub.reassemble_tcp {
+            return None;
+        }
+        if s.ts_offset == [0, 0] {
+            s.ts_offset = [seed | 1, seed.rotate_left(16) | 1];
+        }
+        let side = reply as usize;
+        s.ttl_max[side] = s.ttl_max[side].max(ttl);
+        Some((s.ttl_max[side], s.ts_offset[side], s.ts_offset[1 - side]))
+    }
+
+    pub fn set_seqdiff(&mut self, id: u64, d: u32) {
+        if let Some(s) = self.get_mut(id) {
+            s.seqdiff = d;
+        }
+    }
+
     pub fn set_scrub(&mut self, id: u64, sc: crate::packet::ScrubActions) {
         if let Some(s) = self.get_mut(id) {
             s.scrub = sc;
@@ -769,6 +803,9 @@ impl StateTable {
             scrub: Default::default(),
             tracked: false,
             conn_counted: false,
+            seqdiff: 0,
+            ttl_max: [0, 0],
+            ts_offset: [0, 0],
         };
         let (wire, stack) = (s.wire(), s.stack());
         let clash = |t: &Self, k: &FlowKey, need: u32| {

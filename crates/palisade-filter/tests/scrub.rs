@@ -90,3 +90,75 @@ fn random_id_changes_the_ipv4_id() {
     assert_ne!(p[4..6], orig[4..6]);
     assert!(checksums_ok(&p));
 }
+
+fn ts_of(p: &[u8]) -> (u32, u32) {
+    let i = parse_ip(p).unwrap();
+    let t = &p[i.l4_offset..];
+    let mut k = 20;
+    while k < t.len() {
+        match t[k] {
+            1 => k += 1,
+            8 => {
+                let v = u32::from_be_bytes([t[k + 2], t[k + 3], t[k + 4], t[k + 5]]);
+                let e = u32::from_be_bytes([t[k + 6], t[k + 7], t[k + 8], t[k + 9]]);
+                return (v, e);
+            }
+            _ => k += t[k + 1] as usize,
+        }
+    }
+    panic!("no timestamp option");
+}
+
+fn ts_opt(val: u32, ecr: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend_from_slice(&val.to_be_bytes());
+    o.extend_from_slice(&ecr.to_be_bytes());
+    o
+}
+
+#[test]
+fn reassemble_tcp_modulates_timestamps_and_keeps_ttl_up() {
+    let mut f = filter("pass out proto tcp scrub (reassemble tcp)\n");
+    let (c, s) = (ip("192.0.2.1"), ip("198.51.100.2"));
+    let mut syn = build::ip(
+        c,
+        s,
+        6,
+        60,
+        &build::tcp(1, 80, 10, 0, 0x02, 500, &ts_opt(100, 0), b""),
+    );
+    assert!(f.process(&mut syn, "em0", Out, 0).passed());
+    let (v, _) = ts_of(&syn);
+    assert_ne!(v, 100, "the client's timestamp is shifted");
+    assert!(checksums_ok(&syn));
+    // The server echoes what it saw; the client gets its own value back.
+    let mut sa = build::ip(
+        s,
+        c,
+        6,
+        64,
+        &build::tcp(80, 1, 99, 11, 0x12, 500, &ts_opt(5000, v), b""),
+    );
+    assert!(f.process(&mut sa, "em0", In, 1).passed());
+    let (sv, se) = ts_of(&sa);
+    assert_eq!(se, 100);
+    assert_ne!(sv, 5000, "the server's timestamp is shifted too");
+    assert!(checksums_ok(&sa));
+    // A later client packet with a lower TTL is raised back to 60.
+    let mut ack = build::ip(
+        c,
+        s,
+        6,
+        20,
+        &build::tcp(1, 80, 11, 100, 0x10, 500, &ts_opt(101, sv), b""),
+    );
+    assert!(f.process(&mut ack, "em0", Out, 2).passed());
+    let i = parse_ip(&ack).unwrap();
+    assert_eq!(i.ttl, 60);
+    assert_eq!(
+        ts_of(&ack).1,
+        5000,
+        "the echo is shifted back for the server"
+    );
+    assert!(checksums_ok(&ack));
+}

@@ -487,3 +487,71 @@ fn state_policy_if_bound_and_state_defaults() {
     assert_pass(&f.process(&mut q.clone(), "em0", Out, 0), StateMatch::New);
     assert_eq!(f.states.expire(3_000), 1);
 }
+
+#[test]
+fn modulate_state_shifts_the_initiators_sequence_space() {
+    use palisade_wire::build::checksums_ok;
+    let mut f = filter("block all\npass out on em0 proto tcp to port 80 modulate state\n");
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    let isn = 1_000_000u32;
+    let mut syn = tcp(c, s, 40000, 80, isn, 0, SYN, 64240, b"");
+    assert_pass(&f.process(&mut syn, "em0", Out, 0), StateMatch::New);
+    let wire_isn = match palisade_wire::parse_ip(&syn).unwrap().l4 {
+        palisade_wire::L4::Tcp { seq, .. } => seq,
+        _ => unreachable!(),
+    };
+    assert_ne!(wire_isn, isn, "the initiator's ISN is replaced on the wire");
+    assert!(checksums_ok(&syn));
+    // The server acknowledges the modulated ISN; the client sees its own.
+    let mut sa = tcp(
+        s,
+        c,
+        80,
+        40000,
+        7,
+        wire_isn.wrapping_add(1),
+        SYN | ACK,
+        65160,
+        b"",
+    );
+    assert_pass(&f.process(&mut sa, "em0", In, 1), StateMatch::Match);
+    assert!(
+        matches!(palisade_wire::parse_ip(&sa).unwrap().l4, palisade_wire::L4::Tcp { ack, .. } if ack == isn + 1)
+    );
+    assert!(checksums_ok(&sa));
+    let mut ack = tcp(c, s, 40000, 80, isn + 1, 8, ACK, 502, b"hello");
+    assert_pass(&f.process(&mut ack, "em0", Out, 2), StateMatch::Match);
+    assert!(
+        matches!(palisade_wire::parse_ip(&ack).unwrap().l4, palisade_wire::L4::Tcp { seq, .. } if seq == wire_isn.wrapping_add(1))
+    );
+    // A SACK from the server names modulated numbers; the client gets its own.
+    let edge = wire_isn.wrapping_add(6);
+    let mut sack_opt = vec![1, 1, 5, 10];
+    sack_opt.extend_from_slice(&edge.to_be_bytes());
+    sack_opt.extend_from_slice(&edge.wrapping_add(100).to_be_bytes());
+    let mut sk = build::ip(
+        ip(s),
+        ip(c),
+        6,
+        64,
+        &build::tcp(
+            80,
+            40000,
+            8,
+            wire_isn.wrapping_add(6),
+            ACK,
+            509,
+            &sack_opt,
+            b"",
+        ),
+    );
+    assert_pass(&f.process(&mut sk, "em0", In, 3), StateMatch::Match);
+    let left = u32::from_be_bytes([sk[20 + 24], sk[20 + 25], sk[20 + 26], sk[20 + 27]]);
+    assert_eq!(left, isn + 6);
+    assert!(checksums_ok(&sk));
+    let id = f.states.iter().next().unwrap().id;
+    assert_eq!(
+        f.states.get(id).unwrap().state_str(),
+        "ESTABLISHED:ESTABLISHED"
+    );
+}

@@ -492,3 +492,138 @@ pub mod scrub {
         }
     }
 }
+
+/// TCP sequence-number rewriting (`modulate state`, `synproxy state`).
+pub mod tcpseq {
+    use super::{get16, put16};
+    use crate::checksum::{finish, pseudo_header, sum, update_bytes};
+    use crate::ip::{IpInfo, L4};
+
+    fn set32(p: &mut [u8], info: &IpInfo, field: usize, v: u32) {
+        let o = info.l4_offset + field;
+        let old = p[o..o + 4].to_vec();
+        p[o..o + 4].copy_from_slice(&v.to_be_bytes());
+        let c = get16(p, info.l4_offset + 16);
+        put16(
+            p,
+            info.l4_offset + 16,
+            update_bytes(c, &old, &v.to_be_bytes()),
+        );
+    }
+
+    pub fn set_seq(p: &mut [u8], info: &IpInfo, seq: u32) {
+        if matches!(info.l4, L4::Tcp { .. }) {
+            set32(p, info, 4, seq);
+        }
+    }
+
+    pub fn set_ack(p: &mut [u8], info: &IpInfo, ack: u32) {
+        if matches!(info.l4, L4::Tcp { .. }) {
+            set32(p, info, 8, ack);
+        }
+    }
+
+    /// Subtract `delta` from every SACK block edge (the edges name the
+    /// other side's modulated sequence numbers), then recompute the TCP
+    /// checksum. Returns whether a SACK option was found.
+    pub fn unshift_sack(p: &mut [u8], info: &IpInfo, delta: u32) -> bool {
+        let L4::Tcp { header_len, .. } = info.l4 else {
+            return false;
+        };
+        let t = info.l4_offset;
+        let end = (t + header_len as usize).min(info.len);
+        let mut i = t + 20;
+        let mut found = false;
+        while i < end {
+            match p[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let Some(&len) = p.get(i + 1) else { break };
+                    let len = len as usize;
+                    if len < 2 || i + len > end {
+                        break;
+                    }
+                    if kind == 5 && (len - 2) % 8 == 0 {
+                        let mut e = i + 2;
+                        while e + 4 <= i + len {
+                            let v = u32::from_be_bytes([p[e], p[e + 1], p[e + 2], p[e + 3]]);
+                            p[e..e + 4].copy_from_slice(&v.wrapping_sub(delta).to_be_bytes());
+                            e += 4;
+                        }
+                        found = true;
+                    }
+                    i += len;
+                }
+            }
+        }
+        if found {
+            let (s, d): (Vec<u8>, Vec<u8>) = if info.is_v6() {
+                (p[8..24].to_vec(), p[24..40].to_vec())
+            } else {
+                (p[12..16].to_vec(), p[16..20].to_vec())
+            };
+            put16(p, t + 16, 0);
+            let seg = &p[t..info.len];
+            let c = finish(sum(seg, pseudo_header(&s, &d, 6, seg.len() as u32)));
+            put16(p, t + 16, c);
+        }
+        found
+    }
+}
+
+/// TCP timestamp option shifting (`scrub (reassemble tcp)`).
+pub mod tcpts {
+    use super::{get16, put16};
+    use crate::checksum::{finish, pseudo_header, sum};
+    use crate::ip::{IpInfo, L4};
+
+    /// Add `val` to TSval and subtract `ecr` from TSecr (when non-zero),
+    /// then recompute the TCP checksum. Returns whether a timestamp
+    /// option was found.
+    pub fn shift(p: &mut [u8], info: &IpInfo, val: u32, ecr: u32) -> bool {
+        let L4::Tcp { header_len, .. } = info.l4 else {
+            return false;
+        };
+        let t = info.l4_offset;
+        let end = (t + header_len as usize).min(info.len);
+        let mut i = t + 20;
+        let mut found = false;
+        while i < end {
+            match p[i] {
+                0 => break,
+                1 => i += 1,
+                kind => {
+                    let Some(&len) = p.get(i + 1) else { break };
+                    let len = len as usize;
+                    if len < 2 || i + len > end {
+                        break;
+                    }
+                    if kind == 8 && len == 10 {
+                        let v = u32::from_be_bytes([p[i + 2], p[i + 3], p[i + 4], p[i + 5]]);
+                        let e = u32::from_be_bytes([p[i + 6], p[i + 7], p[i + 8], p[i + 9]]);
+                        p[i + 2..i + 6].copy_from_slice(&v.wrapping_add(val).to_be_bytes());
+                        if e != 0 {
+                            p[i + 6..i + 10].copy_from_slice(&e.wrapping_sub(ecr).to_be_bytes());
+                        }
+                        found = true;
+                    }
+                    i += len;
+                }
+            }
+        }
+        if found {
+            let (s, d): (Vec<u8>, Vec<u8>) = if info.is_v6() {
+                (p[8..24].to_vec(), p[24..40].to_vec())
+            } else {
+                (p[12..16].to_vec(), p[16..20].to_vec())
+            };
+            put16(p, t + 16, 0);
+            let seg = &p[t..info.len];
+            let c = finish(sum(seg, pseudo_header(&s, &d, 6, seg.len() as u32)));
+            put16(p, t + 16, c);
+            let _ = get16;
+        }
+        found
+    }
+}

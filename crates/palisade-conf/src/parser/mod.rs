@@ -2066,7 +2066,6 @@ impl<'a> Parser<'a> {
                     return Err(PErr::Reported);
                 }
                 s.reassemble_tcp = true;
-                self.warn_unenforced("scrub (reassemble tcp)");
             } else {
                 return Err(PErr::Syntax);
             }
@@ -2448,9 +2447,6 @@ impl<'a> Parser<'a> {
                     }
                     if w == "synproxy" {
                         self.warn_unenforced("synproxy state");
-                    }
-                    if w == "modulate" {
-                        self.warn_unenforced("modulate state (treated as keep state)");
                     }
                 }
                 "fragment" => {
