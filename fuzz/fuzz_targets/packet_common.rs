@@ -57,7 +57,7 @@ pub fn run_ip(data: &[u8]) {
         if d.action == VerdictAction::Pass && valid_in {
             assert!(checksums_ok(&p), "a valid packet left with a bad checksum: {d:?}");
         }
-        if let Some(g) = &d.generated {
+        for g in &d.generated {
             assert!(checksums_ok(g), "generated packet with a bad checksum");
         }
         assert_eq!(p.len(), data.len(), "rewriting must not change the length");

@@ -17,7 +17,7 @@ use crate::engine::{Engine, LegacyKind};
 use crate::frag::{Reassembler, Reassembly};
 use crate::osfp::{FingerprintDb, SynSignature};
 use crate::packet::{PacketMeta, RuleRef, ScrubActions, VerdictAction};
-use crate::state::{tcps, FlowKey, StateTable, TcpSeg};
+use crate::state::{tcps, FlowKey, Proxy, StateTable, TcpSeg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StateMatch {
@@ -49,8 +49,9 @@ pub struct Decision {
     pub state_id: Option<u64>,
     pub tag: Option<String>,
     pub log: bool,
-    /// A packet the filter sends back (`block return`: TCP RST or ICMP).
-    pub generated: Option<Vec<u8>>,
+    /// Packets the filter sends itself (`block return`: TCP RST or ICMP;
+    /// `synproxy state`: its side of the handshakes).
+    pub generated: Vec<Vec<u8>>,
     /// The packet was translated: its tuple before and after.
     pub nat: Option<(FlowKey, FlowKey)>,
     /// A fragment held for reassembly: nothing is decided yet.
@@ -71,7 +72,7 @@ impl Decision {
             state_id: None,
             tag: None,
             log: false,
-            generated: None,
+            generated: Vec::new(),
             nat: None,
             held: false,
             reassembled: None,
@@ -313,90 +314,150 @@ impl Filter {
         };
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
-            let id = hit.id;
-            let (rule, log_all, scrub, seqdiff) = match self.states.get(id) {
-                Some(s) => (self.states.rule_of(s), s.log_all, s.scrub, s.seqdiff),
-                None => (None, false, ScrubActions::default(), 0),
-            };
-            let mut d = Decision {
-                action: VerdictAction::Pass,
-                reason: "match",
-                rule,
-                state: StateMatch::Match,
-                state_id: Some(id),
-                tag: None,
-                log: log_all,
-                generated: None,
-                nat: None,
-                held: false,
-                reassembled: None,
-            };
-            let tracked = match &tcp_seg {
-                Some(seg) => {
-                    // A new SYN on a closed connection replaces the old state.
-                    let closed = self.states.get(id).is_some_and(|s| {
-                        s.src.state >= tcps::FIN_WAIT_2 && s.dst.state >= tcps::FIN_WAIT_2
-                    });
-                    if closed && seg.flags & 0x12 == 0x02 {
-                        self.states.remove(id);
-                        None
-                    } else {
-                        // Modulated: the responder acks the initiator's
-                        // shifted numbers; track in the original space.
-                        let mut seg = *seg;
-                        if hit.reply && seqdiff != 0 && seg.flags & 0x10 != 0 {
-                            seg.ack = seg.ack.wrapping_sub(seqdiff);
-                        }
-                        match self.states.track_tcp(id, hit.reply, &seg, now_ms, len) {
-                            Ok(()) => {
-                                if seqdiff != 0 {
-                                    use palisade_wire::rewrite::tcpseq;
-                                    if hit.reply {
-                                        if seg.flags & 0x10 != 0 {
-                                            tcpseq::set_ack(ip, &info, seg.ack);
-                                        }
-                                        tcpseq::unshift_sack(ip, &info, seqdiff);
-                                    } else {
-                                        tcpseq::set_seq(ip, &info, seg.seq.wrapping_add(seqdiff));
-                                    }
-                                }
-                                Some(true)
-                            }
-                            Err(crate::state::TrackError::Mismatch) => Some(false),
-                            Err(crate::state::TrackError::SrcLimit) => {
-                                self.overload(id);
-                                d.action = VerdictAction::Block(BlockPolicy::Drop);
-                                d.reason = "src-limit";
-                                return self.count(d);
-                            }
-                        }
-                    }
-                }
-                None => {
-                    self.states.track_pseudo(id, hit.reply, now_ms, len);
-                    Some(true)
-                }
-            };
-            match tracked {
-                Some(true) => {
-                    if let Some(new) = &hit.rewrite {
-                        apply(ip, &info, &key, new);
-                        d.nat = Some((key.clone(), new.clone()));
-                    }
-                    normalize(ip, &info, &scrub, random);
-                    if scrub.reassemble_tcp && tcp_seg.is_some() {
-                        self.reassemble_tcp(ip, &info, id, hit.reply, random);
-                    }
-                    return self.count(d);
-                }
-                Some(false) => {
-                    d.action = VerdictAction::Block(BlockPolicy::Drop);
-                    d.reason = "state-mismatch";
-                    return self.count(d);
-                }
-                None => {}
+            if let Some(d) =
+                self.state_hit(ip, &info, &key, hit, tcp_seg.as_ref(), now_ms, len, random)
+            {
+                return d;
             }
         }
+        self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random)
+    }
+
+    /// A packet of a known state: track, translate, normalize. None when
+    /// the state was closed and a new SYN replaces it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn state_hit(
+        &mut self,
+        ip: &mut [u8],
+        info: &IpInfo,
+        key: &FlowKey,
+        hit: crate::state::Hit,
+        tcp_seg: Option<&TcpSeg>,
+        now_ms: u64,
+        len: u32,
+        random: u32,
+    ) -> Option<Decision> {
+        let id = hit.id;
+        let (rule, log_all, scrub, seqdiff, seqdiff_dst, proxy) = match self.states.get(id) {
+            Some(s) => match &s.ext {
+                None => (self.states.rule_of(s), s.log_all, s.scrub, 0, 0, None),
+                Some(e) => (
+                    self.states.rule_of(s),
+                    s.log_all,
+                    s.scrub,
+                    e.seqdiff,
+                    e.seqdiff_dst,
+                    e.proxy.clone(),
+                ),
+            },
+            None => (None, false, ScrubActions::default(), 0, 0, None),
+        };
+        let mut d = Decision {
+            action: VerdictAction::Pass,
+            reason: "match",
+            rule,
+            state: StateMatch::Match,
+            state_id: Some(id),
+            tag: None,
+            log: log_all,
+            generated: Vec::new(),
+            nat: None,
+            held: false,
+            reassembled: None,
+        };
+        let tracked = match tcp_seg {
+            Some(seg) => {
+                // A new SYN on a closed connection replaces the old state.
+                let closed = self.states.get(id).is_some_and(|s| {
+                    s.src.state >= tcps::FIN_WAIT_2 && s.dst.state >= tcps::FIN_WAIT_2
+                });
+                if closed && seg.flags & 0x12 == 0x02 {
+                    self.states.remove(id);
+                    None
+                } else if let Some(p) = proxy {
+                    let d = self.synproxy_step(id, hit.reply, seg, &p, d);
+                    return Some(self.count(d));
+                } else {
+                    // Shifted sequence spaces (modulate, synproxy): acks
+                    // name the other side's shifted numbers; track in
+                    // the original space, then shift what leaves.
+                    let (own, other) = if hit.reply {
+                        (seqdiff_dst, seqdiff)
+                    } else {
+                        (seqdiff, seqdiff_dst)
+                    };
+                    let mut seg = *seg;
+                    if other != 0 && seg.flags & 0x10 != 0 {
+                        seg.ack = seg.ack.wrapping_sub(other);
+                    }
+                    match self.states.track_tcp(id, hit.reply, &seg, now_ms, len) {
+                        Ok(()) => {
+                            use palisade_wire::rewrite::tcpseq;
+                            if other != 0 {
+                                if seg.flags & 0x10 != 0 {
+                                    tcpseq::set_ack(ip, info, seg.ack);
+                                }
+                                tcpseq::unshift_sack(ip, info, other);
+                            }
+                            if own != 0 {
+                                tcpseq::set_seq(ip, info, seg.seq.wrapping_add(own));
+                            }
+                            Some(true)
+                        }
+                        Err(crate::state::TrackError::Mismatch) => Some(false),
+                        Err(crate::state::TrackError::SrcLimit) => {
+                            self.overload(id);
+                            d.action = VerdictAction::Block(BlockPolicy::Drop);
+                            d.reason = "src-limit";
+                            return Some(self.count(d));
+                        }
+                    }
+                }
+            }
+            None => {
+                self.states.track_pseudo(id, hit.reply, now_ms, len);
+                Some(true)
+            }
+        };
+        match tracked {
+            Some(true) => {
+                if let Some(new) = &hit.rewrite {
+                    apply(ip, info, key, new);
+                    d.nat = Some((key.clone(), new.clone()));
+                }
+                normalize(ip, info, &scrub, random);
+                if scrub.reassemble_tcp && tcp_seg.is_some() {
+                    self.reassemble_tcp(ip, info, id, hit.reply, random);
+                }
+                return Some(self.count(d));
+            }
+            Some(false) => {
+                d.action = VerdictAction::Block(BlockPolicy::Drop);
+                d.reason = "state-mismatch";
+                return Some(self.count(d));
+            }
+            None => {}
+        }
+        None
+    }
+
+    /// A packet without a state: older-syntax translation, rules, a new
+    /// state, translation.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn new_packet(
+        &mut self,
+        ip: &mut [u8],
+        info: IpInfo,
+        key: FlowKey,
+        tcp_seg: Option<TcpSeg>,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        len: u32,
+        random: u32,
+    ) -> Decision {
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
         meta.random = random;
         meta.now_ms = now_ms;
@@ -459,13 +520,13 @@ impl Filter {
             state_id: None,
             tag: v.tag.clone(),
             log: v.log,
-            generated: None,
+            generated: Vec::new(),
             nat: None,
             held: false,
             reassembled: None,
         };
         if let VerdictAction::Block(p) = v.action {
-            d.generated = return_packet(ip, &info, p);
+            d.generated = return_packet(ip, &info, p).into_iter().collect();
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.
@@ -504,8 +565,49 @@ impl Filter {
                 len,
             ) {
                 Ok(id) => {
+                    self.counters.state_inserts += 1;
+                    d.state = StateMatch::New;
+                    d.state_id = Some(id);
                     self.states.set_log_all(id, v.log_all);
                     self.states.set_scrub(id, v.scrub);
+                    if v.keep_state == KeepState::Synproxy {
+                        if let Some(seg) = &tcp_seg {
+                            if seg.flags & 0x12 == 0x02 {
+                                // Answer the client ourselves, with a zero
+                                // window until the server is connected.
+                                let t = &ip[info.l4_offset..info.len];
+                                let mss = syn_mss(t).unwrap_or(536);
+                                let our_isn = mix(random as u64 ^ seg.seq as u64 ^ 0x5ca1) as u32;
+                                self.states.set_proxy(
+                                    id,
+                                    Some(Proxy {
+                                        phase: 1,
+                                        client_isn: seg.seq,
+                                        client_win: seg.window,
+                                        mss,
+                                        our_isn,
+                                    }),
+                                );
+                                let opts = [2, 4, (mss >> 8) as u8, mss as u8];
+                                let synack = palisade_wire::build::tcp(
+                                    key.dport,
+                                    key.sport,
+                                    our_isn,
+                                    seg.seq.wrapping_add(1),
+                                    0x12,
+                                    0,
+                                    &opts,
+                                    &[],
+                                );
+                                d.generated.push(palisade_wire::build::ip(
+                                    key.dst, key.src, 6, 64, &synack,
+                                ));
+                                d.action = VerdictAction::Block(BlockPolicy::Drop);
+                                d.reason = "synproxy";
+                                return self.count(d);
+                            }
+                        }
+                    }
                     if v.keep_state == KeepState::Modulate {
                         if let Some(seg) = &tcp_seg {
                             if seg.flags & 0x12 == 0x02 {
@@ -522,9 +624,6 @@ impl Filter {
                             }
                         }
                     }
-                    self.counters.state_inserts += 1;
-                    d.state = StateMatch::New;
-                    d.state_id = Some(id);
                 }
                 Err(reason) => {
                     d.action = VerdictAction::Block(BlockPolicy::Drop);
@@ -552,6 +651,91 @@ impl Filter {
             palisade_wire::rewrite::scrub::raise_ttl(ip, info, ttl);
             palisade_wire::rewrite::tcpts::shift(ip, info, val, ecr);
         }
+    }
+
+    /// One step of a synproxy handshake (pf.conf(5) "synproxy state"): the
+    /// packets of both handshakes are answered or generated here and never
+    /// forwarded themselves.
+    fn synproxy_step(
+        &mut self,
+        id: u64,
+        reply: bool,
+        seg: &TcpSeg,
+        p: &Proxy,
+        mut d: Decision,
+    ) -> Decision {
+        use palisade_wire::build;
+        d.action = VerdictAction::Block(BlockPolicy::Drop);
+        d.reason = "synproxy";
+        let Some(key) = self.states.get(id).map(|s| s.key.clone()) else {
+            return d;
+        };
+        let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
+        match (p.phase, reply) {
+            (1, false) if seg.flags & 0x16 == 0x10 && seg.ack == p.our_isn.wrapping_add(1) => {
+                // The client completed its handshake: connect to the server
+                // with the client's own initial sequence number.
+                let mut np = p.clone();
+                np.phase = 2;
+                self.states.set_proxy(id, Some(np));
+                let syn = build::tcp(
+                    key.sport,
+                    key.dport,
+                    p.client_isn,
+                    0,
+                    0x02,
+                    p.client_win,
+                    &mss_opt,
+                    &[],
+                );
+                d.generated.push(build::ip(key.src, key.dst, 6, 64, &syn));
+            }
+            (1, false) if seg.flags & 0x12 == 0x02 => {
+                // A retransmitted SYN: answer again.
+                let sa = build::tcp(
+                    key.dport,
+                    key.sport,
+                    p.our_isn,
+                    p.client_isn.wrapping_add(1),
+                    0x12,
+                    0,
+                    &mss_opt,
+                    &[],
+                );
+                d.generated.push(build::ip(key.dst, key.src, 6, 64, &sa));
+            }
+            (2, true) if seg.flags & 0x16 == 0x12 && seg.ack == p.client_isn.wrapping_add(1) => {
+                // The server answered: acknowledge it, and open the
+                // client's window with an ACK in the firewall's numbers.
+                let to_server = build::tcp(
+                    key.sport,
+                    key.dport,
+                    p.client_isn.wrapping_add(1),
+                    seg.seq.wrapping_add(1),
+                    0x10,
+                    p.client_win,
+                    &[],
+                    &[],
+                );
+                let to_client = build::tcp(
+                    key.dport,
+                    key.sport,
+                    p.our_isn.wrapping_add(1),
+                    p.client_isn.wrapping_add(1),
+                    0x10,
+                    seg.window,
+                    &[],
+                    &[],
+                );
+                d.generated
+                    .push(build::ip(key.src, key.dst, 6, 64, &to_server));
+                d.generated
+                    .push(build::ip(key.dst, key.src, 6, 64, &to_client));
+                self.states.synproxy_established(id, seg.seq, seg.window);
+            }
+            _ => {}
+        }
+        d
     }
 
     /// A source went over its connection limits: put it in the overload
@@ -617,7 +801,7 @@ impl Filter {
             state_id: Some(hit.id),
             tag: None,
             log: false,
-            generated: None,
+            generated: Vec::new(),
             nat,
             held: false,
             reassembled: None,
@@ -769,6 +953,29 @@ impl Filter {
         }
         None
     }
+}
+
+/// The MSS option of a TCP SYN header.
+fn syn_mss(tcp: &[u8]) -> Option<u16> {
+    let hl = (((tcp.get(12)? >> 4) as usize) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < hl {
+        match tcp[i] {
+            0 => return None,
+            1 => i += 1,
+            k => {
+                let len = *tcp.get(i + 1)? as usize;
+                if len < 2 || i + len > hl {
+                    return None;
+                }
+                if k == 2 && len == 4 {
+                    return Some(u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]));
+                }
+                i += len;
+            }
+        }
+    }
+    None
 }
 
 /// Apply `scrub` normalizations to a passing packet.

@@ -192,16 +192,64 @@ pub struct State {
     /// connection of it.
     pub tracked: bool,
     pub conn_counted: bool,
+    /// What only modulate, synproxy and `reassemble tcp` states need,
+    /// boxed so that ordinary states stay small.
+    pub ext: Option<Box<StateExt>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateExt {
     /// `modulate state`: added to the initiator's sequence numbers on
     /// the wire (and taken off the responder's acks).
     pub seqdiff: u32,
+    /// Added to the responder's sequence numbers on the initiator's side
+    /// (synproxy bridges its own ISN and the server's).
+    pub seqdiff_dst: u32,
     /// `scrub (reassemble tcp)`: highest TTL seen from each side, and each
     /// side's timestamp offset.
     pub ttl_max: [u8; 2],
     pub ts_offset: [u32; 2],
+    /// `synproxy state` while the handshakes are under way.
+    pub proxy: Option<Proxy>,
+}
+
+/// A synproxy handshake in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proxy {
+    /// 1: answered the client's SYN, waiting for its ACK; 2: sent the SYN
+    /// to the server, waiting for its SYN/ACK.
+    pub phase: u8,
+    /// The client's initial sequence number and window, and the MSS it sent.
+    pub client_isn: u32,
+    pub client_win: u16,
+    pub mss: u16,
+    /// The ISN the firewall used towards the client.
+    pub our_isn: u32,
 }
 
 impl State {
+    /// Does `k` equal this state's wire (or stack) key? Compared field by
+    /// field, without building the key.
+    fn key_is(&self, k: &FlowKey, wire: bool) -> bool {
+        let after = self.translated.as_ref().unwrap_or(&self.key);
+        // Which tuple the side is, and whether it is stored reversed.
+        let (t, reversed) = match (self.dir, wire) {
+            (Direction::In, true) => (&self.key, false),
+            (Direction::In, false) => (after, false),
+            (Direction::Out, true) => (after, true),
+            (Direction::Out, false) => (&self.key, true),
+        };
+        if reversed {
+            k.proto == t.proto
+                && k.src == t.dst
+                && k.dst == t.src
+                && k.sport == t.dport
+                && k.dport == t.sport
+        } else {
+            k == t
+        }
+    }
+
     /// The keys as seen on the wire and by the stack, both oriented as an
     /// inbound packet carries them (pf's PF_SK_WIRE and PF_SK_STACK).
     pub fn wire(&self) -> FlowKey {
@@ -509,12 +557,7 @@ impl StateTable {
             let Some(Some(s)) = self.slab.get(slot as usize) else {
                 continue;
             };
-            let key = if side & WIRE_SIDE != 0 {
-                s.wire()
-            } else {
-                s.stack()
-            };
-            if key != *k {
+            if !s.key_is(k, need & WIRE_SIDE != 0) {
                 continue;
             }
             if s.bound && self.ifaces.get(s.iface as usize).map(String::as_str) != Some(iface) {
@@ -594,7 +637,7 @@ impl StateTable {
             e >> 30 & WIRE_SIDE != 0
                 && self.slab[(e & SLOT_MASK) as usize]
                     .as_ref()
-                    .is_some_and(|s| s.wire() == *wire)
+                    .is_some_and(|s| s.key_is(wire, true))
         })
     }
 
@@ -673,17 +716,48 @@ impl StateTable {
         if !s.scrub.reassemble_tcp {
             return None;
         }
-        if s.ts_offset == [0, 0] {
-            s.ts_offset = [seed | 1, seed.rotate_left(16) | 1];
+        let e = s.ext.get_or_insert_with(Default::default);
+        if e.ts_offset == [0, 0] {
+            e.ts_offset = [seed | 1, seed.rotate_left(16) | 1];
         }
         let side = reply as usize;
-        s.ttl_max[side] = s.ttl_max[side].max(ttl);
-        Some((s.ttl_max[side], s.ts_offset[side], s.ts_offset[1 - side]))
+        e.ttl_max[side] = e.ttl_max[side].max(ttl);
+        Some((e.ttl_max[side], e.ts_offset[side], e.ts_offset[1 - side]))
+    }
+
+    pub fn set_proxy(&mut self, id: u64, p: Option<Proxy>) {
+        if let Some(s) = self.get_mut(id) {
+            s.ext.get_or_insert_with(Default::default).proxy = p;
+        }
+    }
+
+    /// Both synproxy handshakes are done: the connection is established
+    /// with the client's sequence space on both sides and the server's
+    /// shifted to the firewall's ISN on the client's side.
+    pub fn synproxy_established(&mut self, id: u64, server_isn: u32, server_win: u16) {
+        let Some(s) = self.get_mut(id) else {
+            return;
+        };
+        let Some(p) = s.ext.as_mut().and_then(|e| e.proxy.take()) else {
+            return;
+        };
+        s.src.seqlo = p.client_isn.wrapping_add(1);
+        s.src.seqhi = s.src.seqlo.wrapping_add((server_win as u32).max(1));
+        s.src.max_win = (p.client_win as u32).max(1);
+        s.src.wscale = None;
+        s.src.state = tcps::ESTABLISHED;
+        s.dst.seqlo = server_isn.wrapping_add(1);
+        s.dst.seqhi = s.dst.seqlo.wrapping_add((p.client_win as u32).max(1));
+        s.dst.max_win = (server_win as u32).max(1);
+        s.dst.wscale = None;
+        s.dst.state = tcps::ESTABLISHED;
+        s.timeout = Timeout::TcpEstablished;
+        s.ext.get_or_insert_with(Default::default).seqdiff_dst = p.our_isn.wrapping_sub(server_isn);
     }
 
     pub fn set_seqdiff(&mut self, id: u64, d: u32) {
         if let Some(s) = self.get_mut(id) {
-            s.seqdiff = d;
+            s.ext.get_or_insert_with(Default::default).seqdiff = d;
         }
     }
 
@@ -803,9 +877,7 @@ impl StateTable {
             scrub: Default::default(),
             tracked: false,
             conn_counted: false,
-            seqdiff: 0,
-            ttl_max: [0, 0],
-            ts_offset: [0, 0],
+            ext: None,
         };
         let (wire, stack) = (s.wire(), s.stack());
         let clash = |t: &Self, k: &FlowKey, need: u32| {
@@ -1181,5 +1253,15 @@ impl StateTable {
             return Err(TrackError::SrcLimit);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// The memory goal (<= 256 bytes per state with the index) depends on
+    /// this; rare features go in `StateExt`.
+    #[test]
+    fn state_stays_small() {
+        assert!(std::mem::size_of::<Option<super::State>>() <= 224);
     }
 }

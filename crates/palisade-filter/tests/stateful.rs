@@ -555,3 +555,101 @@ fn modulate_state_shifts_the_initiators_sequence_space() {
         "ESTABLISHED:ESTABLISHED"
     );
 }
+
+#[test]
+fn synproxy_completes_both_handshakes() {
+    use palisade_wire::build::checksums_ok;
+    use palisade_wire::{parse_ip, L4};
+    let seq_ack = |p: &[u8]| match parse_ip(p).unwrap().l4 {
+        L4::Tcp {
+            seq,
+            ack,
+            flags,
+            window,
+            ..
+        } => (seq, ack, flags, window),
+        _ => unreachable!(),
+    };
+    let mut f = filter("block all\npass in on em0 proto tcp to port 80 synproxy state\n");
+    let (c, s) = ("198.51.100.7", "192.0.2.80");
+    let cisn = 777_000u32;
+    // 1. The client's SYN is answered by the firewall, window zero.
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, cisn, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    assert_eq!((d.reason, d.state), ("synproxy", StateMatch::New), "{d:?}");
+    assert_eq!(d.generated.len(), 1);
+    let synack = &d.generated[0];
+    assert!(checksums_ok(synack));
+    let (our_isn, a, fl, w) = seq_ack(synack);
+    assert_eq!((a, fl, w), (cisn + 1, SYN | ACK, 0));
+    assert_eq!(parse_ip(synack).unwrap().src, ip(s));
+    // 2. The client's ACK: the firewall now connects to the server.
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, cisn + 1, our_isn + 1, ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert_eq!(d.reason, "synproxy");
+    let syn = &d.generated[0];
+    assert!(checksums_ok(syn));
+    assert_eq!(seq_ack(syn).0, cisn, "the client's own ISN");
+    assert_eq!(parse_ip(syn).unwrap().dst, ip(s));
+    // 3. The server's SYN/ACK: ACK to the server, window update to the client.
+    let sisn = 3_000_000u32;
+    let d = f.process(
+        &mut tcp(s, c, 80, 5555, sisn, cisn + 1, SYN | ACK, 65160, b""),
+        "em0",
+        Out,
+        2,
+    );
+    assert_eq!(d.generated.len(), 2, "{d:?}");
+    assert!(d.generated.iter().all(|g| checksums_ok(g)));
+    assert_eq!(seq_ack(&d.generated[0]).1, sisn + 1);
+    assert_eq!(seq_ack(&d.generated[1]).3, 65160);
+    // 4. Data flows, the server's numbers shown to the client in the
+    // firewall's sequence space and back.
+    let mut data = tcp(
+        c,
+        s,
+        5555,
+        80,
+        cisn + 1,
+        our_isn + 1,
+        ACK | PSH,
+        502,
+        b"GET /",
+    );
+    assert_pass(&f.process(&mut data, "em0", In, 3), StateMatch::Match);
+    assert_eq!(seq_ack(&data).1, sisn + 1);
+    assert!(checksums_ok(&data));
+    let mut reply = tcp(s, c, 80, 5555, sisn + 1, cisn + 6, ACK, 509, b"200 OK");
+    assert_pass(&f.process(&mut reply, "em0", Out, 4), StateMatch::Match);
+    assert_eq!(seq_ack(&reply).0, our_isn + 1);
+    assert!(checksums_ok(&reply));
+    let id = f.states.iter().next().unwrap().id;
+    assert_eq!(
+        f.states.get(id).unwrap().state_str(),
+        "ESTABLISHED:ESTABLISHED"
+    );
+    // A spoofed ACK that does not acknowledge the firewall's ISN gets nothing.
+    let mut g = filter("block all\npass in on em0 proto tcp to port 80 synproxy state\n");
+    g.process(
+        &mut tcp(c, s, 6666, 80, 1, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    let d = g.process(
+        &mut tcp(c, s, 6666, 80, 2, 12345, ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert!(d.generated.is_empty());
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+}

@@ -299,7 +299,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                     .unwrap_or(ip.len());
                 write(&ip[..len.min(ip.len())])?;
             }
-            if let Some(g) = &d.generated {
+            for g in &d.generated {
                 write(g)?;
             }
         }
@@ -357,7 +357,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                         ep(b.dst, b.dport)
                     )
                 }),
-                generated: d.generated.is_some(),
+                generated: !d.generated.is_empty(),
             };
             let _ = serde_json::to_writer(&mut so, &line);
             let _ = writeln!(so);
@@ -372,7 +372,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                 "frame {n}: {iface} {dir_s} {action} rule {rule} state {} reason {}{}",
                 d.state.name(),
                 d.reason,
-                if d.generated.is_some() {
+                if !d.generated.is_empty() {
                     " (answered)"
                 } else {
                     ""

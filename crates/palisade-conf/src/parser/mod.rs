@@ -2445,9 +2445,6 @@ impl<'a> Parser<'a> {
                     } else {
                         spec.base.state_opts = self.state_opt_list(true)?;
                     }
-                    if w == "synproxy" {
-                        self.warn_unenforced("synproxy state");
-                    }
                 }
                 "fragment" => {
                     self.next();
