@@ -63,6 +63,7 @@ struct CRule {
     quick: bool,
     log: bool,
     log_all: bool,
+    log_matches: bool,
     dir: Option<Direction>,
     iface: Option<(bool, String)>,
     af: Option<Af>,
@@ -277,11 +278,13 @@ pub struct Engine {
     /// a reload: readers take the lock for one lookup.
     tables: std::sync::RwLock<TableSet>,
     main: CRuleset,
-    anchors: BTreeMap<String, CRuleset>,
+    /// Anchors loaded at run time, each replaced as a whole (atomically,
+    /// without touching the rest): evaluation takes its own reference.
+    anchors: std::sync::RwLock<BTreeMap<String, Arc<CRuleset>>>,
     /// The groups each interface belongs to (for `on GROUP`).
     groups: HashMap<String, Vec<String>>,
     /// Some rule matches on `os`, so SYNs need fingerprinting.
-    uses_os: bool,
+    uses_os: std::sync::atomic::AtomicBool,
 }
 
 struct St {
@@ -294,6 +297,8 @@ struct St {
     scrub: ScrubActions,
     decided_scrub: ScrubActions,
     decided_once: Option<Arc<std::sync::atomic::AtomicBool>>,
+    log_matches_on: bool,
+    log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -312,7 +317,7 @@ impl Engine {
         let mut anchors = BTreeMap::new();
         for la in &config.load_anchors {
             let p = la.name.trim_start_matches('/').to_string();
-            anchors.insert(p.clone(), compile(&la.ruleset, &p, &host));
+            anchors.insert(p.clone(), Arc::new(compile(&la.ruleset, &p, &host)));
         }
         let uses_os =
             uses_os(&config.main) || config.load_anchors.iter().any(|a| uses_os(&a.ruleset));
@@ -320,15 +325,15 @@ impl Engine {
             host,
             tables: std::sync::RwLock::new(tables),
             main,
-            anchors,
+            anchors: std::sync::RwLock::new(anchors),
             groups,
-            uses_os,
+            uses_os: std::sync::atomic::AtomicBool::new(uses_os),
         }
     }
 
     /// Does any rule match on the operating system?
     pub fn uses_os(&self) -> bool {
-        self.uses_os
+        self.uses_os.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn host(&self) -> &HostModel {
@@ -358,26 +363,55 @@ impl Engine {
         !was
     }
 
-    /// Replace the rules of one anchor (ftp-proxy keeps one per session);
-    /// the rest of the ruleset is untouched.
-    pub fn load_anchor(&mut self, path: &str, rules: &Ruleset) {
-        self.uses_os |= uses_os(rules);
+    fn anchors_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<CRuleset>>> {
+        self.anchors.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace the rules of one anchor (ftp-proxy keeps one per session),
+    /// atomically; the rest of the ruleset is untouched and packets being
+    /// evaluated keep the rules they started with.
+    pub fn load_anchor(&self, path: &str, rules: &Ruleset) {
+        if uses_os(rules) {
+            self.uses_os
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let p = path.trim_start_matches('/').to_string();
-        let c = compile(rules, &p, &self.host);
-        self.anchors.insert(p, c);
+        let c = Arc::new(compile(rules, &p, &self.host));
+        self.anchors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p, c);
     }
 
-    pub fn flush_anchor(&mut self, path: &str) {
-        self.anchors.remove(path.trim_start_matches('/'));
+    pub fn flush_anchor(&self, path: &str) {
+        self.anchors
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path.trim_start_matches('/'));
     }
 
-    pub fn anchor_names(&self) -> impl Iterator<Item = &str> {
-        self.anchors.keys().map(String::as_str)
+    pub fn anchor_names(&self) -> Vec<String> {
+        self.anchors_read().keys().cloned().collect()
+    }
+
+    fn anchor(&self, path: &str) -> Option<Arc<CRuleset>> {
+        self.anchors_read().get(path).cloned()
+    }
+
+    /// The direct children of `prefix/*`, in name order.
+    fn anchor_children(&self, prefix: &str) -> Vec<Arc<CRuleset>> {
+        let start = format!("{prefix}/");
+        self.anchors_read()
+            .range(start.clone()..)
+            .take_while(|(p, _)| p.starts_with(&start))
+            .filter(|(p, _)| !p[start.len()..].contains('/'))
+            .map(|(_, a)| a.clone())
+            .collect()
     }
 
     /// Does the ruleset use the older translation syntax?
     pub fn has_legacy(&self) -> bool {
-        !self.main.legacy.is_empty() || self.anchors.values().any(|a| !a.legacy.is_empty())
+        !self.main.legacy.is_empty() || self.anchors_read().values().any(|a| !a.legacy.is_empty())
     }
 
     /// Older-syntax translation (pf.conf(5) of FreeBSD: nat/rdr/binat):
@@ -401,16 +435,12 @@ impl Engine {
             }
             if let Some(target) = &l.anchor {
                 let found = if let Some(prefix) = target.strip_suffix("/*") {
-                    let start = format!("{prefix}/");
-                    self.anchors
-                        .range(start.clone()..)
-                        .take_while(|(p, _)| p.starts_with(&start))
-                        .filter(|(p, _)| !p[start.len()..].contains('/'))
-                        .find_map(|(_, a)| self.legacy_in(a, pkt, depth + 1))
+                    self.anchor_children(prefix)
+                        .iter()
+                        .find_map(|a| self.legacy_in(a, pkt, depth + 1))
                 } else {
-                    self.anchors
-                        .get(target)
-                        .and_then(|a| self.legacy_in(a, pkt, depth + 1))
+                    self.anchor(target)
+                        .and_then(|a| self.legacy_in(&a, pkt, depth + 1))
                 };
                 if found.is_some() {
                     return found;
@@ -443,6 +473,8 @@ impl Engine {
             scrub: ScrubActions::default(),
             decided_scrub: ScrubActions::default(),
             decided_once: None,
+            log_matches_on: false,
+            log_matched: Vec::new(),
             nat: None,
             rdr: None,
             log: false,
@@ -473,6 +505,7 @@ impl Engine {
             }
         }
         v.scrub = st.scrub;
+        v.log_matched = std::mem::take(&mut st.log_matched);
         v.nat = nat.as_ref().map(|x| x.0.clone());
         v.nat_pool = nat.map(|x| x.1);
         v.rdr = rdr.as_ref().map(|x| x.0.clone());
@@ -512,26 +545,30 @@ impl Engine {
                 anchor: rs.path.clone(),
                 nr: r.nr,
             };
+            if !matches!(r.kind, Kind::Anchor(_)) {
+                st.log_matches_on |= r.log_matches;
+                if st.log_matches_on {
+                    let a = match r.kind {
+                        Kind::Pass => MatchAction::Pass,
+                        Kind::Block(_) => MatchAction::Block,
+                        _ => MatchAction::Match,
+                    };
+                    st.log_matched.push((me(), a));
+                }
+            }
             match &r.kind {
                 Kind::Anchor(t) => {
                     let before = st.decided.as_ref().map(|d| d.1.clone());
                     let stop = match t {
                         Target::Inline(child) => self.run(child, pkt, st, depth + 1),
-                        Target::Named(p) => match self.anchors.get(p) {
-                            Some(child) => self.run(child, pkt, st, depth + 1),
+                        Target::Named(p) => match self.anchor(p) {
+                            Some(child) => self.run(&child, pkt, st, depth + 1),
                             None => false,
                         },
                         Target::Wildcard(prefix) => {
                             let mut stop = false;
-                            let start = format!("{prefix}/");
-                            for (p, child) in self.anchors.range(start.clone()..) {
-                                let Some(rest) = p.strip_prefix(&start) else {
-                                    break;
-                                };
-                                if rest.contains('/') {
-                                    continue;
-                                }
-                                if self.run(child, pkt, st, depth + 1) {
+                            for child in self.anchor_children(prefix) {
+                                if self.run(&child, pkt, st, depth + 1) {
                                     stop = true;
                                     break;
                                 }
@@ -768,6 +805,7 @@ fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
         quick: false,
         log: r.log.is_some(),
         log_all: false,
+        log_matches: false,
         dir: r.dir,
         iface: r.ifname.clone(),
         af: r.af,
@@ -996,6 +1034,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             quick: r.quick,
             log: r.log.is_some(),
             log_all: r.log.as_ref().is_some_and(|l| l.all),
+            log_matches: r.log.as_ref().is_some_and(|l| l.matches),
             dir: r.dir,
             iface: r.ifname.clone(),
             af: r.af,

@@ -56,6 +56,9 @@ pub struct Decision {
     pub nat: Option<(FlowKey, FlowKey)>,
     /// A fragment held for reassembly: nothing is decided yet.
     pub held: bool,
+    /// `log (matches)`: rules matched from the logging rule on, each to be
+    /// logged with its own action.
+    pub log_matched: Vec<(RuleRef, crate::packet::MatchAction)>,
     /// This fragment completed a datagram: the decision is the whole
     /// datagram's, and this is the datagram (rewritten if translated) to
     /// send instead of the fragment.
@@ -75,6 +78,7 @@ impl Decision {
             generated: Vec::new(),
             nat: None,
             held: false,
+            log_matched: Vec::new(),
             reassembled: None,
         }
     }
@@ -364,6 +368,7 @@ impl Filter {
             generated: Vec::new(),
             nat: None,
             held: false,
+            log_matched: Vec::new(),
             reassembled: None,
         };
         let tracked = match tcp_seg {
@@ -523,6 +528,7 @@ impl Filter {
             generated: Vec::new(),
             nat: None,
             held: false,
+            log_matched: v.log_matched.clone(),
             reassembled: None,
         };
         if let VerdictAction::Block(p) = v.action {
@@ -804,6 +810,7 @@ impl Filter {
             generated: Vec::new(),
             nat,
             held: false,
+            log_matched: Vec::new(),
             reassembled: None,
         })
     }

@@ -142,6 +142,9 @@ pub struct Verdict {
     pub log: bool,
     /// The deciding rule logs every packet of its state (`log (all)`).
     pub log_all: bool,
+    /// `log (matches)`: the rules that matched from that rule on, each
+    /// logged with its action (pass, block, match).
+    pub log_matched: Vec<(RuleRef, MatchAction)>,
     /// Rules whose `nat-to` / `rdr-to` apply (the last matching one wins).
     pub nat: Option<RuleRef>,
     pub rdr: Option<RuleRef>,
@@ -164,6 +167,7 @@ impl Verdict {
             tag: None,
             log: false,
             log_all: false,
+            log_matched: Vec::new(),
             nat: None,
             rdr: None,
             nat_pool: None,
@@ -178,6 +182,14 @@ impl Verdict {
 
 /// The rule that decided so far: its action, reference and pools.
 pub(crate) type Decided = (VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>);
+
+/// The action of a rule that matched, for `log (matches)` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchAction {
+    Pass,
+    Block,
+    Match,
+}
 
 /// Deterministic per-rule coin for `probability`: both evaluators use it.
 pub fn probability_hit(random: u32, rule: &RuleRef, p: u32) -> bool {

@@ -29,6 +29,8 @@ struct St {
     decided_log: bool,
     scrub: ScrubActions,
     decided_scrub: ScrubActions,
+    log_matches_on: bool,
+    log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
     log: bool,
@@ -44,6 +46,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         decided_log: false,
         scrub: ScrubActions::default(),
         decided_scrub: ScrubActions::default(),
+        log_matches_on: false,
+        log_matched: Vec::new(),
         nat: None,
         rdr: None,
         log: false,
@@ -71,6 +75,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         st.scrub.merge(&st.decided_scrub);
     }
     v.scrub = st.scrub;
+    v.log_matched = std::mem::take(&mut st.log_matched);
     v.nat = nat.as_ref().map(|x| x.0.clone());
     v.nat_pool = nat.map(|x| x.1);
     v.rdr = rdr.as_ref().map(|x| x.0.clone());
@@ -124,6 +129,19 @@ fn ruleset(
         }
         if let Some(t) = &r.tag {
             st.tag = Some(t.clone());
+        }
+        if !matches!(r.action, Action::Anchor(_)) {
+            if r.log.as_ref().is_some_and(|l| l.matches) {
+                st.log_matches_on = true;
+            }
+            if st.log_matches_on {
+                let a = match r.action {
+                    Action::Pass => MatchAction::Pass,
+                    Action::Block(_) => MatchAction::Block,
+                    _ => MatchAction::Match,
+                };
+                st.log_matched.push((me.clone(), a));
+            }
         }
         match &r.action {
             Action::Anchor(_) => {

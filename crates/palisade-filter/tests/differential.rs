@@ -134,7 +134,7 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
         s.push_str(" quick");
     }
     if rng.chance(10) {
-        s.push_str(" log");
+        s.push_str(rng.pick(&[" log", " log (matches)", " log (all)"]));
     }
     s.push(' ');
     s.push_str(&head(rng, false));
@@ -333,7 +333,7 @@ fn compiled_engine_agrees_with_reference() {
                 anchors.insert(name.to_string(), c.main);
             }
         }
-        let mut engine = Engine::new(&config, host());
+        let engine = Engine::new(&config, host());
         for (k, v) in &anchors {
             engine.load_anchor(k, v);
         }

@@ -157,7 +157,7 @@ fn binat_both_ways() {
 fn rdr_anchor_children_loaded_at_run_time() {
     // Scenario S5: ftp-proxy keeps one anchor per session under ftp-proxy/.
     let c = config("rdr-anchor \"ftp-proxy/*\"\nanchor \"ftp-proxy/*\"\nblock all\n");
-    let mut engine = Engine::new(&c, host());
+    let engine = Engine::new(&c, host());
     let session = config("rdr pass on em0 proto tcp from 198.51.100.7 to 203.0.113.2 port 50000 -> 10.0.0.21 port 20\n");
     engine.load_anchor("ftp-proxy/4711.1", &session.main);
     let mut f = Filter::new(Arc::new(engine), &c, 1);
@@ -172,4 +172,40 @@ fn rdr_anchor_children_loaded_at_run_time() {
         f.process(&mut other, "em0", In, 0).action,
         VerdictAction::Block(_)
     ));
+}
+
+#[test]
+fn an_anchor_is_replaced_at_run_time_without_touching_the_rest() {
+    let c = config(
+        "anchor \"ftp-proxy/*\"\npass in proto tcp to port 22\nblock in proto tcp to port 21\n",
+    );
+    let f_engine = Arc::new(Engine::new(&c, host()));
+    let mut f = Filter::new(f_engine.clone(), &c, 1);
+    let probe = |f: &mut Filter, dport: u16, sp: u16| {
+        let mut p = tcp("198.51.100.7", "203.0.113.2", sp, dport, 1, 0, 0x02);
+        let d = f.process(&mut p, "em0", In, 0);
+        (d.action == VerdictAction::Pass, d.rule.map(|r| r.anchor))
+    };
+    assert_eq!(
+        probe(&mut f, 50000, 1),
+        (true, None),
+        "default pass, no anchor yet"
+    );
+    // The engine is shared (Arc): the anchor is swapped through it.
+    f_engine.load_anchor(
+        "ftp-proxy/1",
+        &config("block in quick proto tcp to port 50000\n").main,
+    );
+    assert_eq!(probe(&mut f, 50000, 2), (false, Some("ftp-proxy/1".into())));
+    f_engine.load_anchor(
+        "ftp-proxy/1",
+        &config("pass in quick proto tcp to port 50000\n").main,
+    );
+    assert_eq!(probe(&mut f, 50000, 3), (true, Some("ftp-proxy/1".into())));
+    // The main ruleset did not change.
+    assert_eq!(probe(&mut f, 21, 4), (false, Some(String::new())));
+    assert_eq!(probe(&mut f, 22, 5), (true, Some(String::new())));
+    f_engine.flush_anchor("ftp-proxy/1");
+    assert_eq!(probe(&mut f, 50000, 6), (true, None));
+    assert!(f_engine.anchor_names().is_empty());
 }

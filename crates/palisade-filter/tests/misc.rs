@@ -1,0 +1,196 @@
+//! log (matches), the state event stream, set limit states, random and
+//! source-hash pools, binat-to, block return over IPv6.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Direction::{In, Out};
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::packet::MatchAction;
+use palisade_filter::state::StateEvent;
+use palisade_filter::{Engine, Filter, StateMatch, VerdictAction};
+use palisade_wire::build::{self, checksums_ok};
+use palisade_wire::{parse_ip, L4};
+
+fn filter(rules: &str) -> Filter {
+    let host =
+        HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
+            .unwrap();
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 7)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn udp(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
+    build::ip(ip(src), ip(dst), 17, 64, &build::udp(sp, dp, b"x"))
+}
+
+#[test]
+fn log_matches_records_every_later_match() {
+    let mut f = filter(
+        "match in log (matches) proto udp\npass in proto udp\nblock in proto udp to port 9\n",
+    );
+    let d = f.process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0);
+    let rules: Vec<(u32, MatchAction)> = d.log_matched.iter().map(|(r, a)| (r.nr, *a)).collect();
+    assert_eq!(rules, [(0, MatchAction::Match), (1, MatchAction::Pass)]);
+    let d = f.process(&mut udp("198.51.100.1", "192.0.2.1", 2, 9), "em0", In, 0);
+    assert_eq!(d.log_matched.len(), 3);
+    assert_eq!(d.log_matched[2].1, MatchAction::Block);
+    // Without (matches) nothing is collected.
+    let mut g = filter("match in log proto udp\npass in proto udp\n");
+    assert!(g
+        .process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0)
+        .log_matched
+        .is_empty());
+}
+
+#[test]
+fn state_events_for_pfsync() {
+    let mut f = filter("pass out proto udp keep state (no-sync)\npass in proto udp\n");
+    f.states.events_enabled = true;
+    let d = f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 5000, 53),
+        "em0",
+        Out,
+        0,
+    );
+    let id = d.state_id.unwrap();
+    assert_eq!(id >> 32, 7, "the creator id is in the state id");
+    assert!(f.states.get(id).unwrap().no_sync);
+    f.process(
+        &mut udp("198.51.100.53", "192.0.2.10", 53, 5000),
+        "em0",
+        In,
+        1,
+    );
+    assert_eq!(
+        f.states.drain_events(),
+        [StateEvent::Insert(id), StateEvent::Update(id)]
+    );
+    f.states.expire(10_000_000);
+    assert_eq!(f.states.drain_events(), [StateEvent::Delete(id)]);
+    // Disabled, nothing piles up.
+    let mut g = filter("pass out proto udp\n");
+    g.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 5000, 53),
+        "em0",
+        Out,
+        0,
+    );
+    assert!(g.states.drain_events().is_empty());
+}
+
+#[test]
+fn set_limit_states() {
+    let mut f = filter("set limit states 2\npass out proto udp\n");
+    for p in 0..2 {
+        assert_eq!(
+            f.process(
+                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                "em0",
+                Out,
+                0
+            )
+            .state,
+            StateMatch::New
+        );
+    }
+    let d = f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 9, 53),
+        "em0",
+        Out,
+        0,
+    );
+    assert!(matches!(d.action, VerdictAction::Block(_)));
+    assert_eq!(d.reason, "state-limit");
+}
+
+#[test]
+fn random_and_source_hash_pools() {
+    let mut f = filter(
+        "match out on em0 inet proto udp to port 53 nat-to 198.18.0.0/24 random\n\
+         match out on em0 inet proto udp to port 123 nat-to 198.18.1.0/24 source-hash 0x0123456789abcdef0123456789abcdef\n\
+         pass out\n",
+    );
+    let mut addrs = std::collections::BTreeSet::new();
+    for p in 0..20u16 {
+        let mut q = udp("10.0.0.5", "198.51.100.53", 1000 + p, 53);
+        f.process_with(&mut q, "em0", Out, 0, p as u32 * 7919);
+        let a = parse_ip(&q).unwrap().src;
+        assert!(matches!(a, IpAddr::V4(x) if x.octets()[..3] == [198, 18, 0]));
+        addrs.insert(a);
+    }
+    assert!(addrs.len() > 5, "random spreads: {addrs:?}");
+    // Source-hash: the same source always maps to the same address.
+    let mut seen = std::collections::BTreeSet::new();
+    for p in 0..5u16 {
+        let mut q = udp("10.0.0.5", "198.51.100.1", 2000 + p, 123);
+        f.process_with(&mut q, "em0", Out, 0, p as u32);
+        seen.insert(parse_ip(&q).unwrap().src);
+    }
+    assert_eq!(seen.len(), 1);
+}
+
+#[test]
+fn binat_to_maps_both_ways() {
+    let mut f = filter("match on em0 from 10.0.0.20 to any binat-to 203.0.113.20\npass all\n");
+    let mut out = udp("10.0.0.20", "198.51.100.7", 5000, 53);
+    f.process(&mut out, "em0", Out, 0);
+    let o = parse_ip(&out).unwrap();
+    assert_eq!((o.src, o.sport()), (ip("203.0.113.20"), Some(5000)));
+    let mut inb = udp("198.51.100.8", "203.0.113.20", 6000, 161);
+    f.process(&mut inb, "em0", In, 0);
+    assert_eq!(parse_ip(&inb).unwrap().dst, ip("10.0.0.20"));
+    assert!(checksums_ok(&inb));
+}
+
+#[test]
+fn block_return_answers_over_ipv6() {
+    let mut f = filter("block return in all\n");
+    let mut syn = build::ip(
+        ip("2001:db8::7"),
+        ip("2001:db8::1"),
+        6,
+        64,
+        &build::tcp(4000, 23, 5, 0, 0x02, 100, &[], b""),
+    );
+    let d = f.process(&mut syn, "em0", In, 0);
+    let rst = &d.generated[0];
+    assert!(checksums_ok(rst));
+    assert!(matches!(
+        parse_ip(rst).unwrap().l4,
+        L4::Tcp {
+            flags: 0x14,
+            ack: 6,
+            ..
+        }
+    ));
+    let mut u = build::ip(
+        ip("2001:db8::7"),
+        ip("2001:db8::1"),
+        17,
+        64,
+        &build::udp(4000, 69, b"rrq"),
+    );
+    let d = f.process(&mut u, "em0", In, 0);
+    let unr = &d.generated[0];
+    assert!(checksums_ok(unr));
+    assert!(
+        matches!(parse_ip(unr).unwrap().l4, L4::Icmp6 { ty: 1, code: 4, .. }),
+        "port unreachable"
+    );
+    assert_eq!(parse_ip(unr).unwrap().dst, ip("2001:db8::7"));
+}
