@@ -150,6 +150,9 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     if rng.chance(8) {
         s.push_str(" probability 50%");
     }
+    if rng.chance(6) {
+        s.push_str(rng.pick(&[" received-on em1", " received-on ! em0", " received-on lan"]));
+    }
     if rng.chance(5) {
         s.push_str(" tos 0x10");
     }
@@ -292,7 +295,11 @@ fn packet(rng: &mut Rng, db: &palisade_filter::osfp::FingerprintDb) -> PacketMet
         tos: rng.pick(&[0u8, 0x10]),
         uid: None,
         gid: None,
-        received_on: None,
+        received_on: match rng.next() % 3 {
+            0 => None,
+            1 => Some("em0".into()),
+            _ => Some("em1".into()),
+        },
         random: rng.next() as u32,
         os: {
             let k = (rng.next() % (db.entries.len() as u64 + 3)) as usize;

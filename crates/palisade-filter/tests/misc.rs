@@ -194,3 +194,96 @@ fn block_return_answers_over_ipv6() {
     );
     assert_eq!(parse_ip(unr).unwrap().dst, ip("2001:db8::7"));
 }
+
+#[test]
+fn adaptive_timeouts_shorten_as_the_table_fills() {
+    // Start scaling at 2 states, reach zero at 4: with 3 states every
+    // timeout is halved (pf.conf(5) "adaptive.start", "adaptive.end").
+    let mut f = filter(
+        "set timeout { adaptive.start 2, adaptive.end 4, udp.first 60 }\npass out proto udp\n",
+    );
+    let id = f
+        .process(
+            &mut udp("192.0.2.10", "198.51.100.53", 1, 53),
+            "em0",
+            Out,
+            0,
+        )
+        .state_id
+        .unwrap();
+    let full = f.states.expires_ms(f.states.get(id).unwrap());
+    assert_eq!(full, 60_000);
+    f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 2, 53),
+        "em0",
+        Out,
+        0,
+    );
+    f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 3, 53),
+        "em0",
+        Out,
+        0,
+    );
+    assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
+}
+
+#[test]
+fn sloppy_states_skip_window_checks() {
+    let tcp = |src: &str, dst: &str, sp: u16, dp: u16, seq: u32, ack: u32, fl: u8| {
+        build::ip(
+            ip(src),
+            ip(dst),
+            6,
+            64,
+            &build::tcp(sp, dp, seq, ack, fl, 1000, &[], b"data"),
+        )
+    };
+    for (rules, pass) in [
+        ("pass out proto tcp keep state (sloppy)\n", true),
+        ("pass out proto tcp\n", false),
+    ] {
+        let mut f = filter(rules);
+        f.process(
+            &mut tcp("192.0.2.10", "198.51.100.7", 1, 80, 100, 0, 0x02),
+            "em0",
+            Out,
+            0,
+        );
+        f.process(
+            &mut tcp("198.51.100.7", "192.0.2.10", 80, 1, 500, 101, 0x12),
+            "em0",
+            In,
+            0,
+        );
+        // Far outside the window.
+        let d = f.process(
+            &mut tcp("198.51.100.7", "192.0.2.10", 80, 1, 9_000_000, 101, 0x10),
+            "em0",
+            In,
+            0,
+        );
+        assert_eq!(d.action == VerdictAction::Pass, pass, "{rules}: {d:?}");
+    }
+}
+
+#[test]
+fn received_on_matches_the_input_interface() {
+    let host = HostModel::default();
+    let out = parse_bytes(
+        "t",
+        None,
+        b"block out all\npass out received-on em1\n".to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    let e = Engine::new(&out.config, host);
+    let p = udp("10.0.0.5", "198.51.100.53", 1, 53);
+    let info = parse_ip(&p).unwrap();
+    let mut meta = palisade_filter::PacketMeta::from_ip(&info, "em0", Out);
+    assert!(matches!(e.test(&meta).action, VerdictAction::Block(_)));
+    meta.received_on = Some("em1".into());
+    assert_eq!(e.test(&meta).action, VerdictAction::Pass);
+}
