@@ -9,6 +9,7 @@ use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 
 mod replay;
+mod run;
 mod sysmodel;
 
 #[derive(Parser)]
@@ -28,6 +29,16 @@ enum Cmd {
     Check(CheckArgs),
     /// Run a capture through a pf.conf and show, per packet, what decided.
     Replay(ReplayCli),
+    /// Run the firewall on the ports the configuration names.
+    Run {
+        /// The daemon's configuration (TOML).
+        #[arg(
+            short = 'c',
+            value_name = "FILE",
+            default_value = "/etc/palisade/palisade.toml"
+        )]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -96,6 +107,13 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
+        Cmd::Run { config } => match run::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade run: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

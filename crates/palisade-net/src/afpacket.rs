@@ -1,0 +1,248 @@
+//! Network ports on AF_PACKET with a TPACKET_V3 receive ring.
+//!
+//! Written on `libc` directly: the crates that wrap AF_PACKET either lack
+//! TPACKET_V3 or hide the VLAN metadata the ring carries, and the few
+//! system calls needed are simple enough to own. Every `unsafe` block says
+//! what it relies on.
+//!
+//! The kernel strips 802.1Q tags from received frames and reports them in
+//! the ring's metadata (TP_STATUS_VLAN_VALID, tp_vlan_tci); `recv_batch`
+//! puts the tag back into the frame, so the rest of Palisade sees frames as
+//! they were on the wire.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const BLOCK_SIZE: u32 = 1 << 18;
+const BLOCK_NR: u32 = 16;
+const FRAME_SIZE: u32 = 2048;
+
+/// A network port Palisade owns.
+pub struct Port {
+    pub name: String,
+    pub ifindex: i32,
+    fd: OwnedFd,
+    ring: *mut u8,
+    ring_len: usize,
+    next_block: u32,
+}
+
+// SAFETY: the ring is only touched through &mut self.
+unsafe impl Send for Port {}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: i32, name: i32, v: &T) -> io::Result<()> {
+    // SAFETY: v points to a live value of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            v as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
+
+pub fn ifindex(name: &str) -> io::Result<i32> {
+    let c =
+        CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad name"))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no network interface named '{name}'"),
+        ));
+    }
+    Ok(i as i32)
+}
+
+impl Port {
+    /// Open `name`: bind a packet socket to it, map a receive ring, turn on
+    /// promiscuous mode (for the socket's lifetime), ignore our own sends.
+    pub fn open(name: &str) -> io::Result<Port> {
+        let ifindex = ifindex(name)?;
+        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        // SAFETY: plain socket creation.
+        let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) })?;
+        // SAFETY: raw is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+        let req = libc::tpacket_req3 {
+            tp_block_size: BLOCK_SIZE,
+            tp_block_nr: BLOCK_NR,
+            tp_frame_size: FRAME_SIZE,
+            tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * BLOCK_NR,
+            tp_retire_blk_tov: 2,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+        let ring_len = (BLOCK_SIZE * BLOCK_NR) as usize;
+        // SAFETY: mapping the ring the kernel just set up for this socket.
+        let ring = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                ring_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_LOCKED,
+                raw,
+                0,
+            )
+        };
+        if ring == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let one: libc::c_int = 1;
+        // Do not receive what we send ourselves (Linux 4.20+).
+        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
+        // SAFETY: zeroed sockaddr_ll is a valid starting value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto as u16;
+        sll.sll_ifindex = ifindex;
+        // SAFETY: sll is a valid sockaddr_ll of the size passed.
+        cvt(unsafe {
+            libc::bind(
+                raw,
+                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        })?;
+        Ok(Port {
+            name: name.to_string(),
+            ifindex,
+            fd,
+            ring: ring as *mut u8,
+            ring_len,
+            next_block: 0,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Hand every frame of the blocks the kernel has filled to `f`, then
+    /// give the blocks back. Returns the number of frames.
+    pub fn recv_batch(&mut self, mut f: impl FnMut(&mut Vec<u8>)) -> usize {
+        let mut n = 0;
+        let mut frame = Vec::with_capacity(2048);
+        loop {
+            let off = (self.next_block * BLOCK_SIZE) as usize;
+            // SAFETY: off is inside the ring (block < BLOCK_NR); the block
+            // descriptor is at the start of each block.
+            let bd = unsafe { &mut *(self.ring.add(off) as *mut libc::tpacket_block_desc) };
+            // SAFETY: the union holds the V1 header for TPACKET_V3 rings.
+            let h1 = unsafe { &mut bd.hdr.bh1 };
+            let status = unsafe { std::ptr::read_volatile(&h1.block_status) };
+            if status & libc::TP_STATUS_USER == 0 {
+                return n;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let mut p = h1.offset_to_first_pkt as usize;
+            for _ in 0..h1.num_pkts {
+                // SAFETY: the kernel placed a tpacket3_hdr at p within this block.
+                let hdr = unsafe { &*(self.ring.add(off + p) as *const libc::tpacket3_hdr) };
+                let mac = hdr.tp_mac as usize;
+                let len = hdr.tp_snaplen as usize;
+                if p + mac + len <= BLOCK_SIZE as usize {
+                    // SAFETY: bounds checked just above.
+                    let data =
+                        unsafe { std::slice::from_raw_parts(self.ring.add(off + p + mac), len) };
+                    frame.clear();
+                    if hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12 {
+                        // Put the 802.1Q tag the kernel took out back in.
+                        let tpid = if hdr.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0
+                            && hdr.hv1.tp_vlan_tpid != 0
+                        {
+                            hdr.hv1.tp_vlan_tpid
+                        } else {
+                            0x8100
+                        };
+                        frame.extend_from_slice(&data[..12]);
+                        frame.extend_from_slice(&tpid.to_be_bytes());
+                        frame.extend_from_slice(&(hdr.hv1.tp_vlan_tci as u16).to_be_bytes());
+                        frame.extend_from_slice(&data[12..]);
+                    } else {
+                        frame.extend_from_slice(data);
+                    }
+                    f(&mut frame);
+                    n += 1;
+                }
+                if hdr.tp_next_offset == 0 {
+                    break;
+                }
+                p += hdr.tp_next_offset as usize;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            // SAFETY: giving the block back to the kernel.
+            unsafe { std::ptr::write_volatile(&mut h1.block_status, libc::TP_STATUS_KERNEL) };
+            self.next_block = (self.next_block + 1) % BLOCK_NR;
+        }
+    }
+
+    /// Send one frame out of this port.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: frame is a valid buffer of the length passed; the socket is bound.
+        let r = unsafe {
+            libc::send(
+                self.fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the ring we mapped; the socket closes with fd
+        // (which also ends promiscuous mode).
+        unsafe { libc::munmap(self.ring as *mut libc::c_void, self.ring_len) };
+    }
+}
+
+/// Wait until one of the ports has frames (bounded by `timeout_ms`).
+pub fn wait(ports: &[Port], timeout_ms: i32) -> io::Result<()> {
+    let mut fds: Vec<libc::pollfd> = ports
+        .iter()
+        .map(|p| libc::pollfd {
+            fd: p.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: fds is a valid array of pollfd of the length passed.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
+}

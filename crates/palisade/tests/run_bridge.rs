@@ -1,0 +1,243 @@
+//! `palisade run` as a transparent bridge between two namespaces: real
+//! ping (IPv4 and IPv6, through ARP and neighbour discovery flooded by the
+//! bridge) and real TCP, filtered by pf.conf on the member ports.
+//!
+//!   h1 [eth0 198.18.0.1] --- [p1] fw (palisade run) [p2] --- [eth0 198.18.0.2] h2
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn palisade() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("palisade-run-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A tiny HTTP server in namespace `ns` answering every connection.
+fn serve(ns: &str, bind: &'static str) {
+    let l = in_netns(ns, move || TcpListener::bind(bind).expect("bind"))
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let body = vec![b'b'; 100_000];
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n");
+            let _ = s.write_all(&body);
+        }
+    });
+}
+
+fn code(ns: &str, args: &[&str]) -> i32 {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+fn ok(ns: &str, args: &[&str]) -> bool {
+    code(ns, args) == 0
+}
+
+/// curl's exit code and the number of bytes it downloaded.
+fn curl(ns: &str, url: &str, max: &str) -> (i32, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}", "--max-time", max, url])
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
+}
+
+#[test]
+fn bridge_filters_real_traffic() {
+    require_root();
+    let ns = Netns::new("bridge", 3);
+    let (h1, fw, h2) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&h1, "eth0", &fw, "p1");
+    ns.veth(&fw, "p2", &h2, "eth0");
+    for (h, a4, a6) in [
+        (&h1, "198.18.0.1/24", "2001:db8::1/64"),
+        (&h2, "198.18.0.2/24", "2001:db8::2/64"),
+    ] {
+        ns.exec(h, &["ip", "addr", "add", a4, "dev", "eth0"]);
+        ns.exec(h, &["ip", "addr", "add", a6, "dev", "eth0", "nodad"]);
+    }
+    serve(&h2, "198.18.0.2:8080");
+    serve(&h2, "198.18.0.2:9090");
+    serve(&h2, "[2001:db8::2]:8080");
+
+    let d = tmpdir();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\n\
+         pass proto icmp\n\
+         pass inet6 proto icmp6\n\
+         pass in on p1 proto tcp to port 8080\n\
+         pass out on p2 proto tcp to port 8080\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n\
+         [[port]]\nname = \"p1\"\n\
+         [[port]]\nname = \"p2\"\n\
+         [bridge]\nmembers = [\"p1\", \"p2\"]\n",
+    )
+    .unwrap();
+
+    // A bad pf.conf is refused with its place named, ports untouched.
+    std::fs::write(
+        d.join("bad.conf"),
+        "pass in on p1 proto tcp to port 99999\n",
+    )
+    .unwrap();
+    let badcfg = d.join("bad.toml");
+    std::fs::write(
+        &badcfg,
+        "pf = \"bad.conf\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+         [bridge]\nmembers = [\"p1\", \"p2\"]\n",
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &fw, palisade(), "run", "-c"])
+        .arg(&badcfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("bad.conf:1"), "{err}");
+    let v = ns.exec(&fw, &["cat", "/proc/sys/net/ipv6/conf/p1/disable_ipv6"]);
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
+
+    // Nothing forwards before Palisade runs: fw has no kernel bridge.
+    // (ping exits 1 for "no reply", 2 or more for errors.)
+    assert_eq!(code(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]), 1);
+
+    let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    let mut up = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        if ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
+            up = true;
+            break;
+        }
+    }
+    if !up {
+        let o = daemon.stop().unwrap();
+        panic!(
+            "no ping through the bridge; palisade said: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(
+        ok(&h1, &["ping", "-6", "-c", "2", "-W", "2", "2001:db8::2"]),
+        "IPv6 ping (neighbour discovery through the bridge)"
+    );
+
+    let (s, n) = curl(&h1, "http://198.18.0.2:8080/", "10");
+    assert!(s == 0 && n == "100000", "allowed TCP/8080: {s} {n}");
+    let (s, n) = curl(&h1, "http://[2001:db8::2]:8080/", "10");
+    assert!(
+        s == 0 && n == "100000",
+        "allowed TCP/8080 over IPv6: {s} {n}"
+    );
+    let (s, _) = curl(&h1, "http://198.18.0.2:9090/", "3");
+    // 28: timed out (dropped), not 7 (refused: it would have got through).
+    assert_eq!(s, 28, "TCP/9090 must be blocked");
+    // The other direction has no pass rule for TCP.
+    serve(&h1, "198.18.0.1:8080");
+    let (s, _) = curl(&h2, "http://198.18.0.1:8080/", "3");
+    assert_eq!(
+        s, 28,
+        "TCP from h2 to h1 must be blocked (pass in on p1 only)"
+    );
+
+    let o = daemon.stop().expect("palisade output");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "palisade run exited badly: {err}");
+    assert!(err.contains("stopping"), "{err}");
+    // IPv6 on the ports is given back.
+    let v = ns.exec(&fw, &["cat", "/proc/sys/net/ipv6/conf/p1/disable_ipv6"]);
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn bad_config_is_refused_before_touching_ports() {
+    let d = tmpdir().join("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), "pass in on p1 proto tcp to port 99999\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[port]]\nname = \"lo\"\n",
+    )
+    .unwrap();
+    let o = Command::new(palisade())
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("listed twice"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[bridge]\nmembers = [\"lo\", \"nope0\"]\n",
+    )
+    .unwrap();
+    let o = Command::new(palisade())
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'nope0' is not a [[port]]"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[bridge]\nmembers = [\"lo\", \"lo\"]\n",
+    )
+    .unwrap();
+    let o = Command::new(palisade())
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'lo' is listed twice"), "{err}");
+
+    std::fs::write(&cfg, "pf = \"pf.conf\"\nbogus = 1\n").unwrap();
+    let o = Command::new(palisade())
+        .args(["run", "-c", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bogus"), "{err}");
+    assert!(err.contains("palisade.toml"), "{err}");
+}
