@@ -1,9 +1,10 @@
 //! palisade-net: the Linux data plane.
 //!
-//! Owns the network ports (AF_PACKET rings), the transparent bridge and,
-//! later, the router, VLAN interfaces, ARP/NDP and the host interface. It
+//! Owns the network ports (AF_PACKET rings), the daemon configuration,
+//! logical interfaces (VLANs), bridges, the router and ARP/NDP. It
 //! moves frames and asks palisade-filter what to do with the IP packets
 //! among them; it knows nothing of rule semantics.
 
 pub mod afpacket;
-pub mod bridge;
+pub mod config;
+pub mod dataplane;

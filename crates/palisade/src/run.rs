@@ -7,50 +7,21 @@
 //! no router solicitations or neighbour discovery from the kernel); SIGTERM
 //! and SIGINT put that back.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Deserialize;
-
+use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 use palisade_filter::{Engine, Filter};
 use palisade_net::afpacket::{self, Port};
-use palisade_net::bridge::Bridge;
+use palisade_net::config::Config;
+use palisade_net::dataplane::{Dataplane, Mac};
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The pf.conf, relative to this file.
-    pub pf: PathBuf,
-    #[serde(default)]
-    pub port: Vec<PortConf>,
-    pub bridge: Option<BridgeConf>,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct PortConf {
-    pub name: String,
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct BridgeConf {
-    #[serde(default = "default_bridge_name")]
-    pub name: String,
-    pub members: Vec<String>,
-}
-
-fn default_bridge_name() -> String {
-    "bridge0".into()
-}
-
-/// Read and check the daemon's configuration; errors name the file, the
-/// key or line, and the problem.
-pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config), String> {
+/// Read and check the daemon's configuration and its pf.conf; errors name
+/// the file, the line and the problem. Nothing is touched.
+pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         format!(
             "{}: cannot read: {}",
@@ -58,56 +29,34 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config), String> 
             palisade_conf::io_reason(&e)
         )
     })?;
-    let cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut names = HashSet::new();
-    for p in &cfg.port {
-        if !names.insert(p.name.clone()) {
-            return Err(format!(
-                "{}: port '{}' is listed twice",
-                path.display(),
-                p.name
-            ));
-        }
-        afpacket::ifindex(&p.name)
-            .map_err(|e| format!("{}: port '{}': {e}", path.display(), p.name))?;
-    }
-    let Some(br) = &cfg.bridge else {
-        return Err(format!(
-            "{}: nothing to do: no [bridge] (the router comes later)",
-            path.display()
-        ));
-    };
-    if br.members.len() < 2 {
-        return Err(format!(
-            "{}: bridge.members needs at least two ports",
-            path.display()
-        ));
-    }
-    let mut seen = HashSet::new();
-    for m in &br.members {
-        if !seen.insert(m) {
-            return Err(format!(
-                "{}: bridge.members: '{m}' is listed twice",
-                path.display()
-            ));
-        }
-        if !names.contains(m) {
-            return Err(format!(
-                "{}: bridge.members: '{m}' is not a [[port]]",
-                path.display()
-            ));
-        }
-    }
+    let cfg = Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok())?;
+    let mut host = crate::sysmodel::from_system();
+    host.interfaces = cfg.host_interfaces();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let opts = ParseOptions {
-        host: crate::sysmodel::from_system(),
+        host: host.clone(),
         ..Default::default()
     };
     let out = parse_input(Input::File(&pf), &opts);
     if out.errors > 0 {
         return Err(out.stderr.join("\n"));
     }
-    Ok((cfg, out.config))
+    for w in &out.stderr {
+        eprintln!("{w}");
+    }
+    Ok((cfg, out.config, host))
+}
+
+fn port_mac(name: &str) -> Result<Mac, String> {
+    let t = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .map_err(|e| format!("port '{name}': cannot read its address: {e}"))?;
+    let b: Vec<u8> = t
+        .trim()
+        .split(':')
+        .filter_map(|x| u8::from_str_radix(x, 16).ok())
+        .collect();
+    b.try_into()
+        .map_err(|_| format!("port '{name}': not an Ethernet interface"))
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -116,7 +65,8 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Per-port kernel settings we change and put back.
+/// Per-port kernel settings we change and put back: the kernel must not
+/// talk on ports Palisade owns (no IPv6, no ARP answers, no forwarding).
 struct Isolation {
     saved: Vec<(PathBuf, String)>,
 }
@@ -125,10 +75,16 @@ impl Isolation {
     fn apply(ports: &[String]) -> Isolation {
         let mut saved = Vec::new();
         for p in ports {
-            let f = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"));
-            if let Ok(old) = std::fs::read_to_string(&f) {
-                if std::fs::write(&f, "1").is_ok() {
-                    saved.push((f, old.trim().to_string()));
+            for (f, v) in [
+                (format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"), "1"),
+                (format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore"), "8"),
+                (format!("/proc/sys/net/ipv4/conf/{p}/forwarding"), "0"),
+            ] {
+                let f = PathBuf::from(f);
+                if let Ok(old) = std::fs::read_to_string(&f) {
+                    if std::fs::write(&f, v).is_ok() {
+                        saved.push((f, old.trim().to_string()));
+                    }
                 }
             }
         }
@@ -138,51 +94,72 @@ impl Isolation {
 
 impl Drop for Isolation {
     fn drop(&mut self) {
-        for (f, v) in &self.saved {
+        for (f, v) in self.saved.iter().rev() {
             let _ = std::fs::write(f, v);
         }
     }
 }
 
 pub fn run(path: &Path) -> Result<(), String> {
-    let (cfg, pf) = load(path)?;
-    let br = cfg.bridge.expect("checked in load");
-    let engine = Arc::new(Engine::new(&pf, crate::sysmodel::from_system()));
-    let mut filter = Filter::new(engine, &pf, 1);
+    let (cfg, pf, host) = load(path)?;
+    let engine = Arc::new(Engine::new(&pf, host));
+    let filter = Filter::new(engine, &pf, 1);
+    let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
+    let macs = names
+        .iter()
+        .map(|n| port_mac(n))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut ports = Vec::new();
-    for m in &br.members {
-        ports.push(Port::open(m).map_err(|e| format!("port '{m}': {e}"))?);
+    for n in &names {
+        ports.push(Port::open(n).map_err(|e| format!("port '{n}': {e}"))?);
     }
-    let _iso = Isolation::apply(&br.members);
+    let _iso = Isolation::apply(&names);
     // SAFETY: installing an async-signal-safe handler that only stores a flag.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
     }
-    let mut bridge = Bridge::new(br.members.clone());
+    let summary: Vec<String> = cfg
+        .ifaces
+        .iter()
+        .map(|i| {
+            let a: Vec<String> = i
+                .addresses
+                .iter()
+                .map(|p| format!("{}/{}", p.ip, p.bits))
+                .collect();
+            format!("{}[{}]", i.name, a.join(","))
+        })
+        .collect();
     eprintln!(
-        "palisade: {} bridging {} ({} rules)",
-        br.name,
-        br.members.join(" "),
+        "palisade: running: {} ({} rules)",
+        summary.join(" "),
         pf.main.rules.len()
     );
+    let mut dp = Dataplane::new(cfg, &macs, filter);
     let start = Instant::now();
+    let send = |ports: &[Port], outs: Vec<(usize, Vec<u8>)>| {
+        for (p, f) in outs {
+            if let Err(e) = ports[p].send(&f) {
+                eprintln!("palisade: send on {}: {e}", ports[p].name);
+            }
+        }
+    };
+    send(&ports, dp.start(0));
+    let mut last_tick = 0;
     while !STOP.load(Ordering::SeqCst) {
-        afpacket::wait(&ports, 200).map_err(|e| format!("poll: {e}"))?;
+        afpacket::wait(&ports, 100).map_err(|e| format!("poll: {e}"))?;
         let now = start.elapsed().as_millis() as u64;
         for i in 0..ports.len() {
             let mut outs = Vec::new();
-            ports[i].recv_batch(|frame| outs.extend(bridge.input(&mut filter, i, frame, now)));
-            for (p, f) in outs {
-                if let Err(e) = ports[p].send(&f) {
-                    eprintln!("palisade: send on {}: {e}", ports[p].name);
-                }
-            }
+            ports[i].recv_batch(|frame| outs.extend(dp.input(i, frame, now)));
+            send(&ports, outs);
+        }
+        if now >= last_tick + 1000 {
+            last_tick = now;
+            send(&ports, dp.tick(now));
         }
     }
-    eprintln!(
-        "palisade: stopping ({} frames, {} passed, {} blocked)",
-        bridge.counters.frames, filter.counters.passed, filter.counters.blocked
-    );
+    eprintln!("palisade: stopping: {:?}", dp.counters);
     Ok(())
 }

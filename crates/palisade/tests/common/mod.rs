@@ -7,6 +7,8 @@
 //! never changed.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -157,4 +159,50 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         assert!(t.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A tiny HTTP server in namespace `ns` answering every connection.
+pub fn serve(ns: &str, bind: &'static str) {
+    let l = in_netns(ns, move || TcpListener::bind(bind).expect("bind"))
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let body = vec![b'b'; 100_000];
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n");
+            let _ = s.write_all(&body);
+        }
+    });
+}
+
+pub fn code(ns: &str, args: &[&str]) -> i32 {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+        .status
+        .code()
+        .unwrap_or(-1)
+}
+
+pub fn ok(ns: &str, args: &[&str]) -> bool {
+    code(ns, args) == 0
+}
+
+/// curl's exit code and the number of bytes it downloaded.
+pub fn curl(ns: &str, url: &str, max: &str) -> (i32, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}", "--max-time", max, url])
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).to_string(),
+    )
 }

@@ -1,0 +1,652 @@
+//! The daemon's configuration (`palisade.toml`): what OpenBSD keeps in
+//! hostname.if(5), mygate and sysctl.conf. Parsed and checked completely
+//! before anything is touched; every error names the file, the line and
+//! the problem.
+//!
+//! ```toml
+//! pf = "pf.conf"
+//! [[port]]                 # a Linux interface Palisade owns
+//! name = "eth1"
+//! [[interface]]            # a logical interface, named as pf.conf names it
+//! name = "vlan1234"
+//! port = "eth1"
+//! vlan = 1234              # optional 802.1Q id
+//! addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+//! groups = ["lan"]
+//! proxy-arp = ["198.51.100.16/28"]   # answer ARP/NDP for these here
+//! [[bridge]]
+//! name = "bridge0"
+//! members = ["wan", "dmz"]
+//! addresses = ["203.0.113.2/24"]     # optional
+//! [[route]]
+//! to = "default"           # or a prefix
+//! via = "203.0.113.1"      # a gateway, or:
+//! interface = "wan"        # directly reachable through that interface
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Raw {
+    pf: Spanned<String>,
+    #[serde(default)]
+    port: Vec<RawPort>,
+    #[serde(default)]
+    interface: Vec<RawIface>,
+    #[serde(default)]
+    bridge: Vec<RawBridge>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPort {
+    name: Spanned<String>,
+    mtu: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawIface {
+    name: Spanned<String>,
+    port: Spanned<String>,
+    vlan: Option<Spanned<i64>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    proxy_arp: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBridge {
+    name: Spanned<String>,
+    members: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    proxy_arp: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRoute {
+    to: Spanned<String>,
+    via: Option<Spanned<String>>,
+    interface: Option<Spanned<String>>,
+}
+
+/// An address with its prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    pub ip: IpAddr,
+    pub bits: u8,
+}
+
+impl Prefix {
+    pub fn parse(s: &str) -> Result<Prefix, String> {
+        let (a, b) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let ip: IpAddr = a.parse().map_err(|_| format!("'{s}' is not an address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = match b {
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("'{s}': prefix length must be 0..{max}"))?,
+            None => max,
+        };
+        Ok(Prefix { ip, bits })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = if self.bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.bits)
+                };
+                u32::from(n) & m == u32::from(*a) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = if self.bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.bits)
+                };
+                u128::from(n) & m == u128::from(*a) & m
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A logical interface: a port, a port + VLAN, or a bridge.
+#[derive(Clone, Debug)]
+pub struct Iface {
+    pub name: String,
+    /// Index into `Config::ports`; None for a bridge.
+    pub port: Option<usize>,
+    pub vlan: Option<u16>,
+    pub addresses: Vec<Prefix>,
+    pub groups: Vec<String>,
+    pub proxy: Vec<Prefix>,
+    /// For a member: its bridge (index into `ifaces`).
+    pub bridge: Option<usize>,
+    /// For a bridge: its members.
+    pub members: Vec<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub to: Prefix,
+    pub via: Option<IpAddr>,
+    /// Index into `ifaces` (for `interface =` routes).
+    pub iface: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PortConf {
+    pub name: String,
+    pub mtu: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub pf: PathBuf,
+    pub ports: Vec<PortConf>,
+    pub ifaces: Vec<Iface>,
+    pub routes: Vec<Route>,
+}
+
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].matches('\n').count() + 1
+}
+
+struct Ctx<'a> {
+    file: String,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&self, s: &Spanned<T>, msg: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}: {msg}",
+            self.file,
+            line_of(self.text, s.span().start)
+        )
+    }
+}
+
+impl Config {
+    /// Parse and check `text` (the contents of `path`). `port_exists`
+    /// says whether a Linux interface of that name exists.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        port_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Config, String> {
+        let file = path.display().to_string();
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            format!("{file}:{line}: {}", e.message())
+        })?;
+        let cx = Ctx { file, text };
+        let mut ports = Vec::new();
+        let mut port_ix = HashMap::new();
+        for p in &raw.port {
+            let name = p.name.get_ref();
+            if port_ix.insert(name.clone(), ports.len()).is_some() {
+                return Err(cx.err(&p.name, format!("port '{name}' is listed twice")));
+            }
+            if !port_exists(name) {
+                return Err(cx.err(
+                    &p.name,
+                    format!("port '{name}': no network interface of that name"),
+                ));
+            }
+            let mtu = match &p.mtu {
+                Some(m) if !(576..=9216).contains(m.get_ref()) => {
+                    return Err(cx.err(m, "mtu must be 576..9216"));
+                }
+                Some(m) => *m.get_ref() as u16,
+                None => 1500,
+            };
+            ports.push(PortConf {
+                name: name.clone(),
+                mtu,
+            });
+        }
+        let mut ifaces: Vec<Iface> = Vec::new();
+        let mut if_ix: HashMap<String, usize> = HashMap::new();
+        let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
+        let mut addrs = |cx: &Ctx, list: &[Spanned<String>], owner: &str| {
+            let mut out = Vec::new();
+            for a in list {
+                let p = Prefix::parse(a.get_ref()).map_err(|e| cx.err(a, e))?;
+                if let Some(o) = seen_addr.insert(p.ip, owner.to_string()) {
+                    return Err(
+                        cx.err(a, format!("address {} is already on interface '{o}'", p.ip))
+                    );
+                }
+                out.push(p);
+            }
+            Ok::<_, String>(out)
+        };
+        let prefixes = |cx: &Ctx, list: &[Spanned<String>]| {
+            list.iter()
+                .map(|a| Prefix::parse(a.get_ref()).map_err(|e| cx.err(a, e)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let names_ok = |cx: &Ctx, n: &Spanned<String>| {
+            let s = n.get_ref();
+            if s.is_empty()
+                || s.len() > 15
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                || s.chars().next().is_some_and(|c| c.is_ascii_digit())
+            {
+                return Err(cx.err(
+                    n,
+                    format!(
+                        "'{s}' is not a usable interface name (letters, digits, . _ -; at most 15)"
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let mut port_vlan: HashMap<(usize, Option<u16>), String> = HashMap::new();
+        for i in &raw.interface {
+            names_ok(&cx, &i.name)?;
+            let name = i.name.get_ref().clone();
+            if if_ix.contains_key(&name) {
+                return Err(cx.err(&i.name, format!("interface '{name}' is defined twice")));
+            }
+            let Some(&port) = port_ix.get(i.port.get_ref()) else {
+                return Err(cx.err(
+                    &i.port,
+                    format!(
+                        "interface '{name}': '{}' is not a [[port]]",
+                        i.port.get_ref()
+                    ),
+                ));
+            };
+            let vlan = match &i.vlan {
+                Some(v) if !(1..=4094).contains(v.get_ref()) => {
+                    return Err(
+                        cx.err(v, format!("VLAN id {} out of range (1..4094)", v.get_ref()))
+                    );
+                }
+                Some(v) => Some(*v.get_ref() as u16),
+                None => None,
+            };
+            if let Some(o) = port_vlan.insert((port, vlan), name.clone()) {
+                let what = match vlan {
+                    Some(v) => format!("VLAN {v} of port '{}'", ports[port].name),
+                    None => format!("port '{}' (untagged)", ports[port].name),
+                };
+                return Err(cx.err(&i.port, format!("{what} is already interface '{o}'")));
+            }
+            let addresses = addrs(&cx, &i.addresses, &name)?;
+            if_ix.insert(name.clone(), ifaces.len());
+            ifaces.push(Iface {
+                name,
+                port: Some(port),
+                vlan,
+                addresses,
+                groups: i.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                proxy: prefixes(&cx, &i.proxy_arp)?,
+                bridge: None,
+                members: Vec::new(),
+            });
+        }
+        // A port listed without an [[interface]] is an interface of its own name.
+        for (pi, p) in ports.iter().enumerate() {
+            if !port_vlan.keys().any(|(q, _)| *q == pi) && !if_ix.contains_key(&p.name) {
+                if_ix.insert(p.name.clone(), ifaces.len());
+                ifaces.push(Iface {
+                    name: p.name.clone(),
+                    port: Some(pi),
+                    vlan: None,
+                    addresses: Vec::new(),
+                    groups: Vec::new(),
+                    proxy: Vec::new(),
+                    bridge: None,
+                    members: Vec::new(),
+                });
+            }
+        }
+        for b in &raw.bridge {
+            names_ok(&cx, &b.name)?;
+            let name = b.name.get_ref().clone();
+            if if_ix.contains_key(&name) {
+                return Err(cx.err(&b.name, format!("interface '{name}' is defined twice")));
+            }
+            let bi = ifaces.len();
+            let mut members = Vec::new();
+            for m in b.members.get_ref() {
+                let Some(&mi) = if_ix.get(m.get_ref()) else {
+                    return Err(cx.err(
+                        m,
+                        format!("bridge '{name}': '{}' is not an interface", m.get_ref()),
+                    ));
+                };
+                if members.contains(&mi) {
+                    return Err(cx.err(m, format!("'{}' is listed twice", m.get_ref())));
+                }
+                if let Some(o) = ifaces[mi].bridge {
+                    return Err(cx.err(
+                        m,
+                        format!(
+                            "'{}' is already a member of bridge '{}'",
+                            m.get_ref(),
+                            ifaces[o].name
+                        ),
+                    ));
+                }
+                if ifaces[mi].port.is_none() {
+                    return Err(cx.err(m, "a bridge cannot be a member of a bridge"));
+                }
+                if !ifaces[mi].addresses.is_empty() {
+                    return Err(cx.err(
+                        m,
+                        format!(
+                            "bridge member '{}' has addresses; give them to the bridge '{name}'",
+                            m.get_ref()
+                        ),
+                    ));
+                }
+                ifaces[mi].bridge = Some(bi);
+                members.push(mi);
+            }
+            if members.len() < 2 {
+                return Err(cx.err(&b.members, "a bridge needs at least two members"));
+            }
+            let addresses = addrs(&cx, &b.addresses, &name)?;
+            if_ix.insert(name.clone(), bi);
+            ifaces.push(Iface {
+                name,
+                port: None,
+                vlan: None,
+                addresses,
+                groups: b.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                proxy: prefixes(&cx, &b.proxy_arp)?,
+                bridge: None,
+                members,
+            });
+        }
+        let mut routes = Vec::new();
+        for r in &raw.route {
+            let to = match r.to.get_ref().as_str() {
+                "default" => None,
+                s => Some(Prefix::parse(s).map_err(|e| cx.err(&r.to, e))?),
+            };
+            let iface = match &r.interface {
+                Some(n) => {
+                    let Some(&i) = if_ix.get(n.get_ref()) else {
+                        return Err(cx.err(n, format!("'{}' is not an interface", n.get_ref())));
+                    };
+                    if ifaces[i].bridge.is_some() {
+                        return Err(cx.err(
+                            n,
+                            format!(
+                                "'{}' is a bridge member; route through the bridge",
+                                n.get_ref()
+                            ),
+                        ));
+                    }
+                    Some(i)
+                }
+                None => None,
+            };
+            let via = match &r.via {
+                Some(v) => Some(
+                    v.get_ref()
+                        .parse::<IpAddr>()
+                        .map_err(|_| cx.err(v, format!("'{}' is not an address", v.get_ref())))?,
+                ),
+                None => None,
+            };
+            if via.is_none() && iface.is_none() {
+                return Err(cx.err(&r.to, "a route needs `via` (a gateway) or `interface`"));
+            }
+            let fam_v6 = match (&to, via) {
+                (Some(p), _) => p.ip.is_ipv6(),
+                (None, Some(v)) => v.is_ipv6(),
+                (None, None) => {
+                    return Err(cx.err(
+                        &r.to,
+                        "a default route through an interface needs `via` to know its family",
+                    ))
+                }
+            };
+            if let Some(v) = via {
+                if v.is_ipv6() != fam_v6 {
+                    return Err(cx.err(
+                        r.via.as_ref().unwrap(),
+                        "gateway and destination are of different address families",
+                    ));
+                }
+            }
+            let to = to.unwrap_or(Prefix {
+                ip: if fam_v6 {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                },
+                bits: 0,
+            });
+            routes.push((r, Route { to, via, iface }));
+        }
+        // Every gateway must be reachable: on a connected subnet or through
+        // an interface route (`route add -net GW -iface em0`).
+        for (r, rt) in &routes {
+            let Some(gw) = rt.via else { continue };
+            let connected = ifaces
+                .iter()
+                .any(|i| i.bridge.is_none() && i.addresses.iter().any(|p| p.contains(&gw)));
+            let by_iface = routes
+                .iter()
+                .any(|(_, o)| o.via.is_none() && o.iface.is_some() && o.to.contains(&gw));
+            let pinned = rt.iface.is_some();
+            if !connected && !by_iface && !pinned {
+                return Err(cx.err(
+                    r.via.as_ref().unwrap(),
+                    format!(
+                        "gateway {gw} is not reachable: no interface's subnet contains it and no \
+                         `interface =` route leads to it"
+                    ),
+                ));
+            }
+        }
+        let mut seen_routes = HashSet::new();
+        for (r, rt) in &routes {
+            if !seen_routes.insert(rt.to) {
+                return Err(cx.err(
+                    &r.to,
+                    format!("a second route to {}/{}", rt.to.ip, rt.to.bits),
+                ));
+            }
+        }
+        Ok(Config {
+            pf: PathBuf::from(raw.pf.into_inner()),
+            ports,
+            ifaces,
+            routes: routes.into_iter().map(|(_, r)| r).collect(),
+        })
+    }
+
+    pub fn iface(&self, name: &str) -> Option<usize> {
+        self.ifaces.iter().position(|i| i.name == name)
+    }
+
+    /// The interfaces as pf.conf sees them (for `palisade_conf`'s host
+    /// model): logical interfaces and bridges with their addresses and
+    /// groups; `egress` is the group of the interfaces with a default route.
+    pub fn host_interfaces(&self) -> Vec<palisade_conf::host::Interface> {
+        let mut egress = HashSet::new();
+        for r in &self.routes {
+            if r.to.bits != 0 {
+                continue;
+            }
+            if let Some(i) = r.iface.or_else(|| r.via.and_then(|g| self.connected(&g))) {
+                egress.insert(i);
+            }
+        }
+        self.ifaces
+            .iter()
+            .enumerate()
+            .map(|(ix, i)| {
+                let mut groups = i.groups.clone();
+                if egress.contains(&ix) && !groups.iter().any(|g| g == "egress") {
+                    groups.push("egress".into());
+                }
+                if i.port.is_none() {
+                    groups.push("bridge".into());
+                } else if i.vlan.is_some() {
+                    groups.push("vlan".into());
+                }
+                palisade_conf::host::Interface {
+                    name: i.name.clone(),
+                    groups,
+                    loopback: false,
+                    addrs: i
+                        .addresses
+                        .iter()
+                        .map(|p| palisade_conf::host::IfAddr {
+                            ip: p.ip,
+                            bits: p.bits,
+                            peer: None,
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The interface whose subnet contains `ip`.
+    pub fn connected(&self, ip: &IpAddr) -> Option<usize> {
+        self.ifaces
+            .iter()
+            .position(|i| i.bridge.is_none() && i.addresses.iter().any(|p| p.contains(ip)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Config, String> {
+        Config::parse(Path::new("p.toml"), t, &|n| n.starts_with("eth"))
+    }
+
+    const GOOD: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+[[interface]]
+name = "dmz"
+port = "eth1"
+[[interface]]
+name = "vlan1234"
+port = "eth2"
+vlan = 1234
+addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+proxy-arp = ["198.51.100.16/28"]
+groups = ["lan"]
+[[bridge]]
+name = "bridge0"
+members = ["wan", "dmz"]
+addresses = ["203.0.113.2/32"]
+[[route]]
+to = "203.0.113.1/32"
+interface = "bridge0"
+[[route]]
+to = "default"
+via = "203.0.113.1"
+"#;
+
+    #[test]
+    fn good_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.ports.len(), 3);
+        assert_eq!(c.ifaces.len(), 4);
+        let b = c.iface("bridge0").unwrap();
+        assert_eq!(c.ifaces[b].members.len(), 2);
+        assert_eq!(c.ifaces[c.iface("wan").unwrap()].bridge, Some(b));
+        assert_eq!(c.routes[1].to.bits, 0);
+        let h = c.host_interfaces();
+        let v = h.iter().find(|i| i.name == "vlan1234").unwrap();
+        assert!(v.groups.contains(&"lan".to_string()));
+        assert!(v.groups.contains(&"vlan".to_string()));
+    }
+
+    fn err(t: &str) -> String {
+        parse(t).expect_err("must be refused")
+    }
+
+    #[test]
+    fn errors_name_line_and_problem() {
+        let e = err(&GOOD.replace("name = \"eth2\"", "name = \"nope2\""));
+        assert!(
+            e.starts_with("p.toml:8:") && e.contains("no network interface"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("vlan = 1234", "vlan = 4095"));
+        assert!(
+            e.starts_with("p.toml:18:") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("\"203.0.113.2/32\"", "\"192.0.2.1/32\""));
+        assert!(
+            e.contains("192.0.2.1 is already on interface 'vlan1234'"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("interface = \"bridge0\"", "via = \"198.18.0.1\""));
+        assert!(e.contains("gateway 198.18.0.1 is not reachable"), "{e}");
+        let e = err(&GOOD.replace(
+            "to = \"203.0.113.1/32\"\ninterface = \"bridge0\"\n",
+            "to = \"198.18.0.0/16\"\ninterface = \"bridge0\"\n",
+        ));
+        assert!(
+            e.contains("gateway 203.0.113.1 is not reachable") && e.contains(":31:"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("groups = [\"lan\"]", "grups = [\"lan\"]"));
+        assert!(e.starts_with("p.toml:21:") && e.contains("grups"), "{e}");
+        let e = err(&GOOD.replace(
+            "members = [\"wan\", \"dmz\"]",
+            "members = [\"wan\", \"lan0\"]",
+        ));
+        assert!(e.contains("'lan0' is not an interface"), "{e}");
+        let e = err(&GOOD
+            .replace("port = \"eth2\"", "port = \"eth0\"")
+            .replace("vlan = 1234\n", ""));
+        assert!(e.contains("already interface 'wan'"), "{e}");
+        let e = err(&GOOD.replace("\"192.0.2.1/24\"", "\"192.0.2.1/33\""));
+        assert!(e.contains("prefix length"), "{e}");
+    }
+}

@@ -1,0 +1,1251 @@
+//! The data plane: frames in from ports, frames out to ports. Logical
+//! interfaces (a port or port + 802.1Q VLAN), learning bridges, and a
+//! router (longest-prefix routes, ARP/NDP with a bounded queue, proxy
+//! ARP/NDP, TTL/hop limit, ICMP errors), every IP packet filtered by pf.
+//!
+//! It does no I/O itself, so it is tested with frames in memory; the
+//! daemon feeds it from AF_PACKET rings. See docs/design-net.md for where
+//! pf runs on which path.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use palisade_conf::ir::Direction;
+use palisade_filter::Filter;
+use palisade_wire::checksum::update16;
+use palisade_wire::link::{self, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_VLAN};
+use palisade_wire::{build, parse_ip, IpInfo, L4};
+
+use crate::config::{Config, Prefix};
+
+pub type Mac = [u8; 6];
+pub const BROADCAST: Mac = [0xff; 6];
+
+/// How long a learnt bridge address and a resolved neighbour stay valid.
+const FDB_AGING_MS: u64 = 300_000;
+const NEIGH_REACHABLE_MS: u64 = 600_000;
+/// Resolution: requests sent, one per second, before giving up.
+const NEIGH_TRIES: u32 = 3;
+/// Packets waiting for one neighbour, and in all.
+const NEIGH_QUEUE: usize = 16;
+const NEIGH_QUEUE_TOTAL: usize = 1024;
+/// ICMP errors generated per second at most.
+const ICMP_ERRORS_PER_SEC: u32 = 100;
+
+#[derive(Default, Debug, Clone)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// Frames on a port/VLAN no interface is configured for.
+    pub unknown_vlan: u64,
+    pub malformed: u64,
+    pub bridged: u64,
+    pub flooded: u64,
+    pub routed: u64,
+    pub blocked: u64,
+    pub no_route: u64,
+    pub ttl_exceeded: u64,
+    pub too_big: u64,
+    pub arp_replies: u64,
+    pub nd_replies: u64,
+    pub neigh_queued: u64,
+    pub neigh_dropped: u64,
+    pub local_echo: u64,
+    /// Traffic for the firewall itself that nothing here serves yet.
+    pub local_dropped: u64,
+    pub icmp_errors: u64,
+}
+
+enum Neigh {
+    Reachable {
+        mac: Mac,
+        until: u64,
+    },
+    Incomplete {
+        queue: VecDeque<Vec<u8>>,
+        tries: u32,
+        next: u64,
+    },
+}
+
+/// One frame to send: port index and bytes.
+pub type Out = (usize, Vec<u8>);
+
+pub struct Dataplane {
+    pub cfg: Config,
+    /// Per interface: its MAC (a bridge takes its first member's).
+    macs: Vec<Mac>,
+    by_port_vlan: HashMap<(usize, Option<u16>), usize>,
+    /// Per bridge interface: address -> (member interface, last seen).
+    fdb: HashMap<usize, HashMap<Mac, (usize, u64)>>,
+    neigh: HashMap<(usize, IpAddr), Neigh>,
+    queued: usize,
+    pub filter: Filter,
+    pub counters: Counters,
+    icmp_budget: (u64, u32),
+    out: Vec<Out>,
+}
+
+fn mac_at(b: &[u8]) -> Mac {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[..6]);
+    m
+}
+
+fn multicast(m: &Mac) -> bool {
+    m[0] & 1 == 1
+}
+
+fn solicited_node(ip: &Ipv6Addr) -> Ipv6Addr {
+    let o = ip.octets();
+    Ipv6Addr::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | o[13] as u16,
+        u16::from_be_bytes([o[14], o[15]]),
+    )
+}
+
+fn v6_multicast_mac(ip: &Ipv6Addr) -> Mac {
+    let o = ip.octets();
+    [0x33, 0x33, o[12], o[13], o[14], o[15]]
+}
+
+impl Dataplane {
+    /// `port_macs[i]` is the hardware address of `cfg.ports[i]`.
+    pub fn new(cfg: Config, port_macs: &[Mac], filter: Filter) -> Dataplane {
+        let mut macs = Vec::new();
+        let mut by_port_vlan = HashMap::new();
+        for (ix, i) in cfg.ifaces.iter().enumerate() {
+            let m = match i.port {
+                Some(p) => port_macs[p],
+                None => port_macs[cfg.ifaces[i.members[0]].port.unwrap_or(0)],
+            };
+            macs.push(m);
+            if let Some(p) = i.port {
+                by_port_vlan.insert((p, i.vlan), ix);
+            }
+        }
+        Dataplane {
+            cfg,
+            macs,
+            by_port_vlan,
+            fdb: HashMap::new(),
+            neigh: HashMap::new(),
+            queued: 0,
+            filter,
+            counters: Counters::default(),
+            icmp_budget: (0, 0),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn mac(&self, iface: usize) -> Mac {
+        self.macs[iface]
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.cfg.ifaces[i].name
+    }
+
+    /// Announce every address (gratuitous ARP, unsolicited NA).
+    pub fn start(&mut self, now: u64) -> Vec<Out> {
+        for i in 0..self.cfg.ifaces.len() {
+            if self.cfg.ifaces[i].bridge.is_some() {
+                continue;
+            }
+            for p in self.cfg.ifaces[i].addresses.clone() {
+                match p.ip {
+                    IpAddr::V4(a) => {
+                        let arp = self.arp_packet(i, 1, a, [0; 6], a);
+                        self.emit(i, BROADCAST, None, ETH_ARP, &arp);
+                    }
+                    IpAddr::V6(a) => {
+                        let na = self.na_packet(
+                            i,
+                            a,
+                            a,
+                            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1),
+                            false,
+                        );
+                        self.emit(
+                            i,
+                            v6_multicast_mac(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)),
+                            None,
+                            ETH_IPV6,
+                            &na,
+                        );
+                    }
+                }
+            }
+        }
+        let _ = now;
+        std::mem::take(&mut self.out)
+    }
+
+    /// A frame received on port `port`: what to send.
+    pub fn input(&mut self, port: usize, frame: &[u8], now: u64) -> Vec<Out> {
+        self.counters.frames_in += 1;
+        self.frame_in(port, frame, now);
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    /// Timers: neighbour retries and give-ups, aging. Call about once a second.
+    pub fn tick(&mut self, now: u64) -> Vec<Out> {
+        let mut retry = Vec::new();
+        let mut give_up = Vec::new();
+        self.neigh.retain(|k, n| match n {
+            Neigh::Reachable { until, .. } => *until > now,
+            Neigh::Incomplete { tries, next, .. } if *next <= now => {
+                if *tries >= NEIGH_TRIES {
+                    give_up.push((
+                        *k,
+                        std::mem::replace(
+                            n,
+                            Neigh::Reachable {
+                                mac: [0; 6],
+                                until: 0,
+                            },
+                        ),
+                    ));
+                    false
+                } else {
+                    *tries += 1;
+                    *next = now + 1000;
+                    retry.push(*k);
+                    true
+                }
+            }
+            _ => true,
+        });
+        for (iface, ip) in retry {
+            self.solicit(iface, ip);
+        }
+        for ((iface, _), n) in give_up {
+            if let Neigh::Incomplete { queue, .. } = n {
+                self.queued -= queue.len();
+                for p in queue {
+                    self.counters.neigh_dropped += 1;
+                    self.icmp_error(iface, &p, now, Unreach::Host);
+                }
+            }
+        }
+        for t in self.fdb.values_mut() {
+            t.retain(|_, (_, seen)| now < *seen + FDB_AGING_MS);
+        }
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    fn frame_in(&mut self, port: usize, frame: &[u8], now: u64) {
+        let Some((ethertype, vlans, off)) = link::ethernet(frame) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if vlans.len() > 1 {
+            self.counters.unknown_vlan += 1;
+            return;
+        }
+        let Some(&iface) = self.by_port_vlan.get(&(port, vlans.first().copied())) else {
+            self.counters.unknown_vlan += 1;
+            return;
+        };
+        let dst = mac_at(&frame[0..6]);
+        let src = mac_at(&frame[6..12]);
+        let payload = &frame[off..];
+        if let Some(b) = self.cfg.ifaces[iface].bridge {
+            self.bridge_in(b, iface, dst, src, ethertype, payload, now);
+        } else if dst == self.macs[iface] || multicast(&dst) {
+            self.l3_in(iface, src, ethertype, payload, now);
+        }
+    }
+
+    /// Build and queue a frame out of interface `i` (tagged if it is a VLAN).
+    fn emit(&mut self, i: usize, dst: Mac, src: Option<Mac>, ethertype: u16, payload: &[u8]) {
+        let ifc = &self.cfg.ifaces[i];
+        if ifc.port.is_none() {
+            // A bridge: to the member the destination was learnt on, or all.
+            let member = if multicast(&dst) {
+                None
+            } else {
+                self.fdb.get(&i).and_then(|t| t.get(&dst)).map(|(m, _)| *m)
+            };
+            let members = match member {
+                Some(m) => vec![m],
+                None => self.cfg.ifaces[i].members.clone(),
+            };
+            let src = src.unwrap_or(self.macs[i]);
+            for m in members {
+                self.emit(m, dst, Some(src), ethertype, payload);
+            }
+            return;
+        }
+        let port = ifc.port.unwrap();
+        let mut f = Vec::with_capacity(payload.len() + 18);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src.unwrap_or(self.macs[i]));
+        if let Some(v) = ifc.vlan {
+            f.extend_from_slice(&ETH_VLAN.to_be_bytes());
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        self.out.push((port, f));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bridge_in(
+        &mut self,
+        b: usize,
+        m: usize,
+        dst: Mac,
+        src: Mac,
+        ethertype: u16,
+        payload: &[u8],
+        now: u64,
+    ) {
+        if !multicast(&src) {
+            self.fdb.entry(b).or_default().insert(src, (m, now));
+        }
+        if dst == self.macs[b] {
+            // For the bridge's own interface: routed/local, filtered on the bridge.
+            self.l3_in(b, src, ethertype, payload, now);
+            return;
+        }
+        let egress: Vec<usize> = if multicast(&dst) {
+            None
+        } else {
+            self.fdb
+                .get(&b)
+                .and_then(|t| t.get(&dst))
+                .filter(|(_, seen)| now < seen + FDB_AGING_MS)
+                .map(|(p, _)| *p)
+        }
+        .map(|p| vec![p])
+        .unwrap_or_else(|| {
+            self.counters.flooded += 1;
+            self.cfg.ifaces[b].members.clone()
+        });
+        let egress: Vec<usize> = egress.into_iter().filter(|&p| p != m).collect();
+        if multicast(&dst) && !self.cfg.ifaces[b].addresses.is_empty() {
+            self.l3_in(b, src, ethertype, payload, now);
+        }
+        if egress.is_empty() {
+            return;
+        }
+        self.counters.bridged += 1;
+        if ethertype != ETH_IPV4 && ethertype != ETH_IPV6 {
+            for p in egress {
+                self.emit(p, dst, Some(src), ethertype, payload);
+            }
+            return;
+        }
+        let mut pkt = payload.to_vec();
+        let name = self.cfg.ifaces[m].name.clone();
+        let d = self.filter.process(&mut pkt, &name, Direction::In, now);
+        if d.held || !d.passed() {
+            self.counters.blocked += u64::from(!d.held);
+            // Answers of `block return` go back where the packet came from.
+            for g in d.generated {
+                self.emit(m, src, Some(dst), ethertype, &g);
+            }
+            return;
+        }
+        let pkt = d.reassembled.unwrap_or(pkt);
+        for p in egress {
+            let mut q = pkt.clone();
+            let name = self.cfg.ifaces[p].name.clone();
+            let d = self.filter.process(&mut q, &name, Direction::Out, now);
+            if d.passed() && !d.held {
+                let q = d.reassembled.unwrap_or(q);
+                self.emit(p, dst, Some(src), ethertype, &q);
+            } else if !d.held {
+                self.counters.blocked += 1;
+            }
+        }
+    }
+
+    fn own_address(&self, ip: &IpAddr) -> Option<usize> {
+        self.cfg
+            .ifaces
+            .iter()
+            .position(|i| i.addresses.iter().any(|p| p.ip == *ip))
+    }
+
+    fn proxies(&self, i: usize, ip: &IpAddr) -> bool {
+        self.cfg.ifaces[i].proxy.iter().any(|p| p.contains(ip))
+    }
+
+    /// An address of interface `i` (else of any interface) of `ip`'s family.
+    fn source_for(&self, i: usize, v6: bool) -> Option<IpAddr> {
+        let fam = |p: &&Prefix| p.ip.is_ipv6() == v6;
+        self.cfg.ifaces[i]
+            .addresses
+            .iter()
+            .find(fam)
+            .or_else(|| {
+                self.cfg
+                    .ifaces
+                    .iter()
+                    .flat_map(|x| x.addresses.iter())
+                    .find(fam)
+            })
+            .map(|p| p.ip)
+    }
+
+    fn l3_in(&mut self, i: usize, src: Mac, ethertype: u16, payload: &[u8], now: u64) {
+        match ethertype {
+            ETH_ARP => self.arp_in(i, src, payload, now),
+            ETH_IPV4 | ETH_IPV6 => self.ip_in(i, src, payload.to_vec(), now),
+            _ => {}
+        }
+    }
+
+    // ---- ARP -------------------------------------------------------------
+
+    fn arp_packet(
+        &self,
+        i: usize,
+        op: u16,
+        sender: Ipv4Addr,
+        target_mac: Mac,
+        target: Ipv4Addr,
+    ) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4];
+        a.extend_from_slice(&op.to_be_bytes());
+        a.extend_from_slice(&self.macs[i]);
+        a.extend_from_slice(&sender.octets());
+        a.extend_from_slice(&target_mac);
+        a.extend_from_slice(&target.octets());
+        a
+    }
+
+    fn arp_in(&mut self, i: usize, src: Mac, a: &[u8], now: u64) {
+        if a.len() < 28 || a[0..6] != [0, 1, 8, 0, 6, 4] {
+            self.counters.malformed += 1;
+            return;
+        }
+        let op = u16::from_be_bytes([a[6], a[7]]);
+        let smac = mac_at(&a[8..14]);
+        let sip = Ipv4Addr::new(a[14], a[15], a[16], a[17]);
+        let tip = Ipv4Addr::new(a[24], a[25], a[26], a[27]);
+        let t = IpAddr::V4(tip);
+        let ours = self.cfg.ifaces[i].addresses.iter().any(|p| p.ip == t);
+        // Learn a sender we are resolving or that is talking to us (not
+        // every sender on the wire: the table would grow without bound).
+        let s = IpAddr::V4(sip);
+        if !sip.is_unspecified() && !multicast(&smac) && (ours || self.neigh.contains_key(&(i, s)))
+        {
+            self.learn(i, s, smac, now);
+        }
+        if op != 1 || sip == tip {
+            return;
+        }
+        if ours || (self.proxies(i, &t) && sip != tip) {
+            let reply = self.arp_packet(i, 2, tip, smac, sip);
+            self.counters.arp_replies += 1;
+            self.emit(i, src, None, ETH_ARP, &reply);
+        }
+    }
+
+    fn learn(&mut self, i: usize, ip: IpAddr, mac: Mac, now: u64) {
+        let prev = self.neigh.insert(
+            (i, ip),
+            Neigh::Reachable {
+                mac,
+                until: now + NEIGH_REACHABLE_MS,
+            },
+        );
+        if let Some(Neigh::Incomplete { queue, .. }) = prev {
+            self.queued -= queue.len();
+            let ethertype = if ip.is_ipv6() { ETH_IPV6 } else { ETH_IPV4 };
+            for p in queue {
+                self.emit(i, mac, None, ethertype, &p);
+            }
+        }
+    }
+
+    // ---- NDP -------------------------------------------------------------
+
+    fn na_packet(
+        &self,
+        i: usize,
+        target: Ipv6Addr,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        solicited: bool,
+    ) -> Vec<u8> {
+        let own = self.cfg.ifaces[i]
+            .addresses
+            .iter()
+            .any(|p| p.ip == IpAddr::V6(target));
+        // Router; Solicited; Override only for our own addresses (RFC 4861 7.2.8).
+        let flags = 0x80 | if solicited { 0x40 } else { 0 } | if own { 0x20 } else { 0 };
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(&[2, 1]);
+        body.extend_from_slice(&self.macs[i]);
+        let m = build::icmp(136, 0, [flags, 0, 0, 0], &body);
+        build::ip(IpAddr::V6(src), IpAddr::V6(dst), 58, 255, &m)
+    }
+
+    fn nd_in(&mut self, i: usize, src: Mac, pkt: &[u8], info: &IpInfo, ty: u8, now: u64) {
+        let l4 = &pkt[info.l4_offset..info.len];
+        if info.ttl != 255 || l4.len() < 24 {
+            return;
+        }
+        let mut target = [0u8; 16];
+        target.copy_from_slice(&l4[8..24]);
+        let target = Ipv6Addr::from(target);
+        let mut lladdr = None;
+        let mut o = &l4[24..];
+        while o.len() >= 8 {
+            let len = o[1] as usize * 8;
+            if len == 0 || len > o.len() {
+                break;
+            }
+            if (ty == 135 && o[0] == 1) || (ty == 136 && o[0] == 2) {
+                lladdr = Some(mac_at(&o[2..8]));
+            }
+            o = &o[len..];
+        }
+        let IpAddr::V6(s) = info.src else { return };
+        match ty {
+            135 => {
+                if !s.is_unspecified() {
+                    if let Some(m) = lladdr {
+                        self.learn(i, IpAddr::V6(s), m, now);
+                    }
+                }
+                let t = IpAddr::V6(target);
+                let ours = self.cfg.ifaces[i].addresses.iter().any(|p| p.ip == t);
+                if ours || (self.proxies(i, &t) && info.src != t) {
+                    let (dst, dmac) = if s.is_unspecified() {
+                        let all = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+                        (all, v6_multicast_mac(&all))
+                    } else {
+                        (s, lladdr.unwrap_or(src))
+                    };
+                    let na = self.na_packet(i, target, target, dst, !s.is_unspecified());
+                    self.counters.nd_replies += 1;
+                    self.emit(i, dmac, None, ETH_IPV6, &na);
+                }
+            }
+            136 => {
+                let m = lladdr.unwrap_or(src);
+                if self.neigh.contains_key(&(i, IpAddr::V6(target))) {
+                    self.learn(i, IpAddr::V6(target), m, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ask for `ip`'s link-layer address on interface `i`.
+    fn solicit(&mut self, i: usize, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(t) => {
+                let Some(IpAddr::V4(s)) = self.source_for(i, false) else {
+                    return;
+                };
+                let arp = self.arp_packet(i, 1, s, [0; 6], t);
+                self.emit(i, BROADCAST, None, ETH_ARP, &arp);
+            }
+            IpAddr::V6(t) => {
+                let Some(IpAddr::V6(s)) = self.source_for(i, true) else {
+                    return;
+                };
+                let sn = solicited_node(&t);
+                let mut body = t.octets().to_vec();
+                body.extend_from_slice(&[1, 1]);
+                body.extend_from_slice(&self.macs[i]);
+                let m = build::icmp(135, 0, [0; 4], &body);
+                let p = build::ip(IpAddr::V6(s), IpAddr::V6(sn), 58, 255, &m);
+                self.emit(i, v6_multicast_mac(&sn), None, ETH_IPV6, &p);
+            }
+        }
+    }
+
+    // ---- IP --------------------------------------------------------------
+
+    fn ip_in(&mut self, i: usize, src: Mac, mut pkt: Vec<u8>, now: u64) {
+        let info = match parse_ip(&pkt) {
+            Ok(x) => x,
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        pkt.truncate(info.len);
+        if let L4::Icmp6 { ty, .. } = info.l4 {
+            if (135..=136).contains(&ty) {
+                self.nd_in(i, src, &pkt, &info, ty, now);
+                return;
+            }
+            if (133..=134).contains(&ty) || (130..=132).contains(&ty) || ty == 143 {
+                return; // router discovery and MLD: not for a router without RA
+            }
+        }
+        let name = self.name(i).to_string();
+        let d = self.filter.process(&mut pkt, &name, Direction::In, now);
+        for g in d.generated.clone() {
+            self.send_local(g, now);
+        }
+        if d.held {
+            return;
+        }
+        if !d.passed() {
+            self.counters.blocked += 1;
+            return;
+        }
+        let pkt = d.reassembled.unwrap_or(pkt);
+        let Ok(info) = parse_ip(&pkt) else { return };
+        if self.own_address(&info.dst).is_some() {
+            self.local_in(pkt, &info, now);
+            return;
+        }
+        if is_multicast_or_broadcast(&info.dst) || self.is_directed_broadcast(&info.dst) {
+            return;
+        }
+        self.forward(i, pkt, &info, now);
+    }
+
+    fn is_directed_broadcast(&self, ip: &IpAddr) -> bool {
+        let IpAddr::V4(a) = ip else { return false };
+        self.cfg
+            .ifaces
+            .iter()
+            .flat_map(|i| i.addresses.iter())
+            .any(|p| {
+                p.ip.is_ipv4() && p.bits < 31 && {
+                    let host = u32::MAX >> p.bits;
+                    p.contains(ip) && u32::from(*a) & host == host
+                }
+            })
+    }
+
+    fn local_in(&mut self, pkt: Vec<u8>, info: &IpInfo, now: u64) {
+        let echo = match info.l4 {
+            L4::Icmp { ty: 8, code: 0, .. } => Some(0u8),
+            L4::Icmp6 {
+                ty: 128, code: 0, ..
+            } => Some(129u8),
+            _ => None,
+        };
+        let (Some(reply_ty), None) = (echo, info.frag) else {
+            self.counters.local_dropped += 1;
+            return;
+        };
+        let l4 = &pkt[info.l4_offset..info.len];
+        let m = build::icmp(reply_ty, 0, [l4[4], l4[5], l4[6], l4[7]], &l4[8..]);
+        let proto = if info.is_v6() { 58 } else { 1 };
+        self.counters.local_echo += 1;
+        let reply = build::ip(info.dst, info.src, proto, 64, &m);
+        self.send_local(reply, now);
+    }
+
+    /// Longest-prefix match over connected subnets and routes: the
+    /// interface and next hop for `dst`. Connected subnets win ties.
+    pub fn route(&self, dst: &IpAddr) -> Option<(usize, IpAddr)> {
+        let mut best: Option<(u8, usize, IpAddr)> = None;
+        for (ix, i) in self.cfg.ifaces.iter().enumerate() {
+            if i.bridge.is_some() {
+                continue;
+            }
+            for p in &i.addresses {
+                if p.contains(dst) && best.is_none_or(|(b, _, _)| p.bits > b) {
+                    best = Some((p.bits, ix, *dst));
+                }
+            }
+        }
+        for r in &self.cfg.routes {
+            if !r.to.contains(dst) || best.is_some_and(|(b, _, _)| r.to.bits <= b) {
+                continue;
+            }
+            let hop = match (r.via, r.iface) {
+                (None, Some(i)) => Some((i, *dst)),
+                (Some(gw), Some(i)) => Some((i, gw)),
+                (Some(gw), None) => self.route_gateway(&gw).map(|i| (i, gw)),
+                (None, None) => None,
+            };
+            if let Some((i, nh)) = hop {
+                best = Some((r.to.bits, i, nh));
+            }
+        }
+        best.map(|(_, i, nh)| (i, nh))
+    }
+
+    /// The interface through which gateway `gw` is reached directly.
+    fn route_gateway(&self, gw: &IpAddr) -> Option<usize> {
+        if let Some(i) = self.cfg.connected(gw) {
+            return Some(i);
+        }
+        self.cfg
+            .routes
+            .iter()
+            .filter(|r| r.via.is_none() && r.to.contains(gw))
+            .max_by_key(|r| r.to.bits)
+            .and_then(|r| r.iface)
+    }
+
+    fn mtu(&self, i: usize) -> usize {
+        let ifc = &self.cfg.ifaces[i];
+        let p = ifc
+            .port
+            .or_else(|| ifc.members.first().and_then(|m| self.cfg.ifaces[*m].port));
+        p.map(|p| self.cfg.ports[p].mtu as usize).unwrap_or(1500)
+    }
+
+    fn forward(&mut self, i: usize, mut pkt: Vec<u8>, info: &IpInfo, now: u64) {
+        if info.ttl <= 1 {
+            self.counters.ttl_exceeded += 1;
+            self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
+            return;
+        }
+        let Some((e, nh)) = self.route(&info.dst) else {
+            self.counters.no_route += 1;
+            self.icmp_error(i, &pkt, now, Unreach::Net);
+            return;
+        };
+        let mtu = self.mtu(e);
+        if pkt.len() > mtu {
+            self.counters.too_big += 1;
+            if info.is_v6() || info.dont_fragment {
+                self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
+            }
+            return;
+        }
+        if info.is_v6() {
+            pkt[7] -= 1;
+        } else {
+            let old = u16::from_be_bytes([pkt[8], pkt[9]]);
+            pkt[8] -= 1;
+            let new = u16::from_be_bytes([pkt[8], pkt[9]]);
+            let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
+            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        let name = self.name(e).to_string();
+        let d = self.filter.process(&mut pkt, &name, Direction::Out, now);
+        for g in d.generated.clone() {
+            self.send_local(g, now);
+        }
+        if d.held {
+            return;
+        }
+        if !d.passed() {
+            self.counters.blocked += 1;
+            return;
+        }
+        self.counters.routed += 1;
+        let pkt = d.reassembled.unwrap_or(pkt);
+        self.l3_out(e, nh, pkt, now);
+    }
+
+    /// A packet the firewall itself sends: routed, filtered `out`.
+    fn send_local(&mut self, mut pkt: Vec<u8>, now: u64) {
+        let Ok(info) = parse_ip(&pkt) else { return };
+        let Some((e, nh)) = self.route(&info.dst) else {
+            self.counters.no_route += 1;
+            return;
+        };
+        let name = self.name(e).to_string();
+        let d = self.filter.process(&mut pkt, &name, Direction::Out, now);
+        if !d.passed() || d.held {
+            self.counters.blocked += u64::from(!d.held);
+            return;
+        }
+        self.l3_out(e, nh, pkt, now);
+    }
+
+    fn l3_out(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) {
+        let ethertype = if nh.is_ipv6() { ETH_IPV6 } else { ETH_IPV4 };
+        match self.neigh.get_mut(&(e, nh)) {
+            Some(Neigh::Reachable { mac, until }) if *until > now => {
+                let mac = *mac;
+                self.emit(e, mac, None, ethertype, &pkt);
+            }
+            Some(Neigh::Incomplete { queue, .. }) => {
+                if queue.len() < NEIGH_QUEUE && self.queued < NEIGH_QUEUE_TOTAL {
+                    queue.push_back(pkt);
+                    self.queued += 1;
+                    self.counters.neigh_queued += 1;
+                } else {
+                    self.counters.neigh_dropped += 1;
+                }
+            }
+            _ => {
+                if self.queued >= NEIGH_QUEUE_TOTAL {
+                    self.counters.neigh_dropped += 1;
+                    return;
+                }
+                self.queued += 1;
+                self.counters.neigh_queued += 1;
+                self.neigh.insert(
+                    (e, nh),
+                    Neigh::Incomplete {
+                        queue: VecDeque::from([pkt]),
+                        tries: 1,
+                        next: now + 1000,
+                    },
+                );
+                self.solicit(e, nh);
+            }
+        }
+    }
+
+    /// Send an ICMP/ICMPv6 error about `pkt`, which arrived on interface `i`.
+    fn icmp_error(&mut self, i: usize, pkt: &[u8], now: u64, kind: Unreach) {
+        let Ok(info) = parse_ip(pkt) else { return };
+        // Never about an ICMP error, a non-first fragment, or multicast.
+        let is_err = match info.l4 {
+            L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
+            L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
+            _ => false,
+        };
+        if is_err
+            || info.frag.is_some_and(|f| f.offset > 0)
+            || is_multicast_or_broadcast(&info.dst)
+            || is_multicast_or_broadcast(&info.src)
+            || info.src.is_unspecified()
+        {
+            return;
+        }
+        let sec = now / 1000;
+        if self.icmp_budget.0 != sec {
+            self.icmp_budget = (sec, 0);
+        }
+        if self.icmp_budget.1 >= ICMP_ERRORS_PER_SEC {
+            return;
+        }
+        self.icmp_budget.1 += 1;
+        let v6 = info.is_v6();
+        let Some(src) = self.source_for(i, v6) else {
+            return;
+        };
+        let (ty, code, rest) = match (kind, v6) {
+            (Unreach::TimeExceeded, false) => (11, 0, [0; 4]),
+            (Unreach::TimeExceeded, true) => (3, 0, [0; 4]),
+            (Unreach::Net, false) => (3, 0, [0; 4]),
+            (Unreach::Net, true) => (1, 0, [0; 4]),
+            (Unreach::Host, false) => (3, 1, [0; 4]),
+            (Unreach::Host, true) => (1, 3, [0; 4]),
+            (Unreach::TooBig(m), false) => (3, 4, [0, 0, (m >> 8) as u8, m as u8]),
+            (Unreach::TooBig(m), true) => (2, 0, (m as u32).to_be_bytes()),
+        };
+        // Quote as much as fits in a minimum-MTU datagram.
+        let room = if v6 { 1280 - 48 } else { 576 - 28 };
+        let quote = &pkt[..pkt.len().min(room)];
+        let m = build::icmp(ty, code, rest, quote);
+        let proto = if v6 { 58 } else { 1 };
+        self.counters.icmp_errors += 1;
+        let e = build::ip(src, info.src, proto, 64, &m);
+        self.send_local(e, now);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Unreach {
+    TimeExceeded,
+    Net,
+    Host,
+    TooBig(u16),
+}
+
+fn is_multicast_or_broadcast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_conf::host::HostModel;
+    use palisade_conf::{parse_bytes, ParseOptions};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    const M0: Mac = [2, 0, 0, 0, 0, 0x10];
+    const M1: Mac = [2, 0, 0, 0, 0, 0x11];
+    const M2: Mac = [2, 0, 0, 0, 0, 0x12];
+    const A: Mac = [2, 0, 0, 0, 0, 0xa];
+    const B: Mac = [2, 0, 0, 0, 0, 0xb];
+
+    fn dp(toml: &str, rules: &str) -> Dataplane {
+        let cfg = Config::parse(Path::new("t.toml"), toml, &|_| true).unwrap();
+        let host = HostModel {
+            interfaces: cfg.host_interfaces(),
+            ..Default::default()
+        };
+        let out = parse_bytes(
+            "pf.conf",
+            None,
+            rules.as_bytes().to_vec(),
+            &ParseOptions {
+                host: host.clone(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        let f = Filter::new(
+            Arc::new(palisade_filter::Engine::new(&out.config, host)),
+            &out.config,
+            1,
+        );
+        Dataplane::new(cfg, &[M0, M1, M2], f)
+    }
+
+    fn eth(dst: Mac, src: Mac, vlan: Option<u16>, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        if let Some(v) = vlan {
+            f.extend_from_slice(&[0x81, 0, (v >> 8) as u8, v as u8]);
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn arp(op: u16, smac: Mac, sip: &str, tip: &str) -> Vec<u8> {
+        let mut a = vec![0, 1, 8, 0, 6, 4];
+        a.extend_from_slice(&op.to_be_bytes());
+        a.extend_from_slice(&smac);
+        a.extend_from_slice(&sip.parse::<Ipv4Addr>().unwrap().octets());
+        a.extend_from_slice(&[0; 6]);
+        a.extend_from_slice(&tip.parse::<Ipv4Addr>().unwrap().octets());
+        a
+    }
+
+    fn udp(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+        build::ip(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            17,
+            ttl,
+            &build::udp(1000, 53, b"q"),
+        )
+    }
+
+    const BRIDGE: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+[[interface]]
+name = "dmz"
+port = "eth1"
+[[interface]]
+name = "lan"
+port = "eth2"
+[[bridge]]
+name = "bridge0"
+members = ["wan", "dmz", "lan"]
+"#;
+
+    fn ports(o: &[Out]) -> Vec<usize> {
+        o.iter().map(|x| x.0).collect()
+    }
+
+    #[test]
+    fn bridge_learns_floods_and_filters_per_member() {
+        // if-bound: with floating states (the default) the state made by the
+        // copy sent out on dmz would also pass the flooded copy on lan.
+        let mut d = dp(
+            BRIDGE,
+            "set state-policy if-bound\nblock all\npass in on wan proto udp\npass out on dmz proto udp\n",
+        );
+        // ARP broadcast from A on wan floods to both others, unfiltered.
+        let o = d.input(0, &eth(BROADCAST, A, None, ETH_ARP, &[0u8; 28]), 0);
+        assert_eq!(ports(&o), [1, 2]);
+        // B answers from dmz: now both are known.
+        let o = d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 1);
+        assert_eq!(ports(&o), [0]);
+        // UDP from A to B: passes in on wan and out on dmz, frame unchanged.
+        let f = eth(B, A, None, ETH_IPV4, &udp("198.18.0.1", "198.18.0.2", 64));
+        let o = d.input(0, &f, 2);
+        assert_eq!(ports(&o), [1]);
+        assert_eq!(
+            o[0].1[..f.len()],
+            f[..],
+            "padded to 60 bytes, else unchanged"
+        );
+        assert_eq!(o[0].1.len(), 60);
+        // TCP is blocked in on wan.
+        let t = build::ip(
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2".parse().unwrap(),
+            6,
+            64,
+            &build::tcp(1, 25, 1, 0, 2, 100, &[], b""),
+        );
+        assert!(d.input(0, &eth(B, A, None, ETH_IPV4, &t), 3).is_empty());
+        assert_eq!(d.counters.blocked, 1);
+        // Aging: after 300 s B is unknown again: flooded, and lan blocks out.
+        let o = d.input(0, &f, 400_000);
+        assert_eq!(ports(&o), [1]);
+        assert_eq!(d.counters.blocked, 2);
+    }
+
+    const ROUTER: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+addresses = ["203.0.113.2/24", "2001:db8:ff::2/64"]
+proxy-arp = ["203.0.113.16/28"]
+[[interface]]
+name = "vlan7"
+port = "eth1"
+vlan = 7
+addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+[[route]]
+to = "203.0.113.16/28"
+interface = "vlan7"
+[[route]]
+to = "198.51.100.0/24"
+via = "192.0.2.254"
+[[route]]
+to = "default"
+via = "203.0.113.1"
+"#;
+
+    #[test]
+    fn routes_longest_prefix() {
+        let d = dp(ROUTER, "pass\n");
+        let r = |s: &str| {
+            d.route(&s.parse().unwrap())
+                .map(|(i, nh)| (d.cfg.ifaces[i].name.clone(), nh.to_string()))
+        };
+        assert_eq!(r("203.0.113.5"), Some(("wan".into(), "203.0.113.5".into())));
+        assert_eq!(
+            r("203.0.113.17"),
+            Some(("vlan7".into(), "203.0.113.17".into()))
+        );
+        assert_eq!(
+            r("198.51.100.9"),
+            Some(("vlan7".into(), "192.0.2.254".into()))
+        );
+        assert_eq!(r("8.8.8.8"), Some(("wan".into(), "203.0.113.1".into())));
+        assert_eq!(
+            r("2001:db8:1::5"),
+            Some(("vlan7".into(), "2001:db8:1::5".into()))
+        );
+        assert_eq!(r("2001:db8:2::5"), None, "no IPv6 default route");
+    }
+
+    #[test]
+    fn arp_answers_own_and_proxied_only() {
+        let mut d = dp(ROUTER, "pass\n");
+        for (tip, answered) in [
+            ("203.0.113.2", true),
+            ("203.0.113.20", true),
+            ("203.0.113.99", false),
+        ] {
+            let o = d.input(
+                0,
+                &eth(BROADCAST, A, None, ETH_ARP, &arp(1, A, "203.0.113.1", tip)),
+                0,
+            );
+            assert_eq!(o.len(), usize::from(answered), "{tip}");
+            if answered {
+                let f = &o[0].1;
+                assert_eq!(&f[0..6], &A);
+                assert_eq!(&f[6..12], &M0);
+                assert_eq!(&f[22..28], &M0, "sender hardware address");
+                assert_eq!(&f[28..32], &tip.parse::<Ipv4Addr>().unwrap().octets());
+            }
+        }
+        // On the VLAN: tagged request, tagged answer; untagged is not ours.
+        let req = arp(1, B, "192.0.2.10", "192.0.2.1");
+        assert!(d
+            .input(1, &eth(BROADCAST, B, None, ETH_ARP, &req), 0)
+            .is_empty());
+        assert_eq!(d.counters.unknown_vlan, 1);
+        let o = d.input(1, &eth(BROADCAST, B, Some(7), ETH_ARP, &req), 0);
+        assert_eq!(o.len(), 1);
+        assert_eq!(&o[0].1[12..16], &[0x81, 0, 0, 7]);
+    }
+
+    #[test]
+    fn forwards_after_resolution_with_ttl_and_errors() {
+        let mut d = dp(ROUTER, "block all\npass inet proto icmp\npass proto udp\n");
+        // From upstream to a VM on the VLAN: first an ARP request there.
+        let p = udp("198.18.0.9", "203.0.113.17", 64);
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 0);
+        assert_eq!(o.len(), 1);
+        assert_eq!(&o[0].1[0..6], &BROADCAST);
+        assert_eq!(&o[0].1[16..18], &ETH_ARP.to_be_bytes());
+        // The VM answers: the queued packet leaves, tagged, TTL 63, valid sum.
+        let o = d.input(
+            1,
+            &eth(
+                M1,
+                B,
+                Some(7),
+                ETH_ARP,
+                &arp(2, B, "203.0.113.17", "192.0.2.1"),
+            ),
+            10,
+        );
+        assert_eq!(o.len(), 1);
+        let f = &o[0].1;
+        assert_eq!(
+            (o[0].0, &f[0..6], &f[12..16]),
+            (1, &B[..], &[0x81, 0, 0, 7][..])
+        );
+        let ip = &f[18..18 + p.len()];
+        assert_eq!(ip[8], 63);
+        assert!(build::checksums_ok(ip));
+        // TTL 1: time exceeded back to the sender (through the default route,
+        // whose gateway is then resolved).
+        let o = d.input(
+            0,
+            &eth(M0, A, None, ETH_IPV4, &udp("198.18.0.9", "203.0.113.17", 1)),
+            20,
+        );
+        assert_eq!(d.counters.ttl_exceeded, 1);
+        assert_eq!(o.len(), 1, "ARP for the gateway");
+        let o = d.input(
+            0,
+            &eth(
+                M0,
+                A,
+                None,
+                ETH_ARP,
+                &arp(2, A, "203.0.113.1", "203.0.113.2"),
+            ),
+            30,
+        );
+        assert_eq!(o.len(), 1);
+        let icmp = &o[0].1[14..];
+        let info = parse_ip(icmp).unwrap();
+        assert_eq!(info.src.to_string(), "203.0.113.2");
+        assert_eq!(info.dst.to_string(), "198.18.0.9");
+        assert!(matches!(
+            info.l4,
+            L4::Icmp {
+                ty: 11,
+                code: 0,
+                ..
+            }
+        ));
+        assert!(build::checksums_ok(icmp));
+        // Unresolvable neighbour: three requests, then host unreachable.
+        let p = udp("198.18.0.9", "203.0.113.18", 64);
+        assert_eq!(d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 100).len(), 1);
+        assert_eq!(d.tick(1200).len(), 1);
+        assert_eq!(d.tick(2300).len(), 1);
+        let o = d.tick(3400);
+        assert_eq!(d.counters.neigh_dropped, 1);
+        let info = parse_ip(&o[0].1[14..]).unwrap();
+        assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 1, .. }));
+        // Too big with DF set: fragmentation needed, with the MTU.
+        let big = build::ip(
+            "198.18.0.9".parse().unwrap(),
+            "203.0.113.17".parse().unwrap(),
+            17,
+            64,
+            &build::udp(1000, 53, &[0u8; 1600]),
+        );
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &big), 4000);
+        let info = parse_ip(&o[0].1[14..]).unwrap();
+        assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 4, .. }));
+        assert_eq!(&o[0].1[14 + 26..14 + 28], &1500u16.to_be_bytes());
+        // Blocked by pf: TCP is not passed.
+        let t = build::ip(
+            "198.18.0.9".parse().unwrap(),
+            "203.0.113.17".parse().unwrap(),
+            6,
+            64,
+            &build::tcp(1, 25, 1, 0, 2, 100, &[], b""),
+        );
+        assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &t), 5000).is_empty());
+        assert_eq!(d.counters.blocked, 1);
+    }
+
+    #[test]
+    fn ndp_answers_and_resolves() {
+        let mut d = dp(ROUTER, "pass\n");
+        // NS from a host on the VLAN for our address: NA back, tagged.
+        let target: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let src: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let sn = solicited_node(&target);
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&B);
+        let ns = build::ip(
+            IpAddr::V6(src),
+            IpAddr::V6(sn),
+            58,
+            255,
+            &build::icmp(135, 0, [0; 4], &body),
+        );
+        let o = d.input(1, &eth(v6_multicast_mac(&sn), B, Some(7), ETH_IPV6, &ns), 0);
+        assert_eq!(o.len(), 1);
+        let f = &o[0].1;
+        assert_eq!(&f[0..6], &B);
+        let info = parse_ip(&f[18..]).unwrap();
+        assert!(matches!(info.l4, L4::Icmp6 { ty: 136, .. }));
+        assert!(build::checksums_ok(&f[18..]));
+        assert_eq!(f[18 + 40 + 4] & 0xe0, 0xe0, "router, solicited, override");
+        // Hop limit other than 255: ignored (RFC 4861 7.1.1).
+        let mut bad = ns.clone();
+        bad[7] = 64;
+        assert!(d
+            .input(
+                1,
+                &eth(v6_multicast_mac(&sn), B, Some(7), ETH_IPV6, &bad),
+                0
+            )
+            .is_empty());
+        // Forwarding to that host now needs no resolution (learnt from the NS).
+        let p = build::ip(
+            "2001:db8:ff::9".parse().unwrap(),
+            IpAddr::V6(src),
+            17,
+            64,
+            &build::udp(1, 2, b"x"),
+        );
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV6, &p), 1);
+        assert_eq!(o.len(), 1);
+        assert_eq!(&o[0].1[0..6], &B);
+        assert_eq!(o[0].1[18 + 7], 63, "hop limit decremented");
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_not_fatal() {
+        let mut d = dp(ROUTER, "pass\n");
+        for f in [
+            vec![],
+            vec![0u8; 10],
+            eth(M0, A, None, ETH_IPV4, &[0x45, 0, 0]),
+            eth(M0, A, None, ETH_ARP, &[0, 1]),
+            eth(M0, A, None, ETH_IPV6, &[0x60; 39]),
+        ] {
+            assert!(d.input(0, &f, 0).is_empty());
+        }
+        assert_eq!(d.counters.malformed, 5);
+    }
+}

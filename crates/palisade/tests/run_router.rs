@@ -1,0 +1,356 @@
+//! Scenario S2: `palisade run` as the router of VMs on VLAN 1234, answering
+//! ARP/NDP upstream for the VMs' public addresses (proxy ARP).
+//!
+//!   up [eth0 203.0.113.1/24]---[up0 "wan" 203.0.113.2/24] fw
+//!   fw [trunk0 VLAN 1234 "vlan1234" 192.0.2.1/24]---[vmtrunk] vm
+//!
+//! This kernel has no 8021q module, so the VM side tags and untags in user
+//! space: a TAP device `vm0` (the VM's NIC, with its addresses) bridged by
+//! a helper thread to `vmtrunk` with tag 1234 added and removed. The tags
+//! are on the wire between the two namespaces (checked with tcpdump -e).
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use palisade_net::afpacket::Port;
+
+fn palisade() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("palisade-router-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Open TAP device `name` (in the calling thread's namespace).
+fn tap(name: &str) -> OwnedFd {
+    // SAFETY: opening a character device.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
+    assert!(fd >= 0, "open /dev/net/tun");
+    // SAFETY: fd is ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let flags: i16 = 0x0002 | 0x1000; // IFF_TAP | IFF_NO_PI
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF with a buffer the size of struct ifreq.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x400454ca, ifr.as_mut_ptr()) };
+    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+    // SAFETY: setting O_NONBLOCK on our fd.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    fd
+}
+
+/// The VM's NIC on VLAN `vid`: frames between TAP `vm0` and port `trunk`,
+/// tagged on the trunk.
+fn vlan_adapter(ns: &str, vid: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let ns2 = ns.to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = in_netns(ns, move || {
+        let t = tap("vm0");
+        let mut port = Port::open("vmtrunk").expect("open vmtrunk");
+        tx.send(()).unwrap();
+        let mut buf = vec![0u8; 9000];
+        while !stop.load(Ordering::SeqCst) {
+            let mut fds = [
+                libc::pollfd {
+                    fd: t.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: port.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: valid pollfd array.
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, 50) };
+            loop {
+                // SAFETY: reading into our buffer (the fd is non-blocking).
+                let n = unsafe {
+                    libc::read(
+                        t.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                    )
+                };
+                if n < 14 {
+                    break;
+                }
+                let f = &buf[..n as usize];
+                let mut tagged = f[..12].to_vec();
+                tagged.extend_from_slice(&[0x81, 0x00]);
+                tagged.extend_from_slice(&vid.to_be_bytes());
+                tagged.extend_from_slice(&f[12..]);
+                let _ = port.send(&tagged);
+            }
+            port.recv_batch(|f| {
+                if f.len() >= 18 && f[12..14] == [0x81, 0x00] {
+                    let v = u16::from_be_bytes([f[14], f[15]]) & 0xfff;
+                    if v == vid {
+                        let mut u = f[..12].to_vec();
+                        u.extend_from_slice(&f[16..]);
+                        // SAFETY: writing our buffer to the TAP fd.
+                        unsafe {
+                            libc::write(t.as_raw_fd(), u.as_ptr() as *const libc::c_void, u.len())
+                        };
+                    }
+                }
+            });
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("VLAN adapter in {ns2} did not start"));
+    h
+}
+
+#[test]
+fn router_vlan_proxy_arp() {
+    require_root();
+    let ns = Netns::new("router", 3);
+    let (up, fw, vm) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&up, "eth0", &fw, "up0");
+    ns.veth(&fw, "trunk0", &vm, "vmtrunk");
+    ns.exec(&up, &["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"]);
+    ns.exec(
+        &up,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ff::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    // Disable the VM side's own IPv6 on the trunk (the TAP carries it).
+    ns.exec(
+        &vm,
+        &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let adapter = vlan_adapter(&vm, 1234, stop.clone());
+    for a in [
+        vec!["ip", "link", "set", "vm0", "up"],
+        vec!["ip", "addr", "add", "192.0.2.10/24", "dev", "vm0"],
+        vec!["ip", "addr", "add", "203.0.113.10/32", "dev", "vm0"],
+        vec![
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:1::10/64",
+            "dev",
+            "vm0",
+            "nodad",
+        ],
+        vec![
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ff::10/128",
+            "dev",
+            "vm0",
+            "nodad",
+        ],
+        vec![
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.1",
+            "src",
+            "203.0.113.10",
+        ],
+        vec![
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+            "src",
+            "2001:db8:ff::10",
+        ],
+    ] {
+        ns.exec(&vm, &a);
+    }
+    serve(&vm, "203.0.113.10:8080");
+    serve(&vm, "203.0.113.10:9090");
+    serve(&vm, "[2001:db8:ff::10]:8080");
+
+    let d = tmpdir();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\n\
+         pass inet proto icmp\n\
+         pass inet6 proto icmp6\n\
+         pass in on wan proto tcp to port 8080\n\
+         pass out on vlan1234 proto tcp to port 8080\n\
+         pass in on wan proto udp to port 33434:33534\n\
+         pass out on vlan1234 proto udp to port 33434:33534\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        r#"pf = "pf.conf"
+[[port]]
+name = "up0"
+[[port]]
+name = "trunk0"
+[[interface]]
+name = "wan"
+port = "up0"
+addresses = ["203.0.113.2/24", "2001:db8:ff::2/64"]
+proxy-arp = ["203.0.113.10/32", "2001:db8:ff::10/128"]
+[[interface]]
+name = "vlan1234"
+port = "trunk0"
+vlan = 1234
+addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+[[route]]
+to = "203.0.113.10/32"
+interface = "vlan1234"
+[[route]]
+to = "2001:db8:ff::10/128"
+interface = "vlan1234"
+[[route]]
+to = "default"
+via = "203.0.113.1"
+"#,
+    )
+    .unwrap();
+
+    let mut dump = ns.spawn(
+        &vm,
+        &[
+            "tcpdump",
+            "-e",
+            "-n",
+            "-l",
+            "-i",
+            "vmtrunk",
+            "-c",
+            "4",
+            "vlan 1234 and icmp",
+        ],
+    );
+    let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    let mut up_ok = false;
+    while t.elapsed() < Duration::from_secs(15) {
+        if ok(&up, &["ping", "-c", "1", "-W", "1", "203.0.113.10"]) {
+            up_ok = true;
+            break;
+        }
+    }
+    if !up_ok {
+        stop.store(true, Ordering::SeqCst);
+        let o = daemon.stop().unwrap();
+        panic!(
+            "upstream cannot ping the VM; palisade said: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The upstream router learnt the VM's address at the firewall's MAC.
+    let fw_mac =
+        String::from_utf8_lossy(&ns.exec(&fw, &["cat", "/sys/class/net/up0/address"]).stdout)
+            .trim()
+            .to_string();
+    let neigh = ns.exec(&up, &["ip", "neigh", "show", "203.0.113.10"]);
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains(&fw_mac),
+        "proxy ARP: {}",
+        String::from_utf8_lossy(&neigh.stdout)
+    );
+    // Tags on the wire between firewall and VM.
+    assert!(ok(
+        &up,
+        &["ping", "-c", "3", "-i", "0.2", "-W", "1", "203.0.113.10"]
+    ));
+    let o = dump.stop().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("vlan 1234"), "tcpdump -e: {text}");
+
+    // The firewall answers for itself, the VM reaches upstream.
+    assert!(ok(&up, &["ping", "-c", "1", "-W", "2", "203.0.113.2"]));
+    assert!(ok(&vm, &["ping", "-c", "1", "-W", "2", "203.0.113.1"]));
+    // IPv6: proxy NDP upstream, NDP on the VLAN.
+    assert!(
+        ok(
+            &up,
+            &["ping", "-6", "-c", "1", "-W", "3", "2001:db8:ff::10"]
+        ),
+        "IPv6 ping upstream -> VM"
+    );
+    assert!(ok(
+        &vm,
+        &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:ff::1"]
+    ));
+
+    // TCP: 8080 passes (a real server answers), 9090 is dropped.
+    let (s, n) = curl(&up, "http://203.0.113.10:8080/", "10");
+    assert!(s == 0 && n == "100000", "TCP/8080: {s} {n}");
+    let (s, n) = curl(&up, "http://[2001:db8:ff::10]:8080/", "10");
+    assert!(s == 0 && n == "100000", "TCP/8080 over IPv6: {s} {n}");
+    let (s, _) = curl(&up, "http://203.0.113.10:9090/", "3");
+    assert_eq!(s, 28, "TCP/9090 must be dropped");
+
+    // traceroute shows the firewall as the first hop, then the VM.
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &up,
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            "-m",
+            "3",
+        ])
+        .arg("203.0.113.10")
+        .output()
+        .unwrap();
+    let tr = String::from_utf8_lossy(&o.stdout);
+    let hop = |n: &str| {
+        tr.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        hop("1").contains("203.0.113.2 ") && hop("2").contains("203.0.113.10 "),
+        "traceroute: {tr}"
+    );
+
+    let o = daemon.stop().expect("palisade output");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ttl_exceeded: 1"), "{err}");
+    stop.store(true, Ordering::SeqCst);
+    adapter.join().unwrap();
+    // The kernel settings of the ports are given back.
+    let v = ns.exec(&fw, &["cat", "/proc/sys/net/ipv4/conf/up0/arp_ignore"]);
+    assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
+    let _ = std::fs::remove_dir_all(&d);
+}
