@@ -1234,6 +1234,84 @@ via = "203.0.113.1"
         assert_eq!(o[0].1[18 + 7], 63, "hop limit decremented");
     }
 
+    const S1: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "pw"
+[[port]]
+name = "pd"
+[[port]]
+name = "pl"
+[[interface]]
+name = "wan"
+port = "pw"
+[[interface]]
+name = "dmz"
+port = "pd"
+[[interface]]
+name = "lan"
+port = "pl"
+addresses = ["198.18.1.1/24"]
+[[bridge]]
+name = "bridge0"
+members = ["wan", "dmz"]
+addresses = ["198.51.100.7/32"]
+[[route]]
+to = "203.0.113.0/24"
+interface = "bridge0"
+[[route]]
+to = "default"
+via = "203.0.113.1"
+"#;
+
+    #[test]
+    fn routed_through_bridge_with_nat() {
+        let mut d = dp(
+            S1,
+            "block all\npass inet proto icmp\nmatch out on bridge0 from 198.18.1.0/24 nat-to (bridge0)\npass in on lan\npass out on bridge0\n",
+        );
+        // The upstream router asks for the firewall's address on the bridge.
+        let o = d.input(
+            0,
+            &eth(
+                BROADCAST,
+                A,
+                None,
+                ETH_ARP,
+                &arp(1, A, "203.0.113.1", "198.51.100.7"),
+            ),
+            0,
+        );
+        assert_eq!(ports(&o), [0, 1], "answered on wan, flooded to dmz");
+        // Ping from the LAN, hidden behind 198.51.100.7.
+        let echo = build::ip(
+            "198.18.1.10".parse().unwrap(),
+            "203.0.113.1".parse().unwrap(),
+            1,
+            64,
+            &build::icmp(8, 0, [0, 7, 0, 1], b"ping"),
+        );
+        let o = d.input(2, &eth(M2, B, None, ETH_IPV4, &echo), 1);
+        assert_eq!(ports(&o), [0], "{:?}", d.counters);
+        assert_eq!(&o[0].1[0..6], &A);
+        let out = parse_ip(&o[0].1[14..]).unwrap();
+        assert_eq!(out.src.to_string(), "198.51.100.7");
+        // The reply comes back to the bridge's MAC and reaches the LAN host.
+        let L4::Icmp { id, .. } = out.l4 else {
+            panic!()
+        };
+        let reply = build::ip(
+            "203.0.113.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+            1,
+            64,
+            &build::icmp(0, 0, [(id >> 8) as u8, id as u8, 0, 1], b"ping"),
+        );
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &reply), 2);
+        assert_eq!(d.counters.blocked, 0, "{:?}", d.counters);
+        assert_eq!(ports(&o), [2], "{:?}", d.counters);
+    }
+
     #[test]
     fn malformed_frames_are_counted_not_fatal() {
         let mut d = dp(ROUTER, "pass\n");

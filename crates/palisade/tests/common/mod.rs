@@ -206,3 +206,52 @@ pub fn curl(ns: &str, url: &str, max: &str) -> (i32, String) {
         String::from_utf8_lossy(&o.stdout).to_string(),
     )
 }
+
+/// As `serve`, and report each client's address.
+pub fn serve_peer(ns: &str, bind: &'static str) -> std::sync::mpsc::Receiver<std::net::SocketAddr> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let l = in_netns(ns, move || TcpListener::bind(bind).expect("bind"))
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            if let Ok(p) = s.peer_addr() {
+                let _ = tx.send(p);
+            }
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        }
+    });
+    rx
+}
+
+/// A server that greets every client with `banner` (an SMTP server's 220).
+pub fn serve_banner(ns: &str, bind: &'static str, banner: &'static str) {
+    let l = in_netns(ns, move || TcpListener::bind(bind).expect("bind"))
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let _ = s.write_all(banner.as_bytes());
+        }
+    });
+}
+
+/// Connect from namespace `ns` and read the greeting (bounded by `secs`).
+pub fn greeting(ns: &str, to: &str, secs: u64) -> Result<String, String> {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(secs))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+    })
+    .join()
+    .unwrap()
+}
