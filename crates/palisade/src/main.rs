@@ -38,6 +38,10 @@ enum Cmd {
             default_value = "/etc/palisade/palisade.toml"
         )]
         config: PathBuf,
+        /// Only check the configuration and its pf.conf, touch nothing
+        /// (like `pfctl -n`).
+        #[arg(short = 'n')]
+        dry_run: bool,
     },
 }
 
@@ -107,7 +111,27 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
-        Cmd::Run { config } => match run::run(&config) {
+        Cmd::Run {
+            config,
+            dry_run: true,
+        } => match run::load(&config) {
+            Ok((cfg, pf, _)) => {
+                println!(
+                    "{}: ok ({} ports, {} interfaces, {} routes; pf.conf {} rules)",
+                    config.display(),
+                    cfg.ports.len(),
+                    cfg.ifaces.len(),
+                    cfg.routes.len(),
+                    pf.main.rules.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("palisade run: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config, .. } => match run::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("palisade run: {e}");

@@ -354,3 +354,94 @@ via = "203.0.113.1"
     assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Each bad configuration fails at start with a clear message naming the
+/// place, and the interfaces are left exactly as they were.
+#[test]
+fn bad_configurations_fail_at_start() {
+    require_root();
+    let ns = Netns::new("badcfg", 2);
+    let (fw, peer) = (ns.names[0].clone(), ns.names[1].clone());
+    ns.veth(&fw, "p1", &peer, "q1");
+    ns.veth(&fw, "p2", &peer, "q2");
+    let snapshot = || {
+        let links = ns.exec(&fw, &["ip", "-d", "link", "show"]).stdout;
+        let mut s = String::from_utf8_lossy(&links).to_string();
+        for p in ["p1", "p2"] {
+            for f in [
+                format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"),
+                format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore"),
+            ] {
+                s += &String::from_utf8_lossy(&ns.exec(&fw, &["cat", &f]).stdout);
+            }
+        }
+        s
+    };
+    let before = snapshot();
+    let d = tmpdir().join("bad");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("good.conf"), "pass\n").unwrap();
+    std::fs::write(
+        d.join("bad.conf"),
+        "pass\npass in on wan proto tcp to port 70000\n",
+    )
+    .unwrap();
+    let base = |pf: &str, extra: &str| {
+        format!(
+            "pf = \"{pf}\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+             [[interface]]\nname = \"wan\"\nport = \"p1\"\naddresses = [\"203.0.113.2/24\"]\n\
+             [[interface]]\nname = \"lan\"\nport = \"p2\"\n{extra}"
+        )
+    };
+    let cases = [
+        (
+            base("good.conf", "").replace("name = \"p2\"", "name = \"p9\""),
+            "palisade.toml:5: port 'p9': no network interface of that name",
+        ),
+        (
+            base("good.conf", "addresses = [\"203.0.113.2/25\"]\n"),
+            "palisade.toml:13: address 203.0.113.2 is already on interface 'wan'",
+        ),
+        (
+            base("good.conf", "vlan = 4095\n"),
+            "palisade.toml:13: VLAN id 4095 out of range (1..4094)",
+        ),
+        (
+            base(
+                "good.conf",
+                "[[route]]\nto = \"default\"\nvia = \"198.18.0.1\"\n",
+            ),
+            "palisade.toml:15: gateway 198.18.0.1 is not reachable",
+        ),
+        (base("bad.conf", ""), "bad.conf:2:"),
+    ];
+    // The base configuration itself is accepted (so each case fails for its
+    // own reason): check it without running it.
+    let cfg = d.join("palisade.toml");
+    std::fs::write(&cfg, base("good.conf", "")).unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &fw, palisade(), "run", "-n", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "base: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(": ok (2 ports, 2 interfaces"));
+    for (text, want) in &cases {
+        let cfg = d.join("palisade.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "exec", &fw, palisade(), "run", "-c"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{want}: accepted");
+        assert!(err.contains(want), "want '{want}', got: {err}");
+        assert_eq!(snapshot(), before, "interfaces changed by: {want}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
