@@ -9,6 +9,8 @@
 //! network namespace it creates and removes) R times each, alternating, and
 //! prints the medians and their ratio.
 
+mod forward;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -575,8 +577,9 @@ fn main() {
         Some("check-vs-nft") => check_vs_nft(&args),
         Some("rules") => rules_bench(&args),
         Some("states") => states_bench(&args),
+        Some("forward") => forward::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5]");
             std::process::exit(2);
         }
     }

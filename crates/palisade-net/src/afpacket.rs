@@ -228,10 +228,16 @@ impl Drop for Port {
 
 /// Wait until one of the ports has frames (bounded by `timeout_ms`).
 pub fn wait(ports: &[Port], timeout_ms: i32) -> io::Result<()> {
-    let mut fds: Vec<libc::pollfd> = ports
+    let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
+    wait_fds(&fds, timeout_ms)
+}
+
+/// Wait until one of `fds` is readable (bounded by `timeout_ms`).
+pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
+    let mut fds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|p| libc::pollfd {
-            fd: p.fd(),
+        .map(|&fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         })

@@ -18,6 +18,8 @@
 //! name = "bridge0"
 //! members = ["wan", "dmz"]
 //! addresses = ["203.0.113.2/24"]     # optional
+//! [host]                   # the TAP to the Linux stack (default: on, "pal0")
+//! name = "pal0"
 //! [[route]]
 //! to = "default"           # or a prefix
 //! via = "203.0.113.1"      # a gateway, or:
@@ -43,6 +45,14 @@ struct Raw {
     bridge: Vec<RawBridge>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    host: Option<RawHost>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawHost {
+    enabled: Option<bool>,
+    name: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -172,6 +182,8 @@ pub struct Config {
     pub ports: Vec<PortConf>,
     pub ifaces: Vec<Iface>,
     pub routes: Vec<Route>,
+    /// The host interface (a TAP device to the Linux stack), if enabled.
+    pub host: Option<String>,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -484,7 +496,28 @@ impl Config {
                 ));
             }
         }
+        let host = match &raw.host {
+            Some(RawHost {
+                enabled: Some(false),
+                ..
+            }) => None,
+            Some(RawHost { name: Some(n), .. }) => {
+                names_ok(&cx, n)?;
+                if port_ix.contains_key(n.get_ref()) || if_ix.contains_key(n.get_ref()) {
+                    return Err(cx.err(
+                        n,
+                        format!(
+                            "host interface '{}' is already a port or interface",
+                            n.get_ref()
+                        ),
+                    ));
+                }
+                Some(n.get_ref().clone())
+            }
+            _ => Some("pal0".to_string()),
+        };
         Ok(Config {
+            host,
             pf: PathBuf::from(raw.pf.into_inner()),
             ports,
             ifaces,

@@ -51,8 +51,12 @@ pub struct Counters {
     pub neigh_queued: u64,
     pub neigh_dropped: u64,
     pub local_echo: u64,
-    /// Traffic for the firewall itself that nothing here serves yet.
+    /// Traffic for the firewall itself that nothing here serves (no host
+    /// interface).
     pub local_dropped: u64,
+    /// Packets given to / received from the Linux stack (host interface).
+    pub host_in: u64,
+    pub host_out: u64,
     pub icmp_errors: u64,
 }
 
@@ -84,7 +88,13 @@ pub struct Dataplane {
     pub counters: Counters,
     icmp_budget: (u64, u32),
     out: Vec<Out>,
+    /// The host interface: its port index (after the configured ports) and
+    /// the TAP's MAC.
+    host: Option<(usize, Mac)>,
 }
+
+/// The MAC Palisade uses on its side of the host interface.
+pub const HOST_PEER_MAC: Mac = [0x02, 0x70, 0x61, 0x6c, 0x30, 0x01];
 
 fn mac_at(b: &[u8]) -> Mac {
     let mut m = [0u8; 6];
@@ -141,7 +151,15 @@ impl Dataplane {
             counters: Counters::default(),
             icmp_budget: (0, 0),
             out: Vec::new(),
+            host: None,
         }
+    }
+
+    /// Attach the host interface (a TAP with MAC `mac`) as port `port`:
+    /// traffic for the firewall's own addresses goes there, and what the
+    /// Linux stack sends through it is routed like the firewall's own.
+    pub fn set_host(&mut self, port: usize, mac: Mac) {
+        self.host = Some((port, mac));
     }
 
     pub fn mac(&self, iface: usize) -> Mac {
@@ -249,6 +267,10 @@ impl Dataplane {
             self.counters.malformed += 1;
             return;
         };
+        if self.host.is_some_and(|(p, _)| p == port) {
+            self.host_in(ethertype, &frame[off..], now);
+            return;
+        }
         if vlans.len() > 1 {
             self.counters.unknown_vlan += 1;
             return;
@@ -609,7 +631,8 @@ impl Dataplane {
         }
         let pkt = d.reassembled.unwrap_or(pkt);
         let Ok(info) = parse_ip(&pkt) else { return };
-        if self.own_address(&info.dst).is_some() {
+        if self.own_address(&info.dst).is_some() || (self.host.is_some() && is_loopback(&info.dst))
+        {
             self.local_in(pkt, &info, now);
             return;
         }
@@ -633,7 +656,34 @@ impl Dataplane {
             })
     }
 
+    /// From the Linux stack through the host interface: the firewall's own
+    /// traffic, routed and filtered `out` like any it sends.
+    fn host_in(&mut self, ethertype: u16, payload: &[u8], now: u64) {
+        if ethertype != ETH_IPV4 && ethertype != ETH_IPV6 {
+            return;
+        }
+        let Ok(info) = parse_ip(payload) else {
+            self.counters.malformed += 1;
+            return;
+        };
+        if is_multicast_or_broadcast(&info.dst) {
+            return;
+        }
+        self.counters.host_out += 1;
+        self.send_local(payload[..info.len].to_vec(), now);
+    }
+
     fn local_in(&mut self, pkt: Vec<u8>, info: &IpInfo, now: u64) {
+        if let Some((port, mac)) = self.host {
+            let ethertype = if info.is_v6() { ETH_IPV6 } else { ETH_IPV4 };
+            let mut f = mac.to_vec();
+            f.extend_from_slice(&HOST_PEER_MAC);
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(&pkt);
+            self.counters.host_in += 1;
+            self.out.push((port, f));
+            return;
+        }
         let echo = match info.l4 {
             L4::Icmp { ty: 8, code: 0, .. } => Some(0u8),
             L4::Icmp6 {
@@ -858,6 +908,10 @@ enum Unreach {
     Net,
     Host,
     TooBig(u16),
+}
+
+fn is_loopback(ip: &IpAddr) -> bool {
+    ip.is_loopback()
 }
 
 fn is_multicast_or_broadcast(ip: &IpAddr) -> bool {
@@ -1310,6 +1364,58 @@ via = "203.0.113.1"
         let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &reply), 2);
         assert_eq!(d.counters.blocked, 0, "{:?}", d.counters);
         assert_eq!(ports(&o), [2], "{:?}", d.counters);
+    }
+
+    #[test]
+    fn host_interface_carries_local_traffic_through_pf() {
+        let mut d = dp(
+            ROUTER,
+            "block all\npass in on wan proto tcp to (wan) port 22\npass out on wan proto tcp\n",
+        );
+        const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+        d.set_host(3, TAP);
+        let syn = |port: u16| {
+            build::ip(
+                "203.0.113.1".parse().unwrap(),
+                "203.0.113.2".parse().unwrap(),
+                6,
+                64,
+                &build::tcp(40000, port, 1, 0, 2, 1000, &[], b""),
+            )
+        };
+        // ssh to the firewall: handed to the Linux stack, untouched.
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &syn(22)), 0);
+        assert_eq!(ports(&o), [3]);
+        assert_eq!(&o[0].1[0..6], &TAP);
+        assert_eq!(&o[0].1[14..], &syn(22)[..]);
+        // telnet: pf blocks it before the stack sees it.
+        assert!(d
+            .input(0, &eth(M0, A, None, ETH_IPV4, &syn(23)), 0)
+            .is_empty());
+        // The stack's answer comes back through the TAP and leaves on wan
+        // (the sender's MAC is known from the neighbour table after ARP).
+        d.input(
+            0,
+            &eth(
+                BROADCAST,
+                A,
+                None,
+                ETH_ARP,
+                &arp(1, A, "203.0.113.1", "203.0.113.2"),
+            ),
+            0,
+        );
+        let synack = build::ip(
+            "203.0.113.2".parse().unwrap(),
+            "203.0.113.1".parse().unwrap(),
+            6,
+            64,
+            &build::tcp(22, 40000, 9, 2, 0x12, 1000, &[], b""),
+        );
+        let o = d.input(3, &eth(HOST_PEER_MAC, TAP, None, ETH_IPV4, &synack), 1);
+        assert_eq!(ports(&o), [0]);
+        assert_eq!(&o[0].1[0..6], &A);
+        assert_eq!(d.counters.host_out, 1);
     }
 
     #[test]

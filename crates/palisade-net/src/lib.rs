@@ -8,3 +8,4 @@
 pub mod afpacket;
 pub mod config;
 pub mod dataplane;
+pub mod tap;

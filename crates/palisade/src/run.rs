@@ -18,6 +18,7 @@ use palisade_filter::{Engine, Filter};
 use palisade_net::afpacket::{self, Port};
 use palisade_net::config::Config;
 use palisade_net::dataplane::{Dataplane, Mac};
+use palisade_net::tap::Tap;
 
 /// Read and check the daemon's configuration and its pf.conf; errors name
 /// the file, the line and the problem. Nothing is touched.
@@ -136,23 +137,56 @@ pub fn run(path: &Path) -> Result<(), String> {
         summary.join(" "),
         pf.main.rules.len()
     );
+    let host = match &cfg.host {
+        Some(name) => {
+            let t = Tap::create(name).map_err(|e| format!("host interface '{name}': {e}"))?;
+            for w in t.configure(&cfg) {
+                eprintln!("palisade: warning: {w}");
+            }
+            Some((port_mac(name)?, t))
+        }
+        None => None,
+    };
+    let host_port = ports.len();
     let mut dp = Dataplane::new(cfg, &macs, filter);
+    if let Some((mac, _)) = &host {
+        dp.set_host(host_port, *mac);
+    }
+    let tap = host.map(|(_, t)| t);
     let start = Instant::now();
     let send = |ports: &[Port], outs: Vec<(usize, Vec<u8>)>| {
         for (p, f) in outs {
-            if let Err(e) = ports[p].send(&f) {
-                eprintln!("palisade: send on {}: {e}", ports[p].name);
+            let r = match (ports.get(p), &tap) {
+                (Some(port), _) => port.send(&f),
+                (None, Some(t)) => t.send(&f),
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = r {
+                let name = ports.get(p).map_or("host interface", |x| x.name.as_str());
+                eprintln!("palisade: send on {name}: {e}");
             }
         }
     };
     send(&ports, dp.start(0));
+    let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
+    if let Some(t) = &tap {
+        fds.push(t.fd());
+    }
+    let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     while !STOP.load(Ordering::SeqCst) {
-        afpacket::wait(&ports, 100).map_err(|e| format!("poll: {e}"))?;
+        afpacket::wait_fds(&fds, 100).map_err(|e| format!("poll: {e}"))?;
         let now = start.elapsed().as_millis() as u64;
         for i in 0..ports.len() {
             let mut outs = Vec::new();
             ports[i].recv_batch(|frame| outs.extend(dp.input(i, frame, now)));
+            send(&ports, outs);
+        }
+        if let Some(t) = &tap {
+            let mut outs = Vec::new();
+            t.recv_all(&mut buf, |frame| {
+                outs.extend(dp.input(host_port, frame, now))
+            });
             send(&ports, outs);
         }
         if now >= last_tick + 1000 {

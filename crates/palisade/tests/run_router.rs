@@ -204,7 +204,9 @@ fn router_vlan_proxy_arp() {
          pass in on wan proto tcp to port 8080\n\
          pass out on vlan1234 proto tcp to port 8080\n\
          pass in on wan proto udp to port 33434:33534\n\
-         pass out on vlan1234 proto udp to port 33434:33534\n",
+         pass out on vlan1234 proto udp to port 33434:33534\n\
+         pass in on wan proto tcp to (wan) port 22\n\
+         pass in on wan inet6 proto tcp to (wan) port 2222\n",
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
@@ -238,6 +240,11 @@ via = "203.0.113.1"
     )
     .unwrap();
 
+    // Local services of the firewall itself (its Linux stack, reached
+    // through the host interface): ssh is allowed, telnet is not.
+    serve_banner(&fw, "0.0.0.0:22", "SSH-2.0-test\r\n");
+    serve_banner(&fw, "[::]:2222", "SSH-2.0-v6\r\n");
+    serve_banner(&fw, "0.0.0.0:23", "telnet\r\n");
     let mut dump = ns.spawn(
         &vm,
         &[
@@ -305,6 +312,18 @@ via = "203.0.113.1"
         &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:ff::1"]
     ));
 
+    // The firewall's own services, through the host interface and pf.
+    match greeting(&up, "203.0.113.2:22", 5) {
+        Ok(g) => assert!(g.starts_with("SSH-2.0-test"), "{g}"),
+        Err(e) => panic!("ssh to the firewall: {e}"),
+    }
+    let e = greeting(&up, "203.0.113.2:23", 2).expect_err("telnet must be blocked");
+    assert!(e.contains("timed out"), "{e}");
+    match greeting(&up, "[2001:db8:ff::2]:2222", 5) {
+        Ok(g) => assert!(g.starts_with("SSH-2.0-v6"), "{g}"),
+        Err(e) => panic!("IPv6 service on the firewall: {e}"),
+    }
+
     // TCP: 8080 passes (a real server answers), 9090 is dropped.
     let (s, n) = curl(&up, "http://203.0.113.10:8080/", "10");
     assert!(s == 0 && n == "100000", "TCP/8080: {s} {n}");
@@ -347,6 +366,11 @@ via = "203.0.113.1"
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("ttl_exceeded: 1"), "{err}");
+    // Pings to the firewall were answered by its Linux stack.
+    assert!(
+        !err.contains("host_in: 0,") && err.contains("host_out: "),
+        "{err}"
+    );
     stop.store(true, Ordering::SeqCst);
     adapter.join().unwrap();
     // The kernel settings of the ports are given back.

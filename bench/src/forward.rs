@@ -1,0 +1,304 @@
+//! `palisade-bench forward [--rules 3,1000] [--secs 5]`: forwarding between
+//! two namespaces through a third, once by the Linux kernel (ip_forward,
+//! nftables with conntrack) and once by `palisade run`, on the same
+//! topology with equivalent rulesets, in the same run:
+//!
+//!   src [198.18.0.1] --veth-- [a0] fw [b0] --veth-- [198.19.0.1] dst
+//!
+//! Measured with iperf3: 64-byte frames (UDP payload 18 bytes, unlimited
+//! rate) as packets per second received, and TCP throughput. Offloads are
+//! off on every veth for both peers (Palisade's ports need that; the kernel
+//! gets the same wire).
+//!
+//! Rulesets. N non-matching rules, then the accepting ones:
+//!   nft:  chain forward { policy drop; N x `ip saddr 203.0.113.X udp dport P accept`;
+//!         ct state established,related accept; udp dport 5201 accept;
+//!         tcp dport 5201 accept }
+//!   pf:   block all; N x `pass proto udp from 203.0.113.X to port P`;
+//!         pass proto udp to port 5201; pass proto tcp to port 5201
+//! With N = 0 both have 3 rules. nft walks the chain for every packet; pf
+//! only for the first packet of a connection (then its state table).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Ns(Vec<String>);
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+struct Kill(Option<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: signalling a child we started, by its PID.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn sh(args: &[&str]) {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn nsx(ns: &str, args: &[&str]) {
+    let mut v = vec!["ip", "netns", "exec", ns];
+    v.extend_from_slice(args);
+    sh(&v);
+}
+
+fn topology(tag: &str) -> Ns {
+    let names: Vec<String> = ["src", "fw", "dst"]
+        .iter()
+        .map(|r| format!("pbf-{tag}-{r}-{}", std::process::id()))
+        .collect();
+    for n in &names {
+        sh(&["ip", "netns", "add", n]);
+    }
+    let ns = Ns(names);
+    let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
+    for (a, an, b, bn) in [(src, "eth0", fw, "a0"), (fw, "b0", dst, "eth0")] {
+        sh(&[
+            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
+        ]);
+        for (n, i) in [(a, an), (b, bn)] {
+            nsx(
+                n,
+                &[
+                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                    "rx", "off",
+                ],
+            );
+            nsx(n, &["ip", "link", "set", i, "up"]);
+        }
+    }
+    for n in &ns.0 {
+        nsx(n, &["ip", "link", "set", "lo", "up"]);
+    }
+    nsx(src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    nsx(
+        src,
+        &["ip", "route", "add", "default", "via", "198.18.0.254"],
+    );
+    nsx(dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
+    nsx(
+        dst,
+        &["ip", "route", "add", "default", "via", "198.19.0.254"],
+    );
+    ns
+}
+
+fn filler(i: usize) -> (String, u16) {
+    (format!("203.0.113.{}", i % 250 + 1), 10_000 + i as u16)
+}
+
+fn nft_ruleset(n: usize) -> String {
+    let mut s = String::from(
+        "table inet bench {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n",
+    );
+    for i in 0..n {
+        let (a, p) = filler(i);
+        s += &format!("  ip saddr {a} udp dport {p} accept\n");
+    }
+    s += "  ct state established,related accept\n  udp dport 5201 accept\n  tcp dport 5201 accept\n }\n}\n";
+    s
+}
+
+fn pf_ruleset(n: usize) -> String {
+    let mut s = String::from("block all\n");
+    for i in 0..n {
+        let (a, p) = filler(i);
+        s += &format!("pass proto udp from {a} to port {p}\n");
+    }
+    s += "pass proto udp to port 5201\npass proto tcp to port 5201\n";
+    s
+}
+
+const PALISADE_TOML: &str = r#"pf = "pf.conf"
+[[port]]
+name = "a0"
+[[port]]
+name = "b0"
+[[interface]]
+name = "a0"
+port = "a0"
+addresses = ["198.18.0.254/24"]
+[[interface]]
+name = "b0"
+port = "b0"
+addresses = ["198.19.0.254/24"]
+"#;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Peer {
+    Kernel,
+    Palisade,
+}
+
+struct Result {
+    pps: f64,
+    loss: f64,
+    tcp_bps: f64,
+}
+
+fn iperf(src: &str, dst: &str, extra: &[&str], secs: u64) -> serde_json::Value {
+    let server = Kill(Some(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                dst,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "198.19.0.1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 -s"),
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let s = secs.to_string();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            src,
+            "iperf3",
+            "-c",
+            "198.19.0.1",
+            "-J",
+            "-t",
+            &s,
+        ])
+        .args(extra)
+        .output()
+        .expect("iperf3 -c");
+    drop(server);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 output ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+fn measure(peer: Peer, rules: usize, secs: u64, dir: &Path, palisade: &Path) -> Result {
+    let tag = if peer == Peer::Kernel { "k" } else { "p" };
+    let ns = topology(tag);
+    let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
+    let mut daemon = Kill(None);
+    match peer {
+        Peer::Kernel => {
+            nsx(fw, &["ip", "addr", "add", "198.18.0.254/24", "dev", "a0"]);
+            nsx(fw, &["ip", "addr", "add", "198.19.0.254/24", "dev", "b0"]);
+            nsx(fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            let f = dir.join("bench.nft");
+            std::fs::write(&f, nft_ruleset(rules)).unwrap();
+            nsx(fw, &["nft", "-f", f.to_str().unwrap()]);
+        }
+        Peer::Palisade => {
+            std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
+            let cfg = dir.join("palisade.toml");
+            std::fs::write(&cfg, PALISADE_TOML).unwrap();
+            let mut c = Command::new("ip")
+                .args(["netns", "exec", fw])
+                .arg(palisade)
+                .args(["run", "-c", cfg.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("palisade run");
+            let err = c.stderr.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+                    if l.contains("running") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+            daemon.0 = Some(c);
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("palisade did not start");
+        }
+    }
+    // Warm up neighbours (ARP) in both directions.
+    let _ = iperf(src, dst, &["-u", "-b", "1M"], 1);
+    let udp = iperf(src, dst, &["-u", "-b", "0", "-l", "18"], secs);
+    let sum = &udp["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
+    let tcp = iperf(src, dst, &[], secs);
+    let tcp_bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    drop(daemon);
+    drop(ns);
+    Result {
+        pps: (packets - lost).max(0.0) / seconds,
+        loss: if packets > 0.0 { lost / packets } else { 0.0 },
+        tcp_bps,
+    }
+}
+
+pub fn run(args: &[String]) {
+    let rules: Vec<usize> = super::arg(args, "--rules")
+        .unwrap_or_else(|| "3,1000".into())
+        .split(',')
+        .map(|s| s.parse().expect("--rules N,M"))
+        .collect();
+    let secs: u64 = super::arg(args, "--secs").map_or(5, |s| s.parse().expect("--secs S"));
+    let palisade = super::palisade_bin();
+    let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    println!(
+        "forwarding, 64-byte UDP frames (iperf3 -u -b 0 -l 18) and TCP (iperf3), {secs} s each"
+    );
+    for n in rules {
+        // "3 rules" is the ruleset without fillers.
+        let fill = n.saturating_sub(3);
+        let k = measure(Peer::Kernel, fill, secs, &dir, &palisade);
+        let p = measure(Peer::Palisade, fill, secs, &dir, &palisade);
+        println!(
+            "{n:>5} rules: kernel {:>9.0} pps ({:>4.1}% lost) {:>6.2} Gbit/s | palisade {:>9.0} pps ({:>4.1}% lost) {:>6.2} Gbit/s | ratio pps {:.2}, tcp {:.2}",
+            k.pps,
+            k.loss * 100.0,
+            k.tcp_bps / 1e9,
+            p.pps,
+            p.loss * 100.0,
+            p.tcp_bps / 1e9,
+            p.pps / k.pps.max(1.0),
+            p.tcp_bps / k.tcp_bps.max(1.0)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

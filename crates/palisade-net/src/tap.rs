@@ -1,0 +1,155 @@
+//! The host interface: a TAP device through which the Linux stack of the
+//! firewall itself (management access, local services) sends and receives,
+//! while the owned ports stay Palisade's. Written on `libc` (one ioctl and
+//! read/write); configured with iproute2, which Palisade requires anyway.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
+
+use crate::config::Config;
+
+const TUNSETIFF: libc::c_ulong = 0x400454ca;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+
+pub struct Tap {
+    pub name: String,
+    fd: OwnedFd,
+}
+
+impl Tap {
+    /// Create TAP device `name` (it disappears when this is dropped).
+    pub fn create(name: &str) -> io::Result<Tap> {
+        if name.len() >= 16 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+        }
+        // SAFETY: opening a character device with a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut ifr = [0u8; 40];
+        ifr[..name.len()].copy_from_slice(name.as_bytes());
+        ifr[16..18].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes).
+        if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, ifr.as_mut_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: setting O_NONBLOCK on our descriptor.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        Ok(Tap {
+            name: name.to_string(),
+            fd,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Every frame waiting, to `f`.
+    pub fn recv_all(&self, buf: &mut [u8], mut f: impl FnMut(&[u8])) {
+        loop {
+            // SAFETY: reading into a buffer of the length passed.
+            let n =
+                unsafe { libc::read(self.fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            f(&buf[..n as usize]);
+        }
+    }
+
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: writing a buffer of the length passed.
+        let r = unsafe {
+            libc::write(
+                self.fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Give the Linux stack the firewall's addresses on this device, and
+    /// routes that send everything it originates through Palisade. The
+    /// device does no ARP/NDP: Palisade takes every frame it sends.
+    /// Returns warnings (a route the kernel already has, ...).
+    pub fn configure(&self, cfg: &Config) -> Vec<String> {
+        let mut warn = Vec::new();
+        let n = self.name.as_str();
+        let mut run = |args: &[&str]| match Command::new("ip").args(args).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => warn.push(format!(
+                "host interface: ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => warn.push(format!("host interface: ip: {e}")),
+        };
+        for (k, v) in [
+            (format!("ipv6/conf/{n}/accept_ra"), "0"),
+            (format!("ipv6/conf/{n}/autoconf"), "0"),
+            (format!("ipv4/conf/{n}/route_localnet"), "1"),
+            (format!("ipv4/conf/{n}/rp_filter"), "0"),
+        ] {
+            let _ = std::fs::write(format!("/proc/sys/net/{k}"), v);
+        }
+        run(&["link", "set", n, "arp", "off", "up"]);
+        let mut nets = Vec::new();
+        for i in &cfg.ifaces {
+            for p in &i.addresses {
+                let (fam, host) = if p.ip.is_ipv4() {
+                    ("-4", 32)
+                } else {
+                    ("-6", 128)
+                };
+                let a = format!("{}/{host}", p.ip);
+                if p.ip.is_ipv4() {
+                    run(&[fam, "addr", "add", &a, "dev", n]);
+                } else {
+                    run(&[fam, "addr", "add", &a, "dev", n, "nodad"]);
+                }
+                if p.bits < host {
+                    nets.push(format!("{}/{}", network(p), p.bits));
+                }
+            }
+        }
+        for r in &cfg.routes {
+            nets.push(format!("{}/{}", network(&r.to), r.to.bits));
+        }
+        for net in nets {
+            run(&["route", "add", &net, "dev", n, "metric", "100"]);
+        }
+        warn
+    }
+}
+
+fn network(p: &crate::config::Prefix) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match p.ip {
+        IpAddr::V4(a) => {
+            let m = if p.bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - p.bits)
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if p.bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - p.bits)
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
