@@ -141,6 +141,25 @@ impl Port {
         self.fd.as_raw_fd()
     }
 
+    /// The socket's pending error, cleared (the interface went down or
+    /// away: ENETDOWN, ENXIO, ...). Without clearing it poll() would
+    /// report it again at once.
+    pub fn take_error(&self) -> Option<io::Error> {
+        let mut e: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: SO_ERROR writes an int into e.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                &mut e as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (r == 0 && e != 0).then(|| io::Error::from_raw_os_error(e))
+    }
+
     /// Hand every frame of the blocks the kernel has filled to `f`, then
     /// give the blocks back. Returns the number of frames.
     pub fn recv_batch(&mut self, mut f: impl FnMut(&mut Vec<u8>)) -> usize {
@@ -229,11 +248,12 @@ impl Drop for Port {
 /// Wait until one of the ports has frames (bounded by `timeout_ms`).
 pub fn wait(ports: &[Port], timeout_ms: i32) -> io::Result<()> {
     let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
-    wait_fds(&fds, timeout_ms)
+    wait_fds(&fds, timeout_ms).map(|_| ())
 }
 
-/// Wait until one of `fds` is readable (bounded by `timeout_ms`).
-pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
+/// Wait until one of `fds` is readable (bounded by `timeout_ms`). Returns
+/// the indexes of the descriptors that reported an error.
+pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
     let mut fds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -250,5 +270,10 @@ pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<()> {
             return Err(e);
         }
     }
-    Ok(())
+    Ok(fds
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0)
+        .map(|(i, _)| i)
+        .collect())
 }

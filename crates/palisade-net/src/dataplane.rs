@@ -162,6 +162,17 @@ impl Dataplane {
         self.host = Some((port, mac));
     }
 
+    /// A port was replaced (deleted and created again): its new MAC, for
+    /// its interfaces and a bridge that took its address from it.
+    pub fn set_port_mac(&mut self, port: usize, mac: Mac) {
+        for (ix, i) in self.cfg.ifaces.iter().enumerate() {
+            let first = i.members.first().and_then(|m| self.cfg.ifaces[*m].port);
+            if i.port == Some(port) || (i.port.is_none() && first == Some(port)) {
+                self.macs[ix] = mac;
+            }
+        }
+    }
+
     pub fn mac(&self, iface: usize) -> Mac {
         self.macs[iface]
     }

@@ -101,6 +101,31 @@ impl Drop for Isolation {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Health {
+    Up,
+    Down,
+    /// The interface no longer exists.
+    Gone,
+    /// An interface of that name exists again, not the one we opened.
+    Replaced,
+}
+
+fn check_port(p: &Port) -> Health {
+    match afpacket::ifindex(&p.name) {
+        Err(_) => Health::Gone,
+        Ok(ix) if ix != p.ifindex => Health::Replaced,
+        Ok(_) => {
+            let state = std::fs::read_to_string(format!("/sys/class/net/{}/operstate", p.name))
+                .unwrap_or_default();
+            match state.trim() {
+                "down" | "lowerlayerdown" | "notpresent" => Health::Down,
+                _ => Health::Up,
+            }
+        }
+    }
+}
+
 pub fn run(path: &Path) -> Result<(), String> {
     let (cfg, pf, host) = load(path)?;
     let engine = Arc::new(Engine::new(&pf, host));
@@ -114,7 +139,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     for n in &names {
         ports.push(Port::open(n).map_err(|e| format!("port '{n}': {e}"))?);
     }
-    let _iso = Isolation::apply(&names);
+    let mut isolations = vec![Isolation::apply(&names)];
     // SAFETY: installing an async-signal-safe handler that only stores a flag.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -174,9 +199,17 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
+    let mut health = vec![Health::Up; ports.len()];
     while !STOP.load(Ordering::SeqCst) {
-        afpacket::wait_fds(&fds, 100).map_err(|e| format!("poll: {e}"))?;
+        let errs = afpacket::wait_fds(&fds, 100).map_err(|e| format!("poll: {e}"))?;
         let now = start.elapsed().as_millis() as u64;
+        for i in errs.into_iter().filter(|&i| i < ports.len()) {
+            if let Some(e) = ports[i].take_error() {
+                if health[i] == Health::Up {
+                    eprintln!("palisade: port '{}': {e}", ports[i].name);
+                }
+            }
+        }
         for i in 0..ports.len() {
             let mut outs = Vec::new();
             ports[i].recv_batch(|frame| outs.extend(dp.input(i, frame, now)));
@@ -192,8 +225,54 @@ pub fn run(path: &Path) -> Result<(), String> {
         if now >= last_tick + 1000 {
             last_tick = now;
             send(&ports, dp.tick(now));
+            // Ports that went down or away, and their return.
+            let mut announce = false;
+            for i in 0..ports.len() {
+                let name = ports[i].name.clone();
+                let h = check_port(&ports[i]);
+                match (health[i], h) {
+                    (a, b) if a == b && b != Health::Replaced => {}
+                    (_, Health::Gone) => {
+                        eprintln!("palisade: port '{name}' is gone; waiting for it to come back")
+                    }
+                    (_, Health::Down) => eprintln!("palisade: port '{name}': link down"),
+                    (_, Health::Replaced) => match (Port::open(&name), port_mac(&name)) {
+                        (Ok(p), Ok(mac)) => {
+                            eprintln!("palisade: port '{name}' is back");
+                            fds[i] = p.fd();
+                            ports[i] = p;
+                            dp.set_port_mac(i, mac);
+                            isolations.push(Isolation::apply(std::slice::from_ref(&name)));
+                            health[i] = Health::Up;
+                            announce = true;
+                            continue;
+                        }
+                        (Err(e), _) => {
+                            if health[i] != Health::Replaced {
+                                eprintln!(
+                                    "palisade: port '{name}' is back but cannot be opened: {e}"
+                                );
+                            }
+                        }
+                        (_, Err(e)) => {
+                            if health[i] != Health::Replaced {
+                                eprintln!("palisade: {e}");
+                            }
+                        }
+                    },
+                    (_, Health::Up) => {
+                        eprintln!("palisade: port '{name}': link up");
+                        announce = true;
+                    }
+                }
+                health[i] = h;
+            }
+            if announce {
+                send(&ports, dp.start(now));
+            }
         }
     }
+    drop(isolations);
     eprintln!("palisade: stopping: {:?}", dp.counters);
     Ok(())
 }

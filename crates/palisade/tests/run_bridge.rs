@@ -193,3 +193,74 @@ fn bad_config_is_refused_before_touching_ports() {
     assert!(err.contains("bogus"), "{err}");
     assert!(err.contains("palisade.toml"), "{err}");
 }
+
+/// A port whose link goes down, or that is deleted and created again, is
+/// reported and taken back into service.
+#[test]
+fn ports_going_down_or_away_are_recovered() {
+    require_root();
+    let ns = Netns::new("recover", 3);
+    let (h1, fw, h2) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&h1, "eth0", &fw, "p1");
+    ns.veth(&fw, "p2", &h2, "eth0");
+    ns.exec(&h1, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(&h2, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    let d = tmpdir().join("recover");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+         [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n[host]\nenabled = false\n",
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let ping = || ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]);
+    let logged = |what: &str| {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if log.lock().unwrap().contains(what) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no '{what}' in: {}", log.lock().unwrap());
+    };
+    let wait_ping = |what: &str| {
+        let t = Instant::now();
+        while !ping() {
+            assert!(t.elapsed() < Duration::from_secs(15), "{what}");
+        }
+    };
+    wait_ping("no ping through the bridge at start");
+    // Link down on the far side, then up again.
+    ns.exec(&h2, &["ip", "link", "set", "eth0", "down"]);
+    logged("port 'p2': link down");
+    assert!(!ping());
+    ns.exec(&h2, &["ip", "link", "set", "eth0", "up"]);
+    logged("port 'p2': link up");
+    wait_ping("no ping after link up");
+    // The port disappears and a new one of the same name arrives.
+    ns.exec(&fw, &["ip", "link", "del", "p2"]);
+    logged("port 'p2' is gone");
+    ns.veth(&fw, "p2", &h2, "eth0");
+    ns.exec(&h2, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    logged("port 'p2' is back");
+    // h2 has a new MAC (its interface is new too): h1 must forget the old one.
+    ns.exec(&h1, &["ip", "neigh", "flush", "dev", "eth0"]);
+    wait_ping("no ping after the port came back");
+    let v = ns.exec(&fw, &["cat", "/proc/sys/net/ipv6/conf/p2/disable_ipv6"]);
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout).trim(),
+        "1",
+        "the new port is kept from the kernel too"
+    );
+    let o = daemon.stop().unwrap();
+    assert!(o.status.success());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -255,3 +255,26 @@ pub fn greeting(ns: &str, to: &str, secs: u64) -> Result<String, String> {
     .join()
     .unwrap()
 }
+
+/// Start a program in `ns` whose stderr is collected as it comes.
+pub fn spawn_logged(ns: &str, args: &[&str]) -> (Proc, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let err = child.stderr.take().unwrap();
+    let l2 = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(|l| l.ok()) {
+            let mut g = l2.lock().unwrap();
+            g.push_str(&line);
+            g.push('\n');
+        }
+    });
+    (Proc(Some(child)), log)
+}
