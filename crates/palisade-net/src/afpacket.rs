@@ -204,6 +204,13 @@ impl Port {
                     } else {
                         frame.extend_from_slice(data);
                     }
+                    if hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                        // Sent by a local stack that left the checksum to
+                        // offload: complete it before it goes anywhere.
+                        if let Some((_, _, off)) = palisade_wire::link::ethernet(&frame) {
+                            palisade_wire::build::complete_l4_checksum(&mut frame[off..]);
+                        }
+                    }
                     f(&mut frame);
                     n += 1;
                 }
@@ -243,6 +250,31 @@ impl Drop for Port {
         // (which also ends promiscuous mode).
         unsafe { libc::munmap(self.ring as *mut libc::c_void, self.ring_len) };
     }
+}
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+/// ethtool commands: get/set generic receive offload.
+pub const ETHTOOL_GGRO: u32 = 0x2b;
+pub const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// Read (`set` None) or write an ethtool value of interface `name`.
+pub fn ethtool(name: &str, cmd: u32, set: Option<u32>) -> io::Result<u32> {
+    // SAFETY: plain socket creation for the ioctl.
+    let raw = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) })?;
+    // SAFETY: raw is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut val: [u32; 2] = [set.map_or(cmd, |_| cmd), set.unwrap_or(0)];
+    let mut ifr = [0u8; 40];
+    if name.len() >= 16 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    let ptr = val.as_mut_ptr() as usize;
+    ifr[16..16 + std::mem::size_of::<usize>()].copy_from_slice(&ptr.to_ne_bytes());
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live
+    // struct ethtool_value (cmd, data).
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), SIOCETHTOOL as _, ifr.as_mut_ptr()) })?;
+    Ok(val[1])
 }
 
 /// Wait until one of the ports has frames (bounded by `timeout_ms`).

@@ -36,6 +36,8 @@ const ICMP_ERRORS_PER_SEC: u32 = 100;
 pub struct Counters {
     pub frames_in: u64,
     pub frames_out: u64,
+    /// TCP super-packets (segmentation offload) segmented on arrival.
+    pub segmented: u64,
     /// Frames on a port/VLAN no interface is configured for.
     pub unknown_vlan: u64,
     pub malformed: u64,
@@ -219,7 +221,14 @@ impl Dataplane {
     /// A frame received on port `port`: what to send.
     pub fn input(&mut self, port: usize, frame: &[u8], now: u64) -> Vec<Out> {
         self.counters.frames_in += 1;
-        self.frame_in(port, frame, now);
+        match self.oversize(port, frame) {
+            Some(frames) => {
+                for f in frames {
+                    self.frame_in(port, &f, now);
+                }
+            }
+            None => self.frame_in(port, frame, now),
+        }
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
@@ -271,6 +280,31 @@ impl Dataplane {
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
+    }
+
+    /// A frame larger than its port's MTU is a TCP super-packet a local
+    /// stack (a VM, a veth peer) left to segmentation offload: segment it
+    /// as the NIC would. Other oversized frames are dropped and counted.
+    fn oversize(&mut self, port: usize, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let mtu = self.cfg.ports.get(port)?.mtu as usize;
+        let (ethertype, _, off) = link::ethernet(frame)?;
+        if frame.len() - off <= mtu || (ethertype != ETH_IPV4 && ethertype != ETH_IPV6) {
+            return None;
+        }
+        let Some(segs) = build::segment_tcp(&frame[off..], mtu) else {
+            self.counters.malformed += 1;
+            return Some(Vec::new());
+        };
+        self.counters.segmented += 1;
+        Some(
+            segs.into_iter()
+                .map(|s| {
+                    let mut f = frame[..off].to_vec();
+                    f.extend_from_slice(&s);
+                    f
+                })
+                .collect(),
+        )
     }
 
     fn frame_in(&mut self, port: usize, frame: &[u8], now: u64) {

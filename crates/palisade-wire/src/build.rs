@@ -105,6 +105,105 @@ pub fn ip(src: IpAddr, dst: IpAddr, proto: u8, ttl: u8, l4: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Compute the TCP, UDP or ICMPv6 checksum of `p` from scratch: for
+/// frames whose sender left it to offload (a Linux CHECKSUM_PARTIAL packet
+/// seen on AF_PACKET carries only the pseudo-header sum). Returns false if
+/// `p` is not such a packet (unparsable, a non-first fragment, ...).
+pub fn complete_l4_checksum(p: &mut [u8]) -> bool {
+    let Ok(info) = crate::parse_ip(p) else {
+        return false;
+    };
+    if info.frag.is_some() {
+        return false;
+    }
+    let (o, proto) = match info.proto {
+        6 => (16, 6u8),
+        17 => (6, 17u8),
+        58 => (2, 58u8),
+        _ => return false,
+    };
+    let (l4s, end) = (info.l4_offset, info.len.min(p.len()));
+    if l4s + o + 2 > end {
+        return false;
+    }
+    let (sb, db): (Vec<u8>, Vec<u8>) = if p[0] >> 4 == 4 {
+        (p[12..16].to_vec(), p[16..20].to_vec())
+    } else {
+        (p[8..24].to_vec(), p[24..40].to_vec())
+    };
+    p[l4s + o] = 0;
+    p[l4s + o + 1] = 0;
+    let mut c = finish(sum(
+        &p[l4s..end],
+        pseudo_header(&sb, &db, proto, (end - l4s) as u32),
+    ));
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    p[l4s + o..l4s + o + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Split an oversized TCP packet (a GSO/TSO super-packet a local stack
+/// handed over unsegmented) into packets of at most `mtu` bytes, as the
+/// NIC would have: sequence numbers advance, FIN and PSH only on the last,
+/// CWR only on the first, IPv4 ids count up, all checksums computed.
+/// None if `p` is not TCP, is a fragment, or `mtu` leaves no room.
+pub fn segment_tcp(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    let info = crate::parse_ip(p).ok()?;
+    let crate::L4::Tcp {
+        seq,
+        flags,
+        header_len,
+        ..
+    } = info.l4
+    else {
+        return None;
+    };
+    if info.frag.is_some() {
+        return None;
+    }
+    let hl = info.l4_offset + header_len as usize;
+    let end = info.len.min(p.len());
+    let mss = mtu.checked_sub(hl).filter(|&m| m >= 8)?;
+    let payload = p.get(hl..end)?;
+    let v4 = p[0] >> 4 == 4;
+    let mut out = Vec::new();
+    let chunks: Vec<&[u8]> = payload.chunks(mss).collect();
+    let n = chunks.len().max(1);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut q = p[..hl].to_vec();
+        q.extend_from_slice(chunk);
+        let len = q.len();
+        if v4 {
+            q[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            let id = u16::from_be_bytes([q[4], q[5]]).wrapping_add(i as u16);
+            q[4..6].copy_from_slice(&id.to_be_bytes());
+            q[10] = 0;
+            q[11] = 0;
+            let ihl = (q[0] & 0x0f) as usize * 4;
+            let c = finish(sum(&q[..ihl], 0));
+            q[10..12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            q[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        }
+        let t = info.l4_offset;
+        let sq = seq.wrapping_add((i * mss) as u32);
+        q[t + 4..t + 8].copy_from_slice(&sq.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < n {
+            f &= !(0x01 | 0x08); // FIN, PSH only on the last
+        }
+        if i > 0 {
+            f &= !0x80; // CWR only on the first
+        }
+        q[t + 13] = f;
+        complete_l4_checksum(&mut q);
+        out.push(q);
+    }
+    Some(out)
+}
+
 /// Verify every checksum of an IP packet this module knows how to build.
 pub fn checksums_ok(p: &[u8]) -> bool {
     let Ok(info) = crate::parse_ip(p) else {
@@ -140,6 +239,77 @@ pub fn checksums_ok(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn super_packets_are_segmented_like_a_nic_would() {
+        for (a, b) in [
+            ("192.0.2.1", "198.51.100.2"),
+            ("2001:db8::1", "2001:db8::2"),
+        ] {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+            let big = ip(
+                a,
+                b,
+                6,
+                64,
+                &tcp(1, 2, 1000, 7, 0x18 | 0x01 | 0x80, 100, &[], &data),
+            );
+            let segs = segment_tcp(&big, 1500).unwrap();
+            assert_eq!(segs.len(), 4);
+            let mut joined = Vec::new();
+            let mut next = 1000u32;
+            for (i, s) in segs.iter().enumerate() {
+                assert!(s.len() <= 1500);
+                assert!(checksums_ok(s), "segment {i}");
+                let info = crate::parse_ip(s).unwrap();
+                let crate::L4::Tcp {
+                    seq,
+                    flags,
+                    header_len,
+                    ..
+                } = info.l4
+                else {
+                    panic!()
+                };
+                assert_eq!(seq, next);
+                let last = i == segs.len() - 1;
+                assert_eq!(flags & 0x09 != 0, last, "FIN/PSH only last");
+                assert_eq!(flags & 0x80 != 0, i == 0, "CWR only first");
+                let body = &s[info.l4_offset + header_len as usize..info.len];
+                next = next.wrapping_add(body.len() as u32);
+                joined.extend_from_slice(body);
+            }
+            assert_eq!(joined, data);
+        }
+        assert!(segment_tcp(&udp(1, 2, b"x"), 1500).is_none());
+    }
+
+    #[test]
+    fn partial_checksums_are_completed() {
+        for (a, b) in [
+            ("192.0.2.1", "198.51.100.2"),
+            ("2001:db8::1", "2001:db8::2"),
+        ] {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            for l4 in [
+                (6, tcp(1, 2, 3, 4, 0x18, 100, &[], b"data!")),
+                (17, udp(53, 53, b"odd")),
+            ] {
+                let good = ip(a, b, l4.0, 64, &l4.1);
+                // As CHECKSUM_PARTIAL leaves it: only the pseudo-header sum.
+                let mut p = good.clone();
+                let info = crate::parse_ip(&p).unwrap();
+                let o = info.l4_offset + if l4.0 == 6 { 16 } else { 6 };
+                p[o] = 0x12;
+                p[o + 1] = 0x34;
+                assert!(!checksums_ok(&p));
+                assert!(complete_l4_checksum(&mut p));
+                assert_eq!(p, good);
+            }
+        }
+        assert!(!complete_l4_checksum(&mut [0x45, 0, 0]));
+    }
 
     #[test]
     fn built_packets_have_valid_checksums() {

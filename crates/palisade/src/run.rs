@@ -67,15 +67,23 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Per-port kernel settings we change and put back: the kernel must not
-/// talk on ports Palisade owns (no IPv6, no ARP answers, no forwarding).
+/// talk on ports Palisade owns (no IPv6, no ARP answers, no forwarding),
+/// and must not merge received frames (GRO) into ones larger than the MTU.
 struct Isolation {
     saved: Vec<(PathBuf, String)>,
+    gro: Vec<(String, u32)>,
 }
 
 impl Isolation {
     fn apply(ports: &[String]) -> Isolation {
         let mut saved = Vec::new();
+        let mut gro = Vec::new();
         for p in ports {
+            if let Ok(old) = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None) {
+                if old != 0 && afpacket::ethtool(p, afpacket::ETHTOOL_SGRO, Some(0)).is_ok() {
+                    gro.push((p.clone(), old));
+                }
+            }
             for (f, v) in [
                 (format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"), "1"),
                 (format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore"), "8"),
@@ -89,7 +97,7 @@ impl Isolation {
                 }
             }
         }
-        Isolation { saved }
+        Isolation { saved, gro }
     }
 }
 
@@ -97,6 +105,9 @@ impl Drop for Isolation {
     fn drop(&mut self) {
         for (f, v) in self.saved.iter().rev() {
             let _ = std::fs::write(f, v);
+        }
+        for (p, v) in &self.gro {
+            let _ = afpacket::ethtool(p, afpacket::ETHTOOL_SGRO, Some(*v));
         }
     }
 }

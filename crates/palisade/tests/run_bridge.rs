@@ -264,3 +264,109 @@ fn ports_going_down_or_away_are_recovered() {
     assert!(o.status.success());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Hosts with every offload on (TSO super-packets, checksums left to the
+/// NIC) and GRO on the firewall's ports: Palisade segments, completes
+/// checksums, turns GRO off while it runs and gives it back.
+#[test]
+fn offloads_on_the_wire_are_handled() {
+    require_root();
+    let ns = Netns::new("offload", 3);
+    let (h1, fw, h2) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    for (a, an, b, bn) in [(&h1, "eth0", &fw, "p1"), (&fw, "p2", &h2, "eth0")] {
+        sh(&[
+            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
+        ]);
+        ns.exec(a, &["ip", "link", "set", an, "up"]);
+        ns.exec(b, &["ip", "link", "set", bn, "up"]);
+    }
+    for p in ["p1", "p2"] {
+        ns.exec(&fw, &["ethtool", "-K", p, "gro", "on"]);
+    }
+    let gro = |p: &str| {
+        let o = ns.exec(&fw, &["ethtool", "-k", p]);
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .find(|l| l.starts_with("generic-receive-offload:"))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(gro("p1").contains(": on"), "{}", gro("p1"));
+    ns.exec(&h1, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(&h2, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    serve(&h2, "198.18.0.2:8080");
+    let d = tmpdir().join("offload");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\npass proto icmp\npass proto tcp to port 8080\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+         [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n[host]\nenabled = false\n",
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+    }
+    assert!(
+        gro("p1").contains(": off"),
+        "GRO must be off while Palisade runs"
+    );
+    // Upload and download, with the hosts segmenting nothing themselves.
+    let (s, n) = curl(&h1, "http://198.18.0.2:8080/", "10");
+    assert!(s == 0 && n == "100000", "download: {s} {n}");
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &h1,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args([
+            "--max-time",
+            "10",
+            "--data-binary",
+            "@-",
+            "http://198.18.0.2:8080/",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(&vec![b'u'; 300_000])?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "200", "upload");
+    let o = daemon.stop().unwrap();
+    assert!(o.status.success());
+    assert!(gro("p1").contains(": on"), "GRO given back");
+    std::thread::sleep(Duration::from_millis(200));
+    let l = log.lock().unwrap().clone();
+    eprintln!("{l}");
+    assert!(
+        !l.contains("segmented: 0,"),
+        "the hosts did send super-packets: {l}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
