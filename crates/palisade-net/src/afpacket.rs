@@ -141,6 +141,15 @@ impl Port {
         self.fd.as_raw_fd()
     }
 
+    /// Share this port's traffic with the other sockets of fanout `group`
+    /// by flow hash: every packet of a flow reaches the same socket (and
+    /// so the same worker), which keeps each flow in order.
+    pub fn join_fanout(&self, group: u16) -> io::Result<()> {
+        let v: libc::c_int =
+            (group as libc::c_int) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+        setsockopt(self.fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, &v)
+    }
+
     /// The socket's pending error, cleared (the interface went down or
     /// away: ENETDOWN, ENXIO, ...). Without clearing it poll() would
     /// report it again at once.

@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! pf = "pf.conf"
+//! workers = 2              # threads (default: CPUs, at most 4)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it
@@ -46,6 +47,7 @@ struct Raw {
     #[serde(default)]
     route: Vec<RawRoute>,
     host: Option<RawHost>,
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -184,6 +186,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// The host interface (a TAP device to the Linux stack), if enabled.
     pub host: Option<String>,
+    /// Worker threads (PACKET_FANOUT by flow hash across them).
+    pub workers: usize,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -516,7 +520,17 @@ impl Config {
             }
             _ => Some("pal0".to_string()),
         };
+        let workers = match &raw.workers {
+            Some(w) if !(1..=64).contains(w.get_ref()) => {
+                return Err(cx.err(w, "workers must be 1..64"));
+            }
+            Some(w) => *w.get_ref() as usize,
+            None => std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(1),
+        };
         Ok(Config {
+            workers,
             host,
             pf: PathBuf::from(raw.pf.into_inner()),
             ports,

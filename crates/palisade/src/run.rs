@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use palisade_conf::host::HostModel;
@@ -137,6 +137,183 @@ fn check_port(p: &Port) -> Health {
     }
 }
 
+/// What the workers share: the data plane (one lock per batch of frames),
+/// the host interface and the clock.
+struct Shared {
+    dp: Mutex<Dataplane>,
+    tap: Option<Tap>,
+    host_port: usize,
+    start: Instant,
+}
+
+impl Shared {
+    fn send(&self, ports: &[Port], outs: Vec<(usize, Vec<u8>)>) {
+        for (p, f) in outs {
+            let r = match (ports.get(p), &self.tap) {
+                (Some(port), _) => port.send(&f),
+                (None, Some(t)) => t.send(&f),
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = r {
+                let name = ports.get(p).map_or("host interface", |x| x.name.as_str());
+                eprintln!("palisade: send on {name}: {e}");
+            }
+        }
+    }
+
+    fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+        // A worker that panicked holding the lock leaves the data plane as
+        // it was between two frames; keep going.
+        self.dp.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, String> {
+    let mut ports = Vec::new();
+    for n in names {
+        let p = Port::open(n).map_err(|e| format!("port '{n}': {e}"))?;
+        // One group per interface, the same in every worker; a port that is
+        // created again gets a new index, so a fresh group (the old one may
+        // still hold the sockets of the vanished interface).
+        if let Some(g) = fanout {
+            p.join_fanout(g.wrapping_add(p.ifindex as u16))
+                .map_err(|e| format!("port '{n}': PACKET_FANOUT: {e}"))?;
+        }
+        ports.push(p);
+    }
+    Ok(ports)
+}
+
+/// One worker: its own socket on every port (in the port's fanout group),
+/// frames processed a batch at a time under the data plane's lock, sent
+/// after it is released. Worker 0 also serves the host interface, the
+/// timers and the ports' health.
+fn worker(
+    id: usize,
+    sh: &Shared,
+    mut ports: Vec<Port>,
+    fanout: Option<u16>,
+    mut isolations: Option<&mut Vec<Isolation>>,
+) {
+    let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
+    if id == 0 {
+        if let Some(t) = &sh.tap {
+            fds.push(t.fd());
+        }
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut last_tick = 0;
+    let mut health = vec![Health::Up; ports.len()];
+    while !STOP.load(Ordering::SeqCst) {
+        let errs = match afpacket::wait_fds(&fds, 100) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("palisade: poll: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Vec::new()
+            }
+        };
+        let now = sh.start.elapsed().as_millis() as u64;
+        for i in errs.into_iter().filter(|&i| i < ports.len()) {
+            if let Some(e) = ports[i].take_error() {
+                if id == 0 && health[i] == Health::Up {
+                    eprintln!("palisade: port '{}': {e}", ports[i].name);
+                }
+            }
+        }
+        for i in 0..ports.len() {
+            let mut frames: Vec<Vec<u8>> = Vec::new();
+            ports[i].recv_batch(|frame| frames.push(std::mem::take(frame)));
+            if frames.is_empty() {
+                continue;
+            }
+            let mut outs = Vec::new();
+            {
+                let mut dp = sh.dp();
+                for f in &frames {
+                    outs.extend(dp.input(i, f, now));
+                }
+            }
+            sh.send(&ports, outs);
+        }
+        if id == 0 {
+            if let Some(t) = &sh.tap {
+                let mut frames = Vec::new();
+                t.recv_all(&mut buf, |frame| frames.push(frame.to_vec()));
+                if !frames.is_empty() {
+                    let mut outs = Vec::new();
+                    {
+                        let mut dp = sh.dp();
+                        for f in &frames {
+                            outs.extend(dp.input(sh.host_port, f, now));
+                        }
+                    }
+                    sh.send(&ports, outs);
+                }
+            }
+        }
+        if now < last_tick + 1000 {
+            continue;
+        }
+        last_tick = now;
+        if id == 0 {
+            let outs = sh.dp().tick(now);
+            sh.send(&ports, outs);
+        }
+        // Ports that went down or away, and their return. Every worker
+        // reopens its own sockets; worker 0 reports and re-announces.
+        let mut announce = false;
+        for i in 0..ports.len() {
+            let name = ports[i].name.clone();
+            let h = check_port(&ports[i]);
+            match (health[i], h) {
+                (a, b) if a == b && b != Health::Replaced => {}
+                (_, Health::Gone) if id == 0 => {
+                    eprintln!("palisade: port '{name}' is gone; waiting for it to come back")
+                }
+                (_, Health::Down) if id == 0 => eprintln!("palisade: port '{name}': link down"),
+                (_, Health::Replaced) => {
+                    let reopened = open_ports(std::slice::from_ref(&name), fanout);
+                    match (reopened, port_mac(&name)) {
+                        (Ok(mut p), Ok(mac)) => {
+                            let p = p.remove(0);
+                            fds[i] = p.fd();
+                            ports[i] = p;
+                            if id == 0 {
+                                eprintln!("palisade: port '{name}' is back");
+                                sh.dp().set_port_mac(i, mac);
+                                if let Some(iso) = isolations.as_deref_mut() {
+                                    iso.push(Isolation::apply(std::slice::from_ref(&name)));
+                                }
+                                announce = true;
+                            }
+                            health[i] = Health::Up;
+                            continue;
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            if id == 0 && health[i] != Health::Replaced {
+                                eprintln!(
+                                    "palisade: port '{name}' is back but cannot be opened: {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+                (_, Health::Up) if id == 0 => {
+                    eprintln!("palisade: port '{name}': link up");
+                    announce = true;
+                }
+                _ => {}
+            }
+            health[i] = h;
+        }
+        if announce {
+            let outs = sh.dp().start(now);
+            sh.send(&ports, outs);
+        }
+    }
+}
+
 pub fn run(path: &Path) -> Result<(), String> {
     let (cfg, pf, host) = load(path)?;
     let engine = Arc::new(Engine::new(&pf, host));
@@ -146,9 +323,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         .iter()
         .map(|n| port_mac(n))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut ports = Vec::new();
-    for n in &names {
-        ports.push(Port::open(n).map_err(|e| format!("port '{n}': {e}"))?);
+    let workers = cfg.workers;
+    // Fanout group ids are per network namespace: derive them from our PID.
+    let fanout = (workers > 1).then(|| (std::process::id() as u16).wrapping_mul(16));
+    let mut sockets = Vec::new();
+    for _ in 0..workers {
+        sockets.push(open_ports(&names, fanout)?);
     }
     let mut isolations = vec![Isolation::apply(&names)];
     // SAFETY: installing an async-signal-safe handler that only stores a flag.
@@ -168,11 +348,6 @@ pub fn run(path: &Path) -> Result<(), String> {
             format!("{}[{}]", i.name, a.join(","))
         })
         .collect();
-    eprintln!(
-        "palisade: running: {} ({} rules)",
-        summary.join(" "),
-        pf.main.rules.len()
-    );
     let host = match &cfg.host {
         Some(name) => {
             let t = Tap::create(name).map_err(|e| format!("host interface '{name}': {e}"))?;
@@ -183,107 +358,34 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         None => None,
     };
-    let host_port = ports.len();
+    let host_port = names.len();
     let mut dp = Dataplane::new(cfg, &macs, filter);
     if let Some((mac, _)) = &host {
         dp.set_host(host_port, *mac);
     }
-    let tap = host.map(|(_, t)| t);
-    let start = Instant::now();
-    let send = |ports: &[Port], outs: Vec<(usize, Vec<u8>)>| {
-        for (p, f) in outs {
-            let r = match (ports.get(p), &tap) {
-                (Some(port), _) => port.send(&f),
-                (None, Some(t)) => t.send(&f),
-                (None, None) => Ok(()),
-            };
-            if let Err(e) = r {
-                let name = ports.get(p).map_or("host interface", |x| x.name.as_str());
-                eprintln!("palisade: send on {name}: {e}");
-            }
-        }
+    let sh = Shared {
+        dp: Mutex::new(dp),
+        tap: host.map(|(_, t)| t),
+        host_port,
+        start: Instant::now(),
     };
-    send(&ports, dp.start(0));
-    let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
-    if let Some(t) = &tap {
-        fds.push(t.fd());
-    }
-    let mut buf = vec![0u8; 65536];
-    let mut last_tick = 0;
-    let mut health = vec![Health::Up; ports.len()];
-    while !STOP.load(Ordering::SeqCst) {
-        let errs = afpacket::wait_fds(&fds, 100).map_err(|e| format!("poll: {e}"))?;
-        let now = start.elapsed().as_millis() as u64;
-        for i in errs.into_iter().filter(|&i| i < ports.len()) {
-            if let Some(e) = ports[i].take_error() {
-                if health[i] == Health::Up {
-                    eprintln!("palisade: port '{}': {e}", ports[i].name);
-                }
-            }
+    eprintln!(
+        "palisade: running: {} ({} rules, {workers} worker{})",
+        summary.join(" "),
+        pf.main.rules.len(),
+        if workers == 1 { "" } else { "s" }
+    );
+    let first = sockets.remove(0);
+    let outs = sh.dp().start(0);
+    sh.send(&first, outs);
+    std::thread::scope(|s| {
+        for (k, ports) in sockets.into_iter().enumerate() {
+            let sh = &sh;
+            s.spawn(move || worker(k + 1, sh, ports, fanout, None));
         }
-        for i in 0..ports.len() {
-            let mut outs = Vec::new();
-            ports[i].recv_batch(|frame| outs.extend(dp.input(i, frame, now)));
-            send(&ports, outs);
-        }
-        if let Some(t) = &tap {
-            let mut outs = Vec::new();
-            t.recv_all(&mut buf, |frame| {
-                outs.extend(dp.input(host_port, frame, now))
-            });
-            send(&ports, outs);
-        }
-        if now >= last_tick + 1000 {
-            last_tick = now;
-            send(&ports, dp.tick(now));
-            // Ports that went down or away, and their return.
-            let mut announce = false;
-            for i in 0..ports.len() {
-                let name = ports[i].name.clone();
-                let h = check_port(&ports[i]);
-                match (health[i], h) {
-                    (a, b) if a == b && b != Health::Replaced => {}
-                    (_, Health::Gone) => {
-                        eprintln!("palisade: port '{name}' is gone; waiting for it to come back")
-                    }
-                    (_, Health::Down) => eprintln!("palisade: port '{name}': link down"),
-                    (_, Health::Replaced) => match (Port::open(&name), port_mac(&name)) {
-                        (Ok(p), Ok(mac)) => {
-                            eprintln!("palisade: port '{name}' is back");
-                            fds[i] = p.fd();
-                            ports[i] = p;
-                            dp.set_port_mac(i, mac);
-                            isolations.push(Isolation::apply(std::slice::from_ref(&name)));
-                            health[i] = Health::Up;
-                            announce = true;
-                            continue;
-                        }
-                        (Err(e), _) => {
-                            if health[i] != Health::Replaced {
-                                eprintln!(
-                                    "palisade: port '{name}' is back but cannot be opened: {e}"
-                                );
-                            }
-                        }
-                        (_, Err(e)) => {
-                            if health[i] != Health::Replaced {
-                                eprintln!("palisade: {e}");
-                            }
-                        }
-                    },
-                    (_, Health::Up) => {
-                        eprintln!("palisade: port '{name}': link up");
-                        announce = true;
-                    }
-                }
-                health[i] = h;
-            }
-            if announce {
-                send(&ports, dp.start(now));
-            }
-        }
-    }
+        worker(0, &sh, first, fanout, Some(&mut isolations));
+    });
     drop(isolations);
-    eprintln!("palisade: stopping: {:?}", dp.counters);
+    eprintln!("palisade: stopping: {:?}", sh.dp().counters);
     Ok(())
 }

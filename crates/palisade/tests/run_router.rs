@@ -469,3 +469,89 @@ fn bad_configurations_fail_at_start() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Two workers share the ports by flow hash: a fast UDP stream arrives in
+/// order (iperf3 counts out-of-order datagrams) and TCP runs at speed.
+#[test]
+fn workers_keep_flows_in_order() {
+    require_root();
+    let ns = Netns::new("order", 3);
+    let (src, fw, dst) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&src, "eth0", &fw, "a0");
+    ns.veth(&fw, "b0", &dst, "eth0");
+    ns.exec(&src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &src,
+        &["ip", "route", "add", "default", "via", "198.18.0.254"],
+    );
+    ns.exec(&dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &dst,
+        &["ip", "route", "add", "default", "via", "198.19.0.254"],
+    );
+    let d = tmpdir().join("order");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\npass proto icmp\npass proto { udp tcp } to port 5201\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\nworkers = 2\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+         [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
+         [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n",
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+    }
+    assert!(log.lock().unwrap().contains("2 workers"));
+    let iperf = |extra: &[&str]| -> serde_json::Value {
+        let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &src,
+                "iperf3",
+                "-c",
+                "198.19.0.1",
+                "-J",
+                "-t",
+                "3",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let _ = server.stop();
+        serde_json::from_slice(&o.stdout).expect("iperf3 JSON")
+    };
+    // Several UDP flows at once, so both workers carry traffic.
+    let udp = iperf(&["-u", "-b", "100M", "-l", "200", "-P", "4"]);
+    let sum = &udp["end"]["sum"];
+    let received = sum["packets"].as_u64().unwrap_or(0) - sum["lost_packets"].as_u64().unwrap_or(0);
+    assert!(received > 10_000, "UDP: {sum}");
+    for st in udp["end"]["streams"].as_array().unwrap() {
+        assert_eq!(st["udp"]["out_of_order"].as_u64(), Some(0), "{st}");
+    }
+    let tcp = iperf(&["-P", "2"]);
+    let bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(bps > 50e6, "TCP through two workers: {bps} bit/s");
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}
