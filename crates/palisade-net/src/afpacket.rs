@@ -25,10 +25,11 @@ pub struct Port {
     fd: OwnedFd,
     ring: *mut u8,
     ring_len: usize,
-    next_block: u32,
+    next_block: std::cell::Cell<u32>,
 }
 
-// SAFETY: the ring is only touched through &mut self.
+// SAFETY: the ring is only touched by the thread that owns the Port (it is
+// not Sync: `next_block` is a Cell).
 unsafe impl Send for Port {}
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -133,7 +134,7 @@ impl Port {
             fd,
             ring: ring as *mut u8,
             ring_len,
-            next_block: 0,
+            next_block: std::cell::Cell::new(0),
         })
     }
 
@@ -171,11 +172,11 @@ impl Port {
 
     /// Hand every frame of the blocks the kernel has filled to `f`, then
     /// give the blocks back. Returns the number of frames.
-    pub fn recv_batch(&mut self, mut f: impl FnMut(&mut Vec<u8>)) -> usize {
+    pub fn recv_batch(&self, mut f: impl FnMut(&mut Vec<u8>)) -> usize {
         let mut n = 0;
         let mut frame = Vec::with_capacity(2048);
         loop {
-            let off = (self.next_block * BLOCK_SIZE) as usize;
+            let off = (self.next_block.get() * BLOCK_SIZE) as usize;
             // SAFETY: off is inside the ring (block < BLOCK_NR); the block
             // descriptor is at the start of each block.
             let bd = unsafe { &mut *(self.ring.add(off) as *mut libc::tpacket_block_desc) };
@@ -231,8 +232,53 @@ impl Port {
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             // SAFETY: giving the block back to the kernel.
             unsafe { std::ptr::write_volatile(&mut h1.block_status, libc::TP_STATUS_KERNEL) };
-            self.next_block = (self.next_block + 1) % BLOCK_NR;
+            self.next_block.set((self.next_block.get() + 1) % BLOCK_NR);
         }
+    }
+
+    /// Send frames out of this port, many per system call (sendmmsg).
+    /// Returns how many were sent; the error is that of the first frame
+    /// that could not be.
+    pub fn send_batch(&self, frames: &[&[u8]]) -> (usize, Option<io::Error>) {
+        let mut sent = 0;
+        let mut done = 0;
+        let mut first_err = None;
+        while done < frames.len() {
+            let sent_before = done;
+            let chunk = &frames[sent_before..frames.len().min(sent_before + 256)];
+            let mut iov: Vec<libc::iovec> = chunk
+                .iter()
+                .map(|f| libc::iovec {
+                    iov_base: f.as_ptr() as *mut libc::c_void,
+                    iov_len: f.len(),
+                })
+                .collect();
+            let mut msgs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .map(|v| {
+                    // SAFETY: a zeroed msghdr is valid; we set the iovec.
+                    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+                    h.msg_iov = v as *mut libc::iovec;
+                    h.msg_iovlen = 1;
+                    libc::mmsghdr {
+                        msg_hdr: h,
+                        msg_len: 0,
+                    }
+                })
+                .collect();
+            // SAFETY: msgs points to chunk.len() headers whose iovecs point
+            // into frames that outlive the call.
+            let r = unsafe { libc::sendmmsg(self.fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+            if r <= 0 {
+                // Skip the frame that failed and go on with the rest.
+                first_err.get_or_insert_with(io::Error::last_os_error);
+                done += 1;
+                continue;
+            }
+            sent += r as usize;
+            done += r as usize;
+        }
+        (sent, first_err)
     }
 
     /// Send one frame out of this port.

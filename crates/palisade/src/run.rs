@@ -147,16 +147,27 @@ struct Shared {
 }
 
 impl Shared {
+    /// Send what the data plane produced: per port in one batch (frames
+    /// of a port keep their order), the host interface frame by frame.
     fn send(&self, ports: &[Port], outs: Vec<(usize, Vec<u8>)>) {
-        for (p, f) in outs {
-            let r = match (ports.get(p), &self.tap) {
-                (Some(port), _) => port.send(&f),
-                (None, Some(t)) => t.send(&f),
-                (None, None) => Ok(()),
-            };
-            if let Err(e) = r {
-                let name = ports.get(p).map_or("host interface", |x| x.name.as_str());
-                eprintln!("palisade: send on {name}: {e}");
+        for (i, port) in ports.iter().enumerate() {
+            let batch: Vec<&[u8]> = outs
+                .iter()
+                .filter(|(p, _)| *p == i)
+                .map(|(_, f)| f.as_slice())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            if let (_, Some(e)) = port.send_batch(&batch) {
+                eprintln!("palisade: send on {}: {e}", port.name);
+            }
+        }
+        if let Some(t) = &self.tap {
+            for (_, f) in outs.iter().filter(|(p, _)| *p >= ports.len()) {
+                if let Err(e) = t.send(f) {
+                    eprintln!("palisade: send on the host interface: {e}");
+                }
             }
         }
     }
@@ -222,18 +233,16 @@ fn worker(
             }
         }
         for i in 0..ports.len() {
-            let mut frames: Vec<Vec<u8>> = Vec::new();
-            ports[i].recv_batch(|frame| frames.push(std::mem::take(frame)));
-            if frames.is_empty() {
-                continue;
-            }
+            // Frames are handled as they come out of the ring and sent in
+            // chunks: little memory in flight, one lock per frame.
             let mut outs = Vec::new();
-            {
-                let mut dp = sh.dp();
-                for f in &frames {
-                    outs.extend(dp.input(i, f, now));
+            ports[i].recv_batch(|frame| {
+                let o = sh.dp().input(i, frame, now);
+                outs.extend(o);
+                if outs.len() >= 64 {
+                    sh.send(&ports, std::mem::take(&mut outs));
                 }
-            }
+            });
             sh.send(&ports, outs);
         }
         if id == 0 {

@@ -57,7 +57,7 @@ fn vlan_adapter(ns: &str, vid: u16, stop: Arc<AtomicBool>) -> std::thread::JoinH
     let (tx, rx) = std::sync::mpsc::channel();
     let h = in_netns(ns, move || {
         let t = tap("vm0");
-        let mut port = Port::open("vmtrunk").expect("open vmtrunk");
+        let port = Port::open("vmtrunk").expect("open vmtrunk");
         tx.send(()).unwrap();
         let mut buf = vec![0u8; 9000];
         while !stop.load(Ordering::SeqCst) {
