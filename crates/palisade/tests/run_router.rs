@@ -206,7 +206,8 @@ fn router_vlan_proxy_arp() {
          pass in on wan proto udp to port 33434:33534\n\
          pass out on vlan1234 proto udp to port 33434:33534\n\
          pass in on wan proto tcp to (wan) port 22\n\
-         pass in on wan inet6 proto tcp to (wan) port 2222\n",
+         pass in on wan inet6 proto tcp to (wan) port 2222\n\
+         pass in on wan inet proto tcp to (wan) port 21 rdr-to 127.0.0.1 port 8021\n",
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
@@ -245,6 +246,8 @@ via = "203.0.113.1"
     serve_banner(&fw, "0.0.0.0:22", "SSH-2.0-test\r\n");
     serve_banner(&fw, "[::]:2222", "SSH-2.0-v6\r\n");
     serve_banner(&fw, "0.0.0.0:23", "telnet\r\n");
+    // A proxy on the firewall's loopback, reached by rdr-to (as ftp-proxy).
+    serve_banner(&fw, "127.0.0.1:8021", "220 proxy on loopback\r\n");
     let mut dump = ns.spawn(
         &vm,
         &[
@@ -319,6 +322,10 @@ via = "203.0.113.1"
     }
     let e = greeting(&up, "203.0.113.2:23", 2).expect_err("telnet must be blocked");
     assert!(e.contains("timed out"), "{e}");
+    match greeting(&up, "203.0.113.2:21", 5) {
+        Ok(g) => assert!(g.starts_with("220 proxy on loopback"), "{g}"),
+        Err(e) => panic!("rdr-to 127.0.0.1: {e}"),
+    }
     match greeting(&up, "[2001:db8:ff::2]:2222", 5) {
         Ok(g) => assert!(g.starts_with("SSH-2.0-v6"), "{g}"),
         Err(e) => panic!("IPv6 service on the firewall: {e}"),
