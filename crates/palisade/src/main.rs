@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 
+mod lab;
 mod replay;
 mod run;
 mod sysmodel;
@@ -29,6 +30,11 @@ enum Cmd {
     Check(CheckArgs),
     /// Run a capture through a pf.conf and show, per packet, what decided.
     Replay(ReplayCli),
+    /// Scenario S1 on this machine, in network namespaces (needs root).
+    Lab {
+        #[command(subcommand)]
+        action: LabCmd,
+    },
     /// Run the firewall on the ports the configuration names.
     Run {
         /// The daemon's configuration (TOML).
@@ -43,6 +49,81 @@ enum Cmd {
         #[arg(short = 'n')]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab, start Palisade, show what passes and what is blocked.
+    Up {
+        /// A pf.conf to load instead of the lab's example.
+        #[arg(long, value_name = "FILE")]
+        rules: Option<PathBuf>,
+        /// Prefix of the namespace names (several labs side by side).
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// Show again what passes and what is blocked.
+    Status {
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// Stop Palisade and remove the lab's namespaces.
+    Down {
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// (internal) A server for the lab's hosts.
+    #[command(hide = true)]
+    Serve { addr: String, kind: String },
+}
+
+fn lab_cmd(a: LabCmd) -> ExitCode {
+    let lab = |prefix: &str| lab::Lab {
+        prefix: prefix.to_string(),
+    };
+    match a {
+        LabCmd::Up { rules, prefix } => {
+            let l = lab(&prefix);
+            if let Err(e) = l.up(rules.as_deref()) {
+                eprintln!("palisade lab up: {e}");
+                return ExitCode::from(1);
+            }
+            println!(
+                "The lab is up: scenario S1 (../shared/SCENARIOS.md) in namespaces {prefix}-*."
+            );
+            let ok = l.show();
+            l.print_help();
+            if ok || rules.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Status { prefix } => {
+            let l = lab(&prefix);
+            if !l.exists() {
+                eprintln!("palisade lab: no lab named '{prefix}' is up");
+                return ExitCode::from(1);
+            }
+            if l.show() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Down { prefix } => {
+            lab(&prefix).down();
+            println!("The lab '{prefix}' is down.");
+            ExitCode::SUCCESS
+        }
+        LabCmd::Serve { addr, kind } => match lab::serve(&addr, &kind) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade lab serve: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
 }
 
 #[derive(clap::Args)]
@@ -111,6 +192,7 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
+        Cmd::Lab { action } => lab_cmd(action),
         Cmd::Run {
             config,
             dry_run: true,
