@@ -29,6 +29,11 @@ const NEIGH_TRIES: u32 = 3;
 /// Packets waiting for one neighbour, and in all.
 const NEIGH_QUEUE: usize = 16;
 const NEIGH_QUEUE_TOTAL: usize = 1024;
+/// Table sizes: learnt bridge addresses per bridge, neighbours in all
+/// (beyond, new entries are not learnt: a flood of spoofed senders cannot
+/// exhaust memory).
+const FDB_MAX: usize = 65_536;
+const NEIGH_MAX: usize = 65_536;
 /// ICMP errors generated per second at most.
 const ICMP_ERRORS_PER_SEC: u32 = 100;
 
@@ -60,6 +65,8 @@ pub struct Counters {
     pub host_in: u64,
     pub host_out: u64,
     pub icmp_errors: u64,
+    /// Addresses not learnt because a table was full.
+    pub table_full: u64,
 }
 
 enum Neigh {
@@ -382,7 +389,12 @@ impl Dataplane {
         now: u64,
     ) {
         if !multicast(&src) {
-            self.fdb.entry(b).or_default().insert(src, (m, now));
+            let t = self.fdb.entry(b).or_default();
+            if t.len() < FDB_MAX || t.contains_key(&src) {
+                t.insert(src, (m, now));
+            } else {
+                self.counters.table_full += 1;
+            }
         }
         if dst == self.macs[b] {
             // For the bridge's own interface: routed/local, filtered on the bridge.
@@ -526,6 +538,10 @@ impl Dataplane {
     }
 
     fn learn(&mut self, i: usize, ip: IpAddr, mac: Mac, now: u64) {
+        if self.neigh.len() >= NEIGH_MAX && !self.neigh.contains_key(&(i, ip)) {
+            self.counters.table_full += 1;
+            return;
+        }
         let prev = self.neigh.insert(
             (i, ip),
             Neigh::Reachable {
@@ -878,7 +894,7 @@ impl Dataplane {
                 }
             }
             _ => {
-                if self.queued >= NEIGH_QUEUE_TOTAL {
+                if self.queued >= NEIGH_QUEUE_TOTAL || self.neigh.len() >= NEIGH_MAX {
                     self.counters.neigh_dropped += 1;
                     return;
                 }
@@ -1105,6 +1121,7 @@ members = ["wan", "dmz", "lan"]
 pf = "pf.conf"
 [[port]]
 name = "eth0"
+mtu = 9000
 [[port]]
 name = "eth1"
 [[port]]
@@ -1260,7 +1277,8 @@ via = "203.0.113.1"
         assert_eq!(d.counters.neigh_dropped, 1);
         let info = parse_ip(&o[0].1[14..]).unwrap();
         assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 1, .. }));
-        // Too big with DF set: fragmentation needed, with the MTU.
+        // Too big for the way out (wan takes jumbo frames, the VLAN does
+        // not), DF set: fragmentation needed, with the MTU.
         let big = build::ip(
             "198.18.0.9".parse().unwrap(),
             "203.0.113.17".parse().unwrap(),
@@ -1461,6 +1479,19 @@ via = "203.0.113.1"
         assert_eq!(ports(&o), [0]);
         assert_eq!(&o[0].1[0..6], &A);
         assert_eq!(d.counters.host_out, 1);
+    }
+
+    #[test]
+    fn tables_are_bounded() {
+        let mut d = dp(BRIDGE, "pass\n");
+        let n = FDB_MAX + 100;
+        for i in 0..n {
+            let b = (i as u32).to_be_bytes();
+            let src = [2, 0xee, b[0], b[1], b[2], b[3]];
+            d.input(0, &eth(BROADCAST, src, None, ETH_ARP, &[0u8; 28]), 0);
+        }
+        assert_eq!(d.counters.table_full, 100);
+        assert_eq!(d.fdb.values().map(|t| t.len()).sum::<usize>(), FDB_MAX);
     }
 
     #[test]
