@@ -6,7 +6,11 @@
 //!   src [198.18.0.1] --veth-- [a0] fw [b0] --veth-- [198.19.0.1] dst
 //!
 //! Measured with iperf3: 64-byte frames (UDP payload 18 bytes, unlimited
-//! rate) as packets per second received, and TCP throughput. Offloads are
+//! rate) as packets per second: `fwd`, the frames the firewall delivered to
+//! the receiver's interface (its rx counter; includes a few ARP/TCP control
+//! frames), and `app`, the datagrams iperf3 received (the receiving process
+//! competes for the same CPUs, and drops what it cannot read); and TCP
+//! throughput. Offloads are
 //! off on every veth for both peers (Palisade's ports need that; the kernel
 //! gets the same wire).
 //!
@@ -161,9 +165,29 @@ enum Peer {
 }
 
 struct Result {
+    /// Datagrams the receiving application got, per second.
     pps: f64,
     loss: f64,
+    /// Frames the firewall delivered to the receiver's interface, per second.
+    fwd_pps: f64,
     tcp_bps: f64,
+}
+
+fn rx_packets(ns: &str) -> u64 {
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "cat",
+            "/sys/class/net/eth0/statistics/rx_packets",
+        ])
+        .output()
+        .expect("rx_packets");
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 fn iperf(src: &str, dst: &str, extra: &[&str], secs: u64) -> serde_json::Value {
@@ -252,7 +276,11 @@ fn measure(peer: Peer, rules: usize, secs: u64, dir: &Path, palisade: &Path) -> 
     }
     // Warm up neighbours (ARP) in both directions.
     let _ = iperf(src, dst, &["-u", "-b", "1M"], 1);
+    let rx0 = rx_packets(dst);
+    let t0 = Instant::now();
     let udp = iperf(src, dst, &["-u", "-b", "0", "-l", "18"], secs);
+    let fwd = rx_packets(dst) - rx0;
+    let elapsed = t0.elapsed().as_secs_f64() - 0.3;
     let sum = &udp["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
     let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
@@ -264,6 +292,7 @@ fn measure(peer: Peer, rules: usize, secs: u64, dir: &Path, palisade: &Path) -> 
     drop(daemon);
     drop(ns);
     Result {
+        fwd_pps: fwd as f64 / elapsed.max(0.001),
         pps: (packets - lost).max(0.0) / seconds,
         loss: if packets > 0.0 { lost / packets } else { 0.0 },
         tcp_bps,
@@ -289,13 +318,16 @@ pub fn run(args: &[String]) {
         let k = measure(Peer::Kernel, fill, secs, &dir, &palisade);
         let p = measure(Peer::Palisade, fill, secs, &dir, &palisade);
         println!(
-            "{n:>5} rules: kernel {:>9.0} pps ({:>4.1}% lost) {:>6.2} Gbit/s | palisade {:>9.0} pps ({:>4.1}% lost) {:>6.2} Gbit/s | ratio pps {:.2}, tcp {:.2}",
+            "{n:>5} rules: kernel fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | palisade fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
+            k.fwd_pps,
             k.pps,
             k.loss * 100.0,
             k.tcp_bps / 1e9,
+            p.fwd_pps,
             p.pps,
             p.loss * 100.0,
             p.tcp_bps / 1e9,
+            p.fwd_pps / k.fwd_pps.max(1.0),
             p.pps / k.pps.max(1.0),
             p.tcp_bps / k.tcp_bps.max(1.0)
         );

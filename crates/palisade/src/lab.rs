@@ -350,9 +350,24 @@ impl Lab {
             s.set_read_timeout(Some(Duration::from_secs(secs)))
                 .map_err(|e| e.to_string())?;
             let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            // Everything until the server closes (web), or the greeting
+            // line (smtp, ssh: they wait for us).
+            let mut got = Vec::new();
             let mut buf = [0u8; 512];
-            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        got.extend_from_slice(&buf[..n]);
+                        if !got.starts_with(b"HTTP/") && got.ends_with(b"\n") {
+                            break;
+                        }
+                    }
+                    Err(e) if got.is_empty() => return Err(e.to_string()),
+                    Err(_) => break,
+                }
+            }
+            Ok(String::from_utf8_lossy(&got).to_string())
         })
         .join()
         .map_err(|_| "thread panicked".to_string())?
@@ -486,11 +501,11 @@ pub fn serve(addr: &str, kind: &str) -> Result<(), String> {
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf);
                     let body = format!("you are {peer}\n");
-                    let _ = write!(
-                        s,
+                    let reply = format!(
                         "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
                     );
+                    let _ = s.write_all(reply.as_bytes());
                 }
             }
         });
