@@ -53,6 +53,8 @@ pub struct Counters {
     pub no_route: u64,
     pub ttl_exceeded: u64,
     pub too_big: u64,
+    /// IPv4 datagrams fragmented on the way out.
+    pub fragmented: u64,
     pub arp_replies: u64,
     pub nd_replies: u64,
     pub neigh_queued: u64,
@@ -828,11 +830,9 @@ impl Dataplane {
             return;
         };
         let mtu = self.mtu(e);
-        if pkt.len() > mtu {
+        if pkt.len() > mtu && (info.is_v6() || info.dont_fragment) {
             self.counters.too_big += 1;
-            if info.is_v6() || info.dont_fragment {
-                self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
-            }
+            self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
             return;
         }
         if info.is_v6() {
@@ -858,7 +858,23 @@ impl Dataplane {
         }
         self.counters.routed += 1;
         let pkt = d.reassembled.unwrap_or(pkt);
-        self.l3_out(e, nh, pkt, now);
+        if pkt.len() <= mtu {
+            self.l3_out(e, nh, pkt, now);
+            return;
+        }
+        // IPv4 without DF (or a datagram pf reassembled): fragments.
+        match build::fragment_v4(&pkt, mtu) {
+            Some(frags) => {
+                self.counters.fragmented += 1;
+                for f in frags {
+                    self.l3_out(e, nh, f, now);
+                }
+            }
+            None => {
+                self.counters.too_big += 1;
+                self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
+            }
+        }
     }
 
     /// A packet the firewall itself sends: routed, filtered `out`.
@@ -1290,6 +1306,21 @@ via = "203.0.113.1"
         let info = parse_ip(&o[0].1[14..]).unwrap();
         assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 4, .. }));
         assert_eq!(&o[0].1[14 + 26..14 + 28], &1500u16.to_be_bytes());
+        // Without DF: fragmented on the way out, tagged, each valid.
+        let mut nodf = big.clone();
+        nodf[6] = 0;
+        nodf[10] = 0;
+        nodf[11] = 0;
+        let c = palisade_wire::checksum::checksum(&nodf[..20]);
+        nodf[10..12].copy_from_slice(&c.to_be_bytes());
+        let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &nodf), 4100);
+        assert_eq!(ports(&o), [1, 1]);
+        assert_eq!(d.counters.fragmented, 1);
+        for (_, f) in &o {
+            assert!(f.len() <= 18 + 1500);
+            let info = parse_ip(&f[18..]).unwrap();
+            assert!(info.frag.is_some());
+        }
         // Blocked by pf: TCP is not passed.
         let t = build::ip(
             "198.18.0.9".parse().unwrap(),

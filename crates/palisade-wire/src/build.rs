@@ -204,6 +204,77 @@ pub fn segment_tcp(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// Fragment an IPv4 packet (or fragment) into pieces of at most `mtu`
+/// bytes (RFC 791): data in multiples of 8 bytes, offsets and the
+/// more-fragments flag carried over from the original, all options in the
+/// first piece and only those with the copied flag in the others. None if
+/// `p` is not IPv4, has DF set, or `mtu` leaves no room.
+pub fn fragment_v4(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    let info = crate::parse_ip(p).ok()?;
+    if info.is_v6() || info.dont_fragment {
+        return None;
+    }
+    let ihl = (p[0] & 0x0f) as usize * 4;
+    let end = info.len.min(p.len());
+    let data = p.get(ihl..end)?;
+    let frag = u16::from_be_bytes([p[6], p[7]]);
+    let (base, more) = ((frag & 0x1fff) as usize * 8, frag & 0x2000 != 0);
+    // Options copied into every fragment (copied flag, RFC 791 p. 15).
+    let mut copied = Vec::new();
+    let mut o = &p[20..ihl];
+    while let Some(&t) = o.first() {
+        match t {
+            0 => break,
+            1 => o = &o[1..],
+            _ => {
+                let l = *o.get(1)? as usize;
+                if l < 2 || l > o.len() {
+                    break;
+                }
+                if t & 0x80 != 0 {
+                    copied.extend_from_slice(&o[..l]);
+                }
+                o = &o[l..];
+            }
+        }
+    }
+    while copied.len() % 4 != 0 {
+        copied.push(0);
+    }
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < data.len() || out.is_empty() {
+        let hdr: Vec<u8> = if off == 0 {
+            p[..ihl].to_vec()
+        } else {
+            let mut h = p[..20].to_vec();
+            h.extend_from_slice(&copied);
+            h[0] = 0x40 | (h.len() / 4) as u8;
+            h
+        };
+        let room = mtu.checked_sub(hdr.len())? & !7;
+        if room == 0 {
+            return None;
+        }
+        let take = room.min(data.len() - off);
+        let last = off + take >= data.len();
+        let mut q = hdr;
+        q.extend_from_slice(&data[off..off + take]);
+        let len = q.len() as u16;
+        q[2..4].copy_from_slice(&len.to_be_bytes());
+        let fo = ((base + off) / 8) as u16 | if !last || more { 0x2000 } else { 0 };
+        q[6..8].copy_from_slice(&fo.to_be_bytes());
+        q[10] = 0;
+        q[11] = 0;
+        let hl = (q[0] & 0x0f) as usize * 4;
+        let c = finish(sum(&q[..hl], 0));
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+        out.push(q);
+        off += take;
+    }
+    Some(out)
+}
+
 /// Verify every checksum of an IP packet this module knows how to build.
 pub fn checksums_ok(p: &[u8]) -> bool {
     let Ok(info) = crate::parse_ip(p) else {
@@ -283,6 +354,50 @@ mod tests {
             assert_eq!(joined, data);
         }
         assert!(segment_tcp(&udp(1, 2, b"x"), 1500).is_none());
+    }
+
+    #[test]
+    fn fragments_reassemble_to_the_original() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let mut p = ip(
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+            17,
+            64,
+            &udp(5, 6, &data),
+        );
+        p[6] = 0; // clear DF
+        let c = finish(sum(
+            &{
+                let mut h = p[..20].to_vec();
+                h[10] = 0;
+                h[11] = 0;
+                h
+            },
+            0,
+        ));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let frags = fragment_v4(&p, 1500).unwrap();
+        assert_eq!(frags.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1500);
+            assert_eq!(finish(sum(&f[..20], 0)), 0, "header checksum");
+            let fo = u16::from_be_bytes([f[6], f[7]]);
+            assert_eq!((fo & 0x1fff) as usize * 8, joined.len());
+            assert_eq!(fo & 0x2000 != 0, i < 2, "MF on all but the last");
+            joined.extend_from_slice(&f[20..]);
+        }
+        assert_eq!(joined, p[20..]);
+        // DF set: not fragmented.
+        let df = ip(
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.2".parse().unwrap(),
+            17,
+            64,
+            &udp(5, 6, &data),
+        );
+        assert!(fragment_v4(&df, 1500).is_none());
     }
 
     #[test]
