@@ -108,6 +108,9 @@ impl Port {
         let one: libc::c_int = 1;
         // Do not receive what we send ourselves (Linux 4.20+).
         let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+        // Send straight to the driver, past the qdisc layer: we are the
+        // forwarding path, not a local application.
+        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
         let mreq = libc::packet_mreq {
             mr_ifindex: ifindex,
             mr_type: libc::PACKET_MR_PROMISC as u16,
