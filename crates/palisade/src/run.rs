@@ -61,9 +61,53 @@ fn port_mac(name: &str) -> Result<Mac, String> {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_hup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// SIGHUP: read pf.conf again; swap the ruleset in only if it parses and
+/// compiles completely. States survive; a bad file changes nothing.
+fn reload(sh: &Shared) {
+    let opts = ParseOptions {
+        host: sh.host.clone(),
+        ..Default::default()
+    };
+    let out = parse_input(Input::File(&sh.pf_path), &opts);
+    if out.errors > 0 {
+        for l in &out.stderr {
+            eprintln!("{l}");
+        }
+        eprintln!(
+            "palisade: reload of {} failed ({} error{}): the running ruleset stays",
+            sh.pf_path.display(),
+            out.errors,
+            if out.errors == 1 { "" } else { "s" }
+        );
+        return;
+    }
+    for l in &out.stderr {
+        eprintln!("{l}");
+    }
+    let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
+    let mut dp = sh.dp();
+    dp.filter.set_engine(engine);
+    drop(dp);
+    if format!("{:?}", out.config.options) != sh.options {
+        eprintln!(
+            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start"
+        );
+    }
+    eprintln!(
+        "palisade: reloaded {} ({} rules); states kept",
+        sh.pf_path.display(),
+        out.config.main.rules.len()
+    );
 }
 
 /// Per-port kernel settings we change and put back: the kernel must not
@@ -144,6 +188,11 @@ struct Shared {
     tap: Option<Tap>,
     host_port: usize,
     start: Instant,
+    /// For reloads: the pf.conf, the host model it is read against, and
+    /// the `set` options in force.
+    pf_path: PathBuf,
+    host: HostModel,
+    options: String,
 }
 
 impl Shared {
@@ -225,6 +274,9 @@ fn worker(
             }
         };
         let now = sh.start.elapsed().as_millis() as u64;
+        if id == 0 && RELOAD.swap(false, Ordering::SeqCst) {
+            reload(sh);
+        }
         for i in errs.into_iter().filter(|&i| i < ports.len()) {
             if let Some(e) = ports[i].take_error() {
                 if id == 0 && health[i] == Health::Up {
@@ -325,6 +377,8 @@ fn worker(
 
 pub fn run(path: &Path) -> Result<(), String> {
     let (cfg, pf, host) = load(path)?;
+    let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
+    let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));
     let filter = Filter::new(engine, &pf, 1);
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
@@ -344,6 +398,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_hup as *const () as libc::sighandler_t);
     }
     let summary: Vec<String> = cfg
         .ifaces
@@ -377,6 +432,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         tap: host.map(|(_, t)| t),
         host_port,
         start: Instant::now(),
+        pf_path,
+        host: host_model,
+        options: format!("{:?}", pf.options),
     };
     eprintln!(
         "palisade: running: {} ({} rules, {workers} worker{})",

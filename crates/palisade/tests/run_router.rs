@@ -562,3 +562,146 @@ fn workers_keep_flows_in_order() {
     let _ = daemon.stop();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// SIGHUP reloads pf.conf: new rules apply at once, established
+/// connections keep their states, and a broken file changes nothing.
+#[test]
+fn sighup_reloads_atomically_and_keeps_states() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root();
+    let ns = Netns::new("reload", 3);
+    let (src, fw, dst) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&src, "eth0", &fw, "a0");
+    ns.veth(&fw, "b0", &dst, "eth0");
+    ns.exec(&src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &src,
+        &["ip", "route", "add", "default", "via", "198.18.0.254"],
+    );
+    ns.exec(&dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &dst,
+        &["ip", "route", "add", "default", "via", "198.19.0.254"],
+    );
+    serve(&dst, "198.19.0.1:8080");
+    // An echo server: one line back for each line.
+    let l = in_netns(&dst, || {
+        std::net::TcpListener::bind("198.19.0.1:7000").unwrap()
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    let _ = writeln!(w, "{line}");
+                }
+            });
+        }
+    });
+    let d = tmpdir().join("reload");
+    std::fs::create_dir_all(&d).unwrap();
+    let pf = d.join("pf.conf");
+    std::fs::write(
+        &pf,
+        "block all\npass proto icmp\npass proto tcp to port 7000\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+         [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
+         [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n",
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+    }
+    let connect = |port: u16| {
+        in_netns(&src, move || {
+            std::net::TcpStream::connect_timeout(
+                &format!("198.19.0.1:{port}").parse().unwrap(),
+                Duration::from_secs(2),
+            )
+        })
+        .join()
+        .unwrap()
+    };
+    let echo = |s: &std::net::TcpStream, what: &str| -> String {
+        let mut w = s.try_clone().unwrap();
+        writeln!(w, "{what}").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+        line.trim().to_string()
+    };
+    let held = connect(7000).expect("port 7000 open under the first ruleset");
+    assert_eq!(echo(&held, "one"), "one");
+    assert_eq!(curl(&src, "http://198.19.0.1:8080/", "2").0, 28);
+
+    let hup = |want: &str| {
+        let before = log.lock().unwrap().matches(want).count();
+        // SAFETY: signalling the daemon we started, by its PID.
+        unsafe { libc::kill(daemon_pid(&daemon), libc::SIGHUP) };
+        let t = Instant::now();
+        while log.lock().unwrap().matches(want).count() == before {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no '{want}': {}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::fs::write(
+        &pf,
+        "block all\npass proto icmp\npass proto tcp to port 8080\n",
+    )
+    .unwrap();
+    hup("reloaded");
+    let (s, n) = curl(&src, "http://198.19.0.1:8080/", "5");
+    assert!(s == 0 && n == "100000", "new rule applies: {s} {n}");
+    assert_eq!(
+        echo(&held, "two"),
+        "two",
+        "the established connection keeps its state"
+    );
+    assert!(
+        connect(7000).is_err(),
+        "new connections to 7000 are refused now"
+    );
+
+    std::fs::write(
+        &pf,
+        "block all\npass proto tcp to port 8080 flags S/SA bogus\n",
+    )
+    .unwrap();
+    hup("the running ruleset stays");
+    assert!(
+        log.lock().unwrap().contains("pf.conf:2:"),
+        "{}",
+        log.lock().unwrap()
+    );
+    let (s, _) = curl(&src, "http://198.19.0.1:8080/", "5");
+    assert_eq!(s, 0, "a broken file changes nothing");
+    assert_eq!(echo(&held, "three"), "three");
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The PID of the program `ip netns exec` started (it execs in place).
+fn daemon_pid(p: &Proc) -> i32 {
+    p.pid() as i32
+}
