@@ -6,6 +6,7 @@
 //! ```toml
 //! pf = "pf.conf"
 //! workers = 2              # threads (default: CPUs, at most 4)
+//! control = "/run/palisade.sock"   # the control socket (the default)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it
@@ -48,6 +49,7 @@ struct Raw {
     route: Vec<RawRoute>,
     host: Option<RawHost>,
     workers: Option<Spanned<i64>>,
+    control: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -98,6 +100,9 @@ struct RawRoute {
     via: Option<Spanned<String>>,
     interface: Option<Spanned<String>>,
 }
+
+/// Where the control socket is unless `control = "..."` says otherwise.
+pub const DEFAULT_CONTROL: &str = "/run/palisade.sock";
 
 /// An address with its prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,6 +193,8 @@ pub struct Config {
     pub host: Option<String>,
     /// Worker threads (PACKET_FANOUT by flow hash across them).
     pub workers: usize,
+    /// The control socket's path.
+    pub control: PathBuf,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -529,7 +536,15 @@ impl Config {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
         };
+        let control = match &raw.control {
+            Some(c) if !c.get_ref().starts_with('/') => {
+                return Err(cx.err(c, "control must be an absolute path"));
+            }
+            Some(c) => PathBuf::from(c.get_ref()),
+            None => PathBuf::from(DEFAULT_CONTROL),
+        };
         Ok(Config {
+            control,
             workers,
             host,
             pf: PathBuf::from(raw.pf.into_inner()),

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 
+mod control;
 mod lab;
 mod replay;
 mod run;
@@ -30,6 +31,22 @@ enum Cmd {
     Check(CheckArgs),
     /// Run a capture through a pf.conf and show, per packet, what decided.
     Replay(ReplayCli),
+    /// Show what the running daemon knows (like pfctl -s): states, info.
+    Show {
+        /// states | info
+        what: String,
+        /// Print JSON instead of pfctl's format.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(short = 's', long, default_value = palisade_net::config::DEFAULT_CONTROL)]
+        socket: PathBuf,
+    },
+    /// Reload pf.conf in the running daemon: all or nothing, states kept.
+    Reload {
+        #[arg(short = 's', long, default_value = palisade_net::config::DEFAULT_CONTROL)]
+        socket: PathBuf,
+    },
     /// Scenario S1 on this machine, in network namespaces (needs root).
     Lab {
         #[command(subcommand)]
@@ -75,6 +92,30 @@ enum LabCmd {
     /// (internal) A server for the lab's hosts.
     #[command(hide = true)]
     Serve { addr: String, kind: String },
+}
+
+fn control_cmd(socket: &std::path::Path, req: serde_json::Value, json: bool) -> ExitCode {
+    match control::request(socket, req) {
+        Ok(a) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&a["data"]).unwrap_or_default()
+                );
+            } else {
+                print!("{}", a["text"].as_str().unwrap_or(""));
+            }
+            if a["ok"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("palisade: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn lab_cmd(a: LabCmd) -> ExitCode {
@@ -193,6 +234,18 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
         Cmd::Lab { action } => lab_cmd(action),
+        Cmd::Show { what, json, socket } => {
+            if what != "states" && what != "info" {
+                eprintln!("palisade show: '{what}': one of states, info");
+                return ExitCode::from(2);
+            }
+            control_cmd(
+                &socket,
+                serde_json::json!({"cmd": "show", "what": what}),
+                json,
+            )
+        }
+        Cmd::Reload { socket } => control_cmd(&socket, serde_json::json!({"cmd": "reload"}), false),
         Cmd::Run {
             config,
             dry_run: true,

@@ -71,43 +71,138 @@ extern "C" fn on_hup(_: libc::c_int) {
     RELOAD.store(true, Ordering::SeqCst);
 }
 
-/// SIGHUP: read pf.conf again; swap the ruleset in only if it parses and
-/// compiles completely. States survive; a bad file changes nothing.
-fn reload(sh: &Shared) {
+/// Read pf.conf again; swap the ruleset in only if it parses and compiles
+/// completely. States survive; a bad file changes nothing. Returns whether
+/// it was swapped and the messages (errors, warnings, the outcome).
+fn reload(sh: &Shared) -> (bool, Vec<String>) {
     let opts = ParseOptions {
         host: sh.host.clone(),
         ..Default::default()
     };
     let out = parse_input(Input::File(&sh.pf_path), &opts);
+    let mut msgs = out.stderr.clone();
     if out.errors > 0 {
-        for l in &out.stderr {
-            eprintln!("{l}");
-        }
-        eprintln!(
+        msgs.push(format!(
             "palisade: reload of {} failed ({} error{}): the running ruleset stays",
             sh.pf_path.display(),
             out.errors,
             if out.errors == 1 { "" } else { "s" }
-        );
-        return;
-    }
-    for l in &out.stderr {
-        eprintln!("{l}");
+        ));
+        return (false, msgs);
     }
     let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
-    let mut dp = sh.dp();
-    dp.filter.set_engine(engine);
-    drop(dp);
+    sh.dp().filter.set_engine(engine);
     if format!("{:?}", out.config.options) != sh.options {
-        eprintln!(
-            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start"
+        msgs.push(
+            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
         );
     }
-    eprintln!(
+    msgs.push(format!(
         "palisade: reloaded {} ({} rules); states kept",
         sh.pf_path.display(),
         out.config.main.rules.len()
-    );
+    ));
+    (true, msgs)
+}
+
+/// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.
+fn flow(ip: &std::net::IpAddr, port: u16, proto: u8) -> String {
+    match (proto == 6 || proto == 17, ip.is_ipv6()) {
+        (false, _) => ip.to_string(),
+        (true, false) => format!("{ip}:{port}"),
+        (true, true) => format!("{ip}[{port}]"),
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "ipv6-icmp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// One request on the control socket.
+fn control_request(sh: &Shared, req: &serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let now = sh.start.elapsed().as_millis() as u64;
+    match (req["cmd"].as_str(), req["what"].as_str()) {
+        (Some("show"), Some("states")) => {
+            let dp = sh.dp();
+            let st = &dp.filter.states;
+            let mut text = String::new();
+            let mut list = Vec::new();
+            for s in st.iter() {
+                let k = &s.key;
+                let t = s.translated.as_ref();
+                let iface = if s.bound { st.iface_name(s) } else { "all" };
+                let (src, dst) = (
+                    flow(&k.src, k.sport, k.proto),
+                    flow(&k.dst, k.dport, k.proto),
+                );
+                let line = match (s.dir, t) {
+                    (palisade_conf::ir::Direction::In, None) => format!("{dst} <- {src}"),
+                    (palisade_conf::ir::Direction::In, Some(t)) => {
+                        format!("{} ({dst}) <- {src}", flow(&t.dst, t.dport, t.proto))
+                    }
+                    (_, None) => format!("{src} -> {dst}"),
+                    (_, Some(t)) => format!("{} ({src}) -> {dst}", flow(&t.src, t.sport, t.proto)),
+                };
+                text += &format!(
+                    "{iface} {} {line}       {}\n",
+                    proto_name(k.proto),
+                    s.state_str()
+                );
+                let age = now.saturating_sub(s.created_ms) / 1000;
+                let expires = st.expires_ms(s).saturating_sub(now) / 1000;
+                list.push(json!({
+                    "id": format!("{:016x}", s.id),
+                    "creator": format!("{:08x}", s.creator),
+                    "proto": proto_name(k.proto),
+                    "iface": st.iface_name(s),
+                    "dir": if s.dir == palisade_conf::ir::Direction::In { "in" } else { "out" },
+                    "src": {"addr": k.src.to_string(), "port": k.sport},
+                    "dst": {"addr": k.dst.to_string(), "port": k.dport},
+                    "nat_src": t.filter(|t| t.src != k.src || t.sport != k.sport).map(|t| json!({"addr": t.src.to_string(), "port": t.sport})),
+                    "nat_dst": t.filter(|t| t.dst != k.dst || t.dport != k.dport).map(|t| json!({"addr": t.dst.to_string(), "port": t.dport})),
+                    "state": s.state_str(),
+                    "age_s": age,
+                    "expires_s": expires,
+                    "packets": s.packets[0] + s.packets[1],
+                    "bytes": s.bytes[0] + s.bytes[1],
+                }));
+            }
+            json!({"ok": true, "text": text, "data": list})
+        }
+        (Some("show"), Some("info")) => {
+            let dp = sh.dp();
+            let f = &dp.filter.counters;
+            let mut text = format!(
+                "State Table                          Total\n  current entries                  {:>8}\n  searches                         {:>8}\n  inserts                          {:>8}\nCounters\n",
+                dp.filter.states.len(),
+                f.state_searches,
+                f.state_inserts
+            );
+            for (r, n) in &f.reasons {
+                text += &format!("  {r:<32} {n:>8}\n");
+            }
+            text += &format!("Data plane\n  {:?}\n", dp.counters);
+            json!({"ok": true, "text": text, "data": {
+                "states": dp.filter.states.len(),
+                "packets": f.packets, "passed": f.passed, "blocked": f.blocked,
+                "reasons": f.reasons,
+                "state_searches": f.state_searches, "state_inserts": f.state_inserts,
+                "dataplane": format!("{:?}", dp.counters),
+            }})
+        }
+        (Some("reload"), _) => {
+            let (ok, msgs) = reload(sh);
+            json!({"ok": ok, "text": msgs.join("\n") + "\n"})
+        }
+        _ => json!({"ok": false, "text": format!("unknown request {req}")}),
+    }
 }
 
 /// Per-port kernel settings we change and put back: the kernel must not
@@ -275,7 +370,9 @@ fn worker(
         };
         let now = sh.start.elapsed().as_millis() as u64;
         if id == 0 && RELOAD.swap(false, Ordering::SeqCst) {
-            reload(sh);
+            for m in reload(sh).1 {
+                eprintln!("{m}");
+            }
         }
         for i in errs.into_iter().filter(|&i| i < ports.len()) {
             if let Some(e) = ports[i].take_error() {
@@ -387,6 +484,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         .map(|n| port_mac(n))
         .collect::<Result<Vec<_>, _>>()?;
     let workers = cfg.workers;
+    let cfg_control = cfg.control.clone();
     // Fanout group ids are per network namespace: derive them from our PID.
     let fanout = (workers > 1).then(|| (std::process::id() as u16).wrapping_mul(16));
     let mut sockets = Vec::new();
@@ -442,10 +540,27 @@ pub fn run(path: &Path) -> Result<(), String> {
         pf.main.rules.len(),
         if workers == 1 { "" } else { "s" }
     );
+    let control = match crate::control::bind(&cfg_control) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("palisade: warning: no control socket: {e}");
+            None
+        }
+    };
     let first = sockets.remove(0);
     let outs = sh.dp().start(0);
     sh.send(&first, outs);
     std::thread::scope(|s| {
+        if let Some(l) = &control {
+            let sh = &sh;
+            s.spawn(move || {
+                crate::control::serve(
+                    l,
+                    || STOP.load(Ordering::SeqCst),
+                    |req| control_request(sh, req),
+                )
+            });
+        }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
             s.spawn(move || worker(k + 1, sh, ports, fanout, None));
@@ -453,6 +568,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         worker(0, &sh, first, fanout, Some(&mut isolations));
     });
     drop(isolations);
+    if control.is_some() {
+        let _ = std::fs::remove_file(&cfg_control);
+    }
     eprintln!("palisade: stopping: {:?}", sh.dp().counters);
     Ok(())
 }
