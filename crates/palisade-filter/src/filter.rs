@@ -1153,3 +1153,61 @@ pub fn return_packet(ip: &[u8], info: &IpInfo, p: BlockPolicy) -> Option<Vec<u8>
         BlockPolicy::ReturnIcmp { v4, v6: c6 } => icmp(if v6 { c6 } else { v4 }),
     }
 }
+
+/// The pflog records (header + the packet as it arrived) a decision asks
+/// for: one per rule matched under `log (matches)`, then the deciding
+/// rule's when it logs. `pkt` is the packet before translation.
+pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> Vec<Vec<u8>> {
+    use crate::packet::MatchAction;
+    use palisade_wire::pflog::*;
+    if !d.log && d.log_matched.is_empty() {
+        return Vec::new();
+    }
+    let mut records: Vec<(Option<&RuleRef>, u8)> = d
+        .log_matched
+        .iter()
+        .map(|(r, a)| {
+            let a = match a {
+                MatchAction::Pass => action::PASS,
+                MatchAction::Block => action::DROP,
+                MatchAction::Match => action::MATCH,
+            };
+            (Some(r), a)
+        })
+        .collect();
+    let final_action = if d.action == VerdictAction::Pass {
+        action::PASS
+    } else {
+        action::DROP
+    };
+    if d.log && !records.iter().any(|(r, _)| *r == d.rule.as_ref()) {
+        records.push((d.rule.as_ref(), final_action));
+    }
+    records
+        .into_iter()
+        .map(|(rule, act)| {
+            let (ruleset, rulenr) = match rule {
+                Some(r) => (r.anchor.clone(), r.nr),
+                None => (String::new(), u32::MAX),
+            };
+            let h = PflogHeader {
+                af: if pkt.first().is_some_and(|b| b >> 4 == 6) {
+                    AF_INET6
+                } else {
+                    AF_INET
+                },
+                action: act,
+                reason: reason_code(d.reason),
+                ifname: iface.to_string(),
+                ruleset,
+                rulenr,
+                subrulenr: u32::MAX,
+                dir: if dir == Direction::In { 1 } else { 2 },
+                rewritten: d.nat.is_some(),
+            };
+            let mut rec = h.emit();
+            rec.extend_from_slice(pkt);
+            rec
+        })
+        .collect()
+}

@@ -7,6 +7,8 @@
 //! pf = "pf.conf"
 //! workers = 2              # threads (default: CPUs, at most 4)
 //! control = "/run/palisade.sock"   # the control socket (the default)
+//! pflog = "/var/log/pflog"  # logged packets (pcap, DLT_PFLOG); none if absent
+//! pflog-size-mb = 16        # rotated at this size (one old file, .0)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it
@@ -50,6 +52,8 @@ struct Raw {
     host: Option<RawHost>,
     workers: Option<Spanned<i64>>,
     control: Option<Spanned<String>>,
+    pflog: Option<Spanned<String>>,
+    pflog_size_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -195,6 +199,10 @@ pub struct Config {
     pub workers: usize,
     /// The control socket's path.
     pub control: PathBuf,
+    /// Where logged packets go (a pcap file, DLT_PFLOG), rotated at
+    /// `pflog_size` bytes (one old file kept, with `.0` appended).
+    pub pflog: Option<PathBuf>,
+    pub pflog_size: u64,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -543,7 +551,23 @@ impl Config {
             Some(c) => PathBuf::from(c.get_ref()),
             None => PathBuf::from(DEFAULT_CONTROL),
         };
+        let pflog = match &raw.pflog {
+            Some(c) if !c.get_ref().starts_with('/') => {
+                return Err(cx.err(c, "pflog must be an absolute path"));
+            }
+            Some(c) => Some(PathBuf::from(c.get_ref())),
+            None => None,
+        };
+        let pflog_size = match &raw.pflog_size_mb {
+            Some(m) if !(1..=65536).contains(m.get_ref()) => {
+                return Err(cx.err(m, "pflog-size-mb must be 1..65536"));
+            }
+            Some(m) => *m.get_ref() as u64 * 1024 * 1024,
+            None => 16 * 1024 * 1024,
+        };
         Ok(Config {
+            pflog,
+            pflog_size,
             control,
             workers,
             host,

@@ -69,6 +69,8 @@ pub struct Counters {
     pub icmp_errors: u64,
     /// Addresses not learnt because a table was full.
     pub table_full: u64,
+    /// pflog records lost because the writer fell behind.
+    pub log_dropped: u64,
 }
 
 enum Neigh {
@@ -102,6 +104,26 @@ pub struct Dataplane {
     /// The host interface: its port index (after the configured ports) and
     /// the TAP's MAC.
     host: Option<(usize, Mac)>,
+    logging: bool,
+    log: Vec<Vec<u8>>,
+}
+
+/// pflog records waiting to be written, at most.
+const LOG_MAX: usize = 65_536;
+
+/// The MAC Palisade answers to on a port: the port's own MAC with one bit
+/// changed (and locally administered). Not the port's: the kernel accepts
+/// IP packets addressed to the port's MAC for any of its local addresses
+/// (the weak host model), and the firewall's addresses are local to it on
+/// the host interface; frames to another MAC are "other host" to the
+/// kernel and never reach its stack.
+pub fn own_mac(port_mac: Mac) -> Mac {
+    let mut m = port_mac;
+    m[0] = (m[0] | 0x02) & !0x01;
+    if m == port_mac {
+        m[0] ^= 0x04;
+    }
+    m
 }
 
 /// The MAC Palisade uses on its side of the host interface.
@@ -163,6 +185,8 @@ impl Dataplane {
             icmp_budget: (0, 0),
             out: Vec::new(),
             host: None,
+            logging: false,
+            log: Vec::new(),
         }
     }
 
@@ -171,6 +195,42 @@ impl Dataplane {
     /// Linux stack sends through it is routed like the firewall's own.
     pub fn set_host(&mut self, port: usize, mac: Mac) {
         self.host = Some((port, mac));
+    }
+
+    /// pf on one packet; what its rules log is kept for `take_log` (the
+    /// packet as it leaves pf: when translated, the pflog header says so).
+    fn pf(
+        &mut self,
+        pkt: &mut [u8],
+        iface: &str,
+        dir: Direction,
+        now: u64,
+    ) -> palisade_filter::Decision {
+        let d = self.filter.process(pkt, iface, dir, now);
+        if self.logging && (d.log || !d.log_matched.is_empty()) {
+            let len = parse_ip(pkt)
+                .map(|i| i.len)
+                .unwrap_or(pkt.len())
+                .min(pkt.len());
+            for r in palisade_filter::filter::pflog_records(&d, &pkt[..len], iface, dir) {
+                if self.log.len() < LOG_MAX {
+                    self.log.push(r);
+                } else {
+                    self.counters.log_dropped += 1;
+                }
+            }
+        }
+        d
+    }
+
+    /// Keep pflog records of what rules log (for a pflog file).
+    pub fn set_logging(&mut self, on: bool) {
+        self.logging = on;
+    }
+
+    /// The pflog records (DLT_PFLOG) gathered since the last call.
+    pub fn take_log(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.log)
     }
 
     /// A port was replaced (deleted and created again): its new MAC, for
@@ -433,7 +493,7 @@ impl Dataplane {
         }
         let mut pkt = payload.to_vec();
         let name = self.cfg.ifaces[m].name.clone();
-        let d = self.filter.process(&mut pkt, &name, Direction::In, now);
+        let d = self.pf(&mut pkt, &name, Direction::In, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers of `block return` go back where the packet came from.
@@ -446,7 +506,7 @@ impl Dataplane {
         for p in egress {
             let mut q = pkt.clone();
             let name = self.cfg.ifaces[p].name.clone();
-            let d = self.filter.process(&mut q, &name, Direction::Out, now);
+            let d = self.pf(&mut q, &name, Direction::Out, now);
             if d.passed() && !d.held {
                 let q = d.reassembled.unwrap_or(q);
                 self.emit(p, dst, Some(src), ethertype, &q);
@@ -681,7 +741,7 @@ impl Dataplane {
             }
         }
         let name = self.name(i).to_string();
-        let d = self.filter.process(&mut pkt, &name, Direction::In, now);
+        let d = self.pf(&mut pkt, &name, Direction::In, now);
         for g in d.generated.clone() {
             self.send_local(g, now);
         }
@@ -845,7 +905,7 @@ impl Dataplane {
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
         let name = self.name(e).to_string();
-        let d = self.filter.process(&mut pkt, &name, Direction::Out, now);
+        let d = self.pf(&mut pkt, &name, Direction::Out, now);
         for g in d.generated.clone() {
             self.send_local(g, now);
         }
@@ -885,7 +945,7 @@ impl Dataplane {
             return;
         };
         let name = self.name(e).to_string();
-        let d = self.filter.process(&mut pkt, &name, Direction::Out, now);
+        let d = self.pf(&mut pkt, &name, Direction::Out, now);
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);
             return;

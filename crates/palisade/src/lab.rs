@@ -307,8 +307,9 @@ impl Lab {
         std::fs::write(self.dir().join("pf.conf"), pf).map_err(|e| e.to_string())?;
         let cfg = self.dir().join("palisade.toml");
         let toml = format!(
-            "control = \"{}\"\n{PALISADE_TOML}",
-            self.dir().join("palisade.sock").display()
+            "control = \"{}\"\npflog = \"{}\"\n{PALISADE_TOML}",
+            self.dir().join("palisade.sock").display(),
+            self.dir().join("pflog").display()
         );
         std::fs::write(&cfg, toml).map_err(|e| e.to_string())?;
         let check = Command::new("ip")
@@ -456,7 +457,7 @@ impl Lab {
     pub fn print_help(&self) {
         let p = &self.prefix;
         println!(
-            "\nExplore (as root):\n  ip netns exec {p}-lan curl http://198.18.200.1/      # LAN -> Internet, NATed\n  ip netns exec {p}-wan curl http://198.51.100.7:8080/ # port forward to the LAN\n  ip netns exec {p}-wan ping 203.0.113.20               # through the bridge\n  ip netns exec {p}-wan traceroute -n -I 203.0.113.20  # the bridge is invisible\n  palisade lab status{arg}                                # these checks again\n  palisade show states -s {d}/palisade.sock   # Palisade's states (like pfctl -ss)\n  palisade reload -s {d}/palisade.sock        # after editing its pf.conf\n  Palisade's log: {d}/palisade.log   its pf.conf: {d}/pf.conf\n  palisade lab down{arg}                                  # remove it all",
+            "\nExplore (as root):\n  ip netns exec {p}-lan curl http://198.18.200.1/      # LAN -> Internet, NATed\n  ip netns exec {p}-wan curl http://198.51.100.7:8080/ # port forward to the LAN\n  ip netns exec {p}-wan ping 203.0.113.20               # through the bridge\n  ip netns exec {p}-wan traceroute -n -I 203.0.113.20  # the bridge is invisible\n  palisade lab status{arg}                                # these checks again\n  palisade show states -s {d}/palisade.sock   # Palisade's states (like pfctl -ss)\n  palisade reload -s {d}/palisade.sock        # after editing its pf.conf\n  tcpdump -n -e -r {d}/pflog                  # what `block log` dropped\n  Palisade's log: {d}/palisade.log   its pf.conf: {d}/pf.conf\n  palisade lab down{arg}                                  # remove it all",
             d = self.dir().display(),
             arg = if p == "lab" { String::new() } else { format!(" --prefix {p}") },
         );

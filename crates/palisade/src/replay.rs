@@ -256,52 +256,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
         let mut pkt = ip.to_vec();
         let d = filter.process_with(&mut pkt, &iface, dir, now, n as u32);
         if let Some(w) = log.as_mut() {
-            use palisade_filter::packet::MatchAction;
-            use palisade_wire::pflog::*;
-            // `log (matches)`: one record per matching rule, then the
-            // decision itself when its rule logs.
-            let mut records: Vec<(Option<&palisade_filter::RuleRef>, u8)> = d
-                .log_matched
-                .iter()
-                .map(|(r, a)| {
-                    let a = match a {
-                        MatchAction::Pass => action::PASS,
-                        MatchAction::Block => action::DROP,
-                        MatchAction::Match => action::MATCH,
-                    };
-                    (Some(r), a)
-                })
-                .collect();
-            let final_action = if d.action == VerdictAction::Pass {
-                action::PASS
-            } else {
-                action::DROP
-            };
-            if d.log && !records.iter().any(|(r, _)| *r == d.rule.as_ref()) {
-                records.push((d.rule.as_ref(), final_action));
-            }
-            for (rule, act) in records {
-                let (ruleset, rulenr) = match rule {
-                    Some(r) => (r.anchor.clone(), r.nr),
-                    None => (String::new(), u32::MAX),
-                };
-                let h = PflogHeader {
-                    af: if ip.first().is_some_and(|b| b >> 4 == 6) {
-                        AF_INET6
-                    } else {
-                        AF_INET
-                    },
-                    action: act,
-                    reason: reason_code(d.reason),
-                    ifname: iface.clone(),
-                    ruleset,
-                    rulenr,
-                    subrulenr: u32::MAX,
-                    dir: if dir == Direction::In { 1 } else { 2 },
-                    rewritten: d.nat.is_some(),
-                };
-                let mut rec = h.emit();
-                rec.extend_from_slice(ip);
+            for rec in palisade_filter::filter::pflog_records(&d, ip, &iface, dir) {
                 w.write_packet(&PcapPacket::new(fr.ts, rec.len() as u32, &rec))
                     .map_err(|e| format!("writing log: {e}"))?;
             }

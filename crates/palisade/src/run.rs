@@ -205,6 +205,73 @@ fn control_request(sh: &Shared, req: &serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// Logged packets to a pcap file (DLT_PFLOG, what tcpdump -r reads),
+/// rotated by size: the full file becomes FILE.0 (replacing the older).
+struct PflogFile {
+    path: PathBuf,
+    max: u64,
+    written: u64,
+    w: Option<pcap_file::pcap::PcapWriter<std::fs::File>>,
+}
+
+impl PflogFile {
+    fn open(path: &Path, max: u64) -> Result<PflogFile, String> {
+        let mut f = PflogFile {
+            path: path.to_path_buf(),
+            max,
+            written: 0,
+            w: None,
+        };
+        f.start()?;
+        Ok(f)
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        if let Some(d) = self.path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let file = std::fs::File::create(&self.path)
+            .map_err(|e| format!("pflog {}: {e}", self.path.display()))?;
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::PFLOG,
+            ..Default::default()
+        };
+        self.w = Some(
+            pcap_file::pcap::PcapWriter::with_header(file, header)
+                .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
+        );
+        self.written = 24;
+        Ok(())
+    }
+
+    fn write(&mut self, recs: Vec<Vec<u8>>) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        for r in recs {
+            if self.written + r.len() as u64 + 16 > self.max {
+                let mut old = self.path.clone().into_os_string();
+                old.push(".0");
+                self.w = None;
+                let _ = std::fs::rename(&self.path, &old);
+                if let Err(e) = self.start() {
+                    eprintln!("palisade: {e}");
+                    return;
+                }
+            }
+            if let Some(w) = self.w.as_mut() {
+                let p = pcap_file::pcap::PcapPacket::new(ts, r.len() as u32, &r);
+                if let Err(e) = w.write_packet(&p) {
+                    eprintln!("palisade: pflog {}: {e}", self.path.display());
+                    return;
+                }
+                self.written += r.len() as u64 + 16;
+            }
+        }
+        // (PcapWriter writes straight to the file: nothing to flush.)
+    }
+}
+
 /// Per-port kernel settings we change and put back: the kernel must not
 /// talk on ports Palisade owns (no IPv6, no ARP answers, no forwarding),
 /// and must not merge received frames (GRO) into ones larger than the MTU.
@@ -349,6 +416,7 @@ fn worker(
     mut ports: Vec<Port>,
     fanout: Option<u16>,
     mut isolations: Option<&mut Vec<Isolation>>,
+    mut pflog: Option<PflogFile>,
 ) {
     let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
     if id == 0 {
@@ -410,6 +478,12 @@ fn worker(
                 }
             }
         }
+        if let Some(p) = pflog.as_mut() {
+            let recs = sh.dp().take_log();
+            if !recs.is_empty() {
+                p.write(recs);
+            }
+        }
         if now < last_tick + 1000 {
             continue;
         }
@@ -439,7 +513,8 @@ fn worker(
                             ports[i] = p;
                             if id == 0 {
                                 eprintln!("palisade: port '{name}' is back");
-                                sh.dp().set_port_mac(i, mac);
+                                sh.dp()
+                                    .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
                                 if let Some(iso) = isolations.as_deref_mut() {
                                     iso.push(Isolation::apply(std::slice::from_ref(&name)));
                                 }
@@ -481,7 +556,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
         .iter()
-        .map(|n| port_mac(n))
+        .map(|n| port_mac(n).map(palisade_net::dataplane::own_mac))
         .collect::<Result<Vec<_>, _>>()?;
     let workers = cfg.workers;
     let cfg_control = cfg.control.clone();
@@ -520,8 +595,21 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         None => None,
     };
+    let logging_rules = pf.main.rules.iter().filter(|r| r.log.is_some()).count();
+    let pflog = match &cfg.pflog {
+        Some(p) => Some(PflogFile::open(p, cfg.pflog_size)?),
+        None => {
+            if logging_rules > 0 {
+                eprintln!(
+                    "palisade: warning: {logging_rules} rule(s) log, but no pflog file is configured (pflog = \"/var/log/pflog\" in palisade.toml): logged packets are not written anywhere"
+                );
+            }
+            None
+        }
+    };
     let host_port = names.len();
     let mut dp = Dataplane::new(cfg, &macs, filter);
+    dp.set_logging(pflog.is_some());
     if let Some((mac, _)) = &host {
         dp.set_host(host_port, *mac);
     }
@@ -563,9 +651,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
-            s.spawn(move || worker(k + 1, sh, ports, fanout, None));
+            s.spawn(move || worker(k + 1, sh, ports, fanout, None, None));
         }
-        worker(0, &sh, first, fanout, Some(&mut isolations));
+        worker(0, &sh, first, fanout, Some(&mut isolations), pflog);
     });
     drop(isolations);
     if control.is_some() {

@@ -279,11 +279,23 @@ via = "203.0.113.1"
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    // The upstream router learnt the VM's address at the firewall's MAC.
-    let fw_mac =
+    // The upstream router learnt the VM's address at the firewall's MAC
+    // (Palisade's own on that port, not the kernel's).
+    let port_mac =
         String::from_utf8_lossy(&ns.exec(&fw, &["cat", "/sys/class/net/up0/address"]).stdout)
             .trim()
             .to_string();
+    let b: Vec<u8> = port_mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    let m = palisade_net::dataplane::own_mac(b.try_into().unwrap());
+    let fw_mac = m
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert_ne!(fw_mac, port_mac);
     let neigh = ns.exec(&up, &["ip", "neigh", "show", "203.0.113.10"]);
     assert!(
         String::from_utf8_lossy(&neigh.stdout).contains(&fw_mac),

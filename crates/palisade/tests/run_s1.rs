@@ -31,7 +31,7 @@ web = "198.18.1.10"
 lan_net = "198.18.1.0/24"
 dmz_net = "203.0.113.0/24"
 
-block all
+block log all
 pass inet proto icmp
 pass inet6 proto icmp6
 
@@ -202,7 +202,8 @@ fn s1_bridge_nat_and_port_forward() {
     let d = tmpdir();
     std::fs::write(d.join("pf.conf"), PF).unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(&cfg, CONF).unwrap();
+    let pflog = d.join("pflog");
+    std::fs::write(&cfg, format!("pflog = \"{}\"\n{CONF}", pflog.display())).unwrap();
     let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     let t = Instant::now();
     let mut up = false;
@@ -295,5 +296,22 @@ fn s1_bridge_nat_and_port_forward() {
     let o = daemon.stop().expect("palisade output");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
+    // What `block log all` dropped is in the pflog file, as tcpdump reads it.
+    let o = std::process::Command::new("tcpdump")
+        .args(["-n", "-e", "-r"])
+        .arg(&pflog)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("block in on wan") && l.contains("> 203.0.113.10.8080: Flags [S]")),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.contains("block in on bridge0") && l.contains("> 198.18.1.10.80: Flags [S]")),
+        "DMZ -> LAN logged: {text}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
