@@ -143,7 +143,7 @@ fn pf_ruleset(n: usize) -> String {
     s
 }
 
-const PALISADE_TOML: &str = r#"pf = "pf.conf"
+const PALISADE_TOML: &str = r#"
 [[port]]
 name = "a0"
 [[port]]
@@ -234,7 +234,14 @@ fn iperf(src: &str, dst: &str, extra: &[&str], secs: u64) -> serde_json::Value {
     })
 }
 
-fn measure(peer: Peer, rules: usize, secs: u64, dir: &Path, palisade: &Path) -> Result {
+fn measure(
+    peer: Peer,
+    rules: usize,
+    secs: u64,
+    dir: &Path,
+    palisade: &Path,
+    workers: usize,
+) -> Result {
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
     let ns = topology(tag);
     let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
@@ -251,7 +258,7 @@ fn measure(peer: Peer, rules: usize, secs: u64, dir: &Path, palisade: &Path) -> 
         Peer::Palisade => {
             std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
             let cfg = dir.join("palisade.toml");
-            std::fs::write(&cfg, PALISADE_TOML).unwrap();
+            std::fs::write(&cfg, format!("pf = \"pf.conf\"\nworkers = {workers}\n[host]\nenabled = false\n{PALISADE_TOML}")).unwrap();
             let mut c = Command::new("ip")
                 .args(["netns", "exec", fw])
                 .arg(palisade)
@@ -306,6 +313,8 @@ pub fn run(args: &[String]) {
         .map(|s| s.parse().expect("--rules N,M"))
         .collect();
     let secs: u64 = super::arg(args, "--secs").map_or(5, |s| s.parse().expect("--secs S"));
+    let workers: usize =
+        super::arg(args, "--workers").map_or(1, |s| s.parse().expect("--workers N"));
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -315,8 +324,8 @@ pub fn run(args: &[String]) {
     for n in rules {
         // "3 rules" is the ruleset without fillers.
         let fill = n.saturating_sub(3);
-        let k = measure(Peer::Kernel, fill, secs, &dir, &palisade);
-        let p = measure(Peer::Palisade, fill, secs, &dir, &palisade);
+        let k = measure(Peer::Kernel, fill, secs, &dir, &palisade, workers);
+        let p = measure(Peer::Palisade, fill, secs, &dir, &palisade, workers);
         println!(
             "{n:>5} rules: kernel fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | palisade fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
             k.fwd_pps,
