@@ -1442,35 +1442,7 @@ via = "203.0.113.1"
         assert_eq!(o[0].1[18 + 7], 63, "hop limit decremented");
     }
 
-    const S1: &str = r#"
-pf = "pf.conf"
-[[port]]
-name = "pw"
-[[port]]
-name = "pd"
-[[port]]
-name = "pl"
-[[interface]]
-name = "wan"
-port = "pw"
-[[interface]]
-name = "dmz"
-port = "pd"
-[[interface]]
-name = "lan"
-port = "pl"
-addresses = ["198.18.1.1/24"]
-[[bridge]]
-name = "bridge0"
-members = ["wan", "dmz"]
-addresses = ["198.51.100.7/32"]
-[[route]]
-to = "203.0.113.0/24"
-interface = "bridge0"
-[[route]]
-to = "default"
-via = "203.0.113.1"
-"#;
+    const S1: &str = include_str!("../../../examples/s1/palisade.toml");
 
     #[test]
     fn routed_through_bridge_with_nat() {

@@ -22,63 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const PF_CONF: &str = r#"# Scenario S1: a transparent bridge firewall in front of hosted machines.
-mail = "203.0.113.10"
-web = "198.18.1.10"
-lan_net = "198.18.1.0/24"
-dmz_net = "203.0.113.0/24"
-
-block log all
-pass inet proto icmp
-pass inet6 proto icmp6
-
-# Bridged WAN <-> DMZ, filtered on the members: the DMZ goes out freely,
-# only SMTP to the mail host comes in.
-pass in on dmz
-pass out on wan
-pass in on wan proto tcp to $mail port smtp
-pass out on dmz proto tcp to $mail port smtp
-
-# Routed: the LAN hides behind the firewall's address, except towards the
-# DMZ; a port forward to the LAN web server; ssh to the firewall itself.
-match out on bridge0 from $lan_net to ! $dmz_net nat-to (bridge0)
-pass in on lan
-pass out on bridge0
-pass in on bridge0 proto tcp to (bridge0) port 8080 rdr-to $web port 80
-pass out on lan proto tcp to $web port 80
-pass in on bridge0 proto tcp to (bridge0) port 22
-"#;
-
-pub const PALISADE_TOML: &str = r#"pf = "pf.conf"
-[[port]]
-name = "pw"
-[[port]]
-name = "pd"
-[[port]]
-name = "pl"
-[[interface]]
-name = "wan"
-port = "pw"
-[[interface]]
-name = "dmz"
-port = "pd"
-[[interface]]
-name = "lan"
-port = "pl"
-addresses = ["198.18.1.1/24"]
-[[bridge]]
-name = "bridge0"
-members = ["wan", "dmz"]
-addresses = ["198.51.100.7/32"]
-# The provider's gateway is outside the /32: its subnet through the bridge,
-# then the default route (route add -net ... -iface; route add default).
-[[route]]
-to = "203.0.113.0/24"
-interface = "bridge0"
-[[route]]
-to = "default"
-via = "203.0.113.1"
-"#;
+/// The lab's pf.conf and palisade.toml: examples/s1/ (also what the S1
+/// end-to-end test runs).
+pub const PF_CONF: &str = include_str!("../../../examples/s1/pf.conf");
+pub const PALISADE_TOML: &str = include_str!("../../../examples/s1/palisade.toml");
 
 const ROLES: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
 

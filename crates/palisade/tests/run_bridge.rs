@@ -25,14 +25,8 @@ fn tmpdir() -> PathBuf {
 #[test]
 fn bridge_filters_real_traffic() {
     require_root();
-    let ns = Netns::new("bridge", 3);
-    let (h1, fw, h2) = (
-        ns.names[0].clone(),
-        ns.names[1].clone(),
-        ns.names[2].clone(),
-    );
-    ns.veth(&h1, "eth0", &fw, "p1");
-    ns.veth(&fw, "p2", &h2, "eth0");
+    let (_ns, h1, fw, h2) = line("bridge", ("p1", "p2"));
+    let ns = &_ns;
     for (h, a4, a6) in [
         (&h1, "198.18.0.1/24", "2001:db8::1/64"),
         (&h2, "198.18.0.2/24", "2001:db8::2/64"),
@@ -199,14 +193,8 @@ fn bad_config_is_refused_before_touching_ports() {
 #[test]
 fn ports_going_down_or_away_are_recovered() {
     require_root();
-    let ns = Netns::new("recover", 3);
-    let (h1, fw, h2) = (
-        ns.names[0].clone(),
-        ns.names[1].clone(),
-        ns.names[2].clone(),
-    );
-    ns.veth(&h1, "eth0", &fw, "p1");
-    ns.veth(&fw, "p2", &h2, "eth0");
+    let (_ns, h1, fw, h2) = line("recover", ("p1", "p2"));
+    let ns = &_ns;
     ns.exec(&h1, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
     ns.exec(&h2, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
     let d = tmpdir().join("recover");

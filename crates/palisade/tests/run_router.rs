@@ -494,24 +494,8 @@ fn bad_configurations_fail_at_start() {
 #[test]
 fn workers_keep_flows_in_order() {
     require_root();
-    let ns = Netns::new("order", 3);
-    let (src, fw, dst) = (
-        ns.names[0].clone(),
-        ns.names[1].clone(),
-        ns.names[2].clone(),
-    );
-    ns.veth(&src, "eth0", &fw, "a0");
-    ns.veth(&fw, "b0", &dst, "eth0");
-    ns.exec(&src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
-    ns.exec(
-        &src,
-        &["ip", "route", "add", "default", "via", "198.18.0.254"],
-    );
-    ns.exec(&dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
-    ns.exec(
-        &dst,
-        &["ip", "route", "add", "default", "via", "198.19.0.254"],
-    );
+    let (_ns, src, fw, dst) = routed("order");
+    let ns = &_ns;
     let d = tmpdir().join("order");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(
@@ -522,9 +506,7 @@ fn workers_keep_flows_in_order() {
     let cfg = d.join("palisade.toml");
     std::fs::write(
         &cfg,
-        "pf = \"pf.conf\"\nworkers = 2\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
-         [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
-         [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n",
+        format!("pf = \"pf.conf\"\nworkers = 2\n{ROUTED_TOML}"),
     )
     .unwrap();
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
@@ -581,24 +563,7 @@ fn workers_keep_flows_in_order() {
 fn sighup_reloads_atomically_and_keeps_states() {
     use std::io::{BufRead, BufReader, Write};
     require_root();
-    let ns = Netns::new("reload", 3);
-    let (src, fw, dst) = (
-        ns.names[0].clone(),
-        ns.names[1].clone(),
-        ns.names[2].clone(),
-    );
-    ns.veth(&src, "eth0", &fw, "a0");
-    ns.veth(&fw, "b0", &dst, "eth0");
-    ns.exec(&src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
-    ns.exec(
-        &src,
-        &["ip", "route", "add", "default", "via", "198.18.0.254"],
-    );
-    ns.exec(&dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
-    ns.exec(
-        &dst,
-        &["ip", "route", "add", "default", "via", "198.19.0.254"],
-    );
+    let (_ns, src, fw, dst) = routed("reload");
     serve(&dst, "198.19.0.1:8080");
     // An echo server: one line back for each line.
     let l = in_netns(&dst, || {
@@ -625,11 +590,11 @@ fn sighup_reloads_atomically_and_keeps_states() {
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
+    let sock = d.join("palisade.sock");
+    let sock_s = sock.to_str().unwrap().to_string();
     std::fs::write(
         &cfg,
-        "pf = \"pf.conf\"\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
-         [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
-         [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n",
+        format!("pf = \"pf.conf\"\ncontrol = \"{sock_s}\"\n{ROUTED_TOML}"),
     )
     .unwrap();
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
@@ -695,11 +660,62 @@ fn sighup_reloads_atomically_and_keeps_states() {
         "new connections to 7000 are refused now"
     );
 
+    // The control socket (root only): states as JSON, with the held
+    // connection in it, and pfctl -ss lines.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let o = Command::new(palisade())
+        .args(["show", "states", "--json", "-s", &sock_s])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let states: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let held_state = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["dst"]["port"] == 7000 && s["iface"] == "a0")
+        .unwrap_or_else(|| panic!("{states}"));
+    assert_eq!(held_state["state"], "ESTABLISHED:ESTABLISHED");
+    assert_eq!(held_state["proto"], "tcp");
+    assert_eq!(held_state["dir"], "in");
+    assert_eq!(held_state["src"]["addr"], "198.18.0.1");
+    assert!(held_state["packets"].as_u64().unwrap() >= 6, "{held_state}");
+    for k in ["id", "age_s", "expires_s", "bytes"] {
+        assert!(!held_state[k].is_null(), "{k}: {held_state}");
+    }
+    let o = Command::new(palisade())
+        .args(["show", "states", "-s", &sock_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("198.19.0.1:7000 <- 198.18.0.1:")
+                && l.ends_with("ESTABLISHED:ESTABLISHED")),
+        "{text}"
+    );
+
+    // A broken file, through `palisade reload`: every error, exit 1.
     std::fs::write(
         &pf,
         "block all\npass proto tcp to port 8080 flags S/SA bogus\n",
     )
     .unwrap();
+    let o = Command::new(palisade())
+        .args(["reload", "-s", &sock_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("pf.conf:2:") && text.contains("the running ruleset stays"),
+        "{text}"
+    );
+    // And through SIGHUP: the same.
     hup("the running ruleset stays");
     assert!(
         log.lock().unwrap().contains("pf.conf:2:"),

@@ -25,63 +25,9 @@ fn tmpdir() -> PathBuf {
     d
 }
 
-const PF: &str = r#"
-mail = "203.0.113.10"
-web = "198.18.1.10"
-lan_net = "198.18.1.0/24"
-dmz_net = "203.0.113.0/24"
-
-block log all
-pass inet proto icmp
-pass inet6 proto icmp6
-
-# Bridged WAN <-> DMZ, filtered on the members: the DMZ goes out freely,
-# only SMTP to the mail host comes in.
-pass in on dmz
-pass out on wan
-pass in on wan proto tcp to $mail port smtp
-pass out on dmz proto tcp to $mail port smtp
-
-# Routed: the LAN hides behind the firewall's address, except towards the
-# DMZ; a port forward to the LAN web server.
-match out on bridge0 from $lan_net to ! $dmz_net nat-to (bridge0)
-pass in on lan
-pass out on bridge0
-pass in on bridge0 proto tcp to (bridge0) port 8080 rdr-to $web port 80
-pass out on lan proto tcp to $web port 80
-"#;
-
-const CONF: &str = r#"
-pf = "pf.conf"
-[[port]]
-name = "pw"
-[[port]]
-name = "pd"
-[[port]]
-name = "pl"
-[[interface]]
-name = "wan"
-port = "pw"
-[[interface]]
-name = "dmz"
-port = "pd"
-[[interface]]
-name = "lan"
-port = "pl"
-addresses = ["198.18.1.1/24"]
-[[bridge]]
-name = "bridge0"
-members = ["wan", "dmz"]
-addresses = ["198.51.100.7/32"]
-# The provider's gateway is outside the /32: reach its subnet through the
-# bridge (route add -net 203.0.113.0/24 -iface), then the default route.
-[[route]]
-to = "203.0.113.0/24"
-interface = "bridge0"
-[[route]]
-to = "default"
-via = "203.0.113.1"
-"#;
+/// The same files `palisade lab` runs.
+const PF: &str = include_str!("../../../examples/s1/pf.conf");
+const CONF: &str = include_str!("../../../examples/s1/palisade.toml");
 
 #[test]
 fn s1_bridge_nat_and_port_forward() {

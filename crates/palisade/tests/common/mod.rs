@@ -278,3 +278,39 @@ pub fn spawn_logged(ns: &str, args: &[&str]) -> (Proc, std::sync::Arc<std::sync:
     });
     (Proc(Some(child)), log)
 }
+
+/// Three namespaces in a line, `a [eth0]--[a0|p1] fw [b0|p2]--[eth0] b`,
+/// returned with their names (the firewall's ports are named `ports`).
+pub fn line(tag: &str, ports: (&str, &str)) -> (Netns, String, String, String) {
+    let ns = Netns::new(tag, 3);
+    let (a, fw, b) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&a, "eth0", &fw, ports.0);
+    ns.veth(&fw, ports.1, &b, "eth0");
+    (ns, a, fw, b)
+}
+
+/// `line` with a router's addressing: src 198.18.0.1/24 and dst
+/// 198.19.0.1/24, each with the firewall (198.18.0.254, 198.19.0.254 on
+/// a0, b0) as its default gateway. `ROUTED_TOML` is the firewall's side.
+pub fn routed(tag: &str) -> (Netns, String, String, String) {
+    let (ns, src, fw, dst) = line(tag, ("a0", "b0"));
+    ns.exec(&src, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &src,
+        &["ip", "route", "add", "default", "via", "198.18.0.254"],
+    );
+    ns.exec(&dst, &["ip", "addr", "add", "198.19.0.1/24", "dev", "eth0"]);
+    ns.exec(
+        &dst,
+        &["ip", "route", "add", "default", "via", "198.19.0.254"],
+    );
+    (ns, src, fw, dst)
+}
+
+pub const ROUTED_TOML: &str = "[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+     [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
+     [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n";
