@@ -1,36 +1,18 @@
 //! Fragmented UDP over IPv4 and IPv6 is reassembled and then matches port
 //! rules; overlapping and excess fragments are dropped and counted.
 
-use std::net::IpAddr;
-use std::sync::Arc;
+mod common;
 
-use palisade_conf::host::HostModel;
 use palisade_conf::ir::Direction::In;
-use palisade_conf::{parse_bytes, ParseOptions};
-use palisade_filter::{Engine, Filter, StateMatch, VerdictAction};
+use palisade_filter::{Filter, StateMatch, VerdictAction};
 use palisade_wire::build;
 use palisade_wire::checksum::checksum;
 
 fn filter(rules: &str) -> Filter {
-    let host =
-        HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
-            .unwrap();
-    let out = parse_bytes(
-        "t",
-        None,
-        rules.as_bytes().to_vec(),
-        &ParseOptions {
-            host: host.clone(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(out.errors, 0, "{:?}", out.stderr);
-    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+    common::filter_with(common::em0(), rules, 1)
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use common::ip;
 
 /// IPv4 fragments of `size` payload bytes each: (offset, bytes).
 fn frag4(p: &[u8], size: usize) -> Vec<Vec<u8>> {

@@ -1,8 +1,9 @@
 //! log (matches), the state event stream, set limit states, random and
 //! source-hash pools, binat-to, block return over IPv6.
 
+mod common;
+
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::Direction::{In, Out};
@@ -14,25 +15,10 @@ use palisade_wire::build::{self, checksums_ok};
 use palisade_wire::{parse_ip, L4};
 
 fn filter(rules: &str) -> Filter {
-    let host =
-        HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
-            .unwrap();
-    let out = parse_bytes(
-        "t",
-        None,
-        rules.as_bytes().to_vec(),
-        &ParseOptions {
-            host: host.clone(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(out.errors, 0, "{:?}", out.stderr);
-    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 7)
+    common::filter_with(common::em0(), rules, 7)
 }
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+use common::ip;
 
 fn udp(src: &str, dst: &str, sp: u16, dp: u16) -> Vec<u8> {
     build::ip(ip(src), ip(dst), 17, 64, &build::udp(sp, dp, b"x"))

@@ -1,27 +1,16 @@
 //! `once` and `max-pkt-rate`.
 
+mod common;
+
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::Direction::In;
-use palisade_conf::{parse_bytes, ParseOptions};
-use palisade_filter::{Engine, Filter, VerdictAction};
+use palisade_filter::{Filter, VerdictAction};
 use palisade_wire::build;
 
 fn filter(rules: &str) -> Filter {
-    let host = HostModel::default();
-    let out = parse_bytes(
-        "t",
-        None,
-        rules.as_bytes().to_vec(),
-        &ParseOptions {
-            host: host.clone(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(out.errors, 0, "{:?}", out.stderr);
-    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+    common::filter_with(HostModel::default(), rules, 1)
 }
 
 fn udp(sp: u16) -> Vec<u8> {

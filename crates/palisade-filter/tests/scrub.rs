@@ -1,29 +1,18 @@
 //! `scrub (...)` and `set tos` on match and pass rules: applied to the
 //! packet that creates the state and to every later packet of it.
 
+mod common;
+
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::Direction::{In, Out};
-use palisade_conf::{parse_bytes, ParseOptions};
-use palisade_filter::{Engine, Filter};
+use palisade_filter::Filter;
 use palisade_wire::build::{self, checksums_ok};
 use palisade_wire::parse_ip;
 
 fn filter(rules: &str) -> Filter {
-    let host = HostModel::default();
-    let out = parse_bytes(
-        "t",
-        None,
-        rules.as_bytes().to_vec(),
-        &ParseOptions {
-            host: host.clone(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(out.errors, 0, "{:?}", out.stderr);
-    Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 1)
+    common::filter_with(HostModel::default(), rules, 1)
 }
 
 fn ip(s: &str) -> IpAddr {
