@@ -258,7 +258,10 @@ fn measure(
         Peer::Palisade => {
             std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
             let cfg = dir.join("palisade.toml");
-            std::fs::write(&cfg, format!("pf = \"pf.conf\"\nworkers = {workers}\n[host]\nenabled = false\n{PALISADE_TOML}")).unwrap();
+            std::fs::write(&cfg, format!(
+                    "pf = \"pf.conf\"\ncontrol = \"{}\"\nworkers = {workers}\n[host]\nenabled = false\n{PALISADE_TOML}",
+                    dir.join("palisade.sock").display()
+                )).unwrap();
             let mut c = Command::new("ip")
                 .args(["netns", "exec", fw])
                 .arg(palisade)

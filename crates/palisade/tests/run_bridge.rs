@@ -49,14 +49,13 @@ fn bridge_filters_real_traffic() {
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n\
          [[port]]\nname = \"p1\"\n\
          [[port]]\nname = \"p2\"\n\
          [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n",
-    )
-    .unwrap();
+    );
 
     // A bad pf.conf is refused with its place named, ports untouched.
     std::fs::write(
@@ -141,11 +140,10 @@ fn bad_config_is_refused_before_touching_ports() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("pf.conf"), "pass in on p1 proto tcp to port 99999\n").unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[port]]\nname = \"lo\"\n",
-    )
-    .unwrap();
+    );
     let o = Command::new(palisade())
         .args(["run", "-c", cfg.to_str().unwrap()])
         .output()
@@ -154,11 +152,10 @@ fn bad_config_is_refused_before_touching_ports() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("listed twice"), "{err}");
 
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"lo\", \"nope0\"]\n",
-    )
-    .unwrap();
+    );
     let o = Command::new(palisade())
         .args(["run", "-c", cfg.to_str().unwrap()])
         .output()
@@ -166,11 +163,10 @@ fn bad_config_is_refused_before_touching_ports() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'nope0' is not an interface"), "{err}");
 
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"lo\", \"lo\"]\n",
-    )
-    .unwrap();
+    );
     let o = Command::new(palisade())
         .args(["run", "-c", cfg.to_str().unwrap()])
         .output()
@@ -201,12 +197,11 @@ fn ports_going_down_or_away_are_recovered() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
          [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n[host]\nenabled = false\n",
-    )
-    .unwrap();
+    );
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     let ping = || ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]);
     let logged = |what: &str| {
@@ -295,12 +290,11 @@ fn offloads_on_the_wire_are_handled() {
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         "pf = \"pf.conf\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
          [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n[host]\nenabled = false\n",
-    )
-    .unwrap();
+    );
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     let t = Instant::now();
     while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {

@@ -211,7 +211,7 @@ fn router_vlan_proxy_arp() {
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         r#"pf = "pf.conf"
 [[port]]
@@ -238,8 +238,7 @@ interface = "vlan1234"
 to = "default"
 via = "203.0.113.1"
 "#,
-    )
-    .unwrap();
+    );
 
     // Local services of the firewall itself (its Linux stack, reached
     // through the host interface): ssh is allowed, telnet is not.
@@ -504,11 +503,10 @@ fn workers_keep_flows_in_order() {
     )
     .unwrap();
     let cfg = d.join("palisade.toml");
-    std::fs::write(
+    write_config(
         &cfg,
         format!("pf = \"pf.conf\"\nworkers = 2\n{ROUTED_TOML}"),
-    )
-    .unwrap();
+    );
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     let t = Instant::now();
     while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {

@@ -149,7 +149,7 @@ fn s1_bridge_nat_and_port_forward() {
     std::fs::write(d.join("pf.conf"), PF).unwrap();
     let cfg = d.join("palisade.toml");
     let pflog = d.join("pflog");
-    std::fs::write(&cfg, format!("pflog = \"{}\"\n{CONF}", pflog.display())).unwrap();
+    write_config(&cfg, format!("pflog = \"{}\"\n{CONF}", pflog.display()));
     let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     let t = Instant::now();
     let mut up = false;

@@ -314,3 +314,14 @@ pub fn routed(tag: &str) -> (Netns, String, String, String) {
 pub const ROUTED_TOML: &str = "[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
      [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n\
      [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n";
+
+/// Write a palisade.toml whose control socket is next to it (tests must not
+/// touch the machine's /run/palisade.sock).
+pub fn write_config(path: &std::path::Path, body: impl AsRef<str>) {
+    let sock = path.parent().unwrap().join("palisade.sock");
+    std::fs::write(
+        path,
+        format!("control = \"{}\"\n{}", sock.display(), body.as_ref()),
+    )
+    .unwrap();
+}
