@@ -167,9 +167,10 @@ enum Peer {
 struct Result {
     /// Datagrams the receiving application got, per second.
     pps: f64,
-    loss: f64,
     /// Frames the firewall delivered to the receiver's interface, per second.
     fwd_pps: f64,
+    /// Datagrams the sender sent, per second.
+    sent_pps: f64,
     tcp_bps: f64,
 }
 
@@ -303,8 +304,8 @@ fn measure(
     drop(ns);
     Result {
         fwd_pps: fwd as f64 / elapsed.max(0.001),
+        sent_pps: packets / seconds,
         pps: (packets - lost).max(0.0) / seconds,
-        loss: if packets > 0.0 { lost / packets } else { 0.0 },
         tcp_bps,
     }
 }
@@ -330,14 +331,14 @@ pub fn run(args: &[String]) {
         let k = measure(Peer::Kernel, fill, secs, &dir, &palisade, workers);
         let p = measure(Peer::Palisade, fill, secs, &dir, &palisade, workers);
         println!(
-            "{n:>5} rules: kernel fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | palisade fwd {:>8.0} pps, app {:>8.0} pps ({:>4.1}% lost), tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
+            "{n:>5} rules: kernel sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | palisade sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
+            k.sent_pps,
             k.fwd_pps,
             k.pps,
-            k.loss * 100.0,
             k.tcp_bps / 1e9,
+            p.sent_pps,
             p.fwd_pps,
             p.pps,
-            p.loss * 100.0,
             p.tcp_bps / 1e9,
             p.fwd_pps / k.fwd_pps.max(1.0),
             p.pps / k.pps.max(1.0),
