@@ -104,6 +104,7 @@ pub struct Dataplane {
     /// The host interface: its port index (after the configured ports) and
     /// the TAP's MAC.
     host: Option<(usize, Mac)>,
+    names: Vec<std::sync::Arc<str>>,
     logging: bool,
     log: Vec<Vec<u8>>,
 }
@@ -173,6 +174,7 @@ impl Dataplane {
                 by_port_vlan.insert((p, i.vlan), ix);
             }
         }
+        let cfg_names = cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect();
         Dataplane {
             cfg,
             macs,
@@ -185,6 +187,7 @@ impl Dataplane {
             icmp_budget: (0, 0),
             out: Vec::new(),
             host: None,
+            names: cfg_names,
             logging: false,
             log: Vec::new(),
         }
@@ -248,8 +251,9 @@ impl Dataplane {
         self.macs[iface]
     }
 
-    fn name(&self, i: usize) -> &str {
-        &self.cfg.ifaces[i].name
+    /// Interface `i`'s name, shared (no allocation per packet).
+    fn name(&self, i: usize) -> std::sync::Arc<str> {
+        self.names[i].clone()
     }
 
     /// Announce every address (gratuitous ARP, unsolicited NA).
@@ -492,7 +496,7 @@ impl Dataplane {
             return;
         }
         let mut pkt = payload.to_vec();
-        let name = self.cfg.ifaces[m].name.clone();
+        let name = self.name(m);
         let d = self.pf(&mut pkt, &name, Direction::In, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
@@ -505,7 +509,7 @@ impl Dataplane {
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
             let mut q = pkt.clone();
-            let name = self.cfg.ifaces[p].name.clone();
+            let name = self.name(p);
             let d = self.pf(&mut q, &name, Direction::Out, now);
             if d.passed() && !d.held {
                 let q = d.reassembled.unwrap_or(q);
@@ -740,7 +744,7 @@ impl Dataplane {
                 return; // router discovery and MLD: not for a router without RA
             }
         }
-        let name = self.name(i).to_string();
+        let name = self.name(i);
         let d = self.pf(&mut pkt, &name, Direction::In, now);
         for g in d.generated.clone() {
             self.send_local(g, now);
@@ -904,7 +908,7 @@ impl Dataplane {
             let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        let name = self.name(e).to_string();
+        let name = self.name(e);
         let d = self.pf(&mut pkt, &name, Direction::Out, now);
         for g in d.generated.clone() {
             self.send_local(g, now);
@@ -944,7 +948,7 @@ impl Dataplane {
             self.counters.no_route += 1;
             return;
         };
-        let name = self.name(e).to_string();
+        let name = self.name(e);
         let d = self.pf(&mut pkt, &name, Direction::Out, now);
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);
