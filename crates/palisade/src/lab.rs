@@ -179,7 +179,11 @@ impl Lab {
                 "wan",
                 &["ip", "route", "add", "198.51.100.7/32", "dev", "eth0"],
             ),
-            ("wan", &["sysctl", "-qw", "net.ipv4.ip_forward=1"]),
+            // (no procps needed)
+            (
+                "wan",
+                &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
+            ),
             (
                 "dmz1",
                 &["ip", "addr", "add", "203.0.113.10/24", "dev", "eth0"],

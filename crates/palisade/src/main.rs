@@ -230,6 +230,19 @@ struct CheckArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.cmd,
+        Cmd::Run { .. }
+            | Cmd::Lab {
+                action: LabCmd::Serve { .. }
+            }
+    ) {
+        // Listings piped into `head` end quietly, as pfctl's do. (Not the
+        // daemon, nor the lab's servers: a client that goes away must not
+        // kill them.)
+        // SAFETY: restoring the default action of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
