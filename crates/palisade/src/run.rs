@@ -662,3 +662,37 @@ pub fn run(path: &Path) -> Result<(), String> {
     eprintln!("palisade: stopping: {:?}", sh.dp().counters);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PflogFile;
+
+    fn packets(p: &std::path::Path) -> usize {
+        let f = std::fs::File::open(p).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        assert_eq!(r.header().datalink, pcap_file::DataLink::PFLOG);
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            p.unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn pflog_file_rotates_by_size() {
+        let d = std::env::temp_dir().join(format!("palisade-pflog-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("pflog");
+        // Room for the file header and two 100-byte records (16 + 100 each).
+        let mut f = PflogFile::open(&path, 24 + 2 * 116).unwrap();
+        f.write(vec![vec![0u8; 100]; 5]);
+        let old = d.join("pflog.0");
+        assert!(old.exists(), "rotated");
+        // 5 records: two rotations of two; the newest file holds the last one
+        // and .0 the two before it.
+        assert_eq!(packets(&path), 1);
+        assert_eq!(packets(&old), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
