@@ -964,25 +964,9 @@ impl Filter {
 
 /// The MSS option of a TCP SYN header.
 fn syn_mss(tcp: &[u8]) -> Option<u16> {
-    let hl = (((tcp.get(12)? >> 4) as usize) * 4).min(tcp.len());
-    let mut i = 20;
-    while i < hl {
-        match tcp[i] {
-            0 => return None,
-            1 => i += 1,
-            k => {
-                let len = *tcp.get(i + 1)? as usize;
-                if len < 2 || i + len > hl {
-                    return None;
-                }
-                if k == 2 && len == 4 {
-                    return Some(u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]));
-                }
-                i += len;
-            }
-        }
-    }
-    None
+    palisade_wire::tcp_options(tcp).find_map(|(k, o, l)| {
+        (k == 2 && l == 4).then(|| u16::from_be_bytes([tcp[o + 2], tcp[o + 3]]))
+    })
 }
 
 /// Apply `scrub` normalizations to a passing packet.

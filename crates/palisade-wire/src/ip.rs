@@ -373,30 +373,67 @@ mod tests {
     }
 }
 
-/// The window-scale option (RFC 7323 section 2.2) of a TCP header.
-pub fn tcp_wscale(tcp: &[u8]) -> Option<u8> {
-    if tcp.len() < 20 {
-        return None;
+/// The options of a TCP header (`tcp` starts at the TCP header): each
+/// as (kind, offset of its kind byte in `tcp`, length), NOP and EOL with
+/// length 1. Ends after EOL, at the end of the header, or at a malformed
+/// option (then `malformed` is set).
+pub struct TcpOptions<'a> {
+    tcp: &'a [u8],
+    i: usize,
+    end: usize,
+    pub malformed: bool,
+}
+
+pub fn tcp_options(tcp: &[u8]) -> TcpOptions<'_> {
+    let end = if tcp.len() < 20 {
+        0
+    } else {
+        (((tcp[12] >> 4) as usize) * 4).min(tcp.len())
+    };
+    tcp_options_until(tcp, end)
+}
+
+/// As `tcp_options`, with the header ending at `end` (bytes from `tcp`).
+pub fn tcp_options_until(tcp: &[u8], end: usize) -> TcpOptions<'_> {
+    TcpOptions {
+        tcp,
+        i: 20,
+        end,
+        malformed: false,
     }
-    let hl = (((tcp[12] >> 4) as usize) * 4).min(tcp.len());
-    let mut i = 20;
-    while i < hl {
-        match tcp[i] {
-            0 => return None,
-            1 => i += 1,
-            kind => {
-                let len = *tcp.get(i + 1)? as usize;
-                if len < 2 || i + len > hl {
+}
+
+impl Iterator for TcpOptions<'_> {
+    type Item = (u8, usize, usize);
+    fn next(&mut self) -> Option<(u8, usize, usize)> {
+        if self.i >= self.end {
+            return None;
+        }
+        let at = self.i;
+        let kind = self.tcp[at];
+        let len = match kind {
+            0 => {
+                self.i = self.end;
+                return Some((0, at, 1));
+            }
+            1 => 1,
+            _ => match self.tcp.get(at + 1).map(|&l| l as usize) {
+                Some(l) if l >= 2 && at + l <= self.end => l,
+                _ => {
+                    self.malformed = true;
+                    self.i = self.end;
                     return None;
                 }
-                if kind == 3 && len == 3 {
-                    return Some(tcp[i + 2]);
-                }
-                i += len;
-            }
-        }
+            },
+        };
+        self.i += len;
+        Some((kind, at, len))
     }
-    None
+}
+
+/// The window-scale option (RFC 7323 section 2.2) of a TCP header.
+pub fn tcp_wscale(tcp: &[u8]) -> Option<u8> {
+    tcp_options(tcp).find_map(|(k, o, l)| (k == 3 && l == 3).then(|| tcp[o + 2]))
 }
 
 /// Is this ICMP (or ICMPv6) type an error that quotes a packet?

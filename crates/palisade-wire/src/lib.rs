@@ -14,4 +14,7 @@ pub mod link;
 pub mod pflog;
 pub mod rewrite;
 
-pub use ip::{icmp_is_error, parse_ip, parse_quoted, tcp_wscale, IpInfo, Malformed, Quoted, L4};
+pub use ip::{
+    icmp_is_error, parse_ip, parse_quoted, tcp_options, tcp_options_until, tcp_wscale, IpInfo,
+    Malformed, Quoted, L4,
+};

@@ -24,6 +24,22 @@ fn put16(p: &mut [u8], o: usize, v: u16) {
     p[o..o + 2].copy_from_slice(&v.to_be_bytes());
 }
 
+/// Compute a TCP segment's checksum from scratch (after changes to its
+/// options that an incremental update would not be simpler for).
+fn tcp_checksum_again(p: &mut [u8], info: &IpInfo) {
+    use crate::checksum::{finish, pseudo_header, sum};
+    let t = info.l4_offset;
+    let (s, d): (Vec<u8>, Vec<u8>) = if info.is_v6() {
+        (p[8..24].to_vec(), p[24..40].to_vec())
+    } else {
+        (p[12..16].to_vec(), p[16..20].to_vec())
+    };
+    put16(p, t + 16, 0);
+    let seg = &p[t..info.len];
+    let c = finish(sum(seg, pseudo_header(&s, &d, 6, seg.len() as u32)));
+    put16(p, t + 16, c);
+}
+
 /// Where the upper-layer checksum sits, and whether it covers the
 /// pseudo-header (so that address changes affect it).
 fn l4_checksum(proto: u8, v6: bool) -> Option<(usize, bool)> {
@@ -407,51 +423,39 @@ pub mod scrub {
         }
         let t = info.l4_offset;
         let end = (t + header_len as usize).min(info.len);
-        let mut i = t + 20;
-        while i < end {
-            match p[i] {
-                0 => break,
-                1 => i += 1,
-                kind => {
-                    let Some(&len) = p.get(i + 1) else { break };
-                    let len = len as usize;
-                    if len < 2 || i + len > end {
-                        break;
-                    }
-                    if kind == 2 && len == 4 {
-                        let old = get16(p, i + 2);
-                        if old <= max {
-                            return false;
-                        }
-                        // The value may straddle checksum words (after a
-                        // NOP): update over the aligned bytes around it.
-                        let c = get16(p, t + 16);
-                        if (i + 2 - t) % 2 == 0 {
-                            put16(p, i + 2, max);
-                            put16(p, t + 16, update16(c, old, max));
-                            return true;
-                        }
-                        // Odd offset: the value straddles two checksum
-                        // words; a missing last byte counts as zero.
-                        let a = i + 1;
-                        let window = |p: &[u8]| -> [u8; 4] {
-                            let mut w = [0u8; 4];
-                            for (k, b) in w.iter_mut().enumerate() {
-                                *b = p.get(a + k).copied().filter(|_| a + k < end).unwrap_or(0);
-                            }
-                            w
-                        };
-                        let before = window(p);
-                        put16(p, i + 2, max);
-                        let after = window(p);
-                        put16(p, t + 16, crate::checksum::update_bytes(c, &before, &after));
-                        return true;
-                    }
-                    i += len;
-                }
-            }
+        let Some((_, o, _)) = crate::tcp_options_until(&p[t..], end.saturating_sub(t))
+            .find(|&(k, _, l)| k == 2 && l == 4)
+        else {
+            return false;
+        };
+        let i = t + o;
+        let old = get16(p, i + 2);
+        if old <= max {
+            return false;
         }
-        false
+        // The value may straddle checksum words (after a
+        // NOP): update over the aligned bytes around it.
+        let c = get16(p, t + 16);
+        if (i + 2 - t) % 2 == 0 {
+            put16(p, i + 2, max);
+            put16(p, t + 16, update16(c, old, max));
+            return true;
+        }
+        // Odd offset: the value straddles two checksum
+        // words; a missing last byte counts as zero.
+        let a = i + 1;
+        let window = |p: &[u8]| -> [u8; 4] {
+            let mut w = [0u8; 4];
+            for (k, b) in w.iter_mut().enumerate() {
+                *b = p.get(a + k).copied().filter(|_| a + k < end).unwrap_or(0);
+            }
+            w
+        };
+        let before = window(p);
+        put16(p, i + 2, max);
+        let after = window(p);
+        put16(p, t + 16, crate::checksum::update_bytes(c, &before, &after));
+        true
     }
 
     #[cfg(test)]
@@ -496,7 +500,7 @@ pub mod scrub {
 /// TCP sequence-number rewriting (`modulate state`, `synproxy state`).
 pub mod tcpseq {
     use super::{get16, put16};
-    use crate::checksum::{finish, pseudo_header, sum, update_bytes};
+    use crate::checksum::update_bytes;
     use crate::ip::{IpInfo, L4};
 
     fn set32(p: &mut [u8], info: &IpInfo, field: usize, v: u32) {
@@ -532,50 +536,28 @@ pub mod tcpseq {
         };
         let t = info.l4_offset;
         let end = (t + header_len as usize).min(info.len);
-        let mut i = t + 20;
-        let mut found = false;
-        while i < end {
-            match p[i] {
-                0 => break,
-                1 => i += 1,
-                kind => {
-                    let Some(&len) = p.get(i + 1) else { break };
-                    let len = len as usize;
-                    if len < 2 || i + len > end {
-                        break;
-                    }
-                    if kind == 5 && (len - 2) % 8 == 0 {
-                        let mut e = i + 2;
-                        while e + 4 <= i + len {
-                            let v = u32::from_be_bytes([p[e], p[e + 1], p[e + 2], p[e + 3]]);
-                            p[e..e + 4].copy_from_slice(&v.wrapping_sub(delta).to_be_bytes());
-                            e += 4;
-                        }
-                        found = true;
-                    }
-                    i += len;
-                }
+        let sacks: Vec<(usize, usize)> = crate::tcp_options_until(&p[t..], end.saturating_sub(t))
+            .filter(|&(k, _, l)| k == 5 && (l - 2) % 8 == 0)
+            .map(|(_, o, l)| (t + o, l))
+            .collect();
+        for &(i, len) in &sacks {
+            let mut e = i + 2;
+            while e + 4 <= i + len {
+                let v = u32::from_be_bytes([p[e], p[e + 1], p[e + 2], p[e + 3]]);
+                p[e..e + 4].copy_from_slice(&v.wrapping_sub(delta).to_be_bytes());
+                e += 4;
             }
         }
-        if found {
-            let (s, d): (Vec<u8>, Vec<u8>) = if info.is_v6() {
-                (p[8..24].to_vec(), p[24..40].to_vec())
-            } else {
-                (p[12..16].to_vec(), p[16..20].to_vec())
-            };
-            put16(p, t + 16, 0);
-            let seg = &p[t..info.len];
-            let c = finish(sum(seg, pseudo_header(&s, &d, 6, seg.len() as u32)));
-            put16(p, t + 16, c);
+        if !sacks.is_empty() {
+            super::tcp_checksum_again(p, info);
         }
-        found
+        !sacks.is_empty()
     }
 }
 
 /// TCP timestamp option shifting (`scrub (reassemble tcp)`).
 pub mod tcpts {
-    use super::{get16, put16};
-    use crate::checksum::{finish, pseudo_header, sum};
+
     use crate::ip::{IpInfo, L4};
 
     /// Add `val` to TSval and subtract `ecr` from TSecr (when non-zero),
@@ -587,43 +569,21 @@ pub mod tcpts {
         };
         let t = info.l4_offset;
         let end = (t + header_len as usize).min(info.len);
-        let mut i = t + 20;
-        let mut found = false;
-        while i < end {
-            match p[i] {
-                0 => break,
-                1 => i += 1,
-                kind => {
-                    let Some(&len) = p.get(i + 1) else { break };
-                    let len = len as usize;
-                    if len < 2 || i + len > end {
-                        break;
-                    }
-                    if kind == 8 && len == 10 {
-                        let v = u32::from_be_bytes([p[i + 2], p[i + 3], p[i + 4], p[i + 5]]);
-                        let e = u32::from_be_bytes([p[i + 6], p[i + 7], p[i + 8], p[i + 9]]);
-                        p[i + 2..i + 6].copy_from_slice(&v.wrapping_add(val).to_be_bytes());
-                        if e != 0 {
-                            p[i + 6..i + 10].copy_from_slice(&e.wrapping_sub(ecr).to_be_bytes());
-                        }
-                        found = true;
-                    }
-                    i += len;
-                }
+        let stamps: Vec<usize> = crate::tcp_options_until(&p[t..], end.saturating_sub(t))
+            .filter(|&(k, _, l)| k == 8 && l == 10)
+            .map(|(_, o, _)| t + o)
+            .collect();
+        for &i in &stamps {
+            let v = u32::from_be_bytes([p[i + 2], p[i + 3], p[i + 4], p[i + 5]]);
+            let e = u32::from_be_bytes([p[i + 6], p[i + 7], p[i + 8], p[i + 9]]);
+            p[i + 2..i + 6].copy_from_slice(&v.wrapping_add(val).to_be_bytes());
+            if e != 0 {
+                p[i + 6..i + 10].copy_from_slice(&e.wrapping_sub(ecr).to_be_bytes());
             }
         }
-        if found {
-            let (s, d): (Vec<u8>, Vec<u8>) = if info.is_v6() {
-                (p[8..24].to_vec(), p[24..40].to_vec())
-            } else {
-                (p[12..16].to_vec(), p[16..20].to_vec())
-            };
-            put16(p, t + 16, 0);
-            let seg = &p[t..info.len];
-            let c = finish(sum(seg, pseudo_header(&s, &d, 6, seg.len() as u32)));
-            put16(p, t + 16, c);
-            let _ = get16;
+        if !stamps.is_empty() {
+            super::tcp_checksum_again(p, info);
         }
-        found
+        !stamps.is_empty()
     }
 }
