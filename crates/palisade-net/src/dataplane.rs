@@ -360,6 +360,10 @@ impl Dataplane {
     /// as the NIC would. Other oversized frames are dropped and counted.
     fn oversize(&mut self, port: usize, frame: &[u8]) -> Option<Vec<Vec<u8>>> {
         let mtu = self.cfg.ports.get(port)?.mtu as usize;
+        // Not even an untagged frame's payload can exceed the MTU.
+        if frame.len() <= mtu + 14 {
+            return None;
+        }
         let (ethertype, _, off) = link::ethernet(frame)?;
         if frame.len() - off <= mtu || (ethertype != ETH_IPV4 && ethertype != ETH_IPV6) {
             return None;
@@ -417,13 +421,14 @@ impl Dataplane {
             } else {
                 self.fdb.get(&i).and_then(|t| t.get(&dst)).map(|(m, _)| *m)
             };
-            let members = match member {
-                Some(m) => vec![m],
-                None => self.cfg.ifaces[i].members.clone(),
-            };
             let src = src.unwrap_or(self.macs[i]);
-            for m in members {
-                self.emit(m, dst, Some(src), ethertype, payload);
+            match member {
+                Some(m) => self.emit(m, dst, Some(src), ethertype, payload),
+                None => {
+                    for m in self.cfg.ifaces[i].members.clone() {
+                        self.emit(m, dst, Some(src), ethertype, payload);
+                    }
+                }
             }
             return;
         }
@@ -745,8 +750,8 @@ impl Dataplane {
             }
         }
         let name = self.name(i);
-        let d = self.pf(&mut pkt, &name, Direction::In, now);
-        for g in d.generated.clone() {
+        let mut d = self.pf(&mut pkt, &name, Direction::In, now);
+        for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
         if d.held {
@@ -909,8 +914,8 @@ impl Dataplane {
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
         let name = self.name(e);
-        let d = self.pf(&mut pkt, &name, Direction::Out, now);
-        for g in d.generated.clone() {
+        let mut d = self.pf(&mut pkt, &name, Direction::Out, now);
+        for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
         if d.held {
