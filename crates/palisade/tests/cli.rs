@@ -198,11 +198,12 @@ addresses = ["198.18.0.1/30"]
     p
 }
 
-#[test]
-fn seed_s5_ftp_proxy() {
-    let d = tmpdir("s5");
+/// `palisade check -v` on an example with the seed host model: valid, and
+/// the output holds each of `wants`.
+fn check_example(tag: &str, example: &str, wants: &[&str]) {
+    let d = tmpdir(tag);
     let m = seed_model(&d);
-    let f = repo().join("examples/s5-ftp-proxy.conf");
+    let f = repo().join(example);
     let o = check(
         &[
             "-v",
@@ -215,43 +216,39 @@ fn seed_s5_ftp_proxy() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
-    for want in [
-        "nat-anchor \"ftp-proxy/*\" all",
-        "rdr-anchor \"ftp-proxy/*\" all",
-        "anchor \"ftp-proxy/*\" all",
-        "rdr pass on em0 inet proto tcp from any to 203.0.113.2 port = 21 -> 127.0.0.1 port 8021",
-        "nat on em0 inet from 198.51.100.0/24 to any -> (em0:0)",
-    ] {
+    for want in wants {
         assert!(out.contains(want), "missing `{want}` in:\n{out}");
     }
 }
 
 #[test]
-fn seed_s3_carp_pfsync() {
-    let d = tmpdir("s3");
-    let m = seed_model(&d);
-    let f = repo().join("examples/s3-carp-pair.conf");
-    let o = check(
+fn seed_s5_ftp_proxy() {
+    check_example(
+        "s5",
+        "examples/s5-ftp-proxy.conf",
         &[
-            "-v",
-            "--host-model",
-            m.to_str().unwrap(),
-            "-f",
-            f.to_str().unwrap(),
-        ],
-        None,
+        "nat-anchor \"ftp-proxy/*\" all",
+        "rdr-anchor \"ftp-proxy/*\" all",
+        "anchor \"ftp-proxy/*\" all",
+        "rdr pass on em0 inet proto tcp from any to 203.0.113.2 port = 21 -> 127.0.0.1 port 8021",
+        "nat on em0 inet from 198.51.100.0/24 to any -> (em0:0)",
+    ],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let out = stdout(&o);
-    for want in [
-        "pass quick on em2 proto pfsync all keep state (no-sync)",
-        "pass on em0 proto carp all",
-        "pass on em1 proto carp all",
-        "pass out on em0 inet from 198.51.100.0/24 to any flags S/SA nat-to (em0:0)",
-        "pass in on em0 inet6 proto tcp from any to any port = 443 flags S/SA",
-    ] {
-        assert!(out.contains(want), "missing `{want}` in:\n{out}");
-    }
+}
+
+#[test]
+fn seed_s3_carp_pfsync() {
+    check_example(
+        "s3",
+        "examples/s3-carp-pair.conf",
+        &[
+            "pass quick on em2 proto pfsync all keep state (no-sync)",
+            "pass on em0 proto carp all",
+            "pass on em1 proto carp all",
+            "pass out on em0 inet from 198.51.100.0/24 to any flags S/SA nat-to (em0:0)",
+            "pass in on em0 inet6 proto tcp from any to any port = 443 flags S/SA",
+        ],
+    );
 }
 
 #[test]

@@ -140,46 +140,42 @@ fn bad_config_is_refused_before_touching_ports() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("pf.conf"), "pass in on p1 proto tcp to port 99999\n").unwrap();
     let cfg = d.join("palisade.toml");
-    write_config(
-        &cfg,
+    // Run `palisade run` on this configuration: its exit status and stderr.
+    let run = |body: &str, control: bool| {
+        if control {
+            write_config(&cfg, body);
+        } else {
+            std::fs::write(&cfg, body).unwrap();
+        }
+        let o = Command::new(palisade())
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run(
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[port]]\nname = \"lo\"\n",
+        true,
     );
-    let o = Command::new(palisade())
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!ok);
     assert!(err.contains("listed twice"), "{err}");
 
-    write_config(
-        &cfg,
+    let (_, err) = run(
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"lo\", \"nope0\"]\n",
+        true,
     );
-    let o = Command::new(palisade())
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'nope0' is not an interface"), "{err}");
 
-    write_config(
-        &cfg,
+    let (_, err) = run(
         "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"lo\", \"lo\"]\n",
+        true,
     );
-    let o = Command::new(palisade())
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'lo' is listed twice"), "{err}");
 
-    std::fs::write(&cfg, "pf = \"pf.conf\"\nbogus = 1\n").unwrap();
-    let o = Command::new(palisade())
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
+    let (_, err) = run("pf = \"pf.conf\"\nbogus = 1\n", false);
     assert!(err.contains("bogus"), "{err}");
     assert!(err.contains("palisade.toml"), "{err}");
 }
