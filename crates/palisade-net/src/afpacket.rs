@@ -335,12 +335,6 @@ pub fn ethtool(name: &str, cmd: u32, set: Option<u32>) -> io::Result<u32> {
     Ok(val[1])
 }
 
-/// Wait until one of the ports has frames (bounded by `timeout_ms`).
-pub fn wait(ports: &[Port], timeout_ms: i32) -> io::Result<()> {
-    let fds: Vec<RawFd> = ports.iter().map(|p| p.fd()).collect();
-    wait_fds(&fds, timeout_ms).map(|_| ())
-}
-
 /// Wait until one of `fds` is readable (bounded by `timeout_ms`). Returns
 /// the indexes of the descriptors that reported an error.
 pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {

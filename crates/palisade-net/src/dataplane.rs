@@ -247,10 +247,6 @@ impl Dataplane {
         }
     }
 
-    pub fn mac(&self, iface: usize) -> Mac {
-        self.macs[iface]
-    }
-
     /// Interface `i`'s name, shared (no allocation per packet).
     fn name(&self, i: usize) -> std::sync::Arc<str> {
         self.names[i].clone()
