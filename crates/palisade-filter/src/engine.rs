@@ -92,6 +92,7 @@ struct CRule {
     once: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// `max-pkt-rate N/S`: the rule stops matching above N packets per S s.
     pkt_rate: Option<(u32, u32, Arc<std::sync::Mutex<PktRate>>)>,
+    stats: Arc<RuleStats>,
 }
 
 /// pf's decaying packet counter for `max-pkt-rate`.
@@ -253,7 +254,7 @@ struct LRule {
 }
 
 /// The result of older-syntax translation for one packet.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LegacyHit {
     pub rule: RuleRef,
     pub kind: LegacyKind,
@@ -261,6 +262,7 @@ pub struct LegacyHit {
     pub pass: bool,
     pub pool: Option<Arc<Pool>>,
     pub log: bool,
+    pub stats: Arc<RuleStats>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -269,6 +271,8 @@ struct CRuleset {
     rules: Vec<CRule>,
     index: Index,
     legacy: Vec<LRule>,
+    /// Every rule of the source ruleset, for `show rules`.
+    listing: Vec<RuleListing>,
 }
 
 /// The packet filter's ruleset, compiled, with the tables and anchors it uses.
@@ -297,6 +301,7 @@ struct St {
     scrub: ScrubActions,
     decided_scrub: ScrubActions,
     decided_once: Option<Arc<std::sync::atomic::AtomicBool>>,
+    decided_stats: Option<Arc<RuleStats>>,
     log_matches_on: bool,
     log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
@@ -390,6 +395,17 @@ impl Engine {
             .remove(path.trim_start_matches('/'));
     }
 
+    /// The rules of the main ruleset (`""`) or of an anchor, with their
+    /// counters; None when no such anchor is loaded. Inline anchors are
+    /// found under their parent (`show rules` lists them nested).
+    pub fn listing(&self, anchor: &str) -> Option<Vec<RuleListing>> {
+        let a = anchor.trim_start_matches('/');
+        if a.is_empty() {
+            return Some(self.main.listing.clone());
+        }
+        self.anchor(a).map(|c| c.listing.clone())
+    }
+
     pub fn anchor_names(&self) -> Vec<String> {
         self.anchors_read().keys().cloned().collect()
     }
@@ -430,7 +446,13 @@ impl Engine {
                 LegacyKind::Nat | LegacyKind::BinatOut => pkt.dir == Direction::Out,
                 LegacyKind::Rdr | LegacyKind::BinatIn => pkt.dir == Direction::In,
             };
-            if !applies || !self.matches(&l.m, &rs.path, pkt, None) {
+            if !applies {
+                continue;
+            }
+            l.m.stats
+                .evaluations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.matches(&l.m, &rs.path, pkt, None) {
                 continue;
             }
             if let Some(target) = &l.anchor {
@@ -457,6 +479,7 @@ impl Engine {
                 pass: l.pass,
                 pool: l.pool.clone(),
                 log: l.m.log,
+                stats: l.m.stats.clone(),
             });
         }
         None
@@ -473,6 +496,7 @@ impl Engine {
             scrub: ScrubActions::default(),
             decided_scrub: ScrubActions::default(),
             decided_once: None,
+            decided_stats: None,
             log_matches_on: false,
             log_matched: Vec::new(),
             nat: None,
@@ -499,6 +523,7 @@ impl Engine {
             v.state_opts = st.keep.1;
             v.log_all = st.log_all;
             v.log |= st.decided_log;
+            v.stats = st.decided_stats.take();
             st.scrub.merge(&st.decided_scrub);
             if let Some(f) = &st.decided_once {
                 f.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -535,6 +560,9 @@ impl Engine {
         for &i in order {
             let r = &rs.rules[i as usize];
             st.evaluations += 1;
+            r.stats
+                .evaluations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !self.matches(r, &rs.path, pkt, st.tag.as_deref()) {
                 continue;
             }
@@ -607,6 +635,7 @@ impl Engine {
                     st.decided_log = r.log;
                     st.decided_scrub = r.scrub;
                     st.decided_once = r.once.clone();
+                    st.decided_stats = Some(r.stats.clone());
                 }
                 Kind::Block(p) => {
                     st.decided = Some((VerdictAction::Block(*p), me(), None, None));
@@ -615,6 +644,7 @@ impl Engine {
                     st.decided_log = r.log;
                     st.decided_scrub = r.scrub;
                     st.decided_once = r.once.clone();
+                    st.decided_stats = Some(r.stats.clone());
                 }
             }
             if r.quick {
@@ -832,6 +862,19 @@ fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
         scrub: ScrubActions::default(),
         once: None,
         pkt_rate: None,
+        stats: Arc::new(RuleStats::default()),
+    }
+}
+
+/// A rule's text for listings: pfctl's form, an inline anchor without
+/// its body (its rules are listed under it).
+fn listing_text(r: &Rule) -> String {
+    if r.inline.is_some() {
+        let mut head = r.clone();
+        head.inline = None;
+        palisade_conf::print::rule_str(&head, 0)
+    } else {
+        palisade_conf::print::rule_str(r, 0)
     }
 }
 
@@ -907,8 +950,16 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         rules: Vec::new(),
         index: Index::default(),
         legacy: Vec::new(),
+        listing: Vec::new(),
     };
     for (nr, r) in rs.rules.iter().enumerate() {
+        let stats = Arc::new(RuleStats::default());
+        out.listing.push(RuleListing {
+            nr: nr as u32,
+            text: listing_text(r),
+            stats: stats.clone(),
+            inline: Vec::new(),
+        });
         let kind = match &r.action {
             Action::Pass => Kind::Pass,
             Action::Block(p) => Kind::Block(*p),
@@ -916,7 +967,11 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             Action::Anchor(AnchorKind::Filter) => {
                 let target = anchor_path(path, nr, r.anchor_name.as_deref());
                 if let Some(inline) = &r.inline {
-                    Kind::Anchor(Target::Inline(Box::new(compile(inline, &target, host))))
+                    let child = compile(inline, &target, host);
+                    if let Some(l) = out.listing.last_mut() {
+                        l.inline = child.listing.clone();
+                    }
+                    Kind::Anchor(Target::Inline(Box::new(child)))
                 } else if let Some(prefix) = target.strip_suffix("/*") {
                     Kind::Anchor(Target::Wildcard(prefix.to_string()))
                 } else {
@@ -924,7 +979,8 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                 }
             }
             Action::LegacyNat { no } | Action::LegacyRdr { no } | Action::LegacyBinat { no } => {
-                let m = compile_matcher(r, nr, host);
+                let mut m = compile_matcher(r, nr, host);
+                m.stats = stats.clone();
                 let pool = r.nat.clone().or_else(|| r.rdr.clone()).map(Arc::new);
                 let pass = r.legacy_pass;
                 let no = *no;
@@ -1007,7 +1063,8 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             }
             Action::Anchor(k) => {
                 let target = anchor_path(path, nr, r.anchor_name.as_deref());
-                let m = compile_matcher(r, nr, host);
+                let mut m = compile_matcher(r, nr, host);
+                m.stats = stats.clone();
                 let kinds: &[LegacyKind] = match k {
                     AnchorKind::Nat => &[LegacyKind::Nat],
                     AnchorKind::Rdr => &[LegacyKind::Rdr],
@@ -1066,6 +1123,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             pkt_rate: r
                 .max_pkt_rate
                 .map(|(n, s)| (n, s, Arc::new(std::sync::Mutex::new(PktRate::default())))),
+            stats,
         };
         let i = out.rules.len() as u32;
         let ix = &mut out.index;

@@ -513,10 +513,14 @@ impl Filter {
                 v.rule = Some(h.rule.clone());
                 v.keep_state = KeepState::Keep;
                 v.log = h.log;
+                v.stats = Some(h.stats.clone());
                 v
             }
             None => self.engine.test(&meta),
         };
+        if let Some(st) = &v.stats {
+            st.count(dir, len as u64);
+        }
         let mut d = Decision {
             action: v.action,
             reason: "match",
@@ -575,6 +579,7 @@ impl Filter {
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
                     self.states.set_log_all(id, v.log_all);
+                    self.states.set_stats(id, v.stats.clone());
                     self.states.set_scrub(id, v.scrub);
                     if v.keep_state == KeepState::Synproxy {
                         if let Some(seg) = &tcp_seg {

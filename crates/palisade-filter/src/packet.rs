@@ -157,6 +157,8 @@ pub struct Verdict {
     pub state_opts: Option<Arc<StateOpts>>,
     /// How many rules were tested (for statistics and benchmarks).
     pub evaluations: u32,
+    /// The deciding rule's counters.
+    pub stats: Option<Arc<RuleStats>>,
 }
 
 impl Verdict {
@@ -176,8 +178,66 @@ impl Verdict {
             keep_state: KeepState::None,
             state_opts: None,
             evaluations: 0,
+            stats: None,
         }
     }
+}
+
+/// A rule's counters, as `pfctl -vsr` shows them: how often it was
+/// evaluated, the packets and bytes it decided (and those of the states it
+/// created), index 0 inbound and 1 outbound, its current states and the
+/// states it ever created. Shared (atomics) between the compiled rule, the
+/// verdicts it gives and its states; a reload starts new rules at zero.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    pub evaluations: std::sync::atomic::AtomicU64,
+    pub packets: [std::sync::atomic::AtomicU64; 2],
+    pub bytes: [std::sync::atomic::AtomicU64; 2],
+    pub states_cur: std::sync::atomic::AtomicU64,
+    pub states_tot: std::sync::atomic::AtomicU64,
+}
+
+/// Counters are observations, not part of what a rule decides: verdicts
+/// compare equal whatever their rules have counted (the differential tests
+/// compare the engine's verdicts with the reference's, which has none).
+impl PartialEq for RuleStats {
+    fn eq(&self, _: &RuleStats) -> bool {
+        true
+    }
+}
+
+impl Eq for RuleStats {}
+
+impl RuleStats {
+    /// Count one packet of `len` bytes travelling in `dir`.
+    pub fn count(&self, dir: Direction, len: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = (dir == Direction::Out) as usize;
+        self.packets[i].fetch_add(1, Relaxed);
+        self.bytes[i].fetch_add(len, Relaxed);
+    }
+
+    /// (evaluations, packets, bytes, current states, states created).
+    pub fn snapshot(&self) -> (u64, u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.evaluations.load(Relaxed),
+            self.packets[0].load(Relaxed) + self.packets[1].load(Relaxed),
+            self.bytes[0].load(Relaxed) + self.bytes[1].load(Relaxed),
+            self.states_cur.load(Relaxed),
+            self.states_tot.load(Relaxed),
+        )
+    }
+}
+
+/// One rule of a ruleset as listed by `show rules`: its number, its text
+/// as pfctl prints it, its counters and, for an inline anchor, its rules.
+#[derive(Clone, Debug)]
+pub struct RuleListing {
+    pub nr: u32,
+    pub text: String,
+    pub stats: Arc<RuleStats>,
+    pub inline: Vec<RuleListing>,
 }
 
 /// The rule that decided so far: its action, reference and pools.

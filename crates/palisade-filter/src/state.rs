@@ -195,6 +195,8 @@ pub struct State {
     /// What only modulate, synproxy and `reassemble tcp` states need,
     /// boxed so that ordinary states stay small.
     pub ext: Option<Box<StateExt>>,
+    /// The creating rule's counters: the state's packets count there too.
+    pub stats: Option<Arc<crate::packet::RuleStats>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -761,6 +763,18 @@ impl StateTable {
         }
     }
 
+    /// Attach the creating rule's counters (a state of theirs now).
+    pub fn set_stats(&mut self, id: u64, stats: Option<Arc<crate::packet::RuleStats>>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let (Some(s), Some(st)) = (self.get_mut(id), stats) {
+            st.states_cur.fetch_add(1, Relaxed);
+            st.states_tot.fetch_add(1, Relaxed);
+            if let Some(old) = s.stats.replace(st) {
+                old.states_cur.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
     pub fn set_scrub(&mut self, id: u64, sc: crate::packet::ScrubActions) {
         if let Some(s) = self.get_mut(id) {
             s.scrub = sc;
@@ -878,6 +892,7 @@ impl StateTable {
             tracked: false,
             conn_counted: false,
             ext: None,
+            stats: None,
         };
         let (wire, stack) = (s.wire(), s.stack());
         let clash = |t: &Self, k: &FlowKey, need: u32| {
@@ -976,6 +991,10 @@ impl StateTable {
         }
         self.free.push(slot);
         self.live -= 1;
+        if let Some(st) = &s.stats {
+            st.states_cur
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(r) = s.rule {
             if let Some(n) = self.per_rule.get_mut(&r) {
                 *n -= 1;
@@ -1049,6 +1068,10 @@ impl StateTable {
         let d = reply as usize;
         s.packets[d] += 1;
         s.bytes[d] += len as u64;
+        if let Some(st) = &s.stats {
+            let out = (s.dir == Direction::Out) != reply;
+            st.count(if out { Direction::Out } else { Direction::In }, len as u64);
+        }
         self.event(StateEvent::Update(id));
     }
 
@@ -1231,6 +1254,10 @@ impl StateTable {
         let d = reply as usize;
         s.packets[d] += 1;
         s.bytes[d] += len as u64;
+        if let Some(st) = &s.stats {
+            let out = (s.dir == Direction::Out) != reply;
+            st.count(if out { Direction::Out } else { Direction::In }, len as u64);
+        }
         // The handshake completed: count the connection for its source.
         let mut over = false;
         if s.tracked && !s.conn_counted && a == tcps::ESTABLISHED && b == tcps::ESTABLISHED {

@@ -653,3 +653,74 @@ fn synproxy_completes_both_handshakes() {
     assert!(d.generated.is_empty());
     assert!(matches!(d.action, VerdictAction::Block(_)));
 }
+
+#[test]
+fn rule_counters_count_evaluations_packets_bytes_and_states() {
+    let mut f = filter(RULES);
+    let listing = f.engine().listing("").unwrap();
+    assert_eq!(listing.len(), 3);
+    assert_eq!(
+        listing[1].text,
+        "pass out on em0 proto tcp from any to any port = 80 flags S/SA"
+    );
+    let (c, s) = ("192.0.2.10", "198.51.100.80");
+    let (cs, ss) = handshake(&mut f, c, s);
+    // One more data segment each way on the state.
+    let mut p = tcp(c, s, 40000, 80, cs, ss, ACK | PSH, 502, b"GET /");
+    let plen = p.len() as u64;
+    assert_pass(&f.process(&mut p, "em0", Out, 3), StateMatch::Match);
+    // A packet the first rule blocks (no state, nothing passes it).
+    let mut b = tcp(s, c, 9, 9, 1, 0, SYN, 1000, b"");
+    let blen = b.len() as u64;
+    assert!(matches!(
+        f.process(&mut b, "em0", In, 4).action,
+        VerdictAction::Block(_)
+    ));
+    let syn = tcp(c, s, 40000, 80, 0, 0, SYN, 64240, b"").len() as u64;
+    let synack = tcp(s, c, 80, 40000, 0, 0, SYN | ACK, 65160, b"").len() as u64;
+    let ack = tcp(c, s, 40000, 80, 0, 0, ACK, 502, b"").len() as u64;
+    let l = f.engine().listing("").unwrap();
+    // (evaluations, packets, bytes, current states, created).
+    // SYN out and the blocked SYN in are evaluated: `block all` sees both,
+    // the port-80 rule only the first (port 9 is indexed away, as pf's
+    // skip steps would), the udp rule neither.
+    assert_eq!(l[0].stats.snapshot(), (2, 1, blen, 0, 0));
+    assert_eq!(
+        l[1].stats.snapshot(),
+        (1, 4, syn + synack + ack + plen, 1, 1),
+        "the state's packets count on the rule that created it"
+    );
+    assert_eq!(l[2].stats.snapshot().1, 0);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        l[1].stats.packets[0].load(Relaxed),
+        1,
+        "the SYN/ACK came in"
+    );
+    assert_eq!(l[1].stats.packets[1].load(Relaxed), 3);
+    // The state expires: no current state, one created.
+    f.process(
+        &mut tcp(c, s, 1, 2, 0, 0, ACK, 1, b""),
+        "em0",
+        Out,
+        100_000_000,
+    );
+    assert_eq!(l[1].stats.snapshot().3, 0);
+    assert_eq!(l[1].stats.snapshot().4, 1);
+    // A reload starts new rules at zero; the old ones are not touched.
+    let out = parse_bytes(
+        "t",
+        None,
+        RULES.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    f.set_engine(Arc::new(Engine::new(&out.config, host())));
+    assert_eq!(
+        f.engine().listing("").unwrap()[1].stats.snapshot(),
+        (0, 0, 0, 0, 0)
+    );
+    assert!(f.engine().listing("nosuch").is_none());
+}
