@@ -16,6 +16,10 @@ pub struct AddrTable {
     v6_lens: Vec<u8>,
     /// Ranges (a - b) are kept aside; tables rarely hold them.
     ranges: Vec<(IpAddr, IpAddr, bool)>,
+    /// When entries were added at run time (seconds on the caller's clock),
+    /// for `expire`; entries without a stamp date from `born`.
+    stamps: HashMap<(IpAddr, u8), u64>,
+    pub born: u64,
 }
 
 fn mask4(b: u8) -> u32 {
@@ -31,6 +35,21 @@ fn mask6(b: u8) -> u128 {
         0
     } else {
         u128::MAX << (128 - b as u32)
+    }
+}
+
+/// An entry's key for its time stamp: the masked network.
+fn net_key(addr: &Addr) -> Option<(IpAddr, u8)> {
+    match addr {
+        Addr::Net {
+            ip: IpAddr::V4(a),
+            bits,
+        } => Some((IpAddr::V4((u32::from(*a) & mask4(*bits)).into()), *bits)),
+        Addr::Net {
+            ip: IpAddr::V6(a),
+            bits,
+        } => Some((IpAddr::V6((u128::from(*a) & mask6(*bits)).into()), *bits)),
+        _ => None,
     }
 }
 
@@ -65,6 +84,9 @@ impl AddrTable {
     }
 
     pub fn remove(&mut self, addr: &Addr) -> bool {
+        if let Some(k) = net_key(addr) {
+            self.stamps.remove(&k);
+        }
         match addr {
             Addr::Net {
                 ip: IpAddr::V4(a),
@@ -84,6 +106,86 @@ impl AddrTable {
                 .is_some(),
             _ => false,
         }
+    }
+
+    /// An empty table created at time `now` (seconds).
+    pub fn born_at(now: u64) -> AddrTable {
+        AddrTable {
+            born: now,
+            ..Default::default()
+        }
+    }
+
+    /// Is exactly this network (address and prefix length) an entry?
+    pub fn has_exact(&self, addr: &Addr) -> bool {
+        match addr {
+            Addr::Net {
+                ip: IpAddr::V4(a),
+                bits,
+            } => self
+                .v4
+                .get(bits)
+                .is_some_and(|m| m.contains_key(&(u32::from(*a) & mask4(*bits)))),
+            Addr::Net {
+                ip: IpAddr::V6(a),
+                bits,
+            } => self
+                .v6
+                .get(bits)
+                .is_some_and(|m| m.contains_key(&(u128::from(*a) & mask6(*bits)))),
+            _ => false,
+        }
+    }
+
+    /// Add or replace an entry at time `now` (seconds).
+    pub fn insert_at(&mut self, addr: &Addr, neg: bool, now: u64) {
+        self.insert(addr, neg);
+        if let Some(k) = net_key(addr) {
+            self.stamps.insert(k, now);
+        }
+    }
+
+    /// Remove the entries added before `cutoff` (seconds); returns them.
+    pub fn expire(&mut self, cutoff: u64) -> Vec<(bool, IpAddr, u8)> {
+        let old: Vec<(bool, IpAddr, u8)> = self
+            .all()
+            .into_iter()
+            .filter(|(_, ip, b)| *self.stamps.get(&(*ip, *b)).unwrap_or(&self.born) < cutoff)
+            .collect();
+        for (_, ip, bits) in &old {
+            self.remove(&Addr::Net {
+                ip: *ip,
+                bits: *bits,
+            });
+        }
+        old
+    }
+
+    /// Every network entry, negated ones included, in address order.
+    pub fn all(&self) -> Vec<(bool, IpAddr, u8)> {
+        let mut v: Vec<(bool, IpAddr, u8)> = Vec::new();
+        for (b, m) in &self.v4 {
+            v.extend(m.iter().map(|(k, n)| (*n, IpAddr::V4((*k).into()), *b)));
+        }
+        for (b, m) in &self.v6 {
+            v.extend(m.iter().map(|(k, n)| (*n, IpAddr::V6((*k).into()), *b)));
+        }
+        v.sort_by_key(|(_, ip, b)| (*ip, *b));
+        v
+    }
+
+    /// The address ranges (`a - b`), which `all` leaves out.
+    pub fn ranges(&self) -> &[(IpAddr, IpAddr, bool)] {
+        &self.ranges
+    }
+
+    /// Remove every entry.
+    pub fn clear(&mut self) -> usize {
+        let n = self.len();
+        let born = self.born;
+        *self = AddrTable::default();
+        self.born = born;
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -194,5 +296,23 @@ mod tests {
         assert!(!t.contains(&"2001:db9::5".parse().unwrap()));
         assert!(t.remove(&net("10.1.0.0/16")));
         assert!(t.contains(&"10.1.9.9".parse().unwrap()));
+        assert!(t.has_exact(&net("10.0.0.0/8")) && !t.has_exact(&net("10.0.0.0/9")));
+    }
+
+    #[test]
+    fn expire_by_age() {
+        let mut t = AddrTable {
+            born: 100,
+            ..Default::default()
+        };
+        t.insert(&net("192.0.2.0/24"), false);
+        t.insert_at(&net("198.51.100.1/32"), false, 150);
+        t.insert_at(&net("2001:db8::1/128"), true, 200);
+        // Entries from before 160: the loaded one (born at 100) and one added.
+        let gone = t.expire(160);
+        assert_eq!(gone.len(), 2);
+        assert_eq!(t.all(), vec![(true, "2001:db8::1".parse().unwrap(), 128)]);
+        assert_eq!(t.clear(), 1);
+        assert!(t.is_empty());
     }
 }

@@ -9,6 +9,7 @@
 //! control = "/run/palisade.sock"   # the control socket (the default)
 //! pflog = "/var/log/pflog"  # logged packets (pcap, DLT_PFLOG); none if absent
 //! pflog-size-mb = 16        # rotated at this size (one old file, .0)
+//! metrics = "127.0.0.1:9101"  # Prometheus text on http://ADDR/metrics (off if absent)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it
@@ -54,6 +55,7 @@ struct Raw {
     control: Option<Spanned<String>>,
     pflog: Option<Spanned<String>>,
     pflog_size_mb: Option<Spanned<i64>>,
+    metrics: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -203,6 +205,8 @@ pub struct Config {
     /// `pflog_size` bytes (one old file kept, with `.0` appended).
     pub pflog: Option<PathBuf>,
     pub pflog_size: u64,
+    /// The metrics listener (HTTP, Prometheus text), off unless set.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -565,9 +569,19 @@ impl Config {
             Some(m) => *m.get_ref() as u64 * 1024 * 1024,
             None => 16 * 1024 * 1024,
         };
+        let metrics = match &raw.metrics {
+            Some(m) => Some(m.get_ref().parse().map_err(|_| {
+                cx.err(
+                    m,
+                    "metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")",
+                )
+            })?),
+            None => None,
+        };
         Ok(Config {
             pflog,
             pflog_size,
+            metrics,
             control,
             workers,
             host,

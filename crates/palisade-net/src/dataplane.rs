@@ -73,6 +73,15 @@ pub struct Counters {
     pub log_dropped: u64,
 }
 
+/// One interface's packets and bytes through pf, indexed [IPv4, IPv6]
+/// [in, out] [passed, blocked], and the malformed packets dropped on it.
+#[derive(Clone, Debug, Default)]
+pub struct IfStats {
+    pub packets: [[[u64; 2]; 2]; 2],
+    pub bytes: [[[u64; 2]; 2]; 2],
+    pub errors: u64,
+}
+
 enum Neigh {
     Reachable {
         mac: Mac,
@@ -105,6 +114,8 @@ pub struct Dataplane {
     /// the TAP's MAC.
     host: Option<(usize, Mac)>,
     names: Vec<std::sync::Arc<str>>,
+    /// Per logical interface: what pf saw, as `pfctl -vvsI` counts it.
+    pub if_stats: Vec<IfStats>,
     logging: bool,
     log: Vec<Vec<u8>>,
 }
@@ -175,6 +186,7 @@ impl Dataplane {
             }
         }
         let cfg_names = cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect();
+        let n_ifaces = cfg.ifaces.len();
         Dataplane {
             cfg,
             macs,
@@ -188,6 +200,7 @@ impl Dataplane {
             out: Vec::new(),
             host: None,
             names: cfg_names,
+            if_stats: vec![IfStats::default(); n_ifaces],
             logging: false,
             log: Vec::new(),
         }
@@ -205,11 +218,23 @@ impl Dataplane {
     fn pf(
         &mut self,
         pkt: &mut [u8],
-        iface: &str,
+        ix: usize,
         dir: Direction,
         now: u64,
     ) -> palisade_filter::Decision {
+        let name = self.names[ix].clone();
+        let iface: &str = &name;
         let d = self.filter.process(pkt, iface, dir, now);
+        if let Some(st) = self.if_stats.get_mut(ix) {
+            let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
+            let out = (dir == Direction::Out) as usize;
+            let blocked = !d.passed() as usize;
+            st.packets[v6][out][blocked] += 1;
+            st.bytes[v6][out][blocked] += pkt.len() as u64;
+            if matches!(d.reason, "short" | "bad-offset" | "normalize") {
+                st.errors += 1;
+            }
+        }
         if self.logging && (d.log || !d.log_matched.is_empty()) {
             let len = parse_ip(pkt)
                 .map(|i| i.len)
@@ -245,11 +270,6 @@ impl Dataplane {
                 self.macs[ix] = mac;
             }
         }
-    }
-
-    /// Interface `i`'s name, shared (no allocation per packet).
-    fn name(&self, i: usize) -> std::sync::Arc<str> {
-        self.names[i].clone()
     }
 
     /// Announce every address (gratuitous ARP, unsolicited NA).
@@ -497,8 +517,7 @@ impl Dataplane {
             return;
         }
         let mut pkt = payload.to_vec();
-        let name = self.name(m);
-        let d = self.pf(&mut pkt, &name, Direction::In, now);
+        let d = self.pf(&mut pkt, m, Direction::In, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers of `block return` go back where the packet came from.
@@ -510,8 +529,7 @@ impl Dataplane {
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
             let mut q = pkt.clone();
-            let name = self.name(p);
-            let d = self.pf(&mut q, &name, Direction::Out, now);
+            let d = self.pf(&mut q, p, Direction::Out, now);
             if d.passed() && !d.held {
                 let q = d.reassembled.unwrap_or(q);
                 self.emit(p, dst, Some(src), ethertype, &q);
@@ -745,8 +763,7 @@ impl Dataplane {
                 return; // router discovery and MLD: not for a router without RA
             }
         }
-        let name = self.name(i);
-        let mut d = self.pf(&mut pkt, &name, Direction::In, now);
+        let mut d = self.pf(&mut pkt, i, Direction::In, now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -909,8 +926,7 @@ impl Dataplane {
             let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        let name = self.name(e);
-        let mut d = self.pf(&mut pkt, &name, Direction::Out, now);
+        let mut d = self.pf(&mut pkt, e, Direction::Out, now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -949,8 +965,7 @@ impl Dataplane {
             self.counters.no_route += 1;
             return;
         };
-        let name = self.name(e);
-        let d = self.pf(&mut pkt, &name, Direction::Out, now);
+        let d = self.pf(&mut pkt, e, Direction::Out, now);
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);
             return;

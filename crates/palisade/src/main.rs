@@ -10,6 +10,8 @@ use palisade_conf::{parse_input, Input, ParseOptions};
 
 mod control;
 mod lab;
+mod metrics;
+mod ops;
 mod replay;
 mod run;
 mod sysmodel;
@@ -31,21 +33,77 @@ enum Cmd {
     Check(CheckArgs),
     /// Run a capture through a pf.conf and show, per packet, what decided.
     Replay(ReplayCli),
-    /// Show what the running daemon knows (like pfctl -s): states, info.
+    /// Show what the running daemon knows, like `pfctl -s`: rules (-v: with
+    /// counters, like pfctl -vsr), states, info, interfaces, tables,
+    /// anchors, timeouts, limits, memory.
     Show {
-        /// states | info
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory
         what: String,
+        /// More detail: counters per rule, per state, per interface.
+        #[arg(short = 'v', long)]
+        verbose: bool,
+        /// `show rules`: the rules of this anchor instead of the main ruleset.
+        #[arg(short = 'a', long, value_name = "ANCHOR")]
+        anchor: Option<String>,
         /// Print JSON instead of pfctl's format.
         #[arg(long)]
         json: bool,
-        /// The daemon's control socket.
-        #[arg(short = 's', long, default_value = palisade_net::config::DEFAULT_CONTROL)]
-        socket: PathBuf,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Change a table in the running daemon, like `pfctl -t NAME -T ...`:
+    /// add|delete|replace|show|flush|test ADDR..., expire SECONDS.
+    Table {
+        name: String,
+        /// add | delete | replace | show | flush | test | expire
+        op: String,
+        /// Addresses or networks (192.0.2.1, 2001:db8::/32, !192.0.2.5);
+        /// for expire, the age in seconds.
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Rules of an anchor in the running daemon, like `pfctl -a NAME`:
+    /// load -f FILE | flush | show [-v].
+    Anchor {
+        name: String,
+        /// load | flush | show
+        op: String,
+        /// For load: the rules (`-` for standard input).
+        #[arg(short = 'f', value_name = "FILE")]
+        file: Option<String>,
+        #[arg(short = 'v', long)]
+        verbose: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// States in the running daemon: `state kill --host A [--to B]` or
+    /// `state kill --id ID` (like pfctl -k).
+    State {
+        #[command(subcommand)]
+        action: StateCmd,
     },
     /// Reload pf.conf in the running daemon: all or nothing, states kept.
     Reload {
-        #[arg(short = 's', long, default_value = palisade_net::config::DEFAULT_CONTROL)]
-        socket: PathBuf,
+        /// Load this file instead of the configured pf.conf (a later plain
+        /// reload or SIGHUP reads the configured one again).
+        #[arg(short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Logged packets from the running daemon, one line each, as they come.
+    Log {
+        /// Keep printing as packets are logged (the only mode; the pflog
+        /// file itself is read with `tcpdump -n -e -r FILE`).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        sock: Sock,
     },
     /// Scenario S1 on this machine, in network namespaces (needs root).
     Lab {
@@ -65,6 +123,32 @@ enum Cmd {
         /// (like `pfctl -n`).
         #[arg(short = 'n')]
         dry_run: bool,
+    },
+}
+
+/// The daemon's control socket.
+#[derive(clap::Args)]
+struct Sock {
+    /// The daemon's control socket (`control` in palisade.toml).
+    #[arg(short = 's', long = "socket", value_name = "SOCKET", default_value = palisade_net::config::DEFAULT_CONTROL)]
+    socket: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// Remove states: those from a host or network (and to another), or one
+    /// by its id (as `show states -v` prints it).
+    Kill {
+        #[arg(long, value_name = "ADDR[/BITS]")]
+        host: Option<String>,
+        #[arg(long, value_name = "ADDR[/BITS]", requires = "host")]
+        to: Option<String>,
+        #[arg(long, value_name = "ID", conflicts_with = "host")]
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
     },
 }
 
@@ -247,18 +331,134 @@ fn main() -> ExitCode {
         Cmd::Check(a) => check(a),
         Cmd::Replay(a) => replay_cmd(a),
         Cmd::Lab { action } => lab_cmd(action),
-        Cmd::Show { what, json, socket } => {
-            if what != "states" && what != "info" {
-                eprintln!("palisade show: '{what}': one of states, info");
+        Cmd::Show {
+            what,
+            verbose,
+            anchor,
+            json,
+            sock,
+        } => {
+            const ALL: [&str; 9] = [
+                "rules",
+                "states",
+                "info",
+                "interfaces",
+                "tables",
+                "anchors",
+                "timeouts",
+                "limits",
+                "memory",
+            ];
+            if !ALL.contains(&what.as_str()) {
+                eprintln!("palisade show: '{what}': one of {}", ALL.join(", "));
                 return ExitCode::from(2);
             }
             control_cmd(
-                &socket,
-                serde_json::json!({"cmd": "show", "what": what}),
+                &sock.socket,
+                serde_json::json!({"cmd": "show", "what": what, "verbose": verbose, "anchor": anchor}),
                 json,
             )
         }
-        Cmd::Reload { socket } => control_cmd(&socket, serde_json::json!({"cmd": "reload"}), false),
+        Cmd::Table {
+            name,
+            op,
+            args,
+            json,
+            sock,
+        } => {
+            let name = name
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string();
+            let req = if op == "expire" {
+                match args.as_slice() {
+                    [n] if n.parse::<u64>().is_ok() => {
+                        serde_json::json!({"cmd": "table", "name": name, "op": op, "seconds": n.parse::<u64>().unwrap_or(0)})
+                    }
+                    _ => {
+                        eprintln!("palisade table {name} expire: expected one number of seconds");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                serde_json::json!({"cmd": "table", "name": name, "op": op, "addrs": args})
+            };
+            control_cmd(&sock.socket, req, json)
+        }
+        Cmd::Anchor {
+            name,
+            op,
+            file,
+            verbose,
+            json,
+            sock,
+        } => {
+            let mut req =
+                serde_json::json!({"cmd": "anchor", "name": name, "op": op, "verbose": verbose});
+            if op == "load" {
+                let Some(f) = file else {
+                    eprintln!("palisade anchor {name} load: -f FILE is required");
+                    return ExitCode::from(2);
+                };
+                let text = if f == "-" {
+                    let mut t = String::new();
+                    std::io::stdin().read_to_string(&mut t).map(|_| t)
+                } else {
+                    std::fs::read_to_string(&f)
+                };
+                match text {
+                    Ok(t) => {
+                        req["rules"] = t.into();
+                        req["file"] = f.into();
+                    }
+                    Err(e) => {
+                        eprintln!("{f}: cannot read: {}", palisade_conf::io_reason(&e));
+                        return ExitCode::from(1);
+                    }
+                }
+            }
+            control_cmd(&sock.socket, req, json)
+        }
+        Cmd::State {
+            action:
+                StateCmd::Kill {
+                    host,
+                    to,
+                    id,
+                    json,
+                    sock,
+                },
+        } => control_cmd(
+            &sock.socket,
+            serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id}),
+            json,
+        ),
+        Cmd::Reload { file, sock } => {
+            let file = file.map(|f| std::path::absolute(&f).unwrap_or(f));
+            control_cmd(
+                &sock.socket,
+                serde_json::json!({"cmd": "reload", "file": file}),
+                false,
+            )
+        }
+        Cmd::Log { follow, sock } => {
+            if !follow {
+                eprintln!("palisade log: only --follow is supported; the pflog file (`pflog` in palisade.toml) is read with `tcpdump -n -e -r FILE`");
+                return ExitCode::from(2);
+            }
+            let out = std::io::stdout();
+            let r = control::stream(&sock.socket, serde_json::json!({"cmd": "log"}), |v| {
+                let mut o = out.lock();
+                writeln!(o, "{}", v["line"].as_str().unwrap_or("")).is_ok() && o.flush().is_ok()
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade log: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run {
             config,
             dry_run: true,

@@ -71,140 +71,6 @@ extern "C" fn on_hup(_: libc::c_int) {
     RELOAD.store(true, Ordering::SeqCst);
 }
 
-/// Read pf.conf again; swap the ruleset in only if it parses and compiles
-/// completely. States survive; a bad file changes nothing. Returns whether
-/// it was swapped and the messages (errors, warnings, the outcome).
-fn reload(sh: &Shared) -> (bool, Vec<String>) {
-    let opts = ParseOptions {
-        host: sh.host.clone(),
-        ..Default::default()
-    };
-    let out = parse_input(Input::File(&sh.pf_path), &opts);
-    let mut msgs = out.stderr.clone();
-    if out.errors > 0 {
-        msgs.push(format!(
-            "palisade: reload of {} failed ({} error{}): the running ruleset stays",
-            sh.pf_path.display(),
-            out.errors,
-            if out.errors == 1 { "" } else { "s" }
-        ));
-        return (false, msgs);
-    }
-    let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
-    sh.dp().filter.set_engine(engine);
-    if format!("{:?}", out.config.options) != sh.options {
-        msgs.push(
-            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
-        );
-    }
-    msgs.push(format!(
-        "palisade: reloaded {} ({} rules); states kept",
-        sh.pf_path.display(),
-        out.config.main.rules.len()
-    ));
-    (true, msgs)
-}
-
-/// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.
-fn flow(ip: &std::net::IpAddr, port: u16, proto: u8) -> String {
-    match (proto == 6 || proto == 17, ip.is_ipv6()) {
-        (false, _) => ip.to_string(),
-        (true, false) => format!("{ip}:{port}"),
-        (true, true) => format!("{ip}[{port}]"),
-    }
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "ipv6-icmp".into(),
-        n => n.to_string(),
-    }
-}
-
-/// One request on the control socket.
-fn control_request(sh: &Shared, req: &serde_json::Value) -> serde_json::Value {
-    use serde_json::json;
-    let now = sh.start.elapsed().as_millis() as u64;
-    match (req["cmd"].as_str(), req["what"].as_str()) {
-        (Some("show"), Some("states")) => {
-            let dp = sh.dp();
-            let st = &dp.filter.states;
-            let mut text = String::new();
-            let mut list = Vec::new();
-            for s in st.iter() {
-                let k = &s.key;
-                let t = s.translated.as_ref();
-                let iface = if s.bound { st.iface_name(s) } else { "all" };
-                let (src, dst) = (
-                    flow(&k.src, k.sport, k.proto),
-                    flow(&k.dst, k.dport, k.proto),
-                );
-                let line = match (s.dir, t) {
-                    (palisade_conf::ir::Direction::In, None) => format!("{dst} <- {src}"),
-                    (palisade_conf::ir::Direction::In, Some(t)) => {
-                        format!("{} ({dst}) <- {src}", flow(&t.dst, t.dport, t.proto))
-                    }
-                    (_, None) => format!("{src} -> {dst}"),
-                    (_, Some(t)) => format!("{} ({src}) -> {dst}", flow(&t.src, t.sport, t.proto)),
-                };
-                text += &format!(
-                    "{iface} {} {line}       {}\n",
-                    proto_name(k.proto),
-                    s.state_str()
-                );
-                let age = now.saturating_sub(s.created_ms) / 1000;
-                let expires = st.expires_ms(s).saturating_sub(now) / 1000;
-                list.push(json!({
-                    "id": format!("{:016x}", s.id),
-                    "creator": format!("{:08x}", s.creator),
-                    "proto": proto_name(k.proto),
-                    "iface": st.iface_name(s),
-                    "dir": if s.dir == palisade_conf::ir::Direction::In { "in" } else { "out" },
-                    "src": {"addr": k.src.to_string(), "port": k.sport},
-                    "dst": {"addr": k.dst.to_string(), "port": k.dport},
-                    "nat_src": t.filter(|t| t.src != k.src || t.sport != k.sport).map(|t| json!({"addr": t.src.to_string(), "port": t.sport})),
-                    "nat_dst": t.filter(|t| t.dst != k.dst || t.dport != k.dport).map(|t| json!({"addr": t.dst.to_string(), "port": t.dport})),
-                    "state": s.state_str(),
-                    "age_s": age,
-                    "expires_s": expires,
-                    "packets": s.packets[0] + s.packets[1],
-                    "bytes": s.bytes[0] + s.bytes[1],
-                }));
-            }
-            json!({"ok": true, "text": text, "data": list})
-        }
-        (Some("show"), Some("info")) => {
-            let dp = sh.dp();
-            let f = &dp.filter.counters;
-            let mut text = format!(
-                "State Table                          Total\n  current entries                  {:>8}\n  searches                         {:>8}\n  inserts                          {:>8}\nCounters\n",
-                dp.filter.states.len(),
-                f.state_searches,
-                f.state_inserts
-            );
-            for (r, n) in &f.reasons {
-                text += &format!("  {r:<32} {n:>8}\n");
-            }
-            text += &format!("Data plane\n  {:?}\n", dp.counters);
-            json!({"ok": true, "text": text, "data": {
-                "states": dp.filter.states.len(),
-                "packets": f.packets, "passed": f.passed, "blocked": f.blocked,
-                "reasons": f.reasons,
-                "state_searches": f.state_searches, "state_inserts": f.state_inserts,
-                "dataplane": format!("{:?}", dp.counters),
-            }})
-        }
-        (Some("reload"), _) => {
-            let (ok, msgs) = reload(sh);
-            json!({"ok": ok, "text": msgs.join("\n") + "\n"})
-        }
-        _ => json!({"ok": false, "text": format!("unknown request {req}")}),
-    }
-}
-
 /// Logged packets to a pcap file (DLT_PFLOG, what tcpdump -r reads),
 /// rotated by size: the full file becomes FILE.0 (replacing the older).
 struct PflogFile {
@@ -255,14 +121,14 @@ impl PflogFile {
                 self.w = None;
                 let _ = std::fs::rename(&self.path, &old);
                 if let Err(e) = self.start() {
-                    eprintln!("palisade: {e}");
+                    tracing::error!("{e}");
                     return;
                 }
             }
             if let Some(w) = self.w.as_mut() {
                 let p = pcap_file::pcap::PcapPacket::new(ts, r.len() as u32, &r);
                 if let Err(e) = w.write_packet(&p) {
-                    eprintln!("palisade: pflog {}: {e}", self.path.display());
+                    tracing::error!("pflog {}: {e}", self.path.display());
                     return;
                 }
                 self.written += r.len() as u64 + 16;
@@ -345,16 +211,25 @@ fn check_port(p: &Port) -> Health {
 
 /// What the workers share: the data plane (one lock per batch of frames),
 /// the host interface and the clock.
-struct Shared {
+pub struct Shared {
     dp: Mutex<Dataplane>,
     tap: Option<Tap>,
     host_port: usize,
-    start: Instant,
+    pub start: Instant,
     /// For reloads: the pf.conf, the host model it is read against, and
     /// the `set` options in force.
-    pf_path: PathBuf,
-    host: HostModel,
-    options: String,
+    pub pf_path: PathBuf,
+    pub host: HostModel,
+    pub options: String,
+    /// `set limit` as configured (for `show limits`).
+    pub limits: Vec<(String, u32)>,
+    /// Anchors loaded at run time (`palisade anchor NAME load`), loaded
+    /// again into the new ruleset at a reload.
+    anchors: Mutex<std::collections::BTreeMap<String, palisade_conf::ir::Ruleset>>,
+    /// `palisade log --follow` clients: one line per logged packet each.
+    followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
+    /// A pflog file is written (logging stays on without followers).
+    pflog_file: bool,
 }
 
 impl Shared {
@@ -371,19 +246,57 @@ impl Shared {
                 continue;
             }
             if let (_, Some(e)) = port.send_batch(&batch) {
-                eprintln!("palisade: send on {}: {e}", port.name);
+                tracing::warn!("send on {}: {e}", port.name);
             }
         }
         if let Some(t) = &self.tap {
             for (_, f) in outs.iter().filter(|(p, _)| *p >= ports.len()) {
                 if let Err(e) = t.send(f) {
-                    eprintln!("palisade: send on the host interface: {e}");
+                    tracing::warn!("send on the host interface: {e}");
                 }
             }
         }
     }
 
-    fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+    pub fn anchors(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, palisade_conf::ir::Ruleset>>
+    {
+        self.anchors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new `log --follow` client.
+    fn follow(&self) -> std::sync::mpsc::Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        f.push(tx);
+        self.dp().set_logging(true);
+        rx
+    }
+
+    /// Give logged packets to the followers (a slow one loses lines; a
+    /// gone one is dropped, and logging stops with the last of them unless
+    /// a pflog file is written).
+    fn to_followers(&self, recs: &[Vec<u8>]) {
+        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = recs.iter().map(|r| crate::ops::log_line(r)).collect();
+        f.retain(|tx| {
+            lines.iter().all(|l| {
+                !matches!(
+                    tx.try_send(l.clone()),
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                )
+            })
+        });
+        if f.is_empty() && !self.pflog_file {
+            self.dp().set_logging(false);
+        }
+    }
+
+    pub fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {
         // A worker that panicked holding the lock leaves the data plane as
         // it was between two frames; keep going.
         self.dp.lock().unwrap_or_else(|e| e.into_inner())
@@ -431,21 +344,26 @@ fn worker(
         let errs = match afpacket::wait_fds(&fds, 100) {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("palisade: poll: {e}");
+                tracing::error!("poll: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 Vec::new()
             }
         };
         let now = sh.start.elapsed().as_millis() as u64;
         if id == 0 && RELOAD.swap(false, Ordering::SeqCst) {
-            for m in reload(sh).1 {
-                eprintln!("{m}");
+            let (ok, msgs) = crate::ops::reload(sh, None);
+            for m in msgs {
+                if ok {
+                    tracing::info!("{m}");
+                } else {
+                    tracing::warn!("{m}");
+                }
             }
         }
         for i in errs.into_iter().filter(|&i| i < ports.len()) {
             if let Some(e) = ports[i].take_error() {
                 if id == 0 && health[i] == Health::Up {
-                    eprintln!("palisade: port '{}': {e}", ports[i].name);
+                    tracing::error!("port '{}': {e}", ports[i].name);
                 }
             }
         }
@@ -478,10 +396,13 @@ fn worker(
                 }
             }
         }
-        if let Some(p) = pflog.as_mut() {
+        if id == 0 {
             let recs = sh.dp().take_log();
             if !recs.is_empty() {
-                p.write(recs);
+                sh.to_followers(&recs);
+                if let Some(p) = pflog.as_mut() {
+                    p.write(recs);
+                }
             }
         }
         if now < last_tick + 1000 {
@@ -501,9 +422,9 @@ fn worker(
             match (health[i], h) {
                 (a, b) if a == b && b != Health::Replaced => {}
                 (_, Health::Gone) if id == 0 => {
-                    eprintln!("palisade: port '{name}' is gone; waiting for it to come back")
+                    tracing::warn!("port '{name}' is gone; waiting for it to come back")
                 }
-                (_, Health::Down) if id == 0 => eprintln!("palisade: port '{name}': link down"),
+                (_, Health::Down) if id == 0 => tracing::warn!("port '{name}': link down"),
                 (_, Health::Replaced) => {
                     let reopened = open_ports(std::slice::from_ref(&name), fanout);
                     match (reopened, port_mac(&name)) {
@@ -512,7 +433,7 @@ fn worker(
                             fds[i] = p.fd();
                             ports[i] = p;
                             if id == 0 {
-                                eprintln!("palisade: port '{name}' is back");
+                                tracing::info!("port '{name}' is back");
                                 sh.dp()
                                     .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
                                 if let Some(iso) = isolations.as_deref_mut() {
@@ -525,15 +446,13 @@ fn worker(
                         }
                         (Err(e), _) | (_, Err(e)) => {
                             if id == 0 && health[i] != Health::Replaced {
-                                eprintln!(
-                                    "palisade: port '{name}' is back but cannot be opened: {e}"
-                                );
+                                tracing::error!("port '{name}' is back but cannot be opened: {e}");
                             }
                         }
                     }
                 }
                 (_, Health::Up) if id == 0 => {
-                    eprintln!("palisade: port '{name}': link up");
+                    tracing::info!("port '{name}': link up");
                     announce = true;
                 }
                 _ => {}
@@ -547,11 +466,37 @@ fn worker(
     }
 }
 
+/// Logging: to journald when systemd started us with the journal on
+/// stderr, else to stderr (one line per event, no colours).
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(j) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry()
+                .with(j.with_syslog_identifier("palisade".into()))
+                .try_init();
+            return;
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+}
+
 pub fn run(path: &Path) -> Result<(), String> {
+    init_logging();
     let (cfg, pf, host) = load(path)?;
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));
+    {
+        let now = crate::ops::wall_secs();
+        for t in engine.tables_mut().tables.values_mut() {
+            t.born = now;
+        }
+    }
     let filter = Filter::new(engine, &pf, 1);
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
@@ -560,6 +505,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let workers = cfg.workers;
     let cfg_control = cfg.control.clone();
+    let cfg_metrics = cfg.metrics;
     // Fanout group ids are per network namespace: derive them from our PID.
     let fanout = (workers > 1).then(|| (std::process::id() as u16).wrapping_mul(16));
     let mut sockets = Vec::new();
@@ -589,7 +535,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         Some(name) => {
             let t = Tap::create(name).map_err(|e| format!("host interface '{name}': {e}"))?;
             for w in t.configure(&cfg) {
-                eprintln!("palisade: warning: {w}");
+                tracing::warn!("{w}");
             }
             Some((port_mac(name)?, t))
         }
@@ -600,8 +546,8 @@ pub fn run(path: &Path) -> Result<(), String> {
         Some(p) => Some(PflogFile::open(p, cfg.pflog_size)?),
         None => {
             if logging_rules > 0 {
-                eprintln!(
-                    "palisade: warning: {logging_rules} rule(s) log, but no pflog file is configured (pflog = \"/var/log/pflog\" in palisade.toml): logged packets are not written anywhere"
+                tracing::warn!(
+                    "{logging_rules} rule(s) log, but no pflog file is configured (pflog = \"/var/log/pflog\" in palisade.toml): logged packets are not written anywhere"
                 );
             }
             None
@@ -621,9 +567,20 @@ pub fn run(path: &Path) -> Result<(), String> {
         pf_path,
         host: host_model,
         options: format!("{:?}", pf.options),
+        limits: pf
+            .options
+            .iter()
+            .filter_map(|o| match o {
+                palisade_conf::ir::SetOption::Limit(n, v) => Some((n.clone(), *v)),
+                _ => None,
+            })
+            .collect(),
+        anchors: Mutex::new(Default::default()),
+        followers: Mutex::new(Vec::new()),
+        pflog_file: pflog.is_some(),
     };
-    eprintln!(
-        "palisade: running: {} ({} rules, {workers} worker{})",
+    tracing::info!(
+        "running: {} ({} rules, {workers} worker{})",
         summary.join(" "),
         pf.main.rules.len(),
         if workers == 1 { "" } else { "s" }
@@ -631,9 +588,15 @@ pub fn run(path: &Path) -> Result<(), String> {
     let control = match crate::control::bind(&cfg_control) {
         Ok(l) => Some(l),
         Err(e) => {
-            eprintln!("palisade: warning: no control socket: {e}");
+            tracing::warn!("no control socket: {e}");
             None
         }
+    };
+    let metrics = match cfg_metrics {
+        Some(a) => {
+            Some(std::net::TcpListener::bind(a).map_err(|e| format!("metrics listener {a}: {e}"))?)
+        }
+        None => None,
     };
     let first = sockets.remove(0);
     let outs = sh.dp().start(0);
@@ -645,9 +608,19 @@ pub fn run(path: &Path) -> Result<(), String> {
                 crate::control::serve(
                     l,
                     || STOP.load(Ordering::SeqCst),
-                    |req| control_request(sh, req),
+                    |req| {
+                        if req["cmd"] == "log" {
+                            crate::control::Reply::Stream(sh.follow())
+                        } else {
+                            crate::control::Reply::Once(crate::ops::handle(sh, req))
+                        }
+                    },
                 )
             });
+        }
+        if let Some(l) = metrics {
+            let sh = &sh;
+            s.spawn(move || crate::metrics::serve(l, sh, || STOP.load(Ordering::SeqCst)));
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
@@ -659,7 +632,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     if control.is_some() {
         let _ = std::fs::remove_file(&cfg_control);
     }
-    eprintln!("palisade: stopping: {:?}", sh.dp().counters);
+    tracing::info!("stopping: {:?}", sh.dp().counters);
     Ok(())
 }
 

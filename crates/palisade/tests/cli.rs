@@ -262,3 +262,28 @@ fn unenforced_features_warn_unless_pfctl_compat() {
     );
     assert_eq!(stderr(&o), "");
 }
+
+/// The systemd unit in dist/ is valid (systemd-analyze verify) once its
+/// paths point at the built binary, and reloads with SIGHUP.
+#[test]
+fn systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(repo().join("dist/palisade.service")).unwrap();
+    assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"));
+    assert!(unit.contains("ExecStart=/usr/local/sbin/palisade run -c /etc/palisade/palisade.toml"));
+    let d = tmpdir("unit");
+    let f = d.join("palisade.service");
+    std::fs::write(
+        &f,
+        unit.replace("/usr/local/sbin/palisade", env!("CARGO_BIN_EXE_palisade")),
+    )
+    .unwrap();
+    let o = Command::new("systemd-analyze")
+        .args(["verify", f.to_str().unwrap()])
+        .output()
+        .expect("systemd-analyze (package systemd) is needed: scripts/test-all installs it");
+    assert!(
+        o.status.success() && o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

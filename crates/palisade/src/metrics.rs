@@ -1,0 +1,292 @@
+//! The metrics listener: off unless `metrics = "ADDR:PORT"` is in
+//! palisade.toml; answers `GET /metrics` with Prometheus's text format
+//! (version 0.0.4): per-rule counters, states and their limit, drop
+//! reasons and per-interface packets, bytes and errors. The figures come
+//! from the same place as `show info`, `show rules` and `show interfaces`.
+//!
+//! A few lines of HTTP/1.0 over std's TcpListener: one short request per
+//! connection, served in turn, which is all a scraper needs; a web
+//! framework would be most of the daemon's dependencies for this.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::run::Shared;
+
+/// A label value with `\`, `"` and newlines escaped.
+fn label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn rules(out: &mut String, anchor: &str, v: &[Value]) {
+    for r in v {
+        let l = format!(
+            "anchor=\"{}\",nr=\"{}\",rule=\"{}\"",
+            label(anchor),
+            r["nr"],
+            label(r["rule"].as_str().unwrap_or(""))
+        );
+        for (m, k) in [
+            ("palisade_rule_evaluations_total", "evaluations"),
+            ("palisade_rule_packets_total", "packets"),
+            ("palisade_rule_bytes_total", "bytes"),
+            ("palisade_rule_states", "states"),
+            ("palisade_rule_state_creations_total", "state_creations"),
+        ] {
+            let _ = writeln!(out, "{m}{{{l}}} {}", r[k]);
+        }
+        if let Some(children) = r["rules"].as_array() {
+            if !children.is_empty() {
+                let name = if anchor.is_empty() {
+                    format!("@{}", r["nr"])
+                } else {
+                    format!("{anchor}/@{}", r["nr"])
+                };
+                rules(out, &name, children);
+            }
+        }
+    }
+}
+
+/// The whole exposition.
+pub fn render(sh: &Shared) -> String {
+    let info = crate::ops::info_data(sh);
+    let mut out = String::new();
+    family(&mut out, "palisade_states", "gauge", "Current states.");
+    let _ = writeln!(out, "palisade_states {}", info["states"]);
+    family(
+        &mut out,
+        "palisade_states_limit",
+        "gauge",
+        "The state table's limit (set limit states).",
+    );
+    let _ = writeln!(out, "palisade_states_limit {}", info["states_limit"]);
+    family(
+        &mut out,
+        "palisade_state_searches_total",
+        "counter",
+        "State lookups.",
+    );
+    let _ = writeln!(
+        out,
+        "palisade_state_searches_total {}",
+        info["state_searches"]
+    );
+    family(
+        &mut out,
+        "palisade_state_inserts_total",
+        "counter",
+        "States created.",
+    );
+    let _ = writeln!(
+        out,
+        "palisade_state_inserts_total {}",
+        info["state_inserts"]
+    );
+    family(
+        &mut out,
+        "palisade_packets_total",
+        "counter",
+        "Packets pf decided, by outcome.",
+    );
+    for k in ["passed", "blocked"] {
+        let _ = writeln!(
+            out,
+            "palisade_packets_total{{action=\"{}\"}} {}",
+            &k[..k.len() - 2],
+            info[k]
+        );
+    }
+    family(
+        &mut out,
+        "palisade_reason_total",
+        "counter",
+        "pf's counters by reason, as pfctl -si lists them (match, short, state-mismatch, ...).",
+    );
+    if let Some(m) = info["reasons"].as_object() {
+        for (r, n) in m {
+            let _ = writeln!(out, "palisade_reason_total{{reason=\"{}\"}} {n}", label(r));
+        }
+    }
+    family(
+        &mut out,
+        "palisade_dataplane_total",
+        "counter",
+        "Data plane events (frames, forwarding, drops).",
+    );
+    if let Some(m) = info["dataplane"].as_object() {
+        for (k, n) in m {
+            let _ = writeln!(out, "palisade_dataplane_total{{event=\"{k}\"}} {n}");
+        }
+    }
+    let ifs = crate::ops::interfaces_data(sh);
+    family(
+        &mut out,
+        "palisade_interface_packets_total",
+        "counter",
+        "Packets through pf per interface.",
+    );
+    for i in &ifs {
+        if let Some(c) = i["counters"].as_object() {
+            for (k, v) in c {
+                let mut p = k.split('_');
+                let (af, dir, act) = (
+                    p.next().unwrap_or(""),
+                    p.next().unwrap_or(""),
+                    p.next().unwrap_or(""),
+                );
+                let _ = writeln!(
+                    out,
+                    "palisade_interface_packets_total{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
+                    label(i["name"].as_str().unwrap_or("")),
+                    v["packets"]
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "palisade_interface_bytes_total",
+        "counter",
+        "Bytes through pf per interface.",
+    );
+    for i in &ifs {
+        if let Some(c) = i["counters"].as_object() {
+            for (k, v) in c {
+                let mut p = k.split('_');
+                let (af, dir, act) = (
+                    p.next().unwrap_or(""),
+                    p.next().unwrap_or(""),
+                    p.next().unwrap_or(""),
+                );
+                let _ = writeln!(
+                    out,
+                    "palisade_interface_bytes_total{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
+                    label(i["name"].as_str().unwrap_or("")),
+                    v["bytes"]
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "palisade_interface_errors_total",
+        "counter",
+        "Malformed packets dropped per interface.",
+    );
+    for i in &ifs {
+        let _ = writeln!(
+            out,
+            "palisade_interface_errors_total{{interface=\"{}\"}} {}",
+            label(i["name"].as_str().unwrap_or("")),
+            i["errors"]
+        );
+    }
+    family(
+        &mut out,
+        "palisade_rule_evaluations_total",
+        "counter",
+        "Times the rule was evaluated.",
+    );
+    family(
+        &mut out,
+        "palisade_rule_packets_total",
+        "counter",
+        "Packets the rule decided, and those of its states.",
+    );
+    family(
+        &mut out,
+        "palisade_rule_bytes_total",
+        "counter",
+        "Bytes the rule decided, and those of its states.",
+    );
+    family(
+        &mut out,
+        "palisade_rule_states",
+        "gauge",
+        "Current states the rule created.",
+    );
+    family(
+        &mut out,
+        "palisade_rule_state_creations_total",
+        "counter",
+        "States the rule created.",
+    );
+    let show = crate::ops::handle(sh, &serde_json::json!({"cmd": "show", "what": "rules"}));
+    if let Some(v) = show["data"].as_array() {
+        rules(&mut out, "", v);
+    }
+    for a in sh.dp().filter.engine().anchor_names() {
+        let show = crate::ops::handle(
+            sh,
+            &serde_json::json!({"cmd": "show", "what": "rules", "anchor": a}),
+        );
+        if let Some(v) = show["data"].as_array() {
+            rules(&mut out, &a, v);
+        }
+    }
+    out
+}
+
+/// Serve until `stop()`.
+pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool) {
+    let _ = l.set_nonblocking(true);
+    while !stop() {
+        let s = match l.accept() {
+            Ok((s, _)) => s,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut first = String::new();
+        let mut r = BufReader::new(&s);
+        if r.read_line(&mut first).is_err() {
+            continue;
+        }
+        // The rest of the request's head.
+        let mut line = String::new();
+        while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let mut parts = first.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let (status, ctype, body) = match (method, path) {
+            ("GET", "/metrics") => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(sh),
+            ),
+            ("GET", "/") => (
+                "200 OK",
+                "text/plain; charset=utf-8",
+                "Palisade: metrics at /metrics\n".to_string(),
+            ),
+            ("GET", _) => (
+                "404 Not Found",
+                "text/plain",
+                "not found: try /metrics\n".into(),
+            ),
+            _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+        };
+        let mut w = &s;
+        let _ = write!(
+            w,
+            "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}

@@ -1,0 +1,1044 @@
+//! What the running daemon answers on its control socket: listings with
+//! pfctl's meaning (`show rules|states|info|interfaces|tables|anchors|
+//! timeouts|limits|memory`), table and anchor changes, killing states and
+//! reloads. Each answer is `{"ok", "text", "data"}`: `text` is what the CLI
+//! prints (pfctl's layout where pfctl has one), `data` what `--json`
+//! prints. Everything here runs on the control thread and holds the data
+//! plane's lock only while it reads or changes it.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use palisade_conf::ir::{Addr, Direction, Timeout};
+use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
+use palisade_filter::packet::RuleListing;
+use palisade_filter::Engine;
+use serde_json::{json, Value};
+
+use crate::run::Shared;
+
+fn fail(text: impl Into<String>) -> Value {
+    let mut t: String = text.into();
+    if !t.ends_with('\n') {
+        t.push('\n');
+    }
+    json!({"ok": false, "text": t})
+}
+
+fn done(text: String, data: Value) -> Value {
+    json!({"ok": true, "text": text, "data": data})
+}
+
+/// Seconds since the Unix epoch (table entries are stamped with it).
+pub fn wall_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One request. Unknown commands and malformed arguments get a clear error.
+pub fn handle(sh: &Shared, req: &Value) -> Value {
+    if !req.is_object() {
+        return fail(
+            "bad request: expected a JSON object such as {\"cmd\": \"show\", \"what\": \"info\"}",
+        );
+    }
+    let verbose = req["verbose"].as_bool().unwrap_or(false);
+    match req["cmd"].as_str() {
+        Some("show") => match req["what"].as_str() {
+            Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), verbose),
+            Some("states") => show_states(sh, verbose),
+            Some("info") => show_info(sh),
+            Some("interfaces") => show_interfaces(sh, verbose),
+            Some("tables") => show_tables(sh, verbose),
+            Some("anchors") => show_anchors(sh),
+            Some("timeouts") => show_timeouts(sh),
+            Some("limits") => show_limits(sh),
+            Some("memory") => show_memory(sh),
+            Some(w) => fail(format!("show: unknown listing '{w}' (one of rules, states, info, interfaces, tables, anchors, timeouts, limits, memory)")),
+            None => fail("show: missing \"what\""),
+        },
+        Some("table") => table(sh, req),
+        Some("anchor") => anchor(sh, req),
+        Some("kill") => kill(sh, req),
+        Some("reload") => {
+            let (ok, msgs) = reload(sh, req["file"].as_str().map(Path::new));
+            json!({"ok": ok, "text": msgs.join("\n") + "\n"})
+        }
+        Some(c) => fail(format!("unknown command '{c}' (one of show, table, anchor, kill, reload, log)")),
+        None => fail("bad request: missing \"cmd\""),
+    }
+}
+
+/// Read pf.conf (or `file`) again; swap the ruleset in only if it parses
+/// and compiles completely. States survive; so do tables that pf.conf
+/// does not define (created at run time) and anchors loaded at run time.
+/// A bad file changes nothing. Returns whether it was swapped and the
+/// messages (every error, warnings, the outcome).
+pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
+    let path = file.unwrap_or(&sh.pf_path);
+    let opts = ParseOptions {
+        host: sh.host.clone(),
+        ..Default::default()
+    };
+    let out = parse_input(Input::File(path), &opts);
+    let mut msgs = out.stderr.clone();
+    if out.errors > 0 {
+        msgs.push(format!(
+            "palisade: reload of {} failed ({} error{}): the running ruleset stays",
+            path.display(),
+            out.errors,
+            if out.errors == 1 { "" } else { "s" }
+        ));
+        return (false, msgs);
+    }
+    let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
+    {
+        let mut t = engine.tables_mut();
+        let now = wall_secs();
+        for tab in t.tables.values_mut() {
+            tab.born = now;
+        }
+    }
+    let anchors = sh.anchors();
+    for (name, rules) in anchors.iter() {
+        if !out
+            .config
+            .load_anchors
+            .iter()
+            .any(|a| a.name.trim_start_matches('/') == name)
+        {
+            engine.load_anchor(name, rules);
+        }
+    }
+    drop(anchors);
+    {
+        let mut dp = sh.dp();
+        {
+            let old = dp.filter.engine().tables();
+            let mut new = engine.tables_mut();
+            for (name, t) in &old.tables {
+                if !new.tables.contains_key(name) {
+                    new.tables.insert(name.clone(), t.clone());
+                }
+            }
+        }
+        dp.filter.set_engine(engine);
+    }
+    if format!("{:?}", out.config.options) != sh.options {
+        msgs.push(
+            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
+        );
+    }
+    msgs.push(format!(
+        "palisade: reloaded {} ({} rules); states kept",
+        path.display(),
+        out.config.main.rules.len()
+    ));
+    (true, msgs)
+}
+
+fn rule_json(r: &RuleListing) -> Value {
+    let (ev, p, b, s, st) = r.stats.snapshot();
+    json!({
+        "nr": r.nr,
+        "rule": r.text,
+        "evaluations": ev,
+        "packets": p,
+        "bytes": b,
+        "states": s,
+        "state_creations": st,
+        "packets_in": r.stats.packets[0].load(Relaxed),
+        "packets_out": r.stats.packets[1].load(Relaxed),
+        "bytes_in": r.stats.bytes[0].load(Relaxed),
+        "bytes_out": r.stats.bytes[1].load(Relaxed),
+        "rules": r.inline.iter().map(rule_json).collect::<Vec<_>>(),
+    })
+}
+
+fn rules_text(rules: &[RuleListing], depth: usize, verbose: bool, out: &mut String) {
+    let ind = "  ".repeat(depth);
+    for r in rules {
+        if verbose {
+            out.push_str(&format!("{ind}@{} ", r.nr));
+        } else {
+            out.push_str(&ind);
+        }
+        out.push_str(&r.text);
+        if !r.inline.is_empty() {
+            out.push_str(" {");
+        }
+        out.push('\n');
+        if verbose {
+            let (ev, p, b, s, st) = r.stats.snapshot();
+            out.push_str(&format!(
+                "{ind}  [ Evaluations: {ev:<8}  Packets: {p:<8}  Bytes: {b:<10}  States: {s:<6}]\n{ind}  [ State Creations: {st:<6}]\n"
+            ));
+        }
+        if !r.inline.is_empty() {
+            rules_text(&r.inline, depth + 1, verbose, out);
+            out.push_str(&format!("{ind}}}\n"));
+        }
+    }
+}
+
+fn show_rules(sh: &Shared, anchor: &str, verbose: bool) -> Value {
+    let listing = sh.dp().filter.engine().listing(anchor);
+    let Some(l) = listing else {
+        return fail(format!("show rules: no anchor '{anchor}' is loaded"));
+    };
+    let mut text = String::new();
+    rules_text(&l, 0, verbose, &mut text);
+    done(text, l.iter().map(rule_json).collect())
+}
+
+/// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.
+fn flow(ip: &IpAddr, port: u16, proto: u8) -> String {
+    match (proto == 6 || proto == 17, ip.is_ipv6()) {
+        (false, _) => ip.to_string(),
+        (true, false) => format!("{ip}:{port}"),
+        (true, true) => format!("{ip}[{port}]"),
+    }
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "ipv6-icmp".into(),
+        n => n.to_string(),
+    }
+}
+
+fn hms(s: u64) -> String {
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn show_states(sh: &Shared, verbose: bool) -> Value {
+    let now = sh.start.elapsed().as_millis() as u64;
+    let dp = sh.dp();
+    let st = &dp.filter.states;
+    let mut text = String::new();
+    let mut list = Vec::new();
+    for s in st.iter() {
+        let k = &s.key;
+        let t = s.translated.as_ref();
+        let iface = if s.bound { st.iface_name(s) } else { "all" };
+        let (src, dst) = (
+            flow(&k.src, k.sport, k.proto),
+            flow(&k.dst, k.dport, k.proto),
+        );
+        let line = match (s.dir, t) {
+            (Direction::In, None) => format!("{dst} <- {src}"),
+            (Direction::In, Some(t)) => {
+                format!("{} ({dst}) <- {src}", flow(&t.dst, t.dport, t.proto))
+            }
+            (_, None) => format!("{src} -> {dst}"),
+            (_, Some(t)) => format!("{} ({src}) -> {dst}", flow(&t.src, t.sport, t.proto)),
+        };
+        text += &format!(
+            "{iface} {} {line}       {}\n",
+            proto_name(k.proto),
+            s.state_str()
+        );
+        let age = now.saturating_sub(s.created_ms) / 1000;
+        let expires = st.expires_ms(s).saturating_sub(now) / 1000;
+        let rule = st.rule_of(s);
+        if verbose {
+            text += &format!(
+                "   age {}, expires in {}, {}:{} pkts, {}:{} bytes{}\n   id: {:016x} creatorid: {:08x}\n",
+                hms(age),
+                hms(expires),
+                s.packets[0],
+                s.packets[1],
+                s.bytes[0],
+                s.bytes[1],
+                match &rule {
+                    Some(r) if r.anchor.is_empty() => format!(", rule {}", r.nr),
+                    Some(r) => format!(", anchor {} rule {}", r.anchor, r.nr),
+                    None => String::new(),
+                },
+                s.id,
+                s.creator
+            );
+        }
+        list.push(json!({
+            "id": format!("{:016x}", s.id),
+            "creator": format!("{:08x}", s.creator),
+            "proto": proto_name(k.proto),
+            "iface": st.iface_name(s),
+            "if_bound": s.bound,
+            "dir": if s.dir == Direction::In { "in" } else { "out" },
+            "src": {"addr": k.src.to_string(), "port": k.sport},
+            "dst": {"addr": k.dst.to_string(), "port": k.dport},
+            "nat_src": t.filter(|t| t.src != k.src || t.sport != k.sport).map(|t| json!({"addr": t.src.to_string(), "port": t.sport})),
+            "nat_dst": t.filter(|t| t.dst != k.dst || t.dport != k.dport).map(|t| json!({"addr": t.dst.to_string(), "port": t.dport})),
+            "state": s.state_str(),
+            "age_s": age,
+            "expires_s": expires,
+            "packets": s.packets[0] + s.packets[1],
+            "bytes": s.bytes[0] + s.bytes[1],
+            "packets_fwd": s.packets[0], "packets_rev": s.packets[1],
+            "bytes_fwd": s.bytes[0], "bytes_rev": s.bytes[1],
+            "rule": rule.map(|r| json!({"anchor": r.anchor, "nr": r.nr})),
+        }));
+    }
+    done(text, Value::Array(list))
+}
+
+/// pf's counters, in `pfctl -si`'s order; Palisade's own reasons follow.
+const PF_REASONS: [&str; 17] = [
+    "match",
+    "bad-offset",
+    "fragment",
+    "short",
+    "normalize",
+    "memory",
+    "bad-timestamp",
+    "congestion",
+    "ip-option",
+    "proto-cksum",
+    "state-mismatch",
+    "state-insert",
+    "state-limit",
+    "src-limit",
+    "synproxy",
+    "translate",
+    "no-route",
+];
+
+/// The figures `show info` prints and the metrics export (the same
+/// numbers, so that the two agree).
+pub fn info_data(sh: &Shared) -> Value {
+    let dp = sh.dp();
+    let f = &dp.filter.counters;
+    let mut reasons = serde_json::Map::new();
+    for r in PF_REASONS {
+        reasons.insert(r.into(), json!(f.reasons.get(r).copied().unwrap_or(0)));
+    }
+    for (r, n) in &f.reasons {
+        reasons.insert((*r).into(), json!(n));
+    }
+    let c = &dp.counters;
+    json!({
+        "status": "enabled",
+        "uptime_s": sh.start.elapsed().as_secs(),
+        "states": dp.filter.states.len(),
+        "states_limit": dp.filter.states.limit,
+        "state_searches": f.state_searches,
+        "state_inserts": f.state_inserts,
+        "packets": f.packets,
+        "passed": f.passed,
+        "blocked": f.blocked,
+        "fragments_held": f.fragments_held,
+        "reasons": reasons,
+        "dataplane": {
+            "frames_in": c.frames_in, "frames_out": c.frames_out,
+            "segmented": c.segmented, "unknown_vlan": c.unknown_vlan,
+            "malformed": c.malformed, "bridged": c.bridged, "flooded": c.flooded,
+            "routed": c.routed, "blocked": c.blocked, "no_route": c.no_route,
+            "ttl_exceeded": c.ttl_exceeded, "too_big": c.too_big,
+            "fragmented": c.fragmented, "arp_replies": c.arp_replies,
+            "nd_replies": c.nd_replies, "neigh_queued": c.neigh_queued,
+            "neigh_dropped": c.neigh_dropped, "local_echo": c.local_echo,
+            "local_dropped": c.local_dropped, "host_in": c.host_in,
+            "host_out": c.host_out, "icmp_errors": c.icmp_errors,
+            "table_full": c.table_full, "log_dropped": c.log_dropped,
+        },
+    })
+}
+
+fn show_info(sh: &Shared) -> Value {
+    let d = info_data(sh);
+    let up = d["uptime_s"].as_u64().unwrap_or(0);
+    let secs = up.max(1) as f64;
+    let rate = |n: u64| format!("{:.1}/s", n as f64 / secs);
+    let n = |k: &str| d[k].as_u64().unwrap_or(0);
+    let mut text = format!(
+        "Status: Enabled for {} days {}\n\nState Table                          Total             Rate\n",
+        up / 86400,
+        hms(up % 86400)
+    );
+    text += &format!("  current entries               {:>14}\n", n("states"));
+    text += &format!(
+        "  searches                      {:>14} {:>14}\n",
+        n("state_searches"),
+        rate(n("state_searches"))
+    );
+    text += &format!(
+        "  inserts                       {:>14} {:>14}\n",
+        n("state_inserts"),
+        rate(n("state_inserts"))
+    );
+    text += "Counters\n";
+    if let Some(m) = d["reasons"].as_object() {
+        for (r, v) in m {
+            let v = v.as_u64().unwrap_or(0);
+            text += &format!("  {r:<29} {v:>14} {:>14}\n", rate(v));
+        }
+    }
+    text += &format!(
+        "Packets\n  {:<29} {:>14}\n  {:<29} {:>14}\n  {:<29} {:>14}\n",
+        "evaluated",
+        n("packets"),
+        "passed",
+        n("passed"),
+        "blocked",
+        n("blocked")
+    );
+    text += "Data plane\n";
+    if let Some(m) = d["dataplane"].as_object() {
+        for (k, v) in m {
+            text += &format!("  {k:<29} {:>14}\n", v.as_u64().unwrap_or(0));
+        }
+    }
+    done(text, d)
+}
+
+/// Per interface: its configuration and what pf saw on it.
+pub fn interfaces_data(sh: &Shared) -> Vec<Value> {
+    let dp = sh.dp();
+    let cfg = &dp.cfg;
+    let mut v = Vec::new();
+    for (ix, i) in cfg.ifaces.iter().enumerate() {
+        let st = dp.if_stats.get(ix).cloned().unwrap_or_default();
+        let mut counters = serde_json::Map::new();
+        for (fam, a) in [("inet", 0), ("inet6", 1)] {
+            for (dir, d) in [("in", 0), ("out", 1)] {
+                for (act, b) in [("pass", 0), ("block", 1)] {
+                    counters.insert(
+                        format!("{fam}_{dir}_{act}"),
+                        json!({"packets": st.packets[a][d][b], "bytes": st.bytes[a][d][b]}),
+                    );
+                }
+            }
+        }
+        let sum = |what: &[[[u64; 2]; 2]; 2], d: usize| -> u64 {
+            (0..2).map(|a| what[a][d][0] + what[a][d][1]).sum()
+        };
+        v.push(json!({
+            "name": i.name,
+            "port": i.port.and_then(|p| cfg.ports.get(p)).map(|p| p.name.clone()),
+            "vlan": i.vlan,
+            "bridge": i.bridge,
+            "members": i.members.iter().filter_map(|m| cfg.ifaces.get(*m)).map(|m| m.name.clone()).collect::<Vec<_>>(),
+            "addresses": i.addresses.iter().map(|p| format!("{}/{}", p.ip, p.bits)).collect::<Vec<_>>(),
+            "groups": i.groups,
+            "packets_in": sum(&st.packets, 0),
+            "packets_out": sum(&st.packets, 1),
+            "bytes_in": sum(&st.bytes, 0),
+            "bytes_out": sum(&st.bytes, 1),
+            "errors": st.errors,
+            "counters": counters,
+        }));
+    }
+    v
+}
+
+fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
+    let list = interfaces_data(sh);
+    let mut text = String::new();
+    for i in &list {
+        let groups: Vec<&str> = i["groups"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let addrs: Vec<&str> = i["addresses"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        text += &format!(
+            "{}{}{}{}\n",
+            i["name"].as_str().unwrap_or(""),
+            match (i["port"].as_str(), i["vlan"].as_u64()) {
+                (Some(p), Some(v)) => format!(" (port {p} vlan {v})"),
+                (Some(p), None) => format!(" (port {p})"),
+                _ => " (bridge)".into(),
+            },
+            if addrs.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", addrs.join(" "))
+            },
+            if groups.is_empty() {
+                String::new()
+            } else {
+                format!(" groups: {}", groups.join(" "))
+            }
+        );
+        if verbose {
+            for fam in ["inet", "inet6"] {
+                for dir in ["in", "out"] {
+                    for act in ["pass", "block"] {
+                        let c = &i["counters"][format!("{fam}_{dir}_{act}")];
+                        text += &format!(
+                            "\t{}{}/{}:{}[ Packets: {:<10} Bytes: {:<12}]\n",
+                            if dir == "in" { "In" } else { "Out" },
+                            if fam == "inet" { "4" } else { "6" },
+                            if act == "pass" { "Pass" } else { "Block" },
+                            if dir == "in" && act == "pass" {
+                                "   "
+                            } else if dir == "in" || act == "pass" {
+                                "  "
+                            } else {
+                                " "
+                            },
+                            c["packets"],
+                            c["bytes"]
+                        );
+                    }
+                }
+            }
+            text += &format!("\tErrors: {}\n", i["errors"]);
+        }
+    }
+    done(text, Value::Array(list))
+}
+
+fn show_tables(sh: &Shared, verbose: bool) -> Value {
+    let dp = sh.dp();
+    let e = dp.filter.engine();
+    let t = e.tables();
+    let mut names: Vec<&String> = t.tables.keys().collect();
+    names.sort();
+    let mut text = String::new();
+    let mut list = Vec::new();
+    for n in names {
+        let tab = &t.tables[n];
+        if verbose {
+            text += &format!("{n}\t{} addresses\n", tab.len());
+        } else {
+            text += &format!("{n}\n");
+        }
+        list.push(json!({"name": n, "count": tab.len()}));
+    }
+    done(text, Value::Array(list))
+}
+
+fn show_anchors(sh: &Shared) -> Value {
+    let names = sh.dp().filter.engine().anchor_names();
+    let e_rules = |n: &str| {
+        sh.dp()
+            .filter
+            .engine()
+            .listing(n)
+            .map(|l| l.len())
+            .unwrap_or(0)
+    };
+    let mut text = String::new();
+    let mut list = Vec::new();
+    for n in &names {
+        text += &format!("  {n}\n");
+        list.push(json!({"name": n, "rules": e_rules(n)}));
+    }
+    done(text, Value::Array(list))
+}
+
+fn show_timeouts(sh: &Shared) -> Value {
+    let dp = sh.dp();
+    let st = &dp.filter.states;
+    let mut text = String::new();
+    let mut m = serde_json::Map::new();
+    for (i, t) in Timeout::ALL.iter().enumerate() {
+        let v = st.timeouts[i];
+        let unit = if matches!(t, Timeout::AdaptiveStart | Timeout::AdaptiveEnd) {
+            " states"
+        } else {
+            "s"
+        };
+        text += &format!("{:<20}{v:>9}{unit}\n", t.name());
+        m.insert(t.name().into(), json!(v));
+    }
+    done(text, Value::Object(m))
+}
+
+fn show_limits(sh: &Shared) -> Value {
+    let dp = sh.dp();
+    let states = dp.filter.states.limit as u64;
+    let frags = dp.filter.frags.limit as u64;
+    let configured = |name: &str, default: u64| -> u64 {
+        sh.limits
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v as u64)
+            .unwrap_or(default)
+    };
+    // pf's pools, in `pfctl -sm`'s order; only states and frags are
+    // enforced by Palisade so far.
+    let rows = [
+        ("states", states, true),
+        ("src-nodes", configured("src-nodes", 10_000), false),
+        ("frags", frags, true),
+        ("tables", configured("tables", 1_000), false),
+        ("table-entries", configured("table-entries", 200_000), false),
+    ];
+    let mut text = String::new();
+    let mut m = serde_json::Map::new();
+    for (n, v, enforced) in rows {
+        text += &format!(
+            "{n:<14}hard limit {v:>8}{}\n",
+            if enforced { "" } else { "  (not enforced)" }
+        );
+        m.insert(n.into(), json!({"limit": v, "enforced": enforced}));
+    }
+    done(text, Value::Object(m))
+}
+
+fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let l = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = l.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn show_memory(sh: &Shared) -> Value {
+    let dp = sh.dp();
+    let states = dp.filter.states.len() as u64;
+    let state_size = std::mem::size_of::<palisade_filter::state::State>() as u64;
+    let entries: u64 = dp
+        .filter
+        .engine()
+        .tables()
+        .tables
+        .values()
+        .map(|t| t.len() as u64)
+        .sum();
+    let rss = rss_bytes().unwrap_or(0);
+    let text = format!(
+        "process (resident)        {rss:>14} bytes\nstates                    {states:>14} (about {} bytes)\ntable entries             {entries:>14}\nfragments held            {:>14}\n",
+        states * (state_size + 48),
+        dp.filter.counters.fragments_held
+    );
+    done(
+        text,
+        json!({
+            "rss_bytes": rss,
+            "states": states,
+            "state_bytes_estimate": states * (state_size + 48),
+            "table_entries": entries,
+        }),
+    )
+}
+
+/// An address or network from the command line: `192.0.2.1`,
+/// `2001:db8::/32`, `!192.0.2.5` (negated, for add/replace).
+pub fn parse_net(s: &str) -> Result<(bool, Addr), String> {
+    let (neg, rest) = match s.strip_prefix('!') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let (a, bits) = match rest.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (rest, None),
+    };
+    let ip: IpAddr = a
+        .parse()
+        .map_err(|_| format!("'{s}': not an address (expected e.g. 192.0.2.1, 2001:db8::/32)"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        None => max,
+        Some(b) => match b.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return Err(format!("'{s}': bad prefix length (0-{max})")),
+        },
+    };
+    Ok((neg, Addr::Net { ip, bits }))
+}
+
+fn table(sh: &Shared, req: &Value) -> Value {
+    let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
+        return fail("table: missing the table's name");
+    };
+    let op = req["op"].as_str().unwrap_or("");
+    let mut addrs = Vec::new();
+    for a in req["addrs"].as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
+        match a.as_str().map(parse_net) {
+            Some(Ok(x)) => addrs.push(x),
+            Some(Err(e)) => return fail(format!("table {name} {op}: {e}")),
+            None => return fail(format!("table {name} {op}: addresses must be strings")),
+        }
+    }
+    let now = wall_secs();
+    let dp = sh.dp();
+    let e = dp.filter.engine();
+    let mut ts = e.tables_mut();
+    let exists = ts.tables.contains_key(name);
+    let needs = |ok: bool| -> Option<Value> {
+        (!ok).then(|| fail(format!("table <{name}>: no such table")))
+    };
+    match op {
+        "add" => {
+            let t = ts
+                .tables
+                .entry(name.to_string())
+                .or_insert_with(|| palisade_filter::AddrTable::born_at(now));
+            let mut added = 0;
+            for (neg, a) in &addrs {
+                if !t.has_exact(a) {
+                    added += 1;
+                }
+                t.insert_at(a, *neg, now);
+            }
+            done(
+                format!("{added}/{} addresses added.\n", addrs.len()),
+                json!({"added": added, "given": addrs.len()}),
+            )
+        }
+        "delete" => {
+            if let Some(f) = needs(exists) {
+                return f;
+            }
+            let t = ts.tables.get_mut(name).expect("checked");
+            let deleted = addrs.iter().filter(|(_, a)| t.remove(a)).count();
+            done(
+                format!("{deleted}/{} addresses deleted.\n", addrs.len()),
+                json!({"deleted": deleted, "given": addrs.len()}),
+            )
+        }
+        "replace" => {
+            let t = ts
+                .tables
+                .entry(name.to_string())
+                .or_insert_with(|| palisade_filter::AddrTable::born_at(now));
+            let before: Vec<(bool, IpAddr, u8)> = t.all();
+            let wanted: Vec<(bool, IpAddr, u8)> = addrs
+                .iter()
+                .map(|(n, a)| (*n, masked_ip(a), bits_of(a)))
+                .collect();
+            let mut deleted = 0;
+            for (n, ip, bits) in &before {
+                if !wanted.contains(&(*n, *ip, *bits)) {
+                    t.remove(&Addr::Net {
+                        ip: *ip,
+                        bits: *bits,
+                    });
+                    deleted += 1;
+                }
+            }
+            let mut added = 0;
+            for ((neg, a), w) in addrs.iter().zip(&wanted) {
+                if !before.contains(w) {
+                    added += 1;
+                    t.insert_at(a, *neg, now);
+                }
+            }
+            done(
+                format!("{added} addresses added.\n{deleted} addresses deleted.\n"),
+                json!({"added": added, "deleted": deleted}),
+            )
+        }
+        "show" => {
+            if let Some(f) = needs(exists) {
+                return f;
+            }
+            let t = &ts.tables[name];
+            let mut text = String::new();
+            let mut list = Vec::new();
+            for (neg, ip, bits) in t.all() {
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                let s = if bits == max {
+                    ip.to_string()
+                } else {
+                    format!("{ip}/{bits}")
+                };
+                let s = if neg { format!("!{s}") } else { s };
+                text += &format!("   {s}\n");
+                list.push(json!(s));
+            }
+            for (lo, hi, neg) in t.ranges() {
+                let s = format!("{}{lo} - {hi}", if *neg { "!" } else { "" });
+                text += &format!("   {s}\n");
+                list.push(json!(s));
+            }
+            done(text, Value::Array(list))
+        }
+        "flush" => {
+            if let Some(f) = needs(exists) {
+                return f;
+            }
+            let n = ts.tables.get_mut(name).expect("checked").clear();
+            done(format!("{n} addresses deleted.\n"), json!({"deleted": n}))
+        }
+        "test" => {
+            if let Some(f) = needs(exists) {
+                return f;
+            }
+            let t = &ts.tables[name];
+            let mut matched = Vec::new();
+            for (_, a) in &addrs {
+                if let Addr::Net { ip, .. } = a {
+                    if t.contains(ip) {
+                        matched.push(ip.to_string());
+                    }
+                }
+            }
+            let all = matched.len() == addrs.len() && !addrs.is_empty();
+            json!({
+                "ok": all,
+                "text": format!("{}/{} addresses match.\n", matched.len(), addrs.len()),
+                "data": {"matched": matched, "given": addrs.len(), "all": all},
+            })
+        }
+        "expire" => {
+            if let Some(f) = needs(exists) {
+                return f;
+            }
+            let Some(secs) = req["seconds"].as_u64() else {
+                return fail(format!("table {name} expire: missing SECONDS"));
+            };
+            let gone = ts
+                .tables
+                .get_mut(name)
+                .expect("checked")
+                .expire(now.saturating_sub(secs));
+            done(
+                format!("{}/{} addresses expired.\n", gone.len(), gone.len()),
+                json!({"expired": gone.iter().map(|(_, ip, b)| format!("{ip}/{b}")).collect::<Vec<_>>()}),
+            )
+        }
+        "" => {
+            fail("table: missing the operation (add, delete, replace, show, flush, test, expire)")
+        }
+        o => fail(format!(
+            "table: unknown operation '{o}' (add, delete, replace, show, flush, test, expire)"
+        )),
+    }
+}
+
+fn masked_ip(a: &Addr) -> IpAddr {
+    match a {
+        Addr::Net {
+            ip: IpAddr::V4(x),
+            bits,
+        } => {
+            let m = if *bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - *bits as u32)
+            };
+            IpAddr::V4((u32::from(*x) & m).into())
+        }
+        Addr::Net {
+            ip: IpAddr::V6(x),
+            bits,
+        } => {
+            let m = if *bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - *bits as u32)
+            };
+            IpAddr::V6((u128::from(*x) & m).into())
+        }
+        _ => IpAddr::V4(0.into()),
+    }
+}
+
+fn bits_of(a: &Addr) -> u8 {
+    match a {
+        Addr::Net { bits, .. } => *bits,
+        _ => 0,
+    }
+}
+
+fn anchor(sh: &Shared, req: &Value) -> Value {
+    let Some(name) = req["name"]
+        .as_str()
+        .map(|n| n.trim_matches('/'))
+        .filter(|n| !n.is_empty())
+    else {
+        return fail("anchor: missing the anchor's name");
+    };
+    match req["op"].as_str() {
+        Some("load") => {
+            let Some(rules) = req["rules"].as_str() else {
+                return fail("anchor load: missing the rules");
+            };
+            let file = req["file"].as_str().unwrap_or("stdin");
+            let opts = ParseOptions {
+                host: sh.host.clone(),
+                anchor: Some(name.to_string()),
+                ..Default::default()
+            };
+            let out = parse_bytes(file, None, rules.as_bytes().to_vec(), &opts);
+            let mut msgs = out.stderr.clone();
+            if out.errors > 0 {
+                msgs.push(format!(
+                    "palisade: anchor {name}: {} error{}: not loaded; the anchor keeps its rules",
+                    out.errors,
+                    if out.errors == 1 { "" } else { "s" }
+                ));
+                return fail(msgs.join("\n"));
+            }
+            if !out.config.tables.is_empty() || !out.config.options.is_empty() {
+                msgs.push(format!(
+                    "palisade: warning: anchor {name}: tables and `set` options in {file} are not loaded (only rules are)"
+                ));
+            }
+            sh.dp().filter.engine().load_anchor(name, &out.config.main);
+            let n = out.config.main.rules.len();
+            sh.anchors().insert(name.to_string(), out.config.main);
+            msgs.push(format!("palisade: anchor {name}: {n} rules loaded"));
+            done(msgs.join("\n") + "\n", json!({"anchor": name, "rules": n}))
+        }
+        Some("flush") => {
+            sh.dp().filter.engine().flush_anchor(name);
+            let had = sh.anchors().remove(name).is_some();
+            done(
+                format!("rules cleared\n"),
+                json!({"anchor": name, "was_loaded": had}),
+            )
+        }
+        Some("show") => show_rules(sh, name, req["verbose"].as_bool().unwrap_or(false)),
+        Some(o) => fail(format!(
+            "anchor: unknown operation '{o}' (load, flush, show)"
+        )),
+        None => fail("anchor: missing the operation (load, flush, show)"),
+    }
+}
+
+/// A host or network matcher for `state kill`.
+fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
+    let (_, a) = parse_net(spec)?;
+    let (net, bits) = match a {
+        Addr::Net { bits, .. } => (masked_ip(&a), bits),
+        _ => unreachable!("parse_net gives networks"),
+    };
+    Ok(move |ip: &IpAddr| {
+        ip.is_ipv4() == net.is_ipv4() && masked_ip(&Addr::Net { ip: *ip, bits }) == net
+    })
+}
+
+fn kill(sh: &Shared, req: &Value) -> Value {
+    let mut dp = sh.dp();
+    let st = &mut dp.filter.states;
+    let ids: Vec<u64> = if let Some(id) = req["id"].as_str() {
+        let Ok(id) = u64::from_str_radix(id.trim_start_matches("0x"), 16) else {
+            return fail(format!(
+                "state kill: '{id}': not a state id (hex, as show states -v prints it)"
+            ));
+        };
+        st.iter().filter(|s| s.id == id).map(|s| s.id).collect()
+    } else if let Some(h) = req["host"].as_str() {
+        let src = match net_match(h) {
+            Ok(m) => m,
+            Err(e) => return fail(format!("state kill: {e}")),
+        };
+        let dst = match req["to"].as_str().map(net_match) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(e)) => return fail(format!("state kill: {e}")),
+        };
+        st.iter()
+            .filter(|s| {
+                let t = s.translated.as_ref();
+                let from = src(&s.key.src) || t.is_some_and(|t| src(&t.src));
+                let to = dst
+                    .as_ref()
+                    .is_none_or(|d| d(&s.key.dst) || t.is_some_and(|t| d(&t.dst)));
+                from && to
+            })
+            .map(|s| s.id)
+            .collect()
+    } else {
+        return fail("state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]] or --id ID");
+    };
+    for id in &ids {
+        st.remove(*id);
+    }
+    done(
+        format!("killed {} states\n", ids.len()),
+        json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
+    )
+}
+
+/// One pflog record (header and packet) as one line, the way
+/// `tcpdump -n -e` prints pflog: rule, action, direction, interface, flow.
+pub fn log_line(rec: &[u8]) -> String {
+    use palisade_wire::pflog::{action, PflogHeader};
+    let Some((h, n)) = PflogHeader::parse(rec) else {
+        return "(unreadable pflog record)".into();
+    };
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = ts.as_secs() % 86400;
+    let rule = if h.rulenr == u32::MAX {
+        "-1".to_string()
+    } else if h.ruleset.is_empty() {
+        h.rulenr.to_string()
+    } else {
+        format!("{}.{}", h.rulenr, h.ruleset)
+    };
+    let sub = if h.subrulenr == u32::MAX {
+        "0".to_string()
+    } else {
+        h.subrulenr.to_string()
+    };
+    let reason = PF_REASONS.get(h.reason as usize).copied().unwrap_or("?");
+    let act = match h.action {
+        action::PASS => "pass",
+        action::DROP => "block",
+        action::MATCH => "match",
+        _ => "other",
+    };
+    let dir = if h.dir == 2 { "out" } else { "in" };
+    let pkt = &rec[n.min(rec.len())..];
+    let what = match palisade_wire::parse_ip(pkt) {
+        Err(_) => format!("malformed packet, {} bytes", pkt.len()),
+        Ok(i) => match i.l4 {
+            palisade_wire::L4::Tcp {
+                sport,
+                dport,
+                flags,
+                ..
+            } => {
+                let mut f = String::new();
+                for (bit, c) in [
+                    (0x02, 'S'),
+                    (0x01, 'F'),
+                    (0x04, 'R'),
+                    (0x08, 'P'),
+                    (0x10, '.'),
+                ] {
+                    if flags & bit != 0 {
+                        f.push(c);
+                    }
+                }
+                format!(
+                    "{}.{sport} > {}.{dport}: Flags [{f}], length {}",
+                    i.src, i.dst, i.len
+                )
+            }
+            palisade_wire::L4::Udp { sport, dport } => {
+                format!(
+                    "{}.{sport} > {}.{dport}: UDP, length {}",
+                    i.src, i.dst, i.len
+                )
+            }
+            palisade_wire::L4::Icmp { ty, code, .. } => {
+                format!(
+                    "{} > {}: ICMP type {ty} code {code}, length {}",
+                    i.src, i.dst, i.len
+                )
+            }
+            palisade_wire::L4::Icmp6 { ty, code, .. } => {
+                format!(
+                    "{} > {}: ICMP6 type {ty} code {code}, length {}",
+                    i.src, i.dst, i.len
+                )
+            }
+            palisade_wire::L4::None => format!("{} > {}: length {}", i.src, i.dst, i.len),
+        },
+    };
+    format!(
+        "{}.{:06} rule {rule}/{sub}({reason}): {act} {dir} on {}: {what}",
+        hms(secs),
+        ts.subsec_micros(),
+        h.ifname
+    )
+}
