@@ -73,6 +73,21 @@ pub struct Counters {
     pub log_dropped: u64,
 }
 
+/// A random seed from the kernel (getrandom), or the clock if that fails.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the 8 bytes we pass.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    }
+}
+
 /// One interface's packets and bytes through pf, indexed [IPv4, IPv6]
 /// [in, out] [passed, blocked], and the malformed packets dropped on it.
 #[derive(Clone, Debug, Default)]
@@ -116,6 +131,7 @@ pub struct Dataplane {
     names: Vec<std::sync::Arc<str>>,
     /// Per logical interface: what pf saw, as `pfctl -vvsI` counts it.
     pub if_stats: Vec<IfStats>,
+    rng: u64,
     logging: bool,
     log: Vec<Vec<u8>>,
 }
@@ -201,6 +217,7 @@ impl Dataplane {
             host: None,
             names: cfg_names,
             if_stats: vec![IfStats::default(); n_ifaces],
+            rng: seed(),
             logging: false,
             log: Vec::new(),
         }
@@ -224,7 +241,8 @@ impl Dataplane {
     ) -> palisade_filter::Decision {
         let name = self.names[ix].clone();
         let iface: &str = &name;
-        let d = self.filter.process(pkt, iface, dir, now);
+        let random = self.random();
+        let d = self.filter.process_with(pkt, iface, dir, now, random);
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
             let out = (dir == Direction::Out) as usize;
@@ -249,6 +267,18 @@ impl Dataplane {
             }
         }
         d
+    }
+
+    /// Randomness for pf (translation ports, `probability`, modulated and
+    /// synproxy sequence numbers): splitmix64 over a seed from the kernel.
+    /// Without it translation ports would repeat after states go, and
+    /// collide with connections the servers still hold.
+    fn random(&mut self) -> u32 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
     }
 
     /// Keep pflog records of what rules log (for a pflog file).

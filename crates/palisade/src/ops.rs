@@ -376,8 +376,10 @@ fn show_info(sh: &Shared) -> Value {
     );
     text += "Counters\n";
     if let Some(m) = d["reasons"].as_object() {
-        for (r, v) in m {
-            let v = v.as_u64().unwrap_or(0);
+        // pf's in pfctl's order, then Palisade's own.
+        let ours = m.keys().filter(|k| !PF_REASONS.contains(&k.as_str()));
+        for r in PF_REASONS.iter().copied().chain(ours.map(String::as_str)) {
+            let v = m.get(r).and_then(|v| v.as_u64()).unwrap_or(0);
             text += &format!("  {r:<29} {v:>14} {:>14}\n", rate(v));
         }
     }

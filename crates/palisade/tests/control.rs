@@ -1,0 +1,782 @@
+//! Operating a running daemon through its control socket: every command
+//! of `palisade show|table|anchor|state|reload|log`, their `--json`
+//! output field by field, table changes on traffic, the socket's refusals
+//! (non-root peers, malformed requests), 1,000 concurrent calls during
+//! traffic, the pflog file, and the metrics listener agreeing with
+//! `show info`.
+//!
+//!   src 198.18.0.1, 2001:db8:a::1 -- a0 [fw] b0 -- dst 198.19.0.1, 2001:db8:b::1
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn palisade() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+const PF: &str = "\
+set limit states 5000
+set timeout tcp.first 60
+table <allowed> persist { 2001:db8:a::99 }
+block log all
+pass proto icmp
+pass proto ipv6-icmp
+pass in on a0 proto tcp from <allowed> to port 8080
+pass in on a0 proto tcp to port 7000
+match out on b0 proto tcp to port 7000 nat-to 198.19.0.254
+anchor \"extra\"
+pass out
+";
+
+struct Ctl {
+    sock: String,
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(palisade())
+            .args(args)
+            .args(["-s", &self.sock])
+            .output()
+            .unwrap()
+    }
+
+    /// Run, expect success, return stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+}
+
+/// A raw request on the socket, as root.
+fn raw(sock: &str, line: &str) -> Value {
+    let s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = &s;
+    w.write_all(line.as_bytes()).unwrap();
+    w.write_all(b"\n").unwrap();
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+fn tmpdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("palisade-control-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An echo server on dst: one line back per line.
+fn echo_server(ns: &str, bind: &'static str) {
+    let l = in_netns(ns, move || std::net::TcpListener::bind(bind).unwrap())
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    let _ = writeln!(w, "{line}");
+                }
+            });
+        }
+    });
+}
+
+fn connect(ns: &str, to: &'static str) -> std::io::Result<std::net::TcpStream> {
+    in_netns(ns, move || {
+        std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(2))
+    })
+    .join()
+    .unwrap()
+}
+
+fn echo(s: &std::net::TcpStream, what: &str) -> String {
+    let mut w = s.try_clone().unwrap();
+    if writeln!(w, "{what}").is_err() {
+        return String::new();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+    line.trim().to_string()
+}
+
+fn passes(ns: &str, url: &str) -> bool {
+    curl(ns, url, "3").0 == 0
+}
+
+/// The value of a metric line `name{labels} value` (exact name+labels).
+fn metric(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn find_rule<'a>(rules: &'a Value, text: &str) -> &'a Value {
+    rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == text)
+        .unwrap_or_else(|| panic!("no rule '{text}' in {rules}"))
+}
+
+#[test]
+fn control_commands_against_a_running_daemon() {
+    require_root();
+    let (_ns, src, fw, dst) = routed("ctl");
+    for (n, a, gw) in [
+        (&src, "2001:db8:a::1/64", "2001:db8:a::254"),
+        (&dst, "2001:db8:b::1/64", "2001:db8:b::254"),
+    ] {
+        ns_exec(n, &["ip", "-6", "addr", "add", a, "dev", "eth0", "nodad"]);
+        ns_exec(n, &["ip", "-6", "route", "add", "default", "via", gw]);
+    }
+    serve(&dst, "198.19.0.1:8080");
+    serve(&dst, "198.19.0.1:9090");
+    echo_server(&dst, "198.19.0.1:7000");
+    let d = tmpdir();
+    let pf = d.join("pf.conf");
+    std::fs::write(&pf, PF).unwrap();
+    let sock = d.join("palisade.sock").to_str().unwrap().to_string();
+    let pflog = d.join("pflog");
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\ncontrol = \"{sock}\"\npflog = \"{}\"\nmetrics = \"127.0.0.1:9101\"\nworkers = 1\n\
+             [[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+             [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\", \"2001:db8:a::254/64\"]\n\
+             [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\", \"2001:db8:b::254/64\"]\n",
+            pflog.display()
+        ),
+    )
+    .unwrap();
+    ns_exec(&fw, &["ip", "link", "set", "lo", "up"]);
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+    }
+    let c = Ctl { sock: sock.clone() };
+
+    // --- Tables: a blocked host becomes allowed after `add`, and back.
+    assert!(
+        !passes(&src, "http://198.19.0.1:8080/"),
+        "not in <allowed> yet"
+    );
+    assert_eq!(
+        c.ok(&["table", "allowed", "add", "198.18.0.1", "2001:db8:a::1"]),
+        "2/2 addresses added.\n"
+    );
+    assert!(passes(&src, "http://198.19.0.1:8080/"), "allowed at once");
+    let shown = c.json(&["table", "allowed", "show"]);
+    let mut entries: Vec<&str> = shown
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["198.18.0.1", "2001:db8:a::1", "2001:db8:a::99"]);
+    assert_eq!(
+        c.ok(&["table", "allowed", "test", "198.18.0.1"]),
+        "1/1 addresses match.\n"
+    );
+    let o = c.run(&["table", "allowed", "test", "192.0.2.77"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "test fails when an address does not match"
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "0/1 addresses match.\n");
+    assert_eq!(
+        c.ok(&["table", "allowed", "delete", "198.18.0.1"]),
+        "1/1 addresses deleted.\n"
+    );
+    assert!(
+        !passes(&src, "http://198.19.0.1:8080/"),
+        "blocked again after delete"
+    );
+    let r = c.json(&[
+        "table",
+        "allowed",
+        "replace",
+        "198.18.0.0/24",
+        "2001:db8:a::99",
+    ]);
+    assert_eq!(
+        (r["added"].as_u64(), r["deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    assert!(
+        passes(&src, "http://198.19.0.1:8080/"),
+        "allowed by the /24"
+    );
+    let t0 = c.json(&["show", "tables"]);
+    assert_eq!(t0[0]["name"], "allowed");
+    assert_eq!(t0[0]["count"], 2);
+    // A table not in pf.conf is created by `add` (pf does the same).
+    c.ok(&["table", "scratch", "add", "192.0.2.1"]);
+    let r = c.json(&["table", "scratch", "expire", "3600"]);
+    assert_eq!(r["expired"].as_array().unwrap().len(), 0, "{r}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let r = c.json(&["table", "scratch", "expire", "1"]);
+    assert_eq!(r["expired"], serde_json::json!(["192.0.2.1/32"]));
+    c.ok(&["table", "scratch", "add", "192.0.2.2", "192.0.2.3"]);
+    assert_eq!(
+        c.ok(&["table", "scratch", "flush"]),
+        "2 addresses deleted.\n"
+    );
+    let o = c.run(&["table", "allowed", "add", "192.0.2.300"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("'192.0.2.300': not an address"));
+    let o = c.run(&["table", "nosuch", "show"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no such table"));
+
+    // --- States, with NAT, and show rules with counters.
+    let held = connect(&src, "198.19.0.1:7000").expect("port 7000 open");
+    assert_eq!(echo(&held, "one"), "one");
+    let states = c.json(&["show", "states"]);
+    let natted = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["dst"]["port"] == 7000 && s["dir"] == "out")
+        .unwrap_or_else(|| panic!("{states}"));
+    assert_eq!(natted["proto"], "tcp");
+    assert_eq!(natted["iface"], "b0");
+    assert_eq!(natted["src"]["addr"], "198.18.0.1");
+    assert_eq!(natted["dst"]["addr"], "198.19.0.1");
+    assert_eq!(natted["nat_src"]["addr"], "198.19.0.254");
+    assert!(natted["nat_dst"].is_null());
+    assert_eq!(natted["state"], "ESTABLISHED:ESTABLISHED");
+    assert!(natted["packets"].as_u64().unwrap() >= 5, "{natted}");
+    assert!(natted["bytes"].as_u64().unwrap() > 200, "{natted}");
+    assert!(natted["expires_s"].as_u64().unwrap() > 80_000, "{natted}");
+    assert!(natted["age_s"].as_u64().unwrap() < 60, "{natted}");
+    assert_eq!(natted["id"].as_str().unwrap().len(), 16);
+    let text = c.ok(&["show", "states", "-v"]);
+    assert!(
+        text.contains("198.19.0.254:")
+            && text.contains("age 00:00:")
+            && text.contains("expires in 23:59:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("id: {}", natted["id"].as_str().unwrap())),
+        "{text}"
+    );
+
+    let rules = c.json(&["show", "rules", "-v"]);
+    let r7000 = find_rule(
+        &rules,
+        "pass in on a0 proto tcp from any to any port = 7000 flags S/SA",
+    );
+    assert_eq!(r7000["states"], 1, "{r7000}");
+    assert_eq!(r7000["state_creations"], 1, "{r7000}");
+    assert!(r7000["packets"].as_u64().unwrap() >= 5, "{r7000}");
+    assert!(r7000["evaluations"].as_u64().unwrap() >= 1, "{r7000}");
+    assert!(r7000["bytes"].as_u64().unwrap() >= r7000["packets"].as_u64().unwrap() * 40);
+    let block = find_rule(&rules, "block drop log all");
+    assert!(
+        block["packets"].as_u64().unwrap() >= 2,
+        "the curls blocked before: {block}"
+    );
+    let text = c.ok(&["show", "rules", "-v"]);
+    assert!(
+        text.contains(
+            "@4 pass in on a0 proto tcp from any to any port = 7000 flags S/SA\n  [ Evaluations: "
+        ),
+        "{text}"
+    );
+    assert!(c.ok(&["show", "rules"]).starts_with("block drop log all\n"));
+
+    // --- state kill: by host, then by id.
+    let o = c.ok(&[
+        "state",
+        "kill",
+        "--host",
+        "198.18.0.1",
+        "--to",
+        "198.19.0.1",
+    ]);
+    assert!(
+        o.starts_with("killed ") && !o.starts_with("killed 0 "),
+        "{o}"
+    );
+    assert_eq!(echo(&held, "two"), "", "the connection's states are gone");
+    drop(held);
+    let held = connect(&src, "198.19.0.1:7000").unwrap_or_else(|e| {
+        panic!(
+            "port 7000: {e}\n{}\n{}\n{}",
+            c.ok(&["show", "states", "-v"]),
+            c.ok(&["show", "info"]),
+            c.ok(&["show", "rules", "-v"])
+        )
+    });
+    assert_eq!(echo(&held, "three"), "three");
+    let victim = connect(&src, "198.19.0.1:7000").expect("port 7000 open");
+    assert_eq!(echo(&victim, "v"), "v");
+    let vport = victim.local_addr().unwrap().port();
+    let states = c.json(&["show", "states"]);
+    let ids: Vec<String> = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["src"]["port"] == vport)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 2, "in on a0 and out on b0: {states}");
+    for id in &ids {
+        let k = c.json(&["state", "kill", "--id", id]);
+        assert_eq!(k["killed"], 1);
+        assert_eq!(k["ids"], serde_json::json!([id]));
+    }
+    assert_eq!(echo(&victim, "gone"), "");
+    assert_eq!(
+        echo(&held, "still"),
+        "still",
+        "only the victim's states went"
+    );
+    let o = c.run(&["state", "kill", "--id", "xyz"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not a state id"));
+
+    // --- Anchors: load, show, flush; a bad file changes nothing.
+    assert!(!passes(&src, "http://198.19.0.1:9090/"));
+    let extra = d.join("extra.conf");
+    std::fs::write(&extra, "pass in on a0 proto tcp to port 9090\n").unwrap();
+    c.ok(&["anchor", "extra", "load", "-f", extra.to_str().unwrap()]);
+    assert!(
+        passes(&src, "http://198.19.0.1:9090/"),
+        "the anchor's rule applies"
+    );
+    let a = c.json(&["show", "anchors"]);
+    assert_eq!(a[0]["name"], "extra");
+    assert_eq!(a[0]["rules"], 1);
+    let ar = c.json(&["anchor", "extra", "show"]);
+    assert_eq!(
+        ar[0]["rule"],
+        "pass in on a0 proto tcp from any to any port = 9090 flags S/SA"
+    );
+    assert!(ar[0]["packets"].as_u64().unwrap() >= 3, "{ar}");
+    let bad = d.join("bad.conf");
+    std::fs::write(
+        &bad,
+        "pass in on a0 proto tcp to port 9090\npass bogus\npass to port 70000\n",
+    )
+    .unwrap();
+    let o = c.run(&["anchor", "extra", "load", "-f", bad.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out.contains("bad.conf:2:")
+            && out.contains("bad.conf:3:")
+            && out.contains("keeps its rules"),
+        "{out}"
+    );
+    assert!(
+        passes(&src, "http://198.19.0.1:9090/"),
+        "still the old anchor rules"
+    );
+    c.ok(&["anchor", "extra", "flush"]);
+    assert!(!passes(&src, "http://198.19.0.1:9090/"), "flushed");
+    assert!(c.json(&["show", "anchors"]).as_array().unwrap().is_empty());
+
+    // --- Listings: info, interfaces, timeouts, limits, memory.
+    let info = c.json(&["show", "info"]);
+    assert_eq!(info["status"], "enabled");
+    for k in [
+        "states",
+        "state_searches",
+        "state_inserts",
+        "packets",
+        "passed",
+        "blocked",
+    ] {
+        assert!(info[k].is_u64(), "{k}: {info}");
+    }
+    assert!(info["blocked"].as_u64().unwrap() >= 3);
+    assert!(info["reasons"]["match"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        info["reasons"]["state-mismatch"].as_u64().map(|_| ()),
+        Some(())
+    );
+    assert!(info["dataplane"]["routed"].as_u64().unwrap() > 10);
+    let text = c.ok(&["show", "info"]);
+    assert!(
+        text.starts_with("Status: Enabled for 0 days 00:0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  current entries") && text.contains("Counters\n  match "),
+        "{text}"
+    );
+    let ifs = c.json(&["show", "interfaces"]);
+    let a0 = &ifs[0];
+    assert_eq!(a0["name"], "a0");
+    assert_eq!(a0["port"], "a0");
+    assert_eq!(
+        a0["addresses"],
+        serde_json::json!(["198.18.0.254/24", "2001:db8:a::254/64"])
+    );
+    assert!(a0["packets_in"].as_u64().unwrap() > 10);
+    assert!(a0["counters"]["inet_in_block"]["packets"].as_u64().unwrap() >= 3);
+    assert!(a0["counters"]["inet6_in_pass"]["packets"].is_u64());
+    assert_eq!(a0["errors"], 0);
+    assert_eq!(ifs[1]["name"], "b0");
+    let text = c.ok(&["show", "interfaces", "-v"]);
+    assert!(
+        text.contains("a0 (port a0) 198.18.0.254/24") && text.contains("In4/Pass:"),
+        "{text}"
+    );
+    let to = c.json(&["show", "timeouts"]);
+    assert_eq!(to["tcp.first"], 60, "set timeout applies");
+    assert_eq!(to["tcp.established"], 86400);
+    assert_eq!(to["udp.first"], 60);
+    assert!(c
+        .ok(&["show", "timeouts"])
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["tcp.established", "86400s"]));
+    let lim = c.json(&["show", "limits"]);
+    assert_eq!(lim["states"]["limit"], 5000);
+    assert_eq!(lim["states"]["enforced"], true);
+    assert_eq!(lim["frags"]["enforced"], true);
+    assert_eq!(lim["src-nodes"]["enforced"], false);
+    assert!(c
+        .ok(&["show", "limits"])
+        .contains("states        hard limit     5000"));
+    let mem = c.json(&["show", "memory"]);
+    assert!(mem["rss_bytes"].as_u64().unwrap() > 1_000_000, "{mem}");
+    assert!(mem["states"].as_u64().unwrap() >= 1);
+    assert_eq!(mem["table_entries"], 2);
+
+    // --- log --follow: one line per logged packet, as it happens.
+    let mut follow = Command::new(palisade())
+        .args(["log", "--follow", "-s", &sock])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!passes(&src, "http://198.19.0.1:8081/"));
+    let line = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a line for the blocked SYN");
+    assert!(
+        line.contains("rule 0/0(match): block in on a0: 198.18.0.1.")
+            && line.contains("> 198.19.0.1.8081: Flags [S]"),
+        "{line}"
+    );
+    // SAFETY: stopping the follower we started, by its PID.
+    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    let _ = follow.wait();
+    // The pflog file, read by tcpdump.
+    let o = Command::new("tcpdump")
+        .args(["-n", "-e", "-r"])
+        .arg(&pflog)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("block in on a0") && l.contains("198.19.0.1.8081")),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // --- Metrics agree with show info.
+    let mut agreed = false;
+    let mut last = String::new();
+    for _ in 0..5 {
+        let m = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &fw,
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "http://127.0.0.1:9101/metrics",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&m.stdout).to_string();
+        let info = c.json(&["show", "info"]);
+        assert!(
+            text.contains("# TYPE palisade_rule_packets_total counter"),
+            "{text}"
+        );
+        let pairs = [
+            ("palisade_states", info["states"].as_u64()),
+            ("palisade_states_limit", Some(5000)),
+            (
+                "palisade_state_inserts_total",
+                info["state_inserts"].as_u64(),
+            ),
+            (
+                "palisade_packets_total{action=\"block\"}",
+                info["blocked"].as_u64(),
+            ),
+            (
+                "palisade_packets_total{action=\"pass\"}",
+                info["passed"].as_u64(),
+            ),
+            (
+                "palisade_reason_total{reason=\"match\"}",
+                info["reasons"]["match"].as_u64(),
+            ),
+            (
+                "palisade_dataplane_total{event=\"routed\"}",
+                info["dataplane"]["routed"].as_u64(),
+            ),
+        ];
+        last = pairs
+            .iter()
+            .filter(|(k, v)| metric(&text, k) != *v)
+            .map(|(k, v)| format!("{k}: metrics {:?}, show info {v:?}\n", metric(&text, k)))
+            .collect();
+        if last.is_empty() {
+            assert!(metric(&text, "palisade_interface_packets_total{interface=\"a0\",af=\"inet\",dir=\"in\",action=\"block\"}").unwrap() >= 3);
+            assert!(metric(&text, "palisade_rule_evaluations_total{anchor=\"\",nr=\"0\",rule=\"block drop log all\"}").unwrap() > 0);
+            agreed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agreed, "metrics and show info disagree:\n{last}");
+
+    // --- reload -f: another file; errors keep the running ruleset.
+    let other = d.join("other.conf");
+    std::fs::write(
+        &other,
+        "block log all\npass proto icmp\npass in on a0 proto tcp to port 9090\npass out\n",
+    )
+    .unwrap();
+    let o = c.ok(&["reload", "-f", other.to_str().unwrap()]);
+    assert!(o.contains("reloaded") && o.contains("other.conf"), "{o}");
+    assert!(passes(&src, "http://198.19.0.1:9090/"));
+    assert_eq!(echo(&held, "four"), "four", "states survive the reload");
+    std::fs::write(
+        &other,
+        "block all\npass to port 99999\npass from 300.1.1.1\n",
+    )
+    .unwrap();
+    let o = c.run(&["reload", "-f", other.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out.contains("other.conf:2:")
+            && out.contains("other.conf:3:")
+            && out.contains("the running ruleset stays"),
+        "{out}"
+    );
+    assert!(
+        passes(&src, "http://198.19.0.1:9090/"),
+        "the old ruleset still filters"
+    );
+    c.ok(&["reload"]);
+    assert!(
+        !passes(&src, "http://198.19.0.1:9090/"),
+        "back to the configured pf.conf"
+    );
+    assert_eq!(
+        c.json(&["table", "scratch", "show"]),
+        serde_json::json!([]),
+        "runtime tables survive reloads"
+    );
+
+    // --- The socket's refusals: malformed requests, unknown commands.
+    let a = raw(&sock, "hello");
+    assert_eq!(a["ok"], false);
+    assert!(
+        a["text"]
+            .as_str()
+            .unwrap()
+            .contains("bad request: not JSON"),
+        "{a}"
+    );
+    let a = raw(&sock, "{\"cmd\": \"frobnicate\"}");
+    assert!(
+        a["text"]
+            .as_str()
+            .unwrap()
+            .contains("unknown command 'frobnicate'"),
+        "{a}"
+    );
+    let a = raw(&sock, "{\"cmd\": \"show\", \"what\": \"bogus\"}");
+    assert!(
+        a["text"]
+            .as_str()
+            .unwrap()
+            .contains("unknown listing 'bogus'"),
+        "{a}"
+    );
+    let a = raw(&sock, "[1, 2]");
+    assert!(
+        a["text"]
+            .as_str()
+            .unwrap()
+            .contains("expected a JSON object"),
+        "{a}"
+    );
+    // Non-root: the socket's mode keeps them out; were it opened up, the
+    // daemon itself still refuses them.
+    let as_nobody = || {
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                palisade(),
+                "show",
+                "info",
+                "-s",
+                &sock,
+            ])
+            .output()
+            .unwrap()
+    };
+    let _ = std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(
+            "permission denied: the control socket answers root only (you are uid 65534)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    // --- 1,000 concurrent CLI calls while traffic flows.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &src,
+            "ping",
+            "-q",
+            "-c",
+            "400",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "198.19.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ping = Proc(Some(ping));
+    let t = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..1000 {
+        let what = ["info", "states", "rules", "interfaces"][i % 4];
+        let ch = Command::new(palisade())
+            .args(["show", what, "--json", "-s", &sock])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        calls.push(Proc(Some(ch)));
+    }
+    let spawned = t.elapsed();
+    let mut failed = 0;
+    for mut p in calls {
+        let ch = p.0.take().unwrap();
+        let o = ch.wait_with_output().unwrap();
+        if !o.status.success() {
+            failed += 1;
+            eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let all = t.elapsed();
+    let mut ping = ping;
+    let po = ping.0.take().unwrap().wait_with_output().unwrap();
+    let ptext = String::from_utf8_lossy(&po.stdout).to_string();
+    let loss: f64 = ptext
+        .split(", ")
+        .find(|s| s.ends_with("packet loss"))
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
+    let max_ms: f64 = ptext
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::MAX);
+    eprintln!(
+        "1000 concurrent CLI calls: spawned in {spawned:?}, all answered in {all:?}, {failed} failed; \
+         ping through the firewall meanwhile (400 at 10 ms): {loss}% loss, max rtt {max_ms} ms"
+    );
+    assert_eq!(failed, 0);
+    assert!(loss <= 1.0, "forwarding stalled: {ptext}");
+    assert!(max_ms < 500.0, "forwarding stalled: {ptext}");
+    assert!(
+        ok(&src, &["ping", "-c", "1", "-W", "2", "198.19.0.1"]),
+        "daemon alive"
+    );
+
+    let out = daemon.stop().unwrap();
+    assert!(out.status.success(), "{}", log.lock().unwrap());
+    assert!(!Path::new(&sock).exists(), "socket removed at exit");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn ns_exec(ns: &str, args: &[&str]) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
