@@ -5,7 +5,9 @@
 //! for the LAN), DMZ hosts (a mail server on 25, a web server on 80, one
 //! with a /32 and an off-subnet gateway) and a LAN web server. `up` starts
 //! everything, shows what passes and what is blocked, and prints commands
-//! to explore it; `down` removes it all.
+//! to explore it; `down` removes it all. `exec HOST -- COMMAND` runs a
+//! command on one of the hosts, `status` lists the hosts, their addresses
+//! and gateways, and the firewall's interfaces as pf.conf names them.
 //!
 //!   wan   203.0.113.1/24, 198.18.200.1 ("the Internet")
 //!    |  pw
@@ -22,27 +24,78 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+
 /// The lab's pf.conf and palisade.toml: examples/s1/ (also what the S1
 /// end-to-end test runs).
 pub const PF_CONF: &str = include_str!("../../../examples/s1/pf.conf");
 pub const PALISADE_TOML: &str = include_str!("../../../examples/s1/palisade.toml");
 
-const ROLES: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
+/// The lab's hosts, as `lab exec` and `lab status` name them; each is a
+/// namespace PREFIX-HOST.
+pub const HOSTS: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
+
+/// The servers `up` starts (`palisade lab serve`): host, address, kind.
+const SERVERS: [(&str, &str, &str); 6] = [
+    ("wan", "198.18.200.1:80", "web"),
+    ("dmz1", "203.0.113.10:25", "smtp"),
+    ("dmz1", "203.0.113.10:80", "web"),
+    ("dmz1", "203.0.113.10:8080", "web"),
+    ("lan", "198.18.1.10:80", "web"),
+    ("fw", "0.0.0.0:22", "ssh"),
+];
+
+/// Where the labs keep their files, one directory per prefix.
+const RUN_DIR: &str = "/run/palisade-lab";
+
+/// How long `down` waits for the lab's processes after SIGTERM, before
+/// SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Lab {
     pub prefix: String,
 }
 
+/// `host` if it is one of the lab's hosts, else what the hosts are.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if HOSTS.contains(&host) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown host '{host}': the lab's hosts are {}",
+            HOSTS.join(", ")
+        ))
+    }
+}
+
 impl Lab {
+    /// The prefix names namespaces and a directory under /run/palisade-lab
+    /// that `down` deletes, so it is a plain name: no '/', no "..".
+    pub fn new(prefix: &str) -> Result<Lab, String> {
+        let plain = (1..=32).contains(&prefix.len())
+            && !prefix.starts_with('-')
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !plain {
+            return Err(format!(
+                "--prefix '{prefix}': use 1 to 32 letters, digits, '-' or '_' (not starting with '-')"
+            ));
+        }
+        Ok(Lab {
+            prefix: prefix.to_string(),
+        })
+    }
+
     pub fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
 
     pub fn dir(&self) -> PathBuf {
-        PathBuf::from(format!("/run/palisade-lab/{}", self.prefix))
+        Path::new(RUN_DIR).join(&self.prefix)
     }
 
-    fn exec(&self, role: &str, args: &[&str]) -> Result<(), String> {
+    fn run_in(&self, role: &str, args: &[&str]) -> Result<(), String> {
         let o = Command::new("ip")
             .args(["netns", "exec", &self.ns(role)])
             .args(args)
@@ -78,8 +131,8 @@ impl Lab {
         self.ip(&[
             "link", "add", an, "netns", &na, "type", "veth", "peer", "name", bn, "netns", &nb,
         ])?;
-        self.exec(a, &["ip", "link", "set", an, "up"])?;
-        self.exec(b, &["ip", "link", "set", bn, "up"])
+        self.run_in(a, &["ip", "link", "set", an, "up"])?;
+        self.run_in(b, &["ip", "link", "set", bn, "up"])
     }
 
     /// Start a detached program in namespace `role`, remembered for `down`.
@@ -94,24 +147,34 @@ impl Lab {
             .spawn()
             .map_err(|e| format!("{}: {e}", args[0]))?;
         let pid = c.id();
+        // With its start time, so that `down` never signals an unrelated
+        // process that got the PID later. (`ip netns exec` execs the
+        // program: the PID and start time stay the program's.)
+        let start = proc_start(pid as i32).unwrap_or(0);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir().join("pids"))
             .map_err(|e| e.to_string())?;
-        writeln!(f, "{pid}").map_err(|e| e.to_string())?;
+        writeln!(f, "{pid} {start}").map_err(|e| e.to_string())?;
         Ok(pid)
     }
 
+    fn ns_exists(&self, host: &str) -> bool {
+        Path::new("/var/run/netns").join(self.ns(host)).exists()
+    }
+
+    /// Up: its firewall's namespace exists.
     pub fn exists(&self) -> bool {
-        Path::new(&format!("/var/run/netns/{}", self.ns("fw"))).exists()
+        self.ns_exists("fw")
     }
 
     pub fn up(&self, rules: Option<&Path>) -> Result<(), String> {
-        if self.exists() {
+        if HOSTS.iter().any(|h| self.ns_exists(h)) {
             return Err(format!(
-                "a lab named '{}' is already up: `palisade lab down` first",
-                self.prefix
+                "a lab named '{}' is already up: `palisade lab down{}` first",
+                self.prefix,
+                self.prefix_arg()
             ));
         }
         let pf = match rules {
@@ -119,25 +182,39 @@ impl Lab {
                 .map_err(|e| format!("{}: {}", f.display(), palisade_conf::io_reason(&e)))?,
             None => PF_CONF.to_string(),
         };
-        std::fs::create_dir_all(self.dir()).map_err(|e| e.to_string())?;
-        let r = self.build(&pf);
-        if r.is_err() {
-            self.down();
+        if self.dir().exists() {
+            // Left over from a lab that was not taken down (its namespaces
+            // are gone): its processes, if any still run, and its files.
+            self.down()?;
         }
-        r
+        std::fs::create_dir_all(self.dir())
+            .map_err(|e| format!("{}: {e}", self.dir().display()))?;
+        if let Err(mut e) = self.build(&pf) {
+            if let Some(f) = rules {
+                // Errors in the rules name the file the user gave, not the
+                // lab's copy (which is about to go).
+                let copy = self.dir().join("pf.conf");
+                e = e.replace(&copy.display().to_string(), &f.display().to_string());
+            }
+            return Err(match self.down() {
+                Ok(()) => e,
+                Err(d) => format!("{e}\n(and taking it down again: {d})"),
+            });
+        }
+        Ok(())
     }
 
     fn build(&self, pf: &str) -> Result<(), String> {
-        for r in ROLES {
+        for r in HOSTS {
             self.ip(&["netns", "add", &self.ns(r)])?;
-            self.exec(r, &["ip", "link", "set", "lo", "up"])?;
+            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
         }
         self.veth("wan", "eth0", "fw", "pw")?;
         self.veth("fw", "pd", "sw", "sw0")?;
         self.veth("dmz1", "eth0", "sw", "sw1")?;
         self.veth("dmz2", "eth0", "sw", "sw2")?;
         self.veth("lan", "eth0", "fw", "pl")?;
-        self.exec(
+        self.run_in(
             "sw",
             &[
                 "ip",
@@ -151,9 +228,9 @@ impl Lab {
             ],
         )?;
         for p in ["sw0", "sw1", "sw2"] {
-            self.exec("sw", &["ip", "link", "set", p, "master", "br0"])?;
+            self.run_in("sw", &["ip", "link", "set", p, "master", "br0"])?;
         }
-        self.exec("sw", &["ip", "link", "set", "br0", "up"])?;
+        self.run_in("sw", &["ip", "link", "set", "br0", "up"])?;
         let cmds: &[(&str, &[&str])] = &[
             (
                 "wan",
@@ -234,18 +311,11 @@ impl Lab {
             ),
         ];
         for (role, c) in cmds {
-            self.exec(role, c)?;
+            self.run_in(role, c)?;
         }
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
         let me = me.to_str().ok_or("odd path")?;
-        for (role, addr, what) in [
-            ("wan", "198.18.200.1:80", "web"),
-            ("dmz1", "203.0.113.10:25", "smtp"),
-            ("dmz1", "203.0.113.10:80", "web"),
-            ("dmz1", "203.0.113.10:8080", "web"),
-            ("lan", "198.18.1.10:80", "web"),
-            ("fw", "0.0.0.0:22", "ssh"),
-        ] {
+        for (role, addr, what) in SERVERS {
             self.spawn(
                 role,
                 &[me, "lab", "serve", addr, what],
@@ -271,21 +341,42 @@ impl Lab {
         if !check.status.success() {
             return Err(String::from_utf8_lossy(&check.stderr).to_string());
         }
-        self.spawn(
+        let pid = self.spawn(
             "fw",
-            &[me, "run", "-c", cfg.to_str().unwrap()],
+            &[me, "run", "-c", cfg.to_str().unwrap_or_default()],
             "palisade.log",
-        )?;
-        // Wait (bounded) until traffic crosses the bridge.
+        )? as i32;
+        let started = proc_start(pid);
+        let failed = |what: &str| {
+            let log = std::fs::read_to_string(self.dir().join("palisade.log")).unwrap_or_default();
+            Err(format!("Palisade {what}:\n{log}"))
+        };
+        // Wait (bounded) until Palisade answers on its control socket (it
+        // binds it when its ports are open, as it starts forwarding)...
+        let sock = self.dir().join("palisade.sock");
         let t = Instant::now();
-        while !self
-            .tcp("wan", "203.0.113.10:25", 1)
-            .is_ok_and(|g| g.starts_with("220"))
+        while crate::control::request(&sock, serde_json::json!({"cmd": "show", "what": "info"}))
+            .is_err()
         {
+            if started.is_none() || proc_start(pid) != started {
+                return failed("exited");
+            }
             if t.elapsed() > Duration::from_secs(15) {
-                let log =
-                    std::fs::read_to_string(self.dir().join("palisade.log")).unwrap_or_default();
-                return Err(format!("Palisade did not start forwarding:\n{log}"));
+                return failed("did not start (its control socket does not answer)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // ... and, under the example's rules, until traffic crosses the
+        // bridge (a pf.conf given with --rules may well block this).
+        if pf == PF_CONF {
+            while !self
+                .tcp("wan", "203.0.113.10:25", 1)
+                .is_ok_and(|g| g.starts_with("220"))
+            {
+                if t.elapsed() > Duration::from_secs(15) {
+                    return failed("did not start forwarding");
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         Ok(())
@@ -342,10 +433,8 @@ impl Lab {
                 Ok(g) => format!("passes: {}", g.lines().last().unwrap_or("").trim()),
                 Err(e) => format!("blocked ({e})"),
             };
-            println!(
-                "  [{}] {what:<52} {seen}",
-                if ok { "ok" } else { "UNEXPECTED" }
-            );
+            let tag = if ok { "[ok]" } else { "[UNEXPECTED]" };
+            println!("  {tag:<4} {what:<52} {seen}");
         };
         println!("What passes and what is blocked:");
         line(
@@ -405,32 +494,560 @@ impl Lab {
         all
     }
 
-    pub fn print_help(&self) {
-        let p = &self.prefix;
-        println!(
-            "\nExplore (as root):\n  ip netns exec {p}-lan curl http://198.18.200.1/      # LAN -> Internet, NATed\n  ip netns exec {p}-wan curl http://198.51.100.7:8080/ # port forward to the LAN\n  ip netns exec {p}-wan ping 203.0.113.20               # through the bridge\n  ip netns exec {p}-wan traceroute -n -I 203.0.113.20  # the bridge is invisible\n  palisade lab status{arg}                                # these checks again\n  palisade show states -s {d}/palisade.sock   # Palisade's states (like pfctl -ss)\n  palisade reload -s {d}/palisade.sock        # after editing its pf.conf\n  tcpdump -n -e -r {d}/pflog                  # what `block log` dropped\n  Palisade's log: {d}/palisade.log   its pf.conf: {d}/pf.conf\n  palisade lab down{arg}                                  # remove it all",
-            d = self.dir().display(),
-            arg = if p == "lab" { String::new() } else { format!(" --prefix {p}") },
-        );
+    /// " --prefix P" unless the prefix is the default one.
+    fn prefix_arg(&self) -> String {
+        if self.prefix == "lab" {
+            String::new()
+        } else {
+            format!(" --prefix {}", self.prefix)
+        }
     }
 
-    /// Remove everything `up` made; quiet about what is already gone.
-    pub fn down(&self) {
-        if let Ok(t) = std::fs::read_to_string(self.dir().join("pids")) {
-            for pid in t.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                // SAFETY: signalling processes we started (recorded by PID).
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-            std::thread::sleep(Duration::from_millis(300));
+    pub fn print_help(&self) {
+        let (a, d) = (self.prefix_arg(), self.dir().display().to_string());
+        let x = |host: &str, cmd: &str| format!("palisade lab exec{a} {host} -- {cmd}");
+        let lines = [
+            (
+                x("lan", "curl http://198.18.200.1/"),
+                "LAN -> the Internet, hidden behind 198.51.100.7",
+            ),
+            (
+                x("wan", "curl http://198.51.100.7:8080/"),
+                "port forward to the LAN web server",
+            ),
+            (
+                x("wan", "curl -m 3 telnet://203.0.113.10:25"),
+                "SMTP to the DMZ mail host",
+            ),
+            (x("wan", "ping -c 3 203.0.113.20"), "through the bridge"),
+            (
+                x("wan", "traceroute -n -I 203.0.113.20"),
+                "the bridge is invisible",
+            ),
+            (x("dmz1", "sh"), "a shell on a DMZ host"),
+            (
+                format!("palisade lab status{a} [--json]"),
+                "hosts, addresses, the firewall's interfaces; the checks",
+            ),
+            (
+                format!("palisade show states -s {d}/palisade.sock"),
+                "Palisade's states (like pfctl -ss)",
+            ),
+            (
+                format!("palisade reload -s {d}/palisade.sock"),
+                "after editing its pf.conf",
+            ),
+            (
+                format!("tcpdump -n -e -r {d}/pflog"),
+                "what `block log` dropped",
+            ),
+            (format!("palisade lab down{a}"), "remove it all"),
+        ];
+        let w = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+        println!("\nExplore (as root; hosts: {}):", HOSTS.join(", "));
+        for (c, why) in lines {
+            println!("  {c:<w$}  # {why}");
         }
-        for r in ROLES {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(r)])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = std::fs::remove_dir_all(self.dir());
+        println!("  Palisade's log: {d}/palisade.log   its pf.conf: {d}/pf.conf");
     }
+
+    /// Run `command` in `host`'s namespace in place of this process
+    /// (through `ip netns exec`, which also gives it the namespace's
+    /// /etc/netns files): its standard streams, signals and exit status
+    /// are the command's. Returns only if that could not start.
+    pub fn exec(&self, host: &str, command: &[String]) -> String {
+        use std::os::unix::process::CommandExt;
+        let e = Command::new("ip")
+            .args(["netns", "exec", &self.ns(host)])
+            .args(command)
+            .exec();
+        format!("ip netns exec: {e} (is iproute2 installed?)")
+    }
+
+    /// Remove everything `up` made: stop the processes it recorded (and
+    /// any other still in the lab's namespaces), SIGTERM, then SIGKILL
+    /// after a bounded wait; delete the namespaces and the lab's
+    /// directory. Quiet about what is already gone; an error says what
+    /// is left.
+    pub fn down(&self) -> Result<(), String> {
+        let mut procs: Vec<(i32, u64)> = Vec::new();
+        if let Ok(t) = std::fs::read_to_string(self.dir().join("pids")) {
+            for l in t.lines() {
+                let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+                if let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        procs.push((pid, start));
+                    }
+                }
+            }
+        }
+        for h in HOSTS {
+            procs.extend(
+                self.ns_pids(h)
+                    .into_iter()
+                    .filter_map(|p| Some((p, proc_start(p)?))),
+            );
+        }
+        let me = std::process::id() as i32;
+        procs.retain(|&(p, _)| p != me);
+        procs.sort_unstable();
+        procs.dedup();
+        let mut problems = Vec::new();
+        let left = stop(&procs);
+        if !left.is_empty() {
+            problems.push(format!("processes still running after SIGKILL: {left:?}"));
+        }
+        for h in HOSTS {
+            if !self.ns_exists(h) {
+                continue;
+            }
+            if let Err(e) = self.ip(&["netns", "del", &self.ns(h)]) {
+                problems.push(e);
+            }
+        }
+        if self.dir().exists() {
+            if let Err(e) = std::fs::remove_dir_all(self.dir()) {
+                problems.push(format!("{}: {e}", self.dir().display()));
+            }
+        }
+        // The parent too, when this was the last lab (fails otherwise).
+        let _ = std::fs::remove_dir(RUN_DIR);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// The processes in `host`'s namespace (`ip netns pids`), if it exists.
+    fn ns_pids(&self, host: &str) -> Vec<i32> {
+        if !self.ns_exists(host) {
+            return Vec::new();
+        }
+        Command::new("ip")
+            .args(["netns", "pids", &self.ns(host)])
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A process's start time (clock ticks after boot, /proc/PID/stat field
+/// 22), None if there is no such process or it has exited (a zombie).
+fn proc_start(pid: i32) -> Option<u64> {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may
+    // contain anything: state (field 3) first.
+    let rest = &t[t.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.first() == Some(&"Z") {
+        return None;
+    }
+    f.get(19)?.parse().ok()
+}
+
+fn alive(&(pid, start): &(i32, u64)) -> bool {
+    proc_start(pid) == Some(start)
+}
+
+/// SIGTERM `procs`, wait (bounded) for them, SIGKILL those left and wait
+/// again; the PIDs still running after that. A PID is signalled only
+/// while it still has its recorded start time.
+fn stop(procs: &[(i32, u64)]) -> Vec<i32> {
+    let signal = |sig: i32| {
+        for p in procs.iter().filter(|p| alive(p)) {
+            // SAFETY: kill(2) with a PID that is the lab's process (its start
+            // time checked just before).
+            unsafe { libc::kill(p.0, sig) };
+        }
+    };
+    let wait = |d: Duration| {
+        let t = Instant::now();
+        while procs.iter().any(alive) && t.elapsed() < d {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    signal(libc::SIGTERM);
+    wait(TERM_GRACE);
+    signal(libc::SIGKILL);
+    wait(Duration::from_secs(2));
+    procs.iter().filter(|p| alive(p)).map(|p| p.0).collect()
+}
+
+/// What `lab status` reports (`--json` prints it as is).
+#[derive(Serialize)]
+pub struct Status {
+    pub prefix: String,
+    pub hosts: Vec<Host>,
+    pub firewall: Firewall,
+}
+
+#[derive(Serialize)]
+pub struct Host {
+    pub name: String,
+    pub namespace: String,
+    /// Global addresses with their prefix length, IPv4 and IPv6, read
+    /// from the namespace (loopback and link-local ones left out).
+    pub addresses: Vec<String>,
+    pub gateway: Gateway,
+    pub services: Vec<Service>,
+}
+
+/// The default routes' gateways; null without one. A default route
+/// through a device with no gateway (the firewall's, into Palisade) is
+/// shown in text only.
+#[derive(Serialize, Default)]
+pub struct Gateway {
+    pub v4: Option<String>,
+    pub v6: Option<String>,
+    #[serde(skip)]
+    dev4: Option<String>,
+    #[serde(skip)]
+    dev6: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Service {
+    pub kind: String,
+    pub address: String,
+}
+
+#[derive(Serialize)]
+pub struct Firewall {
+    pub namespace: String,
+    /// Logical interfaces, named as pf.conf names them.
+    pub interfaces: Vec<FwIface>,
+    pub routes: Vec<FwRoute>,
+    pub control: String,
+    pub pflog: Option<String>,
+    pub pf_conf: String,
+    pub log: String,
+}
+
+#[derive(Serialize)]
+pub struct FwIface {
+    pub name: String,
+    /// The Linux interface it sits on (none for a bridge).
+    pub port: Option<String>,
+    pub vlan: Option<u16>,
+    pub addresses: Vec<String>,
+    /// Its interface groups as pf.conf sees them (with the implicit
+    /// `egress`, `bridge` and `vlan`).
+    pub groups: Vec<String>,
+    /// A bridge's members.
+    pub members: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct FwRoute {
+    pub to: String,
+    pub via: Option<String>,
+    pub interface: Option<String>,
+}
+
+fn prefix_str(p: &palisade_net::config::Prefix) -> String {
+    format!("{}/{}", p.ip, p.bits)
+}
+
+impl Lab {
+    /// `ip -j ARGS` in `host`'s namespace, parsed.
+    fn ip_json(&self, host: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+        let ns = self.ns(host);
+        let o = Command::new("ip")
+            .args(["-n", &ns, "-j"])
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e} (is iproute2 installed?)"))?;
+        let what = || format!("ip -n {ns} -j {}", args.join(" "));
+        if !o.status.success() {
+            return Err(format!(
+                "{}: {}",
+                what(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        // Some versions print nothing at all for an empty list.
+        if o.stdout.iter().all(u8::is_ascii_whitespace) {
+            return Ok(serde_json::Value::Array(Vec::new()));
+        }
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("{}: unexpected output: {e}", what()))
+    }
+
+    fn host(&self, name: &str) -> Result<Host, String> {
+        let mut addresses = Vec::new();
+        let links = self.ip_json(name, &["addr", "show"])?;
+        for link in links.as_array().into_iter().flatten() {
+            for a in link["addr_info"].as_array().into_iter().flatten() {
+                if matches!(a["scope"].as_str(), Some("host" | "link")) {
+                    continue;
+                }
+                if let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64()) {
+                    addresses.push(format!("{ip}/{len}"));
+                }
+            }
+        }
+        let mut gateway = Gateway::default();
+        for (v6, gw, dev) in [
+            (false, &mut gateway.v4, &mut gateway.dev4),
+            (true, &mut gateway.v6, &mut gateway.dev6),
+        ] {
+            let fam = if v6 { "-6" } else { "-4" };
+            let routes = self.ip_json(name, &[fam, "route", "show", "default"])?;
+            let routes = routes.as_array().cloned().unwrap_or_default();
+            *gw = routes
+                .iter()
+                .find_map(|r| r["gateway"].as_str())
+                .map(str::to_string);
+            *dev = routes
+                .iter()
+                .find_map(|r| r["dev"].as_str())
+                .map(str::to_string);
+        }
+        let services = SERVERS
+            .iter()
+            .filter(|(h, _, _)| *h == name)
+            .map(|(_, a, k)| Service {
+                kind: k.to_string(),
+                address: a.to_string(),
+            })
+            .collect();
+        Ok(Host {
+            name: name.to_string(),
+            namespace: self.ns(name),
+            addresses,
+            gateway,
+            services,
+        })
+    }
+
+    /// The firewall as the lab's palisade.toml configures it.
+    fn firewall(&self) -> Result<Firewall, String> {
+        let path = self.dir().join("palisade.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: cannot read: {}",
+                path.display(),
+                palisade_conf::io_reason(&e)
+            )
+        })?;
+        // Its ports are in the firewall's namespace, not this one; `up`
+        // checked them there.
+        let cfg = palisade_net::config::Config::parse(&path, &text, &|_| true)?;
+        let groups = cfg.host_interfaces();
+        let name_of = |ix: usize| cfg.ifaces.get(ix).map(|i| i.name.clone());
+        let interfaces = cfg
+            .ifaces
+            .iter()
+            .enumerate()
+            .map(|(ix, i)| FwIface {
+                name: i.name.clone(),
+                port: i
+                    .port
+                    .and_then(|p| cfg.ports.get(p))
+                    .map(|p| p.name.clone()),
+                vlan: i.vlan,
+                addresses: i.addresses.iter().map(prefix_str).collect(),
+                groups: groups.get(ix).map(|h| h.groups.clone()).unwrap_or_default(),
+                members: i.members.iter().filter_map(|&m| name_of(m)).collect(),
+            })
+            .collect();
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|r| FwRoute {
+                to: if r.to.bits == 0 {
+                    "default".into()
+                } else {
+                    prefix_str(&r.to)
+                },
+                via: r.via.map(|v| v.to_string()),
+                interface: r.iface.and_then(name_of),
+            })
+            .collect();
+        let dir = self.dir();
+        Ok(Firewall {
+            namespace: self.ns("fw"),
+            interfaces,
+            routes,
+            control: cfg.control.display().to_string(),
+            pflog: cfg.pflog.map(|p| p.display().to_string()),
+            pf_conf: dir.join(&cfg.pf).display().to_string(),
+            log: dir.join("palisade.log").display().to_string(),
+        })
+    }
+
+    /// The hosts and the firewall, read live from the namespaces and the
+    /// lab's configuration.
+    pub fn status(&self) -> Result<Status, String> {
+        if !self.exists() {
+            return Err(self.not_up());
+        }
+        let hosts = HOSTS
+            .iter()
+            .map(|h| self.host(h))
+            .collect::<Result<_, _>>()?;
+        Ok(Status {
+            prefix: self.prefix.clone(),
+            hosts,
+            firewall: self.firewall()?,
+        })
+    }
+
+    pub fn not_up(&self) -> String {
+        format!(
+            "no lab named '{}' is up (`palisade lab up{}` starts one)",
+            self.prefix,
+            self.prefix_arg()
+        )
+    }
+
+    /// Whether the firewall runs the lab's example pf.conf (which `show`'s
+    /// expectations describe).
+    pub fn runs_example(&self) -> bool {
+        std::fs::read_to_string(self.dir().join("pf.conf")).is_ok_and(|t| t == PF_CONF)
+    }
+}
+
+impl Status {
+    /// Two tables: the hosts, and the firewall's interfaces.
+    pub fn print(&self) {
+        let dash = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join("\n")
+            }
+        };
+        println!(
+            "Lab '{}': scenario S1 (../shared/SCENARIOS.md) in network namespaces {}-*.\n\nHosts (`palisade lab exec HOST -- COMMAND` runs a command on one):",
+            self.prefix, self.prefix
+        );
+        let rows: Vec<Vec<String>> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                let g = &h.gateway;
+                let mut gw = Vec::new();
+                for (ip, dev) in [(&g.v4, &g.dev4), (&g.v6, &g.dev6)] {
+                    match (ip, dev) {
+                        (Some(ip), _) => gw.push(ip.clone()),
+                        (None, Some(dev)) => gw.push(format!("dev {dev}")),
+                        _ => {}
+                    }
+                }
+                let services: Vec<String> = h
+                    .services
+                    .iter()
+                    .map(|s| format!("{} {}", s.kind, s.address))
+                    .collect();
+                vec![
+                    h.name.clone(),
+                    h.namespace.clone(),
+                    dash(&h.addresses),
+                    dash(&gw),
+                    dash(&services),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &["HOST", "NAMESPACE", "ADDRESSES", "GATEWAY", "SERVICES"],
+                &rows
+            )
+        );
+        let f = &self.firewall;
+        println!(
+            "\nThe firewall: Palisade in {}, its interfaces as pf.conf names them:",
+            f.namespace
+        );
+        let rows: Vec<Vec<String>> = f
+            .interfaces
+            .iter()
+            .map(|i| {
+                vec![
+                    i.name.clone(),
+                    i.port.clone().unwrap_or_else(|| "-".into()),
+                    i.vlan.map_or("-".into(), |v| v.to_string()),
+                    dash(&i.addresses),
+                    i.groups.join(" "),
+                    i.members.join(" "),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "INTERFACE",
+                    "PORT",
+                    "VLAN",
+                    "ADDRESSES",
+                    "GROUPS",
+                    "MEMBERS"
+                ],
+                &rows
+            )
+        );
+        let routes: Vec<String> = f
+            .routes
+            .iter()
+            .map(|r| match (&r.via, &r.interface) {
+                (Some(v), _) => format!("{} via {v}", r.to),
+                (None, Some(i)) => format!("{} on {i}", r.to),
+                (None, None) => r.to.clone(),
+            })
+            .collect();
+        println!("  routes:         {}", routes.join(", "));
+        println!("  pf.conf:        {}", f.pf_conf);
+        println!("  control socket: {}", f.control);
+        if let Some(p) = &f.pflog {
+            println!("  pflog:          {p}");
+        }
+        println!("  log:            {}", f.log);
+    }
+}
+
+/// Columns padded to their widest cell; a cell may span several lines.
+fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            let widest = c.lines().map(str::len).max().unwrap_or(0);
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(widest);
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::from(" ");
+        for (c, w) in cells.iter().zip(&w) {
+            l.push(' ');
+            l.push_str(&format!("{c:<w$} "));
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(head);
+    for r in rows {
+        let cols: Vec<Vec<&str>> = r.iter().map(|c| c.lines().collect()).collect();
+        let height = cols.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        for k in 0..height {
+            let cells: Vec<&str> = cols
+                .iter()
+                .map(|c| c.get(k).copied().unwrap_or(""))
+                .collect();
+            line(&cells);
+        }
+    }
+    out
 }
 
 /// `palisade lab serve ADDR KIND`: the lab's servers. `web` answers HTTP

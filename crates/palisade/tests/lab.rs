@@ -1,12 +1,22 @@
-//! `palisade lab up` builds scenario S1, checks what passes and what is
-//! blocked (its exit status says whether all was as expected), and `lab
-//! down` removes every namespace it made.
+//! `palisade lab`: `up` builds scenario S1 and checks it (its exit status
+//! says whether all was as expected); `exec` runs real programs (curl,
+//! ping) on the lab's hosts, which here check S1's policy with real
+//! traffic; `status --json` describes the hosts and the firewall; `up
+//! --rules` runs another pf.conf; `down` leaves nothing behind.
 
 mod common;
 
-use std::process::Command;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
+
+const HOSTS: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
+
+/// The lab's pf.conf unless `--rules` gives another.
+const EXAMPLE_PF: &str = include_str!("../../../examples/s1/pf.conf");
 
 fn palisade() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
@@ -23,44 +33,420 @@ impl Drop for Down {
     }
 }
 
-fn namespaces(prefix: &str) -> usize {
-    let o = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// `palisade lab ARGS...`.
+fn lab(args: &[&str]) -> Output {
+    Command::new(palisade())
+        .arg("lab")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `palisade lab exec --prefix P HOST -- CMD...` (stdin closed), and how
+/// long it took.
+fn exec(prefix: &str, host: &str, cmd: &[&str]) -> (Output, Duration) {
+    let t = Instant::now();
+    let o = Command::new(palisade())
+        .args(["lab", "exec", "--prefix", prefix, host, "--"])
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (o, t.elapsed())
+}
+
+/// From `host`, `curl` must get an answer containing `want`.
+fn passes(prefix: &str, host: &str, url: &str, want: &str) {
+    let (o, _) = exec(prefix, host, &["curl", "-s", "-m", "3", url]);
+    let out = text(&o.stdout);
+    assert!(
+        o.status.success() && out.contains(want),
+        "{host} -> {url}: expected '{want}', got exit {:?}: {out}{}",
+        o.status.code(),
+        text(&o.stderr)
+    );
+}
+
+/// From `host`, `curl` must time out (the firewall drops what `block`
+/// blocks: no answer at all, not even a refusal).
+fn blocked(prefix: &str, host: &str, url: &str) {
+    let (o, took) = exec(prefix, host, &["curl", "-s", "-m", "3", url]);
+    assert_eq!(
+        o.status.code(),
+        Some(28),
+        "{host} -> {url}: expected a timeout (curl exit 28): {}",
+        text(&o.stdout)
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+fn namespaces(prefix: &str) -> Vec<String> {
+    let o = sh(&["ip", "netns", "list"]);
+    text(&o.stdout)
         .lines()
-        .filter(|l| l.starts_with(&format!("{prefix}-")))
-        .count()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            n.strip_prefix(prefix)
+                .and_then(|h| h.strip_prefix('-'))
+                .is_some_and(|h| HOSTS.contains(&h))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn lab_dir(prefix: &str) -> PathBuf {
+    PathBuf::from(format!("/run/palisade-lab/{prefix}"))
+}
+
+/// The PIDs the lab recorded (the first word of each line).
+fn recorded_pids(prefix: &str) -> Vec<i32> {
+    let t = std::fs::read_to_string(lab_dir(prefix).join("pids")).unwrap();
+    t.lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Running: it exists and has not exited (an exited child of a dead
+/// parent stays a zombie until init reaps it).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = &t[t.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Interface names in this (the root) namespace.
+fn root_links() -> BTreeSet<String> {
+    let o = sh(&["ip", "-j", "link", "show"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Everything the lab made is gone.
+fn assert_gone(prefix: &str, pids: &[i32], links_before: &BTreeSet<String>) {
+    assert_eq!(namespaces(prefix), Vec::<String>::new());
+    let t = Instant::now();
+    // `down` waits for them; only a zombie's reaping may lag (init's).
+    while pids.iter().any(|&p| running(p)) && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let alive: Vec<_> = pids.iter().filter(|&&p| running(p)).collect();
+    assert!(alive.is_empty(), "still running: {alive:?}");
+    let veths = ["eth0", "pw", "pd", "pl", "sw0", "sw1", "sw2", "br0", "pal0"];
+    let new: Vec<_> = root_links()
+        .into_iter()
+        .filter(|l| veths.contains(&l.as_str()) && !links_before.contains(l))
+        .collect();
+    assert!(new.is_empty(), "left in the root namespace: {new:?}");
+    assert!(!lab_dir(prefix).exists());
+}
+
+fn up(prefix: &str, rules: Option<&str>) -> String {
+    let mut args = vec!["up", "--prefix", prefix];
+    if let Some(r) = rules {
+        args.extend(["--rules", r]);
+    }
+    let o = lab(&args);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", text(&o.stderr));
+    out
 }
 
 #[test]
-fn lab_up_shows_s1_and_down_cleans_up() {
+fn lab_exec_checks_s1_status_describes_it_down_cleans_up() {
     require_root();
     let prefix = format!("pal-lab-{}", std::process::id());
+    let links_before = root_links();
     let guard = Down(prefix.clone());
-    let o = Command::new(palisade())
-        .args(["lab", "up", "--prefix", &prefix])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = up(&prefix, None);
     assert_eq!(out.matches("[ok]").count(), 9, "{out}");
     assert!(!out.contains("UNEXPECTED"), "{out}");
-    assert_eq!(namespaces(&prefix), 6);
+    assert!(
+        out.contains(&format!("palisade lab exec --prefix {prefix} lan -- curl")),
+        "{out}"
+    );
+    assert_eq!(namespaces(&prefix).len(), 6);
+
     // A second `up` with the same prefix is refused, the first keeps running.
-    let o = Command::new(palisade())
-        .args(["lab", "up", "--prefix", &prefix])
-        .output()
-        .unwrap();
+    let o = lab(&["up", "--prefix", &prefix]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already up"));
-    let o = Command::new(palisade())
-        .args(["lab", "status", "--prefix", &prefix])
-        .output()
+    assert!(text(&o.stderr).contains("already up"));
+
+    // S1's policy, with curl and ping on the lab's hosts.
+    let smtp = exec(
+        &prefix,
+        "wan",
+        &["curl", "-s", "-m", "3", "telnet://203.0.113.10:25"],
+    )
+    .0;
+    assert!(text(&smtp.stdout).starts_with("220 "), "{smtp:?}");
+    passes(
+        &prefix,
+        "dmz1",
+        "http://198.18.200.1/",
+        "you are 203.0.113.10",
+    );
+    passes(
+        &prefix,
+        "dmz2",
+        "http://198.18.200.1/",
+        "you are 203.0.113.20",
+    );
+    passes(
+        &prefix,
+        "lan",
+        "http://198.18.200.1/",
+        "you are 198.51.100.7",
+    );
+    passes(
+        &prefix,
+        "wan",
+        "http://198.51.100.7:8080/",
+        "you are 203.0.113.1",
+    );
+    passes(
+        &prefix,
+        "lan",
+        "http://203.0.113.10/",
+        "you are 198.18.1.10",
+    );
+    let (ping, _) = exec(
+        &prefix,
+        "wan",
+        &["ping", "-c", "1", "-W", "2", "203.0.113.20"],
+    );
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    blocked(&prefix, "wan", "http://203.0.113.10:8080/");
+    blocked(&prefix, "dmz1", "http://198.18.1.10/");
+
+    // Exit statuses pass through; the command runs in the host's namespace
+    // with our standard streams.
+    assert_eq!(exec(&prefix, "lan", &["false"]).0.status.code(), Some(1));
+    let seven = exec(
+        &prefix,
+        "lan",
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    )
+    .0;
+    assert_eq!(seven.status.code(), Some(7));
+    assert_eq!(text(&seven.stdout), "out\n");
+    assert_eq!(text(&seven.stderr), "err\n");
+    let addr = exec(&prefix, "dmz2", &["ip", "-br", "addr"]).0;
+    assert!(text(&addr.stdout).contains("203.0.113.20/32"));
+    let mut cat = Command::new(palisade())
+        .args(["lab", "exec", "--prefix", &prefix, "lan", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let cat = cat.wait_with_output().unwrap();
+    assert_eq!(text(&cat.stdout), "through stdin\n");
+    let (o, _) = exec(&prefix, "nosuch", &["true"]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("unknown host 'nosuch'") && err.contains("wan, fw, sw, dmz1, dmz2, lan"),
+        "{err}"
+    );
+    let o = lab(&["exec", "--prefix", "pal-lab-nonesuch", "lan", "--", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no lab named 'pal-lab-nonesuch' is up"));
+    let o = lab(&["down", "--prefix", "../../etc"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--prefix '../../etc'"));
+
+    // status --json, field by field.
+    let o = lab(&["status", "--prefix", &prefix, "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["prefix"], prefix.as_str());
+    let hosts = s["hosts"].as_array().unwrap();
+    let names: Vec<&str> = hosts.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["wan", "fw", "sw", "dmz1", "dmz2", "lan"]);
+    for h in hosts {
+        let ns = h["namespace"].as_str().unwrap();
+        assert_eq!(ns, format!("{prefix}-{}", h["name"].as_str().unwrap()));
+        assert!(h["addresses"].is_array() && h["services"].is_array(), "{h}");
+    }
+    let host = |n: &str| hosts.iter().find(|h| h["name"] == n).unwrap();
+    let addrs = |n: &str| -> Vec<String> {
+        host(n)["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(addrs("dmz2"), ["203.0.113.20/32"]);
+    assert_eq!(host("dmz2")["gateway"]["v4"], "203.0.113.1");
+    assert!(host("dmz2")["gateway"]["v6"].is_null());
+    assert_eq!(addrs("dmz1"), ["203.0.113.10/24", "2001:db8:ff::10/64"]);
+    assert_eq!(addrs("lan"), ["198.18.1.10/24"]);
+    assert_eq!(host("lan")["gateway"]["v4"], "198.18.1.1");
+    assert!(addrs("wan").contains(&"198.18.200.1/32".to_string()));
+    assert!(addrs("fw").contains(&"198.51.100.7/32".to_string()));
+    assert_eq!(addrs("sw"), Vec::<String>::new());
+    assert!(host("dmz1")["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["kind"] == "smtp" && s["address"] == "203.0.113.10:25"));
+    let fw = &s["firewall"];
+    assert_eq!(fw["namespace"], format!("{prefix}-fw"));
+    let ifaces = fw["interfaces"].as_array().unwrap();
+    let iface = |n: &str| {
+        ifaces
+            .iter()
+            .find(|i| i["name"] == n)
+            .unwrap_or_else(|| panic!("no interface {n}: {fw}"))
+    };
+    // The names the example pf.conf uses.
+    for n in ["wan", "dmz", "lan", "bridge0"] {
+        assert!(EXAMPLE_PF.contains(&format!("on {n}")), "pf.conf names {n}");
+        iface(n);
+    }
+    assert_eq!(iface("wan")["port"], "pw");
+    assert!(iface("wan")["vlan"].is_null());
+    assert_eq!(iface("lan")["addresses"][0], "198.18.1.1/24");
+    assert!(iface("bridge0")["port"].is_null());
+    assert_eq!(iface("bridge0")["addresses"][0], "198.51.100.7/32");
+    assert!(iface("bridge0")["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g == "bridge"));
+    assert_eq!(
+        iface("bridge0")["members"],
+        serde_json::json!(["wan", "dmz"])
+    );
+    let control = fw["control"].as_str().unwrap();
+    assert!(std::path::Path::new(control).exists(), "{control}");
+    assert!(std::path::Path::new(fw["pf_conf"].as_str().unwrap()).exists());
+    assert!(fw["pflog"].is_string());
+    // The same as a table, then the checks.
+    let o = lab(&["status", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("HOST") && out.contains("203.0.113.20/32"),
+        "{out}"
+    );
+    assert!(out.contains("bridge0") && out.contains("[ok]"), "{out}");
+    assert!(!lab(&["status", "--prefix", "pal-lab-nonesuch"])
+        .status
+        .success());
+
+    // down leaves nothing behind (nor a process started with `exec`).
+    let mut pids = recorded_pids(&prefix);
+    assert_eq!(pids.len(), 7, "6 servers and Palisade");
+    let mut sleeper = Command::new(palisade())
+        .args([
+            "lab", "exec", "--prefix", &prefix, "dmz1", "--", "sleep", "60",
+        ])
+        .spawn()
+        .unwrap();
+    pids.push(sleeper.id() as i32);
+    let dmz1 = format!("{prefix}-dmz1");
+    wait_until("the sleeper in dmz1", Duration::from_secs(5), || {
+        let o = sh(&["ip", "netns", "pids", &dmz1]);
+        text(&o.stdout)
+            .split_whitespace()
+            .any(|p| p == sleeper.id().to_string())
+    });
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let _ = sleeper.wait();
+    assert_gone(&prefix, &pids, &links_before);
     drop(guard);
-    assert_eq!(namespaces(&prefix), 0);
+    // Down again: nothing to do, still fine.
+    assert!(lab(&["down", "--prefix", &prefix]).status.success());
+}
+
+#[test]
+fn lab_up_with_other_rules() {
+    require_root();
+    let prefix = format!("pal-lab-rules-{}", std::process::id());
+    let links_before = root_links();
+    let guard = Down(prefix.clone());
+    // The example with the LAN kept out of the Internet (it still reaches
+    // the DMZ), and no inbound SMTP: two paths that passed are blocked now.
+    let pf: String = EXAMPLE_PF
+        .lines()
+        .filter(|l| !l.starts_with("pass in on wan proto tcp to $mail port smtp"))
+        .map(|l| {
+            if l == "pass in on lan" {
+                "pass in on lan to $dmz_net"
+            } else {
+                l
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        pf.lines().count() + 1,
+        EXAMPLE_PF.lines().count(),
+        "the example changed: update this test"
+    );
+    assert!(pf.contains("pass in on lan to $dmz_net"));
+    let dir = std::env::temp_dir().join(format!("palisade-lab-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("pf.conf");
+    std::fs::write(&rules, &pf).unwrap();
+    let out = up(&prefix, Some(rules.to_str().unwrap()));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.contains("not the example's"), "{out}");
+    let pids = recorded_pids(&prefix);
+    assert_eq!(
+        std::fs::read_to_string(lab_dir(&prefix).join("pf.conf")).unwrap(),
+        pf
+    );
+    blocked(&prefix, "lan", "http://198.18.200.1/");
+    let (smtp, took) = exec(
+        &prefix,
+        "wan",
+        &["curl", "-s", "-m", "3", "telnet://203.0.113.10:25"],
+    );
+    assert!(!text(&smtp.stdout).contains("220"), "{smtp:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    passes(
+        &prefix,
+        "lan",
+        "http://203.0.113.10/",
+        "you are 198.18.1.10",
+    );
+    passes(
+        &prefix,
+        "dmz1",
+        "http://198.18.200.1/",
+        "you are 203.0.113.10",
+    );
+    passes(
+        &prefix,
+        "wan",
+        "http://198.51.100.7:8080/",
+        "you are 203.0.113.1",
+    );
+    // Its status runs the checks, shows the difference, and is not a failure.
+    let o = lab(&["status", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(out.matches("[UNEXPECTED]").count(), 2, "{out}");
+    drop(guard);
+    assert_gone(&prefix, &pids, &links_before);
 }
