@@ -1286,9 +1286,10 @@ impl StateTable {
 #[cfg(test)]
 mod size_tests {
     /// The memory goal (<= 256 bytes per state with the index) depends on
-    /// this; rare features go in `StateExt`.
+    /// this; rare features go in `StateExt`. (232 since states point at
+    /// their rule's counters.)
     #[test]
     fn state_stays_small() {
-        assert!(std::mem::size_of::<Option<super::State>>() <= 224);
+        assert!(std::mem::size_of::<Option<super::State>>() <= 232);
     }
 }

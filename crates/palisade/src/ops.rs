@@ -891,7 +891,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
             sh.dp().filter.engine().flush_anchor(name);
             let had = sh.anchors().remove(name).is_some();
             done(
-                format!("rules cleared\n"),
+                "rules cleared\n".to_string(),
                 json!({"anchor": name, "was_loaded": had}),
             )
         }
