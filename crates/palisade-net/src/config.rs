@@ -605,7 +605,17 @@ impl Config {
             if r.to.bits != 0 {
                 continue;
             }
-            if let Some(i) = r.iface.or_else(|| r.via.and_then(|g| self.connected(&g))) {
+            // The default route's interface: named, or the one its gateway
+            // is on (a connected subnet, or an `interface =` route to it).
+            let via = |g: IpAddr| {
+                self.connected(&g).or_else(|| {
+                    self.routes
+                        .iter()
+                        .find(|x| x.to.bits != 0 && x.to.contains(&g) && x.iface.is_some())
+                        .and_then(|x| x.iface)
+                })
+            };
+            if let Some(i) = r.iface.or_else(|| r.via.and_then(via)) {
                 egress.insert(i);
             }
         }
@@ -654,6 +664,25 @@ mod tests {
 
     fn parse(t: &str) -> Result<Config, String> {
         Config::parse(Path::new("p.toml"), t, &|n| n.starts_with("eth"))
+    }
+
+    /// S1: the default gateway is reached through an interface route on
+    /// the bridge, which is therefore in `egress`.
+    #[test]
+    fn egress_through_an_interface_route() {
+        let c = Config::parse(
+            Path::new("palisade.toml"),
+            include_str!("../../../examples/s1/palisade.toml"),
+            &|_| true,
+        )
+        .unwrap();
+        let hi = c.host_interfaces();
+        let br = hi.iter().find(|i| i.name == "bridge0").unwrap();
+        assert!(br.groups.iter().any(|g| g == "egress"), "{:?}", br.groups);
+        assert!(hi
+            .iter()
+            .filter(|i| i.name != "bridge0")
+            .all(|i| !i.groups.iter().any(|g| g == "egress")));
     }
 
     const GOOD: &str = r#"

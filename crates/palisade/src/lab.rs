@@ -328,7 +328,7 @@ impl Lab {
         std::fs::write(self.dir().join("pf.conf"), pf).map_err(|e| e.to_string())?;
         let cfg = self.dir().join("palisade.toml");
         let toml = format!(
-            "control = \"{}\"\npflog = \"{}\"\n{PALISADE_TOML}",
+            "control = \"{}\"\npflog = \"{}\"\nmetrics = \"127.0.0.1:9101\"\n{PALISADE_TOML}",
             self.dir().join("palisade.sock").display(),
             self.dir().join("pflog").display()
         );
@@ -532,6 +532,26 @@ impl Lab {
             (
                 format!("palisade show states -s {d}/palisade.sock"),
                 "Palisade's states (like pfctl -ss)",
+            ),
+            (
+                format!("palisade show rules -v -s {d}/palisade.sock"),
+                "the rules with their counters (pfctl -vsr)",
+            ),
+            (
+                format!("palisade show info -s {d}/palisade.sock"),
+                "counters and drop reasons (pfctl -si)",
+            ),
+            (
+                format!("palisade log --follow -s {d}/palisade.sock"),
+                "logged packets as they come",
+            ),
+            (
+                format!("palisade state kill --host 198.18.1.10 -s {d}/palisade.sock"),
+                "drop the LAN host's connections",
+            ),
+            (
+                x("fw", "curl -s http://127.0.0.1:9101/metrics"),
+                "Prometheus metrics",
             ),
             (
                 format!("palisade reload -s {d}/palisade.sock"),

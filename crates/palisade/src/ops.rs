@@ -405,6 +405,8 @@ fn show_info(sh: &Shared) -> Value {
 pub fn interfaces_data(sh: &Shared) -> Vec<Value> {
     let dp = sh.dp();
     let cfg = &dp.cfg;
+    // The groups as pf.conf sees them (egress, vlan and bridge included).
+    let host = cfg.host_interfaces();
     let mut v = Vec::new();
     for (ix, i) in cfg.ifaces.iter().enumerate() {
         let st = dp.if_stats.get(ix).cloned().unwrap_or_default();
@@ -429,7 +431,7 @@ pub fn interfaces_data(sh: &Shared) -> Vec<Value> {
             "bridge": i.bridge,
             "members": i.members.iter().filter_map(|m| cfg.ifaces.get(*m)).map(|m| m.name.clone()).collect::<Vec<_>>(),
             "addresses": i.addresses.iter().map(|p| format!("{}/{}", p.ip, p.bits)).collect::<Vec<_>>(),
-            "groups": i.groups,
+            "groups": host.get(ix).map(|h| h.groups.clone()).unwrap_or_default(),
             "packets_in": sum(&st.packets, 0),
             "packets_out": sum(&st.packets, 1),
             "bytes_in": sum(&st.bytes, 0),
