@@ -738,6 +738,18 @@ via = "203.0.113.1"
     }
 
     #[test]
+    fn metrics_listener_address() {
+        assert_eq!(parse(GOOD).unwrap().metrics, None, "off by default");
+        let c = parse(&format!("metrics = \"[2001:db8::1]:9101\"\n{GOOD}")).unwrap();
+        assert_eq!(c.metrics, Some("[2001:db8::1]:9101".parse().unwrap()));
+        let e = err(&format!("metrics = \"localhost\"\n{GOOD}"));
+        assert!(
+            e.starts_with("p.toml:1:") && e.contains("metrics must be ADDRESS:PORT"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_line_and_problem() {
         let e = err(&GOOD.replace("name = \"eth2\"", "name = \"nope2\""));
         assert!(

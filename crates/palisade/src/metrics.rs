@@ -253,7 +253,8 @@ pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool) {
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
         let mut first = String::new();
-        let mut r = BufReader::new(&s);
+        // A request head is small; a client sending more is cut off.
+        let mut r = BufReader::new(std::io::Read::take(&s, 16 * 1024));
         if r.read_line(&mut first).is_err() {
             continue;
         }

@@ -579,6 +579,24 @@ fn control_commands_against_a_running_daemon() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(agreed, "metrics and show info disagree:\n{last}");
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &fw,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "3",
+            "http://127.0.0.1:9101/nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "404");
 
     // --- reload -f: another file; errors keep the running ruleset.
     let other = d.join("other.conf");
@@ -587,9 +605,16 @@ fn control_commands_against_a_running_daemon() {
         "block log all\npass proto icmp\npass in on a0 proto tcp to port 9090\npass out\n",
     )
     .unwrap();
+    let t = Instant::now();
     let o = c.ok(&["reload", "-f", other.to_str().unwrap()]);
     assert!(o.contains("reloaded") && o.contains("other.conf"), "{o}");
     assert!(passes(&src, "http://198.19.0.1:9090/"));
+    let took = t.elapsed();
+    eprintln!("reload and a connection under the new rules: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "new rules in force within a second: {took:?}"
+    );
     assert_eq!(echo(&held, "four"), "four", "states survive the reload");
     std::fs::write(
         &other,
@@ -607,7 +632,16 @@ fn control_commands_against_a_running_daemon() {
     );
     assert!(
         passes(&src, "http://198.19.0.1:9090/"),
-        "the old ruleset still filters"
+        "the old ruleset still passes what it passed"
+    );
+    assert!(
+        !passes(&src, "http://198.19.0.1:8080/"),
+        "and still blocks what it blocked"
+    );
+    assert_eq!(
+        echo(&held, "five"),
+        "five",
+        "established connections keep flowing"
     );
     c.ok(&["reload"]);
     assert!(
