@@ -130,15 +130,25 @@ pub fn render(sh: &Shared) -> String {
         }
     }
     let ifs = crate::ops::interfaces_data(sh);
-    family(
-        &mut out,
-        "palisade_interface_packets_total",
-        "counter",
-        "Packets through pf per interface.",
-    );
-    for i in &ifs {
-        if let Some(c) = i["counters"].as_object() {
+    for (name, what, help) in [
+        (
+            "palisade_interface_packets_total",
+            "packets",
+            "Packets through pf per interface.",
+        ),
+        (
+            "palisade_interface_bytes_total",
+            "bytes",
+            "Bytes through pf per interface.",
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        for i in &ifs {
+            let Some(c) = i["counters"].as_object() else {
+                continue;
+            };
             for (k, v) in c {
+                // Keys are FAMILY_DIR_ACTION (inet_in_pass).
                 let mut p = k.split('_');
                 let (af, dir, act) = (
                     p.next().unwrap_or(""),
@@ -147,33 +157,9 @@ pub fn render(sh: &Shared) -> String {
                 );
                 let _ = writeln!(
                     out,
-                    "palisade_interface_packets_total{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
+                    "{name}{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
                     label(i["name"].as_str().unwrap_or("")),
-                    v["packets"]
-                );
-            }
-        }
-    }
-    family(
-        &mut out,
-        "palisade_interface_bytes_total",
-        "counter",
-        "Bytes through pf per interface.",
-    );
-    for i in &ifs {
-        if let Some(c) = i["counters"].as_object() {
-            for (k, v) in c {
-                let mut p = k.split('_');
-                let (af, dir, act) = (
-                    p.next().unwrap_or(""),
-                    p.next().unwrap_or(""),
-                    p.next().unwrap_or(""),
-                );
-                let _ = writeln!(
-                    out,
-                    "palisade_interface_bytes_total{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
-                    label(i["name"].as_str().unwrap_or("")),
-                    v["bytes"]
+                    v[what]
                 );
             }
         }

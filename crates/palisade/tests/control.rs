@@ -86,23 +86,6 @@ fn tmpdir() -> PathBuf {
     d
 }
 
-/// An echo server on dst: one line back per line.
-fn echo_server(ns: &str, bind: &'static str) {
-    let l = in_netns(ns, move || std::net::TcpListener::bind(bind).unwrap())
-        .join()
-        .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let _ = writeln!(w, "{line}");
-                }
-            });
-        }
-    });
-}
-
 fn connect(ns: &str, to: &'static str) -> std::io::Result<std::net::TcpStream> {
     in_netns(ns, move || {
         std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(2))
@@ -176,14 +159,7 @@ fn control_commands_against_a_running_daemon() {
     .unwrap();
     ns_exec(&fw, &["ip", "link", "set", "lo", "up"]);
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    let t = Instant::now();
-    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{}",
-            log.lock().unwrap()
-        );
-    }
+    wait_ping(&src, "198.19.0.1", &log);
     let c = Ctl { sock: sock.clone() };
 
     // --- Tables: a blocked host becomes allowed after `add`, and back.
@@ -505,17 +481,11 @@ fn control_commands_against_a_running_daemon() {
     unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
     let _ = follow.wait();
     // The pflog file, read by tcpdump.
-    let o = Command::new("tcpdump")
-        .args(["-n", "-e", "-r"])
-        .arg(&pflog)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (text, err) = tcpdump_read(&pflog);
     assert!(
         text.lines()
             .any(|l| l.contains("block in on a0") && l.contains("198.19.0.1.8081")),
-        "{text}{}",
-        String::from_utf8_lossy(&o.stderr)
+        "{text}{err}"
     );
 
     // --- Metrics agree with show info.
@@ -655,39 +625,24 @@ fn control_commands_against_a_running_daemon() {
     );
 
     // --- The socket's refusals: malformed requests, unknown commands.
-    let a = raw(&sock, "hello");
-    assert_eq!(a["ok"], false);
-    assert!(
-        a["text"]
-            .as_str()
-            .unwrap()
-            .contains("bad request: not JSON"),
-        "{a}"
-    );
-    let a = raw(&sock, "{\"cmd\": \"frobnicate\"}");
-    assert!(
-        a["text"]
-            .as_str()
-            .unwrap()
-            .contains("unknown command 'frobnicate'"),
-        "{a}"
-    );
-    let a = raw(&sock, "{\"cmd\": \"show\", \"what\": \"bogus\"}");
-    assert!(
-        a["text"]
-            .as_str()
-            .unwrap()
-            .contains("unknown listing 'bogus'"),
-        "{a}"
-    );
-    let a = raw(&sock, "[1, 2]");
-    assert!(
-        a["text"]
-            .as_str()
-            .unwrap()
-            .contains("expected a JSON object"),
-        "{a}"
-    );
+    for (req, want) in [
+        ("hello", "bad request: not JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ("{\"cmd\": \"frobnicate\"}", "unknown command 'frobnicate'"),
+        (
+            "{\"cmd\": \"show\", \"what\": \"bogus\"}",
+            "unknown listing 'bogus'",
+        ),
+        ("{\"what\": \"info\"}", "missing \"cmd\""),
+        (
+            "{\"cmd\": \"table\", \"name\": \"allowed\", \"op\": \"add\", \"addrs\": [1]}",
+            "addresses must be strings",
+        ),
+    ] {
+        let a = raw(&sock, req);
+        assert_eq!(a["ok"], false, "{req}: {a}");
+        assert!(a["text"].as_str().unwrap().contains(want), "{req}: {a}");
+    }
     // Non-root: the socket's mode keeps them out; were it opened up, the
     // daemon itself still refuses them.
     let as_nobody = || {
@@ -727,48 +682,25 @@ fn control_commands_against_a_running_daemon() {
 
     // --- 1,000 concurrent CLI calls while traffic flows; the same ping
     // without them first, for comparison.
-    let idle = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &src,
-            "ping",
-            "-q",
-            "-c",
-            "400",
-            "-i",
-            "0.01",
-            "-W",
-            "1",
-            "198.19.0.1",
-        ])
-        .output()
-        .unwrap();
+    // 400 pings 10 ms apart through the firewall, summarized by ping -q.
+    let pinger = || {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &src, "ping", "-q", "-c", "400", "-i", "0.01",
+            ])
+            .args(["-W", "1", "198.19.0.1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let idle = pinger().wait_with_output().unwrap();
     let idle = String::from_utf8_lossy(&idle.stdout).to_string();
     let idle_rtt = idle
         .lines()
         .find(|l| l.starts_with("rtt"))
         .unwrap_or("")
         .to_string();
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &src,
-            "ping",
-            "-q",
-            "-c",
-            "400",
-            "-i",
-            "0.01",
-            "-W",
-            "1",
-            "198.19.0.1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ping = Proc(Some(ping));
+    let ping = Proc(Some(pinger()));
     let t = Instant::now();
     let mut calls = Vec::new();
     for i in 0..1000 {

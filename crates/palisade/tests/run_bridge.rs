@@ -292,14 +292,7 @@ fn offloads_on_the_wire_are_handled() {
          [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n[host]\nenabled = false\n",
     );
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    let t = Instant::now();
-    while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{}",
-            log.lock().unwrap()
-        );
-    }
+    wait_ping(&h1, "198.18.0.2", &log);
     assert!(
         gro("p1").contains(": off"),
         "GRO must be off while Palisade runs"

@@ -508,14 +508,7 @@ fn workers_keep_flows_in_order() {
         format!("pf = \"pf.conf\"\nworkers = 2\n{ROUTED_TOML}"),
     );
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    let t = Instant::now();
-    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{}",
-            log.lock().unwrap()
-        );
-    }
+    wait_ping(&src, "198.19.0.1", &log);
     assert!(log.lock().unwrap().contains("2 workers"));
     let iperf = |extra: &[&str]| -> serde_json::Value {
         let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
@@ -563,22 +556,7 @@ fn sighup_reloads_atomically_and_keeps_states() {
     require_root();
     let (_ns, src, fw, dst) = routed("reload");
     serve(&dst, "198.19.0.1:8080");
-    // An echo server: one line back for each line.
-    let l = in_netns(&dst, || {
-        std::net::TcpListener::bind("198.19.0.1:7000").unwrap()
-    })
-    .join()
-    .unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut w = s.try_clone().unwrap();
-                for line in BufReader::new(s).lines().map_while(Result::ok) {
-                    let _ = writeln!(w, "{line}");
-                }
-            });
-        }
-    });
+    echo_server(&dst, "198.19.0.1:7000");
     let d = tmpdir().join("reload");
     std::fs::create_dir_all(&d).unwrap();
     let pf = d.join("pf.conf");
@@ -596,14 +574,7 @@ fn sighup_reloads_atomically_and_keeps_states() {
     )
     .unwrap();
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    let t = Instant::now();
-    while !ok(&src, &["ping", "-c", "1", "-W", "1", "198.19.0.1"]) {
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{}",
-            log.lock().unwrap()
-        );
-    }
+    wait_ping(&src, "198.19.0.1", &log);
     let connect = |port: u16| {
         in_netns(&src, move || {
             std::net::TcpStream::connect_timeout(

@@ -243,17 +243,11 @@ fn s1_bridge_nat_and_port_forward() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     // What `block log all` dropped is in the pflog file, as tcpdump reads it.
-    let o = std::process::Command::new("tcpdump")
-        .args(["-n", "-e", "-r"])
-        .arg(&pflog)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (text, err) = tcpdump_read(&pflog);
     assert!(
         text.lines()
             .any(|l| l.contains("block in on wan") && l.contains("> 203.0.113.10.8080: Flags [S]")),
-        "{text}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+        "{text}\n{err}"
     );
     assert!(
         text.lines().any(|l| l.contains("block in on bridge0") && l.contains("> 198.18.1.10.80: Flags [S]")),

@@ -325,3 +325,47 @@ pub fn write_config(path: &std::path::Path, body: impl AsRef<str>) {
     )
     .unwrap();
 }
+
+/// Wait (at most 15 s) until `ns` can ping `to` through a daemon just
+/// started; on time-out the daemon's log is the failure message.
+pub fn wait_ping(ns: &str, to: &str, log: &std::sync::Mutex<String>) {
+    let t = Instant::now();
+    while !ok(ns, &["ping", "-c", "1", "-W", "1", to]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+    }
+}
+
+/// An echo server in `ns`: one line back for each line.
+pub fn echo_server(ns: &str, bind: &'static str) {
+    use std::io::BufRead;
+    let l = in_netns(ns, move || TcpListener::bind(bind).unwrap())
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                    let _ = writeln!(w, "{line}");
+                }
+            });
+        }
+    });
+}
+
+/// `tcpdump -n -e -r FILE`: what it printed, and its errors.
+pub fn tcpdump_read(file: &std::path::Path) -> (String, String) {
+    let o = Command::new("tcpdump")
+        .args(["-n", "-e", "-r"])
+        .arg(file)
+        .output()
+        .expect("tcpdump");
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
