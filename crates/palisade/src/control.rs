@@ -73,10 +73,13 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
     (r == 0).then_some(c.uid)
 }
 
+/// Answer one client. `inline` (no thread of its own: too many clients)
+/// refuses streams, which would hold the accepting thread.
 fn answer(
     s: UnixStream,
     stop: &(impl Fn() -> bool + Sync),
     handle: &(impl Fn(&Value) -> Reply + Sync),
+    inline: bool,
 ) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -87,6 +90,9 @@ fn answer(
             let mut r = BufReader::new(&s).take(1 << 20);
             match r.read_line(&mut line) {
                 Ok(_) => match serde_json::from_str::<Value>(&line) {
+                    Ok(req) if inline && req["cmd"] == "log" => Reply::Once(
+                        json!({"ok": false, "text": format!("busy: {MAX_THREADS} clients are connected (log followers?); try again later\n")}),
+                    ),
                     Ok(req) => handle(&req),
                     Err(e) => Reply::Once(
                         json!({"ok": false, "text": format!("bad request: not JSON ({e}); send one line such as {{\"cmd\": \"show\", \"what\": \"info\"}}\n")}),
@@ -146,7 +152,7 @@ pub fn serve(
             match l.accept() {
                 Ok((s, _)) => {
                     if busy.load(Ordering::SeqCst) >= MAX_THREADS {
-                        answer(s, &stop, &handle);
+                        answer(s, &stop, &handle, true);
                         continue;
                     }
                     busy.fetch_add(1, Ordering::SeqCst);
@@ -154,7 +160,7 @@ pub fn serve(
                     let spawned = std::thread::Builder::new()
                         .name("control".into())
                         .spawn_scoped(sc, move || {
-                            answer(s, stop, handle);
+                            answer(s, stop, handle, false);
                             busy.fetch_sub(1, Ordering::SeqCst);
                         });
                     if spawned.is_err() {

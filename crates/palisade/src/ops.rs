@@ -218,21 +218,58 @@ fn hms(s: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// One state, copied out of the table (formatting happens after the data
+/// plane's lock is released).
+struct Row {
+    id: u64,
+    creator: u32,
+    key: palisade_filter::state::FlowKey,
+    translated: Option<palisade_filter::state::FlowKey>,
+    dir: Direction,
+    iface: String,
+    bound: bool,
+    state: String,
+    age: u64,
+    expires: u64,
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    rule: Option<palisade_filter::RuleRef>,
+}
+
 fn show_states(sh: &Shared, verbose: bool) -> Value {
     let now = sh.start.elapsed().as_millis() as u64;
-    let dp = sh.dp();
-    let st = &dp.filter.states;
+    let rows: Vec<Row> = {
+        let dp = sh.dp();
+        let st = &dp.filter.states;
+        st.iter()
+            .map(|s| Row {
+                id: s.id,
+                creator: s.creator,
+                key: s.key.clone(),
+                translated: s.translated.clone(),
+                dir: s.dir,
+                iface: st.iface_name(s).to_string(),
+                bound: s.bound,
+                state: s.state_str(),
+                age: now.saturating_sub(s.created_ms) / 1000,
+                expires: st.expires_ms(s).saturating_sub(now) / 1000,
+                packets: s.packets,
+                bytes: s.bytes,
+                rule: st.rule_of(s),
+            })
+            .collect()
+    };
     let mut text = String::new();
-    let mut list = Vec::new();
-    for s in st.iter() {
-        let k = &s.key;
-        let t = s.translated.as_ref();
-        let iface = if s.bound { st.iface_name(s) } else { "all" };
+    let mut list = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let k = &r.key;
+        let t = r.translated.as_ref();
+        let iface = if r.bound { r.iface.as_str() } else { "all" };
         let (src, dst) = (
             flow(&k.src, k.sport, k.proto),
             flow(&k.dst, k.dport, k.proto),
         );
-        let line = match (s.dir, t) {
+        let line = match (r.dir, t) {
             (Direction::In, None) => format!("{dst} <- {src}"),
             (Direction::In, Some(t)) => {
                 format!("{} ({dst}) <- {src}", flow(&t.dst, t.dport, t.proto))
@@ -240,51 +277,44 @@ fn show_states(sh: &Shared, verbose: bool) -> Value {
             (_, None) => format!("{src} -> {dst}"),
             (_, Some(t)) => format!("{} ({src}) -> {dst}", flow(&t.src, t.sport, t.proto)),
         };
-        text += &format!(
-            "{iface} {} {line}       {}\n",
-            proto_name(k.proto),
-            s.state_str()
-        );
-        let age = now.saturating_sub(s.created_ms) / 1000;
-        let expires = st.expires_ms(s).saturating_sub(now) / 1000;
-        let rule = st.rule_of(s);
+        text += &format!("{iface} {} {line}       {}\n", proto_name(k.proto), r.state);
         if verbose {
             text += &format!(
                 "   age {}, expires in {}, {}:{} pkts, {}:{} bytes{}\n   id: {:016x} creatorid: {:08x}\n",
-                hms(age),
-                hms(expires),
-                s.packets[0],
-                s.packets[1],
-                s.bytes[0],
-                s.bytes[1],
-                match &rule {
-                    Some(r) if r.anchor.is_empty() => format!(", rule {}", r.nr),
-                    Some(r) => format!(", anchor {} rule {}", r.anchor, r.nr),
+                hms(r.age),
+                hms(r.expires),
+                r.packets[0],
+                r.packets[1],
+                r.bytes[0],
+                r.bytes[1],
+                match &r.rule {
+                    Some(x) if x.anchor.is_empty() => format!(", rule {}", x.nr),
+                    Some(x) => format!(", anchor {} rule {}", x.anchor, x.nr),
                     None => String::new(),
                 },
-                s.id,
-                s.creator
+                r.id,
+                r.creator
             );
         }
         list.push(json!({
-            "id": format!("{:016x}", s.id),
-            "creator": format!("{:08x}", s.creator),
+            "id": format!("{:016x}", r.id),
+            "creator": format!("{:08x}", r.creator),
             "proto": proto_name(k.proto),
-            "iface": st.iface_name(s),
-            "if_bound": s.bound,
-            "dir": if s.dir == Direction::In { "in" } else { "out" },
+            "iface": r.iface,
+            "if_bound": r.bound,
+            "dir": if r.dir == Direction::In { "in" } else { "out" },
             "src": {"addr": k.src.to_string(), "port": k.sport},
             "dst": {"addr": k.dst.to_string(), "port": k.dport},
             "nat_src": t.filter(|t| t.src != k.src || t.sport != k.sport).map(|t| json!({"addr": t.src.to_string(), "port": t.sport})),
             "nat_dst": t.filter(|t| t.dst != k.dst || t.dport != k.dport).map(|t| json!({"addr": t.dst.to_string(), "port": t.dport})),
-            "state": s.state_str(),
-            "age_s": age,
-            "expires_s": expires,
-            "packets": s.packets[0] + s.packets[1],
-            "bytes": s.bytes[0] + s.bytes[1],
-            "packets_fwd": s.packets[0], "packets_rev": s.packets[1],
-            "bytes_fwd": s.bytes[0], "bytes_rev": s.bytes[1],
-            "rule": rule.map(|r| json!({"anchor": r.anchor, "nr": r.nr})),
+            "state": r.state,
+            "age_s": r.age,
+            "expires_s": r.expires,
+            "packets": r.packets[0] + r.packets[1],
+            "bytes": r.bytes[0] + r.bytes[1],
+            "packets_fwd": r.packets[0], "packets_rev": r.packets[1],
+            "bytes_fwd": r.bytes[0], "bytes_rev": r.bytes[1],
+            "rule": r.rule.as_ref().map(|x| json!({"anchor": x.anchor, "nr": x.nr})),
         }));
     }
     done(text, Value::Array(list))
