@@ -355,16 +355,23 @@ impl Engine {
         self.tables.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add an address to a table, creating the table if needed (as pf
-    /// does for `overload <t>`). Returns whether it was new.
-    pub fn table_add(&self, name: &str, addr: &Addr) -> bool {
+    /// Add an address to a table at time `now_s` (seconds, the caller's
+    /// clock, for `expire`), creating the table if needed (as pf does for
+    /// `overload <t>`). Returns whether it was new; an address already
+    /// matching keeps its entry and its age.
+    pub fn table_add(&self, name: &str, addr: &Addr, now_s: u64) -> bool {
         let mut t = self.tables_mut();
-        let tab = t.tables.entry(name.to_string()).or_default();
+        let tab = t
+            .tables
+            .entry(name.to_string())
+            .or_insert_with(|| crate::table::AddrTable::born_at(now_s));
         let was = match addr {
             Addr::Net { ip, .. } => tab.contains(ip),
             _ => false,
         };
-        tab.insert(addr, false);
+        if !was {
+            tab.insert_at(addr, false, now_s);
+        }
         !was
     }
 

@@ -760,7 +760,7 @@ impl Filter {
         if let Some(ov) = s.opts.as_ref().and_then(|o| o.overload.clone()) {
             let bits = Af::of(&src).max_bits();
             self.engine
-                .table_add(&ov.table, &Addr::Net { ip: src, bits });
+                .table_add(&ov.table, &Addr::Net { ip: src, bits }, self.now_ms / 1000);
             if ov.flush {
                 self.states
                     .kill_source(src, if ov.global { None } else { Some(rule) });

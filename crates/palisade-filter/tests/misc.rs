@@ -273,3 +273,26 @@ fn received_on_matches_the_input_interface() {
     meta.received_on = Some("em1".into());
     assert_eq!(e.test(&meta).action, VerdictAction::Pass);
 }
+
+/// Addresses `overload` adds carry their time, so `table expire` removes
+/// only those older than asked; an address already there keeps its age.
+#[test]
+fn table_add_stamps_entries_for_expire() {
+    use palisade_conf::ir::Addr;
+    let f = common::filter_with(common::em0(), "pass all\n", 1);
+    let e = f.engine();
+    let a = |s: &str| Addr::Net {
+        ip: common::ip(s),
+        bits: 32,
+    };
+    assert!(e.table_add("bad", &a("192.0.2.1"), 100));
+    assert!(e.table_add("bad", &a("192.0.2.2"), 200));
+    assert!(!e.table_add("bad", &a("192.0.2.1"), 300), "already there");
+    let mut t = e.tables_mut();
+    let bad = t.tables.get_mut("bad").unwrap();
+    assert_eq!(bad.born, 100, "the table dates from its first address");
+    assert!(bad.expire(100).is_empty());
+    let gone = bad.expire(150);
+    assert_eq!(gone, vec![(false, common::ip("192.0.2.1"), 32)]);
+    assert_eq!(bad.len(), 1);
+}

@@ -89,6 +89,9 @@ fn answer(
             let mut line = String::new();
             let mut r = BufReader::new(&s).take(1 << 20);
             match r.read_line(&mut line) {
+                Ok(n) if n >= 1 << 20 && !line.ends_with('\n') => Reply::Once(
+                    json!({"ok": false, "text": "bad request: too large (over 1 MiB in one line)\n"}),
+                ),
                 Ok(_) => match serde_json::from_str::<Value>(&line) {
                     Ok(req) if inline && req["cmd"] == "log" => Reply::Once(
                         json!({"ok": false, "text": format!("busy: {MAX_THREADS} clients are connected (log followers?); try again later\n")}),

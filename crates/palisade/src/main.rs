@@ -39,9 +39,10 @@ enum Cmd {
     Show {
         /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory
         what: String,
-        /// More detail: counters per rule, per state, per interface.
-        #[arg(short = 'v', long)]
-        verbose: bool,
+        /// More detail: counters per rule, per state, per interface (-vv:
+        /// rule numbers too).
+        #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+        verbose: u8,
         /// `show rules`: the rules of this anchor instead of the main ruleset.
         #[arg(short = 'a', long, value_name = "ANCHOR")]
         anchor: Option<String>,
@@ -74,8 +75,8 @@ enum Cmd {
         /// For load: the rules (`-` for standard input).
         #[arg(short = 'f', value_name = "FILE")]
         file: Option<String>,
-        #[arg(short = 'v', long)]
-        verbose: bool,
+        #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+        verbose: u8,
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -9,7 +9,7 @@
 //! framework would be most of the daemon's dependencies for this.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -28,23 +28,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn rules(out: &mut String, anchor: &str, v: &[Value]) {
+/// Every rule with its anchor path (inline anchors as `@N` under their
+/// parent), flattened.
+fn flatten(anchor: &str, v: &[Value], out: &mut Vec<(String, Value)>) {
     for r in v {
-        let l = format!(
-            "anchor=\"{}\",nr=\"{}\",rule=\"{}\"",
-            label(anchor),
-            r["nr"],
-            label(r["rule"].as_str().unwrap_or(""))
-        );
-        for (m, k) in [
-            ("palisade_rule_evaluations_total", "evaluations"),
-            ("palisade_rule_packets_total", "packets"),
-            ("palisade_rule_bytes_total", "bytes"),
-            ("palisade_rule_states", "states"),
-            ("palisade_rule_state_creations_total", "state_creations"),
-        ] {
-            let _ = writeln!(out, "{m}{{{l}}} {}", r[k]);
+        let mut flat = r.clone();
+        if let Some(o) = flat.as_object_mut() {
+            o.remove("rules");
         }
+        out.push((anchor.to_string(), flat));
         if let Some(children) = r["rules"].as_array() {
             if !children.is_empty() {
                 let name = if anchor.is_empty() {
@@ -52,7 +44,7 @@ fn rules(out: &mut String, anchor: &str, v: &[Value]) {
                 } else {
                     format!("{anchor}/@{}", r["nr"])
                 };
-                rules(out, &name, children);
+                flatten(&name, children, out);
             }
         }
     }
@@ -178,50 +170,94 @@ pub fn render(sh: &Shared) -> String {
             i["errors"]
         );
     }
-    family(
-        &mut out,
-        "palisade_rule_evaluations_total",
-        "counter",
-        "Times the rule was evaluated.",
-    );
-    family(
-        &mut out,
-        "palisade_rule_packets_total",
-        "counter",
-        "Packets the rule decided, and those of its states.",
-    );
-    family(
-        &mut out,
-        "palisade_rule_bytes_total",
-        "counter",
-        "Bytes the rule decided, and those of its states.",
-    );
-    family(
-        &mut out,
-        "palisade_rule_states",
-        "gauge",
-        "Current states the rule created.",
-    );
-    family(
-        &mut out,
-        "palisade_rule_state_creations_total",
-        "counter",
-        "States the rule created.",
-    );
+    // Per rule, one family at a time (the text format wants each metric's
+    // lines together).
+    let mut all = Vec::new();
     let show = crate::ops::handle(sh, &serde_json::json!({"cmd": "show", "what": "rules"}));
     if let Some(v) = show["data"].as_array() {
-        rules(&mut out, "", v);
+        flatten("", v, &mut all);
     }
-    for a in sh.dp().filter.engine().anchor_names() {
+    // The names first: the data plane's lock must not be held while the
+    // listings take it again.
+    let anchors = sh.dp().filter.engine().anchor_names();
+    for a in anchors {
         let show = crate::ops::handle(
             sh,
             &serde_json::json!({"cmd": "show", "what": "rules", "anchor": a}),
         );
         if let Some(v) = show["data"].as_array() {
-            rules(&mut out, &a, v);
+            flatten(&a, v, &mut all);
+        }
+    }
+    for (m, k, kind, help) in [
+        (
+            "palisade_rule_evaluations_total",
+            "evaluations",
+            "counter",
+            "Times the rule was evaluated.",
+        ),
+        (
+            "palisade_rule_packets_total",
+            "packets",
+            "counter",
+            "Packets the rule decided, and those of its states.",
+        ),
+        (
+            "palisade_rule_bytes_total",
+            "bytes",
+            "counter",
+            "Bytes the rule decided, and those of its states.",
+        ),
+        (
+            "palisade_rule_states",
+            "states",
+            "gauge",
+            "Current states the rule created.",
+        ),
+        (
+            "palisade_rule_state_creations_total",
+            "state_creations",
+            "counter",
+            "States the rule created.",
+        ),
+    ] {
+        family(&mut out, m, kind, help);
+        for (anchor, r) in &all {
+            let _ = writeln!(
+                out,
+                "{m}{{anchor=\"{}\",nr=\"{}\",rule=\"{}\"}} {}",
+                label(anchor),
+                r["nr"],
+                label(r["rule"].as_str().unwrap_or("")),
+                r[k]
+            );
         }
     }
     out
+}
+
+/// A request's head (up to the blank line), read within 2 s in all and
+/// 16 KiB: a slow or endless client is dropped, not waited for.
+fn read_head(mut s: &std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let _ = s.set_nonblocking(false);
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.checked_duration_since(std::time::Instant::now())?;
+        if left.is_zero() || head.len() > 16 * 1024 {
+            return None;
+        }
+        let _ = s.set_read_timeout(Some(left));
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Serve until `stop()`.
@@ -235,20 +271,10 @@ pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool) {
                 continue;
             }
         };
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-        let mut first = String::new();
-        // A request head is small; a client sending more is cut off.
-        let mut r = BufReader::new(std::io::Read::take(&s, 16 * 1024));
-        if r.read_line(&mut first).is_err() {
+        let Some(head) = read_head(&s) else {
             continue;
-        }
-        // The rest of the request's head.
-        let mut line = String::new();
-        while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-            line.clear();
-        }
+        };
+        let first = head.lines().next().unwrap_or("");
         let mut parts = first.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let (status, ctype, body) = match (method, path) {

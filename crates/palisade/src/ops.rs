@@ -31,12 +31,10 @@ fn done(text: String, data: Value) -> Value {
     json!({"ok": true, "text": text, "data": data})
 }
 
-/// Seconds since the Unix epoch (table entries are stamped with it).
-pub fn wall_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// Table entries are stamped in seconds since the daemon started: the
+/// data plane's clock, which `overload` uses for the entries it adds.
+fn table_secs(sh: &Shared) -> u64 {
+    sh.start.elapsed().as_secs()
 }
 
 /// One request. Unknown commands and malformed arguments get a clear error.
@@ -46,10 +44,15 @@ pub fn handle(sh: &Shared, req: &Value) -> Value {
             "bad request: expected a JSON object such as {\"cmd\": \"show\", \"what\": \"info\"}",
         );
     }
-    let verbose = req["verbose"].as_bool().unwrap_or(false);
+    // -v (1) or -vv (2); `true` counts as -v.
+    let level = req["verbose"]
+        .as_u64()
+        .or_else(|| req["verbose"].as_bool().map(u64::from))
+        .unwrap_or(0);
+    let verbose = level > 0;
     match req["cmd"].as_str() {
         Some("show") => match req["what"].as_str() {
-            Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), verbose),
+            Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), level),
             Some("states") => show_states(sh, verbose),
             Some("info") => show_info(sh),
             Some("interfaces") => show_interfaces(sh, verbose),
@@ -98,7 +101,7 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
     {
         let mut t = engine.tables_mut();
-        let now = wall_secs();
+        let now = table_secs(sh);
         for tab in t.tables.values_mut() {
             tab.born = now;
         }
@@ -114,8 +117,10 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
             engine.load_anchor(name, rules);
         }
     }
-    drop(anchors);
     {
+        // (Lock order: anchors, then the data plane; the anchors' lock is
+        // held until the swap so that an `anchor load` cannot land in the
+        // engine being replaced.)
         let mut dp = sh.dp();
         {
             let old = dp.filter.engine().tables();
@@ -128,6 +133,7 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         }
         dp.filter.set_engine(engine);
     }
+    drop(anchors);
     if format!("{:?}", out.config.options) != sh.options {
         msgs.push(
             "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
@@ -159,10 +165,13 @@ fn rule_json(r: &RuleListing) -> Value {
     })
 }
 
-fn rules_text(rules: &[RuleListing], depth: usize, verbose: bool, out: &mut String) {
+/// Rules as pfctl -sr prints them; with -v each with its counters, with
+/// -vv also its number.
+fn rules_text(rules: &[RuleListing], depth: usize, level: u64, out: &mut String) {
     let ind = "  ".repeat(depth);
+    let pid = std::process::id();
     for r in rules {
-        if verbose {
+        if level >= 2 {
             out.push_str(&format!("{ind}@{} ", r.nr));
         } else {
             out.push_str(&ind);
@@ -172,26 +181,26 @@ fn rules_text(rules: &[RuleListing], depth: usize, verbose: bool, out: &mut Stri
             out.push_str(" {");
         }
         out.push('\n');
-        if verbose {
+        if level >= 1 {
             let (ev, p, b, s, st) = r.stats.snapshot();
             out.push_str(&format!(
-                "{ind}  [ Evaluations: {ev:<8}  Packets: {p:<8}  Bytes: {b:<10}  States: {s:<6}]\n{ind}  [ State Creations: {st:<6}]\n"
+                "{ind}  [ Evaluations: {ev:<8}  Packets: {p:<8}  Bytes: {b:<10}  States: {s:<6}]\n{ind}  [ Inserted: uid 0 pid {pid} State Creations: {st:<6}]\n"
             ));
         }
         if !r.inline.is_empty() {
-            rules_text(&r.inline, depth + 1, verbose, out);
+            rules_text(&r.inline, depth + 1, level, out);
             out.push_str(&format!("{ind}}}\n"));
         }
     }
 }
 
-fn show_rules(sh: &Shared, anchor: &str, verbose: bool) -> Value {
+fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     let listing = sh.dp().filter.engine().listing(anchor);
     let Some(l) = listing else {
         return fail(format!("show rules: no anchor '{anchor}' is loaded"));
     };
     let mut text = String::new();
-    rules_text(&l, 0, verbose, &mut text);
+    rules_text(&l, 0, level, &mut text);
     done(text, l.iter().map(rule_json).collect())
 }
 
@@ -265,17 +274,40 @@ fn show_states(sh: &Shared, verbose: bool) -> Value {
         let k = &r.key;
         let t = r.translated.as_ref();
         let iface = if r.bound { r.iface.as_str() } else { "all" };
-        let (src, dst) = (
-            flow(&k.src, k.sport, k.proto),
-            flow(&k.dst, k.dport, k.proto),
-        );
-        let line = match (r.dir, t) {
-            (Direction::In, None) => format!("{dst} <- {src}"),
-            (Direction::In, Some(t)) => {
-                format!("{} ({dst}) <- {src}", flow(&t.dst, t.dport, t.proto))
+        // As pfctl -ss: an outbound state shows each endpoint as it is on
+        // the wire with the original in parentheses when translated, an
+        // inbound one as it is behind the firewall with the wire's.
+        let left = t.unwrap_or(k);
+        let (stack, wire) = if r.dir == Direction::Out {
+            (k, left)
+        } else {
+            (left, k)
+        };
+        let ep = |src: bool| {
+            let (s, w) = if src {
+                ((stack.src, stack.sport), (wire.src, wire.sport))
+            } else {
+                ((stack.dst, stack.dport), (wire.dst, wire.dport))
+            };
+            let (shown, other) = if r.dir == Direction::Out {
+                (w, s)
+            } else {
+                (s, w)
+            };
+            if shown == other {
+                flow(&shown.0, shown.1, k.proto)
+            } else {
+                format!(
+                    "{} ({})",
+                    flow(&shown.0, shown.1, k.proto),
+                    flow(&other.0, other.1, k.proto)
+                )
             }
-            (_, None) => format!("{src} -> {dst}"),
-            (_, Some(t)) => format!("{} ({src}) -> {dst}", flow(&t.src, t.sport, t.proto)),
+        };
+        let line = if r.dir == Direction::In {
+            format!("{} <- {}", ep(false), ep(true))
+        } else {
+            format!("{} -> {}", ep(true), ep(false))
         };
         text += &format!("{iface} {} {line}       {}\n", proto_name(k.proto), r.state);
         if verbose {
@@ -386,35 +418,28 @@ fn show_info(sh: &Shared) -> Value {
     let d = info_data(sh);
     let up = d["uptime_s"].as_u64().unwrap_or(0);
     let secs = up.max(1) as f64;
-    let rate = |n: u64| format!("{:.1}/s", n as f64 / secs);
+    let rate = |n: u64| n as f64 / secs;
     let n = |k: &str| d[k].as_u64().unwrap_or(0);
     let mut text = format!(
         "Status: Enabled for {} days {}\n\nState Table                          Total             Rate\n",
         up / 86400,
         hms(up % 86400)
     );
-    text += &format!("  current entries               {:>14}\n", n("states"));
-    text += &format!(
-        "  searches                      {:>14} {:>14}\n",
-        n("state_searches"),
-        rate(n("state_searches"))
-    );
-    text += &format!(
-        "  inserts                       {:>14} {:>14}\n",
-        n("state_inserts"),
-        rate(n("state_inserts"))
-    );
+    text += &format!("  {:<25} {:>14}\n", "current entries", n("states"));
+    for (label, k) in [("searches", "state_searches"), ("inserts", "state_inserts")] {
+        text += &format!("  {label:<25} {:>14} {:>14.1}/s\n", n(k), rate(n(k)));
+    }
     text += "Counters\n";
     if let Some(m) = d["reasons"].as_object() {
         // pf's in pfctl's order, then Palisade's own.
         let ours = m.keys().filter(|k| !PF_REASONS.contains(&k.as_str()));
         for r in PF_REASONS.iter().copied().chain(ours.map(String::as_str)) {
             let v = m.get(r).and_then(|v| v.as_u64()).unwrap_or(0);
-            text += &format!("  {r:<29} {v:>14} {:>14}\n", rate(v));
+            text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(v));
         }
     }
     text += &format!(
-        "Packets\n  {:<29} {:>14}\n  {:<29} {:>14}\n  {:<29} {:>14}\n",
+        "Packets\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n",
         "evaluated",
         n("packets"),
         "passed",
@@ -425,7 +450,7 @@ fn show_info(sh: &Shared) -> Value {
     text += "Data plane\n";
     if let Some(m) = d["dataplane"].as_object() {
         for (k, v) in m {
-            text += &format!("  {k:<29} {:>14}\n", v.as_u64().unwrap_or(0));
+            text += &format!("  {k:<25} {:>14}\n", v.as_u64().unwrap_or(0));
         }
     }
     done(text, d)
@@ -510,7 +535,7 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
                     for act in ["pass", "block"] {
                         let c = &i["counters"][format!("{fam}_{dir}_{act}")];
                         text += &format!(
-                            "\t{}{}/{}:{}[ Packets: {:<10} Bytes: {:<12}]\n",
+                            "\t{}{}/{}:{}[ Packets: {:<18} Bytes: {:<18} ]\n",
                             if dir == "in" { "In" } else { "Out" },
                             if fam == "inet" { "4" } else { "6" },
                             if act == "pass" { "Pass" } else { "Block" },
@@ -521,8 +546,8 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
                             } else {
                                 " "
                             },
-                            c["packets"],
-                            c["bytes"]
+                            c["packets"].as_u64().unwrap_or(0),
+                            c["bytes"].as_u64().unwrap_or(0)
                         );
                     }
                 }
@@ -584,7 +609,7 @@ fn show_timeouts(sh: &Shared) -> Value {
         } else {
             "s"
         };
-        text += &format!("{:<20}{v:>9}{unit}\n", t.name());
+        text += &format!("{:<20} {v:>10}{unit}\n", t.name());
         m.insert(t.name().into(), json!(v));
     }
     done(text, Value::Object(m))
@@ -697,7 +722,7 @@ fn table(sh: &Shared, req: &Value) -> Value {
             None => return fail(format!("table {name} {op}: addresses must be strings")),
         }
     }
-    let now = wall_secs();
+    let now = table_secs(sh);
     let dp = sh.dp();
     let e = dp.filter.engine();
     let mut ts = e.tables_mut();
@@ -711,12 +736,14 @@ fn table(sh: &Shared, req: &Value) -> Value {
                 .tables
                 .entry(name.to_string())
                 .or_insert_with(|| palisade_filter::AddrTable::born_at(now));
+            // An entry already there keeps its age (and its negation, as
+            // pfctl leaves it); a repeated address counts once.
             let mut added = 0;
             for (neg, a) in &addrs {
                 if !t.has_exact(a) {
                     added += 1;
+                    t.insert_at(a, *neg, now);
                 }
-                t.insert_at(a, *neg, now);
             }
             done(
                 format!("{added}/{} addresses added.\n", addrs.len()),
@@ -762,7 +789,12 @@ fn table(sh: &Shared, req: &Value) -> Value {
                 }
             }
             done(
-                format!("{added} addresses added.\n{deleted} addresses deleted.\n"),
+                match (added, deleted) {
+                    (0, 0) => "no changes.\n".to_string(),
+                    (a, 0) => format!("{a} addresses added.\n"),
+                    (0, d) => format!("{d} addresses deleted.\n"),
+                    (a, d) => format!("{a} addresses added.\n{d} addresses deleted.\n"),
+                },
                 json!({"added": added, "deleted": deleted}),
             )
         }
@@ -913,21 +945,32 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                     "palisade: warning: anchor {name}: tables and `set` options in {file} are not loaded (only rules are)"
                 ));
             }
-            sh.dp().filter.engine().load_anchor(name, &out.config.main);
             let n = out.config.main.rules.len();
-            sh.anchors().insert(name.to_string(), out.config.main);
+            let mut anchors = sh.anchors();
+            sh.dp().filter.engine().load_anchor(name, &out.config.main);
+            anchors.insert(name.to_string(), out.config.main);
+            drop(anchors);
             msgs.push(format!("palisade: anchor {name}: {n} rules loaded"));
             done(msgs.join("\n") + "\n", json!({"anchor": name, "rules": n}))
         }
         Some("flush") => {
+            let mut anchors = sh.anchors();
             sh.dp().filter.engine().flush_anchor(name);
-            let had = sh.anchors().remove(name).is_some();
+            let had = anchors.remove(name).is_some();
+            drop(anchors);
             done(
                 "rules cleared\n".to_string(),
                 json!({"anchor": name, "was_loaded": had}),
             )
         }
-        Some("show") => show_rules(sh, name, req["verbose"].as_bool().unwrap_or(false)),
+        Some("show") => show_rules(
+            sh,
+            name,
+            req["verbose"]
+                .as_u64()
+                .or_else(|| req["verbose"].as_bool().map(u64::from))
+                .unwrap_or(0),
+        ),
         Some(o) => fail(format!(
             "anchor: unknown operation '{o}' (load, flush, show)"
         )),
@@ -967,15 +1010,10 @@ fn kill(sh: &Shared, req: &Value) -> Value {
             Some(Ok(m)) => Some(m),
             Some(Err(e)) => return fail(format!("state kill: {e}")),
         };
+        // The addresses the connection was opened with (pfctl -k): a
+        // translated address would match every state behind a NAT.
         st.iter()
-            .filter(|s| {
-                let t = s.translated.as_ref();
-                let from = src(&s.key.src) || t.is_some_and(|t| src(&t.src));
-                let to = dst
-                    .as_ref()
-                    .is_none_or(|d| d(&s.key.dst) || t.is_some_and(|t| d(&t.dst)));
-                from && to
-            })
+            .filter(|s| src(&s.key.src) && dst.as_ref().is_none_or(|d| d(&s.key.dst)))
             .map(|s| s.id)
             .collect()
     } else {

@@ -350,16 +350,6 @@ fn worker(
             }
         };
         let now = sh.start.elapsed().as_millis() as u64;
-        if id == 0 && RELOAD.swap(false, Ordering::SeqCst) {
-            let (ok, msgs) = crate::ops::reload(sh, None);
-            for m in msgs {
-                if ok {
-                    tracing::info!("{m}");
-                } else {
-                    tracing::warn!("{m}");
-                }
-            }
-        }
         for i in errs.into_iter().filter(|&i| i < ports.len()) {
             if let Some(e) = ports[i].take_error() {
                 if id == 0 && health[i] == Health::Up {
@@ -491,12 +481,6 @@ pub fn run(path: &Path) -> Result<(), String> {
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));
-    {
-        let now = crate::ops::wall_secs();
-        for t in engine.tables_mut().tables.values_mut() {
-            t.born = now;
-        }
-    }
     let filter = Filter::new(engine, &pf, 1);
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
@@ -585,18 +569,20 @@ pub fn run(path: &Path) -> Result<(), String> {
         pf.main.rules.len(),
         if workers == 1 { "" } else { "s" }
     );
+    let metrics = match cfg_metrics {
+        Some(a) => {
+            // Bound after the host interface has the firewall's addresses;
+            // failing here undoes what was set up (Isolation, TAP drop).
+            Some(std::net::TcpListener::bind(a).map_err(|e| format!("metrics listener {a}: {e}"))?)
+        }
+        None => None,
+    };
     let control = match crate::control::bind(&cfg_control) {
         Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!("no control socket: {e}");
             None
         }
-    };
-    let metrics = match cfg_metrics {
-        Some(a) => {
-            Some(std::net::TcpListener::bind(a).map_err(|e| format!("metrics listener {a}: {e}"))?)
-        }
-        None => None,
     };
     let first = sockets.remove(0);
     let outs = sh.dp().start(0);
@@ -621,6 +607,26 @@ pub fn run(path: &Path) -> Result<(), String> {
         if let Some(l) = metrics {
             let sh = &sh;
             s.spawn(move || crate::metrics::serve(l, sh, || STOP.load(Ordering::SeqCst)));
+        }
+        // SIGHUP: reloads happen here, not on a worker, so that parsing and
+        // compiling a big pf.conf never holds up forwarding.
+        {
+            let sh = &sh;
+            s.spawn(move || {
+                while !STOP.load(Ordering::SeqCst) {
+                    if RELOAD.swap(false, Ordering::SeqCst) {
+                        let (ok, msgs) = crate::ops::reload(sh, None);
+                        for m in msgs {
+                            if ok {
+                                tracing::info!("{m}");
+                            } else {
+                                tracing::warn!("{m}");
+                            }
+                        }
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;

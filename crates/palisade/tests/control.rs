@@ -260,10 +260,13 @@ fn control_commands_against_a_running_daemon() {
     assert!(natted["age_s"].as_u64().unwrap() < 60, "{natted}");
     assert_eq!(natted["id"].as_str().unwrap().len(), 16);
     let text = c.ok(&["show", "states", "-v"]);
+    let nat_line = format!(
+        "all tcp 198.19.0.254:{} (198.18.0.1:{}) -> 198.19.0.1:7000       ESTABLISHED:ESTABLISHED",
+        natted["nat_src"]["port"], natted["src"]["port"]
+    );
+    assert!(text.lines().any(|l| l == nat_line), "{nat_line}\n{text}");
     assert!(
-        text.contains("198.19.0.254:")
-            && text.contains("age 00:00:")
-            && text.contains("expires in 23:59:"),
+        text.contains("age 00:00:") && text.contains("expires in 23:59:"),
         "{text}"
     );
     assert!(
@@ -286,10 +289,17 @@ fn control_commands_against_a_running_daemon() {
         block["packets"].as_u64().unwrap() >= 2,
         "the curls blocked before: {block}"
     );
-    let text = c.ok(&["show", "rules", "-v"]);
+    let text = c.ok(&["show", "rules", "-vv"]);
     assert!(
         text.contains(
             "@4 pass in on a0 proto tcp from any to any port = 7000 flags S/SA\n  [ Evaluations: "
+        ) && text.contains("  [ Inserted: uid 0 pid "),
+        "{text}"
+    );
+    let text = c.ok(&["show", "rules", "-v"]);
+    assert!(
+        text.contains(
+            "\npass in on a0 proto tcp from any to any port = 7000 flags S/SA\n  [ Evaluations: "
         ),
         "{text}"
     );
@@ -488,7 +498,9 @@ fn control_commands_against_a_running_daemon() {
         "{text}{err}"
     );
 
-    // --- Metrics agree with show info.
+    // --- Metrics agree with show info (an anchor loaded: its rules are
+    // exported too).
+    c.ok(&["anchor", "extra", "load", "-f", extra.to_str().unwrap()]);
     let mut agreed = false;
     let mut last = String::new();
     for _ in 0..5 {
@@ -543,12 +555,21 @@ fn control_commands_against_a_running_daemon() {
         if last.is_empty() {
             assert!(metric(&text, "palisade_interface_packets_total{interface=\"a0\",af=\"inet\",dir=\"in\",action=\"block\"}").unwrap() >= 3);
             assert!(metric(&text, "palisade_rule_evaluations_total{anchor=\"\",nr=\"0\",rule=\"block drop log all\"}").unwrap() > 0);
+            assert!(
+                metric(
+                    &text,
+                    "palisade_rule_evaluations_total{anchor=\"extra\",nr=\"0\",rule=\"pass in on a0 proto tcp from any to any port = 9090 flags S/SA\"}"
+                )
+                .is_some(),
+                "{text}"
+            );
             agreed = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(agreed, "metrics and show info disagree:\n{last}");
+    c.ok(&["anchor", "extra", "flush"]);
     let o = Command::new("ip")
         .args([
             "netns",
