@@ -60,6 +60,20 @@ impl Ctl {
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 
+    /// A file with errors on lines 2 and 3: exit 1, both errors printed,
+    /// and `says` (what stays as it was).
+    fn refused(&self, args: &[&str], file: &str, says: &str) {
+        let o = self.run(args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{out}");
+        assert!(
+            out.contains(&format!("{file}:2:"))
+                && out.contains(&format!("{file}:3:"))
+                && out.contains(says),
+            "{out}"
+        );
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.push("--json");
@@ -379,14 +393,10 @@ fn control_commands_against_a_running_daemon() {
         "pass in on a0 proto tcp to port 9090\npass bogus\npass to port 70000\n",
     )
     .unwrap();
-    let o = c.run(&["anchor", "extra", "load", "-f", bad.to_str().unwrap()]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        out.contains("bad.conf:2:")
-            && out.contains("bad.conf:3:")
-            && out.contains("keeps its rules"),
-        "{out}"
+    c.refused(
+        &["anchor", "extra", "load", "-f", bad.to_str().unwrap()],
+        "bad.conf",
+        "keeps its rules",
     );
     assert!(
         passes(&src, "http://198.19.0.1:9090/"),
@@ -612,14 +622,10 @@ fn control_commands_against_a_running_daemon() {
         "block all\npass to port 99999\npass from 300.1.1.1\n",
     )
     .unwrap();
-    let o = c.run(&["reload", "-f", other.to_str().unwrap()]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        out.contains("other.conf:2:")
-            && out.contains("other.conf:3:")
-            && out.contains("the running ruleset stays"),
-        "{out}"
+    c.refused(
+        &["reload", "-f", other.to_str().unwrap()],
+        "other.conf",
+        "the running ruleset stays",
     );
     assert!(
         passes(&src, "http://198.19.0.1:9090/"),
