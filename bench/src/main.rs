@@ -387,6 +387,7 @@ fn rules_bench(args: &[String]) {
             b.evaluations = 0;
             // The engine's verdict carries the deciding rule's counters.
             a.stats = None;
+            a.match_stats.clear();
             assert_eq!(a, b);
         }
         let per_pkt = |f: &mut dyn FnMut(&PacketMeta) -> u32| -> f64 {

@@ -302,6 +302,7 @@ struct St {
     decided_scrub: ScrubActions,
     decided_once: Option<Arc<std::sync::atomic::AtomicBool>>,
     decided_stats: Option<Arc<RuleStats>>,
+    match_stats: Vec<Arc<RuleStats>>,
     log_matches_on: bool,
     log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
@@ -504,6 +505,7 @@ impl Engine {
             decided_scrub: ScrubActions::default(),
             decided_once: None,
             decided_stats: None,
+            match_stats: Vec::new(),
             log_matches_on: false,
             log_matched: Vec::new(),
             nat: None,
@@ -537,6 +539,7 @@ impl Engine {
             }
         }
         v.scrub = st.scrub;
+        v.match_stats = std::mem::take(&mut st.match_stats);
         v.log_matched = std::mem::take(&mut st.log_matched);
         v.nat = nat.as_ref().map(|x| x.0.clone());
         v.nat_pool = nat.map(|x| x.1);
@@ -621,6 +624,7 @@ impl Engine {
                     continue;
                 }
                 Kind::Match => {
+                    st.match_stats.push(r.stats.clone());
                     if let Some(p) = &r.nat_pool {
                         st.nat = Some((me(), p.clone()));
                     }

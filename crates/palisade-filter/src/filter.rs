@@ -521,6 +521,9 @@ impl Filter {
         if let Some(st) = &v.stats {
             st.count(dir, len as u64);
         }
+        for st in &v.match_stats {
+            st.count(dir, len as u64);
+        }
         let mut d = Decision {
             action: v.action,
             reason: "match",

@@ -159,6 +159,9 @@ pub struct Verdict {
     pub evaluations: u32,
     /// The deciding rule's counters.
     pub stats: Option<Arc<RuleStats>>,
+    /// The counters of the `match` rules that matched (they count the
+    /// packets they matched during evaluation).
+    pub match_stats: Vec<Arc<RuleStats>>,
 }
 
 impl Verdict {
@@ -179,6 +182,7 @@ impl Verdict {
             state_opts: None,
             evaluations: 0,
             stats: None,
+            match_stats: Vec::new(),
         }
     }
 }

@@ -298,6 +298,11 @@ fn control_commands_against_a_running_daemon() {
     assert!(r7000["packets"].as_u64().unwrap() >= 5, "{r7000}");
     assert!(r7000["evaluations"].as_u64().unwrap() >= 1, "{r7000}");
     assert!(r7000["bytes"].as_u64().unwrap() >= r7000["packets"].as_u64().unwrap() * 40);
+    let m = find_rule(
+        &rules,
+        "match out on b0 inet proto tcp from any to any port = 7000 nat-to 198.19.0.254",
+    );
+    assert_eq!(m["packets"], 1, "a match rule counts what it matched: {m}");
     let block = find_rule(&rules, "block drop log all");
     assert!(
         block["packets"].as_u64().unwrap() >= 2,
