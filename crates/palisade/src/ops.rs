@@ -53,7 +53,7 @@ pub fn handle(sh: &Shared, req: &Value) -> Value {
     match req["cmd"].as_str() {
         Some("show") => match req["what"].as_str() {
             Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), level),
-            Some("states") => show_states(sh, verbose),
+            Some("states") => show_states(sh, level),
             Some("info") => show_info(sh),
             Some("interfaces") => show_interfaces(sh, verbose),
             Some("tables") => show_tables(sh, verbose),
@@ -245,7 +245,8 @@ struct Row {
     rule: Option<palisade_filter::RuleRef>,
 }
 
-fn show_states(sh: &Shared, verbose: bool) -> Value {
+/// pfctl -ss; -v adds age, expiry, counters and the rule, -vv the id.
+fn show_states(sh: &Shared, level: u64) -> Value {
     let now = sh.start.elapsed().as_millis() as u64;
     let rows: Vec<Row> = {
         let dp = sh.dp();
@@ -310,9 +311,9 @@ fn show_states(sh: &Shared, verbose: bool) -> Value {
             format!("{} -> {}", ep(true), ep(false))
         };
         text += &format!("{iface} {} {line}       {}\n", proto_name(k.proto), r.state);
-        if verbose {
+        if level >= 1 {
             text += &format!(
-                "   age {}, expires in {}, {}:{} pkts, {}:{} bytes{}\n   id: {:016x} creatorid: {:08x}\n",
+                "   age {}, expires in {}, {}:{} pkts, {}:{} bytes{}\n",
                 hms(r.age),
                 hms(r.expires),
                 r.packets[0],
@@ -321,12 +322,13 @@ fn show_states(sh: &Shared, verbose: bool) -> Value {
                 r.bytes[1],
                 match &r.rule {
                     Some(x) if x.anchor.is_empty() => format!(", rule {}", x.nr),
-                    Some(x) => format!(", anchor {} rule {}", x.anchor, x.nr),
+                    Some(x) => format!(", anchor {}, rule {}", x.anchor, x.nr),
                     None => String::new(),
                 },
-                r.id,
-                r.creator
             );
+        }
+        if level >= 2 {
+            text += &format!("   id: {:016x} creatorid: {:08x}\n", r.id, r.creator);
         }
         list.push(json!({
             "id": format!("{:016x}", r.id),

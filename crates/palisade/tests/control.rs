@@ -273,7 +273,9 @@ fn control_commands_against_a_running_daemon() {
     assert!(natted["expires_s"].as_u64().unwrap() > 80_000, "{natted}");
     assert!(natted["age_s"].as_u64().unwrap() < 60, "{natted}");
     assert_eq!(natted["id"].as_str().unwrap().len(), 16);
-    let text = c.ok(&["show", "states", "-v"]);
+    let v1 = c.ok(&["show", "states", "-v"]);
+    assert!(v1.contains("   age ") && !v1.contains("   id: "), "{v1}");
+    let text = c.ok(&["show", "states", "-vv"]);
     let nat_line = format!(
         "all tcp 198.19.0.254:{} (198.18.0.1:{}) -> 198.19.0.1:7000       ESTABLISHED:ESTABLISHED",
         natted["nat_src"]["port"], natted["src"]["port"]
