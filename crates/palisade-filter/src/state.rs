@@ -230,6 +230,18 @@ pub struct Proxy {
 }
 
 impl State {
+    /// One more packet of `len` bytes from the initiator's side (or the
+    /// responder's, `reply`), on the state and on its rule's counters.
+    fn count(&mut self, reply: bool, len: u32) {
+        let d = reply as usize;
+        self.packets[d] += 1;
+        self.bytes[d] += len as u64;
+        if let Some(st) = &self.stats {
+            let out = (self.dir == Direction::Out) != reply;
+            st.count(if out { Direction::Out } else { Direction::In }, len as u64);
+        }
+    }
+
     /// Does `k` equal this state's wire (or stack) key? Compared field by
     /// field, without building the key.
     fn key_is(&self, k: &FlowKey, wire: bool) -> bool {
@@ -1065,13 +1077,7 @@ impl StateTable {
             (_, false) => Timeout::OtherSingle,
         };
         s.last_ms = now_ms;
-        let d = reply as usize;
-        s.packets[d] += 1;
-        s.bytes[d] += len as u64;
-        if let Some(st) = &s.stats {
-            let out = (s.dir == Direction::Out) != reply;
-            st.count(if out { Direction::Out } else { Direction::In }, len as u64);
-        }
+        s.count(reply, len);
         self.event(StateEvent::Update(id));
     }
 
@@ -1251,13 +1257,7 @@ impl StateTable {
             Timeout::TcpEstablished
         };
         s.last_ms = now_ms;
-        let d = reply as usize;
-        s.packets[d] += 1;
-        s.bytes[d] += len as u64;
-        if let Some(st) = &s.stats {
-            let out = (s.dir == Direction::Out) != reply;
-            st.count(if out { Direction::Out } else { Direction::In }, len as u64);
-        }
+        s.count(reply, len);
         // The handshake completed: count the connection for its source.
         let mut over = false;
         if s.tracked && !s.conn_counted && a == tcps::ESTABLISHED && b == tcps::ESTABLISHED {

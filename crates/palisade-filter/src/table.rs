@@ -38,8 +38,9 @@ fn mask6(b: u8) -> u128 {
     }
 }
 
-/// An entry's key for its time stamp: the masked network.
-fn net_key(addr: &Addr) -> Option<(IpAddr, u8)> {
+/// A network's key in a table (and for its time stamp): the address
+/// masked to its prefix length, and the length.
+pub fn net_key(addr: &Addr) -> Option<(IpAddr, u8)> {
     match addr {
         Addr::Net {
             ip: IpAddr::V4(a),

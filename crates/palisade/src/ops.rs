@@ -12,9 +12,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use palisade_conf::ir::{Addr, Direction, Timeout};
+use palisade_conf::print::proto_str;
 use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
 use palisade_filter::packet::RuleListing;
+use palisade_filter::table::net_key;
 use palisade_filter::Engine;
+use palisade_net::config::Prefix;
 use serde_json::{json, Value};
 
 use crate::run::Shared;
@@ -37,6 +40,14 @@ fn table_secs(sh: &Shared) -> u64 {
     sh.start.elapsed().as_secs()
 }
 
+/// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
+fn level(req: &Value) -> u64 {
+    req["verbose"]
+        .as_u64()
+        .or_else(|| req["verbose"].as_bool().map(u64::from))
+        .unwrap_or(0)
+}
+
 /// One request. Unknown commands and malformed arguments get a clear error.
 pub fn handle(sh: &Shared, req: &Value) -> Value {
     if !req.is_object() {
@@ -44,11 +55,7 @@ pub fn handle(sh: &Shared, req: &Value) -> Value {
             "bad request: expected a JSON object such as {\"cmd\": \"show\", \"what\": \"info\"}",
         );
     }
-    // -v (1) or -vv (2); `true` counts as -v.
-    let level = req["verbose"]
-        .as_u64()
-        .or_else(|| req["verbose"].as_bool().map(u64::from))
-        .unwrap_or(0);
+    let level = level(req);
     let verbose = level > 0;
     match req["cmd"].as_str() {
         Some("show") => match req["what"].as_str() {
@@ -213,16 +220,6 @@ fn flow(ip: &IpAddr, port: u16, proto: u8) -> String {
     }
 }
 
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "ipv6-icmp".into(),
-        n => n.to_string(),
-    }
-}
-
 fn hms(s: u64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
@@ -310,7 +307,7 @@ fn show_states(sh: &Shared, level: u64) -> Value {
         } else {
             format!("{} -> {}", ep(true), ep(false))
         };
-        text += &format!("{iface} {} {line}       {}\n", proto_name(k.proto), r.state);
+        text += &format!("{iface} {} {line}       {}\n", proto_str(k.proto), r.state);
         if level >= 1 {
             text += &format!(
                 "   age {}, expires in {}, {}:{} pkts, {}:{} bytes{}\n",
@@ -333,7 +330,7 @@ fn show_states(sh: &Shared, level: u64) -> Value {
         list.push(json!({
             "id": format!("{:016x}", r.id),
             "creator": format!("{:08x}", r.creator),
-            "proto": proto_name(k.proto),
+            "proto": proto_str(k.proto),
             "iface": r.iface,
             "if_bound": r.bound,
             "dir": if r.dir == Direction::In { "in" } else { "out" },
@@ -693,22 +690,16 @@ pub fn parse_net(s: &str) -> Result<(bool, Addr), String> {
         Some(r) => (true, r),
         None => (false, s),
     };
-    let (a, bits) = match rest.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (rest, None),
-    };
-    let ip: IpAddr = a
-        .parse()
-        .map_err(|_| format!("'{s}': not an address (expected e.g. 192.0.2.1, 2001:db8::/32)"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let bits = match bits {
-        None => max,
-        Some(b) => match b.parse::<u8>() {
-            Ok(n) if n <= max => n,
-            _ => return Err(format!("'{s}': bad prefix length (0-{max})")),
+    let p = Prefix::parse(rest).map_err(|e| {
+        format!("'{s}': not an address or network ({e}; e.g. 192.0.2.1, 2001:db8::/32)")
+    })?;
+    Ok((
+        neg,
+        Addr::Net {
+            ip: p.ip,
+            bits: p.bits,
         },
-    };
-    Ok((neg, Addr::Net { ip, bits }))
+    ))
 }
 
 fn table(sh: &Shared, req: &Value) -> Value {
@@ -771,7 +762,7 @@ fn table(sh: &Shared, req: &Value) -> Value {
             let before: Vec<(bool, IpAddr, u8)> = t.all();
             let wanted: Vec<(bool, IpAddr, u8)> = addrs
                 .iter()
-                .map(|(n, a)| (*n, masked_ip(a), bits_of(a)))
+                .filter_map(|(n, a)| net_key(a).map(|(ip, bits)| (*n, ip, bits)))
                 .collect();
             let mut deleted = 0;
             for (n, ip, bits) in &before {
@@ -878,41 +869,6 @@ fn table(sh: &Shared, req: &Value) -> Value {
     }
 }
 
-fn masked_ip(a: &Addr) -> IpAddr {
-    match a {
-        Addr::Net {
-            ip: IpAddr::V4(x),
-            bits,
-        } => {
-            let m = if *bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - *bits as u32)
-            };
-            IpAddr::V4((u32::from(*x) & m).into())
-        }
-        Addr::Net {
-            ip: IpAddr::V6(x),
-            bits,
-        } => {
-            let m = if *bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - *bits as u32)
-            };
-            IpAddr::V6((u128::from(*x) & m).into())
-        }
-        _ => IpAddr::V4(0.into()),
-    }
-}
-
-fn bits_of(a: &Addr) -> u8 {
-    match a {
-        Addr::Net { bits, .. } => *bits,
-        _ => 0,
-    }
-}
-
 fn anchor(sh: &Shared, req: &Value) -> Value {
     let Some(name) = req["name"]
         .as_str()
@@ -965,14 +921,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                 json!({"anchor": name, "was_loaded": had}),
             )
         }
-        Some("show") => show_rules(
-            sh,
-            name,
-            req["verbose"]
-                .as_u64()
-                .or_else(|| req["verbose"].as_bool().map(u64::from))
-                .unwrap_or(0),
-        ),
+        Some("show") => show_rules(sh, name, level(req)),
         Some(o) => fail(format!(
             "anchor: unknown operation '{o}' (load, flush, show)"
         )),
@@ -982,14 +931,8 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
 
 /// A host or network matcher for `state kill`.
 fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
-    let (_, a) = parse_net(spec)?;
-    let (net, bits) = match a {
-        Addr::Net { bits, .. } => (masked_ip(&a), bits),
-        _ => unreachable!("parse_net gives networks"),
-    };
-    Ok(move |ip: &IpAddr| {
-        ip.is_ipv4() == net.is_ipv4() && masked_ip(&Addr::Net { ip: *ip, bits }) == net
-    })
+    let p = Prefix::parse(spec)?;
+    Ok(move |ip: &IpAddr| p.contains(ip))
 }
 
 fn kill(sh: &Shared, req: &Value) -> Value {
