@@ -936,34 +936,14 @@ impl StateTable {
         let gen = self.gens[slot as usize];
         s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | slot as u64;
         let id = s.id;
-        let hasher = self.hasher.clone();
-        let slab = &self.slab;
-        let rehash = |e: &u32| {
-            let st = slab[(e & SLOT_MASK) as usize].as_ref();
-            match st {
-                Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
-                Some(st) => hasher.hash_one(st.stack()),
-                None => 0,
-            }
-        };
+        // The state is stored before its keys are indexed: growing the
+        // index rehashes every entry from its state, this one's included.
+        self.slab[slot as usize] = Some(s);
         if wire == stack {
-            let h = self.hasher.hash_one(&wire);
-            self.index
-                .insert_unique(h, slot | (WIRE_SIDE | STACK_SIDE) << 30, rehash);
+            self.index_insert(&wire, slot | (WIRE_SIDE | STACK_SIDE) << 30);
         } else {
-            let h = self.hasher.hash_one(&wire);
-            self.index.insert_unique(h, slot | WIRE_SIDE << 30, rehash);
-            let h = self.hasher.hash_one(&stack);
-            let slab = &self.slab;
-            let rehash = |e: &u32| {
-                let st = slab[(e & SLOT_MASK) as usize].as_ref();
-                match st {
-                    Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
-                    Some(st) => hasher.hash_one(st.stack()),
-                    None => 0,
-                }
-            };
-            self.index.insert_unique(h, slot | STACK_SIDE << 30, rehash);
+            self.index_insert(&wire, slot | WIRE_SIDE << 30);
+            self.index_insert(&stack, slot | STACK_SIDE << 30);
         }
         if let Some(r) = rule_id {
             *self.per_rule.entry(r).or_default() += 1;
@@ -974,12 +954,31 @@ impl StateTable {
                 SrcNode::default()
             });
             node.states += 1;
-            s.tracked = true;
+            if let Some(Some(s)) = self.slab.get_mut(slot as usize) {
+                s.tracked = true;
+            }
         }
-        self.slab[slot as usize] = Some(s);
         self.live += 1;
         self.event(StateEvent::Insert(id));
         Ok(id)
+    }
+
+    /// Index `key` for the entry `e` (slot and sides), whose state is
+    /// already stored in the slab.
+    fn index_insert(&mut self, key: &FlowKey, e: u32) {
+        let hasher = &self.hasher;
+        let slab = &self.slab;
+        let rehash = |e: &u32| match slab[(e & SLOT_MASK) as usize].as_ref() {
+            Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
+            Some(st) => hasher.hash_one(st.stack()),
+            // Every indexed slot holds its state (stored first, removed
+            // from the index before it is taken); tests catch a breach.
+            None => {
+                debug_assert!(false, "index entry for an empty slot");
+                0
+            }
+        };
+        self.index.insert_unique(hasher.hash_one(key), e, rehash);
     }
 
     pub fn remove(&mut self, id: u64) -> Option<State> {

@@ -378,3 +378,229 @@ fn compiled_engine_agrees_with_reference() {
     // The generator must exercise rules, not only the default pass.
     assert!(decided_by_rule > cases / 4, "{decided_by_rule} of {cases}");
 }
+
+/// Long runs of translated connections: the filter's state table (a slab
+/// indexed by a hash table of slots, grown many times during the run)
+/// against a plain model that remembers each connection's four packet
+/// forms in a map. Every packet of a live connection must match its state
+/// and come out exactly as the model says; packets of killed connections
+/// must not find a state. Rulesets with nat-to (static and chosen ports),
+/// rdr-to and binat-to, IPv4 and IPv6, TCP and UDP.
+#[test]
+fn translated_connections_agree_with_a_model() {
+    use palisade_conf::ir::Direction::{In, Out};
+    use palisade_filter::{StateMatch, VerdictAction};
+    use palisade_wire::{build, parse_ip};
+    use std::collections::HashMap;
+
+    type Tuple = (IpAddr, u16, IpAddr, u16);
+    let tuple = |p: &[u8]| -> Tuple {
+        let i = parse_ip(p).unwrap();
+        (i.src, i.sport().unwrap(), i.dst, i.dport().unwrap())
+    };
+    let pkt = |t: Tuple, proto: u8, seq: u32, ack: u32, flags: u8| -> Vec<u8> {
+        let l4 = if proto == 6 {
+            build::tcp(t.1, t.3, seq, ack, flags, 65535, &[], b"")
+        } else {
+            build::udp(t.1, t.3, b"x")
+        };
+        build::ip(t.0, t.2, proto, 64, &l4)
+    };
+    let host = HostModel::from_toml(
+        "[[interface]]\nname = \"wan\"\naddresses = [\"192.0.2.1/24\", \"2001:db8:ffff::1/64\"]\n",
+    )
+    .unwrap();
+    let rules = "set limit states 1000000\n\
+        block all\n\
+        match out on wan inet from 198.18.0.0/16 nat-to 192.0.2.1 static-port\n\
+        match out on wan inet6 from 2001:db8:1::/64 nat-to 2001:db8:ffff::1 static-port\n\
+        match out on wan inet from 198.19.0.0/16 nat-to { 192.0.2.2 192.0.2.3 } round-robin\n\
+        match out on wan inet6 from 2001:db8:2::/64 nat-to 2001:db8:ffff::2\n\
+        pass out on wan\n\
+        pass in on wan inet proto { tcp udp } to 192.0.2.10 port 80 rdr-to 198.18.9.10 port 8080\n\
+        pass in on wan inet6 proto { tcp udp } to 2001:db8:ffff::10 port 80 rdr-to 2001:db8:1::10 port 8080\n\
+        pass on wan inet from 198.18.9.7 binat-to 192.0.2.7\n\
+        pass on wan inet6 from 2001:db8:1::7 binat-to 2001:db8:ffff::7\n\
+        pass in on wan to { 192.0.2.7 2001:db8:ffff::7 }\n";
+    let out = parse_bytes(
+        "t",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let mut f = palisade_filter::Filter::new(
+        std::sync::Arc::new(Engine::new(&out.config, host)),
+        &out.config,
+        1,
+    );
+
+    /// What the model knows of a connection.
+    struct Conn {
+        proto: u8,
+        dir: Direction,
+        /// The first packet before and after the filter.
+        orig: Tuple,
+        orig_out: Tuple,
+        id: u64,
+        packets: u32,
+        live: bool,
+        /// Killed, and its translation given to a newer connection.
+        retired: bool,
+    }
+    let rev = |t: Tuple| (t.2, t.3, t.0, t.1);
+    let mut rng = Rng(0x7a11_0c0d_e5ee_d001);
+    let mut conns: Vec<Conn> = Vec::new();
+    // The model's own index: (direction, tuple as it arrives) -> connection.
+    let mut model: HashMap<(u8, bool, Tuple), usize> = HashMap::new();
+    let mut used: std::collections::HashSet<(u8, Tuple)> = Default::default();
+    let (mut now, mut checked, mut killed, mut clashes) = (0u64, 0usize, 0usize, 0usize);
+    for step in 0..400_000u32 {
+        // Four seconds in all: no state reaches even its shortest
+        // timeout, so the model needs no clock.
+        if step % 100 == 0 {
+            now += 1;
+        }
+        let r = rng.next() % 100;
+        if r < 25 || conns.len() < 10 {
+            // A new connection of a random kind.
+            let v6 = rng.chance(50);
+            let proto = rng.pick(&[6u8, 17]);
+            let n = rng.next();
+            let (lo, mid) = ((n & 0xff) as u8, ((n >> 8) % 250) as u8 + 1);
+            let sp = 1024 + (n >> 16) as u16 % 60_000;
+            let srv: IpAddr = if v6 {
+                format!("2001:db8:ee::{:x}", 1 + n % 300).parse().unwrap()
+            } else {
+                format!("203.0.113.{}", 1 + n % 250).parse().unwrap()
+            };
+            let p = |s: String| -> IpAddr { s.parse().unwrap() };
+            let (dir, orig): (Direction, Tuple) = match (rng.next() % 5, v6) {
+                (0, false) => (Out, (p(format!("198.18.{mid}.{lo}")), sp, srv, 80)),
+                (0, true) => (Out, (p(format!("2001:db8:1::{mid:x}:{lo:x}")), sp, srv, 80)),
+                (1, false) => (Out, (p(format!("198.19.{mid}.{lo}")), sp, srv, 443)),
+                (1, true) => (
+                    Out,
+                    (p(format!("2001:db8:2::{mid:x}:{lo:x}")), sp, srv, 443),
+                ),
+                (2, false) => (In, (srv, sp, p("192.0.2.10".into()), 80)),
+                (2, true) => (In, (srv, sp, p("2001:db8:ffff::10".into()), 80)),
+                (3, false) => (Out, (p("198.18.9.7".into()), sp, srv, 25)),
+                (3, true) => (Out, (p("2001:db8:1::7".into()), sp, srv, 25)),
+                (_, false) => (In, (srv, sp, p("192.0.2.7".into()), 22)),
+                (_, true) => (In, (srv, sp, p("2001:db8:ffff::7".into()), 22)),
+            };
+            // A tuple already used (even by a killed connection) would make
+            // the model ambiguous: draw again next step.
+            if !used.insert((proto, orig)) {
+                continue;
+            }
+            let mut b = pkt(orig, proto, 1000, 0, 0x02);
+            let d = f.process(&mut b, "wan", dir, now);
+            if d.reason == "state-insert" {
+                // Ports kept (static-port, binat-to) can clash with a live
+                // connection's translation; the model must know that one.
+                let nat4 = |a: &str| -> IpAddr { a.parse().unwrap() };
+                let kept = match (orig.0.to_string().as_str(), v6) {
+                    ("198.18.9.7", _) => nat4("192.0.2.7"),
+                    ("2001:db8:1::7", _) => nat4("2001:db8:ffff::7"),
+                    (_, false) => nat4("192.0.2.1"),
+                    (_, true) => nat4("2001:db8:ffff::1"),
+                };
+                let key = (proto, true, (orig.2, orig.3, kept, orig.1));
+                let owner = model.get(&key).map(|&o| conns[o].live);
+                assert_eq!(owner, Some(true), "{orig:?}: {d:?}");
+                clashes += 1;
+                continue;
+            }
+            assert_eq!(d.action, VerdictAction::Pass, "{orig:?}: {d:?}");
+            assert_eq!(d.state, StateMatch::New, "{orig:?}: {d:?}");
+            let orig_out = tuple(&b);
+            // The reply arrives as the reverse of what left, from the
+            // other side; it must not be taken already by another state.
+            let reply_key = (proto, dir == Out, rev(orig_out));
+            if let Some(&o) = model.get(&reply_key) {
+                // A killed connection's translation may be handed out again;
+                // a live one's never. The old one is not used any more.
+                assert!(
+                    !conns[o].live,
+                    "translation {orig_out:?} handed out twice: to {:?} {orig:?} proto {proto} and to {:?} {:?} proto {} (its state {:?})",
+                    dir, conns[o].dir, conns[o].orig, conns[o].proto, f.states.get(conns[o].id).map(|s| (s.key.clone(), s.translated.clone()))
+                );
+                conns[o].retired = true;
+            }
+            model.insert((proto, dir == In, orig), conns.len());
+            model.insert(reply_key, conns.len());
+            conns.push(Conn {
+                proto,
+                dir,
+                orig,
+                orig_out,
+                id: d.state_id.unwrap(),
+                packets: 1,
+                live: true,
+                retired: false,
+            });
+            continue;
+        }
+        let k = (rng.next() % conns.len() as u64) as usize;
+        if r < 30 {
+            // Kill: the state goes (pfctl -k); the model forgets it.
+            if conns[k].live {
+                assert!(f.states.remove(conns[k].id).is_some());
+                conns[k].live = false;
+                killed += 1;
+            }
+            continue;
+        }
+        let c = &conns[k];
+        if c.retired {
+            continue;
+        }
+        // A reply, or more of the original direction (TCP: after the
+        // handshake's SYN-ACK).
+        // Killed connections only get replies: a packet of the original
+        // direction would start a state the model does not know.
+        let reply = c.packets == 1 || !c.live || rng.chance(50);
+        let (dir, arrive, expect) = if reply {
+            let d = if c.dir == In { Out } else { In };
+            (d, rev(c.orig_out), rev(c.orig))
+        } else {
+            (c.dir, c.orig, c.orig_out)
+        };
+        let (seq, ack, flags) = match (c.packets, reply) {
+            (1, _) => (5000, 1001, 0x12),
+            (_, true) => (5001, 1001, 0x10),
+            (_, false) => (1001, 5001, 0x10),
+        };
+        let mut b = pkt(arrive, c.proto, seq, ack, flags);
+        let d = f.process(&mut b, "wan", dir, now);
+        let found = model.get(&(c.proto, dir == In, arrive)).copied();
+        assert_eq!(found, Some(k));
+        if c.live {
+            assert_eq!(
+                (d.action, d.state, d.state_id),
+                (VerdictAction::Pass, StateMatch::Match, Some(c.id)),
+                "step {step}: {arrive:?} ({dir:?}) of connection {k}: {d:?}"
+            );
+            assert_eq!(tuple(&b), expect, "step {step}: {arrive:?} ({dir:?})");
+            conns[k].packets += 1;
+            checked += 1;
+        } else {
+            // Its packets may start a state of their own (UDP, or a
+            // reply that a pass rule takes), never find the killed one.
+            assert_ne!(d.state_id, Some(c.id), "killed connection {k}: {d:?}");
+        }
+    }
+    let live = conns.iter().filter(|c| c.live).count();
+    assert_eq!(f.states.len(), live + (f.states.len() - live));
+    println!(
+        "translated connections: {} opened, {killed} killed, {clashes} kept-port clashes refused, {checked} packets checked, {} states at the end",
+        conns.len(),
+        f.states.len()
+    );
+    assert!(conns.len() > 80_000 && checked > 200_000);
+}
