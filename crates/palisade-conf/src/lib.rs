@@ -15,6 +15,13 @@ use std::path::{Path, PathBuf};
 
 pub use parser::{ParseOptions, ParseOutput};
 
+/// How deeply anchors may nest, counting the components of an anchor's
+/// path and inline anchors inside it: pf's anchor stack
+/// (PF_ANCHOR_STACK_MAX), beyond which pf evaluates nothing. The parser
+/// refuses deeper rulesets, so nothing that walks a ruleset (compiling,
+/// printing, listing, evaluating) goes deeper.
+pub const MAX_ANCHOR_DEPTH: usize = 64;
+
 /// Where the configuration comes from.
 pub enum Input<'a> {
     /// Standard input, already read (named `stdin` in messages, as pfctl does).

@@ -549,7 +549,7 @@ impl Engine {
     }
 
     fn run(&self, rs: &CRuleset, pkt: &PacketMeta, st: &mut St, depth: usize) -> bool {
-        if depth > 64 || rs.rules.is_empty() {
+        if depth > palisade_conf::MAX_ANCHOR_DEPTH || rs.rules.is_empty() {
             return false;
         }
         let mut lists: Vec<&[u32]> = Vec::with_capacity(8);

@@ -108,7 +108,7 @@ fn ruleset(
     st: &mut St,
     depth: usize,
 ) -> bool {
-    if depth > 64 {
+    if depth > palisade_conf::MAX_ANCHOR_DEPTH {
         return false;
     }
     for (nr, r) in rs.rules.iter().enumerate() {

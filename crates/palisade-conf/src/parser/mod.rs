@@ -394,7 +394,11 @@ impl<'a> Parser<'a> {
             block_policy: BlockPolicy::Drop,
             table_counter: 0,
             last_line: 1,
-            anchor_depth: 0,
+            // A ruleset loaded into an anchor starts as deep as its path.
+            anchor_depth: opts
+                .anchor
+                .as_deref()
+                .map_or(0, |a| a.split('/').filter(|c| !c.is_empty()).count()),
             defined_queues: Vec::new(),
             statements: 0,
         }
@@ -529,8 +533,12 @@ impl<'a> Parser<'a> {
     }
 
     fn error(&mut self, msg: impl Into<String>) {
-        let line = self.err_line();
-        let name = self.file_name();
+        let at = (self.file_name(), self.err_line());
+        self.error_at(at, msg);
+    }
+
+    /// An error at a place noted earlier: (file name, line).
+    fn error_at(&mut self, (name, line): (String, u32), msg: impl Into<String>) {
         self.out
             .stderr
             .push(format!("{name}:{line}: {}", msg.into()));
@@ -608,6 +616,15 @@ impl<'a> Parser<'a> {
     // ----- top level ------------------------------------------------------
 
     pub fn parse(mut self) -> ParseOutput {
+        if self.anchor_depth > crate::MAX_ANCHOR_DEPTH {
+            self.raw_error(format!(
+                "anchor {}: its path is deeper than {} levels (pf evaluates no deeper)",
+                self.opts.anchor.as_deref().unwrap_or(""),
+                crate::MAX_ANCHOR_DEPTH
+            ));
+            self.out.errors += 1;
+            return self.out;
+        }
         self.ruleset_body(false);
         self.finish()
     }

@@ -46,6 +46,33 @@ impl<'a> Parser<'a> {
                 self.error("wildcard anchor cannot have an inline ruleset");
                 return Err(PErr::Reported);
             }
+            if self.anchor_depth >= crate::MAX_ANCHOR_DEPTH {
+                // Skip the whole block without descending into it, so any
+                // depth of nesting costs no stack.
+                let at = (self.file_name(), self.err_line());
+                let mut open = 0usize;
+                loop {
+                    match self.next().tok {
+                        Tok::Punct('{') => open += 1,
+                        Tok::Punct('}') => {
+                            open -= 1;
+                            if open == 0 {
+                                break;
+                            }
+                        }
+                        Tok::Eof => break,
+                        _ => {}
+                    }
+                }
+                self.error_at(
+                    at,
+                    format!(
+                        "anchors nested too deeply: at most {} levels (pf evaluates no deeper)",
+                        crate::MAX_ANCHOR_DEPTH
+                    ),
+                );
+                return Err(PErr::Reported);
+            }
             self.next();
             self.frames.push(Frame { rules: Vec::new() });
             self.anchor_depth += 1;
