@@ -63,6 +63,8 @@ pub struct Decision {
     /// datagram's, and this is the datagram (rewritten if translated) to
     /// send instead of the fragment.
     pub reassembled: Option<Vec<u8>>,
+    /// With `reassembled`: how the datagram was fragmented.
+    pub refragment: Option<crate::frag::FragInfo>,
 }
 
 impl Decision {
@@ -80,6 +82,7 @@ impl Decision {
             held: false,
             log_matched: Vec::new(),
             reassembled: None,
+            refragment: None,
         }
     }
     pub fn passed(&self) -> bool {
@@ -96,7 +99,6 @@ pub struct Counters {
     pub reasons: BTreeMap<&'static str, u64>,
     pub state_searches: u64,
     pub state_inserts: u64,
-    pub fragments_held: u64,
 }
 
 pub struct Filter {
@@ -238,16 +240,16 @@ impl Filter {
         if info.frag.is_some() {
             match self.frags.push(ip, &info, now_ms) {
                 Reassembly::Held => {
-                    self.counters.fragments_held += 1;
                     let mut d = Decision::drop("fragment");
                     d.action = VerdictAction::Pass;
                     d.held = true;
                     return d;
                 }
                 Reassembly::Dropped(r) => return self.count(Decision::drop(r)),
-                Reassembly::Complete(mut whole) => {
+                Reassembly::Complete(mut whole, how) => {
                     let mut d = self.process_with(&mut whole, iface, dir, now_ms, random);
                     d.reassembled = Some(whole);
+                    d.refragment = Some(how);
                     return d;
                 }
                 Reassembly::Whole => {}
@@ -370,6 +372,7 @@ impl Filter {
             held: false,
             log_matched: Vec::new(),
             reassembled: None,
+            refragment: None,
         };
         let tracked = match tcp_seg {
             Some(seg) => {
@@ -537,6 +540,7 @@ impl Filter {
             held: false,
             log_matched: v.log_matched.clone(),
             reassembled: None,
+            refragment: None,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p).into_iter().collect();
@@ -820,6 +824,7 @@ impl Filter {
             held: false,
             log_matched: Vec::new(),
             reassembled: None,
+            refragment: None,
         })
     }
 

@@ -3,13 +3,25 @@
 //! filtered, so port rules and states see every fragmented packet.
 //!
 //! Overlapping fragments drop the whole datagram (RFC 5722 for IPv6, and
-//! pf does the same for IPv4); an exact duplicate is dropped alone; a
-//! fragment that would end beyond 65535 bytes, or a non-final one whose
-//! length is not a multiple of 8, is dropped ("excess"). Memory is bounded
-//! by a limit on buffered fragments (`set limit frags`) and incomplete
-//! datagrams expire after `set timeout frag`. Time is passed in.
+//! pf does the same for IPv4) and free it at once; an exact duplicate is
+//! dropped alone (a bad datagram keeps only a small record, so later
+//! fragments of it are dropped too); a fragment that would end beyond
+//! 65535 bytes, or a
+//! non-final one whose length is not a multiple of 8, is dropped
+//! ("fragment"). Time is passed in.
+//!
+//! Memory is bounded whatever the fragments contain (docs/limits.md):
+//! fragments held (`set limit frags`, pf's default 65536), bytes held
+//! (each fragment's data plus a fixed overhead, 32 MiB by default), and
+//! fragments per datagram (64, as pf's PF_FRAG_ENTRY_LIMIT). At the first
+//! two bounds the oldest datagrams are freed, a tenth of the bound at a
+//! time, as pf flushes its oldest fragment queues; past the third the
+//! datagram is dropped. Datagrams are kept in age order, so expiry and
+//! eviction only ever touch the datagrams they free: a flood of
+//! incomplete datagrams costs no scan, and some expiry work is done on
+//! every fragment so no single pass is long.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use palisade_wire::checksum::checksum;
@@ -37,8 +49,34 @@ struct Datagram {
     pieces: Vec<Piece>,
     total: Option<usize>,
     first_ms: u64,
+    /// Position in the age order.
+    seq: u64,
+    /// Bytes accounted to this datagram.
+    bytes: usize,
+    /// The largest fragment's data length.
+    max_len: usize,
+    /// Found bad: its fragments are freed and later ones dropped until
+    /// it expires or is evicted (RFC 5722: the whole datagram, including
+    /// fragments not yet received, is discarded).
     poisoned: bool,
 }
+
+/// pf's default `set limit frags`.
+pub const DEFAULT_FRAG_LIMIT: usize = 65536;
+/// Bytes held for reassembly at most, by default.
+pub const DEFAULT_FRAG_BYTES: usize = 32 << 20;
+/// Fragments one datagram may have (pf's PF_FRAG_ENTRY_LIMIT).
+pub const MAX_FRAGS_PER_DATAGRAM: usize = 64;
+/// Bytes accounted for each held fragment beyond its data (its record and
+/// allocation), so that tiny fragments cannot hold much more memory than
+/// the byte bound says.
+const PIECE_OVERHEAD: usize = 64;
+/// Bytes accounted for each datagram being reassembled (its entries in
+/// the tables, its header copy).
+const DATAGRAM_OVERHEAD: usize = 192;
+/// Expired datagrams freed on each fragment's arrival, besides the
+/// periodic pass.
+const EXPIRE_PER_PUSH: usize = 4;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reassembly {
@@ -46,50 +84,148 @@ pub enum Reassembly {
     Whole,
     /// Held until the rest arrives.
     Held,
-    /// The last missing fragment arrived: filter this datagram instead.
-    Complete(Vec<u8>),
+    /// The last missing fragment arrived: filter this datagram instead;
+    /// how it was fragmented, to fragment it again on the way out.
+    Complete(Vec<u8>, FragInfo),
     /// Dropped, with pf's reason name.
     Dropped(&'static str),
 }
 
+/// How a reassembled datagram arrived: its identification and its
+/// largest fragment's data length. IPv6 datagrams are fragmented again
+/// with these on the way out (as pf's pf_refragment6 does), so that a
+/// sender that fragmented for a small path MTU is not answered with
+/// "packet too big" by a firewall that reassembled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragInfo {
+    pub id: u32,
+    pub max_len: u16,
+}
+
+/// What happened to held datagrams that never completed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragStats {
+    /// Freed after `set timeout frag`.
+    pub expired: u64,
+    /// Freed, oldest first, to make room at a bound.
+    pub evicted: u64,
+    /// Freed at once: overlapping or inconsistent fragments, or too many.
+    pub bad: u64,
+}
+
 pub struct Reassembler {
     datagrams: HashMap<FragKey, Datagram>,
+    /// Datagrams oldest first, by the sequence number given at creation.
+    order: BTreeMap<u64, FragKey>,
+    next_seq: u64,
+    /// Fragments held.
     buffered: usize,
-    /// `set limit frags`: buffered fragments at most.
+    /// Bytes accounted to held datagrams.
+    bytes: usize,
+    /// `set limit frags`: fragments held at most.
     pub limit: usize,
+    /// Bytes held at most.
+    pub max_bytes: usize,
     /// `set timeout frag`, in milliseconds.
     pub timeout_ms: u64,
+    pub stats: FragStats,
 }
 
 impl Default for Reassembler {
     fn default() -> Self {
         Reassembler {
             datagrams: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
             buffered: 0,
-            limit: 65536,
+            bytes: 0,
+            limit: DEFAULT_FRAG_LIMIT,
+            max_bytes: DEFAULT_FRAG_BYTES,
             timeout_ms: 60_000,
+            stats: FragStats::default(),
         }
     }
 }
 
 impl Reassembler {
+    /// Datagrams being reassembled.
     pub fn pending(&self) -> usize {
         self.datagrams.len()
     }
 
+    /// Fragments held now.
+    pub fn held(&self) -> usize {
+        self.buffered
+    }
+
+    /// Bytes accounted to what is held now.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Free one datagram.
+    fn free(&mut self, key: &FragKey) {
+        if let Some(d) = self.datagrams.remove(key) {
+            self.order.remove(&d.seq);
+            self.buffered -= d.pieces.len();
+            self.bytes -= d.bytes;
+        }
+    }
+
+    /// Free the oldest datagram if it has expired by `now_ms`.
+    fn expire_one(&mut self, now_ms: u64) -> bool {
+        let Some((_, key)) = self.order.first_key_value() else {
+            return false;
+        };
+        let expired = self
+            .datagrams
+            .get(key)
+            .is_none_or(|d| now_ms >= d.first_ms.saturating_add(self.timeout_ms));
+        if expired {
+            let key = key.clone();
+            self.free(&key);
+            self.stats.expired += 1;
+        }
+        expired
+    }
+
     /// Drop datagrams older than the fragment timeout.
     pub fn expire(&mut self, now_ms: u64) {
-        let t = self.timeout_ms;
-        let before: usize = self.datagrams.values().map(|d| d.pieces.len()).sum();
-        self.datagrams.retain(|_, d| now_ms < d.first_ms + t);
-        let after: usize = self.datagrams.values().map(|d| d.pieces.len()).sum();
-        self.buffered -= before - after;
+        while self.expire_one(now_ms) {}
+    }
+
+    /// Free the oldest datagrams (never `keep`) until the fragments and
+    /// bytes held are below nine tenths of their bounds, or only `keep`
+    /// is left.
+    fn evict(&mut self, keep: &FragKey) {
+        let (frags, bytes) = (
+            self.limit - (self.limit / 10).max(1),
+            self.max_bytes - self.max_bytes / 10,
+        );
+        let mut from = 0;
+        while self.buffered > frags || self.bytes > bytes {
+            let Some((&seq, key)) = self.order.range(from..).next() else {
+                return;
+            };
+            from = seq + 1;
+            if key == keep {
+                continue;
+            }
+            let key = key.clone();
+            self.free(&key);
+            self.stats.evicted += 1;
+        }
     }
 
     pub fn push(&mut self, ip: &[u8], info: &IpInfo, now_ms: u64) -> Reassembly {
         let Some(frag) = info.frag else {
             return Reassembly::Whole;
         };
+        for _ in 0..EXPIRE_PER_PUSH {
+            if !self.expire_one(now_ms) {
+                break;
+            }
+        }
         let v6 = info.is_v6();
         // Where this fragment's data starts and how long it is.
         let (data_off, frag_hdr_off) = if v6 {
@@ -111,7 +247,7 @@ impl Reassembler {
         {
             return Reassembly::Dropped("fragment");
         }
-        if self.buffered >= self.limit {
+        if self.limit == 0 {
             return Reassembly::Dropped("memory");
         }
         let key = FragKey {
@@ -120,21 +256,34 @@ impl Reassembler {
             proto: if v6 { 0 } else { info.proto },
             id: frag.id,
         };
-        let d = self
-            .datagrams
-            .entry(key.clone())
-            .or_insert_with(|| Datagram {
-                head: None,
-                pieces: Vec::new(),
-                total: None,
-                first_ms: now_ms,
-                poisoned: false,
-            });
+        let cost = data.len() + PIECE_OVERHEAD;
+        if !self.datagrams.contains_key(&key) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.order.insert(seq, key.clone());
+            self.bytes += DATAGRAM_OVERHEAD;
+            self.datagrams.insert(
+                key.clone(),
+                Datagram {
+                    head: None,
+                    pieces: Vec::new(),
+                    total: None,
+                    first_ms: now_ms,
+                    seq,
+                    bytes: DATAGRAM_OVERHEAD,
+                    max_len: 0,
+                    poisoned: false,
+                },
+            );
+        }
+        let d = self.datagrams.get_mut(&key).expect("inserted above");
         if d.poisoned {
             return Reassembly::Dropped("fragment");
         }
         let end = offset + data.len();
-        // Exact duplicates are dropped alone; any other overlap poisons the datagram.
+        // Exact duplicates are dropped alone; any other overlap, an end
+        // that contradicts the known total, or too many fragments drop
+        // the whole datagram, which is freed at once.
         if d.pieces
             .iter()
             .any(|p| p.offset == offset && p.data == data)
@@ -148,23 +297,24 @@ impl Reassembler {
         let bad_total = match (d.total, frag.more) {
             (Some(t), _) if end > t => true,
             (Some(t), false) if end != t => true,
+            (None, false) => d.pieces.iter().any(|p| p.offset + p.data.len() > end),
             _ => false,
         };
-        if overlap || bad_total {
+        if overlap || bad_total || d.pieces.len() >= MAX_FRAGS_PER_DATAGRAM {
+            // Free what it holds at once; keep the small record.
             self.buffered -= d.pieces.len();
-            d.pieces.clear();
+            self.bytes -= d.bytes - DATAGRAM_OVERHEAD;
+            d.bytes = DATAGRAM_OVERHEAD;
+            d.pieces = Vec::new();
+            d.head = None;
             d.poisoned = true;
+            self.stats.bad += 1;
             return Reassembly::Dropped("fragment");
         }
         if !frag.more {
-            if d.pieces.iter().any(|p| p.offset + p.data.len() > end) {
-                self.buffered -= d.pieces.len();
-                d.pieces.clear();
-                d.poisoned = true;
-                return Reassembly::Dropped("fragment");
-            }
             d.total = Some(end);
         }
+        let mut head_cost = 0;
         if offset == 0 {
             let (head, nh_at) = if v6 {
                 let fo = frag_hdr_off.unwrap_or(40);
@@ -177,35 +327,58 @@ impl Reassembler {
             } else {
                 (ip[..info.l4_offset].to_vec(), 0)
             };
+            head_cost = head.len();
             d.head = Some((head, nh_at));
         }
         d.pieces.push(Piece {
             offset,
             data: data.to_vec(),
         });
+        d.bytes += cost + head_cost;
+        d.max_len = d.max_len.max(data.len());
         self.buffered += 1;
+        self.bytes += cost + head_cost;
         // Complete?
-        let (Some(total), Some((head, _))) = (d.total, d.head.as_ref()) else {
-            return Reassembly::Held;
-        };
-        d.pieces.sort_by_key(|p| p.offset);
-        let mut covered = 0;
-        for p in &d.pieces {
-            if p.offset != covered {
-                return Reassembly::Held;
+        let complete = match (d.total, d.head.as_ref()) {
+            (Some(total), Some(_)) => {
+                d.pieces.sort_by_key(|p| p.offset);
+                let mut covered = 0;
+                let mut gap = false;
+                for p in &d.pieces {
+                    if p.offset != covered {
+                        gap = true;
+                        break;
+                    }
+                    covered = p.offset + p.data.len();
+                }
+                !gap && covered == total
             }
-            covered = p.offset + p.data.len();
-        }
-        if covered != total {
+            _ => false,
+        };
+        if !complete {
+            if self.buffered > self.limit || self.bytes > self.max_bytes {
+                self.evict(&key);
+                if self.buffered > self.limit || self.bytes > self.max_bytes {
+                    // This datagram alone is over a bound.
+                    self.free(&key);
+                    return Reassembly::Dropped("memory");
+                }
+            }
             return Reassembly::Held;
         }
-        let mut out = head.clone();
+        let d = self.datagrams.remove(&key).expect("present");
+        self.order.remove(&d.seq);
+        self.buffered -= d.pieces.len();
+        self.bytes -= d.bytes;
+        let Some((mut out, _)) = d.head else {
+            return Reassembly::Dropped("fragment");
+        };
+        // The first fragment's header (its length may differ from this
+        // fragment's: options not copied into later fragments).
+        let hl = out.len();
         for p in &d.pieces {
             out.extend_from_slice(&p.data);
         }
-        let n = d.pieces.len();
-        self.datagrams.remove(&key);
-        self.buffered -= n;
         if v6 {
             let plen = out.len() - 40;
             if plen > 65535 {
@@ -213,7 +386,6 @@ impl Reassembler {
             }
             out[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
         } else {
-            let hl = info.l4_offset;
             let len = out.len();
             if len > 65535 {
                 return Reassembly::Dropped("fragment");
@@ -227,7 +399,13 @@ impl Reassembler {
             let c = checksum(&out[..hl]);
             out[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        Reassembly::Complete(out)
+        Reassembly::Complete(
+            out,
+            FragInfo {
+                id: frag.id,
+                max_len: d.max_len.min(65535) as u16,
+            },
+        )
     }
 }
 
@@ -312,7 +490,10 @@ mod tests {
             let i = parse_ip(f).unwrap();
             match r.push(f, &i, 0) {
                 Reassembly::Held => {}
-                Reassembly::Complete(x) => got = Some(x),
+                Reassembly::Complete(x, info) => {
+                    assert_eq!(info.max_len, 1480);
+                    got = Some(x)
+                }
                 other => panic!("{other:?}"),
             }
         }

@@ -174,8 +174,22 @@ fn duplicate_and_excess_fragments_are_dropped() {
     assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
 }
 
+/// A first fragment of datagram `id` from `src` (1480 bytes of data).
+fn first_piece(p: &[u8], id: u16) -> Vec<u8> {
+    let mut fr = frag4_piece(p, 0, &p[20..1500], true);
+    fr[4..6].copy_from_slice(&id.to_be_bytes());
+    fr[10] = 0;
+    fr[11] = 0;
+    let c = checksum(&fr[..20]);
+    fr[10..12].copy_from_slice(&c.to_be_bytes());
+    fr
+}
+
 #[test]
 fn fragment_memory_is_bounded() {
+    // At `set limit frags`, the oldest datagrams make room (as pf flushes
+    // its oldest queues): the newest are held, and never more than the
+    // limit.
     let mut f = filter("set limit frags 4\npass all\n");
     let p = build::ip(
         ip("192.0.2.1"),
@@ -185,17 +199,145 @@ fn fragment_memory_is_bounded() {
         &build::udp(1, 53, &[1u8; 2000]),
     );
     for id in 0..6u16 {
-        let mut fr = frag4_piece(&p, 0, &p[20..1500], true);
-        fr[4..6].copy_from_slice(&id.to_be_bytes());
-        fr[10] = 0;
-        fr[11] = 0;
-        let c = checksum(&fr[..20]);
-        fr[10..12].copy_from_slice(&c.to_be_bytes());
-        let d = f.process(&mut fr, "em0", In, 0);
-        if id < 4 {
-            assert!(d.held);
-        } else {
-            assert_eq!(d.reason, "memory");
-        }
+        let d = f.process(&mut first_piece(&p, id), "em0", In, id as u64);
+        assert!(d.held, "{id}: {d:?}");
+        assert!(f.frags.held() <= 4);
     }
+    assert_eq!(f.frags.stats.evicted, 2);
+    // The newest datagram completes; the oldest is gone.
+    let last = |id: u16| {
+        let mut c = frag4_piece(&p, 1480, &p[1500..], false);
+        c[4..6].copy_from_slice(&id.to_be_bytes());
+        c[10] = 0;
+        c[11] = 0;
+        let k = checksum(&c[..20]);
+        c[10..12].copy_from_slice(&k.to_be_bytes());
+        c
+    };
+    assert_eq!(
+        f.process(&mut last(5), "em0", In, 9).action,
+        VerdictAction::Pass
+    );
+    assert!(
+        f.process(&mut last(0), "em0", In, 9).held,
+        "0 was evicted: its last piece waits alone"
+    );
+}
+
+#[test]
+fn floods_stay_within_the_bounds_and_real_datagrams_complete() {
+    // Fragments with random ids: overlapping pairs plus a last piece,
+    // tiny fragments, and first pieces never completed; a real
+    // fragmented datagram among them every so often must still pass.
+    let mut f = filter("pass all\n");
+    let limit = f.frags.limit;
+    let max_bytes = f.frags.max_bytes;
+    let p = build::ip(
+        ip("192.0.2.1"),
+        ip("198.51.100.2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    let mut x = 0x1234_5678u32;
+    let mut rnd = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let (mut complete, mut peak_frags, mut peak_bytes) = (0, 0, 0);
+    for n in 0..400_000u32 {
+        let now = n as u64 / 100; // 40 s of virtual time
+        let id = rnd() as u16;
+        let src = ip(&format!("198.18.{}.{}", rnd() % 256, rnd() % 256));
+        let with = |mut fr: Vec<u8>| {
+            if let (std::net::IpAddr::V4(a), 0x45) = (src, fr[0]) {
+                fr[12..16].copy_from_slice(&a.octets());
+            }
+            fr[4..6].copy_from_slice(&id.to_be_bytes());
+            fr[10] = 0;
+            fr[11] = 0;
+            let c = checksum(&fr[..20]);
+            fr[10..12].copy_from_slice(&c.to_be_bytes());
+            fr
+        };
+        match n % 4 {
+            0 => {
+                // Two overlapping pieces and the last.
+                f.process(
+                    &mut with(frag4_piece(&p, 0, &p[20..1500], true)),
+                    "em0",
+                    In,
+                    now,
+                );
+                f.process(
+                    &mut with(frag4_piece(&p, 8, &p[28..1500], true)),
+                    "em0",
+                    In,
+                    now,
+                );
+                f.process(
+                    &mut with(frag4_piece(&p, 1480, &p[1500..], false)),
+                    "em0",
+                    In,
+                    now,
+                );
+            }
+            1 => {
+                // Tiny fragments, never completed.
+                for k in 0..4 {
+                    f.process(
+                        &mut with(frag4_piece(&p, 8 * k, &p[20 + 8 * k..28 + 8 * k], true)),
+                        "em0",
+                        In,
+                        now,
+                    );
+                }
+            }
+            2 => {
+                f.process(
+                    &mut with(frag4_piece(&p, 0, &p[20..1500], true)),
+                    "em0",
+                    In,
+                    now,
+                );
+            }
+            _ => {
+                // A real datagram, both pieces.
+                let a = f.process(
+                    &mut with(frag4_piece(&p, 0, &p[20..1500], true)),
+                    "em0",
+                    In,
+                    now,
+                );
+                let b = f.process(
+                    &mut with(frag4_piece(&p, 1480, &p[1500..], false)),
+                    "em0",
+                    In,
+                    now,
+                );
+                assert!(a.held, "{a:?}");
+                assert_eq!(b.action, VerdictAction::Pass, "{b:?}");
+                assert!(b.reassembled.is_some());
+                complete += 1;
+            }
+        }
+        peak_frags = peak_frags.max(f.frags.held());
+        peak_bytes = peak_bytes.max(f.frags.held_bytes());
+    }
+    assert!(peak_frags <= limit, "{peak_frags}");
+    assert!(peak_bytes <= max_bytes, "{peak_bytes}");
+    assert_eq!(complete, 100_000);
+    assert!(
+        f.frags.stats.evicted > 0 && f.frags.stats.bad > 0,
+        "{:?}",
+        f.frags.stats
+    );
+    // Everything goes once its time is up.
+    f.frags.expire(10_000_000);
+    assert_eq!(
+        (f.frags.pending(), f.frags.held(), f.frags.held_bytes()),
+        (0, 0, 0)
+    );
 }

@@ -556,16 +556,65 @@ impl Dataplane {
             }
             return;
         }
+        let refrag = d.refragment;
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
             let mut q = pkt.clone();
             let d = self.pf(&mut q, p, Direction::Out, now);
             if d.passed() && !d.held {
+                let refrag = d.refragment.or(refrag);
                 let q = d.reassembled.unwrap_or(q);
-                self.emit(p, dst, Some(src), ethertype, &q);
+                let mtu = self.mtu(p);
+                match self.fit(q, mtu, refrag) {
+                    Ok(frames) => {
+                        for f in frames {
+                            self.emit(p, dst, Some(src), ethertype, &f);
+                        }
+                    }
+                    Err(q) => {
+                        // What a bridge owes the sender (DF set, or IPv6
+                        // that did not arrive in fragments): an ICMP error
+                        // from the destination's address, sent back on the
+                        // member the packet came from.
+                        self.counters.too_big += 1;
+                        if let Some(e) =
+                            self.icmp_error_packet(&q, now, Unreach::TooBig(mtu as u16), None)
+                        {
+                            self.emit(m, src, Some(dst), ethertype, &e);
+                        }
+                    }
+                }
             } else if !d.held {
                 self.counters.blocked += 1;
             }
+        }
+    }
+
+    /// `pkt`, ready to leave through an interface with this MTU: as it is,
+    /// or in fragments: IPv4 without DF to the MTU, IPv6 that arrived in
+    /// fragments (`refrag`) as it arrived (pf's pf_refragment6). Err with
+    /// the packet when it cannot be sent and an ICMP error is owed.
+    fn fit(
+        &mut self,
+        pkt: Vec<u8>,
+        mtu: usize,
+        refrag: Option<palisade_filter::frag::FragInfo>,
+    ) -> Result<Vec<Vec<u8>>, Vec<u8>> {
+        if pkt.len() <= mtu {
+            return Ok(vec![pkt]);
+        }
+        let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
+        let frags = match (v6, refrag) {
+            (false, _) => build::fragment_v4(&pkt, mtu),
+            (true, Some(r)) => build::fragment_v6(&pkt, r.id, mtu, r.max_len as usize),
+            (true, None) => None,
+        };
+        match frags {
+            Some(f) => {
+                self.counters.fragmented += 1;
+                Ok(f)
+            }
+            None => Err(pkt),
         }
     }
 
@@ -804,6 +853,7 @@ impl Dataplane {
             self.counters.blocked += 1;
             return;
         }
+        let refrag = d.refragment;
         let pkt = d.reassembled.unwrap_or(pkt);
         let Ok(info) = parse_ip(&pkt) else { return };
         if self.own_address(&info.dst).is_some() || (self.host.is_some() && is_loopback(&info.dst))
@@ -814,7 +864,7 @@ impl Dataplane {
         if is_multicast_or_broadcast(&info.dst) || self.is_directed_broadcast(&info.dst) {
             return;
         }
-        self.forward(i, pkt, &info, now);
+        self.forward(i, pkt, &info, refrag, now);
     }
 
     fn is_directed_broadcast(&self, ip: &IpAddr) -> bool {
@@ -930,7 +980,14 @@ impl Dataplane {
         p.map(|p| self.cfg.ports[p].mtu as usize).unwrap_or(1500)
     }
 
-    fn forward(&mut self, i: usize, mut pkt: Vec<u8>, info: &IpInfo, now: u64) {
+    fn forward(
+        &mut self,
+        i: usize,
+        mut pkt: Vec<u8>,
+        info: &IpInfo,
+        refrag: Option<palisade_filter::frag::FragInfo>,
+        now: u64,
+    ) {
         if info.ttl <= 1 {
             self.counters.ttl_exceeded += 1;
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
@@ -942,7 +999,12 @@ impl Dataplane {
             return;
         };
         let mtu = self.mtu(e);
-        if pkt.len() > mtu && (info.is_v6() || info.dont_fragment) {
+        let can_fragment = if info.is_v6() {
+            refrag.is_some()
+        } else {
+            !info.dont_fragment
+        };
+        if pkt.len() > mtu && !can_fragment {
             self.counters.too_big += 1;
             self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
             return;
@@ -968,20 +1030,15 @@ impl Dataplane {
             return;
         }
         self.counters.routed += 1;
+        let refrag = d.refragment.or(refrag);
         let pkt = d.reassembled.unwrap_or(pkt);
-        if pkt.len() <= mtu {
-            self.l3_out(e, nh, pkt, now);
-            return;
-        }
-        // IPv4 without DF (or a datagram pf reassembled): fragments.
-        match build::fragment_v4(&pkt, mtu) {
-            Some(frags) => {
-                self.counters.fragmented += 1;
+        match self.fit(pkt, mtu, refrag) {
+            Ok(frags) => {
                 for f in frags {
                     self.l3_out(e, nh, f, now);
                 }
             }
-            None => {
+            Err(pkt) => {
                 self.counters.too_big += 1;
                 self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
             }
@@ -1041,7 +1098,22 @@ impl Dataplane {
 
     /// Send an ICMP/ICMPv6 error about `pkt`, which arrived on interface `i`.
     fn icmp_error(&mut self, i: usize, pkt: &[u8], now: u64, kind: Unreach) {
-        let Ok(info) = parse_ip(pkt) else { return };
+        if let Some(e) = self.icmp_error_packet(pkt, now, kind, Some(i)) {
+            self.send_local(e, now);
+        }
+    }
+
+    /// The ICMP/ICMPv6 error about `pkt` (rate-limited): from the address
+    /// of interface `i` (a router), or without one from the packet's
+    /// destination (a bridge, as OpenBSD's bridge answers).
+    fn icmp_error_packet(
+        &mut self,
+        pkt: &[u8],
+        now: u64,
+        kind: Unreach,
+        i: Option<usize>,
+    ) -> Option<Vec<u8>> {
+        let info = parse_ip(pkt).ok()?;
         // Never about an ICMP error, a non-first fragment, or multicast.
         let is_err = match info.l4 {
             L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
@@ -1054,19 +1126,20 @@ impl Dataplane {
             || is_multicast_or_broadcast(&info.src)
             || info.src.is_unspecified()
         {
-            return;
+            return None;
         }
         let sec = now / 1000;
         if self.icmp_budget.0 != sec {
             self.icmp_budget = (sec, 0);
         }
         if self.icmp_budget.1 >= ICMP_ERRORS_PER_SEC {
-            return;
+            return None;
         }
         self.icmp_budget.1 += 1;
         let v6 = info.is_v6();
-        let Some(src) = self.source_for(i, v6) else {
-            return;
+        let src = match i {
+            Some(i) => self.source_for(i, v6)?,
+            None => info.dst,
         };
         let (ty, code, rest) = match (kind, v6) {
             (Unreach::TimeExceeded, false) => (11, 0, [0; 4]),
@@ -1084,8 +1157,7 @@ impl Dataplane {
         let m = build::icmp(ty, code, rest, quote);
         let proto = if v6 { 58 } else { 1 };
         self.counters.icmp_errors += 1;
-        let e = build::ip(src, info.src, proto, 64, &m);
-        self.send_local(e, now);
+        Some(build::ip(src, info.src, proto, 64, &m))
     }
 }
 
@@ -1201,6 +1273,91 @@ members = ["wan", "dmz", "lan"]
 
     fn ports(o: &[Out]) -> Vec<usize> {
         o.iter().map(|x| x.0).collect()
+    }
+
+    /// A datagram as the sender fragmented it (`size` data bytes each).
+    fn fragments(big: &[u8], size: usize) -> Vec<Vec<u8>> {
+        if big[0] >> 4 == 6 {
+            build::fragment_v6(big, 0x1234, size + 48, size).unwrap()
+        } else {
+            let mut p = big.to_vec();
+            p[6] = 0; // DF off, as a sender that fragments sends it
+            p[10] = 0;
+            p[11] = 0;
+            let c = palisade_wire::checksum::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            build::fragment_v4(&p, size + 20).unwrap()
+        }
+    }
+
+    #[test]
+    fn bridged_datagrams_larger_than_the_mtu_are_fragmented_again() {
+        // pf reassembles on the way in; what leaves must fit the member's
+        // MTU (1500): IPv4 fragmented to it, IPv6 as the sender did.
+        for (a, b, size) in [
+            ("198.18.0.1", "198.18.0.2", 1480),
+            ("2001:db8::1", "2001:db8::2", 1232),
+        ] {
+            let mut d = dp(BRIDGE, "pass all\n");
+            d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 0);
+            let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+            let big = build::ip(
+                a.parse().unwrap(),
+                b.parse().unwrap(),
+                17,
+                64,
+                &build::udp(9, 9, &data),
+            );
+            let et = if big[0] >> 4 == 6 { ETH_IPV6 } else { ETH_IPV4 };
+            let mut out = Vec::new();
+            for f in fragments(&big, size) {
+                out.extend(d.input(0, &eth(B, A, None, et, &f), 1));
+            }
+            assert!(out.len() >= 3, "{a}: {} frames", out.len());
+            let mut joined = Vec::new();
+            for (port, f) in &out {
+                assert_eq!(*port, 1);
+                assert!(f.len() <= 1514, "{a}: a {}-byte frame", f.len());
+                let ip = &f[14..];
+                let info = parse_ip(ip).unwrap();
+                let fr = info.frag.expect("a fragment");
+                assert_eq!(fr.offset as usize, joined.len());
+                joined.extend_from_slice(&ip[info.l4_offset..info.len]);
+            }
+            let hl = if a.contains(':') { 40 } else { 20 };
+            assert_eq!(joined, big[hl..], "{a}");
+            assert_eq!(d.counters.fragmented, 1);
+        }
+    }
+
+    #[test]
+    fn bridged_df_datagrams_too_big_get_the_icmp_error() {
+        // IPv4 with DF larger than the member's MTU (a jumbo port): pf
+        // passes it, the bridge cannot send it, and answers as a bridge
+        // does, from the destination's address back on the way it came.
+        let toml = BRIDGE.replace("name = \"eth0\"\n", "name = \"eth0\"\nmtu = 9000\n");
+        let mut d = dp(&toml, "pass all\n");
+        d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 0);
+        let big = build::ip(
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2".parse().unwrap(),
+            17,
+            64,
+            &build::udp(9, 9, &[0u8; 3000]),
+        );
+        let o = d.input(0, &eth(B, A, None, ETH_IPV4, &big), 1);
+        assert_eq!(o.len(), 1, "{o:?}");
+        let (port, f) = &o[0];
+        assert_eq!(*port, 0);
+        assert_eq!((&f[0..6], &f[6..12]), (&A[..], &B[..]));
+        let info = parse_ip(&f[14..]).unwrap();
+        assert_eq!(info.src, "198.18.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(info.dst, "198.18.0.1".parse::<IpAddr>().unwrap());
+        let icmp = &f[14 + info.l4_offset..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4));
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1500);
+        assert!(build::checksums_ok(&f[14..]));
+        assert_eq!(d.counters.too_big, 1);
     }
 
     #[test]

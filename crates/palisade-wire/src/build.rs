@@ -275,6 +275,69 @@ pub fn fragment_v4(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// Split an IPv6 packet into fragments (RFC 8200 section 4.5) that fit
+/// `mtu`, each carrying at most `max_data` bytes of the fragmentable part
+/// (the size the original fragments had, when a firewall reassembled
+/// them), with identification `id`. The unfragmentable part (the IPv6
+/// header, hop-by-hop options, and a routing header with the destination
+/// options before it) is repeated in every fragment. None if the packet
+/// is not IPv6, is already a fragment, or the unfragmentable part leaves
+/// no room.
+pub fn fragment_v6(p: &[u8], id: u32, mtu: usize, max_data: usize) -> Option<Vec<Vec<u8>>> {
+    if p.len() < 40 || p[0] >> 4 != 6 {
+        return None;
+    }
+    let end = (40 + u16::from_be_bytes([p[4], p[5]]) as usize).min(p.len());
+    // Walk the extension headers to the end of the unfragmentable part;
+    // `nh_at` is the byte naming the header that follows it.
+    let (mut nh_at, mut off) = (6usize, 40usize);
+    let mut unfrag = 40;
+    loop {
+        let next = p[nh_at];
+        let len = match next {
+            0 | 43 | 60 => (*p.get(off + 1)? as usize + 1) * 8,
+            44 => return None,
+            _ => break,
+        };
+        if off + len > end {
+            return None;
+        }
+        // Destination options count as unfragmentable only before a
+        // routing header.
+        let keep = next != 60 || p.get(off).copied() == Some(43);
+        if !keep {
+            break;
+        }
+        nh_at = off;
+        off += len;
+        unfrag = off;
+    }
+    let data = p.get(unfrag..end)?;
+    let room = mtu.checked_sub(unfrag + 8)?.min(max_data) & !7;
+    if room == 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < data.len() || out.is_empty() {
+        let take = room.min(data.len() - at);
+        let more = at + take < data.len();
+        let mut q = Vec::with_capacity(unfrag + 8 + take);
+        q.extend_from_slice(&p[..unfrag]);
+        q[nh_at] = 44;
+        q.push(p[nh_at]);
+        q.push(0);
+        q.extend_from_slice(&((at as u16) | more as u16).to_be_bytes());
+        q.extend_from_slice(&id.to_be_bytes());
+        q.extend_from_slice(&data[at..at + take]);
+        let plen = (q.len() - 40) as u16;
+        q[4..6].copy_from_slice(&plen.to_be_bytes());
+        out.push(q);
+        at += take;
+    }
+    Some(out)
+}
+
 /// Verify every checksum of an IP packet this module knows how to build.
 pub fn checksums_ok(p: &[u8]) -> bool {
     let Ok(info) = crate::parse_ip(p) else {
@@ -398,6 +461,52 @@ mod tests {
             &udp(5, 6, &data),
         );
         assert!(fragment_v4(&df, 1500).is_none());
+    }
+
+    #[test]
+    fn ipv6_fragments_carry_the_original_size_and_id() {
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let p = ip(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+            17,
+            64,
+            &udp(5, 6, &data),
+        );
+        // Originally sent in fragments of 1232 data bytes (a 1280 path).
+        let frags = fragment_v6(&p, 0xabcd_0123, 1500, 1232).unwrap();
+        assert_eq!(frags.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1280, "{}", f.len());
+            let info = crate::parse_ip(f).unwrap();
+            let fr = info.frag.expect("a fragment");
+            assert_eq!(fr.id, 0xabcd_0123);
+            assert_eq!(fr.offset as usize, joined.len());
+            assert_eq!(fr.more, i < 2);
+            assert_eq!(f[6], 44, "next header: fragment");
+            assert_eq!(f[40], 17, "the fragment header names UDP");
+            assert_eq!(u16::from_be_bytes([f[4], f[5]]) as usize, f.len() - 40);
+            joined.extend_from_slice(&f[48..]);
+        }
+        assert_eq!(joined, p[40..]);
+        // The egress MTU wins when it is smaller.
+        let small = fragment_v6(&p, 1, 1280, 1448).unwrap();
+        assert!(small.iter().all(|f| f.len() <= 1280));
+        // Hop-by-hop options stay in front of the fragment header.
+        let mut hbh = p[..40].to_vec();
+        hbh[6] = 0;
+        hbh.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+        hbh.extend_from_slice(&p[40..]);
+        let plen = (hbh.len() - 40) as u16;
+        hbh[4..6].copy_from_slice(&plen.to_be_bytes());
+        for f in fragment_v6(&hbh, 7, 1500, 1448).unwrap() {
+            assert_eq!((f[6], f[40], f[48]), (0, 44, 17));
+            assert_eq!(crate::parse_ip(&f).unwrap().frag.unwrap().id, 7);
+        }
+        // Not IPv6, or no room: none.
+        assert!(fragment_v6(&p[..30], 1, 1500, 1448).is_none());
+        assert!(fragment_v6(&p, 1, 48, 1448).is_none());
     }
 
     #[test]

@@ -395,7 +395,11 @@ pub fn info_data(sh: &Shared) -> Value {
         "packets": f.packets,
         "passed": f.passed,
         "blocked": f.blocked,
-        "fragments_held": f.fragments_held,
+        "fragments_held": dp.filter.frags.held(),
+        "fragment_bytes": dp.filter.frags.held_bytes(),
+        "fragments_expired": dp.filter.frags.stats.expired,
+        "fragments_evicted": dp.filter.frags.stats.evicted,
+        "fragments_bad": dp.filter.frags.stats.bad,
         "reasons": reasons,
         "dataplane": {
             "frames_in": c.frames_in, "frames_out": c.frames_out,
@@ -445,6 +449,19 @@ fn show_info(sh: &Shared) -> Value {
         n("passed"),
         "blocked",
         n("blocked")
+    );
+    text += &format!(
+        "Fragments\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n",
+        "held",
+        n("fragments_held"),
+        "bytes held",
+        n("fragment_bytes"),
+        "expired",
+        n("fragments_expired"),
+        "evicted",
+        n("fragments_evicted"),
+        "bad",
+        n("fragments_bad")
     );
     text += "Data plane\n";
     if let Some(m) = d["dataplane"].as_object() {
@@ -668,9 +685,10 @@ fn show_memory(sh: &Shared) -> Value {
         .sum();
     let rss = rss_bytes().unwrap_or(0);
     let text = format!(
-        "process (resident)        {rss:>14} bytes\nstates                    {states:>14} (about {} bytes)\ntable entries             {entries:>14}\nfragments held            {:>14}\n",
+        "process (resident)        {rss:>14} bytes\nstates                    {states:>14} (about {} bytes)\ntable entries             {entries:>14}\nfragments held            {:>14} ({} bytes)\n",
         states * (state_size + 48),
-        dp.filter.counters.fragments_held
+        dp.filter.frags.held(),
+        dp.filter.frags.held_bytes()
     );
     done(
         text,
@@ -679,6 +697,8 @@ fn show_memory(sh: &Shared) -> Value {
             "states": states,
             "state_bytes_estimate": states * (state_size + 48),
             "table_entries": entries,
+            "fragments_held": dp.filter.frags.held(),
+            "fragment_bytes": dp.filter.frags.held_bytes(),
         }),
     )
 }

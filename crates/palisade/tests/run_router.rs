@@ -325,6 +325,18 @@ via = "203.0.113.1"
         &vm,
         &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:ff::1"]
     ));
+    // Datagrams the sender fragmented are reassembled by pf and routed in
+    // fragments again: IPv4 to the MTU, IPv6 as they arrived (never a
+    // "packet too big" for what the sender already fragmented).
+    for to in ["203.0.113.10", "2001:db8:ff::10"] {
+        assert!(
+            ok(
+                &up,
+                &["ping", "-c", "2", "-i", "0.2", "-W", "2", "-s", "3000", to]
+            ),
+            "ping -s 3000 {to} through the router"
+        );
+    }
 
     // The firewall's own services, through the host interface and pf.
     match greeting(&up, "203.0.113.2:22", 5) {
