@@ -9,6 +9,7 @@ use palisade_conf::host::HostModel;
 use palisade_conf::{parse_input, Input, ParseOptions};
 
 mod control;
+mod isolation;
 mod lab;
 mod metrics;
 mod ops;

@@ -20,6 +20,8 @@ use palisade_net::config::Config;
 use palisade_net::dataplane::{Dataplane, Mac};
 use palisade_net::tap::Tap;
 
+use crate::isolation::Isolation;
+
 /// Read and check the daemon's configuration and its pf.conf; errors name
 /// the file, the line and the problem. Nothing is touched.
 pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
@@ -135,52 +137,6 @@ impl PflogFile {
             }
         }
         // (PcapWriter writes straight to the file: nothing to flush.)
-    }
-}
-
-/// Per-port kernel settings we change and put back: the kernel must not
-/// talk on ports Palisade owns (no IPv6, no ARP answers, no forwarding),
-/// and must not merge received frames (GRO) into ones larger than the MTU.
-struct Isolation {
-    saved: Vec<(PathBuf, String)>,
-    gro: Vec<(String, u32)>,
-}
-
-impl Isolation {
-    fn apply(ports: &[String]) -> Isolation {
-        let mut saved = Vec::new();
-        let mut gro = Vec::new();
-        for p in ports {
-            if let Ok(old) = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None) {
-                if old != 0 && afpacket::ethtool(p, afpacket::ETHTOOL_SGRO, Some(0)).is_ok() {
-                    gro.push((p.clone(), old));
-                }
-            }
-            for (f, v) in [
-                (format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"), "1"),
-                (format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore"), "8"),
-                (format!("/proc/sys/net/ipv4/conf/{p}/forwarding"), "0"),
-            ] {
-                let f = PathBuf::from(f);
-                if let Ok(old) = std::fs::read_to_string(&f) {
-                    if std::fs::write(&f, v).is_ok() {
-                        saved.push((f, old.trim().to_string()));
-                    }
-                }
-            }
-        }
-        Isolation { saved, gro }
-    }
-}
-
-impl Drop for Isolation {
-    fn drop(&mut self) {
-        for (f, v) in self.saved.iter().rev() {
-            let _ = std::fs::write(f, v);
-        }
-        for (p, v) in &self.gro {
-            let _ = afpacket::ethtool(p, afpacket::ETHTOOL_SGRO, Some(*v));
-        }
     }
 }
 
@@ -328,7 +284,7 @@ fn worker(
     sh: &Shared,
     mut ports: Vec<Port>,
     fanout: Option<u16>,
-    mut isolations: Option<&mut Vec<Isolation>>,
+    mut isolation: Option<&mut Isolation>,
     mut pflog: Option<PflogFile>,
 ) {
     let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
@@ -426,8 +382,10 @@ fn worker(
                                 tracing::info!("port '{name}' is back");
                                 sh.dp()
                                     .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
-                                if let Some(iso) = isolations.as_deref_mut() {
-                                    iso.push(Isolation::apply(std::slice::from_ref(&name)));
+                                if let Some(iso) = isolation.as_deref_mut() {
+                                    if let Err(e) = iso.add_ports(std::slice::from_ref(&name)) {
+                                        tracing::error!("port '{name}': {e}");
+                                    }
                                 }
                                 announce = true;
                             }
@@ -496,7 +454,8 @@ pub fn run(path: &Path) -> Result<(), String> {
     for _ in 0..workers {
         sockets.push(open_ports(&names, fanout)?);
     }
-    let mut isolations = vec![Isolation::apply(&names)];
+    let mut isolation = Isolation::apply(&names, Path::new(crate::isolation::RUN_DIR))
+        .map_err(|e| format!("cannot record the ports' settings before changing them: {e}"))?;
     // SAFETY: installing an async-signal-safe handler that only stores a flag.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
@@ -632,9 +591,9 @@ pub fn run(path: &Path) -> Result<(), String> {
             let sh = &sh;
             s.spawn(move || worker(k + 1, sh, ports, fanout, None, None));
         }
-        worker(0, &sh, first, fanout, Some(&mut isolations), pflog);
+        worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
     });
-    drop(isolations);
+    drop(isolation);
     if control.is_some() {
         let _ = std::fs::remove_file(&cfg_control);
     }

@@ -1,0 +1,212 @@
+//! Per-port kernel settings Palisade changes while it owns the ports, and
+//! puts back when it stops: the kernel must not talk on them (no IPv6, no
+//! ARP answers, no forwarding), and must not merge received frames (GRO)
+//! into ones larger than the MTU.
+//!
+//! The original values are written to a file under /run before anything
+//! is changed (`/run/palisade/ports-<netns>.json`, one per network
+//! namespace; written to a temporary file, synced and renamed, so it is
+//! whole or absent). After a crash (kill -9, power loss of the daemon but
+//! not of the machine) the ports keep Palisade's values; the next start
+//! finds the file and takes the originals from it instead of reading
+//! Palisade's own values back as originals, so a later clean stop restores
+//! the true ones. A clean stop restores and removes the file. Entries are
+//! keyed by interface index too: an interface that was deleted and
+//! created again meanwhile has its own originals.
+
+use std::path::{Path, PathBuf};
+
+use palisade_net::afpacket;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+struct Setting {
+    port: String,
+    ifindex: i32,
+    /// A sysctl file, or "gro" for the ethtool flag.
+    what: String,
+    value: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Record {
+    settings: Vec<Setting>,
+}
+
+/// The sysctls changed per port, and the value Palisade sets.
+fn sysctls(p: &str) -> [(String, &'static str); 3] {
+    [
+        (format!("/proc/sys/net/ipv6/conf/{p}/disable_ipv6"), "1"),
+        (format!("/proc/sys/net/ipv4/conf/{p}/arp_ignore"), "8"),
+        (format!("/proc/sys/net/ipv4/conf/{p}/forwarding"), "0"),
+    ]
+}
+
+/// An identifier of this network namespace that no other namespace has
+/// had since boot: its cookie (SO_NETNS_COOKIE, Linux 5.14), else the
+/// inode of /proc/self/ns/net.
+fn netns_id() -> String {
+    /// SO_NETNS_COOKIE on the architectures Palisade builds for (the
+    /// generic socket option numbers).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: a plain socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) };
+    if fd >= 0 {
+        let mut cookie = 0u64;
+        let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the option writes a u64 of the length we pass.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                &mut cookie as *mut u64 as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(fd) };
+        if r == 0 {
+            return format!("c{cookie}");
+        }
+    }
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata("/proc/self/ns/net") {
+        Ok(m) => format!("i{}", m.ino()),
+        Err(_) => "default".into(),
+    }
+}
+
+/// Where this namespace's record is kept.
+pub fn record_path(dir: &Path) -> PathBuf {
+    dir.join(format!("ports-{}.json", netns_id()))
+}
+
+/// The directory of the records.
+pub const RUN_DIR: &str = "/run/palisade";
+
+pub struct Isolation {
+    path: PathBuf,
+    record: Record,
+}
+
+impl Isolation {
+    /// Isolate `ports`: note their settings (from a crashed run's record
+    /// where it has them), write the record, then change them.
+    pub fn apply(ports: &[String], dir: &Path) -> Result<Isolation, String> {
+        let path = record_path(dir);
+        let leftover: Option<Record> = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(r) => {
+                    tracing::warn!(
+                        "{}: the last run did not stop cleanly; the ports' original settings are taken from it",
+                        path.display()
+                    );
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!("{}: unreadable ({e}); ignored", path.display());
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let mut iso = Isolation {
+            path,
+            record: Record::default(),
+        };
+        iso.add(ports, leftover.as_ref())?;
+        Ok(iso)
+    }
+
+    /// Isolate more ports (one that came back): their current settings
+    /// are their originals.
+    pub fn add_ports(&mut self, ports: &[String]) -> Result<(), String> {
+        self.add(ports, None)
+    }
+
+    fn add(&mut self, ports: &[String], leftover: Option<&Record>) -> Result<(), String> {
+        let mut changes = Vec::new();
+        for p in ports {
+            let ifindex = afpacket::ifindex(p).unwrap_or(0);
+            let mut note = |what: String, current: Option<String>, new: String| {
+                let Some(current) = current else { return };
+                let original = leftover
+                    .and_then(|r| {
+                        r.settings
+                            .iter()
+                            .find(|s| s.port == *p && s.ifindex == ifindex && s.what == what)
+                    })
+                    .map(|s| s.value.clone())
+                    .unwrap_or(current);
+                self.record
+                    .settings
+                    .retain(|s| !(s.port == *p && s.what == what));
+                self.record.settings.push(Setting {
+                    port: p.clone(),
+                    ifindex,
+                    what: what.clone(),
+                    value: original,
+                });
+                changes.push((p.clone(), what, new));
+            };
+            let gro = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None).ok();
+            note("gro".into(), gro.map(|v| v.to_string()), "0".into());
+            for (f, v) in sysctls(p) {
+                let cur = std::fs::read_to_string(&f)
+                    .ok()
+                    .map(|s| s.trim().to_string());
+                note(f, cur, v.into());
+            }
+        }
+        self.save()?;
+        for (p, what, v) in changes {
+            if what == "gro" {
+                let _ = afpacket::ethtool(&p, afpacket::ETHTOOL_SGRO, Some(0));
+            } else {
+                let _ = std::fs::write(&what, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the record whole: a temporary file, synced, renamed.
+    fn save(&self) -> Result<(), String> {
+        use std::io::Write;
+        let err = |e: std::io::Error| format!("{}: {e}", self.path.display());
+        if let Some(d) = self.path.parent() {
+            std::fs::create_dir_all(d).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(err)?;
+        let text = serde_json::to_vec_pretty(&self.record).map_err(|e| e.to_string())?;
+        f.write_all(&text).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Some(d) = self.path.parent() {
+            if let Ok(d) = std::fs::File::open(d) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        for s in self.record.settings.iter().rev() {
+            // Only on the interface the value belongs to.
+            if afpacket::ifindex(&s.port).ok() != Some(s.ifindex) {
+                continue;
+            }
+            if s.what == "gro" {
+                if let Ok(v) = s.value.parse() {
+                    let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
+                }
+            } else {
+                let _ = std::fs::write(&s.what, &s.value);
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
