@@ -285,6 +285,10 @@ impl State {
 impl State {
     /// `ESTABLISHED:ESTABLISHED`, `MULTIPLE:SINGLE`... as pfctl -ss prints.
     pub fn state_str(&self) -> String {
+        if matches!(self.key.proto, 1 | 58) {
+            // pfctl prints ICMP states' numbers: pf keeps none for them.
+            return "0:0".into();
+        }
         if self.key.proto == 6 {
             format!(
                 "{}:{}",
@@ -508,6 +512,17 @@ impl StateTable {
     }
 
     /// The interface name of a state.
+    /// States from slab position `from` on, each with its position: a
+    /// listing taken in parts starts each part after the last position
+    /// it saw, so no part needs more than its own states.
+    pub fn iter_from(&self, from: usize) -> impl Iterator<Item = (usize, &State)> {
+        self.slab
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
+    }
+
     pub fn iface_name(&self, s: &State) -> &str {
         self.ifaces
             .get(s.iface as usize)
@@ -683,7 +698,8 @@ impl StateTable {
         s.last_ms + scaled
     }
 
-    fn adaptive(&self) -> (u64, u64) {
+    /// The adaptive timeouts' start and end (state counts) in force.
+    pub fn adaptive(&self) -> (u64, u64) {
         let get = |t: Timeout| {
             let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
             self.timeouts[i] as u64

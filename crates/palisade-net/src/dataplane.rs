@@ -291,6 +291,12 @@ impl Dataplane {
         std::mem::take(&mut self.log)
     }
 
+    /// The MAC address interface `i` answers with (ARP, NDP) and sends
+    /// from (`own_mac` of its port's MAC, as the daemon gives it).
+    pub fn mac(&self, i: usize) -> Option<Mac> {
+        self.macs.get(i).copied()
+    }
+
     /// A port was replaced (deleted and created again): its new MAC, for
     /// its interfaces and a bridge that took its address from it.
     pub fn set_port_mac(&mut self, port: usize, mac: Mac) {

@@ -1,31 +1,56 @@
 //! The control socket: a Unix socket (mode 0600, and only root clients
 //! are answered) on which the running daemon answers one request per
 //! connection. A request is one JSON line, `{"cmd": "show", "what":
-//! "states"}`; the answer is one JSON document `{"ok": true, "text":
-//! "...", "data": ...}`: `text` is what the CLI prints (pfctl's format
-//! where pfctl has one), `data` what `--json` prints. A stream (`log
-//! --follow`) answers with one JSON line per event until the client goes.
+//! "states"}`; the answer is one JSON line `{"ok": true, "text": "...",
+//! "data": ...}`: `text` is what the CLI prints (pfctl's format where
+//! pfctl has one), `data` what `--json` prints.
 //!
-//! Each connection gets its own thread, up to `MAX_THREADS` at once; past
-//! that, requests are answered one by one on the accepting thread, so a
-//! flood of clients slows down only the clients.
+//! Listings that grow with the traffic (states) are sent in parts, so
+//! that neither the daemon nor the CLI ever holds a whole listing: a first
+//! line `{"ok": true, "parts": true}`, then one line per part `{"text":
+//! "...", "items": [...]}`, then `{"end": true}`; the CLI prints each part
+//! as it comes (with `--json`, the items as one JSON array). A stream
+//! (`log --follow`) answers with one JSON line per event until the client
+//! goes.
+//!
+//! Bounds (docs/limits.md): at most `MAX_CLIENTS` connections are served
+//! at once, each on its own thread; past that a client is told "busy" at
+//! once, without ever blocking the accepting thread. A request must arrive
+//! whole within `REQUEST_TIME` and be at most `MAX_REQUEST` bytes; an
+//! answer must be taken within `REPLY_TIME` (a log follower within
+//! `FOLLOW_WRITE_TIME` for each line), else the connection is closed. So a
+//! slow, idle or stuck client holds one thread for a bounded time and
+//! never delays another.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// At most this many connections are served in parallel.
-const MAX_THREADS: usize = 32;
+/// At most this many connections are served at once.
+pub const MAX_CLIENTS: usize = 32;
+/// The largest request: an anchor file of 16 MiB, escaped in JSON.
+pub const MAX_REQUEST: usize = 40 << 20;
+/// A request must arrive whole within this.
+pub const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// An answer must be read within this.
+pub const REPLY_TIME: Duration = Duration::from_secs(60);
+/// A log follower must take each line within this.
+pub const FOLLOW_WRITE_TIME: Duration = Duration::from_secs(5);
+/// Stack of a client's thread (reloads parse and compile on it).
+const CLIENT_STACK: usize = 8 << 20;
 
 /// What a request gets back.
-pub enum Reply {
+pub enum Reply<'a> {
     Once(Value),
+    /// Parts of a listing, each `{"text": ..., "items": [...]}`, until
+    /// None.
+    Parts(Box<dyn FnMut() -> Option<Value> + Send + 'a>),
     /// Lines to send until the sender goes away or the client does.
     Stream(std::sync::mpsc::Receiver<String>),
 }
@@ -73,37 +98,99 @@ fn peer_uid(s: &UnixStream) -> Option<u32> {
     (r == 0).then_some(c.uid)
 }
 
-/// Answer one client. `inline` (no thread of its own: too many clients)
-/// refuses streams, which would hold the accepting thread.
-fn answer(
+/// Time left until `deadline`, or an error once it has passed.
+fn left(deadline: Instant) -> std::io::Result<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "too slow"))
+}
+
+/// Read one line (the request) by `deadline`, at most `MAX_REQUEST` bytes.
+fn read_request(s: &UnixStream, deadline: Instant) -> Result<String, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        let t = left(deadline).map_err(|_| {
+            format!(
+                "bad request: not received within {} s",
+                REQUEST_TIME.as_secs()
+            )
+        })?;
+        let _ = s.set_read_timeout(Some(t));
+        let n = match (&*s).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(format!("bad request: {e}")),
+        };
+        let at = buf.len();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf[at..].iter().position(|&b| b == b'\n') {
+            buf.truncate(at + p);
+            break;
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err(format!(
+                "bad request: too large (over {} MiB in one line)",
+                MAX_REQUEST >> 20
+            ));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| "bad request: not UTF-8".to_string())
+}
+
+/// Write `line` and a newline by `deadline`.
+fn write_line(s: &UnixStream, line: &str, deadline: Instant) -> std::io::Result<()> {
+    let mut w = s;
+    let mut data = Vec::with_capacity(line.len() + 1);
+    data.extend_from_slice(line.as_bytes());
+    data.push(b'\n');
+    let mut at = 0;
+    while at < data.len() {
+        let _ = s.set_write_timeout(Some(left(deadline)?));
+        match w.write(&data[at..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Answer one client on its own thread.
+fn answer<'a>(
     s: UnixStream,
     stop: &(impl Fn() -> bool + Sync),
-    handle: &(impl Fn(&Value) -> Reply + Sync),
-    inline: bool,
+    handle: &(impl Fn(&Value) -> Reply<'a> + Sync),
 ) {
     let _ = s.set_nonblocking(false);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     let reply = match peer_uid(&s) {
-        Some(0) => {
-            let mut line = String::new();
-            let mut r = BufReader::new(&s).take(1 << 20);
-            match r.read_line(&mut line) {
-                Ok(n) if n >= 1 << 20 && !line.ends_with('\n') => Reply::Once(
-                    json!({"ok": false, "text": "bad request: too large (over 1 MiB in one line)\n"}),
+        Some(0) => match read_request(&s, Instant::now() + REQUEST_TIME) {
+            Ok(line) => match serde_json::from_str::<Value>(&line) {
+                Ok(req) => handle(&req),
+                Err(e) => Reply::Once(
+                    json!({"ok": false, "text": format!("bad request: not JSON ({e}); send one line such as {{\"cmd\": \"show\", \"what\": \"info\"}}\n")}),
                 ),
-                Ok(_) => match serde_json::from_str::<Value>(&line) {
-                    Ok(req) if inline && req["cmd"] == "log" => Reply::Once(
-                        json!({"ok": false, "text": format!("busy: {MAX_THREADS} clients are connected (log followers?); try again later\n")}),
-                    ),
-                    Ok(req) => handle(&req),
-                    Err(e) => Reply::Once(
-                        json!({"ok": false, "text": format!("bad request: not JSON ({e}); send one line such as {{\"cmd\": \"show\", \"what\": \"info\"}}\n")}),
-                    ),
-                },
-                Err(e) => Reply::Once(json!({"ok": false, "text": format!("bad request: {e}\n")})),
-            }
-        }
+            },
+            Err(e) => Reply::Once(json!({"ok": false, "text": format!("{e}\n")})),
+        },
         Some(uid) => Reply::Once(
             json!({"ok": false, "text": format!("permission denied: the control socket answers root only (you are uid {uid})\n")}),
         ),
@@ -111,16 +198,28 @@ fn answer(
             json!({"ok": false, "text": "permission denied: cannot tell who you are\n"}),
         ),
     };
-    let mut w = &s;
+    let deadline = Instant::now() + REPLY_TIME;
     match reply {
         Reply::Once(v) => {
-            let _ = writeln!(w, "{v}");
+            let _ = write_line(&s, &v.to_string(), deadline);
+        }
+        Reply::Parts(mut next) => {
+            if write_line(&s, r#"{"ok":true,"parts":true}"#, deadline).is_err() {
+                return;
+            }
+            while let Some(part) = next() {
+                if stop() || write_line(&s, &part.to_string(), deadline).is_err() {
+                    return;
+                }
+            }
+            let _ = write_line(&s, r#"{"end":true}"#, deadline);
         }
         Reply::Stream(rx) => {
             while !stop() {
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(line) => {
-                        if writeln!(w, "{}", json!({"ok": true, "line": line})).is_err() {
+                        let l = json!({"ok": true, "line": line}).to_string();
+                        if write_line(&s, &l, Instant::now() + FOLLOW_WRITE_TIME).is_err() {
                             return;
                         }
                     }
@@ -141,56 +240,126 @@ fn answer(
     }
 }
 
-use std::io::Read;
+/// Tell a client there is no room now, without waiting for it.
+fn refuse_busy(s: UnixStream) {
+    let _ = s.set_nonblocking(true);
+    let mut w = &s;
+    let _ = writeln!(
+        w,
+        "{}",
+        json!({"ok": false, "text": format!("busy: {MAX_CLIENTS} clients are being served; try again later\n")})
+    );
+}
+
+/// Wait (at most `ms`) until the listener has a connection to accept.
+fn readable(l: &UnixListener, ms: i32) {
+    let mut p = libc::pollfd {
+        fd: l.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own, for at most `ms` milliseconds.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
 
 /// Answer requests until `stop()` says so.
-pub fn serve(
+pub fn serve<'a>(
     l: &UnixListener,
     stop: impl Fn() -> bool + Sync,
-    handle: impl Fn(&Value) -> Reply + Sync,
+    handle: impl Fn(&Value) -> Reply<'a> + Sync,
 ) {
     let busy = AtomicUsize::new(0);
     std::thread::scope(|sc| {
         while !stop() {
-            match l.accept() {
-                Ok((s, _)) => {
-                    if busy.load(Ordering::SeqCst) >= MAX_THREADS {
-                        answer(s, &stop, &handle, true);
-                        continue;
+            readable(l, 200);
+            // Take every pending connection; never block on one.
+            loop {
+                let s = match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // Out of descriptors or similar: let it pass.
+                        std::thread::sleep(Duration::from_millis(20));
+                        break;
                     }
-                    busy.fetch_add(1, Ordering::SeqCst);
-                    let (busy, stop, handle) = (&busy, &stop, &handle);
-                    let spawned = std::thread::Builder::new()
-                        .name("control".into())
-                        .spawn_scoped(sc, move || {
-                            answer(s, stop, handle, false);
-                            busy.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    if spawned.is_err() {
+                };
+                if busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
+                    refuse_busy(s);
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::SeqCst);
+                let (busy, stop, handle) = (&busy, &stop, &handle);
+                let spawned = std::thread::Builder::new()
+                    .name("control".into())
+                    .stack_size(CLIENT_STACK)
+                    .spawn_scoped(sc, move || {
+                        answer(s, stop, handle);
                         busy.fetch_sub(1, Ordering::SeqCst);
-                    }
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::SeqCst);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     });
 }
 
-/// Send one request to the daemon at `path`.
-pub fn request(path: &Path, req: Value) -> Result<Value, String> {
+/// Parse an answer: the daemon is trusted, and rules nest as deep as
+/// anchors may (more than serde_json's default depth).
+fn parse_answer(line: &str) -> Result<Value, String> {
+    use serde::Deserialize;
+    let mut de = serde_json::Deserializer::from_str(line);
+    de.disable_recursion_limit();
+    Value::deserialize(&mut de).map_err(|e| format!("bad answer: {e}"))
+}
+
+/// Send one request to the daemon at `path`; a listing in parts is
+/// given to `part` as it comes. The answer (for parts, the first line).
+pub fn request_parts(
+    path: &Path,
+    req: Value,
+    mut part: impl FnMut(&Value),
+) -> Result<Value, String> {
     let s = connect(path)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let mut w = &s;
     writeln!(w, "{req}").map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(&s);
     let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&line).map_err(|e| format!("bad answer: {e}"))
+    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    let first = parse_answer(&line)?;
+    if first["parts"] != true {
+        return Ok(first);
+    }
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("the daemon stopped in the middle of the answer".into());
+        }
+        let v = parse_answer(&line)?;
+        if v["end"] == true {
+            return Ok(first);
+        }
+        part(&v);
+    }
+}
+
+/// Send one request and collect the whole answer (parts joined: `text`
+/// concatenated, `data` the items).
+pub fn request(path: &Path, req: Value) -> Result<Value, String> {
+    let mut text = String::new();
+    let mut items = Vec::new();
+    let first = request_parts(path, req, |p| {
+        text.push_str(p["text"].as_str().unwrap_or(""));
+        if let Some(a) = p["items"].as_array() {
+            items.extend(a.iter().cloned());
+        }
+    })?;
+    if first["parts"] == true {
+        return Ok(json!({"ok": true, "text": text, "data": items}));
+    }
+    Ok(first)
 }
 
 fn connect(path: &Path) -> Result<UnixStream, String> {

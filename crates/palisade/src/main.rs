@@ -208,7 +208,31 @@ enum LabCmd {
 }
 
 fn control_cmd(socket: &std::path::Path, req: serde_json::Value, json: bool) -> ExitCode {
-    match control::request(socket, req) {
+    use std::io::Write;
+    // A listing in parts is printed as it comes: with --json its items
+    // as one array, laid out as serde_json's pretty printer would.
+    let mut items = 0usize;
+    let r = control::request_parts(socket, req, |p| {
+        let mut out = std::io::stdout().lock();
+        if json {
+            for it in p["items"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                let s = serde_json::to_string_pretty(it).unwrap_or_default();
+                let _ = out.write_all(if items == 0 { b"[\n" } else { b",\n" });
+                let indented: Vec<String> = s.lines().map(|l| format!("  {l}")).collect();
+                let _ = out.write_all(indented.join("\n").as_bytes());
+                items += 1;
+            }
+        } else {
+            let _ = out.write_all(p["text"].as_str().unwrap_or("").as_bytes());
+        }
+    });
+    match r {
+        Ok(a) if a["parts"] == true => {
+            if json {
+                println!("{}", if items == 0 { "[]" } else { "\n]" });
+            }
+            ExitCode::SUCCESS
+        }
         Ok(a) => {
             if json {
                 println!(
@@ -235,9 +259,10 @@ fn control_cmd(socket: &std::path::Path, req: serde_json::Value, json: bool) -> 
 /// the example pf.conf (another one, from `--rules` or edited, is the
 /// user's experiment: its differences are shown, not failed).
 fn checks(l: &lab::Lab) -> ExitCode {
-    let ok = l.show();
-    if !l.runs_example() {
-        println!("  (This lab's pf.conf is not the example's: UNEXPECTED means other than under the example.)");
+    let example = l.runs_example();
+    let ok = l.show(example);
+    if !example {
+        println!("  (This lab runs your pf.conf, not the example's: the lines say what happened, with no expectations.)");
         ExitCode::SUCCESS
     } else if ok {
         ExitCode::SUCCESS

@@ -5,8 +5,9 @@
 //! from the same place as `show info`, `show rules` and `show interfaces`.
 //!
 //! A few lines of HTTP/1.0 over std's TcpListener: one short request per
-//! connection, served in turn, which is all a scraper needs; a web
-//! framework would be most of the daemon's dependencies for this.
+//! connection, each client on its own thread (a few at once, each bounded
+//! in time), which is all a scraper needs; a web framework would be most
+//! of the daemon's dependencies for this.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -260,46 +261,89 @@ fn read_head(mut s: &std::net::TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// Serve until `stop()`.
+/// Scrapes served at once; past that a client gets 503 at once.
+pub const MAX_SCRAPERS: usize = 8;
+
+/// Answer one client.
+fn answer(s: std::net::TcpStream, sh: &Shared) {
+    let Some(head) = read_head(&s) else {
+        return;
+    };
+    let first = head.lines().next().unwrap_or("");
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(sh),
+        ),
+        ("GET", "/") => (
+            "200 OK",
+            "text/plain; charset=utf-8",
+            "Palisade: metrics at /metrics\n".to_string(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics\n".into(),
+        ),
+        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+    };
+    // The answer is written within 5 s in all, or the client is dropped.
+    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut w = &s;
+    let _ = write!(
+        w,
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// Serve until `stop()`: each client on its own thread, at most
+/// `MAX_SCRAPERS` at once, each bounded in time (2 s for its request, 5 s
+/// for the answer); the accepting thread never waits for a client.
 pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool) {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let _ = l.set_nonblocking(true);
-    while !stop() {
-        let s = match l.accept() {
-            Ok((s, _)) => s,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+    let busy = AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        while !stop() {
+            let mut p = libc::pollfd {
+                fd: l.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one pollfd we own, for at most 200 ms.
+            unsafe { libc::poll(&mut p, 1, 200) };
+            loop {
+                let s = match l.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        break;
+                    }
+                };
+                if busy.load(Ordering::SeqCst) >= MAX_SCRAPERS {
+                    let _ = s.set_nonblocking(true);
+                    let mut w = &s;
+                    let _ = w.write_all(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                busy.fetch_add(1, Ordering::SeqCst);
+                let busy = &busy;
+                let spawned = std::thread::Builder::new()
+                    .name("metrics".into())
+                    .spawn_scoped(sc, move || {
+                        answer(s, sh);
+                        busy.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                }
             }
-        };
-        let Some(head) = read_head(&s) else {
-            continue;
-        };
-        let first = head.lines().next().unwrap_or("");
-        let mut parts = first.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        let (status, ctype, body) = match (method, path) {
-            ("GET", "/metrics") => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(sh),
-            ),
-            ("GET", "/") => (
-                "200 OK",
-                "text/plain; charset=utf-8",
-                "Palisade: metrics at /metrics\n".to_string(),
-            ),
-            ("GET", _) => (
-                "404 Not Found",
-                "text/plain",
-                "not found: try /metrics\n".into(),
-            ),
-            _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
-        };
-        let mut w = &s;
-        let _ = write!(
-            w,
-            "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
+        }
+    });
 }

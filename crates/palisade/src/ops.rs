@@ -20,6 +20,7 @@ use palisade_filter::Engine;
 use palisade_net::config::Prefix;
 use serde_json::{json, Value};
 
+use crate::control::Reply;
 use crate::run::Shared;
 
 fn fail(text: impl Into<String>) -> Value {
@@ -48,6 +49,15 @@ fn level(req: &Value) -> u64 {
         .unwrap_or(0)
 }
 
+/// One request, as the control socket answers it: listings that grow
+/// with the traffic in parts, everything else at once.
+pub fn reply<'a>(sh: &'a Shared, req: &Value) -> Reply<'a> {
+    if req["cmd"] == "show" && req["what"] == "states" {
+        return show_states(sh, level(req));
+    }
+    Reply::Once(handle(sh, req))
+}
+
 /// One request. Unknown commands and malformed arguments get a clear error.
 pub fn handle(sh: &Shared, req: &Value) -> Value {
     if !req.is_object() {
@@ -60,7 +70,7 @@ pub fn handle(sh: &Shared, req: &Value) -> Value {
     match req["cmd"].as_str() {
         Some("show") => match req["what"].as_str() {
             Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), level),
-            Some("states") => show_states(sh, level),
+            Some("states") => fail("show states: answered in parts (ops::reply)"),
             Some("info") => show_info(sh),
             Some("interfaces") => show_interfaces(sh, verbose),
             Some("tables") => show_tables(sh, verbose),
@@ -96,6 +106,9 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     };
     let out = parse_input(Input::File(path), &opts);
     let mut msgs = out.stderr.clone();
+    if out.errors == 0 {
+        msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
+    }
     if out.errors > 0 {
         msgs.push(format!(
             "palisade: reload of {} failed ({} error{}): the running ruleset stays",
@@ -212,8 +225,10 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
 }
 
 /// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.
-fn flow(ip: &IpAddr, port: u16, proto: u8) -> String {
-    match (proto == 6 || proto == 17, ip.is_ipv6()) {
+/// As pfctl prints a state's endpoints: a port whenever it is not zero
+/// (an ICMP query's id shows as its port).
+fn flow(ip: &IpAddr, port: u16, _proto: u8) -> String {
+    match (port != 0, ip.is_ipv6()) {
         (false, _) => ip.to_string(),
         (true, false) => format!("{ip}:{port}"),
         (true, true) => format!("{ip}[{port}]"),
@@ -242,33 +257,53 @@ struct Row {
     rule: Option<palisade_filter::RuleRef>,
 }
 
+/// States are listed in parts of this many: the data plane's lock is held
+/// only while one part is copied, and memory holds one part at a time.
+const STATES_PER_PART: usize = 1000;
+
 /// pfctl -ss; -v adds age, expiry, counters and the rule, -vv the id.
-fn show_states(sh: &Shared, level: u64) -> Value {
+/// Sent in parts, whatever the number of states.
+fn show_states(sh: &Shared, level: u64) -> Reply<'_> {
     let now = sh.start.elapsed().as_millis() as u64;
-    let rows: Vec<Row> = {
-        let dp = sh.dp();
-        let st = &dp.filter.states;
-        st.iter()
-            .map(|s| Row {
-                id: s.id,
-                creator: s.creator,
-                key: s.key.clone(),
-                translated: s.translated.clone(),
-                dir: s.dir,
-                iface: st.iface_name(s).to_string(),
-                bound: s.bound,
-                state: s.state_str(),
-                age: now.saturating_sub(s.created_ms) / 1000,
-                expires: st.expires_ms(s).saturating_sub(now) / 1000,
-                packets: s.packets,
-                bytes: s.bytes,
-                rule: st.rule_of(s),
-            })
-            .collect()
-    };
+    let mut cursor = 0usize;
+    Reply::Parts(Box::new(move || {
+        let rows: Vec<Row> = {
+            let dp = sh.dp();
+            let st = &dp.filter.states;
+            let mut rows = Vec::with_capacity(STATES_PER_PART);
+            for (i, s) in st.iter_from(cursor).take(STATES_PER_PART) {
+                cursor = i + 1;
+                rows.push(Row {
+                    id: s.id,
+                    creator: s.creator,
+                    key: s.key.clone(),
+                    translated: s.translated.clone(),
+                    dir: s.dir,
+                    iface: st.iface_name(s).to_string(),
+                    bound: s.bound,
+                    state: s.state_str(),
+                    age: now.saturating_sub(s.created_ms) / 1000,
+                    expires: st.expires_ms(s).saturating_sub(now) / 1000,
+                    packets: s.packets,
+                    bytes: s.bytes,
+                    rule: st.rule_of(s),
+                });
+            }
+            rows
+        };
+        if rows.is_empty() {
+            return None;
+        }
+        let (text, items) = states_part(&rows, level);
+        Some(json!({"text": text, "items": items}))
+    }))
+}
+
+/// One part of `show states`: its lines and its JSON items.
+fn states_part(rows: &[Row], level: u64) -> (String, Vec<Value>) {
     let mut text = String::new();
     let mut list = Vec::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         let k = &r.key;
         let t = r.translated.as_ref();
         let iface = if r.bound { r.iface.as_str() } else { "all" };
@@ -348,7 +383,7 @@ fn show_states(sh: &Shared, level: u64) -> Value {
             "rule": r.rule.as_ref().map(|x| json!({"anchor": x.anchor, "nr": x.nr})),
         }));
     }
-    done(text, Value::Array(list))
+    (text, list)
 }
 
 /// pf's counters, in `pfctl -si`'s order; Palisade's own reasons follow.
@@ -503,6 +538,7 @@ pub fn interfaces_data(sh: &Shared) -> Vec<Value> {
             "members": i.members.iter().filter_map(|m| cfg.ifaces.get(*m)).map(|m| m.name.clone()).collect::<Vec<_>>(),
             "addresses": i.addresses.iter().map(|p| format!("{}/{}", p.ip, p.bits)).collect::<Vec<_>>(),
             "groups": host.get(ix).map(|h| h.groups.clone()).unwrap_or_default(),
+            "mac": dp.mac(ix).map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
             "packets_in": sum(&st.packets, 0),
             "packets_out": sum(&st.packets, 1),
             "bytes_in": sum(&st.bytes, 0),
@@ -545,6 +581,9 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
                 format!(" groups: {}", groups.join(" "))
             }
         );
+        if let Some(m) = i["mac"].as_str() {
+            text += &format!("\tlladdr {m} (what ARP and NDP answers carry)\n");
+        }
         if verbose {
             for fam in ["inet", "inet6"] {
                 for dir in ["in", "out"] {
@@ -619,7 +658,13 @@ fn show_timeouts(sh: &Shared) -> Value {
     let mut text = String::new();
     let mut m = serde_json::Map::new();
     for (i, t) in Timeout::ALL.iter().enumerate() {
-        let v = st.timeouts[i];
+        // adaptive.start/end unset: pf's 60% and 120% of the state
+        // limit apply, and are shown.
+        let v = match t {
+            Timeout::AdaptiveStart => st.adaptive().0 as u32,
+            Timeout::AdaptiveEnd => st.adaptive().1 as u32,
+            _ => st.timeouts[i],
+        };
         let unit = if matches!(t, Timeout::AdaptiveStart | Timeout::AdaptiveEnd) {
             " states"
         } else {
@@ -924,20 +969,37 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                 ));
             }
             let n = out.config.main.rules.len();
+            msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
             let mut anchors = sh.anchors();
             sh.dp().filter.engine().load_anchor(name, &out.config.main);
             anchors.insert(name.to_string(), out.config.main);
             drop(anchors);
-            msgs.push(format!("palisade: anchor {name}: {n} rules loaded"));
+            msgs.push(format!(
+                "palisade: anchor {name}: {n} rule{} loaded",
+                if n == 1 { "" } else { "s" }
+            ));
             done(msgs.join("\n") + "\n", json!({"anchor": name, "rules": n}))
         }
         Some("flush") => {
+            // An anchor pf.conf names (even empty) can be flushed; a name
+            // nothing knows is an error, as pfctl says "Anchor does not
+            // exist".
+            let known = sh
+                .dp()
+                .filter
+                .engine()
+                .anchor_names()
+                .iter()
+                .any(|a| a == name);
             let mut anchors = sh.anchors();
             sh.dp().filter.engine().flush_anchor(name);
             let had = anchors.remove(name).is_some();
             drop(anchors);
+            if !had && !known {
+                return fail(format!("anchor {name}: no such anchor"));
+            }
             done(
-                "rules cleared\n".to_string(),
+                format!("anchor {name}: rules cleared\n"),
                 json!({"anchor": name, "was_loaded": had}),
             )
         }

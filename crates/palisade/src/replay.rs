@@ -6,7 +6,8 @@
 //! raw IP, BSD loopback, Linux cooked capture v1 and v2. Interface and
 //! direction come from pcapng interface blocks and packet flags, from the
 //! packet type of Linux cooked captures (`tcpdump -i any`), or from
-//! `--iface`/`--dir`. Frames that are not IPv4/IPv6 are reported and skipped.
+//! `--iface`/`--dir`. Frames that are not IPv4/IPv6 are reported and skipped
+//! (with `--json`, as `"action": "skip"`).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -236,7 +237,16 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
     for (i, fr) in frames.iter().enumerate() {
         let n = i + 1;
         let Some((ip, link_dir)) = ip_of(fr) else {
-            if !a.json {
+            if a.json {
+                // Every frame gets its line, as in the text output.
+                let line = serde_json::json!({
+                    "frame": n,
+                    "time": fr.ts.saturating_sub(t0).as_secs_f64(),
+                    "action": "skip",
+                    "reason": "not IPv4/IPv6",
+                });
+                let _ = writeln!(so, "{line}");
+            } else {
                 let _ = writeln!(so, "frame {n}: not IPv4/IPv6, skipped");
             }
             continue;

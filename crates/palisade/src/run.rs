@@ -44,10 +44,55 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
     if out.errors > 0 {
         return Err(out.stderr.join("\n"));
     }
-    for w in &out.stderr {
+    for w in out
+        .stderr
+        .iter()
+        .chain(&unknown_interfaces(&out.config, &host))
+    {
         eprintln!("{w}");
     }
     Ok((cfg, out.config, host))
+}
+
+/// Warnings for interface names in rules (`on`, `received-on`) that no
+/// interface or group of palisade.toml has. On OpenBSD an unknown name may
+/// be an interface that appears later; here the interfaces are exactly
+/// those palisade.toml defines, so such rules can never match.
+pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> Vec<String> {
+    fn walk(
+        rs: &palisade_conf::ir::Ruleset,
+        known: &dyn Fn(&str) -> bool,
+        out: &mut Vec<String>,
+        seen: &mut std::collections::HashSet<(String, u32, String)>,
+    ) {
+        for r in &rs.rules {
+            for (_, name) in [&r.ifname, &r.received_on].into_iter().flatten() {
+                if !known(name) && seen.insert((r.file.clone(), r.line, name.clone())) {
+                    out.push(format!(
+                        "{}:{}: warning: no interface or group '{name}' in palisade.toml: this rule never matches on it",
+                        r.file, r.line
+                    ));
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, known, out, seen);
+            }
+        }
+    }
+    let known = |n: &str| {
+        n == "any"
+            || host
+                .interfaces
+                .iter()
+                .any(|i| i.name == n || i.groups.iter().any(|g| g == n))
+    };
+    let mut out = Vec::new();
+    let mut seen = Default::default();
+    walk(&pf.main, &known, &mut out, &mut seen);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &known, &mut out, &mut seen);
+    }
+    out
 }
 
 fn port_mac(name: &str) -> Result<Mac, String> {
@@ -557,7 +602,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                         if req["cmd"] == "log" {
                             crate::control::Reply::Stream(sh.follow())
                         } else {
-                            crate::control::Reply::Once(crate::ops::handle(sh, req))
+                            crate::ops::reply(sh, req)
                         }
                     },
                 )
@@ -571,21 +616,27 @@ pub fn run(path: &Path) -> Result<(), String> {
         // compiling a big pf.conf never holds up forwarding.
         {
             let sh = &sh;
-            s.spawn(move || {
-                while !STOP.load(Ordering::SeqCst) {
-                    if RELOAD.swap(false, Ordering::SeqCst) {
-                        let (ok, msgs) = crate::ops::reload(sh, None);
-                        for m in msgs {
-                            if ok {
-                                tracing::info!("{m}");
-                            } else {
-                                tracing::warn!("{m}");
+            let spawned = std::thread::Builder::new()
+                .name("reload".into())
+                .stack_size(8 << 20)
+                .spawn_scoped(s, move || {
+                    while !STOP.load(Ordering::SeqCst) {
+                        if RELOAD.swap(false, Ordering::SeqCst) {
+                            let (ok, msgs) = crate::ops::reload(sh, None);
+                            for m in msgs {
+                                if ok {
+                                    tracing::info!("{m}");
+                                } else {
+                                    tracing::warn!("{m}");
+                                }
                             }
                         }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-            });
+                });
+            if let Err(e) = spawned {
+                tracing::error!("no reload thread (SIGHUP will not reload): {e}");
+            }
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
