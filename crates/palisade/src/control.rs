@@ -16,11 +16,11 @@
 //! Bounds (docs/limits.md): at most `MAX_CLIENTS` connections are served
 //! at once, each on its own thread; past that a client is told "busy" at
 //! once, without ever blocking the accepting thread. A request must arrive
-//! whole within `REQUEST_TIME` and be at most `MAX_REQUEST` bytes; an
-//! answer must be taken within `REPLY_TIME` (a log follower within
-//! `FOLLOW_WRITE_TIME` for each line), else the connection is closed. So a
-//! slow, idle or stuck client holds one thread for a bounded time and
-//! never delays another.
+//! whole within `REQUEST_TIME` and be at most `MAX_REQUEST` bytes; each
+//! line of an answer must be taken within `REPLY_TIME` (a log follower's
+//! within `FOLLOW_WRITE_TIME`), else the connection is closed. So a slow,
+//! idle or stuck client holds one thread, and no lock, for a bounded time,
+//! and never delays another.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -38,8 +38,8 @@ pub const MAX_CLIENTS: usize = 32;
 pub const MAX_REQUEST: usize = 40 << 20;
 /// A request must arrive whole within this.
 pub const REQUEST_TIME: Duration = Duration::from_secs(5);
-/// An answer must be read within this.
-pub const REPLY_TIME: Duration = Duration::from_secs(60);
+/// Each line of an answer (a listing's part) must be taken within this.
+pub const REPLY_TIME: Duration = Duration::from_secs(10);
 /// A log follower must take each line within this.
 pub const FOLLOW_WRITE_TIME: Duration = Duration::from_secs(5);
 /// Stack of a client's thread (reloads parse and compile on it).
@@ -48,9 +48,9 @@ const CLIENT_STACK: usize = 8 << 20;
 /// What a request gets back.
 pub enum Reply<'a> {
     Once(Value),
-    /// Parts of a listing, each `{"text": ..., "items": [...]}`, until
-    /// None.
-    Parts(Box<dyn FnMut() -> Option<Value> + Send + 'a>),
+    /// Parts of a listing, each a JSON line `{"text": ..., "items":
+    /// [...]}`, until None.
+    Parts(Box<dyn FnMut() -> Option<String> + Send + 'a>),
     /// Lines to send until the sender goes away or the client does.
     Stream(std::sync::mpsc::Receiver<String>),
 }
@@ -198,21 +198,21 @@ fn answer<'a>(
             json!({"ok": false, "text": "permission denied: cannot tell who you are\n"}),
         ),
     };
-    let deadline = Instant::now() + REPLY_TIME;
+    let deadline = || Instant::now() + REPLY_TIME;
     match reply {
         Reply::Once(v) => {
-            let _ = write_line(&s, &v.to_string(), deadline);
+            let _ = write_line(&s, &v.to_string(), deadline());
         }
         Reply::Parts(mut next) => {
-            if write_line(&s, r#"{"ok":true,"parts":true}"#, deadline).is_err() {
+            if write_line(&s, r#"{"ok":true,"parts":true}"#, deadline()).is_err() {
                 return;
             }
             while let Some(part) = next() {
-                if stop() || write_line(&s, &part.to_string(), deadline).is_err() {
+                if stop() || write_line(&s, &part, deadline()).is_err() {
                     return;
                 }
             }
-            let _ = write_line(&s, r#"{"end":true}"#, deadline);
+            let _ = write_line(&s, r#"{"end":true}"#, deadline());
         }
         Reply::Stream(rx) => {
             while !stop() {

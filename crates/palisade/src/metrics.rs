@@ -262,7 +262,7 @@ fn read_head(mut s: &std::net::TcpStream) -> Option<String> {
 }
 
 /// Scrapes served at once; past that a client gets 503 at once.
-pub const MAX_SCRAPERS: usize = 8;
+pub const MAX_SCRAPERS: usize = 64;
 
 /// Answer one client.
 fn answer(s: std::net::TcpStream, sh: &Shared) {

@@ -294,13 +294,56 @@ fn show_states(sh: &Shared, level: u64) -> Reply<'_> {
         if rows.is_empty() {
             return None;
         }
+        // Serialized straight from the rows: no JSON tree per state.
         let (text, items) = states_part(&rows, level);
-        Some(json!({"text": text, "items": items}))
+        #[derive(serde::Serialize)]
+        struct Part<'a> {
+            text: String,
+            items: Vec<StateItem<'a>>,
+        }
+        serde_json::to_string(&Part { text, items }).ok()
     }))
 }
 
+/// A state as `show states --json` gives it.
+#[derive(serde::Serialize)]
+struct StateItem<'a> {
+    id: String,
+    creator: String,
+    proto: String,
+    iface: &'a str,
+    if_bound: bool,
+    dir: &'static str,
+    src: Ep,
+    dst: Ep,
+    nat_src: Option<Ep>,
+    nat_dst: Option<Ep>,
+    state: &'a str,
+    age_s: u64,
+    expires_s: u64,
+    packets: u64,
+    bytes: u64,
+    packets_fwd: u64,
+    packets_rev: u64,
+    bytes_fwd: u64,
+    bytes_rev: u64,
+    rule: Option<RuleAt<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Ep {
+    addr: IpAddr,
+    port: u16,
+}
+
+#[derive(serde::Serialize)]
+struct RuleAt<'a> {
+    anchor: &'a str,
+    nr: u32,
+}
+
 /// One part of `show states`: its lines and its JSON items.
-fn states_part(rows: &[Row], level: u64) -> (String, Vec<Value>) {
+fn states_part(rows: &[Row], level: u64) -> (String, Vec<StateItem<'_>>) {
     let mut text = String::new();
     let mut list = Vec::with_capacity(rows.len());
     for r in rows {
@@ -362,26 +405,36 @@ fn states_part(rows: &[Row], level: u64) -> (String, Vec<Value>) {
         if level >= 2 {
             text += &format!("   id: {:016x} creatorid: {:08x}\n", r.id, r.creator);
         }
-        list.push(json!({
-            "id": format!("{:016x}", r.id),
-            "creator": format!("{:08x}", r.creator),
-            "proto": proto_str(k.proto),
-            "iface": r.iface,
-            "if_bound": r.bound,
-            "dir": if r.dir == Direction::In { "in" } else { "out" },
-            "src": {"addr": k.src.to_string(), "port": k.sport},
-            "dst": {"addr": k.dst.to_string(), "port": k.dport},
-            "nat_src": t.filter(|t| t.src != k.src || t.sport != k.sport).map(|t| json!({"addr": t.src.to_string(), "port": t.sport})),
-            "nat_dst": t.filter(|t| t.dst != k.dst || t.dport != k.dport).map(|t| json!({"addr": t.dst.to_string(), "port": t.dport})),
-            "state": r.state,
-            "age_s": r.age,
-            "expires_s": r.expires,
-            "packets": r.packets[0] + r.packets[1],
-            "bytes": r.bytes[0] + r.bytes[1],
-            "packets_fwd": r.packets[0], "packets_rev": r.packets[1],
-            "bytes_fwd": r.bytes[0], "bytes_rev": r.bytes[1],
-            "rule": r.rule.as_ref().map(|x| json!({"anchor": x.anchor, "nr": x.nr})),
-        }));
+        let ep = |ip: IpAddr, port: u16| Ep { addr: ip, port };
+        list.push(StateItem {
+            id: format!("{:016x}", r.id),
+            creator: format!("{:08x}", r.creator),
+            proto: proto_str(k.proto),
+            iface: &r.iface,
+            if_bound: r.bound,
+            dir: if r.dir == Direction::In { "in" } else { "out" },
+            src: ep(k.src, k.sport),
+            dst: ep(k.dst, k.dport),
+            nat_src: t
+                .filter(|t| t.src != k.src || t.sport != k.sport)
+                .map(|t| ep(t.src, t.sport)),
+            nat_dst: t
+                .filter(|t| t.dst != k.dst || t.dport != k.dport)
+                .map(|t| ep(t.dst, t.dport)),
+            state: &r.state,
+            age_s: r.age,
+            expires_s: r.expires,
+            packets: r.packets[0] + r.packets[1],
+            bytes: r.bytes[0] + r.bytes[1],
+            packets_fwd: r.packets[0],
+            packets_rev: r.packets[1],
+            bytes_fwd: r.bytes[0],
+            bytes_rev: r.bytes[1],
+            rule: r.rule.as_ref().map(|x| RuleAt {
+                anchor: &x.anchor,
+                nr: x.nr,
+            }),
+        });
     }
     (text, list)
 }

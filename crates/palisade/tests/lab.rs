@@ -452,7 +452,10 @@ fn lab_up_with_other_rules() {
     let took = t.elapsed();
     let out = text(&o.stdout);
     assert!(o.status.success(), "{out}");
-    assert!(!out.contains("UNEXPECTED") && !out.contains("[ok]"), "{out}");
+    assert!(
+        !out.contains("UNEXPECTED") && !out.contains("[ok]"),
+        "{out}"
+    );
     assert_eq!(out.matches("blocked (").count(), 4, "{out}");
     assert!(out.contains("your pf.conf"), "{out}");
     assert!(took < Duration::from_secs(8), "{took:?}");
