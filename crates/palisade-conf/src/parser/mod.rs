@@ -745,7 +745,7 @@ impl<'a> Parser<'a> {
                 return Err(PErr::Reported);
             }
         }
-        match read_config_file(&path) {
+        match crate::files::read_file(&path, crate::files::CONFIG) {
             Ok(data) => {
                 // Consume the newline first so the included file's tokens
                 // come next.
@@ -2815,11 +2815,3 @@ impl<'a> Parser<'a> {
 
 mod expand;
 mod stmts;
-
-pub fn read_config_file(p: &Path) -> std::io::Result<Vec<u8>> {
-    let md = std::fs::metadata(p)?;
-    if md.is_dir() {
-        return Err(std::io::Error::other("is a directory"));
-    }
-    std::fs::read(p)
-}

@@ -105,7 +105,7 @@ impl<'a> Parser<'a> {
             return Err(PErr::Syntax);
         }
         let path = self.resolve_path(&file);
-        let data = match read_config_file(&path) {
+        let data = match crate::files::read_file(&path, crate::files::CONFIG) {
             Ok(d) => d,
             Err(e) => {
                 self.error(format!("cannot load anchor {name} from \"{file}\": {e}"));
@@ -230,15 +230,10 @@ impl<'a> Parser<'a> {
     }
 
     fn table_file(&mut self, f: &str) -> Option<Vec<TableEntry>> {
-        let data = match std::fs::read(f) {
+        let data = match crate::files::read_file(Path::new(f), crate::files::TABLE) {
             Ok(d) => d,
             Err(e) => {
-                let msg = match e.kind() {
-                    std::io::ErrorKind::NotFound => "No such file or directory".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
-                    _ => e.to_string(),
-                };
-                self.error(format!("cannot load \"{f}\": {msg}"));
+                self.error(format!("cannot load \"{f}\": {e}"));
                 return None;
             }
         };
