@@ -11,11 +11,13 @@
 //! /dev/zero never ends. The opened file is checked again (the name could
 //! have been replaced in between), and at most the limit is read, so no
 //! file, however large or however it lies about its size, costs more than
-//! its limit in memory or in time.
+//! its limit in memory or in time. The null device is the one exception:
+//! it is read as the empty file it is (pfctl's regress tests load tables
+//! from /dev/null).
 
 use std::fmt;
 use std::io::Read;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// How much of one kind of file Palisade reads.
@@ -126,10 +128,21 @@ fn check_type(ft: std::fs::FileType) -> Result<(), ReadError> {
     }
 }
 
+/// Linux's null device, character device 1:3 (devices.txt): always empty.
+fn is_null_device(md: &std::fs::Metadata) -> bool {
+    let dev = md.rdev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    md.file_type().is_char_device() && major == 1 && minor == 3
+}
+
 /// Read a regular file of at most `limit.bytes` bytes.
 pub fn read_file(path: &Path, limit: Limit) -> Result<Vec<u8>, ReadError> {
     // Before opening: opening a FIFO waits for a writer.
     let md = std::fs::metadata(path)?;
+    if is_null_device(&md) {
+        return Ok(Vec::new());
+    }
     check_type(md.file_type())?;
     if md.len() > limit.bytes {
         return Err(ReadError::TooLarge(limit));
@@ -209,5 +222,7 @@ mod tests {
         );
         let e = read_file(Path::new("/"), CONFIG).unwrap_err();
         assert_eq!(e.message("/"), "/: cannot read: is a directory");
+        // The null device is read as an empty file.
+        assert_eq!(read_file(Path::new("/dev/null"), CONFIG).unwrap(), b"");
     }
 }
