@@ -415,6 +415,9 @@ impl<'a> Parser<'a> {
     }
 
     fn flush_lex_diags(&mut self) {
+        if self.lx.diags.is_empty() {
+            return;
+        }
         let diags: Vec<_> = self.lx.diags.drain(..).collect();
         for (f, line, msg) in diags {
             let name = self.lx.file_name(f).to_string();
@@ -687,34 +690,49 @@ impl<'a> Parser<'a> {
             Tok::Word { text, .. } => text,
             _ => return Err(PErr::Syntax),
         };
+        let at = (self.file_name(), self.last_line);
         self.next(); // '='
-        let mut parts: Vec<String> = Vec::new();
+        let mut value = String::new();
+        let mut parts = 0usize;
         loop {
-            match self.peek_tok() {
-                Tok::Word { text, .. } => {
-                    self.next();
-                    parts.push(text);
-                }
-                Tok::Number(n) => {
-                    self.next();
-                    parts.push(n.to_string());
-                }
+            if !matches!(self.peek().tok, Tok::Word { .. } | Tok::Number(_)) {
+                break;
+            }
+            let part = match self.next().tok {
+                Tok::Word { text, .. } => text,
+                Tok::Number(n) => n.to_string(),
                 _ => break,
+            };
+            if parts > 0 {
+                value.push(' ');
+            }
+            value.push_str(&part);
+            parts += 1;
+            if value.len() > crate::lexer::MAX_MACRO_LEN {
+                self.error_at(
+                    at,
+                    format!(
+                        "macro '{name}' too long: over {} (the most a macro's value may hold)",
+                        crate::files::size_str(crate::lexer::MAX_MACRO_LEN as u64)
+                    ),
+                );
+                // The rest of the statement, as characters: no more tokens.
+                if matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
+                    return Err(PErr::Reported);
+                }
+                self.look.clear();
+                self.lx.find_eol();
+                return Err(PErr::Reported);
             }
         }
-        if parts.is_empty() {
+        if parts == 0 {
             return Err(PErr::Syntax);
         }
-        let value = parts.join(" ");
         if name.contains(|c: char| c.is_ascii_whitespace()) {
             self.error("macro name cannot contain whitespace");
             return Err(PErr::Reported);
         }
-        self.print(&format!(
-            "{} = {}",
-            print::word(&name),
-            print::quoted(&value)
-        ));
+        self.print(&print::macro_def(&name, &value));
         // Register before the lookahead can lex the next line.
         self.lx.macros.insert(name.clone(), value.clone());
         self.out.config.macros.push((name, value));
