@@ -9,6 +9,7 @@ pub mod files;
 pub mod host;
 pub mod ir;
 pub mod lexer;
+pub mod names;
 pub mod parser;
 pub mod print;
 

@@ -19,7 +19,30 @@ use md5::{Digest, Md5};
 use crate::host::*;
 use crate::ir::*;
 use crate::lexer::{Lexer, Tok, Token};
+use crate::names::Name;
 use crate::print;
+
+/// Most entries one `{ }` list may make (hosts, ports, users, groups,
+/// interfaces, protocols, ICMP types, OS names, redirection and routing
+/// pools, table entries, `set skip`, `set timeout`, `set limit`, antispoof
+/// interfaces): 65,536, the number of ports.
+pub const MAX_LIST_ITEMS: usize = 65_536;
+
+/// Most rules one rule may expand into (the product of the lengths of its
+/// lists; twice that for `binat-to`): 65,536, so that one full list
+/// expands and two long lists multiplied do not. An IR rule takes about
+/// 1.4 KiB (1.6 KiB with a label and a tag), so 100 MiB at most.
+pub const MAX_RULE_EXPANSION: usize = 65_536;
+
+/// Most rules in one ruleset: the main ruleset, inline anchors and `load
+/// anchor` files together: 262,144, about 400 MiB of IR (700 MiB with every
+/// name at pf's longest).
+pub const MAX_RULES: usize = 262_144;
+
+/// Most table entries in one ruleset: tables' lists and files, and the
+/// automatic tables made for address pools: 4,194,304 (4 Mi) entries of 48
+/// bytes, 200 MiB; a full routing table has about one million prefixes.
+pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
 
 /// Words the lexer would turn into keywords in pfctl: they cannot stand
 /// where a plain string (a name, a label) is expected unless quoted.
@@ -270,6 +293,23 @@ pub struct Parser<'a> {
     defined_queues: Vec<String>,
     /// Count of statements seen (for diagnostics).
     pub statements: usize,
+    /// What this parse (with its `load anchor` files) has made so far.
+    spent: Spent,
+    /// Files being read by `load anchor` around this one, outermost first
+    /// (to refuse a file that loads itself).
+    loading: Vec<PathBuf>,
+}
+
+/// What a parse has spent of its bounds, carried into and out of the
+/// parsers of `load anchor` files.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spent {
+    /// Rules made ([`MAX_RULES`]).
+    rules: usize,
+    /// Table entries made ([`MAX_TABLE_ENTRIES`]).
+    table_entries: usize,
+    /// Bytes of macro text expanded ([`crate::lexer::MAX_EXPANSION`]).
+    expanded: usize,
 }
 
 fn is_word(t: &Tok, w: &str) -> bool {
@@ -401,6 +441,8 @@ impl<'a> Parser<'a> {
                 .map_or(0, |a| a.split('/').filter(|c| !c.is_empty()).count()),
             defined_queues: Vec::new(),
             statements: 0,
+            spent: Spent::default(),
+            loading: Vec::new(),
         }
     }
 
@@ -498,6 +540,56 @@ impl<'a> Parser<'a> {
     /// Commas are optional between list items (pf.conf(5): "comma" is optional).
     fn opt_comma(&mut self) {
         self.accept_punct(',');
+    }
+
+    /// The items of a `{ }` list whose `{` was just read, through its `}`.
+    /// `item` reads one item and says how many entries it made (a host name
+    /// or an interface group can make several). A list may make at most
+    /// [`MAX_LIST_ITEMS`] entries: past that, the error names the line the
+    /// list starts on and the rest of the list is skipped without being
+    /// parsed, so a list of any length costs little.
+    fn list_body(&mut self, mut item: impl FnMut(&mut Self) -> PResult<usize>) -> PResult<()> {
+        let at = (self.file_name(), self.last_line);
+        let mut entries = 0usize;
+        loop {
+            self.skip_newlines();
+            if self.accept_punct('}') {
+                return Ok(());
+            }
+            entries += item(self)?;
+            if entries > MAX_LIST_ITEMS {
+                self.error_at(
+                    at,
+                    format!(
+                        "list too long: over {MAX_LIST_ITEMS} items (the most one {{ }} list may hold)"
+                    ),
+                );
+                self.skip_list_rest();
+                return Err(PErr::Reported);
+            }
+            self.opt_comma();
+        }
+    }
+
+    /// Skip what is left of a `{ }` list, through its closing brace.
+    fn skip_list_rest(&mut self) {
+        let mut depth = 1usize;
+        while let Some(t) = self.look.first() {
+            match t.tok {
+                Tok::Eof => return,
+                Tok::Punct('{') => depth += 1,
+                Tok::Punct('}') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.look.remove(0);
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            self.look.remove(0);
+        }
+        self.lx.skip_list(depth);
     }
 
     /// A plain string: a quoted string or a word that is not a keyword.
@@ -840,34 +932,21 @@ impl<'a> Parser<'a> {
             }
             "timeout" => {
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        self.timeout_item()?;
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| p.timeout_item().map(|_| 1))?;
                 } else {
                     self.timeout_item()?;
                 }
             }
             "limit" => {
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        self.limit_item()?;
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| p.limit_item().map(|_| 1))?;
                 } else {
                     self.limit_item()?;
                 }
             }
             "loginterface" => {
                 let v = self.string_or_kw()?;
+                self.check_name(Name::Interface, &v)?;
                 let o = if v == "none" {
                     SetOption::LogInterface(None)
                 } else {
@@ -924,16 +1003,12 @@ impl<'a> Parser<'a> {
                 self.expect_kw("on")?;
                 let mut v = Vec::new();
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        v.push(self.string()?);
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| {
+                        v.push(p.name(Name::Interface)?);
+                        Ok(1)
+                    })?;
                 } else {
-                    v.push(self.string()?);
+                    v.push(self.name(Name::Interface)?);
                 }
                 self.push_option(SetOption::Skip(v));
             }
@@ -1097,6 +1172,12 @@ impl<'a> Parser<'a> {
             }]);
         }
         if let Some(a) = parse_v6(s) {
+            if let Some((_, scope)) = s.split_once('%') {
+                if let Err(m) = Name::Interface.check(scope) {
+                    self.error(m);
+                    return None;
+                }
+            }
             return Some(vec![HostItem {
                 neg: false,
                 addr: Addr::Net {
@@ -1194,6 +1275,7 @@ impl<'a> Parser<'a> {
             self.error(format!("invalid interface modifier in '{s}'"));
             return Err(PErr::Reported);
         };
+        self.check_name(Name::Interface, &ifname)?;
         let mut bits = None;
         if self.accept_punct('/') {
             let n = self.number()?;
@@ -1225,10 +1307,7 @@ impl<'a> Parser<'a> {
                     _ => return Err(PErr::Syntax),
                 };
                 self.expect_punct('>')?;
-                if name.len() >= 32 {
-                    self.error(format!("table name too long, max 31 chars: {name}"));
-                    return Err(PErr::Reported);
-                }
+                self.check_name(Name::Table, &name)?;
                 Ok(vec![HostItem {
                     neg: false,
                     addr: Addr::Table(name),
@@ -1256,7 +1335,7 @@ impl<'a> Parser<'a> {
                         }
                         "route" => {
                             self.next();
-                            let l = self.string()?;
+                            let l = self.name(Name::RouteLabel)?;
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::RouteLabel(l),
@@ -1353,14 +1432,12 @@ impl<'a> Parser<'a> {
     fn ipspec(&mut self) -> PResult<Vec<HostItem>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.extend(self.xhost()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                let h = p.xhost()?;
+                let n = h.len();
+                v.extend(h);
+                Ok(n)
+            })?;
             if v.is_empty() {
                 return Err(PErr::Syntax);
             }
@@ -1483,14 +1560,10 @@ impl<'a> Parser<'a> {
     fn port_spec(&mut self) -> PResult<Vec<CmpOp>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.push(self.port_item()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                v.push(p.port_item()?);
+                Ok(1)
+            })?;
             if v.is_empty() {
                 return Err(PErr::Syntax);
             }
@@ -1560,14 +1633,10 @@ impl<'a> Parser<'a> {
     fn id_spec(&mut self, users: bool) -> PResult<Vec<CmpOp>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.push(self.id_item(users)?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                v.push(p.id_item(users)?);
+                Ok(1)
+            })?;
             return Ok(v);
         }
         Ok(vec![self.id_item(users)?])
@@ -1577,11 +1646,7 @@ impl<'a> Parser<'a> {
 
     fn iface_item(&mut self) -> PResult<(bool, String)> {
         let neg = self.accept_punct('!');
-        let name = self.string()?;
-        if name.len() >= 16 {
-            self.error(format!("interface name too long: {name}"));
-            return Err(PErr::Reported);
-        }
+        let name = self.name(Name::Interface)?;
         Ok((neg, name))
     }
 
@@ -1599,15 +1664,10 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let i = self.iface_item()?;
-                spec.ifaces.push(i);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                spec.ifaces.push(p.iface_item()?);
+                Ok(1)
+            })?;
         } else {
             let i = self.iface_item()?;
             spec.ifaces.push(i);
@@ -1654,15 +1714,10 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let p = self.proto_item()?;
-                spec.protos.push(p);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                spec.protos.push(p.proto_item()?);
+                Ok(1)
+            })?;
         } else {
             let p = self.proto_item()?;
             spec.protos.push(p);
@@ -1672,17 +1727,15 @@ impl<'a> Parser<'a> {
 
     fn os_spec(&mut self, spec: &mut RuleSpec) -> PResult<()> {
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let s = self.string_or_kw()?;
+            self.list_body(|p| {
+                let s = p.string_or_kw()?;
+                p.check_name(Name::Os, &s)?;
                 spec.oses.push(s);
-                self.opt_comma();
-            }
+                Ok(1)
+            })?;
         } else {
             let s = self.string_or_kw()?;
+            self.check_name(Name::Os, &s)?;
             spec.oses.push(s);
         }
         Ok(())
@@ -1737,8 +1790,7 @@ impl<'a> Parser<'a> {
                 } else if self.accept_kw("user") {
                     l.user = true;
                 } else if self.accept_kw("to") {
-                    let i = self.string()?;
-                    l.to = Some(i);
+                    l.to = Some(self.name(Name::Interface)?);
                 } else {
                     return Err(PErr::Syntax);
                 }
@@ -1914,12 +1966,23 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn check_name_len(&mut self, what: &str, s: &str) -> PResult<()> {
-        if s.len() > 63 {
-            self.error(format!("{what} too long, max 63 chars"));
-            return Err(PErr::Reported);
+    /// Refuse a name longer than pf allows for its kind (one check for
+    /// every place a name of that kind is given).
+    fn check_name(&mut self, kind: Name, s: &str) -> PResult<()> {
+        match kind.check(s) {
+            Ok(()) => Ok(()),
+            Err(m) => {
+                self.error(m);
+                Err(PErr::Reported)
+            }
         }
-        Ok(())
+    }
+
+    /// A string naming a `kind` of thing: [`Self::string`], checked.
+    fn name(&mut self, kind: Name) -> PResult<String> {
+        let s = self.string()?;
+        self.check_name(kind, &s)?;
+        Ok(s)
     }
 
     fn icmp_item(&mut self, v6: bool) -> PResult<IcmpSpec> {
@@ -2020,13 +2083,13 @@ impl<'a> Parser<'a> {
                 self.warn_unenforced("set prio");
             } else if self.accept_kw("queue") {
                 if self.accept_punct('(') {
-                    let a = self.string()?;
+                    let a = self.name(Name::Queue)?;
                     self.opt_comma();
-                    let b = self.string()?;
+                    let b = self.name(Name::Queue)?;
                     self.expect_punct(')')?;
                     spec.base.set.queue = Some((a, Some(b)));
                 } else {
-                    let a = self.string()?;
+                    let a = self.name(Name::Queue)?;
                     spec.base.set.queue = Some((a, None));
                 }
                 self.warn_unenforced("set queue");
@@ -2240,14 +2303,12 @@ impl<'a> Parser<'a> {
     fn redir_hosts(&mut self) -> PResult<(Vec<HostItem>, bool)> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.extend(self.host_item()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                let h = p.host_item()?;
+                let n = h.len();
+                v.extend(h);
+                Ok(n)
+            })?;
             return Ok((v, true));
         }
         // No negation, no-route or tables-with-! in redirections.
@@ -2381,8 +2442,7 @@ impl<'a> Parser<'a> {
                 Tok::Punct('!') if is_word(&self.peek2(), "tagged") => {
                     self.next();
                     self.next();
-                    let name = self.string()?;
-                    self.check_name_len("tag", &name)?;
+                    let name = self.name(Name::Tag)?;
                     spec.base.tagged = Some((true, name));
                     continue;
                 }
@@ -2436,15 +2496,10 @@ impl<'a> Parser<'a> {
                     self.next();
                     let v6 = w == "icmp6-type";
                     if self.accept_punct('{') {
-                        loop {
-                            self.skip_newlines();
-                            if self.accept_punct('}') {
-                                break;
-                            }
-                            let i = self.icmp_item(v6)?;
-                            spec.icmps.push(i);
-                            self.opt_comma();
-                        }
+                        self.list_body(|p| {
+                            spec.icmps.push(p.icmp_item(v6)?);
+                            Ok(1)
+                        })?;
                     } else {
                         let i = self.icmp_item(v6)?;
                         spec.icmps.push(i);
@@ -2491,24 +2546,15 @@ impl<'a> Parser<'a> {
                 }
                 "label" => {
                     self.next();
-                    let l = self.string()?;
-                    if l.len() > 63 {
-                        self.error("rule label too long (max 63 chars)");
-                        return Err(PErr::Reported);
-                    }
-                    spec.base.label = Some(l);
+                    spec.base.label = Some(self.name(Name::Label)?);
                 }
                 "tag" => {
                     self.next();
-                    let t = self.string()?;
-                    self.check_name_len("tag", &t)?;
-                    spec.base.tag = Some(t);
+                    spec.base.tag = Some(self.name(Name::Tag)?);
                 }
                 "tagged" => {
                     self.next();
-                    let t = self.string()?;
-                    self.check_name_len("tag", &t)?;
-                    spec.base.tagged = Some((false, t));
+                    spec.base.tagged = Some((false, self.name(Name::Tag)?));
                 }
                 "probability" => {
                     self.next();
@@ -2658,12 +2704,12 @@ impl<'a> Parser<'a> {
                 "received-on" => {
                     self.next();
                     let neg = self.accept_punct('!');
-                    let n = self.string()?;
+                    let n = self.name(Name::Interface)?;
                     spec.base.received_on = Some((neg, n));
                 }
                 "queue" => {
                     self.next();
-                    let q = self.string()?;
+                    let q = self.name(Name::Queue)?;
                     spec.base.set.queue = Some((q, None));
                 }
                 "prio" => {
@@ -2693,14 +2739,13 @@ impl<'a> Parser<'a> {
         let mut ifname = None;
         if self.accept_punct('{') {
             spec.list = true;
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                spec.hosts.extend(self.route_host(&mut ifname)?);
-                self.opt_comma();
-            }
+            let hosts = &mut spec.hosts;
+            self.list_body(|p| {
+                let h = p.route_host(&mut ifname)?;
+                let n = h.len();
+                hosts.extend(h);
+                Ok(n)
+            })?;
         } else {
             spec.hosts = self.route_host(&mut ifname)?;
         }
@@ -2717,7 +2762,7 @@ impl<'a> Parser<'a> {
             let third_ends = matches!(self.look[2].tok, Tok::Punct(')'));
             if word && !third_ends {
                 self.next();
-                let i = self.string()?;
+                let i = self.name(Name::Interface)?;
                 let hosts = self.host_item()?;
                 self.expect_punct(')')?;
                 if ifname.as_ref().is_some_and(|x| x != &i) {
