@@ -743,3 +743,30 @@ fn what_check_v_prints_parses_again() {
         assert_eq!(out.errors, 0, "{text}: {:?}", out.stderr);
     }
 }
+
+#[test]
+fn a_file_that_loads_itself_is_refused() {
+    let d = tmpdir("loadloop");
+    std::fs::write(
+        d.join("b.conf"),
+        "load anchor \"b\" from \"pf.conf\"\npass\n",
+    )
+    .unwrap();
+    let out = parse_file_in(
+        &d,
+        "load anchor \"a\" from \"pf.conf\"\nload anchor \"c\" from \"b.conf\"\npass\n",
+    );
+    let got: Vec<String> = out
+        .stderr
+        .iter()
+        .map(|l| l.replace(&d.join("pf.conf").display().to_string(), "pf.conf"))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "pf.conf:1: load anchor loop: \"pf.conf\" is already being read",
+            "b.conf:1: load anchor loop: \"pf.conf\" is already being read",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -30,18 +30,21 @@ pub const MAX_LIST_ITEMS: usize = 65_536;
 
 /// Most rules one rule may expand into (the product of the lengths of its
 /// lists; twice that for `binat-to`): 65,536, so that one full list
-/// expands and two long lists multiplied do not. An IR rule takes about
-/// 1.4 KiB (1.6 KiB with a label and a tag), so 100 MiB at most.
+/// expands and two long lists multiplied do not. An IR rule is 1,344 bytes
+/// and measured 1.5 KiB with its strings (2.8 KiB with every name at pf's
+/// longest), so one rule costs at most about 180 MiB.
 pub const MAX_RULE_EXPANSION: usize = 65_536;
 
 /// Most rules in one ruleset: the main ruleset, inline anchors and `load
-/// anchor` files together: 262,144, about 400 MiB of IR (700 MiB with every
-/// name at pf's longest).
+/// anchor` files together: 262,144. Measured (VmRSS, 4 x 65,536 ports):
+/// 388 MiB; 516 MiB with every name at pf's longest, 717 MiB for anchor
+/// rules with 1023-character names; `-v` printing adds up to 250 MiB.
 pub const MAX_RULES: usize = 262_144;
 
 /// Most table entries in one ruleset: tables' lists and files, and the
 /// automatic tables made for address pools: 4,194,304 (4 Mi) entries of 48
-/// bytes, 200 MiB; a full routing table has about one million prefixes.
+/// bytes, measured 192 MiB; a full routing table has about one million
+/// prefixes.
 pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
 
 /// Words the lexer would turn into keywords in pfctl: they cannot stand
