@@ -372,7 +372,8 @@ pub struct Pool {
     /// FreeBSD `map-e-portset psid-offset/psid-len/psid`.
     pub map_e: Option<(u8, u8, u16)>,
     /// Several addresses were given in braces (legacy syntax prints them so).
-    pub list: Option<Vec<Addr>>,
+    /// Shared by the rules the list's rule expands into, which may be many.
+    pub list: Option<std::sync::Arc<[Addr]>>,
     /// rdr-to with a port range: the first port of the rule's destination
     /// range, which maps onto the first port of `port`.
     pub port_base: Option<u16>,

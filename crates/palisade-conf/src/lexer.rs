@@ -16,6 +16,16 @@ use std::path::PathBuf;
 /// Longest word or quoted string, as pfctl's fixed 8 KiB lexer buffer allows.
 pub const MAX_TOKEN_LEN: usize = 8190;
 
+/// Longest macro value (`name = value`): 1 MiB. A macro made of macros
+/// doubles at each level (`m1 = $m0 $m0`); this stops it at the twentieth.
+pub const MAX_MACRO_LEN: usize = 1 << 20;
+
+/// Most text macro expansion may produce in one parse (the file, its
+/// includes and `load anchor` files together): 16 MiB, as much as a
+/// configuration file may hold. A use of a macro that would pass it is an
+/// error and its text is left out.
+pub const MAX_EXPANSION: usize = 16 << 20;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tok {
     Newline,
@@ -81,6 +91,8 @@ pub struct Lexer {
     /// Macros from the command line: definitions in the file do not replace them.
     pub cmdline_macros: HashMap<String, String>,
     pub diags: Vec<LexDiag>,
+    /// Bytes of macro text expanded so far (bounded by [`MAX_EXPANSION`]).
+    pub expanded: usize,
 }
 
 fn allowed_in_string(c: u8) -> bool {
@@ -102,6 +114,7 @@ impl Lexer {
             macros: HashMap::new(),
             cmdline_macros: HashMap::new(),
             diags: Vec::new(),
+            expanded: 0,
         };
         l.push_file(name, path, data);
         l
@@ -210,7 +223,8 @@ impl Lexer {
     }
 
     /// Skip to the end of the line (leaving the newline), for error recovery.
-    fn find_eol(&mut self) {
+    /// Characters only: no tokens are made and no macros expanded.
+    pub(crate) fn find_eol(&mut self) {
         loop {
             match self.getc(false) {
                 None => return,
@@ -223,13 +237,84 @@ impl Lexer {
         }
     }
 
+    /// Skip the rest of a `{ }` list, `depth` braces deep, up to and
+    /// including its closing brace, as characters: comments, quoted strings,
+    /// continued lines and macros are followed as the lexer follows them,
+    /// but no token is made, so skipping costs little however long the list.
+    pub(crate) fn skip_list(&mut self, mut depth: usize) {
+        while depth > 0 {
+            let Some(c) = self.getc(false) else { return };
+            match c {
+                b'\n' => self.src().line += 1,
+                b'#' => loop {
+                    match self.getc(false) {
+                        None => return,
+                        Some(b'\n') => {
+                            self.src().line += 1;
+                            break;
+                        }
+                        Some(_) => {}
+                    }
+                },
+                b'\'' | b'"' => loop {
+                    match self.getc(true) {
+                        None => return,
+                        Some(b'\n') => self.src().line += 1,
+                        Some(b'\\') => match self.getc(true) {
+                            None => return,
+                            Some(b'\n') => self.src().line += 1,
+                            Some(n) if n == c || n == b' ' || n == b'\t' => {}
+                            Some(n) => self.ungetc(n),
+                        },
+                        Some(x) if x == c => break,
+                        Some(_) => {}
+                    }
+                },
+                b'$' if !self.expanding() => {
+                    // A macro may hold braces: expand it (within the budget).
+                    let mut name = String::new();
+                    loop {
+                        match self.getc(false) {
+                            Some(x) if x.is_ascii_alphanumeric() || x == b'_' => {
+                                name.push(x as char)
+                            }
+                            Some(x) => {
+                                self.ungetc(x);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    let val = self
+                        .cmdline_macros
+                        .get(&name)
+                        .or_else(|| self.macros.get(&name));
+                    if let Some(v) = val {
+                        if self.expanded + v.len() <= MAX_EXPANSION {
+                            let v = v.clone();
+                            self.expanded += v.len();
+                            self.push_macro_text(&v);
+                        }
+                    }
+                }
+                b'{' => depth += 1,
+                b'}' => depth -= 1,
+                _ => {}
+            }
+        }
+    }
+
     /// Lex one token. At the end of an included file the lexer returns to the
     /// including file, as pfctl does.
     pub fn next_token(&mut self) -> Token {
         loop {
             let t = self.lex_one();
             if t.tok == Tok::Eof && self.stack.len() > 1 {
-                self.stack.pop();
+                // An included file is done with: free its text, so that
+                // including files one after another holds one at a time.
+                if let Some(done) = self.stack.pop() {
+                    self.files[done].data = Vec::new();
+                }
                 continue;
             }
             return t;
@@ -276,10 +361,23 @@ impl Lexer {
                 let val = self
                     .cmdline_macros
                     .get(&name)
-                    .or_else(|| self.macros.get(&name))
-                    .cloned();
+                    .or_else(|| self.macros.get(&name));
                 match val {
+                    Some(v) if self.expanded + v.len() > MAX_EXPANSION => {
+                        self.diag(
+                            line,
+                            format!(
+                                "macro '{name}' not expanded: macro expansion would pass {} \
+                                 (the most one parse may expand)",
+                                crate::files::size_str(MAX_EXPANSION as u64)
+                            ),
+                        );
+                        self.find_eol();
+                        return tok(Tok::Error);
+                    }
                     Some(v) => {
+                        let v = v.clone();
+                        self.expanded += v.len();
                         self.push_macro_text(&v);
                         continue 'top;
                     }

@@ -5,9 +5,11 @@
 //! printer. It never touches the network; what it needs to know about the
 //! machine comes in a [`host::HostModel`].
 
+pub mod files;
 pub mod host;
 pub mod ir;
 pub mod lexer;
+pub mod names;
 pub mod parser;
 pub mod print;
 
@@ -52,10 +54,10 @@ pub fn parse_input(input: Input<'_>, opts: &ParseOptions) -> ParseOutput {
         Input::Stdin(data) => parse_bytes("stdin", None, data, opts),
         Input::File(p) => {
             let name = p.display().to_string();
-            match parser::read_config_file(p) {
+            match files::read_file(p, files::CONFIG) {
                 Ok(data) => parse_bytes(&name, Some(p.to_path_buf()), data, opts),
                 Err(e) => ParseOutput {
-                    stderr: vec![format!("{name}: cannot read: {}", io_reason(&e))],
+                    stderr: vec![e.message(&name)],
                     errors: 1,
                     ..Default::default()
                 },

@@ -16,6 +16,32 @@ pub fn quoted(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\\\""))
 }
 
+/// A macro definition as `pfctl -v` prints it: `name = "value"`. A value
+/// longer than one quoted string may be (the lexer's 8 KiB buffer) is split
+/// at spaces into several quoted strings, which read back as the same value.
+pub fn macro_def(name: &str, value: &str) -> String {
+    let mut out = format!("{} =", word(name));
+    let mut rest = value;
+    loop {
+        let cut = if rest.len() <= crate::lexer::MAX_TOKEN_LEN {
+            rest.len()
+        } else {
+            // Values are words joined by single spaces, each word at most
+            // MAX_TOKEN_LEN long, so a space is never further than that.
+            rest.as_bytes()[..=crate::lexer::MAX_TOKEN_LEN]
+                .iter()
+                .rposition(|&b| b == b' ')
+                .unwrap_or(rest.len())
+        };
+        out.push(' ');
+        out.push_str(&quoted(&rest[..cut]));
+        if cut >= rest.len() {
+            return out;
+        }
+        rest = &rest[cut + 1..];
+    }
+}
+
 /// A name as pfctl prints it (raw) when it reads back as the same single
 /// word; quoted otherwise (pfctl would print something it cannot read).
 pub fn word(s: &str) -> String {

@@ -178,8 +178,8 @@ impl Lab {
             ));
         }
         let pf = match rules {
-            Some(f) => std::fs::read_to_string(f)
-                .map_err(|e| format!("{}: {}", f.display(), palisade_conf::io_reason(&e)))?,
+            Some(f) => palisade_conf::files::read_text(f, palisade_conf::files::CONFIG)
+                .map_err(|e| format!("{}: {e}", f.display()))?,
             None => PF_CONF.to_string(),
         };
         if self.dir().exists() {

@@ -1,12 +1,12 @@
 //! The `palisade` command: the daemon and its tools.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use palisade_conf::host::HostModel;
-use palisade_conf::{parse_input, Input, ParseOptions};
+use palisade_conf::{files, parse_input, Input, ParseOptions};
 
 mod control;
 mod isolation;
@@ -496,10 +496,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 };
                 let text = if f == "-" {
-                    let mut t = String::new();
-                    std::io::stdin().read_to_string(&mut t).map(|_| t)
+                    files::read_stdin_text(files::CONFIG)
                 } else {
-                    std::fs::read_to_string(&f)
+                    files::read_text(std::path::Path::new(&f), files::CONFIG)
                 };
                 match text {
                     Ok(t) => {
@@ -507,7 +506,7 @@ fn main() -> ExitCode {
                         req["file"] = f.into();
                     }
                     Err(e) => {
-                        eprintln!("{f}: cannot read: {}", palisade_conf::io_reason(&e));
+                        eprintln!("{}", e.message(if f == "-" { "stdin" } else { &f }));
                         return ExitCode::from(1);
                     }
                 }
@@ -587,13 +586,8 @@ fn main() -> ExitCode {
 fn load_host(p: &Option<PathBuf>) -> Result<HostModel, String> {
     match p {
         Some(p) => {
-            let t = std::fs::read_to_string(p).map_err(|e| {
-                format!(
-                    "{}: cannot read: {}",
-                    p.display(),
-                    palisade_conf::io_reason(&e)
-                )
-            })?;
+            let t = files::read_text(p, files::CONFIG)
+                .map_err(|e| e.message(&p.display().to_string()))?;
             HostModel::from_toml(&t).map_err(|e| format!("{}: {e}", p.display()))
         }
         None => Ok(sysmodel::from_system()),
@@ -653,7 +647,7 @@ fn check(a: CheckArgs) -> ExitCode {
         }
     }
     let host = match &a.host_model {
-        Some(p) => match std::fs::read_to_string(p) {
+        Some(p) => match files::read_text(p, files::CONFIG) {
             Ok(t) => match HostModel::from_toml(&t) {
                 Ok(m) => m,
                 Err(e) => {
@@ -662,11 +656,7 @@ fn check(a: CheckArgs) -> ExitCode {
                 }
             },
             Err(e) => {
-                eprintln!(
-                    "{}: cannot read: {}",
-                    p.display(),
-                    palisade_conf::io_reason(&e)
-                );
+                eprintln!("{}", e.message(&p.display().to_string()));
                 return ExitCode::from(1);
             }
         },
@@ -679,11 +669,13 @@ fn check(a: CheckArgs) -> ExitCode {
         anchor: a.anchor.clone(),
     };
     let out = if a.file == "-" {
-        let mut data = Vec::new();
-        if let Err(e) = std::io::stdin().read_to_end(&mut data) {
-            eprintln!("stdin: cannot read: {e}");
-            return ExitCode::from(1);
-        }
+        let data = match files::read_stdin(files::CONFIG) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{}", e.message("stdin"));
+                return ExitCode::from(1);
+            }
+        };
         parse_input(Input::Stdin(data), &opts)
     } else {
         parse_input(Input::File(std::path::Path::new(&a.file)), &opts)

@@ -195,8 +195,8 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
     for o in &parsed.config.options {
         if let palisade_conf::ir::SetOption::Fingerprints(f) = o {
-            let text =
-                std::fs::read_to_string(f).map_err(|e| format!("set fingerprints \"{f}\": {e}"))?;
+            let text = palisade_conf::files::read_text(Path::new(f), palisade_conf::files::CONFIG)
+                .map_err(|e| format!("set fingerprints \"{f}\": {e}"))?;
             let db = palisade_filter::osfp::FingerprintDb::parse(&text)
                 .map_err(|e| format!("{f}: {e}"))?;
             filter.set_fingerprints(db);

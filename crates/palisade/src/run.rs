@@ -25,13 +25,8 @@ use crate::isolation::Isolation;
 /// Read and check the daemon's configuration and its pf.conf; errors name
 /// the file, the line and the problem. Nothing is touched.
 pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "{}: cannot read: {}",
-            path.display(),
-            palisade_conf::io_reason(&e)
-        )
-    })?;
+    let text = palisade_conf::files::read_text(path, palisade_conf::files::CONFIG)
+        .map_err(|e| e.message(&path.display().to_string()))?;
     let cfg = Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok())?;
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();

@@ -287,3 +287,127 @@ fn systemd_unit_verifies() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Run palisade with `args`; it must end within `secs` seconds (a read of a
+/// FIFO or of /dev/zero would not): killed and failed otherwise.
+fn palisade_within(secs: u64, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run palisade");
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("palisade {args:?}: still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn fifo_device_and_oversize_files_are_refused_promptly() {
+    let d = tmpdir("kinds");
+    let fifo = d.join("pf.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let big = d.join("big.conf");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len((16 << 20) + 1)
+        .unwrap();
+    let (f, b) = (fifo.display().to_string(), big.display().to_string());
+    for (file, want) in [
+        (
+            f.as_str(),
+            format!("{f}: cannot read: not a regular file (a FIFO)"),
+        ),
+        (
+            "/dev/zero",
+            "/dev/zero: cannot read: not a regular file (a character device)".to_string(),
+        ),
+        (
+            b.as_str(),
+            format!(
+                "{b}: too large: over 16 MiB (the most Palisade reads of a configuration file)"
+            ),
+        ),
+    ] {
+        let o = palisade_within(5, &["check", "-f", file]);
+        one_clear_message(&o, &want);
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn stdin_over_the_limit_is_refused() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["check", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // Comments, so that a reader without a bound would accept it.
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let line = [b"#".as_slice(), &[b' '; 1022], b"\n"].concat();
+        for _ in 0..(16 << 10) + 1 {
+            if input.write_all(&line).is_err() {
+                return;
+            }
+        }
+    });
+    let o = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    one_clear_message(
+        &o,
+        "stdin: too large: over 16 MiB (the most Palisade reads of a configuration file)",
+    );
+}
+
+/// `run -n` only checks (no root, no namespaces: it reads palisade.toml
+/// and pf.conf and touches nothing); pf.conf that is /dev/zero or a FIFO is
+/// refused at once.
+#[test]
+fn run_check_refuses_a_device_as_pf_conf() {
+    let d = tmpdir("run-n");
+    let fifo = d.join("pf.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (pf, want) in [
+        (
+            "/dev/zero",
+            "palisade run: /dev/zero: cannot read: not a regular file (a character device)"
+                .to_string(),
+        ),
+        (
+            "pf.fifo",
+            format!(
+                "palisade run: {}: cannot read: not a regular file (a FIFO)",
+                fifo.display()
+            ),
+        ),
+    ] {
+        let cfg = d.join("palisade.toml");
+        std::fs::write(&cfg, format!("pf = \"{pf}\"\n")).unwrap();
+        let o = palisade_within(5, &["run", "-n", "-c", cfg.to_str().unwrap()]);
+        one_clear_message(&o, &want);
+    }
+    // palisade.toml itself.
+    let o = palisade_within(5, &["run", "-n", "-c", "/dev/zero"]);
+    one_clear_message(
+        &o,
+        "palisade run: /dev/zero: cannot read: not a regular file (a character device)",
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -14,6 +14,7 @@ enum PoolRes {
 
 impl<'a> Parser<'a> {
     pub(super) fn add_rule(&mut self, r: Rule) {
+        self.spent.rules += 1;
         self.frames
             .last_mut()
             .expect("a ruleset frame is open")
@@ -28,6 +29,8 @@ impl<'a> Parser<'a> {
     fn new_auto_table(&mut self, hosts: &[HostItem], line: u32) -> String {
         let name = format!("__automatic_{}", self.table_counter);
         self.table_counter += 1;
+        // Counted against MAX_TABLE_ENTRIES before the rule was expanded.
+        self.spent.table_entries += hosts.len();
         let entries = hosts
             .iter()
             .map(|h| TableEntry {
@@ -169,6 +172,58 @@ impl<'a> Parser<'a> {
             spec.oses.iter().cloned().map(Some).collect()
         };
 
+        // What the expansion would make, before making any of it: rules, and
+        // entries of the automatic tables made for pools (one per rule).
+        let combos = [
+            ifaces.len(),
+            protos.len(),
+            icmps.len(),
+            src_hosts.len(),
+            dst_hosts.len(),
+            src_ports.len(),
+            dst_ports.len(),
+            oses.len(),
+            uids.len(),
+            gids.len(),
+        ]
+        .iter()
+        .fold(1usize, |a, &n| a.saturating_mul(n));
+        let rules = combos.saturating_mul(if spec.binat.is_some() { 2 } else { 1 });
+        let pools = [&spec.nat, &spec.rdr, &spec.binat]
+            .into_iter()
+            .flatten()
+            .chain(spec.route.as_ref().map(|r| &r.spec))
+            .chain(
+                spec.afto
+                    .iter()
+                    .flat_map(|(_, f, t)| std::iter::once(f).chain(t)),
+            )
+            .map(|p| if p.hosts.len() > 1 { p.hosts.len() } else { 0 })
+            .sum::<usize>();
+        let at = (spec.base.file.clone(), spec.line);
+        if rules > MAX_RULE_EXPANSION {
+            self.error_at(
+                at,
+                format!(
+                    "rule expands to {rules} rules: over {MAX_RULE_EXPANSION} \
+                     (the most one rule may expand into)"
+                ),
+            );
+            return Err(PErr::Reported);
+        }
+        if self.spent.rules + rules > MAX_RULES {
+            self.error_at(
+                at,
+                format!(
+                    "ruleset too large: over {MAX_RULES} rules (the most one ruleset may hold)"
+                ),
+            );
+            return Err(PErr::Reported);
+        }
+        if !self.table_budget(at, combos.saturating_mul(pools)) {
+            return Err(PErr::Reported);
+        }
+
         let mut added = 0usize;
         for ifc in &ifaces {
             for proto in &protos {
@@ -208,6 +263,22 @@ impl<'a> Parser<'a> {
             return Err(PErr::Reported);
         }
         Ok(())
+    }
+
+    /// Whether `n` more table entries fit in [`MAX_TABLE_ENTRIES`]; the
+    /// error is reported at `at` when they do not.
+    pub(super) fn table_budget(&mut self, at: (String, u32), n: usize) -> bool {
+        if self.spent.table_entries.saturating_add(n) <= MAX_TABLE_ENTRIES {
+            return true;
+        }
+        self.error_at(
+            at,
+            format!(
+                "too many table entries: over {MAX_TABLE_ENTRIES} \
+                 (the most one ruleset's tables may hold)"
+            ),
+        );
+        false
     }
 
     /// Returns how many rules were added.
@@ -410,11 +481,13 @@ impl<'a> Parser<'a> {
             self.error("skipping rule due to errors");
             return 0;
         }
-        self.finalize_and_add(r);
-        1
+        self.finalize_and_add(r)
     }
 
-    fn finalize_and_add(&mut self, mut r: Rule) {
+    /// Expand the label and tag macros and add the rule; returns how many
+    /// rules were added (none when an expanded label or tag is too long for
+    /// pf, as pfctl's expand_label refuses it).
+    fn finalize_and_add(&mut self, mut r: Rule) -> usize {
         let nr = self.next_nr();
         if let Some(l) = &r.label {
             let l = expand_label(l, &r, nr);
@@ -426,13 +499,28 @@ impl<'a> Parser<'a> {
         if let Some((n, t)) = &r.tagged {
             r.tagged = Some((*n, expand_label(t, &r, nr)));
         }
+        let tagged = r.tagged.as_ref().map(|(_, t)| t.as_str());
+        let long = [
+            (Name::Label, r.label.as_deref()),
+            (Name::Tag, r.tag.as_deref()),
+            (Name::Tag, tagged),
+        ]
+        .into_iter()
+        .find_map(|(kind, s)| kind.check(s?).err());
+        if let Some(m) = long {
+            let at = (r.file.clone(), r.line);
+            self.error_at(at, format!("{m} once its macros are expanded"));
+            return 0;
+        }
         self.add_rule(r);
+        1
     }
 
     fn binat_one(&mut self, spec: &RuleSpec, mut r: Rule, b: &RedirSpec, mut errs: bool) -> usize {
         let line = spec.line;
         // Resolve the redirect address (tables for lists, as for nat-to).
         let pool_addr = if b.hosts.len() > 1 {
+            // (Counted with the pools before the rule was expanded.)
             let name = self.new_auto_table(&b.hosts, line);
             Some(Addr::Table(name))
         } else {
@@ -522,9 +610,7 @@ impl<'a> Parser<'a> {
             port: None,
         };
         rdr.rdr = Some(pool(src, false));
-        self.finalize_and_add(nat);
-        self.finalize_and_add(rdr);
-        2
+        self.finalize_and_add(nat) + self.finalize_and_add(rdr)
     }
 }
 

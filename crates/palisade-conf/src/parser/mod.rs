@@ -19,7 +19,33 @@ use md5::{Digest, Md5};
 use crate::host::*;
 use crate::ir::*;
 use crate::lexer::{Lexer, Tok, Token};
+use crate::names::Name;
 use crate::print;
+
+/// Most entries one `{ }` list may make (hosts, ports, users, groups,
+/// interfaces, protocols, ICMP types, OS names, redirection and routing
+/// pools, table entries, `set skip`, `set timeout`, `set limit`, antispoof
+/// interfaces): 65,536, the number of ports.
+pub const MAX_LIST_ITEMS: usize = 65_536;
+
+/// Most rules one rule may expand into (the product of the lengths of its
+/// lists; twice that for `binat-to`): 65,536, so that one full list
+/// expands and two long lists multiplied do not. An IR rule is 1,344 bytes
+/// and measured 1.5 KiB with its strings (2.8 KiB with every name at pf's
+/// longest), so one rule costs at most about 180 MiB.
+pub const MAX_RULE_EXPANSION: usize = 65_536;
+
+/// Most rules in one ruleset: the main ruleset, inline anchors and `load
+/// anchor` files together: 262,144. Measured (VmRSS, 4 x 65,536 ports):
+/// 388 MiB; 516 MiB with every name at pf's longest, 717 MiB for anchor
+/// rules with 1023-character names; `-v` printing adds up to 250 MiB.
+pub const MAX_RULES: usize = 262_144;
+
+/// Most table entries in one ruleset: tables' lists and files, and the
+/// automatic tables made for address pools: 4,194,304 (4 Mi) entries of 48
+/// bytes, measured 192 MiB; a full routing table has about one million
+/// prefixes.
+pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
 
 /// Words the lexer would turn into keywords in pfctl: they cannot stand
 /// where a plain string (a name, a label) is expected unless quoted.
@@ -270,6 +296,23 @@ pub struct Parser<'a> {
     defined_queues: Vec<String>,
     /// Count of statements seen (for diagnostics).
     pub statements: usize,
+    /// What this parse (with its `load anchor` files) has made so far.
+    spent: Spent,
+    /// Files being read by `load anchor` around this one, outermost first
+    /// (to refuse a file that loads itself).
+    loading: Vec<PathBuf>,
+}
+
+/// What a parse has spent of its bounds, carried into and out of the
+/// parsers of `load anchor` files.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spent {
+    /// Rules made ([`MAX_RULES`]).
+    rules: usize,
+    /// Table entries made ([`MAX_TABLE_ENTRIES`]).
+    table_entries: usize,
+    /// Bytes of macro text expanded ([`crate::lexer::MAX_EXPANSION`]).
+    expanded: usize,
 }
 
 fn is_word(t: &Tok, w: &str) -> bool {
@@ -401,6 +444,8 @@ impl<'a> Parser<'a> {
                 .map_or(0, |a| a.split('/').filter(|c| !c.is_empty()).count()),
             defined_queues: Vec::new(),
             statements: 0,
+            spent: Spent::default(),
+            loading: Vec::new(),
         }
     }
 
@@ -415,6 +460,9 @@ impl<'a> Parser<'a> {
     }
 
     fn flush_lex_diags(&mut self) {
+        if self.lx.diags.is_empty() {
+            return;
+        }
         let diags: Vec<_> = self.lx.diags.drain(..).collect();
         for (f, line, msg) in diags {
             let name = self.lx.file_name(f).to_string();
@@ -495,6 +543,56 @@ impl<'a> Parser<'a> {
     /// Commas are optional between list items (pf.conf(5): "comma" is optional).
     fn opt_comma(&mut self) {
         self.accept_punct(',');
+    }
+
+    /// The items of a `{ }` list whose `{` was just read, through its `}`.
+    /// `item` reads one item and says how many entries it made (a host name
+    /// or an interface group can make several). A list may make at most
+    /// [`MAX_LIST_ITEMS`] entries: past that, the error names the line the
+    /// list starts on and the rest of the list is skipped without being
+    /// parsed, so a list of any length costs little.
+    fn list_body(&mut self, mut item: impl FnMut(&mut Self) -> PResult<usize>) -> PResult<()> {
+        let at = (self.file_name(), self.last_line);
+        let mut entries = 0usize;
+        loop {
+            self.skip_newlines();
+            if self.accept_punct('}') {
+                return Ok(());
+            }
+            entries += item(self)?;
+            if entries > MAX_LIST_ITEMS {
+                self.error_at(
+                    at,
+                    format!(
+                        "list too long: over {MAX_LIST_ITEMS} items (the most one {{ }} list may hold)"
+                    ),
+                );
+                self.skip_list_rest();
+                return Err(PErr::Reported);
+            }
+            self.opt_comma();
+        }
+    }
+
+    /// Skip what is left of a `{ }` list, through its closing brace.
+    fn skip_list_rest(&mut self) {
+        let mut depth = 1usize;
+        while let Some(t) = self.look.first() {
+            match t.tok {
+                Tok::Eof => return,
+                Tok::Punct('{') => depth += 1,
+                Tok::Punct('}') => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.look.remove(0);
+                        return;
+                    }
+                }
+                _ => {}
+            }
+            self.look.remove(0);
+        }
+        self.lx.skip_list(depth);
     }
 
     /// A plain string: a quoted string or a word that is not a keyword.
@@ -687,34 +785,49 @@ impl<'a> Parser<'a> {
             Tok::Word { text, .. } => text,
             _ => return Err(PErr::Syntax),
         };
+        let at = (self.file_name(), self.last_line);
         self.next(); // '='
-        let mut parts: Vec<String> = Vec::new();
+        let mut value = String::new();
+        let mut parts = 0usize;
         loop {
-            match self.peek_tok() {
-                Tok::Word { text, .. } => {
-                    self.next();
-                    parts.push(text);
-                }
-                Tok::Number(n) => {
-                    self.next();
-                    parts.push(n.to_string());
-                }
+            if !matches!(self.peek().tok, Tok::Word { .. } | Tok::Number(_)) {
+                break;
+            }
+            let part = match self.next().tok {
+                Tok::Word { text, .. } => text,
+                Tok::Number(n) => n.to_string(),
                 _ => break,
+            };
+            if parts > 0 {
+                value.push(' ');
+            }
+            value.push_str(&part);
+            parts += 1;
+            if value.len() > crate::lexer::MAX_MACRO_LEN {
+                self.error_at(
+                    at,
+                    format!(
+                        "macro '{name}' too long: over {} (the most a macro's value may hold)",
+                        crate::files::size_str(crate::lexer::MAX_MACRO_LEN as u64)
+                    ),
+                );
+                // The rest of the statement, as characters: no more tokens.
+                if matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
+                    return Err(PErr::Reported);
+                }
+                self.look.clear();
+                self.lx.find_eol();
+                return Err(PErr::Reported);
             }
         }
-        if parts.is_empty() {
+        if parts == 0 {
             return Err(PErr::Syntax);
         }
-        let value = parts.join(" ");
         if name.contains(|c: char| c.is_ascii_whitespace()) {
             self.error("macro name cannot contain whitespace");
             return Err(PErr::Reported);
         }
-        self.print(&format!(
-            "{} = {}",
-            print::word(&name),
-            print::quoted(&value)
-        ));
+        self.print(&print::macro_def(&name, &value));
         // Register before the lookahead can lex the next line.
         self.lx.macros.insert(name.clone(), value.clone());
         self.out.config.macros.push((name, value));
@@ -745,7 +858,7 @@ impl<'a> Parser<'a> {
                 return Err(PErr::Reported);
             }
         }
-        match read_config_file(&path) {
+        match crate::files::read_file(&path, crate::files::CONFIG) {
             Ok(data) => {
                 // Consume the newline first so the included file's tokens
                 // come next.
@@ -822,34 +935,21 @@ impl<'a> Parser<'a> {
             }
             "timeout" => {
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        self.timeout_item()?;
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| p.timeout_item().map(|_| 1))?;
                 } else {
                     self.timeout_item()?;
                 }
             }
             "limit" => {
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        self.limit_item()?;
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| p.limit_item().map(|_| 1))?;
                 } else {
                     self.limit_item()?;
                 }
             }
             "loginterface" => {
                 let v = self.string_or_kw()?;
+                self.check_name(Name::Interface, &v)?;
                 let o = if v == "none" {
                     SetOption::LogInterface(None)
                 } else {
@@ -906,16 +1006,12 @@ impl<'a> Parser<'a> {
                 self.expect_kw("on")?;
                 let mut v = Vec::new();
                 if self.accept_punct('{') {
-                    loop {
-                        self.skip_newlines();
-                        if self.accept_punct('}') {
-                            break;
-                        }
-                        v.push(self.string()?);
-                        self.opt_comma();
-                    }
+                    self.list_body(|p| {
+                        v.push(p.name(Name::Interface)?);
+                        Ok(1)
+                    })?;
                 } else {
-                    v.push(self.string()?);
+                    v.push(self.name(Name::Interface)?);
                 }
                 self.push_option(SetOption::Skip(v));
             }
@@ -1079,6 +1175,12 @@ impl<'a> Parser<'a> {
             }]);
         }
         if let Some(a) = parse_v6(s) {
+            if let Some((_, scope)) = s.split_once('%') {
+                if let Err(m) = Name::Interface.check(scope) {
+                    self.error(m);
+                    return None;
+                }
+            }
             return Some(vec![HostItem {
                 neg: false,
                 addr: Addr::Net {
@@ -1176,6 +1278,7 @@ impl<'a> Parser<'a> {
             self.error(format!("invalid interface modifier in '{s}'"));
             return Err(PErr::Reported);
         };
+        self.check_name(Name::Interface, &ifname)?;
         let mut bits = None;
         if self.accept_punct('/') {
             let n = self.number()?;
@@ -1207,10 +1310,7 @@ impl<'a> Parser<'a> {
                     _ => return Err(PErr::Syntax),
                 };
                 self.expect_punct('>')?;
-                if name.len() >= 32 {
-                    self.error(format!("table name too long, max 31 chars: {name}"));
-                    return Err(PErr::Reported);
-                }
+                self.check_name(Name::Table, &name)?;
                 Ok(vec![HostItem {
                     neg: false,
                     addr: Addr::Table(name),
@@ -1238,7 +1338,7 @@ impl<'a> Parser<'a> {
                         }
                         "route" => {
                             self.next();
-                            let l = self.string()?;
+                            let l = self.name(Name::RouteLabel)?;
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::RouteLabel(l),
@@ -1335,14 +1435,12 @@ impl<'a> Parser<'a> {
     fn ipspec(&mut self) -> PResult<Vec<HostItem>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.extend(self.xhost()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                let h = p.xhost()?;
+                let n = h.len();
+                v.extend(h);
+                Ok(n)
+            })?;
             if v.is_empty() {
                 return Err(PErr::Syntax);
             }
@@ -1465,14 +1563,10 @@ impl<'a> Parser<'a> {
     fn port_spec(&mut self) -> PResult<Vec<CmpOp>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.push(self.port_item()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                v.push(p.port_item()?);
+                Ok(1)
+            })?;
             if v.is_empty() {
                 return Err(PErr::Syntax);
             }
@@ -1542,14 +1636,10 @@ impl<'a> Parser<'a> {
     fn id_spec(&mut self, users: bool) -> PResult<Vec<CmpOp>> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.push(self.id_item(users)?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                v.push(p.id_item(users)?);
+                Ok(1)
+            })?;
             return Ok(v);
         }
         Ok(vec![self.id_item(users)?])
@@ -1559,11 +1649,7 @@ impl<'a> Parser<'a> {
 
     fn iface_item(&mut self) -> PResult<(bool, String)> {
         let neg = self.accept_punct('!');
-        let name = self.string()?;
-        if name.len() >= 16 {
-            self.error(format!("interface name too long: {name}"));
-            return Err(PErr::Reported);
-        }
+        let name = self.name(Name::Interface)?;
         Ok((neg, name))
     }
 
@@ -1581,15 +1667,10 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let i = self.iface_item()?;
-                spec.ifaces.push(i);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                spec.ifaces.push(p.iface_item()?);
+                Ok(1)
+            })?;
         } else {
             let i = self.iface_item()?;
             spec.ifaces.push(i);
@@ -1636,15 +1717,10 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let p = self.proto_item()?;
-                spec.protos.push(p);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                spec.protos.push(p.proto_item()?);
+                Ok(1)
+            })?;
         } else {
             let p = self.proto_item()?;
             spec.protos.push(p);
@@ -1654,17 +1730,15 @@ impl<'a> Parser<'a> {
 
     fn os_spec(&mut self, spec: &mut RuleSpec) -> PResult<()> {
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                let s = self.string_or_kw()?;
+            self.list_body(|p| {
+                let s = p.string_or_kw()?;
+                p.check_name(Name::Os, &s)?;
                 spec.oses.push(s);
-                self.opt_comma();
-            }
+                Ok(1)
+            })?;
         } else {
             let s = self.string_or_kw()?;
+            self.check_name(Name::Os, &s)?;
             spec.oses.push(s);
         }
         Ok(())
@@ -1719,8 +1793,7 @@ impl<'a> Parser<'a> {
                 } else if self.accept_kw("user") {
                     l.user = true;
                 } else if self.accept_kw("to") {
-                    let i = self.string()?;
-                    l.to = Some(i);
+                    l.to = Some(self.name(Name::Interface)?);
                 } else {
                     return Err(PErr::Syntax);
                 }
@@ -1896,12 +1969,23 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn check_name_len(&mut self, what: &str, s: &str) -> PResult<()> {
-        if s.len() > 63 {
-            self.error(format!("{what} too long, max 63 chars"));
-            return Err(PErr::Reported);
+    /// Refuse a name longer than pf allows for its kind (one check for
+    /// every place a name of that kind is given).
+    fn check_name(&mut self, kind: Name, s: &str) -> PResult<()> {
+        match kind.check(s) {
+            Ok(()) => Ok(()),
+            Err(m) => {
+                self.error(m);
+                Err(PErr::Reported)
+            }
         }
-        Ok(())
+    }
+
+    /// A string naming a `kind` of thing: [`Self::string`], checked.
+    fn name(&mut self, kind: Name) -> PResult<String> {
+        let s = self.string()?;
+        self.check_name(kind, &s)?;
+        Ok(s)
     }
 
     fn icmp_item(&mut self, v6: bool) -> PResult<IcmpSpec> {
@@ -2002,13 +2086,13 @@ impl<'a> Parser<'a> {
                 self.warn_unenforced("set prio");
             } else if self.accept_kw("queue") {
                 if self.accept_punct('(') {
-                    let a = self.string()?;
+                    let a = self.name(Name::Queue)?;
                     self.opt_comma();
-                    let b = self.string()?;
+                    let b = self.name(Name::Queue)?;
                     self.expect_punct(')')?;
                     spec.base.set.queue = Some((a, Some(b)));
                 } else {
-                    let a = self.string()?;
+                    let a = self.name(Name::Queue)?;
                     spec.base.set.queue = Some((a, None));
                 }
                 self.warn_unenforced("set queue");
@@ -2222,14 +2306,12 @@ impl<'a> Parser<'a> {
     fn redir_hosts(&mut self) -> PResult<(Vec<HostItem>, bool)> {
         if self.accept_punct('{') {
             let mut v = Vec::new();
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                v.extend(self.host_item()?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                let h = p.host_item()?;
+                let n = h.len();
+                v.extend(h);
+                Ok(n)
+            })?;
             return Ok((v, true));
         }
         // No negation, no-route or tables-with-! in redirections.
@@ -2363,8 +2445,7 @@ impl<'a> Parser<'a> {
                 Tok::Punct('!') if is_word(&self.peek2(), "tagged") => {
                     self.next();
                     self.next();
-                    let name = self.string()?;
-                    self.check_name_len("tag", &name)?;
+                    let name = self.name(Name::Tag)?;
                     spec.base.tagged = Some((true, name));
                     continue;
                 }
@@ -2418,15 +2499,10 @@ impl<'a> Parser<'a> {
                     self.next();
                     let v6 = w == "icmp6-type";
                     if self.accept_punct('{') {
-                        loop {
-                            self.skip_newlines();
-                            if self.accept_punct('}') {
-                                break;
-                            }
-                            let i = self.icmp_item(v6)?;
-                            spec.icmps.push(i);
-                            self.opt_comma();
-                        }
+                        self.list_body(|p| {
+                            spec.icmps.push(p.icmp_item(v6)?);
+                            Ok(1)
+                        })?;
                     } else {
                         let i = self.icmp_item(v6)?;
                         spec.icmps.push(i);
@@ -2473,24 +2549,15 @@ impl<'a> Parser<'a> {
                 }
                 "label" => {
                     self.next();
-                    let l = self.string()?;
-                    if l.len() > 63 {
-                        self.error("rule label too long (max 63 chars)");
-                        return Err(PErr::Reported);
-                    }
-                    spec.base.label = Some(l);
+                    spec.base.label = Some(self.name(Name::Label)?);
                 }
                 "tag" => {
                     self.next();
-                    let t = self.string()?;
-                    self.check_name_len("tag", &t)?;
-                    spec.base.tag = Some(t);
+                    spec.base.tag = Some(self.name(Name::Tag)?);
                 }
                 "tagged" => {
                     self.next();
-                    let t = self.string()?;
-                    self.check_name_len("tag", &t)?;
-                    spec.base.tagged = Some((false, t));
+                    spec.base.tagged = Some((false, self.name(Name::Tag)?));
                 }
                 "probability" => {
                     self.next();
@@ -2640,12 +2707,12 @@ impl<'a> Parser<'a> {
                 "received-on" => {
                     self.next();
                     let neg = self.accept_punct('!');
-                    let n = self.string()?;
+                    let n = self.name(Name::Interface)?;
                     spec.base.received_on = Some((neg, n));
                 }
                 "queue" => {
                     self.next();
-                    let q = self.string()?;
+                    let q = self.name(Name::Queue)?;
                     spec.base.set.queue = Some((q, None));
                 }
                 "prio" => {
@@ -2675,14 +2742,13 @@ impl<'a> Parser<'a> {
         let mut ifname = None;
         if self.accept_punct('{') {
             spec.list = true;
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                spec.hosts.extend(self.route_host(&mut ifname)?);
-                self.opt_comma();
-            }
+            let hosts = &mut spec.hosts;
+            self.list_body(|p| {
+                let h = p.route_host(&mut ifname)?;
+                let n = h.len();
+                hosts.extend(h);
+                Ok(n)
+            })?;
         } else {
             spec.hosts = self.route_host(&mut ifname)?;
         }
@@ -2699,7 +2765,7 @@ impl<'a> Parser<'a> {
             let third_ends = matches!(self.look[2].tok, Tok::Punct(')'));
             if word && !third_ends {
                 self.next();
-                let i = self.string()?;
+                let i = self.name(Name::Interface)?;
                 let hosts = self.host_item()?;
                 self.expect_punct(')')?;
                 if ifname.as_ref().is_some_and(|x| x != &i) {
@@ -2815,11 +2881,3 @@ impl<'a> Parser<'a> {
 
 mod expand;
 mod stmts;
-
-pub fn read_config_file(p: &Path) -> std::io::Result<Vec<u8>> {
-    let md = std::fs::metadata(p)?;
-    if md.is_dir() {
-        return Err(std::io::Error::other("is a directory"));
-    }
-    std::fs::read(p)
-}

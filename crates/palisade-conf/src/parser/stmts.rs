@@ -28,10 +28,7 @@ impl<'a> Parser<'a> {
             _ => None,
         };
         if let Some(n) = &name {
-            if n.len() >= 1024 {
-                self.error("anchor name too long");
-                return Err(PErr::Reported);
-            }
+            self.check_name(Name::Anchor, n)?;
         }
         let mut spec = self.new_spec(Action::Anchor(kind));
         spec.base.anchor_name = name.clone();
@@ -99,13 +96,38 @@ impl<'a> Parser<'a> {
         self.next();
         self.expect_kw("anchor")?;
         let name = self.string_or_number()?;
+        self.check_name(Name::Anchor, &name)?;
         self.expect_kw("from")?;
         let file = self.string()?;
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
         }
         let path = self.resolve_path(&file);
-        let data = match read_config_file(&path) {
+        // The files being read around this statement: a file that loads
+        // itself, directly or not, would be read forever.
+        let mut loading = self.loading.clone();
+        loading.extend(
+            self.lx
+                .open_paths()
+                .filter_map(|p| std::fs::canonicalize(p).ok()),
+        );
+        if let Ok(c) = std::fs::canonicalize(&path) {
+            if loading.contains(&c) {
+                self.error(format!(
+                    "load anchor loop: \"{file}\" is already being read"
+                ));
+                return Err(PErr::Reported);
+            }
+            loading.push(c);
+        }
+        if self.loading.len() >= crate::MAX_ANCHOR_DEPTH {
+            self.error(format!(
+                "load anchor {name}: files load each other more than {} deep",
+                crate::MAX_ANCHOR_DEPTH
+            ));
+            return Err(PErr::Reported);
+        }
+        let data = match crate::files::read_file(&path, crate::files::CONFIG) {
             Ok(d) => d,
             Err(e) => {
                 self.error(format!("cannot load anchor {name} from \"{file}\": {e}"));
@@ -114,7 +136,11 @@ impl<'a> Parser<'a> {
         };
         let mut sub = Parser::new(&file, Some(path), data, self.opts);
         sub.defined_queues = self.defined_queues.clone();
-        let out = sub.parse_inner();
+        sub.loading = loading;
+        self.spent.expanded = self.lx.expanded;
+        sub.set_spent(self.spent);
+        let (out, spent) = sub.parse_inner();
+        self.set_spent(spent);
         self.out.stderr.extend(out.stderr);
         self.out.errors += out.errors;
         self.out.unenforced.extend(out.unenforced);
@@ -134,10 +160,7 @@ impl<'a> Parser<'a> {
         self.expect_punct('<')?;
         let name = self.string_or_kw()?;
         self.expect_punct('>')?;
-        if name.len() >= 32 {
-            self.error(format!("table name too long, max 31 chars: {name}"));
-            return Err(PErr::Reported);
-        }
+        self.check_name(Name::Table, &name)?;
         let mut t = Table {
             name,
             persist: false,
@@ -163,17 +186,19 @@ impl<'a> Parser<'a> {
             } else if self.is_punct('{') {
                 self.next();
                 let mut entries = Vec::new();
-                loop {
-                    self.skip_newlines();
-                    if self.accept_punct('}') {
-                        break;
+                self.list_body(|p| match p.table_entry()? {
+                    Some(v) => {
+                        let n = v.len();
+                        entries.extend(v);
+                        Ok(n)
                     }
-                    match self.table_entry()? {
-                        Some(v) => entries.extend(v),
-                        None => return Err(PErr::Reported),
-                    }
-                    self.opt_comma();
+                    None => Err(PErr::Reported),
+                })?;
+                let at = (self.file_name(), self.last_line);
+                if !self.table_budget(at, entries.len()) {
+                    return Err(PErr::Reported);
                 }
+                self.spent.table_entries += entries.len();
                 t.init.push(TableInit::Inline(entries));
             } else {
                 break;
@@ -230,15 +255,10 @@ impl<'a> Parser<'a> {
     }
 
     fn table_file(&mut self, f: &str) -> Option<Vec<TableEntry>> {
-        let data = match std::fs::read(f) {
+        let data = match crate::files::read_file(Path::new(f), crate::files::TABLE) {
             Ok(d) => d,
             Err(e) => {
-                let msg = match e.kind() {
-                    std::io::ErrorKind::NotFound => "No such file or directory".to_string(),
-                    std::io::ErrorKind::PermissionDenied => "Permission denied".to_string(),
-                    _ => e.to_string(),
-                };
-                self.error(format!("cannot load \"{f}\": {msg}"));
+                self.error(format!("cannot load \"{f}\": {e}"));
                 return None;
             }
         };
@@ -271,8 +291,14 @@ impl<'a> Parser<'a> {
                         return None;
                     }
                 }
+                if self.spent.table_entries + v.len() > MAX_TABLE_ENTRIES {
+                    let at = (self.file_name(), self.err_line());
+                    self.table_budget(at, v.len());
+                    return None;
+                }
             }
         }
+        self.spent.table_entries += v.len();
         Some(v)
     }
 
@@ -299,18 +325,14 @@ impl<'a> Parser<'a> {
                 }
                 Err(PErr::Syntax)
             } else {
-                Ok(HostOrIf::Static(p.string()?))
+                Ok(HostOrIf::Static(p.name(Name::Interface)?))
             }
         };
         if self.accept_punct('{') {
-            loop {
-                self.skip_newlines();
-                if self.accept_punct('}') {
-                    break;
-                }
-                ifs.push(parse_one(self)?);
-                self.opt_comma();
-            }
+            self.list_body(|p| {
+                ifs.push(parse_one(p)?);
+                Ok(1)
+            })?;
         } else {
             ifs.push(parse_one(self)?);
         }
@@ -322,7 +344,7 @@ impl<'a> Parser<'a> {
         }
         let mut label = None;
         if self.accept_kw("label") {
-            label = Some(self.string()?);
+            label = Some(self.name(Name::Label)?);
         }
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
@@ -424,7 +446,7 @@ impl<'a> Parser<'a> {
 
     pub(super) fn queue_def(&mut self) -> PResult<()> {
         self.next();
-        let name = self.string()?;
+        let name = self.name(Name::Queue)?;
         let mut q = Queue {
             name,
             ifname: None,
@@ -440,9 +462,9 @@ impl<'a> Parser<'a> {
         };
         loop {
             if self.accept_kw("on") {
-                q.ifname = Some(self.string()?);
+                q.ifname = Some(self.name(Name::Interface)?);
             } else if self.accept_kw("parent") {
-                q.parent = Some(self.string()?);
+                q.parent = Some(self.name(Name::Queue)?);
             } else if self.accept_kw("bandwidth") {
                 q.bandwidth = Some(self.bandwidth()?);
             } else if self.accept_kw("min") {
@@ -564,18 +586,13 @@ impl<'a> Parser<'a> {
         self.fromto(&mut spec)?;
         loop {
             if self.accept_kw("tag") {
-                let t = self.string()?;
-                self.check_name_len("tag", &t)?;
-                spec.base.tag = Some(t);
+                spec.base.tag = Some(self.name(Name::Tag)?);
             } else if self.accept_kw("tagged") {
-                let t = self.string()?;
-                self.check_name_len("tag", &t)?;
-                spec.base.tagged = Some((false, t));
+                spec.base.tagged = Some((false, self.name(Name::Tag)?));
             } else if self.is_punct('!') && is_word(&self.peek2(), "tagged") {
                 self.next();
                 self.next();
-                let t = self.string()?;
-                spec.base.tagged = Some((true, t));
+                spec.base.tagged = Some((true, self.name(Name::Tag)?));
             } else {
                 break;
             }
@@ -631,7 +648,8 @@ impl<'a> Parser<'a> {
     fn legacy_expand(&mut self, mut spec: RuleSpec) -> PResult<()> {
         if let Some(rs) = spec.nat.as_mut().or(spec.rdr.as_mut()) {
             if rs.hosts.len() > 1 {
-                let list: Vec<Addr> = rs.hosts.iter().map(|h| expand::masked(&h.addr)).collect();
+                let list: std::sync::Arc<[Addr]> =
+                    rs.hosts.iter().map(|h| expand::masked(&h.addr)).collect();
                 let first_af = list.iter().find_map(|a| a.af());
                 let hosts = std::mem::take(&mut rs.hosts);
                 rs.hosts = vec![hosts[0].clone()];
@@ -715,11 +733,17 @@ impl<'a> Parser<'a> {
     // ----- the end --------------------------------------------------------
 
     /// Parse without printing the final ruleset (for `load anchor`).
-    pub(super) fn parse_inner(mut self) -> ParseOutput {
+    pub(super) fn parse_inner(mut self) -> (ParseOutput, Spent) {
         self.ruleset_body(false);
         let frame = self.frames.pop().expect("main frame");
         self.out.config.main = Ruleset { rules: frame.rules };
-        self.out
+        self.spent.expanded = self.lx.expanded;
+        (self.out, self.spent)
+    }
+
+    fn set_spent(&mut self, spent: Spent) {
+        self.spent = spent;
+        self.lx.expanded = spent.expanded;
     }
 
     pub(super) fn finish(mut self) -> ParseOutput {
