@@ -399,7 +399,11 @@ fn show_states_costs_bounded_memory() {
         .collect();
     for h in hs {
         let (o, took) = h.join().unwrap();
-        assert!(o.status.success(), "{took:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{took:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON array");
         assert!(v.as_array().unwrap().len() >= 100_000);
     }
@@ -503,4 +507,202 @@ fn slow_and_idle_clients_delay_no_one() {
     assert!(took < Duration::from_secs(1), "scrape took {took:?}");
     drop(idle);
     assert!(f.alive());
+}
+
+/// Issue 9's smaller items, each against the running daemon: unknown
+/// interfaces are warned about; `show timeouts` gives the adaptive values
+/// in force; `fragments_held` is what is held now; ICMP states read as
+/// pfctl's; `show interfaces` gives the MAC Palisade answers with; anchor
+/// messages say what happened.
+#[test]
+fn operators_are_told_the_truth() {
+    require_root();
+    let pf = "set limit states 5000\npass\npass in on eth9 proto tcp to port 9\n";
+    let mut f = Fw::start("truth", pf, "");
+    // Unknown interface: said at start (the daemon's stderr) and by `run -n`.
+    assert!(
+        f.log
+            .lock()
+            .unwrap()
+            .contains("pf.conf:3: warning: no interface or group 'eth9' in palisade.toml"),
+        "{}",
+        f.log.lock().unwrap()
+    );
+    let o = Command::new("ip")
+        .args(["netns", "exec", &f.fw, palisade(), "run", "-n", "-c"])
+        .arg(f.dir.join("palisade.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("no interface or group 'eth9'"),
+        "{}",
+        out(&o)
+    );
+
+    // Adaptive timeouts: 60% and 120% of `set limit states 5000`.
+    let o = cli(&f.sock, &["show", "timeouts", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["adaptive.start"].as_u64(), v["adaptive.end"].as_u64()),
+        (Some(3000), Some(6000)),
+        "{v}"
+    );
+
+    // ICMP: the id as the port, 0:0 as the state.
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &f.src,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "198.19.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success());
+    let o = cli(&f.sock, &["show", "states"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    let icmp = text
+        .lines()
+        .find(|l| l.contains(" icmp 198.18.0.1:"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let id = icmp
+        .split("198.18.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap();
+    assert!(icmp.contains(&format!("-> 198.19.0.1:{id}")), "{icmp}");
+    assert!(icmp.trim_end().ends_with("0:0"), "{icmp}");
+
+    // The MAC: what the source's neighbour table holds for its gateway.
+    let neigh = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &f.src,
+            "ip",
+            "neigh",
+            "show",
+            "198.18.0.254",
+        ])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    let mac = neigh
+        .split("lladdr ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{neigh}"));
+    let o = cli(&f.sock, &["show", "interfaces"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("lladdr {mac}")),
+        "{}",
+        out(&o)
+    );
+    let o = cli(&f.sock, &["show", "interfaces", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["mac"], mac);
+
+    // Anchors: one rule is "1 rule"; an anchor nothing knows cannot be
+    // flushed; a known one can.
+    let one = f.dir.join("one.conf");
+    std::fs::write(&one, "pass in proto udp to port 53\n").unwrap();
+    let o = cli(
+        &f.sock,
+        &["anchor", "extra", "load", "-f", one.to_str().unwrap()],
+    );
+    assert!(
+        o.status.success() && out(&o).contains("anchor extra: 1 rule loaded"),
+        "{}",
+        out(&o)
+    );
+    let o = cli(&f.sock, &["anchor", "nosuch", "flush"]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(
+        out(&o).contains("anchor nosuch: no such anchor"),
+        "{}",
+        out(&o)
+    );
+    let o = cli(&f.sock, &["anchor", "extra", "flush"]);
+    assert!(
+        o.status.success() && out(&o).contains("anchor extra: rules cleared"),
+        "{}",
+        out(&o)
+    );
+
+    // Fragments held: the number held now. A lone first fragment is held;
+    // whole datagrams reassembled around it do not add to the count.
+    let held = || -> u64 {
+        let o = cli(&f.sock, &["show", "info", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["fragments_held"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(held(), 0);
+    in_netns(&f.src, || {
+        // SAFETY: a raw socket we close; the header is ours (IP_HDRINCL).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0);
+        let udp = palisade_wire::build::udp(5000, 9, &[7u8; 2000]);
+        let mut p = palisade_wire::build::ip(
+            "198.18.0.1".parse().unwrap(),
+            "198.19.0.1".parse().unwrap(),
+            17,
+            64,
+            &udp,
+        );
+        // The first 1480 bytes, More Fragments, DF off.
+        p.truncate(20 + 1480);
+        p[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        p[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+        p[6] = 0x20;
+        p[7] = 0;
+        p[10] = 0;
+        p[11] = 0;
+        let c = palisade_wire::checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut to: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        to.sin_family = libc::AF_INET as u16;
+        to.sin_addr.s_addr = u32::from_ne_bytes([198, 19, 0, 1]);
+        // SAFETY: sending our buffer to an address of the size we pass.
+        let n = unsafe {
+            libc::sendto(
+                fd,
+                p.as_ptr() as *const libc::c_void,
+                p.len(),
+                0,
+                &to as *const libc::sockaddr_in as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(fd) };
+        assert_eq!(n, p.len() as isize);
+    })
+    .join()
+    .unwrap();
+    wait("the first fragment held", 5, || held() == 1);
+    assert!(ok(
+        &f.src,
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-s",
+            "3000",
+            "198.19.0.1"
+        ]
+    ));
+    assert_eq!(held(), 1, "the datagrams that completed are not held");
+    let o = f.daemon.stop().unwrap();
+    assert!(o.status.success());
 }

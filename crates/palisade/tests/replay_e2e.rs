@@ -255,3 +255,45 @@ fn injected_bad_segments_are_state_mismatches() {
     }
     assert_eq!(mismatches, 3);
 }
+
+/// `--json` gives every frame its line: one that is not IP says it was
+/// skipped, as the text output does (it was silently left out).
+#[test]
+fn json_reports_skipped_frames() {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let pcap = tmp("nonip.pcap");
+    let f = std::fs::File::create(&pcap).unwrap();
+    let mut w = PcapWriter::with_header(
+        f,
+        PcapHeader {
+            datalink: pcap_file::DataLink::ETHERNET,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let eth = |ethertype: u16, payload: &[u8]| {
+        let mut fr = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2];
+        fr.extend_from_slice(&ethertype.to_be_bytes());
+        fr.extend_from_slice(payload);
+        fr
+    };
+    let udp = palisade_wire::build::ip(
+        "198.18.0.5".parse().unwrap(),
+        "198.18.0.1".parse().unwrap(),
+        17,
+        64,
+        &palisade_wire::build::udp(1000, 53, b"q"),
+    );
+    for (i, fr) in [eth(0x0806, &[0u8; 28]), eth(0x0800, &udp)].iter().enumerate() {
+        let ts = std::time::Duration::from_millis(i as u64);
+        w.write_packet(&PcapPacket::new(ts, fr.len() as u32, fr)).unwrap();
+    }
+    drop(w);
+    let lines = replay("pass all\n", &pcap, &["--dir", "in"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["frame"], 1);
+    assert_eq!(lines[0]["action"], "skip");
+    assert_eq!(lines[0]["reason"], "not IPv4/IPv6");
+    assert_eq!(lines[1]["frame"], 2);
+    assert_eq!(lines[1]["action"], "pass");
+}
