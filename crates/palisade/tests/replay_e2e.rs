@@ -284,9 +284,13 @@ fn json_reports_skipped_frames() {
         64,
         &palisade_wire::build::udp(1000, 53, b"q"),
     );
-    for (i, fr) in [eth(0x0806, &[0u8; 28]), eth(0x0800, &udp)].iter().enumerate() {
+    for (i, fr) in [eth(0x0806, &[0u8; 28]), eth(0x0800, &udp)]
+        .iter()
+        .enumerate()
+    {
         let ts = std::time::Duration::from_millis(i as u64);
-        w.write_packet(&PcapPacket::new(ts, fr.len() as u32, fr)).unwrap();
+        w.write_packet(&PcapPacket::new(ts, fr.len() as u32, fr))
+            .unwrap();
     }
     drop(w);
     let lines = replay("pass all\n", &pcap, &["--dir", "in"]);
