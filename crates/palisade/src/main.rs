@@ -688,17 +688,9 @@ fn check(a: CheckArgs) -> ExitCode {
         let _ = writeln!(e, "{line}");
     }
     if !a.pfctl_compat && out.errors == 0 {
-        let mut seen = std::collections::BTreeSet::new();
-        for u in &out.unenforced {
-            if seen.insert(u.what.clone()) {
-                let _ = writeln!(
-                    e,
-                    "{}:{}: warning: {} is parsed but not enforced by Palisade yet",
-                    if a.file == "-" { "stdin" } else { &a.file },
-                    u.line,
-                    u.what
-                );
-            }
+        let name = if a.file == "-" { "stdin" } else { &a.file };
+        for w in out.unenforced_warnings(name) {
+            let _ = writeln!(e, "{w}");
         }
     }
     let _ = std::io::stdout().write_all(out.stdout.as_bytes());

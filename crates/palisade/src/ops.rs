@@ -107,6 +107,7 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let out = parse_input(Input::File(path), &opts);
     let mut msgs = out.stderr.clone();
     if out.errors == 0 {
+        msgs.extend(out.unenforced_warnings(&path.display().to_string()));
         msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
     }
     if out.errors > 0 {
@@ -1022,6 +1023,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                 ));
             }
             let n = out.config.main.rules.len();
+            msgs.extend(out.unenforced_warnings(file));
             msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
             let mut anchors = sh.anchors();
             sh.dp().filter.engine().load_anchor(name, &out.config.main);

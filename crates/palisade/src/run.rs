@@ -39,9 +39,11 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
     if out.errors > 0 {
         return Err(out.stderr.join("\n"));
     }
+    let unenforced = out.unenforced_warnings(&pf.display().to_string());
     for w in out
         .stderr
         .iter()
+        .chain(&unenforced)
         .chain(&unknown_interfaces(&out.config, &host))
     {
         eprintln!("{w}");

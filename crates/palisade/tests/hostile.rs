@@ -517,7 +517,8 @@ fn slow_and_idle_clients_delay_no_one() {
 #[test]
 fn operators_are_told_the_truth() {
     require_root();
-    let pf = "set limit states 5000\npass\npass in on eth9 proto tcp to port 9\n";
+    let pf = "set limit states 5000\npass\npass in on eth9 proto tcp to port 9\n\
+              pass out proto udp to port 9 route-to 198.19.0.1\n";
     let mut f = Fw::start("truth", pf, "");
     // Unknown interface: said at start (the daemon's stderr) and by `run -n`.
     assert!(
@@ -536,6 +537,12 @@ fn operators_are_told_the_truth() {
     assert!(o.status.success(), "{}", out(&o));
     assert!(
         out(&o).contains("no interface or group 'eth9'"),
+        "{}",
+        out(&o)
+    );
+    // A feature parsed but not enforced is said at load, not only by check.
+    assert!(
+        out(&o).contains("pf.conf:4: warning: route-to is parsed but not enforced by Palisade yet"),
         "{}",
         out(&o)
     );

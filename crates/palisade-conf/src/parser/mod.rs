@@ -218,6 +218,25 @@ pub struct ParseOutput {
     pub unenforced: Vec<Unenforced>,
 }
 
+impl ParseOutput {
+    /// One warning per feature parsed but not enforced, at its first line:
+    /// `FILE:N: warning: route-to is parsed but not enforced by Palisade
+    /// yet`. Every command that loads a ruleset prints these.
+    pub fn unenforced_warnings(&self, file: &str) -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.unenforced
+            .iter()
+            .filter(|u| seen.insert(u.what.clone()))
+            .map(|u| {
+                format!(
+                    "{file}:{}: warning: {} is parsed but not enforced by Palisade yet",
+                    u.line, u.what
+                )
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug)]
 struct HostItem {
     neg: bool,
@@ -2738,6 +2757,11 @@ impl<'a> Parser<'a> {
     }
 
     fn route_spec(&mut self, kind: RouteKind) -> PResult<RouteSpec> {
+        self.warn_unenforced(match kind {
+            RouteKind::RouteTo => "route-to",
+            RouteKind::ReplyTo => "reply-to",
+            RouteKind::DupTo => "dup-to",
+        });
         let mut spec = RedirSpec::default();
         let mut ifname = None;
         if self.accept_punct('{') {
