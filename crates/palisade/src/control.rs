@@ -324,10 +324,17 @@ pub fn request_parts(
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
     let mut w = &s;
-    writeln!(w, "{req}").map_err(|e| e.to_string())?;
+    // A daemon with no room answers "busy" and closes without reading the
+    // request: the answer is there to read even when the write failed.
+    let sent = writeln!(w, "{req}");
     let mut r = BufReader::new(&s);
     let mut line = String::new();
-    r.read_line(&mut line).map_err(|e| e.to_string())?;
+    match (r.read_line(&mut line), sent) {
+        (Ok(n), _) if n > 0 => {}
+        (_, Err(e)) => return Err(e.to_string()),
+        (Err(e), _) => return Err(e.to_string()),
+        (Ok(_), Ok(())) => return Err("the daemon closed the connection without an answer".into()),
+    }
     let first = parse_answer(&line)?;
     if first["parts"] != true {
         return Ok(first);

@@ -21,6 +21,14 @@ fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
+/// The tests here load the machine (a flood, 100,000 states) or time
+/// what they see: one at a time, so that none measures another's load.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn sysctl(ns: &Netns, fw: &str, path: &str) -> String {
     let o = ns.exec(fw, &["cat", path]);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
@@ -42,6 +50,7 @@ fn start(
 #[test]
 fn a_crash_loses_no_original_port_setting() {
     require_root();
+    let _serial = serial();
     let (ns, src, fw, _dst) = routed("crash");
     let d = tmpdir("crash");
     std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
@@ -237,6 +246,7 @@ impl Drop for Fw {
 #[test]
 fn deep_anchors_never_take_the_daemon_down() {
     require_root();
+    let _serial = serial();
     let mut f = Fw::start("deep", "pass\n", "");
     let deep = f.dir.join("deep.conf");
     std::fs::write(&deep, nested(250)).unwrap();
@@ -375,6 +385,7 @@ fn make_states(f: &Fw, n: usize) {
 #[test]
 fn show_states_costs_bounded_memory() {
     require_root();
+    let _serial = serial();
     let f = Fw::start("states", "set limit states 200000\npass\n", "");
     make_states(&f, 100_000);
     let before = f.status_kib("VmHWM:");
@@ -420,6 +431,7 @@ fn show_states_costs_bounded_memory() {
 #[test]
 fn slow_and_idle_clients_delay_no_one() {
     require_root();
+    let _serial = serial();
     use std::io::{Read, Write};
     let port = 19000 + (std::process::id() % 1000) as u16;
     let f = Fw::start(
@@ -517,6 +529,7 @@ fn slow_and_idle_clients_delay_no_one() {
 #[test]
 fn operators_are_told_the_truth() {
     require_root();
+    let _serial = serial();
     let pf = "set limit states 5000\npass\npass in on eth9 proto tcp to port 9\n\
               pass out proto udp to port 9 route-to 198.19.0.1\n";
     let mut f = Fw::start("truth", pf, "");
@@ -803,6 +816,7 @@ fn release_bin() -> String {
 #[test]
 fn fragment_floods_are_bounded_and_traffic_goes_on() {
     require_root();
+    let _serial = serial();
     use std::io::{BufRead, Write};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
