@@ -11,6 +11,8 @@ use palisade_conf::{parse_bytes, ParseOptions};
 use palisade_filter::reference::{self, RefCtx};
 use palisade_filter::{Engine, PacketMeta};
 
+mod common;
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -422,21 +424,7 @@ fn translated_connections_agree_with_a_model() {
         pass on wan inet from 198.18.9.7 binat-to 192.0.2.7\n\
         pass on wan inet6 from 2001:db8:1::7 binat-to 2001:db8:ffff::7\n\
         pass in on wan to { 192.0.2.7 2001:db8:ffff::7 }\n";
-    let out = parse_bytes(
-        "t",
-        None,
-        rules.as_bytes().to_vec(),
-        &ParseOptions {
-            host: host.clone(),
-            ..Default::default()
-        },
-    );
-    assert_eq!(out.errors, 0, "{:?}", out.stderr);
-    let mut f = palisade_filter::Filter::new(
-        std::sync::Arc::new(Engine::new(&out.config, host)),
-        &out.config,
-        1,
-    );
+    let mut f = common::filter_with(host, rules, 1);
 
     /// What the model knows of a connection.
     struct Conn {

@@ -27,7 +27,6 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -106,6 +105,17 @@ fn left(deadline: Instant) -> std::io::Result<Duration> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "too slow"))
 }
 
+/// A read or write that timed out or was interrupted: try again while the
+/// deadline allows.
+fn again(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
 /// Read one line (the request) by `deadline`, at most `MAX_REQUEST` bytes.
 fn read_request(s: &UnixStream, deadline: Instant) -> Result<String, String> {
     let mut buf = Vec::new();
@@ -121,16 +131,7 @@ fn read_request(s: &UnixStream, deadline: Instant) -> Result<String, String> {
         let n = match (&*s).read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if again(&e) => continue,
             Err(e) => return Err(format!("bad request: {e}")),
         };
         let at = buf.len();
@@ -161,13 +162,7 @@ fn write_line(s: &UnixStream, line: &str, deadline: Instant) -> std::io::Result<
         match w.write(&data[at..]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => at += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if again(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -251,57 +246,24 @@ fn refuse_busy(s: UnixStream) {
     );
 }
 
-/// Wait (at most `ms`) until the listener has a connection to accept.
-fn readable(l: &UnixListener, ms: i32) {
-    let mut p = libc::pollfd {
-        fd: l.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one pollfd we own, for at most `ms` milliseconds.
-    unsafe { libc::poll(&mut p, 1, ms) };
-}
-
 /// Answer requests until `stop()` says so.
 pub fn serve<'a>(
     l: &UnixListener,
     stop: impl Fn() -> bool + Sync,
     handle: impl Fn(&Value) -> Reply<'a> + Sync,
 ) {
-    let busy = AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        while !stop() {
-            readable(l, 200);
-            // Take every pending connection; never block on one.
-            loop {
-                let s = match l.accept() {
-                    Ok((s, _)) => s,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        // Out of descriptors or similar: let it pass.
-                        std::thread::sleep(Duration::from_millis(20));
-                        break;
-                    }
-                };
-                if busy.load(Ordering::SeqCst) >= MAX_CLIENTS {
-                    refuse_busy(s);
-                    continue;
-                }
-                busy.fetch_add(1, Ordering::SeqCst);
-                let (busy, stop, handle) = (&busy, &stop, &handle);
-                let spawned = std::thread::Builder::new()
-                    .name("control".into())
-                    .stack_size(CLIENT_STACK)
-                    .spawn_scoped(sc, move || {
-                        answer(s, stop, handle);
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
-    });
+    crate::listen::serve(
+        l.as_raw_fd(),
+        || l.accept().map(|(s, _)| s),
+        crate::listen::Bounds {
+            max: MAX_CLIENTS,
+            name: "control",
+            stack: Some(CLIENT_STACK),
+        },
+        &stop,
+        refuse_busy,
+        &|s| answer(s, &stop, &handle),
+    );
 }
 
 /// Parse an answer: the daemon is trusted, and rules nest as deep as

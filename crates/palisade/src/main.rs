@@ -11,6 +11,7 @@ use palisade_conf::{files, parse_input, Input, ParseOptions};
 mod control;
 mod isolation;
 mod lab;
+mod listen;
 mod metrics;
 mod ops;
 mod replay;

@@ -303,47 +303,25 @@ fn answer(s: std::net::TcpStream, sh: &Shared) {
 /// Serve until `stop()`: each client on its own thread, at most
 /// `MAX_SCRAPERS` at once, each bounded in time (2 s for its request, 5 s
 /// for the answer); the accepting thread never waits for a client.
-pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool) {
+pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool + Sync) {
     use std::os::fd::AsRawFd;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     let _ = l.set_nonblocking(true);
-    let busy = AtomicUsize::new(0);
-    std::thread::scope(|sc| {
-        while !stop() {
-            let mut p = libc::pollfd {
-                fd: l.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one pollfd we own, for at most 200 ms.
-            unsafe { libc::poll(&mut p, 1, 200) };
-            loop {
-                let s = match l.accept() {
-                    Ok((s, _)) => s,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        break;
-                    }
-                };
-                if busy.load(Ordering::SeqCst) >= MAX_SCRAPERS {
-                    let _ = s.set_nonblocking(true);
-                    let mut w = &s;
-                    let _ = w.write_all(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                    continue;
-                }
-                busy.fetch_add(1, Ordering::SeqCst);
-                let busy = &busy;
-                let spawned = std::thread::Builder::new()
-                    .name("metrics".into())
-                    .spawn_scoped(sc, move || {
-                        answer(s, sh);
-                        busy.fetch_sub(1, Ordering::SeqCst);
-                    });
-                if spawned.is_err() {
-                    busy.fetch_sub(1, Ordering::SeqCst);
-                }
-            }
-        }
-    });
+    crate::listen::serve(
+        l.as_raw_fd(),
+        || l.accept().map(|(s, _)| s),
+        crate::listen::Bounds {
+            max: MAX_SCRAPERS,
+            name: "metrics",
+            stack: None,
+        },
+        &stop,
+        |s| {
+            let _ = s.set_nonblocking(true);
+            let mut w = &s;
+            let _ = w.write_all(
+                b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        },
+        &|s| answer(s, sh),
+    );
 }
