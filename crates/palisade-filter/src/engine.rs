@@ -85,6 +85,8 @@ struct CRule {
     never: bool,
     nat_pool: Option<Arc<Pool>>,
     rdr_pool: Option<Arc<Pool>>,
+    route: Option<crate::packet::RoutePool>,
+    allow_opts: bool,
     keep: KeepState,
     state_opts: Option<std::sync::Arc<StateOpts>>,
     scrub: ScrubActions,
@@ -307,6 +309,8 @@ struct St {
     log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
+    route: Option<(RuleRef, crate::packet::RoutePool)>,
+    decided_allow_opts: bool,
     log: bool,
     evaluations: u32,
 }
@@ -510,6 +514,8 @@ impl Engine {
             log_matched: Vec::new(),
             nat: None,
             rdr: None,
+            route: None,
+            decided_allow_opts: false,
             log: false,
             evaluations: 0,
         };
@@ -519,7 +525,8 @@ impl Engine {
         v.tag = st.tag;
         v.log = st.log;
         let (mut nat, mut rdr) = (st.nat.clone(), st.rdr.clone());
-        if let Some((a, r, np, rp)) = st.decided {
+        let mut route = st.route.take();
+        if let Some((a, r, np, rp, rt)) = st.decided {
             v.action = a;
             if let Some(p) = np {
                 nat = Some((r.clone(), p));
@@ -527,7 +534,11 @@ impl Engine {
             if let Some(p) = rp {
                 rdr = Some((r.clone(), p));
             }
+            if let Some(x) = rt {
+                route = Some((r.clone(), x));
+            }
             v.rule = Some(r);
+            v.allow_opts = st.decided_allow_opts;
             v.keep_state = st.keep.0;
             v.state_opts = st.keep.1;
             v.log_all = st.log_all;
@@ -545,6 +556,8 @@ impl Engine {
         v.nat_pool = nat.map(|x| x.1);
         v.rdr = rdr.as_ref().map(|x| x.0.clone());
         v.rdr_pool = rdr.map(|x| x.1);
+        // Routing applies to what passes.
+        v.route = route.filter(|_| v.action == VerdictAction::Pass);
         v
     }
 
@@ -631,6 +644,9 @@ impl Engine {
                     if let Some(p) = &r.rdr_pool {
                         st.rdr = Some((me(), p.clone()));
                     }
+                    if let Some(rt) = &r.route {
+                        st.route = Some((me(), rt.clone()));
+                    }
                     st.log |= r.log;
                     st.scrub.merge(&r.scrub);
                 }
@@ -640,6 +656,7 @@ impl Engine {
                         me(),
                         r.nat_pool.clone(),
                         r.rdr_pool.clone(),
+                        r.route.clone(),
                     ));
                     st.keep = (r.keep, r.state_opts.clone());
                     st.log_all = r.log_all;
@@ -647,9 +664,10 @@ impl Engine {
                     st.decided_scrub = r.scrub;
                     st.decided_once = r.once.clone();
                     st.decided_stats = Some(r.stats.clone());
+                    st.decided_allow_opts = r.allow_opts;
                 }
                 Kind::Block(p) => {
-                    st.decided = Some((VerdictAction::Block(*p), me(), None, None));
+                    st.decided = Some((VerdictAction::Block(*p), me(), None, None, None));
                     st.keep = (KeepState::None, None);
                     st.log_all = r.log_all;
                     st.decided_log = r.log;
@@ -868,6 +886,8 @@ fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
         never: false,
         nat_pool: None,
         rdr_pool: None,
+        route: None,
+        allow_opts: false,
         keep: KeepState::None,
         state_opts: None,
         scrub: ScrubActions::default(),
@@ -1124,6 +1144,8 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             never: r.rdomain.is_some_and(|d| d != 0),
             nat_pool: r.nat.clone().map(Arc::new),
             rdr_pool: r.rdr.clone().map(Arc::new),
+            route: r.route.clone().map(|(k, p)| (k, Arc::new(p))),
+            allow_opts: r.allow_opts,
             keep: r.keep_state,
             state_opts: (!r.state_opts.is_empty())
                 .then(|| std::sync::Arc::new(r.state_opts.clone())),

@@ -65,6 +65,40 @@ pub struct Decision {
     pub reassembled: Option<Vec<u8>>,
     /// With `reassembled`: how the datagram was fragmented.
     pub refragment: Option<crate::frag::FragInfo>,
+    /// pf's routing options for this packet (`route-to`, `reply-to`,
+    /// `dup-to`), for the data plane to act on.
+    pub route: Option<RouteTo>,
+}
+
+/// Where a routing option sends a packet that passed: instead of where the
+/// routing table would (`route-to`, and `reply-to` for a connection's
+/// replies), or a copy besides (`dup-to`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteTo {
+    /// A copy to send besides the packet (`dup-to`).
+    pub dup: bool,
+    /// The next hop.
+    pub hop: IpAddr,
+    /// The interface named with it, else the routing table's way to it.
+    pub iface: Option<String>,
+}
+
+impl RouteTo {
+    /// What a state's routing option does for a packet of it: `route-to`
+    /// and `dup-to` act on the packets in the direction the state was
+    /// created, `reply-to` on the others (pf.conf(5)).
+    pub fn for_packet(r: &crate::state::StateRoute, reply: bool) -> Option<RouteTo> {
+        use palisade_conf::ir::RouteKind;
+        let applies = match r.kind {
+            RouteKind::RouteTo | RouteKind::DupTo => !reply,
+            RouteKind::ReplyTo => reply,
+        };
+        applies.then(|| RouteTo {
+            dup: r.kind == RouteKind::DupTo,
+            hop: r.hop,
+            iface: r.iface.clone(),
+        })
+    }
 }
 
 impl Decision {
@@ -83,6 +117,7 @@ impl Decision {
             log_matched: Vec::new(),
             reassembled: None,
             refragment: None,
+            route: None,
         }
     }
     pub fn passed(&self) -> bool {
@@ -107,9 +142,10 @@ pub struct Filter {
     pub counters: Counters,
     last_expiry_ms: u64,
     /// Round-robin position of each translation pool.
-    rr: HashMap<(RuleRef, bool), u64>,
-    /// `sticky-address`: (rule, source side?, client) -> (address, last use).
-    sticky: HashMap<(RuleRef, bool, IpAddr), (IpAddr, u64)>,
+    /// Keyed by rule and pool slot (`SLOT_*`).
+    rr: HashMap<(RuleRef, u8), u64>,
+    /// `sticky-address`: (rule, pool slot, client) -> (address, last use).
+    sticky: HashMap<(RuleRef, u8, IpAddr), (IpAddr, u64)>,
     sticky_ms: u64,
     pub frags: Reassembler,
     now_ms: u64,
@@ -120,7 +156,18 @@ pub struct Filter {
     if_bound_default: bool,
     /// `set state-defaults`: options for stateful rules that give none.
     state_defaults: Option<Arc<palisade_conf::ir::StateOpts>>,
+    /// The interface the packet being decided arrived on, for
+    /// `received-on` (given per packet by `process_received`).
+    received_on: Option<String>,
+    /// `set skip on`: packets on these interfaces pass unfiltered.
+    skip: std::collections::HashSet<String>,
 }
+
+/// Pool slots: which choice of a rule's a round-robin position or a
+/// sticky address belongs to.
+const SLOT_RDR: u8 = 0;
+const SLOT_NAT: u8 = 1;
+const SLOT_ROUTE: u8 = 2;
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
     info.len
@@ -136,6 +183,7 @@ impl Filter {
         let mut frags = Reassembler::default();
         let mut if_bound_default = false;
         let mut state_defaults = None;
+        let mut skip = std::collections::HashSet::new();
         for o in &config.options {
             match o {
                 SetOption::Timeout(t, v) => {
@@ -150,6 +198,15 @@ impl Filter {
                 SetOption::Limit(n, v) if n == "frags" => frags.limit = *v as usize,
                 SetOption::StatePolicy(p) => if_bound_default = p == "if-bound",
                 SetOption::StateDefaults(o) => state_defaults = Some(Arc::new(o.clone())),
+                // `set skip on`: interfaces and groups pf leaves alone.
+                SetOption::Skip(names) => {
+                    for n in names {
+                        skip.insert(n.clone());
+                        for i in engine.host().members(n) {
+                            skip.insert(i.name.clone());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -174,6 +231,8 @@ impl Filter {
             now_ms: 0,
             if_bound_default,
             state_defaults,
+            received_on: None,
+            skip,
         }
     }
 
@@ -208,6 +267,24 @@ impl Filter {
         self.process_with(ip, iface, dir, now_ms, 0)
     }
 
+    /// As `process_with`, for a packet that arrived on `received_on`
+    /// (what `received-on` rules match; an inbound packet arrived on the
+    /// interface it is filtered on).
+    pub fn process_received(
+        &mut self,
+        ip: &mut [u8],
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+        received_on: Option<&str>,
+    ) -> Decision {
+        self.received_on = received_on.map(str::to_string);
+        let d = self.process_with(ip, iface, dir, now_ms, random);
+        self.received_on = None;
+        d
+    }
+
     /// As `process`, with the randomness `probability` rules and random
     /// translation pools use.
     pub fn process_with(
@@ -219,6 +296,12 @@ impl Filter {
         random: u32,
     ) -> Decision {
         self.now_ms = now_ms;
+        if !self.skip.is_empty() && self.skip.contains(iface) {
+            // As pf: not filtered, not counted, no state.
+            let mut d = Decision::drop("match");
+            d.action = VerdictAction::Pass;
+            return d;
+        }
         if now_ms >= self.last_expiry_ms + 1000 {
             self.states.expire(now_ms);
             self.frags.expire(now_ms);
@@ -345,20 +428,24 @@ impl Filter {
         random: u32,
     ) -> Option<Decision> {
         let id = hit.id;
-        let (rule, log_all, scrub, seqdiff, seqdiff_dst, proxy) = match self.states.get(id) {
-            Some(s) => match &s.ext {
-                None => (self.states.rule_of(s), s.log_all, s.scrub, 0, 0, None),
-                Some(e) => (
-                    self.states.rule_of(s),
-                    s.log_all,
-                    s.scrub,
-                    e.seqdiff,
-                    e.seqdiff_dst,
-                    e.proxy.clone(),
-                ),
-            },
-            None => (None, false, ScrubActions::default(), 0, 0, None),
-        };
+        // What the state says about its packets.
+        let s = self.states.get(id)?;
+        let (rule, log_all, scrub) = (self.states.rule_of(s), s.log_all, s.scrub);
+        let ext = s.ext.as_deref();
+        let (seqdiff, seqdiff_dst) = ext.map_or((0, 0), |e| (e.seqdiff, e.seqdiff_dst));
+        let proxy = ext.and_then(|e| e.proxy.clone());
+        let route = ext
+            .and_then(|e| e.route.as_ref())
+            .and_then(|r| RouteTo::for_packet(r, hit.reply));
+        let allow_opts = ext.is_some_and(|e| e.allow_opts);
+        // IP options block every packet of a connection whose rule does
+        // not allow them (pf: the state's rule).
+        if !allow_opts && palisade_wire::bad_options(ip, info) {
+            let mut d = Decision::drop("ip-option");
+            d.rule = rule;
+            d.state_id = Some(id);
+            return Some(self.count(d));
+        }
         let mut d = Decision {
             action: VerdictAction::Pass,
             reason: "match",
@@ -373,6 +460,7 @@ impl Filter {
             log_matched: Vec::new(),
             reassembled: None,
             refragment: None,
+            route,
         };
         let tracked = match tcp_seg {
             Some(seg) => {
@@ -467,6 +555,10 @@ impl Filter {
         random: u32,
     ) -> Decision {
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
+        meta.received_on = match dir {
+            Direction::In => Some(iface.to_string()),
+            Direction::Out => self.received_on.clone(),
+        };
         meta.random = random;
         meta.now_ms = now_ms;
         // Older-syntax translation (nat/rdr/binat) comes before filtering,
@@ -541,9 +633,17 @@ impl Filter {
             log_matched: v.log_matched.clone(),
             reassembled: None,
             refragment: None,
+            route: None,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p).into_iter().collect();
+            return self.count(d);
+        }
+        // pf blocks IP options (and IPv6 routing headers) unless the
+        // deciding rule says `allow-opts`.
+        if !v.allow_opts && palisade_wire::bad_options(ip, &info) {
+            d.action = VerdictAction::Block(BlockPolicy::Drop);
+            d.reason = "ip-option";
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.
@@ -562,6 +662,20 @@ impl Filter {
             }
         }
         let translated = (after != key).then(|| after.clone());
+        // Routing options: the next hop is chosen now (from the packet as
+        // translated) and kept in the state for the connection.
+        // (No next hop of the packet's family: routed normally.)
+        let route = match &v.route {
+            Some((r, (kind, pool))) => {
+                self.pool_addr(pool, r, &after, SLOT_ROUTE, random)
+                    .map(|hop| crate::state::StateRoute {
+                        kind: *kind,
+                        hop,
+                        iface: pool.ifname.clone(),
+                    })
+            }
+            None => None,
+        };
         if v.keep_state != KeepState::None {
             let mut opts = v.state_opts.clone().or_else(|| self.state_defaults.clone());
             if self.if_bound_default && !opts.as_ref().is_some_and(|o| o.floating || o.if_bound) {
@@ -588,6 +702,12 @@ impl Filter {
                     self.states.set_log_all(id, v.log_all);
                     self.states.set_stats(id, v.stats.clone());
                     self.states.set_scrub(id, v.scrub);
+                    if let Some(r) = &route {
+                        self.states.set_route(id, r.clone());
+                    }
+                    if v.allow_opts {
+                        self.states.set_allow_opts(id);
+                    }
                     if v.keep_state == KeepState::Synproxy {
                         if let Some(seg) = &tcp_seg {
                             if seg.flags & 0x12 == 0x02 {
@@ -650,6 +770,8 @@ impl Filter {
                 }
             }
         }
+        // The creating packet travels in the rule's direction.
+        d.route = route.as_ref().and_then(|r| RouteTo::for_packet(r, false));
         if let Some(t) = translated {
             apply(ip, &info, &key, &t);
             d.nat = Some((key, t));
@@ -825,6 +947,7 @@ impl Filter {
             log_matched: Vec::new(),
             reassembled: None,
             refragment: None,
+            route: None,
         })
     }
 
@@ -869,26 +992,24 @@ impl Filter {
         }
     }
 
-    /// Choose the translated address (and port) for a new connection.
-    #[allow(clippy::too_many_arguments)]
-    fn translate(
+    /// Choose an address of a pool for a new connection: a translation
+    /// (`slot` SLOT_NAT, SLOT_RDR) or a next hop (SLOT_ROUTE).
+    fn pool_addr(
         &mut self,
         pool: &Pool,
         rule: &RuleRef,
         key: &FlowKey,
-        after: &mut FlowKey,
-        source: bool,
-        dir: Direction,
+        slot: u8,
         random: u32,
-    ) -> Option<()> {
+    ) -> Option<IpAddr> {
         let af = key.af();
         let nets = self.pool_nets(pool, af);
         if nets.is_empty() {
             return None;
         }
-        let orig = if source { key.src } else { key.dst };
+        let orig = if slot == SLOT_NAT { key.src } else { key.dst };
         let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
-        let sticky_key = (rule.clone(), source, key.src);
+        let sticky_key = (rule.clone(), slot, key.src);
         let remembered = if pool.sticky {
             self.sticky
                 .get(&sticky_key)
@@ -915,7 +1036,7 @@ impl Filter {
                     host_in(&nets, h)
                 }
                 PoolType::RoundRobin => {
-                    let c = self.rr.entry((rule.clone(), source)).or_insert(0);
+                    let c = self.rr.entry((rule.clone(), slot)).or_insert(0);
                     let a = host_in(&nets, *c);
                     *c += 1;
                     a
@@ -926,6 +1047,25 @@ impl Filter {
         if pool.sticky {
             self.sticky.insert(sticky_key, (addr, self.now_ms));
         }
+        Some(addr)
+    }
+
+    /// Choose the translated address (and port) for a new connection.
+    #[allow(clippy::too_many_arguments)]
+    fn translate(
+        &mut self,
+        pool: &Pool,
+        rule: &RuleRef,
+        key: &FlowKey,
+        after: &mut FlowKey,
+        source: bool,
+        dir: Direction,
+        random: u32,
+    ) -> Option<()> {
+        let slot = if source { SLOT_NAT } else { SLOT_RDR };
+        let addr = self.pool_addr(pool, rule, key, slot, random)?;
+        let orig = if source { key.src } else { key.dst };
+        let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
         if source {
             after.src = addr;
         } else {

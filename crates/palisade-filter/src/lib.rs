@@ -20,6 +20,6 @@ pub mod state;
 pub mod table;
 
 pub use engine::Engine;
-pub use filter::{Decision, Filter, StateMatch};
+pub use filter::{Decision, Filter, RouteTo, StateMatch};
 pub use packet::{PacketMeta, RuleRef, Verdict, VerdictAction};
 pub use table::{AddrTable, TableSet};

@@ -232,6 +232,26 @@ pub struct FingerprintDb {
 }
 
 impl FingerprintDb {
+    /// The database `set fingerprints "FILE"` names, read and parsed (the
+    /// last such option wins); None when pf.conf names none (the built-in
+    /// one applies).
+    pub fn from_options(
+        options: &[palisade_conf::ir::SetOption],
+    ) -> Result<Option<FingerprintDb>, String> {
+        let Some(f) = options.iter().rev().find_map(|o| match o {
+            palisade_conf::ir::SetOption::Fingerprints(f) => Some(f),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let text =
+            palisade_conf::files::read_text(std::path::Path::new(f), palisade_conf::files::CONFIG)
+                .map_err(|e| format!("set fingerprints \"{f}\": {e}"))?;
+        FingerprintDb::parse(&text)
+            .map(Some)
+            .map_err(|e| format!("{f}: {e}"))
+    }
+
     pub fn default_db() -> FingerprintDb {
         FingerprintDb::parse(DEFAULT_DB).expect("the built-in fingerprint database parses")
     }

@@ -150,6 +150,11 @@ pub struct Verdict {
     pub rdr: Option<RuleRef>,
     pub nat_pool: Option<Arc<Pool>>,
     pub rdr_pool: Option<Arc<Pool>>,
+    /// `route-to`, `reply-to`, `dup-to` of the deciding rule (or, when it
+    /// has none, of the last `match` rule that had one), and that rule.
+    pub route: Option<(RuleRef, RoutePool)>,
+    /// The deciding rule says `allow-opts`: IP options do not block.
+    pub allow_opts: bool,
     /// Normalizations to apply.
     pub scrub: ScrubActions,
     /// State to create when the deciding rule passes the packet.
@@ -177,6 +182,8 @@ impl Verdict {
             rdr: None,
             nat_pool: None,
             rdr_pool: None,
+            route: None,
+            allow_opts: false,
             scrub: ScrubActions::default(),
             keep_state: KeepState::None,
             state_opts: None,
@@ -245,7 +252,16 @@ pub struct RuleListing {
 }
 
 /// The rule that decided so far: its action, reference and pools.
-pub(crate) type Decided = (VerdictAction, RuleRef, Option<Arc<Pool>>, Option<Arc<Pool>>);
+pub(crate) type Decided = (
+    VerdictAction,
+    RuleRef,
+    Option<Arc<Pool>>,
+    Option<Arc<Pool>>,
+    Option<RoutePool>,
+);
+
+/// A rule's `route-to`, `reply-to` or `dup-to`, and the pool of next hops.
+pub type RoutePool = (palisade_conf::ir::RouteKind, Arc<Pool>);
 
 /// The action of a rule that matched, for `log (matches)` records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,6 +33,8 @@ struct St {
     log_matched: Vec<(RuleRef, MatchAction)>,
     nat: Option<(RuleRef, Arc<Pool>)>,
     rdr: Option<(RuleRef, Arc<Pool>)>,
+    route: Option<(RuleRef, crate::packet::RoutePool)>,
+    decided_allow_opts: bool,
     log: bool,
     evaluations: u32,
 }
@@ -50,6 +52,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         log_matched: Vec::new(),
         nat: None,
         rdr: None,
+        route: None,
+        decided_allow_opts: false,
         log: false,
         evaluations: 0,
     };
@@ -59,7 +63,8 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
     v.tag = st.tag.clone();
     v.log = st.log;
     let (mut nat, mut rdr) = (st.nat.clone(), st.rdr.clone());
-    if let Some((a, r, np, rp)) = st.decided {
+    let mut route = st.route.take();
+    if let Some((a, r, np, rp, rt)) = st.decided {
         v.action = a;
         if let Some(p) = np {
             nat = Some((r.clone(), p));
@@ -67,7 +72,11 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         if let Some(p) = rp {
             rdr = Some((r.clone(), p));
         }
+        if let Some(x) = rt {
+            route = Some((r.clone(), x));
+        }
         v.rule = Some(r);
+        v.allow_opts = st.decided_allow_opts;
         v.keep_state = st.keep.0;
         v.state_opts = st.keep.1;
         v.log_all = st.log_all;
@@ -80,6 +89,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
     v.nat_pool = nat.map(|x| x.1);
     v.rdr = rdr.as_ref().map(|x| x.0.clone());
     v.rdr_pool = rdr.map(|x| x.1);
+    v.route = route.filter(|_| v.action == VerdictAction::Pass);
     v
 }
 
@@ -180,6 +190,9 @@ fn ruleset(
                 if let Some(p) = &r.rdr {
                     st.rdr = Some((me.clone(), Arc::new(p.clone())));
                 }
+                if let Some((k, p)) = &r.route {
+                    st.route = Some((me.clone(), (*k, Arc::new(p.clone()))));
+                }
                 if r.log.is_some() {
                     st.log = true;
                 }
@@ -192,6 +205,7 @@ fn ruleset(
                     me.clone(),
                     r.nat.clone().map(Arc::new),
                     r.rdr.clone().map(Arc::new),
+                    r.route.clone().map(|(k, p)| (k, Arc::new(p))),
                 ));
                 st.keep = (
                     r.keep_state,
@@ -200,9 +214,10 @@ fn ruleset(
                 st.log_all = r.log.as_ref().is_some_and(|l| l.all);
                 st.decided_log = r.log.is_some();
                 st.decided_scrub = ScrubActions::from_rule(&r.scrub, r.set.tos);
+                st.decided_allow_opts = r.allow_opts;
             }
             Action::Block(p) => {
-                st.decided = Some((VerdictAction::Block(*p), me.clone(), None, None));
+                st.decided = Some((VerdictAction::Block(*p), me.clone(), None, None, None));
                 st.keep = (KeepState::None, None);
                 st.log_all = r.log.as_ref().is_some_and(|l| l.all);
                 st.decided_log = r.log.is_some();

@@ -213,6 +213,21 @@ pub struct StateExt {
     pub ts_offset: [u32; 2],
     /// `synproxy state` while the handshakes are under way.
     pub proxy: Option<Proxy>,
+    /// `route-to`, `reply-to`, `dup-to`: the next hop chosen when the
+    /// state was created, for every packet of the connection.
+    pub route: Option<StateRoute>,
+    /// The creating rule says `allow-opts`.
+    pub allow_opts: bool,
+}
+
+/// A state's routing option and the next hop its pool gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateRoute {
+    pub kind: palisade_conf::ir::RouteKind,
+    pub hop: IpAddr,
+    /// The interface named with the hop (`(em1 192.0.2.1)`), else the
+    /// routing table's way to the hop.
+    pub iface: Option<String>,
 }
 
 /// A synproxy handshake in progress.
@@ -783,6 +798,18 @@ impl StateTable {
         s.dst.state = tcps::ESTABLISHED;
         s.timeout = Timeout::TcpEstablished;
         s.ext.get_or_insert_with(Default::default).seqdiff_dst = p.our_isn.wrapping_sub(server_isn);
+    }
+
+    pub fn set_allow_opts(&mut self, id: u64) {
+        if let Some(s) = self.get_mut(id) {
+            s.ext.get_or_insert_with(Default::default).allow_opts = true;
+        }
+    }
+
+    pub fn set_route(&mut self, id: u64, r: StateRoute) {
+        if let Some(s) = self.get_mut(id) {
+            s.ext.get_or_insert_with(Default::default).route = Some(r);
+        }
     }
 
     pub fn set_seqdiff(&mut self, id: u64, d: u32) {

@@ -172,6 +172,14 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     if action == "pass" && rng.chance(10) {
         s.push_str(" rdr-to 10.1.2.3");
     }
+    if (action == "pass" || action == "match") && rng.chance(8) {
+        s.push_str(rng.pick(&[
+            " route-to 192.0.2.9",
+            " reply-to (em0 192.0.2.9)",
+            " dup-to 10.1.2.9",
+            " route-to { 192.0.2.9 192.0.2.10 } round-robin",
+        ]));
+    }
     s.push('\n');
     s
 }

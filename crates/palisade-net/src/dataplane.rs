@@ -55,6 +55,8 @@ pub struct Counters {
     pub too_big: u64,
     /// IPv4 datagrams fragmented on the way out.
     pub fragmented: u64,
+    /// Copies sent by `dup-to`.
+    pub duplicated: u64,
     pub arp_replies: u64,
     pub nd_replies: u64,
     pub neigh_queued: u64,
@@ -232,17 +234,23 @@ impl Dataplane {
 
     /// pf on one packet; what its rules log is kept for `take_log` (the
     /// packet as it leaves pf: when translated, the pflog header says so).
+    /// `from`: the interface an outbound packet arrived on (for
+    /// `received-on`), None for the firewall's own.
     fn pf(
         &mut self,
         pkt: &mut [u8],
         ix: usize,
         dir: Direction,
+        from: Option<usize>,
         now: u64,
     ) -> palisade_filter::Decision {
         let name = self.names[ix].clone();
         let iface: &str = &name;
         let random = self.random();
-        let d = self.filter.process_with(pkt, iface, dir, now, random);
+        let from = from.and_then(|f| self.names.get(f).cloned());
+        let d = self
+            .filter
+            .process_received(pkt, iface, dir, now, random, from.as_deref());
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
             let out = (dir == Direction::Out) as usize;
@@ -553,7 +561,7 @@ impl Dataplane {
             return;
         }
         let mut pkt = payload.to_vec();
-        let d = self.pf(&mut pkt, m, Direction::In, now);
+        let d = self.pf(&mut pkt, m, Direction::In, None, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers of `block return` go back where the packet came from.
@@ -566,7 +574,7 @@ impl Dataplane {
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
             let mut q = pkt.clone();
-            let d = self.pf(&mut q, p, Direction::Out, now);
+            let d = self.pf(&mut q, p, Direction::Out, Some(m), now);
             if d.passed() && !d.held {
                 let refrag = d.refragment.or(refrag);
                 let q = d.reassembled.unwrap_or(q);
@@ -848,7 +856,7 @@ impl Dataplane {
                 return; // router discovery and MLD: not for a router without RA
             }
         }
-        let mut d = self.pf(&mut pkt, i, Direction::In, now);
+        let mut d = self.pf(&mut pkt, i, Direction::In, None, now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -860,8 +868,30 @@ impl Dataplane {
             return;
         }
         let refrag = d.refragment;
+        let route = d.route.take();
         let pkt = d.reassembled.unwrap_or(pkt);
         let Ok(info) = parse_ip(&pkt) else { return };
+        // pf's routing options on the way in: `dup-to` sends a copy, and
+        // `route-to` / `reply-to` forward by the given next hop whatever
+        // the destination.
+        let via = match route {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, now);
+                None
+            }
+            Some(r) => match self.hop_way(&r) {
+                Some(w) => Some(w),
+                None => {
+                    self.counters.no_route += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let Some(w) = via {
+            self.forward(i, pkt, &info, refrag, Some(w), now);
+            return;
+        }
         if self.own_address(&info.dst).is_some() || (self.host.is_some() && is_loopback(&info.dst))
         {
             self.local_in(pkt, &info, now);
@@ -870,7 +900,71 @@ impl Dataplane {
         if is_multicast_or_broadcast(&info.dst) || self.is_directed_broadcast(&info.dst) {
             return;
         }
-        self.forward(i, pkt, &info, refrag, now);
+        self.forward(i, pkt, &info, refrag, None, now);
+    }
+
+    /// The interface and neighbour a routing option's next hop is reached
+    /// by: the interface named with it, else the routing table's way to
+    /// it (its gateway when it is not on a connected subnet).
+    fn hop_way(&self, r: &palisade_filter::RouteTo) -> Option<(usize, IpAddr)> {
+        match &r.iface {
+            Some(name) => self
+                .cfg
+                .ifaces
+                .iter()
+                .position(|i| i.name == *name)
+                .map(|e| (e, r.hop)),
+            None => self.route(&r.hop),
+        }
+    }
+
+    /// `dup-to`: a copy of the packet to the next hop, as it is (not
+    /// filtered again, its TTL unchanged).
+    fn dup_to(&mut self, r: &palisade_filter::RouteTo, pkt: &[u8], now: u64) {
+        match self.hop_way(r) {
+            Some((e, nh)) => {
+                self.counters.duplicated += 1;
+                let mtu = self.mtu(e);
+                if let Ok(frags) = self.fit(pkt.to_vec(), mtu, None) {
+                    for f in frags {
+                        self.l3_out(e, nh, f, now);
+                    }
+                }
+            }
+            None => self.counters.no_route += 1,
+        }
+    }
+
+    /// pf `out` decided the packet leaves by `route` instead of (`e`,
+    /// `nh`): the new way, after pf `out` on the new interface when it
+    /// differs (as pf_route does; a routing option found there is not
+    /// followed again). None: the packet is dropped.
+    fn reroute(
+        &mut self,
+        route: &palisade_filter::RouteTo,
+        pkt: &mut Vec<u8>,
+        e: usize,
+        from: Option<usize>,
+        now: u64,
+    ) -> Option<(usize, IpAddr)> {
+        let Some((e2, nh2)) = self.hop_way(route) else {
+            self.counters.no_route += 1;
+            return None;
+        };
+        if e2 != e {
+            let mut d = self.pf(pkt, e2, Direction::Out, from, now);
+            for g in std::mem::take(&mut d.generated) {
+                self.send_local(g, now);
+            }
+            if d.held || !d.passed() {
+                self.counters.blocked += u64::from(!d.held);
+                return None;
+            }
+            if let Some(r) = d.reassembled {
+                *pkt = r;
+            }
+        }
+        Some((e2, nh2))
     }
 
     fn is_directed_broadcast(&self, ip: &IpAddr) -> bool {
@@ -986,12 +1080,15 @@ impl Dataplane {
         p.map(|p| self.cfg.ports[p].mtu as usize).unwrap_or(1500)
     }
 
+    /// Forward a packet that arrived on `i`: by the routing table, or by
+    /// `via` (a routing option's interface and next hop).
     fn forward(
         &mut self,
         i: usize,
         mut pkt: Vec<u8>,
         info: &IpInfo,
         refrag: Option<palisade_filter::frag::FragInfo>,
+        via: Option<(usize, IpAddr)>,
         now: u64,
     ) {
         if info.ttl <= 1 {
@@ -999,7 +1096,7 @@ impl Dataplane {
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
             return;
         }
-        let Some((e, nh)) = self.route(&info.dst) else {
+        let Some((e, nh)) = via.or_else(|| self.route(&info.dst)) else {
             self.counters.no_route += 1;
             self.icmp_error(i, &pkt, now, Unreach::Net);
             return;
@@ -1024,7 +1121,7 @@ impl Dataplane {
             let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        let mut d = self.pf(&mut pkt, e, Direction::Out, now);
+        let mut d = self.pf(&mut pkt, e, Direction::Out, Some(i), now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -1037,7 +1134,20 @@ impl Dataplane {
         }
         self.counters.routed += 1;
         let refrag = d.refragment.or(refrag);
-        let pkt = d.reassembled.unwrap_or(pkt);
+        let route = d.route.take();
+        let mut pkt = d.reassembled.unwrap_or(pkt);
+        // pf's routing options on the way out.
+        let (e, nh, mtu) = match route {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, now);
+                (e, nh, mtu)
+            }
+            Some(r) => match self.reroute(&r, &mut pkt, e, Some(i), now) {
+                Some((e2, nh2)) => (e2, nh2, self.mtu(e2)),
+                None => return,
+            },
+            None => (e, nh, mtu),
+        };
         match self.fit(pkt, mtu, refrag) {
             Ok(frags) => {
                 for f in frags {
@@ -1058,11 +1168,22 @@ impl Dataplane {
             self.counters.no_route += 1;
             return;
         };
-        let d = self.pf(&mut pkt, e, Direction::Out, now);
+        let mut d = self.pf(&mut pkt, e, Direction::Out, None, now);
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);
             return;
         }
+        let (e, nh) = match d.route.take() {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, now);
+                (e, nh)
+            }
+            Some(r) => match self.reroute(&r, &mut pkt, e, None, now) {
+                Some(w) => w,
+                None => return,
+            },
+            None => (e, nh),
+        };
         self.l3_out(e, nh, pkt, now);
     }
 

@@ -253,6 +253,58 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     })
 }
 
+/// Options pf blocks unless the deciding rule says `allow-opts`
+/// (pf.conf(5)): IPv4 options other than padding and router alert, IPv6
+/// routing headers, and hop-by-hop options other than padding, router
+/// alert and jumbo payload.
+pub fn bad_options(p: &[u8], info: &IpInfo) -> bool {
+    if !info.is_v6() {
+        if !info.has_options {
+            return false;
+        }
+        let ihl = ((p[0] & 0x0f) as usize * 4).min(p.len());
+        let mut o = p.get(20..ihl).unwrap_or(&[]);
+        while let Some(&t) = o.first() {
+            match t {
+                0 => return false,
+                1 => o = &o[1..],
+                // Router alert (RFC 2113), four bytes.
+                0x94 if o.get(1) == Some(&4) => o = o.get(4..).unwrap_or(&[]),
+                _ => return true,
+            }
+        }
+        return false;
+    }
+    let end = info.l4_offset.min(p.len());
+    let (mut next, mut off) = (p[6], 40usize);
+    while off + 2 <= end {
+        let len = match next {
+            0 | 43 | 60 => (p[off + 1] as usize + 1) * 8,
+            51 => (p[off + 1] as usize + 2) * 4,
+            44 => 8,
+            _ => break,
+        };
+        match next {
+            43 => return true,
+            0 => {
+                let opts = p.get(off + 2..(off + len).min(end)).unwrap_or(&[]);
+                let mut i = 0;
+                while i < opts.len() {
+                    match opts[i] {
+                        0 => i += 1,
+                        1 | 5 | 0xc2 => i += 2 + *opts.get(i + 1).unwrap_or(&0) as usize,
+                        _ => return true,
+                    }
+                }
+            }
+            _ => {}
+        }
+        next = p[off];
+        off += len;
+    }
+    false
+}
+
 fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
     Ok(match proto {
         6 => {
@@ -309,6 +361,51 @@ fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_pf_blocks_unless_allowed() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.2".parse().unwrap();
+        let udp = crate::build::udp(1, 2, b"x");
+        let plain = crate::build::ip(a, b, 17, 64, &udp);
+        let with = |opt: &[u8]| {
+            let mut q = plain[..20].to_vec();
+            q.extend_from_slice(opt);
+            q[0] = 0x40 | (q.len() / 4) as u8;
+            q.extend_from_slice(&plain[20..]);
+            let n = q.len() as u16;
+            q[2..4].copy_from_slice(&n.to_be_bytes());
+            q
+        };
+        let check = |p: &[u8]| bad_options(p, &parse_ip(p).unwrap());
+        assert!(!check(&plain));
+        // Router alert and padding: allowed; anything else: not.
+        assert!(!check(&with(&[0x94, 4, 0, 0])));
+        assert!(!check(&with(&[1, 1, 1, 0])));
+        assert!(check(&with(&[0x88, 4, 0, 1])));
+        assert!(check(&with(&[7, 3, 4, 0])));
+        // IPv6: hop-by-hop with router alert is fine, with another option
+        // not; any routing header is not; destination options are.
+        let (a6, b6): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        let base = crate::build::ip(a6, b6, 17, 64, &udp);
+        let ext = |nh: u8, hdr: &[u8]| {
+            let mut q = base[..40].to_vec();
+            q[6] = nh;
+            q.extend_from_slice(hdr);
+            q.extend_from_slice(&base[40..]);
+            let n = (q.len() - 40) as u16;
+            q[4..6].copy_from_slice(&n.to_be_bytes());
+            q
+        };
+        assert!(!check(&base));
+        assert!(!check(&ext(0, &[17, 0, 5, 2, 0, 0, 1, 0])));
+        assert!(check(&ext(0, &[17, 0, 0x1e, 2, 0, 0, 1, 0])));
+        assert!(check(&ext(43, &[17, 0, 4, 0, 0, 0, 0, 0])));
+        assert!(!check(&ext(60, &[17, 0, 1, 4, 0, 0, 0, 0])));
+    }
 
     /// An IPv4 TCP SYN (192.0.2.1:40000 -> 198.51.100.2:80), built by hand.
     pub fn syn_v4() -> Vec<u8> {

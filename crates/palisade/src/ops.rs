@@ -496,7 +496,7 @@ pub fn info_data(sh: &Shared) -> Value {
             "malformed": c.malformed, "bridged": c.bridged, "flooded": c.flooded,
             "routed": c.routed, "blocked": c.blocked, "no_route": c.no_route,
             "ttl_exceeded": c.ttl_exceeded, "too_big": c.too_big,
-            "fragmented": c.fragmented, "arp_replies": c.arp_replies,
+            "fragmented": c.fragmented, "duplicated": c.duplicated, "arp_replies": c.arp_replies,
             "nd_replies": c.nd_replies, "neigh_queued": c.neigh_queued,
             "neigh_dropped": c.neigh_dropped, "local_echo": c.local_echo,
             "local_dropped": c.local_dropped, "host_in": c.host_in,

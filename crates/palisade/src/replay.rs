@@ -193,14 +193,8 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
     let engine = Arc::new(Engine::new(&parsed.config, a.host.clone()));
     let mut filter = Filter::new(engine, &parsed.config, 1);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
-    for o in &parsed.config.options {
-        if let palisade_conf::ir::SetOption::Fingerprints(f) = o {
-            let text = palisade_conf::files::read_text(Path::new(f), palisade_conf::files::CONFIG)
-                .map_err(|e| format!("set fingerprints \"{f}\": {e}"))?;
-            let db = palisade_filter::osfp::FingerprintDb::parse(&text)
-                .map_err(|e| format!("{f}: {e}"))?;
-            filter.set_fingerprints(db);
-        }
+    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&parsed.config.options)? {
+        filter.set_fingerprints(db);
     }
     let frames = read_frames(&a.pcap)?;
     let mut out = match &a.out {

@@ -39,6 +39,8 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
     if out.errors > 0 {
         return Err(out.stderr.join("\n"));
     }
+    // A `set fingerprints` file must read and parse before anything starts.
+    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)?;
     let unenforced = out.unenforced_warnings(&pf.display().to_string());
     for w in out
         .stderr
@@ -481,7 +483,11 @@ pub fn run(path: &Path) -> Result<(), String> {
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));
-    let filter = Filter::new(engine, &pf, 1);
+    let mut filter = Filter::new(engine, &pf, 1);
+    // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
+    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)? {
+        filter.set_fingerprints(db);
+    }
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
         .iter()

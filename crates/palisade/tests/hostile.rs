@@ -531,7 +531,7 @@ fn operators_are_told_the_truth() {
     require_root();
     let _serial = serial();
     let pf = "set limit states 5000\npass\npass in on eth9 proto tcp to port 9\n\
-              pass out proto udp to port 9 route-to 198.19.0.1\n";
+              pass out proto udp to port 9 set prio 3\n";
     let mut f = Fw::start("truth", pf, "");
     // Unknown interface: said at start (the daemon's stderr) and by `run -n`.
     assert!(
@@ -555,7 +555,7 @@ fn operators_are_told_the_truth() {
     );
     // A feature parsed but not enforced is said at load, not only by check.
     assert!(
-        out(&o).contains("pf.conf:4: warning: route-to is parsed but not enforced by Palisade yet"),
+        out(&o).contains("pf.conf:4: warning: set prio is parsed but not enforced by Palisade yet"),
         "{}",
         out(&o)
     );

@@ -942,6 +942,10 @@ impl<'a> Parser<'a> {
                     self.error(format!("unknown optimization {v}"));
                     return Err(PErr::Reported);
                 }
+                if v != "normal" {
+                    // pf's other profiles change the default timeouts.
+                    self.warn_unenforced("set optimization (other than normal)");
+                }
                 self.push_option(SetOption::Optimization(v));
             }
             "ruleset-optimization" => {
@@ -972,6 +976,7 @@ impl<'a> Parser<'a> {
                 let o = if v == "none" {
                     SetOption::LogInterface(None)
                 } else {
+                    self.warn_unenforced("set loginterface");
                     SetOption::LogInterface(Some(v))
                 };
                 self.push_option(o);
@@ -1053,6 +1058,13 @@ impl<'a> Parser<'a> {
                     _ => return Err(PErr::Syntax),
                 };
                 let no_df = self.accept_kw("no-df");
+                // Palisade always reassembles, and keeps DF.
+                if !yes {
+                    self.warn_unenforced("set reassemble no");
+                }
+                if no_df {
+                    self.warn_unenforced("set reassemble no-df");
+                }
                 self.push_option(SetOption::Reassemble { yes, no_df });
             }
             "syncookies" => {
@@ -1081,6 +1093,9 @@ impl<'a> Parser<'a> {
                     }
                     _ => return Err(PErr::Syntax),
                 };
+                if m != SyncookiesMode::Never {
+                    self.warn_unenforced("set syncookies");
+                }
                 self.push_option(SetOption::Syncookies(m));
             }
             "prio" | "queue" | "tos" => return Err(PErr::Syntax),
@@ -1811,8 +1826,11 @@ impl<'a> Parser<'a> {
                     l.matches = true;
                 } else if self.accept_kw("user") {
                     l.user = true;
+                    self.warn_unenforced("log (user)");
                 } else if self.accept_kw("to") {
                     l.to = Some(self.name(Name::Interface)?);
+                    // One pflog file takes every logged packet.
+                    self.warn_unenforced("log (to INTERFACE)");
                 } else {
                     return Err(PErr::Syntax);
                 }
@@ -2217,7 +2235,10 @@ impl<'a> Parser<'a> {
             match w.as_str() {
                 "max" => o.max = Some(self.u32_value("max")?),
                 "no-sync" => o.no_sync = true,
-                "pflow" => o.pflow = true,
+                "pflow" => {
+                    o.pflow = true;
+                    self.warn_unenforced("pflow");
+                }
                 "source-track" => {
                     if self.accept_kw("rule") {
                         o.source_track = Some(SourceTrack::Rule);
@@ -2757,11 +2778,6 @@ impl<'a> Parser<'a> {
     }
 
     fn route_spec(&mut self, kind: RouteKind) -> PResult<RouteSpec> {
-        self.warn_unenforced(match kind {
-            RouteKind::RouteTo => "route-to",
-            RouteKind::ReplyTo => "reply-to",
-            RouteKind::DupTo => "dup-to",
-        });
         let mut spec = RedirSpec::default();
         let mut ifname = None;
         if self.accept_punct('{') {
