@@ -1,5 +1,6 @@
 //! Arbitrary frames through the whole data plane (bridge, router, ARP, NDP,
-//! VLANs, pf): no panic, and bounded output of well-formed sizes.
+//! VLANs, pf, routing options, re-fragmentation): no panic, and bounded
+//! output of well-formed sizes.
 //!
 //! Input: a sequence of records `[port, len_hi, len_lo, frame...]`; the
 //! clock advances by 700 ms between records so timers (neighbour retries,
@@ -58,7 +59,11 @@ via = "2001:db8:ff::1"
 const RULES: &str = "block return\npass inet proto icmp\npass inet6 proto icmp6\n\
 pass in on wan proto tcp to port { 25 80 } modulate state\n\
 match out on wan inet from 198.51.100.0/24 nat-to (wan)\n\
-pass in on bridge0 rdr-to 192.0.2.50\npass out\n";
+pass in on bridge0 rdr-to 192.0.2.50\npass out\n\
+pass in on vlan7 proto udp to port 53 route-to 203.0.113.1 allow-opts\n\
+pass in on wan proto tcp to port 443 reply-to 203.0.113.1\n\
+pass in on lan proto udp dup-to 192.0.2.99\n\
+pass out on wan received-on vlan7 route-to (vlan7 192.0.2.7)\n";
 
 fn fresh() -> Dataplane {
     static PARSED: OnceLock<(Config, palisade_conf::ir::Config, HostModel)> = OnceLock::new();
