@@ -85,13 +85,15 @@ pub struct RouteTo {
 
 impl RouteTo {
     /// What a state's routing option does for a packet of it: `route-to`
-    /// and `dup-to` act on the packets in the direction the state was
-    /// created, `reply-to` on the others (pf.conf(5)).
+    /// acts on the packets in the direction the state was created,
+    /// `reply-to` on the others (pf.conf(5)); `dup-to` copies both (pf
+    /// duplicates before it looks at the direction).
     pub fn for_packet(r: &crate::state::StateRoute, reply: bool) -> Option<RouteTo> {
         use palisade_conf::ir::RouteKind;
         let applies = match r.kind {
-            RouteKind::RouteTo | RouteKind::DupTo => !reply,
+            RouteKind::RouteTo => !reply,
             RouteKind::ReplyTo => reply,
+            RouteKind::DupTo => true,
         };
         applies.then(|| RouteTo {
             dup: r.kind == RouteKind::DupTo,
@@ -168,6 +170,16 @@ pub struct Filter {
 const SLOT_RDR: u8 = 0;
 const SLOT_NAT: u8 = 1;
 const SLOT_ROUTE: u8 = 2;
+
+/// Whether pf drops a packet that passed for its options: always for
+/// those it never lets through, otherwise unless `allow-opts`.
+fn opts_refused(ip: &[u8], info: &IpInfo, allow_opts: bool) -> bool {
+    match palisade_wire::ip_options(ip, info) {
+        palisade_wire::IpOptions::Fine => false,
+        palisade_wire::IpOptions::Blocked => !allow_opts,
+        palisade_wire::IpOptions::Dropped => true,
+    }
+}
 
 fn payload_len(info: &IpInfo, header_len: u8) -> u32 {
     info.len
@@ -440,7 +452,7 @@ impl Filter {
         let allow_opts = ext.is_some_and(|e| e.allow_opts);
         // IP options block every packet of a connection whose rule does
         // not allow them (pf: the state's rule).
-        if !allow_opts && palisade_wire::bad_options(ip, info) {
+        if opts_refused(ip, info, allow_opts) {
             let mut d = Decision::drop("ip-option");
             d.rule = rule;
             d.state_id = Some(id);
@@ -641,7 +653,7 @@ impl Filter {
         }
         // pf blocks IP options (and IPv6 routing headers) unless the
         // deciding rule says `allow-opts`.
-        if !v.allow_opts && palisade_wire::bad_options(ip, &info) {
+        if opts_refused(ip, &info, v.allow_opts) {
             d.action = VerdictAction::Block(BlockPolicy::Drop);
             d.reason = "ip-option";
             return self.count(d);

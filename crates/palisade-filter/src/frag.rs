@@ -2,13 +2,16 @@
 //! are held until the datagram is complete, then the whole datagram is
 //! filtered, so port rules and states see every fragmented packet.
 //!
-//! Overlapping fragments drop the whole datagram (RFC 5722 for IPv6, and
-//! pf does the same for IPv4) and free it at once; an exact duplicate is
-//! dropped alone (a bad datagram keeps only a small record, so later
-//! fragments of it are dropped too); a fragment that would end beyond
-//! 65535 bytes, or a
-//! non-final one whose length is not a multiple of 8, is dropped
-//! ("fragment"). Time is passed in.
+//! Overlaps are handled as pf handles them: in IPv4 the data already held
+//! before a fragment's start wins that overlap, and the new fragment wins
+//! over the data after it (trimmed, or dropped when nothing is left); in
+//! IPv6 any overlap abandons the whole datagram at once (RFC 5722). An
+//! exact duplicate is dropped alone, as is an IPv4 fragment whose end
+//! contradicts the datagram's known length (in IPv6 that abandons the
+//! datagram); a fragment that would end beyond 65535 bytes, or a non-final
+//! one whose length is not a multiple of 8, is dropped ("fragment").
+//! Nothing is remembered of an abandoned datagram, so a spoofed fragment
+//! cannot hold back the real datagram's later ones. Time is passed in.
 //!
 //! Memory is bounded whatever the fragments contain (docs/limits.md):
 //! fragments held (`set limit frags`, pf's default 65536), bytes held
@@ -16,7 +19,7 @@
 //! fragments per datagram (64, as pf's PF_FRAG_ENTRY_LIMIT). At the first
 //! two bounds the oldest datagrams are freed, a tenth of the bound at a
 //! time, as pf flushes its oldest fragment queues; past the third the
-//! datagram is dropped. Datagrams are kept in age order, so expiry and
+//! fragment is dropped. Datagrams are kept in age order, so expiry and
 //! eviction only ever touch the datagrams they free: a flood of
 //! incomplete datagrams costs no scan, and some expiry work is done on
 //! every fragment so no single pass is long.
@@ -55,10 +58,6 @@ struct Datagram {
     bytes: usize,
     /// The largest fragment's data length.
     max_len: usize,
-    /// Found bad: its fragments are freed and later ones dropped until
-    /// it expires or is evicted (RFC 5722: the whole datagram, including
-    /// fragments not yet received, is discarded).
-    poisoned: bool,
 }
 
 /// pf's default `set limit frags`.
@@ -109,7 +108,9 @@ pub struct FragStats {
     pub expired: u64,
     /// Freed, oldest first, to make room at a bound.
     pub evicted: u64,
-    /// Freed at once: overlapping or inconsistent fragments, or too many.
+    /// Fragments dropped for overlapping (IPv4: nothing left once
+    /// trimmed), contradicting the datagram's length, or being one too
+    /// many; IPv6 datagrams abandoned for an overlap.
     pub bad: u64,
 }
 
@@ -174,13 +175,17 @@ impl Reassembler {
 
     /// Free the oldest datagram if it has expired by `now_ms`.
     fn expire_one(&mut self, now_ms: u64) -> bool {
-        let Some((_, key)) = self.order.first_key_value() else {
+        let Some((&seq, key)) = self.order.first_key_value() else {
             return false;
         };
-        let expired = self
-            .datagrams
-            .get(key)
-            .is_none_or(|d| now_ms >= d.first_ms.saturating_add(self.timeout_ms));
+        let expired = match self.datagrams.get(key) {
+            Some(d) => now_ms >= d.first_ms.saturating_add(self.timeout_ms),
+            None => {
+                // Never so (the two change together); never loop on it.
+                self.order.remove(&seq);
+                return true;
+            }
+        };
         if expired {
             let key = key.clone();
             self.free(&key);
@@ -192,6 +197,10 @@ impl Reassembler {
     /// Drop datagrams older than the fragment timeout.
     pub fn expire(&mut self, now_ms: u64) {
         while self.expire_one(now_ms) {}
+        // Give back what a flood made the table grow to.
+        if self.datagrams.capacity() > 4 * self.datagrams.len() + 1024 {
+            self.datagrams.shrink_to(2 * self.datagrams.len());
+        }
     }
 
     /// Free the oldest datagrams (never `keep`) until the fragments and
@@ -256,7 +265,6 @@ impl Reassembler {
             proto: if v6 { 0 } else { info.proto },
             id: frag.id,
         };
-        let cost = data.len() + PIECE_OVERHEAD;
         if !self.datagrams.contains_key(&key) {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -272,24 +280,20 @@ impl Reassembler {
                     seq,
                     bytes: DATAGRAM_OVERHEAD,
                     max_len: 0,
-                    poisoned: false,
                 },
             );
         }
         let d = self.datagrams.get_mut(&key).expect("inserted above");
-        if d.poisoned {
-            return Reassembly::Dropped("fragment");
-        }
-        let end = offset + data.len();
-        // Exact duplicates are dropped alone; any other overlap, an end
-        // that contradicts the known total, or too many fragments drop
-        // the whole datagram, which is freed at once.
+        // Exact duplicates are dropped alone.
         if d.pieces
             .iter()
             .any(|p| p.offset == offset && p.data == data)
         {
             return Reassembly::Dropped("fragment");
         }
+        let orig_len = data.len();
+        let (mut offset, mut data) = (offset, data);
+        let end = offset + data.len();
         let overlap = d
             .pieces
             .iter()
@@ -300,17 +304,56 @@ impl Reassembler {
             (None, false) => d.pieces.iter().any(|p| p.offset + p.data.len() > end),
             _ => false,
         };
-        if overlap || bad_total || d.pieces.len() >= MAX_FRAGS_PER_DATAGRAM {
-            // Free what it holds at once; keep the small record.
-            self.buffered -= d.pieces.len();
-            self.bytes -= d.bytes - DATAGRAM_OVERHEAD;
-            d.bytes = DATAGRAM_OVERHEAD;
-            d.pieces = Vec::new();
-            d.head = None;
-            d.poisoned = true;
+        if v6 && (overlap || bad_total) {
+            // RFC 5722, as pf: the whole datagram is abandoned.
+            self.free(&key);
             self.stats.bad += 1;
             return Reassembly::Dropped("fragment");
         }
+        if bad_total || d.pieces.len() >= MAX_FRAGS_PER_DATAGRAM {
+            // This fragment alone goes.
+            self.stats.bad += 1;
+            return Reassembly::Dropped("fragment");
+        }
+        if overlap {
+            // IPv4, as pf: the data already held before this fragment wins
+            // its overlap; this fragment wins over what lies after it.
+            let precut = d
+                .pieces
+                .iter()
+                .filter(|p| p.offset <= offset)
+                .map(|p| (p.offset + p.data.len()).saturating_sub(offset))
+                .max()
+                .unwrap_or(0);
+            if precut >= data.len() {
+                self.stats.bad += 1;
+                return Reassembly::Dropped("fragment");
+            }
+            offset += precut;
+            data = &data[precut..];
+            let mut freed = 0usize;
+            let mut gone = 0usize;
+            d.pieces.retain_mut(|p| {
+                if p.offset < offset || p.offset >= end {
+                    return true;
+                }
+                let cut = end - p.offset;
+                if cut >= p.data.len() {
+                    freed += p.data.len() + PIECE_OVERHEAD;
+                    gone += 1;
+                    false
+                } else {
+                    freed += cut;
+                    p.data = p.data[cut..].to_vec();
+                    p.offset += cut;
+                    true
+                }
+            });
+            d.bytes -= freed;
+            self.bytes -= freed;
+            self.buffered -= gone;
+        }
+        let end = offset + data.len();
         if !frag.more {
             d.total = Some(end);
         }
@@ -334,8 +377,9 @@ impl Reassembler {
             offset,
             data: data.to_vec(),
         });
+        let cost = data.len() + PIECE_OVERHEAD;
         d.bytes += cost + head_cost;
-        d.max_len = d.max_len.max(data.len());
+        d.max_len = d.max_len.max(orig_len);
         self.buffered += 1;
         self.bytes += cost + head_cost;
         // Complete?

@@ -113,7 +113,7 @@ fn fragmented_udp_v4_and_v6_matches_port_rules() {
 }
 
 #[test]
-fn overlapping_fragments_drop_the_datagram() {
+fn ipv4_overlaps_are_trimmed_as_pf_does() {
     let mut f = filter(RULES);
     let p = build::ip(
         ip("192.0.2.1"),
@@ -122,26 +122,64 @@ fn overlapping_fragments_drop_the_datagram() {
         64,
         &build::udp(1, 53, &[1u8; 2000]),
     );
-    let hl = 20;
-    let pl = &p[hl..];
+    let pl = &p[20..];
     let mut a = frag4_piece(&p, 0, &pl[..1480], true);
-    // A second fragment that starts inside the first.
-    let mut b = frag4_piece(&p, 1400, &pl[1400..], false);
+    // A last piece that starts inside the first, its overlap rewritten:
+    // the data held first wins the overlap.
+    let mut rest = pl[1400..].to_vec();
+    rest[..80].fill(0xee);
+    let mut b = frag4_piece(&p, 1400, &rest, false);
     assert!(f.process(&mut a, "em0", In, 0).held);
+    let d = f.process(&mut b, "em0", In, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    let got = d.reassembled.expect("reassembled");
+    assert!(got[20..] == p[20..], "the first data kept in the overlap");
+    // A later piece that covers the start of one held: it wins over that
+    // part, and a fragment wholly inside held data is dropped alone.
+    let mut f = filter(RULES);
+    let mut last = frag4_piece(&p, 1480, &pl[1480..], false);
+    assert!(f.process(&mut last, "em0", In, 0).held);
+    let mut inside = frag4_piece(&p, 1488, &pl[1488..1496], true);
+    assert_eq!(f.process(&mut inside, "em0", In, 0).reason, "fragment");
+    let mut first = frag4_piece(&p, 0, &pl[..1488], true);
+    let d = f.process(&mut first, "em0", In, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{:?}", d.reason);
+    let got = d.reassembled.expect("reassembled");
+    assert!(got[20..] == p[20..]);
+    assert_eq!(f.frags.pending(), 0);
+}
+
+#[test]
+fn ipv6_overlaps_abandon_the_datagram_and_nothing_is_kept() {
+    let mut f = filter(RULES);
+    let p = build::ip(
+        ip("2001:db8::1"),
+        ip("2001:db8::2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    let fr = frag6(&p, 1232);
+    let mut a = fr[0].clone();
+    assert!(f.process(&mut a, "em0", In, 0).held);
+    // The second piece moved 8 bytes back: it overlaps the first.
+    let mut b = fr[1].clone();
+    let fo = u16::from_be_bytes([b[42], b[43]]);
+    b[42..44].copy_from_slice(&(fo - 8).to_be_bytes());
     let d = f.process(&mut b, "em0", In, 0);
     assert!(matches!(d.action, VerdictAction::Block(_)));
     assert_eq!(d.reason, "fragment");
-    // Even a correct last piece cannot revive it.
-    let mut c = frag4_piece(&p, 1480, &pl[1480..], false);
-    assert_eq!(f.process(&mut c, "em0", In, 0).reason, "fragment");
-    assert_eq!(f.counters.reasons.get("fragment"), Some(&2));
-    assert_eq!(
-        f.frags.pending(),
-        1,
-        "remembered as poisoned until it times out"
-    );
-    f.frags.expire(61_000);
-    assert_eq!(f.frags.pending(), 0);
+    assert_eq!(f.frags.pending(), 0, "abandoned and freed at once");
+    assert_eq!(f.frags.held(), 0);
+    // Nothing remembered: the real datagram sent again gets through.
+    let mut whole = None;
+    for x in &fr {
+        let mut x = x.clone();
+        let d = f.process(&mut x, "em0", In, 1);
+        whole = whole.or(d.reassembled);
+    }
+    let whole = whole.expect("reassembled");
+    assert!(whole[40..] == p[40..]);
 }
 
 #[test]

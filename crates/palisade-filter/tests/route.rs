@@ -114,6 +114,16 @@ fn dup_to_copies_and_pools_take_turns() {
         &build::udp(1, 53, b"q"),
     );
     assert_eq!(hop(&mut f, u, "lan", In), to("198.18.0.99", None, true));
+    // The replies are copied too (pf duplicates before it looks at the
+    // direction).
+    let r = build::ip(
+        ip("203.0.113.9"),
+        ip("198.18.0.5"),
+        17,
+        64,
+        &build::udp(53, 1, b"a"),
+    );
+    assert_eq!(hop(&mut f, r, "lan", Out), to("198.18.0.99", None, true));
     // Each new connection gets the pool's next hop, kept for its packets.
     let mut hops = Vec::new();
     for sp in [1000u16, 1001, 1002] {

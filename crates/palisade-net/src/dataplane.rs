@@ -591,9 +591,13 @@ impl Dataplane {
                         // from the destination's address, sent back on the
                         // member the packet came from.
                         self.counters.too_big += 1;
-                        if let Some(e) =
+                        // (Sent from the destination's MAC: never a group's.)
+                        let e = if multicast(&dst) {
+                            None
+                        } else {
                             self.icmp_error_packet(&q, now, Unreach::TooBig(mtu as u16), None)
-                        {
+                        };
+                        if let Some(e) = e {
                             self.emit(m, src, Some(dst), ethertype, &e);
                         }
                     }
@@ -614,10 +618,14 @@ impl Dataplane {
         mtu: usize,
         refrag: Option<palisade_filter::frag::FragInfo>,
     ) -> Result<Vec<Vec<u8>>, Vec<u8>> {
-        if pkt.len() <= mtu {
+        let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
+        // IPv6 that arrived in fragments leaves in fragments of the size it
+        // came in, whatever the MTU here (pf_refragment6): the sender's
+        // path MTU may be smaller than ours.
+        let refragment_v6 = v6 && refrag.is_some_and(|r| pkt.len() > 40 + r.max_len as usize);
+        if pkt.len() <= mtu && !refragment_v6 {
             return Ok(vec![pkt]);
         }
-        let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
         let frags = match (v6, refrag) {
             (false, _) => build::fragment_v4(&pkt, mtu),
             (true, Some(r)) => build::fragment_v6(&pkt, r.id, mtu, r.max_len as usize),
@@ -876,7 +884,7 @@ impl Dataplane {
         // the destination.
         let via = match route {
             Some(r) if r.dup => {
-                self.dup_to(&r, &pkt, now);
+                self.dup_to(&r, &pkt, refrag, now);
                 None
             }
             Some(r) => match self.hop_way(&r) {
@@ -920,51 +928,41 @@ impl Dataplane {
 
     /// `dup-to`: a copy of the packet to the next hop, as it is (not
     /// filtered again, its TTL unchanged).
-    fn dup_to(&mut self, r: &palisade_filter::RouteTo, pkt: &[u8], now: u64) {
+    fn dup_to(
+        &mut self,
+        r: &palisade_filter::RouteTo,
+        pkt: &[u8],
+        refrag: Option<palisade_filter::frag::FragInfo>,
+        now: u64,
+    ) {
         match self.hop_way(r) {
             Some((e, nh)) => {
-                self.counters.duplicated += 1;
                 let mtu = self.mtu(e);
-                if let Ok(frags) = self.fit(pkt.to_vec(), mtu, None) {
-                    for f in frags {
-                        self.l3_out(e, nh, f, now);
+                match self.fit(pkt.to_vec(), mtu, refrag) {
+                    Ok(frags) => {
+                        self.counters.duplicated += 1;
+                        for f in frags {
+                            self.l3_out(e, nh, f, now);
+                        }
                     }
+                    Err(_) => self.counters.too_big += 1,
                 }
             }
             None => self.counters.no_route += 1,
         }
     }
 
-    /// pf `out` decided the packet leaves by `route` instead of (`e`,
-    /// `nh`): the new way, after pf `out` on the new interface when it
-    /// differs (as pf_route does; a routing option found there is not
-    /// followed again). None: the packet is dropped.
-    fn reroute(
-        &mut self,
-        route: &palisade_filter::RouteTo,
-        pkt: &mut Vec<u8>,
-        e: usize,
-        from: Option<usize>,
-        now: u64,
-    ) -> Option<(usize, IpAddr)> {
-        let Some((e2, nh2)) = self.hop_way(route) else {
+    /// pf `out` decided the packet leaves by `route`: the interface and
+    /// neighbour it goes to instead. It is not filtered again: it was
+    /// filtered (and translated) on the way out already (pf_route runs pf
+    /// again only for what was decided on the way in, which `forward`
+    /// filters `out` on its new interface anyway).
+    fn reroute(&mut self, route: &palisade_filter::RouteTo) -> Option<(usize, IpAddr)> {
+        let way = self.hop_way(route);
+        if way.is_none() {
             self.counters.no_route += 1;
-            return None;
-        };
-        if e2 != e {
-            let mut d = self.pf(pkt, e2, Direction::Out, from, now);
-            for g in std::mem::take(&mut d.generated) {
-                self.send_local(g, now);
-            }
-            if d.held || !d.passed() {
-                self.counters.blocked += u64::from(!d.held);
-                return None;
-            }
-            if let Some(r) = d.reassembled {
-                *pkt = r;
-            }
         }
-        Some((e2, nh2))
+        way
     }
 
     fn is_directed_broadcast(&self, ip: &IpAddr) -> bool {
@@ -1107,11 +1105,11 @@ impl Dataplane {
         } else {
             !info.dont_fragment
         };
-        if pkt.len() > mtu && !can_fragment {
-            self.counters.too_big += 1;
-            self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
-            return;
-        }
+        // Too big for the way the routing table gives, and not to be
+        // fragmented: the error, if the packet still is after pf (a
+        // routing option may send it by a larger MTU), quotes it as it
+        // arrived, before translation.
+        let arrived = (pkt.len() > mtu && !can_fragment).then(|| pkt.clone());
         if info.is_v6() {
             pkt[7] -= 1;
         } else {
@@ -1135,14 +1133,14 @@ impl Dataplane {
         self.counters.routed += 1;
         let refrag = d.refragment.or(refrag);
         let route = d.route.take();
-        let mut pkt = d.reassembled.unwrap_or(pkt);
+        let pkt = d.reassembled.unwrap_or(pkt);
         // pf's routing options on the way out.
         let (e, nh, mtu) = match route {
             Some(r) if r.dup => {
-                self.dup_to(&r, &pkt, now);
+                self.dup_to(&r, &pkt, refrag, now);
                 (e, nh, mtu)
             }
-            Some(r) => match self.reroute(&r, &mut pkt, e, Some(i), now) {
+            Some(r) => match self.reroute(&r) {
                 Some((e2, nh2)) => (e2, nh2, self.mtu(e2)),
                 None => return,
             },
@@ -1156,7 +1154,8 @@ impl Dataplane {
             }
             Err(pkt) => {
                 self.counters.too_big += 1;
-                self.icmp_error(i, &pkt, now, Unreach::TooBig(mtu as u16));
+                let quote = arrived.unwrap_or(pkt);
+                self.icmp_error(i, &quote, now, Unreach::TooBig(mtu as u16));
             }
         }
     }
@@ -1173,18 +1172,34 @@ impl Dataplane {
             self.counters.blocked += u64::from(!d.held);
             return;
         }
-        let (e, nh) = match d.route.take() {
+        for g in std::mem::take(&mut d.generated) {
+            self.send_local(g, now);
+        }
+        let refrag = d.refragment;
+        let route = d.route.take();
+        // A datagram the host's stack sent in fragments leaves whole
+        // from pf, and in fragments again below.
+        let pkt = d.reassembled.unwrap_or(pkt);
+        let (e, nh) = match route {
             Some(r) if r.dup => {
-                self.dup_to(&r, &pkt, now);
+                self.dup_to(&r, &pkt, refrag, now);
                 (e, nh)
             }
-            Some(r) => match self.reroute(&r, &mut pkt, e, None, now) {
+            Some(r) => match self.reroute(&r) {
                 Some(w) => w,
                 None => return,
             },
             None => (e, nh),
         };
-        self.l3_out(e, nh, pkt, now);
+        let mtu = self.mtu(e);
+        match self.fit(pkt, mtu, refrag) {
+            Ok(frags) => {
+                for f in frags {
+                    self.l3_out(e, nh, f, now);
+                }
+            }
+            Err(_) => self.counters.too_big += 1,
+        }
     }
 
     fn l3_out(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) {
@@ -1556,6 +1571,111 @@ via = "192.0.2.254"
 to = "default"
 via = "203.0.113.1"
 "#;
+
+    const UPLINKS: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan1"
+port = "eth0"
+addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
+[[interface]]
+name = "wan2"
+port = "eth1"
+addresses = ["198.51.100.2/24", "2001:db8:2::2/64"]
+[[interface]]
+name = "lan"
+port = "eth2"
+addresses = ["198.18.0.1/24", "2001:db8:3::1/64"]
+[[route]]
+to = "default"
+via = "192.0.2.1"
+[[route]]
+to = "::/0"
+via = "2001:db8:1::1"
+"#;
+
+    /// The ARP request `o` holds for `ip` on port `port`, answered from B.
+    fn answer_arp(d: &mut Dataplane, port: usize, ip: &str, our: Mac, now: u64) -> Vec<Out> {
+        let a = arp(2, B, ip, "0.0.0.0");
+        d.input(port, &eth(our, B, None, ETH_ARP, &a), now)
+    }
+
+    #[test]
+    fn route_to_on_the_way_out_keeps_the_translation() {
+        // pf out on wan1 translates and sends by wan2: the packet leaves
+        // by wan2, translated, and is not filtered a second time (which
+        // found no state for the translated packet and failed to insert
+        // one with the same key).
+        let mut d = dp(
+            UPLINKS,
+            "block all
+pass in on lan
+\
+             pass out on wan1 from 198.18.0.0/24 route-to (wan2 198.51.100.1) nat-to 198.51.100.2\n",
+        );
+        let p = udp("198.18.0.5", "203.0.113.9", 64);
+        let o = d.input(2, &eth(M2, A, None, ETH_IPV4, &p), 0);
+        assert_eq!(ports(&o), [1], "ARP for the second gateway: {o:?}");
+        let o = answer_arp(&mut d, 1, "198.51.100.1", M1, 1);
+        assert_eq!(ports(&o), [1], "{o:?}");
+        let ip = parse_ip(&o[0].1[14..]).unwrap();
+        assert_eq!(ip.src, "198.51.100.2".parse::<IpAddr>().unwrap());
+        assert_eq!(&o[0].1[0..6], &B[..]);
+        assert_eq!(d.filter.counters.reasons.get("state-insert"), None);
+    }
+
+    #[test]
+    fn ipv6_reassembled_leaves_as_it_came_whatever_the_mtu() {
+        // 1,400 bytes sent as 1,232 + 168 (a 1,280 path): pf reassembles,
+        // and the datagram leaves in fragments of the same size although
+        // 1,500 would take it whole (pf_refragment6).
+        let mut d = dp(UPLINKS, "pass\n");
+        let data: Vec<u8> = (0..1392u32).map(|i| i as u8).collect();
+        let big = build::ip(
+            "2001:db8:3::5".parse().unwrap(),
+            "2001:db8:1::9".parse().unwrap(),
+            17,
+            64,
+            &build::udp(9, 9, &data),
+        );
+        assert_eq!(big.len(), 1440);
+        let mut o = Vec::new();
+        for f in fragments(&big, 1232) {
+            o.extend(d.input(2, &eth(M2, A, None, ETH_IPV6, &f), 0));
+        }
+        // Neighbour discovery for 2001:db8:1::9 on wan1 first.
+        assert!(!o.is_empty());
+        let na = {
+            let target: Ipv6Addr = "2001:db8:1::9".parse().unwrap();
+            let mut m = vec![136u8, 0, 0, 0, 0x60, 0, 0, 0];
+            m.extend_from_slice(&target.octets());
+            m.extend_from_slice(&[2, 1]);
+            m.extend_from_slice(&B);
+            let mut p = build::ip(
+                "2001:db8:1::9".parse().unwrap(),
+                "2001:db8:1::2".parse().unwrap(),
+                58,
+                255,
+                &m,
+            );
+            palisade_wire::build::complete_l4_checksum(&mut p);
+            p
+        };
+        let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &na), 1);
+        let frames: Vec<&Vec<u8>> = o.iter().filter(|x| x.0 == 0).map(|x| &x.1).collect();
+        assert_eq!(frames.len(), 2, "{o:?}");
+        for f in &frames {
+            let info = parse_ip(&f[14..]).unwrap();
+            assert!(info.frag.is_some());
+            assert!(f.len() - 14 <= 1280, "{}", f.len());
+        }
+    }
 
     #[test]
     fn routes_longest_prefix() {

@@ -253,30 +253,67 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     })
 }
 
-/// Options pf blocks unless the deciding rule says `allow-opts`
-/// (pf.conf(5)): IPv4 options other than padding and router alert, IPv6
-/// routing headers, and hop-by-hop options other than padding, router
-/// alert and jumbo payload.
-pub fn bad_options(p: &[u8], info: &IpInfo) -> bool {
+/// What pf makes of a packet's IP options and IPv6 extension headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpOptions {
+    /// Nothing pf objects to.
+    Fine,
+    /// Blocked unless the deciding rule says `allow-opts`.
+    Blocked,
+    /// Dropped whatever the rules say: malformed options, IPv6 type 0
+    /// routing headers, jumbo payloads.
+    Dropped,
+}
+
+/// pf's view of a packet's options (pf.conf(5) `allow-opts`, and what
+/// OpenBSD's pf_opts regression tests expect): any IPv4 option blocks,
+/// but a router alert on IGMP; an IPv6 hop-by-hop header blocks, but
+/// router alert and padding on MLD; any destination options header
+/// blocks; routing headers of type 0 are always dropped, other routing
+/// headers pass.
+pub fn ip_options(p: &[u8], info: &IpInfo) -> IpOptions {
     if !info.is_v6() {
         if !info.has_options {
-            return false;
+            return IpOptions::Fine;
         }
         let ihl = ((p[0] & 0x0f) as usize * 4).min(p.len());
         let mut o = p.get(20..ihl).unwrap_or(&[]);
+        let mut verdict = IpOptions::Fine;
         while let Some(&t) = o.first() {
             match t {
-                0 => return false,
-                1 => o = &o[1..],
-                // Router alert (RFC 2113), four bytes.
-                0x94 if o.get(1) == Some(&4) => o = o.get(4..).unwrap_or(&[]),
-                _ => return true,
+                0 => break,
+                1 => {
+                    verdict = IpOptions::Blocked;
+                    o = &o[1..];
+                }
+                _ => {
+                    let Some(&l) = o.get(1) else {
+                        return IpOptions::Dropped;
+                    };
+                    let l = l as usize;
+                    if l < 2 || l > o.len() {
+                        return IpOptions::Dropped;
+                    }
+                    // Router alert, on IGMP only.
+                    if !(t == 0x94 && l == 4 && info.proto == 2) {
+                        verdict = IpOptions::Blocked;
+                    }
+                    o = &o[l..];
+                }
             }
         }
-        return false;
+        return verdict;
     }
     let end = info.l4_offset.min(p.len());
+    let mld = matches!(
+        info.l4,
+        L4::Icmp6 {
+            ty: 130..=132 | 143,
+            ..
+        }
+    );
     let (mut next, mut off) = (p[6], 40usize);
+    let mut verdict = IpOptions::Fine;
     while off + 2 <= end {
         let len = match next {
             0 | 43 | 60 => (p[off + 1] as usize + 1) * 8,
@@ -285,16 +322,33 @@ pub fn bad_options(p: &[u8], info: &IpInfo) -> bool {
             _ => break,
         };
         match next {
-            43 => return true,
+            // Type 0 routing header (RFC 5095 deprecates it).
+            43 if p.get(off + 2) == Some(&0) => return IpOptions::Dropped,
+            60 => verdict = IpOptions::Blocked,
             0 => {
                 let opts = p.get(off + 2..(off + len).min(end)).unwrap_or(&[]);
                 let mut i = 0;
                 while i < opts.len() {
-                    match opts[i] {
-                        0 => i += 1,
-                        1 | 5 | 0xc2 => i += 2 + *opts.get(i + 1).unwrap_or(&0) as usize,
-                        _ => return true,
+                    let t = opts[i];
+                    if t == 0 {
+                        i += 1;
+                        continue;
                     }
+                    let Some(&l) = opts.get(i + 1) else {
+                        return IpOptions::Dropped;
+                    };
+                    if i + 2 + l as usize > opts.len() {
+                        return IpOptions::Dropped;
+                    }
+                    match t {
+                        0xc2 => return IpOptions::Dropped,
+                        1 | 5 if mld => {}
+                        _ => verdict = IpOptions::Blocked,
+                    }
+                    i += 2 + l as usize;
+                }
+                if !mld {
+                    verdict = IpOptions::Blocked;
                 }
             }
             _ => {}
@@ -302,7 +356,7 @@ pub fn bad_options(p: &[u8], info: &IpInfo) -> bool {
         next = p[off];
         off += len;
     }
-    false
+    verdict
 }
 
 fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
@@ -363,12 +417,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_pf_blocks_unless_allowed() {
+    fn options_as_pf_sees_them() {
+        use IpOptions::*;
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "198.51.100.2".parse().unwrap();
         let udp = crate::build::udp(1, 2, b"x");
-        let plain = crate::build::ip(a, b, 17, 64, &udp);
-        let with = |opt: &[u8]| {
+        let v4 = |proto: u8, opt: &[u8]| {
+            let plain = crate::build::ip(a, b, proto, 64, &udp);
             let mut q = plain[..20].to_vec();
             q.extend_from_slice(opt);
             q[0] = 0x40 | (q.len() / 4) as u8;
@@ -377,21 +432,23 @@ mod tests {
             q[2..4].copy_from_slice(&n.to_be_bytes());
             q
         };
-        let check = |p: &[u8]| bad_options(p, &parse_ip(p).unwrap());
-        assert!(!check(&plain));
-        // Router alert and padding: allowed; anything else: not.
-        assert!(!check(&with(&[0x94, 4, 0, 0])));
-        assert!(!check(&with(&[1, 1, 1, 0])));
-        assert!(check(&with(&[0x88, 4, 0, 1])));
-        assert!(check(&with(&[7, 3, 4, 0])));
-        // IPv6: hop-by-hop with router alert is fine, with another option
-        // not; any routing header is not; destination options are.
+        let check = |p: &[u8]| ip_options(p, &parse_ip(p).unwrap());
+        assert_eq!(check(&crate::build::ip(a, b, 17, 64, &udp)), Fine);
+        // Any IPv4 option blocks, padding too; a router alert only on IGMP
+        // does not; a broken length drops.
+        assert_eq!(check(&v4(17, &[1, 1, 1, 1])), Blocked);
+        assert_eq!(check(&v4(17, &[1, 1, 1, 0])), Blocked);
+        assert_eq!(check(&v4(17, &[0x94, 4, 0, 0])), Blocked);
+        assert_eq!(check(&v4(2, &[0x94, 4, 0, 0])), Fine);
+        assert_eq!(check(&v4(17, &[0x88, 4, 0, 1])), Blocked);
+        assert_eq!(check(&v4(17, &[7, 9, 4, 0])), Dropped);
+        // IPv6.
         let (a6, b6): (IpAddr, IpAddr) = (
             "2001:db8::1".parse().unwrap(),
             "2001:db8::2".parse().unwrap(),
         );
-        let base = crate::build::ip(a6, b6, 17, 64, &udp);
-        let ext = |nh: u8, hdr: &[u8]| {
+        let ext = |nh: u8, hdr: &[u8], l4: (u8, Vec<u8>)| {
+            let base = crate::build::ip(a6, b6, l4.0, 64, &l4.1);
             let mut q = base[..40].to_vec();
             q[6] = nh;
             q.extend_from_slice(hdr);
@@ -400,11 +457,22 @@ mod tests {
             q[4..6].copy_from_slice(&n.to_be_bytes());
             q
         };
-        assert!(!check(&base));
-        assert!(!check(&ext(0, &[17, 0, 5, 2, 0, 0, 1, 0])));
-        assert!(check(&ext(0, &[17, 0, 0x1e, 2, 0, 0, 1, 0])));
-        assert!(check(&ext(43, &[17, 0, 4, 0, 0, 0, 0, 0])));
-        assert!(!check(&ext(60, &[17, 0, 1, 4, 0, 0, 0, 0])));
+        let u = || (17u8, udp.clone());
+        let mld = || (58u8, crate::build::icmp(143, 0, [0; 4], &[0; 4]));
+        assert_eq!(check(&crate::build::ip(a6, b6, 17, 64, &udp)), Fine);
+        // Hop-by-hop: blocked, but router alert (and padding) on MLD.
+        assert_eq!(check(&ext(0, &[17, 0, 5, 2, 0, 0, 1, 0], u())), Blocked);
+        assert_eq!(check(&ext(0, &[58, 0, 5, 2, 0, 0, 1, 0], mld())), Fine);
+        assert_eq!(
+            check(&ext(0, &[58, 0, 0x1e, 2, 0, 0, 1, 0], mld())),
+            Blocked
+        );
+        assert_eq!(check(&ext(0, &[17, 0, 0xc2, 4, 0, 0, 0, 0], u())), Dropped);
+        assert_eq!(check(&ext(0, &[17, 0, 5, 9, 0, 0, 0, 0], u())), Dropped);
+        // Destination options block; routing headers pass, but type 0.
+        assert_eq!(check(&ext(60, &[17, 0, 1, 4, 0, 0, 0, 0], u())), Blocked);
+        assert_eq!(check(&ext(43, &[17, 0, 4, 0, 0, 0, 0, 0], u())), Fine);
+        assert_eq!(check(&ext(43, &[17, 0, 0, 0, 0, 0, 0, 0], u())), Dropped);
     }
 
     /// An IPv4 TCP SYN (192.0.2.1:40000 -> 198.51.100.2:80), built by hand.

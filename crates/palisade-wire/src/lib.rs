@@ -15,6 +15,6 @@ pub mod pflog;
 pub mod rewrite;
 
 pub use ip::{
-    bad_options, icmp_is_error, parse_ip, parse_quoted, tcp_options, tcp_options_until, tcp_wscale,
-    IpInfo, Malformed, Quoted, L4,
+    icmp_is_error, ip_options, parse_ip, parse_quoted, tcp_options, tcp_options_until, tcp_wscale,
+    IpInfo, IpOptions, Malformed, Quoted, L4,
 };

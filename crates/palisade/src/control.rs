@@ -33,6 +33,8 @@ use serde_json::{json, Value};
 
 /// At most this many connections are served at once.
 pub const MAX_CLIENTS: usize = 32;
+/// Of which at most this many `log --follow` streams.
+pub const MAX_FOLLOWERS: usize = MAX_CLIENTS / 2;
 /// The largest request: an anchor file of 16 MiB, escaped in JSON.
 pub const MAX_REQUEST: usize = 40 << 20;
 /// A request must arrive whole within this.
@@ -210,6 +212,23 @@ fn answer<'a>(
             let _ = write_line(&s, r#"{"end":true}"#, deadline());
         }
         Reply::Stream(rx) => {
+            // Followers take at most half the places, so that commands
+            // (reload, flush) always find one.
+            static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            use std::sync::atomic::Ordering::SeqCst;
+            if FOLLOWERS.fetch_add(1, SeqCst) >= MAX_FOLLOWERS {
+                FOLLOWERS.fetch_sub(1, SeqCst);
+                let busy = json!({"ok": false, "text": format!("busy: {MAX_FOLLOWERS} log followers already; try again later\n")});
+                let _ = write_line(&s, &busy.to_string(), deadline());
+                return;
+            }
+            struct Leave;
+            impl Drop for Leave {
+                fn drop(&mut self) {
+                    FOLLOWERS.fetch_sub(1, SeqCst);
+                }
+            }
+            let _leave = Leave;
             while !stop() {
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(line) => {

@@ -116,6 +116,15 @@ impl Isolation {
             record: Record::default(),
         };
         iso.add(ports, leftover.as_ref())?;
+        // Ports the crashed run owned and this one does not: given their
+        // settings back now (the record no longer holds them).
+        if let Some(old) = &leftover {
+            for st in old.settings.iter().rev() {
+                if !ports.contains(&st.port) {
+                    restore(st);
+                }
+            }
+        }
         Ok(iso)
     }
 
@@ -192,20 +201,24 @@ impl Isolation {
     }
 }
 
+/// Put one setting back, on the interface it belongs to only.
+fn restore(s: &Setting) {
+    if afpacket::ifindex(&s.port).ok() != Some(s.ifindex) {
+        return;
+    }
+    if s.what == "gro" {
+        if let Ok(v) = s.value.parse() {
+            let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
+        }
+    } else {
+        let _ = std::fs::write(&s.what, &s.value);
+    }
+}
+
 impl Drop for Isolation {
     fn drop(&mut self) {
         for s in self.record.settings.iter().rev() {
-            // Only on the interface the value belongs to.
-            if afpacket::ifindex(&s.port).ok() != Some(s.ifindex) {
-                continue;
-            }
-            if s.what == "gro" {
-                if let Ok(v) = s.value.parse() {
-                    let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
-                }
-            } else {
-                let _ = std::fs::write(&s.what, &s.value);
-            }
+            restore(s);
         }
         let _ = std::fs::remove_file(&self.path);
     }

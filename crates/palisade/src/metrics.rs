@@ -276,7 +276,7 @@ fn answer(s: std::net::TcpStream, sh: &Shared) {
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            render(sh),
+            render_cached(sh).to_string(),
         ),
         ("GET", "/") => (
             "200 OK",
@@ -290,19 +290,64 @@ fn answer(s: std::net::TcpStream, sh: &Shared) {
         ),
         _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
     };
-    // The answer is written within 5 s in all, or the client is dropped.
-    let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    let mut w = &s;
-    let _ = write!(
-        w,
-        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    // The answer is written within 5 s in all, or the client is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let _ = write_by(&s, head.as_bytes(), deadline).and_then(|_| write_by(&s, body.as_bytes(), deadline));
+}
+
+/// Write all of `data` by `deadline` (a client that takes a little now
+/// and then cannot hold the thread longer).
+fn write_by(
+    mut s: &std::net::TcpStream,
+    mut data: &[u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<()> {
+    while !data.is_empty() {
+        let left = deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+        s.set_write_timeout(Some(left))?;
+        match s.write(data) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The exposition, rendered at most once a second whatever the number of
+/// scrapers (each render takes the data plane's lock for its listings).
+fn render_cached(sh: &Shared) -> std::sync::Arc<String> {
+    use std::sync::{Arc, Mutex};
+    static CACHE: Mutex<Option<(std::time::Instant, Arc<String>)>> = Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    match &*c {
+        Some((at, text)) if at.elapsed() < Duration::from_secs(1) => text.clone(),
+        _ => {
+            let text = Arc::new(render(sh));
+            *c = Some((std::time::Instant::now(), text.clone()));
+            text
+        }
+    }
 }
 
 /// Serve until `stop()`: each client on its own thread, at most
 /// `MAX_SCRAPERS` at once, each bounded in time (2 s for its request, 5 s
-/// for the answer); the accepting thread never waits for a client.
+/// in all for the answer); the accepting thread never waits for a client,
+/// and the exposition is rendered at most once a second.
 pub fn serve(l: TcpListener, sh: &Shared, stop: impl Fn() -> bool + Sync) {
     use std::os::fd::AsRawFd;
     let _ = l.set_nonblocking(true);

@@ -130,6 +130,27 @@ fn a_crash_loses_no_original_port_setting() {
         ("0", "2")
     );
     assert!(!record.exists(), "a clean stop removes the record");
+
+    // A crash, then a start that no longer owns b0: b0 gets its settings
+    // back at once (they are no longer in any record).
+    let b0 = "/proc/sys/net/ipv6/conf/b0/disable_ipv6";
+    let (mut daemon, log) = start(&ns, &fw, &cfg);
+    wait_ping(&src, "198.19.0.1", &log);
+    assert_eq!(sysctl(&ns, &fw, b0), "1");
+    // SAFETY: killing the daemon we started, by its PID.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
+    let _ = daemon.stop();
+    let one = d.join("one.toml");
+    write_config(
+        &one,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"a0\"\n[[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\"]\n",
+    );
+    let (mut daemon, log) = start(&ns, &fw, &one);
+    wait_ping(&src, "198.18.0.254", &log);
+    assert_eq!(sysctl(&ns, &fw, b0), "0", "{}", log.lock().unwrap());
+    let o = daemon.stop().unwrap();
+    assert!(o.status.success());
+    assert_eq!(sysctl(&ns, &fw, arp), "2");
     let _ = std::fs::remove_dir_all(&d);
 }
 
