@@ -355,3 +355,28 @@ fn new_constructs_print_back_to_themselves() {
         fixed_point(&o, text);
     }
 }
+
+// ----- 9. from the walk through parse.y ---------------------------------
+
+/// `queue (name, priority-name)` in a rule (parse.y's qname), and `any` in a
+/// host list making the whole list `any` (host_list drops the rest).
+#[test]
+fn queue_pair_and_any_in_a_list() {
+    let text = b"queue r on em0 bandwidth 10M\n\
+          queue q parent r bandwidth 5M default\n\
+          queue p parent r bandwidth 1M\n\
+          pass out on em0 queue (q, p)\n\
+          pass out on em0 queue (q)\n\
+          pass from { any, 10.0.0.1 } to { 10.0.0.2 { any } }\n";
+    let out = ok(&opts(), text);
+    assert_eq!(
+        out.stdout,
+        "queue r on em0 bandwidth 10M\n\
+         queue q parent r bandwidth 5M default\n\
+         queue p parent r bandwidth 1M\n\
+         pass out on em0 all flags S/SA set (queue(q, p))\n\
+         pass out on em0 all flags S/SA set (queue q)\n\
+         pass all flags S/SA\n"
+    );
+    fixed_point(&opts(), text);
+}

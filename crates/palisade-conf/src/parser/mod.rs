@@ -1497,6 +1497,11 @@ impl<'a> Parser<'a> {
         if v.is_empty() {
             return Err(PErr::Syntax);
         }
+        // `any` in a host list makes the whole list `any` (parse.y's
+        // host_list drops the other hosts), so the rule expands once.
+        if let Some(i) = v.iter().position(|h| matches!(h.addr, Addr::Any) && !h.neg) {
+            return Ok(vec![v.swap_remove(i)]);
+        }
         Ok(v)
     }
 
@@ -2800,9 +2805,22 @@ impl<'a> Parser<'a> {
                     spec.base.received_on = Some((neg, n));
                 }
                 "queue" => {
+                    // parse.y's qname: `name`, `(name)` or `(name, pri)`.
                     self.next();
-                    let q = self.name(Name::Queue)?;
-                    spec.base.set.queue = Some((q, None));
+                    if self.accept_punct('(') {
+                        let q = self.name(Name::Queue)?;
+                        self.opt_comma();
+                        let p = if self.is_punct(')') {
+                            None
+                        } else {
+                            Some(self.name(Name::Queue)?)
+                        };
+                        self.expect_punct(')')?;
+                        spec.base.set.queue = Some((q, p));
+                    } else {
+                        let q = self.name(Name::Queue)?;
+                        spec.base.set.queue = Some((q, None));
+                    }
                 }
                 "prio" => {
                     self.next();
