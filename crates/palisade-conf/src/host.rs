@@ -35,6 +35,23 @@ pub struct HostModel {
     pub users: BTreeMap<String, u32>,
     pub groups: BTreeMap<String, u32>,
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// The machine's services database (/etc/services, or `[services]` of
+    /// a host model): name or alias -> (TCP port, UDP port), the first
+    /// entry of each transport. Consulted after OpenBSD's.
+    pub services: BTreeMap<String, (Option<u16>, Option<u16>)>,
+    /// The machine's protocols database (/etc/protocols, or `[protocols]`
+    /// of a host model): name or alias -> number. Consulted after OpenBSD's.
+    pub protocols: BTreeMap<String, u8>,
+}
+
+/// A `[services]` value in a host model: a port for both TCP and UDP, or
+/// "PORT/tcp", "PORT/udp", or a list of those.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileService {
+    Port(u16),
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -48,6 +65,10 @@ struct FileModel {
     groups: BTreeMap<String, u32>,
     #[serde(default)]
     hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    services: BTreeMap<String, FileService>,
+    #[serde(default)]
+    protocols: BTreeMap<String, u8>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +151,56 @@ impl HostModel {
             }
             m.hosts.insert(name, v);
         }
+        for (name, spec) in f.services {
+            let items = match spec {
+                FileService::Port(p) => vec![format!("{p}/tcp"), format!("{p}/udp")],
+                FileService::One(s) => vec![s],
+                FileService::Many(v) => v,
+            };
+            for it in items {
+                let bad = || {
+                    format!(
+                        "services.{name}: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '{it}'"
+                    )
+                };
+                let (port, proto) = it.split_once('/').ok_or_else(bad)?;
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                if !m.add_service(&name, port, proto) {
+                    return Err(bad());
+                }
+            }
+        }
+        m.protocols = f.protocols;
         Ok(m)
+    }
+
+    /// Record `name` as `port/proto` in the host's services database unless
+    /// an earlier entry gave it that transport already (the first entry
+    /// wins, as getservbyname finds it). False for a transport other than
+    /// tcp or udp.
+    pub fn add_service(&mut self, name: &str, port: u16, proto: &str) -> bool {
+        let e = self.services.entry(name.to_string()).or_default();
+        match proto {
+            "tcp" => {
+                e.0.get_or_insert(port);
+            }
+            "udp" => {
+                e.1.get_or_insert(port);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The port the host's own services database gives `name` (TCP first,
+    /// then UDP, as pfctl asks).
+    pub fn service(&self, name: &str) -> Option<u16> {
+        self.services.get(name).and_then(|&(t, u)| t.or(u))
+    }
+
+    /// The number the host's own protocols database gives `name`.
+    pub fn protocol(&self, name: &str) -> Option<u8> {
+        self.protocols.get(name).copied()
     }
 
     pub fn interface(&self, name: &str) -> Option<&Interface> {
@@ -166,143 +236,10 @@ impl HostModel {
     }
 }
 
-/// Well-known TCP/UDP service names (a built-in /etc/services).
-const SERVICES: &[(&str, u16)] = &[
-    ("tcpmux", 1),
-    ("echo", 7),
-    ("discard", 9),
-    ("systat", 11),
-    ("daytime", 13),
-    ("netstat", 15),
-    ("qotd", 17),
-    ("chargen", 19),
-    ("ftp-data", 20),
-    ("ftp", 21),
-    ("ssh", 22),
-    ("telnet", 23),
-    ("smtp", 25),
-    ("time", 37),
-    ("whois", 43),
-    ("tacacs", 49),
-    ("domain", 53),
-    ("bootps", 67),
-    ("bootpc", 68),
-    ("tftp", 69),
-    ("gopher", 70),
-    ("finger", 79),
-    ("www", 80),
-    ("http", 80),
-    ("kerberos", 88),
-    ("pop3", 110),
-    ("sunrpc", 111),
-    ("auth", 113),
-    ("ident", 113),
-    ("nntp", 119),
-    ("ntp", 123),
-    ("epmap", 135),
-    ("netbios-ns", 137),
-    ("netbios-dgm", 138),
-    ("netbios-ssn", 139),
-    ("imap", 143),
-    ("snmp", 161),
-    ("snmp-trap", 162),
-    ("bgp", 179),
-    ("ldap", 389),
-    ("https", 443),
-    ("microsoft-ds", 445),
-    ("isakmp", 500),
-    ("submissions", 465),
-    ("syslog", 514),
-    ("printer", 515),
-    ("submission", 587),
-    ("ldaps", 636),
-    ("rsync", 873),
-    ("ftps-data", 989),
-    ("ftps", 990),
-    ("imaps", 993),
-    ("pop3s", 995),
-    ("socks", 1080),
-    ("openvpn", 1194),
-    ("radius", 1812),
-    ("radius-acct", 1813),
-    ("nfs", 2049),
-    ("mysql", 3306),
-    ("rdp", 3389),
-    ("sip", 5060),
-    ("postgresql", 5432),
-    ("x11", 6000),
-    ("http-alt", 8080),
-];
-
-pub fn service_port(name: &str) -> Option<u16> {
-    SERVICES.iter().find(|(n, _)| *n == name).map(|&(_, p)| p)
-}
-
-/// IP protocol names as pfctl prints them (the first name of each entry
-/// of OpenBSD's /etc/protocols), followed by accepted aliases.
-const PROTOCOLS: &[(&str, u8)] = &[
-    ("ip", 0),
-    ("icmp", 1),
-    ("igmp", 2),
-    ("ggp", 3),
-    ("ipencap", 4),
-    ("st", 5),
-    ("tcp", 6),
-    ("egp", 8),
-    ("igp", 9),
-    ("pup", 12),
-    ("udp", 17),
-    ("hmp", 20),
-    ("xns-idp", 22),
-    ("rdp", 27),
-    ("iso-tp4", 29),
-    ("dccp", 33),
-    ("xtp", 36),
-    ("ddp", 37),
-    ("idpr-cmtp", 38),
-    ("ipv6", 41),
-    ("ipv6-route", 43),
-    ("ipv6-frag", 44),
-    ("idrp", 45),
-    ("rsvp", 46),
-    ("gre", 47),
-    ("esp", 50),
-    ("ah", 51),
-    ("mobile", 55),
-    ("tlsp", 56),
-    ("skip", 57),
-    ("ipv6-icmp", 58),
-    ("ipv6-nonxt", 59),
-    ("ipv6-opts", 60),
-    ("rspf", 73),
-    ("vmtp", 81),
-    ("ospf", 89),
-    ("ipip", 94),
-    ("encap", 98),
-    ("pim", 103),
-    ("ipcomp", 108),
-    ("carp", 112),
-    ("l2tp", 115),
-    ("sctp", 132),
-    ("udplite", 136),
-    ("mpls-in-ip", 137),
-    ("wesp", 141),
-    ("rohc", 142),
-    ("pfsync", 240),
-    // aliases
-    ("icmp6", 58),
-    ("vrrp", 112),
-    ("ipv4", 4),
-    ("ospfigp", 89),
-];
-
-pub fn proto_name(p: u8) -> Option<&'static str> {
-    PROTOCOLS.iter().find(|(_, n)| *n == p).map(|&(s, _)| s)
-}
-
-pub fn proto_number(name: &str) -> Option<u8> {
-    PROTOCOLS.iter().find(|(n, _)| *n == name).map(|&(_, p)| p)
-}
+/// Port and protocol names as OpenBSD's pfctl knows them (its built-in
+/// databases); the host's own are in [`HostModel::services`] and
+/// [`HostModel::protocols`].
+pub use crate::netdb::{proto_name, proto_number, service_port};
 
 /// ICMP type names (pfctl's icmp_type table).
 const ICMP_TYPES: &[(&str, u8)] = &[

@@ -591,6 +591,12 @@ pub struct Queue {
     pub bandwidth: Option<u64>,
     pub min: Option<u64>,
     pub max: Option<u64>,
+    /// `bandwidth X burst Y for Nms` (and likewise for `min`, `max`): the
+    /// burst rate and how long it may last, in milliseconds (the curve's
+    /// first segment, m1 and d, in pf's service curve).
+    pub bandwidth_burst: Option<(u64, u32)>,
+    pub min_burst: Option<(u64, u32)>,
+    pub max_burst: Option<(u64, u32)>,
     pub flows: Option<u32>,
     pub quantum: Option<u32>,
     pub qlimit: Option<u32>,

@@ -182,7 +182,11 @@ impl Lexer {
         self.src().expanding > 0
     }
 
-    /// Next character; outside quotes a backslash-newline pair vanishes.
+    /// Next character. Outside quotes a backslash-newline pair vanishes and
+    /// a backslash before any other character stands for that character
+    /// (pfctl's lgetc): `\ ` is a blank, so `10.0.0.0/8 \ # note` inside a
+    /// list continued over lines is an address, a blank and a comment. A
+    /// backslash at the end of the input is the end of the input.
     fn getc(&mut self, in_quotes: bool) -> Option<u8> {
         loop {
             let c = self.raw_getc();
@@ -194,10 +198,31 @@ impl Lexer {
                 self.src().line += 1;
                 continue;
             }
-            if let Some(n) = next {
-                self.ungetc(n);
+            return next;
+        }
+    }
+
+    /// The text of a word or quoted string. pfctl keeps whatever bytes a
+    /// string holds; Palisade holds names, labels and macro values as
+    /// UTF-8 text, so a string that is not UTF-8 is an error at its line
+    /// (bytes that are not UTF-8 anywhere else, in comments, are ignored as
+    /// pfctl ignores them).
+    fn text_of(&mut self, buf: Vec<u8>, line: u32) -> Option<String> {
+        match String::from_utf8(buf) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let shown: String = e
+                    .as_bytes()
+                    .iter()
+                    .flat_map(|&b| std::ascii::escape_default(b))
+                    .map(char::from)
+                    .collect();
+                self.diag(
+                    line,
+                    format!("string is not UTF-8 text: \"{shown}\" (names, labels and macros must be UTF-8)"),
+                );
+                None
             }
-            return c;
         }
     }
 
@@ -425,10 +450,13 @@ impl Lexer {
                         }
                         buf.push(x);
                     }
-                    return tok(Tok::Word {
-                        text: String::from_utf8_lossy(&buf).into_owned(),
-                        quoted: true,
-                    });
+                    return match self.text_of(buf, line) {
+                        Some(text) => tok(Tok::Word { text, quoted: true }),
+                        None => {
+                            self.find_eol();
+                            tok(Tok::Error)
+                        }
+                    };
                 }
                 b'!' => {
                     let n = self.getc(false);
@@ -512,10 +540,16 @@ impl Lexer {
                         None => break,
                     }
                 }
-                return tok(Tok::Word {
-                    text: String::from_utf8_lossy(&buf).into_owned(),
-                    quoted: false,
-                });
+                return match self.text_of(buf, line) {
+                    Some(text) => tok(Tok::Word {
+                        text,
+                        quoted: false,
+                    }),
+                    None => {
+                        self.find_eol();
+                        tok(Tok::Error)
+                    }
+                };
             }
             if ch == b'\n' {
                 let t = tok(Tok::Newline);

@@ -10,6 +10,7 @@ pub mod host;
 pub mod ir;
 pub mod lexer;
 pub mod names;
+pub mod netdb;
 pub mod parser;
 pub mod print;
 
@@ -75,16 +76,11 @@ pub fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// pf.conf is text: a NUL byte or invalid UTF-8 means the wrong file was given.
+/// pf.conf is text, read as bytes as pfctl reads it: comments may be in
+/// any encoding (ISO-8859-1, Big5...), and the lexer reports a string that
+/// is not UTF-8 where it stands. A NUL byte means the wrong file was given.
 fn binary_reason(data: &[u8]) -> Option<String> {
-    if let Some(pos) = data.iter().position(|&b| b == 0) {
-        return Some(format!("not a text file (NUL byte at offset {pos})"));
-    }
-    if let Err(e) = std::str::from_utf8(data) {
-        return Some(format!(
-            "not a text file (invalid UTF-8 at offset {})",
-            e.valid_up_to()
-        ));
-    }
-    None
+    data.iter()
+        .position(|&b| b == 0)
+        .map(|pos| format!("not a text file (NUL byte at offset {pos})"))
 }

@@ -215,17 +215,26 @@ pub enum PoolUse {
 pub fn pool_str(p: &Pool, af: Option<Af>, usage: PoolUse) -> String {
     let mut s = String::new();
     match (&p.ifname, &p.list) {
-        (_, Some(list)) => {
+        (ifn, Some(list)) => {
             s.push_str("{ ");
-            let v: Vec<String> = list.iter().map(|a| addr_str(a, af)).collect();
+            let v: Vec<String> = list
+                .iter()
+                .map(|a| match ifn {
+                    Some(i) => format!("{}@{i}", addr_str(a, af)),
+                    None => addr_str(a, af),
+                })
+                .collect();
             s.push_str(&v.join(", "));
             s.push_str(" }");
         }
         (Some(ifn), None) => {
+            // A routing target with its interface prints as OpenBSD's
+            // pfctl prints it, `address@ifname`, whichever form (that or
+            // the older `(ifname address)`) it was written in.
             if matches!(p.addr, Addr::Any) {
                 s.push_str(ifn);
             } else {
-                let _ = write!(s, "({} {})", ifn, addr_str(&p.addr, af));
+                let _ = write!(s, "{}@{}", addr_str(&p.addr, af), ifn);
             }
         }
         (None, None) => s.push_str(&addr_str(&p.addr, af)),
@@ -419,7 +428,13 @@ fn set_str(s: &SetOpts) -> String {
 
 fn iface_prefix(r: &Rule, out: &mut String) {
     if let Some((neg, name)) = &r.ifname {
-        let _ = write!(out, " on {}{}", if *neg { "! " } else { "" }, word(name));
+        // "any" is the keyword `on any` (pfctl keeps it as the name "any").
+        let name = if name == "any" {
+            "any".into()
+        } else {
+            word(name)
+        };
+        let _ = write!(out, " on {}{}", if *neg { "! " } else { "" }, name);
     }
     if let Some(d) = r.rdomain {
         let _ = write!(out, " on rdomain {d}");
@@ -802,20 +817,28 @@ pub fn queue_str(q: &Queue) -> String {
     if let Some(qu) = q.quantum {
         let _ = write!(s, " quantum {qu}");
     }
+    // pfctl's print_queuespec: the service curves (`, min`, `, max` only
+    // after a bandwidth), then default, then qlimit.
+    let curve = |s: &mut String, prefix: &str, rate: u64, burst: Option<(u64, u32)>| {
+        let _ = write!(s, "{prefix}{}", rate_str(rate));
+        if let Some((b, ms)) = burst {
+            let _ = write!(s, " burst {} for {ms}ms", rate_str(b));
+        }
+    };
     if let Some(b) = q.bandwidth {
-        let _ = write!(s, " bandwidth {}", rate_str(b));
-    }
-    if let Some(b) = q.min {
-        let _ = write!(s, " min {}", rate_str(b));
-    }
-    if let Some(b) = q.max {
-        let _ = write!(s, " max {}", rate_str(b));
-    }
-    if let Some(l) = q.qlimit {
-        let _ = write!(s, " qlimit {l}");
+        curve(&mut s, " bandwidth ", b, q.bandwidth_burst);
+        if let Some(m) = q.min {
+            curve(&mut s, ", min ", m, q.min_burst);
+        }
+        if let Some(m) = q.max {
+            curve(&mut s, ", max ", m, q.max_burst);
+        }
     }
     if q.default {
         s.push_str(" default");
+    }
+    if let Some(l) = q.qlimit {
+        let _ = write!(s, " qlimit {l}");
     }
     s
 }

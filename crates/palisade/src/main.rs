@@ -392,7 +392,8 @@ struct CheckArgs {
         default_value = "/etc/palisade/pf.conf"
     )]
     file: String,
-    /// Resolve interfaces, groups, users and host names with this model of
+    /// Resolve interfaces, groups, users, host names, and the port and
+    /// protocol names OpenBSD's databases do not know, with this model of
     /// another machine instead of this one (see docs/host-model.md).
     #[arg(long, value_name = "FILE")]
     host_model: Option<PathBuf>,
@@ -403,7 +404,8 @@ struct CheckArgs {
     #[arg(short = 'o', value_name = "LEVEL")]
     optimize: Option<String>,
     /// Print exactly what pfctl prints: no warnings about features Palisade
-    /// parses but does not enforce.
+    /// parses but does not enforce, nor about port or protocol names this
+    /// host's databases give other numbers than OpenBSD's.
     #[arg(long)]
     pfctl_compat: bool,
 }
@@ -668,6 +670,7 @@ fn check(a: CheckArgs) -> ExitCode {
         defines,
         host,
         anchor: a.anchor.clone(),
+        pfctl_compat: a.pfctl_compat,
     };
     let out = if a.file == "-" {
         let data = match files::read_stdin(files::CONFIG) {

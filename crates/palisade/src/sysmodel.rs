@@ -1,12 +1,16 @@
 //! Reads the host model of the machine Palisade runs on: interfaces and
 //! their addresses (getifaddrs), users and groups (/etc/passwd, /etc/group)
-//! and host names (/etc/hosts). Linux-specific, so it lives in the binary.
+//! host names (/etc/hosts) and the services and protocols databases
+//! (/etc/services, /etc/protocols; the parser consults OpenBSD's built-in
+//! ones first and these for other names). Linux-specific, so it lives in
+//! the binary.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_conf::host::{HostModel, IfAddr, Interface};
+use palisade_conf::netdb;
 
 pub fn from_system() -> HostModel {
     let mut m = HostModel {
@@ -16,7 +20,41 @@ pub fn from_system() -> HostModel {
     m.users = id_file("/etc/passwd");
     m.groups = id_file("/etc/group");
     m.hosts = hosts_file("/etc/hosts");
+    services_file(&mut m, "/etc/services");
+    m.protocols = protocols_file("/etc/protocols");
     m
+}
+
+/// /etc/services: every name and alias of each tcp and udp entry, the
+/// first entry of a transport winning, as getservbyname finds it.
+fn services_file(m: &mut HostModel, path: &str) {
+    let Ok(data) = std::fs::read(path) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&data).lines() {
+        if let Some((names, port, proto)) = netdb::parse_services_line(line) {
+            if proto == "tcp" || proto == "udp" {
+                for n in names {
+                    m.add_service(&n, port, &proto);
+                }
+            }
+        }
+    }
+}
+
+/// /etc/protocols: every name and alias, the first entry winning.
+fn protocols_file(path: &str) -> BTreeMap<String, u8> {
+    let mut out = BTreeMap::new();
+    if let Ok(data) = std::fs::read(path) {
+        for line in String::from_utf8_lossy(&data).lines() {
+            if let Some((names, num)) = netdb::parse_protocols_line(line) {
+                for n in names {
+                    out.entry(n).or_insert(num);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn id_file(path: &str) -> BTreeMap<String, u32> {

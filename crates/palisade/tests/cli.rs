@@ -411,3 +411,78 @@ fn run_check_refuses_a_device_as_pf_conf() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A pf.conf written in ISO-8859-1 (comments with accented letters) loads
+/// as pfctl loads it: the comments' bytes are ignored.
+#[test]
+fn latin1_comments_load() {
+    let d = tmpdir("latin1");
+    let f = d.join("pf.conf");
+    std::fs::write(
+        &f,
+        b"# Pare-feu du r\xe9seau \xab bureau \xbb\n\
+          pass in on lo0 proto tcp to port ssh # acc\xe8s administrateur\n"
+            .as_slice(),
+    )
+    .unwrap();
+    let model = model();
+    let o = check(
+        &[
+            "--host-model",
+            model.to_str().unwrap(),
+            "-v",
+            "-f",
+            f.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "pass in on lo0 proto tcp from any to any port = 22 flags S/SA\n"
+    );
+    assert_eq!(stderr(&o), "");
+}
+
+/// A host whose services database says spamd is 783 (Debian's SpamAssassin
+/// daemon): `check` uses OpenBSD's 8025 and says so; `--pfctl-compat`
+/// prints what pfctl prints, without the warning.
+#[test]
+fn services_difference_is_warned() {
+    let d = tmpdir("services");
+    let m = d.join("host.toml");
+    std::fs::write(
+        &m,
+        "[[interface]]\nname = \"em0\"\naddresses = [\"192.0.2.2/24\"]\n\
+         [services]\nspamd = [\"783/tcp\", \"783/udp\"]\n",
+    )
+    .unwrap();
+    let f = d.join("pf.conf");
+    std::fs::write(&f, "pass in on em0 proto tcp to port spamd\n").unwrap();
+    let args = [
+        "--host-model",
+        m.to_str().unwrap(),
+        "-v",
+        "-f",
+        f.to_str().unwrap(),
+    ];
+    let o = check(&args, None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "pass in on em0 proto tcp from any to any port = 8025 flags S/SA\n"
+    );
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "{}:1: warning: port name 'spamd' is 8025 in OpenBSD's database but 783 in \
+             this host's: 8025 is used, as pfctl would\n",
+            f.display()
+        )
+    );
+    let mut compat = vec!["--pfctl-compat"];
+    compat.extend(args);
+    let o = check(&compat, None);
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+}

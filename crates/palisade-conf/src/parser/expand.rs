@@ -463,10 +463,15 @@ impl<'a> Parser<'a> {
                 (PoolRes::Pool(f), Some(PoolRes::Pool(t))) => r.af_to = Some((*to_af, f, Some(t))),
                 _ => errs = true,
             }
-            if r.af.is_none() {
-                self.error("af-to can only be used with an explicit address family");
-                errs = true;
-            } else if r.af == Some(*to_af) {
+            if r.af.is_none() && af.is_none() {
+                // No family given or implied by the addresses: pfctl
+                // (collapse_redirspec) takes the one af-to translates from.
+                af = Some(match to_af {
+                    Af::Inet => Af::Inet6,
+                    Af::Inet6 => Af::Inet,
+                });
+                r.af = af;
+            } else if r.af.or(af) == Some(*to_af) {
                 self.error("af-to cannot translate to the same address family");
                 errs = true;
             }

@@ -28,6 +28,11 @@ use crate::print;
 /// interfaces): 65,536, the number of ports.
 pub const MAX_LIST_ITEMS: usize = 65_536;
 
+/// How deeply `{ }` lists of hosts or table entries may nest (a list in a
+/// list, as macros holding lists make): 16, far more than macros written
+/// by hand make, and little enough stack for the recursion.
+pub const MAX_LIST_NESTING: usize = 16;
+
 /// Most rules one rule may expand into (the product of the lengths of its
 /// lists; twice that for `binat-to`): 65,536, so that one full list
 /// expands and two long lists multiplied do not. An IR rule is 1,344 bytes
@@ -203,6 +208,10 @@ pub struct ParseOptions {
     pub defines: Vec<(String, String)>,
     pub host: HostModel,
     pub anchor: Option<String>,
+    /// Print only what pfctl prints: Palisade's own warnings about the
+    /// file's meaning (a port or protocol name the host's databases give
+    /// another number than OpenBSD's) are left out.
+    pub pfctl_compat: bool,
 }
 
 /// The outcome of parsing one file: pfctl's stdout and stderr, and the IR.
@@ -320,6 +329,8 @@ pub struct Parser<'a> {
     /// Files being read by `load anchor` around this one, outermost first
     /// (to refuse a file that loads itself).
     loading: Vec<PathBuf>,
+    /// Port and protocol names already warned about (once each).
+    warned_names: Vec<String>,
 }
 
 /// What a parse has spent of its bounds, carried into and out of the
@@ -465,6 +476,7 @@ impl<'a> Parser<'a> {
             statements: 0,
             spent: Spent::default(),
             loading: Vec::new(),
+            warned_names: Vec::new(),
         }
     }
 
@@ -1468,19 +1480,44 @@ impl<'a> Parser<'a> {
     /// `any | xhost | { host-list }`
     fn ipspec(&mut self) -> PResult<Vec<HostItem>> {
         if self.accept_punct('{') {
-            let mut v = Vec::new();
-            self.list_body(|p| {
-                let h = p.xhost()?;
-                let n = h.len();
-                v.extend(h);
-                Ok(n)
-            })?;
-            if v.is_empty() {
-                return Err(PErr::Syntax);
-            }
-            return Ok(v);
+            return self.host_list(1);
         }
         self.xhost()
+    }
+
+    /// The hosts of a `{ }` list whose `{` was just read, `depth` lists
+    /// deep. A list may hold lists (parse.y's host_list is a list of
+    /// ipspecs), as a macro holding `{ a b }` used in `{ $m, <t> }` makes
+    /// one: they are flattened, as pfctl does, at most
+    /// [`MAX_LIST_NESTING`] deep.
+    fn host_list(&mut self, depth: usize) -> PResult<Vec<HostItem>> {
+        if depth > MAX_LIST_NESTING {
+            self.error(format!(
+                "lists nested too deeply (at most {MAX_LIST_NESTING})"
+            ));
+            self.skip_list_rest();
+            return Err(PErr::Reported);
+        }
+        let mut v = Vec::new();
+        self.list_body(|p| {
+            let h = if p.accept_punct('{') {
+                p.host_list(depth + 1)?
+            } else {
+                p.xhost()?
+            };
+            let n = h.len();
+            v.extend(h);
+            Ok(n)
+        })?;
+        if v.is_empty() {
+            return Err(PErr::Syntax);
+        }
+        // `any` in a host list makes the whole list `any` (parse.y's
+        // host_list drops the other hosts), so the rule expands once.
+        if let Some(i) = v.iter().position(|h| matches!(h.addr, Addr::Any) && !h.neg) {
+            return Ok(vec![v.swap_remove(i)]);
+        }
+        Ok(v)
     }
 
     // ----- ports, uids ----------------------------------------------------
@@ -1489,11 +1526,34 @@ impl<'a> Parser<'a> {
         if let Some(n) = parse_c_number(s) {
             return self.check_port(n);
         }
-        if let Some(p) = service_port(s) {
-            return Ok(p as u32);
+        let openbsd = service_port(s);
+        let host = self.opts.host.service(s);
+        match (openbsd, host) {
+            (Some(p), Some(h)) if p != h => {
+                self.warn_name_differs("port", s, p.into(), h.into());
+                Ok(p as u32)
+            }
+            (Some(p), _) | (None, Some(p)) => Ok(p as u32),
+            (None, None) => {
+                self.error(format!("unknown port {s}"));
+                Err(PErr::Reported)
+            }
         }
-        self.error(format!("unknown port {s}"));
-        Err(PErr::Reported)
+    }
+
+    /// A port or protocol name that OpenBSD's database and the host's give
+    /// different numbers: OpenBSD's is used (the file was written for
+    /// pfctl), and the difference is worth a warning, once per name.
+    fn warn_name_differs(&mut self, what: &str, name: &str, openbsd: u32, host: u32) {
+        if self.opts.pfctl_compat || self.warned_names.iter().any(|n| n == name) {
+            return;
+        }
+        self.warned_names.push(name.to_string());
+        let (file, line) = (self.file_name(), self.last_line);
+        self.out.stderr.push(format!(
+            "{file}:{line}: warning: {what} name '{name}' is {openbsd} in OpenBSD's \
+             database but {host} in this host's: {openbsd} is used, as pfctl would"
+        ));
     }
 
     fn check_port(&mut self, n: i64) -> PResult<u32> {
@@ -1681,9 +1741,20 @@ impl<'a> Parser<'a> {
 
     // ----- rule header pieces --------------------------------------------
 
+    /// `[!] ifname`, or `any`: parse.y's if_item takes the keyword as the
+    /// interface name "any", which pf matches against every interface but
+    /// loopback ones (PFI_IFLAG_ANY); pfctl prints it back as `on any`.
     fn iface_item(&mut self) -> PResult<(bool, String)> {
         let neg = self.accept_punct('!');
+        if self.accept_kw("any") {
+            self.warn_unenforced("on any");
+            return Ok((neg, "any".to_string()));
+        }
         let name = self.name(Name::Interface)?;
+        if name == "any" {
+            // `on "any"` is the same interface name to pfctl.
+            self.warn_unenforced("on any");
+        }
         Ok((neg, name))
     }
 
@@ -1734,9 +1805,13 @@ impl<'a> Parser<'a> {
             }
             Tok::Word { text, .. } => {
                 self.next();
-                match proto_number(&text) {
-                    Some(p) => Ok(p),
-                    None => {
+                match (proto_number(&text), self.opts.host.protocol(&text)) {
+                    (Some(p), Some(h)) if p != h => {
+                        self.warn_name_differs("protocol", &text, p.into(), h.into());
+                        Ok(p)
+                    }
+                    (Some(p), _) | (None, Some(p)) => Ok(p),
+                    (None, None) => {
                         self.error(format!("unknown protocol {text}"));
                         Err(PErr::Reported)
                     }
@@ -2751,9 +2826,22 @@ impl<'a> Parser<'a> {
                     spec.base.received_on = Some((neg, n));
                 }
                 "queue" => {
+                    // parse.y's qname: `name`, `(name)` or `(name, pri)`.
                     self.next();
-                    let q = self.name(Name::Queue)?;
-                    spec.base.set.queue = Some((q, None));
+                    if self.accept_punct('(') {
+                        let q = self.name(Name::Queue)?;
+                        self.opt_comma();
+                        let p = if self.is_punct(')') {
+                            None
+                        } else {
+                            Some(self.name(Name::Queue)?)
+                        };
+                        self.expect_punct(')')?;
+                        spec.base.set.queue = Some((q, p));
+                    } else {
+                        let q = self.name(Name::Queue)?;
+                        spec.base.set.queue = Some((q, None));
+                    }
                 }
                 "prio" => {
                     self.next();
@@ -2792,13 +2880,47 @@ impl<'a> Parser<'a> {
         } else {
             spec.hosts = self.route_host(&mut ifname)?;
         }
+        // `<table>@ifname`: a table of targets through one interface, as
+        // check -v prints a list of `address@ifname` targets.
+        if ifname.is_none()
+            && spec.hosts.len() == 1
+            && matches!(spec.hosts[0].addr, Addr::Table(_))
+            && self.accept_punct('@')
+        {
+            ifname = Some(self.name(Name::Interface)?);
+        }
         self.pool_opts(&mut spec, false)?;
         Ok(RouteSpec { kind, ifname, spec })
     }
 
-    /// A routing target: `host`, a dynamic address, or the older
-    /// `(ifname host)` form naming the outgoing interface.
+    /// A routing target: `host`, a dynamic address, `address@ifname`
+    /// (OpenBSD's form naming the outgoing interface, printed back so), or
+    /// the older `(ifname host)` form.
     fn route_host(&mut self, ifname: &mut Option<String>) -> PResult<Vec<HostItem>> {
+        if let Tok::Word {
+            text,
+            quoted: false,
+        } = self.peek_tok()
+        {
+            if let Some((addr, ifn)) = text.rsplit_once('@') {
+                self.next();
+                self.check_name(Name::Interface, ifn)?;
+                if ifn.is_empty() || addr.is_empty() {
+                    self.error(format!("invalid host for route spec: {text}"));
+                    return Err(PErr::Reported);
+                }
+                let Some(hosts) = self.host(addr, None) else {
+                    self.error("could not parse host specification");
+                    return Err(PErr::Reported);
+                };
+                if ifname.as_ref().is_some_and(|x| x != ifn) {
+                    self.error("all routing targets of a rule must use the same interface");
+                    return Err(PErr::Reported);
+                }
+                *ifname = Some(ifn.to_string());
+                return Ok(hosts);
+            }
+        }
         if self.is_punct('(') {
             self.fill(2);
             let word = matches!(self.look[1].tok, Tok::Word { .. });

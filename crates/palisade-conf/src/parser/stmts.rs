@@ -185,15 +185,7 @@ impl<'a> Parser<'a> {
                 }
             } else if self.is_punct('{') {
                 self.next();
-                let mut entries = Vec::new();
-                self.list_body(|p| match p.table_entry()? {
-                    Some(v) => {
-                        let n = v.len();
-                        entries.extend(v);
-                        Ok(n)
-                    }
-                    None => Err(PErr::Reported),
-                })?;
+                let entries = self.table_list(1)?;
                 let at = (self.file_name(), self.last_line);
                 if !self.table_budget(at, entries.len()) {
                     return Err(PErr::Reported);
@@ -216,7 +208,37 @@ impl<'a> Parser<'a> {
         self.end_statement()
     }
 
-    /// One table entry; `Ok(None)` when an error was reported.
+    /// The entries of a table's `{ }` list whose `{` was just read, `depth`
+    /// lists deep: a list may hold lists (parse.y's tablespec), flattened.
+    fn table_list(&mut self, depth: usize) -> PResult<Vec<TableEntry>> {
+        if depth > super::MAX_LIST_NESTING {
+            self.error(format!(
+                "lists nested too deeply (at most {})",
+                super::MAX_LIST_NESTING
+            ));
+            self.skip_list_rest();
+            return Err(PErr::Reported);
+        }
+        let mut entries = Vec::new();
+        self.list_body(|p| {
+            let v = if p.accept_punct('{') {
+                p.table_list(depth + 1)?
+            } else {
+                match p.table_entry()? {
+                    Some(v) => v,
+                    None => return Err(PErr::Reported),
+                }
+            };
+            let n = v.len();
+            entries.extend(v);
+            Ok(n)
+        })?;
+        Ok(entries)
+    }
+
+    /// One table entry; `Ok(None)` when an error was reported. An interface
+    /// name, a group or `self` stands for its addresses, as pfctl expands
+    /// them (`self`: every address of every interface of the host model).
     fn table_entry(&mut self) -> PResult<Option<Vec<TableEntry>>> {
         let neg = self.accept_punct('!');
         match self.peek_tok() {
@@ -233,7 +255,7 @@ impl<'a> Parser<'a> {
             Tok::Word {
                 text,
                 quoted: false,
-            } if text == "no-route" || text == "urpf-failed" || text == "self" => {
+            } if text == "no-route" || text == "urpf-failed" => {
                 self.next();
                 self.error(format!("\"{text}\" is not permitted inside tables"));
                 return Ok(None);
@@ -444,6 +466,28 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// A service curve (parse.y's scspec): `RATE [burst RATE for Nms]`.
+    fn scspec(&mut self) -> PResult<(u64, Option<(u64, u32)>)> {
+        let rate = self.bandwidth()?;
+        if !self.accept_kw("burst") {
+            return Ok((rate, None));
+        }
+        let burst = self.bandwidth()?;
+        self.expect_kw("for")?;
+        let t = self.string_or_number()?;
+        let ms = t
+            .strip_suffix("ms")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok());
+        match ms {
+            Some(ms) => Ok((rate, Some((burst, ms)))),
+            None => {
+                self.error("time in scspec must be in ms");
+                Err(PErr::Reported)
+            }
+        }
+    }
+
     pub(super) fn queue_def(&mut self) -> PResult<()> {
         self.next();
         let name = self.name(Name::Queue)?;
@@ -454,6 +498,9 @@ impl<'a> Parser<'a> {
             bandwidth: None,
             min: None,
             max: None,
+            bandwidth_burst: None,
+            min_burst: None,
+            max_burst: None,
             flows: None,
             quantum: None,
             qlimit: None,
@@ -466,11 +513,34 @@ impl<'a> Parser<'a> {
             } else if self.accept_kw("parent") {
                 q.parent = Some(self.name(Name::Queue)?);
             } else if self.accept_kw("bandwidth") {
-                q.bandwidth = Some(self.bandwidth()?);
+                let (b, burst) = self.scspec()?;
+                q.bandwidth = Some(b);
+                q.bandwidth_burst = burst;
+                // `bandwidth X, min Y, max Z`: parse.y's optscs, the
+                // comma optional.
+                if self.is_punct(',')
+                    && matches!(self.peek2(), Tok::Word { ref text, quoted: false } if text == "min" || text == "max")
+                {
+                    self.next();
+                }
             } else if self.accept_kw("min") {
-                q.min = Some(self.bandwidth()?);
+                let (b, burst) = self.scspec()?;
+                q.min = Some(b);
+                q.min_burst = burst;
+                if self.is_punct(',')
+                    && matches!(self.peek2(), Tok::Word { ref text, quoted: false } if text == "max")
+                {
+                    self.next();
+                }
             } else if self.accept_kw("max") {
-                q.max = Some(self.bandwidth()?);
+                let (b, burst) = self.scspec()?;
+                q.max = Some(b);
+                q.max_burst = burst;
+                if self.is_punct(',')
+                    && matches!(self.peek2(), Tok::Word { ref text, quoted: false } if text == "min")
+                {
+                    self.next();
+                }
             } else if self.accept_kw("flows") {
                 q.flows = Some(self.u32_value("flows")?);
             } else if self.accept_kw("quantum") {
@@ -489,6 +559,10 @@ impl<'a> Parser<'a> {
         if q.parent.is_none() && q.ifname.is_none() {
             self.error("root queue requires an interface");
             return Err(PErr::Reported);
+        }
+        if q.bandwidth.is_none() && (q.min.is_some() || q.max.is_some()) {
+            // parse.y takes `min` and `max` only after a `bandwidth`.
+            return Err(PErr::Syntax);
         }
         if q.bandwidth.is_none() && q.flows.is_none() {
             self.error("no bandwidth or flow specification");
