@@ -250,16 +250,15 @@ fn backslash_blank_is_a_blank() {
 // ----- 6. on any ----------------------------------------------------------
 
 #[test]
-fn on_any_is_kept_and_warned() {
+fn on_any_is_kept() {
+    // Enforced: every interface but loopback ones (palisade-filter's
+    // options guard shows it on packets).
     let out = ok(&opts(), b"block in on any proto tcp to port ssh\n");
     assert_eq!(
         out.stdout,
         "block drop in on any proto tcp from any to any port = 22\n"
     );
-    assert_eq!(
-        out.unenforced_warnings("pf.conf"),
-        vec!["pf.conf:1: warning: on any is parsed but not enforced by Palisade yet"]
-    );
+    assert!(out.unenforced_warnings("pf.conf").is_empty());
 }
 
 // ----- 7. queues with burst ---------------------------------------------
@@ -303,10 +302,9 @@ fn route_to_address_at_interface() {
         "pass out on em0 inet all flags S/SA route-to 198.51.100.1@em1\n\
          pass out on em0 inet6 all flags S/SA route-to 2001:db8::1@em1\n"
     );
-    assert!(out
-        .unenforced_warnings("pf.conf")
-        .iter()
-        .any(|w| w.contains("route-to is parsed but not enforced")));
+    // Enforced by the router (palisade-filter's route tests and
+    // run_routing_options): no warning.
+    assert!(out.unenforced_warnings("pf.conf").is_empty());
     let bad = parse_with(
         &opts(),
         b"pass out route-to { 198.51.100.1@em1, 198.51.100.3@em0 }\n",

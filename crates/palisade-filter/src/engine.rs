@@ -741,6 +741,9 @@ impl Engine {
                 .groups
                 .get(iface)
                 .is_some_and(|g| g.iter().any(|x| x == name))
+            // `on any`: every interface but loopback ones (pf's
+            // PFI_IFLAG_ANY).
+            || (name == "any" && !self.host.interface(iface).is_some_and(|i| i.loopback))
     }
 
     fn addr_ok(&self, a: &CAddrSpec, ip: &IpAddr) -> bool {

@@ -233,6 +233,10 @@ fn ruleset(
 }
 
 fn on_iface(host: &HostModel, iface: &str, name: &str) -> bool {
+    if name == "any" {
+        // Every interface but loopback ones.
+        return !host.interface(iface).is_some_and(|i| i.loopback);
+    }
     iface == name
         || host
             .interface(iface)

@@ -1747,14 +1747,10 @@ impl<'a> Parser<'a> {
     fn iface_item(&mut self) -> PResult<(bool, String)> {
         let neg = self.accept_punct('!');
         if self.accept_kw("any") {
-            self.warn_unenforced("on any");
             return Ok((neg, "any".to_string()));
         }
+        // (`on "any"` is the same interface name to pfctl.)
         let name = self.name(Name::Interface)?;
-        if name == "any" {
-            // `on "any"` is the same interface name to pfctl.
-            self.warn_unenforced("on any");
-        }
         Ok((neg, name))
     }
 
