@@ -13,6 +13,7 @@ mod isolation;
 mod lab;
 mod listen;
 mod metrics;
+mod notify;
 mod ops;
 mod replay;
 mod run;
