@@ -12,7 +12,9 @@ mod control;
 mod isolation;
 mod lab;
 mod listen;
+mod man;
 mod metrics;
+mod notify;
 mod ops;
 mod replay;
 mod run;
@@ -126,6 +128,20 @@ enum Cmd {
         /// (like `pfctl -n`).
         #[arg(short = 'n')]
         dry_run: bool,
+    },
+    /// Print a shell completion script (bash: save it as
+    /// /usr/share/bash-completion/completions/palisade; zsh: as _palisade
+    /// in a directory of $fpath).
+    Completions {
+        /// bash | zsh | fish | elvish | powershell
+        shell: clap_complete::Shell,
+    },
+    /// (packaging) Write the manual pages into DIR: palisade(8), one page
+    /// per subcommand, palisade.toml(5) and palisade-pf.conf(5).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -427,6 +443,23 @@ fn main() -> ExitCode {
     }
     match cli.cmd {
         Cmd::Check(a) => check(a),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "palisade", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Man { dir } => match man::write_all(&dir) {
+            Ok(pages) => {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("palisade man: {}: {e}", dir.display());
+                ExitCode::from(1)
+            }
+        },
         Cmd::Replay(a) => replay_cmd(a),
         Cmd::Lab { action } => lab_cmd(action),
         Cmd::Show {

@@ -99,6 +99,15 @@ pub fn handle(sh: &Shared, req: &Value) -> Value {
 /// A bad file changes nothing. Returns whether it was swapped and the
 /// messages (every error, warnings, the outcome).
 pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
+    // systemd hears of it (RELOADING=1, then READY=1 with the outcome).
+    crate::notify::reloading();
+    let (ok, msgs) = reload_ruleset(sh, file);
+    let last = msgs.last().map(String::as_str).unwrap_or("");
+    crate::notify::reloaded(sh, ok, last);
+    (ok, msgs)
+}
+
+fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let path = file.unwrap_or(&sh.pf_path);
     let opts = ParseOptions {
         host: sh.host.clone(),

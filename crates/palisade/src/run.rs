@@ -340,7 +340,11 @@ fn worker(
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
+    let mut pulse = crate::notify::Pulse::new();
     while !STOP.load(Ordering::SeqCst) {
+        if id == 0 {
+            pulse.beat(sh);
+        }
         let errs = match afpacket::wait_fds(&fds, 100) {
             Ok(e) => e,
             Err(e) => {
@@ -645,7 +649,10 @@ pub fn run(path: &Path) -> Result<(), String> {
             let sh = &sh;
             s.spawn(move || worker(k + 1, sh, ports, fanout, None, None));
         }
+        // Ports open, rules compiled, control and metrics listening.
+        crate::notify::ready(&sh);
         worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
+        crate::notify::stopping();
     });
     drop(isolation);
     if control.is_some() {

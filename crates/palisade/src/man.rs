@@ -1,0 +1,102 @@
+//! `palisade man DIR`: the manual pages. The command pages come from the
+//! clap definitions in main.rs (clap_mangen), so they cannot drift from
+//! the CLI: palisade(8), and palisade-show(8), palisade-run(8), ... one
+//! per subcommand (palisade-lab-up(8) for nested ones). The file formats
+//! are written by hand (crates/palisade/man/) and carried in the binary,
+//! so one command writes the whole set (docs/packaging.md says why).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The pages written by hand: (file name, roff).
+pub const WRITTEN: [(&str, &str); 2] = [
+    ("palisade.toml.5", include_str!("../man/palisade.toml.5")),
+    (
+        "palisade-pf.conf.5",
+        include_str!("../man/palisade-pf.conf.5"),
+    ),
+];
+
+/// A command's page name: `palisade`, `palisade-show`, `palisade-lab-up`.
+fn page_name(cmd: &clap::Command) -> String {
+    cmd.get_display_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string()
+}
+
+/// The roff of one command's page, with SEE ALSO pointing up, down and at
+/// the file formats.
+fn render(cmd: &clap::Command, parent: Option<&str>) -> std::io::Result<Vec<u8>> {
+    let name = page_name(cmd);
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .title(name.to_uppercase())
+        .section("8")
+        .source(format!("palisade {}", env!("CARGO_PKG_VERSION")))
+        .manual("Palisade")
+        .render(&mut out)?;
+    let mut see: Vec<String> = Vec::new();
+    if let Some(p) = parent {
+        see.push(format!("{p}(8)"));
+    }
+    for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        see.push(format!("{}(8)", page_name(s)));
+    }
+    see.push("palisade.toml(5)".into());
+    see.push("palisade-pf.conf(5)".into());
+    if parent.is_none() {
+        see.push("pf.conf(5) (OpenBSD)".into());
+        see.push("systemctl(1)".into());
+    }
+    let see: Vec<String> = see
+        .iter()
+        .map(|s| {
+            // `name(N)` in bold with the section in roman, as man-pages do.
+            match s.split_once('(') {
+                Some((n, rest)) => format!("\\fB{}\\fR({rest}", n.replace('-', "\\-")),
+                None => s.clone(),
+            }
+        })
+        .collect();
+    writeln!(out, ".SH \"SEE ALSO\"\n{}", see.join(",\n"))?;
+    Ok(out)
+}
+
+/// Every page of the CLI: (file name, roff).
+pub fn command_pages() -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = <crate::Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut pages = Vec::new();
+    fn walk(
+        cmd: &clap::Command,
+        parent: Option<&str>,
+        pages: &mut Vec<(String, Vec<u8>)>,
+    ) -> std::io::Result<()> {
+        let name = page_name(cmd);
+        pages.push((format!("{name}.8"), render(cmd, parent)?));
+        for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(s, Some(&name), pages)?;
+        }
+        Ok(())
+    }
+    walk(&cmd, None, &mut pages)?;
+    Ok(pages)
+}
+
+/// Write every page into `dir`; returns the files written.
+pub fn write_all(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    let mut all = command_pages()?;
+    all.extend(
+        WRITTEN
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.as_bytes().to_vec())),
+    );
+    for (name, text) in all {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        written.push(p);
+    }
+    Ok(written)
+}
