@@ -214,7 +214,8 @@ fn answer<'a>(
         Reply::Stream(rx) => {
             // Followers take at most half the places, so that commands
             // (reload, flush) always find one.
-            static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            static FOLLOWERS: std::sync::atomic::AtomicUsize =
+                std::sync::atomic::AtomicUsize::new(0);
             use std::sync::atomic::Ordering::SeqCst;
             if FOLLOWERS.fetch_add(1, SeqCst) >= MAX_FOLLOWERS {
                 FOLLOWERS.fetch_sub(1, SeqCst);

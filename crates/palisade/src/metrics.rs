@@ -296,7 +296,8 @@ fn answer(s: std::net::TcpStream, sh: &Shared) {
     );
     // The answer is written within 5 s in all, or the client is dropped.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let _ = write_by(&s, head.as_bytes(), deadline).and_then(|_| write_by(&s, body.as_bytes(), deadline));
+    let _ = write_by(&s, head.as_bytes(), deadline)
+        .and_then(|_| write_by(&s, body.as_bytes(), deadline));
 }
 
 /// Write all of `data` by `deadline` (a client that takes a little now
