@@ -1180,7 +1180,8 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         );
         ix.iface.add(
             match &c.iface {
-                Some((false, n)) => Some(n.clone()),
+                // `on any` can match on any interface: a candidate for all.
+                Some((false, n)) if n != "any" => Some(n.clone()),
                 _ => None,
             },
             i,

@@ -198,6 +198,7 @@ fn head(rng: &mut Rng, anchor: bool) -> String {
         "on lan",
         "on ! em0",
         "on { em0 lo0 }",
+        "on any",
     ]));
     s.push(' ');
     s.push_str(rng.pick(&["", "", "", "", "inet", "inet6"]));
