@@ -1067,7 +1067,9 @@ fn fragment_floods_are_bounded_and_traffic_goes_on() {
     // records, over what the daemon held before.
     assert!(peak < base + 96 * 1024, "RSS {base} KiB -> {peak} KiB");
     assert!(info["fragment_bytes"].as_u64().unwrap_or(u64::MAX) <= 32 << 20);
-    assert!(rounds > 100);
+    // Every echo came back within 3 s (the read timeout); and they kept
+    // coming all along (one every 200 ms plus its round trip).
+    assert!(rounds > 50, "{rounds} echoes");
     let o = daemon.stop().unwrap();
     assert!(o.status.success(), "{}", log.lock().unwrap());
     let _ = (&ns, std::fs::remove_dir_all(&dir));
