@@ -418,6 +418,34 @@ impl Engine {
         self.anchor(a).map(|c| c.listing.clone())
     }
 
+    /// What a state created by rule `r` takes from it: its state options
+    /// and its counters (for a state imported from a peer, whose rule is
+    /// named by anchor path and number). None when no such rule exists.
+    pub fn rule_for_state(&self, r: &RuleRef) -> Option<(Option<Arc<StateOpts>>, Arc<RuleStats>)> {
+        fn find(rs: &CRuleset, r: &RuleRef) -> Option<(Option<Arc<StateOpts>>, Arc<RuleStats>)> {
+            if rs.path == r.anchor {
+                if let Some(c) = rs.rules.iter().find(|c| c.nr == r.nr) {
+                    return Some((c.state_opts.clone(), c.stats.clone()));
+                }
+                return rs
+                    .listing
+                    .get(r.nr as usize)
+                    .map(|l| (None, l.stats.clone()));
+            }
+            rs.rules.iter().find_map(|c| match &c.kind {
+                Kind::Anchor(Target::Inline(child)) if r.anchor.starts_with(&child.path) => {
+                    find(child, r)
+                }
+                _ => None,
+            })
+        }
+        let a = r.anchor.trim_start_matches('/');
+        if a.is_empty() {
+            return find(&self.main, r);
+        }
+        find(&self.main, r).or_else(|| self.anchors_read().values().find_map(|rs| find(rs, r)))
+    }
+
     pub fn anchor_names(&self) -> Vec<String> {
         self.anchors_read().keys().cloned().collect()
     }

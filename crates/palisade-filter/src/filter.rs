@@ -163,6 +163,21 @@ pub struct Filter {
     received_on: Option<String>,
     /// `set skip on`: packets on these interfaces pass unfiltered.
     skip: std::collections::HashSet<String>,
+    /// Fingerprint every state's SYN (`set_keep_os`).
+    keep_os: bool,
+}
+
+/// A fingerprint's full name, as `pfctl -so` lists it: class, version
+/// and subtype.
+pub fn os_label(f: &crate::osfp::Fingerprint) -> String {
+    let mut s = f.class.clone();
+    for part in [&f.version, &f.subtype] {
+        if !part.is_empty() {
+            s.push(' ');
+            s.push_str(part);
+        }
+    }
+    s
 }
 
 /// Pool slots: which choice of a rule's a round-robin position or a
@@ -245,7 +260,42 @@ impl Filter {
             state_defaults,
             received_on: None,
             skip,
+            keep_os: false,
         }
+    }
+
+    /// Keep the OS fingerprint of every TCP SYN that creates a state
+    /// (greylisting by OS asks for it), not only when a rule uses `os`.
+    pub fn set_keep_os(&mut self, on: bool) {
+        self.keep_os = on;
+    }
+
+    /// The record of a state, to send to a peer.
+    pub fn export_state(&self, id: u64, now_ms: u64) -> Option<crate::state::StateRecord> {
+        self.states.export(id, now_ms)
+    }
+
+    /// Take a peer's state: its rule is looked up in this ruleset by
+    /// anchor and number (its state options and counters apply); a rule
+    /// this ruleset lacks leaves the state without one, as pf's default
+    /// rule. Records no event.
+    pub fn import_state(
+        &mut self,
+        rec: &crate::state::StateRecord,
+        now_ms: u64,
+    ) -> Result<u64, crate::state::ImportError> {
+        let rule = rec
+            .rule
+            .as_ref()
+            .and_then(|r| self.engine.rule_for_state(r))
+            .map(|(o, st)| (o, Some(st)));
+        self.states.import(rec, now_ms, rule)
+    }
+
+    /// The original connection of one a local proxy accepted (pf's
+    /// `DIOCNATLOOK`): see `StateTable::natlook`.
+    pub fn natlook(&self, seen: &FlowKey, dir: Direction) -> Option<FlowKey> {
+        self.states.natlook(seen, dir)
     }
 
     /// Use this fingerprint database (from `set fingerprints`).
@@ -314,8 +364,8 @@ impl Filter {
             d.action = VerdictAction::Pass;
             return d;
         }
+        self.states.purge(now_ms);
         if now_ms >= self.last_expiry_ms + 1000 {
-            self.states.expire(now_ms);
             self.frags.expire(now_ms);
             let (keep, now) = (self.sticky_ms, now_ms);
             self.sticky.retain(|_, (_, last)| now < *last + keep);
@@ -601,7 +651,7 @@ impl Filter {
                 }
             }
         }
-        if self.engine.uses_os() {
+        if self.keep_os || self.engine.uses_os() {
             if let Some(seg) = &tcp_seg {
                 // Only a SYN without ACK carries a fingerprint (pf).
                 if seg.flags & 0x12 == 0x02 {
@@ -712,6 +762,9 @@ impl Filter {
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
                     self.states.set_log_all(id, v.log_all);
+                    if let Some(os) = &meta.os {
+                        self.states.set_os(id, &os_label(os));
+                    }
                     self.states.set_stats(id, v.stats.clone());
                     self.states.set_scrub(id, v.scrub);
                     if let Some(r) = &route {

@@ -27,6 +27,12 @@ use palisade_conf::ir::{Af, Direction, KeepState, StateOpts, Timeout};
 
 use crate::packet::RuleRef;
 
+mod replica;
+pub use replica::{
+    ImportError, Merged, RuleForState, StateEvent, StateId, StateRecord, StateUpdate,
+    DEFAULT_EVENT_LIMIT,
+};
+
 /// A connection's addresses as one packet sees them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -197,6 +203,9 @@ pub struct State {
     pub ext: Option<Box<StateExt>>,
     /// The creating rule's counters: the state's packets count there too.
     pub stats: Option<Arc<crate::packet::RuleStats>>,
+    /// The operating system the SYN's fingerprint named: 1 + its position
+    /// in the filter's fingerprint database, 0 when unknown or not taken.
+    pub os: u16,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -320,13 +329,6 @@ impl State {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StateEvent {
-    Insert(u64),
-    Update(u64),
-    Delete(u64),
-}
-
 /// Why tracking refused a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TrackError {
@@ -435,14 +437,16 @@ pub struct StateTable {
     foreign: HashMap<u64, u32>,
     live: usize,
     pub creator: u32,
-    events: Vec<StateEvent>,
+    events: replica::EventQueue,
     /// Global timeouts (seconds), indexed like `Timeout::ALL`.
     pub timeouts: [u32; 19],
     /// `set limit states`.
     pub limit: u32,
-    /// Record events only for a consumer (pfsync); otherwise they would
-    /// pile up.
-    pub events_enabled: bool,
+    /// Record events only for a consumer (pfsync): `set_events`.
+    events_enabled: bool,
+    /// Where the next purge slice starts, and when the last one ran.
+    purge_cursor: usize,
+    purge_ms: u64,
     /// States per creating rule, for `max`.
     per_rule: HashMap<RuleId, u32>,
     src_nodes: HashMap<SrcKey, SrcNode>,
@@ -451,6 +455,8 @@ pub struct StateTable {
     iface_ids: HashMap<String, IfId>,
     rules: Vec<RuleRef>,
     rule_ids: HashMap<RuleRef, RuleId>,
+    /// Interned operating-system names of fingerprinted SYNs.
+    os_names: Vec<String>,
 }
 
 /// pf's default state limit.
@@ -474,10 +480,12 @@ impl StateTable {
             foreign: HashMap::new(),
             live: 0,
             creator,
-            events: Vec::new(),
+            events: Default::default(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
             events_enabled: false,
+            purge_cursor: 0,
+            purge_ms: 0,
             per_rule: HashMap::new(),
             src_nodes: HashMap::new(),
             nodes_per_scope: HashMap::new(),
@@ -485,6 +493,7 @@ impl StateTable {
             iface_ids: HashMap::new(),
             rules: Vec::new(),
             rule_ids: HashMap::new(),
+            os_names: Vec::new(),
         }
     }
 
@@ -568,18 +577,6 @@ impl StateTable {
         self.rules.push(r.clone());
         self.rule_ids.insert(r.clone(), i);
         i
-    }
-
-    fn event(&mut self, e: StateEvent) {
-        if self.events_enabled {
-            self.events.push(e);
-        }
-    }
-
-    /// Events since the last call (inserts, updates, deletes), for pfsync
-    /// (only recorded while `events_enabled`).
-    pub fn drain_events(&mut self) -> Vec<StateEvent> {
-        std::mem::take(&mut self.events)
     }
 
     fn hash(&self, k: &FlowKey) -> u64 {
@@ -686,8 +683,13 @@ impl StateTable {
     }
 
     fn timeout_secs(&self, s: &State, t: Timeout) -> u32 {
+        self.timeout_secs_of(s.opts.as_deref(), t)
+    }
+
+    /// Timeout `t` in seconds under a rule's state options.
+    fn timeout_secs_of(&self, opts: Option<&StateOpts>, t: Timeout) -> u32 {
         let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
-        if let Some(o) = &s.opts {
+        if let Some(o) = opts {
             if let Some((_, v)) = o.timeouts.iter().find(|(x, _)| *x == t) {
                 return *v;
             }
@@ -922,7 +924,8 @@ impl StateTable {
             };
         }
         let iface_id = self.intern_iface(iface);
-        let mut s = State {
+        let no_sync = opts.as_ref().is_some_and(|o| o.no_sync);
+        let s = State {
             id: 0,
             creator: self.creator,
             key,
@@ -935,7 +938,7 @@ impl StateTable {
             rule: rule_id,
             keep,
             sloppy: opts.as_ref().is_some_and(|o| o.sloppy),
-            no_sync: opts.as_ref().is_some_and(|o| o.no_sync),
+            no_sync,
             opts,
             created_ms: now_ms,
             last_ms: now_ms,
@@ -948,46 +951,16 @@ impl StateTable {
             conn_counted: false,
             ext: None,
             stats: None,
+            os: 0,
         };
         let (wire, stack) = (s.wire(), s.stack());
-        let clash = |t: &Self, k: &FlowKey, need: u32| {
-            let h = t.hash(k);
-            t.index.iter_hash(h).any(|&e| {
-                let side = e >> 30;
-                let Some(Some(o)) = t.slab.get((e & SLOT_MASK) as usize) else {
-                    return false;
-                };
-                let okey = if side & WIRE_SIDE != 0 {
-                    o.wire()
-                } else {
-                    o.stack()
-                };
-                side & need != 0 && okey == *k && (!bound || !o.bound || o.iface == iface_id)
-            })
-        };
-        if clash(self, &wire, WIRE_SIDE) || clash(self, &stack, STACK_SIDE) {
+        if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
+            || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
+        {
             return Err("state-insert");
         }
-        let slot = match self.free.pop() {
-            Some(x) => x,
-            None => {
-                self.slab.push(None);
-                self.gens.push(0);
-                (self.slab.len() - 1) as u32
-            }
-        };
-        let gen = self.gens[slot as usize];
-        s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | slot as u64;
-        let id = s.id;
-        // The state is stored before its keys are indexed: growing the
-        // index rehashes every entry from its state, this one's included.
-        self.slab[slot as usize] = Some(s);
-        if wire == stack {
-            self.index_insert(&wire, slot | (WIRE_SIDE | STACK_SIDE) << 30);
-        } else {
-            self.index_insert(&wire, slot | WIRE_SIDE << 30);
-            self.index_insert(&stack, slot | STACK_SIDE << 30);
-        }
+        let slot = self.store(s, &wire, &stack);
+        let id = self.slab[slot as usize].as_ref().map_or(0, |s| s.id);
         if let Some(r) = rule_id {
             *self.per_rule.entry(r).or_default() += 1;
         }
@@ -1002,8 +975,53 @@ impl StateTable {
             }
         }
         self.live += 1;
-        self.event(StateEvent::Insert(id));
+        self.record_event(id, self.creator, no_sync, replica::Pending::Insert);
         Ok(id)
+    }
+
+    /// Is `k` a key of another state on `need`'s side (for a state bound
+    /// to `iface` when `bound`)?
+    fn key_taken(&self, k: &FlowKey, need: u32, bound: bool, iface: IfId) -> bool {
+        let h = self.hash(k);
+        self.index.iter_hash(h).any(|&e| {
+            let side = e >> 30;
+            let Some(Some(o)) = self.slab.get((e & SLOT_MASK) as usize) else {
+                return false;
+            };
+            let okey = if side & WIRE_SIDE != 0 {
+                o.wire()
+            } else {
+                o.stack()
+            };
+            side & need != 0 && okey == *k && (!bound || !o.bound || o.iface == iface)
+        })
+    }
+
+    /// Put a state in a free slot and index its keys; returns the slot.
+    /// A local state (id 0) gets its id from the slot.
+    fn store(&mut self, mut s: State, wire: &FlowKey, stack: &FlowKey) -> u32 {
+        let slot = match self.free.pop() {
+            Some(x) => x,
+            None => {
+                self.slab.push(None);
+                self.gens.push(0);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        if s.id == 0 {
+            let gen = self.gens[slot as usize];
+            s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | slot as u64;
+        }
+        // The state is stored before its keys are indexed: growing the
+        // index rehashes every entry from its state, this one's included.
+        self.slab[slot as usize] = Some(s);
+        if wire == stack {
+            self.index_insert(wire, slot | (WIRE_SIDE | STACK_SIDE) << 30);
+        } else {
+            self.index_insert(wire, slot | WIRE_SIDE << 30);
+            self.index_insert(stack, slot | STACK_SIDE << 30);
+        }
+        slot
     }
 
     /// Index `key` for the entry `e` (slot and sides), whose state is
@@ -1025,6 +1043,13 @@ impl StateTable {
     }
 
     pub fn remove(&mut self, id: u64) -> Option<State> {
+        let s = self.remove_quietly(id)?;
+        self.record_event(s.id, s.creator, s.no_sync, replica::Pending::Delete);
+        Some(s)
+    }
+
+    /// Remove a state without recording an event (a peer's news).
+    fn remove_quietly(&mut self, id: u64) -> Option<State> {
         let slot = self.slot_of(id)?;
         if self.slab.get(slot as usize)?.as_ref()?.id != id {
             return None;
@@ -1077,7 +1102,6 @@ impl StateTable {
                 }
             }
         }
-        self.event(StateEvent::Delete(id));
         Some(s)
     }
 
@@ -1088,6 +1112,43 @@ impl StateTable {
             .filter(|s| self.expires_ms(s) <= now_ms)
             .map(|s| s.id)
             .collect();
+        for id in &dead {
+            self.remove(*id);
+        }
+        dead.len()
+    }
+
+    /// Expire a slice of the table instead of all of it at once: called
+    /// for every packet, it runs at most every 100 ms and looks at as many
+    /// slots as the time since the last slice is a part of a second (at
+    /// least 256), so the whole table is walked about once a second, as
+    /// the full scan used to be, without a pause proportional to its size.
+    /// Returns how many states it removed.
+    pub fn purge(&mut self, now_ms: u64) -> usize {
+        let elapsed = now_ms.saturating_sub(self.purge_ms);
+        if elapsed < 100 {
+            return 0;
+        }
+        self.purge_ms = now_ms;
+        let n = self.slab.len();
+        if n == 0 {
+            return 0;
+        }
+        let budget = ((n as u128 * elapsed as u128 / 1000) as usize).clamp(256.min(n), n);
+        let mut dead = Vec::new();
+        let mut pos = self.purge_cursor;
+        for _ in 0..budget {
+            if pos >= n {
+                pos = 0;
+            }
+            if let Some(s) = &self.slab[pos] {
+                if self.expires_ms(s) <= now_ms {
+                    dead.push(s.id);
+                }
+            }
+            pos += 1;
+        }
+        self.purge_cursor = pos;
         for id in &dead {
             self.remove(*id);
         }
@@ -1120,7 +1181,8 @@ impl StateTable {
         };
         s.last_ms = now_ms;
         s.count(reply, len);
-        self.event(StateEvent::Update(id));
+        let (creator, no_sync) = (s.creator, s.no_sync);
+        self.record_event(id, creator, no_sync, replica::Pending::Update);
     }
 
     /// pf's TCP window tracking for a segment of a known connection.
@@ -1317,7 +1379,8 @@ impl StateTable {
                 }
             }
         }
-        self.event(StateEvent::Update(id));
+        let (creator, no_sync) = (s.creator, s.no_sync);
+        self.record_event(id, creator, no_sync, replica::Pending::Update);
         if over {
             return Err(TrackError::SrcLimit);
         }

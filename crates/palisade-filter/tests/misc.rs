@@ -46,7 +46,7 @@ fn log_matches_records_every_later_match() {
 #[test]
 fn state_events_for_pfsync() {
     let mut f = filter("pass out proto udp keep state (no-sync)\npass in proto udp\n");
-    f.states.events_enabled = true;
+    f.states.set_events(true);
     let d = f.process(
         &mut udp("192.0.2.10", "198.51.100.53", 5000, 53),
         "em0",
@@ -62,12 +62,32 @@ fn state_events_for_pfsync() {
         In,
         1,
     );
-    assert_eq!(
-        f.states.drain_events(),
-        [StateEvent::Insert(id), StateEvent::Update(id)]
+    // no-sync: nothing to replicate, nothing recorded.
+    assert!(f.states.drain_events(1, 100).is_empty());
+    f.states.purge(10_000_000);
+    assert!(f.states.drain_events(10_000_000, 100).is_empty());
+    // A syncable state: its insert (carrying the reply's update), then its
+    // delete.
+    let d = f.process(
+        &mut udp("198.51.100.53", "192.0.2.10", 53, 5001),
+        "em0",
+        In,
+        10_000_001,
     );
-    f.states.expire(10_000_000);
-    assert_eq!(f.states.drain_events(), [StateEvent::Delete(id)]);
+    let id = d.state_id.unwrap();
+    f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 5001, 53),
+        "em0",
+        Out,
+        10_000_002,
+    );
+    let ev = f.states.drain_events(10_000_002, 100);
+    assert!(matches!(&ev[..], [StateEvent::Insert(r)] if r.id == id && r.creator == 7));
+    f.states.purge(20_000_000);
+    assert!(matches!(
+        &f.states.drain_events(20_000_000, 100)[..],
+        [StateEvent::Delete(s)] if s.id == id
+    ));
     // Disabled, nothing piles up.
     let mut g = filter("pass out proto udp\n");
     g.process(
@@ -76,7 +96,7 @@ fn state_events_for_pfsync() {
         Out,
         0,
     );
-    assert!(g.states.drain_events().is_empty());
+    assert_eq!(g.states.pending_events(), 0);
 }
 
 #[test]
