@@ -4,7 +4,7 @@
 //! congestion, ip-option, proto-cksum, state-mismatch, state-insert,
 //! state-limit, src-limit, synproxy) and are counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use crate::engine::{Engine, LegacyKind};
 use crate::frag::{Reassembler, Reassembly};
 use crate::osfp::{FingerprintDb, SynSignature};
 use crate::packet::{PacketMeta, RuleRef, ScrubActions, VerdictAction};
+use crate::reason::Reason;
 use crate::state::{tcps, FlowKey, Proxy, StateTable, TcpSeg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +43,8 @@ impl StateMatch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub action: VerdictAction,
-    /// pf's reason: "match" when a rule or state decided.
-    pub reason: &'static str,
+    /// pf's reason: `Match` when a rule or state decided.
+    pub reason: Reason,
     pub rule: Option<RuleRef>,
     pub state: StateMatch,
     pub state_id: Option<u64>,
@@ -104,7 +105,7 @@ impl RouteTo {
 }
 
 impl Decision {
-    fn drop(reason: &'static str) -> Decision {
+    fn drop(reason: Reason) -> Decision {
         Decision {
             action: VerdictAction::Block(palisade_conf::ir::BlockPolicy::Drop),
             reason,
@@ -133,7 +134,8 @@ pub struct Counters {
     pub packets: u64,
     pub passed: u64,
     pub blocked: u64,
-    pub reasons: BTreeMap<&'static str, u64>,
+    /// Decisions per reason, indexed by `Reason::code`.
+    pub reasons: [u64; Reason::ALL.len()],
     pub state_searches: u64,
     pub state_inserts: u64,
 }
@@ -319,7 +321,7 @@ impl Filter {
         } else {
             self.counters.blocked += 1;
         }
-        *self.counters.reasons.entry(d.reason).or_default() += 1;
+        self.counters.reasons[d.reason as usize] += 1;
         d
     }
 
@@ -360,7 +362,7 @@ impl Filter {
         self.now_ms = now_ms;
         if !self.skip.is_empty() && self.skip.contains(iface) {
             // As pf: not filtered, not counted, no state.
-            let mut d = Decision::drop("match");
+            let mut d = Decision::drop(Reason::Match);
             d.action = VerdictAction::Pass;
             return d;
         }
@@ -375,9 +377,9 @@ impl Filter {
             Ok(i) => i,
             Err(m) => {
                 let reason = match m {
-                    palisade_wire::Malformed::Short => "short",
-                    palisade_wire::Malformed::BadTcpHeader => "bad-offset",
-                    _ => "normalize",
+                    palisade_wire::Malformed::Short => Reason::Short,
+                    palisade_wire::Malformed::BadTcpHeader => Reason::BadOffset,
+                    _ => Reason::Normalize,
                 };
                 return self.count(Decision::drop(reason));
             }
@@ -385,7 +387,7 @@ impl Filter {
         if info.frag.is_some() {
             match self.frags.push(ip, &info, now_ms) {
                 Reassembly::Held => {
-                    let mut d = Decision::drop("fragment");
+                    let mut d = Decision::drop(Reason::Fragment);
                     d.action = VerdictAction::Pass;
                     d.held = true;
                     return d;
@@ -503,14 +505,14 @@ impl Filter {
         // IP options block every packet of a connection whose rule does
         // not allow them (pf: the state's rule).
         if opts_refused(ip, info, allow_opts) {
-            let mut d = Decision::drop("ip-option");
+            let mut d = Decision::drop(Reason::IpOption);
             d.rule = rule;
             d.state_id = Some(id);
             return Some(self.count(d));
         }
         let mut d = Decision {
             action: VerdictAction::Pass,
-            reason: "match",
+            reason: Reason::Match,
             rule,
             state: StateMatch::Match,
             state_id: Some(id),
@@ -567,7 +569,7 @@ impl Filter {
                         Err(crate::state::TrackError::SrcLimit) => {
                             self.overload(id);
                             d.action = VerdictAction::Block(BlockPolicy::Drop);
-                            d.reason = "src-limit";
+                            d.reason = Reason::SrcLimit;
                             return Some(self.count(d));
                         }
                     }
@@ -592,7 +594,7 @@ impl Filter {
             }
             Some(false) => {
                 d.action = VerdictAction::Block(BlockPolicy::Drop);
-                d.reason = "state-mismatch";
+                d.reason = Reason::StateMismatch;
                 return Some(self.count(d));
             }
             None => {}
@@ -636,7 +638,7 @@ impl Filter {
                             .translate(pool, &h.rule, &key, &mut after, source, dir, random)
                             .is_none()
                         {
-                            return self.count(Decision::drop("translate"));
+                            return self.count(Decision::drop(Reason::Translate));
                         }
                         meta.src = after.src;
                         meta.dst = after.dst;
@@ -683,7 +685,7 @@ impl Filter {
         }
         let mut d = Decision {
             action: v.action,
-            reason: "match",
+            reason: Reason::Match,
             rule: v.rule.clone(),
             state: StateMatch::None,
             state_id: None,
@@ -705,7 +707,7 @@ impl Filter {
         // deciding rule says `allow-opts`.
         if opts_refused(ip, &info, v.allow_opts) {
             d.action = VerdictAction::Block(BlockPolicy::Drop);
-            d.reason = "ip-option";
+            d.reason = Reason::IpOption;
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.
@@ -713,14 +715,14 @@ impl Filter {
         if let (Some(pool), Some(r)) = (&v.nat_pool, &v.nat) {
             match self.translate(pool, r, &base, &mut after, true, dir, random) {
                 Some(()) => {}
-                None => return self.count(Decision::drop("translate")),
+                None => return self.count(Decision::drop(Reason::Translate)),
             }
         }
         if let (Some(pool), Some(r)) = (&v.rdr_pool, &v.rdr) {
             let base = after.clone();
             match self.translate(pool, r, &base, &mut after, false, dir, random) {
                 Some(()) => {}
-                None => return self.count(Decision::drop("translate")),
+                None => return self.count(Decision::drop(Reason::Translate)),
             }
         }
         let translated = (after != key).then(|| after.clone());
@@ -806,7 +808,7 @@ impl Filter {
                                     key.dst, key.src, 6, 64, &synack,
                                 ));
                                 d.action = VerdictAction::Block(BlockPolicy::Drop);
-                                d.reason = "synproxy";
+                                d.reason = Reason::Synproxy;
                                 return self.count(d);
                             }
                         }
@@ -871,7 +873,7 @@ impl Filter {
     ) -> Decision {
         use palisade_wire::build;
         d.action = VerdictAction::Block(BlockPolicy::Drop);
-        d.reason = "synproxy";
+        d.reason = Reason::Synproxy;
         let Some(key) = self.states.get(id).map(|s| s.key.clone()) else {
             return d;
         };
@@ -1000,7 +1002,7 @@ impl Filter {
         }
         Some(Decision {
             action: VerdictAction::Pass,
-            reason: "match",
+            reason: Reason::Match,
             rule,
             state: StateMatch::Match,
             state_id: Some(hit.id),
@@ -1399,7 +1401,7 @@ pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> V
                     AF_INET
                 },
                 action: act,
-                reason: reason_code(d.reason),
+                reason: d.reason.code(),
                 ifname: iface.to_string(),
                 ruleset,
                 rulenr,

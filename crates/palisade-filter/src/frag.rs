@@ -87,7 +87,7 @@ pub enum Reassembly {
     /// how it was fragmented, to fragment it again on the way out.
     Complete(Vec<u8>, FragInfo),
     /// Dropped, with pf's reason name.
-    Dropped(&'static str),
+    Dropped(crate::Reason),
 }
 
 /// How a reassembled datagram arrived: its identification and its
@@ -240,13 +240,13 @@ impl Reassembler {
         let (data_off, frag_hdr_off) = if v6 {
             match fragment_header_offset(ip) {
                 Some(o) => (o + 8, Some(o)),
-                None => return Reassembly::Dropped("normalize"),
+                None => return Reassembly::Dropped(crate::Reason::Normalize),
             }
         } else {
             (info.l4_offset, None)
         };
         if data_off > info.len {
-            return Reassembly::Dropped("short");
+            return Reassembly::Dropped(crate::Reason::Short);
         }
         let data = &ip[data_off..info.len];
         let offset = frag.offset as usize;
@@ -254,10 +254,10 @@ impl Reassembler {
             || (frag.more && data.len() % 8 != 0)
             || (frag.more && data.is_empty())
         {
-            return Reassembly::Dropped("fragment");
+            return Reassembly::Dropped(crate::Reason::Fragment);
         }
         if self.limit == 0 {
-            return Reassembly::Dropped("memory");
+            return Reassembly::Dropped(crate::Reason::Memory);
         }
         let key = FragKey {
             src: info.src,
@@ -289,7 +289,7 @@ impl Reassembler {
             .iter()
             .any(|p| p.offset == offset && p.data == data)
         {
-            return Reassembly::Dropped("fragment");
+            return Reassembly::Dropped(crate::Reason::Fragment);
         }
         let orig_len = data.len();
         let (mut offset, mut data) = (offset, data);
@@ -308,12 +308,12 @@ impl Reassembler {
             // RFC 5722, as pf: the whole datagram is abandoned.
             self.free(&key);
             self.stats.bad += 1;
-            return Reassembly::Dropped("fragment");
+            return Reassembly::Dropped(crate::Reason::Fragment);
         }
         if bad_total || d.pieces.len() >= MAX_FRAGS_PER_DATAGRAM {
             // This fragment alone goes.
             self.stats.bad += 1;
-            return Reassembly::Dropped("fragment");
+            return Reassembly::Dropped(crate::Reason::Fragment);
         }
         if overlap {
             // IPv4, as pf: the data already held before this fragment wins
@@ -327,7 +327,7 @@ impl Reassembler {
                 .unwrap_or(0);
             if precut >= data.len() {
                 self.stats.bad += 1;
-                return Reassembly::Dropped("fragment");
+                return Reassembly::Dropped(crate::Reason::Fragment);
             }
             offset += precut;
             data = &data[precut..];
@@ -405,7 +405,7 @@ impl Reassembler {
                 if self.buffered > self.limit || self.bytes > self.max_bytes {
                     // This datagram alone is over a bound.
                     self.free(&key);
-                    return Reassembly::Dropped("memory");
+                    return Reassembly::Dropped(crate::Reason::Memory);
                 }
             }
             return Reassembly::Held;
@@ -415,7 +415,7 @@ impl Reassembler {
         self.buffered -= d.pieces.len();
         self.bytes -= d.bytes;
         let Some((mut out, _)) = d.head else {
-            return Reassembly::Dropped("fragment");
+            return Reassembly::Dropped(crate::Reason::Fragment);
         };
         // The first fragment's header (its length may differ from this
         // fragment's: options not copied into later fragments).
@@ -426,13 +426,13 @@ impl Reassembler {
         if v6 {
             let plen = out.len() - 40;
             if plen > 65535 {
-                return Reassembly::Dropped("fragment");
+                return Reassembly::Dropped(crate::Reason::Fragment);
             }
             out[4..6].copy_from_slice(&(plen as u16).to_be_bytes());
         } else {
             let len = out.len();
             if len > 65535 {
-                return Reassembly::Dropped("fragment");
+                return Reassembly::Dropped(crate::Reason::Fragment);
             }
             out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
             // Keep DF, clear MF and the offset.

@@ -852,14 +852,14 @@ impl StateTable {
         now_ms: u64,
         tcp: Option<&TcpSeg>,
         len: u32,
-    ) -> Result<u64, &'static str> {
+    ) -> Result<u64, crate::Reason> {
         if self.live as u64 >= self.limit as u64 || self.live >= MAX_SLOTS {
-            return Err("state-limit");
+            return Err(crate::Reason::StateLimit);
         }
         let rule_id = rule.as_ref().map(|r| self.intern_rule(r));
         if let (Some(m), Some(r)) = (opts.as_ref().and_then(|o| o.max), rule_id) {
             if self.per_rule.get(&r).copied().unwrap_or(0) >= m {
-                return Err("state-limit");
+                return Err(crate::Reason::StateLimit);
             }
         }
         // Source tracking: per-source limits on states and nodes.
@@ -874,16 +874,16 @@ impl StateTable {
             match self.src_nodes.get(k) {
                 Some(n) => {
                     if o.max_src_states.is_some_and(|m| n.states >= m) {
-                        return Err("src-limit");
+                        return Err(crate::Reason::SrcLimit);
                     }
                 }
                 None => {
                     let nodes = self.nodes_per_scope.get(&k.0).copied().unwrap_or(0);
                     if o.max_src_nodes.is_some_and(|m| nodes >= m) {
-                        return Err("src-limit");
+                        return Err(crate::Reason::SrcLimit);
                     }
                     if o.max_src_states == Some(0) {
-                        return Err("src-limit");
+                        return Err(crate::Reason::SrcLimit);
                     }
                 }
             }
@@ -957,7 +957,7 @@ impl StateTable {
         if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
             || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
         {
-            return Err("state-insert");
+            return Err(crate::Reason::StateInsert);
         }
         let slot = self.store(s, &wire, &stack);
         let id = self.slab[slot as usize].as_ref().map_or(0, |s| s.id);

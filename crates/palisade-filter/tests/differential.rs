@@ -497,7 +497,7 @@ fn translated_connections_agree_with_a_model() {
             }
             let mut b = pkt(orig, proto, 1000, 0, 0x02);
             let d = f.process(&mut b, "wan", dir, now);
-            if d.reason == "state-insert" {
+            if d.reason == palisade_filter::Reason::StateInsert {
                 // Ports kept (static-port, binat-to) can clash with a live
                 // connection's translation; the model must know that one.
                 let nat4 = |a: &str| -> IpAddr { a.parse().unwrap() };

@@ -140,7 +140,10 @@ fn ipv4_overlaps_are_trimmed_as_pf_does() {
     let mut last = frag4_piece(&p, 1480, &pl[1480..], false);
     assert!(f.process(&mut last, "em0", In, 0).held);
     let mut inside = frag4_piece(&p, 1488, &pl[1488..1496], true);
-    assert_eq!(f.process(&mut inside, "em0", In, 0).reason, "fragment");
+    assert_eq!(
+        f.process(&mut inside, "em0", In, 0).reason,
+        palisade_filter::Reason::Fragment
+    );
     let mut first = frag4_piece(&p, 0, &pl[..1488], true);
     let d = f.process(&mut first, "em0", In, 0);
     assert_eq!(d.action, VerdictAction::Pass, "{:?}", d.reason);
@@ -168,7 +171,7 @@ fn ipv6_overlaps_abandon_the_datagram_and_nothing_is_kept() {
     b[42..44].copy_from_slice(&(fo - 8).to_be_bytes());
     let d = f.process(&mut b, "em0", In, 0);
     assert!(matches!(d.action, VerdictAction::Block(_)));
-    assert_eq!(d.reason, "fragment");
+    assert_eq!(d.reason, palisade_filter::Reason::Fragment);
     assert_eq!(f.frags.pending(), 0, "abandoned and freed at once");
     assert_eq!(f.frags.held(), 0);
     // Nothing remembered: the real datagram sent again gets through.
@@ -197,15 +200,21 @@ fn duplicate_and_excess_fragments_are_dropped() {
     assert!(f.process(&mut first.clone(), "em0", In, 0).held);
     assert_eq!(
         f.process(&mut first.clone(), "em0", In, 0).reason,
-        "fragment",
+        palisade_filter::Reason::Fragment,
         "duplicate"
     );
     // Beyond 65535 bytes.
     let mut big = frag4_piece(&p, 65528, &[0u8; 16], false);
-    assert_eq!(f.process(&mut big, "em0", In, 0).reason, "fragment");
+    assert_eq!(
+        f.process(&mut big, "em0", In, 0).reason,
+        palisade_filter::Reason::Fragment
+    );
     // A non-final fragment whose length is not a multiple of 8.
     let mut odd = frag4_piece(&p, 2000, &[0u8; 13], true);
-    assert_eq!(f.process(&mut odd, "em0", In, 0).reason, "fragment");
+    assert_eq!(
+        f.process(&mut odd, "em0", In, 0).reason,
+        palisade_filter::Reason::Fragment
+    );
     // The datagram still completes.
     let mut last = frag4_piece(&p, 1480, &pl[1480..], false);
     let d = f.process(&mut last, "em0", In, 0);

@@ -52,7 +52,7 @@ fn max_src_states_and_nodes() {
         In,
         0,
     );
-    assert_eq!(d.reason, "src-limit");
+    assert_eq!(d.reason, palisade_filter::Reason::SrcLimit);
     // Another source is counted separately.
     assert!(connect(&mut f, "198.51.100.2", 1000, 0).passed());
 
@@ -68,7 +68,7 @@ fn max_src_states_and_nodes() {
         In,
         0,
     );
-    assert_eq!(d.reason, "src-limit");
+    assert_eq!(d.reason, palisade_filter::Reason::SrcLimit);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn max_src_conn_overload_and_flush() {
     assert_eq!(f.states.len(), 3);
     let d = connect(&mut f, c, 1002, 0);
     assert!(matches!(d.action, VerdictAction::Block(_)));
-    assert_eq!(d.reason, "src-limit");
+    assert_eq!(d.reason, palisade_filter::Reason::SrcLimit);
     assert!(
         f.engine().tables().contains("bruteforce", &ip(c)),
         "overload adds the source"
@@ -114,7 +114,11 @@ fn max_src_conn_rate() {
     assert!(connect(&mut f, c, 1000, 0).passed());
     assert!(connect(&mut f, c, 1001, 1000).passed());
     let d = connect(&mut f, c, 1002, 2000);
-    assert_eq!(d.reason, "src-limit", "third connection within 10 s");
+    assert_eq!(
+        d.reason,
+        palisade_filter::Reason::SrcLimit,
+        "third connection within 10 s"
+    );
     // After the window has passed the rate has decayed.
     assert!(connect(&mut f, c, 1003, 30_000).passed());
 }
@@ -130,5 +134,5 @@ fn per_rule_max() {
         In,
         0,
     );
-    assert_eq!(d.reason, "state-limit");
+    assert_eq!(d.reason, palisade_filter::Reason::StateLimit);
 }

@@ -121,7 +121,7 @@ fn set_limit_states() {
         0,
     );
     assert!(matches!(d.action, VerdictAction::Block(_)));
-    assert_eq!(d.reason, "state-limit");
+    assert_eq!(d.reason, palisade_filter::Reason::StateLimit);
 }
 
 #[test]

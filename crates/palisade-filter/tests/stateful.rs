@@ -79,7 +79,7 @@ fn assert_pass(d: &Decision, state: StateMatch) {
 
 fn assert_mismatch(d: &Decision) {
     assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
-    assert_eq!(d.reason, "state-mismatch", "{d:?}");
+    assert_eq!(d.reason, palisade_filter::Reason::StateMismatch, "{d:?}");
 }
 
 /// A download: handshake, a request, 3 data segments, close.
@@ -188,7 +188,7 @@ fn tcp_connection_tracked_through_close() {
         0,
     );
     assert!(matches!(d.action, VerdictAction::Block(_)));
-    assert_eq!(d.reason, "match");
+    assert_eq!(d.reason, palisade_filter::Reason::Match);
 }
 
 #[test]
@@ -256,7 +256,10 @@ fn stray_syn_ack_is_a_state_mismatch() {
         5,
     );
     assert_mismatch(&d);
-    assert_eq!(f.counters.reasons.get("state-mismatch"), Some(&1));
+    assert_eq!(
+        f.counters.reasons[palisade_filter::Reason::StateMismatch as usize],
+        1
+    );
 }
 
 #[test]
@@ -403,20 +406,23 @@ fn malformed_packets_are_dropped_and_counted() {
     let good = tcp("192.0.2.10", "198.51.100.20", 1, 80, 1, 0, SYN, 100, b"");
     assert_eq!(
         f.process(&mut good[..30].to_vec(), "em0", Out, 0).reason,
-        "short"
+        palisade_filter::Reason::Short
     );
     let mut bad = good.clone();
     bad[32] = 0x10; // TCP data offset 1 word
     assert_eq!(
         f.process(&mut bad.clone(), "em0", Out, 0).reason,
-        "bad-offset"
+        palisade_filter::Reason::BadOffset
     );
     assert_eq!(
         f.process(&mut [0x20; 40], "em0", Out, 0).reason,
-        "normalize"
+        palisade_filter::Reason::Normalize
     );
     assert_eq!(f.counters.blocked, 3);
-    assert_eq!(f.counters.reasons.get("short"), Some(&1));
+    assert_eq!(
+        f.counters.reasons[palisade_filter::Reason::Short as usize],
+        1
+    );
 }
 
 #[test]
@@ -580,7 +586,11 @@ fn synproxy_completes_both_handshakes() {
         In,
         0,
     );
-    assert_eq!((d.reason, d.state), ("synproxy", StateMatch::New), "{d:?}");
+    assert_eq!(
+        (d.reason, d.state),
+        (palisade_filter::Reason::Synproxy, StateMatch::New),
+        "{d:?}"
+    );
     assert_eq!(d.generated.len(), 1);
     let synack = &d.generated[0];
     assert!(checksums_ok(synack));
@@ -594,7 +604,7 @@ fn synproxy_completes_both_handshakes() {
         In,
         1,
     );
-    assert_eq!(d.reason, "synproxy");
+    assert_eq!(d.reason, palisade_filter::Reason::Synproxy);
     let syn = &d.generated[0];
     assert!(checksums_ok(syn));
     assert_eq!(seq_ack(syn).0, cisn, "the client's own ISN");

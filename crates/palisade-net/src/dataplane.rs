@@ -11,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use palisade_conf::ir::Direction;
-use palisade_filter::Filter;
+use palisade_filter::{Filter, Reason};
 use palisade_wire::checksum::update16;
 use palisade_wire::link::{self, ETH_ARP, ETH_IPV4, ETH_IPV6, ETH_VLAN};
 use palisade_wire::{build, parse_ip, IpInfo, L4};
@@ -257,7 +257,10 @@ impl Dataplane {
             let blocked = !d.passed() as usize;
             st.packets[v6][out][blocked] += 1;
             st.bytes[v6][out][blocked] += pkt.len() as u64;
-            if matches!(d.reason, "short" | "bad-offset" | "normalize") {
+            if matches!(
+                d.reason,
+                Reason::Short | Reason::BadOffset | Reason::Normalize
+            ) {
                 st.errors += 1;
             }
         }
@@ -1627,7 +1630,7 @@ pass in on lan
         let ip = parse_ip(&o[0].1[14..]).unwrap();
         assert_eq!(ip.src, "198.51.100.2".parse::<IpAddr>().unwrap());
         assert_eq!(&o[0].1[0..6], &B[..]);
-        assert_eq!(d.filter.counters.reasons.get("state-insert"), None);
+        assert_eq!(d.filter.counters.reasons[Reason::StateInsert as usize], 0);
     }
 
     #[test]

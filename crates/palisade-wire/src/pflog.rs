@@ -18,34 +18,11 @@ pub mod action {
     pub const MATCH: u8 = 12;
 }
 
-/// pf's reasons (PFRES_*), by name as `pfctl -si` prints them.
-pub fn reason_code(name: &str) -> u8 {
-    match name {
-        "match" => 0,
-        "bad-offset" => 1,
-        "fragment" => 2,
-        "short" => 3,
-        "normalize" => 4,
-        "memory" => 5,
-        "bad-timestamp" => 6,
-        "congestion" => 7,
-        "ip-option" => 8,
-        "proto-cksum" => 9,
-        "state-mismatch" => 10,
-        "state-insert" => 11,
-        "state-limit" => 12,
-        "src-limit" => 13,
-        "synproxy" => 14,
-        "translate" => 15,
-        "no-route" => 16,
-        _ => 4,
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PflogHeader {
     pub af: u8,
     pub action: u8,
+    /// pf's reason code (`palisade_filter::Reason::code`).
     pub reason: u8,
     pub ifname: String,
     /// The anchor, empty for the main ruleset.
@@ -128,7 +105,7 @@ mod tests {
         let h = PflogHeader {
             af: AF_INET,
             action: action::DROP,
-            reason: reason_code("state-mismatch"),
+            reason: 10, // state-mismatch
             ifname: "em0".into(),
             ruleset: "ftp-proxy/1".into(),
             rulenr: 3,

@@ -16,7 +16,7 @@ use palisade_conf::print::proto_str;
 use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
 use palisade_filter::packet::RuleListing;
 use palisade_filter::table::net_key;
-use palisade_filter::Engine;
+use palisade_filter::{Engine, Reason};
 use palisade_net::config::Prefix;
 use serde_json::{json, Value};
 
@@ -449,38 +449,14 @@ fn states_part(rows: &[Row], level: u64) -> (String, Vec<StateItem<'_>>) {
     (text, list)
 }
 
-/// pf's counters, in `pfctl -si`'s order; Palisade's own reasons follow.
-const PF_REASONS: [&str; 17] = [
-    "match",
-    "bad-offset",
-    "fragment",
-    "short",
-    "normalize",
-    "memory",
-    "bad-timestamp",
-    "congestion",
-    "ip-option",
-    "proto-cksum",
-    "state-mismatch",
-    "state-insert",
-    "state-limit",
-    "src-limit",
-    "synproxy",
-    "translate",
-    "no-route",
-];
-
 /// The figures `show info` prints and the metrics export (the same
 /// numbers, so that the two agree).
 pub fn info_data(sh: &Shared) -> Value {
     let dp = sh.dp();
     let f = &dp.filter.counters;
     let mut reasons = serde_json::Map::new();
-    for r in PF_REASONS {
-        reasons.insert(r.into(), json!(f.reasons.get(r).copied().unwrap_or(0)));
-    }
-    for (r, n) in &f.reasons {
-        reasons.insert((*r).into(), json!(n));
+    for r in Reason::ALL {
+        reasons.insert(r.name().into(), json!(f.reasons[r as usize]));
     }
     let c = &dp.counters;
     json!({
@@ -532,9 +508,8 @@ fn show_info(sh: &Shared) -> Value {
     }
     text += "Counters\n";
     if let Some(m) = d["reasons"].as_object() {
-        // pf's in pfctl's order, then Palisade's own.
-        let ours = m.keys().filter(|k| !PF_REASONS.contains(&k.as_str()));
-        for r in PF_REASONS.iter().copied().chain(ours.map(String::as_str)) {
+        // In pfctl's order.
+        for r in Reason::ALL.map(Reason::name) {
             let v = m.get(r).and_then(|v| v.as_u64()).unwrap_or(0);
             text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(v));
         }
@@ -1142,7 +1117,7 @@ pub fn log_line(rec: &[u8]) -> String {
     } else {
         h.subrulenr.to_string()
     };
-    let reason = PF_REASONS.get(h.reason as usize).copied().unwrap_or("?");
+    let reason = Reason::from_code(h.reason).map_or("?", Reason::name);
     let act = match h.action {
         action::PASS => "pass",
         action::DROP => "block",

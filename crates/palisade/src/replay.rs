@@ -320,7 +320,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                     .filter(|a| !a.is_empty()),
                 state: d.state.name(),
                 state_id: d.state_id.map(|x| format!("{x:016x}")),
-                reason: d.reason,
+                reason: d.reason.name(),
                 nat: d.nat.as_ref().map(|(a, b)| {
                     let ep = |ip: std::net::IpAddr, p: u16| {
                         if ip.is_ipv6() {
