@@ -22,7 +22,6 @@ use palisade_conf::host::HostModel;
 use palisade_conf::ir::*;
 
 use crate::packet::*;
-use crate::reference::anchor_path;
 use crate::table::TableSet;
 
 #[derive(Clone, Debug)]
@@ -1006,6 +1005,23 @@ fn compile_addr(a: &AddrSpec, host: &HostModel) -> CAddrSpec {
     CAddrSpec { neg: a.neg, addr }
 }
 
+/// The path of the ruleset anchor rule `nr` of the ruleset at `parent`
+/// calls: its name relative to the caller, from the root when it starts
+/// with "/", and `_N` for an unnamed inline anchor (pf.conf(5), ANCHORS).
+/// The reference evaluator resolves paths on its own, so that the
+/// differential tests compare two readings of the man page, not one.
+fn called_path(parent: &str, nr: usize, name: Option<&str>) -> String {
+    let own = name.map_or_else(|| format!("_{nr}"), str::to_string);
+    match own.strip_prefix('/') {
+        Some(from_root) => from_root.to_string(),
+        None => [parent, own.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("/"),
+    }
+}
+
 fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
     let mut out = CRuleset {
         path: path.to_string(),
@@ -1027,7 +1043,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             Action::Block(p) => Kind::Block(*p),
             Action::Match => Kind::Match,
             Action::Anchor(AnchorKind::Filter) => {
-                let target = anchor_path(path, nr, r.anchor_name.as_deref());
+                let target = called_path(path, nr, r.anchor_name.as_deref());
                 if let Some(inline) = &r.inline {
                     let child = compile(inline, &target, host);
                     if let Some(l) = out.listing.last_mut() {
@@ -1124,7 +1140,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                 continue;
             }
             Action::Anchor(k) => {
-                let target = anchor_path(path, nr, r.anchor_name.as_deref());
+                let target = called_path(path, nr, r.anchor_name.as_deref());
                 let mut m = compile_matcher(r, nr, host);
                 m.stats = stats.clone();
                 let kinds: &[LegacyKind] = match k {
