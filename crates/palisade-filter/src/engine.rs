@@ -276,20 +276,78 @@ struct CRuleset {
     listing: Vec<RuleListing>,
 }
 
-/// The packet filter's ruleset, compiled, with the tables and anchors it uses.
+/// What changes at run time without a reload, shared by the compiled
+/// rulesets that replace each other at reloads: the tables (`overload`,
+/// `palisade table add`...) and the anchors loaded by `anchor load`
+/// (ftp-proxy keeps one per session) or by pf.conf's `load anchor`.
+/// Keeping them here, not inside a ruleset, is what lets a reload swap the
+/// ruleset by pointer without copying them by hand.
+pub struct Runtime {
+    /// Readers take the lock for one lookup.
+    tables: std::sync::RwLock<TableSet>,
+    /// Each anchor is replaced as a whole (atomically, without touching
+    /// the rest): evaluation takes its own reference.
+    anchors: std::sync::RwLock<BTreeMap<String, Arc<CRuleset>>>,
+    /// The anchors pf.conf's `load anchor` loaded: a reload replaces
+    /// these, and keeps those loaded at run time.
+    from_config: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Some loaded anchor matches on `os`.
+    anchors_use_os: std::sync::atomic::AtomicBool,
+}
+
+/// The packet filter's ruleset, compiled and immutable, over the run-time
+/// tables and anchors it shares with its predecessors and successors.
 pub struct Engine {
     host: HostModel,
-    /// Tables change at run time (overload, `palisade table add`) without
-    /// a reload: readers take the lock for one lookup.
-    tables: std::sync::RwLock<TableSet>,
     main: CRuleset,
-    /// Anchors loaded at run time, each replaced as a whole (atomically,
-    /// without touching the rest): evaluation takes its own reference.
-    anchors: std::sync::RwLock<BTreeMap<String, Arc<CRuleset>>>,
+    runtime: Arc<Runtime>,
     /// The groups each interface belongs to (for `on GROUP`).
     groups: HashMap<String, Vec<String>>,
-    /// Some rule matches on `os`, so SYNs need fingerprinting.
-    uses_os: std::sync::atomic::AtomicBool,
+    /// Some rule of the main ruleset matches on `os`.
+    uses_os: bool,
+}
+
+/// A ruleset compiled to replace a running one (`Engine::successor`):
+/// the tables and `load anchor`s of its pf.conf take effect at `commit`.
+pub struct Successor {
+    engine: Engine,
+    tables: TableSet,
+    anchors: Vec<(String, Arc<CRuleset>, bool)>,
+}
+
+impl Successor {
+    /// Make the successor's tables and anchors current (pf.conf's tables
+    /// replace those of the same name, stamped `now_s`; tables created at
+    /// run time stay; pf.conf's `load anchor`s replace those of the last
+    /// pf.conf, anchors loaded at run time stay unless pf.conf loads one
+    /// of the same name), and return the ruleset to swap in. Call it just
+    /// before the swap, under the lock the swap takes.
+    pub fn commit(self, now_s: u64) -> Arc<Engine> {
+        let rt = &self.engine.runtime;
+        {
+            let mut t = rt.tables.write().unwrap_or_else(|e| e.into_inner());
+            for (name, mut tab) in self.tables.tables {
+                tab.born = now_s;
+                t.tables.insert(name, tab);
+            }
+        }
+        {
+            let mut from = rt.from_config.lock().unwrap_or_else(|e| e.into_inner());
+            let mut a = rt.anchors.write().unwrap_or_else(|e| e.into_inner());
+            for old in std::mem::take(&mut *from) {
+                a.remove(&old);
+            }
+            for (p, c, os) in self.anchors {
+                if os {
+                    rt.anchors_use_os
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                a.insert(p.clone(), c);
+                from.insert(p);
+            }
+        }
+        Arc::new(self.engine)
+    }
 }
 
 struct St {
@@ -316,33 +374,59 @@ struct St {
 
 impl Engine {
     pub fn new(config: &Config, host: HostModel) -> Engine {
-        let tables = TableSet::from_config(config);
+        let runtime = Arc::new(Runtime {
+            tables: std::sync::RwLock::new(TableSet::default()),
+            anchors: Default::default(),
+            from_config: Default::default(),
+            anchors_use_os: Default::default(),
+        });
+        let next = Engine::compile_over(config, host, runtime);
+        let e = next.commit(0);
+        Arc::try_unwrap(e).unwrap_or_else(|_| unreachable!("a new engine has one owner"))
+    }
+
+    /// A ruleset compiled from `config` to replace this one, over the same
+    /// run-time tables and anchors: nothing changes until its `commit`.
+    pub fn successor(&self, config: &Config) -> Successor {
+        Engine::compile_over(config, self.host.clone(), self.runtime.clone())
+    }
+
+    fn compile_over(config: &Config, host: HostModel, runtime: Arc<Runtime>) -> Successor {
         let groups = host
             .interfaces
             .iter()
             .map(|i| (i.name.clone(), i.groups.clone()))
             .collect();
         let main = compile(&config.main, "", &host);
-        let mut anchors = BTreeMap::new();
-        for la in &config.load_anchors {
-            let p = la.name.trim_start_matches('/').to_string();
-            anchors.insert(p.clone(), Arc::new(compile(&la.ruleset, &p, &host)));
-        }
-        let uses_os =
-            uses_os(&config.main) || config.load_anchors.iter().any(|a| uses_os(&a.ruleset));
-        Engine {
-            host,
-            tables: std::sync::RwLock::new(tables),
-            main,
-            anchors: std::sync::RwLock::new(anchors),
-            groups,
-            uses_os: std::sync::atomic::AtomicBool::new(uses_os),
+        let anchors = config
+            .load_anchors
+            .iter()
+            .map(|la| {
+                let p = la.name.trim_start_matches('/').to_string();
+                let c = Arc::new(compile(&la.ruleset, &p, &host));
+                (p, c, uses_os(&la.ruleset))
+            })
+            .collect();
+        Successor {
+            engine: Engine {
+                host,
+                main,
+                runtime,
+                groups,
+                uses_os: uses_os(&config.main),
+            },
+            tables: TableSet::from_config(config),
+            anchors,
         }
     }
 
     /// Does any rule match on the operating system?
     pub fn uses_os(&self) -> bool {
-        self.uses_os.load(std::sync::atomic::Ordering::Relaxed)
+        self.uses_os
+            || self
+                .runtime
+                .anchors_use_os
+                .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn host(&self) -> &HostModel {
@@ -351,12 +435,18 @@ impl Engine {
 
     /// The tables, for reading (a lock is held while the guard lives).
     pub fn tables(&self) -> std::sync::RwLockReadGuard<'_, TableSet> {
-        self.tables.read().unwrap_or_else(|e| e.into_inner())
+        self.runtime
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The tables, for changing them in place.
     pub fn tables_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableSet> {
-        self.tables.write().unwrap_or_else(|e| e.into_inner())
+        self.runtime
+            .tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Add an address to a table at time `now_s` (seconds, the caller's
@@ -380,7 +470,10 @@ impl Engine {
     }
 
     fn anchors_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<CRuleset>>> {
-        self.anchors.read().unwrap_or_else(|e| e.into_inner())
+        self.runtime
+            .anchors
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replace the rules of one anchor (ftp-proxy keeps one per session),
@@ -388,22 +481,43 @@ impl Engine {
     /// evaluated keep the rules they started with.
     pub fn load_anchor(&self, path: &str, rules: &Ruleset) {
         if uses_os(rules) {
-            self.uses_os
+            self.runtime
+                .anchors_use_os
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let p = path.trim_start_matches('/').to_string();
         let c = Arc::new(compile(rules, &p, &self.host));
-        self.anchors
+        let mut from = self
+            .runtime
+            .from_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        from.remove(&p);
+        self.runtime
+            .anchors
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(p, c);
     }
 
-    pub fn flush_anchor(&self, path: &str) {
-        self.anchors
+    /// Remove an anchor's rules; returns whether it had been loaded at run
+    /// time (not by pf.conf).
+    pub fn flush_anchor(&self, path: &str) -> bool {
+        let p = path.trim_start_matches('/');
+        let from_config = self
+            .runtime
+            .from_config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(p);
+        let had = self
+            .runtime
+            .anchors
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(path.trim_start_matches('/'));
+            .remove(p)
+            .is_some();
+        had && !from_config
     }
 
     /// The rules of the main ruleset (`""`) or of an anchor, with their

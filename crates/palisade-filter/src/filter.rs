@@ -314,6 +314,12 @@ impl Filter {
         &self.engine
     }
 
+    /// The ruleset in force, to keep using without the filter (compiling
+    /// a successor, loading an anchor outside the data-plane lock).
+    pub fn engine_arc(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
     fn count(&mut self, d: Decision) -> Decision {
         self.counters.packets += 1;
         if d.passed() {

@@ -9,14 +9,13 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 use palisade_conf::ir::{Addr, Direction, Timeout};
 use palisade_conf::print::proto_str;
 use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
 use palisade_filter::packet::RuleListing;
 use palisade_filter::table::net_key;
-use palisade_filter::{Engine, Reason};
+use palisade_filter::Reason;
 use palisade_net::config::Prefix;
 use serde_json::{json, Value};
 
@@ -128,42 +127,16 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         ));
         return (false, msgs);
     }
-    let engine = Arc::new(Engine::new(&out.config, sh.host.clone()));
+    // Compiled without the data-plane lock; its tables and `load anchor`s
+    // take effect at the swap. Tables created at run time and anchors
+    // loaded at run time live beside the ruleset and stay.
+    let current = sh.dp().filter.engine_arc();
+    let next = current.successor(&out.config);
     {
-        let mut t = engine.tables_mut();
-        let now = table_secs(sh);
-        for tab in t.tables.values_mut() {
-            tab.born = now;
-        }
-    }
-    let anchors = sh.anchors();
-    for (name, rules) in anchors.iter() {
-        if !out
-            .config
-            .load_anchors
-            .iter()
-            .any(|a| a.name.trim_start_matches('/') == name)
-        {
-            engine.load_anchor(name, rules);
-        }
-    }
-    {
-        // (Lock order: anchors, then the data plane; the anchors' lock is
-        // held until the swap so that an `anchor load` cannot land in the
-        // engine being replaced.)
         let mut dp = sh.dp();
-        {
-            let old = dp.filter.engine().tables();
-            let mut new = engine.tables_mut();
-            for (name, t) in &old.tables {
-                if !new.tables.contains_key(name) {
-                    new.tables.insert(name.clone(), t.clone());
-                }
-            }
-        }
+        let engine = next.commit(table_secs(sh));
         dp.filter.set_engine(engine);
     }
-    drop(anchors);
     if format!("{:?}", out.config.options) != sh.options {
         msgs.push(
             "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
@@ -1009,10 +982,9 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
             let n = out.config.main.rules.len();
             msgs.extend(out.unenforced_warnings(file));
             msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
-            let mut anchors = sh.anchors();
-            sh.dp().filter.engine().load_anchor(name, &out.config.main);
-            anchors.insert(name.to_string(), out.config.main);
-            drop(anchors);
+            // Compiled outside the data-plane lock; swapped in atomically.
+            let engine = sh.dp().filter.engine_arc();
+            engine.load_anchor(name, &out.config.main);
             msgs.push(format!(
                 "palisade: anchor {name}: {n} rule{} loaded",
                 if n == 1 { "" } else { "s" }
@@ -1030,10 +1002,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                 .anchor_names()
                 .iter()
                 .any(|a| a == name);
-            let mut anchors = sh.anchors();
-            sh.dp().filter.engine().flush_anchor(name);
-            let had = anchors.remove(name).is_some();
-            drop(anchors);
+            let had = sh.dp().filter.engine().flush_anchor(name);
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
             }

@@ -223,9 +223,6 @@ pub struct Shared {
     pub options: String,
     /// `set limit` as configured (for `show limits`).
     pub limits: Vec<(String, u32)>,
-    /// Anchors loaded at run time (`palisade anchor NAME load`), loaded
-    /// again into the new ruleset at a reload.
-    anchors: Mutex<std::collections::BTreeMap<String, palisade_conf::ir::Ruleset>>,
     /// `palisade log --follow` clients: one line per logged packet each.
     followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
     /// A pflog file is written (logging stays on without followers).
@@ -256,13 +253,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    pub fn anchors(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, palisade_conf::ir::Ruleset>>
-    {
-        self.anchors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A new `log --follow` client.
@@ -570,7 +560,6 @@ pub fn run(path: &Path) -> Result<(), String> {
                 _ => None,
             })
             .collect(),
-        anchors: Mutex::new(Default::default()),
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),
     };

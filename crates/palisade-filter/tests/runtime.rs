@@ -1,0 +1,97 @@
+//! Run-time tables and anchors live beside the compiled ruleset: a
+//! successor compiled from a new pf.conf shares them, and its own tables
+//! and `load anchor`s take effect only when it is committed.
+
+use std::sync::Arc;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::ir::Addr;
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_filter::Engine;
+
+fn host() -> HostModel {
+    HostModel::from_toml("[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\"]\n")
+        .unwrap()
+}
+
+fn config(text: &str, dir: &std::path::Path) -> palisade_conf::ir::Config {
+    let out = parse_bytes(
+        dir.join("pf.conf").to_str().unwrap(),
+        None,
+        text.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    out.config
+}
+
+fn net(s: &str) -> Addr {
+    Addr::Net {
+        ip: s.parse().unwrap(),
+        bits: 32,
+    }
+}
+
+#[test]
+fn a_successor_keeps_run_time_objects_and_replaces_pf_confs() {
+    let dir = std::env::temp_dir().join(format!("palisade-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a1.conf"), "pass in proto tcp\n").unwrap();
+    std::fs::write(
+        dir.join("a2.conf"),
+        "pass in proto udp\npass in proto icmp\n",
+    )
+    .unwrap();
+    let first = config(
+        &format!(
+            "table <cfg> {{ 192.0.2.1 }}\nanchor \"fromconf\"\nload anchor \"fromconf\" from \"{}\"\npass\n",
+            dir.join("a1.conf").display()
+        ),
+        &dir,
+    );
+    let e = Arc::new(Engine::new(&first, host()));
+    // Run-time changes: a table address added, a new table, an anchor.
+    e.table_add("cfg", &net("192.0.2.9"), 10);
+    e.table_add("overload", &net("198.51.100.1"), 10);
+    let runtime_rules = config("block in proto tcp\n", &dir);
+    e.load_anchor("ftp-proxy/1", &runtime_rules.main);
+    assert_eq!(e.listing("fromconf").unwrap().len(), 1);
+
+    // A new pf.conf: <cfg> defined anew, the config anchor loaded from
+    // another file.
+    let second = config(
+        &format!(
+            "table <cfg> {{ 192.0.2.2 }}\nanchor \"fromconf\"\nload anchor \"fromconf\" from \"{}\"\npass\n",
+            dir.join("a2.conf").display()
+        ),
+        &dir,
+    );
+    let next = e.successor(&second);
+    // Nothing changed yet for the running ruleset.
+    assert!(e.tables().contains("cfg", &"192.0.2.9".parse().unwrap()));
+    assert_eq!(e.listing("fromconf").unwrap().len(), 1);
+    let e2 = next.commit(20);
+    // pf.conf's table is replaced (as pfctl -f does); the run-time one stays.
+    let t = e2.tables();
+    assert!(t.contains("cfg", &"192.0.2.2".parse().unwrap()));
+    assert!(!t.contains("cfg", &"192.0.2.9".parse().unwrap()));
+    assert_eq!(t.tables["cfg"].born, 20);
+    assert!(t.contains("overload", &"198.51.100.1".parse().unwrap()));
+    drop(t);
+    // The config anchor comes from the new file; the run-time one stays.
+    assert_eq!(e2.listing("fromconf").unwrap().len(), 2);
+    assert_eq!(e2.listing("ftp-proxy/1").unwrap().len(), 1);
+
+    // A pf.conf without the `load anchor` drops the config anchor only.
+    let third = config("pass\n", &dir);
+    let e3 = e2.successor(&third).commit(30);
+    assert!(e3.listing("fromconf").is_none());
+    assert!(e3.listing("ftp-proxy/1").is_some());
+    // Flushing says whether the anchor had been loaded at run time.
+    assert!(e3.flush_anchor("ftp-proxy/1"));
+    assert!(!e3.flush_anchor("ftp-proxy/1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
