@@ -17,6 +17,9 @@ mod metrics;
 mod notify;
 mod ops;
 mod replay;
+mod request;
+
+use request::{AnchorOp, Request, TableOp};
 mod run;
 mod sysmodel;
 
@@ -224,7 +227,8 @@ enum LabCmd {
     Serve { addr: String, kind: String },
 }
 
-fn control_cmd(socket: &std::path::Path, req: serde_json::Value, json: bool) -> ExitCode {
+fn control_cmd(socket: &std::path::Path, req: Request, json: bool) -> ExitCode {
+    let req = req.to_json();
     use std::io::Write;
     // A listing in parts is printed as it comes: with --json its items
     // as one array, laid out as serde_json's pretty printer would.
@@ -469,24 +473,20 @@ fn main() -> ExitCode {
             json,
             sock,
         } => {
-            const ALL: [&str; 9] = [
-                "rules",
-                "states",
-                "info",
-                "interfaces",
-                "tables",
-                "anchors",
-                "timeouts",
-                "limits",
-                "memory",
-            ];
-            if !ALL.contains(&what.as_str()) {
-                eprintln!("palisade show: '{what}': one of {}", ALL.join(", "));
+            let Some(what) = request::Listing::from_name(&what) else {
+                eprintln!(
+                    "palisade show: '{what}': one of {}",
+                    request::Listing::names()
+                );
                 return ExitCode::from(2);
-            }
+            };
             control_cmd(
                 &sock.socket,
-                serde_json::json!({"cmd": "show", "what": what, "verbose": verbose, "anchor": anchor}),
+                Request::Show {
+                    what,
+                    level: verbose.into(),
+                    anchor: anchor.unwrap_or_default(),
+                },
                 json,
             )
         }
@@ -501,20 +501,26 @@ fn main() -> ExitCode {
                 .trim_start_matches('<')
                 .trim_end_matches('>')
                 .to_string();
-            let req = if op == "expire" {
-                match args.as_slice() {
-                    [n] if n.parse::<u64>().is_ok() => {
-                        serde_json::json!({"cmd": "table", "name": name, "op": op, "seconds": n.parse::<u64>().unwrap_or(0)})
-                    }
+            let op = match op.as_str() {
+                "expire" => match args.as_slice() {
+                    [n] if n.parse::<u64>().is_ok() => TableOp::Expire(n.parse().unwrap_or(0)),
                     _ => {
                         eprintln!("palisade table {name} expire: expected one number of seconds");
                         return ExitCode::from(2);
                     }
+                },
+                "add" => TableOp::Add(args),
+                "delete" => TableOp::Delete(args),
+                "replace" => TableOp::Replace(args),
+                "show" => TableOp::Show,
+                "flush" => TableOp::Flush,
+                "test" => TableOp::Test(args),
+                o => {
+                    eprintln!("palisade table {name}: unknown operation '{o}' (add, delete, replace, show, flush, test, expire)");
+                    return ExitCode::from(2);
                 }
-            } else {
-                serde_json::json!({"cmd": "table", "name": name, "op": op, "addrs": args})
             };
-            control_cmd(&sock.socket, req, json)
+            control_cmd(&sock.socket, Request::Table { name, op }, json)
         }
         Cmd::Anchor {
             name,
@@ -524,9 +530,7 @@ fn main() -> ExitCode {
             json,
             sock,
         } => {
-            let mut req =
-                serde_json::json!({"cmd": "anchor", "name": name, "op": op, "verbose": verbose});
-            if op == "load" {
+            let aop = if op == "load" {
                 let Some(f) = file else {
                     eprintln!("palisade anchor {name} load: -f FILE is required");
                     return ExitCode::from(2);
@@ -537,17 +541,29 @@ fn main() -> ExitCode {
                     files::read_text(std::path::Path::new(&f), files::CONFIG)
                 };
                 match text {
-                    Ok(t) => {
-                        req["rules"] = t.into();
-                        req["file"] = f.into();
-                    }
+                    Ok(rules) => AnchorOp::Load { rules, file: f },
                     Err(e) => {
                         eprintln!("{}", e.message(if f == "-" { "stdin" } else { &f }));
                         return ExitCode::from(1);
                     }
                 }
-            }
-            control_cmd(&sock.socket, req, json)
+            } else if op == "flush" {
+                AnchorOp::Flush
+            } else if op == "show" {
+                AnchorOp::Show
+            } else {
+                eprintln!("palisade anchor {name}: unknown operation '{op}' (load, flush, show)");
+                return ExitCode::from(2);
+            };
+            control_cmd(
+                &sock.socket,
+                Request::Anchor {
+                    name,
+                    op: aop,
+                    level: verbose.into(),
+                },
+                json,
+            )
         }
         Cmd::State {
             action:
@@ -558,18 +574,21 @@ fn main() -> ExitCode {
                     json,
                     sock,
                 },
-        } => control_cmd(
-            &sock.socket,
-            serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id}),
-            json,
-        ),
+        } => {
+            // Checked as the daemon checks it (the same words, on stdout,
+            // exit 1).
+            let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id});
+            match Request::parse(&req) {
+                Ok(r) => control_cmd(&sock.socket, r, json),
+                Err(e) => {
+                    println!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Reload { file, sock } => {
             let file = file.map(|f| std::path::absolute(&f).unwrap_or(f));
-            control_cmd(
-                &sock.socket,
-                serde_json::json!({"cmd": "reload", "file": file}),
-                false,
-            )
+            control_cmd(&sock.socket, Request::Reload { file }, false)
         }
         Cmd::Log { follow, sock } => {
             if !follow {
@@ -577,7 +596,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let out = std::io::stdout();
-            let r = control::stream(&sock.socket, serde_json::json!({"cmd": "log"}), |v| {
+            let r = control::stream(&sock.socket, Request::Log.to_json(), |v| {
                 let mut o = out.lock();
                 writeln!(o, "{}", v["line"].as_str().unwrap_or("")).is_ok() && o.flush().is_ok()
             });

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::request::{Listing, Request};
 use crate::run::Shared;
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -174,7 +175,17 @@ pub fn render(sh: &Shared) -> String {
     // Per rule, one family at a time (the text format wants each metric's
     // lines together).
     let mut all = Vec::new();
-    let show = crate::ops::handle(sh, &serde_json::json!({"cmd": "show", "what": "rules"}));
+    let rules = |anchor: &str| {
+        crate::ops::answer(
+            sh,
+            &Request::Show {
+                what: Listing::Rules,
+                level: 0,
+                anchor: anchor.to_string(),
+            },
+        )
+    };
+    let show = rules("");
     if let Some(v) = show["data"].as_array() {
         flatten("", v, &mut all);
     }
@@ -182,10 +193,7 @@ pub fn render(sh: &Shared) -> String {
     // listings take it again.
     let anchors = sh.dp().filter.engine().anchor_names();
     for a in anchors {
-        let show = crate::ops::handle(
-            sh,
-            &serde_json::json!({"cmd": "show", "what": "rules", "anchor": a}),
-        );
+        let show = rules(&a);
         if let Some(v) = show["data"].as_array() {
             flatten(&a, v, &mut all);
         }

@@ -20,6 +20,7 @@ use palisade_net::config::Prefix;
 use serde_json::{json, Value};
 
 use crate::control::Reply;
+use crate::request::{AnchorOp, Kill, Listing, Request, TableOp};
 use crate::run::Shared;
 
 fn fail(text: impl Into<String>) -> Value {
@@ -40,55 +41,50 @@ fn table_secs(sh: &Shared) -> u64 {
     sh.start.elapsed().as_secs()
 }
 
-/// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
-fn level(req: &Value) -> u64 {
-    req["verbose"]
-        .as_u64()
-        .or_else(|| req["verbose"].as_bool().map(u64::from))
-        .unwrap_or(0)
-}
-
 /// One request, as the control socket answers it: listings that grow
 /// with the traffic in parts, everything else at once.
 pub fn reply<'a>(sh: &'a Shared, req: &Value) -> Reply<'a> {
-    if req["cmd"] == "show" && req["what"] == "states" {
-        return show_states(sh, level(req));
+    match Request::parse(req) {
+        Err(e) => Reply::Once(fail(e)),
+        Ok(Request::Show {
+            what: Listing::States,
+            level,
+            ..
+        }) => show_states(sh, level),
+        Ok(r) => Reply::Once(answer(sh, &r)),
     }
-    Reply::Once(handle(sh, req))
 }
 
-/// One request. Unknown commands and malformed arguments get a clear error.
-pub fn handle(sh: &Shared, req: &Value) -> Value {
-    if !req.is_object() {
-        return fail(
-            "bad request: expected a JSON object such as {\"cmd\": \"show\", \"what\": \"info\"}",
-        );
-    }
-    let level = level(req);
-    let verbose = level > 0;
-    match req["cmd"].as_str() {
-        Some("show") => match req["what"].as_str() {
-            Some("rules") => show_rules(sh, req["anchor"].as_str().unwrap_or(""), level),
-            Some("states") => fail("show states: answered in parts (ops::reply)"),
-            Some("info") => show_info(sh),
-            Some("interfaces") => show_interfaces(sh, verbose),
-            Some("tables") => show_tables(sh, verbose),
-            Some("anchors") => show_anchors(sh),
-            Some("timeouts") => show_timeouts(sh),
-            Some("limits") => show_limits(sh),
-            Some("memory") => show_memory(sh),
-            Some(w) => fail(format!("show: unknown listing '{w}' (one of rules, states, info, interfaces, tables, anchors, timeouts, limits, memory)")),
-            None => fail("show: missing \"what\""),
-        },
-        Some("table") => table(sh, req),
-        Some("anchor") => anchor(sh, req),
-        Some("kill") => kill(sh, req),
-        Some("reload") => {
-            let (ok, msgs) = reload(sh, req["file"].as_str().map(Path::new));
+/// One typed request (all but `show states`, answered in parts, and
+/// `log`, a stream).
+pub fn answer(sh: &Shared, req: &Request) -> Value {
+    match req {
+        Request::Show {
+            what,
+            level,
+            anchor,
+        } => {
+            let verbose = *level > 0;
+            match what {
+                Listing::Rules => show_rules(sh, anchor, *level),
+                Listing::States => fail("show states: answered in parts (ops::reply)"),
+                Listing::Info => show_info(sh),
+                Listing::Interfaces => show_interfaces(sh, verbose),
+                Listing::Tables => show_tables(sh, verbose),
+                Listing::Anchors => show_anchors(sh),
+                Listing::Timeouts => show_timeouts(sh),
+                Listing::Limits => show_limits(sh),
+                Listing::Memory => show_memory(sh),
+            }
+        }
+        Request::Table { name, op } => table(sh, name, op),
+        Request::Anchor { name, op, level } => anchor(sh, name, op, *level),
+        Request::Kill(k) => kill(sh, k),
+        Request::Reload { file } => {
+            let (ok, msgs) = reload(sh, file.as_deref());
             json!({"ok": ok, "text": msgs.join("\n") + "\n"})
         }
-        Some(c) => fail(format!("unknown command '{c}' (one of show, table, anchor, kill, reload, log)")),
-        None => fail("bad request: missing \"cmd\""),
+        Request::Log => fail("log: a stream (answered by the control socket)"),
     }
 }
 
@@ -778,17 +774,13 @@ pub fn parse_net(s: &str) -> Result<(bool, Addr), String> {
     ))
 }
 
-fn table(sh: &Shared, req: &Value) -> Value {
-    let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
-        return fail("table: missing the table's name");
-    };
-    let op = req["op"].as_str().unwrap_or("");
+fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
+    let op = top.name();
     let mut addrs = Vec::new();
-    for a in req["addrs"].as_array().map(|a| a.as_slice()).unwrap_or(&[]) {
-        match a.as_str().map(parse_net) {
-            Some(Ok(x)) => addrs.push(x),
-            Some(Err(e)) => return fail(format!("table {name} {op}: {e}")),
-            None => return fail(format!("table {name} {op}: addresses must be strings")),
+    for a in top.addrs() {
+        match parse_net(a) {
+            Ok(x) => addrs.push(x),
+            Err(e) => return fail(format!("table {name} {op}: {e}")),
         }
     }
     let now = table_secs(sh);
@@ -923,7 +915,7 @@ fn table(sh: &Shared, req: &Value) -> Value {
             if let Some(f) = needs(exists) {
                 return f;
             }
-            let Some(secs) = req["seconds"].as_u64() else {
+            let TableOp::Expire(secs) = *top else {
                 return fail(format!("table {name} expire: missing SECONDS"));
             };
             let gone = ts
@@ -936,29 +928,14 @@ fn table(sh: &Shared, req: &Value) -> Value {
                 json!({"expired": gone.iter().map(|(_, ip, b)| format!("{ip}/{b}")).collect::<Vec<_>>()}),
             )
         }
-        "" => {
-            fail("table: missing the operation (add, delete, replace, show, flush, test, expire)")
-        }
-        o => fail(format!(
-            "table: unknown operation '{o}' (add, delete, replace, show, flush, test, expire)"
-        )),
+        o => fail(format!("table: unknown operation '{o}'")),
     }
 }
 
-fn anchor(sh: &Shared, req: &Value) -> Value {
-    let Some(name) = req["name"]
-        .as_str()
-        .map(|n| n.trim_matches('/'))
-        .filter(|n| !n.is_empty())
-    else {
-        return fail("anchor: missing the anchor's name");
-    };
-    match req["op"].as_str() {
-        Some("load") => {
-            let Some(rules) = req["rules"].as_str() else {
-                return fail("anchor load: missing the rules");
-            };
-            let file = req["file"].as_str().unwrap_or("stdin");
+fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
+    match op {
+        AnchorOp::Load { rules, file } => {
+            let file = file.as_str();
             let opts = ParseOptions {
                 host: sh.host.clone(),
                 anchor: Some(name.to_string()),
@@ -991,7 +968,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
             ));
             done(msgs.join("\n") + "\n", json!({"anchor": name, "rules": n}))
         }
-        Some("flush") => {
+        AnchorOp::Flush => {
             // An anchor pf.conf names (even empty) can be flushed; a name
             // nothing knows is an error, as pfctl says "Anchor does not
             // exist".
@@ -1011,11 +988,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
                 json!({"anchor": name, "was_loaded": had}),
             )
         }
-        Some("show") => show_rules(sh, name, level(req)),
-        Some(o) => fail(format!(
-            "anchor: unknown operation '{o}' (load, flush, show)"
-        )),
-        None => fail("anchor: missing the operation (load, flush, show)"),
+        AnchorOp::Show => show_rules(sh, name, level),
     }
 }
 
@@ -1025,34 +998,28 @@ fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
     Ok(move |ip: &IpAddr| p.contains(ip))
 }
 
-fn kill(sh: &Shared, req: &Value) -> Value {
+fn kill(sh: &Shared, k: &Kill) -> Value {
     let mut dp = sh.dp();
     let st = &mut dp.filter.states;
-    let ids: Vec<u64> = if let Some(id) = req["id"].as_str() {
-        let Ok(id) = u64::from_str_radix(id.trim_start_matches("0x"), 16) else {
-            return fail(format!(
-                "state kill: '{id}': not a state id (hex, as show states -v prints it)"
-            ));
-        };
-        st.iter().filter(|s| s.id == id).map(|s| s.id).collect()
-    } else if let Some(h) = req["host"].as_str() {
-        let src = match net_match(h) {
-            Ok(m) => m,
-            Err(e) => return fail(format!("state kill: {e}")),
-        };
-        let dst = match req["to"].as_str().map(net_match) {
-            None => None,
-            Some(Ok(m)) => Some(m),
-            Some(Err(e)) => return fail(format!("state kill: {e}")),
-        };
-        // The addresses the connection was opened with (pfctl -k): a
-        // translated address would match every state behind a NAT.
-        st.iter()
-            .filter(|s| src(&s.key.src) && dst.as_ref().is_none_or(|d| d(&s.key.dst)))
-            .map(|s| s.id)
-            .collect()
-    } else {
-        return fail("state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]] or --id ID");
+    let ids: Vec<u64> = match k {
+        Kill::Id(id) => st.get(*id).map(|s| s.id).into_iter().collect(),
+        Kill::Hosts { host, to } => {
+            let src = match net_match(host) {
+                Ok(m) => m,
+                Err(e) => return fail(format!("state kill: {e}")),
+            };
+            let dst = match to.as_deref().map(net_match) {
+                None => None,
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => return fail(format!("state kill: {e}")),
+            };
+            // The addresses the connection was opened with (pfctl -k): a
+            // translated address would match every state behind a NAT.
+            st.iter()
+                .filter(|s| src(&s.key.src) && dst.as_ref().is_none_or(|d| d(&s.key.dst)))
+                .map(|s| s.id)
+                .collect()
+        }
     };
     for id in &ids {
         st.remove(*id);

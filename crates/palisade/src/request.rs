@@ -1,0 +1,414 @@
+//! The control protocol's requests, typed. The CLI builds a `Request` and
+//! sends its JSON form (one object per line, `{"cmd": ...}`); the control
+//! socket parses what arrives into a `Request`, answering malformed ones
+//! with an error that says what was wrong; `ops` answers the typed
+//! request. Nothing here touches the daemon's state.
+
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+
+/// What `show` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    Rules,
+    States,
+    Info,
+    Interfaces,
+    Tables,
+    Anchors,
+    Timeouts,
+    Limits,
+    Memory,
+}
+
+impl Listing {
+    pub const ALL: [Listing; 9] = [
+        Listing::Rules,
+        Listing::States,
+        Listing::Info,
+        Listing::Interfaces,
+        Listing::Tables,
+        Listing::Anchors,
+        Listing::Timeouts,
+        Listing::Limits,
+        Listing::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Listing::Rules => "rules",
+            Listing::States => "states",
+            Listing::Info => "info",
+            Listing::Interfaces => "interfaces",
+            Listing::Tables => "tables",
+            Listing::Anchors => "anchors",
+            Listing::Timeouts => "timeouts",
+            Listing::Limits => "limits",
+            Listing::Memory => "memory",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Listing> {
+        Listing::ALL.into_iter().find(|l| l.name() == s)
+    }
+
+    /// "rules, states, ...", for messages.
+    pub fn names() -> String {
+        Listing::ALL.map(Listing::name).join(", ")
+    }
+}
+
+/// What `table NAME` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableOp {
+    Add(Vec<String>),
+    Delete(Vec<String>),
+    Replace(Vec<String>),
+    Show,
+    Flush,
+    Test(Vec<String>),
+    /// Remove entries older than this many seconds.
+    Expire(u64),
+}
+
+impl TableOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableOp::Add(_) => "add",
+            TableOp::Delete(_) => "delete",
+            TableOp::Replace(_) => "replace",
+            TableOp::Show => "show",
+            TableOp::Flush => "flush",
+            TableOp::Test(_) => "test",
+            TableOp::Expire(_) => "expire",
+        }
+    }
+
+    /// The addresses the operation names (none for show, flush, expire).
+    pub fn addrs(&self) -> &[String] {
+        match self {
+            TableOp::Add(a) | TableOp::Delete(a) | TableOp::Replace(a) | TableOp::Test(a) => a,
+            _ => &[],
+        }
+    }
+}
+
+/// What `anchor NAME` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnchorOp {
+    /// Replace the anchor's rules with `rules` (read from `file`, which
+    /// messages name).
+    Load {
+        rules: String,
+        file: String,
+    },
+    Flush,
+    Show,
+}
+
+/// Which states `state kill` removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kill {
+    Id(u64),
+    /// States opened from `host` (and to `to`), as addresses or networks.
+    Hosts {
+        host: String,
+        to: Option<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `level`: 0, 1 (-v) or 2 (-vv). `anchor` only for rules.
+    Show {
+        what: Listing,
+        level: u64,
+        anchor: String,
+    },
+    Table {
+        name: String,
+        op: TableOp,
+    },
+    Anchor {
+        name: String,
+        op: AnchorOp,
+        level: u64,
+    },
+    Kill(Kill),
+    Reload {
+        file: Option<PathBuf>,
+    },
+    /// Follow the log (one line per logged packet).
+    Log,
+}
+
+/// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
+fn level(req: &Value) -> u64 {
+    req["verbose"]
+        .as_u64()
+        .or_else(|| req["verbose"].as_bool().map(u64::from))
+        .unwrap_or(0)
+}
+
+/// Addresses as given; `what` names the request in the error.
+fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
+    v.as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or(&[])
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{what}: addresses must be strings"))
+        })
+        .collect()
+}
+
+impl Request {
+    /// The request a JSON object carries, or what is wrong with it.
+    pub fn parse(req: &Value) -> Result<Request, String> {
+        if !req.is_object() {
+            return Err(
+                "bad request: expected a JSON object such as {\"cmd\": \"show\", \"what\": \"info\"}"
+                    .into(),
+            );
+        }
+        let level = level(req);
+        match req["cmd"].as_str() {
+            Some("show") => {
+                let what = match req["what"].as_str() {
+                    Some(w) => Listing::from_name(w).ok_or_else(|| {
+                        format!("show: unknown listing '{w}' (one of {})", Listing::names())
+                    })?,
+                    None => return Err("show: missing \"what\"".into()),
+                };
+                Ok(Request::Show {
+                    what,
+                    level,
+                    anchor: req["anchor"].as_str().unwrap_or("").to_string(),
+                })
+            }
+            Some("table") => {
+                let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
+                    return Err("table: missing the table's name".into());
+                };
+                let o = req["op"].as_str().unwrap_or("");
+                let addrs = strings(&req["addrs"], &format!("table {name} {o}"))?;
+                let op = match o {
+                    "add" => TableOp::Add(addrs),
+                    "delete" => TableOp::Delete(addrs),
+                    "replace" => TableOp::Replace(addrs),
+                    "show" => TableOp::Show,
+                    "flush" => TableOp::Flush,
+                    "test" => TableOp::Test(addrs),
+                    "expire" => match req["seconds"].as_u64() {
+                        Some(s) => TableOp::Expire(s),
+                        None => return Err(format!("table {name} expire: missing SECONDS")),
+                    },
+                    "" => return Err(
+                        "table: missing the operation (add, delete, replace, show, flush, test, expire)"
+                            .into(),
+                    ),
+                    o => {
+                        return Err(format!(
+                            "table: unknown operation '{o}' (add, delete, replace, show, flush, test, expire)"
+                        ))
+                    }
+                };
+                Ok(Request::Table {
+                    name: name.to_string(),
+                    op,
+                })
+            }
+            Some("anchor") => {
+                let Some(name) = req["name"]
+                    .as_str()
+                    .map(|n| n.trim_matches('/'))
+                    .filter(|n| !n.is_empty())
+                else {
+                    return Err("anchor: missing the anchor's name".into());
+                };
+                let op = match req["op"].as_str() {
+                    Some("load") => {
+                        let Some(rules) = req["rules"].as_str() else {
+                            return Err("anchor load: missing the rules".into());
+                        };
+                        AnchorOp::Load {
+                            rules: rules.to_string(),
+                            file: req["file"].as_str().unwrap_or("stdin").to_string(),
+                        }
+                    }
+                    Some("flush") => AnchorOp::Flush,
+                    Some("show") => AnchorOp::Show,
+                    Some(o) => {
+                        return Err(format!(
+                            "anchor: unknown operation '{o}' (load, flush, show)"
+                        ))
+                    }
+                    None => return Err("anchor: missing the operation (load, flush, show)".into()),
+                };
+                Ok(Request::Anchor {
+                    name: name.to_string(),
+                    op,
+                    level,
+                })
+            }
+            Some("kill") => {
+                if let Some(id) = req["id"].as_str() {
+                    let Ok(id) = u64::from_str_radix(id.trim_start_matches("0x"), 16) else {
+                        return Err(format!(
+                            "state kill: '{id}': not a state id (hex, as show states -v prints it)"
+                        ));
+                    };
+                    Ok(Request::Kill(Kill::Id(id)))
+                } else if let Some(h) = req["host"].as_str() {
+                    Ok(Request::Kill(Kill::Hosts {
+                        host: h.to_string(),
+                        to: req["to"].as_str().map(str::to_string),
+                    }))
+                } else {
+                    Err(
+                        "state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]] or --id ID"
+                            .into(),
+                    )
+                }
+            }
+            Some("reload") => Ok(Request::Reload {
+                file: req["file"].as_str().map(PathBuf::from),
+            }),
+            Some("log") => Ok(Request::Log),
+            Some(c) => Err(format!(
+                "unknown command '{c}' (one of show, table, anchor, kill, reload, log)"
+            )),
+            None => Err("bad request: missing \"cmd\"".into()),
+        }
+    }
+
+    /// The JSON object the control socket reads.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Request::Show {
+                what,
+                level,
+                anchor,
+            } => {
+                json!({"cmd": "show", "what": what.name(), "verbose": level, "anchor": anchor})
+            }
+            Request::Table { name, op } => {
+                let mut v = json!({"cmd": "table", "name": name, "op": op.name()});
+                match op {
+                    TableOp::Expire(s) => v["seconds"] = json!(s),
+                    op => v["addrs"] = json!(op.addrs()),
+                }
+                v
+            }
+            Request::Anchor { name, op, level } => {
+                let o = match op {
+                    AnchorOp::Load { .. } => "load",
+                    AnchorOp::Flush => "flush",
+                    AnchorOp::Show => "show",
+                };
+                let mut v = json!({"cmd": "anchor", "name": name, "op": o, "verbose": level});
+                if let AnchorOp::Load { rules, file } = op {
+                    v["rules"] = json!(rules);
+                    v["file"] = json!(file);
+                }
+                v
+            }
+            Request::Kill(Kill::Id(id)) => json!({"cmd": "kill", "id": format!("{id:016x}")}),
+            Request::Kill(Kill::Hosts { host, to }) => {
+                json!({"cmd": "kill", "host": host, "to": to})
+            }
+            Request::Reload { file } => json!({"cmd": "reload", "file": file}),
+            Request::Log => json!({"cmd": "log"}),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_reads_back_from_its_json() {
+        let all = [
+            Request::Show {
+                what: Listing::States,
+                level: 2,
+                anchor: String::new(),
+            },
+            Request::Show {
+                what: Listing::Rules,
+                level: 0,
+                anchor: "ftp-proxy/*".into(),
+            },
+            Request::Table {
+                name: "bad".into(),
+                op: TableOp::Add(vec!["192.0.2.1".into(), "2001:db8::/64".into()]),
+            },
+            Request::Table {
+                name: "bad".into(),
+                op: TableOp::Expire(3600),
+            },
+            Request::Table {
+                name: "bad".into(),
+                op: TableOp::Flush,
+            },
+            Request::Anchor {
+                name: "a/b".into(),
+                op: AnchorOp::Load {
+                    rules: "pass\n".into(),
+                    file: "x.conf".into(),
+                },
+                level: 0,
+            },
+            Request::Anchor {
+                name: "a".into(),
+                op: AnchorOp::Show,
+                level: 1,
+            },
+            Request::Kill(Kill::Id(0x0a00_0000_0000_0001)),
+            Request::Kill(Kill::Hosts {
+                host: "198.18.0.0/15".into(),
+                to: Some("192.0.2.1".into()),
+            }),
+            Request::Reload {
+                file: Some("/etc/pf.conf".into()),
+            },
+            Request::Reload { file: None },
+            Request::Log,
+        ];
+        for r in all {
+            assert_eq!(Request::parse(&r.to_json()), Ok(r.clone()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_wrong() {
+        for (v, want) in [
+            (json!([1]), "expected a JSON object"),
+            (json!({}), "missing \"cmd\""),
+            (json!({"cmd": "dance"}), "unknown command 'dance'"),
+            (json!({"cmd": "show", "what": "x"}), "unknown listing 'x'"),
+            (json!({"cmd": "show"}), "missing \"what\""),
+            (
+                json!({"cmd": "table", "name": "t", "op": "add", "addrs": [1]}),
+                "addresses must be strings",
+            ),
+            (
+                json!({"cmd": "table", "name": "t", "op": "expire"}),
+                "missing SECONDS",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "/", "op": "show"}),
+                "missing the anchor's name",
+            ),
+            (json!({"cmd": "kill", "id": "zz"}), "not a state id"),
+            (json!({"cmd": "kill"}), "say which"),
+        ] {
+            let e = Request::parse(&v).unwrap_err();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
+}
