@@ -1,0 +1,567 @@
+//! CARP nodes on a virtual clock and a simulated link: election,
+//! preemption, demotion by group and by link, bow-out, partition and heal,
+//! loops and rejected advertisements. Deterministic: no real time passes.
+
+use std::net::IpAddr;
+
+use palisade_carp::node::Micros;
+use palisade_carp::wire::{self, CarpPacket, CarpRepr};
+use palisade_carp::{CarpConfig, Event, Node, Options, Reject, State, TransitionReason};
+
+const MS: u64 = 1_000;
+const S: u64 = 1_000_000;
+
+struct Packet {
+    at: Micros,
+    to: usize,
+    parent: String,
+    src: IpAddr,
+    payload: Vec<u8>,
+}
+
+/// Nodes on shared segments (one per parent name), with a fixed latency.
+struct Sim {
+    now: Micros,
+    nodes: Vec<Option<Node>>,
+    addrs: Vec<IpAddr>,
+    /// Which side of a partition each node is on (all 0: connected).
+    side: Vec<u8>,
+    flight: Vec<Packet>,
+    latency: Micros,
+    /// Every event, with the node that emitted it.
+    log: Vec<(Micros, usize, Event)>,
+}
+
+fn vhost(name: &str, parent: &str, vhid: u8, advbase: u8, advskew: u8) -> CarpConfig {
+    CarpConfig {
+        name: name.into(),
+        parent: parent.into(),
+        vhid,
+        advbase,
+        advskew,
+        passphrase: b"s3cret".to_vec(),
+        peers: vec![],
+        addrs: vec![format!("198.51.100.{}", 100 + vhid).parse().unwrap()],
+        groups: vec![],
+    }
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim {
+            now: 0,
+            nodes: Vec::new(),
+            addrs: Vec::new(),
+            side: Vec::new(),
+            flight: Vec::new(),
+            latency: MS,
+            log: Vec::new(),
+        }
+    }
+
+    /// Add a node (ready unless said otherwise) with these interfaces.
+    fn add(&mut self, cfgs: Vec<CarpConfig>, opts: Options) -> usize {
+        let i = self.nodes.len();
+        let n = Node::new(cfgs, opts, 1000 + i as u64, self.now).unwrap();
+        self.nodes.push(Some(n));
+        self.addrs
+            .push(format!("198.51.100.{}", i + 1).parse().unwrap());
+        self.side.push(0);
+        self.drain(i);
+        i
+    }
+
+    fn ready() -> Options {
+        Options {
+            ready: true,
+            ..Default::default()
+        }
+    }
+
+    fn node(&mut self, i: usize) -> &mut Node {
+        self.nodes[i].as_mut().expect("node is running")
+    }
+
+    /// Collect a node's output: events to the log, advertisements on the
+    /// wire to every other running node on the same side.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        let Some(n) = self.nodes[i].as_mut() else {
+            return;
+        };
+        let mut outs = Vec::new();
+        while let Some(t) = n.poll_transmit() {
+            outs.push(t);
+        }
+        while let Some(e) = n.poll_event() {
+            self.log.push((now, i, e));
+        }
+        for t in outs {
+            for j in 0..self.nodes.len() {
+                if j != i && self.side[j] == self.side[i] {
+                    self.flight.push(Packet {
+                        at: now + self.latency,
+                        to: j,
+                        parent: t.parent.clone(),
+                        src: self.addrs[i],
+                        payload: t.payload.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Advance to `until`, delivering packets and running timers in order.
+    fn run_until(&mut self, until: Micros) {
+        loop {
+            let timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| n.as_ref().and_then(|n| n.poll_timeout()).map(|t| (t, i)))
+                .min();
+            let packet = self.flight.iter().map(|p| p.at).min();
+            let next = match (timer.map(|t| t.0), packet) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            if next > until {
+                break;
+            }
+            self.now = self.now.max(next);
+            let now = self.now;
+            // Packets due now first, then timers.
+            let due: Vec<Packet> = {
+                let (due, rest) = std::mem::take(&mut self.flight)
+                    .into_iter()
+                    .partition(|p| p.at <= now);
+                self.flight = rest;
+                due
+            };
+            for p in due {
+                if let Some(n) = self.nodes[p.to].as_mut() {
+                    n.handle_advert(now, &p.parent, p.src, wire::TTL, &p.payload);
+                    self.drain(p.to);
+                }
+            }
+            for i in 0..self.nodes.len() {
+                if let Some(n) = self.nodes[i].as_mut() {
+                    if n.poll_timeout().is_some_and(|t| t <= now) {
+                        n.handle_timeout(now);
+                        self.drain(i);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn run_for(&mut self, d: Micros) {
+        let t = self.now + d;
+        self.run_until(t);
+    }
+
+    /// `kill -9`: the node stops without a word.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i] = None;
+        self.flight.retain(|p| p.to != i);
+    }
+
+    fn masters(&self, carp: &str) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .as_ref()
+                    .and_then(|n| n.state(carp))
+                    .is_some_and(|s| s == State::Master)
+            })
+            .collect()
+    }
+
+    /// When node `i` last became master of `carp` (and why).
+    fn became_master(&self, i: usize, carp: &str) -> Option<(Micros, TransitionReason)> {
+        self.log.iter().rev().find_map(|(t, n, e)| match e {
+            Event::Transition {
+                carp: c,
+                to: State::Master,
+                reason,
+                ..
+            } if *n == i && c == carp => Some((*t, *reason)),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn the_lowest_advskew_wins_with_two_and_three_nodes() {
+    for n in [2usize, 3] {
+        let mut sim = Sim::new();
+        // Added in the reverse order of preference.
+        for k in (0..n).rev() {
+            sim.add(
+                vec![vhost("carp0", "em0", 1, 1, (k * 50) as u8)],
+                Sim::ready(),
+            );
+        }
+        sim.run_for(10 * S);
+        let best = n - 1; // the one with advskew 0 was added last
+        assert_eq!(sim.masters("carp0"), [best], "{n} nodes");
+        let (t, why) = sim.became_master(best, "carp0").unwrap();
+        assert_eq!(why, TransitionReason::MasterDown);
+        assert_eq!(t, 3 * S, "master down: 3 x advbase");
+        // Nobody else was ever master.
+        for k in 0..n - 1 {
+            assert_eq!(sim.became_master(k, "carp0"), None);
+        }
+    }
+}
+
+#[test]
+fn preemption_off_keeps_the_master_and_on_moves_it() {
+    for preempt in [false, true] {
+        let mut sim = Sim::new();
+        let slow = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], Sim::ready());
+        sim.run_for(5 * S);
+        assert_eq!(sim.masters("carp0"), [slow]);
+        let fast = sim.add(
+            vec![vhost("carp0", "em0", 1, 1, 0)],
+            Options {
+                preempt,
+                ready: true,
+                ..Default::default()
+            },
+        );
+        sim.run_for(10 * S);
+        if preempt {
+            assert_eq!(sim.masters("carp0"), [fast]);
+            let (t, why) = sim.became_master(fast, "carp0").unwrap();
+            assert_eq!(why, TransitionReason::Preempt);
+            assert!(t < 5 * S + 2 * S, "at the first advertisement heard: {t}");
+        } else {
+            assert_eq!(sim.masters("carp0"), [slow]);
+        }
+    }
+}
+
+#[test]
+fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
+    let mut sim = Sim::new();
+    let opts = Options {
+        preempt: true,
+        ready: true,
+        ..Default::default()
+    };
+    let mut a_cfg = vhost("carp0", "em0", 1, 1, 0);
+    a_cfg.groups = vec!["uplink".into()];
+    let a = sim.add(vec![a_cfg], opts);
+    let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], opts);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let t0 = sim.now;
+    sim.node(a).demote(t0, "uplink", 1, "test");
+    sim.drain(a);
+    sim.run_for(10 * MS);
+    assert_eq!(sim.masters("carp0"), [b], "moved at once");
+    assert_eq!(
+        sim.became_master(b, "carp0").unwrap(),
+        (t0 + MS, TransitionReason::MasterDemoted)
+    );
+    assert_eq!(sim.node(a).status()[0].demote, 1);
+    // `carp demote carp 128` works the same through group carp.
+    sim.node(a).demote(t0, "uplink", -1, "test");
+    sim.drain(a);
+    sim.run_for(3 * S);
+    assert_eq!(sim.masters("carp0"), [a], "preempt brings it back");
+    assert_eq!(
+        sim.became_master(a, "carp0").unwrap().1,
+        TransitionReason::Preempt
+    );
+    let t1 = sim.now;
+    sim.node(a).demote(t1, "carp", 128, "by hand");
+    sim.drain(a);
+    sim.run_for(10 * MS);
+    assert_eq!(sim.masters("carp0"), [b]);
+    assert_eq!(sim.node(a).group_demote("carp"), Some(128));
+}
+
+#[test]
+fn a_parent_link_down_moves_every_vhid() {
+    let mut sim = Sim::new();
+    let opts = Options {
+        preempt: true,
+        ready: true,
+        ..Default::default()
+    };
+    let both = |skew| {
+        vec![
+            vhost("carp0", "lan", 1, 1, skew),
+            vhost("carp1", "wan", 2, 1, skew),
+        ]
+    };
+    let a = sim.add(both(0), opts);
+    let b = sim.add(both(100), opts);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    assert_eq!(sim.masters("carp1"), [a]);
+    let t0 = sim.now;
+    sim.node(a).set_link(t0, "wan", false);
+    sim.drain(a);
+    assert_eq!(sim.node(a).state("carp1"), Some(State::Init));
+    // carp0 (still linked) advertises demote 1 at once: b takes it over;
+    // carp1 went silent: b takes it after master down.
+    sim.run_for(4 * S);
+    assert_eq!(sim.masters("carp0"), [b]);
+    assert_eq!(sim.masters("carp1"), [b]);
+    assert_eq!(
+        sim.became_master(b, "carp0").unwrap(),
+        (t0 + MS, TransitionReason::MasterDemoted)
+    );
+    assert_eq!(
+        sim.became_master(b, "carp1").unwrap().1,
+        TransitionReason::MasterDown
+    );
+    // The link comes back: the demotion is lifted, preemption returns both.
+    let t1 = sim.now;
+    sim.node(a).set_link(t1, "wan", true);
+    sim.drain(a);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    assert_eq!(sim.masters("carp1"), [a]);
+    assert_eq!(sim.node(a).group_demote("carp"), Some(0));
+}
+
+#[test]
+fn a_stopping_master_bows_out_and_the_backup_takes_over_at_once() {
+    let mut sim = Sim::new();
+    let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], Sim::ready());
+    let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], Sim::ready());
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let t0 = sim.now;
+    sim.node(a).shutdown(t0);
+    sim.drain(a);
+    sim.kill(a);
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.became_master(b, "carp0").unwrap(),
+        (t0 + MS, TransitionReason::MasterBowedOut),
+        "one latency after the bow-out, not master down later"
+    );
+}
+
+#[test]
+fn kill_9_of_the_master_takes_master_down_and_advbase_0_is_sub_second() {
+    for (advbase, skew, bound) in [(1u8, 100u8, 3 * S + 100 * S / 256 + S), (0, 10, 250 * MS)] {
+        let mut sim = Sim::new();
+        let a = sim.add(vec![vhost("carp0", "em0", 1, advbase, 0)], Sim::ready());
+        let b = sim.add(vec![vhost("carp0", "em0", 1, advbase, skew)], Sim::ready());
+        sim.run_for(5 * S);
+        assert_eq!(sim.masters("carp0"), [a]);
+        let t0 = sim.now;
+        sim.kill(a);
+        sim.run_for(5 * S);
+        let (t, why) = sim.became_master(b, "carp0").unwrap();
+        assert_eq!(why, TransitionReason::MasterDown);
+        let took = t - t0;
+        // Master down is 3 x advbase + advskew/256 (3 x advskew/256 with
+        // advbase 0), counted from the last advertisement heard.
+        assert!(took <= bound, "advbase {advbase}: {took} us");
+        if advbase == 0 {
+            assert!(took <= 3 * skew as u64 * S / 256 + MS, "{took}");
+        }
+    }
+}
+
+#[test]
+fn a_partition_makes_two_masters_and_the_heal_leaves_one() {
+    for repair in [false, true] {
+        let mut sim = Sim::new();
+        let opts = Options {
+            ready: true,
+            split_brain_repair: repair,
+            ..Default::default()
+        };
+        let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], opts);
+        let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], opts);
+        sim.run_for(5 * S);
+        sim.side[b] = 1;
+        sim.run_for(5 * S);
+        assert_eq!(sim.masters("carp0"), [a, b], "split brain");
+        // Heal just after a's advertisement, so b's comes first.
+        let a_next = sim.node(a).poll_timeout().unwrap();
+        sim.run_until(a_next + 10 * MS);
+        sim.side[b] = 0;
+        let healed = sim.now;
+        sim.run_for(3 * S);
+        assert_eq!(sim.masters("carp0"), [a], "one master after the heal");
+        let announced = sim.log.iter().any(|(t, n, e)| {
+            *n == a && *t > healed && *t < healed + 500 * MS && matches!(e, Event::Announce { .. })
+        });
+        assert_eq!(
+            announced, repair,
+            "with repair the outranking master announces at once"
+        );
+    }
+}
+
+#[test]
+fn a_restarted_node_stays_out_until_ready() {
+    let mut sim = Sim::new();
+    let opts = Options {
+        preempt: true,
+        ready: true,
+        ..Default::default()
+    };
+    let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], opts);
+    sim.run_for(5 * S);
+    // a boots: better advskew, preemption on, but not ready.
+    let a = sim.add(
+        vec![vhost("carp0", "em0", 1, 1, 0)],
+        Options {
+            preempt: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(sim.node(a).group_demote("carp"), Some(128));
+    sim.run_for(20 * S);
+    assert_eq!(sim.masters("carp0"), [b], "not before it is ready");
+    let t = sim.now;
+    sim.node(a).set_ready(t);
+    sim.drain(a);
+    sim.run_for(3 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    assert_eq!(sim.node(a).group_demote("carp"), Some(0));
+}
+
+#[test]
+fn loops_and_bad_advertisements_are_refused_with_their_reason() {
+    let mut sim = Sim::new();
+    let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], Sim::ready());
+    sim.run_for(4 * S);
+    // What a sends, sent back to it: a loop.
+    let now = sim.now;
+    let node = sim.node(a);
+    node.demote(now, "carp", 1, "provoke an advertisement");
+    let sent = node.poll_transmit().expect("advertised the change");
+    let src: IpAddr = "198.51.100.9".parse().unwrap();
+    node.handle_advert(now, "em0", src, 255, &sent.payload);
+    // Bad TTL, checksum, version, HMAC, vhid, length.
+    node.handle_advert(now, "em0", src, 64, &sent.payload);
+    let mut flipped = sent.payload.clone();
+    flipped[2] ^= 0x40;
+    node.handle_advert(now, "em0", src, 255, &flipped);
+    let p = CarpPacket::new_checked(&sent.payload[..]).unwrap();
+    let r = CarpRepr::parse(&p).unwrap();
+    let forged = CarpRepr {
+        counter: r.counter ^ 1,
+        md: wire::hmac(
+            b"wrong",
+            1,
+            &["198.51.100.101".parse().unwrap()],
+            r.counter ^ 1,
+            false,
+        ),
+        ..r
+    };
+    node.handle_advert(now, "em0", src, 255, &forged.to_bytes());
+    let other = CarpRepr { vhid: 9, ..forged };
+    node.handle_advert(now, "em0", src, 255, &other.to_bytes());
+    node.handle_advert(now, "em0", src, 255, &sent.payload[..20]);
+    let mut v3 = sent.payload.clone();
+    v3[0] = 0x31;
+    node.handle_advert(now, "em0", src, 255, &v3);
+    let got: Vec<(Reject, u64)> = node.rejects().collect();
+    for r in [
+        Reject::Loop,
+        Reject::BadTtl,
+        Reject::BadChecksum,
+        Reject::BadHmac,
+        Reject::UnknownVhid,
+        Reject::TooShort,
+        Reject::BadVersion,
+    ] {
+        assert!(got.contains(&(r, 1)), "{r:?} in {got:?}");
+    }
+    // None of it moved the master.
+    assert_eq!(node.state("carp0"), Some(State::Master));
+    let mut named = Vec::new();
+    while let Some(e) = node.poll_event() {
+        if let Event::Rejected { reason, .. } = e {
+            named.push(reason.name());
+        }
+    }
+    assert!(
+        named.contains(&"loop") && named.contains(&"bad-hmac"),
+        "{named:?}"
+    );
+}
+
+#[test]
+fn runs_are_deterministic() {
+    let run = || {
+        let mut sim = Sim::new();
+        for k in 0..3u8 {
+            sim.add(
+                vec![
+                    vhost("carp0", "lan", 1, 1, k * 10),
+                    vhost("carp1", "wan", 2, 0, 200 - k * 10),
+                ],
+                Sim::ready(),
+            );
+        }
+        sim.run_for(10 * S);
+        sim.kill(2);
+        sim.run_for(10 * S);
+        format!("{:?}", sim.log)
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn bad_configurations_are_refused_with_the_interface_named() {
+    let ok = vhost("carp0", "em0", 1, 1, 0);
+    let cases: Vec<(Vec<CarpConfig>, &str)> = vec![
+        (
+            vec![ok.clone(), vhost("carp1", "em0", 1, 1, 0)],
+            "vhid 1 is already used on em0 by carp0",
+        ),
+        (vec![vhost("carp0", "em0", 1, 1, 255)], "advskew 255"),
+        (
+            vec![CarpConfig {
+                passphrase: vec![b'x'; 20],
+                ..ok.clone()
+            }],
+            "at most 19",
+        ),
+        (vec![vhost("carp0", "em0", 0, 1, 0)], "vhid 0"),
+        (
+            vec![CarpConfig {
+                addrs: vec![],
+                ..ok.clone()
+            }],
+            "no virtual address",
+        ),
+    ];
+    for (cfgs, want) in cases {
+        let e = match Node::new(cfgs, Options::default(), 1, 0) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted; wanted {want}"),
+        };
+        assert!(e.to_string().contains(want), "{e}");
+    }
+    // Two vhids on one interface, and one vhid on two interfaces, are fine.
+    assert!(Node::new(
+        vec![
+            ok.clone(),
+            vhost("carp1", "em0", 2, 1, 0),
+            vhost("carp2", "em1", 1, 1, 0)
+        ],
+        Options::default(),
+        1,
+        0
+    )
+    .is_ok());
+}
