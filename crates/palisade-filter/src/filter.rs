@@ -69,6 +69,10 @@ pub struct Decision {
     /// pf's routing options for this packet (`route-to`, `reply-to`,
     /// `dup-to`), for the data plane to act on.
     pub route: Option<RouteTo>,
+    /// The packet was changed: a description of it taken before no longer
+    /// holds. (Found out by `process_parsed`, for callers that keep a
+    /// description; `process` leaves it false.)
+    pub modified: bool,
 }
 
 /// Where a routing option sends a packet that passed: instead of where the
@@ -121,6 +125,7 @@ impl Decision {
             reassembled: None,
             refragment: None,
             route: None,
+            modified: false,
         }
     }
     pub fn passed(&self) -> bool {
@@ -372,13 +377,7 @@ impl Filter {
             d.action = VerdictAction::Pass;
             return d;
         }
-        self.states.purge(now_ms);
-        if now_ms >= self.last_expiry_ms + 1000 {
-            self.frags.expire(now_ms);
-            let (keep, now) = (self.sticky_ms, now_ms);
-            self.sticky.retain(|_, (_, last)| now < *last + keep);
-            self.last_expiry_ms = now_ms;
-        }
+        self.housekeeping(now_ms);
         let info = match parse_ip(ip) {
             Ok(i) => i,
             Err(m) => {
@@ -390,6 +389,84 @@ impl Filter {
                 return self.count(Decision::drop(reason));
             }
         };
+        self.decide_inner(ip, &info, iface, dir, now_ms, random)
+    }
+
+    /// As `process_received`, for a packet the caller has already parsed
+    /// (`info` describes `ip`): a data plane describes a frame once and
+    /// uses the description for both of pf's passes. `Decision::modified`
+    /// says whether the packet changed (translated, normalized, shifted),
+    /// after which the description no longer holds.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_parsed(
+        &mut self,
+        ip: &mut [u8],
+        info: &IpInfo,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+        received_on: Option<&str>,
+    ) -> Decision {
+        self.now_ms = now_ms;
+        if !self.skip.is_empty() && self.skip.contains(iface) {
+            let mut d = Decision::drop(Reason::Match);
+            d.action = VerdictAction::Pass;
+            return d;
+        }
+        self.housekeeping(now_ms);
+        self.received_on = received_on.map(str::to_string);
+        let d = self.decide(ip, info, iface, dir, now_ms, random);
+        self.received_on = None;
+        d
+    }
+
+    /// Expiry of states (a slice at a time), fragments and sticky
+    /// addresses.
+    fn housekeeping(&mut self, now_ms: u64) {
+        self.states.purge(now_ms);
+        if now_ms >= self.last_expiry_ms + 1000 {
+            self.frags.expire(now_ms);
+            let (keep, now) = (self.sticky_ms, now_ms);
+            self.sticky.retain(|_, (_, last)| now < *last + keep);
+            self.last_expiry_ms = now_ms;
+        }
+    }
+
+    /// Decide a parsed packet, noting whether it was changed.
+    fn decide(
+        &mut self,
+        ip: &mut [u8],
+        info: &IpInfo,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+    ) -> Decision {
+        // The headers as they came: every rewrite pf does changes them
+        // (addresses, ports, sequence numbers, TTL, TOS, IDs, options, or
+        // a checksum that covers what changed).
+        let head = (info.l4_offset + 20).min(ip.len());
+        let mut before = [0u8; 128];
+        let snap = head <= before.len();
+        if snap {
+            before[..head].copy_from_slice(&ip[..head]);
+        }
+        let mut d = self.decide_inner(ip, info, iface, dir, now_ms, random);
+        d.modified = !snap || d.reassembled.is_some() || ip[..head] != before[..head];
+        d
+    }
+
+    fn decide_inner(
+        &mut self,
+        ip: &mut [u8],
+        info: &IpInfo,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+    ) -> Decision {
+        let info = info.clone();
         if info.frag.is_some() {
             match self.frags.push(ip, &info, now_ms) {
                 Reassembly::Held => {
@@ -531,6 +608,7 @@ impl Filter {
             reassembled: None,
             refragment: None,
             route,
+            modified: false,
         };
         let tracked = match tcp_seg {
             Some(seg) => {
@@ -704,6 +782,7 @@ impl Filter {
             reassembled: None,
             refragment: None,
             route: None,
+            modified: false,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p).into_iter().collect();
@@ -1021,6 +1100,7 @@ impl Filter {
             reassembled: None,
             refragment: None,
             route: None,
+            modified: false,
         })
     }
 
