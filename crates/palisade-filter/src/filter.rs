@@ -466,7 +466,7 @@ impl Filter {
         now_ms: u64,
         random: u32,
     ) -> Decision {
-        let info = info.clone();
+        let info = *info;
         if info.frag.is_some() {
             match self.frags.push(ip, &info, now_ms) {
                 Reassembly::Held => {
