@@ -6,7 +6,8 @@
 //! big" as OpenBSD's bridge does.
 //!
 //! Owns the learning table and the bridging step. It does not route: a
-//! frame for the bridge's own MAC goes to the router as arriving on the bridge interface, and routed
+//! frame for the bridge's own MAC (or a virtual MAC on it that is on)
+//! goes to the router as arriving on the bridge interface, and routed
 //! packets leave through `Dataplane::emit`, which asks `Fdb::learnt` for
 //! the member.
 

@@ -57,6 +57,18 @@ impl Demux {
         self.host_port = Some(port);
     }
 
+    /// The logical interfaces on `port` (untagged and VLANs).
+    pub(super) fn ifaces_on(&self, port: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .by_port_vlan
+            .iter()
+            .filter(|((p, _), _)| *p == port)
+            .map(|(_, i)| *i)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     pub(super) fn classify<'a>(
         &self,
         port: usize,

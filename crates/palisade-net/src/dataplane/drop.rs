@@ -21,14 +21,14 @@ pub enum DropReason {
     /// tags.
     UnknownVlan,
     /// Nothing for this firewall: unicast to another MAC on a routed
-    /// interface, a bridged frame whose
+    /// interface (or a virtual MAC switched off), a bridged frame whose
     /// destination is on the member it came from, ARP / neighbour
     /// discovery for addresses that are not ours and teach us nothing.
     NotForUs,
     /// An EtherType neither IP nor ARP sent to us (bridges carry them).
     UnsupportedEthertype,
-    /// IPv4 or IPv6 multicast or broadcast that passed pf: a router does
-    /// not forward it.
+    /// IPv4 or IPv6 multicast or broadcast that passed pf and that no
+    /// subscriber takes: a router does not forward it.
     MulticastNotRouted,
     /// Router discovery and multicast listener messages: a router that
     /// sends no advertisements has no use for them.
@@ -55,11 +55,13 @@ pub enum DropReason {
     /// For one of our addresses, with no host interface to take it and
     /// not an echo request answered here.
     LocalUnserved,
+    /// For the control plane, whose queue is full (it is not polling).
+    PuntQueueFull,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -75,6 +77,7 @@ impl DropReason {
         DropReason::NeighUnresolved,
         DropReason::IcmpRateLimit,
         DropReason::LocalUnserved,
+        DropReason::PuntQueueFull,
     ];
 
     /// The stable name (show info, metrics).
@@ -95,6 +98,7 @@ impl DropReason {
             DropReason::NeighUnresolved => "neigh_unresolved",
             DropReason::IcmpRateLimit => "icmp_rate_limit",
             DropReason::LocalUnserved => "local_unserved",
+            DropReason::PuntQueueFull => "punt_queue_full",
         }
     }
 

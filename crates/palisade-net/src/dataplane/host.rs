@@ -1,6 +1,7 @@
 //! Host: the firewall's own Linux stack, behind a TAP device (the host
 //! interface). Packets for our addresses that pf passed `in` are handed
-//! to it; what the stack sends through the TAP is routed and
+//! to it (unless the control plane subscribed to their protocol: then
+//! they are punted); what the stack sends through the TAP is routed and
 //! filtered `out` as the firewall's own traffic. Without a host
 //! interface, echo requests to our addresses are answered here and other
 //! local traffic is dropped (`local_unserved`).
@@ -45,9 +46,13 @@ impl Dataplane {
     }
 
     /// A packet for one of our addresses, passed by pf `in` on interface
-    /// `i`: to the host interface, or answered here if it is an echo
-    /// request.
-    pub(super) fn local_in(&mut self, pkt: Vec<u8>, info: &IpInfo, now: u64) {
+    /// `i` (from `src`): to a subscriber of its protocol, to the host
+    /// interface, or answered here if it is an echo request.
+    pub(super) fn local_in(&mut self, i: usize, src: Mac, pkt: Vec<u8>, info: &IpInfo, now: u64) {
+        if self.control.subscribed(info.proto) {
+            self.punt(i, src, pkt, info.proto);
+            return;
+        }
         if let Some(h) = self.host {
             let ethertype = if info.is_v6() {
                 EtherType::Ipv6

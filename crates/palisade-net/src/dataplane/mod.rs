@@ -7,12 +7,13 @@
 //!
 //! - `demux`: port + 802.1Q tag -> logical interface; TCP super-packets
 //!   segmented.
-//! - `local`: which MACs and addresses are ours (own, proxied).
+//! - `local`: which MACs and addresses are ours (own, virtual, proxied).
 //! - `bridge`: MAC learning and bridged frames.
 //! - `router`: routed IP: pf, local delivery, forwarding.
 //! - `neigh`: ARP/NDP cache, resolution queue, answers, announcements.
 //! - `icmp_error`: ICMP errors and their rate limit.
 //! - `host`: the host interface (TAP) and local delivery.
+//! - `control`: punt to and inject from the control plane, link state.
 //! - `pflog`: pflog records waiting to be written.
 //! - `drop`: why a frame was dropped, counted.
 //!
@@ -21,6 +22,7 @@
 //! random source. It owns no table of its own.
 
 mod bridge;
+mod control;
 mod demux;
 mod drop;
 mod host;
@@ -44,7 +46,9 @@ use palisade_wire::parse_ip;
 
 use crate::config::Config;
 
+pub use control::{ControlError, LinkEvent, Punted};
 pub use drop::{DropCounts, DropReason};
+pub use local::VirtualMacError;
 pub use palisade_wire::ethernet::{Mac, BROADCAST};
 
 /// Counters of what the data plane did. The drops are in `drops`, by
@@ -88,6 +92,9 @@ pub struct Counters {
     pub table_full: u64,
     /// pflog records lost because the writer fell behind.
     pub log_dropped: u64,
+    /// Packets handed to the control plane, and frames it sent.
+    pub punted: u64,
+    pub injected: u64,
     /// Every drop, by reason.
     pub drops: DropCounts,
 }
@@ -183,6 +190,7 @@ pub struct Dataplane {
     neigh: neigh::Neighbours,
     icmp: icmp_error::IcmpErrors,
     host: Option<host::Host>,
+    control: control::ControlPlane,
     pflog: pflog::LogBuffer,
     rng: Rng,
     /// Frames produced by the call under way.
@@ -201,6 +209,7 @@ impl Dataplane {
             neigh: neigh::Neighbours::default(),
             icmp: icmp_error::IcmpErrors::default(),
             host: None,
+            control: control::ControlPlane::new(cfg.ports.len()),
             pflog: pflog::LogBuffer::default(),
             rng: Rng(seed()),
             out: Vec::new(),
@@ -247,7 +256,8 @@ impl Dataplane {
         router::lookup(&self.cfg, dst)
     }
 
-    /// Announce every address (gratuitous ARP, unsolicited NA).
+    /// Announce every address (gratuitous ARP, unsolicited NA), those of
+    /// the virtual MACs that are on included.
     pub fn start(&mut self, now: u64) -> Vec<Out> {
         let _ = now;
         for i in 0..self.cfg.ifaces.len() {
@@ -256,6 +266,9 @@ impl Dataplane {
             }
             let addrs = self.local.addresses(i);
             self.announce(i, self.local.mac(i), &addrs);
+        }
+        for (i, mac, addrs) in self.local.active_virtuals() {
+            self.announce(i, mac, &addrs);
         }
         // (Not in `frames_out`, which has never counted them.)
         std::mem::take(&mut self.out)

@@ -3,8 +3,9 @@
 //! address, a MAC valid for 10 minutes, or a resolution under way with
 //! the packets waiting for it, 16 per neighbour and 1,024 in all, three
 //! requests a second apart), and the messages: answering requests and
-//! solicitations for our addresses and proxy prefixes; learning from
-//! answers; asking; announcing (gratuitous ARP, unsolicited NA) at start.
+//! solicitations for our addresses, virtual addresses that are on and
+//! proxy prefixes; learning from answers; asking; announcing (gratuitous
+//! ARP, unsolicited NA) at start and when a virtual MAC takes over.
 //!
 //! Owns the cache, the queue and the ARP/NDP exchange, built and read
 //! with palisade-wire's views. It does not know which addresses are ours

@@ -1,6 +1,7 @@
 //! Router: IP packets on routed interfaces (and bridge interfaces, for
 //! frames to the bridge's own MAC). pf `in` on the arrival interface,
-//! then local delivery or forwarding: pf's routing options (`route-to`, `reply-to`,
+//! then local delivery, the control plane (multicast it subscribed to),
+//! or forwarding: pf's routing options (`route-to`, `reply-to`,
 //! `dup-to`), TTL / hop limit, the longest-prefix route, pf `out` on the
 //! leaving interface, the MTU (fragment, or answer "too big"), and the
 //! neighbour. The firewall's own packets (ICMP errors, echo replies, what
@@ -144,11 +145,15 @@ impl Dataplane {
             return;
         }
         if self.local.is_ours(&info.dst) || (self.host.is_some() && info.dst.is_loopback()) {
-            self.local_in(pkt, &info, now);
+            self.local_in(i, src, pkt, &info, now);
             return;
         }
         if is_multicast_or_broadcast(&info.dst) || self.local.is_directed_broadcast(&info.dst) {
-            self.counters.dropped(DropReason::MulticastNotRouted);
+            if self.control.wants_group(i, info.proto, &info.dst) {
+                self.punt(i, src, pkt, info.proto);
+            } else {
+                self.counters.dropped(DropReason::MulticastNotRouted);
+            }
             return;
         }
         self.forward(i, pkt, &info, refrag, None, now);
