@@ -1,8 +1,8 @@
 //! The data plane: frames in from ports, frames out to ports, every IP
 //! packet filtered by pf. `Dataplane` owns the rooms below and routes a
 //! frame through them; it does no I/O itself (the daemon feeds it from
-//! AF_PACKET rings) and reads no clock (`now` is passed in), so it is
-//! tested on frames in memory and fuzzed whole. docs/dataplane.md
+//! AF_PACKET rings), reads no clock and no randomness (both passed in),
+//! so it is tested on frames in memory and fuzzed whole. docs/dataplane.md
 //! draws a frame's way; docs/design-net.md says where pf runs.
 //!
 //! - `demux`: port + 802.1Q tag -> logical interface; TCP super-packets
@@ -19,7 +19,7 @@
 //!
 //! This file owns the wiring (`input`, `tick`, `start`), sending a frame
 //! out of an interface (`emit`), the call into pf, the counters and the
-//! random source. It owns no table of its own.
+//! seeded random source. It owns no table of its own.
 
 mod bridge;
 mod control;
@@ -147,9 +147,9 @@ pub fn own_mac(port_mac: Mac) -> Mac {
 pub const HOST_PEER_MAC: Mac = [0x02, 0x70, 0x61, 0x6c, 0x30, 0x01];
 
 /// Randomness for pf (translation ports, `probability`, modulated and
-/// synproxy sequence numbers): splitmix64 over a seed from the kernel.
-/// Without it translation ports would repeat after states go, and
-/// collide with connections the servers still hold.
+/// synproxy sequence numbers): splitmix64 over the caller's seed. Without
+/// a fresh seed at each start translation ports would repeat after a
+/// restart, and collide with connections the servers still hold.
 struct Rng(u64);
 
 impl Rng {
@@ -162,20 +162,9 @@ impl Rng {
     }
 }
 
-/// A random seed from the kernel (getrandom), or the clock if that fails.
-fn seed() -> u64 {
-    let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most the 8 bytes we pass.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
-    if n == 8 {
-        u64::from_ne_bytes(b)
-    } else {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x5eed)
-    }
-}
+/// The seed `Dataplane::new` uses: fixed, for tests and fuzzing. The
+/// daemon passes one from the kernel to `with_seed`.
+const TEST_SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
 pub struct Dataplane {
     pub cfg: Config,
@@ -198,8 +187,16 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// `port_macs[i]` is the hardware address of `cfg.ports[i]`.
+    /// `port_macs[i]` is the hardware address of `cfg.ports[i]`. The
+    /// random source has a fixed seed: for tests and fuzzing; a firewall
+    /// uses `with_seed`.
     pub fn new(cfg: Config, port_macs: &[Mac], filter: Filter) -> Dataplane {
+        Dataplane::with_seed(cfg, port_macs, filter, TEST_SEED)
+    }
+
+    /// As `new`, with pf's randomness seeded by the caller (from the
+    /// kernel's getrandom, say).
+    pub fn with_seed(cfg: Config, port_macs: &[Mac], filter: Filter, seed: u64) -> Dataplane {
         let n_ifaces = cfg.ifaces.len();
         Dataplane {
             names: cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect(),
@@ -211,7 +208,7 @@ impl Dataplane {
             host: None,
             control: control::ControlPlane::new(cfg.ports.len()),
             pflog: pflog::LogBuffer::default(),
-            rng: Rng(seed()),
+            rng: Rng(seed),
             out: Vec::new(),
             if_stats: vec![IfStats::default(); n_ifaces],
             counters: Counters::default(),
