@@ -1,8 +1,9 @@
 //! Arbitrary frames through the whole data plane (bridge, router, ARP, NDP,
-//! VLANs, pf, routing options, re-fragmentation): no panic, and bounded
-//! output of well-formed sizes.
+//! VLANs, pf, routing options, re-fragmentation, a virtual MAC, punted
+//! protocols): no panic, and bounded output of well-formed sizes.
 //!
-//! Input: a sequence of records `[port, len_hi, len_lo, frame...]`; the
+//! Input: a sequence of records `[port, len_hi, len_lo, frame...]` (the
+//! port byte's top bit also switches the virtual MAC); the
 //! clock advances by 700 ms between records so timers (neighbour retries,
 //! aging) run too.
 #![no_main]
@@ -91,8 +92,29 @@ fn fresh() -> Dataplane {
         1,
     );
     let macs = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]];
-    Dataplane::new(cfg.clone(), &macs, f)
+    let mut dp = Dataplane::new(cfg.clone(), &macs, f);
+    // What CARP and pfsync will ask for: their protocols punted, CARP's
+    // groups joined, a virtual MAC with addresses on wan (switched by the
+    // input).
+    dp.subscribe(112);
+    dp.subscribe(240);
+    for (iface, group) in [(0, "224.0.0.18"), (0, "ff02::12"), (1, "224.0.0.18")] {
+        dp.join_group(iface, group.parse().expect("group"))
+            .expect("join");
+    }
+    dp.add_virtual_mac(
+        0,
+        VMAC,
+        &[
+            "203.0.113.100".parse().expect("v4"),
+            "2001:db8:ff::100".parse().expect("v6"),
+        ],
+    )
+    .expect("virtual MAC");
+    dp
 }
+
+const VMAC: [u8; 6] = [0, 0, 0x5e, 0, 1, 1];
 
 fuzz_target!(|data: &[u8]| {
     let mut dp = fresh();
@@ -101,12 +123,23 @@ fuzz_target!(|data: &[u8]| {
     let mut sent = dp.start(now).len();
     while rest.len() >= 3 {
         let port = (rest[0] % 3) as usize;
+        // The top bit switches the virtual MAC on or off (and announces it).
+        if rest[0] & 0x80 != 0 {
+            let on = dp.virtual_mac(0, VMAC).is_some_and(|(on, _)| !on);
+            let _ = dp.set_virtual_mac(0, VMAC, on);
+            if on {
+                sent += dp.announce_virtual_mac(0, VMAC).map_or(0, |o| o.len());
+            }
+        }
         let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
         let frame = &rest[3..3 + len];
         rest = &rest[3 + len..];
         let out = dp.input(port, frame, now);
         now += 700;
         sent += out.len() + dp.tick(now).len();
+        while let Some(p) = dp.poll_punted() {
+            assert!(p.proto == 112 || p.proto == 240);
+        }
         for (p, f) in &out {
             assert!(*p < 3);
             assert!(f.len() >= 60 && f.len() <= 65535 + 18);

@@ -123,6 +123,21 @@ pub fn render(sh: &Shared) -> String {
             let _ = writeln!(out, "palisade_dataplane_total{{event=\"{k}\"}} {n}");
         }
     }
+    family(
+        &mut out,
+        "palisade_dataplane_drops_total",
+        "counter",
+        "Frames and packets the data plane dropped, by reason (pf's own drops are palisade_reason_total).",
+    );
+    if let Some(m) = info["dataplane_drops"].as_object() {
+        for (r, n) in m {
+            let _ = writeln!(
+                out,
+                "palisade_dataplane_drops_total{{reason=\"{}\"}} {n}",
+                label(r)
+            );
+        }
+    }
     let ifs = crate::ops::interfaces_data(sh);
     for (name, what, help) in [
         (

@@ -17,6 +17,7 @@ use palisade_filter::packet::RuleListing;
 use palisade_filter::table::net_key;
 use palisade_filter::Reason;
 use palisade_net::config::Prefix;
+use palisade_net::dataplane::DropReason;
 use serde_json::{json, Value};
 
 use crate::control::Reply;
@@ -457,6 +458,7 @@ pub fn info_data(sh: &Shared) -> Value {
             "host_out": c.host_out, "icmp_errors": c.icmp_errors,
             "table_full": c.table_full, "log_dropped": c.log_dropped,
         },
+        "dataplane_drops": c.drops.iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -510,6 +512,11 @@ fn show_info(sh: &Shared) -> Value {
         for (k, v) in m {
             text += &format!("  {k:<25} {:>14}\n", v.as_u64().unwrap_or(0));
         }
+    }
+    text += "Data plane drops\n";
+    for r in DropReason::ALL {
+        let v = d["dataplane_drops"][r.name()].as_u64().unwrap_or(0);
+        text += &format!("  {:<25} {v:>14} {:>14.1}/s\n", r.name(), rate(v));
     }
     done(text, d)
 }

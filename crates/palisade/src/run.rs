@@ -452,6 +452,22 @@ fn worker(
     }
 }
 
+/// A random seed for the data plane (pf's translation ports, sequence
+/// numbers): from the kernel (getrandom), or the clock if that fails.
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the 8 bytes we pass.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    }
+}
+
 /// Logging: to journald when systemd started us with the journal on
 /// stderr, else to stderr (one line per event, no colours).
 fn init_logging() {
@@ -539,7 +555,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     };
     let host_port = names.len();
-    let mut dp = Dataplane::new(cfg, &macs, filter);
+    let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
     dp.set_logging(pflog.is_some());
     if let Some((mac, _)) = &host {
         dp.set_host(host_port, *mac);

@@ -679,6 +679,33 @@ fn sighup_reloads_atomically_and_keeps_states() {
                 && l.ends_with("ESTABLISHED:ESTABLISHED")),
         "{text}"
     );
+    // show info: the data plane's drops by reason, every reason listed
+    // (zeros too), the same figures as --json.
+    let info = |json: bool| {
+        let mut args = vec!["show", "info", "-s", &sock_s];
+        if json {
+            args.push("--json");
+        }
+        let o = Command::new(palisade()).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let json: serde_json::Value = serde_json::from_str(&info(true)).unwrap();
+    let text = info(false);
+    let drops = text
+        .split("Data plane drops\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    for r in palisade_net::dataplane::DropReason::ALL {
+        let line = drops
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(r.name()))
+            .unwrap_or_else(|| panic!("no {r} in: {drops}"));
+        let n: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let j = json["dataplane_drops"][r.name()].as_u64();
+        // Frames keep arriving between the two requests.
+        assert!(j.is_some_and(|j| j <= n), "{r}: text {n}, json {j:?}");
+    }
 
     // A broken file, through `palisade reload`: every error, exit 1.
     std::fs::write(

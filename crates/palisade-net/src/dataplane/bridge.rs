@@ -1,0 +1,182 @@
+//! Bridge: transparent bridges between member interfaces. The MAC
+//! learning table (`Fdb`: per bridge, address -> member and when last
+//! seen, aged after 300 s, bounded), and a bridged frame's way: learn the
+//! source, pick the member(s) it leaves by, pf `in` on the member it came
+//! from and `out` on each it leaves by, fragment again or answer "too
+//! big" as OpenBSD's bridge does.
+//!
+//! Owns the learning table and the bridging step. It does not route: a
+//! frame for the bridge's own MAC (or a virtual MAC on it that is on)
+//! goes to the router as arriving on the bridge interface, and routed
+//! packets leave through `Dataplane::emit`, which asks `Fdb::learnt` for
+//! the member.
+
+use std::collections::HashMap;
+
+use palisade_conf::ir::Direction;
+use palisade_wire::ethernet::{is_multicast, EtherType, Mac};
+
+use super::icmp_error::Unreach;
+use super::{Dataplane, DropReason};
+
+/// How long a learnt address stays valid.
+pub(super) const FDB_AGING_MS: u64 = 300_000;
+/// Learnt addresses per bridge (beyond, new ones are not learnt: a flood
+/// of spoofed senders cannot exhaust memory).
+pub(super) const FDB_MAX: usize = 65_536;
+
+/// The table is full: the address was not learnt.
+pub(super) struct TableFull;
+
+#[derive(Default)]
+pub(super) struct Fdb {
+    /// Per bridge interface: address -> (member interface, last seen).
+    tables: HashMap<usize, HashMap<Mac, (usize, u64)>>,
+}
+
+impl Fdb {
+    /// `src` was seen on member `m` of bridge `b`.
+    pub(super) fn learn(
+        &mut self,
+        b: usize,
+        src: Mac,
+        m: usize,
+        now: u64,
+    ) -> Result<(), TableFull> {
+        let t = self.tables.entry(b).or_default();
+        if t.len() < FDB_MAX || t.contains_key(&src) {
+            t.insert(src, (m, now));
+            Ok(())
+        } else {
+            Err(TableFull)
+        }
+    }
+
+    /// The member `dst` was learnt on, if it was seen in the last 300 s.
+    pub(super) fn fresh(&self, b: usize, dst: &Mac, now: u64) -> Option<usize> {
+        self.tables
+            .get(&b)
+            .and_then(|t| t.get(dst))
+            .filter(|(_, seen)| now < seen + FDB_AGING_MS)
+            .map(|(m, _)| *m)
+    }
+
+    /// The member `dst` was learnt on (until `age` removes it).
+    pub(super) fn learnt(&self, b: usize, dst: &Mac) -> Option<usize> {
+        self.tables
+            .get(&b)
+            .and_then(|t| t.get(dst))
+            .map(|(m, _)| *m)
+    }
+
+    pub(super) fn age(&mut self, now: u64) {
+        for t in self.tables.values_mut() {
+            t.retain(|_, (_, seen)| now < *seen + FDB_AGING_MS);
+        }
+    }
+
+    /// Learnt addresses, all bridges together.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.tables.values().map(|t| t.len()).sum()
+    }
+}
+
+impl Dataplane {
+    /// A frame on member `m` of bridge `b`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bridge_in(
+        &mut self,
+        b: usize,
+        m: usize,
+        dst: Mac,
+        src: Mac,
+        ethertype: EtherType,
+        payload: &[u8],
+        now: u64,
+    ) {
+        if !is_multicast(&src) && self.fdb.learn(b, src, m, now).is_err() {
+            self.counters.table_full += 1;
+        }
+        if self.local.accepts(b, &dst) {
+            // For the bridge's own interface: routed/local, filtered on the bridge.
+            self.l3_in(b, src, ethertype, payload, now);
+            return;
+        }
+        let egress: Vec<usize> = if is_multicast(&dst) {
+            None
+        } else {
+            self.fdb.fresh(b, &dst, now)
+        }
+        .map(|p| vec![p])
+        .unwrap_or_else(|| {
+            self.counters.flooded += 1;
+            self.cfg.ifaces[b].members.clone()
+        });
+        let egress: Vec<usize> = egress.into_iter().filter(|&p| p != m).collect();
+        let local = is_multicast(&dst) && self.local.has_addresses(b);
+        if local {
+            self.l3_in(b, src, ethertype, payload, now);
+        }
+        if egress.is_empty() {
+            if !local {
+                // Its destination is on the segment it came from.
+                self.counters.dropped(DropReason::NotForUs);
+            }
+            return;
+        }
+        self.counters.bridged += 1;
+        if !matches!(ethertype, EtherType::Ipv4 | EtherType::Ipv6) {
+            for p in egress {
+                self.emit(p, dst, Some(src), ethertype, payload);
+            }
+            return;
+        }
+        let mut pkt = payload.to_vec();
+        let d = self.pf(&mut pkt, m, Direction::In, None, now);
+        if d.held || !d.passed() {
+            self.counters.blocked += u64::from(!d.held);
+            // Answers of `block return` go back where the packet came from.
+            for g in d.generated {
+                self.emit(m, src, Some(dst), ethertype, &g);
+            }
+            return;
+        }
+        let refrag = d.refragment;
+        let pkt = d.reassembled.unwrap_or(pkt);
+        for p in egress {
+            let mut q = pkt.clone();
+            let d = self.pf(&mut q, p, Direction::Out, Some(m), now);
+            if d.passed() && !d.held {
+                let refrag = d.refragment.or(refrag);
+                let q = d.reassembled.unwrap_or(q);
+                let mtu = self.mtu(p);
+                match self.fit(q, mtu, refrag) {
+                    Ok(frames) => {
+                        for f in frames {
+                            self.emit(p, dst, Some(src), ethertype, &f);
+                        }
+                    }
+                    Err(q) => {
+                        // What a bridge owes the sender (DF set, or IPv6
+                        // that did not arrive in fragments): an ICMP error
+                        // from the destination's address, sent back on the
+                        // member the packet came from.
+                        self.counters.dropped(DropReason::TooBig);
+                        // (Sent from the destination's MAC: never a group's.)
+                        let e = if is_multicast(&dst) {
+                            None
+                        } else {
+                            self.icmp_error_packet(&q, now, Unreach::TooBig(mtu as u16), None)
+                        };
+                        if let Some(e) = e {
+                            self.emit(m, src, Some(dst), ethertype, &e);
+                        }
+                    }
+                }
+            } else if !d.held {
+                self.counters.blocked += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Demux: which logical interface a received frame belongs to. A port
+//! and its 802.1Q tag (or none) name one interface; the host interface's
+//! port is set apart. TCP super-packets larger than the port's MTU are
+//! cut into segments here, before anything else looks at them.
+//!
+//! Owns the (port, VLAN) -> interface map and the ports' MTUs. It does not
+//! decide what a frame is for (our MAC, a bridge, the router): that is the
+//! next room's question, asked by `Dataplane::frame_in`.
+
+use std::collections::HashMap;
+
+use palisade_wire::build;
+use palisade_wire::ethernet::{EtherType, EthernetFrame, Mac};
+
+use super::DropReason;
+use crate::config::Config;
+
+/// Where a frame arrived, as far as the demux can tell.
+pub(super) enum Arrival<'a> {
+    /// From the Linux stack, through the host interface.
+    Host {
+        ethertype: EtherType,
+        payload: &'a [u8],
+    },
+    /// On a logical interface (a port, or a port and VLAN).
+    Iface {
+        iface: usize,
+        dst: Mac,
+        src: Mac,
+        ethertype: EtherType,
+        payload: &'a [u8],
+    },
+}
+
+pub(super) struct Demux {
+    by_port_vlan: HashMap<(usize, Option<u16>), usize>,
+    mtus: Vec<usize>,
+    host_port: Option<usize>,
+}
+
+impl Demux {
+    pub(super) fn new(cfg: &Config) -> Demux {
+        let mut by_port_vlan = HashMap::new();
+        for (ix, i) in cfg.ifaces.iter().enumerate() {
+            if let Some(p) = i.port {
+                by_port_vlan.insert((p, i.vlan), ix);
+            }
+        }
+        Demux {
+            by_port_vlan,
+            mtus: cfg.ports.iter().map(|p| p.mtu as usize).collect(),
+            host_port: None,
+        }
+    }
+
+    pub(super) fn set_host_port(&mut self, port: usize) {
+        self.host_port = Some(port);
+    }
+
+    /// The logical interfaces on `port` (untagged and VLANs).
+    pub(super) fn ifaces_on(&self, port: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .by_port_vlan
+            .iter()
+            .filter(|((p, _), _)| *p == port)
+            .map(|(_, i)| *i)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub(super) fn classify<'a>(
+        &self,
+        port: usize,
+        frame: &'a [u8],
+    ) -> Result<Arrival<'a>, DropReason> {
+        let f = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Malformed)?;
+        let ethertype = f.ethertype();
+        let off = f.header_len();
+        if self.host_port == Some(port) {
+            return Ok(Arrival::Host {
+                ethertype,
+                payload: &frame[off..],
+            });
+        }
+        // Stacked tags (802.1ad): no interface is configured for them.
+        if ethertype.is_tag() {
+            return Err(DropReason::UnknownVlan);
+        }
+        let vid = f.vlan().map(|t| t.vid);
+        let iface = *self
+            .by_port_vlan
+            .get(&(port, vid))
+            .ok_or(DropReason::UnknownVlan)?;
+        Ok(Arrival::Iface {
+            iface,
+            dst: f.dst_addr(),
+            src: f.src_addr(),
+            ethertype,
+            payload: &frame[off..],
+        })
+    }
+
+    /// A frame larger than its port's MTU is a TCP super-packet a local
+    /// stack (a VM, a veth peer) left to segmentation offload: its
+    /// segments, each a frame with the same link header, as the NIC would
+    /// have sent them. None: the frame fits (or is not IP; it goes on as
+    /// it is). Err: oversized and not segmentable.
+    pub(super) fn segment(
+        &self,
+        port: usize,
+        frame: &[u8],
+    ) -> Option<Result<Vec<Vec<u8>>, DropReason>> {
+        let mtu = *self.mtus.get(port)?;
+        // Not even an untagged frame's payload can exceed the MTU.
+        if frame.len() <= mtu + 14 {
+            return None;
+        }
+        let f = EthernetFrame::new_checked(frame).ok()?;
+        let off = f.header_len();
+        let ip = matches!(f.ethertype(), EtherType::Ipv4 | EtherType::Ipv6);
+        if frame.len() - off <= mtu || !ip {
+            return None;
+        }
+        let Some(segs) = build::segment_tcp(&frame[off..], mtu) else {
+            return Some(Err(DropReason::Malformed));
+        };
+        Some(Ok(segs
+            .into_iter()
+            .map(|s| {
+                let mut f = frame[..off].to_vec();
+                f.extend_from_slice(&s);
+                f
+            })
+            .collect()))
+    }
+}

@@ -1,0 +1,423 @@
+//! The data plane: frames in from ports, frames out to ports, every IP
+//! packet filtered by pf. `Dataplane` owns the rooms below and routes a
+//! frame through them; it does no I/O itself (the daemon feeds it from
+//! AF_PACKET rings), reads no clock and no randomness (both passed in),
+//! so it is tested on frames in memory and fuzzed whole. docs/dataplane.md
+//! draws a frame's way; docs/design-net.md says where pf runs.
+//!
+//! - `demux`: port + 802.1Q tag -> logical interface; TCP super-packets
+//!   segmented.
+//! - `local`: which MACs and addresses are ours (own, virtual, proxied).
+//! - `bridge`: MAC learning and bridged frames.
+//! - `router`: routed IP: pf, local delivery, forwarding.
+//! - `neigh`: ARP/NDP cache, resolution queue, answers, announcements.
+//! - `icmp_error`: ICMP errors and their rate limit.
+//! - `host`: the host interface (TAP) and local delivery.
+//! - `control`: punt to and inject from the control plane, link state.
+//! - `pflog`: pflog records waiting to be written.
+//! - `drop`: why a frame was dropped, counted.
+//!
+//! This file owns the wiring (`input`, `tick`, `start`), sending a frame
+//! out of an interface (`emit`), the call into pf, the counters and the
+//! seeded random source. It owns no table of its own.
+
+mod bridge;
+mod control;
+mod demux;
+mod drop;
+mod host;
+mod icmp_error;
+mod local;
+mod neigh;
+mod pflog;
+mod router;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_rooms;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use palisade_conf::ir::Direction;
+use palisade_filter::Filter;
+use palisade_wire::ethernet::{is_multicast, EtherType, EthernetRepr, VlanTag};
+use palisade_wire::parse_ip;
+
+use crate::config::Config;
+
+pub use control::{ControlError, LinkEvent, Punted};
+pub use drop::{DropCounts, DropReason};
+pub use local::VirtualMacError;
+pub use palisade_wire::ethernet::{Mac, BROADCAST};
+
+/// Counters of what the data plane did. The drops are in `drops`, by
+/// reason; the older fields that count a kind of drop (`malformed`,
+/// `unknown_vlan`, `no_route`, `ttl_exceeded`, `too_big`,
+/// `neigh_dropped`, `local_dropped`) keep counting it, for the metrics
+/// and dashboards that read them.
+#[derive(Default, Debug, Clone)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// TCP super-packets (segmentation offload) segmented on arrival.
+    pub segmented: u64,
+    /// Frames on a port/VLAN no interface is configured for.
+    pub unknown_vlan: u64,
+    pub malformed: u64,
+    pub bridged: u64,
+    pub flooded: u64,
+    pub routed: u64,
+    pub blocked: u64,
+    pub no_route: u64,
+    pub ttl_exceeded: u64,
+    pub too_big: u64,
+    /// IPv4 datagrams fragmented on the way out.
+    pub fragmented: u64,
+    /// Copies sent by `dup-to`.
+    pub duplicated: u64,
+    pub arp_replies: u64,
+    pub nd_replies: u64,
+    pub neigh_queued: u64,
+    pub neigh_dropped: u64,
+    pub local_echo: u64,
+    /// Traffic for the firewall itself that nothing here serves (no host
+    /// interface).
+    pub local_dropped: u64,
+    /// Packets given to / received from the Linux stack (host interface).
+    pub host_in: u64,
+    pub host_out: u64,
+    pub icmp_errors: u64,
+    /// Addresses not learnt because a table was full.
+    pub table_full: u64,
+    /// pflog records lost because the writer fell behind.
+    pub log_dropped: u64,
+    /// Packets handed to the control plane, and frames it sent.
+    pub punted: u64,
+    pub injected: u64,
+    /// Every drop, by reason.
+    pub drops: DropCounts,
+}
+
+impl Counters {
+    /// Count a drop.
+    pub(crate) fn dropped(&mut self, r: DropReason) {
+        self.drops.add(r);
+        match r {
+            DropReason::Malformed => self.malformed += 1,
+            DropReason::UnknownVlan => self.unknown_vlan += 1,
+            DropReason::NoRoute => self.no_route += 1,
+            DropReason::TtlExceeded => self.ttl_exceeded += 1,
+            DropReason::TooBig => self.too_big += 1,
+            DropReason::NeighQueueFull | DropReason::NeighUnresolved => self.neigh_dropped += 1,
+            DropReason::LocalUnserved => self.local_dropped += 1,
+            _ => {}
+        }
+    }
+}
+
+/// One interface's packets and bytes through pf, indexed [IPv4, IPv6]
+/// [in, out] [passed, blocked], and the malformed packets dropped on it.
+#[derive(Clone, Debug, Default)]
+pub struct IfStats {
+    pub packets: [[[u64; 2]; 2]; 2],
+    pub bytes: [[[u64; 2]; 2]; 2],
+    pub errors: u64,
+}
+
+/// One frame to send: port index and bytes.
+pub type Out = (usize, Vec<u8>);
+
+/// The MAC Palisade answers to on a port: the port's own MAC with one bit
+/// changed (and locally administered). Not the port's: the kernel accepts
+/// IP packets addressed to the port's MAC for any of its local addresses
+/// (the weak host model), and the firewall's addresses are local to it on
+/// the host interface; frames to another MAC are "other host" to the
+/// kernel and never reach its stack.
+pub fn own_mac(port_mac: Mac) -> Mac {
+    let mut m = port_mac;
+    m[0] = (m[0] | 0x02) & !0x01;
+    if m == port_mac {
+        m[0] ^= 0x04;
+    }
+    m
+}
+
+/// The MAC Palisade uses on its side of the host interface.
+pub const HOST_PEER_MAC: Mac = [0x02, 0x70, 0x61, 0x6c, 0x30, 0x01];
+
+/// Randomness for pf (translation ports, `probability`, modulated and
+/// synproxy sequence numbers): splitmix64 over the caller's seed. Without
+/// a fresh seed at each start translation ports would repeat after a
+/// restart, and collide with connections the servers still hold.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) as u32
+    }
+}
+
+/// The seed `Dataplane::new` uses: fixed, for tests and fuzzing. The
+/// daemon passes one from the kernel to `with_seed`.
+const TEST_SEED: u64 = 0x5eed_5eed_5eed_5eed;
+
+pub struct Dataplane {
+    pub cfg: Config,
+    pub filter: Filter,
+    pub counters: Counters,
+    /// Per logical interface: what pf saw, as `pfctl -vvsI` counts it.
+    pub if_stats: Vec<IfStats>,
+    names: Vec<Arc<str>>,
+    demux: demux::Demux,
+    local: local::Local,
+    fdb: bridge::Fdb,
+    neigh: neigh::Neighbours,
+    icmp: icmp_error::IcmpErrors,
+    host: Option<host::Host>,
+    control: control::ControlPlane,
+    pflog: pflog::LogBuffer,
+    rng: Rng,
+    /// Frames produced by the call under way.
+    out: Vec<Out>,
+}
+
+impl Dataplane {
+    /// `port_macs[i]` is the hardware address of `cfg.ports[i]`. The
+    /// random source has a fixed seed: for tests and fuzzing; a firewall
+    /// uses `with_seed`.
+    pub fn new(cfg: Config, port_macs: &[Mac], filter: Filter) -> Dataplane {
+        Dataplane::with_seed(cfg, port_macs, filter, TEST_SEED)
+    }
+
+    /// As `new`, with pf's randomness seeded by the caller (from the
+    /// kernel's getrandom, say).
+    pub fn with_seed(cfg: Config, port_macs: &[Mac], filter: Filter, seed: u64) -> Dataplane {
+        let n_ifaces = cfg.ifaces.len();
+        Dataplane {
+            names: cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect(),
+            demux: demux::Demux::new(&cfg),
+            local: local::Local::new(&cfg, port_macs),
+            fdb: bridge::Fdb::default(),
+            neigh: neigh::Neighbours::default(),
+            icmp: icmp_error::IcmpErrors::default(),
+            host: None,
+            control: control::ControlPlane::new(cfg.ports.len()),
+            pflog: pflog::LogBuffer::default(),
+            rng: Rng(seed),
+            out: Vec::new(),
+            if_stats: vec![IfStats::default(); n_ifaces],
+            counters: Counters::default(),
+            filter,
+            cfg,
+        }
+    }
+
+    /// Attach the host interface (a TAP with MAC `mac`) as port `port`:
+    /// traffic for the firewall's own addresses goes there, and what the
+    /// Linux stack sends through it is routed like the firewall's own.
+    pub fn set_host(&mut self, port: usize, mac: Mac) {
+        self.host = Some(host::Host { port, mac });
+        self.demux.set_host_port(port);
+    }
+
+    /// Keep pflog records of what rules log (for a pflog file).
+    pub fn set_logging(&mut self, on: bool) {
+        self.pflog.set(on);
+    }
+
+    /// The pflog records (DLT_PFLOG) gathered since the last call.
+    pub fn take_log(&mut self) -> Vec<Vec<u8>> {
+        self.pflog.take()
+    }
+
+    /// The MAC address interface `i` answers with (ARP, NDP) and sends
+    /// from (`own_mac` of its port's MAC, as the daemon gives it).
+    pub fn mac(&self, i: usize) -> Option<Mac> {
+        self.local.get_mac(i)
+    }
+
+    /// A port was replaced (deleted and created again): its new MAC, for
+    /// its interfaces and a bridge that took its address from it.
+    pub fn set_port_mac(&mut self, port: usize, mac: Mac) {
+        self.local.set_port_mac(port, mac);
+    }
+
+    /// Longest-prefix match over connected subnets and routes: the
+    /// interface and next hop for `dst`. Connected subnets win ties.
+    pub fn route(&self, dst: &IpAddr) -> Option<(usize, IpAddr)> {
+        router::lookup(&self.cfg, dst)
+    }
+
+    /// Announce every address (gratuitous ARP, unsolicited NA), those of
+    /// the virtual MACs that are on included.
+    pub fn start(&mut self, now: u64) -> Vec<Out> {
+        let _ = now;
+        for i in 0..self.cfg.ifaces.len() {
+            if self.cfg.ifaces[i].bridge.is_some() {
+                continue;
+            }
+            let addrs = self.local.addresses(i);
+            self.announce(i, self.local.mac(i), &addrs);
+        }
+        for (i, mac, addrs) in self.local.active_virtuals() {
+            self.announce(i, mac, &addrs);
+        }
+        // (Not in `frames_out`, which has never counted them.)
+        std::mem::take(&mut self.out)
+    }
+
+    /// A frame received on port `port`: what to send.
+    pub fn input(&mut self, port: usize, frame: &[u8], now: u64) -> Vec<Out> {
+        self.counters.frames_in += 1;
+        match self.demux.segment(port, frame) {
+            None => self.frame_in(port, frame, now),
+            Some(Ok(segments)) => {
+                self.counters.segmented += 1;
+                for f in segments {
+                    self.frame_in(port, &f, now);
+                }
+            }
+            Some(Err(r)) => self.counters.dropped(r),
+        }
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    /// Timers: neighbour retries and give-ups, aging. Call about once a second.
+    pub fn tick(&mut self, now: u64) -> Vec<Out> {
+        let expired = self.neigh.expire(now);
+        for (iface, ip) in expired.retry {
+            self.solicit(iface, ip);
+        }
+        for (iface, queue) in expired.gave_up {
+            for p in queue {
+                self.counters.dropped(DropReason::NeighUnresolved);
+                self.icmp_error(iface, &p, now, icmp_error::Unreach::Host);
+            }
+        }
+        self.fdb.age(now);
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    /// One frame (a segment, if it came as a super-packet) through the
+    /// rooms: demux, then the bridge, or (for our MACs and groups) ARP and
+    /// IP on a routed interface.
+    fn frame_in(&mut self, port: usize, frame: &[u8], now: u64) {
+        match self.demux.classify(port, frame) {
+            Err(r) => self.counters.dropped(r),
+            Ok(demux::Arrival::Host { ethertype, payload }) => {
+                self.host_in(ethertype, payload, now)
+            }
+            Ok(demux::Arrival::Iface {
+                iface,
+                dst,
+                src,
+                ethertype,
+                payload,
+            }) => {
+                if let Some(b) = self.cfg.ifaces[iface].bridge {
+                    self.bridge_in(b, iface, dst, src, ethertype, payload, now);
+                } else if self.local.accepts(iface, &dst) || is_multicast(&dst) {
+                    self.l3_in(iface, src, ethertype, payload, now);
+                } else {
+                    self.counters.dropped(DropReason::NotForUs);
+                }
+            }
+        }
+    }
+
+    /// A frame for us on interface `i` (a routed interface or a bridge's).
+    fn l3_in(&mut self, i: usize, src: Mac, ethertype: EtherType, payload: &[u8], now: u64) {
+        match ethertype {
+            EtherType::Arp => self.arp_in(i, src, payload, now),
+            EtherType::Ipv4 | EtherType::Ipv6 => self.ip_in(i, src, payload.to_vec(), now),
+            _ => self.counters.dropped(DropReason::UnsupportedEthertype),
+        }
+    }
+
+    /// Build and queue a frame out of interface `i` (tagged if it is a
+    /// VLAN; by the learnt member, or every member, if it is a bridge).
+    fn emit(&mut self, i: usize, dst: Mac, src: Option<Mac>, ethertype: EtherType, payload: &[u8]) {
+        let src = src.unwrap_or(self.local.mac(i));
+        let ifc = &self.cfg.ifaces[i];
+        let Some(port) = ifc.port else {
+            let member = if is_multicast(&dst) {
+                None
+            } else {
+                self.fdb.learnt(i, &dst)
+            };
+            match member {
+                Some(m) => self.emit(m, dst, Some(src), ethertype, payload),
+                None => {
+                    for m in self.cfg.ifaces[i].members.clone() {
+                        self.emit(m, dst, Some(src), ethertype, payload);
+                    }
+                }
+            }
+            return;
+        };
+        let eth = EthernetRepr {
+            dst,
+            src,
+            vlan: ifc.vlan.map(VlanTag::dot1q),
+            ethertype,
+        };
+        self.out.push((port, eth.frame(payload, 60)));
+    }
+
+    /// pf on one packet; what its rules log is kept for `take_log` (the
+    /// packet as it leaves pf: when translated, the pflog header says so).
+    /// `from`: the interface an outbound packet arrived on (for
+    /// `received-on`), None for the firewall's own.
+    fn pf(
+        &mut self,
+        pkt: &mut [u8],
+        ix: usize,
+        dir: Direction,
+        from: Option<usize>,
+        now: u64,
+    ) -> palisade_filter::Decision {
+        let name = self.names[ix].clone();
+        let iface: &str = &name;
+        let random = self.rng.next_u32();
+        let from = from.and_then(|f| self.names.get(f).cloned());
+        let d = self
+            .filter
+            .process_received(pkt, iface, dir, now, random, from.as_deref());
+        if let Some(st) = self.if_stats.get_mut(ix) {
+            let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
+            let out = (dir == Direction::Out) as usize;
+            let blocked = !d.passed() as usize;
+            st.packets[v6][out][blocked] += 1;
+            st.bytes[v6][out][blocked] += pkt.len() as u64;
+            if matches!(
+                d.reason,
+                palisade_filter::Reason::Short
+                    | palisade_filter::Reason::BadOffset
+                    | palisade_filter::Reason::Normalize
+            ) {
+                st.errors += 1;
+            }
+        }
+        if self.pflog.is_on() && (d.log || !d.log_matched.is_empty()) {
+            let len = parse_ip(pkt)
+                .map(|i| i.len)
+                .unwrap_or(pkt.len())
+                .min(pkt.len());
+            for r in palisade_filter::filter::pflog_records(&d, &pkt[..len], iface, dir) {
+                if self.pflog.push(r).is_err() {
+                    self.counters.log_dropped += 1;
+                }
+            }
+        }
+        d
+    }
+}

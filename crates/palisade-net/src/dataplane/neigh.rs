@@ -1,0 +1,380 @@
+//! Neighbours: ARP (RFC 826) and IPv6 neighbour discovery (RFC 4861).
+//! The cache of resolved neighbours (`Neighbours`: per interface and
+//! address, a MAC valid for 10 minutes, or a resolution under way with
+//! the packets waiting for it, 16 per neighbour and 1,024 in all, three
+//! requests a second apart), and the messages: answering requests and
+//! solicitations for our addresses, virtual addresses that are on and
+//! proxy prefixes; learning from answers; asking; announcing (gratuitous
+//! ARP, unsolicited NA) at start and when a virtual MAC takes over.
+//!
+//! Owns the cache, the queue and the ARP/NDP exchange, built and read
+//! with palisade-wire's views. It does not know which addresses are ours
+//! (`Local` answers that) nor where a packet goes (the router gives it
+//! the interface and next hop).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
+
+use palisade_wire::arp::{ArpPacket, ArpRepr, Operation};
+use palisade_wire::build;
+use palisade_wire::ethernet::{ipv6_multicast_mac, is_multicast, EtherType, Mac, BROADCAST};
+use palisade_wire::ndp::{self, NaFlags, NdpPacket, NdpRepr};
+use palisade_wire::IpInfo;
+
+use super::local::Answer;
+use super::{Dataplane, DropReason};
+
+/// How long a resolved neighbour stays valid.
+const NEIGH_REACHABLE_MS: u64 = 600_000;
+/// Resolution: requests sent, one per second, before giving up.
+const NEIGH_TRIES: u32 = 3;
+/// Packets waiting for one neighbour, and in all.
+const NEIGH_QUEUE: usize = 16;
+const NEIGH_QUEUE_TOTAL: usize = 1024;
+/// Neighbours in all (beyond, new entries are not learnt).
+const NEIGH_MAX: usize = 65_536;
+
+enum Neigh {
+    Reachable {
+        mac: Mac,
+        until: u64,
+    },
+    Incomplete {
+        queue: VecDeque<Vec<u8>>,
+        tries: u32,
+        next: u64,
+    },
+}
+
+/// What to do with a packet for a neighbour.
+pub(super) enum Resolve {
+    /// Known: send it to this MAC.
+    Send(Mac, Vec<u8>),
+    /// Queued behind a resolution under way.
+    Queued,
+    /// Queued, and a resolution starts: ask for the neighbour.
+    Solicit,
+    /// No room: dropped.
+    Full,
+}
+
+/// The cache is full: the neighbour was not learnt.
+pub(super) struct TableFull;
+
+/// What the timers found.
+pub(super) struct Expired {
+    /// Resolutions to ask again for.
+    pub(super) retry: Vec<(usize, IpAddr)>,
+    /// Resolutions given up, with the packets that waited.
+    pub(super) gave_up: Vec<(usize, VecDeque<Vec<u8>>)>,
+}
+
+#[derive(Default)]
+pub(super) struct Neighbours {
+    map: HashMap<(usize, IpAddr), Neigh>,
+    queued: usize,
+}
+
+impl Neighbours {
+    /// Known or being resolved on interface `i`.
+    pub(super) fn contains(&self, i: usize, ip: &IpAddr) -> bool {
+        self.map.contains_key(&(i, *ip))
+    }
+
+    /// `ip` is at `mac` on interface `i`: the packets that waited for it.
+    pub(super) fn learn(
+        &mut self,
+        i: usize,
+        ip: IpAddr,
+        mac: Mac,
+        now: u64,
+    ) -> Result<VecDeque<Vec<u8>>, TableFull> {
+        if self.map.len() >= NEIGH_MAX && !self.map.contains_key(&(i, ip)) {
+            return Err(TableFull);
+        }
+        let prev = self.map.insert(
+            (i, ip),
+            Neigh::Reachable {
+                mac,
+                until: now + NEIGH_REACHABLE_MS,
+            },
+        );
+        match prev {
+            Some(Neigh::Incomplete { queue, .. }) => {
+                self.queued -= queue.len();
+                Ok(queue)
+            }
+            _ => Ok(VecDeque::new()),
+        }
+    }
+
+    pub(super) fn resolve(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) -> Resolve {
+        match self.map.get_mut(&(e, nh)) {
+            Some(Neigh::Reachable { mac, until }) if *until > now => Resolve::Send(*mac, pkt),
+            Some(Neigh::Incomplete { queue, .. }) => {
+                if queue.len() < NEIGH_QUEUE && self.queued < NEIGH_QUEUE_TOTAL {
+                    queue.push_back(pkt);
+                    self.queued += 1;
+                    Resolve::Queued
+                } else {
+                    Resolve::Full
+                }
+            }
+            _ => {
+                if self.queued >= NEIGH_QUEUE_TOTAL || self.map.len() >= NEIGH_MAX {
+                    return Resolve::Full;
+                }
+                self.queued += 1;
+                self.map.insert(
+                    (e, nh),
+                    Neigh::Incomplete {
+                        queue: VecDeque::from([pkt]),
+                        tries: 1,
+                        next: now + 1000,
+                    },
+                );
+                Resolve::Solicit
+            }
+        }
+    }
+
+    /// Timers: expire stale entries, retry or give up resolutions.
+    pub(super) fn expire(&mut self, now: u64) -> Expired {
+        let mut retry = Vec::new();
+        let mut gave_up = Vec::new();
+        self.map.retain(|k, n| match n {
+            Neigh::Reachable { until, .. } => *until > now,
+            Neigh::Incomplete { tries, next, queue } if *next <= now => {
+                if *tries >= NEIGH_TRIES {
+                    gave_up.push((k.0, std::mem::take(queue)));
+                    false
+                } else {
+                    *tries += 1;
+                    *next = now + 1000;
+                    retry.push(*k);
+                    true
+                }
+            }
+            _ => true,
+        });
+        for (_, q) in &gave_up {
+            self.queued -= q.len();
+        }
+        Expired { retry, gave_up }
+    }
+}
+
+fn ethertype_of(ip: &IpAddr) -> EtherType {
+    if ip.is_ipv6() {
+        EtherType::Ipv6
+    } else {
+        EtherType::Ipv4
+    }
+}
+
+impl Dataplane {
+    pub(super) fn arp_in(&mut self, i: usize, src: Mac, a: &[u8], now: u64) {
+        let Ok(req) = ArpPacket::new_checked(a).and_then(|p| ArpRepr::parse(&p)) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        let sip = req.source_protocol_addr;
+        let tip = req.target_protocol_addr;
+        let smac = req.source_hardware_addr;
+        let t = IpAddr::V4(tip);
+        let answer = self.local.answer(i, &t);
+        let ours = matches!(answer, Some(Answer::Own(_)));
+        // Learn a sender we are resolving or that is talking to us (not
+        // every sender on the wire: the table would grow without bound).
+        let s = IpAddr::V4(sip);
+        let learns =
+            !sip.is_unspecified() && !is_multicast(&smac) && (ours || self.neigh.contains(i, &s));
+        if learns {
+            self.learn(i, s, smac, now);
+        }
+        if req.operation != Operation::Request || req.is_announcement() {
+            if !learns {
+                self.counters.dropped(DropReason::NotForUs);
+            }
+            return;
+        }
+        let mac = match answer {
+            Some(Answer::Own(mac)) | Some(Answer::Proxy(mac)) => mac,
+            None => {
+                self.counters.dropped(DropReason::NotForUs);
+                return;
+            }
+        };
+        let reply = ArpRepr::reply_to(&req, mac).to_bytes();
+        self.counters.arp_replies += 1;
+        self.emit(i, src, Some(mac), EtherType::Arp, &reply);
+    }
+
+    /// `ip` is at `mac` on interface `i`: remember it and send what waited.
+    pub(super) fn learn(&mut self, i: usize, ip: IpAddr, mac: Mac, now: u64) {
+        match self.neigh.learn(i, ip, mac, now) {
+            Ok(waiting) => {
+                for p in waiting {
+                    self.emit(i, mac, None, ethertype_of(&ip), &p);
+                }
+            }
+            Err(TableFull) => self.counters.table_full += 1,
+        }
+    }
+
+    /// A neighbour solicitation or advertisement (`pkt` is the IPv6
+    /// packet, cut to its length).
+    pub(super) fn nd_in(&mut self, i: usize, src: Mac, pkt: &[u8], info: &IpInfo, now: u64) {
+        let (IpAddr::V6(s), IpAddr::V6(d)) = (info.src, info.dst) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        // RFC 4861 7.1: from this link only.
+        if info.ttl != 255 {
+            self.counters.dropped(DropReason::NdInvalid);
+            return;
+        }
+        let Some(l4) = pkt.get(info.l4_offset..info.len) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        let Ok(view) = NdpPacket::new_checked(l4) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        if !view.verify_checksum(&s, &d) {
+            self.counters.dropped(DropReason::BadChecksum);
+            return;
+        }
+        let repr = match NdpRepr::parse(&view) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.dropped(DropReason::NdInvalid);
+                return;
+            }
+        };
+        match repr {
+            NdpRepr::NeighborSolicit { target, lladdr } => {
+                if !s.is_unspecified() {
+                    if let Some(m) = lladdr {
+                        self.learn(i, IpAddr::V6(s), m, now);
+                    }
+                }
+                let t = IpAddr::V6(target);
+                let (mac, own) = match self.local.answer(i, &t) {
+                    Some(Answer::Own(mac)) => (mac, true),
+                    Some(Answer::Proxy(mac)) if info.src != t => (mac, false),
+                    _ => {
+                        self.counters.dropped(DropReason::NotForUs);
+                        return;
+                    }
+                };
+                let (dst, dmac) = if s.is_unspecified() {
+                    (ndp::ALL_NODES, ipv6_multicast_mac(ndp::ALL_NODES))
+                } else {
+                    (s, lladdr.unwrap_or(src))
+                };
+                let flags = NaFlags {
+                    router: true,
+                    solicited: !s.is_unspecified(),
+                    // Only for our own addresses (RFC 4861 7.2.8).
+                    override_: own,
+                };
+                let na = advertisement(flags, target, dst, mac);
+                self.counters.nd_replies += 1;
+                self.emit(i, dmac, Some(mac), EtherType::Ipv6, &na);
+            }
+            NdpRepr::NeighborAdvert { target, lladdr, .. } => {
+                let t = IpAddr::V6(target);
+                if self.neigh.contains(i, &t) {
+                    self.learn(i, t, lladdr.unwrap_or(src), now);
+                } else {
+                    self.counters.dropped(DropReason::NotForUs);
+                }
+            }
+        }
+    }
+
+    /// Ask for `ip`'s link-layer address on interface `i`.
+    pub(super) fn solicit(&mut self, i: usize, ip: IpAddr) {
+        let mac = self.local.mac(i);
+        match ip {
+            IpAddr::V4(t) => {
+                let Some(IpAddr::V4(s)) = self.local.source_for(i, false) else {
+                    return;
+                };
+                let arp = ArpRepr::request(mac, s, t).to_bytes();
+                self.emit(i, BROADCAST, None, EtherType::Arp, &arp);
+            }
+            IpAddr::V6(t) => {
+                let Some(IpAddr::V6(s)) = self.local.source_for(i, true) else {
+                    return;
+                };
+                let sn = ndp::solicited_node(&t);
+                let ns = NdpRepr::NeighborSolicit {
+                    target: t,
+                    lladdr: Some(mac),
+                }
+                .to_bytes(&s, &sn);
+                let p = build::ip(IpAddr::V6(s), IpAddr::V6(sn), 58, 255, &ns);
+                self.emit(i, ipv6_multicast_mac(sn), None, EtherType::Ipv6, &p);
+            }
+        }
+    }
+
+    /// Tell the link that `addresses` are at `mac` on interface `i`:
+    /// gratuitous ARP (an announcement, RFC 5227 2.3) for IPv4, an
+    /// unsolicited advertisement to all nodes with the override flag for
+    /// IPv6 (RFC 4861 7.2.6).
+    pub(super) fn announce(&mut self, i: usize, mac: Mac, addresses: &[IpAddr]) {
+        for a in addresses {
+            match a {
+                IpAddr::V4(a) => {
+                    let arp = ArpRepr::announcement(mac, *a).to_bytes();
+                    self.emit(i, BROADCAST, Some(mac), EtherType::Arp, &arp);
+                }
+                IpAddr::V6(a) => {
+                    let flags = NaFlags {
+                        router: true,
+                        solicited: false,
+                        override_: true,
+                    };
+                    let na = advertisement(flags, *a, ndp::ALL_NODES, mac);
+                    self.emit(
+                        i,
+                        ipv6_multicast_mac(ndp::ALL_NODES),
+                        Some(mac),
+                        EtherType::Ipv6,
+                        &na,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Send `pkt` to neighbour `nh` on interface `e`, resolving it first
+    /// if need be.
+    pub(super) fn l3_out(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) {
+        match self.neigh.resolve(e, nh, pkt, now) {
+            Resolve::Send(mac, pkt) => self.emit(e, mac, None, ethertype_of(&nh), &pkt),
+            Resolve::Queued => self.counters.neigh_queued += 1,
+            Resolve::Solicit => {
+                self.counters.neigh_queued += 1;
+                self.solicit(e, nh);
+            }
+            Resolve::Full => self.counters.dropped(DropReason::NeighQueueFull),
+        }
+    }
+}
+
+/// A neighbour advertisement for `target` at `mac`, from `target` to
+/// `dst`, as an IPv6 packet.
+fn advertisement(flags: NaFlags, target: Ipv6Addr, dst: Ipv6Addr, mac: Mac) -> Vec<u8> {
+    let m = NdpRepr::NeighborAdvert {
+        flags,
+        target,
+        lladdr: Some(mac),
+    }
+    .to_bytes(&target, &dst);
+    build::ip(IpAddr::V6(target), IpAddr::V6(dst), 58, 255, &m)
+}

@@ -1,0 +1,368 @@
+//! Router: IP packets on routed interfaces (and bridge interfaces, for
+//! frames to the bridge's own MAC). pf `in` on the arrival interface,
+//! then local delivery, the control plane (multicast it subscribed to),
+//! or forwarding: pf's routing options (`route-to`, `reply-to`,
+//! `dup-to`), TTL / hop limit, the longest-prefix route, pf `out` on the
+//! leaving interface, the MTU (fragment, or answer "too big"), and the
+//! neighbour. The firewall's own packets (ICMP errors, echo replies, what
+//! the host interface sends) take the same way out.
+//!
+//! Owns route lookup and the forwarding steps. It does not resolve
+//! neighbours (the neighbour room queues the packet), does not build
+//! ICMP errors (icmp_error) and does not know which addresses are ours
+//! (`Local`).
+
+use std::net::IpAddr;
+
+use palisade_conf::ir::Direction;
+use palisade_filter::frag::FragInfo;
+use palisade_filter::RouteTo;
+use palisade_wire::checksum::update16;
+use palisade_wire::ethernet::Mac;
+use palisade_wire::{build, parse_ip, IpInfo, L4};
+
+use super::icmp_error::{is_multicast_or_broadcast, Unreach};
+use super::{Dataplane, DropReason};
+use crate::config::Config;
+
+/// Longest-prefix match over connected subnets and routes: the interface
+/// and next hop for `dst`. Connected subnets win ties.
+pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
+    let mut best: Option<(u8, usize, IpAddr)> = None;
+    for (ix, i) in cfg.ifaces.iter().enumerate() {
+        if i.bridge.is_some() {
+            continue;
+        }
+        for p in &i.addresses {
+            if p.contains(dst) && best.is_none_or(|(b, _, _)| p.bits > b) {
+                best = Some((p.bits, ix, *dst));
+            }
+        }
+    }
+    for r in &cfg.routes {
+        if !r.to.contains(dst) || best.is_some_and(|(b, _, _)| r.to.bits <= b) {
+            continue;
+        }
+        let hop = match (r.via, r.iface) {
+            (None, Some(i)) => Some((i, *dst)),
+            (Some(gw), Some(i)) => Some((i, gw)),
+            (Some(gw), None) => route_gateway(cfg, &gw).map(|i| (i, gw)),
+            (None, None) => None,
+        };
+        if let Some((i, nh)) = hop {
+            best = Some((r.to.bits, i, nh));
+        }
+    }
+    best.map(|(_, i, nh)| (i, nh))
+}
+
+/// The interface through which gateway `gw` is reached directly.
+fn route_gateway(cfg: &Config, gw: &IpAddr) -> Option<usize> {
+    if let Some(i) = cfg.connected(gw) {
+        return Some(i);
+    }
+    cfg.routes
+        .iter()
+        .filter(|r| r.via.is_none() && r.to.contains(gw))
+        .max_by_key(|r| r.to.bits)
+        .and_then(|r| r.iface)
+}
+
+/// Interface `i`'s MTU: its port's, a bridge's first member's.
+pub(super) fn mtu(cfg: &Config, i: usize) -> usize {
+    let ifc = &cfg.ifaces[i];
+    let p = ifc
+        .port
+        .or_else(|| ifc.members.first().and_then(|m| cfg.ifaces[*m].port));
+    p.and_then(|p| cfg.ports.get(p))
+        .map(|p| p.mtu as usize)
+        .unwrap_or(1500)
+}
+
+impl Dataplane {
+    pub(super) fn mtu(&self, i: usize) -> usize {
+        mtu(&self.cfg, i)
+    }
+
+    /// An IP packet to us (our MAC, or a group) on interface `i`, from `src`.
+    pub(super) fn ip_in(&mut self, i: usize, src: Mac, mut pkt: Vec<u8>, now: u64) {
+        let info = match parse_ip(&pkt) {
+            Ok(x) => x,
+            Err(_) => {
+                self.counters.dropped(DropReason::Malformed);
+                return;
+            }
+        };
+        pkt.truncate(info.len);
+        if let L4::Icmp6 { ty, .. } = info.l4 {
+            if (135..=136).contains(&ty) {
+                self.nd_in(i, src, &pkt, &info, now);
+                return;
+            }
+            if (133..=134).contains(&ty) || (130..=132).contains(&ty) || ty == 143 {
+                // Router discovery and MLD: not for a router without RA.
+                self.counters.dropped(DropReason::Icmp6Unhandled);
+                return;
+            }
+        }
+        let mut d = self.pf(&mut pkt, i, Direction::In, None, now);
+        for g in std::mem::take(&mut d.generated) {
+            self.send_local(g, now);
+        }
+        if d.held {
+            return;
+        }
+        if !d.passed() {
+            self.counters.blocked += 1;
+            return;
+        }
+        let refrag = d.refragment;
+        let route = d.route.take();
+        let pkt = d.reassembled.unwrap_or(pkt);
+        let Ok(info) = parse_ip(&pkt) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        // pf's routing options on the way in: `dup-to` sends a copy, and
+        // `route-to` / `reply-to` forward by the given next hop whatever
+        // the destination.
+        let via = match route {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, refrag, now);
+                None
+            }
+            Some(r) => match self.hop_way(&r) {
+                Some(w) => Some(w),
+                None => {
+                    self.counters.dropped(DropReason::NoRoute);
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let Some(w) = via {
+            self.forward(i, pkt, &info, refrag, Some(w), now);
+            return;
+        }
+        if self.local.is_ours(&info.dst) || (self.host.is_some() && info.dst.is_loopback()) {
+            self.local_in(i, src, pkt, &info, now);
+            return;
+        }
+        if is_multicast_or_broadcast(&info.dst) || self.local.is_directed_broadcast(&info.dst) {
+            if self.control.wants_group(i, info.proto, &info.dst) {
+                self.punt(i, src, pkt, info.proto);
+            } else {
+                self.counters.dropped(DropReason::MulticastNotRouted);
+            }
+            return;
+        }
+        self.forward(i, pkt, &info, refrag, None, now);
+    }
+
+    /// The interface and neighbour a routing option's next hop is reached
+    /// by: the interface named with it, else the routing table's way to
+    /// it (its gateway when it is not on a connected subnet).
+    fn hop_way(&self, r: &RouteTo) -> Option<(usize, IpAddr)> {
+        match &r.iface {
+            Some(name) => self
+                .cfg
+                .ifaces
+                .iter()
+                .position(|i| i.name == *name)
+                .map(|e| (e, r.hop)),
+            None => lookup(&self.cfg, &r.hop),
+        }
+    }
+
+    /// `dup-to`: a copy of the packet to the next hop, as it is (not
+    /// filtered again, its TTL unchanged).
+    fn dup_to(&mut self, r: &RouteTo, pkt: &[u8], refrag: Option<FragInfo>, now: u64) {
+        match self.hop_way(r) {
+            Some((e, nh)) => {
+                let mtu = self.mtu(e);
+                match self.fit(pkt.to_vec(), mtu, refrag) {
+                    Ok(frags) => {
+                        self.counters.duplicated += 1;
+                        for f in frags {
+                            self.l3_out(e, nh, f, now);
+                        }
+                    }
+                    Err(_) => self.counters.dropped(DropReason::TooBig),
+                }
+            }
+            None => self.counters.dropped(DropReason::NoRoute),
+        }
+    }
+
+    /// pf `out` decided the packet leaves by `route`: the interface and
+    /// neighbour it goes to instead. It is not filtered again: it was
+    /// filtered (and translated) on the way out already (pf_route runs pf
+    /// again only for what was decided on the way in, which `forward`
+    /// filters `out` on its new interface anyway).
+    fn reroute(&mut self, route: &RouteTo) -> Option<(usize, IpAddr)> {
+        let way = self.hop_way(route);
+        if way.is_none() {
+            self.counters.dropped(DropReason::NoRoute);
+        }
+        way
+    }
+
+    /// `pkt`, ready to leave through an interface with this MTU: as it is,
+    /// or in fragments: IPv4 without DF to the MTU, IPv6 that arrived in
+    /// fragments (`refrag`) as it arrived (pf's pf_refragment6). Err with
+    /// the packet when it cannot be sent and an ICMP error is owed.
+    pub(super) fn fit(
+        &mut self,
+        pkt: Vec<u8>,
+        mtu: usize,
+        refrag: Option<FragInfo>,
+    ) -> Result<Vec<Vec<u8>>, Vec<u8>> {
+        let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
+        // IPv6 that arrived in fragments leaves in fragments of the size it
+        // came in, whatever the MTU here (pf_refragment6): the sender's
+        // path MTU may be smaller than ours.
+        let refragment_v6 = v6 && refrag.is_some_and(|r| pkt.len() > 40 + r.max_len as usize);
+        if pkt.len() <= mtu && !refragment_v6 {
+            return Ok(vec![pkt]);
+        }
+        let frags = match (v6, refrag) {
+            (false, _) => build::fragment_v4(&pkt, mtu),
+            (true, Some(r)) => build::fragment_v6(&pkt, r.id, mtu, r.max_len as usize),
+            (true, None) => None,
+        };
+        match frags {
+            Some(f) => {
+                self.counters.fragmented += 1;
+                Ok(f)
+            }
+            None => Err(pkt),
+        }
+    }
+
+    /// Forward a packet that arrived on `i`: by the routing table, or by
+    /// `via` (a routing option's interface and next hop).
+    fn forward(
+        &mut self,
+        i: usize,
+        mut pkt: Vec<u8>,
+        info: &IpInfo,
+        refrag: Option<FragInfo>,
+        via: Option<(usize, IpAddr)>,
+        now: u64,
+    ) {
+        if info.ttl <= 1 {
+            self.counters.dropped(DropReason::TtlExceeded);
+            self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
+            return;
+        }
+        let Some((e, nh)) = via.or_else(|| lookup(&self.cfg, &info.dst)) else {
+            self.counters.dropped(DropReason::NoRoute);
+            self.icmp_error(i, &pkt, now, Unreach::Net);
+            return;
+        };
+        let mtu = self.mtu(e);
+        let can_fragment = if info.is_v6() {
+            refrag.is_some()
+        } else {
+            !info.dont_fragment
+        };
+        // Too big for the way the routing table gives, and not to be
+        // fragmented: the error, if the packet still is after pf (a
+        // routing option may send it by a larger MTU), quotes it as it
+        // arrived, before translation.
+        let arrived = (pkt.len() > mtu && !can_fragment).then(|| pkt.clone());
+        if info.is_v6() {
+            pkt[7] -= 1;
+        } else {
+            let old = u16::from_be_bytes([pkt[8], pkt[9]]);
+            pkt[8] -= 1;
+            let new = u16::from_be_bytes([pkt[8], pkt[9]]);
+            let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
+            pkt[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        let mut d = self.pf(&mut pkt, e, Direction::Out, Some(i), now);
+        for g in std::mem::take(&mut d.generated) {
+            self.send_local(g, now);
+        }
+        if d.held {
+            return;
+        }
+        if !d.passed() {
+            self.counters.blocked += 1;
+            return;
+        }
+        self.counters.routed += 1;
+        let refrag = d.refragment.or(refrag);
+        let route = d.route.take();
+        let pkt = d.reassembled.unwrap_or(pkt);
+        // pf's routing options on the way out.
+        let (e, nh, mtu) = match route {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, refrag, now);
+                (e, nh, mtu)
+            }
+            Some(r) => match self.reroute(&r) {
+                Some((e2, nh2)) => (e2, nh2, self.mtu(e2)),
+                None => return,
+            },
+            None => (e, nh, mtu),
+        };
+        match self.fit(pkt, mtu, refrag) {
+            Ok(frags) => {
+                for f in frags {
+                    self.l3_out(e, nh, f, now);
+                }
+            }
+            Err(pkt) => {
+                self.counters.dropped(DropReason::TooBig);
+                let quote = arrived.unwrap_or(pkt);
+                self.icmp_error(i, &quote, now, Unreach::TooBig(mtu as u16));
+            }
+        }
+    }
+
+    /// A packet the firewall itself sends: routed, filtered `out`.
+    pub(super) fn send_local(&mut self, mut pkt: Vec<u8>, now: u64) {
+        let Ok(info) = parse_ip(&pkt) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
+            self.counters.dropped(DropReason::NoRoute);
+            return;
+        };
+        let mut d = self.pf(&mut pkt, e, Direction::Out, None, now);
+        if !d.passed() || d.held {
+            self.counters.blocked += u64::from(!d.held);
+            return;
+        }
+        for g in std::mem::take(&mut d.generated) {
+            self.send_local(g, now);
+        }
+        let refrag = d.refragment;
+        let route = d.route.take();
+        // A datagram the host's stack sent in fragments leaves whole
+        // from pf, and in fragments again below.
+        let pkt = d.reassembled.unwrap_or(pkt);
+        let (e, nh) = match route {
+            Some(r) if r.dup => {
+                self.dup_to(&r, &pkt, refrag, now);
+                (e, nh)
+            }
+            Some(r) => match self.reroute(&r) {
+                Some(w) => w,
+                None => return,
+            },
+            None => (e, nh),
+        };
+        let mtu = self.mtu(e);
+        match self.fit(pkt, mtu, refrag) {
+            Ok(frags) => {
+                for f in frags {
+                    self.l3_out(e, nh, f, now);
+                }
+            }
+            Err(_) => self.counters.dropped(DropReason::TooBig),
+        }
+    }
+}

@@ -1,0 +1,717 @@
+//! Frames through the whole data plane, as before the rooms were split:
+//! bridging, routing, ARP/NDP, the host interface, fragmentation.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::bridge::FDB_MAX;
+use super::*;
+use palisade_conf::host::HostModel;
+use palisade_conf::{parse_bytes, ParseOptions};
+use palisade_wire::build;
+use palisade_wire::ethernet::ipv6_multicast_mac as v6_multicast_mac;
+use palisade_wire::link::{ETH_ARP, ETH_IPV4, ETH_IPV6};
+use palisade_wire::ndp::solicited_node;
+use palisade_wire::L4;
+use std::path::Path;
+use std::sync::Arc;
+
+pub(super) const M0: Mac = [2, 0, 0, 0, 0, 0x10];
+pub(super) const M1: Mac = [2, 0, 0, 0, 0, 0x11];
+pub(super) const M2: Mac = [2, 0, 0, 0, 0, 0x12];
+pub(super) const A: Mac = [2, 0, 0, 0, 0, 0xa];
+pub(super) const B: Mac = [2, 0, 0, 0, 0, 0xb];
+
+pub(super) fn dp(toml: &str, rules: &str) -> Dataplane {
+    let cfg = Config::parse(Path::new("t.toml"), toml, &|_| true).unwrap();
+    let host = HostModel {
+        interfaces: cfg.host_interfaces(),
+        ..Default::default()
+    };
+    let out = parse_bytes(
+        "pf.conf",
+        None,
+        rules.as_bytes().to_vec(),
+        &ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let f = Filter::new(
+        Arc::new(palisade_filter::Engine::new(&out.config, host)),
+        &out.config,
+        1,
+    );
+    Dataplane::new(cfg, &[M0, M1, M2], f)
+}
+
+pub(super) fn eth(
+    dst: Mac,
+    src: Mac,
+    vlan: Option<u16>,
+    ethertype: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    if let Some(v) = vlan {
+        f.extend_from_slice(&[0x81, 0, (v >> 8) as u8, v as u8]);
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+pub(super) fn arp(op: u16, smac: Mac, sip: &str, tip: &str) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4];
+    a.extend_from_slice(&op.to_be_bytes());
+    a.extend_from_slice(&smac);
+    a.extend_from_slice(&sip.parse::<Ipv4Addr>().unwrap().octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&tip.parse::<Ipv4Addr>().unwrap().octets());
+    a
+}
+
+pub(super) fn udp(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
+    build::ip(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        17,
+        ttl,
+        &build::udp(1000, 53, b"q"),
+    )
+}
+
+pub(super) const BRIDGE: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+[[interface]]
+name = "dmz"
+port = "eth1"
+[[interface]]
+name = "lan"
+port = "eth2"
+[[bridge]]
+name = "bridge0"
+members = ["wan", "dmz", "lan"]
+"#;
+
+pub(super) fn ports(o: &[Out]) -> Vec<usize> {
+    o.iter().map(|x| x.0).collect()
+}
+
+/// A datagram as the sender fragmented it (`size` data bytes each).
+fn fragments(big: &[u8], size: usize) -> Vec<Vec<u8>> {
+    if big[0] >> 4 == 6 {
+        build::fragment_v6(big, 0x1234, size + 48, size).unwrap()
+    } else {
+        let mut p = big.to_vec();
+        p[6] = 0; // DF off, as a sender that fragments sends it
+        p[10] = 0;
+        p[11] = 0;
+        let c = palisade_wire::checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        build::fragment_v4(&p, size + 20).unwrap()
+    }
+}
+
+#[test]
+fn bridged_datagrams_larger_than_the_mtu_are_fragmented_again() {
+    // pf reassembles on the way in; what leaves must fit the member's
+    // MTU (1500): IPv4 fragmented to it, IPv6 as the sender did.
+    for (a, b, size) in [
+        ("198.18.0.1", "198.18.0.2", 1480),
+        ("2001:db8::1", "2001:db8::2", 1232),
+    ] {
+        let mut d = dp(BRIDGE, "pass all\n");
+        d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 0);
+        let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        let big = build::ip(
+            a.parse().unwrap(),
+            b.parse().unwrap(),
+            17,
+            64,
+            &build::udp(9, 9, &data),
+        );
+        let et = if big[0] >> 4 == 6 { ETH_IPV6 } else { ETH_IPV4 };
+        let mut out = Vec::new();
+        for f in fragments(&big, size) {
+            out.extend(d.input(0, &eth(B, A, None, et, &f), 1));
+        }
+        assert!(out.len() >= 3, "{a}: {} frames", out.len());
+        let mut joined = Vec::new();
+        for (port, f) in &out {
+            assert_eq!(*port, 1);
+            assert!(f.len() <= 1514, "{a}: a {}-byte frame", f.len());
+            let ip = &f[14..];
+            let info = parse_ip(ip).unwrap();
+            let fr = info.frag.expect("a fragment");
+            assert_eq!(fr.offset as usize, joined.len());
+            joined.extend_from_slice(&ip[info.l4_offset..info.len]);
+        }
+        let hl = if a.contains(':') { 40 } else { 20 };
+        assert_eq!(joined, big[hl..], "{a}");
+        assert_eq!(d.counters.fragmented, 1);
+    }
+}
+
+#[test]
+fn bridged_df_datagrams_too_big_get_the_icmp_error() {
+    // IPv4 with DF larger than the member's MTU (a jumbo port): pf
+    // passes it, the bridge cannot send it, and answers as a bridge
+    // does, from the destination's address back on the way it came.
+    let toml = BRIDGE.replace("name = \"eth0\"\n", "name = \"eth0\"\nmtu = 9000\n");
+    let mut d = dp(&toml, "pass all\n");
+    d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 0);
+    let big = build::ip(
+        "198.18.0.1".parse().unwrap(),
+        "198.18.0.2".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &[0u8; 3000]),
+    );
+    let o = d.input(0, &eth(B, A, None, ETH_IPV4, &big), 1);
+    assert_eq!(o.len(), 1, "{o:?}");
+    let (port, f) = &o[0];
+    assert_eq!(*port, 0);
+    assert_eq!((&f[0..6], &f[6..12]), (&A[..], &B[..]));
+    let info = parse_ip(&f[14..]).unwrap();
+    assert_eq!(info.src, "198.18.0.2".parse::<IpAddr>().unwrap());
+    assert_eq!(info.dst, "198.18.0.1".parse::<IpAddr>().unwrap());
+    let icmp = &f[14 + info.l4_offset..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4));
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1500);
+    assert!(build::checksums_ok(&f[14..]));
+    assert_eq!(d.counters.too_big, 1);
+}
+
+#[test]
+fn bridge_learns_floods_and_filters_per_member() {
+    // if-bound: with floating states (the default) the state made by the
+    // copy sent out on dmz would also pass the flooded copy on lan.
+    let mut d = dp(
+        BRIDGE,
+        "set state-policy if-bound\nblock all\npass in on wan proto udp\npass out on dmz proto udp\n",
+    );
+    // ARP broadcast from A on wan floods to both others, unfiltered.
+    let o = d.input(0, &eth(BROADCAST, A, None, ETH_ARP, &[0u8; 28]), 0);
+    assert_eq!(ports(&o), [1, 2]);
+    // B answers from dmz: now both are known.
+    let o = d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 1);
+    assert_eq!(ports(&o), [0]);
+    // UDP from A to B: passes in on wan and out on dmz, frame unchanged.
+    let f = eth(B, A, None, ETH_IPV4, &udp("198.18.0.1", "198.18.0.2", 64));
+    let o = d.input(0, &f, 2);
+    assert_eq!(ports(&o), [1]);
+    assert_eq!(
+        o[0].1[..f.len()],
+        f[..],
+        "padded to 60 bytes, else unchanged"
+    );
+    assert_eq!(o[0].1.len(), 60);
+    // TCP is blocked in on wan.
+    let t = build::ip(
+        "198.18.0.1".parse().unwrap(),
+        "198.18.0.2".parse().unwrap(),
+        6,
+        64,
+        &build::tcp(1, 25, 1, 0, 2, 100, &[], b""),
+    );
+    assert!(d.input(0, &eth(B, A, None, ETH_IPV4, &t), 3).is_empty());
+    assert_eq!(d.counters.blocked, 1);
+    // Aging: after 300 s B is unknown again: flooded, and lan blocks out.
+    let o = d.input(0, &f, 400_000);
+    assert_eq!(ports(&o), [1]);
+    assert_eq!(d.counters.blocked, 2);
+}
+
+pub(super) const ROUTER: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+mtu = 9000
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+addresses = ["203.0.113.2/24", "2001:db8:ff::2/64"]
+proxy-arp = ["203.0.113.16/28"]
+[[interface]]
+name = "vlan7"
+port = "eth1"
+vlan = 7
+addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+[[route]]
+to = "203.0.113.16/28"
+interface = "vlan7"
+[[route]]
+to = "198.51.100.0/24"
+via = "192.0.2.254"
+[[route]]
+to = "default"
+via = "203.0.113.1"
+"#;
+
+const UPLINKS: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan1"
+port = "eth0"
+addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
+[[interface]]
+name = "wan2"
+port = "eth1"
+addresses = ["198.51.100.2/24", "2001:db8:2::2/64"]
+[[interface]]
+name = "lan"
+port = "eth2"
+addresses = ["198.18.0.1/24", "2001:db8:3::1/64"]
+[[route]]
+to = "default"
+via = "192.0.2.1"
+[[route]]
+to = "::/0"
+via = "2001:db8:1::1"
+"#;
+
+/// The ARP request `o` holds for `ip` on port `port`, answered from B.
+fn answer_arp(d: &mut Dataplane, port: usize, ip: &str, our: Mac, now: u64) -> Vec<Out> {
+    let a = arp(2, B, ip, "0.0.0.0");
+    d.input(port, &eth(our, B, None, ETH_ARP, &a), now)
+}
+
+#[test]
+fn route_to_on_the_way_out_keeps_the_translation() {
+    // pf out on wan1 translates and sends by wan2: the packet leaves
+    // by wan2, translated, and is not filtered a second time (which
+    // found no state for the translated packet and failed to insert
+    // one with the same key).
+    let mut d = dp(
+        UPLINKS,
+        "block all
+pass in on lan
+\
+         pass out on wan1 from 198.18.0.0/24 route-to (wan2 198.51.100.1) nat-to 198.51.100.2\n",
+    );
+    let p = udp("198.18.0.5", "203.0.113.9", 64);
+    let o = d.input(2, &eth(M2, A, None, ETH_IPV4, &p), 0);
+    assert_eq!(ports(&o), [1], "ARP for the second gateway: {o:?}");
+    let o = answer_arp(&mut d, 1, "198.51.100.1", M1, 1);
+    assert_eq!(ports(&o), [1], "{o:?}");
+    let ip = parse_ip(&o[0].1[14..]).unwrap();
+    assert_eq!(ip.src, "198.51.100.2".parse::<IpAddr>().unwrap());
+    assert_eq!(&o[0].1[0..6], &B[..]);
+    assert_eq!(
+        d.filter.counters.reasons[palisade_filter::Reason::StateInsert as usize],
+        0
+    );
+}
+
+#[test]
+fn ipv6_reassembled_leaves_as_it_came_whatever_the_mtu() {
+    // 1,400 bytes sent as 1,232 + 168 (a 1,280 path): pf reassembles,
+    // and the datagram leaves in fragments of the same size although
+    // 1,500 would take it whole (pf_refragment6).
+    let mut d = dp(UPLINKS, "pass\n");
+    let data: Vec<u8> = (0..1392u32).map(|i| i as u8).collect();
+    let big = build::ip(
+        "2001:db8:3::5".parse().unwrap(),
+        "2001:db8:1::9".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &data),
+    );
+    assert_eq!(big.len(), 1440);
+    let mut o = Vec::new();
+    for f in fragments(&big, 1232) {
+        o.extend(d.input(2, &eth(M2, A, None, ETH_IPV6, &f), 0));
+    }
+    // Neighbour discovery for 2001:db8:1::9 on wan1 first.
+    assert!(!o.is_empty());
+    let na = {
+        let target: Ipv6Addr = "2001:db8:1::9".parse().unwrap();
+        let mut m = vec![136u8, 0, 0, 0, 0x60, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[2, 1]);
+        m.extend_from_slice(&B);
+        let mut p = build::ip(
+            "2001:db8:1::9".parse().unwrap(),
+            "2001:db8:1::2".parse().unwrap(),
+            58,
+            255,
+            &m,
+        );
+        palisade_wire::build::complete_l4_checksum(&mut p);
+        p
+    };
+    let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &na), 1);
+    let frames: Vec<&Vec<u8>> = o.iter().filter(|x| x.0 == 0).map(|x| &x.1).collect();
+    assert_eq!(frames.len(), 2, "{o:?}");
+    for f in &frames {
+        let info = parse_ip(&f[14..]).unwrap();
+        assert!(info.frag.is_some());
+        assert!(f.len() - 14 <= 1280, "{}", f.len());
+    }
+}
+
+#[test]
+fn routes_longest_prefix() {
+    let d = dp(ROUTER, "pass\n");
+    let r = |s: &str| {
+        d.route(&s.parse().unwrap())
+            .map(|(i, nh)| (d.cfg.ifaces[i].name.clone(), nh.to_string()))
+    };
+    assert_eq!(r("203.0.113.5"), Some(("wan".into(), "203.0.113.5".into())));
+    assert_eq!(
+        r("203.0.113.17"),
+        Some(("vlan7".into(), "203.0.113.17".into()))
+    );
+    assert_eq!(
+        r("198.51.100.9"),
+        Some(("vlan7".into(), "192.0.2.254".into()))
+    );
+    assert_eq!(r("8.8.8.8"), Some(("wan".into(), "203.0.113.1".into())));
+    assert_eq!(
+        r("2001:db8:1::5"),
+        Some(("vlan7".into(), "2001:db8:1::5".into()))
+    );
+    assert_eq!(r("2001:db8:2::5"), None, "no IPv6 default route");
+}
+
+#[test]
+fn arp_answers_own_and_proxied_only() {
+    let mut d = dp(ROUTER, "pass\n");
+    for (tip, answered) in [
+        ("203.0.113.2", true),
+        ("203.0.113.20", true),
+        ("203.0.113.99", false),
+    ] {
+        let o = d.input(
+            0,
+            &eth(BROADCAST, A, None, ETH_ARP, &arp(1, A, "203.0.113.1", tip)),
+            0,
+        );
+        assert_eq!(o.len(), usize::from(answered), "{tip}");
+        if answered {
+            let f = &o[0].1;
+            assert_eq!(&f[0..6], &A);
+            assert_eq!(&f[6..12], &M0);
+            assert_eq!(&f[22..28], &M0, "sender hardware address");
+            assert_eq!(&f[28..32], &tip.parse::<Ipv4Addr>().unwrap().octets());
+        }
+    }
+    // On the VLAN: tagged request, tagged answer; untagged is not ours.
+    let req = arp(1, B, "192.0.2.10", "192.0.2.1");
+    assert!(d
+        .input(1, &eth(BROADCAST, B, None, ETH_ARP, &req), 0)
+        .is_empty());
+    assert_eq!(d.counters.unknown_vlan, 1);
+    let o = d.input(1, &eth(BROADCAST, B, Some(7), ETH_ARP, &req), 0);
+    assert_eq!(o.len(), 1);
+    assert_eq!(&o[0].1[12..16], &[0x81, 0, 0, 7]);
+}
+
+#[test]
+fn forwards_after_resolution_with_ttl_and_errors() {
+    let mut d = dp(ROUTER, "block all\npass inet proto icmp\npass proto udp\n");
+    // From upstream to a VM on the VLAN: first an ARP request there.
+    let p = udp("198.18.0.9", "203.0.113.17", 64);
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 0);
+    assert_eq!(o.len(), 1);
+    assert_eq!(&o[0].1[0..6], &BROADCAST);
+    assert_eq!(&o[0].1[16..18], &ETH_ARP.to_be_bytes());
+    // The VM answers: the queued packet leaves, tagged, TTL 63, valid sum.
+    let o = d.input(
+        1,
+        &eth(
+            M1,
+            B,
+            Some(7),
+            ETH_ARP,
+            &arp(2, B, "203.0.113.17", "192.0.2.1"),
+        ),
+        10,
+    );
+    assert_eq!(o.len(), 1);
+    let f = &o[0].1;
+    assert_eq!(
+        (o[0].0, &f[0..6], &f[12..16]),
+        (1, &B[..], &[0x81, 0, 0, 7][..])
+    );
+    let ip = &f[18..18 + p.len()];
+    assert_eq!(ip[8], 63);
+    assert!(build::checksums_ok(ip));
+    // TTL 1: time exceeded back to the sender (through the default route,
+    // whose gateway is then resolved).
+    let o = d.input(
+        0,
+        &eth(M0, A, None, ETH_IPV4, &udp("198.18.0.9", "203.0.113.17", 1)),
+        20,
+    );
+    assert_eq!(d.counters.ttl_exceeded, 1);
+    assert_eq!(o.len(), 1, "ARP for the gateway");
+    let o = d.input(
+        0,
+        &eth(
+            M0,
+            A,
+            None,
+            ETH_ARP,
+            &arp(2, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        30,
+    );
+    assert_eq!(o.len(), 1);
+    let icmp = &o[0].1[14..];
+    let info = parse_ip(icmp).unwrap();
+    assert_eq!(info.src.to_string(), "203.0.113.2");
+    assert_eq!(info.dst.to_string(), "198.18.0.9");
+    assert!(matches!(
+        info.l4,
+        L4::Icmp {
+            ty: 11,
+            code: 0,
+            ..
+        }
+    ));
+    assert!(build::checksums_ok(icmp));
+    // Unresolvable neighbour: three requests, then host unreachable.
+    let p = udp("198.18.0.9", "203.0.113.18", 64);
+    assert_eq!(d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 100).len(), 1);
+    assert_eq!(d.tick(1200).len(), 1);
+    assert_eq!(d.tick(2300).len(), 1);
+    let o = d.tick(3400);
+    assert_eq!(d.counters.neigh_dropped, 1);
+    let info = parse_ip(&o[0].1[14..]).unwrap();
+    assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 1, .. }));
+    // Too big for the way out (wan takes jumbo frames, the VLAN does
+    // not), DF set: fragmentation needed, with the MTU.
+    let big = build::ip(
+        "198.18.0.9".parse().unwrap(),
+        "203.0.113.17".parse().unwrap(),
+        17,
+        64,
+        &build::udp(1000, 53, &[0u8; 1600]),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &big), 4000);
+    let info = parse_ip(&o[0].1[14..]).unwrap();
+    assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 4, .. }));
+    assert_eq!(&o[0].1[14 + 26..14 + 28], &1500u16.to_be_bytes());
+    // Without DF: fragmented on the way out, tagged, each valid.
+    let mut nodf = big.clone();
+    nodf[6] = 0;
+    nodf[10] = 0;
+    nodf[11] = 0;
+    let c = palisade_wire::checksum::checksum(&nodf[..20]);
+    nodf[10..12].copy_from_slice(&c.to_be_bytes());
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &nodf), 4100);
+    assert_eq!(ports(&o), [1, 1]);
+    assert_eq!(d.counters.fragmented, 1);
+    for (_, f) in &o {
+        assert!(f.len() <= 18 + 1500);
+        let info = parse_ip(&f[18..]).unwrap();
+        assert!(info.frag.is_some());
+    }
+    // Blocked by pf: TCP is not passed.
+    let t = build::ip(
+        "198.18.0.9".parse().unwrap(),
+        "203.0.113.17".parse().unwrap(),
+        6,
+        64,
+        &build::tcp(1, 25, 1, 0, 2, 100, &[], b""),
+    );
+    assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &t), 5000).is_empty());
+    assert_eq!(d.counters.blocked, 1);
+}
+
+#[test]
+fn ndp_answers_and_resolves() {
+    let mut d = dp(ROUTER, "pass\n");
+    // NS from a host on the VLAN for our address: NA back, tagged.
+    let target: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    let src: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let sn = solicited_node(&target);
+    let mut body = target.octets().to_vec();
+    body.extend_from_slice(&[1, 1]);
+    body.extend_from_slice(&B);
+    let ns = build::ip(
+        IpAddr::V6(src),
+        IpAddr::V6(sn),
+        58,
+        255,
+        &build::icmp(135, 0, [0; 4], &body),
+    );
+    let o = d.input(1, &eth(v6_multicast_mac(sn), B, Some(7), ETH_IPV6, &ns), 0);
+    assert_eq!(o.len(), 1);
+    let f = &o[0].1;
+    assert_eq!(&f[0..6], &B);
+    let info = parse_ip(&f[18..]).unwrap();
+    assert!(matches!(info.l4, L4::Icmp6 { ty: 136, .. }));
+    assert!(build::checksums_ok(&f[18..]));
+    assert_eq!(f[18 + 40 + 4] & 0xe0, 0xe0, "router, solicited, override");
+    // Hop limit other than 255: ignored (RFC 4861 7.1.1).
+    let mut bad = ns.clone();
+    bad[7] = 64;
+    assert!(d
+        .input(1, &eth(v6_multicast_mac(sn), B, Some(7), ETH_IPV6, &bad), 0)
+        .is_empty());
+    // Forwarding to that host now needs no resolution (learnt from the NS).
+    let p = build::ip(
+        "2001:db8:ff::9".parse().unwrap(),
+        IpAddr::V6(src),
+        17,
+        64,
+        &build::udp(1, 2, b"x"),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV6, &p), 1);
+    assert_eq!(o.len(), 1);
+    assert_eq!(&o[0].1[0..6], &B);
+    assert_eq!(o[0].1[18 + 7], 63, "hop limit decremented");
+}
+
+const S1: &str = include_str!("../../../../examples/s1/palisade.toml");
+
+#[test]
+fn routed_through_bridge_with_nat() {
+    let mut d = dp(
+        S1,
+        "block all\npass inet proto icmp\nmatch out on bridge0 from 198.18.1.0/24 nat-to (bridge0)\npass in on lan\npass out on bridge0\n",
+    );
+    // The upstream router asks for the firewall's address on the bridge.
+    let o = d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "198.51.100.7"),
+        ),
+        0,
+    );
+    assert_eq!(ports(&o), [0, 1], "answered on wan, flooded to dmz");
+    // Ping from the LAN, hidden behind 198.51.100.7.
+    let echo = build::ip(
+        "198.18.1.10".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
+        1,
+        64,
+        &build::icmp(8, 0, [0, 7, 0, 1], b"ping"),
+    );
+    let o = d.input(2, &eth(M2, B, None, ETH_IPV4, &echo), 1);
+    assert_eq!(ports(&o), [0], "{:?}", d.counters);
+    assert_eq!(&o[0].1[0..6], &A);
+    let out = parse_ip(&o[0].1[14..]).unwrap();
+    assert_eq!(out.src.to_string(), "198.51.100.7");
+    // The reply comes back to the bridge's MAC and reaches the LAN host.
+    let L4::Icmp { id, .. } = out.l4 else {
+        panic!()
+    };
+    let reply = build::ip(
+        "203.0.113.1".parse().unwrap(),
+        "198.51.100.7".parse().unwrap(),
+        1,
+        64,
+        &build::icmp(0, 0, [(id >> 8) as u8, id as u8, 0, 1], b"ping"),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &reply), 2);
+    assert_eq!(d.counters.blocked, 0, "{:?}", d.counters);
+    assert_eq!(ports(&o), [2], "{:?}", d.counters);
+}
+
+#[test]
+fn host_interface_carries_local_traffic_through_pf() {
+    let mut d = dp(
+        ROUTER,
+        "block all\npass in on wan proto tcp to (wan) port 22\npass out on wan proto tcp\n",
+    );
+    const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+    d.set_host(3, TAP);
+    let syn = |port: u16| {
+        build::ip(
+            "203.0.113.1".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+            6,
+            64,
+            &build::tcp(40000, port, 1, 0, 2, 1000, &[], b""),
+        )
+    };
+    // ssh to the firewall: handed to the Linux stack, untouched.
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &syn(22)), 0);
+    assert_eq!(ports(&o), [3]);
+    assert_eq!(&o[0].1[0..6], &TAP);
+    assert_eq!(&o[0].1[14..], &syn(22)[..]);
+    // telnet: pf blocks it before the stack sees it.
+    assert!(d
+        .input(0, &eth(M0, A, None, ETH_IPV4, &syn(23)), 0)
+        .is_empty());
+    // The stack's answer comes back through the TAP and leaves on wan
+    // (the sender's MAC is known from the neighbour table after ARP).
+    d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        0,
+    );
+    let synack = build::ip(
+        "203.0.113.2".parse().unwrap(),
+        "203.0.113.1".parse().unwrap(),
+        6,
+        64,
+        &build::tcp(22, 40000, 9, 2, 0x12, 1000, &[], b""),
+    );
+    let o = d.input(3, &eth(HOST_PEER_MAC, TAP, None, ETH_IPV4, &synack), 1);
+    assert_eq!(ports(&o), [0]);
+    assert_eq!(&o[0].1[0..6], &A);
+    assert_eq!(d.counters.host_out, 1);
+}
+
+#[test]
+fn tables_are_bounded() {
+    let mut d = dp(BRIDGE, "pass\n");
+    let n = FDB_MAX + 100;
+    for i in 0..n {
+        let b = (i as u32).to_be_bytes();
+        let src = [2, 0xee, b[0], b[1], b[2], b[3]];
+        d.input(0, &eth(BROADCAST, src, None, ETH_ARP, &[0u8; 28]), 0);
+    }
+    assert_eq!(d.counters.table_full, 100);
+    assert_eq!(d.fdb.len(), FDB_MAX);
+}
+
+#[test]
+fn malformed_frames_are_counted_not_fatal() {
+    let mut d = dp(ROUTER, "pass\n");
+    for f in [
+        vec![],
+        vec![0u8; 10],
+        eth(M0, A, None, ETH_IPV4, &[0x45, 0, 0]),
+        eth(M0, A, None, ETH_ARP, &[0, 1]),
+        eth(M0, A, None, ETH_IPV6, &[0x60; 39]),
+    ] {
+        assert!(d.input(0, &f, 0).is_empty());
+    }
+    assert_eq!(d.counters.malformed, 5);
+}
