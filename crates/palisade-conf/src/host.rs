@@ -1,6 +1,6 @@
 //! What a pf.conf depends on outside itself: the machine's interfaces, their
 //! addresses and groups, user and group ids, host names, and the name tables
-//! (services, protocols, ICMP types) that pfctl takes from /etc.
+//! (services, protocols) that pfctl takes from /etc.
 //!
 //! A `HostModel` is either read from the running machine (by the binary) or
 //! loaded from a TOML file (`palisade check --host-model FILE`), so a
@@ -241,136 +241,6 @@ impl HostModel {
 /// [`HostModel::protocols`].
 pub use crate::netdb::{proto_name, proto_number, service_port};
 
-/// ICMP type names (pfctl's icmp_type table).
-const ICMP_TYPES: &[(&str, u8)] = &[
-    ("echoreq", 8),
-    ("echorep", 0),
-    ("unreach", 3),
-    ("squench", 4),
-    ("redir", 5),
-    ("althost", 6),
-    ("routeradv", 9),
-    ("routersol", 10),
-    ("timex", 11),
-    ("paramprob", 12),
-    ("timereq", 13),
-    ("timerep", 14),
-    ("inforeq", 15),
-    ("inforep", 16),
-    ("maskreq", 17),
-    ("maskrep", 18),
-    ("trace", 30),
-    ("dataconv", 31),
-    ("mobredir", 32),
-    ("ipv6-where", 33),
-    ("ipv6-here", 34),
-    ("mobregreq", 35),
-    ("mobregrep", 36),
-    ("skip", 39),
-    ("photuris", 40),
-];
-
-const ICMP6_TYPES: &[(&str, u8)] = &[
-    ("unreach", 1),
-    ("toobig", 2),
-    ("timex", 3),
-    ("paramprob", 4),
-    ("echoreq", 128),
-    ("echorep", 129),
-    ("groupqry", 130),
-    ("listqry", 130),
-    ("grouprep", 131),
-    ("listenrep", 131),
-    ("groupterm", 132),
-    ("listendone", 132),
-    ("routersol", 133),
-    ("routeradv", 134),
-    ("neighbrsol", 135),
-    ("neighbradv", 136),
-    ("redir", 137),
-    ("routrrenum", 138),
-    ("wrureq", 139),
-    ("wrurep", 140),
-    ("fqdnreq", 139),
-    ("fqdnrep", 140),
-    ("niqry", 139),
-    ("nirep", 140),
-    ("mtraceresp", 200),
-    ("mtrace", 201),
-];
-
-/// (type, name, code)
-const ICMP_CODES: &[(u8, &str, u8)] = &[
-    (3, "net-unr", 0),
-    (3, "host-unr", 1),
-    (3, "proto-unr", 2),
-    (3, "port-unr", 3),
-    (3, "needfrag", 4),
-    (3, "srcfail", 5),
-    (3, "net-unk", 6),
-    (3, "host-unk", 7),
-    (3, "isolate", 8),
-    (3, "net-prohib", 9),
-    (3, "host-prohib", 10),
-    (3, "net-tos", 11),
-    (3, "host-tos", 12),
-    (3, "filter-prohib", 13),
-    (3, "host-preced", 14),
-    (3, "cutoff-preced", 15),
-    (5, "redir-net", 0),
-    (5, "redir-host", 1),
-    (5, "redir-tos-net", 2),
-    (5, "redir-tos-host", 3),
-    (9, "normal-adv", 0),
-    (9, "common-adv", 16),
-    (11, "transit", 0),
-    (11, "reassemb", 1),
-    (12, "badhead", 0),
-    (12, "optmiss", 1),
-    (12, "badlen", 2),
-    (40, "unknown-ind", 1),
-    (40, "auth-fail", 2),
-    (40, "decrypt-fail", 3),
-];
-
-const ICMP6_CODES: &[(u8, &str, u8)] = &[
-    (1, "noroute-unr", 0),
-    (1, "admin-unr", 1),
-    (1, "beyond-unr", 2),
-    (1, "addr-unr", 3),
-    (1, "port-unr", 4),
-    (3, "transit", 0),
-    (3, "reassemb", 1),
-    (4, "badhead", 0),
-    (4, "nxthdr", 1),
-    (137, "redironlink", 0),
-    (137, "redirrouter", 1),
-];
-
-pub fn icmp_type_number(name: &str, v6: bool) -> Option<u8> {
-    let t = if v6 { ICMP6_TYPES } else { ICMP_TYPES };
-    t.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
-}
-
-pub fn icmp_type_name(ty: u8, v6: bool) -> Option<&'static str> {
-    let t = if v6 { ICMP6_TYPES } else { ICMP_TYPES };
-    t.iter().find(|(_, v)| *v == ty).map(|&(n, _)| n)
-}
-
-pub fn icmp_code_number(name: &str, v6: bool) -> Option<(u8, u8)> {
-    let t = if v6 { ICMP6_CODES } else { ICMP_CODES };
-    t.iter()
-        .find(|(_, n, _)| *n == name)
-        .map(|&(ty, _, c)| (ty, c))
-}
-
-pub fn icmp_code_name(ty: u8, code: u8, v6: bool) -> Option<&'static str> {
-    let t = if v6 { ICMP6_CODES } else { ICMP_CODES };
-    t.iter()
-        .find(|(t0, _, c)| *t0 == ty && *c == code)
-        .map(|&(_, n, _)| n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,7 +285,5 @@ mod tests {
         assert_eq!(service_port("www"), Some(80));
         assert_eq!(proto_name(58), Some("ipv6-icmp"));
         assert_eq!(proto_number("icmp6"), Some(58));
-        assert_eq!(icmp_code_name(3, 4, false), Some("needfrag"));
-        assert_eq!(icmp_type_name(1, true), Some("unreach"));
     }
 }

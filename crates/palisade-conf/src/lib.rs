@@ -8,6 +8,7 @@
 pub mod files;
 pub mod host;
 pub mod ir;
+pub mod keywords;
 pub mod lexer;
 pub mod names;
 pub mod netdb;

@@ -6,8 +6,9 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use crate::host::{icmp_code_name, icmp_type_name, proto_name};
+use crate::host::proto_name;
 use crate::ir::*;
+use crate::keywords::{icmp_code_name, icmp_type_name, is_keyword, TCP_FLAGS};
 
 /// A string in double quotes, with embedded quotes escaped so that it reads
 /// back the same (pfctl prints them raw). A backslash before a blank cannot
@@ -55,7 +56,7 @@ pub fn word(s: &str) -> String {
             || (c.is_ascii_punctuation() && !b"(){}<>!=/#,\"'$\\".contains(&c))
     });
     let number = b.iter().all(|c| c.is_ascii_digit());
-    if starts && all_word && !number && !crate::parser::is_keyword(s) {
+    if starts && all_word && !number && !is_keyword(s) {
         s.to_string()
     } else {
         quoted(s)
@@ -159,8 +160,6 @@ fn ugid_str(op: &CmpOp) -> String {
         CmpOp::Range(a, b) => format!("{}:{}", f(a), f(b)),
     }
 }
-
-pub const TCP_FLAGS: &str = "FSRPAUEW";
 
 pub fn flags_str(f: u8) -> String {
     TCP_FLAGS

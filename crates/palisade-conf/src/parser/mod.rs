@@ -18,6 +18,7 @@ use md5::{Digest, Md5};
 
 use crate::host::*;
 use crate::ir::*;
+use crate::keywords::*;
 use crate::lexer::{Lexer, Tok, Token};
 use crate::names::Name;
 use crate::print;
@@ -51,145 +52,6 @@ pub const MAX_RULES: usize = 262_144;
 /// bytes, measured 192 MiB; a full routing table has about one million
 /// prefixes.
 pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
-
-/// Words the lexer would turn into keywords in pfctl: they cannot stand
-/// where a plain string (a name, a label) is expected unless quoted.
-const KEYWORDS: &[&str] = &[
-    "af-to",
-    "all",
-    "allow-opts",
-    "altq",
-    "anchor",
-    "antispoof",
-    "any",
-    "bandwidth",
-    "binat",
-    "binat-anchor",
-    "binat-to",
-    "bitmask",
-    "block",
-    "block-policy",
-    "burst",
-    "cbq",
-    "code",
-    "debug",
-    "divert-packet",
-    "divert-reply",
-    "divert-to",
-    "drop",
-    "dup-to",
-    "file",
-    "fingerprints",
-    "flags",
-    "floating",
-    "flows",
-    "flush",
-    "for",
-    "fragment",
-    "from",
-    "global",
-    "group",
-    "hostid",
-    "icmp-type",
-    "icmp6-type",
-    "if-bound",
-    "in",
-    "include",
-    "inet",
-    "inet6",
-    "keep",
-    "label",
-    "least-states",
-    "limit",
-    "load",
-    "log",
-    "loginterface",
-    "match",
-    "max",
-    "max-mss",
-    "max-pkt-rate",
-    "max-src-conn",
-    "max-src-conn-rate",
-    "max-src-nodes",
-    "max-src-states",
-    "min-ttl",
-    "modulate",
-    "nat",
-    "nat-anchor",
-    "nat-to",
-    "no",
-    "no-df",
-    "no-route",
-    "no-sync",
-    "on",
-    "once",
-    "optimization",
-    "os",
-    "out",
-    "overload",
-    "parent",
-    "pass",
-    "pflow",
-    "port",
-    "prio",
-    "probability",
-    "proto",
-    "qlimit",
-    "queue",
-    "quick",
-    "random",
-    "random-id",
-    "rdr",
-    "rdr-anchor",
-    "rdr-to",
-    "reassemble",
-    "received-on",
-    "reply-to",
-    "return",
-    "return-icmp",
-    "return-icmp6",
-    "return-rst",
-    "round-robin",
-    "route",
-    "route-to",
-    "rtable",
-    "rule",
-    "ruleset-optimization",
-    "scrub",
-    "set",
-    "skip",
-    "sloppy",
-    "source-hash",
-    "source-track",
-    "state",
-    "state-defaults",
-    "state-policy",
-    "static-port",
-    "sticky-address",
-    "synproxy",
-    "table",
-    "tag",
-    "tagged",
-    "timeout",
-    "to",
-    "tos",
-    "urpf-failed",
-    "user",
-    "quantum",
-    "default",
-    "min",
-    "rdomain",
-    "syncookies",
-    "divert",
-    "counters",
-    "persist",
-    "const",
-];
-
-/// Is `s` a word pfctl's lexer would take as a keyword?
-pub fn is_keyword(s: &str) -> bool {
-    KEYWORDS.contains(&s)
-}
 
 #[derive(Debug)]
 enum PErr {
@@ -630,7 +492,7 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> PResult<String> {
         match self.peek_tok() {
             Tok::Word { text, quoted } => {
-                if !quoted && KEYWORDS.contains(&text.as_str()) {
+                if !quoted && is_keyword(&text) {
                     return Err(PErr::Syntax);
                 }
                 self.next();
@@ -799,7 +661,7 @@ impl<'a> Parser<'a> {
                 "nat" | "rdr" | "binat" | "no" => self.legacy_translation(),
                 "scrub" => self.legacy_scrub(),
                 _ => {
-                    if self.peek2() == Tok::Punct('=') && !KEYWORDS.contains(&text.as_str()) {
+                    if self.peek2() == Tok::Punct('=') && !is_keyword(&text) {
                         self.varset()
                     } else {
                         Err(PErr::Syntax)
@@ -1399,7 +1261,7 @@ impl<'a> Parser<'a> {
                                 scope: None,
                             }]);
                         }
-                        _ if KEYWORDS.contains(&text.as_str()) => return Err(PErr::Syntax),
+                        _ if is_keyword(&text) => return Err(PErr::Syntax),
                         _ => {}
                     }
                 }
@@ -1575,7 +1437,7 @@ impl<'a> Parser<'a> {
             Tok::Word {
                 text,
                 quoted: false,
-            } if !KEYWORDS.contains(&text.as_str()) => {
+            } if !is_keyword(&text) => {
                 self.next();
                 if let Some((a, b)) = text.split_once(':') {
                     let lo = self.port_value(a)?;
@@ -2447,7 +2309,7 @@ impl<'a> Parser<'a> {
                 self.set_pool_kind(r, PoolType::LeastStates)?;
             } else if self.accept_kw("source-hash") {
                 let key = match self.peek_tok() {
-                    Tok::Word { text, quoted } if quoted || !KEYWORDS.contains(&text.as_str()) => {
+                    Tok::Word { text, quoted } if quoted || !is_keyword(&text) => {
                         self.next();
                         Some(text)
                     }
@@ -2940,7 +2802,7 @@ impl<'a> Parser<'a> {
     fn parse_flags(&mut self, s: &str) -> PResult<u8> {
         let mut f = 0u8;
         for c in s.chars() {
-            match print::TCP_FLAGS.find(c) {
+            match TCP_FLAGS.find(c) {
                 Some(i) => f |= 1 << i,
                 None => {
                     self.error(format!("invalid TCP flag {c}"));

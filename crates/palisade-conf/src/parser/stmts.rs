@@ -17,7 +17,7 @@ impl<'a> Parser<'a> {
             _ => AnchorKind::Filter,
         };
         let name = match self.peek_tok() {
-            Tok::Word { text, quoted } if quoted || !KEYWORDS.contains(&text.as_str()) => {
+            Tok::Word { text, quoted } if quoted || !is_keyword(&text) => {
                 self.next();
                 Some(text)
             }
