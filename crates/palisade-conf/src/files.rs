@@ -75,7 +75,7 @@ impl ReadError {
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadError::Io(e) => f.write_str(&crate::io_reason(e)),
+            ReadError::Io(e) => f.write_str(&io_reason(e)),
             ReadError::Directory => f.write_str("is a directory"),
             ReadError::NotRegular(kind) => write!(f, "not a regular file ({kind})"),
             ReadError::TooLarge(l) => write!(
@@ -96,6 +96,15 @@ impl std::error::Error for ReadError {}
 impl From<std::io::Error> for ReadError {
     fn from(e: std::io::Error) -> Self {
         ReadError::Io(e)
+    }
+}
+
+/// A short, stable description of an I/O error.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
+        _ => e.to_string(),
     }
 }
 

@@ -17,14 +17,9 @@ pub mod print;
 
 use std::path::{Path, PathBuf};
 
+pub use files::io_reason;
+pub use ir::MAX_ANCHOR_DEPTH;
 pub use parser::{ParseOptions, ParseOutput};
-
-/// How deeply anchors may nest, counting the components of an anchor's
-/// path and inline anchors inside it: pf's anchor stack
-/// (PF_ANCHOR_STACK_MAX), beyond which pf evaluates nothing. The parser
-/// refuses deeper rulesets, so nothing that walks a ruleset (compiling,
-/// printing, listing, evaluating) goes deeper.
-pub const MAX_ANCHOR_DEPTH: usize = 64;
 
 /// Where the configuration comes from.
 pub enum Input<'a> {
@@ -65,15 +60,6 @@ pub fn parse_input(input: Input<'_>, opts: &ParseOptions) -> ParseOutput {
                 },
             }
         }
-    }
-}
-
-/// A short, stable description of an I/O error.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "No such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
-        _ => e.to_string(),
     }
 }
 

@@ -607,11 +607,11 @@ impl<'a> Parser<'a> {
     // ----- top level ------------------------------------------------------
 
     pub fn parse(mut self) -> ParseOutput {
-        if self.anchor_depth > crate::MAX_ANCHOR_DEPTH {
+        if self.anchor_depth > MAX_ANCHOR_DEPTH {
             self.raw_error(format!(
                 "anchor {}: its path is deeper than {} levels (pf evaluates no deeper)",
                 self.opts.anchor.as_deref().unwrap_or(""),
-                crate::MAX_ANCHOR_DEPTH
+                MAX_ANCHOR_DEPTH
             ));
             self.out.errors += 1;
             return self.out;

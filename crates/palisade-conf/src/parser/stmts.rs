@@ -43,7 +43,7 @@ impl<'a> Parser<'a> {
                 self.error("wildcard anchor cannot have an inline ruleset");
                 return Err(PErr::Reported);
             }
-            if self.anchor_depth >= crate::MAX_ANCHOR_DEPTH {
+            if self.anchor_depth >= MAX_ANCHOR_DEPTH {
                 // Skip the whole block without descending into it, so any
                 // depth of nesting costs no stack.
                 let at = (self.file_name(), self.err_line());
@@ -65,7 +65,7 @@ impl<'a> Parser<'a> {
                     at,
                     format!(
                         "anchors nested too deeply: at most {} levels (pf evaluates no deeper)",
-                        crate::MAX_ANCHOR_DEPTH
+                        MAX_ANCHOR_DEPTH
                     ),
                 );
                 return Err(PErr::Reported);
@@ -120,10 +120,10 @@ impl<'a> Parser<'a> {
             }
             loading.push(c);
         }
-        if self.loading.len() >= crate::MAX_ANCHOR_DEPTH {
+        if self.loading.len() >= MAX_ANCHOR_DEPTH {
             self.error(format!(
                 "load anchor {name}: files load each other more than {} deep",
-                crate::MAX_ANCHOR_DEPTH
+                MAX_ANCHOR_DEPTH
             ));
             return Err(PErr::Reported);
         }
