@@ -5,11 +5,13 @@
 //! printer. It never touches the network; what it needs to know about the
 //! machine comes in a [`host::HostModel`].
 
+pub mod atoms;
 pub mod files;
 pub mod host;
 pub mod ir;
 pub mod keywords;
 pub mod lexer;
+mod listing;
 pub mod names;
 pub mod netdb;
 pub mod parser;
@@ -42,7 +44,9 @@ pub fn parse_bytes(
             ..Default::default()
         };
     }
-    parser::Parser::new(name, path, data, opts).parse()
+    let (mut out, echo) = parser::Parser::new(name, path, data, opts).parse();
+    out.stdout = listing::stdout(&out, &echo, opts.verbose);
+    out
 }
 
 /// Parse from a file or stdin; problems opening the input are one message.

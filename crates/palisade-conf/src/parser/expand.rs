@@ -46,8 +46,7 @@ impl<'a> Parser<'a> {
             init: vec![TableInit::Inline(entries)],
             line,
         };
-        let s = print::table_str(&t);
-        self.print(&s);
+        self.echo(Echo::Table(self.out.config.tables.len()));
         self.out.config.tables.push(t);
         name
     }
@@ -653,12 +652,12 @@ pub(super) fn expand_label(s: &str, r: &Rule, nr: usize) -> String {
         .map(|(_, n)| n.clone())
         .unwrap_or_else(|| "any".into());
     out = out.replace("$if", &ifname);
-    out = out.replace("$srcaddr", &print::addrspec_str(&r.src.addr, r.af));
-    out = out.replace("$dstaddr", &print::addrspec_str(&r.dst.addr, r.af));
+    out = out.replace("$srcaddr", &addrspec_str(&r.src.addr, r.af));
+    out = out.replace("$dstaddr", &addrspec_str(&r.dst.addr, r.af));
     out = out.replace("$srcport", &label_port(&r.src.port));
     out = out.replace("$dstport", &label_port(&r.dst.port));
     let proto = match r.proto {
-        Some(p) => print::proto_str(p),
+        Some(p) => proto_str(p),
         None => "ip".into(),
     };
     out = out.replace("$proto", &proto);

@@ -8,20 +8,21 @@
 //! ICMP types, in pfctl's loop order, and each combination is validated.
 //!
 //! Output is split as pfctl splits it: macro definitions, options and tables
-//! are printed (with -v) while parsing; rules are printed only when the whole
-//! file is valid.
+//! are shown (with -v) as they are read; rules only when the whole file is
+//! valid. The parser records what is to be shown ([`Echo`]) and prints
+//! nothing itself: the `listing` module does, with the printer.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
 
+use crate::atoms::{addrspec_str, proto_str};
 use crate::host::*;
 use crate::ir::*;
 use crate::keywords::*;
 use crate::lexer::{Lexer, Tok, Token};
 use crate::names::Name;
-use crate::print;
 
 /// Most entries one `{ }` list may make (hosts, ports, users, groups,
 /// interfaces, protocols, ICMP types, OS names, redirection and routing
@@ -87,6 +88,16 @@ pub struct ParseOutput {
     pub errors: usize,
     /// Features accepted but not enforced by Palisade (warned about by `check`).
     pub unenforced: Vec<Unenforced>,
+}
+
+/// A statement `pfctl -v` shows as soon as it has read it, by its index
+/// in the [`Config`] being built: `Macro(i)` is `config.macros[i]`, and so
+/// on. Recorded in reading order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    Macro(usize),
+    Option(usize),
+    Table(usize),
 }
 
 impl ParseOutput {
@@ -193,6 +204,8 @@ pub struct Parser<'a> {
     loading: Vec<PathBuf>,
     /// Port and protocol names already warned about (once each).
     warned_names: Vec<String>,
+    /// What `-v` shows of the statements read so far.
+    echo: Vec<Echo>,
 }
 
 /// What a parse has spent of its bounds, carried into and out of the
@@ -339,6 +352,7 @@ impl<'a> Parser<'a> {
             spent: Spent::default(),
             loading: Vec::new(),
             warned_names: Vec::new(),
+            echo: Vec::new(),
         }
     }
 
@@ -549,15 +563,8 @@ impl<'a> Parser<'a> {
         });
     }
 
-    fn verbose(&self) -> bool {
-        self.opts.verbose > 0
-    }
-
-    fn print(&mut self, s: &str) {
-        if self.verbose() {
-            self.out.stdout.push_str(s);
-            self.out.stdout.push('\n');
-        }
+    fn echo(&mut self, e: Echo) {
+        self.echo.push(e);
     }
 
     /// Skip to the end of the statement after an error.
@@ -606,7 +613,9 @@ impl<'a> Parser<'a> {
 
     // ----- top level ------------------------------------------------------
 
-    pub fn parse(mut self) -> ParseOutput {
+    /// Parse the whole input: the outcome, with `stdout` left empty, and
+    /// what `-v` shows of it as it is read.
+    pub fn parse(mut self) -> (ParseOutput, Vec<Echo>) {
         if self.anchor_depth > MAX_ANCHOR_DEPTH {
             self.raw_error(format!(
                 "anchor {}: its path is deeper than {} levels (pf evaluates no deeper)",
@@ -614,7 +623,7 @@ impl<'a> Parser<'a> {
                 MAX_ANCHOR_DEPTH
             ));
             self.out.errors += 1;
-            return self.out;
+            return (self.out, self.echo);
         }
         self.ruleset_body(false);
         self.finish()
@@ -720,9 +729,9 @@ impl<'a> Parser<'a> {
             self.error("macro name cannot contain whitespace");
             return Err(PErr::Reported);
         }
-        self.print(&print::macro_def(&name, &value));
         // Register before the lookahead can lex the next line.
         self.lx.macros.insert(name.clone(), value.clone());
+        self.echo(Echo::Macro(self.out.config.macros.len()));
         self.out.config.macros.push((name, value));
         self.end_statement()
     }
@@ -786,8 +795,7 @@ impl<'a> Parser<'a> {
     // ----- set options ----------------------------------------------------
 
     fn push_option(&mut self, o: SetOption) {
-        let s = print::option_str(&o);
-        self.print(&s);
+        self.echo(Echo::Option(self.out.config.options.len()));
         self.out.config.options.push(o);
     }
 

@@ -202,8 +202,7 @@ impl<'a> Parser<'a> {
         if bad {
             return Err(PErr::Reported);
         }
-        let s = print::table_str(&t);
-        self.print(&s);
+        self.echo(Echo::Table(self.out.config.tables.len()));
         self.out.config.tables.push(t);
         self.end_statement()
     }
@@ -806,7 +805,8 @@ impl<'a> Parser<'a> {
 
     // ----- the end --------------------------------------------------------
 
-    /// Parse without printing the final ruleset (for `load anchor`).
+    /// Parse a `load anchor` file: its rules go into the loading file's
+    /// ruleset, and nothing of it is shown.
     pub(super) fn parse_inner(mut self) -> (ParseOutput, Spent) {
         self.ruleset_body(false);
         let frame = self.frames.pop().expect("main frame");
@@ -820,7 +820,7 @@ impl<'a> Parser<'a> {
         self.lx.expanded = spent.expanded;
     }
 
-    pub(super) fn finish(mut self) -> ParseOutput {
+    pub(super) fn finish(mut self) -> (ParseOutput, Vec<Echo>) {
         let frame = self.frames.pop().expect("main frame");
         let mut rules = frame.rules;
         // Older translation rules are grouped by kind (nat, rdr, binat)
@@ -836,32 +836,7 @@ impl<'a> Parser<'a> {
         if self.out.errors == 0 && !self.check_queues() {
             self.out.errors += 1;
         }
-        if self.out.errors == 0 && self.verbose() {
-            let mut s = String::new();
-            for q in &self.out.config.queues {
-                s.push_str(&print::queue_str(q));
-                s.push('\n');
-            }
-            let numbered = self.opts.verbose > 1;
-            for (i, r) in self.out.config.main.rules.iter().enumerate() {
-                if numbered {
-                    s.push_str(&format!("@{i} "));
-                }
-                s.push_str(&print::rule_str(r, 0));
-                s.push('\n');
-            }
-            for la in &self.out.config.load_anchors {
-                for (i, r) in la.ruleset.rules.iter().enumerate() {
-                    if numbered {
-                        s.push_str(&format!("@{i} "));
-                    }
-                    s.push_str(&print::rule_str(r, 0));
-                    s.push('\n');
-                }
-            }
-            self.out.stdout.push_str(&s);
-        }
-        self.out
+        (self.out, self.echo)
     }
 }
 
