@@ -83,16 +83,51 @@ struct FileIface {
     addresses: Vec<String>,
 }
 
+/// Why an interface address (`ADDR[/BITS] [peer ADDR]`) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IfAddrError {
+    #[error("empty address")]
+    Empty,
+    /// The text after `/` (in the whole `ADDR/BITS`) is not a number.
+    #[error("bad prefix length in '{0}'")]
+    BadPrefixLength(String),
+    #[error("'{0}' is not an IP address")]
+    NotAnAddress(String),
+    #[error("prefix length {bits} too large in '{addr}'")]
+    PrefixTooLong { bits: u8, addr: String },
+    /// Words after the address other than `peer ADDR`.
+    #[error("expected 'ADDR[/BITS] [peer ADDR]', got '{0}'")]
+    Syntax(String),
+}
+
+/// Why a host model was refused: the entry and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum HostModelError {
+    /// Not TOML, or not shaped as a host model (toml's message, which
+    /// gives the line and column).
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("interface {interface}: {source}")]
+    Address {
+        interface: String,
+        source: IfAddrError,
+    },
+    #[error("hosts.{name}: '{addr}' is not an IP address")]
+    HostAddress { name: String, addr: String },
+    #[error("services.{name}: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '{entry}'")]
+    Service { name: String, entry: String },
+}
+
 /// Parse `ADDR[/BITS] [peer ADDR]`.
-pub fn parse_ifaddr(s: &str) -> Result<IfAddr, String> {
+pub fn parse_ifaddr(s: &str) -> Result<IfAddr, IfAddrError> {
     let mut parts = s.split_whitespace();
-    let a = parts.next().ok_or_else(|| "empty address".to_string())?;
+    let a = parts.next().ok_or(IfAddrError::Empty)?;
     let (ipstr, bits) = match a.split_once('/') {
         Some((ip, b)) => (
             ip,
             Some(
                 b.parse::<u8>()
-                    .map_err(|_| format!("bad prefix length in '{a}'"))?,
+                    .map_err(|_| IfAddrError::BadPrefixLength(a.to_string()))?,
             ),
         ),
         None => (a, None),
@@ -102,27 +137,30 @@ pub fn parse_ifaddr(s: &str) -> Result<IfAddr, String> {
         .next()
         .unwrap_or(ipstr)
         .parse()
-        .map_err(|_| format!("'{ipstr}' is not an IP address"))?;
+        .map_err(|_| IfAddrError::NotAnAddress(ipstr.to_string()))?;
     let max = Af::of(&ip).max_bits();
     let bits = bits.unwrap_or(max);
     if bits > max {
-        return Err(format!("prefix length {bits} too large in '{a}'"));
+        return Err(IfAddrError::PrefixTooLong {
+            bits,
+            addr: a.to_string(),
+        });
     }
     let peer = match (parts.next(), parts.next()) {
         (None, _) => None,
         (Some("peer"), Some(p)) => Some(
             p.parse::<IpAddr>()
-                .map_err(|_| format!("'{p}' is not an IP address"))?,
+                .map_err(|_| IfAddrError::NotAnAddress(p.to_string()))?,
         ),
-        _ => return Err(format!("expected 'ADDR[/BITS] [peer ADDR]', got '{s}'")),
+        _ => return Err(IfAddrError::Syntax(s.to_string())),
     };
     Ok(IfAddr { ip, bits, peer })
 }
 
 impl HostModel {
     /// Load a host model from TOML text; errors name the problem.
-    pub fn from_toml(text: &str) -> Result<HostModel, String> {
-        let f: FileModel = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<HostModel, HostModelError> {
+        let f: FileModel = toml::from_str(text)?;
         let mut m = HostModel {
             users: f.users,
             groups: f.groups,
@@ -131,7 +169,10 @@ impl HostModel {
         for i in f.interface {
             let mut addrs = Vec::new();
             for a in &i.addresses {
-                addrs.push(parse_ifaddr(a).map_err(|e| format!("interface {}: {e}", i.name))?);
+                addrs.push(parse_ifaddr(a).map_err(|source| HostModelError::Address {
+                    interface: i.name.clone(),
+                    source,
+                })?);
             }
             let loopback = i.loopback.unwrap_or_else(|| i.name.starts_with("lo"));
             m.interfaces.push(Interface {
@@ -144,10 +185,10 @@ impl HostModel {
         for (name, list) in f.hosts {
             let mut v = Vec::new();
             for a in list {
-                v.push(
-                    a.parse::<IpAddr>()
-                        .map_err(|_| format!("hosts.{name}: '{a}' is not an IP address"))?,
-                );
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    return Err(HostModelError::HostAddress { name, addr: a });
+                };
+                v.push(ip);
             }
             m.hosts.insert(name, v);
         }
@@ -158,10 +199,9 @@ impl HostModel {
                 FileService::Many(v) => v,
             };
             for it in items {
-                let bad = || {
-                    format!(
-                        "services.{name}: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '{it}'"
-                    )
+                let bad = || HostModelError::Service {
+                    name: name.clone(),
+                    entry: it.clone(),
                 };
                 let (port, proto) = it.split_once('/').ok_or_else(bad)?;
                 let port: u16 = port.parse().map_err(|_| bad())?;
@@ -274,10 +314,19 @@ mod tests {
 
     #[test]
     fn model_errors_name_the_problem() {
-        let e = HostModel::from_toml("[[interface]]\nname='x'\naddresses=['1.2.3']\n").unwrap_err();
-        assert!(e.contains("interface x"), "{e}");
-        let e = HostModel::from_toml("bogus = 1\n").unwrap_err();
+        let e = HostModel::from_toml("[[interface]]\nname='x'\naddresses=['1.2.3']\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "interface x: '1.2.3' is not an IP address");
+        let e = HostModel::from_toml("bogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+        let e = HostModel::from_toml("[services]\nx = \"80/sctp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "services.x: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '80/sctp'"
+        );
     }
 
     #[test]

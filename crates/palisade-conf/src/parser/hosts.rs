@@ -135,7 +135,7 @@ impl<'a> Parser<'a> {
         if let Some(a) = parse_v6(s) {
             if let Some((_, scope)) = s.split_once('%') {
                 if let Err(m) = Name::Interface.check(scope) {
-                    self.error(m);
+                    self.error(m.to_string());
                     return None;
                 }
             }

@@ -205,7 +205,7 @@ impl<'a> Parser<'a> {
         match kind.check(s) {
             Ok(()) => Ok(()),
             Err(m) => {
-                self.error(m);
+                self.error(m.to_string());
                 Err(PErr::Reported)
             }
         }
