@@ -40,7 +40,8 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         return Err(out.stderr.join("\n"));
     }
     // A `set fingerprints` file must read and parse before anything starts.
-    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)?;
+    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)
+        .map_err(|e| e.to_string())?;
     let unenforced = out.unenforced_warnings(&pf.display().to_string());
     for w in out
         .stderr
@@ -489,7 +490,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     let engine = Arc::new(Engine::new(&pf, host));
     let mut filter = Filter::new(engine, &pf, 1);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
-    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)? {
+    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)
+        .map_err(|e| e.to_string())?
+    {
         filter.set_fingerprints(db);
     }
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
