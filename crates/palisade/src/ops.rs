@@ -1077,7 +1077,7 @@ fn anchor(sh: &Shared, req: &Value) -> Value {
 
 /// A host or network matcher for `state kill`.
 fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
-    let p = Prefix::parse(spec)?;
+    let p = Prefix::parse(spec).map_err(|e| e.to_string())?;
     Ok(move |ip: &IpAddr| p.contains(ip))
 }
 

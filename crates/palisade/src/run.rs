@@ -27,7 +27,8 @@ use crate::isolation::Isolation;
 pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
     let text = palisade_conf::files::read_text(path, palisade_conf::files::CONFIG)
         .map_err(|e| e.message(&path.display().to_string()))?;
-    let cfg = Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok())?;
+    let cfg =
+        Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
