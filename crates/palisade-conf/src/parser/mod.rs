@@ -310,7 +310,7 @@ impl<'a> Parser<'a> {
                 "nat" | "rdr" | "binat" | "no" => self.legacy_translation(),
                 "scrub" => self.legacy_scrub(),
                 _ => {
-                    if self.peek2() == Tok::Punct('=') && !is_keyword(&text) {
+                    if self.peek2() == Tok::Punct('=') && !is_keyword(text) {
                         self.varset()
                     } else {
                         Err(PErr::Syntax)
