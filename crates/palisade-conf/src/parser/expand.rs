@@ -6,6 +6,7 @@
 //! (`label`) filled in.
 
 use super::*;
+use crate::atoms::{addrspec_str, proto_str};
 
 /// Outcome of resolving a translation pool for one combination.
 enum PoolRes {

@@ -25,7 +25,6 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::atoms::{addrspec_str, proto_str};
 use crate::host::*;
 use crate::ir::*;
 use crate::keywords::*;
@@ -250,6 +249,8 @@ impl<'a> Parser<'a> {
         self.lx.expanded = spent.expanded;
     }
 
+    /// The main ruleset in pfctl's load order, and the checks that need
+    /// the whole file.
     fn finish(mut self) -> (ParseOutput, Vec<Echo>) {
         let frame = self.frames.pop().expect("main frame");
         let mut rules = frame.rules;
