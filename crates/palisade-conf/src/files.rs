@@ -15,7 +15,6 @@
 //! it is read as the empty file it is (pfctl's regress tests load tables
 //! from /dev/null).
 
-use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -46,17 +45,22 @@ pub const TABLE: Limit = Limit {
 };
 
 /// Why a file was not read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// It could not be opened or read.
-    Io(std::io::Error),
+    #[error("{}", io_reason(.0))]
+    Io(#[from] std::io::Error),
     /// A directory.
+    #[error("is a directory")]
     Directory,
     /// Not a regular file: what it is ("a FIFO").
+    #[error("not a regular file ({0})")]
     NotRegular(&'static str),
     /// Larger than the limit.
+    #[error("too large: over {} (the most Palisade reads of {})", size_str(.0.bytes), .0.what)]
     TooLarge(Limit),
     /// Not UTF-8 (for readers that want text).
+    #[error("not a text file (invalid UTF-8 at offset {offset})")]
     NotText { offset: usize },
 }
 
@@ -72,30 +76,12 @@ impl ReadError {
     }
 }
 
-impl fmt::Display for ReadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReadError::Io(e) => f.write_str(&crate::io_reason(e)),
-            ReadError::Directory => f.write_str("is a directory"),
-            ReadError::NotRegular(kind) => write!(f, "not a regular file ({kind})"),
-            ReadError::TooLarge(l) => write!(
-                f,
-                "too large: over {} (the most Palisade reads of {})",
-                size_str(l.bytes),
-                l.what
-            ),
-            ReadError::NotText { offset } => {
-                write!(f, "not a text file (invalid UTF-8 at offset {offset})")
-            }
-        }
-    }
-}
-
-impl std::error::Error for ReadError {}
-
-impl From<std::io::Error> for ReadError {
-    fn from(e: std::io::Error) -> Self {
-        ReadError::Io(e)
+/// A short, stable description of an I/O error.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "No such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
+        _ => e.to_string(),
     }
 }
 

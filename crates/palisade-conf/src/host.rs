@@ -1,6 +1,6 @@
 //! What a pf.conf depends on outside itself: the machine's interfaces, their
 //! addresses and groups, user and group ids, host names, and the name tables
-//! (services, protocols, ICMP types) that pfctl takes from /etc.
+//! (services, protocols) that pfctl takes from /etc.
 //!
 //! A `HostModel` is either read from the running machine (by the binary) or
 //! loaded from a TOML file (`palisade check --host-model FILE`), so a
@@ -83,16 +83,51 @@ struct FileIface {
     addresses: Vec<String>,
 }
 
+/// Why an interface address (`ADDR[/BITS] [peer ADDR]`) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IfAddrError {
+    #[error("empty address")]
+    Empty,
+    /// The text after `/` (in the whole `ADDR/BITS`) is not a number.
+    #[error("bad prefix length in '{0}'")]
+    BadPrefixLength(String),
+    #[error("'{0}' is not an IP address")]
+    NotAnAddress(String),
+    #[error("prefix length {bits} too large in '{addr}'")]
+    PrefixTooLong { bits: u8, addr: String },
+    /// Words after the address other than `peer ADDR`.
+    #[error("expected 'ADDR[/BITS] [peer ADDR]', got '{0}'")]
+    Syntax(String),
+}
+
+/// Why a host model was refused: the entry and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum HostModelError {
+    /// Not TOML, or not shaped as a host model (toml's message, which
+    /// gives the line and column).
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("interface {interface}: {source}")]
+    Address {
+        interface: String,
+        source: IfAddrError,
+    },
+    #[error("hosts.{name}: '{addr}' is not an IP address")]
+    HostAddress { name: String, addr: String },
+    #[error("services.{name}: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '{entry}'")]
+    Service { name: String, entry: String },
+}
+
 /// Parse `ADDR[/BITS] [peer ADDR]`.
-pub fn parse_ifaddr(s: &str) -> Result<IfAddr, String> {
+pub fn parse_ifaddr(s: &str) -> Result<IfAddr, IfAddrError> {
     let mut parts = s.split_whitespace();
-    let a = parts.next().ok_or_else(|| "empty address".to_string())?;
+    let a = parts.next().ok_or(IfAddrError::Empty)?;
     let (ipstr, bits) = match a.split_once('/') {
         Some((ip, b)) => (
             ip,
             Some(
                 b.parse::<u8>()
-                    .map_err(|_| format!("bad prefix length in '{a}'"))?,
+                    .map_err(|_| IfAddrError::BadPrefixLength(a.to_string()))?,
             ),
         ),
         None => (a, None),
@@ -102,27 +137,30 @@ pub fn parse_ifaddr(s: &str) -> Result<IfAddr, String> {
         .next()
         .unwrap_or(ipstr)
         .parse()
-        .map_err(|_| format!("'{ipstr}' is not an IP address"))?;
+        .map_err(|_| IfAddrError::NotAnAddress(ipstr.to_string()))?;
     let max = Af::of(&ip).max_bits();
     let bits = bits.unwrap_or(max);
     if bits > max {
-        return Err(format!("prefix length {bits} too large in '{a}'"));
+        return Err(IfAddrError::PrefixTooLong {
+            bits,
+            addr: a.to_string(),
+        });
     }
     let peer = match (parts.next(), parts.next()) {
         (None, _) => None,
         (Some("peer"), Some(p)) => Some(
             p.parse::<IpAddr>()
-                .map_err(|_| format!("'{p}' is not an IP address"))?,
+                .map_err(|_| IfAddrError::NotAnAddress(p.to_string()))?,
         ),
-        _ => return Err(format!("expected 'ADDR[/BITS] [peer ADDR]', got '{s}'")),
+        _ => return Err(IfAddrError::Syntax(s.to_string())),
     };
     Ok(IfAddr { ip, bits, peer })
 }
 
 impl HostModel {
     /// Load a host model from TOML text; errors name the problem.
-    pub fn from_toml(text: &str) -> Result<HostModel, String> {
-        let f: FileModel = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<HostModel, HostModelError> {
+        let f: FileModel = toml::from_str(text)?;
         let mut m = HostModel {
             users: f.users,
             groups: f.groups,
@@ -131,7 +169,10 @@ impl HostModel {
         for i in f.interface {
             let mut addrs = Vec::new();
             for a in &i.addresses {
-                addrs.push(parse_ifaddr(a).map_err(|e| format!("interface {}: {e}", i.name))?);
+                addrs.push(parse_ifaddr(a).map_err(|source| HostModelError::Address {
+                    interface: i.name.clone(),
+                    source,
+                })?);
             }
             let loopback = i.loopback.unwrap_or_else(|| i.name.starts_with("lo"));
             m.interfaces.push(Interface {
@@ -144,10 +185,10 @@ impl HostModel {
         for (name, list) in f.hosts {
             let mut v = Vec::new();
             for a in list {
-                v.push(
-                    a.parse::<IpAddr>()
-                        .map_err(|_| format!("hosts.{name}: '{a}' is not an IP address"))?,
-                );
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    return Err(HostModelError::HostAddress { name, addr: a });
+                };
+                v.push(ip);
             }
             m.hosts.insert(name, v);
         }
@@ -158,10 +199,9 @@ impl HostModel {
                 FileService::Many(v) => v,
             };
             for it in items {
-                let bad = || {
-                    format!(
-                        "services.{name}: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '{it}'"
-                    )
+                let bad = || HostModelError::Service {
+                    name: name.clone(),
+                    entry: it.clone(),
                 };
                 let (port, proto) = it.split_once('/').ok_or_else(bad)?;
                 let port: u16 = port.parse().map_err(|_| bad())?;
@@ -241,136 +281,6 @@ impl HostModel {
 /// [`HostModel::protocols`].
 pub use crate::netdb::{proto_name, proto_number, service_port};
 
-/// ICMP type names (pfctl's icmp_type table).
-const ICMP_TYPES: &[(&str, u8)] = &[
-    ("echoreq", 8),
-    ("echorep", 0),
-    ("unreach", 3),
-    ("squench", 4),
-    ("redir", 5),
-    ("althost", 6),
-    ("routeradv", 9),
-    ("routersol", 10),
-    ("timex", 11),
-    ("paramprob", 12),
-    ("timereq", 13),
-    ("timerep", 14),
-    ("inforeq", 15),
-    ("inforep", 16),
-    ("maskreq", 17),
-    ("maskrep", 18),
-    ("trace", 30),
-    ("dataconv", 31),
-    ("mobredir", 32),
-    ("ipv6-where", 33),
-    ("ipv6-here", 34),
-    ("mobregreq", 35),
-    ("mobregrep", 36),
-    ("skip", 39),
-    ("photuris", 40),
-];
-
-const ICMP6_TYPES: &[(&str, u8)] = &[
-    ("unreach", 1),
-    ("toobig", 2),
-    ("timex", 3),
-    ("paramprob", 4),
-    ("echoreq", 128),
-    ("echorep", 129),
-    ("groupqry", 130),
-    ("listqry", 130),
-    ("grouprep", 131),
-    ("listenrep", 131),
-    ("groupterm", 132),
-    ("listendone", 132),
-    ("routersol", 133),
-    ("routeradv", 134),
-    ("neighbrsol", 135),
-    ("neighbradv", 136),
-    ("redir", 137),
-    ("routrrenum", 138),
-    ("wrureq", 139),
-    ("wrurep", 140),
-    ("fqdnreq", 139),
-    ("fqdnrep", 140),
-    ("niqry", 139),
-    ("nirep", 140),
-    ("mtraceresp", 200),
-    ("mtrace", 201),
-];
-
-/// (type, name, code)
-const ICMP_CODES: &[(u8, &str, u8)] = &[
-    (3, "net-unr", 0),
-    (3, "host-unr", 1),
-    (3, "proto-unr", 2),
-    (3, "port-unr", 3),
-    (3, "needfrag", 4),
-    (3, "srcfail", 5),
-    (3, "net-unk", 6),
-    (3, "host-unk", 7),
-    (3, "isolate", 8),
-    (3, "net-prohib", 9),
-    (3, "host-prohib", 10),
-    (3, "net-tos", 11),
-    (3, "host-tos", 12),
-    (3, "filter-prohib", 13),
-    (3, "host-preced", 14),
-    (3, "cutoff-preced", 15),
-    (5, "redir-net", 0),
-    (5, "redir-host", 1),
-    (5, "redir-tos-net", 2),
-    (5, "redir-tos-host", 3),
-    (9, "normal-adv", 0),
-    (9, "common-adv", 16),
-    (11, "transit", 0),
-    (11, "reassemb", 1),
-    (12, "badhead", 0),
-    (12, "optmiss", 1),
-    (12, "badlen", 2),
-    (40, "unknown-ind", 1),
-    (40, "auth-fail", 2),
-    (40, "decrypt-fail", 3),
-];
-
-const ICMP6_CODES: &[(u8, &str, u8)] = &[
-    (1, "noroute-unr", 0),
-    (1, "admin-unr", 1),
-    (1, "beyond-unr", 2),
-    (1, "addr-unr", 3),
-    (1, "port-unr", 4),
-    (3, "transit", 0),
-    (3, "reassemb", 1),
-    (4, "badhead", 0),
-    (4, "nxthdr", 1),
-    (137, "redironlink", 0),
-    (137, "redirrouter", 1),
-];
-
-pub fn icmp_type_number(name: &str, v6: bool) -> Option<u8> {
-    let t = if v6 { ICMP6_TYPES } else { ICMP_TYPES };
-    t.iter().find(|(n, _)| *n == name).map(|&(_, v)| v)
-}
-
-pub fn icmp_type_name(ty: u8, v6: bool) -> Option<&'static str> {
-    let t = if v6 { ICMP6_TYPES } else { ICMP_TYPES };
-    t.iter().find(|(_, v)| *v == ty).map(|&(n, _)| n)
-}
-
-pub fn icmp_code_number(name: &str, v6: bool) -> Option<(u8, u8)> {
-    let t = if v6 { ICMP6_CODES } else { ICMP_CODES };
-    t.iter()
-        .find(|(_, n, _)| *n == name)
-        .map(|&(ty, _, c)| (ty, c))
-}
-
-pub fn icmp_code_name(ty: u8, code: u8, v6: bool) -> Option<&'static str> {
-    let t = if v6 { ICMP6_CODES } else { ICMP_CODES };
-    t.iter()
-        .find(|(t0, _, c)| *t0 == ty && *c == code)
-        .map(|&(_, n, _)| n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,10 +314,19 @@ mod tests {
 
     #[test]
     fn model_errors_name_the_problem() {
-        let e = HostModel::from_toml("[[interface]]\nname='x'\naddresses=['1.2.3']\n").unwrap_err();
-        assert!(e.contains("interface x"), "{e}");
-        let e = HostModel::from_toml("bogus = 1\n").unwrap_err();
+        let e = HostModel::from_toml("[[interface]]\nname='x'\naddresses=['1.2.3']\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "interface x: '1.2.3' is not an IP address");
+        let e = HostModel::from_toml("bogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+        let e = HostModel::from_toml("[services]\nx = \"80/sctp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "services.x: expected PORT, \"PORT/tcp\" or \"PORT/udp\", got '80/sctp'"
+        );
     }
 
     #[test]
@@ -415,7 +334,5 @@ mod tests {
         assert_eq!(service_port("www"), Some(80));
         assert_eq!(proto_name(58), Some("ipv6-icmp"));
         assert_eq!(proto_number("icmp6"), Some(58));
-        assert_eq!(icmp_code_name(3, 4, false), Some("needfrag"));
-        assert_eq!(icmp_type_name(1, true), Some("unreach"));
     }
 }

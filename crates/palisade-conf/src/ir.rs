@@ -9,6 +9,13 @@
 
 use std::net::IpAddr;
 
+/// How deeply anchors may nest, counting the components of an anchor's
+/// path and inline anchors inside it: pf's anchor stack
+/// (PF_ANCHOR_STACK_MAX), beyond which pf evaluates nothing. The parser
+/// refuses deeper rulesets, so nothing that walks a ruleset (compiling,
+/// printing, listing, evaluating) goes deeper.
+pub const MAX_ANCHOR_DEPTH: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Af {
     Inet,

@@ -5,10 +5,13 @@
 //! printer. It never touches the network; what it needs to know about the
 //! machine comes in a [`host::HostModel`].
 
+pub mod atoms;
 pub mod files;
 pub mod host;
 pub mod ir;
+pub mod keywords;
 pub mod lexer;
+mod listing;
 pub mod names;
 pub mod netdb;
 pub mod parser;
@@ -16,14 +19,9 @@ pub mod print;
 
 use std::path::{Path, PathBuf};
 
+pub use files::io_reason;
+pub use ir::MAX_ANCHOR_DEPTH;
 pub use parser::{ParseOptions, ParseOutput};
-
-/// How deeply anchors may nest, counting the components of an anchor's
-/// path and inline anchors inside it: pf's anchor stack
-/// (PF_ANCHOR_STACK_MAX), beyond which pf evaluates nothing. The parser
-/// refuses deeper rulesets, so nothing that walks a ruleset (compiling,
-/// printing, listing, evaluating) goes deeper.
-pub const MAX_ANCHOR_DEPTH: usize = 64;
 
 /// Where the configuration comes from.
 pub enum Input<'a> {
@@ -46,7 +44,9 @@ pub fn parse_bytes(
             ..Default::default()
         };
     }
-    parser::Parser::new(name, path, data, opts).parse()
+    let (mut out, echo) = parser::Parser::new(name, path, data, opts).parse();
+    out.stdout = listing::stdout(&out, &echo, opts.verbose);
+    out
 }
 
 /// Parse from a file or stdin; problems opening the input are one message.
@@ -64,15 +64,6 @@ pub fn parse_input(input: Input<'_>, opts: &ParseOptions) -> ParseOutput {
                 },
             }
         }
-    }
-}
-
-/// A short, stable description of an I/O error.
-pub fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "No such file or directory".into(),
-        std::io::ErrorKind::PermissionDenied => "Permission denied".into(),
-        _ => e.to_string(),
     }
 }
 

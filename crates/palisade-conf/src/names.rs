@@ -41,22 +41,38 @@ impl Name {
         }
     }
 
-    /// `Err(message)` when `s` is too long: pfctl's message where pfctl has one.
-    pub fn check(self, s: &str) -> Result<(), String> {
+    /// Refuses `s` when it is longer than pf keeps for this kind.
+    pub fn check(self, s: &str) -> Result<(), NameTooLong> {
         if s.len() <= self.max_len() {
             return Ok(());
         }
-        let max = self.max_len();
-        Err(match self {
-            Name::Label => format!("rule label too long (max {max} chars)"),
-            Name::Tag => format!("tag too long, max {max} chars"),
-            Name::Table => format!("table name too long, max {max} chars: {s}"),
-            Name::Interface => format!("interface name too long: {s}"),
-            Name::Queue => format!("queue name too long (max {max} chars)"),
-            Name::RouteLabel => format!("route label too long, max {max} chars"),
-            Name::Os => format!("OS fingerprint name too long, max {max} chars"),
-            Name::Anchor => "anchor name too long".to_string(),
+        Err(NameTooLong {
+            kind: self,
+            name: s.to_string(),
         })
+    }
+}
+
+/// A name longer than pf keeps for its kind, said in pfctl's words where
+/// pfctl has some.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", too_long(.kind, .name))]
+pub struct NameTooLong {
+    pub kind: Name,
+    pub name: String,
+}
+
+fn too_long(kind: &Name, s: &str) -> String {
+    let max = kind.max_len();
+    match kind {
+        Name::Label => format!("rule label too long (max {max} chars)"),
+        Name::Tag => format!("tag too long, max {max} chars"),
+        Name::Table => format!("table name too long, max {max} chars: {s}"),
+        Name::Interface => format!("interface name too long: {s}"),
+        Name::Queue => format!("queue name too long (max {max} chars)"),
+        Name::RouteLabel => format!("route label too long, max {max} chars"),
+        Name::Os => format!("OS fingerprint name too long, max {max} chars"),
+        Name::Anchor => "anchor name too long".to_string(),
     }
 }
 
@@ -68,8 +84,12 @@ mod tests {
     fn limits_are_pfs_buffers_less_the_nul() {
         assert!(Name::Label.check(&"l".repeat(63)).is_ok());
         assert_eq!(
-            Name::Label.check(&"l".repeat(64)),
-            Err("rule label too long (max 63 chars)".into())
+            Name::Label.check(&"l".repeat(64)).unwrap_err().to_string(),
+            "rule label too long (max 63 chars)"
+        );
+        assert_eq!(
+            Name::Table.check(&"t".repeat(32)).unwrap_err().to_string(),
+            format!("table name too long, max 31 chars: {}", "t".repeat(32))
         );
         assert!(Name::Interface.check("abcdefghijklmno").is_ok());
         assert!(Name::Interface.check("abcdefghijklmnop").is_err());

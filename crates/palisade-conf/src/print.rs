@@ -4,17 +4,10 @@
 //! syntax, as FreeBSD's pfctl does.
 
 use std::fmt::Write;
-use std::net::IpAddr;
 
-use crate::host::{icmp_code_name, icmp_type_name, proto_name};
+pub use crate::atoms::{addr_str, addrspec_str, proto_str, quoted, word};
 use crate::ir::*;
-
-/// A string in double quotes, with embedded quotes escaped so that it reads
-/// back the same (pfctl prints them raw). A backslash before a blank cannot
-/// be represented in pf.conf's quoting at all.
-pub fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\\\""))
-}
+use crate::keywords::{icmp_code_name, icmp_type_name, TCP_FLAGS};
 
 /// A macro definition as `pfctl -v` prints it: `name = "value"`. A value
 /// longer than one quoted string may be (the lexer's 8 KiB buffer) is split
@@ -39,87 +32,6 @@ pub fn macro_def(name: &str, value: &str) -> String {
             return out;
         }
         rest = &rest[cut + 1..];
-    }
-}
-
-/// A name as pfctl prints it (raw) when it reads back as the same single
-/// word; quoted otherwise (pfctl would print something it cannot read).
-pub fn word(s: &str) -> String {
-    let b = s.as_bytes();
-    let starts = b
-        .first()
-        .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b':' || c == b'_' || c >= 0x80);
-    let all_word = b.iter().all(|&c| {
-        c.is_ascii_alphanumeric()
-            || c >= 0x80
-            || (c.is_ascii_punctuation() && !b"(){}<>!=/#,\"'$\\".contains(&c))
-    });
-    let number = b.iter().all(|c| c.is_ascii_digit());
-    if starts && all_word && !number && !crate::parser::is_keyword(s) {
-        s.to_string()
-    } else {
-        quoted(s)
-    }
-}
-
-fn ip_str(ip: &IpAddr) -> String {
-    ip.to_string()
-}
-
-/// pfctl's print_addr: `af` is the rule's family; it decides whether a
-/// prefix length is worth printing.
-pub fn addr_str(a: &Addr, af: Option<Af>) -> String {
-    let maxbits = match af {
-        Some(Af::Inet) => 32,
-        _ => 128,
-    };
-    match a {
-        Addr::Any => "any".into(),
-        Addr::Net { ip, bits } => {
-            if *bits == 0 && ip.is_unspecified() {
-                return "any".into();
-            }
-            let mut s = ip_str(ip);
-            if *bits < maxbits.min(Af::of(ip).max_bits()) {
-                let _ = write!(s, "/{bits}");
-            }
-            s
-        }
-        Addr::Range { lo, hi } => format!("{} - {}", ip_str(lo), ip_str(hi)),
-        Addr::Dynamic { ifname, mods, bits } => {
-            let mut s = format!("({ifname}");
-            if mods.network {
-                s.push_str(":network");
-            }
-            if mods.broadcast {
-                s.push_str(":broadcast");
-            }
-            if mods.peer {
-                s.push_str(":peer");
-            }
-            if mods.noalias {
-                s.push_str(":0");
-            }
-            s.push(')');
-            if let Some(b) = bits {
-                if *b < maxbits {
-                    let _ = write!(s, "/{b}");
-                }
-            }
-            s
-        }
-        Addr::Table(t) => format!("<{t}>"),
-        Addr::NoRoute => "no-route".into(),
-        Addr::UrpfFailed => "urpf-failed".into(),
-        Addr::RouteLabel(l) => format!("route {}", quoted(l)),
-    }
-}
-
-pub fn addrspec_str(a: &AddrSpec, af: Option<Af>) -> String {
-    if a.neg {
-        format!("! {}", addr_str(&a.addr, af))
-    } else {
-        addr_str(&a.addr, af)
     }
 }
 
@@ -160,8 +72,6 @@ fn ugid_str(op: &CmpOp) -> String {
     }
 }
 
-pub const TCP_FLAGS: &str = "FSRPAUEW";
-
 pub fn flags_str(f: u8) -> String {
     TCP_FLAGS
         .chars()
@@ -169,12 +79,6 @@ pub fn flags_str(f: u8) -> String {
         .filter(|(i, _)| f & (1 << i) != 0)
         .map(|(_, c)| c)
         .collect()
-}
-
-pub fn proto_str(p: u8) -> String {
-    proto_name(p)
-        .map(str::to_string)
-        .unwrap_or_else(|| p.to_string())
 }
 
 fn fromto(r: &Rule, out: &mut String) {

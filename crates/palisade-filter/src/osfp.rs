@@ -226,6 +226,52 @@ impl SynSignature {
 /// pf accepts a TTL up to this many hops below the initial one.
 const MAX_TTL_DISTANCE: u8 = 40;
 
+/// What is wrong with a line of a pf.os file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PfOsProblem {
+    #[error("expected 9 ':'-separated fields")]
+    Fields,
+    #[error("bad window")]
+    Window,
+    #[error("bad ttl")]
+    Ttl,
+    #[error("bad df")]
+    Df,
+    #[error("bad size")]
+    Size,
+    #[error("bad MSS option")]
+    MssOption,
+    #[error("bad window scale option")]
+    WindowScaleOption,
+    /// A TCP option letter pf.os(5) does not have.
+    #[error("bad option '{0}'")]
+    Option(String),
+    #[error("bad class")]
+    Class,
+}
+
+/// A pf.os file that does not parse: the line (from 1) and the problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {problem}")]
+pub struct PfOsError {
+    pub line: usize,
+    pub problem: PfOsProblem,
+}
+
+/// Why the fingerprints `set fingerprints "FILE"` names were not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum FingerprintsError {
+    /// The file could not be read.
+    #[error("set fingerprints \"{file}\": {source}")]
+    Read {
+        file: String,
+        source: palisade_conf::files::ReadError,
+    },
+    /// The file is not in the pf.os format.
+    #[error("{file}: {source}")]
+    Parse { file: String, source: PfOsError },
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FingerprintDb {
     pub entries: Vec<Fingerprint>,
@@ -237,7 +283,7 @@ impl FingerprintDb {
     /// one applies).
     pub fn from_options(
         options: &[palisade_conf::ir::SetOption],
-    ) -> Result<Option<FingerprintDb>, String> {
+    ) -> Result<Option<FingerprintDb>, FingerprintsError> {
         let Some(f) = options.iter().rev().find_map(|o| match o {
             palisade_conf::ir::SetOption::Fingerprints(f) => Some(f),
             _ => None,
@@ -246,10 +292,16 @@ impl FingerprintDb {
         };
         let text =
             palisade_conf::files::read_text(std::path::Path::new(f), palisade_conf::files::CONFIG)
-                .map_err(|e| format!("set fingerprints \"{f}\": {e}"))?;
+                .map_err(|source| FingerprintsError::Read {
+                    file: f.clone(),
+                    source,
+                })?;
         FingerprintDb::parse(&text)
             .map(Some)
-            .map_err(|e| format!("{f}: {e}"))
+            .map_err(|source| FingerprintsError::Parse {
+                file: f.clone(),
+                source,
+            })
     }
 
     pub fn default_db() -> FingerprintDb {
@@ -257,7 +309,7 @@ impl FingerprintDb {
     }
 
     /// Parse the pf.os format; an error names the line and the problem.
-    pub fn parse(text: &str) -> Result<FingerprintDb, String> {
+    pub fn parse(text: &str) -> Result<FingerprintDb, PfOsError> {
         let mut entries = Vec::new();
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -265,25 +317,28 @@ impl FingerprintDb {
                 continue;
             }
             let f: Vec<&str> = line.splitn(9, ':').collect();
+            let err = |problem: PfOsProblem| PfOsError {
+                line: n + 1,
+                problem,
+            };
             if f.len() < 8 {
-                return Err(format!("line {}: expected 9 ':'-separated fields", n + 1));
+                return Err(err(PfOsProblem::Fields));
             }
-            let err = |what: &str| format!("line {}: bad {what}", n + 1);
             let w = f[0].trim();
             let window = if let Some(m) = w.strip_prefix('S') {
-                Window::Mss(m.parse().map_err(|_| err("window"))?)
+                Window::Mss(m.parse().map_err(|_| err(PfOsProblem::Window))?)
             } else if let Some(m) = w.strip_prefix('T') {
-                Window::Mtu(m.parse().map_err(|_| err("window"))?)
+                Window::Mtu(m.parse().map_err(|_| err(PfOsProblem::Window))?)
             } else {
-                Window::Val(Val::parse(w).ok_or_else(|| err("window"))?)
+                Window::Val(Val::parse(w).ok_or_else(|| err(PfOsProblem::Window))?)
             };
-            let ttl: u8 = f[1].trim().parse().map_err(|_| err("ttl"))?;
+            let ttl: u8 = f[1].trim().parse().map_err(|_| err(PfOsProblem::Ttl))?;
             let df = match f[2].trim() {
                 "0" => false,
                 "1" => true,
-                _ => return Err(err("df")),
+                _ => return Err(err(PfOsProblem::Df)),
             };
-            let size = Val::parse(f[3].trim()).ok_or_else(|| err("size"))?;
+            let size = Val::parse(f[3].trim()).ok_or_else(|| err(PfOsProblem::Size))?;
             let mut opts = Vec::new();
             let ostr = f[4].trim();
             if ostr != "." {
@@ -294,13 +349,14 @@ impl FingerprintDb {
                         "S" => OptPat::Sack,
                         "T" => OptPat::Ts { zero: false },
                         "T0" => OptPat::Ts { zero: true },
-                        _ if o.starts_with('M') => {
-                            OptPat::Mss(Val::parse(&o[1..]).ok_or_else(|| err("MSS option"))?)
-                        }
-                        _ if o.starts_with('W') => OptPat::Ws(
-                            Val::parse(&o[1..]).ok_or_else(|| err("window scale option"))?,
+                        _ if o.starts_with('M') => OptPat::Mss(
+                            Val::parse(&o[1..]).ok_or_else(|| err(PfOsProblem::MssOption))?,
                         ),
-                        _ => return Err(err(&format!("option '{o}'"))),
+                        _ if o.starts_with('W') => OptPat::Ws(
+                            Val::parse(&o[1..])
+                                .ok_or_else(|| err(PfOsProblem::WindowScaleOption))?,
+                        ),
+                        _ => return Err(err(PfOsProblem::Option(o.to_string()))),
                     });
                 }
             }
@@ -308,7 +364,7 @@ impl FingerprintDb {
             let approximate = class_raw.starts_with('@');
             let class = class_raw.trim_start_matches(['@', '*']).to_string();
             if class.is_empty() {
-                return Err(err("class"));
+                return Err(err(PfOsProblem::Class));
             }
             entries.push(Fingerprint {
                 window,
@@ -405,8 +461,10 @@ mod tests {
     #[test]
     fn parse_errors_name_the_line() {
         let e = FingerprintDb::parse("# c\n1:2:3:4:5:X:y:z:d\n").unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
+        assert_eq!(e.line, 2);
+        assert_eq!(e.to_string(), "line 2: bad df");
         let e = FingerprintDb::parse("*:64:1:60:M*,Q:X:1::d\n").unwrap_err();
-        assert!(e.contains("option 'Q'"), "{e}");
+        assert_eq!(e.problem, PfOsProblem::Option("Q".into()));
+        assert_eq!(e.to_string(), "line 1: bad option 'Q'");
     }
 }

@@ -110,6 +110,108 @@ struct RawRoute {
 /// Where the control socket is unless `control = "..."` says otherwise.
 pub const DEFAULT_CONTROL: &str = "/run/palisade.sock";
 
+/// Why `ADDR[/BITS]` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("'{0}' is not an address")]
+    NotAnAddress(String),
+    #[error("'{text}': prefix length must be 0..{max}")]
+    Length { text: String, max: u8 },
+}
+
+/// Why palisade.toml was refused: where (the file, and the line from 1; 0
+/// when toml cannot say) and what is wrong there.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub problem: ConfigProblem,
+}
+
+/// What is wrong in palisade.toml, with the names involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    /// Not TOML, or a key or value palisade.toml does not have.
+    #[error("{}", .0.message())]
+    Toml(toml::de::Error),
+    #[error("port '{0}' is listed twice")]
+    PortTwice(String),
+    #[error("port '{0}': no network interface of that name")]
+    NoSuchPort(String),
+    #[error("mtu must be 576..9216")]
+    Mtu,
+    #[error(transparent)]
+    Prefix(#[from] PrefixError),
+    #[error("address {address} is already on interface '{owner}'")]
+    AddressTaken { address: IpAddr, owner: String },
+    #[error("'{0}' is not a usable interface name (letters, digits, . _ -; at most 15)")]
+    BadName(String),
+    #[error("interface '{0}' is defined twice")]
+    InterfaceTwice(String),
+    #[error("interface '{interface}': '{port}' is not a [[port]]")]
+    NotAPort { interface: String, port: String },
+    #[error("VLAN id {0} out of range (1..4094)")]
+    VlanRange(i64),
+    /// A port, or one VLAN of it, given to two interfaces.
+    #[error("{} is already interface '{owner}'", port_or_vlan(.port, .vlan))]
+    PortTaken {
+        port: String,
+        vlan: Option<u16>,
+        owner: String,
+    },
+    #[error("bridge '{bridge}': '{member}' is not an interface")]
+    NoSuchMember { bridge: String, member: String },
+    #[error("'{0}' is listed twice")]
+    MemberTwice(String),
+    #[error("'{member}' is already a member of bridge '{bridge}'")]
+    AlreadyMember { member: String, bridge: String },
+    #[error("a bridge cannot be a member of a bridge")]
+    BridgeInBridge,
+    #[error("bridge member '{member}' has addresses; give them to the bridge '{bridge}'")]
+    MemberHasAddresses { member: String, bridge: String },
+    #[error("a bridge needs at least two members")]
+    BridgeTooSmall,
+    #[error("'{0}' is not an interface")]
+    NoSuchInterface(String),
+    #[error("'{0}' is a bridge member; route through the bridge")]
+    RouteThroughMember(String),
+    #[error("'{0}' is not an address")]
+    GatewayNotAnAddress(String),
+    #[error("a route needs `via` (a gateway) or `interface`")]
+    RouteNeedsNextHop,
+    #[error("a default route through an interface needs `via` to know its family")]
+    DefaultRouteNeedsVia,
+    #[error("gateway and destination are of different address families")]
+    RouteFamilies,
+    #[error(
+        "gateway {0} is not reachable: no interface's subnet contains it and no \
+         `interface =` route leads to it"
+    )]
+    GatewayUnreachable(IpAddr),
+    #[error("a second route to {}/{}", .0.ip, .0.bits)]
+    RouteTwice(Prefix),
+    #[error("host interface '{0}' is already a port or interface")]
+    HostNameTaken(String),
+    #[error("workers must be 1..64")]
+    Workers,
+    #[error("control must be an absolute path")]
+    ControlNotAbsolute,
+    #[error("pflog must be an absolute path")]
+    PflogNotAbsolute,
+    #[error("pflog-size-mb must be 1..65536")]
+    PflogSize,
+    #[error("metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")")]
+    Metrics,
+}
+
+fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
+    match vlan {
+        Some(v) => format!("VLAN {v} of port '{port}'"),
+        None => format!("port '{port}' (untagged)"),
+    }
+}
+
 /// An address with its prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Prefix {
@@ -118,21 +220,25 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    pub fn parse(s: &str) -> Result<Prefix, String> {
+    pub fn parse(s: &str) -> Result<Prefix, PrefixError> {
         let (a, b) = match s.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
         };
-        let ip: IpAddr = a.parse().map_err(|_| format!("'{s}' is not an address"))?;
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| PrefixError::NotAnAddress(s.to_string()))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        let bits = match b {
-            Some(b) => b
-                .parse::<u8>()
-                .ok()
-                .filter(|&n| n <= max)
-                .ok_or_else(|| format!("'{s}': prefix length must be 0..{max}"))?,
-            None => max,
-        };
+        let bits =
+            match b {
+                Some(b) => b.parse::<u8>().ok().filter(|&n| n <= max).ok_or_else(|| {
+                    PrefixError::Length {
+                        text: s.to_string(),
+                        max,
+                    }
+                })?,
+                None => max,
+            };
         Ok(Prefix { ip, bits })
     }
 
@@ -219,12 +325,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err<T>(&self, s: &Spanned<T>, msg: impl std::fmt::Display) -> String {
-        format!(
-            "{}:{}: {msg}",
-            self.file,
-            line_of(self.text, s.span().start)
-        )
+    fn err<T>(&self, s: &Spanned<T>, problem: impl Into<ConfigProblem>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            line: line_of(self.text, s.span().start),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -235,11 +341,12 @@ impl Config {
         path: &Path,
         text: &str,
         port_exists: &dyn Fn(&str) -> bool,
-    ) -> Result<Config, String> {
+    ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
-            format!("{file}:{line}: {}", e.message())
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+            problem: ConfigProblem::Toml(e),
         })?;
         let cx = Ctx { file, text };
         let mut ports = Vec::new();
@@ -247,17 +354,14 @@ impl Config {
         for p in &raw.port {
             let name = p.name.get_ref();
             if port_ix.insert(name.clone(), ports.len()).is_some() {
-                return Err(cx.err(&p.name, format!("port '{name}' is listed twice")));
+                return Err(cx.err(&p.name, ConfigProblem::PortTwice(name.clone())));
             }
             if !port_exists(name) {
-                return Err(cx.err(
-                    &p.name,
-                    format!("port '{name}': no network interface of that name"),
-                ));
+                return Err(cx.err(&p.name, ConfigProblem::NoSuchPort(name.clone())));
             }
             let mtu = match &p.mtu {
                 Some(m) if !(576..=9216).contains(m.get_ref()) => {
-                    return Err(cx.err(m, "mtu must be 576..9216"));
+                    return Err(cx.err(m, ConfigProblem::Mtu));
                 }
                 Some(m) => *m.get_ref() as u16,
                 None => 1500,
@@ -275,13 +379,17 @@ impl Config {
             for a in list {
                 let p = Prefix::parse(a.get_ref()).map_err(|e| cx.err(a, e))?;
                 if let Some(o) = seen_addr.insert(p.ip, owner.to_string()) {
-                    return Err(
-                        cx.err(a, format!("address {} is already on interface '{o}'", p.ip))
-                    );
+                    return Err(cx.err(
+                        a,
+                        ConfigProblem::AddressTaken {
+                            address: p.ip,
+                            owner: o,
+                        },
+                    ));
                 }
                 out.push(p);
             }
-            Ok::<_, String>(out)
+            Ok::<_, ConfigError>(out)
         };
         let prefixes = |cx: &Ctx, list: &[Spanned<String>]| {
             list.iter()
@@ -297,12 +405,7 @@ impl Config {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
                 || s.chars().next().is_some_and(|c| c.is_ascii_digit())
             {
-                return Err(cx.err(
-                    n,
-                    format!(
-                        "'{s}' is not a usable interface name (letters, digits, . _ -; at most 15)"
-                    ),
-                ));
+                return Err(cx.err(n, ConfigProblem::BadName(s.clone())));
             }
             Ok(())
         };
@@ -311,32 +414,33 @@ impl Config {
             names_ok(&cx, &i.name)?;
             let name = i.name.get_ref().clone();
             if if_ix.contains_key(&name) {
-                return Err(cx.err(&i.name, format!("interface '{name}' is defined twice")));
+                return Err(cx.err(&i.name, ConfigProblem::InterfaceTwice(name)));
             }
             let Some(&port) = port_ix.get(i.port.get_ref()) else {
                 return Err(cx.err(
                     &i.port,
-                    format!(
-                        "interface '{name}': '{}' is not a [[port]]",
-                        i.port.get_ref()
-                    ),
+                    ConfigProblem::NotAPort {
+                        interface: name,
+                        port: i.port.get_ref().clone(),
+                    },
                 ));
             };
             let vlan = match &i.vlan {
                 Some(v) if !(1..=4094).contains(v.get_ref()) => {
-                    return Err(
-                        cx.err(v, format!("VLAN id {} out of range (1..4094)", v.get_ref()))
-                    );
+                    return Err(cx.err(v, ConfigProblem::VlanRange(*v.get_ref())));
                 }
                 Some(v) => Some(*v.get_ref() as u16),
                 None => None,
             };
             if let Some(o) = port_vlan.insert((port, vlan), name.clone()) {
-                let what = match vlan {
-                    Some(v) => format!("VLAN {v} of port '{}'", ports[port].name),
-                    None => format!("port '{}' (untagged)", ports[port].name),
-                };
-                return Err(cx.err(&i.port, format!("{what} is already interface '{o}'")));
+                return Err(cx.err(
+                    &i.port,
+                    ConfigProblem::PortTaken {
+                        port: ports[port].name.clone(),
+                        vlan,
+                        owner: o,
+                    },
+                ));
             }
             let addresses = addrs(&cx, &i.addresses, &name)?;
             if_ix.insert(name.clone(), ifaces.len());
@@ -371,7 +475,7 @@ impl Config {
             names_ok(&cx, &b.name)?;
             let name = b.name.get_ref().clone();
             if if_ix.contains_key(&name) {
-                return Err(cx.err(&b.name, format!("interface '{name}' is defined twice")));
+                return Err(cx.err(&b.name, ConfigProblem::InterfaceTwice(name)));
             }
             let bi = ifaces.len();
             let mut members = Vec::new();
@@ -379,39 +483,41 @@ impl Config {
                 let Some(&mi) = if_ix.get(m.get_ref()) else {
                     return Err(cx.err(
                         m,
-                        format!("bridge '{name}': '{}' is not an interface", m.get_ref()),
+                        ConfigProblem::NoSuchMember {
+                            bridge: name,
+                            member: m.get_ref().clone(),
+                        },
                     ));
                 };
                 if members.contains(&mi) {
-                    return Err(cx.err(m, format!("'{}' is listed twice", m.get_ref())));
+                    return Err(cx.err(m, ConfigProblem::MemberTwice(m.get_ref().clone())));
                 }
                 if let Some(o) = ifaces[mi].bridge {
                     return Err(cx.err(
                         m,
-                        format!(
-                            "'{}' is already a member of bridge '{}'",
-                            m.get_ref(),
-                            ifaces[o].name
-                        ),
+                        ConfigProblem::AlreadyMember {
+                            member: m.get_ref().clone(),
+                            bridge: ifaces[o].name.clone(),
+                        },
                     ));
                 }
                 if ifaces[mi].port.is_none() {
-                    return Err(cx.err(m, "a bridge cannot be a member of a bridge"));
+                    return Err(cx.err(m, ConfigProblem::BridgeInBridge));
                 }
                 if !ifaces[mi].addresses.is_empty() {
                     return Err(cx.err(
                         m,
-                        format!(
-                            "bridge member '{}' has addresses; give them to the bridge '{name}'",
-                            m.get_ref()
-                        ),
+                        ConfigProblem::MemberHasAddresses {
+                            member: m.get_ref().clone(),
+                            bridge: name,
+                        },
                     ));
                 }
                 ifaces[mi].bridge = Some(bi);
                 members.push(mi);
             }
             if members.len() < 2 {
-                return Err(cx.err(&b.members, "a bridge needs at least two members"));
+                return Err(cx.err(&b.members, ConfigProblem::BridgeTooSmall));
             }
             let addresses = addrs(&cx, &b.addresses, &name)?;
             if_ix.insert(name.clone(), bi);
@@ -435,48 +541,34 @@ impl Config {
             let iface = match &r.interface {
                 Some(n) => {
                     let Some(&i) = if_ix.get(n.get_ref()) else {
-                        return Err(cx.err(n, format!("'{}' is not an interface", n.get_ref())));
+                        return Err(cx.err(n, ConfigProblem::NoSuchInterface(n.get_ref().clone())));
                     };
                     if ifaces[i].bridge.is_some() {
-                        return Err(cx.err(
-                            n,
-                            format!(
-                                "'{}' is a bridge member; route through the bridge",
-                                n.get_ref()
-                            ),
-                        ));
+                        return Err(
+                            cx.err(n, ConfigProblem::RouteThroughMember(n.get_ref().clone()))
+                        );
                     }
                     Some(i)
                 }
                 None => None,
             };
             let via = match &r.via {
-                Some(v) => Some(
-                    v.get_ref()
-                        .parse::<IpAddr>()
-                        .map_err(|_| cx.err(v, format!("'{}' is not an address", v.get_ref())))?,
-                ),
+                Some(v) => Some(v.get_ref().parse::<IpAddr>().map_err(|_| {
+                    cx.err(v, ConfigProblem::GatewayNotAnAddress(v.get_ref().clone()))
+                })?),
                 None => None,
             };
             if via.is_none() && iface.is_none() {
-                return Err(cx.err(&r.to, "a route needs `via` (a gateway) or `interface`"));
+                return Err(cx.err(&r.to, ConfigProblem::RouteNeedsNextHop));
             }
             let fam_v6 = match (&to, via) {
                 (Some(p), _) => p.ip.is_ipv6(),
                 (None, Some(v)) => v.is_ipv6(),
-                (None, None) => {
-                    return Err(cx.err(
-                        &r.to,
-                        "a default route through an interface needs `via` to know its family",
-                    ))
-                }
+                (None, None) => return Err(cx.err(&r.to, ConfigProblem::DefaultRouteNeedsVia)),
             };
             if let Some(v) = via {
                 if v.is_ipv6() != fam_v6 {
-                    return Err(cx.err(
-                        r.via.as_ref().unwrap(),
-                        "gateway and destination are of different address families",
-                    ));
+                    return Err(cx.err(r.via.as_ref().unwrap(), ConfigProblem::RouteFamilies));
                 }
             }
             let to = to.unwrap_or(Prefix {
@@ -503,20 +595,14 @@ impl Config {
             if !connected && !by_iface && !pinned {
                 return Err(cx.err(
                     r.via.as_ref().unwrap(),
-                    format!(
-                        "gateway {gw} is not reachable: no interface's subnet contains it and no \
-                         `interface =` route leads to it"
-                    ),
+                    ConfigProblem::GatewayUnreachable(gw),
                 ));
             }
         }
         let mut seen_routes = HashSet::new();
         for (r, rt) in &routes {
             if !seen_routes.insert(rt.to) {
-                return Err(cx.err(
-                    &r.to,
-                    format!("a second route to {}/{}", rt.to.ip, rt.to.bits),
-                ));
+                return Err(cx.err(&r.to, ConfigProblem::RouteTwice(rt.to)));
             }
         }
         let host = match &raw.host {
@@ -527,13 +613,7 @@ impl Config {
             Some(RawHost { name: Some(n), .. }) => {
                 names_ok(&cx, n)?;
                 if port_ix.contains_key(n.get_ref()) || if_ix.contains_key(n.get_ref()) {
-                    return Err(cx.err(
-                        n,
-                        format!(
-                            "host interface '{}' is already a port or interface",
-                            n.get_ref()
-                        ),
-                    ));
+                    return Err(cx.err(n, ConfigProblem::HostNameTaken(n.get_ref().clone())));
                 }
                 Some(n.get_ref().clone())
             }
@@ -541,7 +621,7 @@ impl Config {
         };
         let workers = match &raw.workers {
             Some(w) if !(1..=64).contains(w.get_ref()) => {
-                return Err(cx.err(w, "workers must be 1..64"));
+                return Err(cx.err(w, ConfigProblem::Workers));
             }
             Some(w) => *w.get_ref() as usize,
             None => std::thread::available_parallelism()
@@ -550,32 +630,31 @@ impl Config {
         };
         let control = match &raw.control {
             Some(c) if !c.get_ref().starts_with('/') => {
-                return Err(cx.err(c, "control must be an absolute path"));
+                return Err(cx.err(c, ConfigProblem::ControlNotAbsolute));
             }
             Some(c) => PathBuf::from(c.get_ref()),
             None => PathBuf::from(DEFAULT_CONTROL),
         };
         let pflog = match &raw.pflog {
             Some(c) if !c.get_ref().starts_with('/') => {
-                return Err(cx.err(c, "pflog must be an absolute path"));
+                return Err(cx.err(c, ConfigProblem::PflogNotAbsolute));
             }
             Some(c) => Some(PathBuf::from(c.get_ref())),
             None => None,
         };
         let pflog_size = match &raw.pflog_size_mb {
             Some(m) if !(1..=65536).contains(m.get_ref()) => {
-                return Err(cx.err(m, "pflog-size-mb must be 1..65536"));
+                return Err(cx.err(m, ConfigProblem::PflogSize));
             }
             Some(m) => *m.get_ref() as u64 * 1024 * 1024,
             None => 16 * 1024 * 1024,
         };
         let metrics = match &raw.metrics {
-            Some(m) => Some(m.get_ref().parse().map_err(|_| {
-                cx.err(
-                    m,
-                    "metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")",
-                )
-            })?),
+            Some(m) => Some(
+                m.get_ref()
+                    .parse()
+                    .map_err(|_| cx.err(m, ConfigProblem::Metrics))?,
+            ),
             None => None,
         };
         Ok(Config {
@@ -662,7 +741,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn parse(t: &str) -> Result<Config, String> {
+    fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("p.toml"), t, &|n| n.starts_with("eth"))
     }
 
@@ -734,7 +813,7 @@ via = "203.0.113.1"
     }
 
     fn err(t: &str) -> String {
-        parse(t).expect_err("must be refused")
+        parse(t).expect_err("must be refused").to_string()
     }
 
     #[test]

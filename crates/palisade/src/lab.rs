@@ -896,7 +896,8 @@ impl Lab {
         })?;
         // Its ports are in the firewall's namespace, not this one; `up`
         // checked them there.
-        let cfg = palisade_net::config::Config::parse(&path, &text, &|_| true)?;
+        let cfg = palisade_net::config::Config::parse(&path, &text, &|_| true)
+            .map_err(|e| e.to_string())?;
         let groups = cfg.host_interfaces();
         let name_of = |ix: usize| cfg.ifaces.get(ix).map(|i| i.name.clone());
         let interfaces = cfg

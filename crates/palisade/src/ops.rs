@@ -1001,7 +1001,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
 
 /// A host or network matcher for `state kill`.
 fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
-    let p = Prefix::parse(spec)?;
+    let p = Prefix::parse(spec).map_err(|e| e.to_string())?;
     Ok(move |ip: &IpAddr| p.contains(ip))
 }
 

@@ -193,7 +193,9 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
     let engine = Arc::new(Engine::new(&parsed.config, a.host.clone()));
     let mut filter = Filter::new(engine, &parsed.config, 1);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
-    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&parsed.config.options)? {
+    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&parsed.config.options)
+        .map_err(|e| e.to_string())?
+    {
         filter.set_fingerprints(db);
     }
     let frames = read_frames(&a.pcap)?;

@@ -27,7 +27,8 @@ use crate::isolation::Isolation;
 pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
     let text = palisade_conf::files::read_text(path, palisade_conf::files::CONFIG)
         .map_err(|e| e.message(&path.display().to_string()))?;
-    let cfg = Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok())?;
+    let cfg =
+        Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
@@ -40,7 +41,8 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         return Err(out.stderr.join("\n"));
     }
     // A `set fingerprints` file must read and parse before anything starts.
-    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)?;
+    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)
+        .map_err(|e| e.to_string())?;
     let unenforced = out.unenforced_warnings(&pf.display().to_string());
     for w in out
         .stderr
@@ -495,7 +497,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     let engine = Arc::new(Engine::new(&pf, host));
     let mut filter = Filter::new(engine, &pf, 1);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
-    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)? {
+    if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)
+        .map_err(|e| e.to_string())?
+    {
         filter.set_fingerprints(db);
     }
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();

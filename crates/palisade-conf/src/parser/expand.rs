@@ -1,8 +1,12 @@
-//! Rule expansion: one IR rule per combination, validated as pfctl's
-//! expand_rule does, with automatic tables for address pools and `binat-to`
-//! split into its `nat-to` and `rdr-to` halves.
+//! Rule expansion (pf.conf(5) PACKET FILTERING: "certain parameters can be
+//! expressed as lists, in which case pfctl(8) generates all needed rule
+//! combinations"): one IR rule per combination, validated as pfctl's
+//! expand_rule does, with automatic tables for address pools, `binat-to`
+//! split into its `nat-to` and `rdr-to` halves, and the label macros
+//! (`label`) filled in.
 
 use super::*;
+use crate::atoms::{addrspec_str, proto_str};
 
 /// Outcome of resolving a translation pool for one combination.
 enum PoolRes {
@@ -12,8 +16,70 @@ enum PoolRes {
     Error,
 }
 
+pub(super) struct Combo<'c> {
+    ifc: &'c Option<(bool, String)>,
+    proto: Option<u8>,
+    icmp: Option<IcmpSpec>,
+    sh: &'c HostItem,
+    dh: &'c HostItem,
+    sp: Option<CmpOp>,
+    dp: Option<CmpOp>,
+    os: &'c Option<String>,
+    uid: Option<CmpOp>,
+    gid: Option<CmpOp>,
+}
+
+/// Apply an address's prefix length to the address itself.
+pub(super) fn masked(a: &Addr) -> Addr {
+    match a {
+        Addr::Net { ip, bits } => Addr::Net {
+            ip: mask_ip(*ip, *bits),
+            bits: *bits,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Label and tag macros ($if, $srcaddr, $dstaddr, $srcport, $dstport,
+/// $proto, $nr), pf.conf(5) "label".
+fn expand_label(s: &str, r: &Rule, nr: usize) -> String {
+    let mut out = s.to_string();
+    let ifname = r
+        .ifname
+        .as_ref()
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| "any".into());
+    out = out.replace("$if", &ifname);
+    out = out.replace("$srcaddr", &addrspec_str(&r.src.addr, r.af));
+    out = out.replace("$dstaddr", &addrspec_str(&r.dst.addr, r.af));
+    out = out.replace("$srcport", &label_port(&r.src.port));
+    out = out.replace("$dstport", &label_port(&r.dst.port));
+    let proto = match r.proto {
+        Some(p) => proto_str(p),
+        None => "ip".into(),
+    };
+    out = out.replace("$proto", &proto);
+    out = out.replace("$nr", &nr.to_string());
+    out
+}
+
+fn label_port(op: &Option<CmpOp>) -> String {
+    match op {
+        None => String::new(),
+        Some(CmpOp::Eq(a)) => a.to_string(),
+        Some(CmpOp::Ne(a)) => format!("!={a}"),
+        Some(CmpOp::Lt(a)) => format!("<{a}"),
+        Some(CmpOp::Le(a)) => format!("<={a}"),
+        Some(CmpOp::Gt(a)) => format!(">{a}"),
+        Some(CmpOp::Ge(a)) => format!(">={a}"),
+        Some(CmpOp::InsideExcl(a, b)) => format!("{a}><{b}"),
+        Some(CmpOp::Outside(a, b)) => format!("{a}<>{b}"),
+        Some(CmpOp::Range(_, _)) => String::new(),
+    }
+}
+
 impl<'a> Parser<'a> {
-    pub(super) fn add_rule(&mut self, r: Rule) {
+    fn add_rule(&mut self, r: Rule) {
         self.spent.rules += 1;
         self.frames
             .last_mut()
@@ -46,8 +112,7 @@ impl<'a> Parser<'a> {
             init: vec![TableInit::Inline(entries)],
             line,
         };
-        let s = print::table_str(&t);
-        self.print(&s);
+        self.echo(Echo::Table(self.out.config.tables.len()));
         self.out.config.tables.push(t);
         name
     }
@@ -617,51 +682,4 @@ impl<'a> Parser<'a> {
         rdr.rdr = Some(pool(src, false));
         self.finalize_and_add(nat) + self.finalize_and_add(rdr)
     }
-}
-
-pub(super) struct Combo<'c> {
-    ifc: &'c Option<(bool, String)>,
-    proto: Option<u8>,
-    icmp: Option<IcmpSpec>,
-    sh: &'c HostItem,
-    dh: &'c HostItem,
-    sp: Option<CmpOp>,
-    dp: Option<CmpOp>,
-    os: &'c Option<String>,
-    uid: Option<CmpOp>,
-    gid: Option<CmpOp>,
-}
-
-/// Apply an address's prefix length to the address itself.
-pub(super) fn masked(a: &Addr) -> Addr {
-    match a {
-        Addr::Net { ip, bits } => Addr::Net {
-            ip: mask_ip(*ip, *bits),
-            bits: *bits,
-        },
-        other => other.clone(),
-    }
-}
-
-/// Label and tag macros ($if, $srcaddr, $dstaddr, $srcport, $dstport,
-/// $proto, $nr), pf.conf(5) "label".
-pub(super) fn expand_label(s: &str, r: &Rule, nr: usize) -> String {
-    let mut out = s.to_string();
-    let ifname = r
-        .ifname
-        .as_ref()
-        .map(|(_, n)| n.clone())
-        .unwrap_or_else(|| "any".into());
-    out = out.replace("$if", &ifname);
-    out = out.replace("$srcaddr", &print::addrspec_str(&r.src.addr, r.af));
-    out = out.replace("$dstaddr", &print::addrspec_str(&r.dst.addr, r.af));
-    out = out.replace("$srcport", &label_port(&r.src.port));
-    out = out.replace("$dstport", &label_port(&r.dst.port));
-    let proto = match r.proto {
-        Some(p) => print::proto_str(p),
-        None => "ip".into(),
-    };
-    out = out.replace("$proto", &proto);
-    out = out.replace("$nr", &nr.to_string());
-    out
 }

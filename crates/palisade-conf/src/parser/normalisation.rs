@@ -1,0 +1,184 @@
+//! Traffic normalisation (pf.conf(5) TRAFFIC NORMALISATION): the `scrub
+//! (...)` options of a rule, and `antispoof`, which becomes `block in`
+//! rules for each interface it names. The older standalone `scrub` rule is
+//! `legacy`'s.
+
+use super::*;
+
+enum HostOrIf {
+    Static(String),
+    Dyn(String),
+}
+
+impl<'a> Parser<'a> {
+    pub(super) fn scrub_opts(&mut self, s: &mut Scrub) -> PResult<()> {
+        self.expect_punct('(')?;
+        loop {
+            if self.accept_punct(')') {
+                break;
+            }
+            if self.accept_kw("no-df") {
+                if s.no_df {
+                    self.error("no-df cannot be respecified");
+                    return Err(PErr::Reported);
+                }
+                s.no_df = true;
+            } else if self.accept_kw("random-id") {
+                if s.random_id {
+                    self.error("random-id cannot be respecified");
+                    return Err(PErr::Reported);
+                }
+                s.random_id = true;
+            } else if self.accept_kw("min-ttl") {
+                let n = self.number()?;
+                if s.min_ttl.is_some() {
+                    self.error("min-ttl cannot be respecified");
+                    return Err(PErr::Reported);
+                }
+                if !(0..=255).contains(&n) {
+                    self.error(format!("illegal min-ttl value {n}"));
+                    return Err(PErr::Reported);
+                }
+                s.min_ttl = Some(n as u8);
+            } else if self.accept_kw("max-mss") {
+                let n = self.number()?;
+                if s.max_mss.is_some() {
+                    self.error("max-mss cannot be respecified");
+                    return Err(PErr::Reported);
+                }
+                if !(0..=65535).contains(&n) {
+                    self.error(format!("illegal max-mss value {n}"));
+                    return Err(PErr::Reported);
+                }
+                s.max_mss = Some(n as u16);
+            } else if self.accept_kw("reassemble") {
+                self.expect_kw("tcp")?;
+                if s.reassemble_tcp {
+                    self.error("reassemble tcp cannot be respecified");
+                    return Err(PErr::Reported);
+                }
+                s.reassemble_tcp = true;
+            } else {
+                return Err(PErr::Syntax);
+            }
+            self.opt_comma();
+        }
+        Ok(())
+    }
+
+    pub(super) fn antispoof(&mut self) -> PResult<()> {
+        self.next();
+        let mut log = None;
+        let mut quick = false;
+        for _ in 0..2 {
+            if self.accept_kw("log") {
+                log = Some(self.log_spec()?);
+            } else if self.accept_kw("quick") {
+                quick = true;
+            }
+        }
+        self.expect_kw("for")?;
+        let mut ifs: Vec<HostOrIf> = Vec::new();
+        let parse_one = |p: &mut Self| -> PResult<HostOrIf> {
+            if p.is_punct('(') {
+                let h = p.dynaddr()?;
+                if let Addr::Dynamic { ifname, .. } = h.addr {
+                    return Ok(HostOrIf::Dyn(ifname));
+                }
+                Err(PErr::Syntax)
+            } else {
+                Ok(HostOrIf::Static(p.name(Name::Interface)?))
+            }
+        };
+        if self.accept_punct('{') {
+            self.list_body(|p| {
+                ifs.push(parse_one(p)?);
+                Ok(1)
+            })?;
+        } else {
+            ifs.push(parse_one(self)?);
+        }
+        let mut af = None;
+        if self.accept_kw("inet") {
+            af = Some(Af::Inet);
+        } else if self.accept_kw("inet6") {
+            af = Some(Af::Inet6);
+        }
+        let mut label = None;
+        if self.accept_kw("label") {
+            label = Some(self.name(Name::Label)?);
+        }
+        if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
+            return Err(PErr::Syntax);
+        }
+        let policy = self.block_policy;
+        for i in ifs {
+            let mut spec = self.new_spec(Action::Block(policy));
+            spec.base.dir = Some(Direction::In);
+            spec.base.log = log.clone();
+            spec.base.quick = quick;
+            spec.base.af = af;
+            spec.explicit_af = af.is_some();
+            spec.base.label = label.clone();
+            match &i {
+                HostOrIf::Dyn(name) => {
+                    spec.ifaces = vec![(true, name.clone())];
+                    spec.src_hosts = vec![HostItem {
+                        neg: false,
+                        addr: Addr::Dynamic {
+                            ifname: name.clone(),
+                            mods: IfMods {
+                                network: true,
+                                ..Default::default()
+                            },
+                            bits: None,
+                        },
+                        scope: None,
+                    }];
+                    self.expand(spec)?;
+                }
+                HostOrIf::Static(name) => {
+                    let members: Vec<Interface> =
+                        self.opts.host.members(name).into_iter().cloned().collect();
+                    if members.is_empty() {
+                        self.raw_error(format!("no IP address found for {name}"));
+                        self.error("could not parse host specification");
+                        return Err(PErr::Reported);
+                    }
+                    let nets = self.iface_addrs(
+                        &members,
+                        IfMods {
+                            network: true,
+                            ..Default::default()
+                        },
+                        None,
+                    );
+                    let loopback = members.iter().all(|m| m.loopback);
+                    spec.ifaces = vec![(true, name.clone())];
+                    spec.src_hosts = nets;
+                    if spec.src_hosts.is_empty() {
+                        spec.src_hosts = vec![HostItem {
+                            neg: false,
+                            addr: Addr::Any,
+                            scope: None,
+                        }];
+                    }
+                    let own = spec.clone();
+                    self.expand(spec)?;
+                    if !loopback {
+                        let mut s2 = own;
+                        s2.ifaces = Vec::new();
+                        s2.src_hosts = self.iface_addrs(&members, IfMods::default(), None);
+                        s2.src_hosts.retain(|h| {
+                            !matches!(h.addr, Addr::Net { ip: IpAddr::V6(x), .. } if (x.segments()[0] & 0xffc0) == 0xfe80)
+                        });
+                        if !s2.src_hosts.is_empty() {
+                            self.expand(s2)?;
+                        }
+                    }
+                }
+            }
+        }
+        self.end_statement()
+    }
+}
