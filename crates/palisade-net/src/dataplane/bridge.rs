@@ -133,7 +133,10 @@ impl Dataplane {
             return;
         }
         let mut pkt = payload.to_vec();
-        let d = self.pf(&mut pkt, m, Direction::In, None, now);
+        // Described once; the description serves every member's `out`
+        // pass unless pf `in` changed the packet.
+        let info = palisade_wire::parse_ip(&pkt).ok();
+        let d = self.pf(&mut pkt, info.as_ref(), m, Direction::In, None, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers of `block return` go back where the packet came from.
@@ -143,10 +146,11 @@ impl Dataplane {
             return;
         }
         let refrag = d.refragment;
+        let info = if d.modified { None } else { info };
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
             let mut q = pkt.clone();
-            let d = self.pf(&mut q, p, Direction::Out, Some(m), now);
+            let d = self.pf(&mut q, info.as_ref(), p, Direction::Out, Some(m), now);
             if d.passed() && !d.held {
                 let refrag = d.refragment.or(refrag);
                 let q = d.reassembled.unwrap_or(q);

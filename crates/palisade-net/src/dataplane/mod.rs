@@ -42,7 +42,7 @@ use std::sync::Arc;
 use palisade_conf::ir::Direction;
 use palisade_filter::Filter;
 use palisade_wire::ethernet::{is_multicast, EtherType, EthernetRepr, VlanTag};
-use palisade_wire::parse_ip;
+use palisade_wire::{parse_ip, IpInfo};
 
 use crate::config::Config;
 
@@ -376,10 +376,14 @@ impl Dataplane {
     /// pf on one packet; what its rules log is kept for `take_log` (the
     /// packet as it leaves pf: when translated, the pflog header says so).
     /// `from`: the interface an outbound packet arrived on (for
-    /// `received-on`), None for the firewall's own.
+    /// `received-on`), None for the firewall's own. `info`: the packet's
+    /// description when the caller has one (a frame is described once and
+    /// the description serves both passes unless pf changed the packet:
+    /// `Decision::modified`).
     fn pf(
         &mut self,
         pkt: &mut [u8],
+        info: Option<&IpInfo>,
         ix: usize,
         dir: Direction,
         from: Option<usize>,
@@ -389,9 +393,19 @@ impl Dataplane {
         let iface: &str = &name;
         let random = self.rng.next_u32();
         let from = from.and_then(|f| self.names.get(f).cloned());
-        let d = self
-            .filter
-            .process_received(pkt, iface, dir, now, random, from.as_deref());
+        let d = match info {
+            Some(info) => {
+                self.filter
+                    .process_parsed(pkt, info, iface, dir, now, random, from.as_deref())
+            }
+            None => {
+                let mut d =
+                    self.filter
+                        .process_received(pkt, iface, dir, now, random, from.as_deref());
+                d.modified = true;
+                d
+            }
+        };
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
             let out = (dir == Direction::Out) as usize;

@@ -105,7 +105,7 @@ impl Dataplane {
                 return;
             }
         }
-        let mut d = self.pf(&mut pkt, i, Direction::In, None, now);
+        let mut d = self.pf(&mut pkt, Some(&info), i, Direction::In, None, now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -118,10 +118,19 @@ impl Dataplane {
         }
         let refrag = d.refragment;
         let route = d.route.take();
+        let modified = d.modified;
         let pkt = d.reassembled.unwrap_or(pkt);
-        let Ok(info) = parse_ip(&pkt) else {
-            self.counters.dropped(DropReason::Malformed);
-            return;
+        // Described again only if pf changed it.
+        let info = if modified {
+            match parse_ip(&pkt) {
+                Ok(i) => i,
+                Err(_) => {
+                    self.counters.dropped(DropReason::Malformed);
+                    return;
+                }
+            }
+        } else {
+            info
         };
         // pf's routing options on the way in: `dup-to` sends a copy, and
         // `route-to` / `reply-to` forward by the given next hop whatever
@@ -271,6 +280,8 @@ impl Dataplane {
         // routing option may send it by a larger MTU), quotes it as it
         // arrived, before translation.
         let arrived = (pkt.len() > mtu && !can_fragment).then(|| pkt.clone());
+        let mut out_info = *info;
+        out_info.ttl -= 1;
         if info.is_v6() {
             pkt[7] -= 1;
         } else {
@@ -280,7 +291,7 @@ impl Dataplane {
             let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
             pkt[10..12].copy_from_slice(&c.to_be_bytes());
         }
-        let mut d = self.pf(&mut pkt, e, Direction::Out, Some(i), now);
+        let mut d = self.pf(&mut pkt, Some(&out_info), e, Direction::Out, Some(i), now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -331,7 +342,7 @@ impl Dataplane {
             self.counters.dropped(DropReason::NoRoute);
             return;
         };
-        let mut d = self.pf(&mut pkt, e, Direction::Out, None, now);
+        let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, now);
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);
             return;
