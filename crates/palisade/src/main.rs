@@ -9,9 +9,12 @@ use palisade_conf::host::HostModel;
 use palisade_conf::{files, parse_input, Input, ParseOptions};
 
 mod control;
+mod daemon;
 mod isolation;
 mod lab;
 mod listen;
+mod load;
+mod logline;
 mod man;
 mod metrics;
 mod notify;
@@ -21,7 +24,9 @@ mod request;
 
 use request::{AnchorOp, Request, TableOp};
 mod run;
+mod snapshot;
 mod sysmodel;
+mod worker;
 
 #[derive(Parser)]
 #[command(
@@ -611,7 +616,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             dry_run: true,
-        } => match run::load(&config) {
+        } => match load::load(&config) {
             Ok((cfg, pf, _)) => {
                 println!(
                     "{}: ok ({} ports, {} interfaces, {} routes; pf.conf {} rules)",

@@ -14,10 +14,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::request::{Listing, Request};
-use crate::run::Shared;
+use crate::daemon::Shared;
+use crate::snapshot;
 
 /// A label value with `\`, `"` and newlines escaped.
 fn label(s: &str) -> String {
@@ -30,76 +28,48 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Every rule with its anchor path (inline anchors as `@N` under their
-/// parent), flattened.
-fn flatten(anchor: &str, v: &[Value], out: &mut Vec<(String, Value)>) {
-    for r in v {
-        let mut flat = r.clone();
-        if let Some(o) = flat.as_object_mut() {
-            o.remove("rules");
-        }
-        out.push((anchor.to_string(), flat));
-        if let Some(children) = r["rules"].as_array() {
-            if !children.is_empty() {
-                let name = if anchor.is_empty() {
-                    format!("@{}", r["nr"])
-                } else {
-                    format!("{anchor}/@{}", r["nr"])
-                };
-                flatten(&name, children, out);
-            }
-        }
-    }
-}
-
-/// The whole exposition.
+/// The whole exposition, from the same typed snapshot `show info`,
+/// `show interfaces` and `show rules` render.
 pub fn render(sh: &Shared) -> String {
-    let info = crate::ops::info_data(sh);
+    let info = snapshot::info(sh);
     let mut out = String::new();
-    family(&mut out, "palisade_states", "gauge", "Current states.");
-    let _ = writeln!(out, "palisade_states {}", info["states"]);
-    family(
-        &mut out,
-        "palisade_states_limit",
-        "gauge",
-        "The state table's limit (set limit states).",
-    );
-    let _ = writeln!(out, "palisade_states_limit {}", info["states_limit"]);
-    family(
-        &mut out,
-        "palisade_state_searches_total",
-        "counter",
-        "State lookups.",
-    );
-    let _ = writeln!(
-        out,
-        "palisade_state_searches_total {}",
-        info["state_searches"]
-    );
-    family(
-        &mut out,
-        "palisade_state_inserts_total",
-        "counter",
-        "States created.",
-    );
-    let _ = writeln!(
-        out,
-        "palisade_state_inserts_total {}",
-        info["state_inserts"]
-    );
+    for (name, kind, help, v) in [
+        (
+            "palisade_states",
+            "gauge",
+            "Current states.",
+            info.states as u64,
+        ),
+        (
+            "palisade_states_limit",
+            "gauge",
+            "The state table's limit (set limit states).",
+            info.states_limit as u64,
+        ),
+        (
+            "palisade_state_searches_total",
+            "counter",
+            "State lookups.",
+            info.state_searches,
+        ),
+        (
+            "palisade_state_inserts_total",
+            "counter",
+            "States created.",
+            info.state_inserts,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     family(
         &mut out,
         "palisade_packets_total",
         "counter",
         "Packets pf decided, by outcome.",
     );
-    for k in ["passed", "blocked"] {
-        let _ = writeln!(
-            out,
-            "palisade_packets_total{{action=\"{}\"}} {}",
-            &k[..k.len() - 2],
-            info[k]
-        );
+    for (action, v) in [("pass", info.passed), ("block", info.blocked)] {
+        let _ = writeln!(out, "palisade_packets_total{{action=\"{action}\"}} {v}");
     }
     family(
         &mut out,
@@ -107,10 +77,8 @@ pub fn render(sh: &Shared) -> String {
         "counter",
         "pf's counters by reason, as pfctl -si lists them (match, short, state-mismatch, ...).",
     );
-    if let Some(m) = info["reasons"].as_object() {
-        for (r, n) in m {
-            let _ = writeln!(out, "palisade_reason_total{{reason=\"{}\"}} {n}", label(r));
-        }
+    for (r, n) in &info.reasons.0 {
+        let _ = writeln!(out, "palisade_reason_total{{reason=\"{}\"}} {n}", label(r));
     }
     family(
         &mut out,
@@ -118,10 +86,10 @@ pub fn render(sh: &Shared) -> String {
         "counter",
         "Data plane events (frames, forwarding, drops).",
     );
-    if let Some(m) = info["dataplane"].as_object() {
-        for (k, n) in m {
-            let _ = writeln!(out, "palisade_dataplane_total{{event=\"{k}\"}} {n}");
-        }
+    let mut events = info.dataplane.0.clone();
+    events.sort();
+    for (k, n) in events {
+        let _ = writeln!(out, "palisade_dataplane_total{{event=\"{k}\"}} {n}");
     }
     family(
         &mut out,
@@ -129,34 +97,29 @@ pub fn render(sh: &Shared) -> String {
         "counter",
         "Frames and packets the data plane dropped, by reason (pf's own drops are palisade_reason_total).",
     );
-    if let Some(m) = info["dataplane_drops"].as_object() {
-        for (r, n) in m {
-            let _ = writeln!(
-                out,
-                "palisade_dataplane_drops_total{{reason=\"{}\"}} {n}",
-                label(r)
-            );
-        }
+    for (r, n) in &info.dataplane_drops.0 {
+        let _ = writeln!(
+            out,
+            "palisade_dataplane_drops_total{{reason=\"{}\"}} {n}",
+            label(r)
+        );
     }
-    let ifs = crate::ops::interfaces_data(sh);
-    for (name, what, help) in [
+    let ifs = snapshot::interfaces(sh);
+    for (name, bytes, help) in [
         (
             "palisade_interface_packets_total",
-            "packets",
+            false,
             "Packets through pf per interface.",
         ),
         (
             "palisade_interface_bytes_total",
-            "bytes",
+            true,
             "Bytes through pf per interface.",
         ),
     ] {
         family(&mut out, name, "counter", help);
         for i in &ifs {
-            let Some(c) = i["counters"].as_object() else {
-                continue;
-            };
-            for (k, v) in c {
+            for (k, c) in &i.counters {
                 // Keys are FAMILY_DIR_ACTION (inet_in_pass).
                 let mut p = k.split('_');
                 let (af, dir, act) = (
@@ -167,8 +130,8 @@ pub fn render(sh: &Shared) -> String {
                 let _ = writeln!(
                     out,
                     "{name}{{interface=\"{}\",af=\"{af}\",dir=\"{dir}\",action=\"{act}\"}} {}",
-                    label(i["name"].as_str().unwrap_or("")),
-                    v[what]
+                    label(&i.name),
+                    if bytes { c.bytes } else { c.packets }
                 );
             }
         }
@@ -183,77 +146,56 @@ pub fn render(sh: &Shared) -> String {
         let _ = writeln!(
             out,
             "palisade_interface_errors_total{{interface=\"{}\"}} {}",
-            label(i["name"].as_str().unwrap_or("")),
-            i["errors"]
+            label(&i.name),
+            i.errors
         );
     }
     // Per rule, one family at a time (the text format wants each metric's
     // lines together).
-    let mut all = Vec::new();
-    let rules = |anchor: &str| {
-        crate::ops::answer(
-            sh,
-            &Request::Show {
-                what: Listing::Rules,
-                level: 0,
-                anchor: anchor.to_string(),
-            },
-        )
-    };
-    let show = rules("");
-    if let Some(v) = show["data"].as_array() {
-        flatten("", v, &mut all);
-    }
-    // The names first: the data plane's lock must not be held while the
-    // listings take it again.
-    let anchors = sh.dp().filter.engine().anchor_names();
-    for a in anchors {
-        let show = rules(&a);
-        if let Some(v) = show["data"].as_array() {
-            flatten(&a, v, &mut all);
-        }
-    }
-    for (m, k, kind, help) in [
+    let rules = snapshot::rules(sh);
+    type Get = fn(&snapshot::RuleCounts) -> u64;
+    let families: [(&str, Get, &str, &str); 5] = [
         (
             "palisade_rule_evaluations_total",
-            "evaluations",
+            |r| r.evaluations,
             "counter",
             "Times the rule was evaluated.",
         ),
         (
             "palisade_rule_packets_total",
-            "packets",
+            |r| r.packets,
             "counter",
             "Packets the rule decided, and those of its states.",
         ),
         (
             "palisade_rule_bytes_total",
-            "bytes",
+            |r| r.bytes,
             "counter",
             "Bytes the rule decided, and those of its states.",
         ),
         (
             "palisade_rule_states",
-            "states",
+            |r| r.states,
             "gauge",
             "Current states the rule created.",
         ),
         (
             "palisade_rule_state_creations_total",
-            "state_creations",
+            |r| r.state_creations,
             "counter",
             "States the rule created.",
         ),
-    ] {
+    ];
+    for (m, get, kind, help) in families {
         family(&mut out, m, kind, help);
-        for (anchor, r) in &all {
+        for r in &rules {
             let _ = writeln!(
                 out,
                 "{m}{{anchor=\"{}\",nr=\"{}\",rule=\"{}\"}} {}",
-                label(anchor),
-                r["nr"],
-                label(r["rule"].as_str().unwrap_or("")),
-                r[k]
+                label(&r.anchor),
+                r.nr,
+                label(&r.text),
+                get(r)
             );
         }
     }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::run::Shared;
+use crate::daemon::Shared;
 
 /// Where to send, read once from the environment.
 fn target() -> Option<&'static str> {

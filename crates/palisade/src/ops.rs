@@ -15,14 +15,13 @@ use palisade_conf::print::proto_str;
 use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
 use palisade_filter::packet::RuleListing;
 use palisade_filter::table::net_key;
-use palisade_filter::Reason;
 use palisade_net::config::Prefix;
-use palisade_net::dataplane::DropReason;
 use serde_json::{json, Value};
 
 use crate::control::Reply;
+use crate::daemon::Shared;
 use crate::request::{AnchorOp, Kill, Listing, Request, TableOp};
-use crate::run::Shared;
+use crate::snapshot;
 
 fn fail(text: impl Into<String>) -> Value {
     let mut t: String = text.into();
@@ -113,7 +112,7 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let mut msgs = out.stderr.clone();
     if out.errors == 0 {
         msgs.extend(out.unenforced_warnings(&path.display().to_string()));
-        msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
+        msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
     }
     if out.errors > 0 {
         msgs.push(format!(
@@ -215,9 +214,7 @@ fn flow(ip: &IpAddr, port: u16, _proto: u8) -> String {
     }
 }
 
-fn hms(s: u64) -> String {
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-}
+use crate::logline::hms;
 
 /// One state, copied out of the table (formatting happens after the data
 /// plane's lock is released).
@@ -419,190 +416,91 @@ fn states_part(rows: &[Row], level: u64) -> (String, Vec<StateItem<'_>>) {
     (text, list)
 }
 
-/// The figures `show info` prints and the metrics export (the same
-/// numbers, so that the two agree).
-pub fn info_data(sh: &Shared) -> Value {
-    let dp = sh.dp();
-    let f = &dp.filter.counters;
-    let mut reasons = serde_json::Map::new();
-    for r in Reason::ALL {
-        reasons.insert(r.name().into(), json!(f.reasons[r as usize]));
-    }
-    let c = &dp.counters;
-    json!({
-        "status": "enabled",
-        "uptime_s": sh.start.elapsed().as_secs(),
-        "states": dp.filter.states.len(),
-        "states_limit": dp.filter.states.limit,
-        "state_searches": f.state_searches,
-        "state_inserts": f.state_inserts,
-        "packets": f.packets,
-        "passed": f.passed,
-        "blocked": f.blocked,
-        "fragments_held": dp.filter.frags.held(),
-        "fragment_bytes": dp.filter.frags.held_bytes(),
-        "fragments_expired": dp.filter.frags.stats.expired,
-        "fragments_evicted": dp.filter.frags.stats.evicted,
-        "fragments_bad": dp.filter.frags.stats.bad,
-        "reasons": reasons,
-        "dataplane": {
-            "frames_in": c.frames_in, "frames_out": c.frames_out,
-            "segmented": c.segmented, "unknown_vlan": c.unknown_vlan,
-            "malformed": c.malformed, "bridged": c.bridged, "flooded": c.flooded,
-            "routed": c.routed, "blocked": c.blocked, "no_route": c.no_route,
-            "ttl_exceeded": c.ttl_exceeded, "too_big": c.too_big,
-            "fragmented": c.fragmented, "duplicated": c.duplicated, "arp_replies": c.arp_replies,
-            "nd_replies": c.nd_replies, "neigh_queued": c.neigh_queued,
-            "neigh_dropped": c.neigh_dropped, "local_echo": c.local_echo,
-            "local_dropped": c.local_dropped, "host_in": c.host_in,
-            "host_out": c.host_out, "icmp_errors": c.icmp_errors,
-            "table_full": c.table_full, "log_dropped": c.log_dropped,
-        },
-        "dataplane_drops": c.drops.iter().map(|(r, n)| (r.name().to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-    })
-}
-
 fn show_info(sh: &Shared) -> Value {
-    let d = info_data(sh);
-    let up = d["uptime_s"].as_u64().unwrap_or(0);
+    let d = snapshot::info(sh);
+    let up = d.uptime_s;
     let secs = up.max(1) as f64;
     let rate = |n: u64| n as f64 / secs;
-    let n = |k: &str| d[k].as_u64().unwrap_or(0);
     let mut text = format!(
         "Status: Enabled for {} days {}\n\nState Table                          Total             Rate\n",
         up / 86400,
         hms(up % 86400)
     );
-    text += &format!("  {:<25} {:>14}\n", "current entries", n("states"));
-    for (label, k) in [("searches", "state_searches"), ("inserts", "state_inserts")] {
-        text += &format!("  {label:<25} {:>14} {:>14.1}/s\n", n(k), rate(n(k)));
+    text += &format!("  {:<25} {:>14}\n", "current entries", d.states);
+    for (label, n) in [("searches", d.state_searches), ("inserts", d.state_inserts)] {
+        text += &format!("  {label:<25} {n:>14} {:>14.1}/s\n", rate(n));
     }
+    // In pfctl's order.
     text += "Counters\n";
-    if let Some(m) = d["reasons"].as_object() {
-        // In pfctl's order.
-        for r in Reason::ALL.map(Reason::name) {
-            let v = m.get(r).and_then(|v| v.as_u64()).unwrap_or(0);
-            text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(v));
-        }
+    for (r, v) in &d.reasons.0 {
+        text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(*v));
     }
     text += &format!(
         "Packets\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n",
-        "evaluated",
-        n("packets"),
-        "passed",
-        n("passed"),
-        "blocked",
-        n("blocked")
+        "evaluated", d.packets, "passed", d.passed, "blocked", d.blocked
     );
     text += &format!(
         "Fragments\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n",
         "held",
-        n("fragments_held"),
+        d.fragments_held,
         "bytes held",
-        n("fragment_bytes"),
+        d.fragment_bytes,
         "expired",
-        n("fragments_expired"),
+        d.fragments_expired,
         "evicted",
-        n("fragments_evicted"),
+        d.fragments_evicted,
         "bad",
-        n("fragments_bad")
+        d.fragments_bad
     );
     text += "Data plane\n";
-    if let Some(m) = d["dataplane"].as_object() {
-        for (k, v) in m {
-            text += &format!("  {k:<25} {:>14}\n", v.as_u64().unwrap_or(0));
-        }
+    let mut events = d.dataplane.0.clone();
+    events.sort();
+    for (k, v) in events {
+        text += &format!("  {k:<25} {v:>14}\n");
     }
     text += "Data plane drops\n";
-    for r in DropReason::ALL {
-        let v = d["dataplane_drops"][r.name()].as_u64().unwrap_or(0);
-        text += &format!("  {:<25} {v:>14} {:>14.1}/s\n", r.name(), rate(v));
+    for (r, v) in &d.dataplane_drops.0 {
+        text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(*v));
     }
-    done(text, d)
+    done(text, json!(d))
 }
 
 /// Per interface: its configuration and what pf saw on it.
-pub fn interfaces_data(sh: &Shared) -> Vec<Value> {
-    let dp = sh.dp();
-    let cfg = &dp.cfg;
-    // The groups as pf.conf sees them (egress, vlan and bridge included).
-    let host = cfg.host_interfaces();
-    let mut v = Vec::new();
-    for (ix, i) in cfg.ifaces.iter().enumerate() {
-        let st = dp.if_stats.get(ix).cloned().unwrap_or_default();
-        let mut counters = serde_json::Map::new();
-        for (fam, a) in [("inet", 0), ("inet6", 1)] {
-            for (dir, d) in [("in", 0), ("out", 1)] {
-                for (act, b) in [("pass", 0), ("block", 1)] {
-                    counters.insert(
-                        format!("{fam}_{dir}_{act}"),
-                        json!({"packets": st.packets[a][d][b], "bytes": st.bytes[a][d][b]}),
-                    );
-                }
-            }
-        }
-        let sum = |what: &[[[u64; 2]; 2]; 2], d: usize| -> u64 {
-            (0..2).map(|a| what[a][d][0] + what[a][d][1]).sum()
-        };
-        v.push(json!({
-            "name": i.name,
-            "port": i.port.and_then(|p| cfg.ports.get(p)).map(|p| p.name.clone()),
-            "vlan": i.vlan,
-            "bridge": i.bridge,
-            "members": i.members.iter().filter_map(|m| cfg.ifaces.get(*m)).map(|m| m.name.clone()).collect::<Vec<_>>(),
-            "addresses": i.addresses.iter().map(|p| format!("{}/{}", p.ip, p.bits)).collect::<Vec<_>>(),
-            "groups": host.get(ix).map(|h| h.groups.clone()).unwrap_or_default(),
-            "mac": dp.mac(ix).map(|m| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")),
-            "packets_in": sum(&st.packets, 0),
-            "packets_out": sum(&st.packets, 1),
-            "bytes_in": sum(&st.bytes, 0),
-            "bytes_out": sum(&st.bytes, 1),
-            "errors": st.errors,
-            "counters": counters,
-        }));
-    }
-    v
-}
-
 fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
-    let list = interfaces_data(sh);
+    let list = snapshot::interfaces(sh);
     let mut text = String::new();
     for i in &list {
-        let groups: Vec<&str> = i["groups"]
-            .as_array()
-            .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
-        let addrs: Vec<&str> = i["addresses"]
-            .as_array()
-            .map(|g| g.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
         text += &format!(
             "{}{}{}{}\n",
-            i["name"].as_str().unwrap_or(""),
-            match (i["port"].as_str(), i["vlan"].as_u64()) {
+            i.name,
+            match (&i.port, i.vlan) {
                 (Some(p), Some(v)) => format!(" (port {p} vlan {v})"),
                 (Some(p), None) => format!(" (port {p})"),
                 _ => " (bridge)".into(),
             },
-            if addrs.is_empty() {
+            if i.addresses.is_empty() {
                 String::new()
             } else {
-                format!(" {}", addrs.join(" "))
+                format!(" {}", i.addresses.join(" "))
             },
-            if groups.is_empty() {
+            if i.groups.is_empty() {
                 String::new()
             } else {
-                format!(" groups: {}", groups.join(" "))
+                format!(" groups: {}", i.groups.join(" "))
             }
         );
-        if let Some(m) = i["mac"].as_str() {
+        if let Some(m) = &i.mac {
             text += &format!("\tlladdr {m} (what ARP and NDP answers carry)\n");
         }
         if verbose {
-            for fam in ["inet", "inet6"] {
-                for dir in ["in", "out"] {
-                    for act in ["pass", "block"] {
-                        let c = &i["counters"][format!("{fam}_{dir}_{act}")];
+            for (fam, _) in snapshot::FAMILIES {
+                for (dir, _) in snapshot::DIRS {
+                    for (act, _) in snapshot::ACTIONS {
+                        let c = i
+                            .counters
+                            .get(&format!("{fam}_{dir}_{act}"))
+                            .copied()
+                            .unwrap_or_default();
                         text += &format!(
                             "\t{}{}/{}:{}[ Packets: {:<18} Bytes: {:<18} ]\n",
                             if dir == "in" { "In" } else { "Out" },
@@ -615,16 +513,16 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
                             } else {
                                 " "
                             },
-                            c["packets"].as_u64().unwrap_or(0),
-                            c["bytes"].as_u64().unwrap_or(0)
+                            c.packets,
+                            c.bytes
                         );
                     }
                 }
             }
-            text += &format!("\tErrors: {}\n", i["errors"]);
+            text += &format!("\tErrors: {}\n", i.errors);
         }
     }
-    done(text, Value::Array(list))
+    done(text, json!(list))
 }
 
 fn show_tables(sh: &Shared, verbose: bool) -> Value {
@@ -965,7 +863,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             }
             let n = out.config.main.rules.len();
             msgs.extend(out.unenforced_warnings(file));
-            msgs.extend(crate::run::unknown_interfaces(&out.config, &sh.host));
+            msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
             // Compiled outside the data-plane lock; swapped in atomically.
             let engine = sh.dp().filter.engine_arc();
             engine.load_anchor(name, &out.config.main);
@@ -1034,92 +932,5 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
     done(
         format!("killed {} states\n", ids.len()),
         json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
-    )
-}
-
-/// One pflog record (header and packet) as one line, the way
-/// `tcpdump -n -e` prints pflog: rule, action, direction, interface, flow.
-pub fn log_line(rec: &[u8]) -> String {
-    use palisade_wire::pflog::{action, PflogHeader};
-    let Some((h, n)) = PflogHeader::parse(rec) else {
-        return "(unreadable pflog record)".into();
-    };
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = ts.as_secs() % 86400;
-    let rule = if h.rulenr == u32::MAX {
-        "-1".to_string()
-    } else if h.ruleset.is_empty() {
-        h.rulenr.to_string()
-    } else {
-        format!("{}.{}", h.rulenr, h.ruleset)
-    };
-    let sub = if h.subrulenr == u32::MAX {
-        "0".to_string()
-    } else {
-        h.subrulenr.to_string()
-    };
-    let reason = Reason::from_code(h.reason).map_or("?", Reason::name);
-    let act = match h.action {
-        action::PASS => "pass",
-        action::DROP => "block",
-        action::MATCH => "match",
-        _ => "other",
-    };
-    let dir = if h.dir == 2 { "out" } else { "in" };
-    let pkt = &rec[n.min(rec.len())..];
-    let what = match palisade_wire::parse_ip(pkt) {
-        Err(_) => format!("malformed packet, {} bytes", pkt.len()),
-        Ok(i) => match i.l4 {
-            palisade_wire::L4::Tcp {
-                sport,
-                dport,
-                flags,
-                ..
-            } => {
-                let mut f = String::new();
-                for (bit, c) in [
-                    (0x02, 'S'),
-                    (0x01, 'F'),
-                    (0x04, 'R'),
-                    (0x08, 'P'),
-                    (0x10, '.'),
-                ] {
-                    if flags & bit != 0 {
-                        f.push(c);
-                    }
-                }
-                format!(
-                    "{}.{sport} > {}.{dport}: Flags [{f}], length {}",
-                    i.src, i.dst, i.len
-                )
-            }
-            palisade_wire::L4::Udp { sport, dport } => {
-                format!(
-                    "{}.{sport} > {}.{dport}: UDP, length {}",
-                    i.src, i.dst, i.len
-                )
-            }
-            palisade_wire::L4::Icmp { ty, code, .. } => {
-                format!(
-                    "{} > {}: ICMP type {ty} code {code}, length {}",
-                    i.src, i.dst, i.len
-                )
-            }
-            palisade_wire::L4::Icmp6 { ty, code, .. } => {
-                format!(
-                    "{} > {}: ICMP6 type {ty} code {code}, length {}",
-                    i.src, i.dst, i.len
-                )
-            }
-            palisade_wire::L4::None => format!("{} > {}: length {}", i.src, i.dst, i.len),
-        },
-    };
-    format!(
-        "{}.{:06} rule {rule}/{sub}({reason}): {act} {dir} on {}: {what}",
-        hms(secs),
-        ts.subsec_micros(),
-        h.ifname
     )
 }

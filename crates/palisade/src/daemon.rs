@@ -1,0 +1,116 @@
+//! The daemon's shared state: the data plane (one lock), the host
+//! interface, the clock, what reloads need, and the `log --follow`
+//! clients; and the flags the signal handlers set. Everything the
+//! threads share is here; `run` starts and stops the threads.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use palisade_conf::host::HostModel;
+use palisade_net::afpacket::Port;
+use palisade_net::dataplane::Dataplane;
+use palisade_net::tap::Tap;
+
+/// Set by SIGTERM and SIGINT: every thread stops.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by SIGHUP: the reload thread reads pf.conf again.
+pub static RELOAD: AtomicBool = AtomicBool::new(false);
+
+pub extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub extern "C" fn on_hup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// Is the daemon stopping?
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// What the workers share: the data plane (one lock per batch of frames),
+/// the host interface and the clock.
+pub struct Shared {
+    pub(crate) dp: Mutex<Dataplane>,
+    pub(crate) tap: Option<Tap>,
+    pub(crate) host_port: usize,
+    pub start: Instant,
+    /// For reloads: the pf.conf, the host model it is read against, and
+    /// the `set` options in force.
+    pub pf_path: PathBuf,
+    pub host: HostModel,
+    pub options: String,
+    /// `set limit` as configured (for `show limits`).
+    pub limits: Vec<(String, u32)>,
+    /// `palisade log --follow` clients: one line per logged packet each.
+    pub(crate) followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
+    /// A pflog file is written (logging stays on without followers).
+    pub(crate) pflog_file: bool,
+}
+
+impl Shared {
+    /// Send what the data plane produced: per port in one batch (frames
+    /// of a port keep their order), the host interface frame by frame.
+    pub(crate) fn send(&self, ports: &[Port], outs: Vec<(usize, Vec<u8>)>) {
+        for (i, port) in ports.iter().enumerate() {
+            let batch: Vec<&[u8]> = outs
+                .iter()
+                .filter(|(p, _)| *p == i)
+                .map(|(_, f)| f.as_slice())
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            if let (_, Some(e)) = port.send_batch(&batch) {
+                tracing::warn!("send on {}: {e}", port.name);
+            }
+        }
+        if let Some(t) = &self.tap {
+            for (_, f) in outs.iter().filter(|(p, _)| *p >= ports.len()) {
+                if let Err(e) = t.send(f) {
+                    tracing::warn!("send on the host interface: {e}");
+                }
+            }
+        }
+    }
+
+    /// A new `log --follow` client.
+    pub(crate) fn follow(&self) -> std::sync::mpsc::Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        f.push(tx);
+        self.dp().set_logging(true);
+        rx
+    }
+
+    /// Give logged packets to the followers (a slow one loses lines; a
+    /// gone one is dropped, and logging stops with the last of them unless
+    /// a pflog file is written).
+    pub(crate) fn to_followers(&self, recs: &[Vec<u8>]) {
+        let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_empty() {
+            return;
+        }
+        let lines: Vec<String> = recs.iter().map(|r| crate::logline::log_line(r)).collect();
+        f.retain(|tx| {
+            lines.iter().all(|l| {
+                !matches!(
+                    tx.try_send(l.clone()),
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_))
+                )
+            })
+        });
+        if f.is_empty() && !self.pflog_file {
+            self.dp().set_logging(false);
+        }
+    }
+
+    pub fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {
+        // A worker that panicked holding the lock leaves the data plane as
+        // it was between two frames; keep going.
+        self.dp.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

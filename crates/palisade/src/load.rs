@@ -1,0 +1,97 @@
+//! Reading the daemon's configuration: palisade.toml and its pf.conf,
+//! checked completely before anything is touched, and the facts about the
+//! machine the configuration needs (port MAC addresses).
+
+use std::path::Path;
+
+use palisade_conf::host::HostModel;
+use palisade_conf::{parse_input, Input, ParseOptions};
+use palisade_net::afpacket;
+use palisade_net::config::Config;
+use palisade_net::dataplane::Mac;
+
+/// Read and check the daemon's configuration and its pf.conf; errors name
+/// the file, the line and the problem. Nothing is touched.
+pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
+    let text = palisade_conf::files::read_text(path, palisade_conf::files::CONFIG)
+        .map_err(|e| e.message(&path.display().to_string()))?;
+    let cfg =
+        Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
+    let mut host = crate::sysmodel::from_system();
+    host.interfaces = cfg.host_interfaces();
+    let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
+    let opts = ParseOptions {
+        host: host.clone(),
+        ..Default::default()
+    };
+    let out = parse_input(Input::File(&pf), &opts);
+    if out.errors > 0 {
+        return Err(out.stderr.join("\n"));
+    }
+    // A `set fingerprints` file must read and parse before anything starts.
+    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)
+        .map_err(|e| e.to_string())?;
+    let unenforced = out.unenforced_warnings(&pf.display().to_string());
+    for w in out
+        .stderr
+        .iter()
+        .chain(&unenforced)
+        .chain(&unknown_interfaces(&out.config, &host))
+    {
+        eprintln!("{w}");
+    }
+    Ok((cfg, out.config, host))
+}
+
+/// Warnings for interface names in rules (`on`, `received-on`) that no
+/// interface or group of palisade.toml has. On OpenBSD an unknown name may
+/// be an interface that appears later; here the interfaces are exactly
+/// those palisade.toml defines, so such rules can never match.
+pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> Vec<String> {
+    fn walk(
+        rs: &palisade_conf::ir::Ruleset,
+        known: &dyn Fn(&str) -> bool,
+        out: &mut Vec<String>,
+        seen: &mut std::collections::HashSet<(String, u32, String)>,
+    ) {
+        for r in &rs.rules {
+            for (_, name) in [&r.ifname, &r.received_on].into_iter().flatten() {
+                if !known(name) && seen.insert((r.file.clone(), r.line, name.clone())) {
+                    out.push(format!(
+                        "{}:{}: warning: no interface or group '{name}' in palisade.toml: this rule never matches on it",
+                        r.file, r.line
+                    ));
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, known, out, seen);
+            }
+        }
+    }
+    let known = |n: &str| {
+        n == "any"
+            || host
+                .interfaces
+                .iter()
+                .any(|i| i.name == n || i.groups.iter().any(|g| g == n))
+    };
+    let mut out = Vec::new();
+    let mut seen = Default::default();
+    walk(&pf.main, &known, &mut out, &mut seen);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &known, &mut out, &mut seen);
+    }
+    out
+}
+
+pub fn port_mac(name: &str) -> Result<Mac, String> {
+    let t = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .map_err(|e| format!("port '{name}': cannot read its address: {e}"))?;
+    let b: Vec<u8> = t
+        .trim()
+        .split(':')
+        .filter_map(|x| u8::from_str_radix(x, 16).ok())
+        .collect();
+    b.try_into()
+        .map_err(|_| format!("port '{name}': not an Ethernet interface"))
+}

@@ -1,0 +1,313 @@
+//! The workers: each has its own socket on every port (in the port's
+//! fanout group) and processes frames a batch at a time under the data
+//! plane's lock; worker 0 also serves the host interface, the timers, the
+//! ports' health and the pflog file.
+
+use std::path::{Path, PathBuf};
+
+use palisade_net::afpacket::{self, Port};
+
+use crate::daemon::{stopping, Shared};
+use crate::isolation::Isolation;
+use crate::load::port_mac;
+
+/// Logged packets to a pcap file (DLT_PFLOG, what tcpdump -r reads),
+/// rotated by size: the full file becomes FILE.0 (replacing the older).
+pub struct PflogFile {
+    path: PathBuf,
+    max: u64,
+    written: u64,
+    w: Option<pcap_file::pcap::PcapWriter<std::fs::File>>,
+}
+
+impl PflogFile {
+    pub fn open(path: &Path, max: u64) -> Result<PflogFile, String> {
+        let mut f = PflogFile {
+            path: path.to_path_buf(),
+            max,
+            written: 0,
+            w: None,
+        };
+        f.start()?;
+        Ok(f)
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        if let Some(d) = self.path.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        let file = std::fs::File::create(&self.path)
+            .map_err(|e| format!("pflog {}: {e}", self.path.display()))?;
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::PFLOG,
+            ..Default::default()
+        };
+        self.w = Some(
+            pcap_file::pcap::PcapWriter::with_header(file, header)
+                .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
+        );
+        self.written = 24;
+        Ok(())
+    }
+
+    fn write(&mut self, recs: Vec<Vec<u8>>) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        for r in recs {
+            if self.written + r.len() as u64 + 16 > self.max {
+                let mut old = self.path.clone().into_os_string();
+                old.push(".0");
+                self.w = None;
+                let _ = std::fs::rename(&self.path, &old);
+                if let Err(e) = self.start() {
+                    tracing::error!("{e}");
+                    return;
+                }
+            }
+            if let Some(w) = self.w.as_mut() {
+                let p = pcap_file::pcap::PcapPacket::new(ts, r.len() as u32, &r);
+                if let Err(e) = w.write_packet(&p) {
+                    tracing::error!("pflog {}: {e}", self.path.display());
+                    return;
+                }
+                self.written += r.len() as u64 + 16;
+            }
+        }
+        // (PcapWriter writes straight to the file: nothing to flush.)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Health {
+    Up,
+    Down,
+    /// The interface no longer exists.
+    Gone,
+    /// An interface of that name exists again, not the one we opened.
+    Replaced,
+}
+
+fn check_port(p: &Port) -> Health {
+    match afpacket::ifindex(&p.name) {
+        Err(_) => Health::Gone,
+        Ok(ix) if ix != p.ifindex => Health::Replaced,
+        Ok(_) => {
+            let state = std::fs::read_to_string(format!("/sys/class/net/{}/operstate", p.name))
+                .unwrap_or_default();
+            match state.trim() {
+                "down" | "lowerlayerdown" | "notpresent" => Health::Down,
+                _ => Health::Up,
+            }
+        }
+    }
+}
+
+pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, String> {
+    let mut ports = Vec::new();
+    for n in names {
+        let p = Port::open(n).map_err(|e| format!("port '{n}': {e}"))?;
+        // One group per interface, the same in every worker; a port that is
+        // created again gets a new index, so a fresh group (the old one may
+        // still hold the sockets of the vanished interface).
+        if let Some(g) = fanout {
+            p.join_fanout(g.wrapping_add(p.ifindex as u16))
+                .map_err(|e| format!("port '{n}': PACKET_FANOUT: {e}"))?;
+        }
+        ports.push(p);
+    }
+    Ok(ports)
+}
+
+/// One worker: its own socket on every port (in the port's fanout group),
+/// frames processed a batch at a time under the data plane's lock, sent
+/// after it is released. Worker 0 also serves the host interface, the
+/// timers and the ports' health.
+pub fn worker(
+    id: usize,
+    sh: &Shared,
+    mut ports: Vec<Port>,
+    fanout: Option<u16>,
+    mut isolation: Option<&mut Isolation>,
+    mut pflog: Option<PflogFile>,
+) {
+    let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
+    if id == 0 {
+        if let Some(t) = &sh.tap {
+            fds.push(t.fd());
+        }
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut last_tick = 0;
+    let mut health = vec![Health::Up; ports.len()];
+    let mut pulse = crate::notify::Pulse::new();
+    while !stopping() {
+        if id == 0 {
+            pulse.beat(sh);
+        }
+        let errs = match afpacket::wait_fds(&fds, 100) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("poll: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                Vec::new()
+            }
+        };
+        let now = sh.start.elapsed().as_millis() as u64;
+        for i in errs.into_iter().filter(|&i| i < ports.len()) {
+            if let Some(e) = ports[i].take_error() {
+                if id == 0 && health[i] == Health::Up {
+                    tracing::error!("port '{}': {e}", ports[i].name);
+                }
+            }
+        }
+        for i in 0..ports.len() {
+            // Frames are handled as they come out of the ring and sent in
+            // chunks: little memory in flight, one lock per frame.
+            let mut outs = Vec::new();
+            ports[i].recv_batch(|frame| {
+                let o = sh.dp().input(i, frame, now);
+                outs.extend(o);
+                if outs.len() >= 64 {
+                    sh.send(&ports, std::mem::take(&mut outs));
+                }
+            });
+            sh.send(&ports, outs);
+        }
+        if id == 0 {
+            if let Some(t) = &sh.tap {
+                let mut frames = Vec::new();
+                t.recv_all(&mut buf, |frame| frames.push(frame.to_vec()));
+                if !frames.is_empty() {
+                    let mut outs = Vec::new();
+                    {
+                        let mut dp = sh.dp();
+                        for f in &frames {
+                            outs.extend(dp.input(sh.host_port, f, now));
+                        }
+                    }
+                    sh.send(&ports, outs);
+                }
+            }
+        }
+        if id == 0 {
+            let recs = sh.dp().take_log();
+            if !recs.is_empty() {
+                sh.to_followers(&recs);
+                if let Some(p) = pflog.as_mut() {
+                    p.write(recs);
+                }
+            }
+        }
+        if now < last_tick + 1000 {
+            continue;
+        }
+        last_tick = now;
+        if id == 0 {
+            let outs = sh.dp().tick(now);
+            sh.send(&ports, outs);
+        }
+        // Ports that went down or away, and their return. Every worker
+        // reopens its own sockets; worker 0 reports and re-announces.
+        let mut announce = false;
+        for i in 0..ports.len() {
+            let name = ports[i].name.clone();
+            let h = check_port(&ports[i]);
+            match (health[i], h) {
+                (a, b) if a == b && b != Health::Replaced => {}
+                (_, Health::Gone) if id == 0 => {
+                    tracing::warn!("port '{name}' is gone; waiting for it to come back")
+                }
+                (_, Health::Down) if id == 0 => tracing::warn!("port '{name}': link down"),
+                (_, Health::Replaced) => {
+                    let reopened = open_ports(std::slice::from_ref(&name), fanout);
+                    match (reopened, port_mac(&name)) {
+                        (Ok(mut p), Ok(mac)) => {
+                            let p = p.remove(0);
+                            fds[i] = p.fd();
+                            ports[i] = p;
+                            if id == 0 {
+                                tracing::info!("port '{name}' is back");
+                                sh.dp()
+                                    .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
+                                if let Some(iso) = isolation.as_deref_mut() {
+                                    if let Err(e) = iso.add_ports(std::slice::from_ref(&name)) {
+                                        tracing::error!("port '{name}': {e}");
+                                    }
+                                }
+                                announce = true;
+                            }
+                            health[i] = Health::Up;
+                            continue;
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            if id == 0 && health[i] != Health::Replaced {
+                                tracing::error!("port '{name}' is back but cannot be opened: {e}");
+                            }
+                        }
+                    }
+                }
+                (_, Health::Up) if id == 0 => {
+                    tracing::info!("port '{name}': link up");
+                    announce = true;
+                }
+                _ => {}
+            }
+            health[i] = h;
+        }
+        if announce {
+            let outs = sh.dp().start(now);
+            sh.send(&ports, outs);
+        }
+    }
+}
+
+/// A random seed for the data plane (pf's translation ports, sequence
+/// numbers): from the kernel (getrandom), or the clock if that fails.
+pub fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most the 8 bytes we pass.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    if n == 8 {
+        u64::from_ne_bytes(b)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PflogFile;
+
+    fn packets(p: &std::path::Path) -> usize {
+        let f = std::fs::File::open(p).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        assert_eq!(r.header().datalink, pcap_file::DataLink::PFLOG);
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            p.unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn pflog_file_rotates_by_size() {
+        let d = std::env::temp_dir().join(format!("palisade-pflog-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("pflog");
+        // Room for the file header and two 100-byte records (16 + 100 each).
+        let mut f = PflogFile::open(&path, 24 + 2 * 116).unwrap();
+        f.write(vec![vec![0u8; 100]; 5]);
+        let old = d.join("pflog.0");
+        assert!(old.exists(), "rotated");
+        // 5 records: two rotations of two; the newest file holds the last one
+        // and .0 the two before it.
+        assert_eq!(packets(&path), 1);
+        assert_eq!(packets(&old), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
