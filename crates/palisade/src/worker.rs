@@ -216,9 +216,14 @@ pub fn worker(
             match (health[i], h) {
                 (a, b) if a == b && b != Health::Replaced => {}
                 (_, Health::Gone) if id == 0 => {
-                    tracing::warn!("port '{name}' is gone; waiting for it to come back")
+                    tracing::warn!("port '{name}' is gone; waiting for it to come back");
+                    // Subscribers (CARP) hear of it as a link down.
+                    let _ = sh.dp().set_link(i, false);
                 }
-                (_, Health::Down) if id == 0 => tracing::warn!("port '{name}': link down"),
+                (_, Health::Down) if id == 0 => {
+                    tracing::warn!("port '{name}': link down");
+                    let _ = sh.dp().set_link(i, false);
+                }
                 (_, Health::Replaced) => {
                     let reopened = open_ports(std::slice::from_ref(&name), fanout);
                     match (reopened, port_mac(&name)) {
@@ -228,6 +233,7 @@ pub fn worker(
                             ports[i] = p;
                             if id == 0 {
                                 tracing::info!("port '{name}' is back");
+                                let _ = sh.dp().set_link(i, true);
                                 sh.dp()
                                     .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
                                 if let Some(iso) = isolation.as_deref_mut() {
@@ -249,6 +255,7 @@ pub fn worker(
                 }
                 (_, Health::Up) if id == 0 => {
                     tracing::info!("port '{name}': link up");
+                    let _ = sh.dp().set_link(i, true);
                     announce = true;
                 }
                 _ => {}
