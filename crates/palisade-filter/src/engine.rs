@@ -269,6 +269,8 @@ pub struct LegacyHit {
 #[derive(Clone, Debug, Default)]
 struct CRuleset {
     path: String,
+    /// Some rule (here or in an inline anchor) matches on `os`.
+    uses_os: bool,
     rules: Vec<CRule>,
     index: Index,
     legacy: Vec<LRule>,
@@ -295,6 +297,16 @@ pub struct Runtime {
     anchors_use_os: std::sync::atomic::AtomicBool,
 }
 
+impl Runtime {
+    /// Does a loaded anchor match on `os` (SYNs must be fingerprinted)?
+    fn recount_os(&self, anchors: &BTreeMap<String, Arc<CRuleset>>) {
+        self.anchors_use_os.store(
+            anchors.values().any(|a| a.uses_os),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
 /// The packet filter's ruleset, compiled and immutable, over the run-time
 /// tables and anchors it shares with its predecessors and successors.
 pub struct Engine {
@@ -312,7 +324,7 @@ pub struct Engine {
 pub struct Successor {
     engine: Engine,
     tables: TableSet,
-    anchors: Vec<(String, Arc<CRuleset>, bool)>,
+    anchors: Vec<(String, Arc<CRuleset>)>,
 }
 
 impl Successor {
@@ -337,14 +349,11 @@ impl Successor {
             for old in std::mem::take(&mut *from) {
                 a.remove(&old);
             }
-            for (p, c, os) in self.anchors {
-                if os {
-                    rt.anchors_use_os
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+            for (p, c) in self.anchors {
                 a.insert(p.clone(), c);
                 from.insert(p);
             }
+            rt.recount_os(&a);
         }
         Arc::new(self.engine)
     }
@@ -404,7 +413,7 @@ impl Engine {
             .map(|la| {
                 let p = la.name.trim_start_matches('/').to_string();
                 let c = Arc::new(compile(&la.ruleset, &p, &host));
-                (p, c, uses_os(&la.ruleset))
+                (p, c)
             })
             .collect();
         Successor {
@@ -480,11 +489,6 @@ impl Engine {
     /// atomically; the rest of the ruleset is untouched and packets being
     /// evaluated keep the rules they started with.
     pub fn load_anchor(&self, path: &str, rules: &Ruleset) {
-        if uses_os(rules) {
-            self.runtime
-                .anchors_use_os
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         let p = path.trim_start_matches('/').to_string();
         let c = Arc::new(compile(rules, &p, &self.host));
         let mut from = self
@@ -493,11 +497,13 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         from.remove(&p);
-        self.runtime
+        let mut a = self
+            .runtime
             .anchors
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(p, c);
+            .unwrap_or_else(|e| e.into_inner());
+        a.insert(p, c);
+        self.runtime.recount_os(&a);
     }
 
     /// Remove an anchor's rules; returns whether it had been loaded at run
@@ -510,13 +516,13 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(p);
-        let had = self
+        let mut a = self
             .runtime
             .anchors
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(p)
-            .is_some();
+            .unwrap_or_else(|e| e.into_inner());
+        let had = a.remove(p).is_some();
+        self.runtime.recount_os(&a);
         had && !from_config
     }
 
@@ -1139,6 +1145,7 @@ fn called_path(parent: &str, nr: usize, name: Option<&str>) -> String {
 fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
     let mut out = CRuleset {
         path: path.to_string(),
+        uses_os: uses_os(rs),
         rules: Vec::new(),
         index: Index::default(),
         legacy: Vec::new(),

@@ -552,3 +552,50 @@ fn expiry_walks_the_table_in_slices() {
     }
     assert_eq!(a.states.len(), 0);
 }
+
+#[test]
+fn a_peers_state_that_comes_back_is_not_deleted_by_a_stale_event() {
+    let (mut a, mut b) = pair();
+    b.states.set_events(true);
+    let mut syn = tcp("198.18.5.5", "198.51.100.5", 40000, 80, 1000, 0, SYN, b"");
+    let id = a.process(&mut syn, "wan", Out, 0).state_id.unwrap();
+    let rec = a.export_state(id, 0).unwrap();
+    b.import_state(&rec, 0).unwrap();
+    // The copy expires on b (its delete is pending), then a sends it again.
+    assert!(b.states.remove(id).is_some());
+    assert_eq!(b.states.pending_events(), 1);
+    b.import_state(&rec, 1).unwrap();
+    assert!(
+        b.states.drain_events(2, 10).is_empty(),
+        "no delete of a state b holds again"
+    );
+}
+
+#[test]
+fn odd_records_are_refused_or_bounded() {
+    let (mut a, mut b) = pair();
+    let mut syn = tcp("198.18.5.5", "198.51.100.5", 40000, 80, 1000, 0, SYN, b"");
+    let id = a.process(&mut syn, "wan", Out, 0).state_id.unwrap();
+    let rec = a.export_state(id, 0).unwrap();
+    let mut zero = rec.clone();
+    zero.id = 0;
+    assert!(matches!(
+        b.import_state(&zero, 0),
+        Err(ImportError::Invalid(_))
+    ));
+    // "Never" from a peer: bounded, no overflow.
+    let mut never = rec.clone();
+    never.expire_ms = u64::MAX;
+    b.import_state(&never, 5).unwrap();
+    let s = b.states.get(id).unwrap();
+    assert!(b.states.expires_ms(s) <= 5 + 7 * 24 * 3600 * 1000);
+    // A rule this ruleset does not have: the state has none.
+    let (_, mut c) = pair();
+    let mut unknown = rec.clone();
+    unknown.rule = Some(palisade_filter::RuleRef {
+        anchor: "nowhere".into(),
+        nr: 99,
+    });
+    c.import_state(&unknown, 0).unwrap();
+    assert_eq!(c.states.rule_of(c.states.get(id).unwrap()), None);
+}

@@ -126,6 +126,9 @@ pub(super) enum Pending {
     Insert,
     Update,
     Delete,
+    /// Deleted, then a new state took the same id (a reused slot): both
+    /// are sent, in that order.
+    DeleteInsert,
 }
 
 /// The pending events: one per state, in the order states first changed.
@@ -137,6 +140,10 @@ pub(super) struct EventQueue {
     pub(super) dropped: u64,
     pub(super) overflowed: bool,
 }
+
+/// The longest expiry taken from a peer (a week): larger values (or a
+/// peer's "never") are cut to it.
+const MAX_EXPIRE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Pending events kept at most, by default.
 pub const DEFAULT_EVENT_LIMIT: usize = 1 << 16;
@@ -163,6 +170,9 @@ impl EventQueue {
                 (Pending::Insert, Pending::Delete) => {
                     self.pending.remove(&sid);
                 }
+                (Pending::Delete, Pending::Insert) => *p = Pending::DeleteInsert,
+                (Pending::DeleteInsert, Pending::Update) => {}
+                (Pending::DeleteInsert, Pending::Delete) => *p = Pending::Delete,
                 (_, k) => *p = k,
             }
             return;
@@ -185,6 +195,11 @@ impl EventQueue {
 
     pub(super) fn len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Forget what is pending for a state (a peer's news replaced it).
+    pub(super) fn forget(&mut self, sid: &StateId) {
+        self.pending.remove(sid);
     }
 
     fn pop(&mut self) -> Option<(StateId, Pending)> {
@@ -258,7 +273,9 @@ impl StateTable {
     pub fn set_events(&mut self, on: bool) {
         self.events_enabled = on;
         if !on {
-            self.events = EventQueue::default();
+            // Forget what is pending; keep the limit and the counts.
+            self.events.order.clear();
+            self.events.pending.clear();
         }
     }
 
@@ -297,7 +314,14 @@ impl StateTable {
             };
             let current = self.get(sid.id).filter(|s| s.creator == sid.creator);
             match (kind, current) {
-                (Pending::Delete, _) => out.push(StateEvent::Delete(sid)),
+                // The state is back (a peer sent it again): no delete.
+                (Pending::Delete, Some(_)) => {}
+                (Pending::Delete, None) => out.push(StateEvent::Delete(sid)),
+                (Pending::DeleteInsert, Some(s)) => {
+                    out.push(StateEvent::Delete(sid));
+                    out.push(StateEvent::Insert(Box::new(self.record(s, now_ms))));
+                }
+                (Pending::DeleteInsert, None) => out.push(StateEvent::Delete(sid)),
                 (Pending::Insert, Some(s)) => {
                     out.push(StateEvent::Insert(Box::new(self.record(s, now_ms))))
                 }
@@ -388,6 +412,9 @@ impl StateTable {
         if rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator {
             return Err(ImportError::OwnId);
         }
+        if rec.id == 0 {
+            return Err(ImportError::Invalid("state id 0"));
+        }
         if rec.wire.proto != rec.stack.proto {
             return Err(ImportError::Invalid("the keys' protocols differ"));
         }
@@ -419,8 +446,12 @@ impl StateTable {
         }
         let (key, translated) = rec.keys();
         let iface = self.intern_iface(&rec.iface);
+        // A rule this ruleset lacks: none, as pf's default rule.
+        let rule_id = match (&rule, &rec.rule) {
+            (Some(_), Some(r)) => Some(self.intern_rule(r)),
+            _ => None,
+        };
         let (opts, stats) = rule.unwrap_or((None, None));
-        let rule_id = rec.rule.as_ref().map(|r| self.intern_rule(r));
         let os = rec.os.as_deref().map_or(0, |n| self.intern_os(n));
         let ext = StateExt {
             seqdiff: rec.seqdiff,
@@ -446,8 +477,11 @@ impl StateTable {
             keep: rec.keep,
             opts,
             created_ms: now_ms.saturating_sub(rec.age_ms),
-            // Expires `expire_ms` from now under the unscaled timeout.
-            last_ms: (now_ms + rec.expire_ms).saturating_sub(base_ms),
+            // Expires `expire_ms` from now under the unscaled timeout (as
+            // OpenBSD's pfsync reads it).
+            last_ms: now_ms
+                .saturating_add(rec.expire_ms.min(MAX_EXPIRE_MS))
+                .saturating_sub(base_ms),
             timeout: rec.timeout,
             packets: rec.packets,
             bytes: rec.bytes,
@@ -469,6 +503,12 @@ impl StateTable {
         }
         let slot = self.store(s, &wire, &stack);
         self.foreign.insert(rec.id, slot);
+        // Whatever was pending for this state (its delete, if it had gone
+        // here) is replaced by the peer's news.
+        self.events.forget(&StateId {
+            id: rec.id,
+            creator: rec.creator,
+        });
         if let Some(r) = rule_id {
             *self.per_rule.entry(r).or_default() += 1;
         }
@@ -507,7 +547,9 @@ impl StateTable {
         }
         if !stale {
             s.timeout = up.timeout;
-            s.last_ms = (now_ms + up.expire_ms).saturating_sub(base_ms);
+            s.last_ms = now_ms
+                .saturating_add(up.expire_ms.min(MAX_EXPIRE_MS))
+                .saturating_sub(base_ms);
             if up.seqdiff_dst != 0 {
                 s.ext.get_or_insert_with(Default::default).seqdiff_dst = up.seqdiff_dst;
             }
