@@ -370,14 +370,9 @@ impl Filter {
         now_ms: u64,
         random: u32,
     ) -> Decision {
-        self.now_ms = now_ms;
-        if !self.skip.is_empty() && self.skip.contains(iface) {
-            // As pf: not filtered, not counted, no state.
-            let mut d = Decision::drop(Reason::Match);
-            d.action = VerdictAction::Pass;
+        if let Some(d) = self.skipped_or_tick(iface, now_ms) {
             return d;
         }
-        self.housekeeping(now_ms);
         let info = match parse_ip(ip) {
             Ok(i) => i,
             Err(m) => {
@@ -408,17 +403,27 @@ impl Filter {
         random: u32,
         received_on: Option<&str>,
     ) -> Decision {
-        self.now_ms = now_ms;
-        if !self.skip.is_empty() && self.skip.contains(iface) {
-            let mut d = Decision::drop(Reason::Match);
-            d.action = VerdictAction::Pass;
+        if let Some(d) = self.skipped_or_tick(iface, now_ms) {
             return d;
         }
-        self.housekeeping(now_ms);
         self.received_on = received_on.map(str::to_string);
         let d = self.decide(ip, info, iface, dir, now_ms, random);
         self.received_on = None;
         d
+    }
+
+    /// `set skip on` for this interface: the packet passes as pf lets it
+    /// (not filtered, not counted, no state). Otherwise the clock moves
+    /// and expiry runs.
+    fn skipped_or_tick(&mut self, iface: &str, now_ms: u64) -> Option<Decision> {
+        self.now_ms = now_ms;
+        if !self.skip.is_empty() && self.skip.contains(iface) {
+            let mut d = Decision::drop(Reason::Match);
+            d.action = VerdictAction::Pass;
+            return Some(d);
+        }
+        self.housekeeping(now_ms);
+        None
     }
 
     /// Expiry of states (a slice at a time), fragments and sticky

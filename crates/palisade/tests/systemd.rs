@@ -175,9 +175,16 @@ fn units(d: &Path, cfg: &Path) -> PathBuf {
         .replace("/usr/sbin/palisade", env!("CARGO_BIN_EXE_palisade"))
         .replace("/etc/palisade/palisade.toml", cfg.to_str().unwrap());
     std::fs::write(u.join("palisade.service"), unit).unwrap();
+    // A checkout under /tmp (the binary and these files with it) would be
+    // hidden by the unit's PrivateTmp=yes: only then is it turned off.
+    let under_tmp =
+        Path::new(env!("CARGO_BIN_EXE_palisade")).starts_with("/tmp") || d.starts_with("/tmp");
     std::fs::write(
         u.join("palisade.service.d/test.conf"),
-        "[Service]\nStandardOutput=append:/run/palisade-test.log\nStandardError=inherit\nWatchdogSec=2\n",
+        format!(
+            "[Service]\nStandardOutput=append:/run/palisade-test.log\nStandardError=inherit\nWatchdogSec=2\n{}",
+            if under_tmp { "PrivateTmp=no\n" } else { "" }
+        ),
     )
     .unwrap();
     for t in [
