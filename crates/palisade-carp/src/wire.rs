@@ -311,6 +311,25 @@ mod tests {
         );
     }
 
+    /// Found by the fuzzer: a header whose checksum field holds 0xffff
+    /// (one's-complement zero, valid) re-emits with 0x0000 (also valid).
+    #[test]
+    fn regression_checksum_zero_in_either_form() {
+        let mut b = vec![
+            0x21, 0x07, 0x21, 0x07, 0x14, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00, 0x6c, 0xb2,
+            0x37, 0x1a, 0x5b, 0x1f, 0xff, 0x24, 0x21, 0x07, 0x14, 0x02, 0x81, 0xc6, 0xf1, 0x00,
+            0xf1, 0x10, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let p = CarpPacket::new_checked(&b[..]).unwrap();
+        assert!(p.checksum_ok());
+        let r = CarpRepr::parse(&p).unwrap();
+        let out = r.to_bytes();
+        assert_eq!(&out[6..8], &[0, 0]);
+        assert!(CarpPacket::new_checked(&out[..]).unwrap().checksum_ok());
+        b[6..8].copy_from_slice(&[0, 0]);
+        assert_eq!(out, b);
+    }
+
     #[test]
     fn passphrases_are_cut_as_ifconfig_cuts_them() {
         let a = [IpAddr::from([192, 0, 2, 1])];
