@@ -56,6 +56,36 @@ struct Raw {
     pflog: Option<Spanned<String>>,
     pflog_size_mb: Option<Spanned<i64>>,
     metrics: Option<Spanned<String>>,
+    #[serde(default)]
+    carp: Vec<RawCarp>,
+    carp_options: Option<RawCarpOptions>,
+}
+
+/// A CARP interface (carp(4), ifconfig(8) `carpdev`, `vhid`, `advbase`,
+/// `advskew`, `pass`, `carppeer`).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCarp {
+    name: Spanned<String>,
+    /// The logical interface it rides on (OpenBSD's carpdev).
+    interface: Spanned<String>,
+    vhid: Spanned<i64>,
+    advbase: Option<Spanned<i64>>,
+    advskew: Option<Spanned<i64>>,
+    passphrase: Option<Spanned<String>>,
+    #[serde(default)]
+    peer: Vec<Spanned<String>>,
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCarpOptions {
+    preempt: Option<bool>,
+    split_brain_repair: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -203,6 +233,26 @@ pub enum ConfigProblem {
     PflogSize,
     #[error("metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")")]
     Metrics,
+    #[error("carp '{carp}': '{interface}' is not an interface")]
+    CarpParent { carp: String, interface: String },
+    #[error("vhid {0} out of range (1..255)")]
+    CarpVhid(i64),
+    #[error("vhid {vhid} is already used on '{interface}' by '{other}'")]
+    CarpVhidTaken {
+        vhid: u8,
+        interface: String,
+        other: String,
+    },
+    #[error("advbase {0} out of range (0..255 seconds)")]
+    CarpAdvbase(i64),
+    #[error("advskew {0} out of range (0..254)")]
+    CarpAdvskew(i64),
+    #[error("the passphrase has {0} bytes: at most 19 (ifconfig keeps 19)")]
+    CarpPassphrase(usize),
+    #[error("carp '{0}' has no address")]
+    CarpNoAddress(String),
+    #[error("'{0}' is not an address")]
+    CarpPeer(String),
 }
 
 fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
@@ -313,6 +363,32 @@ pub struct Config {
     pub pflog_size: u64,
     /// The metrics listener (HTTP, Prometheus text), off unless set.
     pub metrics: Option<std::net::SocketAddr>,
+    /// CARP interfaces (virtual hosts), and the options of all of them.
+    pub carp: Vec<CarpIface>,
+    pub carp_options: CarpOptions,
+}
+
+/// A CARP interface as palisade.toml gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarpIface {
+    pub name: String,
+    /// Index into `Config::ifaces`: the interface it rides on.
+    pub parent: usize,
+    pub vhid: u8,
+    pub advbase: u8,
+    pub advskew: u8,
+    pub passphrase: String,
+    pub peers: Vec<IpAddr>,
+    pub addresses: Vec<Prefix>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CarpOptions {
+    /// net.inet.carp.preempt (off by default, as on OpenBSD).
+    pub preempt: bool,
+    /// Beyond OpenBSD: a master that hears one it outranks answers at once.
+    pub split_brain_repair: bool,
 }
 
 fn line_of(text: &str, pos: usize) -> usize {
@@ -649,6 +725,93 @@ impl Config {
             Some(m) => *m.get_ref() as u64 * 1024 * 1024,
             None => 16 * 1024 * 1024,
         };
+        let mut carp: Vec<CarpIface> = Vec::new();
+        for c in &raw.carp {
+            names_ok(&cx, &c.name)?;
+            let name = c.name.get_ref().clone();
+            if if_ix.contains_key(&name) || carp.iter().any(|o| o.name == name) {
+                return Err(cx.err(&c.name, ConfigProblem::InterfaceTwice(name)));
+            }
+            let Some(&parent) = if_ix.get(c.interface.get_ref()) else {
+                return Err(cx.err(
+                    &c.interface,
+                    ConfigProblem::CarpParent {
+                        carp: name,
+                        interface: c.interface.get_ref().clone(),
+                    },
+                ));
+            };
+            let vhid = match *c.vhid.get_ref() {
+                v @ 1..=255 => v as u8,
+                v => return Err(cx.err(&c.vhid, ConfigProblem::CarpVhid(v))),
+            };
+            if let Some(o) = carp.iter().find(|o| o.parent == parent && o.vhid == vhid) {
+                return Err(cx.err(
+                    &c.vhid,
+                    ConfigProblem::CarpVhidTaken {
+                        vhid,
+                        interface: c.interface.get_ref().clone(),
+                        other: o.name.clone(),
+                    },
+                ));
+            }
+            let advbase = match &c.advbase {
+                Some(a) if !(0..=255).contains(a.get_ref()) => {
+                    return Err(cx.err(a, ConfigProblem::CarpAdvbase(*a.get_ref())));
+                }
+                Some(a) => *a.get_ref() as u8,
+                None => 1,
+            };
+            let advskew = match &c.advskew {
+                Some(a) if !(0..=254).contains(a.get_ref()) => {
+                    return Err(cx.err(a, ConfigProblem::CarpAdvskew(*a.get_ref())));
+                }
+                Some(a) => *a.get_ref() as u8,
+                None => 0,
+            };
+            let passphrase = match &c.passphrase {
+                Some(p) if p.get_ref().len() > 19 => {
+                    return Err(cx.err(p, ConfigProblem::CarpPassphrase(p.get_ref().len())));
+                }
+                Some(p) => p.get_ref().clone(),
+                None => String::new(),
+            };
+            let mut peers = Vec::new();
+            for p in &c.peer {
+                let ip: IpAddr = p
+                    .get_ref()
+                    .parse()
+                    .map_err(|_| cx.err(p, ConfigProblem::CarpPeer(p.get_ref().clone())))?;
+                peers.push(ip);
+            }
+            if c.addresses.is_empty() {
+                return Err(cx.err(&c.name, ConfigProblem::CarpNoAddress(name)));
+            }
+            let addresses = addrs(&cx, &c.addresses, &name)?;
+            let mut groups = Vec::new();
+            for g in &c.groups {
+                names_ok(&cx, g)?;
+                groups.push(g.get_ref().clone());
+            }
+            carp.push(CarpIface {
+                name,
+                parent,
+                vhid,
+                advbase,
+                advskew,
+                passphrase,
+                peers,
+                addresses,
+                groups,
+            });
+        }
+        let carp_options = raw
+            .carp_options
+            .as_ref()
+            .map_or_else(CarpOptions::default, |o| CarpOptions {
+                preempt: o.preempt.unwrap_or(false),
+                split_brain_repair: o.split_brain_repair.unwrap_or(false),
+            });
         let metrics = match &raw.metrics {
             Some(m) => Some(
                 m.get_ref()
@@ -668,6 +831,8 @@ impl Config {
             ports,
             ifaces,
             routes: routes.into_iter().map(|(_, r)| r).collect(),
+            carp,
+            carp_options,
         })
     }
 
@@ -726,6 +891,26 @@ impl Config {
                         .collect(),
                 }
             })
+            // CARP interfaces after the others (indices of `ifaces` stay
+            // those of the host model), in group `carp` as on OpenBSD.
+            .chain(self.carp.iter().map(|c| {
+                let mut groups = vec!["carp".to_string()];
+                groups.extend(c.groups.iter().filter(|g| *g != "carp").cloned());
+                palisade_conf::host::Interface {
+                    name: c.name.clone(),
+                    groups,
+                    loopback: false,
+                    addrs: c
+                        .addresses
+                        .iter()
+                        .map(|p| palisade_conf::host::IfAddr {
+                            ip: p.ip,
+                            bits: p.bits,
+                            peer: None,
+                        })
+                        .collect(),
+                }
+            }))
             .collect()
     }
 
@@ -868,5 +1053,100 @@ via = "203.0.113.1"
         assert!(e.contains("already interface 'wan'"), "{e}");
         let e = err(&GOOD.replace("\"192.0.2.1/24\"", "\"192.0.2.1/33\""));
         assert!(e.contains("prefix length"), "{e}");
+    }
+
+    const CARP: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[interface]]
+name = "wan"
+port = "eth0"
+addresses = ["203.0.113.2/24"]
+[[interface]]
+name = "lan"
+port = "eth1"
+addresses = ["198.18.0.2/24", "2001:db8:1::2/64"]
+[carp-options]
+preempt = true
+[[carp]]
+name = "carp0"
+interface = "wan"
+vhid = 1
+advskew = 100
+passphrase = "s3cret"
+addresses = ["203.0.113.1/24"]
+[[carp]]
+name = "carp1"
+interface = "lan"
+vhid = 2
+addresses = ["198.18.0.1/24", "2001:db8:1::1/64"]
+groups = ["inside"]
+"#;
+
+    #[test]
+    fn carp_interfaces_are_read_and_are_interfaces_of_group_carp() {
+        let c = parse(CARP).unwrap();
+        assert_eq!(c.carp.len(), 2);
+        assert_eq!(
+            (c.carp[0].vhid, c.carp[0].advbase, c.carp[0].advskew),
+            (1, 1, 100)
+        );
+        assert_eq!(c.ifaces[c.carp[1].parent].name, "lan");
+        assert!(c.carp_options.preempt && !c.carp_options.split_brain_repair);
+        let hi = c.host_interfaces();
+        let carp1 = hi.iter().find(|i| i.name == "carp1").unwrap();
+        assert_eq!(carp1.groups, ["carp", "inside"]);
+        assert_eq!(carp1.addrs.len(), 2);
+        assert_eq!(hi[0].name, "wan", "the other interfaces keep their places");
+    }
+
+    #[test]
+    fn bad_carp_interfaces_are_refused_with_their_line() {
+        let with = |from: &str, to: &str| CARP.replacen(from, to, 1);
+        for (text, line, want) in [
+            // The same vhid twice on one interface.
+            (
+                with(
+                    "interface = \"lan\"\nvhid = 2",
+                    "interface = \"wan\"\nvhid = 1",
+                ),
+                27,
+                "vhid 1 is already used on 'wan' by 'carp0'",
+            ),
+            (
+                with("advskew = 100", "advskew = 255"),
+                21,
+                "advskew 255 out of range",
+            ),
+            (
+                with(
+                    "passphrase = \"s3cret\"",
+                    "passphrase = \"01234567890123456789\"",
+                ),
+                22,
+                "the passphrase has 20 bytes: at most 19",
+            ),
+            (
+                with("interface = \"lan\"\nvhid", "interface = \"dmz\"\nvhid"),
+                26,
+                "carp 'carp1': 'dmz' is not an interface",
+            ),
+            (with("vhid = 2", "vhid = 0"), 27, "vhid 0 out of range"),
+            (
+                with(
+                    "addresses = [\"203.0.113.1/24\"]",
+                    "addresses = [\"203.0.113.2/24\"]",
+                ),
+                23,
+                "already on interface 'wan'",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+            assert!(e.to_string().contains(want), "{e}");
+        }
     }
 }

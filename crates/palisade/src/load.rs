@@ -17,6 +17,16 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .map_err(|e| e.message(&path.display().to_string()))?;
     let cfg =
         Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
+    if !cfg.carp.is_empty() {
+        // Read and checked, not run yet: say so at every load.
+        eprintln!(
+            "{}: warning: {} CARP interface(s) configured, but this version does not run CARP yet: \
+             the virtual addresses are not answered and no advertisements are sent \
+             (they are known to pf.conf as interfaces of group carp)",
+            path.display(),
+            cfg.carp.len()
+        );
+    }
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
