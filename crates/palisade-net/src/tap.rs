@@ -122,6 +122,23 @@ impl Tap {
                 }
             }
         }
+        // CARP's virtual addresses belong to the stack too: the data plane
+        // delivers traffic for them only while their virtual host is
+        // master, so the stack answers for them only then.
+        for c in &cfg.carp {
+            for p in &c.addresses {
+                let (fam, a) = if p.ip.is_ipv4() {
+                    ("-4", format!("{}/32", p.ip))
+                } else {
+                    ("-6", format!("{}/128", p.ip))
+                };
+                if p.ip.is_ipv4() {
+                    run(&[fam, "addr", "add", &a, "dev", n]);
+                } else {
+                    run(&[fam, "addr", "add", &a, "dev", n, "nodad"]);
+                }
+            }
+        }
         for r in &cfg.routes {
             nets.push(format!("{}/{}", network(&r.to), r.to.bits));
         }

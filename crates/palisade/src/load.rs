@@ -17,16 +17,6 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .map_err(|e| e.message(&path.display().to_string()))?;
     let cfg =
         Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
-    if !cfg.carp.is_empty() {
-        // Read and checked, not run yet: say so at every load.
-        eprintln!(
-            "{}: warning: {} CARP interface(s) configured, but this version does not run CARP yet: \
-             the virtual addresses are not answered and no advertisements are sent \
-             (they are known to pf.conf as interfaces of group carp)",
-            path.display(),
-            cfg.carp.len()
-        );
-    }
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
@@ -47,10 +37,44 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .iter()
         .chain(&unenforced)
         .chain(&unknown_interfaces(&out.config, &host))
+        .chain(&carp_interface_rules(&out.config, &cfg))
     {
         eprintln!("{w}");
     }
     Ok((cfg, out.config, host))
+}
+
+/// Warnings for rules that name a CARP interface (or group `carp`) with
+/// `on`: Palisade filters CARP's traffic on the parent interface, so such
+/// rules do not match it yet (on OpenBSD traffic to the virtual MAC is
+/// seen on the CARP interface). Addresses (`(carp0)`, `nat-to (carp0)`)
+/// work.
+pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec<String> {
+    fn walk(rs: &palisade_conf::ir::Ruleset, carp: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+        for r in &rs.rules {
+            if let Some((_, name)) = &r.ifname {
+                if carp(name) {
+                    out.push(format!(
+                        "{}:{}: warning: `on {name}` does not match yet: Palisade filters CARP traffic on the CARP interface's parent (use its name)",
+                        r.file, r.line
+                    ));
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, carp, out);
+            }
+        }
+    }
+    if cfg.carp.is_empty() {
+        return Vec::new();
+    }
+    let carp = |n: &str| n == "carp" || cfg.carp.iter().any(|c| c.name == n);
+    let mut out = Vec::new();
+    walk(&pf.main, &carp, &mut out);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &carp, &mut out);
+    }
+    out
 }
 
 /// Warnings for interface names in rules (`on`, `received-on`) that no

@@ -111,6 +111,8 @@ pub fn run(path: &Path) -> Result<(), String> {
     };
     let host_port = names.len();
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
+    let dp_cfg = dp.cfg.clone();
+    let mut carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
     dp.set_logging(pflog.is_some());
     if let Some((mac, _)) = &host {
         dp.set_host(host_port, *mac);
@@ -203,11 +205,19 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
-            s.spawn(move || worker(k + 1, sh, ports, fanout, None, None));
+            s.spawn(move || worker(k + 1, sh, ports, fanout, None, None, None));
         }
         // Ports open, rules compiled, control and metrics listening.
         crate::notify::ready(&sh);
-        worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
+        worker(
+            0,
+            &sh,
+            first,
+            fanout,
+            Some(&mut isolation),
+            pflog,
+            carp.as_mut(),
+        );
         crate::notify::stopping();
     });
     drop(isolation);

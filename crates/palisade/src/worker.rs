@@ -130,6 +130,7 @@ pub fn worker(
     fanout: Option<u16>,
     mut isolation: Option<&mut Isolation>,
     mut pflog: Option<PflogFile>,
+    mut carp: Option<&mut crate::carp::CarpRuntime>,
 ) {
     let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
     if id == 0 {
@@ -145,7 +146,12 @@ pub fn worker(
         if id == 0 {
             pulse.beat(sh);
         }
-        let errs = match afpacket::wait_fds(&fds, 100) {
+        // CARP's timers may be due well within the usual 100 ms.
+        let wait = carp
+            .as_deref()
+            .and_then(|c| c.timeout_ms(sh.start.elapsed().as_micros() as u64))
+            .map_or(100, |t| t.min(100)) as i32;
+        let errs = match afpacket::wait_fds(&fds, wait) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("poll: {e}");
@@ -189,6 +195,11 @@ pub fn worker(
                     sh.send(&ports, outs);
                 }
             }
+        }
+        if let Some(c) = carp.as_deref_mut() {
+            let now_us = sh.start.elapsed().as_micros() as u64;
+            let outs = c.step(&mut sh.dp(), now_us);
+            sh.send(&ports, outs);
         }
         if id == 0 {
             let recs = sh.dp().take_log();
@@ -266,6 +277,12 @@ pub fn worker(
             let outs = sh.dp().start(now);
             sh.send(&ports, outs);
         }
+    }
+    // Stopping: masters bow out, so that backups take over at once.
+    if let Some(c) = carp {
+        let now_us = sh.start.elapsed().as_micros() as u64;
+        let outs = c.shutdown(&mut sh.dp(), now_us);
+        sh.send(&ports, outs);
     }
 }
 
