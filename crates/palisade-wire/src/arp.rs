@@ -11,7 +11,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::ethernet::Mac;
+use crate::ethernet::{be16_at, mac_at, Mac};
 use crate::Error;
 
 const HTYPE_ETHERNET: u16 = 1;
@@ -98,28 +98,17 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         self.buffer
     }
 
-    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
-    fn mac_at(&self, r: std::ops::Range<usize>) -> Mac {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.buffer.as_ref()[r]);
-        m
-    }
-
     fn ipv4_at(&self, r: std::ops::Range<usize>) -> Ipv4Addr {
         let b = &self.buffer.as_ref()[r];
         Ipv4Addr::new(b[0], b[1], b[2], b[3])
     }
 
     pub fn hardware_type(&self) -> u16 {
-        self.u16_at(field::HTYPE)
+        be16_at(self.buffer.as_ref(), field::HTYPE)
     }
 
     pub fn protocol_type(&self) -> u16 {
-        self.u16_at(field::PTYPE)
+        be16_at(self.buffer.as_ref(), field::PTYPE)
     }
 
     pub fn hardware_len(&self) -> u8 {
@@ -131,11 +120,11 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     pub fn operation(&self) -> Operation {
-        Operation::from(self.u16_at(field::OPER))
+        Operation::from(be16_at(self.buffer.as_ref(), field::OPER))
     }
 
     pub fn source_hardware_addr(&self) -> Mac {
-        self.mac_at(field::SHA)
+        mac_at(self.buffer.as_ref(), field::SHA)
     }
 
     pub fn source_protocol_addr(&self) -> Ipv4Addr {
@@ -143,7 +132,7 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     }
 
     pub fn target_hardware_addr(&self) -> Mac {
-        self.mac_at(field::THA)
+        mac_at(self.buffer.as_ref(), field::THA)
     }
 
     pub fn target_protocol_addr(&self) -> Ipv4Addr {

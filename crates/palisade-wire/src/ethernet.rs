@@ -47,6 +47,18 @@ pub fn mac_string(m: &Mac) -> String {
         .join(":")
 }
 
+/// A big-endian 16-bit field of a header (the views check lengths first).
+pub(crate) fn be16_at(b: &[u8], r: std::ops::Range<usize>) -> u16 {
+    u16::from_be_bytes([b[r.start], b[r.start + 1]])
+}
+
+/// A MAC address field of a header.
+pub(crate) fn mac_at(b: &[u8], r: std::ops::Range<usize>) -> Mac {
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&b[r]);
+    m
+}
+
 /// The EtherTypes Palisade handles; others round-trip as `Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EtherType {
@@ -179,43 +191,32 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         self.buffer
     }
 
-    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
-        let b = &self.buffer.as_ref()[r];
-        u16::from_be_bytes([b[0], b[1]])
-    }
-
-    fn mac_at(&self, r: std::ops::Range<usize>) -> Mac {
-        let mut m = [0u8; 6];
-        m.copy_from_slice(&self.buffer.as_ref()[r]);
-        m
-    }
-
     pub fn dst_addr(&self) -> Mac {
-        self.mac_at(field::DESTINATION)
+        mac_at(self.buffer.as_ref(), field::DESTINATION)
     }
 
     pub fn src_addr(&self) -> Mac {
-        self.mac_at(field::SOURCE)
+        mac_at(self.buffer.as_ref(), field::SOURCE)
     }
 
     /// The type field after the addresses: the payload's EtherType, or a
     /// tag protocol identifier when the frame is tagged.
     pub fn outer_ethertype(&self) -> EtherType {
-        EtherType::from(self.u16_at(field::ETHERTYPE))
+        EtherType::from(be16_at(self.buffer.as_ref(), field::ETHERTYPE))
     }
 
     /// The first VLAN tag, if the frame has one.
     pub fn vlan(&self) -> Option<VlanTag> {
         let t = self.outer_ethertype();
         t.is_tag()
-            .then(|| VlanTag::from_tci(t, self.u16_at(field::TCI)))
+            .then(|| VlanTag::from_tci(t, be16_at(self.buffer.as_ref(), field::TCI)))
     }
 
     /// The payload's EtherType (after the first tag). A tag protocol
     /// identifier here means a second tag.
     pub fn ethertype(&self) -> EtherType {
         if self.outer_ethertype().is_tag() {
-            EtherType::from(self.u16_at(field::INNER_ETHERTYPE))
+            EtherType::from(be16_at(self.buffer.as_ref(), field::INNER_ETHERTYPE))
         } else {
             self.outer_ethertype()
         }

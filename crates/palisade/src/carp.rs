@@ -151,10 +151,18 @@ impl CarpRuntime {
         self.drain(dp, now_us)
     }
 
+    /// A CARP interface's parent and virtual MAC.
+    fn vhost(&self, carp: &str) -> Option<(usize, Mac)> {
+        self.vhosts
+            .iter()
+            .find(|v| v.0 == carp)
+            .map(|&(_, parent, mac)| (parent, mac))
+    }
+
     fn drain(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
         let mut out = Vec::new();
         while let Some(t) = self.node.poll_transmit() {
-            let Some(&(_, parent, mac)) = self.vhosts.iter().find(|v| v.0 == t.carp) else {
+            let Some((parent, mac)) = self.vhost(&t.carp) else {
                 continue;
             };
             let Some(src) = self
@@ -220,12 +228,12 @@ impl CarpRuntime {
                         to.name(),
                         reason.name()
                     );
-                    if let Some(&(_, parent, mac)) = self.vhosts.iter().find(|v| v.0 == carp) {
+                    if let Some((parent, mac)) = self.vhost(&carp) {
                         let _ = dp.set_virtual_mac(parent, mac, to == State::Master);
                     }
                 }
                 Event::Announce { carp, .. } => {
-                    if let Some(&(_, parent, mac)) = self.vhosts.iter().find(|v| v.0 == carp) {
+                    if let Some((parent, mac)) = self.vhost(&carp) {
                         if let Ok(o) = dp.announce_virtual_mac(parent, mac) {
                             out.extend(o);
                         }

@@ -94,6 +94,23 @@ pub(super) fn mask_ip(ip: IpAddr, bits: u8) -> IpAddr {
 }
 
 impl<'a> Parser<'a> {
+    /// A host word, then an optional `/BITS`: its items, or the error
+    /// reported.
+    fn host_with_mask(&mut self, text: &str) -> PResult<Vec<HostItem>> {
+        let mask = if self.accept_punct('/') {
+            Some(self.number()?)
+        } else {
+            None
+        };
+        match self.host(text, mask) {
+            Some(v) => Ok(v),
+            None => {
+                self.error("could not parse host specification");
+                Err(PErr::Reported)
+            }
+        }
+    }
+
     /// pfctl's host(): an interface (or group), an address, or a name.
     /// Errors are reported; the caller adds "could not parse host specification".
     pub(super) fn host(&mut self, s: &str, mask: Option<i64>) -> Option<Vec<HostItem>> {
@@ -349,34 +366,12 @@ impl<'a> Parser<'a> {
                         }
                     };
                 }
-                let mask = if self.accept_punct('/') {
-                    Some(self.number()?)
-                } else {
-                    None
-                };
-                match self.host(&text, mask) {
-                    Some(v) => Ok(v),
-                    None => {
-                        self.error("could not parse host specification");
-                        Err(PErr::Reported)
-                    }
-                }
+                self.host_with_mask(&text)
             }
             Tok::Number(n) => {
                 self.next();
                 let text = n.to_string();
-                let mask = if self.accept_punct('/') {
-                    Some(self.number()?)
-                } else {
-                    None
-                };
-                match self.host(&text, mask) {
-                    Some(v) => Ok(v),
-                    None => {
-                        self.error("could not parse host specification");
-                        Err(PErr::Reported)
-                    }
-                }
+                self.host_with_mask(&text)
             }
             _ => Err(PErr::Syntax),
         }
