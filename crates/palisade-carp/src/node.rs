@@ -253,6 +253,8 @@ pub struct Status {
     pub advskew: u8,
     pub demote: u8,
     pub addrs: Vec<IpAddr>,
+    /// Its interface groups besides `carp`.
+    pub groups: Vec<String>,
     /// The master last heard (BACKUP), if any.
     pub master: Option<IpAddr>,
     /// The last transition: when, from, to, why.
@@ -673,6 +675,7 @@ impl Node {
                     advskew: v.cfg.advskew,
                     demote: self.demotion(i),
                     addrs: v.cfg.addrs.clone(),
+                    groups: v.cfg.groups.clone(),
                     master: (v.state == State::Backup).then_some(v.master).flatten(),
                     last: v.last,
                     transitions: v.transitions,

@@ -86,6 +86,9 @@ struct RawCarp {
 struct RawCarpOptions {
     preempt: Option<bool>,
     split_brain_repair: Option<bool>,
+    hook: Option<Spanned<String>>,
+    hook_timeout: Option<Spanned<i64>>,
+    startup_delay: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -249,6 +252,12 @@ pub enum ConfigProblem {
     CarpAdvskew(i64),
     #[error("the passphrase has {0} bytes: at most 19 (ifconfig keeps 19)")]
     CarpPassphrase(usize),
+    #[error("carp hook '{0}': {1}")]
+    CarpHook(String, &'static str),
+    #[error("carp hook-timeout {0}: 1 to 3600 seconds")]
+    CarpHookTimeout(i64),
+    #[error("carp startup-delay {0}: 0 to 3600 seconds")]
+    CarpStartupDelay(i64),
     #[error("carp '{0}' has no address")]
     CarpNoAddress(String),
     #[error("'{0}' is not an address")]
@@ -383,13 +392,38 @@ pub struct CarpIface {
     pub groups: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CarpOptions {
     /// net.inet.carp.preempt (off by default, as on OpenBSD).
     pub preempt: bool,
     /// Beyond OpenBSD: a master that hears one it outranks answers at once.
     pub split_brain_repair: bool,
+    /// Beyond OpenBSD: a program run on every transition (to MASTER, to
+    /// BACKUP, to INIT), its environment naming the interface, vhid,
+    /// addresses and states.
+    pub hook: Option<PathBuf>,
+    /// How long the hook may run before it is killed.
+    pub hook_timeout: std::time::Duration,
+    /// Keep the boot demotion this long after the daemon is up (as
+    /// keepalived's vrrp_startup_delay; OpenBSD's rc lifts it at the end
+    /// of boot): time for routes, links and peers to settle.
+    pub startup_delay: std::time::Duration,
 }
+
+impl Default for CarpOptions {
+    fn default() -> CarpOptions {
+        CarpOptions {
+            preempt: false,
+            split_brain_repair: false,
+            hook: None,
+            hook_timeout: std::time::Duration::from_secs(DEFAULT_HOOK_TIMEOUT as u64),
+            startup_delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Seconds a CARP transition hook may run.
+pub const DEFAULT_HOOK_TIMEOUT: i64 = 30;
 
 fn line_of(text: &str, pos: usize) -> usize {
     text[..pos.min(text.len())].matches('\n').count() + 1
@@ -805,13 +839,52 @@ impl Config {
                 groups,
             });
         }
-        let carp_options = raw
-            .carp_options
-            .as_ref()
-            .map_or_else(CarpOptions::default, |o| CarpOptions {
-                preempt: o.preempt.unwrap_or(false),
-                split_brain_repair: o.split_brain_repair.unwrap_or(false),
-            });
+        let mut carp_options = CarpOptions::default();
+        if let Some(o) = &raw.carp_options {
+            carp_options.preempt = o.preempt.unwrap_or(false);
+            carp_options.split_brain_repair = o.split_brain_repair.unwrap_or(false);
+            if let Some(h) = &o.hook {
+                let path = PathBuf::from(h.get_ref());
+                if !path.is_absolute() {
+                    return Err(cx.err(
+                        h,
+                        ConfigProblem::CarpHook(h.get_ref().clone(), "not an absolute path"),
+                    ));
+                }
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => {
+                        return Err(cx.err(
+                            h,
+                            ConfigProblem::CarpHook(h.get_ref().clone(), "not a file"),
+                        ))
+                    }
+                    Err(_) => {
+                        return Err(cx.err(
+                            h,
+                            ConfigProblem::CarpHook(h.get_ref().clone(), "no such file"),
+                        ))
+                    }
+                }
+                carp_options.hook = Some(path);
+            }
+            if let Some(t) = &o.hook_timeout {
+                match *t.get_ref() {
+                    s @ 1..=3600 => {
+                        carp_options.hook_timeout = std::time::Duration::from_secs(s as u64)
+                    }
+                    s => return Err(cx.err(t, ConfigProblem::CarpHookTimeout(s))),
+                }
+            }
+            if let Some(t) = &o.startup_delay {
+                match *t.get_ref() {
+                    s @ 0..=3600 => {
+                        carp_options.startup_delay = std::time::Duration::from_secs(s as u64)
+                    }
+                    s => return Err(cx.err(t, ConfigProblem::CarpStartupDelay(s))),
+                }
+            }
+        }
         let metrics = match &raw.metrics {
             Some(m) => Some(
                 m.get_ref()
@@ -1142,6 +1215,29 @@ groups = ["inside"]
                 ),
                 23,
                 "already on interface 'wan'",
+            ),
+            (
+                with("preempt = true", "preempt = true\nhook = \"hook.sh\""),
+                17,
+                "carp hook 'hook.sh': not an absolute path",
+            ),
+            (
+                with(
+                    "preempt = true",
+                    "preempt = true\nhook = \"/nonexistent/palisade-hook\"",
+                ),
+                17,
+                "no such file",
+            ),
+            (
+                with("preempt = true", "preempt = true\nhook-timeout = 0"),
+                17,
+                "carp hook-timeout 0: 1 to 3600 seconds",
+            ),
+            (
+                with("preempt = true", "preempt = true\nstartup-delay = -1"),
+                17,
+                "carp startup-delay -1: 0 to 3600 seconds",
             ),
         ] {
             let e = parse(&text).unwrap_err();

@@ -6,15 +6,30 @@
 //! NA) or off. Link changes of a parent's port reach the core; the boot
 //! demotion is lifted once worker 0 runs (ports open, rules loaded).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use palisade_carp::{CarpConfig, Event, Node, Options, State};
+use palisade_carp::{CarpConfig, Event, Node, Options, Reject, State, Status, TransitionReason};
 use palisade_net::config::Config;
 use palisade_net::dataplane::{Dataplane, Mac, Out};
 use palisade_wire::ethernet::EtherType;
 
+/// What `carp show`, `carp group show` and the metrics read.
+pub struct CarpView {
+    pub vhosts: Vec<Status>,
+    pub groups: Vec<(String, u32)>,
+    pub rejects: Vec<(Reject, u64)>,
+    /// Transitions by (interface, new state, reason).
+    pub transitions: Vec<((String, State, TransitionReason), u64)>,
+}
+
 pub struct CarpRuntime {
     node: Node,
+    transitions: BTreeMap<(String, State, TransitionReason), u64>,
+    hook: Option<mpsc::Sender<HookJob>>,
     /// Per CARP interface: its name, its parent (logical interface index)
     /// and its virtual MAC.
     vhosts: Vec<(String, usize, Mac)>,
@@ -23,6 +38,8 @@ pub struct CarpRuntime {
     /// Each logical interface's own addresses (advertisements' sources).
     own: Vec<Vec<IpAddr>>,
     ready: bool,
+    /// The boot demotion is lifted at this time (startup-delay).
+    ready_at: u64,
 }
 
 /// The multicast MAC of an IP group (RFC 1112 6.4, RFC 2464 7).
@@ -95,26 +112,38 @@ impl CarpRuntime {
             }
             vhosts.push((c.name.clone(), c.parent, mac));
         }
+        let hook = cfg
+            .carp_options
+            .hook
+            .clone()
+            .map(|h| start_hook(h, cfg.carp_options.hook_timeout));
         Ok(Some(CarpRuntime {
             node,
+            transitions: BTreeMap::new(),
+            hook,
             vhosts,
             names,
             own,
             ready: false,
+            ready_at: now_us + cfg.carp_options.startup_delay.as_micros() as u64,
         }))
     }
 
     /// Milliseconds until the core's next deadline (rounded up).
     pub fn timeout_ms(&self, now_us: u64) -> Option<u64> {
+        let ready = (!self.ready).then_some(self.ready_at);
         self.node
             .poll_timeout()
+            .into_iter()
+            .chain(ready)
+            .min()
             .map(|t| t.saturating_sub(now_us).div_ceil(1000))
     }
 
     /// Feed what the data plane has for CARP, run the timers, and carry
     /// out what the core decided; returns the frames to send.
     pub fn step(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
-        if !self.ready {
+        if !self.ready && now_us >= self.ready_at {
             self.ready = true;
             self.node.set_ready(now_us);
         }
@@ -143,6 +172,71 @@ impl CarpRuntime {
             self.node.handle_timeout(now_us);
         }
         self.drain(dp, now_us)
+    }
+
+    /// What the commands and the metrics show.
+    pub fn view(&self) -> CarpView {
+        CarpView {
+            vhosts: self.node.status(),
+            groups: self
+                .node
+                .groups()
+                .map(|(g, c)| (g.to_string(), c))
+                .collect(),
+            rejects: self.node.rejects().collect(),
+            transitions: self
+                .transitions
+                .iter()
+                .map(|(k, n)| (k.clone(), *n))
+                .collect(),
+        }
+    }
+
+    /// `carp demote GROUP N` (negative: undemote); the group's new count.
+    /// Masters advertise the change when worker 0 next runs.
+    pub fn demote(&mut self, now_us: u64, group: &str, delta: i32) -> u32 {
+        let why = if delta >= 0 {
+            format!("carp demote {group} {delta} (by hand)")
+        } else {
+            format!("carp undemote {group} {} (by hand)", -delta)
+        };
+        self.node.demote(now_us, group, delta, &why);
+        self.node.group_demote(group).unwrap_or(0)
+    }
+
+    /// `carp group add|delete IFACE GROUP`: Err says why nothing changed.
+    pub fn set_group(
+        &mut self,
+        now_us: u64,
+        carp: &str,
+        group: &str,
+        member: bool,
+    ) -> Result<(), String> {
+        if !self.vhosts.iter().any(|v| v.0 == carp) {
+            return Err(format!("{carp}: no such CARP interface"));
+        }
+        if group == "carp" {
+            return Err(format!(
+                "{carp}: every CARP interface is in group carp (it cannot be added or removed)"
+            ));
+        }
+        if group.is_empty() || group.ends_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!(
+                "'{group}': a group's name must not be empty or end in a digit (ifconfig(8))"
+            ));
+        }
+        if self.node.set_group(now_us, carp, group, member) {
+            Ok(())
+        } else if member {
+            Err(format!("{carp} is already in group {group}"))
+        } else {
+            Err(format!("{carp} is not in group {group}"))
+        }
+    }
+
+    /// A CARP interface's virtual MAC.
+    pub fn lladdr(&self, carp: &str) -> Option<Mac> {
+        self.vhost(carp).map(|(_, mac)| mac)
     }
 
     /// Stopping: masters bow out.
@@ -228,8 +322,25 @@ impl CarpRuntime {
                         to.name(),
                         reason.name()
                     );
+                    *self
+                        .transitions
+                        .entry((carp.clone(), to, reason))
+                        .or_default() += 1;
                     if let Some((parent, mac)) = self.vhost(&carp) {
                         let _ = dp.set_virtual_mac(parent, mac, to == State::Master);
+                    }
+                    if let Some(tx) = &self.hook {
+                        let st = self.node.status();
+                        let v = st.iter().find(|s| s.name == carp);
+                        let _ = tx.send(HookJob {
+                            carp: carp.clone(),
+                            parent: v.map(|v| v.parent.clone()).unwrap_or_default(),
+                            vhid,
+                            addrs: v.map(|v| v.addrs.clone()).unwrap_or_default(),
+                            from,
+                            to,
+                            reason,
+                        });
                     }
                 }
                 Event::Announce { carp, .. } => {
@@ -260,5 +371,321 @@ impl CarpRuntime {
             }
         }
         out
+    }
+}
+
+/// One run of the transition hook.
+struct HookJob {
+    carp: String,
+    parent: String,
+    vhid: u8,
+    addrs: Vec<IpAddr>,
+    from: State,
+    to: State,
+    reason: TransitionReason,
+}
+
+/// The transition hook's thread: runs the hook once per transition, in
+/// order, each run killed (its whole process group) after `limit`.
+/// Worker 0 only queues: a slow hook never delays CARP.
+fn start_hook(path: PathBuf, limit: Duration) -> mpsc::Sender<HookJob> {
+    let (tx, rx) = mpsc::channel::<HookJob>();
+    let spawned = std::thread::Builder::new()
+        .name("carp-hook".into())
+        .spawn(move || {
+            for job in rx {
+                run_hook(&path, limit, &job);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("carp hook: no thread to run it: {e}");
+    }
+    tx
+}
+
+fn run_hook(path: &std::path::Path, limit: Duration, job: &HookJob) {
+    use std::os::unix::process::CommandExt;
+    let addrs: Vec<String> = job.addrs.iter().map(|a| a.to_string()).collect();
+    let child = std::process::Command::new(path)
+        .arg(&job.carp)
+        .arg(job.to.name())
+        .env("PALISADE_CARP_INTERFACE", &job.carp)
+        .env("PALISADE_CARP_PARENT", &job.parent)
+        .env("PALISADE_CARP_VHID", job.vhid.to_string())
+        .env("PALISADE_CARP_ADDRESSES", addrs.join(" "))
+        .env("PALISADE_CARP_STATE", job.to.name())
+        .env("PALISADE_CARP_FROM", job.from.name())
+        .env("PALISADE_CARP_REASON", job.reason.name())
+        .stdin(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("carp hook {}: cannot run it: {e}", path.display());
+            return;
+        }
+    };
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) if st.success() => {
+                tracing::info!(
+                    "carp hook {} {} {}: done in {} ms",
+                    path.display(),
+                    job.carp,
+                    job.to.name(),
+                    started.elapsed().as_millis()
+                );
+                return;
+            }
+            Ok(Some(st)) => {
+                tracing::warn!(
+                    "carp hook {} {} {}: {st}",
+                    path.display(),
+                    job.carp,
+                    job.to.name()
+                );
+                return;
+            }
+            Ok(None) if started.elapsed() >= limit => {
+                // SAFETY: signalling the hook's own process group.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                tracing::warn!(
+                    "carp hook {} {} {}: killed after {} s (hook-timeout)",
+                    path.display(),
+                    job.carp,
+                    job.to.name(),
+                    limit.as_secs()
+                );
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                tracing::error!("carp hook {}: {e}", path.display());
+                return;
+            }
+        }
+    }
+}
+
+/// The `carp` commands, answered on the control thread (holding CARP's
+/// lock only, never the data plane's); a demotion wakes worker 0 so that
+/// masters advertise it at once.
+pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_json::Value {
+    use crate::request::CarpOp;
+    use serde_json::json;
+    let Some(mut c) = sh.carp() else {
+        return json!({"ok": false, "text": "carp: no CARP interface is configured ([[carp]] in palisade.toml)\n"});
+    };
+    let now = sh.now_us();
+    match op {
+        CarpOp::Show => {
+            let v = c.view();
+            let (text, data) = show(&c, &v, now);
+            json!({"ok": true, "text": text, "data": data})
+        }
+        CarpOp::Demote { group, delta } => {
+            if group.is_empty() || group.ends_with(|c: char| c.is_ascii_digit()) {
+                return json!({"ok": false, "text": format!("carp: '{group}' is not a group (an interface group's name does not end in a digit)\n")});
+            }
+            let count = c.demote(now, group, *delta);
+            drop(c);
+            sh.wake.wake();
+            json!({"ok": true, "text": format!("{group}: carp demote count {count}\n"),
+                   "data": {"group": group, "demote": count}})
+        }
+        CarpOp::Groups(which) => {
+            let v = c.view();
+            let groups: Vec<&(String, u32)> = v
+                .groups
+                .iter()
+                .filter(|(g, _)| which.as_ref().is_none_or(|w| w == g))
+                .collect();
+            if let (Some(w), true) = (which, groups.is_empty()) {
+                return json!({"ok": false, "text": format!("carp: no group {w}\n")});
+            }
+            let text: String = groups
+                .iter()
+                .map(|(g, n)| format!("{g}: carp demote count {n}\n"))
+                .collect();
+            let data: Vec<_> = groups
+                .iter()
+                .map(|(g, n)| {
+                    let members: Vec<&str> = v
+                        .vhosts
+                        .iter()
+                        .filter(|s| g == "carp" || s.groups.contains(g))
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    json!({"group": g, "demote": n, "members": members})
+                })
+                .collect();
+            json!({"ok": true, "text": text, "data": data})
+        }
+        CarpOp::Member { iface, group, add } => match c.set_group(now, iface, group, *add) {
+            Ok(()) => {
+                drop(c);
+                sh.wake.wake();
+                let what = if *add { "added to" } else { "removed from" };
+                json!({"ok": true, "text": format!("{iface} {what} group {group}\n"),
+                       "data": {"iface": iface, "group": group, "member": add}})
+            }
+            Err(e) => json!({"ok": false, "text": format!("carp: {e}\n")}),
+        },
+    }
+}
+
+fn mac_text(m: &Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// `carp show`: per CARP interface in ifconfig's layout, then the groups
+/// and the refused advertisements.
+fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) {
+    use serde_json::json;
+    use std::fmt::Write as _;
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let mut text = String::new();
+    let mut items = Vec::new();
+    for s in &v.vhosts {
+        let lladdr = c.lladdr(&s.name).map(|m| mac_text(&m)).unwrap_or_default();
+        let mut groups = vec!["carp".to_string()];
+        groups.extend(s.groups.iter().cloned());
+        let _ = writeln!(text, "{}:", s.name);
+        let _ = writeln!(text, "\tlladdr {lladdr}");
+        let _ = writeln!(
+            text,
+            "\tcarp: {} carpdev {} vhid {} advbase {} advskew {}",
+            s.state.name(),
+            s.parent,
+            s.vhid,
+            s.advbase,
+            s.advskew
+        );
+        let _ = writeln!(text, "\tgroups: {}", groups.join(" "));
+        let _ = writeln!(
+            text,
+            "\tstatus: {}, demote {}",
+            s.state.name().to_lowercase(),
+            s.demote
+        );
+        for a in &s.addrs {
+            let fam = if a.is_ipv6() { "inet6" } else { "inet" };
+            let _ = writeln!(text, "\t{fam} {a}");
+        }
+        if let Some(m) = s.master {
+            let _ = writeln!(text, "\tmaster {m}");
+        }
+        let last = s.last.map(|(at, from, to, why)| {
+            let ago = now.saturating_sub(at) as f64 / 1e6;
+            let _ = writeln!(
+                text,
+                "\tlast transition {ago:.1} s ago: {} -> {} ({})",
+                from.name(),
+                to.name(),
+                why.name()
+            );
+            json!({"from": from.name(), "to": to.name(), "reason": why.name(),
+                   "ago_s": ago, "at": wall - ago})
+        });
+        let _ = writeln!(
+            text,
+            "\ttransitions {}, advertisements sent {}",
+            s.transitions, s.sent
+        );
+        items.push(json!({
+            "name": s.name,
+            "carpdev": s.parent,
+            "vhid": s.vhid,
+            "state": s.state.name(),
+            "advbase": s.advbase,
+            "advskew": s.advskew,
+            "demote": s.demote,
+            "lladdr": lladdr,
+            "groups": groups,
+            "addresses": s.addrs,
+            "master": s.master,
+            "last_transition": last,
+            "transitions": s.transitions,
+            "sent": s.sent,
+        }));
+    }
+    let groups: Vec<_> = v
+        .groups
+        .iter()
+        .map(|(g, n)| json!({"group": g, "demote": n}))
+        .collect();
+    let line: Vec<String> = v.groups.iter().map(|(g, n)| format!("{g} {n}")).collect();
+    let _ = writeln!(text, "groups (demote count): {}", line.join(", "));
+    let mut rejects = serde_json::Map::new();
+    for (r, n) in &v.rejects {
+        rejects.insert(r.name().into(), json!(n));
+    }
+    if !v.rejects.is_empty() {
+        let line: Vec<String> = v
+            .rejects
+            .iter()
+            .map(|(r, n)| format!("{} {n}", r.name()))
+            .collect();
+        let _ = writeln!(text, "advertisements refused: {}", line.join(", "));
+    }
+    (
+        text,
+        json!({"interfaces": items, "groups": groups, "rejects": rejects}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> HookJob {
+        HookJob {
+            carp: "carp0".into(),
+            parent: "lan".into(),
+            vhid: 1,
+            addrs: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+            from: State::Backup,
+            to: State::Master,
+            reason: TransitionReason::MasterDown,
+        }
+    }
+
+    #[test]
+    fn the_hook_is_told_the_transition_and_killed_at_its_time_limit() {
+        let d = std::env::temp_dir().join(format!("palisade-hook-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let out = d.join("out");
+        let hook = d.join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$1 $2|$PALISADE_CARP_PARENT|$PALISADE_CARP_VHID|$PALISADE_CARP_ADDRESSES|$PALISADE_CARP_FROM|$PALISADE_CARP_REASON\" > {}\nsleep 30 &\nwait\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let t = Instant::now();
+        run_hook(&hook, Duration::from_secs(1), &job());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "carp0 MASTER|lan|1|192.0.2.1 2001:db8::1|BACKUP|master-down\n"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -49,6 +49,45 @@ pub struct Shared {
     pub(crate) followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
     /// A pflog file is written (logging stays on without followers).
     pub(crate) pflog_file: bool,
+    /// CARP (worker 0 drives it; the control thread shows and demotes).
+    /// Lock order: this before the data plane.
+    pub(crate) carp: Option<Mutex<crate::carp::CarpRuntime>>,
+    /// Wakes worker 0 (a demotion to advertise now).
+    pub(crate) wake: Wake,
+}
+
+/// An eventfd that wakes worker 0 out of its poll.
+pub struct Wake(std::os::fd::OwnedFd);
+
+impl Wake {
+    pub fn new() -> Result<Wake, String> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is ours, just created.
+        Ok(Wake(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.0.as_raw_fd()
+    }
+
+    pub fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writing 8 bytes from a valid buffer to our eventfd.
+        let _ = unsafe { libc::write(self.fd(), one.as_ptr() as *const libc::c_void, 8) };
+    }
+
+    /// Clear it (after a poll).
+    pub fn clear(&self) {
+        let mut b = [0u8; 8];
+        // SAFETY: reading 8 bytes into a valid buffer; non-blocking.
+        let _ = unsafe { libc::read(self.fd(), b.as_mut_ptr() as *mut libc::c_void, 8) };
+    }
 }
 
 impl Shared {
@@ -106,6 +145,18 @@ impl Shared {
         if f.is_empty() && !self.pflog_file {
             self.dp().set_logging(false);
         }
+    }
+
+    /// CARP, if configured (worker 0 holds it while it steps the core).
+    pub(crate) fn carp(&self) -> Option<std::sync::MutexGuard<'_, crate::carp::CarpRuntime>> {
+        self.carp
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Microseconds since the daemon started: CARP's clock.
+    pub(crate) fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     pub fn dp(&self) -> std::sync::MutexGuard<'_, Dataplane> {

@@ -119,6 +119,13 @@ enum Cmd {
         #[command(flatten)]
         sock: Sock,
     },
+    /// CARP in the running daemon, like ifconfig(8) on OpenBSD: show,
+    /// demote|undemote GROUP [N], group show [GROUP], group add|delete
+    /// IFACE GROUP.
+    Carp {
+        #[command(subcommand)]
+        action: CarpCmd,
+    },
     /// Scenario S1 on this machine, in network namespaces (needs root).
     Lab {
         #[command(subcommand)]
@@ -175,6 +182,75 @@ enum StateCmd {
         id: Option<String>,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+}
+
+#[derive(Subcommand)]
+enum CarpCmd {
+    /// Every CARP interface as `ifconfig carp0` shows it (state, carpdev,
+    /// vhid, advbase, advskew, demotion, addresses, the master heard, the
+    /// last transition and why), the groups' demote counts and the
+    /// advertisements refused.
+    Show {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Raise a group's demote counter (`ifconfig -g GROUP carpdemote N`;
+    /// N defaults to 1): its CARP interfaces advertise a worse priority,
+    /// and a backup with preemption takes over. `carp demote carp 128`
+    /// hands every vhid over.
+    Demote {
+        group: String,
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u8))]
+        count: u8,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Lower a group's demote counter (`ifconfig -g GROUP -carpdemote N`).
+    Undemote {
+        group: String,
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u8))]
+        count: u8,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Interface groups: show [GROUP] ("carp demote count N"), add IFACE
+    /// GROUP, delete IFACE GROUP.
+    Group {
+        #[command(subcommand)]
+        action: CarpGroupCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CarpGroupCmd {
+    /// A group's demote count (`ifconfig -g GROUP`), or every group's.
+    Show {
+        group: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Put a CARP interface in a group (`ifconfig carp0 group GROUP`).
+    Add {
+        iface: String,
+        group: String,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Take a CARP interface out of a group (`ifconfig carp0 -group GROUP`).
+    Delete {
+        iface: String,
+        group: String,
         #[command(flatten)]
         sock: Sock,
     },
@@ -591,6 +667,64 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Cmd::Carp { action } => {
+            use request::CarpOp;
+            let (op, json, sock) = match action {
+                CarpCmd::Show { json, sock } => (CarpOp::Show, json, sock),
+                CarpCmd::Demote {
+                    group,
+                    count,
+                    json,
+                    sock,
+                } => (
+                    CarpOp::Demote {
+                        group,
+                        delta: count as i32,
+                    },
+                    json,
+                    sock,
+                ),
+                CarpCmd::Undemote {
+                    group,
+                    count,
+                    json,
+                    sock,
+                } => (
+                    CarpOp::Demote {
+                        group,
+                        delta: -(count as i32),
+                    },
+                    json,
+                    sock,
+                ),
+                CarpCmd::Group {
+                    action: CarpGroupCmd::Show { group, json, sock },
+                } => (CarpOp::Groups(group), json, sock),
+                CarpCmd::Group {
+                    action: CarpGroupCmd::Add { iface, group, sock },
+                } => (
+                    CarpOp::Member {
+                        iface,
+                        group,
+                        add: true,
+                    },
+                    false,
+                    sock,
+                ),
+                CarpCmd::Group {
+                    action: CarpGroupCmd::Delete { iface, group, sock },
+                } => (
+                    CarpOp::Member {
+                        iface,
+                        group,
+                        add: false,
+                    },
+                    false,
+                    sock,
+                ),
+            };
+            control_cmd(&sock.socket, Request::Carp(op), json)
         }
         Cmd::Reload { file, sock } => {
             let file = file.map(|f| std::path::absolute(&f).unwrap_or(f));

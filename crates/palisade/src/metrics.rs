@@ -199,7 +199,74 @@ pub fn render(sh: &Shared) -> String {
             );
         }
     }
+    let carp = sh.carp().map(|c| c.view());
+    if let Some(v) = carp {
+        carp_metrics(&mut out, &v);
+    }
     out
+}
+
+/// CARP: state per vhid, demote per group, transitions and refused
+/// advertisements by reason.
+fn carp_metrics(out: &mut String, v: &crate::carp::CarpView) {
+    use palisade_carp::State;
+    family(
+        out,
+        "palisade_carp_state",
+        "gauge",
+        "A CARP interface's state: 0 INIT, 1 BACKUP, 2 MASTER.",
+    );
+    for s in &v.vhosts {
+        let n = match s.state {
+            State::Init => 0,
+            State::Backup => 1,
+            State::Master => 2,
+        };
+        let _ = writeln!(
+            out,
+            "palisade_carp_state{{interface=\"{}\",carpdev=\"{}\",vhid=\"{}\"}} {n}",
+            label(&s.name),
+            label(&s.parent),
+            s.vhid
+        );
+    }
+    family(
+        out,
+        "palisade_carp_demote",
+        "gauge",
+        "An interface group's carp demote count.",
+    );
+    for (g, n) in &v.groups {
+        let _ = writeln!(out, "palisade_carp_demote{{group=\"{}\"}} {n}", label(g));
+    }
+    family(
+        out,
+        "palisade_carp_transitions_total",
+        "counter",
+        "CARP state changes, by interface, new state and reason.",
+    );
+    for ((iface, to, why), n) in &v.transitions {
+        let _ = writeln!(
+            out,
+            "palisade_carp_transitions_total{{interface=\"{}\",to=\"{}\",reason=\"{}\"}} {n}",
+            label(iface),
+            to.name(),
+            why.name()
+        );
+    }
+    family(
+        out,
+        "palisade_carp_rejects_total",
+        "counter",
+        "CARP advertisements refused, by reason.",
+    );
+    for (r, n) in &v.rejects {
+        let _ = writeln!(
+            out,
+            "palisade_carp_rejects_total{{reason=\"{}\"}} {n}",
+            r.name()
+        );
+    }
 }
 
 /// A request's head (up to the blank line), read within 2 s in all and

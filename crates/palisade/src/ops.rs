@@ -85,6 +85,7 @@ pub fn answer(sh: &Shared, req: &Request) -> Value {
             json!({"ok": ok, "text": msgs.join("\n") + "\n"})
         }
         Request::Log => fail("log: a stream (answered by the control socket)"),
+        Request::Carp(op) => crate::carp::answer(sh, op),
     }
 }
 

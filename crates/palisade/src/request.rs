@@ -118,6 +118,23 @@ pub enum Kill {
     },
 }
 
+/// What `carp` does (ifconfig(8)'s carp and group settings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CarpOp {
+    /// Every CARP interface (ifconfig carp0), groups and counters.
+    Show,
+    /// `ifconfig -g GROUP carpdemote N` (positive) or `-carpdemote N`.
+    Demote { group: String, delta: i32 },
+    /// `ifconfig -g GROUP`: one group's demote count, or all.
+    Groups(Option<String>),
+    /// `ifconfig carp0 [-]group GROUP`.
+    Member {
+        iface: String,
+        group: String,
+        add: bool,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// `level`: 0, 1 (-v) or 2 (-vv). `anchor` only for rules.
@@ -141,6 +158,7 @@ pub enum Request {
     },
     /// Follow the log (one line per logged packet).
     Log,
+    Carp(CarpOp),
 }
 
 /// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
@@ -278,8 +296,50 @@ impl Request {
                 file: req["file"].as_str().map(PathBuf::from),
             }),
             Some("log") => Ok(Request::Log),
+            Some("carp") => {
+                let group = |what: &str| {
+                    req["group"]
+                        .as_str()
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("carp {what}: missing the group"))
+                };
+                let op = match req["op"].as_str() {
+                    Some("show") => CarpOp::Show,
+                    Some(o @ ("demote" | "undemote")) => {
+                        let n = match &req["count"] {
+                            Value::Null => 1,
+                            v => v
+                                .as_u64()
+                                .filter(|n| *n <= 255)
+                                .ok_or_else(|| format!("carp {o}: the count must be 0 to 255"))?,
+                        } as i32;
+                        CarpOp::Demote {
+                            group: group(o)?,
+                            delta: if o == "demote" { n } else { -n },
+                        }
+                    }
+                    Some("groups") => CarpOp::Groups(req["group"].as_str().map(str::to_string)),
+                    Some(o @ ("group-add" | "group-delete")) => CarpOp::Member {
+                        iface: req["iface"]
+                            .as_str()
+                            .filter(|i| !i.is_empty())
+                            .ok_or_else(|| format!("carp {o}: missing the interface"))?
+                            .to_string(),
+                        group: group(o)?,
+                        add: o == "group-add",
+                    },
+                    Some(o) => {
+                        return Err(format!(
+                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete)"
+                        ))
+                    }
+                    None => return Err("carp: missing the operation".into()),
+                };
+                Ok(Request::Carp(op))
+            }
             Some(c) => Err(format!(
-                "unknown command '{c}' (one of show, table, anchor, kill, reload, log)"
+                "unknown command '{c}' (one of show, table, anchor, kill, reload, log, carp)"
             )),
             None => Err("bad request: missing \"cmd\"".into()),
         }
@@ -322,6 +382,20 @@ impl Request {
             }
             Request::Reload { file } => json!({"cmd": "reload", "file": file}),
             Request::Log => json!({"cmd": "log"}),
+            Request::Carp(CarpOp::Show) => json!({"cmd": "carp", "op": "show"}),
+            Request::Carp(CarpOp::Demote { group, delta }) => json!({
+                "cmd": "carp",
+                "op": if *delta >= 0 { "demote" } else { "undemote" },
+                "group": group,
+                "count": delta.unsigned_abs(),
+            }),
+            Request::Carp(CarpOp::Groups(g)) => json!({"cmd": "carp", "op": "groups", "group": g}),
+            Request::Carp(CarpOp::Member { iface, group, add }) => json!({
+                "cmd": "carp",
+                "op": if *add { "group-add" } else { "group-delete" },
+                "iface": iface,
+                "group": group,
+            }),
         }
     }
 }
@@ -378,6 +452,27 @@ mod tests {
             },
             Request::Reload { file: None },
             Request::Log,
+            Request::Carp(CarpOp::Show),
+            Request::Carp(CarpOp::Demote {
+                group: "carp".into(),
+                delta: 128,
+            }),
+            Request::Carp(CarpOp::Demote {
+                group: "uplinks".into(),
+                delta: -3,
+            }),
+            Request::Carp(CarpOp::Groups(None)),
+            Request::Carp(CarpOp::Groups(Some("carp".into()))),
+            Request::Carp(CarpOp::Member {
+                iface: "carp0".into(),
+                group: "uplinks".into(),
+                add: true,
+            }),
+            Request::Carp(CarpOp::Member {
+                iface: "carp0".into(),
+                group: "uplinks".into(),
+                add: false,
+            }),
         ];
         for r in all {
             assert_eq!(Request::parse(&r.to_json()), Ok(r.clone()), "{r:?}");
@@ -406,6 +501,19 @@ mod tests {
             ),
             (json!({"cmd": "kill", "id": "zz"}), "not a state id"),
             (json!({"cmd": "kill"}), "say which"),
+            (json!({"cmd": "carp", "op": "demote"}), "missing the group"),
+            (
+                json!({"cmd": "carp", "op": "demote", "group": "carp", "count": 256}),
+                "0 to 255",
+            ),
+            (
+                json!({"cmd": "carp", "op": "fly"}),
+                "unknown operation 'fly'",
+            ),
+            (
+                json!({"cmd": "carp", "op": "group-add", "group": "g"}),
+                "missing the interface",
+            ),
         ] {
             let e = Request::parse(&v).unwrap_err();
             assert!(e.contains(want), "{v}: {e}");

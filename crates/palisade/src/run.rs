@@ -112,7 +112,8 @@ pub fn run(path: &Path) -> Result<(), String> {
     let host_port = names.len();
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
     let dp_cfg = dp.cfg.clone();
-    let mut carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
+    let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
+    let wake = crate::daemon::Wake::new()?;
     dp.set_logging(pflog.is_some());
     if let Some((mac, _)) = &host {
         dp.set_host(host_port, *mac);
@@ -135,6 +136,8 @@ pub fn run(path: &Path) -> Result<(), String> {
             .collect(),
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),
+        carp: carp.map(Mutex::new),
+        wake,
     };
     tracing::info!(
         "running: {} ({} rules, {workers} worker{})",
@@ -205,19 +208,11 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         for (k, ports) in sockets.into_iter().enumerate() {
             let sh = &sh;
-            s.spawn(move || worker(k + 1, sh, ports, fanout, None, None, None));
+            s.spawn(move || worker(k + 1, sh, ports, fanout, None, None));
         }
         // Ports open, rules compiled, control and metrics listening.
         crate::notify::ready(&sh);
-        worker(
-            0,
-            &sh,
-            first,
-            fanout,
-            Some(&mut isolation),
-            pflog,
-            carp.as_mut(),
-        );
+        worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
         crate::notify::stopping();
     });
     drop(isolation);

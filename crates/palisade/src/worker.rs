@@ -130,14 +130,15 @@ pub fn worker(
     fanout: Option<u16>,
     mut isolation: Option<&mut Isolation>,
     mut pflog: Option<PflogFile>,
-    mut carp: Option<&mut crate::carp::CarpRuntime>,
 ) {
     let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
     if id == 0 {
         if let Some(t) = &sh.tap {
             fds.push(t.fd());
         }
+        fds.push(sh.wake.fd());
     }
+    let drives_carp = id == 0 && sh.carp.is_some();
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
@@ -147,10 +148,12 @@ pub fn worker(
             pulse.beat(sh);
         }
         // CARP's timers may be due well within the usual 100 ms.
-        let wait = carp
-            .as_deref()
-            .and_then(|c| c.timeout_ms(sh.start.elapsed().as_micros() as u64))
-            .map_or(100, |t| t.min(100)) as i32;
+        let wait = if drives_carp {
+            sh.carp().and_then(|c| c.timeout_ms(sh.now_us()))
+        } else {
+            None
+        }
+        .map_or(100, |t| t.min(100)) as i32;
         let errs = match afpacket::wait_fds(&fds, wait) {
             Ok(e) => e,
             Err(e) => {
@@ -159,6 +162,9 @@ pub fn worker(
                 Vec::new()
             }
         };
+        if id == 0 {
+            sh.wake.clear();
+        }
         let now = sh.start.elapsed().as_millis() as u64;
         for i in errs.into_iter().filter(|&i| i < ports.len()) {
             if let Some(e) = ports[i].take_error() {
@@ -180,6 +186,11 @@ pub fn worker(
             });
             sh.send(&ports, outs);
         }
+        // CARP advertisements this worker received wait for worker 0:
+        // wake it now (master down is counted from their arrival).
+        if id != 0 && sh.carp.is_some() && sh.dp().has_punted() {
+            sh.wake.wake();
+        }
         if id == 0 {
             if let Some(t) = &sh.tap {
                 let mut frames = Vec::new();
@@ -196,10 +207,12 @@ pub fn worker(
                 }
             }
         }
-        if let Some(c) = carp.as_deref_mut() {
-            let now_us = sh.start.elapsed().as_micros() as u64;
-            let outs = c.step(&mut sh.dp(), now_us);
-            sh.send(&ports, outs);
+        if drives_carp {
+            if let Some(mut c) = sh.carp() {
+                let outs = c.step(&mut sh.dp(), sh.now_us());
+                drop(c);
+                sh.send(&ports, outs);
+            }
         }
         if id == 0 {
             let recs = sh.dp().take_log();
@@ -279,10 +292,12 @@ pub fn worker(
         }
     }
     // Stopping: masters bow out, so that backups take over at once.
-    if let Some(c) = carp {
-        let now_us = sh.start.elapsed().as_micros() as u64;
-        let outs = c.shutdown(&mut sh.dp(), now_us);
-        sh.send(&ports, outs);
+    if drives_carp {
+        if let Some(mut c) = sh.carp() {
+            let outs = c.shutdown(&mut sh.dp(), sh.now_us());
+            drop(c);
+            sh.send(&ports, outs);
+        }
     }
 }
 

@@ -91,8 +91,16 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 19] = [
+const PAGES: [&str; 27] = [
     "man8/palisade.8.gz",
+    "man8/palisade-carp.8.gz",
+    "man8/palisade-carp-show.8.gz",
+    "man8/palisade-carp-demote.8.gz",
+    "man8/palisade-carp-undemote.8.gz",
+    "man8/palisade-carp-group.8.gz",
+    "man8/palisade-carp-group-show.8.gz",
+    "man8/palisade-carp-group-add.8.gz",
+    "man8/palisade-carp-group-delete.8.gz",
     "man8/palisade-check.8.gz",
     "man8/palisade-replay.8.gz",
     "man8/palisade-show.8.gz",

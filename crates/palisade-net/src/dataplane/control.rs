@@ -159,6 +159,11 @@ impl Dataplane {
         self.control.groups.remove(&(iface, group));
     }
 
+    /// Packets (or link events) wait for the control plane.
+    pub fn has_punted(&self) -> bool {
+        !self.control.punted.is_empty() || !self.control.link_events.is_empty()
+    }
+
     /// The oldest packet punted to the control plane, if any.
     pub fn poll_punted(&mut self) -> Option<Punted> {
         self.control.punted.pop_front()

@@ -1,0 +1,953 @@
+//! Scenario S3 end to end: two Palisade firewalls share a virtual gateway
+//! on each side (CARP), hosts on both sides ping each other and hold a TCP
+//! connection through the virtual gateways while mastership moves: by
+//! demotion and back, by a link going down, by a graceful stop, by a
+//! restart (which must not take over before it is ready) and by kill -9.
+//! Takeover is measured as the host sees it: a ping every 10 ms through
+//! the gateways (IPv4 and IPv6), the time from the event to the first
+//! reply after it.
+//!
+//!   hostA 198.18.0.10 / 2001:db8::10           hostB 203.0.113.10 / 2001:db8:1::10
+//!        |                                           |
+//!     [sw: lan bridge] ---- eth0  fw1  eth1 ---- [sw: wan bridge]
+//!                     ---- eth0  fw2  eth1 ----
+//!   carp0 vhid 1: 198.18.0.1, 2001:db8::1    carp1 vhid 2: 203.0.113.1, 2001:db8:1::1
+//!   fw1 advskew 0 (own .2), fw2 advskew 100 (own .3), preempt on.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+
+/// The tests of this file measure takeover times: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn palisade() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+struct Fw {
+    dir: PathBuf,
+    cfg: PathBuf,
+    ns: String,
+}
+
+impl Fw {
+    fn sock(&self) -> PathBuf {
+        self.dir.join("palisade.sock")
+    }
+
+    /// `palisade carp ARGS... -s SOCK` (run in the root namespace: the
+    /// socket is a file).
+    fn carp(&self, args: &[&str]) -> (bool, String) {
+        let o = Command::new(palisade())
+            .arg("carp")
+            .args(args)
+            .arg("-s")
+            .arg(self.sock())
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
+    fn show(&self) -> serde_json::Value {
+        let (ok, out) = self.carp(&["show", "--json"]);
+        assert!(ok, "carp show: {out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// The states of carp0 and carp1, or None while the daemon does not
+    /// answer.
+    fn states(&self) -> Option<(String, String)> {
+        let (ok, out) = self.carp(&["show", "--json"]);
+        if !ok {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let st = |i: usize| {
+            v["interfaces"][i]["state"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        Some((st(0), st(1)))
+    }
+
+    fn start(&self) -> (Proc, Arc<Mutex<String>>) {
+        spawn_logged(
+            &self.ns,
+            &[palisade(), "run", "-c", self.cfg.to_str().unwrap()],
+        )
+    }
+}
+
+struct Options {
+    advbase: u8,
+    skews: [u8; 2],
+    startup_delay: u64,
+    hook: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            advbase: 1,
+            skews: [0, 100],
+            startup_delay: 0,
+            hook: None,
+        }
+    }
+}
+
+/// The S3 pair, its hosts and their switches.
+struct S3 {
+    ns: Netns,
+    sw: String,
+    a: String,
+    b: String,
+    fws: [Fw; 2],
+}
+
+fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("pf.conf"), "pass\n").unwrap();
+    let hook = o
+        .hook
+        .as_ref()
+        .map(|h| format!("hook = \"{}\"\n", h.display()))
+        .unwrap_or_default();
+    let cfg = dir.join("palisade.toml");
+    write_config(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\nmetrics = \"127.0.0.1:9464\"\n\
+             [[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
+             [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.{n}/24\", \"2001:db8::{n}/64\"]\n\
+             [[interface]]\nname = \"wan\"\nport = \"eth1\"\naddresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n\
+             [carp-options]\npreempt = true\nstartup-delay = {}\n{hook}\
+             [[carp]]\nname = \"carp0\"\ninterface = \"lan\"\nvhid = 1\nadvbase = {}\nadvskew = {skew}\n\
+             passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\n\
+             [[carp]]\nname = \"carp1\"\ninterface = \"wan\"\nvhid = 2\nadvbase = {}\nadvskew = {skew}\n\
+             passphrase = \"s3-wan\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n",
+            o.startup_delay, o.advbase, o.advbase
+        ),
+    );
+    cfg
+}
+
+impl S3 {
+    fn new(tag: &str, o: &Options) -> S3 {
+        let ns = Netns::new(tag, 5);
+        let [sw, f1, f2, a, b] = [0, 1, 2, 3, 4].map(|i| ns.names[i].clone());
+        for br in ["brlan", "brwan"] {
+            ns.exec(
+                &sw,
+                &[
+                    "ip",
+                    "link",
+                    "add",
+                    br,
+                    "type",
+                    "bridge",
+                    "forward_delay",
+                    "0",
+                ],
+            );
+            ns.exec(&sw, &["ip", "link", "set", br, "up"]);
+        }
+        for (fw, k) in [(&f1, 1), (&f2, 2)] {
+            ns.veth(fw, "eth0", &sw, &format!("l{k}"));
+            ns.veth(fw, "eth1", &sw, &format!("w{k}"));
+            ns.exec(
+                &sw,
+                &["ip", "link", "set", &format!("l{k}"), "master", "brlan"],
+            );
+            ns.exec(
+                &sw,
+                &["ip", "link", "set", &format!("w{k}"), "master", "brwan"],
+            );
+        }
+        ns.veth(&a, "eth0", &sw, "la");
+        ns.veth(&b, "eth0", &sw, "wb");
+        ns.exec(&sw, &["ip", "link", "set", "la", "master", "brlan"]);
+        ns.exec(&sw, &["ip", "link", "set", "wb", "master", "brwan"]);
+        for (h, v4, v6, gw4, gw6) in [
+            (
+                &a,
+                "198.18.0.10/24",
+                "2001:db8::10/64",
+                "198.18.0.1",
+                "2001:db8::1",
+            ),
+            (
+                &b,
+                "203.0.113.10/24",
+                "2001:db8:1::10/64",
+                "203.0.113.1",
+                "2001:db8:1::1",
+            ),
+        ] {
+            ns.exec(h, &["ip", "addr", "add", v4, "dev", "eth0"]);
+            ns.exec(h, &["ip", "addr", "add", v6, "dev", "eth0", "nodad"]);
+            ns.exec(h, &["ip", "route", "add", "default", "via", gw4]);
+            ns.exec(h, &["ip", "-6", "route", "add", "default", "via", gw6]);
+        }
+        let base = std::env::temp_dir().join(format!("palisade-s3-{tag}-{}", std::process::id()));
+        let fws = [(f1, 2u8, o.skews[0]), (f2, 3u8, o.skews[1])].map(|(fns, n, skew)| {
+            let dir = base.join(format!("fw{}", n - 1));
+            let cfg = fw_config(&dir, n, skew, o);
+            Fw { dir, cfg, ns: fns }
+        });
+        S3 { ns, sw, a, b, fws }
+    }
+
+    /// Wait (bounded) until fw `m` is master of both vhids and the other
+    /// backup of both.
+    fn wait_master(&self, m: usize, within: Duration, logs: &dyn Fn() -> String) {
+        let t = Instant::now();
+        loop {
+            let s = [self.fws[0].states(), self.fws[1].states()];
+            let want_m = Some(("MASTER".to_string(), "MASTER".to_string()));
+            // The other is backup, or INIT where its link is down, or gone.
+            let other_ok = match &s[1 - m] {
+                None => true,
+                Some((x, y)) => x != "MASTER" && y != "MASTER",
+            };
+            if s[m] == want_m && other_ok {
+                return;
+            }
+            assert!(
+                t.elapsed() < within,
+                "fw{} is not master of both vhids after {within:?}: {s:?}\n{}",
+                m + 1,
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(p) = self.fws[0].dir.parent() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// `ping -D -i 0.01` from a host: the times (Unix seconds) of its replies.
+struct Prober {
+    _p: Proc,
+    replies: Arc<Mutex<Vec<f64>>>,
+    to: String,
+}
+
+impl Prober {
+    fn start(ns: &str, to: &str) -> Prober {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "ping", "-D", "-n", "-i", "0.01", to])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let r2 = replies.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                // "[1700000000.123456] 64 bytes from ...: icmp_seq=1 ..."
+                if !l.contains("bytes from") {
+                    continue;
+                }
+                if let Some(ts) = l
+                    .strip_prefix('[')
+                    .and_then(|r| r.split(']').next())
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    r2.lock().unwrap().push(ts);
+                }
+            }
+        });
+        Prober {
+            _p: Proc(Some(child)),
+            replies,
+            to: to.to_string(),
+        }
+    }
+
+    /// The outage an event at `t` caused, as this host saw it: the
+    /// longest silence between replies from `t` - 50 ms until the first
+    /// reply later than `t` + `bound` (waiting at most 5 s more for it),
+    /// and when that silence ended, counted from `t`.
+    fn outage(&self, t: f64, bound: Duration) -> Option<(Duration, Duration)> {
+        let horizon = t + bound.as_secs_f64();
+        let deadline = Instant::now() + bound + Duration::from_secs(5);
+        let last = loop {
+            if let Some(&x) = self.replies.lock().unwrap().iter().find(|&&x| x > horizon) {
+                break x;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let r = self.replies.lock().unwrap();
+        let mut prev = t - 0.05;
+        let (mut worst, mut ended) = (0f64, t);
+        for &x in r.iter().filter(|&&x| x > t - 0.05 && x <= last) {
+            if x - prev > worst {
+                worst = x - prev;
+                ended = x;
+            }
+            prev = x;
+        }
+        Some((
+            Duration::from_secs_f64(worst),
+            Duration::from_secs_f64((ended - t).max(0.0)),
+        ))
+    }
+
+    /// Replies keep coming (one within the last 200 ms, waiting at most 5 s).
+    fn flowing(&self) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let now = unix_now();
+            if self.replies.lock().unwrap().iter().any(|&x| x > now - 0.2) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+/// A TCP connection from A to B's echo server through the gateways: a
+/// line out, the same line back.
+struct Conn(std::net::TcpStream);
+
+impl Conn {
+    fn open(a: &str, to: &'static str) -> Conn {
+        let s = in_netns(a, move || {
+            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
+        })
+        .join()
+        .unwrap()
+        .expect("TCP connection through the virtual gateway");
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        Conn(s)
+    }
+
+    fn echo(&mut self, what: &str) -> bool {
+        if writeln!(self.0, "{what}").is_err() {
+            return false;
+        }
+        let mut r = BufReader::new(&self.0);
+        let mut l = String::new();
+        r.read_line(&mut l).is_ok() && l.trim() == what
+    }
+}
+
+/// Measure the outage an event at `t` caused, by both probers; panics
+/// past `bound`: both the longest silence and the time from the event to
+/// its end must be within it.
+fn takeover(what: &str, probes: &[Prober; 2], t: f64, bound: Duration, logs: &dyn Fn() -> String) {
+    let mut line = Vec::new();
+    for p in probes {
+        let (silence, ended) = p
+            .outage(t, bound)
+            .unwrap_or_else(|| panic!("{what}: {} does not answer again\n{}", p.to, logs()));
+        line.push(format!(
+            "{}: longest silence {} ms, over {} ms after the event",
+            p.to,
+            silence.as_millis(),
+            ended.as_millis()
+        ));
+        assert!(
+            silence.max(ended) <= bound,
+            "{what}: {}: over {bound:?}\n{}",
+            line.last().unwrap(),
+            logs()
+        );
+    }
+    println!("{what}: {}", line.join("; "));
+}
+
+fn operstate(ns: &str, dev: &str) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "cat"])
+        .arg(format!("/sys/class/net/{dev}/operstate"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // fw2's hook writes what it was told, one line per run.
+    let hookdir = std::env::temp_dir().join(format!("palisade-s3-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&hookdir).unwrap();
+    let hook = hookdir.join("hook.sh");
+    let record = hookdir.join("runs");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $PALISADE_CARP_INTERFACE $PALISADE_CARP_VHID $PALISADE_CARP_STATE $PALISADE_CARP_FROM $PALISADE_CARP_REASON $PALISADE_CARP_ADDRESSES\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s3 = S3::new(
+        "s3",
+        &Options {
+            hook: Some(hook.clone()),
+            ..Options::default()
+        },
+    );
+    echo_server(&s3.b, "203.0.113.10:7000");
+    // `on carp0` is not matched yet (CARP traffic is filtered on the
+    // parent): said at load, with the rule's place; `(carp0)` resolves.
+    let pf1 = s3.fws[0].dir.join("pf.conf");
+    std::fs::write(
+        &pf1,
+        "pass in on carp0 proto tcp\npass out on lan from (carp0)\npass\n",
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s3.fws[0].ns,
+            palisade(),
+            "run",
+            "-n",
+            "-c",
+        ])
+        .arg(&s3.fws[0].cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("pf.conf:1: warning: `on carp0` does not match yet"),
+        "{err}"
+    );
+    assert!(!err.contains("pf.conf:2"), "{err}");
+    std::fs::write(&pf1, "pass\n").unwrap();
+    let (p2, log2) = s3.fws[1].start();
+    let (mut p1, log1) = s3.fws[0].start();
+    let mut p2 = Some(p2);
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    // fw1 (advskew 0, preempt) ends up master of both, fw2 backup.
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    wait_ping(&s3.a, "2001:db8:1::10", &log1);
+    let probes = [
+        Prober::start(&s3.a, "203.0.113.10"),
+        Prober::start(&s3.a, "2001:db8:1::10"),
+    ];
+    // The host reaches the gateway at the virtual MAC (ARP and NDP).
+    for gw in ["198.18.0.1", "2001:db8::1"] {
+        let o = s3.ns.exec(&s3.a, &["ip", "neigh", "show", gw]);
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(t.contains("lladdr 00:00:5e:00:01:01"), "{gw}: {t}");
+    }
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000");
+    assert!(conn.echo("before"), "{}", logs());
+    assert!(probes.iter().all(Prober::flowing), "{}", logs());
+
+    // carp show: the ifconfig-like text and the JSON.
+    let (ok, text) = s3.fws[0].carp(&["show"]);
+    assert!(ok, "{text}");
+    for want in [
+        "carp0:",
+        "lladdr 00:00:5e:00:01:01",
+        "carp: MASTER carpdev lan vhid 1 advbase 1 advskew 0",
+        "groups: carp",
+        "inet 198.18.0.1",
+        "inet6 2001:db8::1",
+        "carp1:",
+        "carp: MASTER carpdev wan vhid 2",
+        "groups (demote count): carp 0",
+    ] {
+        assert!(text.contains(want), "carp show lacks '{want}':\n{text}");
+    }
+    let v = s3.fws[1].show();
+    assert_eq!(v["interfaces"][0]["state"], "BACKUP", "{v}");
+    // The master heard: fw1, by whichever family advertised last.
+    let m0 = v["interfaces"][0]["master"].as_str().unwrap_or("");
+    assert!(["198.18.0.2", "2001:db8::2"].contains(&m0), "{v}");
+    let m1 = v["interfaces"][1]["master"].as_str().unwrap_or("");
+    assert!(["203.0.113.2", "2001:db8:1::2"].contains(&m1), "{v}");
+    assert_eq!(v["interfaces"][0]["advskew"], 100, "{v}");
+    assert_eq!(v["groups"][0]["group"], "carp", "{v}");
+    assert_eq!(v["groups"][0]["demote"], 0, "{v}");
+
+    // Demotion by hand moves both vhids to fw2, and back (preempt).
+    let ports = || {
+        [
+            operstate(&s3.fws[0].ns, "eth0"),
+            operstate(&s3.fws[0].ns, "eth1"),
+        ]
+    };
+    let before = ports();
+    let t = unix_now();
+    let (ok, out) = s3.fws[0].carp(&["demote", "carp", "128"]);
+    assert!(ok && out.contains("carp: carp demote count 128"), "{out}");
+    s3.wait_master(1, Duration::from_secs(5), &logs);
+    takeover("demote carp 128", &probes, t, Duration::from_secs(1), &logs);
+    let v = s3.fws[0].show();
+    assert_eq!(v["interfaces"][0]["demote"], 128, "{v}");
+    assert_eq!(
+        v["interfaces"][0]["last_transition"]["reason"], "better-master",
+        "{v}"
+    );
+    let v = s3.fws[1].show();
+    assert_eq!(
+        v["interfaces"][0]["last_transition"]["reason"], "master-demoted",
+        "{v}"
+    );
+    let (ok, out) = s3.fws[0].carp(&["group", "show", "carp"]);
+    assert!(ok && out == "carp: carp demote count 128\n", "{out}");
+    let t = unix_now();
+    let (ok, out) = s3.fws[0].carp(&["undemote", "carp", "128"]);
+    assert!(ok && out.contains("carp: carp demote count 0"), "{out}");
+    s3.wait_master(0, Duration::from_secs(5), &logs);
+    takeover(
+        "undemote carp 128",
+        &probes,
+        t,
+        Duration::from_secs(3),
+        &logs,
+    );
+    assert_eq!(ports(), before, "the ports stay up throughout");
+    assert!(!log1.lock().unwrap().contains("link down"), "{}", logs());
+    assert!(conn.echo("after demotion"), "{}", logs());
+
+    // The metrics say the same.
+    let m = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s3.fws[0].ns,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9464/metrics",
+        ])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout);
+    for want in [
+        "palisade_carp_state{interface=\"carp0\",carpdev=\"lan\",vhid=\"1\"} 2",
+        "palisade_carp_state{interface=\"carp1\",carpdev=\"wan\",vhid=\"2\"} 2",
+        "palisade_carp_demote{group=\"carp\"} 0",
+        "palisade_carp_transitions_total{interface=\"carp0\",to=\"BACKUP\",reason=\"better-master\"} ",
+        "palisade_carp_transitions_total{interface=\"carp0\",to=\"MASTER\",reason=\"preempt\"} ",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+
+    // A user group demotes only its members.
+    let (ok, out) = s3.fws[0].carp(&["group", "add", "carp1", "uplink"]);
+    assert!(ok, "{out}");
+    let (ok, out) = s3.fws[0].carp(&["demote", "uplink", "5"]);
+    assert!(ok, "{out}");
+    wait_until("carp1 to move alone", Duration::from_secs(5), || {
+        s3.fws[1].states() == Some(("BACKUP".into(), "MASTER".into()))
+    });
+    let (ok, out) = s3.fws[0].carp(&["group", "delete", "carp1", "uplink"]);
+    assert!(ok, "{out}");
+    let (ok, out) = s3.fws[0].carp(&["group", "add", "carp7", "uplink"]);
+    assert!(
+        !ok && out.contains("carp7: no such CARP interface"),
+        "{out}"
+    );
+    s3.wait_master(0, Duration::from_secs(5), &logs);
+
+    // A link down on fw1's wan moves both vhids (the demotion of group
+    // carp by 1 hands over carp0 too); back up, fw1 preempts again.
+    let t = unix_now();
+    s3.ns.exec(&s3.sw, &["ip", "link", "set", "w1", "down"]);
+    s3.wait_master(1, Duration::from_secs(6), &logs);
+    takeover(
+        "link down on fw1's wan",
+        &probes,
+        t,
+        Duration::from_secs(5),
+        &logs,
+    );
+    let v = s3.fws[0].show();
+    assert_eq!(v["interfaces"][1]["state"], "INIT", "{v}");
+    assert_eq!(v["interfaces"][0]["state"], "BACKUP", "{v}");
+    assert_eq!(v["groups"][0]["demote"], 1, "{v}");
+    s3.ns.exec(&s3.sw, &["ip", "link", "set", "w1", "up"]);
+    s3.wait_master(0, Duration::from_secs(10), &logs);
+    assert!(conn.echo("after link down"), "{}", logs());
+
+    // SIGTERM: fw1 bows out and fw2 takes over within 0.5 s.
+    let t = unix_now();
+    let o = p1.stop().expect("fw1 output");
+    assert!(o.status.success(), "{}", logs());
+    takeover(
+        "graceful stop (SIGTERM)",
+        &probes,
+        t,
+        Duration::from_millis(500),
+        &logs,
+    );
+    let v = s3.fws[1].show();
+    assert_eq!(
+        v["interfaces"][0]["last_transition"]["reason"], "master-bowed-out",
+        "{v}"
+    );
+    assert!(conn.echo("after stop"), "{}", logs());
+
+    // A restarted fw1 stays demoted (boot interlock, startup-delay 3 s)
+    // and does not take over before it is ready; then preempts.
+    let cfg = std::fs::read_to_string(&s3.fws[0].cfg).unwrap();
+    std::fs::write(
+        &s3.fws[0].cfg,
+        cfg.replace("startup-delay = 0", "startup-delay = 3"),
+    )
+    .unwrap();
+    let (np1, nlog1) = s3.fws[0].start();
+    p1 = np1;
+    let started = Instant::now();
+    wait_until("fw1's control socket", Duration::from_secs(10), || {
+        s3.fws[0].states().is_some()
+    });
+    while started.elapsed() < Duration::from_millis(2500) {
+        let v = s3.fws[0].show();
+        assert_eq!(
+            v["interfaces"][0]["state"],
+            "BACKUP",
+            "{v}\n{}",
+            nlog1.lock().unwrap()
+        );
+        assert_eq!(v["interfaces"][0]["demote"], 128, "{v}");
+        assert_eq!(s3.fws[1].states(), Some(("MASTER".into(), "MASTER".into())));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s3.wait_master(0, Duration::from_secs(5), &|| {
+        format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
+    });
+    assert!(conn.echo("after restart"), "{}", logs());
+
+    // The hook ran on fw2 for each of its transitions, told what changed.
+    let runs = std::fs::read_to_string(&record).unwrap_or_default();
+    assert!(
+        runs.contains("carp0 MASTER carp0 1 MASTER BACKUP master-demoted 198.18.0.1 2001:db8::1"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("carp1 MASTER carp1 2 MASTER BACKUP master-bowed-out"),
+        "{runs}"
+    );
+    assert!(
+        runs.contains("carp0 BACKUP carp0 1 BACKUP MASTER better-master"),
+        "{runs}"
+    );
+
+    // kill -9 of the master: fw2 answers within master down (3 x advbase
+    // + advskew/256 = 3.39 s) + 0.2 s.
+    let t = unix_now();
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    let master_down = Duration::from_secs(3) + Duration::from_micros(100 * 1_000_000 / 256);
+    takeover(
+        "kill -9 (advbase 1, backup advskew 100)",
+        &probes,
+        t,
+        master_down + Duration::from_millis(200),
+        &logs,
+    );
+    assert!(conn.echo("after kill -9"), "{}", logs());
+    let o = p2.take().unwrap().stop().expect("fw2 output");
+    assert!(o.status.success(), "{}", logs());
+    let _ = std::fs::remove_dir_all(&hookdir);
+}
+
+#[test]
+fn advbase_0_takes_over_in_well_under_a_second() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Master advskew 5 (advertises every 20 ms), backup advskew 15
+    // (master down 3 x 15/256 s = 176 ms).
+    let s3 = S3::new(
+        "s3z",
+        &Options {
+            advbase: 0,
+            skews: [5, 15],
+            ..Options::default()
+        },
+    );
+    let (mut p2, log2) = s3.fws[1].start();
+    let (mut p1, log1) = s3.fws[0].start();
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    s3.wait_master(0, Duration::from_secs(10), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    wait_ping(&s3.a, "2001:db8:1::10", &log1);
+    let probes = [
+        Prober::start(&s3.a, "203.0.113.10"),
+        Prober::start(&s3.a, "2001:db8:1::10"),
+    ];
+    assert!(probes.iter().all(Prober::flowing), "{}", logs());
+    // Stable: no flapping while both run (a second of 50 advertisements).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(s3.fws[0].states(), Some(("MASTER".into(), "MASTER".into())));
+    let t = unix_now();
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    takeover(
+        "kill -9 with advbase 0 (backup advskew 15)",
+        &probes,
+        t,
+        Duration::from_millis(250),
+        &logs,
+    );
+    let o = p2.stop().expect("fw2 output");
+    assert!(o.status.success(), "{}", logs());
+}
+
+/// Palisade and ucarp share vhid 1 (one IPv4 virtual address, one
+/// passphrase) on a segment and elect by advskew, both with preemption:
+/// Palisade master when its advskew is lower, ucarp when its own is;
+/// tshark reads Palisade's advertisements as CARP with a good checksum.
+#[test]
+fn palisade_and_ucarp_elect_by_advskew_both_ways() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for (ours, theirs, palisade_wins) in [(0u8, 100u8, true), (200, 100, false)] {
+        let ns = Netns::new("ucarp", 3);
+        let [sw, fw, uc] = [0, 1, 2].map(|i| ns.names[i].clone());
+        ns.exec(
+            &sw,
+            &[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
+        );
+        ns.exec(&sw, &["ip", "link", "set", "br0", "up"]);
+        ns.veth(&fw, "eth0", &sw, "p1");
+        ns.veth(&uc, "eth0", &sw, "p2");
+        for p in ["p1", "p2"] {
+            ns.exec(&sw, &["ip", "link", "set", p, "master", "br0"]);
+        }
+        ns.exec(&uc, &["ip", "addr", "add", "198.18.0.3/24", "dev", "eth0"]);
+        let dir =
+            std::env::temp_dir().join(format!("palisade-ucarp-{ours}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pf.conf"), "pass\n").unwrap();
+        let cfg = dir.join("palisade.toml");
+        write_config(
+            &cfg,
+            format!(
+                "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n\
+                 [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.2/24\"]\n\
+                 [carp-options]\npreempt = true\n\
+                 [[carp]]\nname = \"carp0\"\ninterface = \"lan\"\nvhid = 1\nadvbase = 1\n\
+                 advskew = {ours}\npassphrase = \"interop-pass\"\naddresses = [\"198.18.0.1/24\"]\n"
+            ),
+        );
+        // ucarp's scripts record its state.
+        let state = dir.join("ucarp-state");
+        let script = |name: &str, word: &str| {
+            let p = dir.join(name);
+            std::fs::write(
+                &p,
+                format!("#!/bin/sh\necho {word} >> {}\n", state.display()),
+            )
+            .unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let (up, down) = (script("up.sh", "MASTER"), script("down.sh", "BACKUP"));
+        let ucarp_state = || {
+            std::fs::read_to_string(&state)
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or("")
+                .to_string()
+        };
+        let (mut uc_p, uc_log) = spawn_logged(
+            &uc,
+            &[
+                "ucarp",
+                "-i",
+                "eth0",
+                "-s",
+                "198.18.0.3",
+                "-v",
+                "1",
+                "-p",
+                "interop-pass",
+                "-a",
+                "198.18.0.1",
+                "-b",
+                "1",
+                "-k",
+                &theirs.to_string(),
+                "-P",
+                "-u",
+                up.to_str().unwrap(),
+                "-d",
+                down.to_str().unwrap(),
+            ],
+        );
+        let (mut fw_p, fw_log) =
+            spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+        let f = Fw {
+            dir: dir.clone(),
+            cfg: cfg.clone(),
+            ns: fw.clone(),
+        };
+        let logs = || {
+            format!(
+                "palisade:\n{}\nucarp:\n{}\nucarp's scripts: {:?}",
+                fw_log.lock().unwrap(),
+                uc_log.lock().unwrap(),
+                std::fs::read_to_string(&state).unwrap_or_default()
+            )
+        };
+        let pal_state = || {
+            f.carp(&["show", "--json"])
+                .1
+                .contains("\"state\": \"MASTER\"")
+        };
+        // Settled: the expected master for 3 s in a row (three
+        // advertisements, each answered by the other's state).
+        let t = Instant::now();
+        let mut since: Option<Instant> = None;
+        loop {
+            let (p, u) = (pal_state(), ucarp_state() == "MASTER");
+            let settled = if palisade_wins { p && !u } else { u && !p };
+            match (settled, since) {
+                (true, None) => since = Some(Instant::now()),
+                (true, Some(s)) if s.elapsed() > Duration::from_secs(3) => break,
+                (false, _) => since = None,
+                _ => {}
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "palisade advskew {ours}, ucarp advskew {theirs}: no stable election (palisade master: {p}, ucarp: {})\n{}",
+                ucarp_state(),
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let v = f.show();
+        if palisade_wins {
+            assert_eq!(v["interfaces"][0]["state"], "MASTER", "{v}");
+            // tshark decodes Palisade's advertisements as CARP: fields as
+            // configured, checksum good, TTL 255, the virtual MAC.
+            let o = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &sw,
+                    "tshark",
+                    "-n",
+                    "-i",
+                    "p1",
+                    "-a",
+                    "duration:3",
+                ])
+                .args([
+                    "-f",
+                    "ip proto 112",
+                    "-d",
+                    "ip.proto==112,carp",
+                    "-T",
+                    "fields",
+                ])
+                .args([
+                    "-e", "eth.src", "-e", "ip.src", "-e", "ip.dst", "-e", "ip.ttl",
+                ])
+                .args(["-e", "carp.version", "-e", "carp.type", "-e", "carp.vhid"])
+                .args([
+                    "-e",
+                    "carp.advskew",
+                    "-e",
+                    "carp.authlen",
+                    "-e",
+                    "carp.demotion",
+                ])
+                .args(["-e", "carp.adver_int", "-e", "carp.checksum.status"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            let ours_seen: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("00:00:5e:00:01:01"))
+                .collect();
+            assert!(
+                ours_seen.len() >= 2,
+                "tshark saw {} of Palisade's advertisements:\n{text}\n{}",
+                ours_seen.len(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            for l in ours_seen {
+                let f: Vec<&str> = l.split('\t').collect();
+                assert_eq!(
+                    f,
+                    [
+                        "00:00:5e:00:01:01",
+                        "198.18.0.2",
+                        "224.0.0.18",
+                        "255",
+                        "2",
+                        "1",
+                        "1",
+                        "0",
+                        "7",
+                        "0",
+                        "1",
+                        "1"
+                    ],
+                    "{l}"
+                );
+            }
+        } else {
+            assert_eq!(v["interfaces"][0]["state"], "BACKUP", "{v}");
+            assert_eq!(v["interfaces"][0]["master"], "198.18.0.3", "{v}");
+        }
+        let o = fw_p.stop().expect("palisade output");
+        assert!(o.status.success(), "{}", logs());
+        let _ = uc_p.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
