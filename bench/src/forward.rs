@@ -28,7 +28,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Ns(Vec<String>);
+pub(crate) struct Ns(pub(crate) Vec<String>);
 
 impl Drop for Ns {
     fn drop(&mut self) {
@@ -38,7 +38,7 @@ impl Drop for Ns {
     }
 }
 
-struct Kill(Option<Child>);
+pub(crate) struct Kill(pub(crate) Option<Child>);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -58,7 +58,7 @@ impl Drop for Kill {
     }
 }
 
-fn sh(args: &[&str]) {
+pub(crate) fn sh(args: &[&str]) {
     let o = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -70,7 +70,7 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn nsx(ns: &str, args: &[&str]) {
+pub(crate) fn nsx(ns: &str, args: &[&str]) {
     let mut v = vec!["ip", "netns", "exec", ns];
     v.extend_from_slice(args);
     sh(&v);

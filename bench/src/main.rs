@@ -9,6 +9,7 @@
 //! network namespace it creates and removes) R times each, alternating, and
 //! prints the medians and their ratio.
 
+mod failover;
 mod forward;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -581,8 +582,9 @@ fn main() {
         Some("rules") => rules_bench(&args),
         Some("states") => states_bench(&args),
         Some("forward") => forward::run(&args),
+        Some("failover") => failover::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]\n       palisade-bench failover [--runs 9]");
             std::process::exit(2);
         }
     }

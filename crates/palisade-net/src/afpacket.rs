@@ -335,9 +335,9 @@ pub fn ethtool(name: &str, cmd: u32, set: Option<u32>) -> io::Result<u32> {
     Ok(val[1])
 }
 
-/// Wait until one of `fds` is readable (bounded by `timeout_ms`). Returns
+/// Wait until one of `fds` is readable (bounded by `timeout`). Returns
 /// the indexes of the descriptors that reported an error.
-pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
+pub fn wait_fds(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<Vec<usize>> {
     let mut fds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -346,8 +346,22 @@ pub fn wait_fds(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
             revents: 0,
         })
         .collect();
-    // SAFETY: fds is a valid array of pollfd of the length passed.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    // ppoll: the timeout to the microsecond (CARP's timers at advbase 0
+    // are a few milliseconds; poll's would round them).
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: fds is a valid array of pollfd of the length passed; ts
+    // lives across the call; no signal mask is given.
+    let r = unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     if r < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {

@@ -129,15 +129,15 @@ impl CarpRuntime {
         }))
     }
 
-    /// Milliseconds until the core's next deadline (rounded up).
-    pub fn timeout_ms(&self, now_us: u64) -> Option<u64> {
+    /// Microseconds until the core's next deadline.
+    pub fn timeout_us(&self, now_us: u64) -> Option<u64> {
         let ready = (!self.ready).then_some(self.ready_at);
         self.node
             .poll_timeout()
             .into_iter()
             .chain(ready)
             .min()
-            .map(|t| t.saturating_sub(now_us).div_ceil(1000))
+            .map(|t| t.saturating_sub(now_us))
     }
 
     /// Feed what the data plane has for CARP, run the timers, and carry
@@ -283,19 +283,14 @@ impl CarpRuntime {
             } else {
                 EtherType::Ipv4
             };
-            // A unicast peer's MAC is not known here: multicast MACs reach
-            // it on the link as well.
-            let group = if t.dst.is_ipv6() {
-                IpAddr::V6(palisade_carp::wire::GROUP_V6)
+            // To the group from the virtual MAC; to a unicast peer (carppeer)
+            // as any packet to a neighbour, resolved by ARP / NDP.
+            let sent = if t.dst.is_multicast() {
+                dp.inject_on(parent, group_mac(&t.dst), Some(mac), et, &pkt)
             } else {
-                IpAddr::V4(palisade_carp::wire::GROUP_V4)
+                dp.send_to_neighbour(parent, t.dst, pkt, now_us / 1000)
             };
-            let dst_mac = if t.dst.is_multicast() {
-                group_mac(&t.dst)
-            } else {
-                group_mac(&group)
-            };
-            match dp.inject_on(parent, dst_mac, Some(mac), et, &pkt) {
+            match sent {
                 Ok(o) => {
                     out.extend(o);
                     self.node.send_result(now_us, &t.carp, true);

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod s3;
+
 /// The lab's pf.conf and palisade.toml: examples/s1/ (also what the S1
 /// end-to-end test runs).
 pub const PF_CONF: &str = include_str!("../../../examples/s1/pf.conf");
@@ -137,7 +139,11 @@ impl Lab {
 
     /// Start a detached program in namespace `role`, remembered for `down`.
     fn spawn(&self, role: &str, args: &[&str], log: &str) -> Result<u32, String> {
-        let log = std::fs::File::create(self.dir().join(log)).map_err(|e| e.to_string())?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join(log))
+            .map_err(|e| e.to_string())?;
         let c = Command::new("ip")
             .args(["netns", "exec", &self.ns(role)])
             .args(args)
@@ -164,13 +170,13 @@ impl Lab {
         Path::new("/var/run/netns").join(self.ns(host)).exists()
     }
 
-    /// Up: its firewall's namespace exists.
+    /// Up: its firewall's namespace exists (S3: the first firewall's).
     pub fn exists(&self) -> bool {
-        self.ns_exists("fw")
+        self.ns_exists("fw") || self.ns_exists("fw1")
     }
 
     pub fn up(&self, rules: Option<&Path>) -> Result<(), String> {
-        if HOSTS.iter().any(|h| self.ns_exists(h)) {
+        if HOSTS.iter().chain(&s3::HOSTS).any(|h| self.ns_exists(h)) {
             return Err(format!(
                 "a lab named '{}' is already up: `palisade lab down{}` first",
                 self.prefix,
@@ -639,7 +645,7 @@ impl Lab {
                 }
             }
         }
-        for h in HOSTS {
+        for h in HOSTS.iter().chain(&s3::HOSTS) {
             procs.extend(
                 self.ns_pids(h)
                     .into_iter()
@@ -655,7 +661,10 @@ impl Lab {
         if !left.is_empty() {
             problems.push(format!("processes still running after SIGKILL: {left:?}"));
         }
-        for h in HOSTS {
+        let mut hosts: Vec<&str> = HOSTS.iter().chain(&s3::HOSTS).copied().collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for h in hosts {
             if !self.ns_exists(h) {
                 continue;
             }

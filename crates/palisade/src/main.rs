@@ -256,15 +256,70 @@ enum CarpGroupCmd {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    S1,
+    S3,
+}
+
 #[derive(Subcommand)]
 enum LabCmd {
-    /// Build the lab, start Palisade, show what passes and what is blocked.
+    /// Build the lab, start Palisade, show what passes and what is blocked
+    /// (S1), or which firewall is master (S3).
     Up {
-        /// A pf.conf to load instead of the lab's example.
+        /// A pf.conf to load instead of the lab's example (S1).
         #[arg(long, value_name = "FILE")]
         rules: Option<PathBuf>,
         /// Prefix of the namespace names (several labs side by side):
         /// letters, digits, '-', '_'.
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+        /// s1: a bridge firewall for hosted machines; s3: two firewalls
+        /// sharing virtual gateways (CARP), a host on each side.
+        #[arg(long, value_enum, default_value = "s1")]
+        scenario: Scenario,
+    },
+    /// (S3) Kill the master with a ping running across the pair, show how
+    /// long the LAN was cut off, then bring it back.
+    Failover {
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+        /// SIGTERM (a graceful stop: the master bows out) instead of kill -9.
+        #[arg(long)]
+        graceful: bool,
+    },
+    /// (S3) kill -9 a firewall's Palisade (fw1 or fw2).
+    Kill {
+        fw: String,
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// (S3) Stop a firewall's Palisade with SIGTERM (its masters bow out).
+    Stop {
+        fw: String,
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// (S3) Start a firewall's Palisade again (restore it).
+    Start {
+        fw: String,
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// (S3) `carp demote carp N` on a firewall (N defaults to 128: hand
+    /// everything over).
+    Demote {
+        fw: String,
+        #[arg(default_value_t = 128)]
+        count: u8,
+        #[arg(long, default_value = "lab")]
+        prefix: String,
+    },
+    /// (S3) `carp undemote carp N` on a firewall.
+    Undemote {
+        fw: String,
+        #[arg(default_value_t = 128)]
+        count: u8,
         #[arg(long, default_value = "lab")]
         prefix: String,
     },
@@ -384,6 +439,12 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
         LabCmd::Status { prefix, .. } => ("status", prefix),
         LabCmd::Exec { prefix, .. } => ("exec", prefix),
         LabCmd::Down { prefix } => ("down", prefix),
+        LabCmd::Failover { prefix, .. } => ("failover", prefix),
+        LabCmd::Kill { prefix, .. } => ("kill", prefix),
+        LabCmd::Stop { prefix, .. } => ("stop", prefix),
+        LabCmd::Start { prefix, .. } => ("start", prefix),
+        LabCmd::Demote { prefix, .. } => ("demote", prefix),
+        LabCmd::Undemote { prefix, .. } => ("undemote", prefix),
         LabCmd::Serve { addr, kind } => {
             return match lab::serve(addr, kind) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -395,7 +456,95 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(what, &e, 2),
     };
+    // The S3 lab's own commands.
+    let s3_only = matches!(
+        a,
+        LabCmd::Failover { .. }
+            | LabCmd::Kill { .. }
+            | LabCmd::Stop { .. }
+            | LabCmd::Start { .. }
+            | LabCmd::Demote { .. }
+            | LabCmd::Undemote { .. }
+    );
+    if s3_only && !l.is_s3() {
+        return fail(
+            what,
+            &format!(
+                "no S3 lab '{}' is up (palisade lab up --scenario s3{})",
+                l.prefix,
+                if l.prefix == "lab" {
+                    String::new()
+                } else {
+                    format!(" --prefix {}", l.prefix)
+                }
+            ),
+            1,
+        );
+    }
+    let done = |r: Result<String, String>| match r {
+        Ok(t) => {
+            println!("{t}");
+            // An advertisement or two later, the election has settled.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            l.print_carp();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(what, &e, 1),
+    };
     match a {
+        LabCmd::Up {
+            scenario: Scenario::S3,
+            rules,
+            ..
+        } => {
+            if rules.is_some() {
+                return fail(
+                    what,
+                    "--rules is for scenario s1 (the S3 lab loads examples/s3/pf.conf)",
+                    2,
+                );
+            }
+            if let Err(e) = l.up_s3() {
+                return fail(what, &e, 1);
+            }
+            println!("The S3 lab is up.");
+            l.print_s3();
+            ExitCode::SUCCESS
+        }
+        LabCmd::Failover { graceful, .. } => match l.failover(graceful) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(what, &e, 1),
+        },
+        LabCmd::Kill { fw, .. } => done(
+            l.signal_fw(&fw, libc::SIGKILL)
+                .map(|()| format!("{fw}: killed (kill -9)")),
+        ),
+        LabCmd::Stop { fw, .. } => done(
+            l.signal_fw(&fw, libc::SIGTERM)
+                .map(|()| format!("{fw}: stopped (SIGTERM)")),
+        ),
+        LabCmd::Start { fw, .. } => {
+            done(l.start_fw(&fw).map(|()| format!("{fw}: Palisade started")))
+        }
+        LabCmd::Demote { fw, count, .. } => done(l.demote_fw(&fw, count as i32)),
+        LabCmd::Undemote { fw, count, .. } => done(l.demote_fw(&fw, -(count as i32))),
+        LabCmd::Status { json, .. } if l.is_s3() => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&l.status_s3()).unwrap_or_default()
+                );
+            } else {
+                l.print_s3();
+            }
+            ExitCode::SUCCESS
+        }
+        LabCmd::Exec { host, command, .. } if l.is_s3() => {
+            if let Err(e) = lab::Lab::check_host_s3(&host) {
+                return fail(what, &e, 2);
+            }
+            fail(what, &l.exec(&host, &command), 1)
+        }
         LabCmd::Up { rules, .. } => {
             if let Err(e) = l.up(rules.as_deref()) {
                 return fail(what, &e, 1);

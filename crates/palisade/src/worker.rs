@@ -149,11 +149,12 @@ pub fn worker(
         }
         // CARP's timers may be due well within the usual 100 ms.
         let wait = if drives_carp {
-            sh.carp().and_then(|c| c.timeout_ms(sh.now_us()))
+            sh.carp().and_then(|c| c.timeout_us(sh.now_us()))
         } else {
             None
         }
-        .map_or(100, |t| t.min(100)) as i32;
+        .map_or(100_000, |t| t.min(100_000));
+        let wait = std::time::Duration::from_micros(wait);
         let errs = match afpacket::wait_fds(&fds, wait) {
             Ok(e) => e,
             Err(e) => {

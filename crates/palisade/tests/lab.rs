@@ -462,3 +462,84 @@ fn lab_up_with_other_rules() {
     drop(guard);
     assert_gone(&prefix, &pids, &links_before);
 }
+
+/// `lab up --scenario s3`: two firewalls, fw1 master of both vhids; a
+/// ping crosses the pair; `lab failover` kills the master with a ping
+/// running and brings it back; `demote`/`undemote` move mastership;
+/// `down` leaves nothing.
+#[test]
+fn lab_s3_pair_fails_over_live() {
+    require_root();
+    let prefix = format!("pal-lab-s3-{}", std::process::id());
+    let _down = Down(prefix.clone());
+    let o = lab(&["up", "--scenario", "s3", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains("fw1: carp0 (198.18.0.1) MASTER, carp1 (203.0.113.1) MASTER"),
+        "{out}"
+    );
+    assert!(out.contains("fw2: carp0 (198.18.0.1) BACKUP"), "{out}");
+    let (o, _) = exec(
+        &prefix,
+        "lan",
+        &["ping", "-c", "1", "-W", "2", "203.0.113.10"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let (o, _) = exec(
+        &prefix,
+        "lan",
+        &["ping", "-6", "-c", "1", "-W", "2", "2001:db8:1::10"],
+    );
+    assert!(o.status.success(), "{}", text(&o.stdout));
+    let o = lab(&["status", "--json", "--prefix", &prefix]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["master"], "fw1", "{v}");
+    assert_eq!(v["scenario"], "s3", "{v}");
+
+    let o = lab(&["failover", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(out.contains("[fw1 killed (kill -9)]"), "{out}");
+    let ms: u64 = out
+        .split("the LAN lost the Internet for ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no outage line: {out}"));
+    // Master down at advbase 1, advskew 100 is 3.39 s.
+    assert!((100..=3700).contains(&ms), "{ms} ms\n{out}");
+    // fw1 is back and master again.
+    assert!(
+        out.trim_end().ends_with(
+            "fw2: carp0 (198.18.0.1) BACKUP, carp1 (203.0.113.1) BACKUP, carp demote count 0"
+        ),
+        "{out}"
+    );
+
+    let o = lab(&["demote", "--prefix", &prefix, "fw1"]);
+    let out = text(&o.stdout);
+    assert!(out.contains("fw1: carp: carp demote count 128"), "{out}");
+    let t = Instant::now();
+    loop {
+        let o = lab(&["status", "--json", "--prefix", &prefix]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        if v["master"] == "fw2" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = lab(&["kill", "--prefix", &prefix, "fw9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("the S3 lab's firewalls are fw1 and fw2"));
+
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for h in ["lan", "wan", "fw1", "fw2", "sw"] {
+        assert!(
+            !std::path::Path::new(&format!("/var/run/netns/{prefix}-{h}")).exists(),
+            "{h} left behind"
+        );
+    }
+}

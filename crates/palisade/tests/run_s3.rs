@@ -101,6 +101,9 @@ struct Options {
     skews: [u8; 2],
     startup_delay: u64,
     hook: Option<PathBuf>,
+    /// Advertise to the other firewall's addresses (carppeer), not to
+    /// the multicast groups.
+    unicast: bool,
 }
 
 impl Default for Options {
@@ -110,6 +113,7 @@ impl Default for Options {
             skews: [0, 100],
             startup_delay: 0,
             hook: None,
+            unicast: false,
         }
     }
 }
@@ -131,6 +135,15 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
         .as_ref()
         .map(|h| format!("hook = \"{}\"\n", h.display()))
         .unwrap_or_default();
+    let other = 5 - n;
+    let (peer0, peer1) = if o.unicast {
+        (
+            format!("peer = [\"198.18.0.{other}\", \"2001:db8::{other}\"]\n"),
+            format!("peer = [\"203.0.113.{other}\", \"2001:db8:1::{other}\"]\n"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let cfg = dir.join("palisade.toml");
     write_config(
         &cfg,
@@ -141,9 +154,9 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
              [[interface]]\nname = \"wan\"\nport = \"eth1\"\naddresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n\
              [carp-options]\npreempt = true\nstartup-delay = {}\n{hook}\
              [[carp]]\nname = \"carp0\"\ninterface = \"lan\"\nvhid = 1\nadvbase = {}\nadvskew = {skew}\n\
-             passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\n\
+             passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\n{peer0}\
              [[carp]]\nname = \"carp1\"\ninterface = \"wan\"\nvhid = 2\nadvbase = {}\nadvskew = {skew}\n\
-             passphrase = \"s3-wan\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n",
+             passphrase = \"s3-wan\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n{peer1}",
             o.startup_delay, o.advbase, o.advbase
         ),
     );
@@ -690,7 +703,7 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
 }
 
 #[test]
-fn advbase_0_takes_over_in_well_under_a_second() {
+fn advbase_0_to_unicast_peers_takes_over_in_well_under_a_second() {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Master advskew 5 (advertises every 20 ms), backup advskew 15
@@ -700,6 +713,7 @@ fn advbase_0_takes_over_in_well_under_a_second() {
         &Options {
             advbase: 0,
             skews: [5, 15],
+            unicast: true,
             ..Options::default()
         },
     );
@@ -717,6 +731,36 @@ fn advbase_0_takes_over_in_well_under_a_second() {
         Prober::start(&s3.a, "2001:db8:1::10"),
     ];
     assert!(probes.iter().all(Prober::flowing), "{}", logs());
+    // Advertisements go to the peer (carppeer), by its own MAC, not to
+    // the groups.
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s3.sw,
+            "timeout",
+            "5",
+            "tcpdump",
+            "-c",
+            "8",
+            "-n",
+            "-e",
+            "-i",
+            "l1",
+            "ip proto 112 or ip6 proto 112",
+        ])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(dump.lines().count(), 8, "{dump}");
+    for l in dump.lines() {
+        assert!(
+            (l.contains("198.18.0.2 > 198.18.0.3") || l.contains("2001:db8::2 > 2001:db8::3"))
+                && !l.contains("01:00:5e")
+                && !l.contains("33:33:"),
+            "not to the unicast peer: {l}\n{dump}"
+        );
+    }
     // Stable: no flapping while both run (a second of 50 advertisements).
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(s3.fws[0].states(), Some(("MASTER".into(), "MASTER".into())));

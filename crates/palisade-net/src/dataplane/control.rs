@@ -225,6 +225,35 @@ impl Dataplane {
         Ok(out)
     }
 
+    /// Send IP packet `packet` out of logical interface `iface` to the
+    /// neighbour `to` (on the link), from the interface's own MAC,
+    /// resolving `to` with ARP / neighbour discovery first if need be
+    /// (the packet waits, as routed packets do). `now` in milliseconds, the
+    /// clock of `input`. Not filtered. For CARP's unicast peers.
+    pub fn send_to_neighbour(
+        &mut self,
+        iface: usize,
+        to: IpAddr,
+        packet: Vec<u8>,
+        now: u64,
+    ) -> Result<Vec<Out>, ControlError> {
+        if iface >= self.cfg.ifaces.len() {
+            return Err(ControlError::NoSuchInterface(iface));
+        }
+        let max = self.mtu(iface);
+        if packet.len() > max {
+            return Err(ControlError::TooLong {
+                len: packet.len(),
+                max,
+            });
+        }
+        self.l3_out(iface, to, packet, now);
+        let out = std::mem::take(&mut self.out);
+        self.counters.injected += out.len() as u64;
+        self.counters.frames_out += out.len() as u64;
+        Ok(out)
+    }
+
     /// Port `port`'s link is up or down (the daemon watches the ports). A
     /// change is queued for `poll_link_event`.
     pub fn set_link(&mut self, port: usize, up: bool) -> Result<(), ControlError> {
