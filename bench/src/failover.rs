@@ -20,7 +20,8 @@
 //! silent, as a dead machine is). The host pings the virtual address
 //! every 2 ms (`ping -D -i 0.002`); the failover time is the longest
 //! silence between two replies around the event. Each run builds the
-//! topology afresh and strikes at a set moment of the master's cycle (run
+//! topology afresh (the peers' runs interleaved) and strikes at a set
+//! moment of the master's cycle (run
 //! i of N: (i + 0.5)/N of its advertisement interval after an
 //! advertisement the host heard), the same moments for every peer, so
 //! that the peers are compared on equal terms; medians and worst cases are
@@ -444,37 +445,50 @@ pub fn run(args: &[String]) {
     println!(
         "failover after the master dies (kill -9 + link down), as a host pinging the virtual address every 2 ms sees it; {runs} runs each"
     );
-    let mut medians = Vec::new();
-    for peer in [
+    // Interleaved: run i of every peer, then run i + 1, so that whatever
+    // else the machine does weighs on all peers alike.
+    let peers = [
         Peer::Palisade(1, 0, 100),
         Peer::Keepalived,
         Peer::Ucarp,
         Peer::Palisade(0, 5, 15),
-    ] {
-        let mut times = Vec::new();
-        let mut run = 0;
-        while times.len() < runs {
-            run += 1;
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); peers.len()];
+    let mut tag = 0;
+    for i in 0..runs {
+        for (k, &peer) in peers.iter().enumerate() {
             // Runs spread evenly over the master's advertisement interval.
             let interval = match peer {
                 Peer::Palisade(0, m, _) => Duration::from_micros(m as u64 * 1_000_000 / 256),
                 _ => Duration::from_secs(1),
             };
-            let phase = interval.mul_f64((times.len() as f64 + 0.5) / runs as f64);
-            match once(peer, run, phase, &palisade) {
-                Ok(d) => times.push(d),
-                Err(e) => {
-                    eprintln!("{}: run {run} failed: {e}", peer.name());
-                    if run > runs * 2 {
-                        std::process::exit(1);
+            let phase = interval.mul_f64((i as f64 + 0.5) / runs as f64);
+            let mut tries = 0;
+            loop {
+                tag += 1;
+                tries += 1;
+                match once(peer, tag, phase, &palisade) {
+                    Ok(d) => {
+                        times[k].push(d);
+                        break;
+                    }
+                    Err(e) => {
+                        eprintln!("{}: run {} failed: {e}", peer.name(), i + 1);
+                        if tries >= 3 {
+                            std::process::exit(1);
+                        }
                     }
                 }
             }
         }
-        let all: Vec<String> = times.iter().map(|d| d.as_millis().to_string()).collect();
-        let worst = *times.iter().max().unwrap();
-        let mean = times.iter().sum::<Duration>() / times.len() as u32;
-        let med = median(&mut times);
+    }
+    let mut medians = Vec::new();
+    for (k, &peer) in peers.iter().enumerate() {
+        let t = &mut times[k];
+        let all: Vec<String> = t.iter().map(|d| d.as_millis().to_string()).collect();
+        let worst = t.iter().copied().max().unwrap_or_default();
+        let mean = t.iter().sum::<Duration>() / t.len().max(1) as u32;
+        let med = median(t);
         println!(
             "{:<58} median {:>5} ms, mean {:>5} ms, worst {:>5} ms  (runs: {} ms)",
             peer.name(),

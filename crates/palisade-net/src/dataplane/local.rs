@@ -173,6 +173,14 @@ impl Local {
             .then(|| Answer::Proxy(self.mac(i)))
     }
 
+    /// `ip` is a virtual address of interface `i`, its MAC on or off (a
+    /// backup's standby address).
+    pub(super) fn is_virtual_address(&self, i: usize, ip: &IpAddr) -> bool {
+        self.virtuals
+            .iter()
+            .any(|v| v.iface == i && v.addresses.contains(ip))
+    }
+
     /// `ip` is one of our addresses, on any interface.
     pub(super) fn is_ours(&self, ip: &IpAddr) -> bool {
         self.addresses.iter().flatten().any(|p| p.ip == *ip)

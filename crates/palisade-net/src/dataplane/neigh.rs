@@ -185,10 +185,13 @@ impl Dataplane {
         let answer = self.local.answer(i, &t);
         let ours = matches!(answer, Some(Answer::Own(_)));
         // Learn a sender we are resolving or that is talking to us (not
-        // every sender on the wire: the table would grow without bound).
+        // every sender on the wire: the table would grow without bound),
+        // including to a virtual address we stand by for: a backup that
+        // takes over then answers and forwards without asking first.
         let s = IpAddr::V4(sip);
-        let learns =
-            !sip.is_unspecified() && !is_multicast(&smac) && (ours || self.neigh.contains(i, &s));
+        let learns = !sip.is_unspecified()
+            && !is_multicast(&smac)
+            && (ours || self.local.is_virtual_address(i, &t) || self.neigh.contains(i, &s));
         if learns {
             self.learn(i, s, smac, now);
         }

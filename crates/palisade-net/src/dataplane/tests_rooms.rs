@@ -129,6 +129,31 @@ fn virtual_mac_on_answers_arp_and_ns_and_takes_its_frames() {
 }
 
 #[test]
+fn a_backup_learns_who_asks_for_its_standby_address() {
+    let mut d = with_vip();
+    // Virtual MAC off: the request is not answered, its sender is learnt.
+    assert!(d.input(0, &arp_request_for(VIP4), 0).is_empty());
+    d.set_virtual_mac(WAN, V, true).unwrap();
+    // Taking over, the echo reply to that host leaves at once, without
+    // an ARP request first.
+    let echo = build::ip(
+        ip("203.0.113.1"),
+        ip(VIP4),
+        1,
+        64,
+        &build::icmp(8, 0, [0, 1, 0, 1], b"vip"),
+    );
+    let o = d.input(0, &eth(V, A, None, ETH_IPV4, &echo), 1);
+    assert_eq!(o.len(), 1, "{o:?}");
+    let f = EthernetFrame::new_checked(&o[0].1[..]).unwrap();
+    assert_eq!(
+        f.dst_addr(),
+        A,
+        "sent to the learnt MAC, not an ARP request"
+    );
+}
+
+#[test]
 fn virtual_mac_off_does_neither() {
     let mut d = with_vip();
     // Added, never switched on; then on and off again: the same.
