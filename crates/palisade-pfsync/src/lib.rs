@@ -1,0 +1,18 @@
+//! palisade-pfsync: pf state table synchronisation as OpenBSD's pfsync(4)
+//! speaks it (protocol version 6), as a sans-IO core.
+//!
+//! `wire` is the packet format: the header, the subheaders and every
+//! message a version 6 peer sends (full state records, the compressed
+//! updates, deletions and acknowledgements, update requests, bulk update
+//! status, clears), parsed from and emitted to bytes exactly as OpenBSD's
+//! `if_pfsync.h` and `pfvar.h` lay them out. Nothing here opens a socket,
+//! reads a clock or touches a state table: the caller receives and sends
+//! the IP payloads (protocol 240) and decides what the messages mean.
+
+pub mod wire;
+
+pub use wire::{
+    Action, BusMsg, BusStatus, ClrMsg, EmitError, IfName, Message, Packet, PacketBuilder,
+    ParseError, PfsyncPacket, Skipped, StateKey, StateMsg, StatePeer, StateRef, StateScrub,
+    Subheader, UpdCMsg,
+};
