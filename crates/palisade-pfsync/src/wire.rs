@@ -27,11 +27,11 @@
 //! side knows (a newer peer's) is read for the part known. Where OpenBSD
 //! stops reading a packet but keeps what it already applied (an unknown
 //! action with a zero length or count, a section running past the end),
-//! the whole packet is rejected here. Stricter than OpenBSD: a subheader
-//! whose messages are shorter than its action's message is rejected
-//! (OpenBSD skips that section), as are one to three bytes after the last
-//! section (OpenBSD ignores them) and a `len` field under the header's
-//! 20 bytes (OpenBSD reads such a packet as empty).
+//! the whole packet is rejected here. A section whose messages are
+//! shorter than its action's message is skipped, as OpenBSD does. Stricter
+//! than OpenBSD: one to three bytes after the last section are rejected
+//! (OpenBSD ignores them), and so is a `len` field under the header's 20
+//! bytes (OpenBSD reads such a packet as empty).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -230,17 +230,6 @@ pub enum ParseError {
         action: u8,
         len: usize,
         count: u16,
-    },
-    #[error(
-        "pfsync subheader at offset {offset}: action {} has messages of {len} bytes, \
-         one takes {need}",
-        ActionByte(*.action)
-    )]
-    MessageTooShort {
-        offset: usize,
-        action: u8,
-        len: usize,
-        need: usize,
     },
     #[error(
         "pfsync subheader at offset {offset}: action {}: {count} messages of {len} bytes \
@@ -1153,15 +1142,11 @@ impl Packet {
             let mlen = sh.msg_len();
             let known = Action::from_u8(sh.action);
             let need = known.and_then(Action::msg_len);
+            // Messages shorter than their action's are passed over, as
+            // OpenBSD's input does (the section is skipped, the rest of
+            // the packet read).
+            let short = need.is_some_and(|need| mlen < need);
             match (known, need) {
-                (_, Some(need)) if mlen < need => {
-                    return Err(ParseError::MessageTooShort {
-                        offset,
-                        action: sh.action,
-                        len: mlen,
-                        need,
-                    })
-                }
                 // A number past the last: skippable only if the peer says
                 // how much to skip.
                 (None, _) if mlen == 0 || sh.count == 0 => {
@@ -1184,7 +1169,7 @@ impl Packet {
                     left: data.len(),
                 });
             }
-            match known.filter(|_| need.is_some()) {
+            match known.filter(|_| need.is_some() && !short) {
                 Some(action) => {
                     // `mlen >= need > 0`: the chunks are whole messages
                     // and parsing them cannot fail.
@@ -1437,16 +1422,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_place() {
-        let e = ParseError::MessageTooShort {
-            offset: 20,
-            action: 13,
-            len: 260,
-            need: 264,
-        };
-        assert_eq!(
-            e.to_string(),
-            "pfsync subheader at offset 20: action 13 (INS) has messages of 260 bytes, one takes 264"
-        );
         let e = ParseError::BadAction {
             offset: 40,
             action: 99,

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use palisade_pfsync::wire::{
     Action, BusMsg, BusStatus, ClrMsg, EmitError, IfName, Message, Packet, PacketBuilder,
     ParseError, Skipped, StateKey, StateMsg, StatePeer, StateRef, StateScrub, UpdCMsg, AF_INET,
-    AF_INET6, DEFAULT_MTU, HEADER_LEN, NO_RULE, STATE_LEN,
+    AF_INET6, DEFAULT_MTU, HEADER_LEN, NO_RULE,
 };
 
 const CKSUM: [u8; 16] = [
@@ -514,31 +514,25 @@ fn rejects_truncated_subheaders_and_sections() {
 }
 
 #[test]
-fn rejects_messages_shorter_than_their_action() {
-    // An INS whose subheader says 65 words (260 bytes): not a state.
-    let mut b = header(20 + 4 + 260);
+fn skips_sections_whose_messages_are_shorter_than_their_action() {
+    // An INS whose subheader says 65 words (260 bytes): not a state; the
+    // section is passed over (as OpenBSD does) and a BUS after it read.
+    let mut b = header(20 + 4 + 260 + 4 + 12);
     b.extend_from_slice(&[13, 65, 0, 1]);
     b.extend_from_slice(&[0; 260]);
-    assert_eq!(
-        Packet::from_bytes(&b),
-        Err(ParseError::MessageTooShort {
-            offset: 20,
-            action: 13,
-            len: 260,
-            need: STATE_LEN
-        })
-    );
-    // A CLR of no length at all.
+    b.extend_from_slice(&[10, 3, 0, 1]);
+    b.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 9, 0, 0, 0, 2]);
+    let p = Packet::from_bytes(&b).unwrap();
+    assert_eq!(p.skipped.len(), 1, "{p:?}");
+    assert_eq!((p.skipped[0].offset, p.skipped[0].action), (20, 13));
+    assert_eq!(p.messages.len(), 1, "{p:?}");
+    assert!(matches!(p.messages[0], Message::Bus(_)), "{p:?}");
+    // A CLR of no length at all: skipped, nothing read.
     let mut b = header(20 + 4);
     b.extend_from_slice(&[0, 0, 0, 1]);
-    assert!(matches!(
-        Packet::from_bytes(&b),
-        Err(ParseError::MessageTooShort {
-            action: 0,
-            need: 20,
-            ..
-        })
-    ));
+    let p = Packet::from_bytes(&b).unwrap();
+    assert!(p.messages.is_empty());
+    assert_eq!(p.skipped.len(), 1);
 }
 
 #[test]
