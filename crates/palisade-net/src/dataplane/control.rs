@@ -208,21 +208,30 @@ impl Dataplane {
         ethertype: EtherType,
         payload: &[u8],
     ) -> Result<Vec<Out>, ControlError> {
+        self.check_injected(iface, payload.len())?;
+        self.emit(iface, dst, src, ethertype, payload);
+        Ok(self.take_injected())
+    }
+
+    /// What the control plane sends on `iface`: an interface we have, a
+    /// packet within its MTU.
+    fn check_injected(&self, iface: usize, len: usize) -> Result<(), ControlError> {
         if iface >= self.cfg.ifaces.len() {
             return Err(ControlError::NoSuchInterface(iface));
         }
         let max = self.mtu(iface);
-        if payload.len() > max {
-            return Err(ControlError::TooLong {
-                len: payload.len(),
-                max,
-            });
+        if len > max {
+            return Err(ControlError::TooLong { len, max });
         }
-        self.emit(iface, dst, src, ethertype, payload);
+        Ok(())
+    }
+
+    /// The frames an injection produced, counted.
+    fn take_injected(&mut self) -> Vec<Out> {
         let out = std::mem::take(&mut self.out);
         self.counters.injected += out.len() as u64;
         self.counters.frames_out += out.len() as u64;
-        Ok(out)
+        out
     }
 
     /// Send IP packet `packet` out of logical interface `iface` to the
@@ -237,21 +246,9 @@ impl Dataplane {
         packet: Vec<u8>,
         now: u64,
     ) -> Result<Vec<Out>, ControlError> {
-        if iface >= self.cfg.ifaces.len() {
-            return Err(ControlError::NoSuchInterface(iface));
-        }
-        let max = self.mtu(iface);
-        if packet.len() > max {
-            return Err(ControlError::TooLong {
-                len: packet.len(),
-                max,
-            });
-        }
+        self.check_injected(iface, packet.len())?;
         self.l3_out(iface, to, packet, now);
-        let out = std::mem::take(&mut self.out);
-        self.counters.injected += out.len() as u64;
-        self.counters.frames_out += out.len() as u64;
-        Ok(out)
+        Ok(self.take_injected())
     }
 
     /// Port `port`'s link is up or down (the daemon watches the ports). A
