@@ -7,8 +7,14 @@
 //! status, clears), parsed from and emitted to bytes exactly as OpenBSD's
 //! `if_pfsync.h` and `pfvar.h` lay them out. Nothing here opens a socket,
 //! reads a clock or touches a state table: the caller receives and sends
-//! the IP payloads (protocol 240) and decides what the messages mean.
+//! the IP payloads (protocol 240).
+//!
+//! `sync` is the protocol: what to send for the local table's changes and
+//! when, what the peer's messages mean for the local table, update
+//! requests, the bulk update with its CARP demotion; fed the time by the
+//! caller, tested on a virtual clock.
 
+pub mod sync;
 pub mod wire;
 
 pub use wire::{

@@ -761,7 +761,7 @@ impl StateMsg {
 /// ```text
 ///  0..8  id     8..12  creatorid
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StateRef {
     pub id: u64,
     pub creatorid: u32,

@@ -1,0 +1,530 @@
+//! The sync core: what one firewall's pfsync does, without sockets,
+//! clocks or a state table. The caller
+//!
+//! - reports its state table's changes (`insert`, `update`, `delete`) as
+//!   full records (the core sends what pfsync(4) sends: INS for a new
+//!   state, UPD_C for a change, DEL_C for a deletion, gathered into
+//!   packets that leave within `flush_after` or when one is full; a state
+//!   changed `maxupd` times is sent at once; a state inserted and deleted
+//!   before it was sent is never sent);
+//! - feeds what arrives (`handle_packet`, with the IP TTL) and applies the
+//!   events that come out (`poll_event`): states to insert or merge,
+//!   compressed updates, deletions, clears; it says `unknown` for an
+//!   update of a state it does not have, and the core asks the peer for it
+//!   (UPD_REQ); it answers `StateWanted` with `send_state`;
+//! - starts with `start`: the core asks the peer for its whole table (a
+//!   bulk update: UPD_REQ with id 0 and creator 0), retries while nobody
+//!   answers, and keeps CARP demoted by 32 (`Event::Demote`) until the
+//!   peer's BUS END arrives or `bulk_timeout` passes — a silent peer never
+//!   keeps a node demoted for ever; on `BulkRequested` it hands the core
+//!   its states (`bulk_send`), which go out paced between BUS START and
+//!   BUS END;
+//! - takes out packets (`poll_transmit`: pfsync payloads for IP protocol
+//!   240, TTL 255) and runs the timers (`poll_timeout`, `handle_timeout`).
+//!
+//! Time is microseconds from an origin the caller chooses.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::wire::{
+    self, BusMsg, BusStatus, ClrMsg, Message, Packet, PacketBuilder, StateMsg, StateRef, UpdCMsg,
+    CKSUM_LEN,
+};
+
+pub type Micros = u64;
+
+const SECOND: Micros = 1_000_000;
+
+/// The demotion CARP keeps while the bulk update runs (OpenBSD's).
+pub const BULK_DEMOTE: i32 = 32;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// Our creator id (random, not 0): the states we create carry it.
+    pub creator: u32,
+    /// Updates to a state before it is sent at once (pfsync(4) maxupd).
+    pub maxupd: u32,
+    /// The sync interface's MTU (an IPv4 header included).
+    pub mtu: usize,
+    /// How long a change may wait for others to share its packet.
+    pub flush_after: Micros,
+    /// Ask again for a bulk update after this long without an answer.
+    pub bulk_retry: Micros,
+    /// Give up waiting for the bulk update (and lift the demotion) after
+    /// this long.
+    pub bulk_timeout: Micros,
+    /// A bulk update sends this many packets per `bulk_tick`.
+    pub bulk_pace: usize,
+    pub bulk_tick: Micros,
+    /// The ruleset checksum put in every header.
+    pub pfcksum: [u8; CKSUM_LEN],
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            creator: 1,
+            maxupd: wire::DEFAULT_MAXUPD as u32,
+            mtu: wire::DEFAULT_MTU,
+            flush_after: SECOND,
+            bulk_retry: 5 * SECOND,
+            bulk_timeout: 60 * SECOND,
+            bulk_pace: 8,
+            bulk_tick: 1_000,
+            pfcksum: [0; CKSUM_LEN],
+        }
+    }
+}
+
+/// Why a packet or a message was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Refused {
+    /// IP TTL not 255 (sent from off the link).
+    BadTtl,
+    /// Not a pfsync version 6 packet, or a malformed one.
+    Malformed,
+    /// A BUS END that does not answer our request.
+    StaleBus,
+}
+
+impl Refused {
+    pub fn name(self) -> &'static str {
+        match self {
+            Refused::BadTtl => "bad-ttl",
+            Refused::Malformed => "malformed",
+            Refused::StaleBus => "stale-bus",
+        }
+    }
+}
+
+/// What the caller must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A whole state from the peer (INS, UPD, or part of a bulk update):
+    /// insert it, or merge it into the one with its id (the more advanced
+    /// wins).
+    State(Box<StateMsg>),
+    /// A compressed update; say `unknown` if there is no such state.
+    Update(UpdCMsg),
+    Delete(StateRef),
+    /// Remove the states of `creatorid` (on `ifname`, or all if empty).
+    Clear(ClrMsg),
+    /// The peer wants this state in full: answer with `send_state`.
+    StateWanted(StateRef),
+    /// The peer acknowledged a state (for `defer`).
+    Acked(StateRef),
+    /// The peer wants our whole table: answer with `bulk_send`.
+    BulkRequested,
+    /// Change CARP's demotion (group carp) by this much.
+    Demote(i32),
+    /// The bulk update we asked for is complete, or we gave up on it.
+    BulkDone {
+        complete: bool,
+        at: Micros,
+    },
+    Dropped(Refused),
+}
+
+/// Counters for `sync show` and the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub messages_sent: BTreeMap<&'static str, u64>,
+    pub messages_received: BTreeMap<&'static str, u64>,
+    pub drops: BTreeMap<Refused, u64>,
+    pub bulk_requests_sent: u64,
+    pub bulk_updates_sent: u64,
+    /// The last bulk update received: when it was asked for, when it
+    /// ended, and whether it completed.
+    pub last_bulk: Option<(Micros, Micros, bool)>,
+}
+
+enum Pending {
+    Ins(Box<StateMsg>),
+    Upd(Box<StateMsg>, u32),
+    Del,
+}
+
+/// Our bulk update request.
+enum Bulk {
+    Idle,
+    Requesting {
+        started: Micros,
+        /// The request last sent (for BUS END's check) and the next try.
+        sent: Micros,
+        next: Micros,
+    },
+}
+
+pub struct Sync {
+    cfg: SyncConfig,
+    pending: BTreeMap<StateRef, Pending>,
+    /// When the pending changes must leave.
+    flush_at: Option<Micros>,
+    /// Sent now, whatever the timer says (maxupd reached, answers).
+    urgent: Vec<Message>,
+    bulk: Bulk,
+    /// A bulk update we send: the messages left, and the next tick.
+    bulk_out: VecDeque<Message>,
+    bulk_out_at: Option<Micros>,
+    /// When the peer's bulk request arrived (for BUS's endtime).
+    bulk_req_received: Micros,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Sync {
+    pub fn new(cfg: SyncConfig) -> Sync {
+        Sync {
+            cfg,
+            pending: BTreeMap::new(),
+            flush_at: None,
+            urgent: Vec::new(),
+            bulk: Bulk::Idle,
+            bulk_out: VecDeque::new(),
+            bulk_out_at: None,
+            bulk_req_received: 0,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The bulk update we asked for is still awaited.
+    pub fn bulk_pending(&self) -> bool {
+        matches!(self.bulk, Bulk::Requesting { .. })
+    }
+
+    /// Start: ask the peer for its whole table, demoted until it is here.
+    pub fn start(&mut self, now: Micros) {
+        if self.bulk_pending() {
+            return;
+        }
+        self.events.push_back(Event::Demote(BULK_DEMOTE));
+        self.bulk = Bulk::Requesting {
+            started: now,
+            sent: now,
+            next: now + self.cfg.bulk_retry,
+        };
+        self.request_bulk();
+    }
+
+    fn request_bulk(&mut self) {
+        self.stats.bulk_requests_sent += 1;
+        self.urgent.push(Message::UpdReq(StateRef {
+            id: 0,
+            creatorid: 0,
+        }));
+        self.flush_urgent();
+    }
+
+    fn arm(&mut self, now: Micros) {
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + self.cfg.flush_after);
+        }
+    }
+
+    /// A new state in the local table (not `no-sync`: the caller keeps
+    /// those to itself).
+    pub fn insert(&mut self, now: Micros, s: StateMsg) {
+        let r = state_ref(&s);
+        self.pending.insert(r, Pending::Ins(Box::new(s)));
+        self.arm(now);
+    }
+
+    /// A state changed (its packets moved its peers, its expiry).
+    pub fn update(&mut self, now: Micros, s: StateMsg) {
+        let r = state_ref(&s);
+        let n = match self.pending.remove(&r) {
+            Some(Pending::Ins(_)) => {
+                self.pending.insert(r, Pending::Ins(Box::new(s)));
+                self.arm(now);
+                return;
+            }
+            Some(Pending::Del) => {
+                self.pending.insert(r, Pending::Del);
+                return;
+            }
+            Some(Pending::Upd(_, n)) => n + 1,
+            None => 1,
+        };
+        if n >= self.cfg.maxupd {
+            // Changed maxupd times since last sent: it goes now.
+            self.urgent.push(Message::UpdC(upd_c(&s)));
+            self.flush_urgent();
+        } else {
+            self.pending.insert(r, Pending::Upd(Box::new(s), n));
+            self.arm(now);
+        }
+    }
+
+    /// A state left the local table.
+    pub fn delete(&mut self, now: Micros, r: StateRef) {
+        match self.pending.remove(&r) {
+            // Never told anyone: nothing to take back.
+            Some(Pending::Ins(_)) => {}
+            _ => {
+                self.pending.insert(r, Pending::Del);
+                self.arm(now);
+            }
+        }
+    }
+
+    /// The caller has no state for an update that arrived: ask for it.
+    pub fn unknown(&mut self, _now: Micros, r: StateRef) {
+        self.urgent.push(Message::UpdReq(r));
+        self.flush_urgent();
+    }
+
+    /// Answer `StateWanted`: the state in full.
+    pub fn send_state(&mut self, _now: Micros, s: StateMsg) {
+        self.urgent.push(Message::Upd(Box::new(s)));
+        self.flush_urgent();
+    }
+
+    /// Answer `BulkRequested`: every state, paced, between BUS START and
+    /// BUS END.
+    pub fn bulk_send(&mut self, now: Micros, states: Vec<StateMsg>) {
+        self.stats.bulk_updates_sent += 1;
+        self.bulk_out.clear();
+        self.bulk_out.push_back(Message::Bus(BusMsg {
+            creatorid: self.cfg.creator,
+            endtime: 0,
+            status: BusStatus::Start,
+        }));
+        self.bulk_out
+            .extend(states.into_iter().map(|s| Message::Upd(Box::new(s))));
+        // (BUS END is added when the states are out: its endtime says how
+        // long the update took.)
+        self.bulk_out_at = Some(now);
+    }
+
+    /// A pfsync packet (the IP payload) arrived with IP TTL `ttl`.
+    pub fn handle_packet(&mut self, now: Micros, ttl: u8, payload: &[u8]) {
+        if ttl != wire::TTL {
+            return self.drop_packet(Refused::BadTtl);
+        }
+        let Ok(p) = Packet::from_bytes(payload) else {
+            return self.drop_packet(Refused::Malformed);
+        };
+        self.stats.packets_received += 1;
+        for m in p.messages {
+            *self
+                .stats
+                .messages_received
+                .entry(m.action().name())
+                .or_default() += 1;
+            match m {
+                Message::Ins(s) | Message::Upd(s) => self.events.push_back(Event::State(s)),
+                Message::UpdC(u) => self.events.push_back(Event::Update(u)),
+                Message::Del(s) => self.events.push_back(Event::Delete(state_ref(&s))),
+                Message::DelC(r) => self.events.push_back(Event::Delete(r)),
+                Message::Clr(c) => self.events.push_back(Event::Clear(c)),
+                Message::InsAck(r) => self.events.push_back(Event::Acked(r)),
+                Message::UpdReq(r) if r.id == 0 && r.creatorid == 0 => {
+                    self.bulk_req_received = now;
+                    self.events.push_back(Event::BulkRequested);
+                }
+                Message::UpdReq(r) => self.events.push_back(Event::StateWanted(r)),
+                Message::Bus(b) => self.bus(now, b),
+            }
+        }
+    }
+
+    fn bus(&mut self, now: Micros, b: BusMsg) {
+        let Bulk::Requesting { started, sent, .. } = self.bulk else {
+            return;
+        };
+        match b.status {
+            BusStatus::End => {
+                // The update answers our (last) request if it began after
+                // we sent it (endtime: seconds it took).
+                let began = now.saturating_sub(b.endtime as u64 * SECOND);
+                if began + SECOND < sent {
+                    return self.drop_event(Refused::StaleBus);
+                }
+                self.finish_bulk(now, started, true);
+            }
+            BusStatus::Start | BusStatus::Other(_) => {}
+        }
+    }
+
+    fn finish_bulk(&mut self, now: Micros, started: Micros, complete: bool) {
+        self.bulk = Bulk::Idle;
+        self.stats.last_bulk = Some((started, now, complete));
+        self.events.push_back(Event::BulkDone { complete, at: now });
+        self.events.push_back(Event::Demote(-BULK_DEMOTE));
+    }
+
+    fn drop_packet(&mut self, d: Refused) {
+        self.drop_event(d);
+    }
+
+    fn drop_event(&mut self, d: Refused) {
+        *self.stats.drops.entry(d).or_default() += 1;
+        self.events.push_back(Event::Dropped(d));
+    }
+
+    /// The next time `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        let bulk = match self.bulk {
+            Bulk::Requesting { started, next, .. } => {
+                Some(next.min(started + self.cfg.bulk_timeout))
+            }
+            Bulk::Idle => None,
+        };
+        [self.flush_at, self.bulk_out_at, bulk]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Micros) {
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush();
+        }
+        if let Bulk::Requesting {
+            started,
+            ref mut next,
+            ref mut sent,
+        } = self.bulk
+        {
+            if now >= started + self.cfg.bulk_timeout {
+                self.finish_bulk(now, started, false);
+            } else if *next <= now {
+                *sent = now;
+                *next = now + self.cfg.bulk_retry;
+                self.request_bulk();
+            }
+        }
+        if self.bulk_out_at.is_some_and(|t| t <= now) {
+            self.pace_bulk(now);
+        }
+    }
+
+    /// Send up to `bulk_pace` packets of the bulk update.
+    fn pace_bulk(&mut self, now: Micros) {
+        for _ in 0..self.cfg.bulk_pace {
+            if self.bulk_out.is_empty() {
+                break;
+            }
+            let mut b = PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum);
+            while let Some(m) = self.bulk_out.front() {
+                if !b.fits(m) {
+                    break;
+                }
+                if let Some(m) = self.bulk_out.pop_front() {
+                    self.count_sent(&m);
+                    let _ = b.push(&m);
+                }
+            }
+            if b.is_empty() {
+                // A message larger than the MTU allows: cannot be sent.
+                self.bulk_out.pop_front();
+                continue;
+            }
+            self.emit(b);
+        }
+        if self.bulk_out.is_empty() {
+            let took = now.saturating_sub(self.bulk_req_received) / SECOND;
+            let end = Message::Bus(BusMsg {
+                creatorid: self.cfg.creator,
+                endtime: took as u32,
+                status: BusStatus::End,
+            });
+            self.urgent.push(end);
+            self.flush_urgent();
+            self.bulk_out_at = None;
+        } else {
+            self.bulk_out_at = Some(now + self.cfg.bulk_tick);
+        }
+    }
+
+    /// Everything pending leaves now, in packets of the MTU.
+    pub fn flush(&mut self) {
+        self.flush_at = None;
+        let pending = std::mem::take(&mut self.pending);
+        let msgs: Vec<Message> = pending
+            .into_iter()
+            .map(|(r, p)| match p {
+                Pending::Ins(s) => Message::Ins(s),
+                Pending::Upd(s, _) => Message::UpdC(upd_c(&s)),
+                Pending::Del => Message::DelC(r),
+            })
+            .collect();
+        self.send_all(msgs);
+    }
+
+    fn flush_urgent(&mut self) {
+        let msgs = std::mem::take(&mut self.urgent);
+        self.send_all(msgs);
+    }
+
+    fn send_all(&mut self, msgs: Vec<Message>) {
+        let mut b = PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum);
+        for m in msgs {
+            if !b.fits(&m) && !b.is_empty() {
+                let full = std::mem::replace(
+                    &mut b,
+                    PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum),
+                );
+                self.emit(full);
+            }
+            if b.push(&m).is_ok() {
+                self.count_sent(&m);
+            }
+        }
+        if !b.is_empty() {
+            self.emit(b);
+        }
+    }
+
+    fn count_sent(&mut self, m: &Message) {
+        *self
+            .stats
+            .messages_sent
+            .entry(m.action().name())
+            .or_default() += 1;
+    }
+
+    fn emit(&mut self, b: PacketBuilder) {
+        self.stats.packets_sent += 1;
+        self.out.push_back(b.finish());
+    }
+
+    /// A pfsync payload to send (IP protocol 240, TTL 255, to the group
+    /// or the sync peer).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+pub fn state_ref(s: &StateMsg) -> StateRef {
+    StateRef {
+        id: s.id,
+        creatorid: s.creatorid,
+    }
+}
+
+/// The compressed update of a state: its peers, expiry and timeout.
+pub fn upd_c(s: &StateMsg) -> UpdCMsg {
+    UpdCMsg {
+        id: s.id,
+        src: s.src,
+        dst: s.dst,
+        creatorid: s.creatorid,
+        expire: s.expire,
+        timeout: s.timeout,
+        state_flags: s.state_flags as u8,
+    }
+}

@@ -1,0 +1,339 @@
+//! Two sync cores on a virtual clock, each with a toy state table that
+//! applies the other's events: replication of inserts, updates and
+//! deletes, batching and maxupd, repair of a lost message by UPD_REQ, the
+//! bulk update after a restart with CARP's demotion lifted at BUS END, a
+//! silent peer that cannot keep a node demoted, refused packets counted.
+
+use std::collections::BTreeMap;
+
+use palisade_pfsync::sync::{state_ref, Event, Refused, Sync, SyncConfig, BULK_DEMOTE};
+use palisade_pfsync::{StateMsg, StateRef};
+
+const MS: u64 = 1_000;
+const S: u64 = 1_000_000;
+
+/// A firewall: its core, its table, the demotion CARP would see.
+struct Node {
+    sync: Sync,
+    table: BTreeMap<StateRef, StateMsg>,
+    demote: i32,
+    done: Vec<bool>,
+    drops: Vec<Refused>,
+}
+
+impl Node {
+    fn new(creator: u32) -> Node {
+        Node {
+            sync: Sync::new(SyncConfig {
+                creator,
+                ..SyncConfig::default()
+            }),
+            table: BTreeMap::new(),
+            demote: 0,
+            done: Vec::new(),
+            drops: Vec::new(),
+        }
+    }
+
+    fn state(&self, id: u64) -> StateMsg {
+        self.table[&StateRef {
+            id,
+            creatorid: self.creator(),
+        }]
+    }
+
+    fn creator(&self) -> u32 {
+        // (every test node's creator is its first state's)
+        self.table.keys().next().map(|r| r.creatorid).unwrap_or(0)
+    }
+
+    /// A local state appears / changes / goes.
+    fn insert(&mut self, now: u64, s: StateMsg) {
+        self.table.insert(state_ref(&s), s);
+        self.sync.insert(now, s);
+    }
+    fn update(&mut self, now: u64, s: StateMsg) {
+        self.table.insert(state_ref(&s), s);
+        self.sync.update(now, s);
+    }
+    fn delete(&mut self, now: u64, r: StateRef) {
+        self.table.remove(&r);
+        self.sync.delete(now, r);
+    }
+
+    /// Apply what the core says.
+    fn events(&mut self, now: u64) {
+        while let Some(e) = self.sync.poll_event() {
+            match e {
+                Event::State(s) => {
+                    self.table.insert(state_ref(&s), *s);
+                }
+                Event::Update(u) => {
+                    let r = StateRef {
+                        id: u.id,
+                        creatorid: u.creatorid,
+                    };
+                    match self.table.get_mut(&r) {
+                        Some(s) => {
+                            s.src = u.src;
+                            s.dst = u.dst;
+                            s.expire = u.expire;
+                        }
+                        None => self.sync.unknown(now, r),
+                    }
+                }
+                Event::Delete(r) => {
+                    self.table.remove(&r);
+                }
+                Event::Clear(c) => self.table.retain(|r, _| r.creatorid != c.creatorid),
+                Event::StateWanted(r) => {
+                    if let Some(s) = self.table.get(&r) {
+                        let s = *s;
+                        self.sync.send_state(now, s);
+                    }
+                }
+                Event::BulkRequested => {
+                    let all: Vec<StateMsg> = self.table.values().copied().collect();
+                    self.sync.bulk_send(now, all);
+                }
+                Event::Demote(d) => self.demote += d,
+                Event::BulkDone { complete, .. } => self.done.push(complete),
+                Event::Dropped(d) => self.drops.push(d),
+                Event::Acked(_) => {}
+            }
+        }
+    }
+}
+
+fn state(creator: u32, id: u64, seq: u32) -> StateMsg {
+    let mut s = StateMsg {
+        id,
+        creatorid: creator,
+        proto: 6,
+        expire: 86_400,
+        ..StateMsg::default()
+    };
+    s.src.seqlo = seq;
+    s
+}
+
+/// Two nodes on a link; `lose` drops the next packets a sends.
+struct Pair {
+    a: Node,
+    b: Node,
+    now: u64,
+    /// Packets each way, for the tests to look at.
+    a_sent: Vec<Vec<u8>>,
+    b_sent: Vec<Vec<u8>>,
+    lose_from_a: usize,
+    b_up: bool,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair {
+            a: Node::new(0xa),
+            b: Node::new(0xb),
+            now: 0,
+            a_sent: Vec::new(),
+            b_sent: Vec::new(),
+            lose_from_a: 0,
+            b_up: true,
+        }
+    }
+
+    /// Run until `until`, in steps of 1 ms: timers, packets, events.
+    fn run(&mut self, until: u64) {
+        while self.now <= until {
+            let now = self.now;
+            for n in [&mut self.a, &mut self.b] {
+                if n.sync.poll_timeout().is_some_and(|t| t <= now) {
+                    n.sync.handle_timeout(now);
+                }
+            }
+            for _ in 0..100 {
+                let mut moved = false;
+                while let Some(p) = self.a.sync.poll_transmit() {
+                    moved = true;
+                    self.a_sent.push(p.clone());
+                    if self.lose_from_a > 0 {
+                        self.lose_from_a -= 1;
+                    } else if self.b_up {
+                        self.b.sync.handle_packet(now, 255, &p);
+                    }
+                }
+                while let Some(p) = self.b.sync.poll_transmit() {
+                    moved = true;
+                    self.b_sent.push(p.clone());
+                    self.a.sync.handle_packet(now, 255, &p);
+                }
+                self.a.events(now);
+                self.b.events(now);
+                if !moved {
+                    break;
+                }
+            }
+            self.now += MS;
+        }
+    }
+}
+
+#[test]
+fn inserts_updates_and_deletes_reach_the_peer_within_a_second() {
+    let mut p = Pair::new();
+    for id in 1..=20 {
+        p.a.insert(0, state(0xa, id, 100));
+    }
+    p.run(900 * MS);
+    assert!(p.b.table.is_empty(), "batched: nothing before flush_after");
+    p.run(1_001 * MS);
+    assert_eq!(p.b.table.len(), 20);
+    assert_eq!(p.b.table, p.a.table);
+    // 20 states of 264 bytes: 5 per 1500-byte packet.
+    assert_eq!(p.a_sent.len(), 4, "{:?}", p.a.sync.stats());
+    // Updates go as UPD_C, deletions as DEL_C.
+    let t = p.now;
+    p.a.update(t, state(0xa, 3, 555));
+    p.a.delete(
+        t,
+        StateRef {
+            id: 7,
+            creatorid: 0xa,
+        },
+    );
+    p.run(t + 1_100 * MS);
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.state(3).src.seqlo, 555);
+    let st = p.a.sync.stats();
+    assert_eq!(st.messages_sent["UPD_C"], 1, "{st:?}");
+    assert_eq!(st.messages_sent["DEL_C"], 1, "{st:?}");
+    assert_eq!(p.b.sync.stats().messages_received["INS"], 20);
+}
+
+#[test]
+fn a_state_inserted_and_deleted_before_it_was_sent_is_never_sent() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1));
+    p.a.update(10 * MS, state(0xa, 1, 2));
+    p.a.delete(
+        20 * MS,
+        StateRef {
+            id: 1,
+            creatorid: 0xa,
+        },
+    );
+    p.run(2 * S);
+    assert!(p.a_sent.is_empty());
+    assert!(p.b.table.is_empty());
+}
+
+#[test]
+fn maxupd_changes_send_the_state_at_once() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 0));
+    p.run(1_100 * MS);
+    let before = p.a_sent.len();
+    // maxupd (128) updates within a few ms: sent without waiting.
+    let t = p.now;
+    for k in 1..=128 {
+        p.a.update(t, state(0xa, 1, k));
+    }
+    p.run(t + 5 * MS);
+    assert_eq!(p.a_sent.len(), before + 1);
+    assert_eq!(p.b.state(1).src.seqlo, 128);
+}
+
+#[test]
+fn a_lost_insert_is_repaired_by_update_request() {
+    let mut p = Pair::new();
+    p.lose_from_a = 1;
+    p.a.insert(0, state(0xa, 9, 1));
+    p.run(1_100 * MS);
+    assert!(p.b.table.is_empty(), "the INS was lost");
+    // The next update of that state is unknown to b: it asks (UPD_REQ),
+    // a answers with the whole state.
+    let t = p.now;
+    p.a.update(t, state(0xa, 9, 2));
+    p.run(t + 1_100 * MS);
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.sync.stats().messages_sent["UPD_REQ"], 1);
+    assert_eq!(p.a.sync.stats().messages_sent["UPD"], 1);
+}
+
+#[test]
+fn a_restarted_node_bulk_updates_and_is_demoted_until_bus_end() {
+    let mut p = Pair::new();
+    for id in 1..=1000 {
+        p.a.insert(0, state(0xa, id, id as u32));
+    }
+    p.run(1_100 * MS);
+    assert_eq!(p.b.table.len(), 1000);
+    // b restarts with an empty table and asks for everything.
+    p.b = Node::new(0xb);
+    let t = p.now;
+    p.b.sync.start(t);
+    p.b.events(t);
+    assert_eq!(
+        p.b.demote, BULK_DEMOTE,
+        "demoted while the bulk update runs"
+    );
+    p.run(t + 3 * MS);
+    assert!(p.b.table.len() < 1000, "paced, not all at once");
+    assert_eq!(p.b.demote, BULK_DEMOTE);
+    p.run(t + 500 * MS);
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.demote, 0, "lifted at BUS END");
+    assert_eq!(p.b.done, [true]);
+    let (asked, ended, complete) = p.b.sync.stats().last_bulk.unwrap();
+    assert!(complete && asked == t && ended > t, "{asked} {ended}");
+    assert_eq!(p.a.sync.stats().bulk_updates_sent, 1);
+}
+
+#[test]
+fn a_silent_peer_cannot_keep_a_node_demoted() {
+    // a starts while b does not answer (its link is down: b never hears).
+    let mut lonely = Node::new(0xa);
+    lonely.sync.start(0);
+    lonely.events(0);
+    assert_eq!(lonely.demote, BULK_DEMOTE);
+    let mut now = 0;
+    let mut requests = 0;
+    while now <= 61 * S {
+        if lonely.sync.poll_timeout().is_some_and(|t| t <= now) {
+            lonely.sync.handle_timeout(now);
+        }
+        while lonely.sync.poll_transmit().is_some() {
+            requests += 1;
+        }
+        lonely.events(now);
+        now += 100 * MS;
+    }
+    assert_eq!(lonely.demote, 0, "lifted at the bulk timeout");
+    assert_eq!(lonely.done, [false]);
+    // Asked again every 5 s until then.
+    assert_eq!(requests, 12, "{requests}");
+}
+
+#[test]
+fn packets_with_a_bad_ttl_or_malformed_are_dropped_and_counted() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1));
+    p.a.sync.flush();
+    let pkt = p.a.sync.poll_transmit().unwrap();
+    p.b.sync.handle_packet(0, 64, &pkt);
+    p.b.sync.handle_packet(0, 255, &pkt[..10]);
+    let mut bad = pkt.clone();
+    bad[0] = 5;
+    p.b.sync.handle_packet(0, 255, &bad);
+    p.b.events(0);
+    assert!(p.b.table.is_empty());
+    assert_eq!(
+        p.b.drops,
+        [Refused::BadTtl, Refused::Malformed, Refused::Malformed]
+    );
+    assert_eq!(p.b.sync.stats().drops[&Refused::Malformed], 2);
+    // The good one is taken.
+    p.b.sync.handle_packet(0, 255, &pkt);
+    p.b.events(0);
+    assert_eq!(p.b.table.len(), 1);
+}
