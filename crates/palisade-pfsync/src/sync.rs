@@ -26,6 +26,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
+
 use crate::wire::{
     self, BusMsg, BusStatus, ClrMsg, Message, Packet, PacketBuilder, StateMsg, StateRef, UpdCMsg,
     CKSUM_LEN,
@@ -58,7 +61,40 @@ pub struct SyncConfig {
     pub bulk_tick: Micros,
     /// The ruleset checksum put in every header.
     pub pfcksum: [u8; CKSUM_LEN],
+    /// Authenticate every packet (beyond OpenBSD; off by default).
+    pub auth: Option<Auth>,
 }
+
+/// Beyond OpenBSD: every packet ends with a section of action
+/// `AUTH_ACTION` (a number OpenBSD skips) holding a counter and an
+/// HMAC-SHA1 over the whole packet (the MAC's bytes zeroed); a receiver
+/// with a key takes only packets whose MAC is right and whose counter is
+/// above the last it took, so a forged or replayed packet changes
+/// nothing. A receiver without a key skips the section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub key: Vec<u8>,
+    /// The first counter sent: the caller gives one that grows across
+    /// restarts (the wall clock in microseconds, say).
+    pub counter_base: u64,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Auth {{ key: <{} bytes>, counter_base: {} }}",
+            self.key.len(),
+            self.counter_base
+        )
+    }
+}
+
+/// The authentication section's action number (unused by OpenBSD).
+pub const AUTH_ACTION: u8 = 0xf1;
+/// Its one message: an 8-byte counter and a 20-byte HMAC-SHA1.
+const AUTH_MSG_LEN: usize = 28;
+const AUTH_LEN: usize = wire::SUBHEADER_LEN + AUTH_MSG_LEN;
 
 impl Default for SyncConfig {
     fn default() -> SyncConfig {
@@ -72,6 +108,7 @@ impl Default for SyncConfig {
             bulk_pace: 8,
             bulk_tick: 1_000,
             pfcksum: [0; CKSUM_LEN],
+            auth: None,
         }
     }
 }
@@ -85,6 +122,11 @@ pub enum Refused {
     Malformed,
     /// A BUS END that does not answer our request.
     StaleBus,
+    /// Authentication is on and the packet has no section for it, or its
+    /// MAC is wrong.
+    Unauthenticated,
+    /// Its counter is not above the last one taken.
+    Replayed,
 }
 
 impl Refused {
@@ -93,6 +135,8 @@ impl Refused {
             Refused::BadTtl => "bad-ttl",
             Refused::Malformed => "malformed",
             Refused::StaleBus => "stale-bus",
+            Refused::Unauthenticated => "unauthenticated",
+            Refused::Replayed => "replayed",
         }
     }
 }
@@ -173,11 +217,17 @@ pub struct Sync {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// Authentication: the next counter to send, the last one taken.
+    counter: u64,
+    last_counter: Option<u64>,
 }
 
 impl Sync {
     pub fn new(cfg: SyncConfig) -> Sync {
+        let counter = cfg.auth.as_ref().map_or(0, |a| a.counter_base);
         Sync {
+            counter,
+            last_counter: None,
             cfg,
             pending: BTreeMap::new(),
             flush_at: None,
@@ -313,6 +363,12 @@ impl Sync {
         let Ok(p) = Packet::from_bytes(payload) else {
             return self.drop_packet(Refused::Malformed);
         };
+        if let Some(a) = &self.cfg.auth {
+            match check_auth(a, payload, &p, self.last_counter) {
+                Ok(c) => self.last_counter = Some(c),
+                Err(r) => return self.drop_packet(r),
+            }
+        }
         self.stats.packets_received += 1;
         for m in p.messages {
             *self
@@ -414,7 +470,7 @@ impl Sync {
             if self.bulk_out.is_empty() {
                 break;
             }
-            let mut b = PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum);
+            let mut b = self.builder();
             while let Some(m) = self.bulk_out.front() {
                 if !b.fits(m) {
                     break;
@@ -467,13 +523,10 @@ impl Sync {
     }
 
     fn send_all(&mut self, msgs: Vec<Message>) {
-        let mut b = PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum);
+        let mut b = self.builder();
         for m in msgs {
             if !b.fits(&m) && !b.is_empty() {
-                let full = std::mem::replace(
-                    &mut b,
-                    PacketBuilder::for_mtu(self.cfg.mtu, self.cfg.pfcksum),
-                );
+                let full = std::mem::replace(&mut b, self.builder());
                 self.emit(full);
             }
             if b.push(&m).is_ok() {
@@ -493,9 +546,20 @@ impl Sync {
             .or_default() += 1;
     }
 
+    /// A packet to fill: the MTU's room, less the authentication's.
+    fn builder(&self) -> PacketBuilder {
+        let room = if self.cfg.auth.is_some() { AUTH_LEN } else { 0 };
+        PacketBuilder::for_mtu(self.cfg.mtu.saturating_sub(room), self.cfg.pfcksum)
+    }
+
     fn emit(&mut self, b: PacketBuilder) {
         self.stats.packets_sent += 1;
-        self.out.push_back(b.finish());
+        let mut p = b.finish();
+        if let Some(a) = &self.cfg.auth {
+            self.counter += 1;
+            sign(a, &mut p, self.counter);
+        }
+        self.out.push_back(p);
     }
 
     /// A pfsync payload to send (IP protocol 240, TTL 255, to the group
@@ -527,4 +591,53 @@ pub fn upd_c(s: &StateMsg) -> UpdCMsg {
         timeout: s.timeout,
         state_flags: s.state_flags as u8,
     }
+}
+
+/// HMAC-SHA1 keyed with `key` (HMAC takes keys of any length: None
+/// does not happen).
+fn mac(key: &[u8]) -> Option<Hmac<Sha1>> {
+    <Hmac<Sha1> as KeyInit>::new_from_slice(key).ok()
+}
+
+/// Append the authentication section to a finished packet.
+fn sign(a: &Auth, p: &mut Vec<u8>, counter: u64) {
+    p.extend_from_slice(&[AUTH_ACTION, (AUTH_MSG_LEN / 4) as u8, 0, 1]);
+    p.extend_from_slice(&counter.to_be_bytes());
+    let at = p.len();
+    p.extend_from_slice(&[0; 20]);
+    let len = p.len() as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    if let Some(mut m) = mac(&a.key) {
+        m.update(p);
+        let tag = m.finalize().into_bytes();
+        p[at..at + 20].copy_from_slice(&tag);
+    }
+}
+
+/// The packet's counter if its last section authenticates it with our
+/// key and the counter is new.
+fn check_auth(a: &Auth, payload: &[u8], p: &Packet, last: Option<u64>) -> Result<u64, Refused> {
+    let len = u16::from_be_bytes([payload[2], payload[3]]) as usize;
+    let s = p
+        .skipped
+        .last()
+        .filter(|s| {
+            s.action == AUTH_ACTION
+                && s.count == 1
+                && s.msg_len == AUTH_MSG_LEN
+                && s.offset + AUTH_LEN == len
+        })
+        .ok_or(Refused::Unauthenticated)?;
+    let body = &payload[s.offset + wire::SUBHEADER_LEN..len];
+    let counter = u64::from_be_bytes(body[..8].try_into().map_err(|_| Refused::Unauthenticated)?);
+    let mut copy = payload[..len].to_vec();
+    copy[len - 20..].fill(0);
+    let mut m = mac(&a.key).ok_or(Refused::Unauthenticated)?;
+    m.update(&copy);
+    m.verify_slice(&body[8..28])
+        .map_err(|_| Refused::Unauthenticated)?;
+    if last.is_some_and(|l| counter <= l) {
+        return Err(Refused::Replayed);
+    }
+    Ok(counter)
 }

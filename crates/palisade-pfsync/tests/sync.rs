@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use palisade_pfsync::sync::{state_ref, Event, Refused, Sync, SyncConfig, BULK_DEMOTE};
+use palisade_pfsync::sync::{state_ref, Auth, Event, Refused, Sync, SyncConfig, BULK_DEMOTE};
 use palisade_pfsync::{StateMsg, StateRef};
 
 const MS: u64 = 1_000;
@@ -336,4 +336,69 @@ fn packets_with_a_bad_ttl_or_malformed_are_dropped_and_counted() {
     p.b.sync.handle_packet(0, 255, &pkt);
     p.b.events(0);
     assert_eq!(p.b.table.len(), 1);
+}
+
+fn with_key(creator: u32, key: &[u8], base: u64) -> Node {
+    let mut n = Node::new(creator);
+    n.sync = Sync::new(SyncConfig {
+        creator,
+        auth: Some(Auth {
+            key: key.to_vec(),
+            counter_base: base,
+        }),
+        ..SyncConfig::default()
+    });
+    n
+}
+
+#[test]
+fn with_authentication_forged_replayed_and_unsigned_packets_change_nothing() {
+    let mut p = Pair::new();
+    p.a = with_key(0xa, b"sync-secret", 1_000);
+    p.b = with_key(0xb, b"sync-secret", 5_000);
+    for id in 1..=7 {
+        p.a.insert(0, state(0xa, id, 1));
+    }
+    p.run(1_100 * MS);
+    assert_eq!(p.b.table, p.a.table, "signed packets are taken");
+    let good = p.a_sent[0].clone();
+
+    // A third party with another key: refused, counted.
+    let mut mallory = with_key(0xc, b"guessed", 9_999_999);
+    mallory.insert(0, state(0xc, 66, 1));
+    mallory.sync.flush();
+    let forged = mallory.sync.poll_transmit().unwrap();
+    // Without any authentication section.
+    let mut plain = Node::new(0xc);
+    plain.insert(0, state(0xc, 67, 1));
+    plain.sync.flush();
+    let unsigned = plain.sync.poll_transmit().unwrap();
+    // A signed packet with one byte changed.
+    let mut tampered = good.clone();
+    tampered[30] ^= 1;
+    let t = p.now;
+    for pkt in [&forged, &unsigned, &tampered, &good] {
+        p.b.sync.handle_packet(t, 255, pkt);
+    }
+    p.b.events(t);
+    assert_eq!(p.b.table, p.a.table, "nothing changed");
+    assert_eq!(
+        p.b.drops,
+        [
+            Refused::Unauthenticated,
+            Refused::Unauthenticated,
+            Refused::Unauthenticated,
+            Refused::Replayed
+        ]
+    );
+    let st = p.b.sync.stats();
+    assert_eq!(st.drops[&Refused::Unauthenticated], 3);
+    assert_eq!(st.drops[&Refused::Replayed], 1);
+
+    // A peer without a key skips the section and takes the messages (the
+    // format stays OpenBSD's).
+    let mut open = Node::new(0xd);
+    open.sync.handle_packet(t, 255, &good);
+    open.events(t);
+    assert_eq!(open.table.len(), 5, "the first packet's five states");
 }
