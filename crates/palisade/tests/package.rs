@@ -91,7 +91,13 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 27] = [
+const PAGES: [&str; 33] = [
+    "man8/palisade-lab-failover.8.gz",
+    "man8/palisade-lab-kill.8.gz",
+    "man8/palisade-lab-stop.8.gz",
+    "man8/palisade-lab-start.8.gz",
+    "man8/palisade-lab-demote.8.gz",
+    "man8/palisade-lab-undemote.8.gz",
     "man8/palisade.8.gz",
     "man8/palisade-carp.8.gz",
     "man8/palisade-carp-show.8.gz",
