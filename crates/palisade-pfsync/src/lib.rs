@@ -14,6 +14,7 @@
 //! requests, the bulk update with its CARP demotion; fed the time by the
 //! caller, tested on a virtual clock.
 
+pub mod convert;
 pub mod sync;
 pub mod wire;
 

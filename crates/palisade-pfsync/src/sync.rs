@@ -1,8 +1,8 @@
 //! The sync core: what one firewall's pfsync does, without sockets,
 //! clocks or a state table. The caller
 //!
-//! - reports its state table's changes (`insert`, `update`, `delete`) as
-//!   full records (the core sends what pfsync(4) sends: INS for a new
+//! - reports its state table's changes (`insert` a full record, `update`
+//!   what changed, `delete`) (the core sends what pfsync(4) sends: INS for a new
 //!   state, UPD_C for a change, DEL_C for a deletion, gathered into
 //!   packets that leave within `flush_after` or when one is full; a state
 //!   changed `maxupd` times is sent at once; a state inserted and deleted
@@ -186,7 +186,7 @@ pub struct Stats {
 
 enum Pending {
     Ins(Box<StateMsg>),
-    Upd(Box<StateMsg>, u32),
+    Upd(UpdCMsg, u32),
     Del,
 }
 
@@ -288,12 +288,21 @@ impl Sync {
         self.arm(now);
     }
 
-    /// A state changed (its packets moved its peers, its expiry).
-    pub fn update(&mut self, now: Micros, s: StateMsg) {
-        let r = state_ref(&s);
+    /// A state changed (its packets moved its peers, its expiry): what
+    /// changed, as a compressed update.
+    pub fn update(&mut self, now: Micros, u: UpdCMsg) {
+        let r = StateRef {
+            id: u.id,
+            creatorid: u.creatorid,
+        };
         let n = match self.pending.remove(&r) {
-            Some(Pending::Ins(_)) => {
-                self.pending.insert(r, Pending::Ins(Box::new(s)));
+            Some(Pending::Ins(mut s)) => {
+                // Not sent yet: the insert carries the news.
+                s.src = u.src;
+                s.dst = u.dst;
+                s.expire = u.expire;
+                s.timeout = u.timeout;
+                self.pending.insert(r, Pending::Ins(s));
                 self.arm(now);
                 return;
             }
@@ -306,10 +315,10 @@ impl Sync {
         };
         if n >= self.cfg.maxupd {
             // Changed maxupd times since last sent: it goes now.
-            self.urgent.push(Message::UpdC(upd_c(&s)));
+            self.urgent.push(Message::UpdC(u));
             self.flush_urgent();
         } else {
-            self.pending.insert(r, Pending::Upd(Box::new(s), n));
+            self.pending.insert(r, Pending::Upd(u, n));
             self.arm(now);
         }
     }
@@ -510,7 +519,7 @@ impl Sync {
             .into_iter()
             .map(|(r, p)| match p {
                 Pending::Ins(s) => Message::Ins(s),
-                Pending::Upd(s, _) => Message::UpdC(upd_c(&s)),
+                Pending::Upd(u, _) => Message::UpdC(u),
                 Pending::Del => Message::DelC(r),
             })
             .collect();

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use palisade_pfsync::sync::{state_ref, Auth, Event, Refused, Sync, SyncConfig, BULK_DEMOTE};
+use palisade_pfsync::sync::{
+    state_ref, upd_c, Auth, Event, Refused, Sync, SyncConfig, BULK_DEMOTE,
+};
 use palisade_pfsync::{StateMsg, StateRef};
 
 const MS: u64 = 1_000;
@@ -54,7 +56,7 @@ impl Node {
     }
     fn update(&mut self, now: u64, s: StateMsg) {
         self.table.insert(state_ref(&s), s);
-        self.sync.update(now, s);
+        self.sync.update(now, upd_c(&s));
     }
     fn delete(&mut self, now: u64, r: StateRef) {
         self.table.remove(&r);
