@@ -59,6 +59,7 @@ struct Raw {
     #[serde(default)]
     carp: Vec<RawCarp>,
     carp_options: Option<RawCarpOptions>,
+    pfsync: Option<RawPfsync>,
 }
 
 /// A CARP interface (carp(4), ifconfig(8) `carpdev`, `vhid`, `advbase`,
@@ -79,6 +80,16 @@ struct RawCarp {
     addresses: Vec<Spanned<String>>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
+}
+
+/// pfsync(4): `syncdev`, `syncpeer`, `maxupd`; `key` beyond OpenBSD.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPfsync {
+    interface: Spanned<String>,
+    peer: Option<Spanned<String>>,
+    maxupd: Option<Spanned<i64>>,
+    key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -252,6 +263,16 @@ pub enum ConfigProblem {
     CarpAdvskew(i64),
     #[error("the passphrase has {0} bytes: at most 19 (ifconfig keeps 19)")]
     CarpPassphrase(usize),
+    #[error("pfsync: '{0}' is not an interface")]
+    PfsyncInterface(String),
+    #[error("pfsync: interface '{0}' has no IPv4 address (pfsync speaks IPv4)")]
+    PfsyncNoAddress(String),
+    #[error("pfsync peer '{0}': not an IPv4 address")]
+    PfsyncPeer(String),
+    #[error("pfsync maxupd {0}: 0 to 255")]
+    PfsyncMaxupd(i64),
+    #[error("pfsync key: empty")]
+    PfsyncKey,
     #[error("carp hook '{0}': {1}")]
     CarpHook(String, &'static str),
     #[error("carp hook-timeout {0}: 1 to 3600 seconds")]
@@ -375,6 +396,20 @@ pub struct Config {
     /// CARP interfaces (virtual hosts), and the options of all of them.
     pub carp: Vec<CarpIface>,
     pub carp_options: CarpOptions,
+    /// State synchronisation, if configured.
+    pub pfsync: Option<PfsyncConfig>,
+}
+
+/// `[pfsync]`: the sync interface (a logical interface, syncdev), an
+/// optional unicast peer (syncpeer), maxupd, and an optional key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PfsyncConfig {
+    pub iface: usize,
+    /// Its IPv4 address: the packets' source.
+    pub source: std::net::Ipv4Addr,
+    pub peer: Option<std::net::Ipv4Addr>,
+    pub maxupd: u32,
+    pub key: Option<String>,
 }
 
 /// A CARP interface as palisade.toml gives it.
@@ -893,7 +928,57 @@ impl Config {
             ),
             None => None,
         };
+        let pfsync = match &raw.pfsync {
+            None => None,
+            Some(p) => {
+                let name = p.interface.get_ref();
+                let Some(&ix) = if_ix.get(name.as_str()) else {
+                    return Err(cx.err(&p.interface, ConfigProblem::PfsyncInterface(name.clone())));
+                };
+                let source = match ifaces[ix].addresses.iter().find_map(|a| match a.ip {
+                    IpAddr::V4(v) => Some(v),
+                    IpAddr::V6(_) => None,
+                }) {
+                    Some(a) => a,
+                    None => {
+                        return Err(
+                            cx.err(&p.interface, ConfigProblem::PfsyncNoAddress(name.clone()))
+                        )
+                    }
+                };
+                let peer = match &p.peer {
+                    Some(s) => {
+                        Some(s.get_ref().parse::<std::net::Ipv4Addr>().map_err(|_| {
+                            cx.err(s, ConfigProblem::PfsyncPeer(s.get_ref().clone()))
+                        })?)
+                    }
+                    None => None,
+                };
+                let maxupd = match &p.maxupd {
+                    Some(m) => match *m.get_ref() {
+                        v @ 0..=255 => v as u32,
+                        v => return Err(cx.err(m, ConfigProblem::PfsyncMaxupd(v))),
+                    },
+                    None => 128,
+                };
+                let key = match &p.key {
+                    Some(k) if k.get_ref().is_empty() => {
+                        return Err(cx.err(k, ConfigProblem::PfsyncKey))
+                    }
+                    Some(k) => Some(k.get_ref().clone()),
+                    None => None,
+                };
+                Some(PfsyncConfig {
+                    iface: ix,
+                    source,
+                    peer,
+                    maxupd,
+                    key,
+                })
+            }
+        };
         Ok(Config {
+            pfsync,
             pflog,
             pflog_size,
             metrics,
@@ -1174,6 +1259,38 @@ groups = ["inside"]
         assert_eq!(carp1.groups, ["carp", "inside"]);
         assert_eq!(carp1.addrs.len(), 2);
         assert_eq!(hi[0].name, "wan", "the other interfaces keep their places");
+    }
+
+    #[test]
+    fn pfsync_is_read_and_checked_with_its_line() {
+        let c = parse(&format!(
+            "{CARP}[pfsync]\ninterface = \"wan\"\npeer = \"203.0.113.3\"\nkey = \"k\"\n"
+        ))
+        .unwrap();
+        let p = c.pfsync.unwrap();
+        assert_eq!(c.ifaces[p.iface].name, "wan");
+        assert_eq!(p.source.to_string(), "203.0.113.2");
+        assert_eq!(
+            p.peer.map(|a| a.to_string()).as_deref(),
+            Some("203.0.113.3")
+        );
+        assert_eq!((p.maxupd, p.key.as_deref()), (128, Some("k")));
+        for (tail, want) in [
+            ("interface = \"dmz\"\n", "pfsync: 'dmz' is not an interface"),
+            (
+                "interface = \"wan\"\npeer = \"2001:db8::1\"\n",
+                "not an IPv4 address",
+            ),
+            (
+                "interface = \"wan\"\nmaxupd = 300\n",
+                "maxupd 300: 0 to 255",
+            ),
+            ("interface = \"wan\"\nkey = \"\"\n", "pfsync key: empty"),
+        ] {
+            let e = parse(&format!("{CARP}[pfsync]\n{tail}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+            assert!(e.line > 30, "{e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use palisade_carp::{CarpConfig, Event, Node, Options, Reject, State, Status, TransitionReason};
 use palisade_net::config::Config;
-use palisade_net::dataplane::{Dataplane, Mac, Out};
+use palisade_net::dataplane::{Dataplane, Mac, Out, Punted};
 use palisade_wire::ethernet::EtherType;
 
 /// What `carp show`, `carp group show` and the metrics read.
@@ -142,7 +142,13 @@ impl CarpRuntime {
 
     /// Feed what the data plane has for CARP, run the timers, and carry
     /// out what the core decided; returns the frames to send.
-    pub fn step(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
+    /// Change a group's demotion for a reason other than a command
+    /// (pfsync's bulk update).
+    pub fn demote_for(&mut self, now_us: u64, group: &str, delta: i32, why: &str) {
+        self.node.demote(now_us, group, delta, why);
+    }
+
+    pub fn step(&mut self, dp: &mut Dataplane, now_us: u64, punted: Vec<Punted>) -> Vec<Out> {
         if !self.ready && now_us >= self.ready_at {
             self.ready = true;
             self.node.set_ready(now_us);
@@ -154,7 +160,7 @@ impl CarpRuntime {
                 }
             }
         }
-        while let Some(p) = dp.poll_punted() {
+        for p in punted {
             if p.proto != palisade_carp::wire::PROTO {
                 continue;
             }

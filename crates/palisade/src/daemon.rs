@@ -52,6 +52,9 @@ pub struct Shared {
     /// CARP (worker 0 drives it; the control thread shows and demotes).
     /// Lock order: this before the data plane.
     pub(crate) carp: Option<Mutex<crate::carp::CarpRuntime>>,
+    /// pfsync (worker 0 drives it too). Lock order: CARP, pfsync, the
+    /// data plane.
+    pub(crate) pfsync: Option<Mutex<crate::pfsync::SyncRuntime>>,
     /// Wakes worker 0 (a demotion to advertise now).
     pub(crate) wake: Wake,
 }
@@ -150,6 +153,12 @@ impl Shared {
     /// CARP, if configured (worker 0 holds it while it steps the core).
     pub(crate) fn carp(&self) -> Option<std::sync::MutexGuard<'_, crate::carp::CarpRuntime>> {
         self.carp
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn pfsync(&self) -> Option<std::sync::MutexGuard<'_, crate::pfsync::SyncRuntime>> {
+        self.pfsync
             .as_ref()
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -20,6 +20,7 @@ mod man;
 mod metrics;
 mod notify;
 mod ops;
+mod pfsync;
 mod replay;
 mod request;
 
@@ -126,6 +127,13 @@ enum Cmd {
         #[command(subcommand)]
         action: CarpCmd,
     },
+    /// pfsync in the running daemon: `sync show [--json]` (the sync
+    /// interface and peer, the last bulk update, messages sent and
+    /// received, refused packets).
+    Sync {
+        #[command(subcommand)]
+        action: SyncCmd,
+    },
     /// Scenario S1 on this machine, in network namespaces (needs root).
     Lab {
         #[command(subcommand)]
@@ -227,6 +235,17 @@ enum CarpCmd {
     Group {
         #[command(subcommand)]
         action: CarpGroupCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCmd {
+    /// The sync interface and peer, the bulk update, the counters.
+    Show {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
     },
 }
 
@@ -817,6 +836,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::Sync {
+            action: SyncCmd::Show { json, sock },
+        } => control_cmd(&sock.socket, Request::SyncShow, json),
         Cmd::Carp { action } => {
             use request::CarpOp;
             let (op, json, sock) = match action {

@@ -86,6 +86,7 @@ pub fn answer(sh: &Shared, req: &Request) -> Value {
         }
         Request::Log => fail("log: a stream (answered by the control socket)"),
         Request::Carp(op) => crate::carp::answer(sh, op),
+        Request::SyncShow => crate::pfsync::show(sh),
     }
 }
 

@@ -159,6 +159,8 @@ pub enum Request {
     /// Follow the log (one line per logged packet).
     Log,
     Carp(CarpOp),
+    /// `sync show`: pfsync's peer, bulk update and counters.
+    SyncShow,
 }
 
 /// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
@@ -296,6 +298,7 @@ impl Request {
                 file: req["file"].as_str().map(PathBuf::from),
             }),
             Some("log") => Ok(Request::Log),
+            Some("sync") => Ok(Request::SyncShow),
             Some("carp") => {
                 let group = |what: &str| {
                     req["group"]
@@ -339,7 +342,7 @@ impl Request {
                 Ok(Request::Carp(op))
             }
             Some(c) => Err(format!(
-                "unknown command '{c}' (one of show, table, anchor, kill, reload, log, carp)"
+                "unknown command '{c}' (one of show, table, anchor, kill, reload, log, carp, sync)"
             )),
             None => Err("bad request: missing \"cmd\"".into()),
         }
@@ -382,6 +385,7 @@ impl Request {
             }
             Request::Reload { file } => json!({"cmd": "reload", "file": file}),
             Request::Log => json!({"cmd": "log"}),
+            Request::SyncShow => json!({"cmd": "sync", "op": "show"}),
             Request::Carp(CarpOp::Show) => json!({"cmd": "carp", "op": "show"}),
             Request::Carp(CarpOp::Demote { group, delta }) => json!({
                 "cmd": "carp",
@@ -453,6 +457,7 @@ mod tests {
             Request::Reload { file: None },
             Request::Log,
             Request::Carp(CarpOp::Show),
+            Request::SyncShow,
             Request::Carp(CarpOp::Demote {
                 group: "carp".into(),
                 delta: 128,

@@ -46,7 +46,18 @@ pub fn run(path: &Path) -> Result<(), String> {
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));
-    let mut filter = Filter::new(engine, &pf, 1);
+    // pfsync's creator id: `set hostid` if pf.conf sets it, else random
+    // (never 0), so that two firewalls' states never share an identity.
+    let creator = pf
+        .options
+        .iter()
+        .find_map(|o| match o {
+            palisade_conf::ir::SetOption::HostId(h) => Some(*h),
+            _ => None,
+        })
+        .filter(|h| *h != 0)
+        .unwrap_or_else(|| (seed() as u32) | 1);
+    let mut filter = Filter::new(engine, &pf, creator);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
     if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)
         .map_err(|e| e.to_string())?
@@ -113,6 +124,14 @@ pub fn run(path: &Path) -> Result<(), String> {
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
     let dp_cfg = dp.cfg.clone();
     let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
+    let pfsync = match &dp_cfg.pfsync {
+        Some(p) => {
+            let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
+            s.start(0);
+            Some(s)
+        }
+        None => None,
+    };
     let wake = crate::daemon::Wake::new()?;
     dp.set_logging(pflog.is_some());
     if let Some((mac, _)) = &host {
@@ -137,6 +156,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),
         carp: carp.map(Mutex::new),
+        pfsync: pfsync.map(Mutex::new),
         wake,
     };
     tracing::info!(

@@ -138,7 +138,7 @@ pub fn worker(
         }
         fds.push(sh.wake.fd());
     }
-    let drives_carp = id == 0 && sh.carp.is_some();
+    let drives_carp = id == 0 && (sh.carp.is_some() || sh.pfsync.is_some());
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
@@ -149,7 +149,10 @@ pub fn worker(
         }
         // CARP's timers may be due well within the usual 100 ms.
         let wait = if drives_carp {
-            sh.carp().and_then(|c| c.timeout_us(sh.now_us()))
+            let now = sh.now_us();
+            let c = sh.carp().and_then(|c| c.timeout_us(now));
+            let p = sh.pfsync().and_then(|p| p.timeout_us(now));
+            c.into_iter().chain(p).min()
         } else {
             None
         }
@@ -189,7 +192,7 @@ pub fn worker(
         }
         // CARP advertisements this worker received wait for worker 0:
         // wake it now (master down is counted from their arrival).
-        if id != 0 && sh.carp.is_some() && sh.dp().has_punted() {
+        if id != 0 && (sh.carp.is_some() || sh.pfsync.is_some()) && sh.dp().has_punted() {
             sh.wake.wake();
         }
         if id == 0 {
@@ -209,11 +212,41 @@ pub fn worker(
             }
         }
         if drives_carp {
-            if let Some(mut c) = sh.carp() {
-                let outs = c.step(&mut sh.dp(), sh.now_us());
-                drop(c);
-                sh.send(&ports, outs);
+            let now_us = sh.now_us();
+            let mut carp = sh.carp();
+            let mut sync = sh.pfsync();
+            let mut dp = sh.dp();
+            let mut for_carp = Vec::new();
+            let mut for_sync = Vec::new();
+            while let Some(p) = dp.poll_punted() {
+                if p.proto == palisade_pfsync::wire::PROTO {
+                    for_sync.push(p);
+                } else {
+                    for_carp.push(p);
+                }
             }
+            let mut outs = Vec::new();
+            if let Some(s) = sync.as_mut() {
+                let (o, demote) = s.step(&mut dp, now_us, for_sync);
+                outs.extend(o);
+                if let Some(c) = carp.as_mut() {
+                    for d in demote {
+                        let why = if d > 0 {
+                            "pfsync: bulk update under way"
+                        } else {
+                            "pfsync: bulk update over"
+                        };
+                        c.demote_for(now_us, "carp", d, why);
+                    }
+                }
+            }
+            if let Some(c) = carp.as_mut() {
+                outs.extend(c.step(&mut dp, now_us, for_carp));
+            }
+            drop(dp);
+            drop(sync);
+            drop(carp);
+            sh.send(&ports, outs);
         }
         if id == 0 {
             let recs = sh.dp().take_log();
@@ -294,6 +327,11 @@ pub fn worker(
     }
     // Stopping: masters bow out, so that backups take over at once.
     if drives_carp {
+        if let Some(s) = sh.pfsync().as_mut() {
+            // What is pending leaves before we go.
+            let (o, _) = s.step(&mut sh.dp(), sh.now_us(), Vec::new());
+            sh.send(&ports, o);
+        }
         if let Some(mut c) = sh.carp() {
             let outs = c.shutdown(&mut sh.dp(), sh.now_us());
             drop(c);

@@ -91,7 +91,9 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 33] = [
+const PAGES: [&str; 35] = [
+    "man8/palisade-sync.8.gz",
+    "man8/palisade-sync-show.8.gz",
     "man8/palisade-lab-failover.8.gz",
     "man8/palisade-lab-kill.8.gz",
     "man8/palisade-lab-stop.8.gz",

@@ -104,6 +104,9 @@ struct Options {
     /// Advertise to the other firewall's addresses (carppeer), not to
     /// the multicast groups.
     unicast: bool,
+    /// A sync link (eth2, crossover) with pfsync on it, and a pf.conf that
+    /// blocks what no state passes.
+    pfsync: bool,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             startup_delay: 0,
             hook: None,
             unicast: false,
+            pfsync: false,
         }
     }
 }
@@ -129,7 +133,27 @@ struct S3 {
 
 fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("pf.conf"), "pass\n").unwrap();
+    let (pf, sync) = if o.pfsync {
+        (
+            "block\n\
+             pass quick on sync\n\
+             pass quick proto carp keep state (no-sync)\n\
+             pass in quick on lan proto tcp to port 7001 keep state (no-sync)\n\
+             pass out quick on wan proto tcp to port 7001 keep state (no-sync)\n\
+             pass in on lan\n\
+             pass out on wan\n\
+             pass out on lan\n",
+            format!(
+                "[[port]]\nname = \"eth2\"\n\
+                 [[interface]]\nname = \"sync\"\nport = \"eth2\"\naddresses = [\"198.18.255.{}/30\"]\n\
+                 [pfsync]\ninterface = \"sync\"\nkey = \"s3-sync-key\"\n",
+                n - 1
+            ),
+        )
+    } else {
+        ("pass\n", String::new())
+    };
+    std::fs::write(dir.join("pf.conf"), pf).unwrap();
     let hook = o
         .hook
         .as_ref()
@@ -148,7 +172,7 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
     write_config(
         &cfg,
         format!(
-            "pf = \"pf.conf\"\nmetrics = \"127.0.0.1:9464\"\n\
+            "pf = \"pf.conf\"\nmetrics = \"127.0.0.1:9464\"\n{sync}\
              [[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
              [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.{n}/24\", \"2001:db8::{n}/64\"]\n\
              [[interface]]\nname = \"wan\"\nport = \"eth1\"\naddresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n\
@@ -182,6 +206,9 @@ impl S3 {
                 ],
             );
             ns.exec(&sw, &["ip", "link", "set", br, "up"]);
+        }
+        if o.pfsync {
+            ns.veth(&f1, "eth2", &f2, "eth2");
         }
         for (fw, k) in [(&f1, 1), (&f2, 2)] {
             ns.veth(fw, "eth0", &sw, &format!("l{k}"));
@@ -994,4 +1021,139 @@ fn palisade_and_ucarp_elect_by_advskew_both_ways() {
         let _ = uc_p.stop();
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `palisade show states` of a firewall.
+fn states_of(fw: &Fw) -> String {
+    let o = Command::new(palisade())
+        .args(["show", "states", "-s"])
+        .arg(fw.sock())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Scenario S3 with pfsync on a sync link and a pf.conf that blocks what
+/// no state passes: a TCP connection opened through fw1 is in fw2's
+/// table within a second (a `no-sync` one is not), keeps working after
+/// kill -9 of fw1, and after fw1 restarts, bulk-updates and takes its
+/// vhids back.
+#[test]
+fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3p",
+        &Options {
+            pfsync: true,
+            ..Options::default()
+        },
+    );
+    echo_server(&s3.b, "203.0.113.10:7000");
+    echo_server(&s3.b, "203.0.113.10:7001");
+    let (mut p2, log2) = s3.fws[1].start();
+    let (mut p1, log1) = s3.fws[0].start();
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    let probes = [
+        Prober::start(&s3.a, "203.0.113.10"),
+        Prober::start(&s3.a, "2001:db8:1::10"),
+    ];
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000");
+    assert!(conn.echo("before"), "{}", logs());
+    let mut private = Conn::open(&s3.a, "203.0.113.10:7001");
+    assert!(private.echo("before"), "{}", logs());
+    // Within a second (pfsync's batching) the state is on fw2; the
+    // no-sync one is not.
+    wait_until("the state on fw2", Duration::from_secs(3), || {
+        states_of(&s3.fws[1]).contains("203.0.113.10:7000")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let on2 = states_of(&s3.fws[1]);
+    assert!(
+        !on2.contains("203.0.113.10:7001"),
+        "a no-sync state was sent:\n{on2}"
+    );
+    let sync = |fw: &Fw| -> serde_json::Value {
+        let o = Command::new(palisade())
+            .args(["sync", "show", "--json", "-s"])
+            .arg(fw.sock())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"))
+    };
+    let v = sync(&s3.fws[1]);
+    assert!(v["messages_received"]["INS"].as_u64() >= Some(1), "{v}");
+    assert_eq!(v["refused"], serde_json::json!({}), "{v}");
+    assert_eq!(v["authenticated"], true, "{v}");
+    // fw2 started first: its request is answered when it asks again (every
+    // 5 s) and fw1 is up.
+    wait_until("fw2's bulk update", Duration::from_secs(10), || {
+        sync(&s3.fws[1])["last_bulk"]["complete"] == true
+    });
+
+    // kill -9 of fw1: fw2 takes over and the connection goes on.
+    let t = unix_now();
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    takeover(
+        "kill -9 with pfsync",
+        &probes,
+        t,
+        Duration::from_secs(3) + Duration::from_millis(100 * 1000 / 256 + 200),
+        &logs,
+    );
+    assert!(
+        conn.echo("after kill -9"),
+        "the synced connection died\n{}",
+        logs()
+    );
+
+    // fw1 restarts: it asks for a bulk update, stays demoted until it is
+    // in, then preempts; the connection survives the move back too.
+    let (np1, nlog1) = s3.fws[0].start();
+    p1 = np1;
+    let t0 = Instant::now();
+    while !nlog1
+        .lock()
+        .unwrap()
+        .contains("pfsync: bulk update received")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no bulk update\n{}\n{}",
+            nlog1.lock().unwrap(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        states_of(&s3.fws[0]).contains("203.0.113.10:7000"),
+        "the restarted node has the state from the bulk update"
+    );
+    let v = sync(&s3.fws[0]);
+    assert_eq!(v["last_bulk"]["complete"], true, "{v}");
+    assert_eq!(v["bulk_pending"], false, "{v}");
+    s3.wait_master(0, Duration::from_secs(10), &|| {
+        format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
+    });
+    assert!(
+        log2.lock().unwrap().contains("pfsync: bulk update of"),
+        "{}",
+        logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        conn.echo("after the move back"),
+        "{}\n{}",
+        nlog1.lock().unwrap(),
+        logs()
+    );
+    let _ = p1.stop();
+    let _ = p2.stop();
 }

@@ -2,7 +2,7 @@
 //! namespaces. Two Palisade firewalls share a virtual gateway on each side
 //! (CARP: carp0 on the LAN, carp1 on the WAN, IPv4 and IPv6), a host on
 //! each side routes through them, and a crossover link joins the two
-//! firewalls (for pfsync). `lab failover` shows a takeover live, with a
+//! firewalls, which keep their state tables in step over it (pfsync). `lab failover` shows a takeover live, with a
 //! ping running across; `lab kill|stop|start|demote|undemote fw1|fw2` play
 //! with one node.
 //!
@@ -455,6 +455,14 @@ impl Lab {
             (
                 format!("palisade carp show -s {d}/fw1.sock"),
                 "fw1's CARP (ifconfig carp)".into(),
+            ),
+            (
+                format!("palisade sync show -s {d}/fw2.sock"),
+                "fw2's pfsync: messages received, the bulk update".into(),
+            ),
+            (
+                format!("palisade show states -s {d}/fw2.sock"),
+                "the states fw2 holds for fw1's connections".into(),
             ),
             (
                 format!("palisade lab status{a}"),

@@ -1,0 +1,348 @@
+//! pfsync in the daemon: the `palisade-pfsync` core, driven by worker 0
+//! like CARP. The filter's state events (inserts, updates, deletes of
+//! states that may be synced) go to the core; its packets leave on the
+//! sync interface (IP protocol 240, TTL 255, to 224.0.0.240 or the
+//! configured peer) from that interface's IPv4 address; what arrives on
+//! the sync interface (punted after pf passed it `in`: pf.conf must pass
+//! `proto pfsync` there) is applied to the state table. At start the node
+//! asks its peer for a bulk update and keeps CARP demoted by 32 until it
+//! is done or a minute has passed.
+//!
+//! The sync link is a port Palisade owns (an `[[interface]]` of
+//! palisade.toml), not a kernel interface: the packets go through the
+//! same data plane and pf as everything else, so the sync link is
+//! filtered by pf.conf exactly as on OpenBSD.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use palisade_filter::state::StateEvent;
+use palisade_net::config::PfsyncConfig;
+use palisade_net::dataplane::{Dataplane, Out, Punted};
+use palisade_pfsync::convert::{from_msg, from_upd_c, state_id, state_ref, to_msg, to_upd_c};
+use palisade_pfsync::sync::{Auth, Event, Sync, SyncConfig};
+use palisade_wire::ethernet::EtherType;
+
+const GROUP: Ipv4Addr = palisade_pfsync::wire::GROUP_V4;
+
+pub struct SyncRuntime {
+    sync: Sync,
+    pub cfg: PfsyncConfig,
+    pub creator: u32,
+    /// Bulk updates we send, read from the table in parts.
+    bulk_cursor: Option<usize>,
+    pub applied: u64,
+    pub apply_errors: u64,
+}
+
+impl SyncRuntime {
+    pub fn new(
+        cfg: &PfsyncConfig,
+        dp: &mut Dataplane,
+        creator: u32,
+    ) -> Result<SyncRuntime, String> {
+        dp.subscribe(palisade_pfsync::wire::PROTO);
+        if cfg.peer.is_none() {
+            dp.join_group(cfg.iface, IpAddr::V4(GROUP))
+                .map_err(|e| format!("pfsync: {e:?}"))?;
+        }
+        dp.filter.states.set_events(true);
+        let counter_base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        let sync = Sync::new(SyncConfig {
+            creator,
+            maxupd: cfg.maxupd.max(1),
+            auth: cfg.key.as_ref().map(|k| Auth {
+                key: k.as_bytes().to_vec(),
+                counter_base,
+            }),
+            ..SyncConfig::default()
+        });
+        Ok(SyncRuntime {
+            sync,
+            cfg: cfg.clone(),
+            creator,
+            bulk_cursor: None,
+            applied: 0,
+            apply_errors: 0,
+        })
+    }
+
+    pub fn start(&mut self, now_us: u64) {
+        self.sync.start(now_us);
+    }
+
+    pub fn timeout_us(&self, now_us: u64) -> Option<u64> {
+        self.sync.poll_timeout().map(|t| t.saturating_sub(now_us))
+    }
+
+    pub fn stats(&self) -> &palisade_pfsync::sync::Stats {
+        self.sync.stats()
+    }
+
+    pub fn bulk_pending(&self) -> bool {
+        self.sync.bulk_pending()
+    }
+
+    /// Feed what arrived and what the filter did, run the timers, apply
+    /// the peer's news; returns the frames to send and CARP demotions.
+    pub fn step(
+        &mut self,
+        dp: &mut Dataplane,
+        now_us: u64,
+        punted: Vec<Punted>,
+    ) -> (Vec<Out>, Vec<i32>) {
+        let now_ms = now_us / 1000;
+        for p in punted {
+            if p.iface != self.cfg.iface {
+                continue;
+            }
+            let Ok(info) = palisade_wire::parse_ip(&p.packet) else {
+                continue;
+            };
+            let end = info.len.min(p.packet.len());
+            let payload = &p.packet[info.l4_offset.min(end)..end];
+            self.sync.handle_packet(now_us, info.ttl, payload);
+        }
+        // The local table's news, a bounded number per step.
+        for e in dp.filter.states.drain_events(now_ms, 4096) {
+            match e {
+                StateEvent::Insert(r) => self.sync.insert(now_us, to_msg(&r)),
+                StateEvent::Update(u) => self.sync.update(now_us, to_upd_c(&u)),
+                StateEvent::Delete(sid) => self.sync.delete(now_us, state_ref(&sid)),
+            }
+        }
+        if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
+            self.sync.handle_timeout(now_us);
+        }
+        let mut demote = Vec::new();
+        while let Some(e) = self.sync.poll_event() {
+            match e {
+                Event::State(m) => match from_msg(&m) {
+                    Ok(rec) => {
+                        let exists = dp
+                            .filter
+                            .states
+                            .get(rec.id)
+                            .is_some_and(|s| s.creator == rec.creator);
+                        let r = if exists {
+                            // Newer news of a state we have: its windows
+                            // and expiry (the more advanced side wins).
+                            let up = palisade_filter::state::StateUpdate {
+                                sid: palisade_filter::state::StateId {
+                                    id: rec.id,
+                                    creator: rec.creator,
+                                },
+                                src: rec.src,
+                                dst: rec.dst,
+                                timeout: rec.timeout,
+                                expire_ms: rec.expire_ms,
+                                seqdiff_dst: rec.seqdiff_dst,
+                            };
+                            dp.filter.states.merge_update(&up, now_ms).map(|_| ())
+                        } else {
+                            dp.filter.import_state(&rec, now_ms).map(|_| ())
+                        };
+                        match r {
+                            Ok(()) => self.applied += 1,
+                            Err(e) => {
+                                self.apply_errors += 1;
+                                tracing::debug!("pfsync: state {:016x}: {e:?}", rec.id);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.apply_errors += 1;
+                        tracing::debug!("pfsync: {e}");
+                    }
+                },
+                Event::Update(u) => match from_upd_c(&u) {
+                    Ok(up) => match dp.filter.states.merge_update(&up, now_ms) {
+                        Ok(_) => self.applied += 1,
+                        Err(palisade_filter::state::ImportError::Unknown(sid)) => {
+                            self.sync.unknown(now_us, state_ref(&sid))
+                        }
+                        Err(_) => self.apply_errors += 1,
+                    },
+                    Err(_) => self.apply_errors += 1,
+                },
+                Event::Delete(r) => {
+                    if dp.filter.states.delete_from_peer(state_id(&r)) {
+                        self.applied += 1;
+                    }
+                }
+                Event::Clear(c) => {
+                    self.applied += dp.filter.states.clear_creator(c.creatorid) as u64;
+                }
+                Event::StateWanted(r) => {
+                    if let Some(rec) = dp.filter.export_state(r.id, now_ms) {
+                        if rec.creator == r.creatorid {
+                            self.sync.send_state(now_us, to_msg(&rec));
+                        }
+                    }
+                }
+                Event::BulkRequested => {
+                    let mut all = Vec::new();
+                    let mut cursor = 0;
+                    loop {
+                        let (recs, next) = dp.filter.states.walk(cursor, 4096, now_ms);
+                        all.extend(recs.iter().map(to_msg));
+                        match next {
+                            Some(c) => cursor = c,
+                            None => break,
+                        }
+                    }
+                    tracing::info!("pfsync: bulk update of {} states for the peer", all.len());
+                    self.bulk_cursor = None;
+                    self.sync.bulk_send(now_us, all);
+                }
+                Event::Demote(d) => demote.push(d),
+                Event::BulkDone { complete, .. } => {
+                    if complete {
+                        tracing::info!("pfsync: bulk update received");
+                    } else {
+                        tracing::warn!("pfsync: no bulk update from the peer: going on without");
+                    }
+                }
+                Event::Acked(_) => {}
+                Event::Dropped(r) => tracing::debug!("pfsync: packet refused: {}", r.name()),
+            }
+        }
+        // Sending may have queued packets (answers, flushes).
+        let mut out = Vec::new();
+        while let Some(payload) = self.sync.poll_transmit() {
+            let dst = self.cfg.peer.unwrap_or(GROUP);
+            let pkt = palisade_wire::build::ip(
+                IpAddr::V4(self.cfg.source),
+                IpAddr::V4(dst),
+                palisade_pfsync::wire::PROTO,
+                palisade_pfsync::wire::TTL,
+                &payload,
+            );
+            let sent = if self.cfg.peer.is_some() {
+                dp.send_to_neighbour(self.cfg.iface, IpAddr::V4(dst), pkt, now_ms)
+            } else {
+                let o = GROUP.octets();
+                let mac = [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]];
+                dp.inject_on(self.cfg.iface, mac, None, EtherType::Ipv4, &pkt)
+            };
+            match sent {
+                Ok(o) => out.extend(o),
+                Err(e) => tracing::warn!("pfsync: not sent: {e:?}"),
+            }
+        }
+        (out, demote)
+    }
+}
+
+/// `palisade sync show`: the sync interface and peer, the bulk update,
+/// the counters.
+pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
+    use serde_json::json;
+    use std::fmt::Write as _;
+    let Some(s) = sh.pfsync() else {
+        return json!({"ok": false, "text": "sync: pfsync is not configured ([pfsync] in palisade.toml)\n"});
+    };
+    let now = sh.now_us();
+    let st = s.stats().clone();
+    let iface = sh
+        .dp()
+        .cfg
+        .ifaces
+        .get(s.cfg.iface)
+        .map(|i| i.name.clone())
+        .unwrap_or_default();
+    let peer = s
+        .cfg
+        .peer
+        .map_or_else(|| format!("{GROUP} (multicast)"), |p| p.to_string());
+    let bulk = st.last_bulk.map(|(asked, ended, complete)| {
+        json!({
+            "asked_s_ago": now.saturating_sub(asked) as f64 / 1e6,
+            "took_s": ended.saturating_sub(asked) as f64 / 1e6,
+            "complete": complete,
+        })
+    });
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "pfsync: syncdev {iface} syncpeer {peer} maxupd {}{}",
+        s.cfg.maxupd,
+        if s.cfg.key.is_some() {
+            " (authenticated)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(t, "  source {}, creator id {:08x}", s.cfg.source, s.creator);
+    match (&st.last_bulk, s.bulk_pending()) {
+        (_, true) => {
+            let _ = writeln!(
+                t,
+                "  bulk update: waiting for the peer (CARP demoted by 32)"
+            );
+        }
+        (Some((asked, ended, complete)), false) => {
+            let _ = writeln!(
+                t,
+                "  bulk update: {} {:.1} s ago, took {:.3} s",
+                if *complete { "received" } else { "given up" },
+                now.saturating_sub(*ended) as f64 / 1e6,
+                ended.saturating_sub(*asked) as f64 / 1e6
+            );
+        }
+        (None, false) => {
+            let _ = writeln!(t, "  bulk update: none");
+        }
+    }
+    let _ = writeln!(
+        t,
+        "  packets: {} sent, {} received; states applied {}, not applied {}; bulk updates sent {}",
+        st.packets_sent, st.packets_received, s.applied, s.apply_errors, st.bulk_updates_sent
+    );
+    let line = |m: &std::collections::BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(t, "  messages sent: {}", line(&st.messages_sent));
+    let _ = writeln!(t, "  messages received: {}", line(&st.messages_received));
+    let drops: Vec<String> = st
+        .drops
+        .iter()
+        .map(|(r, n)| format!("{} {n}", r.name()))
+        .collect();
+    let _ = writeln!(
+        t,
+        "  refused: {}",
+        if drops.is_empty() {
+            "none".into()
+        } else {
+            drops.join(", ")
+        }
+    );
+    let mut refused = serde_json::Map::new();
+    for (r, n) in &st.drops {
+        refused.insert(r.name().into(), json!(n));
+    }
+    json!({"ok": true, "text": t, "data": {
+        "syncdev": iface,
+        "syncpeer": s.cfg.peer,
+        "source": s.cfg.source,
+        "creator": s.creator,
+        "maxupd": s.cfg.maxupd,
+        "authenticated": s.cfg.key.is_some(),
+        "bulk_pending": s.bulk_pending(),
+        "last_bulk": bulk,
+        "packets_sent": st.packets_sent,
+        "packets_received": st.packets_received,
+        "messages_sent": st.messages_sent,
+        "messages_received": st.messages_received,
+        "refused": refused,
+        "applied": s.applied,
+        "not_applied": s.apply_errors,
+        "bulk_updates_sent": st.bulk_updates_sent,
+    }})
+}
