@@ -121,29 +121,9 @@ impl SyncRuntime {
             match e {
                 Event::State(m) => match from_msg(&m) {
                     Ok(rec) => {
-                        let exists = dp
-                            .filter
-                            .states
-                            .get(rec.id)
-                            .is_some_and(|s| s.creator == rec.creator);
-                        let r = if exists {
-                            // Newer news of a state we have: its windows
-                            // and expiry (the more advanced side wins).
-                            let up = palisade_filter::state::StateUpdate {
-                                sid: palisade_filter::state::StateId {
-                                    id: rec.id,
-                                    creator: rec.creator,
-                                },
-                                src: rec.src,
-                                dst: rec.dst,
-                                timeout: rec.timeout,
-                                expire_ms: rec.expire_ms,
-                                seqdiff_dst: rec.seqdiff_dst,
-                            };
-                            dp.filter.states.merge_update(&up, now_ms).map(|_| ())
-                        } else {
-                            dp.filter.import_state(&rec, now_ms).map(|_| ())
-                        };
+                        // A state we already have is merged (the more
+                        // advanced side wins): the import does that.
+                        let r = dp.filter.import_state(&rec, now_ms).map(|_| ());
                         match r {
                             Ok(()) => self.applied += 1,
                             Err(e) => {
