@@ -203,7 +203,93 @@ pub fn render(sh: &Shared) -> String {
     if let Some(v) = carp {
         carp_metrics(&mut out, &v);
     }
+    let sync = sh.pfsync().map(|s| {
+        (
+            s.stats().clone(),
+            s.applied,
+            s.apply_errors,
+            s.bulk_pending(),
+        )
+    });
+    if let Some((st, applied, errors, pending)) = sync {
+        pfsync_metrics(&mut out, &st, applied, errors, pending);
+    }
     out
+}
+
+/// pfsync: packets and messages each way, refusals, states applied, the
+/// bulk update awaited.
+fn pfsync_metrics(
+    out: &mut String,
+    st: &palisade_pfsync::sync::Stats,
+    applied: u64,
+    errors: u64,
+    pending: bool,
+) {
+    family(
+        out,
+        "palisade_pfsync_packets_total",
+        "counter",
+        "pfsync packets sent and received.",
+    );
+    let _ = writeln!(
+        out,
+        "palisade_pfsync_packets_total{{direction=\"out\"}} {}",
+        st.packets_sent
+    );
+    let _ = writeln!(
+        out,
+        "palisade_pfsync_packets_total{{direction=\"in\"}} {}",
+        st.packets_received
+    );
+    family(
+        out,
+        "palisade_pfsync_messages_total",
+        "counter",
+        "pfsync messages sent and received, by action.",
+    );
+    for (dir, m) in [("out", &st.messages_sent), ("in", &st.messages_received)] {
+        for (action, n) in m {
+            let _ = writeln!(
+                out,
+                "palisade_pfsync_messages_total{{direction=\"{dir}\",action=\"{action}\"}} {n}"
+            );
+        }
+    }
+    family(
+        out,
+        "palisade_pfsync_refused_total",
+        "counter",
+        "pfsync packets refused, by reason.",
+    );
+    for (r, n) in &st.drops {
+        let _ = writeln!(
+            out,
+            "palisade_pfsync_refused_total{{reason=\"{}\"}} {n}",
+            r.name()
+        );
+    }
+    family(
+        out,
+        "palisade_pfsync_states_applied_total",
+        "counter",
+        "The peer's states and changes applied to the table, and those that could not be.",
+    );
+    let _ = writeln!(
+        out,
+        "palisade_pfsync_states_applied_total{{result=\"ok\"}} {applied}"
+    );
+    let _ = writeln!(
+        out,
+        "palisade_pfsync_states_applied_total{{result=\"failed\"}} {errors}"
+    );
+    family(
+        out,
+        "palisade_pfsync_bulk_pending",
+        "gauge",
+        "1 while this node waits for its peer's bulk update (CARP demoted).",
+    );
+    let _ = writeln!(out, "palisade_pfsync_bulk_pending {}", u8::from(pending));
 }
 
 /// CARP: state per vhid, demote per group, transitions and refused

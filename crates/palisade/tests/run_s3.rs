@@ -17,6 +17,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -189,7 +190,8 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
 
 impl S3 {
     fn new(tag: &str, o: &Options) -> S3 {
-        let ns = Netns::new(tag, 5);
+        // With pfsync, a sixth namespace: a stranger on the sync link.
+        let ns = Netns::new(tag, if o.pfsync { 6 } else { 5 });
         let [sw, f1, f2, a, b] = [0, 1, 2, 3, 4].map(|i| ns.names[i].clone());
         for br in ["brlan", "brwan"] {
             ns.exec(
@@ -208,7 +210,29 @@ impl S3 {
             ns.exec(&sw, &["ip", "link", "set", br, "up"]);
         }
         if o.pfsync {
-            ns.veth(&f1, "eth2", &f2, "eth2");
+            // The sync link is a switch too, so that a stranger can talk
+            // on it.
+            ns.exec(
+                &sw,
+                &[
+                    "ip",
+                    "link",
+                    "add",
+                    "brsync",
+                    "type",
+                    "bridge",
+                    "forward_delay",
+                    "0",
+                ],
+            );
+            ns.exec(&sw, &["ip", "link", "set", "brsync", "up"]);
+            let x = ns.names[5].clone();
+            for (n, dev, port) in [(&f1, "eth2", "y1"), (&f2, "eth2", "y2"), (&x, "eth0", "yx")] {
+                ns.veth(n, dev, &sw, port);
+                ns.exec(&sw, &["ip", "link", "set", port, "master", "brsync"]);
+            }
+            ns.exec(&x, &["ip", "addr", "add", "198.18.255.9/24", "dev", "eth0"]);
+            ns.exec(&x, &["ip", "route", "add", "224.0.0.0/4", "dev", "eth0"]);
         }
         for (fw, k) in [(&f1, 1), (&f2, 2)] {
             ns.veth(fw, "eth0", &sw, &format!("l{k}"));
@@ -1096,6 +1120,54 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         sync(&s3.fws[1])["last_bulk"]["complete"] == true
     });
 
+    // A stranger on the sync link sends pfsync messages: a state and a
+    // clear of fw1's states, unsigned and signed with a guessed key.
+    // Nothing changes on fw2; both are counted.
+    let stranger = s3.ns.names[5].clone();
+    let before = sync(&s3.fws[1]);
+    let forged = forged_pfsync();
+    in_netns(&stranger, move || {
+        for p in &forged {
+            send_pfsync(p);
+        }
+    })
+    .join()
+    .unwrap();
+    wait_until("the forged packets counted", Duration::from_secs(3), || {
+        sync(&s3.fws[1])["refused"]["unauthenticated"]
+            .as_u64()
+            .unwrap_or(0)
+            >= before["refused"]["unauthenticated"].as_u64().unwrap_or(0) + 2
+    });
+    let m = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s3.fws[1].ns,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9464/metrics",
+        ])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout);
+    for want in [
+        "palisade_pfsync_messages_total{direction=\"in\",action=\"INS\"} ",
+        "palisade_pfsync_refused_total{reason=\"unauthenticated\"} ",
+        "palisade_pfsync_bulk_pending 0",
+    ] {
+        assert!(m.contains(want), "metrics lack {want}:\n{m}");
+    }
+    let on2 = states_of(&s3.fws[1]);
+    assert!(
+        !on2.contains("192.0.2.99"),
+        "a forged state was taken:\n{on2}"
+    );
+    assert!(
+        on2.contains("203.0.113.10:7000"),
+        "a forged clear was obeyed:\n{on2}"
+    );
+
     // kill -9 of fw1: fw2 takes over and the connection goes on.
     let t = unix_now();
     // SAFETY: SIGKILL to the process we started.
@@ -1156,4 +1228,96 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     );
     let _ = p1.stop();
     let _ = p2.stop();
+}
+
+/// pfsync packets a stranger might send: an INS of a made-up state and a
+/// CLR of every creator's states, once unsigned, once signed with a
+/// guessed key (the core's own signing, another key).
+fn forged_pfsync() -> Vec<Vec<u8>> {
+    use palisade_pfsync::sync::{Auth, Sync, SyncConfig};
+    use palisade_pfsync::{ClrMsg, IfName, Message, PacketBuilder, StateMsg};
+    let mut s = StateMsg {
+        id: 0x99,
+        creatorid: 0xdead,
+        proto: 6,
+        af: palisade_pfsync::wire::AF_INET,
+        direction: 1,
+        expire: 3600,
+        timeout: 2,
+        ..StateMsg::default()
+    };
+    let a: IpAddr = "192.0.2.99".parse().unwrap();
+    let b: IpAddr = "203.0.113.10".parse().unwrap();
+    for k in &mut s.key {
+        k.addr = [a, b];
+        k.port = [4444, 7000];
+    }
+    let mut unsigned = PacketBuilder::for_mtu(1500, [0; 16]);
+    unsigned.push(&Message::Ins(Box::new(s))).unwrap();
+    let mut out = vec![unsigned.finish()];
+    let mut guess = Sync::new(SyncConfig {
+        creator: 0xdead,
+        auth: Some(Auth {
+            key: b"guessed".to_vec(),
+            counter_base: u64::MAX / 2,
+        }),
+        ..SyncConfig::default()
+    });
+    guess.insert(0, s);
+    guess.flush();
+    out.extend(guess.poll_transmit());
+    // (a CLR has no API in the core: unsigned, by hand)
+    let mut clr = PacketBuilder::for_mtu(1500, [0; 16]);
+    for creator in [0u32, 1, 0xdead] {
+        clr.push(&Message::Clr(ClrMsg {
+            ifname: IfName::default(),
+            creatorid: creator,
+        }))
+        .unwrap();
+    }
+    out.push(clr.finish());
+    out
+}
+
+/// Send a pfsync payload to 224.0.0.240 with TTL 255 (raw IP socket).
+fn send_pfsync(payload: &[u8]) {
+    // SAFETY: a raw socket we close; setsockopt and sendto with buffers of
+    // the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, 240);
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let ttl: libc::c_int = 255;
+        for opt in [libc::IP_TTL, libc::IP_MULTICAST_TTL] {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_IP,
+                opt,
+                &ttl as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as u32,
+            );
+        }
+        let to = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([224, 0, 0, 240]),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            payload.as_ptr() as *const libc::c_void,
+            payload.len(),
+            0,
+            &to as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        assert_eq!(
+            n,
+            payload.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+        libc::close(fd);
+    }
 }
