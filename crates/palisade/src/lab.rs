@@ -60,12 +60,17 @@ pub struct Lab {
 
 /// `host` if it is one of the lab's hosts, else what the hosts are.
 pub fn check_host(host: &str) -> Result<(), String> {
-    if HOSTS.contains(&host) {
+    check_among(host, &HOSTS, "the lab's")
+}
+
+/// `host` if it is one of `hosts` (of `lab`), else what they are.
+fn check_among(host: &str, hosts: &[&str], lab: &str) -> Result<(), String> {
+    if hosts.contains(&host) {
         Ok(())
     } else {
         Err(format!(
-            "unknown host '{host}': the lab's hosts are {}",
-            HOSTS.join(", ")
+            "unknown host '{host}': {lab} hosts are {}",
+            hosts.join(", ")
         ))
     }
 }

@@ -44,14 +44,7 @@ impl Lab {
     }
 
     pub fn check_host_s3(host: &str) -> Result<(), String> {
-        if HOSTS.contains(&host) {
-            Ok(())
-        } else {
-            Err(format!(
-                "unknown host '{host}': the S3 lab's hosts are {}",
-                HOSTS.join(", ")
-            ))
-        }
+        check_among(host, &HOSTS, "the S3 lab's")
     }
 
     fn check_fw(fw: &str) -> Result<(), String> {
