@@ -5,8 +5,11 @@
 //!   what changed, `delete`) (the core sends what pfsync(4) sends: INS for a new
 //!   state, UPD_C for a change, DEL_C for a deletion, gathered into
 //!   packets that leave within `flush_after` or when one is full; a state
-//!   changed `maxupd` times is sent at once; a state inserted and deleted
-//!   before it was sent is never sent);
+//!   changed `maxupd` times is sent at once; so is every pending change
+//!   as soon as a TCP state's sequence numbers moved `push_bytes` since
+//!   it was last sent, which keeps the peer's
+//!   windows close enough to take over a fast transfer; a state inserted
+//!   and deleted before it was sent is never sent);
 //! - feeds what arrives (`handle_packet`, with the IP TTL) and applies the
 //!   events that come out (`poll_event`): states to insert or merge,
 //!   compressed updates, deletions, clears; it says `unknown` for an
@@ -24,7 +27,7 @@
 //!
 //! Time is microseconds from an origin the caller chooses.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
@@ -37,6 +40,36 @@ use crate::wire::{
 pub type Micros = u64;
 
 const SECOND: Micros = 1_000_000;
+
+/// `push_bytes` by default: a quarter of pf's acknowledgement slack.
+pub const DEFAULT_PUSH_BYTES: u32 = 16 * 1024;
+
+/// States whose last sent values are remembered at most (for
+/// `push_bytes`); past it the memory is cleared and starts again.
+const MAX_MARKS: usize = 1 << 20;
+
+/// What the peer last heard of a state's progress: each side's seqlo and
+/// seqhi.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mark {
+    seq: [u32; 4],
+}
+
+impl Mark {
+    fn of(src: &wire::StatePeer, dst: &wire::StatePeer) -> Mark {
+        Mark {
+            seq: [src.seqlo, src.seqhi, dst.seqlo, dst.seqhi],
+        }
+    }
+
+    /// Has `now` moved at least `bytes` on some sequence number?
+    fn far(&self, now: &Mark, bytes: u32) -> bool {
+        self.seq
+            .iter()
+            .zip(now.seq)
+            .any(|(a, b)| b.wrapping_sub(*a) as i32 >= bytes as i32)
+    }
+}
 
 /// The demotion CARP keeps while the bulk update runs (OpenBSD's).
 pub const BULK_DEMOTE: i32 = 32;
@@ -51,6 +84,13 @@ pub struct SyncConfig {
     pub mtu: usize,
     /// How long a change may wait for others to share its packet.
     pub flush_after: Micros,
+    /// Beyond OpenBSD: a state whose sequence numbers (either side's
+    /// `seqlo` or `seqhi`) moved this many bytes since it was last sent
+    /// makes every pending change leave
+    /// at once. pf accepts an acknowledgement at most about 64 KB ahead
+    /// of what it saw, so a peer that lags less than that can take over a
+    /// transfer of any speed. 0: only `maxupd` and `flush_after` apply.
+    pub push_bytes: u32,
     /// Ask again for a bulk update after this long without an answer.
     pub bulk_retry: Micros,
     /// Give up waiting for the bulk update (and lift the demotion) after
@@ -103,6 +143,7 @@ impl Default for SyncConfig {
             maxupd: wire::DEFAULT_MAXUPD as u32,
             mtu: wire::DEFAULT_MTU,
             flush_after: SECOND,
+            push_bytes: DEFAULT_PUSH_BYTES,
             bulk_retry: 5 * SECOND,
             bulk_timeout: 60 * SECOND,
             bulk_pace: 8,
@@ -182,6 +223,11 @@ pub struct Stats {
     /// The last bulk update received: when it was asked for, when it
     /// ended, and whether it completed.
     pub last_bulk: Option<(Micros, Micros, bool)>,
+    /// Changes sent at once because a state moved `push_bytes`, and the
+    /// longest a change waited before it
+    /// left (microseconds).
+    pub pushes: u64,
+    pub max_lag: Micros,
 }
 
 enum Pending {
@@ -204,8 +250,13 @@ enum Bulk {
 pub struct Sync {
     cfg: SyncConfig,
     pending: BTreeMap<StateRef, Pending>,
-    /// When the pending changes must leave.
+    /// When the pending changes must leave, and since when the oldest
+    /// of them waits.
     flush_at: Option<Micros>,
+    pending_since: Option<Micros>,
+    /// What the peer last heard (or will hear, for a pending insert) of
+    /// each state's progress (for `push_bytes`).
+    marks: HashMap<StateRef, Mark>,
     /// Sent now, whatever the timer says (maxupd reached, answers).
     urgent: Vec<Message>,
     bulk: Bulk,
@@ -217,9 +268,9 @@ pub struct Sync {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
-    /// Authentication: the next counter to send, the last one taken.
+    /// Authentication: the last counter sent, those taken.
     counter: u64,
-    last_counter: Option<u64>,
+    replay: ReplayWindow,
 }
 
 impl Sync {
@@ -227,10 +278,12 @@ impl Sync {
         let counter = cfg.auth.as_ref().map_or(0, |a| a.counter_base);
         Sync {
             counter,
-            last_counter: None,
+            replay: ReplayWindow::default(),
             cfg,
             pending: BTreeMap::new(),
             flush_at: None,
+            pending_since: None,
+            marks: HashMap::new(),
             urgent: Vec::new(),
             bulk: Bulk::Idle,
             bulk_out: VecDeque::new(),
@@ -278,12 +331,47 @@ impl Sync {
         if self.flush_at.is_none() {
             self.flush_at = Some(now + self.cfg.flush_after);
         }
+        if self.pending_since.is_none() {
+            self.pending_since = Some(now);
+        }
+    }
+
+    /// Everything pending leaves at the next `handle_timeout` (now).
+    fn push(&mut self, now: Micros) {
+        self.stats.pushes += 1;
+        self.arm(now);
+        self.flush_at = Some(now);
+    }
+
+    /// How long the oldest change not yet sent has waited.
+    pub fn lag(&self, now: Micros) -> Micros {
+        self.pending_since.map_or(0, |t| now.saturating_sub(t))
+    }
+
+    /// Remember what the peer hears of a state (bounded).
+    fn mark(&mut self, r: StateRef, m: Mark) {
+        if self.marks.len() >= MAX_MARKS && !self.marks.contains_key(&r) {
+            self.marks.clear();
+        }
+        self.marks.insert(r, m);
+    }
+
+    /// Is this news far enough from what the peer heard to go at once?
+    /// A state the peer has heard nothing of from us (one it created,
+    /// now moving here after a takeover) goes at once the first time.
+    fn far(&self, r: &StateRef, now: &Mark) -> bool {
+        self.cfg.push_bytes != 0
+            && self
+                .marks
+                .get(r)
+                .is_none_or(|m| m.far(now, self.cfg.push_bytes))
     }
 
     /// A new state in the local table (not `no-sync`: the caller keeps
     /// those to itself).
     pub fn insert(&mut self, now: Micros, s: StateMsg) {
         let r = state_ref(&s);
+        self.mark(r, Mark::of(&s.src, &s.dst));
         self.pending.insert(r, Pending::Ins(Box::new(s)));
         self.arm(now);
     }
@@ -295,6 +383,7 @@ impl Sync {
             id: u.id,
             creatorid: u.creatorid,
         };
+        let far = self.far(&r, &Mark::of(&u.src, &u.dst));
         let n = match self.pending.remove(&r) {
             Some(Pending::Ins(mut s)) => {
                 // Not sent yet: the insert carries the news.
@@ -303,7 +392,11 @@ impl Sync {
                 s.expire = u.expire;
                 s.timeout = u.timeout;
                 self.pending.insert(r, Pending::Ins(s));
-                self.arm(now);
+                if far {
+                    self.push(now);
+                } else {
+                    self.arm(now);
+                }
                 return;
             }
             Some(Pending::Del) => {
@@ -315,16 +408,22 @@ impl Sync {
         };
         if n >= self.cfg.maxupd {
             // Changed maxupd times since last sent: it goes now.
+            self.mark(r, Mark::of(&u.src, &u.dst));
             self.urgent.push(Message::UpdC(u));
             self.flush_urgent();
         } else {
             self.pending.insert(r, Pending::Upd(u, n));
-            self.arm(now);
+            if far {
+                self.push(now);
+            } else {
+                self.arm(now);
+            }
         }
     }
 
     /// A state left the local table.
     pub fn delete(&mut self, now: Micros, r: StateRef) {
+        self.marks.remove(&r);
         match self.pending.remove(&r) {
             // Never told anyone: nothing to take back.
             Some(Pending::Ins(_)) => {}
@@ -373,9 +472,8 @@ impl Sync {
             return self.drop_packet(Refused::Malformed);
         };
         if let Some(a) = &self.cfg.auth {
-            match check_auth(a, payload, &p, self.last_counter) {
-                Ok(c) => self.last_counter = Some(c),
-                Err(r) => return self.drop_packet(r),
+            if let Err(r) = check_auth(a, payload, &p).and_then(|c| self.replay.take(c)) {
+                return self.drop_packet(r);
             }
         }
         self.stats.packets_received += 1;
@@ -452,6 +550,8 @@ impl Sync {
 
     pub fn handle_timeout(&mut self, now: Micros) {
         if self.flush_at.is_some_and(|t| t <= now) {
+            let lag = self.lag(now);
+            self.stats.max_lag = self.stats.max_lag.max(lag);
             self.flush();
         }
         if let Bulk::Requesting {
@@ -514,15 +614,22 @@ impl Sync {
     /// Everything pending leaves now, in packets of the MTU.
     pub fn flush(&mut self) {
         self.flush_at = None;
+        self.pending_since = None;
         let pending = std::mem::take(&mut self.pending);
-        let msgs: Vec<Message> = pending
-            .into_iter()
-            .map(|(r, p)| match p {
-                Pending::Ins(s) => Message::Ins(s),
-                Pending::Upd(u, _) => Message::UpdC(u),
+        let mut msgs = Vec::with_capacity(pending.len());
+        for (r, p) in pending {
+            msgs.push(match p {
+                Pending::Ins(s) => {
+                    self.mark(r, Mark::of(&s.src, &s.dst));
+                    Message::Ins(s)
+                }
+                Pending::Upd(u, _) => {
+                    self.mark(r, Mark::of(&u.src, &u.dst));
+                    Message::UpdC(u)
+                }
                 Pending::Del => Message::DelC(r),
-            })
-            .collect();
+            });
+        }
         self.send_all(msgs);
     }
 
@@ -625,7 +732,7 @@ fn sign(a: &Auth, p: &mut Vec<u8>, counter: u64) {
 
 /// The packet's counter if its last section authenticates it with our
 /// key and the counter is new.
-fn check_auth(a: &Auth, payload: &[u8], p: &Packet, last: Option<u64>) -> Result<u64, Refused> {
+fn check_auth(a: &Auth, payload: &[u8], p: &Packet) -> Result<u64, Refused> {
     let len = u16::from_be_bytes([payload[2], payload[3]]) as usize;
     let s = p
         .skipped
@@ -645,8 +752,43 @@ fn check_auth(a: &Auth, payload: &[u8], p: &Packet, last: Option<u64>) -> Result
     m.update(&copy);
     m.verify_slice(&body[8..28])
         .map_err(|_| Refused::Unauthenticated)?;
-    if last.is_some_and(|l| counter <= l) {
-        return Err(Refused::Replayed);
-    }
     Ok(counter)
+}
+
+/// Counters taken, as IPsec's anti-replay window (RFC 4303, 3.4.3): the
+/// highest, and which of the 63 below it. Packets a sender's threads put
+/// on the wire a little out of order are all taken; each counter once.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReplayWindow {
+    top: Option<u64>,
+    seen: u64,
+}
+
+impl ReplayWindow {
+    const SIZE: u64 = 64;
+
+    /// Take `c` if it was never taken and is not too old.
+    fn take(&mut self, c: u64) -> Result<(), Refused> {
+        let Some(top) = self.top else {
+            self.top = Some(c);
+            self.seen = 1;
+            return Ok(());
+        };
+        if c > top {
+            let shift = c - top;
+            self.seen = if shift >= Self::SIZE {
+                1
+            } else {
+                (self.seen << shift) | 1
+            };
+            self.top = Some(c);
+            return Ok(());
+        }
+        let d = top - c;
+        if d >= Self::SIZE || self.seen & (1 << d) != 0 {
+            return Err(Refused::Replayed);
+        }
+        self.seen |= 1 << d;
+        Ok(())
+    }
 }

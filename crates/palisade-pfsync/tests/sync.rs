@@ -246,6 +246,82 @@ fn maxupd_changes_send_the_state_at_once() {
 }
 
 #[test]
+fn a_state_that_moved_push_bytes_goes_at_once_with_the_rest() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1000));
+    p.a.insert(0, state(0xa, 2, 1000));
+    p.a.insert(0, state(0xa, 3, u32::MAX - 100));
+    p.run(1_100 * MS);
+    let before = p.a_sent.len();
+    let t = p.now;
+    // Less than push_bytes (16 KB) since it was sent: it waits.
+    p.a.update(t, state(0xa, 1, 1000 + 16_383));
+    p.run(t + 5 * MS);
+    assert_eq!(p.a_sent.len(), before);
+    assert_eq!(p.b.state(1).src.seqlo, 1000);
+    assert_eq!(p.a.sync.lag(t + 5 * MS), 5 * MS, "the change waits");
+    // 16 KB: it goes at once, and the other pending change with it.
+    let t = t + 6 * MS;
+    p.a.update(t, state(0xa, 2, 1050));
+    p.a.update(t, state(0xa, 1, 1000 + 16_384));
+    p.run(t);
+    assert_eq!(p.a_sent.len(), before + 1);
+    assert_eq!(p.b.state(1).src.seqlo, 17_384);
+    assert_eq!(p.b.state(2).src.seqlo, 1050);
+    assert_eq!(p.a.sync.lag(t), 0);
+    // The distance counts from what was last sent; across the wrap too.
+    let t = t + 10 * MS;
+    p.a.update(t, state(0xa, 1, 17_384 + 16_000));
+    p.a.update(t, state(0xa, 3, 16_284));
+    p.run(t);
+    assert_eq!(p.a_sent.len(), before + 2);
+    assert_eq!(p.b.state(3).src.seqlo, 16_284);
+    assert_eq!(p.b.state(1).src.seqlo, 33_384);
+    // A TCP state change alone waits (as any small change).
+    let t = t + 10 * MS;
+    let mut s = state(0xa, 2, 1051);
+    s.src.state = 4;
+    p.a.update(t, s);
+    p.run(t + 5 * MS);
+    assert_eq!(p.a_sent.len(), before + 2);
+    assert_eq!(p.a.sync.stats().pushes, 2);
+    // An insert not sent yet that moved 16 KB goes at once too.
+    let t = t + 10 * MS;
+    p.a.insert(t, state(0xa, 4, 5));
+    p.a.update(t + MS, state(0xa, 4, 5 + 20_000));
+    p.run(t + 2 * MS);
+    assert_eq!(p.b.state(4).src.seqlo, 20_005);
+    assert!(p.a.sync.stats().max_lag >= MS);
+}
+
+#[test]
+fn a_taken_over_state_goes_back_to_its_creator_at_the_first_change() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1000));
+    p.run(1_100 * MS);
+    // b moves the state on (it took over): a hears at once, not in a
+    // second, so a can take the connection back.
+    let t = p.now;
+    let mut s = p.b.table[&StateRef {
+        id: 1,
+        creatorid: 0xa,
+    }];
+    s.src.seqlo = 1001;
+    p.b.table.insert(state_ref(&s), s);
+    p.b.sync.update(t, upd_c(&s));
+    p.run(t + MS);
+    assert_eq!(
+        p.a.table[&StateRef {
+            id: 1,
+            creatorid: 0xa
+        }]
+            .src
+            .seqlo,
+        1001
+    );
+}
+
+#[test]
 fn a_lost_insert_is_repaired_by_update_request() {
     let mut p = Pair::new();
     p.lose_from_a = 1;
@@ -403,4 +479,33 @@ fn with_authentication_forged_replayed_and_unsigned_packets_change_nothing() {
     open.sync.handle_packet(t, 255, &good);
     open.events(t);
     assert_eq!(open.table.len(), 5, "the first packet's five states");
+}
+
+#[test]
+fn signed_packets_a_little_out_of_order_are_taken_once_each() {
+    // Several threads of the sender put packets on the wire: a few may
+    // swap places. Each is taken once; one far older than the newest is
+    // refused as a replay.
+    let mut a = with_key(0xa, b"k", 1_000);
+    let mut b = with_key(0xb, b"k", 9_000);
+    let mut pkts = Vec::new();
+    for id in 1..=70 {
+        a.insert(0, state(0xa, id, 1));
+        a.sync.flush();
+        pkts.push(a.sync.poll_transmit().unwrap());
+    }
+    // 2, 1, 4, 3, ... then 1 again and 2 again.
+    for pair in pkts.chunks(2) {
+        for p in pair.iter().rev() {
+            b.sync.handle_packet(0, 255, p);
+        }
+    }
+    b.events(0);
+    assert_eq!(b.table.len(), 70, "{:?}", b.drops);
+    assert!(b.drops.is_empty());
+    for p in [&pkts[69], &pkts[68], &pkts[0]] {
+        b.sync.handle_packet(0, 255, p);
+    }
+    b.events(0);
+    assert_eq!(b.drops, [Refused::Replayed; 3]);
 }

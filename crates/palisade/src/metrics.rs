@@ -203,16 +203,18 @@ pub fn render(sh: &Shared) -> String {
     if let Some(v) = carp {
         carp_metrics(&mut out, &v);
     }
+    let now = sh.now_us();
     let sync = sh.pfsync().map(|s| {
         (
             s.stats().clone(),
             s.applied,
             s.apply_errors,
             s.bulk_pending(),
+            s.lag_us(now),
         )
     });
-    if let Some((st, applied, errors, pending)) = sync {
-        pfsync_metrics(&mut out, &st, applied, errors, pending);
+    if let Some((st, applied, errors, pending, lag)) = sync {
+        pfsync_metrics(&mut out, &st, applied, errors, pending, lag);
     }
     out
 }
@@ -225,6 +227,7 @@ fn pfsync_metrics(
     applied: u64,
     errors: u64,
     pending: bool,
+    lag_us: u64,
 ) {
     family(
         out,
@@ -290,6 +293,31 @@ fn pfsync_metrics(
         "1 while this node waits for its peer's bulk update (CARP demoted).",
     );
     let _ = writeln!(out, "palisade_pfsync_bulk_pending {}", u8::from(pending));
+    family(
+        out,
+        "palisade_pfsync_lag_seconds",
+        "gauge",
+        "How long the oldest state change not yet sent to the peer has waited.",
+    );
+    let _ = writeln!(out, "palisade_pfsync_lag_seconds {}", lag_us as f64 / 1e6);
+    family(
+        out,
+        "palisade_pfsync_lag_max_seconds",
+        "gauge",
+        "The longest a state change waited before it was sent, since the start.",
+    );
+    let _ = writeln!(
+        out,
+        "palisade_pfsync_lag_max_seconds {}",
+        st.max_lag as f64 / 1e6
+    );
+    family(
+        out,
+        "palisade_pfsync_pushes_total",
+        "counter",
+        "Times pending changes were sent at once because a TCP state moved 16 KB.",
+    );
+    let _ = writeln!(out, "palisade_pfsync_pushes_total {}", st.pushes);
 }
 
 /// CARP: state per vhid, demote per group, transitions and refused

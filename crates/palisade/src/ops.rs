@@ -234,6 +234,8 @@ struct Row {
     packets: [u64; 2],
     bytes: [u64; 2],
     rule: Option<palisade_filter::RuleRef>,
+    /// TCP: each side's window (pfctl -vv's `[seqlo + seqhi-seqlo]`).
+    peers: Option<[palisade_filter::state::Peer; 2]>,
 }
 
 /// States are listed in parts of this many: the data plane's lock is held
@@ -266,6 +268,7 @@ fn show_states(sh: &Shared, level: u64) -> Reply<'_> {
                     packets: s.packets,
                     bytes: s.bytes,
                     rule: st.rule_of(s),
+                    peers: (s.key.proto == 6).then_some([s.src, s.dst]),
                 });
             }
             rows
@@ -382,6 +385,18 @@ fn states_part(rows: &[Row], level: u64) -> (String, Vec<StateItem<'_>>) {
             );
         }
         if level >= 2 {
+            if let Some([a, b]) = &r.peers {
+                // As pfctl: each side's lowest expected sequence number
+                // and the window above it; the scale when both use one.
+                let side = |p: &palisade_filter::state::Peer| {
+                    let mut t = format!("[{} + {}]", p.seqlo, p.seqhi.wrapping_sub(p.seqlo));
+                    if let (Some(w), true) = (p.wscale, a.wscale.is_some() && b.wscale.is_some()) {
+                        t += &format!(" wscale {w}");
+                    }
+                    t
+                };
+                text += &format!("   {}  {}\n", side(a), side(b));
+            }
             text += &format!("   id: {:016x} creatorid: {:08x}\n", r.id, r.creator);
         }
         let ep = |ip: IpAddr, port: u16| Ep { addr: ip, port };

@@ -1,6 +1,8 @@
 //! pfsync in the daemon: the `palisade-pfsync` core, driven by worker 0
 //! like CARP. The filter's state events (inserts, updates, deletes of
-//! states that may be synced) go to the core; its packets leave on the
+//! states that may be synced) go to the core, from every worker every few
+//! frames (`feed`), so a fast transfer's copy on the peer lags by a few
+//! frames and not by worker 0's next turn; its packets leave on the
 //! sync interface (IP protocol 240, TTL 255, to 224.0.0.240 or the
 //! configured peer) from that interface's IPv4 address; what arrives on
 //! the sync interface (punted after pf passed it `in`: pf.conf must pass
@@ -24,12 +26,18 @@ use palisade_wire::ethernet::EtherType;
 
 const GROUP: Ipv4Addr = palisade_pfsync::wire::GROUP_V4;
 
+/// How long a change waits for others to share its packet: a tenth of
+/// OpenBSD's second, so a new state is on the peer sooner (at most ten
+/// packets a second more when little happens).
+const FLUSH_AFTER_US: u64 = 100_000;
+
+/// Frames a worker handles between two `feed`s.
+pub const FEED_EVERY: usize = 16;
+
 pub struct SyncRuntime {
     sync: Sync,
     pub cfg: PfsyncConfig,
     pub creator: u32,
-    /// Bulk updates we send, read from the table in parts.
-    bulk_cursor: Option<usize>,
     pub applied: u64,
     pub apply_errors: u64,
 }
@@ -52,6 +60,7 @@ impl SyncRuntime {
             .unwrap_or(1);
         let sync = Sync::new(SyncConfig {
             creator,
+            flush_after: FLUSH_AFTER_US,
             maxupd: cfg.maxupd.max(1),
             auth: cfg.key.as_ref().map(|k| Auth {
                 key: k.as_bytes().to_vec(),
@@ -63,7 +72,6 @@ impl SyncRuntime {
             sync,
             cfg: cfg.clone(),
             creator,
-            bulk_cursor: None,
             applied: 0,
             apply_errors: 0,
         })
@@ -105,17 +113,7 @@ impl SyncRuntime {
             let payload = &p.packet[info.l4_offset.min(end)..end];
             self.sync.handle_packet(now_us, info.ttl, payload);
         }
-        // The local table's news, a bounded number per step.
-        for e in dp.filter.states.drain_events(now_ms, 4096) {
-            match e {
-                StateEvent::Insert(r) => self.sync.insert(now_us, to_msg(&r)),
-                StateEvent::Update(u) => self.sync.update(now_us, to_upd_c(&u)),
-                StateEvent::Delete(sid) => self.sync.delete(now_us, state_ref(&sid)),
-            }
-        }
-        if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
-            self.sync.handle_timeout(now_us);
-        }
+        self.drain_local(dp, now_us);
         let mut demote = Vec::new();
         while let Some(e) = self.sync.poll_event() {
             match e {
@@ -174,7 +172,6 @@ impl SyncRuntime {
                         }
                     }
                     tracing::info!("pfsync: bulk update of {} states for the peer", all.len());
-                    self.bulk_cursor = None;
                     self.sync.bulk_send(now_us, all);
                 }
                 Event::Demote(d) => demote.push(d),
@@ -189,7 +186,41 @@ impl SyncRuntime {
                 Event::Dropped(r) => tracing::debug!("pfsync: packet refused: {}", r.name()),
             }
         }
-        // Sending may have queued packets (answers, flushes).
+        (self.transmit(dp, now_us), demote)
+    }
+
+    /// The local table's news to the core, its timers, what is due out:
+    /// what any worker does every `FEED_EVERY` frames (the peer's news
+    /// and CARP's demotions wait for worker 0's `step`).
+    pub fn feed(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
+        if dp.filter.states.pending_events() == 0
+            && self.sync.poll_timeout().is_none_or(|t| t > now_us)
+        {
+            return Vec::new();
+        }
+        self.drain_local(dp, now_us);
+        self.transmit(dp, now_us)
+    }
+
+    /// The local table's news (a bounded number per call), then the
+    /// timers.
+    fn drain_local(&mut self, dp: &mut Dataplane, now_us: u64) {
+        let now_ms = now_us / 1000;
+        for e in dp.filter.states.drain_events(now_ms, 4096) {
+            match e {
+                StateEvent::Insert(r) => self.sync.insert(now_us, to_msg(&r)),
+                StateEvent::Update(u) => self.sync.update(now_us, to_upd_c(&u)),
+                StateEvent::Delete(sid) => self.sync.delete(now_us, state_ref(&sid)),
+            }
+        }
+        if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
+            self.sync.handle_timeout(now_us);
+        }
+    }
+
+    /// The packets the core has ready, as frames on the sync interface.
+    fn transmit(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
+        let now_ms = now_us / 1000;
         let mut out = Vec::new();
         while let Some(payload) = self.sync.poll_transmit() {
             let dst = self.cfg.peer.unwrap_or(GROUP);
@@ -212,7 +243,12 @@ impl SyncRuntime {
                 Err(e) => tracing::warn!("pfsync: not sent: {e:?}"),
             }
         }
-        (out, demote)
+        out
+    }
+
+    /// How long the oldest change not yet sent has waited (µs).
+    pub fn lag_us(&self, now_us: u64) -> u64 {
+        self.sync.lag(now_us)
     }
 }
 
@@ -287,6 +323,13 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let _ = writeln!(
+        t,
+        "  lag: {:.1} ms now, longest {:.1} ms; sent at once (a state moved 16 KB) {}",
+        s.lag_us(now) as f64 / 1e3,
+        st.max_lag as f64 / 1e3,
+        st.pushes
+    );
     let _ = writeln!(t, "  messages sent: {}", line(&st.messages_sent));
     let _ = writeln!(t, "  messages received: {}", line(&st.messages_received));
     let drops: Vec<String> = st
@@ -324,5 +367,8 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "applied": s.applied,
         "not_applied": s.apply_errors,
         "bulk_updates_sent": st.bulk_updates_sent,
+        "lag_ms": s.lag_us(now) as f64 / 1e3,
+        "max_lag_ms": st.max_lag as f64 / 1e3,
+        "pushes": st.pushes,
     }})
 }

@@ -123,6 +123,16 @@ pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, St
 /// frames processed a batch at a time under the data plane's lock, sent
 /// after it is released. Worker 0 also serves the host interface, the
 /// timers and the ports' health.
+/// The filter's news to pfsync (any worker; lock order pfsync, data
+/// plane).
+fn feed_pfsync(sh: &Shared, outs: &mut Vec<palisade_net::dataplane::Out>) {
+    if let Some(mut s) = sh.pfsync() {
+        let now_us = sh.now_us();
+        let mut dp = sh.dp();
+        outs.extend(s.feed(&mut dp, now_us));
+    }
+}
+
 pub fn worker(
     id: usize,
     sh: &Shared,
@@ -179,15 +189,24 @@ pub fn worker(
         }
         for i in 0..ports.len() {
             // Frames are handled as they come out of the ring and sent in
-            // chunks: little memory in flight, one lock per frame.
+            // chunks: little memory in flight, one lock per frame. pfsync
+            // hears of the states' changes every few frames.
             let mut outs = Vec::new();
+            let mut frames = 0;
             ports[i].recv_batch(|frame| {
                 let o = sh.dp().input(i, frame, now);
                 outs.extend(o);
+                frames += 1;
+                if frames % crate::pfsync::FEED_EVERY == 0 {
+                    feed_pfsync(sh, &mut outs);
+                }
                 if outs.len() >= 64 {
                     sh.send(&ports, std::mem::take(&mut outs));
                 }
             });
+            if frames % crate::pfsync::FEED_EVERY != 0 {
+                feed_pfsync(sh, &mut outs);
+            }
             sh.send(&ports, outs);
         }
         // CARP advertisements this worker received wait for worker 0:

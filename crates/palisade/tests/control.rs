@@ -289,6 +289,24 @@ fn control_commands_against_a_running_daemon() {
         text.contains(&format!("id: {}", natted["id"].as_str().unwrap())),
         "{text}"
     );
+    // As pfctl -ss -vv: each side's window, `[seqlo + seqhi-seqlo]`,
+    // with the scale both SYNs offered.
+    let after = text.split(&nat_line).nth(1).unwrap_or("");
+    let win = after.lines().nth(2).unwrap_or("");
+    let sides: Vec<&str> = win.trim().split("  ").collect();
+    assert_eq!(sides.len(), 2, "{win}\n{text}");
+    for side in sides {
+        let (lo, rest) = side
+            .strip_prefix('[')
+            .and_then(|x| x.split_once(" + "))
+            .unwrap_or_else(|| panic!("{win}"));
+        let (width, scale) = rest.split_once(']').unwrap();
+        assert!(
+            lo.parse::<u32>().is_ok() && width.parse::<u32>().unwrap() > 0,
+            "{win}"
+        );
+        assert!(scale.starts_with(" wscale "), "{win}");
+    }
 
     let rules = c.json(&["show", "rules", "-v"]);
     let r7000 = find_rule(

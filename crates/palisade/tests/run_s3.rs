@@ -43,6 +43,8 @@ struct Fw {
     dir: PathBuf,
     cfg: PathBuf,
     ns: String,
+    /// The daemon's binary.
+    bin: String,
 }
 
 impl Fw {
@@ -92,7 +94,7 @@ impl Fw {
     fn start(&self) -> (Proc, Arc<Mutex<String>>) {
         spawn_logged(
             &self.ns,
-            &[palisade(), "run", "-c", self.cfg.to_str().unwrap()],
+            &[&self.bin, "run", "-c", self.cfg.to_str().unwrap()],
         )
     }
 }
@@ -108,6 +110,13 @@ struct Options {
     /// A sync link (eth2, crossover) with pfsync on it, and a pf.conf that
     /// blocks what no state passes.
     pfsync: bool,
+    /// (With pfsync) IPv4 connections to port 8000 leave the WAN side
+    /// translated to the WAN's virtual address (hide NAT to the CARP
+    /// address, as pfSense users set it up).
+    nat_to_vip: bool,
+    /// Run the release build of the daemon (what users run: fast
+    /// transfers need it).
+    release: bool,
 }
 
 impl Default for Options {
@@ -119,6 +128,8 @@ impl Default for Options {
             hook: None,
             unicast: false,
             pfsync: false,
+            nat_to_vip: false,
+            release: false,
         }
     }
 }
@@ -136,7 +147,8 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let (pf, sync) = if o.pfsync {
         (
-            "block\n\
+            format!(
+                "{}block\n\
              pass quick on sync\n\
              pass quick proto carp keep state (no-sync)\n\
              pass in quick on lan proto tcp to port 7001 keep state (no-sync)\n\
@@ -144,6 +156,12 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
              pass in on lan\n\
              pass out on wan\n\
              pass out on lan\n",
+                if o.nat_to_vip {
+                    "match out on wan inet proto tcp to port 8000 nat-to 203.0.113.1\n"
+                } else {
+                    ""
+                }
+            ),
             format!(
                 "[[port]]\nname = \"eth2\"\n\
                  [[interface]]\nname = \"sync\"\nport = \"eth2\"\naddresses = [\"198.18.255.{}/30\"]\n\
@@ -152,7 +170,7 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
             ),
         )
     } else {
-        ("pass\n", String::new())
+        ("pass\n".to_string(), String::new())
     };
     std::fs::write(dir.join("pf.conf"), pf).unwrap();
     let hook = o
@@ -275,7 +293,17 @@ impl S3 {
         let fws = [(f1, 2u8, o.skews[0]), (f2, 3u8, o.skews[1])].map(|(fns, n, skew)| {
             let dir = base.join(format!("fw{}", n - 1));
             let cfg = fw_config(&dir, n, skew, o);
-            Fw { dir, cfg, ns: fns }
+            let bin = if o.release {
+                release_bin()
+            } else {
+                palisade().to_string()
+            };
+            Fw {
+                dir,
+                cfg,
+                ns: fns,
+                bin,
+            }
         });
         S3 { ns, sw, a, b, fws }
     }
@@ -929,6 +957,7 @@ fn palisade_and_ucarp_elect_by_advskew_both_ways() {
             dir: dir.clone(),
             cfg: cfg.clone(),
             ns: fw.clone(),
+            bin: palisade().to_string(),
         };
         let logs = || {
             format!(
@@ -1226,6 +1255,260 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         nlog1.lock().unwrap(),
         logs()
     );
+    let _ = p1.stop();
+    let _ = p2.stop();
+}
+
+/// 200 MB of bytes no compression or pattern could fake.
+fn blob() -> Arc<Vec<u8>> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v = Vec::with_capacity(BLOB);
+    while v.len() < BLOB {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    Arc::new(v)
+}
+
+const BLOB: usize = 200 * 1024 * 1024;
+
+/// A download server in `ns`: each connection's request is read, then
+/// `HTTP/1.0 200` and the whole blob sent; the clients' addresses (as
+/// the server sees them: translated, or not) are kept.
+fn blob_server(ns: &str, bind: &'static str, blob: Arc<Vec<u8>>) -> Arc<Mutex<Vec<IpAddr>>> {
+    use std::io::Read;
+    let l = in_netns(ns, move || std::net::TcpListener::bind(bind).unwrap())
+        .join()
+        .unwrap();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let p2 = peers.clone();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().map_while(Result::ok) {
+            if let Ok(a) = c.peer_addr() {
+                p2.lock().unwrap().push(a.ip());
+            }
+            let blob = blob.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(n) if n > 0 => req.extend_from_slice(&b[..n]),
+                        _ => return,
+                    }
+                }
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", blob.len());
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(&blob);
+            });
+        }
+    });
+    peers
+}
+
+/// curl in a namespace, reading at `rate` (so its window is often nearly
+/// closed: the hard case for a firewall taking over).
+struct Download {
+    p: Proc,
+    file: PathBuf,
+    what: String,
+}
+
+impl Download {
+    fn start(s3: &S3, url: &str, file: PathBuf, rate: &str) -> Download {
+        let p = s3.ns.spawn(
+            &s3.a,
+            &[
+                "curl",
+                "-sS",
+                "-g",
+                "--limit-rate",
+                rate,
+                "--max-time",
+                "120",
+                "-o",
+                file.to_str().unwrap(),
+                "-w",
+                "%{http_code} %{size_download}",
+                url,
+            ],
+        );
+        Download {
+            p,
+            file,
+            what: url.to_string(),
+        }
+    }
+
+    fn got(&self) -> u64 {
+        std::fs::metadata(&self.file).map_or(0, |m| m.len())
+    }
+
+    /// Wait (bounded) for curl to end: it must have read every byte, the
+    /// same bytes as sent.
+    fn check(mut self, blob: &[u8], within: Duration, logs: &dyn Fn() -> String) {
+        let t = Instant::now();
+        let c = self.p.0.as_mut().unwrap();
+        while c.try_wait().unwrap().is_none() {
+            assert!(
+                t.elapsed() < within,
+                "{}: still running after {within:?} ({} bytes)\n{}",
+                self.what,
+                self.got(),
+                logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let o = self.p.0.take().unwrap().wait_with_output().unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "{}: curl failed: {out} ({} bytes)\n{}",
+            self.what,
+            self.got(),
+            logs()
+        );
+        assert_eq!(out.trim(), format!("200 {}", blob.len()), "{}", self.what);
+        let got = std::fs::read(&self.file).unwrap();
+        assert!(got == blob, "{}: the bytes differ", self.what);
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// tcpdump of every TCP RST (IPv4 and IPv6) on a host's eth0.
+fn rst_watch(ns: &str, file: &Path) -> (Proc, Arc<Mutex<String>>) {
+    let (p, log) = spawn_logged(
+        ns,
+        &[
+            "tcpdump",
+            "-n",
+            "-U",
+            "-i",
+            "eth0",
+            "-w",
+            file.to_str().unwrap(),
+            "(tcp[tcpflags] & tcp-rst != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 4 != 0)",
+        ],
+    );
+    wait_until("tcpdump listening", Duration::from_secs(10), || {
+        log.lock().unwrap().contains("listening on")
+    });
+    (p, log)
+}
+
+/// Issue 13's acceptance, end to end: two 200 MB downloads through the
+/// master, one over IPv6 routed as it is, one over IPv4 translated to the
+/// WAN's virtual address, each read at 20 MB/s; kill -9 of the master
+/// mid-transfer: both complete with the same bytes, no RST reaches
+/// either end, and an idle connection still echoes. Then a third
+/// download runs while the killed node restarts, bulk-updates and only
+/// then takes its vhids back: it completes too.
+#[test]
+fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3d",
+        &Options {
+            pfsync: true,
+            nat_to_vip: true,
+            release: true,
+            ..Options::default()
+        },
+    );
+    let blob = blob();
+    let peers4 = blob_server(&s3.b, "203.0.113.10:8000", blob.clone());
+    blob_server(&s3.b, "[2001:db8:1::10]:8000", blob.clone());
+    echo_server(&s3.b, "203.0.113.10:7000");
+    let tmp = s3.fws[0].dir.parent().unwrap().to_path_buf();
+    let (mut p2, log2) = s3.fws[1].start();
+    let (mut p1, log1) = s3.fws[0].start();
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    let (mut rst_a, _) = rst_watch(&s3.a, &tmp.join("rst-a.pcap"));
+    let (mut rst_b, _) = rst_watch(&s3.b, &tmp.join("rst-b.pcap"));
+    // The idle connection: opened now, silent until after the failover.
+    let mut idle = Conn::open(&s3.a, "203.0.113.10:7000");
+    assert!(idle.echo("before"), "{}", logs());
+
+    let d6 = Download::start(&s3, "http://[2001:db8:1::10]:8000/", tmp.join("d6"), "20M");
+    let d4 = Download::start(&s3, "http://203.0.113.10:8000/", tmp.join("d4"), "20M");
+    wait_until("40 MB of each download", Duration::from_secs(30), || {
+        d6.got() >= 40 << 20 && d4.got() >= 40 << 20
+    });
+    assert_eq!(
+        peers4.lock().unwrap().as_slice(),
+        ["203.0.113.1".parse::<IpAddr>().unwrap()],
+        "the IPv4 download is translated to the virtual address"
+    );
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    let (k6, k4) = (d6.got(), d4.got());
+    assert!(
+        k6 < BLOB as u64 / 2 && k4 < BLOB as u64 / 2,
+        "killed mid-transfer: {k6} and {k4} bytes"
+    );
+    println!(
+        "kill -9 of fw1 with {} MB and {} MB read",
+        k6 >> 20,
+        k4 >> 20
+    );
+    d6.check(&blob, Duration::from_secs(60), &logs);
+    d4.check(&blob, Duration::from_secs(60), &logs);
+    assert!(
+        idle.echo("after kill -9"),
+        "the idle connection died\n{}",
+        logs()
+    );
+
+    // The move back, under a running download.
+    let d4 = Download::start(&s3, "http://203.0.113.10:8000/", tmp.join("d4b"), "20M");
+    wait_until(
+        "20 MB of the third download",
+        Duration::from_secs(30),
+        || d4.got() >= 20 << 20,
+    );
+    let (np1, nlog1) = s3.fws[0].start();
+    p1 = np1;
+    s3.wait_master(0, Duration::from_secs(15), &|| {
+        format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
+    });
+    let back = d4.got();
+    let l1 = nlog1.lock().unwrap().clone();
+    let bulk = l1.find("pfsync: bulk update received");
+    let master = l1.find("-> MASTER");
+    assert!(
+        bulk.is_some() && bulk < master,
+        "fw1 took mastership before its bulk update:\n{l1}"
+    );
+    assert!(
+        back < BLOB as u64,
+        "the third download was over before the move back"
+    );
+    println!(
+        "fw1 back as master with {} MB of the third download read",
+        back >> 20
+    );
+    d4.check(&blob, Duration::from_secs(60), &|| {
+        format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
+    });
+    assert!(idle.echo("after the move back"), "{}", logs());
+
+    // No RST at either end, all along.
+    for (p, f) in [(&mut rst_a, "rst-a.pcap"), (&mut rst_b, "rst-b.pcap")] {
+        let _ = p.stop();
+        let (out, err) = tcpdump_read(&tmp.join(f));
+        assert!(out.trim().is_empty(), "RSTs seen ({f}):\n{out}\n{err}");
+    }
     let _ = p1.stop();
     let _ = p2.stop();
 }

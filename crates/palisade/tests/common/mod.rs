@@ -369,3 +369,44 @@ pub fn tcpdump_read(file: &std::path::Path) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).to_string(),
     )
 }
+
+/// The release build of the daemon (what users run, and what can keep up
+/// with a flood: the debug build cannot), built by scripts/test-all before
+/// the tests; it must be newer than every source file of the workspace.
+pub fn release_bin() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/release/palisade");
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{}: missing; run `cargo build --release -p palisade` first (scripts/test-all does)", bin.display()));
+    fn newest(d: &std::path::Path, t: &mut std::time::SystemTime) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                newest(&p, t);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    *t = (*t).max(m);
+                }
+            }
+        }
+    }
+    let mut src = std::time::SystemTime::UNIX_EPOCH;
+    for c in [
+        "palisade",
+        "palisade-conf",
+        "palisade-filter",
+        "palisade-net",
+        "palisade-wire",
+        "palisade-carp",
+        "palisade-pfsync",
+    ] {
+        newest(&root.join("crates").join(c).join("src"), &mut src);
+    }
+    assert!(
+        built >= src,
+        "{} is older than the sources: run `cargo build --release -p palisade` (scripts/test-all does)",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
