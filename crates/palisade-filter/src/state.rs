@@ -444,6 +444,10 @@ pub struct StateTable {
     pub limit: u32,
     /// Record events only for a consumer (pfsync): `set_events`.
     events_enabled: bool,
+    /// pfsync `defer`: the syncable states created since the caller last
+    /// asked (`take_created`).
+    track_created: bool,
+    created: Vec<replica::StateId>,
     /// Where the next purge slice starts, and when the last one ran.
     purge_cursor: usize,
     purge_ms: u64,
@@ -484,6 +488,8 @@ impl StateTable {
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
             events_enabled: false,
+            track_created: false,
+            created: Vec::new(),
             purge_cursor: 0,
             purge_ms: 0,
             per_rule: HashMap::new(),

@@ -90,6 +90,7 @@ struct RawPfsync {
     peer: Option<Spanned<String>>,
     maxupd: Option<Spanned<i64>>,
     key: Option<Spanned<String>>,
+    defer: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -410,6 +411,9 @@ pub struct PfsyncConfig {
     pub peer: Option<std::net::Ipv4Addr>,
     pub maxupd: u32,
     pub key: Option<String>,
+    /// pfsync(4) `defer`: a new state's first packet waits for the
+    /// peer's INS_ACK (or 20 ms).
+    pub defer: bool,
 }
 
 /// A CARP interface as palisade.toml gives it.
@@ -974,6 +978,7 @@ impl Config {
                     peer,
                     maxupd,
                     key,
+                    defer: p.defer.unwrap_or(false),
                 })
             }
         };
@@ -1275,6 +1280,12 @@ groups = ["inside"]
             Some("203.0.113.3")
         );
         assert_eq!((p.maxupd, p.key.as_deref()), (128, Some("k")));
+        assert!(!p.defer, "defer is off by default");
+        let c = parse(&format!(
+            "{CARP}[pfsync]\ninterface = \"wan\"\ndefer = true\n"
+        ))
+        .unwrap();
+        assert!(c.pfsync.unwrap().defer);
         for (tail, want) in [
             ("interface = \"dmz\"\n", "pfsync: 'dmz' is not an interface"),
             (

@@ -434,6 +434,30 @@ impl Sync {
         }
     }
 
+    /// `defer`: the caller holds the first packet of this new state until
+    /// the peer acknowledges it. Its INS (not yet sent) asks for INS_ACK
+    /// and leaves at once with everything pending; `Event::Acked` says
+    /// when the answer came. False if there is no such insert waiting
+    /// (then there is nothing to wait for).
+    pub fn want_ack(&mut self, now: Micros, r: StateRef) -> bool {
+        match self.pending.get_mut(&r) {
+            Some(Pending::Ins(s)) => {
+                s.state_flags |= wire::PFSTATE_ACK;
+                self.arm(now);
+                self.flush_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The caller took a state whose INS asked for an acknowledgement:
+    /// INS_ACK goes at once.
+    pub fn ack(&mut self, _now: Micros, r: StateRef) {
+        self.urgent.push(Message::InsAck(r));
+        self.flush_urgent();
+    }
+
     /// The caller has no state for an update that arrived: ask for it.
     pub fn unknown(&mut self, _now: Micros, r: StateRef) {
         self.urgent.push(Message::UpdReq(r));

@@ -46,6 +46,9 @@ pub const TTL: u8 = 255;
 pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 240);
 /// Updates to one state before it is sent anyway (pfsync(4) `maxupd`).
 pub const DEFAULT_MAXUPD: u8 = 128;
+/// pf's state flag in an INS: the sender holds the state's first packet
+/// until it hears INS_ACK (pfsync(4) `defer`).
+pub const PFSTATE_ACK: u16 = 0x0010;
 /// The pfsync interface's default MTU (Ethernet's), IP header included.
 pub const DEFAULT_MTU: usize = 1500;
 /// An IPv4 header without options: pfsync packets go over IPv4.

@@ -21,6 +21,7 @@ struct Node {
     demote: i32,
     done: Vec<bool>,
     drops: Vec<Refused>,
+    acked: Vec<StateRef>,
 }
 
 impl Node {
@@ -34,6 +35,7 @@ impl Node {
             demote: 0,
             done: Vec::new(),
             drops: Vec::new(),
+            acked: Vec::new(),
         }
     }
 
@@ -69,6 +71,9 @@ impl Node {
             match e {
                 Event::State(s) => {
                     self.table.insert(state_ref(&s), *s);
+                    if s.state_flags & palisade_pfsync::wire::PFSTATE_ACK != 0 {
+                        self.sync.ack(now, state_ref(&s));
+                    }
                 }
                 Event::Update(u) => {
                     let r = StateRef {
@@ -101,7 +106,7 @@ impl Node {
                 Event::Demote(d) => self.demote += d,
                 Event::BulkDone { complete, .. } => self.done.push(complete),
                 Event::Dropped(d) => self.drops.push(d),
-                Event::Acked(_) => {}
+                Event::Acked(r) => self.acked.push(r),
             }
         }
     }
@@ -508,4 +513,44 @@ fn signed_packets_a_little_out_of_order_are_taken_once_each() {
     }
     b.events(0);
     assert_eq!(b.drops, [Refused::Replayed; 3]);
+}
+
+#[test]
+fn defer_an_insert_asks_for_ins_ack_and_leaves_at_once() {
+    let mut p = Pair::new();
+    let r = StateRef {
+        id: 1,
+        creatorid: 0xa,
+    };
+    p.a.insert(0, state(0xa, 2, 1));
+    p.a.insert(0, state(0xa, 1, 1));
+    assert!(p.a.sync.want_ack(0, r));
+    // At once (not after flush_after), with the other pending insert.
+    p.run(0);
+    assert_eq!(p.a_sent.len(), 1);
+    assert_eq!(p.b.table.len(), 2);
+    // Only the deferred state asked; b answered INS_ACK, a heard it.
+    assert_eq!(p.b.sync.stats().messages_sent["INS_ACK"], 1);
+    assert_eq!(p.a.acked, [r]);
+    // Nothing waits for a state already sent (or unknown).
+    assert!(!p.a.sync.want_ack(MS, r));
+    assert!(!p.a.sync.want_ack(
+        MS,
+        StateRef {
+            id: 9,
+            creatorid: 0xa
+        }
+    ));
+    // A peer that is down never answers: the caller's timer lets go.
+    p.b_up = false;
+    p.a.insert(2 * MS, state(0xa, 3, 1));
+    assert!(p.a.sync.want_ack(
+        2 * MS,
+        StateRef {
+            id: 3,
+            creatorid: 0xa
+        }
+    ));
+    p.run(100 * MS);
+    assert_eq!(p.a.acked.len(), 1);
 }

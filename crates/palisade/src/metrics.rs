@@ -211,10 +211,27 @@ pub fn render(sh: &Shared) -> String {
             s.apply_errors,
             s.bulk_pending(),
             s.lag_us(now),
+            s.defer_stats,
         )
     });
-    if let Some((st, applied, errors, pending, lag)) = sync {
+    if let Some((st, applied, errors, pending, lag, d)) = sync {
         pfsync_metrics(&mut out, &st, applied, errors, pending, lag);
+        family(
+            &mut out,
+            "palisade_pfsync_deferred_total",
+            "counter",
+            "First packets held for the peer's INS_ACK (defer), by how they were let go.",
+        );
+        for (how, n) in [
+            ("acked", d.acked),
+            ("timeout", d.timed_out),
+            ("overflow", d.overflowed),
+        ] {
+            let _ = writeln!(
+                out,
+                "palisade_pfsync_deferred_total{{outcome=\"{how}\"}} {n}"
+            );
+        }
     }
     out
 }

@@ -17,11 +17,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use palisade_filter::state::StateEvent;
+use palisade_filter::state::{StateEvent, StateId};
 use palisade_net::config::PfsyncConfig;
 use palisade_net::dataplane::{Dataplane, Out, Punted};
 use palisade_pfsync::convert::{from_msg, from_upd_c, state_id, state_ref, to_msg, to_upd_c};
-use palisade_pfsync::sync::{Auth, Event, Sync, SyncConfig};
+use palisade_pfsync::sync::{state_ref as state_ref_of, Auth, Event, Sync, SyncConfig};
 use palisade_wire::ethernet::EtherType;
 
 const GROUP: Ipv4Addr = palisade_pfsync::wire::GROUP_V4;
@@ -40,7 +40,33 @@ pub struct SyncRuntime {
     pub creator: u32,
     pub applied: u64,
     pub apply_errors: u64,
+    /// `defer`: first packets held until the peer acknowledges their
+    /// states, oldest first.
+    deferred: std::collections::VecDeque<Deferral>,
+    pub defer_stats: DeferStats,
 }
+
+/// A packet's frames held for its new states' INS_ACK.
+struct Deferral {
+    waiting: Vec<StateId>,
+    frames: Vec<Out>,
+    until_us: u64,
+}
+
+/// What `defer` did: packets held, and how each was let go.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeferStats {
+    pub held: u64,
+    pub acked: u64,
+    pub timed_out: u64,
+    /// Let go early because too many were held.
+    pub overflowed: u64,
+}
+
+/// How long a first packet waits for INS_ACK (OpenBSD's 20 ms).
+pub const DEFER_US: u64 = 20_000;
+/// Packets held at most (OpenBSD's 128); the oldest goes beyond.
+const DEFER_MAX: usize = 128;
 
 impl SyncRuntime {
     pub fn new(
@@ -54,6 +80,7 @@ impl SyncRuntime {
                 .map_err(|e| format!("pfsync: {e:?}"))?;
         }
         dp.filter.states.set_events(true);
+        dp.filter.states.set_track_created(cfg.defer);
         let counter_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -74,7 +101,78 @@ impl SyncRuntime {
             creator,
             applied: 0,
             apply_errors: 0,
+            deferred: std::collections::VecDeque::new(),
+            defer_stats: DeferStats::default(),
         })
+    }
+
+    /// `defer`: the frames a packet produced wait until the peer has
+    /// acknowledged the states it created (or `DEFER_US`); their INS
+    /// leave now. Returns what can go now: the sync packets, and held
+    /// frames let go (the oldest, when too many are held; these frames
+    /// themselves, when the states went without a trace).
+    pub fn defer(
+        &mut self,
+        dp: &mut Dataplane,
+        created: Vec<StateId>,
+        frames: Vec<Out>,
+        now_us: u64,
+    ) -> Vec<Out> {
+        self.drain_local(dp, now_us);
+        let waiting: Vec<StateId> = created
+            .into_iter()
+            .filter(|sid| self.sync.want_ack(now_us, state_ref(sid)))
+            .collect();
+        let mut out = Vec::new();
+        if waiting.is_empty() {
+            out.extend(frames);
+        } else {
+            self.defer_stats.held += 1;
+            self.deferred.push_back(Deferral {
+                waiting,
+                frames,
+                until_us: now_us + DEFER_US,
+            });
+            while self.deferred.len() > DEFER_MAX {
+                if let Some(d) = self.deferred.pop_front() {
+                    self.defer_stats.overflowed += 1;
+                    out.extend(d.frames);
+                }
+            }
+        }
+        if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
+            self.sync.handle_timeout(now_us);
+        }
+        out.extend(self.transmit(dp, now_us));
+        out
+    }
+
+    /// The peer has `sid`: packets waiting only for it go.
+    fn acked(&mut self, sid: StateId, out: &mut Vec<Out>) {
+        for d in self.deferred.iter_mut() {
+            d.waiting.retain(|w| *w != sid);
+        }
+        let mut i = 0;
+        while i < self.deferred.len() {
+            if self.deferred[i].waiting.is_empty() {
+                if let Some(d) = self.deferred.remove(i) {
+                    self.defer_stats.acked += 1;
+                    out.extend(d.frames);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Held packets whose time is up go.
+    fn expire_deferred(&mut self, now_us: u64, out: &mut Vec<Out>) {
+        while self.deferred.front().is_some_and(|d| d.until_us <= now_us) {
+            if let Some(d) = self.deferred.pop_front() {
+                self.defer_stats.timed_out += 1;
+                out.extend(d.frames);
+            }
+        }
     }
 
     pub fn start(&mut self, now_us: u64) {
@@ -82,7 +180,13 @@ impl SyncRuntime {
     }
 
     pub fn timeout_us(&self, now_us: u64) -> Option<u64> {
-        self.sync.poll_timeout().map(|t| t.saturating_sub(now_us))
+        let held = self.deferred.front().map(|d| d.until_us);
+        self.sync
+            .poll_timeout()
+            .into_iter()
+            .chain(held)
+            .min()
+            .map(|t| t.saturating_sub(now_us))
     }
 
     pub fn stats(&self) -> &palisade_pfsync::sync::Stats {
@@ -115,6 +219,7 @@ impl SyncRuntime {
         }
         self.drain_local(dp, now_us);
         let mut demote = Vec::new();
+        let mut released = Vec::new();
         while let Some(e) = self.sync.poll_event() {
             match e {
                 Event::State(m) => match from_msg(&m) {
@@ -122,6 +227,18 @@ impl SyncRuntime {
                         // A state we already have is merged (the more
                         // advanced side wins): the import does that.
                         let r = dp.filter.import_state(&rec, now_ms).map(|_| ());
+                        // The sender holds its first packet until this
+                        // table can pass the connection's answer: it took
+                        // the state, or already has one with its key
+                        // (both saw the packet: a multicast, say).
+                        // OpenBSD answers only the first case.
+                        let ack = matches!(
+                            r,
+                            Ok(()) | Err(palisade_filter::state::ImportError::KeyInUse)
+                        );
+                        if ack && m.state_flags & palisade_pfsync::wire::PFSTATE_ACK != 0 {
+                            self.sync.ack(now_us, state_ref_of(&m));
+                        }
                         match r {
                             Ok(()) => self.applied += 1,
                             Err(e) => {
@@ -182,11 +299,13 @@ impl SyncRuntime {
                         tracing::warn!("pfsync: no bulk update from the peer: going on without");
                     }
                 }
-                Event::Acked(_) => {}
+                Event::Acked(r) => self.acked(state_id(&r), &mut released),
                 Event::Dropped(r) => tracing::debug!("pfsync: packet refused: {}", r.name()),
             }
         }
-        (self.transmit(dp, now_us), demote)
+        self.expire_deferred(now_us, &mut released);
+        released.extend(self.transmit(dp, now_us));
+        (released, demote)
     }
 
     /// The local table's news to the core, its timers, what is due out:
@@ -330,6 +449,14 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         st.max_lag as f64 / 1e3,
         st.pushes
     );
+    let d = s.defer_stats;
+    if s.cfg.defer {
+        let _ = writeln!(
+            t,
+            "  defer: {} first packets held; let go on INS_ACK {}, after 20 ms {}, early (too many held) {}",
+            d.held, d.acked, d.timed_out, d.overflowed
+        );
+    }
     let _ = writeln!(t, "  messages sent: {}", line(&st.messages_sent));
     let _ = writeln!(t, "  messages received: {}", line(&st.messages_received));
     let drops: Vec<String> = st
@@ -370,5 +497,12 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "lag_ms": s.lag_us(now) as f64 / 1e3,
         "max_lag_ms": st.max_lag as f64 / 1e3,
         "pushes": st.pushes,
+        "defer": s.cfg.defer,
+        "deferred": {
+            "held": d.held,
+            "acked": d.acked,
+            "timed_out": d.timed_out,
+            "overflowed": d.overflowed,
+        },
     }})
 }

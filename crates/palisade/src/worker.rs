@@ -123,6 +123,32 @@ pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, St
 /// frames processed a batch at a time under the data plane's lock, sent
 /// after it is released. Worker 0 also serves the host interface, the
 /// timers and the ports' health.
+/// A packet's frames go out, unless it created states pfsync must
+/// announce first (`defer`): then they wait for the peer's INS_ACK or
+/// 20 ms, which worker 0 watches (woken, if another worker held them).
+fn held_or_out(
+    sh: &Shared,
+    id: usize,
+    created: Vec<palisade_filter::state::StateId>,
+    frames: Vec<palisade_net::dataplane::Out>,
+    outs: &mut Vec<palisade_net::dataplane::Out>,
+) {
+    if created.is_empty() {
+        outs.extend(frames);
+        return;
+    }
+    if let Some(mut s) = sh.pfsync() {
+        let now_us = sh.now_us();
+        let mut dp = sh.dp();
+        outs.extend(s.defer(&mut dp, created, frames, now_us));
+    } else {
+        outs.extend(frames);
+    }
+    if id != 0 {
+        sh.wake.wake();
+    }
+}
+
 /// The filter's news to pfsync (any worker; lock order pfsync, data
 /// plane).
 fn feed_pfsync(sh: &Shared, outs: &mut Vec<palisade_net::dataplane::Out>) {
@@ -149,6 +175,7 @@ pub fn worker(
         fds.push(sh.wake.fd());
     }
     let drives_carp = id == 0 && (sh.carp.is_some() || sh.pfsync.is_some());
+    let defer = sh.pfsync().is_some_and(|s| s.cfg.defer);
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
@@ -194,8 +221,24 @@ pub fn worker(
             let mut outs = Vec::new();
             let mut frames = 0;
             ports[i].recv_batch(|frame| {
-                let o = sh.dp().input(i, frame, now);
-                outs.extend(o);
+                let (o, created) = {
+                    let mut dp = sh.dp();
+                    if defer {
+                        // Only what this frame creates (not what the
+                        // firewall's own packets did meanwhile).
+                        dp.filter.states.take_created();
+                    }
+                    let o = dp.input(i, frame, now);
+                    (
+                        o,
+                        if defer {
+                            dp.filter.states.take_created()
+                        } else {
+                            Vec::new()
+                        },
+                    )
+                };
+                held_or_out(sh, id, created, o, &mut outs);
                 frames += 1;
                 if frames % crate::pfsync::FEED_EVERY == 0 {
                     feed_pfsync(sh, &mut outs);
@@ -220,11 +263,23 @@ pub fn worker(
                 t.recv_all(&mut buf, |frame| frames.push(frame.to_vec()));
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
-                    {
-                        let mut dp = sh.dp();
-                        for f in &frames {
-                            outs.extend(dp.input(sh.host_port, f, now));
-                        }
+                    for f in &frames {
+                        let (o, created) = {
+                            let mut dp = sh.dp();
+                            if defer {
+                                dp.filter.states.take_created();
+                            }
+                            let o = dp.input(sh.host_port, f, now);
+                            (
+                                o,
+                                if defer {
+                                    dp.filter.states.take_created()
+                                } else {
+                                    Vec::new()
+                                },
+                            )
+                        };
+                        held_or_out(sh, id, created, o, &mut outs);
                     }
                     sh.send(&ports, outs);
                 }

@@ -117,6 +117,9 @@ struct Options {
     /// Run the release build of the daemon (what users run: fast
     /// transfers need it).
     release: bool,
+    /// (With pfsync) `defer`: a new state's first packet waits for the
+    /// peer's INS_ACK.
+    defer: bool,
 }
 
 impl Default for Options {
@@ -130,6 +133,7 @@ impl Default for Options {
             pfsync: false,
             nat_to_vip: false,
             release: false,
+            defer: false,
         }
     }
 }
@@ -149,7 +153,7 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
         (
             format!(
                 "{}block\n\
-             pass quick on sync\n\
+             pass quick on sync proto pfsync keep state (no-sync)\n\
              pass quick proto carp keep state (no-sync)\n\
              pass in quick on lan proto tcp to port 7001 keep state (no-sync)\n\
              pass out quick on wan proto tcp to port 7001 keep state (no-sync)\n\
@@ -165,8 +169,9 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
             format!(
                 "[[port]]\nname = \"eth2\"\n\
                  [[interface]]\nname = \"sync\"\nport = \"eth2\"\naddresses = [\"198.18.255.{}/30\"]\n\
-                 [pfsync]\ninterface = \"sync\"\nkey = \"s3-sync-key\"\n",
-                n - 1
+                 [pfsync]\ninterface = \"sync\"\nkey = \"s3-sync-key\"\ndefer = {}\n",
+                n - 1,
+                o.defer
             ),
         )
     } else {
@@ -1099,6 +1104,7 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         "s3p",
         &Options {
             pfsync: true,
+            defer: true,
             ..Options::default()
         },
     );
@@ -1143,6 +1149,20 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     assert!(v["messages_received"]["INS"].as_u64() >= Some(1), "{v}");
     assert_eq!(v["refused"], serde_json::json!({}), "{v}");
     assert_eq!(v["authenticated"], true, "{v}");
+    // defer: fw1 held the connection's first packet until fw2 said it had
+    // the states (INS_ACK); none waited the 20 ms out.
+    assert!(v["messages_sent"]["INS_ACK"].as_u64() >= Some(1), "{v}");
+    let v1 = sync(&s3.fws[0]);
+    assert_eq!(v1["defer"], true, "{v1}");
+    assert!(v1["deferred"]["held"].as_u64() >= Some(1), "{v1}");
+    assert_eq!(
+        v1["deferred"]["acked"],
+        v1["deferred"]["held"],
+        "{v1}\nfw2: {}\n{}",
+        sync(&s3.fws[1]),
+        logs()
+    );
+    assert_eq!(v1["deferred"]["timed_out"], 0, "{v1}");
     // fw2 started first: its request is answered when it asks again (every
     // 5 s) and fw1 is up.
     wait_until("fw2's bulk update", Duration::from_secs(10), || {
@@ -1214,6 +1234,20 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         "the synced connection died\n{}",
         logs()
     );
+    // defer with the peer dead: a new connection's first packet waits the
+    // 20 ms out, then goes.
+    let before = sync(&s3.fws[1])["deferred"]["timed_out"].as_u64().unwrap();
+    let t_open = Instant::now();
+    let mut late = Conn::open(&s3.a, "203.0.113.10:7000");
+    let took = t_open.elapsed();
+    assert!(late.echo("opened with the peer dead"), "{}", logs());
+    let v = sync(&s3.fws[1]);
+    assert!(v["deferred"]["timed_out"].as_u64().unwrap() > before, "{v}");
+    assert!(
+        took >= Duration::from_millis(19),
+        "the SYN was not held: connected in {took:?}"
+    );
+    println!("connection through fw2 with its peer dead (defer): {took:?}");
 
     // fw1 restarts: it asks for a bulk update, stays demoted until it is
     // in, then preempts; the connection survives the move back too.

@@ -300,8 +300,25 @@ impl StateTable {
 
     pub(super) fn record_event(&mut self, s_id: u64, creator: u32, no_sync: bool, kind: Pending) {
         if self.events_enabled && !no_sync {
-            self.events.push(StateId { id: s_id, creator }, kind);
+            let sid = StateId { id: s_id, creator };
+            self.events.push(sid, kind);
+            if kind == Pending::Insert && self.track_created {
+                self.created.push(sid);
+            }
         }
+    }
+
+    /// Keep the ids of the syncable states created since the last
+    /// `take_created` (pfsync's `defer` holds their first packet).
+    pub fn set_track_created(&mut self, on: bool) {
+        self.track_created = on;
+        self.created.clear();
+    }
+
+    /// The syncable states created since the last call (at most the few
+    /// one packet creates, when the caller takes them after each packet).
+    pub fn take_created(&mut self) -> Vec<StateId> {
+        std::mem::take(&mut self.created)
     }
 
     /// Up to `max` pending events, oldest first, with the states' current
