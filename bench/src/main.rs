@@ -11,6 +11,7 @@
 
 mod failover;
 mod forward;
+mod sync;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -583,8 +584,9 @@ fn main() {
         Some("states") => states_bench(&args),
         Some("forward") => forward::run(&args),
         Some("failover") => failover::run(&args),
+        Some("sync") => sync::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]\n       palisade-bench failover [--runs 9]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]");
             std::process::exit(2);
         }
     }

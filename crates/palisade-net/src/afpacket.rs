@@ -14,8 +14,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-const BLOCK_SIZE: u32 = 1 << 18;
-const BLOCK_NR: u32 = 16;
+const BLOCK_SIZE: u32 = 1 << 17;
+const BLOCK_NR: u32 = 64;
 const FRAME_SIZE: u32 = 2048;
 
 /// A network port Palisade owns.
@@ -171,6 +171,29 @@ impl Port {
             )
         };
         (r == 0 && e != 0).then(|| io::Error::from_raw_os_error(e))
+    }
+
+    /// Frames the kernel dropped because this socket's ring was full,
+    /// since the last call (PACKET_STATISTICS; reading resets them).
+    pub fn ring_drops(&self) -> u64 {
+        // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
+        let mut st = [0u32; 3];
+        let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+        // SAFETY: PACKET_STATISTICS writes at most `len` bytes into st.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                st.as_mut_ptr() as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r == 0 {
+            st[1] as u64
+        } else {
+            0
+        }
     }
 
     /// Hand every frame of the blocks the kernel has filled to `f`, then

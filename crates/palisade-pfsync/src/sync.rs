@@ -236,6 +236,17 @@ enum Pending {
     Del,
 }
 
+impl Pending {
+    /// Its message's bytes on the wire.
+    fn wire_len(&self) -> usize {
+        match self {
+            Pending::Ins(_) => wire::STATE_LEN,
+            Pending::Upd(..) => wire::UPD_C_LEN,
+            Pending::Del => wire::STATE_REF_LEN,
+        }
+    }
+}
+
 /// Our bulk update request.
 enum Bulk {
     Idle,
@@ -250,6 +261,8 @@ enum Bulk {
 pub struct Sync {
     cfg: SyncConfig,
     pending: BTreeMap<StateRef, Pending>,
+    /// Their messages' bytes.
+    pending_bytes: usize,
     /// When the pending changes must leave, and since when the oldest
     /// of them waits.
     flush_at: Option<Micros>,
@@ -281,6 +294,7 @@ impl Sync {
             replay: ReplayWindow::default(),
             cfg,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             flush_at: None,
             pending_since: None,
             marks: HashMap::new(),
@@ -343,6 +357,33 @@ impl Sync {
         self.flush_at = Some(now);
     }
 
+    /// Add a pending change; a packet's worth of them leaves at once.
+    fn put(&mut self, r: StateRef, p: Pending) {
+        self.pending_bytes += p.wire_len();
+        if let Some(old) = self.pending.insert(r, p) {
+            self.pending_bytes -= old.wire_len();
+        }
+        if self.pending_bytes >= self.packet_room() {
+            // Due at once (time 0 is past whatever the clock says).
+            self.flush_at = Some(0);
+        }
+    }
+
+    fn take(&mut self, r: &StateRef) -> Option<Pending> {
+        let p = self.pending.remove(r)?;
+        self.pending_bytes -= p.wire_len();
+        Some(p)
+    }
+
+    /// Room for messages in one packet (IP and pfsync headers, a few
+    /// subheaders and the authentication taken off).
+    fn packet_room(&self) -> usize {
+        let auth = if self.cfg.auth.is_some() { AUTH_LEN } else { 0 };
+        self.cfg.mtu.saturating_sub(
+            wire::IPV4_HEADER_LEN + wire::HEADER_LEN + 3 * wire::SUBHEADER_LEN + auth,
+        )
+    }
+
     /// How long the oldest change not yet sent has waited.
     pub fn lag(&self, now: Micros) -> Micros {
         self.pending_since.map_or(0, |t| now.saturating_sub(t))
@@ -372,7 +413,7 @@ impl Sync {
     pub fn insert(&mut self, now: Micros, s: StateMsg) {
         let r = state_ref(&s);
         self.mark(r, Mark::of(&s.src, &s.dst));
-        self.pending.insert(r, Pending::Ins(Box::new(s)));
+        self.put(r, Pending::Ins(Box::new(s)));
         self.arm(now);
     }
 
@@ -384,14 +425,14 @@ impl Sync {
             creatorid: u.creatorid,
         };
         let far = self.far(&r, &Mark::of(&u.src, &u.dst));
-        let n = match self.pending.remove(&r) {
+        let n = match self.take(&r) {
             Some(Pending::Ins(mut s)) => {
                 // Not sent yet: the insert carries the news.
                 s.src = u.src;
                 s.dst = u.dst;
                 s.expire = u.expire;
                 s.timeout = u.timeout;
-                self.pending.insert(r, Pending::Ins(s));
+                self.put(r, Pending::Ins(s));
                 if far {
                     self.push(now);
                 } else {
@@ -400,7 +441,7 @@ impl Sync {
                 return;
             }
             Some(Pending::Del) => {
-                self.pending.insert(r, Pending::Del);
+                self.put(r, Pending::Del);
                 return;
             }
             Some(Pending::Upd(_, n)) => n + 1,
@@ -412,7 +453,7 @@ impl Sync {
             self.urgent.push(Message::UpdC(u));
             self.flush_urgent();
         } else {
-            self.pending.insert(r, Pending::Upd(u, n));
+            self.put(r, Pending::Upd(u, n));
             if far {
                 self.push(now);
             } else {
@@ -424,11 +465,11 @@ impl Sync {
     /// A state left the local table.
     pub fn delete(&mut self, now: Micros, r: StateRef) {
         self.marks.remove(&r);
-        match self.pending.remove(&r) {
+        match self.take(&r) {
             // Never told anyone: nothing to take back.
             Some(Pending::Ins(_)) => {}
             _ => {
-                self.pending.insert(r, Pending::Del);
+                self.put(r, Pending::Del);
                 self.arm(now);
             }
         }
@@ -640,6 +681,7 @@ impl Sync {
         self.flush_at = None;
         self.pending_since = None;
         let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
         let mut msgs = Vec::with_capacity(pending.len());
         for (r, p) in pending {
             msgs.push(match p {

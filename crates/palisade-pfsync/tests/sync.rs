@@ -188,16 +188,23 @@ impl Pair {
 #[test]
 fn inserts_updates_and_deletes_reach_the_peer_within_a_second() {
     let mut p = Pair::new();
-    for id in 1..=20 {
+    for id in 1..=3 {
         p.a.insert(0, state(0xa, id, 100));
     }
     p.run(900 * MS);
     assert!(p.b.table.is_empty(), "batched: nothing before flush_after");
     p.run(1_001 * MS);
-    assert_eq!(p.b.table.len(), 20);
+    assert_eq!(p.b.table.len(), 3);
+    assert_eq!(p.a_sent.len(), 1);
+    // A packet's worth (5 states of 264 bytes in 1500) leaves at once.
+    let t = p.now;
+    for id in 4..=23 {
+        p.a.insert(t, state(0xa, id, 100));
+    }
+    p.run(t);
+    assert_eq!(p.b.table.len(), 23);
     assert_eq!(p.b.table, p.a.table);
-    // 20 states of 264 bytes: 5 per 1500-byte packet.
-    assert_eq!(p.a_sent.len(), 4, "{:?}", p.a.sync.stats());
+    assert_eq!(p.a_sent.len(), 5, "{:?}", p.a.sync.stats());
     // Updates go as UPD_C, deletions as DEL_C.
     let t = p.now;
     p.a.update(t, state(0xa, 3, 555));
@@ -214,7 +221,7 @@ fn inserts_updates_and_deletes_reach_the_peer_within_a_second() {
     let st = p.a.sync.stats();
     assert_eq!(st.messages_sent["UPD_C"], 1, "{st:?}");
     assert_eq!(st.messages_sent["DEL_C"], 1, "{st:?}");
-    assert_eq!(p.b.sync.stats().messages_received["INS"], 20);
+    assert_eq!(p.b.sync.stats().messages_received["INS"], 23);
 }
 
 #[test]

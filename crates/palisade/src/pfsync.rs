@@ -26,10 +26,11 @@ use palisade_wire::ethernet::EtherType;
 
 const GROUP: Ipv4Addr = palisade_pfsync::wire::GROUP_V4;
 
-/// How long a change waits for others to share its packet: a tenth of
-/// OpenBSD's second, so a new state is on the peer sooner (at most ten
-/// packets a second more when little happens).
-const FLUSH_AFTER_US: u64 = 100_000;
+/// How long a change waits for others to share its packet (a full
+/// packet leaves at once): 10 ms, not OpenBSD's second, so that a new
+/// state is on the peer before the master can die with it; at most a
+/// hundred small packets a second when changes trickle in.
+const FLUSH_AFTER_US: u64 = 10_000;
 
 /// Frames a worker handles between two `feed`s.
 pub const FEED_EVERY: usize = 16;
@@ -311,14 +312,17 @@ impl SyncRuntime {
     /// The local table's news to the core, its timers, what is due out:
     /// what any worker does every `FEED_EVERY` frames (the peer's news
     /// and CARP's demotions wait for worker 0's `step`).
-    pub fn feed(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
-        if dp.filter.states.pending_events() == 0
-            && self.sync.poll_timeout().is_none_or(|t| t > now_us)
-        {
-            return Vec::new();
+    /// Also says whether the core's next deadline moved earlier (worker
+    /// 0, which runs the timers, may be asleep until a later one).
+    pub fn feed(&mut self, dp: &mut Dataplane, now_us: u64) -> (Vec<Out>, bool) {
+        let before = self.sync.poll_timeout();
+        if dp.filter.states.pending_events() == 0 && before.is_none_or(|t| t > now_us) {
+            return (Vec::new(), false);
         }
         self.drain_local(dp, now_us);
-        self.transmit(dp, now_us)
+        let after = self.sync.poll_timeout();
+        let sooner = after.is_some_and(|a| before.is_none_or(|b| a < b));
+        (self.transmit(dp, now_us), sooner)
     }
 
     /// The local table's news (a bounded number per call), then the

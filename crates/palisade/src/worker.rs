@@ -151,11 +151,20 @@ fn held_or_out(
 
 /// The filter's news to pfsync (any worker; lock order pfsync, data
 /// plane).
-fn feed_pfsync(sh: &Shared, outs: &mut Vec<palisade_net::dataplane::Out>) {
-    if let Some(mut s) = sh.pfsync() {
+fn feed_pfsync(sh: &Shared, id: usize, outs: &mut Vec<palisade_net::dataplane::Out>) {
+    let sooner = if let Some(mut s) = sh.pfsync() {
         let now_us = sh.now_us();
         let mut dp = sh.dp();
-        outs.extend(s.feed(&mut dp, now_us));
+        let (o, sooner) = s.feed(&mut dp, now_us);
+        outs.extend(o);
+        sooner
+    } else {
+        false
+    };
+    // Worker 0 runs the core's timers: it must not sleep past the batch
+    // this feed started (10 ms).
+    if sooner && id != 0 {
+        sh.wake.wake();
     }
 }
 
@@ -241,14 +250,14 @@ pub fn worker(
                 held_or_out(sh, id, created, o, &mut outs);
                 frames += 1;
                 if frames % crate::pfsync::FEED_EVERY == 0 {
-                    feed_pfsync(sh, &mut outs);
+                    feed_pfsync(sh, id, &mut outs);
                 }
                 if outs.len() >= 64 {
                     sh.send(&ports, std::mem::take(&mut outs));
                 }
             });
             if frames % crate::pfsync::FEED_EVERY != 0 {
-                feed_pfsync(sh, &mut outs);
+                feed_pfsync(sh, id, &mut outs);
             }
             sh.send(&ports, outs);
         }
@@ -338,6 +347,11 @@ pub fn worker(
         if id == 0 {
             let outs = sh.dp().tick(now);
             sh.send(&ports, outs);
+        }
+        // What the kernel dropped for want of room in our rings.
+        let lost: u64 = ports.iter().map(|p| p.ring_drops()).sum();
+        if lost > 0 {
+            sh.dp().counters.ring_dropped(lost);
         }
         // Ports that went down or away, and their return. Every worker
         // reopens its own sockets; worker 0 reports and re-announces.

@@ -57,11 +57,14 @@ pub enum DropReason {
     LocalUnserved,
     /// For the control plane, whose queue is full (it is not polling).
     PuntQueueFull,
+    /// Dropped by the kernel before Palisade saw it: a worker's receive
+    /// ring was full (the worker fell behind).
+    RingFull,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -78,6 +81,7 @@ impl DropReason {
         DropReason::IcmpRateLimit,
         DropReason::LocalUnserved,
         DropReason::PuntQueueFull,
+        DropReason::RingFull,
     ];
 
     /// The stable name (show info, metrics).
@@ -99,6 +103,7 @@ impl DropReason {
             DropReason::IcmpRateLimit => "icmp_rate_limit",
             DropReason::LocalUnserved => "local_unserved",
             DropReason::PuntQueueFull => "punt_queue_full",
+            DropReason::RingFull => "ring_full",
         }
     }
 
@@ -124,6 +129,10 @@ impl DropCounts {
 
     pub(super) fn add(&mut self, r: DropReason) {
         self.0[r.index()] += 1;
+    }
+
+    pub(super) fn add_n(&mut self, r: DropReason, n: u64) {
+        self.0[r.index()] += n;
     }
 
     /// Every reason with its count, zeros included, in `ALL`'s order.

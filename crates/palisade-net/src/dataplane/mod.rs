@@ -100,6 +100,11 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Frames the kernel dropped before we saw them (full receive rings).
+    pub fn ring_dropped(&mut self, n: u64) {
+        self.drops.add_n(DropReason::RingFull, n);
+    }
+
     /// Count a drop.
     pub(crate) fn dropped(&mut self, r: DropReason) {
         self.drops.add(r);
