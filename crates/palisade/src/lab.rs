@@ -1125,6 +1125,9 @@ fn table(head: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `palisade lab serve ADDR KIND`: the lab's servers. `web` answers HTTP
 /// with who the client appears to be; `smtp` and `ssh` greet.
+/// The size of a web server's `/big` (100 MiB).
+pub const BIG: usize = 100 << 20;
+
 pub fn serve(addr: &str, kind: &str) -> Result<(), String> {
     let l = TcpListener::bind(addr).map_err(|e| format!("{addr}: {e}"))?;
     for s in l.incoming() {
@@ -1145,7 +1148,23 @@ pub fn serve(addr: &str, kind: &str) -> Result<(), String> {
                 }
                 _ => {
                     let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf);
+                    let n = s.read(&mut buf).unwrap_or(0);
+                    if buf[..n].starts_with(b"GET /big ") {
+                        // A long download (the S3 lab's failover shows
+                        // it surviving).
+                        let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
+                        let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+                        let chunk: Vec<u8> =
+                            (0..65536u32).map(|i| (i * 7 + i / 256) as u8).collect();
+                        if s.write_all(head.as_bytes()).is_ok() {
+                            for _ in 0..BIG / chunk.len() {
+                                if s.write_all(&chunk).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                        return;
+                    }
                     let body = format!("you are {peer}\n");
                     let reply = format!(
                         "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",

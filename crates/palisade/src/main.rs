@@ -298,8 +298,9 @@ enum LabCmd {
         #[arg(long, value_enum, default_value = "s1")]
         scenario: Scenario,
     },
-    /// (S3) Kill the master with a ping running across the pair, show how
-    /// long the LAN was cut off, then bring it back.
+    /// (S3) Kill the master with a ping and a 100 MiB download running
+    /// across the pair, show how long the LAN was cut off, bring it back,
+    /// and say whether the download survived both moves (pfsync).
     Failover {
         #[arg(long, default_value = "lab")]
         prefix: String,

@@ -509,6 +509,11 @@ fn lab_s3_pair_fails_over_live() {
         .unwrap_or_else(|| panic!("no outage line: {out}"));
     // Master down at advbase 1, advskew 100 is 3.39 s.
     assert!((100..=3700).contains(&ms), "{ms} ms\n{out}");
+    // The download that ran all along (pfsync) completed.
+    assert!(
+        out.contains("the download completed across both moves: 104857600 bytes"),
+        "{out}"
+    );
     // fw1 is back and master again.
     assert!(
         out.trim_end().ends_with(

@@ -353,7 +353,30 @@ impl Lab {
                 }
             }
         });
+        // A download through the pair all along: pfsync keeps it alive.
+        let mut download = Command::new("ip")
+            .args(["netns", "exec", &self.ns("wan")])
+            .args([
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--limit-rate",
+                "10M",
+                "--max-time",
+                "60",
+                "-w",
+                "%{http_code} %{size_download}",
+                "http://198.18.0.10/big",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("curl: {e}"))?;
         let result = (|| {
+            println!(
+                "wan downloads 100 MiB from the LAN web server at 10 MB/s (curl http://198.18.0.10/big)"
+            );
             println!(
                 "ping 203.0.113.10 from lan through the virtual gateway every 50 ms ('.' answered, 'x' no answer):"
             );
@@ -407,11 +430,37 @@ impl Lab {
             while self.master() != Some(master) && t.elapsed() < Duration::from_secs(10) {
                 std::thread::sleep(Duration::from_millis(100));
             }
+            // The download went through both moves.
+            let t = Instant::now();
+            while download.try_wait().ok().flatten().is_none()
+                && t.elapsed() < Duration::from_secs(60)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = download.kill();
+            let mut got = String::new();
+            if let Some(mut o) = download.stdout.take() {
+                let _ = std::io::Read::read_to_string(&mut o, &mut got);
+            }
+            let _ = download.wait();
+            if got.trim() == format!("200 {}", crate::lab::BIG) {
+                println!(
+                    "the download completed across both moves: {} bytes (pfsync had the connection's state on the other firewall)",
+                    crate::lab::BIG
+                );
+            } else {
+                println!(
+                    "the download did not complete: curl says '{}' (code, bytes)",
+                    got.trim()
+                );
+            }
             self.print_carp();
             Ok(())
         })();
         let _ = ping.kill();
         let _ = ping.wait();
+        let _ = download.kill();
+        let _ = download.wait();
         result
     }
 
@@ -423,7 +472,8 @@ impl Lab {
         let lines = [
             (
                 format!("palisade lab failover{a}"),
-                "kill -9 the master with a ping running across; bring it back".to_string(),
+                "kill -9 the master with a ping and a download running across; bring it back"
+                    .to_string(),
             ),
             (
                 format!("palisade lab failover --graceful{a}"),
