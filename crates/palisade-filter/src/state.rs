@@ -451,8 +451,12 @@ pub struct StateTable {
     /// Where the next purge slice starts, and when the last one ran.
     purge_cursor: usize,
     purge_ms: u64,
-    /// States per creating rule, for `max`.
-    per_rule: HashMap<RuleId, u32>,
+    /// States per creating rule with `max`, keyed by the rule's compiled
+    /// state options (one allocation per rule as loaded: a rule loaded
+    /// again, an anchor ftp-proxy refills, starts from none, as in pf;
+    /// the states hold the allocation, so the key is not reused while
+    /// counted).
+    per_rule: HashMap<usize, u32>,
     src_nodes: HashMap<SrcKey, SrcNode>,
     nodes_per_scope: HashMap<Option<RuleId>, u32>,
     ifaces: Vec<String>,
@@ -575,7 +579,7 @@ impl StateTable {
         i
     }
 
-    fn intern_rule(&mut self, r: &RuleRef) -> RuleId {
+    pub(super) fn intern_rule(&mut self, r: &RuleRef) -> RuleId {
         if let Some(&i) = self.rule_ids.get(r) {
             return i;
         }
@@ -863,8 +867,9 @@ impl StateTable {
             return Err(crate::Reason::StateLimit);
         }
         let rule_id = rule.as_ref().map(|r| self.intern_rule(r));
-        if let (Some(m), Some(r)) = (opts.as_ref().and_then(|o| o.max), rule_id) {
-            if self.per_rule.get(&r).copied().unwrap_or(0) >= m {
+        let max_key = max_key(opts.as_ref());
+        if let (Some(m), Some(k)) = (opts.as_ref().and_then(|o| o.max), max_key) {
+            if self.per_rule.get(&k).copied().unwrap_or(0) >= m {
                 return Err(crate::Reason::StateLimit);
             }
         }
@@ -967,8 +972,8 @@ impl StateTable {
         }
         let slot = self.store(s, &wire, &stack);
         let id = self.slab[slot as usize].as_ref().map_or(0, |s| s.id);
-        if let Some(r) = rule_id {
-            *self.per_rule.entry(r).or_default() += 1;
+        if let Some(k) = max_key {
+            *self.per_rule.entry(k).or_default() += 1;
         }
         if let Some(k) = src_key {
             let node = self.src_nodes.entry(k).or_insert_with(|| {
@@ -1080,11 +1085,11 @@ impl StateTable {
             st.states_cur
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        if let Some(r) = s.rule {
-            if let Some(n) = self.per_rule.get_mut(&r) {
+        if let Some(k) = max_key(s.opts.as_ref()) {
+            if let Some(n) = self.per_rule.get_mut(&k) {
                 *n -= 1;
                 if *n == 0 {
-                    self.per_rule.remove(&r);
+                    self.per_rule.remove(&k);
                 }
             }
         }
@@ -1392,6 +1397,13 @@ impl StateTable {
         }
         Ok(())
     }
+}
+
+/// The key `max` counts a rule's states under: its compiled state
+/// options, when they set `max`.
+fn max_key(opts: Option<&Arc<StateOpts>>) -> Option<usize> {
+    opts.filter(|o| o.max.is_some())
+        .map(|o| Arc::as_ptr(o) as *const () as usize)
 }
 
 #[cfg(test)]

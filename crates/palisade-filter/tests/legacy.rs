@@ -209,3 +209,37 @@ fn an_anchor_is_replaced_at_run_time_without_touching_the_rest() {
     assert_eq!(probe(&mut f, 50000, 6), (true, None));
     assert!(f_engine.anchor_names().is_empty());
 }
+
+#[test]
+fn an_anchor_loaded_again_counts_max_afresh() {
+    // ftp-proxy loads `max 1` rules into an anchor per negotiation (and a
+    // restarted proxy reuses anchor names): a rule loaded again is a new
+    // rule, with no states, as in pf; the states of the old one stay.
+    let c = config("anchor \"ftp-proxy/*\"\nblock all\n");
+    let engine = Arc::new(Engine::new(&c, host()));
+    let mut f = Filter::new(engine.clone(), &c, 1);
+    let rule = "pass in quick proto tcp to 203.0.113.2 port 50000 flags S/SA keep state (max 1)\n";
+    engine.load_anchor("ftp-proxy/1", &config(rule).main);
+    let syn = |sp: u16| tcp("198.51.100.7", "203.0.113.2", sp, 50000, 1, 0, 0x02);
+    assert_eq!(
+        f.process(&mut syn(3000), "em0", In, 0).action,
+        VerdictAction::Pass
+    );
+    // The same rule, a second connection: max 1.
+    let d = f.process(&mut syn(3001), "em0", In, 0);
+    assert_eq!(d.reason, palisade_filter::Reason::StateLimit, "{d:?}");
+    // Loaded again (the same text): a new rule, a new count.
+    engine.load_anchor("ftp-proxy/1", &config(rule).main);
+    assert_eq!(
+        f.process(&mut syn(3002), "em0", In, 0).action,
+        VerdictAction::Pass
+    );
+    let d = f.process(&mut syn(3003), "em0", In, 0);
+    assert_eq!(d.reason, palisade_filter::Reason::StateLimit, "{d:?}");
+    // The first connection's state still works.
+    let mut more = tcp("198.51.100.7", "203.0.113.2", 3000, 50000, 2, 0, 0x10);
+    assert_eq!(
+        f.process(&mut more, "em0", In, 0).action,
+        VerdictAction::Pass
+    );
+}

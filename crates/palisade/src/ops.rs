@@ -87,6 +87,29 @@ pub fn answer(sh: &Shared, req: &Request) -> Value {
         Request::Log => fail("log: a stream (answered by the control socket)"),
         Request::Carp(op) => crate::carp::answer(sh, op),
         Request::SyncShow => crate::pfsync::show(sh),
+        Request::NatLook { src, dst } => natlook(sh, *src, *dst),
+    }
+}
+
+/// pf's DIOCNATLOOK for a TCP connection a local proxy accepted: where
+/// it was going on the wire (before `rdr-to` / `divert-to`).
+fn natlook(sh: &Shared, src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Value {
+    let seen = palisade_filter::state::FlowKey {
+        proto: 6,
+        src: src.ip(),
+        dst: dst.ip(),
+        sport: src.port(),
+        dport: dst.port(),
+    };
+    let found = sh.dp().filter.states.natlook(&seen, Direction::In);
+    match found {
+        Some(k) => {
+            let s = std::net::SocketAddr::new(k.src, k.sport);
+            let d = std::net::SocketAddr::new(k.dst, k.dport);
+            json!({"ok": true, "text": format!("{s} -> {d}\n"),
+                   "data": {"src": s.to_string(), "dst": d.to_string()}})
+        }
+        None => fail(format!("natlook: no state translates {src} -> {dst} (tcp)")),
     }
 }
 
@@ -196,6 +219,9 @@ fn rules_text(rules: &[RuleListing], depth: usize, level: u64, out: &mut String)
 }
 
 fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
+    if let Some(prefix) = anchor.trim_start_matches('/').strip_suffix("/*") {
+        return show_children(sh, prefix, level);
+    }
     let listing = sh.dp().filter.engine().listing(anchor);
     let Some(l) = listing else {
         return fail(format!("show rules: no anchor '{anchor}' is loaded"));
@@ -203,6 +229,32 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     let mut text = String::new();
     rules_text(&l, 0, level, &mut text);
     done(text, l.iter().map(rule_json).collect())
+}
+
+/// `anchor "PREFIX/*" show` (pfctl -a 'PREFIX/*' -sr): the anchors
+/// loaded under PREFIX (ftp-proxy's live sessions), each with its rules;
+/// nothing when there is none.
+fn show_children(sh: &Shared, prefix: &str, level: u64) -> Value {
+    let engine = sh.dp().filter.engine_arc();
+    let start = format!("{prefix}/");
+    let mut text = String::new();
+    let mut items = Vec::new();
+    for name in engine.anchor_names() {
+        let Some(rest) = name.strip_prefix(&start) else {
+            continue;
+        };
+        if rest.contains('/') {
+            continue;
+        }
+        let Some(l) = engine.listing(&name) else {
+            continue;
+        };
+        text += &format!("anchor \"{name}\" {{\n");
+        rules_text(&l, 1, level, &mut text);
+        text += "}\n";
+        items.push(json!({"anchor": name, "rules": l.iter().map(rule_json).collect::<Vec<_>>()}));
+    }
+    done(text, Value::Array(items))
 }
 
 /// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.

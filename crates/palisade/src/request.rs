@@ -161,6 +161,13 @@ pub enum Request {
     Carp(CarpOp),
     /// `sync show`: pfsync's peer, bulk update and counters.
     SyncShow,
+    /// pf's DIOCNATLOOK: a TCP connection as a local proxy sees it (its
+    /// peer `src`, its own end `dst`, after `rdr-to` or `divert-to`), and
+    /// the answer: the connection as it was on the wire.
+    NatLook {
+        src: std::net::SocketAddr,
+        dst: std::net::SocketAddr,
+    },
 }
 
 /// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
@@ -299,6 +306,18 @@ impl Request {
             }),
             Some("log") => Ok(Request::Log),
             Some("sync") => Ok(Request::SyncShow),
+            Some("natlook") => {
+                let addr = |k: &str| {
+                    req[k]
+                        .as_str()
+                        .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+                        .ok_or_else(|| format!("natlook: \"{k}\" must be ADDRESS:PORT ([v6]:PORT)"))
+                };
+                Ok(Request::NatLook {
+                    src: addr("src")?,
+                    dst: addr("dst")?,
+                })
+            }
             Some("carp") => {
                 let group = |what: &str| {
                     req["group"]
@@ -386,6 +405,9 @@ impl Request {
             Request::Reload { file } => json!({"cmd": "reload", "file": file}),
             Request::Log => json!({"cmd": "log"}),
             Request::SyncShow => json!({"cmd": "sync", "op": "show"}),
+            Request::NatLook { src, dst } => {
+                json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()})
+            }
             Request::Carp(CarpOp::Show) => json!({"cmd": "carp", "op": "show"}),
             Request::Carp(CarpOp::Demote { group, delta }) => json!({
                 "cmd": "carp",
@@ -458,6 +480,10 @@ mod tests {
             Request::Log,
             Request::Carp(CarpOp::Show),
             Request::SyncShow,
+            Request::NatLook {
+                src: "203.0.113.50:40000".parse().unwrap(),
+                dst: "[2001:db8::1]:8021".parse().unwrap(),
+            },
             Request::Carp(CarpOp::Demote {
                 group: "carp".into(),
                 delta: 128,

@@ -91,7 +91,8 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 35] = [
+const PAGES: [&str; 36] = [
+    "man8/palisade-ftp-proxy.8.gz",
     "man8/palisade-sync.8.gz",
     "man8/palisade-sync-show.8.gz",
     "man8/palisade-lab-failover.8.gz",

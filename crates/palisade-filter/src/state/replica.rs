@@ -469,6 +469,7 @@ impl StateTable {
             _ => None,
         };
         let (opts, stats) = rule.unwrap_or((None, None));
+        let s_opts = opts.clone();
         let os = rec.os.as_deref().map_or(0, |n| self.intern_os(n));
         let ext = StateExt {
             seqdiff: rec.seqdiff,
@@ -526,8 +527,8 @@ impl StateTable {
             id: rec.id,
             creator: rec.creator,
         });
-        if let Some(r) = rule_id {
-            *self.per_rule.entry(r).or_default() += 1;
+        if let Some(k) = super::max_key(s_opts.as_ref()) {
+            *self.per_rule.entry(k).or_default() += 1;
         }
         self.live += 1;
         if stats.is_some() {

@@ -1,0 +1,509 @@
+//! One proxied FTP session, sans-IO: the caller relays the control
+//! connection's bytes through it (`from_client`, `from_server`), takes
+//! what comes out (`poll_output`: bytes for either side, the rules to put
+//! in the session's anchor, log lines, the end of the session) and runs
+//! its idle timer (`poll_timeout`, `handle_timeout`). Time is
+//! microseconds from an origin the caller chooses.
+//!
+//! For each data connection the client or the server announces, the
+//! session writes the rules that let exactly that connection through,
+//! translated, as ftp-proxy(8) does (its manual describes them), into
+//! `ftp-proxy/<id>` (or `ftp-proxy/<pid>.<id>`), replacing what was there, and empties the anchor
+//! when the session ends:
+//!
+//! - active mode (PORT / EPRT from the client): the server is told to
+//!   connect to the proxy's address at a port the proxy picks; that
+//!   connection is redirected to the client's port and leaves from the
+//!   server's address as the client knows it;
+//! - passive mode (a 227 / 229 reply from the server): the client is told
+//!   to connect to the server's address as it knows it, at the server's
+//!   port; that connection is redirected to the server and leaves from
+//!   the proxy's address.
+//!
+//! Each rule passes `quick`, only a connection's first SYN (`flags S/SA`),
+//! and keeps at most one state (`max 1`): a second connection to an
+//! announced port is blocked. Refused, each with a log line: a PORT or
+//! EPRT naming another host than the client (FTP bounce), a data port
+//! below 1024, malformed PORT / EPRT / 227 / 229, PASV or PORT where only
+//! the extended commands can say the address (IPv6), a USER other than
+//! ftp / anonymous with `anonymous_only`. A line longer than `max_line`,
+//! or an idle session past `idle_timeout`, ends the session.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::parse::{self, Command};
+
+pub type Micros = u64;
+
+const SECOND: Micros = 1_000_000;
+
+/// ftp-proxy(8)'s options that shape a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `-A`: only users ftp and anonymous.
+    pub anonymous_only: bool,
+    /// `-r`: active-mode data connections come from port 20 (RFC 959's
+    /// source port, for clients that insist).
+    pub rewrite_source_port: bool,
+    /// `-T`: tag the data connections' packets.
+    pub tag: Option<String>,
+    /// `-q`: queue for the data connections.
+    pub queue: Option<String>,
+    /// `-v` given once (log) or twice (log all).
+    pub log: u8,
+    /// `-t`: seconds a control connection may stay silent.
+    pub idle_timeout: Micros,
+    /// The longest command or reply line taken.
+    pub max_line: usize,
+    /// Seeds the proxy's choice of active-mode ports.
+    pub seed: u64,
+    /// The proxy process's number (its pid): anchors are then named
+    /// `ftp-proxy/<instance>.<id>`, as OpenBSD's, so that two proxies
+    /// (IPv4 and IPv6, or one restarted) never share one.
+    pub instance: Option<u32>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            anonymous_only: false,
+            rewrite_source_port: false,
+            tag: None,
+            queue: None,
+            log: 0,
+            idle_timeout: 86_400 * SECOND,
+            max_line: 4096,
+            seed: 0x9e37_79b9_7f4a_7c15,
+            instance: None,
+        }
+    }
+}
+
+/// The session's four addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ends {
+    /// The client, as the control connection came from it.
+    pub client: SocketAddr,
+    /// Where the client meant to go (before the redirection to the
+    /// proxy): the server's address as the client knows it.
+    pub orig_server: SocketAddr,
+    /// Where the proxy connects: `orig_server`, or `-R` / `-P`.
+    pub server: SocketAddr,
+    /// The proxy's own address on its connection to the server.
+    pub proxy: IpAddr,
+}
+
+/// What the session wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    ToServer(Vec<u8>),
+    ToClient(Vec<u8>),
+    /// Replace the rules of `anchor` with `rules` (pf.conf text); empty
+    /// rules empty the anchor.
+    Rules {
+        anchor: String,
+        rules: String,
+    },
+    /// A line for the log; `refused` when the proxy refused something.
+    Log {
+        refused: bool,
+        msg: String,
+    },
+    /// Close both connections (after sending what was queued).
+    Close(String),
+}
+
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// Complete lines (with their LF) from what arrived; Err if a line
+    /// grows past `max`.
+    fn push(&mut self, data: &[u8], max: usize) -> Result<Vec<Vec<u8>>, usize> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            if line.len() > max {
+                return Err(line.len());
+            }
+            out.push(line);
+        }
+        if self.buf.len() > max {
+            return Err(self.buf.len());
+        }
+        Ok(out)
+    }
+}
+
+pub struct Session {
+    id: u64,
+    cfg: Config,
+    ends: Ends,
+    client_in: Lines,
+    server_in: Lines,
+    /// The code of a multi-line reply under way (its lines pass as they
+    /// are).
+    multiline: Option<u16>,
+    out: VecDeque<Output>,
+    last_activity: Micros,
+    closed: bool,
+    rng: u64,
+    /// Data connections set up so far.
+    pub negotiations: u64,
+}
+
+impl Session {
+    pub fn new(id: u64, cfg: Config, ends: Ends, now: Micros) -> Session {
+        let rng = (cfg.seed ^ id.wrapping_mul(0x2545_f491_4f6c_dd1d)).max(1);
+        Session {
+            id,
+            cfg,
+            ends,
+            client_in: Lines::default(),
+            server_in: Lines::default(),
+            multiline: None,
+            out: VecDeque::new(),
+            last_activity: now,
+            closed: false,
+            rng,
+            negotiations: 0,
+        }
+    }
+
+    /// The session's anchor: `ftp-proxy/<id>`, or
+    /// `ftp-proxy/<instance>.<id>`.
+    pub fn anchor(&self) -> String {
+        match self.cfg.instance {
+            Some(i) => format!("ftp-proxy/{i}.{}", self.id),
+            None => format!("ftp-proxy/{}", self.id),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Bytes the client sent on the control connection.
+    pub fn from_client(&mut self, now: Micros, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.last_activity = now;
+        match self.client_in.push(data, self.cfg.max_line) {
+            Ok(lines) => {
+                for l in lines {
+                    if self.closed {
+                        break;
+                    }
+                    self.client_line(&l);
+                }
+            }
+            Err(n) => self.close(format!(
+                "client: a line of {n} bytes or more (at most {}): session ended",
+                self.cfg.max_line
+            )),
+        }
+    }
+
+    /// Bytes the server sent on the control connection.
+    pub fn from_server(&mut self, now: Micros, data: &[u8]) {
+        if self.closed {
+            return;
+        }
+        self.last_activity = now;
+        match self.server_in.push(data, self.cfg.max_line) {
+            Ok(lines) => {
+                for l in lines {
+                    if self.closed {
+                        break;
+                    }
+                    self.server_line(&l);
+                }
+            }
+            Err(n) => self.close(format!(
+                "server: a line of {n} bytes or more (at most {}): session ended",
+                self.cfg.max_line
+            )),
+        }
+    }
+
+    /// The client or the server closed its side: the session ends.
+    pub fn closed_by(&mut self, who: &str) {
+        if !self.closed {
+            self.close(format!("{who} closed the connection"));
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Micros> {
+        (!self.closed).then(|| self.last_activity + self.cfg.idle_timeout)
+    }
+
+    pub fn handle_timeout(&mut self, now: Micros) {
+        if !self.closed && now >= self.last_activity + self.cfg.idle_timeout {
+            self.close(format!(
+                "idle for {} s: session ended",
+                self.cfg.idle_timeout / SECOND
+            ));
+        }
+    }
+
+    fn close(&mut self, why: String) {
+        self.closed = true;
+        if self.negotiations > 0 {
+            self.out.push_back(Output::Rules {
+                anchor: self.anchor(),
+                rules: String::new(),
+            });
+        }
+        self.out.push_back(Output::Close(why));
+    }
+
+    fn refuse(&mut self, msg: String) {
+        self.out.push_back(Output::Log { refused: true, msg });
+    }
+
+    fn client_line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let cmd = match parse::command(&text) {
+            Ok(c) => c,
+            Err(e) => {
+                self.refuse(format!("client {}: {e}", self.ends.client));
+                self.send_client(format!("501 {e}\r\n"));
+                return;
+            }
+        };
+        match cmd {
+            Command::Active { to, extended } => self.active(to, extended),
+            Command::Passive { extended, arg } => {
+                if !extended && !self.ends.orig_server.is_ipv4() {
+                    self.refuse(format!(
+                        "client {}: PASV over IPv6 (only EPSV can say where)",
+                        self.ends.client
+                    ));
+                    self.send_client("500 PASV is not possible over IPv6: use EPSV\r\n".into());
+                    return;
+                }
+                let line = if extended {
+                    // EPSV, EPSV ALL, EPSV <proto>: the server's side
+                    // decides; the proxy rewrites the 229.
+                    if arg.is_empty() {
+                        "EPSV\r\n".to_string()
+                    } else {
+                        format!("EPSV {arg}\r\n")
+                    }
+                } else if self.ends.server.is_ipv4() {
+                    "PASV\r\n".to_string()
+                } else {
+                    "EPSV\r\n".to_string()
+                };
+                self.send_server(line.into_bytes());
+            }
+            Command::User(name) => {
+                let anon = ["ftp", "anonymous"]
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&name));
+                if self.cfg.anonymous_only && !anon {
+                    self.refuse(format!(
+                        "client {}: user '{name}' refused (only ftp and anonymous)",
+                        self.ends.client
+                    ));
+                    self.send_client(
+                        "530 Only anonymous FTP is allowed through this proxy\r\n".into(),
+                    );
+                } else {
+                    self.send_server(raw.to_vec());
+                }
+            }
+            Command::Other => self.send_server(raw.to_vec()),
+        }
+    }
+
+    /// PORT / EPRT: the client listens at `to`.
+    fn active(&mut self, to: SocketAddr, extended: bool) {
+        let why = if to.ip() != self.ends.client.ip() {
+            Some(format!(
+                "{} names {} instead of the client (FTP bounce)",
+                if extended { "EPRT" } else { "PORT" },
+                to.ip()
+            ))
+        } else if to.port() < 1024 {
+            Some(format!("data port {} is below 1024", to.port()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.refuse(format!("client {}: {why}", self.ends.client));
+            self.send_client(format!("501 Refused by the proxy: {why}\r\n"));
+            return;
+        }
+        let proxy = SocketAddr::new(self.ends.proxy, self.pick_port());
+        let af = af(self.ends.server.ip());
+        let s = self.ends.server.ip();
+        let c = to;
+        let nat_port = if self.cfg.rewrite_source_port {
+            " port 20"
+        } else {
+            ""
+        };
+        let rules = format!(
+            "pass in{log} quick {af} proto tcp from {s} to {p} port {pp} flags S/SA keep state (max 1){opts} rdr-to {ci} port {cp}\n\
+             pass out{log} quick {af} proto tcp from {s} to {ci} port {cp} flags S/SA keep state (max 1){opts} nat-to {os}{nat_port}\n",
+            log = self.log(),
+            p = proxy.ip(),
+            pp = proxy.port(),
+            opts = self.opts(),
+            ci = c.ip(),
+            cp = c.port(),
+            os = self.ends.orig_server.ip(),
+        );
+        self.set_rules(rules);
+        let line = match (extended, parse::format_port(proxy)) {
+            (false, Some(l)) => l,
+            _ => parse::format_eprt(proxy),
+        };
+        self.send_server(line.into_bytes());
+    }
+
+    fn server_line(&mut self, raw: &[u8]) {
+        let text = String::from_utf8_lossy(raw);
+        let Some((code, more)) = parse::reply_code(&text) else {
+            // Inside a multi-line reply any text goes; outside, a line
+            // without a code is relayed as it is (the client judges).
+            self.send_client_raw(raw);
+            return;
+        };
+        if let Some(m) = self.multiline {
+            if code == m && !more && text.as_bytes().get(3) == Some(&b' ') {
+                self.multiline = None;
+            }
+            self.send_client_raw(raw);
+            return;
+        }
+        if more {
+            self.multiline = Some(code);
+            self.send_client_raw(raw);
+            return;
+        }
+        match code {
+            227 => match parse::reply_227(&text) {
+                Ok(a) => self.passive(a.port(), false),
+                Err(e) => self.bad_reply(e),
+            },
+            229 => match parse::reply_229(&text) {
+                Ok(p) => self.passive(p, true),
+                Err(e) => self.bad_reply(e),
+            },
+            _ => self.send_client_raw(raw),
+        }
+    }
+
+    fn bad_reply(&mut self, e: parse::ParseError) {
+        self.refuse(format!("server {}: {e}", self.ends.server));
+        self.send_client(
+            "425 Cannot open a data connection: the proxy could not read the server's reply\r\n"
+                .into(),
+        );
+    }
+
+    /// A 227 / 229: the server listens at `port` (on its own address:
+    /// the address a 227 names is not trusted).
+    fn passive(&mut self, port: u16, extended: bool) {
+        if port < 1024 {
+            let why = format!("data port {port} is below 1024");
+            self.refuse(format!("server {}: {why}", self.ends.server));
+            self.send_client(format!("425 Refused by the proxy: {why}\r\n"));
+            return;
+        }
+        let af = af(self.ends.server.ip());
+        let rules = format!(
+            "pass in{log} quick {af} proto tcp from {c} to {os} port {port} flags S/SA keep state (max 1){opts} rdr-to {s} port {port}\n\
+             pass out{log} quick {af} proto tcp from {c} to {s} port {port} flags S/SA keep state (max 1){opts} nat-to {p}\n",
+            log = self.log(),
+            c = self.ends.client.ip(),
+            os = self.ends.orig_server.ip(),
+            s = self.ends.server.ip(),
+            p = self.ends.proxy,
+            opts = self.opts(),
+        );
+        let reply = if extended {
+            Some(parse::format_229(port))
+        } else {
+            parse::format_227(SocketAddr::new(self.ends.orig_server.ip(), port))
+        };
+        let Some(reply) = reply else {
+            self.refuse(format!(
+                "server {}: a 227 for a client on IPv6 (only 229 can say where)",
+                self.ends.server
+            ));
+            self.send_client("425 Cannot open a data connection: use EPSV\r\n".into());
+            return;
+        };
+        self.set_rules(rules);
+        self.send_client(reply);
+    }
+
+    fn set_rules(&mut self, rules: String) {
+        self.negotiations += 1;
+        self.out.push_back(Output::Rules {
+            anchor: self.anchor(),
+            rules,
+        });
+    }
+
+    fn log(&self) -> &'static str {
+        match self.cfg.log {
+            0 => "",
+            1 => " log",
+            _ => " log (all)",
+        }
+    }
+
+    fn opts(&self) -> String {
+        let mut s = String::new();
+        if let Some(t) = &self.cfg.tag {
+            s += &format!(" tag {t}");
+        }
+        if let Some(q) = &self.cfg.queue {
+            s += &format!(" queue {q}");
+        }
+        s
+    }
+
+    /// A port for the server to connect to, 49152 to 65535.
+    fn pick_port(&mut self) -> u16 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        49152 + (x % 16384) as u16
+    }
+
+    fn send_server(&mut self, b: Vec<u8>) {
+        self.out.push_back(Output::ToServer(b));
+    }
+
+    fn send_client(&mut self, s: String) {
+        self.out.push_back(Output::ToClient(s.into_bytes()));
+    }
+
+    fn send_client_raw(&mut self, b: &[u8]) {
+        self.out.push_back(Output::ToClient(b.to_vec()));
+    }
+}
+
+fn af(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "inet"
+    } else {
+        "inet6"
+    }
+}

@@ -1,0 +1,331 @@
+//! One proxied session on a virtual clock: the rewriting of PORT, EPRT,
+//! 227 and 229, the anchor's rules for each data connection (and that pf
+//! reads them), the refusals, and the session's end.
+
+use std::net::SocketAddr;
+
+use palisade_ftp::{Config, Ends, Output, Session};
+
+const S: u64 = 1_000_000;
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Reverse mode as S5 sets it up: a client outside connects to the
+/// firewall's address, the proxy connects to the server inside.
+fn reverse() -> Ends {
+    Ends {
+        client: sa("203.0.113.50:40000"),
+        orig_server: sa("198.51.100.1:21"),
+        server: sa("192.0.2.10:21"),
+        proxy: "192.0.2.1".parse().unwrap(),
+    }
+}
+
+fn reverse6() -> Ends {
+    Ends {
+        client: sa("[2001:db8:1::50]:40000"),
+        orig_server: sa("[2001:db8:1::1]:21"),
+        server: sa("[2001:db8::10]:21"),
+        proxy: "2001:db8::1".parse().unwrap(),
+    }
+}
+
+#[derive(Default, Debug)]
+struct Seen {
+    to_server: String,
+    to_client: String,
+    rules: Vec<(String, String)>,
+    refused: Vec<String>,
+    closed: Option<String>,
+}
+
+fn drain(s: &mut Session) -> Seen {
+    let mut seen = Seen::default();
+    while let Some(o) = s.poll_output() {
+        match o {
+            Output::ToServer(b) => seen.to_server += &String::from_utf8_lossy(&b),
+            Output::ToClient(b) => seen.to_client += &String::from_utf8_lossy(&b),
+            Output::Rules { anchor, rules } => seen.rules.push((anchor, rules)),
+            Output::Log { refused: true, msg } => seen.refused.push(msg),
+            Output::Log { .. } => {}
+            Output::Close(why) => seen.closed = Some(why),
+        }
+    }
+    seen
+}
+
+/// pf reads the rules (as `anchor ... load` would).
+fn loads(rules: &str) {
+    let out = palisade_conf::parse_bytes(
+        "ftp-proxy/7",
+        None,
+        rules.as_bytes().to_vec(),
+        &palisade_conf::ParseOptions::default(),
+    );
+    assert_eq!(out.errors, 0, "{rules}\n{:?}", out.stderr);
+    assert_eq!(out.config.main.rules.len(), 2, "{rules}");
+}
+
+#[test]
+fn pasv_227_is_rewritten_to_the_address_the_client_knows_with_rules_for_it() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    s.from_client(0, b"USER ftp\r\nPASV\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "USER ftp\r\nPASV\r\n");
+    s.from_server(S, b"227 Entering Passive Mode (192,0,2,10,195,80).\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(
+        seen.to_client,
+        "227 Entering Passive Mode (198,51,100,1,195,80)\r\n"
+    );
+    assert_eq!(seen.rules.len(), 1);
+    let (anchor, rules) = &seen.rules[0];
+    assert_eq!(anchor, "ftp-proxy/7");
+    assert_eq!(
+        rules,
+        "pass in quick inet proto tcp from 203.0.113.50 to 198.51.100.1 port 50000 flags S/SA keep state (max 1) rdr-to 192.0.2.10 port 50000\n\
+         pass out quick inet proto tcp from 203.0.113.50 to 192.0.2.10 port 50000 flags S/SA keep state (max 1) nat-to 192.0.2.1\n"
+    );
+    loads(rules);
+}
+
+#[test]
+fn epsv_229_keeps_its_port_over_ipv6() {
+    let mut s = Session::new(7, Config::default(), reverse6(), 0);
+    s.from_client(0, b"EPSV\r\n");
+    assert_eq!(drain(&mut s).to_server, "EPSV\r\n");
+    s.from_server(0, b"229 Entering Extended Passive Mode (|||6446|)\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(
+        seen.to_client,
+        "229 Entering Extended Passive Mode (|||6446|)\r\n"
+    );
+    let rules = &seen.rules[0].1;
+    assert!(
+        rules.starts_with(
+            "pass in quick inet6 proto tcp from 2001:db8:1::50 to 2001:db8:1::1 port 6446 "
+        ),
+        "{rules}"
+    );
+    assert!(rules.contains("rdr-to 2001:db8::10 port 6446"), "{rules}");
+    assert!(rules.contains("nat-to 2001:db8::1\n"), "{rules}");
+    loads(rules);
+    // PASV cannot say an IPv6 address: refused, not relayed.
+    s.from_client(0, b"PASV\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "");
+    assert!(seen.to_client.starts_with("500 "), "{seen:?}");
+    assert_eq!(seen.refused.len(), 1);
+}
+
+#[test]
+fn port_goes_to_the_server_as_the_proxys_own_port_with_rules_back_to_the_client() {
+    let cfg = Config {
+        log: 1,
+        tag: Some("FTPDATA".into()),
+        ..Config::default()
+    };
+    let mut s = Session::new(7, cfg, reverse(), 0);
+    s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
+    let seen = drain(&mut s);
+    let l = seen.to_server.clone();
+    let Ok(palisade_ftp::parse::Command::Active {
+        to,
+        extended: false,
+    }) = palisade_ftp::parse::command(&l)
+    else {
+        panic!("{l}");
+    };
+    assert_eq!(to.ip().to_string(), "192.0.2.1");
+    assert!(to.port() >= 49152, "{to}");
+    let rules = &seen.rules[0].1;
+    assert_eq!(
+        rules,
+        &format!(
+            "pass in log quick inet proto tcp from 192.0.2.10 to 192.0.2.1 port {} flags S/SA keep state (max 1) tag FTPDATA rdr-to 203.0.113.50 port 40000\n\
+             pass out log quick inet proto tcp from 192.0.2.10 to 203.0.113.50 port 40000 flags S/SA keep state (max 1) tag FTPDATA nat-to 198.51.100.1\n",
+            to.port()
+        )
+    );
+    loads(rules);
+    // The server's answer goes back as it is.
+    s.from_server(0, b"200 PORT command successful\r\n");
+    assert_eq!(drain(&mut s).to_client, "200 PORT command successful\r\n");
+    // A new negotiation replaces the anchor's rules (another port).
+    s.from_client(0, b"PORT 203,0,113,50,156,65\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.rules.len(), 1);
+    assert!(seen.rules[0].1.contains("rdr-to 203.0.113.50 port 40001"));
+    assert_eq!(s.negotiations, 2);
+}
+
+#[test]
+fn eprt_over_ipv6_and_the_source_port_20_option() {
+    let cfg = Config {
+        rewrite_source_port: true,
+        ..Config::default()
+    };
+    let mut s = Session::new(3, cfg, reverse6(), 0);
+    s.from_client(0, b"EPRT |2|2001:db8:1::50|50001|\r\n");
+    let seen = drain(&mut s);
+    assert!(
+        seen.to_server.starts_with("EPRT |2|2001:db8::1|"),
+        "{seen:?}"
+    );
+    let rules = &seen.rules[0].1;
+    assert!(
+        rules.contains("rdr-to 2001:db8:1::50 port 50001"),
+        "{rules}"
+    );
+    assert!(rules.contains("nat-to 2001:db8:1::1 port 20\n"), "{rules}");
+    assert_eq!(seen.rules[0].0, "ftp-proxy/3");
+    loads(rules);
+}
+
+#[test]
+fn bounce_low_ports_and_malformed_addresses_are_refused_and_the_session_goes_on() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    for (line, want) in [
+        (&b"PORT 192,0,2,99,156,64\r\n"[..], "FTP bounce"),
+        (b"EPRT |1|192.0.2.99|40000|\r\n", "FTP bounce"),
+        (b"PORT 203,0,113,50,0,22\r\n", "below 1024"),
+        (b"PORT 203,0,113,50,1\r\n", "six numbers"),
+    ] {
+        s.from_client(0, line);
+        let seen = drain(&mut s);
+        assert_eq!(seen.to_server, "", "{}", String::from_utf8_lossy(line));
+        assert!(seen.to_client.starts_with("501 "), "{seen:?}");
+        assert!(seen.refused[0].contains(want), "{seen:?}");
+        assert!(seen.rules.is_empty());
+        assert!(seen.closed.is_none());
+    }
+    // A malformed 227 from the server: the client hears 425, no rules.
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195)\r\n");
+    let seen = drain(&mut s);
+    assert!(seen.to_client.starts_with("425 "), "{seen:?}");
+    assert_eq!(seen.refused.len(), 1);
+    assert!(seen.rules.is_empty());
+    // A server port below 1024: refused too.
+    s.from_server(0, b"229 Entering Extended Passive Mode (|||21|)\r\n");
+    let seen = drain(&mut s);
+    assert!(seen.to_client.starts_with("425 "), "{seen:?}");
+    // And a good one still works.
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.rules.len(), 1);
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn anonymous_only_refuses_other_users() {
+    let cfg = Config {
+        anonymous_only: true,
+        ..Config::default()
+    };
+    let mut s = Session::new(1, cfg, reverse(), 0);
+    s.from_client(0, b"USER root\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "");
+    assert!(seen.to_client.starts_with("530 "));
+    s.from_client(0, b"USER Anonymous\r\n");
+    assert_eq!(drain(&mut s).to_server, "USER Anonymous\r\n");
+}
+
+#[test]
+fn an_overlong_line_ends_the_session_and_empties_its_anchor() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+    drain(&mut s);
+    // 100 KB without an end of line, in pieces.
+    for _ in 0..100 {
+        s.from_client(0, &[b'A'; 1024]);
+    }
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "", "nothing of it is relayed");
+    assert!(seen.closed.unwrap().contains("line of"));
+    assert_eq!(seen.rules, [("ftp-proxy/7".to_string(), String::new())]);
+    assert!(s.is_closed());
+    // Nothing more comes out of a closed session.
+    s.from_client(0, b"NOOP\r\n");
+    assert!(s.poll_output().is_none());
+}
+
+#[test]
+fn an_idle_session_ends_at_its_timeout() {
+    let cfg = Config {
+        idle_timeout: 30 * S,
+        ..Config::default()
+    };
+    let mut s = Session::new(7, cfg, reverse(), 0);
+    s.from_client(10 * S, b"NOOP\r\n");
+    drain(&mut s);
+    assert_eq!(s.poll_timeout(), Some(40 * S));
+    s.handle_timeout(39 * S);
+    assert!(!s.is_closed());
+    s.handle_timeout(40 * S);
+    let seen = drain(&mut s);
+    assert!(seen.closed.unwrap().contains("idle for 30 s"));
+    // No negotiation: no anchor to empty.
+    assert!(seen.rules.is_empty());
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn lines_split_anywhere_and_multiline_replies_pass_untouched() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    for b in b"PO"
+        .chunks(1)
+        .chain([&b"RT 203,0,113,50,156,64\r"[..], b"\n"])
+    {
+        s.from_client(0, b);
+    }
+    let seen = drain(&mut s);
+    assert!(seen.to_server.starts_with("PORT 192,0,2,1,"), "{seen:?}");
+    // A multi-line reply whose inner line looks like a 227 is not read as
+    // one.
+    s.from_server(
+        0,
+        b"211-Status\r\n227 Entering Passive Mode (192,0,2,10,195,80)\r\n211 End\r\n",
+    );
+    let seen = drain(&mut s);
+    assert_eq!(
+        seen.to_client,
+        "211-Status\r\n227 Entering Passive Mode (192,0,2,10,195,80)\r\n211 End\r\n"
+    );
+    assert!(seen.rules.is_empty());
+    // Bytes that are not UTF-8 (a Latin-1 file name) are relayed as they
+    // are.
+    s.from_client(0, b"RETR caf\xe9.txt\r\n");
+    let mut raw = Vec::new();
+    while let Some(o) = s.poll_output() {
+        if let Output::ToServer(b) = o {
+            raw.extend(b);
+        }
+    }
+    assert_eq!(raw, b"RETR caf\xe9.txt\r\n");
+}
+
+#[test]
+fn either_side_closing_ends_the_session() {
+    let mut s = Session::new(9, Config::default(), reverse(), 0);
+    s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
+    drain(&mut s);
+    s.closed_by("client");
+    let seen = drain(&mut s);
+    assert_eq!(seen.rules, [("ftp-proxy/9".to_string(), String::new())]);
+    assert_eq!(seen.closed.as_deref(), Some("client closed the connection"));
+}
+
+#[test]
+fn with_an_instance_the_anchor_is_named_as_openbsd_names_it() {
+    let cfg = Config {
+        instance: Some(4711),
+        ..Config::default()
+    };
+    let mut s = Session::new(3, cfg, reverse(), 0);
+    assert_eq!(s.anchor(), "ftp-proxy/4711.3");
+    s.from_server(0, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
+    assert_eq!(drain(&mut s).rules[0].0, "ftp-proxy/4711.3");
+}

@@ -1,0 +1,388 @@
+//! `palisade ftp-proxy`: OpenBSD's ftp-proxy(8) beside the daemon, a
+//! process of its own as on OpenBSD (it can be restarted, run as another
+//! user, or left out). It listens on the firewall's own stack (127.0.0.1
+//! port 8021 by default), where pf.conf's `rdr-to` / `rdr pass ... ->`
+//! (or `divert-to`) brings FTP control connections through the host
+//! interface; asks the daemon where each connection was going (`natlook`
+//! over the control socket, pf's DIOCNATLOOK); connects to that server
+//! (or to `-R`'s); relays the control connection through the session core
+//! (`palisade-ftp`), and loads the rules each data connection needs into
+//! `ftp-proxy/<id>` over the control socket, emptying it when the session
+//! ends. The data connections themselves never touch the proxy: pf
+//! translates and passes them in the data plane.
+//!
+//! One thread per session (at most `-m`, 100 by default): a session is a
+//! control connection, a few lines a minute.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palisade_ftp::{Config, Ends, Output, Session};
+use serde_json::json;
+
+/// What `palisade ftp-proxy` was told (ftp-proxy(8)'s options).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub ipv6: bool,
+    pub anonymous_only: bool,
+    pub source: Option<IpAddr>,
+    pub bind: Option<IpAddr>,
+    pub max_sessions: usize,
+    pub server_port: u16,
+    pub port: u16,
+    pub queue: Option<String>,
+    pub reverse: Option<IpAddr>,
+    pub rewrite_source_port: bool,
+    pub tag: Option<String>,
+    pub timeout: u64,
+    pub verbose: u8,
+    pub socket: PathBuf,
+}
+
+struct Shared {
+    opts: Options,
+    start: Instant,
+    sessions: AtomicUsize,
+    next_id: AtomicU64,
+    seed: u64,
+}
+
+pub fn run(opts: Options) -> Result<(), String> {
+    let bind = opts.bind.unwrap_or(if opts.ipv6 {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    } else {
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+    });
+    if opts.max_sessions == 0 || opts.max_sessions > 500 {
+        return Err(format!(
+            "ftp-proxy: -m {}: the number of sessions must be 1 to 500",
+            opts.max_sessions
+        ));
+    }
+    if opts.timeout == 0 || opts.timeout > 86_400 {
+        return Err(format!(
+            "ftp-proxy: -t {}: the timeout must be 1 to 86400 seconds",
+            opts.timeout
+        ));
+    }
+    let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
+        .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (std::process::id() as u64) << 32;
+    tracing::info!(
+        "ftp-proxy: listening on {bind} port {}{}; at most {} sessions",
+        opts.port,
+        opts.reverse
+            .map(|r| format!(", every session to {r} port {}", opts.server_port))
+            .unwrap_or_default(),
+        opts.max_sessions
+    );
+    let sh = Arc::new(Shared {
+        opts,
+        start: Instant::now(),
+        sessions: AtomicUsize::new(0),
+        next_id: AtomicU64::new(1),
+        seed,
+    });
+    for conn in listener.incoming() {
+        let client = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("ftp-proxy: accept: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let n = sh.sessions.fetch_add(1, Ordering::SeqCst);
+        if n >= sh.opts.max_sessions {
+            sh.sessions.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(
+                "ftp-proxy: {} refused: already {} sessions (-m {})",
+                client
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                n,
+                sh.opts.max_sessions
+            );
+            let mut c = client;
+            let _ = c.write_all(b"421 Too many sessions through this proxy, try later\r\n");
+            continue;
+        }
+        let id = sh.next_id.fetch_add(1, Ordering::SeqCst);
+        let sh2 = sh.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ftp-session-{id}"))
+            .spawn(move || {
+                if let Err(e) = session(&sh2, id, client) {
+                    tracing::warn!("ftp-proxy: session {id}: {e}");
+                }
+                sh2.sessions.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            sh.sessions.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!("ftp-proxy: session {id}: no thread: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// The daemon's answer to `natlook`: where the connection was going.
+fn natlook(socket: &Path, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr, String> {
+    let v = crate::control::request(
+        socket,
+        json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()}),
+    )?;
+    if v["ok"] != true {
+        return Err(v["text"]
+            .as_str()
+            .unwrap_or("natlook failed")
+            .trim()
+            .to_string());
+    }
+    v["data"]["dst"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("natlook: unexpected answer {v}"))
+}
+
+/// Replace an anchor's rules (empty: flush it).
+fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
+    let req = if rules.is_empty() {
+        json!({"cmd": "anchor", "name": anchor, "op": "flush"})
+    } else {
+        json!({"cmd": "anchor", "name": anchor, "op": "load", "rules": rules, "file": "ftp-proxy"})
+    };
+    let v = crate::control::request(socket, req)?;
+    if v["ok"] == true {
+        Ok(())
+    } else {
+        Err(v["text"].as_str().unwrap_or("").trim().to_string())
+    }
+}
+
+fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
+    let src = client.peer_addr().map_err(|e| e.to_string())?;
+    let local = client.local_addr().map_err(|e| e.to_string())?;
+    let orig = match natlook(&sh.opts.socket, src, local) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = client.write_all(b"421 The proxy does not know where you were going\r\n");
+            return Err(format!("{src}: {e}"));
+        }
+    };
+    let server = SocketAddr::new(
+        sh.opts.reverse.unwrap_or(orig.ip()),
+        if sh.opts.reverse.is_some() {
+            sh.opts.server_port
+        } else {
+            orig.port()
+        },
+    );
+    if server.is_ipv4() != src.is_ipv4() {
+        let _ = client.write_all(b"421 The proxy does not mix IPv4 and IPv6\r\n");
+        return Err(format!(
+            "{src}: server {server} is of another address family"
+        ));
+    }
+    let mut upstream = connect(server, sh.opts.source).map_err(|e| {
+        let _ = client.write_all(b"421 The proxy could not reach the server\r\n");
+        format!("{src}: connect to {server}: {e}")
+    })?;
+    let proxy = upstream.local_addr().map_err(|e| e.to_string())?.ip();
+    let cfg = Config {
+        anonymous_only: sh.opts.anonymous_only,
+        rewrite_source_port: sh.opts.rewrite_source_port,
+        tag: sh.opts.tag.clone(),
+        queue: sh.opts.queue.clone(),
+        log: sh.opts.verbose,
+        idle_timeout: sh.opts.timeout * 1_000_000,
+        seed: sh.seed ^ id,
+        instance: Some(std::process::id()),
+        ..Config::default()
+    };
+    let ends = Ends {
+        client: src,
+        orig_server: orig,
+        server,
+        proxy,
+    };
+    let now = || sh.start.elapsed().as_micros() as u64;
+    let mut s = Session::new(id, cfg, ends, now());
+    tracing::info!(
+        "ftp-proxy: session {id}: {src} to {orig}{}, via {proxy}",
+        if server != orig {
+            format!(" (server {server})")
+        } else {
+            String::new()
+        }
+    );
+    let mut buf = vec![0u8; 16 * 1024];
+    let why = 'relay: loop {
+        let wait = s.poll_timeout().map_or(1000, |t| {
+            (t.saturating_sub(now()) / 1000).clamp(1, 60_000) as i32
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: client.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: upstream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds for the length given.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                break format!("poll: {e}");
+            }
+        }
+        for (i, f) in fds.iter().enumerate() {
+            if f.revents == 0 {
+                continue;
+            }
+            let (sock, who) = if i == 0 {
+                (&mut client, "client")
+            } else {
+                (&mut upstream, "server")
+            };
+            match sock.read(&mut buf) {
+                Ok(0) | Err(_) => s.closed_by(who),
+                Ok(n) if i == 0 => s.from_client(now(), &buf[..n]),
+                Ok(n) => s.from_server(now(), &buf[..n]),
+            }
+        }
+        s.handle_timeout(now());
+        while let Some(o) = s.poll_output() {
+            match o {
+                Output::ToServer(b) => {
+                    if let Err(e) = upstream.write_all(&b) {
+                        s.closed_by("server");
+                        tracing::debug!("ftp-proxy: session {id}: write to server: {e}");
+                    }
+                }
+                Output::ToClient(b) => {
+                    if let Err(e) = client.write_all(&b) {
+                        s.closed_by("client");
+                        tracing::debug!("ftp-proxy: session {id}: write to client: {e}");
+                    }
+                }
+                Output::Rules { anchor, rules } => {
+                    if let Err(e) = load_rules(&sh.opts.socket, &anchor, &rules) {
+                        // Without its rules the data connection cannot
+                        // work: say so and end the session.
+                        let _ = client
+                            .write_all(b"421 The proxy could not set up the data connection\r\n");
+                        let _ = load_rules(&sh.opts.socket, &anchor, "");
+                        break 'relay format!("anchor {anchor}: {e}");
+                    }
+                    if sh.opts.verbose > 0 && !rules.is_empty() {
+                        tracing::info!(
+                            "ftp-proxy: session {id}: {anchor}: {}",
+                            rules.trim_end().replace('\n', "; ")
+                        );
+                    }
+                }
+                Output::Log { refused: true, msg } => {
+                    tracing::warn!("ftp-proxy: session {id}: refused: {msg}")
+                }
+                Output::Log {
+                    refused: false,
+                    msg,
+                } => {
+                    tracing::info!("ftp-proxy: session {id}: {msg}")
+                }
+                Output::Close(why) => break 'relay why,
+            }
+        }
+    };
+    tracing::info!("ftp-proxy: session {id} ended: {why}");
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = upstream.shutdown(std::net::Shutdown::Both);
+    Ok(())
+}
+
+/// Connect to the server, from `-a`'s address if given (10 s at most).
+fn connect(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect_timeout(&to, Duration::from_secs(10));
+    };
+    // SAFETY: a fresh socket we own (wrapped at once), bind and connect
+    // with sockaddr structures of the sizes given.
+    unsafe {
+        use std::os::fd::FromRawFd;
+        let family = if to.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = TcpStream::from_raw_fd(fd);
+        let (sa, len) = sockaddr(SocketAddr::new(from, 0));
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (sa, len) = sockaddr(to);
+        if libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(s)
+    }
+}
+
+fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; we fill the family's
+    // struct inside it.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in, sin) };
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            (
+                st,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! Scenario S5 end to end: an FTP server (vsftpd) on the firewall's
+//! inside network, clients (curl, lftp) outside, `palisade ftp-proxy -R`
+//! on the firewall, reached with the older syntax S5 writes:
+//!
+//!   client 203.0.113.50 / 2001:db8:1::50          server 192.0.2.10 / 2001:db8::10
+//!        [eth0] --- [a0 wan] fw [b0 lan] --- [eth0]
+//!                   203.0.113.1, 2001:db8:1::1     192.0.2.1, 2001:db8::1
+//!
+//! IPv6 control connections go to the proxy on one of the firewall's own
+//! addresses (Linux takes no ::1 from outside its loopback device).
+//!
+//! PASV, EPSV, PORT and EPRT each move a 20 MB file with the same bytes,
+//! over IPv4, and EPSV and EPRT over IPv6; the session's anchor holds
+//! rules while a transfer runs and is empty after; a second connection to
+//! an announced port is refused (`max 1`); without the proxy the same
+//! transfers fail (pf blocks the data connections); the proxy refuses FTP
+//! bounce, low ports and overlong lines and keeps serving.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn palisade() -> &'static str {
+    env!("CARGO_BIN_EXE_palisade")
+}
+
+const SIZE: usize = 20 * 1024 * 1024;
+
+struct Lab {
+    ns: Netns,
+    client: String,
+    fw: String,
+    server: String,
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const PF_CONF: &str = "\
+ext_if = \"wan\"
+int_if = \"lan\"
+server = \"192.0.2.10\"
+server6 = \"2001:db8::10\"
+rdr-anchor \"ftp-proxy/*\"
+rdr pass on $ext_if inet proto tcp from any to $ext_if port 21 -> 127.0.0.1 port 8021
+rdr pass on $ext_if inet6 proto tcp from any to $ext_if port 21 -> 2001:db8::1 port 8021
+nat-anchor \"ftp-proxy/*\"
+anchor \"ftp-proxy/*\"
+block log all
+pass out on $int_if proto tcp to { $server $server6 } port 21
+pass inet6 proto icmp6
+";
+
+/// The same firewall without the proxy: the control connection goes to
+/// the server itself; nothing opens the data connections.
+const PF_NO_PROXY: &str = "\
+ext_if = \"wan\"
+int_if = \"lan\"
+server = \"192.0.2.10\"
+server6 = \"2001:db8::10\"
+rdr pass on $ext_if inet proto tcp from any to $ext_if port 21 -> $server port 21
+rdr pass on $ext_if inet6 proto tcp from any to $ext_if port 21 -> $server6 port 21
+block log all
+pass out on $int_if proto tcp to { $server $server6 } port 21
+pass inet6 proto icmp6
+";
+
+fn setup() -> Lab {
+    require_root();
+    let (ns, client, fw, server) = line("ftp", ("a0", "b0"));
+    for (n, v4, v6, gw4, gw6) in [
+        (
+            &client,
+            "203.0.113.50/24",
+            "2001:db8:1::50/64",
+            "203.0.113.1",
+            "2001:db8:1::1",
+        ),
+        (
+            &server,
+            "192.0.2.10/24",
+            "2001:db8::10/64",
+            "192.0.2.1",
+            "2001:db8::1",
+        ),
+    ] {
+        ns.exec(n, &["ip", "addr", "add", v4, "dev", "eth0"]);
+        ns.exec(n, &["ip", "addr", "add", v6, "dev", "eth0", "nodad"]);
+        ns.exec(n, &["ip", "route", "add", "default", "via", gw4]);
+        ns.exec(n, &["ip", "-6", "route", "add", "default", "via", gw6]);
+    }
+    let dir = std::env::temp_dir().join(format!("palisade-ftp-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    // 20 MB no compression could fake.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut blob = Vec::with_capacity(SIZE);
+    while blob.len() < SIZE {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(dir.join("root/big"), &blob).unwrap();
+    Lab {
+        ns,
+        client,
+        fw,
+        server,
+        dir,
+    }
+}
+
+fn vsftpd(lab: &Lab, v6: bool) -> Proc {
+    let conf = lab
+        .dir
+        .join(if v6 { "vsftpd6.conf" } else { "vsftpd.conf" });
+    let listen = if v6 {
+        "listen=NO\nlisten_ipv6=YES\nlisten_address6=2001:db8::10\n"
+    } else {
+        "listen=YES\nlisten_address=192.0.2.10\n"
+    };
+    std::fs::write(
+        &conf,
+        format!(
+            "{listen}background=NO\nanonymous_enable=YES\nanon_root={}\nno_anon_password=YES\n\
+             local_enable=NO\nwrite_enable=NO\npasv_enable=YES\nport_enable=YES\n\
+             pasv_min_port=50000\npasv_max_port=50999\nconnect_from_port_20=NO\n\
+             seccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n\
+             ftpd_banner=palisade test server\n",
+            lab.dir.join("root").display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/var/run/vsftpd/empty").unwrap();
+    let p = lab
+        .ns
+        .spawn(&lab.server, &["vsftpd", conf.to_str().unwrap()]);
+    let addr = if v6 {
+        "[2001:db8::10]:21"
+    } else {
+        "192.0.2.10:21"
+    };
+    wait_until("vsftpd listening", Duration::from_secs(10), || {
+        greeting(&lab.server, addr, 1).is_ok_and(|g| g.contains("palisade test server"))
+    });
+    p
+}
+
+fn daemon(lab: &Lab, pf: &str) -> (Proc, std::sync::Arc<std::sync::Mutex<String>>, PathBuf) {
+    std::fs::write(lab.dir.join("pf.conf"), pf).unwrap();
+    let sock = lab.dir.join("palisade.sock");
+    let cfg = lab.dir.join("palisade.toml");
+    write_config(
+        &cfg,
+        "pf = \"pf.conf\"\n\
+         [[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+         [[interface]]\nname = \"wan\"\nport = \"a0\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n\
+         [[interface]]\nname = \"lan\"\nport = \"b0\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n",
+    );
+    let (p, log) = spawn_logged(&lab.fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let t = Instant::now();
+    while !log.lock().unwrap().contains("running") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the daemon did not start:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, log, sock)
+}
+
+fn proxy(
+    lab: &Lab,
+    sock: &Path,
+    args: &[&str],
+) -> (Proc, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut v = vec![palisade(), "ftp-proxy", "-s", sock.to_str().unwrap()];
+    v.extend_from_slice(args);
+    let (p, log) = spawn_logged(&lab.fw, &v);
+    wait_until("ftp-proxy listening", Duration::from_secs(10), || {
+        log.lock().unwrap().contains("listening on")
+    });
+    (p, log)
+}
+
+/// curl in the client's namespace; (exit status, bytes read) and the file.
+fn curl_get(lab: &Lab, url: &str, extra: &[&str], name: &str) -> (i32, PathBuf, String) {
+    let out = lab.dir.join(name);
+    let _ = std::fs::remove_file(&out);
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        &lab.client,
+        "curl",
+        "-sS",
+        "-g",
+        "--max-time",
+        "20",
+    ];
+    args.extend_from_slice(extra);
+    let o_s = out.to_str().unwrap().to_string();
+    args.extend_from_slice(&["-o", &o_s, url]);
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        out,
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+fn same_file(lab: &Lab, got: &Path) -> bool {
+    let want = std::fs::read(lab.dir.join("root/big")).unwrap();
+    std::fs::read(got).is_ok_and(|g| g == want)
+}
+
+fn anchor_show(sock: &Path) -> String {
+    let o = Command::new(palisade())
+        .args(["anchor", "ftp-proxy/*", "show", "-s"])
+        .arg(sock)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
+    let lab = setup();
+    let _v4 = vsftpd(&lab, false);
+    let _v6 = vsftpd(&lab, true);
+    let (mut d, dlog, sock) = daemon(&lab, PF_CONF);
+    let (mut p4, log4) = proxy(&lab, &sock, &["-R", "192.0.2.10", "-v"]);
+    let (mut p6, log6) = proxy(
+        &lab,
+        &sock,
+        &["-6", "-b", "2001:db8::1", "-R", "2001:db8::10", "-v"],
+    );
+    let logs = || {
+        format!(
+            "daemon:\n{}\nftp-proxy:\n{}\nftp-proxy -6:\n{}",
+            dlog.lock().unwrap(),
+            log4.lock().unwrap(),
+            log6.lock().unwrap()
+        )
+    };
+    for (mode, url, extra) in [
+        ("EPSV over IPv6", "ftp://[2001:db8:1::1]/big", &[][..]),
+        (
+            "EPRT over IPv6",
+            "ftp://[2001:db8:1::1]/big",
+            &["-P", "-"][..],
+        ),
+        ("EPSV", "ftp://203.0.113.1/big", &[][..]),
+        ("PASV", "ftp://203.0.113.1/big", &["--disable-epsv"][..]),
+        ("EPRT", "ftp://203.0.113.1/big", &["-P", "-"][..]),
+        (
+            "PORT",
+            "ftp://203.0.113.1/big",
+            &["-P", "-", "--disable-eprt"][..],
+        ),
+    ] {
+        let (status, file, err) = curl_get(&lab, url, extra, "got");
+        assert_eq!(status, 0, "{mode}: curl failed: {err}\n{}", logs());
+        assert!(same_file(&lab, &file), "{mode}: the bytes differ");
+        println!("{mode}: 20 MB, same bytes");
+    }
+    // lftp, passive mode.
+    let out = lab.dir.join("lftp-got");
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.client, "lftp", "-e"])
+        .arg(format!(
+            "set ftp:passive-mode true; set net:max-retries 1; set net:timeout 10; get big -o {}; bye",
+            out.display()
+        ))
+        .arg("ftp://anonymous:x@203.0.113.1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "lftp: {o:?}\n{}", logs());
+    assert!(same_file(&lab, &out), "lftp: the bytes differ");
+
+    // While a transfer runs the session's anchor holds its rules; a second
+    // connection to the announced port is refused (max 1); after the
+    // session the anchor is empty.
+    let mut slow = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client,
+            "curl",
+            "-sS",
+            "--disable-epsv",
+            "--limit-rate",
+            "2M",
+            "-o",
+            "/dev/null",
+            "ftp://203.0.113.1/big",
+        ])
+        .spawn()
+        .unwrap();
+    let mut shown = String::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        shown = anchor_show(&sock);
+        if shown.contains("rdr-to 192.0.2.10") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        shown.contains("rdr-to 192.0.2.10"),
+        "no rules while a transfer runs: {shown}\n{}",
+        logs()
+    );
+    let port: u16 = shown
+        .split("to 203.0.113.1 port = ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {shown}"));
+    let c2 = in_netns(&lab.client, move || {
+        TcpStream::connect_timeout(
+            &format!("203.0.113.1:{port}").parse().unwrap(),
+            Duration::from_secs(2),
+        )
+    })
+    .join()
+    .unwrap();
+    assert!(
+        c2.is_err(),
+        "a second connection to port {port} got through"
+    );
+    let _ = slow.kill();
+    let _ = slow.wait();
+    wait_until("the anchors emptied", Duration::from_secs(5), || {
+        !anchor_show(&sock).contains("rdr-to")
+    });
+
+    // Refusals: FTP bounce, a low port, an overlong line; the proxy goes
+    // on serving.
+    let refused = in_netns(&lab.client, || {
+        let mut s = TcpStream::connect("203.0.113.1:21").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let mut answers = Vec::new();
+        for cmd in [
+            "USER anonymous",
+            "PASS x",
+            "PORT 198,51,100,7,195,80",
+            "PORT 203,0,113,50,0,25",
+        ] {
+            write!(s, "{cmd}\r\n").unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            answers.push(line.trim().to_string());
+        }
+        // 100 KB without an end of line: the session is cut off.
+        let _ = s.write_all(&vec![b'A'; 100 * 1024]);
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        answers
+    })
+    .join()
+    .unwrap();
+    assert!(
+        refused[2].starts_with("501 ") && refused[2].contains("bounce"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[3].starts_with("501 ") && refused[3].contains("below 1024"),
+        "{refused:?}"
+    );
+    let l = log4.lock().unwrap().clone();
+    for want in ["refused: client", "FTP bounce", "below 1024", "line of"] {
+        assert!(l.contains(want), "the log lacks {want}:\n{l}");
+    }
+    let (status, file, _) = curl_get(&lab, "ftp://203.0.113.1/big", &[], "after");
+    assert_eq!(status, 0, "after the refusals\n{}", logs());
+    assert!(same_file(&lab, &file));
+
+    // Without the proxy, pf blocks the data connections.
+    let _ = p4.stop();
+    let _ = p6.stop();
+    std::fs::write(lab.dir.join("pf-no-proxy.conf"), PF_NO_PROXY).unwrap();
+    let o = Command::new(palisade())
+        .args(["reload", "-f"])
+        .arg(lab.dir.join("pf-no-proxy.conf"))
+        .arg("-s")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    for (mode, url, extra) in [
+        ("EPSV", "ftp://203.0.113.1/big", &["--max-time", "10"][..]),
+        (
+            "PASV",
+            "ftp://203.0.113.1/big",
+            &["--disable-epsv", "--max-time", "10"][..],
+        ),
+        (
+            "PORT",
+            "ftp://203.0.113.1/big",
+            &["-P", "-", "--disable-eprt", "--max-time", "10"][..],
+        ),
+        (
+            "EPRT over IPv6",
+            "ftp://[2001:db8:1::1]/big",
+            &["-P", "-", "--max-time", "10"][..],
+        ),
+    ] {
+        let (status, _, _) = curl_get(&lab, url, extra, "blocked");
+        assert_ne!(status, 0, "{mode} worked without the proxy");
+    }
+    let _ = d.stop();
+}
