@@ -136,7 +136,7 @@ fn vsftpd(lab: &Lab, v6: bool) -> Proc {
              local_enable=NO\nwrite_enable=NO\npasv_enable=YES\nport_enable=YES\n\
              pasv_min_port=50000\npasv_max_port=50999\nconnect_from_port_20=NO\n\
              seccomp_sandbox=NO\nsecure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n\
-             ftpd_banner=palisade test server\n",
+             ftpd_banner=palisade test server\nmax_clients=0\nmax_per_ip=0\n",
             lab.dir.join("root").display()
         ),
     )
@@ -386,6 +386,39 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
     for want in ["refused: client", "FTP bounce", "below 1024", "line of"] {
         assert!(l.contains(want), "the log lacks {want}:\n{l}");
     }
+    // A client opens 500 sessions: 100 (-m) are served, the rest hear
+    // 421 at once; once they are gone, the proxy serves again.
+    let greetings = in_netns(&lab.client, || {
+        let mut held = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..500 {
+            let Ok(s) = TcpStream::connect_timeout(
+                &"203.0.113.1:21".parse().unwrap(),
+                Duration::from_secs(5),
+            ) else {
+                first.push("connect failed".to_string());
+                continue;
+            };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut line = String::new();
+            let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+            first.push(line.trim().to_string());
+            held.push(s);
+        }
+        first
+    })
+    .join()
+    .unwrap();
+    let served = greetings.iter().filter(|g| g.starts_with("220")).count();
+    let refused = greetings
+        .iter()
+        .filter(|g| g.starts_with("421 Too many sessions through this proxy"))
+        .count();
+    assert_eq!((served, refused), (100, 400), "{:?}", &greetings[95..105]);
+    assert!(log4
+        .lock()
+        .unwrap()
+        .contains("already 100 sessions (-m 100)"));
     let (status, file, _) = curl_get(&lab, "ftp://203.0.113.1/big", &[], "after");
     assert_eq!(status, 0, "after the refusals\n{}", logs());
     assert!(same_file(&lab, &file));
