@@ -1311,7 +1311,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             probability: r.probability,
             never: r.rdomain.is_some_and(|d| d != 0),
             nat_pool: r.nat.clone().map(Arc::new),
-            rdr_pool: r.rdr.clone().map(Arc::new),
+            rdr_pool: rdr_pool(r).map(Arc::new),
             route: r.route.clone().map(|(k, p)| (k, Arc::new(p))),
             allow_opts: r.allow_opts,
             keep: r.keep_state,
@@ -1356,4 +1356,34 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         out.rules.push(c);
     }
     out
+}
+
+/// A rule's redirection: `rdr-to`, or `divert-to ADDR port P`, which
+/// Palisade carries out as a redirection to ADDR port P on the firewall
+/// (delivered through the host interface; the program there learns the
+/// original destination from the state table, `natlook`, as pf's
+/// DIOCNATLOOK; OpenBSD leaves the addresses alone and the socket sees
+/// them, which Linux cannot do without TPROXY).
+pub(crate) fn rdr_pool(r: &palisade_conf::ir::Rule) -> Option<palisade_conf::ir::Pool> {
+    use palisade_conf::ir::{Addr, Divert, Pool, PoolType};
+    if let Some(p) = &r.rdr {
+        return Some(p.clone());
+    }
+    match r.divert {
+        Some(Divert::To { addr, port }) => Some(Pool {
+            addr: Addr::Net {
+                ip: addr,
+                bits: if addr.is_ipv4() { 32 } else { 128 },
+            },
+            ifname: None,
+            port: Some((port, port)),
+            kind: PoolType::None,
+            sticky: false,
+            static_port: false,
+            map_e: None,
+            list: None,
+            port_base: None,
+        }),
+        _ => None,
+    }
 }

@@ -187,8 +187,8 @@ fn ruleset(
                 if let Some(p) = &r.nat {
                     st.nat = Some((me.clone(), Arc::new(p.clone())));
                 }
-                if let Some(p) = &r.rdr {
-                    st.rdr = Some((me.clone(), Arc::new(p.clone())));
+                if let Some(p) = crate::engine::rdr_pool(r) {
+                    st.rdr = Some((me.clone(), Arc::new(p)));
                 }
                 if let Some((k, p)) = &r.route {
                     st.route = Some((me.clone(), (*k, Arc::new(p.clone()))));
@@ -204,7 +204,7 @@ fn ruleset(
                     VerdictAction::Pass,
                     me.clone(),
                     r.nat.clone().map(Arc::new),
-                    r.rdr.clone().map(Arc::new),
+                    crate::engine::rdr_pool(r).map(Arc::new),
                     r.route.clone().map(|(k, p)| (k, Arc::new(p))),
                 ));
                 st.keep = (

@@ -574,7 +574,10 @@ fn table() -> Vec<(&'static str, Is)> {
             ),
         ),
         ("rtable", Warned("pass all rtable 1\n", "rtable")),
-        ("divert", Warned("pass in proto tcp divert-to 127.0.0.1 port 8080\n", "divert-to")),
+        (
+            "divert",
+            Acts("pass in proto tcp divert-to 127.0.0.1 port 8080\n", "pass in proto tcp\n", v4_syn()),
+        ),
         ("nat", Acts("pass out all nat-to 192.0.2.1\n", "pass out all\n", vec![p(syn(5000), "em0", Out)])),
         ("rdr", Acts("pass in all rdr-to 198.18.0.5\n", "pass in all\n", v4_syn())),
         ("af_to", Warned("pass in inet af-to inet6 from 2001:db8::1 to 2001:db8::2\n", "af-to")),

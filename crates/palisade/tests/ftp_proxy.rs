@@ -75,9 +75,9 @@ pass out on $int_if proto tcp to { $server $server6 } port 21
 pass inet6 proto icmp6
 ";
 
-fn setup() -> Lab {
+fn setup(tag: &str) -> Lab {
     require_root();
-    let (ns, client, fw, server) = line("ftp", ("a0", "b0"));
+    let (ns, client, fw, server) = line(tag, ("a0", "b0"));
     for (n, v4, v6, gw4, gw6) in [
         (
             &client,
@@ -99,7 +99,7 @@ fn setup() -> Lab {
         ns.exec(n, &["ip", "route", "add", "default", "via", gw4]);
         ns.exec(n, &["ip", "-6", "route", "add", "default", "via", gw6]);
     }
-    let dir = std::env::temp_dir().join(format!("palisade-ftp-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("palisade-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("root")).unwrap();
     // 20 MB no compression could fake.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -120,14 +120,14 @@ fn setup() -> Lab {
     }
 }
 
-fn vsftpd(lab: &Lab, v6: bool) -> Proc {
-    let conf = lab
-        .dir
-        .join(if v6 { "vsftpd6.conf" } else { "vsftpd.conf" });
+/// vsftpd in `ns` on `addr` (anonymous, the test's root).
+fn vsftpd(lab: &Lab, ns: &str, addr: &str) -> Proc {
+    let v6 = addr.contains(':');
+    let conf = lab.dir.join(format!("vsftpd-{addr}.conf"));
     let listen = if v6 {
-        "listen=NO\nlisten_ipv6=YES\nlisten_address6=2001:db8::10\n"
+        format!("listen=NO\nlisten_ipv6=YES\nlisten_address6={addr}\n")
     } else {
-        "listen=YES\nlisten_address=192.0.2.10\n"
+        format!("listen=YES\nlisten_address={addr}\n")
     };
     std::fs::write(
         &conf,
@@ -142,16 +142,14 @@ fn vsftpd(lab: &Lab, v6: bool) -> Proc {
     )
     .unwrap();
     std::fs::create_dir_all("/var/run/vsftpd/empty").unwrap();
-    let p = lab
-        .ns
-        .spawn(&lab.server, &["vsftpd", conf.to_str().unwrap()]);
-    let addr = if v6 {
-        "[2001:db8::10]:21"
+    let p = lab.ns.spawn(ns, &["vsftpd", conf.to_str().unwrap()]);
+    let at = if v6 {
+        format!("[{addr}]:21")
     } else {
-        "192.0.2.10:21"
+        format!("{addr}:21")
     };
     wait_until("vsftpd listening", Duration::from_secs(10), || {
-        greeting(&lab.server, addr, 1).is_ok_and(|g| g.contains("palisade test server"))
+        greeting(ns, &at, 1).is_ok_and(|g| g.contains("palisade test server"))
     });
     p
 }
@@ -196,13 +194,18 @@ fn proxy(
 
 /// curl in the client's namespace; (exit status, bytes read) and the file.
 fn curl_get(lab: &Lab, url: &str, extra: &[&str], name: &str) -> (i32, PathBuf, String) {
+    curl_in(lab, &lab.client, url, extra, name)
+}
+
+/// curl in `ns`.
+fn curl_in(lab: &Lab, ns: &str, url: &str, extra: &[&str], name: &str) -> (i32, PathBuf, String) {
     let out = lab.dir.join(name);
     let _ = std::fs::remove_file(&out);
     let mut args = vec![
         "ip",
         "netns",
         "exec",
-        &lab.client,
+        ns,
         "curl",
         "-sS",
         "-g",
@@ -236,9 +239,9 @@ fn anchor_show(sock: &Path) -> String {
 
 #[test]
 fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
-    let lab = setup();
-    let _v4 = vsftpd(&lab, false);
-    let _v6 = vsftpd(&lab, true);
+    let lab = setup("ftpr");
+    let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
+    let _v6 = vsftpd(&lab, &lab.server, "2001:db8::10");
     let (mut d, dlog, sock) = daemon(&lab, PF_CONF);
     let (mut p4, log4) = proxy(&lab, &sock, &["-R", "192.0.2.10", "-v"]);
     let (mut p6, log6) = proxy(
@@ -456,5 +459,75 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         let (status, _, _) = curl_get(&lab, url, extra, "blocked");
         assert_ne!(status, 0, "{mode} worked without the proxy");
     }
+    let _ = d.stop();
+}
+
+/// Forward mode with the newer syntax (`divert-to`, as current OpenBSD
+/// writes it): clients inside reach an FTP server outside through the
+/// proxy, which learns each connection's destination from the state
+/// table.
+const PF_FORWARD: &str = "\
+anchor \"ftp-proxy/*\"
+block log all
+pass in quick on lan inet proto tcp to port 21 divert-to 127.0.0.1 port 8021
+pass in quick on lan inet6 proto tcp to port 21 divert-to 2001:db8::1 port 8021
+pass out on wan proto tcp to port 21
+pass inet6 proto icmp6
+";
+
+#[test]
+fn forward_mode_with_divert_to_for_clients_inside() {
+    let lab = setup("ftpf");
+    // The server outside (the S5 layout's client namespace), the client
+    // inside.
+    let _v4 = vsftpd(&lab, &lab.client, "203.0.113.50");
+    let _v6 = vsftpd(&lab, &lab.client, "2001:db8:1::50");
+    let (mut d, dlog, sock) = daemon(&lab, PF_FORWARD);
+    let (mut p4, log4) = proxy(&lab, &sock, &[]);
+    let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
+    let logs = || {
+        format!(
+            "daemon:\n{}\nftp-proxy:\n{}\nftp-proxy -6:\n{}",
+            dlog.lock().unwrap(),
+            log4.lock().unwrap(),
+            log6.lock().unwrap()
+        )
+    };
+    assert!(
+        !dlog
+            .lock()
+            .unwrap()
+            .contains("divert-to is parsed but not enforced"),
+        "{}",
+        logs()
+    );
+    for (mode, url, extra) in [
+        ("EPSV", "ftp://203.0.113.50/big", &[][..]),
+        ("PASV", "ftp://203.0.113.50/big", &["--disable-epsv"][..]),
+        ("EPRT", "ftp://203.0.113.50/big", &["-P", "-"][..]),
+        (
+            "PORT",
+            "ftp://203.0.113.50/big",
+            &["-P", "-", "--disable-eprt"][..],
+        ),
+        ("EPSV over IPv6", "ftp://[2001:db8:1::50]/big", &[][..]),
+        (
+            "EPRT over IPv6",
+            "ftp://[2001:db8:1::50]/big",
+            &["-P", "-"][..],
+        ),
+    ] {
+        let (status, file, err) = curl_in(&lab, &lab.server, url, extra, "fwd");
+        assert_eq!(status, 0, "{mode}: curl failed: {err}\n{}", logs());
+        assert!(same_file(&lab, &file), "{mode}: the bytes differ");
+        println!("forward {mode}: 20 MB, same bytes");
+    }
+    assert!(
+        log4.lock().unwrap().contains("to 203.0.113.50:21"),
+        "{}",
+        logs()
+    );
+    let _ = p4.stop();
+    let _ = p6.stop();
     let _ = d.stop();
 }

@@ -185,7 +185,6 @@ impl<'a> Parser<'a> {
                     self.expect_kw("port")?;
                     let (p, _, _, _) = self.port_range()?;
                     spec.divert_host = Some((hosts, p as u16));
-                    self.warn_unenforced("divert-to");
                 }
                 "divert-reply" => {
                     self.next();
