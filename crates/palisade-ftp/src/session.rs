@@ -291,15 +291,15 @@ impl Session {
                     self.send_client("500 PASV is not possible over IPv6: use EPSV\r\n".into());
                     return;
                 }
-                let line = if extended {
-                    // EPSV, EPSV ALL, EPSV <proto>: the server's side
-                    // decides; the proxy rewrites the 229.
-                    if arg.is_empty() {
-                        "EPSV\r\n".to_string()
-                    } else {
-                        format!("EPSV {arg}\r\n")
-                    }
-                } else if self.ends.server.is_ipv4() {
+                let _ = arg;
+                if extended {
+                    // EPSV, EPSV ALL, EPSV <proto>: relayed as the client
+                    // wrote it (bytes and all); the proxy rewrites the
+                    // 229.
+                    self.send_server(raw.to_vec());
+                    return;
+                }
+                let line = if self.ends.server.is_ipv4() {
                     "PASV\r\n".to_string()
                 } else {
                     "EPSV\r\n".to_string()

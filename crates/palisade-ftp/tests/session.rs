@@ -329,3 +329,18 @@ fn with_an_instance_the_anchor_is_named_as_openbsd_names_it() {
     s.from_server(0, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
     assert_eq!(drain(&mut s).rules[0].0, "ftp-proxy/4711.3");
 }
+
+#[test]
+fn regression_epsv_with_bytes_that_are_not_utf8_is_relayed_as_it_is() {
+    // Found by the fuzzer: the argument was relayed through a lossy UTF-8
+    // conversion, three bytes for each bad one (past the line limit).
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    s.from_client(0, b"EPSV \x98\x98\r\n");
+    let mut raw = Vec::new();
+    while let Some(o) = s.poll_output() {
+        if let Output::ToServer(b) = o {
+            raw.extend(b);
+        }
+    }
+    assert_eq!(raw, b"EPSV \x98\x98\r\n");
+}
