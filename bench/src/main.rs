@@ -11,6 +11,7 @@
 
 mod failover;
 mod forward;
+mod ftp;
 mod sync;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -585,8 +586,9 @@ fn main() {
         Some("forward") => forward::run(&args),
         Some("failover") => failover::run(&args),
         Some("sync") => sync::run(&args),
+        Some("ftp") => ftp::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]\n       palisade-bench ftp [--mb 200] [--runs 3]");
             std::process::exit(2);
         }
     }

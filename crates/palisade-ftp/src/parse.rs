@@ -17,6 +17,8 @@ pub enum ParseError {
     Reply227,
     #[error("the 229 reply has no (|||port|)")]
     Reply229,
+    #[error("not a command: a command is 3 or 4 letters, then a space or the end of the line, in printable text")]
+    Garbled,
 }
 
 /// A client command, as far as the proxy cares.
@@ -42,8 +44,21 @@ fn verb(line: &str) -> (String, &str) {
     (v.to_ascii_uppercase(), rest)
 }
 
-/// Parse a client command line (CRLF or LF at the end, or none).
+/// Parse a client command line (CRLF or LF at the end, or none). The
+/// line must be a command as RFC 959 writes one (3 or 4 letters, then a
+/// space or the end) with no control bytes (NUL, a bare CR, Telnet's
+/// IAC...): servers split words in different ways, and a line the proxy
+/// read differently from the server would slip past its checks.
 pub fn command(line: &str) -> Result<Command, ParseError> {
+    let body = line.strip_suffix('\n').unwrap_or(line);
+    let body = body.strip_suffix('\r').unwrap_or(body);
+    if body.chars().any(|c| c.is_control()) {
+        return Err(ParseError::Garbled);
+    }
+    let word = body.split(' ').next().unwrap_or("");
+    if !(3..=4).contains(&word.len()) || !word.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(ParseError::Garbled);
+    }
     let (v, arg) = verb(line);
     match v.as_str() {
         "PORT" => Ok(Command::Active {

@@ -125,13 +125,17 @@ impl Lines {
     fn push(&mut self, data: &[u8], max: usize) -> Result<Vec<Vec<u8>>, usize> {
         self.buf.extend_from_slice(data);
         let mut out = Vec::new();
-        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=i).collect();
-            if line.len() > max {
-                return Err(line.len());
+        let mut start = 0;
+        while let Some(i) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + i + 1;
+            if end - start > max {
+                return Err(end - start);
             }
-            out.push(line);
+            out.push(self.buf[start..end].to_vec());
+            start = end;
         }
+        // One move for all the lines taken.
+        self.buf.drain(..start);
         if self.buf.len() > max {
             return Err(self.buf.len());
         }
@@ -148,6 +152,9 @@ pub struct Session {
     /// The code of a multi-line reply under way (its lines pass as they
     /// are).
     multiline: Option<u16>,
+    /// The passive command relayed and not answered yet (true: EPSV):
+    /// only its reply is read as a 227 / 229, as ftp-proxy(8) does.
+    passive_asked: Option<bool>,
     out: VecDeque<Output>,
     last_activity: Micros,
     closed: bool,
@@ -166,6 +173,7 @@ impl Session {
             client_in: Lines::default(),
             server_in: Lines::default(),
             multiline: None,
+            passive_asked: None,
             out: VecDeque::new(),
             last_activity: now,
             closed: false,
@@ -272,17 +280,46 @@ impl Session {
 
     fn client_line(&mut self, raw: &[u8]) {
         let text = String::from_utf8_lossy(raw);
-        let cmd = match parse::command(&text) {
+        // Telnet's IAC (0xff) starts a sequence some servers strip: a
+        // line with one is read differently there.
+        let parsed = if raw.contains(&0xff) {
+            Err(parse::ParseError::Garbled)
+        } else {
+            parse::command(&text)
+        };
+        let cmd = match parsed {
             Ok(c) => c,
+            Err(e @ parse::ParseError::Garbled) => {
+                self.refuse(format!(
+                    "client {}: {e}: {}",
+                    self.ends.client,
+                    escaped(&text)
+                ));
+                self.send_client(format!("500 {e}\r\n"));
+                return;
+            }
             Err(e) => {
                 self.refuse(format!("client {}: {e}", self.ends.client));
                 self.send_client(format!("501 {e}\r\n"));
                 return;
             }
         };
+        // The proxy must read the whole control connection: no TLS on it
+        // (RFC 2228's AUTH, and the commands that go with it).
+        let word = text.get(..4).unwrap_or("").trim_end().to_ascii_uppercase();
+        if matches!(word.as_str(), "AUTH" | "ADAT" | "CCC" | "PBSZ" | "PROT") {
+            self.refuse(format!(
+                "client {}: {word} refused (the proxy cannot follow an encrypted control connection)",
+                self.ends.client
+            ));
+            self.send_client(format!(
+                "534 {word} refused: the proxy reads the control connection\r\n"
+            ));
+            return;
+        }
         match cmd {
             Command::Active { to, extended } => self.active(to, extended),
-            Command::Passive { extended, arg } => {
+            Command::Passive { extended, .. } => {
                 if !extended && !self.ends.orig_server.is_ipv4() {
                     self.refuse(format!(
                         "client {}: PASV over IPv6 (only EPSV can say where)",
@@ -291,7 +328,7 @@ impl Session {
                     self.send_client("500 PASV is not possible over IPv6: use EPSV\r\n".into());
                     return;
                 }
-                let _ = arg;
+                self.passive_asked = Some(extended);
                 if extended {
                     // EPSV, EPSV ALL, EPSV <proto>: relayed as the client
                     // wrote it (bytes and all); the proxy rewrites the
@@ -312,8 +349,9 @@ impl Session {
                     .any(|a| a.eq_ignore_ascii_case(&name));
                 if self.cfg.anonymous_only && !anon {
                     self.refuse(format!(
-                        "client {}: user '{name}' refused (only ftp and anonymous)",
-                        self.ends.client
+                        "client {}: user '{}' refused (only ftp and anonymous)",
+                        self.ends.client,
+                        escaped(&name)
                     ));
                     self.send_client(
                         "530 Only anonymous FTP is allowed through this proxy\r\n".into(),
@@ -392,15 +430,32 @@ impl Session {
             self.send_client_raw(raw);
             return;
         }
-        match code {
-            227 => match parse::reply_227(&text) {
+        // A final reply answers the passive command, if one waits: only
+        // then is a 227 (to PASV) or a 229 (to EPSV) read.
+        let asked = if (100..200).contains(&code) {
+            self.passive_asked
+        } else {
+            self.passive_asked.take()
+        };
+        match (code, asked) {
+            (227, Some(false)) => match parse::reply_227(&text) {
                 Ok(a) => self.passive(a.port(), false),
                 Err(e) => self.bad_reply(e),
             },
-            229 => match parse::reply_229(&text) {
+            (229, Some(true)) => match parse::reply_229(&text) {
                 Ok(p) => self.passive(p, true),
                 Err(e) => self.bad_reply(e),
             },
+            (227 | 229, _) => {
+                self.refuse(format!(
+                    "server {}: a {code} reply to no {} command: not relayed",
+                    self.ends.server,
+                    if code == 227 { "PASV" } else { "EPSV" }
+                ));
+                self.send_client(format!(
+                    "425 Cannot open a data connection: the server answered {code} to another command\r\n"
+                ));
+            }
             _ => self.send_client_raw(raw),
         }
     }
@@ -506,4 +561,11 @@ fn af(ip: IpAddr) -> &'static str {
     } else {
         "inet6"
     }
+}
+
+/// Text from the network, fit for a log line: control characters escaped,
+/// at most 200 characters.
+fn escaped(s: &str) -> String {
+    let t: String = s.trim_end_matches(['\r', '\n']).chars().take(200).collect();
+    t.escape_debug().to_string()
 }

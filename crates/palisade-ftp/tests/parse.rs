@@ -98,8 +98,20 @@ fn pasv_epsv_user_and_the_rest() {
         parse::command("USER anonymous\r\n"),
         Ok(Command::User("anonymous".into()))
     );
-    for other in ["RETR file", "STOR x", "NOOP", "", "QUIT\r\n"] {
+    for other in ["RETR file", "STOR x", "NOOP", "QUIT\r\n", "MKD a b"] {
         assert_eq!(parse::command(other), Ok(Command::Other), "{other}");
+    }
+    // Not a command as RFC 959 writes one: refused before anything else.
+    for bad in [
+        "",
+        "X",
+        "PORTS 1",
+        "PORT\t1",
+        " PORT 1",
+        "NO OP\x01",
+        "RE7R a",
+    ] {
+        assert_eq!(parse::command(bad), Err(ParseError::Garbled), "{bad:?}");
     }
 }
 

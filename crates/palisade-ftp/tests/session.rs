@@ -202,16 +202,22 @@ fn bounce_low_ports_and_malformed_addresses_are_refused_and_the_session_goes_on(
         assert!(seen.closed.is_none());
     }
     // A malformed 227 from the server: the client hears 425, no rules.
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
     s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195)\r\n");
     let seen = drain(&mut s);
     assert!(seen.to_client.starts_with("425 "), "{seen:?}");
     assert_eq!(seen.refused.len(), 1);
     assert!(seen.rules.is_empty());
     // A server port below 1024: refused too.
+    s.from_client(0, b"EPSV\r\n");
+    drain(&mut s);
     s.from_server(0, b"229 Entering Extended Passive Mode (|||21|)\r\n");
     let seen = drain(&mut s);
     assert!(seen.to_client.starts_with("425 "), "{seen:?}");
     // And a good one still works.
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
     s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
     let seen = drain(&mut s);
     assert_eq!(seen.rules.len(), 1);
@@ -236,6 +242,7 @@ fn anonymous_only_refuses_other_users() {
 #[test]
 fn an_overlong_line_ends_the_session_and_empties_its_anchor() {
     let mut s = Session::new(7, Config::default(), reverse(), 0);
+    s.from_client(0, b"PASV\r\n");
     s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
     drain(&mut s);
     // 100 KB without an end of line, in pieces.
@@ -326,6 +333,7 @@ fn with_an_instance_the_anchor_is_named_as_openbsd_names_it() {
     };
     let mut s = Session::new(3, cfg, reverse(), 0);
     assert_eq!(s.anchor(), "ftp-proxy/4711.3");
+    s.from_client(0, b"EPSV\r\n");
     s.from_server(0, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
     assert_eq!(drain(&mut s).rules[0].0, "ftp-proxy/4711.3");
 }
@@ -343,4 +351,65 @@ fn regression_epsv_with_bytes_that_are_not_utf8_is_relayed_as_it_is() {
         }
     }
     assert_eq!(raw, b"EPSV \x98\x98\r\n");
+}
+
+#[test]
+fn a_227_or_229_that_answers_no_passive_command_opens_nothing() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    // Unasked: refused, not relayed, no rules.
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+    let seen = drain(&mut s);
+    assert!(seen.rules.is_empty());
+    assert!(seen.to_client.starts_with("425 "), "{seen:?}");
+    assert_eq!(seen.refused.len(), 1);
+    // A 229 to PASV is not read either; the next PASV's 227 is.
+    s.from_client(0, b"PASV\r\n");
+    s.from_server(0, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
+    assert!(drain(&mut s).rules.is_empty());
+    s.from_client(0, b"PASV\r\n");
+    s.from_server(
+        0,
+        b"150 Here it comes\r\n227 Entering Passive Mode (192,0,2,10,195,80)\r\n",
+    );
+    assert_eq!(
+        drain(&mut s).rules.len(),
+        1,
+        "a 1xx reply does not end the wait"
+    );
+    // Answered: a second 227 opens nothing.
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,81)\r\n");
+    assert!(drain(&mut s).rules.is_empty());
+}
+
+#[test]
+fn garbled_commands_tls_and_telnet_escapes_are_refused_not_relayed() {
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    for line in [
+        &b"PORT\t203,0,113,50,156,64\r\n"[..],
+        b" PORT 203,0,113,50,156,64\r\n",
+        b"\xff\xf4PORT 203,0,113,50,156,64\r\n",
+        b"USER\tbob\r\n",
+        b"RETR a\x00b\r\n",
+        b"PO\rRT 1\r\n",
+        b"X\r\n",
+        b"AUTH TLS\r\n",
+        b"CCC\r\n",
+    ] {
+        s.from_client(0, line);
+        let seen = drain(&mut s);
+        assert_eq!(
+            seen.to_server,
+            "",
+            "{:?} was relayed",
+            String::from_utf8_lossy(line)
+        );
+        assert!(
+            seen.to_client.starts_with("500 ") || seen.to_client.starts_with("534 "),
+            "{seen:?}"
+        );
+        assert_eq!(seen.refused.len(), 1);
+    }
+    // A Latin-1 file name is still relayed (not a control byte).
+    s.from_client(0, b"RETR caf\xe9\r\n");
+    assert!(!drain(&mut s).to_server.is_empty());
 }

@@ -70,6 +70,28 @@ pub fn run(opts: Options) -> Result<(), String> {
             opts.timeout
         ));
     }
+    for (what, v) in [("-T", &opts.tag), ("-q", &opts.queue)] {
+        if let Some(v) = v {
+            if v.is_empty()
+                || v.len() > 63
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "ftp-proxy: {what} '{v}': a name of 1 to 63 letters, digits, '_' or '-'"
+                ));
+            }
+        }
+    }
+    if let (Some(a), true) = (opts.source, opts.ipv6) {
+        if a.is_ipv4() {
+            return Err(format!(
+                "ftp-proxy: -a {a}: an IPv4 address in IPv6 mode (-6)"
+            ));
+        }
+    }
+    flush_stale(&opts.socket);
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
         .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
     let seed = std::time::SystemTime::now()
@@ -122,10 +144,15 @@ pub fn run(opts: Options) -> Result<(), String> {
         let spawned = std::thread::Builder::new()
             .name(format!("ftp-session-{id}"))
             .spawn(move || {
+                // Whatever happens (a panic included) the slot is given
+                // back and the anchor emptied.
+                let _guard = SessionGuard {
+                    sh: &sh2,
+                    anchor: format!("ftp-proxy/{}.{id}", std::process::id()),
+                };
                 if let Err(e) = session(&sh2, id, client) {
                     tracing::warn!("ftp-proxy: session {id}: {e}");
                 }
-                sh2.sessions.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             sh.sessions.fetch_sub(1, Ordering::SeqCst);
@@ -133,6 +160,56 @@ pub fn run(opts: Options) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A session's end, however it ends: its anchor emptied (tried again
+/// while the control socket is busy), its slot given back.
+struct SessionGuard<'a> {
+    sh: &'a Shared,
+    anchor: String,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        for i in 0..20 {
+            match load_rules(&self.sh.opts.socket, &self.anchor, "") {
+                Ok(()) => break,
+                // Never loaded, or emptied already by the session's end.
+                Err(e) if e.contains("no such anchor") => break,
+                Err(e) if i == 19 => {
+                    tracing::error!("ftp-proxy: {}: not emptied: {e}", self.anchor)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50 << (i / 4))),
+            }
+        }
+        self.sh.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Anchors left by ftp-proxy processes that are gone (killed, or the
+/// machine restarted the proxy): emptied at start.
+fn flush_stale(socket: &Path) {
+    let Ok(v) = crate::control::request(
+        socket,
+        json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
+    ) else {
+        return;
+    };
+    for item in v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let Some(name) = item["anchor"].as_str() else {
+            continue;
+        };
+        let pid = name
+            .strip_prefix("ftp-proxy/")
+            .and_then(|r| r.split('.').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::info!("ftp-proxy: {name}: left by a proxy that is gone: emptied");
+                let _ = load_rules(socket, name, "");
+            }
+        }
+    }
 }
 
 /// The daemon's answer to `natlook`: where the connection was going.
@@ -198,6 +275,12 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
         format!("{src}: connect to {server}: {e}")
     })?;
     let proxy = upstream.local_addr().map_err(|e| e.to_string())?.ip();
+    // A peer that stops reading cannot hold the session (and its slot)
+    // for ever; one that vanishes is noticed.
+    for s in [&client, &upstream] {
+        let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
+        keepalive(s);
+    }
     let cfg = Config {
         anonymous_only: sh.opts.anonymous_only,
         rewrite_source_port: sh.opts.rewrite_source_port,
@@ -334,6 +417,8 @@ fn connect(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
             return Err(std::io::Error::last_os_error());
         }
         let s = TcpStream::from_raw_fd(fd);
+        // Linux bounds a blocking connect() by the send timeout.
+        let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
         let (sa, len) = sockaddr(SocketAddr::new(from, 0));
         if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) < 0 {
             return Err(std::io::Error::last_os_error());
@@ -343,6 +428,20 @@ fn connect(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
             return Err(std::io::Error::last_os_error());
         }
         Ok(s)
+    }
+}
+
+fn keepalive(s: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with an int of the size given, on our socket.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_KEEPALIVE,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

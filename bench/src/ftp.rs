@@ -1,0 +1,306 @@
+//! `palisade-bench ftp [--mb 200] [--runs 3]`: FTP downloads through the
+//! firewall in reverse mode (scenario S5: the server inside, the client
+//! outside), Palisade with `palisade ftp-proxy -R` against the Linux
+//! kernel with nftables' FTP connection-tracking helper (`ct helper
+//! "ftp"`, DNAT to the server, the kernel's FTP NAT rewriting the
+//! replies), on the same topology, in the same run:
+//!
+//!   client [203.0.113.50] --veth-- [a0] fw [b0] --veth-- [192.0.2.10] server (vsftpd)
+//!
+//! The client (curl) fetches a file of `--mb` MB in passive mode (PASV)
+//! and in active mode (PORT); the figure is the rate curl read the file
+//! at (its size over curl's total time, control connection included),
+//! the median of `--runs`. Offloads are off on every veth for both peers
+//! (Palisade's ports need that; the kernel gets the same wire).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::forward::{nsx, sh, Kill, Ns};
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Peer {
+    Palisade,
+    Kernel,
+}
+
+fn topology(tag: &str) -> Ns {
+    let names: Vec<String> = ["cl", "fw", "sv"]
+        .iter()
+        .map(|r| format!("pbftp-{tag}-{r}-{}", std::process::id()))
+        .collect();
+    for n in &names {
+        sh(&["ip", "netns", "add", n]);
+    }
+    let ns = Ns(names);
+    let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
+    for (a, an, b, bn) in [(cl, "eth0", fw, "a0"), (fw, "b0", sv, "eth0")] {
+        sh(&[
+            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
+        ]);
+        for (n, i) in [(a, an), (b, bn)] {
+            nsx(
+                n,
+                &[
+                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                    "rx", "off",
+                ],
+            );
+            nsx(n, &["ip", "link", "set", i, "up"]);
+        }
+    }
+    for n in &ns.0 {
+        nsx(n, &["ip", "link", "set", "lo", "up"]);
+    }
+    nsx(cl, &["ip", "addr", "add", "203.0.113.50/24", "dev", "eth0"]);
+    nsx(cl, &["ip", "route", "add", "default", "via", "203.0.113.1"]);
+    nsx(sv, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    nsx(sv, &["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    ns
+}
+
+const PF_CONF: &str = "\
+rdr-anchor \"ftp-proxy/*\"
+rdr pass on wan inet proto tcp from any to (wan) port 21 -> 127.0.0.1 port 8021
+nat-anchor \"ftp-proxy/*\"
+anchor \"ftp-proxy/*\"
+block all
+pass out on lan inet proto tcp to 192.0.2.10 port 21
+";
+
+const NFT: &str = "\
+table ip nat {
+  chain pre { type nat hook prerouting priority -100; iifname \"a0\" tcp dport 21 dnat to 192.0.2.10; }
+}
+table inet f {
+  ct helper ftp-std { type \"ftp\" protocol tcp; }
+  chain pre { type filter hook prerouting priority 0; tcp dport 21 ct helper set \"ftp-std\"; }
+  chain fw { type filter hook forward priority 0; policy drop;
+    ct state established,related accept;
+    tcp dport 21 ct state new accept; }
+}
+";
+
+fn vsftpd(sv: &str, dir: &Path) -> Kill {
+    let conf = dir.join("vsftpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen=YES\nlisten_address=192.0.2.10\nbackground=NO\nanonymous_enable=YES\nanon_root={}\n\
+             no_anon_password=YES\nlocal_enable=NO\nwrite_enable=NO\npasv_enable=YES\nport_enable=YES\n\
+             pasv_min_port=50000\npasv_max_port=50999\nconnect_from_port_20=NO\nseccomp_sandbox=NO\n\
+             secure_chroot_dir=/var/run/vsftpd/empty\nxferlog_enable=NO\n",
+            dir.join("root").display()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::create_dir_all("/var/run/vsftpd/empty");
+    let c = Command::new("ip")
+        .args(["netns", "exec", sv, "vsftpd", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vsftpd");
+    std::thread::sleep(Duration::from_millis(500));
+    Kill(Some(c))
+}
+
+fn start(ns: &str, args: &[&str], ready: &str) -> Kill {
+    use std::io::{BufRead, BufReader};
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let err = c.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            if l.contains(&ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let k = Kill(Some(c));
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{args:?} did not start"));
+    k
+}
+
+/// One download: MB/s as curl read the file (or None if it failed).
+fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
+    let t = Instant::now();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            cl,
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "-o",
+            "/dev/null",
+        ])
+        .args(extra)
+        .args([
+            "-w",
+            "%{size_download} %{time_total}",
+            "ftp://203.0.113.1/blob",
+        ])
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let mut it = out.split_whitespace();
+    let got: u64 = it.next()?.parse().ok()?;
+    let secs: f64 = it.next()?.parse().ok()?;
+    if !o.status.success() || got != bytes {
+        eprintln!(
+            "download failed after {:.1} s: {out} {}",
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return None;
+    }
+    Some(bytes as f64 / 1e6 / secs)
+}
+
+fn measure(peer: Peer, dir: &Path, palisade: &Path, bytes: u64, runs: usize) -> [Vec<f64>; 2] {
+    let tag = if peer == Peer::Kernel { "k" } else { "p" };
+    let ns = topology(tag);
+    let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
+    let _server = vsftpd(sv, dir);
+    let mut daemons = Vec::new();
+    match peer {
+        Peer::Kernel => {
+            nsx(fw, &["ip", "addr", "add", "203.0.113.1/24", "dev", "a0"]);
+            nsx(fw, &["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
+            nsx(fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            let f = dir.join("ftp.nft");
+            std::fs::write(&f, NFT).unwrap();
+            nsx(fw, &["nft", "-f", f.to_str().unwrap()]);
+        }
+        Peer::Palisade => {
+            std::fs::write(dir.join("pf.conf"), PF_CONF).unwrap();
+            let sock = dir.join("palisade.sock");
+            let cfg = dir.join("palisade.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "pf = \"pf.conf\"\ncontrol = \"{}\"\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+                     [[interface]]\nname = \"wan\"\nport = \"a0\"\naddresses = [\"203.0.113.1/24\"]\n\
+                     [[interface]]\nname = \"lan\"\nport = \"b0\"\naddresses = [\"192.0.2.1/24\"]\n",
+                    sock.display()
+                ),
+            )
+            .unwrap();
+            let p = palisade.to_str().unwrap();
+            daemons.push(start(
+                fw,
+                &[p, "run", "-c", cfg.to_str().unwrap()],
+                "running",
+            ));
+            daemons.push(start(
+                fw,
+                &[
+                    p,
+                    "ftp-proxy",
+                    "-s",
+                    sock.to_str().unwrap(),
+                    "-R",
+                    "192.0.2.10",
+                ],
+                "listening on",
+            ));
+        }
+    }
+    // A directory listing first warms neighbours and the server.
+    let _ = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            cl,
+            "curl",
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+        ])
+        .arg("ftp://203.0.113.1/")
+        .status();
+    let mut pasv = Vec::new();
+    let mut port = Vec::new();
+    for _ in 0..runs {
+        pasv.extend(download(cl, &["--disable-epsv"], bytes));
+        port.extend(download(cl, &["-P", "-", "--disable-eprt"], bytes));
+    }
+    drop(daemons);
+    [pasv, port]
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied()
+}
+
+pub fn run(args: &[String]) {
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mb: u64 = arg("--mb").map_or(200, |s| s.parse().expect("--mb N"));
+    let runs: usize = arg("--runs").map_or(3, |s| s.parse().expect("--runs N"));
+    for tool in ["vsftpd", "curl", "nft"] {
+        if Command::new("which")
+            .arg(tool)
+            .stdout(Stdio::null())
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            eprintln!("{tool} is missing: apt install vsftpd curl nftables");
+            std::process::exit(1);
+        }
+    }
+    let palisade = crate::palisade_bin();
+    let dir = std::env::temp_dir().join(format!("palisade-bench-ftp-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    let bytes = mb * 1_000_000;
+    // Bytes no compression or pattern could fake.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut blob = Vec::with_capacity(bytes as usize);
+    while (blob.len() as u64) < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        blob.extend_from_slice(&x.to_le_bytes());
+    }
+    blob.truncate(bytes as usize);
+    std::fs::write(dir.join("root/blob"), &blob).unwrap();
+    drop(blob);
+    println!("{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median)");
+    let p = measure(Peer::Palisade, &dir, &palisade, bytes, runs);
+    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs);
+    for (i, mode) in ["passive (PASV)", "active (PORT)"].iter().enumerate() {
+        let (a, b) = (median(&p[i]), median(&k[i]));
+        println!(
+            "{mode:<16} palisade + ftp-proxy: {} MB/s ({} of {runs} ok); kernel + ct helper ftp: {} MB/s ({} of {runs} ok); ratio palisade/kernel {}",
+            a.map_or("-".into(), |v| format!("{v:.1}")),
+            p[i].len(),
+            b.map_or("-".into(), |v| format!("{v:.1}")),
+            k[i].len(),
+            match (a, b) {
+                (Some(a), Some(b)) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
