@@ -76,6 +76,68 @@ pub(crate) fn nsx(ns: &str, args: &[&str]) {
     sh(&v);
 }
 
+/// A veth pair between two namespaces, offloads off (Palisade's ports
+/// need that; the kernel peers get the same wire), both ends up.
+pub(crate) fn veth(a: &str, an: &str, b: &str, bn: &str) {
+    sh(&[
+        "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
+    ]);
+    for (n, i) in [(a, an), (b, bn)] {
+        nsx(
+            n,
+            &[
+                "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx",
+                "off",
+            ],
+        );
+        nsx(n, &["ip", "link", "set", i, "up"]);
+    }
+}
+
+/// A daemon in `ns`, once it printed `ready` on stderr (20 s at most;
+/// an empty `ready`: at once).
+pub(crate) fn start_until(ns: &str, args: &[&str], ready: &str) -> Kill {
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let err = c.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wait = !ready.is_empty();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            if l.contains(&ready) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let k = Kill(Some(c));
+    if wait {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{args:?} did not start"));
+    }
+    k
+}
+
+/// Exit with a hint unless every tool is on the PATH.
+pub(crate) fn need_tools(tools: &[&str], hint: &str) {
+    for tool in tools {
+        let found = Command::new("which")
+            .arg(tool)
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            eprintln!("{tool} is missing: {hint}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn topology(tag: &str) -> Ns {
     let names: Vec<String> = ["src", "fw", "dst"]
         .iter()
@@ -87,19 +149,7 @@ fn topology(tag: &str) -> Ns {
     let ns = Ns(names);
     let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     for (a, an, b, bn) in [(src, "eth0", fw, "a0"), (fw, "b0", dst, "eth0")] {
-        sh(&[
-            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
-        ]);
-        for (n, i) in [(a, an), (b, bn)] {
-            nsx(
-                n,
-                &[
-                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-                    "rx", "off",
-                ],
-            );
-            nsx(n, &["ip", "link", "set", i, "up"]);
-        }
+        veth(a, an, b, bn);
     }
     for n in &ns.0 {
         nsx(n, &["ip", "link", "set", "lo", "up"]);

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::forward::{nsx, sh, Kill, Ns};
+use crate::forward::{need_tools, nsx, sh, start_until, veth, Kill, Ns};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Peer {
@@ -36,19 +36,7 @@ fn topology(tag: &str) -> Ns {
     let ns = Ns(names);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     for (a, an, b, bn) in [(cl, "eth0", fw, "a0"), (fw, "b0", sv, "eth0")] {
-        sh(&[
-            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
-        ]);
-        for (n, i) in [(a, an), (b, bn)] {
-            nsx(
-                n,
-                &[
-                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-                    "rx", "off",
-                ],
-            );
-            nsx(n, &["ip", "link", "set", i, "up"]);
-        }
+        veth(a, an, b, bn);
     }
     for n in &ns.0 {
         nsx(n, &["ip", "link", "set", "lo", "up"]);
@@ -104,31 +92,6 @@ fn vsftpd(sv: &str, dir: &Path) -> Kill {
         .expect("vsftpd");
     std::thread::sleep(Duration::from_millis(500));
     Kill(Some(c))
-}
-
-fn start(ns: &str, args: &[&str], ready: &str) -> Kill {
-    use std::io::{BufRead, BufReader};
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let err = c.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ready = ready.to_string();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
-            if l.contains(&ready) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let k = Kill(Some(c));
-    rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("{args:?} did not start"));
-    k
 }
 
 /// One download: MB/s as curl read the file (or None if it failed).
@@ -199,12 +162,12 @@ fn measure(peer: Peer, dir: &Path, palisade: &Path, bytes: u64, runs: usize) -> 
             )
             .unwrap();
             let p = palisade.to_str().unwrap();
-            daemons.push(start(
+            daemons.push(start_until(
                 fw,
                 &[p, "run", "-c", cfg.to_str().unwrap()],
                 "running",
             ));
-            daemons.push(start(
+            daemons.push(start_until(
                 fw,
                 &[
                     p,
@@ -258,17 +221,10 @@ pub fn run(args: &[String]) {
     };
     let mb: u64 = arg("--mb").map_or(200, |s| s.parse().expect("--mb N"));
     let runs: usize = arg("--runs").map_or(3, |s| s.parse().expect("--runs N"));
-    for tool in ["vsftpd", "curl", "nft"] {
-        if Command::new("which")
-            .arg(tool)
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            eprintln!("{tool} is missing: apt install vsftpd curl nftables");
-            std::process::exit(1);
-        }
-    }
+    need_tools(
+        &["vsftpd", "curl", "nft"],
+        "apt install vsftpd curl nftables",
+    );
     let palisade = crate::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-ftp-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("root")).unwrap();

@@ -26,10 +26,10 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::forward::{nsx, sh, Kill, Ns};
+use crate::forward::{need_tools, nsx, sh, start_until, veth, Ns};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Peer {
@@ -96,19 +96,7 @@ fn topology() -> Ns {
         (fw1, "b0", dst, "eth0"),
         (fw1, "s0", fw2, "s0"),
     ] {
-        sh(&[
-            "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
-        ]);
-        for (n, i) in [(a, an), (b, bn)] {
-            nsx(
-                n,
-                &[
-                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-                    "rx", "off",
-                ],
-            );
-            nsx(n, &["ip", "link", "set", i, "up"]);
-        }
+        veth(a, an, b, bn);
     }
     for n in &ns.0 {
         nsx(n, &["ip", "link", "set", "lo", "up"]);
@@ -176,35 +164,6 @@ fn conntrackd_conf(dir: &Path, me: &str, peer: &str) -> String {
          General {{\n  HashSize 65536\n  HashLimit 1048576\n  LogFile off\n  Syslog off\n  LockFile {d}/{me}.lock\n  UNIX {{\n    Path {d}/{me}.ctl\n  }}\n  NetlinkBufferSize 2097152\n  NetlinkBufferSizeMaxGrowth 134217728\n  NetlinkOverrunResync on\n}}\n",
         d = dir.display()
     )
-}
-
-/// A daemon started in `ns`, with its stderr read until `ready` shows (or
-/// 20 s pass).
-fn start(ns: &str, args: &[&str], ready: &str) -> Kill {
-    let mut c = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    let err = c.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wait = !ready.is_empty();
-    let ready = ready.to_string();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
-            if l.contains(&ready) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let k = Kill(Some(c));
-    if wait {
-        rx.recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("{args:?} did not start"));
-    }
-    k
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -343,7 +302,7 @@ fn measure(peer: Peer, rate: u64, secs: f64, dir: &Path, palisade: &Path) -> Res
                 )
                 .unwrap();
                 let ns_name = if n == 0 { fw2 } else { fw1 };
-                daemons.push(start(
+                daemons.push(start_until(
                     ns_name,
                     &[
                         palisade.to_str().unwrap(),
@@ -397,7 +356,7 @@ fn measure(peer: Peer, rate: u64, secs: f64, dir: &Path, palisade: &Path) -> Res
             ] {
                 let conf = dir.join(format!("conntrackd-{me}.conf"));
                 std::fs::write(&conf, conntrackd_conf(dir, me, other)).unwrap();
-                daemons.push(start(
+                daemons.push(start_until(
                     ns_name,
                     &["conntrackd", "-C", conf.to_str().unwrap()],
                     "",
@@ -524,17 +483,10 @@ pub fn run(args: &[String]) {
     };
     let rate: u64 = arg("--rate").map_or(10_000, |s| s.parse().expect("--rate N"));
     let secs: f64 = arg("--secs").map_or(6.0, |s| s.parse().expect("--secs S"));
-    for tool in ["conntrackd", "conntrack", "nft"] {
-        if Command::new("which")
-            .arg(tool)
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            eprintln!("{tool} is missing: apt install conntrackd conntrack nftables");
-            std::process::exit(1);
-        }
-    }
+    need_tools(
+        &["conntrackd", "conntrack", "nft"],
+        "apt install conntrackd conntrack nftables",
+    );
     let palisade = crate::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-sync-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -26,21 +26,59 @@ use palisade_ftp::{Config, Ends, Output, Session};
 use serde_json::json;
 
 /// What `palisade ftp-proxy` was told (ftp-proxy(8)'s options).
-#[derive(Clone, Debug)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct Options {
+    /// IPv6 mode: listen on ::1 (unless -b); only EPSV and EPRT can
+    /// carry IPv6 addresses (as in IPv4 mode on IPv6 connections).
+    #[arg(short = '6')]
     pub ipv6: bool,
+    /// Only users ftp and anonymous may log in.
+    #[arg(short = 'A')]
     pub anonymous_only: bool,
-    pub source: Option<IpAddr>,
-    pub bind: Option<IpAddr>,
+    /// Connect to servers from this address.
+    #[arg(short = 'a', value_name = "SOURCEADDR")]
+    pub source: Option<std::net::IpAddr>,
+    /// Listen on this address (default 127.0.0.1, or ::1 with -6).
+    #[arg(short = 'b', value_name = "ADDRESS")]
+    pub bind: Option<std::net::IpAddr>,
+    /// Log level as syslog's, 0 to 7 (default 5: notices and above;
+    /// 7 adds debugging).
+    #[arg(short = 'D', value_name = "LEVEL", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=7))]
+    pub debug: u8,
+    /// Stay in the foreground and log to standard error (always so:
+    /// accepted for ftp-proxy(8)'s command lines).
+    #[arg(short = 'd')]
+    pub foreground: bool,
+    /// At most this many sessions at once (1 to 500).
+    #[arg(short = 'm', value_name = "MAXSESSIONS", default_value_t = 100)]
     pub max_sessions: usize,
+    /// With -R: the server's port.
+    #[arg(short = 'P', value_name = "PORT", default_value_t = 21)]
     pub server_port: u16,
+    /// Listen on this port.
+    #[arg(short = 'p', value_name = "PORT", default_value_t = 8021)]
     pub port: u16,
+    /// Put the data connections' rules on this queue.
+    #[arg(short = 'q', value_name = "QUEUE")]
     pub queue: Option<String>,
-    pub reverse: Option<IpAddr>,
+    /// Reverse mode: every session goes to this server (an FTP server
+    /// behind the firewall).
+    #[arg(short = 'R', value_name = "ADDRESS")]
+    pub reverse: Option<std::net::IpAddr>,
+    /// Active-mode data connections come from port 20.
+    #[arg(short = 'r')]
     pub rewrite_source_port: bool,
+    /// Tag the data connections' packets.
+    #[arg(short = 'T', value_name = "TAG")]
     pub tag: Option<String>,
+    /// Seconds a control connection may stay idle (1 to 86400).
+    #[arg(short = 't', value_name = "TIMEOUT", default_value_t = 86_400)]
     pub timeout: u64,
+    /// Log the data connections' rules (`log`); twice: `log (all)`.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// The daemon's control socket (`control` in palisade.toml).
+    #[arg(short = 's', long = "socket", value_name = "SOCKET", default_value = palisade_net::config::DEFAULT_CONTROL)]
     pub socket: PathBuf,
 }
 

@@ -142,59 +142,7 @@ enum Cmd {
     /// pass exactly that connection into `ftp-proxy/ID`, and empties the
     /// anchor when the session ends. Runs in the foreground.
     #[command(name = "ftp-proxy")]
-    FtpProxy {
-        /// IPv6 mode: listen on ::1 (unless -b); only EPSV and EPRT can
-        /// carry IPv6 addresses (as in IPv4 mode on IPv6 connections).
-        #[arg(short = '6')]
-        ipv6: bool,
-        /// Only users ftp and anonymous may log in.
-        #[arg(short = 'A')]
-        anonymous_only: bool,
-        /// Connect to servers from this address.
-        #[arg(short = 'a', value_name = "SOURCEADDR")]
-        source: Option<std::net::IpAddr>,
-        /// Listen on this address (default 127.0.0.1, or ::1 with -6).
-        #[arg(short = 'b', value_name = "ADDRESS")]
-        bind: Option<std::net::IpAddr>,
-        /// Log level as syslog's, 0 to 7 (default 5: notices and above;
-        /// 7 adds debugging).
-        #[arg(short = 'D', value_name = "LEVEL", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=7))]
-        debug: u8,
-        /// Stay in the foreground and log to standard error (always so:
-        /// accepted for ftp-proxy(8)'s command lines).
-        #[arg(short = 'd')]
-        foreground: bool,
-        /// At most this many sessions at once (1 to 500).
-        #[arg(short = 'm', value_name = "MAXSESSIONS", default_value_t = 100)]
-        max_sessions: usize,
-        /// With -R: the server's port.
-        #[arg(short = 'P', value_name = "PORT", default_value_t = 21)]
-        server_port: u16,
-        /// Listen on this port.
-        #[arg(short = 'p', value_name = "PORT", default_value_t = 8021)]
-        port: u16,
-        /// Put the data connections' rules on this queue.
-        #[arg(short = 'q', value_name = "QUEUE")]
-        queue: Option<String>,
-        /// Reverse mode: every session goes to this server (an FTP server
-        /// behind the firewall).
-        #[arg(short = 'R', value_name = "ADDRESS")]
-        reverse: Option<std::net::IpAddr>,
-        /// Active-mode data connections come from port 20.
-        #[arg(short = 'r')]
-        rewrite_source_port: bool,
-        /// Tag the data connections' packets.
-        #[arg(short = 'T', value_name = "TAG")]
-        tag: Option<String>,
-        /// Seconds a control connection may stay idle (1 to 86400).
-        #[arg(short = 't', value_name = "TIMEOUT", default_value_t = 86_400)]
-        timeout: u64,
-        /// Log the data connections' rules (`log`); twice: `log (all)`.
-        #[arg(short = 'v', action = clap::ArgAction::Count)]
-        verbose: u8,
-        #[command(flatten)]
-        sock: Sock,
-    },
+    FtpProxy(ftpproxy::Options),
     /// Scenario S1 on this machine, in network namespaces (needs root).
     Lab {
         #[command(subcommand)]
@@ -901,25 +849,8 @@ fn main() -> ExitCode {
         Cmd::Sync {
             action: SyncCmd::Show { json, sock },
         } => control_cmd(&sock.socket, Request::SyncShow, json),
-        Cmd::FtpProxy {
-            ipv6,
-            anonymous_only,
-            source,
-            bind,
-            debug,
-            foreground: _,
-            max_sessions,
-            server_port,
-            port,
-            queue,
-            reverse,
-            rewrite_source_port,
-            tag,
-            timeout,
-            verbose,
-            sock,
-        } => {
-            let level = match debug {
+        Cmd::FtpProxy(opts) => {
+            let level = match opts.debug {
                 0..=3 => tracing::Level::ERROR,
                 4 => tracing::Level::WARN,
                 5 | 6 => tracing::Level::INFO,
@@ -931,22 +862,6 @@ fn main() -> ExitCode {
                 .with_target(false)
                 .with_max_level(level)
                 .try_init();
-            let opts = ftpproxy::Options {
-                ipv6,
-                anonymous_only,
-                source,
-                bind,
-                max_sessions,
-                server_port,
-                port,
-                queue,
-                reverse,
-                rewrite_source_port,
-                tag,
-                timeout,
-                verbose,
-                socket: sock.socket,
-            };
             match ftpproxy::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
