@@ -178,13 +178,14 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Palisade's `sync show` data.
-fn palisade_sync(sock: &Path) -> serde_json::Value {
+/// One request on Palisade's control socket: the answer's `data`
+/// (Null if the daemon does not answer).
+fn control(sock: &Path, req: serde_json::Value) -> serde_json::Value {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
         return serde_json::Value::Null;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = writeln!(s, "{}", serde_json::json!({"cmd": "sync", "op": "show"}));
+    let _ = writeln!(s, "{req}");
     let mut line = String::new();
     let _ = BufReader::new(s).read_line(&mut line);
     serde_json::from_str::<serde_json::Value>(&line)
@@ -192,40 +193,20 @@ fn palisade_sync(sock: &Path) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+fn palisade_sync(sock: &Path) -> serde_json::Value {
+    control(sock, serde_json::json!({"cmd": "sync", "op": "show"}))
+}
+
 fn palisade_info(sock: &Path) -> serde_json::Value {
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
-        return serde_json::Value::Null;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = writeln!(
-        s,
-        "{}",
-        serde_json::json!({"cmd": "show", "what": "info", "verbose": 0, "anchor": null})
-    );
-    let mut line = String::new();
-    let _ = BufReader::new(s).read_line(&mut line);
-    serde_json::from_str::<serde_json::Value>(&line)
-        .map(|v| v["data"].clone())
-        .unwrap_or_default()
+    control(
+        sock,
+        serde_json::json!({"cmd": "show", "what": "info", "verbose": 0, "anchor": null}),
+    )
 }
 
 /// Palisade's state count, over its control socket.
 fn palisade_states(sock: &Path) -> u64 {
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
-        return 0;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = writeln!(
-        s,
-        "{}",
-        serde_json::json!({"cmd": "show", "what": "info", "verbose": 0, "anchor": null})
-    );
-    let mut line = String::new();
-    let _ = BufReader::new(s).read_line(&mut line);
-    serde_json::from_str::<serde_json::Value>(&line)
-        .ok()
-        .and_then(|v| v["data"]["states"].as_u64())
-        .unwrap_or(0)
+    palisade_info(sock)["states"].as_u64().unwrap_or(0)
 }
 
 fn output(ns: &str, args: &[&str]) -> String {
