@@ -62,12 +62,16 @@ impl Mark {
         }
     }
 
-    /// Has `now` moved at least `bytes` on some sequence number?
+    /// Has `now` moved at least `bytes` on some sequence number? A side
+    /// not seen yet (seqlo 0: before its first packet) is not progress:
+    /// the handshake would otherwise push every new connection.
     fn far(&self, now: &Mark, bytes: u32) -> bool {
-        self.seq
-            .iter()
-            .zip(now.seq)
-            .any(|(a, b)| b.wrapping_sub(*a) as i32 >= bytes as i32)
+        [(0, 1), (2, 3)].into_iter().any(|(lo, hi)| {
+            self.seq[lo] != 0
+                && [lo, hi]
+                    .into_iter()
+                    .any(|i| now.seq[i].wrapping_sub(self.seq[i]) as i32 >= bytes as i32)
+        })
     }
 }
 
@@ -103,6 +107,9 @@ pub struct SyncConfig {
     pub pfcksum: [u8; CKSUM_LEN],
     /// Authenticate every packet (beyond OpenBSD; off by default).
     pub auth: Option<Auth>,
+    /// `defer`: every INS asks for INS_ACK and leaves at once (the
+    /// caller holds the state's first packet meanwhile).
+    pub ack_inserts: bool,
 }
 
 /// Beyond OpenBSD: every packet ends with a section of action
@@ -150,6 +157,7 @@ impl Default for SyncConfig {
             bulk_tick: 1_000,
             pfcksum: [0; CKSUM_LEN],
             auth: None,
+            ack_inserts: false,
         }
     }
 }
@@ -281,9 +289,10 @@ pub struct Sync {
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
-    /// Authentication: the last counter sent, those taken.
+    /// Authentication: the last counter sent, those taken from each
+    /// sender (by source address: several nodes may share a key).
     counter: u64,
-    replay: ReplayWindow,
+    replay: HashMap<Option<std::net::IpAddr>, ReplayWindow>,
 }
 
 impl Sync {
@@ -291,7 +300,7 @@ impl Sync {
         let counter = cfg.auth.as_ref().map_or(0, |a| a.counter_base);
         Sync {
             counter,
-            replay: ReplayWindow::default(),
+            replay: HashMap::new(),
             cfg,
             pending: BTreeMap::new(),
             pending_bytes: 0,
@@ -410,11 +419,18 @@ impl Sync {
 
     /// A new state in the local table (not `no-sync`: the caller keeps
     /// those to itself).
-    pub fn insert(&mut self, now: Micros, s: StateMsg) {
+    pub fn insert(&mut self, now: Micros, mut s: StateMsg) {
         let r = state_ref(&s);
         self.mark(r, Mark::of(&s.src, &s.dst));
+        if self.cfg.ack_inserts {
+            s.state_flags |= wire::PFSTATE_ACK;
+        }
         self.put(r, Pending::Ins(Box::new(s)));
         self.arm(now);
+        if self.cfg.ack_inserts {
+            // The first packet waits for the answer: no batching.
+            self.flush_at = Some(now);
+        }
     }
 
     /// A state changed (its packets moved its peers, its expiry): what
@@ -530,6 +546,18 @@ impl Sync {
 
     /// A pfsync packet (the IP payload) arrived with IP TTL `ttl`.
     pub fn handle_packet(&mut self, now: Micros, ttl: u8, payload: &[u8]) {
+        self.handle_packet_from(now, None, ttl, payload)
+    }
+
+    /// The same, from source address `src` (authentication keeps one
+    /// replay window per sender).
+    pub fn handle_packet_from(
+        &mut self,
+        now: Micros,
+        src: Option<std::net::IpAddr>,
+        ttl: u8,
+        payload: &[u8],
+    ) {
         if ttl != wire::TTL {
             return self.drop_packet(Refused::BadTtl);
         }
@@ -537,7 +565,8 @@ impl Sync {
             return self.drop_packet(Refused::Malformed);
         };
         if let Some(a) = &self.cfg.auth {
-            if let Err(r) = check_auth(a, payload, &p).and_then(|c| self.replay.take(c)) {
+            let window = self.replay.entry(src).or_default();
+            if let Err(r) = check_auth(a, payload, &p).and_then(|c| window.take(c)) {
                 return self.drop_packet(r);
             }
         }
@@ -551,9 +580,18 @@ impl Sync {
             match m {
                 Message::Ins(s) | Message::Upd(s) => self.events.push_back(Event::State(s)),
                 Message::UpdC(u) => self.events.push_back(Event::Update(u)),
-                Message::Del(s) => self.events.push_back(Event::Delete(state_ref(&s))),
-                Message::DelC(r) => self.events.push_back(Event::Delete(r)),
-                Message::Clr(c) => self.events.push_back(Event::Clear(c)),
+                Message::Del(s) => {
+                    self.marks.remove(&state_ref(&s));
+                    self.events.push_back(Event::Delete(state_ref(&s)))
+                }
+                Message::DelC(r) => {
+                    self.marks.remove(&r);
+                    self.events.push_back(Event::Delete(r))
+                }
+                Message::Clr(c) => {
+                    self.marks.retain(|r, _| r.creatorid != c.creatorid);
+                    self.events.push_back(Event::Clear(c))
+                }
                 Message::InsAck(r) => self.events.push_back(Event::Acked(r)),
                 Message::UpdReq(r) if r.id == 0 && r.creatorid == 0 => {
                     self.bulk_req_received = now;
@@ -822,39 +860,65 @@ fn check_auth(a: &Auth, payload: &[u8], p: &Packet) -> Result<u64, Refused> {
 }
 
 /// Counters taken, as IPsec's anti-replay window (RFC 4303, 3.4.3): the
-/// highest, and which of the 63 below it. Packets a sender's threads put
-/// on the wire a little out of order are all taken; each counter once.
+/// highest, and which of the 1023 below it. Packets a sender's threads put
+/// on the wire out of order (one flush can be hundreds of packets) are
+/// all taken; each counter once.
 #[derive(Clone, Copy, Debug, Default)]
 struct ReplayWindow {
     top: Option<u64>,
-    seen: u64,
+    /// Bit i: counter top - i was taken.
+    seen: [u64; 16],
 }
 
 impl ReplayWindow {
-    const SIZE: u64 = 64;
+    const SIZE: u64 = 1024;
+
+    fn bit(&self, d: u64) -> bool {
+        self.seen[(d / 64) as usize] & (1 << (d % 64)) != 0
+    }
+
+    fn set(&mut self, d: u64) {
+        self.seen[(d / 64) as usize] |= 1 << (d % 64);
+    }
+
+    /// Move the window up by `shift` counters.
+    fn slide(&mut self, shift: u64) {
+        if shift >= Self::SIZE {
+            self.seen = [0; 16];
+            return;
+        }
+        let (words, bits) = ((shift / 64) as usize, (shift % 64) as u32);
+        let old = self.seen;
+        for i in (0..16usize).rev() {
+            let lo = i.checked_sub(words).map_or(0, |j| old[j]);
+            let below = i.checked_sub(words + 1).map_or(0, |j| old[j]);
+            self.seen[i] = if bits == 0 {
+                lo
+            } else {
+                (lo << bits) | (below >> (64 - bits))
+            };
+        }
+    }
 
     /// Take `c` if it was never taken and is not too old.
     fn take(&mut self, c: u64) -> Result<(), Refused> {
         let Some(top) = self.top else {
             self.top = Some(c);
-            self.seen = 1;
+            self.seen = [0; 16];
+            self.set(0);
             return Ok(());
         };
         if c > top {
-            let shift = c - top;
-            self.seen = if shift >= Self::SIZE {
-                1
-            } else {
-                (self.seen << shift) | 1
-            };
+            self.slide(c - top);
+            self.set(0);
             self.top = Some(c);
             return Ok(());
         }
         let d = top - c;
-        if d >= Self::SIZE || self.seen & (1 << d) != 0 {
+        if d >= Self::SIZE || self.bit(d) {
             return Err(Refused::Replayed);
         }
-        self.seen |= 1 << d;
+        self.set(d);
         Ok(())
     }
 }

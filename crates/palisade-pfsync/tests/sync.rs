@@ -561,3 +561,72 @@ fn defer_an_insert_asks_for_ins_ack_and_leaves_at_once() {
     p.run(100 * MS);
     assert_eq!(p.a.acked.len(), 1);
 }
+
+#[test]
+fn the_replay_window_spans_1024_counters_per_sender() {
+    let mut a = with_key(0xa, b"k", 1_000);
+    let mut c = with_key(0xc, b"k", 9_000_000);
+    let mut b = with_key(0xb, b"k", 5);
+    let mut pkts = Vec::new();
+    for id in 1..=1100 {
+        a.sync.insert(0, state(0xa, id, 1));
+        a.sync.flush();
+        pkts.push(a.sync.poll_transmit().unwrap());
+    }
+    let from_a = Some("198.18.255.1".parse().unwrap());
+    // The newest first, then one 1000 behind it (taken), one 1030
+    // behind (too old), the newest again (a replay).
+    for i in [1099, 99, 69, 1099] {
+        b.sync.handle_packet_from(0, from_a, 255, &pkts[i]);
+    }
+    b.events(0);
+    assert_eq!(b.table.len(), 2);
+    assert_eq!(b.drops, [Refused::Replayed; 2]);
+    // Another sender with the same key and a far higher counter has a
+    // window of its own: a's packets still count.
+    c.sync.insert(0, state(0xc, 1, 1));
+    c.sync.flush();
+    let pc = c.sync.poll_transmit().unwrap();
+    b.sync
+        .handle_packet_from(0, Some("198.18.255.3".parse().unwrap()), 255, &pc);
+    b.sync.handle_packet_from(0, from_a, 255, &pkts[1098]);
+    b.events(0);
+    assert_eq!(b.table.len(), 4, "{:?}", b.drops);
+}
+
+#[test]
+fn with_defer_every_insert_asks_for_an_ack_at_once() {
+    let mut p = Pair::new();
+    p.a.sync = Sync::new(SyncConfig {
+        creator: 0xa,
+        ack_inserts: true,
+        ..SyncConfig::default()
+    });
+    p.a.insert(0, state(0xa, 1, 1));
+    p.run(0);
+    assert_eq!(p.a_sent.len(), 1, "sent at once, not batched");
+    assert_eq!(
+        p.a.acked,
+        [StateRef {
+            id: 1,
+            creatorid: 0xa
+        }]
+    );
+}
+
+#[test]
+fn the_handshake_of_a_new_connection_does_not_push() {
+    let mut p = Pair::new();
+    // A new state: the responder's side not seen yet (seqlo 0).
+    p.a.insert(0, state(0xa, 1, 1000));
+    p.run(1_100 * MS);
+    let before = (p.a_sent.len(), p.a.sync.stats().pushes);
+    // Its SYN-ACK: the responder's random sequence number appears.
+    let t = p.now;
+    let mut s = state(0xa, 1, 1000);
+    s.dst.seqlo = 0x8000_0000;
+    s.dst.seqhi = 0x8001_0000;
+    p.a.update(t, s);
+    p.run(t + MS);
+    assert_eq!((p.a_sent.len(), p.a.sync.stats().pushes), before);
+}

@@ -44,6 +44,8 @@ pub struct SyncRuntime {
     /// `defer`: first packets held until the peer acknowledges their
     /// states, oldest first.
     deferred: std::collections::VecDeque<Deferral>,
+    /// INS_ACKs that came before their packet was handed over.
+    early_acks: std::collections::VecDeque<StateId>,
     pub defer_stats: DeferStats,
 }
 
@@ -89,6 +91,7 @@ impl SyncRuntime {
         let sync = Sync::new(SyncConfig {
             creator,
             flush_after: FLUSH_AFTER_US,
+            ack_inserts: cfg.defer,
             maxupd: cfg.maxupd.max(1),
             auth: cfg.key.as_ref().map(|k| Auth {
                 key: k.as_bytes().to_vec(),
@@ -103,6 +106,7 @@ impl SyncRuntime {
             applied: 0,
             apply_errors: 0,
             deferred: std::collections::VecDeque::new(),
+            early_acks: std::collections::VecDeque::new(),
             defer_stats: DeferStats::default(),
         })
     }
@@ -112,20 +116,33 @@ impl SyncRuntime {
     /// leave now. Returns what can go now: the sync packets, and held
     /// frames let go (the oldest, when too many are held; these frames
     /// themselves, when the states went without a trace).
+    /// Also says whether it held the frames.
     pub fn defer(
         &mut self,
         dp: &mut Dataplane,
         created: Vec<StateId>,
         frames: Vec<Out>,
         now_us: u64,
-    ) -> Vec<Out> {
+    ) -> (Vec<Out>, bool) {
+        // With defer every INS asks for INS_ACK (the core sets the flag
+        // when the state is drained, by whichever worker): the answer may
+        // even have come already.
         self.drain_local(dp, now_us);
         let waiting: Vec<StateId> = created
             .into_iter()
-            .filter(|sid| self.sync.want_ack(now_us, state_ref(sid)))
+            .filter(|sid| {
+                let early = self.early_acks.iter().position(|a| a == sid);
+                if let Some(i) = early {
+                    self.early_acks.remove(i);
+                }
+                early.is_none()
+            })
             .collect();
         let mut out = Vec::new();
-        if waiting.is_empty() {
+        // Nothing to hold (the packet was punted, or queued for a
+        // neighbour): nothing waits.
+        let held = !waiting.is_empty() && !frames.is_empty();
+        if !held {
             out.extend(frames);
         } else {
             self.defer_stats.held += 1;
@@ -141,15 +158,29 @@ impl SyncRuntime {
                 }
             }
         }
-        if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
-            self.sync.handle_timeout(now_us);
-        }
+        out.extend(self.transmit(dp, now_us));
+        (out, held)
+    }
+
+    /// Stopping: everything pending leaves now, held packets go.
+    pub fn shutdown(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
+        self.drain_local(dp, now_us);
+        self.sync.flush();
+        let mut out: Vec<Out> = self.deferred.drain(..).flat_map(|d| d.frames).collect();
         out.extend(self.transmit(dp, now_us));
         out
     }
 
-    /// The peer has `sid`: packets waiting only for it go.
+    /// The peer has `sid`: packets waiting only for it go. An answer
+    /// that comes before its packet was handed over is kept (a few).
     fn acked(&mut self, sid: StateId, out: &mut Vec<Out>) {
+        if !self.deferred.iter().any(|d| d.waiting.contains(&sid)) {
+            if self.early_acks.len() >= DEFER_MAX {
+                self.early_acks.pop_front();
+            }
+            self.early_acks.push_back(sid);
+            return;
+        }
         for d in self.deferred.iter_mut() {
             d.waiting.retain(|w| *w != sid);
         }
@@ -216,7 +247,8 @@ impl SyncRuntime {
             };
             let end = info.len.min(p.packet.len());
             let payload = &p.packet[info.l4_offset.min(end)..end];
-            self.sync.handle_packet(now_us, info.ttl, payload);
+            self.sync
+                .handle_packet_from(now_us, Some(info.src), info.ttl, payload);
         }
         self.drain_local(dp, now_us);
         let mut demote = Vec::new();

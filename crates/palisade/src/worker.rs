@@ -137,14 +137,17 @@ fn held_or_out(
         outs.extend(frames);
         return;
     }
-    if let Some(mut s) = sh.pfsync() {
+    let held = if let Some(mut s) = sh.pfsync() {
         let now_us = sh.now_us();
         let mut dp = sh.dp();
-        outs.extend(s.defer(&mut dp, created, frames, now_us));
+        let (o, held) = s.defer(&mut dp, created, frames, now_us);
+        outs.extend(o);
+        held
     } else {
         outs.extend(frames);
-    }
-    if id != 0 {
+        false
+    };
+    if held && id != 0 {
         sh.wake.wake();
     }
 }
@@ -416,8 +419,8 @@ pub fn worker(
     // Stopping: masters bow out, so that backups take over at once.
     if drives_carp {
         if let Some(s) = sh.pfsync().as_mut() {
-            // What is pending leaves before we go.
-            let (o, _) = s.step(&mut sh.dp(), sh.now_us(), Vec::new());
+            // What is pending leaves before we go (held packets too).
+            let o = s.shutdown(&mut sh.dp(), sh.now_us());
             sh.send(&ports, o);
         }
         if let Some(mut c) = sh.carp() {
