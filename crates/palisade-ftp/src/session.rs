@@ -38,6 +38,9 @@ pub type Micros = u64;
 
 const SECOND: Micros = 1_000_000;
 
+/// Client lines kept while the server has not greeted yet.
+const MAX_HELD: usize = 64;
+
 /// ftp-proxy(8)'s options that shape a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -152,6 +155,10 @@ pub struct Session {
     /// The code of a multi-line reply under way (its lines pass as they
     /// are).
     multiline: Option<u16>,
+    /// The server's greeting has come; until then the client's lines
+    /// wait (so that the proxy's own answers never come before it).
+    greeted: bool,
+    held: Vec<Vec<u8>>,
     /// The passive command relayed and not answered yet (true: EPSV):
     /// only its reply is read as a 227 / 229, as ftp-proxy(8) does.
     passive_asked: Option<bool>,
@@ -174,6 +181,8 @@ impl Session {
             server_in: Lines::default(),
             multiline: None,
             passive_asked: None,
+            greeted: false,
+            held: Vec::new(),
             out: VecDeque::new(),
             last_activity: now,
             closed: false,
@@ -202,6 +211,14 @@ impl Session {
         }
         self.last_activity = now;
         match self.client_in.push(data, self.cfg.max_line) {
+            Ok(lines) if !self.greeted => {
+                self.held.extend(lines);
+                if self.held.len() > MAX_HELD {
+                    self.close(format!(
+                        "client: more than {MAX_HELD} commands before the server's greeting: session ended"
+                    ));
+                }
+            }
             Ok(lines) => {
                 for l in lines {
                     if self.closed {
@@ -421,6 +438,9 @@ impl Session {
         if let Some(m) = self.multiline {
             if code == m && !more && text.as_bytes().get(3) == Some(&b' ') {
                 self.multiline = None;
+                self.send_client_raw(raw);
+                self.greeting_done();
+                return;
             }
             self.send_client_raw(raw);
             return;
@@ -457,6 +477,22 @@ impl Session {
                 ));
             }
             _ => self.send_client_raw(raw),
+        }
+        self.greeting_done();
+    }
+
+    /// A final reply went to the client: if it was the greeting, the
+    /// client's waiting lines go on now.
+    fn greeting_done(&mut self) {
+        if self.greeted {
+            return;
+        }
+        self.greeted = true;
+        for l in std::mem::take(&mut self.held) {
+            if self.closed {
+                break;
+            }
+            self.client_line(&l);
         }
     }
 

@@ -56,6 +56,15 @@ fn drain(s: &mut Session) -> Seen {
     seen
 }
 
+/// A session whose server has greeted (the client's lines wait until
+/// then).
+fn greeted(id: u64, cfg: Config, ends: Ends) -> Session {
+    let mut s = Session::new(id, cfg, ends, 0);
+    s.from_server(0, b"220 test server\r\n");
+    drain(&mut s);
+    s
+}
+
 /// pf reads the rules (as `anchor ... load` would).
 fn loads(rules: &str) {
     let out = palisade_conf::parse_bytes(
@@ -70,7 +79,7 @@ fn loads(rules: &str) {
 
 #[test]
 fn pasv_227_is_rewritten_to_the_address_the_client_knows_with_rules_for_it() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     s.from_client(0, b"USER ftp\r\nPASV\r\n");
     let seen = drain(&mut s);
     assert_eq!(seen.to_server, "USER ftp\r\nPASV\r\n");
@@ -93,7 +102,7 @@ fn pasv_227_is_rewritten_to_the_address_the_client_knows_with_rules_for_it() {
 
 #[test]
 fn epsv_229_keeps_its_port_over_ipv6() {
-    let mut s = Session::new(7, Config::default(), reverse6(), 0);
+    let mut s = greeted(7, Config::default(), reverse6());
     s.from_client(0, b"EPSV\r\n");
     assert_eq!(drain(&mut s).to_server, "EPSV\r\n");
     s.from_server(0, b"229 Entering Extended Passive Mode (|||6446|)\r\n");
@@ -127,7 +136,7 @@ fn port_goes_to_the_server_as_the_proxys_own_port_with_rules_back_to_the_client(
         tag: Some("FTPDATA".into()),
         ..Config::default()
     };
-    let mut s = Session::new(7, cfg, reverse(), 0);
+    let mut s = greeted(7, cfg, reverse());
     s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
     let seen = drain(&mut s);
     let l = seen.to_server.clone();
@@ -167,7 +176,7 @@ fn eprt_over_ipv6_and_the_source_port_20_option() {
         rewrite_source_port: true,
         ..Config::default()
     };
-    let mut s = Session::new(3, cfg, reverse6(), 0);
+    let mut s = greeted(3, cfg, reverse6());
     s.from_client(0, b"EPRT |2|2001:db8:1::50|50001|\r\n");
     let seen = drain(&mut s);
     assert!(
@@ -186,7 +195,7 @@ fn eprt_over_ipv6_and_the_source_port_20_option() {
 
 #[test]
 fn bounce_low_ports_and_malformed_addresses_are_refused_and_the_session_goes_on() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     for (line, want) in [
         (&b"PORT 192,0,2,99,156,64\r\n"[..], "FTP bounce"),
         (b"EPRT |1|192.0.2.99|40000|\r\n", "FTP bounce"),
@@ -230,7 +239,7 @@ fn anonymous_only_refuses_other_users() {
         anonymous_only: true,
         ..Config::default()
     };
-    let mut s = Session::new(1, cfg, reverse(), 0);
+    let mut s = greeted(1, cfg, reverse());
     s.from_client(0, b"USER root\r\n");
     let seen = drain(&mut s);
     assert_eq!(seen.to_server, "");
@@ -241,7 +250,7 @@ fn anonymous_only_refuses_other_users() {
 
 #[test]
 fn an_overlong_line_ends_the_session_and_empties_its_anchor() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     s.from_client(0, b"PASV\r\n");
     s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
     drain(&mut s);
@@ -265,7 +274,7 @@ fn an_idle_session_ends_at_its_timeout() {
         idle_timeout: 30 * S,
         ..Config::default()
     };
-    let mut s = Session::new(7, cfg, reverse(), 0);
+    let mut s = greeted(7, cfg, reverse());
     s.from_client(10 * S, b"NOOP\r\n");
     drain(&mut s);
     assert_eq!(s.poll_timeout(), Some(40 * S));
@@ -281,7 +290,7 @@ fn an_idle_session_ends_at_its_timeout() {
 
 #[test]
 fn lines_split_anywhere_and_multiline_replies_pass_untouched() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     for b in b"PO"
         .chunks(1)
         .chain([&b"RT 203,0,113,50,156,64\r"[..], b"\n"])
@@ -316,7 +325,7 @@ fn lines_split_anywhere_and_multiline_replies_pass_untouched() {
 
 #[test]
 fn either_side_closing_ends_the_session() {
-    let mut s = Session::new(9, Config::default(), reverse(), 0);
+    let mut s = greeted(9, Config::default(), reverse());
     s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
     drain(&mut s);
     s.closed_by("client");
@@ -331,7 +340,7 @@ fn with_an_instance_the_anchor_is_named_as_openbsd_names_it() {
         instance: Some(4711),
         ..Config::default()
     };
-    let mut s = Session::new(3, cfg, reverse(), 0);
+    let mut s = greeted(3, cfg, reverse());
     assert_eq!(s.anchor(), "ftp-proxy/4711.3");
     s.from_client(0, b"EPSV\r\n");
     s.from_server(0, b"229 Entering Extended Passive Mode (|||50000|)\r\n");
@@ -342,7 +351,7 @@ fn with_an_instance_the_anchor_is_named_as_openbsd_names_it() {
 fn regression_epsv_with_bytes_that_are_not_utf8_is_relayed_as_it_is() {
     // Found by the fuzzer: the argument was relayed through a lossy UTF-8
     // conversion, three bytes for each bad one (past the line limit).
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     s.from_client(0, b"EPSV \x98\x98\r\n");
     let mut raw = Vec::new();
     while let Some(o) = s.poll_output() {
@@ -355,7 +364,7 @@ fn regression_epsv_with_bytes_that_are_not_utf8_is_relayed_as_it_is() {
 
 #[test]
 fn a_227_or_229_that_answers_no_passive_command_opens_nothing() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     // Unasked: refused, not relayed, no rules.
     s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
     let seen = drain(&mut s);
@@ -383,7 +392,7 @@ fn a_227_or_229_that_answers_no_passive_command_opens_nothing() {
 
 #[test]
 fn garbled_commands_tls_and_telnet_escapes_are_refused_not_relayed() {
-    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    let mut s = greeted(7, Config::default(), reverse());
     for line in [
         &b"PORT\t203,0,113,50,156,64\r\n"[..],
         b" PORT 203,0,113,50,156,64\r\n",
@@ -412,4 +421,29 @@ fn garbled_commands_tls_and_telnet_escapes_are_refused_not_relayed() {
     // A Latin-1 file name is still relayed (not a control byte).
     s.from_client(0, b"RETR caf\xe9\r\n");
     assert!(!drain(&mut s).to_server.is_empty());
+}
+
+#[test]
+fn the_clients_lines_wait_for_the_servers_greeting() {
+    // A client that talks first (a garbled line, then a command): the
+    // proxy's answer must not come before the server's greeting.
+    let mut s = Session::new(7, Config::default(), reverse(), 0);
+    s.from_client(0, b"\r\nNOOP\r\n");
+    let seen = drain(&mut s);
+    assert_eq!((seen.to_client.as_str(), seen.to_server.as_str()), ("", ""));
+    s.from_server(0, b"220-welcome\r\n220 ready\r\n");
+    let seen = drain(&mut s);
+    assert!(
+        seen.to_client
+            .starts_with("220-welcome\r\n220 ready\r\n500 "),
+        "{seen:?}"
+    );
+    assert_eq!(seen.to_server, "NOOP\r\n");
+    // Too many lines before a greeting end the session.
+    let mut s = Session::new(8, Config::default(), reverse(), 0);
+    s.from_client(0, "NOOP\r\n".repeat(65).as_bytes());
+    assert!(drain(&mut s)
+        .closed
+        .unwrap()
+        .contains("before the server's greeting"));
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub mod s3;
+pub mod s5;
 
 /// The lab's pf.conf and palisade.toml: examples/s1/ (also what the S1
 /// end-to-end test runs).
@@ -36,6 +37,15 @@ pub const PALISADE_TOML: &str = include_str!("../../../examples/s1/palisade.toml
 /// The lab's hosts, as `lab exec` and `lab status` name them; each is a
 /// namespace PREFIX-HOST.
 pub const HOSTS: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
+
+/// Every scenario's hosts (S1, S3, S5): what `down` looks for.
+pub fn all_hosts() -> impl Iterator<Item = &'static str> {
+    HOSTS
+        .iter()
+        .chain(s3::HOSTS.iter())
+        .chain(s5::HOSTS.iter())
+        .copied()
+}
 
 /// The servers `up` starts (`palisade lab serve`): host, address, kind.
 const SERVERS: [(&str, &str, &str); 6] = [
@@ -177,11 +187,11 @@ impl Lab {
 
     /// Up: its firewall's namespace exists (S3: the first firewall's).
     pub fn exists(&self) -> bool {
-        self.ns_exists("fw") || self.ns_exists("fw1")
+        self.ns_exists("fw") || self.ns_exists("fw1") || self.ns_exists("gate")
     }
 
     pub fn up(&self, rules: Option<&Path>) -> Result<(), String> {
-        if HOSTS.iter().chain(&s3::HOSTS).any(|h| self.ns_exists(h)) {
+        if all_hosts().any(|h| self.ns_exists(h)) {
             return Err(format!(
                 "a lab named '{}' is already up: `palisade lab down{}` first",
                 self.prefix,
@@ -650,7 +660,7 @@ impl Lab {
                 }
             }
         }
-        for h in HOSTS.iter().chain(&s3::HOSTS) {
+        for h in all_hosts() {
             procs.extend(
                 self.ns_pids(h)
                     .into_iter()
@@ -666,7 +676,7 @@ impl Lab {
         if !left.is_empty() {
             problems.push(format!("processes still running after SIGKILL: {left:?}"));
         }
-        let mut hosts: Vec<&str> = HOSTS.iter().chain(&s3::HOSTS).copied().collect();
+        let mut hosts: Vec<&str> = all_hosts().collect();
         hosts.sort_unstable();
         hosts.dedup();
         for h in hosts {

@@ -288,6 +288,7 @@ enum CarpGroupCmd {
 enum Scenario {
     S1,
     S3,
+    S5,
 }
 
 #[derive(Subcommand)]
@@ -303,7 +304,9 @@ enum LabCmd {
         #[arg(long, default_value = "lab")]
         prefix: String,
         /// s1: a bridge firewall for hosted machines; s3: two firewalls
-        /// sharing virtual gateways (CARP), a host on each side.
+        /// sharing virtual gateways (CARP), a host on each side; s5: an
+        /// FTP server behind the firewall (ftp-proxy), a client outside
+        /// (needs vsftpd and curl).
         #[arg(long, value_enum, default_value = "s1")]
         scenario: Scenario,
     },
@@ -539,6 +542,42 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             println!("The S3 lab is up.");
             l.print_s3();
             ExitCode::SUCCESS
+        }
+        LabCmd::Up {
+            scenario: Scenario::S5,
+            rules,
+            ..
+        } => {
+            if rules.is_some() {
+                return fail(
+                    what,
+                    "--rules is for scenario s1 (the S5 lab loads examples/s5/pf.conf)",
+                    2,
+                );
+            }
+            if let Err(e) = l.up_s5() {
+                return fail(what, &e, 1);
+            }
+            println!("The S5 lab is up. Two downloads through the firewall:");
+            let ok = l.show_s5();
+            println!();
+            l.print_s5();
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Status { .. } if l.is_s5() => {
+            println!("The S5 lab '{}' is up.", l.prefix);
+            l.print_s5();
+            ExitCode::SUCCESS
+        }
+        LabCmd::Exec { host, command, .. } if l.is_s5() => {
+            if let Err(e) = lab::Lab::check_host_s5(&host) {
+                return fail(what, &e, 2);
+            }
+            fail(what, &l.exec(&host, &command), 1)
         }
         LabCmd::Failover { graceful, .. } => match l.failover(graceful) {
             Ok(()) => ExitCode::SUCCESS,

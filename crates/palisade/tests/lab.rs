@@ -548,3 +548,56 @@ fn lab_s3_pair_fails_over_live() {
         );
     }
 }
+
+/// `lab up --scenario s5`: vsftpd inside, a client outside, `palisade
+/// ftp-proxy -R` on the firewall: `up` itself shows a passive and an
+/// active download with the server's bytes; a client can fetch by hand
+/// over IPv4 and IPv6; `down` leaves nothing (vsftpd and the proxies
+/// included).
+#[test]
+fn lab_s5_ftp_server_behind_the_firewall() {
+    require_root();
+    let prefix = format!("pal-lab-s5-{}", std::process::id());
+    let _down = Down(prefix.clone());
+    let o = lab(&["up", "--scenario", "s5", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    for mode in ["passive (PASV)", "active (PORT)"] {
+        assert!(
+            out.contains(&format!("{mode}: ftp://203.0.113.1/big, 20 MiB in"))
+                && !out.contains("FAILED"),
+            "{out}"
+        );
+    }
+    assert!(out.contains("the same bytes as the server's"), "{out}");
+    for url in [
+        "ftp://203.0.113.1/hello.txt",
+        "ftp://[2001:db8:1::1]/hello.txt",
+    ] {
+        let (o, _) = exec(
+            &prefix,
+            "outside",
+            &["curl", "-sS", "-g", "--max-time", "10", url],
+        );
+        assert_eq!(
+            text(&o.stdout),
+            "hello from the S5 lab's FTP server\n",
+            "{url}: {}",
+            text(&o.stderr)
+        );
+    }
+    let o = lab(&["status", "--prefix", &prefix]);
+    assert!(
+        text(&o.stdout).contains("The S5 lab"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for h in ["outside", "gate", "ftpsrv"] {
+        assert!(
+            !std::path::Path::new(&format!("/var/run/netns/{prefix}-{h}")).exists(),
+            "{h} left behind"
+        );
+    }
+}

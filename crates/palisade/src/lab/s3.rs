@@ -56,7 +56,7 @@ impl Lab {
     }
 
     pub fn up_s3(&self) -> Result<(), String> {
-        if super::HOSTS.iter().chain(&HOSTS).any(|h| self.ns_exists(h)) {
+        if all_hosts().any(|h| self.ns_exists(h)) {
             return Err(format!(
                 "a lab named '{}' is already up: `palisade lab down{}` first",
                 self.prefix,
