@@ -53,13 +53,42 @@ server = \"192.0.2.10\"
 server6 = \"2001:db8::10\"
 rdr-anchor \"ftp-proxy/*\"
 rdr pass on $ext_if inet proto tcp from any to $ext_if port 21 -> 127.0.0.1 port 8021
+rdr pass on $ext_if inet proto tcp from any to $ext_if port 2121 -> 127.0.0.1 port 8022
 rdr pass on $ext_if inet6 proto tcp from any to $ext_if port 21 -> 2001:db8::1 port 8021
 nat-anchor \"ftp-proxy/*\"
 anchor \"ftp-proxy/*\"
 block log all
-pass out on $int_if proto tcp to { $server $server6 } port 21
+pass out on $int_if proto tcp to { $server $server6 } port { 21 2121 }
 pass inet6 proto icmp6
 ";
+
+/// A server that misbehaves: greets, says 200 to everything, and answers
+/// PASV with a 227 that has five numbers.
+fn bad_server(ns: &str) {
+    let l = in_netns(ns, || {
+        std::net::TcpListener::bind("192.0.2.10:2121").unwrap()
+    })
+    .join()
+    .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = w.write_all(b"220 a server that misbehaves\r\n");
+                for line in BufReader::new(s).lines().map_while(Result::ok) {
+                    let reply: &[u8] = if line.starts_with("PASV") {
+                        b"227 Entering Passive Mode (192,0,2,10,195)\r\n"
+                    } else {
+                        b"200 ok\r\n"
+                    };
+                    if w.write_all(reply).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
 
 /// The same firewall without the proxy: the control connection goes to
 /// the server itself; nothing opens the data connections.
@@ -425,6 +454,56 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
     let (status, file, _) = curl_get(&lab, "ftp://203.0.113.1/big", &[], "after");
     assert_eq!(status, 0, "after the refusals\n{}", logs());
     assert!(same_file(&lab, &file));
+
+    // A server's malformed 227: the client hears 425, the proxy logs it
+    // and keeps serving (the other sessions, and this one).
+    bad_server(&lab.server);
+    let (mut pbad, logbad) = proxy(
+        &lab,
+        &sock,
+        &["-R", "192.0.2.10", "-P", "2121", "-p", "8022"],
+    );
+    let answers = in_netns(&lab.client, || {
+        let mut s = TcpStream::connect("203.0.113.1:2121").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut got = Vec::new();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        got.push(line.trim().to_string());
+        for cmd in ["USER anonymous", "PASV", "NOOP"] {
+            write!(s, "{cmd}\r\n").unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            got.push(line.trim().to_string());
+        }
+        got
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answers[0].starts_with("220 a server that misbehaves"),
+        "{answers:?}"
+    );
+    assert!(answers[2].starts_with("425 "), "{answers:?}");
+    assert_eq!(answers[3], "200 ok", "the session goes on: {answers:?}");
+    assert!(
+        logbad
+            .lock()
+            .unwrap()
+            .contains("refused: server 192.0.2.10:2121: the 227 reply has no"),
+        "{}",
+        logbad.lock().unwrap()
+    );
+    let (status, file, _) = curl_get(
+        &lab,
+        "ftp://203.0.113.1/big",
+        &["--disable-epsv"],
+        "after227",
+    );
+    assert_eq!(status, 0, "another session after the bad 227\n{}", logs());
+    assert!(same_file(&lab, &file));
+    let _ = pbad.stop();
 
     // Without the proxy, pf blocks the data connections.
     let _ = p4.stop();
