@@ -213,14 +213,8 @@ fn median(v: &[f64]) -> Option<f64> {
 }
 
 pub fn run(args: &[String]) {
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let mb: u64 = arg("--mb").map_or(200, |s| s.parse().expect("--mb N"));
-    let runs: usize = arg("--runs").map_or(3, |s| s.parse().expect("--runs N"));
+    let mb: u64 = crate::arg(args, "--mb").map_or(200, |s| s.parse().expect("--mb N"));
+    let runs: usize = crate::arg(args, "--runs").map_or(3, |s| s.parse().expect("--runs N"));
     need_tools(
         &["vsftpd", "curl", "nft"],
         "apt install vsftpd curl nftables",

@@ -456,14 +456,8 @@ fn report(name: &str, r: &Result) -> Option<f64> {
 }
 
 pub fn run(args: &[String]) {
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let rate: u64 = arg("--rate").map_or(10_000, |s| s.parse().expect("--rate N"));
-    let secs: f64 = arg("--secs").map_or(6.0, |s| s.parse().expect("--secs S"));
+    let rate: u64 = crate::arg(args, "--rate").map_or(10_000, |s| s.parse().expect("--rate N"));
+    let secs: f64 = crate::arg(args, "--secs").map_or(6.0, |s| s.parse().expect("--secs S"));
     need_tools(
         &["conntrackd", "conntrack", "nft"],
         "apt install conntrackd conntrack nftables",
@@ -474,7 +468,7 @@ pub fn run(args: &[String]) {
     println!(
         "{rate} new UDP flows per second for {secs} s through fw1; fw2 takes its states over the sync link"
     );
-    let only = arg("--only");
+    let only = crate::arg(args, "--only");
     let want = |p: &str| only.as_deref().is_none_or(|o| o == p);
     let lp = want("palisade").then(|| {
         let p = measure(Peer::Palisade, rate, secs, &dir, &palisade);

@@ -119,10 +119,29 @@ pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, St
     Ok(ports)
 }
 
-/// One worker: its own socket on every port (in the port's fanout group),
-/// frames processed a batch at a time under the data plane's lock, sent
-/// after it is released. Worker 0 also serves the host interface, the
-/// timers and the ports' health.
+/// One frame through the data plane: what it sends, and (with `defer`)
+/// the syncable states it created.
+fn input(
+    sh: &Shared,
+    port: usize,
+    frame: &[u8],
+    now: u64,
+    defer: bool,
+) -> (
+    Vec<palisade_net::dataplane::Out>,
+    Vec<palisade_filter::state::StateId>,
+) {
+    let mut dp = sh.dp();
+    if !defer {
+        return (dp.input(port, frame, now), Vec::new());
+    }
+    // Only what this frame creates (not what the firewall's own packets
+    // did meanwhile).
+    dp.filter.states.take_created();
+    let o = dp.input(port, frame, now);
+    (o, dp.filter.states.take_created())
+}
+
 /// A packet's frames go out, unless it created states pfsync must
 /// announce first (`defer`): then they wait for the peer's INS_ACK or
 /// 20 ms, which worker 0 watches (woken, if another worker held them).
@@ -171,6 +190,10 @@ fn feed_pfsync(sh: &Shared, id: usize, outs: &mut Vec<palisade_net::dataplane::O
     }
 }
 
+/// One worker: its own socket on every port (in the port's fanout group),
+/// frames processed a batch at a time under the data plane's lock, sent
+/// after it is released. Worker 0 also serves the host interface, the
+/// timers and the ports' health.
 pub fn worker(
     id: usize,
     sh: &Shared,
@@ -233,23 +256,7 @@ pub fn worker(
             let mut outs = Vec::new();
             let mut frames = 0;
             ports[i].recv_batch(|frame| {
-                let (o, created) = {
-                    let mut dp = sh.dp();
-                    if defer {
-                        // Only what this frame creates (not what the
-                        // firewall's own packets did meanwhile).
-                        dp.filter.states.take_created();
-                    }
-                    let o = dp.input(i, frame, now);
-                    (
-                        o,
-                        if defer {
-                            dp.filter.states.take_created()
-                        } else {
-                            Vec::new()
-                        },
-                    )
-                };
+                let (o, created) = input(sh, i, frame, now, defer);
                 held_or_out(sh, id, created, o, &mut outs);
                 frames += 1;
                 if frames % crate::pfsync::FEED_EVERY == 0 {
@@ -276,21 +283,7 @@ pub fn worker(
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
                     for f in &frames {
-                        let (o, created) = {
-                            let mut dp = sh.dp();
-                            if defer {
-                                dp.filter.states.take_created();
-                            }
-                            let o = dp.input(sh.host_port, f, now);
-                            (
-                                o,
-                                if defer {
-                                    dp.filter.states.take_created()
-                                } else {
-                                    Vec::new()
-                                },
-                            )
-                        };
+                        let (o, created) = input(sh, sh.host_port, f, now, defer);
                         held_or_out(sh, id, created, o, &mut outs);
                     }
                     sh.send(&ports, outs);

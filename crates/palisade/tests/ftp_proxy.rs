@@ -221,6 +221,18 @@ fn proxy(
     (p, log)
 }
 
+type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// The daemon's and both proxies' logs, for a failure's message.
+fn three_logs(daemon: &Log, v4: &Log, v6: &Log) -> String {
+    format!(
+        "daemon:\n{}\nftp-proxy:\n{}\nftp-proxy -6:\n{}",
+        daemon.lock().unwrap(),
+        v4.lock().unwrap(),
+        v6.lock().unwrap()
+    )
+}
+
 /// curl in the client's namespace; (exit status, bytes read) and the file.
 fn curl_get(lab: &Lab, url: &str, extra: &[&str], name: &str) -> (i32, PathBuf, String) {
     curl_in(lab, &lab.client, url, extra, name)
@@ -278,14 +290,7 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         &sock,
         &["-6", "-b", "2001:db8::1", "-R", "2001:db8::10", "-v"],
     );
-    let logs = || {
-        format!(
-            "daemon:\n{}\nftp-proxy:\n{}\nftp-proxy -6:\n{}",
-            dlog.lock().unwrap(),
-            log4.lock().unwrap(),
-            log6.lock().unwrap()
-        )
-    };
+    let logs = || three_logs(&dlog, &log4, &log6);
     for (mode, url, extra) in [
         ("EPSV over IPv6", "ftp://[2001:db8:1::1]/big", &[][..]),
         (
@@ -564,14 +569,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     let (mut d, dlog, sock) = daemon(&lab, PF_FORWARD);
     let (mut p4, log4) = proxy(&lab, &sock, &[]);
     let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
-    let logs = || {
-        format!(
-            "daemon:\n{}\nftp-proxy:\n{}\nftp-proxy -6:\n{}",
-            dlog.lock().unwrap(),
-            log4.lock().unwrap(),
-            log6.lock().unwrap()
-        )
-    };
+    let logs = || three_logs(&dlog, &log4, &log6);
     assert!(
         !dlog
             .lock()
