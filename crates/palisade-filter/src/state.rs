@@ -190,6 +190,14 @@ pub struct State {
     pub bytes: [u64; 2],
     pub no_sync: bool,
     pub sloppy: bool,
+    /// Sides (bit 0 the initiator's, bit 1 the responder's) whose window
+    /// a pfsync peer wrote last and no packet of this firewall has fitted
+    /// since. While any is set, TCP is tracked liberally (only a RST must
+    /// fall near the window): the peer's last word may lag the connection
+    /// by more than pf's slack, and a connection moved by a failover must
+    /// not die of it. Each side's first packet that fits strictly clears
+    /// its bit.
+    pub unverified: u8,
     /// Log every packet of this state (`log (all)`).
     pub log_all: bool,
     /// Normalizations for every packet of the connection.
@@ -949,6 +957,7 @@ impl StateTable {
             rule: rule_id,
             keep,
             sloppy: opts.as_ref().is_some_and(|o| o.sloppy),
+            unverified: 0,
             no_sync,
             opts,
             created_ms: now_ms,
@@ -1212,6 +1221,8 @@ impl StateTable {
             return Err(TrackError::Mismatch);
         };
         let sloppy = s.sloppy;
+        let side_bit: u8 = if reply { 2 } else { 1 };
+        let unverified = s.unverified;
         let (src, dst) = if reply {
             (&mut s.dst, &mut s.src)
         } else {
@@ -1306,7 +1317,17 @@ impl StateTable {
             || src.state >= tcps::FIN_WAIT_2)
             && seq_geq(src.seqhi.wrapping_add(MAX_ACK_WINDOW as u32), end)
             && seq_geq(seq, src.seqlo.wrapping_sub(MAX_ACK_WINDOW as u32));
-        if in_window || sloppy {
+        // A state the pfsync peer wrote (see `State::unverified`):
+        // liberal, as Linux tracks a connection it picked up; only a RST
+        // must still fall within a window of what is known.
+        let liberal = !in_window
+            && unverified != 0
+            && (flags & RST == 0 || {
+                let span = ((MAX_ACK_WINDOW as u64) << sws.max(dws)).max(dwin as u64) as u32;
+                seq_geq(orig_seq, src.seqlo.wrapping_sub(span))
+                    && seq_geq(src.seqhi.wrapping_add(span), orig_seq)
+            });
+        if in_window || sloppy || liberal {
             if src.max_win < win {
                 src.max_win = win;
             }
@@ -1358,6 +1379,9 @@ impl StateTable {
             }
         } else {
             return Err(TrackError::Mismatch);
+        }
+        if in_window {
+            s.unverified &= !side_bit;
         }
         let (a, b) = (s.src.state, s.dst.state);
         s.timeout = if a >= tcps::FIN_WAIT_2 && b >= tcps::FIN_WAIT_2 {

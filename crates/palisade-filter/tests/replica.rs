@@ -599,3 +599,77 @@ fn odd_records_are_refused_or_bounded() {
     c.import_state(&unknown, 0).unwrap();
     assert_eq!(c.states.rule_of(c.states.get(id).unwrap()), None);
 }
+
+/// A failover hands the backup a state the peer wrote a while ago: the
+/// connection went on through the dead master for up to a lag, so its
+/// first packets through the backup may acknowledge data the backup's
+/// copy never saw, far past pf's slack. Such a state is tracked
+/// liberally until a packet from each side fits its window; then it is
+/// strict again. A RST far off is refused even while liberal.
+#[test]
+fn a_state_the_peer_wrote_is_liberal_until_each_side_fits() {
+    let (client, server, nat) = ("198.18.0.10", "203.0.113.80", "192.0.2.1");
+    let (mut a, mut b) = pair();
+    let t0 = 1_000;
+    let mut syn = tcp(client, server, 40000, 80, 1000, 0, SYN, b"");
+    let d = a.process(&mut syn, "wan", Out, t0);
+    let nport = d.nat.clone().expect("translated").1.sport;
+    let mut synack = tcp(server, nat, 80, nport, 5000, 1001, SYN | ACK, b"");
+    assert!(a.process(&mut synack, "wan", In, t0 + 1).passed());
+    let mut ack = tcp(client, server, 40000, 80, 1001, 5001, ACK, b"");
+    assert!(a.process(&mut ack, "wan", Out, t0 + 2).passed());
+    let id = d.state_id.unwrap();
+    // The peer's last word, then a megabyte more through A alone.
+    let stale = a.export_state(id, t0 + 3).unwrap();
+    let chunk = vec![b'x'; 20_000];
+    let mut sent = 5001u32;
+    for i in 0..50 {
+        let mut data = tcp(server, nat, 80, nport, sent, 1001, ACK, &chunk);
+        assert!(a.process(&mut data, "wan", In, t0 + 10 + i).passed());
+        sent += chunk.len() as u32;
+        let mut ack = tcp(client, server, 40000, 80, 1001, sent, ACK, b"");
+        assert!(a.process(&mut ack, "wan", Out, t0 + 10 + i).passed());
+    }
+    // A (strict) refuses an ack for data the server never sent.
+    let mut ahead = tcp(client, server, 40000, 80, 1001, sent + 500_000, ACK, b"");
+    assert!(!a.process(&mut ahead, "wan", Out, t0 + 70).passed());
+
+    // A dies; B takes over with the stale copy.
+    b.import_state(&stale, t0 + 3).unwrap();
+    assert_eq!(b.states.get(id).unwrap().unverified, 3);
+    let now = t0 + 100;
+    // A RST far off is refused, liberal or not.
+    let mut rst = tcp(client, server, 40000, 80, 1001 + 50_000_000, 0, 0x04, b"");
+    assert!(!b.process(&mut rst, "wan", Out, now).passed());
+    // The client's dup ACK, a megabyte past B's copy: passes (pf's
+    // strict check would refuse it: more than 64 KB past the server's
+    // highest sequence number B knows).
+    let mut dup = tcp(client, server, 40000, 80, 1001, sent, ACK, b"");
+    assert!(b.process(&mut dup, "wan", Out, now).passed());
+    // The server's next segment fits (the ACK moved its window): its side
+    // is verified.
+    let mut data = tcp(server, nat, 80, nport, sent, 1001, ACK, &chunk);
+    assert!(b.process(&mut data, "wan", In, now + 1).passed());
+    assert_eq!(b.states.get(id).unwrap().unverified, 1);
+    sent += chunk.len() as u32;
+    let mut ack = tcp(client, server, 40000, 80, 1001, sent, ACK, b"");
+    assert!(b.process(&mut ack, "wan", Out, now + 2).passed());
+    assert_eq!(b.states.get(id).unwrap().unverified, 0);
+    // Strict again: the same far ack is refused now.
+    let mut ahead = tcp(client, server, 40000, 80, 1001, sent + 500_000, ACK, b"");
+    assert!(!b.process(&mut ahead, "wan", Out, now + 3).passed());
+
+    // The move back: a third firewall C held the stale copy and verified
+    // it with its own traffic; B's newer word makes unverified again only
+    // the side that changed (the server's: the client sent no data).
+    let newer = b.export_state(id, now + 4).unwrap();
+    let mut c = common::filter_with(host(), RULES, 0x0c);
+    c.import_state(&stale, t0 + 3).unwrap();
+    let mut ack2 = tcp(client, server, 40000, 80, 1001, 5001, ACK, b"");
+    assert!(c.process(&mut ack2, "wan", Out, t0 + 4).passed());
+    let mut d2 = tcp(server, nat, 80, nport, 5001, 1001, ACK, b"y");
+    assert!(c.process(&mut d2, "wan", In, t0 + 5).passed());
+    assert_eq!(c.states.get(id).unwrap().unverified, 0);
+    c.import_state(&newer, now + 4).unwrap();
+    assert_eq!(c.states.get(id).unwrap().unverified, 2);
+}

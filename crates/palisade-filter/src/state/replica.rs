@@ -505,6 +505,7 @@ impl StateTable {
             bytes: rec.bytes,
             no_sync: false,
             sloppy: rec.sloppy,
+            unverified: 3,
             log_all: rec.log_all,
             scrub: rec.scrub,
             tracked: false,
@@ -556,10 +557,13 @@ impl StateTable {
         };
         let tcp = s.key.proto == 6;
         let mut stale = false;
-        for (ours, theirs) in [(&mut s.src, &up.src), (&mut s.dst, &up.dst)] {
+        for (bit, ours, theirs) in [(1, &mut s.src, &up.src), (2, &mut s.dst, &up.dst)] {
             if peer_ahead(ours, theirs, tcp) {
                 stale = true;
             } else {
+                if *ours != *theirs {
+                    s.unverified |= bit;
+                }
                 *ours = *theirs;
             }
         }
