@@ -1,0 +1,250 @@
+//! The greylisting decision on a virtual clock: only the configured
+//! systems wait, the retry passes after the delay, the header comes once
+//! per message, clients are whitelisted after passes, entries expire.
+
+use palisade_greylist::grey::*;
+use palisade_greylist::policy::{Action, Request};
+
+fn rcpt(client: &str, sender: &str, rcpt: &str, instance: &str) -> Request {
+    Request::from_pairs(&[
+        ("request", "smtpd_access_policy"),
+        ("protocol_state", "RCPT"),
+        ("client_address", client),
+        ("sender", sender),
+        ("recipient", rcpt),
+        ("instance", instance),
+    ])
+}
+
+fn win10() -> Os {
+    Os::parse("Windows 10")
+}
+fn linux() -> Os {
+    Os::parse("Linux 4-6")
+}
+
+const T0: u64 = 1_800_000_000;
+
+#[test]
+fn windows_waits_linux_does_not() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let r = rcpt("192.0.2.7", "a@example.org", "b@example.net", "i1");
+    let d = g.decide(T0, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 300 });
+    let Action::DeferIfPermit(t) = &d.action else {
+        panic!("{d:?}")
+    };
+    assert!(t.starts_with("4.7.1 "), "{t}");
+    assert!(t.contains("Windows 10"), "{t}");
+    assert_eq!(d.net, "192.0.2.0/24");
+    // Too early: still deferred, with what is left.
+    let d = g.decide(T0 + 100, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 200 });
+    // After the delay (from another address of the same /24): passes,
+    // with the header.
+    let r2 = rcpt("192.0.2.99", "A@Example.org", "<b@example.net>", "i2");
+    let d = g.decide(T0 + 301, &r2, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Retried { waited: 301 });
+    assert_eq!(d.action, Action::Prepend("X-P0f-OS: Windows 10".into()));
+    // And afterwards at once.
+    let d = g
+        .decide(
+            T0 + 5000,
+            &rcpt("192.0.2.7", "a@example.org", "b@example.net", "i3"),
+            Some(&win10()),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::KnownTriplet);
+
+    // Linux: at once, with its header; nothing stored.
+    let before = s.0.len();
+    let d = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "x@example.org", "b@example.net", "j1"),
+            Some(&linux()),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::OsNotListed);
+    assert_eq!(d.action, Action::Prepend("X-P0f-OS: Linux 4-6".into()));
+    assert_eq!(s.0.len(), before);
+    // Unknown: delivered by default, greylisted when configured so.
+    let r = rcpt("203.0.113.5", "u@example.org", "b@example.net", "k1");
+    let d = g.decide(T0, &r, None, &mut s).unwrap();
+    assert_eq!(d.action, Action::Prepend("X-P0f-OS: unknown".into()));
+    g.cfg.unknown = Unknown::Greylist;
+    let d = g.decide(T0, &r, None, &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 300 });
+    // Windows Server is excepted by default; a list can name a version.
+    assert!(!g.greylists(Some(&Os::parse("Windows Server 2016+"))));
+    g.cfg.os = vec!["Windows 7-8".into()];
+    assert!(!g.greylists(Some(&win10())));
+    assert!(g.greylists(Some(&Os::parse("Windows 7-8"))));
+}
+
+#[test]
+fn the_header_comes_once_per_message() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let os = linux();
+    let a = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "x@e.org", "one@e.net", "m1"),
+            Some(&os),
+            &mut s,
+        )
+        .unwrap();
+    let b = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "x@e.org", "two@e.net", "m1"),
+            Some(&os),
+            &mut s,
+        )
+        .unwrap();
+    let c = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "x@e.org", "one@e.net", "m2"),
+            Some(&os),
+            &mut s,
+        )
+        .unwrap();
+    assert!(matches!(a.action, Action::Prepend(_)));
+    assert_eq!(b.action, Action::Dunno);
+    assert!(matches!(c.action, Action::Prepend(_)));
+    // A deferred recipient does not use up the message's header.
+    let w = win10();
+    let d = g
+        .decide(
+            T0,
+            &rcpt("192.0.2.7", "x@e.org", "new@e.net", "m3"),
+            Some(&w),
+            &mut s,
+        )
+        .unwrap();
+    assert!(matches!(d.action, Action::DeferIfPermit(_)));
+    g.whitelist(T0, "192.0.2.7", &mut s).unwrap();
+    let d = g
+        .decide(
+            T0,
+            &rcpt("192.0.2.7", "x@e.org", "old@e.net", "m3"),
+            Some(&w),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::Whitelisted);
+    assert_eq!(d.action, Action::Prepend("X-P0f-OS: Windows 10".into()));
+    // Without a header configured: DUNNO.
+    g.cfg.header = None;
+    let d = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "x@e.org", "one@e.net", "m9"),
+            Some(&os),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.action, Action::Dunno);
+}
+
+#[test]
+fn retry_window_auto_whitelist_and_expiry() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let w = win10();
+    // A retry after the retry window starts over.
+    let r = rcpt("192.0.2.7", "a@e.org", "b@e.net", "");
+    g.decide(T0, &r, Some(&w), &mut s).unwrap();
+    let d = g.decide(T0 + 3 * 86400, &r, Some(&w), &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 300 });
+    let d = g
+        .decide(T0 + 3 * 86400 + 300, &r, Some(&w), &mut s)
+        .unwrap();
+    assert_eq!(d.why, Why::Retried { waited: 300 });
+    // Five passed triplets whitelist the network.
+    let mut t = T0 + 4 * 86400;
+    for i in 1..5 {
+        let r = rcpt("192.0.2.7", "a@e.org", &format!("r{i}@e.net"), "");
+        assert!(matches!(
+            g.decide(t, &r, Some(&w), &mut s).unwrap().why,
+            Why::Greylisted { .. }
+        ));
+        assert!(matches!(
+            g.decide(t + 400, &r, Some(&w), &mut s).unwrap().why,
+            Why::Retried { .. }
+        ));
+        t += 1000;
+    }
+    let r = rcpt("192.0.2.200", "new@e.org", "new@e.net", "");
+    assert_eq!(
+        g.decide(t, &r, Some(&w), &mut s).unwrap().why,
+        Why::Whitelisted
+    );
+    // Another network is not.
+    let r = rcpt("192.0.3.1", "new@e.org", "new@e.net", "");
+    assert!(matches!(
+        g.decide(t, &r, Some(&w), &mut s).unwrap().why,
+        Why::Greylisted { .. }
+    ));
+    // IPv6 is keyed by /64.
+    let r = rcpt("2001:db8:1:2:3::4", "a@e.org", "b@e.net", "");
+    assert_eq!(
+        g.decide(t, &r, Some(&w), &mut s).unwrap().net,
+        "2001:db8:1:2::/64"
+    );
+    // Expiry: 35 days without a visit; a hand-made whitelist stays.
+    g.whitelist(t, "198.51.100.1", &mut s).unwrap();
+    let n = s.0.len();
+    assert_eq!(g.expire(t + 86400, &mut s).unwrap(), 0);
+    let gone = g.expire(t + 40 * 86400, &mut s).unwrap();
+    assert_eq!(gone, n - 1);
+    assert_eq!(s.0.len(), 1);
+    assert!(s.0.contains_key(&client_key("198.51.100.0/24")));
+}
+
+#[test]
+fn not_applicable_and_odd_requests() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let w = win10();
+    // Another protocol state, no client, another request type: DUNNO.
+    for r in [
+        Request::from_pairs(&[
+            ("request", "smtpd_access_policy"),
+            ("protocol_state", "DATA"),
+            ("client_address", "192.0.2.7"),
+        ]),
+        Request::from_pairs(&[("request", "smtpd_access_policy")]),
+        Request::from_pairs(&[("request", "junk"), ("client_address", "192.0.2.7")]),
+        Request::default(),
+    ] {
+        let d = g.decide(T0, &r, Some(&w), &mut s).unwrap();
+        assert_eq!((d.action, d.why), (Action::Dunno, Why::NotApplicable));
+    }
+    // A client address that is not an address is keyed as given.
+    let r = rcpt("unknown", "a@e.org", "b@e.net", "");
+    assert_eq!(g.decide(T0, &r, Some(&w), &mut s).unwrap().net, "unknown");
+    // Entries survive encoding; junk does not decode.
+    let e = Entry {
+        first: 1,
+        last: 2,
+        count: 3,
+        manual: true,
+    };
+    assert_eq!(Entry::decode(&e.encode()), Some(e));
+    assert_eq!(Entry::decode(b"short"), None);
+    // The bounce sender (empty) is a sender like another.
+    let r = rcpt("192.0.2.50", "", "b@e.net", "");
+    assert!(matches!(
+        g.decide(T0, &r, Some(&w), &mut s).unwrap().why,
+        Why::Greylisted { .. }
+    ));
+    assert!(s
+        .0
+        .contains_key(&triplet_key("192.0.2.0/24", "", "b@e.net")));
+}
