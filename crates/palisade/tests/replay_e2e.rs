@@ -18,10 +18,14 @@ fn palisade() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
 }
 
+/// A fresh path for `name`: the tests of this file run in parallel in one
+/// process, so each call gets its own (they once shared dl4.pcap).
 fn tmp(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("palisade-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
+    d.join(format!("{n}-{name}"))
 }
 
 fn replay(rules: &str, pcap: &PathBuf, extra: &[&str]) -> Vec<serde_json::Value> {
@@ -123,7 +127,10 @@ fn capture_download(size: usize, v6: bool) -> PathBuf {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), size.to_string());
     server.join().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // tcpdump gets packets a ring block at a time, a block when it is full
+    // or after its timeout (1 s): a short download's packets sit in an
+    // unfinished block, lost if SIGTERM comes first.
+    std::thread::sleep(Duration::from_millis(1500));
     let _ = dump.stop();
     pcap
 }
