@@ -172,6 +172,9 @@ pub struct Filter {
     skip: std::collections::HashSet<String>,
     /// Fingerprint every state's SYN (`set_keep_os`).
     keep_os: bool,
+    /// The SYNs that created inbound states, with their fingerprints
+    /// (`record_syns`).
+    pub synlog: Option<crate::synlog::SynLog>,
 }
 
 /// A fingerprint's full name, as `pfctl -so` lists it: class, version
@@ -268,6 +271,7 @@ impl Filter {
             received_on: None,
             skip,
             keep_os: false,
+            synlog: None,
         }
     }
 
@@ -275,6 +279,14 @@ impl Filter {
     /// (greylisting by OS asks for it), not only when a rule uses `os`.
     pub fn set_keep_os(&mut self, on: bool) {
         self.keep_os = on;
+    }
+
+    /// Fingerprint every TCP SYN that creates a state inbound and keep
+    /// the last `cap` of them (and as many hosts) for `max_age_ms`
+    /// (`palisade osfp show`, greylisting by OS). `cap` 0: stop.
+    pub fn record_syns(&mut self, cap: usize, max_age_ms: u64) {
+        self.keep_os = cap > 0;
+        self.synlog = (cap > 0).then(|| crate::synlog::SynLog::new(cap, max_age_ms));
     }
 
     /// The record of a state, to send to a peer.
@@ -742,15 +754,26 @@ impl Filter {
                 }
             }
         }
+        let mut syn_sig = None;
         if self.keep_os || self.engine.uses_os() {
             if let Some(seg) = &tcp_seg {
                 // Only a SYN without ACK carries a fingerprint (pf).
                 if seg.flags & 0x12 == 0x02 {
                     let t = &ip[info.l4_offset..info.len];
-                    meta.os =
-                        SynSignature::from_tcp(t, info.ttl, info.dont_fragment, info.len as u16)
-                            .and_then(|s| self.osdb.identify(&s).cloned())
-                            .map(Arc::new);
+                    // IPv6 as pf reads it: DF taken as set, the size as
+                    // the IPv4 packet's would be (a 20-byte header).
+                    let (df, size) = match info.src {
+                        std::net::IpAddr::V6(_) => (true, info.len.saturating_sub(20) as u16),
+                        std::net::IpAddr::V4(_) => (info.dont_fragment, info.len as u16),
+                    };
+                    let sig = SynSignature::from_tcp(t, info.ttl, df, size);
+                    meta.os = sig
+                        .as_ref()
+                        .and_then(|s| self.osdb.identify(s).cloned())
+                        .map(Arc::new);
+                    if self.synlog.is_some() && dir == Direction::In {
+                        syn_sig = sig;
+                    }
                 }
             }
         }
@@ -856,6 +879,17 @@ impl Filter {
                     self.states.set_log_all(id, v.log_all);
                     if let Some(os) = &meta.os {
                         self.states.set_os(id, &os_label(os));
+                    }
+                    if let (Some(log), Some(sig)) = (&mut self.synlog, &syn_sig) {
+                        log.record(
+                            now_ms,
+                            key.src,
+                            key.sport,
+                            key.dst,
+                            key.dport,
+                            sig,
+                            meta.os.clone(),
+                        );
                     }
                     self.states.set_stats(id, v.stats.clone());
                     self.states.set_scrub(id, v.scrub);

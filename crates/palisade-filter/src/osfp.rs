@@ -39,6 +39,9 @@ pub const DEFAULT_DB: &str = "\
 64240:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (tuned window scale)
 29200:64:1:60:M*,S,T,N,W7:\tLinux:3.10-4::Linux 3.10-4.x
 S44:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (jumbo MSS)
+# Over IPv6 (MSS 1440 on Ethernet) the same rule, the largest multiple of
+# the MSS under 64 KiB, gives 45 * MSS = 64800.
+S45:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (IPv6)
 #
 # Android: the Linux stack with its own default window.
 65535:64:1:60:M*,S,T,N,W*:\tAndroid:10+::Android 10 and later
@@ -117,6 +120,11 @@ pub struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// The initial TTL the line gives.
+    pub fn ttl(&self) -> u8 {
+        self.ttl
+    }
+
     /// `Class`, `Class Version` or `Class Version Subtype` (pf's names).
     pub fn matches_name(&self, name: &str) -> bool {
         let mut full = self.class.clone();

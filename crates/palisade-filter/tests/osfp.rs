@@ -146,3 +146,83 @@ fn os_names_with_version() {
     );
     assert_eq!(tag_of(&mut f, windows10_syn()), None);
 }
+
+/// `record_syns`: each inbound SYN that creates a state is kept with what
+/// its fingerprint said, by source address and port, and per host; the
+/// log is bounded in entries and age.
+#[test]
+fn the_syn_log_keeps_each_connections_fingerprint() {
+    let mut f = filter("pass in proto tcp\npass out\n", None);
+    f.record_syns(3, 60_000);
+    let mut p = windows10_syn();
+    assert!(f.process(&mut p, "wan", In, 1_000).passed());
+    let log = f.synlog.as_ref().unwrap();
+    let s = log.connection(ip("198.51.100.9"), 50000).expect("recorded");
+    assert_eq!(s.os.as_ref().map(|o| o.class.as_str()), Some("Windows"));
+    assert_eq!((s.ttl, s.distance), (125, 3));
+    assert_eq!((s.dst, s.dport), (ip("192.0.2.25"), 25));
+    assert_eq!(s.signature, "64240:128:1:52:M1460,N,W8,N,N,S");
+    let h = log.host(ip("198.51.100.9")).unwrap();
+    assert_eq!((h.connections, h.first_ms, h.last_ms), (1, 1_000, 1_000));
+    // A retransmitted SYN finds its state: not a new connection.
+    let mut p = windows10_syn();
+    f.process(&mut p, "wan", In, 1_500);
+    let log = f.synlog.as_ref().unwrap();
+    assert_eq!(log.host(ip("198.51.100.9")).unwrap().connections, 1);
+    // Linux from other ports of the same host: the host's system changes.
+    let mut last = 0;
+    for (i, port) in [50001u16, 50002, 50003].into_iter().enumerate() {
+        let mut p = build::ip(
+            ip("198.51.100.9"),
+            ip("192.0.2.25"),
+            6,
+            64,
+            &build::tcp(
+                port,
+                25,
+                1,
+                0,
+                0x02,
+                64240,
+                &[
+                    2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7,
+                ],
+                b"",
+            ),
+        );
+        last = 2_000 + i as u64;
+        assert!(f.process(&mut p, "wan", In, last).passed());
+    }
+    let log = f.synlog.as_ref().unwrap();
+    let h = log.host(ip("198.51.100.9")).unwrap();
+    assert_eq!(h.connections, 4);
+    assert_eq!(h.changed_ms, 2_000);
+    assert_eq!(h.os.as_ref().map(|o| o.class.as_str()), Some("Linux"));
+    // Bounded: three connections kept, the oldest (Windows) gone.
+    assert_eq!(log.len(), 3);
+    assert!(log.connection(ip("198.51.100.9"), 50000).is_none());
+    // Aged out after a minute without SYNs.
+    let mut p = build::ip(
+        ip("203.0.113.5"),
+        ip("192.0.2.25"),
+        6,
+        64,
+        &build::tcp(1234, 25, 1, 0, 0x02, 1024, &[], b""),
+    );
+    assert!(f.process(&mut p, "wan", In, last + 61_000).passed());
+    let log = f.synlog.as_ref().unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log.hosts(), 1);
+    let s = log.connection(ip("203.0.113.5"), 1234).unwrap();
+    assert!(s.os.is_none());
+    assert_eq!(s.signature, "1024:64:1:40:.");
+    // Outbound SYNs are not recorded.
+    let mut p = windows10_syn();
+    f.process(
+        &mut p,
+        "lan",
+        palisade_conf::ir::Direction::Out,
+        last + 61_001,
+    );
+    assert_eq!(f.synlog.as_ref().unwrap().len(), 1);
+}

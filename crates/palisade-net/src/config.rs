@@ -60,6 +60,21 @@ struct Raw {
     carp: Vec<RawCarp>,
     carp_options: Option<RawCarpOptions>,
     pfsync: Option<RawPfsync>,
+    osfp: Option<RawOsfp>,
+    /// `palisade greylist` reads this section itself; the daemon lets it
+    /// be so that one file serves both.
+    #[allow(dead_code)]
+    greylist: Option<toml::Value>,
+}
+
+/// `[osfp]`: record the fingerprint of every inbound SYN that creates a
+/// state (`palisade osfp show`, greylisting by OS).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawOsfp {
+    record: Option<bool>,
+    entries: Option<Spanned<i64>>,
+    max_age: Option<Spanned<i64>>,
 }
 
 /// A CARP interface (carp(4), ifconfig(8) `carpdev`, `vhid`, `advbase`,
@@ -284,6 +299,10 @@ pub enum ConfigProblem {
     CarpNoAddress(String),
     #[error("'{0}' is not an address")]
     CarpPeer(String),
+    #[error("osfp entries {0}: 1 to 10000000")]
+    OsfpEntries(i64),
+    #[error("osfp max-age {0}: 1 to 604800 seconds")]
+    OsfpMaxAge(i64),
 }
 
 fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
@@ -399,6 +418,9 @@ pub struct Config {
     pub carp_options: CarpOptions,
     /// State synchronisation, if configured.
     pub pfsync: Option<PfsyncConfig>,
+    /// Record SYN fingerprints: at most this many connections (and hosts),
+    /// each kept this many seconds.
+    pub osfp: Option<(usize, u64)>,
 }
 
 /// `[pfsync]`: the sync interface (a logical interface, syncdev), an
@@ -982,7 +1004,28 @@ impl Config {
                 })
             }
         };
+        let osfp = match &raw.osfp {
+            Some(o) if o.record.unwrap_or(true) => {
+                let entries = match &o.entries {
+                    Some(e) if !(1..=10_000_000).contains(e.get_ref()) => {
+                        return Err(cx.err(e, ConfigProblem::OsfpEntries(*e.get_ref())))
+                    }
+                    Some(e) => *e.get_ref() as usize,
+                    None => 65_536,
+                };
+                let age = match &o.max_age {
+                    Some(a) if !(1..=604_800).contains(a.get_ref()) => {
+                        return Err(cx.err(a, ConfigProblem::OsfpMaxAge(*a.get_ref())))
+                    }
+                    Some(a) => *a.get_ref() as u64,
+                    None => 3600,
+                };
+                Some((entries, age))
+            }
+            _ => None,
+        };
         Ok(Config {
+            osfp,
             pfsync,
             pflog,
             pflog_size,

@@ -12,6 +12,7 @@ mod carp;
 mod control;
 mod daemon;
 mod ftpproxy;
+mod greylist;
 mod isolation;
 mod lab;
 mod listen;
@@ -135,6 +136,22 @@ enum Cmd {
         #[command(subcommand)]
         action: SyncCmd,
     },
+    /// Passive OS fingerprints in the running daemon: `osfp show
+    /// ADDRESS[:PORT]` says what the host's SYNs (or that connection's)
+    /// were taken for (needs `[osfp]` in palisade.toml).
+    Osfp {
+        #[command(subcommand)]
+        action: OsfpCmd,
+    },
+    /// Greylisting of mail by the sender's operating system: a Postfix
+    /// policy service (`check_policy_service inet:127.0.0.1:10023`) that
+    /// defers a first attempt only from systems listed in `[greylist]`
+    /// (desktop Windows by default), delivers the others at once, and adds
+    /// a header naming the system. `run`, `show`, `whitelist`, `delete`.
+    Greylist {
+        #[command(subcommand)]
+        action: GreylistCmd,
+    },
     /// ftp-proxy(8): the FTP proxy beside the daemon. pf.conf brings
     /// FTP control connections to it (`rdr-to 127.0.0.1 port 8021`, or the
     /// older `rdr pass ... -> 127.0.0.1 port 8021`, or `divert-to`); for
@@ -256,6 +273,73 @@ enum SyncCmd {
         #[command(flatten)]
         sock: Sock,
     },
+}
+
+/// palisade.toml, for `greylist`.
+#[derive(clap::Args)]
+struct GreyConf {
+    /// The configuration with the `[greylist]` section.
+    #[arg(
+        short = 'c',
+        value_name = "FILE",
+        default_value = "/etc/palisade/palisade.toml"
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum GreylistCmd {
+    /// Run the policy service in the foreground.
+    Run {
+        #[command(flatten)]
+        conf: GreyConf,
+    },
+    /// The client networks and triplets the database holds.
+    Show {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conf: GreyConf,
+    },
+    /// Whitelist a client's network by hand (never greylisted, never
+    /// expires).
+    Whitelist {
+        client: String,
+        #[command(flatten)]
+        conf: GreyConf,
+    },
+    /// Forget a client's network (its whitelist entry and triplets), or
+    /// one triplet (CLIENT SENDER RECIPIENT).
+    Delete {
+        client: String,
+        sender: Option<String>,
+        recipient: Option<String>,
+        #[command(flatten)]
+        conf: GreyConf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OsfpCmd {
+    /// What a host (ADDRESS) or one connection (ADDRESS:PORT, [v6]:PORT)
+    /// was seen as: the system, the SYN's signature, distance, when.
+    Show {
+        target: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+}
+
+/// ADDRESS, ADDRESS:PORT or [IPv6]:PORT.
+fn addr_port(s: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
+    if let Ok(a) = s.parse() {
+        return Some((a, None));
+    }
+    s.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|sa| (sa.ip(), Some(sa.port())))
 }
 
 #[derive(Subcommand)]
@@ -888,6 +972,18 @@ fn main() -> ExitCode {
         Cmd::Sync {
             action: SyncCmd::Show { json, sock },
         } => control_cmd(&sock.socket, Request::SyncShow, json),
+        Cmd::Osfp {
+            action: OsfpCmd::Show { target, json, sock },
+        } => match addr_port(&target) {
+            Some((addr, port)) => control_cmd(&sock.socket, Request::Osfp { addr, port }, json),
+            None => {
+                eprintln!(
+                    "palisade osfp show: '{target}' is not ADDRESS, ADDRESS:PORT or [IPv6]:PORT"
+                );
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Greylist { action } => greylist_cmd(action),
         Cmd::FtpProxy(opts) => {
             let level = match opts.debug {
                 0..=3 => tracing::Level::ERROR,
@@ -1135,5 +1231,75 @@ fn check(a: CheckArgs) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn greylist_cmd(action: GreylistCmd) -> ExitCode {
+    let conf_path = match &action {
+        GreylistCmd::Run { conf }
+        | GreylistCmd::Show { conf, .. }
+        | GreylistCmd::Whitelist { conf, .. }
+        | GreylistCmd::Delete { conf, .. } => conf.config.clone(),
+    };
+    let conf = match greylist::Conf::load(&conf_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("palisade greylist: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (req, json) = match action {
+        GreylistCmd::Run { .. } => {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_target(false)
+                .try_init();
+            return match greylist::run(conf) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade greylist: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        GreylistCmd::Show { json, .. } => (serde_json::json!({"op": "show"}), json),
+        GreylistCmd::Whitelist { client, .. } => (
+            serde_json::json!({"op": "whitelist", "client": client}),
+            false,
+        ),
+        GreylistCmd::Delete {
+            client,
+            sender,
+            recipient,
+            ..
+        } => {
+            if sender.is_some() != recipient.is_some() {
+                eprintln!("palisade greylist delete: CLIENT, or CLIENT SENDER RECIPIENT");
+                return ExitCode::from(2);
+            }
+            (
+                serde_json::json!({"op": "delete", "client": client, "sender": sender, "recipient": recipient}),
+                false,
+            )
+        }
+    };
+    match greylist::admin_cmd(&conf, req) {
+        Ok(v) => {
+            if json {
+                println!("{}", v["data"]);
+            } else {
+                print!("{}", v["text"].as_str().unwrap_or(""));
+            }
+            if v["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("palisade greylist: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -88,6 +88,52 @@ pub fn answer(sh: &Shared, req: &Request) -> Value {
         Request::Carp(op) => crate::carp::answer(sh, op),
         Request::SyncShow => crate::pfsync::show(sh),
         Request::NatLook { src, dst } => natlook(sh, *src, *dst),
+        Request::Osfp { addr, port } => osfp(sh, *addr, *port),
+    }
+}
+
+/// What the SYNs of a host (or of one of its connections) were taken for.
+fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
+    let dp = sh.dp();
+    let Some(log) = &dp.filter.synlog else {
+        return fail("osfp: SYNs are not recorded (set `record = true` in palisade.toml's [osfp])");
+    };
+    let now = sh.start.elapsed().as_millis() as u64;
+    let label = |o: &Option<std::sync::Arc<palisade_filter::osfp::Fingerprint>>| {
+        o.as_deref()
+            .map_or("unknown".to_string(), palisade_filter::filter::os_label)
+    };
+    let ago = |t: u64| now.saturating_sub(t) / 1000;
+    let syn = |s: &palisade_filter::synlog::SynSeen| {
+        json!({"os": label(&s.os), "description": s.os.as_ref().map(|o| o.description.clone()),
+               "signature": s.signature, "ttl": s.ttl, "distance": s.distance,
+               "dst": std::net::SocketAddr::new(s.dst, s.dport).to_string(), "seen_secs_ago": ago(s.at_ms)})
+    };
+    match port {
+        Some(p) => match log.connection(addr, p) {
+            Some(s) => {
+                let from = std::net::SocketAddr::new(addr, p);
+                json!({"ok": true,
+                       "text": format!("{from} -> {}:{}: {} (signature {}, distance {}, {} s ago)\n",
+                                       s.dst, s.dport, label(&s.os), s.signature, s.distance, ago(s.at_ms)),
+                       "data": {"connection": syn(s)}})
+            }
+            None => fail(format!(
+                "osfp: no SYN from {} recorded",
+                std::net::SocketAddr::new(addr, p)
+            )),
+        },
+        None => match log.host(addr) {
+            Some(h) => json!({"ok": true,
+                "text": format!("{addr}: {} (last SYN: {}, signature {}, distance {}); {} connection(s), first seen {} s ago, last {} s ago\n",
+                                label(&h.os), label(&h.last.os), h.last.signature, h.last.distance,
+                                h.connections, ago(h.first_ms), ago(h.last_ms)),
+                "data": {"os": label(&h.os), "connections": h.connections,
+                         "first_seen_secs_ago": ago(h.first_ms), "last_seen_secs_ago": ago(h.last_ms),
+                         "changed_secs_ago": (h.changed_ms > 0).then(|| ago(h.changed_ms)),
+                         "last": syn(&h.last)}}),
+            None => fail(format!("osfp: no SYN from {addr} recorded")),
+        },
     }
 }
 

@@ -168,6 +168,12 @@ pub enum Request {
         src: std::net::SocketAddr,
         dst: std::net::SocketAddr,
     },
+    /// What a host's TCP SYNs were taken for (`osfp show ADDRESS[:PORT]`):
+    /// the connection from that port, or the host's latest.
+    Osfp {
+        addr: std::net::IpAddr,
+        port: Option<u16>,
+    },
 }
 
 /// How verbose a listing is: -v (1) or -vv (2); `true` counts as -v.
@@ -306,6 +312,21 @@ impl Request {
             }),
             Some("log") => Ok(Request::Log),
             Some("sync") => Ok(Request::SyncShow),
+            Some("osfp") => {
+                let addr = req["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("osfp: \"addr\" must be an IPv4 or IPv6 address")?;
+                let port = match &req["port"] {
+                    Value::Null => None,
+                    p => Some(
+                        p.as_u64()
+                            .and_then(|p| u16::try_from(p).ok())
+                            .ok_or("osfp: \"port\" must be a port number")?,
+                    ),
+                };
+                Ok(Request::Osfp { addr, port })
+            }
             Some("natlook") => {
                 let addr = |k: &str| {
                     req[k]
@@ -405,6 +426,9 @@ impl Request {
             Request::Reload { file } => json!({"cmd": "reload", "file": file}),
             Request::Log => json!({"cmd": "log"}),
             Request::SyncShow => json!({"cmd": "sync", "op": "show"}),
+            Request::Osfp { addr, port } => {
+                json!({"cmd": "osfp", "addr": addr.to_string(), "port": port})
+            }
             Request::NatLook { src, dst } => {
                 json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()})
             }
@@ -480,6 +504,14 @@ mod tests {
             Request::Log,
             Request::Carp(CarpOp::Show),
             Request::SyncShow,
+            Request::Osfp {
+                addr: "2001:db8::7".parse().unwrap(),
+                port: Some(40123),
+            },
+            Request::Osfp {
+                addr: "192.0.2.7".parse().unwrap(),
+                port: None,
+            },
             Request::NatLook {
                 src: "203.0.113.50:40000".parse().unwrap(),
                 dst: "[2001:db8::1]:8021".parse().unwrap(),

@@ -64,6 +64,9 @@ pub fn run(path: &Path) -> Result<(), String> {
     {
         filter.set_fingerprints(db);
     }
+    if let Some((entries, secs)) = cfg.osfp {
+        filter.record_syns(entries, secs * 1000);
+    }
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
         .iter()

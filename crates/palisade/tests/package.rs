@@ -91,7 +91,14 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 36] = [
+const PAGES: [&str; 43] = [
+    "man8/palisade-greylist.8.gz",
+    "man8/palisade-greylist-run.8.gz",
+    "man8/palisade-greylist-show.8.gz",
+    "man8/palisade-greylist-whitelist.8.gz",
+    "man8/palisade-greylist-delete.8.gz",
+    "man8/palisade-osfp.8.gz",
+    "man8/palisade-osfp-show.8.gz",
     "man8/palisade-ftp-proxy.8.gz",
     "man8/palisade-sync.8.gz",
     "man8/palisade-sync-show.8.gz",

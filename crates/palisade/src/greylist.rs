@@ -1,0 +1,975 @@
+//! `palisade greylist`: greylisting of mail by the sending machine's
+//! operating system, as a Postfix policy service (scenario S6).
+//!
+//! Postfix asks (`check_policy_service inet:127.0.0.1:10023`) for each
+//! recipient; the service finds what the client's TCP SYN was taken for —
+//! from the Palisade firewall in front (its control socket, `[osfp]`), or
+//! by capturing the SYNs on the mail server itself — and lets the core
+//! (`palisade_greylist::grey`) decide: deferred (450 4.7.1) for a first
+//! attempt from a listed system, delivered at once otherwise, with a
+//! header naming the system.
+//!
+//! Triplets and the whitelist live in an embedded crash-safe database
+//! (redb: copy-on-write pages, a commit is durable when it returns). One
+//! thread owns the database and commits the decisions of the requests
+//! waiting together in one transaction (group commit), then answers them:
+//! an answer is never sent before its triplet is on disk.
+//!
+//! Also: p0f v3's query API on a Unix socket, and an admin socket for
+//! `palisade greylist show|whitelist|delete`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use palisade_filter::osfp::FingerprintDb;
+use palisade_filter::synlog::SynLog;
+use palisade_greylist::grey::{self, Entry, Greylist, Os, Store, Unknown};
+use palisade_greylist::p0f;
+use palisade_greylist::policy::{Action, Reader, Request};
+use redb::{ReadableTable, TableDefinition};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use toml::Spanned;
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("greylist");
+
+/// Policy connections served at once; more are closed at once.
+const MAX_CONNS: usize = 4096;
+/// Postfix closes an idle policy connection after 300 s
+/// (smtpd_policy_service_max_idle); so does the service.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// Where the SYN fingerprints come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A Palisade firewall's control socket (it records SYNs: `[osfp]`).
+    Firewall(PathBuf),
+    /// Capture on these interfaces, SYNs to these ports.
+    Sniff {
+        ifaces: Vec<String>,
+        ports: Vec<u16>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Conf {
+    pub listen: SocketAddr,
+    pub database: PathBuf,
+    pub admin: PathBuf,
+    pub p0f: Option<PathBuf>,
+    pub source: Source,
+    pub fingerprints: Option<PathBuf>,
+    pub grey: grey::Config,
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    greylist: Option<RawGreylist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGreylist {
+    listen: Option<Spanned<String>>,
+    database: Option<String>,
+    admin_socket: Option<String>,
+    p0f_socket: Option<String>,
+    firewall: Option<Spanned<String>>,
+    #[serde(default)]
+    sniff: Vec<String>,
+    sniff_ports: Option<Spanned<Vec<i64>>>,
+    fingerprints: Option<String>,
+    delay: Option<Spanned<i64>>,
+    retry_window: Option<Spanned<i64>>,
+    max_age: Option<Spanned<i64>>,
+    auto_whitelist: Option<Spanned<i64>>,
+    ipv4_prefix: Option<Spanned<i64>>,
+    ipv6_prefix: Option<Spanned<i64>>,
+    os: Option<Vec<String>>,
+    except_os: Option<Vec<String>>,
+    unknown: Option<Spanned<String>>,
+    header: Option<Spanned<String>>,
+    text: Option<String>,
+}
+
+fn line_of(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
+}
+
+impl Conf {
+    /// `[greylist]` of a palisade.toml; errors name the file and line.
+    pub fn parse(path: &Path, text: &str) -> Result<Conf, String> {
+        let file = path.display();
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
+            format!("{file}:{line}: {}", e.message())
+        })?;
+        let Some(r) = raw.greylist else {
+            return Err(format!("{file}: no [greylist] section"));
+        };
+        let err = |at: std::ops::Range<usize>, msg: String| {
+            format!("{file}:{}: {msg}", line_of(text, at.start))
+        };
+        let num = |v: &Option<Spanned<i64>>, lo: i64, hi: i64, what: &str, def: i64| match v {
+            Some(s) if !(lo..=hi).contains(s.get_ref()) => Err(err(
+                s.span(),
+                format!("greylist {what} {}: {lo} to {hi}", s.get_ref()),
+            )),
+            Some(s) => Ok(*s.get_ref()),
+            None => Ok(def),
+        };
+        let d = grey::Config::default();
+        let listen = match &r.listen {
+            Some(l) => l.get_ref().parse().map_err(|_| {
+                err(
+                    l.span(),
+                    format!("greylist listen '{}': not ADDRESS:PORT", l.get_ref()),
+                )
+            })?,
+            None => "127.0.0.1:10023".parse().expect("an address"),
+        };
+        let source = match (&r.firewall, r.sniff.is_empty()) {
+            (Some(f), true) => Source::Firewall(PathBuf::from(f.get_ref())),
+            (None, false) => {
+                let ports = match &r.sniff_ports {
+                    Some(p) => p
+                        .get_ref()
+                        .iter()
+                        .map(|&n| u16::try_from(n).ok().filter(|n| *n > 0))
+                        .collect::<Option<Vec<u16>>>()
+                        .ok_or_else(|| err(p.span(), "greylist sniff-ports: 1 to 65535".into()))?,
+                    None => vec![25, 587],
+                };
+                Source::Sniff {
+                    ifaces: r.sniff.clone(),
+                    ports,
+                }
+            }
+            (Some(f), false) => {
+                return Err(err(
+                    f.span(),
+                    "greylist: `firewall` and `sniff` both given: choose one source of fingerprints"
+                        .into(),
+                ))
+            }
+            (None, true) => {
+                return Err(format!(
+                    "{file}: [greylist] needs a source of fingerprints: `firewall = \"/run/palisade/palisade.sock\"` or `sniff = [\"eth0\"]`"
+                ))
+            }
+        };
+        let unknown = match &r.unknown {
+            None => Unknown::Deliver,
+            Some(u) if u.get_ref() == "deliver" => Unknown::Deliver,
+            Some(u) if u.get_ref() == "greylist" => Unknown::Greylist,
+            Some(u) => {
+                return Err(err(
+                    u.span(),
+                    format!(
+                        "greylist unknown '{}': \"deliver\" or \"greylist\"",
+                        u.get_ref()
+                    ),
+                ))
+            }
+        };
+        let header = match &r.header {
+            None => d.header.clone(),
+            Some(h) if h.get_ref().is_empty() => None,
+            Some(h)
+                if h.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b':') =>
+            {
+                Some(h.get_ref().clone())
+            }
+            Some(h) => {
+                return Err(err(
+                    h.span(),
+                    format!("greylist header '{}': not a header name", h.get_ref()),
+                ))
+            }
+        };
+        let grey = grey::Config {
+            delay: num(&r.delay, 0, 86_400, "delay", d.delay as i64)? as u64,
+            retry_window: num(
+                &r.retry_window,
+                1,
+                365 * 86_400,
+                "retry-window",
+                d.retry_window as i64,
+            )? as u64,
+            max_age: num(&r.max_age, 1, 3650 * 86_400, "max-age", d.max_age as i64)? as u64,
+            auto_whitelist: num(
+                &r.auto_whitelist,
+                0,
+                1_000_000,
+                "auto-whitelist",
+                d.auto_whitelist as i64,
+            )? as u32,
+            v4_prefix: num(&r.ipv4_prefix, 8, 32, "ipv4-prefix", 24)? as u8,
+            v6_prefix: num(&r.ipv6_prefix, 16, 128, "ipv6-prefix", 64)? as u8,
+            os: r.os.clone().unwrap_or(d.os),
+            except_os: r.except_os.clone().unwrap_or(d.except_os),
+            unknown,
+            header,
+            text: r.text.clone().unwrap_or(d.text),
+        };
+        Ok(Conf {
+            listen,
+            database: PathBuf::from(
+                r.database
+                    .unwrap_or_else(|| "/var/lib/palisade/greylist.redb".into()),
+            ),
+            admin: PathBuf::from(
+                r.admin_socket
+                    .unwrap_or_else(|| "/run/palisade/greylist.sock".into()),
+            ),
+            p0f: r.p0f_socket.map(PathBuf::from),
+            source,
+            fingerprints: r.fingerprints.map(PathBuf::from),
+            grey,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Conf, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Conf::parse(path, &text)
+    }
+}
+
+/// The store over one write transaction's table.
+struct TxStore<'a>(redb::Table<'a, &'static str, &'static [u8]>);
+
+impl Store for TxStore<'_> {
+    type Error = String;
+    fn get(&mut self, key: &str) -> Result<Option<Entry>, String> {
+        Ok(self
+            .0
+            .get(key)
+            .map_err(|e| e.to_string())?
+            .and_then(|v| Entry::decode(v.value())))
+    }
+    fn put(&mut self, key: &str, e: Entry) -> Result<(), String> {
+        self.0
+            .insert(key, e.encode().as_slice())
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        Ok(self.0.remove(key).map_err(|e| e.to_string())?.is_some())
+    }
+    fn scan(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>, String> {
+        let mut out = Vec::new();
+        for item in self.0.range(prefix..).map_err(|e| e.to_string())? {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if let Some(e) = Entry::decode(v.value()) {
+                out.push((k.value().to_string(), e));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Open (or create) the database.
+pub fn open_db(path: &Path) -> Result<redb::Database, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let db = redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    tx.open_table(TABLE).map_err(|e| e.to_string())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(db)
+}
+
+/// Work for the thread that owns the database.
+enum Job {
+    Decide {
+        req: Request,
+        os: Option<Os>,
+        reply: mpsc::SyncSender<Result<grey::Decision, String>>,
+    },
+    Admin {
+        req: Value,
+        reply: mpsc::SyncSender<Value>,
+    },
+}
+
+/// An admin operation on the store: show, whitelist, delete.
+fn admin(g: &Greylist, now: u64, req: &Value, st: &mut TxStore<'_>) -> Result<Value, String> {
+    match req["op"].as_str() {
+        Some("show") => {
+            let mut text = String::new();
+            let mut items = Vec::new();
+            for (prefix, kind) in [(grey::CLIENT, "client"), (grey::TRIPLET, "triplet")] {
+                for (k, e) in st.scan(prefix)? {
+                    let what = grey::key_text(&k);
+                    let status = match kind {
+                        "client" if e.manual => "whitelisted by hand".to_string(),
+                        "client" if g.cfg.auto_whitelist > 0 && e.count >= g.cfg.auto_whitelist => {
+                            format!("whitelisted ({} passed)", e.count)
+                        }
+                        "client" => format!("{} passed", e.count),
+                        _ if e.count > 0 => format!("passed {} time(s)", e.count),
+                        _ => {
+                            let left = g.cfg.delay.saturating_sub(now.saturating_sub(e.first));
+                            if left > 0 {
+                                format!("greylisted, {left} s left")
+                            } else {
+                                "greylisted, a retry passes".to_string()
+                            }
+                        }
+                    };
+                    text.push_str(&format!(
+                        "{kind:8} {what}: {status}; first {} s ago, last {} s ago\n",
+                        now.saturating_sub(e.first),
+                        now.saturating_sub(e.last)
+                    ));
+                    items.push(
+                        json!({"kind": kind, "key": what, "first": e.first, "last": e.last,
+                                      "count": e.count, "manual": e.manual, "status": status}),
+                    );
+                }
+            }
+            if items.is_empty() {
+                text.push_str("no entries\n");
+            }
+            Ok(json!({"ok": true, "text": text, "data": items}))
+        }
+        Some("whitelist") => {
+            let client = req["client"].as_str().ok_or("whitelist: no client")?;
+            let net = g.whitelist(now, client, st)?;
+            Ok(json!({"ok": true, "text": format!("{net}: whitelisted\n")}))
+        }
+        Some("delete") => {
+            let client = req["client"].as_str().ok_or("delete: no client")?;
+            let net = g.network(client);
+            let mut n = 0;
+            match (req["sender"].as_str(), req["recipient"].as_str()) {
+                (Some(s), Some(r)) => {
+                    n += st.delete(&grey::triplet_key(
+                        &net,
+                        &s.to_ascii_lowercase(),
+                        &r.to_ascii_lowercase(),
+                    ))? as usize;
+                }
+                _ => {
+                    n += st.delete(&grey::client_key(&net))? as usize;
+                    for (k, _) in st.scan(&format!("{}{net}\n", grey::TRIPLET))? {
+                        n += st.delete(&k)? as usize;
+                    }
+                }
+            }
+            Ok(
+                json!({"ok": true, "text": format!("{net}: {n} entr{} deleted\n", if n == 1 { "y" } else { "ies" })}),
+            )
+        }
+        _ => Err("unknown operation (show, whitelist, delete)".into()),
+    }
+}
+
+/// Run one admin operation on a database no service holds (the CLI when
+/// the service is not running).
+pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
+    let db = open_db(&conf.database)?;
+    let g = Greylist::new(conf.grey.clone());
+    let tx = db.begin_write().map_err(|e| e.to_string())?;
+    let v = {
+        let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+        admin(&g, unix_now(), req, &mut TxStore(t))?
+    };
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(v)
+}
+
+/// Send an admin operation to the running service; None if none runs.
+pub fn admin_online(conf: &Conf, req: &Value) -> Option<Result<Value, String>> {
+    let s = UnixStream::connect(&conf.admin).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut w = &s;
+    if writeln!(w, "{req}").is_err() {
+        return Some(Err("the service closed the admin connection".into()));
+    }
+    let mut line = String::new();
+    match BufReader::new(&s).read_line(&mut line) {
+        Ok(n) if n > 0 => Some(serde_json::from_str(&line).map_err(|e| e.to_string())),
+        _ => Some(Err("the service gave no answer".into())),
+    }
+}
+
+/// The thread that owns the database: decides the requests that wait
+/// together in one transaction, commits, then answers.
+fn db_thread(db: redb::Database, mut g: Greylist, rx: mpsc::Receiver<Job>) {
+    let mut last_expiry = 0u64;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let now = unix_now();
+        let mut answers: Vec<Result<Value, String>> = Vec::with_capacity(jobs.len());
+        let mut decisions: Vec<Result<grey::Decision, String>> = Vec::with_capacity(jobs.len());
+        let res: Result<(), String> = (|| {
+            let tx = db.begin_write().map_err(|e| e.to_string())?;
+            {
+                let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
+                let mut st = TxStore(t);
+                if now >= last_expiry + 3600 {
+                    last_expiry = now;
+                    match g.expire(now, &mut st) {
+                        Ok(n) if n > 0 => tracing::info!("greylist: {n} entries expired"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("greylist: expiry: {e}"),
+                    }
+                }
+                for j in &jobs {
+                    match j {
+                        Job::Decide { req, os, .. } => {
+                            decisions.push(g.decide(now, req, os.as_ref(), &mut st))
+                        }
+                        Job::Admin { req, .. } => answers.push(admin(&g, now, req, &mut st)),
+                    }
+                }
+            }
+            tx.commit().map_err(|e| e.to_string())
+        })();
+        let (mut d, mut a) = (decisions.into_iter(), answers.into_iter());
+        for j in jobs {
+            match j {
+                Job::Decide { reply, .. } => {
+                    let r = match (&res, d.next()) {
+                        (Ok(()), Some(x)) => x,
+                        (Err(e), _) => Err(e.clone()),
+                        (_, None) => Err("no decision".into()),
+                    };
+                    let _ = reply.send(r);
+                }
+                Job::Admin { reply, .. } => {
+                    let v = match (&res, a.next()) {
+                        (Ok(()), Some(Ok(v))) => v,
+                        (Ok(()), Some(Err(e))) => json!({"ok": false, "text": format!("{e}\n")}),
+                        (Err(e), _) => json!({"ok": false, "text": format!("{e}\n")}),
+                        (_, None) => json!({"ok": false, "text": "no answer\n"}),
+                    };
+                    let _ = reply.send(v);
+                }
+            }
+        }
+    }
+}
+
+/// Finds what a client's SYN was taken for.
+struct Fingerprints {
+    source: Source,
+    /// The capture's log (sniffing).
+    log: Arc<Mutex<SynLog>>,
+    /// Unix time when the log's clock started.
+    start_unix: u64,
+}
+
+impl Fingerprints {
+    /// The system of the connection from `addr`:`port` (or the host's
+    /// latest); None when unknown.
+    fn os(&self, addr: IpAddr, port: Option<u16>) -> Option<Os> {
+        match &self.source {
+            Source::Sniff { .. } => {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                let f = port
+                    .and_then(|p| log.connection(addr, p))
+                    .map(|s| s.os.clone())
+                    .or_else(|| log.host(addr).map(|h| h.last.os.clone()))??;
+                Some(Os::from_fingerprint(&f))
+            }
+            Source::Firewall(sock) => {
+                let ask = |port: Option<u16>| {
+                    crate::control::request(
+                        sock,
+                        json!({"cmd": "osfp", "addr": addr.to_string(), "port": port}),
+                    )
+                    .ok()
+                    .filter(|v| v["ok"] == true)
+                };
+                let label = match port.and_then(|p| ask(Some(p))) {
+                    Some(v) => v["data"]["connection"]["os"].as_str().map(str::to_string),
+                    None => {
+                        ask(None).and_then(|v| v["data"]["last"]["os"].as_str().map(str::to_string))
+                    }
+                }?;
+                (label != "unknown").then(|| Os::parse(&label))
+            }
+        }
+    }
+
+    /// p0f's view of a host.
+    fn host(&self, addr: IpAddr) -> Option<p0f::HostInfo> {
+        let unix = |ms: u64| (self.start_unix + ms / 1000) as u32;
+        match &self.source {
+            Source::Sniff { .. } => {
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                let h = log.host(addr)?;
+                let os = h.os.as_ref().map(|f| Os::from_fingerprint(f));
+                Some(p0f::HostInfo {
+                    first_seen: unix(h.first_ms),
+                    last_seen: unix(h.last_ms),
+                    total_conn: h.connections,
+                    last_chg: if h.changed_ms > 0 {
+                        unix(h.changed_ms)
+                    } else {
+                        0
+                    },
+                    distance: h.last.distance as i16,
+                    match_quality: h
+                        .os
+                        .as_ref()
+                        .map_or(0, |f| if f.approximate { 2 } else { 0 }),
+                    os_name: os
+                        .as_ref()
+                        .map(|o| o.name().to_string())
+                        .unwrap_or_default(),
+                    os_flavor: os.map(|o| o.flavour()).unwrap_or_default(),
+                })
+            }
+            Source::Firewall(sock) => {
+                let v = crate::control::request(
+                    sock,
+                    json!({"cmd": "osfp", "addr": addr.to_string(), "port": null}),
+                )
+                .ok()
+                .filter(|v| v["ok"] == true)?;
+                let d = &v["data"];
+                let now = unix_now();
+                let ago = |k: &str| d[k].as_u64().map(|s| now.saturating_sub(s) as u32);
+                let os = d["os"].as_str().filter(|l| *l != "unknown").map(Os::parse);
+                Some(p0f::HostInfo {
+                    first_seen: ago("first_seen_secs_ago").unwrap_or(0),
+                    last_seen: ago("last_seen_secs_ago").unwrap_or(0),
+                    total_conn: d["connections"].as_u64().unwrap_or(0) as u32,
+                    last_chg: ago("changed_secs_ago").unwrap_or(0),
+                    distance: d["last"]["distance"].as_i64().map_or(-1, |x| x as i16),
+                    match_quality: 0,
+                    os_name: os
+                        .as_ref()
+                        .map(|o| o.name().to_string())
+                        .unwrap_or_default(),
+                    os_flavor: os.map(|o| o.flavour()).unwrap_or_default(),
+                })
+            }
+        }
+    }
+}
+
+/// Capture inbound TCP SYNs to `ports` on `iface` into `log`.
+fn sniff(
+    iface: &str,
+    ports: Vec<u16>,
+    log: Arc<Mutex<SynLog>>,
+    db: Arc<FingerprintDb>,
+    start: Instant,
+) -> Result<(), String> {
+    let cname = std::ffi::CString::new(iface).map_err(|_| format!("'{iface}': bad name"))?;
+    // SAFETY: plain libc calls on a socket this function owns; the
+    // sockaddr_ll is zeroed and filled as packet(7) describes.
+    let fd = unsafe {
+        let idx = libc::if_nametoindex(cname.as_ptr());
+        if idx == 0 {
+            return Err(format!("sniff: no interface '{iface}'"));
+        }
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            (libc::ETH_P_ALL as u16).to_be() as i32,
+        );
+        if fd < 0 {
+            return Err(format!(
+                "sniff on '{iface}': {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = idx as i32;
+        if libc::bind(
+            fd,
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) < 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(format!("sniff on '{iface}': {e}"));
+        }
+        fd
+    };
+    let iface = iface.to_string();
+    std::thread::Builder::new()
+        .name(format!("sniff-{iface}"))
+        .spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                // SAFETY: recvfrom into a buffer this thread owns.
+                let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut sl = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                let n = unsafe {
+                    libc::recvfrom(
+                        fd,
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                        0,
+                        &mut sll as *mut libc::sockaddr_ll as *mut libc::sockaddr,
+                        &mut sl,
+                    )
+                };
+                if n < 0 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    tracing::error!("sniff on '{iface}': {}", std::io::Error::last_os_error());
+                    return;
+                }
+                if sll.sll_pkttype == libc::PACKET_OUTGOING {
+                    continue;
+                }
+                if let Some((src, sport, dst, dport, sig)) = syn_of(&buf[..n as usize]) {
+                    if ports.contains(&dport) {
+                        let os = db.identify(&sig).cloned().map(Arc::new);
+                        let now = start.elapsed().as_millis() as u64;
+                        log.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(now, src, sport, dst, dport, &sig, os);
+                    }
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// A TCP SYN (without ACK) in an Ethernet frame: its addresses, ports and
+/// what is fingerprinted. None for anything else, malformed included.
+pub fn syn_of(
+    frame: &[u8],
+) -> Option<(
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    palisade_filter::osfp::SynSignature,
+)> {
+    let mut off = 12;
+    let mut et = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    while et == 0x8100 || et == 0x88a8 {
+        off += 4;
+        et = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    }
+    let ip = frame.get(off + 2..)?;
+    let (src, dst, ttl, df, size, tcp) = match et {
+        0x0800 => {
+            let ihl = ((*ip.first()? & 0x0f) as usize) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 || ip.len() < ihl || ip[9] != 6 {
+                return None;
+            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]);
+            if frag & 0x3fff != 0 {
+                return None;
+            }
+            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+            let end = total.min(ip.len());
+            (
+                IpAddr::from([ip[12], ip[13], ip[14], ip[15]]),
+                IpAddr::from([ip[16], ip[17], ip[18], ip[19]]),
+                ip[8],
+                frag & 0x4000 != 0,
+                total as u16,
+                ip.get(ihl..end)?,
+            )
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 || ip[6] != 6 {
+                return None;
+            }
+            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+            let s: [u8; 16] = ip[8..24].try_into().ok()?;
+            let d: [u8; 16] = ip[24..40].try_into().ok()?;
+            // As pf reads IPv6: DF taken as set, the size as the IPv4
+            // packet's would be (a 20-byte header).
+            (
+                IpAddr::from(s),
+                IpAddr::from(d),
+                ip[7],
+                true,
+                (plen + 20) as u16,
+                ip.get(40..(40 + plen).min(ip.len()))?,
+            )
+        }
+        _ => return None,
+    };
+    if tcp.len() < 20 || tcp[13] & 0x12 != 0x02 {
+        return None;
+    }
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let sig = palisade_filter::osfp::SynSignature::from_tcp(tcp, ttl, df, size)?;
+    Some((src, sport, dst, dport, sig))
+}
+
+/// The fingerprint database: the built-in one, then `fingerprints`'s.
+fn load_db(conf: &Conf) -> Result<FingerprintDb, String> {
+    let mut db = FingerprintDb::default_db();
+    if let Some(f) = &conf.fingerprints {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let more = FingerprintDb::parse(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        db.entries.extend(more.entries);
+    }
+    Ok(db)
+}
+
+struct Ctx {
+    jobs: mpsc::SyncSender<Job>,
+    fp: Fingerprints,
+    conns: AtomicUsize,
+}
+
+/// Serve one Postfix connection: requests until it closes or misbehaves.
+fn serve_policy(ctx: &Ctx, mut s: TcpStream) {
+    let peer = s
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let _ = s.set_read_timeout(Some(IDLE));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
+    let _ = s.set_nodelay(true);
+    let mut reader = Reader::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        reader.feed(&buf[..n]);
+        let mut out = String::new();
+        loop {
+            match reader.next_request() {
+                Ok(Some(req)) => out.push_str(&answer(ctx, &req).to_wire()),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("greylist: {peer}: not a policy request ({e}); closed");
+                    let _ = s.write_all(out.as_bytes());
+                    return;
+                }
+            }
+        }
+        if !out.is_empty() && s.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn answer(ctx: &Ctx, req: &Request) -> Action {
+    let addr = req.get("client_address").and_then(|a| a.parse().ok());
+    let port = req.get("client_port").and_then(|p| p.parse().ok());
+    let os = addr.and_then(|a| ctx.fp.os(a, port));
+    let (tx, rx) = mpsc::sync_channel(1);
+    if ctx
+        .jobs
+        .send(Job::Decide {
+            req: req.clone(),
+            os: os.clone(),
+            reply: tx,
+        })
+        .is_err()
+    {
+        return Action::Dunno;
+    }
+    match rx.recv() {
+        Ok(Ok(d)) => {
+            tracing::info!(
+                "greylist: {}{} ({}) {} -> {}: {:?} => {}",
+                req.get("client_address").unwrap_or("?"),
+                port.map(|p| format!(":{p}")).unwrap_or_default(),
+                os.map_or("unknown".to_string(), |o| o.to_string()),
+                req.get("sender").unwrap_or(""),
+                req.get("recipient").unwrap_or(""),
+                d.why,
+                d.action
+            );
+            d.action
+        }
+        Ok(Err(e)) => {
+            // Fail open: mail is delivered rather than lost to our fault.
+            tracing::error!("greylist: database: {e}; answering DUNNO");
+            Action::Dunno
+        }
+        Err(_) => Action::Dunno,
+    }
+}
+
+fn serve_p0f(ctx: &Ctx, mut s: UnixStream) {
+    let _ = s.set_read_timeout(Some(IDLE));
+    let mut q = [0u8; p0f::QUERY_LEN];
+    while s.read_exact(&mut q).is_ok() {
+        let r = match p0f::parse_query(&q) {
+            Err(e) => {
+                tracing::warn!("p0f socket: bad query ({e})");
+                p0f::response(p0f::Status::BadQuery, None)
+            }
+            Ok(a) => match ctx.fp.host(a) {
+                Some(h) => p0f::response(p0f::Status::Ok, Some(&h)),
+                None => p0f::response(p0f::Status::NoMatch, None),
+            },
+        };
+        if s.write_all(&r).is_err() {
+            return;
+        }
+    }
+}
+
+fn serve_admin(ctx: &Ctx, s: UnixStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut line = String::new();
+    if BufReader::new(&s)
+        .take(64 * 1024)
+        .read_line(&mut line)
+        .is_err()
+    {
+        return;
+    }
+    let v = match serde_json::from_str::<Value>(&line) {
+        Err(e) => json!({"ok": false, "text": format!("bad request: {e}\n")}),
+        Ok(req) => {
+            let (tx, rx) = mpsc::sync_channel(1);
+            if ctx.jobs.send(Job::Admin { req, reply: tx }).is_err() {
+                return;
+            }
+            rx.recv()
+                .unwrap_or_else(|_| json!({"ok": false, "text": "no answer\n"}))
+        }
+    };
+    let mut w = &s;
+    let _ = writeln!(w, "{v}");
+}
+
+fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("{}: another service answers there", path.display()));
+    }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    Ok(l)
+}
+
+/// Run the service until killed.
+pub fn run(conf: Conf) -> Result<(), String> {
+    let fpdb = Arc::new(load_db(&conf)?);
+    let db = open_db(&conf.database)?;
+    let listener = TcpListener::bind(conf.listen)
+        .map_err(|e| format!("greylist listen {}: {e}", conf.listen))?;
+    let admin_l = unix_listener(&conf.admin, 0o600)?;
+    let p0f_l = match &conf.p0f {
+        Some(p) => Some(unix_listener(p, 0o666)?),
+        None => None,
+    };
+    let start = Instant::now();
+    let log = Arc::new(Mutex::new(SynLog::new(65_536, 3_600_000)));
+    if let Source::Sniff { ifaces, ports } = &conf.source {
+        for i in ifaces {
+            sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
+        }
+    }
+    let (jobs, rx) = mpsc::sync_channel(4096);
+    let g = Greylist::new(conf.grey.clone());
+    std::thread::Builder::new()
+        .name("greylist-db".into())
+        .spawn(move || db_thread(db, g, rx))
+        .map_err(|e| e.to_string())?;
+    let ctx = Arc::new(Ctx {
+        jobs,
+        fp: Fingerprints {
+            source: conf.source.clone(),
+            log,
+            start_unix: unix_now(),
+        },
+        conns: AtomicUsize::new(0),
+    });
+    {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            for s in admin_l.incoming().flatten() {
+                let ctx = ctx.clone();
+                std::thread::spawn(move || serve_admin(&ctx, s));
+            }
+        });
+    }
+    if let Some(l) = p0f_l {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let ctx = ctx.clone();
+                std::thread::spawn(move || serve_p0f(&ctx, s));
+            }
+        });
+    }
+    tracing::info!(
+        "greylist: policy service on {}, database {}, fingerprints from {}",
+        conf.listen,
+        conf.database.display(),
+        match &conf.source {
+            Source::Firewall(p) => format!("the firewall at {}", p.display()),
+            Source::Sniff { ifaces, ports } =>
+                format!("SYNs captured on {ifaces:?}, ports {ports:?}"),
+        }
+    );
+    crate::notify::send("READY=1");
+    for s in listener.incoming() {
+        let Ok(s) = s else { continue };
+        if ctx.conns.load(Ordering::Relaxed) >= MAX_CONNS {
+            tracing::warn!("greylist: {MAX_CONNS} connections already; one refused");
+            continue;
+        }
+        ctx.conns.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        let spawned = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                serve_policy(&ctx, s);
+                ctx.conns.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            tracing::warn!("greylist: no thread for a connection");
+        }
+    }
+    Ok(())
+}
+
+/// `greylist show|whitelist|delete`: through the running service, or on
+/// the database itself when none runs.
+pub fn admin_cmd(conf: &Conf, req: Value) -> Result<Value, String> {
+    match admin_online(conf, &req) {
+        Some(r) => r,
+        None => admin_offline(conf, &req),
+    }
+}
