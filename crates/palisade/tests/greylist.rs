@@ -458,3 +458,307 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     drop(mta);
     let _ = svc.stop();
 }
+
+/// The same with a Palisade firewall in front of the mail server: the
+/// firewall records each inbound SYN's fingerprint (`[osfp]`), the service
+/// asks its control socket. The client is first a Linux machine (delivered
+/// at once, `X-P0f-OS: Linux`), then made to look like Windows 10
+/// (deferred, its retry delivered with `X-P0f-OS: Windows 10`); `palisade
+/// osfp show` says what the firewall saw.
+#[test]
+fn firewall_in_front_gives_the_fingerprints() {
+    require_root();
+    tools_present();
+    let d = dir("fw");
+    let (ns, cli, fw, mail) = common::routed("greyfw");
+    let pf = d.0.join("pf.conf");
+    std::fs::write(
+        &pf,
+        "set skip on lo\nblock all\npass in on a0 proto tcp to 198.19.0.1 port 25\npass out\n",
+    )
+    .unwrap();
+    let cfg = d.0.join("fw.toml");
+    common::write_config(
+        &cfg,
+        format!(
+            "pf = \"{}\"\n{}[osfp]\nrecord = true\n",
+            pf.display(),
+            common::ROUTED_TOML
+        ),
+    );
+    let (mut fwp, log) =
+        common::spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let sock = d.0.join("palisade.sock");
+    wait_until(
+        "the firewall's control socket",
+        Duration::from_secs(15),
+        || sock.exists(),
+    );
+
+    let port = 10024;
+    let conf = d.0.join("palisade.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nadmin-socket = \"{adm}\"\n\
+             firewall = \"{sock}\"\ndelay = 3\n",
+            db = d.0.join("grey.redb").display(),
+            adm = d.0.join("admin.sock").display(),
+            sock = sock.display(),
+        ),
+    )
+    .unwrap();
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
+    let pfx = d.0.join("pfx");
+    let mta = postfix(&mail, &pfx, "198.19.0.1", port);
+    wait_until("postfix to listen", Duration::from_secs(20), || {
+        common::ok(&mail, &["bash", "-c", "exec 3<>/dev/tcp/198.19.0.1/25"])
+    });
+    let t = Instant::now();
+    while !common::ok(&cli, &["bash", "-c", "exec 3<>/dev/tcp/198.19.0.1/25"]) {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Linux: delivered at once.
+    let (code, out) = swaks(&ns, &cli, "198.19.0.1", "l@sender.test", "fw-linux");
+    assert_eq!(code, 0, "{out}\n{}", log.lock().unwrap());
+    let m = delivered(&pfx, "fw-linux", Duration::from_secs(20)).expect("delivered");
+    assert!(m.contains("X-P0f-OS: Linux"), "{m}");
+
+    // The same machine, now Windows-shaped: deferred, then delivered.
+    windows_stack(&ns, &cli);
+    let t0 = Instant::now();
+    let (code, out) = swaks(&ns, &cli, "198.19.0.1", "w@sender.test", "fw-windows");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("450 4.7.1"), "{out}");
+    let o = Command::new(palisade())
+        .args(["osfp", "show", "198.18.0.1", "-s"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.starts_with("198.18.0.1: Windows 10"), "{shown}");
+    assert!(shown.contains("64240:128:1:52:M1460,N,W8,N,N,S"), "{shown}");
+    std::thread::sleep(
+        Duration::from_secs(3).saturating_sub(t0.elapsed()) + Duration::from_millis(500),
+    );
+    let (code, out) = swaks(&ns, &cli, "198.19.0.1", "w@sender.test", "fw-windows-retry");
+    assert_eq!(code, 0, "the retry passes: {out}");
+    let m = delivered(&pfx, "fw-windows-retry", Duration::from_secs(20)).expect("delivered");
+    assert!(m.contains("X-P0f-OS: Windows 10"), "{m}");
+    let sa = spamassassin(&d.0, &m);
+    assert!(
+        sa.contains("2.5 PALISADE_P0F_WINDOWS"),
+        "spamassassin -t: {sa}"
+    );
+    drop(mta);
+    let _ = svc.stop();
+    let _ = fwp.stop();
+}
+
+/// One request on a fresh connection to the policy service in `ns`; the
+/// answer line.
+fn ask(ns: &str, port: u16, req: &'static str) -> String {
+    common::in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .join()
+    .unwrap()
+}
+
+const GOOD: &str = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.7\n\
+                    sender=x@sender.test\nrecipient=user@example.test\ninstance=abc\n\n";
+
+/// Bad input to every socket: malformed policy requests (no empty line, a
+/// 1 MB attribute, binary garbage), 1,000 idle connections, malformed p0f
+/// queries, SYNs with broken options on the capture. Each is answered or
+/// closed, and the service keeps serving.
+#[test]
+fn bad_input_is_closed_and_the_service_keeps_serving() {
+    require_root();
+    let d = dir("bad");
+    let ns = Netns::new("greybad", 2);
+    let (cli, mail) = (ns.names[0].clone(), ns.names[1].clone());
+    ns.veth(&cli, "eth0", &mail, "m0");
+    ns.exec(&cli, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    ns.exec(&mail, &["ip", "addr", "add", "192.0.2.25/24", "dev", "m0"]);
+    let port = 10025;
+    let conf = d.0.join("palisade.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nadmin-socket = \"{adm}\"\n\
+             p0f-socket = \"{p0f}\"\nsniff = [\"m0\"]\n",
+            db = d.0.join("grey.redb").display(),
+            adm = d.0.join("admin.sock").display(),
+            p0f = d.0.join("p0f.sock").display(),
+        ),
+    )
+    .unwrap();
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
+    assert_eq!(
+        ask(&mail, port, GOOD),
+        "action=PREPEND X-P0f-OS: unknown\n\n"
+    );
+
+    // Malformed requests: each connection is closed (EOF), never answered
+    // with garbage.
+    let closed = |payload: Vec<u8>| {
+        common::in_netns(&mail, move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(&payload);
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+        .join()
+        .unwrap()
+    };
+    let mut mb = b"request=smtpd_access_policy\nsender=".to_vec();
+    mb.extend(std::iter::repeat_n(b'a', 1 << 20));
+    assert_eq!(closed(mb), "", "1 MB attribute");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    assert_eq!(closed(garbage), "", "binary garbage");
+    assert_eq!(closed(b"hello there\n\n".to_vec()), "", "no name=value");
+    // No empty line, then the client goes: nothing to answer.
+    assert_eq!(
+        common::in_netns(&mail, move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"request=smtpd_access_policy\nclient_address=192.0.2.1\n")
+                .unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            buf.len()
+        })
+        .join()
+        .unwrap(),
+        0
+    );
+    // 1,000 idle connections held open: a request still gets its answer.
+    let idle = common::in_netns(&mail, move || {
+        (0..1000)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    let t = Instant::now();
+    assert_eq!(
+        ask(&mail, port, GOOD),
+        "action=DUNNO\n\n",
+        "same instance: no second header"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(idle);
+
+    // p0f: a bad magic and a bad address type answer "bad query" and the
+    // connection goes on.
+    let p0f = d.0.join("p0f.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&p0f).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for bad in [[0xffu8; 21], {
+        let mut q = [0u8; 21];
+        q[..4].copy_from_slice(&0x5030_4601u32.to_ne_bytes());
+        q[4] = 9;
+        q
+    }] {
+        s.write_all(&bad).unwrap();
+        let mut r = [0u8; 232];
+        s.read_exact(&mut r).unwrap();
+        assert_eq!(u32::from_ne_bytes(r[4..8].try_into().unwrap()), 0x00);
+    }
+    drop(s);
+    // Half a query, then gone.
+    let mut s = std::os::unix::net::UnixStream::connect(&p0f).unwrap();
+    s.write_all(&[1, 2, 3]).unwrap();
+    drop(s);
+
+    // SYNs with broken options, sent raw from the client: an option whose
+    // length is 0, one running past the header, a header length past the
+    // packet; then a good SYN.
+    let broken: Vec<Vec<u8>> = vec![
+        syn_with(&[2, 0, 0, 0], 6),
+        syn_with(&[3, 40, 0, 0], 6),
+        syn_with(&[1, 1, 1, 1], 15),
+        syn_with(&[2, 4, 5, 0xb4], 6),
+    ];
+    common::in_netns(&cli, move || {
+        // SAFETY: a raw IPv4 socket this closure owns, closed at the end.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes([192, 0, 2, 25]);
+            for p in &broken {
+                libc::sendto(
+                    fd,
+                    p.as_ptr() as *const libc::c_void,
+                    p.len(),
+                    0,
+                    &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+            }
+            libc::close(fd);
+        }
+    })
+    .join()
+    .unwrap();
+    // The good one was recorded (the capture still runs); the service
+    // answers.
+    wait_until(
+        "the good SYN in the capture",
+        Duration::from_secs(5),
+        || p0f_status(&p0f, "192.0.2.10".parse().unwrap()) == 0x10,
+    );
+    let g2 = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.7\n\
+              sender=x@sender.test\nrecipient=user@example.test\ninstance=def\n\n";
+    assert_eq!(ask(&mail, port, g2), "action=PREPEND X-P0f-OS: unknown\n\n");
+    let _ = svc.stop();
+}
+
+fn p0f_status(sock: &Path, a: std::net::Ipv4Addr) -> u32 {
+    p0f_query(sock, a).0
+}
+
+/// An IPv4 TCP SYN from 192.0.2.10 to 192.0.2.25:25 with these option
+/// bytes and this data offset (in words).
+fn syn_with(opts: &[u8], doff: u8) -> Vec<u8> {
+    let tcp_len = 20 + opts.len();
+    let total = 20 + tcp_len;
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[192, 0, 2, 10]);
+    p[16..20].copy_from_slice(&[192, 0, 2, 25]);
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&25u16.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = doff << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&8192u16.to_be_bytes());
+    t[20..].copy_from_slice(opts);
+    p
+}
