@@ -86,6 +86,19 @@ fn check_among(host: &str, hosts: &[&str], lab: &str) -> Result<(), String> {
 }
 
 impl Lab {
+    /// Create the lab's directory. Another lab's `down` may remove the
+    /// empty parent between the two mkdirs create_dir_all makes: try again.
+    pub fn make_dir(&self) -> Result<(), String> {
+        let mut tries = 0;
+        loop {
+            match std::fs::create_dir_all(self.dir()) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 20 => tries += 1,
+                Err(e) => return Err(format!("{}: {e}", self.dir().display())),
+            }
+        }
+    }
+
     /// The prefix names namespaces and a directory under /run/palisade-lab
     /// that `down` deletes, so it is a plain name: no '/', no "..".
     pub fn new(prefix: &str) -> Result<Lab, String> {
@@ -208,8 +221,7 @@ impl Lab {
             // are gone): its processes, if any still run, and its files.
             self.down()?;
         }
-        std::fs::create_dir_all(self.dir())
-            .map_err(|e| format!("{}: {e}", self.dir().display()))?;
+        self.make_dir()?;
         if let Err(mut e) = self.build(&pf) {
             if let Some(f) = rules {
                 // Errors in the rules name the file the user gave, not the

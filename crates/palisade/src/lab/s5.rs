@@ -53,8 +53,7 @@ impl Lab {
         if self.dir().exists() {
             self.down()?;
         }
-        std::fs::create_dir_all(self.dir())
-            .map_err(|e| format!("{}: {e}", self.dir().display()))?;
+        self.make_dir()?;
         if let Err(e) = self.build_s5() {
             return Err(match self.down() {
                 Ok(()) => e,
