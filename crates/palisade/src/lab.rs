@@ -28,6 +28,7 @@ use serde::Serialize;
 
 pub mod s3;
 pub mod s5;
+pub mod s6;
 
 /// The lab's pf.conf and palisade.toml: examples/s1/ (also what the S1
 /// end-to-end test runs).
@@ -44,6 +45,7 @@ pub fn all_hosts() -> impl Iterator<Item = &'static str> {
         .iter()
         .chain(s3::HOSTS.iter())
         .chain(s5::HOSTS.iter())
+        .chain(s6::HOSTS.iter())
         .copied()
 }
 
@@ -181,17 +183,22 @@ impl Lab {
             .spawn()
             .map_err(|e| format!("{}: {e}", args[0]))?;
         let pid = c.id();
-        // With its start time, so that `down` never signals an unrelated
-        // process that got the PID later. (`ip netns exec` execs the
-        // program: the PID and start time stay the program's.)
+        self.record_pid(pid)?;
+        Ok(pid)
+    }
+
+    /// Remember a process `down` must stop, with its start time, so that
+    /// `down` never signals an unrelated process that got the PID later.
+    /// (`ip netns exec` execs the program: the PID and start time stay the
+    /// program's.)
+    fn record_pid(&self, pid: u32) -> Result<(), String> {
         let start = proc_start(pid as i32).unwrap_or(0);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir().join("pids"))
             .map_err(|e| e.to_string())?;
-        writeln!(f, "{pid} {start}").map_err(|e| e.to_string())?;
-        Ok(pid)
+        writeln!(f, "{pid} {start}").map_err(|e| e.to_string())
     }
 
     fn ns_exists(&self, host: &str) -> bool {

@@ -373,6 +373,7 @@ enum Scenario {
     S1,
     S3,
     S5,
+    S6,
 }
 
 #[derive(Subcommand)]
@@ -390,7 +391,9 @@ enum LabCmd {
         /// s1: a bridge firewall for hosted machines; s3: two firewalls
         /// sharing virtual gateways (CARP), a host on each side; s5: an
         /// FTP server behind the firewall (ftp-proxy), a client outside
-        /// (needs vsftpd and curl).
+        /// (needs vsftpd and curl); s6: a mail server greylisting by the
+        /// sender's OS, a Windows-shaped and a Linux sender (needs
+        /// postfix, swaks, spamassassin).
         #[arg(long, value_enum, default_value = "s1")]
         scenario: Scenario,
     },
@@ -651,6 +654,38 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        LabCmd::Up {
+            scenario: Scenario::S6,
+            rules,
+            ..
+        } => {
+            if rules.is_some() {
+                return fail(what, "--rules is for scenario s1", 2);
+            }
+            if let Err(e) = l.up_s6() {
+                return fail(what, &e, 1);
+            }
+            println!("The S6 lab is up. Mail from both senders:");
+            let ok = l.show_s6();
+            println!();
+            l.print_s6();
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Status { .. } if l.is_s6() => {
+            println!("The S6 lab '{}' is up.", l.prefix);
+            l.print_s6();
+            ExitCode::SUCCESS
+        }
+        LabCmd::Exec { host, command, .. } if l.is_s6() => {
+            if let Err(e) = lab::Lab::check_host_s6(&host) {
+                return fail(what, &e, 2);
+            }
+            fail(what, &l.exec(&host, &command), 1)
         }
         LabCmd::Status { .. } if l.is_s5() => {
             println!("The S5 lab '{}' is up.", l.prefix);

@@ -601,3 +601,55 @@ fn lab_s5_ftp_server_behind_the_firewall() {
         );
     }
 }
+
+/// `lab up --scenario s6`: the Windows-shaped sender is greylisted, the
+/// Linux one delivered at once with its header, the retry delivered with
+/// `X-P0f-OS: Windows 10` and scored by SpamAssassin; `down` stops
+/// Postfix's master too.
+#[test]
+fn lab_s6_greylists_the_windows_sender_only() {
+    require_root();
+    let prefix = format!("pal-lab-s6-{}", std::process::id());
+    let _down = Down(prefix.clone());
+    let o = lab(&["up", "--scenario", "s6", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(
+        out.contains("win (Windows-shaped SYN) sends: 450 4.7.1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("delivered at once, with X-P0f-OS: Linux"),
+        "{out}"
+    );
+    assert!(
+        out.contains("delivered, with X-P0f-OS: Windows 10"),
+        "{out}"
+    );
+    assert!(out.contains("PALISADE_P0F_WINDOWS"), "{out}");
+    let master: Option<i32> = std::fs::read_to_string(format!(
+        "/run/palisade-lab/{prefix}/postfix/queue/pid/master.pid"
+    ))
+    .ok()
+    .and_then(|p| p.trim().parse().ok());
+    let master = master.expect("Postfix's master wrote its PID");
+    let o = lab(&["status", "--prefix", &prefix]);
+    assert!(
+        text(&o.stdout).contains("The S6 lab"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let t = Instant::now();
+    while running(master) && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!running(master), "Postfix's master still runs");
+    for h in ["win", "linux", "mail"] {
+        assert!(
+            !std::path::Path::new(&format!("/var/run/netns/{prefix}-{h}")).exists(),
+            "{h} left behind"
+        );
+    }
+}
