@@ -39,9 +39,15 @@ pub const DEFAULT_DB: &str = "\
 64240:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (tuned window scale)
 29200:64:1:60:M*,S,T,N,W7:\tLinux:3.10-4::Linux 3.10-4.x
 S44:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (jumbo MSS)
-# Over IPv6 (MSS 1440 on Ethernet) the same rule, the largest multiple of
-# the MSS under 64 KiB, gives 45 * MSS = 64800.
-S45:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (IPv6)
+# Linux 4.19 and later open with the largest multiple of the MSS under
+# 64 KiB (44 * 1460 = 64240 on Ethernet); over IPv6 (MSS 1440), PPPoE
+# (1452) or a tunnel (1400, 1360) that is 45 to 48 times the MSS.
+S45:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (IPv6, PPPoE)
+S46:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (tunnel MSS)
+S47:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (tunnel MSS)
+S48:64:1:60:M*,S,T,N,W*:\tLinux:4-6::Linux 4.x-6.x (tunnel MSS)
+# Linux 3.x to 4.18: 20 * MSS (twice the initial congestion window).
+S20:64:1:60:M*,S,T,N,W*:\tLinux:3.10-4::Linux 3.x-4.18
 #
 # Android: the Linux stack with its own default window.
 65535:64:1:60:M*,S,T,N,W*:\tAndroid:10+::Android 10 and later
