@@ -412,8 +412,8 @@ impl FingerprintDb {
             let win = s.window as u32;
             let win_ok = match f.window {
                 Window::Val(v) => v.matches(win),
-                Window::Mss(n) => mss.is_some_and(|m| m * n == win),
-                Window::Mtu(n) => mss.is_some_and(|m| (m + 40) * n == win),
+                Window::Mss(n) => mss.is_some_and(|m| m as u64 * n as u64 == win as u64),
+                Window::Mtu(n) => mss.is_some_and(|m| (m as u64 + 40) * n as u64 == win as u64),
             };
             if !win_ok || f.opts.len() != s.opts.len() {
                 return false;

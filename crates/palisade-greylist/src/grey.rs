@@ -430,7 +430,11 @@ impl Greylist {
             return Action::Dunno;
         };
         let value = os.map_or("unknown".to_string(), |o| o.to_string());
-        let Some(instance) = req.get("instance").filter(|i| !i.is_empty()) else {
+        let Some(instance) = req
+            .get("instance")
+            .filter(|i| !i.is_empty())
+            .map(|i| cut(i, MAX_INSTANCE))
+        else {
             return Action::Prepend(format!("{h}: {value}"));
         };
         while let Some((t, _)) = self.order.front() {
@@ -457,7 +461,12 @@ impl Greylist {
         let mut gone = 0;
         for prefix in [TRIPLET, CLIENT] {
             for (k, e) in store.scan(prefix)? {
-                if !e.manual && now.saturating_sub(e.last) > self.cfg.max_age {
+                // A triplet never retried within the retry window starts
+                // over anyway: bots leave many, keep none.
+                let dead = prefix == TRIPLET
+                    && e.count == 0
+                    && now.saturating_sub(e.first) > self.cfg.retry_window;
+                if dead || (!e.manual && now.saturating_sub(e.last) > self.cfg.max_age) {
                     store.delete(&k)?;
                     gone += 1;
                 }
@@ -467,12 +476,17 @@ impl Greylist {
     }
 
     /// Whitelist a client network by hand (`greylist whitelist`).
+    /// `client` must be an address (its network is whitelisted); None
+    /// otherwise.
     pub fn whitelist<S: Store>(
         &self,
         now: u64,
         client: &str,
         store: &mut S,
-    ) -> Result<String, S::Error> {
+    ) -> Result<Option<String>, S::Error> {
+        if client.parse::<IpAddr>().is_err() {
+            return Ok(None);
+        }
         let net = self.network(client);
         let key = client_key(&net);
         let mut e = store.get(&key)?.unwrap_or(Entry {
@@ -483,15 +497,33 @@ impl Greylist {
         });
         e.manual = true;
         store.put(&key, e)?;
-        Ok(net)
+        Ok(Some(net))
     }
 }
 
-/// An address as keyed: lower case, without angle brackets; the empty
-/// sender (bounces) stays empty.
-fn normalize(addr: &str) -> String {
-    addr.trim()
+/// The longest address kept in a key (RFC 5321 caps a path at 256
+/// octets); longer ones are cut, so that hostile requests cannot make
+/// keys of kilobytes.
+pub const MAX_ADDRESS: usize = 320;
+/// The longest message instance remembered (Postfix's are under 40 bytes).
+const MAX_INSTANCE: usize = 64;
+
+/// An address as keyed: lower case, without angle brackets, at most
+/// `MAX_ADDRESS` bytes; the empty sender (bounces) stays empty.
+pub fn normalize(addr: &str) -> String {
+    let a = addr
+        .trim()
         .trim_start_matches('<')
         .trim_end_matches('>')
-        .to_ascii_lowercase()
+        .to_ascii_lowercase();
+    cut(&a, MAX_ADDRESS).to_string()
+}
+
+/// At most `n` bytes of `s`, on a character boundary.
+fn cut(s: &str, n: usize) -> &str {
+    let mut n = n.min(s.len());
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    &s[..n]
 }

@@ -128,7 +128,10 @@ fn the_header_comes_once_per_message() {
         )
         .unwrap();
     assert!(matches!(d.action, Action::DeferIfPermit(_)));
-    g.whitelist(T0, "192.0.2.7", &mut s).unwrap();
+    assert_eq!(
+        g.whitelist(T0, "192.0.2.7", &mut s).unwrap().as_deref(),
+        Some("192.0.2.0/24")
+    );
     let d = g
         .decide(
             T0,
@@ -199,6 +202,11 @@ fn retry_window_auto_whitelist_and_expiry() {
     );
     // Expiry: 35 days without a visit; a hand-made whitelist stays.
     g.whitelist(t, "198.51.100.1", &mut s).unwrap();
+    assert_eq!(
+        g.whitelist(t, "10.0.0.0/8", &mut s).unwrap(),
+        None,
+        "not an address"
+    );
     let n = s.0.len();
     assert_eq!(g.expire(t + 86400, &mut s).unwrap(), 0);
     let gone = g.expire(t + 40 * 86400, &mut s).unwrap();
@@ -247,4 +255,30 @@ fn not_applicable_and_odd_requests() {
     assert!(s
         .0
         .contains_key(&triplet_key("192.0.2.0/24", "", "b@e.net")));
+}
+
+#[test]
+fn dead_triplets_go_and_hostile_sizes_are_cut() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let w = win10();
+    // A bot's one-shot attempt: gone once the retry window is over.
+    let r = rcpt("192.0.2.66", "bot@e.org", "x@e.net", "");
+    g.decide(T0, &r, Some(&w), &mut s).unwrap();
+    assert_eq!(g.expire(T0 + 86400, &mut s).unwrap(), 0);
+    assert_eq!(g.expire(T0 + 3 * 86400, &mut s).unwrap(), 1);
+    assert!(s.0.is_empty());
+    // Addresses of kilobytes make keys of at most MAX_ADDRESS bytes each.
+    let long = "a".repeat(8000);
+    let r = Request::from_pairs(&[
+        ("request", "smtpd_access_policy"),
+        ("client_address", "192.0.2.67"),
+        ("sender", &long),
+        ("recipient", &long),
+        ("instance", &long),
+    ]);
+    g.decide(T0, &r, Some(&w), &mut s).unwrap();
+    let k = s.0.keys().next().unwrap();
+    assert!(k.len() <= 2 * MAX_ADDRESS + 32, "{}", k.len());
+    assert_eq!(normalize(" <A@B> "), "a@b");
 }

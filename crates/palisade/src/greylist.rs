@@ -243,8 +243,8 @@ impl Conf {
     }
 }
 
-/// The store over one write transaction's table.
-struct TxStore<'a>(redb::Table<'a, &'static str, &'static [u8]>);
+/// The store over one write transaction's table; `dirty` once written.
+struct TxStore<'a>(redb::Table<'a, &'static str, &'static [u8]>, bool);
 
 impl Store for TxStore<'_> {
     type Error = String;
@@ -256,12 +256,14 @@ impl Store for TxStore<'_> {
             .and_then(|v| Entry::decode(v.value())))
     }
     fn put(&mut self, key: &str, e: Entry) -> Result<(), String> {
+        self.1 = true;
         self.0
             .insert(key, e.encode().as_slice())
             .map_err(|e| e.to_string())?;
         Ok(())
     }
     fn delete(&mut self, key: &str) -> Result<bool, String> {
+        self.1 = true;
         Ok(self.0.remove(key).map_err(|e| e.to_string())?.is_some())
     }
     fn scan(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>, String> {
@@ -354,8 +356,12 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut TxStore<'_>) -> Result<Va
         }
         Some("whitelist") => {
             let client = req["client"].as_str().ok_or("whitelist: no client")?;
-            let net = g.whitelist(now, client, st)?;
-            Ok(json!({"ok": true, "text": format!("{net}: whitelisted\n")}))
+            match g.whitelist(now, client, st)? {
+                Some(net) => Ok(json!({"ok": true, "text": format!("{net}: whitelisted\n")})),
+                None => Err(format!(
+                    "whitelist: '{client}' is not an IPv4 or IPv6 address"
+                )),
+            }
         }
         Some("delete") => {
             let client = req["client"].as_str().ok_or("delete: no client")?;
@@ -365,8 +371,8 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut TxStore<'_>) -> Result<Va
                 (Some(s), Some(r)) => {
                     n += st.delete(&grey::triplet_key(
                         &net,
-                        &s.to_ascii_lowercase(),
-                        &r.to_ascii_lowercase(),
+                        &grey::normalize(s),
+                        &grey::normalize(r),
                     ))? as usize;
                 }
                 _ => {
@@ -392,7 +398,7 @@ pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
     let tx = db.begin_write().map_err(|e| e.to_string())?;
     let v = {
         let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-        admin(&g, unix_now(), req, &mut TxStore(t))?
+        admin(&g, unix_now(), req, &mut TxStore(t, false))?
     };
     tx.commit().map_err(|e| e.to_string())?;
     Ok(v)
@@ -430,9 +436,9 @@ fn db_thread(db: redb::Database, mut g: Greylist, rx: mpsc::Receiver<Job>) {
         let mut decisions: Vec<Result<grey::Decision, String>> = Vec::with_capacity(jobs.len());
         let res: Result<(), String> = (|| {
             let tx = db.begin_write().map_err(|e| e.to_string())?;
-            {
+            let dirty = {
                 let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-                let mut st = TxStore(t);
+                let mut st = TxStore(t, false);
                 if now >= last_expiry + 3600 {
                     last_expiry = now;
                     match g.expire(now, &mut st) {
@@ -449,8 +455,15 @@ fn db_thread(db: redb::Database, mut g: Greylist, rx: mpsc::Receiver<Job>) {
                         Job::Admin { req, .. } => answers.push(admin(&g, now, req, &mut st)),
                     }
                 }
+                st.1
+            };
+            // Nothing written (no client greylisted in the batch): no
+            // commit, no fsync.
+            if dirty {
+                tx.commit().map_err(|e| e.to_string())
+            } else {
+                tx.abort().map_err(|e| e.to_string())
             }
-            tx.commit().map_err(|e| e.to_string())
         })();
         let (mut d, mut a) = (decisions.into_iter(), answers.into_iter());
         for j in jobs {
@@ -640,11 +653,25 @@ fn sniff(
                     )
                 };
                 if n < 0 {
-                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                        continue;
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        // A link that went down (and will come back), a
+                        // signal, a full buffer: go on.
+                        Some(libc::EINTR | libc::ENETDOWN | libc::EAGAIN | libc::ENOBUFS) => {
+                            if e.raw_os_error() == Some(libc::ENETDOWN) {
+                                tracing::warn!("sniff on '{iface}': {e}; capturing on");
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            continue;
+                        }
+                        _ => {
+                            // Without its capture the service would take
+                            // every client for unknown: stop, so that the
+                            // supervisor restarts it.
+                            tracing::error!("sniff on '{iface}': {e}; stopping");
+                            std::process::exit(1);
+                        }
                     }
-                    tracing::error!("sniff on '{iface}': {}", std::io::Error::last_os_error());
-                    return;
                 }
                 if sll.sll_pkttype == libc::PACKET_OUTGOING {
                     continue;
@@ -660,7 +687,11 @@ fn sniff(
                 }
             }
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // SAFETY: the socket was not handed to a thread: close it here.
+            unsafe { libc::close(fd) };
+            e.to_string()
+        })?;
     Ok(())
 }
 
@@ -717,7 +748,7 @@ pub fn syn_of(
                 IpAddr::from(d),
                 ip[7],
                 true,
-                (plen + 20) as u16,
+                (plen + 20).min(u16::MAX as usize) as u16,
                 ip.get(40..(40 + plen).min(ip.len()))?,
             )
         }
@@ -746,7 +777,7 @@ fn load_db(conf: &Conf) -> Result<FingerprintDb, String> {
 struct Ctx {
     jobs: mpsc::SyncSender<Job>,
     fp: Fingerprints,
-    conns: AtomicUsize,
+    conns: Arc<AtomicUsize>,
 }
 
 /// Serve one Postfix connection: requests until it closes or misbehaves.
@@ -913,25 +944,14 @@ pub fn run(conf: Conf) -> Result<(), String> {
             log,
             start_unix: unix_now(),
         },
-        conns: AtomicUsize::new(0),
+        conns: Arc::new(AtomicUsize::new(0)),
     });
-    {
-        let ctx = ctx.clone();
-        std::thread::spawn(move || {
-            for s in admin_l.incoming().flatten() {
-                let ctx = ctx.clone();
-                std::thread::spawn(move || serve_admin(&ctx, s));
-            }
-        });
-    }
+    // The admin and p0f sockets: a bounded number of connections each,
+    // a thread per connection.
+    serve_unix("greylist-admin", admin_l, ctx.clone(), 16, serve_admin)?;
     if let Some(l) = p0f_l {
-        let ctx = ctx.clone();
-        std::thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let ctx = ctx.clone();
-                std::thread::spawn(move || serve_p0f(&ctx, s));
-            }
-        });
+        // p0f's own default cap is 20 API connections.
+        serve_unix("greylist-p0f", l, ctx.clone(), 64, serve_p0f)?;
     }
     tracing::info!(
         "greylist: policy service on {}, database {}, fingerprints from {}",
@@ -946,23 +966,78 @@ pub fn run(conf: Conf) -> Result<(), String> {
     crate::notify::send("READY=1");
     for s in listener.incoming() {
         let Ok(s) = s else { continue };
-        if ctx.conns.load(Ordering::Relaxed) >= MAX_CONNS {
+        let Some(slot) = Slot::take(&ctx.conns, MAX_CONNS) else {
             tracing::warn!("greylist: {MAX_CONNS} connections already; one refused");
             continue;
-        }
-        ctx.conns.fetch_add(1, Ordering::Relaxed);
+        };
         let ctx = ctx.clone();
         let spawned = std::thread::Builder::new()
             .stack_size(256 * 1024)
             .spawn(move || {
+                let _slot = slot;
                 serve_policy(&ctx, s);
-                ctx.conns.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
             tracing::warn!("greylist: no thread for a connection");
         }
     }
     Ok(())
+}
+
+/// A connection's place in a bounded count, given back when dropped
+/// (also when the thread that holds it panics, or is never started).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accept on a Unix socket in a thread of its own: at most `max`
+/// connections at once, each served by `serve` in a thread.
+fn serve_unix(
+    name: &str,
+    l: UnixListener,
+    ctx: Arc<Ctx>,
+    max: usize,
+    serve: fn(&Ctx, UnixStream),
+) -> Result<(), String> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let what = name.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            for s in l.incoming().flatten() {
+                let Some(slot) = Slot::take(&count, max) else {
+                    tracing::warn!("{what}: {max} connections already; one refused");
+                    continue;
+                };
+                let ctx = ctx.clone();
+                let spawned = std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        let _slot = slot;
+                        serve(&ctx, s);
+                    });
+                if spawned.is_err() {
+                    tracing::warn!("{what}: no thread for a connection");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 /// `greylist show|whitelist|delete`: through the running service, or on

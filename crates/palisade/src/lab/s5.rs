@@ -290,7 +290,7 @@ impl Lab {
 impl Lab {
     /// The first line a TCP server at `to` says, from `role` (sending
     /// nothing: FTP servers speak first).
-    fn greeting(&self, role: &str, to: &str) -> String {
+    pub(super) fn greeting(&self, role: &str, to: &str) -> String {
         let Ok(to) = to.parse::<SocketAddr>() else {
             return String::new();
         };

@@ -188,7 +188,7 @@ impl Lab {
         }
         let t = Instant::now();
         while !self
-            .greeting_s6("linux", "198.51.100.25:25")
+            .greeting("linux", "198.51.100.25:25")
             .starts_with("220")
         {
             if t.elapsed() > Duration::from_secs(20) {
@@ -363,32 +363,5 @@ impl Lab {
             println!("  {cmd:<88} # {what}");
         }
         println!("  Logs: {d}/greylist.log, {d}/postfix.log");
-    }
-
-    /// The first line a TCP server at `to` says, from `role`.
-    fn greeting_s6(&self, role: &str, to: &str) -> String {
-        let Ok(to) = to.parse::<SocketAddr>() else {
-            return String::new();
-        };
-        let path = format!("/var/run/netns/{}", self.ns(role));
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            let Ok(f) = std::fs::File::open(&path) else {
-                return String::new();
-            };
-            // SAFETY: setns on this thread only, with a namespace fd we opened.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return String::new();
-            }
-            let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
-                return String::new();
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(s).read_line(&mut line);
-            line
-        })
-        .join()
-        .unwrap_or_default()
     }
 }
