@@ -23,8 +23,8 @@ fn tools_present() {
     for t in ["postfix", "swaks", "spamassassin", "nft"] {
         let ok = Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
-            .status()
-            .is_ok_and(|s| s.success());
+            .output()
+            .is_ok_and(|o| o.status.success());
         assert!(ok, "{t} is missing (scripts/test-all installs it)");
     }
 }
