@@ -964,24 +964,36 @@ pub fn run(conf: Conf) -> Result<(), String> {
         }
     );
     crate::notify::send("READY=1");
-    for s in listener.incoming() {
-        let Ok(s) = s else { continue };
-        let Some(slot) = Slot::take(&ctx.conns, MAX_CONNS) else {
-            tracing::warn!("greylist: {MAX_CONNS} connections already; one refused");
-            continue;
-        };
-        let ctx = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                let _slot = slot;
-                serve_policy(&ctx, s);
-            });
-        if spawned.is_err() {
-            tracing::warn!("greylist: no thread for a connection");
-        }
+    for s in listener.incoming().flatten() {
+        serve_in_thread("greylist", &ctx, &ctx.conns, MAX_CONNS, s, serve_policy);
     }
     Ok(())
+}
+
+/// Serve one connection in a thread of its own, if fewer than `max` of
+/// its kind (counted in `count`) are served; else it is closed.
+fn serve_in_thread<S: Send + 'static>(
+    what: &str,
+    ctx: &Arc<Ctx>,
+    count: &Arc<AtomicUsize>,
+    max: usize,
+    s: S,
+    serve: fn(&Ctx, S),
+) {
+    let Some(slot) = Slot::take(count, max) else {
+        tracing::warn!("{what}: {max} connections already; one refused");
+        return;
+    };
+    let ctx = ctx.clone();
+    let spawned = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _slot = slot;
+            serve(&ctx, s);
+        });
+    if spawned.is_err() {
+        tracing::warn!("{what}: no thread for a connection");
+    }
 }
 
 /// A connection's place in a bounded count, given back when dropped
@@ -1020,20 +1032,7 @@ fn serve_unix(
         .name(name.to_string())
         .spawn(move || {
             for s in l.incoming().flatten() {
-                let Some(slot) = Slot::take(&count, max) else {
-                    tracing::warn!("{what}: {max} connections already; one refused");
-                    continue;
-                };
-                let ctx = ctx.clone();
-                let spawned = std::thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || {
-                        let _slot = slot;
-                        serve(&ctx, s);
-                    });
-                if spawned.is_err() {
-                    tracing::warn!("{what}: no thread for a connection");
-                }
+                serve_in_thread(&what, &ctx, &count, max, s, serve);
             }
         })
         .map(|_| ())

@@ -88,6 +88,46 @@ fn check_among(host: &str, hosts: &[&str], lab: &str) -> Result<(), String> {
 }
 
 impl Lab {
+    /// Bring a scenario's lab up: refuse if one of that name is up, check
+    /// the tools it needs (`install` says how to get them), clear what a
+    /// lab of that name left, run `build`, and take everything down again
+    /// if it fails.
+    pub fn up_scenario(
+        &self,
+        tools: &[&str],
+        install: &str,
+        build: impl FnOnce(&Lab) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if all_hosts().any(|h| self.ns_exists(h)) {
+            return Err(format!(
+                "a lab named '{}' is already up: `palisade lab down{}` first",
+                self.prefix,
+                self.prefix_arg()
+            ));
+        }
+        for tool in tools {
+            let found = Command::new("which")
+                .arg(tool)
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !found {
+                return Err(format!("this lab needs {tool}: {install}"));
+            }
+        }
+        if self.dir().exists() {
+            self.down()?;
+        }
+        self.make_dir()?;
+        if let Err(e) = build(self) {
+            return Err(match self.down() {
+                Ok(()) => e,
+                Err(d) => format!("{e}\n(and taking it down again: {d})"),
+            });
+        }
+        Ok(())
+    }
+
     /// Create the lab's directory. Another lab's `down` may remove the
     /// empty parent between the two mkdirs create_dir_all makes: try again.
     pub fn make_dir(&self) -> Result<(), String> {

@@ -56,24 +56,7 @@ impl Lab {
     }
 
     pub fn up_s3(&self) -> Result<(), String> {
-        if all_hosts().any(|h| self.ns_exists(h)) {
-            return Err(format!(
-                "a lab named '{}' is already up: `palisade lab down{}` first",
-                self.prefix,
-                self.prefix_arg()
-            ));
-        }
-        if self.dir().exists() {
-            self.down()?;
-        }
-        self.make_dir()?;
-        if let Err(e) = self.build_s3() {
-            return Err(match self.down() {
-                Ok(()) => e,
-                Err(d) => format!("{e}\n(and taking it down again: {d})"),
-            });
-        }
-        Ok(())
+        self.up_scenario(&[], "", Lab::build_s3)
     }
 
     fn build_s3(&self) -> Result<(), String> {

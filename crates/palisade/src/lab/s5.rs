@@ -33,34 +33,11 @@ impl Lab {
     }
 
     pub fn up_s5(&self) -> Result<(), String> {
-        if all_hosts().any(|h| self.ns_exists(h)) {
-            return Err(format!(
-                "a lab named '{}' is already up: `palisade lab down{}` first",
-                self.prefix,
-                self.prefix_arg()
-            ));
-        }
-        for tool in ["vsftpd", "curl"] {
-            let found = Command::new("which")
-                .arg(tool)
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !found {
-                return Err(format!("the S5 lab needs {tool}: apt install vsftpd curl"));
-            }
-        }
-        if self.dir().exists() {
-            self.down()?;
-        }
-        self.make_dir()?;
-        if let Err(e) = self.build_s5() {
-            return Err(match self.down() {
-                Ok(()) => e,
-                Err(d) => format!("{e}\n(and taking it down again: {d})"),
-            });
-        }
-        Ok(())
+        self.up_scenario(
+            &["vsftpd", "curl"],
+            "apt install vsftpd curl",
+            Lab::build_s5,
+        )
     }
 
     fn build_s5(&self) -> Result<(), String> {

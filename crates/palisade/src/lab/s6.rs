@@ -28,36 +28,11 @@ impl Lab {
     }
 
     pub fn up_s6(&self) -> Result<(), String> {
-        if all_hosts().any(|h| self.ns_exists(h)) {
-            return Err(format!(
-                "a lab named '{}' is already up: `palisade lab down{}` first",
-                self.prefix,
-                self.prefix_arg()
-            ));
-        }
-        for tool in ["postfix", "swaks", "spamassassin", "nft"] {
-            let found = Command::new("which")
-                .arg(tool)
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !found {
-                return Err(format!(
-                    "the S6 lab needs {tool}: apt install postfix swaks spamassassin nftables"
-                ));
-            }
-        }
-        if self.dir().exists() {
-            self.down()?;
-        }
-        self.make_dir()?;
-        if let Err(e) = self.build_s6() {
-            return Err(match self.down() {
-                Ok(()) => e,
-                Err(d) => format!("{e}\n(and taking it down again: {d})"),
-            });
-        }
-        Ok(())
+        self.up_scenario(
+            &["postfix", "swaks", "spamassassin", "nft"],
+            "apt install postfix swaks spamassassin nftables",
+            Lab::build_s6,
+        )
     }
 
     fn build_s6(&self) -> Result<(), String> {
