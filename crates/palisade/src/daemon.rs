@@ -20,7 +20,20 @@ pub static RELOAD: AtomicBool = AtomicBool::new(false);
 
 pub extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+    // Wake worker 0 at once (it bows out of CARP mastership): otherwise it
+    // notices only at its next poll, up to 100 ms later.
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; 8 bytes from a valid
+        // buffer to the eventfd `WAKE_FD` names while it is open.
+        let _ = unsafe { libc::write(fd, one.as_ptr() as *const libc::c_void, 8) };
+    }
 }
+
+/// The eventfd that wakes worker 0 (`Shared::wake`), while it is open; -1
+/// otherwise. The stop signal writes to it.
+pub static WAKE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 pub extern "C" fn on_hup(_: libc::c_int) {
     RELOAD.store(true, Ordering::SeqCst);

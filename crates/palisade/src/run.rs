@@ -253,7 +253,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         // Ports open, rules compiled, control and metrics listening.
         crate::notify::ready(&sh);
+        crate::daemon::WAKE_FD.store(sh.wake.fd(), Ordering::SeqCst);
         worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
+        crate::daemon::WAKE_FD.store(-1, Ordering::SeqCst);
         crate::notify::stopping();
     });
     drop(isolation);
