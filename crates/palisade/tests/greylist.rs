@@ -196,6 +196,24 @@ fn delivered(d: &Path, subject: &str, within: Duration) -> Option<String> {
     }
 }
 
+/// A palisade.toml in `d` for the service on 127.0.0.1:`port`, its
+/// database and sockets in `d`, with `more` (the source, the delay).
+fn service_conf(d: &Path, port: u16, more: &str) -> PathBuf {
+    let conf = d.join("palisade.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nadmin-socket = \"{}\"\n\
+             p0f-socket = \"{}\"\n{more}",
+            d.join("grey.redb").display(),
+            d.join("admin.sock").display(),
+            d.join("p0f.sock").display(),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 fn start_service(ns: &Netns, name: &str, conf: &Path) -> Proc {
     ns.spawn(
         name,
@@ -336,18 +354,7 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     windows_stack(&ns, &win);
 
     let port = 10023;
-    let conf = d.0.join("palisade.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nadmin-socket = \"{adm}\"\n\
-             p0f-socket = \"{p0f}\"\nsniff = [\"w0\", \"l0\"]\ndelay = 4\n",
-            db = d.0.join("grey.redb").display(),
-            adm = d.0.join("admin.sock").display(),
-            p0f = d.0.join("p0f.sock").display(),
-        ),
-    )
-    .unwrap();
+    let conf = service_conf(&d.0, port, "sniff = [\"w0\", \"l0\"]\ndelay = 4\n");
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     let pf = d.0.join("pf");
@@ -496,18 +503,11 @@ fn firewall_in_front_gives_the_fingerprints() {
     );
 
     let port = 10024;
-    let conf = d.0.join("palisade.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nadmin-socket = \"{adm}\"\n\
-             firewall = \"{sock}\"\ndelay = 3\n",
-            db = d.0.join("grey.redb").display(),
-            adm = d.0.join("admin.sock").display(),
-            sock = sock.display(),
-        ),
-    )
-    .unwrap();
+    let conf = service_conf(
+        &d.0,
+        port,
+        &format!("firewall = \"{}\"\ndelay = 3\n", sock.display()),
+    );
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     let pfx = d.0.join("pfx");
@@ -594,18 +594,7 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
     ns.exec(&cli, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
     ns.exec(&mail, &["ip", "addr", "add", "192.0.2.25/24", "dev", "m0"]);
     let port = 10025;
-    let conf = d.0.join("palisade.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{db}\"\nadmin-socket = \"{adm}\"\n\
-             p0f-socket = \"{p0f}\"\nsniff = [\"m0\"]\n",
-            db = d.0.join("grey.redb").display(),
-            adm = d.0.join("admin.sock").display(),
-            p0f = d.0.join("p0f.sock").display(),
-        ),
-    )
-    .unwrap();
+    let conf = service_conf(&d.0, port, "sniff = [\"m0\"]\n");
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     assert_eq!(
