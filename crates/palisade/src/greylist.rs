@@ -29,15 +29,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use palisade_filter::osfp::FingerprintDb;
 use palisade_filter::synlog::SynLog;
-use palisade_greylist::grey::{self, Entry, Greylist, Os, Store, Unknown};
+use palisade_greylist::grey::{self, Greylist, Os, Store, Unknown};
+
+use crate::greystore::{Batch, GreyDb};
 use palisade_greylist::p0f;
 use palisade_greylist::policy::{Action, Reader, Request};
-use redb::{ReadableTable, TableDefinition};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use toml::Spanned;
-
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("greylist");
 
 /// Policy connections served at once; more are closed at once.
 const MAX_CONNS: usize = 4096;
@@ -243,61 +242,11 @@ impl Conf {
     }
 }
 
-/// The store over one write transaction's table; `dirty` once written.
-struct TxStore<'a>(redb::Table<'a, &'static str, &'static [u8]>, bool);
-
-impl Store for TxStore<'_> {
-    type Error = String;
-    fn get(&mut self, key: &str) -> Result<Option<Entry>, String> {
-        Ok(self
-            .0
-            .get(key)
-            .map_err(|e| e.to_string())?
-            .and_then(|v| Entry::decode(v.value())))
-    }
-    fn put(&mut self, key: &str, e: Entry) -> Result<(), String> {
-        self.1 = true;
-        self.0
-            .insert(key, e.encode().as_slice())
-            .map_err(|e| e.to_string())?;
-        Ok(())
-    }
-    fn delete(&mut self, key: &str) -> Result<bool, String> {
-        self.1 = true;
-        Ok(self.0.remove(key).map_err(|e| e.to_string())?.is_some())
-    }
-    fn scan(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>, String> {
-        let mut out = Vec::new();
-        for item in self.0.range(prefix..).map_err(|e| e.to_string())? {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            if !k.value().starts_with(prefix) {
-                break;
-            }
-            if let Some(e) = Entry::decode(v.value()) {
-                out.push((k.value().to_string(), e));
-            }
-        }
-        Ok(out)
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Open (or create) the database.
-pub fn open_db(path: &Path) -> Result<redb::Database, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let db = redb::Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let tx = db.begin_write().map_err(|e| e.to_string())?;
-    tx.open_table(TABLE).map_err(|e| e.to_string())?;
-    tx.commit().map_err(|e| e.to_string())?;
-    Ok(db)
 }
 
 /// Work for the thread that owns the database.
@@ -314,7 +263,7 @@ enum Job {
 }
 
 /// An admin operation on the store: show, whitelist, delete.
-fn admin(g: &Greylist, now: u64, req: &Value, st: &mut TxStore<'_>) -> Result<Value, String> {
+fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Value, String> {
     match req["op"].as_str() {
         Some("show") => {
             let mut text = String::new();
@@ -393,14 +342,11 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut TxStore<'_>) -> Result<Va
 /// Run one admin operation on a database no service holds (the CLI when
 /// the service is not running).
 pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
-    let db = open_db(&conf.database)?;
+    let mut db = GreyDb::open(&conf.database)?;
     let g = Greylist::new(conf.grey.clone());
-    let tx = db.begin_write().map_err(|e| e.to_string())?;
-    let v = {
-        let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-        admin(&g, unix_now(), req, &mut TxStore(t, false))?
-    };
-    tx.commit().map_err(|e| e.to_string())?;
+    let v = db.batch(|st| admin(&g, unix_now(), req, st))??;
+    db.commit()?;
+    db.checkpoint()?;
     Ok(v)
 }
 
@@ -421,7 +367,7 @@ pub fn admin_online(conf: &Conf, req: &Value) -> Option<Result<Value, String>> {
 
 /// The thread that owns the database: decides the requests that wait
 /// together in one transaction, commits, then answers.
-fn db_thread(db: redb::Database, mut g: Greylist, rx: mpsc::Receiver<Job>) {
+fn db_thread(mut db: GreyDb, mut g: Greylist, rx: mpsc::Receiver<Job>) {
     let mut last_expiry = 0u64;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -432,59 +378,77 @@ fn db_thread(db: redb::Database, mut g: Greylist, rx: mpsc::Receiver<Job>) {
             }
         }
         let now = unix_now();
-        let mut answers: Vec<Result<Value, String>> = Vec::with_capacity(jobs.len());
-        let mut decisions: Vec<Result<grey::Decision, String>> = Vec::with_capacity(jobs.len());
-        let res: Result<(), String> = (|| {
-            let tx = db.begin_write().map_err(|e| e.to_string())?;
-            let dirty = {
-                let t = tx.open_table(TABLE).map_err(|e| e.to_string())?;
-                let mut st = TxStore(t, false);
-                if now >= last_expiry + 3600 {
-                    last_expiry = now;
-                    match g.expire(now, &mut st) {
-                        Ok(n) if n > 0 => tracing::info!("greylist: {n} entries expired"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("greylist: expiry: {e}"),
-                    }
+        // Each job with its answer.
+        let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
+        let decided = db.batch(|st| {
+            if now >= last_expiry + 3600 {
+                last_expiry = now;
+                match g.expire(now, st) {
+                    Ok(n) if n > 0 => tracing::info!("greylist: {n} entries expired"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("greylist: expiry: {e}"),
                 }
-                for j in &jobs {
-                    match j {
-                        Job::Decide { req, os, .. } => {
-                            decisions.push(g.decide(now, req, os.as_ref(), &mut st))
-                        }
-                        Job::Admin { req, .. } => answers.push(admin(&g, now, req, &mut st)),
-                    }
-                }
-                st.1
-            };
-            // Nothing written (no client greylisted in the batch): no
-            // commit, no fsync.
-            if dirty {
-                tx.commit().map_err(|e| e.to_string())
-            } else {
-                tx.abort().map_err(|e| e.to_string())
             }
-        })();
-        let (mut d, mut a) = (decisions.into_iter(), answers.into_iter());
-        for j in jobs {
-            match j {
-                Job::Decide { reply, .. } => {
-                    let r = match (&res, d.next()) {
-                        (Ok(()), Some(x)) => x,
-                        (Err(e), _) => Err(e.clone()),
-                        (_, None) => Err("no decision".into()),
-                    };
-                    let _ = reply.send(r);
+            for j in jobs.drain(..) {
+                answers.push(match j {
+                    Job::Decide { req, os, reply } => {
+                        Answer::Decide(reply, g.decide(now, &req, os.as_ref(), st))
+                    }
+                    Job::Admin { req, reply } => Answer::Admin(reply, admin(&g, now, &req, st)),
+                });
+            }
+        });
+        let done = move |res: Result<(), String>| {
+            for a in answers {
+                a.send(&res);
+            }
+        };
+        match decided {
+            // The answers wait for the journal's sync (none if nothing
+            // was written and no earlier sync is under way).
+            Ok(()) => db.commit_then(Box::new(done)),
+            Err(e) => {
+                for j in jobs {
+                    match j {
+                        Job::Decide { reply, .. } => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Job::Admin { reply, .. } => {
+                            let _ = reply.send(json!({"ok": false, "text": format!("{e}\n")}));
+                        }
+                    }
                 }
-                Job::Admin { reply, .. } => {
-                    let v = match (&res, a.next()) {
-                        (Ok(()), Some(Ok(v))) => v,
-                        (Ok(()), Some(Err(e))) => json!({"ok": false, "text": format!("{e}\n")}),
-                        (Err(e), _) => json!({"ok": false, "text": format!("{e}\n")}),
-                        (_, None) => json!({"ok": false, "text": "no answer\n"}),
-                    };
-                    let _ = reply.send(v);
-                }
+            }
+        }
+        // Apply the journal to redb now and then.
+        if let Err(e) = db.maybe_checkpoint() {
+            tracing::warn!("greylist: checkpoint: {e} (the journal keeps the changes)");
+        }
+    }
+}
+
+/// A decided job, its answer waiting for the sync.
+enum Answer {
+    Decide(
+        mpsc::SyncSender<Result<grey::Decision, String>>,
+        Result<grey::Decision, String>,
+    ),
+    Admin(mpsc::SyncSender<Value>, Result<Value, String>),
+}
+
+impl Answer {
+    /// Send the answer, or the error that kept it from the disk.
+    fn send(self, synced: &Result<(), String>) {
+        match self {
+            Answer::Decide(reply, d) => {
+                let _ = reply.send(synced.clone().and(d));
+            }
+            Answer::Admin(reply, v) => {
+                let v = match synced.clone().and(v) {
+                    Ok(v) => v,
+                    Err(e) => json!({"ok": false, "text": format!("{e}\n")}),
+                };
+                let _ = reply.send(v);
             }
         }
     }
@@ -617,6 +581,27 @@ fn sniff(
                 std::io::Error::last_os_error()
             ));
         }
+        // Only inbound TCP SYNs reach this process (and VLAN-tagged
+        // frames, which `syn_of` unwraps): on a busy mail server (or on
+        // `lo`, where the policy requests themselves travel) the rest is
+        // dropped in the kernel.
+        let prog = syn_filter();
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        if libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        ) < 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(format!("sniff on '{iface}': filter: {e}"));
+        }
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
         sll.sll_family = libc::AF_PACKET as u16;
         sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
@@ -693,6 +678,87 @@ fn sniff(
             e.to_string()
         })?;
     Ok(())
+}
+
+/// The classic BPF program of the sniffer: accept inbound IPv4 and IPv6
+/// TCP segments with SYN and without ACK (IPv4 unfragmented, IPv6 without
+/// extension headers, as `syn_of` reads them) and VLAN-tagged frames;
+/// drop the rest.
+fn syn_filter() -> Vec<libc::sock_filter> {
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_JSET,
+        BPF_K, BPF_LD, BPF_LDX, BPF_MSH, BPF_RET, BPF_W,
+    };
+    // Jump targets by name, resolved below.
+    #[derive(Clone, Copy, PartialEq)]
+    enum L {
+        Next,
+        V6,
+        Vlan,
+        Flags,
+        Accept,
+        Reject,
+    }
+    use L::*;
+    const SKF_AD_PKTTYPE: u32 = 4;
+    let ins: [(u32, u32, L, L, Option<L>); 21] = [
+        // (code, k, jump if true, jump if false, label of this instruction)
+        (
+            BPF_LD | BPF_W | BPF_ABS,
+            (libc::SKF_AD_OFF as u32).wrapping_add(SKF_AD_PKTTYPE),
+            Next,
+            Next,
+            None,
+        ),
+        (
+            BPF_JMP | BPF_JEQ | BPF_K,
+            libc::PACKET_OUTGOING as u32,
+            Reject,
+            Next,
+            None,
+        ),
+        (BPF_LD | BPF_H | BPF_ABS, 12, Next, Next, None),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0x0800, Next, V6, None),
+        (BPF_LD | BPF_B | BPF_ABS, 23, Next, Next, None),
+        (BPF_JMP | BPF_JEQ | BPF_K, 6, Next, Reject, None),
+        (BPF_LD | BPF_H | BPF_ABS, 20, Next, Next, None),
+        (BPF_JMP | BPF_JSET | BPF_K, 0x3fff, Reject, Next, None),
+        (BPF_LDX | BPF_B | BPF_MSH, 14, Next, Next, None),
+        (BPF_LD | BPF_B | BPF_IND, 14 + 13, Next, Next, None),
+        (BPF_JMP | BPF_JA, 0, Flags, Flags, None),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0x86dd, Next, Vlan, Some(V6)),
+        (BPF_LD | BPF_B | BPF_ABS, 14 + 6, Next, Next, None),
+        (BPF_JMP | BPF_JEQ | BPF_K, 6, Next, Reject, None),
+        (BPF_LD | BPF_B | BPF_ABS, 14 + 40 + 13, Next, Next, None),
+        (BPF_ALU | BPF_AND | BPF_K, 0x12, Next, Next, Some(Flags)),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0x02, Accept, Reject, None),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0x8100, Accept, Next, Some(Vlan)),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0x88a8, Accept, Reject, None),
+        (BPF_RET | BPF_K, 0x40000, Next, Next, Some(Accept)),
+        (BPF_RET | BPF_K, 0, Next, Next, Some(Reject)),
+    ];
+    let at = |l: L| ins.iter().position(|i| i.4 == Some(l)).expect("a label");
+    ins.iter()
+        .enumerate()
+        .map(|(n, &(code, k, t, f, _))| {
+            let rel = |l: L| if l == Next { 0 } else { (at(l) - n - 1) as u32 };
+            if code == BPF_JMP | BPF_JA {
+                libc::sock_filter {
+                    code: code as u16,
+                    jt: 0,
+                    jf: 0,
+                    k: rel(t),
+                }
+            } else {
+                libc::sock_filter {
+                    code: code as u16,
+                    jt: rel(t) as u8,
+                    jf: rel(f) as u8,
+                    k,
+                }
+            }
+        })
+        .collect()
 }
 
 /// A TCP SYN (without ACK) in an Ethernet frame: its addresses, ports and
@@ -916,7 +982,8 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
 /// Run the service until killed.
 pub fn run(conf: Conf) -> Result<(), String> {
     let fpdb = Arc::new(load_db(&conf)?);
-    let db = open_db(&conf.database)?;
+    let mut db = GreyDb::open(&conf.database)?;
+    db.start_syncer()?;
     let listener = TcpListener::bind(conf.listen)
         .map_err(|e| format!("greylist listen {}: {e}", conf.listen))?;
     let admin_l = unix_listener(&conf.admin, 0o600)?;

@@ -13,6 +13,7 @@ mod control;
 mod daemon;
 mod ftpproxy;
 mod greylist;
+mod greystore;
 mod isolation;
 mod lab;
 mod listen;

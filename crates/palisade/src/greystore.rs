@@ -1,0 +1,657 @@
+//! The greylisting service's store: redb with a journal in front.
+//!
+//! Every answer the service gives waits until the decision behind it is
+//! on disk. A redb commit costs several page writes in different places
+//! of the file plus an fsync (0.3-0.5 ms on the project's machine), and
+//! one thread commits for everybody, so the commit rate bounds the
+//! request rate. Here a batch of decisions is instead appended to a small
+//! journal file, written once and `fdatasync`ed (the file is preallocated,
+//! so the sync writes data blocks only, no file-system metadata), and the
+//! changes are kept in memory over redb until a checkpoint applies them
+//! all to redb in one transaction. redb stays the store: the journal only
+//! holds what was decided since the last checkpoint. No crate does this
+//! for redb (it has no write-ahead log of its own), hence this module.
+//!
+//! Journal format: records one after another from offset 0, each
+//! `[u32 length][u32 crc][body]` (little-endian), the CRC-32 taken over the
+//! journal's generation (u64) and the body; body = `[op u8][key length
+//! u16][key][entry]` with op 1 = put (then [`Entry::SIZE`] bytes), 2 =
+//! delete. The generation lives in redb (table `meta`) and grows by one
+//! at each checkpoint, in the same transaction as the changes, so records
+//! of earlier generations left in the reused file no longer check out.
+//! Opening replays the records of the current generation until the first
+//! that does not check out (a torn tail: never answered), then
+//! checkpoints. Replaying twice is harmless: records carry whole values.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use palisade_greylist::grey::{Entry, Store};
+use redb::{ReadableTable, TableDefinition};
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("greylist");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const GENERATION: &str = "journal-generation";
+
+/// The journal's preallocated size.
+const JOURNAL_SIZE: u64 = 8 << 20;
+/// A checkpoint follows a batch once the journal is this full...
+const CHECKPOINT_AT: u64 = JOURNAL_SIZE / 2;
+/// ...or once changes have waited this long.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+const PUT: u8 = 1;
+const DELETE: u8 = 2;
+
+/// The journal of a database: `<database>.journal`.
+pub fn journal_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+/// redb with a journal in front; see the module's text.
+pub struct GreyDb {
+    db: redb::Database,
+    journal: File,
+    generation: u64,
+    /// Where the next batch goes in the journal.
+    at: u64,
+    /// Changes in the journal and not yet in redb (None: deleted).
+    pending: BTreeMap<String, Option<Entry>>,
+    /// Changes of the batch being decided: (key, value before the batch),
+    /// to undo the batch if it cannot be written.
+    undo: Vec<(String, Option<Option<Entry>>)>,
+    /// The batch's records.
+    buf: Vec<u8>,
+    since: Instant,
+    syncer: Option<Syncer>,
+}
+
+/// What runs once a batch is durable (or could not be made so).
+pub type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+enum SyncItem {
+    /// A batch: `sync` if it wrote to the journal.
+    Batch { sync: bool, done: Done },
+    /// Answered once every item before it is done.
+    Barrier(mpsc::SyncSender<()>),
+}
+
+/// The thread that syncs the journal while the next batch is decided.
+struct Syncer {
+    tx: mpsc::Sender<SyncItem>,
+    /// A sync failed: what reached the disk is unknown.
+    broken: Arc<AtomicBool>,
+}
+
+/// Sync what was written, then run the batches' `done`: batches that
+/// queued up while a sync ran share the next one.
+fn sync_loop(journal: File, rx: mpsc::Receiver<SyncItem>, broken: Arc<AtomicBool>) {
+    while let Ok(first) = rx.recv() {
+        let mut items = vec![first];
+        while let Ok(i) = rx.try_recv() {
+            items.push(i);
+        }
+        let res = if items
+            .iter()
+            .any(|i| matches!(i, SyncItem::Batch { sync: true, .. }))
+        {
+            journal.sync_data().map_err(|e| err("greylist journal", e))
+        } else {
+            Ok(())
+        };
+        if res.is_err() {
+            broken.store(true, Ordering::SeqCst);
+        }
+        for i in items {
+            match i {
+                SyncItem::Batch { done, .. } => done(res.clone()),
+                SyncItem::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+impl GreyDb {
+    /// Open (or create) the database and its journal, replay what the
+    /// journal holds and checkpoint it.
+    pub fn open(path: &Path) -> Result<GreyDb, String> {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))?;
+        }
+        let db = redb::Database::create(path).map_err(|e| err(&path.display().to_string(), e))?;
+        let generation = {
+            let tx = db.begin_write().map_err(|e| err("database", e))?;
+            tx.open_table(TABLE).map_err(|e| err("database", e))?;
+            let g = {
+                let meta = tx.open_table(META).map_err(|e| err("database", e))?;
+                let g = meta.get(GENERATION).map_err(|e| err("database", e))?;
+                g.map_or(0, |v| v.value())
+            };
+            tx.commit().map_err(|e| err("database", e))?;
+            g
+        };
+        let jpath = journal_path(path);
+        let jname = jpath.display().to_string();
+        let journal = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&jpath)
+            .map_err(|e| err(&jname, e))?;
+        let mut me = GreyDb {
+            db,
+            journal,
+            generation,
+            at: 0,
+            pending: BTreeMap::new(),
+            undo: Vec::new(),
+            buf: Vec::new(),
+            since: Instant::now(),
+            syncer: None,
+        };
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut me.journal, &mut text).map_err(|e| err(&jname, e))?;
+        let n = me.replay(&text);
+        if n > 0 {
+            tracing::info!("greylist: {n} change(s) replayed from {jname}");
+        }
+        // Preallocate with written zeros: later syncs then write data
+        // blocks only.
+        let len = me.journal.metadata().map_err(|e| err(&jname, e))?.len();
+        if len < JOURNAL_SIZE {
+            let zeros = vec![0u8; (JOURNAL_SIZE - len) as usize];
+            me.journal
+                .write_all_at(&zeros, len)
+                .and_then(|_| me.journal.sync_all())
+                .map_err(|e| err(&jname, e))?;
+            if let Some(dir) = dir {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| err(&dir.display().to_string(), e))?;
+            }
+        }
+        me.checkpoint()?;
+        Ok(me)
+    }
+
+    /// Apply the records of the current generation to `pending`: how many.
+    fn replay(&mut self, text: &[u8]) -> usize {
+        let mut at = 0usize;
+        let mut n = 0;
+        while let Some((len, body)) = record(text, at, self.generation) {
+            let Some((key, value)) = parse_body(body) else {
+                break;
+            };
+            self.pending.insert(key.to_string(), value);
+            at += len;
+            n += 1;
+        }
+        self.at = at as u64;
+        n
+    }
+
+    /// Run `f` over the store as (part of) a batch of decisions;
+    /// [`GreyDb::commit`] makes them durable.
+    pub fn batch<T>(&mut self, f: impl FnOnce(&mut Batch<'_>) -> T) -> Result<T, String> {
+        let tx = self.db.begin_read().map_err(|e| err("database", e))?;
+        let table = tx.open_table(TABLE).map_err(|e| err("database", e))?;
+        let mut b = Batch {
+            table,
+            generation: self.generation,
+            pending: &mut self.pending,
+            undo: &mut self.undo,
+            buf: &mut self.buf,
+        };
+        Ok(f(&mut b))
+    }
+
+    /// From now on, [`GreyDb::commit_then`] syncs in a thread of its own,
+    /// so that the next batch is decided while the last one is synced.
+    pub fn start_syncer(&mut self) -> Result<(), String> {
+        let file = self
+            .journal
+            .try_clone()
+            .map_err(|e| err("greylist journal", e))?;
+        let (tx, rx) = mpsc::channel();
+        let broken = Arc::new(AtomicBool::new(false));
+        let b = broken.clone();
+        std::thread::Builder::new()
+            .name("greylist-sync".into())
+            .spawn(move || sync_loop(file, rx, b))
+            .map_err(|e| err("greylist journal", e))?;
+        self.syncer = Some(Syncer { tx, broken });
+        Ok(())
+    }
+
+    /// Wait until the syncer has done everything queued.
+    fn barrier(&self) {
+        if let Some(s) = &self.syncer {
+            let (tx, rx) = mpsc::sync_channel(1);
+            if s.tx.send(SyncItem::Barrier(tx)).is_ok() {
+                let _ = rx.recv();
+            }
+        }
+    }
+
+    /// Write the last batch's records to the journal (or, with the
+    /// journal full or in doubt, checkpoint everything): Ok(true) if they
+    /// must still be synced. On failure the batch is undone.
+    fn write(&mut self) -> Result<bool, String> {
+        let res = self.write_batch();
+        self.buf.clear();
+        self.undo.clear();
+        res
+    }
+
+    fn write_batch(&mut self) -> Result<bool, String> {
+        if self.buf.is_empty() {
+            return Ok(false);
+        }
+        let broken = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.broken.load(Ordering::SeqCst));
+        let res = if broken || self.at + self.buf.len() as u64 > JOURNAL_SIZE {
+            self.barrier();
+            self.checkpoint().map(|()| false)
+        } else {
+            self.journal
+                .write_all_at(&self.buf, self.at)
+                .map(|_| {
+                    self.at += self.buf.len() as u64;
+                    true
+                })
+                .map_err(|e| err("greylist journal", e))
+        };
+        if res.is_err() {
+            for (k, before) in self.undo.drain(..).rev() {
+                match before {
+                    Some(v) => self.pending.insert(k, v),
+                    None => self.pending.remove(&k),
+                };
+            }
+            // What reached the file is unknown: the next batch goes
+            // through a checkpoint.
+            self.at = JOURNAL_SIZE;
+        }
+        res
+    }
+
+    /// Make the last batch durable now. True if anything was written.
+    pub fn commit(&mut self) -> Result<bool, String> {
+        let wrote = !self.buf.is_empty();
+        if self.write()? {
+            self.journal
+                .sync_data()
+                .map_err(|e| err("greylist journal", e))?;
+        }
+        Ok(wrote)
+    }
+
+    /// Make the last batch durable, then run `done`: with the syncer
+    /// started, in its thread, after a sync that began after the batch
+    /// was written. A batch that wrote nothing still waits for the syncs
+    /// before it (its answers may rest on their changes).
+    pub fn commit_then(&mut self, done: Done) {
+        match self.write() {
+            Err(e) => done(Err(e)),
+            Ok(sync) => match &self.syncer {
+                Some(s) => {
+                    if let Err(mpsc::SendError(SyncItem::Batch { done, .. })) =
+                        s.tx.send(SyncItem::Batch { sync, done })
+                    {
+                        done(Err("greylist journal: the sync thread is gone".into()));
+                    }
+                }
+                None => done(if sync {
+                    self.journal
+                        .sync_data()
+                        .map_err(|e| err("greylist journal", e))
+                } else {
+                    Ok(())
+                }),
+            },
+        }
+    }
+
+    /// Checkpoint if the journal is half full or changes have waited long.
+    pub fn maybe_checkpoint(&mut self) -> Result<(), String> {
+        if self.at >= CHECKPOINT_AT
+            || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY)
+        {
+            self.barrier();
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Apply every pending change to redb and start a new generation of
+    /// the journal, in one transaction. With the syncer started, only
+    /// after a [`GreyDb::barrier`] (no sync may run over the journal
+    /// being reused).
+    pub fn checkpoint(&mut self) -> Result<(), String> {
+        let tx = self.db.begin_write().map_err(|e| err("database", e))?;
+        {
+            let mut t = tx.open_table(TABLE).map_err(|e| err("database", e))?;
+            for (k, v) in &self.pending {
+                match v {
+                    Some(e) => {
+                        t.insert(k.as_str(), e.encode().as_slice())
+                            .map_err(|e| err("database", e))?;
+                    }
+                    None => {
+                        t.remove(k.as_str()).map_err(|e| err("database", e))?;
+                    }
+                }
+            }
+            let mut meta = tx.open_table(META).map_err(|e| err("database", e))?;
+            meta.insert(GENERATION, self.generation + 1)
+                .map_err(|e| err("database", e))?;
+        }
+        tx.commit().map_err(|e| err("database", e))?;
+        self.generation += 1;
+        self.pending.clear();
+        self.at = 0;
+        self.since = Instant::now();
+        if let Some(s) = &self.syncer {
+            s.broken.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for GreyDb {
+    fn drop(&mut self) {
+        self.barrier();
+        if !self.pending.is_empty() {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(
+                    "greylist: checkpoint at close: {e} (the journal keeps the changes)"
+                );
+            }
+        }
+    }
+}
+
+/// The record at `at` if it is whole and of `generation`: (its length,
+/// its body).
+fn record(text: &[u8], at: usize, generation: u64) -> Option<(usize, &[u8])> {
+    let head = text.get(at..at + 8)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
+    if len == 0 {
+        return None;
+    }
+    let body = text.get(at + 8..(at + 8).checked_add(len)?)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&generation.to_le_bytes());
+    h.update(body);
+    (h.finalize() == crc).then_some((8 + len, body))
+}
+
+fn parse_body(body: &[u8]) -> Option<(&str, Option<Entry>)> {
+    let (&op, rest) = body.split_first()?;
+    let klen = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+    let key = std::str::from_utf8(rest.get(2..2 + klen)?).ok()?;
+    let value = &rest[2 + klen..];
+    match op {
+        PUT => Some((key, Some(Entry::decode(value)?))),
+        DELETE if value.is_empty() => Some((key, None)),
+        _ => None,
+    }
+}
+
+fn push_record(buf: &mut Vec<u8>, generation: u64, key: &str, value: Option<&Entry>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(if value.is_some() { PUT } else { DELETE });
+    // Keys are bounded well below 64 KiB (grey::normalize).
+    let klen = key.len().min(u16::MAX as usize);
+    buf.extend_from_slice(&(klen as u16).to_le_bytes());
+    buf.extend_from_slice(&key.as_bytes()[..klen]);
+    if let Some(e) = value {
+        buf.extend_from_slice(&e.encode());
+    }
+    let len = (buf.len() - start - 8) as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&generation.to_le_bytes());
+    h.update(&buf[start + 8..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&h.finalize().to_le_bytes());
+}
+
+/// One batch's view of the store: pending changes over redb.
+pub struct Batch<'a> {
+    table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    generation: u64,
+    pending: &'a mut BTreeMap<String, Option<Entry>>,
+    undo: &'a mut Vec<(String, Option<Option<Entry>>)>,
+    buf: &'a mut Vec<u8>,
+}
+
+impl Batch<'_> {
+    fn set(&mut self, key: &str, value: Option<Entry>) {
+        push_record(self.buf, self.generation, key, value.as_ref());
+        let before = self.pending.insert(key.to_string(), value);
+        self.undo.push((key.to_string(), before));
+    }
+}
+
+impl Store for Batch<'_> {
+    type Error = String;
+    fn get(&mut self, key: &str) -> Result<Option<Entry>, String> {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(*v);
+        }
+        Ok(self
+            .table
+            .get(key)
+            .map_err(|e| err("database", e))?
+            .and_then(|v| Entry::decode(v.value())))
+    }
+    fn put(&mut self, key: &str, e: Entry) -> Result<(), String> {
+        self.set(key, Some(e));
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<bool, String> {
+        let existed = self.get(key)?.is_some();
+        if existed {
+            self.set(key, None);
+        }
+        Ok(existed)
+    }
+    fn scan(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>, String> {
+        let mut all = BTreeMap::new();
+        for item in self.table.range(prefix..).map_err(|e| err("database", e))? {
+            let (k, v) = item.map_err(|e| err("database", e))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if let Some(e) = Entry::decode(v.value()) {
+                all.insert(k.value().to_string(), e);
+            }
+        }
+        for (k, v) in self
+            .pending
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
+            match v {
+                Some(e) => all.insert(k.clone(), *e),
+                None => all.remove(k),
+            };
+        }
+        Ok(all.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(first: u64) -> Entry {
+        Entry {
+            first,
+            last: first,
+            count: 0,
+            manual: false,
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("greystore-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d.join("grey.redb")
+    }
+
+    fn put(db: &mut GreyDb, k: &str, e: Option<Entry>) {
+        db.batch(|b| match e {
+            Some(e) => b.put(k, e).unwrap(),
+            None => {
+                b.delete(k).unwrap();
+            }
+        })
+        .unwrap();
+    }
+
+    fn get(db: &mut GreyDb, k: &str) -> Option<Entry> {
+        db.batch(|b| b.get(k).unwrap()).unwrap()
+    }
+
+    /// Journaled changes, as a process killed before any checkpoint
+    /// leaves them (the journal written and synced, redb untouched), are
+    /// replayed at the next open; a torn record at the end is not.
+    #[test]
+    fn journal_replays_after_a_kill_and_stops_at_a_torn_record() {
+        let path = tmp("replay");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            put(&mut db, "a", Some(entry(1)));
+            assert!(db.commit().unwrap());
+            put(&mut db, "b", Some(entry(2)));
+            put(&mut db, "a", None);
+            assert!(db.commit().unwrap());
+            // Nothing written: nothing to sync.
+            assert_eq!(get(&mut db, "b"), Some(entry(2)));
+            assert!(!db.commit().unwrap());
+            // A torn third batch: half of its record reached the file.
+            put(&mut db, "c", Some(entry(3)));
+            let half = db.buf.len() / 2;
+            db.journal.write_all_at(&db.buf[..half], db.at).unwrap();
+            // The kill: the memory is lost, no checkpoint at drop.
+            db.pending.clear();
+        }
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "a"), None);
+        assert_eq!(get(&mut db, "b"), Some(entry(2)));
+        assert_eq!(get(&mut db, "c"), None);
+        // Opening checkpointed: redb holds it, the journal starts over.
+        assert!(db.pending.is_empty());
+        assert_eq!(db.at, 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Records of an earlier generation, left in the reused journal, are
+    /// not replayed over newer changes.
+    #[test]
+    fn old_generations_in_the_journal_are_not_replayed() {
+        let path = tmp("generation");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            // Generation 1: two records of the same size.
+            put(&mut db, "k0", Some(entry(1)));
+            put(&mut db, "k1", Some(entry(1)));
+            db.commit().unwrap();
+            db.checkpoint().unwrap();
+            // Generation 2 changes k1 (its record over k0's old one).
+            put(&mut db, "k1", Some(entry(5)));
+            db.commit().unwrap();
+            db.checkpoint().unwrap();
+            // Generation 3: one record, over the first again; k1's old
+            // record of generation 1 follows it in the file.
+            put(&mut db, "k0", Some(entry(7)));
+            db.commit().unwrap();
+            db.pending.clear();
+        }
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "k0"), Some(entry(7)));
+        assert_eq!(get(&mut db, "k1"), Some(entry(5)));
+        drop(db);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A scan sees redb's entries with the pending changes over them.
+    #[test]
+    fn scan_merges_pending_changes_over_the_database() {
+        let path = tmp("scan");
+        let mut db = GreyDb::open(&path).unwrap();
+        for k in ["p/1", "p/2", "p/3", "q/1"] {
+            put(&mut db, k, Some(entry(1)));
+        }
+        db.commit().unwrap();
+        db.checkpoint().unwrap();
+        put(&mut db, "p/2", None);
+        put(&mut db, "p/4", Some(entry(4)));
+        put(&mut db, "p/1", Some(entry(9)));
+        db.commit().unwrap();
+        let got = db.batch(|b| b.scan("p/").unwrap()).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("p/1".to_string(), entry(9)),
+                ("p/3".to_string(), entry(1)),
+                ("p/4".to_string(), entry(4))
+            ]
+        );
+        drop(db);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// With the syncer, `done` runs after the sync, in order; a full
+    /// journal checkpoints instead.
+    #[test]
+    fn the_syncer_runs_done_in_order_and_a_full_journal_checkpoints() {
+        let path = tmp("syncer");
+        let mut db = GreyDb::open(&path).unwrap();
+        db.start_syncer().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let key = "k".repeat(1000);
+        let mut gen0 = db.generation;
+        let mut checkpoints = 0;
+        for i in 0..20_000u64 {
+            put(&mut db, &format!("{key}{i}"), Some(entry(i)));
+            let tx = tx.clone();
+            db.commit_then(Box::new(move |r| tx.send((i, r)).unwrap()));
+            if db.generation != gen0 {
+                checkpoints += 1;
+                gen0 = db.generation;
+            }
+        }
+        drop(tx);
+        let got: Vec<_> = rx.iter().take(20_000).collect();
+        assert!(got.iter().all(|(_, r)| r.is_ok()));
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(checkpoints >= 2, "{checkpoints}");
+        drop(db);
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, &format!("{key}19999")), Some(entry(19_999)));
+        assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(0)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+}
