@@ -10,16 +10,19 @@
 //! header naming the system.
 //!
 //! Triplets and the whitelist live in an embedded crash-safe database
-//! (redb: copy-on-write pages, a commit is durable when it returns). One
-//! thread owns the database and commits the decisions of the requests
-//! waiting together in one transaction (group commit), then answers them:
-//! an answer is never sent before its triplet is on disk.
+//! (redb) with a journal in front (`greystore`). One thread (epoll) reads
+//! every Postfix connection and decides the requests that arrived
+//! together; their changes go to the journal, and the answers are sent
+//! once a sync covers them: an answer is never sent before its triplet
+//! is on disk.
 //!
 //! Also: p0f v3's query API on a Unix socket, and an admin socket for
 //! `palisade greylist show|whitelist|delete`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -249,17 +252,10 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Work for the thread that owns the database.
-enum Job {
-    Decide {
-        req: Request,
-        os: Option<Os>,
-        reply: mpsc::SyncSender<Result<grey::Decision, String>>,
-    },
-    Admin {
-        req: Value,
-        reply: mpsc::SyncSender<Value>,
-    },
+/// An admin operation for the policy loop, which owns the database.
+struct AdminJob {
+    req: Value,
+    reply: mpsc::SyncSender<Value>,
 }
 
 /// An admin operation on the store: show, whitelist, delete.
@@ -365,83 +361,46 @@ pub fn admin_online(conf: &Conf, req: &Value) -> Option<Result<Value, String>> {
     }
 }
 
-/// The thread that owns the database: decides the requests that wait
-/// together in one transaction, commits, then answers.
-fn db_thread(mut db: GreyDb, mut g: Greylist, rx: mpsc::Receiver<Job>) {
-    let mut last_expiry = 0u64;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 512 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let now = unix_now();
-        // Each job with its answer.
-        let mut answers: Vec<Answer> = Vec::with_capacity(jobs.len());
-        let decided = db.batch(|st| {
-            if now >= last_expiry + 3600 {
-                last_expiry = now;
-                match g.expire(now, st) {
-                    Ok(n) if n > 0 => tracing::info!("greylist: {n} entries expired"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("greylist: expiry: {e}"),
-                }
-            }
-            for j in jobs.drain(..) {
-                answers.push(match j {
-                    Job::Decide { req, os, reply } => {
-                        Answer::Decide(reply, g.decide(now, &req, os.as_ref(), st))
-                    }
-                    Job::Admin { req, reply } => Answer::Admin(reply, admin(&g, now, &req, st)),
-                });
-            }
-        });
-        let done = move |res: Result<(), String>| {
-            for a in answers {
-                a.send(&res);
-            }
-        };
-        match decided {
-            // The answers wait for the journal's sync (none if nothing
-            // was written and no earlier sync is under way).
-            Ok(()) => db.commit_then(Box::new(done)),
-            Err(e) => {
-                for j in jobs {
-                    match j {
-                        Job::Decide { reply, .. } => {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                        Job::Admin { reply, .. } => {
-                            let _ = reply.send(json!({"ok": false, "text": format!("{e}\n")}));
-                        }
-                    }
-                }
-            }
-        }
-        // Apply the journal to redb now and then.
-        if let Err(e) = db.maybe_checkpoint() {
-            tracing::warn!("greylist: checkpoint: {e} (the journal keeps the changes)");
-        }
-    }
+/// A Postfix connection of the policy loop.
+struct Conn {
+    s: Arc<TcpStream>,
+    reader: Reader,
+    last: Instant,
+    peer: String,
 }
 
-/// A decided job, its answer waiting for the sync.
+/// What one turn of the loop decides.
+enum Work {
+    Policy(Arc<TcpStream>, Request),
+    Admin(AdminJob),
+}
+
+/// A decided piece of work, its answer waiting for the sync.
 enum Answer {
-    Decide(
-        mpsc::SyncSender<Result<grey::Decision, String>>,
-        Result<grey::Decision, String>,
-    ),
+    Policy(Arc<TcpStream>, Action),
     Admin(mpsc::SyncSender<Value>, Result<Value, String>),
 }
 
 impl Answer {
-    /// Send the answer, or the error that kept it from the disk.
+    /// Send the answer, or what the sync's failure makes of it.
     fn send(self, synced: &Result<(), String>) {
         match self {
-            Answer::Decide(reply, d) => {
-                let _ = reply.send(synced.clone().and(d));
+            Answer::Policy(s, action) => {
+                // Fail open: mail is delivered rather than lost to our
+                // fault.
+                let action = if let Err(e) = synced {
+                    tracing::error!("greylist: {e}; answering DUNNO");
+                    Action::Dunno
+                } else {
+                    action
+                };
+                // The socket does not block: a client that lets its
+                // answers pile up (kernel buffers full) is cut off rather
+                // than holding up everybody's.
+                let text = action.to_wire();
+                if !matches!((&*s).write(text.as_bytes()), Ok(n) if n == text.len()) {
+                    let _ = s.shutdown(std::net::Shutdown::Both);
+                }
             }
             Answer::Admin(reply, v) => {
                 let v = match synced.clone().and(v) {
@@ -449,6 +408,269 @@ impl Answer {
                     Err(e) => json!({"ok": false, "text": format!("{e}\n")}),
                 };
                 let _ = reply.send(v);
+            }
+        }
+    }
+}
+
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+
+fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+        u64: token,
+    };
+    // SAFETY: epoll_ctl on descriptors this process owns, with an event
+    // structure that lives across the call.
+    if unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The policy service: one thread (epoll) reads every Postfix
+/// connection, decides the requests of a turn together over the store and
+/// hands their answers to the journal's sync thread, which sends them once
+/// the decisions are on disk. No thread per connection, no hand-over per
+/// request: on a small machine the CPU is what bounds the rate.
+fn policy_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut db: GreyDb,
+    mut g: Greylist,
+    admin_rx: mpsc::Receiver<AdminJob>,
+) -> Result<(), String> {
+    // SAFETY: plain system calls; the descriptors are owned below.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(format!("epoll: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a descriptor just created and owned by nobody else.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let ep = ep.as_raw_fd();
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("greylist listen: {e}"))?;
+    epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), LISTENER)
+        .and_then(|_| epoll_ctl(ep, libc::EPOLL_CTL_ADD, ctx.wake.as_raw_fd(), WAKE))
+        .map_err(|e| format!("epoll: {e}"))?;
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    let mut next_id = 2u64;
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last_expiry = 0u64;
+    let mut last_sweep = Instant::now();
+    // Accepting pauses for a moment when out of descriptors.
+    let mut accept_paused: Option<Instant> = None;
+    loop {
+        // SAFETY: epoll_wait into a buffer of `events.len()` entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 1000) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("epoll: {e}"));
+        }
+        let mut work: Vec<Work> = Vec::new();
+        let mut close: Vec<u64> = Vec::new();
+        for ev in &events[..n as usize] {
+            match ev.u64 {
+                LISTENER => loop {
+                    match listener.accept() {
+                        Ok((s, peer)) => {
+                            if conns.len() >= MAX_CONNS {
+                                tracing::warn!(
+                                    "greylist: {MAX_CONNS} connections already; {peer} refused"
+                                );
+                                continue;
+                            }
+                            let _ = s.set_nodelay(true);
+                            if s.set_nonblocking(true).is_err()
+                                || epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), next_id)
+                                    .is_err()
+                            {
+                                continue;
+                            }
+                            conns.insert(
+                                next_id,
+                                Conn {
+                                    s: Arc::new(s),
+                                    reader: Reader::new(),
+                                    last: Instant::now(),
+                                    peer: peer.to_string(),
+                                },
+                            );
+                            next_id += 1;
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            // Out of descriptors, most likely: stop
+                            // accepting for a moment rather than spin.
+                            tracing::warn!("greylist: accept: {e}");
+                            let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, listener.as_raw_fd(), 0);
+                            accept_paused = Some(Instant::now());
+                            break;
+                        }
+                    }
+                },
+                WAKE => {
+                    let mut b = [0u8; 8];
+                    let _ = (&ctx.wake).read(&mut b);
+                    while let Ok(j) = admin_rx.try_recv() {
+                        work.push(Work::Admin(j));
+                    }
+                }
+                id => {
+                    let Some(c) = conns.get_mut(&id) else {
+                        continue;
+                    };
+                    c.last = Instant::now();
+                    // Up to 64 KiB per connection and turn; the rest
+                    // waits for the next turn.
+                    let mut ok = true;
+                    for _ in 0..4 {
+                        match (&*c.s).read(&mut buf) {
+                            Ok(0) => ok = false,
+                            Ok(n) => c.reader.feed(&buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(_) => ok = false,
+                        }
+                        if !ok {
+                            break;
+                        }
+                    }
+                    loop {
+                        match c.reader.next_request() {
+                            Ok(Some(req)) => work.push(Work::Policy(c.s.clone(), req)),
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!(
+                                    "greylist: {}: not a policy request ({e}); closed",
+                                    c.peer
+                                );
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
+                    if !ok {
+                        close.push(id);
+                    }
+                }
+            }
+        }
+        if !work.is_empty() {
+            decide(&ctx, &mut db, &mut g, &mut last_expiry, work);
+        }
+        // A connection closed is dropped from the loop; its socket closes
+        // once the answers queued for it are sent.
+        for id in close {
+            if let Some(c) = conns.remove(&id) {
+                let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, c.s.as_raw_fd(), 0);
+                let _ = c.s.shutdown(std::net::Shutdown::Read);
+            }
+        }
+        if let Err(e) = db.maybe_checkpoint() {
+            tracing::warn!("greylist: checkpoint: {e} (the journal keeps the changes)");
+        }
+        if accept_paused.is_some_and(|t| t.elapsed() >= Duration::from_millis(100)) {
+            accept_paused = None;
+            let _ = epoll_ctl(ep, libc::EPOLL_CTL_ADD, listener.as_raw_fd(), LISTENER);
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            conns.retain(|_, c| {
+                let keep = c.last.elapsed() < IDLE;
+                if !keep {
+                    let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, c.s.as_raw_fd(), 0);
+                    let _ = c.s.shutdown(std::net::Shutdown::Both);
+                }
+                keep
+            });
+        }
+    }
+}
+
+/// Decide a turn's work over the store, then queue the answers behind the
+/// journal's sync.
+fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, work: Vec<Work>) {
+    let now = unix_now();
+    // The systems first: in firewall mode each is a question to the
+    // firewall.
+    let work: Vec<(Work, Option<Os>)> = work
+        .into_iter()
+        .map(|w| {
+            let os = match &w {
+                Work::Policy(_, req) => {
+                    let addr = req.get("client_address").and_then(|a| a.parse().ok());
+                    let port = req.get("client_port").and_then(|p| p.parse().ok());
+                    addr.and_then(|a| ctx.fp.os(a, port))
+                }
+                Work::Admin(_) => None,
+            };
+            (w, os)
+        })
+        .collect();
+    let mut answers: Vec<Answer> = Vec::with_capacity(work.len());
+    let mut work = Some(work);
+    let decided = db.batch(|st| {
+        if now >= *last_expiry + 3600 {
+            *last_expiry = now;
+            match g.expire(now, st) {
+                Ok(n) if n > 0 => tracing::info!("greylist: {n} entries expired"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("greylist: expiry: {e}"),
+            }
+        }
+        for (w, os) in work.take().into_iter().flatten() {
+            answers.push(match w {
+                Work::Policy(s, req) => {
+                    let action = match g.decide(now, &req, os.as_ref(), st) {
+                        Ok(d) => {
+                            tracing::info!(
+                                "greylist: {}{} ({}) {} -> {}: {:?} => {}",
+                                req.get("client_address").unwrap_or("?"),
+                                req.get("client_port")
+                                    .map(|p| format!(":{p}"))
+                                    .unwrap_or_default(),
+                                os.map_or("unknown".to_string(), |o| o.to_string()),
+                                req.get("sender").unwrap_or(""),
+                                req.get("recipient").unwrap_or(""),
+                                d.why,
+                                d.action
+                            );
+                            d.action
+                        }
+                        Err(e) => {
+                            tracing::error!("greylist: database: {e}; answering DUNNO");
+                            Action::Dunno
+                        }
+                    };
+                    Answer::Policy(s, action)
+                }
+                Work::Admin(j) => Answer::Admin(j.reply, admin(g, now, &j.req, st)),
+            });
+        }
+    });
+    match decided {
+        // The answers wait for the journal's sync (none if nothing was
+        // written and no earlier sync is under way).
+        Ok(()) => db.commit_then(Box::new(move |res| {
+            for a in answers {
+                a.send(&res);
+            }
+        })),
+        Err(e) => {
+            let res = Err(e);
+            for (w, _) in work.into_iter().flatten() {
+                match w {
+                    Work::Policy(s, _) => Answer::Policy(s, Action::Dunno).send(&res),
+                    Work::Admin(j) => Answer::Admin(j.reply, Ok(Value::Null)).send(&res),
+                }
             }
         }
     }
@@ -841,83 +1063,10 @@ fn load_db(conf: &Conf) -> Result<FingerprintDb, String> {
 }
 
 struct Ctx {
-    jobs: mpsc::SyncSender<Job>,
+    /// Admin operations for the policy loop, and the eventfd that wakes it.
+    admin: mpsc::SyncSender<AdminJob>,
+    wake: std::fs::File,
     fp: Fingerprints,
-    conns: Arc<AtomicUsize>,
-}
-
-/// Serve one Postfix connection: requests until it closes or misbehaves.
-fn serve_policy(ctx: &Ctx, mut s: TcpStream) {
-    let peer = s
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let _ = s.set_read_timeout(Some(IDLE));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
-    let _ = s.set_nodelay(true);
-    let mut reader = Reader::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        reader.feed(&buf[..n]);
-        let mut out = String::new();
-        loop {
-            match reader.next_request() {
-                Ok(Some(req)) => out.push_str(&answer(ctx, &req).to_wire()),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!("greylist: {peer}: not a policy request ({e}); closed");
-                    let _ = s.write_all(out.as_bytes());
-                    return;
-                }
-            }
-        }
-        if !out.is_empty() && s.write_all(out.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn answer(ctx: &Ctx, req: &Request) -> Action {
-    let addr = req.get("client_address").and_then(|a| a.parse().ok());
-    let port = req.get("client_port").and_then(|p| p.parse().ok());
-    let os = addr.and_then(|a| ctx.fp.os(a, port));
-    let (tx, rx) = mpsc::sync_channel(1);
-    if ctx
-        .jobs
-        .send(Job::Decide {
-            req: req.clone(),
-            os: os.clone(),
-            reply: tx,
-        })
-        .is_err()
-    {
-        return Action::Dunno;
-    }
-    match rx.recv() {
-        Ok(Ok(d)) => {
-            tracing::info!(
-                "greylist: {}{} ({}) {} -> {}: {:?} => {}",
-                req.get("client_address").unwrap_or("?"),
-                port.map(|p| format!(":{p}")).unwrap_or_default(),
-                os.map_or("unknown".to_string(), |o| o.to_string()),
-                req.get("sender").unwrap_or(""),
-                req.get("recipient").unwrap_or(""),
-                d.why,
-                d.action
-            );
-            d.action
-        }
-        Ok(Err(e)) => {
-            // Fail open: mail is delivered rather than lost to our fault.
-            tracing::error!("greylist: database: {e}; answering DUNNO");
-            Action::Dunno
-        }
-        Err(_) => Action::Dunno,
-    }
 }
 
 fn serve_p0f(ctx: &Ctx, mut s: UnixStream) {
@@ -954,9 +1103,10 @@ fn serve_admin(ctx: &Ctx, s: UnixStream) {
         Err(e) => json!({"ok": false, "text": format!("bad request: {e}\n")}),
         Ok(req) => {
             let (tx, rx) = mpsc::sync_channel(1);
-            if ctx.jobs.send(Job::Admin { req, reply: tx }).is_err() {
+            if ctx.admin.send(AdminJob { req, reply: tx }).is_err() {
                 return;
             }
+            let _ = (&ctx.wake).write(&1u64.to_ne_bytes());
             rx.recv()
                 .unwrap_or_else(|_| json!({"ok": false, "text": "no answer\n"}))
         }
@@ -998,20 +1148,23 @@ pub fn run(conf: Conf) -> Result<(), String> {
             sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
         }
     }
-    let (jobs, rx) = mpsc::sync_channel(4096);
-    let g = Greylist::new(conf.grey.clone());
-    std::thread::Builder::new()
-        .name("greylist-db".into())
-        .spawn(move || db_thread(db, g, rx))
-        .map_err(|e| e.to_string())?;
+    let (admin, admin_rx) = mpsc::sync_channel(64);
+    // SAFETY: eventfd creates a descriptor owned by the File below.
+    let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if wake < 0 {
+        return Err(format!("eventfd: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a descriptor just created and owned by nobody else.
+    let wake = unsafe { std::fs::File::from_raw_fd(wake) };
+    raise_nofile();
     let ctx = Arc::new(Ctx {
-        jobs,
+        admin,
+        wake,
         fp: Fingerprints {
             source: conf.source.clone(),
             log,
             start_unix: unix_now(),
         },
-        conns: Arc::new(AtomicUsize::new(0)),
     });
     // The admin and p0f sockets: a bounded number of connections each,
     // a thread per connection.
@@ -1031,10 +1184,27 @@ pub fn run(conf: Conf) -> Result<(), String> {
         }
     );
     crate::notify::send("READY=1");
-    for s in listener.incoming().flatten() {
-        serve_in_thread("greylist", &ctx, &ctx.conns, MAX_CONNS, s, serve_policy);
+    policy_loop(
+        listener,
+        ctx,
+        db,
+        Greylist::new(conf.grey.clone()),
+        admin_rx,
+    )
+}
+
+/// Let the process hold as many descriptors as its connections need (the
+/// soft limit is often 1,024; the hard one higher).
+fn raise_nofile() {
+    let want = (MAX_CONNS + 256) as libc::rlim_t;
+    // SAFETY: getrlimit/setrlimit on a structure this function owns.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
     }
-    Ok(())
 }
 
 /// Serve one connection in a thread of its own, if fewer than `max` of
