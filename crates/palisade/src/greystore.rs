@@ -711,6 +711,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// A journal of garbage (a disk's bad day) replays nothing and
+    /// panics nowhere.
+    #[test]
+    fn garbage_in_the_journal_replays_nothing() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in [0usize, 7, 8, 9, 100, 5000] {
+            let text: Vec<u8> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let path = tmp(&format!("garbage{n}"));
+            drop(GreyDb::open(&path).unwrap());
+            std::fs::write(journal_path(&path), &text).unwrap();
+            let mut db = GreyDb::open(&path).unwrap();
+            assert_eq!(db.batch(|b| b.scan("").unwrap()).unwrap(), vec![]);
+            drop(db);
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
+
     /// A scan sees redb's entries with the pending changes over them.
     #[test]
     fn scan_merges_pending_changes_over_the_database() {
