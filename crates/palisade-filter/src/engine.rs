@@ -14,7 +14,12 @@
 //! differential tests check this against `reference`. The cost depends on
 //! how many rules can match a packet, not on how many rules there are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// hashbrown's default hasher (foldhash) is several times cheaper than
+// std's SipHash for the index's small keys, looked up for every new
+// connection.
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -273,6 +278,9 @@ struct CRuleset {
     uses_os: bool,
     rules: Vec<CRule>,
     index: Index,
+    /// Every rule's position, for rulesets small enough that walking them
+    /// all costs less than consulting the index.
+    all: Vec<u32>,
     legacy: Vec<LRule>,
     /// Every rule of the source ruleset, for `show rules`.
     listing: Vec<RuleListing>,
@@ -712,28 +720,35 @@ impl Engine {
         if depth > palisade_conf::MAX_ANCHOR_DEPTH || rs.rules.is_empty() {
             return false;
         }
-        let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
-        let n = self.candidates(rs, pkt, &mut lists);
-        // With one list it is already in rule order; otherwise merge.
         let merged: Vec<u32>;
-        let order: &[u32] = if lists.len() == 1 {
-            lists[0]
+        let order: &[u32] = if rs.rules.len() <= LINEAR {
+            &rs.all
         } else {
-            let mut v = Vec::with_capacity(n);
-            for l in &lists {
-                v.extend_from_slice(l);
+            let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
+            let n = self.candidates(rs, pkt, &mut lists);
+            // With one list it is already in rule order; otherwise merge.
+            if lists.len() == 1 {
+                lists[0]
+            } else {
+                let mut v = Vec::with_capacity(n);
+                for l in &lists {
+                    v.extend_from_slice(l);
+                }
+                v.sort_unstable();
+                merged = v;
+                &merged
             }
-            v.sort_unstable();
-            merged = v;
-            &merged
         };
         for &i in order {
             let r = &rs.rules[i as usize];
+            if !self.skip_fields(r, pkt) {
+                continue;
+            }
             st.evaluations += 1;
             r.stats
                 .evaluations
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !self.matches(r, &rs.path, pkt, st.tag.as_deref()) {
+            if !self.rest_matches(r, &rs.path, pkt, st.tag.as_deref()) {
                 continue;
             }
             if let Some(t) = &r.tag {
@@ -908,34 +923,46 @@ impl Engine {
         m != a.neg
     }
 
-    fn matches(&self, r: &CRule, path: &str, pkt: &PacketMeta, tag: Option<&str>) -> bool {
+    /// The fields pf's skip steps jump on: interface, direction, family,
+    /// protocol, addresses, ports. A rule counts an evaluation only when a
+    /// packet gets past them (whether a linear walk or the index brought
+    /// it there), as pf's skip steps keep most such rules from being
+    /// visited. Cheapest and most often failing first.
+    fn skip_fields(&self, r: &CRule, pkt: &PacketMeta) -> bool {
         if r.never {
             return false;
         }
         if r.dir.is_some_and(|d| d != pkt.dir) {
             return false;
         }
-        if let Some((neg, name)) = &r.iface {
-            if self.on_iface(&pkt.iface, name) == *neg {
-                return false;
-            }
-        }
         if r.af.is_some_and(|a| a != pkt.af) || r.proto.is_some_and(|p| p != pkt.proto) {
             return false;
-        }
-        if !self.addr_ok(&r.src, &pkt.src) || !self.addr_ok(&r.dst, &pkt.dst) {
-            return false;
-        }
-        if let Some(op) = &r.sport {
-            if !pkt.sport.is_some_and(|p| op.matches(p as u32)) {
-                return false;
-            }
         }
         if let Some(op) = &r.dport {
             if !pkt.dport.is_some_and(|p| op.matches(p as u32)) {
                 return false;
             }
         }
+        if let Some(op) = &r.sport {
+            if !pkt.sport.is_some_and(|p| op.matches(p as u32)) {
+                return false;
+            }
+        }
+        if let Some((neg, name)) = &r.iface {
+            if self.on_iface(&pkt.iface, name) == *neg {
+                return false;
+            }
+        }
+        self.addr_ok(&r.dst, &pkt.dst) && self.addr_ok(&r.src, &pkt.src)
+    }
+
+    fn matches(&self, r: &CRule, path: &str, pkt: &PacketMeta, tag: Option<&str>) -> bool {
+        self.skip_fields(r, pkt) && self.rest_matches(r, path, pkt, tag)
+    }
+
+    /// The predicates beyond [`Engine::skip_fields`]; the ones with side
+    /// effects (probability, once, rates) last.
+    fn rest_matches(&self, r: &CRule, path: &str, pkt: &PacketMeta, tag: Option<&str>) -> bool {
         if let Some(os) = &r.os {
             if !os_matches(os, pkt.os.as_deref()) {
                 return false;
@@ -1142,12 +1169,17 @@ fn called_path(parent: &str, nr: usize, name: Option<&str>) -> String {
     }
 }
 
+/// Rulesets of at most this many rules are walked whole: six index
+/// lookups cost more than testing a few rules.
+const LINEAR: usize = 16;
+
 fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
     let mut out = CRuleset {
         path: path.to_string(),
         uses_os: uses_os(rs),
         rules: Vec::new(),
         index: Index::default(),
+        all: Vec::new(),
         legacy: Vec::new(),
         listing: Vec::new(),
     };
@@ -1355,6 +1387,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         ix.src.add(&c.src, i);
         out.rules.push(c);
     }
+    out.all = (0..out.rules.len() as u32).collect();
     out
 }
 
