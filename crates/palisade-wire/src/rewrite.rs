@@ -9,10 +9,31 @@ use std::net::IpAddr;
 use crate::checksum::{update16, update_bytes};
 use crate::ip::{parse_quoted, IpInfo, L4};
 
-fn addr_bytes(a: &IpAddr) -> Vec<u8> {
+/// An address's bytes, on the stack (this runs for every translated
+/// packet).
+struct AddrBytes {
+    b: [u8; 16],
+    n: usize,
+}
+
+impl std::ops::Deref for AddrBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+fn addr_bytes(a: &IpAddr) -> AddrBytes {
+    let mut b = [0u8; 16];
     match a {
-        IpAddr::V4(x) => x.octets().to_vec(),
-        IpAddr::V6(x) => x.octets().to_vec(),
+        IpAddr::V4(x) => {
+            b[..4].copy_from_slice(&x.octets());
+            AddrBytes { b, n: 4 }
+        }
+        IpAddr::V6(x) => AddrBytes {
+            b: x.octets(),
+            n: 16,
+        },
     }
 }
 
@@ -65,8 +86,10 @@ fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
     if nb.len() != len {
         return;
     }
-    let old = p[off..off + len].to_vec();
-    if old == nb {
+    let mut oldb = [0u8; 16];
+    oldb[..len].copy_from_slice(&p[off..off + len]);
+    let old = &oldb[..len];
+    if old == &*nb {
         return;
     }
     p[off..off + len].copy_from_slice(&nb);
