@@ -95,7 +95,7 @@ fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
     p[off..off + len].copy_from_slice(&nb);
     if !v6 {
         let c = get16(p, 10);
-        put16(p, 10, update_bytes(c, &old, &nb));
+        put16(p, 10, update_bytes(c, old, &nb));
     }
     let first_fragment = info.frag.is_none_or(|f| f.offset == 0);
     if let (Some((co, pseudo)), true) = (l4_checksum(info.proto, v6), first_fragment) {
@@ -104,7 +104,7 @@ fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
             let c = get16(p, o);
             // A UDP checksum of zero means "none" (IPv4): leave it.
             if !(info.proto == 17 && c == 0 && !v6) {
-                let mut n = update_bytes(c, &old, &nb);
+                let mut n = update_bytes(c, old, &nb);
                 if info.proto == 17 && n == 0 {
                     n = 0xffff;
                 }
