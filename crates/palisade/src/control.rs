@@ -297,13 +297,24 @@ fn parse_answer(line: &str) -> Result<Value, String> {
 
 /// Send one request to the daemon at `path`; a listing in parts is
 /// given to `part` as it comes. The answer (for parts, the first line).
-pub fn request_parts(
+pub fn request_parts(path: &Path, req: Value, part: impl FnMut(&Value)) -> Result<Value, String> {
+    request_parts_within(path, req, Duration::from_secs(30), part)
+}
+
+/// One request whose answer must come within `limit` (else an error).
+pub fn request_within(path: &Path, req: Value, limit: Duration) -> Result<Value, String> {
+    request_parts_within(path, req, limit, |_| {})
+}
+
+fn request_parts_within(
     path: &Path,
     req: Value,
+    limit: Duration,
     mut part: impl FnMut(&Value),
 ) -> Result<Value, String> {
     let s = connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
+    s.set_read_timeout(Some(limit))
+        .and_then(|_| s.set_write_timeout(Some(limit)))
         .map_err(|e| e.to_string())?;
     let mut w = &s;
     // A daemon with no room answers "busy" and closes without reading the

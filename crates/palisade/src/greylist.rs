@@ -43,6 +43,9 @@ use toml::Spanned;
 
 /// Policy connections served at once; more are closed at once.
 const MAX_CONNS: usize = 4096;
+/// How long a question to the firewall may take; after that the client
+/// counts as unknown (the service thread waits for it).
+const FIREWALL_WAIT: Duration = Duration::from_millis(500);
 /// Postfix closes an idle policy connection after 300 s
 /// (smtpd_policy_service_max_idle); so does the service.
 const IDLE: Duration = Duration::from_secs(300);
@@ -599,22 +602,36 @@ fn policy_loop(
 /// journal's sync.
 fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, work: Vec<Work>) {
     let now = unix_now();
-    // The systems first: in firewall mode each is a question to the
-    // firewall.
-    let work: Vec<(Work, Option<Os>)> = work
-        .into_iter()
-        .map(|w| {
-            let os = match &w {
-                Work::Policy(_, req) => {
-                    let addr = req.get("client_address").and_then(|a| a.parse().ok());
-                    let port = req.get("client_port").and_then(|p| p.parse().ok());
-                    addr.and_then(|a| ctx.fp.os(a, port))
-                }
-                Work::Admin(_) => None,
-            };
-            (w, os)
-        })
-        .collect();
+    // The systems first. In firewall mode each is a question to the
+    // firewall: asked side by side, each bounded by FIREWALL_WAIT.
+    let os_of = |w: &Work| match w {
+        Work::Policy(_, req) => {
+            let addr = req.get("client_address").and_then(|a| a.parse().ok());
+            let port = req.get("client_port").and_then(|p| p.parse().ok());
+            addr.and_then(|a| ctx.fp.os(a, port))
+        }
+        Work::Admin(_) => None,
+    };
+    let oses: Vec<Option<Os>> = match ctx.fp.source {
+        Source::Firewall(_) if work.len() > 1 => std::thread::scope(|sc| {
+            let per = work.len().div_ceil(8);
+            let handles: Vec<_> = work
+                .chunks(per)
+                .map(|c| {
+                    (
+                        c.len(),
+                        sc.spawn(move || c.iter().map(os_of).collect::<Vec<_>>()),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![None; n]))
+                .collect()
+        }),
+        _ => work.iter().map(os_of).collect(),
+    };
+    let work: Vec<(Work, Option<Os>)> = work.into_iter().zip(oses).collect();
     let mut answers: Vec<Answer> = Vec::with_capacity(work.len());
     let mut work = Some(work);
     let decided = db.batch(|st| {
@@ -700,9 +717,10 @@ impl Fingerprints {
             }
             Source::Firewall(sock) => {
                 let ask = |port: Option<u16>| {
-                    crate::control::request(
+                    crate::control::request_within(
                         sock,
                         json!({"cmd": "osfp", "addr": addr.to_string(), "port": port}),
+                        FIREWALL_WAIT,
                     )
                     .ok()
                     .filter(|v| v["ok"] == true)

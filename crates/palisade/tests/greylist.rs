@@ -751,3 +751,50 @@ fn syn_with(opts: &[u8], doff: u8) -> Vec<u8> {
     t[20..].copy_from_slice(opts);
     p
 }
+
+/// A firewall whose control socket takes connections and never answers
+/// (a hung daemon): the clients count as unknown after a bounded wait,
+/// several requests at once wait side by side, and the service goes on.
+#[test]
+fn a_firewall_that_never_answers_does_not_stall_the_service() {
+    require_root();
+    let d = dir("hung");
+    let ns = Netns::new("greyhung", 1);
+    let mail = ns.names[0].clone();
+    let port = 10025;
+    // Bound and listening, never accepted: connects succeed, reads wait.
+    let sock = d.0.join("hung.sock");
+    let _hung = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let conf = service_conf(
+        &d.0,
+        port,
+        &format!("firewall = \"{}\"\nunknown = \"deliver\"\n", sock.display()),
+    );
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
+    // Eight requests at once, from eight connections.
+    let t = Instant::now();
+    let answers: Vec<String> = (0..8)
+        .map(|i| {
+            let req: &'static str = Box::leak(
+                GOOD.replace("instance=abc", &format!("instance=hung{i}"))
+                    .into_boxed_str(),
+            );
+            std::thread::spawn({
+                let mail = mail.clone();
+                move || ask(&mail, port, req)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let took = t.elapsed();
+    for a in &answers {
+        assert_eq!(a, "action=PREPEND X-P0f-OS: unknown\n\n");
+    }
+    // Bounded by the service's wait for the firewall (0.5 s), not by
+    // the number of requests (8 x 0.5 s) nor by a long socket timeout.
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let _ = svc.stop();
+}
