@@ -198,7 +198,13 @@ fn sync_loop(mut j: BlockJournal, rx: mpsc::Receiver<SyncItem>, broken: Arc<Atom
             broken.store(true, Ordering::SeqCst);
         }
         if !dones.is_empty() {
-            let _ = answer.send((std::mem::take(dones), res));
+            // Should the answer thread be gone, answer here rather than
+            // never.
+            if let Err(mpsc::SendError((dones, res))) = answer.send((std::mem::take(dones), res)) {
+                for d in dones {
+                    d(res.clone());
+                }
+            }
         }
     };
     while let Ok(first) = rx.recv() {
