@@ -485,6 +485,76 @@ fn rate(pkts: &[Vec<u8>], mut f: impl FnMut(&mut [u8]) -> bool) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// State hits with 1 and 2 threads sharing one filter as the daemon's
+/// workers do (the data plane's lock taken for a batch of 64 packets;
+/// each thread its own flows, as the fanout hash pins them). Issue 16's
+/// goal: 2 workers >= 1.7x one.
+fn workers_bench(flows: u32) {
+    use palisade_conf::ir::Direction::{In, Out};
+    use std::sync::{Arc, Mutex};
+    let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
+    let client = |i: u32| ip4(0xc612_0000 + i);
+    let server = ip4(0xcb00_7109);
+    let mut f = filter_for("pass out on em0 proto tcp\n");
+    for i in 0..flows {
+        let steps = [
+            (tcp_pkt(client(i), server, 40000, 80, 1000, 0, 0x02), Out),
+            (tcp_pkt(server, client(i), 80, 40000, 5000, 1001, 0x12), In),
+            (tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10), Out),
+        ];
+        for (mut p, d) in steps {
+            assert!(f.process(&mut p, "em0", d, 0).passed());
+        }
+    }
+    let f = Arc::new(Mutex::new(f));
+    // Thread t's packets: ACKs of its half of the flows.
+    let set = |t: u32, of: u32| -> Vec<Vec<u8>> {
+        let mut rng = Rng(11 + t as u64);
+        (0..4096)
+            .map(|_| {
+                let i = (rng.next() % (flows / of) as u64) as u32 + t * (flows / of);
+                tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10)
+            })
+            .collect()
+    };
+    let run = |threads: u32| -> f64 {
+        let t0 = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let f = f.clone();
+                let pkts = set(t, threads);
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    let mut scratch = [0u8; 256];
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_millis(500) {
+                        for batch in pkts.chunks(64) {
+                            let mut g = f.lock().unwrap();
+                            for p in batch {
+                                let b = &mut scratch[..p.len()];
+                                b.copy_from_slice(p);
+                                assert!(g.process(b, "em0", Out, 3).passed());
+                            }
+                            n += batch.len() as u64;
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        let n: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        n as f64 / t0.elapsed().as_secs_f64()
+    };
+    let one = run(1);
+    let two = run(2);
+    println!(
+        "workers: one filter under one lock (batches of 64), {flows} flows: 1 thread {:.2} Mpps, 2 threads {:.2} Mpps: {:.2}x (goal: 1.7x)",
+        one / 1e6,
+        two / 1e6,
+        two / one
+    );
+}
+
 /// State-hit throughput, the NAT path, and memory per state.
 fn states_bench(args: &[String]) {
     use palisade_conf::ir::Direction::{In, Out};
@@ -545,6 +615,7 @@ fn states_bench(args: &[String]) {
             hits_in / 1e6
         );
     }
+    workers_bench(flows);
     // Memory per state: heap in use before and after creating states.
     let mut f = filter_for("pass out on em0 proto udp\n");
     let before = IN_USE.load(Ordering::Relaxed);
