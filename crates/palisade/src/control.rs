@@ -312,7 +312,11 @@ fn request_parts_within(
     limit: Duration,
     mut part: impl FnMut(&Value),
 ) -> Result<Value, String> {
-    let s = connect(path)?;
+    let s = if limit < Duration::from_secs(30) {
+        connect_now(path)?
+    } else {
+        connect(path)?
+    };
     s.set_read_timeout(Some(limit))
         .and_then(|_| s.set_write_timeout(Some(limit)))
         .map_err(|e| e.to_string())?;
@@ -360,6 +364,54 @@ pub fn request(path: &Path, req: Value) -> Result<Value, String> {
         return Ok(json!({"ok": true, "text": text, "data": items}));
     }
     Ok(first)
+}
+
+/// Connect without waiting: a daemon whose queue of connections is full
+/// (hung, stopped) is an error at once, not a wait with no end.
+fn connect_now(path: &Path) -> Result<UnixStream, String> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: a socket this function owns (handed to UnixStream below or
+    // closed), and a sockaddr_un filled within its bounds.
+    unsafe {
+        let mut sa: libc::sockaddr_un = std::mem::zeroed();
+        if bytes.len() >= sa.sun_path.len() {
+            return Err(format!("{}: path too long", path.display()));
+        }
+        sa.sun_family = libc::AF_UNIX as u16;
+        for (d, s) in sa.sun_path.iter_mut().zip(bytes) {
+            *d = *s as libc::c_char;
+        }
+        let fd = libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
+        if fd < 0 {
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        let s = UnixStream::from_raw_fd(fd);
+        if libc::connect(
+            fd,
+            &sa as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_un>() as u32,
+        ) < 0
+        {
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        s.set_nonblocking(false)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(s)
+    }
 }
 
 fn connect(path: &Path) -> Result<UnixStream, String> {

@@ -46,8 +46,10 @@ const MAX_CONNS: usize = 4096;
 /// How long a question to the firewall may take; after that the client
 /// counts as unknown (the service thread waits for it).
 const FIREWALL_WAIT: Duration = Duration::from_millis(500);
+/// How long the firewall is left alone after it did not answer.
+const FIREWALL_QUIET: Duration = Duration::from_secs(5);
 /// Postfix closes an idle policy connection after 300 s
-/// (smtpd_policy_service_max_idle); so does the service.
+/// (smtpd_policy_service_max_idle); the service 30 s after that.
 const IDLE: Duration = Duration::from_secs(300);
 
 /// Where the SYN fingerprints come from.
@@ -343,7 +345,14 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
 pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
     let mut db = GreyDb::open(&conf.database)?;
     let g = Greylist::new(conf.grey.clone());
-    let v = db.batch(|st| admin(&g, unix_now(), req, st))??;
+    let v = match db.batch(|st| admin(&g, unix_now(), req, st))? {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing of an operation that failed halfway is kept.
+            db.discard();
+            return Err(e);
+        }
+    };
     db.commit()?;
     db.checkpoint()?;
     Ok(v)
@@ -401,7 +410,13 @@ impl Answer {
                 // answers pile up (kernel buffers full) is cut off rather
                 // than holding up everybody's.
                 let text = action.to_wire();
-                if !matches!((&*s).write(text.as_bytes()), Ok(n) if n == text.len()) {
+                let wrote = loop {
+                    match (&*s).write(text.as_bytes()) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => break r,
+                    }
+                };
+                if !matches!(wrote, Ok(n) if n == text.len()) {
                     let _ = s.shutdown(std::net::Shutdown::Both);
                 }
             }
@@ -468,7 +483,8 @@ fn policy_loop(
     let mut accept_paused: Option<Instant> = None;
     loop {
         // SAFETY: epoll_wait into a buffer of `events.len()` entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, 1000) };
+        let timeout = if accept_paused.is_some() { 100 } else { 1000 };
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -587,7 +603,9 @@ fn policy_loop(
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = Instant::now();
             conns.retain(|_, c| {
-                let keep = c.last.elapsed() < IDLE;
+                // Postfix closes first (same limit); the margin keeps a
+                // request just under it from being cut off.
+                let keep = c.last.elapsed() < IDLE + Duration::from_secs(30);
                 if !keep {
                     let _ = epoll_ctl(ep, libc::EPOLL_CTL_DEL, c.s.as_raw_fd(), 0);
                     let _ = c.s.shutdown(std::net::Shutdown::Both);
@@ -618,15 +636,18 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
             let handles: Vec<_> = work
                 .chunks(per)
                 .map(|c| {
-                    (
-                        c.len(),
-                        sc.spawn(move || c.iter().map(os_of).collect::<Vec<_>>()),
-                    )
+                    let h = std::thread::Builder::new()
+                        .spawn_scoped(sc, move || c.iter().map(os_of).collect::<Vec<_>>());
+                    (c, h)
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|(n, h)| h.join().unwrap_or_else(|_| vec![None; n]))
+                .flat_map(|(c, h)| match h {
+                    Ok(h) => h.join().unwrap_or_else(|_| vec![None; c.len()]),
+                    // No thread to be had: ask here.
+                    Err(_) => c.iter().map(os_of).collect(),
+                })
                 .collect()
         }),
         _ => work.iter().map(os_of).collect(),
@@ -681,14 +702,19 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                 a.send(&res);
             }
         })),
+        // Behind the answers already queued, so that a client's answers
+        // keep their order.
         Err(e) => {
-            let res = Err(e);
-            for (w, _) in work.into_iter().flatten() {
-                match w {
-                    Work::Policy(s, _) => Answer::Policy(s, Action::Dunno).send(&res),
-                    Work::Admin(j) => Answer::Admin(j.reply, Ok(Value::Null)).send(&res),
+            let work: Vec<Work> = work.into_iter().flatten().map(|(w, _)| w).collect();
+            db.commit_then(Box::new(move |_| {
+                let res = Err(e);
+                for w in work {
+                    match w {
+                        Work::Policy(s, _) => Answer::Policy(s, Action::Dunno).send(&res),
+                        Work::Admin(j) => Answer::Admin(j.reply, Ok(Value::Null)).send(&res),
+                    }
                 }
-            }
+            }))
         }
     }
 }
@@ -696,6 +722,9 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
 /// Finds what a client's SYN was taken for.
 struct Fingerprints {
     source: Source,
+    /// Until when the firewall, having not answered in time, is not asked
+    /// (its clients count as unknown meanwhile).
+    firewall_quiet_until: Mutex<Option<Instant>>,
     /// The capture's log (sniffing).
     log: Arc<Mutex<SynLog>>,
     /// Unix time when the log's clock started.
@@ -716,14 +745,38 @@ impl Fingerprints {
                 Some(Os::from_fingerprint(&f))
             }
             Source::Firewall(sock) => {
+                let quiet = || {
+                    self.firewall_quiet_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_some_and(|t| Instant::now() < t)
+                };
+                if quiet() {
+                    return None;
+                }
                 let ask = |port: Option<u16>| {
-                    crate::control::request_within(
+                    let r = crate::control::request_within(
                         sock,
                         json!({"cmd": "osfp", "addr": addr.to_string(), "port": port}),
                         FIREWALL_WAIT,
-                    )
-                    .ok()
-                    .filter(|v| v["ok"] == true)
+                    );
+                    if let Err(e) = &r {
+                        // No answer in time (or none at all): leave the
+                        // firewall alone for a while rather than make
+                        // every request wait for it.
+                        let mut q = self
+                            .firewall_quiet_until
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if q.is_none_or(|t| Instant::now() >= t) {
+                            tracing::warn!(
+                                "greylist: the firewall did not answer ({e}); clients count as unknown for {} s",
+                                FIREWALL_QUIET.as_secs()
+                            );
+                        }
+                        *q = Some(Instant::now() + FIREWALL_QUIET);
+                    }
+                    r.ok().filter(|v| v["ok"] == true)
                 };
                 let label = match port.and_then(|p| ask(Some(p))) {
                     Some(v) => v["data"]["connection"]["os"].as_str().map(str::to_string),
@@ -766,9 +819,10 @@ impl Fingerprints {
                 })
             }
             Source::Firewall(sock) => {
-                let v = crate::control::request(
+                let v = crate::control::request_within(
                     sock,
                     json!({"cmd": "osfp", "addr": addr.to_string(), "port": null}),
+                    Duration::from_secs(2),
                 )
                 .ok()
                 .filter(|v| v["ok"] == true)?;
@@ -1182,6 +1236,7 @@ pub fn run(conf: Conf) -> Result<(), String> {
             source: conf.source.clone(),
             log,
             start_unix: unix_now(),
+            firewall_quiet_until: Mutex::new(None),
         },
     });
     // The admin and p0f sockets: a bounded number of connections each,

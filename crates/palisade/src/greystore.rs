@@ -193,7 +193,10 @@ fn sync_loop(mut j: BlockJournal, rx: mpsc::Receiver<SyncItem>, broken: Arc<Atom
     let mut dirty = false;
     let flush = |j: &mut BlockJournal, dirty: &mut bool, dones: &mut Vec<Done>| {
         let res = if *dirty { j.flush() } else { Ok(()) };
-        *dirty = false;
+        // After a failed write the records are still in `data`: the next
+        // batch (even one that wrote nothing) writes them again before
+        // its answers go, rather than answer on records not on disk.
+        *dirty = res.is_err();
         if res.is_err() {
             broken.store(true, Ordering::SeqCst);
         }
@@ -363,6 +366,13 @@ impl GreyDb {
         }
     }
 
+    /// Forget the batch being decided (its changes undone, its records
+    /// dropped): an operation that failed halfway.
+    pub fn discard(&mut self) {
+        self.undo_batch();
+        self.buf.clear();
+    }
+
     fn undo_batch(&mut self) {
         for (k, before) in self.undo.drain(..).rev() {
             match before {
@@ -438,7 +448,18 @@ impl GreyDb {
         };
         let broken = s.broken.clone();
         match self.take_records() {
-            Err(e) => done(Err(e)),
+            // The error goes behind the answers already queued, so that
+            // a client's answers keep their order.
+            Err(e) => {
+                let s = self.syncer.as_ref().expect("the syncer");
+                let item = SyncItem::Batch {
+                    records: Vec::new(),
+                    done: Box::new(move |_| done(Err(e))),
+                };
+                if let Err(mpsc::SendError(SyncItem::Batch { done, .. })) = s.tx.send(item) {
+                    done(Ok(()));
+                }
+            }
             Ok((_, records)) => {
                 self.undo.clear();
                 let s = self.syncer.as_ref().expect("the syncer");

@@ -796,5 +796,28 @@ fn a_firewall_that_never_answers_does_not_stall_the_service() {
     // Bounded by the service's wait for the firewall (0.5 s), not by
     // the number of requests (8 x 0.5 s) nor by a long socket timeout.
     assert!(took < Duration::from_secs(3), "{took:?}");
+    // After the service's quiet period (5 s), the firewall's queue of
+    // connections full: a connect would wait for good; the service's
+    // does not.
+    std::thread::sleep(Duration::from_millis(5500));
+    let filler = sock.clone();
+    std::thread::spawn(move || {
+        // Blocks for good once the queue is full; dies with the test.
+        let mut held = Vec::new();
+        while let Ok(c) = std::os::unix::net::UnixStream::connect(&filler) {
+            held.push(c);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert_eq!(
+        ask(
+            &mail,
+            port,
+            GOOD.replace("instance=abc", "instance=full").leak()
+        ),
+        "action=PREPEND X-P0f-OS: unknown\n\n"
+    );
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let _ = svc.stop();
 }
