@@ -298,25 +298,22 @@ fn parse_answer(line: &str) -> Result<Value, String> {
 /// Send one request to the daemon at `path`; a listing in parts is
 /// given to `part` as it comes. The answer (for parts, the first line).
 pub fn request_parts(path: &Path, req: Value, part: impl FnMut(&Value)) -> Result<Value, String> {
-    request_parts_within(path, req, Duration::from_secs(30), part)
+    exchange(connect(path)?, Duration::from_secs(30), req, part)
 }
 
-/// One request whose answer must come within `limit` (else an error).
+/// One request whose answer must come within `limit` (else an error),
+/// to a daemon that may be hung: the connection does not wait either.
 pub fn request_within(path: &Path, req: Value, limit: Duration) -> Result<Value, String> {
-    request_parts_within(path, req, limit, |_| {})
+    exchange(connect_now(path)?, limit, req, |_| {})
 }
 
-fn request_parts_within(
-    path: &Path,
-    req: Value,
+/// Send `req` on `s` and read the answer, each read within `limit`.
+fn exchange(
+    s: UnixStream,
     limit: Duration,
+    req: Value,
     mut part: impl FnMut(&Value),
 ) -> Result<Value, String> {
-    let s = if limit < Duration::from_secs(30) {
-        connect_now(path)?
-    } else {
-        connect(path)?
-    };
     s.set_read_timeout(Some(limit))
         .and_then(|_| s.set_write_timeout(Some(limit)))
         .map_err(|e| e.to_string())?;
