@@ -10,9 +10,9 @@
 //! the receiver's interface (its rx counter; includes a few ARP/TCP control
 //! frames), and `app`, the datagrams iperf3 received (the receiving process
 //! competes for the same CPUs, and drops what it cannot read); and TCP
-//! throughput. Offloads are
-//! off on every veth for both peers (Palisade's ports need that; the kernel
-//! gets the same wire).
+//! throughput. Offloads are off on every veth for both peers, or with
+//! `--offloads on` left as veths are created (segmentation and checksum
+//! offload on, as hosts run them; `both` runs each way).
 //!
 //! Rulesets. N non-matching rules, then the accepting ones:
 //!   nft:  chain forward { policy drop; N x `ip saddr 203.0.113.X udp dport P accept`;
@@ -76,20 +76,28 @@ pub(crate) fn nsx(ns: &str, args: &[&str]) {
     sh(&v);
 }
 
-/// A veth pair between two namespaces, offloads off (Palisade's ports
-/// need that; the kernel peers get the same wire), both ends up.
+/// A veth pair between two namespaces, offloads off (the kernel peers
+/// and Palisade get the same wire), both ends up.
 pub(crate) fn veth(a: &str, an: &str, b: &str, bn: &str) {
+    veth_offloads(a, an, b, bn, false)
+}
+
+/// As `veth`; `offloads`: the veths as created (segmentation and
+/// checksum offload on, as hosts run them) instead of all off.
+pub(crate) fn veth_offloads(a: &str, an: &str, b: &str, bn: &str, offloads: bool) {
     sh(&[
         "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
     ]);
     for (n, i) in [(a, an), (b, bn)] {
-        nsx(
-            n,
-            &[
-                "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off", "rx",
-                "off",
-            ],
-        );
+        if !offloads {
+            nsx(
+                n,
+                &[
+                    "ethtool", "-K", i, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                    "rx", "off",
+                ],
+            );
+        }
         nsx(n, &["ip", "link", "set", i, "up"]);
     }
 }
@@ -138,7 +146,7 @@ pub(crate) fn need_tools(tools: &[&str], hint: &str) {
     }
 }
 
-fn topology(tag: &str) -> Ns {
+fn topology(tag: &str, offloads: bool) -> Ns {
     let names: Vec<String> = ["src", "fw", "dst"]
         .iter()
         .map(|r| format!("pbf-{tag}-{r}-{}", std::process::id()))
@@ -149,7 +157,7 @@ fn topology(tag: &str) -> Ns {
     let ns = Ns(names);
     let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     for (a, an, b, bn) in [(src, "eth0", fw, "a0"), (fw, "b0", dst, "eth0")] {
-        veth(a, an, b, bn);
+        veth_offloads(a, an, b, bn, offloads);
     }
     for n in &ns.0 {
         nsx(n, &["ip", "link", "set", "lo", "up"]);
@@ -285,16 +293,24 @@ fn iperf(src: &str, dst: &str, extra: &[&str], secs: u64) -> serde_json::Value {
     })
 }
 
-fn measure(
-    peer: Peer,
-    rules: usize,
+struct Setup<'a> {
     secs: u64,
-    dir: &Path,
-    palisade: &Path,
+    dir: &'a Path,
+    palisade: &'a Path,
     workers: usize,
-) -> Result {
+    offloads: bool,
+}
+
+fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
+    let Setup {
+        secs,
+        dir,
+        palisade,
+        workers,
+        offloads,
+    } = *st;
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
-    let ns = topology(tag);
+    let ns = topology(tag, offloads);
     let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     let mut daemon = Kill(None);
     match peer {
@@ -369,19 +385,36 @@ pub fn run(args: &[String]) {
     let secs: u64 = super::arg(args, "--secs").map_or(5, |s| s.parse().expect("--secs S"));
     let workers: usize =
         super::arg(args, "--workers").map_or(1, |s| s.parse().expect("--workers N"));
+    let offloads: Vec<bool> = match super::arg(args, "--offloads").as_deref() {
+        None | Some("off") => vec![false],
+        Some("on") => vec![true],
+        Some("both") => vec![false, true],
+        Some(o) => panic!("--offloads off|on|both, not {o}"),
+    };
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
         "forwarding, 64-byte UDP frames (iperf3 -u -b 0 -l 18) and TCP (iperf3), {secs} s each"
     );
-    for n in rules {
+    for (n, offloads) in rules
+        .iter()
+        .flat_map(|&n| offloads.iter().map(move |&o| (n, o)))
+    {
         // "3 rules" is the ruleset without fillers.
         let fill = n.saturating_sub(3);
-        let k = measure(Peer::Kernel, fill, secs, &dir, &palisade, workers);
-        let p = measure(Peer::Palisade, fill, secs, &dir, &palisade, workers);
+        let st = Setup {
+            secs,
+            dir: &dir,
+            palisade: &palisade,
+            workers,
+            offloads,
+        };
+        let k = measure(Peer::Kernel, fill, &st);
+        let p = measure(Peer::Palisade, fill, &st);
+        let off = if offloads { "on " } else { "off" };
         println!(
-            "{n:>5} rules: kernel sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | palisade sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
+            "{n:>5} rules, offloads {off}: kernel sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | palisade sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
             k.sent_pps,
             k.fwd_pps,
             k.pps,

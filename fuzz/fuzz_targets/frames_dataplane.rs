@@ -3,7 +3,9 @@
 //! protocols): no panic, and bounded output of well-formed sizes.
 //!
 //! Input: a sequence of records `[port, len_hi, len_lo, frame...]` (the
-//! port byte's top bit also switches the virtual MAC); the
+//! port byte's top bit also switches the virtual MAC; its 0x40 bit gives
+//! the frame as a TCP super-packet, segment size 536 + the length's low
+//! bits, through `input_offload`); the
 //! clock advances by 700 ms between records so timers (neighbour retries,
 //! aging) run too.
 #![no_main]
@@ -15,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use palisade_conf::host::HostModel;
 use palisade_conf::{parse_bytes, ParseOptions};
 use palisade_net::config::Config;
-use palisade_net::dataplane::Dataplane;
+use palisade_net::dataplane::{Dataplane, Gso, OUT_VNET};
 
 const CONF: &str = r#"
 pf = "pf.conf"
@@ -132,17 +134,27 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let len = (u16::from_be_bytes([rest[1], rest[2]]) as usize).min(rest.len() - 3);
-        let frame = &rest[3..3 + len];
+        let mut frame = rest[3..3 + len].to_vec();
+        let gso = (rest[0] & 0x40 != 0).then_some(Gso {
+            size: 536 + (len as u16 & 0x3ff),
+            csum_partial: true,
+        });
         rest = &rest[3 + len..];
-        let out = dp.input(port, frame, now);
+        let out = dp.input_offload(port, &mut frame, gso, now);
+        if let Some(s) = dp.take_in_place() {
+            assert!(s.port < 3 && s.len <= frame.len());
+            sent += 1;
+        }
         now += 700;
         sent += out.len() + dp.tick(now).len();
         while let Some(p) = dp.poll_punted() {
             assert!(p.proto == 112 || p.proto == 240);
         }
         for (p, f) in &out {
-            assert!(*p < 3);
-            assert!(f.len() >= 60 && f.len() <= 65535 + 18);
+            assert!(*p & !OUT_VNET < 3);
+            let vnet = if *p & OUT_VNET != 0 { 10 } else { 0 };
+            assert!(f.len() >= 60 + vnet || vnet > 0);
+            assert!(f.len() <= 65535 + 18 + vnet);
         }
     }
     // Each frame yields a bounded number of frames (floods, answers, queue flushes).

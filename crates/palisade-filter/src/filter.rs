@@ -424,6 +424,137 @@ impl Filter {
         d
     }
 
+    /// A TCP super-packet (`ip`, described by `info`) whose payload is
+    /// cut into segments of `mss` bytes on the wire, decided whole when
+    /// that is exactly what deciding each segment alone, in order, would
+    /// do: it belongs to a state both of whose sides are established,
+    /// every segment fits the state's windows in turn, and nothing about
+    /// the state treats segments one by one (synproxy, modulated or
+    /// reassembled sequence spaces, random IP ids, `log (all)`, routing
+    /// options, a source's connection limit). The state then moves as if
+    /// each segment had passed, and every count is per segment. None,
+    /// with nothing changed: the caller cuts the packet and decides each
+    /// segment alone (`process_parsed`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_whole(
+        &mut self,
+        ip: &mut [u8],
+        info: &IpInfo,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+        received_on: Option<&str>,
+        mss: u16,
+    ) -> Option<Decision> {
+        let L4::Tcp {
+            sport,
+            dport,
+            seq,
+            ack,
+            flags,
+            window,
+            header_len,
+        } = info.l4
+        else {
+            return None;
+        };
+        let payload = payload_len(info, header_len);
+        if info.frag.is_some() || mss == 0 || payload <= mss as u32 || flags & 0x06 != 0 {
+            return None;
+        }
+        if !self.skip.is_empty() && self.skip.contains(iface) {
+            return Some(self.process_parsed(ip, info, iface, dir, now_ms, random, received_on));
+        }
+        let key = FlowKey {
+            proto: 6,
+            src: info.src,
+            dst: info.dst,
+            sport,
+            dport,
+        };
+        // Expiry first, as for any packet (the split path would do it).
+        self.now_ms = now_ms;
+        self.housekeeping(now_ms);
+        let hit = self.states.lookup(&key, dir, iface)?;
+        let s = self.states.get(hit.id)?;
+        let ext_per_segment = s.ext.as_deref().is_some_and(|e| {
+            e.seqdiff != 0 || e.seqdiff_dst != 0 || e.proxy.is_some() || e.route.is_some()
+        });
+        let allow_opts = s.ext.as_deref().is_some_and(|e| e.allow_opts);
+        if ext_per_segment
+            || s.log_all
+            || s.scrub.random_id
+            || s.scrub.reassemble_tcp
+            || s.src.state != crate::state::tcps::ESTABLISHED
+            || s.dst.state != crate::state::tcps::ESTABLISHED
+            || opts_refused(ip, info, allow_opts)
+        {
+            return None;
+        }
+        // The segments as the kernel or the NIC cuts them: FIN and PSH
+        // on the last only, CWR on the first only.
+        let n = payload.div_ceil(mss as u32) as usize;
+        let head = (info.l4_offset + header_len as usize) as u32;
+        let segs: Vec<(TcpSeg, u32)> = (0..n)
+            .map(|i| {
+                let off = i as u32 * mss as u32;
+                let plen = (payload - off).min(mss as u32);
+                let mut f = flags;
+                if i + 1 < n {
+                    f &= !(0x01 | 0x08);
+                }
+                if i > 0 {
+                    f &= !0x80;
+                }
+                let seg = TcpSeg {
+                    seq: seq.wrapping_add(off),
+                    ack,
+                    flags: f,
+                    window,
+                    payload_len: plen,
+                    wscale: None,
+                };
+                (seg, head + plen)
+            })
+            .collect();
+        let only: Vec<TcpSeg> = segs.iter().map(|(s, _)| *s).collect();
+        if !self.states.would_track_all(hit.id, hit.reply, &only) {
+            return None;
+        }
+        // Committed: the same steps as each segment's, in order.
+        let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
+        let scrub = self.states.get(hit.id).map(|s| s.scrub).unwrap_or_default();
+        self.counters.state_searches += n as u64;
+        for (seg, len) in &segs {
+            if self
+                .states
+                .track_tcp(hit.id, hit.reply, seg, now_ms, *len)
+                .is_err()
+            {
+                // Cannot happen (the same steps were just tried); refuse
+                // the rest rather than pass what was not checked.
+                return Some(self.count(Decision::drop(Reason::StateMismatch)));
+            }
+        }
+        let before: Vec<u8> = ip[..head as usize].to_vec();
+        let mut d = Decision::drop(Reason::Match);
+        d.action = VerdictAction::Pass;
+        d.state = StateMatch::Match;
+        d.state_id = Some(hit.id);
+        d.rule = rule;
+        if let Some(new) = &hit.rewrite {
+            apply(ip, info, &key, new);
+            d.nat = Some((key.clone(), new.clone()));
+        }
+        normalize(ip, info, &scrub, random);
+        d.modified = ip[..head as usize] != before[..];
+        self.counters.packets += n as u64;
+        self.counters.passed += n as u64;
+        self.counters.reasons[Reason::Match as usize] += n as u64;
+        Some(d)
+    }
+
     /// `set skip on` for this interface: the packet passes as pf lets it
     /// (not filtered, not counted, no state). Otherwise the clock moves
     /// and expiry runs.

@@ -1205,6 +1205,40 @@ impl StateTable {
         self.record_event(id, creator, no_sync, replica::Pending::Update);
     }
 
+    /// Whether `track_tcp` would accept each of `segs` in turn (the
+    /// segments of one super-packet, in order), tried on copies of the
+    /// state's windows: nothing changes. False too when a segment could
+    /// make the state count an established connection for its source
+    /// (`max-src-conn`), whose limit may refuse it.
+    pub fn would_track_all(&self, id: u64, reply: bool, segs: &[TcpSeg]) -> bool {
+        let Some(s) = self.get(id) else {
+            return false;
+        };
+        let counts_conn = s.tracked
+            && !s.conn_counted
+            && s.opts
+                .as_ref()
+                .is_some_and(|o| o.max_src_conn.is_some() || o.max_src_conn_rate.is_some());
+        if counts_conn {
+            return false;
+        }
+        let (mut src, mut dst) = if reply {
+            (s.dst, s.src)
+        } else {
+            (s.src, s.dst)
+        };
+        let side_bit: u8 = if reply { 2 } else { 1 };
+        let mut unverified = s.unverified;
+        for seg in segs {
+            match track_window(&mut src, &mut dst, s.sloppy, unverified, seg) {
+                Ok(true) => unverified &= !side_bit,
+                Ok(false) => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// pf's TCP window tracking for a segment of a known connection.
     pub fn track_tcp(
         &mut self,
@@ -1220,166 +1254,14 @@ impl StateTable {
         let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
             return Err(TrackError::Mismatch);
         };
-        let sloppy = s.sloppy;
         let side_bit: u8 = if reply { 2 } else { 1 };
-        let unverified = s.unverified;
+        let (sloppy, unverified) = (s.sloppy, s.unverified);
         let (src, dst) = if reply {
             (&mut s.dst, &mut s.src)
         } else {
             (&mut s.src, &mut s.dst)
         };
-        let flags = seg.flags;
-        let mut seq = seg.seq;
-        let orig_seq = seq;
-        let mut ack = seg.ack;
-        // Window scaling applies only when both SYNs carried the option.
-        let (mut sws, mut dws) = match (src.wscale, dst.wscale) {
-            (Some(a), Some(b)) => (a, b),
-            _ => (0, 0),
-        };
-        // Windows are unscaled here and shifted where they are used.
-        let mut win = seg.window as u32;
-        let mut end;
-        if src.seqlo == 0 && src.state < tcps::SYN_SENT {
-            // First packet from this side (typically the SYN/ACK).
-            if flags & SYN != 0 && dst.wscale.is_some() {
-                src.wscale = seg.wscale.map(|w| w.min(MAX_WSCALE));
-                match src.wscale {
-                    Some(ws) => {
-                        sws = ws;
-                        win = (win + (1 << ws) - 1) >> ws;
-                        dws = dst.wscale.unwrap_or(0);
-                    }
-                    None => {
-                        // The other side asked for scaling in vain.
-                        dst.max_win <<= dst.wscale.unwrap_or(0);
-                        dst.wscale = None;
-                    }
-                }
-            }
-            end = seq.wrapping_add(seg.payload_len);
-            if flags & SYN != 0 {
-                end = end.wrapping_add(1);
-            }
-            if flags & FIN != 0 {
-                end = end.wrapping_add(1);
-            }
-            src.seqlo = seq;
-            if src.state < tcps::SYN_SENT {
-                src.state = tcps::SYN_SENT;
-            }
-            let lim = end.wrapping_add(((dst.max_win as u64) << dws).max(1) as u32);
-            if src.seqhi == 1 || seq_geq(lim, src.seqhi) {
-                src.seqhi = lim;
-            }
-            if win > src.max_win {
-                src.max_win = win;
-            }
-        } else {
-            if flags & SYN != 0 {
-                // A retransmitted SYN carries an unscaled window.
-                sws = 0;
-                dws = 0;
-            }
-            end = seq.wrapping_add(seg.payload_len);
-            if flags & SYN != 0 {
-                end = end.wrapping_add(1);
-            }
-            if flags & FIN != 0 {
-                end = end.wrapping_add(1);
-            }
-        }
-        // No ACK, a RST|ACK with a zero ack (broken stacks), or an ack
-        // before the other side has sent anything: skip the ack check.
-        if flags & ACK == 0
-            || (ack == 0 && flags & (ACK | RST) == (ACK | RST))
-            || dst.state < tcps::SYN_SENT
-        {
-            ack = dst.seqlo;
-        }
-        if seq == end {
-            // No data: ease the sequence restrictions.
-            seq = src.seqlo;
-            end = seq;
-        }
-        let ackskew = dst.seqlo.wrapping_sub(ack) as i32 as i64;
-        let dwin = ((dst.max_win as u64) << dws) as u32;
-        let in_window = seq_geq(src.seqhi, end)
-            && seq_geq(seq, src.seqlo.wrapping_sub(dwin))
-            && ackskew >= -MAX_ACK_WINDOW
-            && ackskew <= (MAX_ACK_WINDOW << sws)
-            && (flags & RST == 0
-                || orig_seq == src.seqlo
-                || orig_seq == src.seqlo.wrapping_add(1)
-                || orig_seq.wrapping_add(1) == src.seqlo);
-        let loose = (dst.state < tcps::SYN_SENT
-            || dst.state >= tcps::FIN_WAIT_2
-            || src.state >= tcps::FIN_WAIT_2)
-            && seq_geq(src.seqhi.wrapping_add(MAX_ACK_WINDOW as u32), end)
-            && seq_geq(seq, src.seqlo.wrapping_sub(MAX_ACK_WINDOW as u32));
-        // A state the pfsync peer wrote (see `State::unverified`):
-        // liberal, as Linux tracks a connection it picked up; only a RST
-        // must still fall within a window of what is known.
-        let liberal = !in_window
-            && unverified != 0
-            && (flags & RST == 0 || {
-                let span = ((MAX_ACK_WINDOW as u64) << sws.max(dws)).max(dwin as u64) as u32;
-                seq_geq(orig_seq, src.seqlo.wrapping_sub(span))
-                    && seq_geq(src.seqhi.wrapping_add(span), orig_seq)
-            });
-        if in_window || sloppy || liberal {
-            if src.max_win < win {
-                src.max_win = win;
-            }
-            if seq_gt(end, src.seqlo) {
-                src.seqlo = end;
-            }
-            if flags & ACK != 0 {
-                let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
-                if seq_geq(lim, dst.seqhi) {
-                    dst.seqhi = lim;
-                }
-            }
-            if flags & SYN != 0 && src.state < tcps::SYN_SENT {
-                src.state = tcps::SYN_SENT;
-            }
-            if flags & FIN != 0 && src.state < tcps::CLOSING {
-                src.state = tcps::CLOSING;
-            }
-            if flags & ACK != 0 {
-                if dst.state == tcps::SYN_SENT {
-                    dst.state = tcps::ESTABLISHED;
-                } else if dst.state == tcps::CLOSING {
-                    dst.state = tcps::FIN_WAIT_2;
-                }
-            }
-            if flags & RST != 0 {
-                src.state = tcps::TIME_WAIT;
-                dst.state = tcps::TIME_WAIT;
-            }
-        } else if loose {
-            if src.max_win < win {
-                src.max_win = win;
-            }
-            if seq_gt(end, src.seqlo) {
-                src.seqlo = end;
-            }
-            if flags & ACK != 0 {
-                let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
-                if seq_geq(lim, dst.seqhi) {
-                    dst.seqhi = lim;
-                }
-            }
-            if flags & FIN != 0 && src.state < tcps::CLOSING {
-                src.state = tcps::CLOSING;
-            }
-            if flags & RST != 0 {
-                src.state = tcps::TIME_WAIT;
-                dst.state = tcps::TIME_WAIT;
-            }
-        } else {
-            return Err(TrackError::Mismatch);
-        }
+        let in_window = track_window(src, dst, sloppy, unverified, seg)?;
         if in_window {
             s.unverified &= !side_bit;
         }
@@ -1421,6 +1303,172 @@ impl StateTable {
         }
         Ok(())
     }
+}
+
+/// pf's window check and update for one segment from `src` to `dst`:
+/// Ok(true) when it fitted strictly, Ok(false) when it passed only
+/// loosely (sloppy, closing, or an unverified state), Err when it is
+/// refused.
+fn track_window(
+    src: &mut Peer,
+    dst: &mut Peer,
+    sloppy: bool,
+    unverified: u8,
+    seg: &TcpSeg,
+) -> Result<bool, TrackError> {
+    let flags = seg.flags;
+    let mut seq = seg.seq;
+    let orig_seq = seq;
+    let mut ack = seg.ack;
+    // Window scaling applies only when both SYNs carried the option.
+    let (mut sws, mut dws) = match (src.wscale, dst.wscale) {
+        (Some(a), Some(b)) => (a, b),
+        _ => (0, 0),
+    };
+    // Windows are unscaled here and shifted where they are used.
+    let mut win = seg.window as u32;
+    let mut end;
+    if src.seqlo == 0 && src.state < tcps::SYN_SENT {
+        // First packet from this side (typically the SYN/ACK).
+        if flags & SYN != 0 && dst.wscale.is_some() {
+            src.wscale = seg.wscale.map(|w| w.min(MAX_WSCALE));
+            match src.wscale {
+                Some(ws) => {
+                    sws = ws;
+                    win = (win + (1 << ws) - 1) >> ws;
+                    dws = dst.wscale.unwrap_or(0);
+                }
+                None => {
+                    // The other side asked for scaling in vain.
+                    dst.max_win <<= dst.wscale.unwrap_or(0);
+                    dst.wscale = None;
+                }
+            }
+        }
+        end = seq.wrapping_add(seg.payload_len);
+        if flags & SYN != 0 {
+            end = end.wrapping_add(1);
+        }
+        if flags & FIN != 0 {
+            end = end.wrapping_add(1);
+        }
+        src.seqlo = seq;
+        if src.state < tcps::SYN_SENT {
+            src.state = tcps::SYN_SENT;
+        }
+        let lim = end.wrapping_add(((dst.max_win as u64) << dws).max(1) as u32);
+        if src.seqhi == 1 || seq_geq(lim, src.seqhi) {
+            src.seqhi = lim;
+        }
+        if win > src.max_win {
+            src.max_win = win;
+        }
+    } else {
+        if flags & SYN != 0 {
+            // A retransmitted SYN carries an unscaled window.
+            sws = 0;
+            dws = 0;
+        }
+        end = seq.wrapping_add(seg.payload_len);
+        if flags & SYN != 0 {
+            end = end.wrapping_add(1);
+        }
+        if flags & FIN != 0 {
+            end = end.wrapping_add(1);
+        }
+    }
+    // No ACK, a RST|ACK with a zero ack (broken stacks), or an ack
+    // before the other side has sent anything: skip the ack check.
+    if flags & ACK == 0
+        || (ack == 0 && flags & (ACK | RST) == (ACK | RST))
+        || dst.state < tcps::SYN_SENT
+    {
+        ack = dst.seqlo;
+    }
+    if seq == end {
+        // No data: ease the sequence restrictions.
+        seq = src.seqlo;
+        end = seq;
+    }
+    let ackskew = dst.seqlo.wrapping_sub(ack) as i32 as i64;
+    let dwin = ((dst.max_win as u64) << dws) as u32;
+    let in_window = seq_geq(src.seqhi, end)
+        && seq_geq(seq, src.seqlo.wrapping_sub(dwin))
+        && ackskew >= -MAX_ACK_WINDOW
+        && ackskew <= (MAX_ACK_WINDOW << sws)
+        && (flags & RST == 0
+            || orig_seq == src.seqlo
+            || orig_seq == src.seqlo.wrapping_add(1)
+            || orig_seq.wrapping_add(1) == src.seqlo);
+    let loose = (dst.state < tcps::SYN_SENT
+        || dst.state >= tcps::FIN_WAIT_2
+        || src.state >= tcps::FIN_WAIT_2)
+        && seq_geq(src.seqhi.wrapping_add(MAX_ACK_WINDOW as u32), end)
+        && seq_geq(seq, src.seqlo.wrapping_sub(MAX_ACK_WINDOW as u32));
+    // A state the pfsync peer wrote (see `State::unverified`):
+    // liberal, as Linux tracks a connection it picked up; only a RST
+    // must still fall within a window of what is known.
+    let liberal = !in_window
+        && unverified != 0
+        && (flags & RST == 0 || {
+            let span = ((MAX_ACK_WINDOW as u64) << sws.max(dws)).max(dwin as u64) as u32;
+            seq_geq(orig_seq, src.seqlo.wrapping_sub(span))
+                && seq_geq(src.seqhi.wrapping_add(span), orig_seq)
+        });
+    if in_window || sloppy || liberal {
+        if src.max_win < win {
+            src.max_win = win;
+        }
+        if seq_gt(end, src.seqlo) {
+            src.seqlo = end;
+        }
+        if flags & ACK != 0 {
+            let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
+            if seq_geq(lim, dst.seqhi) {
+                dst.seqhi = lim;
+            }
+        }
+        if flags & SYN != 0 && src.state < tcps::SYN_SENT {
+            src.state = tcps::SYN_SENT;
+        }
+        if flags & FIN != 0 && src.state < tcps::CLOSING {
+            src.state = tcps::CLOSING;
+        }
+        if flags & ACK != 0 {
+            if dst.state == tcps::SYN_SENT {
+                dst.state = tcps::ESTABLISHED;
+            } else if dst.state == tcps::CLOSING {
+                dst.state = tcps::FIN_WAIT_2;
+            }
+        }
+        if flags & RST != 0 {
+            src.state = tcps::TIME_WAIT;
+            dst.state = tcps::TIME_WAIT;
+        }
+    } else if loose {
+        if src.max_win < win {
+            src.max_win = win;
+        }
+        if seq_gt(end, src.seqlo) {
+            src.seqlo = end;
+        }
+        if flags & ACK != 0 {
+            let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
+            if seq_geq(lim, dst.seqhi) {
+                dst.seqhi = lim;
+            }
+        }
+        if flags & FIN != 0 && src.state < tcps::CLOSING {
+            src.state = tcps::CLOSING;
+        }
+        if flags & RST != 0 {
+            src.state = tcps::TIME_WAIT;
+            dst.state = tcps::TIME_WAIT;
+        }
+    } else {
+        return Err(TrackError::Mismatch);
+    }
+    Ok(in_window)
 }
 
 /// The key `max` counts a rule's states under: its compiled state

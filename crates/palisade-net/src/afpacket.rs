@@ -9,6 +9,13 @@
 //! the ring's metadata (TP_STATUS_VLAN_VALID, tp_vlan_tci); `recv_batch`
 //! puts the tag back into the frame, so the rest of Palisade sees frames as
 //! they were on the wire.
+//!
+//! Super-packets (`Port::open_offload`): with PACKET_VNET_HDR every frame
+//! in the ring is preceded by a `virtio_net_hdr` saying whether it is a
+//! TCP super-packet (GRO-merged, or sent unsegmented by a local stack) and
+//! its segment size, and every frame sent starts with one, so a
+//! super-packet leaves whole and the kernel (or the NIC) cuts it. See
+//! docs/offload.md.
 
 use std::ffi::CString;
 use std::io;
@@ -22,6 +29,8 @@ const FRAME_SIZE: u32 = 2048;
 pub struct Port {
     pub name: String,
     pub ifindex: i32,
+    /// Frames carry a virtio_net_hdr (`open_offload`).
+    pub vnet: bool,
     fd: OwnedFd,
     ring: *mut u8,
     ring_len: usize,
@@ -72,6 +81,17 @@ impl Port {
     /// Open `name`: bind a packet socket to it, map a receive ring, turn on
     /// promiscuous mode (for the socket's lifetime), ignore our own sends.
     pub fn open(name: &str) -> io::Result<Port> {
+        Port::open_with(name, false)
+    }
+
+    /// As `open`, with segmentation offload: TCP super-packets are
+    /// received whole with their `Gso` description (`recv_batch`), and
+    /// `send_batch` sends frames that start with a `VnetHdr`.
+    pub fn open_offload(name: &str) -> io::Result<Port> {
+        Port::open_with(name, true)
+    }
+
+    fn open_with(name: &str, vnet: bool) -> io::Result<Port> {
         let ifindex = ifindex(name)?;
         let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
         // SAFETY: plain socket creation.
@@ -80,6 +100,11 @@ impl Port {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+        if vnet {
+            // Before the ring: the kernel refuses it once a ring exists.
+            let one: libc::c_int = 1;
+            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one)?;
+        }
         let req = libc::tpacket_req3 {
             tp_block_size: BLOCK_SIZE,
             tp_block_nr: BLOCK_NR,
@@ -134,6 +159,7 @@ impl Port {
         Ok(Port {
             name: name.to_string(),
             ifindex,
+            vnet,
             fd,
             ring: ring as *mut u8,
             ring_len,
@@ -196,9 +222,13 @@ impl Port {
         }
     }
 
-    /// Hand every frame of the blocks the kernel has filled to `f`, then
-    /// give the blocks back. Returns the number of frames.
-    pub fn recv_batch(&self, mut f: impl FnMut(&mut Vec<u8>)) -> usize {
+    /// Hand every frame of the blocks the kernel has filled to `f` (with
+    /// its super-packet description, on a port opened with
+    /// `open_offload`), then give the blocks back. Returns the number of
+    /// frames. A frame is handed where it lies in the ring, writable (it
+    /// may be rewritten and sent from there before `f` returns), unless
+    /// its 802.1Q tag must be put back: then it is a copy.
+    pub fn recv_batch(&self, mut f: impl FnMut(&mut [u8], Option<Gso>)) -> usize {
         let mut n = 0;
         let mut frame = Vec::with_capacity(2048);
         loop {
@@ -219,12 +249,33 @@ impl Port {
                 let hdr = unsafe { &*(self.ring.add(off + p) as *const libc::tpacket3_hdr) };
                 let mac = hdr.tp_mac as usize;
                 let len = hdr.tp_snaplen as usize;
-                if p + mac + len <= BLOCK_SIZE as usize {
-                    // SAFETY: bounds checked just above.
-                    let data =
-                        unsafe { std::slice::from_raw_parts(self.ring.add(off + p + mac), len) };
-                    frame.clear();
-                    if hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0 && data.len() >= 12 {
+                let vh = if self.vnet && mac >= VNET_HDR_LEN {
+                    // SAFETY: with PACKET_VNET_HDR the kernel writes the
+                    // header just before the frame, inside the block.
+                    let b = unsafe {
+                        std::slice::from_raw_parts(
+                            self.ring.add(off + p + mac - VNET_HDR_LEN),
+                            VNET_HDR_LEN,
+                        )
+                    };
+                    VnetHdr::parse(b)
+                } else {
+                    VnetHdr::default()
+                };
+                let gso = vh.gso();
+                // A super-packet cut short by the ring (larger than a
+                // block) cannot be forwarded whole nor segmented.
+                let whole = hdr.tp_len == hdr.tp_snaplen || gso.is_none();
+                if whole && p + mac + len <= BLOCK_SIZE as usize {
+                    // SAFETY: bounds checked just above; the block is ours
+                    // (TP_STATUS_USER) until we give it back, and nothing
+                    // else refers to this frame.
+                    let data = unsafe {
+                        std::slice::from_raw_parts_mut(self.ring.add(off + p + mac), len)
+                    };
+                    let tagged = hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
+                    let frame: &mut [u8] = if tagged && data.len() >= 12 {
+                        frame.clear();
                         // Put the 802.1Q tag the kernel took out back in.
                         let tpid = if hdr.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0
                             && hdr.hv1.tp_vlan_tpid != 0
@@ -237,17 +288,18 @@ impl Port {
                         frame.extend_from_slice(&tpid.to_be_bytes());
                         frame.extend_from_slice(&(hdr.hv1.tp_vlan_tci as u16).to_be_bytes());
                         frame.extend_from_slice(&data[12..]);
+                        &mut frame[..]
                     } else {
-                        frame.extend_from_slice(data);
-                    }
-                    if hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+                        data
+                    };
+                    if gso.is_none() && hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
                         // Sent by a local stack that left the checksum to
                         // offload: complete it before it goes anywhere.
-                        if let Some((_, _, off)) = palisade_wire::link::ethernet(&frame) {
+                        if let Some((_, _, off)) = palisade_wire::link::ethernet(frame) {
                             palisade_wire::build::complete_l4_checksum(&mut frame[off..]);
                         }
                     }
-                    f(&mut frame);
+                    f(frame, gso);
                     n += 1;
                 }
                 if hdr.tp_next_offset == 0 {
@@ -263,29 +315,47 @@ impl Port {
     }
 
     /// Send frames out of this port, many per system call (sendmmsg).
+    /// On a port opened with `open_offload` a frame ends with its
+    /// `VnetHdr` (its last `VNET_HDR_LEN` bytes, sent first) when
+    /// `with_hdr` says so; the others get an empty one.
     /// Returns how many were sent; the error is that of the first frame
     /// that could not be.
-    pub fn send_batch(&self, frames: &[&[u8]]) -> (usize, Option<io::Error>) {
+    pub fn send_batch(&self, frames: &[(&[u8], bool)]) -> (usize, Option<io::Error>) {
+        let zero = [0u8; VNET_HDR_LEN];
         let mut sent = 0;
         let mut done = 0;
         let mut first_err = None;
         while done < frames.len() {
             let sent_before = done;
             let chunk = &frames[sent_before..frames.len().min(sent_before + 256)];
-            let mut iov: Vec<libc::iovec> = chunk
+            // Two iovecs per frame: its virtio_net_hdr (the frame's
+            // trailer, or an empty one) and the frame; without
+            // PACKET_VNET_HDR the frame and nothing.
+            let mut iov: Vec<[libc::iovec; 2]> = chunk
                 .iter()
-                .map(|f| libc::iovec {
-                    iov_base: f.as_ptr() as *mut libc::c_void,
-                    iov_len: f.len(),
+                .map(|&(f, with_hdr)| {
+                    let iov = |b: &[u8]| libc::iovec {
+                        iov_base: b.as_ptr() as *mut libc::c_void,
+                        iov_len: b.len(),
+                    };
+                    match (self.vnet, with_hdr) {
+                        (true, false) => [iov(&zero), iov(f)],
+                        (true, true) if f.len() >= VNET_HDR_LEN => {
+                            let (frame, hdr) = f.split_at(f.len() - VNET_HDR_LEN);
+                            [iov(hdr), iov(frame)]
+                        }
+                        (true, true) => [iov(&zero), iov(f)],
+                        (false, _) => [iov(f), iov(&[])],
+                    }
                 })
                 .collect();
             let mut msgs: Vec<libc::mmsghdr> = iov
                 .iter_mut()
                 .map(|v| {
-                    // SAFETY: a zeroed msghdr is valid; we set the iovec.
+                    // SAFETY: a zeroed msghdr is valid; we set the iovecs.
                     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                    h.msg_iov = v as *mut libc::iovec;
-                    h.msg_iovlen = 1;
+                    h.msg_iov = v.as_mut_ptr();
+                    h.msg_iovlen = 2;
                     libc::mmsghdr {
                         msg_hdr: h,
                         msg_len: 0,
@@ -293,7 +363,8 @@ impl Port {
                 })
                 .collect();
             // SAFETY: msgs points to chunk.len() headers whose iovecs point
-            // into frames that outlive the call.
+            // into frames (and `zero`) that outlive the call; the kernel
+            // only reads them.
             let r = unsafe { libc::sendmmsg(self.fd(), msgs.as_mut_ptr(), msgs.len() as u32, 0) };
             if r <= 0 {
                 // Skip the frame that failed and go on with the rest.
@@ -307,8 +378,42 @@ impl Port {
         (sent, first_err)
     }
 
-    /// Send one frame out of this port.
+    /// Send a frame that starts after its virtio_net_hdr `hdr` (on a port
+    /// opened with `open_offload`).
+    pub fn send_vnet(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<()> {
+        let mut iov = [
+            libc::iovec {
+                iov_base: hdr.as_ptr() as *mut libc::c_void,
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: frame.as_ptr() as *mut libc::c_void,
+                iov_len: frame.len(),
+            },
+        ];
+        // SAFETY: a zeroed msghdr is valid; its iovecs point into buffers
+        // that outlive the call, which only reads them.
+        let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+        h.msg_iov = iov.as_mut_ptr();
+        h.msg_iovlen = if self.vnet { 2 } else { 1 };
+        if !self.vnet {
+            h.msg_iov = iov[1..].as_mut_ptr();
+        }
+        // SAFETY: h is a valid msghdr; the socket is bound.
+        let r = unsafe { libc::sendmsg(self.fd(), &h, 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Send one frame out of this port (on an offload port, with an
+    /// empty virtio_net_hdr in front).
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        if self.vnet {
+            let (_, e) = self.send_batch(&[(frame, false)]);
+            return e.map_or(Ok(()), Err);
+        }
         // SAFETY: frame is a valid buffer of the length passed; the socket is bound.
         let r = unsafe {
             libc::send(
@@ -330,6 +435,87 @@ impl Drop for Port {
         // SAFETY: unmapping the ring we mapped; the socket closes with fd
         // (which also ends promiscuous mode).
         unsafe { libc::munmap(self.ring as *mut libc::c_void, self.ring_len) };
+    }
+}
+
+/// The legacy virtio_net_hdr AF_PACKET uses (10 bytes, host byte order).
+pub const VNET_HDR_LEN: usize = 10;
+
+const VNET_NEEDS_CSUM: u8 = 1;
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+const GSO_ECN: u8 = 0x80;
+
+/// A TCP super-packet as the kernel describes it: the segment size its
+/// payload is cut into, and whether its TCP checksum is left to offload
+/// (it then holds only the pseudo-header's sum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gso {
+    pub size: u16,
+    pub csum_partial: bool,
+}
+
+/// struct virtio_net_hdr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> VnetHdr {
+        let u = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        }
+    }
+
+    pub fn bytes(&self) -> [u8; VNET_HDR_LEN] {
+        let mut b = [0u8; VNET_HDR_LEN];
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b
+    }
+
+    /// A TCP super-packet (IPv4 or IPv6), or None.
+    pub fn gso(&self) -> Option<Gso> {
+        let t = self.gso_type & !GSO_ECN;
+        ((t == GSO_TCPV4 || t == GSO_TCPV6) && self.gso_size > 0).then_some(Gso {
+            size: self.gso_size,
+            csum_partial: self.flags & VNET_NEEDS_CSUM != 0,
+        })
+    }
+
+    /// The header for a TCP super-packet leaving whole: its link header is
+    /// `l3` bytes long, its TCP header starts at `l4` and its payload at
+    /// `payload` (offsets in the frame); the TCP checksum holds the
+    /// pseudo-header's sum; CWR set on it asks for ECN's handling.
+    pub fn tcp(v6: bool, l4: usize, payload: usize, size: u16, cwr: bool) -> VnetHdr {
+        let mut t = if v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+        if cwr {
+            t |= GSO_ECN;
+        }
+        VnetHdr {
+            flags: VNET_NEEDS_CSUM,
+            gso_type: t,
+            hdr_len: payload as u16,
+            gso_size: size,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        }
     }
 }
 

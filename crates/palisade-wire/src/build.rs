@@ -151,6 +151,17 @@ pub fn complete_l4_checksum(p: &mut [u8]) -> bool {
 /// None if `p` is not TCP, is a fragment, or `mtu` leaves no room.
 pub fn segment_tcp(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     let info = crate::parse_ip(p).ok()?;
+    let crate::L4::Tcp { header_len, .. } = info.l4 else {
+        return None;
+    };
+    let hl = info.l4_offset + header_len as usize;
+    segment_tcp_mss(p, mtu.checked_sub(hl)?)
+}
+
+/// As `segment_tcp`, with payloads of `mss` bytes (a super-packet's
+/// segment size, as its sender or GRO gave it).
+pub fn segment_tcp_mss(p: &[u8], mss: usize) -> Option<Vec<Vec<u8>>> {
+    let info = crate::parse_ip(p).ok()?;
     let crate::L4::Tcp {
         seq,
         flags,
@@ -165,7 +176,7 @@ pub fn segment_tcp(p: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     }
     let hl = info.l4_offset + header_len as usize;
     let end = info.len.min(p.len());
-    let mss = mtu.checked_sub(hl).filter(|&m| m >= 8)?;
+    let mss = Some(mss).filter(|&m| m >= 8)?;
     let payload = p.get(hl..end)?;
     let v4 = p[0] >> 4 == 4;
     let mut out = Vec::new();
@@ -368,6 +379,30 @@ pub fn checksums_ok(p: &[u8]) -> bool {
         }
         _ => true,
     }
+}
+
+/// Put into a TCP packet's checksum field what segmentation offload
+/// expects there: the pseudo-header's sum (addresses, protocol, the whole
+/// TCP length), folded and not complemented. The device (or the kernel's
+/// GSO) adds the header and payload and completes it per segment. False
+/// if `p` is not a whole TCP packet.
+pub fn tcp_partial_checksum(p: &mut [u8]) -> bool {
+    let Ok(info) = crate::parse_ip(p) else {
+        return false;
+    };
+    if info.proto != 6 || info.frag.is_some() || info.l4_offset + 18 > info.len.min(p.len()) {
+        return false;
+    }
+    let (sb, db): (&[u8], &[u8]) = if p[0] >> 4 == 4 {
+        (&p[12..16], &p[16..20])
+    } else {
+        (&p[8..24], &p[24..40])
+    };
+    let acc = pseudo_header(sb, db, 6, (info.len - info.l4_offset) as u32);
+    let c = !finish(acc);
+    let o = info.l4_offset + 16;
+    p[o..o + 2].copy_from_slice(&c.to_be_bytes());
+    true
 }
 
 #[cfg(test)]

@@ -109,12 +109,16 @@ impl Wake {
 impl Shared {
     /// Send what the data plane produced: per port in one batch (frames
     /// of a port keep their order), the host interface frame by frame.
+    /// A port index with `OUT_VNET` marks a frame that ends with its
+    /// virtio_net_hdr (a super-packet leaving whole).
     pub(crate) fn send(&self, ports: &[Port], outs: Vec<(usize, Vec<u8>)>) {
+        use palisade_net::dataplane::OUT_VNET;
         for (i, port) in ports.iter().enumerate() {
-            let batch: Vec<&[u8]> = outs
+            let batch: Vec<(&[u8], bool)> = outs
                 .iter()
-                .filter(|(p, _)| *p == i)
-                .map(|(_, f)| f.as_slice())
+                .filter(|(p, _)| *p & !OUT_VNET == i)
+                .filter(|(p, _)| port.vnet || *p & OUT_VNET == 0)
+                .map(|(p, f)| (f.as_slice(), *p & OUT_VNET != 0))
                 .collect();
             if batch.is_empty() {
                 continue;
@@ -124,7 +128,7 @@ impl Shared {
             }
         }
         if let Some(t) = &self.tap {
-            for (_, f) in outs.iter().filter(|(p, _)| *p >= ports.len()) {
+            for (_, f) in outs.iter().filter(|(p, _)| *p & !OUT_VNET >= ports.len()) {
                 if let Err(e) = t.send(f) {
                     tracing::warn!("send on the host interface: {e}");
                 }

@@ -84,6 +84,7 @@ pub fn info(sh: &Shared) -> Info {
             ("frames_in", c.frames_in),
             ("frames_out", c.frames_out),
             ("segmented", c.segmented),
+            ("offload_whole", c.offload_whole),
             ("unknown_vlan", c.unknown_vlan),
             ("malformed", c.malformed),
             ("bridged", c.bridged),

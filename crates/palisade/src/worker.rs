@@ -106,7 +106,7 @@ fn check_port(p: &Port) -> Health {
 pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, String> {
     let mut ports = Vec::new();
     for n in names {
-        let p = Port::open(n).map_err(|e| format!("port '{n}': {e}"))?;
+        let p = Port::open_offload(n).map_err(|e| format!("port '{n}': {e}"))?;
         // One group per interface, the same in every worker; a port that is
         // created again gets a new index, so a fresh group (the old one may
         // still hold the sockets of the vanished interface).
@@ -124,22 +124,25 @@ pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, St
 fn input(
     sh: &Shared,
     port: usize,
-    frame: &[u8],
+    frame: &mut [u8],
+    gso: Option<palisade_net::dataplane::Gso>,
     now: u64,
     defer: bool,
 ) -> (
     Vec<palisade_net::dataplane::Out>,
     Vec<palisade_filter::state::StateId>,
+    Option<palisade_net::dataplane::InPlace>,
 ) {
     let mut dp = sh.dp();
     if !defer {
-        return (dp.input(port, frame, now), Vec::new());
+        let o = dp.input_offload(port, frame, gso, now);
+        return (o, Vec::new(), dp.take_in_place());
     }
     // Only what this frame creates (not what the firewall's own packets
     // did meanwhile).
     dp.filter.states.take_created();
-    let o = dp.input(port, frame, now);
-    (o, dp.filter.states.take_created())
+    let o = dp.input_offload(port, frame, gso, now);
+    (o, dp.filter.states.take_created(), dp.take_in_place())
 }
 
 /// A packet's frames go out, unless it created states pfsync must
@@ -255,9 +258,19 @@ pub fn worker(
             // hears of the states' changes every few frames.
             let mut outs = Vec::new();
             let mut frames = 0;
-            ports[i].recv_batch(|frame| {
-                let (o, created) = input(sh, i, frame, now, defer);
+            ports[i].recv_batch(|frame, gso| {
+                let (o, created, in_place) = input(sh, i, frame, gso, now, defer);
                 held_or_out(sh, id, created, o, &mut outs);
+                if let Some(s) = in_place {
+                    // A super-packet leaving whole from the ring: after
+                    // what came before it, before the block is given back.
+                    sh.send(&ports, std::mem::take(&mut outs));
+                    if let Some(p) = ports.get(s.port) {
+                        if let Err(e) = p.send_vnet(&s.hdr, &frame[..s.len]) {
+                            tracing::warn!("send on {}: {e}", p.name);
+                        }
+                    }
+                }
                 frames += 1;
                 if frames % crate::pfsync::FEED_EVERY == 0 {
                     feed_pfsync(sh, id, &mut outs);
@@ -282,8 +295,8 @@ pub fn worker(
                 t.recv_all(&mut buf, |frame| frames.push(frame.to_vec()));
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
-                    for f in &frames {
-                        let (o, created) = input(sh, sh.host_port, f, now, defer);
+                    for f in &mut frames {
+                        let (o, created, _) = input(sh, sh.host_port, f, None, now, defer);
                         held_or_out(sh, id, created, o, &mut outs);
                     }
                     sh.send(&ports, outs);

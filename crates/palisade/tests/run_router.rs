@@ -94,7 +94,7 @@ fn vlan_adapter(ns: &str, vid: u16, stop: Arc<AtomicBool>) -> std::thread::JoinH
                 tagged.extend_from_slice(&f[12..]);
                 let _ = port.send(&tagged);
             }
-            port.recv_batch(|f| {
+            port.recv_batch(|f, _| {
                 if f.len() >= 18 && f[12..14] == [0x81, 0x00] {
                     let v = u16::from_be_bytes([f[14], f[15]]) & 0xfff;
                     if v == vid {

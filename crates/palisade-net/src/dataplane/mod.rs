@@ -7,6 +7,7 @@
 //!
 //! - `demux`: port + 802.1Q tag -> logical interface; TCP super-packets
 //!   segmented.
+//! - `offload`: TCP super-packets decided whole when that is exact.
 //! - `local`: which MACs and addresses are ours (own, virtual, proxied).
 //! - `bridge`: MAC learning and bridged frames.
 //! - `router`: routed IP: pf, local delivery, forwarding.
@@ -29,10 +30,13 @@ mod host;
 mod icmp_error;
 mod local;
 mod neigh;
+mod offload;
 mod pflog;
 mod router;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_offload;
 #[cfg(test)]
 mod tests_rooms;
 
@@ -46,9 +50,11 @@ use palisade_wire::{parse_ip, IpInfo};
 
 use crate::config::Config;
 
+pub use crate::afpacket::Gso;
 pub use control::{ControlError, LinkEvent, Punted};
 pub use drop::{DropCounts, DropReason};
 pub use local::VirtualMacError;
+pub use offload::{InPlace, OUT_VNET};
 pub use palisade_wire::ethernet::{Mac, BROADCAST};
 
 /// Counters of what the data plane did. The drops are in `drops`, by
@@ -62,6 +68,8 @@ pub struct Counters {
     pub frames_out: u64,
     /// TCP super-packets (segmentation offload) segmented on arrival.
     pub segmented: u64,
+    /// TCP super-packets that passed pf `in` whole (`input_offload`).
+    pub offload_whole: u64,
     /// Frames on a port/VLAN no interface is configured for.
     pub unknown_vlan: u64,
     pub malformed: u64,
@@ -158,6 +166,11 @@ pub const HOST_PEER_MAC: Mac = [0x02, 0x70, 0x61, 0x6c, 0x30, 0x01];
 struct Rng(u64);
 
 impl Rng {
+    /// What `next_u32` will return, without taking it.
+    fn peek_u32(&self) -> u32 {
+        Rng(self.0).next_u32()
+    }
+
     fn next_u32(&mut self) -> u32 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -189,6 +202,8 @@ pub struct Dataplane {
     rng: Rng,
     /// Frames produced by the call under way.
     out: Vec<Out>,
+    /// A super-packet to send from the caller's buffer (`offload`).
+    in_place: Option<offload::InPlace>,
 }
 
 impl Dataplane {
@@ -215,6 +230,7 @@ impl Dataplane {
             pflog: pflog::LogBuffer::default(),
             rng: Rng(seed),
             out: Vec::new(),
+            in_place: None,
             if_stats: vec![IfStats::default(); n_ifaces],
             counters: Counters::default(),
             filter,

@@ -81,6 +81,15 @@ impl Neighbours {
         self.map.contains_key(&(i, *ip))
     }
 
+    /// The MAC of `ip` on interface `i`, if it is known and fresh (what
+    /// `resolve` would send to at once).
+    pub(super) fn reachable(&self, i: usize, ip: &IpAddr, now: u64) -> Option<Mac> {
+        match self.map.get(&(i, *ip)) {
+            Some(Neigh::Reachable { mac, until }) if *until > now => Some(*mac),
+            _ => None,
+        }
+    }
+
     /// `ip` is at `mac` on interface `i`: the packets that waited for it.
     pub(super) fn learn(
         &mut self,

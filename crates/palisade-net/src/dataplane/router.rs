@@ -25,6 +25,33 @@ use super::icmp_error::{is_multicast_or_broadcast, Unreach};
 use super::{Dataplane, DropReason};
 use crate::config::Config;
 
+/// A forwarded packet's way: from interface `from` out of `e` to
+/// neighbour `nh`, whose MTU is `mtu`.
+#[derive(Clone, Copy)]
+pub(super) struct Way {
+    pub from: usize,
+    pub e: usize,
+    pub nh: IpAddr,
+    pub mtu: usize,
+}
+
+/// One hop: the TTL (hop limit) taken down, the IPv4 header checksum
+/// updated. Returns the packet's new description.
+pub(super) fn hop(pkt: &mut [u8], info: &IpInfo) -> IpInfo {
+    let mut out_info = *info;
+    out_info.ttl -= 1;
+    if info.is_v6() {
+        pkt[7] -= 1;
+    } else {
+        let old = u16::from_be_bytes([pkt[8], pkt[9]]);
+        pkt[8] -= 1;
+        let new = u16::from_be_bytes([pkt[8], pkt[9]]);
+        let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    out_info
+}
+
 /// Longest-prefix match over connected subnets and routes: the interface
 /// and next hop for `dst`. Connected subnets win ties.
 pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
@@ -132,6 +159,23 @@ impl Dataplane {
         } else {
             info
         };
+        self.after_in(i, src, pkt, &info, refrag, route, now);
+    }
+
+    /// What comes after pf `in` passed a packet: routing options, local
+    /// delivery, the control plane's groups, forwarding.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn after_in(
+        &mut self,
+        i: usize,
+        src: Mac,
+        pkt: Vec<u8>,
+        info: &IpInfo,
+        refrag: Option<FragInfo>,
+        route: Option<RouteTo>,
+        now: u64,
+    ) {
+        let info = *info;
         // pf's routing options on the way in: `dup-to` sends a copy, and
         // `route-to` / `reply-to` forward by the given next hop whatever
         // the destination.
@@ -280,18 +324,36 @@ impl Dataplane {
         // routing option may send it by a larger MTU), quotes it as it
         // arrived, before translation.
         let arrived = (pkt.len() > mtu && !can_fragment).then(|| pkt.clone());
-        let mut out_info = *info;
-        out_info.ttl -= 1;
-        if info.is_v6() {
-            pkt[7] -= 1;
-        } else {
-            let old = u16::from_be_bytes([pkt[8], pkt[9]]);
-            pkt[8] -= 1;
-            let new = u16::from_be_bytes([pkt[8], pkt[9]]);
-            let c = update16(u16::from_be_bytes([pkt[10], pkt[11]]), old, new);
-            pkt[10..12].copy_from_slice(&c.to_be_bytes());
-        }
-        let mut d = self.pf(&mut pkt, Some(&out_info), e, Direction::Out, Some(i), now);
+        let out_info = hop(&mut pkt, info);
+        let way = Way {
+            from: i,
+            e,
+            nh,
+            mtu,
+        };
+        self.forward_out(way, pkt, &out_info, refrag, arrived, now);
+    }
+
+    /// pf `out` on interface `way.e` for a packet forwarded from
+    /// `way.from` (its TTL already taken down), then routing options, the
+    /// MTU and the neighbour. `arrived`: the packet as it arrived, when
+    /// it did not fit the MTU and may not be fragmented (for the error).
+    pub(super) fn forward_out(
+        &mut self,
+        way: Way,
+        mut pkt: Vec<u8>,
+        out_info: &IpInfo,
+        refrag: Option<FragInfo>,
+        arrived: Option<Vec<u8>>,
+        now: u64,
+    ) {
+        let Way {
+            from: i,
+            e,
+            nh,
+            mtu,
+        } = way;
+        let mut d = self.pf(&mut pkt, Some(out_info), e, Direction::Out, Some(i), now);
         for g in std::mem::take(&mut d.generated) {
             self.send_local(g, now);
         }
@@ -330,6 +392,16 @@ impl Dataplane {
                 self.icmp_error(i, &quote, now, Unreach::TooBig(mtu as u16));
             }
         }
+    }
+
+    /// The way out a forwarded packet takes.
+    pub(super) fn way(&self, from: usize, dst: &IpAddr) -> Option<Way> {
+        lookup(&self.cfg, dst).map(|(e, nh)| Way {
+            from,
+            e,
+            nh,
+            mtu: self.mtu(e),
+        })
     }
 
     /// A packet the firewall itself sends: routed, filtered `out`.

@@ -1,0 +1,333 @@
+//! Offload: TCP super-packets (a local stack's unsegmented send, or what
+//! GRO merged) taken through the router whole when pf's decision for the
+//! whole is exactly its decision for each segment, and cut into segments
+//! otherwise. docs/offload.md says why and how.
+//!
+//! A super-packet arrives with its segment size (`Gso`). It goes whole
+//! through pf `in` and pf `out` only by `Filter::process_whole`, which
+//! refuses (changing nothing) unless the packet belongs to an
+//! established state whose windows accept every segment in turn. Whole,
+//! it leaves with a virtio_net_hdr that lets the kernel or the NIC cut it
+//! (`Out` with `OUT_VNET`). Where the whole cannot go on, it is cut as the
+//! sender's NIC would have cut it and each segment continues alone from
+//! the step it reached: before pf `in` (everything per segment), after pf
+//! `in` (local delivery, routing options, a smaller MTU, an unknown
+//! neighbour), or after pf `out` refused the whole.
+//!
+//! Owns none of the tables; it only chooses between the whole and the
+//! segments.
+
+use palisade_conf::ir::Direction;
+use palisade_wire::ethernet::{EtherType, EthernetRepr, VlanTag};
+use palisade_wire::{build, parse_ip, IpInfo, L4};
+
+use super::icmp_error::is_multicast_or_broadcast;
+use super::router::{hop, Way};
+use super::{demux, Dataplane, DropReason, Out};
+use crate::afpacket::{Gso, VnetHdr};
+
+/// Set in an `Out`'s port index when its frame carries a virtio_net_hdr
+/// in its last `VNET_HDR_LEN` bytes (to be sent first): a TCP
+/// super-packet leaving whole, for a port opened with segmentation
+/// offload, whose link header grew or shrank (a VLAN tag). Only
+/// `Dataplane::input_offload` makes them.
+pub const OUT_VNET: usize = 1 << 30;
+
+/// A super-packet leaving whole from the buffer it arrived in: the first
+/// `len` bytes of the frame given to `input_offload`, rewritten in place
+/// (link header included), sent out of `port` after the virtio_net_hdr
+/// `hdr`. The frame is not copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InPlace {
+    pub port: usize,
+    pub len: usize,
+    pub hdr: [u8; crate::afpacket::VNET_HDR_LEN],
+}
+
+impl Dataplane {
+    /// A frame received on `port` with its offload description: a TCP
+    /// super-packet when `gso` says so (see the module's text), any other
+    /// frame as `input` takes it. What to send; frames whose port index
+    /// has `OUT_VNET` end with their virtio_net_hdr. A super-packet that
+    /// leaves whole is rewritten in `frame` and sent from there: the
+    /// caller sends it (`take_in_place`) after the frames of earlier
+    /// calls and before those of later ones.
+    pub fn input_offload(
+        &mut self,
+        port: usize,
+        frame: &mut [u8],
+        gso: Option<Gso>,
+        now: u64,
+    ) -> Vec<Out> {
+        self.in_place = None;
+        let Some(g) = gso else {
+            return self.input(port, frame, now);
+        };
+        self.counters.frames_in += 1;
+        if !self.super_in(port, frame, g, now) {
+            // Decided segment by segment from the start.
+            match segment(frame, g) {
+                Some(segments) => {
+                    self.counters.segmented += 1;
+                    for f in segments {
+                        self.frame_in(port, &f, now);
+                    }
+                }
+                None => self.counters.dropped(DropReason::Malformed),
+            }
+        }
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64 + self.in_place.is_some() as u64;
+        out
+    }
+
+    /// The super-packet `input_offload` rewrote to leave whole from its
+    /// own buffer, if the last call made one.
+    pub fn take_in_place(&mut self) -> Option<InPlace> {
+        self.in_place.take()
+    }
+
+    /// The super-packet through the router as far as it can go whole.
+    /// False, with nothing done: cut it before anything.
+    fn super_in(&mut self, port: usize, frame: &mut [u8], g: Gso, now: u64) -> bool {
+        let Ok(demux::Arrival::Iface {
+            iface: i,
+            dst,
+            src,
+            ethertype,
+            payload,
+        }) = self.demux.classify(port, frame)
+        else {
+            return false;
+        };
+        if self.cfg.ifaces[i].bridge.is_some()
+            || !self.local.accepts(i, &dst)
+            || !matches!(ethertype, EtherType::Ipv4 | EtherType::Ipv6)
+        {
+            return false;
+        }
+        // The IP packet is rewritten where it lies, after its link header.
+        let l2 = frame.len() - payload.len();
+        let Ok(info) = parse_ip(&frame[l2..]) else {
+            return false;
+        };
+        let pkt = &mut frame[l2..];
+        if self.local.is_ours(&info.dst)
+            || info.dst.is_loopback()
+            || is_multicast_or_broadcast(&info.dst)
+            || self.local.is_directed_broadcast(&info.dst)
+        {
+            return false;
+        }
+        let Some(d) = self.pf_whole(pkt, &info, i, Direction::In, None, now, g) else {
+            return false;
+        };
+        // From here the packet has passed pf `in` whole.
+        self.counters.offload_whole += 1;
+        let frame = &mut frame[..l2 + info.len];
+        let pkt = &frame[l2..];
+        let info = if d.modified {
+            match parse_ip(pkt) {
+                Ok(x) => x,
+                Err(_) => {
+                    self.counters.dropped(DropReason::Malformed);
+                    return true;
+                }
+            }
+        } else {
+            info
+        };
+        let way = self.way(i, &info.dst);
+        let simple = !self.local.is_ours(&info.dst)
+            && !info.dst.is_loopback()
+            && !is_multicast_or_broadcast(&info.dst)
+            && !self.local.is_directed_broadcast(&info.dst)
+            && info.ttl > 1;
+        match way {
+            Some(w) if simple && segment_len(&info) + g.size as usize <= w.mtu => {
+                self.forward_whole(w, frame, l2, &info, g, now)
+            }
+            _ => {
+                // Each segment goes on alone from after pf `in`.
+                for (seg, seg_info) in cut(pkt, g) {
+                    self.after_in(i, src, seg, &seg_info, None, None, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// Forward a super-packet that passed pf `in` whole by `w`: TTL, pf
+    /// `out` (whole, or each segment alone), the neighbour. The packet is
+    /// `frame[l2..]`.
+    fn forward_whole(
+        &mut self,
+        w: Way,
+        frame: &mut [u8],
+        l2: usize,
+        info: &IpInfo,
+        g: Gso,
+        now: u64,
+    ) {
+        let pkt = &mut frame[l2..];
+        let out_info = hop(pkt, info);
+        let Some(d) = self.pf_whole(pkt, &out_info, w.e, Direction::Out, Some(w.from), now, g)
+        else {
+            for (seg, seg_info) in cut(pkt, g) {
+                self.forward_out(w, seg, &seg_info, None, None, now);
+            }
+            return;
+        };
+        self.counters.routed += 1;
+        let info = if d.modified {
+            match parse_ip(pkt) {
+                Ok(x) => x,
+                Err(_) => {
+                    self.counters.dropped(DropReason::Malformed);
+                    return;
+                }
+            }
+        } else {
+            out_info
+        };
+        let host = self.host.as_ref().map(|h| h.port);
+        let port = self.cfg.ifaces[w.e].port.filter(|p| Some(*p) != host);
+        let (Some(mac), Some(port)) = (self.neigh.reachable(w.e, &w.nh, now), port) else {
+            // An unknown neighbour queues what waits for it, a bridge
+            // floods: both take segments.
+            for (seg, _) in cut(pkt, g) {
+                self.l3_out(w.e, w.nh, seg, now);
+            }
+            return;
+        };
+        let L4::Tcp {
+            flags, header_len, ..
+        } = info.l4
+        else {
+            return;
+        };
+        build::tcp_partial_checksum(pkt);
+        let ifc = &self.cfg.ifaces[w.e];
+        let eth = EthernetRepr {
+            dst: mac,
+            src: self.local.mac(w.e),
+            vlan: ifc.vlan.map(VlanTag::dot1q),
+            ethertype: if info.is_v6() {
+                EtherType::Ipv6
+            } else {
+                EtherType::Ipv4
+            },
+        };
+        // The new link header in place of the old; a copy only when one
+        // is tagged and the other not.
+        let head = eth.frame(&[], 0);
+        let l4 = head.len() + info.l4_offset;
+        let vh = VnetHdr::tcp(
+            info.is_v6(),
+            l4,
+            l4 + header_len as usize,
+            g.size,
+            flags & 0x80 != 0,
+        )
+        .bytes();
+        if head.len() == l2 {
+            frame[..l2].copy_from_slice(&head);
+            self.in_place = Some(InPlace {
+                port,
+                len: frame.len(),
+                hdr: vh,
+            });
+        } else {
+            let mut f = Vec::with_capacity(head.len() + frame.len() - l2 + vh.len());
+            f.extend_from_slice(&head);
+            f.extend_from_slice(&frame[l2..]);
+            f.extend_from_slice(&vh);
+            self.out.push((port | OUT_VNET, f));
+        }
+    }
+
+    /// pf on a super-packet, whole (`Filter::process_whole`), counted per
+    /// segment on the interface. None: it must be cut.
+    #[allow(clippy::too_many_arguments)]
+    fn pf_whole(
+        &mut self,
+        pkt: &mut [u8],
+        info: &IpInfo,
+        ix: usize,
+        dir: Direction,
+        from: Option<usize>,
+        now: u64,
+        g: Gso,
+    ) -> Option<palisade_filter::Decision> {
+        let name = self.names[ix].clone();
+        // Taken only if the packet goes whole: cut, its first segment
+        // gets this number, as it would have unmerged.
+        let random = self.rng.peek_u32();
+        let from = from.and_then(|f| self.names.get(f).cloned());
+        let d = self.filter.process_whole(
+            pkt,
+            info,
+            &name,
+            dir,
+            now,
+            random,
+            from.as_deref(),
+            g.size,
+        )?;
+        self.rng.next_u32();
+        if !d.passed() {
+            // Only when the state changed under the check (cannot happen):
+            // dropped, and counted so.
+            self.counters.blocked += 1;
+            return None;
+        }
+        if let Some(st) = self.if_stats.get_mut(ix) {
+            let v6 = info.is_v6() as usize;
+            let out = (dir == Direction::Out) as usize;
+            let n = cut_count(info, g);
+            st.packets[v6][out][0] += n as u64;
+            st.bytes[v6][out][0] += (info.len + (n - 1) * segment_len(info)) as u64;
+        }
+        Some(d)
+    }
+}
+
+/// The bytes in front of a TCP packet's payload: IP and TCP headers.
+fn segment_len(info: &IpInfo) -> usize {
+    match info.l4 {
+        L4::Tcp { header_len, .. } => info.l4_offset + header_len as usize,
+        _ => info.l4_offset,
+    }
+}
+
+/// How many segments `g` cuts the packet into.
+fn cut_count(info: &IpInfo, g: Gso) -> usize {
+    let payload = info.len.saturating_sub(segment_len(info));
+    payload.div_ceil(g.size.max(1) as usize).max(1)
+}
+
+/// The IP packet `pkt` cut into its segments, each described.
+/// (A packet that passed `process_whole` always cuts.)
+fn cut(pkt: &[u8], g: Gso) -> Vec<(Vec<u8>, IpInfo)> {
+    build::segment_tcp_mss(pkt, g.size as usize)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| parse_ip(&s).ok().map(|i| (s, i)))
+        .collect()
+}
+
+/// A received super-packet frame cut into frames of one segment each,
+/// with its link header.
+fn segment(frame: &[u8], g: Gso) -> Option<Vec<Vec<u8>>> {
+    let (_, _, off) = palisade_wire::link::ethernet(frame)?;
+    let segs = build::segment_tcp_mss(&frame[off..], g.size as usize)?;
+    Some(
+        segs.into_iter()
+            .map(|s| {
+                let mut f = frame[..off].to_vec();
+                f.extend_from_slice(&s);
+                f
+            })
+            .collect(),
+    )
+}

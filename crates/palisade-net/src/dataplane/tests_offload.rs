@@ -1,0 +1,429 @@
+//! TCP super-packets (`input_offload`) against the same bytes arriving as
+//! segments (`input`): whatever pf decides whole must be what it decides
+//! for each segment alone, in order; where it cannot be, the packet is
+//! cut and each segment decided alone. Each test runs two data planes
+//! through the same handshake, gives one the super-packet and the other
+//! its segments, and compares what leaves, the states and the counters.
+
+use std::net::IpAddr;
+
+use super::tests::{dp, eth, A, B, M0, M1, M2};
+use super::*;
+use palisade_wire::checksum::{finish, sum};
+use palisade_wire::link::{ETH_ARP, ETH_IPV4, ETH_IPV6};
+use palisade_wire::{build, L4};
+
+const TWO: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+mtu = 1280
+[[interface]]
+name = "lan"
+port = "eth0"
+addresses = ["198.18.0.254/24", "2001:db8:1::fe/64"]
+[[interface]]
+name = "wan"
+port = "eth1"
+addresses = ["198.19.0.254/24", "2001:db8:2::fe/64"]
+[[interface]]
+name = "vlan7"
+port = "eth1"
+vlan = 7
+addresses = ["203.0.113.254/24", "2001:db8:7::fe/64"]
+[[interface]]
+name = "small"
+port = "eth2"
+addresses = ["192.0.2.254/24", "2001:db8:5::fe/64"]
+"#;
+
+const RULES: &str = "block all\npass inet6 proto icmp6\npass proto tcp to port 5201\n";
+
+struct Flow {
+    v6: bool,
+    client: IpAddr,
+    server: IpAddr,
+    /// The server's interface: port, VLAN, our address there.
+    server_port: usize,
+    vlan: Option<u16>,
+    our: IpAddr,
+    /// Where the server's answers go: the client, or the address it is
+    /// translated to.
+    reply_to: IpAddr,
+}
+
+fn flow(v6: bool, to: &str) -> Flow {
+    let (server, server_port, vlan, our) = match (to, v6) {
+        ("wan", false) => ("198.19.0.1", 1, None, "198.19.0.254"),
+        ("wan", true) => ("2001:db8:2::1", 1, None, "2001:db8:2::fe"),
+        ("vlan7", false) => ("203.0.113.1", 1, Some(7), "203.0.113.254"),
+        ("vlan7", true) => ("2001:db8:7::1", 1, Some(7), "2001:db8:7::fe"),
+        ("small", false) => ("192.0.2.1", 2, None, "192.0.2.254"),
+        ("small", true) => ("2001:db8:5::1", 2, None, "2001:db8:5::fe"),
+        _ => unreachable!(),
+    };
+    let client = if v6 { "2001:db8:1::1" } else { "198.18.0.1" };
+    Flow {
+        v6,
+        reply_to: client.parse().unwrap(),
+        client: client.parse().unwrap(),
+        server: server.parse().unwrap(),
+        server_port,
+        vlan,
+        our: our.parse().unwrap(),
+    }
+}
+
+fn ethertype(v6: bool) -> u16 {
+    if v6 {
+        ETH_IPV6
+    } else {
+        ETH_IPV4
+    }
+}
+
+/// `host` (at `mac`) asks for our address `our` on `port`: we learn it.
+fn introduce(d: &mut Dataplane, port: usize, vlan: Option<u16>, host: IpAddr, our: IpAddr) {
+    let mac = if port == 0 { A } else { B };
+    match (host, our) {
+        (IpAddr::V4(h), IpAddr::V4(o)) => {
+            let a = super::tests::arp(1, mac, &h.to_string(), &o.to_string());
+            d.input(port, &eth(BROADCAST, mac, vlan, ETH_ARP, &a), 0);
+        }
+        (IpAddr::V6(h), IpAddr::V6(o)) => {
+            let sn = palisade_wire::ndp::solicited_node(&o);
+            let mut body = o.octets().to_vec();
+            body.extend_from_slice(&[1, 1]);
+            body.extend_from_slice(&mac);
+            let ns = build::ip(
+                IpAddr::V6(h),
+                IpAddr::V6(sn),
+                58,
+                255,
+                &build::icmp(135, 0, [0; 4], &body),
+            );
+            let m = palisade_wire::ethernet::ipv6_multicast_mac(sn);
+            d.input(port, &eth(m, mac, vlan, ETH_IPV6, &ns), 0);
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn seg(f: &Flow, reply: bool, seq: u32, ack: u32, flags: u8, win: u16, data: &[u8]) -> Vec<u8> {
+    let (s, d, sp, dp) = if reply {
+        (f.server, f.reply_to, 5201, 40000)
+    } else {
+        (f.client, f.server, 40000, 5201)
+    };
+    build::ip(
+        s,
+        d,
+        6,
+        64,
+        &build::tcp(sp, dp, seq, ack, flags, win, &[], data),
+    )
+}
+
+fn frame_to_server(f: &Flow, ip: &[u8]) -> Vec<u8> {
+    eth(M0, A, None, ethertype(f.v6), ip)
+}
+
+fn frame_to_client(f: &Flow, ip: &[u8]) -> Vec<u8> {
+    eth([M0, M1, M2][f.server_port], B, f.vlan, ethertype(f.v6), ip)
+}
+
+/// A data plane with `rules`, both hosts known, the connection set up:
+/// the client's ISN 1000, the server's 5000, the server's window `win`.
+fn connected(f: &Flow, rules: &str, win: u16) -> Dataplane {
+    let mut d = dp(TWO, rules);
+    introduce(
+        &mut d,
+        0,
+        None,
+        f.client,
+        if f.v6 {
+            "2001:db8:1::fe".parse().unwrap()
+        } else {
+            "198.18.0.254".parse().unwrap()
+        },
+    );
+    introduce(&mut d, f.server_port, f.vlan, f.server, f.our);
+    let o = d.input(
+        0,
+        &frame_to_server(f, &seg(f, false, 1000, 0, 0x02, 65535, &[])),
+        1,
+    );
+    assert_eq!(o.len(), 1, "SYN forwarded: {o:?}");
+    let o = d.input(
+        f.server_port,
+        &frame_to_client(f, &seg(f, true, 5000, 1001, 0x12, win, &[])),
+        2,
+    );
+    assert_eq!(o.len(), 1, "SYN+ACK forwarded");
+    let o = d.input(
+        0,
+        &frame_to_server(f, &seg(f, false, 1001, 5001, 0x10, 65535, &[])),
+        3,
+    );
+    assert_eq!(o.len(), 1, "ACK forwarded");
+    d
+}
+
+/// The client's super-packet: `n` segments of `mss` bytes (the last
+/// shorter by 7), ACK|PSH, its checksum left to offload.
+fn super_packet(f: &Flow, n: usize, mss: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..n * mss - 7).map(|i| (i * 7) as u8).collect();
+    let mut p = seg(f, false, 1001, 5001, 0x18, 65535, &data);
+    if !f.v6 {
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        let c = finish(sum(
+            &{
+                let mut h = p[..20].to_vec();
+                h[10] = 0;
+                h[11] = 0;
+                h
+            },
+            0,
+        ));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    build::tcp_partial_checksum(&mut p);
+    p
+}
+
+/// What a device does with a partial checksum: sum from the TCP header
+/// to the end, the field included, and store the complement.
+fn complete_as_device(ip: &mut [u8]) {
+    let info = palisade_wire::parse_ip(ip).unwrap();
+    let t = info.l4_offset;
+    let c = finish(sum(&ip[t..info.len], 0));
+    ip[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Frames on the wire: port, bytes.
+type Wire = Vec<(usize, Vec<u8>)>;
+
+/// What left, as frames on the wire: a super-packet leaving whole is
+/// checked (its virtio_net_hdr, its partial checksum) and cut as the
+/// kernel would cut it.
+fn leaving(d: &mut Dataplane, o: &[Out], frame: &[u8]) -> Wire {
+    use crate::afpacket::{VnetHdr, VNET_HDR_LEN};
+    let mut v: Vec<(usize, Vec<u8>, Option<VnetHdr>)> = Vec::new();
+    for (p, f) in o {
+        if p & OUT_VNET != 0 {
+            let (f, h) = f.split_at(f.len() - VNET_HDR_LEN);
+            v.push((p & !OUT_VNET, f.to_vec(), Some(VnetHdr::parse(h))));
+        } else {
+            v.push((*p, f.clone(), None));
+        }
+    }
+    if let Some(s) = d.take_in_place() {
+        v.push((
+            s.port,
+            frame[..s.len].to_vec(),
+            Some(VnetHdr::parse(&s.hdr)),
+        ));
+    }
+    let mut out = Vec::new();
+    for (p, f, h) in v {
+        let Some(h) = h else {
+            out.push((p, f));
+            continue;
+        };
+        let (_, _, off) = palisade_wire::link::ethernet(&f).unwrap();
+        let mut ip = f[off..].to_vec();
+        let info = palisade_wire::parse_ip(&ip).unwrap();
+        let L4::Tcp { header_len, .. } = info.l4 else {
+            panic!("a super-packet is TCP")
+        };
+        assert_eq!(h.csum_start as usize, off + info.l4_offset);
+        assert_eq!(h.csum_offset, 16);
+        assert_eq!(
+            h.hdr_len as usize,
+            off + info.l4_offset + header_len as usize
+        );
+        assert_eq!(h.flags, 1, "NEEDS_CSUM");
+        assert_eq!(h.gso_type & 0x7f, if info.is_v6() { 4 } else { 1 });
+        complete_as_device(&mut ip);
+        assert!(
+            build::checksums_ok(&ip),
+            "the partial checksum completes right"
+        );
+        for s in build::segment_tcp_mss(&ip, h.gso_size as usize).unwrap() {
+            let mut g = f[..off].to_vec();
+            g.extend_from_slice(&s);
+            out.push((p, g));
+        }
+    }
+    out
+}
+
+/// The super-packet to `a` whole (offload), its segments to `b` one by
+/// one; what left each, and the frame `a` may have rewritten.
+fn both_ways(
+    a: &mut Dataplane,
+    b: &mut Dataplane,
+    sp: &[u8],
+    mss: usize,
+    now: u64,
+) -> (Wire, Wire) {
+    let mut frame = eth(M0, A, None, ethertype(sp[0] >> 4 == 6), sp);
+    let g = Gso {
+        size: mss as u16,
+        csum_partial: true,
+    };
+    let o = a.input_offload(0, &mut frame, Some(g), now);
+    let whole = leaving(a, &o, &frame);
+    let mut segs = Vec::new();
+    for s in build::segment_tcp_mss(sp, mss).unwrap() {
+        let f = eth(M0, A, None, ethertype(sp[0] >> 4 == 6), &s);
+        segs.extend(b.input(0, &f, now));
+    }
+    (whole, segs)
+}
+
+fn states(d: &Dataplane) -> Vec<palisade_filter::state::State> {
+    d.filter.states.iter().cloned().collect()
+}
+
+fn same_books(a: &Dataplane, b: &Dataplane) {
+    assert_eq!(states(a), states(b), "states");
+    assert_eq!(a.filter.counters.packets, b.filter.counters.packets);
+    assert_eq!(a.filter.counters.passed, b.filter.counters.passed);
+    assert_eq!(a.filter.counters.blocked, b.filter.counters.blocked);
+    assert_eq!(a.filter.counters.reasons, b.filter.counters.reasons);
+    for (x, y) in a.if_stats.iter().zip(&b.if_stats) {
+        assert_eq!(
+            (x.packets, x.bytes),
+            (y.packets, y.bytes),
+            "interface counters"
+        );
+    }
+}
+
+#[test]
+fn a_super_packet_in_the_window_passes_whole_as_its_segments_would() {
+    for v6 in [false, true] {
+        let nat = if v6 { "2001:db8:2::fe" } else { "198.19.0.254" };
+        for (rules, reply_to) in [
+            (RULES.to_string(), None),
+            (
+                format!("{RULES}match out on wan nat-to {nat} static-port\n"),
+                Some(nat),
+            ),
+        ] {
+            let mut f = flow(v6, "wan");
+            if let Some(n) = reply_to {
+                f.reply_to = n.parse().unwrap();
+            }
+            let mut a = connected(&f, &rules, 65535);
+            let mut b = connected(&f, &rules, 65535);
+            let sp = super_packet(&f, 10, 1000);
+            let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+            assert_eq!(a.counters.offload_whole, 1, "v6 {v6}, {rules}");
+            assert_eq!(segs.len(), 10);
+            assert_eq!(whole, segs, "v6 {v6}, {rules}");
+            same_books(&a, &b);
+        }
+    }
+}
+
+#[test]
+fn a_super_packet_partly_outside_the_window_is_cut_and_each_segment_decided_alone() {
+    for v6 in [false, true] {
+        // The server offered 4,000 bytes: segments past them are refused.
+        let f = flow(v6, "wan");
+        let mut a = connected(&f, RULES, 4000);
+        let mut b = connected(&f, RULES, 4000);
+        let sp = super_packet(&f, 10, 1000);
+        let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+        assert_eq!(a.counters.offload_whole, 0);
+        assert!(!segs.is_empty() && segs.len() < 10, "{}", segs.len());
+        assert_eq!(whole, segs);
+        assert!(a.filter.counters.reasons[palisade_filter::Reason::StateMismatch as usize] > 0);
+        same_books(&a, &b);
+    }
+}
+
+#[test]
+fn a_scrub_that_sees_each_segment_cuts_the_super_packet() {
+    let rules = "block all\npass proto tcp to port 5201 scrub (random-id)\n";
+    let f = flow(false, "wan");
+    let mut a = connected(&f, rules, 65535);
+    let mut b = connected(&f, rules, 65535);
+    let sp = super_packet(&f, 6, 1000);
+    let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+    assert_eq!(a.counters.offload_whole, 0);
+    assert_eq!(segs.len(), 6);
+    assert_eq!(whole, segs, "each segment its own random id, as unmerged");
+    same_books(&a, &b);
+}
+
+#[test]
+fn a_super_packet_without_a_state_is_cut() {
+    // No handshake: pf decides each segment by the rules (here: blocked).
+    let f = flow(false, "wan");
+    let mut a = dp(TWO, RULES);
+    let mut b = dp(TWO, RULES);
+    for d in [&mut a, &mut b] {
+        introduce(d, 1, None, f.server, f.our);
+    }
+    let sp = super_packet(&f, 4, 1000);
+    let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+    assert_eq!(a.counters.offload_whole, 0);
+    assert_eq!(whole, segs);
+    same_books(&a, &b);
+}
+
+#[test]
+fn a_super_packet_to_a_vlan_leaves_whole_tagged() {
+    for v6 in [false, true] {
+        let f = flow(v6, "vlan7");
+        let mut a = connected(&f, RULES, 65535);
+        let mut b = connected(&f, RULES, 65535);
+        let sp = super_packet(&f, 8, 1000);
+        let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+        assert_eq!(a.counters.offload_whole, 1);
+        assert_eq!(&whole[0].1[12..16], &[0x81, 0, 0, 7]);
+        assert_eq!(whole, segs);
+        same_books(&a, &b);
+    }
+}
+
+#[test]
+fn segments_too_big_for_the_way_out_are_cut_after_pf_in() {
+    // 1,280 bytes out of "small": 1,400-byte segments (DF) do not fit;
+    // each gets its own answer, as unmerged.
+    for v6 in [false, true] {
+        let f = flow(v6, "small");
+        let mut a = connected(&f, RULES, 65535);
+        let mut b = connected(&f, RULES, 65535);
+        let sp = super_packet(&f, 3, 1400);
+        let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1400, 4);
+        assert_eq!(a.counters.offload_whole, 1, "pf in took it whole");
+        assert_eq!(whole, segs);
+        assert_eq!(a.counters.too_big, b.counters.too_big);
+        same_books(&a, &b);
+    }
+}
+
+#[test]
+fn an_unknown_neighbour_gets_segments_queued() {
+    let f = flow(false, "wan");
+    let mut a = connected(&f, RULES, 65535);
+    let mut b = connected(&f, RULES, 65535);
+    // The server's entry is forgotten: both must resolve it again.
+    let later = 10 * 60 * 1000;
+    for d in [&mut a, &mut b] {
+        d.tick(later);
+    }
+    let sp = super_packet(&f, 4, 1000);
+    let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, later + 1);
+    assert_eq!(a.counters.offload_whole, 1, "pf in and out took it whole");
+    assert_eq!(whole, segs);
+    assert_eq!(a.counters.neigh_queued, b.counters.neigh_queued);
+}
