@@ -149,38 +149,66 @@ impl Dataplane {
         let info = if d.modified { None } else { info };
         let pkt = d.reassembled.unwrap_or(pkt);
         for p in egress {
-            let mut q = pkt.clone();
-            let d = self.pf(&mut q, info.as_ref(), p, Direction::Out, Some(m), now);
-            if d.passed() && !d.held {
-                let refrag = d.refragment.or(refrag);
-                let q = d.reassembled.unwrap_or(q);
-                let mtu = self.mtu(p);
-                match self.fit(q, mtu, refrag) {
-                    Ok(frames) => {
-                        for f in frames {
-                            self.emit(p, dst, Some(src), ethertype, &f);
-                        }
-                    }
-                    Err(q) => {
-                        // What a bridge owes the sender (DF set, or IPv6
-                        // that did not arrive in fragments): an ICMP error
-                        // from the destination's address, sent back on the
-                        // member the packet came from.
-                        self.counters.dropped(DropReason::TooBig);
-                        // (Sent from the destination's MAC: never a group's.)
-                        let e = if is_multicast(&dst) {
-                            None
-                        } else {
-                            self.icmp_error_packet(&q, now, Unreach::TooBig(mtu as u16), None)
-                        };
-                        if let Some(e) = e {
-                            self.emit(m, src, Some(dst), ethertype, &e);
-                        }
+            self.bridge_out(
+                p,
+                m,
+                dst,
+                src,
+                ethertype,
+                pkt.clone(),
+                info.as_ref(),
+                refrag,
+                now,
+            );
+        }
+    }
+
+    /// A bridged IP packet that passed pf `in` on member `m`, out of
+    /// member `p`: pf `out`, then the MTU (fragments, or "too big" back
+    /// to the sender).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bridge_out(
+        &mut self,
+        p: usize,
+        m: usize,
+        dst: Mac,
+        src: Mac,
+        ethertype: EtherType,
+        mut q: Vec<u8>,
+        info: Option<&palisade_wire::IpInfo>,
+        refrag: Option<palisade_filter::frag::FragInfo>,
+        now: u64,
+    ) {
+        let d = self.pf(&mut q, info, p, Direction::Out, Some(m), now);
+        if d.passed() && !d.held {
+            let refrag = d.refragment.or(refrag);
+            let q = d.reassembled.unwrap_or(q);
+            let mtu = self.mtu(p);
+            match self.fit(q, mtu, refrag) {
+                Ok(frames) => {
+                    for f in frames {
+                        self.emit(p, dst, Some(src), ethertype, &f);
                     }
                 }
-            } else if !d.held {
-                self.counters.blocked += 1;
+                Err(q) => {
+                    // What a bridge owes the sender (DF set, or IPv6
+                    // that did not arrive in fragments): an ICMP error
+                    // from the destination's address, sent back on the
+                    // member the packet came from.
+                    self.counters.dropped(DropReason::TooBig);
+                    // (Sent from the destination's MAC: never a group's.)
+                    let e = if is_multicast(&dst) {
+                        None
+                    } else {
+                        self.icmp_error_packet(&q, now, Unreach::TooBig(mtu as u16), None)
+                    };
+                    if let Some(e) = e {
+                        self.emit(m, src, Some(dst), ethertype, &e);
+                    }
+                }
             }
+        } else if !d.held {
+            self.counters.blocked += 1;
         }
     }
 }

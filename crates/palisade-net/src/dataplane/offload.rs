@@ -1,14 +1,14 @@
 //! Offload: TCP super-packets (a local stack's unsegmented send, or what
-//! GRO merged) taken through the router whole when pf's decision for the
-//! whole is exactly its decision for each segment, and cut into segments
-//! otherwise. docs/offload.md says why and how.
+//! GRO merged) taken through the router or a bridge whole when pf's
+//! decision for the whole is exactly its decision for each segment, and
+//! cut into segments otherwise. docs/offload.md says why and how.
 //!
 //! A super-packet arrives with its segment size (`Gso`). It goes whole
 //! through pf `in` and pf `out` only by `Filter::process_whole`, which
 //! refuses (changing nothing) unless the packet belongs to an
 //! established state whose windows accept every segment in turn. Whole,
 //! it leaves with a virtio_net_hdr that lets the kernel or the NIC cut it
-//! (`Out` with `OUT_VNET`). Where the whole cannot go on, it is cut as the
+//! (`InPlace`, or `Out` with `OUT_VNET`). Where the whole cannot go on, it is cut as the
 //! sender's NIC would have cut it and each segment continues alone from
 //! the step it reached: before pf `in` (everything per segment), after pf
 //! `in` (local delivery, routing options, a smaller MTU, an unknown
@@ -25,6 +25,7 @@ use super::icmp_error::is_multicast_or_broadcast;
 use super::router::{hop, Way};
 use super::{demux, Dataplane, DropReason, Out};
 use crate::afpacket::{Gso, VnetHdr};
+use palisade_wire::ethernet::{is_multicast, Mac};
 
 /// Set in an `Out`'s port index when its frame carries a virtio_net_hdr
 /// in its last `VNET_HDR_LEN` bytes (to be sent first): a TCP
@@ -100,14 +101,17 @@ impl Dataplane {
         else {
             return false;
         };
-        if self.cfg.ifaces[i].bridge.is_some()
-            || !self.local.accepts(i, &dst)
-            || !matches!(ethertype, EtherType::Ipv4 | EtherType::Ipv6)
-        {
+        if !matches!(ethertype, EtherType::Ipv4 | EtherType::Ipv6) {
             return false;
         }
         // The IP packet is rewritten where it lies, after its link header.
         let l2 = frame.len() - payload.len();
+        if let Some(b) = self.cfg.ifaces[i].bridge {
+            return self.bridge_whole(b, i, dst, src, frame, l2, g, now);
+        }
+        if !self.local.accepts(i, &dst) {
+            return false;
+        }
         let Ok(info) = parse_ip(&frame[l2..]) else {
             return false;
         };
@@ -190,27 +194,121 @@ impl Dataplane {
         } else {
             out_info
         };
-        let host = self.host.as_ref().map(|h| h.port);
-        let port = self.cfg.ifaces[w.e].port.filter(|p| Some(*p) != host);
-        let (Some(mac), Some(port)) = (self.neigh.reachable(w.e, &w.nh, now), port) else {
-            // An unknown neighbour queues what waits for it, a bridge
-            // floods: both take segments.
+        let (Some(mac), Some(port)) = (self.neigh.reachable(w.e, &w.nh, now), self.port_of(w.e))
+        else {
+            // An unknown neighbour queues what waits for it, a routed
+            // bridge floods: both take segments.
             for (seg, _) in cut(pkt, g) {
                 self.l3_out(w.e, w.nh, seg, now);
             }
             return;
         };
+        let src = self.local.mac(w.e);
+        self.send_whole(frame, l2, w.e, port, mac, src, &info, g);
+    }
+
+    /// The port interface `e` sends on, unless it is the host interface's
+    /// (or a bridge, which has none).
+    fn port_of(&self, e: usize) -> Option<usize> {
+        let host = self.host.as_ref().map(|h| h.port);
+        self.cfg.ifaces[e].port.filter(|p| Some(*p) != host)
+    }
+
+    /// A bridged super-packet from member `m` of bridge `b`, to a
+    /// destination learnt on another member: pf `in` on `m` and `out` on
+    /// that member, whole, as `bridge_in` does for a frame. False, with
+    /// nothing done: cut it before anything (a group or unknown
+    /// destination is flooded, a frame for the bridge's own MAC routed).
+    #[allow(clippy::too_many_arguments)]
+    fn bridge_whole(
+        &mut self,
+        b: usize,
+        m: usize,
+        dst: Mac,
+        src: Mac,
+        frame: &mut [u8],
+        l2: usize,
+        g: Gso,
+        now: u64,
+    ) -> bool {
+        if is_multicast(&dst) || self.local.accepts(b, &dst) {
+            return false;
+        }
+        let Some(p) = self.fdb.fresh(b, &dst, now).filter(|&p| p != m) else {
+            return false;
+        };
+        let Ok(info) = parse_ip(&frame[l2..]) else {
+            return false;
+        };
+        let ethertype = if info.is_v6() {
+            EtherType::Ipv6
+        } else {
+            EtherType::Ipv4
+        };
+        let pkt = &mut frame[l2..];
+        let Some(d) = self.pf_whole(pkt, &info, m, Direction::In, None, now, g) else {
+            return false;
+        };
+        // Passed pf `in` whole: what `bridge_in` did before pf, once.
+        self.counters.offload_whole += 1;
+        if !is_multicast(&src) && self.fdb.learn(b, src, m, now).is_err() {
+            self.counters.table_full += 1;
+        }
+        self.counters.bridged += 1;
+        let frame = &mut frame[..l2 + info.len];
+        let pkt = &mut frame[l2..];
+        let Some(info) = described(pkt, info, d.modified) else {
+            self.counters.dropped(DropReason::Malformed);
+            return true;
+        };
+        let whole = segment_len(&info) + g.size as usize <= self.mtu(p);
+        let d = if whole {
+            self.pf_whole(pkt, &info, p, Direction::Out, Some(m), now, g)
+        } else {
+            None
+        };
+        let (Some(d), Some(port)) = (d, self.port_of(p)) else {
+            // Each segment out alone: pf `out`, the MTU.
+            for (seg, seg_info) in cut(pkt, g) {
+                self.bridge_out(p, m, dst, src, ethertype, seg, Some(&seg_info), None, now);
+            }
+            return true;
+        };
+        let Some(info) = described(pkt, info, d.modified) else {
+            self.counters.dropped(DropReason::Malformed);
+            return true;
+        };
+        self.send_whole(frame, l2, p, port, dst, src, &info, g);
+        true
+    }
+
+    /// Send the super-packet `frame[l2..]` whole out of interface `e`
+    /// (port `port`) from `src` to `dst`: its link header rewritten in
+    /// place (copied only when a VLAN tag comes or goes), its TCP checksum
+    /// left to offload, a virtio_net_hdr asking for segments of `g.size`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_whole(
+        &mut self,
+        frame: &mut [u8],
+        l2: usize,
+        e: usize,
+        port: usize,
+        dst: Mac,
+        src: Mac,
+        info: &IpInfo,
+        g: Gso,
+    ) {
         let L4::Tcp {
             flags, header_len, ..
         } = info.l4
         else {
             return;
         };
-        build::tcp_partial_checksum(pkt);
-        let ifc = &self.cfg.ifaces[w.e];
+        build::tcp_partial_checksum(&mut frame[l2..]);
+        let ifc = &self.cfg.ifaces[e];
         let eth = EthernetRepr {
-            dst: mac,
-            src: self.local.mac(w.e),
+            dst,
+            src,
             vlan: ifc.vlan.map(VlanTag::dot1q),
             ethertype: if info.is_v6() {
                 EtherType::Ipv6
@@ -289,6 +387,15 @@ impl Dataplane {
             st.bytes[v6][out][0] += (info.len + (n - 1) * segment_len(info)) as u64;
         }
         Some(d)
+    }
+}
+
+/// `pkt`'s description: `info` unless pf changed the packet.
+fn described(pkt: &[u8], info: IpInfo, modified: bool) -> Option<IpInfo> {
+    if modified {
+        parse_ip(pkt).ok()
+    } else {
+        Some(info)
     }
 }
 

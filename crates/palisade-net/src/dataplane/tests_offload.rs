@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use super::tests::{dp, eth, A, B, M0, M1, M2};
 use super::*;
 use palisade_wire::checksum::{finish, sum};
+use palisade_wire::ethernet::Mac;
 use palisade_wire::link::{ETH_ARP, ETH_IPV4, ETH_IPV6};
 use palisade_wire::{build, L4};
 
@@ -426,4 +427,101 @@ fn an_unknown_neighbour_gets_segments_queued() {
     assert_eq!(a.counters.offload_whole, 1, "pf in and out took it whole");
     assert_eq!(whole, segs);
     assert_eq!(a.counters.neigh_queued, b.counters.neigh_queued);
+}
+
+/// Bridge members wan (port 0, host A), dmz (port 1, host B), lan.
+fn bridged(v6: bool, win: u16) -> (Flow, Dataplane) {
+    let mut f = flow(v6, "wan");
+    if v6 {
+        f.server = "2001:db8:1::2".parse().unwrap();
+    } else {
+        f.server = "198.18.0.2".parse().unwrap();
+    }
+    f.reply_to = f.client;
+    let mut d = dp(super::tests::BRIDGE, RULES);
+    let et = ethertype(v6);
+    d.input(
+        0,
+        &eth(B, A, None, et, &seg(&f, false, 1000, 0, 0x02, 65535, &[])),
+        1,
+    );
+    let o = d.input(
+        1,
+        &eth(A, B, None, et, &seg(&f, true, 5000, 1001, 0x12, win, &[])),
+        2,
+    );
+    assert_eq!(o.len(), 1, "SYN+ACK bridged");
+    let o = d.input(
+        0,
+        &eth(
+            B,
+            A,
+            None,
+            et,
+            &seg(&f, false, 1001, 5001, 0x10, 65535, &[]),
+        ),
+        3,
+    );
+    assert_eq!(o.len(), 1, "ACK bridged to the learnt member");
+    (f, d)
+}
+
+fn bridge_both_ways(
+    a: &mut Dataplane,
+    b: &mut Dataplane,
+    sp: &[u8],
+    mss: usize,
+    dst: Mac,
+) -> (Wire, Wire) {
+    let et = ethertype(sp[0] >> 4 == 6);
+    let mut frame = eth(dst, A, None, et, sp);
+    let g = Gso {
+        size: mss as u16,
+        csum_partial: true,
+    };
+    let o = a.input_offload(0, &mut frame, Some(g), 4);
+    let whole = leaving(a, &o, &frame);
+    let mut segs = Vec::new();
+    for s in build::segment_tcp_mss(sp, mss).unwrap() {
+        segs.extend(b.input(0, &eth(dst, A, None, et, &s), 4));
+    }
+    (whole, segs)
+}
+
+#[test]
+fn a_bridged_super_packet_passes_whole_as_its_segments_would() {
+    for v6 in [false, true] {
+        let (f, mut a) = bridged(v6, 65535);
+        let (_, mut b) = bridged(v6, 65535);
+        let sp = super_packet(&f, 10, 1000);
+        let (whole, segs) = bridge_both_ways(&mut a, &mut b, &sp, 1000, B);
+        assert_eq!(a.counters.offload_whole, 1, "v6 {v6}");
+        assert_eq!(segs.len(), 10);
+        assert_eq!(whole, segs);
+        assert_eq!(
+            a.counters.bridged,
+            b.counters.bridged - 9,
+            "one frame bridged, not ten"
+        );
+        same_books(&a, &b);
+        // Too small a window for the whole: cut, as unmerged.
+        let (f, mut a) = bridged(v6, 3000);
+        let (_, mut b) = bridged(v6, 3000);
+        let sp = super_packet(&f, 10, 1000);
+        let (whole, segs) = bridge_both_ways(&mut a, &mut b, &sp, 1000, B);
+        assert_eq!(a.counters.offload_whole, 0);
+        assert_eq!(whole, segs);
+        same_books(&a, &b);
+    }
+}
+
+#[test]
+fn a_bridged_super_packet_to_an_unknown_mac_is_flooded_in_segments() {
+    let (f, mut a) = bridged(false, 65535);
+    let (_, mut b) = bridged(false, 65535);
+    let sp = super_packet(&f, 4, 1000);
+    let (whole, segs) = bridge_both_ways(&mut a, &mut b, &sp, 1000, [2, 0, 0, 0, 0, 0xcc]);
+    assert_eq!(a.counters.offload_whole, 0);
+    assert_eq!(whole, segs);
+    same_books(&a, &b);
 }
