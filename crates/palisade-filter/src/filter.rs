@@ -484,8 +484,8 @@ impl Filter {
         let allow_opts = s.ext.as_deref().is_some_and(|e| e.allow_opts);
         if ext_per_segment
             || s.log_all
-            || s.scrub.random_id
-            || s.scrub.reassemble_tcp
+            || s.scrub().random_id
+            || s.scrub().reassemble_tcp
             || s.src.state != crate::state::tcps::ESTABLISHED
             || s.dst.state != crate::state::tcps::ESTABLISHED
             || opts_refused(ip, info, allow_opts)
@@ -524,7 +524,11 @@ impl Filter {
         }
         // Committed: the same steps as each segment's, in order.
         let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
-        let scrub = self.states.get(hit.id).map(|s| s.scrub).unwrap_or_default();
+        let scrub = self
+            .states
+            .get(hit.id)
+            .map(|s| s.scrub())
+            .unwrap_or_default();
         self.counters.state_searches += n as u64;
         for (seg, len) in &segs {
             if self
@@ -725,7 +729,7 @@ impl Filter {
         let id = hit.id;
         // What the state says about its packets.
         let s = self.states.get(id)?;
-        let (rule, log_all, scrub) = (self.states.rule_of(s), s.log_all, s.scrub);
+        let (rule, log_all, scrub) = (self.states.rule_of(s), s.log_all, s.scrub());
         let ext = s.ext.as_deref();
         let (seqdiff, seqdiff_dst) = ext.map_or((0, 0), |e| (e.seqdiff, e.seqdiff_dst));
         let proxy = ext.and_then(|e| e.proxy.clone());

@@ -159,8 +159,9 @@ pub struct Peer {
 
 /// Interned interface name.
 pub type IfId = u16;
-/// Interned rule reference.
-pub type RuleId = u32;
+/// Interned rule reference: its position in the table's list, plus one
+/// (so that a state's `Option<RuleId>` takes four bytes).
+pub type RuleId = std::num::NonZeroU32;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
@@ -170,7 +171,9 @@ pub struct State {
     pub creator: u32,
     /// The creating packet as it arrived, and as it left after translation.
     pub key: FlowKey,
-    pub translated: Option<FlowKey>,
+    /// Boxed: most states are not translated, and a key is 40 bytes
+    /// (pf, too, allocates a second key only for translated states).
+    pub translated: Option<Box<FlowKey>>,
     pub dir: Direction,
     /// The interface that created it, and whether the state is bound to it
     /// (if-bound) or floating.
@@ -200,8 +203,6 @@ pub struct State {
     pub unverified: u8,
     /// Log every packet of this state (`log (all)`).
     pub log_all: bool,
-    /// Normalizations for every packet of the connection.
-    pub scrub: crate::packet::ScrubActions,
     /// Counted in a source node (source tracking), and as an established
     /// connection of it.
     pub tracked: bool,
@@ -235,6 +236,8 @@ pub struct StateExt {
     pub route: Option<StateRoute>,
     /// The creating rule says `allow-opts`.
     pub allow_opts: bool,
+    /// Normalizations for every packet of the connection (`State::scrub`).
+    pub scrub: crate::packet::ScrubActions,
 }
 
 /// A state's routing option and the next hop its pool gave.
@@ -274,10 +277,16 @@ impl State {
         }
     }
 
+    /// Normalizations for every packet of the connection (kept in
+    /// `StateExt`: most states have none).
+    pub fn scrub(&self) -> crate::packet::ScrubActions {
+        self.ext.as_deref().map(|e| e.scrub).unwrap_or_default()
+    }
+
     /// Does `k` equal this state's wire (or stack) key? Compared field by
     /// field, without building the key.
     fn key_is(&self, k: &FlowKey, wire: bool) -> bool {
-        let after = self.translated.as_ref().unwrap_or(&self.key);
+        let after = self.translated.as_deref().unwrap_or(&self.key);
         // Which tuple the side is, and whether it is stored reversed.
         let (t, reversed) = match (self.dir, wire) {
             (Direction::In, true) => (&self.key, false),
@@ -299,14 +308,14 @@ impl State {
     /// The keys as seen on the wire and by the stack, both oriented as an
     /// inbound packet carries them (pf's PF_SK_WIRE and PF_SK_STACK).
     pub fn wire(&self) -> FlowKey {
-        let after = self.translated.as_ref().unwrap_or(&self.key);
+        let after = self.translated.as_deref().unwrap_or(&self.key);
         match self.dir {
             Direction::In => norm(&self.key, self.dir),
             Direction::Out => norm(after, self.dir),
         }
     }
     pub fn stack(&self) -> FlowKey {
-        let after = self.translated.as_ref().unwrap_or(&self.key);
+        let after = self.translated.as_deref().unwrap_or(&self.key);
         match self.dir {
             Direction::In => norm(after, self.dir),
             Direction::Out => norm(&self.key, self.dir),
@@ -435,7 +444,7 @@ fn seq_gt(a: u32, b: u32) -> bool {
 /// slot numbers (4 bytes an entry) and by id through the slot encoded in
 /// local ids.
 pub struct StateTable {
-    slab: Vec<Option<State>>,
+    slab: Slab,
     gens: Vec<u8>,
     free: Vec<u32>,
     /// Entries: slot | side << 30 (side bit 1 wire, 2 stack).
@@ -475,6 +484,56 @@ pub struct StateTable {
     os_names: Vec<String>,
 }
 
+/// The states' slots, in chunks of `CHUNK`: a table of a million states
+/// neither keeps up to a million empty slots after its last doubling nor
+/// copies every state while it grows (as a Vec would).
+#[derive(Default)]
+struct Slab {
+    chunks: Vec<Box<[Option<State>]>>,
+    len: usize,
+}
+
+const CHUNK: usize = 1024;
+
+impl Slab {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> Option<&Option<State>> {
+        (i < self.len).then(|| &self.chunks[i / CHUNK][i % CHUNK])
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<State>> {
+        (i < self.len).then(|| &mut self.chunks[i / CHUNK][i % CHUNK])
+    }
+
+    /// A new empty slot at the end.
+    fn push_empty(&mut self) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push((0..CHUNK).map(|_| None).collect());
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<State>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Option<State>;
+    fn index(&self, i: usize) -> &Option<State> {
+        self.get(i).expect("slot in the slab")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, i: usize) -> &mut Option<State> {
+        self.get_mut(i).expect("slot in the slab")
+    }
+}
+
 /// pf's default state limit.
 pub const DEFAULT_STATE_LIMIT: u32 = 100_000;
 /// Local ids keep the slot in 24 bits.
@@ -488,7 +547,7 @@ impl StateTable {
             timeouts[i] = t.default_secs();
         }
         StateTable {
-            slab: Vec::new(),
+            slab: Slab::default(),
             gens: Vec::new(),
             free: Vec::new(),
             index: HashTable::new(),
@@ -574,7 +633,8 @@ impl StateTable {
 
     /// The rule that created a state.
     pub fn rule_of(&self, s: &State) -> Option<RuleRef> {
-        s.rule.and_then(|r| self.rules.get(r as usize).cloned())
+        s.rule
+            .and_then(|r| self.rules.get(r.get() as usize - 1).cloned())
     }
 
     fn intern_iface(&mut self, name: &str) -> IfId {
@@ -591,7 +651,7 @@ impl StateTable {
         if let Some(&i) = self.rule_ids.get(r) {
             return i;
         }
-        let i = self.rules.len() as RuleId;
+        let i = RuleId::MIN.saturating_add(self.rules.len() as u32);
         self.rules.push(r.clone());
         self.rule_ids.insert(r.clone(), i);
         i
@@ -778,7 +838,7 @@ impl StateTable {
         seed: u32,
     ) -> Option<(u8, u32, u32)> {
         let s = self.get_mut(id)?;
-        if !s.scrub.reassemble_tcp {
+        if !s.scrub().reassemble_tcp {
             return None;
         }
         let e = s.ext.get_or_insert_with(Default::default);
@@ -852,7 +912,9 @@ impl StateTable {
 
     pub fn set_scrub(&mut self, id: u64, sc: crate::packet::ScrubActions) {
         if let Some(s) = self.get_mut(id) {
-            s.scrub = sc;
+            if sc != Default::default() || s.ext.is_some() {
+                s.ext.get_or_insert_with(Default::default).scrub = sc;
+            }
         }
     }
 
@@ -908,7 +970,7 @@ impl StateTable {
             }
         }
         let bound = opts.as_ref().is_some_and(|o| o.if_bound);
-        let translated = translated.filter(|t| *t != key);
+        let translated = translated.filter(|t| *t != key).map(Box::new);
         let (mut src, mut dst) = (Peer::default(), Peer::default());
         let timeout;
         if let Some(t) = tcp {
@@ -966,7 +1028,6 @@ impl StateTable {
             packets: [1, 0],
             bytes: [len as u64, 0],
             log_all: false,
-            scrub: Default::default(),
             tracked: false,
             conn_counted: false,
             ext: None,
@@ -1023,7 +1084,7 @@ impl StateTable {
         let slot = match self.free.pop() {
             Some(x) => x,
             None => {
-                self.slab.push(None);
+                self.slab.push_empty();
                 self.gens.push(0);
                 (self.slab.len() - 1) as u32
             }
@@ -1480,11 +1541,12 @@ fn max_key(opts: Option<&Arc<StateOpts>>) -> Option<usize> {
 
 #[cfg(test)]
 mod size_tests {
-    /// The memory goal (<= 256 bytes per state with the index) depends on
-    /// this; rare features go in `StateExt`. (232 since states point at
-    /// their rule's counters.)
+    /// The memory goal (<= 200 bytes per state with the index, issue 16)
+    /// depends on this; rare features go in `StateExt`. (232 once states
+    /// pointed at their rule's counters; 184 since the translated key,
+    /// the normalizations and the rule's reference shrank.)
     #[test]
     fn state_stays_small() {
-        assert!(std::mem::size_of::<Option<super::State>>() <= 232);
+        assert!(std::mem::size_of::<Option<super::State>>() <= 184);
     }
 }

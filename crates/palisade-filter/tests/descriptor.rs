@@ -86,7 +86,11 @@ fn described_once_decides_the_same_and_says_what_changed() {
         let mut pkt = pkt;
         if k == 2 {
             // The reply goes to the translated port the SYN got.
-            let nat = a.states.iter().find_map(|s| s.translated.clone()).unwrap();
+            let nat = a
+                .states
+                .iter()
+                .find_map(|s| s.translated.as_deref().cloned())
+                .unwrap();
             pkt = build::ip(
                 ip("198.51.100.1"),
                 ip("192.0.2.1"),

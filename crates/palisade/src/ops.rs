@@ -356,7 +356,7 @@ fn show_states(sh: &Shared, level: u64) -> Reply<'_> {
                     id: s.id,
                     creator: s.creator,
                     key: s.key.clone(),
-                    translated: s.translated.clone(),
+                    translated: s.translated.as_deref().cloned(),
                     dir: s.dir,
                     iface: st.iface_name(s).to_string(),
                     bound: s.bound,

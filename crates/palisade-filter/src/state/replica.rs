@@ -379,7 +379,7 @@ impl StateTable {
             bytes: s.bytes,
             sloppy: s.sloppy,
             log_all: s.log_all,
-            scrub: s.scrub,
+            scrub: s.scrub(),
             seqdiff: ext.map_or(0, |e| e.seqdiff),
             seqdiff_dst: ext.map_or(0, |e| e.seqdiff_dst),
             ttl_max: ext.map_or([0, 0], |e| e.ttl_max),
@@ -479,13 +479,14 @@ impl StateTable {
             proxy: None,
             route: rec.route.clone(),
             allow_opts: rec.allow_opts,
+            scrub: rec.scrub,
         };
         let base_ms = self.timeout_secs_of(opts.as_deref(), rec.timeout) as u64 * 1000;
         let s = State {
             id: rec.id,
             creator: rec.creator,
             key,
-            translated,
+            translated: translated.map(Box::new),
             dir: rec.dir,
             iface,
             bound: rec.bound,
@@ -507,7 +508,6 @@ impl StateTable {
             sloppy: rec.sloppy,
             unverified: 3,
             log_all: rec.log_all,
-            scrub: rec.scrub,
             tracked: false,
             conn_counted: false,
             ext: (ext != StateExt::default()).then(|| Box::new(ext)),
