@@ -223,6 +223,13 @@ enum Peer {
 }
 
 struct Result {
+    /// CPU seconds per million frames forwarded (the UDP run): the whole
+    /// machine busy (sender, forwarder, receiver), the time in softirq
+    /// (where the kernel forwards), the Palisade daemon's own (user +
+    /// system, with the softirq work done in its system calls).
+    cpu_machine: f64,
+    cpu_softirq: f64,
+    cpu_daemon: Option<f64>,
     /// Datagrams the receiving application got, per second.
     pps: f64,
     /// Frames the firewall delivered to the receiver's interface, per second.
@@ -230,6 +237,39 @@ struct Result {
     /// Datagrams the sender sent, per second.
     sent_pps: f64,
     tcp_bps: f64,
+}
+
+/// Ticks (USER_HZ) the machine was busy, and of those in softirq, since
+/// boot (/proc/stat).
+fn machine_ticks() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 7 {
+        return (0, 0);
+    }
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    (total - v[3] - v[4], v[6])
+}
+
+/// User + system ticks of process `pid` (all its threads).
+fn process_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime
+    // are the 14th and 15th of the line.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
 
 fn rx_packets(ns: &str) -> u64 {
@@ -353,10 +393,17 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     }
     // Warm up neighbours (ARP) in both directions.
     let _ = iperf(src, dst, &["-u", "-b", "1M"], 1);
+    let pid = daemon.0.as_ref().map(|c| c.id());
     let rx0 = rx_packets(dst);
+    let (busy0, soft0) = machine_ticks();
+    let p0 = pid.map(process_ticks);
     let t0 = Instant::now();
     let udp = iperf(src, dst, &["-u", "-b", "0", "-l", "18"], secs);
     let fwd = rx_packets(dst) - rx0;
+    let (busy1, soft1) = machine_ticks();
+    let p1 = pid.map(process_ticks);
+    // Ticks are 1/100 s; per million frames.
+    let per_mpkt = |ticks: u64| ticks as f64 / 100.0 / (fwd.max(1) as f64 / 1e6);
     let elapsed = t0.elapsed().as_secs_f64() - 0.3;
     let sum = &udp["end"]["sum"];
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
@@ -369,6 +416,9 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     drop(daemon);
     drop(ns);
     Result {
+        cpu_machine: per_mpkt(busy1 - busy0),
+        cpu_softirq: per_mpkt(soft1 - soft0),
+        cpu_daemon: p0.zip(p1).map(|(a, b)| per_mpkt(b - a)),
         fwd_pps: fwd as f64 / elapsed.max(0.001),
         sent_pps: packets / seconds,
         pps: (packets - lost).max(0.0) / seconds,
@@ -426,6 +476,15 @@ pub fn run(args: &[String]) {
             p.fwd_pps / k.fwd_pps.max(1.0),
             p.pps / k.pps.max(1.0),
             p.tcp_bps / k.tcp_bps.max(1.0)
+        );
+        println!(
+            "{:>22}  CPU s per million frames forwarded (UDP): machine kernel {:.2} palisade {:.2} | softirq kernel {:.2} palisade {:.2} | palisade daemon {:.2}",
+            "",
+            k.cpu_machine,
+            p.cpu_machine,
+            k.cpu_softirq,
+            p.cpu_softirq,
+            p.cpu_daemon.unwrap_or(0.0)
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -31,6 +31,10 @@ pub struct Port {
     pub ifindex: i32,
     /// Frames carry a virtio_net_hdr (`open_offload`).
     pub vnet: bool,
+    /// When the interface last refused a super-packet (no segmentation
+    /// offload, and the kernel does not cut for a socket that bypasses
+    /// the qdisc layer): for a second, super-packets are cut here.
+    refused_whole: std::cell::Cell<Option<std::time::Instant>>,
     fd: OwnedFd,
     ring: *mut u8,
     ring_len: usize,
@@ -160,6 +164,7 @@ impl Port {
             name: name.to_string(),
             ifindex,
             vnet,
+            refused_whole: std::cell::Cell::new(None),
             fd,
             ring: ring as *mut u8,
             ring_len,
@@ -376,6 +381,52 @@ impl Port {
             done += r as usize;
         }
         (sent, first_err)
+    }
+
+    /// Send a TCP super-packet whole, for the kernel or the NIC to cut
+    /// (`hdr` says how), or cut it here and send its segments when the
+    /// interface cannot take it whole: one without segmentation offload
+    /// (a veth or a tap with TSO off) makes the kernel refuse it
+    /// (ENOBUFS: a socket that bypasses the qdisc layer gets no software
+    /// segmentation). Then, for a second, super-packets are cut here
+    /// without trying.
+    pub fn send_super(&self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> io::Result<()> {
+        let recent = self
+            .refused_whole
+            .get()
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1));
+        if !recent {
+            match self.send_vnet(hdr, frame) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.refused_whole.set(Some(std::time::Instant::now()));
+                }
+                r => return r,
+            }
+        }
+        let h = VnetHdr::parse(hdr);
+        let segments = palisade_wire::link::ethernet(frame).and_then(|(_, _, off)| {
+            let segs = palisade_wire::build::segment_tcp_mss(&frame[off..], h.gso_size as usize)?;
+            Some(
+                segs.into_iter()
+                    .map(|s| {
+                        let mut f = frame[..off].to_vec();
+                        f.extend_from_slice(&s);
+                        f
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let Some(segments) = segments else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a super-packet that cannot be cut",
+            ));
+        };
+        let batch: Vec<(&[u8], bool)> = segments.iter().map(|f| (&f[..], false)).collect();
+        match self.send_batch(&batch) {
+            (_, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Send a frame that starts after its virtio_net_hdr `hdr` (on a port

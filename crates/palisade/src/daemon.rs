@@ -112,19 +112,35 @@ impl Shared {
     /// A port index with `OUT_VNET` marks a frame that ends with its
     /// virtio_net_hdr (a super-packet leaving whole).
     pub(crate) fn send(&self, ports: &[Port], outs: Vec<(usize, Vec<u8>)>) {
+        use palisade_net::afpacket::VNET_HDR_LEN;
         use palisade_net::dataplane::OUT_VNET;
         for (i, port) in ports.iter().enumerate() {
-            let batch: Vec<(&[u8], bool)> = outs
-                .iter()
-                .filter(|(p, _)| *p & !OUT_VNET == i)
-                .filter(|(p, _)| port.vnet || *p & OUT_VNET == 0)
-                .map(|(p, f)| (f.as_slice(), *p & OUT_VNET != 0))
-                .collect();
-            if batch.is_empty() {
-                continue;
+            // Runs of ordinary frames in one batch each; a super-packet
+            // between them alone (it may have to be cut here).
+            let mut batch: Vec<(&[u8], bool)> = Vec::new();
+            let flush = |batch: &mut Vec<(&[u8], bool)>| {
+                if let (_, Some(e)) = port.send_batch(batch) {
+                    tracing::warn!("send on {}: {e}", port.name);
+                }
+                batch.clear();
+            };
+            for (p, f) in outs.iter().filter(|(p, _)| *p & !OUT_VNET == i) {
+                if *p & OUT_VNET == 0 {
+                    batch.push((f.as_slice(), false));
+                    continue;
+                }
+                flush(&mut batch);
+                if f.len() < VNET_HDR_LEN {
+                    continue;
+                }
+                let (frame, hdr) = f.split_at(f.len() - VNET_HDR_LEN);
+                let hdr: &[u8; VNET_HDR_LEN] = hdr.try_into().expect("header length");
+                if let Err(e) = port.send_super(hdr, frame) {
+                    tracing::warn!("send on {}: {e}", port.name);
+                }
             }
-            if let (_, Some(e)) = port.send_batch(&batch) {
-                tracing::warn!("send on {}: {e}", port.name);
+            if !batch.is_empty() {
+                flush(&mut batch);
             }
         }
         if let Some(t) = &self.tap {

@@ -266,7 +266,7 @@ pub fn worker(
                     // what came before it, before the block is given back.
                     sh.send(&ports, std::mem::take(&mut outs));
                     if let Some(p) = ports.get(s.port) {
-                        if let Err(e) = p.send_vnet(&s.hdr, &frame[..s.len]) {
+                        if let Err(e) = p.send_super(&s.hdr, &frame[..s.len]) {
                             tracing::warn!("send on {}: {e}", p.name);
                         }
                     }

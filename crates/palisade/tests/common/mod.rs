@@ -78,19 +78,25 @@ impl Netns {
         Proc(Some(child))
     }
 
-    /// A veth pair between two namespaces, with offloads off.
+    /// A veth pair between two namespaces, with offloads off; with
+    /// `PALISADE_TEST_OFFLOADS=on` in the environment, as created
+    /// (segmentation and checksum offload on, as hosts run them): the
+    /// end-to-end tests run both ways (scripts/test-all).
     pub fn veth(&self, a: &str, an: &str, b: &str, bn: &str) {
         sh(&[
             "ip", "link", "add", an, "netns", a, "type", "veth", "peer", "name", bn, "netns", b,
         ]);
+        let offloads = std::env::var("PALISADE_TEST_OFFLOADS").is_ok_and(|v| v == "on");
         for (ns, n) in [(a, an), (b, bn)] {
-            self.exec(
-                ns,
-                &[
-                    "ethtool", "-K", n, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
-                    "rx", "off",
-                ],
-            );
+            if !offloads {
+                self.exec(
+                    ns,
+                    &[
+                        "ethtool", "-K", n, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                        "rx", "off",
+                    ],
+                );
+            }
             self.exec(ns, &["ip", "link", "set", n, "up"]);
         }
     }
