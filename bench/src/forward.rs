@@ -13,6 +13,10 @@
 //! throughput. Offloads are off on every veth for both peers, or with
 //! `--offloads on` left as veths are created (segmentation and checksum
 //! offload on, as hosts run them; `both` runs each way).
+//! CPU: seconds per million frames forwarded in the UDP run, from
+//! /proc: the whole machine busy (sender, forwarder, receiver), the time
+//! in softirq (where the kernel forwards, and where both peers' receivers
+//! run their network stack), and the Palisade daemon's own time.
 //!
 //! Rulesets. N non-matching rules, then the accepting ones:
 //!   nft:  chain forward { policy drop; N x `ip saddr 203.0.113.X udp dport P accept`;

@@ -4,8 +4,8 @@
 //!
 //! Input: a sequence of records `[port, len_hi, len_lo, frame...]` (the
 //! port byte's top bit also switches the virtual MAC; its 0x40 bit gives
-//! the frame as a TCP super-packet, segment size 536 + the length's low
-//! bits, through `input_offload`); the
+//! the frame as a super-packet, segment size 536 + the length's low
+//! bits, through `input_offload`, UDP if its 0x20 bit is set too); the
 //! clock advances by 700 ms between records so timers (neighbour retries,
 //! aging) run too.
 #![no_main]
@@ -65,6 +65,7 @@ match out on wan inet from 198.51.100.0/24 nat-to (wan)\n\
 pass in on bridge0 rdr-to 192.0.2.50\npass out\n\
 pass in on vlan7 proto udp to port 53 route-to 203.0.113.1 allow-opts\n\
 pass in on wan proto tcp to port 443 reply-to 203.0.113.1\n\
+pass in on wan proto tcp to 192.0.2.0/24 port 8080\n\
 pass in on lan proto udp dup-to 192.0.2.99\n\
 pass out on wan received-on vlan7 route-to (vlan7 192.0.2.7)\n";
 
@@ -138,6 +139,8 @@ fuzz_target!(|data: &[u8]| {
         let gso = (rest[0] & 0x40 != 0).then_some(Gso {
             size: 536 + (len as u16 & 0x3ff),
             csum_partial: true,
+            // The port byte's 0x20 bit: a UDP super-packet.
+            udp: rest[0] & 0x20 != 0,
         });
         rest = &rest[3 + len..];
         let out = dp.input_offload(port, &mut frame, gso, now);

@@ -460,7 +460,9 @@ impl Filter {
             return None;
         };
         let payload = payload_len(info, header_len);
-        if info.frag.is_some() || mss == 0 || payload <= mss as u32 || flags & 0x06 != 0 {
+        // Below Linux's smallest MSS (48) a sender is making mischief:
+        // such a packet is cut (into at most 8,192 segments).
+        if info.frag.is_some() || mss < 48 || payload <= mss as u32 || flags & 0x06 != 0 {
             return None;
         }
         if !self.skip.is_empty() && self.skip.contains(iface) {

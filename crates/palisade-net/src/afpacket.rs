@@ -35,6 +35,9 @@ pub struct Port {
     /// offload, and the kernel does not cut for a socket that bypasses
     /// the qdisc layer): for a second, super-packets are cut here.
     refused_whole: std::cell::Cell<Option<std::time::Instant>>,
+    /// `recv_batch` is under way: a nested call would hand out a second
+    /// `&mut` to a frame of the block not yet given back.
+    receiving: std::cell::Cell<bool>,
     fd: OwnedFd,
     ring: *mut u8,
     ring_len: usize,
@@ -165,6 +168,7 @@ impl Port {
             ifindex,
             vnet,
             refused_whole: std::cell::Cell::new(None),
+            receiving: std::cell::Cell::new(false),
             fd,
             ring: ring as *mut u8,
             ring_len,
@@ -233,7 +237,23 @@ impl Port {
     /// frames. A frame is handed where it lies in the ring, writable (it
     /// may be rewritten and sent from there before `f` returns), unless
     /// its 802.1Q tag must be put back: then it is a copy.
+    /// A call from inside `f` on the same port returns 0 at once.
     pub fn recv_batch(&self, mut f: impl FnMut(&mut [u8], Option<Gso>)) -> usize {
+        if self.receiving.replace(true) {
+            return 0;
+        }
+        // Cleared however `f` returns (a panic included).
+        struct Done<'a>(&'a std::cell::Cell<bool>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _done = Done(&self.receiving);
+        self.recv_blocks(&mut f)
+    }
+
+    fn recv_blocks(&self, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {
         let mut n = 0;
         let mut frame = Vec::with_capacity(2048);
         loop {
@@ -495,15 +515,19 @@ pub const VNET_HDR_LEN: usize = 10;
 const VNET_NEEDS_CSUM: u8 = 1;
 const GSO_TCPV4: u8 = 1;
 const GSO_TCPV6: u8 = 4;
+const GSO_UDP_L4: u8 = 5;
 const GSO_ECN: u8 = 0x80;
 
-/// A TCP super-packet as the kernel describes it: the segment size its
-/// payload is cut into, and whether its TCP checksum is left to offload
-/// (it then holds only the pseudo-header's sum).
+/// A super-packet as the kernel describes it: the segment size its
+/// payload is cut into, and whether its checksum is left to offload (it
+/// then holds only the pseudo-header's sum). TCP, or (`udp`) a UDP
+/// datagram to be cut into datagrams of `size` bytes (UDP_SEGMENT, as
+/// QUIC servers send).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gso {
     pub size: u16,
     pub csum_partial: bool,
+    pub udp: bool,
 }
 
 /// struct virtio_net_hdr.
@@ -541,13 +565,16 @@ impl VnetHdr {
         b
     }
 
-    /// A TCP super-packet (IPv4 or IPv6), or None.
+    /// A super-packet (TCP or UDP, IPv4 or IPv6), or None.
     pub fn gso(&self) -> Option<Gso> {
         let t = self.gso_type & !GSO_ECN;
-        ((t == GSO_TCPV4 || t == GSO_TCPV6) && self.gso_size > 0).then_some(Gso {
-            size: self.gso_size,
-            csum_partial: self.flags & VNET_NEEDS_CSUM != 0,
-        })
+        ((t == GSO_TCPV4 || t == GSO_TCPV6 || t == GSO_UDP_L4) && self.gso_size > 0).then_some(
+            Gso {
+                size: self.gso_size,
+                csum_partial: self.flags & VNET_NEEDS_CSUM != 0,
+                udp: t == GSO_UDP_L4,
+            },
+        )
     }
 
     /// The header for a TCP super-packet leaving whole: its link header is

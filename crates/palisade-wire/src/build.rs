@@ -381,6 +381,45 @@ pub fn checksums_ok(p: &[u8]) -> bool {
     }
 }
 
+/// Cut a UDP datagram a local stack sent with segmentation offload
+/// (UDP_SEGMENT: one send, many datagrams) into datagrams of `size`
+/// payload bytes each, as the kernel would: own lengths, IPv4 ids
+/// counting up, checksums computed. None if `p` is not a whole UDP
+/// datagram or `size` is 0.
+pub fn segment_udp(p: &[u8], size: usize) -> Option<Vec<Vec<u8>>> {
+    let info = crate::parse_ip(p).ok()?;
+    if info.proto != 17 || info.frag.is_some() || size == 0 {
+        return None;
+    }
+    let hl = info.l4_offset + 8;
+    let end = info.len.min(p.len());
+    let payload = p.get(hl..end)?;
+    let v4 = p[0] >> 4 == 4;
+    let mut out = Vec::new();
+    for (i, chunk) in payload.chunks(size).enumerate() {
+        let mut q = p[..hl].to_vec();
+        q.extend_from_slice(chunk);
+        let len = q.len();
+        if v4 {
+            q[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            let id = u16::from_be_bytes([q[4], q[5]]).wrapping_add(i as u16);
+            q[4..6].copy_from_slice(&id.to_be_bytes());
+            q[10] = 0;
+            q[11] = 0;
+            let ihl = (q[0] & 0x0f) as usize * 4;
+            let c = finish(sum(&q[..ihl], 0));
+            q[10..12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            q[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        }
+        let u = info.l4_offset;
+        q[u + 4..u + 6].copy_from_slice(&((len - u) as u16).to_be_bytes());
+        complete_l4_checksum(&mut q);
+        out.push(q);
+    }
+    Some(out)
+}
+
 /// Put into a TCP packet's checksum field what segmentation offload
 /// expects there: the pseudo-header's sum (addresses, protocol, the whole
 /// TCP length), folded and not complemented. The device (or the kernel's

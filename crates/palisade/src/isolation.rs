@@ -1,9 +1,10 @@
 //! Per-port kernel settings Palisade changes while it owns the ports, and
 //! puts back when it stops: the kernel must not talk on them (no IPv6, no
-//! ARP answers, no forwarding). GRO is left as it is: the ports receive
-//! merged TCP super-packets with their segment size (PACKET_VNET_HDR) and
-//! pf decides them whole or cut (docs/offload.md). Records that older
-//! versions wrote with GRO turned off are still given back.
+//! ARP answers, no forwarding), and must not merge received frames (GRO).
+//! TCP super-packets that hosts send (TSO/GSO) arrive with their segment
+//! size and are decided whole or cut (docs/offload.md), but GRO also
+//! merges tunnelled TCP (GRE, IPIP), which the kernel reports as plain TCP
+//! and which could be neither decided whole nor cut here.
 //!
 //! The original values are written to a file under /run before anything
 //! is changed (`/run/palisade/ports-<netns>.json`, one per network
@@ -161,6 +162,8 @@ impl Isolation {
                 });
                 changes.push((p.clone(), what, new));
             };
+            let gro = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None).ok();
+            note("gro".into(), gro.map(|v| v.to_string()), "0".into());
             for (f, v) in sysctls(p) {
                 let cur = std::fs::read_to_string(&f)
                     .ok()
@@ -169,8 +172,12 @@ impl Isolation {
             }
         }
         self.save()?;
-        for (_, what, v) in changes {
-            let _ = std::fs::write(&what, v);
+        for (p, what, v) in changes {
+            if what == "gro" {
+                let _ = afpacket::ethtool(&p, afpacket::ETHTOOL_SGRO, Some(0));
+            } else {
+                let _ = std::fs::write(&what, v);
+            }
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ impl Dataplane {
             return self.input(port, frame, now);
         };
         self.counters.frames_in += 1;
-        if !self.super_in(port, frame, g, now) {
+        if g.udp || !self.super_in(port, frame, g, now) {
             // Decided segment by segment from the start.
             match segment(frame, g) {
                 Some(segments) => {
@@ -123,8 +123,10 @@ impl Dataplane {
         {
             return false;
         }
-        let Some(d) = self.pf_whole(pkt, &info, i, Direction::In, None, now, g) else {
-            return false;
+        let d = match self.pf_whole(pkt, &info, i, Direction::In, None, now, g) {
+            Whole::Pass(d) => d,
+            Whole::Cut => return false,
+            Whole::Dropped => return true,
         };
         // From here the packet has passed pf `in` whole.
         self.counters.offload_whole += 1;
@@ -153,7 +155,7 @@ impl Dataplane {
             }
             _ => {
                 // Each segment goes on alone from after pf `in`.
-                for (seg, seg_info) in cut(pkt, g) {
+                for (seg, seg_info) in self.cut(pkt, g) {
                     self.after_in(i, src, seg, &seg_info, None, None, now);
                 }
             }
@@ -175,12 +177,15 @@ impl Dataplane {
     ) {
         let pkt = &mut frame[l2..];
         let out_info = hop(pkt, info);
-        let Some(d) = self.pf_whole(pkt, &out_info, w.e, Direction::Out, Some(w.from), now, g)
-        else {
-            for (seg, seg_info) in cut(pkt, g) {
-                self.forward_out(w, seg, &seg_info, None, None, now);
+        let d = match self.pf_whole(pkt, &out_info, w.e, Direction::Out, Some(w.from), now, g) {
+            Whole::Pass(d) => d,
+            Whole::Dropped => return,
+            Whole::Cut => {
+                for (seg, seg_info) in self.cut(pkt, g) {
+                    self.forward_out(w, seg, &seg_info, None, None, now);
+                }
+                return;
             }
-            return;
         };
         self.counters.routed += 1;
         let info = if d.modified {
@@ -198,7 +203,7 @@ impl Dataplane {
         else {
             // An unknown neighbour queues what waits for it, a routed
             // bridge floods: both take segments.
-            for (seg, _) in cut(pkt, g) {
+            for (seg, _) in self.cut(pkt, g) {
                 self.l3_out(w.e, w.nh, seg, now);
             }
             return;
@@ -231,7 +236,9 @@ impl Dataplane {
         g: Gso,
         now: u64,
     ) -> bool {
-        if is_multicast(&dst) || self.local.accepts(b, &dst) {
+        // (A frame from its own destination would be learnt there first,
+        // and go nowhere.)
+        if is_multicast(&dst) || src == dst || self.local.accepts(b, &dst) {
             return false;
         }
         let Some(p) = self.fdb.fresh(b, &dst, now).filter(|&p| p != m) else {
@@ -246,8 +253,10 @@ impl Dataplane {
             EtherType::Ipv4
         };
         let pkt = &mut frame[l2..];
-        let Some(d) = self.pf_whole(pkt, &info, m, Direction::In, None, now, g) else {
-            return false;
+        let d = match self.pf_whole(pkt, &info, m, Direction::In, None, now, g) {
+            Whole::Pass(d) => d,
+            Whole::Cut => return false,
+            Whole::Dropped => return true,
         };
         // Passed pf `in` whole: what `bridge_in` did before pf, once.
         self.counters.offload_whole += 1;
@@ -261,17 +270,26 @@ impl Dataplane {
             self.counters.dropped(DropReason::Malformed);
             return true;
         };
-        let whole = segment_len(&info) + g.size as usize <= self.mtu(p);
-        let d = if whole {
+        let port = self.port_of(p);
+        let whole = port.is_some() && segment_len(&info) + g.size as usize <= self.mtu(p);
+        let verdict = if whole {
             self.pf_whole(pkt, &info, p, Direction::Out, Some(m), now, g)
         } else {
-            None
+            Whole::Cut
         };
-        let (Some(d), Some(port)) = (d, self.port_of(p)) else {
-            // Each segment out alone: pf `out`, the MTU.
-            for (seg, seg_info) in cut(pkt, g) {
-                self.bridge_out(p, m, dst, src, ethertype, seg, Some(&seg_info), None, now);
+        let d = match verdict {
+            Whole::Pass(d) => d,
+            Whole::Dropped => return true,
+            Whole::Cut => {
+                // Each segment out alone: pf `out`, the MTU.
+                for (seg, seg_info) in self.cut(pkt, g) {
+                    self.bridge_out(p, m, dst, src, ethertype, seg, Some(&seg_info), None, now);
+                }
+                return true;
             }
+        };
+        // (Passed whole only with a port.)
+        let Some(port) = port else {
             return true;
         };
         let Some(info) = described(pkt, info, d.modified) else {
@@ -345,7 +363,7 @@ impl Dataplane {
     }
 
     /// pf on a super-packet, whole (`Filter::process_whole`), counted per
-    /// segment on the interface. None: it must be cut.
+    /// segment on the interface.
     #[allow(clippy::too_many_arguments)]
     fn pf_whole(
         &mut self,
@@ -356,28 +374,24 @@ impl Dataplane {
         from: Option<usize>,
         now: u64,
         g: Gso,
-    ) -> Option<palisade_filter::Decision> {
+    ) -> Whole {
         let name = self.names[ix].clone();
         // Taken only if the packet goes whole: cut, its first segment
         // gets this number, as it would have unmerged.
         let random = self.rng.peek_u32();
         let from = from.and_then(|f| self.names.get(f).cloned());
-        let d = self.filter.process_whole(
-            pkt,
-            info,
-            &name,
-            dir,
-            now,
-            random,
-            from.as_deref(),
-            g.size,
-        )?;
+        let Some(d) =
+            self.filter
+                .process_whole(pkt, info, &name, dir, now, random, from.as_deref(), g.size)
+        else {
+            return Whole::Cut;
+        };
         self.rng.next_u32();
         if !d.passed() {
             // Only when the state changed under the check (cannot happen):
-            // dropped, and counted so.
+            // the state has moved, so the packet is not decided again.
             self.counters.blocked += 1;
-            return None;
+            return Whole::Dropped;
         }
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = info.is_v6() as usize;
@@ -386,8 +400,20 @@ impl Dataplane {
             st.packets[v6][out][0] += n as u64;
             st.bytes[v6][out][0] += (info.len + (n - 1) * segment_len(info)) as u64;
         }
-        Some(d)
+        Whole::Pass(d)
     }
+}
+
+/// What pf made of a super-packet whole. (Returned once per pass; a Box
+/// would allocate for every super-packet.)
+#[allow(clippy::large_enum_variant)]
+enum Whole {
+    /// Passed whole.
+    Pass(palisade_filter::Decision),
+    /// Not decided (nothing changed): cut it, decide each segment.
+    Cut,
+    /// Decided and dropped: nothing more to do.
+    Dropped,
 }
 
 /// `pkt`'s description: `info` unless pf changed the packet.
@@ -413,21 +439,32 @@ fn cut_count(info: &IpInfo, g: Gso) -> usize {
     payload.div_ceil(g.size.max(1) as usize).max(1)
 }
 
-/// The IP packet `pkt` cut into its segments, each described.
-/// (A packet that passed `process_whole` always cuts.)
-fn cut(pkt: &[u8], g: Gso) -> Vec<(Vec<u8>, IpInfo)> {
-    build::segment_tcp_mss(pkt, g.size as usize)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|s| parse_ip(&s).ok().map(|i| (s, i)))
-        .collect()
+impl Dataplane {
+    /// The IP packet `pkt` cut into its segments, each described; none,
+    /// counted as malformed, if it cannot be cut (a packet that passed
+    /// `process_whole` always can).
+    fn cut(&mut self, pkt: &[u8], g: Gso) -> Vec<(Vec<u8>, IpInfo)> {
+        let v: Vec<(Vec<u8>, IpInfo)> = build::segment_tcp_mss(pkt, g.size as usize)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| parse_ip(&s).ok().map(|i| (s, i)))
+            .collect();
+        if v.is_empty() {
+            self.counters.dropped(DropReason::Malformed);
+        }
+        v
+    }
 }
 
-/// A received super-packet frame cut into frames of one segment each,
-/// with its link header.
+/// A received super-packet frame cut into frames of one segment (or
+/// datagram) each, with its link header.
 fn segment(frame: &[u8], g: Gso) -> Option<Vec<Vec<u8>>> {
     let (_, _, off) = palisade_wire::link::ethernet(frame)?;
-    let segs = build::segment_tcp_mss(&frame[off..], g.size as usize)?;
+    let segs = if g.udp {
+        build::segment_udp(&frame[off..], g.size as usize)?
+    } else {
+        build::segment_tcp_mss(&frame[off..], g.size as usize)?
+    };
     Some(
         segs.into_iter()
             .map(|s| {

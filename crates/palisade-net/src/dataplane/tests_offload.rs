@@ -276,6 +276,7 @@ fn both_ways(
     let g = Gso {
         size: mss as u16,
         csum_partial: true,
+        udp: false,
     };
     let o = a.input_offload(0, &mut frame, Some(g), now);
     let whole = leaving(a, &o, &frame);
@@ -478,6 +479,7 @@ fn bridge_both_ways(
     let g = Gso {
         size: mss as u16,
         csum_partial: true,
+        udp: false,
     };
     let o = a.input_offload(0, &mut frame, Some(g), 4);
     let whole = leaving(a, &o, &frame);
@@ -524,4 +526,36 @@ fn a_bridged_super_packet_to_an_unknown_mac_is_flooded_in_segments() {
     assert_eq!(a.counters.offload_whole, 0);
     assert_eq!(whole, segs);
     same_books(&a, &b);
+}
+
+#[test]
+fn a_udp_super_packet_is_cut_into_datagrams_each_decided_alone() {
+    // UDP_SEGMENT (a QUIC server's send): 5 datagrams of 1,200 bytes in one.
+    for v6 in [false, true] {
+        let rules = "block all\npass inet6 proto icmp6\npass proto udp to port 443\n";
+        let f = flow(v6, "wan");
+        let mut a = dp(TWO, rules);
+        let mut b = dp(TWO, rules);
+        for d in [&mut a, &mut b] {
+            introduce(d, 1, None, f.server, f.our);
+        }
+        let data: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+        let big = build::ip(f.client, f.server, 17, 64, &build::udp(4433, 443, &data));
+        let mut frame = eth(M0, A, None, ethertype(v6), &big);
+        let g = Gso {
+            size: 1200,
+            csum_partial: true,
+            udp: true,
+        };
+        let o = a.input_offload(0, &mut frame, Some(g), 4);
+        assert!(a.take_in_place().is_none());
+        let mut segs = Vec::new();
+        for s in build::segment_udp(&big, 1200).unwrap() {
+            assert!(build::checksums_ok(&s));
+            segs.extend(b.input(0, &eth(M0, A, None, ethertype(v6), &s), 4));
+        }
+        assert_eq!(segs.len(), 5, "v6 {v6}");
+        assert_eq!(o, segs);
+        same_books(&a, &b);
+    }
 }
