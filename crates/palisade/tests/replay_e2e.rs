@@ -138,7 +138,9 @@ fn capture_download(size: usize, v6: bool) -> PathBuf {
 const RULES: &str = "block all\npass out on em0 proto tcp to port 8080\n";
 
 fn assert_all_matched(lines: &[serde_json::Value]) {
-    assert!(lines.len() > 50, "only {} packets captured", lines.len());
+    // (With the hosts' offloads on, PALISADE_TEST_OFFLOADS=on, the capture
+    // holds their super-packets: a few dozen packets, not hundreds.)
+    assert!(lines.len() > 12, "only {} packets captured", lines.len());
     assert_eq!(lines[0]["state"], "new", "{}", lines[0]);
     assert_eq!(lines[0]["rule"], 1);
     for l in &lines[1..] {
