@@ -620,27 +620,41 @@ fn states_bench(args: &[String]) {
         );
     }
     workers_bench(flows);
-    // Memory per state: heap in use before and after creating states.
-    let mut f = filter_for("pass out on em0 proto udp\n");
-    let before = IN_USE.load(Ordering::Relaxed);
-    for i in 0..mem_states {
-        let mut p = palisade_wire::build::ip(
-            client(i),
-            server,
-            17,
-            64,
-            &palisade_wire::build::udp(5000, 53, b"q"),
+    // Memory per state: heap in use before and after creating states,
+    // plain and translated (10,000 per destination port: pf's
+    // translation ports, 50001-65535, suffice for one address).
+    for nat in [false, true] {
+        let rules = if nat {
+            "match out on em0 inet nat-to 203.0.113.2\npass out on em0 proto udp\n"
+        } else {
+            "pass out on em0 proto udp\n"
+        };
+        let mut f = filter_for(rules);
+        let before = IN_USE.load(Ordering::Relaxed);
+        for i in 0..mem_states {
+            let mut p = palisade_wire::build::ip(
+                client(i % 100_000),
+                server,
+                17,
+                64,
+                &palisade_wire::build::udp(
+                    5000 + (i / 100_000) as u16,
+                    1000 + (i / 10_000) as u16,
+                    b"q",
+                ),
+            );
+            assert!(f.process(&mut p, "em0", Out, 0).passed());
+        }
+        let after = IN_USE.load(Ordering::Relaxed);
+        assert_eq!(f.states.len(), mem_states as usize);
+        println!(
+            "memory: {} {} states use {} bytes of heap: {:.0} bytes per state",
+            mem_states,
+            if nat { "translated" } else { "plain" },
+            after - before,
+            (after - before) as f64 / mem_states as f64
         );
-        assert!(f.process(&mut p, "em0", Out, 0).passed());
     }
-    let after = IN_USE.load(Ordering::Relaxed);
-    assert_eq!(f.states.len(), mem_states as usize);
-    println!(
-        "memory: {} states use {} bytes of heap: {:.0} bytes per state",
-        mem_states,
-        after - before,
-        (after - before) as f64 / mem_states as f64
-    );
 }
 
 fn main() {

@@ -35,6 +35,9 @@ pub struct Port {
     /// offload, and the kernel does not cut for a socket that bypasses
     /// the qdisc layer): for a second, super-packets are cut here.
     refused_whole: std::cell::Cell<Option<std::time::Instant>>,
+    /// Super-packets the interface refused whole, since the last
+    /// `take_refusals`.
+    refusals: std::cell::Cell<u64>,
     /// `recv_batch` is under way: a nested call would hand out a second
     /// `&mut` to a frame of the block not yet given back.
     receiving: std::cell::Cell<bool>,
@@ -169,6 +172,7 @@ impl Port {
             vnet,
             refused_whole: std::cell::Cell::new(None),
             receiving: std::cell::Cell::new(false),
+            refusals: std::cell::Cell::new(0),
             fd,
             ring: ring as *mut u8,
             ring_len,
@@ -418,6 +422,7 @@ impl Port {
         if !recent {
             match self.send_vnet(hdr, frame) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.refusals.set(self.refusals.get() + 1);
                     self.refused_whole.set(Some(std::time::Instant::now()));
                 }
                 r => return r,
@@ -447,6 +452,12 @@ impl Port {
             (_, Some(e)) => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Super-packets the interface refused whole since the last call (each
+    /// was cut and sent in segments).
+    pub fn take_refusals(&self) -> u64 {
+        self.refusals.replace(0)
     }
 
     /// Send a frame that starts after its virtio_net_hdr `hdr` (on a port

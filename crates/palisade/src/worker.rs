@@ -357,6 +357,17 @@ pub fn worker(
             let outs = sh.dp().tick(now);
             sh.send(&ports, outs);
         }
+        // Super-packets a port could not send whole (cut and sent in
+        // segments instead; see `Port::send_super`).
+        for p in &ports {
+            let n = p.take_refusals();
+            if n > 0 {
+                tracing::info!(
+                    "port '{}': {n} super-packets refused whole (no segmentation offload, or a full queue): cut and sent in segments, and for a second after each refusal",
+                    p.name
+                );
+            }
+        }
         // What the kernel dropped for want of room in our rings.
         let lost: u64 = ports.iter().map(|p| p.ring_drops()).sum();
         if lost > 0 {
