@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A seed for the frames_dataplane fuzz target that reaches the
 super-packet path: a TCP handshake routed from wan to vlan7 (with the ARP
-answers it waits for), then a super-packet (port byte 0x40) of three
+answers it waits for), then a super-packet (port byte 0x42: port 0, offload) of three
 segments, then one past the window. Writes fuzz/corpus/frames_dataplane/offload-seed.
 
 Usage: /usr/bin/python3 fuzz/seeds/frames_dataplane_offload.py  (Debian's python3-scapy)
@@ -35,8 +35,8 @@ out += rec(0, Ether(src=CLIENT_MAC, dst=WAN) /
            ARP(op=2, hwsrc=CLIENT_MAC, psrc="203.0.113.1", hwdst=WAN, pdst="203.0.113.2"))
 out += rec(0, to_server("A", 1001, 5001))
 # 3,900 bytes: the frame is 3,954 long, so the target cuts at 536 + 882.
-out += rec(0x40, to_server("PA", 1001, 5001, bytes(range(256)) * 15 + bytes(60)))
-out += rec(0x40, to_server("PA", 901001, 5001, bytes(3900)))
+out += rec(0x42, to_server("PA", 1001, 5001, bytes(range(256)) * 15 + bytes(60)))
+out += rec(0x42, to_server("PA", 901001, 5001, bytes(3900)))
 d = os.path.join(os.path.dirname(__file__), "..", "corpus", "frames_dataplane")
 os.makedirs(d, exist_ok=True)
 with open(os.path.join(d, "offload-seed"), "wb") as f:
