@@ -1476,58 +1476,41 @@ fn track_window(
             seq_geq(orig_seq, src.seqlo.wrapping_sub(span))
                 && seq_geq(src.seqhi.wrapping_add(span), orig_seq)
         });
-    if in_window || sloppy || liberal {
-        if src.max_win < win {
-            src.max_win = win;
-        }
-        if seq_gt(end, src.seqlo) {
-            src.seqlo = end;
-        }
-        if flags & ACK != 0 {
-            let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
-            if seq_geq(lim, dst.seqhi) {
-                dst.seqhi = lim;
-            }
-        }
-        if flags & SYN != 0 && src.state < tcps::SYN_SENT {
-            src.state = tcps::SYN_SENT;
-        }
-        if flags & FIN != 0 && src.state < tcps::CLOSING {
-            src.state = tcps::CLOSING;
-        }
-        if flags & ACK != 0 {
-            if dst.state == tcps::SYN_SENT {
-                dst.state = tcps::ESTABLISHED;
-            } else if dst.state == tcps::CLOSING {
-                dst.state = tcps::FIN_WAIT_2;
-            }
-        }
-        if flags & RST != 0 {
-            src.state = tcps::TIME_WAIT;
-            dst.state = tcps::TIME_WAIT;
-        }
-    } else if loose {
-        if src.max_win < win {
-            src.max_win = win;
-        }
-        if seq_gt(end, src.seqlo) {
-            src.seqlo = end;
-        }
-        if flags & ACK != 0 {
-            let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
-            if seq_geq(lim, dst.seqhi) {
-                dst.seqhi = lim;
-            }
-        }
-        if flags & FIN != 0 && src.state < tcps::CLOSING {
-            src.state = tcps::CLOSING;
-        }
-        if flags & RST != 0 {
-            src.state = tcps::TIME_WAIT;
-            dst.state = tcps::TIME_WAIT;
-        }
-    } else {
+    // Accepted fully, or (`loose`: a side closing or not yet heard
+    // from) only to move the windows, FIN and RST, not the handshake's
+    // states.
+    let full = in_window || sloppy || liberal;
+    if !full && !loose {
         return Err(TrackError::Mismatch);
+    }
+    if src.max_win < win {
+        src.max_win = win;
+    }
+    if seq_gt(end, src.seqlo) {
+        src.seqlo = end;
+    }
+    if flags & ACK != 0 {
+        let lim = ack.wrapping_add(((win as u64) << sws).max(1) as u32);
+        if seq_geq(lim, dst.seqhi) {
+            dst.seqhi = lim;
+        }
+    }
+    if full && flags & SYN != 0 && src.state < tcps::SYN_SENT {
+        src.state = tcps::SYN_SENT;
+    }
+    if flags & FIN != 0 && src.state < tcps::CLOSING {
+        src.state = tcps::CLOSING;
+    }
+    if full && flags & ACK != 0 {
+        if dst.state == tcps::SYN_SENT {
+            dst.state = tcps::ESTABLISHED;
+        } else if dst.state == tcps::CLOSING {
+            dst.state = tcps::FIN_WAIT_2;
+        }
+    }
+    if flags & RST != 0 {
+        src.state = tcps::TIME_WAIT;
+        dst.state = tcps::TIME_WAIT;
     }
     Ok(in_window)
 }

@@ -144,6 +144,24 @@ pub fn complete_l4_checksum(p: &mut [u8]) -> bool {
     true
 }
 
+/// The IP header of the `i`th piece cut from a packet (a segment, a
+/// datagram): its length, its IPv4 id counting up from the original's
+/// and its header checksum, or its IPv6 payload length.
+fn piece_header(q: &mut [u8], v4: bool, len: usize, i: usize) {
+    if v4 {
+        q[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        let id = u16::from_be_bytes([q[4], q[5]]).wrapping_add(i as u16);
+        q[4..6].copy_from_slice(&id.to_be_bytes());
+        q[10] = 0;
+        q[11] = 0;
+        let ihl = (q[0] & 0x0f) as usize * 4;
+        let c = finish(sum(&q[..ihl], 0));
+        q[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        q[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    }
+}
+
 /// Split an oversized TCP packet (a GSO/TSO super-packet a local stack
 /// handed over unsegmented) into packets of at most `mtu` bytes, as the
 /// NIC would have: sequence numbers advance, FIN and PSH only on the last,
@@ -186,18 +204,7 @@ pub fn segment_tcp_mss(p: &[u8], mss: usize) -> Option<Vec<Vec<u8>>> {
         let mut q = p[..hl].to_vec();
         q.extend_from_slice(chunk);
         let len = q.len();
-        if v4 {
-            q[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            let id = u16::from_be_bytes([q[4], q[5]]).wrapping_add(i as u16);
-            q[4..6].copy_from_slice(&id.to_be_bytes());
-            q[10] = 0;
-            q[11] = 0;
-            let ihl = (q[0] & 0x0f) as usize * 4;
-            let c = finish(sum(&q[..ihl], 0));
-            q[10..12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            q[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        }
+        piece_header(&mut q, v4, len, i);
         let t = info.l4_offset;
         let sq = seq.wrapping_add((i * mss) as u32);
         q[t + 4..t + 8].copy_from_slice(&sq.to_be_bytes());
@@ -400,18 +407,7 @@ pub fn segment_udp(p: &[u8], size: usize) -> Option<Vec<Vec<u8>>> {
         let mut q = p[..hl].to_vec();
         q.extend_from_slice(chunk);
         let len = q.len();
-        if v4 {
-            q[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            let id = u16::from_be_bytes([q[4], q[5]]).wrapping_add(i as u16);
-            q[4..6].copy_from_slice(&id.to_be_bytes());
-            q[10] = 0;
-            q[11] = 0;
-            let ihl = (q[0] & 0x0f) as usize * 4;
-            let c = finish(sum(&q[..ihl], 0));
-            q[10..12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            q[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
-        }
+        piece_header(&mut q, v4, len, i);
         let u = info.l4_offset;
         q[u + 4..u + 6].copy_from_slice(&((len - u) as u16).to_be_bytes());
         complete_l4_checksum(&mut q);
