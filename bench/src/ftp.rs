@@ -1,4 +1,4 @@
-//! `palisade-bench ftp [--mb 200] [--runs 3]`: FTP downloads through the
+//! `palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on]`: FTP downloads through the
 //! firewall in reverse mode (scenario S5: the server inside, the client
 //! outside), Palisade with `palisade ftp-proxy -R` against the Linux
 //! kernel with nftables' FTP connection-tracking helper (`ct helper
@@ -10,14 +10,14 @@
 //! The client (curl) fetches a file of `--mb` MB in passive mode (PASV)
 //! and in active mode (PORT); the figure is the rate curl read the file
 //! at (its size over curl's total time, control connection included),
-//! the median of `--runs`. Offloads are off on every veth for both peers
-//! (Palisade's ports need that; the kernel gets the same wire).
+//! the median of `--runs`. Offloads are off on every veth for both peers,
+//! or with `--offloads on` left as veths are created (as hosts run them).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::forward::{need_tools, nsx, sh, start_until, veth, Kill, Ns};
+use crate::forward::{need_tools, nsx, sh, start_until, veth_offloads, Kill, Ns};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Peer {
@@ -25,7 +25,7 @@ enum Peer {
     Kernel,
 }
 
-fn topology(tag: &str) -> Ns {
+fn topology(tag: &str, offloads: bool) -> Ns {
     let names: Vec<String> = ["cl", "fw", "sv"]
         .iter()
         .map(|r| format!("pbftp-{tag}-{r}-{}", std::process::id()))
@@ -36,7 +36,7 @@ fn topology(tag: &str) -> Ns {
     let ns = Ns(names);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     for (a, an, b, bn) in [(cl, "eth0", fw, "a0"), (fw, "b0", sv, "eth0")] {
-        veth(a, an, b, bn);
+        veth_offloads(a, an, b, bn, offloads);
     }
     for n in &ns.0 {
         nsx(n, &["ip", "link", "set", "lo", "up"]);
@@ -132,9 +132,16 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
     Some(bytes as f64 / 1e6 / secs)
 }
 
-fn measure(peer: Peer, dir: &Path, palisade: &Path, bytes: u64, runs: usize) -> [Vec<f64>; 2] {
+fn measure(
+    peer: Peer,
+    dir: &Path,
+    palisade: &Path,
+    bytes: u64,
+    runs: usize,
+    offloads: bool,
+) -> [Vec<f64>; 2] {
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
-    let ns = topology(tag);
+    let ns = topology(tag, offloads);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     let _server = vsftpd(sv, dir);
     let mut daemons = Vec::new();
@@ -215,6 +222,11 @@ fn median(v: &[f64]) -> Option<f64> {
 pub fn run(args: &[String]) {
     let mb: u64 = crate::arg(args, "--mb").map_or(200, |s| s.parse().expect("--mb N"));
     let runs: usize = crate::arg(args, "--runs").map_or(3, |s| s.parse().expect("--runs N"));
+    let offloads = match crate::arg(args, "--offloads").as_deref() {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(o) => panic!("--offloads off|on, not {o}"),
+    };
     need_tools(
         &["vsftpd", "curl", "nft"],
         "apt install vsftpd curl nftables",
@@ -235,9 +247,12 @@ pub fn run(args: &[String]) {
     blob.truncate(bytes as usize);
     std::fs::write(dir.join("root/blob"), &blob).unwrap();
     drop(blob);
-    println!("{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median)");
-    let p = measure(Peer::Palisade, &dir, &palisade, bytes, runs);
-    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs);
+    println!(
+        "{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median), offloads {}",
+        if offloads { "on" } else { "off" }
+    );
+    let p = measure(Peer::Palisade, &dir, &palisade, bytes, runs, offloads);
+    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs, offloads);
     for (i, mode) in ["passive (PASV)", "active (PORT)"].iter().enumerate() {
         let (a, b) = (median(&p[i]), median(&k[i]));
         println!(

@@ -115,14 +115,11 @@ impl Dataplane {
         let Ok(info) = parse_ip(&frame[l2..]) else {
             return false;
         };
+        // (Not asked yet whether it is for the firewall: a reply to a
+        // translated connection is addressed to it until pf `in` gives it
+        // its real destination. If it still is for the firewall after pf,
+        // its segments are delivered one by one below.)
         let pkt = &mut frame[l2..];
-        if self.local.is_ours(&info.dst)
-            || info.dst.is_loopback()
-            || is_multicast_or_broadcast(&info.dst)
-            || self.local.is_directed_broadcast(&info.dst)
-        {
-            return false;
-        }
         let d = match self.pf_whole(pkt, &info, i, Direction::In, None, now, g) {
             Whole::Pass(d) => d,
             Whole::Cut => return false,

@@ -559,3 +559,36 @@ fn a_udp_super_packet_is_cut_into_datagrams_each_decided_alone() {
         same_books(&a, &b);
     }
 }
+
+#[test]
+fn a_download_through_nat_passes_whole_as_its_segments_would() {
+    // The server's data comes back to the translation address, the
+    // firewall's own: pf `in` gives it the client's, and it goes whole.
+    for v6 in [false, true] {
+        let nat = if v6 { "2001:db8:2::fe" } else { "198.19.0.254" };
+        let rules = format!("{RULES}match out on wan nat-to {nat} static-port\n");
+        let mut f = flow(v6, "wan");
+        f.reply_to = nat.parse().unwrap();
+        let mut a = connected(&f, &rules, 65535);
+        let mut b = connected(&f, &rules, 65535);
+        let data: Vec<u8> = (0..9993u32).map(|i| (i * 3) as u8).collect();
+        let mut sp = seg(&f, true, 5001, 1001, 0x18, 65535, &data);
+        build::tcp_partial_checksum(&mut sp);
+        let mut frame = frame_to_client(&f, &sp);
+        let g = Gso {
+            size: 1000,
+            csum_partial: true,
+            udp: false,
+        };
+        let o = a.input_offload(f.server_port, &mut frame, Some(g), 4);
+        let whole = leaving(&mut a, &o, &frame);
+        let mut segs = Vec::new();
+        for s in build::segment_tcp_mss(&sp, 1000).unwrap() {
+            segs.extend(b.input(f.server_port, &frame_to_client(&f, &s), 4));
+        }
+        assert_eq!(a.counters.offload_whole, 1, "v6 {v6}");
+        assert_eq!(segs.len(), 10);
+        assert_eq!(whole, segs);
+        same_books(&a, &b);
+    }
+}
