@@ -272,18 +272,33 @@ fn both_ways(
     mss: usize,
     now: u64,
 ) -> (Wire, Wire) {
-    let mut frame = eth(M0, A, None, ethertype(sp[0] >> 4 == 6), sp);
+    let et = ethertype(sp[0] >> 4 == 6);
+    whole_and_cut(a, b, 0, &|ip| eth(M0, A, None, et, ip), sp, mss, now)
+}
+
+/// The super-packet `sp` (framed by `frame_of`) on `port` of `a` whole,
+/// its segments on the same port of `b` one by one: what left each.
+#[allow(clippy::too_many_arguments)]
+fn whole_and_cut(
+    a: &mut Dataplane,
+    b: &mut Dataplane,
+    port: usize,
+    frame_of: &dyn Fn(&[u8]) -> Vec<u8>,
+    sp: &[u8],
+    mss: usize,
+    now: u64,
+) -> (Wire, Wire) {
+    let mut frame = frame_of(sp);
     let g = Gso {
         size: mss as u16,
         csum_partial: true,
         udp: false,
     };
-    let o = a.input_offload(0, &mut frame, Some(g), now);
+    let o = a.input_offload(port, &mut frame, Some(g), now);
     let whole = leaving(a, &o, &frame);
     let mut segs = Vec::new();
     for s in build::segment_tcp_mss(sp, mss).unwrap() {
-        let f = eth(M0, A, None, ethertype(sp[0] >> 4 == 6), &s);
-        segs.extend(b.input(0, &f, now));
+        segs.extend(b.input(port, &frame_of(&s), now));
     }
     (whole, segs)
 }
@@ -475,19 +490,7 @@ fn bridge_both_ways(
     dst: Mac,
 ) -> (Wire, Wire) {
     let et = ethertype(sp[0] >> 4 == 6);
-    let mut frame = eth(dst, A, None, et, sp);
-    let g = Gso {
-        size: mss as u16,
-        csum_partial: true,
-        udp: false,
-    };
-    let o = a.input_offload(0, &mut frame, Some(g), 4);
-    let whole = leaving(a, &o, &frame);
-    let mut segs = Vec::new();
-    for s in build::segment_tcp_mss(sp, mss).unwrap() {
-        segs.extend(b.input(0, &eth(dst, A, None, et, &s), 4));
-    }
-    (whole, segs)
+    whole_and_cut(a, b, 0, &|ip| eth(dst, A, None, et, ip), sp, mss, 4)
 }
 
 #[test]
@@ -574,18 +577,8 @@ fn a_download_through_nat_passes_whole_as_its_segments_would() {
         let data: Vec<u8> = (0..9993u32).map(|i| (i * 3) as u8).collect();
         let mut sp = seg(&f, true, 5001, 1001, 0x18, 65535, &data);
         build::tcp_partial_checksum(&mut sp);
-        let mut frame = frame_to_client(&f, &sp);
-        let g = Gso {
-            size: 1000,
-            csum_partial: true,
-            udp: false,
-        };
-        let o = a.input_offload(f.server_port, &mut frame, Some(g), 4);
-        let whole = leaving(&mut a, &o, &frame);
-        let mut segs = Vec::new();
-        for s in build::segment_tcp_mss(&sp, 1000).unwrap() {
-            segs.extend(b.input(f.server_port, &frame_to_client(&f, &s), 4));
-        }
+        let to_client = |ip: &[u8]| frame_to_client(&f, ip);
+        let (whole, segs) = whole_and_cut(&mut a, &mut b, f.server_port, &to_client, &sp, 1000, 4);
         assert_eq!(a.counters.offload_whole, 1, "v6 {v6}");
         assert_eq!(segs.len(), 10);
         assert_eq!(whole, segs);
