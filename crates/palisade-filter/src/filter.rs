@@ -444,7 +444,8 @@ impl Filter {
         dir: Direction,
         now_ms: u64,
         random: u32,
-        received_on: Option<&str>,
+        // Only rules look at it, and a state hit asks none.
+        _received_on: Option<&str>,
         mss: u16,
     ) -> Option<Decision> {
         let L4::Tcp {
@@ -465,8 +466,10 @@ impl Filter {
         if info.frag.is_some() || mss < 48 || payload <= mss as u32 || flags & 0x06 != 0 {
             return None;
         }
-        if !self.skip.is_empty() && self.skip.contains(iface) {
-            return Some(self.process_parsed(ip, info, iface, dir, now_ms, random, received_on));
+        // `set skip`, the clock, expiry: as for any packet (the split path
+        // would do them).
+        if let Some(d) = self.skipped_or_tick(iface, now_ms) {
+            return Some(d);
         }
         let key = FlowKey {
             proto: 6,
@@ -475,9 +478,6 @@ impl Filter {
             sport,
             dport,
         };
-        // Expiry first, as for any packet (the split path would do it).
-        self.now_ms = now_ms;
-        self.housekeeping(now_ms);
         let hit = self.states.lookup(&key, dir, iface)?;
         let s = self.states.get(hit.id)?;
         let ext_per_segment = s.ext.as_deref().is_some_and(|e| {
