@@ -1369,8 +1369,9 @@ impl StateTable {
 /// pf's window check and update for one segment from `src` to `dst`:
 /// Ok(true) when it fitted strictly, Ok(false) when it passed only
 /// loosely (sloppy, closing, or an unverified state), Err when it is
-/// refused.
-fn track_window(
+/// refused. Public for the in-kernel fast path's tests, which check its
+/// program against this.
+pub fn track_window(
     src: &mut Peer,
     dst: &mut Peer,
     sloppy: bool,

@@ -8,4 +8,5 @@
 pub mod afpacket;
 pub mod config;
 pub mod dataplane;
+pub mod fastpath;
 pub mod tap;

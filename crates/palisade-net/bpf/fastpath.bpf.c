@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: GPL-2.0
+//
+// Palisade's in-kernel fast path (docs/fastpath.md): a program at tc
+// ingress of each port that forwards the packets of states user space
+// has handed over (both TCP sides established, nothing to do per
+// packet), after pf's window check, and gives everything else back to
+// the kernel (TC_ACT_OK), where Palisade's per-family packet sockets
+// receive it as if the program were not there.
+//
+// The window check is pf's for a segment without SYN, FIN or RST between
+// two established sides (palisade_filter::state::track_window); a
+// super-packet is checked in one step (its first segment's start, its
+// last segment's end, one ack: the same as checking its segments in
+// turn). What does not fit goes to user space, which cuts it and decides
+// each segment, and the state is marked slow so that its later packets
+// follow in order until user space hands it back.
+//
+// GPL because the kernel lets only GPL programs take a bpf_spin_lock.
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// One direction of an offloaded state, as it arrives on a port. Ports in
+// network byte order; an IPv4 address in the first word.
+struct fp_key {
+    __u32 ifindex;
+    __u8 family; // 4 or 6
+    __u8 proto;  // IPPROTO_TCP or IPPROTO_UDP
+    __u16 pad;
+    __u32 src[4];
+    __u32 dst[4];
+    __u16 sport;
+    __u16 dport;
+};
+
+#define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
+
+struct fp_dir {
+    __u32 state;       // slot in fp_states
+    __u32 gen;         // must equal the slot's (a slot reused meanwhile)
+    __u32 out_ifindex;
+    __u8 side;         // 0: from the initiator, 1: from the responder
+    __u8 flags;        // FP_ROUTE
+    __u8 eth[12];      // destination and source MAC to write
+    __u16 pad;
+};
+
+struct fp_peer {
+    __u32 seqlo;
+    __u32 seqhi;
+    __u32 max_win;
+    __u8 wscale;       // 0x80 | shift when the side's SYN had the option
+    __u8 pad[3];
+};
+
+struct fp_state {
+    struct bpf_spin_lock lock;
+    __u32 gen;
+    __u32 slow;        // user space must see this state's next packets
+    __u32 pad;
+    struct fp_peer peer[2];
+    __u64 packets[2];
+    __u64 bytes[2];
+    __u64 last_ns;
+};
+
+enum fp_counter {
+    FP_TAKEN,
+    FP_BACK_FLAGS,     // SYN, FIN or RST; a TTL that expires; too big
+    FP_BACK_WINDOW,    // did not fit the windows
+    FP_BACK_SLOW,      // state marked slow
+    FP_BACK_STALE,     // the direction names a reused slot
+    FP_COUNTERS,
+};
+
+#ifndef FP_MAX_DIRS
+#define FP_MAX_DIRS 262144
+#endif
+#ifndef FP_MAX_STATES
+#define FP_MAX_STATES 131072
+#endif
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, FP_MAX_DIRS);
+    __type(key, struct fp_key);
+    __type(value, struct fp_dir);
+} fp_dirs SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, FP_MAX_STATES);
+    __type(key, __u32);
+    __type(value, struct fp_state);
+} fp_states SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, FP_COUNTERS);
+    __type(key, __u32);
+    __type(value, __u64);
+} fp_counters SEC(".maps");
+
+#define MAX_ACK_WINDOW (0xffff + 1500)
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+static __always_inline void count(__u32 c)
+{
+    __u64 *v = bpf_map_lookup_elem(&fp_counters, &c);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline int seq_geq(__u32 a, __u32 b) { return (__s32)(a - b) >= 0; }
+static __always_inline int seq_gt(__u32 a, __u32 b) { return (__s32)(a - b) > 0; }
+
+// pf's check and update for data or a bare ack from `src` to `dst`, both
+// established (track_window's path for them). 0 when it does not fit.
+static __always_inline int track(struct fp_peer *src, struct fp_peer *dst, __u32 seq,
+                                 __u32 ack, __u8 flags, __u32 win, __u32 payload)
+{
+    __u32 sws = 0, dws = 0;
+    if ((src->wscale & 0x80) && (dst->wscale & 0x80)) {
+        sws = src->wscale & 0x0f;
+        dws = dst->wscale & 0x0f;
+    }
+    __u32 end = seq + payload;
+    if (!(flags & TH_ACK))
+        ack = dst->seqlo;
+    if (seq == end) {
+        seq = src->seqlo;
+        end = seq;
+    }
+    __s64 ackskew = (__s64)(__s32)(dst->seqlo - ack);
+    __u32 dwin = (__u32)((__u64)dst->max_win << dws);
+    if (!(seq_geq(src->seqhi, end) && seq_geq(seq, src->seqlo - dwin) &&
+          ackskew >= -(__s64)MAX_ACK_WINDOW && ackskew <= ((__s64)MAX_ACK_WINDOW << sws)))
+        return 0;
+    if (src->max_win < win)
+        src->max_win = win;
+    if (seq_gt(end, src->seqlo))
+        src->seqlo = end;
+    if (flags & TH_ACK) {
+        __u64 w = (__u64)win << sws;
+        __u32 lim = ack + (__u32)(w ? w : 1);
+        if (seq_geq(lim, dst->seqhi))
+            dst->seqhi = lim;
+    }
+    return 1;
+}
+
+SEC("classifier")
+int fastpath_in(struct __sk_buff *skb)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    struct fp_key key = {};
+    __u32 l3;
+    __u8 ttl;
+
+    if (skb->vlan_present)
+        return TC_ACT_OK;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return TC_ACT_OK;
+    key.ifindex = skb->ifindex;
+    if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = (void *)(eth + 1);
+        if ((void *)(ip + 1) > end)
+            return TC_ACT_OK;
+        // No options, no fragments.
+        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+            return TC_ACT_OK;
+        key.family = 4;
+        key.proto = ip->protocol;
+        key.src[0] = ip->saddr;
+        key.dst[0] = ip->daddr;
+        l3 = sizeof(struct iphdr);
+        ttl = ip->ttl;
+    } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = (void *)(eth + 1);
+        if ((void *)(ip6 + 1) > end)
+            return TC_ACT_OK;
+        key.family = 6;
+        key.proto = ip6->nexthdr; // extension headers: not TCP/UDP, missed
+        __builtin_memcpy(key.src, &ip6->saddr, 16);
+        __builtin_memcpy(key.dst, &ip6->daddr, 16);
+        l3 = sizeof(struct ipv6hdr);
+        ttl = ip6->hop_limit;
+    } else {
+        return TC_ACT_OK;
+    }
+    __u8 flags = 0;
+    __u32 seq = 0, ack = 0, win = 0, l4len;
+    if (key.proto == IPPROTO_TCP) {
+        struct tcphdr *th = data + sizeof(struct ethhdr) + l3;
+        if ((void *)(th + 1) > end)
+            return TC_ACT_OK;
+        key.sport = th->source;
+        key.dport = th->dest;
+        flags = ((__u8 *)th)[13];
+        seq = bpf_ntohl(th->seq);
+        ack = bpf_ntohl(th->ack_seq);
+        win = bpf_ntohs(th->window);
+        l4len = th->doff * 4;
+        if (l4len < sizeof(struct tcphdr))
+            return TC_ACT_OK;
+    } else if (key.proto == IPPROTO_UDP) {
+        struct udphdr *uh = data + sizeof(struct ethhdr) + l3;
+        if ((void *)(uh + 1) > end)
+            return TC_ACT_OK;
+        key.sport = uh->source;
+        key.dport = uh->dest;
+        l4len = sizeof(struct udphdr);
+    } else {
+        return TC_ACT_OK;
+    }
+    struct fp_dir *dir = bpf_map_lookup_elem(&fp_dirs, &key);
+    if (!dir)
+        return TC_ACT_OK;
+    __u32 slot = dir->state;
+    struct fp_state *st = bpf_map_lookup_elem(&fp_states, &slot);
+    if (!st)
+        return TC_ACT_OK;
+    if (st->gen != dir->gen) {
+        count(FP_BACK_STALE);
+        return TC_ACT_OK;
+    }
+    // The headers are in the linear part (checked above); the length of
+    // the whole packet, with a super-packet's payload, is the skb's.
+    __u32 hdrs = sizeof(struct ethhdr) + l3 + l4len;
+    if (skb->len < hdrs)
+        return TC_ACT_OK;
+    __u32 payload = skb->len - hdrs;
+    __u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+    __u64 bytes = (__u64)(skb->len - sizeof(struct ethhdr)) + (__u64)(segs - 1) * (l3 + l4len);
+    __u32 out = dir->out_ifindex;
+    __u8 route = dir->flags & FP_ROUTE;
+    // What user space must see: a TTL that expires here (ICMP), a packet
+    // too big for the way out (ICMP or fragments).
+    __u32 mtu_len = 0;
+    int special = (route && ttl <= 1) ||
+                  bpf_check_mtu(skb, out, &mtu_len, 0, 0) != BPF_MTU_CHK_RET_SUCCESS;
+    __u64 now = bpf_ktime_get_ns();
+    __u32 side = dir->side & 1;
+    int verdict; // 1 take, 0 window, -1 flags or special, -2 slow
+    bpf_spin_lock(&st->lock);
+    if (st->slow) {
+        verdict = -2;
+    } else if (special || (key.proto == IPPROTO_TCP && (flags & (TH_SYN | TH_FIN | TH_RST)))) {
+        verdict = -1;
+        st->slow = 1;
+    } else if (key.proto == IPPROTO_TCP &&
+               !track(&st->peer[side], &st->peer[side ^ 1], seq, ack, flags, win, payload)) {
+        verdict = 0;
+        st->slow = 1;
+    } else {
+        verdict = 1;
+        st->packets[side] += segs;
+        st->bytes[side] += bytes;
+        st->last_ns = now;
+    }
+    bpf_spin_unlock(&st->lock);
+    if (verdict != 1) {
+        count(verdict == 0 ? FP_BACK_WINDOW : verdict == -1 ? FP_BACK_FLAGS : FP_BACK_SLOW);
+        return TC_ACT_OK;
+    }
+    __u8 mac[12];
+    __builtin_memcpy(mac, dir->eth, 12);
+    // The packet pointers are still valid: no helper touched the packet.
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    if (data + sizeof(struct ethhdr) + l3 > end)
+        return TC_ACT_OK;
+    if (route) {
+        if (key.family == 4) {
+            struct iphdr *ip = data + sizeof(struct ethhdr);
+            __u16 before = *(__u16 *)&ip->ttl;
+            ip->ttl -= 1;
+            __u16 after = *(__u16 *)&ip->ttl;
+            __builtin_memcpy(data, mac, 12);
+            bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check),
+                                before, after, 2);
+        } else {
+            struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+            ip6->hop_limit -= 1;
+            __builtin_memcpy(data, mac, 12);
+        }
+    }
+    count(FP_TAKEN);
+    return bpf_redirect(out, 0);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,315 @@
+//! The in-kernel fast path (docs/fastpath.md): the program at tc ingress
+//! (bpf/fastpath.bpf.c, compiled by build.rs) and its maps, loaded with
+//! `aya`. User space hands it the directions of states that need nothing
+//! per packet and reads their windows and counters back; the program
+//! forwards their packets after pf's window check and gives everything
+//! else back to the kernel, where Palisade's sockets receive it.
+//!
+//! Not yet wired into the data plane: this module is the program, its
+//! loader and the layouts shared with it, tested against the filter's
+//! own window check (tests/fastpath_bpf.rs).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::programs::SchedClassifier;
+
+/// One direction of a state as it arrives on a port (`struct fp_key`).
+/// Addresses as on the wire (an IPv4 address in the first four bytes of
+/// `src`/`dst`), ports in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpKey {
+    pub ifindex: u32,
+    /// 4 or 6.
+    pub family: u8,
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub pad: u16,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// `fp_dir.flags`: decrement the TTL or hop limit and write `eth`.
+pub const FP_ROUTE: u8 = 1;
+
+/// Where a direction goes (`struct fp_dir`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpDir {
+    /// The state's slot in the states array, and its generation.
+    pub state: u32,
+    pub gen: u32,
+    pub out_ifindex: u32,
+    /// 0: sent by the initiator, 1: by the responder.
+    pub side: u8,
+    pub flags: u8,
+    /// Destination and source MAC written when `FP_ROUTE`.
+    pub eth: [u8; 12],
+    pub pad: u16,
+}
+
+/// A side's window record (`struct fp_peer`), as the filter's `Peer`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpPeer {
+    pub seqlo: u32,
+    pub seqhi: u32,
+    pub max_win: u32,
+    /// 0x80 | the shift when the side's SYN carried the option, else 0.
+    pub wscale: u8,
+    pub pad: [u8; 3],
+}
+
+/// An offloaded state (`struct fp_state`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpState {
+    /// The program's `bpf_spin_lock`: the kernel skips it when copying.
+    pub lock: u32,
+    pub gen: u32,
+    /// Set by the program when it gave a packet of the state to user
+    /// space: every later one goes there too until this is cleared.
+    pub slow: u32,
+    pub pad: u32,
+    pub peer: [FpPeer; 2],
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+    pub last_ns: u64,
+}
+
+// SAFETY: plain `repr(C)` integers and arrays of them, no padding the
+// compiler adds (sizes checked below against the C layout), valid for
+// any bit pattern.
+unsafe impl aya::Pod for FpKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FpDir {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FpState {}
+
+const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 28);
+const _: () = assert!(std::mem::size_of::<FpState>() == 88);
+
+/// The program's counters (`enum fp_counter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpCounters {
+    pub taken: u64,
+    /// SYN, FIN or RST; a TTL that expires; too big for the way out.
+    pub back_flags: u64,
+    pub back_window: u64,
+    pub back_slow: u64,
+    pub back_stale: u64,
+}
+
+/// tc's verdicts as the program returns them.
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// `BPF_F_LOCK`: read or write a value under its spin lock.
+const BPF_F_LOCK: u64 = 4;
+
+#[cfg(palisade_bpf)]
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
+
+/// The loaded program and its maps.
+pub struct FastPath {
+    ebpf: aya::Ebpf,
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("fast path: {what}: {e}"))
+}
+
+impl FastPath {
+    /// Load the program and create its maps (root, or CAP_BPF and
+    /// CAP_NET_ADMIN). Nothing is attached yet.
+    pub fn load() -> io::Result<FastPath> {
+        #[cfg(not(palisade_bpf))]
+        {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "fast path: built without its program: {}",
+                    option_env!("PALISADE_BPF_WHY").unwrap_or("clang missing")
+                ),
+            ))
+        }
+        #[cfg(palisade_bpf)]
+        {
+            let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| err("load", e))?;
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut("fastpath_in")
+                .ok_or_else(|| err("program", "fastpath_in missing"))?
+                .try_into()
+                .map_err(|e| err("program", e))?;
+            prog.load().map_err(|e| err("verifier", e))?;
+            Ok(FastPath { ebpf })
+        }
+    }
+
+    fn prog(&mut self) -> io::Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut("fastpath_in")
+            .ok_or_else(|| err("program", "fastpath_in missing"))?
+            .try_into()
+            .map_err(|e| err("program", e))
+    }
+
+    /// Attach the program at tc ingress of `port` (adding the clsact
+    /// qdisc if it is not there).
+    pub fn attach(&mut self, port: &str) -> io::Result<()> {
+        // Already there (a port attached before) is not an error.
+        let _ = aya::programs::tc::qdisc_add_clsact(port);
+        self.prog()?
+            .attach(port, aya::programs::TcAttachType::Ingress)
+            .map_err(|e| err(&format!("attach to {port}"), e))?;
+        Ok(())
+    }
+
+    fn dirs(&mut self) -> io::Result<HashMap<&mut MapData, FpKey, FpDir>> {
+        HashMap::try_from(
+            self.ebpf
+                .map_mut("fp_dirs")
+                .ok_or_else(|| err("map", "fp_dirs missing"))?,
+        )
+        .map_err(|e| err("fp_dirs", e))
+    }
+
+    fn states(&mut self) -> io::Result<Array<&mut MapData, FpState>> {
+        Array::try_from(
+            self.ebpf
+                .map_mut("fp_states")
+                .ok_or_else(|| err("map", "fp_states missing"))?,
+        )
+        .map_err(|e| err("fp_states", e))
+    }
+
+    /// Hand a direction to the program (its state must be written first).
+    pub fn set_dir(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
+        self.dirs()?
+            .insert(key, dir, 0)
+            .map_err(|e| err("fp_dirs insert", e))
+    }
+
+    /// Take a direction back. Absent is not an error.
+    pub fn remove_dir(&mut self, key: &FpKey) -> io::Result<()> {
+        match self.dirs()?.remove(key) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(err("fp_dirs remove", e)),
+        }
+    }
+
+    /// Write a state's record, under its lock.
+    pub fn set_state(&mut self, slot: u32, st: &FpState) -> io::Result<()> {
+        self.states()?
+            .set(slot, st, BPF_F_LOCK)
+            .map_err(|e| err("fp_states set", e))
+    }
+
+    /// Read a state's record, under its lock.
+    pub fn state(&mut self, slot: u32) -> io::Result<FpState> {
+        self.states()?
+            .get(&slot, BPF_F_LOCK)
+            .map_err(|e| err("fp_states get", e))
+    }
+
+    /// The program's counters, summed over the CPUs.
+    pub fn counters(&mut self) -> io::Result<FpCounters> {
+        let m: PerCpuArray<&mut MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut("fp_counters")
+                .ok_or_else(|| err("map", "fp_counters missing"))?,
+        )
+        .map_err(|e| err("fp_counters", e))?;
+        let mut v = [0u64; 5];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = m
+                .get(&(i as u32), 0)
+                .map_err(|e| err("fp_counters get", e))?
+                .iter()
+                .sum();
+        }
+        Ok(FpCounters {
+            taken: v[0],
+            back_flags: v[1],
+            back_window: v[2],
+            back_slow: v[3],
+            back_stale: v[4],
+        })
+    }
+
+    /// Run the program once on `frame` without sending anything (the
+    /// kernel's BPF_PROG_TEST_RUN), as if it arrived on the loopback
+    /// interface (ifindex 1); `gso` = (segment size, segments) makes it a
+    /// super-packet. Returns the verdict and the frame as the program
+    /// left it.
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        gso: Option<(u32, u32)>,
+    ) -> io::Result<(u32, Vec<u8>)> {
+        let fd = self.prog()?.fd().map_err(|e| err("program fd", e))?;
+        let raw = fd.as_fd().as_raw_fd();
+        // struct __sk_buff (192 bytes): only the fields the kernel lets a
+        // test set; gso_segs at 164, gso_size at 176.
+        let mut ctx = [0u8; 192];
+        if let Some((size, segs)) = gso {
+            ctx[164..168].copy_from_slice(&segs.to_ne_bytes());
+            ctx[176..180].copy_from_slice(&size.to_ne_bytes());
+        }
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut attr = TestRun {
+            prog_fd: raw as u32,
+            data_size_in: frame.len() as u32,
+            data_size_out: out.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            data_out: out.as_mut_ptr() as u64,
+            repeat: 1,
+            ctx_size_in: ctx.len() as u32,
+            ctx_in: ctx.as_ptr() as u64,
+            ..TestRun::default()
+        };
+        // SAFETY: attr is a valid union bpf_attr prefix for
+        // BPF_PROG_TEST_RUN (10) whose pointers live across the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                10,
+                &mut attr as *mut TestRun,
+                std::mem::size_of::<TestRun>(),
+            )
+        };
+        if r < 0 {
+            return Err(err("test run", io::Error::last_os_error()));
+        }
+        out.truncate(attr.data_size_out as usize);
+        Ok((attr.retval, out))
+    }
+}
+
+/// `union bpf_attr`'s member for BPF_PROG_TEST_RUN.
+#[repr(C)]
+#[derive(Default)]
+struct TestRun {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}

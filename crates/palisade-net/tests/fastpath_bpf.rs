@@ -1,0 +1,444 @@
+//! The in-kernel fast path's program (bpf/fastpath.bpf.c) run by the
+//! kernel (BPF_PROG_TEST_RUN) against the filter's own window check
+//! (`palisade_filter::state::track_window`) on random segments and
+//! super-packets, and what it does with everything it must give back.
+//! Needs root (loading BPF programs), as CI runs.
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
+use palisade_net::fastpath::{
+    FastPath, FpDir, FpKey, FpPeer, FpState, FP_ROUTE, TC_ACT_OK, TC_ACT_REDIRECT,
+};
+
+// One program and its maps per test, loaded one test at a time (each
+// test owns the maps' contents while it runs).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn load() -> FastPath {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the fast path's tests load BPF programs: run as root, as CI does"
+    );
+    FastPath::load().expect("loading the fast path (clang and libbpf-dev at build time)")
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn u32(&mut self) -> u32 {
+        self.next() as u32
+    }
+}
+
+const CLIENT4: &str = "198.18.0.10";
+const SERVER4: &str = "203.0.113.10";
+const CLIENT6: &str = "2001:db8:1::10";
+const SERVER6: &str = "2001:db8:2::10";
+
+/// An Ethernet frame around an IP packet.
+fn frame(ip: &[u8], v6: bool) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 1];
+    f.extend_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+    f.extend_from_slice(ip);
+    f
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The program's key for a packet from `src` to `dst` on loopback (the
+/// test run's interface).
+fn key(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> FpKey {
+    let mut k = FpKey {
+        ifindex: 1,
+        proto,
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        ..FpKey::default()
+    };
+    match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            k.family = 4;
+            k.src[..4].copy_from_slice(&a.octets());
+            k.dst[..4].copy_from_slice(&b.octets());
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            k.family = 6;
+            k.src = a.octets();
+            k.dst = b.octets();
+        }
+        _ => unreachable!(),
+    }
+    k
+}
+
+fn fp_peer(p: &Peer) -> FpPeer {
+    FpPeer {
+        seqlo: p.seqlo,
+        seqhi: p.seqhi,
+        max_win: p.max_win,
+        wscale: p.wscale.map_or(0, |w| 0x80 | w),
+        pad: [0; 3],
+    }
+}
+
+fn tcp_packet(
+    v6: bool,
+    sender: usize,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    payload: usize,
+) -> Vec<u8> {
+    let (c, s) = if v6 {
+        (CLIENT6, SERVER6)
+    } else {
+        (CLIENT4, SERVER4)
+    };
+    let (src, dst, sp, dp) = if sender == 0 {
+        (addr(c), addr(s), 40000, 80)
+    } else {
+        (addr(s), addr(c), 80, 40000)
+    };
+    let t = palisade_wire::build::tcp(sp, dp, seq, ack, flags, win, &[], &vec![0x5a; payload]);
+    frame(&palisade_wire::build::ip(src, dst, 6, 64, &t), v6)
+}
+
+fn tcp_key(v6: bool, sender: usize) -> FpKey {
+    let (c, s) = if v6 {
+        (CLIENT6, SERVER6)
+    } else {
+        (CLIENT4, SERVER4)
+    };
+    if sender == 0 {
+        key(6, addr(c), addr(s), 40000, 80)
+    } else {
+        key(6, addr(s), addr(c), 80, 40000)
+    }
+}
+
+/// Two established sides with windows near each other's numbers.
+fn peers(rng: &mut Rng) -> [Peer; 2] {
+    let scaled = rng.below(3) != 0;
+    let mut ps = [0, 1].map(|_| {
+        let seqlo = rng.u32();
+        Peer {
+            seqlo,
+            seqhi: seqlo.wrapping_add(rng.below(1 << 20) as u32),
+            max_win: 1 + rng.below(65535) as u32,
+            wscale: None,
+            state: tcps::ESTABLISHED,
+        }
+    });
+    for p in &mut ps {
+        // Either both sides scale or neither does (a lone one counts as
+        // neither, which the program must see too).
+        p.wscale = match (scaled, rng.below(8)) {
+            (true, _) => Some(rng.below(15) as u8),
+            (false, 0) => Some(rng.below(15) as u8),
+            _ => None,
+        };
+    }
+    ps
+}
+
+/// Numbers near `base`: mostly inside a window of it, sometimes far.
+fn near(rng: &mut Rng, base: u32) -> u32 {
+    match rng.below(4) {
+        0 => rng.u32(),
+        1 => base.wrapping_sub(rng.below(1 << 17) as u32),
+        _ => base.wrapping_add(rng.below(1 << 17) as u32),
+    }
+}
+
+#[test]
+fn window_check_is_the_filters_on_segments_and_super_packets() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut taken, mut refused, mut supers) = (0, 0, 0);
+    for case in 0..20_000u32 {
+        let v6 = rng.below(2) == 1;
+        let sender = rng.below(2) as usize;
+        let ps = peers(&mut rng);
+        let (src0, dst0) = (&ps[sender], &ps[1 - sender]);
+        let flags = [0x10, 0x18, 0x00, 0x30, 0x08][rng.below(5) as usize];
+        let win = rng.below(65536) as u16;
+        // A super-packet of a few segments (a test run takes one page),
+        // or one segment, bare ack included.
+        let gso =
+            (rng.below(3) == 0).then(|| (48 + rng.below(400) as u32, 2 + rng.below(5) as u32));
+        let payload = match gso {
+            Some((size, segs)) => (size * (segs - 1) + 1 + rng.below(size as u64) as u32) as usize,
+            None => [0, 1, 100, 1448][rng.below(4) as usize],
+        };
+        let mut seq = near(&mut rng, src0.seqlo);
+        let mut ack = near(&mut rng, dst0.seqlo);
+        // A third of the cases sit on an edge of the check, or one past.
+        let (sws, dws) = match (src0.wscale, dst0.wscale) {
+            (Some(a), Some(b)) => (a as u32, b as u32),
+            _ => (0, 0),
+        };
+        let one = rng.below(2) as u32;
+        match rng.below(9) {
+            0 => seq = src0.seqhi.wrapping_sub(payload as u32).wrapping_add(one),
+            1 => {
+                seq = src0
+                    .seqlo
+                    .wrapping_sub(dst0.max_win << dws)
+                    .wrapping_sub(one)
+            }
+            2 => ack = dst0.seqlo.wrapping_add(0xffff + 1500).wrapping_add(one),
+            3 => {
+                ack = dst0
+                    .seqlo
+                    .wrapping_sub((0xffff + 1500) << sws)
+                    .wrapping_sub(one)
+            }
+            _ => {}
+        }
+        // The filter, segment by segment, on copies.
+        let (mut src, mut dst) = (*src0, *dst0);
+        let mut fits = true;
+        let size = gso.map_or(payload as u32, |g| g.0).max(1);
+        let mut off = 0u32;
+        loop {
+            let len = (payload as u32 - off).min(size);
+            let seg = TcpSeg {
+                seq: seq.wrapping_add(off),
+                ack,
+                flags,
+                window: win,
+                payload_len: len,
+                wscale: None,
+            };
+            if track_window(&mut src, &mut dst, false, 0, &seg).is_err() {
+                fits = false;
+                break;
+            }
+            off += len;
+            if off >= payload as u32 {
+                break;
+            }
+        }
+        // The program.
+        let slot = rng.below(1024) as u32;
+        let mut st = FpState {
+            gen: case,
+            ..FpState::default()
+        };
+        st.peer[0] = fp_peer(&ps[0]);
+        st.peer[1] = fp_peer(&ps[1]);
+        fp.set_state(slot, &st).unwrap();
+        let dir = FpDir {
+            state: slot,
+            gen: case,
+            out_ifindex: 1,
+            side: sender as u8,
+            ..FpDir::default()
+        };
+        fp.set_dir(&tcp_key(v6, sender), &dir).unwrap();
+        let pkt = tcp_packet(v6, sender, seq, ack, flags, win, payload);
+        let (verdict, out) = fp.test_run(&pkt, gso).unwrap();
+        let after = fp.state(slot).unwrap();
+        let what = format!(
+            "case {case}: v6 {v6} sender {sender} peers {ps:?} seq {seq} ack {ack} flags {flags:#x} win {win} payload {payload} gso {gso:?}"
+        );
+        if fits {
+            taken += 1;
+            assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+            assert_eq!(out, pkt, "a bridged packet leaves unchanged: {what}");
+            assert_eq!(after.peer[sender], fp_peer(&src), "{what}");
+            assert_eq!(after.peer[1 - sender], fp_peer(&dst), "{what}");
+            assert_eq!(after.slow, 0, "{what}");
+            let segs = gso.map_or(1, |g| g.1) as u64;
+            assert_eq!(after.packets[sender], segs, "{what}");
+            let hdrs = if v6 { 40 + 20 } else { 20 + 20 };
+            assert_eq!(
+                after.bytes[sender],
+                (pkt.len() - 14) as u64 + (segs - 1) * hdrs,
+                "{what}"
+            );
+            assert!(after.last_ns > 0, "{what}");
+        } else {
+            refused += 1;
+            assert_eq!(verdict, TC_ACT_OK, "{what}");
+            assert_eq!(after.peer, st.peer, "nothing moves: {what}");
+            assert_eq!(after.slow, 1, "{what}");
+            assert_eq!(after.packets, [0, 0], "{what}");
+        }
+        if gso.is_some() {
+            supers += 1;
+        }
+        fp.remove_dir(&tcp_key(v6, sender)).unwrap();
+    }
+    println!("{taken} taken, {refused} given back, {supers} super-packets");
+    // Both outcomes are well represented.
+    assert!(taken > 3_000 && refused > 3_000, "{taken} / {refused}");
+    let c = fp.counters().unwrap();
+    assert_eq!(c.taken, taken as u64);
+    assert_eq!(c.back_window, refused as u64);
+}
+
+#[test]
+fn flags_slowness_staleness_and_misses_go_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let p = |seqlo: u32| FpPeer {
+        seqlo,
+        seqhi: seqlo + 65535,
+        max_win: 65535,
+        wscale: 0,
+        pad: [0; 3],
+    };
+    let fresh = FpState {
+        gen: 7,
+        peer: [p(1000), p(5000)],
+        ..FpState::default()
+    };
+    fp.set_state(3, &fresh).unwrap();
+    let dir = FpDir {
+        state: 3,
+        gen: 7,
+        out_ifindex: 1,
+        ..FpDir::default()
+    };
+    fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
+    let ack = |flags: u8| tcp_packet(false, 0, 1000, 5000, flags, 1000, 10);
+    // In the windows: taken.
+    assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_REDIRECT);
+    // FIN, RST, SYN: back, and the state turns slow.
+    for flags in [0x11, 0x14, 0x12] {
+        fp.set_state(3, &fresh).unwrap();
+        assert_eq!(fp.test_run(&ack(flags), None).unwrap().0, TC_ACT_OK);
+        let st = fp.state(3).unwrap();
+        assert_eq!(st.slow, 1, "flags {flags:#x}");
+        // Then everything goes back, even what fits.
+        assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
+    }
+    // Handed back (user space clears the mark): taken again.
+    fp.set_state(3, &fresh).unwrap();
+    assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_REDIRECT);
+    // The slot was given to another state meanwhile: back.
+    fp.set_state(3, &FpState { gen: 8, ..fresh }).unwrap();
+    assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
+    // No direction: back; the other direction of the same state is not
+    // handed over.
+    fp.set_state(3, &fresh).unwrap();
+    assert_eq!(
+        fp.test_run(&tcp_packet(false, 1, 5000, 1010, 0x10, 1000, 0), None)
+            .unwrap()
+            .0,
+        TC_ACT_OK
+    );
+    fp.remove_dir(&tcp_key(false, 0)).unwrap();
+    assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
+    // IP options and fragments: back, without a look at the state.
+    fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
+    let mut opts = ack(0x10);
+    opts[14] = 0x46; // a 24-byte header: options
+    assert_eq!(fp.test_run(&opts, None).unwrap().0, TC_ACT_OK);
+    let mut frag = ack(0x10);
+    frag[14 + 6] = 0x20; // more fragments
+    assert_eq!(fp.test_run(&frag, None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.state(3).unwrap().slow, 0);
+    let c = fp.counters().unwrap();
+    assert_eq!(c.taken, 2);
+    assert_eq!(c.back_flags, 3);
+    assert_eq!(c.back_slow, 3);
+    assert_eq!(c.back_stale, 1);
+}
+
+#[test]
+fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+    for v6 in [false, true] {
+        for proto in [6u8, 17] {
+            let st = FpState {
+                gen: 1,
+                peer: [0, 1].map(|_| FpPeer {
+                    seqlo: 1000,
+                    seqhi: 100_000,
+                    max_win: 65535,
+                    ..FpPeer::default()
+                }),
+                ..FpState::default()
+            };
+            fp.set_state(9, &st).unwrap();
+            let (c, s) = if v6 {
+                (CLIENT6, SERVER6)
+            } else {
+                (CLIENT4, SERVER4)
+            };
+            let k = key(proto, addr(c), addr(s), 40000, 80);
+            fp.set_dir(
+                &k,
+                &FpDir {
+                    state: 9,
+                    gen: 1,
+                    out_ifindex: 1,
+                    side: 0,
+                    flags: FP_ROUTE,
+                    eth: mac,
+                    pad: 0,
+                },
+            )
+            .unwrap();
+            let l4 = if proto == 6 {
+                palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
+            } else {
+                palisade_wire::build::udp(40000, 80, b"hello")
+            };
+            for ttl in [64u8, 2, 1] {
+                let pkt = frame(
+                    &palisade_wire::build::ip(addr(c), addr(s), proto, ttl, &l4),
+                    v6,
+                );
+                let (verdict, out) = fp.test_run(&pkt, None).unwrap();
+                let what = format!("v6 {v6} proto {proto} ttl {ttl}");
+                if ttl == 1 {
+                    assert_eq!(verdict, TC_ACT_OK, "{what}");
+                    assert_eq!(out, pkt, "{what}");
+                    assert_eq!(fp.state(9).unwrap().slow, 1, "{what}");
+                    continue;
+                }
+                assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+                assert_eq!(out[..12], mac, "{what}");
+                let ip = &out[14..];
+                let ttl_at = if v6 { 7 } else { 8 };
+                assert_eq!(ip[ttl_at], ttl - 1, "{what}");
+                // Everything else as it came, and the IPv4 checksum right.
+                let mut want = pkt[14..].to_vec();
+                want[ttl_at] = ttl - 1;
+                if !v6 {
+                    want[10..12].copy_from_slice(&[0, 0]);
+                    let ck = palisade_wire::checksum::finish(palisade_wire::checksum::sum(
+                        &want[..20],
+                        0,
+                    ));
+                    want[10..12].copy_from_slice(&ck.to_be_bytes());
+                }
+                assert_eq!(ip, &want[..], "{what}");
+            }
+            let st = fp.state(9).unwrap();
+            assert_eq!(st.packets, [2, 0]);
+            fp.remove_dir(&k).unwrap();
+        }
+    }
+}
