@@ -3,7 +3,8 @@
 // Palisade's in-kernel fast path (docs/fastpath.md): a program at tc
 // ingress of each port that forwards the packets of states user space
 // has handed over (both TCP sides established, nothing to do per
-// packet), after pf's window check, and gives everything else back to
+// packet), after pf's window check on each state the packet meets (on
+// the way in and on the way out), and gives everything else back to
 // the kernel (TC_ACT_OK), where Palisade's per-family packet sockets
 // receive it as if the program were not there.
 //
@@ -44,13 +45,14 @@ struct fp_key {
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
 
 struct fp_dir {
-    __u32 state;       // slot in fp_states
+    __u32 flow;        // slot in fp_flows
     __u32 gen;         // must equal the slot's (a slot reused meanwhile)
     __u32 out_ifindex;
-    __u8 side;         // 0: from the initiator, 1: from the responder
+    __u8 side[2];      // per pf state of the flow: 0 the packet is from
+                       // the state's initiator, 1 from its responder
     __u8 flags;        // FP_ROUTE
     __u8 eth[12];      // destination and source MAC to write
-    __u16 pad;
+    __u8 pad;
 };
 
 struct fp_peer {
@@ -61,14 +63,22 @@ struct fp_peer {
     __u8 pad[3];
 };
 
-struct fp_state {
-    struct bpf_spin_lock lock;
-    __u32 gen;
-    __u32 slow;        // user space must see this state's next packets
-    __u32 pad;
+// One pf state as the flow's packets move it.
+struct fp_half {
     struct fp_peer peer[2];
     __u64 packets[2];
     __u64 bytes[2];
+};
+
+// A forwarded flow: pf decides each packet on the way in and on the way
+// out, each pass with its own state (two; one when both passes find the
+// same), both directions of the flow sharing this record.
+struct fp_flow {
+    struct bpf_spin_lock lock;
+    __u32 gen;
+    __u32 slow;        // user space must see this flow's next packets
+    __u32 states;      // 1 or 2
+    struct fp_half state[2];
     __u64 last_ns;
 };
 
@@ -84,8 +94,8 @@ enum fp_counter {
 #ifndef FP_MAX_DIRS
 #define FP_MAX_DIRS 262144
 #endif
-#ifndef FP_MAX_STATES
-#define FP_MAX_STATES 131072
+#ifndef FP_MAX_FLOWS
+#define FP_MAX_FLOWS 131072
 #endif
 
 struct {
@@ -97,10 +107,10 @@ struct {
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, FP_MAX_STATES);
+    __uint(max_entries, FP_MAX_FLOWS);
     __type(key, __u32);
-    __type(value, struct fp_state);
-} fp_states SEC(".maps");
+    __type(value, struct fp_flow);
+} fp_flows SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -169,8 +179,11 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 l3;
     __u8 ttl;
 
+    // A tagged frame: Palisade's ETH_P_ALL socket, served before tc, has
+    // it with its tag; after tc the kernel would hand it to the
+    // per-family sockets without the tag. Nothing else needs it.
     if (skb->vlan_present)
-        return TC_ACT_OK;
+        return TC_ACT_SHOT;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
         return TC_ACT_OK;
@@ -229,8 +242,8 @@ int fastpath_in(struct __sk_buff *skb)
     struct fp_dir *dir = bpf_map_lookup_elem(&fp_dirs, &key);
     if (!dir)
         return TC_ACT_OK;
-    __u32 slot = dir->state;
-    struct fp_state *st = bpf_map_lookup_elem(&fp_states, &slot);
+    __u32 slot = dir->flow;
+    struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
     if (!st)
         return TC_ACT_OK;
     if (st->gen != dir->gen) {
@@ -253,22 +266,36 @@ int fastpath_in(struct __sk_buff *skb)
     int special = (route && ttl <= 1) ||
                   bpf_check_mtu(skb, out, &mtu_len, 0, 0) != BPF_MTU_CHK_RET_SUCCESS;
     __u64 now = bpf_ktime_get_ns();
-    __u32 side = dir->side & 1;
+    __u32 s0 = dir->side[0] & 1, s1 = dir->side[1] & 1;
     int verdict; // 1 take, 0 window, -1 flags or special, -2 slow
     bpf_spin_lock(&st->lock);
+    // Both passes on copies; written back only if both take the packet
+    // (else user space decides it from the state as it was).
+    struct fp_peer a0 = st->state[0].peer[s0], b0 = st->state[0].peer[s0 ^ 1];
+    struct fp_peer a1 = st->state[1].peer[s1], b1 = st->state[1].peer[s1 ^ 1];
+    int two = st->states == 2;
     if (st->slow) {
         verdict = -2;
     } else if (special || (key.proto == IPPROTO_TCP && (flags & (TH_SYN | TH_FIN | TH_RST)))) {
         verdict = -1;
         st->slow = 1;
     } else if (key.proto == IPPROTO_TCP &&
-               !track(&st->peer[side], &st->peer[side ^ 1], seq, ack, flags, win, payload)) {
+               !(track(&a0, &b0, seq, ack, flags, win, payload) &&
+                 (!two || track(&a1, &b1, seq, ack, flags, win, payload)))) {
         verdict = 0;
         st->slow = 1;
     } else {
         verdict = 1;
-        st->packets[side] += segs;
-        st->bytes[side] += bytes;
+        st->state[0].peer[s0] = a0;
+        st->state[0].peer[s0 ^ 1] = b0;
+        st->state[0].packets[s0] += segs;
+        st->state[0].bytes[s0] += bytes;
+        if (two) {
+            st->state[1].peer[s1] = a1;
+            st->state[1].peer[s1 ^ 1] = b1;
+            st->state[1].packets[s1] += segs;
+            st->state[1].bytes[s1] += bytes;
+        }
         st->last_ns = now;
     }
     bpf_spin_unlock(&st->lock);

@@ -40,16 +40,17 @@ pub const FP_ROUTE: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpDir {
-    /// The state's slot in the states array, and its generation.
-    pub state: u32,
+    /// The flow's slot in the flows array, and its generation.
+    pub flow: u32,
     pub gen: u32,
     pub out_ifindex: u32,
-    /// 0: sent by the initiator, 1: by the responder.
-    pub side: u8,
+    /// Per pf state of the flow: 0 when this direction is from the
+    /// state's initiator, 1 from its responder.
+    pub side: [u8; 2],
     pub flags: u8,
     /// Destination and source MAC written when `FP_ROUTE`.
     pub eth: [u8; 12],
-    pub pad: u16,
+    pub pad: u8,
 }
 
 /// A side's window record (`struct fp_peer`), as the filter's `Peer`.
@@ -64,20 +65,31 @@ pub struct FpPeer {
     pub pad: [u8; 3],
 }
 
-/// An offloaded state (`struct fp_state`).
+/// One pf state as the flow's packets move it (`struct fp_half`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FpState {
+pub struct FpHalf {
+    pub peer: [FpPeer; 2],
+    /// Per side (initiator, responder) of the state.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// A forwarded flow (`struct fp_flow`): the states pf meets on the way
+/// in and on the way out (one when both passes find the same), shared by
+/// both directions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpFlow {
     /// The program's `bpf_spin_lock`: the kernel skips it when copying.
     pub lock: u32,
     pub gen: u32,
-    /// Set by the program when it gave a packet of the state to user
+    /// Set by the program when it gave a packet of the flow to user
     /// space: every later one goes there too until this is cleared.
     pub slow: u32,
-    pub pad: u32,
-    pub peer: [FpPeer; 2],
-    pub packets: [u64; 2],
-    pub bytes: [u64; 2],
+    /// 1 or 2.
+    pub states: u32,
+    pub state: [FpHalf; 2],
     pub last_ns: u64,
 }
 
@@ -88,11 +100,11 @@ unsafe impl aya::Pod for FpKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FpDir {}
 // SAFETY: as above.
-unsafe impl aya::Pod for FpState {}
+unsafe impl aya::Pod for FpFlow {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
 const _: () = assert!(std::mem::size_of::<FpDir>() == 28);
-const _: () = assert!(std::mem::size_of::<FpState>() == 88);
+const _: () = assert!(std::mem::size_of::<FpFlow>() == 152);
 
 /// The program's counters (`enum fp_counter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -159,13 +171,19 @@ impl FastPath {
             .map_err(|e| err("program", e))
     }
 
-    /// Attach the program at tc ingress of `port` (adding the clsact
-    /// qdisc if it is not there).
+    /// Attach the program at tc ingress of `port`: a TCX link on Linux
+    /// 6.6 and later (gone when the program's last descriptor closes, so
+    /// nothing stays behind when Palisade stops), else a filter on a
+    /// clsact qdisc, added if the port has none.
     pub fn attach(&mut self, port: &str) -> io::Result<()> {
-        // Already there (a port attached before) is not an error.
+        let ingress = aya::programs::TcAttachType::Ingress;
+        if self.prog()?.attach(port, ingress).is_ok() {
+            return Ok(());
+        }
+        // Already there is not an error.
         let _ = aya::programs::tc::qdisc_add_clsact(port);
         self.prog()?
-            .attach(port, aya::programs::TcAttachType::Ingress)
+            .attach(port, ingress)
             .map_err(|e| err(&format!("attach to {port}"), e))?;
         Ok(())
     }
@@ -179,16 +197,16 @@ impl FastPath {
         .map_err(|e| err("fp_dirs", e))
     }
 
-    fn states(&mut self) -> io::Result<Array<&mut MapData, FpState>> {
+    fn flows(&mut self) -> io::Result<Array<&mut MapData, FpFlow>> {
         Array::try_from(
             self.ebpf
-                .map_mut("fp_states")
-                .ok_or_else(|| err("map", "fp_states missing"))?,
+                .map_mut("fp_flows")
+                .ok_or_else(|| err("map", "fp_flows missing"))?,
         )
-        .map_err(|e| err("fp_states", e))
+        .map_err(|e| err("fp_flows", e))
     }
 
-    /// Hand a direction to the program (its state must be written first).
+    /// Hand a direction to the program (its flow must be written first).
     pub fn set_dir(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
         self.dirs()?
             .insert(key, dir, 0)
@@ -204,18 +222,18 @@ impl FastPath {
         }
     }
 
-    /// Write a state's record, under its lock.
-    pub fn set_state(&mut self, slot: u32, st: &FpState) -> io::Result<()> {
-        self.states()?
-            .set(slot, st, BPF_F_LOCK)
-            .map_err(|e| err("fp_states set", e))
+    /// Write a flow's record, under its lock.
+    pub fn set_flow(&mut self, slot: u32, f: &FpFlow) -> io::Result<()> {
+        self.flows()?
+            .set(slot, f, BPF_F_LOCK)
+            .map_err(|e| err("fp_flows set", e))
     }
 
-    /// Read a state's record, under its lock.
-    pub fn state(&mut self, slot: u32) -> io::Result<FpState> {
-        self.states()?
+    /// Read a flow's record, under its lock.
+    pub fn flow(&mut self, slot: u32) -> io::Result<FpFlow> {
+        self.flows()?
             .get(&slot, BPF_F_LOCK)
-            .map_err(|e| err("fp_states get", e))
+            .map_err(|e| err("fp_flows get", e))
     }
 
     /// The program's counters, summed over the CPUs.

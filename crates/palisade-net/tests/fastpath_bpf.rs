@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
 use palisade_net::fastpath::{
-    FastPath, FpDir, FpKey, FpPeer, FpState, FP_ROUTE, TC_ACT_OK, TC_ACT_REDIRECT,
+    FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_ROUTE, TC_ACT_OK, TC_ACT_REDIRECT,
 };
 
 // One program and its maps per test, loaded one test at a time (each
@@ -165,17 +165,81 @@ fn near(rng: &mut Rng, base: u32) -> u32 {
     }
 }
 
+/// Apply `track_window` to each segment of a packet in turn (what the
+/// filter does to a super-packet it decides whole, or to a packet):
+/// whether all fit, and the sides after.
+#[allow(clippy::too_many_arguments)]
+fn filter_pass(
+    ps: &[Peer; 2],
+    sender: usize,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    win: u16,
+    payload: u32,
+    size: u32,
+) -> (bool, [Peer; 2]) {
+    let (mut src, mut dst) = (ps[sender], ps[1 - sender]);
+    let mut off = 0u32;
+    loop {
+        let len = (payload - off).min(size);
+        let seg = TcpSeg {
+            seq: seq.wrapping_add(off),
+            ack,
+            flags,
+            window: win,
+            payload_len: len,
+            wscale: None,
+        };
+        if track_window(&mut src, &mut dst, false, 0, &seg).is_err() {
+            return (false, *ps);
+        }
+        off += len;
+        if off >= payload {
+            break;
+        }
+    }
+    let mut after = *ps;
+    after[sender] = src;
+    after[1 - sender] = dst;
+    (true, after)
+}
+
+fn half(ps: &[Peer; 2]) -> FpHalf {
+    FpHalf {
+        peer: [fp_peer(&ps[0]), fp_peer(&ps[1])],
+        ..FpHalf::default()
+    }
+}
+
 #[test]
 fn window_check_is_the_filters_on_segments_and_super_packets() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut fp = load();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
-    let (mut taken, mut refused, mut supers) = (0, 0, 0);
+    let (mut taken, mut refused, mut supers, mut pairs) = (0, 0, 0, 0);
     for case in 0..20_000u32 {
         let v6 = rng.below(2) == 1;
-        let sender = rng.below(2) as usize;
-        let ps = peers(&mut rng);
-        let (src0, dst0) = (&ps[sender], &ps[1 - sender]);
+        // The flow's states: the one pf in finds and, mostly, the one pf
+        // out finds, which tracks the same connection (the same numbers,
+        // now and then moved apart, its sides now and then swapped).
+        let first = (peers(&mut rng), rng.below(2) as usize);
+        let mut states = vec![first];
+        if rng.below(4) != 0 {
+            let (mut ps, mut side) = first;
+            match rng.below(6) {
+                0 => ps = peers(&mut rng),
+                1 => ps[rng.below(2) as usize].seqhi = rng.u32(),
+                2 => ps[rng.below(2) as usize].max_win = 1 + rng.below(65535) as u32,
+                3 => {
+                    ps.swap(0, 1);
+                    side = 1 - side;
+                }
+                _ => {}
+            }
+            states.push((ps, side));
+        }
+        let (ps0, sender0) = states[0];
         let flags = [0x10, 0x18, 0x00, 0x30, 0x08][rng.below(5) as usize];
         let win = rng.below(65536) as u16;
         // A super-packet of a few segments (a test run takes one page),
@@ -186,6 +250,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             Some((size, segs)) => (size * (segs - 1) + 1 + rng.below(size as u64) as u32) as usize,
             None => [0, 1, 100, 1448][rng.below(4) as usize],
         };
+        let (src0, dst0) = (ps0[sender0], ps0[1 - sender0]);
         let mut seq = near(&mut rng, src0.seqlo);
         let mut ack = near(&mut rng, dst0.seqlo);
         // A third of the cases sit on an edge of the check, or one past.
@@ -211,82 +276,82 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             }
             _ => {}
         }
-        // The filter, segment by segment, on copies.
-        let (mut src, mut dst) = (*src0, *dst0);
-        let mut fits = true;
+        // The filter: pf in, then pf out, each on the whole packet.
         let size = gso.map_or(payload as u32, |g| g.0).max(1);
-        let mut off = 0u32;
-        loop {
-            let len = (payload as u32 - off).min(size);
-            let seg = TcpSeg {
-                seq: seq.wrapping_add(off),
-                ack,
-                flags,
-                window: win,
-                payload_len: len,
-                wscale: None,
-            };
-            if track_window(&mut src, &mut dst, false, 0, &seg).is_err() {
-                fits = false;
-                break;
-            }
-            off += len;
-            if off >= payload as u32 {
-                break;
-            }
+        let mut fits = true;
+        let mut after = Vec::new();
+        for (ps, sender) in &states {
+            let (ok, a) = filter_pass(ps, *sender, seq, ack, flags, win, payload as u32, size);
+            fits &= ok;
+            after.push(a);
         }
         // The program.
         let slot = rng.below(1024) as u32;
-        let mut st = FpState {
+        let mut flow = FpFlow {
             gen: case,
-            ..FpState::default()
+            states: states.len() as u32,
+            ..FpFlow::default()
         };
-        st.peer[0] = fp_peer(&ps[0]);
-        st.peer[1] = fp_peer(&ps[1]);
-        fp.set_state(slot, &st).unwrap();
+        for (k, (ps, _)) in states.iter().enumerate() {
+            flow.state[k] = half(ps);
+        }
+        fp.set_flow(slot, &flow).unwrap();
+        let mut side = [0u8; 2];
+        for (k, (_, sender)) in states.iter().enumerate() {
+            side[k] = *sender as u8;
+        }
         let dir = FpDir {
-            state: slot,
+            flow: slot,
             gen: case,
             out_ifindex: 1,
-            side: sender as u8,
+            side,
             ..FpDir::default()
         };
-        fp.set_dir(&tcp_key(v6, sender), &dir).unwrap();
-        let pkt = tcp_packet(v6, sender, seq, ack, flags, win, payload);
+        // The packet travels as the first state's sender sends it.
+        fp.set_dir(&tcp_key(v6, sender0), &dir).unwrap();
+        let pkt = tcp_packet(v6, sender0, seq, ack, flags, win, payload);
         let (verdict, out) = fp.test_run(&pkt, gso).unwrap();
-        let after = fp.state(slot).unwrap();
+        let got = fp.flow(slot).unwrap();
         let what = format!(
-            "case {case}: v6 {v6} sender {sender} peers {ps:?} seq {seq} ack {ack} flags {flags:#x} win {win} payload {payload} gso {gso:?}"
+            "case {case}: v6 {v6} states {states:?} seq {seq} ack {ack} flags {flags:#x} win {win} payload {payload} gso {gso:?}"
         );
         if fits {
             taken += 1;
             assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
             assert_eq!(out, pkt, "a bridged packet leaves unchanged: {what}");
-            assert_eq!(after.peer[sender], fp_peer(&src), "{what}");
-            assert_eq!(after.peer[1 - sender], fp_peer(&dst), "{what}");
-            assert_eq!(after.slow, 0, "{what}");
+            assert_eq!(got.slow, 0, "{what}");
             let segs = gso.map_or(1, |g| g.1) as u64;
-            assert_eq!(after.packets[sender], segs, "{what}");
             let hdrs = if v6 { 40 + 20 } else { 20 + 20 };
-            assert_eq!(
-                after.bytes[sender],
-                (pkt.len() - 14) as u64 + (segs - 1) * hdrs,
-                "{what}"
-            );
-            assert!(after.last_ns > 0, "{what}");
+            for (k, (_, sender)) in states.iter().enumerate() {
+                let want = half(&after[k]);
+                assert_eq!(got.state[k].peer, want.peer, "state {k}: {what}");
+                let mut packets = [0, 0];
+                packets[*sender] = segs;
+                assert_eq!(got.state[k].packets, packets, "state {k}: {what}");
+                assert_eq!(
+                    got.state[k].bytes[*sender],
+                    (pkt.len() - 14) as u64 + (segs - 1) * hdrs,
+                    "state {k}: {what}"
+                );
+            }
+            assert!(got.last_ns > 0, "{what}");
         } else {
             refused += 1;
             assert_eq!(verdict, TC_ACT_OK, "{what}");
-            assert_eq!(after.peer, st.peer, "nothing moves: {what}");
-            assert_eq!(after.slow, 1, "{what}");
-            assert_eq!(after.packets, [0, 0], "{what}");
+            assert_eq!(got.state, flow.state, "nothing moves: {what}");
+            assert_eq!(got.slow, 1, "{what}");
         }
         if gso.is_some() {
             supers += 1;
         }
-        fp.remove_dir(&tcp_key(v6, sender)).unwrap();
+        if states.len() == 2 {
+            pairs += 1;
+        }
+        fp.remove_dir(&tcp_key(v6, sender0)).unwrap();
     }
-    println!("{taken} taken, {refused} given back, {supers} super-packets");
+    println!(
+        "{taken} taken, {refused} given back, {supers} super-packets, {pairs} with two states"
+    );
     // Both outcomes are well represented.
     assert!(taken > 3_000 && refused > 3_000, "{taken} / {refused}");
     let c = fp.counters().unwrap();
@@ -305,14 +370,21 @@ fn flags_slowness_staleness_and_misses_go_back() {
         wscale: 0,
         pad: [0; 3],
     };
-    let fresh = FpState {
+    let fresh = FpFlow {
         gen: 7,
-        peer: [p(1000), p(5000)],
-        ..FpState::default()
+        states: 1,
+        state: [
+            FpHalf {
+                peer: [p(1000), p(5000)],
+                ..FpHalf::default()
+            },
+            FpHalf::default(),
+        ],
+        ..FpFlow::default()
     };
-    fp.set_state(3, &fresh).unwrap();
+    fp.set_flow(3, &fresh).unwrap();
     let dir = FpDir {
-        state: 3,
+        flow: 3,
         gen: 7,
         out_ifindex: 1,
         ..FpDir::default()
@@ -323,22 +395,22 @@ fn flags_slowness_staleness_and_misses_go_back() {
     assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_REDIRECT);
     // FIN, RST, SYN: back, and the state turns slow.
     for flags in [0x11, 0x14, 0x12] {
-        fp.set_state(3, &fresh).unwrap();
+        fp.set_flow(3, &fresh).unwrap();
         assert_eq!(fp.test_run(&ack(flags), None).unwrap().0, TC_ACT_OK);
-        let st = fp.state(3).unwrap();
+        let st = fp.flow(3).unwrap();
         assert_eq!(st.slow, 1, "flags {flags:#x}");
         // Then everything goes back, even what fits.
         assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
     }
     // Handed back (user space clears the mark): taken again.
-    fp.set_state(3, &fresh).unwrap();
+    fp.set_flow(3, &fresh).unwrap();
     assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_REDIRECT);
     // The slot was given to another state meanwhile: back.
-    fp.set_state(3, &FpState { gen: 8, ..fresh }).unwrap();
+    fp.set_flow(3, &FpFlow { gen: 8, ..fresh }).unwrap();
     assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
     // No direction: back; the other direction of the same state is not
     // handed over.
-    fp.set_state(3, &fresh).unwrap();
+    fp.set_flow(3, &fresh).unwrap();
     assert_eq!(
         fp.test_run(&tcp_packet(false, 1, 5000, 1010, 0x10, 1000, 0), None)
             .unwrap()
@@ -355,7 +427,7 @@ fn flags_slowness_staleness_and_misses_go_back() {
     let mut frag = ack(0x10);
     frag[14 + 6] = 0x20; // more fragments
     assert_eq!(fp.test_run(&frag, None).unwrap().0, TC_ACT_OK);
-    assert_eq!(fp.state(3).unwrap().slow, 0);
+    assert_eq!(fp.flow(3).unwrap().slow, 0);
     let c = fp.counters().unwrap();
     assert_eq!(c.taken, 2);
     assert_eq!(c.back_flags, 3);
@@ -370,17 +442,23 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
     let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
     for v6 in [false, true] {
         for proto in [6u8, 17] {
-            let st = FpState {
-                gen: 1,
-                peer: [0, 1].map(|_| FpPeer {
-                    seqlo: 1000,
-                    seqhi: 100_000,
-                    max_win: 65535,
-                    ..FpPeer::default()
-                }),
-                ..FpState::default()
+            let peer = FpPeer {
+                seqlo: 1000,
+                seqhi: 100_000,
+                max_win: 65535,
+                ..FpPeer::default()
             };
-            fp.set_state(9, &st).unwrap();
+            let h = FpHalf {
+                peer: [peer, peer],
+                ..FpHalf::default()
+            };
+            let st = FpFlow {
+                gen: 1,
+                states: 2,
+                state: [h, h],
+                ..FpFlow::default()
+            };
+            fp.set_flow(9, &st).unwrap();
             let (c, s) = if v6 {
                 (CLIENT6, SERVER6)
             } else {
@@ -390,10 +468,10 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
             fp.set_dir(
                 &k,
                 &FpDir {
-                    state: 9,
+                    flow: 9,
                     gen: 1,
                     out_ifindex: 1,
-                    side: 0,
+                    side: [0, 0],
                     flags: FP_ROUTE,
                     eth: mac,
                     pad: 0,
@@ -415,7 +493,7 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
                 if ttl == 1 {
                     assert_eq!(verdict, TC_ACT_OK, "{what}");
                     assert_eq!(out, pkt, "{what}");
-                    assert_eq!(fp.state(9).unwrap().slow, 1, "{what}");
+                    assert_eq!(fp.flow(9).unwrap().slow, 1, "{what}");
                     continue;
                 }
                 assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
@@ -436,8 +514,9 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
                 }
                 assert_eq!(ip, &want[..], "{what}");
             }
-            let st = fp.state(9).unwrap();
-            assert_eq!(st.packets, [2, 0]);
+            let st = fp.flow(9).unwrap();
+            assert_eq!(st.state[0].packets, [2, 0]);
+            assert_eq!(st.state[1].packets, [2, 0]);
             fp.remove_dir(&k).unwrap();
         }
     }
