@@ -23,7 +23,27 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BLOCK_SIZE: u32 = 1 << 17;
 const BLOCK_NR: u32 = 64;
+/// The ring of a split port's socket for what is neither IPv4 nor IPv6
+/// (ARP, tagged frames, what a bridge forwards): little traffic.
+const OTHER_BLOCK_NR: u32 = 8;
 const FRAME_SIZE: u32 = 2048;
+
+/// One receiving socket and its TPACKET_V3 ring.
+struct Ring {
+    fd: OwnedFd,
+    map: *mut u8,
+    len: usize,
+    blocks: u32,
+    next_block: std::cell::Cell<u32>,
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the ring we mapped; the socket closes with fd
+        // (which also ends promiscuous mode).
+        unsafe { libc::munmap(self.map as *mut libc::c_void, self.len) };
+    }
+}
 
 /// A network port Palisade owns.
 pub struct Port {
@@ -41,10 +61,9 @@ pub struct Port {
     /// `recv_batch` is under way: a nested call would hand out a second
     /// `&mut` to a frame of the block not yet given back.
     receiving: std::cell::Cell<bool>,
-    fd: OwnedFd,
-    ring: *mut u8,
-    ring_len: usize,
-    next_block: std::cell::Cell<u32>,
+    /// One ring, every frame (ETH_P_ALL); or, split (`open_split`), one
+    /// for IPv4, one for IPv6 and one for the rest. The last one sends.
+    rings: Vec<Ring>,
 }
 
 // SAFETY: the ring is only touched by the thread that owns the Port (it is
@@ -101,138 +120,118 @@ impl Port {
         Port::open_with(name, true)
     }
 
+    /// As `open_offload`, with IPv4 and IPv6 received on sockets of
+    /// their own (bound to ETH_P_IP and ETH_P_IPV6), which the kernel
+    /// serves after tc ingress: what the in-kernel fast path's program
+    /// there takes never reaches them (docs/fastpath.md). A third socket
+    /// (ETH_P_ALL, served before tc) takes the rest, tagged frames
+    /// included, and sends.
+    pub fn open_split(name: &str) -> io::Result<Port> {
+        let ifindex = ifindex(name)?;
+        let rings = vec![
+            open_ring(ifindex, libc::ETH_P_IP as u16, true, BLOCK_NR, false)?,
+            open_ring(ifindex, libc::ETH_P_IPV6 as u16, true, BLOCK_NR, false)?,
+            open_ring(ifindex, libc::ETH_P_ALL as u16, true, OTHER_BLOCK_NR, true)?,
+        ];
+        Ok(Port::with_rings(name, ifindex, true, rings))
+    }
+
     fn open_with(name: &str, vnet: bool) -> io::Result<Port> {
         let ifindex = ifindex(name)?;
-        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
-        // SAFETY: plain socket creation.
-        let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) })?;
-        // SAFETY: raw is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
-        if vnet {
-            // Before the ring: the kernel refuses it once a ring exists.
-            let one: libc::c_int = 1;
-            setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one)?;
-        }
-        let req = libc::tpacket_req3 {
-            tp_block_size: BLOCK_SIZE,
-            tp_block_nr: BLOCK_NR,
-            tp_frame_size: FRAME_SIZE,
-            tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * BLOCK_NR,
-            tp_retire_blk_tov: 2,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
-        };
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
-        let ring_len = (BLOCK_SIZE * BLOCK_NR) as usize;
-        // SAFETY: mapping the ring the kernel just set up for this socket.
-        let ring = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                ring_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED,
-                raw,
-                0,
-            )
-        };
-        if ring == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let one: libc::c_int = 1;
-        // Do not receive what we send ourselves (Linux 4.20+).
-        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
-        // Send straight to the driver, past the qdisc layer: we are the
-        // forwarding path, not a local application.
-        let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
-        let mreq = libc::packet_mreq {
-            mr_ifindex: ifindex,
-            mr_type: libc::PACKET_MR_PROMISC as u16,
-            mr_alen: 0,
-            mr_address: [0; 8],
-        };
-        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
-        // SAFETY: zeroed sockaddr_ll is a valid starting value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto as u16;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: sll is a valid sockaddr_ll of the size passed.
-        cvt(unsafe {
-            libc::bind(
-                raw,
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
-        Ok(Port {
+        let ring = open_ring(ifindex, libc::ETH_P_ALL as u16, vnet, BLOCK_NR, false)?;
+        Ok(Port::with_rings(name, ifindex, vnet, vec![ring]))
+    }
+
+    fn with_rings(name: &str, ifindex: i32, vnet: bool, rings: Vec<Ring>) -> Port {
+        Port {
             name: name.to_string(),
             ifindex,
             vnet,
             refused_whole: std::cell::Cell::new(None),
             receiving: std::cell::Cell::new(false),
             refusals: std::cell::Cell::new(0),
-            fd,
-            ring: ring as *mut u8,
-            ring_len,
-            next_block: std::cell::Cell::new(0),
-        })
+            rings,
+        }
     }
 
+    /// Whether IPv4 and IPv6 come on sockets of their own (`open_split`).
+    pub fn split(&self) -> bool {
+        self.rings.len() > 1
+    }
+
+    /// The descriptors to wait on (every ring's socket).
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.rings.iter().map(|r| r.fd.as_raw_fd()).collect()
+    }
+
+    /// The socket that sends (and, unsplit, receives everything).
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.rings[self.rings.len() - 1].fd.as_raw_fd()
     }
 
     /// Share this port's traffic with the other sockets of fanout `group`
     /// by flow hash: every packet of a flow reaches the same socket (and
     /// so the same worker), which keeps each flow in order.
+    /// A split port's sockets join one group each (a group takes sockets
+    /// of one protocol): `group`, `group ^ 0x4000`, `group ^ 0x8000`.
     pub fn join_fanout(&self, group: u16) -> io::Result<()> {
-        let v: libc::c_int =
-            (group as libc::c_int) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
-        setsockopt(self.fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, &v)
+        for (k, r) in self.rings.iter().enumerate() {
+            let g = group ^ ((k as u16) << 14);
+            let v: libc::c_int =
+                (g as libc::c_int) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+            setsockopt(r.fd.as_raw_fd(), libc::SOL_PACKET, libc::PACKET_FANOUT, &v)?;
+        }
+        Ok(())
     }
 
     /// The socket's pending error, cleared (the interface went down or
     /// away: ENETDOWN, ENXIO, ...). Without clearing it poll() would
     /// report it again at once.
     pub fn take_error(&self) -> Option<io::Error> {
-        let mut e: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: SO_ERROR writes an int into e.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                &mut e as *mut libc::c_int as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        (r == 0 && e != 0).then(|| io::Error::from_raw_os_error(e))
+        let mut first = None;
+        for r in &self.rings {
+            let mut e: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: SO_ERROR writes an int into e.
+            let ok = unsafe {
+                libc::getsockopt(
+                    r.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut e as *mut libc::c_int as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            if ok == 0 && e != 0 && first.is_none() {
+                first = Some(io::Error::from_raw_os_error(e));
+            }
+        }
+        first
     }
 
     /// Frames the kernel dropped because this socket's ring was full,
     /// since the last call (PACKET_STATISTICS; reading resets them).
     pub fn ring_drops(&self) -> u64 {
-        // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
-        let mut st = [0u32; 3];
-        let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
-        // SAFETY: PACKET_STATISTICS writes at most `len` bytes into st.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                st.as_mut_ptr() as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r == 0 {
-            st[1] as u64
-        } else {
-            0
+        let mut drops = 0;
+        for r in &self.rings {
+            // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
+            let mut st = [0u32; 3];
+            let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
+            // SAFETY: PACKET_STATISTICS writes at most `len` bytes into st.
+            let ok = unsafe {
+                libc::getsockopt(
+                    r.fd.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_STATISTICS,
+                    st.as_mut_ptr() as *mut libc::c_void,
+                    &mut len,
+                )
+            };
+            if ok == 0 {
+                drops += st[1] as u64;
+            }
         }
+        drops
     }
 
     /// Hand every frame of the blocks the kernel has filled to `f` (with
@@ -254,17 +253,18 @@ impl Port {
             }
         }
         let _done = Done(&self.receiving);
-        self.recv_blocks(&mut f)
+        self.rings.iter().map(|r| self.recv_blocks(r, &mut f)).sum()
     }
 
-    fn recv_blocks(&self, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {
+    fn recv_blocks(&self, r: &Ring, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {
         let mut n = 0;
         let mut frame = Vec::with_capacity(2048);
+        let ring = r.map;
         loop {
-            let off = (self.next_block.get() * BLOCK_SIZE) as usize;
-            // SAFETY: off is inside the ring (block < BLOCK_NR); the block
+            let off = (r.next_block.get() * BLOCK_SIZE) as usize;
+            // SAFETY: off is inside the ring (block < r.blocks); the block
             // descriptor is at the start of each block.
-            let bd = unsafe { &mut *(self.ring.add(off) as *mut libc::tpacket_block_desc) };
+            let bd = unsafe { &mut *(ring.add(off) as *mut libc::tpacket_block_desc) };
             // SAFETY: the union holds the V1 header for TPACKET_V3 rings.
             let h1 = unsafe { &mut bd.hdr.bh1 };
             let status = unsafe { std::ptr::read_volatile(&h1.block_status) };
@@ -275,7 +275,7 @@ impl Port {
             let mut p = h1.offset_to_first_pkt as usize;
             for _ in 0..h1.num_pkts {
                 // SAFETY: the kernel placed a tpacket3_hdr at p within this block.
-                let hdr = unsafe { &*(self.ring.add(off + p) as *const libc::tpacket3_hdr) };
+                let hdr = unsafe { &*(ring.add(off + p) as *const libc::tpacket3_hdr) };
                 let mac = hdr.tp_mac as usize;
                 let len = hdr.tp_snaplen as usize;
                 let vh = if self.vnet && mac >= VNET_HDR_LEN {
@@ -283,7 +283,7 @@ impl Port {
                     // header just before the frame, inside the block.
                     let b = unsafe {
                         std::slice::from_raw_parts(
-                            self.ring.add(off + p + mac - VNET_HDR_LEN),
+                            ring.add(off + p + mac - VNET_HDR_LEN),
                             VNET_HDR_LEN,
                         )
                     };
@@ -299,9 +299,8 @@ impl Port {
                     // SAFETY: bounds checked just above; the block is ours
                     // (TP_STATUS_USER) until we give it back, and nothing
                     // else refers to this frame.
-                    let data = unsafe {
-                        std::slice::from_raw_parts_mut(self.ring.add(off + p + mac), len)
-                    };
+                    let data =
+                        unsafe { std::slice::from_raw_parts_mut(ring.add(off + p + mac), len) };
                     let tagged = hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
                     let frame: &mut [u8] = if tagged && data.len() >= 12 {
                         frame.clear();
@@ -339,7 +338,7 @@ impl Port {
             std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
             // SAFETY: giving the block back to the kernel.
             unsafe { std::ptr::write_volatile(&mut h1.block_status, libc::TP_STATUS_KERNEL) };
-            self.next_block.set((self.next_block.get() + 1) % BLOCK_NR);
+            r.next_block.set((r.next_block.get() + 1) % r.blocks);
         }
     }
 
@@ -512,12 +511,142 @@ impl Port {
     }
 }
 
-impl Drop for Port {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the ring we mapped; the socket closes with fd
-        // (which also ends promiscuous mode).
-        unsafe { libc::munmap(self.ring as *mut libc::c_void, self.ring_len) };
+/// A socket on interface `ifindex` receiving `proto` (host order) into a
+/// ring of `blocks` blocks; with `other`, a filter keeps out untagged
+/// IPv4 and IPv6 (a split port's third socket). The first socket of a
+/// port asks for promiscuous mode (every socket does: harmless).
+fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> io::Result<Ring> {
+    let proto = proto.to_be() as i32;
+    // SAFETY: plain socket creation.
+    let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) })?;
+    // SAFETY: raw is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+    if vnet {
+        // Before the ring: the kernel refuses it once a ring exists.
+        let one: libc::c_int = 1;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one)?;
     }
+    if other {
+        // Classic BPF, before bind so that nothing slips in: accept a
+        // frame whose 802.1Q tag the kernel took out, else refuse IPv4
+        // and IPv6 (the other sockets get them), else accept.
+        let code = [
+            // ld vlan_avail (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT)
+            libc::sock_filter {
+                code: 0x20,
+                jt: 0,
+                jf: 0,
+                k: 0xffff_f030,
+            },
+            // jeq #1: accept
+            libc::sock_filter {
+                code: 0x15,
+                jt: 3,
+                jf: 0,
+                k: 1,
+            },
+            // ldh [12]
+            libc::sock_filter {
+                code: 0x28,
+                jt: 0,
+                jf: 0,
+                k: 12,
+            },
+            // jeq #0x0800 / #0x86dd: refuse
+            libc::sock_filter {
+                code: 0x15,
+                jt: 2,
+                jf: 0,
+                k: 0x0800,
+            },
+            libc::sock_filter {
+                code: 0x15,
+                jt: 1,
+                jf: 0,
+                k: 0x86dd,
+            },
+            // accept: the whole frame
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            },
+            // refuse
+            libc::sock_filter {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
+        let prog = libc::sock_fprog {
+            len: code.len() as u16,
+            filter: code.as_ptr() as *mut libc::sock_filter,
+        };
+        setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
+    }
+    let req = libc::tpacket_req3 {
+        tp_block_size: BLOCK_SIZE,
+        tp_block_nr: blocks,
+        tp_frame_size: FRAME_SIZE,
+        tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * blocks,
+        tp_retire_blk_tov: 2,
+        tp_sizeof_priv: 0,
+        tp_feature_req_word: 0,
+    };
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    let len = (BLOCK_SIZE * blocks) as usize;
+    // SAFETY: mapping the ring the kernel just set up for this socket.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_LOCKED,
+            raw,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ring = Ring {
+        fd,
+        map: map as *mut u8,
+        len,
+        blocks,
+        next_block: std::cell::Cell::new(0),
+    };
+    let one: libc::c_int = 1;
+    // Do not receive what we send ourselves (Linux 4.20+).
+    let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one);
+    // Send straight to the driver, past the qdisc layer: we are the
+    // forwarding path, not a local application.
+    let _ = setsockopt(raw, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, &one);
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex,
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)?;
+    // SAFETY: zeroed sockaddr_ll is a valid starting value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto as u16;
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a valid sockaddr_ll of the size passed.
+    cvt(unsafe {
+        libc::bind(
+            raw,
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    Ok(ring)
 }
 
 /// The legacy virtio_net_hdr AF_PACKET uses (10 bytes, host byte order).

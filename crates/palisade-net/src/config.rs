@@ -10,6 +10,7 @@
 //! pflog = "/var/log/pflog"  # logged packets (pcap, DLT_PFLOG); none if absent
 //! pflog-size-mb = 16        # rotated at this size (one old file, .0)
 //! metrics = "127.0.0.1:9101"  # Prometheus text on http://ADDR/metrics (off if absent)
+//! fastpath = false         # the in-kernel fast path (docs/fastpath.md; under way)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it
@@ -56,6 +57,7 @@ struct Raw {
     pflog: Option<Spanned<String>>,
     pflog_size_mb: Option<Spanned<i64>>,
     metrics: Option<Spanned<String>>,
+    fastpath: Option<bool>,
     #[serde(default)]
     carp: Vec<RawCarp>,
     carp_options: Option<RawCarpOptions>,
@@ -413,6 +415,10 @@ pub struct Config {
     pub pflog_size: u64,
     /// The metrics listener (HTTP, Prometheus text), off unless set.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `fastpath = true`: the ports' IPv4 and IPv6 come on sockets of
+    /// their own, behind the in-kernel fast path's program at tc ingress
+    /// (docs/fastpath.md).
+    pub fastpath: bool,
     /// CARP interfaces (virtual hosts), and the options of all of them.
     pub carp: Vec<CarpIface>,
     pub carp_options: CarpOptions,
@@ -1025,6 +1031,7 @@ impl Config {
             _ => None,
         };
         Ok(Config {
+            fastpath: raw.fastpath.unwrap_or(false),
             osfp,
             pfsync,
             pflog,

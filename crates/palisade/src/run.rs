@@ -73,13 +73,33 @@ pub fn run(path: &Path) -> Result<(), String> {
         .map(|n| port_mac(n).map(palisade_net::dataplane::own_mac))
         .collect::<Result<Vec<_>, _>>()?;
     let workers = cfg.workers;
+    // The in-kernel fast path: loaded and attached before the ports are
+    // opened split (without its program, split sockets would see tagged
+    // frames twice); if that fails, Palisade runs without it.
+    let fastpath = if cfg.fastpath {
+        match attach_fastpath(&names) {
+            Ok(fp) => {
+                tracing::warn!(
+                    "fastpath: the program is attached to every port, but the daemon does not hand it any state yet: every packet still goes through Palisade (docs/fastpath.md)"
+                );
+                Some(fp)
+            }
+            Err(e) => {
+                tracing::error!("fastpath: {e}; running without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let split = fastpath.is_some();
     let cfg_control = cfg.control.clone();
     let cfg_metrics = cfg.metrics;
     // Fanout group ids are per network namespace: derive them from our PID.
     let fanout = (workers > 1).then(|| (std::process::id() as u16).wrapping_mul(16));
     let mut sockets = Vec::new();
     for _ in 0..workers {
-        sockets.push(open_ports(&names, fanout)?);
+        sockets.push(open_ports(&names, fanout, split)?);
     }
     let mut isolation = Isolation::apply(&names, Path::new(crate::isolation::RUN_DIR))
         .map_err(|e| format!("cannot record the ports' settings before changing them: {e}"))?;
@@ -179,6 +199,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         carp: carp.map(Mutex::new),
         pfsync: pfsync.map(Mutex::new),
         wake,
+        fastpath: fastpath.map(Mutex::new),
     };
     tracing::info!(
         "running: {} ({} rules, {workers} worker{})",
@@ -264,4 +285,13 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     tracing::info!("stopping: {:?}", sh.dp().counters);
     Ok(())
+}
+
+/// Load the fast path's program and attach it at tc ingress of every port.
+fn attach_fastpath(names: &[String]) -> Result<palisade_net::fastpath::FastPath, String> {
+    let mut fp = palisade_net::fastpath::FastPath::load().map_err(|e| e.to_string())?;
+    for n in names {
+        fp.attach(n).map_err(|e| e.to_string())?;
+    }
+    Ok(fp)
 }

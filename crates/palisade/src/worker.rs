@@ -103,10 +103,17 @@ fn check_port(p: &Port) -> Health {
     }
 }
 
-pub fn open_ports(names: &[String], fanout: Option<u16>) -> Result<Vec<Port>, String> {
+/// Every port's sockets for one worker; `split`: IPv4 and IPv6 on
+/// sockets of their own, behind the fast path's program (`Port::open_split`).
+pub fn open_ports(names: &[String], fanout: Option<u16>, split: bool) -> Result<Vec<Port>, String> {
     let mut ports = Vec::new();
     for n in names {
-        let p = Port::open_offload(n).map_err(|e| format!("port '{n}': {e}"))?;
+        let p = if split {
+            Port::open_split(n)
+        } else {
+            Port::open_offload(n)
+        }
+        .map_err(|e| format!("port '{n}': {e}"))?;
         // One group per interface, the same in every worker; a port that is
         // created again gets a new index, so a fresh group (the old one may
         // still hold the sockets of the vanished interface).
@@ -205,13 +212,27 @@ pub fn worker(
     mut isolation: Option<&mut Isolation>,
     mut pflog: Option<PflogFile>,
 ) {
-    let mut fds: Vec<_> = ports.iter().map(|p| p.fd()).collect();
+    // Every socket of every port (a split port has three), then the
+    // host interface and the wake-up (worker 0).
+    let mut extra = Vec::new();
     if id == 0 {
         if let Some(t) = &sh.tap {
-            fds.push(t.fd());
+            extra.push(t.fd());
         }
-        fds.push(sh.wake.fd());
+        extra.push(sh.wake.fd());
     }
+    let wait_list = |ports: &[Port]| -> (Vec<std::os::fd::RawFd>, Vec<usize>) {
+        let (mut fds, mut owner) = (Vec::new(), Vec::new());
+        for (i, p) in ports.iter().enumerate() {
+            for fd in p.fds() {
+                fds.push(fd);
+                owner.push(i);
+            }
+        }
+        fds.extend(&extra);
+        (fds, owner)
+    };
+    let (mut fds, mut fd_port) = wait_list(&ports);
     let drives_carp = id == 0 && (sh.carp.is_some() || sh.pfsync.is_some());
     let defer = sh.pfsync().is_some_and(|s| s.cfg.defer);
     let mut buf = vec![0u8; 65536];
@@ -245,7 +266,12 @@ pub fn worker(
             sh.wake.clear();
         }
         let now = sh.start.elapsed().as_millis() as u64;
-        for i in errs.into_iter().filter(|&i| i < ports.len()) {
+        let mut errs: Vec<usize> = errs
+            .into_iter()
+            .filter_map(|i| fd_port.get(i).copied())
+            .collect();
+        errs.dedup();
+        for i in errs {
             if let Some(e) = ports[i].take_error() {
                 if id == 0 && health[i] == Health::Up {
                     tracing::error!("port '{}': {e}", ports[i].name);
@@ -391,12 +417,24 @@ pub fn worker(
                     let _ = sh.dp().set_link(i, false);
                 }
                 (_, Health::Replaced) => {
-                    let reopened = open_ports(std::slice::from_ref(&name), fanout);
+                    // A new interface: the fast path's program goes on
+                    // it first (worker 0), then the sockets, split as
+                    // before.
+                    let split = ports[i].split();
+                    if split && id == 0 {
+                        if let Some(fp) = &sh.fastpath {
+                            if let Err(e) =
+                                fp.lock().unwrap_or_else(|e| e.into_inner()).attach(&name)
+                            {
+                                tracing::error!("port '{name}': {e}");
+                            }
+                        }
+                    }
+                    let reopened = open_ports(std::slice::from_ref(&name), fanout, split);
                     match (reopened, port_mac(&name)) {
                         (Ok(mut p), Ok(mac)) => {
-                            let p = p.remove(0);
-                            fds[i] = p.fd();
-                            ports[i] = p;
+                            ports[i] = p.remove(0);
+                            (fds, fd_port) = wait_list(&ports);
                             if id == 0 {
                                 tracing::info!("port '{name}' is back");
                                 let _ = sh.dp().set_link(i, true);

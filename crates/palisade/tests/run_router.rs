@@ -396,6 +396,10 @@ via = "203.0.113.1"
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("ttl_exceeded: 1"), "{err}");
+    // Every frame on the trunk came tagged 1234 and was taken once, as
+    // tagged (with the fast path, a tagged frame also handed to the
+    // per-family sockets, untagged, would count here).
+    assert!(err.contains("unknown_vlan: 0,"), "{err}");
     // Pings to the firewall were answered by its Linux stack.
     assert!(
         !err.contains("host_in: 0,") && err.contains("host_out: "),

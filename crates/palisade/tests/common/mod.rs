@@ -323,11 +323,23 @@ pub const ROUTED_TOML: &str = "[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\
 
 /// Write a palisade.toml whose control socket is next to it (tests must not
 /// touch the machine's /run/palisade.sock).
+/// A palisade.toml with the control socket beside it; with
+/// `PALISADE_TEST_FASTPATH=on` in the environment, with `fastpath = true`
+/// (the ports split behind the in-kernel fast path's program).
 pub fn write_config(path: &std::path::Path, body: impl AsRef<str>) {
     let sock = path.parent().unwrap().join("palisade.sock");
+    let fastpath = if std::env::var("PALISADE_TEST_FASTPATH").is_ok_and(|v| v == "on") {
+        "fastpath = true\n"
+    } else {
+        ""
+    };
     std::fs::write(
         path,
-        format!("control = \"{}\"\n{}", sock.display(), body.as_ref()),
+        format!(
+            "control = \"{}\"\n{fastpath}{}",
+            sock.display(),
+            body.as_ref()
+        ),
     )
     .unwrap();
 }
