@@ -222,10 +222,16 @@ impl Eq for RuleStats {}
 impl RuleStats {
     /// Count one packet of `len` bytes travelling in `dir`.
     pub fn count(&self, dir: Direction, len: u64) {
+        self.count_many(dir, 1, len);
+    }
+
+    /// `packets` packets of `bytes` bytes in all (what the in-kernel fast
+    /// path passed for a state since it was last read).
+    pub fn count_many(&self, dir: Direction, packets: u64, bytes: u64) {
         use std::sync::atomic::Ordering::Relaxed;
         let i = (dir == Direction::Out) as usize;
-        self.packets[i].fetch_add(1, Relaxed);
-        self.bytes[i].fetch_add(len, Relaxed);
+        self.packets[i].fetch_add(packets, Relaxed);
+        self.bytes[i].fetch_add(bytes, Relaxed);
     }
 
     /// (evaluations, packets, bytes, current states, states created).

@@ -1366,6 +1366,76 @@ impl StateTable {
     }
 }
 
+/// What the in-kernel fast path needs of a state it may take over
+/// (docs/fastpath.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastView {
+    /// The direction the state was created in: a packet in the same
+    /// direction on a pass is from its initiator (side 0).
+    pub dir: Direction,
+    /// The initiator's side and the responder's.
+    pub peers: [Peer; 2],
+}
+
+impl StateTable {
+    /// A state the fast path may take over: TCP with both sides
+    /// established, untranslated, and nothing that must see each packet
+    /// (`log (all)`, scrub, modulate, synproxy, routing options, sloppy
+    /// tracking, windows a pfsync peer wrote). The same test as for
+    /// deciding a super-packet whole.
+    pub fn fast_view(&self, id: u64) -> Option<FastView> {
+        let s = self.get(id)?;
+        let per_packet = s.ext.as_deref().is_some_and(|e| {
+            e.seqdiff != 0 || e.seqdiff_dst != 0 || e.proxy.is_some() || e.route.is_some()
+        });
+        let ok = s.key.proto == 6
+            && s.src.state == tcps::ESTABLISHED
+            && s.dst.state == tcps::ESTABLISHED
+            && s.translated.is_none()
+            && !s.log_all
+            && !s.sloppy
+            && s.unverified == 0
+            && s.scrub().is_empty()
+            && !per_packet;
+        ok.then_some(FastView {
+            dir: s.dir,
+            peers: [s.src, s.dst],
+        })
+    }
+
+    /// What the fast path did to a state since it was last read: the
+    /// windows it moved to (seqlo, seqhi, max_win per side), the packets
+    /// and bytes it passed per side, and the time of the last one.
+    pub fn fast_sync(
+        &mut self,
+        id: u64,
+        windows: [(u32, u32, u32); 2],
+        packets: [u64; 2],
+        bytes: [u64; 2],
+        last_ms: u64,
+    ) {
+        let Some(slot) = self.slot_of(id) else {
+            return;
+        };
+        let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
+            return;
+        };
+        for (p, w) in [&mut s.src, &mut s.dst].into_iter().zip(windows) {
+            (p.seqlo, p.seqhi, p.max_win) = w;
+        }
+        for side in 0..2 {
+            s.packets[side] += packets[side];
+            s.bytes[side] += bytes[side];
+            if let Some(st) = &s.stats {
+                let out = (s.dir == Direction::Out) != (side == 1);
+                let d = if out { Direction::Out } else { Direction::In };
+                st.count_many(d, packets[side], bytes[side]);
+            }
+        }
+        s.last_ms = s.last_ms.max(last_ms);
+    }
+}
+
 /// pf's window check and update for one segment from `src` to `dst`:
 /// Ok(true) when it fitted strictly, Ok(false) when it passed only
 /// loosely (sloppy, closing, or an unverified state), Err when it is

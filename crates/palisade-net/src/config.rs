@@ -10,7 +10,7 @@
 //! pflog = "/var/log/pflog"  # logged packets (pcap, DLT_PFLOG); none if absent
 //! pflog-size-mb = 16        # rotated at this size (one old file, .0)
 //! metrics = "127.0.0.1:9101"  # Prometheus text on http://ADDR/metrics (off if absent)
-//! fastpath = false         # the in-kernel fast path (docs/fastpath.md; under way)
+//! fastpath = false         # established TCP through an in-kernel program (docs/fastpath.md)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
 //! [[interface]]            # a logical interface, named as pf.conf names it

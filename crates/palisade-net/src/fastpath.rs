@@ -19,7 +19,7 @@ use aya::programs::SchedClassifier;
 /// Addresses as on the wire (an IPv4 address in the first four bytes of
 /// `src`/`dst`), ports in network byte order.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FpKey {
     pub ifindex: u32,
     /// 4 or 6.

@@ -70,10 +70,6 @@ pub struct Shared {
     pub(crate) pfsync: Option<Mutex<crate::pfsync::SyncRuntime>>,
     /// Wakes worker 0 (a demotion to advertise now).
     pub(crate) wake: Wake,
-    /// The in-kernel fast path, when `fastpath = true` and it loaded: the
-    /// ports are split (IPv4 and IPv6 on sockets of their own, behind
-    /// its program).
-    pub(crate) fastpath: Option<Mutex<palisade_net::fastpath::FastPath>>,
 }
 
 /// An eventfd that wakes worker 0 out of its poll.

@@ -58,6 +58,14 @@ pub fn reply<'a>(sh: &'a Shared, req: &Value) -> Reply<'a> {
 /// One typed request (all but `show states`, answered in parts, and
 /// `log`, a stream).
 pub fn answer(sh: &Shared, req: &Request) -> Value {
+    let v = answer_inner(sh, req);
+    // States a request removed (kill, flush, a reload) leave the in-kernel
+    // fast path at once.
+    sh.dp().fast_reconcile();
+    v
+}
+
+fn answer_inner(sh: &Shared, req: &Request) -> Value {
     match req {
         Request::Show {
             what,

@@ -76,12 +76,15 @@ pub fn run(path: &Path) -> Result<(), String> {
     // The in-kernel fast path: loaded and attached before the ports are
     // opened split (without its program, split sockets would see tagged
     // frames twice); if that fails, Palisade runs without it.
-    let fastpath = if cfg.fastpath {
+    let fastpath = if cfg.fastpath && (!cfg.carp.is_empty() || cfg.pfsync.is_some()) {
+        tracing::warn!(
+            "fastpath: not with CARP or pfsync yet (pfsync must hear of every state change): running without it (docs/fastpath.md)"
+        );
+        None
+    } else if cfg.fastpath {
         match attach_fastpath(&names) {
             Ok(fp) => {
-                tracing::warn!(
-                    "fastpath: the program is attached to every port, but the daemon does not hand it any state yet: every packet still goes through Palisade (docs/fastpath.md)"
-                );
+                tracing::info!("fastpath: attached to every port (docs/fastpath.md)");
                 Some(fp)
             }
             Err(e) => {
@@ -162,7 +165,15 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     };
     let host_port = names.len();
+    let ifindexes: Vec<u32> = names
+        .iter()
+        .map(|n| palisade_net::afpacket::ifindex(n).map(|i| i as u32))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
+    if let Some(fp) = fastpath {
+        dp.set_fastpath(fp, ifindexes, 0);
+    }
     let dp_cfg = dp.cfg.clone();
     let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
     let pfsync = match &dp_cfg.pfsync {
@@ -199,7 +210,6 @@ pub fn run(path: &Path) -> Result<(), String> {
         carp: carp.map(Mutex::new),
         pfsync: pfsync.map(Mutex::new),
         wake,
-        fastpath: fastpath.map(Mutex::new),
     };
     tracing::info!(
         "running: {} ({} rules, {workers} worker{})",
@@ -284,6 +294,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         let _ = std::fs::remove_file(&cfg_control);
     }
     tracing::info!("stopping: {:?}", sh.dp().counters);
+    if let Some((flows, c)) = sh.dp().fastpath_status() {
+        tracing::info!("fastpath: {flows} flows handed over; {c:?}");
+    }
     Ok(())
 }
 

@@ -422,12 +422,8 @@ pub fn worker(
                     // before.
                     let split = ports[i].split();
                     if split && id == 0 {
-                        if let Some(fp) = &sh.fastpath {
-                            if let Err(e) =
-                                fp.lock().unwrap_or_else(|e| e.into_inner()).attach(&name)
-                            {
-                                tracing::error!("port '{name}': {e}");
-                            }
+                        if let Err(e) = sh.dp().fast_attach(&name) {
+                            tracing::error!("port '{name}': {e}");
                         }
                     }
                     let reopened = open_ports(std::slice::from_ref(&name), fanout, split);

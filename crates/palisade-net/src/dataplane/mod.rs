@@ -26,6 +26,7 @@ mod bridge;
 mod control;
 mod demux;
 mod drop;
+mod fast;
 mod host;
 mod icmp_error;
 mod local;
@@ -204,6 +205,10 @@ pub struct Dataplane {
     out: Vec<Out>,
     /// A super-packet to send from the caller's buffer (`offload`).
     in_place: Option<offload::InPlace>,
+    /// The in-kernel fast path (`set_fastpath`), and what the packet
+    /// under way showed of its flow.
+    fast: Option<fast::Offloads>,
+    trace: fast::Trace,
 }
 
 impl Dataplane {
@@ -231,6 +236,8 @@ impl Dataplane {
             rng: Rng(seed),
             out: Vec::new(),
             in_place: None,
+            fast: None,
+            trace: fast::Trace::default(),
             if_stats: vec![IfStats::default(); n_ifaces],
             counters: Counters::default(),
             filter,
@@ -295,6 +302,7 @@ impl Dataplane {
     /// A frame received on port `port`: what to send.
     pub fn input(&mut self, port: usize, frame: &[u8], now: u64) -> Vec<Out> {
         self.counters.frames_in += 1;
+        self.fast_begin(port, frame, now);
         match self.demux.segment(port, frame) {
             None => self.frame_in(port, frame, now),
             Some(Ok(segments)) => {
@@ -305,6 +313,7 @@ impl Dataplane {
             }
             Some(Err(r)) => self.counters.dropped(r),
         }
+        self.fast_end();
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
@@ -323,6 +332,7 @@ impl Dataplane {
             }
         }
         self.fdb.age(now);
+        self.fast_tick(now);
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
@@ -391,7 +401,19 @@ impl Dataplane {
             vlan: ifc.vlan.map(VlanTag::dot1q),
             ethertype,
         };
+        if self.trace_on() {
+            let mut macs = [0u8; 12];
+            macs[..6].copy_from_slice(&dst);
+            macs[6..].copy_from_slice(&src);
+            let tagged = ifc.vlan.is_some();
+            self.fast_sent(port, macs, tagged, payload);
+        }
         self.out.push((port, eth.frame(payload, 60)));
+    }
+
+    /// Is a packet's way being traced for the fast path?
+    fn trace_on(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// pf on one packet; what its rules log is kept for `take_log` (the
@@ -453,6 +475,7 @@ impl Dataplane {
                 }
             }
         }
+        self.fast_pass(ix, dir, &d);
         d
     }
 }

@@ -65,6 +65,7 @@ impl Dataplane {
             return self.input(port, frame, now);
         };
         self.counters.frames_in += 1;
+        self.fast_begin(port, frame, now);
         if g.udp || !self.super_in(port, frame, g, now) {
             // Decided segment by segment from the start.
             match segment(frame, g) {
@@ -77,6 +78,7 @@ impl Dataplane {
                 None => self.counters.dropped(DropReason::Malformed),
             }
         }
+        self.fast_end();
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64 + self.in_place.is_some() as u64;
         out
@@ -331,6 +333,13 @@ impl Dataplane {
                 EtherType::Ipv4
             },
         };
+        if self.trace_on() {
+            let mut macs = [0u8; 12];
+            macs[..6].copy_from_slice(&dst);
+            macs[6..].copy_from_slice(&src);
+            let tagged = eth.vlan.is_some();
+            self.fast_sent(port, macs, tagged, &frame[l2..]);
+        }
         // The new link header in place of the old; a copy only when one
         // is tagged and the other not.
         let head = eth.frame(&[], 0);
@@ -397,6 +406,7 @@ impl Dataplane {
             st.packets[v6][out][0] += n as u64;
             st.bytes[v6][out][0] += (info.len + (n - 1) * segment_len(info)) as u64;
         }
+        self.fast_pass(ix, dir, &d);
         Whole::Pass(d)
     }
 }

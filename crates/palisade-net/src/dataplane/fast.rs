@@ -1,0 +1,576 @@
+//! Handing forwarded flows to the in-kernel fast path and taking them
+//! back (docs/fastpath.md).
+//!
+//! A flow is learnt from the packets the data plane forwards itself: each
+//! one that passes pf on the way in and on the way out by two state hits
+//! and leaves as one frame, untagged, tells where its direction goes
+//! (`Trace`). Once both directions are known and both states need nothing
+//! per packet (`StateTable::fast_view`), the flow's record (both states'
+//! windows) and its two directions are written to the program's maps.
+//!
+//! From then on the program owns the record while its `slow` mark is
+//! clear, and user space only reads it (every tick: windows, counters,
+//! the last packet's time into the states). When the program gives a
+//! packet of the flow back it sets the mark; user space reads the record
+//! before pf sees that packet, owns it from then on, and hands it back a
+//! tick after the last packet it saw, or takes the flow away for good
+//! (the states closing, gone, killed). Taking away removes the
+//! directions first, so the program no longer finds the flow.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use palisade_conf::ir::Direction;
+use palisade_filter::state::{FastView, Peer};
+use palisade_wire::{IpInfo, L4};
+
+use super::Dataplane;
+use crate::fastpath::{FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_ROUTE};
+
+/// What the packet under way has shown so far.
+#[derive(Default)]
+pub(super) struct Trace {
+    active: bool,
+    port: usize,
+    /// pf's passes: interface, direction, state.
+    passes: Vec<(usize, Direction, u64)>,
+    sends: u32,
+    /// The one frame sent: port, its destination and source MAC, the
+    /// packet's key as the program will see it on the way in.
+    out: Option<(usize, [u8; 12], FpKey)>,
+    bad: bool,
+}
+
+struct Learnt {
+    key: FpKey,
+    dir: FpDir,
+    /// Logical interfaces in and out, and the family (counters).
+    in_ix: usize,
+    out_ix: usize,
+    v6: bool,
+}
+
+struct Flow {
+    slot: u32,
+    gen: u32,
+    /// The states (the same twice when both passes found one).
+    ids: [u64; 2],
+    /// By the side of `ids[0]` that sends.
+    dirs: [Option<Learnt>; 2],
+    handed: bool,
+    /// User space owns the record (the program marked it slow).
+    slow: bool,
+    slow_seen: u64,
+    /// The record as last read: counters since are new.
+    base: FpFlow,
+}
+
+pub(super) struct Offloads {
+    fp: FastPath,
+    /// Interface index of each port.
+    ifindex: Vec<u32>,
+    flows: HashMap<[u64; 2], Flow>,
+    by_key: HashMap<FpKey, [u64; 2]>,
+    free: Vec<u32>,
+    next_slot: u32,
+    next_gen: u32,
+    /// CLOCK_MONOTONIC (the program's clock) at the data plane's 0 ms.
+    epoch_ns: u64,
+}
+
+/// Flows the program's array holds (`FP_MAX_FLOWS`).
+const MAX_FLOWS: u32 = 131_072;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn fp_peer(p: &Peer) -> FpPeer {
+    FpPeer {
+        seqlo: p.seqlo,
+        seqhi: p.seqhi,
+        max_win: p.max_win,
+        wscale: p.wscale.map_or(0, |w| 0x80 | w),
+        pad: [0; 3],
+    }
+}
+
+fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
+    let L4::Tcp { sport, dport, .. } = info.l4 else {
+        return None;
+    };
+    let mut k = FpKey {
+        ifindex,
+        proto: 6,
+        sport: sport.to_be(),
+        dport: dport.to_be(),
+        ..FpKey::default()
+    };
+    match (info.src, info.dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            k.family = 4;
+            k.src[..4].copy_from_slice(&a.octets());
+            k.dst[..4].copy_from_slice(&b.octets());
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            k.family = 6;
+            k.src = a.octets();
+            k.dst = b.octets();
+        }
+        _ => return None,
+    }
+    Some(k)
+}
+
+impl Offloads {
+    pub(super) fn new(fp: FastPath, ifindex: Vec<u32>, now_ms: u64) -> Offloads {
+        Offloads {
+            fp,
+            ifindex,
+            flows: HashMap::new(),
+            by_key: HashMap::new(),
+            free: Vec::new(),
+            next_slot: 0,
+            next_gen: 1,
+            epoch_ns: monotonic_ns().saturating_sub(now_ms * 1_000_000),
+        }
+    }
+
+    fn ms(&self, ns: u64) -> u64 {
+        ns.saturating_sub(self.epoch_ns) / 1_000_000
+    }
+}
+
+impl Dataplane {
+    /// Use the in-kernel fast path (already attached to the ports, whose
+    /// interface indexes these are, in port order).
+    pub fn set_fastpath(&mut self, fp: FastPath, ifindex: Vec<u32>, now_ms: u64) {
+        self.fast = Some(Offloads::new(fp, ifindex, now_ms));
+    }
+
+    /// Attach the fast path's program to port `name` (a port created
+    /// again). Nothing when the fast path is off.
+    pub fn fast_attach(&mut self, name: &str) -> std::io::Result<()> {
+        match self.fast.as_mut() {
+            Some(o) => o.fp.attach(name),
+            None => Ok(()),
+        }
+    }
+
+    /// Flows the program has now, and its counters.
+    pub fn fastpath_status(&mut self) -> Option<(usize, crate::fastpath::FpCounters)> {
+        let o = self.fast.as_mut()?;
+        let handed = o.flows.values().filter(|f| f.handed).count();
+        Some((handed, o.fp.counters().unwrap_or_default()))
+    }
+
+    /// A frame arrives on `port`: if it belongs to a flow the program
+    /// has, what the program did goes into the states first (pf decides
+    /// the packet from them); and the trace of this packet starts.
+    pub(super) fn fast_begin(&mut self, port: usize, frame: &[u8], now: u64) {
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        self.trace = Trace {
+            active: true,
+            port,
+            ..Trace::default()
+        };
+        if o.by_key.is_empty() || frame.len() < 14 {
+            return;
+        }
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype != 0x0800 && ethertype != 0x86dd {
+            return;
+        }
+        let Ok(info) = palisade_wire::parse_ip(&frame[14..]) else {
+            return;
+        };
+        let Some(ix) = o.ifindex.get(port).copied() else {
+            return;
+        };
+        let Some(key) = key_of(ix, &info) else {
+            return;
+        };
+        let Some(ids) = o.by_key.get(&key).copied() else {
+            return;
+        };
+        if let Some(f) = o.flows.get_mut(&ids) {
+            if f.slow {
+                // Ours already: nothing moved since it was read.
+                f.slow_seen = now;
+                return;
+            }
+        }
+        if let Some(rec) = self.fast_pull(ids) {
+            if rec.slow != 0 {
+                if let Some(f) = self.fast.as_mut().and_then(|o| o.flows.get_mut(&ids)) {
+                    f.slow = true;
+                    f.slow_seen = now;
+                }
+            }
+        }
+    }
+
+    /// pf decided a pass of the packet under way.
+    pub(super) fn fast_pass(&mut self, ix: usize, dir: Direction, d: &palisade_filter::Decision) {
+        if !self.trace.active {
+            return;
+        }
+        match d.state_id {
+            Some(id) if d.passed() && d.route.is_none() && d.nat.is_none() => {
+                self.trace.passes.push((ix, dir, id))
+            }
+            _ => self.trace.bad = true,
+        }
+    }
+
+    /// The packet under way leaves as a frame out of `port`.
+    pub(super) fn fast_sent(&mut self, port: usize, eth: [u8; 12], tagged: bool, ip: &[u8]) {
+        if !self.trace.active {
+            return;
+        }
+        self.trace.sends += 1;
+        if tagged {
+            self.trace.bad = true;
+            return;
+        }
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let Some(ix) = o.ifindex.get(self.trace.port).copied() else {
+            self.trace.bad = true;
+            return;
+        };
+        match palisade_wire::parse_ip(ip)
+            .ok()
+            .and_then(|i| key_of(ix, &i))
+        {
+            Some(k) => self.trace.out = Some((port, eth, k)),
+            None => self.trace.bad = true,
+        }
+    }
+
+    /// The packet under way is done: learn its direction, and hand the
+    /// flow over when both are known.
+    pub(super) fn fast_end(&mut self) {
+        let t = std::mem::take(&mut self.trace);
+        if !t.active || t.bad || t.sends != 1 || t.passes.len() != 2 {
+            return;
+        }
+        let Some((out_port, eth, key)) = t.out else {
+            return;
+        };
+        let ((in_ix, Direction::In, in_id), (out_ix, Direction::Out, out_id)) =
+            (t.passes[0], t.passes[1])
+        else {
+            return;
+        };
+        let untagged = |i: usize| self.cfg.ifaces.get(i).is_some_and(|f| f.vlan.is_none());
+        if !untagged(in_ix) || !untagged(out_ix) {
+            return;
+        }
+        let (Some(vin), Some(vout)) = (
+            self.filter.states.fast_view(in_id),
+            self.filter.states.fast_view(out_id),
+        ) else {
+            return;
+        };
+        let routed = self.cfg.ifaces[in_ix].bridge.is_none();
+        // The flow's states in a fixed order, and this direction's side of
+        // each (0: sent by the state's initiator).
+        let side = |v: &FastView, pass: Direction| (v.dir != pass) as u8;
+        let (ids, sides, views) = if in_id <= out_id {
+            (
+                [in_id, out_id],
+                [side(&vin, Direction::In), side(&vout, Direction::Out)],
+                [vin, vout],
+            )
+        } else {
+            (
+                [out_id, in_id],
+                [side(&vout, Direction::Out), side(&vin, Direction::In)],
+                [vout, vin],
+            )
+        };
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        let Some(out_ifindex) = o.ifindex.get(out_port).copied() else {
+            return;
+        };
+        if !o.flows.contains_key(&ids) {
+            let slot = match o.free.pop() {
+                Some(s) => s,
+                None if o.next_slot < MAX_FLOWS => {
+                    o.next_slot += 1;
+                    o.next_slot - 1
+                }
+                None => return,
+            };
+            o.flows.insert(
+                ids,
+                Flow {
+                    slot,
+                    gen: 0,
+                    ids,
+                    dirs: [None, None],
+                    handed: false,
+                    slow: false,
+                    slow_seen: 0,
+                    base: FpFlow::default(),
+                },
+            );
+        }
+        let f = o.flows.get_mut(&ids).expect("just inserted");
+        if f.handed {
+            return;
+        }
+        let d = (sides[0] & 1) as usize;
+        f.dirs[d] = Some(Learnt {
+            key,
+            dir: FpDir {
+                flow: f.slot,
+                gen: 0,
+                out_ifindex,
+                side: sides,
+                flags: if routed { FP_ROUTE } else { 0 },
+                eth,
+                pad: 0,
+            },
+            in_ix,
+            out_ix,
+            v6: key.family == 6,
+        });
+        if f.dirs.iter().all(Option::is_some) {
+            let gen = o.next_gen;
+            o.next_gen = o.next_gen.wrapping_add(1).max(1);
+            let states = if ids[0] == ids[1] { 1 } else { 2 };
+            let mut rec = FpFlow {
+                gen,
+                states,
+                ..FpFlow::default()
+            };
+            for (k, v) in views.iter().enumerate() {
+                rec.state[k] = FpHalf {
+                    peer: [fp_peer(&v.peers[0]), fp_peer(&v.peers[1])],
+                    ..FpHalf::default()
+                };
+            }
+            if o.fp.set_flow(f.slot, &rec).is_err() {
+                return;
+            }
+            f.gen = gen;
+            f.base = rec;
+            let mut ok = true;
+            for l in f.dirs.iter_mut().flatten() {
+                l.dir.gen = gen;
+                ok &= o.fp.set_dir(&l.key, &l.dir).is_ok();
+                o.by_key.insert(l.key, ids);
+            }
+            f.handed = ok;
+            if !ok {
+                for l in f.dirs.iter().flatten() {
+                    let _ = o.fp.remove_dir(&l.key);
+                    o.by_key.remove(&l.key);
+                }
+            }
+        }
+    }
+
+    /// Read a handed flow's record and put what the program did since
+    /// the last read into the states and the counters. The record.
+    fn fast_pull(&mut self, ids: [u64; 2]) -> Option<FpFlow> {
+        let o = self.fast.as_mut()?;
+        let f = o.flows.get_mut(&ids)?;
+        if !f.handed {
+            return None;
+        }
+        let rec = o.fp.flow(f.slot).ok()?;
+        if rec.gen != f.gen {
+            return None;
+        }
+        let base = std::mem::replace(&mut f.base, rec);
+        let last_ms = o.ms(rec.last_ns);
+        let states = if ids[0] == ids[1] { 1 } else { 2 };
+        let mut moved = [0u64; 2];
+        for (k, &id) in ids.iter().enumerate().take(states) {
+            let (now, then) = (&rec.state[k], &base.state[k]);
+            let windows =
+                [0, 1].map(|s| (now.peer[s].seqlo, now.peer[s].seqhi, now.peer[s].max_win));
+            let packets = [0, 1].map(|s| now.packets[s].saturating_sub(then.packets[s]));
+            let bytes = [0, 1].map(|s| now.bytes[s].saturating_sub(then.bytes[s]));
+            if k == 0 {
+                moved = packets;
+            }
+            let last = if packets[0] + packets[1] > 0 {
+                last_ms
+            } else {
+                0
+            };
+            self.filter
+                .states
+                .fast_sync(id, windows, packets, bytes, last);
+        }
+        // Per direction (by the first state's side): its interfaces count
+        // what passed, as pf's passes would have.
+        let n = moved[0] + moved[1];
+        if n > 0 {
+            self.filter.count_fast(n, 2);
+            self.counters.frames_in += n;
+            self.counters.frames_out += n;
+            let dirs: Vec<(usize, usize, bool, u64, u64)> = self
+                .fast
+                .as_ref()
+                .and_then(|o| o.flows.get(&ids))
+                .map(|f| {
+                    f.dirs
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(d, l)| {
+                            let l = l.as_ref()?;
+                            let b = rec.state[0].bytes[d].saturating_sub(base.state[0].bytes[d]);
+                            Some((l.in_ix, l.out_ix, l.v6, moved[d], b))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (in_ix, out_ix, v6, p, b) in dirs {
+                let routed = self
+                    .cfg
+                    .ifaces
+                    .get(in_ix)
+                    .is_some_and(|i| i.bridge.is_none());
+                if routed {
+                    self.counters.routed += p;
+                } else {
+                    self.counters.bridged += p;
+                }
+                for (ix, out) in [(in_ix, 0), (out_ix, 1)] {
+                    if let Some(st) = self.if_stats.get_mut(ix) {
+                        st.packets[v6 as usize][out][0] += p;
+                        st.bytes[v6 as usize][out][0] += b;
+                    }
+                }
+            }
+        }
+        Some(rec)
+    }
+
+    /// Take a flow away from the program: its directions first, then
+    /// what it did last; the slot is free again.
+    fn fast_drop(&mut self, ids: [u64; 2]) {
+        let handed = {
+            let Some(o) = self.fast.as_mut() else {
+                return;
+            };
+            let Some(f) = o.flows.get(&ids) else {
+                return;
+            };
+            if f.handed {
+                for l in f.dirs.iter().flatten() {
+                    let _ = o.fp.remove_dir(&l.key);
+                    o.by_key.remove(&l.key);
+                }
+            }
+            f.handed
+        };
+        if handed {
+            self.fast_pull(ids);
+        }
+        if let Some(o) = self.fast.as_mut() {
+            if let Some(f) = o.flows.remove(&ids) {
+                o.free.push(f.slot);
+            }
+        }
+    }
+
+    /// Flows whose states are gone (expired, killed, flushed) are taken
+    /// away from the program at once.
+    pub fn fast_reconcile(&mut self) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let gone: Vec<[u64; 2]> = o
+            .flows
+            .keys()
+            .filter(|ids| ids.iter().any(|&id| self.filter.states.get(id).is_none()))
+            .copied()
+            .collect();
+        for ids in gone {
+            self.fast_drop(ids);
+        }
+    }
+
+    /// Every tick: what the program did into the states (their counters,
+    /// and their last packet's time for expiry), flows handed back or
+    /// taken away.
+    pub(super) fn fast_tick(&mut self, now: u64) {
+        self.fast_reconcile();
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let all: Vec<([u64; 2], bool, bool, u64)> = o
+            .flows
+            .values()
+            .map(|f| (f.ids, f.handed, f.slow, f.slow_seen))
+            .collect();
+        for (ids, handed, slow, seen) in all {
+            if !handed {
+                // Learnt one way and never the other: forget it after a
+                // while (it is learnt again if it comes back).
+                if ids
+                    .iter()
+                    .any(|&id| self.filter.states.fast_view(id).is_none())
+                {
+                    self.fast_drop(ids);
+                }
+                continue;
+            }
+            if !slow {
+                self.fast_pull(ids);
+                continue;
+            }
+            if now < seen + 200 {
+                continue;
+            }
+            // Back to the program, as the states are now, if they still
+            // need nothing per packet; else taken away.
+            let views: Option<Vec<FastView>> = ids
+                .iter()
+                .map(|&id| self.filter.states.fast_view(id))
+                .collect();
+            let Some(views) = views else {
+                self.fast_drop(ids);
+                continue;
+            };
+            let Some(o) = self.fast.as_mut() else {
+                return;
+            };
+            let Some(f) = o.flows.get_mut(&ids) else {
+                continue;
+            };
+            let mut rec = FpFlow {
+                gen: f.gen,
+                states: if ids[0] == ids[1] { 1 } else { 2 },
+                ..FpFlow::default()
+            };
+            for (k, v) in views.iter().enumerate() {
+                rec.state[k] = FpHalf {
+                    peer: [fp_peer(&v.peers[0]), fp_peer(&v.peers[1])],
+                    ..FpHalf::default()
+                };
+            }
+            if o.fp.set_flow(f.slot, &rec).is_ok() {
+                f.base = rec;
+                f.slow = false;
+            }
+        }
+    }
+}
