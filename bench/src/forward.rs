@@ -1,4 +1,4 @@
-//! `palisade-bench forward [--rules 3,1000] [--secs 5]`: forwarding between
+//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath]`: forwarding between
 //! two namespaces through a third, once by the Linux kernel (ip_forward,
 //! nftables with conntrack) and once by `palisade run`, on the same
 //! topology with equivalent rulesets, in the same run:
@@ -343,6 +343,8 @@ struct Setup<'a> {
     palisade: &'a Path,
     workers: usize,
     offloads: bool,
+    /// `fastpath = true` (docs/fastpath.md).
+    fastpath: bool,
 }
 
 fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
@@ -352,6 +354,7 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
         palisade,
         workers,
         offloads,
+        fastpath,
     } = *st;
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
     let ns = topology(tag, offloads);
@@ -370,7 +373,7 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
             std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
             let cfg = dir.join("palisade.toml");
             std::fs::write(&cfg, format!(
-                    "pf = \"pf.conf\"\ncontrol = \"{}\"\nworkers = {workers}\n[host]\nenabled = false\n{PALISADE_TOML}",
+                    "pf = \"pf.conf\"\ncontrol = \"{}\"\nworkers = {workers}\nfastpath = {fastpath}\n[host]\nenabled = false\n{PALISADE_TOML}",
                     dir.join("palisade.sock").display()
                 )).unwrap();
             let mut c = Command::new("ip")
@@ -445,6 +448,8 @@ pub fn run(args: &[String]) {
         Some("both") => vec![false, true],
         Some(o) => panic!("--offloads off|on|both, not {o}"),
     };
+    // The in-kernel fast path for established TCP (docs/fastpath.md).
+    let fastpath = args.iter().any(|a| a == "--fastpath");
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -463,10 +468,16 @@ pub fn run(args: &[String]) {
             palisade: &palisade,
             workers,
             offloads,
+            fastpath,
         };
         let k = measure(Peer::Kernel, fill, &st);
         let p = measure(Peer::Palisade, fill, &st);
-        let off = if offloads { "on " } else { "off" };
+        let off = match (offloads, fastpath) {
+            (true, false) => "on ",
+            (false, false) => "off",
+            (true, true) => "on , fastpath",
+            (false, true) => "off, fastpath",
+        };
         println!(
             "{n:>5} rules, offloads {off}: kernel sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | palisade sent {:>7.0} fwd {:>7.0} app {:>7.0} pps, tcp {:>5.2} Gbit/s | ratio fwd {:.2}, app {:.2}, tcp {:.2}",
             k.sent_pps,

@@ -52,7 +52,8 @@ struct fp_dir {
                        // the state's initiator, 1 from its responder
     __u8 flags;        // FP_ROUTE
     __u8 eth[12];      // destination and source MAC to write
-    __u8 pad;
+    __u8 in_dst[6];    // the destination MAC the flow's frames arrive with
+    __u8 pad[3];
 };
 
 struct fp_peer {
@@ -84,7 +85,8 @@ struct fp_flow {
 
 enum fp_counter {
     FP_TAKEN,
-    FP_BACK_FLAGS,     // SYN, FIN or RST; a TTL that expires; too big
+    FP_BACK_FLAGS,     // SYN, FIN or RST; a TTL that expires; too big;
+                       // another destination MAC
     FP_BACK_WINDOW,    // did not fit the windows
     FP_BACK_SLOW,      // state marked slow
     FP_BACK_STALE,     // the direction names a reused slot
@@ -176,7 +178,7 @@ int fastpath_in(struct __sk_buff *skb)
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
     struct fp_key key = {};
-    __u32 l3;
+    __u32 l3, ip_len;
     __u8 ttl;
 
     // A tagged frame: Palisade's ETH_P_ALL socket, served before tc, has
@@ -193,8 +195,9 @@ int fastpath_in(struct __sk_buff *skb)
         if ((void *)(ip + 1) > end)
             return TC_ACT_OK;
         // No options, no fragments.
-        if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+        if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
             return TC_ACT_OK;
+        ip_len = bpf_ntohs(ip->tot_len);
         key.family = 4;
         key.proto = ip->protocol;
         key.src[0] = ip->saddr;
@@ -205,8 +208,12 @@ int fastpath_in(struct __sk_buff *skb)
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > end)
             return TC_ACT_OK;
+        if (ip6->version != 6)
+            return TC_ACT_OK;
         key.family = 6;
         key.proto = ip6->nexthdr; // extension headers: not TCP/UDP, missed
+        // A jumbogram (payload length 0) is not ours.
+        ip_len = sizeof(struct ipv6hdr) + bpf_ntohs(ip6->payload_len);
         __builtin_memcpy(key.src, &ip6->saddr, 16);
         __builtin_memcpy(key.dst, &ip6->daddr, 16);
         l3 = sizeof(struct ipv6hdr);
@@ -246,35 +253,43 @@ int fastpath_in(struct __sk_buff *skb)
     struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
     if (!st)
         return TC_ACT_OK;
-    if (st->gen != dir->gen) {
-        count(FP_BACK_STALE);
+    // The packet's length is the IP header's (a short frame is padded
+    // on the wire; a super-packet's header has its whole length), as pf
+    // takes it; the frame must hold it.
+    __u32 hdrs = l3 + l4len;
+    if (ip_len < hdrs || sizeof(struct ethhdr) + ip_len > skb->len)
         return TC_ACT_OK;
-    }
-    // The headers are in the linear part (checked above); the length of
-    // the whole packet, with a super-packet's payload, is the skb's.
-    __u32 hdrs = sizeof(struct ethhdr) + l3 + l4len;
-    if (skb->len < hdrs)
-        return TC_ACT_OK;
-    __u32 payload = skb->len - hdrs;
+    __u32 payload = ip_len - hdrs;
     __u32 segs = skb->gso_segs ? skb->gso_segs : 1;
-    __u64 bytes = (__u64)(skb->len - sizeof(struct ethhdr)) + (__u64)(segs - 1) * (l3 + l4len);
+    __u64 bytes = (__u64)ip_len + (__u64)(segs - 1) * hdrs;
+    // Frames not addressed as the flow's are (another host's, on a
+    // promiscuous port) are not forwarded here.
+    int other_mac = 0;
+#pragma unroll
+    for (int i = 0; i < 6; i++)
+        other_mac |= eth->h_dest[i] != dir->in_dst[i];
     __u32 out = dir->out_ifindex;
     __u8 route = dir->flags & FP_ROUTE;
     // What user space must see: a TTL that expires here (ICMP), a packet
     // too big for the way out (ICMP or fragments).
     __u32 mtu_len = 0;
-    int special = (route && ttl <= 1) ||
+    int special = other_mac || (route && ttl <= 1) ||
                   bpf_check_mtu(skb, out, &mtu_len, 0, 0) != BPF_MTU_CHK_RET_SUCCESS;
     __u64 now = bpf_ktime_get_ns();
     __u32 s0 = dir->side[0] & 1, s1 = dir->side[1] & 1;
-    int verdict; // 1 take, 0 window, -1 flags or special, -2 slow
+    __u32 gen = dir->gen;
+    int verdict; // 1 take, 0 window, -1 flags or special, -2 slow, -3 stale
     bpf_spin_lock(&st->lock);
     // Both passes on copies; written back only if both take the packet
     // (else user space decides it from the state as it was).
     struct fp_peer a0 = st->state[0].peer[s0], b0 = st->state[0].peer[s0 ^ 1];
     struct fp_peer a1 = st->state[1].peer[s1], b1 = st->state[1].peer[s1 ^ 1];
     int two = st->states == 2;
-    if (st->slow) {
+    if (st->gen != gen) {
+        // The slot holds another flow now (this direction is being
+        // taken away): nothing of it is touched.
+        verdict = -3;
+    } else if (st->slow) {
         verdict = -2;
     } else if (special || (key.proto == IPPROTO_TCP && (flags & (TH_SYN | TH_FIN | TH_RST)))) {
         verdict = -1;
@@ -300,7 +315,10 @@ int fastpath_in(struct __sk_buff *skb)
     }
     bpf_spin_unlock(&st->lock);
     if (verdict != 1) {
-        count(verdict == 0 ? FP_BACK_WINDOW : verdict == -1 ? FP_BACK_FLAGS : FP_BACK_SLOW);
+        count(verdict == 0    ? FP_BACK_WINDOW
+              : verdict == -1 ? FP_BACK_FLAGS
+              : verdict == -2 ? FP_BACK_SLOW
+                              : FP_BACK_STALE);
         return TC_ACT_OK;
     }
     __u8 mac[12];
@@ -320,9 +338,11 @@ int fastpath_in(struct __sk_buff *skb)
             bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check),
                                 before, after, 2);
         } else {
-            struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
-            ip6->hop_limit -= 1;
+            __u8 hl = ttl - 1;
             __builtin_memcpy(data, mac, 12);
+            // Through the helper, so that a CHECKSUM_COMPLETE sum follows.
+            bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
+                                &hl, 1, BPF_F_RECOMPUTE_CSUM);
         }
     }
     count(FP_TAKEN);

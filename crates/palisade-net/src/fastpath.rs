@@ -50,7 +50,10 @@ pub struct FpDir {
     pub flags: u8,
     /// Destination and source MAC written when `FP_ROUTE`.
     pub eth: [u8; 12],
-    pub pad: u8,
+    /// The destination MAC the flow's frames arrive with (the firewall's
+    /// when routed, the host's when bridged): others are not taken.
+    pub in_dst: [u8; 6],
+    pub pad: [u8; 3],
 }
 
 /// A side's window record (`struct fp_peer`), as the filter's `Peer`.
@@ -103,14 +106,15 @@ unsafe impl aya::Pod for FpDir {}
 unsafe impl aya::Pod for FpFlow {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 28);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 36);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 152);
 
 /// The program's counters (`enum fp_counter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpCounters {
     pub taken: u64,
-    /// SYN, FIN or RST; a TTL that expires; too big for the way out.
+    /// SYN, FIN or RST; a TTL that expires; too big for the way out; a
+    /// frame addressed to another MAC.
     pub back_flags: u64,
     pub back_window: u64,
     pub back_slow: u64,

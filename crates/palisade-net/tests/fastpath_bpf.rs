@@ -47,6 +47,9 @@ const SERVER4: &str = "203.0.113.10";
 const CLIENT6: &str = "2001:db8:1::10";
 const SERVER6: &str = "2001:db8:2::10";
 
+/// The destination MAC of the test frames (the firewall's, say).
+const FW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+
 /// An Ethernet frame around an IP packet.
 fn frame(ip: &[u8], v6: bool) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 0xb, 2, 0, 0, 0, 0, 1];
@@ -305,6 +308,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             gen: case,
             out_ifindex: 1,
             side,
+            in_dst: FW_MAC,
             ..FpDir::default()
         };
         // The packet travels as the first state's sender sends it.
@@ -387,6 +391,7 @@ fn flags_slowness_staleness_and_misses_go_back() {
         flow: 3,
         gen: 7,
         out_ifindex: 1,
+        in_dst: FW_MAC,
         ..FpDir::default()
     };
     fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
@@ -419,8 +424,27 @@ fn flags_slowness_staleness_and_misses_go_back() {
     );
     fp.remove_dir(&tcp_key(false, 0)).unwrap();
     assert_eq!(fp.test_run(&ack(0x10), None).unwrap().0, TC_ACT_OK);
-    // IP options and fragments: back, without a look at the state.
+    // A frame for another MAC (a promiscuous port): back, and slow.
     fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
+    fp.set_flow(3, &fresh).unwrap();
+    let mut other = ack(0x10);
+    other[5] = 0x0c;
+    assert_eq!(fp.test_run(&other, None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.flow(3).unwrap().slow, 1);
+    // A bare ack padded to 60 bytes on the wire: its length is the IP
+    // header's (no payload), as pf takes it.
+    fp.set_flow(3, &fresh).unwrap();
+    let mut bare = tcp_packet(false, 0, 1000, 5000, 0x10, 1000, 0);
+    bare.resize(60, 0);
+    assert_eq!(fp.test_run(&bare, None).unwrap().0, TC_ACT_REDIRECT);
+    let st = fp.flow(3).unwrap();
+    assert_eq!(st.state[0].peer[0].seqlo, 1000, "no payload: seqlo stays");
+    assert_eq!(st.state[0].bytes[0], 40);
+    // A frame shorter than its IP header says: back.
+    let mut short = ack(0x10);
+    short.truncate(short.len() - 1);
+    assert_eq!(fp.test_run(&short, None).unwrap().0, TC_ACT_OK);
+    // IP options and fragments: back, without a look at the state.
     let mut opts = ack(0x10);
     opts[14] = 0x46; // a 24-byte header: options
     assert_eq!(fp.test_run(&opts, None).unwrap().0, TC_ACT_OK);
@@ -429,8 +453,8 @@ fn flags_slowness_staleness_and_misses_go_back() {
     assert_eq!(fp.test_run(&frag, None).unwrap().0, TC_ACT_OK);
     assert_eq!(fp.flow(3).unwrap().slow, 0);
     let c = fp.counters().unwrap();
-    assert_eq!(c.taken, 2);
-    assert_eq!(c.back_flags, 3);
+    assert_eq!(c.taken, 3);
+    assert_eq!(c.back_flags, 4);
     assert_eq!(c.back_slow, 3);
     assert_eq!(c.back_stale, 1);
 }
@@ -474,7 +498,8 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
                     side: [0, 0],
                     flags: FP_ROUTE,
                     eth: mac,
-                    pad: 0,
+                    in_dst: FW_MAC,
+                    pad: [0; 3],
                 },
             )
             .unwrap();

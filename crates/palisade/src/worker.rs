@@ -420,10 +420,15 @@ pub fn worker(
                     // A new interface: the fast path's program goes on
                     // it first (worker 0), then the sockets, split as
                     // before.
-                    let split = ports[i].split();
+                    let mut split = ports[i].split();
                     if split && id == 0 {
-                        if let Err(e) = sh.dp().fast_attach(&name) {
-                            tracing::error!("port '{name}': {e}");
+                        if let Err(e) = sh.dp().fast_port_replaced(i, &name) {
+                            // Without the program, split sockets would
+                            // take tagged frames twice.
+                            tracing::error!(
+                                "port '{name}': fastpath: {e}; its sockets are opened unsplit"
+                            );
+                            split = false;
                         }
                     }
                     let reopened = open_ports(std::slice::from_ref(&name), fanout, split);

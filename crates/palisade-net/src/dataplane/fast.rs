@@ -38,6 +38,8 @@ pub(super) struct Trace {
     /// The one frame sent: port, its destination and source MAC, the
     /// packet's key as the program will see it on the way in.
     out: Option<(usize, [u8; 12], FpKey)>,
+    /// The destination MAC the packet arrived with.
+    in_dst: [u8; 6],
     bad: bool,
 }
 
@@ -72,6 +74,14 @@ pub(super) struct Offloads {
     flows: HashMap<[u64; 2], Flow>,
     by_key: HashMap<FpKey, [u64; 2]>,
     free: Vec<u32>,
+    /// Slots freed this tick: reused from the next (a program run that
+    /// found the old direction just before it went must not touch a new
+    /// flow; it checks the generation under the lock besides).
+    cooling: Vec<u32>,
+    /// Flows taken back because user space met one of their packets the
+    /// program had not seen (queued before the hand-over): not learnt
+    /// again before this time (ms), so that the queue drains first.
+    retry_after: HashMap<[u64; 2], u64>,
     next_slot: u32,
     next_gen: u32,
     /// CLOCK_MONOTONIC (the program's clock) at the data plane's 0 ms.
@@ -136,6 +146,8 @@ impl Offloads {
             flows: HashMap::new(),
             by_key: HashMap::new(),
             free: Vec::new(),
+            cooling: Vec::new(),
+            retry_after: HashMap::new(),
             next_slot: 0,
             next_gen: 1,
             epoch_ns: monotonic_ns().saturating_sub(now_ms * 1_000_000),
@@ -154,13 +166,35 @@ impl Dataplane {
         self.fast = Some(Offloads::new(fp, ifindex, now_ms));
     }
 
-    /// Attach the fast path's program to port `name` (a port created
-    /// again). Nothing when the fast path is off.
-    pub fn fast_attach(&mut self, name: &str) -> std::io::Result<()> {
-        match self.fast.as_mut() {
-            Some(o) => o.fp.attach(name),
-            None => Ok(()),
+    /// Port `port` was created again as `name`: flows in or out of the
+    /// old interface are taken away, the new index is used, and the
+    /// program goes on the new interface. Nothing when the fast path is
+    /// off.
+    pub fn fast_port_replaced(&mut self, port: usize, name: &str) -> std::io::Result<()> {
+        let Some(o) = self.fast.as_ref() else {
+            return Ok(());
+        };
+        let Some(old) = o.ifindex.get(port).copied() else {
+            return Ok(());
+        };
+        let stale: Vec<[u64; 2]> = o
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                f.dirs
+                    .iter()
+                    .flatten()
+                    .any(|l| l.key.ifindex == old || l.dir.out_ifindex == old)
+            })
+            .map(|(ids, _)| *ids)
+            .collect();
+        for ids in stale {
+            self.fast_drop(ids);
         }
+        let new = crate::afpacket::ifindex(name)? as u32;
+        let o = self.fast.as_mut().expect("checked");
+        o.ifindex[port] = new;
+        o.fp.attach(name)
     }
 
     /// Flows the program has now, and its counters.
@@ -177,9 +211,14 @@ impl Dataplane {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
+        let mut in_dst = [0u8; 6];
+        if let Some(d) = frame.get(..6) {
+            in_dst.copy_from_slice(d);
+        }
         self.trace = Trace {
             active: true,
             port,
+            in_dst,
             ..Trace::default()
         };
         if o.by_key.is_empty() || frame.len() < 14 {
@@ -208,11 +247,24 @@ impl Dataplane {
                 return;
             }
         }
-        if let Some(rec) = self.fast_pull(ids) {
-            if rec.slow != 0 {
+        match self.fast_pull(ids) {
+            Some(rec) if rec.slow != 0 => {
+                // The program gave this packet back: user space owns the
+                // flow until it hands it back.
                 if let Some(f) = self.fast.as_mut().and_then(|o| o.flows.get_mut(&ids)) {
                     f.slow = true;
                     f.slow_seen = now;
+                }
+            }
+            _ => {
+                // A packet the program did not see as the flow's (it was
+                // queued before the flow was handed over, or is one the
+                // program never looks up: IP options): the program must
+                // stop before pf decides it. The flow is learnt again,
+                // once what is queued has gone through.
+                self.fast_drop(ids);
+                if let Some(o) = self.fast.as_mut() {
+                    o.retry_after.insert(ids, now + 100);
                 }
             }
         }
@@ -259,7 +311,7 @@ impl Dataplane {
 
     /// The packet under way is done: learn its direction, and hand the
     /// flow over when both are known.
-    pub(super) fn fast_end(&mut self) {
+    pub(super) fn fast_end(&mut self, now: u64) {
         let t = std::mem::take(&mut self.trace);
         if !t.active || t.bad || t.sends != 1 || t.passes.len() != 2 {
             return;
@@ -302,6 +354,9 @@ impl Dataplane {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
+        if o.retry_after.get(&ids).is_some_and(|&t| now < t) {
+            return;
+        }
         let Some(out_ifindex) = o.ifindex.get(out_port).copied() else {
             return;
         };
@@ -342,13 +397,40 @@ impl Dataplane {
                 side: sides,
                 flags: if routed { FP_ROUTE } else { 0 },
                 eth,
-                pad: 0,
+                in_dst: t.in_dst,
+                pad: [0; 3],
             },
             in_ix,
             out_ix,
             v6: key.family == 6,
         });
         if f.dirs.iter().all(Option::is_some) {
+            // A key another flow still holds (its states not yet found
+            // gone, the ports reused): that one goes first.
+            let others: Vec<[u64; 2]> = f
+                .dirs
+                .iter()
+                .flatten()
+                .filter_map(|l| o.by_key.get(&l.key).copied())
+                .filter(|other| *other != ids)
+                .collect();
+            for other in others {
+                self.fast_drop(other);
+            }
+            self.fast_hand_over(ids, views);
+        }
+    }
+
+    /// Write a flow whose directions are both known: its record, then its
+    /// directions.
+    fn fast_hand_over(&mut self, ids: [u64; 2], views: [FastView; 2]) {
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        let Some(f) = o.flows.get_mut(&ids) else {
+            return;
+        };
+        {
             let gen = o.next_gen;
             o.next_gen = o.next_gen.wrapping_add(1).max(1);
             let states = if ids[0] == ids[1] { 1 } else { 2 };
@@ -389,7 +471,9 @@ impl Dataplane {
     fn fast_pull(&mut self, ids: [u64; 2]) -> Option<FpFlow> {
         let o = self.fast.as_mut()?;
         let f = o.flows.get_mut(&ids)?;
-        if !f.handed {
+        // Not the program's (never handed, or user space owns it: the
+        // states are ahead of the record, which must not roll them back).
+        if !f.handed || f.slow {
             return None;
         }
         let rec = o.fp.flow(f.slot).ok()?;
@@ -474,9 +558,13 @@ impl Dataplane {
                 return;
             };
             if f.handed {
+                // Only the keys this flow holds (a new flow may have the
+                // same one).
                 for l in f.dirs.iter().flatten() {
-                    let _ = o.fp.remove_dir(&l.key);
-                    o.by_key.remove(&l.key);
+                    if o.by_key.get(&l.key) == Some(&ids) {
+                        let _ = o.fp.remove_dir(&l.key);
+                        o.by_key.remove(&l.key);
+                    }
                 }
             }
             f.handed
@@ -486,7 +574,7 @@ impl Dataplane {
         }
         if let Some(o) = self.fast.as_mut() {
             if let Some(f) = o.flows.remove(&ids) {
-                o.free.push(f.slot);
+                o.cooling.push(f.slot);
             }
         }
     }
@@ -512,6 +600,11 @@ impl Dataplane {
     /// and their last packet's time for expiry), flows handed back or
     /// taken away.
     pub(super) fn fast_tick(&mut self, now: u64) {
+        if let Some(o) = self.fast.as_mut() {
+            let cooled = std::mem::take(&mut o.cooling);
+            o.free.extend(cooled);
+            o.retry_after.retain(|_, t| *t > now);
+        }
         self.fast_reconcile();
         let Some(o) = self.fast.as_ref() else {
             return;

@@ -313,7 +313,7 @@ impl Dataplane {
             }
             Some(Err(r)) => self.counters.dropped(r),
         }
-        self.fast_end();
+        self.fast_end(now);
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out

@@ -78,7 +78,7 @@ impl Dataplane {
                 None => self.counters.dropped(DropReason::Malformed),
             }
         }
-        self.fast_end();
+        self.fast_end(now);
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64 + self.in_place.is_some() as u64;
         out
