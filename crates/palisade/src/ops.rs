@@ -585,6 +585,12 @@ fn show_info(sh: &Shared) -> Value {
     for (r, v) in &d.dataplane_drops.0 {
         text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(*v));
     }
+    if let Some(fp) = &d.fastpath {
+        text += "Fast path (in the kernel)\n";
+        for (k, v) in &fp.0 {
+            text += &format!("  {k:<25} {v:>14}\n");
+        }
+    }
     done(text, json!(d))
 }
 

@@ -52,10 +52,23 @@ pub struct Info {
     pub dataplane: Counts,
     /// Data-plane drops by reason.
     pub dataplane_drops: Counts,
+    /// The in-kernel fast path (`fastpath = true`): flows it has now,
+    /// packets it forwarded, packets it gave back and why.
+    pub fastpath: Option<Counts>,
 }
 
 pub fn info(sh: &Shared) -> Info {
-    let dp = sh.dp();
+    let mut dp = sh.dp();
+    let fastpath = dp.fastpath_status().map(|(flows, c)| {
+        Counts(vec![
+            ("flows", flows as u64),
+            ("taken", c.taken),
+            ("back_flags", c.back_flags),
+            ("back_window", c.back_window),
+            ("back_slow", c.back_slow),
+            ("back_stale", c.back_stale),
+        ])
+    });
     let f = &dp.filter.counters;
     let c = &dp.counters;
     let frags = &dp.filter.frags;
@@ -116,6 +129,7 @@ pub fn info(sh: &Shared) -> Info {
                 .map(|r| (r.name(), c.drops.get(*r)))
                 .collect(),
         ),
+        fastpath,
     }
 }
 

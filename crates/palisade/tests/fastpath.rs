@@ -100,6 +100,22 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         log.lock().unwrap()
     );
 
+    // `show info` says what the program did.
+    let info = |sock: &std::path::Path| -> serde_json::Value {
+        let o = Command::new(palisade())
+            .args(["show", "info", "--json", "-s", sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let fp = &info(&sock)["fastpath"];
+    assert!(
+        fp["taken"].as_u64().unwrap_or(0) > 1_000,
+        "show info: {fp}
+{}",
+        log.lock().unwrap()
+    );
+
     // The states counted what the program passed (read back each tick).
     std::thread::sleep(Duration::from_millis(1500));
     let o = Command::new(palisade())
@@ -126,6 +142,10 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     for i in 0..20 {
         assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
     }
+    assert!(
+        info(&sock)["fastpath"]["flows"].as_u64() >= Some(1),
+        "the echo connection is handed over"
+    );
     let o = Command::new(palisade())
         .args([
             "state",
