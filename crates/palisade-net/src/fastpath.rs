@@ -33,6 +33,42 @@ pub struct FpKey {
     pub dport: u16,
 }
 
+impl FpKey {
+    /// The key of a packet from `src`:`sport` to `dst`:`dport` arriving
+    /// on interface `ifindex`; None when the families differ.
+    pub fn new(
+        ifindex: u32,
+        proto: u8,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        sport: u16,
+        dport: u16,
+    ) -> Option<FpKey> {
+        use std::net::IpAddr::{V4, V6};
+        let mut k = FpKey {
+            ifindex,
+            proto,
+            sport: sport.to_be(),
+            dport: dport.to_be(),
+            ..FpKey::default()
+        };
+        match (src, dst) {
+            (V4(a), V4(b)) => {
+                k.family = 4;
+                k.src[..4].copy_from_slice(&a.octets());
+                k.dst[..4].copy_from_slice(&b.octets());
+            }
+            (V6(a), V6(b)) => {
+                k.family = 6;
+                k.src = a.octets();
+                k.dst = b.octets();
+            }
+            _ => return None,
+        }
+        Some(k)
+    }
+}
+
 /// `fp_dir.flags`: decrement the TTL or hop limit and write `eth`.
 pub const FP_ROUTE: u8 = 1;
 

@@ -65,27 +65,7 @@ fn addr(s: &str) -> IpAddr {
 /// The program's key for a packet from `src` to `dst` on loopback (the
 /// test run's interface).
 fn key(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> FpKey {
-    let mut k = FpKey {
-        ifindex: 1,
-        proto,
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        ..FpKey::default()
-    };
-    match (src, dst) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            k.family = 4;
-            k.src[..4].copy_from_slice(&a.octets());
-            k.dst[..4].copy_from_slice(&b.octets());
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            k.family = 6;
-            k.src = a.octets();
-            k.dst = b.octets();
-        }
-        _ => unreachable!(),
-    }
-    k
+    FpKey::new(1, proto, src, dst, sport, dport).expect("one family")
 }
 
 fn fp_peer(p: &Peer) -> FpPeer {

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,30 +16,6 @@ use common::*;
 
 fn palisade() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
-}
-
-struct Conn(std::net::TcpStream);
-
-impl Conn {
-    fn open(ns: &str, to: &'static str) -> Conn {
-        let s = in_netns(ns, move || {
-            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
-        })
-        .join()
-        .unwrap()
-        .expect("TCP connection through the firewall");
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        Conn(s)
-    }
-
-    fn echo(&mut self, what: &str) -> bool {
-        if writeln!(self.0, "{what}").is_err() {
-            return false;
-        }
-        let mut r = BufReader::new(&self.0);
-        let mut l = String::new();
-        r.read_line(&mut l).is_ok() && l.trim() == what
-    }
 }
 
 /// The fast path's counters from the daemon's last words.
@@ -138,7 +113,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
 
     // A connection handed over, then its state killed: the next packet
     // finds no state (and is not a SYN): the connection is cut at once.
-    let mut c = Conn::open(&src, "198.19.0.1:7000");
+    let mut c = Conn::open(&src, "198.19.0.1:7000", Duration::from_secs(3));
     for i in 0..20 {
         assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
     }

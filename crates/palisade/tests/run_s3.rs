@@ -437,32 +437,6 @@ impl Prober {
     }
 }
 
-/// A TCP connection from A to B's echo server through the gateways: a
-/// line out, the same line back.
-struct Conn(std::net::TcpStream);
-
-impl Conn {
-    fn open(a: &str, to: &'static str) -> Conn {
-        let s = in_netns(a, move || {
-            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
-        })
-        .join()
-        .unwrap()
-        .expect("TCP connection through the virtual gateway");
-        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
-        Conn(s)
-    }
-
-    fn echo(&mut self, what: &str) -> bool {
-        if writeln!(self.0, "{what}").is_err() {
-            return false;
-        }
-        let mut r = BufReader::new(&self.0);
-        let mut l = String::new();
-        r.read_line(&mut l).is_ok() && l.trim() == what
-    }
-}
-
 /// Measure the outage an event at `t` caused, by both probers; panics
 /// past `bound`: both the longest silence and the time from the event to
 /// its end must be within it.
@@ -574,7 +548,7 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
         let t = String::from_utf8_lossy(&o.stdout);
         assert!(t.contains("lladdr 00:00:5e:00:01:01"), "{gw}: {t}");
     }
-    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000");
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     assert!(conn.echo("before"), "{}", logs());
     assert!(probes.iter().all(Prober::flowing), "{}", logs());
 
@@ -1126,9 +1100,9 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         Prober::start(&s3.a, "203.0.113.10"),
         Prober::start(&s3.a, "2001:db8:1::10"),
     ];
-    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000");
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     assert!(conn.echo("before"), "{}", logs());
-    let mut private = Conn::open(&s3.a, "203.0.113.10:7001");
+    let mut private = Conn::open(&s3.a, "203.0.113.10:7001", Duration::from_secs(8));
     assert!(private.echo("before"), "{}", logs());
     // Within a second (pfsync's batching) the state is on fw2; the
     // no-sync one is not.
@@ -1242,7 +1216,7 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     // 20 ms out, then goes.
     let before = sync(&s3.fws[1])["deferred"]["timed_out"].as_u64().unwrap();
     let t_open = Instant::now();
-    let mut late = Conn::open(&s3.a, "203.0.113.10:7000");
+    let mut late = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     let took = t_open.elapsed();
     assert!(late.echo("opened with the peer dead"), "{}", logs());
     let v = sync(&s3.fws[1]);
@@ -1474,7 +1448,7 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
     let (mut rst_a, _) = rst_watch(&s3.a, &tmp.join("rst-a.pcap"));
     let (mut rst_b, _) = rst_watch(&s3.b, &tmp.join("rst-b.pcap"));
     // The idle connection: opened now, silent until after the failover.
-    let mut idle = Conn::open(&s3.a, "203.0.113.10:7000");
+    let mut idle = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     assert!(idle.echo("before"), "{}", logs());
 
     let d6 = Download::start(&s3, "http://[2001:db8:1::10]:8000/", tmp.join("d6"), "20M");

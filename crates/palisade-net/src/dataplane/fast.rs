@@ -18,7 +18,6 @@
 //! directions first, so the program no longer finds the flow.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use palisade_conf::ir::Direction;
 use palisade_filter::state::{FastView, Peer};
@@ -115,27 +114,7 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
     let L4::Tcp { sport, dport, .. } = info.l4 else {
         return None;
     };
-    let mut k = FpKey {
-        ifindex,
-        proto: 6,
-        sport: sport.to_be(),
-        dport: dport.to_be(),
-        ..FpKey::default()
-    };
-    match (info.src, info.dst) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            k.family = 4;
-            k.src[..4].copy_from_slice(&a.octets());
-            k.dst[..4].copy_from_slice(&b.octets());
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            k.family = 6;
-            k.src = a.octets();
-            k.dst = b.octets();
-        }
-        _ => return None,
-    }
-    Some(k)
+    FpKey::new(ifindex, 6, info.src, info.dst, sport, dport)
 }
 
 impl Offloads {

@@ -428,3 +428,31 @@ pub fn release_bin() -> String {
     );
     bin.to_string_lossy().into_owned()
 }
+
+/// A TCP connection from a namespace that echoes lines (`echo_server`).
+pub struct Conn(pub std::net::TcpStream);
+
+impl Conn {
+    /// Connect from `ns` to `to` (5 s at most); reads wait `read` at most.
+    pub fn open(ns: &str, to: &'static str, read: Duration) -> Conn {
+        let s = in_netns(ns, move || {
+            std::net::TcpStream::connect_timeout(&to.parse().unwrap(), Duration::from_secs(5))
+        })
+        .join()
+        .unwrap()
+        .expect("TCP connection through the firewall");
+        s.set_read_timeout(Some(read)).unwrap();
+        Conn(s)
+    }
+
+    /// Send a line; true when it comes back.
+    pub fn echo(&mut self, what: &str) -> bool {
+        use std::io::BufRead;
+        if writeln!(self.0, "{what}").is_err() {
+            return false;
+        }
+        let mut r = std::io::BufReader::new(&self.0);
+        let mut l = String::new();
+        r.read_line(&mut l).is_ok() && l.trim() == what
+    }
+}
