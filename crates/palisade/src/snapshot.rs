@@ -54,6 +54,7 @@ pub struct Info {
     pub dataplane_drops: Counts,
     /// The in-kernel fast path (`fastpath = true`): flows it has now,
     /// packets it forwarded, packets it gave back and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fastpath: Option<Counts>,
 }
 

@@ -417,20 +417,17 @@ pub fn worker(
                     let _ = sh.dp().set_link(i, false);
                 }
                 (_, Health::Replaced) => {
-                    // A new interface: the fast path's program goes on
-                    // it first (worker 0), then the sockets, split as
-                    // before.
-                    let mut split = ports[i].split();
-                    if split && id == 0 {
-                        if let Err(e) = sh.dp().fast_port_replaced(i, &name) {
-                            // Without the program, split sockets would
-                            // take tagged frames twice.
-                            tracing::error!(
-                                "port '{name}': fastpath: {e}; its sockets are opened unsplit"
-                            );
-                            split = false;
+                    // A new interface. With the fast path, the program
+                    // goes on it first (whichever worker asks first; one
+                    // decision for every worker): split sockets without
+                    // it would take tagged frames twice.
+                    let split = match sh.dp().fast_port_ready(i, &name) {
+                        Ok(split) => split,
+                        Err(e) => {
+                            tracing::error!("port '{name}': {e}");
+                            false
                         }
-                    }
+                    };
                     let reopened = open_ports(std::slice::from_ref(&name), fanout, split);
                     match (reopened, port_mac(&name)) {
                         (Ok(mut p), Ok(mac)) => {

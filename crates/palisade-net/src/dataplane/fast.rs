@@ -68,15 +68,19 @@ struct Flow {
 
 pub(super) struct Offloads {
     fp: FastPath,
-    /// Interface index of each port.
+    /// Interface index of each port, and whether the program is on it (a
+    /// port created again may not take it: then no flow crosses it).
     ifindex: Vec<u32>,
+    program: Vec<bool>,
     flows: HashMap<[u64; 2], Flow>,
     by_key: HashMap<FpKey, [u64; 2]>,
     free: Vec<u32>,
-    /// Slots freed this tick: reused from the next (a program run that
-    /// found the old direction just before it went must not touch a new
-    /// flow; it checks the generation under the lock besides).
+    /// Slots freed this tick, and the tick before: reused a whole tick
+    /// later (a program run that found an old direction just before it
+    /// went finds the record dead, and checks the generation under the
+    /// lock besides).
     cooling: Vec<u32>,
+    cooled: Vec<u32>,
     /// Flows taken back because user space met one of their packets the
     /// program had not seen (queued before the hand-over): not learnt
     /// again before this time (ms), so that the queue drains first.
@@ -121,11 +125,13 @@ impl Offloads {
     pub(super) fn new(fp: FastPath, ifindex: Vec<u32>, now_ms: u64) -> Offloads {
         Offloads {
             fp,
+            program: vec![true; ifindex.len()],
             ifindex,
             flows: HashMap::new(),
             by_key: HashMap::new(),
             free: Vec::new(),
             cooling: Vec::new(),
+            cooled: Vec::new(),
             retry_after: HashMap::new(),
             next_slot: 0,
             next_gen: 1,
@@ -145,17 +151,25 @@ impl Dataplane {
         self.fast = Some(Offloads::new(fp, ifindex, now_ms));
     }
 
-    /// Port `port` was created again as `name`: flows in or out of the
-    /// old interface are taken away, the new index is used, and the
-    /// program goes on the new interface. Nothing when the fast path is
-    /// off.
-    pub fn fast_port_replaced(&mut self, port: usize, name: &str) -> std::io::Result<()> {
+    /// Port `port` is (again) interface `name`: whether its sockets are
+    /// to be split (the program is on it). The first worker to ask after
+    /// the interface was created again does the work, once: flows in or
+    /// out of the old interface are taken away, the new index is used and
+    /// the program goes on the new interface; if it cannot, no flow is
+    /// handed over through that port (Err says why, once). False when the
+    /// fast path is off.
+    pub fn fast_port_ready(&mut self, port: usize, name: &str) -> Result<bool, String> {
         let Some(o) = self.fast.as_ref() else {
-            return Ok(());
+            return Ok(false);
         };
-        let Some(old) = o.ifindex.get(port).copied() else {
-            return Ok(());
+        let (Some(old), Some(on)) = (o.ifindex.get(port).copied(), o.program.get(port).copied())
+        else {
+            return Ok(false);
         };
+        let new = crate::afpacket::ifindex(name).map_err(|e| e.to_string())? as u32;
+        if new == old {
+            return Ok(on);
+        }
         let stale: Vec<[u64; 2]> = o
             .flows
             .iter()
@@ -170,10 +184,18 @@ impl Dataplane {
         for ids in stale {
             self.fast_drop(ids);
         }
-        let new = crate::afpacket::ifindex(name)? as u32;
         let o = self.fast.as_mut().expect("checked");
         o.ifindex[port] = new;
-        o.fp.attach(name)
+        match o.fp.attach(name) {
+            Ok(()) => {
+                o.program[port] = true;
+                Ok(true)
+            }
+            Err(e) => {
+                o.program[port] = false;
+                Err(format!("fastpath: {e}; its sockets are opened unsplit"))
+            }
+        }
     }
 
     /// Flows the program has now, and its counters.
@@ -334,6 +356,11 @@ impl Dataplane {
             return;
         };
         if o.retry_after.get(&ids).is_some_and(|&t| now < t) {
+            return;
+        }
+        // Both ports must have the program.
+        let on = |p: usize| o.program.get(p).copied().unwrap_or(false);
+        if !on(t.port) || !on(out_port) {
             return;
         }
         let Some(out_ifindex) = o.ifindex.get(out_port).copied() else {
@@ -553,6 +580,16 @@ impl Dataplane {
         }
         if let Some(o) = self.fast.as_mut() {
             if let Some(f) = o.flows.remove(&ids) {
+                if handed {
+                    // A dead record: a program run already past the
+                    // direction's lookup gives its packet back.
+                    let dead = FpFlow {
+                        gen: 0,
+                        slow: 1,
+                        ..FpFlow::default()
+                    };
+                    let _ = o.fp.set_flow(f.slot, &dead);
+                }
                 o.cooling.push(f.slot);
             }
         }
@@ -580,7 +617,7 @@ impl Dataplane {
     /// taken away.
     pub(super) fn fast_tick(&mut self, now: u64) {
         if let Some(o) = self.fast.as_mut() {
-            let cooled = std::mem::take(&mut o.cooling);
+            let cooled = std::mem::replace(&mut o.cooled, std::mem::take(&mut o.cooling));
             o.free.extend(cooled);
             o.retry_after.retain(|_, t| *t > now);
         }
