@@ -104,6 +104,19 @@ pub struct FpPeer {
     pub pad: [u8; 3],
 }
 
+impl From<&palisade_filter::state::Peer> for FpPeer {
+    /// A side of a state as the program keeps it.
+    fn from(p: &palisade_filter::state::Peer) -> FpPeer {
+        FpPeer {
+            seqlo: p.seqlo,
+            seqhi: p.seqhi,
+            max_win: p.max_win,
+            wscale: p.wscale.map_or(0, |w| 0x80 | w),
+            pad: [0; 3],
+        }
+    }
+}
+
 /// One pf state as the flow's packets move it (`struct fp_half`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

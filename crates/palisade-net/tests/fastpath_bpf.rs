@@ -69,13 +69,7 @@ fn key(proto: u8, src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> FpKey {
 }
 
 fn fp_peer(p: &Peer) -> FpPeer {
-    FpPeer {
-        seqlo: p.seqlo,
-        seqhi: p.seqhi,
-        max_win: p.max_win,
-        wscale: p.wscale.map_or(0, |w| 0x80 | w),
-        pad: [0; 3],
-    }
+    FpPeer::from(p)
 }
 
 fn tcp_packet(

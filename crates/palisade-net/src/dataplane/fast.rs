@@ -105,13 +105,7 @@ fn monotonic_ns() -> u64 {
 }
 
 fn fp_peer(p: &Peer) -> FpPeer {
-    FpPeer {
-        seqlo: p.seqlo,
-        seqhi: p.seqhi,
-        max_win: p.max_win,
-        wscale: p.wscale.map_or(0, |w| 0x80 | w),
-        pad: [0; 3],
-    }
+    FpPeer::from(p)
 }
 
 fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
