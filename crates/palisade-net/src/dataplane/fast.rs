@@ -115,6 +115,23 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
     FpKey::new(ifindex, 6, info.src, info.dst, sport, dport)
 }
 
+/// A flow's record as user space hands it to the program: the states'
+/// windows as they are now, counters from zero, not slow.
+fn fresh_record(gen: u32, ids: [u64; 2], views: &[FastView]) -> FpFlow {
+    let mut rec = FpFlow {
+        gen,
+        states: if ids[0] == ids[1] { 1 } else { 2 },
+        ..FpFlow::default()
+    };
+    for (k, v) in views.iter().enumerate().take(2) {
+        rec.state[k] = FpHalf {
+            peer: [fp_peer(&v.peers[0]), fp_peer(&v.peers[1])],
+            ..FpHalf::default()
+        };
+    }
+    rec
+}
+
 impl Offloads {
     pub(super) fn new(fp: FastPath, ifindex: Vec<u32>, now_ms: u64) -> Offloads {
         Offloads {
@@ -433,18 +450,7 @@ impl Dataplane {
         {
             let gen = o.next_gen;
             o.next_gen = o.next_gen.wrapping_add(1).max(1);
-            let states = if ids[0] == ids[1] { 1 } else { 2 };
-            let mut rec = FpFlow {
-                gen,
-                states,
-                ..FpFlow::default()
-            };
-            for (k, v) in views.iter().enumerate() {
-                rec.state[k] = FpHalf {
-                    peer: [fp_peer(&v.peers[0]), fp_peer(&v.peers[1])],
-                    ..FpHalf::default()
-                };
-            }
+            let rec = fresh_record(gen, ids, &views);
             if o.fp.set_flow(f.slot, &rec).is_err() {
                 return;
             }
@@ -659,17 +665,7 @@ impl Dataplane {
             let Some(f) = o.flows.get_mut(&ids) else {
                 continue;
             };
-            let mut rec = FpFlow {
-                gen: f.gen,
-                states: if ids[0] == ids[1] { 1 } else { 2 },
-                ..FpFlow::default()
-            };
-            for (k, v) in views.iter().enumerate() {
-                rec.state[k] = FpHalf {
-                    peer: [fp_peer(&v.peers[0]), fp_peer(&v.peers[1])],
-                    ..FpHalf::default()
-                };
-            }
+            let rec = fresh_record(f.gen, ids, &views);
             if o.fp.set_flow(f.slot, &rec).is_ok() {
                 f.base = rec;
                 f.slow = false;
