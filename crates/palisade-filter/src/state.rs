@@ -1379,10 +1379,10 @@ pub struct FastView {
 
 impl StateTable {
     /// A state the fast path may take over: TCP with both sides
-    /// established, untranslated, and nothing that must see each packet
-    /// (`log (all)`, scrub, modulate, synproxy, routing options, sloppy
-    /// tracking, windows a pfsync peer wrote). The same test as for
-    /// deciding a super-packet whole.
+    /// established and nothing that must see each packet (`log (all)`,
+    /// scrub, modulate, synproxy, routing options, sloppy tracking,
+    /// windows a pfsync peer wrote). A translation is the same for every
+    /// packet of a direction: the fast path writes it as user space did.
     pub fn fast_view(&self, id: u64) -> Option<FastView> {
         let s = self.get(id)?;
         let per_packet = s.ext.as_deref().is_some_and(|e| {
@@ -1391,7 +1391,6 @@ impl StateTable {
         let ok = s.key.proto == 6
             && s.src.state == tcps::ESTABLISHED
             && s.dst.state == tcps::ESTABLISHED
-            && s.translated.is_none()
             && !s.log_all
             && !s.sloppy
             && s.unverified == 0
@@ -1406,6 +1405,13 @@ impl StateTable {
     /// What the fast path did to a state since it was last read: the
     /// windows it moved to (seqlo, seqhi, max_win per side), the packets
     /// and bytes it passed per side, and the time of the last one.
+    ///
+    /// The windows merge: each edge becomes the further of the state's
+    /// and the program's (in sequence space; the larger `max_win`). For
+    /// established segments without flags pf only ever moves them that
+    /// way, so the result is the same whichever of the two saw a packet
+    /// first: a packet user space decided while the program had the flow
+    /// (one queued before the hand-over) is not lost.
     pub fn fast_sync(
         &mut self,
         id: u64,
@@ -1420,8 +1426,14 @@ impl StateTable {
         let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
             return;
         };
-        for (p, w) in [&mut s.src, &mut s.dst].into_iter().zip(windows) {
-            (p.seqlo, p.seqhi, p.max_win) = w;
+        for (p, (seqlo, seqhi, max_win)) in [&mut s.src, &mut s.dst].into_iter().zip(windows) {
+            if seq_gt(seqlo, p.seqlo) {
+                p.seqlo = seqlo;
+            }
+            if seq_gt(seqhi, p.seqhi) {
+                p.seqhi = seqhi;
+            }
+            p.max_win = p.max_win.max(max_win);
         }
         for side in 0..2 {
             s.packets[side] += packets[side];

@@ -42,7 +42,16 @@ struct fp_key {
     __u16 dport;
 };
 
+// Addresses and ports as in fp_key.
+struct fp_tuple {
+    __u32 src[4];
+    __u32 dst[4];
+    __u16 sport;
+    __u16 dport;
+};
+
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
+#define FP_NAT 2   // write the addresses and ports below (pf translated)
 
 struct fp_dir {
     __u32 flow;        // slot in fp_flows
@@ -54,6 +63,9 @@ struct fp_dir {
     __u8 eth[12];      // destination and source MAC to write
     __u8 in_dst[6];    // the destination MAC the flow's frames arrive with
     __u8 pad[3];
+    // With FP_NAT: the packet's addresses and ports as it leaves (as
+    // the key's, same family).
+    struct fp_tuple to;
 };
 
 struct fp_peer {
@@ -90,6 +102,7 @@ enum fp_counter {
     FP_BACK_WINDOW,    // did not fit the windows
     FP_BACK_SLOW,      // state marked slow
     FP_BACK_STALE,     // the direction names a reused slot
+    FP_DROPPED,        // a helper failed half way through a rewrite
     FP_COUNTERS,
 };
 
@@ -168,6 +181,61 @@ static __always_inline int track(struct fp_peer *src, struct fp_peer *dst, __u32
         __u32 lim = ack + (__u32)(w ? w : 1);
         if (seq_geq(lim, dst->seqhi))
             dst->seqhi = lim;
+    }
+    return 1;
+}
+
+// The translation pf applied to the flow's packets in this direction:
+// addresses and ports written, the IPv4 header's and the transport's
+// checksums amended by the helpers (which also handle a super-packet's
+// partial checksum). 0 when a helper failed (the packet is dropped: it
+// is half rewritten).
+static __always_inline int translate(struct __sk_buff *skb, const struct fp_key *k,
+                                     const struct fp_tuple *d, __u32 l3)
+{
+    __u32 ip = sizeof(struct ethhdr);
+    __u32 l4 = ip + l3;
+    __u32 csum = l4 + (k->proto == IPPROTO_TCP ? __builtin_offsetof(struct tcphdr, check)
+                                               : __builtin_offsetof(struct udphdr, check));
+    // A UDP checksum of 0 (IPv4: none) stays 0, and one that comes out
+    // 0 is written 0xffff.
+    __u64 mangled = k->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+    if (k->family == 4) {
+        __u32 ipsum = ip + __builtin_offsetof(struct iphdr, check);
+        if (k->src[0] != d->src[0]) {
+            if (bpf_l3_csum_replace(skb, ipsum, k->src[0], d->src[0], 4) ||
+                bpf_l4_csum_replace(skb, csum, k->src[0], d->src[0],
+                                    BPF_F_PSEUDO_HDR | mangled | 4) ||
+                bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct iphdr, saddr),
+                                    &d->src[0], 4, 0))
+                return 0;
+        }
+        if (k->dst[0] != d->dst[0]) {
+            if (bpf_l3_csum_replace(skb, ipsum, k->dst[0], d->dst[0], 4) ||
+                bpf_l4_csum_replace(skb, csum, k->dst[0], d->dst[0],
+                                    BPF_F_PSEUDO_HDR | mangled | 4) ||
+                bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct iphdr, daddr),
+                                    &d->dst[0], 4, 0))
+                return 0;
+        }
+    } else {
+        // Source and destination are next to each other in both.
+        __s64 diff = bpf_csum_diff((__be32 *)k->src, 32, (__be32 *)d->src, 32, 0);
+        if (diff < 0 ||
+            bpf_l4_csum_replace(skb, csum, 0, (__u32)diff, BPF_F_PSEUDO_HDR | mangled) ||
+            bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct ipv6hdr, saddr), d->src, 32,
+                                0))
+            return 0;
+    }
+    if (k->sport != d->sport) {
+        if (bpf_l4_csum_replace(skb, csum, k->sport, d->sport, mangled | 2) ||
+            bpf_skb_store_bytes(skb, l4, &d->sport, 2, 0))
+            return 0;
+    }
+    if (k->dport != d->dport) {
+        if (bpf_l4_csum_replace(skb, csum, k->dport, d->dport, mangled | 2) ||
+            bpf_skb_store_bytes(skb, l4 + 2, &d->dport, 2, 0))
+            return 0;
     }
     return 1;
 }
@@ -323,6 +391,13 @@ int fastpath_in(struct __sk_buff *skb)
     }
     __u8 mac[12];
     __builtin_memcpy(mac, dir->eth, 12);
+    // The direction's record is copied out: the helpers below may not be
+    // given map memory that could change under them, and pointers into
+    // the packet die with them.
+    __u8 nat = dir->flags & FP_NAT;
+    struct fp_tuple xl;
+    if (nat)
+        __builtin_memcpy(&xl, &dir->to, sizeof(xl));
     // The packet pointers are still valid: no helper touched the packet.
     data = (void *)(long)skb->data;
     end = (void *)(long)skb->data_end;
@@ -344,6 +419,10 @@ int fastpath_in(struct __sk_buff *skb)
             bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
                                 &hl, 1, BPF_F_RECOMPUTE_CSUM);
         }
+    }
+    if (nat && !translate(skb, &key, &xl, l3)) {
+        count(FP_DROPPED);
+        return TC_ACT_SHOT;
     }
     count(FP_TAKEN);
     return bpf_redirect(out, 0);

@@ -4,10 +4,9 @@
 //! per packet and reads their windows and counters back; the program
 //! forwards their packets after pf's window check and gives everything
 //! else back to the kernel, where Palisade's sockets receive it.
-//!
-//! Not yet wired into the data plane: this module is the program, its
-//! loader and the layouts shared with it, tested against the filter's
-//! own window check (tests/fastpath_bpf.rs).
+//! The data plane decides what to hand over (dataplane/fast.rs); the
+//! program is tested against the filter's own window check and
+//! translation (tests/fastpath_bpf.rs).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -71,6 +70,9 @@ impl FpKey {
 
 /// `fp_dir.flags`: decrement the TTL or hop limit and write `eth`.
 pub const FP_ROUTE: u8 = 1;
+/// `fp_dir.flags`: write the addresses and ports `to_*` (pf translates
+/// this direction).
+pub const FP_NAT: u8 = 2;
 
 /// Where a direction goes (`struct fp_dir`).
 #[repr(C)]
@@ -90,6 +92,12 @@ pub struct FpDir {
     /// when routed, the host's when bridged): others are not taken.
     pub in_dst: [u8; 6],
     pub pad: [u8; 3],
+    /// With `FP_NAT`: the addresses and ports the packet leaves with, as
+    /// in `FpKey` (same family as the key).
+    pub to_src: [u8; 16],
+    pub to_dst: [u8; 16],
+    pub to_sport: u16,
+    pub to_dport: u16,
 }
 
 /// A side's window record (`struct fp_peer`), as the filter's `Peer`.
@@ -155,7 +163,7 @@ unsafe impl aya::Pod for FpDir {}
 unsafe impl aya::Pod for FpFlow {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 36);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 72);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 152);
 
 /// The program's counters (`enum fp_counter`).
@@ -168,6 +176,8 @@ pub struct FpCounters {
     pub back_window: u64,
     pub back_slow: u64,
     pub back_stale: u64,
+    /// Dropped half rewritten (a checksum or store helper failed).
+    pub dropped: u64,
 }
 
 /// tc's verdicts as the program returns them.
@@ -297,7 +307,7 @@ impl FastPath {
                 .ok_or_else(|| err("map", "fp_counters missing"))?,
         )
         .map_err(|e| err("fp_counters", e))?;
-        let mut v = [0u64; 5];
+        let mut v = [0u64; 6];
         for (i, x) in v.iter_mut().enumerate() {
             *x = m
                 .get(&(i as u32), 0)
@@ -311,6 +321,7 @@ impl FastPath {
             back_window: v[2],
             back_slow: v[3],
             back_stale: v[4],
+            dropped: v[5],
         })
     }
 

@@ -68,6 +68,7 @@ pub fn info(sh: &Shared) -> Info {
             ("back_window", c.back_window),
             ("back_slow", c.back_slow),
             ("back_stale", c.back_stale),
+            ("dropped", c.dropped),
         ])
     });
     let f = &dp.filter.counters;

@@ -6,6 +6,9 @@
 //! Palisade, which decides it.
 //!
 //!   src 198.18.0.1 [eth0]--[a0] fw [b0]--[eth0] dst 198.19.0.1
+//!
+//! Translated connections too: the program rewrites addresses, ports and
+//! checksums, which the hosts verify (below).
 
 mod common;
 
@@ -57,18 +60,9 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     wait_ping(&src, "198.19.0.1", &log);
 
-    // A bulk transfer (offloads on at the hosts, as they run): the bytes
-    // arrive, and most of the packets were the program's.
-    let server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-p", "5201"]);
-    std::thread::sleep(Duration::from_millis(300));
-    let o = ns.exec(
-        &src,
-        &["iperf3", "-c", "198.19.0.1", "-p", "5201", "-t", "2", "-J"],
-    );
-    drop(server);
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("iperf3: {e}: {}", String::from_utf8_lossy(&o.stdout)));
-    let received = j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    // A bulk transfer: the bytes arrive, and most of the packets were
+    // the program's.
+    let received = iperf(&ns, &src, &dst, "198.19.0.1", "5201", &log);
     assert!(
         received > 50_000_000,
         "{received} bytes\n{}",
@@ -76,14 +70,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     );
 
     // `show info` says what the program did.
-    let info = |sock: &std::path::Path| -> serde_json::Value {
-        let o = Command::new(palisade())
-            .args(["show", "info", "--json", "-s", sock.to_str().unwrap()])
-            .output()
-            .unwrap();
-        serde_json::from_slice(&o.stdout).unwrap()
-    };
-    let fp = &info(&sock)["fastpath"];
+    let fp = &fastpath_info(&sock);
     assert!(
         fp["taken"].as_u64().unwrap_or(0) > 1_000,
         "show info: {fp}
@@ -118,7 +105,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
     }
     assert!(
-        info(&sock)["fastpath"]["flows"].as_u64() >= Some(1),
+        fastpath_info(&sock)["flows"].as_u64() >= Some(1),
         "the echo connection is handed over"
     );
     let o = Command::new(palisade())
@@ -146,4 +133,172 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     let n = taken(&text);
     // The transfer alone is thousands of super-packets.
     assert!(n > 1_000, "the program took {n} packets\n{text}");
+}
+
+/// One iperf3 transfer from `src` to `to` (port 5201 unless `port`): the
+/// bytes the receiving application read.
+fn iperf(ns: &Netns, src: &str, dst: &str, to: &str, port: &str, log: &Log) -> u64 {
+    let server = ns.spawn(dst, &["iperf3", "-s", "-1", "-p", "5201"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Bounded: a transfer whose checksums are wrong stalls.
+    let o = ns.exec(
+        src,
+        &[
+            "timeout", "20", "iperf3", "-c", to, "-p", port, "-t", "2", "-J",
+        ],
+    );
+    drop(server);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3: {e}: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            log.lock().unwrap()
+        )
+    });
+    j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
+}
+
+type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+fn fastpath_info(sock: &std::path::Path) -> serde_json::Value {
+    let o = Command::new(palisade())
+        .args(["show", "info", "--json", "-s", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["fastpath"].clone()
+}
+
+/// `nat-to` (IPv4) and `rdr-to` plus `nat-to` (IPv6) connections go
+/// through the program, which writes their addresses, ports and
+/// checksums. The hosts send with offloads on (super-packets whose
+/// checksum field holds only the pseudo-header's sum, which the program
+/// must amend for the new addresses); the firewall's ports have checksum
+/// offload off, so the kernel completes every checksum from that field
+/// when it sends, and the hosts verify them (receive offload off): a
+/// wrong sum loses the transfer.
+#[test]
+fn translated_connections_go_through_the_kernel_with_right_checksums() {
+    require_root();
+    let (ns, src, fw, dst) = routed("fpn");
+    for (n, dev, k) in [
+        (
+            &src,
+            "eth0",
+            &["tso", "on", "gso", "on", "tx", "on", "rx", "off"][..],
+        ),
+        (
+            &dst,
+            "eth0",
+            &["tso", "on", "gso", "on", "tx", "on", "rx", "off"][..],
+        ),
+        (&fw, "a0", &["tx", "off", "rx", "on"][..]),
+        (&fw, "b0", &["tx", "off", "rx", "on"][..]),
+    ] {
+        let mut args = vec!["ethtool", "-K", dev];
+        args.extend_from_slice(k);
+        ns.exec(n, &args);
+    }
+    let tso = ns.exec(&src, &["ethtool", "-k", "eth0"]);
+    assert!(
+        String::from_utf8_lossy(&tso.stdout).contains("tcp-segmentation-offload: on"),
+        "the sender must make super-packets"
+    );
+    ns.exec(
+        &src,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ns.exec(
+        &src,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::fe",
+        ],
+    );
+    ns.exec(
+        &dst,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:2::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let d = std::env::temp_dir().join(format!("palisade-fastpath-nat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\n\
+         pass inet proto icmp\n\
+         pass inet6 proto icmp6\n\
+         pass in on a0 inet proto tcp to port 5201\n\
+         pass out on b0 inet proto tcp to port 5201 nat-to 198.19.0.254\n\
+         pass in on a0 inet6 proto tcp to 2001:db8:2::80 port 80 rdr-to 2001:db8:2::1 port 5201\n\
+         pass out on b0 inet6 proto tcp to port 5201 nat-to 2001:db8:2::fe\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    let sock = d.join("palisade.sock");
+    let toml = ROUTED_TOML
+        .replace(
+            "\"198.18.0.254/24\"",
+            "\"198.18.0.254/24\", \"2001:db8:1::fe/64\"",
+        )
+        .replace(
+            "\"198.19.0.254/24\"",
+            "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
+        );
+    std::fs::write(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{toml}",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    wait_ping(&src, "198.19.0.1", &log);
+    // The server has no way back to the client but through the
+    // translation (its replies go to the firewall's own addresses).
+    ns.exec(&dst, &["ip", "route", "del", "default"]);
+
+    let mut before = 0;
+    for (what, to, port) in [
+        ("IPv4 nat-to", "198.19.0.1", "5201"),
+        ("IPv6 rdr-to and nat-to", "2001:db8:2::80", "80"),
+    ] {
+        let received = iperf(&ns, &src, &dst, to, port, &log);
+        assert!(
+            received > 50_000_000,
+            "{what}: {received} bytes\n{}",
+            log.lock().unwrap()
+        );
+        let fp = fastpath_info(&sock);
+        let taken = fp["taken"].as_u64().unwrap_or(0);
+        assert!(
+            taken > before + 200,
+            "{what}: the program took {} packets\n{fp}\n{}",
+            taken - before,
+            log.lock().unwrap()
+        );
+        assert_eq!(fp["dropped"], 0, "{fp}");
+        before = taken;
+    }
+    let _ = daemon.stop();
 }

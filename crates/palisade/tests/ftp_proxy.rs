@@ -543,6 +543,10 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         let (status, _, _) = curl_get(&lab, url, extra, "blocked");
         assert_ne!(status, 0, "{mode} worked without the proxy");
     }
+    // The data connections are translated both ways (rdr-to, nat-to):
+    // with the fast path on, its program forwarded them (every 20 MB
+    // transfer is hundreds of super-packets, or some 14,000 segments).
+    assert_fastpath_took(&sock, 1_000, &dlog.lock().unwrap());
     let _ = d.stop();
 }
 
@@ -604,6 +608,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         "{}",
         logs()
     );
+    assert_fastpath_took(&sock, 1_000, &logs());
     let _ = p4.stop();
     let _ = p6.stop();
     let _ = d.stop();

@@ -24,7 +24,7 @@ use palisade_filter::state::{FastView, Peer};
 use palisade_wire::{IpInfo, L4};
 
 use super::Dataplane;
-use crate::fastpath::{FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_ROUTE};
+use crate::fastpath::{FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_NAT, FP_ROUTE};
 
 /// What the packet under way has shown so far.
 #[derive(Default)]
@@ -34,12 +34,19 @@ pub(super) struct Trace {
     /// pf's passes: interface, direction, state.
     passes: Vec<(usize, Direction, u64)>,
     sends: u32,
+    /// The packet's key as the program sees it on the way in.
+    in_key: Option<FpKey>,
     /// The one frame sent: port, its destination and source MAC, the
-    /// packet's key as the program will see it on the way in.
+    /// packet's addresses and ports as it leaves (in a key of the way in:
+    /// equal to `in_key` unless pf translated it).
     out: Option<(usize, [u8; 12], FpKey)>,
     /// The destination MAC the packet arrived with.
     in_dst: [u8; 6],
     bad: bool,
+    /// The packet belongs to a flow the program has, and the program did
+    /// not see it (it was queued before the hand-over; or has IP
+    /// options): the flow, and its record as read before pf decided it.
+    unseen: Option<([u64; 2], FpFlow)>,
 }
 
 struct Learnt {
@@ -233,7 +240,7 @@ impl Dataplane {
             in_dst,
             ..Trace::default()
         };
-        if o.by_key.is_empty() || frame.len() < 14 {
+        if frame.len() < 14 {
             return;
         }
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
@@ -249,6 +256,7 @@ impl Dataplane {
         let Some(key) = key_of(ix, &info) else {
             return;
         };
+        self.trace.in_key = Some(key);
         let Some(ids) = o.by_key.get(&key).copied() else {
             return;
         };
@@ -268,12 +276,15 @@ impl Dataplane {
                     f.slow_seen = now;
                 }
             }
-            _ => {
+            Some(rec) => {
                 // A packet the program did not see as the flow's (it was
                 // queued before the flow was handed over, or is one the
-                // program never looks up: IP options): the program must
-                // stop before pf decides it. The flow is learnt again,
-                // once what is queued has gone through.
+                // program never looks up: IP options). pf decides it from
+                // the states as the program left them; if that changes
+                // them, the flow is taken away (`fast_end`).
+                self.trace.unseen = Some((ids, rec));
+            }
+            None => {
                 self.fast_drop(ids);
                 if let Some(o) = self.fast.as_mut() {
                     o.retry_after.insert(ids, now + 100);
@@ -288,9 +299,7 @@ impl Dataplane {
             return;
         }
         match d.state_id {
-            Some(id) if d.passed() && d.route.is_none() && d.nat.is_none() => {
-                self.trace.passes.push((ix, dir, id))
-            }
+            Some(id) if d.passed() && d.route.is_none() => self.trace.passes.push((ix, dir, id)),
             _ => self.trace.bad = true,
         }
     }
@@ -325,12 +334,21 @@ impl Dataplane {
     /// flow over when both are known.
     pub(super) fn fast_end(&mut self, now: u64) {
         let t = std::mem::take(&mut self.trace);
+        if let Some((ids, rec)) = t.unseen {
+            self.fast_unseen_decided(ids, &rec, now);
+        }
         if !t.active || t.bad || t.sends != 1 || t.passes.len() != 2 {
             return;
         }
-        let Some((out_port, eth, key)) = t.out else {
+        let (Some((out_port, eth, to)), Some(key)) = (t.out, t.in_key) else {
             return;
         };
+        // What pf translated (the state's translation, the same for every
+        // packet of this direction); never the family.
+        let nat = to != key;
+        if to.family != key.family || to.proto != key.proto {
+            return;
+        }
         let ((in_ix, Direction::In, in_id), (out_ix, Direction::Out, out_id)) =
             (t.passes[0], t.passes[1])
         else {
@@ -412,10 +430,14 @@ impl Dataplane {
                 gen: 0,
                 out_ifindex,
                 side: sides,
-                flags: if routed { FP_ROUTE } else { 0 },
+                flags: if routed { FP_ROUTE } else { 0 } | if nat { FP_NAT } else { 0 },
                 eth,
                 in_dst: t.in_dst,
                 pad: [0; 3],
+                to_src: to.src,
+                to_dst: to.dst,
+                to_sport: to.sport,
+                to_dport: to.dport,
             },
             in_ix,
             out_ix,
@@ -435,6 +457,30 @@ impl Dataplane {
                 self.fast_drop(other);
             }
             self.fast_hand_over(ids, views);
+        }
+    }
+
+    /// pf decided a packet of a handed flow that the program had not
+    /// seen, from the states as the program had left them (`rec`). If
+    /// that moved them (windows, TCP state; or they are gone), the
+    /// program's record is behind pf: the flow is taken away (the merge
+    /// in `fast_sync` keeps both) and learnt again later. Else the program
+    /// goes on from a record that is pf's own.
+    fn fast_unseen_decided(&mut self, ids: [u64; 2], rec: &FpFlow, now: u64) {
+        let states = if ids[0] == ids[1] { 1 } else { 2 };
+        let same = ids.iter().enumerate().take(states).all(|(k, &id)| {
+            self.filter.states.fast_view(id).is_some_and(|v| {
+                v.peers
+                    .iter()
+                    .zip(rec.state[k].peer)
+                    .all(|(p, r)| (p.seqlo, p.seqhi, p.max_win) == (r.seqlo, r.seqhi, r.max_win))
+            })
+        });
+        if !same {
+            self.fast_drop(ids);
+            if let Some(o) = self.fast.as_mut() {
+                o.retry_after.insert(ids, now + 100);
+            }
         }
     }
 

@@ -328,7 +328,7 @@ pub const ROUTED_TOML: &str = "[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\
 /// (the ports split behind the in-kernel fast path's program).
 pub fn write_config(path: &std::path::Path, body: impl AsRef<str>) {
     let sock = path.parent().unwrap().join("palisade.sock");
-    let fastpath = if std::env::var("PALISADE_TEST_FASTPATH").is_ok_and(|v| v == "on") {
+    let fastpath = if fastpath_on() {
         "fastpath = true\n"
     } else {
         ""
@@ -455,4 +455,37 @@ impl Conn {
         let mut l = String::new();
         r.read_line(&mut l).is_ok() && l.trim() == what
     }
+}
+
+/// Whether this run has `PALISADE_TEST_FASTPATH=on` (`write_config`
+/// turns the fast path on).
+pub fn fastpath_on() -> bool {
+    std::env::var("PALISADE_TEST_FASTPATH").is_ok_and(|v| v == "on")
+}
+
+/// With the fast path on: its program forwarded more than `min` packets
+/// so far (`show info` of the daemon at `sock`), so that a test run for
+/// the fast path did go through it. Nothing when it is off.
+pub fn assert_fastpath_took(sock: &std::path::Path, min: u64, log: &str) {
+    if !fastpath_on() {
+        return;
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["show", "info", "--json", "-s"])
+        .arg(sock)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "show info: {e}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let taken = info["fastpath"]["taken"].as_u64().unwrap_or(0);
+    assert!(
+        taken > min,
+        "the fast path took {taken} packets (more than {min} expected): {}\n{log}",
+        info["fastpath"]
+    );
 }
