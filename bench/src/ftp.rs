@@ -1,4 +1,4 @@
-//! `palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on]`: FTP downloads through the
+//! `palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]`: FTP downloads through the
 //! firewall in reverse mode (scenario S5: the server inside, the client
 //! outside), Palisade with `palisade ftp-proxy -R` against the Linux
 //! kernel with nftables' FTP connection-tracking helper (`ct helper
@@ -10,8 +10,12 @@
 //! The client (curl) fetches a file of `--mb` MB in passive mode (PASV)
 //! and in active mode (PORT); the figure is the rate curl read the file
 //! at (its size over curl's total time, control connection included),
-//! the median of `--runs`. Offloads are off on every veth for both peers,
+//! the median of `--runs`; second, the data connection's own rate (the
+//! size over the time from the first byte of data to the end). Offloads are off on every veth for both peers,
 //! or with `--offloads on` left as veths are created (as hosts run them).
+//! `--fastpath` runs Palisade with `fastpath = true` (docs/fastpath.md):
+//! the data connections, translated both ways, are forwarded by its
+//! in-kernel program once established.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -94,8 +98,9 @@ fn vsftpd(sv: &str, dir: &Path) -> Kill {
     Kill(Some(c))
 }
 
-/// One download: MB/s as curl read the file (or None if it failed).
-fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
+/// One download: MB/s as curl read the file, whole and from its first
+/// byte on (or None if it failed).
+fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<(f64, f64)> {
     let t = Instant::now();
     let o = Command::new("ip")
         .args([
@@ -112,7 +117,7 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
         .args(extra)
         .args([
             "-w",
-            "%{size_download} %{time_total}",
+            "%{size_download} %{time_total} %{time_starttransfer}",
             "ftp://203.0.113.1/blob",
         ])
         .output()
@@ -121,6 +126,7 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
     let mut it = out.split_whitespace();
     let got: u64 = it.next()?.parse().ok()?;
     let secs: f64 = it.next()?.parse().ok()?;
+    let first: f64 = it.next()?.parse().ok()?;
     if !o.status.success() || got != bytes {
         eprintln!(
             "download failed after {:.1} s: {out} {}",
@@ -129,7 +135,8 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<f64> {
         );
         return None;
     }
-    Some(bytes as f64 / 1e6 / secs)
+    let mb = bytes as f64 / 1e6;
+    Some((mb / secs, mb / (secs - first).max(1e-6)))
 }
 
 fn measure(
@@ -139,7 +146,8 @@ fn measure(
     bytes: u64,
     runs: usize,
     offloads: bool,
-) -> [Vec<f64>; 2] {
+    fastpath: bool,
+) -> [Vec<(f64, f64)>; 2] {
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
     let ns = topology(tag, offloads);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
@@ -161,7 +169,7 @@ fn measure(
             std::fs::write(
                 &cfg,
                 format!(
-                    "pf = \"pf.conf\"\ncontrol = \"{}\"\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+                    "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = {fastpath}\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
                      [[interface]]\nname = \"wan\"\nport = \"a0\"\naddresses = [\"203.0.113.1/24\"]\n\
                      [[interface]]\nname = \"lan\"\nport = \"b0\"\naddresses = [\"192.0.2.1/24\"]\n",
                     sock.display()
@@ -209,6 +217,21 @@ fn measure(
         pasv.extend(download(cl, &["--disable-epsv"], bytes));
         port.extend(download(cl, &["-P", "-", "--disable-eprt"], bytes));
     }
+    if fastpath {
+        // What the program did (show info), to tell a transfer it forwarded
+        // from one user space did.
+        let o = Command::new(palisade)
+            .args(["show", "info", "--json", "-s"])
+            .arg(dir.join("palisade.sock"))
+            .output()
+            .ok();
+        let info: Option<serde_json::Value> =
+            o.and_then(|o| serde_json::from_slice(&o.stdout).ok());
+        println!(
+            "the fast path's figures after these transfers: {}",
+            info.map_or("-".into(), |i| i["fastpath"].to_string())
+        );
+    }
     drop(daemons);
     [pasv, port]
 }
@@ -227,6 +250,7 @@ pub fn run(args: &[String]) {
         Some("on") => true,
         Some(o) => panic!("--offloads off|on, not {o}"),
     };
+    let fastpath = args.iter().any(|a| a == "--fastpath");
     need_tools(
         &["vsftpd", "curl", "nft"],
         "apt install vsftpd curl nftables",
@@ -248,24 +272,40 @@ pub fn run(args: &[String]) {
     std::fs::write(dir.join("root/blob"), &blob).unwrap();
     drop(blob);
     println!(
-        "{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median), offloads {}",
-        if offloads { "on" } else { "off" }
+        "{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median), offloads {}{}",
+        if offloads { "on" } else { "off" },
+        if fastpath { ", Palisade with its fast path" } else { "" }
     );
-    let p = measure(Peer::Palisade, &dir, &palisade, bytes, runs, offloads);
-    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs, offloads);
+    let p = measure(
+        Peer::Palisade,
+        &dir,
+        &palisade,
+        bytes,
+        runs,
+        offloads,
+        fastpath,
+    );
+    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs, offloads, false);
     for (i, mode) in ["passive (PASV)", "active (PORT)"].iter().enumerate() {
-        let (a, b) = (median(&p[i]), median(&k[i]));
-        println!(
-            "{mode:<16} palisade + ftp-proxy: {} MB/s ({} of {runs} ok); kernel + ct helper ftp: {} MB/s ({} of {runs} ok); ratio palisade/kernel {}",
-            a.map_or("-".into(), |v| format!("{v:.1}")),
-            p[i].len(),
-            b.map_or("-".into(), |v| format!("{v:.1}")),
-            k[i].len(),
-            match (a, b) {
-                (Some(a), Some(b)) => format!("{:.2}", a / b),
-                _ => "-".into(),
-            }
-        );
+        for (what, pick) in [
+            ("whole", (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64),
+            ("data ", |r: &(f64, f64)| r.1),
+        ] {
+            let pv: Vec<f64> = p[i].iter().map(pick).collect();
+            let kv: Vec<f64> = k[i].iter().map(pick).collect();
+            let (a, b) = (median(&pv), median(&kv));
+            println!(
+                "{mode:<16} {what} palisade + ftp-proxy: {} MB/s ({} of {runs} ok); kernel + ct helper ftp: {} MB/s ({} of {runs} ok); ratio palisade/kernel {}",
+                a.map_or("-".into(), |v| format!("{v:.1}")),
+                pv.len(),
+                b.map_or("-".into(), |v| format!("{v:.1}")),
+                kv.len(),
+                match (a, b) {
+                    (Some(a), Some(b)) => format!("{:.2}", a / b),
+                    _ => "-".into(),
+                }
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -50,6 +50,23 @@ struct fp_tuple {
     __u16 dport;
 };
 
+// Window edges (as in fp_peer) user space moved while the program had
+// the flow: a packet it decided that the program never saw (queued
+// before the hand-over). The program merges them into its record once
+// (each edge to the further of the two, as pf's own updates would have
+// left it), then remembers the id. id 0: nothing to merge.
+struct fp_win {
+    __u32 seqlo;
+    __u32 seqhi;
+    __u32 max_win;
+};
+
+struct fp_bump {
+    __u32 id;
+    __u32 pad;
+    struct fp_win w[2][2]; // per state of the flow, per side (initiator first)
+};
+
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
 #define FP_NAT 2   // write the addresses and ports below (pf translated)
 
@@ -66,6 +83,7 @@ struct fp_dir {
     // With FP_NAT: the packet's addresses and ports as it leaves (as
     // the key's, same family).
     struct fp_tuple to;
+    struct fp_bump bump;
 };
 
 struct fp_peer {
@@ -91,6 +109,8 @@ struct fp_flow {
     __u32 gen;
     __u32 slow;        // user space must see this flow's next packets
     __u32 states;      // 1 or 2
+    __u32 bump;        // the last fp_bump merged
+    __u32 pad;
     struct fp_half state[2];
     __u64 last_ns;
 };
@@ -149,6 +169,16 @@ static __always_inline void count(__u32 c)
 
 static __always_inline int seq_geq(__u32 a, __u32 b) { return (__s32)(a - b) >= 0; }
 static __always_inline int seq_gt(__u32 a, __u32 b) { return (__s32)(a - b) > 0; }
+
+static __always_inline void merge(struct fp_peer *p, const struct fp_win *w)
+{
+    if (seq_gt(w->seqlo, p->seqlo))
+        p->seqlo = w->seqlo;
+    if (seq_gt(w->seqhi, p->seqhi))
+        p->seqhi = w->seqhi;
+    if (w->max_win > p->max_win)
+        p->max_win = w->max_win;
+}
 
 // pf's check and update for data or a bare ack from `src` to `dst`, both
 // established (track_window's path for them). 0 when it does not fit.
@@ -348,6 +378,13 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 gen = dir->gen;
     int verdict; // 1 take, 0 window, -1 flags or special, -2 slow, -3 stale
     bpf_spin_lock(&st->lock);
+    if (st->gen == gen && dir->bump.id && dir->bump.id != st->bump) {
+        merge(&st->state[0].peer[0], &dir->bump.w[0][0]);
+        merge(&st->state[0].peer[1], &dir->bump.w[0][1]);
+        merge(&st->state[1].peer[0], &dir->bump.w[1][0]);
+        merge(&st->state[1].peer[1], &dir->bump.w[1][1]);
+        st->bump = dir->bump.id;
+    }
     // Both passes on copies; written back only if both take the packet
     // (else user space decides it from the state as it was).
     struct fp_peer a0 = st->state[0].peer[s0], b0 = st->state[0].peer[s0 ^ 1];

@@ -98,6 +98,30 @@ pub struct FpDir {
     pub to_dst: [u8; 16],
     pub to_sport: u16,
     pub to_dport: u16,
+    /// Window edges to merge into the record once (`struct fp_bump`).
+    pub bump: FpBump,
+}
+
+/// Window edges of a side (`struct fp_win`): seqlo, seqhi, max_win.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpWin {
+    pub seqlo: u32,
+    pub seqhi: u32,
+    pub max_win: u32,
+}
+
+/// Window edges user space moved while the program had the flow (a
+/// packet it decided that the program never saw), merged by the program
+/// into the record once: each edge to the further of the two. `id` 0:
+/// nothing (`struct fp_bump`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpBump {
+    pub id: u32,
+    pub pad: u32,
+    /// Per state of the flow, per side (initiator first).
+    pub w: [[FpWin; 2]; 2],
 }
 
 /// A side's window record (`struct fp_peer`), as the filter's `Peer`.
@@ -149,6 +173,9 @@ pub struct FpFlow {
     pub slow: u32,
     /// 1 or 2.
     pub states: u32,
+    /// The last `FpBump` the program merged.
+    pub bump: u32,
+    pub pad: u32,
     pub state: [FpHalf; 2],
     pub last_ns: u64,
 }
@@ -163,8 +190,8 @@ unsafe impl aya::Pod for FpDir {}
 unsafe impl aya::Pod for FpFlow {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 72);
-const _: () = assert!(std::mem::size_of::<FpFlow>() == 152);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 128);
+const _: () = assert!(std::mem::size_of::<FpFlow>() == 160);
 
 /// The program's counters (`enum fp_counter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

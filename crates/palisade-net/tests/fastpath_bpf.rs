@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
 use palisade_net::fastpath::{
-    FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_NAT, FP_ROUTE, TC_ACT_OK, TC_ACT_REDIRECT,
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWin, FP_NAT, FP_ROUTE, TC_ACT_OK,
+    TC_ACT_REDIRECT,
 };
 
 // One program and its maps per test, loaded one test at a time (each
@@ -680,4 +681,86 @@ fn translated_packets_leave_as_if_built_with_their_new_tuple() {
     }
     assert!(seen_mangled > 50);
     assert_eq!(fp.counters().unwrap().dropped, 0);
+}
+
+/// Window edges user space moved (a packet it decided that the program
+/// never saw) reach the record at the program's next packet, each edge
+/// to the further of the two in sequence space, before that packet is
+/// checked; once per bump, whatever the record does after.
+#[test]
+fn a_bump_merges_window_edges_once_before_the_next_check() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let peer = |seqlo: u32, seqhi: u32| FpPeer {
+        seqlo,
+        seqhi,
+        max_win: 1000,
+        ..FpPeer::default()
+    };
+    // The sender (side 0) may send up to 2,000; its next segment goes to
+    // 2,500: not in the window until the bump.
+    let half = FpHalf {
+        peer: [peer(1000, 2000), peer(5000, 7000)],
+        ..FpHalf::default()
+    };
+    let rec = FpFlow {
+        gen: 4,
+        states: 2,
+        state: [half, half],
+        ..FpFlow::default()
+    };
+    fp.set_flow(5, &rec).unwrap();
+    let win = |seqlo, seqhi, max_win| FpWin {
+        seqlo,
+        seqhi,
+        max_win,
+    };
+    let w = [
+        // State 0: the sender's seqhi ahead (seqlo behind: kept), the
+        // other side's seqlo half the sequence space away (behind).
+        [
+            win(900, 3000, 800),
+            win(5000u32.wrapping_sub(1 << 31).wrapping_add(10), 7000, 2000),
+        ],
+        // State 1: the sender's seqhi too, and its max_win.
+        [win(1000, 3000, 4000), win(5000, 7000, 1000)],
+    ];
+    let mut dir = FpDir {
+        flow: 5,
+        gen: 4,
+        out_ifindex: 1,
+        in_dst: FW_MAC,
+        bump: FpBump { id: 9, pad: 0, w },
+        ..FpDir::default()
+    };
+    let k = tcp_key(false, 0);
+    fp.set_dir(&k, &dir).unwrap();
+    let seg = tcp_packet(false, 0, 2000, 5000, 0x10, 1000, 500);
+    let (verdict, _) = fp.test_run(&seg, None).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT, "fits once the bump is in");
+    let got = fp.flow(5).unwrap();
+    assert_eq!(got.bump, 9);
+    // State 0: seqhi from the bump, seqlo moved by the segment itself
+    // (2,500), the larger max_win kept; the other side's seqlo is not
+    // moved by an edge that is behind it.
+    assert_eq!(got.state[0].peer[0].seqlo, 2500);
+    assert_eq!(got.state[0].peer[0].seqhi, 3000);
+    assert_eq!(got.state[0].peer[0].max_win, 1000);
+    assert_eq!(got.state[0].peer[1].seqlo, 5000);
+    assert_eq!(got.state[0].peer[1].max_win, 2000);
+    assert_eq!(got.state[1].peer[0].max_win, 4000);
+    // The same bump is not merged again: user space writes the record
+    // back as it was (as at a hand-back, saying bump 9 is in).
+    fp.set_flow(5, &FpFlow { bump: 9, ..rec }).unwrap();
+    let (verdict, _) = fp.test_run(&seg, None).unwrap();
+    assert_eq!(verdict, TC_ACT_OK, "bump 9 is in the record already");
+    assert_eq!(fp.flow(5).unwrap().state[0].peer[0].seqhi, 2000);
+    // A new bump is.
+    fp.set_flow(5, &FpFlow { bump: 9, ..rec }).unwrap();
+    dir.bump.id = 10;
+    fp.set_dir(&k, &dir).unwrap();
+    let (verdict, _) = fp.test_run(&seg, None).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(fp.flow(5).unwrap().bump, 10);
+    fp.remove_dir(&k).unwrap();
 }

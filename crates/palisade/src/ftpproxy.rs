@@ -315,8 +315,11 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
     let proxy = upstream.local_addr().map_err(|e| e.to_string())?.ip();
     // A peer that stops reading cannot hold the session (and its slot)
     // for ever; one that vanishes is noticed.
+    // Commands and replies go on at once: a line written behind one not
+    // yet acknowledged would wait for the peer's delayed ACK (Nagle).
     for s in [&client, &upstream] {
         let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
+        let _ = s.set_nodelay(true);
         keepalive(s);
     }
     let cfg = Config {

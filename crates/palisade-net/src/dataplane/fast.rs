@@ -24,7 +24,9 @@ use palisade_filter::state::{FastView, Peer};
 use palisade_wire::{IpInfo, L4};
 
 use super::Dataplane;
-use crate::fastpath::{FastPath, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FP_NAT, FP_ROUTE};
+use crate::fastpath::{
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWin, FP_NAT, FP_ROUTE,
+};
 
 /// What the packet under way has shown so far.
 #[derive(Default)]
@@ -71,6 +73,8 @@ struct Flow {
     slow_seen: u64,
     /// The record as last read: counters since are new.
     base: FpFlow,
+    /// The last window bump written to the directions (0: none).
+    bump: u32,
 }
 
 pub(super) struct Offloads {
@@ -94,6 +98,7 @@ pub(super) struct Offloads {
     retry_after: HashMap<[u64; 2], u64>,
     next_slot: u32,
     next_gen: u32,
+    next_bump: u32,
     /// CLOCK_MONOTONIC (the program's clock) at the data plane's 0 ms.
     epoch_ns: u64,
 }
@@ -123,10 +128,12 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
 }
 
 /// A flow's record as user space hands it to the program: the states'
-/// windows as they are now, counters from zero, not slow.
-fn fresh_record(gen: u32, ids: [u64; 2], views: &[FastView]) -> FpFlow {
+/// windows as they are now, counters from zero, not slow, the
+/// directions' last bump (`bump`) already in.
+fn fresh_record(gen: u32, ids: [u64; 2], views: &[FastView], bump: u32) -> FpFlow {
     let mut rec = FpFlow {
         gen,
+        bump,
         states: if ids[0] == ids[1] { 1 } else { 2 },
         ..FpFlow::default()
     };
@@ -153,6 +160,7 @@ impl Offloads {
             retry_after: HashMap::new(),
             next_slot: 0,
             next_gen: 1,
+            next_bump: 1,
             epoch_ns: monotonic_ns().saturating_sub(now_ms * 1_000_000),
         }
     }
@@ -415,6 +423,7 @@ impl Dataplane {
                     slow: false,
                     slow_seen: 0,
                     base: FpFlow::default(),
+                    bump: 0,
                 },
             );
         }
@@ -438,6 +447,7 @@ impl Dataplane {
                 to_dst: to.dst,
                 to_sport: to.sport,
                 to_dport: to.dport,
+                bump: FpBump::default(),
             },
             in_ix,
             out_ix,
@@ -462,25 +472,66 @@ impl Dataplane {
 
     /// pf decided a packet of a handed flow that the program had not
     /// seen, from the states as the program had left them (`rec`). If
-    /// that moved them (windows, TCP state; or they are gone), the
-    /// program's record is behind pf: the flow is taken away (the merge
-    /// in `fast_sync` keeps both) and learnt again later. Else the program
-    /// goes on from a record that is pf's own.
+    /// that moved a window edge, the program merges the states' edges
+    /// into its record at its next packet (`FpBump`: each edge to the
+    /// further of the two, which is what pf's updates of established
+    /// sides come to in any order; `fast_sync` merges the same way the
+    /// other way). If it moved more (the TCP state: a FIN, a RST) or the
+    /// states are gone, the flow is taken away and learnt again later.
+    /// Else the program goes on from a record that is pf's own.
     fn fast_unseen_decided(&mut self, ids: [u64; 2], rec: &FpFlow, now: u64) {
         let states = if ids[0] == ids[1] { 1 } else { 2 };
-        let same = ids.iter().enumerate().take(states).all(|(k, &id)| {
-            self.filter.states.fast_view(id).is_some_and(|v| {
-                v.peers
-                    .iter()
-                    .zip(rec.state[k].peer)
-                    .all(|(p, r)| (p.seqlo, p.seqhi, p.max_win) == (r.seqlo, r.seqhi, r.max_win))
-            })
-        });
-        if !same {
+        let views: Option<Vec<FastView>> = ids
+            .iter()
+            .take(states)
+            .map(|&id| self.filter.states.fast_view(id))
+            .collect();
+        let Some(views) = views else {
             self.fast_drop(ids);
             if let Some(o) = self.fast.as_mut() {
                 o.retry_after.insert(ids, now + 100);
             }
+            return;
+        };
+        let win = |p: &Peer| FpWin {
+            seqlo: p.seqlo,
+            seqhi: p.seqhi,
+            max_win: p.max_win,
+        };
+        let mut bump = FpBump::default();
+        for (k, v) in views.iter().enumerate() {
+            bump.w[k] = [win(&v.peers[0]), win(&v.peers[1])];
+        }
+        let same = (0..states).all(|k| {
+            (0..2).all(|s| {
+                let r = &rec.state[k].peer[s];
+                bump.w[k][s]
+                    == FpWin {
+                        seqlo: r.seqlo,
+                        seqhi: r.seqhi,
+                        max_win: r.max_win,
+                    }
+            })
+        });
+        if same {
+            return;
+        }
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        let Some(f) = o.flows.get_mut(&ids) else {
+            return;
+        };
+        bump.id = o.next_bump;
+        o.next_bump = o.next_bump.wrapping_add(1).max(1);
+        let mut ok = true;
+        for l in f.dirs.iter_mut().flatten() {
+            l.dir.bump = bump;
+            ok &= o.fp.set_dir(&l.key, &l.dir).is_ok();
+        }
+        f.bump = bump.id;
+        if !ok {
+            self.fast_drop(ids);
         }
     }
 
@@ -496,7 +547,11 @@ impl Dataplane {
         {
             let gen = o.next_gen;
             o.next_gen = o.next_gen.wrapping_add(1).max(1);
-            let rec = fresh_record(gen, ids, &views);
+            for l in f.dirs.iter_mut().flatten() {
+                l.dir.bump = FpBump::default();
+            }
+            f.bump = 0;
+            let rec = fresh_record(gen, ids, &views, 0);
             if o.fp.set_flow(f.slot, &rec).is_err() {
                 return;
             }
@@ -711,7 +766,7 @@ impl Dataplane {
             let Some(f) = o.flows.get_mut(&ids) else {
                 continue;
             };
-            let rec = fresh_record(f.gen, ids, &views);
+            let rec = fresh_record(f.gen, ids, &views, f.bump);
             if o.fp.set_flow(f.slot, &rec).is_ok() {
                 f.base = rec;
                 f.slow = false;
