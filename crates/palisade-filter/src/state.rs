@@ -1379,7 +1379,9 @@ pub struct FastView {
 
 impl StateTable {
     /// A state the fast path may take over: TCP with both sides
-    /// established and nothing that must see each packet (`log (all)`,
+    /// established, or UDP (the fast path takes only directions whose
+    /// packets leave the sides' states as they are), and nothing that
+    /// must see each packet (`log (all)`,
     /// scrub, modulate, synproxy, routing options, sloppy tracking,
     /// windows a pfsync peer wrote). A translation is the same for every
     /// packet of a direction: the fast path writes it as user space did.
@@ -1388,9 +1390,12 @@ impl StateTable {
         let per_packet = s.ext.as_deref().is_some_and(|e| {
             e.seqdiff != 0 || e.seqdiff_dst != 0 || e.proxy.is_some() || e.route.is_some()
         });
-        let ok = s.key.proto == 6
-            && s.src.state == tcps::ESTABLISHED
-            && s.dst.state == tcps::ESTABLISHED
+        let proto_ok = match s.key.proto {
+            6 => s.src.state == tcps::ESTABLISHED && s.dst.state == tcps::ESTABLISHED,
+            17 => true,
+            _ => false,
+        };
+        let ok = proto_ok
             && !s.log_all
             && !s.sloppy
             && s.unverified == 0

@@ -302,3 +302,138 @@ fn translated_connections_go_through_the_kernel_with_right_checksums() {
     }
     let _ = daemon.stop();
 }
+
+/// The UDP states of port 7001: (state as pfctl prints it, packets).
+fn udp_states(sock: &std::path::Path) -> Vec<(String, u64)> {
+    let o = Command::new(palisade())
+        .args(["show", "states", "--json", "-s", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let states: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    states
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["proto"] == "udp" && s["dst"]["port"] == 7001)
+        .map(|s| {
+            (
+                s["state"].as_str().unwrap_or("").to_string(),
+                s["packets"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// UDP through the program: a stream one way is handed over from its
+/// first datagram (nothing the program passes moves pf's UDP states,
+/// SINGLE:NO_TRAFFIC); the first reply moves them (the sender's side to
+/// MULTIPLE, the replier's to SINGLE), after which the program must not
+/// carry the first direction until pf has seen one more of its datagrams
+/// (which makes the replier's side MULTIPLE): the states end
+/// MULTIPLE:MULTIPLE as pf alone would leave them, with every datagram
+/// counted, and then both directions are the program's.
+#[test]
+fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
+    use std::net::UdpSocket;
+    require_root();
+    let (_ns, src, fw, dst) = routed("fpu");
+    let d = std::env::temp_dir().join(format!("palisade-fastpath-udp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\npass inet proto icmp\npass proto udp to port 7001\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    let sock = d.join("palisade.sock");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ROUTED_TOML}",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    wait_ping(&src, "198.19.0.1", &log);
+    let server = in_netns(&dst, || UdpSocket::bind("198.19.0.1:7001").unwrap())
+        .join()
+        .unwrap();
+    let client = in_netns(&src, || {
+        let c = UdpSocket::bind("198.18.0.1:0").unwrap();
+        c.connect("198.19.0.1:7001").unwrap();
+        c
+    })
+    .join()
+    .unwrap();
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    // Datagrams one way, each read before the next (none lost).
+    let send_all = |n: u32| {
+        for i in 0..n {
+            client.send(&i.to_be_bytes()).unwrap();
+            let (len, _) = server
+                .recv_from(&mut [0u8; 64])
+                .unwrap_or_else(|e| panic!("datagram {i}: {e}\n{}", log.lock().unwrap()));
+            assert_eq!(len, 4);
+        }
+    };
+    send_all(2000);
+    let fp = fastpath_info(&sock);
+    let taken = fp["taken"].as_u64().unwrap_or(0);
+    assert!(
+        taken >= 1990,
+        "a stream one way: the program took {taken}\n{fp}\n{}",
+        log.lock().unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = udp_states(&sock);
+    assert!(
+        !st.is_empty()
+            && st
+                .iter()
+                .all(|(s, p)| s == "SINGLE:NO_TRAFFIC" && *p == 2000),
+        "{st:?}"
+    );
+    // A reply, then one more datagram the first way.
+    server
+        .send_to(b"back", client.local_addr().unwrap())
+        .unwrap();
+    assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    send_all(1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = udp_states(&sock);
+    assert!(
+        !st.is_empty()
+            && st
+                .iter()
+                .all(|(s, p)| s == "MULTIPLE:MULTIPLE" && *p == 2002),
+        "pf's UDP states after a reply and one more datagram: {st:?}\n{}",
+        log.lock().unwrap()
+    );
+    // Both ways from then on.
+    for i in 0..1000u32 {
+        client.send(&i.to_be_bytes()).unwrap();
+        let (_, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..4], from).unwrap();
+        assert_eq!(client.recv(&mut buf).unwrap(), 4);
+    }
+    let taken2 = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+    assert!(
+        taken2 >= taken + 1990,
+        "both ways: the program took {}\n{}",
+        taken2 - taken,
+        log.lock().unwrap()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = udp_states(&sock);
+    assert!(
+        st.iter()
+            .all(|(s, p)| s == "MULTIPLE:MULTIPLE" && *p == 4002),
+        "{st:?}"
+    );
+    let _ = daemon.stop();
+}

@@ -4,9 +4,13 @@
 //! A flow is learnt from the packets the data plane forwards itself: each
 //! one that passes pf on the way in and on the way out by two state hits
 //! and leaves as one frame, untagged, tells where its direction goes
-//! (`Trace`). Once both directions are known and both states need nothing
-//! per packet (`StateTable::fast_view`), the flow's record (both states'
-//! windows) and its two directions are written to the program's maps.
+//! (`Trace`). Once both directions are known (TCP) and both states need
+//! nothing per packet (`StateTable::fast_view`), the flow's record (both
+//! states' windows) and its two directions are written to the program's
+//! maps. UDP: a direction whose packets leave pf's UDP states as they are
+//! (`udp_settled`) is handed over alone, the other joins when it is
+//! settled too, and the program stops when pf moves the states so that a
+//! direction it has would move them further (`fast_udp_unsettled`).
 //!
 //! From then on the program owns the record while its `slow` mark is
 //! clear, and user space only reads it (every tick: windows, counters,
@@ -20,7 +24,7 @@
 use std::collections::HashMap;
 
 use palisade_conf::ir::Direction;
-use palisade_filter::state::{FastView, Peer};
+use palisade_filter::state::{pseudo, FastView, Peer};
 use palisade_wire::{IpInfo, L4};
 
 use super::Dataplane;
@@ -121,10 +125,21 @@ fn fp_peer(p: &Peer) -> FpPeer {
 }
 
 fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
-    let L4::Tcp { sport, dport, .. } = info.l4 else {
-        return None;
+    let (proto, sport, dport) = match info.l4 {
+        L4::Tcp { sport, dport, .. } => (6, sport, dport),
+        L4::Udp { sport, dport } => (17, sport, dport),
+        _ => return None,
     };
-    FpKey::new(ifindex, 6, info.src, info.dst, sport, dport)
+    FpKey::new(ifindex, proto, info.src, info.dst, sport, dport)
+}
+
+/// Whether a UDP packet from `side` of a state leaves its sides as they
+/// are: pf moves a sender that has sent nothing to SINGLE, and a SINGLE
+/// receiver (one that has sent) to MULTIPLE; the program does neither,
+/// so it takes only directions whose packets move nothing.
+fn udp_settled(v: &FastView, side: u8) -> bool {
+    let s = (side & 1) as usize;
+    v.peers[s].state >= pseudo::SINGLE && v.peers[s ^ 1].state != pseudo::SINGLE
 }
 
 /// A flow's record as user space hands it to the program: the states'
@@ -345,6 +360,16 @@ impl Dataplane {
         if let Some((ids, rec)) = t.unseen {
             self.fast_unseen_decided(ids, &rec, now);
         }
+        if let [(_, _, a), (_, _, b)] = t.passes[..] {
+            // A UDP flow the program has, whose packet user space passed
+            // (another direction's, or one the program gave back): if pf
+            // moved its sides so that a direction the program takes
+            // would move them further, the program stops.
+            let ids = [a.min(b), a.max(b)];
+            if self.fast_udp_unsettled(ids) {
+                self.fast_drop(ids);
+            }
+        }
         if !t.active || t.bad || t.sends != 1 || t.passes.len() != 2 {
             return;
         }
@@ -389,6 +414,12 @@ impl Dataplane {
                 [vout, vin],
             )
         };
+        // UDP: only a direction whose packets leave the states as they
+        // are (TCP: both sides established, checked by fast_view).
+        let udp = key.proto == 17;
+        if udp && !(udp_settled(&views[0], sides[0]) && udp_settled(&views[1], sides[1])) {
+            return;
+        }
         let Some(o) = self.fast.as_mut() else {
             return;
         };
@@ -428,10 +459,11 @@ impl Dataplane {
             );
         }
         let f = o.flows.get_mut(&ids).expect("just inserted");
-        if f.handed {
+        let d = (sides[0] & 1) as usize;
+        if f.handed && (!udp || f.dirs[d].is_some()) {
             return;
         }
-        let d = (sides[0] & 1) as usize;
+        let bump = f.dirs.iter().flatten().map(|l| l.dir.bump).next();
         f.dirs[d] = Some(Learnt {
             key,
             dir: FpDir {
@@ -453,7 +485,34 @@ impl Dataplane {
             out_ix,
             v6: key.family == 6,
         });
-        if f.dirs.iter().all(Option::is_some) {
+        if f.handed {
+            // A UDP flow's second direction, settled too: the program
+            // takes it as well, into the same record (with the bump the
+            // first one carries, already merged or not).
+            let (slot, gen) = (f.slot, f.gen);
+            let Some(l) = f.dirs[d].as_mut() else {
+                return;
+            };
+            l.dir.gen = gen;
+            l.dir.bump = bump.unwrap_or_default();
+            let (k, dir) = (l.key, l.dir);
+            debug_assert_eq!(dir.flow, slot);
+            if let Some(other) = o.by_key.get(&k).copied().filter(|x| *x != ids) {
+                self.fast_drop(other);
+            }
+            let Some(o) = self.fast.as_mut() else {
+                return;
+            };
+            if o.fp.set_dir(&k, &dir).is_ok() {
+                o.by_key.insert(k, ids);
+            } else if let Some(f) = o.flows.get_mut(&ids) {
+                f.dirs[d] = None;
+            }
+            return;
+        }
+        // TCP: once both directions are known. UDP: one settled direction
+        // is enough (a stream one way has no other).
+        if udp || f.dirs.iter().all(Option::is_some) {
             // A key another flow still holds (its states not yet found
             // gone, the ports reused): that one goes first.
             let others: Vec<[u64; 2]> = f
@@ -535,8 +594,25 @@ impl Dataplane {
         }
     }
 
-    /// Write a flow whose directions are both known: its record, then its
-    /// directions.
+    /// A UDP flow the program has, one of whose directions would now move
+    /// the states' sides (or whose states are gone).
+    fn fast_udp_unsettled(&self, ids: [u64; 2]) -> bool {
+        let Some(f) = self.fast.as_ref().and_then(|o| o.flows.get(&ids)) else {
+            return false;
+        };
+        let mut dirs = f.dirs.iter().flatten().peekable();
+        if !f.handed || dirs.peek().is_none_or(|l| l.key.proto != 17) {
+            return false;
+        }
+        let views = ids.map(|id| self.filter.states.fast_view(id));
+        let (Some(a), Some(b)) = (views[0], views[1]) else {
+            return true;
+        };
+        dirs.any(|l| !(udp_settled(&a, l.dir.side[0]) && udp_settled(&b, l.dir.side[1])))
+    }
+
+    /// Write a flow whose directions are known (TCP: both; UDP: one or
+    /// both): its record, then its directions.
     fn fast_hand_over(&mut self, ids: [u64; 2], views: [FastView; 2]) {
         let Some(o) = self.fast.as_mut() else {
             return;
@@ -760,6 +836,10 @@ impl Dataplane {
                 self.fast_drop(ids);
                 continue;
             };
+            if self.fast_udp_unsettled(ids) {
+                self.fast_drop(ids);
+                continue;
+            }
             let Some(o) = self.fast.as_mut() else {
                 return;
             };
