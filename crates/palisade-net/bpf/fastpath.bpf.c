@@ -61,9 +61,12 @@ struct fp_win {
     __u32 max_win;
 };
 
+// Per flow slot, written by user space (under the lock, BPF_F_LOCK)
+// while the program has the record: never in a direction, which a run
+// may be reading.
 struct fp_bump {
+    struct bpf_spin_lock lock;
     __u32 id;
-    __u32 pad;
     struct fp_win w[2][2]; // per state of the flow, per side (initiator first)
 };
 
@@ -71,6 +74,12 @@ struct fp_bump {
 #define FP_NAT 2   // write the addresses and ports below (pf translated)
 
 struct fp_dir {
+    // The key it is stored under. A hash map's element can be reused for
+    // another key while a program run still holds it (user space removed
+    // this one and inserted another): the run copies the direction, then
+    // reads this again from the map and gives the packet back if it no
+    // longer names the packet (user space's writes put the key first).
+    struct fp_key key;
     __u32 flow;        // slot in fp_flows
     __u32 gen;         // must equal the slot's (a slot reused meanwhile)
     __u32 out_ifindex;
@@ -83,7 +92,6 @@ struct fp_dir {
     // With FP_NAT: the packet's addresses and ports as it leaves (as
     // the key's, same family).
     struct fp_tuple to;
-    struct fp_bump bump;
 };
 
 struct fp_peer {
@@ -148,6 +156,13 @@ struct {
 } fp_flows SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, FP_MAX_FLOWS);
+    __type(key, __u32);
+    __type(value, struct fp_bump);
+} fp_bumps SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, FP_COUNTERS);
     __type(key, __u32);
@@ -155,6 +170,8 @@ struct {
 } fp_counters SEC(".maps");
 
 #define MAX_ACK_WINDOW (0xffff + 1500)
+// BPF_F_IPV6 of bpf_l4_csum_replace (an enum in newer headers only).
+#define FP_F_IPV6 (1ULL << 7)
 #define TH_FIN 0x01
 #define TH_SYN 0x02
 #define TH_RST 0x04
@@ -169,6 +186,16 @@ static __always_inline void count(__u32 c)
 
 static __always_inline int seq_geq(__u32 a, __u32 b) { return (__s32)(a - b) >= 0; }
 static __always_inline int seq_gt(__u32 a, __u32 b) { return (__s32)(a - b) > 0; }
+
+// Whether a key read from map memory (again) is the packet's.
+static __always_inline int same_key(const volatile __u32 *a, const __u32 *b)
+{
+    __u32 diff = 0;
+#pragma unroll
+    for (int i = 0; i < (int)(sizeof(struct fp_key) / 4); i++)
+        diff |= a[i] ^ b[i];
+    return diff == 0;
+}
 
 static __always_inline void merge(struct fp_peer *p, const struct fp_win *w)
 {
@@ -251,8 +278,14 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
     } else {
         // Source and destination are next to each other in both.
         __s64 diff = bpf_csum_diff((__be32 *)k->src, 32, (__be32 *)d->src, 32, 0);
+        // BPF_F_IPV6 (Linux 6.16): the addresses' change and the
+        // checksum's cancel out in a CHECKSUM_COMPLETE sum; an older
+        // kernel refuses the flag before touching anything, and is asked
+        // again without it.
         if (diff < 0 ||
-            bpf_l4_csum_replace(skb, csum, 0, (__u32)diff, BPF_F_PSEUDO_HDR | mangled) ||
+            (bpf_l4_csum_replace(skb, csum, 0, (__u32)diff,
+                                 BPF_F_PSEUDO_HDR | FP_F_IPV6 | mangled) &&
+             bpf_l4_csum_replace(skb, csum, 0, (__u32)diff, BPF_F_PSEUDO_HDR | mangled)) ||
             bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct ipv6hdr, saddr), d->src, 32,
                                 0))
             return 0;
@@ -344,9 +377,19 @@ int fastpath_in(struct __sk_buff *skb)
     } else {
         return TC_ACT_OK;
     }
-    struct fp_dir *dir = bpf_map_lookup_elem(&fp_dirs, &key);
-    if (!dir)
+    struct fp_dir *found = bpf_map_lookup_elem(&fp_dirs, &key);
+    if (!found)
         return TC_ACT_OK;
+    // Copied, then the element's key read again (see struct fp_dir): if
+    // the element was reused meanwhile, the copy may mix two directions.
+    struct fp_dir d;
+    __builtin_memcpy(&d, found, sizeof(d));
+    asm volatile("" ::: "memory");
+    if (!same_key((const volatile __u32 *)&found->key, (const __u32 *)&key)) {
+        count(FP_BACK_STALE);
+        return TC_ACT_OK;
+    }
+    struct fp_dir *dir = &d;
     __u32 slot = dir->flow;
     struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
     if (!st)
@@ -377,13 +420,24 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 s0 = dir->side[0] & 1, s1 = dir->side[1] & 1;
     __u32 gen = dir->gen;
     int verdict; // 1 take, 0 window, -1 flags or special, -2 slow, -3 stale
+    // Window edges user space moved meanwhile (struct fp_bump), copied
+    // under their own lock (one lock at a time).
+    struct fp_win bw[2][2];
+    __u32 bump = 0;
+    struct fp_bump *b = bpf_map_lookup_elem(&fp_bumps, &slot);
+    if (b) {
+        bpf_spin_lock(&b->lock);
+        bump = b->id;
+        __builtin_memcpy(bw, b->w, sizeof(bw));
+        bpf_spin_unlock(&b->lock);
+    }
     bpf_spin_lock(&st->lock);
-    if (st->gen == gen && dir->bump.id && dir->bump.id != st->bump) {
-        merge(&st->state[0].peer[0], &dir->bump.w[0][0]);
-        merge(&st->state[0].peer[1], &dir->bump.w[0][1]);
-        merge(&st->state[1].peer[0], &dir->bump.w[1][0]);
-        merge(&st->state[1].peer[1], &dir->bump.w[1][1]);
-        st->bump = dir->bump.id;
+    if (st->gen == gen && bump && bump != st->bump) {
+        merge(&st->state[0].peer[0], &bw[0][0]);
+        merge(&st->state[0].peer[1], &bw[0][1]);
+        merge(&st->state[1].peer[0], &bw[1][0]);
+        merge(&st->state[1].peer[1], &bw[1][1]);
+        st->bump = bump;
     }
     // Both passes on copies; written back only if both take the packet
     // (else user space decides it from the state as it was).

@@ -78,6 +78,9 @@ pub const FP_NAT: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpDir {
+    /// The key it is stored under (`set_dir` writes it): a program run
+    /// that holds an element reused for another key meanwhile notices.
+    pub key: FpKey,
     /// The flow's slot in the flows array, and its generation.
     pub flow: u32,
     pub gen: u32,
@@ -98,8 +101,6 @@ pub struct FpDir {
     pub to_dst: [u8; 16],
     pub to_sport: u16,
     pub to_dport: u16,
-    /// Window edges to merge into the record once (`struct fp_bump`).
-    pub bump: FpBump,
 }
 
 /// Window edges of a side (`struct fp_win`): seqlo, seqhi, max_win.
@@ -114,12 +115,13 @@ pub struct FpWin {
 /// Window edges user space moved while the program had the flow (a
 /// packet it decided that the program never saw), merged by the program
 /// into the record once: each edge to the further of the two. `id` 0:
-/// nothing (`struct fp_bump`).
+/// nothing (`struct fp_bump`, one per flow slot, beside the record).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpBump {
+    /// The program's `bpf_spin_lock`.
+    pub lock: u32,
     pub id: u32,
-    pub pad: u32,
     /// Per state of the flow, per side (initiator first).
     pub w: [[FpWin; 2]; 2],
 }
@@ -188,9 +190,12 @@ unsafe impl aya::Pod for FpKey {}
 unsafe impl aya::Pod for FpDir {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FpFlow {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FpBump {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 128);
+const _: () = assert!(std::mem::size_of::<FpBump>() == 56);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 116);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 160);
 
 /// The program's counters (`enum fp_counter`).
@@ -296,11 +301,33 @@ impl FastPath {
         .map_err(|e| err("fp_flows", e))
     }
 
-    /// Hand a direction to the program (its flow must be written first).
+    /// Hand a direction to the program (its flow must be written first),
+    /// stored with its key in it.
     pub fn set_dir(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
+        let dir = FpDir { key: *key, ..*dir };
         self.dirs()?
             .insert(key, dir, 0)
             .map_err(|e| err("fp_dirs insert", e))
+    }
+
+    /// Store a direction exactly as given, its `key` field included
+    /// (the program's tests: an element that names another key).
+    pub fn set_dir_raw(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
+        self.dirs()?
+            .insert(key, *dir, 0)
+            .map_err(|e| err("fp_dirs insert", e))
+    }
+
+    /// Write a flow slot's window bump, under its lock.
+    pub fn set_bump(&mut self, slot: u32, b: &FpBump) -> io::Result<()> {
+        let mut m: Array<&mut MapData, FpBump> = Array::try_from(
+            self.ebpf
+                .map_mut("fp_bumps")
+                .ok_or_else(|| err("map", "fp_bumps missing"))?,
+        )
+        .map_err(|e| err("fp_bumps", e))?;
+        m.set(slot, b, BPF_F_LOCK)
+            .map_err(|e| err("fp_bumps set", e))
     }
 
     /// Take a direction back. Absent is not an error.

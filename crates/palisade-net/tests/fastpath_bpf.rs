@@ -725,16 +725,17 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
         // State 1: the sender's seqhi too, and its max_win.
         [win(1000, 3000, 4000), win(5000, 7000, 1000)],
     ];
-    let mut dir = FpDir {
+    let dir = FpDir {
         flow: 5,
         gen: 4,
         out_ifindex: 1,
         in_dst: FW_MAC,
-        bump: FpBump { id: 9, pad: 0, w },
         ..FpDir::default()
     };
     let k = tcp_key(false, 0);
     fp.set_dir(&k, &dir).unwrap();
+    let mut bump = FpBump { lock: 0, id: 9, w };
+    fp.set_bump(5, &bump).unwrap();
     let seg = tcp_packet(false, 0, 2000, 5000, 0x10, 1000, 500);
     let (verdict, _) = fp.test_run(&seg, None).unwrap();
     assert_eq!(verdict, TC_ACT_REDIRECT, "fits once the bump is in");
@@ -757,10 +758,105 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
     assert_eq!(fp.flow(5).unwrap().state[0].peer[0].seqhi, 2000);
     // A new bump is.
     fp.set_flow(5, &FpFlow { bump: 9, ..rec }).unwrap();
-    dir.bump.id = 10;
-    fp.set_dir(&k, &dir).unwrap();
+    bump.id = 10;
+    fp.set_bump(5, &bump).unwrap();
     let (verdict, _) = fp.test_run(&seg, None).unwrap();
     assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(fp.flow(5).unwrap().bump, 10);
+    // Not into a record of another generation (the slot reused).
+    fp.set_flow(5, &FpFlow { gen: 6, ..rec }).unwrap();
+    bump.id = 11;
+    fp.set_bump(5, &bump).unwrap();
+    let (verdict, _) = fp.test_run(&seg, None).unwrap();
+    assert_eq!(verdict, TC_ACT_OK, "another generation: stale");
+    let got = fp.flow(5).unwrap();
+    assert_eq!((got.bump, got.state[0].peer[0].seqhi), (0, 2000));
+    // From the responder's side too: its edges are the second of each
+    // state's pair.
+    let mut w2 = [[FpWin::default(); 2]; 2];
+    w2[0][1] = win(5000, 9000, 1000);
+    w2[1][1] = win(5000, 9000, 1000);
+    fp.set_flow(5, &rec).unwrap();
+    fp.set_bump(
+        5,
+        &FpBump {
+            lock: 0,
+            id: 12,
+            w: w2,
+        },
+    )
+    .unwrap();
+    let kr = tcp_key(false, 1);
+    fp.set_dir(
+        &kr,
+        &FpDir {
+            side: [1, 1],
+            ..dir
+        },
+    )
+    .unwrap();
+    // The responder sends 5,000..8,000, beyond its 7,000 until the bump.
+    let back = tcp_packet(false, 1, 5000, 2000, 0x10, 1000, 3000);
+    let (verdict, _) = fp.test_run(&back, None).unwrap();
+    assert_eq!(verdict, TC_ACT_REDIRECT, "the responder's edge merged");
+    let got = fp.flow(5).unwrap();
+    assert_eq!(got.state[0].peer[1].seqlo, 8000);
+    // The initiator's edge: from the responder's ack (2,000 + 1,000),
+    // not from the bump (whose initiator edges are 0, behind).
+    assert_eq!(got.state[0].peer[0].seqhi, 3000);
+    assert_eq!(got.state[0].peer[0].seqlo, 1000);
+    fp.remove_dir(&k).unwrap();
+    fp.remove_dir(&kr).unwrap();
+}
+
+/// A direction whose element names another key (as when the map reused
+/// it for another key while a run held it) is not used: the packet goes
+/// back.
+#[test]
+fn a_direction_stored_under_another_key_is_not_used() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let half = FpHalf {
+        peer: [FpPeer {
+            seqlo: 1000,
+            seqhi: 100_000,
+            max_win: 65535,
+            ..FpPeer::default()
+        }; 2],
+        ..FpHalf::default()
+    };
+    fp.set_flow(
+        6,
+        &FpFlow {
+            gen: 2,
+            states: 1,
+            state: [half, half],
+            ..FpFlow::default()
+        },
+    )
+    .unwrap();
+    let dir = FpDir {
+        flow: 6,
+        gen: 2,
+        out_ifindex: 1,
+        in_dst: FW_MAC,
+        ..FpDir::default()
+    };
+    let k = tcp_key(false, 0);
+    fp.set_dir(&k, &dir).unwrap();
+    let seg = tcp_packet(false, 0, 1000, 1000, 0x10, 1000, 10);
+    assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_REDIRECT);
+    // The same element, now saying it is the other direction's.
+    let stale_before = fp.counters().unwrap().back_stale;
+    fp.set_dir_raw(
+        &k,
+        &FpDir {
+            key: tcp_key(false, 1),
+            ..dir
+        },
+    )
+    .unwrap();
+    assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.counters().unwrap().back_stale, stale_before + 1);
     fp.remove_dir(&k).unwrap();
 }

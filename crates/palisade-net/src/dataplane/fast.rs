@@ -77,8 +77,10 @@ struct Flow {
     slow_seen: u64,
     /// The record as last read: counters since are new.
     base: FpFlow,
-    /// The last window bump written to the directions (0: none).
+    /// The last window bump written to the flow's slot (0: none), and
+    /// its edges (a bump that would say the same is not written again).
     bump: u32,
+    bump_w: [[FpWin; 2]; 2],
 }
 
 pub(super) struct Offloads {
@@ -455,6 +457,7 @@ impl Dataplane {
                     slow_seen: 0,
                     base: FpFlow::default(),
                     bump: 0,
+                    bump_w: Default::default(),
                 },
             );
         }
@@ -463,10 +466,10 @@ impl Dataplane {
         if f.handed && (!udp || f.dirs[d].is_some()) {
             return;
         }
-        let bump = f.dirs.iter().flatten().map(|l| l.dir.bump).next();
         f.dirs[d] = Some(Learnt {
             key,
             dir: FpDir {
+                key,
                 flow: f.slot,
                 gen: 0,
                 out_ifindex,
@@ -479,7 +482,6 @@ impl Dataplane {
                 to_dst: to.dst,
                 to_sport: to.sport,
                 to_dport: to.dport,
-                bump: FpBump::default(),
             },
             in_ix,
             out_ix,
@@ -487,14 +489,12 @@ impl Dataplane {
         });
         if f.handed {
             // A UDP flow's second direction, settled too: the program
-            // takes it as well, into the same record (with the bump the
-            // first one carries, already merged or not).
+            // takes it as well, into the same record.
             let (slot, gen) = (f.slot, f.gen);
             let Some(l) = f.dirs[d].as_mut() else {
                 return;
             };
             l.dir.gen = gen;
-            l.dir.bump = bump.unwrap_or_default();
             let (k, dir) = (l.key, l.dir);
             debug_assert_eq!(dir.flow, slot);
             if let Some(other) = o.by_key.get(&k).copied().filter(|x| *x != ids) {
@@ -581,15 +581,16 @@ impl Dataplane {
         let Some(f) = o.flows.get_mut(&ids) else {
             return;
         };
+        if f.bump != 0 && f.bump_w == bump.w {
+            // Said already (the program merges it at its next packet).
+            return;
+        }
         bump.id = o.next_bump;
         o.next_bump = o.next_bump.wrapping_add(1).max(1);
-        let mut ok = true;
-        for l in f.dirs.iter_mut().flatten() {
-            l.dir.bump = bump;
-            ok &= o.fp.set_dir(&l.key, &l.dir).is_ok();
-        }
-        f.bump = bump.id;
-        if !ok {
+        if o.fp.set_bump(f.slot, &bump).is_ok() {
+            f.bump = bump.id;
+            f.bump_w = bump.w;
+        } else {
             self.fast_drop(ids);
         }
     }
@@ -623,10 +624,12 @@ impl Dataplane {
         {
             let gen = o.next_gen;
             o.next_gen = o.next_gen.wrapping_add(1).max(1);
-            for l in f.dirs.iter_mut().flatten() {
-                l.dir.bump = FpBump::default();
-            }
+            // The slot's bump from an earlier flow is not this one's.
             f.bump = 0;
+            f.bump_w = Default::default();
+            if o.fp.set_bump(f.slot, &FpBump::default()).is_err() {
+                return;
+            }
             let rec = fresh_record(gen, ids, &views, 0);
             if o.fp.set_flow(f.slot, &rec).is_err() {
                 return;
