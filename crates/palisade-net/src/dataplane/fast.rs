@@ -105,7 +105,8 @@ pub(super) struct Offloads {
     next_slot: u32,
     next_gen: u32,
     next_bump: u32,
-    /// CLOCK_MONOTONIC (the program's clock) at the data plane's 0 ms.
+    /// CLOCK_MONOTONIC at the data plane's 0 ms (the program reads the
+    /// coarse variant of the same clock, a tick behind at most).
     epoch_ns: u64,
 }
 
