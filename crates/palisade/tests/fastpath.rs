@@ -34,30 +34,39 @@ fn taken(log: &str) -> u64 {
         .unwrap_or_else(|| panic!("{line}"))
 }
 
-#[test]
-fn established_connections_go_through_the_kernel_and_stay_pfs() {
-    require_root();
-    let (ns, src, fw, dst) = routed("fp");
-    let d = std::env::temp_dir().join(format!("palisade-fastpath-{}", std::process::id()));
+/// A daemon in `fw` with the fast path on, `pf` as its pf.conf and
+/// `ports` as its ports and interfaces (one worker, no host interface):
+/// the daemon, its log and its control socket.
+fn start(fw: &str, name: &str, pf: &str, ports: &str) -> (Proc, Log, std::path::PathBuf) {
+    let d = std::env::temp_dir().join(format!("palisade-fastpath-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("pf.conf"),
-        "block all\npass inet proto icmp\npass proto tcp to port { 5201 7000 }\n",
-    )
-    .unwrap();
+    std::fs::write(d.join("pf.conf"), pf).unwrap();
     let cfg = d.join("palisade.toml");
     let sock = d.join("palisade.sock");
     std::fs::write(
         &cfg,
         format!(
-            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ROUTED_TOML}",
+            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ports}",
             sock.display()
         ),
     )
     .unwrap();
+    let (daemon, log) = spawn_logged(fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    (daemon, log, sock)
+}
+
+#[test]
+fn established_connections_go_through_the_kernel_and_stay_pfs() {
+    require_root();
+    let (ns, src, fw, dst) = routed("fp");
     echo_server(&dst, "198.19.0.1:7000");
-    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "tcp",
+        "block all\npass inet proto icmp\npass proto tcp to port { 5201 7000 }\n",
+        ROUTED_TOML,
+    );
     wait_ping(&src, "198.19.0.1", &log);
 
     // A bulk transfer: the bytes arrive, and most of the packets were
@@ -239,22 +248,6 @@ fn translated_connections_go_through_the_kernel_with_right_checksums() {
             "nodad",
         ],
     );
-    let d = std::env::temp_dir().join(format!("palisade-fastpath-nat-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("pf.conf"),
-        "block all\n\
-         pass inet proto icmp\n\
-         pass inet6 proto icmp6\n\
-         pass in on a0 inet proto tcp to port 5201\n\
-         pass out on b0 inet proto tcp to port 5201 nat-to 198.19.0.254\n\
-         pass in on a0 inet6 proto tcp to 2001:db8:2::80 port 80 rdr-to 2001:db8:2::1 port 5201\n\
-         pass out on b0 inet6 proto tcp to port 5201 nat-to 2001:db8:2::fe\n",
-    )
-    .unwrap();
-    let cfg = d.join("palisade.toml");
-    let sock = d.join("palisade.sock");
     let toml = ROUTED_TOML
         .replace(
             "\"198.18.0.254/24\"",
@@ -264,15 +257,18 @@ fn translated_connections_go_through_the_kernel_with_right_checksums() {
             "\"198.19.0.254/24\"",
             "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
         );
-    std::fs::write(
-        &cfg,
-        format!(
-            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{toml}",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "nat",
+        "block all\n\
+         pass inet proto icmp\n\
+         pass inet6 proto icmp6\n\
+         pass in on a0 inet proto tcp to port 5201\n\
+         pass out on b0 inet proto tcp to port 5201 nat-to 198.19.0.254\n\
+         pass in on a0 inet6 proto tcp to 2001:db8:2::80 port 80 rdr-to 2001:db8:2::1 port 5201\n\
+         pass out on b0 inet6 proto tcp to port 5201 nat-to 2001:db8:2::fe\n",
+        &toml,
+    );
     wait_ping(&src, "198.19.0.1", &log);
     // The server has no way back to the client but through the
     // translation (its replies go to the firewall's own addresses).
@@ -337,25 +333,12 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
     use std::net::UdpSocket;
     require_root();
     let (_ns, src, fw, dst) = routed("fpu");
-    let d = std::env::temp_dir().join(format!("palisade-fastpath-udp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("pf.conf"),
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "udp",
         "block all\npass inet proto icmp\npass proto udp to port 7001\n",
-    )
-    .unwrap();
-    let cfg = d.join("palisade.toml");
-    let sock = d.join("palisade.sock");
-    std::fs::write(
-        &cfg,
-        format!(
-            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ROUTED_TOML}",
-            sock.display()
-        ),
-    )
-    .unwrap();
-    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+        ROUTED_TOML,
+    );
     wait_ping(&src, "198.19.0.1", &log);
     let server = in_netns(&dst, || UdpSocket::bind("198.19.0.1:7001").unwrap())
         .join()
