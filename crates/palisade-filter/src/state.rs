@@ -1375,6 +1375,10 @@ pub struct FastView {
     pub dir: Direction,
     /// The initiator's side and the responder's.
     pub peers: [Peer; 2],
+    /// The state's timeout is the one its sides give it (UDP: after the
+    /// first datagram pf moves it from udp.first even when the sides stay;
+    /// until then a datagram would still move it).
+    pub timeout_settled: bool,
 }
 
 impl StateTable {
@@ -1401,9 +1405,22 @@ impl StateTable {
             && s.unverified == 0
             && s.scrub().is_empty()
             && !per_packet;
+        let timeout_settled = match s.key.proto {
+            17 => {
+                let both = s.src.state == pseudo::MULTIPLE && s.dst.state == pseudo::MULTIPLE;
+                s.timeout
+                    == if both {
+                        Timeout::UdpMultiple
+                    } else {
+                        Timeout::UdpSingle
+                    }
+            }
+            _ => true,
+        };
         ok.then_some(FastView {
             dir: s.dir,
             peers: [s.src, s.dst],
+            timeout_settled,
         })
     }
 

@@ -91,6 +91,9 @@ pub(super) struct Offloads {
     program: Vec<bool>,
     flows: HashMap<[u64; 2], Flow>,
     by_key: HashMap<FpKey, [u64; 2]>,
+    /// The flow each state belongs to (a packet user space passed names
+    /// its states: their UDP flow may have to stop).
+    by_state: HashMap<u64, [u64; 2]>,
     free: Vec<u32>,
     /// Slots freed this tick, and the tick before: reused a whole tick
     /// later (a program run that found an old direction just before it
@@ -140,9 +143,12 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
 /// are: pf moves a sender that has sent nothing to SINGLE, and a SINGLE
 /// receiver (one that has sent) to MULTIPLE; the program does neither,
 /// so it takes only directions whose packets move nothing.
+/// (Nor its timeout: pf moves it from udp.first at the second datagram.)
 fn udp_settled(v: &FastView, side: u8) -> bool {
     let s = (side & 1) as usize;
-    v.peers[s].state >= pseudo::SINGLE && v.peers[s ^ 1].state != pseudo::SINGLE
+    v.timeout_settled
+        && v.peers[s].state >= pseudo::SINGLE
+        && v.peers[s ^ 1].state != pseudo::SINGLE
 }
 
 /// A flow's record as user space hands it to the program: the states'
@@ -172,6 +178,7 @@ impl Offloads {
             ifindex,
             flows: HashMap::new(),
             by_key: HashMap::new(),
+            by_state: HashMap::new(),
             free: Vec::new(),
             cooling: Vec::new(),
             cooled: Vec::new(),
@@ -363,12 +370,22 @@ impl Dataplane {
         if let Some((ids, rec)) = t.unseen {
             self.fast_unseen_decided(ids, &rec, now);
         }
-        if let [(_, _, a), (_, _, b)] = t.passes[..] {
-            // A UDP flow the program has, whose packet user space passed
-            // (another direction's, or one the program gave back): if pf
-            // moved its sides so that a direction the program takes
-            // would move them further, the program stops.
-            let ids = [a.min(b), a.max(b)];
+        // A UDP flow the program has, a packet of which user space passed
+        // (another direction's, one the program gave back, a datagram cut
+        // from a super-packet, one pf let in but not out): if pf moved
+        // its sides so that a direction the program takes would move
+        // them further, the program stops.
+        let mut seen: Vec<[u64; 2]> = Vec::new();
+        if let Some(o) = self.fast.as_ref() {
+            for (_, _, id) in &t.passes {
+                if let Some(ids) = o.by_state.get(id) {
+                    if !seen.contains(ids) {
+                        seen.push(*ids);
+                    }
+                }
+            }
+        }
+        for ids in seen {
             if self.fast_udp_unsettled(ids) {
                 self.fast_drop(ids);
             }
@@ -446,6 +463,9 @@ impl Dataplane {
                 }
                 None => return,
             };
+            for id in ids {
+                o.by_state.insert(id, ids);
+            }
             o.flows.insert(
                 ids,
                 Flow {
@@ -622,6 +642,20 @@ impl Dataplane {
         let Some(f) = o.flows.get_mut(&ids) else {
             return;
         };
+        // UDP: a direction learnt earlier (a hand-over that failed) may
+        // have become unsettled since.
+        for d in f.dirs.iter_mut() {
+            if d.as_ref().is_some_and(|l| {
+                l.key.proto == 17
+                    && !(udp_settled(&views[0], l.dir.side[0])
+                        && udp_settled(&views[1], l.dir.side[1]))
+            }) {
+                *d = None;
+            }
+        }
+        if f.dirs.iter().all(Option::is_none) {
+            return;
+        }
         {
             let gen = o.next_gen;
             o.next_gen = o.next_gen.wrapping_add(1).max(1);
@@ -760,6 +794,11 @@ impl Dataplane {
             self.fast_pull(ids);
         }
         if let Some(o) = self.fast.as_mut() {
+            for id in ids {
+                if o.by_state.get(&id) == Some(&ids) {
+                    o.by_state.remove(&id);
+                }
+            }
             if let Some(f) = o.flows.remove(&ids) {
                 if handed {
                     // A dead record: a program run already past the
@@ -825,6 +864,11 @@ impl Dataplane {
             }
             if !slow {
                 self.fast_pull(ids);
+                // (Every packet user space passed is checked; this is the
+                // net under that.)
+                if self.fast_udp_unsettled(ids) {
+                    self.fast_drop(ids);
+                }
                 continue;
             }
             if now < seen + 200 {
