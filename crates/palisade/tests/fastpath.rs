@@ -364,6 +364,17 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
             assert_eq!(len, 4);
         }
     };
+    // After a tick (records read back): every UDP state as `want`, with
+    // `packets` counted.
+    let states_are = |want: &str, packets: u64, what: &str| {
+        std::thread::sleep(Duration::from_millis(1500));
+        let st = udp_states(&sock);
+        assert!(
+            !st.is_empty() && st.iter().all(|(s, p)| s == want && *p == packets),
+            "{what}: {st:?}\n{}",
+            log.lock().unwrap()
+        );
+    };
     send_all(2000);
     let fp = fastpath_info(&sock);
     let taken = fp["taken"].as_u64().unwrap_or(0);
@@ -372,30 +383,17 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
         "a stream one way: the program took {taken}\n{fp}\n{}",
         log.lock().unwrap()
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = udp_states(&sock);
-    assert!(
-        !st.is_empty()
-            && st
-                .iter()
-                .all(|(s, p)| s == "SINGLE:NO_TRAFFIC" && *p == 2000),
-        "{st:?}"
-    );
+    states_are("SINGLE:NO_TRAFFIC", 2000, "a stream one way");
     // A reply, then one more datagram the first way.
     server
         .send_to(b"back", client.local_addr().unwrap())
         .unwrap();
     assert_eq!(client.recv(&mut buf).unwrap(), 4);
     send_all(1);
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = udp_states(&sock);
-    assert!(
-        !st.is_empty()
-            && st
-                .iter()
-                .all(|(s, p)| s == "MULTIPLE:MULTIPLE" && *p == 2002),
-        "pf's UDP states after a reply and one more datagram: {st:?}\n{}",
-        log.lock().unwrap()
+    states_are(
+        "MULTIPLE:MULTIPLE",
+        2002,
+        "pf's UDP states after a reply and one more datagram",
     );
     // Both ways from then on.
     for i in 0..1000u32 {
@@ -411,14 +409,6 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
         taken2 - taken,
         log.lock().unwrap()
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let st = udp_states(&sock);
-    assert!(
-        !st.is_empty()
-            && st
-                .iter()
-                .all(|(s, p)| s == "MULTIPLE:MULTIPLE" && *p == 4002),
-        "{st:?}"
-    );
+    states_are("MULTIPLE:MULTIPLE", 4002, "both ways");
     let _ = daemon.stop();
 }
