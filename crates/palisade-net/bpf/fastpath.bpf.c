@@ -242,6 +242,30 @@ static __always_inline int track(struct fp_peer *src, struct fp_peer *dst, __u32
     return 1;
 }
 
+// An IPv4 address at `at` from `from` to `*to` (if it changes), the
+// header's checksum at `ipsum` and the transport's (pseudo-header) at
+// `csum` amended. 0 when a helper failed.
+static __always_inline int address4(struct __sk_buff *skb, __u32 ipsum, __u32 csum, __u32 at,
+                                    __u32 from, const __u32 *to, __u64 mangled)
+{
+    if (from == *to)
+        return 1;
+    return !(bpf_l3_csum_replace(skb, ipsum, from, *to, 4) ||
+             bpf_l4_csum_replace(skb, csum, from, *to, BPF_F_PSEUDO_HDR | mangled | 4) ||
+             bpf_skb_store_bytes(skb, at, to, 4, 0));
+}
+
+// A port at `at` from `from` to `*to` (if it changes), the transport's
+// checksum at `csum` amended. 0 when a helper failed.
+static __always_inline int port(struct __sk_buff *skb, __u32 csum, __u32 at, __u16 from,
+                                const __u16 *to, __u64 mangled)
+{
+    if (from == *to)
+        return 1;
+    return !(bpf_l4_csum_replace(skb, csum, from, *to, mangled | 2) ||
+             bpf_skb_store_bytes(skb, at, to, 2, 0));
+}
+
 // The translation pf applied to the flow's packets in this direction:
 // addresses and ports written, the IPv4 header's and the transport's
 // checksums amended by the helpers (which also handle a super-packet's
@@ -259,22 +283,11 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
     __u64 mangled = k->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
     if (k->family == 4) {
         __u32 ipsum = ip + __builtin_offsetof(struct iphdr, check);
-        if (k->src[0] != d->src[0]) {
-            if (bpf_l3_csum_replace(skb, ipsum, k->src[0], d->src[0], 4) ||
-                bpf_l4_csum_replace(skb, csum, k->src[0], d->src[0],
-                                    BPF_F_PSEUDO_HDR | mangled | 4) ||
-                bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct iphdr, saddr),
-                                    &d->src[0], 4, 0))
-                return 0;
-        }
-        if (k->dst[0] != d->dst[0]) {
-            if (bpf_l3_csum_replace(skb, ipsum, k->dst[0], d->dst[0], 4) ||
-                bpf_l4_csum_replace(skb, csum, k->dst[0], d->dst[0],
-                                    BPF_F_PSEUDO_HDR | mangled | 4) ||
-                bpf_skb_store_bytes(skb, ip + __builtin_offsetof(struct iphdr, daddr),
-                                    &d->dst[0], 4, 0))
-                return 0;
-        }
+        if (!address4(skb, ipsum, csum, ip + __builtin_offsetof(struct iphdr, saddr),
+                      k->src[0], &d->src[0], mangled) ||
+            !address4(skb, ipsum, csum, ip + __builtin_offsetof(struct iphdr, daddr),
+                      k->dst[0], &d->dst[0], mangled))
+            return 0;
     } else {
         // Source and destination are next to each other in both.
         __s64 diff = bpf_csum_diff((__be32 *)k->src, 32, (__be32 *)d->src, 32, 0);
@@ -290,17 +303,8 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
                                 0))
             return 0;
     }
-    if (k->sport != d->sport) {
-        if (bpf_l4_csum_replace(skb, csum, k->sport, d->sport, mangled | 2) ||
-            bpf_skb_store_bytes(skb, l4, &d->sport, 2, 0))
-            return 0;
-    }
-    if (k->dport != d->dport) {
-        if (bpf_l4_csum_replace(skb, csum, k->dport, d->dport, mangled | 2) ||
-            bpf_skb_store_bytes(skb, l4 + 2, &d->dport, 2, 0))
-            return 0;
-    }
-    return 1;
+    return port(skb, csum, l4, k->sport, &d->sport, mangled) &&
+           port(skb, csum, l4 + 2, k->dport, &d->dport, mangled);
 }
 
 SEC("classifier")
