@@ -565,10 +565,16 @@ fn states_bench(args: &[String]) {
     let flows: u32 = arg(args, "--flows").map_or(10_000, |s| s.parse().expect("--flows N"));
     let mem_states: u32 =
         arg(args, "--memory-states").map_or(1_000_000, |s| s.parse().expect("--memory-states N"));
+    // `--only plain|nat|workers|memory`: one part (to profile it).
+    let only = arg(args, "--only");
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
     let client = |i: u32| ip4(0xc612_0000 + i); // 198.18.x.y
     let server = ip4(0xcb00_7109); // 203.0.113.9
     for nat in [false, true] {
+        if !part(if nat { "nat" } else { "plain" }) {
+            continue;
+        }
         let rules = if nat {
             "match out on em0 inet from 198.18.0.0/15 nat-to 203.0.113.2\npass out on em0 proto tcp\n"
         } else {
@@ -619,7 +625,12 @@ fn states_bench(args: &[String]) {
             hits_in / 1e6
         );
     }
-    workers_bench(flows);
+    if part("workers") {
+        workers_bench(flows);
+    }
+    if !part("memory") {
+        return;
+    }
     // Memory per state: heap in use before and after creating states,
     // plain and translated (10,000 per destination port: pf's
     // translation ports, 50001-65535, suffice for one address).
@@ -681,7 +692,7 @@ fn main() {
         Some("osfp") => osfp::run(&args),
         Some("greylist") => greylist::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1] [--offloads off|on|both] [--fastpath]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]\n       palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]\n       palisade-bench osfp [--write]\n       palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states [--flows 10000] [--memory-states 1000000] [--only plain|nat|workers|memory]\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1] [--offloads off|on|both] [--fastpath]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]\n       palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]\n       palisade-bench osfp [--write]\n       palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3]");
             std::process::exit(2);
         }
     }

@@ -171,9 +171,11 @@ pub struct State {
     pub creator: u32,
     /// The creating packet as it arrived, and as it left after translation.
     pub key: FlowKey,
-    /// Boxed: most states are not translated, and a key is 40 bytes
-    /// (pf, too, allocates a second key only for translated states).
-    pub translated: Option<Box<FlowKey>>,
+    /// The key after translation, as what differs from `key` (eight
+    /// bytes; the table resolves it: `StateTable::translated`). Most
+    /// states are not translated; pf, too, keeps a second key only for
+    /// those that are.
+    pub xlat: Option<Xlat>,
     pub dir: Direction,
     /// The interface that created it, and whether the state is bound to it
     /// (if-bound) or floating.
@@ -185,13 +187,16 @@ pub struct State {
     pub rule: Option<RuleId>,
     pub keep: KeepState,
     pub opts: Option<Arc<StateOpts>>,
-    pub created_ms: u64,
+    /// Created at this time, in seconds (`created_ms`): only ages are
+    /// shown or sent (pfsync's creation is in seconds).
+    pub created_s: u32,
     pub last_ms: u64,
     pub timeout: Timeout,
     /// Packets and bytes, initiator to responder and back.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
-    pub no_sync: bool,
+    /// `no-sync`, and source tracking's marks (`flag`).
+    pub flags: u8,
     pub sloppy: bool,
     /// Sides (bit 0 the initiator's, bit 1 the responder's) whose window
     /// a pfsync peer wrote last and no packet of this firewall has fitted
@@ -203,10 +208,6 @@ pub struct State {
     pub unverified: u8,
     /// Log every packet of this state (`log (all)`).
     pub log_all: bool,
-    /// Counted in a source node (source tracking), and as an established
-    /// connection of it.
-    pub tracked: bool,
-    pub conn_counted: bool,
     /// What only modulate, synproxy and `reassemble tcp` states need,
     /// boxed so that ordinary states stay small.
     pub ext: Option<Box<StateExt>>,
@@ -264,7 +265,170 @@ pub struct Proxy {
     pub our_isn: u32,
 }
 
+/// Bits of `State::flags`.
+pub mod flag {
+    /// `no-sync`: pfsync does not send it.
+    pub const NO_SYNC: u8 = 1;
+    /// Counted in a source node (source tracking).
+    pub const TRACKED: u8 = 2;
+    /// Counted as an established connection of its source node.
+    pub const CONN_COUNTED: u8 = 4;
+}
+
+/// A translated state's second key, as what differs from its first: the
+/// new addresses (interned in the table, shared by every state that
+/// translates to them: a `nat-to` address is one entry) and both ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Xlat {
+    addrs: std::num::NonZeroU32,
+    sport: u16,
+    dport: u16,
+}
+
+/// The interned addresses of translations: each entry the new source
+/// and the new destination (None: unchanged), counted by the states
+/// that use it, reused once none does.
+#[derive(Default)]
+struct XlatAddrs {
+    entries: Vec<(Option<IpAddr>, Option<IpAddr>, u32)>,
+    ids: HashMap<(Option<IpAddr>, Option<IpAddr>), u32>,
+    free: Vec<u32>,
+}
+
+impl XlatAddrs {
+    /// The translation of `key` to `to`, counted once more.
+    fn intern(&mut self, key: &FlowKey, to: &FlowKey) -> Xlat {
+        let pair = (
+            (to.src != key.src).then_some(to.src),
+            (to.dst != key.dst).then_some(to.dst),
+        );
+        let i = match self.ids.get(&pair) {
+            Some(&i) => i,
+            None => {
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.entries[i as usize] = (pair.0, pair.1, 0);
+                        i
+                    }
+                    None => {
+                        self.entries.push((pair.0, pair.1, 0));
+                        (self.entries.len() - 1) as u32
+                    }
+                };
+                self.ids.insert(pair, i);
+                i
+            }
+        };
+        self.entries[i as usize].2 += 1;
+        Xlat {
+            addrs: std::num::NonZeroU32::new(i + 1).expect("index + 1"),
+            sport: to.sport,
+            dport: to.dport,
+        }
+    }
+
+    /// A state using `x` is gone.
+    fn release(&mut self, x: Xlat) {
+        let i = x.addrs.get() - 1;
+        let e = &mut self.entries[i as usize];
+        e.2 -= 1;
+        if e.2 == 0 {
+            self.ids.remove(&(e.0, e.1));
+            self.free.push(i);
+        }
+    }
+
+    /// The key `key` is translated to by `x`.
+    fn apply(&self, key: &FlowKey, x: Xlat) -> FlowKey {
+        let (src, dst, _) = self.entries[x.addrs.get() as usize - 1];
+        FlowKey {
+            proto: key.proto,
+            src: src.unwrap_or(key.src),
+            dst: dst.unwrap_or(key.dst),
+            sport: x.sport,
+            dport: x.dport,
+        }
+    }
+
+    /// The state's key after translation (its key when not translated).
+    fn after<'a>(&self, s: &'a State) -> std::borrow::Cow<'a, FlowKey> {
+        match s.xlat {
+            None => std::borrow::Cow::Borrowed(&s.key),
+            Some(x) => std::borrow::Cow::Owned(self.apply(&s.key, x)),
+        }
+    }
+
+    /// The keys as seen on the wire and by the stack, both oriented as
+    /// an inbound packet carries them (pf's PF_SK_WIRE and PF_SK_STACK).
+    fn wire(&self, s: &State) -> FlowKey {
+        match s.dir {
+            Direction::In => norm(&s.key, s.dir),
+            Direction::Out => norm(&self.after(s), s.dir),
+        }
+    }
+    fn stack(&self, s: &State) -> FlowKey {
+        match s.dir {
+            Direction::In => norm(&self.after(s), s.dir),
+            Direction::Out => norm(&s.key, s.dir),
+        }
+    }
+
+    /// Does `k` equal the state's wire (or stack) key? Compared field by
+    /// field, without building the key when it is the first one.
+    fn key_is(&self, s: &State, k: &FlowKey, wire: bool) -> bool {
+        let after = self.after(s);
+        // Which tuple the side is, and whether it is stored reversed.
+        let (t, reversed) = match (s.dir, wire) {
+            (Direction::In, true) => (&s.key, false),
+            (Direction::In, false) => (&*after, false),
+            (Direction::Out, true) => (&*after, true),
+            (Direction::Out, false) => (&s.key, true),
+        };
+        if reversed {
+            k.proto == t.proto
+                && k.src == t.dst
+                && k.dst == t.src
+                && k.sport == t.dport
+                && k.dport == t.sport
+        } else {
+            k == t
+        }
+    }
+}
+
+/// The wire and stack keys of a state with key `key` (and `after`
+/// translation) created in `dir`, before it is stored.
+fn keys_of(key: &FlowKey, after: &FlowKey, dir: Direction) -> (FlowKey, FlowKey) {
+    match dir {
+        Direction::In => (norm(key, dir), norm(after, dir)),
+        Direction::Out => (norm(after, dir), norm(key, dir)),
+    }
+}
+
 impl State {
+    /// A bit of `flags`.
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// `no-sync`.
+    pub fn no_sync(&self) -> bool {
+        self.has(flag::NO_SYNC)
+    }
+
+    /// When it was created (to the second), in the caller's clock.
+    pub fn created_ms(&self) -> u64 {
+        self.created_s as u64 * 1000
+    }
+
     /// One more packet of `len` bytes from the initiator's side (or the
     /// responder's, `reply`), on the state and on its rule's counters.
     fn count(&mut self, reply: bool, len: u32) {
@@ -281,45 +445,6 @@ impl State {
     /// `StateExt`: most states have none).
     pub fn scrub(&self) -> crate::packet::ScrubActions {
         self.ext.as_deref().map(|e| e.scrub).unwrap_or_default()
-    }
-
-    /// Does `k` equal this state's wire (or stack) key? Compared field by
-    /// field, without building the key.
-    fn key_is(&self, k: &FlowKey, wire: bool) -> bool {
-        let after = self.translated.as_deref().unwrap_or(&self.key);
-        // Which tuple the side is, and whether it is stored reversed.
-        let (t, reversed) = match (self.dir, wire) {
-            (Direction::In, true) => (&self.key, false),
-            (Direction::In, false) => (after, false),
-            (Direction::Out, true) => (after, true),
-            (Direction::Out, false) => (&self.key, true),
-        };
-        if reversed {
-            k.proto == t.proto
-                && k.src == t.dst
-                && k.dst == t.src
-                && k.sport == t.dport
-                && k.dport == t.sport
-        } else {
-            k == t
-        }
-    }
-
-    /// The keys as seen on the wire and by the stack, both oriented as an
-    /// inbound packet carries them (pf's PF_SK_WIRE and PF_SK_STACK).
-    pub fn wire(&self) -> FlowKey {
-        let after = self.translated.as_deref().unwrap_or(&self.key);
-        match self.dir {
-            Direction::In => norm(&self.key, self.dir),
-            Direction::Out => norm(after, self.dir),
-        }
-    }
-    pub fn stack(&self) -> FlowKey {
-        let after = self.translated.as_deref().unwrap_or(&self.key);
-        match self.dir {
-            Direction::In => norm(after, self.dir),
-            Direction::Out => norm(&self.key, self.dir),
-        }
     }
 }
 
@@ -482,6 +607,8 @@ pub struct StateTable {
     rule_ids: HashMap<RuleRef, RuleId>,
     /// Interned operating-system names of fingerprinted SYNs.
     os_names: Vec<String>,
+    /// Interned addresses of translated states.
+    xlat: XlatAddrs,
 }
 
 /// The states' slots, in chunks of `CHUNK`: a table of a million states
@@ -534,6 +661,11 @@ impl std::ops::IndexMut<usize> for Slab {
     }
 }
 
+/// `now_ms` in whole seconds, as a state's creation time keeps it.
+fn secs_of(now_ms: u64) -> u32 {
+    (now_ms / 1000).min(u32::MAX as u64) as u32
+}
+
 /// pf's default state limit.
 pub const DEFAULT_STATE_LIMIT: u32 = 100_000;
 /// Local ids keep the slot in 24 bits.
@@ -571,6 +703,7 @@ impl StateTable {
             rules: Vec::new(),
             rule_ids: HashMap::new(),
             os_names: Vec::new(),
+            xlat: XlatAddrs::default(),
         }
     }
 
@@ -676,7 +809,7 @@ impl StateTable {
             let Some(Some(s)) = self.slab.get(slot as usize) else {
                 continue;
             };
-            if !s.key_is(k, need & WIRE_SIDE != 0) {
+            if !self.xlat.key_is(s, k, need & WIRE_SIDE != 0) {
                 continue;
             }
             if s.bound && self.ifaces.get(s.iface as usize).map(String::as_str) != Some(iface) {
@@ -686,6 +819,22 @@ impl StateTable {
             break;
         }
         found
+    }
+
+    /// A state's keys as seen on the wire and by the stack, both oriented
+    /// as an inbound packet carries them (pf's PF_SK_WIRE and
+    /// PF_SK_STACK). `s` must be a state of this table.
+    pub fn wire(&self, s: &State) -> FlowKey {
+        self.xlat.wire(s)
+    }
+    pub fn stack(&self, s: &State) -> FlowKey {
+        self.xlat.stack(s)
+    }
+
+    /// The key a state's packets are translated to, as the creating
+    /// packet left (None when not translated).
+    pub fn translated(&self, s: &State) -> Option<FlowKey> {
+        s.xlat.map(|x| self.xlat.apply(&s.key, x))
     }
 
     /// Find the state a packet belongs to (pf's pf_find_state): an inbound
@@ -698,13 +847,13 @@ impl StateTable {
         };
         let slot = self.find(&norm(tuple, dir), need, iface)?;
         let s = self.slab[slot as usize].as_ref()?;
-        let new = match &s.translated {
+        let new = match s.xlat {
             None => None,
             Some(_) => {
                 let target = if dir == Direction::In {
-                    s.stack()
+                    self.xlat.stack(s)
                 } else {
-                    s.wire()
+                    self.xlat.wire(s)
                 };
                 let new = norm(&target, dir);
                 (new != *tuple).then_some(new)
@@ -735,9 +884,9 @@ impl StateTable {
         let slot = self.find(&norm(quoted, inner_dir), need, iface)?;
         let s = self.slab[slot as usize].as_ref()?;
         let target = if dir == Direction::In {
-            s.stack()
+            self.xlat.stack(s)
         } else {
-            s.wire()
+            self.xlat.wire(s)
         };
         let new_inner = norm(&target, inner_dir);
         let new_outer = norm(&target, dir);
@@ -756,7 +905,7 @@ impl StateTable {
             e >> 30 & WIRE_SIDE != 0
                 && self.slab[(e & SLOT_MASK) as usize]
                     .as_ref()
-                    .is_some_and(|s| s.key_is(wire, true))
+                    .is_some_and(|s| self.xlat.key_is(s, wire, true))
         })
     }
 
@@ -970,7 +1119,7 @@ impl StateTable {
             }
         }
         let bound = opts.as_ref().is_some_and(|o| o.if_bound);
-        let translated = translated.filter(|t| *t != key).map(Box::new);
+        let translated = translated.filter(|t| *t != key);
         let (mut src, mut dst) = (Peer::default(), Peer::default());
         let timeout;
         if let Some(t) = tcp {
@@ -1006,11 +1155,18 @@ impl StateTable {
         }
         let iface_id = self.intern_iface(iface);
         let no_sync = opts.as_ref().is_some_and(|o| o.no_sync);
+        let (wire, stack) = keys_of(&key, translated.as_ref().unwrap_or(&key), dir);
+        if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
+            || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
+        {
+            return Err(crate::Reason::StateInsert);
+        }
+        let xlat = translated.map(|t| self.xlat.intern(&key, &t));
         let s = State {
             id: 0,
             creator: self.creator,
             key,
-            translated,
+            xlat,
             dir,
             iface: iface_id,
             bound,
@@ -1020,26 +1176,18 @@ impl StateTable {
             keep,
             sloppy: opts.as_ref().is_some_and(|o| o.sloppy),
             unverified: 0,
-            no_sync,
+            flags: if no_sync { flag::NO_SYNC } else { 0 },
             opts,
-            created_ms: now_ms,
+            created_s: secs_of(now_ms),
             last_ms: now_ms,
             timeout,
             packets: [1, 0],
             bytes: [len as u64, 0],
             log_all: false,
-            tracked: false,
-            conn_counted: false,
             ext: None,
             stats: None,
             os: 0,
         };
-        let (wire, stack) = (s.wire(), s.stack());
-        if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
-            || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
-        {
-            return Err(crate::Reason::StateInsert);
-        }
         let slot = self.store(s, &wire, &stack);
         let id = self.slab[slot as usize].as_ref().map_or(0, |s| s.id);
         if let Some(k) = max_key {
@@ -1052,7 +1200,7 @@ impl StateTable {
             });
             node.states += 1;
             if let Some(Some(s)) = self.slab.get_mut(slot as usize) {
-                s.tracked = true;
+                s.set(flag::TRACKED, true);
             }
         }
         self.live += 1;
@@ -1070,9 +1218,9 @@ impl StateTable {
                 return false;
             };
             let okey = if side & WIRE_SIDE != 0 {
-                o.wire()
+                self.xlat.wire(o)
             } else {
-                o.stack()
+                self.xlat.stack(o)
             };
             side & need != 0 && okey == *k && (!bound || !o.bound || o.iface == iface)
         })
@@ -1110,9 +1258,10 @@ impl StateTable {
     fn index_insert(&mut self, key: &FlowKey, e: u32) {
         let hasher = &self.hasher;
         let slab = &self.slab;
+        let xlat = &self.xlat;
         let rehash = |e: &u32| match slab[(e & SLOT_MASK) as usize].as_ref() {
-            Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(st.wire()),
-            Some(st) => hasher.hash_one(st.stack()),
+            Some(st) if e >> 30 & WIRE_SIDE != 0 => hasher.hash_one(xlat.wire(st)),
+            Some(st) => hasher.hash_one(xlat.stack(st)),
             // Every indexed slot holds its state (stored first, removed
             // from the index before it is taken); tests catch a breach.
             None => {
@@ -1125,7 +1274,7 @@ impl StateTable {
 
     pub fn remove(&mut self, id: u64) -> Option<State> {
         let s = self.remove_quietly(id)?;
-        self.record_event(s.id, s.creator, s.no_sync, replica::Pending::Delete);
+        self.record_event(s.id, s.creator, s.no_sync(), replica::Pending::Delete);
         Some(s)
     }
 
@@ -1136,7 +1285,7 @@ impl StateTable {
             return None;
         }
         let s = self.slab[slot as usize].as_ref()?;
-        let (wire, stack) = (s.wire(), s.stack());
+        let (wire, stack) = (self.xlat.wire(s), self.xlat.stack(s));
         for k in [wire, stack] {
             let h = self.hasher.hash_one(&k);
             while let Ok(e) = self.index.find_entry(h, |&e| e & SLOT_MASK == slot) {
@@ -1144,6 +1293,9 @@ impl StateTable {
             }
         }
         let s = self.slab[slot as usize].take()?;
+        if let Some(x) = s.xlat {
+            self.xlat.release(x);
+        }
         if (id >> 32) as u32 == self.creator {
             self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         } else {
@@ -1163,12 +1315,12 @@ impl StateTable {
                 }
             }
         }
-        if s.tracked {
+        if s.has(flag::TRACKED) {
             if let Some(scope) = src_scope(&s) {
                 let k = (scope, s.key.src);
                 if let Some(n) = self.src_nodes.get_mut(&k) {
                     n.states = n.states.saturating_sub(1);
-                    if s.conn_counted {
+                    if s.has(flag::CONN_COUNTED) {
                         n.conns = n.conns.saturating_sub(1);
                     }
                     if n.states == 0 {
@@ -1262,7 +1414,7 @@ impl StateTable {
         };
         s.last_ms = now_ms;
         s.count(reply, len);
-        let (creator, no_sync) = (s.creator, s.no_sync);
+        let (creator, no_sync) = (s.creator, s.no_sync());
         self.record_event(id, creator, no_sync, replica::Pending::Update);
     }
 
@@ -1275,8 +1427,8 @@ impl StateTable {
         let Some(s) = self.get(id) else {
             return false;
         };
-        let counts_conn = s.tracked
-            && !s.conn_counted
+        let counts_conn = s.has(flag::TRACKED)
+            && !s.has(flag::CONN_COUNTED)
             && s.opts
                 .as_ref()
                 .is_some_and(|o| o.max_src_conn.is_some() || o.max_src_conn_rate.is_some());
@@ -1342,10 +1494,14 @@ impl StateTable {
         s.count(reply, len);
         // The handshake completed: count the connection for its source.
         let mut over = false;
-        if s.tracked && !s.conn_counted && a == tcps::ESTABLISHED && b == tcps::ESTABLISHED {
+        if s.has(flag::TRACKED)
+            && !s.has(flag::CONN_COUNTED)
+            && a == tcps::ESTABLISHED
+            && b == tcps::ESTABLISHED
+        {
             if let (Some(o), Some(scope)) = (s.opts.clone(), src_scope(s)) {
                 if o.max_src_conn.is_some() || o.max_src_conn_rate.is_some() {
-                    s.conn_counted = true;
+                    s.set(flag::CONN_COUNTED, true);
                     if let Some(n) = self.src_nodes.get_mut(&(scope, s.key.src)) {
                         n.conns += 1;
                         if let Some((lim, secs)) = o.max_src_conn_rate {
@@ -1357,7 +1513,7 @@ impl StateTable {
                 }
             }
         }
-        let (creator, no_sync) = (s.creator, s.no_sync);
+        let (creator, no_sync) = (s.creator, s.no_sync());
         self.record_event(id, creator, no_sync, replica::Pending::Update);
         if over {
             return Err(TrackError::SrcLimit);
@@ -1635,6 +1791,90 @@ mod size_tests {
     /// the normalizations and the rule's reference shrank.)
     #[test]
     fn state_stays_small() {
-        assert!(std::mem::size_of::<Option<super::State>>() <= 184);
+        assert!(std::mem::size_of::<Option<super::State>>() <= 176);
+    }
+
+    /// Translated states share their interned addresses, counted: the
+    /// entry goes when its last state does, and is reused.
+    #[test]
+    fn translation_addresses_are_shared_and_released() {
+        use super::{FlowKey, StateTable};
+        use palisade_conf::ir::{Direction, KeepState};
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let mut t = StateTable::new(1);
+        let mut ids = Vec::new();
+        for i in 0..3u16 {
+            let key = FlowKey {
+                proto: 17,
+                src: ip("198.18.0.1"),
+                dst: ip("203.0.113.9"),
+                sport: 1000 + i,
+                dport: 53,
+            };
+            let to = FlowKey {
+                src: ip("203.0.113.2"),
+                sport: 50001 + i,
+                ..key.clone()
+            };
+            let id = t
+                .insert(
+                    key,
+                    Some(to.clone()),
+                    Direction::Out,
+                    "em0",
+                    None,
+                    KeepState::Keep,
+                    None,
+                    0,
+                    None,
+                    1,
+                )
+                .unwrap();
+            assert_eq!(t.translated(t.get(id).unwrap()), Some(to));
+            ids.push(id);
+        }
+        assert_eq!(t.xlat.ids.len(), 1);
+        assert_eq!(t.xlat.entries[0].2, 3);
+        t.remove(ids[0]);
+        t.remove(ids[1]);
+        assert_eq!(t.xlat.entries[0].2, 1);
+        t.remove(ids[2]);
+        assert!(t.xlat.ids.is_empty());
+        assert_eq!(t.xlat.free, vec![0]);
+        // Another translation takes the freed entry.
+        let key = FlowKey {
+            proto: 6,
+            src: ip("2001:db8::1"),
+            dst: ip("2001:db8:1::1"),
+            sport: 40000,
+            dport: 80,
+        };
+        let to = FlowKey {
+            dst: ip("2001:db8:2::1"),
+            dport: 8080,
+            ..key.clone()
+        };
+        let id = t
+            .insert(
+                key,
+                Some(to.clone()),
+                Direction::In,
+                "em0",
+                None,
+                KeepState::Keep,
+                None,
+                0,
+                None,
+                1,
+            )
+            .unwrap();
+        assert_eq!(t.xlat.entries.len(), 1);
+        let s = t.get(id).unwrap();
+        assert_eq!(t.translated(s), Some(to.clone()));
+        assert_eq!(t.stack(s), to);
+        assert_eq!(
+            t.lookup(&to.reversed(), Direction::Out, "em0").unwrap().id,
+            id
+        );
     }
 }

@@ -89,7 +89,7 @@ fn described_once_decides_the_same_and_says_what_changed() {
             let nat = a
                 .states
                 .iter()
-                .find_map(|s| s.translated.as_deref().cloned())
+                .find_map(|s| a.states.translated(s))
                 .unwrap();
             pkt = build::ip(
                 ip("198.51.100.1"),

@@ -525,7 +525,7 @@ fn translated_connections_agree_with_a_model() {
                 assert!(
                     !conns[o].live,
                     "translation {orig_out:?} handed out twice: to {:?} {orig:?} proto {proto} and to {:?} {:?} proto {} (its state {:?})",
-                    dir, conns[o].dir, conns[o].orig, conns[o].proto, f.states.get(conns[o].id).map(|s| (s.key.clone(), s.translated.as_deref().cloned()))
+                    dir, conns[o].dir, conns[o].orig, conns[o].proto, f.states.get(conns[o].id).map(|s| (s.key.clone(), f.states.translated(s)))
                 );
                 conns[o].retired = true;
             }

@@ -55,7 +55,7 @@ fn state_events_for_pfsync() {
     );
     let id = d.state_id.unwrap();
     assert_eq!(id >> 32, 7, "the creator id is in the state id");
-    assert!(f.states.get(id).unwrap().no_sync);
+    assert!(f.states.get(id).unwrap().no_sync());
     f.process(
         &mut udp("198.51.100.53", "192.0.2.10", 53, 5000),
         "em0",

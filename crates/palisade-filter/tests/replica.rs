@@ -258,7 +258,7 @@ fn events_are_per_state_only_for_syncable_states_and_bounded() {
     );
     let d = a.process(&mut q, "wan", In, 0);
     let dns = d.state_id.unwrap();
-    assert!(a.states.get(dns).unwrap().no_sync);
+    assert!(a.states.get(dns).unwrap().no_sync());
     let mut r = build::ip(
         ip("192.0.2.1"),
         ip("203.0.113.9"),
@@ -277,7 +277,7 @@ fn events_are_per_state_only_for_syncable_states_and_bounded() {
     // A syncable state: the insert carries the latest contents.
     let mut syn = tcp("198.18.5.5", "198.51.100.5", 40000, 80, 1000, 0, SYN, b"");
     let id = a.process(&mut syn, "wan", Out, 10).state_id.unwrap();
-    let nport = a.states.get(id).unwrap().wire().dport;
+    let nport = a.states.wire(a.states.get(id).unwrap()).dport;
     let mut synack = tcp(
         "198.51.100.5",
         "192.0.2.1",
@@ -373,7 +373,7 @@ fn peer_news_is_merged_and_never_echoed() {
     b.states.set_events(true);
     let mut syn = tcp("198.18.5.5", "198.51.100.5", 40000, 80, 1000, 0, SYN, b"");
     let id = a.process(&mut syn, "wan", Out, 0).state_id.unwrap();
-    let nport = a.states.get(id).unwrap().wire().dport;
+    let nport = a.states.wire(a.states.get(id).unwrap()).dport;
     let ev = a.states.drain_events(1, 10);
     let StateEvent::Insert(rec) = &ev[0] else {
         panic!("{ev:?}")

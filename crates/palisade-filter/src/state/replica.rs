@@ -367,13 +367,13 @@ impl StateTable {
             bound: s.bound,
             rule: self.rule_of(s),
             dir: s.dir,
-            wire: s.wire(),
-            stack: s.stack(),
+            wire: self.wire(s),
+            stack: self.stack(s),
             src: s.src,
             dst: s.dst,
             keep: s.keep,
             timeout: s.timeout,
-            age_ms: now_ms.saturating_sub(s.created_ms),
+            age_ms: now_ms.saturating_sub(s.created_ms()),
             expire_ms: self.expires_ms(s).saturating_sub(now_ms),
             packets: s.packets,
             bytes: s.bytes,
@@ -409,7 +409,7 @@ impl StateTable {
             if out.len() >= max {
                 return (out, Some(pos));
             }
-            if !s.no_sync {
+            if !s.no_sync() {
                 out.push(self.record(s, now_ms));
             }
         }
@@ -441,7 +441,7 @@ impl StateTable {
             return Err(ImportError::Invalid("a key mixes address families"));
         }
         if let Some(s) = self.get(rec.id) {
-            if s.creator == rec.creator && s.wire() == rec.wire && s.stack() == rec.stack {
+            if s.creator == rec.creator && self.wire(s) == rec.wire && self.stack(s) == rec.stack {
                 let up = StateUpdate {
                     sid: StateId {
                         id: rec.id,
@@ -486,7 +486,7 @@ impl StateTable {
             id: rec.id,
             creator: rec.creator,
             key,
-            translated: translated.map(Box::new),
+            xlat: None,
             dir: rec.dir,
             iface,
             bound: rec.bound,
@@ -495,7 +495,7 @@ impl StateTable {
             rule: rule_id,
             keep: rec.keep,
             opts,
-            created_ms: now_ms.saturating_sub(rec.age_ms),
+            created_s: super::secs_of(now_ms.saturating_sub(rec.age_ms)),
             // Expires `expire_ms` from now under the unscaled timeout (as
             // OpenBSD's pfsync reads it).
             last_ms: now_ms
@@ -504,22 +504,24 @@ impl StateTable {
             timeout: rec.timeout,
             packets: rec.packets,
             bytes: rec.bytes,
-            no_sync: false,
+            flags: 0,
             sloppy: rec.sloppy,
             unverified: 3,
             log_all: rec.log_all,
-            tracked: false,
-            conn_counted: false,
             ext: (ext != StateExt::default()).then(|| Box::new(ext)),
             stats: None,
             os,
         };
-        let (wire, stack) = (s.wire(), s.stack());
+        let (wire, stack) = super::keys_of(&s.key, translated.as_ref().unwrap_or(&s.key), s.dir);
         if self.key_taken(&wire, WIRE_SIDE, s.bound, iface)
             || self.key_taken(&stack, STACK_SIDE, s.bound, iface)
         {
             return Err(ImportError::KeyInUse);
         }
+        let mut s = s;
+        s.xlat = translated
+            .filter(|t| *t != s.key)
+            .map(|t| self.xlat.intern(&s.key, &t));
         let slot = self.store(s, &wire, &stack);
         self.foreign.insert(rec.id, slot);
         // Whatever was pending for this state (its delete, if it had gone
@@ -614,7 +616,7 @@ impl StateTable {
                 return None;
             }
             let s = self.slab.get((e & SLOT_MASK) as usize)?.as_ref()?;
-            (s.stack() == k).then(|| norm(&s.wire(), dir))
+            (self.stack(s) == k).then(|| norm(&self.wire(s), dir))
         })
     }
 
