@@ -374,16 +374,19 @@ impl XlatAddrs {
     }
 
     /// Does `k` equal the state's wire (or stack) key? Compared field by
-    /// field, without building the key when it is the first one.
+    /// field; the translated key is built only when it is the one asked.
     fn key_is(&self, s: &State, k: &FlowKey, wire: bool) -> bool {
-        let after = self.after(s);
         // Which tuple the side is, and whether it is stored reversed.
-        let (t, reversed) = match (s.dir, wire) {
-            (Direction::In, true) => (&s.key, false),
-            (Direction::In, false) => (&*after, false),
-            (Direction::Out, true) => (&*after, true),
-            (Direction::Out, false) => (&s.key, true),
+        let first = matches!(
+            (s.dir, wire),
+            (Direction::In, true) | (Direction::Out, false)
+        );
+        let after = if first {
+            std::borrow::Cow::Borrowed(&s.key)
+        } else {
+            self.after(s)
         };
+        let (t, reversed) = (&*after, s.dir == Direction::Out);
         if reversed {
             k.proto == t.proto
                 && k.src == t.dst
@@ -1272,10 +1275,15 @@ impl StateTable {
         self.index.insert_unique(hasher.hash_one(key), e, rehash);
     }
 
-    pub fn remove(&mut self, id: u64) -> Option<State> {
-        let s = self.remove_quietly(id)?;
+    /// Remove a state; whether it was there. (The state itself is not
+    /// handed back: its translation is interned in the table and gone
+    /// with it.)
+    pub fn remove(&mut self, id: u64) -> bool {
+        let Some(s) = self.remove_quietly(id) else {
+            return false;
+        };
         self.record_event(s.id, s.creator, s.no_sync(), replica::Pending::Delete);
-        Some(s)
+        true
     }
 
     /// Remove a state without recording an event (a peer's news).

@@ -547,7 +547,7 @@ fn translated_connections_agree_with_a_model() {
         if r < 30 {
             // Kill: the state goes (pfctl -k); the model forgets it.
             if conns[k].live {
-                assert!(f.states.remove(conns[k].id).is_some());
+                assert!(f.states.remove(conns[k].id));
                 conns[k].live = false;
                 killed += 1;
             }

@@ -268,7 +268,7 @@ fn events_are_per_state_only_for_syncable_states_and_bounded() {
     );
     assert!(a.process(&mut r, "wan", Out, 1).passed());
     assert_eq!(a.states.pending_events(), 0);
-    assert!(a.states.remove(dns).is_some());
+    assert!(a.states.remove(dns));
     assert!(
         a.states.drain_events(2, 100).is_empty(),
         "no-sync: no events"
@@ -562,7 +562,7 @@ fn a_peers_state_that_comes_back_is_not_deleted_by_a_stale_event() {
     let rec = a.export_state(id, 0).unwrap();
     b.import_state(&rec, 0).unwrap();
     // The copy expires on b (its delete is pending), then a sends it again.
-    assert!(b.states.remove(id).is_some());
+    assert!(b.states.remove(id));
     assert_eq!(b.states.pending_events(), 1);
     b.import_state(&rec, 1).unwrap();
     assert!(

@@ -303,8 +303,22 @@ fn whole_and_cut(
     (whole, segs)
 }
 
-fn states(d: &Dataplane) -> Vec<palisade_filter::state::State> {
-    d.filter.states.iter().cloned().collect()
+/// Each state with its translated key (a state's `xlat` is an index
+/// into its own table, so it is compared resolved).
+fn states(
+    d: &Dataplane,
+) -> Vec<(
+    palisade_filter::state::State,
+    Option<palisade_filter::state::FlowKey>,
+)> {
+    let t = &d.filter.states;
+    t.iter()
+        .map(|s| {
+            let mut c = s.clone();
+            c.xlat = None;
+            (c, t.translated(s))
+        })
+        .collect()
 }
 
 fn same_books(a: &Dataplane, b: &Dataplane) {
