@@ -92,6 +92,8 @@ struct fp_dir {
     // With FP_NAT: the packet's addresses and ports as it leaves (as
     // the key's, same family).
     struct fp_tuple to;
+    // The way out's MTU (the port's, as user space forwards with it).
+    __u32 mtu;
 };
 
 struct fp_peer {
@@ -416,10 +418,11 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 out = dir->out_ifindex;
     __u8 route = dir->flags & FP_ROUTE;
     // What user space must see: a TTL that expires here (ICMP), a packet
-    // too big for the way out (ICMP or fragments).
-    __u32 mtu_len = 0;
-    int special = other_mac || (route && ttl <= 1) ||
-                  bpf_check_mtu(skb, out, &mtu_len, 0, 0) != BPF_MTU_CHK_RET_SUCCESS;
+    // too big for the way out (ICMP or fragments): for a super-packet,
+    // a segment too big, as the kernel would cut it. Compared here, not
+    // with bpf_check_mtu, which costs a device lookup per packet.
+    __u32 too_big = skb->gso_size ? hdrs + skb->gso_size > dir->mtu : ip_len > dir->mtu;
+    int special = other_mac || (route && ttl <= 1) || too_big;
     // The last packet's time is for expiry, in ms: the coarse clock (a
     // tick behind at most) spares reading the TSC per packet.
     __u64 now = bpf_ktime_get_coarse_ns();

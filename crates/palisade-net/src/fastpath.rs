@@ -101,6 +101,9 @@ pub struct FpDir {
     pub to_dst: [u8; 16],
     pub to_sport: u16,
     pub to_dport: u16,
+    /// The way out's MTU: longer packets (a super-packet's longer
+    /// segments) go to user space (ICMP, fragments).
+    pub mtu: u32,
 }
 
 /// Window edges of a side (`struct fp_win`): seqlo, seqhi, max_win.
@@ -195,7 +198,7 @@ unsafe impl aya::Pod for FpBump {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
 const _: () = assert!(std::mem::size_of::<FpBump>() == 56);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 116);
+const _: () = assert!(std::mem::size_of::<FpDir>() == 120);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 160);
 
 /// The program's counters (`enum fp_counter`).

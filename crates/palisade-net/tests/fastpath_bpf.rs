@@ -50,6 +50,8 @@ const SERVER6: &str = "2001:db8:2::10";
 
 /// The destination MAC of the test frames (the firewall's, say).
 const FW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+/// The way out's MTU the tests give (lo's, which the program once read).
+const LO_MTU: u32 = 65536;
 
 /// An Ethernet frame around an IP packet.
 fn frame(ip: &[u8], v6: bool) -> Vec<u8> {
@@ -284,6 +286,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             out_ifindex: 1,
             side,
             in_dst: FW_MAC,
+            mtu: LO_MTU,
             ..FpDir::default()
         };
         // The packet travels as the first state's sender sends it.
@@ -338,6 +341,73 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     assert_eq!(c.back_window, refused as u64);
 }
 
+/// A packet longer than the way out's MTU, or a super-packet whose
+/// segments would be, goes to user space (ICMP, fragments), and the flow
+/// turns slow; one that fits exactly is taken.
+#[test]
+fn too_big_for_the_way_out_goes_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let p = |seqlo: u32| FpPeer {
+        seqlo,
+        seqhi: seqlo + 65535,
+        max_win: 65535,
+        wscale: 0,
+        pad: [0; 3],
+    };
+    let fresh = FpFlow {
+        gen: 7,
+        states: 1,
+        state: [
+            FpHalf {
+                peer: [p(1000), p(5000)],
+                ..FpHalf::default()
+            },
+            FpHalf::default(),
+        ],
+        ..FpFlow::default()
+    };
+    // 140 bytes of IP: 40 of headers and 100 of payload.
+    let pkt = tcp_packet(false, 0, 1000, 5000, 0x10, 1000, 100);
+    for v6 in [false, true] {
+        let pkt = if v6 {
+            tcp_packet(true, 0, 1000, 5000, 0x10, 1000, 100)
+        } else {
+            pkt.clone()
+        };
+        let hdrs = if v6 { 60 } else { 40 };
+        let cases = [
+            // (MTU, gso (size, segs), taken)
+            (hdrs + 100, None, true),
+            (hdrs + 99, None, false),
+            (hdrs + 50, Some((50, 2)), true),
+            (hdrs + 49, Some((50, 2)), false),
+        ];
+        for (mtu, gso, taken) in cases {
+            fp.set_flow(3, &fresh).unwrap();
+            let dir = FpDir {
+                flow: 3,
+                gen: 7,
+                out_ifindex: 1,
+                in_dst: FW_MAC,
+                mtu,
+                ..FpDir::default()
+            };
+            fp.set_dir(&tcp_key(v6, 0), &dir).unwrap();
+            let verdict = fp.test_run(&pkt, gso).unwrap().0;
+            let what = format!("v6 {v6} mtu {mtu} gso {gso:?}");
+            if taken {
+                assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+                assert_eq!(fp.flow(3).unwrap().slow, 0, "{what}");
+            } else {
+                assert_eq!(verdict, TC_ACT_OK, "{what}");
+                assert_eq!(fp.flow(3).unwrap().slow, 1, "{what}");
+            }
+            fp.remove_dir(&tcp_key(v6, 0)).unwrap();
+        }
+    }
+}
+
 #[test]
 fn flags_slowness_staleness_and_misses_go_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -367,6 +437,7 @@ fn flags_slowness_staleness_and_misses_go_back() {
         gen: 7,
         out_ifindex: 1,
         in_dst: FW_MAC,
+        mtu: LO_MTU,
         ..FpDir::default()
     };
     fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
@@ -474,6 +545,7 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
                     flags: FP_ROUTE,
                     eth: mac,
                     in_dst: FW_MAC,
+                    mtu: LO_MTU,
                     ..FpDir::default()
                 },
             )
@@ -652,6 +724,7 @@ fn translated_packets_leave_as_if_built_with_their_new_tuple() {
                 to_dst: to.dst,
                 to_sport: to.sport,
                 to_dport: to.dport,
+                mtu: LO_MTU,
                 ..FpDir::default()
             },
         )
@@ -730,6 +803,7 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
         gen: 4,
         out_ifindex: 1,
         in_dst: FW_MAC,
+        mtu: LO_MTU,
         ..FpDir::default()
     };
     let k = tcp_key(false, 0);
@@ -840,6 +914,7 @@ fn a_direction_stored_under_another_key_is_not_used() {
         gen: 2,
         out_ifindex: 1,
         in_dst: FW_MAC,
+        mtu: LO_MTU,
         ..FpDir::default()
     };
     let k = tcp_key(false, 0);

@@ -454,6 +454,7 @@ impl Dataplane {
         let Some(out_ifindex) = o.ifindex.get(out_port).copied() else {
             return;
         };
+        let out_mtu = self.cfg.ports.get(out_port).map_or(1500, |p| p.mtu as u32);
         if !o.flows.contains_key(&ids) {
             let slot = match o.free.pop() {
                 Some(s) => s,
@@ -503,6 +504,7 @@ impl Dataplane {
                 to_dst: to.dst,
                 to_sport: to.sport,
                 to_dport: to.dport,
+                mtu: out_mtu,
             },
             in_ix,
             out_ix,
