@@ -412,3 +412,110 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
     states_are("MULTIPLE:MULTIPLE", 4002, "both ways");
     let _ = daemon.stop();
 }
+
+/// A next hop that moves to another MAC (an address taken over by
+/// another machine, which then speaks from its own MAC): the program's
+/// flows to the MAC it left come back to Palisade, which sends to the new
+/// one, and the connection goes on. Without that, the program kept
+/// writing the old MAC and the connection stalled.
+#[test]
+fn a_next_hop_that_moves_to_another_mac_keeps_its_connections() {
+    require_root();
+    let (ns, src, fw, dst) = routed("fpmv");
+    echo_server(&dst, "198.19.0.1:7000");
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "move",
+        "block all\npass inet proto icmp\npass proto tcp to port 7000\n",
+        ROUTED_TOML,
+    );
+    wait_ping(&src, "198.19.0.1", &log);
+    let mut c = Conn::open(&src, "198.19.0.1:7000", Duration::from_secs(3));
+    for i in 0..20 {
+        assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
+    }
+    let before = fastpath_info(&sock);
+    assert!(
+        before["flows"].as_u64() >= Some(1),
+        "the echo connection is handed over: {before}"
+    );
+    // The address moves to another MAC; the host asks for its gateway
+    // from there (its cache flushed), so the firewall learns the move.
+    ns.exec(
+        &dst,
+        &["ip", "link", "set", "eth0", "address", "02:00:00:00:99:99"],
+    );
+    ns.exec(&dst, &["ip", "neigh", "flush", "dev", "eth0"]);
+    ns.exec(&dst, &["ping", "-c", "1", "-W", "1", "198.19.0.254"]);
+    for i in 0..20 {
+        assert!(
+            c.echo(&format!("after the move {i}")),
+            "the connection stalled after its next hop moved\n{}",
+            log.lock().unwrap()
+        );
+    }
+    // And the program has it again, with the new MAC.
+    let after = fastpath_info(&sock);
+    assert!(
+        after["taken"].as_u64() > before["taken"].as_u64(),
+        "before {before}, after {after}"
+    );
+    daemon.stop().unwrap();
+}
+
+/// A bridged host that moves to another port of the bridge (a virtual
+/// machine migrated with its connections, emulated by a host with a
+/// second link that takes over its address and MAC): once it speaks from
+/// the new port, the program's flows to it come back to Palisade, whose
+/// bridge sends to that port, and the connection goes on. Without that,
+/// the program kept sending out of the old port.
+#[test]
+fn a_bridged_host_that_moves_to_another_port_keeps_its_connections() {
+    require_root();
+    let (ns, a, fw, b) = line("fpbm", ("p1", "p2"));
+    ns.veth(&fw, "p3", &b, "eth1");
+    ns.exec(&a, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(&b, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    // Only the link with the address answers for it.
+    ns.exec(&b, &["sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+    echo_server(&b, "198.18.0.2:7000");
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "bmove",
+        "block all\npass inet proto icmp\npass proto tcp to port 7000\n",
+        "[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n[[port]]\nname = \"p3\"\n\
+         [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\", \"p3\"]\n",
+    );
+    wait_ping(&a, "198.18.0.2", &log);
+    let mut c = Conn::open(&a, "198.18.0.2:7000", Duration::from_secs(3));
+    for i in 0..20 {
+        assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
+    }
+    let before = fastpath_info(&sock);
+    assert!(
+        before["flows"].as_u64() >= Some(1),
+        "the echo connection is handed over: {before}"
+    );
+    // The move: the address and the MAC go to the second link, the first
+    // goes down, and the host speaks from its new port.
+    let o = ns.exec(&b, &["cat", "/sys/class/net/eth0/address"]);
+    let mac = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    ns.exec(&b, &["ip", "addr", "del", "198.18.0.2/24", "dev", "eth0"]);
+    ns.exec(&b, &["ip", "link", "set", "eth0", "down"]);
+    ns.exec(&b, &["ip", "link", "set", "eth1", "address", &mac]);
+    ns.exec(&b, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth1"]);
+    ns.exec(&b, &["ping", "-c", "1", "-W", "1", "198.18.0.1"]);
+    for i in 0..20 {
+        assert!(
+            c.echo(&format!("after the move {i}")),
+            "the connection stalled after its host moved\n{}",
+            log.lock().unwrap()
+        );
+    }
+    let after = fastpath_info(&sock);
+    assert!(
+        after["taken"].as_u64() > before["taken"].as_u64(),
+        "before {before}, after {after}"
+    );
+    daemon.stop().unwrap();
+}

@@ -35,18 +35,19 @@ pub(super) struct Fdb {
 }
 
 impl Fdb {
-    /// `src` was seen on member `m` of bridge `b`.
+    /// `src` was seen on member `m` of bridge `b`. True when that is
+    /// news: the address was not known, or known on another member.
     pub(super) fn learn(
         &mut self,
         b: usize,
         src: Mac,
         m: usize,
         now: u64,
-    ) -> Result<(), TableFull> {
+    ) -> Result<bool, TableFull> {
         let t = self.tables.entry(b).or_default();
         if t.len() < FDB_MAX || t.contains_key(&src) {
-            t.insert(src, (m, now));
-            Ok(())
+            let before = t.insert(src, (m, now));
+            Ok(before.is_none_or(|(was, _)| was != m))
         } else {
             Err(TableFull)
         }
@@ -83,6 +84,16 @@ impl Fdb {
 }
 
 impl Dataplane {
+    /// `src` was seen on member `m` of bridge `b`; where it is news, the
+    /// fast path's flows to it through another member come back.
+    pub(super) fn fdb_learn(&mut self, b: usize, src: Mac, m: usize, now: u64) {
+        match self.fdb.learn(b, src, m, now) {
+            Ok(true) => self.fast_host_at(src, m),
+            Ok(false) => {}
+            Err(TableFull) => self.counters.table_full += 1,
+        }
+    }
+
     /// A frame on member `m` of bridge `b`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn bridge_in(
@@ -95,8 +106,8 @@ impl Dataplane {
         payload: &[u8],
         now: u64,
     ) {
-        if !is_multicast(&src) && self.fdb.learn(b, src, m, now).is_err() {
-            self.counters.table_full += 1;
+        if !is_multicast(&src) {
+            self.fdb_learn(b, src, m, now);
         }
         if self.local.accepts(b, &dst) {
             // For the bridge's own interface: routed/local, filtered on the bridge.
@@ -210,5 +221,24 @@ impl Dataplane {
         } else if !d.held {
             self.counters.blocked += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod fdb_tests {
+    use super::*;
+
+    /// The bridge tells the fast path when a host is news: unknown
+    /// before, or seen on another member; not when it is seen again
+    /// where it was.
+    #[test]
+    fn a_host_is_news_when_new_or_moved() {
+        let mut f = Fdb::default();
+        let h = [2, 0, 0, 0, 0, 9];
+        assert!(f.learn(0, h, 1, 0).ok().unwrap());
+        assert!(!f.learn(0, h, 1, 10).ok().unwrap());
+        assert!(f.learn(0, h, 2, 20).ok().unwrap());
+        f.age(20 + FDB_AGING_MS);
+        assert!(f.learn(0, h, 2, 30 + FDB_AGING_MS).ok().unwrap());
     }
 }

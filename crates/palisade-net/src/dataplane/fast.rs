@@ -817,6 +817,55 @@ impl Dataplane {
         }
     }
 
+    /// Interface `i`'s neighbour at `mac` moved to another MAC or lapsed:
+    /// routed flows the program sends to `mac` there are taken back, so
+    /// that user space resolves the next hop again before handing them
+    /// over anew. (A scan of the flows: neighbours change rarely.)
+    pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
+        self.fast_drop_where(|l| {
+            l.dir.flags & FP_ROUTE != 0 && l.out_ix == i && l.dir.eth[..6] == mac
+        });
+    }
+
+    /// The bridge learnt host `mac` on member `m` afresh (it was unknown,
+    /// or on another member): flows the program sends to it (bridged, or
+    /// routed to it as next hop) out of another port are taken back.
+    pub(super) fn fast_host_at(&mut self, mac: [u8; 6], m: usize) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let at = self
+            .cfg
+            .ifaces
+            .get(m)
+            .and_then(|f| f.port)
+            .and_then(|p| o.ifindex.get(p).copied());
+        self.fast_drop_where(|l| {
+            let to = if l.dir.flags & FP_ROUTE != 0 {
+                &l.dir.eth[..6]
+            } else {
+                &l.dir.in_dst[..]
+            };
+            to == mac && Some(l.dir.out_ifindex) != at
+        });
+    }
+
+    /// Take away every flow one of whose learnt directions `hit` names.
+    fn fast_drop_where(&mut self, hit: impl Fn(&Learnt) -> bool) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let gone: Vec<[u64; 2]> = o
+            .flows
+            .iter()
+            .filter(|(_, f)| f.dirs.iter().flatten().any(&hit))
+            .map(|(ids, _)| *ids)
+            .collect();
+        for ids in gone {
+            self.fast_drop(ids);
+        }
+    }
+
     /// Flows whose states are gone (expired, killed, flushed) are taken
     /// away from the program at once.
     pub fn fast_reconcile(&mut self) {

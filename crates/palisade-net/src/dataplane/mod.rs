@@ -325,6 +325,11 @@ impl Dataplane {
         for (iface, ip) in expired.retry {
             self.solicit(iface, ip);
         }
+        // A lapsed neighbour is resolved again before packets go to it:
+        // the fast path's flows to its MAC come back for that.
+        for (iface, mac) in expired.lapsed {
+            self.fast_neigh_gone(iface, mac);
+        }
         for (iface, queue) in expired.gave_up {
             for p in queue {
                 self.counters.dropped(DropReason::NeighUnresolved);

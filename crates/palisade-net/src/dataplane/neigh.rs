@@ -67,6 +67,8 @@ pub(super) struct Expired {
     pub(super) retry: Vec<(usize, IpAddr)>,
     /// Resolutions given up, with the packets that waited.
     pub(super) gave_up: Vec<(usize, VecDeque<Vec<u8>>)>,
+    /// Resolved neighbours that lapsed: interface and MAC.
+    pub(super) lapsed: Vec<(usize, Mac)>,
 }
 
 #[derive(Default)]
@@ -90,14 +92,15 @@ impl Neighbours {
         }
     }
 
-    /// `ip` is at `mac` on interface `i`: the packets that waited for it.
+    /// `ip` is at `mac` on interface `i`: the packets that waited for it,
+    /// and the MAC it was at before if that was another.
     pub(super) fn learn(
         &mut self,
         i: usize,
         ip: IpAddr,
         mac: Mac,
         now: u64,
-    ) -> Result<VecDeque<Vec<u8>>, TableFull> {
+    ) -> Result<(VecDeque<Vec<u8>>, Option<Mac>), TableFull> {
         if self.map.len() >= NEIGH_MAX && !self.map.contains_key(&(i, ip)) {
             return Err(TableFull);
         }
@@ -111,9 +114,12 @@ impl Neighbours {
         match prev {
             Some(Neigh::Incomplete { queue, .. }) => {
                 self.queued -= queue.len();
-                Ok(queue)
+                Ok((queue, None))
             }
-            _ => Ok(VecDeque::new()),
+            Some(Neigh::Reachable { mac: was, .. }) if was != mac => {
+                Ok((VecDeque::new(), Some(was)))
+            }
+            _ => Ok((VecDeque::new(), None)),
         }
     }
 
@@ -151,8 +157,16 @@ impl Neighbours {
     pub(super) fn expire(&mut self, now: u64) -> Expired {
         let mut retry = Vec::new();
         let mut gave_up = Vec::new();
+        let mut lapsed = Vec::new();
         self.map.retain(|k, n| match n {
-            Neigh::Reachable { until, .. } => *until > now,
+            Neigh::Reachable { until, mac } => {
+                if *until > now {
+                    true
+                } else {
+                    lapsed.push((k.0, *mac));
+                    false
+                }
+            }
             Neigh::Incomplete { tries, next, queue } if *next <= now => {
                 if *tries >= NEIGH_TRIES {
                     gave_up.push((k.0, std::mem::take(queue)));
@@ -169,7 +183,11 @@ impl Neighbours {
         for (_, q) in &gave_up {
             self.queued -= q.len();
         }
-        Expired { retry, gave_up }
+        Expired {
+            retry,
+            gave_up,
+            lapsed,
+        }
     }
 }
 
@@ -225,7 +243,12 @@ impl Dataplane {
     /// `ip` is at `mac` on interface `i`: remember it and send what waited.
     pub(super) fn learn(&mut self, i: usize, ip: IpAddr, mac: Mac, now: u64) {
         match self.neigh.learn(i, ip, mac, now) {
-            Ok(waiting) => {
+            Ok((waiting, moved)) => {
+                // The address moved: what the fast path sends to the MAC
+                // it left comes back (and is learnt again with the new).
+                if let Some(was) = moved {
+                    self.fast_neigh_gone(i, was);
+                }
                 for p in waiting {
                     self.emit(i, mac, None, ethertype_of(&ip), &p);
                 }
@@ -389,4 +412,25 @@ fn advertisement(flags: NaFlags, target: Ipv6Addr, dst: Ipv6Addr, mac: Mac) -> V
     }
     .to_bytes(&target, &dst);
     build::ip(IpAddr::V6(target), IpAddr::V6(dst), 58, 255, &m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the fast path is told: an address that moves gives its old
+    /// MAC, one learnt again at the same MAC or for the first time none;
+    /// an entry that lapses gives its interface and MAC.
+    #[test]
+    fn moves_and_lapses_are_reported() {
+        let ip: IpAddr = "198.19.0.1".parse().unwrap();
+        let (m1, m2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+        let mut n = Neighbours::default();
+        assert_eq!(n.learn(1, ip, m1, 0).ok().unwrap().1, None);
+        assert_eq!(n.learn(1, ip, m1, 10).ok().unwrap().1, None);
+        assert_eq!(n.learn(1, ip, m2, 20).ok().unwrap().1, Some(m1));
+        assert!(n.expire(20 + NEIGH_REACHABLE_MS - 1).lapsed.is_empty());
+        assert_eq!(n.expire(20 + NEIGH_REACHABLE_MS).lapsed, vec![(1, m2)]);
+        assert!(!n.contains(1, &ip));
+    }
 }

@@ -259,8 +259,8 @@ impl Dataplane {
         };
         // Passed pf `in` whole: what `bridge_in` did before pf, once.
         self.counters.offload_whole += 1;
-        if !is_multicast(&src) && self.fdb.learn(b, src, m, now).is_err() {
-            self.counters.table_full += 1;
+        if !is_multicast(&src) {
+            self.fdb_learn(b, src, m, now);
         }
         self.counters.bridged += 1;
         let frame = &mut frame[..l2 + info.len];
