@@ -446,7 +446,7 @@ fn a_next_hop_that_moves_to_another_mac_keeps_its_connections() {
         &["ip", "link", "set", "eth0", "address", "02:00:00:00:99:99"],
     );
     ns.exec(&dst, &["ip", "neigh", "flush", "dev", "eth0"]);
-    ns.exec(&dst, &["ping", "-c", "1", "-W", "1", "198.19.0.254"]);
+    wait_ping(&dst, "198.19.0.254", &log);
     for i in 0..20 {
         assert!(
             c.echo(&format!("after the move {i}")),
@@ -504,7 +504,7 @@ fn a_bridged_host_that_moves_to_another_port_keeps_its_connections() {
     ns.exec(&b, &["ip", "link", "set", "eth0", "down"]);
     ns.exec(&b, &["ip", "link", "set", "eth1", "address", &mac]);
     ns.exec(&b, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth1"]);
-    ns.exec(&b, &["ping", "-c", "1", "-W", "1", "198.18.0.1"]);
+    wait_ping(&b, "198.18.0.1", &log);
     for i in 0..20 {
         assert!(
             c.echo(&format!("after the move {i}")),

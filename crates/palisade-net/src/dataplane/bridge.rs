@@ -88,7 +88,7 @@ impl Dataplane {
     /// fast path's flows to it through another member come back.
     pub(super) fn fdb_learn(&mut self, b: usize, src: Mac, m: usize, now: u64) {
         match self.fdb.learn(b, src, m, now) {
-            Ok(true) => self.fast_host_at(src, m),
+            Ok(true) => self.fast_host_at(b, src, m),
             Ok(false) => {}
             Err(TableFull) => self.counters.table_full += 1,
         }

@@ -91,6 +91,11 @@ pub(super) struct Offloads {
     program: Vec<bool>,
     flows: HashMap<[u64; 2], Flow>,
     by_key: HashMap<FpKey, [u64; 2]>,
+    /// The flows whose learnt directions send to a MAC (a routed
+    /// direction's next hop, a bridged one's host): what a neighbour or a
+    /// host that moves takes back, without a scan. May name flows gone
+    /// or learnt again since (checked on use).
+    by_mac: HashMap<[u8; 6], Vec<[u64; 2]>>,
     /// The flow each state belongs to (a packet user space passed names
     /// its states: their UDP flow may have to stop).
     by_state: HashMap<u64, [u64; 2]>,
@@ -128,6 +133,18 @@ fn monotonic_ns() -> u64 {
 
 fn fp_peer(p: &Peer) -> FpPeer {
     FpPeer::from(p)
+}
+
+/// The MAC a learnt direction's frames go to: a routed one's next hop,
+/// a bridged one's host.
+fn sends_to(l: &Learnt) -> [u8; 6] {
+    let mut m = [0u8; 6];
+    if l.dir.flags & FP_ROUTE != 0 {
+        m.copy_from_slice(&l.dir.eth[..6]);
+    } else {
+        m = l.dir.in_dst;
+    }
+    m
 }
 
 fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
@@ -178,6 +195,7 @@ impl Offloads {
             ifindex,
             flows: HashMap::new(),
             by_key: HashMap::new(),
+            by_mac: HashMap::new(),
             by_state: HashMap::new(),
             free: Vec::new(),
             cooling: Vec::new(),
@@ -454,7 +472,9 @@ impl Dataplane {
         let Some(out_ifindex) = o.ifindex.get(out_port).copied() else {
             return;
         };
-        let out_mtu = self.cfg.ports.get(out_port).map_or(1500, |p| p.mtu as u32);
+        // The MTU user space forwards this direction with: its out
+        // interface's (a bridge's, its first member's port's).
+        let out_mtu = super::router::mtu(&self.cfg, out_ix) as u32;
         if !o.flows.contains_key(&ids) {
             let slot = match o.free.pop() {
                 Some(s) => s,
@@ -510,6 +530,12 @@ impl Dataplane {
             out_ix,
             v6: key.family == 6,
         });
+        if let Some(l) = &f.dirs[d] {
+            let list = o.by_mac.entry(sends_to(l)).or_default();
+            if !list.contains(&ids) {
+                list.push(ids);
+            }
+        }
         if f.handed {
             // A UDP flow's second direction, settled too: the program
             // takes it as well, into the same record.
@@ -802,6 +828,15 @@ impl Dataplane {
                 }
             }
             if let Some(f) = o.flows.remove(&ids) {
+                for l in f.dirs.iter().flatten() {
+                    let mac = sends_to(l);
+                    if let Some(v) = o.by_mac.get_mut(&mac) {
+                        v.retain(|x| *x != ids);
+                        if v.is_empty() {
+                            o.by_mac.remove(&mac);
+                        }
+                    }
+                }
                 if handed {
                     // A dead record: a program run already past the
                     // direction's lookup gives its packet back.
@@ -820,17 +855,16 @@ impl Dataplane {
     /// Interface `i`'s neighbour at `mac` moved to another MAC or lapsed:
     /// routed flows the program sends to `mac` there are taken back, so
     /// that user space resolves the next hop again before handing them
-    /// over anew. (A scan of the flows: neighbours change rarely.)
+    /// over anew.
     pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
-        self.fast_drop_where(|l| {
-            l.dir.flags & FP_ROUTE != 0 && l.out_ix == i && l.dir.eth[..6] == mac
-        });
+        self.fast_drop_to(mac, |l| l.dir.flags & FP_ROUTE != 0 && l.out_ix == i);
     }
 
-    /// The bridge learnt host `mac` on member `m` afresh (it was unknown,
-    /// or on another member): flows the program sends to it (bridged, or
-    /// routed to it as next hop) out of another port are taken back.
-    pub(super) fn fast_host_at(&mut self, mac: [u8; 6], m: usize) {
+    /// Bridge `b` learnt host `mac` on member `m` afresh (it was unknown,
+    /// or on another member): flows the program sends to it through the
+    /// bridge (bridged, or routed to it as next hop) out of another port
+    /// are taken back.
+    pub(super) fn fast_host_at(&mut self, b: usize, mac: [u8; 6], m: usize) {
         let Some(o) = self.fast.as_ref() else {
             return;
         };
@@ -840,27 +874,43 @@ impl Dataplane {
             .get(m)
             .and_then(|f| f.port)
             .and_then(|p| o.ifindex.get(p).copied());
-        self.fast_drop_where(|l| {
-            let to = if l.dir.flags & FP_ROUTE != 0 {
-                &l.dir.eth[..6]
-            } else {
-                &l.dir.in_dst[..]
-            };
-            to == mac && Some(l.dir.out_ifindex) != at
+        let ifaces = &self.cfg.ifaces;
+        let through: Vec<usize> = (0..ifaces.len())
+            .filter(|&x| x == b || ifaces[x].bridge == Some(b))
+            .collect();
+        self.fast_drop_to(mac, |l| {
+            through.contains(&l.out_ix) && Some(l.dir.out_ifindex) != at
         });
     }
 
-    /// Take away every flow one of whose learnt directions `hit` names.
-    fn fast_drop_where(&mut self, hit: impl Fn(&Learnt) -> bool) {
-        let Some(o) = self.fast.as_ref() else {
+    /// Take away the flows one of whose learnt directions sends to `mac`
+    /// and `hit` names (found through `by_mac`, which is pruned of flows
+    /// that no longer send there).
+    fn fast_drop_to(&mut self, mac: [u8; 6], hit: impl Fn(&Learnt) -> bool) {
+        let Some(o) = self.fast.as_mut() else {
             return;
         };
-        let gone: Vec<[u64; 2]> = o
-            .flows
+        let Some(list) = o.by_mac.get_mut(&mac) else {
+            return;
+        };
+        let flows = &o.flows;
+        let sends = |ids: &[u64; 2], also: &dyn Fn(&Learnt) -> bool| {
+            flows.get(ids).is_some_and(|f| {
+                f.dirs
+                    .iter()
+                    .flatten()
+                    .any(|l| sends_to(l) == mac && also(l))
+            })
+        };
+        list.retain(|ids| sends(ids, &|_| true));
+        let gone: Vec<[u64; 2]> = list
             .iter()
-            .filter(|(_, f)| f.dirs.iter().flatten().any(&hit))
-            .map(|(ids, _)| *ids)
+            .filter(|ids| sends(ids, &hit))
+            .copied()
             .collect();
+        if list.is_empty() {
+            o.by_mac.remove(&mac);
+        }
         for ids in gone {
             self.fast_drop(ids);
         }

@@ -75,6 +75,9 @@ pub(super) struct Expired {
 pub(super) struct Neighbours {
     map: HashMap<(usize, IpAddr), Neigh>,
     queued: usize,
+    /// Resolved entries past their time that a new resolution replaced
+    /// before the timers saw them: reported as lapsed at the next tick.
+    stale: Vec<(usize, Mac)>,
 }
 
 impl Neighbours {
@@ -124,6 +127,10 @@ impl Neighbours {
     }
 
     pub(super) fn resolve(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) -> Resolve {
+        let lapsed = match self.map.get(&(e, nh)) {
+            Some(Neigh::Reachable { mac, until }) if *until <= now => Some(*mac),
+            _ => None,
+        };
         match self.map.get_mut(&(e, nh)) {
             Some(Neigh::Reachable { mac, until }) if *until > now => Resolve::Send(*mac, pkt),
             Some(Neigh::Incomplete { queue, .. }) => {
@@ -140,6 +147,9 @@ impl Neighbours {
                     return Resolve::Full;
                 }
                 self.queued += 1;
+                if let Some(mac) = lapsed {
+                    self.stale.push((e, mac));
+                }
                 self.map.insert(
                     (e, nh),
                     Neigh::Incomplete {
@@ -157,7 +167,7 @@ impl Neighbours {
     pub(super) fn expire(&mut self, now: u64) -> Expired {
         let mut retry = Vec::new();
         let mut gave_up = Vec::new();
-        let mut lapsed = Vec::new();
+        let mut lapsed = std::mem::take(&mut self.stale);
         self.map.retain(|k, n| match n {
             Neigh::Reachable { until, mac } => {
                 if *until > now {
@@ -432,5 +442,13 @@ mod tests {
         assert!(n.expire(20 + NEIGH_REACHABLE_MS - 1).lapsed.is_empty());
         assert_eq!(n.expire(20 + NEIGH_REACHABLE_MS).lapsed, vec![(1, m2)]);
         assert!(!n.contains(1, &ip));
+        // Past its time but not yet seen by the timers, then resolved
+        // again (a packet for it): still reported as lapsed, at the next
+        // tick, and the answer is not taken for a move.
+        n.learn(1, ip, m1, 0).ok().unwrap();
+        let late = NEIGH_REACHABLE_MS + 5;
+        assert!(matches!(n.resolve(1, ip, vec![0], late), Resolve::Solicit));
+        assert_eq!(n.learn(1, ip, m2, late).ok().unwrap().1, None);
+        assert_eq!(n.expire(late + 1).lapsed, vec![(1, m1)]);
     }
 }
