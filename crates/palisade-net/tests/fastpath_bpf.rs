@@ -341,13 +341,9 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     assert_eq!(c.back_window, refused as u64);
 }
 
-/// A packet longer than the way out's MTU, or a super-packet whose
-/// segments would be, goes to user space (ICMP, fragments), and the flow
-/// turns slow; one that fits exactly is taken.
-#[test]
-fn too_big_for_the_way_out_goes_back() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fp = load();
+/// A flow of one state (generation 7) whose sides start at 1000 and
+/// 5000 with windows of 65535, unscaled.
+fn one_state_flow() -> FpFlow {
     let p = |seqlo: u32| FpPeer {
         seqlo,
         seqhi: seqlo + 65535,
@@ -355,7 +351,7 @@ fn too_big_for_the_way_out_goes_back() {
         wscale: 0,
         pad: [0; 3],
     };
-    let fresh = FpFlow {
+    FpFlow {
         gen: 7,
         states: 1,
         state: [
@@ -366,7 +362,17 @@ fn too_big_for_the_way_out_goes_back() {
             FpHalf::default(),
         ],
         ..FpFlow::default()
-    };
+    }
+}
+
+/// A packet longer than the way out's MTU, or a super-packet whose
+/// segments would be, goes to user space (ICMP, fragments), and the flow
+/// turns slow; one that fits exactly is taken.
+#[test]
+fn too_big_for_the_way_out_goes_back() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let fresh = one_state_flow();
     // 140 bytes of IP: 40 of headers and 100 of payload.
     let pkt = tcp_packet(false, 0, 1000, 5000, 0x10, 1000, 100);
     for v6 in [false, true] {
@@ -412,25 +418,7 @@ fn too_big_for_the_way_out_goes_back() {
 fn flags_slowness_staleness_and_misses_go_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut fp = load();
-    let p = |seqlo: u32| FpPeer {
-        seqlo,
-        seqhi: seqlo + 65535,
-        max_win: 65535,
-        wscale: 0,
-        pad: [0; 3],
-    };
-    let fresh = FpFlow {
-        gen: 7,
-        states: 1,
-        state: [
-            FpHalf {
-                peer: [p(1000), p(5000)],
-                ..FpHalf::default()
-            },
-            FpHalf::default(),
-        ],
-        ..FpFlow::default()
-    };
+    let fresh = one_state_flow();
     fp.set_flow(3, &fresh).unwrap();
     let dir = FpDir {
         flow: 3,

@@ -170,9 +170,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         .map(|n| palisade_net::afpacket::ifindex(n).map(|i| i as u32))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    // The data plane's clock (ms since `start`) starts here, before the
+    // fast path reads its epoch, CARP and pfsync their time 0.
+    let start = Instant::now();
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
     if let Some(fp) = fastpath {
-        dp.set_fastpath(fp, ifindexes, 0);
+        dp.set_fastpath(fp, ifindexes, start.elapsed().as_millis() as u64);
     }
     let dp_cfg = dp.cfg.clone();
     let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
@@ -193,7 +196,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         dp: Mutex::new(dp),
         tap: host.map(|(_, t)| t),
         host_port,
-        start: Instant::now(),
+        start,
         pf_path,
         host: host_model,
         options: format!("{:?}", pf.options),

@@ -413,6 +413,37 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
     let _ = daemon.stop();
 }
 
+/// Twenty lines echoed over `c`, which the program then has: its
+/// figures then.
+fn echo_handed_over(c: &mut Conn, sock: &std::path::Path, log: &Log) -> serde_json::Value {
+    for i in 0..20 {
+        assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
+    }
+    let fp = fastpath_info(sock);
+    assert!(
+        fp["flows"].as_u64() >= Some(1),
+        "the echo connection is handed over: {fp}"
+    );
+    fp
+}
+
+/// After a move: twenty more lines echoed over `c`, and the program took
+/// packets again since `before`.
+fn echo_on_after_move(c: &mut Conn, sock: &std::path::Path, before: &serde_json::Value, log: &Log) {
+    for i in 0..20 {
+        assert!(
+            c.echo(&format!("after the move {i}")),
+            "the connection stalled after the move\n{}",
+            log.lock().unwrap()
+        );
+    }
+    let after = fastpath_info(sock);
+    assert!(
+        after["taken"].as_u64() > before["taken"].as_u64(),
+        "before {before}, after {after}"
+    );
+}
+
 /// A next hop that moves to another MAC (an address taken over by
 /// another machine, which then speaks from its own MAC): the program's
 /// flows to the MAC it left come back to Palisade, which sends to the new
@@ -431,14 +462,7 @@ fn a_next_hop_that_moves_to_another_mac_keeps_its_connections() {
     );
     wait_ping(&src, "198.19.0.1", &log);
     let mut c = Conn::open(&src, "198.19.0.1:7000", Duration::from_secs(3));
-    for i in 0..20 {
-        assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
-    }
-    let before = fastpath_info(&sock);
-    assert!(
-        before["flows"].as_u64() >= Some(1),
-        "the echo connection is handed over: {before}"
-    );
+    let before = echo_handed_over(&mut c, &sock, &log);
     // The address moves to another MAC; the host asks for its gateway
     // from there (its cache flushed), so the firewall learns the move.
     ns.exec(
@@ -447,19 +471,9 @@ fn a_next_hop_that_moves_to_another_mac_keeps_its_connections() {
     );
     ns.exec(&dst, &["ip", "neigh", "flush", "dev", "eth0"]);
     wait_ping(&dst, "198.19.0.254", &log);
-    for i in 0..20 {
-        assert!(
-            c.echo(&format!("after the move {i}")),
-            "the connection stalled after its next hop moved\n{}",
-            log.lock().unwrap()
-        );
-    }
-    // And the program has it again, with the new MAC.
-    let after = fastpath_info(&sock);
-    assert!(
-        after["taken"].as_u64() > before["taken"].as_u64(),
-        "before {before}, after {after}"
-    );
+    // The connection goes on, and the program has it again, with the
+    // new MAC.
+    echo_on_after_move(&mut c, &sock, &before, &log);
     daemon.stop().unwrap();
 }
 
@@ -488,14 +502,7 @@ fn a_bridged_host_that_moves_to_another_port_keeps_its_connections() {
     );
     wait_ping(&a, "198.18.0.2", &log);
     let mut c = Conn::open(&a, "198.18.0.2:7000", Duration::from_secs(3));
-    for i in 0..20 {
-        assert!(c.echo(&format!("line {i}")), "{}", log.lock().unwrap());
-    }
-    let before = fastpath_info(&sock);
-    assert!(
-        before["flows"].as_u64() >= Some(1),
-        "the echo connection is handed over: {before}"
-    );
+    let before = echo_handed_over(&mut c, &sock, &log);
     // The move: the address and the MAC go to the second link, the first
     // goes down, and the host speaks from its new port.
     let o = ns.exec(&b, &["cat", "/sys/class/net/eth0/address"]);
@@ -505,17 +512,6 @@ fn a_bridged_host_that_moves_to_another_port_keeps_its_connections() {
     ns.exec(&b, &["ip", "link", "set", "eth1", "address", &mac]);
     ns.exec(&b, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth1"]);
     wait_ping(&b, "198.18.0.1", &log);
-    for i in 0..20 {
-        assert!(
-            c.echo(&format!("after the move {i}")),
-            "the connection stalled after its host moved\n{}",
-            log.lock().unwrap()
-        );
-    }
-    let after = fastpath_info(&sock);
-    assert!(
-        after["taken"].as_u64() > before["taken"].as_u64(),
-        "before {before}, after {after}"
-    );
+    echo_on_after_move(&mut c, &sock, &before, &log);
     daemon.stop().unwrap();
 }
