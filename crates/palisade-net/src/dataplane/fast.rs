@@ -865,7 +865,9 @@ impl Dataplane {
     /// bridge (bridged, or routed to it as next hop) out of another port
     /// are taken back.
     pub(super) fn fast_host_at(&mut self, b: usize, mac: [u8; 6], m: usize) {
-        let Some(o) = self.fast.as_ref() else {
+        // Nearly always no flow sends there (a new source on the wire):
+        // nothing to work out.
+        let Some(o) = self.fast.as_ref().filter(|o| o.by_mac.contains_key(&mac)) else {
             return;
         };
         let at = self
