@@ -166,8 +166,11 @@ pub struct Filter {
     /// `set state-defaults`: options for stateful rules that give none.
     state_defaults: Option<Arc<palisade_conf::ir::StateOpts>>,
     /// The interface the packet being decided arrived on, for
-    /// `received-on` (given per packet by `process_received`).
-    received_on: Option<String>,
+    /// `received-on` (given per packet by `process_received`), when
+    /// `received_on_set`: a buffer kept between packets, so that a packet
+    /// that does not reach the rules costs no allocation.
+    received_on: String,
+    received_on_set: bool,
     /// `set skip on`: packets on these interfaces pass unfiltered.
     skip: std::collections::HashSet<String>,
     /// Fingerprint every state's SYN (`set_keep_os`).
@@ -268,7 +271,8 @@ impl Filter {
             now_ms: 0,
             if_bound_default,
             state_defaults,
-            received_on: None,
+            received_on: String::new(),
+            received_on_set: false,
             skip,
             keep_os: false,
             synlog: None,
@@ -366,6 +370,16 @@ impl Filter {
         self.process_with(ip, iface, dir, now_ms, 0)
     }
 
+    fn set_received_on(&mut self, r: Option<&str>) {
+        self.received_on_set = r.is_some();
+        if let Some(r) = r {
+            if self.received_on != r {
+                self.received_on.clear();
+                self.received_on.push_str(r);
+            }
+        }
+    }
+
     /// As `process_with`, for a packet that arrived on `received_on`
     /// (what `received-on` rules match; an inbound packet arrived on the
     /// interface it is filtered on).
@@ -378,9 +392,9 @@ impl Filter {
         random: u32,
         received_on: Option<&str>,
     ) -> Decision {
-        self.received_on = received_on.map(str::to_string);
+        self.set_received_on(received_on);
         let d = self.process_with(ip, iface, dir, now_ms, random);
-        self.received_on = None;
+        self.received_on_set = false;
         d
     }
 
@@ -430,9 +444,9 @@ impl Filter {
         if let Some(d) = self.skipped_or_tick(iface, now_ms) {
             return d;
         }
-        self.received_on = received_on.map(str::to_string);
+        self.set_received_on(received_on);
         let d = self.decide(ip, info, iface, dir, now_ms, random);
-        self.received_on = None;
+        self.received_on_set = false;
         d
     }
 
@@ -832,9 +846,9 @@ impl Filter {
         };
         match tracked {
             Some(true) => {
-                if let Some(new) = &hit.rewrite {
-                    apply(ip, info, key, new);
-                    d.nat = Some((key.clone(), new.clone()));
+                if let Some(new) = hit.rewrite {
+                    apply(ip, info, key, &new);
+                    d.nat = Some((key.clone(), new));
                 }
                 normalize(ip, info, &scrub, random);
                 if scrub.reassemble_tcp && tcp_seg.is_some() {
@@ -871,7 +885,7 @@ impl Filter {
         let mut meta = PacketMeta::from_ip(&info, iface, dir);
         meta.received_on = match dir {
             Direction::In => Some(iface.to_string()),
-            Direction::Out => self.received_on.clone(),
+            Direction::Out => self.received_on_set.then(|| self.received_on.clone()),
         };
         meta.random = random;
         meta.now_ms = now_ms;

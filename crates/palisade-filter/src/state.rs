@@ -34,7 +34,7 @@ pub use replica::{
 };
 
 /// A connection's addresses as one packet sees them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Eq)]
 pub struct FlowKey {
     pub proto: u8,
     pub src: IpAddr,
@@ -42,6 +42,53 @@ pub struct FlowKey {
     /// Ports; for ICMP queries the identifier in both.
     pub sport: u16,
     pub dport: u16,
+}
+
+/// Compared field by field, addresses as integers.
+impl PartialEq for FlowKey {
+    #[inline]
+    fn eq(&self, o: &FlowKey) -> bool {
+        self.proto == o.proto
+            && self.sport == o.sport
+            && self.dport == o.dport
+            && addr_eq(&self.src, &o.src)
+            && addr_eq(&self.dst, &o.dst)
+    }
+}
+
+/// Hashed as two words (IPv4) or three (IPv6), not field by field as
+/// the derived hash does (each address's family, then its octets as a
+/// slice with its length): a state lookup hashes a key per packet.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let rest = (self.proto as u64) << 32 | (self.sport as u64) << 16 | self.dport as u64;
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                h.write_u64((u32::from(s) as u64) << 32 | u32::from(d) as u64);
+                h.write_u64(rest);
+            }
+            (s, d) => {
+                let bits = |a: IpAddr| match a {
+                    IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+                    IpAddr::V6(a) => a.to_bits(),
+                };
+                h.write_u128(bits(s));
+                h.write_u128(bits(d));
+                h.write_u64(rest);
+            }
+        }
+    }
+}
+
+/// Two addresses compared as integers (the derived comparison of an
+/// IPv6 address calls `memcmp`).
+#[inline(always)]
+fn addr_eq(a: &IpAddr, b: &IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.to_bits() == b.to_bits(),
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.to_bits() == b.to_bits(),
+        _ => false,
+    }
 }
 
 impl FlowKey {
@@ -381,20 +428,28 @@ impl XlatAddrs {
             (s.dir, wire),
             (Direction::In, true) | (Direction::Out, false)
         );
-        let after = if first {
-            std::borrow::Cow::Borrowed(&s.key)
-        } else {
-            self.after(s)
+        // The side's addresses and ports as the creating packet carried
+        // them (the translated ones read in place, not built).
+        let key = &s.key;
+        let (src, dst, sport, dport) = match (first, s.xlat) {
+            (false, Some(x)) => {
+                let (src, dst, _) = &self.entries[x.addrs.get() as usize - 1];
+                (
+                    src.as_ref().unwrap_or(&key.src),
+                    dst.as_ref().unwrap_or(&key.dst),
+                    x.sport,
+                    x.dport,
+                )
+            }
+            _ => (&key.src, &key.dst, key.sport, key.dport),
         };
-        let (t, reversed) = (&*after, s.dir == Direction::Out);
-        if reversed {
-            k.proto == t.proto
-                && k.src == t.dst
-                && k.dst == t.src
-                && k.sport == t.dport
-                && k.dport == t.sport
+        if k.proto != key.proto {
+            return false;
+        }
+        if s.dir == Direction::Out {
+            k.sport == dport && k.dport == sport && addr_eq(&k.src, dst) && addr_eq(&k.dst, src)
         } else {
-            k == t
+            k.sport == sport && k.dport == dport && addr_eq(&k.src, src) && addr_eq(&k.dst, dst)
         }
     }
 }
@@ -664,6 +719,30 @@ impl std::ops::IndexMut<usize> for Slab {
     }
 }
 
+/// Ask the CPU for every cache line of a state at once. A state spans
+/// three or four lines and a hit reads all of them (its key, then its
+/// peers, counters and timers); fetched one after the other, each line
+/// is a miss of its own once the table outgrows the cache.
+#[inline(always)]
+fn prefetch_state(entry: &Option<State>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = entry as *const Option<State> as *const i8;
+        let size = std::mem::size_of::<Option<State>>();
+        let mut off = 0;
+        while off < size + 63 {
+            // SAFETY: prefetching is a hint and never faults; the address
+            // is within (or one line past the start of the last line of)
+            // the slot, which `entry` borrows.
+            unsafe { _mm_prefetch(p.wrapping_add(off.min(size - 1)), _MM_HINT_T0) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = entry;
+}
+
 /// `now_ms` in whole seconds, as a state's creation time keeps it.
 fn secs_of(now_ms: u64) -> u32 {
     (now_ms / 1000).min(u32::MAX as u64) as u32
@@ -809,7 +888,11 @@ impl StateTable {
             if side & need == 0 {
                 continue;
             }
-            let Some(Some(s)) = self.slab.get(slot as usize) else {
+            let Some(entry) = self.slab.get(slot as usize) else {
+                continue;
+            };
+            prefetch_state(entry);
+            let Some(s) = entry else {
                 continue;
             };
             if !self.xlat.key_is(s, k, need & WIRE_SIDE != 0) {
@@ -852,13 +935,17 @@ impl StateTable {
         let s = self.slab[slot as usize].as_ref()?;
         let new = match s.xlat {
             None => None,
-            Some(_) => {
-                let target = if dir == Direction::In {
-                    self.xlat.stack(s)
+            Some(x) => {
+                // The key the packet leaves with (an inbound packet the
+                // stack key, an outbound one the wire key), as it
+                // carries it: a packet going the way the state was
+                // created left with the translated key; one coming back
+                // is restored to the state's key, reversed.
+                let new = if dir == s.dir {
+                    self.xlat.apply(&s.key, x)
                 } else {
-                    self.xlat.wire(s)
+                    s.key.reversed()
                 };
-                let new = norm(&target, dir);
                 (new != *tuple).then_some(new)
             }
         };
