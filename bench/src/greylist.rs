@@ -12,6 +12,8 @@
 //! its durable commits (a decision is on disk before its answer); postgrey
 //! with its defaults (Berkeley DB).
 //!
+//! `--only Palisade` (or `postgrey`) runs one peer, to profile it.
+//!
 //! Printed: each peer's rate (requests over the wall time) and p50 / p99
 //! latency (median of `--runs`), and Palisade's rate over postgrey's.
 
@@ -131,6 +133,8 @@ pub fn run(args: &[String]) {
     let conns = arg(args, "--conns", 8);
     let n = arg(args, "--requests", 20_000);
     let runs = arg(args, "--runs", 3);
+    // `--only Palisade|postgrey`: one peer (to profile it); no ratio.
+    let only = crate::arg(args, "--only");
     let palisade = crate::palisade_bin();
     let reqs = stream(n);
     let ns = format!("pbgrey-{}", std::process::id());
@@ -140,6 +144,9 @@ pub fn run(args: &[String]) {
     let mut results: [Vec<(f64, Duration, Duration)>; 2] = [Vec::new(), Vec::new()];
     for run in 0..runs {
         for (who, peer) in ["Palisade", "postgrey"].iter().enumerate() {
+            if only.as_deref().is_some_and(|o| o != *peer) {
+                continue;
+            }
             let dir =
                 std::env::temp_dir().join(format!("pbgrey-{}-{run}-{who}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -189,6 +196,9 @@ pub fn run(args: &[String]) {
             drop(kill);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+    if only.is_some() {
+        return;
     }
     let med = |v: &mut Vec<(f64, Duration, Duration)>| {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));

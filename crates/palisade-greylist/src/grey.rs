@@ -22,12 +22,19 @@ use std::net::IpAddr;
 
 use crate::policy::{Action, Request};
 
+/// How far `last` may lag: an entry seen again within this is not
+/// written again for that alone. A client retrying too early, or a
+/// whitelisted network sending mail after mail, then costs no write
+/// (and its answer no wait for the disk).
+pub const LAST_SEEN_STEP: u64 = 3600;
+
 /// What is stored per triplet and per client network.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
     /// First attempt (triplet) or first pass (client), seconds.
     pub first: u64,
-    /// Last time seen.
+    /// Last time seen, to [`LAST_SEEN_STEP`] (it only ages entries out,
+    /// after `max-age`: 35 days by default).
     pub last: u64,
     /// Triplet: how many attempts passed. Client: how many triplets passed.
     pub count: u32,
@@ -360,7 +367,7 @@ impl Greylist {
         let client = store.get(&ckey)?;
         if let Some(mut c) = client {
             if c.manual || (self.cfg.auto_whitelist > 0 && c.count >= self.cfg.auto_whitelist) {
-                if now > c.last {
+                if now >= c.last.saturating_add(LAST_SEEN_STEP) {
                     c.last = now;
                     store.put(&ckey, c)?;
                 }
@@ -398,8 +405,10 @@ impl Greylist {
         };
         let waited = now.saturating_sub(t.first);
         if t.count == 0 && waited < self.cfg.delay {
-            t.last = now.max(t.last);
-            store.put(&tkey, t)?;
+            if now >= t.last.saturating_add(LAST_SEEN_STEP) {
+                t.last = now;
+                store.put(&tkey, t)?;
+            }
             return Ok(Why::Greylisted {
                 left: self.cfg.delay - waited,
             });

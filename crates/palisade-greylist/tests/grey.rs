@@ -282,3 +282,50 @@ fn dead_triplets_go_and_hostile_sizes_are_cut() {
     assert!(k.len() <= 2 * MAX_ADDRESS + 32, "{}", k.len());
     assert_eq!(normalize(" <A@B> "), "a@b");
 }
+
+/// A retry too early, or a whitelisted network's next mail within
+/// `LAST_SEEN_STEP`, changes nothing stored (so costs no write, and its
+/// answer no wait for the disk); `last` moves once the step has passed.
+#[test]
+fn last_seen_is_written_to_the_hour() {
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let r = rcpt("192.0.2.7", "a@example.org", "b@example.net", "i1");
+    g.decide(T0, &r, Some(&win10()), &mut s).unwrap();
+    let stored = s.0.clone();
+    let d = g.decide(T0 + 100, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 200 });
+    assert_eq!(s.0, stored, "a retry too early changed the store");
+    // A delay longer than the step: the entry's last seen moves once
+    // the step has passed, and only then.
+    g.cfg.delay = 3 * LAST_SEEN_STEP;
+    g.decide(T0 + LAST_SEEN_STEP - 1, &r, Some(&win10()), &mut s)
+        .unwrap();
+    assert_eq!(s.0, stored);
+    g.decide(T0 + LAST_SEEN_STEP, &r, Some(&win10()), &mut s)
+        .unwrap();
+    let t = s.0.iter().find(|(k, _)| k.starts_with(TRIPLET)).unwrap().1;
+    assert_eq!((t.first, t.last), (T0, T0 + LAST_SEEN_STEP));
+
+    // A whitelisted network: its entry's last seen moves by the step.
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let ckey = client_key("198.51.100.0/24");
+    s.put(
+        &ckey,
+        Entry {
+            first: T0,
+            last: T0,
+            count: 0,
+            manual: true,
+        },
+    )
+    .unwrap();
+    let r = rcpt("198.51.100.9", "a@example.org", "b@example.net", "j1");
+    let d = g.decide(T0 + 10, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Whitelisted);
+    assert_eq!(s.0[&ckey].last, T0);
+    g.decide(T0 + LAST_SEEN_STEP, &r, Some(&win10()), &mut s)
+        .unwrap();
+    assert_eq!(s.0[&ckey].last, T0 + LAST_SEEN_STEP);
+}

@@ -376,6 +376,9 @@ pub fn admin_online(conf: &Conf, req: &Value) -> Option<Result<Value, String>> {
 /// A Postfix connection of the policy loop.
 struct Conn {
     s: Arc<TcpStream>,
+    /// Its answers queued behind a sync: while there are any, a new
+    /// answer queues too (a client's answers keep their order).
+    queued: Arc<AtomicUsize>,
     reader: Reader,
     last: Instant,
     peer: String,
@@ -383,13 +386,14 @@ struct Conn {
 
 /// What one turn of the loop decides.
 enum Work {
-    Policy(Arc<TcpStream>, Request),
+    Policy(Arc<TcpStream>, Arc<AtomicUsize>, Request),
     Admin(AdminJob),
 }
 
 /// A decided piece of work, its answer waiting for the sync.
 enum Answer {
-    Policy(Arc<TcpStream>, Action),
+    /// The connection's count of queued answers includes this one.
+    Policy(Arc<TcpStream>, Arc<AtomicUsize>, Action),
     Admin(mpsc::SyncSender<Value>, Result<Value, String>),
 }
 
@@ -397,7 +401,7 @@ impl Answer {
     /// Send the answer, or what the sync's failure makes of it.
     fn send(self, synced: &Result<(), String>) {
         match self {
-            Answer::Policy(s, action) => {
+            Answer::Policy(s, queued, action) => {
                 // Fail open: mail is delivered rather than lost to our
                 // fault.
                 let action = if let Err(e) = synced {
@@ -406,19 +410,8 @@ impl Answer {
                 } else {
                     action
                 };
-                // The socket does not block: a client that lets its
-                // answers pile up (kernel buffers full) is cut off rather
-                // than holding up everybody's.
-                let text = action.to_wire();
-                let wrote = loop {
-                    match (&*s).write(text.as_bytes()) {
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        r => break r,
-                    }
-                };
-                if !matches!(wrote, Ok(n) if n == text.len()) {
-                    let _ = s.shutdown(std::net::Shutdown::Both);
-                }
+                send_action(&s, &action);
+                queued.fetch_sub(1, Ordering::AcqRel);
             }
             Answer::Admin(reply, v) => {
                 let v = match synced.clone().and(v) {
@@ -428,6 +421,22 @@ impl Answer {
                 let _ = reply.send(v);
             }
         }
+    }
+}
+
+/// Write an answer to Postfix. The socket does not block: a client that
+/// lets its answers pile up (kernel buffers full) is cut off rather than
+/// holding up everybody's.
+fn send_action(s: &TcpStream, action: &Action) {
+    let text = action.to_wire();
+    let wrote = loop {
+        match (&*s).write(text.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    };
+    if !matches!(wrote, Ok(n) if n == text.len()) {
+        let _ = s.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -516,6 +525,7 @@ fn policy_loop(
                                 next_id,
                                 Conn {
                                     s: Arc::new(s),
+                                    queued: Arc::new(AtomicUsize::new(0)),
                                     reader: Reader::new(),
                                     last: Instant::now(),
                                     peer: peer.to_string(),
@@ -564,7 +574,9 @@ fn policy_loop(
                     }
                     loop {
                         match c.reader.next_request() {
-                            Ok(Some(req)) => work.push(Work::Policy(c.s.clone(), req)),
+                            Ok(Some(req)) => {
+                                work.push(Work::Policy(c.s.clone(), c.queued.clone(), req))
+                            }
                             Ok(None) => break,
                             Err(e) => {
                                 tracing::warn!(
@@ -623,7 +635,7 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     // The systems first. In firewall mode each is a question to the
     // firewall: asked side by side, each bounded by FIREWALL_WAIT.
     let os_of = |w: &Work| match w {
-        Work::Policy(_, req) => {
+        Work::Policy(_, _, req) => {
             let addr = req.get("client_address").and_then(|a| a.parse().ok());
             let port = req.get("client_port").and_then(|p| p.parse().ok());
             addr.and_then(|a| ctx.fp.os(a, port))
@@ -654,6 +666,8 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     };
     let work: Vec<(Work, Option<Os>)> = work.into_iter().zip(oses).collect();
     let mut answers: Vec<Answer> = Vec::with_capacity(work.len());
+    // Answers that rest on nothing not yet on disk go at once.
+    let mut at_once: Vec<(Arc<TcpStream>, Action)> = Vec::new();
     let mut work = Some(work);
     let decided = db.batch(|st| {
         if now >= *last_expiry + 3600 {
@@ -666,7 +680,8 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
         }
         for (w, os) in work.take().into_iter().flatten() {
             answers.push(match w {
-                Work::Policy(s, req) => {
+                Work::Policy(s, queued, req) => {
+                    st.start_request();
                     let action = match g.decide(now, &req, os.as_ref(), st) {
                         Ok(d) => {
                             tracing::info!(
@@ -688,7 +703,14 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                             Action::Dunno
                         }
                     };
-                    Answer::Policy(s, action)
+                    // Only this thread adds to `queued`: at 0, every
+                    // earlier answer of the connection has been written.
+                    if st.rests_on_disk() && queued.load(Ordering::Acquire) == 0 {
+                        at_once.push((s, action));
+                        continue;
+                    }
+                    queued.fetch_add(1, Ordering::AcqRel);
+                    Answer::Policy(s, queued, action)
                 }
                 Work::Admin(j) => Answer::Admin(j.reply, admin(g, now, &j.req, st)),
             });
@@ -697,20 +719,30 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     match decided {
         // The answers wait for the journal's sync (none if nothing was
         // written and no earlier sync is under way).
-        Ok(()) => db.commit_then(Box::new(move |res| {
-            for a in answers {
-                a.send(&res);
+        Ok(()) => {
+            db.commit_then(Box::new(move |res| {
+                for a in answers {
+                    a.send(&res);
+                }
+            }));
+            for (s, action) in at_once {
+                send_action(&s, &action);
             }
-        })),
+        }
         // Behind the answers already queued, so that a client's answers
         // keep their order.
         Err(e) => {
             let work: Vec<Work> = work.into_iter().flatten().map(|(w, _)| w).collect();
+            for w in &work {
+                if let Work::Policy(_, queued, _) = w {
+                    queued.fetch_add(1, Ordering::AcqRel);
+                }
+            }
             db.commit_then(Box::new(move |_| {
                 let res = Err(e);
                 for w in work {
                     match w {
-                        Work::Policy(s, _) => Answer::Policy(s, Action::Dunno).send(&res),
+                        Work::Policy(s, q, _) => Answer::Policy(s, q, Action::Dunno).send(&res),
                         Work::Admin(j) => Answer::Admin(j.reply, Ok(Value::Null)).send(&res),
                     }
                 }

@@ -583,6 +583,68 @@ fn ask(ns: &str, port: u16, req: &'static str) -> String {
 const GOOD: &str = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.7\n\
                     sender=x@sender.test\nrecipient=user@example.test\ninstance=abc\n\n";
 
+/// Answers that need no write go at once, but never ahead of an earlier
+/// answer of the same connection: requests sent together on one
+/// connection (a first attempt, which waits for the disk, then requests
+/// that change nothing) are answered in the order asked.
+#[test]
+fn answers_keep_their_order_on_a_connection() {
+    require_root();
+    let d = dir("order");
+    let ns = Netns::new("greyord", 1);
+    let mail = ns.names[0].clone();
+    let port = 10026;
+    let conf = service_conf(&d.0, port, "sniff = [\"lo\"]\nunknown = \"greylist\"\n");
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
+    let req = |client: &str, state: &str, i: u32| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state={state}\nclient_address={client}\n\
+             sender=x@sender.test\nrecipient=user@example.test\ninstance=o{i}\n\n"
+        )
+    };
+    for round in 0..20u32 {
+        // A new triplet (deferred once written), then two requests that
+        // change nothing (not applicable: DUNNO).
+        let mut all = req(&format!("198.18.{round}.1"), "RCPT", round);
+        all.push_str(&req("198.18.200.1", "DATA", 1000 + round));
+        all.push_str(&req("198.18.201.1", "DATA", 2000 + round));
+        let got = common::in_netns(&mail, move || {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(all.as_bytes()).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while got.iter().filter(|&&b| b == b'\n').count() < 6 {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        })
+        .join()
+        .unwrap();
+        let lines: Vec<&str> = got.split("\n\n").filter(|l| !l.is_empty()).collect();
+        assert_eq!(lines.len(), 3, "{got}");
+        assert!(lines[0].starts_with("action=DEFER_IF_PERMIT"), "{got}");
+        assert_eq!(&lines[1..], ["action=DUNNO", "action=DUNNO"], "{got}");
+    }
+    // A retry too early (a write-free answer) is still deferred.
+    let again = req("198.18.0.1", "RCPT", 9999);
+    let a = common::in_netns(&mail, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(again.as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .join()
+    .unwrap();
+    assert!(a.starts_with("action=DEFER_IF_PERMIT"), "{a}");
+    let _ = svc.stop();
+}
+
 /// Bad input to every socket: malformed policy requests (no empty line, a
 /// 1 MB attribute, binary garbage), 1,000 idle connections, malformed p0f
 /// queries, SYNs with broken options on the capture. Each is answered or
