@@ -22,10 +22,11 @@ use std::net::IpAddr;
 
 use crate::policy::{Action, Request};
 
-/// How far `last` may lag: an entry seen again within this is not
-/// written again for that alone. A client retrying too early, or a
-/// whitelisted network sending mail after mail, then costs no write
-/// (and its answer no wait for the disk).
+/// How far `last` may lag (at most half of `max-age`, which it ages
+/// entries out by): an entry seen again within this is not written
+/// again for that alone. A client retrying too early, or a whitelisted
+/// network sending mail after mail, then costs no write (and its answer
+/// no wait for the disk).
 pub const LAST_SEEN_STEP: u64 = 3600;
 
 /// What is stored per triplet and per client network.
@@ -356,6 +357,12 @@ impl Greylist {
         Ok(Decision { action, why, net })
     }
 
+    /// [`LAST_SEEN_STEP`], or half of `max-age` if that is shorter (an
+    /// entry in use is then never older than `max-age`).
+    fn last_seen_step(&self) -> u64 {
+        LAST_SEEN_STEP.min(self.cfg.max_age / 2)
+    }
+
     fn greylist<S: Store>(
         &mut self,
         now: u64,
@@ -367,7 +374,7 @@ impl Greylist {
         let client = store.get(&ckey)?;
         if let Some(mut c) = client {
             if c.manual || (self.cfg.auto_whitelist > 0 && c.count >= self.cfg.auto_whitelist) {
-                if now >= c.last.saturating_add(LAST_SEEN_STEP) {
+                if now >= c.last.saturating_add(self.last_seen_step()) {
                     c.last = now;
                     store.put(&ckey, c)?;
                 }
@@ -405,7 +412,7 @@ impl Greylist {
         };
         let waited = now.saturating_sub(t.first);
         if t.count == 0 && waited < self.cfg.delay {
-            if now >= t.last.saturating_add(LAST_SEEN_STEP) {
+            if now >= t.last.saturating_add(self.last_seen_step()) {
                 t.last = now;
                 store.put(&tkey, t)?;
             }

@@ -329,3 +329,30 @@ fn last_seen_is_written_to_the_hour() {
         .unwrap();
     assert_eq!(s.0[&ckey].last, T0 + LAST_SEEN_STEP);
 }
+
+/// With a `max-age` shorter than two steps, last seen moves at least
+/// every half `max-age`: a network in use stays whitelisted, and a
+/// client retrying too early keeps its first attempt.
+#[test]
+fn a_short_max_age_keeps_entries_in_use() {
+    let mut g = Greylist::new(Config {
+        max_age: 600,
+        delay: 900,
+        ..Config::default()
+    });
+    let mut s = MemStore::default();
+    let r = rcpt("192.0.2.7", "a@example.org", "b@example.net", "i1");
+    g.decide(T0, &r, Some(&win10()), &mut s).unwrap();
+    for t in (1..9).map(|i| T0 + i * 100) {
+        let d = g.decide(t, &r, Some(&win10()), &mut s).unwrap();
+        assert_eq!(
+            d.why,
+            Why::Greylisted {
+                left: 900 - (t - T0)
+            },
+            "at {t}"
+        );
+    }
+    let d = g.decide(T0 + 900, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Retried { waited: 900 });
+}

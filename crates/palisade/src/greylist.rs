@@ -704,7 +704,9 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                         }
                     };
                     // Only this thread adds to `queued`: at 0, every
-                    // earlier answer of the connection has been written.
+                    // earlier answer of the connection has been written
+                    // or is in `at_once`, which is written before this
+                    // turn's queued answers can be.
                     if st.rests_on_disk() && queued.load(Ordering::Acquire) == 0 {
                         at_once.push((s, action));
                         continue;
@@ -720,14 +722,17 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
         // The answers wait for the journal's sync (none if nothing was
         // written and no earlier sync is under way).
         Ok(()) => {
+            // The answers that need no sync first: one queued behind the
+            // sync may be written as soon as the batch is handed over,
+            // and it may follow one of these on its connection.
+            for (s, action) in at_once {
+                send_action(&s, &action);
+            }
             db.commit_then(Box::new(move |res| {
                 for a in answers {
                     a.send(&res);
                 }
             }));
-            for (s, action) in at_once {
-                send_action(&s, &action);
-            }
         }
         // Behind the answers already queued, so that a client's answers
         // keep their order.

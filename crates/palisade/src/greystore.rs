@@ -564,6 +564,10 @@ impl GreyDb {
         tx.commit().map_err(|e| err("database", e))?;
         self.generation += 1;
         self.pending.clear();
+        // Everything is in redb now: no key waits for the journal (this
+        // also bounds the list while the journal is failing).
+        self.unsynced.clear();
+        self.unsynced_order.clear();
         self.at = 0;
         self.since = Instant::now();
         if let Some(s) = &self.syncer {
@@ -873,7 +877,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    /// With the syncer, `done` runs after the sync, in order; a full
     /// A request may be answered before the batch's sync only if it
     /// changed nothing and read nothing whose last change is not durable.
     #[test]
@@ -938,6 +941,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
+    /// With the syncer, `done` runs after the sync, in order; a full
     /// journal checkpoints instead.
     #[test]
     fn the_syncer_runs_done_in_order_and_a_full_journal_checkpoints() {
