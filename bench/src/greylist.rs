@@ -14,6 +14,9 @@
 //!
 //! `--only Palisade` (or `postgrey`) runs one peer, to profile it.
 //!
+//! Each peer starts on a quiet disk (`sync` first: what the other left
+//! dirty would otherwise be written back under its syncs).
+//!
 //! Printed: each peer's rate (requests over the wall time) and p50 / p99
 //! latency (median of `--runs`), and Palisade's rate over postgrey's.
 
@@ -183,6 +186,10 @@ pub fn run(args: &[String]) {
             };
             let kill = Kill(Some(server));
             wait_port(&ns, port);
+            // The disk quiet for each peer: what the other left dirty in
+            // the page cache (postgrey's Berkeley DB files) would be
+            // written back during this run, under its syncs.
+            sh(&["sync"]);
             let (wall, mut lat) = drive(&ns, port, &reqs, conns);
             let rate = n as f64 / wall.as_secs_f64();
             let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));

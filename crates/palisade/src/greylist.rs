@@ -667,7 +667,7 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     let work: Vec<(Work, Option<Os>)> = work.into_iter().zip(oses).collect();
     let mut answers: Vec<Answer> = Vec::with_capacity(work.len());
     // Answers that rest on nothing not yet on disk go at once.
-    let mut at_once: Vec<(Arc<TcpStream>, Action)> = Vec::new();
+    let mut at_once: Vec<(Arc<TcpStream>, Arc<AtomicUsize>, Action)> = Vec::new();
     let mut work = Some(work);
     let decided = db.batch(|st| {
         if now >= *last_expiry + 3600 {
@@ -679,7 +679,7 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
             }
         }
         for (w, os) in work.take().into_iter().flatten() {
-            answers.push(match w {
+            let answer = match w {
                 Work::Policy(s, queued, req) => {
                     st.start_request();
                     let action = match g.decide(now, &req, os.as_ref(), st) {
@@ -705,34 +705,46 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                     };
                     // Only this thread adds to `queued`: at 0, every
                     // earlier answer of the connection has been written
-                    // or is in `at_once`, which is written before this
-                    // turn's queued answers can be.
+                    // or is in this turn's `at_once`.
                     if st.rests_on_disk() && queued.load(Ordering::Acquire) == 0 {
-                        at_once.push((s, action));
+                        at_once.push((s, queued, action));
                         continue;
+                    }
+                    // Queued: the connection's answers of this turn that
+                    // were to go at once queue before it (once the batch
+                    // is handed over, the answer thread may write this
+                    // one before the loop below writes those).
+                    let mut i = 0;
+                    while i < at_once.len() {
+                        if Arc::ptr_eq(&at_once[i].1, &queued) {
+                            let (s, q, a) = at_once.remove(i);
+                            q.fetch_add(1, Ordering::AcqRel);
+                            answers.push(Answer::Policy(s, q, a));
+                        } else {
+                            i += 1;
+                        }
                     }
                     queued.fetch_add(1, Ordering::AcqRel);
                     Answer::Policy(s, queued, action)
                 }
                 Work::Admin(j) => Answer::Admin(j.reply, admin(g, now, &j.req, st)),
-            });
+            };
+            answers.push(answer);
         }
     });
     match decided {
         // The answers wait for the journal's sync (none if nothing was
         // written and no earlier sync is under way).
         Ok(()) => {
-            // The answers that need no sync first: one queued behind the
-            // sync may be written as soon as the batch is handed over,
-            // and it may follow one of these on its connection.
-            for (s, action) in at_once {
-                send_action(&s, &action);
-            }
             db.commit_then(Box::new(move |res| {
                 for a in answers {
                     a.send(&res);
                 }
             }));
+            // No connection has an answer both here and queued above.
+            for (s, _, action) in at_once {
+                send_action(&s, &action);
+            }
         }
         // Behind the answers already queued, so that a client's answers
         // keep their order.
