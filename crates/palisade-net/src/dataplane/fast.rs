@@ -856,6 +856,13 @@ impl Dataplane {
     /// routed flows the program sends to `mac` there are taken back, so
     /// that user space resolves the next hop again before handing them
     /// over anew.
+    /// Does the program send any flow to `mac`?
+    pub(super) fn fast_sends_to(&self, mac: [u8; 6]) -> bool {
+        self.fast
+            .as_ref()
+            .is_some_and(|o| o.by_mac.contains_key(&mac))
+    }
+
     pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
         self.fast_drop_to(mac, |l| l.dir.flags & FP_ROUTE != 0 && l.out_ix == i);
     }

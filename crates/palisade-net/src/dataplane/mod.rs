@@ -89,6 +89,8 @@ pub struct Counters {
     pub nd_replies: u64,
     pub neigh_queued: u64,
     pub neigh_dropped: u64,
+    /// Requests sent to a neighbour in use near its end (to renew it).
+    pub neigh_probes: u64,
     pub local_echo: u64,
     /// Traffic for the firewall itself that nothing here serves (no host
     /// interface).
@@ -324,6 +326,15 @@ impl Dataplane {
         let expired = self.neigh.expire(now);
         for (iface, ip) in expired.retry {
             self.solicit(iface, ip);
+        }
+        // A neighbour near its end that is in use (packets went to it,
+        // or the fast path sends to its MAC) is asked again; its answer
+        // renews it before it lapses.
+        for (iface, ip, mac, used) in expired.probe {
+            if used || self.fast_sends_to(mac) {
+                self.counters.neigh_probes += 1;
+                self.solicit_at(iface, ip, Some(mac));
+            }
         }
         // A lapsed neighbour is resolved again before packets go to it:
         // the fast path's flows to its MAC come back for that.

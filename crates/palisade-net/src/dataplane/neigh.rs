@@ -1,6 +1,7 @@
 //! Neighbours: ARP (RFC 826) and IPv6 neighbour discovery (RFC 4861).
 //! The cache of resolved neighbours (`Neighbours`: per interface and
-//! address, a MAC valid for 10 minutes, or a resolution under way with
+//! address, a MAC valid for 10 minutes, asked again in its last three
+//! seconds when in use, or a resolution under way with
 //! the packets waiting for it, 16 per neighbour and 1,024 in all, three
 //! requests a second apart), and the messages: answering requests and
 //! solicitations for our addresses, virtual addresses that are on and
@@ -25,7 +26,12 @@ use super::local::Answer;
 use super::{Dataplane, DropReason};
 
 /// How long a resolved neighbour stays valid.
-const NEIGH_REACHABLE_MS: u64 = 600_000;
+pub(super) const NEIGH_REACHABLE_MS: u64 = 600_000;
+/// A neighbour in use is asked again (a request to its MAC, as Linux's
+/// unicast probes) once a second in its last this many ms: its answer
+/// renews it in place, so that traffic to it (the fast path's flows,
+/// packets waiting for a resolution) never stops for a lapse.
+const NEIGH_PROBE_MS: u64 = 3_000;
 /// Resolution: requests sent, one per second, before giving up.
 const NEIGH_TRIES: u32 = 3;
 /// Packets waiting for one neighbour, and in all.
@@ -38,6 +44,8 @@ enum Neigh {
     Reachable {
         mac: Mac,
         until: u64,
+        /// A packet was sent to it since it was learnt.
+        used: bool,
     },
     Incomplete {
         queue: VecDeque<Vec<u8>>,
@@ -69,6 +77,9 @@ pub(super) struct Expired {
     pub(super) gave_up: Vec<(usize, VecDeque<Vec<u8>>)>,
     /// Resolved neighbours that lapsed: interface and MAC.
     pub(super) lapsed: Vec<(usize, Mac)>,
+    /// Resolved neighbours near their end: interface, address, MAC, and
+    /// whether a packet went to them since they were learnt.
+    pub(super) probe: Vec<(usize, IpAddr, Mac, bool)>,
 }
 
 #[derive(Default)]
@@ -90,7 +101,7 @@ impl Neighbours {
     /// `resolve` would send to at once).
     pub(super) fn reachable(&self, i: usize, ip: &IpAddr, now: u64) -> Option<Mac> {
         match self.map.get(&(i, *ip)) {
-            Some(Neigh::Reachable { mac, until }) if *until > now => Some(*mac),
+            Some(Neigh::Reachable { mac, until, .. }) if *until > now => Some(*mac),
             _ => None,
         }
     }
@@ -107,11 +118,17 @@ impl Neighbours {
         if self.map.len() >= NEIGH_MAX && !self.map.contains_key(&(i, ip)) {
             return Err(TableFull);
         }
+        let waited = matches!(
+            self.map.get(&(i, ip)),
+            Some(Neigh::Incomplete { queue, .. }) if !queue.is_empty()
+        );
         let prev = self.map.insert(
             (i, ip),
             Neigh::Reachable {
                 mac,
                 until: now + NEIGH_REACHABLE_MS,
+                // The packets that waited go to it now.
+                used: waited,
             },
         );
         match prev {
@@ -128,11 +145,14 @@ impl Neighbours {
 
     pub(super) fn resolve(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) -> Resolve {
         let lapsed = match self.map.get(&(e, nh)) {
-            Some(Neigh::Reachable { mac, until }) if *until <= now => Some(*mac),
+            Some(Neigh::Reachable { mac, until, .. }) if *until <= now => Some(*mac),
             _ => None,
         };
         match self.map.get_mut(&(e, nh)) {
-            Some(Neigh::Reachable { mac, until }) if *until > now => Resolve::Send(*mac, pkt),
+            Some(Neigh::Reachable { mac, until, used }) if *until > now => {
+                *used = true;
+                Resolve::Send(*mac, pkt)
+            }
             Some(Neigh::Incomplete { queue, .. }) => {
                 if queue.len() < NEIGH_QUEUE && self.queued < NEIGH_QUEUE_TOTAL {
                     queue.push_back(pkt);
@@ -168,9 +188,13 @@ impl Neighbours {
         let mut retry = Vec::new();
         let mut gave_up = Vec::new();
         let mut lapsed = std::mem::take(&mut self.stale);
+        let mut probe = Vec::new();
         self.map.retain(|k, n| match n {
-            Neigh::Reachable { until, mac } => {
+            Neigh::Reachable { until, mac, used } => {
                 if *until > now {
+                    if *until <= now + NEIGH_PROBE_MS {
+                        probe.push((k.0, k.1, *mac, *used));
+                    }
                     true
                 } else {
                     lapsed.push((k.0, *mac));
@@ -197,6 +221,7 @@ impl Neighbours {
             retry,
             gave_up,
             lapsed,
+            probe,
         }
     }
 }
@@ -342,6 +367,14 @@ impl Dataplane {
 
     /// Ask for `ip`'s link-layer address on interface `i`.
     pub(super) fn solicit(&mut self, i: usize, ip: IpAddr) {
+        self.solicit_at(i, ip, None);
+    }
+
+    /// Ask for `ip` on interface `i`: of everybody, or (a neighbour near
+    /// its end, `at` its MAC) of the neighbour itself: an ARP request to
+    /// its MAC, a neighbour solicitation to its address (RFC 4861 7.3.3's
+    /// unicast probe).
+    pub(super) fn solicit_at(&mut self, i: usize, ip: IpAddr, at: Option<Mac>) {
         let mac = self.local.mac(i);
         match ip {
             IpAddr::V4(t) => {
@@ -349,20 +382,26 @@ impl Dataplane {
                     return;
                 };
                 let arp = ArpRepr::request(mac, s, t).to_bytes();
-                self.emit(i, BROADCAST, None, EtherType::Arp, &arp);
+                self.emit(i, at.unwrap_or(BROADCAST), None, EtherType::Arp, &arp);
             }
             IpAddr::V6(t) => {
                 let Some(IpAddr::V6(s)) = self.local.source_for(i, true) else {
                     return;
                 };
-                let sn = ndp::solicited_node(&t);
+                let (dst, dmac) = match at {
+                    Some(m) => (t, m),
+                    None => {
+                        let sn = ndp::solicited_node(&t);
+                        (sn, ipv6_multicast_mac(sn))
+                    }
+                };
                 let ns = NdpRepr::NeighborSolicit {
                     target: t,
                     lladdr: Some(mac),
                 }
-                .to_bytes(&s, &sn);
-                let p = build::ip(IpAddr::V6(s), IpAddr::V6(sn), 58, 255, &ns);
-                self.emit(i, ipv6_multicast_mac(sn), None, EtherType::Ipv6, &p);
+                .to_bytes(&s, &dst);
+                let p = build::ip(IpAddr::V6(s), IpAddr::V6(dst), 58, 255, &ns);
+                self.emit(i, dmac, None, EtherType::Ipv6, &p);
             }
         }
     }

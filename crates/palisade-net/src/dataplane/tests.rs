@@ -715,3 +715,92 @@ fn malformed_frames_are_counted_not_fatal() {
     }
     assert_eq!(d.counters.malformed, 5);
 }
+
+/// A next hop in use is asked again, at its MAC, in its last three
+/// seconds; its answer renews it in place (no lapse, no broadcast, no
+/// packet waiting). One nobody sends to is not asked, and lapses.
+#[test]
+fn a_neighbour_in_use_is_renewed_before_it_lapses() {
+    let mut d = dp(UPLINKS, "pass\n");
+    let out = |d: &mut Dataplane, p: &[u8], now: u64| {
+        let eth_type = if p[0] >> 4 == 6 { ETH_IPV6 } else { ETH_IPV4 };
+        d.input(2, &eth(M2, A, None, eth_type, p), now)
+    };
+    let p4 = udp("198.18.0.9", "203.0.113.5", 64);
+    let p6 = build::ip(
+        "2001:db8:3::9".parse().unwrap(),
+        "2001:db8:ff::5".parse().unwrap(),
+        17,
+        64,
+        &build::udp(1000, 53, b"q"),
+    );
+    let gw6: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    let na = |target: Ipv6Addr| {
+        let mut body = target.octets().to_vec();
+        body.extend_from_slice(&[2, 1]);
+        body.extend_from_slice(&B);
+        let p = build::ip(
+            IpAddr::V6(target),
+            "2001:db8:1::2".parse().unwrap(),
+            58,
+            255,
+            &build::icmp(136, 0, [0x60, 0, 0, 0], &body),
+        );
+        eth(M0, B, None, ETH_IPV6, &p)
+    };
+    // Resolve both gateways (a broadcast ARP, a multicast NS), answered.
+    let o = out(&mut d, &p4, 0);
+    assert_eq!(&o[0].1[0..6], &[0xff; 6]);
+    assert_eq!(answer_arp(&mut d, 0, "192.0.2.1", M0, 1).len(), 1);
+    let o = out(&mut d, &p6, 2);
+    assert_eq!(o[0].1[0], 0x33, "NS to the solicited-node group");
+    assert_eq!(d.input(0, &na(gw6), 3).len(), 1);
+    // A neighbour learnt but never sent to (it asked for us).
+    let req = arp(1, [2, 0, 0, 0, 0, 0x77], "192.0.2.7", "192.0.2.2");
+    assert_eq!(
+        d.input(
+            0,
+            &eth([0xff; 6], [2, 0, 0, 0, 0, 0x77], None, ETH_ARP, &req),
+            1
+        )
+        .len(),
+        1
+    );
+    let end = 1 + neigh::NEIGH_REACHABLE_MS;
+    assert!(d.tick(end - 3001).is_empty(), "nothing asked before");
+    let o = d.tick(end - 3000);
+    // One ARP request to the gateway's MAC (not the one never used);
+    // the IPv6 gateway's window opens 2 ms later.
+    assert_eq!(o.len(), 1, "{o:?}");
+    let f = &o[0].1;
+    assert_eq!((o[0].0, &f[0..6], &f[12..14]), (0, &B[..], &[8, 6][..]));
+    assert_eq!(&f[14 + 6..14 + 8], &[0, 1], "a request");
+    assert_eq!(&f[14 + 24..14 + 28], &[192, 0, 2, 1]);
+    let o = d.tick(end - 998);
+    assert_eq!(o.len(), 2, "both gateways asked again: {o:?}");
+    let ns = o.iter().find(|x| x.1[12..14] == [0x86, 0xdd]).unwrap();
+    assert_eq!(&ns.1[0..6], &B, "to the gateway's MAC");
+    assert_eq!(&ns.1[14 + 24..14 + 40], &gw6.octets(), "to its address");
+    assert!(matches!(
+        parse_ip(&ns.1[14..]).unwrap().l4,
+        L4::Icmp6 { ty: 135, .. }
+    ));
+    assert_eq!(d.counters.neigh_probes, 3);
+    // The gateways answer: renewed. Past the old end, packets go
+    // straight out; the unused neighbour lapsed and is not asked.
+    assert_eq!(answer_arp(&mut d, 0, "192.0.2.1", M0, end - 900).len(), 0);
+    assert!(d.input(0, &na(gw6), end - 900).is_empty());
+    assert!(d.tick(end + 5).is_empty());
+    for p in [&p4, &p6] {
+        let o = out(&mut d, p, end + 10);
+        assert_eq!(o.len(), 1);
+        assert_eq!(&o[0].1[0..6], &B, "sent at once, no resolution");
+    }
+    assert_eq!(d.counters.neigh_probes, 3);
+    // Not answering: the entry lapses at its end as before, and the next
+    // packet resolves it again.
+    let end2 = end - 900 + neigh::NEIGH_REACHABLE_MS;
+    assert_eq!(d.tick(end2 - 1000).len(), 2);
+    let o = out(&mut d, &p4, end2 + 1);
+    assert_eq!(&o[0].1[0..6], &[0xff; 6], "a broadcast request again");
+}
