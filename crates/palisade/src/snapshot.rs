@@ -115,6 +115,7 @@ pub fn info(sh: &Shared) -> Info {
             ("nd_replies", c.nd_replies),
             ("neigh_queued", c.neigh_queued),
             ("neigh_dropped", c.neigh_dropped),
+            ("neigh_probes", c.neigh_probes),
             ("local_echo", c.local_echo),
             ("local_dropped", c.local_dropped),
             ("host_in", c.host_in),
