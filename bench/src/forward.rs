@@ -236,6 +236,9 @@ struct Result {
     cpu_daemon: Option<f64>,
     /// Datagrams the receiving application got, per second.
     pps: f64,
+    /// Round trips through the firewall (`udp_rtt`): median and 99th
+    /// percentile, ms, on one connection and on new ones.
+    rtt: ((f64, f64), (f64, f64)),
     /// Frames the firewall delivered to the receiver's interface, per second.
     fwd_pps: f64,
     /// Datagrams the sender sent, per second.
@@ -400,6 +403,7 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     }
     // Warm up neighbours (ARP) in both directions.
     let _ = iperf(src, dst, &["-u", "-b", "1M"], 1);
+    let rtt = udp_rtt(src, dst);
     let pid = daemon.0.as_ref().map(|c| c.id());
     let rx0 = rx_packets(dst);
     let (busy0, soft0) = machine_ticks();
@@ -430,7 +434,84 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
         sent_pps: packets / seconds,
         pps: (packets - lost).max(0.0) / seconds,
         tcp_bps,
+        rtt,
     }
+}
+
+/// Run `f` on a thread in namespace `ns`.
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).expect("the namespace");
+        // SAFETY: setns on this thread only, with a namespace fd.
+        assert_eq!(
+            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f()
+    })
+}
+
+/// Round trips of UDP requests from `src` to an echo server in `dst`
+/// (198.19.0.1, port 5201), one at a time, 5 ms apart, as a host behind
+/// the firewall sees a request and its answer: 200 from one socket (one
+/// connection: state hits) and 200 each from a new socket (a new source
+/// port: a new connection each, as DNS queries). Median and 99th
+/// percentile in ms: (same connection, new connections).
+fn udp_rtt(src: &str, dst: &str) -> ((f64, f64), (f64, f64)) {
+    use std::net::UdpSocket;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = in_ns(dst, move || {
+        let s = UdpSocket::bind("198.19.0.1:5201").expect("bind the echo server");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        // Until the client is done (a read that times out).
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    ready_rx.recv().unwrap();
+    let client = in_ns(src, || {
+        let one = |s: &UdpSocket| -> Option<f64> {
+            let t = Instant::now();
+            s.send_to(b"ping", "198.19.0.1:5201").ok()?;
+            let mut buf = [0u8; 64];
+            s.recv_from(&mut buf).ok()?;
+            Some(t.elapsed().as_secs_f64() * 1e3)
+        };
+        let sock = || {
+            let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s
+        };
+        let same = sock();
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for _ in 0..200 {
+            a.extend(one(&same));
+            std::thread::sleep(Duration::from_millis(5));
+            b.extend(one(&sock()));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (a, b)
+    });
+    let (mut a, mut b) = client.join().unwrap();
+    let _ = server.join();
+    let stats = |v: &mut Vec<f64>| {
+        if v.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
+        v.sort_by(|x, y| x.total_cmp(y));
+        let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        (at(0.5), at(0.99))
+    };
+    (stats(&mut a), stats(&mut b))
 }
 
 pub fn run(args: &[String]) {
@@ -491,6 +572,18 @@ pub fn run(args: &[String]) {
             p.fwd_pps / k.fwd_pps.max(1.0),
             p.pps / k.pps.max(1.0),
             p.tcp_bps / k.tcp_bps.max(1.0)
+        );
+        println!(
+            "{:>22}  UDP round trip, median / p99 ms: one connection kernel {:.3} / {:.3}, palisade {:.3} / {:.3} | a new connection each kernel {:.3} / {:.3}, palisade {:.3} / {:.3}",
+            "",
+            k.rtt.0 .0,
+            k.rtt.0 .1,
+            p.rtt.0 .0,
+            p.rtt.0 .1,
+            k.rtt.1 .0,
+            k.rtt.1 .1,
+            p.rtt.1 .0,
+            p.rtt.1 .1
         );
         println!(
             "{:>22}  CPU s per million frames forwarded (UDP): machine kernel {:.2} palisade {:.2} | softirq kernel {:.2} palisade {:.2} | palisade daemon {:.2}",

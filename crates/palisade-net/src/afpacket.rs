@@ -1,4 +1,16 @@
-//! Network ports on AF_PACKET with a TPACKET_V3 receive ring.
+//! Network ports on AF_PACKET with a receive ring: TPACKET_V2 (a slot
+//! per frame) by default, TPACKET_V3 (blocks) on request.
+//!
+//! Why V2: a V3 block reaches user space when it is full or when its
+//! timer (1 ms at least) runs out, so at low rates every frame waited up
+//! to 1 ms for its block: a UDP request and its answer through the
+//! firewall took 1.9 ms against the kernel's 0.09 (`palisade-bench
+//! forward`). A V2 slot is the frame's as soon as it is written, and the
+//! socket wakes its reader then. Frames larger than a slot (TCP
+//! super-packets, jumbo frames) are also queued whole on the socket
+//! (PACKET_COPY_THRESH: a reference, not a copy) and their slot says so
+//! (TP_STATUS_COPY); they are read from there, in their place in the
+//! ring's order. `PALISADE_RX_RING=blocks` selects V3 (to compare).
 //!
 //! Written on `libc` directly: the crates that wrap AF_PACKET either lack
 //! TPACKET_V3 or hide the VLAN metadata the ring carries, and the few
@@ -28,13 +40,26 @@ const BLOCK_NR: u32 = 64;
 const OTHER_BLOCK_NR: u32 = 8;
 const FRAME_SIZE: u32 = 2048;
 
-/// One receiving socket and its TPACKET_V3 ring.
+/// One receiving socket and its ring.
 struct Ring {
     fd: OwnedFd,
     map: *mut u8,
     len: usize,
     blocks: u32,
+    /// TPACKET_V2: a slot of FRAME_SIZE per frame (else V3 blocks).
+    frames: bool,
+    /// The next block (V3) or slot (V2) to read.
     next_block: std::cell::Cell<u32>,
+}
+
+/// The largest frame read whole from a socket's queue (a TCP
+/// super-packet is at most 64 KiB; BIG TCP's larger ones are cut and
+/// dropped).
+const COPY_MAX: usize = 256 * 1024;
+
+/// Which ring: TPACKET_V2 unless `PALISADE_RX_RING=blocks`.
+fn frame_rings() -> bool {
+    std::env::var("PALISADE_RX_RING").map_or(true, |v| v != "blocks")
 }
 
 impl Drop for Ring {
@@ -64,6 +89,11 @@ pub struct Port {
     /// One ring, every frame (ETH_P_ALL); or, split (`open_split`), one
     /// for IPv4, one for IPv6 and one for the rest. The last one sends.
     rings: Vec<Ring>,
+    /// Where a frame larger than a V2 slot is read whole (made at the
+    /// first such frame).
+    copy: std::cell::RefCell<Vec<u8>>,
+    /// Frames cut short by the ring and not read whole (dropped).
+    cut: std::cell::Cell<u64>,
 }
 
 // SAFETY: the ring is only touched by the thread that owns the Port (it is
@@ -151,6 +181,8 @@ impl Port {
             receiving: std::cell::Cell::new(false),
             refusals: std::cell::Cell::new(0),
             rings,
+            copy: std::cell::RefCell::new(Vec::new()),
+            cut: std::cell::Cell::new(0),
         }
     }
 
@@ -212,7 +244,7 @@ impl Port {
     /// Frames the kernel dropped because this socket's ring was full,
     /// since the last call (PACKET_STATISTICS; reading resets them).
     pub fn ring_drops(&self) -> u64 {
-        let mut drops = 0;
+        let mut drops = self.cut.replace(0);
         for r in &self.rings {
             // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
             let mut st = [0u32; 3];
@@ -253,7 +285,143 @@ impl Port {
             }
         }
         let _done = Done(&self.receiving);
-        self.rings.iter().map(|r| self.recv_blocks(r, &mut f)).sum()
+        self.rings
+            .iter()
+            .map(|r| {
+                if r.frames {
+                    self.recv_frames(r, &mut f)
+                } else {
+                    self.recv_blocks(r, &mut f)
+                }
+            })
+            .sum()
+    }
+
+    /// `recv_batch` on a TPACKET_V2 ring: every slot the kernel filled,
+    /// in order, each given back once handed.
+    fn recv_frames(&self, r: &Ring, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {
+        let mut n = 0;
+        let mut frame = Vec::new();
+        let per_block = BLOCK_SIZE / FRAME_SIZE;
+        let total = per_block * r.blocks;
+        // At most one turn of the ring per call, so that the other rings
+        // and ports get theirs.
+        for _ in 0..total {
+            let i = r.next_block.get();
+            let off = ((i / per_block) * BLOCK_SIZE + (i % per_block) * FRAME_SIZE) as usize;
+            // SAFETY: off is a slot of the ring (i < total); each slot
+            // starts with a tpacket2_hdr.
+            let hdr = unsafe { &mut *(r.map.add(off) as *mut libc::tpacket2_hdr) };
+            // SAFETY: reading the status the kernel writes, as it may.
+            let status = unsafe { std::ptr::read_volatile(&hdr.tp_status) };
+            if status & libc::TP_STATUS_USER == 0 {
+                return n;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let mac = hdr.tp_mac as usize;
+            let len = hdr.tp_snaplen as usize;
+            let meta = Meta {
+                status,
+                tci: hdr.tp_vlan_tci,
+                tpid: hdr.tp_vlan_tpid,
+            };
+            if status & libc::TP_STATUS_COPY != 0 {
+                // The whole frame waits on the socket, in this place.
+                let mut buf = self.copy.borrow_mut();
+                if buf.len() < COPY_MAX {
+                    buf.resize(COPY_MAX, 0);
+                }
+                // SAFETY: recv into a buffer of buf.len() bytes; MSG_TRUNC
+                // makes it return the frame's real length.
+                let got = unsafe {
+                    libc::recv(
+                        r.fd.as_raw_fd(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    )
+                };
+                let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
+                if got > hl as isize && got as usize <= buf.len() {
+                    let got = got as usize;
+                    let vh = if self.vnet {
+                        VnetHdr::parse(&buf[..VNET_HDR_LEN])
+                    } else {
+                        VnetHdr::default()
+                    };
+                    let data = &mut buf[hl..got];
+                    self.hand(data, vh, meta, &mut frame, f);
+                    n += 1;
+                } else {
+                    self.cut.set(self.cut.get() + 1);
+                }
+            } else if hdr.tp_len == hdr.tp_snaplen && mac + len <= FRAME_SIZE as usize {
+                let vh = if self.vnet && mac >= VNET_HDR_LEN {
+                    // SAFETY: with PACKET_VNET_HDR the kernel writes the
+                    // header just before the frame, inside the slot.
+                    VnetHdr::parse(unsafe {
+                        std::slice::from_raw_parts(
+                            r.map.add(off + mac - VNET_HDR_LEN),
+                            VNET_HDR_LEN,
+                        )
+                    })
+                } else {
+                    VnetHdr::default()
+                };
+                // SAFETY: bounds checked just above; the slot is ours
+                // (TP_STATUS_USER) until we give it back, and nothing else
+                // refers to this frame.
+                let data = unsafe { std::slice::from_raw_parts_mut(r.map.add(off + mac), len) };
+                self.hand(data, vh, meta, &mut frame, f);
+                n += 1;
+            } else {
+                // Cut short and not queued whole (the socket's queue was
+                // full): it cannot be forwarded.
+                self.cut.set(self.cut.get() + 1);
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+            // SAFETY: giving the slot back to the kernel.
+            unsafe { std::ptr::write_volatile(&mut hdr.tp_status, libc::TP_STATUS_KERNEL) };
+            r.next_block.set((i + 1) % total);
+        }
+        n
+    }
+
+    /// Hand one frame to `f`: `data` where it lies (or was read whole),
+    /// `vh` its virtio header, `m` what the ring said of it. The 802.1Q
+    /// tag the kernel took out is put back (in a copy, `frame`); a
+    /// checksum left to offload by a local sender is completed.
+    fn hand(
+        &self,
+        data: &mut [u8],
+        vh: VnetHdr,
+        m: Meta,
+        frame: &mut Vec<u8>,
+        f: &mut impl FnMut(&mut [u8], Option<Gso>),
+    ) {
+        let gso = vh.gso();
+        let tagged = m.status & libc::TP_STATUS_VLAN_VALID != 0;
+        let frame: &mut [u8] = if tagged && data.len() >= 12 {
+            frame.clear();
+            let tpid = if m.status & libc::TP_STATUS_VLAN_TPID_VALID != 0 && m.tpid != 0 {
+                m.tpid
+            } else {
+                0x8100
+            };
+            frame.extend_from_slice(&data[..12]);
+            frame.extend_from_slice(&tpid.to_be_bytes());
+            frame.extend_from_slice(&m.tci.to_be_bytes());
+            frame.extend_from_slice(&data[12..]);
+            &mut frame[..]
+        } else {
+            data
+        };
+        if gso.is_none() && m.status & libc::TP_STATUS_CSUMNOTREADY != 0 {
+            if let Some((_, _, off)) = palisade_wire::link::ethernet(frame) {
+                palisade_wire::build::complete_l4_checksum(&mut frame[off..]);
+            }
+        }
+        f(frame, gso);
     }
 
     fn recv_blocks(&self, r: &Ring, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {
@@ -301,33 +469,12 @@ impl Port {
                     // else refers to this frame.
                     let data =
                         unsafe { std::slice::from_raw_parts_mut(ring.add(off + p + mac), len) };
-                    let tagged = hdr.tp_status & libc::TP_STATUS_VLAN_VALID != 0;
-                    let frame: &mut [u8] = if tagged && data.len() >= 12 {
-                        frame.clear();
-                        // Put the 802.1Q tag the kernel took out back in.
-                        let tpid = if hdr.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0
-                            && hdr.hv1.tp_vlan_tpid != 0
-                        {
-                            hdr.hv1.tp_vlan_tpid
-                        } else {
-                            0x8100
-                        };
-                        frame.extend_from_slice(&data[..12]);
-                        frame.extend_from_slice(&tpid.to_be_bytes());
-                        frame.extend_from_slice(&(hdr.hv1.tp_vlan_tci as u16).to_be_bytes());
-                        frame.extend_from_slice(&data[12..]);
-                        &mut frame[..]
-                    } else {
-                        data
+                    let meta = Meta {
+                        status: hdr.tp_status,
+                        tci: hdr.hv1.tp_vlan_tci as u16,
+                        tpid: hdr.hv1.tp_vlan_tpid,
                     };
-                    if gso.is_none() && hdr.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0 {
-                        // Sent by a local stack that left the checksum to
-                        // offload: complete it before it goes anywhere.
-                        if let Some((_, _, off)) = palisade_wire::link::ethernet(frame) {
-                            palisade_wire::build::complete_l4_checksum(&mut frame[off..]);
-                        }
-                    }
-                    f(frame, gso);
+                    self.hand(data, vh, meta, &mut frame, f);
                     n += 1;
                 }
                 if hdr.tp_next_offset == 0 {
@@ -521,8 +668,13 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
     let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) })?;
     // SAFETY: raw is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let v3: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &v3)?;
+    let frames = frame_rings();
+    let version = if frames {
+        libc::tpacket_versions::TPACKET_V2
+    } else {
+        libc::tpacket_versions::TPACKET_V3
+    } as libc::c_int;
+    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VERSION, &version)?;
     if vnet {
         // Before the ring: the kernel refuses it once a ring exists.
         let one: libc::c_int = 1;
@@ -588,21 +740,40 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
         };
         setsockopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog)?;
     }
-    let req = libc::tpacket_req3 {
-        tp_block_size: BLOCK_SIZE,
-        tp_block_nr: blocks,
-        tp_frame_size: FRAME_SIZE,
-        tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * blocks,
-        // A block is handed to user space when full or this many ms after
-        // it opened: the wait of a lone packet (a handshake, a command on
-        // a control connection). 1 ms, the least: an FTP directory listing
-        // through ftp-proxy took 28-41 ms with 2, 15-22 ms with 1 (the
-        // kernel's helper: 6 ms); idle, the machine's CPU is the same.
-        tp_retire_blk_tov: 1,
-        tp_sizeof_priv: 0,
-        tp_feature_req_word: 0,
-    };
-    setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    if frames {
+        // Frames larger than a slot are queued whole on the socket as
+        // well (a reference to the same buffer), within its receive
+        // buffer's room: make room for a ring's worth of super-packets.
+        let one: libc::c_int = 1;
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &one)?;
+        let room: libc::c_int = 32 << 20;
+        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &room).is_err() {
+            let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &room);
+        }
+        let req = libc::tpacket_req {
+            tp_block_size: BLOCK_SIZE,
+            tp_block_nr: blocks,
+            tp_frame_size: FRAME_SIZE,
+            tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * blocks,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    } else {
+        let req = libc::tpacket_req3 {
+            tp_block_size: BLOCK_SIZE,
+            tp_block_nr: blocks,
+            tp_frame_size: FRAME_SIZE,
+            tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * blocks,
+            // A block is handed to user space when full or this many ms
+            // after it opened: the wait of a lone packet (a handshake, a
+            // command on a control connection). 1 ms, the least: an FTP
+            // directory listing through ftp-proxy took 28-41 ms with 2,
+            // 15-22 ms with 1 (the kernel's helper: 6 ms).
+            tp_retire_blk_tov: 1,
+            tp_sizeof_priv: 0,
+            tp_feature_req_word: 0,
+        };
+        setsockopt(raw, libc::SOL_PACKET, libc::PACKET_RX_RING, &req)?;
+    }
     let len = (BLOCK_SIZE * blocks) as usize;
     // SAFETY: mapping the ring the kernel just set up for this socket.
     let map = unsafe {
@@ -623,6 +794,7 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
         map: map as *mut u8,
         len,
         blocks,
+        frames,
         next_block: std::cell::Cell::new(0),
     };
     let one: libc::c_int = 1;
@@ -652,6 +824,14 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
         )
     })?;
     Ok(ring)
+}
+
+/// What a ring says of a frame besides its bytes.
+#[derive(Clone, Copy)]
+struct Meta {
+    status: u32,
+    tci: u16,
+    tpid: u16,
 }
 
 /// The legacy virtio_net_hdr AF_PACKET uses (10 bytes, host byte order).
