@@ -8,12 +8,17 @@
 //! forward`). A V2 slot is the frame's as soon as it is written, and the
 //! socket wakes its reader then. Frames larger than a slot (TCP
 //! super-packets, jumbo frames) are also queued whole on the socket
-//! (PACKET_COPY_THRESH: a reference, not a copy) and their slot says so
-//! (TP_STATUS_COPY); they are read from there, in their place in the
-//! ring's order. `PALISADE_RX_RING=blocks` selects V3 (to compare).
+//! (PACKET_COPY_THRESH; the kernel queues a reference to the same
+//! buffer) and their slot, which holds only their start, says so
+//! (TP_STATUS_COPY); they are read (copied) from there, in their place
+//! in the ring's order. That costs a system call and a copy per such
+//! frame, which V3 did not (measured: TCP through user space with
+//! offloads on was no slower). A socket whose receive buffer cannot be
+//! raised for those frames (no CAP_NET_ADMIN) keeps V3 blocks, as does
+//! every socket with `PALISADE_RX_RING=blocks` (to compare).
 //!
 //! Written on `libc` directly: the crates that wrap AF_PACKET either lack
-//! TPACKET_V3 or hide the VLAN metadata the ring carries, and the few
+//! the ring versions used here or hide the VLAN metadata the ring carries, and the few
 //! system calls needed are simple enough to own. Every `unsafe` block says
 //! what it relies on.
 //!
@@ -23,7 +28,7 @@
 //! they were on the wire.
 //!
 //! Super-packets (`Port::open_offload`): with PACKET_VNET_HDR every frame
-//! in the ring is preceded by a `virtio_net_hdr` saying whether it is a
+//! received is preceded by a `virtio_net_hdr` saying whether it is a
 //! TCP super-packet (GRO-merged, or sent unsegmented by a local stack) and
 //! its segment size, and every frame sent starts with one, so a
 //! super-packet leaves whole and the kernel (or the NIC) cuts it. See
@@ -36,8 +41,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const BLOCK_SIZE: u32 = 1 << 17;
 const BLOCK_NR: u32 = 64;
 /// The ring of a split port's socket for what is neither IPv4 nor IPv6
-/// (ARP, tagged frames, what a bridge forwards): little traffic.
-const OTHER_BLOCK_NR: u32 = 8;
+/// (ARP, tagged frames, what a bridge forwards): less traffic (1,024
+/// slots of V2, about 4,000 small frames of V3).
+const OTHER_BLOCK_NR: u32 = 16;
 const FRAME_SIZE: u32 = 2048;
 
 /// One receiving socket and its ring.
@@ -84,7 +90,7 @@ pub struct Port {
     /// `take_refusals`.
     refusals: std::cell::Cell<u64>,
     /// `recv_batch` is under way: a nested call would hand out a second
-    /// `&mut` to a frame of the block not yet given back.
+    /// `&mut` to a frame of the slot or block not yet given back.
     receiving: std::cell::Cell<bool>,
     /// One ring, every frame (ETH_P_ALL); or, split (`open_split`), one
     /// for IPv4, one for IPv6 and one for the rest. The last one sends.
@@ -242,11 +248,15 @@ impl Port {
     }
 
     /// Frames the kernel dropped because this socket's ring was full,
-    /// since the last call (PACKET_STATISTICS; reading resets them).
+    /// and frames larger than a slot that could not be read whole (its
+    /// receive buffer full), since the last call (PACKET_STATISTICS;
+    /// reading resets them).
     pub fn ring_drops(&self) -> u64 {
         let mut drops = self.cut.replace(0);
         for r in &self.rings {
-            // struct tpacket_stats_v3: tp_packets, tp_drops, tp_freeze_q_cnt.
+            // struct tpacket_stats (V2) or tpacket_stats_v3 (tp_packets,
+            // tp_drops, then V3's tp_freeze_q_cnt): the kernel writes the
+            // one of the ring's version.
             let mut st = [0u32; 3];
             let mut len = std::mem::size_of_val(&st) as libc::socklen_t;
             // SAFETY: PACKET_STATISTICS writes at most `len` bytes into st.
@@ -266,12 +276,13 @@ impl Port {
         drops
     }
 
-    /// Hand every frame of the blocks the kernel has filled to `f` (with
-    /// its super-packet description, on a port opened with
-    /// `open_offload`), then give the blocks back. Returns the number of
-    /// frames. A frame is handed where it lies in the ring, writable (it
-    /// may be rewritten and sent from there before `f` returns), unless
-    /// its 802.1Q tag must be put back: then it is a copy.
+    /// Hand every frame the kernel has filled in (slots or blocks) to `f`
+    /// (with its super-packet description, on a port opened with
+    /// `open_offload`), then give them back. Returns the number of
+    /// frames. A frame is handed where it lies, writable (it may be
+    /// rewritten and sent from there before `f` returns): in the ring,
+    /// or in the port's buffer for one larger than a slot; a copy if its
+    /// 802.1Q tag must be put back.
     /// A call from inside `f` on the same port returns 0 at once.
     pub fn recv_batch(&self, mut f: impl FnMut(&mut [u8], Option<Gso>)) -> usize {
         if self.receiving.replace(true) {
@@ -342,7 +353,13 @@ impl Port {
                     )
                 };
                 let hl = if self.vnet { VNET_HDR_LEN } else { 0 };
-                if got > hl as isize && got as usize <= buf.len() {
+                // The frame read must be this slot's (its length): were
+                // they ever out of step, no frame goes out with another's
+                // description (its VLAN, say).
+                if got > hl as isize
+                    && got as usize <= buf.len()
+                    && got as usize - hl == hdr.tp_len as usize
+                {
                     let got = got as usize;
                     let vh = if self.vnet {
                         VnetHdr::parse(&buf[..VNET_HDR_LEN])
@@ -668,7 +685,12 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
     let raw = cvt(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) })?;
     // SAFETY: raw is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let frames = frame_rings();
+    // V2 slots need room on the socket for the frames larger than a
+    // slot (a ring's worth of super-packets): without the privilege to
+    // give it (CAP_NET_ADMIN), such frames would be lost: V3 then.
+    let room: libc::c_int = 32 << 20;
+    let frames =
+        frame_rings() && setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &room).is_ok();
     let version = if frames {
         libc::tpacket_versions::TPACKET_V2
     } else {
@@ -742,14 +764,10 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
     }
     if frames {
         // Frames larger than a slot are queued whole on the socket as
-        // well (a reference to the same buffer), within its receive
-        // buffer's room: make room for a ring's worth of super-packets.
+        // well (a reference to the same buffer), within the room given
+        // above.
         let one: libc::c_int = 1;
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_COPY_THRESH, &one)?;
-        let room: libc::c_int = 32 << 20;
-        if setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &room).is_err() {
-            let _ = setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &room);
-        }
         let req = libc::tpacket_req {
             tp_block_size: BLOCK_SIZE,
             tp_block_nr: blocks,

@@ -54,57 +54,94 @@ fn super_packet() -> (VnetHdr, Vec<u8>) {
     (VnetHdr::tcp(false, 34, 54, 1400, false), f)
 }
 
-/// Send the four frames from `tx`, then read `rx` until they came (5 s
-/// at most): what came, as (ethertype, length, segment size).
-fn exchange(ns: &str) -> Vec<(u16, usize, Option<u16>, Vec<u8>)> {
+/// `f` with an 802.1Q tag for VLAN `vid` after its addresses.
+fn tagged(vid: u16, f: &[u8]) -> Vec<u8> {
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&[0x81, 0x00]);
+    t.extend_from_slice(&vid.to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
+}
+
+/// What the test sends, in order: frames that fit a slot, larger ones,
+/// tagged ones of both sizes, a TCP super-packet.
+fn sent() -> Vec<(VnetHdr, Vec<u8>)> {
+    let none = VnetHdr::default();
+    vec![
+        (none, marked(1, 100)),
+        (none, marked(2, 6000)),
+        super_packet(),
+        (none, tagged(7, &marked(4, 5000))),
+        (none, tagged(8, &marked(5, 60))),
+        (none, marked(3, 200)),
+    ]
+}
+
+/// A frame as received: its bytes and its segment size.
+type Got = (Vec<u8>, Option<u16>);
+
+/// Send `sent()` from r1, then read r0 (opened by `open`) until they
+/// came (5 s at most). Also the ring drops the port counted.
+fn exchange(ns: &str, open: fn(&str) -> std::io::Result<Port>) -> (Vec<Got>, u64) {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let f = std::fs::File::open(&path).unwrap();
         // SAFETY: setns on this thread only, with a namespace fd.
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-        let rx = Port::open_offload("r0").expect("open r0");
+        let rx = open("r0").expect("open r0");
         let tx = Port::open_offload("r1").expect("open r1");
-        let none = VnetHdr::default().bytes();
-        let (h, sp) = super_packet();
-        tx.send_vnet(&none, &marked(1, 100)).unwrap();
-        tx.send_vnet(&none, &marked(2, 6000)).unwrap();
-        tx.send_vnet(&h.bytes(), &sp).unwrap();
-        tx.send_vnet(&none, &marked(3, 200)).unwrap();
+        let frames = sent();
+        for (h, f) in &frames {
+            tx.send_vnet(&h.bytes(), f).unwrap();
+        }
         let mut got = Vec::new();
         let t = Instant::now();
-        while got.len() < 4 && t.elapsed() < Duration::from_secs(5) {
+        while got.len() < frames.len() && t.elapsed() < Duration::from_secs(5) {
             let _ = wait_fds(&rx.fds(), Duration::from_millis(100));
             rx.recv_batch(|frame, gso| {
                 let et = u16::from_be_bytes([frame[12], frame[13]]);
                 // Only what the test sent (not the kernel's own IPv6
                 // chatter on a new link).
-                if et == 0x88b5 || (et == 0x0800 && frame[14 + 9] == 6) {
-                    got.push((et, frame.len(), gso.map(|g| g.size), frame.to_vec()));
+                if et == 0x88b5 || et == 0x8100 || (et == 0x0800 && frame[14 + 9] == 6) {
+                    got.push((frame.to_vec(), gso.map(|g| g.size)));
                 }
             });
         }
-        got
+        (got, rx.ring_drops())
     })
     .join()
     .unwrap()
 }
 
-fn check(got: &[(u16, usize, Option<u16>, Vec<u8>)]) {
-    let (_, sp) = super_packet();
-    let shape: Vec<(u16, usize, Option<u16>)> = got.iter().map(|g| (g.0, g.1, g.2)).collect();
-    assert_eq!(
-        shape,
-        vec![
-            (0x88b5, 114, None),
-            (0x88b5, 6014, None),
-            (0x0800, sp.len(), Some(1400)),
-            (0x88b5, 214, None),
-        ]
-    );
-    assert_eq!(got[0].3, marked(1, 100));
-    assert_eq!(got[1].3, marked(2, 6000));
-    assert_eq!(&got[2].3[54..], &sp[54..], "the super-packet's payload");
-    assert_eq!(got[3].3, marked(3, 200));
+/// Every frame came whole, with its tag, in the order sent (`ordered`;
+/// else as a set: a split port's sockets are read one after the other);
+/// the super-packet with its segment size where the port reads it
+/// (`vnet`); nothing dropped.
+fn check((got, drops): (Vec<Got>, u64), ordered: bool, vnet: bool) {
+    let mut want: Vec<Got> = sent()
+        .into_iter()
+        .map(|(h, f)| {
+            let gso = (vnet && h.gso_size > 0).then_some(h.gso_size);
+            (f, gso)
+        })
+        .collect();
+    let mut got = got;
+    let shape =
+        |v: &[Got]| -> Vec<(usize, Option<u16>)> { v.iter().map(|g| (g.0.len(), g.1)).collect() };
+    if !ordered {
+        want.sort();
+        got.sort();
+    }
+    assert_eq!(shape(&got), shape(&want));
+    for (g, w) in got.iter().zip(&want) {
+        if g.0[12..14] == [0x08, 0x00] {
+            // The super-packet: its checksum field is the kernel's.
+            assert_eq!(&g.0[54..], &w.0[54..], "the super-packet's payload");
+        } else {
+            assert!(g.0 == w.0, "a frame changed: {} bytes", w.0.len());
+        }
+    }
+    assert_eq!(drops, 0, "frames dropped or cut");
 }
 
 #[test]
@@ -125,13 +162,15 @@ fn frames_of_every_size_come_whole_and_in_order() {
         sh(&["ip", "-n", &ns.0, "link", "set", i, "up"]);
     }
     // The default ring: TPACKET_V2 slots of 2 KiB, the larger frames
-    // read whole from the socket.
-    check(&exchange(&ns.0));
-    // V3 blocks (PALISADE_RX_RING=blocks): the same frames. The variable
-    // is read when a port opens; this test's other half runs after the
-    // first's ports are closed.
+    // read whole from the socket; a port with and without virtio
+    // headers, and a split one (three sockets).
+    check(exchange(&ns.0, Port::open_offload), true, true);
+    check(exchange(&ns.0, Port::open), true, false);
+    check(exchange(&ns.0, Port::open_split), false, true);
+    // V3 blocks (PALISADE_RX_RING=blocks): the same. The variable is
+    // read when a port opens, and no other thread runs meanwhile.
     std::env::set_var("PALISADE_RX_RING", "blocks");
-    let v3 = exchange(&ns.0);
+    let v3 = exchange(&ns.0, Port::open_offload);
     std::env::remove_var("PALISADE_RX_RING");
-    check(&v3);
+    check(v3, true, true);
 }
