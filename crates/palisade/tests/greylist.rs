@@ -567,7 +567,8 @@ fn firewall_in_front_gives_the_fingerprints() {
 
 /// One request on a fresh connection to the policy service in `ns`; the
 /// answer line.
-fn ask(ns: &str, port: u16, req: &'static str) -> String {
+fn ask(ns: &str, port: u16, req: impl Into<String>) -> String {
+    let req: String = req.into();
     common::in_netns(ns, move || {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -645,17 +646,7 @@ fn answers_keep_their_order_on_a_connection() {
         }
     }
     // A retry too early (a write-free answer) is still deferred.
-    let again = req("198.18.0.1", "RCPT", 9999);
-    let a = common::in_netns(&mail, move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(again.as_bytes()).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    })
-    .join()
-    .unwrap();
+    let a = ask(&mail, port, req("198.18.0.1", "RCPT", 9999));
     assert!(a.starts_with("action=DEFER_IF_PERMIT"), "{a}");
     let _ = svc.stop();
 }
