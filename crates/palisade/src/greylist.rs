@@ -727,7 +727,15 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                     queued.fetch_add(1, Ordering::AcqRel);
                     Answer::Policy(s, queued, action)
                 }
-                Work::Admin(j) => Answer::Admin(j.reply, admin(g, now, &j.req, st)),
+                Work::Admin(j) => {
+                    // An operation that fails halfway leaves nothing.
+                    let sp = st.savepoint();
+                    let r = admin(g, now, &j.req, st);
+                    if r.is_err() {
+                        st.rollback(sp);
+                    }
+                    Answer::Admin(j.reply, r)
+                }
             };
             answers.push(answer);
         }

@@ -637,6 +637,13 @@ fn push_record(buf: &mut Vec<u8>, generation: u64, key: &str, value: Option<&Ent
     buf[start + 4..start + 8].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
+/// A point in a batch to go back to ([`Batch::rollback`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Savepoint {
+    undo: usize,
+    buf: usize,
+}
+
 /// One batch's view of the store: pending changes over redb.
 pub struct Batch<'a> {
     table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
@@ -663,6 +670,27 @@ impl Batch<'_> {
         self.wrote = true;
         self.unsynced.insert(key.to_string(), self.this);
         self.unsynced_order.push_back((self.this, key.to_string()));
+    }
+
+    /// Where the batch stands: `rollback` undoes what follows.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint {
+            undo: self.undo.len(),
+            buf: self.buf.len(),
+        }
+    }
+
+    /// Undo the changes made since `sp` (their records too): an
+    /// operation that failed halfway leaves nothing of itself.
+    pub fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.undo {
+            let (k, before) = self.undo.pop().expect("an undo entry");
+            match before {
+                Some(v) => self.pending.insert(k, v),
+                None => self.pending.remove(&k),
+            };
+        }
+        self.buf.truncate(sp.buf);
     }
 
     /// What follows is one request's decision (see `rests_on_disk`).
@@ -874,6 +902,37 @@ mod tests {
             ]
         );
         drop(db);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// An operation rolled back to a savepoint leaves nothing: not its
+    /// changes, not its records in the journal.
+    #[test]
+    fn a_rollback_undoes_changes_and_their_records() {
+        let path = tmp("rollback");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            db.batch(|b| {
+                b.put("a", entry(1)).unwrap();
+                let sp = b.savepoint();
+                b.put("b", entry(2)).unwrap();
+                b.put("a", entry(3)).unwrap();
+                b.delete("a").unwrap();
+                b.rollback(sp);
+                b.put("c", entry(4)).unwrap();
+            })
+            .unwrap();
+            db.commit().unwrap();
+            assert_eq!(get(&mut db, "a"), Some(entry(1)));
+            assert_eq!(get(&mut db, "b"), None);
+            // The kill: the memory is lost, no checkpoint at drop; the
+            // journal alone tells.
+            db.pending.clear();
+        }
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "a"), Some(entry(1)));
+        assert_eq!(get(&mut db, "b"), None);
+        assert_eq!(get(&mut db, "c"), Some(entry(4)));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
