@@ -373,18 +373,8 @@ impl Port {
                     self.cut.set(self.cut.get() + 1);
                 }
             } else if hdr.tp_len == hdr.tp_snaplen && mac + len <= FRAME_SIZE as usize {
-                let vh = if self.vnet && mac >= VNET_HDR_LEN {
-                    // SAFETY: with PACKET_VNET_HDR the kernel writes the
-                    // header just before the frame, inside the slot.
-                    VnetHdr::parse(unsafe {
-                        std::slice::from_raw_parts(
-                            r.map.add(off + mac - VNET_HDR_LEN),
-                            VNET_HDR_LEN,
-                        )
-                    })
-                } else {
-                    VnetHdr::default()
-                };
+                // SAFETY: the slot starts at off, the frame at mac in it.
+                let vh = unsafe { self.vnet_before(r.map.add(off), mac) };
                 // SAFETY: bounds checked just above; the slot is ours
                 // (TP_STATUS_USER) until we give it back, and nothing else
                 // refers to this frame.
@@ -402,6 +392,24 @@ impl Port {
             r.next_block.set((i + 1) % total);
         }
         n
+    }
+
+    /// The virtio header of the frame `mac` bytes after `at` (a slot or
+    /// a V3 packet header) in the ring; an empty one without
+    /// PACKET_VNET_HDR.
+    ///
+    /// # Safety
+    /// `at..at + mac` must be within the mapped ring and ours (given to
+    /// user space by its status).
+    unsafe fn vnet_before(&self, at: *const u8, mac: usize) -> VnetHdr {
+        if !self.vnet || mac < VNET_HDR_LEN {
+            return VnetHdr::default();
+        }
+        // SAFETY: the kernel writes the header just before the frame,
+        // inside what the caller vouches for.
+        VnetHdr::parse(unsafe {
+            std::slice::from_raw_parts(at.add(mac - VNET_HDR_LEN), VNET_HDR_LEN)
+        })
     }
 
     /// Hand one frame to `f`: `data` where it lies (or was read whole),
@@ -463,19 +471,9 @@ impl Port {
                 let hdr = unsafe { &*(ring.add(off + p) as *const libc::tpacket3_hdr) };
                 let mac = hdr.tp_mac as usize;
                 let len = hdr.tp_snaplen as usize;
-                let vh = if self.vnet && mac >= VNET_HDR_LEN {
-                    // SAFETY: with PACKET_VNET_HDR the kernel writes the
-                    // header just before the frame, inside the block.
-                    let b = unsafe {
-                        std::slice::from_raw_parts(
-                            ring.add(off + p + mac - VNET_HDR_LEN),
-                            VNET_HDR_LEN,
-                        )
-                    };
-                    VnetHdr::parse(b)
-                } else {
-                    VnetHdr::default()
-                };
+                // SAFETY: the packet's header starts at off + p in the
+                // block, the frame at mac from it.
+                let vh = unsafe { self.vnet_before(ring.add(off + p), mac) };
                 let gso = vh.gso();
                 // A super-packet cut short by the ring (larger than a
                 // block) cannot be forwarded whole nor segmented.

@@ -424,12 +424,7 @@ impl GreyDb {
     }
 
     fn undo_batch(&mut self) {
-        for (k, before) in self.undo.drain(..).rev() {
-            match before {
-                Some(v) => self.pending.insert(k, v),
-                None => self.pending.remove(&k),
-            };
-        }
+        undo_to(&mut self.pending, &mut self.undo, 0);
     }
 
     /// The last batch's records and their offset in the journal; none if
@@ -637,6 +632,22 @@ fn push_record(buf: &mut Vec<u8>, generation: u64, key: &str, value: Option<&Ent
     buf[start + 4..start + 8].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
+/// Undo the changes recorded in `undo` past its first `len`, latest
+/// first, restoring `pending` as it was.
+fn undo_to(
+    pending: &mut BTreeMap<String, Option<Entry>>,
+    undo: &mut Vec<(String, Option<Option<Entry>>)>,
+    len: usize,
+) {
+    while undo.len() > len {
+        let (k, before) = undo.pop().expect("an undo entry");
+        match before {
+            Some(v) => pending.insert(k, v),
+            None => pending.remove(&k),
+        };
+    }
+}
+
 /// A point in a batch to go back to ([`Batch::rollback`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Savepoint {
@@ -683,13 +694,7 @@ impl Batch<'_> {
     /// Undo the changes made since `sp` (their records too): an
     /// operation that failed halfway leaves nothing of itself.
     pub fn rollback(&mut self, sp: Savepoint) {
-        while self.undo.len() > sp.undo {
-            let (k, before) = self.undo.pop().expect("an undo entry");
-            match before {
-                Some(v) => self.pending.insert(k, v),
-                None => self.pending.remove(&k),
-            };
-        }
+        undo_to(self.pending, self.undo, sp.undo);
         self.buf.truncate(sp.buf);
     }
 
