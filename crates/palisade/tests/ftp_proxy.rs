@@ -233,6 +233,20 @@ fn three_logs(daemon: &Log, v4: &Log, v6: &Log) -> String {
     )
 }
 
+/// Wait (5 s at most) until the proxy's log says `want`: the proxy
+/// answers its client before the log line reaches the reader thread.
+fn wait_for_log(log: &Log, want: &str) {
+    let t = Instant::now();
+    while !log.lock().unwrap().contains(want) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the log lacks {want}:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// curl in the client's namespace; (exit status, bytes read) and the file.
 fn curl_get(lab: &Lab, url: &str, extra: &[&str], name: &str) -> (i32, PathBuf, String) {
     curl_in(lab, &lab.client, url, extra, name)
@@ -419,9 +433,8 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         refused[3].starts_with("501 ") && refused[3].contains("below 1024"),
         "{refused:?}"
     );
-    let l = log4.lock().unwrap().clone();
     for want in ["refused: client", "FTP bounce", "below 1024", "line of"] {
-        assert!(l.contains(want), "the log lacks {want}:\n{l}");
+        wait_for_log(&log4, want);
     }
     // A client opens 500 sessions: 100 (-m) are served, the rest hear
     // 421 at once; once they are gone, the proxy serves again.
@@ -452,10 +465,7 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         .filter(|g| g.starts_with("421 Too many sessions through this proxy"))
         .count();
     assert_eq!((served, refused), (100, 400), "{:?}", &greetings[95..105]);
-    assert!(log4
-        .lock()
-        .unwrap()
-        .contains("already 100 sessions (-m 100)"));
+    wait_for_log(&log4, "already 100 sessions (-m 100)");
     let (status, file, _) = curl_get(&lab, "ftp://203.0.113.1/big", &[], "after");
     assert_eq!(status, 0, "after the refusals\n{}", logs());
     assert!(same_file(&lab, &file));
@@ -603,11 +613,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         assert!(same_file(&lab, &file), "{mode}: the bytes differ");
         println!("forward {mode}: 20 MB, same bytes");
     }
-    assert!(
-        log4.lock().unwrap().contains("to 203.0.113.50:21"),
-        "{}",
-        logs()
-    );
+    wait_for_log(&log4, "to 203.0.113.50:21");
     assert_fastpath_took(&sock, 1_000, &logs());
     let _ = p4.stop();
     let _ = p6.stop();
