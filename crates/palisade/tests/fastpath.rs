@@ -13,7 +13,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -87,21 +87,30 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         log.lock().unwrap()
     );
 
-    // The states counted what the program passed (read back each tick).
-    std::thread::sleep(Duration::from_millis(1500));
-    let o = Command::new(palisade())
-        .args(["show", "states", "--json", "-s", sock.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let states: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let bytes: u64 = states
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["dst"]["port"] == 5201)
-        .filter_map(|s| s["bytes"].as_u64())
-        .max()
-        .unwrap_or(0);
+    // The states counted what the program passed (read back each tick,
+    // a second or more apart: bounded wait).
+    let counted = || {
+        let o = Command::new(palisade())
+            .args(["show", "states", "--json", "-s", sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let states: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let bytes: u64 = states
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["dst"]["port"] == 5201)
+            .filter_map(|s| s["bytes"].as_u64())
+            .max()
+            .unwrap_or(0);
+        (bytes, states)
+    };
+    let t = Instant::now();
+    let (mut bytes, mut states) = counted();
+    while bytes < received && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(200));
+        (bytes, states) = counted();
+    }
     assert!(
         bytes >= received,
         "the data connection's state counted {bytes} bytes for {received} received\n{states:#}"
@@ -138,6 +147,9 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     );
 
     let out = daemon.stop().unwrap();
+    // The counters are the daemon's last line: its reader thread may
+    // not have passed it on yet when the exit is seen.
+    wait_for_log(&log, "taken:");
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &log.lock().unwrap();
     let n = taken(&text);
     // The transfer alone is thousands of super-packets.
@@ -148,7 +160,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
 /// bytes the receiving application read.
 fn iperf(ns: &Netns, src: &str, dst: &str, to: &str, port: &str, log: &Log) -> u64 {
     let server = ns.spawn(dst, &["iperf3", "-s", "-1", "-p", "5201"]);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_listening(dst, 5201);
     // Bounded: a transfer whose checksums are wrong stalls.
     let o = ns.exec(
         src,
@@ -166,8 +178,6 @@ fn iperf(ns: &Netns, src: &str, dst: &str, to: &str, port: &str, log: &Log) -> u
     });
     j["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0)
 }
-
-type Log = std::sync::Arc<std::sync::Mutex<String>>;
 
 fn fastpath_info(sock: &std::path::Path) -> serde_json::Value {
     let o = Command::new(palisade())
@@ -367,8 +377,15 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
     // After a tick (records read back): every UDP state as `want`, with
     // `packets` counted.
     let states_are = |want: &str, packets: u64, what: &str| {
-        std::thread::sleep(Duration::from_millis(1500));
-        let st = udp_states(&sock);
+        let ok = |st: &Vec<(String, u64)>| {
+            !st.is_empty() && st.iter().all(|(s, p)| s == want && *p == packets)
+        };
+        let t = Instant::now();
+        let mut st = udp_states(&sock);
+        while !ok(&st) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(200));
+            st = udp_states(&sock);
+        }
         assert!(
             !st.is_empty() && st.iter().all(|(s, p)| s == want && *p == packets),
             "{what}: {st:?}\n{}",

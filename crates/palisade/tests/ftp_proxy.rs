@@ -221,8 +221,6 @@ fn proxy(
     (p, log)
 }
 
-type Log = std::sync::Arc<std::sync::Mutex<String>>;
-
 /// The daemon's and both proxies' logs, for a failure's message.
 fn three_logs(daemon: &Log, v4: &Log, v6: &Log) -> String {
     format!(
@@ -231,20 +229,6 @@ fn three_logs(daemon: &Log, v4: &Log, v6: &Log) -> String {
         v4.lock().unwrap(),
         v6.lock().unwrap()
     )
-}
-
-/// Wait (5 s at most) until the proxy's log says `want`: the proxy
-/// answers its client before the log line reaches the reader thread.
-fn wait_for_log(log: &Log, want: &str) {
-    let t = Instant::now();
-    while !log.lock().unwrap().contains(want) {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the log lacks {want}:\n{}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// curl in the client's namespace; (exit status, bytes read) and the file.
@@ -502,13 +486,9 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
     );
     assert!(answers[2].starts_with("425 "), "{answers:?}");
     assert_eq!(answers[3], "200 ok", "the session goes on: {answers:?}");
-    assert!(
-        logbad
-            .lock()
-            .unwrap()
-            .contains("refused: server 192.0.2.10:2121: the 227 reply has no"),
-        "{}",
-        logbad.lock().unwrap()
+    wait_for_log(
+        &logbad,
+        "refused: server 192.0.2.10:2121: the 227 reply has no",
     );
     let (status, file, _) = curl_get(
         &lab,

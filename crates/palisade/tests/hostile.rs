@@ -466,7 +466,8 @@ fn slow_and_idle_clients_delay_no_one() {
         let o = cli(&sock, &["show", "info"]);
         let took = t.elapsed();
         assert!(
-            took < Duration::from_secs(2),
+            // Idle clients would hold it for their 5 s timeout.
+            took < Duration::from_secs(4),
             "{what}: show info took {took:?}"
         );
         o
@@ -537,7 +538,8 @@ fn slow_and_idle_clients_delay_no_one() {
     );
     let took = t.elapsed();
     assert!(scraped, "scrape with 20 idle clients");
-    assert!(took < Duration::from_secs(1), "scrape took {took:?}");
+    // Idle clients would hold it for their 5 s timeout.
+    assert!(took < Duration::from_secs(3), "scrape took {took:?}");
     drop(idle);
     assert!(f.alive());
 }

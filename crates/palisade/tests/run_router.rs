@@ -539,7 +539,7 @@ fn workers_keep_flows_in_order() {
     assert!(log.lock().unwrap().contains("2 workers"));
     let iperf = |extra: &[&str]| -> serde_json::Value {
         let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
-        std::thread::sleep(Duration::from_millis(300));
+        wait_listening(&dst, 5201);
         let o = Command::new("ip")
             .args([
                 "netns",

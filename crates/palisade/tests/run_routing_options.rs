@@ -48,7 +48,17 @@ fn capture(ns: &Netns, host: &str, iface: &str, filter: &str) -> Proc {
     let _ = ns;
     let p = Command::new("ip")
         .args([
-            "netns", "exec", host, "tcpdump", "-n", "-e", "-l", "-i", iface, filter,
+            "netns",
+            "exec",
+            host,
+            "tcpdump",
+            "-n",
+            "-e",
+            "-l",
+            "--immediate-mode",
+            "-i",
+            iface,
+            filter,
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1495,6 +1495,7 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
         format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
     });
     let back = d4.got();
+    wait_for_log(&nlog1, "-> MASTER");
     let l1 = nlog1.lock().unwrap().clone();
     let bulk = l1.find("pfsync: bulk update received");
     let master = l1.find("-> MASTER");

@@ -285,6 +285,41 @@ pub fn spawn_logged(ns: &str, args: &[&str]) -> (Proc, std::sync::Arc<std::sync:
     (Proc(Some(child)), log)
 }
 
+/// Wait (10 s at most) until a TCP socket listens on `port` in
+/// namespace `ns` (a server just started; without connecting to it, as
+/// `iperf3 -1` serves one client only).
+pub fn wait_listening(ns: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    wait_until(
+        &format!("a listener on port {port} in {ns}"),
+        Duration::from_secs(10),
+        || {
+            Command::new("ip")
+                .args(["netns", "exec", ns, "ss", "-Hltn", &filter])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        },
+    );
+}
+
+/// A log that `spawn_logged` fills from a process's standard error.
+pub type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// Wait (5 s at most) until `log` says `want`: a process answers its
+/// peer, or shows its state on its socket, before its log line has
+/// reached the reader thread.
+pub fn wait_for_log(log: &Log, want: &str) {
+    let t = Instant::now();
+    while !log.lock().unwrap().contains(want) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the log lacks {want}:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Three namespaces in a line, `a [eth0]--[a0|p1] fw [b0|p2]--[eth0] b`,
 /// returned with their names (the firewall's ports are named `ports`).
 pub fn line(tag: &str, ports: (&str, &str)) -> (Netns, String, String, String) {
