@@ -353,7 +353,15 @@ impl Filter {
         self.counters.reasons[Reason::Match as usize] += n;
     }
 
+    #[inline(always)]
     fn count(&mut self, d: Decision) -> Decision {
+        self.tally(&d);
+        d
+    }
+
+    /// Count a decision (`pfctl -si`).
+    #[inline(always)]
+    fn tally(&mut self, d: &Decision) {
         self.counters.packets += 1;
         if d.passed() {
             self.counters.passed += 1;
@@ -361,7 +369,6 @@ impl Filter {
             self.counters.blocked += 1;
         }
         self.counters.reasons[d.reason as usize] += 1;
-        d
     }
 
     /// Decide one IP packet (no link-layer header) seen on `iface` in
@@ -730,17 +737,37 @@ impl Filter {
         };
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
-            if let Some(d) =
-                self.state_hit(ip, &info, &key, hit, tcp_seg.as_ref(), now_ms, len, random)
-            {
-                return d;
+            if let Some(s) = self.states.get(hit.id) {
+                // A new SYN on a closed connection replaces the old state
+                // (unless IP options the state's rule refuses block it
+                // first). Decided here, so that a state's packet returns
+                // its decision straight into the caller's: a `Decision`
+                // is large, and moving it out of an `Option` cost a copy
+                // per packet.
+                let replaced = tcp_seg.as_ref().is_some_and(|seg| seg.flags & 0x12 == 0x02)
+                    && s.src.state >= tcps::FIN_WAIT_2
+                    && s.dst.state >= tcps::FIN_WAIT_2
+                    && !opts_refused(ip, &info, s.ext.as_deref().is_some_and(|e| e.allow_opts));
+                if !replaced {
+                    return self.state_hit(
+                        ip,
+                        &info,
+                        &key,
+                        hit,
+                        tcp_seg.as_ref(),
+                        now_ms,
+                        len,
+                        random,
+                    );
+                }
+                self.states.remove(hit.id);
             }
         }
         self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random)
     }
 
-    /// A packet of a known state: track, translate, normalize. None when
-    /// the state was closed and a new SYN replaces it.
+    /// A packet of a known state (not a SYN replacing a closed one):
+    /// track, translate, normalize.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
     fn state_hit(
@@ -753,10 +780,13 @@ impl Filter {
         now_ms: u64,
         len: u32,
         random: u32,
-    ) -> Option<Decision> {
+    ) -> Decision {
         let id = hit.id;
         // What the state says about its packets.
-        let s = self.states.get(id)?;
+        let Some(s) = self.states.get(id) else {
+            // The caller found it: not reached.
+            return self.count(Decision::drop(Reason::StateMismatch));
+        };
         let (rule, log_all, scrub) = (self.states.rule_of(s), s.log_all, s.scrub());
         let ext = s.ext.as_deref();
         let (seqdiff, seqdiff_dst) = ext.map_or((0, 0), |e| (e.seqdiff, e.seqdiff_dst));
@@ -771,7 +801,8 @@ impl Filter {
             let mut d = Decision::drop(Reason::IpOption);
             d.rule = rule;
             d.state_id = Some(id);
-            return Some(self.count(d));
+            self.tally(&d);
+            return d;
         }
         let mut d = Decision {
             action: VerdictAction::Pass,
@@ -792,16 +823,9 @@ impl Filter {
         };
         let tracked = match tcp_seg {
             Some(seg) => {
-                // A new SYN on a closed connection replaces the old state.
-                let closed = self.states.get(id).is_some_and(|s| {
-                    s.src.state >= tcps::FIN_WAIT_2 && s.dst.state >= tcps::FIN_WAIT_2
-                });
-                if closed && seg.flags & 0x12 == 0x02 {
-                    self.states.remove(id);
-                    None
-                } else if let Some(p) = proxy {
+                if let Some(p) = proxy {
                     let d = self.synproxy_step(id, hit.reply, seg, &p, d);
-                    return Some(self.count(d));
+                    return self.count(d);
                 } else {
                     // Shifted sequence spaces (modulate, synproxy): acks
                     // name the other side's shifted numbers; track in
@@ -827,43 +851,39 @@ impl Filter {
                             if own != 0 {
                                 tcpseq::set_seq(ip, info, seg.seq.wrapping_add(own));
                             }
-                            Some(true)
+                            true
                         }
-                        Err(crate::state::TrackError::Mismatch) => Some(false),
+                        Err(crate::state::TrackError::Mismatch) => false,
                         Err(crate::state::TrackError::SrcLimit) => {
                             self.overload(id);
                             d.action = VerdictAction::Block(BlockPolicy::Drop);
                             d.reason = Reason::SrcLimit;
-                            return Some(self.count(d));
+                            self.tally(&d);
+                            return d;
                         }
                     }
                 }
             }
             None => {
                 self.states.track_pseudo(id, hit.reply, now_ms, len);
-                Some(true)
+                true
             }
         };
-        match tracked {
-            Some(true) => {
-                if let Some(new) = hit.rewrite {
-                    apply(ip, info, key, &new);
-                    d.nat = Some((key.clone(), new));
-                }
-                normalize(ip, info, &scrub, random);
-                if scrub.reassemble_tcp && tcp_seg.is_some() {
-                    self.reassemble_tcp(ip, info, id, hit.reply, random);
-                }
-                return Some(self.count(d));
+        if tracked {
+            if let Some(new) = hit.rewrite {
+                apply(ip, info, key, &new);
+                d.nat = Some((key.clone(), new));
             }
-            Some(false) => {
-                d.action = VerdictAction::Block(BlockPolicy::Drop);
-                d.reason = Reason::StateMismatch;
-                return Some(self.count(d));
+            normalize(ip, info, &scrub, random);
+            if scrub.reassemble_tcp && tcp_seg.is_some() {
+                self.reassemble_tcp(ip, info, id, hit.reply, random);
             }
-            None => {}
+        } else {
+            d.action = VerdictAction::Block(BlockPolicy::Drop);
+            d.reason = Reason::StateMismatch;
         }
-        None
+        self.tally(&d);
+        d
     }
 
     /// A packet without a state: older-syntax translation, rules, a new

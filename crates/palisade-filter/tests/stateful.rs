@@ -179,6 +179,17 @@ fn tcp_connection_tracked_through_close() {
     let st = f.states.get(id).unwrap();
     assert_eq!(st.state_str(), "FIN_WAIT_2:FIN_WAIT_2");
     assert_eq!(st.packets, [7, 6]);
+    // A new SYN on the closed connection (its ports reused) replaces the
+    // state: the rules create a new one, the old one is gone.
+    let d = f.process(
+        &mut tcp(c, s, 40000, 80, 777_777, 0, SYN, 502, b""),
+        "em0",
+        Out,
+        13,
+    );
+    assert_pass(&d, StateMatch::New);
+    assert_ne!(d.state_id, Some(id));
+    assert!(f.states.get(id).is_none());
     // Without a state, a server packet is blocked by `block all`.
     let mut g = filter(RULES);
     let d = g.process(

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::checksum::{update16, update_bytes};
+use crate::checksum::{delta, update16, update_bytes, update_delta};
 use crate::ip::{parse_quoted, IpInfo, L4};
 
 /// An address's bytes, on the stack (this runs for every translated
@@ -74,29 +74,41 @@ fn l4_checksum(proto: u8, v6: bool) -> Option<(usize, bool)> {
 }
 
 /// Replace one address of the packet (source if `src`), fixing checksums.
+/// The change's checksum delta is computed once, for the IPv4 header's
+/// checksum and the upper layer's (this runs for every translated
+/// packet).
 fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
     let v6 = info.is_v6();
-    let (off, len) = match (v6, src) {
-        (false, true) => (12, 4),
-        (false, false) => (16, 4),
-        (true, true) => (8, 16),
-        (true, false) => (24, 16),
+    let delta = match (new, v6) {
+        (IpAddr::V4(a), false) => {
+            let off = if src { 12 } else { 16 };
+            let Some(field) = p.get_mut(off..off + 4) else {
+                return;
+            };
+            let (old, nb) = (<[u8; 4]>::try_from(&*field).unwrap(), a.octets());
+            if old == nb {
+                return;
+            }
+            field.copy_from_slice(&nb);
+            let d = delta(&old, &nb);
+            let c = get16(p, 10);
+            put16(p, 10, update_delta(c, d));
+            d
+        }
+        (IpAddr::V6(a), true) => {
+            let off = if src { 8 } else { 24 };
+            let Some(field) = p.get_mut(off..off + 16) else {
+                return;
+            };
+            let (old, nb) = (<[u8; 16]>::try_from(&*field).unwrap(), a.octets());
+            if old == nb {
+                return;
+            }
+            field.copy_from_slice(&nb);
+            delta(&old, &nb)
+        }
+        _ => return,
     };
-    let nb = addr_bytes(new);
-    if nb.len() != len {
-        return;
-    }
-    let mut oldb = [0u8; 16];
-    oldb[..len].copy_from_slice(&p[off..off + len]);
-    let old = &oldb[..len];
-    if old == &*nb {
-        return;
-    }
-    p[off..off + len].copy_from_slice(&nb);
-    if !v6 {
-        let c = get16(p, 10);
-        put16(p, 10, update_bytes(c, old, &nb));
-    }
     let first_fragment = info.frag.is_none_or(|f| f.offset == 0);
     if let (Some((co, pseudo)), true) = (l4_checksum(info.proto, v6), first_fragment) {
         let o = info.l4_offset + co;
@@ -104,7 +116,7 @@ fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
             let c = get16(p, o);
             // A UDP checksum of zero means "none" (IPv4): leave it.
             if !(info.proto == 17 && c == 0 && !v6) {
-                let mut n = update_bytes(c, old, &nb);
+                let mut n = update_delta(c, delta);
                 if info.proto == 17 && n == 0 {
                     n = 0xffff;
                 }
