@@ -565,18 +565,23 @@ fn states_bench(args: &[String]) {
     let flows: u32 = arg(args, "--flows").map_or(10_000, |s| s.parse().expect("--flows N"));
     let mem_states: u32 =
         arg(args, "--memory-states").map_or(1_000_000, |s| s.parse().expect("--memory-states N"));
-    // `--only plain|nat|workers|memory`: one part (to profile it).
+    // `--only plain|nat|anchor|workers|memory`: one part (to profile it;
+    // `anchor` runs only when asked for).
     let only = arg(args, "--only");
     let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
     let client = |i: u32| ip4(0xc612_0000 + i); // 198.18.x.y
     let server = ip4(0xcb00_7109); // 203.0.113.9
-    for nat in [false, true] {
-        if !part(if nat { "nat" } else { "plain" }) {
+                                   // `anchor`: the states' rule in an anchor, as ftp-proxy's are (every
+                                   // hit copies its rule's anchor path into the decision).
+    for (name, nat) in [("plain", false), ("nat", true), ("anchor", false)] {
+        if !part(name) || (name == "anchor" && only.is_none()) {
             continue;
         }
         let rules = if nat {
             "match out on em0 inet from 198.18.0.0/15 nat-to 203.0.113.2\npass out on em0 proto tcp\n"
+        } else if name == "anchor" {
+            "anchor \"ftp-proxy/4711.1\" {\n pass out on em0 proto tcp\n}\n"
         } else {
             "pass out on em0 proto tcp\n"
         };
@@ -618,7 +623,11 @@ fn states_bench(args: &[String]) {
         let hits_in = rate(&in_pkts, |p| f.process(p, "em0", In, 3).passed());
         println!(
             "{}: {} flows; new connections {:.2} M/s; state hits out {:.2} Mpps, in {:.2} Mpps (one core)",
-            if nat { "nat-to (NAT path)" } else { "no translation" },
+            match name {
+                "nat" => "nat-to (NAT path)",
+                "anchor" => "no translation, the rule in an anchor",
+                _ => "no translation",
+            },
             flows,
             new_rate / 1e6,
             hits_out / 1e6,

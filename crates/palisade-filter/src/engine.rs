@@ -638,7 +638,7 @@ impl Engine {
             }
             return Some(LegacyHit {
                 rule: RuleRef {
-                    anchor: rs.path.clone(),
+                    anchor: rs.path.as_str().into(),
                     nr: l.m.nr,
                 },
                 kind: l.kind,
@@ -755,7 +755,7 @@ impl Engine {
                 st.tag = Some(t.clone());
             }
             let me = || RuleRef {
-                anchor: rs.path.clone(),
+                anchor: rs.path.as_str().into(),
                 nr: r.nr,
             };
             if !matches!(r.kind, Kind::Anchor(_)) {
@@ -1010,7 +1010,7 @@ impl Engine {
         }
         if let Some(p) = r.probability {
             let me = RuleRef {
-                anchor: path.to_string(),
+                anchor: path.into(),
                 nr: r.nr,
             };
             if !probability_hit(pkt.random, &me, p) {

@@ -1699,7 +1699,7 @@ pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> V
         .into_iter()
         .map(|(rule, act)| {
             let (ruleset, rulenr) = match rule {
-                Some(r) => (r.anchor.clone(), r.nr),
+                Some(r) => (r.anchor.to_string(), r.nr),
                 None => (String::new(), u32::MAX),
             };
             let h = PflogHeader {

@@ -131,7 +131,7 @@ fn ruleset(
         }
         st.evaluations += 1;
         let me = RuleRef {
-            anchor: path.to_string(),
+            anchor: path.into(),
             nr: nr as u32,
         };
         if !rule_matches(r, &me, ctx, pkt, st.tag.as_deref()) {

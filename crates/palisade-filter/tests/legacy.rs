@@ -184,7 +184,10 @@ fn an_anchor_is_replaced_at_run_time_without_touching_the_rest() {
     let probe = |f: &mut Filter, dport: u16, sp: u16| {
         let mut p = tcp("198.51.100.7", "203.0.113.2", sp, dport, 1, 0, 0x02);
         let d = f.process(&mut p, "em0", In, 0);
-        (d.action == VerdictAction::Pass, d.rule.map(|r| r.anchor))
+        (
+            d.action == VerdictAction::Pass,
+            d.rule.map(|r| r.anchor.to_string()),
+        )
     };
     assert_eq!(
         probe(&mut f, 50000, 1),

@@ -257,7 +257,7 @@ pub fn from_msg(m: &StateMsg) -> Result<StateRecord, ConvertError> {
         },
         bound,
         rule: (m.rule != NO_RULE).then(|| RuleRef {
-            anchor: String::new(),
+            anchor: Default::default(),
             nr: m.rule,
         }),
         dir,
