@@ -362,13 +362,18 @@ impl Filter {
     /// Count a decision (`pfctl -si`).
     #[inline(always)]
     fn tally(&mut self, d: &Decision) {
+        self.tally_parts(d.passed(), d.reason);
+    }
+
+    #[inline(always)]
+    fn tally_parts(&mut self, passed: bool, reason: Reason) {
         self.counters.packets += 1;
-        if d.passed() {
+        if passed {
             self.counters.passed += 1;
         } else {
             self.counters.blocked += 1;
         }
-        self.counters.reasons[d.reason as usize] += 1;
+        self.counters.reasons[reason as usize] += 1;
     }
 
     /// Decide one IP packet (no link-layer header) seen on `iface` in
@@ -804,16 +809,18 @@ impl Filter {
             self.tally(&d);
             return d;
         }
-        let mut d = Decision {
-            action: VerdictAction::Pass,
-            reason: Reason::Match,
+        // The decision is built last, as the value returned: it is
+        // large, and building it first then moving it out cost a copy.
+        let hit_decision = |action, reason, rule, route, nat| Decision {
+            action,
+            reason,
             rule,
             state: StateMatch::Match,
             state_id: Some(id),
             tag: None,
             log: log_all,
             generated: Vec::new(),
-            nat: None,
+            nat,
             held: false,
             log_matched: Vec::new(),
             reassembled: None,
@@ -821,69 +828,70 @@ impl Filter {
             route,
             modified: false,
         };
-        let tracked = match tcp_seg {
+        let outcome = match tcp_seg {
             Some(seg) => {
                 if let Some(p) = proxy {
+                    let d = hit_decision(VerdictAction::Pass, Reason::Match, rule, route, None);
                     let d = self.synproxy_step(id, hit.reply, seg, &p, d);
                     return self.count(d);
+                }
+                // Shifted sequence spaces (modulate, synproxy): acks name
+                // the other side's shifted numbers; track in the original
+                // space, then shift what leaves.
+                let (own, other) = if hit.reply {
+                    (seqdiff_dst, seqdiff)
                 } else {
-                    // Shifted sequence spaces (modulate, synproxy): acks
-                    // name the other side's shifted numbers; track in
-                    // the original space, then shift what leaves.
-                    let (own, other) = if hit.reply {
-                        (seqdiff_dst, seqdiff)
-                    } else {
-                        (seqdiff, seqdiff_dst)
-                    };
-                    let mut seg = *seg;
-                    if other != 0 && seg.flags & 0x10 != 0 {
-                        seg.ack = seg.ack.wrapping_sub(other);
+                    (seqdiff, seqdiff_dst)
+                };
+                let mut seg = *seg;
+                if other != 0 && seg.flags & 0x10 != 0 {
+                    seg.ack = seg.ack.wrapping_sub(other);
+                }
+                match self.states.track_tcp(id, hit.reply, &seg, now_ms, len) {
+                    Ok(()) => {
+                        use palisade_wire::rewrite::tcpseq;
+                        if other != 0 {
+                            if seg.flags & 0x10 != 0 {
+                                tcpseq::set_ack(ip, info, seg.ack);
+                            }
+                            tcpseq::unshift_sack(ip, info, other);
+                        }
+                        if own != 0 {
+                            tcpseq::set_seq(ip, info, seg.seq.wrapping_add(own));
+                        }
+                        Reason::Match
                     }
-                    match self.states.track_tcp(id, hit.reply, &seg, now_ms, len) {
-                        Ok(()) => {
-                            use palisade_wire::rewrite::tcpseq;
-                            if other != 0 {
-                                if seg.flags & 0x10 != 0 {
-                                    tcpseq::set_ack(ip, info, seg.ack);
-                                }
-                                tcpseq::unshift_sack(ip, info, other);
-                            }
-                            if own != 0 {
-                                tcpseq::set_seq(ip, info, seg.seq.wrapping_add(own));
-                            }
-                            true
-                        }
-                        Err(crate::state::TrackError::Mismatch) => false,
-                        Err(crate::state::TrackError::SrcLimit) => {
-                            self.overload(id);
-                            d.action = VerdictAction::Block(BlockPolicy::Drop);
-                            d.reason = Reason::SrcLimit;
-                            self.tally(&d);
-                            return d;
-                        }
+                    Err(crate::state::TrackError::Mismatch) => Reason::StateMismatch,
+                    Err(crate::state::TrackError::SrcLimit) => {
+                        self.overload(id);
+                        Reason::SrcLimit
                     }
                 }
             }
             None => {
                 self.states.track_pseudo(id, hit.reply, now_ms, len);
-                true
+                Reason::Match
             }
         };
-        if tracked {
+        let passed = outcome == Reason::Match;
+        let mut nat = None;
+        if passed {
             if let Some(new) = hit.rewrite {
                 apply(ip, info, key, &new);
-                d.nat = Some((key.clone(), new));
+                nat = Some((key.clone(), new));
             }
             normalize(ip, info, &scrub, random);
             if scrub.reassemble_tcp && tcp_seg.is_some() {
                 self.reassemble_tcp(ip, info, id, hit.reply, random);
             }
-        } else {
-            d.action = VerdictAction::Block(BlockPolicy::Drop);
-            d.reason = Reason::StateMismatch;
         }
-        self.tally(&d);
-        d
+        self.tally_parts(passed, outcome);
+        let action = if passed {
+            VerdictAction::Pass
+        } else {
+            VerdictAction::Block(BlockPolicy::Drop)
+        };
+        hit_decision(action, outcome, rule, route, nat)
     }
 
     /// A packet without a state: older-syntax translation, rules, a new
