@@ -164,6 +164,18 @@ pub fn rewrite(
     src: Option<(IpAddr, u16)>,
     dst: Option<(IpAddr, u16)>,
 ) {
+    if !rewrite_ports(p, info, src, dst) {
+        rewrite_fields(p, info, src, dst);
+    }
+}
+
+/// `rewrite` one field at a time (any packet).
+fn rewrite_fields(
+    p: &mut [u8],
+    info: &IpInfo,
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) {
     if let Some((a, port)) = src {
         set_addr(p, info, true, &a);
         if info.sport().is_some() || matches!(info.l4, L4::Icmp { .. } | L4::Icmp6 { .. }) {
@@ -174,6 +186,98 @@ pub fn rewrite(
         set_addr(p, info, false, &a);
         if info.dport().is_some() {
             set_port(p, info, false, port);
+        }
+    }
+}
+
+/// `rewrite` for TCP and UDP in a whole datagram (what every translated
+/// connection's packets are): each address and port is replaced, and
+/// each checksum updated once from the sum of the changes. False, with
+/// nothing changed, for anything else (the caller goes field by field).
+fn rewrite_ports(
+    p: &mut [u8],
+    info: &IpInfo,
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) -> bool {
+    let (ck, udp) = match info.l4 {
+        L4::Tcp { .. } => (16, false),
+        L4::Udp { .. } => (6, true),
+        _ => return false,
+    };
+    let v6 = info.is_v6();
+    let l4 = info.l4_offset;
+    let same_family = |c: &Option<(IpAddr, u16)>| c.as_ref().is_none_or(|(a, _)| a.is_ipv6() == v6);
+    if info.frag.is_some()
+        || l4 + ck + 2 > info.len
+        || info.len > p.len()
+        || !same_family(&src)
+        || !same_family(&dst)
+    {
+        return false;
+    }
+    // Sums of the changes to the addresses (the IPv4 header's checksum
+    // and the pseudo-header) and to the ports.
+    let (mut addrs, mut ports) = (0u32, 0u32);
+    let mut swap_port = |p: &mut [u8], o: usize, port: u16| {
+        let old = get16(p, o);
+        if old != port {
+            put16(p, o, port);
+            ports += (!old) as u32 + port as u32 + 0xffff;
+        }
+    };
+    if let Some((a, port)) = &src {
+        addrs += swap_addr(p, true, a);
+        swap_port(p, l4, *port);
+    }
+    if let Some((a, port)) = &dst {
+        addrs += swap_addr(p, false, a);
+        swap_port(p, l4 + 2, *port);
+    }
+    if addrs == 0 && ports == 0 {
+        return true;
+    }
+    if !v6 && addrs != 0 {
+        let c = get16(p, 10);
+        put16(p, 10, update_delta(c, addrs));
+    }
+    let c = get16(p, l4 + ck);
+    // A UDP checksum of zero means "none" (IPv4): leave it.
+    if !(udp && c == 0 && !v6) {
+        let mut n = update_delta(c, addrs + ports);
+        if udp && n == 0 {
+            n = 0xffff;
+        }
+        put16(p, l4 + ck, n);
+    }
+    true
+}
+
+/// Replace the source (or destination) address with `new`, of the
+/// packet's family: the change's checksum delta plus 0xffff (one's
+/// complement zero: it leaves the checksum as it is, and a sum of 0 can
+/// then only mean "no change"), 0 if it was already `new`.
+fn swap_addr(p: &mut [u8], src: bool, new: &IpAddr) -> u32 {
+    match new {
+        IpAddr::V4(a) => {
+            let off = if src { 12 } else { 16 };
+            let field = &mut p[off..off + 4];
+            let (old, nb) = (<[u8; 4]>::try_from(&*field).unwrap(), a.octets());
+            if old == nb {
+                return 0;
+            }
+            field.copy_from_slice(&nb);
+            delta(&old, &nb) + 0xffff
+        }
+        IpAddr::V6(a) => {
+            let off = if src { 8 } else { 24 };
+            let field = &mut p[off..off + 16];
+            let (old, nb) = (<[u8; 16]>::try_from(&*field).unwrap(), a.octets());
+            if old == nb {
+                return 0;
+            }
+            field.copy_from_slice(&nb);
+            delta(&old, &nb) + 0xffff
         }
     }
 }
@@ -338,6 +442,70 @@ mod tests {
                 rewrite(&mut pkt, &info, None, Some((ip(a), 8080)));
                 assert!(checksums_ok(&pkt));
                 assert_eq!(parse_ip(&pkt).unwrap().dst, ip(a));
+            }
+        }
+    }
+
+    #[test]
+    fn translating_tcp_and_udp_at_once_equals_field_by_field() {
+        // Random datagrams, addresses, ports and checksums (UDP's zero
+        // "none" included): the same bytes either way, every checksum
+        // valid (a checksum may differ only as 0x0000 against 0xffff,
+        // the two forms of zero).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..4000 {
+            let v6 = round % 2 == 1;
+            let addr = |r: u64| -> IpAddr {
+                if v6 {
+                    IpAddr::V6(std::net::Ipv6Addr::from(
+                        (0x2001_0db8u128 << 96) | r as u128,
+                    ))
+                } else {
+                    IpAddr::V4(std::net::Ipv4Addr::from(r as u32))
+                }
+            };
+            let (a, b) = (addr(next()), addr(next()));
+            let payload: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();
+            let r = next();
+            let l4 = if r % 2 == 0 {
+                build::tcp(r as u16, (r >> 16) as u16, 1, 2, 0x18, 100, &[], &payload)
+            } else {
+                let mut u = build::udp(r as u16, (r >> 16) as u16, &payload);
+                if r % 7 == 1 && !v6 {
+                    u[6..8].copy_from_slice(&[0, 0]);
+                }
+                u
+            };
+            let proto = if r % 2 == 0 { 6 } else { 17 };
+            let pkt = build::ip(a, b, proto, 64, &l4);
+            let info = parse_ip(&pkt).unwrap();
+            let pick = next();
+            let change = |on: bool, keep: IpAddr, r: u64| {
+                on.then(|| {
+                    let to = if r % 3 == 0 { keep } else { addr(r) };
+                    (to, (r >> 20) as u16)
+                })
+            };
+            let src = change(pick % 4 != 0, a, next());
+            let dst = change(pick % 4 != 1, b, next());
+            let (mut at_once, mut by_field) = (pkt.clone(), pkt.clone());
+            assert!(rewrite_ports(&mut at_once, &info, src, dst));
+            rewrite_fields(&mut by_field, &info, src, dst);
+            assert!(checksums_ok(&at_once), "round {round}");
+            let ck = info.l4_offset + if proto == 6 { 16 } else { 6 };
+            let zero = |p: &[u8]| matches!(get16(p, ck), 0 | 0xffff);
+            if at_once != by_field {
+                let (mut x, mut y) = (at_once.clone(), by_field.clone());
+                assert!(zero(&x) && zero(&y), "round {round}");
+                x[ck..ck + 2].fill(0);
+                y[ck..ck + 2].fill(0);
+                assert_eq!(x, y, "round {round}");
             }
         }
     }
