@@ -79,36 +79,16 @@ fn l4_checksum(proto: u8, v6: bool) -> Option<(usize, bool)> {
 /// packet).
 fn set_addr(p: &mut [u8], info: &IpInfo, src: bool, new: &IpAddr) {
     let v6 = info.is_v6();
-    let delta = match (new, v6) {
-        (IpAddr::V4(a), false) => {
-            let off = if src { 12 } else { 16 };
-            let Some(field) = p.get_mut(off..off + 4) else {
-                return;
-            };
-            let (old, nb) = (<[u8; 4]>::try_from(&*field).unwrap(), a.octets());
-            if old == nb {
-                return;
-            }
-            field.copy_from_slice(&nb);
-            let d = delta(&old, &nb);
-            let c = get16(p, 10);
-            put16(p, 10, update_delta(c, d));
-            d
-        }
-        (IpAddr::V6(a), true) => {
-            let off = if src { 8 } else { 24 };
-            let Some(field) = p.get_mut(off..off + 16) else {
-                return;
-            };
-            let (old, nb) = (<[u8; 16]>::try_from(&*field).unwrap(), a.octets());
-            if old == nb {
-                return;
-            }
-            field.copy_from_slice(&nb);
-            delta(&old, &nb)
-        }
-        _ => return,
+    if new.is_ipv6() != v6 {
+        return;
+    }
+    let Some(delta) = swap_addr(p, src, new) else {
+        return;
     };
+    if !v6 {
+        let c = get16(p, 10);
+        put16(p, 10, update_delta(c, delta));
+    }
     let first_fragment = info.frag.is_none_or(|f| f.offset == 0);
     if let (Some((co, pseudo)), true) = (l4_checksum(info.proto, v6), first_fragment) {
         let o = info.l4_offset + co;
@@ -226,12 +206,14 @@ fn rewrite_ports(
             ports += (!old) as u32 + port as u32 + 0xffff;
         }
     };
+    // Each change adds 0xffff more (one's complement zero: it leaves the
+    // checksums as they are), so that a sum of 0 means "no change".
     if let Some((a, port)) = &src {
-        addrs += swap_addr(p, true, a);
+        addrs += swap_addr(p, true, a).map_or(0, |d| d + 0xffff);
         swap_port(p, l4, *port);
     }
     if let Some((a, port)) = &dst {
-        addrs += swap_addr(p, false, a);
+        addrs += swap_addr(p, false, a).map_or(0, |d| d + 0xffff);
         swap_port(p, l4 + 2, *port);
     }
     if addrs == 0 && ports == 0 {
@@ -253,32 +235,22 @@ fn rewrite_ports(
     true
 }
 
-/// Replace the source (or destination) address with `new`, of the
-/// packet's family: the change's checksum delta plus 0xffff (one's
-/// complement zero: it leaves the checksum as it is, and a sum of 0 can
-/// then only mean "no change"), 0 if it was already `new`.
-fn swap_addr(p: &mut [u8], src: bool, new: &IpAddr) -> u32 {
+/// Replace the source (or destination) address with `new` (of the
+/// packet's family): the change's checksum delta, None if it was
+/// already `new`.
+fn swap_addr(p: &mut [u8], src: bool, new: &IpAddr) -> Option<u32> {
+    fn swap<const N: usize>(p: &mut [u8], off: usize, new: [u8; N]) -> Option<u32> {
+        let field = p.get_mut(off..off + N)?;
+        let old: [u8; N] = (&*field).try_into().ok()?;
+        if old == new {
+            return None;
+        }
+        field.copy_from_slice(&new);
+        Some(delta(&old, &new))
+    }
     match new {
-        IpAddr::V4(a) => {
-            let off = if src { 12 } else { 16 };
-            let field = &mut p[off..off + 4];
-            let (old, nb) = (<[u8; 4]>::try_from(&*field).unwrap(), a.octets());
-            if old == nb {
-                return 0;
-            }
-            field.copy_from_slice(&nb);
-            delta(&old, &nb) + 0xffff
-        }
-        IpAddr::V6(a) => {
-            let off = if src { 8 } else { 24 };
-            let field = &mut p[off..off + 16];
-            let (old, nb) = (<[u8; 16]>::try_from(&*field).unwrap(), a.octets());
-            if old == nb {
-                return 0;
-            }
-            field.copy_from_slice(&nb);
-            delta(&old, &nb) + 0xffff
-        }
+        IpAddr::V4(a) => swap(p, if src { 12 } else { 16 }, a.octets()),
+        IpAddr::V6(a) => swap(p, if src { 8 } else { 24 }, a.octets()),
     }
 }
 
