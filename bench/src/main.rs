@@ -572,8 +572,9 @@ fn states_bench(args: &[String]) {
     let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
     let client = |i: u32| ip4(0xc612_0000 + i); // 198.18.x.y
     let server = ip4(0xcb00_7109); // 203.0.113.9
-                                   // `anchor`: the states' rule in an anchor, as ftp-proxy's are (every
-                                   // hit copies its rule's anchor path into the decision).
+
+    // `anchor`: the states' rule in an anchor, as ftp-proxy's are (every
+    // hit copies its rule's anchor path into the decision).
     for (name, nat) in [("plain", false), ("nat", true), ("anchor", false)] {
         if !part(name) || (name == "anchor" && only.is_none()) {
             continue;
