@@ -742,31 +742,22 @@ impl Filter {
         };
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
-            if let Some(s) = self.states.get(hit.id) {
-                // A new SYN on a closed connection replaces the old state
-                // (unless IP options the state's rule refuses block it
-                // first). Decided here, so that a state's packet returns
-                // its decision straight into the caller's: a `Decision`
-                // is large, and moving it out of an `Option` cost a copy
-                // per packet.
-                let replaced = tcp_seg.as_ref().is_some_and(|seg| seg.flags & 0x12 == 0x02)
-                    && s.src.state >= tcps::FIN_WAIT_2
-                    && s.dst.state >= tcps::FIN_WAIT_2
-                    && !opts_refused(ip, &info, s.ext.as_deref().is_some_and(|e| e.allow_opts));
-                if !replaced {
-                    return self.state_hit(
-                        ip,
-                        &info,
-                        &key,
-                        hit,
-                        tcp_seg.as_ref(),
-                        now_ms,
-                        len,
-                        random,
-                    );
-                }
-                self.states.remove(hit.id);
+            // A new SYN on a closed connection replaces the old state
+            // (unless IP options the state's rule refuses block it first).
+            // Decided here, so that a state's packet returns its decision
+            // straight into the caller's: a `Decision` is large, and
+            // moving it out of an `Option` cost a copy per packet.
+            let syn = tcp_seg.as_ref().is_some_and(|seg| seg.flags & 0x12 == 0x02);
+            let replaced = syn
+                && self.states.get(hit.id).is_none_or(|s| {
+                    s.src.state >= tcps::FIN_WAIT_2
+                        && s.dst.state >= tcps::FIN_WAIT_2
+                        && !opts_refused(ip, &info, s.ext.as_deref().is_some_and(|e| e.allow_opts))
+                });
+            if !replaced {
+                return self.state_hit(ip, &info, &key, hit, tcp_seg.as_ref(), now_ms, len, random);
             }
+            self.states.remove(hit.id);
         }
         self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random)
     }
@@ -789,7 +780,7 @@ impl Filter {
         let id = hit.id;
         // What the state says about its packets.
         let Some(s) = self.states.get(id) else {
-            // The caller found it: not reached.
+            // `lookup` just found it: not reached.
             return self.count(Decision::drop(Reason::StateMismatch));
         };
         let (rule, log_all, scrub) = (self.states.rule_of(s), s.log_all, s.scrub());
