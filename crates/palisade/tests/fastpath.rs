@@ -13,7 +13,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -105,12 +105,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
             .unwrap_or(0);
         (bytes, states)
     };
-    let t = Instant::now();
-    let (mut bytes, mut states) = counted();
-    while bytes < received && t.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(200));
-        (bytes, states) = counted();
-    }
+    let (bytes, states) = poll_until(Duration::from_secs(10), counted, |(b, _)| *b >= received);
     assert!(
         bytes >= received,
         "the data connection's state counted {bytes} bytes for {received} received\n{states:#}"
@@ -380,17 +375,8 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
         let ok = |st: &Vec<(String, u64)>| {
             !st.is_empty() && st.iter().all(|(s, p)| s == want && *p == packets)
         };
-        let t = Instant::now();
-        let mut st = udp_states(&sock);
-        while !ok(&st) && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(200));
-            st = udp_states(&sock);
-        }
-        assert!(
-            !st.is_empty() && st.iter().all(|(s, p)| s == want && *p == packets),
-            "{what}: {st:?}\n{}",
-            log.lock().unwrap()
-        );
+        let st = poll_until(Duration::from_secs(10), || udp_states(&sock), ok);
+        assert!(ok(&st), "{what}: {st:?}\n{}", log.lock().unwrap());
     };
     send_all(2000);
     let fp = fastpath_info(&sock);

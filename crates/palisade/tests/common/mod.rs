@@ -167,6 +167,18 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Read a value every 200 ms until `ok` holds for it (`timeout` at
+/// most): the last value read, for the caller to assert on and show.
+pub fn poll_until<T>(timeout: Duration, mut read: impl FnMut() -> T, ok: impl Fn(&T) -> bool) -> T {
+    let t = Instant::now();
+    let mut v = read();
+    while !ok(&v) && t.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(200));
+        v = read();
+    }
+    v
+}
+
 /// A tiny HTTP server in namespace `ns` answering every connection.
 pub fn serve(ns: &str, bind: &'static str) {
     let l = in_netns(ns, move || TcpListener::bind(bind).expect("bind"))
