@@ -43,19 +43,14 @@ pub fn update16(hc: u16, old: u16, new: u16) -> u16 {
 /// Update for a run of bytes (an address) changing from `old` to `new`.
 /// Both slices have the same even length.
 pub fn update_bytes(hc: u16, old: &[u8], new: &[u8]) -> u16 {
-    let mut acc = !hc as u32;
-    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
-        acc += !u16::from_be_bytes([o[0], o[1]]) as u32;
-        acc += u16::from_be_bytes([n[0], n[1]]) as u32;
-    }
-    finish(acc)
+    update_delta(hc, delta(old, new))
 }
 
 /// What RFC 1624's update adds to the complemented checksum when a run
 /// of bytes changes from `old` to `new` (`~m + m'` over each 16-bit
 /// word): computed once, it updates every checksum covering the run
-/// (`update_delta`). Both slices have the same even length, at most 16
-/// words (the sum cannot overflow).
+/// (`update_delta`). Both slices have the same even length, well under
+/// 64 KiB (the sum cannot overflow).
 pub fn delta(old: &[u8], new: &[u8]) -> u32 {
     let mut acc = 0u32;
     for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
