@@ -1,4 +1,5 @@
-//! `palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3]`:
+//! `palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3]
+//! [--answer-after write|sync]`:
 //! Postfix policy requests per second and their latency, `palisade
 //! greylist` against postgrey, on the same request stream, in one run.
 //!
@@ -9,8 +10,10 @@
 //! (a write each: greylisted) and 30 % repeats of earlier ones. Palisade
 //! runs with `unknown = "greylist"` (no fingerprints in the bench, so
 //! every request goes through the triplet store as with postgrey) and
-//! its durable commits (a decision is on disk before its answer); postgrey
-//! with its defaults (Berkeley DB).
+//! its default `answer-after = "write"` (a decision is in the journal
+//! before its answer, synced to the disk behind it), or with
+//! `--answer-after sync` (on disk before its answer, as postgrey's);
+//! postgrey with its defaults (Berkeley DB).
 //!
 //! `--only Palisade` (or `postgrey`) runs one peer, to profile it.
 //!
@@ -138,6 +141,11 @@ pub fn run(args: &[String]) {
     let runs = arg(args, "--runs", 3);
     // `--only Palisade|postgrey`: one peer (to profile it); no ratio.
     let only = crate::arg(args, "--only");
+    let answer_after = crate::arg(args, "--answer-after").unwrap_or_else(|| "write".into());
+    assert!(
+        answer_after == "write" || answer_after == "sync",
+        "--answer-after write|sync"
+    );
     let palisade = crate::palisade_bin();
     let reqs = stream(n);
     let ns = format!("pbgrey-{}", std::process::id());
@@ -160,7 +168,7 @@ pub fn run(args: &[String]) {
                 std::fs::write(
                     &conf,
                     format!(
-                        "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nadmin-socket = \"{}\"\nsniff = [\"lo\"]\nunknown = \"greylist\"\n",
+                        "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\nadmin-socket = \"{}\"\nsniff = [\"lo\"]\nunknown = \"greylist\"\nanswer-after = \"{answer_after}\"\n",
                         dir.join("grey.redb").display(),
                         dir.join("admin.sock").display()
                     ),
@@ -213,7 +221,7 @@ pub fn run(args: &[String]) {
     };
     let (a, b) = (med(&mut results[0]), med(&mut results[1]));
     println!(
-        "median of {runs}: Palisade {:.0} requests/s (p99 {:.2} ms), postgrey {:.0} requests/s (p99 {:.2} ms): {:.1}x postgrey's rate (goal: 10x: {})",
+        "median of {runs}: Palisade (answer-after {answer_after}) {:.0} requests/s (p99 {:.2} ms), postgrey {:.0} requests/s (p99 {:.2} ms): {:.1}x postgrey's rate (goal: 10x: {})",
         a.0,
         a.2.as_secs_f64() * 1e3,
         b.0,

@@ -1,28 +1,33 @@
 //! The greylisting service's store: redb with a journal in front.
 //!
-//! Every answer the service gives waits until the decision behind it is
-//! on disk. A redb commit costs several page writes in different places
-//! of the file plus an fsync (0.3-0.5 ms on the project's machine), and
-//! one thread commits for everybody, so the commit rate bounds the
-//! request rate. Here the records of a batch of decisions are instead
-//! appended to a small preallocated journal file, and the changes are
-//! kept in memory over redb until a checkpoint applies them all to redb
-//! in one transaction. redb stays the store: the journal only holds what
-//! was decided since the last checkpoint. No crate does this for redb (it
-//! has no write-ahead log of its own), hence this module.
+//! No answer the service gives goes before the decision behind it is
+//! written to the journal; with `answer-after = "sync"` it also waits
+//! until the decision is on disk ([`AnswerAfter`]). A redb commit costs
+//! several page writes in different places of the file plus an fsync
+//! (0.3-0.5 ms on the project's machine), and one thread commits for
+//! everybody, so the commit rate would bound the request rate. Here the
+//! records of a batch of decisions are instead appended to a small
+//! preallocated journal file, and the changes are kept in memory over
+//! redb until a checkpoint applies them all to redb in one transaction.
+//! redb stays the store: the journal only holds what was decided since
+//! the last checkpoint. No crate does this for redb (it has no
+//! write-ahead log of its own), hence this module.
 //!
-//! In the service, a sync thread writes the journal (whole blocks, direct
-//! I/O where the file system allows it: no page-cache writeback, no
-//! metadata) and syncs it, while the next batch is decided; batches that
-//! queue up during a sync share the next one. A third thread sends the
-//! answers, so that the next sync starts at once. (Two journals synced by
-//! two threads at once were tried: on this project's disk concurrent
-//! syncs slowed each other, 200 µs instead of 130-150.)
+//! [`AnswerAfter::Write`] (the default): the service thread writes each
+//! batch's records (buffered) and answers; a sync thread syncs the
+//! journal behind it, at most every 10 ms while batches come.
 //!
-//! An answer that rests on nothing not yet on disk need not wait: a
-//! request that changed nothing and read no key whose last change is
-//! still on its way to the disk (a system not greylisted, a retry
-//! too early whose first attempt is synced) is answered at once
+//! [`AnswerAfter::Sync`]: a sync thread writes the journal (whole
+//! blocks, direct I/O where the file system allows it: no page-cache
+//! writeback, no metadata) and syncs it, while the next batch is
+//! decided; batches that queue up during a sync share the next one. A
+//! third thread sends the answers, so that the next sync starts at once.
+//! (Two journals synced by two threads at once were tried: on this
+//! project's disk concurrent syncs slowed each other, 200 µs instead of
+//! 130-150.) An answer that rests on nothing not yet on disk need not
+//! wait: a request that changed nothing and read no key whose last
+//! change is still on its way to the disk (a system not greylisted, a
+//! retry too early whose first attempt is synced) is answered at once
 //! ([`Batch::rests_on_disk`]). The store numbers the batches it hands to
 //! the syncer and the syncer says up to which one they are durable; the
 //! keys changed by the others are remembered with their batch's number.
@@ -113,6 +118,9 @@ enum SyncItem {
     Reset,
     /// Answered once everything before it is durable.
     Barrier(mpsc::SyncSender<()>),
+    /// [`AnswerAfter::Write`]: a batch was written while the sync thread
+    /// slept.
+    Wake,
 }
 
 /// The thread that writes and syncs the journal while the next batch is
@@ -121,6 +129,96 @@ struct Syncer {
     tx: mpsc::Sender<SyncItem>,
     /// A write or sync failed: what reached the disk is unknown.
     broken: Arc<AtomicBool>,
+    /// [`AnswerAfter::Write`]: the service thread writes each batch
+    /// (buffered) and answers; this thread only syncs behind it.
+    behind: Option<Arc<Behind>>,
+}
+
+/// When an answer that rests on a change goes: once the change's record
+/// is on disk, or once it is written to the journal (in the kernel's
+/// page cache: a restart or a kill -9 of the service loses nothing, a
+/// power cut or a kernel crash can lose what the sync that follows at
+/// once had not finished). docs/greylist.md says why `Write` is the
+/// default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnswerAfter {
+    #[default]
+    Write,
+    Sync,
+}
+
+/// How often [`AnswerAfter::Write`]'s syncs follow the writes at most.
+const SYNC_BEHIND_EVERY: Duration = Duration::from_millis(10);
+
+/// What the service thread and [`AnswerAfter::Write`]'s sync thread
+/// share: batches written, and whether the sync thread sleeps until the
+/// next (woken by a message then; otherwise a write costs no system call
+/// beyond its own).
+#[derive(Default)]
+struct Behind {
+    written: AtomicU64,
+    sleeping: AtomicBool,
+}
+
+/// [`AnswerAfter::Write`]'s sync thread: the service thread writes each
+/// batch; this syncs the journal at most every `SYNC_BEHIND_EVERY` while
+/// batches come, and at once for a barrier (a checkpoint, a close).
+fn sync_behind_loop(
+    file: File,
+    rx: mpsc::Receiver<SyncItem>,
+    broken: Arc<AtomicBool>,
+    behind: Arc<Behind>,
+) {
+    let mut synced = 0u64;
+    let mut last = Instant::now()
+        .checked_sub(SYNC_BEHIND_EVERY)
+        .unwrap_or_else(Instant::now);
+    let mut barriers = Vec::new();
+    let take = |i: SyncItem, barriers: &mut Vec<mpsc::SyncSender<()>>| {
+        if let SyncItem::Barrier(tx) = i {
+            barriers.push(tx);
+        }
+    };
+    loop {
+        if behind.written.load(Ordering::SeqCst) == synced && barriers.is_empty() {
+            behind.sleeping.store(true, Ordering::SeqCst);
+            // A write after the store above either is seen here or sees
+            // `sleeping` and sends a message.
+            if behind.written.load(Ordering::SeqCst) == synced {
+                match rx.recv() {
+                    Ok(i) => take(i, &mut barriers),
+                    Err(_) => return,
+                }
+            }
+            behind.sleeping.store(false, Ordering::SeqCst);
+        }
+        // Let writes gather, unless a barrier waits.
+        while barriers.is_empty() {
+            let wait = SYNC_BEHIND_EVERY.saturating_sub(last.elapsed());
+            if wait.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(wait) {
+                Ok(i) => take(i, &mut barriers),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        while let Ok(i) = rx.try_recv() {
+            take(i, &mut barriers);
+        }
+        let upto = behind.written.load(Ordering::SeqCst);
+        last = Instant::now();
+        if let Err(e) = file.sync_data() {
+            // The next batch goes through a checkpoint (redb, synced).
+            tracing::error!("greylist journal: sync: {e}");
+            broken.store(true, Ordering::SeqCst);
+        }
+        synced = upto;
+        for b in barriers.drain(..) {
+            let _ = b.send(());
+        }
+    }
 }
 
 /// Direct I/O works in whole, aligned blocks.
@@ -261,6 +359,7 @@ fn sync_loop(
                     flush(&mut j, &mut dirty, &mut dones, received);
                     let _ = tx.send(());
                 }
+                SyncItem::Wake => {}
             }
         }
         flush(&mut j, &mut dirty, &mut dones, received);
@@ -385,9 +484,33 @@ impl GreyDb {
         Ok(f(&mut b))
     }
 
-    /// From now on, [`GreyDb::commit_then`] writes and syncs in a thread
-    /// of its own, so that the next batch is decided meanwhile.
-    pub fn start_syncer(&mut self) -> Result<(), String> {
+    /// From now on, [`GreyDb::commit_then`] syncs in a thread of its own,
+    /// so that the next batch is decided meanwhile; with
+    /// [`AnswerAfter::Sync`] that thread writes the records too and the
+    /// answers wait for its sync, with [`AnswerAfter::Write`] the caller
+    /// writes them and answers at once.
+    pub fn start_syncer(&mut self, after: AnswerAfter) -> Result<(), String> {
+        if after == AnswerAfter::Write {
+            let file = self
+                .journal
+                .try_clone()
+                .map_err(|e| err("greylist journal", e))?;
+            let (tx, rx) = mpsc::channel();
+            let broken = Arc::new(AtomicBool::new(false));
+            let b = broken.clone();
+            let behind = Arc::new(Behind::default());
+            let bh = behind.clone();
+            std::thread::Builder::new()
+                .name("greylist-sync".into())
+                .spawn(move || sync_behind_loop(file, rx, b, bh))
+                .map_err(|e| err("greylist journal", e))?;
+            self.syncer = Some(Syncer {
+                tx,
+                broken,
+                behind: Some(behind),
+            });
+            return Ok(());
+        }
         let mut text = vec![0u8; self.at as usize];
         self.journal
             .read_exact_at(&mut text, 0)
@@ -402,7 +525,11 @@ impl GreyDb {
             .name("greylist-sync".into())
             .spawn(move || sync_loop(j, rx, b, synced, handed))
             .map_err(|e| err("greylist journal", e))?;
-        self.syncer = Some(Syncer { tx, broken });
+        self.syncer = Some(Syncer {
+            tx,
+            broken,
+            behind: None,
+        });
         Ok(())
     }
 
@@ -495,6 +622,9 @@ impl GreyDb {
             return done(self.commit().map(|_| ()));
         };
         let broken = s.broken.clone();
+        if s.behind.is_some() {
+            return done(self.write_behind());
+        }
         // Every batch item the syncer receives counts, as it counts them.
         self.handed += 1;
         match self.take_records() {
@@ -521,6 +651,36 @@ impl GreyDb {
                 }
             }
         }
+    }
+
+    /// [`AnswerAfter::Write`]: write the last batch's records (buffered)
+    /// and have the syncer sync them behind; what is written counts as
+    /// durable for the answers.
+    fn write_behind(&mut self) -> Result<(), String> {
+        let (at, records) = self.take_records()?;
+        if !records.is_empty() {
+            if let Err(e) = self.journal.write_all_at(&records, at) {
+                self.undo_batch();
+                // What reached the file is unknown: the next batch goes
+                // through a checkpoint.
+                self.at = JOURNAL_SIZE;
+                return Err(err("greylist journal", e));
+            }
+            if let Some(s) = &self.syncer {
+                if let Some(b) = &s.behind {
+                    b.written.fetch_add(1, Ordering::SeqCst);
+                    if b.sleeping.swap(false, Ordering::SeqCst)
+                        && s.tx.send(SyncItem::Wake).is_err()
+                    {
+                        s.broken.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        self.undo.clear();
+        self.handed += 1;
+        self.synced.store(self.handed, Ordering::Release);
+        Ok(())
     }
 
     /// Checkpoint if the journal is half full or changes have waited long.
@@ -969,7 +1129,7 @@ mod tests {
         assert!(!free(&mut db, &|b| {
             b.get("new").unwrap();
         }));
-        db.start_syncer().unwrap();
+        db.start_syncer(AnswerAfter::Sync).unwrap();
         assert!(!free(&mut db, &|b| {
             b.get("new").unwrap();
         }));
@@ -1005,13 +1165,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
-    /// With the syncer, `done` runs after the sync, in order; a full
-    /// journal checkpoints instead.
+    /// With the syncer, `done` runs after the sync (or the write), in
+    /// order; a full journal checkpoints instead.
     #[test]
     fn the_syncer_runs_done_in_order_and_a_full_journal_checkpoints() {
-        let path = tmp("syncer");
+        for after in [AnswerAfter::Sync, AnswerAfter::Write] {
+            syncer_in_order(after);
+        }
+    }
+
+    fn syncer_in_order(after: AnswerAfter) {
+        let path = tmp(&format!("syncer-{after:?}"));
         let mut db = GreyDb::open(&path).unwrap();
-        db.start_syncer().unwrap();
+        db.start_syncer(after).unwrap();
         let (tx, rx) = mpsc::channel();
         let key = "k".repeat(1000);
         let mut gen0 = db.generation;
@@ -1029,11 +1195,46 @@ mod tests {
         let got: Vec<_> = rx.iter().take(20_000).collect();
         assert!(got.iter().all(|(_, r)| r.is_ok()));
         assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
-        assert!(checkpoints >= 2, "{checkpoints}");
+        assert!(checkpoints >= 2, "{after:?}: {checkpoints}");
         drop(db);
         let mut db = GreyDb::open(&path).unwrap();
         assert_eq!(get(&mut db, &format!("{key}19999")), Some(entry(19_999)));
         assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(0)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// `AnswerAfter::Write`: once `done` has run, the batch is in the
+    /// journal file, so a kill of the process right then loses nothing
+    /// (the next open replays it); what is read meanwhile counts as
+    /// durable.
+    #[test]
+    fn answered_after_the_write_survives_a_kill() {
+        let path = tmp("behind");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            db.start_syncer(AnswerAfter::Write).unwrap();
+            for i in 0..100u64 {
+                put(&mut db, &format!("k{i}"), Some(entry(i)));
+                let (tx, rx) = mpsc::channel();
+                db.commit_then(Box::new(move |r| tx.send(r).unwrap()));
+                // Answered at once, from this thread.
+                rx.try_recv().unwrap().unwrap();
+                let free = db
+                    .batch(|b| {
+                        b.start_request();
+                        b.get(&format!("k{i}")).unwrap();
+                        b.rests_on_disk()
+                    })
+                    .unwrap();
+                assert!(free);
+            }
+            // The kill: the memory is lost, no checkpoint at drop.
+            db.pending.clear();
+        }
+        let mut db = GreyDb::open(&path).unwrap();
+        for i in 0..100u64 {
+            assert_eq!(get(&mut db, &format!("k{i}")), Some(entry(i)));
+        }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

@@ -601,7 +601,14 @@ fn answers_keep_their_order_on_a_connection() {
     let ns = Netns::new("greyord", 1);
     let mail = ns.names[0].clone();
     let port = 10026;
-    let conf = service_conf(&d.0, port, "sniff = [\"lo\"]\nunknown = \"greylist\"\n");
+    // `answer-after = "sync"`: the answers that wait for the disk queue
+    // behind its sync while the others could go at once (with the
+    // default, every answer goes from the service thread, in turn).
+    let conf = service_conf(
+        &d.0,
+        port,
+        "sniff = [\"lo\"]\nunknown = \"greylist\"\nanswer-after = \"sync\"\n",
+    );
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     let req = |client: &str, state: &str, i: u32| {
