@@ -44,9 +44,9 @@ use toml::Spanned;
 /// After a turn with work, the service thread polls for the next
 /// request this long before it sleeps: a Postfix process asks several
 /// questions in a row, and waking a sleeping CPU costs more than the
-/// answer (on a virtual machine, tens of microseconds).
-const SPIN: Duration = Duration::from_micros(SPIN_US);
-const SPIN_US: u64 = 100;
+/// answer (on a virtual machine, tens of microseconds). Not on a host
+/// with one CPU, where the spin would only keep the client from running.
+const SPIN: Duration = Duration::from_micros(100);
 
 /// Policy connections served at once; more are closed at once.
 const MAX_CONNS: usize = 4096;
@@ -517,6 +517,7 @@ fn policy_loop(
     // Accepting pauses for a moment when out of descriptors.
     let mut accept_paused: Option<Instant> = None;
     let mut spin_until: Option<Instant> = None;
+    let spin = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     loop {
         let timeout = if accept_paused.is_some() { 100 } else { 1000 };
         let mut n = 0;
@@ -530,7 +531,7 @@ fn policy_loop(
             // SAFETY: as above.
             n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as i32, timeout) };
         }
-        spin_until = (n > 0).then(|| Instant::now() + SPIN);
+        spin_until = None;
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -644,6 +645,10 @@ fn policy_loop(
         }
         if let Err(e) = db.maybe_checkpoint() {
             tracing::warn!("greylist: checkpoint: {e} (the journal keeps the changes)");
+        }
+        // The spin counts from the end of the turn's work.
+        if spin && n > 0 {
+            spin_until = Some(Instant::now() + SPIN);
         }
         if accept_paused.is_some_and(|t| t.elapsed() >= Duration::from_millis(100)) {
             accept_paused = None;

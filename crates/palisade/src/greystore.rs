@@ -174,9 +174,19 @@ fn sync_behind_loop(
         .checked_sub(SYNC_BEHIND_EVERY)
         .unwrap_or_else(Instant::now);
     let mut barriers = Vec::new();
-    let take = |i: SyncItem, barriers: &mut Vec<mpsc::SyncSender<()>>| {
-        if let SyncItem::Barrier(tx) = i {
-            barriers.push(tx);
+    let take = |i: SyncItem, barriers: &mut Vec<mpsc::SyncSender<()>>| match i {
+        SyncItem::Barrier(tx) => barriers.push(tx),
+        // Not sent in this mode; its answers need nothing more.
+        SyncItem::Batch { done, .. } => done(Ok(())),
+        SyncItem::Reset | SyncItem::Wake => {}
+    };
+    // The channel closed (the database is gone): what was written is
+    // synced before the thread ends.
+    let last_sync = |synced: u64| {
+        if behind.written.load(Ordering::SeqCst) != synced {
+            if let Err(e) = file.sync_data() {
+                tracing::error!("greylist journal: sync: {e}");
+            }
         }
     };
     loop {
@@ -187,10 +197,14 @@ fn sync_behind_loop(
             if behind.written.load(Ordering::SeqCst) == synced {
                 match rx.recv() {
                     Ok(i) => take(i, &mut barriers),
-                    Err(_) => return,
+                    Err(_) => return last_sync(synced),
                 }
             }
             behind.sleeping.store(false, Ordering::SeqCst);
+            if behind.written.load(Ordering::SeqCst) == synced && barriers.is_empty() {
+                // A stray wake: nothing to sync.
+                continue;
+            }
         }
         // Let writes gather, unless a barrier waits.
         while barriers.is_empty() {
@@ -201,7 +215,7 @@ fn sync_behind_loop(
             match rx.recv_timeout(wait) {
                 Ok(i) => take(i, &mut barriers),
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return last_sync(synced),
             }
         }
         while let Ok(i) = rx.try_recv() {
@@ -209,7 +223,10 @@ fn sync_behind_loop(
         }
         let upto = behind.written.load(Ordering::SeqCst);
         last = Instant::now();
-        if let Err(e) = file.sync_data() {
+        if upto == synced {
+            // Only barriers wait, and nothing was written since the last
+            // sync: they are answered without one.
+        } else if let Err(e) = file.sync_data() {
             // The next batch goes through a checkpoint (redb, synced).
             tracing::error!("greylist journal: sync: {e}");
             broken.store(true, Ordering::SeqCst);
@@ -660,6 +677,11 @@ impl GreyDb {
         let (at, records) = self.take_records()?;
         if !records.is_empty() {
             if let Err(e) = self.journal.write_all_at(&records, at) {
+                // Part of the records may have reached the file, whole
+                // and valid: clear the first one's header so that a replay
+                // stops before them (best effort; the next batch goes
+                // through a checkpoint, which starts a new generation).
+                let _ = self.journal.write_all_at(&[0u8; 8], at);
                 self.undo_batch();
                 // What reached the file is unknown: the next batch goes
                 // through a checkpoint.
@@ -685,7 +707,14 @@ impl GreyDb {
 
     /// Checkpoint if the journal is half full or changes have waited long.
     pub fn maybe_checkpoint(&mut self) -> Result<(), String> {
-        if self.at >= CHECKPOINT_AT
+        // A sync failed: what reached the disk is unknown until the
+        // changes are in redb.
+        let broken = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.broken.load(Ordering::SeqCst));
+        if broken
+            || self.at >= CHECKPOINT_AT
             || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY)
         {
             self.checkpoint()?;
@@ -726,7 +755,10 @@ impl GreyDb {
         self.at = 0;
         self.since = Instant::now();
         if let Some(s) = &self.syncer {
-            let _ = s.tx.send(SyncItem::Reset);
+            // The write mode's syncer keeps no offset.
+            if s.behind.is_none() {
+                let _ = s.tx.send(SyncItem::Reset);
+            }
             s.broken.store(false, Ordering::SeqCst);
         }
         Ok(())
@@ -1236,5 +1268,39 @@ mod tests {
             assert_eq!(get(&mut db, &format!("k{i}")), Some(entry(i)));
         }
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A failed sync (`broken`) makes the next turn checkpoint, even with
+    /// no batch that writes: the changes go to redb, and the journal
+    /// starts a new generation.
+    #[test]
+    fn a_failed_sync_checkpoints_at_the_next_turn() {
+        for after in [AnswerAfter::Sync, AnswerAfter::Write] {
+            let path = tmp(&format!("broken-{after:?}"));
+            let mut db = GreyDb::open(&path).unwrap();
+            db.start_syncer(after).unwrap();
+            put(&mut db, "a", Some(entry(1)));
+            db.commit().unwrap();
+            db.maybe_checkpoint().unwrap();
+            let gen0 = db.generation;
+            assert!(!db.pending.is_empty(), "{after:?}");
+            // What the sync thread does when fdatasync fails.
+            db.syncer
+                .as_ref()
+                .unwrap()
+                .broken
+                .store(true, Ordering::SeqCst);
+            db.maybe_checkpoint().unwrap();
+            assert_eq!(db.generation, gen0 + 1, "{after:?}");
+            assert!(db.pending.is_empty(), "{after:?}");
+            assert!(!db.syncer.as_ref().unwrap().broken.load(Ordering::SeqCst));
+            // Nothing else to do: no more checkpoints.
+            db.maybe_checkpoint().unwrap();
+            assert_eq!(db.generation, gen0 + 1, "{after:?}");
+            drop(db);
+            let mut db = GreyDb::open(&path).unwrap();
+            assert_eq!(get(&mut db, "a"), Some(entry(1)), "{after:?}");
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
     }
 }
