@@ -584,12 +584,25 @@ impl Node {
         match state {
             State::Init => {}
             State::Master => {
-                let better = repr.demote < ours || (repr.demote == ours && their_tv <= our_tv);
+                let bow_out = repr.advbase == 255 && repr.advskew == 255;
+                // A master that bows out is never the better one, however
+                // little it was demoted.
+                let better =
+                    !bow_out && (repr.demote < ours || (repr.demote == ours && their_tv <= our_tv));
                 if better {
                     self.vhosts[i].master = Some(src);
                     self.become_backup(i, now, TransitionReason::BetterMaster);
-                } else if self.opts.split_brain_repair {
-                    // Another master we outrank: be heard now.
+                } else if bow_out || self.opts.split_brain_repair {
+                    // A bow-out heard as master (VRRP, RFC 5798 6.4.3: an
+                    // advertisement of priority 0 is answered with one at
+                    // once): the stopping master sends one per address
+                    // family from the virtual MAC, and the first made this
+                    // node master; the switches learnt the MAC back on the
+                    // stopping master's port from the later ones. Be heard
+                    // after them, or they send it there until the next
+                    // advertisement.
+                    //
+                    // Or another master we outrank: be heard now.
                     self.advertise(i, false);
                     self.announce(i);
                     self.vhosts[i].ad_at = Some(now + interval(advbase, advskew));

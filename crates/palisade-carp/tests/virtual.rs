@@ -352,6 +352,45 @@ fn a_stopping_master_bows_out_and_the_backup_takes_over_at_once() {
     );
 }
 
+/// A dual-stack master bows out with one advertisement per family, all
+/// from the virtual MAC. The first makes the backup master; it must be
+/// heard again after the last, or switches keep sending the virtual MAC
+/// to the stopped node's port until the next advertisement (1.39 s with
+/// advskew 100): each bow-out it hears as master is answered at once.
+#[test]
+fn the_new_master_answers_every_bow_out_it_hears() {
+    let mut sim = Sim::new();
+    let dual = |skew| {
+        let mut c = vhost("carp0", "em0", 1, 1, skew);
+        c.addrs.push("2001:db8::101".parse().unwrap());
+        c
+    };
+    let a = sim.add(vec![dual(0)], Sim::ready());
+    let b = sim.add(vec![dual(100)], Sim::ready());
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let t0 = sim.now;
+    sim.node(a).shutdown(t0);
+    let in_flight = sim.flight.len();
+    sim.drain(a);
+    assert_eq!(sim.flight.len() - in_flight, 2, "a bow-out per family");
+    sim.kill(a);
+    let from = sim.log.len();
+    sim.run_for(100 * MS);
+    assert_eq!(
+        sim.became_master(b, "carp0").unwrap(),
+        (t0 + MS, TransitionReason::MasterBowedOut)
+    );
+    let announces = sim.log[from..]
+        .iter()
+        .filter(|(_, n, e)| *n == b && matches!(e, Event::Announce { .. }))
+        .count();
+    assert_eq!(
+        announces, 2,
+        "on becoming master, then for the second bow-out"
+    );
+}
+
 #[test]
 fn kill_9_of_the_master_takes_master_down_and_advbase_0_is_sub_second() {
     for (advbase, skew, bound) in [(1u8, 100u8, 3 * S + 100 * S / 256 + S), (0, 10, 250 * MS)] {
