@@ -518,7 +518,22 @@ fn policy_loop(
     let mut accept_paused: Option<Instant> = None;
     let mut spin_until: Option<Instant> = None;
     let spin = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-    loop {
+    // SIGTERM or SIGINT: the turn under way ends, then the loop; the
+    // store is checkpointed as it is dropped.
+    crate::daemon::WAKE_FD.store(ctx.wake.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: installing an async-signal-safe handler that stores a flag
+    // and writes to the eventfd, open until this function returns.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            crate::daemon::on_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            crate::daemon::on_signal as *const () as libc::sighandler_t,
+        );
+    }
+    while !crate::daemon::stopping() {
         let timeout = if accept_paused.is_some() { 100 } else { 1000 };
         let mut n = 0;
         if let Some(until) = spin_until {
@@ -668,6 +683,13 @@ fn policy_loop(
             });
         }
     }
+    crate::daemon::WAKE_FD.store(-1, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!("greylist: stopping");
+    // The store first: its checkpoint waits for the answers queued
+    // behind the journal's sync, then the connections close.
+    drop(db);
+    drop(conns);
+    Ok(())
 }
 
 /// Decide a turn's work over the store, then queue the answers behind the
@@ -1300,7 +1322,7 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Run the service until killed.
+/// Run the service until SIGTERM or SIGINT (or killed).
 pub fn run(conf: Conf) -> Result<(), String> {
     let fpdb = Arc::new(load_db(&conf)?);
     let mut db = GreyDb::open(&conf.database)?;
@@ -1356,13 +1378,20 @@ pub fn run(conf: Conf) -> Result<(), String> {
         }
     );
     crate::notify::send("READY=1");
-    policy_loop(
+    let r = policy_loop(
         listener,
         ctx,
         db,
         Greylist::new(conf.grey.clone()),
         admin_rx,
-    )
+    );
+    // Stopped: the sockets' files go (a new service would replace them
+    // anyway).
+    let _ = std::fs::remove_file(&conf.admin);
+    if let Some(p) = &conf.p0f {
+        let _ = std::fs::remove_file(p);
+    }
+    r
 }
 
 /// Let the process hold as many descriptors as its connections need (the

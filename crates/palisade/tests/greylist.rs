@@ -554,6 +554,12 @@ fn firewall_in_front_gives_the_fingerprints() {
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(shown.starts_with("198.18.0.1: Windows 10"), "{shown}");
     assert!(shown.contains("64240:128:1:52:M1460,N,W8,N,N,S"), "{shown}");
+    // A clean restart between the attempt and the retry (the other test
+    // kills the service with -9 there).
+    let out = svc.stop().expect("the service ran");
+    assert!(out.status.success(), "stopped by SIGTERM: {out:?}");
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
     std::thread::sleep(
         Duration::from_secs(3).saturating_sub(seen.elapsed()) + Duration::from_millis(500),
     );
