@@ -278,6 +278,11 @@ struct Vhost {
     sent: u64,
     /// Announce again after this many more advertisements.
     delayed_announce: u8,
+    /// MASTER: when it last advertised out of turn (on becoming master,
+    /// or answering a bow-out), and a bow-out answer held back until
+    /// `BOW_OUT_ANSWER_GAP` after that.
+    answered_at: Option<Micros>,
+    answer_at: Option<Micros>,
     send_errors: u32,
     send_ok: u32,
     /// Demoted by send errors (until three sends succeed).
@@ -288,6 +293,11 @@ struct Vhost {
 /// (OpenBSD's CARP_SENDAD_MAX_ERRORS and CARP_SENDAD_MIN_SUCCESS).
 const SEND_ERRORS: u32 = 3;
 const SEND_SUCCESSES: u32 = 3;
+/// A master answers bow-outs at most this often: the ones of a stopping
+/// master arrive together (one per address family) and each later one
+/// is answered in one go; replays of a captured one cannot make it send
+/// more than this allows.
+const BOW_OUT_ANSWER_GAP: Micros = 10_000;
 /// The boot interlock on group `carp`.
 pub const BOOT_DEMOTE: i32 = 128;
 
@@ -362,6 +372,8 @@ impl Node {
                 transitions: 0,
                 sent: 0,
                 delayed_announce: 0,
+                answered_at: None,
+                answer_at: None,
                 send_errors: 0,
                 send_ok: 0,
                 error_demoted: false,
@@ -592,17 +604,24 @@ impl Node {
                 if better {
                     self.vhosts[i].master = Some(src);
                     self.become_backup(i, now, TransitionReason::BetterMaster);
-                } else if bow_out || self.opts.split_brain_repair {
+                } else if bow_out {
                     // A bow-out heard as master (VRRP, RFC 5798 6.4.3: an
                     // advertisement of priority 0 is answered with one at
                     // once): the stopping master sends one per address
                     // family from the virtual MAC, and the first made this
-                    // node master; the switches learnt the MAC back on the
+                    // node master; switches learn the MAC back on the
                     // stopping master's port from the later ones. Be heard
                     // after them, or they send it there until the next
                     // advertisement.
-                    //
-                    // Or another master we outrank: be heard now.
+                    let v = &mut self.vhosts[i];
+                    match v.answered_at {
+                        Some(t) if now < t + BOW_OUT_ANSWER_GAP => {
+                            v.answer_at = Some(t + BOW_OUT_ANSWER_GAP);
+                        }
+                        _ => self.answer_out_of_turn(i, now),
+                    }
+                } else if self.opts.split_brain_repair {
+                    // Another master we outrank: be heard now.
                     self.advertise(i, false);
                     self.announce(i);
                     self.vhosts[i].ad_at = Some(now + interval(advbase, advskew));
@@ -631,6 +650,9 @@ impl Node {
         for i in 0..self.vhosts.len() {
             let v = &self.vhosts[i];
             match v.state {
+                State::Master if v.answer_at.is_some_and(|t| t <= now) => {
+                    self.answer_out_of_turn(i, now);
+                }
                 State::Master if v.ad_at.is_some_and(|t| t <= now) => {
                     self.advertise(i, false);
                     let v = &mut self.vhosts[i];
@@ -655,7 +677,10 @@ impl Node {
         self.vhosts
             .iter()
             .filter_map(|v| match v.state {
-                State::Master => v.ad_at,
+                State::Master => match (v.ad_at, v.answer_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
                 State::Backup => v.md_at,
                 State::Init => None,
             })
@@ -713,6 +738,8 @@ impl Node {
         if to != State::Master {
             v.ad_at = None;
             v.delayed_announce = 0;
+            v.answered_at = None;
+            v.answer_at = None;
         }
         if to != State::Backup {
             v.md_at = None;
@@ -748,6 +775,17 @@ impl Node {
         let v = &mut self.vhosts[i];
         v.master = None;
         v.delayed_announce = 2;
+        v.ad_at = Some(now + interval(v.cfg.advbase, v.cfg.advskew));
+    }
+
+    /// Advertise and announce now (a bow-out heard as master); the next
+    /// advertisement follows a whole interval later.
+    fn answer_out_of_turn(&mut self, i: usize, now: Micros) {
+        self.advertise(i, false);
+        self.announce(i);
+        let v = &mut self.vhosts[i];
+        v.answered_at = Some(now);
+        v.answer_at = None;
         v.ad_at = Some(now + interval(v.cfg.advbase, v.cfg.advskew));
     }
 

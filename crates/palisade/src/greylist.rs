@@ -518,21 +518,9 @@ fn policy_loop(
     let mut accept_paused: Option<Instant> = None;
     let mut spin_until: Option<Instant> = None;
     let spin = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-    // SIGTERM or SIGINT: the turn under way ends, then the loop; the
-    // store is checkpointed as it is dropped.
+    // SIGTERM or SIGINT (handled from the start of `run`): the turn under
+    // way ends, then the loop; the store is checkpointed as it is dropped.
     crate::daemon::WAKE_FD.store(ctx.wake.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
-    // SAFETY: installing an async-signal-safe handler that stores a flag
-    // and writes to the eventfd, open until this function returns.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            crate::daemon::on_signal as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGINT,
-            crate::daemon::on_signal as *const () as libc::sighandler_t,
-        );
-    }
     while !crate::daemon::stopping() {
         let timeout = if accept_paused.is_some() { 100 } else { 1000 };
         let mut n = 0;
@@ -684,6 +672,9 @@ fn policy_loop(
         }
     }
     crate::daemon::WAKE_FD.store(-1, std::sync::atomic::Ordering::SeqCst);
+    // A second signal ends the process at once (should the close hang
+    // on the disk).
+    set_stop_handler(libc::SIG_DFL);
     tracing::info!("greylist: stopping");
     // The store first: its checkpoint waits for the answers queued
     // behind the journal's sync, then the connections close.
@@ -1324,6 +1315,9 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
 
 /// Run the service until SIGTERM or SIGINT (or killed).
 pub fn run(conf: Conf) -> Result<(), String> {
+    // From here on a stop signal is a clean stop (the policy loop sees
+    // the flag at its start if it came before).
+    set_stop_handler(crate::daemon::on_signal as *const () as libc::sighandler_t);
     let fpdb = Arc::new(load_db(&conf)?);
     let mut db = GreyDb::open(&conf.database)?;
     db.start_syncer(conf.answer_after)?;
@@ -1392,6 +1386,16 @@ pub fn run(conf: Conf) -> Result<(), String> {
         let _ = std::fs::remove_file(p);
     }
     r
+}
+
+/// What SIGTERM and SIGINT do.
+fn set_stop_handler(h: libc::sighandler_t) {
+    // SAFETY: `h` is SIG_DFL or `daemon::on_signal`, which only stores a
+    // flag and writes to an eventfd (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, h);
+        libc::signal(libc::SIGINT, h);
+    }
 }
 
 /// Let the process hold as many descriptors as its connections need (the

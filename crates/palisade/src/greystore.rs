@@ -132,6 +132,9 @@ struct Syncer {
     /// [`AnswerAfter::Write`]: the service thread writes each batch
     /// (buffered) and answers; this thread only syncs behind it.
     behind: Option<Arc<Behind>>,
+    /// Joined when the store closes: the last sync, and the answers
+    /// queued behind it, are done before the process may exit.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// When an answer that rests on a change goes: once the change's record
@@ -317,7 +320,7 @@ fn sync_loop(
     handed: u64,
 ) {
     let (answer, answers) = mpsc::channel::<(Vec<Done>, Result<(), String>)>();
-    let _ = std::thread::Builder::new()
+    let answerer = std::thread::Builder::new()
         .name("greylist-answer".into())
         .spawn(move || {
             for (dones, res) in answers {
@@ -380,6 +383,11 @@ fn sync_loop(
             }
         }
         flush(&mut j, &mut dirty, &mut dones, received);
+    }
+    // The store closed: the answers queued go before this thread ends.
+    drop(answer);
+    if let Ok(t) = answerer {
+        let _ = t.join();
     }
 }
 
@@ -517,7 +525,7 @@ impl GreyDb {
             let b = broken.clone();
             let behind = Arc::new(Behind::default());
             let bh = behind.clone();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("greylist-sync".into())
                 .spawn(move || sync_behind_loop(file, rx, b, bh))
                 .map_err(|e| err("greylist journal", e))?;
@@ -525,6 +533,7 @@ impl GreyDb {
                 tx,
                 broken,
                 behind: Some(behind),
+                thread: Some(thread),
             });
             return Ok(());
         }
@@ -538,7 +547,7 @@ impl GreyDb {
         let b = broken.clone();
         let synced = self.synced.clone();
         let handed = self.handed;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("greylist-sync".into())
             .spawn(move || sync_loop(j, rx, b, synced, handed))
             .map_err(|e| err("greylist journal", e))?;
@@ -546,6 +555,7 @@ impl GreyDb {
             tx,
             broken,
             behind: None,
+            thread: Some(thread),
         });
         Ok(())
     }
@@ -772,6 +782,15 @@ impl Drop for GreyDb {
                 tracing::warn!(
                     "greylist: checkpoint at close: {e} (the journal keeps the changes)"
                 );
+            }
+        }
+        // The sync thread ends once its channel closes, after its last
+        // sync and the answers behind it.
+        if let Some(mut s) = self.syncer.take() {
+            let thread = s.thread.take();
+            drop(s);
+            if let Some(t) = thread {
+                let _ = t.join();
             }
         }
     }

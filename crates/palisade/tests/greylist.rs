@@ -558,6 +558,11 @@ fn firewall_in_front_gives_the_fingerprints() {
     // kills the service with -9 there).
     let out = svc.stop().expect("the service ran");
     assert!(out.status.success(), "stopped by SIGTERM: {out:?}");
+    let log = std::fs::read_to_string(d.0.join("palisade.toml.log")).unwrap_or_default();
+    assert!(log.contains("greylist: stopping"), "{log}");
+    for f in ["admin.sock", "p0f.sock"] {
+        assert!(!d.0.join(f).exists(), "{f} left behind");
+    }
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     std::thread::sleep(
