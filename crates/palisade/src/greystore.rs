@@ -589,11 +589,7 @@ impl GreyDb {
         if self.buf.is_empty() {
             return Ok((self.at, Vec::new()));
         }
-        let broken = self
-            .syncer
-            .as_ref()
-            .is_some_and(|s| s.broken.load(Ordering::SeqCst));
-        if broken || self.at + self.buf.len() as u64 > JOURNAL_SIZE {
+        if self.sync_failed() || self.at + self.buf.len() as u64 > JOURNAL_SIZE {
             self.buf.clear();
             if let Err(e) = self.checkpoint() {
                 self.undo_batch();
@@ -715,15 +711,19 @@ impl GreyDb {
         Ok(())
     }
 
+    /// A write or sync of the syncer failed: what reached the disk is
+    /// unknown until a checkpoint.
+    fn sync_failed(&self) -> bool {
+        self.syncer
+            .as_ref()
+            .is_some_and(|s| s.broken.load(Ordering::SeqCst))
+    }
+
     /// Checkpoint if the journal is half full or changes have waited long.
     pub fn maybe_checkpoint(&mut self) -> Result<(), String> {
         // A sync failed: what reached the disk is unknown until the
         // changes are in redb.
-        let broken = self
-            .syncer
-            .as_ref()
-            .is_some_and(|s| s.broken.load(Ordering::SeqCst));
-        if broken
+        if self.sync_failed()
             || self.at >= CHECKPOINT_AT
             || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY)
         {
