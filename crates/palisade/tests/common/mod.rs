@@ -46,15 +46,14 @@ pub struct Netns {
 impl Netns {
     pub fn new(tag: &str, n: usize) -> Netns {
         let id = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let mut names = Vec::new();
-        let ns = Netns { names: Vec::new() };
-        drop(ns);
+        // The guard holds each namespace from its creation on: a panic
+        // while the later ones are made removes the earlier ones.
+        let mut ns = Netns { names: Vec::new() };
         for i in 0..n {
             let name = format!("pal-{tag}-{}-{id}-{i}", std::process::id());
             sh(&["ip", "netns", "add", &name]);
-            names.push(name);
+            ns.names.push(name);
         }
-        let ns = Netns { names };
         for n in &ns.names {
             ns.exec(n, &["ip", "link", "set", "lo", "up"]);
         }
