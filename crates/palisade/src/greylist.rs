@@ -724,6 +724,10 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     // Answers that rest on nothing not yet on disk go at once.
     let mut at_once: Vec<(Arc<TcpStream>, Arc<AtomicUsize>, Action)> = Vec::new();
     let mut work = Some(work);
+    // The decisions' log lines, written once the answers are out (with
+    // one connection the next request waits for its answer, not for a
+    // formatted line), and only if the batch held.
+    let mut logged: Vec<(Request, Option<Os>, grey::Why, Action)> = Vec::new();
     let decided = db.batch(|st| {
         if now >= *last_expiry + 3600 {
             *last_expiry = now;
@@ -739,18 +743,7 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                     st.start_request();
                     let action = match g.decide(now, &req, os.as_ref(), st) {
                         Ok(d) => {
-                            tracing::info!(
-                                "greylist: {}{} ({}) {} -> {}: {:?} => {}",
-                                req.get("client_address").unwrap_or("?"),
-                                req.get("client_port")
-                                    .map(|p| format!(":{p}"))
-                                    .unwrap_or_default(),
-                                os.map_or("unknown".to_string(), |o| o.to_string()),
-                                req.get("sender").unwrap_or(""),
-                                req.get("recipient").unwrap_or(""),
-                                d.why,
-                                d.action
-                            );
+                            logged.push((req, os, d.why, d.action.clone()));
                             d.action
                         }
                         Err(e) => {
@@ -807,6 +800,20 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
             // No connection has an answer both here and queued above.
             for (s, _, action) in at_once {
                 send_action(&s, &action);
+            }
+            for (req, os, why, action) in logged {
+                tracing::info!(
+                    "greylist: {}{} ({}) {} -> {}: {:?} => {}",
+                    req.get("client_address").unwrap_or("?"),
+                    req.get("client_port")
+                        .map(|p| format!(":{p}"))
+                        .unwrap_or_default(),
+                    os.map_or("unknown".to_string(), |o| o.to_string()),
+                    req.get("sender").unwrap_or(""),
+                    req.get("recipient").unwrap_or(""),
+                    why,
+                    action
+                );
             }
         }
         // Behind the answers already queued, so that a client's answers
