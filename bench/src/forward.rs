@@ -1,4 +1,4 @@
-//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath]`: forwarding between
+//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba]`: forwarding between
 //! two namespaces through a third, once by the Linux kernel (ip_forward,
 //! nftables with conntrack) and once by `palisade run`, on the same
 //! topology with equivalent rulesets, in the same run:
@@ -244,6 +244,24 @@ struct Result {
     /// Datagrams the sender sent, per second.
     sent_pps: f64,
     tcp_bps: f64,
+}
+
+impl Result {
+    /// The mean of two measurements of one peer (`--abba`).
+    fn mean(&self, o: &Result) -> Result {
+        let m = |a: f64, b: f64| (a + b) / 2.0;
+        let mp = |a: (f64, f64), b: (f64, f64)| (m(a.0, b.0), m(a.1, b.1));
+        Result {
+            cpu_machine: m(self.cpu_machine, o.cpu_machine),
+            cpu_softirq: m(self.cpu_softirq, o.cpu_softirq),
+            cpu_daemon: self.cpu_daemon.zip(o.cpu_daemon).map(|(a, b)| m(a, b)),
+            pps: m(self.pps, o.pps),
+            rtt: (mp(self.rtt.0, o.rtt.0), mp(self.rtt.1, o.rtt.1)),
+            fwd_pps: m(self.fwd_pps, o.fwd_pps),
+            sent_pps: m(self.sent_pps, o.sent_pps),
+            tcp_bps: m(self.tcp_bps, o.tcp_bps),
+        }
+    }
 }
 
 /// Ticks (USER_HZ) the machine was busy, and of those in softirq, since
@@ -531,6 +549,10 @@ pub fn run(args: &[String]) {
     };
     // The in-kernel fast path for established TCP (docs/fastpath.md).
     let fastpath = args.iter().any(|a| a == "--fastpath");
+    // `--abba`: kernel, Palisade, Palisade, kernel, each peer's two
+    // measurements averaged, so that a machine whose speed drifts during
+    // the run (this one's does) weighs on both peers alike.
+    let abba = args.iter().any(|a| a == "--abba");
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -551,8 +573,30 @@ pub fn run(args: &[String]) {
             offloads,
             fastpath,
         };
-        let k = measure(Peer::Kernel, fill, &st);
-        let p = measure(Peer::Palisade, fill, &st);
+        let (k, p) = if abba {
+            let k1 = measure(Peer::Kernel, fill, &st);
+            let p1 = measure(Peer::Palisade, fill, &st);
+            let p2 = measure(Peer::Palisade, fill, &st);
+            let k2 = measure(Peer::Kernel, fill, &st);
+            println!(
+                "{:>22}  abba: tcp kernel {:.2} / {:.2}, palisade {:.2} / {:.2} Gbit/s; UDP app kernel {:.0} / {:.0}, palisade {:.0} / {:.0} pps",
+                "",
+                k1.tcp_bps / 1e9,
+                k2.tcp_bps / 1e9,
+                p1.tcp_bps / 1e9,
+                p2.tcp_bps / 1e9,
+                k1.pps,
+                k2.pps,
+                p1.pps,
+                p2.pps
+            );
+            (k1.mean(&k2), p1.mean(&p2))
+        } else {
+            (
+                measure(Peer::Kernel, fill, &st),
+                measure(Peer::Palisade, fill, &st),
+            )
+        };
         let off = match (offloads, fastpath) {
             (true, false) => "on ",
             (false, false) => "off",
