@@ -278,9 +278,9 @@ struct Vhost {
     sent: u64,
     /// Announce again after this many more advertisements.
     delayed_announce: u8,
-    /// MASTER: when it last advertised out of turn (on becoming master,
-    /// or answering a bow-out), and a bow-out answer held back until
-    /// `BOW_OUT_ANSWER_GAP` after that.
+    /// MASTER: when it last answered a bow-out out of turn (None since
+    /// it became master: the first answer goes at once), and an answer
+    /// held back until `BOW_OUT_ANSWER_GAP` after that.
     answered_at: Option<Micros>,
     answer_at: Option<Micros>,
     send_errors: u32,

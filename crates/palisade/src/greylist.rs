@@ -724,9 +724,10 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     // Answers that rest on nothing not yet on disk go at once.
     let mut at_once: Vec<(Arc<TcpStream>, Arc<AtomicUsize>, Action)> = Vec::new();
     let mut work = Some(work);
-    // The decisions' log lines, written once the answers are out (with
-    // one connection the next request waits for its answer, not for a
-    // formatted line), and only if the batch held.
+    // The decisions' log lines, written once the answers that can go
+    // are out (with one connection the next request waits for its
+    // answer, not for a formatted line). An answer the journal's failure
+    // turns into DUNNO is logged as such where it is sent.
     let mut logged: Vec<(Request, Option<Os>, grey::Why, Action)> = Vec::new();
     let decided = db.batch(|st| {
         if now >= *last_expiry + 3600 {
