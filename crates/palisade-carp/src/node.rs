@@ -283,6 +283,8 @@ struct Vhost {
     /// held back until `BOW_OUT_ANSWER_GAP` after that.
     answered_at: Option<Micros>,
     answer_at: Option<Micros>,
+    /// MASTER: when it became master.
+    master_since: Option<Micros>,
     send_errors: u32,
     send_ok: u32,
     /// Demoted by send errors (until three sends succeed).
@@ -298,6 +300,11 @@ const SEND_SUCCESSES: u32 = 3;
 /// is answered in one go; replays of a captured one cannot make it send
 /// more than this allows.
 const BOW_OUT_ANSWER_GAP: Micros = 10_000;
+/// For this long after becoming master, an advertisement from a node
+/// this one outranks is the master it replaced still on the wire (a
+/// demoted or preempted master's advertisement of its other address
+/// family, sent from the virtual MAC): answered as a bow-out is.
+const STALE_MASTER_WINDOW: Micros = 1_000_000;
 /// The boot interlock on group `carp`.
 pub const BOOT_DEMOTE: i32 = 128;
 
@@ -374,6 +381,7 @@ impl Node {
                 delayed_announce: 0,
                 answered_at: None,
                 answer_at: None,
+                master_since: None,
                 send_errors: 0,
                 send_ok: 0,
                 error_demoted: false,
@@ -604,7 +612,11 @@ impl Node {
                 if better {
                     self.vhosts[i].master = Some(src);
                     self.become_backup(i, now, TransitionReason::BetterMaster);
-                } else if bow_out {
+                } else if bow_out
+                    || self.vhosts[i]
+                        .master_since
+                        .is_some_and(|t| now < t + STALE_MASTER_WINDOW)
+                {
                     // A bow-out heard as master (VRRP, RFC 5798 6.4.3: an
                     // advertisement of priority 0 is answered with one at
                     // once): the stopping master sends one per address
@@ -612,7 +624,9 @@ impl Node {
                     // node master; switches learn the MAC back on the
                     // stopping master's port from the later ones. Be heard
                     // after them, or they send it there until the next
-                    // advertisement.
+                    // advertisement. The same holds for the other family's
+                    // advertisement of a master that was demoted or
+                    // preempted, heard just after this node took over.
                     let v = &mut self.vhosts[i];
                     match v.answered_at {
                         Some(t) if now < t + BOW_OUT_ANSWER_GAP => {
@@ -740,6 +754,7 @@ impl Node {
             v.delayed_announce = 0;
             v.answered_at = None;
             v.answer_at = None;
+            v.master_since = None;
         }
         if to != State::Backup {
             v.md_at = None;
@@ -775,10 +790,12 @@ impl Node {
         let v = &mut self.vhosts[i];
         v.master = None;
         v.delayed_announce = 2;
+        v.master_since = Some(now);
         v.ad_at = Some(now + interval(v.cfg.advbase, v.cfg.advskew));
     }
 
-    /// Advertise and announce now (a bow-out heard as master); the next
+    /// Advertise and announce now (a bow-out, or the replaced master's
+    /// last advertisement, heard as master); the next
     /// advertisement follows a whole interval later.
     fn answer_out_of_turn(&mut self, i: usize, now: Micros) {
         self.advertise(i, false);
