@@ -1496,7 +1496,6 @@ fn syn_mss(tcp: &[u8]) -> Option<u16> {
     })
 }
 
-/// Apply `scrub` normalizations to a passing packet.
 /// `scrub`'s rewrites of a packet that passed (most have none: tested
 /// here, inline, so that they pay no call).
 #[inline]
@@ -1506,6 +1505,7 @@ fn normalize(ip: &mut [u8], info: &IpInfo, sc: &ScrubActions, random: u32) {
     }
 }
 
+/// Apply `scrub` normalizations to a passing packet.
 #[inline(never)]
 fn normalize_with(ip: &mut [u8], info: &IpInfo, sc: &ScrubActions, random: u32) {
     use palisade_wire::rewrite::scrub::*;
