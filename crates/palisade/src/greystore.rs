@@ -101,6 +101,23 @@ pub struct GreyDb {
     /// of the last such batch; in order of the change, to forget them.
     unsynced: HashMap<String, u64>,
     unsynced_order: VecDeque<(u64, String)>,
+    /// Checkpoints that failed in a row (a full or failing disk), and
+    /// when [`GreyDb::maybe_checkpoint`] tries again: not at every turn,
+    /// which would cost a redb transaction and a log line per request.
+    failures: u32,
+    retry_at: Option<Instant>,
+    /// Tests: fail this many checkpoints.
+    #[cfg(test)]
+    fail_checkpoints: u32,
+}
+
+/// How long [`GreyDb::maybe_checkpoint`] waits after `failures`
+/// checkpoints failed in a row: 100 ms, doubling, at most 30 s.
+fn checkpoint_backoff(failures: u32) -> Duration {
+    let max = Duration::from_secs(30);
+    Duration::from_millis(100)
+        .checked_mul(1u32 << failures.saturating_sub(1).min(16))
+        .map_or(max, |d| d.min(max))
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -436,6 +453,10 @@ impl GreyDb {
             synced: Arc::new(AtomicU64::new(0)),
             unsynced: HashMap::new(),
             unsynced_order: VecDeque::new(),
+            failures: 0,
+            retry_at: None,
+            #[cfg(test)]
+            fail_checkpoints: 0,
         };
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut me.journal, &mut text).map_err(|e| err(&jname, e))?;
@@ -720,23 +741,55 @@ impl GreyDb {
     }
 
     /// Checkpoint if the journal is half full or changes have waited long.
+    /// After a failure, the next try waits ([`checkpoint_backoff`]); the
+    /// error says when it comes. Batches that must write meanwhile still
+    /// try one each (their answers depend on it).
     pub fn maybe_checkpoint(&mut self) -> Result<(), String> {
+        self.maybe_checkpoint_at(Instant::now())
+    }
+
+    fn maybe_checkpoint_at(&mut self, now: Instant) -> Result<(), String> {
         // A sync failed: what reached the disk is unknown until the
         // changes are in redb.
-        if self.sync_failed()
+        let due = self.sync_failed()
             || self.at >= CHECKPOINT_AT
-            || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY)
-        {
-            self.checkpoint()?;
+            || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY);
+        if !due || self.retry_at.is_some_and(|t| now < t) {
+            return Ok(());
         }
-        Ok(())
+        self.checkpoint().map_err(|e| {
+            let wait = checkpoint_backoff(self.failures);
+            self.retry_at = Some(now + wait);
+            format!(
+                "{e} ({} failure(s) in a row; next try in {} ms)",
+                self.failures,
+                wait.as_millis()
+            )
+        })
     }
 
     /// Apply every pending change to redb and start a new generation of
     /// the journal, in one transaction (once the syncer has written what
     /// it holds: no write may follow over the journal being reused).
     pub fn checkpoint(&mut self) -> Result<(), String> {
+        let r = self.checkpoint_once();
+        match r {
+            Ok(()) => {
+                self.failures = 0;
+                self.retry_at = None;
+            }
+            Err(_) => self.failures = self.failures.saturating_add(1),
+        }
+        r
+    }
+
+    fn checkpoint_once(&mut self) -> Result<(), String> {
         self.barrier();
+        #[cfg(test)]
+        if self.fail_checkpoints > 0 {
+            self.fail_checkpoints -= 1;
+            return Err("database: injected failure".into());
+        }
         let tx = self.db.begin_write().map_err(|e| err("database", e))?;
         {
             let mut t = tx.open_table(TABLE).map_err(|e| err("database", e))?;
@@ -1286,6 +1339,72 @@ mod tests {
         for i in 0..100u64 {
             assert_eq!(get(&mut db, &format!("k{i}")), Some(entry(i)));
         }
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A checkpoint that fails (a full disk) is tried again after a wait
+    /// that doubles, not at every turn; a success clears the wait.
+    #[test]
+    fn failed_checkpoints_are_retried_after_a_growing_wait() {
+        assert_eq!(checkpoint_backoff(1), Duration::from_millis(100));
+        assert_eq!(checkpoint_backoff(2), Duration::from_millis(200));
+        assert_eq!(checkpoint_backoff(9), Duration::from_millis(25_600));
+        assert_eq!(checkpoint_backoff(10), Duration::from_secs(30));
+        assert_eq!(checkpoint_backoff(u32::MAX), Duration::from_secs(30));
+        let path = tmp("backoff");
+        let mut db = GreyDb::open(&path).unwrap();
+        db.start_syncer(AnswerAfter::Write).unwrap();
+        put(&mut db, "a", Some(entry(1)));
+        db.commit().unwrap();
+        let gen0 = db.generation;
+        // A checkpoint is due (a sync failed) and the next two fail.
+        let broken = |db: &GreyDb| {
+            db.syncer
+                .as_ref()
+                .unwrap()
+                .broken
+                .store(true, Ordering::SeqCst)
+        };
+        broken(&db);
+        db.fail_checkpoints = 2;
+        let t0 = Instant::now();
+        let e = db.maybe_checkpoint_at(t0).unwrap_err();
+        assert!(
+            e.contains("injected") && e.contains("next try in 100 ms"),
+            "{e}"
+        );
+        // Not tried again before the wait is over: no error, no attempt.
+        db.maybe_checkpoint_at(t0 + Duration::from_millis(99))
+            .unwrap();
+        assert_eq!(db.fail_checkpoints, 1);
+        let e = db
+            .maybe_checkpoint_at(t0 + Duration::from_millis(100))
+            .unwrap_err();
+        assert!(
+            e.contains("2 failure(s) in a row; next try in 200 ms"),
+            "{e}"
+        );
+        db.maybe_checkpoint_at(t0 + Duration::from_millis(299))
+            .unwrap();
+        assert_eq!(db.generation, gen0);
+        db.maybe_checkpoint_at(t0 + Duration::from_millis(300))
+            .unwrap();
+        assert_eq!(db.generation, gen0 + 1);
+        assert!(db.pending.is_empty());
+        // A success clears the wait: the next failure waits 100 ms again.
+        put(&mut db, "b", Some(entry(2)));
+        db.commit().unwrap();
+        broken(&db);
+        db.fail_checkpoints = 1;
+        let e = db.maybe_checkpoint_at(t0).unwrap_err();
+        assert!(
+            e.contains("1 failure(s) in a row; next try in 100 ms"),
+            "{e}"
+        );
+        drop(db);
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "a"), Some(entry(1)));
+        assert_eq!(get(&mut db, "b"), Some(entry(2)));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
