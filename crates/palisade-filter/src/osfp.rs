@@ -197,7 +197,12 @@ impl SynSignature {
             return None;
         }
         let window = u16::from_be_bytes([tcp[14], tcp[15]]);
-        let hl = (((tcp[12] >> 4) as usize) * 4).min(tcp.len());
+        // A header shorter than 20 bytes or longer than the segment is
+        // malformed (pf drops such a packet as short): not fingerprinted.
+        let hl = ((tcp[12] >> 4) as usize) * 4;
+        if hl < 20 || hl > tcp.len() {
+            return None;
+        }
         let mut opts = Vec::new();
         let mut i = 20;
         while i < hl {
