@@ -58,6 +58,9 @@ pub struct Shared {
     pub options: String,
     /// `set limit` as configured (for `show limits`).
     pub limits: Vec<(String, u32)>,
+    /// The running ruleset's queue names, which rules loaded into an
+    /// anchor may name (`ftp-proxy -q`); replaced at each reload.
+    pub queues: Mutex<Vec<String>>,
     /// `palisade log --follow` clients: one line per logged packet each.
     pub(crate) followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
     /// A pflog file is written (logging stays on without followers).

@@ -1236,6 +1236,7 @@ fn check(a: CheckArgs) -> ExitCode {
         host,
         anchor: a.anchor.clone(),
         pfctl_compat: a.pfctl_compat,
+        queues: Vec::new(),
     };
     let out = if a.file == "-" {
         let data = match files::read_stdin(files::CONFIG) {

@@ -212,6 +212,8 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         let engine = next.commit(table_secs(sh));
         dp.filter.set_engine(engine);
     }
+    *sh.queues.lock().unwrap_or_else(|e| e.into_inner()) =
+        out.config.queues.iter().map(|q| q.name.clone()).collect();
     if format!("{:?}", out.config.options) != sh.options {
         msgs.push(
             "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
@@ -973,6 +975,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             let opts = ParseOptions {
                 host: sh.host.clone(),
                 anchor: Some(name.to_string()),
+                queues: sh.queues.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 ..Default::default()
             };
             let out = parse_bytes(file, None, rules.as_bytes().to_vec(), &opts);

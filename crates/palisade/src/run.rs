@@ -208,6 +208,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                 _ => None,
             })
             .collect(),
+        queues: Mutex::new(pf.queues.iter().map(|q| q.name.clone()).collect()),
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),
         carp: carp.map(Mutex::new),

@@ -710,6 +710,8 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
 /// proxy, which learns each connection's destination from the state
 /// table.
 const PF_FORWARD: &str = "\
+queue rootq on wan bandwidth 100M max 100M
+queue std parent rootq bandwidth 10M default
 anchor \"ftp-proxy/*\"
 block log all
 pass in quick on lan inet proto tcp to port 21 divert-to 127.0.0.1 port 8021
@@ -726,7 +728,9 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     let _v4 = vsftpd(&lab, &lab.client, "203.0.113.50");
     let _v6 = vsftpd(&lab, &lab.client, "2001:db8:1::50");
     let (mut d, dlog, sock) = daemon(&lab, PF_FORWARD);
-    let (mut p4, log4) = proxy(&lab, &sock, &[]);
+    // `-q`: the data connections' rules name a queue of the main
+    // ruleset (queueing itself is not enforced: warned at load).
+    let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std"]);
     let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
     let logs = || three_logs(&dlog, &log4, &log6);
     assert!(

@@ -103,6 +103,10 @@ pub struct ParseOptions {
     /// file's meaning (a port or protocol name the host's databases give
     /// another number than OpenBSD's) are left out.
     pub pfctl_compat: bool,
+    /// Queues defined outside the file being read: the main ruleset's,
+    /// when a file is loaded into an anchor of a running firewall (rules
+    /// there may name them, as in an anchor written inline).
+    pub queues: Vec<String>,
 }
 
 /// The outcome of parsing one file: pfctl's stdout and stderr, and the IR.
@@ -209,7 +213,7 @@ impl<'a> Parser<'a> {
                 .anchor
                 .as_deref()
                 .map_or(0, |a| a.split('/').filter(|c| !c.is_empty()).count()),
-            defined_queues: Vec::new(),
+            defined_queues: opts.queues.clone(),
             statements: 0,
             spent: Spent::default(),
             loading: Vec::new(),
