@@ -284,8 +284,8 @@ fn spamassassin(d: &Path, msg: &str) -> String {
         rules.join("palisade-p0f.cf"),
     )
     .unwrap();
-    let mut c = Command::new("spamassassin")
-        .args(["-t", "-L", "--siteconfigpath"])
+    let mut c = Command::new("timeout")
+        .args(["120", "spamassassin", "-t", "-L", "--siteconfigpath"])
         .arg(&rules)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -591,7 +591,11 @@ fn firewall_in_front_gives_the_fingerprints() {
 fn ask(ns: &str, port: u16, req: impl Into<String>) -> String {
     let req: String = req.into();
     common::in_netns(ns, move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(req.as_bytes()).unwrap();
         let mut buf = [0u8; 512];
@@ -654,7 +658,11 @@ fn order_on_a_connection(after: &str) {
             format!("{a}{new}{b}")
         };
         let got = common::in_netns(&mail, move || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(5),
+            )
+            .unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             s.write_all(all.as_bytes()).unwrap();
             let mut got = Vec::new();
@@ -740,7 +748,11 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
     // No empty line, then the client goes: nothing to answer.
     assert_eq!(
         common::in_netns(&mail, move || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(5),
+            )
+            .unwrap();
             s.write_all(b"request=smtpd_access_policy\nclient_address=192.0.2.1\n")
                 .unwrap();
             s.shutdown(std::net::Shutdown::Write).unwrap();
@@ -760,7 +772,13 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
     // 1,000 idle connections held open: a request still gets its answer.
     let idle = common::in_netns(&mail, move || {
         (0..1000)
-            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .map(|_| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_secs(5),
+                )
+                .unwrap()
+            })
             .collect::<Vec<_>>()
     })
     .join()
