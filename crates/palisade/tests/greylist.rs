@@ -246,14 +246,24 @@ fn wait_port(ns: &Netns, name: &str, port: u16) {
 
 /// A p0f client written from p0f's README ("API access"), not from our
 /// crate: 21 bytes in, 232 out.
-fn p0f_query(sock: &Path, addr: std::net::Ipv4Addr) -> (u32, String, String) {
+/// A query in p0f v3's format (magic, address type 4 or 6, 16 address
+/// bytes): (status, OS name, flavour).
+fn p0f_query(sock: &Path, addr: std::net::IpAddr) -> (u32, String, String) {
     let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut q = Vec::new();
     q.extend_from_slice(&0x5030_4601u32.to_ne_bytes());
-    q.push(4);
-    q.extend_from_slice(&addr.octets());
-    q.extend_from_slice(&[0u8; 12]);
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            q.push(4);
+            q.extend_from_slice(&a.octets());
+            q.extend_from_slice(&[0u8; 12]);
+        }
+        std::net::IpAddr::V6(a) => {
+            q.push(6);
+            q.extend_from_slice(&a.octets());
+        }
+    }
     s.write_all(&q).unwrap();
     let mut r = [0u8; 232];
     s.read_exact(&mut r).unwrap();
@@ -411,6 +421,9 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     assert_eq!(code, 0, "{out}");
     let m6 = delivered(&pf, "from-linux-v6", Duration::from_secs(20)).expect("delivered");
     assert!(m6.contains("X-P0f-OS: Linux"), "{m6}");
+    // The p0f socket, asked about the IPv6 sender (address type 6).
+    let (status, name, _) = p0f_query(&d.0.join("p0f.sock"), "2001:db8:2::10".parse().unwrap());
+    assert_eq!((status, name.as_str()), (0x10, "Linux"));
 
     // kill -9 and a restart between the attempt and the retry.
     // SAFETY: kill on a PID we own.
@@ -868,7 +881,7 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
     let _ = svc.stop();
 }
 
-fn p0f_status(sock: &Path, a: std::net::Ipv4Addr) -> u32 {
+fn p0f_status(sock: &Path, a: std::net::IpAddr) -> u32 {
     p0f_query(sock, a).0
 }
 
