@@ -403,15 +403,17 @@ impl Session {
         let af = af(self.ends.server.ip());
         let s = self.ends.server.ip();
         let c = to;
-        let nat_port = if self.cfg.rewrite_source_port {
+        // `-r`: as ftp-proxy(8), for PORT only (RFC 959's port 20).
+        let nat_port = if self.cfg.rewrite_source_port && !extended {
             " port 20"
         } else {
             ""
         };
         let rules = format!(
-            "pass in{log} quick {af} proto tcp from {s} to {p} port {pp} flags S/SA keep state (max 1){opts} rdr-to {ci} port {cp}\n\
-             pass out{log} quick {af} proto tcp from {s} to {ci} port {cp} flags S/SA keep state (max 1){opts} nat-to {os}{nat_port}\n",
-            log = self.log(),
+            "{inn} {af} proto tcp from {s} to {p} port {pp}{opts} rdr-to {ci} port {cp}\n\
+             {out} {af} proto tcp from {s} to {ci} port {cp}{opts} nat-to {os}{nat_port}\n",
+            inn = self.head("in"),
+            out = self.head("out"),
             p = proxy.ip(),
             pp = proxy.port(),
             opts = self.opts(),
@@ -515,9 +517,10 @@ impl Session {
         }
         let af = af(self.ends.server.ip());
         let rules = format!(
-            "pass in{log} quick {af} proto tcp from {c} to {os} port {port} flags S/SA keep state (max 1){opts} rdr-to {s} port {port}\n\
-             pass out{log} quick {af} proto tcp from {c} to {s} port {port} flags S/SA keep state (max 1){opts} nat-to {p}\n",
-            log = self.log(),
+            "{inn} {af} proto tcp from {c} to {os} port {port}{opts} rdr-to {s} port {port}\n\
+             {out} {af} proto tcp from {c} to {s} port {port}{opts} nat-to {p}\n",
+            inn = self.head("in"),
+            out = self.head("out"),
             c = self.ends.client.ip(),
             os = self.ends.orig_server.ip(),
             s = self.ends.server.ip(),
@@ -557,10 +560,25 @@ impl Session {
         }
     }
 
+    /// A rule's action, direction and log: `pass ... quick`, or with
+    /// `-T` a `match` rule (not quick), as ftp-proxy(8) does: the rules
+    /// after the anchor decide, with `tagged`, and keep the translation.
+    fn head(&self, dir: &str) -> String {
+        if self.cfg.tag.is_some() {
+            format!("match {dir}{}", self.log())
+        } else {
+            format!("pass {dir}{} quick", self.log())
+        }
+    }
+
+    /// What follows the ports: the state (a pass rule's `max 1`), the
+    /// tag, the queue.
     fn opts(&self) -> String {
         let mut s = String::new();
         if let Some(t) = &self.cfg.tag {
             s += &format!(" tag {t}");
+        } else {
+            s += " flags S/SA keep state (max 1)";
         }
         if let Some(q) = &self.cfg.queue {
             s += &format!(" queue {q}");

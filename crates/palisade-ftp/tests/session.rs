@@ -150,11 +150,13 @@ fn port_goes_to_the_server_as_the_proxys_own_port_with_rules_back_to_the_client(
     assert_eq!(to.ip().to_string(), "192.0.2.1");
     assert!(to.port() >= 49152, "{to}");
     let rules = &seen.rules[0].1;
+    // With a tag, `match` rules (not quick): the rules after the anchor
+    // decide with `tagged`, as ftp-proxy(8)'s -T says.
     assert_eq!(
         rules,
         &format!(
-            "pass in log quick inet proto tcp from 192.0.2.10 to 192.0.2.1 port {} flags S/SA keep state (max 1) tag FTPDATA rdr-to 203.0.113.50 port 40000\n\
-             pass out log quick inet proto tcp from 192.0.2.10 to 203.0.113.50 port 40000 flags S/SA keep state (max 1) tag FTPDATA nat-to 198.51.100.1\n",
+            "match in log inet proto tcp from 192.0.2.10 to 192.0.2.1 port {} tag FTPDATA rdr-to 203.0.113.50 port 40000\n\
+             match out log inet proto tcp from 192.0.2.10 to 203.0.113.50 port 40000 tag FTPDATA nat-to 198.51.100.1\n",
             to.port()
         )
     );
@@ -171,11 +173,23 @@ fn port_goes_to_the_server_as_the_proxys_own_port_with_rules_back_to_the_client(
 }
 
 #[test]
-fn eprt_over_ipv6_and_the_source_port_20_option() {
+fn the_source_port_20_option_is_for_port_only() {
     let cfg = Config {
         rewrite_source_port: true,
         ..Config::default()
     };
+    let mut s = greeted(3, cfg.clone(), reverse());
+    s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
+    let rules = drain(&mut s).rules[0].1.clone();
+    assert!(
+        rules.contains("pass out quick inet proto tcp from 192.0.2.10 to 203.0.113.50 port 40000 flags S/SA keep state (max 1) nat-to 198.51.100.1 port 20\n"),
+        "{rules}"
+    );
+    loads(&rules);
+    // EPRT (either family): the source port is left alone.
+    s.from_client(0, b"EPRT |1|203.0.113.50|40001|\r\n");
+    let rules = drain(&mut s).rules[0].1.clone();
+    assert!(rules.contains("nat-to 198.51.100.1\n"), "{rules}");
     let mut s = greeted(3, cfg, reverse6());
     s.from_client(0, b"EPRT |2|2001:db8:1::50|50001|\r\n");
     let seen = drain(&mut s);
@@ -188,7 +202,7 @@ fn eprt_over_ipv6_and_the_source_port_20_option() {
         rules.contains("rdr-to 2001:db8:1::50 port 50001"),
         "{rules}"
     );
-    assert!(rules.contains("nat-to 2001:db8:1::1 port 20\n"), "{rules}");
+    assert!(rules.contains("nat-to 2001:db8:1::1\n"), "{rules}");
     assert_eq!(seen.rules[0].0, "ftp-proxy/3");
     loads(rules);
 }

@@ -122,12 +122,34 @@ pub fn run(opts: Options) -> Result<(), String> {
             }
         }
     }
-    if let (Some(a), true) = (opts.source, opts.ipv6) {
-        if a.is_ipv4() {
-            return Err(format!(
-                "ftp-proxy: -a {a}: an IPv4 address in IPv6 mode (-6)"
-            ));
+    // Every address in the mode's family, as ftp-proxy(8) looks them up:
+    // a mismatch would start, then refuse every session.
+    let mode = if opts.ipv6 {
+        "IPv6 mode (-6)"
+    } else {
+        "IPv4 mode (no -6)"
+    };
+    for (flag, a) in [("-a", opts.source), ("-b", opts.bind), ("-R", opts.reverse)] {
+        if let Some(a) = a {
+            if a.is_ipv6() != opts.ipv6 {
+                let fam = if a.is_ipv6() { "an IPv6" } else { "an IPv4" };
+                return Err(format!("ftp-proxy: {flag} {a}: {fam} address in {mode}"));
+            }
         }
+    }
+    if opts.verbose > 2 {
+        return Err("ftp-proxy: -v at most twice (-vv: log (all))".into());
+    }
+    if opts.reverse.is_none() && opts.server_port != 21 {
+        tracing::warn!(
+            "ftp-proxy: -P {} has no effect without -R (the server port is the one each client asked for)",
+            opts.server_port
+        );
+    }
+    if opts.queue.is_some() {
+        tracing::warn!(
+            "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"
+        );
     }
     flush_stale(&opts.socket);
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))

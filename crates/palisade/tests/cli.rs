@@ -488,3 +488,39 @@ fn services_difference_is_warned() {
     assert!(o.status.success());
     assert_eq!(stderr(&o), "");
 }
+
+/// ftp-proxy refuses at start what ftp-proxy(8) refuses: an address of
+/// the other family than the mode's (which would start, then answer
+/// every session 421), and -v more than twice. Nothing is bound.
+#[test]
+fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
+    for (args, want) in [
+        (
+            &["-6", "-R", "192.0.2.10"][..],
+            "-R 192.0.2.10: an IPv4 address in IPv6 mode",
+        ),
+        (
+            &["-R", "2001:db8::10"][..],
+            "-R 2001:db8::10: an IPv6 address in IPv4 mode",
+        ),
+        (
+            &["-a", "2001:db8::1"][..],
+            "-a 2001:db8::1: an IPv6 address in IPv4 mode",
+        ),
+        (
+            &["-6", "-b", "127.0.0.1"][..],
+            "-b 127.0.0.1: an IPv4 address in IPv6 mode",
+        ),
+        (&["-vvv"][..], "-v at most twice"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .arg("ftp-proxy")
+            .args(args)
+            .args(["-p", "1", "-s", "/nonexistent/palisade.sock"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?}: {o:?}");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -713,6 +713,7 @@ const PF_FORWARD: &str = "\
 queue rootq on wan bandwidth 100M max 100M
 queue std parent rootq bandwidth 10M default
 anchor \"ftp-proxy/*\"
+pass quick tagged FTPDATA
 block log all
 pass in quick on lan inet proto tcp to port 21 divert-to 127.0.0.1 port 8021
 pass in quick on lan inet6 proto tcp to port 21 divert-to 2001:db8::1 port 8021
@@ -729,8 +730,11 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     let _v6 = vsftpd(&lab, &lab.client, "2001:db8:1::50");
     let (mut d, dlog, sock) = daemon(&lab, PF_FORWARD);
     // `-q`: the data connections' rules name a queue of the main
-    // ruleset (queueing itself is not enforced: warned at load).
-    let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std"]);
+    // ruleset (queueing itself is not enforced: warned at load). `-T`:
+    // they are `match` rules that tag and translate, and the main
+    // ruleset's `pass quick tagged FTPDATA` passes them (IPv4; the IPv6
+    // proxy's rules pass by themselves).
+    let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std", "-T", "FTPDATA"]);
     let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
     let logs = || three_logs(&dlog, &log4, &log6);
     assert!(
