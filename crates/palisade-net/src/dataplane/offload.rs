@@ -154,12 +154,24 @@ impl Dataplane {
             }
             _ => {
                 // Each segment goes on alone from after pf `in`.
-                for (seg, seg_info) in self.cut(pkt, g) {
+                for (k, (seg, seg_info)) in self.cut(pkt, g).into_iter().enumerate() {
+                    self.draw_for_in(k);
                     self.after_in(i, src, seg, &seg_info, None, None, now);
                 }
             }
         }
         true
+    }
+
+    /// Cut after pf `in` passed the whole: segment `k` draws the random
+    /// number its own pf `in` would have drawn unmerged (the first
+    /// segment's was the whole's), so that what pf `out` draws for each
+    /// (`random-id`, ...) is what it would have drawn for the segments
+    /// arriving one by one.
+    fn draw_for_in(&mut self, k: usize) {
+        if k > 0 {
+            self.rng.next_u32();
+        }
     }
 
     /// Forward a super-packet that passed pf `in` whole by `w`: TTL, pf
@@ -180,7 +192,8 @@ impl Dataplane {
             Whole::Pass(d) => d,
             Whole::Dropped => return,
             Whole::Cut => {
-                for (seg, seg_info) in self.cut(pkt, g) {
+                for (k, (seg, seg_info)) in self.cut(pkt, g).into_iter().enumerate() {
+                    self.draw_for_in(k);
                     self.forward_out(w, seg, &seg_info, None, None, now);
                 }
                 return;
@@ -281,7 +294,8 @@ impl Dataplane {
             Whole::Dropped => return true,
             Whole::Cut => {
                 // Each segment out alone: pf `out`, the MTU.
-                for (seg, seg_info) in self.cut(pkt, g) {
+                for (k, (seg, seg_info)) in self.cut(pkt, g).into_iter().enumerate() {
+                    self.draw_for_in(k);
                     self.bridge_out(p, m, dst, src, ethertype, seg, Some(&seg_info), None, now);
                 }
                 return true;

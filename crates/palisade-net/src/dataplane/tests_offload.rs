@@ -177,8 +177,14 @@ fn connected(f: &Flow, rules: &str, win: u16) -> Dataplane {
 /// The client's super-packet: `n` segments of `mss` bytes (the last
 /// shorter by 7), ACK|PSH, its checksum left to offload.
 fn super_packet(f: &Flow, n: usize, mss: usize) -> Vec<u8> {
+    super_packet_flags(f, n, mss, 0x18)
+}
+
+/// As [`super_packet`], with these TCP flags (FIN and PSH go to the
+/// last segment when cut, CWR to the first).
+fn super_packet_flags(f: &Flow, n: usize, mss: usize, flags: u8) -> Vec<u8> {
     let data: Vec<u8> = (0..n * mss - 7).map(|i| (i * 7) as u8).collect();
-    let mut p = seg(f, false, 1001, 5001, 0x18, 65535, &data);
+    let mut p = seg(f, false, 1001, 5001, flags, 65535, &data);
     if !f.v6 {
         p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
         let c = finish(sum(
@@ -466,6 +472,58 @@ fn options_that_must_see_each_segment_cut_and_others_match_the_segments() {
     }
 }
 
+/// pf `in` takes the super-packet whole but pf `out` must see each
+/// segment (its rule scrubs with random-id): cut after pf `in`, each
+/// segment decided by pf `out` alone, as unmerged, down to the random
+/// ids (each segment's own pf `in` would have drawn a number first).
+#[test]
+fn a_super_packet_that_pf_out_must_see_by_segment_is_cut_after_pf_in() {
+    let rules = "block all\npass in proto tcp to port 5201\npass out proto tcp to port 5201 scrub (random-id)\n";
+    let f = flow(false, "wan");
+    let mut a = connected(&f, rules, 65535);
+    let mut b = connected(&f, rules, 65535);
+    let sp = super_packet(&f, 6, 1000);
+    let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+    // pf `in` took it whole (its rule needs nothing per segment).
+    assert_eq!(a.counters.offload_whole, 1);
+    assert_eq!(segs.len(), 6);
+    assert_eq!(whole, segs, "each segment its own random id, as unmerged");
+    same_books(&a, &b);
+}
+
+/// The same on a bridge: pf `in` on the member it came in by takes it
+/// whole, pf `out` on the other must see each segment.
+#[test]
+fn a_bridged_super_packet_that_pf_out_must_see_by_segment_is_cut_after_pf_in() {
+    let rules = "block all\npass in proto tcp to port 5201\npass out proto tcp to port 5201 scrub (random-id)\n";
+    let (f, mut a) = bridged_with(false, 65535, rules);
+    let (_, mut b) = bridged_with(false, 65535, rules);
+    let sp = super_packet(&f, 6, 1000);
+    let (whole, segs) = bridge_both_ways(&mut a, &mut b, &sp, 1000, B);
+    assert_eq!(a.counters.offload_whole, 1);
+    assert_eq!(segs.len(), 6);
+    assert_eq!(whole, segs, "each segment its own random id, as unmerged");
+    same_books(&a, &b);
+}
+
+/// A super-packet that ends the stream (FIN on its last segment, CWR on
+/// its first): the state moves as the segments would move it.
+#[test]
+fn a_super_packet_with_fin_and_cwr_passes_as_its_segments_would() {
+    for v6 in [false, true] {
+        for flags in [0x19u8, 0x98, 0x99] {
+            let f = flow(v6, "wan");
+            let mut a = connected(&f, RULES, 65535);
+            let mut b = connected(&f, RULES, 65535);
+            let sp = super_packet_flags(&f, 5, 1000, flags);
+            let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+            assert_eq!(segs.len(), 5, "v6 {v6}, flags {flags:#x}");
+            assert_eq!(whole, segs, "v6 {v6}, flags {flags:#x}");
+            same_books(&a, &b);
+        }
+    }
+}
+
 #[test]
 fn a_super_packet_without_a_state_is_cut() {
     // No handshake: pf decides each segment by the rules (here: blocked).
@@ -533,6 +591,10 @@ fn an_unknown_neighbour_gets_segments_queued() {
 
 /// Bridge members wan (port 0, host A), dmz (port 1, host B), lan.
 fn bridged(v6: bool, win: u16) -> (Flow, Dataplane) {
+    bridged_with(v6, win, RULES)
+}
+
+fn bridged_with(v6: bool, win: u16, rules: &str) -> (Flow, Dataplane) {
     let mut f = flow(v6, "wan");
     if v6 {
         f.server = "2001:db8:1::2".parse().unwrap();
@@ -540,7 +602,7 @@ fn bridged(v6: bool, win: u16) -> (Flow, Dataplane) {
         f.server = "198.18.0.2".parse().unwrap();
     }
     f.reply_to = f.client;
-    let mut d = dp(super::tests::BRIDGE, RULES);
+    let mut d = dp(super::tests::BRIDGE, rules);
     let et = ethertype(v6);
     d.input(
         0,
