@@ -29,7 +29,8 @@ use serde_json::json;
 #[derive(clap::Args, Clone, Debug)]
 pub struct Options {
     /// IPv6 mode: listen on ::1 (unless -b); only EPSV and EPRT can
-    /// carry IPv6 addresses (as in IPv4 mode on IPv6 connections).
+    /// carry IPv6 addresses. -a, -b and -R must then be IPv6 addresses
+    /// (IPv4 ones without -6).
     #[arg(short = '6')]
     pub ipv6: bool,
     /// Only users ftp and anonymous may log in.

@@ -758,6 +758,9 @@ impl GreyDb {
             return Ok(());
         }
         self.checkpoint().map_err(|e| {
+            // Counted here only: a batch's own checkpoint (which fails
+            // its requests) does not lengthen the turns' wait.
+            self.failures = self.failures.saturating_add(1);
             let wait = checkpoint_backoff(self.failures);
             self.retry_at = Some(now + wait);
             format!(
@@ -773,12 +776,9 @@ impl GreyDb {
     /// it holds: no write may follow over the journal being reused).
     pub fn checkpoint(&mut self) -> Result<(), String> {
         let r = self.checkpoint_once();
-        match r {
-            Ok(()) => {
-                self.failures = 0;
-                self.retry_at = None;
-            }
-            Err(_) => self.failures = self.failures.saturating_add(1),
+        if r.is_ok() {
+            self.failures = 0;
+            self.retry_at = None;
         }
         r
     }

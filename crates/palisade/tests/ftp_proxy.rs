@@ -528,7 +528,7 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
             "--max-time",
             "60",
             "--limit-rate",
-            "5M",
+            "2M",
             "-o",
             through.to_str().unwrap(),
             "ftp://203.0.113.1/big",
@@ -770,6 +770,29 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         println!("forward {mode}: 20 MB, same bytes");
     }
     wait_for_log(&log4, "to 203.0.113.50:21");
+    // With -T the main ruleset's rule, not the anchor's, made the IPv4
+    // data connections' states (one per mode at least).
+    let o = Command::new(palisade())
+        .args(["show", "rules", "--json", "-s"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "show rules: {o:?}");
+    let rules: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tagged = rules
+        .as_array()
+        .expect("a list of rules")
+        .iter()
+        .find(|r| {
+            r["rule"]
+                .as_str()
+                .is_some_and(|t| t.contains("tagged FTPDATA"))
+        })
+        .unwrap_or_else(|| panic!("no tagged rule in {rules:#}"));
+    assert!(
+        tagged["state_creations"].as_u64().unwrap_or(0) >= 4,
+        "the tagged rule made no states: {tagged:#}"
+    );
     assert_fastpath_took(&sock, 1_000, &logs());
     let _ = p4.stop();
     let _ = p6.stop();

@@ -364,7 +364,7 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     windows_stack(&ns, &win);
 
     let port = 10023;
-    let conf = service_conf(&d.0, port, "sniff = [\"w0\", \"l0\"]\ndelay = 6\n");
+    let conf = service_conf(&d.0, port, "sniff = [\"w0\", \"l0\"]\ndelay = 10\n");
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
     let pf = d.0.join("pf");
@@ -396,10 +396,10 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     assert_eq!(status, 0x20, "no match for a host never seen");
     // A retry at once is too early: deferred again. The service counts
     // whole seconds from the first attempt (made after t0), so a retry
-    // that reached RCPT within 5 s of t0 is early (delay 6).
+    // that reached RCPT within 9 s of t0 is early (delay 10).
     let (code, out) = swaks(&ns, &win, "192.0.2.25", "a@sender.test", "too-early");
     assert!(
-        t0.elapsed() < Duration::from_secs(5),
+        t0.elapsed() < Duration::from_secs(9),
         "two swaks runs took {:?}: too slow to tell an early retry",
         t0.elapsed()
     );
@@ -447,7 +447,7 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
         "{show}"
     );
     std::thread::sleep(
-        Duration::from_secs(6).saturating_sub(seen.elapsed()) + Duration::from_millis(500),
+        Duration::from_secs(10).saturating_sub(seen.elapsed()) + Duration::from_millis(500),
     );
     let (code, out) = swaks(
         &ns,

@@ -174,6 +174,15 @@ impl Dataplane {
         }
     }
 
+    /// Passed pf `in` and `out` whole: the numbers the segments' other
+    /// passes would have drawn unmerged (two each, less the two drawn),
+    /// so that later packets draw what they would have.
+    fn draw_for_whole(&mut self, info: &IpInfo, g: Gso) {
+        for _ in 0..2 * (cut_count(info, g) - 1) {
+            self.rng.next_u32();
+        }
+    }
+
     /// Forward a super-packet that passed pf `in` whole by `w`: TTL, pf
     /// `out` (whole, or each segment alone), the neighbour. The packet is
     /// `frame[l2..]`.
@@ -189,7 +198,10 @@ impl Dataplane {
         let pkt = &mut frame[l2..];
         let out_info = hop(pkt, info);
         let d = match self.pf_whole(pkt, &out_info, w.e, Direction::Out, Some(w.from), now, g) {
-            Whole::Pass(d) => d,
+            Whole::Pass(d) => {
+                self.draw_for_whole(&out_info, g);
+                d
+            }
             Whole::Dropped => return,
             Whole::Cut => {
                 for (k, (seg, seg_info)) in self.cut(pkt, g).into_iter().enumerate() {
@@ -290,7 +302,10 @@ impl Dataplane {
             Whole::Cut
         };
         let d = match verdict {
-            Whole::Pass(d) => d,
+            Whole::Pass(d) => {
+                self.draw_for_whole(&info, g);
+                d
+            }
             Whole::Dropped => return true,
             Whole::Cut => {
                 // Each segment out alone: pf `out`, the MTU.

@@ -329,6 +329,9 @@ fn states(
 
 fn same_books(a: &Dataplane, b: &Dataplane) {
     assert_eq!(states(a), states(b), "states");
+    // As many random numbers drawn (translation ports, random ids): the
+    // packets after draw what they would have.
+    assert_eq!(a.rng.0, b.rng.0, "random numbers drawn");
     assert_eq!(a.filter.counters.packets, b.filter.counters.packets);
     assert_eq!(a.filter.counters.passed, b.filter.counters.passed);
     assert_eq!(a.filter.counters.blocked, b.filter.counters.blocked);
