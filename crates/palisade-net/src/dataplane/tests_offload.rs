@@ -159,9 +159,17 @@ fn connected(f: &Flow, rules: &str, win: u16) -> Dataplane {
         1,
     );
     assert_eq!(o.len(), 1, "SYN forwarded: {o:?}");
+    // The server acknowledges the sequence number it saw (`modulate
+    // state` changes it).
+    let (_, _, off) = palisade_wire::link::ethernet(&o[0].1).unwrap();
+    let ip = &o[0].1[off..];
+    let info = palisade_wire::parse_ip(ip).unwrap();
+    let L4::Tcp { seq: seen, .. } = info.l4 else {
+        panic!("the SYN is TCP")
+    };
     let o = d.input(
         f.server_port,
-        &frame_to_client(f, &seg(f, true, 5000, 1001, 0x12, win, &[])),
+        &frame_to_client(f, &seg(f, true, 5000, seen.wrapping_add(1), 0x12, win, &[])),
         2,
     );
     assert_eq!(o.len(), 1, "SYN+ACK forwarded");
@@ -410,9 +418,9 @@ fn a_scrub_that_sees_each_segment_cuts_the_super_packet() {
 /// and IPv6 where the option applies to both.
 #[test]
 fn options_that_must_see_each_segment_cut_and_others_match_the_segments() {
-    // (the rule, IPv6 too, must it be cut). `modulate state` and
-    // `synproxy state` are left out: their handshake is not the plain
-    // one `connected` makes (both are cut by the same test as route-to,
+    // (the rule, IPv6 too, must it be cut). `synproxy state` is left
+    // out: its handshake is not the plain one `connected` makes (it is
+    // cut by the same test as `modulate state` and route-to,
     // `ext_per_segment`). An established state's source limits were
     // counted when it became established: nothing per segment.
     let cases: &[(&str, bool, bool)] = &[
@@ -423,6 +431,7 @@ fn options_that_must_see_each_segment_cut_and_others_match_the_segments() {
             true,
         ),
         ("pass log (all) proto tcp to port 5201", true, true),
+        ("pass proto tcp to port 5201 modulate state", true, true),
         (
             "pass proto tcp to port 5201 keep state (max-src-conn 10)",
             true,
