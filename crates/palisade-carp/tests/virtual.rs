@@ -32,6 +32,15 @@ struct Sim {
     log: Vec<(Micros, usize, Event)>,
 }
 
+/// A node that preempts and is ready (no boot demotion).
+fn preempting() -> Options {
+    Options {
+        preempt: true,
+        ready: true,
+        ..Default::default()
+    }
+}
+
 fn vhost(name: &str, parent: &str, vhid: u8, advbase: u8, advskew: u8) -> CarpConfig {
     CarpConfig {
         name: name.into(),
@@ -265,11 +274,7 @@ fn preemption_off_keeps_the_master_and_on_moves_it() {
 #[test]
 fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
     let mut sim = Sim::new();
-    let opts = Options {
-        preempt: true,
-        ready: true,
-        ..Default::default()
-    };
+    let opts = preempting();
     let mut a_cfg = vhost("carp0", "em0", 1, 1, 0);
     a_cfg.groups = vec!["uplink".into()];
     let a = sim.add(vec![a_cfg], opts);
@@ -306,11 +311,7 @@ fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
 #[test]
 fn a_parent_link_down_moves_every_vhid() {
     let mut sim = Sim::new();
-    let opts = Options {
-        preempt: true,
-        ready: true,
-        ..Default::default()
-    };
+    let opts = preempting();
     let both = |skew| {
         vec![
             vhost("carp0", "lan", 1, 1, skew),
@@ -416,11 +417,7 @@ fn the_new_master_answers_every_bow_out_it_hears() {
 #[test]
 fn the_new_master_answers_the_replaced_masters_other_advertisement() {
     let mut sim = Sim::new();
-    let opts = Options {
-        preempt: true,
-        ready: true,
-        ..Default::default()
-    };
+    let opts = preempting();
     let a = sim.add(vec![dual(0)], opts);
     let b = sim.add(vec![dual(100)], opts);
     sim.run_for(5 * S);
@@ -553,11 +550,7 @@ fn a_partition_makes_two_masters_and_the_heal_leaves_one() {
 #[test]
 fn a_restarted_node_stays_out_until_ready() {
     let mut sim = Sim::new();
-    let opts = Options {
-        preempt: true,
-        ready: true,
-        ..Default::default()
-    };
+    let opts = preempting();
     let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], opts);
     sim.run_for(5 * S);
     // a boots: better advskew, preemption on, but not ready.
