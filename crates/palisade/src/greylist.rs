@@ -55,6 +55,21 @@ const MAX_CONNS: usize = 4096;
 const FIREWALL_WAIT: Duration = Duration::from_millis(500);
 /// How long the firewall is left alone after it did not answer.
 const FIREWALL_QUIET: Duration = Duration::from_secs(5);
+/// Capturing: how long a request waits for its connection's SYN when the
+/// capture has not recorded it yet (the capture thread may run behind
+/// the SMTP exchange on a loaded machine). The request waits aside; the
+/// loop serves the others meanwhile.
+const SNIFF_WAIT: Duration = Duration::from_millis(500);
+/// After this many waits in a row that ended without the SYN, the
+/// capture is taken not to see these clients (wrong interface, say):
+/// requests stop waiting for SNIFF_QUIET, with a warning.
+const SNIFF_MISSES: u32 = 8;
+const SNIFF_QUIET: Duration = Duration::from_secs(60);
+/// While requests wait for the capture, the loop looks again this often.
+const SNIFF_POLL_MS: i32 = 5;
+/// At most this many requests wait for the capture; more are decided at
+/// once.
+const SNIFF_MAX_WAITING: usize = 4096;
 /// Postfix closes an idle policy connection after 300 s
 /// (smtpd_policy_service_max_idle); the service 30 s after that.
 const IDLE: Duration = Duration::from_secs(300);
@@ -410,6 +425,87 @@ struct Conn {
     peer: String,
 }
 
+/// Requests waiting for their connection's SYN to be captured, in
+/// arrival order. A request behind a waiting one of the same Postfix
+/// connection waits with it, so that the connection's answers keep their
+/// order. Sans-IO: the caller passes `now` and says what was found.
+struct Waiting<T> {
+    /// (connection, until when it waits — None: only behind another —,
+    /// the request)
+    items: std::collections::VecDeque<(usize, Option<Instant>, T)>,
+}
+
+/// Why a waiting request went on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Waited {
+    /// Its SYN was recorded.
+    Found,
+    /// Its time was up.
+    TimedOut,
+    /// It only waited behind an earlier request of its connection.
+    Behind,
+}
+
+impl<T> Waiting<T> {
+    fn new() -> Self {
+        Waiting {
+            items: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether a request of connection `conn` waits.
+    fn holds(&self, conn: usize) -> bool {
+        self.items.iter().any(|(c, _, _)| *c == conn)
+    }
+
+    fn push(&mut self, conn: usize, until: Option<Instant>, item: T) {
+        self.items.push_back((conn, until, item));
+    }
+
+    /// The requests that may go on at `now`, in order: found by `found`,
+    /// out of time, or behind requests that went on; never ahead of an
+    /// earlier request of their connection that still waits.
+    fn take_ready(&mut self, now: Instant, mut found: impl FnMut(&T) -> bool) -> Vec<(T, Waited)> {
+        let mut out = Vec::new();
+        let mut still: std::collections::HashSet<usize> = std::collections::HashSet::new();
+        let mut keep = std::collections::VecDeque::with_capacity(self.items.len());
+        for (conn, until, item) in self.items.drain(..) {
+            let how = if still.contains(&conn) {
+                None
+            } else {
+                match until {
+                    None => Some(Waited::Behind),
+                    Some(_) if found(&item) => Some(Waited::Found),
+                    Some(t) if now >= t => Some(Waited::TimedOut),
+                    Some(_) => None,
+                }
+            };
+            match how {
+                Some(w) => out.push((item, w)),
+                None => {
+                    still.insert(conn);
+                    keep.push_back((conn, until, item));
+                }
+            }
+        }
+        self.items = keep;
+        out
+    }
+
+    /// Everything, in order (the service stops).
+    fn take_all(&mut self) -> Vec<T> {
+        self.items.drain(..).map(|(_, _, t)| t).collect()
+    }
+}
+
 /// What one turn of the loop decides.
 enum Work {
     Policy(Arc<TcpStream>, Arc<AtomicUsize>, Request),
@@ -517,12 +613,20 @@ fn policy_loop(
     // Accepting pauses for a moment when out of descriptors.
     let mut accept_paused: Option<Instant> = None;
     let mut spin_until: Option<Instant> = None;
+    // Requests waiting for the capture to record their SYN.
+    let mut waiting: Waiting<Work> = Waiting::new();
     let spin = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     // SIGTERM or SIGINT (handled from the start of `run`): the turn under
     // way ends, then the loop; the store is checkpointed as it is dropped.
     crate::daemon::WAKE_FD.store(ctx.wake.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
     while !crate::daemon::stopping() {
-        let timeout = if accept_paused.is_some() { 100 } else { 1000 };
+        let timeout = if accept_paused.is_some() {
+            100
+        } else if !waiting.is_empty() {
+            SNIFF_POLL_MS
+        } else {
+            1000
+        };
         let mut n = 0;
         if let Some(until) = spin_until {
             while n == 0 && Instant::now() < until {
@@ -635,6 +739,7 @@ fn policy_loop(
                 }
             }
         }
+        let work = wait_for_capture(&ctx.fp, &mut waiting, work, Instant::now());
         if !work.is_empty() {
             decide(&ctx, &mut db, &mut g, &mut last_expiry, work);
         }
@@ -671,6 +776,12 @@ fn policy_loop(
             });
         }
     }
+    // Requests still waiting for the capture are answered with what is
+    // known.
+    let rest = waiting.take_all();
+    if !rest.is_empty() {
+        decide(&ctx, &mut db, &mut g, &mut last_expiry, rest);
+    }
     crate::daemon::WAKE_FD.store(-1, std::sync::atomic::Ordering::SeqCst);
     // A second signal ends the process at once (should the close hang
     // on the disk).
@@ -681,6 +792,43 @@ fn policy_loop(
     drop(db);
     drop(conns);
     Ok(())
+}
+
+/// Capturing: the requests of a turn whose connection's SYN is not
+/// recorded yet wait aside (bounded by SNIFF_WAIT), with any later
+/// request of their connection; returns what goes on now: the waiting
+/// requests that may, then the turn's others.
+fn wait_for_capture(
+    fp: &Fingerprints,
+    waiting: &mut Waiting<Work>,
+    work: Vec<Work>,
+    now: Instant,
+) -> Vec<Work> {
+    let mut go: Vec<Work> = Vec::new();
+    if !waiting.is_empty() {
+        for (w, how) in waiting.take_ready(now, |w| match w {
+            Work::Policy(_, _, req) => fp.captured(req),
+            Work::Admin(_) => true,
+        }) {
+            fp.waited(how, now);
+            go.push(w);
+        }
+    }
+    for w in work {
+        if let Work::Policy(_, queued, req) = &w {
+            let conn = Arc::as_ptr(queued) as usize;
+            if waiting.holds(conn) {
+                waiting.push(conn, None, w);
+                continue;
+            }
+            if waiting.len() < SNIFF_MAX_WAITING && fp.should_wait(req, now) {
+                waiting.push(conn, Some(now + SNIFF_WAIT), w);
+                continue;
+            }
+        }
+        go.push(w);
+    }
+    go
 }
 
 /// Decide a turn's work over the store, then queue the answers behind the
@@ -849,9 +997,89 @@ struct Fingerprints {
     log: Arc<Mutex<SynLog>>,
     /// Unix time when the log's clock started.
     start_unix: u64,
+    /// Capturing: waits in a row that ended without the SYN, and until
+    /// when requests do not wait (see SNIFF_MISSES).
+    sniff_misses: std::sync::atomic::AtomicU32,
+    sniff_quiet_until: Mutex<Option<Instant>>,
 }
 
 impl Fingerprints {
+    fn new(source: Source, log: Arc<Mutex<SynLog>>) -> Fingerprints {
+        Fingerprints {
+            source,
+            log,
+            start_unix: unix_now(),
+            firewall_quiet_until: Mutex::new(None),
+            sniff_misses: std::sync::atomic::AtomicU32::new(0),
+            sniff_quiet_until: Mutex::new(None),
+        }
+    }
+
+    /// The client's address and port, if the request names them.
+    fn client_of(req: &Request) -> Option<(IpAddr, u16)> {
+        let addr = req.get("client_address")?.parse().ok()?;
+        let port = req.get("client_port")?.parse().ok()?;
+        Some((addr, port))
+    }
+
+    /// Capturing: whether the request should wait for its connection's
+    /// SYN. It names the client's port, the server's port (if named) is
+    /// one the capture watches, and the SYN is not recorded yet.
+    fn should_wait(&self, req: &Request, now: Instant) -> bool {
+        let Source::Sniff { ports, .. } = &self.source else {
+            return false;
+        };
+        if req
+            .get("server_port")
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_some_and(|p| !ports.contains(&p))
+        {
+            return false;
+        }
+        if Fingerprints::client_of(req).is_none() || self.captured(req) {
+            return false;
+        }
+        !self
+            .sniff_quiet_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| now < t)
+    }
+
+    /// Capturing: whether the SYN of the request's connection is recorded.
+    fn captured(&self, req: &Request) -> bool {
+        let Some((addr, port)) = Fingerprints::client_of(req) else {
+            return false;
+        };
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.connection(addr, port).is_some()
+    }
+
+    /// Count how a wait for the capture ended.
+    fn waited(&self, how: Waited, now: Instant) {
+        match how {
+            Waited::Found => self.sniff_misses.store(0, Ordering::Relaxed),
+            Waited::TimedOut => {
+                let n = self.sniff_misses.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= SNIFF_MISSES {
+                    self.sniff_misses.store(0, Ordering::Relaxed);
+                    *self
+                        .sniff_quiet_until
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(now + SNIFF_QUIET);
+                    if let Source::Sniff { ifaces, ports } = &self.source {
+                        tracing::warn!(
+                            "greylist: the SYNs of the last {n} clients were not captured on {ifaces:?} (ports {ports:?}) within {} ms; requests stop waiting for the capture for {} s (do the clients reach the server through these interfaces and ports?)",
+                            SNIFF_WAIT.as_millis(),
+                            SNIFF_QUIET.as_secs()
+                        );
+                    }
+                }
+            }
+            Waited::Behind => {}
+        }
+    }
+
     /// The system of the connection from `addr`:`port` (or the host's
     /// latest); None when unknown.
     fn os(&self, addr: IpAddr, port: Option<u16>) -> Option<Os> {
@@ -1323,6 +1551,11 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
 
 /// Run the service until SIGTERM or SIGINT (or killed).
 pub fn run(conf: Conf) -> Result<(), String> {
+    run_with_log(conf, Arc::new(Mutex::new(SynLog::new(65_536, 3_600_000))))
+}
+
+/// The service over a given log of SYNs (tests record into it).
+fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     // From here on a stop signal is a clean stop (the policy loop sees
     // the flag at its start if it came before).
     set_stop_handler(crate::daemon::on_signal as *const () as libc::sighandler_t);
@@ -1337,7 +1570,6 @@ pub fn run(conf: Conf) -> Result<(), String> {
         None => None,
     };
     let start = Instant::now();
-    let log = Arc::new(Mutex::new(SynLog::new(65_536, 3_600_000)));
     if let Source::Sniff { ifaces, ports } = &conf.source {
         for i in ifaces {
             sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
@@ -1355,12 +1587,7 @@ pub fn run(conf: Conf) -> Result<(), String> {
     let ctx = Arc::new(Ctx {
         admin,
         wake,
-        fp: Fingerprints {
-            source: conf.source.clone(),
-            log,
-            start_unix: unix_now(),
-            firewall_quiet_until: Mutex::new(None),
-        },
+        fp: Fingerprints::new(conf.source.clone(), log),
     });
     // The admin and p0f sockets: a bounded number of connections each,
     // a thread per connection.
@@ -1495,5 +1722,247 @@ pub fn admin_cmd(conf: &Conf, req: Value) -> Result<Value, String> {
     match admin_online(conf, &req) {
         Some(r) => r,
         None => admin_offline(conf, &req),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_filter::osfp::{SynOpt, SynSignature};
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn a_waiting_request_goes_when_found_or_out_of_time() {
+        let now = t0();
+        let mut w: Waiting<&str> = Waiting::new();
+        w.push(1, Some(now + SNIFF_WAIT), "a");
+        w.push(2, Some(now + SNIFF_WAIT), "b");
+        // Nothing found, in time: both wait.
+        assert!(w.take_ready(now, |_| false).is_empty());
+        assert_eq!(w.len(), 2);
+        // b's SYN is recorded: b goes, a still waits.
+        assert_eq!(
+            w.take_ready(now + Duration::from_millis(5), |x| *x == "b"),
+            vec![("b", Waited::Found)]
+        );
+        assert!(w.holds(1) && !w.holds(2));
+        // a's time is up.
+        assert!(w
+            .take_ready(now + SNIFF_WAIT - Duration::from_millis(1), |_| false)
+            .is_empty());
+        assert_eq!(
+            w.take_ready(now + SNIFF_WAIT, |_| false),
+            vec![("a", Waited::TimedOut)]
+        );
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_connections_requests_keep_their_order() {
+        let now = t0();
+        let mut w: Waiting<&str> = Waiting::new();
+        w.push(1, Some(now + SNIFF_WAIT), "first");
+        // A later request of the same connection waits behind, even one
+        // that would itself be found at once.
+        w.push(1, None, "second");
+        w.push(1, Some(now + SNIFF_WAIT), "third");
+        assert!(w.take_ready(now, |x| *x != "first").is_empty());
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            w.take_ready(now, |_| true),
+            vec![
+                ("first", Waited::Found),
+                ("second", Waited::Behind),
+                ("third", Waited::Found)
+            ]
+        );
+        // The third waits for its own SYN once the first has gone.
+        w.push(1, Some(now + SNIFF_WAIT), "x");
+        w.push(1, None, "y");
+        w.push(1, Some(now + 2 * SNIFF_WAIT), "z");
+        assert_eq!(
+            w.take_ready(now + SNIFF_WAIT, |_| false),
+            vec![("x", Waited::TimedOut), ("y", Waited::Behind)]
+        );
+        assert_eq!(w.take_all(), vec!["z"]);
+    }
+
+    #[test]
+    fn a_capture_that_never_sees_the_clients_is_no_longer_waited_for() {
+        let fp = Fingerprints::new(
+            Source::Sniff {
+                ifaces: vec![],
+                ports: vec![25],
+            },
+            Arc::new(Mutex::new(SynLog::new(16, 3_600_000))),
+        );
+        let mut r = Reader::new();
+        r.feed(request("198.51.100.8", 40004, 25).as_bytes());
+        let req = r.next_request().unwrap().unwrap();
+        let now = t0();
+        assert!(fp.should_wait(&req, now));
+        // A SYN found resets the count of misses.
+        for _ in 0..SNIFF_MISSES - 1 {
+            fp.waited(Waited::TimedOut, now);
+        }
+        fp.waited(Waited::Found, now);
+        for _ in 0..SNIFF_MISSES - 1 {
+            fp.waited(Waited::TimedOut, now);
+        }
+        assert!(fp.should_wait(&req, now));
+        fp.waited(Waited::TimedOut, now);
+        assert!(!fp.should_wait(&req, now));
+        assert!(!fp.should_wait(&req, now + SNIFF_QUIET - Duration::from_millis(1)));
+        assert!(fp.should_wait(&req, now + SNIFF_QUIET));
+        // Without the client's port there is no connection to wait for.
+        let mut r = Reader::new();
+        r.feed(b"request=smtpd_access_policy\nclient_address=198.51.100.8\n\n");
+        assert!(!fp.should_wait(&r.next_request().unwrap().unwrap(), now));
+    }
+
+    fn windows_syn() -> SynSignature {
+        SynSignature {
+            window: 64240,
+            ttl: 128,
+            df: true,
+            size: 52,
+            opts: vec![
+                SynOpt::Mss(1460),
+                SynOpt::Nop,
+                SynOpt::Ws(8),
+                SynOpt::Nop,
+                SynOpt::Nop,
+                SynOpt::Sack,
+            ],
+        }
+    }
+
+    fn request(client: &str, port: u16, server_port: u16) -> String {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n\
+             client_address={client}\nclient_port={port}\nclient_name=unknown\n\
+             helo_name=pc.example\nsender=a@sender.test\nrecipient=user@example.test\n\
+             server_address=192.0.2.25\nserver_port={server_port}\n\n"
+        )
+    }
+
+    fn ask(s: &mut TcpStream, req: &str) -> String {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut out = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap() == 0 || line == "\n" {
+                break;
+            }
+            out.push_str(&line);
+        }
+        out
+    }
+
+    /// The capture records the client's SYN only after Postfix asked (a
+    /// loaded machine): the answer still rests on that SYN. A request for
+    /// a port the capture does not watch does not wait.
+    #[test]
+    fn a_request_waits_for_a_capture_running_behind() {
+        let d = std::env::temp_dir().join(format!("greylist-lag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let text = format!(
+            "[greylist]\nlisten = \"127.0.0.1:{port}\"\ndatabase = \"{}\"\n\
+             admin-socket = \"{}\"\nsniff = [\"unused\"]\n",
+            d.join("grey.redb").display(),
+            d.join("admin.sock").display()
+        );
+        let mut conf = Conf::parse(Path::new("test.toml"), &text).unwrap();
+        // No capture thread: the test records the SYNs.
+        conf.source = Source::Sniff {
+            ifaces: vec![],
+            ports: vec![25, 587],
+        };
+        let log = Arc::new(Mutex::new(SynLog::new(1024, 3_600_000)));
+        let l = log.clone();
+        std::thread::spawn(move || run_with_log(conf, l));
+        let start = Instant::now();
+        let mut s = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("the service: {e}"),
+            }
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let db = FingerprintDb::default_db();
+        let win: IpAddr = "192.0.2.10".parse().unwrap();
+        let server: IpAddr = "192.0.2.25".parse().unwrap();
+        let record = move |sport: u16| {
+            let sig = windows_syn();
+            let os = db.identify(&sig).cloned().map(Arc::new);
+            assert!(os.is_some(), "the test's SYN is Windows");
+            log.lock()
+                .unwrap()
+                .record(1, win, sport, server, 25, &sig, os);
+        };
+        // The SYN is recorded 150 ms after the request is sent.
+        let rec = std::thread::spawn({
+            let record = record.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(150));
+                record(40001);
+            }
+        });
+        let asked = Instant::now();
+        let a = ask(&mut s, &request("192.0.2.10", 40001, 25));
+        let took = asked.elapsed();
+        rec.join().unwrap();
+        assert!(a.starts_with("action=DEFER_IF_PERMIT "), "{a}");
+        assert!(a.contains("Windows 10"), "{a}");
+        assert!(
+            took >= Duration::from_millis(150) && took < SNIFF_WAIT,
+            "{took:?}"
+        );
+
+        // A SYN already recorded: no wait (and the triplet is greylisted).
+        record(40002);
+        let asked = Instant::now();
+        let a = ask(&mut s, &request("192.0.2.10", 40002, 25));
+        assert!(
+            a.starts_with("action=DEFER_IF_PERMIT ") && a.contains("Windows 10"),
+            "{a}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            asked.elapsed()
+        );
+
+        // Another client on port 465, which the capture does not watch:
+        // answered at once, as unknown (delivered with the header).
+        let asked = Instant::now();
+        let a = ask(&mut s, &request("198.51.100.7", 40003, 465));
+        assert!(a.starts_with("action=PREPEND X-P0f-OS: unknown"), "{a}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(150),
+            "{:?}",
+            asked.elapsed()
+        );
+
+        // On a watched port with no SYN ever: answered once the wait is up.
+        let asked = Instant::now();
+        let a = ask(&mut s, &request("198.51.100.8", 40004, 25));
+        assert!(a.starts_with("action=PREPEND X-P0f-OS: unknown"), "{a}");
+        let took = asked.elapsed();
+        assert!(took >= SNIFF_WAIT && took < 4 * SNIFF_WAIT, "{took:?}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
