@@ -294,6 +294,76 @@ fn systemctl_start_reload_stop() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `fastpath = true` under the shipped unit: the program loads and
+/// attaches with the unit's capabilities (CAP_BPF), and a TCP transfer's
+/// packets go through it.
+#[test]
+fn the_fast_path_works_under_the_shipped_unit() {
+    require_root();
+    assert!(
+        Path::new(SYSTEMD).exists(),
+        "{SYSTEMD} is needed (scripts/test-all installs systemd)"
+    );
+    let (ns, src, fw, dst) = routed("sdfp");
+    let d = tmpdir("systemd-fp");
+    std::fs::write(d.join("pf.conf"), "pass all\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        format!("pf = \"pf.conf\"\nworkers = 1\nfastpath = true\n{ROUTED_TOML}"),
+    )
+    .unwrap();
+    let sd = Systemd::start(&fw, &units(&d, &cfg));
+    sd.ok(&["systemctl", "start", "palisade.service"]);
+    assert_eq!(sd.prop("ActiveState"), "active");
+    let log = sd.journal();
+    assert!(
+        log.contains("fastpath: attached to every port"),
+        "the program did not load under the unit:\n{log}"
+    );
+    // A connection's packets: 20 MB over TCP, most of them the program's.
+    let mut server = ns.spawn(&dst, &["timeout", "30", "iperf3", "-s", "-1", "-p", "5300"]);
+    let t = Instant::now();
+    let client = loop {
+        let o = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &src,
+                "timeout",
+                "20",
+                "iperf3",
+                "-c",
+                "198.19.0.1",
+            ])
+            .args(["-p", "5300", "-n", "20M"])
+            .output()
+            .unwrap();
+        if o.status.success() || t.elapsed() > Duration::from_secs(5) {
+            break o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        client.status.success(),
+        "the transfer failed: {}\n{}",
+        String::from_utf8_lossy(&client.stdout),
+        sd.journal()
+    );
+    let _ = server.stop();
+    let info = sd.ok(&[env!("CARGO_BIN_EXE_palisade"), "show", "info", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(
+        v["fastpath"]["taken"].as_u64().unwrap_or(0) > 100,
+        "show info: {}\n{}",
+        v["fastpath"],
+        sd.journal()
+    );
+    sd.ok(&["systemctl", "stop", "palisade.service"]);
+    drop(sd);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// Datagrams received on an abstract notify socket, with the time each
 /// arrived.
 struct Listener {
