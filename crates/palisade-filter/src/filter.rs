@@ -50,9 +50,15 @@ pub struct Decision {
     pub state_id: Option<u64>,
     pub tag: Option<String>,
     pub log: bool,
-    /// Packets the filter sends itself (`block return`: TCP RST or ICMP;
-    /// `synproxy state`: its side of the handshakes).
+    /// Packets the filter sends itself, not filtered on their way out
+    /// (pf tags them PF_TAG_GENERATED): `block return`'s TCP RST or ICMP,
+    /// `synproxy state`'s answers to the client.
     pub generated: Vec<Vec<u8>>,
+    /// Packets the filter sends itself that are filtered `out` like the
+    /// firewall's own (pf sends them untagged): `synproxy state`'s SYN
+    /// and ACK to the server, which the server's side's rules let out
+    /// and whose state its answers then meet.
+    pub generated_out: Vec<Vec<u8>>,
     /// The packet was translated: its tuple before and after.
     pub nat: Option<(FlowKey, FlowKey)>,
     /// A fragment held for reassembly: nothing is decided yet.
@@ -119,6 +125,7 @@ impl Decision {
             tag: None,
             log: false,
             generated: Vec::new(),
+            generated_out: Vec::new(),
             nat: None,
             held: false,
             log_matched: Vec::new(),
@@ -811,6 +818,7 @@ impl Filter {
             tag: None,
             log: log_all,
             generated: Vec::new(),
+            generated_out: Vec::new(),
             nat,
             held: false,
             log_matched: Vec::new(),
@@ -986,6 +994,7 @@ impl Filter {
             tag: v.tag.clone(),
             log: v.log,
             generated: Vec::new(),
+            generated_out: Vec::new(),
             nat: None,
             held: false,
             log_matched: v.log_matched.clone(),
@@ -1183,6 +1192,13 @@ impl Filter {
         let Some(key) = self.states.get(id).map(|s| s.key.clone()) else {
             return d;
         };
+        // The server's side of a translated state has the translated
+        // addresses and ports (pf sends there with the state's other key).
+        let srv = self
+            .states
+            .get(id)
+            .and_then(|s| self.states.translated(s))
+            .unwrap_or_else(|| key.clone());
         let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
         match (p.phase, reply) {
             (1, false) if seg.flags & 0x16 == 0x10 && seg.ack == p.our_isn.wrapping_add(1) => {
@@ -1192,8 +1208,8 @@ impl Filter {
                 np.phase = 2;
                 self.states.set_proxy(id, Some(np));
                 let syn = build::tcp(
-                    key.sport,
-                    key.dport,
+                    srv.sport,
+                    srv.dport,
                     p.client_isn,
                     0,
                     0x02,
@@ -1201,7 +1217,8 @@ impl Filter {
                     &mss_opt,
                     &[],
                 );
-                d.generated.push(build::ip(key.src, key.dst, 6, 64, &syn));
+                d.generated_out
+                    .push(build::ip(srv.src, srv.dst, 6, 64, &syn));
             }
             (1, false) if seg.flags & 0x12 == 0x02 => {
                 // A retransmitted SYN: answer again.
@@ -1221,8 +1238,8 @@ impl Filter {
                 // The server answered: acknowledge it, and open the
                 // client's window with an ACK in the firewall's numbers.
                 let to_server = build::tcp(
-                    key.sport,
-                    key.dport,
+                    srv.sport,
+                    srv.dport,
                     p.client_isn.wrapping_add(1),
                     seg.seq.wrapping_add(1),
                     0x10,
@@ -1240,8 +1257,8 @@ impl Filter {
                     &[],
                     &[],
                 );
-                d.generated
-                    .push(build::ip(key.src, key.dst, 6, 64, &to_server));
+                d.generated_out
+                    .push(build::ip(srv.src, srv.dst, 6, 64, &to_server));
                 d.generated
                     .push(build::ip(key.dst, key.src, 6, 64, &to_client));
                 self.states.synproxy_established(id, seg.seq, seg.window);
@@ -1315,6 +1332,7 @@ impl Filter {
             tag: None,
             log: false,
             generated: Vec::new(),
+            generated_out: Vec::new(),
             nat,
             held: false,
             log_matched: Vec::new(),

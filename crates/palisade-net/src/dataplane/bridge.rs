@@ -150,9 +150,17 @@ impl Dataplane {
         let d = self.pf(&mut pkt, info.as_ref(), m, Direction::In, None, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
-            // Answers of `block return` go back where the packet came from.
+            // Answers (`block return`, synproxy's to the client) go back
+            // where the packet came from, unfiltered.
             for g in d.generated {
                 self.emit(m, src, Some(dst), ethertype, &g);
+            }
+            // Synproxy's SYN to the server goes the packet's way,
+            // filtered `out` on each member.
+            for g in d.generated_out {
+                for &p in &egress {
+                    self.bridge_out(p, m, dst, src, ethertype, g.clone(), None, None, now);
+                }
             }
             return;
         }
@@ -190,7 +198,25 @@ impl Dataplane {
         refrag: Option<palisade_filter::frag::FragInfo>,
         now: u64,
     ) {
-        let d = self.pf(&mut q, info, p, Direction::Out, Some(m), now);
+        let mut d = self.pf(&mut q, info, p, Direction::Out, Some(m), now);
+        // What pf made on the way out, unfiltered: `block return`'s
+        // answer to the sender, or synproxy's to the client when the
+        // server's SYN+ACK reaches the client's member; synproxy's ACK to
+        // the server goes back the way the packet came, filtered `out`
+        // there.
+        // `block return` on the way out answers the sender instead.
+        let sender = palisade_wire::parse_ip(&q).ok().map(|i| i.src);
+        for g in std::mem::take(&mut d.generated) {
+            let to_sender = palisade_wire::parse_ip(&g).is_ok_and(|i| Some(i.dst) == sender);
+            if to_sender {
+                self.emit(m, src, Some(dst), ethertype, &g);
+            } else {
+                self.emit(p, dst, Some(src), ethertype, &g);
+            }
+        }
+        for g in std::mem::take(&mut d.generated_out) {
+            self.bridge_out(m, p, src, dst, ethertype, g, None, None, now);
+        }
         if d.passed() && !d.held {
             let refrag = d.refragment.or(refrag);
             let q = d.reassembled.unwrap_or(q);

@@ -134,6 +134,9 @@ impl Dataplane {
         }
         let mut d = self.pf(&mut pkt, Some(&info), i, Direction::In, None, now);
         for g in std::mem::take(&mut d.generated) {
+            self.send_generated(g, now);
+        }
+        for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, now);
         }
         if d.held {
@@ -355,6 +358,9 @@ impl Dataplane {
         } = way;
         let mut d = self.pf(&mut pkt, Some(out_info), e, Direction::Out, Some(i), now);
         for g in std::mem::take(&mut d.generated) {
+            self.send_generated(g, now);
+        }
+        for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, now);
         }
         if d.held {
@@ -404,6 +410,30 @@ impl Dataplane {
         })
     }
 
+    /// A packet pf itself made (`block return` answers, synproxy's
+    /// handshakes): routed, not filtered, as pf tags its own packets
+    /// (PF_TAG_GENERATED) and lets them pass. Filtered `out`, the
+    /// synproxy's SYN+ACK met its own state and was dropped.
+    pub(super) fn send_generated(&mut self, pkt: Vec<u8>, now: u64) {
+        let Ok(info) = parse_ip(&pkt) else {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        };
+        let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
+            self.counters.dropped(DropReason::NoRoute);
+            return;
+        };
+        let mtu = self.mtu(e);
+        match self.fit(pkt, mtu, None) {
+            Ok(frags) => {
+                for f in frags {
+                    self.l3_out(e, nh, f, now);
+                }
+            }
+            Err(_) => self.counters.dropped(DropReason::TooBig),
+        }
+    }
+
     /// A packet the firewall itself sends: routed, filtered `out`.
     pub(super) fn send_local(&mut self, mut pkt: Vec<u8>, now: u64) {
         let Ok(info) = parse_ip(&pkt) else {
@@ -420,6 +450,9 @@ impl Dataplane {
             return;
         }
         for g in std::mem::take(&mut d.generated) {
+            self.send_generated(g, now);
+        }
+        for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, now);
         }
         let refrag = d.refragment;

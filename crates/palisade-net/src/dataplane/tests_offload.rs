@@ -732,3 +732,189 @@ fn a_download_through_nat_passes_whole_as_its_segments_would() {
         same_books(&a, &b);
     }
 }
+
+/// The TCP header fields of the one frame in `o`: (port, seq, ack, flags).
+fn tcp_of(o: &[Out]) -> Vec<(usize, u32, u32, u8)> {
+    o.iter()
+        .map(|(p, f)| {
+            let (_, _, off) = palisade_wire::link::ethernet(f).unwrap();
+            let info = palisade_wire::parse_ip(&f[off..]).unwrap();
+            let L4::Tcp {
+                seq, ack, flags, ..
+            } = info.l4
+            else {
+                panic!("TCP expected: {f:?}")
+            };
+            (*p, seq, ack, flags)
+        })
+        .collect()
+}
+
+/// A data plane with a `synproxy state` rule and the connection set up
+/// through the proxy's handshakes (the client's ISN 1000, the server's
+/// 5000): the ISN the firewall gave the client.
+fn connected_synproxy(f: &Flow) -> (Dataplane, u32) {
+    let rules = "block all\npass inet6 proto icmp6\npass in on lan proto tcp to port 5201 synproxy state\npass out proto tcp to port 5201\n";
+    let mut d = dp(TWO, rules);
+    let ours = |v4: &str, v6: &str| -> IpAddr { if f.v6 { v6 } else { v4 }.parse().unwrap() };
+    introduce(
+        &mut d,
+        0,
+        None,
+        f.client,
+        ours("198.18.0.254", "2001:db8:1::fe"),
+    );
+    introduce(&mut d, f.server_port, f.vlan, f.server, f.our);
+    // The firewall answers the client's SYN itself.
+    let o = tcp_of(&d.input(
+        0,
+        &frame_to_server(f, &seg(f, false, 1000, 0, 0x02, 65535, &[])),
+        1,
+    ));
+    assert_eq!(o.len(), 1, "{o:?}");
+    let (port, isn, ack, flags) = o[0];
+    assert_eq!((port, ack, flags), (0, 1001, 0x12), "our SYN+ACK");
+    // The client's ACK: the firewall opens the server's side.
+    let o = tcp_of(&d.input(
+        0,
+        &frame_to_server(
+            f,
+            &seg(f, false, 1001, isn.wrapping_add(1), 0x10, 65535, &[]),
+        ),
+        2,
+    ));
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!((o[0].0, o[0].3), (f.server_port, 0x02), "SYN to the server");
+    let syn_seq = o[0].1;
+    // The server's SYN+ACK: an ACK to each side.
+    let o = tcp_of(&d.input(
+        f.server_port,
+        &frame_to_client(
+            f,
+            &seg(f, true, 5000, syn_seq.wrapping_add(1), 0x12, 65535, &[]),
+        ),
+        3,
+    ));
+    assert_eq!(o.len(), 2, "an ACK to each side: {o:?}");
+    (d, isn)
+}
+
+/// `synproxy state` on a router: the handshakes go through the data plane
+/// (the answers to the client unfiltered, the SYN and ACK to the server
+/// filtered `out`, as pf tags them), then the state shifts the server's
+/// sequence numbers into the firewall's. A super-packet either way,
+/// whole or cut, leaves as its segments would, with the same states and
+/// counters.
+#[test]
+fn a_super_packet_of_a_synproxy_state_is_cut_and_matches_the_segments() {
+    for v6 in [false, true] {
+        let f = flow(v6, "wan");
+        let (mut a, isn) = connected_synproxy(&f);
+        let (mut b, isn_b) = connected_synproxy(&f);
+        assert_eq!(isn, isn_b, "the same random numbers");
+        assert_ne!(isn, 5000, "the firewall's ISN is its own");
+        // The client's data, acknowledging the firewall's ISN.
+        let data: Vec<u8> = (0..5993u32).map(|i| (i * 5) as u8).collect();
+        let mut sp = seg(&f, false, 1001, isn.wrapping_add(1), 0x18, 65535, &data);
+        build::tcp_partial_checksum(&mut sp);
+        let (whole, segs) = both_ways(&mut a, &mut b, &sp, 1000, 4);
+        assert_eq!(segs.len(), 6, "v6 {v6}");
+        // The server sees its own sequence numbers acknowledged.
+        assert!(
+            tcp_of(&segs).iter().all(|&(_, _, ack, _)| ack == 5001),
+            "v6 {v6}: {:?}",
+            tcp_of(&segs)
+        );
+        assert_eq!(whole, segs, "v6 {v6}: as unmerged");
+        same_books(&a, &b);
+        // The server's data: its sequence numbers become the firewall's.
+        let data: Vec<u8> = (0..7993u32).map(|i| (i * 3) as u8).collect();
+        let mut sp = seg(&f, true, 5001, 7001, 0x18, 65535, &data);
+        build::tcp_partial_checksum(&mut sp);
+        let to_client = |ip: &[u8]| frame_to_client(&f, ip);
+        let (whole, segs) = whole_and_cut(&mut a, &mut b, f.server_port, &to_client, &sp, 1000, 5);
+        assert_eq!(segs.len(), 8, "v6 {v6}");
+        assert_eq!(
+            tcp_of(&segs)[0].1,
+            isn.wrapping_add(1),
+            "v6 {v6}: shifted to the firewall's ISN"
+        );
+        assert_eq!(whole, segs, "v6 {v6}: as unmerged");
+        same_books(&a, &b);
+    }
+}
+
+/// The same on a bridge: the client on member 0 (MAC A), the server on
+/// member 1 (MAC B).
+#[test]
+fn a_bridged_synproxy_handshake_and_its_super_packets_match_the_segments() {
+    let rules = "block all\npass inet6 proto icmp6\npass in on wan proto tcp to port 5201 synproxy state\npass out proto tcp to port 5201\n";
+    for v6 in [false, true] {
+        let mut f = flow(v6, "wan");
+        f.server = if v6 { "2001:db8:1::2" } else { "198.18.0.2" }
+            .parse()
+            .unwrap();
+        f.reply_to = f.client;
+        let et = ethertype(v6);
+        let to_server = |ip: &[u8]| eth(B, A, None, et, ip);
+        let to_client = |ip: &[u8]| eth(A, B, None, et, ip);
+        let handshake = || {
+            let mut d = dp(super::tests::BRIDGE, rules);
+            let o = tcp_of(&d.input(0, &to_server(&seg(&f, false, 1000, 0, 0x02, 65535, &[])), 1));
+            assert_eq!(o.len(), 1, "v6 {v6}: {o:?}");
+            let (port, isn, ack, flags) = o[0];
+            assert_eq!((port, ack, flags), (0, 1001, 0x12), "our SYN+ACK");
+            let ack = seg(&f, false, 1001, isn.wrapping_add(1), 0x10, 65535, &[]);
+            let o = tcp_of(&d.input(0, &to_server(&ack), 2));
+            // Flooded (the server is not learnt yet), filtered out on each.
+            assert!(
+                !o.is_empty()
+                    && o.iter()
+                        .all(|&(p, s, _, fl)| p != 0 && s == 1000 && fl == 0x02),
+                "v6 {v6}: the SYN to the server: {o:?}"
+            );
+            let o = tcp_of(&d.input(
+                1,
+                &to_client(&seg(&f, true, 5000, 1001, 0x12, 65535, &[])),
+                3,
+            ));
+            let mut o = o;
+            o.sort();
+            assert_eq!(o.len(), 2, "v6 {v6}: an ACK to each side: {o:?}");
+            assert_eq!(
+                (o[0].0, o[0].1, o[0].3),
+                (0, isn.wrapping_add(1), 0x10),
+                "v6 {v6}: the window to the client"
+            );
+            assert_eq!(
+                (o[1].0, o[1].2, o[1].3),
+                (1, 5001, 0x10),
+                "v6 {v6}: the ACK to the server"
+            );
+            (d, isn)
+        };
+        let (mut a, isn) = handshake();
+        let (mut b, _) = handshake();
+        let data: Vec<u8> = (0..5993u32).map(|i| (i * 5) as u8).collect();
+        let mut sp = seg(&f, false, 1001, isn.wrapping_add(1), 0x18, 65535, &data);
+        build::tcp_partial_checksum(&mut sp);
+        let (whole, segs) = whole_and_cut(&mut a, &mut b, 0, &to_server, &sp, 1000, 4);
+        assert_eq!(segs.len(), 6, "v6 {v6}");
+        assert!(
+            tcp_of(&segs)
+                .iter()
+                .all(|&(p, _, ack, _)| p == 1 && ack == 5001),
+            "v6 {v6}"
+        );
+        assert_eq!(whole, segs, "v6 {v6}");
+        same_books(&a, &b);
+        let data: Vec<u8> = (0..7993u32).map(|i| (i * 3) as u8).collect();
+        let mut sp = seg(&f, true, 5001, 7001, 0x18, 65535, &data);
+        build::tcp_partial_checksum(&mut sp);
+        let (whole, segs) = whole_and_cut(&mut a, &mut b, 1, &to_client, &sp, 1000, 5);
+        assert_eq!(segs.len(), 8, "v6 {v6}");
+        assert_eq!(tcp_of(&segs)[0].1, isn.wrapping_add(1), "v6 {v6}");
+        assert_eq!(whole, segs, "v6 {v6}");
+        same_books(&a, &b);
+    }
+}
