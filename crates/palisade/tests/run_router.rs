@@ -575,6 +575,75 @@ fn workers_keep_flows_in_order() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `synproxy state` on a router, with real hosts: the firewall completes
+/// the client's handshake itself, then the server's, and a TCP transfer
+/// goes through with the server's sequence numbers shifted. The server
+/// sees no connection from a client that never completes its handshake.
+#[test]
+fn synproxy_state_carries_a_transfer() {
+    require_root();
+    let (_ns, src, fw, dst) = routed("spx");
+    let ns = &_ns;
+    let d = tmpdir().join("spx");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\npass proto icmp\n\
+         pass in on a0 proto tcp to port 5201 synproxy state\n\
+         pass out on b0 proto tcp to port 5201\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        format!("pf = \"pf.conf\"\nworkers = 1\n{ROUTED_TOML}"),
+    );
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    wait_ping(&src, "198.19.0.1", &log);
+    let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
+    wait_listening(&dst, 5201);
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &src,
+            "timeout",
+            "30",
+            "iperf3",
+            "-c",
+            "198.19.0.1",
+        ])
+        .args(["-J", "-t", "2"])
+        .output()
+        .unwrap();
+    let _ = server.stop();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let got = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        got > 10_000_000,
+        "{got} bytes through synproxy: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        log.lock().unwrap()
+    );
+    // pf counted the handshakes' packets it answered itself (the
+    // client's SYN and ACK, the server's SYN+ACK): pfctl's "synproxy".
+    let sock = d.join("palisade.sock");
+    let info = Command::new(palisade())
+        .args(["show", "info", "-s", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    let n: u64 = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("synproxy"))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(n >= 3, "synproxy counted {n}:\n{info}");
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// SIGHUP reloads pf.conf: new rules apply at once, established
 /// connections keep their states, and a broken file changes nothing.
 #[test]
