@@ -97,6 +97,9 @@ pub fn run(opts: Options) -> Result<(), String> {
     } else {
         IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
     });
+    if opts.port == 0 {
+        return Err("ftp-proxy: -p 0: the port to listen on must be 1 to 65535".into());
+    }
     if opts.max_sessions == 0 || opts.max_sessions > 500 {
         return Err(format!(
             "ftp-proxy: -m {}: the number of sessions must be 1 to 500",
@@ -152,7 +155,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"
         );
     }
-    flush_stale(&opts.socket);
+    flush_stale(&opts.socket)?;
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
         .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
     let seed = std::time::SystemTime::now()
@@ -175,15 +178,43 @@ pub fn run(opts: Options) -> Result<(), String> {
         next_id: AtomicU64::new(1),
         seed,
     });
-    for conn in listener.incoming() {
-        let client = match conn {
-            Ok(c) => c,
+    // SIGTERM, SIGINT and SIGHUP end every session, as ftp-proxy(8)
+    // does: their anchors are emptied before the process exits.
+    // SAFETY: `on_signal` only stores a flag (and writes to an eventfd
+    // when one is set: not here), which is async-signal-safe.
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(
+                sig,
+                crate::daemon::on_signal as *const () as libc::sighandler_t,
+            );
+        }
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("ftp-proxy: listen: {e}"))?;
+    loop {
+        if crate::daemon::stopping() {
+            return stop(&sh);
+        }
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor this function owns.
+        unsafe { libc::poll(&mut pfd, 1, 200) };
+        let client = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!("ftp-proxy: accept: {e}");
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
         };
+        let _ = client.set_nonblocking(false);
         let n = sh.sessions.fetch_add(1, Ordering::SeqCst);
         if n >= sh.opts.max_sessions {
             sh.sessions.fetch_sub(1, Ordering::SeqCst);
@@ -220,6 +251,37 @@ pub fn run(opts: Options) -> Result<(), String> {
             tracing::warn!("ftp-proxy: session {id}: no thread: {e}");
         }
     }
+}
+
+/// A stop signal: every session's anchor emptied (no session loads rules
+/// any more: `load_rules` refuses once stopping), then the process ends
+/// with its sessions.
+fn stop(sh: &Shared) -> Result<(), String> {
+    let n = sh.sessions.load(Ordering::SeqCst);
+    let mine = format!("ftp-proxy/{}.", std::process::id());
+    let mut emptied = 0;
+    // Twice: a load under way when the signal came lands before the
+    // second pass.
+    for pass in 0..2 {
+        if pass == 1 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let Ok(v) = crate::control::request(
+            &sh.opts.socket,
+            json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
+        ) else {
+            break;
+        };
+        for item in v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(name) = item["anchor"].as_str() else {
+                continue;
+            };
+            if name.starts_with(&mine) && flush_anchor(&sh.opts.socket, name).is_ok() && pass == 0 {
+                emptied += 1;
+            }
+        }
+    }
+    tracing::info!("ftp-proxy: stopping: {n} session(s) ended, {emptied} anchor(s) emptied");
     Ok(())
 }
 
@@ -249,13 +311,17 @@ impl Drop for SessionGuard<'_> {
 
 /// Anchors left by ftp-proxy processes that are gone (killed, or the
 /// machine restarted the proxy): emptied at start.
-fn flush_stale(socket: &Path) {
-    let Ok(v) = crate::control::request(
+fn flush_stale(socket: &Path) -> Result<(), String> {
+    let v = crate::control::request(
         socket,
         json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
-    ) else {
-        return;
-    };
+    )
+    .map_err(|e| {
+        format!(
+            "ftp-proxy: the firewall's control socket {} does not answer ({e}): is `palisade run` up, and is this its `control` socket (-s)?",
+            socket.display()
+        )
+    })?;
     for item in v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
         let Some(name) = item["anchor"].as_str() else {
             continue;
@@ -265,12 +331,31 @@ fn flush_stale(socket: &Path) {
             .and_then(|r| r.split('.').next())
             .and_then(|p| p.parse::<u32>().ok());
         if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if !proxy_alive(pid) {
                 tracing::info!("ftp-proxy: {name}: left by a proxy that is gone: emptied");
                 let _ = load_rules(socket, name, "");
             }
         }
     }
+    Ok(())
+}
+
+/// Whether process `pid` is a running ftp-proxy (not gone, not a zombie
+/// nobody reaped, not another program that got the pid since).
+fn proxy_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name in parentheses.
+    let running = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|st| st != "Z" && st != "X");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    running
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|a| a == b"ftp-proxy".as_slice())
 }
 
 /// The daemon's answer to `natlook`: where the connection was going.
@@ -292,13 +377,30 @@ fn natlook(socket: &Path, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr
         .ok_or_else(|| format!("natlook: unexpected answer {v}"))
 }
 
-/// Replace an anchor's rules (empty: flush it).
-fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
-    let req = if rules.is_empty() {
-        json!({"cmd": "anchor", "name": anchor, "op": "flush"})
+/// Empty an anchor.
+fn flush_anchor(socket: &Path, anchor: &str) -> Result<(), String> {
+    let v = crate::control::request(
+        socket,
+        json!({"cmd": "anchor", "name": anchor, "op": "flush"}),
+    )?;
+    if v["ok"] == true {
+        Ok(())
     } else {
-        json!({"cmd": "anchor", "name": anchor, "op": "load", "rules": rules, "file": "ftp-proxy"})
-    };
+        Err(v["text"].as_str().unwrap_or("").trim().to_string())
+    }
+}
+
+/// Replace an anchor's rules (empty: flush it). Once the proxy is
+/// stopping, no rules are loaded any more.
+fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
+    if rules.is_empty() {
+        return flush_anchor(socket, anchor);
+    }
+    if crate::daemon::stopping() {
+        return Err("the proxy is stopping".into());
+    }
+    let req =
+        json!({"cmd": "anchor", "name": anchor, "op": "load", "rules": rules, "file": "ftp-proxy"});
     let v = crate::control::request(socket, req)?;
     if v["ok"] == true {
         Ok(())

@@ -491,7 +491,8 @@ fn services_difference_is_warned() {
 
 /// ftp-proxy refuses at start what ftp-proxy(8) refuses: an address of
 /// the other family than the mode's (which would start, then answer
-/// every session 421), and -v more than twice. Nothing is bound.
+/// every session 421), -v more than twice, port 0, and a control socket
+/// that does not answer. Nothing is bound.
 #[test]
 fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
     for (args, want) in [
@@ -512,11 +513,26 @@ fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
             "-b 127.0.0.1: an IPv4 address in IPv6 mode",
         ),
         (&["-vvv"][..], "-v at most twice"),
+        // Port 0 would listen on a port nobody knows.
+        (
+            &["-p", "0"][..],
+            "-p 0: the port to listen on must be 1 to 65535",
+        ),
+        // No daemon answers there: refused at start, not 421 later.
+        (
+            &[][..],
+            "control socket /nonexistent/palisade.sock does not answer",
+        ),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
             .arg("ftp-proxy")
+            .args(["-s", "/nonexistent/palisade.sock"])
+            .args(if args.contains(&"-p") {
+                &[][..]
+            } else {
+                &["-p", "1"][..]
+            })
             .args(args)
-            .args(["-p", "1", "-s", "/nonexistent/palisade.sock"])
             .stdin(Stdio::null())
             .output()
             .unwrap();

@@ -794,7 +794,49 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         "the tagged rule made no states: {tagged:#}"
     );
     assert_fastpath_took(&sock, 1_000, &logs());
-    let _ = p4.stop();
+
+    // SIGTERM during a transfer, as ftp-proxy(8): the proxy ends its
+    // sessions and empties their anchors before it exits (before, they
+    // stayed loaded until another proxy started).
+    assert!(anchor_rules(&sock).is_empty(), "{}", anchor_show(&sock));
+    let slow = lab.ns.spawn(
+        &lab.server,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "--limit-rate",
+            "1M",
+            "-o",
+            "/dev/null",
+            "ftp://203.0.113.50/big",
+        ],
+    );
+    let rules = poll_until(
+        Duration::from_secs(5),
+        || anchor_rules(&sock),
+        |r| !r.is_empty(),
+    );
+    assert!(
+        !rules.is_empty(),
+        "no rules while a transfer runs\n{}",
+        logs()
+    );
+    let out = p4.stop().expect("the proxy ran");
+    assert!(
+        out.status.success(),
+        "SIGTERM: {:?}\n{}",
+        out.status,
+        logs()
+    );
+    wait_for_log(&log4, "stopping: 1 session(s) ended, 1 anchor(s) emptied");
+    assert!(
+        anchor_rules(&sock).is_empty(),
+        "rules left after SIGTERM: {}",
+        anchor_show(&sock)
+    );
+    drop(slow);
     let _ = p6.stop();
     let _ = d.stop();
 }
