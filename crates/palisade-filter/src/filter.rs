@@ -1090,7 +1090,10 @@ impl Filter {
                     if v.allow_opts {
                         self.states.set_allow_opts(id);
                     }
-                    if v.keep_state == KeepState::Synproxy {
+                    // pf proxies only on the way in: a synproxy rule's
+                    // state made on the way out (the proxy's own SYN to
+                    // the server, a `pass out` rule) is a plain one.
+                    if v.keep_state == KeepState::Synproxy && dir == Direction::In {
                         if let Some(seg) = &tcp_seg {
                             if seg.flags & 0x12 == 0x02 {
                                 // Answer the client ourselves, with a zero
@@ -1200,25 +1203,38 @@ impl Filter {
             .and_then(|s| self.states.translated(s))
             .unwrap_or_else(|| key.clone());
         let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
+        // The SYN to the server, with the client's own initial sequence
+        // number.
+        let syn = || {
+            let t = build::tcp(
+                srv.sport,
+                srv.dport,
+                p.client_isn,
+                0,
+                0x02,
+                p.client_win,
+                &mss_opt,
+                &[],
+            );
+            build::ip(srv.src, srv.dst, 6, 64, &t)
+        };
         match (p.phase, reply) {
             (1, false) if seg.flags & 0x16 == 0x10 && seg.ack == p.our_isn.wrapping_add(1) => {
-                // The client completed its handshake: connect to the server
-                // with the client's own initial sequence number.
+                // The client completed its handshake: connect to the server.
                 let mut np = p.clone();
                 np.phase = 2;
                 self.states.set_proxy(id, Some(np));
-                let syn = build::tcp(
-                    srv.sport,
-                    srv.dport,
-                    p.client_isn,
-                    0,
-                    0x02,
-                    p.client_win,
-                    &mss_opt,
-                    &[],
-                );
-                d.generated_out
-                    .push(build::ip(srv.src, srv.dst, 6, 64, &syn));
+                d.generated_out.push(syn());
+            }
+            (2, false)
+                if seg.flags & 0x16 == 0x10
+                    && seg.ack == p.our_isn.wrapping_add(1)
+                    && seg.seq == p.client_isn.wrapping_add(1) =>
+            {
+                // The client, connected as it thinks, sends again while
+                // the server has not answered: the SYN may have been
+                // lost, send it again (as pf does).
+                d.generated_out.push(syn());
             }
             (1, false) if seg.flags & 0x12 == 0x02 => {
                 // A retransmitted SYN: answer again.
@@ -1617,6 +1633,16 @@ fn apply(ip: &mut [u8], info: &IpInfo, from: &FlowKey, to: &FlowKey) {
 pub fn return_packet(ip: &[u8], info: &IpInfo, p: BlockPolicy) -> Option<Vec<u8>> {
     use palisade_wire::build;
     let v6 = info.is_v6();
+    // No answer to a packet for a group (multicast, the limited
+    // broadcast), nor to a source that is not one host: the answer would
+    // come from the group, or go to many (RFC 1122 3.2.2, RFC 4443 2.4).
+    let not_one = |a: &IpAddr| match a {
+        IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
+        IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
+    };
+    if not_one(&info.dst) || not_one(&info.src) {
+        return None;
+    }
     let rst = |ttl: u8| -> Option<Vec<u8>> {
         let L4::Tcp {
             sport,

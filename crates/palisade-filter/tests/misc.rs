@@ -316,3 +316,32 @@ fn table_add_stamps_entries_for_expire() {
     assert_eq!(gone, vec![(false, common::ip("192.0.2.1"), 32)]);
     assert_eq!(bad.len(), 1);
 }
+
+/// `block return` never answers a packet sent to a group (multicast, the
+/// limited broadcast) nor one from a source that is not one host: the
+/// answer would come from the group or go to many.
+#[test]
+fn block_return_does_not_answer_groups() {
+    let mut f = filter("block return all\n");
+    for (src, dst) in [
+        ("192.0.2.7", "224.0.0.251"),
+        ("192.0.2.7", "255.255.255.255"),
+        ("0.0.0.0", "192.0.2.1"),
+        ("2001:db8::7", "ff02::fb"),
+        ("::", "2001:db8::1"),
+    ] {
+        let mut u = build::ip(ip(src), ip(dst), 17, 64, &build::udp(5353, 5353, b"q"));
+        let d = f.process(&mut u, "em0", In, 0);
+        assert!(!d.passed(), "{src} -> {dst}");
+        assert!(d.generated.is_empty(), "{src} -> {dst}: {d:?}");
+    }
+    // A packet to one host is answered (port unreachable).
+    let mut u = build::ip(
+        ip("192.0.2.7"),
+        ip("192.0.2.1"),
+        17,
+        64,
+        &build::udp(5353, 69, b"q"),
+    );
+    assert_eq!(f.process(&mut u, "em0", In, 0).generated.len(), 1);
+}

@@ -623,6 +623,18 @@ fn synproxy_completes_both_handshakes() {
     assert!(checksums_ok(syn));
     assert_eq!(seq_ack(syn).0, cisn, "the client's own ISN");
     assert_eq!(parse_ip(syn).unwrap().dst, ip(s));
+    // 2b. The client sends again before the server answered (the SYN may
+    // be lost): the SYN goes again; nothing reaches the server otherwise.
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, cisn + 1, our_isn + 1, ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert_eq!(d.reason, palisade_filter::Reason::Synproxy);
+    assert_eq!(d.generated_out.len(), 1, "the SYN again: {d:?}");
+    assert_eq!(seq_ack(&d.generated_out[0]).0, cisn);
+    assert_eq!(seq_ack(&d.generated_out[0]).2, SYN);
     // 3. The server's SYN/ACK: ACK to the server, window update to the client.
     let sisn = 3_000_000u32;
     let d = f.process(
@@ -751,4 +763,76 @@ fn rule_counters_count_evaluations_packets_bytes_and_states() {
         (0, 0, 0, 0, 0)
     );
     assert!(f.engine().listing("nosuch").is_none());
+}
+
+/// synproxy with `rdr-to`: the firewall answers the client from the
+/// address it asked for, and connects to the redirect target (pf sends
+/// to the server with the state's other key).
+#[test]
+fn synproxy_with_rdr_to_connects_to_the_target() {
+    use palisade_wire::build::checksums_ok;
+    use palisade_wire::{parse_ip, L4};
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let seq_ack = |p: &[u8]| match parse_ip(p).unwrap().l4 {
+        L4::Tcp { seq, ack, .. } => (seq, ack),
+        _ => unreachable!(),
+    };
+    let mut f = filter(
+        "block all\npass in on em0 proto tcp to 192.0.2.1 port 80 rdr-to 198.18.0.80 synproxy state\n",
+    );
+    let (c, s) = ("198.51.100.7", "192.0.2.1");
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, 100, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    assert_eq!(d.generated.len(), 1, "{d:?}");
+    let synack = parse_ip(&d.generated[0]).unwrap();
+    assert_eq!(
+        (synack.src, synack.dst),
+        (ip(s), ip(c)),
+        "from the address asked"
+    );
+    let our_isn = seq_ack(&d.generated[0]).0;
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, 101, our_isn + 1, ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert_eq!(d.generated_out.len(), 1, "{d:?}");
+    let syn = parse_ip(&d.generated_out[0]).unwrap();
+    assert_eq!(
+        (syn.src, syn.dst),
+        (ip(c), ip("198.18.0.80")),
+        "to the target"
+    );
+    assert!(checksums_ok(&d.generated_out[0]));
+}
+
+/// pf proxies only on the way in: the same rule on the way out (no
+/// direction) makes a plain state, so the proxy's own SYN to the server
+/// passes pf out instead of being answered again.
+#[test]
+fn synproxy_does_not_proxy_on_the_way_out() {
+    let mut f = filter("block all\npass proto tcp to port 80 synproxy state\n");
+    let mut syn = tcp(
+        "192.0.2.7",
+        "198.18.0.80",
+        5555,
+        80,
+        100,
+        0,
+        0x02,
+        64240,
+        b"",
+    );
+    let d = f.process(&mut syn, "em1", Out, 0);
+    assert_pass(&d, StateMatch::New);
+    assert!(
+        d.generated.is_empty() && d.generated_out.is_empty(),
+        "{d:?}"
+    );
 }

@@ -235,8 +235,9 @@ fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
 }
 
 impl FastPath {
-    /// Load the program and create its maps (root, or CAP_BPF and
-    /// CAP_NET_ADMIN). Nothing is attached yet.
+    /// Load the program and create its maps (root, or CAP_BPF,
+    /// CAP_PERFMON — its packet-pointer arithmetic — and CAP_NET_ADMIN).
+    /// Nothing is attached yet.
     pub fn load() -> io::Result<FastPath> {
         #[cfg(not(palisade_bpf))]
         {

@@ -810,7 +810,9 @@ fn wait_for_capture(
             Work::Policy(_, _, req) => fp.captured(req),
             Work::Admin(_) => true,
         }) {
-            fp.waited(how, now);
+            if let Work::Policy(_, _, req) = &w {
+                fp.waited(how, req, now);
+            }
             go.push(w);
         }
     }
@@ -1001,6 +1003,9 @@ struct Fingerprints {
     /// when requests do not wait (see SNIFF_MISSES).
     sniff_misses: std::sync::atomic::AtomicU32,
     sniff_quiet_until: Mutex<Option<Instant>>,
+    /// Connections whose SYN was waited for in vain: their next requests
+    /// (one per recipient) do not wait again. Bounded; the oldest go.
+    sniff_given_up: Mutex<std::collections::VecDeque<(IpAddr, u16)>>,
 }
 
 impl Fingerprints {
@@ -1012,6 +1017,7 @@ impl Fingerprints {
             firewall_quiet_until: Mutex::new(None),
             sniff_misses: std::sync::atomic::AtomicU32::new(0),
             sniff_quiet_until: Mutex::new(None),
+            sniff_given_up: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -1036,11 +1042,28 @@ impl Fingerprints {
         {
             return false;
         }
-        if Fingerprints::client_of(req).is_none() || self.captured(req) {
+        let Some(client) = Fingerprints::client_of(req) else {
+            return false;
+        };
+        if self.captured(req) {
+            // The capture sees the clients: the misses were not in a row.
+            self.sniff_misses.store(0, Ordering::Relaxed);
             return false;
         }
-        !self
-            .sniff_quiet_until
+        if self
+            .sniff_given_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&client)
+        {
+            return false;
+        }
+        !self.quiet(now)
+    }
+
+    /// Whether requests do not wait for the capture now (SNIFF_MISSES).
+    fn quiet(&self, now: Instant) -> bool {
+        self.sniff_quiet_until
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .is_some_and(|t| now < t)
@@ -1055,11 +1078,27 @@ impl Fingerprints {
         log.connection(addr, port).is_some()
     }
 
-    /// Count how a wait for the capture ended.
-    fn waited(&self, how: Waited, now: Instant) {
+    /// Count how a wait for the capture ended (`req`: the request that
+    /// waited).
+    fn waited(&self, how: Waited, req: &Request, now: Instant) {
         match how {
             Waited::Found => self.sniff_misses.store(0, Ordering::Relaxed),
             Waited::TimedOut => {
+                if let Some(client) = Fingerprints::client_of(req) {
+                    let mut g = self
+                        .sniff_given_up
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    if g.len() >= 4096 {
+                        g.pop_front();
+                    }
+                    g.push_back(client);
+                }
+                // Requests that were already waiting when the capture was
+                // given up on are not counted again (one warning).
+                if self.quiet(now) {
+                    return;
+                }
                 let n = self.sniff_misses.fetch_add(1, Ordering::Relaxed) + 1;
                 if n >= SNIFF_MISSES {
                     self.sniff_misses.store(0, Ordering::Relaxed);
@@ -1551,14 +1590,14 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
 
 /// Run the service until SIGTERM or SIGINT (or killed).
 pub fn run(conf: Conf) -> Result<(), String> {
+    // From here on a stop signal is a clean stop (the policy loop sees
+    // the flag at its start if it came before).
+    set_stop_handler(crate::daemon::on_signal as *const () as libc::sighandler_t);
     run_with_log(conf, Arc::new(Mutex::new(SynLog::new(65_536, 3_600_000))))
 }
 
 /// The service over a given log of SYNs (tests record into it).
 fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
-    // From here on a stop signal is a clean stop (the policy loop sees
-    // the flag at its start if it came before).
-    set_stop_handler(crate::daemon::on_signal as *const () as libc::sighandler_t);
     let fpdb = Arc::new(load_db(&conf)?);
     let mut db = GreyDb::open(&conf.database)?;
     db.start_syncer(conf.answer_after)?;
@@ -1792,31 +1831,59 @@ mod tests {
 
     #[test]
     fn a_capture_that_never_sees_the_clients_is_no_longer_waited_for() {
+        let log = Arc::new(Mutex::new(SynLog::new(16, 3_600_000)));
         let fp = Fingerprints::new(
             Source::Sniff {
                 ifaces: vec![],
                 ports: vec![25],
             },
-            Arc::new(Mutex::new(SynLog::new(16, 3_600_000))),
+            log.clone(),
         );
-        let mut r = Reader::new();
-        r.feed(request("198.51.100.8", 40004, 25).as_bytes());
-        let req = r.next_request().unwrap().unwrap();
+        let req = |port: u16| {
+            let mut r = Reader::new();
+            r.feed(request("198.51.100.8", port, 25).as_bytes());
+            r.next_request().unwrap().unwrap()
+        };
         let now = t0();
-        assert!(fp.should_wait(&req, now));
-        // A SYN found resets the count of misses.
-        for _ in 0..SNIFF_MISSES - 1 {
-            fp.waited(Waited::TimedOut, now);
+        assert!(fp.should_wait(&req(1), now));
+        // A connection waited for in vain does not wait again (its next
+        // recipients), others do.
+        fp.waited(Waited::TimedOut, &req(1), now);
+        assert!(!fp.should_wait(&req(1), now));
+        assert!(fp.should_wait(&req(2), now));
+        // A SYN found resets the count of misses, whether the request
+        // waited for it or found it at once.
+        for p in 2..SNIFF_MISSES as u16 {
+            fp.waited(Waited::TimedOut, &req(p), now);
         }
-        fp.waited(Waited::Found, now);
-        for _ in 0..SNIFF_MISSES - 1 {
-            fp.waited(Waited::TimedOut, now);
+        fp.waited(Waited::Found, &req(100), now);
+        for p in 101..100 + SNIFF_MISSES as u16 {
+            fp.waited(Waited::TimedOut, &req(p), now);
         }
-        assert!(fp.should_wait(&req, now));
-        fp.waited(Waited::TimedOut, now);
-        assert!(!fp.should_wait(&req, now));
-        assert!(!fp.should_wait(&req, now + SNIFF_QUIET - Duration::from_millis(1)));
-        assert!(fp.should_wait(&req, now + SNIFF_QUIET));
+        log.lock().unwrap().record(
+            1,
+            "198.51.100.8".parse().unwrap(),
+            200,
+            "192.0.2.25".parse().unwrap(),
+            25,
+            &windows_syn(),
+            None,
+        );
+        assert!(!fp.should_wait(&req(200), now), "recorded: no wait");
+        for p in 300..300 + SNIFF_MISSES as u16 - 1 {
+            fp.waited(Waited::TimedOut, &req(p), now);
+        }
+        assert!(fp.should_wait(&req(400), now));
+        // The eighth miss in a row: no waiting for SNIFF_QUIET.
+        fp.waited(Waited::TimedOut, &req(399), now);
+        assert!(!fp.should_wait(&req(401), now));
+        assert!(!fp.should_wait(&req(401), now + SNIFF_QUIET - Duration::from_millis(1)));
+        // Misses during the quiet time (requests that were waiting) do
+        // not count towards another one.
+        for p in 500..500 + 2 * SNIFF_MISSES as u16 {
+            fp.waited(Waited::TimedOut, &req(p), now + Duration::from_secs(1));
+        }
+        assert!(fp.should_wait(&req(401), now + SNIFF_QUIET));
         // Without the client's port there is no connection to wait for.
         let mut r = Reader::new();
         r.feed(b"request=smtpd_access_policy\nclient_address=198.51.100.8\n\n");
@@ -1940,22 +2007,14 @@ mod tests {
             a.starts_with("action=DEFER_IF_PERMIT ") && a.contains("Windows 10"),
             "{a}"
         );
-        assert!(
-            asked.elapsed() < Duration::from_millis(150),
-            "{:?}",
-            asked.elapsed()
-        );
+        assert!(asked.elapsed() < SNIFF_WAIT, "{:?}", asked.elapsed());
 
         // Another client on port 465, which the capture does not watch:
         // answered at once, as unknown (delivered with the header).
         let asked = Instant::now();
         let a = ask(&mut s, &request("198.51.100.7", 40003, 465));
         assert!(a.starts_with("action=PREPEND X-P0f-OS: unknown"), "{a}");
-        assert!(
-            asked.elapsed() < Duration::from_millis(150),
-            "{:?}",
-            asked.elapsed()
-        );
+        assert!(asked.elapsed() < SNIFF_WAIT, "{:?}", asked.elapsed());
 
         // On a watched port with no SYN ever: answered once the wait is up.
         let asked = Instant::now();
@@ -1963,6 +2022,11 @@ mod tests {
         assert!(a.starts_with("action=PREPEND X-P0f-OS: unknown"), "{a}");
         let took = asked.elapsed();
         assert!(took >= SNIFF_WAIT && took < 4 * SNIFF_WAIT, "{took:?}");
+        // Its next recipient (same connection) does not wait again.
+        let asked = Instant::now();
+        let a = ask(&mut s, &request("198.51.100.8", 40004, 25));
+        assert!(a.starts_with("action=PREPEND X-P0f-OS: unknown"), "{a}");
+        assert!(asked.elapsed() < SNIFF_WAIT, "{:?}", asked.elapsed());
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -281,7 +281,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                     .unwrap_or(ip.len());
                 write(&ip[..len.min(ip.len())])?;
             }
-            for g in &d.generated {
+            for g in d.generated.iter().chain(&d.generated_out) {
                 write(g)?;
             }
         }
@@ -339,7 +339,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                         ep(b.dst, b.dport)
                     )
                 }),
-                generated: !d.generated.is_empty(),
+                generated: !d.generated.is_empty() || !d.generated_out.is_empty(),
             };
             let _ = serde_json::to_writer(&mut so, &line);
             let _ = writeln!(so);
@@ -354,7 +354,7 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
                 "frame {n}: {iface} {dir_s} {action} rule {rule} state {} reason {}{}",
                 d.state.name(),
                 d.reason,
-                if !d.generated.is_empty() {
+                if !d.generated.is_empty() || !d.generated_out.is_empty() {
                     " (answered)"
                 } else {
                     ""

@@ -577,8 +577,7 @@ fn workers_keep_flows_in_order() {
 
 /// `synproxy state` on a router, with real hosts: the firewall completes
 /// the client's handshake itself, then the server's, and a TCP transfer
-/// goes through with the server's sequence numbers shifted. The server
-/// sees no connection from a client that never completes its handshake.
+/// goes through with the server's sequence numbers shifted.
 #[test]
 fn synproxy_state_carries_a_transfer() {
     require_root();

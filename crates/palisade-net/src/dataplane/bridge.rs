@@ -151,9 +151,13 @@ impl Dataplane {
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers (`block return`, synproxy's to the client) go back
-            // where the packet came from, unfiltered.
+            // where the packet came from, unfiltered; never to a frame
+            // sent to a group (the answer would come from the group's
+            // MAC).
             for g in d.generated {
-                self.emit(m, src, Some(dst), ethertype, &g);
+                if !is_multicast(&dst) {
+                    self.emit(m, src, Some(dst), ethertype, &g);
+                }
             }
             // Synproxy's SYN to the server goes the packet's way,
             // filtered `out` on each member.
@@ -208,6 +212,9 @@ impl Dataplane {
         let sender = palisade_wire::parse_ip(&q).ok().map(|i| i.src);
         for g in std::mem::take(&mut d.generated) {
             let to_sender = palisade_wire::parse_ip(&g).is_ok_and(|i| Some(i.dst) == sender);
+            if is_multicast(&dst) {
+                continue;
+            }
             if to_sender {
                 self.emit(m, src, Some(dst), ethertype, &g);
             } else {

@@ -419,6 +419,15 @@ impl Dataplane {
             self.counters.dropped(DropReason::Malformed);
             return;
         };
+        // Not from or to one of our networks' broadcast addresses (an
+        // answer to a packet sent to 192.0.2.255, say): pf's answers go
+        // from one host to one host (`return_packet` refuses groups).
+        if [info.src, info.dst]
+            .iter()
+            .any(|a| self.is_subnet_broadcast(a))
+        {
+            return;
+        }
         let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
             self.counters.dropped(DropReason::NoRoute);
             return;
@@ -434,6 +443,23 @@ impl Dataplane {
         }
     }
 
+    /// Whether `a` is the broadcast address of one of the interfaces'
+    /// IPv4 networks.
+    fn is_subnet_broadcast(&self, a: &IpAddr) -> bool {
+        let IpAddr::V4(a) = a else {
+            return false;
+        };
+        self.cfg.ifaces.iter().flat_map(|i| &i.addresses).any(|p| {
+            let IpAddr::V4(n) = p.ip else {
+                return false;
+            };
+            p.bits < 31 && {
+                let host = u32::MAX >> p.bits;
+                u32::from(n) & !host | host == u32::from(*a)
+            }
+        })
+    }
+
     /// A packet the firewall itself sends: routed, filtered `out`.
     pub(super) fn send_local(&mut self, mut pkt: Vec<u8>, now: u64) {
         let Ok(info) = parse_ip(&pkt) else {
@@ -445,15 +471,16 @@ impl Dataplane {
             return;
         };
         let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, now);
-        if !d.passed() || d.held {
-            self.counters.blocked += u64::from(!d.held);
-            return;
-        }
+        // pf's own packets, also for a packet it blocks (`block return`).
         for g in std::mem::take(&mut d.generated) {
             self.send_generated(g, now);
         }
         for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, now);
+        }
+        if !d.passed() || d.held {
+            self.counters.blocked += u64::from(!d.held);
+            return;
         }
         let refrag = d.refragment;
         let route = d.route.take();

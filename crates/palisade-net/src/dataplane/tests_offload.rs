@@ -753,8 +753,7 @@ fn tcp_of(o: &[Out]) -> Vec<(usize, u32, u32, u8)> {
 /// A data plane with a `synproxy state` rule and the connection set up
 /// through the proxy's handshakes (the client's ISN 1000, the server's
 /// 5000): the ISN the firewall gave the client.
-fn connected_synproxy(f: &Flow) -> (Dataplane, u32) {
-    let rules = "block all\npass inet6 proto icmp6\npass in on lan proto tcp to port 5201 synproxy state\npass out proto tcp to port 5201\n";
+fn connected_synproxy(f: &Flow, rules: &str) -> (Dataplane, u32) {
     let mut d = dp(TWO, rules);
     let ours = |v4: &str, v6: &str| -> IpAddr { if f.v6 { v6 } else { v4 }.parse().unwrap() };
     introduce(
@@ -795,7 +794,19 @@ fn connected_synproxy(f: &Flow) -> (Dataplane, u32) {
         ),
         3,
     ));
+    let mut o = o;
+    o.sort();
     assert_eq!(o.len(), 2, "an ACK to each side: {o:?}");
+    assert_eq!(
+        (o[0].0, o[0].1, o[0].3),
+        (0, isn.wrapping_add(1), 0x10),
+        "the window to the client"
+    );
+    assert_eq!(
+        (o[1].0, o[1].2, o[1].3),
+        (f.server_port, 5001, 0x10),
+        "the ACK to the server"
+    );
     (d, isn)
 }
 
@@ -807,10 +818,18 @@ fn connected_synproxy(f: &Flow) -> (Dataplane, u32) {
 /// counters.
 #[test]
 fn a_super_packet_of_a_synproxy_state_is_cut_and_matches_the_segments() {
-    for v6 in [false, true] {
+    // pf's way (`in` and a plain `pass out`), and one rule for both ways:
+    // on the way out it makes a plain state (pf proxies only inbound).
+    for (rules, v6) in [
+        "block all\npass inet6 proto icmp6\npass in on lan proto tcp to port 5201 synproxy state\npass out proto tcp to port 5201\n",
+        "block all\npass inet6 proto icmp6\npass proto tcp to port 5201 synproxy state\n",
+    ]
+    .into_iter()
+    .flat_map(|r| [(r, false), (r, true)])
+    {
         let f = flow(v6, "wan");
-        let (mut a, isn) = connected_synproxy(&f);
-        let (mut b, isn_b) = connected_synproxy(&f);
+        let (mut a, isn) = connected_synproxy(&f, rules);
+        let (mut b, isn_b) = connected_synproxy(&f, rules);
         assert_eq!(isn, isn_b, "the same random numbers");
         assert_ne!(isn, 5000, "the firewall's ISN is its own");
         // The client's data, acknowledging the firewall's ISN.
@@ -917,4 +936,31 @@ fn a_bridged_synproxy_handshake_and_its_super_packets_match_the_segments() {
         assert_eq!(whole, segs, "v6 {v6}");
         same_books(&a, &b);
     }
+}
+
+/// `block return` on a router answers one host, not a network's
+/// broadcast address: a datagram to 198.18.0.255 (the lan's broadcast)
+/// gets no answer, one to a host behind the firewall gets its ICMP.
+#[test]
+fn block_return_does_not_answer_a_subnet_broadcast() {
+    let f = flow(false, "wan");
+    let mut d = dp(TWO, "block return all\n");
+    introduce(&mut d, 0, None, f.client, "198.18.0.254".parse().unwrap());
+    let to = |dst: &str| {
+        build::ip(
+            f.client,
+            dst.parse().unwrap(),
+            17,
+            64,
+            &build::udp(4000, 9, b"x"),
+        )
+    };
+    let o = d.input(
+        0,
+        &eth(BROADCAST, A, None, ETH_IPV4, &to("198.18.0.255")),
+        1,
+    );
+    assert!(o.is_empty(), "answered a broadcast: {o:?}");
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &to("198.19.0.1")), 2);
+    assert_eq!(o.len(), 1, "a host's datagram is answered: {o:?}");
 }
