@@ -193,7 +193,7 @@ impl Conf {
             }
             (None, true) => {
                 return Err(format!(
-                    "{file}: [greylist] needs a source of fingerprints: `firewall = \"/run/palisade/palisade.sock\"` or `sniff = [\"eth0\"]`"
+                    "{file}: [greylist] needs a source of fingerprints: `firewall = \"/run/palisade.sock\"` (the firewall's control socket) or `sniff = [\"eth0\"]`"
                 ))
             }
         };
@@ -995,6 +995,9 @@ struct Fingerprints {
     /// Until when the firewall, having not answered in time, is not asked
     /// (its clients count as unknown meanwhile).
     firewall_quiet_until: Mutex<Option<Instant>>,
+    /// When the firewall last refused a question (warned at most once a
+    /// minute: its clients count as unknown).
+    firewall_refused_at: Mutex<Option<Instant>>,
     /// The capture's log (sniffing).
     log: Arc<Mutex<SynLog>>,
     /// Unix time when the log's clock started.
@@ -1015,6 +1018,7 @@ impl Fingerprints {
             log,
             start_unix: unix_now(),
             firewall_quiet_until: Mutex::new(None),
+            firewall_refused_at: Mutex::new(None),
             sniff_misses: std::sync::atomic::AtomicU32::new(0),
             sniff_quiet_until: Mutex::new(None),
             sniff_given_up: Mutex::new(std::collections::VecDeque::new()),
@@ -1163,7 +1167,30 @@ impl Fingerprints {
                         }
                         *q = Some(Instant::now() + FIREWALL_QUIET);
                     }
-                    r.ok().filter(|v| v["ok"] == true)
+                    let v = r.ok()?;
+                    // "no SYN from ... recorded": a client it did not see.
+                    let unrecorded = v["text"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("SYNs are not recorded"));
+                    if v["ok"] != true && unrecorded {
+                        // The firewall answers but records nothing (no
+                        // `[osfp]`): every client counts as unknown,
+                        // which must not go unnoticed.
+                        let mut w = self
+                            .firewall_refused_at
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if w.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            *w = Some(Instant::now());
+                            tracing::warn!(
+                                "greylist: the firewall at {} refuses to say what SYNs it saw ({}); clients count as unknown",
+                                sock.display(),
+                                v["text"].as_str().unwrap_or("").trim()
+                            );
+                        }
+                        return None;
+                    }
+                    (v["ok"] == true).then_some(v)
                 };
                 let label = match port.and_then(|p| ask(Some(p))) {
                     Some(v) => v["data"]["connection"]["os"].as_str().map(str::to_string),
@@ -1588,6 +1615,44 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// Firewall mode, at start: a firewall that will never answer (the
+/// socket's permissions, no `[osfp]`) is an error; one that is not up
+/// yet is a warning (its clients count as unknown until it is).
+fn check_firewall(sock: &Path) -> Result<(), String> {
+    let q = json!({"cmd": "osfp", "addr": "192.0.2.1", "port": null});
+    match crate::control::request_within(sock, q, Duration::from_secs(2)) {
+        Ok(v) if v["ok"] == true => Ok(()),
+        Ok(v) => {
+            let text = v["text"].as_str().unwrap_or("").trim().to_string();
+            if text.contains("SYNs are not recorded") {
+                Err(format!(
+                    "greylist: the firewall at {} does not record SYNs: add `[osfp]` with `record = true` to its palisade.toml ({text})",
+                    sock.display()
+                ))
+            } else if text.contains("no SYN from") {
+                // It records, and has not seen the address asked about.
+                Ok(())
+            } else {
+                Err(format!(
+                    "greylist: the firewall at {} refuses to say what SYNs it saw: {text}",
+                    sock.display()
+                ))
+            }
+        }
+        Err(e) if e.contains("ermission denied") => Err(format!(
+            "greylist: the firewall's control socket {}: {e} (the service needs the rights `palisade` commands need there)",
+            sock.display()
+        )),
+        Err(e) => {
+            tracing::warn!(
+                "greylist: the firewall at {} does not answer yet ({e}); clients count as unknown until it does",
+                sock.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Run the service until SIGTERM or SIGINT (or killed).
 pub fn run(conf: Conf) -> Result<(), String> {
     // From here on a stop signal is a clean stop (the policy loop sees
@@ -1599,6 +1664,18 @@ pub fn run(conf: Conf) -> Result<(), String> {
 /// The service over a given log of SYNs (tests record into it).
 fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     let fpdb = Arc::new(load_db(&conf)?);
+    // The source of fingerprints first: a service that cannot have them
+    // fails before it creates anything, and the capture runs before
+    // Postfix can reach the policy port.
+    if let Source::Firewall(sock) = &conf.source {
+        check_firewall(sock)?;
+    }
+    let start = Instant::now();
+    if let Source::Sniff { ifaces, ports } = &conf.source {
+        for i in ifaces {
+            sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
+        }
+    }
     let mut db = GreyDb::open(&conf.database)?;
     db.start_syncer(conf.answer_after)?;
     let listener = TcpListener::bind(conf.listen)
@@ -1608,12 +1685,6 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
         Some(p) => Some(unix_listener(p, 0o666)?),
         None => None,
     };
-    let start = Instant::now();
-    if let Source::Sniff { ifaces, ports } = &conf.source {
-        for i in ifaces {
-            sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
-        }
-    }
     let (admin, admin_rx) = mpsc::sync_channel(64);
     // SAFETY: eventfd creates a descriptor owned by the File below.
     let wake = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -1888,6 +1959,37 @@ mod tests {
         let mut r = Reader::new();
         r.feed(b"request=smtpd_access_policy\nclient_address=198.51.100.8\n\n");
         assert!(!fp.should_wait(&r.next_request().unwrap().unwrap(), now));
+    }
+
+    /// Firewall mode at start: a firewall without `[osfp]` is an error
+    /// naming the fix; one not up yet only a warning.
+    #[test]
+    fn a_firewall_that_does_not_record_syns_is_refused_at_start() {
+        use std::io::{BufRead, BufReader, Write};
+        let d = std::env::temp_dir().join(format!("greylist-fw-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let sock = d.join("fw.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().map_while(Result::ok) {
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
+                let mut w = &s;
+                let _ = writeln!(
+                    w,
+                    "{}",
+                    json!({"ok": false, "text": "osfp: SYNs are not recorded (add `[osfp]` with `record = true` to palisade.toml)\n"})
+                );
+            }
+        });
+        let e = check_firewall(&sock).unwrap_err();
+        assert!(
+            e.contains("does not record SYNs") && e.contains("[osfp]"),
+            "{e}"
+        );
+        assert!(check_firewall(&d.join("none.sock")).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn windows_syn() -> SynSignature {

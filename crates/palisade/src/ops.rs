@@ -104,7 +104,9 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
 fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
     let dp = sh.dp();
     let Some(log) = &dp.filter.synlog else {
-        return fail("osfp: SYNs are not recorded (set `record = true` in palisade.toml's [osfp])");
+        return fail(
+            "osfp: SYNs are not recorded (add `[osfp]` with `record = true` to palisade.toml)",
+        );
     };
     let now = sh.start.elapsed().as_millis() as u64;
     let label = |o: &Option<std::sync::Arc<palisade_filter::osfp::Fingerprint>>| {
