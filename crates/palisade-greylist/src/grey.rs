@@ -264,6 +264,20 @@ pub enum Why {
     Greylisted { left: u64 },
 }
 
+/// As the service's log says it.
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::NotApplicable => write!(f, "not a recipient check"),
+            Why::OsNotListed => write!(f, "system not greylisted"),
+            Why::Whitelisted => write!(f, "network whitelisted"),
+            Why::KnownTriplet => write!(f, "passed before"),
+            Why::Retried { waited } => write!(f, "retried after {waited} s: passes"),
+            Why::Greylisted { left } => write!(f, "greylisted, {left} s left"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub action: Action,
@@ -296,7 +310,9 @@ impl Greylist {
 
     /// The network a client address is keyed by.
     pub fn network(&self, client: &str) -> String {
-        match client.parse::<IpAddr>() {
+        // An IPv4 client on a dual-stack socket (`::ffff:a.b.c.d`) is
+        // keyed as the IPv4 client it is: its /64 is every such client.
+        match client.parse::<IpAddr>().map(|a| a.to_canonical()) {
             Ok(IpAddr::V4(a)) => {
                 let p = self.cfg.v4_prefix.min(32);
                 let m = if p == 0 { 0 } else { u32::MAX << (32 - p) };

@@ -356,3 +356,13 @@ fn a_short_max_age_keeps_entries_in_use() {
     let d = g.decide(T0 + 900, &r, Some(&win10()), &mut s).unwrap();
     assert_eq!(d.why, Why::Retried { waited: 900 });
 }
+
+/// An IPv4 client on a dual-stack socket (`::ffff:a.b.c.d`) is keyed by
+/// its IPv4 /24, not by the one /64 every such client shares.
+#[test]
+fn ipv4_mapped_clients_are_keyed_as_ipv4() {
+    let g = Greylist::new(Config::default());
+    assert_eq!(g.network("::ffff:198.51.100.20"), "198.51.100.0/24");
+    assert_eq!(g.network("198.51.100.20"), "198.51.100.0/24");
+    assert_eq!(g.network("2001:db8:5:5::1"), "2001:db8:5:5::/64");
+}

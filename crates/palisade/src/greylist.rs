@@ -347,6 +347,7 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
         }
         Some("whitelist") => {
             let client = req["client"].as_str().ok_or("whitelist: no client")?;
+            let client = &client_address(g, "whitelist", client)?;
             match g.whitelist(now, client, st)? {
                 Some(net) => Ok(json!({"ok": true, "text": format!("{net}: whitelisted\n")})),
                 None => Err(format!(
@@ -356,7 +357,7 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
         }
         Some("delete") => {
             let client = req["client"].as_str().ok_or("delete: no client")?;
-            let net = g.network(client);
+            let net = g.network(&client_address(g, "delete", client)?);
             let mut n = 0;
             match (req["sender"].as_str(), req["recipient"].as_str()) {
                 (Some(s), Some(r)) => {
@@ -397,6 +398,37 @@ pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
     db.commit()?;
     db.checkpoint()?;
     Ok(v)
+}
+
+/// An admin command's client: an address, or a network no larger than
+/// the ones entries are keyed by (`ipv4-prefix`, `ipv6-prefix`): its
+/// address.
+fn client_address(g: &Greylist, op: &str, text: &str) -> Result<String, String> {
+    let (a, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let addr: IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{op}: '{text}' is not an IPv4 or IPv6 address (or ADDRESS/BITS)"))?;
+    if let Some(b) = bits {
+        let (max, keyed, key) = match addr {
+            IpAddr::V4(_) => (32, g.cfg.v4_prefix, "ipv4-prefix"),
+            IpAddr::V6(_) => (128, g.cfg.v6_prefix, "ipv6-prefix"),
+        };
+        let b: u8 = b
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("{op}: '{text}': the length must be 0 to {max}"))?;
+        if b < keyed {
+            return Err(format!(
+                "{op}: '{text}': entries are kept by /{keyed} networks ({key}); name one of them"
+            ));
+        }
+    }
+    Ok(addr.to_string())
 }
 
 /// Send an admin operation to the running service; None if none runs.
@@ -953,12 +985,16 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                 send_action(&s, &action);
             }
             for (req, os, why, action) in logged {
+                let addr = req.get("client_address").unwrap_or("?");
+                // An IPv6 address with a port is written in brackets.
+                let client = match req.get("client_port") {
+                    Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+                    Some(p) => format!("{addr}:{p}"),
+                    None => addr.to_string(),
+                };
                 tracing::info!(
-                    "greylist: {}{} ({}) {} -> {}: {:?} => {}",
-                    req.get("client_address").unwrap_or("?"),
-                    req.get("client_port")
-                        .map(|p| format!(":{p}"))
-                        .unwrap_or_default(),
+                    "greylist: {} ({}) {} -> {}: {} => {}",
+                    client,
                     os.map_or("unknown".to_string(), |o| o.to_string()),
                     req.get("sender").unwrap_or(""),
                     req.get("recipient").unwrap_or(""),
@@ -1664,6 +1700,22 @@ pub fn run(conf: Conf) -> Result<(), String> {
 /// The service over a given log of SYNs (tests record into it).
 fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     let fpdb = Arc::new(load_db(&conf)?);
+    // `os` and `except-os` name systems of the database: a name none of
+    // its lines has (a typo) would greylist nobody, or everybody.
+    for (key, names) in [("os", &conf.grey.os), ("except-os", &conf.grey.except_os)] {
+        for n in names {
+            if !fpdb.entries.iter().any(|f| f.matches_name(n)) {
+                let mut classes: Vec<&str> =
+                    fpdb.entries.iter().map(|f| f.class.as_str()).collect();
+                classes.sort_unstable();
+                classes.dedup();
+                tracing::warn!(
+                    "greylist {key}: no fingerprint is named '{n}' (so it matches no client); the systems are named as pf.conf's `os`: {}",
+                    classes.join(", ")
+                );
+            }
+        }
+    }
     // The source of fingerprints first: a service that cannot have them
     // fails before it creates anything, and the capture runs before
     // Postfix can reach the policy port.
@@ -1959,6 +2011,37 @@ mod tests {
         let mut r = Reader::new();
         r.feed(b"request=smtpd_access_policy\nclient_address=198.51.100.8\n\n");
         assert!(!fp.should_wait(&r.next_request().unwrap().unwrap(), now));
+    }
+
+    /// `whitelist` and `delete` take an address or one of the networks
+    /// entries are kept by; not a bigger network, not a name.
+    #[test]
+    fn admin_commands_take_an_address_or_a_keyed_network() {
+        let g = Greylist::new(grey::Config::default());
+        let ok = |t: &str| client_address(&g, "whitelist", t);
+        assert_eq!(ok("198.51.100.7").unwrap(), "198.51.100.7");
+        assert_eq!(ok("198.51.100.0/24").unwrap(), "198.51.100.0");
+        assert_eq!(ok("2001:db8::/64").unwrap(), "2001:db8::");
+        assert_eq!(ok("::ffff:198.51.100.7").unwrap(), "::ffff:198.51.100.7");
+        assert!(ok("198.51.0.0/16").unwrap_err().contains("/24 networks"));
+        assert!(ok("198.51.100.0/33").unwrap_err().contains("0 to 32"));
+        assert!(ok("<ROOT@VM>").unwrap_err().contains("not an IPv4 or IPv6"));
+        assert_eq!(
+            g.network(&ok("198.51.100.0/24").unwrap()),
+            "198.51.100.0/24"
+        );
+    }
+
+    /// The default `os` and `except-os` name systems of the built-in
+    /// database (the start-up check warns about names it lacks).
+    #[test]
+    fn the_default_system_names_are_in_the_database() {
+        let db = FingerprintDb::default_db();
+        let d = grey::Config::default();
+        for n in d.os.iter().chain(&d.except_os) {
+            assert!(db.entries.iter().any(|f| f.matches_name(n)), "{n}");
+        }
+        assert!(!db.entries.iter().any(|f| f.matches_name("Windwos")));
     }
 
     /// Firewall mode at start: a firewall without `[osfp]` is an error

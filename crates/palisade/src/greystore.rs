@@ -416,7 +416,16 @@ impl GreyDb {
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir).map_err(|e| err(&dir.display().to_string(), e))?;
         }
+        if path.as_os_str().is_empty() {
+            return Err("greylist database: an empty path (`database` in [greylist])".into());
+        }
         let db = redb::Database::create(path).map_err(|e| err(&path.display().to_string(), e))?;
+        // The entries name senders and recipients: the owner's only, as
+        // the journal is.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         let generation = {
             let tx = db.begin_write().map_err(|e| err("database", e))?;
             tx.open_table(TABLE).map_err(|e| err("database", e))?;

@@ -303,14 +303,15 @@ enum GreylistCmd {
         conf: GreyConf,
     },
     /// Whitelist a client's network by hand (never greylisted, never
-    /// expires).
+    /// expires): CLIENT is an address, or its network (ADDRESS/BITS, at
+    /// most as large as ipv4-prefix / ipv6-prefix).
     Whitelist {
         client: String,
         #[command(flatten)]
         conf: GreyConf,
     },
     /// Forget a client's network (its whitelist entry and triplets), or
-    /// one triplet (CLIENT SENDER RECIPIENT).
+    /// one triplet (CLIENT SENDER RECIPIENT); CLIENT as for whitelist.
     Delete {
         client: String,
         sender: Option<String>,
