@@ -282,7 +282,19 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     }
     let listing = sh.dp().filter.engine().listing(anchor);
     let Some(l) = listing else {
-        return fail(format!("show rules: no anchor '{anchor}' is loaded"));
+        let below = format!("{}/", anchor.trim_matches('/'));
+        let children = sh
+            .dp()
+            .filter
+            .engine()
+            .anchor_names()
+            .iter()
+            .any(|a| a.starts_with(&below));
+        return fail(if children {
+            format!("no anchor '{anchor}' is loaded; the anchors under it: '{below}*'")
+        } else {
+            format!("no anchor '{anchor}' is loaded")
+        });
     };
     let mut text = String::new();
     rules_text(&l, 0, level, &mut text);
@@ -971,7 +983,35 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
 }
 
 fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
+    // `PREFIX/*` (pfctl -a 'PREFIX/*'): the anchors under PREFIX.
+    let under = name.trim_start_matches('/').strip_suffix("/*");
     match op {
+        AnchorOp::Load { .. } if under.is_some() => fail(format!(
+            "anchor {name}: a wildcard names the anchors under {} (for show and flush); load into one of them (such as '{}/NAME')",
+            under.unwrap_or(""),
+            under.unwrap_or("")
+        )),
+        AnchorOp::Flush if under.is_some() => {
+            let prefix = format!("{}/", under.unwrap_or(""));
+            let engine = sh.dp().filter.engine_arc();
+            let mut cleared = Vec::new();
+            for a in engine.anchor_names() {
+                let Some(rest) = a.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if !rest.contains('/') && engine.flush_anchor(&a) {
+                    cleared.push(a);
+                }
+            }
+            done(
+                format!(
+                    "anchor {name}: {} anchor{} cleared\n",
+                    cleared.len(),
+                    if cleared.len() == 1 { "" } else { "s" }
+                ),
+                json!({"anchor": name, "cleared": cleared}),
+            )
+        }
         AnchorOp::Load { rules, file } => {
             let file = file.as_str();
             let opts = ParseOptions {

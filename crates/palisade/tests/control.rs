@@ -431,6 +431,33 @@ fn control_commands_against_a_running_daemon() {
     assert!(!passes(&src, "http://198.19.0.1:9090/"), "flushed");
     assert!(c.json(&["show", "anchors"]).as_array().unwrap().is_empty());
 
+    // --- `PREFIX/*` names the anchors under PREFIX (as ftp-proxy's are):
+    // shown and flushed together; not a place to load into.
+    for kid in ["kids/a", "kids/b"] {
+        c.ok(&["anchor", kid, "load", "-f", extra.to_str().unwrap()]);
+    }
+    let kids = c.json(&["anchor", "kids/*", "show"]);
+    assert_eq!(kids.as_array().map(Vec::len), Some(2), "{kids}");
+    let o = c.run(&["anchor", "kids/*", "load", "-f", extra.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && out.contains("a wildcard names the anchors under kids"),
+        "{out}"
+    );
+    let o = c.run(&["anchor", "kids", "show"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && out.contains("the anchors under it: 'kids/*'")
+            && !out.contains("show rules:"),
+        "{out}"
+    );
+    assert!(c
+        .ok(&["anchor", "kids/*", "flush"])
+        .contains("2 anchors cleared"));
+    let kids = c.json(&["anchor", "kids/*", "show"]);
+    assert!(kids.as_array().is_some_and(|k| k.is_empty()), "{kids}");
+
     // --- Listings: info, interfaces, timeouts, limits, memory.
     let info = c.json(&["show", "info"]);
     assert_eq!(info["status"], "enabled");
