@@ -1264,8 +1264,23 @@ fn check(a: CheckArgs) -> ExitCode {
             let _ = writeln!(e, "{w}");
         }
     }
+    // `set fingerprints "FILE"`: read as a load would (pfctl: "error
+    // loading fingerprints"); a file that would not load fails the check.
+    let mut errors = out.errors;
+    if out.errors == 0 {
+        if let Err(err) = palisade_filter::osfp::FingerprintDb::from_options(&out.config.options) {
+            let name = if a.file == "-" { "stdin" } else { &a.file };
+            let err = err.to_string();
+            if err.starts_with("set fingerprints") {
+                let _ = writeln!(e, "{name}: {err}");
+            } else {
+                let _ = writeln!(e, "{name}: set fingerprints: {err}");
+            }
+            errors += 1;
+        }
+    }
     let _ = std::io::stdout().write_all(out.stdout.as_bytes());
-    if out.errors > 0 {
+    if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -540,3 +540,35 @@ fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// `check` reads `set fingerprints` as a load does: a missing or broken
+/// file fails the check (it passed, and only the daemon refused it).
+#[test]
+fn check_refuses_fingerprints_that_would_not_load() {
+    let d = std::env::temp_dir().join(format!("palisade-fp-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("bad.os"), "a:b:c\n").unwrap();
+    for (file, want) in [("none.os", "No such file"), ("bad.os", "line 1")] {
+        let conf = d.join("pf.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "set fingerprints \"{}\"\npass all\n",
+                d.join(file).display()
+            ),
+        )
+        .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(["check", "-f"])
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{file}: {o:?}");
+        assert!(
+            stderr(&o).contains("set fingerprints") && stderr(&o).contains(want),
+            "{file}: {}",
+            stderr(&o)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
