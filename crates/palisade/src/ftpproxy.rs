@@ -150,6 +150,11 @@ pub fn run(opts: Options) -> Result<(), String> {
             opts.server_port
         );
     }
+    if opts.ipv6 && opts.bind.is_none() {
+        tracing::warn!(
+            "ftp-proxy: -6 without -b listens on ::1, which connections redirected or diverted from outside cannot reach (Linux takes ::1 only from its loopback): give -b one of the firewall's own IPv6 addresses"
+        );
+    }
     if opts.queue.is_some() {
         tracing::warn!(
             "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"

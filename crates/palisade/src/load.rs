@@ -38,6 +38,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&unenforced)
         .chain(&unknown_interfaces(&out.config, &host))
         .chain(&carp_interface_rules(&out.config, &cfg))
+        .chain(&to_v6_loopback(&out.config))
     {
         eprintln!("{w}");
     }
@@ -73,6 +74,38 @@ pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec
     walk(&pf.main, &carp, &mut out);
     for a in &pf.load_anchors {
         walk(&a.ruleset, &carp, &mut out);
+    }
+    out
+}
+
+/// Warnings for rules that redirect or divert to ::1: Linux never takes
+/// ::1 from outside its loopback device (IPv6 has no route_localnet), so
+/// such connections can only fail.
+pub fn to_v6_loopback(pf: &palisade_conf::ir::Config) -> Vec<String> {
+    fn walk(rs: &palisade_conf::ir::Ruleset, out: &mut Vec<String>) {
+        let v6lo = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        for r in &rs.rules {
+            let rdr = r.rdr.as_ref().is_some_and(
+                |p| matches!(p.addr, palisade_conf::ir::Addr::Net { ip, .. } if ip == v6lo),
+            );
+            let divert = matches!(r.divert, Some(palisade_conf::ir::Divert::To { addr, .. }) if addr == v6lo);
+            if rdr || divert {
+                out.push(format!(
+                    "{}:{}: warning: {} to ::1, which Linux does not accept from the host interface: these connections will fail; use one of the firewall's own IPv6 addresses (and `palisade ftp-proxy -6 -b` on it)",
+                    r.file,
+                    r.line,
+                    if rdr { "redirects" } else { "diverts" }
+                ));
+            }
+            if let Some(i) = &r.inline {
+                walk(i, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&pf.main, &mut out);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &mut out);
     }
     out
 }

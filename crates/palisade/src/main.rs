@@ -1260,7 +1260,11 @@ fn check(a: CheckArgs) -> ExitCode {
     }
     if !a.pfctl_compat && out.errors == 0 {
         let name = if a.file == "-" { "stdin" } else { &a.file };
-        for w in out.unenforced_warnings(name) {
+        for w in out
+            .unenforced_warnings(name)
+            .iter()
+            .chain(&crate::load::to_v6_loopback(&out.config))
+        {
             let _ = writeln!(e, "{w}");
         }
     }

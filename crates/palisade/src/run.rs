@@ -134,24 +134,6 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         None => None,
     };
-    // Linux never takes ::1 from outside its loopback device (IPv6 has
-    // no route_localnet): a redirection there can only fail.
-    let to_v6_loopback = pf
-        .main
-        .rules
-        .iter()
-        .filter(|r| {
-            let v6lo = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
-            r.rdr.as_ref().is_some_and(|p| {
-                matches!(p.addr, palisade_conf::ir::Addr::Net { ip, .. } if ip == v6lo)
-            }) || matches!(r.divert, Some(palisade_conf::ir::Divert::To { addr, .. }) if addr == v6lo)
-        })
-        .count();
-    if to_v6_loopback > 0 {
-        tracing::warn!(
-            "{to_v6_loopback} rule(s) redirect or divert to ::1, which Linux does not accept from the host interface: those connections will fail; redirect to one of the firewall's own IPv6 addresses instead (and run `palisade ftp-proxy -6 -b` on it)"
-        );
-    }
     let logging_rules = pf.main.rules.iter().filter(|r| r.log.is_some()).count();
     let pflog = match &cfg.pflog {
         Some(p) => Some(PflogFile::open(p, cfg.pflog_size)?),

@@ -572,3 +572,31 @@ fn check_refuses_fingerprints_that_would_not_load() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A redirection or divert to ::1 is warned about wherever rules are
+/// checked or loaded (it was only at the daemon's start), with its line.
+#[test]
+fn check_warns_of_redirections_to_the_v6_loopback() {
+    let d = std::env::temp_dir().join(format!("palisade-v6lo-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("pf.conf");
+    std::fs::write(
+        &conf,
+        "pass all\npass in inet6 proto tcp to port 21 divert-to ::1 port 8021\n\
+         pass in inet6 proto tcp to port 22 rdr-to ::1 port 2222\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["check", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let err = stderr(&o);
+    assert!(err.contains("pf.conf:2: warning: diverts to ::1"), "{err}");
+    assert!(
+        err.contains("pf.conf:3: warning: redirects to ::1"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
