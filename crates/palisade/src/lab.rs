@@ -708,17 +708,7 @@ impl Lab {
     /// directory. Quiet about what is already gone; an error says what
     /// is left.
     pub fn down(&self) -> Result<(), String> {
-        let mut procs: Vec<(i32, u64)> = Vec::new();
-        if let Ok(t) = std::fs::read_to_string(self.dir().join("pids")) {
-            for l in t.lines() {
-                let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
-                if let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) {
-                    if let Ok(pid) = i32::try_from(pid) {
-                        procs.push((pid, start));
-                    }
-                }
-            }
-        }
+        let mut procs = self.recorded();
         for h in all_hosts() {
             procs.extend(
                 self.ns_pids(h)
@@ -758,6 +748,61 @@ impl Lab {
         } else {
             Err(problems.join("; "))
         }
+    }
+
+    /// The processes `up` started (pid and start time), from its record.
+    fn recorded(&self) -> Vec<(i32, u64)> {
+        let mut procs = Vec::new();
+        if let Ok(t) = std::fs::read_to_string(self.dir().join("pids")) {
+            for l in t.lines() {
+                let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+                if let (Some(Some(pid)), Some(Some(start))) = (f.next(), f.next()) {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        procs.push((pid, start));
+                    }
+                }
+            }
+        }
+        procs
+    }
+
+    /// `lab status` of a scenario whose processes `up` recorded: how
+    /// many are still running, and which are gone (with --json, as
+    /// JSON). Exit 1 when any is gone.
+    pub fn status_processes(&self, scenario: &str, json: bool) -> bool {
+        let procs = self.recorded();
+        let gone: Vec<i32> = procs.iter().filter(|p| !alive(p)).map(|p| p.0).collect();
+        let ok = !procs.is_empty() && gone.is_empty();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "scenario": scenario,
+                    "prefix": self.prefix,
+                    "processes": procs.len(),
+                    "gone": gone,
+                    "ok": ok,
+                })
+            );
+        } else if ok {
+            println!(
+                "The {} lab '{}' is up: its {} processes run.",
+                scenario.to_uppercase(),
+                self.prefix,
+                procs.len()
+            );
+        } else {
+            println!(
+                "The {} lab '{}': {} of the {} processes it started are gone (pids {:?}); see the logs in {}, or `palisade lab down` and up again.",
+                scenario.to_uppercase(),
+                self.prefix,
+                gone.len(),
+                procs.len(),
+                gone,
+                self.dir().display()
+            );
+        }
+        ok
     }
 
     /// The processes in `host`'s namespace (`ip netns pids`), if it exists.

@@ -161,7 +161,8 @@ enum Cmd {
     /// anchor when the session ends. Runs in the foreground.
     #[command(name = "ftp-proxy")]
     FtpProxy(ftpproxy::Options),
-    /// Scenario S1 on this machine, in network namespaces (needs root).
+    /// The scenarios on this machine, in network namespaces (needs
+    /// root): S1 by default, S3, S5 and S6 with `up --scenario`.
     Lab {
         #[command(subcommand)]
         action: LabCmd,
@@ -678,10 +679,16 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        LabCmd::Status { .. } if l.is_s6() => {
-            println!("The S6 lab '{}' is up.", l.prefix);
-            l.print_s6();
-            ExitCode::SUCCESS
+        LabCmd::Status { json, .. } if l.is_s6() => {
+            let ok = l.status_processes("s6", json);
+            if !json {
+                l.print_s6();
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         LabCmd::Exec { host, command, .. } if l.is_s6() => {
             if let Err(e) = lab::Lab::check_host_s6(&host) {
@@ -689,10 +696,16 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             }
             fail(what, &l.exec(&host, &command), 1)
         }
-        LabCmd::Status { .. } if l.is_s5() => {
-            println!("The S5 lab '{}' is up.", l.prefix);
-            l.print_s5();
-            ExitCode::SUCCESS
+        LabCmd::Status { json, .. } if l.is_s5() => {
+            let ok = l.status_processes("s5", json);
+            if !json {
+                l.print_s5();
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         LabCmd::Exec { host, command, .. } if l.is_s5() => {
             if let Err(e) = lab::Lab::check_host_s5(&host) {
@@ -767,11 +780,11 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             checks(&l)
         }
         LabCmd::Exec { host, command, .. } => {
-            if let Err(e) = lab::check_host(&host) {
-                return fail(what, &e, 2);
-            }
             if !l.exists() {
                 return fail(what, &l.not_up(), 1);
+            }
+            if let Err(e) = lab::check_host(&host) {
+                return fail(what, &e, 2);
             }
             // Returns only if the command could not be started.
             fail(what, &l.exec(&host, &command), 1)

@@ -238,6 +238,9 @@ pub fn worker(
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
+    // Per port: when refusals were last logged (ms, 0: never), and how
+    // many came since.
+    let mut refusals = vec![(0u64, 0u64); ports.len()];
     let mut pulse = crate::notify::Pulse::new();
     while !stopping() {
         if id == 0 {
@@ -384,14 +387,20 @@ pub fn worker(
             sh.send(&ports, outs);
         }
         // Super-packets a port could not send whole (cut and sent in
-        // segments instead; see `Port::send_super`).
-        for p in &ports {
-            let n = p.take_refusals();
-            if n > 0 {
+        // segments instead; see `Port::send_super`): said at once, then
+        // at most once a minute per port with what came meanwhile.
+        for (i, p) in ports.iter().enumerate() {
+            let (last, pending) = &mut refusals[i];
+            *pending += p.take_refusals();
+            if *pending > 0 && (*last == 0 || now >= *last + 60_000) {
                 tracing::info!(
-                    "port '{}': {n} super-packets refused whole (no segmentation offload, or a full queue): cut and sent in segments, and for a second after each refusal",
-                    p.name
+                    "port '{}': {} super-packets refused whole{} (no segmentation offload, or a full queue): cut and sent in segments, and for a second after each refusal",
+                    p.name,
+                    *pending,
+                    if *last == 0 { "" } else { " in the last minute" }
                 );
+                *last = now.max(1);
+                *pending = 0;
             }
         }
         // What the kernel dropped for want of room in our rings.

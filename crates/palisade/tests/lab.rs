@@ -588,10 +588,37 @@ fn lab_s5_ftp_server_behind_the_firewall() {
     }
     let o = lab(&["status", "--prefix", &prefix]);
     assert!(
-        text(&o.stdout).contains("The S5 lab"),
+        o.status.success() && text(&o.stdout).contains("The S5 lab"),
         "{}",
         text(&o.stdout)
     );
+    // `status --json` checks the processes the lab started: a stopped
+    // ftp-proxy shows (it said "up" whatever ran).
+    let o = lab(&["status", "--json", "--prefix", &prefix]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["ok"], true, "{v}");
+    let proxy = Command::new("pgrep")
+        .args(["-f", &format!("ftp-proxy -s /run/palisade-lab/{prefix}/")])
+        .output()
+        .unwrap();
+    let pid: i32 = text(&proxy.stdout)
+        .lines()
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the lab's ftp-proxy");
+    // SAFETY: kill on the lab's ftp-proxy, found above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t = Instant::now();
+    let v = loop {
+        let o = lab(&["status", "--json", "--prefix", &prefix]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        if v["ok"] == false || t.elapsed() > Duration::from_secs(5) {
+            assert!(!o.status.success(), "{v}");
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(v["gone"], serde_json::json!([pid]), "{v}");
     let o = lab(&["down", "--prefix", &prefix]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     for h in ["outside", "gate", "ftpsrv"] {
@@ -635,7 +662,7 @@ fn lab_s6_greylists_the_windows_sender_only() {
     let master = master.expect("Postfix's master wrote its PID");
     let o = lab(&["status", "--prefix", &prefix]);
     assert!(
-        text(&o.stdout).contains("The S6 lab"),
+        o.status.success() && text(&o.stdout).contains("The S6 lab"),
         "{}",
         text(&o.stdout)
     );
