@@ -39,6 +39,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&unknown_interfaces(&out.config, &host))
         .chain(&carp_interface_rules(&out.config, &cfg))
         .chain(&to_v6_loopback(&out.config))
+        .chain(&unknown_os(&out.config))
     {
         eprintln!("{w}");
     }
@@ -74,6 +75,44 @@ pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec
     walk(&pf.main, &carp, &mut out);
     for a in &pf.load_anchors {
         walk(&a.ruleset, &carp, &mut out);
+    }
+    out
+}
+
+/// Warnings for `os "NAME"` that no fingerprint of the database (`set
+/// fingerprints`, or the built-in one) is named: such a rule never
+/// matches (a typo). A file that does not load gives none here (it is
+/// an error of its own).
+pub fn unknown_os(pf: &palisade_conf::ir::Config) -> Vec<String> {
+    fn walk(
+        rs: &palisade_conf::ir::Ruleset,
+        db: &palisade_filter::osfp::FingerprintDb,
+        out: &mut Vec<String>,
+    ) {
+        for r in &rs.rules {
+            if let Some(n) = &r.os {
+                if !n.eq_ignore_ascii_case("unknown")
+                    && !db.entries.iter().any(|f| f.matches_name(n))
+                {
+                    out.push(format!(
+                        "{}:{}: warning: no OS fingerprint is named \"{n}\": this rule never matches (a name is a fingerprint's class, class and version, or all three)",
+                        r.file, r.line
+                    ));
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, db, out);
+            }
+        }
+    }
+    let Ok(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options) else {
+        return Vec::new();
+    };
+    let db = db.unwrap_or_else(palisade_filter::osfp::FingerprintDb::default_db);
+    let mut out = Vec::new();
+    walk(&pf.main, &db, &mut out);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &db, &mut out);
     }
     out
 }

@@ -1277,6 +1277,7 @@ fn check(a: CheckArgs) -> ExitCode {
             .unenforced_warnings(name)
             .iter()
             .chain(&crate::load::to_v6_loopback(&out.config))
+            .chain(&crate::load::unknown_os(&out.config))
         {
             let _ = writeln!(e, "{w}");
         }

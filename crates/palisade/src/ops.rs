@@ -195,6 +195,7 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         msgs.extend(out.unenforced_warnings(&path.display().to_string()));
         msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
         msgs.extend(crate::load::to_v6_loopback(&out.config));
+        msgs.extend(crate::load::unknown_os(&out.config));
     }
     if out.errors > 0 {
         msgs.push(format!(
@@ -1040,6 +1041,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             msgs.extend(out.unenforced_warnings(file));
             msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
             msgs.extend(crate::load::to_v6_loopback(&out.config));
+            msgs.extend(crate::load::unknown_os(&out.config));
             // Compiled outside the data-plane lock; swapped in atomically.
             let engine = sh.dp().filter.engine_arc();
             engine.load_anchor(name, &out.config.main);

@@ -600,3 +600,35 @@ fn check_warns_of_redirections_to_the_v6_loopback() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `os "NAME"` that no fingerprint is named (a typo) is warned about with
+/// its line; known names are not.
+#[test]
+fn check_warns_of_os_names_no_fingerprint_has() {
+    let d = std::env::temp_dir().join(format!("palisade-osname-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("pf.conf");
+    std::fs::write(
+        &conf,
+        "pass in proto tcp from any os \"Windwos\" to port 25\n\
+         pass in proto tcp from any os \"Windows 10\" to port 26\n\
+         pass in proto tcp from any os \"unknown\" to port 27\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["check", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("pf.conf:1: warning: no OS fingerprint is named \"Windwos\""),
+        "{err}"
+    );
+    assert!(
+        !err.contains("pf.conf:2:") && !err.contains("pf.conf:3:"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
