@@ -679,10 +679,13 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        LabCmd::Status { json, .. } if l.is_s6() => {
-            let ok = l.status_processes("s6", json);
-            if !json {
+        LabCmd::Status { json, .. } if l.is_s5() || l.is_s6() => {
+            let s6 = l.is_s6();
+            let ok = l.status_processes(if s6 { "s6" } else { "s5" }, json);
+            if !json && s6 {
                 l.print_s6();
+            } else if !json {
+                l.print_s5();
             }
             if ok {
                 ExitCode::SUCCESS
@@ -695,17 +698,6 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                 return fail(what, &e, 2);
             }
             fail(what, &l.exec(&host, &command), 1)
-        }
-        LabCmd::Status { json, .. } if l.is_s5() => {
-            let ok = l.status_processes("s5", json);
-            if !json {
-                l.print_s5();
-            }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
         }
         LabCmd::Exec { host, command, .. } if l.is_s5() => {
             if let Err(e) = lab::Lab::check_host_s5(&host) {

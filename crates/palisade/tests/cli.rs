@@ -549,20 +549,11 @@ fn check_refuses_fingerprints_that_would_not_load() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("bad.os"), "a:b:c\n").unwrap();
     for (file, want) in [("none.os", "No such file"), ("bad.os", "line 1")] {
-        let conf = d.join("pf.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "set fingerprints \"{}\"\npass all\n",
-                d.join(file).display()
-            ),
-        )
-        .unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
-            .args(["check", "-f"])
-            .arg(&conf)
-            .output()
-            .unwrap();
+        let text = format!(
+            "set fingerprints \"{}\"\npass all\n",
+            d.join(file).display()
+        );
+        let o = check_text("fpconf", &text);
         assert_eq!(o.status.code(), Some(1), "{file}: {o:?}");
         assert!(
             stderr(&o).contains("set fingerprints") && stderr(&o).contains(want),
@@ -577,20 +568,11 @@ fn check_refuses_fingerprints_that_would_not_load() {
 /// checked or loaded (it was only at the daemon's start), with its line.
 #[test]
 fn check_warns_of_redirections_to_the_v6_loopback() {
-    let d = std::env::temp_dir().join(format!("palisade-v6lo-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let conf = d.join("pf.conf");
-    std::fs::write(
-        &conf,
+    let o = check_text(
+        "v6lo",
         "pass all\npass in inet6 proto tcp to port 21 divert-to ::1 port 8021\n\
          pass in inet6 proto tcp to port 22 rdr-to ::1 port 2222\n",
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["check", "-f"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    );
     assert!(o.status.success(), "{o:?}");
     let err = stderr(&o);
     assert!(err.contains("pf.conf:2: warning: diverts to ::1"), "{err}");
@@ -598,28 +580,18 @@ fn check_warns_of_redirections_to_the_v6_loopback() {
         err.contains("pf.conf:3: warning: redirects to ::1"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// `os "NAME"` that no fingerprint is named (a typo) is warned about with
 /// its line; known names are not.
 #[test]
 fn check_warns_of_os_names_no_fingerprint_has() {
-    let d = std::env::temp_dir().join(format!("palisade-osname-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let conf = d.join("pf.conf");
-    std::fs::write(
-        &conf,
+    let o = check_text(
+        "osname",
         "pass in proto tcp from any os \"Windwos\" to port 25\n\
          pass in proto tcp from any os \"Windows 10\" to port 26\n\
          pass in proto tcp from any os \"unknown\" to port 27\n",
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
-        .args(["check", "-f"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    );
     assert!(o.status.success(), "{o:?}");
     let err = stderr(&o);
     assert!(
@@ -630,5 +602,19 @@ fn check_warns_of_os_names_no_fingerprint_has() {
         !err.contains("pf.conf:2:") && !err.contains("pf.conf:3:"),
         "{err}"
     );
+}
+
+/// `palisade check -f` on `text` written to a file of its own; the output.
+fn check_text(tag: &str, text: &str) -> Output {
+    let d = std::env::temp_dir().join(format!("palisade-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("pf.conf");
+    std::fs::write(&conf, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["check", "-f"])
+        .arg(&conf)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_dir_all(&d);
+    o
 }
