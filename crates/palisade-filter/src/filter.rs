@@ -333,6 +333,11 @@ impl Filter {
         self.osdb = db;
     }
 
+    /// The fingerprints `os` rules match against.
+    pub fn fingerprints(&self) -> &FingerprintDb {
+        &self.osdb
+    }
+
     /// Swap in a new ruleset; states survive (pf keeps them across reloads).
     pub fn set_engine(&mut self, engine: Arc<Engine>) {
         self.engine = engine;

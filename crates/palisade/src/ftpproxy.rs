@@ -264,31 +264,71 @@ pub fn run(opts: Options) -> Result<(), String> {
 fn stop(sh: &Shared) -> Result<(), String> {
     let n = sh.sessions.load(Ordering::SeqCst);
     let mine = format!("ftp-proxy/{}.", std::process::id());
+    // Loads that passed their check before the signal: their answer
+    // first (bounded), so that the flush below comes after them.
+    let t = Instant::now();
+    while LOADING.load(Ordering::SeqCst) > 0 && t.elapsed() < STOP_WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut emptied = 0;
-    // Twice: a load under way when the signal came lands before the
-    // second pass.
-    for pass in 0..2 {
-        if pass == 1 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let Ok(v) = crate::control::request(
+    let mut left = Vec::new();
+    // Tried again while the daemon is busy, within STOP_WAIT.
+    loop {
+        // (`request`: a long listing comes in parts, which it joins.)
+        let listed = crate::control::request(
             &sh.opts.socket,
             json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
-        ) else {
-            break;
+        );
+        let names: Option<Vec<String>> = match &listed {
+            Ok(v) if v["ok"] == true => Some(
+                v["data"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter_map(|i| i["anchor"].as_str())
+                    .filter(|a| a.starts_with(&mine))
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => None,
         };
-        for item in v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-            let Some(name) = item["anchor"].as_str() else {
-                continue;
-            };
-            if name.starts_with(&mine) && flush_anchor(&sh.opts.socket, name).is_ok() && pass == 0 {
-                emptied += 1;
+        left.clear();
+        if let Some(names) = names {
+            for a in names {
+                if flush_anchor(&sh.opts.socket, &a).is_ok() {
+                    emptied += 1;
+                } else {
+                    left.push(a);
+                }
+            }
+            if left.is_empty() {
+                break;
             }
         }
+        if t.elapsed() >= STOP_WAIT {
+            if left.is_empty() {
+                left.push("(the list of anchors)".into());
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    tracing::info!("ftp-proxy: stopping: {n} session(s) ended, {emptied} anchor(s) emptied");
+    if left.is_empty() {
+        tracing::info!("ftp-proxy: stopping: {n} session(s) ended, {emptied} anchor(s) emptied");
+    } else {
+        tracing::error!(
+            "ftp-proxy: stopping: {n} session(s) ended, {emptied} anchor(s) emptied; not emptied: {} (the next proxy to start empties them)",
+            left.join(", ")
+        );
+    }
     Ok(())
 }
+
+/// Loads of rules under way (`load_rules`), for `stop`.
+static LOADING: AtomicUsize = AtomicUsize::new(0);
+/// How long a stop waits for loads under way and a busy daemon.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A session's end, however it ends: its anchor emptied (tried again
 /// while the control socket is busy), its slot given back.
@@ -384,9 +424,10 @@ fn natlook(socket: &Path, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr
 
 /// Empty an anchor.
 fn flush_anchor(socket: &Path, anchor: &str) -> Result<(), String> {
-    let v = crate::control::request(
+    let v = crate::control::request_within(
         socket,
         json!({"cmd": "anchor", "name": anchor, "op": "flush"}),
+        Duration::from_secs(10),
     )?;
     if v["ok"] == true {
         Ok(())
@@ -401,12 +442,22 @@ fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
     if rules.is_empty() {
         return flush_anchor(socket, anchor);
     }
+    // Counted before the check: `stop` waits for every load that
+    // passed it.
+    LOADING.fetch_add(1, Ordering::SeqCst);
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            LOADING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _done = Done;
     if crate::daemon::stopping() {
         return Err("the proxy is stopping".into());
     }
     let req =
         json!({"cmd": "anchor", "name": anchor, "op": "load", "rules": rules, "file": "ftp-proxy"});
-    let v = crate::control::request(socket, req)?;
+    let v = crate::control::request_within(socket, req, Duration::from_secs(10))?;
     if v["ok"] == true {
         Ok(())
     } else {

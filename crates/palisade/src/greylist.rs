@@ -412,6 +412,8 @@ fn client_address(g: &Greylist, op: &str, text: &str) -> Result<String, String> 
         .trim()
         .parse()
         .map_err(|_| format!("{op}: '{text}' is not an IPv4 or IPv6 address (or ADDRESS/BITS)"))?;
+    // An IPv4-mapped address is the IPv4 client (as it is keyed).
+    let mapped = addr.is_ipv6() && addr.to_canonical().is_ipv4();
     if let Some(b) = bits {
         let (max, keyed, key) = match addr {
             IpAddr::V4(_) => (32, g.cfg.v4_prefix, "ipv4-prefix"),
@@ -422,13 +424,20 @@ fn client_address(g: &Greylist, op: &str, text: &str) -> Result<String, String> 
             .ok()
             .filter(|b| *b <= max)
             .ok_or_else(|| format!("{op}: '{text}': the length must be 0 to {max}"))?;
+        // A mapped network's length counts from the IPv4 address's first
+        // bit (the 97th).
+        let (b, keyed, key) = if mapped {
+            (b.saturating_sub(96), g.cfg.v4_prefix, "ipv4-prefix")
+        } else {
+            (b, keyed, key)
+        };
         if b < keyed {
             return Err(format!(
                 "{op}: '{text}': entries are kept by /{keyed} networks ({key}); name one of them"
             ));
         }
     }
-    Ok(addr.to_string())
+    Ok(addr.to_canonical().to_string())
 }
 
 /// Send an admin operation to the running service; None if none runs.
@@ -1207,7 +1216,7 @@ impl Fingerprints {
                     // "no SYN from ... recorded": a client it did not see.
                     let unrecorded = v["text"]
                         .as_str()
-                        .is_some_and(|t| t.contains("SYNs are not recorded"));
+                        .is_some_and(|t| t.contains(crate::ops::OSFP_NOT_RECORDED));
                     if v["ok"] != true && unrecorded {
                         // The firewall answers but records nothing (no
                         // `[osfp]`): every client counts as unknown,
@@ -1660,19 +1669,26 @@ fn check_firewall(sock: &Path) -> Result<(), String> {
         Ok(v) if v["ok"] == true => Ok(()),
         Ok(v) => {
             let text = v["text"].as_str().unwrap_or("").trim().to_string();
-            if text.contains("SYNs are not recorded") {
+            if text.contains(crate::ops::OSFP_NOT_RECORDED) {
                 Err(format!(
                     "greylist: the firewall at {} does not record SYNs: add `[osfp]` with `record = true` to its palisade.toml ({text})",
                     sock.display()
                 ))
-            } else if text.contains("no SYN from") {
+            } else if text.contains(crate::ops::OSFP_NOT_SEEN) {
                 // It records, and has not seen the address asked about.
                 Ok(())
-            } else {
+            } else if text.to_ascii_lowercase().contains("permission denied") {
                 Err(format!(
-                    "greylist: the firewall at {} refuses to say what SYNs it saw: {text}",
+                    "greylist: the firewall at {} refuses the service: {text}",
                     sock.display()
                 ))
+            } else {
+                // Busy, say: it may answer later.
+                tracing::warn!(
+                    "greylist: the firewall at {} did not answer the start-up question ({text}); clients count as unknown while it does not",
+                    sock.display()
+                );
+                Ok(())
             }
         }
         Err(e) if e.contains("ermission denied") => Err(format!(
@@ -1702,7 +1718,13 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     let fpdb = Arc::new(load_db(&conf)?);
     // `os` and `except-os` name systems of the database: a name none of
     // its lines has (a typo) would greylist nobody, or everybody.
-    for (key, names) in [("os", &conf.grey.os), ("except-os", &conf.grey.except_os)] {
+    // (With a firewall in front the names are its database's: not
+    // checked here.)
+    let sniffing = matches!(conf.source, Source::Sniff { .. });
+    for (key, names) in [("os", &conf.grey.os), ("except-os", &conf.grey.except_os)]
+        .into_iter()
+        .filter(|_| sniffing)
+    {
         for n in names {
             if !fpdb.entries.iter().any(|f| f.matches_name(n)) {
                 let mut classes: Vec<&str> =
@@ -2022,7 +2044,11 @@ mod tests {
         assert_eq!(ok("198.51.100.7").unwrap(), "198.51.100.7");
         assert_eq!(ok("198.51.100.0/24").unwrap(), "198.51.100.0");
         assert_eq!(ok("2001:db8::/64").unwrap(), "2001:db8::");
-        assert_eq!(ok("::ffff:198.51.100.7").unwrap(), "::ffff:198.51.100.7");
+        assert_eq!(ok("::ffff:198.51.100.7").unwrap(), "198.51.100.7");
+        assert_eq!(ok("::ffff:198.51.100.0/120").unwrap(), "198.51.100.0");
+        assert!(ok("::ffff:198.51.0.0/112")
+            .unwrap_err()
+            .contains("/24 networks"));
         assert!(ok("198.51.0.0/16").unwrap_err().contains("/24 networks"));
         assert!(ok("198.51.100.0/33").unwrap_err().contains("0 to 32"));
         assert!(ok("<ROOT@VM>").unwrap_err().contains("not an IPv4 or IPv6"));
@@ -2062,7 +2088,7 @@ mod tests {
                 let _ = writeln!(
                     w,
                     "{}",
-                    json!({"ok": false, "text": "osfp: SYNs are not recorded (add `[osfp]` with `record = true` to palisade.toml)\n"})
+                    json!({"ok": false, "text": format!("osfp: {} (add [osfp])\n", crate::ops::OSFP_NOT_RECORDED)})
                 );
             }
         });

@@ -419,12 +419,15 @@ impl GreyDb {
         if path.as_os_str().is_empty() {
             return Err("greylist database: an empty path (`database` in [greylist])".into());
         }
+        let new = !path.exists();
         let db = redb::Database::create(path).map_err(|e| err(&path.display().to_string(), e))?;
-        // The entries name senders and recipients: the owner's only, as
-        // the journal is.
-        {
+        // The entries name senders and recipients: a new database is the
+        // owner's only, as the journal is (one the admin made otherwise
+        // keeps its mode).
+        if new {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| err(&path.display().to_string(), e))?;
         }
         let generation = {
             let tx = db.begin_write().map_err(|e| err("database", e))?;

@@ -784,6 +784,13 @@ impl Lab {
                     "ok": ok,
                 })
             );
+        } else if procs.is_empty() {
+            println!(
+                "The {} lab '{}' recorded no processes ({} has no `pids`): take it down and up again.",
+                scenario.to_uppercase(),
+                self.prefix,
+                self.dir().display()
+            );
         } else if ok {
             println!(
                 "The {} lab '{}' is up: its {} processes run.",

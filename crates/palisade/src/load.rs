@@ -84,6 +84,19 @@ pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec
 /// matches (a typo). A file that does not load gives none here (it is
 /// an error of its own).
 pub fn unknown_os(pf: &palisade_conf::ir::Config) -> Vec<String> {
+    let Ok(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options) else {
+        return Vec::new();
+    };
+    let db = db.unwrap_or_else(palisade_filter::osfp::FingerprintDb::default_db);
+    unknown_os_in(pf, &db)
+}
+
+/// The same against `db` (a running daemon's: `set fingerprints` is read
+/// at its start, not at reloads or anchor loads).
+pub fn unknown_os_in(
+    pf: &palisade_conf::ir::Config,
+    db: &palisade_filter::osfp::FingerprintDb,
+) -> Vec<String> {
     fn walk(
         rs: &palisade_conf::ir::Ruleset,
         db: &palisade_filter::osfp::FingerprintDb,
@@ -105,14 +118,10 @@ pub fn unknown_os(pf: &palisade_conf::ir::Config) -> Vec<String> {
             }
         }
     }
-    let Ok(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options) else {
-        return Vec::new();
-    };
-    let db = db.unwrap_or_else(palisade_filter::osfp::FingerprintDb::default_db);
     let mut out = Vec::new();
-    walk(&pf.main, &db, &mut out);
+    walk(&pf.main, db, &mut out);
     for a in &pf.load_anchors {
-        walk(&a.ruleset, &db, &mut out);
+        walk(&a.ruleset, db, &mut out);
     }
     out
 }

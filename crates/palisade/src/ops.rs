@@ -100,13 +100,19 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
     }
 }
 
+/// The `osfp` answer's words when SYNs are not recorded (no `[osfp]`),
+/// and when the address asked about was not seen: the greylist service
+/// tells them apart.
+pub const OSFP_NOT_RECORDED: &str = "SYNs are not recorded";
+pub const OSFP_NOT_SEEN: &str = "no SYN from";
+
 /// What the SYNs of a host (or of one of its connections) were taken for.
 fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
     let dp = sh.dp();
     let Some(log) = &dp.filter.synlog else {
-        return fail(
-            "osfp: SYNs are not recorded (add `[osfp]` with `record = true` to palisade.toml)",
-        );
+        return fail(format!(
+            "osfp: {OSFP_NOT_RECORDED} (add `[osfp]` with `record = true` to palisade.toml)"
+        ));
     };
     let now = sh.start.elapsed().as_millis() as u64;
     let label = |o: &Option<std::sync::Arc<palisade_filter::osfp::Fingerprint>>| {
@@ -129,7 +135,7 @@ fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
                        "data": {"connection": syn(s)}})
             }
             None => fail(format!(
-                "osfp: no SYN from {} recorded",
+                "osfp: {OSFP_NOT_SEEN} {} recorded",
                 std::net::SocketAddr::new(addr, p)
             )),
         },
@@ -142,7 +148,7 @@ fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
                          "first_seen_secs_ago": ago(h.first_ms), "last_seen_secs_ago": ago(h.last_ms),
                          "changed_secs_ago": (h.changed_ms > 0).then(|| ago(h.changed_ms)),
                          "last": syn(&h.last)}}),
-            None => fail(format!("osfp: no SYN from {addr} recorded")),
+            None => fail(format!("osfp: {OSFP_NOT_SEEN} {addr} recorded")),
         },
     }
 }
@@ -195,7 +201,10 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         msgs.extend(out.unenforced_warnings(&path.display().to_string()));
         msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
         msgs.extend(crate::load::to_v6_loopback(&out.config));
-        msgs.extend(crate::load::unknown_os(&out.config));
+        msgs.extend(crate::load::unknown_os_in(
+            &out.config,
+            sh.dp().filter.fingerprints(),
+        ));
     }
     if out.errors > 0 {
         msgs.push(format!(
@@ -285,13 +294,14 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     let listing = sh.dp().filter.engine().listing(anchor);
     let Some(l) = listing else {
         let below = format!("{}/", anchor.trim_matches('/'));
+        // Direct children, as `PREFIX/*` shows and flushes them.
         let children = sh
             .dp()
             .filter
             .engine()
             .anchor_names()
             .iter()
-            .any(|a| a.starts_with(&below));
+            .any(|a| a.strip_prefix(&below).is_some_and(|r| !r.contains('/')));
         return fail(if children {
             format!("no anchor '{anchor}' is loaded; the anchors under it: '{below}*'")
         } else {
@@ -997,11 +1007,14 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             let prefix = format!("{}/", under.unwrap_or(""));
             let engine = sh.dp().filter.engine_arc();
             let mut cleared = Vec::new();
+            // Every direct child there was is cleared (`flush_anchor`
+            // says false for one pf.conf loaded, which it clears too).
             for a in engine.anchor_names() {
                 let Some(rest) = a.strip_prefix(&prefix) else {
                     continue;
                 };
-                if !rest.contains('/') && engine.flush_anchor(&a) {
+                if !rest.contains('/') && !rest.contains('*') {
+                    engine.flush_anchor(&a);
                     cleared.push(a);
                 }
             }
@@ -1041,7 +1054,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             msgs.extend(out.unenforced_warnings(file));
             msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
             msgs.extend(crate::load::to_v6_loopback(&out.config));
-            msgs.extend(crate::load::unknown_os(&out.config));
+            msgs.extend(crate::load::unknown_os_in(&out.config, sh.dp().filter.fingerprints()));
             // Compiled outside the data-plane lock; swapped in atomically.
             let engine = sh.dp().filter.engine_arc();
             engine.load_anchor(name, &out.config.main);
