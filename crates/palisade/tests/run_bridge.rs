@@ -38,7 +38,8 @@ fn bridge_filters_real_traffic() {
     serve(&h2, "198.18.0.2:9090");
     serve(&h2, "[2001:db8::2]:8080");
 
-    let d = tmpdir();
+    let d = tmpdir().join("s1");
+    std::fs::create_dir_all(&d).unwrap();
     std::fs::write(
         d.join("pf.conf"),
         "block all\n\

@@ -195,7 +195,8 @@ fn router_vlan_proxy_arp() {
     serve(&vm, "203.0.113.10:9090");
     serve(&vm, "[2001:db8:ff::10]:8080");
 
-    let d = tmpdir();
+    let d = tmpdir().join("vlan");
+    std::fs::create_dir_all(&d).unwrap();
     std::fs::write(
         d.join("pf.conf"),
         "block all\n\
@@ -631,14 +632,19 @@ fn synproxy_state_carries_a_transfer() {
         .args(["show", "info", "-s", sock.to_str().unwrap()])
         .output()
         .unwrap();
-    let info = String::from_utf8_lossy(&info.stdout);
+    let info =
+        String::from_utf8_lossy(&info.stdout).to_string() + &String::from_utf8_lossy(&info.stderr);
     let n: u64 = info
         .lines()
         .find_map(|l| l.trim().strip_prefix("synproxy"))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(n >= 3, "synproxy counted {n}:\n{info}");
+    assert!(
+        n >= 3,
+        "synproxy counted {n}:\n{info}\n{}",
+        log.lock().unwrap()
+    );
     let _ = daemon.stop();
     let _ = std::fs::remove_dir_all(&d);
 }
