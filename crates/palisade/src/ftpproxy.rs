@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palisade_ftp::{Config, Ends, Output, Session};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// What `palisade ftp-proxy` was told (ftp-proxy(8)'s options).
 #[derive(clap::Args, Clone, Debug)]
@@ -274,21 +274,11 @@ fn stop(sh: &Shared) -> Result<(), String> {
     let mut left = Vec::new();
     // Tried again while the daemon is busy, within STOP_WAIT.
     loop {
-        // (`request`: a long listing comes in parts, which it joins.)
-        let listed = crate::control::request(
-            &sh.opts.socket,
-            json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
-        );
-        let names: Option<Vec<String>> = match &listed {
+        let names: Option<Vec<String>> = match list_proxy_anchors(&sh.opts.socket) {
             Ok(v) if v["ok"] == true => Some(
-                v["data"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter_map(|i| i["anchor"].as_str())
+                anchor_names(&v)
+                    .into_iter()
                     .filter(|a| a.starts_with(&mine))
-                    .map(str::to_string)
                     .collect(),
             ),
             _ => None,
@@ -357,20 +347,14 @@ impl Drop for SessionGuard<'_> {
 /// Anchors left by ftp-proxy processes that are gone (killed, or the
 /// machine restarted the proxy): emptied at start.
 fn flush_stale(socket: &Path) -> Result<(), String> {
-    let v = crate::control::request(
-        socket,
-        json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
-    )
-    .map_err(|e| {
+    let v = list_proxy_anchors(socket).map_err(|e| {
         format!(
             "ftp-proxy: the firewall's control socket {} does not answer ({e}): is `palisade run` up, and is this its `control` socket (-s)?",
             socket.display()
         )
     })?;
-    for item in v["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let Some(name) = item["anchor"].as_str() else {
-            continue;
-        };
+    for name in &anchor_names(&v) {
+        let name = name.as_str();
         let pid = name
             .strip_prefix("ftp-proxy/")
             .and_then(|r| r.split('.').next())
@@ -401,6 +385,26 @@ fn proxy_alive(pid: u32) -> bool {
         && cmdline
             .split(|b| *b == 0)
             .any(|a| a == b"ftp-proxy".as_slice())
+}
+
+/// The daemon's listing of the anchors under `ftp-proxy/` (`request`
+/// joins a long listing's parts).
+fn list_proxy_anchors(socket: &Path) -> Result<Value, String> {
+    crate::control::request(
+        socket,
+        json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
+    )
+}
+
+/// The anchors' names in such a listing (none in a refusal).
+fn anchor_names(v: &Value) -> Vec<String> {
+    v["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|i| i["anchor"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// The daemon's answer to `natlook`: where the connection was going.

@@ -31,6 +31,52 @@ fn tmpdir() -> PathBuf {
     d
 }
 
+/// A routed firewall (`common::routed`) running `pf` with `workers`
+/// workers, its files in `tmpdir()/tag`, forwarding (a ping went
+/// through): the namespaces, the directory, the daemon and its log.
+fn routed_daemon(
+    tag: &str,
+    pf: &str,
+    workers: usize,
+) -> (Netns, String, String, String, PathBuf, Proc, Log) {
+    let (ns, src, fw, dst) = routed(tag);
+    let d = tmpdir().join(tag);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), pf).unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        format!("pf = \"pf.conf\"\nworkers = {workers}\n{ROUTED_TOML}"),
+    );
+    let (daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    wait_ping(&src, "198.19.0.1", &log);
+    (ns, src, fw, dst, d, daemon, log)
+}
+
+/// iperf3 from `src` to a one-shot server on 198.19.0.1 in `dst`, with
+/// JSON output (-J) and `args`; bounded to 30 s.
+fn iperf(ns: &Netns, src: &str, dst: &str, args: &[&str]) -> std::process::Output {
+    let mut server = ns.spawn(dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
+    wait_listening(dst, 5201);
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            src,
+            "timeout",
+            "30",
+            "iperf3",
+            "-c",
+            "198.19.0.1",
+            "-J",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = server.stop();
+    o
+}
+
 /// Open TAP device `name` (in the calling thread's namespace).
 fn tap(name: &str) -> OwnedFd {
     // SAFETY: opening a character device.
@@ -521,53 +567,27 @@ fn bad_configurations_fail_at_start() {
 #[test]
 fn workers_keep_flows_in_order() {
     require_root();
-    let (_ns, src, fw, dst) = routed("order");
-    let ns = &_ns;
-    let d = tmpdir().join("order");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("pf.conf"),
+    let (ns, src, _fw, dst, d, mut daemon, log) = routed_daemon(
+        "order",
         "block all\npass proto icmp\npass proto { udp tcp } to port 5201\n",
-    )
-    .unwrap();
-    let cfg = d.join("palisade.toml");
-    write_config(
-        &cfg,
-        format!("pf = \"pf.conf\"\nworkers = 2\n{ROUTED_TOML}"),
+        2,
     );
-    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    wait_ping(&src, "198.19.0.1", &log);
     assert!(log.lock().unwrap().contains("2 workers"));
-    let iperf = |extra: &[&str]| -> serde_json::Value {
-        let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
-        wait_listening(&dst, 5201);
-        let o = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &src,
-                "iperf3",
-                "-c",
-                "198.19.0.1",
-                "-J",
-                "-t",
-                "3",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        let _ = server.stop();
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["-t", "3"];
+        args.extend_from_slice(extra);
+        let o = iperf(&ns, &src, &dst, &args);
         serde_json::from_slice(&o.stdout).expect("iperf3 JSON")
     };
     // Several UDP flows at once, so both workers carry traffic.
-    let udp = iperf(&["-u", "-b", "100M", "-l", "200", "-P", "4"]);
+    let udp = run(&["-u", "-b", "100M", "-l", "200", "-P", "4"]);
     let sum = &udp["end"]["sum"];
     let received = sum["packets"].as_u64().unwrap_or(0) - sum["lost_packets"].as_u64().unwrap_or(0);
     assert!(received > 10_000, "UDP: {sum}");
     for st in udp["end"]["streams"].as_array().unwrap() {
         assert_eq!(st["udp"]["out_of_order"].as_u64(), Some(0), "{st}");
     }
-    let tcp = iperf(&["-P", "2"]);
+    let tcp = run(&["-P", "2"]);
     let bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
@@ -582,41 +602,14 @@ fn workers_keep_flows_in_order() {
 #[test]
 fn synproxy_state_carries_a_transfer() {
     require_root();
-    let (_ns, src, fw, dst) = routed("spx");
-    let ns = &_ns;
-    let d = tmpdir().join("spx");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(
-        d.join("pf.conf"),
+    let (ns, src, _fw, dst, d, mut daemon, log) = routed_daemon(
+        "spx",
         "block all\npass proto icmp\n\
          pass in on a0 proto tcp to port 5201 synproxy state\n\
          pass out on b0 proto tcp to port 5201\n",
-    )
-    .unwrap();
-    let cfg = d.join("palisade.toml");
-    write_config(
-        &cfg,
-        format!("pf = \"pf.conf\"\nworkers = 1\n{ROUTED_TOML}"),
+        1,
     );
-    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
-    wait_ping(&src, "198.19.0.1", &log);
-    let mut server = ns.spawn(&dst, &["iperf3", "-s", "-1", "-B", "198.19.0.1"]);
-    wait_listening(&dst, 5201);
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &src,
-            "timeout",
-            "30",
-            "iperf3",
-            "-c",
-            "198.19.0.1",
-        ])
-        .args(["-J", "-t", "2"])
-        .output()
-        .unwrap();
-    let _ = server.stop();
+    let o = iperf(&ns, &src, &dst, &["-t", "2"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
     let got = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     assert!(
