@@ -1,7 +1,10 @@
 //! `palisade ftp-proxy`: OpenBSD's ftp-proxy(8) beside the daemon, a
-//! process of its own as on OpenBSD (it can be restarted, run as another
-//! user, or left out). It listens on the firewall's own stack (127.0.0.1
-//! port 8021 by default), where pf.conf's `rdr-to` / `rdr pass ... ->`
+//! process of its own as on OpenBSD (it can be restarted or left out),
+//! privilege-separated as OpenBSD's: the sessions run without privileges
+//! and a small monitor asks the daemon for them (`ftpmonitor`).
+//!
+//! It listens on the firewall's own stack (127.0.0.1 port 8021 by
+//! default), where pf.conf's `rdr-to` / `rdr pass ... ->`
 //! (or `divert-to`) brings FTP control connections through the host
 //! interface; asks the daemon where each connection was going (`natlook`
 //! over the control socket, pf's DIOCNATLOOK); connects to that server
@@ -81,10 +84,41 @@ pub struct Options {
     /// The daemon's control socket (`control` in palisade.toml).
     #[arg(short = 's', long = "socket", value_name = "SOCKET", default_value = palisade_net::config::DEFAULT_CONTROL)]
     pub socket: PathBuf,
+    /// The unprivileged user the sessions run as (chrooted to an empty
+    /// directory); a privileged monitor asks the daemon for them.
+    #[arg(short = 'u', value_name = "USER", default_value = "proxy")]
+    pub user: String,
+}
+
+/// How the proxy reaches the daemon's control socket: itself (at start,
+/// as root), or through the privileged monitor (the sessions, after the
+/// privileges are dropped; see `ftpmonitor`).
+enum Firewall {
+    Direct(PathBuf),
+    Monitor(Arc<crate::ftpmonitor::Client>),
+}
+
+impl Firewall {
+    /// The whole answer, a listing's parts joined.
+    fn request(&self, req: Value) -> Result<Value, String> {
+        match self {
+            Firewall::Direct(p) => crate::control::request(p, req),
+            Firewall::Monitor(c) => c.request(req, Duration::from_secs(30)),
+        }
+    }
+
+    /// An answer within `limit`, else an error.
+    fn request_within(&self, req: Value, limit: Duration) -> Result<Value, String> {
+        match self {
+            Firewall::Direct(p) => crate::control::request_within(p, req, limit),
+            Firewall::Monitor(c) => c.request(req, limit),
+        }
+    }
 }
 
 struct Shared {
     opts: Options,
+    fw: Firewall,
     start: Instant,
     sessions: AtomicUsize,
     next_id: AtomicU64,
@@ -160,7 +194,15 @@ pub fn run(opts: Options) -> Result<(), String> {
             "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"
         );
     }
-    flush_stale(&opts.socket)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(
+            "ftp-proxy: must start as root (the daemon's control socket answers root only; the sessions then run as -u's user)".into(),
+        );
+    }
+    let user = crate::ftpmonitor::lookup_user(&opts.user).map_err(|e| format!("ftp-proxy: {e}"))?;
+    let root = crate::ftpmonitor::empty_root().map_err(|e| format!("ftp-proxy: {e}"))?;
+    flush_stale(&Firewall::Direct(opts.socket.clone()), &opts.socket)?;
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
         .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
     let seed = std::time::SystemTime::now()
@@ -168,23 +210,9 @@ pub fn run(opts: Options) -> Result<(), String> {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ (std::process::id() as u64) << 32;
-    tracing::info!(
-        "ftp-proxy: listening on {bind} port {}{}; at most {} sessions",
-        opts.port,
-        opts.reverse
-            .map(|r| format!(", every session to {r} port {}", opts.server_port))
-            .unwrap_or_default(),
-        opts.max_sessions
-    );
-    let sh = Arc::new(Shared {
-        opts,
-        start: Instant::now(),
-        sessions: AtomicUsize::new(0),
-        next_id: AtomicU64::new(1),
-        seed,
-    });
     // SIGTERM, SIGINT and SIGHUP end every session, as ftp-proxy(8)
-    // does: their anchors are emptied before the process exits.
+    // does: their anchors are emptied before the process exits. In the
+    // monitor, they are passed on to the sessions' process.
     // SAFETY: `on_signal` only stores a flag (and writes to an eventfd
     // when one is set: not here), which is async-signal-safe.
     unsafe {
@@ -195,6 +223,62 @@ pub fn run(opts: Options) -> Result<(), String> {
             );
         }
     }
+    // Privilege separation (`ftpmonitor`): the sessions run in a child
+    // without privileges; this process stays as their monitor.
+    let n = crate::ftpmonitor::threads();
+    if n != 1 {
+        return Err(format!(
+            "ftp-proxy: {n} threads before the fork (one expected): a bug"
+        ));
+    }
+    let (mine, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("ftp-proxy: {e}"))?;
+    let monitor = std::process::id() as libc::pid_t;
+    // SAFETY: this process has one thread (checked above), so the child
+    // gets a consistent copy of everything; it only drops privileges and
+    // runs the sessions below.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!(
+            "ftp-proxy: fork: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if child > 0 {
+        drop(listener);
+        drop(theirs);
+        return crate::ftpmonitor::monitor(child, mine, &opts.socket);
+    }
+    drop(mine);
+    crate::ftpmonitor::drop_privileges(&user, &root, monitor)
+        .map_err(|e| format!("ftp-proxy: dropping privileges: {e}"))?;
+    let fw = Firewall::Monitor(
+        crate::ftpmonitor::Client::start(theirs).map_err(|e| format!("ftp-proxy: {e}"))?,
+    );
+    tracing::info!(
+        "ftp-proxy: sessions run as {} (uid {}) chrooted to {}, pid {}; the monitor (pid {monitor}) asks the daemon for them",
+        user.name,
+        user.uid,
+        root.display(),
+        std::process::id()
+    );
+    let sh = Arc::new(Shared {
+        opts,
+        fw,
+        start: Instant::now(),
+        sessions: AtomicUsize::new(0),
+        next_id: AtomicU64::new(1),
+        seed,
+    });
+    tracing::info!(
+        "ftp-proxy: listening on {bind} port {}{}; at most {} sessions",
+        sh.opts.port,
+        sh.opts
+            .reverse
+            .map(|r| format!(", every session to {r} port {}", sh.opts.server_port))
+            .unwrap_or_default(),
+        sh.opts.max_sessions
+    );
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("ftp-proxy: listen: {e}"))?;
@@ -274,7 +358,7 @@ fn stop(sh: &Shared) -> Result<(), String> {
     let mut left = Vec::new();
     // Tried again while the daemon is busy, within STOP_WAIT.
     loop {
-        let names: Option<Vec<String>> = match list_proxy_anchors(&sh.opts.socket) {
+        let names: Option<Vec<String>> = match list_proxy_anchors(&sh.fw) {
             Ok(v) if v["ok"] == true => Some(
                 anchor_names(&v)
                     .into_iter()
@@ -286,7 +370,7 @@ fn stop(sh: &Shared) -> Result<(), String> {
         left.clear();
         if let Some(names) = names {
             for a in names {
-                if flush_anchor(&sh.opts.socket, &a).is_ok() {
+                if flush_anchor(&sh.fw, &a).is_ok() {
                     emptied += 1;
                 } else {
                     left.push(a);
@@ -330,7 +414,7 @@ struct SessionGuard<'a> {
 impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         for i in 0..20 {
-            match load_rules(&self.sh.opts.socket, &self.anchor, "") {
+            match load_rules(&self.sh.fw, &self.anchor, "") {
                 Ok(()) => break,
                 // Never loaded, or emptied already by the session's end.
                 Err(e) if e.contains("no such anchor") => break,
@@ -346,8 +430,8 @@ impl Drop for SessionGuard<'_> {
 
 /// Anchors left by ftp-proxy processes that are gone (killed, or the
 /// machine restarted the proxy): emptied at start.
-fn flush_stale(socket: &Path) -> Result<(), String> {
-    let v = list_proxy_anchors(socket).map_err(|e| {
+fn flush_stale(fw: &Firewall, socket: &Path) -> Result<(), String> {
+    let v = list_proxy_anchors(fw).map_err(|e| {
         format!(
             "ftp-proxy: the firewall's control socket {} does not answer ({e}): is `palisade run` up, and is this its `control` socket (-s)?",
             socket.display()
@@ -362,7 +446,7 @@ fn flush_stale(socket: &Path) -> Result<(), String> {
         if let Some(pid) = pid {
             if !proxy_alive(pid) {
                 tracing::info!("ftp-proxy: {name}: left by a proxy that is gone: emptied");
-                let _ = load_rules(socket, name, "");
+                let _ = load_rules(fw, name, "");
             }
         }
     }
@@ -389,11 +473,8 @@ fn proxy_alive(pid: u32) -> bool {
 
 /// The daemon's listing of the anchors under `ftp-proxy/` (`request`
 /// joins a long listing's parts).
-fn list_proxy_anchors(socket: &Path) -> Result<Value, String> {
-    crate::control::request(
-        socket,
-        json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
-    )
+fn list_proxy_anchors(fw: &Firewall) -> Result<Value, String> {
+    fw.request(json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}))
 }
 
 /// The anchors' names in such a listing (none in a refusal).
@@ -408,11 +489,9 @@ fn anchor_names(v: &Value) -> Vec<String> {
 }
 
 /// The daemon's answer to `natlook`: where the connection was going.
-fn natlook(socket: &Path, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr, String> {
-    let v = crate::control::request(
-        socket,
-        json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()}),
-    )?;
+fn natlook(fw: &Firewall, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr, String> {
+    let v =
+        fw.request(json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()}))?;
     if v["ok"] != true {
         return Err(v["text"]
             .as_str()
@@ -427,9 +506,8 @@ fn natlook(socket: &Path, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr
 }
 
 /// Empty an anchor.
-fn flush_anchor(socket: &Path, anchor: &str) -> Result<(), String> {
-    let v = crate::control::request_within(
-        socket,
+fn flush_anchor(fw: &Firewall, anchor: &str) -> Result<(), String> {
+    let v = fw.request_within(
         json!({"cmd": "anchor", "name": anchor, "op": "flush"}),
         Duration::from_secs(10),
     )?;
@@ -442,9 +520,9 @@ fn flush_anchor(socket: &Path, anchor: &str) -> Result<(), String> {
 
 /// Replace an anchor's rules (empty: flush it). Once the proxy is
 /// stopping, no rules are loaded any more.
-fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
+fn load_rules(fw: &Firewall, anchor: &str, rules: &str) -> Result<(), String> {
     if rules.is_empty() {
-        return flush_anchor(socket, anchor);
+        return flush_anchor(fw, anchor);
     }
     // Counted before the check: `stop` waits for every load that
     // passed it.
@@ -461,7 +539,7 @@ fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
     }
     let req =
         json!({"cmd": "anchor", "name": anchor, "op": "load", "rules": rules, "file": "ftp-proxy"});
-    let v = crate::control::request_within(socket, req, Duration::from_secs(10))?;
+    let v = fw.request_within(req, Duration::from_secs(10))?;
     if v["ok"] == true {
         Ok(())
     } else {
@@ -472,7 +550,7 @@ fn load_rules(socket: &Path, anchor: &str, rules: &str) -> Result<(), String> {
 fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
     let src = client.peer_addr().map_err(|e| e.to_string())?;
     let local = client.local_addr().map_err(|e| e.to_string())?;
-    let orig = match natlook(&sh.opts.socket, src, local) {
+    let orig = match natlook(&sh.fw, src, local) {
         Ok(o) => o,
         Err(e) => {
             let _ = client.write_all(b"421 The proxy does not know where you were going\r\n");
@@ -590,12 +668,12 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
                     }
                 }
                 Output::Rules { anchor, rules } => {
-                    if let Err(e) = load_rules(&sh.opts.socket, &anchor, &rules) {
+                    if let Err(e) = load_rules(&sh.fw, &anchor, &rules) {
                         // Without its rules the data connection cannot
                         // work: say so and end the session.
                         let _ = client
                             .write_all(b"421 The proxy could not set up the data connection\r\n");
-                        let _ = load_rules(&sh.opts.socket, &anchor, "");
+                        let _ = load_rules(&sh.fw, &anchor, "");
                         break 'relay format!("anchor {anchor}: {e}");
                     }
                     if sh.opts.verbose > 0 && !rules.is_empty() {

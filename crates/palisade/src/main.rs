@@ -11,6 +11,7 @@ use palisade_conf::{files, parse_input, Input, ParseOptions};
 mod carp;
 mod control;
 mod daemon;
+mod ftpmonitor;
 mod ftpproxy;
 mod greylist;
 mod greystore;

@@ -491,8 +491,9 @@ fn services_difference_is_warned() {
 
 /// ftp-proxy refuses at start what ftp-proxy(8) refuses: an address of
 /// the other family than the mode's (which would start, then answer
-/// every session 421), -v more than twice, port 0, and a control socket
-/// that does not answer. Nothing is bound.
+/// every session 421), -v more than twice, port 0, a control socket
+/// that does not answer, and a sessions' user (`-u`) that does not exist
+/// or is root. Nothing is bound.
 #[test]
 fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
     for (args, want) in [
@@ -523,6 +524,12 @@ fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
             &[][..],
             "control socket /nonexistent/palisade.sock does not answer",
         ),
+        // The sessions' user must exist and not be root.
+        (
+            &["-u", "no-such-user-here"][..],
+            "-u no-such-user-here: no such user",
+        ),
+        (&["-u", "root"][..], "-u root: uid 0"),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
             .arg("ftp-proxy")

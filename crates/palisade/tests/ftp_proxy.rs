@@ -837,6 +837,109 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         anchor_show(&sock)
     );
     drop(slow);
+
+    // Privilege separation: the sessions run in a child of the proxy as
+    // the unprivileged `proxy` user, chrooted to an empty directory, and
+    // when that child dies (kill -9 during a transfer) the privileged
+    // monitor empties the anchors it left and exits with an error.
+    let (mut p4, log4) = proxy(&lab, &sock, &[]);
+    let monitor = p4.pid();
+    let child = sessions_process(monitor);
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("a Uid line")
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(
+        uid, ["13"; 4],
+        "the sessions' user ids (proxy is 13): {status}"
+    );
+    let root = std::fs::read_link(format!("/proc/{child}/root")).unwrap();
+    assert!(
+        root == Path::new("/var/empty") || root == Path::new("/run/palisade/empty"),
+        "the sessions' root: {root:?}"
+    );
+    assert!(
+        std::fs::read_dir(&root).unwrap().next().is_none(),
+        "{root:?} is not empty"
+    );
+    let monitor_status = std::fs::read_to_string(format!("/proc/{monitor}/status")).unwrap();
+    assert!(
+        monitor_status.contains("Uid:\t0\t"),
+        "the monitor: {monitor_status}"
+    );
+    wait_for_log(
+        &log4,
+        &format!(
+            "sessions run as proxy (uid 13) chrooted to {}",
+            root.display()
+        ),
+    );
+    let slow = lab.ns.spawn(
+        &lab.server,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "--limit-rate",
+            "1M",
+            "-o",
+            "/dev/null",
+            "ftp://203.0.113.50/big",
+        ],
+    );
+    let rules = poll_until(
+        Duration::from_secs(5),
+        || anchor_rules(&sock),
+        |r| !r.is_empty(),
+    );
+    assert!(
+        !rules.is_empty(),
+        "no rules while a transfer runs\n{}",
+        logs()
+    );
+    let o = Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "kill -9 {child}: {o:?}");
+    let t = Instant::now();
+    let out = loop {
+        if let Some(st) = p4.0.as_mut().unwrap().try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the monitor did not exit after its child died\n{}",
+            log4.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!out.success(), "the monitor's exit after kill -9: {out:?}");
+    wait_for_log(
+        &log4,
+        &format!("the sessions' process (pid {child}) was killed by signal 9; 1 anchor(s) it left emptied"),
+    );
+    assert!(
+        anchor_rules(&sock).is_empty(),
+        "rules left after the sessions' process died: {}",
+        anchor_show(&sock)
+    );
+    drop(slow);
     let _ = p6.stop();
     let _ = d.stop();
+}
+
+/// The child of ftp-proxy's monitor `pid` (its sessions' process).
+fn sessions_process(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let c: Vec<u32> = children
+        .split_whitespace()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert_eq!(c.len(), 1, "the monitor's children: {children:?}");
+    c[0]
 }

@@ -1,0 +1,664 @@
+//! ftp-proxy's privilege separation, as on OpenBSD (where the proxy
+//! chroots to an empty directory and runs as its own user): the sessions,
+//! which parse everything clients and servers send, run in a child process
+//! without privileges (the user of `-u`, chrooted to an empty directory,
+//! no new privileges). The daemon's control socket answers root only, so
+//! the parent stays root as a small monitor that asks the daemon for the
+//! child, and only what ftp-proxy needs:
+//!
+//! - `natlook` (where a connection was going),
+//! - the listing of `ftp-proxy/*`,
+//! - loading or emptying the child's own anchors, `ftp-proxy/<child's
+//!   pid>.<n>`, with rules of at most `MAX_RULES` bytes.
+//!
+//! Each request is rebuilt from its checked fields; anything else is
+//! refused and logged. The monitor forwards the stop signals to the
+//! child, and when the child ends, however it ends (a crash, `kill -9`),
+//! empties the anchors it left.
+//!
+//! Between the two: a socket pair carrying JSON lines, `{"id": N,
+//! "req": {...}}` one way and `{"id": N, "answer": {...}}` (or `"error"`)
+//! the other; the child's session threads wait each for their own id.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The largest rule set the child may load into one anchor (a session's
+/// rules are a few hundred bytes).
+pub const MAX_RULES: usize = 64 << 10;
+/// The longest line either side reads from the other.
+const MAX_LINE: u64 = 1 << 20;
+/// The longest answer line the child reads (a listing of every anchor).
+const MAX_ANSWER: u64 = 64 << 20;
+/// Requests the monitor serves at once; past that, refused as busy.
+const MAX_IN_FLIGHT: usize = 64;
+/// How long the child has to stop after the monitor forwarded a stop
+/// signal (its own stop waits at most 5 s for the daemon).
+const CHILD_STOP: Duration = Duration::from_secs(10);
+
+/// The unprivileged user the sessions run as.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+/// Look `name` up in the user database (before the chroot).
+pub fn lookup_user(name: &str) -> Result<User, String> {
+    let c = std::ffi::CString::new(name).map_err(|_| format!("-u '{name}': not a user name"))?;
+    // SAFETY: getpwnam_r fills `pw` with pointers into `buf`, which both
+    // outlive their use below; `out` tells whether an entry was found.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 16384];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let r = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
+        if r != 0 {
+            return Err(format!(
+                "-u {name}: {}",
+                std::io::Error::from_raw_os_error(r)
+            ));
+        }
+        if out.is_null() {
+            return Err(format!(
+                "-u {name}: no such user (the sessions run as this unprivileged user; create it, or name another with -u)"
+            ));
+        }
+        if pw.pw_uid == 0 {
+            return Err(format!(
+                "-u {name}: uid 0: the sessions must run as an unprivileged user"
+            ));
+        }
+        Ok(User {
+            name: name.to_string(),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        })
+    }
+}
+
+/// The empty directory the child is chrooted to: OpenBSD's `/var/empty`
+/// where it exists, else `/run/palisade/empty` (created). It must belong
+/// to root, be writable by nobody else, and hold nothing.
+pub fn empty_root() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let var = Path::new("/var/empty");
+    let dir = if var.is_dir() {
+        var.to_path_buf()
+    } else {
+        let d = PathBuf::from("/run/palisade/empty");
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", d.display()))?;
+        d
+    };
+    let m = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if m.uid() != 0 || m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{}: the sessions' chroot must belong to root and be writable by root only",
+            dir.display()
+        ));
+    }
+    let mut entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if entries.next().is_some() {
+        return Err(format!(
+            "{}: the sessions' chroot must be empty",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// In the child, at once after the fork: end with the monitor, chroot to
+/// `root`, become `user` (every id, no supplementary groups), and never
+/// gain privileges again. Checked: root cannot be regained.
+pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = std::ffi::CString::new(root.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: not a path", root.display()))?;
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain system calls on values that live through each call.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_PDEATHSIG)"));
+        }
+        // The monitor died before the line above took effect.
+        if libc::getppid() != monitor {
+            return Err("the monitor is gone".into());
+        }
+        if libc::chroot(dir.as_ptr()) != 0 {
+            return Err(os(&format!("chroot {}", root.display())));
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(os("chdir /"));
+        }
+        let groups = [user.gid];
+        if libc::setgroups(1, groups.as_ptr()) != 0 {
+            return Err(os("setgroups"));
+        }
+        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
+            return Err(os("setresgid"));
+        }
+        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
+            return Err(os("setresuid"));
+        }
+        if libc::setuid(0) == 0 || libc::geteuid() == 0 {
+            return Err("root could be regained after dropping it".into());
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
+        }
+    }
+    Ok(())
+}
+
+/// Threads of this process: a fork copies only the caller's, so it must
+/// be the only one.
+pub fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
+}
+
+/// How the monitor calls the daemon for a checked request.
+#[derive(Debug, PartialEq)]
+pub enum Call {
+    /// The whole answer, parts joined (`control::request`).
+    Whole(Value),
+    /// An answer within this time (`control::request_within`).
+    Within(Value, Duration),
+}
+
+/// The request the monitor sends for what the child asked (`req`), the
+/// child's anchors being those under `prefix` (`ftp-proxy/<pid>.`), or why
+/// it is refused.
+pub fn checked(req: &Value, prefix: &str) -> Result<Call, String> {
+    let s = |k: &str| req[k].as_str();
+    let own = |name: &str| -> Result<(), String> {
+        match name.strip_prefix(prefix) {
+            Some(n) if !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                Ok(())
+            }
+            _ => Err(format!(
+                "anchor '{name}' is not one of this proxy's ({prefix}N)"
+            )),
+        }
+    };
+    match s("cmd") {
+        Some("natlook") => {
+            let addr = |k: &str| {
+                s(k).and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                    .ok_or_else(|| format!("natlook: '{k}' is not ADDRESS:PORT"))
+            };
+            let (src, dst) = (addr("src")?, addr("dst")?);
+            Ok(Call::Whole(
+                json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()}),
+            ))
+        }
+        Some("anchor") => {
+            let name = s("name").ok_or("anchor: no name")?;
+            match s("op") {
+                Some("show") if name == "ftp-proxy/*" => Ok(Call::Whole(
+                    json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
+                )),
+                Some("flush") => {
+                    own(name)?;
+                    Ok(Call::Within(
+                        json!({"cmd": "anchor", "name": name, "op": "flush"}),
+                        Duration::from_secs(10),
+                    ))
+                }
+                Some("load") => {
+                    own(name)?;
+                    let rules = s("rules").ok_or("anchor load: no rules")?;
+                    if rules.len() > MAX_RULES {
+                        return Err(format!(
+                            "anchor load: {} bytes of rules (at most {MAX_RULES})",
+                            rules.len()
+                        ));
+                    }
+                    Ok(Call::Within(
+                        json!({"cmd": "anchor", "name": name, "op": "load", "rules": rules, "file": "ftp-proxy"}),
+                        Duration::from_secs(10),
+                    ))
+                }
+                op => Err(format!(
+                    "anchor '{name}': operation {op:?} is not ftp-proxy's"
+                )),
+            }
+        }
+        cmd => Err(format!("command {cmd:?} is not ftp-proxy's")),
+    }
+}
+
+/// One line from `r`, at most `max` bytes; None at the end.
+fn read_line(r: &mut impl BufRead, max: u64) -> Result<Option<String>, String> {
+    let mut line = String::new();
+    let n = std::io::Read::take(&mut *r, max + 1)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with('\n') {
+        return Err(format!("a line longer than {max} bytes"));
+    }
+    Ok(Some(line))
+}
+
+/// The child's side: its session threads' requests, each answered in
+/// turn by the monitor.
+pub struct Client {
+    w: Mutex<UnixStream>,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<Result<Value, String>>>>,
+    next: AtomicU64,
+    gone: AtomicBool,
+}
+
+impl Client {
+    /// Start reading the monitor's answers. If the monitor goes, every
+    /// request fails and the proxy stops.
+    pub fn start(s: UnixStream) -> Result<Arc<Client>, String> {
+        let r = s.try_clone().map_err(|e| e.to_string())?;
+        let c = Arc::new(Client {
+            w: Mutex::new(s),
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            gone: AtomicBool::new(false),
+        });
+        let c2 = c.clone();
+        std::thread::Builder::new()
+            .name("ftp-monitor".into())
+            .spawn(move || c2.read(r))
+            .map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    fn read(&self, r: UnixStream) {
+        let mut r = BufReader::new(r);
+        let why = loop {
+            let line = match read_line(&mut r, MAX_ANSWER) {
+                Ok(Some(l)) => l,
+                Ok(None) => break "it closed the connection".to_string(),
+                Err(e) => break e,
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                break "an answer that is not JSON".into();
+            };
+            let Some(id) = v["id"].as_u64() else {
+                break "an answer without id".into();
+            };
+            let answer = match v["error"].as_str() {
+                Some(e) => Err(e.to_string()),
+                None => Ok(v["answer"].clone()),
+            };
+            if let Some(tx) = self.waiting.lock().unwrap().remove(&id) {
+                let _ = tx.send(answer);
+            }
+        };
+        self.gone.store(true, Ordering::SeqCst);
+        self.waiting.lock().unwrap().clear();
+        if !crate::daemon::stopping() {
+            tracing::error!("ftp-proxy: the privileged monitor is gone ({why}): stopping");
+            crate::daemon::STOP.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Ask the monitor; its answer within `limit` (the daemon's time, plus
+    /// a margin), else an error.
+    pub fn request(&self, req: Value, limit: Duration) -> Result<Value, String> {
+        if self.gone.load(Ordering::SeqCst) {
+            return Err("the privileged monitor is gone".into());
+        }
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel();
+        self.waiting.lock().unwrap().insert(id, tx);
+        let sent = {
+            let mut w = self.w.lock().unwrap();
+            writeln!(w, "{}", json!({"id": id, "req": req}))
+        };
+        if let Err(e) = sent {
+            self.waiting.lock().unwrap().remove(&id);
+            return Err(format!("the privileged monitor: {e}"));
+        }
+        match rx.recv_timeout(limit + Duration::from_secs(5)) {
+            Ok(a) => a,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.waiting.lock().unwrap().remove(&id);
+                Err("the privileged monitor did not answer in time".into())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err("the privileged monitor is gone".into())
+            }
+        }
+    }
+}
+
+/// The parent's side, until the child ends: serve its requests (each
+/// checked, on a thread of its own), forward the stop signals, then empty
+/// the anchors it left. Ok if the child ended well.
+pub fn monitor(child: libc::pid_t, chan: UnixStream, socket: &Path) -> Result<(), String> {
+    let prefix = format!("ftp-proxy/{child}.");
+    let w = Arc::new(Mutex::new(
+        chan.try_clone()
+            .map_err(|e| format!("ftp-proxy monitor: {e}"))?,
+    ));
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    {
+        let (socket, prefix) = (socket.to_path_buf(), prefix.clone());
+        std::thread::Builder::new()
+            .name("ftp-monitor".into())
+            .spawn(move || serve(chan, w, in_flight, socket, prefix, child))
+            .map_err(|e| format!("ftp-proxy monitor: {e}"))?;
+    }
+    let mut stop_sent: Option<Instant> = None;
+    let mut killed = false;
+    let status = loop {
+        let mut st: libc::c_int = 0;
+        // SAFETY: waitpid on our own child, status into a local.
+        let r = unsafe { libc::waitpid(child, &mut st, libc::WNOHANG) };
+        if r == child {
+            break st;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("ftp-proxy monitor: waitpid: {e}"));
+            }
+        }
+        if crate::daemon::stopping() {
+            match stop_sent {
+                None => {
+                    // SAFETY: a signal to our own child.
+                    unsafe { libc::kill(child, libc::SIGTERM) };
+                    stop_sent = Some(Instant::now());
+                }
+                Some(t) if !killed && t.elapsed() > CHILD_STOP => {
+                    tracing::error!(
+                        "ftp-proxy: the sessions' process did not stop within {CHILD_STOP:?}: killed"
+                    );
+                    // SAFETY: as above.
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                    killed = true;
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let exited_well = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let how = if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    };
+    let left = empty_left(socket, &prefix);
+    if !exited_well || left > 0 {
+        tracing::warn!(
+            "ftp-proxy: the sessions' process (pid {child}) {how}; {left} anchor(s) it left emptied"
+        );
+    }
+    if exited_well {
+        Ok(())
+    } else {
+        Err(format!(
+            "ftp-proxy: the sessions' process (pid {child}) {how}"
+        ))
+    }
+}
+
+/// Empty the anchors under `prefix` that hold rules; how many.
+fn empty_left(socket: &Path, prefix: &str) -> usize {
+    let Ok(v) = crate::control::request(
+        socket,
+        json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}),
+    ) else {
+        tracing::error!("ftp-proxy: the control socket does not answer: the sessions' anchors under {prefix} may hold rules");
+        return 0;
+    };
+    let names: Vec<String> = v["data"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|i| i["anchor"].as_str())
+        .filter(|a| a.starts_with(prefix))
+        .map(str::to_string)
+        .collect();
+    let mut n = 0;
+    for a in names {
+        let r = crate::control::request_within(
+            socket,
+            json!({"cmd": "anchor", "name": a, "op": "flush"}),
+            Duration::from_secs(10),
+        );
+        match r {
+            Ok(v) if v["ok"] == true => n += 1,
+            other => tracing::error!("ftp-proxy: {a}: not emptied: {other:?}"),
+        }
+    }
+    n
+}
+
+/// The monitor's reader: each request checked and served on a thread of
+/// its own (at most `MAX_IN_FLIGHT`). A child that breaks the protocol is
+/// killed: only a compromised one would.
+fn serve(
+    chan: UnixStream,
+    w: Arc<Mutex<UnixStream>>,
+    in_flight: Arc<AtomicUsize>,
+    socket: PathBuf,
+    prefix: String,
+    child: libc::pid_t,
+) {
+    let mut r = BufReader::new(chan);
+    let answer = |w: &Mutex<UnixStream>, v: Value| {
+        let _ = writeln!(w.lock().unwrap(), "{v}");
+    };
+    loop {
+        let line = match read_line(&mut r, MAX_LINE) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("ftp-proxy monitor: from the sessions' process: {e}: killed");
+                // SAFETY: a signal to our own child.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+                return;
+            }
+        };
+        let v: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(
+                    "ftp-proxy monitor: from the sessions' process: not JSON ({e}): killed"
+                );
+                // SAFETY: as above.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+                return;
+            }
+        };
+        let id = v["id"].as_u64().unwrap_or(0);
+        let call = match checked(&v["req"], &prefix) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("ftp-proxy monitor: refused for the sessions' process: {e}");
+                answer(
+                    &w,
+                    json!({"id": id, "error": format!("refused by the monitor: {e}")}),
+                );
+                continue;
+            }
+        };
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer(&w, json!({"id": id, "error": "the monitor is busy"}));
+            continue;
+        }
+        let (w2, n2, socket) = (w.clone(), in_flight.clone(), socket.clone());
+        let spawned = std::thread::Builder::new()
+            .name("ftp-monitor-call".into())
+            .spawn(move || {
+                let r = match call {
+                    Call::Whole(req) => crate::control::request(&socket, req),
+                    Call::Within(req, limit) => crate::control::request_within(&socket, req, limit),
+                };
+                let v = match r {
+                    Ok(a) => json!({"id": id, "answer": a}),
+                    Err(e) => json!({"id": id, "error": e}),
+                };
+                let _ = writeln!(w2.lock().unwrap(), "{v}");
+                n2.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer(
+                &w,
+                json!({"id": id, "error": "the monitor has no thread for it"}),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "ftp-proxy/4242.";
+
+    #[test]
+    fn the_monitor_rebuilds_what_ftp_proxy_needs() {
+        let load = json!({"cmd": "anchor", "name": "ftp-proxy/4242.7", "op": "load",
+            "rules": "pass in quick proto tcp to port 2000\n", "file": "whatever", "extra": 1});
+        assert_eq!(
+            checked(&load, P),
+            Ok(Call::Within(
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.7", "op": "load",
+                    "rules": "pass in quick proto tcp to port 2000\n", "file": "ftp-proxy"}),
+                Duration::from_secs(10)
+            ))
+        );
+        let flush = json!({"cmd": "anchor", "name": "ftp-proxy/4242.7", "op": "flush"});
+        assert!(matches!(checked(&flush, P), Ok(Call::Within(..))));
+        let show = json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 3});
+        assert_eq!(
+            checked(&show, P),
+            Ok(Call::Whole(
+                json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0})
+            ))
+        );
+        let nat = json!({"cmd": "natlook", "src": "[2001:db8::5]:40000", "dst": "192.0.2.1:21"});
+        assert_eq!(
+            checked(&nat, P),
+            Ok(Call::Whole(
+                json!({"cmd": "natlook", "src": "[2001:db8::5]:40000", "dst": "192.0.2.1:21"})
+            ))
+        );
+    }
+
+    #[test]
+    fn the_monitor_refuses_the_rest() {
+        for (req, why) in [
+            (
+                json!({"cmd": "reload", "file": "/etc/pf.conf"}),
+                "not ftp-proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4243.1", "op": "load", "rules": "pass all"}),
+                "not one of this proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.", "op": "flush"}),
+                "not one of this proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1/x", "op": "flush"}),
+                "not one of this proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "load"}),
+                "no rules",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "load", "rules": "#".repeat(MAX_RULES + 1)}),
+                "at most",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "", "op": "flush"}),
+                "not one of this proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "flush"}),
+                "not one of this proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "other/*", "op": "show"}),
+                "is not ftp-proxy's",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "rules"}),
+                "is not ftp-proxy's",
+            ),
+            (
+                json!({"cmd": "natlook", "src": "1.2.3.4", "dst": "192.0.2.1:21"}),
+                "not ADDRESS:PORT",
+            ),
+            (json!({"cmd": "kill", "what": "states"}), "not ftp-proxy's"),
+            (json!("natlook"), "not ftp-proxy's"),
+        ] {
+            match checked(&req, P) {
+                Err(e) => assert!(e.contains(why), "{req}: {e}"),
+                Ok(c) => panic!("{req}: accepted as {c:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut r = BufReader::new(&b"short\nxxxxxxxxxxxxxxxxxxxxxx\n"[..]);
+        assert_eq!(read_line(&mut r, 10), Ok(Some("short\n".into())));
+        assert!(read_line(&mut r, 10).is_err());
+        let mut r = BufReader::new(&b"no end"[..]);
+        assert!(read_line(&mut r, 10).is_err());
+        let mut r = BufReader::new(&b""[..]);
+        assert_eq!(read_line(&mut r, 10), Ok(None));
+    }
+
+    /// A client and a monitor's reader over a socket pair, the daemon
+    /// absent: refusals come back with their reason, to the right waiter.
+    #[test]
+    fn a_refusal_reaches_its_waiter() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let w = Arc::new(Mutex::new(b.try_clone().unwrap()));
+        let t = std::thread::spawn(move || {
+            serve(
+                b,
+                w,
+                Arc::new(AtomicUsize::new(0)),
+                PathBuf::from("/nonexistent/palisade.sock"),
+                P.into(),
+                // No child to kill in this test: a pid that cannot be one.
+                i32::MAX,
+            )
+        });
+        let c = Client::start(a).unwrap();
+        let e = c
+            .request(json!({"cmd": "reload"}), Duration::from_secs(1))
+            .unwrap_err();
+        assert!(e.contains("refused by the monitor"), "{e}");
+        let e = c
+            .request(
+                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "flush"}),
+                Duration::from_secs(1),
+            )
+            .unwrap_err();
+        assert!(e.contains("/nonexistent/palisade.sock"), "{e}");
+        drop(c);
+        let _ = t;
+    }
+}
