@@ -208,6 +208,21 @@ fn debian_package_installs_works_and_purges() {
         assert!(unit.contains(want), "no '{want}' in the unit");
     }
     assert!(!unit.contains("/usr/local"), "{unit}");
+    // The services beside pf have theirs, pointing at the same binary.
+    for (name, want) in [
+        (
+            "palisade-ftp-proxy.service",
+            "ExecStart=/usr/sbin/palisade ftp-proxy $FTP_PROXY_FLAGS",
+        ),
+        (
+            "palisade-greylist.service",
+            "ExecStart=/usr/sbin/palisade greylist run -c /etc/palisade/palisade.toml",
+        ),
+    ] {
+        let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(unit.contains(want), "no '{want}' in {name}");
+    }
     assert!(
         !root.join("etc/systemd").exists(),
         "installing enabled something"
@@ -353,18 +368,20 @@ fn debian_package_installs_works_and_purges() {
         .starts_with("#compdef palisade"));
 
     // The administrator configures: palisade.toml edited, pf.conf and a
-    // file of their own added, the service enabled.
+    // file of their own added, the services enabled.
     let cfg = root.join("etc/palisade/palisade.toml");
     std::fs::write(&cfg, format!("{toml}\n# edited\n")).unwrap();
     std::fs::write(root.join("etc/palisade/pf.conf"), "pass all\n").unwrap();
     std::fs::write(root.join("etc/palisade/allowed.txt"), "192.0.2.1\n").unwrap();
     let wants = root.join("etc/systemd/system/multi-user.target.wants");
     std::fs::create_dir_all(&wants).unwrap();
-    std::os::unix::fs::symlink(
-        "/usr/lib/systemd/system/palisade.service",
-        wants.join("palisade.service"),
-    )
-    .unwrap();
+    for u in ["palisade", "palisade-ftp-proxy", "palisade-greylist"] {
+        std::os::unix::fs::symlink(
+            format!("/usr/lib/systemd/system/{u}.service"),
+            wants.join(format!("{u}.service")),
+        )
+        .unwrap();
+    }
 
     // Remove: the program goes, the configuration stays.
     dpkg(&root, &["-r", "palisade"]);
@@ -388,7 +405,9 @@ fn debian_package_installs_works_and_purges() {
     // the administrator's own files, and so the directory, stay.
     dpkg(&root, &["-P", "palisade"]);
     assert!(!cfg.exists(), "purge removes the conffile");
-    assert!(!wants.join("palisade.service").exists());
+    for u in ["palisade", "palisade-ftp-proxy", "palisade-greylist"] {
+        assert!(!wants.join(format!("{u}.service")).exists(), "{u}");
+    }
     assert!(root.join("etc/palisade/pf.conf").exists());
     assert!(root.join("etc/palisade/allowed.txt").exists());
     let left: Vec<_> = installed.iter().filter(|p| p.exists()).collect();

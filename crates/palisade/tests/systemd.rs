@@ -201,6 +201,29 @@ fn units(d: &Path, cfg: &Path) -> PathBuf {
     u
 }
 
+/// Add a unit the package ships to the test's unit directory `u`, with
+/// `swap`'s paths replaced, and the same drop-in as palisade.service's
+/// (output to the log file; PrivateTmp off for a checkout under /tmp).
+fn ship(u: &Path, unit: &str, swap: &[(&str, &str)]) {
+    let mut text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../dist")
+            .join(unit),
+    )
+    .unwrap();
+    for (from, to) in swap {
+        assert!(text.contains(from), "{unit} does not name {from}");
+        text = text.replace(from, to);
+    }
+    std::fs::write(u.join(unit), text).unwrap();
+    let drop_in = u.join(format!("{unit}.d"));
+    std::fs::create_dir_all(&drop_in).unwrap();
+    let test = std::fs::read_to_string(u.join("palisade.service.d/test.conf"))
+        .unwrap()
+        .replace("WatchdogSec=2\n", "");
+    std::fs::write(drop_in.join("test.conf"), test).unwrap();
+}
+
 fn pings(ns: &str) -> bool {
     ok(ns, &["ping", "-c", "1", "-W", "2", "198.19.0.1"])
 }
@@ -361,6 +384,217 @@ fn the_fast_path_works_under_the_shipped_unit() {
     );
     sd.ok(&["systemctl", "stop", "palisade.service"]);
     drop(sd);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// The services beside pf under the units the package ships
+/// (dist/palisade-ftp-proxy.service, dist/palisade-greylist.service), in
+/// their sandboxes (capabilities, read-only system, private /tmp): the
+/// proxy splits into its root monitor and its unprivileged, chrooted
+/// sessions, relays a session from a client outside to a server inside
+/// (S5's reverse mode, its flags from the defaults file the unit reads),
+/// loads the data connection's rules, and `systemctl stop` empties them;
+/// the greylisting service answers Postfix's policy requests, asking the
+/// firewall (`firewall = ...`) for the client's SYN, and stops.
+#[test]
+fn ftp_proxy_and_greylist_under_their_shipped_units() {
+    use std::io::{BufRead, BufReader, Write};
+    require_root();
+    assert!(
+        Path::new(SYSTEMD).exists(),
+        "{SYSTEMD} is needed (scripts/test-all installs systemd)"
+    );
+    let (_ns, src, fw, dst) = routed("sdsv");
+    let d = tmpdir("systemd-sv");
+    std::fs::write(
+        d.join("pf.conf"),
+        "rdr-anchor \"ftp-proxy/*\"\n\
+         rdr pass on a0 inet proto tcp to 198.18.0.254 port 21 -> 127.0.0.1 port 8021\n\
+         nat-anchor \"ftp-proxy/*\"\n\
+         anchor \"ftp-proxy/*\"\n\
+         pass all\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\nworkers = 1\n{ROUTED_TOML}\
+             [osfp]\nrecord = true\n\
+             [greylist]\nfirewall = \"/run/palisade.sock\"\n\
+             database = \"/run/palisade-greylist.redb\"\n"
+        ),
+    )
+    .unwrap();
+    let defaults = d.join("palisade-ftp-proxy.default");
+    std::fs::write(&defaults, "FTP_PROXY_FLAGS=\"-R 198.19.0.1 -v\"\n").unwrap();
+    let u = units(&d, &cfg);
+    let bin = env!("CARGO_BIN_EXE_palisade");
+    ship(
+        &u,
+        "palisade-ftp-proxy.service",
+        &[
+            ("/usr/sbin/palisade", bin),
+            (
+                "/etc/default/palisade-ftp-proxy",
+                defaults.to_str().unwrap(),
+            ),
+        ],
+    );
+    ship(
+        &u,
+        "palisade-greylist.service",
+        &[
+            ("/usr/sbin/palisade", bin),
+            ("/etc/palisade/palisade.toml", cfg.to_str().unwrap()),
+        ],
+    );
+    // The greylisting unit's StateDirectory makes /var/lib/palisade (the
+    // machine's: only /run is private here); removed after if it was not
+    // there.
+    let state_dir = Path::new("/var/lib/palisade");
+    let had_state_dir = state_dir.exists();
+    let sd = Systemd::start(&fw, &u);
+    let prop = |unit: &str, p: &str| {
+        sd.ok(&["systemctl", "show", "-p", p, "--value", unit])
+            .trim()
+            .to_string()
+    };
+    sd.ok(&["systemctl", "start", "palisade.service"]);
+    sd.ok(&[
+        "systemctl",
+        "start",
+        "palisade-ftp-proxy.service",
+        "palisade-greylist.service",
+    ]);
+    for unit in ["palisade-ftp-proxy.service", "palisade-greylist.service"] {
+        assert_eq!(
+            prop(unit, "ActiveState"),
+            "active",
+            "{unit}\n{}",
+            sd.journal()
+        );
+    }
+
+    // The proxy: its monitor (the unit's main process) root, its
+    // sessions' process the user proxy, chrooted.
+    let monitor = prop("palisade-ftp-proxy.service", "MainPID");
+    let children = sd.ok(&["cat", &format!("/proc/{monitor}/task/{monitor}/children")]);
+    let child = children
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("the monitor has no child\n{}", sd.journal()));
+    let status = sd.ok(&["cat", &format!("/proc/{child}/status")]);
+    assert!(status.contains("\nUid:\t13\t13\t13\t13\n"), "{status}");
+    let root = sd.ok(&["readlink", &format!("/proc/{child}/root")]);
+    assert_eq!(root.trim(), "/run/palisade/empty");
+    let status = sd.ok(&["cat", &format!("/proc/{monitor}/status")]);
+    assert!(status.contains("\nUid:\t0\t0\t0\t0\n"), "{status}");
+
+    // A session: a client outside connects to the firewall's port 21,
+    // pf redirects it to the proxy, which connects to the server inside
+    // (-R) and relays; a PASV loads the data connection's rules.
+    let listener = in_netns(&dst, || {
+        std::net::TcpListener::bind("198.19.0.1:21").unwrap()
+    })
+    .join()
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::new(s);
+        w.write_all(b"220 a server inside\r\n").unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] = match line.trim() {
+                "PASV" => b"227 Entering Passive Mode (198,19,0,1,78,32)\r\n",
+                "QUIT" => b"221 bye\r\n",
+                _ => b"200 ok\r\n",
+            };
+            let _ = w.write_all(reply);
+            line.clear();
+        }
+    });
+    let client = in_netns(&src, || {
+        let s = std::net::TcpStream::connect_timeout(
+            &"198.18.0.254:21".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    })
+    .join()
+    .unwrap();
+    let mut w = client.try_clone().unwrap();
+    let mut r = BufReader::new(client);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("220 a server inside"),
+        "{line:?}\n{}",
+        sd.journal()
+    );
+    w.write_all(b"PASV\r\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("227 "), "{line:?}\n{}", sd.journal());
+    let anchors = sd.ok(&[bin, "anchor", "ftp-proxy/*", "show"]);
+    assert!(
+        anchors.contains(&format!("ftp-proxy/{child}.1")) && anchors.contains("port 20000"),
+        "the data connection's rules: {anchors}\n{}",
+        sd.journal()
+    );
+    // Stopped with a session open: it ends, its anchor is emptied, and
+    // the unit is inactive (not failed).
+    sd.ok(&["systemctl", "stop", "palisade-ftp-proxy.service"]);
+    assert_eq!(
+        prop("palisade-ftp-proxy.service", "ActiveState"),
+        "inactive"
+    );
+    assert!(
+        sd.journal()
+            .contains("stopping: 1 session(s) ended, 1 anchor(s) emptied"),
+        "{}",
+        sd.journal()
+    );
+    let anchors = sd.ok(&[bin, "anchor", "ftp-proxy/*", "show"]);
+    assert!(!anchors.contains("port 20000"), "rules left: {anchors}");
+    drop((w, r));
+    let _ = server.join();
+
+    // The greylisting service answers a policy request, and stops.
+    let answer = in_netns(&fw, || {
+        let mut s = std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:10023".parse().unwrap(),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=198.18.0.1\n\
+              client_name=unknown\nsender=a@example.org\nrecipient=b@example.net\n\n",
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        line
+    })
+    .join()
+    .unwrap();
+    assert!(
+        answer.starts_with("action="),
+        "{answer:?}\n{}",
+        sd.journal()
+    );
+    sd.ok(&["systemctl", "stop", "palisade-greylist.service"]);
+    assert_eq!(prop("palisade-greylist.service", "ActiveState"), "inactive");
+    sd.ok(&["systemctl", "stop", "palisade.service"]);
+    drop(sd);
+    if !had_state_dir {
+        let _ = std::fs::remove_dir(state_dir);
+    }
     let _ = std::fs::remove_dir_all(&d);
 }
 
