@@ -770,3 +770,54 @@ fn a_file_that_loads_itself_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `no_files` (rules from ftp-proxy's unprivileged sessions): no file is
+/// read, whatever the statement, and the error quotes none of it; the
+/// same text reads the file without it.
+#[test]
+fn rules_that_may_read_no_file_read_none() {
+    let d = tmpdir("nofiles");
+    let secret = d.join("secret");
+    std::fs::write(&secret, "root:$y$verysecret\n").unwrap();
+    let sub = d.join("sub.conf");
+    std::fs::write(&sub, "pass out all\n").unwrap();
+    let s = secret.display().to_string();
+    let opts = ParseOptions {
+        no_files: true,
+        ..Default::default()
+    };
+    for (text, want) in [
+        (
+            format!("include \"{s}\"\npass\n"),
+            format!("t.conf:1: include \"{s}\": these rules may not read files"),
+        ),
+        (
+            format!("table <x> file \"{s}\"\npass\n"),
+            format!("t.conf:1: table file \"{s}\": these rules may not read files"),
+        ),
+        (
+            format!("load anchor a from \"{}\"\npass\n", sub.display()),
+            format!(
+                "t.conf:1: load anchor a from \"{}\": these rules may not read files",
+                sub.display()
+            ),
+        ),
+    ] {
+        let out = parse(&text, &opts);
+        assert!(out.errors > 0, "{text}: {:?}", out.stderr);
+        assert!(out.stderr.contains(&want), "{text}: {:?}", out.stderr);
+        assert!(
+            !out.stderr.iter().any(|l| l.contains("verysecret")),
+            "{:?}",
+            out.stderr
+        );
+        // Without `no_files` the file is read (the table's error quotes
+        // the secret: what the monitor's loads must never get).
+        let read = parse(&text, &ParseOptions::default());
+        assert!(
+            !read.stderr.iter().any(|l| l.contains("may not read files")),
+            "{:?}",
+            read.stderr
+        );
+    }
+}

@@ -288,7 +288,7 @@ pub fn serve<'a>(
 
 /// Parse an answer: the daemon is trusted, and rules nest as deep as
 /// anchors may (more than serde_json's default depth).
-fn parse_answer(line: &str) -> Result<Value, String> {
+pub(crate) fn parse_answer(line: &str) -> Result<Value, String> {
     use serde::Deserialize;
     let mut de = serde_json::Deserializer::from_str(line);
     de.disable_recursion_limit();

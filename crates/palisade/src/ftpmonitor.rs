@@ -9,7 +9,9 @@
 //! - `natlook` (where a connection was going),
 //! - the listing of `ftp-proxy/*`,
 //! - loading or emptying the child's own anchors, `ftp-proxy/<child's
-//!   pid>.<n>`, with rules of at most `MAX_RULES` bytes.
+//!   pid>.<n>`, at most `-m` of them loaded at once, with rules of at most
+//!   `MAX_RULES` bytes that may read no file (no `include`, `table file`
+//!   or `load anchor from`: the daemon, root, would read them).
 //!
 //! Each request is rebuilt from its checked fields; anything else is
 //! refused and logged. The monitor forwards the stop signals to the
@@ -40,8 +42,9 @@ const MAX_ANSWER: u64 = 64 << 20;
 /// Requests the monitor serves at once; past that, refused as busy.
 const MAX_IN_FLIGHT: usize = 64;
 /// How long the child has to stop after the monitor forwarded a stop
-/// signal (its own stop waits at most 5 s for the daemon).
-const CHILD_STOP: Duration = Duration::from_secs(10);
+/// signal: its stop waits 5 s for the daemon, but one request already
+/// under way may wait 35 s for a slow daemon.
+const CHILD_STOP: Duration = Duration::from_secs(45);
 
 /// The unprivileged user the sessions run as.
 #[derive(Clone, Debug)]
@@ -117,9 +120,10 @@ pub fn empty_root() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// In the child, at once after the fork: end with the monitor, chroot to
-/// `root`, become `user` (every id, no supplementary groups), and never
-/// gain privileges again. Checked: root cannot be regained.
+/// In the child, at once after the fork: leave the terminal's session
+/// (no input from it), chroot to `root`, become `user` (every id, no
+/// supplementary groups), never gain privileges again, and end with the
+/// monitor. Checked: root cannot be regained.
 pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result<(), String> {
     use std::os::unix::ffi::OsStrExt;
     let dir = std::ffi::CString::new(root.as_os_str().as_bytes())
@@ -127,13 +131,14 @@ pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result
     let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
     // SAFETY: plain system calls on values that live through each call.
     unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
-            return Err(os("prctl(PR_SET_PDEATHSIG)"));
+        // Out of the terminal's session: a compromised child cannot
+        // push keystrokes into root's shell (TIOCSTI); it reads nothing.
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            return Err(os("/dev/null"));
         }
-        // The monitor died before the line above took effect.
-        if libc::getppid() != monitor {
-            return Err("the monitor is gone".into());
-        }
+        libc::close(null);
         if libc::chroot(dir.as_ptr()) != 0 {
             return Err(os(&format!("chroot {}", root.display())));
         }
@@ -155,6 +160,14 @@ pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
+        }
+        // After the change of ids, which clears it.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+            return Err(os("prctl(PR_SET_PDEATHSIG)"));
+        }
+        // The monitor died before that took effect.
+        if libc::getppid() != monitor {
+            return Err("the monitor is gone".into());
         }
     }
     Ok(())
@@ -224,7 +237,7 @@ pub fn checked(req: &Value, prefix: &str) -> Result<Call, String> {
                         ));
                     }
                     Ok(Call::Within(
-                        json!({"cmd": "anchor", "name": name, "op": "load", "rules": rules, "file": "ftp-proxy"}),
+                        json!({"cmd": "anchor", "name": name, "op": "load", "rules": rules, "file": "ftp-proxy", "files": false}),
                         Duration::from_secs(10),
                     ))
                 }
@@ -237,19 +250,20 @@ pub fn checked(req: &Value, prefix: &str) -> Result<Call, String> {
     }
 }
 
-/// One line from `r`, at most `max` bytes; None at the end.
+/// One line from `r`, at most `max` bytes; None at the end (a last line
+/// cut short by the end, as a writer killed mid-line leaves it, included).
 fn read_line(r: &mut impl BufRead, max: u64) -> Result<Option<String>, String> {
     let mut line = String::new();
     let n = std::io::Read::take(&mut *r, max + 1)
         .read_line(&mut line)
         .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Ok(None);
+    if line.ends_with('\n') {
+        return Ok(Some(line));
     }
-    if !line.ends_with('\n') {
+    if n as u64 > max {
         return Err(format!("a line longer than {max} bytes"));
     }
-    Ok(Some(line))
+    Ok(None)
 }
 
 /// The child's side: its session threads' requests, each answered in
@@ -288,7 +302,9 @@ impl Client {
                 Ok(None) => break "it closed the connection".to_string(),
                 Err(e) => break e,
             };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            // (Without serde_json's depth limit, as the daemon's own
+            // client reads: anchors nest deeper than it allows.)
+            let Ok(v) = crate::control::parse_answer(&line) else {
                 break "an answer that is not JSON".into();
             };
             let Some(id) = v["id"].as_u64() else {
@@ -340,21 +356,42 @@ impl Client {
     }
 }
 
+/// What the monitor's reader tells its main thread, which alone signals
+/// the child (it alone reaps it, so the pid is never another process's).
+#[derive(Default)]
+struct Alarm {
+    /// The child broke the line protocol: kill it.
+    broke: AtomicBool,
+}
+
 /// The parent's side, until the child ends: serve its requests (each
-/// checked, on a thread of its own), forward the stop signals, then empty
-/// the anchors it left. Ok if the child ended well.
-pub fn monitor(child: libc::pid_t, chan: UnixStream, socket: &Path) -> Result<(), String> {
+/// checked, on a thread of its own; at most `max_anchors` of its anchors
+/// loaded at once), forward the stop signals, then empty the anchors it
+/// left. Ok if the child ended well.
+pub fn monitor(
+    child: libc::pid_t,
+    chan: UnixStream,
+    socket: &Path,
+    max_anchors: usize,
+) -> Result<(), String> {
     let prefix = format!("ftp-proxy/{child}.");
-    let w = Arc::new(Mutex::new(
-        chan.try_clone()
-            .map_err(|e| format!("ftp-proxy monitor: {e}"))?,
-    ));
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let alarm = Arc::new(Alarm::default());
     {
-        let (socket, prefix) = (socket.to_path_buf(), prefix.clone());
+        let srv = Server {
+            w: Arc::new(Mutex::new(
+                chan.try_clone()
+                    .map_err(|e| format!("ftp-proxy monitor: {e}"))?,
+            )),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            socket: socket.to_path_buf(),
+            prefix: prefix.clone(),
+            loaded: Mutex::new(std::collections::HashSet::new()),
+            max_anchors,
+            alarm: alarm.clone(),
+        };
         std::thread::Builder::new()
             .name("ftp-monitor".into())
-            .spawn(move || serve(chan, w, in_flight, socket, prefix, child))
+            .spawn(move || srv.serve(chan))
             .map_err(|e| format!("ftp-proxy monitor: {e}"))?;
     }
     let mut stop_sent: Option<Instant> = None;
@@ -372,10 +409,19 @@ pub fn monitor(child: libc::pid_t, chan: UnixStream, socket: &Path) -> Result<()
                 return Err(format!("ftp-proxy monitor: waitpid: {e}"));
             }
         }
+        // Not reaped: `child` is still our child's pid.
+        if !killed && alarm.broke.load(Ordering::SeqCst) {
+            tracing::error!(
+                "ftp-proxy: the sessions' process broke the monitor's protocol: killed"
+            );
+            // SAFETY: a signal to our own child, not yet reaped.
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            killed = true;
+        }
         if crate::daemon::stopping() {
             match stop_sent {
                 None => {
-                    // SAFETY: a signal to our own child.
+                    // SAFETY: as above.
                     unsafe { libc::kill(child, libc::SIGTERM) };
                     stop_sent = Some(Instant::now());
                 }
@@ -446,82 +492,111 @@ fn empty_left(socket: &Path, prefix: &str) -> usize {
     n
 }
 
-/// The monitor's reader: each request checked and served on a thread of
-/// its own (at most `MAX_IN_FLIGHT`). A child that breaks the protocol is
-/// killed: only a compromised one would.
-fn serve(
-    chan: UnixStream,
+/// The monitor's reader and what it keeps.
+struct Server {
     w: Arc<Mutex<UnixStream>>,
     in_flight: Arc<AtomicUsize>,
     socket: PathBuf,
+    /// The child's anchors: `ftp-proxy/<pid>.`.
     prefix: String,
-    child: libc::pid_t,
-) {
-    let mut r = BufReader::new(chan);
-    let answer = |w: &Mutex<UnixStream>, v: Value| {
-        let _ = writeln!(w.lock().unwrap(), "{v}");
-    };
-    loop {
-        let line = match read_line(&mut r, MAX_LINE) {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!("ftp-proxy monitor: from the sessions' process: {e}: killed");
-                // SAFETY: a signal to our own child.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-                return;
-            }
-        };
-        let v: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(
-                    "ftp-proxy monitor: from the sessions' process: not JSON ({e}): killed"
-                );
-                // SAFETY: as above.
-                unsafe { libc::kill(child, libc::SIGKILL) };
-                return;
-            }
-        };
-        let id = v["id"].as_u64().unwrap_or(0);
-        let call = match checked(&v["req"], &prefix) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("ftp-proxy monitor: refused for the sessions' process: {e}");
-                answer(
-                    &w,
-                    json!({"id": id, "error": format!("refused by the monitor: {e}")}),
-                );
+    /// Its anchors loaded and not emptied since; at most `max_anchors`.
+    loaded: Mutex<std::collections::HashSet<String>>,
+    max_anchors: usize,
+    alarm: Arc<Alarm>,
+}
+
+impl Server {
+    fn answer(&self, v: Value) {
+        let _ = writeln!(self.w.lock().unwrap(), "{v}");
+    }
+
+    /// Each request checked and served on a thread of its own (at most
+    /// `MAX_IN_FLIGHT`). A child that breaks the protocol is killed (by
+    /// the main thread): only a compromised one would.
+    fn serve(self, chan: UnixStream) {
+        let mut r = BufReader::new(chan);
+        loop {
+            let line = match read_line(&mut r, MAX_LINE) {
+                Ok(Some(l)) => l,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!("ftp-proxy monitor: from the sessions' process: {e}");
+                    self.alarm.broke.store(true, Ordering::SeqCst);
+                    return;
+                }
+            };
+            let v: Value = match serde_json::from_str(&line) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(
+                        "ftp-proxy monitor: from the sessions' process: not JSON ({e})"
+                    );
+                    self.alarm.broke.store(true, Ordering::SeqCst);
+                    return;
+                }
+            };
+            let id = v["id"].as_u64().unwrap_or(0);
+            let call = match checked(&v["req"], &self.prefix).and_then(|c| self.count(&v["req"], c))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("ftp-proxy monitor: refused for the sessions' process: {e}");
+                    self.answer(json!({"id": id, "error": format!("refused by the monitor: {e}")}));
+                    continue;
+                }
+            };
+            if self.in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.answer(json!({"id": id, "error": "the monitor is busy"}));
                 continue;
             }
+            let (w2, n2, socket) = (self.w.clone(), self.in_flight.clone(), self.socket.clone());
+            let spawned = std::thread::Builder::new()
+                .name("ftp-monitor-call".into())
+                .spawn(move || {
+                    let r = match call {
+                        Call::Whole(req) => crate::control::request(&socket, req),
+                        Call::Within(req, limit) => {
+                            crate::control::request_within(&socket, req, limit)
+                        }
+                    };
+                    let v = match r {
+                        Ok(a) => json!({"id": id, "answer": a}),
+                        Err(e) => json!({"id": id, "error": e}),
+                    };
+                    let _ = writeln!(w2.lock().unwrap(), "{v}");
+                    n2.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.answer(json!({"id": id, "error": "the monitor has no thread for it"}));
+            }
+        }
+    }
+
+    /// The count of loaded anchors: a load of a new one past
+    /// `max_anchors` is refused; a flush takes one off.
+    fn count(&self, req: &Value, call: Call) -> Result<Call, String> {
+        let (Some(name), Some(op)) = (req["name"].as_str(), req["op"].as_str()) else {
+            return Ok(call);
         };
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            answer(&w, json!({"id": id, "error": "the monitor is busy"}));
-            continue;
+        let mut loaded = self.loaded.lock().unwrap();
+        match op {
+            "load" if !loaded.contains(name) => {
+                if loaded.len() >= self.max_anchors {
+                    return Err(format!(
+                        "anchor '{name}': already {} anchors loaded (-m)",
+                        loaded.len()
+                    ));
+                }
+                loaded.insert(name.to_string());
+            }
+            "flush" => {
+                loaded.remove(name);
+            }
+            _ => {}
         }
-        let (w2, n2, socket) = (w.clone(), in_flight.clone(), socket.clone());
-        let spawned = std::thread::Builder::new()
-            .name("ftp-monitor-call".into())
-            .spawn(move || {
-                let r = match call {
-                    Call::Whole(req) => crate::control::request(&socket, req),
-                    Call::Within(req, limit) => crate::control::request_within(&socket, req, limit),
-                };
-                let v = match r {
-                    Ok(a) => json!({"id": id, "answer": a}),
-                    Err(e) => json!({"id": id, "error": e}),
-                };
-                let _ = writeln!(w2.lock().unwrap(), "{v}");
-                n2.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-            answer(
-                &w,
-                json!({"id": id, "error": "the monitor has no thread for it"}),
-            );
-        }
+        Ok(call)
     }
 }
 
@@ -534,12 +609,12 @@ mod tests {
     #[test]
     fn the_monitor_rebuilds_what_ftp_proxy_needs() {
         let load = json!({"cmd": "anchor", "name": "ftp-proxy/4242.7", "op": "load",
-            "rules": "pass in quick proto tcp to port 2000\n", "file": "whatever", "extra": 1});
+            "rules": "pass in quick proto tcp to port 2000\n", "file": "whatever", "files": true, "extra": 1});
         assert_eq!(
             checked(&load, P),
             Ok(Call::Within(
                 json!({"cmd": "anchor", "name": "ftp-proxy/4242.7", "op": "load",
-                    "rules": "pass in quick proto tcp to port 2000\n", "file": "ftp-proxy"}),
+                    "rules": "pass in quick proto tcp to port 2000\n", "file": "ftp-proxy", "files": false}),
                 Duration::from_secs(10)
             ))
         );
@@ -623,42 +698,85 @@ mod tests {
         let mut r = BufReader::new(&b"short\nxxxxxxxxxxxxxxxxxxxxxx\n"[..]);
         assert_eq!(read_line(&mut r, 10), Ok(Some("short\n".into())));
         assert!(read_line(&mut r, 10).is_err());
+        // A last line cut short by the end: the end.
         let mut r = BufReader::new(&b"no end"[..]);
-        assert!(read_line(&mut r, 10).is_err());
+        assert_eq!(read_line(&mut r, 10), Ok(None));
         let mut r = BufReader::new(&b""[..]);
         assert_eq!(read_line(&mut r, 10), Ok(None));
     }
 
+    fn server(b: &UnixStream, max_anchors: usize) -> (Server, Arc<Alarm>) {
+        let alarm = Arc::new(Alarm::default());
+        (
+            Server {
+                w: Arc::new(Mutex::new(b.try_clone().unwrap())),
+                in_flight: Arc::new(AtomicUsize::new(0)),
+                socket: PathBuf::from("/nonexistent/palisade.sock"),
+                prefix: P.into(),
+                loaded: Mutex::new(Default::default()),
+                max_anchors,
+                alarm: alarm.clone(),
+            },
+            alarm,
+        )
+    }
+
     /// A client and a monitor's reader over a socket pair, the daemon
-    /// absent: refusals come back with their reason, to the right waiter.
+    /// absent: refusals come back with their reason, to the right waiter;
+    /// loads past the count of anchors are refused until one is emptied.
     #[test]
     fn a_refusal_reaches_its_waiter() {
         let (a, b) = UnixStream::pair().unwrap();
-        let w = Arc::new(Mutex::new(b.try_clone().unwrap()));
-        let t = std::thread::spawn(move || {
-            serve(
-                b,
-                w,
-                Arc::new(AtomicUsize::new(0)),
-                PathBuf::from("/nonexistent/palisade.sock"),
-                P.into(),
-                // No child to kill in this test: a pid that cannot be one.
-                i32::MAX,
-            )
-        });
+        let (srv, alarm) = server(&b, 2);
+        std::thread::spawn(move || srv.serve(b));
         let c = Client::start(a).unwrap();
-        let e = c
-            .request(json!({"cmd": "reload"}), Duration::from_secs(1))
-            .unwrap_err();
+        let ask = |req: Value| c.request(req, Duration::from_secs(1)).unwrap_err();
+        let e = ask(json!({"cmd": "reload"}));
         assert!(e.contains("refused by the monitor"), "{e}");
-        let e = c
-            .request(
-                json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "flush"}),
-                Duration::from_secs(1),
-            )
-            .unwrap_err();
+        let e = ask(json!({"cmd": "anchor", "name": "ftp-proxy/4242.1", "op": "flush"}));
         assert!(e.contains("/nonexistent/palisade.sock"), "{e}");
-        drop(c);
-        let _ = t;
+        let load = |n: u32| {
+            ask(
+                json!({"cmd": "anchor", "name": format!("ftp-proxy/4242.{n}"), "op": "load", "rules": "pass\n"}),
+            )
+        };
+        // Two anchors may be loaded (the daemon is absent: each load
+        // fails there, but counts), a third not, the first again yes.
+        for n in [1, 2, 1] {
+            assert!(load(n).contains("/nonexistent"), "{n}");
+        }
+        let e = load(3);
+        assert!(
+            e.contains("refused by the monitor") && e.contains("already 2 anchors"),
+            "{e}"
+        );
+        ask(json!({"cmd": "anchor", "name": "ftp-proxy/4242.2", "op": "flush"}));
+        assert!(load(3).contains("/nonexistent"));
+        assert!(!alarm.broke.load(Ordering::SeqCst));
+    }
+
+    /// A child that sends what no client of the monitor would (a line
+    /// that is not JSON; one too long) raises the alarm, on which the
+    /// monitor's main thread kills it; a last line cut short by the
+    /// child's death does not.
+    #[test]
+    fn a_broken_protocol_raises_the_alarm() {
+        for (input, broke) in [
+            (b"not json\n".to_vec(), true),
+            (vec![b'x'; MAX_LINE as usize + 10], true),
+            (b"{\"id\": 1, \"req\": {\"cmd\": \"nat".to_vec(), false),
+        ] {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            let (srv, alarm) = server(&b, 2);
+            let t = std::thread::spawn(move || srv.serve(b));
+            // (Written from a thread: the reader may stop before taking
+            // all of a long line.)
+            let w = std::thread::spawn(move || {
+                let _ = a.write_all(&input);
+            });
+            w.join().unwrap();
+            t.join().unwrap();
+            assert_eq!(alarm.broke.load(Ordering::SeqCst), broke);
+        }
     }
 }

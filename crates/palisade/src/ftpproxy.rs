@@ -194,15 +194,15 @@ pub fn run(opts: Options) -> Result<(), String> {
             "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"
         );
     }
+    let user = crate::ftpmonitor::lookup_user(&opts.user).map_err(|e| format!("ftp-proxy: {e}"))?;
+    flush_stale(&Firewall::Direct(opts.socket.clone()), &opts.socket)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
             "ftp-proxy: must start as root (the daemon's control socket answers root only; the sessions then run as -u's user)".into(),
         );
     }
-    let user = crate::ftpmonitor::lookup_user(&opts.user).map_err(|e| format!("ftp-proxy: {e}"))?;
     let root = crate::ftpmonitor::empty_root().map_err(|e| format!("ftp-proxy: {e}"))?;
-    flush_stale(&Firewall::Direct(opts.socket.clone()), &opts.socket)?;
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
         .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
     let seed = std::time::SystemTime::now()
@@ -222,6 +222,11 @@ pub fn run(opts: Options) -> Result<(), String> {
                 crate::daemon::on_signal as *const () as libc::sighandler_t,
             );
         }
+        // A peer gone mid-write is an error, not the end of the process
+        // (the monitor must outlive its child to empty its anchors), and
+        // the child is waited for even if SIGCHLD came in ignored.
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
     }
     // Privilege separation (`ftpmonitor`): the sessions run in a child
     // without privileges; this process stays as their monitor.
@@ -247,7 +252,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     if child > 0 {
         drop(listener);
         drop(theirs);
-        return crate::ftpmonitor::monitor(child, mine, &opts.socket);
+        return crate::ftpmonitor::monitor(child, mine, &opts.socket, opts.max_sessions);
     }
     drop(mine);
     crate::ftpmonitor::drop_privileges(&user, &root, monitor)

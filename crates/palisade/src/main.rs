@@ -464,7 +464,9 @@ enum LabCmd {
         /// The lab's prefix (as given to `lab up`).
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// wan, fw, sw, dmz1, dmz2 or lan.
+        /// The host: S1's wan, fw, sw, dmz1, dmz2 or lan; S3's lan, wan,
+        /// fw1, fw2 or sw; S5's outside, gate or ftpsrv; S6's win, linux
+        /// or mail.
         host: String,
         /// The command and its arguments (after `--`).
         #[arg(
@@ -967,7 +969,11 @@ fn main() -> ExitCode {
                     files::read_text(std::path::Path::new(&f), files::CONFIG)
                 };
                 match text {
-                    Ok(rules) => AnchorOp::Load { rules, file: f },
+                    Ok(rules) => AnchorOp::Load {
+                        rules,
+                        file: f,
+                        files: true,
+                    },
                     Err(e) => {
                         eprintln!("{}", e.message(if f == "-" { "stdin" } else { &f }));
                         return ExitCode::from(1);
@@ -1244,6 +1250,7 @@ fn check(a: CheckArgs) -> ExitCode {
         anchor: a.anchor.clone(),
         pfctl_compat: a.pfctl_compat,
         queues: Vec::new(),
+        no_files: false,
     };
     let out = if a.file == "-" {
         let data = match files::read_stdin(files::CONFIG) {
@@ -1364,6 +1371,35 @@ fn greylist_cmd(action: GreylistCmd) -> ExitCode {
         Err(e) => {
             eprintln!("palisade greylist: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `lab exec --help` names every scenario's hosts.
+    #[test]
+    fn lab_exec_help_names_every_host() {
+        let cli = super::Cli::command();
+        let exec = cli
+            .find_subcommand("lab")
+            .and_then(|l| l.find_subcommand("exec"))
+            .expect("lab exec");
+        let help = exec
+            .get_arguments()
+            .find(|a| a.get_id() == "host")
+            .and_then(|a| a.get_help())
+            .expect("the host's help")
+            .to_string();
+        for h in super::lab::HOSTS
+            .iter()
+            .chain(&super::lab::s3::HOSTS)
+            .chain(&super::lab::s5::HOSTS)
+            .chain(&super::lab::s6::HOSTS)
+        {
+            assert!(help.contains(h), "{h} is not in: {help}");
         }
     }
 }

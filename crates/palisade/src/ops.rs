@@ -1027,11 +1027,12 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 json!({"anchor": name, "cleared": cleared}),
             )
         }
-        AnchorOp::Load { rules, file } => {
+        AnchorOp::Load { rules, file, files } => {
             let file = file.as_str();
             let opts = ParseOptions {
                 host: sh.host.clone(),
                 anchor: Some(name.to_string()),
+                no_files: !files,
                 queues: sh.queues.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 ..Default::default()
             };

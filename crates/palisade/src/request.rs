@@ -102,6 +102,9 @@ pub enum AnchorOp {
     Load {
         rules: String,
         file: String,
+        /// Whether the rules may read files (`include`, `table file`,
+        /// `load anchor from`): not for ftp-proxy's sessions.
+        files: bool,
     },
     Flush,
     Show,
@@ -270,6 +273,7 @@ impl Request {
                         AnchorOp::Load {
                             rules: rules.to_string(),
                             file: req["file"].as_str().unwrap_or("stdin").to_string(),
+                            files: req["files"] != false,
                         }
                     }
                     Some("flush") => AnchorOp::Flush,
@@ -413,9 +417,12 @@ impl Request {
                     AnchorOp::Show => "show",
                 };
                 let mut v = json!({"cmd": "anchor", "name": name, "op": o, "verbose": level});
-                if let AnchorOp::Load { rules, file } = op {
+                if let AnchorOp::Load { rules, file, files } = op {
                     v["rules"] = json!(rules);
                     v["file"] = json!(file);
+                    if !files {
+                        v["files"] = json!(false);
+                    }
                 }
                 v
             }
@@ -484,6 +491,16 @@ mod tests {
                 op: AnchorOp::Load {
                     rules: "pass\n".into(),
                     file: "x.conf".into(),
+                    files: true,
+                },
+                level: 0,
+            },
+            Request::Anchor {
+                name: "ftp-proxy/1.2".into(),
+                op: AnchorOp::Load {
+                    rules: "pass\n".into(),
+                    file: "ftp-proxy".into(),
+                    files: false,
                 },
                 level: 0,
             },

@@ -852,9 +852,11 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         .expect("a Uid line")
         .split_whitespace()
         .collect::<Vec<_>>();
+    let proxy_uid = proxy_uid();
     assert_eq!(
-        uid, ["13"; 4],
-        "the sessions' user ids (proxy is 13): {status}"
+        uid,
+        [proxy_uid.as_str(); 4],
+        "the sessions' user ids (proxy is {proxy_uid}): {status}"
     );
     let root = std::fs::read_link(format!("/proc/{child}/root")).unwrap();
     assert!(
@@ -873,7 +875,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     wait_for_log(
         &log4,
         &format!(
-            "sessions run as proxy (uid 13) chrooted to {}",
+            "sessions run as proxy (uid {proxy_uid}) chrooted to {}",
             root.display()
         ),
     );
@@ -931,6 +933,14 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     drop(slow);
     let _ = p6.stop();
     let _ = d.stop();
+}
+
+/// The uid of the user `proxy` (Debian's base-passwd has it: 13), the
+/// sessions' default user.
+fn proxy_uid() -> String {
+    let o = Command::new("id").args(["-u", "proxy"]).output().unwrap();
+    assert!(o.status.success(), "no user proxy: {o:?}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// The child of ftp-proxy's monitor `pid` (its sessions' process).

@@ -390,8 +390,8 @@ fn the_fast_path_works_under_the_shipped_unit() {
 /// The services beside pf under the units the package ships
 /// (dist/palisade-ftp-proxy.service, dist/palisade-greylist.service), in
 /// their sandboxes (capabilities, read-only system, private /tmp): the
-/// proxy splits into its root monitor and its unprivileged, chrooted
-/// sessions, relays a session from a client outside to a server inside
+/// proxy splits into its root monitor and its unprivileged (`proxy`),
+/// chrooted sessions, relays a session from a client outside to a server inside
 /// (S5's reverse mode, its flags from the defaults file the unit reads),
 /// loads the data connection's rules, and `systemctl stop` empties them;
 /// the greylisting service answers Postfix's policy requests, asking the
@@ -485,7 +485,16 @@ fn ftp_proxy_and_greylist_under_their_shipped_units() {
         .next()
         .unwrap_or_else(|| panic!("the monitor has no child\n{}", sd.journal()));
     let status = sd.ok(&["cat", &format!("/proc/{child}/status")]);
-    assert!(status.contains("\nUid:\t13\t13\t13\t13\n"), "{status}");
+    let o = Command::new("id").args(["-u", "proxy"]).output().unwrap();
+    let uid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        o.status.success() && !uid.is_empty(),
+        "no user proxy: {o:?}"
+    );
+    assert!(
+        status.contains(&format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")),
+        "{status}"
+    );
     let root = sd.ok(&["readlink", &format!("/proc/{child}/root")]);
     assert_eq!(root.trim(), "/run/palisade/empty");
     let status = sd.ok(&["cat", &format!("/proc/{monitor}/status")]);

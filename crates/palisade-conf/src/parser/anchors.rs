@@ -103,6 +103,12 @@ impl<'a> Parser<'a> {
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
         }
+        if self.opts.no_files {
+            self.error(format!(
+                "load anchor {name} from \"{file}\": these rules may not read files"
+            ));
+            return Err(PErr::Reported);
+        }
         let path = self.resolve_path(&file);
         // The files being read around this statement: a file that loads
         // itself, directly or not, would be read forever.

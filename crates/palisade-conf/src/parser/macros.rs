@@ -73,6 +73,10 @@ impl<'a> Parser<'a> {
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
         }
+        if self.opts.no_files {
+            self.error(format!("include \"{f}\": these rules may not read files"));
+            return Err(PErr::Reported);
+        }
         let path = self.resolve_path(&f);
         let canon = std::fs::canonicalize(&path).ok();
         if let Some(c) = &canon {

@@ -107,6 +107,12 @@ pub struct ParseOptions {
     /// when a file is loaded into an anchor of a running firewall (rules
     /// there may name them, as in an anchor written inline).
     pub queues: Vec<String>,
+    /// Read no other file: `include`, `table ... file` and `load anchor
+    /// ... from` are errors. For rules from a writer less trusted than
+    /// the daemon (ftp-proxy's unprivileged sessions, through its
+    /// monitor): the daemon, root, would read any file for them, and its
+    /// errors would quote it.
+    pub no_files: bool,
 }
 
 /// The outcome of parsing one file: pfctl's stdout and stderr, and the IR.

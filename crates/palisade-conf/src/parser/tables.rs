@@ -127,6 +127,12 @@ impl<'a> Parser<'a> {
     }
 
     fn table_file(&mut self, f: &str) -> Option<Vec<TableEntry>> {
+        if self.opts.no_files {
+            self.error(format!(
+                "table file \"{f}\": these rules may not read files"
+            ));
+            return None;
+        }
         let data = match crate::files::read_file(Path::new(f), crate::files::TABLE) {
             Ok(d) => d,
             Err(e) => {
