@@ -67,7 +67,9 @@ pass in on vlan7 proto udp to port 53 route-to 203.0.113.1 allow-opts\n\
 pass in on wan proto tcp to port 443 reply-to 203.0.113.1\n\
 pass in on wan proto tcp to 192.0.2.0/24 port 8080\n\
 pass in on lan proto udp dup-to 192.0.2.99\n\
-pass out on wan received-on vlan7 route-to (vlan7 192.0.2.7)\n";
+pass out on wan received-on vlan7 route-to (vlan7 192.0.2.7)\n\
+pass in on wan proto tcp to port 22 synproxy state\n\
+pass in on bridge0 proto tcp to port 993 synproxy state\n";
 
 fn fresh() -> Dataplane {
     static PARSED: OnceLock<(Config, palisade_conf::ir::Config, HostModel)> = OnceLock::new();

@@ -20,6 +20,8 @@ pass out keep state (if-bound)
 pass in proto udp keep state (sloppy)
 pass in inet proto icmp icmp-type echoreq
 pass in inet6 proto icmp6
+pass in on em0 proto tcp to port 443 synproxy state
+pass in on em0 proto tcp to port 8443 rdr-to 10.0.0.11 port 443 synproxy state
 anchor \"a\" in on em1 {
   pass quick proto tcp from any to any flags S/SA modulate state
   block return-rst proto tcp to port 23
@@ -57,7 +59,7 @@ pub fn run_ip(data: &[u8]) {
         if d.action == VerdictAction::Pass && valid_in {
             assert!(checksums_ok(&p), "a valid packet left with a bad checksum: {d:?}");
         }
-        for g in &d.generated {
+        for g in d.generated.iter().chain(&d.generated_out) {
             assert!(checksums_ok(g), "generated packet with a bad checksum");
         }
         assert_eq!(p.len(), data.len(), "rewriting must not change the length");

@@ -46,88 +46,15 @@ const MAX_IN_FLIGHT: usize = 64;
 /// under way may wait 35 s for a slow daemon.
 const CHILD_STOP: Duration = Duration::from_secs(45);
 
-/// The unprivileged user the sessions run as.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub uid: libc::uid_t,
-    pub gid: libc::gid_t,
-}
-
-/// Look `name` up in the user database (before the chroot).
-pub fn lookup_user(name: &str) -> Result<User, String> {
-    let c = std::ffi::CString::new(name).map_err(|_| format!("-u '{name}': not a user name"))?;
-    // SAFETY: getpwnam_r fills `pw` with pointers into `buf`, which both
-    // outlive their use below; `out` tells whether an entry was found.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16384];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let r = libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out);
-        if r != 0 {
-            return Err(format!(
-                "-u {name}: {}",
-                std::io::Error::from_raw_os_error(r)
-            ));
-        }
-        if out.is_null() {
-            return Err(format!(
-                "-u {name}: no such user (the sessions run as this unprivileged user; create it, or name another with -u)"
-            ));
-        }
-        if pw.pw_uid == 0 {
-            return Err(format!(
-                "-u {name}: uid 0: the sessions must run as an unprivileged user"
-            ));
-        }
-        Ok(User {
-            name: name.to_string(),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        })
-    }
-}
-
-/// The empty directory the child is chrooted to: OpenBSD's `/var/empty`
-/// where it exists, else `/run/palisade/empty` (created). It must belong
-/// to root, be writable by nobody else, and hold nothing.
-pub fn empty_root() -> Result<PathBuf, String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let var = Path::new("/var/empty");
-    let dir = if var.is_dir() {
-        var.to_path_buf()
-    } else {
-        let d = PathBuf::from("/run/palisade/empty");
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", d.display()))?;
-        d
-    };
-    let m = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if m.uid() != 0 || m.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{}: the sessions' chroot must belong to root and be writable by root only",
-            dir.display()
-        ));
-    }
-    let mut entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if entries.next().is_some() {
-        return Err(format!(
-            "{}: the sessions' chroot must be empty",
-            dir.display()
-        ));
-    }
-    Ok(dir)
-}
-
 /// In the child, at once after the fork: leave the terminal's session
 /// (no input from it), chroot to `root`, become `user` (every id, no
 /// supplementary groups), never gain privileges again, and end with the
 /// monitor. Checked: root cannot be regained.
-pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let dir = std::ffi::CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| format!("{}: not a path", root.display()))?;
+pub fn drop_privileges(
+    user: &crate::privdrop::User,
+    root: &Path,
+    monitor: libc::pid_t,
+) -> Result<(), String> {
     let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
     // SAFETY: plain system calls on values that live through each call.
     unsafe {
@@ -139,28 +66,10 @@ pub fn drop_privileges(user: &User, root: &Path, monitor: libc::pid_t) -> Result
             return Err(os("/dev/null"));
         }
         libc::close(null);
-        if libc::chroot(dir.as_ptr()) != 0 {
-            return Err(os(&format!("chroot {}", root.display())));
-        }
-        if libc::chdir(c"/".as_ptr()) != 0 {
-            return Err(os("chdir /"));
-        }
-        let groups = [user.gid];
-        if libc::setgroups(1, groups.as_ptr()) != 0 {
-            return Err(os("setgroups"));
-        }
-        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
-            return Err(os("setresgid"));
-        }
-        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
-            return Err(os("setresuid"));
-        }
-        if libc::setuid(0) == 0 || libc::geteuid() == 0 {
-            return Err("root could be regained after dropping it".into());
-        }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(os("prctl(PR_SET_NO_NEW_PRIVS)"));
-        }
+    }
+    crate::privdrop::become_user(user, root)?;
+    // SAFETY: as above.
+    unsafe {
         // After the change of ids, which clears it.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
             return Err(os("prctl(PR_SET_PDEATHSIG)"));

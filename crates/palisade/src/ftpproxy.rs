@@ -194,7 +194,9 @@ pub fn run(opts: Options) -> Result<(), String> {
             "ftp-proxy: -q: the rules name the queue, but queueing is parsed and not enforced by Palisade"
         );
     }
-    let user = crate::ftpmonitor::lookup_user(&opts.user).map_err(|e| format!("ftp-proxy: {e}"))?;
+    let user = crate::privdrop::lookup_user(&opts.user).map_err(|e| {
+        format!("ftp-proxy: -u {e} (the sessions run as this unprivileged user; create it, or name another with -u)")
+    })?;
     flush_stale(&Firewall::Direct(opts.socket.clone()), &opts.socket)?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -202,7 +204,7 @@ pub fn run(opts: Options) -> Result<(), String> {
             "ftp-proxy: must start as root (the daemon's control socket answers root only; the sessions then run as -u's user)".into(),
         );
     }
-    let root = crate::ftpmonitor::empty_root().map_err(|e| format!("ftp-proxy: {e}"))?;
+    let root = crate::privdrop::empty_root().map_err(|e| format!("ftp-proxy: {e}"))?;
     let listener = TcpListener::bind(SocketAddr::new(bind, opts.port))
         .map_err(|e| format!("ftp-proxy: listen on {bind} port {}: {e}", opts.port))?;
     let seed = std::time::SystemTime::now()

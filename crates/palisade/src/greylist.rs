@@ -98,6 +98,10 @@ pub struct Conf {
     /// `answer-after`: an answer resting on a change goes once its record
     /// is written ("write", the default) or synced ("sync").
     pub answer_after: AnswerAfter,
+    /// `user` (sniff mode only): once the capture, the sockets and the
+    /// database are open, the service drops root and runs as this user,
+    /// chrooted to an empty directory.
+    pub user: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +133,7 @@ struct RawGreylist {
     header: Option<Spanned<String>>,
     text: Option<String>,
     answer_after: Option<Spanned<String>>,
+    user: Option<Spanned<String>>,
 }
 
 fn line_of(text: &str, at: usize) -> usize {
@@ -196,6 +201,21 @@ impl Conf {
                     "{file}: [greylist] needs a source of fingerprints: `firewall = \"/run/palisade.sock\"` (the firewall's control socket) or `sniff = [\"eth0\"]`"
                 ))
             }
+        };
+        let user = match (&r.user, &source) {
+            (Some(u), Source::Firewall(_)) => {
+                return Err(err(
+                    u.span(),
+                    "greylist user: only with `sniff` (with `firewall` the service asks the daemon's control socket, which answers root only)".into(),
+                ))
+            }
+            (Some(u), _) if u.get_ref().is_empty() || u.get_ref() == "root" => {
+                return Err(err(
+                    u.span(),
+                    format!("greylist user '{}': an unprivileged user", u.get_ref()),
+                ))
+            }
+            (u, _) => u.as_ref().map(|u| u.get_ref().clone()),
         };
         let unknown = match &r.unknown {
             None => Unknown::Deliver,
@@ -282,6 +302,7 @@ impl Conf {
             fingerprints: r.fingerprints.map(PathBuf::from),
             grey,
             answer_after,
+            user,
         })
     }
 
@@ -1738,6 +1759,14 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
             }
         }
     }
+    // The user to become, checked before anything is created.
+    let drop_to = match &conf.user {
+        Some(u) => Some((
+            crate::privdrop::lookup_user(u).map_err(|e| format!("greylist user {e}"))?,
+            crate::privdrop::empty_root().map_err(|e| format!("greylist user: {e}"))?,
+        )),
+        None => None,
+    };
     // The source of fingerprints first: a service that cannot have them
     // fails before it creates anything, and the capture runs before
     // Postfix can reach the policy port.
@@ -1790,6 +1819,19 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
                 format!("SYNs captured on {ifaces:?}, ports {ports:?}"),
         }
     );
+    // Everything is open (the capture's sockets, the database and its
+    // journal, the listeners): what parses the network's bytes from here
+    // on needs no privilege.
+    if let Some((user, root)) = &drop_to {
+        crate::privdrop::become_user(user, root)
+            .map_err(|e| format!("greylist user {}: {e}", user.name))?;
+        tracing::info!(
+            "greylist: running as {} (uid {}) chrooted to {}",
+            user.name,
+            user.uid,
+            root.display()
+        );
+    }
     crate::notify::send("READY=1");
     let r = policy_loop(
         listener,
@@ -1916,6 +1958,27 @@ mod tests {
 
     fn t0() -> Instant {
         Instant::now()
+    }
+
+    /// `user` is refused where the service could not work without root
+    /// (with `firewall`), and must name an unprivileged user; it is read
+    /// with `sniff`.
+    #[test]
+    fn user_is_checked_at_parse() {
+        let parse = |body: &str| Conf::parse(Path::new("p.toml"), &format!("[greylist]\n{body}"));
+        let e = parse("firewall = \"/run/palisade.sock\"\nuser = \"nobody\"\n").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:3: greylist user: only with `sniff`"),
+            "{e}"
+        );
+        let e = parse("sniff = [\"eth0\"]\nuser = \"root\"\n").unwrap_err();
+        assert!(
+            e.contains("greylist user 'root': an unprivileged user"),
+            "{e}"
+        );
+        let c = parse("sniff = [\"eth0\"]\nuser = \"nobody\"\n").unwrap();
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert_eq!(parse("sniff = [\"eth0\"]\n").unwrap().user, None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod metrics;
 mod notify;
 mod ops;
 mod pfsync;
+mod privdrop;
 mod replay;
 mod request;
 

@@ -312,6 +312,30 @@ fn spamassassin(d: &Path, msg: &str) -> String {
 /// `X-P0f-OS: Windows 10` even though the service was killed -9 and
 /// restarted in between, SpamAssassin scores it; the Linux sender is
 /// delivered at once with `X-P0f-OS: Linux ...`; the p0f socket answers.
+/// The service `pid` runs as `nobody` (every id), chrooted to the empty
+/// directory, soon after its port listens (it drops root just after).
+fn assert_unprivileged(pid: u32) {
+    let o = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let uid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        o.status.success() && !uid.is_empty(),
+        "no user nobody: {o:?}"
+    );
+    let want = format!("\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n");
+    let status = || std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let t = Instant::now();
+    while !status().contains(&want) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(status().contains(&want), "the service's ids: {}", status());
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert!(
+        root == std::path::Path::new("/var/empty")
+            || root == std::path::Path::new("/run/palisade/empty"),
+        "the service's root: {root:?}"
+    );
+}
+
 #[test]
 fn sniffer_on_the_mail_server_greylists_windows_only() {
     require_root();
@@ -364,9 +388,16 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     windows_stack(&ns, &win);
 
     let port = 10023;
-    let conf = service_conf(&d.0, port, "sniff = [\"w0\", \"l0\"]\ndelay = 10\n");
+    // `user`: the service drops root once its capture, sockets and
+    // database are open (and after the restart below, again).
+    let conf = service_conf(
+        &d.0,
+        port,
+        "sniff = [\"w0\", \"l0\"]\ndelay = 10\nuser = \"nobody\"\n",
+    );
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
+    assert_unprivileged(svc.pid());
     let pf = d.0.join("pf");
     let mta = postfix(
         &mail,
@@ -436,6 +467,7 @@ fn sniffer_on_the_mail_server_greylists_windows_only() {
     );
     let mut svc = start_service(&ns, &mail, &conf);
     wait_port(&ns, &mail, port);
+    assert_unprivileged(svc.pid());
     let show = Command::new(palisade())
         .args(["greylist", "show", "-c"])
         .arg(&conf)
