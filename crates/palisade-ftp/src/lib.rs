@@ -15,6 +15,7 @@
 //! connection was going, loading the anchors through the control socket)
 //! is in the `palisade` binary.
 
+pub mod monitor;
 pub mod parse;
 pub mod session;
 
