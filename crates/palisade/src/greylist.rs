@@ -1819,6 +1819,9 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
                 format!("SYNs captured on {ifaces:?}, ports {ports:?}"),
         }
     );
+    // Ready: the policy port answers from here on. (Before the drop:
+    // systemd's notify socket is outside the chroot.)
+    crate::notify::send("READY=1");
     // Everything is open (the capture's sockets, the database and its
     // journal, the listeners): what parses the network's bytes from here
     // on needs no privilege.
@@ -1832,7 +1835,6 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
             root.display()
         );
     }
-    crate::notify::send("READY=1");
     let r = policy_loop(
         listener,
         ctx,

@@ -394,8 +394,9 @@ fn the_fast_path_works_under_the_shipped_unit() {
 /// chrooted sessions, relays a session from a client outside to a server inside
 /// (S5's reverse mode, its flags from the defaults file the unit reads),
 /// loads the data connection's rules, and `systemctl stop` empties them;
-/// the greylisting service answers Postfix's policy requests, asking the
-/// firewall (`firewall = ...`) for the client's SYN, and stops.
+/// the greylisting service (capturing SYNs itself, `user = "nobody"`)
+/// drops root within its unit's capabilities, answers Postfix's policy
+/// requests, and stops.
 #[test]
 fn ftp_proxy_and_greylist_under_their_shipped_units() {
     use std::io::{BufRead, BufReader, Write};
@@ -421,7 +422,7 @@ fn ftp_proxy_and_greylist_under_their_shipped_units() {
         format!(
             "pf = \"pf.conf\"\nworkers = 1\n{ROUTED_TOML}\
              [osfp]\nrecord = true\n\
-             [greylist]\nfirewall = \"/run/palisade.sock\"\n\
+             [greylist]\nsniff = [\"lo\"]\nuser = \"nobody\"\n\
              database = \"/run/palisade-greylist.redb\"\n"
         ),
     )
@@ -573,7 +574,19 @@ fn ftp_proxy_and_greylist_under_their_shipped_units() {
     drop((w, r));
     let _ = server.join();
 
-    // The greylisting service answers a policy request, and stops.
+    // The greylisting service runs as nobody, chrooted, answers a policy
+    // request, and stops.
+    let pid = prop("palisade-greylist.service", "MainPID");
+    let status = sd.ok(&["cat", &format!("/proc/{pid}/status")]);
+    let o = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let nobody = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(
+        status.contains(&format!("\nUid:\t{nobody}\t{nobody}\t{nobody}\t{nobody}\n")),
+        "{status}\n{}",
+        sd.journal()
+    );
+    let root = sd.ok(&["readlink", &format!("/proc/{pid}/root")]);
+    assert_eq!(root.trim(), "/run/palisade/empty");
     let answer = in_netns(&fw, || {
         let mut s = std::net::TcpStream::connect_timeout(
             &"127.0.0.1:10023".parse().unwrap(),
