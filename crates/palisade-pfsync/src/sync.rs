@@ -22,6 +22,12 @@
 //!   keeps a node demoted for ever; on `BulkRequested` it hands the core
 //!   its states (`bulk_send`), which go out paced between BUS START and
 //!   BUS END;
+//! - says when the sync interface's link goes down or comes back
+//!   (`set_link`), as pfsync(4) watches its syncdev: while it is down
+//!   CARP is demoted by 1, what was pending is dropped and a bulk update
+//!   under way given up; when it is back the peer's whole table is asked
+//!   for again (what changed meanwhile never arrived), and the demotion
+//!   lifts when that bulk update ends;
 //! - takes out packets (`poll_transmit`: pfsync payloads for IP protocol
 //!   240, TTL 255) and runs the timers (`poll_timeout`, `handle_timeout`).
 //!
@@ -208,8 +214,8 @@ pub enum Event {
     Acked(StateRef),
     /// The peer wants our whole table: answer with `bulk_send`.
     BulkRequested,
-    /// Change CARP's demotion (group carp) by this much.
-    Demote(i32),
+    /// Change CARP's demotion (group carp) by this much, for this reason.
+    Demote(i32, &'static str),
     /// The bulk update we asked for is complete, or we gave up on it.
     BulkDone {
         complete: bool,
@@ -263,8 +269,13 @@ enum Bulk {
         /// The request last sent (for BUS END's check) and the next try.
         sent: Micros,
         next: Micros,
+        /// CARP's demotion this request holds (lifted when it ends).
+        demote: i32,
     },
 }
+
+/// The demotion while the sync link is down (pfsync(4)'s).
+pub const LINK_DEMOTE: i32 = 1;
 
 pub struct Sync {
     cfg: SyncConfig,
@@ -293,6 +304,11 @@ pub struct Sync {
     /// sender (by source address: several nodes may share a key).
     counter: u64,
     replay: HashMap<Option<std::net::IpAddr>, ReplayWindow>,
+    /// The sync interface's link is up (`set_link`), and the demotion
+    /// its last fall holds (`LINK_DEMOTE` from the fall until the bulk
+    /// update asked for on its return ends).
+    link_up: bool,
+    link_demote: i32,
 }
 
 impl Sync {
@@ -315,6 +331,8 @@ impl Sync {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            link_up: true,
+            link_demote: 0,
         }
     }
 
@@ -332,13 +350,68 @@ impl Sync {
         if self.bulk_pending() {
             return;
         }
-        self.events.push_back(Event::Demote(BULK_DEMOTE));
+        self.events
+            .push_back(Event::Demote(BULK_DEMOTE, "pfsync: bulk update under way"));
+        self.begin_bulk(now, BULK_DEMOTE);
+    }
+
+    fn begin_bulk(&mut self, now: Micros, demote: i32) {
         self.bulk = Bulk::Requesting {
             started: now,
             sent: now,
             next: now + self.cfg.bulk_retry,
+            demote,
         };
         self.request_bulk();
+    }
+
+    /// The sync interface's link went down (`up` false) or came back.
+    /// Down: CARP is demoted by `LINK_DEMOTE`, the changes not yet sent
+    /// are dropped (they could not leave; the peer asks for our whole
+    /// table when it sees its own link come back, and a state it lacks is
+    /// asked for with the next change the peer hears of), and a bulk
+    /// update under way is given up (its demotion lifted). Back: the
+    /// peer's whole table is asked for, and the link's demotion lifts
+    /// when that bulk update ends (complete or given up).
+    pub fn set_link(&mut self, now: Micros, up: bool) {
+        if up == self.link_up {
+            return;
+        }
+        self.link_up = up;
+        if !up {
+            if self.link_demote == 0 {
+                self.link_demote = LINK_DEMOTE;
+                self.events
+                    .push_back(Event::Demote(LINK_DEMOTE, "pfsync: sync link down"));
+            }
+            if let Bulk::Requesting { demote, .. } = self.bulk {
+                self.bulk = Bulk::Idle;
+                if demote != 0 {
+                    self.events.push_back(Event::Demote(
+                        -demote,
+                        "pfsync: bulk update given up (sync link down)",
+                    ));
+                }
+            }
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.flush_at = None;
+            self.pending_since = None;
+            self.marks.clear();
+            self.urgent.clear();
+            self.bulk_out.clear();
+            self.bulk_out_at = None;
+            self.out.clear();
+            return;
+        }
+        if self.link_demote > 0 && !self.bulk_pending() {
+            self.begin_bulk(now, 0);
+        }
+    }
+
+    /// Whether the sync interface's link is up (as last told).
+    pub fn link_up(&self) -> bool {
+        self.link_up
     }
 
     fn request_bulk(&mut self) {
@@ -622,10 +695,24 @@ impl Sync {
     }
 
     fn finish_bulk(&mut self, now: Micros, started: Micros, complete: bool) {
+        let demote = match self.bulk {
+            Bulk::Requesting { demote, .. } => demote,
+            Bulk::Idle => 0,
+        };
         self.bulk = Bulk::Idle;
         self.stats.last_bulk = Some((started, now, complete));
         self.events.push_back(Event::BulkDone { complete, at: now });
-        self.events.push_back(Event::Demote(-BULK_DEMOTE));
+        if demote != 0 {
+            self.events
+                .push_back(Event::Demote(-demote, "pfsync: bulk update over"));
+        }
+        if self.link_up && self.link_demote > 0 {
+            self.events.push_back(Event::Demote(
+                -self.link_demote,
+                "pfsync: sync link up, bulk update over",
+            ));
+            self.link_demote = 0;
+        }
     }
 
     fn drop_packet(&mut self, d: Refused) {
@@ -661,6 +748,7 @@ impl Sync {
             started,
             ref mut next,
             ref mut sent,
+            ..
         } = self.bulk
         {
             if now >= started + self.cfg.bulk_timeout {

@@ -2,12 +2,14 @@
 //! applies the other's events: replication of inserts, updates and
 //! deletes, batching and maxupd, repair of a lost message by UPD_REQ, the
 //! bulk update after a restart with CARP's demotion lifted at BUS END, a
-//! silent peer that cannot keep a node demoted, refused packets counted.
+//! silent peer that cannot keep a node demoted, the sync link's fall and
+//! return (demoted while down, the table asked for again when back),
+//! refused packets counted.
 
 use std::collections::BTreeMap;
 
 use palisade_pfsync::sync::{
-    state_ref, upd_c, Auth, Event, Refused, Sync, SyncConfig, BULK_DEMOTE,
+    state_ref, upd_c, Auth, Event, Refused, Sync, SyncConfig, BULK_DEMOTE, LINK_DEMOTE,
 };
 use palisade_pfsync::{StateMsg, StateRef};
 
@@ -103,7 +105,7 @@ impl Node {
                     let all: Vec<StateMsg> = self.table.values().copied().collect();
                     self.sync.bulk_send(now, all);
                 }
-                Event::Demote(d) => self.demote += d,
+                Event::Demote(d, _) => self.demote += d,
                 Event::BulkDone { complete, .. } => self.done.push(complete),
                 Event::Dropped(d) => self.drops.push(d),
                 Event::Acked(r) => self.acked.push(r),
@@ -377,6 +379,77 @@ fn a_restarted_node_bulk_updates_and_is_demoted_until_bus_end() {
     let (asked, ended, complete) = p.b.sync.stats().last_bulk.unwrap();
     assert!(complete && asked == t && ended > t, "{asked} {ended}");
     assert_eq!(p.a.sync.stats().bulk_updates_sent, 1);
+}
+
+/// b's sync link goes down (pfsync(4) watches its syncdev): b is demoted
+/// by 1 and what a sends meanwhile never reaches it; back up, b asks a
+/// for its whole table, gets the states made during the outage, and the
+/// demotion lifts at BUS END.
+#[test]
+fn a_sync_link_back_up_asks_for_the_table_and_then_lifts_the_demotion() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1));
+    p.run(1_100 * MS);
+    assert_eq!(p.b.table.len(), 1);
+    p.b_up = false;
+    let t = p.now;
+    p.b.sync.set_link(t, false);
+    p.b.sync.set_link(t, false);
+    p.b.events(t);
+    assert_eq!(p.b.demote, LINK_DEMOTE, "demoted once, however often told");
+    assert!(!p.b.sync.link_up());
+    p.a.insert(t, state(0xa, 2, 2));
+    p.run(t + 2 * S);
+    assert_eq!(p.b.table.len(), 1, "the outage's state never arrived");
+    assert_eq!(p.b.demote, LINK_DEMOTE);
+    p.b_up = true;
+    let t = p.now;
+    p.b.sync.set_link(t, true);
+    p.b.events(t);
+    assert_eq!(p.b.demote, LINK_DEMOTE, "until the bulk update has come");
+    p.run(t + 500 * MS);
+    assert_eq!(p.b.table, p.a.table, "the outage's state came with it");
+    assert_eq!(p.b.demote, 0, "lifted at BUS END");
+    assert_eq!(p.b.done, [true]);
+    assert_eq!(p.a.sync.stats().bulk_updates_sent, 1);
+}
+
+/// A link that falls during the start's bulk update: that update is given
+/// up (its 32 lifted, the link's 1 taken); back up, a new bulk update is
+/// asked for, and a peer that stays silent cannot keep the node demoted:
+/// everything is lifted at the bulk timeout.
+#[test]
+fn a_sync_link_that_falls_during_a_bulk_update_never_leaves_a_demotion() {
+    let mut n = Node::new(0xa);
+    n.sync.start(0);
+    n.events(0);
+    assert_eq!(n.demote, BULK_DEMOTE);
+    n.sync.set_link(S, false);
+    n.events(S);
+    assert_eq!(
+        n.demote, LINK_DEMOTE,
+        "the bulk's demotion lifted, the link's taken"
+    );
+    assert!(!n.sync.bulk_pending());
+    while n.sync.poll_transmit().is_some() {}
+    n.sync.set_link(2 * S, true);
+    n.events(2 * S);
+    assert!(n.sync.bulk_pending(), "the table asked for again");
+    let mut now = 2 * S;
+    let mut requests = 0;
+    while now <= 70 * S {
+        if n.sync.poll_timeout().is_some_and(|t| t <= now) {
+            n.sync.handle_timeout(now);
+        }
+        while n.sync.poll_transmit().is_some() {
+            requests += 1;
+        }
+        n.events(now);
+        now += 100 * MS;
+    }
+    assert!(requests >= 2, "{requests}");
+    assert_eq!(n.demote, 0, "lifted at the bulk timeout");
+    assert_eq!(n.done, [false]);
 }
 
 #[test]

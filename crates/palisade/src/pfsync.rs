@@ -211,6 +211,21 @@ impl SyncRuntime {
         self.sync.start(now_us);
     }
 
+    /// Port `port`'s link changed: if the sync interface is on it, the
+    /// core hears of it (demoted while down, the peer's table asked for
+    /// again when back).
+    pub fn port_link(&mut self, dp: &Dataplane, port: usize, up: bool, now_us: u64) {
+        if dp.cfg.ifaces.get(self.cfg.iface).and_then(|i| i.port) != Some(port) {
+            return;
+        }
+        if up {
+            tracing::info!("pfsync: sync link up: asking the peer for its whole table");
+        } else {
+            tracing::warn!("pfsync: sync link down: CARP demoted by {} until it is back and a bulk update has come", palisade_pfsync::sync::LINK_DEMOTE);
+        }
+        self.sync.set_link(now_us, up);
+    }
+
     pub fn timeout_us(&self, now_us: u64) -> Option<u64> {
         let held = self.deferred.front().map(|d| d.until_us);
         self.sync
@@ -236,7 +251,7 @@ impl SyncRuntime {
         dp: &mut Dataplane,
         now_us: u64,
         punted: Vec<Punted>,
-    ) -> (Vec<Out>, Vec<i32>) {
+    ) -> (Vec<Out>, Vec<(i32, &'static str)>) {
         let now_ms = now_us / 1000;
         for p in punted {
             if p.iface != self.cfg.iface {
@@ -324,7 +339,7 @@ impl SyncRuntime {
                     tracing::info!("pfsync: bulk update of {} states for the peer", all.len());
                     self.sync.bulk_send(now_us, all);
                 }
-                Event::Demote(d) => demote.push(d),
+                Event::Demote(d, why) => demote.push((d, why)),
                 Event::BulkDone { complete, .. } => {
                     if complete {
                         tracing::info!("pfsync: bulk update received");

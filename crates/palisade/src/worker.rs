@@ -351,12 +351,7 @@ pub fn worker(
                 let (o, demote) = s.step(&mut dp, now_us, for_sync);
                 outs.extend(o);
                 if let Some(c) = carp.as_mut() {
-                    for d in demote {
-                        let why = if d > 0 {
-                            "pfsync: bulk update under way"
-                        } else {
-                            "pfsync: bulk update over"
-                        };
+                    for (d, why) in demote {
                         c.demote_for(now_us, "carp", d, why);
                     }
                 }
@@ -420,10 +415,12 @@ pub fn worker(
                     tracing::warn!("port '{name}' is gone; waiting for it to come back");
                     // Subscribers (CARP) hear of it as a link down.
                     let _ = sh.dp().set_link(i, false);
+                    sync_link(sh, i, false);
                 }
                 (_, Health::Down) if id == 0 => {
                     tracing::warn!("port '{name}': link down");
                     let _ = sh.dp().set_link(i, false);
+                    sync_link(sh, i, false);
                 }
                 (_, Health::Replaced) => {
                     // A new interface. With the fast path, the program
@@ -445,6 +442,7 @@ pub fn worker(
                             if id == 0 {
                                 tracing::info!("port '{name}' is back");
                                 let _ = sh.dp().set_link(i, true);
+                                sync_link(sh, i, true);
                                 sh.dp()
                                     .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
                                 if let Some(iso) = isolation.as_deref_mut() {
@@ -467,6 +465,7 @@ pub fn worker(
                 (_, Health::Up) if id == 0 => {
                     tracing::info!("port '{name}': link up");
                     let _ = sh.dp().set_link(i, true);
+                    sync_link(sh, i, true);
                     announce = true;
                 }
                 _ => {}
@@ -490,6 +489,16 @@ pub fn worker(
             drop(c);
             sh.send(&ports, outs);
         }
+    }
+}
+
+/// Port `port`'s link went down or came back: pfsync hears of it if its
+/// sync interface is on that port (lock order pfsync, data plane).
+fn sync_link(sh: &Shared, port: usize, up: bool) {
+    if let Some(mut s) = sh.pfsync() {
+        let now_us = sh.now_us();
+        let dp = sh.dp();
+        s.port_link(&dp, port, up, now_us);
     }
 }
 

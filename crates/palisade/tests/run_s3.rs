@@ -1197,6 +1197,62 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         "a forged clear was obeyed:\n{on2}"
     );
 
+    // fw2's sync link goes down (pfsync(4) watches its syncdev): fw2 is
+    // demoted by 1, and a connection opened meanwhile never reaches it.
+    // Back up, fw2 asks fw1 for its whole table, gets that state, and the
+    // demotion lifts. (Before, nothing was asked for: the connection died
+    // at the next failover.)
+    let link = |up: &str| {
+        let o = Command::new("ip")
+            .args(["-n", &s3.fws[1].ns, "link", "set", "eth2", up])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    let demote2 = || s3.fws[1].show()["groups"][0]["demote"].clone();
+    let asked = |v: &serde_json::Value| v["messages_sent"]["UPD_REQ"].as_u64().unwrap_or(0);
+    let asked_before = asked(&sync(&s3.fws[1]));
+    link("down");
+    wait_until(
+        "fw2 demoted by its sync link's fall",
+        Duration::from_secs(5),
+        || demote2() == 1,
+    );
+    let mut outage = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
+    assert!(outage.echo("during the sync link's outage"), "{}", logs());
+    let port = outage.0.local_addr().unwrap().port();
+    let has_it = |states: &str| {
+        states
+            .lines()
+            .any(|l| l.contains(&format!(":{port} ")) || l.ends_with(&format!(":{port}")))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let on2 = states_of(&s3.fws[1]);
+    assert!(
+        !has_it(&on2),
+        "the state crossed a link that was down:\n{on2}"
+    );
+    link("up");
+    wait_until(
+        "fw2's bulk update after its link came back",
+        Duration::from_secs(10),
+        || has_it(&states_of(&s3.fws[1])),
+    );
+    wait_until("fw2's link demotion lifted", Duration::from_secs(5), || {
+        demote2() == 0
+    });
+    let v = sync(&s3.fws[1]);
+    assert!(
+        asked(&v) > asked_before,
+        "no request after the link's return: {v}"
+    );
+    assert_eq!(v["last_bulk"]["complete"], true, "{v}");
+    assert!(
+        log2.lock().unwrap().contains("pfsync: sync link down"),
+        "{}",
+        logs()
+    );
+
     // kill -9 of fw1: fw2 takes over and the connection goes on.
     let t = unix_now();
     // SAFETY: SIGKILL to the process we started.
@@ -1212,6 +1268,11 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     assert!(
         conn.echo("after kill -9"),
         "the synced connection died\n{}",
+        logs()
+    );
+    assert!(
+        outage.echo("after kill -9"),
+        "the connection opened during the sync link's outage died\n{}",
         logs()
     );
     // defer with the peer dead: a new connection's first packet waits the
