@@ -423,6 +423,15 @@ impl Node {
         self.advertise_masters(now);
     }
 
+    /// Whether a CARP interface is in `group` (every one is in `carp`).
+    pub fn group_has_members(&self, group: &str) -> bool {
+        group == "carp"
+            || self
+                .vhosts
+                .iter()
+                .any(|v| v.cfg.groups.iter().any(|g| g == group))
+    }
+
     /// A group's demote counter.
     pub fn group_demote(&self, group: &str) -> Option<u32> {
         self.groups.get(group).copied()
@@ -452,6 +461,12 @@ impl Node {
             self.groups.entry(group.to_string()).or_insert(0);
         } else {
             v.cfg.groups.retain(|g| g != group);
+            // A group its last member left is gone, its counter with it
+            // (as OpenBSD frees an interface group): joining it again
+            // starts from 0.
+            if !self.group_has_members(group) {
+                self.groups.remove(group);
+            }
         }
         self.advertise_masters(now);
         true

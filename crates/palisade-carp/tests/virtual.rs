@@ -308,6 +308,44 @@ fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
     assert_eq!(sim.node(a).group_demote("carp"), Some(128));
 }
 
+/// A group its last member leaves is gone with its count, as OpenBSD
+/// frees an interface group: joining it again starts from 0 and does not
+/// demote the member (it used to keep the count and move mastership).
+#[test]
+fn a_group_its_last_member_left_is_gone_with_its_count() {
+    let mut sim = Sim::new();
+    let opts = preempting();
+    let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], opts);
+    let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], opts);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let t = sim.now;
+    assert!(sim.node(a).set_group(t, "carp0", "uplink", true));
+    assert!(sim.node(a).group_has_members("uplink"));
+    sim.node(a).demote(t, "uplink", 50, "test");
+    sim.drain(a);
+    sim.run_for(10 * MS);
+    assert_eq!(sim.masters("carp0"), [b]);
+    let t = sim.now;
+    assert!(sim.node(a).set_group(t, "carp0", "uplink", false));
+    assert!(!sim.node(a).group_has_members("uplink"));
+    assert_eq!(sim.node(a).group_demote("uplink"), None);
+    sim.drain(a);
+    sim.run_for(3 * S);
+    assert_eq!(
+        sim.masters("carp0"),
+        [a],
+        "no longer demoted: preempts back"
+    );
+    let t = sim.now;
+    assert!(sim.node(a).set_group(t, "carp0", "uplink", true));
+    assert_eq!(sim.node(a).group_demote("uplink"), Some(0));
+    sim.drain(a);
+    sim.run_for(3 * S);
+    assert_eq!(sim.masters("carp0"), [a], "joining again demotes nothing");
+    assert!(sim.node(a).group_has_members("carp"));
+}
+
 #[test]
 fn a_parent_link_down_moves_every_vhid() {
     let mut sim = Sim::new();

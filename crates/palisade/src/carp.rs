@@ -199,15 +199,35 @@ impl CarpRuntime {
     }
 
     /// `carp demote GROUP N` (negative: undemote); the group's new count.
-    /// Masters advertise the change when worker 0 next runs.
-    pub fn demote(&mut self, now_us: u64, group: &str, delta: i32) -> u32 {
+    /// Masters advertise the change when worker 0 next runs. Refused, as
+    /// `ifconfig -g GROUP carpdemote N` refuses: a group no CARP interface
+    /// is in (a typo would demote nothing), and a count that would leave
+    /// 0 to 255.
+    pub fn demote(&mut self, now_us: u64, group: &str, delta: i32) -> Result<u32, String> {
+        if !self.node.group_has_members(group) {
+            return Err(format!(
+                "no CARP interface is in group {group} (carp group show lists the groups; carp group add IFACE {group} puts one in)"
+            ));
+        }
+        let now = self.node.group_demote(group).unwrap_or(0) as i64;
+        let new = now + delta as i64;
+        if !(0..=255).contains(&new) {
+            let (verb, n) = if delta >= 0 {
+                ("demote", delta as i64)
+            } else {
+                ("undemote", -(delta as i64))
+            };
+            return Err(format!(
+                "{verb} {group} {n}: the count is {now}, and must stay within 0 to 255"
+            ));
+        }
         let why = if delta >= 0 {
             format!("carp demote {group} {delta} (by hand)")
         } else {
             format!("carp undemote {group} {} (by hand)", -delta)
         };
         self.node.demote(now_us, group, delta, &why);
-        self.node.group_demote(group).unwrap_or(0)
+        Ok(self.node.group_demote(group).unwrap_or(0))
     }
 
     /// `carp group add|delete IFACE GROUP`: Err says why nothing changed.
@@ -491,7 +511,10 @@ pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_
             if group.is_empty() || group.ends_with(|c: char| c.is_ascii_digit()) {
                 return json!({"ok": false, "text": format!("carp: '{group}' is not a group (an interface group's name does not end in a digit)\n")});
             }
-            let count = c.demote(now, group, *delta);
+            let count = match c.demote(now, group, *delta) {
+                Ok(n) => n,
+                Err(e) => return json!({"ok": false, "text": format!("carp: {e}\n")}),
+            };
             drop(c);
             sh.wake.wake();
             json!({"ok": true, "text": format!("{group}: carp demote count {count}\n"),

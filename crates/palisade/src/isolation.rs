@@ -48,7 +48,7 @@ fn sysctls(p: &str) -> [(String, &'static str); 3] {
 /// An identifier of this network namespace that no other namespace has
 /// had since boot: its cookie (SO_NETNS_COOKIE, Linux 5.14), else the
 /// inode of /proc/self/ns/net.
-fn netns_id() -> String {
+pub fn netns_id() -> String {
     /// SO_NETNS_COOKIE on the architectures Palisade builds for (the
     /// generic socket option numbers).
     const SO_NETNS_COOKIE: libc::c_int = 71;

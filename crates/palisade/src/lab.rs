@@ -462,6 +462,24 @@ impl Lab {
         Ok(())
     }
 
+    /// Remove the ports' record (crate::isolation) a daemon in host `h`'s
+    /// namespace left, if any: it is named after the namespace.
+    fn remove_port_record(&self, h: &str) {
+        let path = format!("/var/run/netns/{}", self.ns(h));
+        let _ = std::thread::spawn(move || {
+            let Ok(f) = std::fs::File::open(&path) else {
+                return;
+            };
+            // SAFETY: setns on this thread only, with a namespace fd we opened.
+            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return;
+            }
+            let record = crate::isolation::record_path(Path::new(crate::isolation::RUN_DIR));
+            let _ = std::fs::remove_file(record);
+        })
+        .join();
+    }
+
     /// Connect from `role` to `to`; the greeting or the first answer.
     pub fn tcp(&self, role: &str, to: &str, secs: u64) -> Result<String, String> {
         let to: SocketAddr = to.parse().map_err(|_| format!("bad address {to}"))?;
@@ -613,7 +631,7 @@ impl Lab {
     }
 
     /// " --prefix P" unless the prefix is the default one.
-    fn prefix_arg(&self) -> String {
+    pub(crate) fn prefix_arg(&self) -> String {
         if self.prefix == "lab" {
             String::new()
         } else {
@@ -732,6 +750,9 @@ impl Lab {
             if !self.ns_exists(h) {
                 continue;
             }
+            // A firewall killed (`lab kill`) left its ports' record, named
+            // after its namespace, which goes now: the record too.
+            self.remove_port_record(h);
             if let Err(e) = self.ip(&["netns", "del", &self.ns(h)]) {
                 problems.push(e);
             }

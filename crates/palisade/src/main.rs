@@ -785,13 +785,22 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             // Returns only if the command could not be started.
             fail(what, &l.exec(&host, &command), 1)
         }
-        LabCmd::Down { .. } => match l.down() {
-            Ok(()) => {
-                println!("The lab '{}' is down.", l.prefix);
-                ExitCode::SUCCESS
+        LabCmd::Down { .. } => {
+            // (Run whatever it finds: a lab that failed half-way up has
+            // no firewall, and still namespaces and processes.)
+            let was_up = l.exists();
+            match l.down() {
+                Ok(()) if was_up => {
+                    println!("The lab '{}' is down.", l.prefix);
+                    ExitCode::SUCCESS
+                }
+                Ok(()) => {
+                    println!("No lab '{}' was up; nothing of it is left.", l.prefix);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(what, &e, 1),
             }
-            Err(e) => fail(what, &e, 1),
-        },
+        }
         LabCmd::Serve { .. } => ExitCode::SUCCESS, // (served above)
     }
 }

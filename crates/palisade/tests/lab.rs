@@ -467,6 +467,37 @@ fn lab_up_with_other_rules() {
 /// ping crosses the pair; `lab failover` kills the master with a ping
 /// running and brings it back; `demote`/`undemote` move mastership;
 /// `down` leaves nothing.
+/// The ports' record a daemon in namespace `ns` keeps: named after the
+/// namespace's cookie (SO_NETNS_COOKIE), as the daemon names it.
+fn port_record(ns: &str) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns on this thread only, with a namespace fd we opened;
+        // a socket closed below; getsockopt writes a u64 of the length given.
+        unsafe {
+            assert_eq!(libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET), 0);
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+            assert!(fd >= 0);
+            let mut cookie = 0u64;
+            let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+            let r = libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                71, // SO_NETNS_COOKIE
+                &mut cookie as *mut u64 as *mut libc::c_void,
+                &mut len,
+            );
+            libc::close(fd);
+            assert_eq!(r, 0, "SO_NETNS_COOKIE");
+            std::path::PathBuf::from(format!("/run/palisade/ports-c{cookie}.json"))
+        }
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn lab_s3_pair_fails_over_live() {
     require_root();
@@ -538,15 +569,31 @@ fn lab_s3_pair_fails_over_live() {
     let o = lab(&["kill", "--prefix", &prefix, "fw9"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("the S3 lab's firewalls are fw1 and fw2"));
+    // A firewall killed leaves its ports' record (/run/palisade/ports-*,
+    // named after its namespace): `down` removes it with the namespace.
+    let record = port_record(&format!("{prefix}-fw1"));
+    let o = lab(&["kill", "--prefix", &prefix, "fw1"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(record.exists(), "{record:?}: no record after kill -9");
 
     let o = lab(&["down", "--prefix", &prefix]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(&format!("The lab '{prefix}' is down.")));
     for h in ["lan", "wan", "fw1", "fw2", "sw"] {
         assert!(
             !std::path::Path::new(&format!("/var/run/netns/{prefix}-{h}")).exists(),
             "{h} left behind"
         );
     }
+    assert!(!record.exists(), "{record:?} left behind");
+    // Down again: nothing was up.
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success());
+    assert!(
+        text(&o.stdout).contains(&format!("No lab '{prefix}' was up")),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 /// `lab up --scenario s5`: vsftpd inside, a client outside, `palisade

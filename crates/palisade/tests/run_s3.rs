@@ -661,6 +661,37 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
         "{out}"
     );
     s3.wait_master(0, Duration::from_secs(5), &logs);
+    // As ifconfig refuses them: a group no CARP interface is in (the one
+    // its last member left is gone, its count with it: joining again
+    // starts from 0), and a count leaving 0 to 255.
+    let (ok, out) = s3.fws[0].carp(&["demote", "uplink", "5"]);
+    assert!(
+        !ok && out.contains("no CARP interface is in group uplink"),
+        "{out}"
+    );
+    let (ok, out) = s3.fws[0].carp(&["demote", "uplnk", "5"]);
+    assert!(
+        !ok && out.contains("no CARP interface is in group uplnk"),
+        "{out}"
+    );
+    let (ok, out) = s3.fws[0].carp(&["group", "add", "carp1", "uplink"]);
+    assert!(ok, "{out}");
+    let (ok, out) = s3.fws[0].carp(&["group", "show", "uplink"]);
+    assert!(ok && out.contains("uplink: carp demote count 0"), "{out}");
+    let (ok, out) = s3.fws[0].carp(&["undemote", "uplink", "1"]);
+    assert!(!ok && out.contains("must stay within 0 to 255"), "{out}");
+    let (ok, out) = s3.fws[0].carp(&["demote", "uplink", "200"]);
+    assert!(ok, "{out}");
+    let (ok, out) = s3.fws[0].carp(&["demote", "uplink", "56"]);
+    assert!(
+        !ok && out.contains("the count is 200, and must stay within 0 to 255"),
+        "{out}"
+    );
+    let (ok, out) = s3.fws[0].carp(&["undemote", "uplink", "200"]);
+    assert!(ok && out.contains("uplink: carp demote count 0"), "{out}");
+    let (ok, out) = s3.fws[0].carp(&["group", "delete", "carp1", "uplink"]);
+    assert!(ok, "{out}");
+    s3.wait_master(0, Duration::from_secs(5), &logs);
 
     // A link down on fw1's wan moves both vhids (the demotion of group
     // carp by 1 hands over carp0 too); back up, fw1 preempts again.

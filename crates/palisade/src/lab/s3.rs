@@ -306,10 +306,10 @@ impl Lab {
     /// was cut off; bring the node back and show it take over again.
     pub fn failover(&self, graceful: bool) -> Result<(), String> {
         let Some(master) = self.master() else {
-            return Err(
-                "no firewall is master of both vhids now (see `palisade lab status --scenario s3`)"
-                    .into(),
-            );
+            return Err(format!(
+                "no firewall is master of both vhids now (see `palisade lab status{}`)",
+                self.prefix_arg()
+            ));
         };
         let mut ping = Command::new("ip")
             .args(["netns", "exec", &self.ns("lan")])
@@ -357,7 +357,7 @@ impl Lab {
             .map_err(|e| format!("curl: {e}"))?;
         let result = (|| {
             println!(
-                "wan downloads 100 MiB from the LAN web server at 10 MB/s (curl http://198.18.0.10/big)"
+                "wan downloads 100 MiB from the LAN web server at 10 MiB/s (curl http://198.18.0.10/big)"
             );
             println!(
                 "ping 203.0.113.10 from lan through the virtual gateway every 50 ms ('.' answered, 'x' no answer):"
