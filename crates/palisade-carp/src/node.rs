@@ -456,11 +456,27 @@ impl Node {
         if has == member {
             return false;
         }
+        // What the interface itself holds against its groups (its link
+        // down, its sends failing) goes with it: a group it joins gets
+        // it, one it leaves gives it back (else the link's return would
+        // lift what the new group never got, or leave the old one
+        // demoted for good).
+        let held = (!v.link_up) as i32 + v.error_demoted as i32;
+        let why = format!(
+            "{carp}: {} group {group}",
+            if member { "joins" } else { "leaves" }
+        );
         if member {
             v.cfg.groups.push(group.to_string());
             self.groups.entry(group.to_string()).or_insert(0);
+            if held > 0 {
+                self.demote(now, group, held, &why);
+            }
         } else {
             v.cfg.groups.retain(|g| g != group);
+            if held > 0 {
+                self.demote(now, group, -held, &why);
+            }
             // A group its last member left is gone, its counter with it
             // (as OpenBSD frees an interface group): joining it again
             // starts from 0.

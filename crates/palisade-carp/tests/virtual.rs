@@ -308,6 +308,42 @@ fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
     assert_eq!(sim.node(a).group_demote("carp"), Some(128));
 }
 
+/// What an interface holds against its groups (its link down) moves with
+/// its membership: a group it leaves while down gives the demotion back,
+/// one it joins while down gets it, and the link's return lifts exactly
+/// what was taken (it used to leave one group demoted for good, or lift
+/// what another never got).
+#[test]
+fn a_link_down_demotion_follows_group_membership() {
+    let mut sim = Sim::new();
+    let opts = preempting();
+    let mut a0 = vhost("carp0", "em0", 1, 1, 0);
+    a0.groups = vec!["g".into()];
+    let mut a1 = vhost("carp1", "em1", 2, 1, 0);
+    a1.groups = vec!["g".into()];
+    let a = sim.add(vec![a0, a1], opts);
+    sim.run_for(2 * S);
+    let t = sim.now;
+    sim.node(a).set_link(t, "em0", false);
+    assert_eq!(sim.node(a).group_demote("g"), Some(1));
+    assert_eq!(sim.node(a).group_demote("carp"), Some(1));
+    // carp0 leaves g while its link is down: g gives its 1 back (carp1
+    // still holds g), and the link's return lifts carp only.
+    assert!(sim.node(a).set_group(t, "carp0", "g", false));
+    assert_eq!(sim.node(a).group_demote("g"), Some(0));
+    sim.node(a).set_link(t + S, "em0", true);
+    assert_eq!(sim.node(a).group_demote("g"), Some(0));
+    assert_eq!(sim.node(a).group_demote("carp"), Some(0));
+    // It joins h while its link is down: h gets 1, lifted at its return.
+    sim.node(a).set_link(t + 2 * S, "em0", false);
+    assert!(sim.node(a).set_group(t + 2 * S, "carp0", "h", true));
+    assert_eq!(sim.node(a).group_demote("h"), Some(1));
+    sim.node(a).set_link(t + 3 * S, "em0", true);
+    assert_eq!(sim.node(a).group_demote("h"), Some(0));
+    assert_eq!(sim.node(a).group_demote("g"), Some(0));
+    assert_eq!(sim.node(a).group_demote("carp"), Some(0));
+}
+
 /// A group its last member leaves is gone with its count, as OpenBSD
 /// frees an interface group: joining it again starts from 0 and does not
 /// demote the member (it used to keep the count and move mastership).

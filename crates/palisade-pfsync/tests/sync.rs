@@ -452,6 +452,42 @@ fn a_sync_link_that_falls_during_a_bulk_update_never_leaves_a_demotion() {
     assert_eq!(n.done, [false]);
 }
 
+/// A link that flaps while the bulk update its return asked for runs:
+/// that update holds no demotion of its own (nothing lifted twice), the
+/// link's 1 stays through every fall, and the last return's update lifts
+/// it once.
+#[test]
+fn a_flapping_sync_link_keeps_one_demotion_and_lifts_it_once() {
+    let mut p = Pair::new();
+    p.a.insert(0, state(0xa, 1, 1));
+    p.run(1_100 * MS);
+    for _ in 0..3 {
+        p.b_up = false;
+        let t = p.now;
+        p.b.sync.set_link(t, false);
+        p.b.events(t);
+        assert_eq!(p.b.demote, LINK_DEMOTE);
+        p.b.sync.set_link(t + MS, true);
+        p.b.events(t + MS);
+        assert!(p.b.sync.bulk_pending());
+        assert_eq!(p.b.demote, LINK_DEMOTE);
+        // Down again before the peer answered (the update is given up:
+        // it held nothing).
+        p.b.sync.set_link(t + 2 * MS, false);
+        p.b.events(t + 2 * MS);
+        assert!(!p.b.sync.bulk_pending());
+        assert_eq!(p.b.demote, LINK_DEMOTE);
+        p.run(t + 100 * MS);
+    }
+    p.b_up = true;
+    let t = p.now;
+    p.b.sync.set_link(t, true);
+    p.b.events(t);
+    p.run(t + 500 * MS);
+    assert_eq!(p.b.demote, 0, "lifted once, at BUS END");
+    assert_eq!(p.b.done, [true]);
+}
+
 #[test]
 fn a_silent_peer_cannot_keep_a_node_demoted() {
     // a starts while b does not answer (its link is down: b never hears).

@@ -1759,7 +1759,9 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
             }
         }
     }
-    // The user to become, checked before anything is created.
+    // The user to become, checked before anything is created; and no
+    // new privileges for every thread started from here on (the flag is
+    // per thread, inherited by those it starts).
     let drop_to = match &conf.user {
         Some(u) => Some((
             crate::privdrop::lookup_user(u).map_err(|e| format!("greylist user {e}"))?,
@@ -1767,6 +1769,9 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
         )),
         None => None,
     };
+    if drop_to.is_some() {
+        crate::privdrop::no_new_privs()?;
+    }
     // The source of fingerprints first: a service that cannot have them
     // fails before it creates anything, and the capture runs before
     // Postfix can reach the policy port.
@@ -1819,12 +1824,11 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
                 format!("SYNs captured on {ifaces:?}, ports {ports:?}"),
         }
     );
-    // Ready: the policy port answers from here on. (Before the drop:
-    // systemd's notify socket is outside the chroot.)
-    crate::notify::send("READY=1");
     // Everything is open (the capture's sockets, the database and its
     // journal, the listeners): what parses the network's bytes from here
-    // on needs no privilege.
+    // on needs no privilege. (systemd's notify socket is outside the
+    // chroot: connected before, READY=1 sent after the drop.)
+    let notify = drop_to.as_ref().and_then(|_| crate::notify::connect());
     if let Some((user, root)) = &drop_to {
         crate::privdrop::become_user(user, root)
             .map_err(|e| format!("greylist user {}: {e}", user.name))?;
@@ -1834,6 +1838,11 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
             user.uid,
             root.display()
         );
+        if let Some(n) = &notify {
+            let _ = n.send(b"READY=1");
+        }
+    } else {
+        crate::notify::send("READY=1");
     }
     let r = policy_loop(
         listener,
@@ -1843,10 +1852,13 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
         admin_rx,
     );
     // Stopped: the sockets' files go (a new service would replace them
-    // anyway).
-    let _ = std::fs::remove_file(&conf.admin);
-    if let Some(p) = &conf.p0f {
-        let _ = std::fs::remove_file(p);
+    // anyway). After a drop of privileges they cannot (outside the
+    // chroot, in a directory of root's): the next start replaces them.
+    if drop_to.is_none() {
+        let _ = std::fs::remove_file(&conf.admin);
+        if let Some(p) = &conf.p0f {
+            let _ = std::fs::remove_file(p);
+        }
     }
     r
 }

@@ -74,7 +74,9 @@ pub fn netns_id() -> String {
         }
     }
     use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata("/proc/self/ns/net") {
+    // (The calling thread's: a thread that entered another namespace
+    // asks for that one's.)
+    match std::fs::metadata("/proc/thread-self/ns/net") {
         Ok(m) => format!("i{}", m.ino()),
         Err(_) => "default".into(),
     }

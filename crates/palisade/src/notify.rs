@@ -54,6 +54,22 @@ pub fn send(msg: &str) -> bool {
     }
 }
 
+/// A socket connected to the service manager's now, to send on later
+/// from where its path cannot be reached (after a chroot): None outside
+/// systemd or when it cannot connect.
+pub fn connect() -> Option<UnixDatagram> {
+    let t = target()?;
+    let s = UnixDatagram::unbound().ok()?;
+    if let Some(name) = t.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        let a = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+        s.connect_addr(&a).ok()?;
+    } else {
+        s.connect(t).ok()?;
+    }
+    Some(s)
+}
+
 /// CLOCK_MONOTONIC in microseconds (what MONOTONIC_USEC carries).
 fn monotonic_usec() -> u64 {
     let mut ts = libc::timespec {

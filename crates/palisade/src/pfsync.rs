@@ -47,6 +47,8 @@ pub struct SyncRuntime {
     /// INS_ACKs that came before their packet was handed over.
     early_acks: std::collections::VecDeque<StateId>,
     pub defer_stats: DeferStats,
+    /// Ports whose link is down (`port_link`).
+    ports_down: std::collections::BTreeSet<usize>,
 }
 
 /// A packet's frames held for its new states' INS_ACK.
@@ -107,6 +109,7 @@ impl SyncRuntime {
             apply_errors: 0,
             deferred: std::collections::VecDeque::new(),
             early_acks: std::collections::VecDeque::new(),
+            ports_down: std::collections::BTreeSet::new(),
             defer_stats: DeferStats::default(),
         })
     }
@@ -141,7 +144,8 @@ impl SyncRuntime {
         let mut out = Vec::new();
         // Nothing to hold (the packet was punted, or queued for a
         // neighbour): nothing waits.
-        let held = !waiting.is_empty() && !frames.is_empty();
+        // (Nor while the sync link is down: no INS_ACK can come.)
+        let held = !waiting.is_empty() && !frames.is_empty() && self.sync.link_up();
         if !held {
             out.extend(frames);
         } else {
@@ -215,7 +219,29 @@ impl SyncRuntime {
     /// core hears of it (demoted while down, the peer's table asked for
     /// again when back).
     pub fn port_link(&mut self, dp: &Dataplane, port: usize, up: bool, now_us: u64) {
-        if dp.cfg.ifaces.get(self.cfg.iface).and_then(|i| i.port) != Some(port) {
+        if up {
+            self.ports_down.remove(&port);
+        } else {
+            self.ports_down.insert(port);
+        }
+        // The sync interface's ports: its own, or a bridge's members'
+        // (up while one of them is).
+        let Some(ifc) = dp.cfg.ifaces.get(self.cfg.iface) else {
+            return;
+        };
+        let ports: Vec<usize> = match ifc.port {
+            Some(p) => vec![p],
+            None => ifc
+                .members
+                .iter()
+                .filter_map(|&m| dp.cfg.ifaces.get(m).and_then(|i| i.port))
+                .collect(),
+        };
+        if !ports.contains(&port) {
+            return;
+        }
+        let up = ports.iter().any(|p| !self.ports_down.contains(p));
+        if up == self.sync.link_up() {
             return;
         }
         if up {

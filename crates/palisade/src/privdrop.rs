@@ -42,36 +42,54 @@ pub fn lookup_user(name: &str) -> Result<User, String> {
     }
 }
 
-/// The empty directory a process without privileges is chrooted to: OpenBSD's `/var/empty`
-/// where it exists, else `/run/palisade/empty` (created). It must belong
-/// to root, be writable by nobody else, and hold nothing.
+/// The empty directory a process without privileges is chrooted to:
+/// OpenBSD's `/var/empty` where it exists and is fit (belongs to root,
+/// writable by nobody else, holds nothing: some systems keep sshd's
+/// chroot in it), else `/run/palisade/empty` (created), which must be.
 pub fn empty_root() -> Result<PathBuf, String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let var = Path::new("/var/empty");
-    let dir = if var.is_dir() {
-        var.to_path_buf()
-    } else {
-        let d = PathBuf::from("/run/palisade/empty");
-        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| format!("{}: {e}", d.display()))?;
-        d
-    };
-    let m = std::fs::metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if var.is_dir() && fit(var).is_ok() {
+        return Ok(var.to_path_buf());
+    }
+    let d = PathBuf::from("/run/palisade/empty");
+    std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", d.display()))?;
+    fit(&d)?;
+    Ok(d)
+}
+
+/// Whether `dir` may serve as a chroot without privileges.
+fn fit(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if m.uid() != 0 || m.mode() & 0o022 != 0 {
         return Err(format!(
             "{}: the chroot for processes without privileges must belong to root and be writable by root only",
             dir.display()
         ));
     }
-    let mut entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if entries.next().is_some() {
         return Err(format!(
             "{}: the chroot for processes without privileges must be empty",
             dir.display()
         ));
     }
-    Ok(dir)
+    Ok(())
+}
+
+/// No new privileges for the calling thread and those it starts after.
+pub fn no_new_privs() -> Result<(), String> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(format!(
+            "prctl(PR_SET_NO_NEW_PRIVS): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// Chroot to `root` and become `user`: every id, no supplementary

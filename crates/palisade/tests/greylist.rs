@@ -328,6 +328,14 @@ fn assert_unprivileged(pid: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(status().contains(&want), "the service's ids: {}", status());
+    let o = Command::new("id").args(["-g", "nobody"]).output().unwrap();
+    let gid = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let st = status();
+    assert!(
+        st.contains(&format!("\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n"))
+            && st.contains(&format!("\nGroups:\t{gid} \n")),
+        "the service's groups: {st}"
+    );
     let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
     assert!(
         root == std::path::Path::new("/var/empty")

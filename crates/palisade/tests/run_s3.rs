@@ -1240,7 +1240,13 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
             .unwrap();
         assert!(o.status.success(), "{o:?}");
     };
-    let demote2 = || s3.fws[1].show()["groups"][0]["demote"].clone();
+    let demote2 = || {
+        s3.fws[1].show()["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
+            .map(|g| g["demote"].clone())
+            .unwrap_or_default()
+    };
     let asked = |v: &serde_json::Value| v["messages_sent"]["UPD_REQ"].as_u64().unwrap_or(0);
     let asked_before = asked(&sync(&s3.fws[1]));
     link("down");

@@ -497,7 +497,10 @@ fn ftp_proxy_and_greylist_under_their_shipped_units() {
         "{status}"
     );
     let root = sd.ok(&["readlink", &format!("/proc/{child}/root")]);
-    assert_eq!(root.trim(), "/run/palisade/empty");
+    assert!(
+        ["/var/empty", "/run/palisade/empty"].contains(&root.trim()),
+        "{root}"
+    );
     let status = sd.ok(&["cat", &format!("/proc/{monitor}/status")]);
     assert!(status.contains("\nUid:\t0\t0\t0\t0\n"), "{status}");
 
@@ -586,7 +589,10 @@ fn ftp_proxy_and_greylist_under_their_shipped_units() {
         sd.journal()
     );
     let root = sd.ok(&["readlink", &format!("/proc/{pid}/root")]);
-    assert_eq!(root.trim(), "/run/palisade/empty");
+    assert!(
+        ["/var/empty", "/run/palisade/empty"].contains(&root.trim()),
+        "{root}"
+    );
     let answer = in_netns(&fw, || {
         let mut s = std::net::TcpStream::connect_timeout(
             &"127.0.0.1:10023".parse().unwrap(),
