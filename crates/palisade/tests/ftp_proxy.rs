@@ -799,30 +799,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     // sessions and empties their anchors before it exits (before, they
     // stayed loaded until another proxy started).
     assert!(anchor_rules(&sock).is_empty(), "{}", anchor_show(&sock));
-    let slow = lab.ns.spawn(
-        &lab.server,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "--limit-rate",
-            "1M",
-            "-o",
-            "/dev/null",
-            "ftp://203.0.113.50/big",
-        ],
-    );
-    let rules = poll_until(
-        Duration::from_secs(5),
-        || anchor_rules(&sock),
-        |r| !r.is_empty(),
-    );
-    assert!(
-        !rules.is_empty(),
-        "no rules while a transfer runs\n{}",
-        logs()
-    );
+    let slow = slow_transfer(&lab, &sock, &logs);
     let out = p4.stop().expect("the proxy ran");
     assert!(
         out.status.success(),
@@ -879,30 +856,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
             root.display()
         ),
     );
-    let slow = lab.ns.spawn(
-        &lab.server,
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "30",
-            "--limit-rate",
-            "1M",
-            "-o",
-            "/dev/null",
-            "ftp://203.0.113.50/big",
-        ],
-    );
-    let rules = poll_until(
-        Duration::from_secs(5),
-        || anchor_rules(&sock),
-        |r| !r.is_empty(),
-    );
-    assert!(
-        !rules.is_empty(),
-        "no rules while a transfer runs\n{}",
-        logs()
-    );
+    let slow = slow_transfer(&lab, &sock, &logs);
     let o = Command::new("kill")
         .args(["-KILL", &child.to_string()])
         .output()
@@ -933,6 +887,36 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     drop(slow);
     let _ = p6.stop();
     let _ = d.stop();
+}
+
+/// A download at 1 MB/s from the server outside through the proxy
+/// (forward mode), once its data connection's rules are loaded.
+fn slow_transfer(lab: &Lab, sock: &Path, logs: &dyn Fn() -> String) -> Proc {
+    let slow = lab.ns.spawn(
+        &lab.server,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "30",
+            "--limit-rate",
+            "1M",
+            "-o",
+            "/dev/null",
+            "ftp://203.0.113.50/big",
+        ],
+    );
+    let rules = poll_until(
+        Duration::from_secs(5),
+        || anchor_rules(sock),
+        |r| !r.is_empty(),
+    );
+    assert!(
+        !rules.is_empty(),
+        "no rules while a transfer runs\n{}",
+        logs()
+    );
+    slow
 }
 
 /// The uid of the user `proxy` (Debian's base-passwd has it: 13), the
