@@ -82,6 +82,43 @@ pub fn netns_id() -> String {
     }
 }
 
+/// One daemon per network namespace: a lock (flock on
+/// `ports-<namespace>.lock`) held for the daemon's whole run, taken
+/// before anything is touched. A second `palisade run` in the namespace
+/// is refused: it would take a running daemon's record for a crashed
+/// run's, give the ports back to the kernel under it, replace its fast
+/// path's programs and forward every frame a second time. A crashed
+/// daemon's lock goes with it (the kernel drops it), so its record is
+/// then taken for what it is.
+pub fn lock(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("ports-{}.lock", netns_id()));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(format!(
+                "another palisade is running in this network namespace (it holds {}): stop it first (systemctl stop palisade), or run this one in its own namespace",
+                path.display()
+            ));
+        }
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(f)
+}
+
+/// The lock file of the namespace the calling thread is in.
+pub fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(format!("ports-{}.lock", netns_id()))
+}
+
 /// Where this namespace's record is kept.
 pub fn record_path(dir: &Path) -> PathBuf {
     dir.join(format!("ports-{}.json", netns_id()))

@@ -474,8 +474,9 @@ impl Lab {
             if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return;
             }
-            let record = crate::isolation::record_path(Path::new(crate::isolation::RUN_DIR));
-            let _ = std::fs::remove_file(record);
+            let dir = Path::new(crate::isolation::RUN_DIR);
+            let _ = std::fs::remove_file(crate::isolation::record_path(dir));
+            let _ = std::fs::remove_file(crate::isolation::lock_path(dir));
         })
         .join();
     }

@@ -43,6 +43,9 @@ fn init_logging() {
 pub fn run(path: &Path) -> Result<(), String> {
     init_logging();
     let (cfg, pf, host) = load(path)?;
+    // Before anything is touched: no other daemon runs here (held until
+    // this one ends).
+    let _one = crate::isolation::lock(Path::new(crate::isolation::RUN_DIR))?;
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
     let engine = Arc::new(Engine::new(&pf, host));

@@ -120,6 +120,43 @@ fn a_crash_loses_no_original_port_setting() {
         "{}",
         log.lock().unwrap()
     );
+    // A second daemon in the same namespace (an administrator's
+    // `palisade run` beside the unit's) is refused before it touches
+    // anything: it used to take the running daemon's record for a
+    // crash's, give the ports back to the kernel and forward every frame
+    // twice. (Another control socket, so that only the lock can stop it.)
+    let cfg2 = d.join("second.toml");
+    std::fs::write(
+        &cfg2,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("palisade.sock", "second.sock"),
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &fw, palisade(), "run", "-c"])
+        .arg(&cfg2)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("another palisade is running in this network namespace"),
+        "{o:?}"
+    );
+    assert_eq!(
+        (
+            sysctl(&ns, &fw, v6).as_str(),
+            sysctl(&ns, &fw, arp).as_str()
+        ),
+        ("1", "8"),
+        "the second daemon changed the first's ports"
+    );
+    assert!(
+        record.exists(),
+        "the second daemon removed the first's record"
+    );
+    wait_ping(&src, "198.19.0.1", &log);
     let o = daemon.stop().unwrap();
     assert!(o.status.success(), "{}", log.lock().unwrap());
     assert_eq!(
