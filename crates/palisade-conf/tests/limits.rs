@@ -821,3 +821,26 @@ fn rules_that_may_read_no_file_read_none() {
         );
     }
 }
+
+/// An IPv4 table entry with more than 32 bits of mask is an error (pf's
+/// table code refuses it; it used to load silently as a /32), as in a
+/// rule; IPv6 up to 128 and IPv4 up to 32 load.
+#[test]
+fn a_table_entry_with_an_ipv4_mask_over_32_is_refused() {
+    let out = parse(
+        "table <t> { 198.18.1.0/33 }\npass from <t>\n",
+        &ParseOptions::default(),
+    );
+    assert!(out.errors > 0, "{:?}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&"t.conf:1: netmask 33 invalid for IPv4 address".to_string()),
+        "{:?}",
+        out.stderr
+    );
+    let out = parse(
+        "table <t> { 198.18.1.0/32 198.18.0.0/15 2001:db8::/128 }\npass from <t>\n",
+        &ParseOptions::default(),
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+}

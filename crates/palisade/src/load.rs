@@ -40,6 +40,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&carp_interface_rules(&out.config, &cfg))
         .chain(&to_v6_loopback(&out.config))
         .chain(&unknown_os(&out.config))
+        .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
     {
         eprintln!("{w}");
     }

@@ -113,14 +113,31 @@ impl<'a> Parser<'a> {
             _ => {}
         }
         match self.host_item() {
-            Ok(v) => Ok(Some(
-                v.into_iter()
-                    .map(|h| TableEntry {
-                        neg,
-                        addr: expand::masked(&h.addr),
-                    })
-                    .collect(),
-            )),
+            Ok(v) => {
+                // An IPv4 address with more than 32 bits of mask: pf's
+                // table code refuses it when the table is defined (the
+                // rules' check says the same words).
+                for h in &v {
+                    if let Addr::Net {
+                        ip: std::net::IpAddr::V4(_),
+                        bits,
+                    } = h.addr
+                    {
+                        if bits > 32 {
+                            self.error(format!("netmask {bits} invalid for IPv4 address"));
+                            return Ok(None);
+                        }
+                    }
+                }
+                Ok(Some(
+                    v.into_iter()
+                        .map(|h| TableEntry {
+                            neg,
+                            addr: expand::masked(&h.addr),
+                        })
+                        .collect(),
+                ))
+            }
             Err(PErr::Reported) => Ok(None),
             Err(e) => Err(e),
         }

@@ -125,7 +125,15 @@ impl Dataplane {
             self.cfg.ifaces[b].members.clone()
         });
         let egress: Vec<usize> = egress.into_iter().filter(|&p| p != m).collect();
-        let local = is_multicast(&dst) && self.local.has_addresses(b);
+        // A group frame the bridge's own interface takes too: what it
+        // speaks (ARP, IP). Other EtherTypes are only bridged, not
+        // counted as dropped by it.
+        let local = is_multicast(&dst)
+            && self.local.has_addresses(b)
+            && matches!(
+                ethertype,
+                EtherType::Arp | EtherType::Ipv4 | EtherType::Ipv6
+            );
         if local {
             self.l3_in(b, src, ethertype, payload, now);
         }

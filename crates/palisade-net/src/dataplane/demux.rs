@@ -92,10 +92,17 @@ impl Demux {
             .by_port_vlan
             .get(&(port, vid))
             .ok_or(DropReason::UnknownVlan)?;
+        // A sender no station can be (zero, or a group address): dropped,
+        // as Linux's bridge drops it, before a bridge or a neighbour
+        // table learns it.
+        let src = f.src_addr();
+        if src == [0; 6] || src[0] & 1 != 0 {
+            return Err(DropReason::Malformed);
+        }
         Ok(Arrival::Iface {
             iface,
             dst: f.dst_addr(),
-            src: f.src_addr(),
+            src,
             ethertype,
             payload: &frame[off..],
         })

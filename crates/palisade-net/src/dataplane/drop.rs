@@ -14,8 +14,10 @@ use std::fmt;
 /// would have sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
-    /// A frame or packet that does not parse (Ethernet, ARP, IP, NDP), or
-    /// a TCP super-packet that cannot be segmented.
+    /// A frame or packet that does not parse (Ethernet, ARP, IP, NDP), a
+    /// frame, ARP or neighbour discovery message whose sender's hardware
+    /// address is no station's (zero, or a group address), or a TCP
+    /// super-packet that cannot be segmented.
     Malformed,
     /// On a port/VLAN no interface is configured for, or with stacked
     /// tags.

@@ -34,6 +34,7 @@ mod neigh;
 mod offload;
 mod pflog;
 mod router;
+pub use router::proxy_warnings;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

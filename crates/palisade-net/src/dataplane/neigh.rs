@@ -243,6 +243,11 @@ impl Dataplane {
         let sip = req.source_protocol_addr;
         let tip = req.target_protocol_addr;
         let smac = req.source_hardware_addr;
+        if smac == [0; 6] || is_multicast(&smac) {
+            // A sender no station can be: neither learnt nor answered.
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        }
         let t = IpAddr::V4(tip);
         let answer = self.local.answer(i, &t);
         let ours = matches!(answer, Some(Answer::Own(_)));
@@ -277,6 +282,13 @@ impl Dataplane {
 
     /// `ip` is at `mac` on interface `i`: remember it and send what waited.
     pub(super) fn learn(&mut self, i: usize, ip: IpAddr, mac: Mac, now: u64) {
+        // An ARP or neighbour discovery message naming no station (zero,
+        // or a group address) for its sender teaches nothing: learnt, it
+        // would send every packet for that address nowhere.
+        if mac == [0; 6] || mac[0] & 1 != 0 {
+            self.counters.dropped(DropReason::Malformed);
+            return;
+        }
         match self.neigh.learn(i, ip, mac, now) {
             Ok((waiting, moved)) => {
                 // The address moved: what the fast path sends to the MAC

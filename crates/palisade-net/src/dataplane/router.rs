@@ -83,6 +83,31 @@ pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
     best.map(|(_, i, nh)| (i, nh))
 }
 
+/// Warnings for `proxy-arp` prefixes the firewall has no route to, or
+/// whose route leads back out the interface that answers for them: it
+/// would draw their traffic in only to send it back the way it came (or
+/// drop it). Linux's proxy_arp answers only for addresses routed through
+/// another interface; Palisade answers for what it is told, so it warns.
+pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    for (ix, i) in cfg.ifaces.iter().enumerate() {
+        for p in &i.proxy {
+            match lookup(cfg, &p.ip) {
+                None => w.push(format!(
+                    "palisade: warning: interface {}: proxy-arp {}/{}: no route to it (its traffic would be drawn in and dropped)",
+                    i.name, p.ip, p.bits
+                )),
+                Some((out, _)) if out == ix => w.push(format!(
+                    "palisade: warning: interface {}: proxy-arp {}/{}: the route to it leads back out {} (its traffic would be sent back the way it came)",
+                    i.name, p.ip, p.bits, i.name
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    w
+}
+
 /// The interface through which gateway `gw` is reached directly.
 fn route_gateway(cfg: &Config, gw: &IpAddr) -> Option<usize> {
     if let Some(i) = cfg.connected(gw) {

@@ -428,6 +428,82 @@ fn arp_answers_own_and_proxied_only() {
     assert_eq!(&o[0].1[12..16], &[0x81, 0, 0, 7]);
 }
 
+/// `proxy-arp` for addresses routed elsewhere: no warning; for addresses
+/// whose route leads back out the answering interface, or that have no
+/// route: a warning naming the interface and the prefix.
+#[test]
+fn proxy_arp_without_a_route_elsewhere_is_warned_about() {
+    let cfg = |t: &str| Config::parse(Path::new("t.toml"), t, &|_| true).unwrap();
+    assert!(super::proxy_warnings(&cfg(ROUTER)).is_empty());
+    let back = ROUTER.replace(
+        "[[route]]\nto = \"203.0.113.16/28\"\ninterface = \"vlan7\"\n",
+        "",
+    );
+    assert_ne!(back, ROUTER);
+    assert_eq!(
+        super::proxy_warnings(&cfg(&back)),
+        ["palisade: warning: interface wan: proxy-arp 203.0.113.16/28: the route to it leads back out wan (its traffic would be sent back the way it came)"]
+    );
+    let nowhere = back
+        .replace(
+            "proxy-arp = [\"203.0.113.16/28\"]",
+            "proxy-arp = [\"198.18.50.0/24\"]",
+        )
+        .replace("[[route]]\nto = \"default\"\nvia = \"203.0.113.1\"\n", "");
+    assert_eq!(
+        super::proxy_warnings(&cfg(&nowhere)),
+        ["palisade: warning: interface wan: proxy-arp 198.18.50.0/24: no route to it (its traffic would be drawn in and dropped)"]
+    );
+}
+
+/// A sender no station can be (zero, or a group address), in the ARP
+/// message or in the frame: dropped and counted, neither learnt nor
+/// answered. (One such ARP used to send every IPv4 packet for the
+/// gateway to 00:00:00:00:00:00 until it was asked again.)
+#[test]
+fn senders_that_are_no_station_are_not_learnt() {
+    let mut d = dp(ROUTER, "pass\n");
+    // The gateway is learnt from its own request.
+    let o = d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        0,
+    );
+    assert_eq!(o.len(), 1);
+    let before = d.counters.malformed;
+    for (frame_src, arp_src) in [
+        (A, [0u8; 6]),
+        (A, BROADCAST),
+        ([0u8; 6], A),
+        ([1, 0, 0x5e, 0, 0, 1], A),
+    ] {
+        let o = d.input(
+            0,
+            &eth(
+                BROADCAST,
+                frame_src,
+                None,
+                ETH_ARP,
+                &arp(1, arp_src, "203.0.113.1", "203.0.113.2"),
+            ),
+            10,
+        );
+        assert!(o.is_empty(), "{frame_src:?} {arp_src:?}: answered");
+    }
+    assert_eq!(d.counters.malformed, before + 4);
+    // Packets for the gateway still go to its true address.
+    let p = udp("192.0.2.10", "198.18.0.9", 64);
+    let o = d.input(1, &eth(M1, B, Some(7), ETH_IPV4, &p), 20);
+    assert_eq!(o.len(), 1);
+    assert_eq!(&o[0].1[0..6], &A, "sent to the gateway's MAC");
+}
+
 #[test]
 fn forwards_after_resolution_with_ttl_and_errors() {
     let mut d = dp(ROUTER, "block all\npass inet proto icmp\npass proto udp\n");
@@ -587,6 +663,87 @@ fn ndp_answers_and_resolves() {
 }
 
 const S1: &str = include_str!("../../../../examples/s1/palisade.toml");
+const S2: &str = include_str!("../../../../examples/s2/palisade.toml");
+const S2_PF: &str = include_str!("../../../../examples/s2/pf.conf");
+
+/// examples/s2 as shipped: upstream's ARP for the public VM's address is
+/// answered on wan (proxy ARP), web traffic to it is routed onto VLAN
+/// 1234 (tagged) once the VM is resolved there, telnet to it is blocked,
+/// and the configuration draws no proxy-arp warning.
+#[test]
+fn example_s2_answers_for_the_public_vm_and_routes_to_the_vlan() {
+    let cfg = Config::parse(Path::new("s2.toml"), S2, &|_| true).unwrap();
+    assert!(super::proxy_warnings(&cfg).is_empty());
+    let mut d = dp(S2, S2_PF);
+    let o = d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.10"),
+        ),
+        0,
+    );
+    assert_eq!(o.len(), 1, "proxy ARP on wan");
+    assert_eq!(&o[0].1[22..28], &M0);
+    let web = build::ip(
+        "198.18.0.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+        6,
+        64,
+        &build::tcp(40000, 80, 1, 0, 2, 65535, &[], b""),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &web), 1);
+    assert_eq!(o.len(), 1, "{:?}", d.counters);
+    assert_eq!(&o[0].1[12..16], &[0x81, 0, 0x04, 0xd2], "ARP on VLAN 1234");
+    let o = d.input(
+        1,
+        &eth(
+            M1,
+            B,
+            Some(1234),
+            ETH_ARP,
+            &arp(2, B, "203.0.113.10", "192.0.2.1"),
+        ),
+        2,
+    );
+    assert_eq!(o.len(), 1);
+    assert_eq!((o[0].0, &o[0].1[0..6]), (1, &B[..]));
+    let telnet = build::ip(
+        "198.18.0.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+        6,
+        64,
+        &build::tcp(40001, 23, 1, 0, 2, 65535, &[], b""),
+    );
+    assert!(d
+        .input(0, &eth(M0, A, None, ETH_IPV4, &telnet), 3)
+        .is_empty());
+}
+
+/// A broadcast frame of an EtherType neither IP nor ARP on a bridge with
+/// an address: bridged to the other members, and not counted as dropped
+/// (its copy for the bridge's own interface, which speaks only ARP and
+/// IP, used to count as `unsupported_ethertype`).
+#[test]
+fn bridged_non_ip_broadcasts_are_not_counted_as_drops() {
+    let mut d = dp(S1, "pass\n");
+    let o = d.input(0, &eth(BROADCAST, A, None, 0x88b5, &[0u8; 46]), 0);
+    assert_eq!(ports(&o), [1], "flooded to the bridge's other member");
+    assert_eq!(d.counters.bridged, 1);
+    assert_eq!(
+        d.counters.drops.total(),
+        0,
+        "nothing counted as dropped: {:?}",
+        d.counters
+            .drops
+            .iter()
+            .filter(|x| x.1 > 0)
+            .collect::<Vec<_>>()
+    );
+}
 
 #[test]
 fn routed_through_bridge_with_nat() {
