@@ -843,4 +843,20 @@ fn a_table_entry_with_an_ipv4_mask_over_32_is_refused() {
         &ParseOptions::default(),
     );
     assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    // The same in a table file.
+    let d = tmpdir("mask33");
+    let f = d.join("t.txt");
+    std::fs::write(&f, "198.18.1.0/24\n198.18.2.0/33\n").unwrap();
+    let out = parse(
+        &format!("table <t> file \"{}\"\npass from <t>\n", f.display()),
+        &ParseOptions::default(),
+    );
+    assert!(out.errors > 0, "{:?}", out.stderr);
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l.contains("netmask 33 invalid for IPv4 address in 198.18.2.0/33")),
+        "{:?}",
+        out.stderr
+    );
 }

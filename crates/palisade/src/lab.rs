@@ -752,8 +752,11 @@ impl Lab {
                 continue;
             }
             // A firewall killed (`lab kill`) left its ports' record, named
-            // after its namespace, which goes now: the record too.
-            self.remove_port_record(h);
+            // after its namespace, which goes now: the record too (not
+            // while a process of the lab may still hold its lock).
+            if left.is_empty() {
+                self.remove_port_record(h);
+            }
             if let Err(e) = self.ip(&["netns", "del", &self.ns(h)]) {
                 problems.push(e);
             }

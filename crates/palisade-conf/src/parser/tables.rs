@@ -114,20 +114,9 @@ impl<'a> Parser<'a> {
         }
         match self.host_item() {
             Ok(v) => {
-                // An IPv4 address with more than 32 bits of mask: pf's
-                // table code refuses it when the table is defined (the
-                // rules' check says the same words).
-                for h in &v {
-                    if let Addr::Net {
-                        ip: std::net::IpAddr::V4(_),
-                        bits,
-                    } = h.addr
-                    {
-                        if bits > 32 {
-                            self.error(format!("netmask {bits} invalid for IPv4 address"));
-                            return Ok(None);
-                        }
-                    }
+                if let Some(bits) = v4_mask_over_32(&v) {
+                    self.error(format!("netmask {bits} invalid for IPv4 address"));
+                    return Ok(None);
                 }
                 Ok(Some(
                     v.into_iter()
@@ -177,6 +166,13 @@ impl<'a> Parser<'a> {
                     None => (w, None),
                 };
                 match self.host(a, m) {
+                    Some(hs) if v4_mask_over_32(&hs).is_some() => {
+                        self.error(format!(
+                            "cannot load \"{f}\": netmask {} invalid for IPv4 address in {word}",
+                            v4_mask_over_32(&hs).unwrap_or(0)
+                        ));
+                        return None;
+                    }
                     Some(hs) => v.extend(hs.into_iter().map(|h| TableEntry {
                         neg,
                         addr: expand::masked(&h.addr),
@@ -196,4 +192,17 @@ impl<'a> Parser<'a> {
         self.spent.table_entries += v.len();
         Some(v)
     }
+}
+
+/// An IPv4 address given more than 32 bits of mask among `hs`: pf's
+/// table code refuses it when the table is defined (the rules' check says
+/// the same words).
+fn v4_mask_over_32(hs: &[HostItem]) -> Option<u8> {
+    hs.iter().find_map(|h| match h.addr {
+        Addr::Net {
+            ip: std::net::IpAddr::V4(_),
+            bits,
+        } if bits > 32 => Some(bits),
+        _ => None,
+    })
 }

@@ -337,6 +337,12 @@ impl Dataplane {
         };
         match repr {
             NdpRepr::NeighborSolicit { target, lladdr } => {
+                if lladdr.is_some_and(|m| m == [0; 6] || is_multicast(&m)) {
+                    // A sender no station can be: neither learnt nor
+                    // answered (the answer would go to that address).
+                    self.counters.dropped(DropReason::Malformed);
+                    return;
+                }
                 if !s.is_unspecified() {
                     if let Some(m) = lladdr {
                         self.learn(i, IpAddr::V6(s), m, now);

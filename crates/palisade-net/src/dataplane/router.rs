@@ -84,10 +84,13 @@ pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
 }
 
 /// Warnings for `proxy-arp` prefixes the firewall has no route to, or
-/// whose route leads back out the interface that answers for them: it
-/// would draw their traffic in only to send it back the way it came (or
-/// drop it). Linux's proxy_arp answers only for addresses routed through
-/// another interface; Palisade answers for what it is told, so it warns.
+/// whose route leads back out the interface that answers for them through
+/// a gateway: it would draw their traffic in only to send it back the way
+/// it came (or drop it). Linux's proxy_arp answers only for addresses
+/// routed through another interface; Palisade answers for what it is
+/// told, so it warns. An address on the answering interface's own subnet
+/// is not warned about: the usual extra public address that pf then
+/// translates (`rdr-to`, `binat-to`) before any route is looked up.
 pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
     for (ix, i) in cfg.ifaces.iter().enumerate() {
@@ -97,7 +100,7 @@ pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
                     "palisade: warning: interface {}: proxy-arp {}/{}: no route to it (its traffic would be drawn in and dropped)",
                     i.name, p.ip, p.bits
                 )),
-                Some((out, _)) if out == ix => w.push(format!(
+                Some((out, hop)) if out == ix && hop != p.ip => w.push(format!(
                     "palisade: warning: interface {}: proxy-arp {}/{}: the route to it leads back out {} (its traffic would be sent back the way it came)",
                     i.name, p.ip, p.bits, i.name
                 )),

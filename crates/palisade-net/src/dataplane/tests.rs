@@ -435,21 +435,24 @@ fn arp_answers_own_and_proxied_only() {
 fn proxy_arp_without_a_route_elsewhere_is_warned_about() {
     let cfg = |t: &str| Config::parse(Path::new("t.toml"), t, &|_| true).unwrap();
     assert!(super::proxy_warnings(&cfg(ROUTER)).is_empty());
-    let back = ROUTER.replace(
+    // On wan's own subnet without a route elsewhere: the usual extra
+    // public address pf translates (rdr-to, binat-to): no warning.
+    let own_subnet = ROUTER.replace(
         "[[route]]\nto = \"203.0.113.16/28\"\ninterface = \"vlan7\"\n",
         "",
     );
-    assert_ne!(back, ROUTER);
+    assert_ne!(own_subnet, ROUTER);
+    assert!(super::proxy_warnings(&cfg(&own_subnet)).is_empty());
+    // Off wan's subnet, reached only by the default route out of wan.
+    let back = own_subnet.replace(
+        "proxy-arp = [\"203.0.113.16/28\"]",
+        "proxy-arp = [\"198.18.50.0/24\"]",
+    );
     assert_eq!(
         super::proxy_warnings(&cfg(&back)),
-        ["palisade: warning: interface wan: proxy-arp 203.0.113.16/28: the route to it leads back out wan (its traffic would be sent back the way it came)"]
+        ["palisade: warning: interface wan: proxy-arp 198.18.50.0/24: the route to it leads back out wan (its traffic would be sent back the way it came)"]
     );
-    let nowhere = back
-        .replace(
-            "proxy-arp = [\"203.0.113.16/28\"]",
-            "proxy-arp = [\"198.18.50.0/24\"]",
-        )
-        .replace("[[route]]\nto = \"default\"\nvia = \"203.0.113.1\"\n", "");
+    let nowhere = back.replace("[[route]]\nto = \"default\"\nvia = \"203.0.113.1\"\n", "");
     assert_eq!(
         super::proxy_warnings(&cfg(&nowhere)),
         ["palisade: warning: interface wan: proxy-arp 198.18.50.0/24: no route to it (its traffic would be drawn in and dropped)"]
@@ -497,6 +500,28 @@ fn senders_that_are_no_station_are_not_learnt() {
         assert!(o.is_empty(), "{frame_src:?} {arp_src:?}: answered");
     }
     assert_eq!(d.counters.malformed, before + 4);
+    // A neighbour solicitation whose source link-layer address is no
+    // station's: neither learnt nor answered.
+    let ns_bad = build::ip(
+        "2001:db8:ff::1".parse().unwrap(),
+        "2001:db8:ff::2".parse().unwrap(),
+        58,
+        255,
+        &{
+            let mut m = vec![135, 0, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(
+                &"2001:db8:ff::2"
+                    .parse::<std::net::Ipv6Addr>()
+                    .unwrap()
+                    .octets(),
+            );
+            m.extend_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0]);
+            m
+        },
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV6, &ns_bad), 15);
+    assert!(o.is_empty(), "answered a solicitation from no station");
+    assert_eq!(d.counters.malformed, before + 5);
     // Packets for the gateway still go to its true address.
     let p = udp("192.0.2.10", "198.18.0.9", 64);
     let o = d.input(1, &eth(M1, B, Some(7), ETH_IPV4, &p), 20);
