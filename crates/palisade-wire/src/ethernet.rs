@@ -25,6 +25,12 @@ pub fn is_multicast(m: &Mac) -> bool {
     m[0] & 1 == 1
 }
 
+/// Whether a station can have this address (a sender's): not zero, not a
+/// group address.
+pub fn is_station(m: &Mac) -> bool {
+    *m != [0; 6] && !is_multicast(m)
+}
+
 /// The MAC an IPv4 multicast group is sent to (RFC 1112 section 6.4):
 /// 01:00:5e and the group's low 23 bits.
 pub fn ipv4_multicast_mac(group: Ipv4Addr) -> Mac {

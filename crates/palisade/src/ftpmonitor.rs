@@ -288,14 +288,9 @@ fn empty_left(socket: &Path, prefix: &str) -> usize {
         tracing::error!("ftp-proxy: the control socket does not answer: the sessions' anchors under {prefix} may hold rules");
         return 0;
     };
-    let names: Vec<String> = v["data"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(|i| i["anchor"].as_str())
+    let names: Vec<String> = crate::ftpproxy::anchor_names(&v)
+        .into_iter()
         .filter(|a| a.starts_with(prefix))
-        .map(str::to_string)
         .collect();
     let mut n = 0;
     for a in names {

@@ -485,7 +485,7 @@ fn list_proxy_anchors(fw: &Firewall) -> Result<Value, String> {
 }
 
 /// The anchors' names in such a listing (none in a refusal).
-fn anchor_names(v: &Value) -> Vec<String> {
+pub(crate) fn anchor_names(v: &Value) -> Vec<String> {
     v["data"]
         .as_array()
         .map(Vec::as_slice)

@@ -93,7 +93,7 @@ pub fn netns_id() -> String {
 pub fn lock(dir: &Path) -> Result<std::fs::File, String> {
     use std::os::fd::AsRawFd;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join(format!("ports-{}.lock", netns_id()));
+    let path = lock_path(dir);
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

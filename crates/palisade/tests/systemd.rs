@@ -101,13 +101,18 @@ impl Systemd {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.exec(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.journal()
-        );
+        if !o.status.success() {
+            // What systemd says of every unit (which process failed, with
+            // what status), for a failure that does not show in the log.
+            let status = self.exec(&["systemctl", "status", "--no-pager", "-l", "--all"]);
+            panic!(
+                "{args:?}: {}{}\n{}\nsystemctl status:\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+                self.journal(),
+                String::from_utf8_lossy(&status.stdout)
+            );
+        }
         String::from_utf8_lossy(&o.stdout).to_string()
     }
 

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use palisade_wire::build;
-use palisade_wire::ethernet::{EtherType, EthernetFrame, Mac};
+use palisade_wire::ethernet::{is_station, EtherType, EthernetFrame, Mac};
 
 use super::DropReason;
 use crate::config::Config;
@@ -96,7 +96,7 @@ impl Demux {
         // as Linux's bridge drops it, before a bridge or a neighbour
         // table learns it.
         let src = f.src_addr();
-        if src == [0; 6] || src[0] & 1 != 0 {
+        if !is_station(&src) {
             return Err(DropReason::Malformed);
         }
         Ok(Arrival::Iface {

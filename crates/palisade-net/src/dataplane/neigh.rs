@@ -243,7 +243,7 @@ impl Dataplane {
         let sip = req.source_protocol_addr;
         let tip = req.target_protocol_addr;
         let smac = req.source_hardware_addr;
-        if smac == [0; 6] || is_multicast(&smac) {
+        if !palisade_wire::ethernet::is_station(&smac) {
             // A sender no station can be: neither learnt nor answered.
             self.counters.dropped(DropReason::Malformed);
             return;
@@ -285,7 +285,7 @@ impl Dataplane {
         // An ARP or neighbour discovery message naming no station (zero,
         // or a group address) for its sender teaches nothing: learnt, it
         // would send every packet for that address nowhere.
-        if mac == [0; 6] || mac[0] & 1 != 0 {
+        if !palisade_wire::ethernet::is_station(&mac) {
             self.counters.dropped(DropReason::Malformed);
             return;
         }
@@ -337,7 +337,7 @@ impl Dataplane {
         };
         match repr {
             NdpRepr::NeighborSolicit { target, lladdr } => {
-                if lladdr.is_some_and(|m| m == [0; 6] || is_multicast(&m)) {
+                if lladdr.is_some_and(|m| !palisade_wire::ethernet::is_station(&m)) {
                     // A sender no station can be: neither learnt nor
                     // answered (the answer would go to that address).
                     self.counters.dropped(DropReason::Malformed);
