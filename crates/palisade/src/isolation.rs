@@ -89,29 +89,61 @@ pub fn netns_id() -> String {
 /// run's, give the ports back to the kernel under it, replace its fast
 /// path's programs and forward every frame a second time. A crashed
 /// daemon's lock goes with it (the kernel drops it), so its record is
-/// then taken for what it is.
-pub fn lock(dir: &Path) -> Result<std::fs::File, String> {
+/// then taken for what it is. A daemon that stops removes the file
+/// while it still holds the lock (namespaces come and go: the files
+/// would pile up); a daemon that opened the file just before and locks
+/// it just after then finds it no longer at the path, and starts over
+/// with the path's new file.
+pub fn lock(dir: &Path) -> Result<NetnsLock, String> {
     use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = lock_path(dir);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(format!(
-                "another palisade is running in this network namespace (it holds {}): stop it first (systemctl stop palisade), or run this one in its own namespace",
-                path.display()
-            ));
+    for _ in 0..10 {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(format!(
+                    "another palisade is running in this network namespace (it holds {}): stop it first (systemctl stop palisade), or run this one in its own namespace",
+                    path.display()
+                ));
+            }
+            return Err(format!("{}: {e}", path.display()));
         }
-        return Err(format!("{}: {e}", path.display()));
+        let held = f
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let same =
+            std::fs::metadata(&path).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+        if same {
+            return Ok(NetnsLock { _file: f, path });
+        }
     }
-    Ok(f)
+    Err(format!(
+        "{}: removed and made again under us ten times",
+        path.display()
+    ))
+}
+
+/// The held lock of [`lock`]; its file goes when it is dropped.
+pub struct NetnsLock {
+    /// Held open (and so locked) until after `drop` has removed the path.
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for NetnsLock {
+    fn drop(&mut self) {
+        // Removed while still held (see `lock`); the file closes after.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// The lock file of the namespace the calling thread is in.
@@ -263,5 +295,27 @@ impl Drop for Isolation {
             restore(s);
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One holder at a time; the holder's drop removes the file; a lock
+    /// whose file was removed under it is not a lock (taken again).
+    #[test]
+    fn the_lock_is_exclusive_and_its_file_goes_with_it() {
+        let d = std::env::temp_dir().join(format!("palisade-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let first = lock(&d).unwrap();
+        let e = lock(&d).err().expect("a second holder");
+        assert!(e.contains("another palisade is running"), "{e}");
+        drop(first);
+        assert!(!lock_path(&d).exists(), "the file outlived its lock");
+        let again = lock(&d).unwrap();
+        assert!(lock_path(&d).exists());
+        drop(again);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

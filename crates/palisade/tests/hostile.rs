@@ -167,6 +167,10 @@ fn a_crash_loses_no_original_port_setting() {
         ("0", "2")
     );
     assert!(!record.exists(), "a clean stop removes the record");
+    assert!(
+        !record.with_extension("lock").exists(),
+        "a clean stop removes the lock's file"
+    );
 
     // A crash, then a start that no longer owns b0: b0 gets its settings
     // back at once (they are no longer in any record).
