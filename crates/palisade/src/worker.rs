@@ -103,6 +103,25 @@ fn check_port(p: &Port) -> Health {
     }
 }
 
+/// How many times a port's carrier went on or off: a link that fell and
+/// came back between two checks (once a second) still moved it.
+fn carrier_changes(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier_changes"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether a port fell and came back between two checks, each given as
+/// (health, carrier changes): up at both, and its carrier moved.
+fn fell_unseen(before: (Health, Option<u64>), now: (Health, Option<u64>)) -> bool {
+    match (before, now) {
+        ((Health::Up, Some(a)), (Health::Up, Some(b))) => a != b,
+        _ => false,
+    }
+}
+
 /// Every port's sockets for one worker; `split`: IPv4 and IPv6 on
 /// sockets of their own, behind the fast path's program (`Port::open_split`).
 pub fn open_ports(names: &[String], fanout: Option<u16>, split: bool) -> Result<Vec<Port>, String> {
@@ -238,6 +257,7 @@ pub fn worker(
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     let mut health = vec![Health::Up; ports.len()];
+    let mut carrier: Vec<Option<u64>> = ports.iter().map(|p| carrier_changes(&p.name)).collect();
     // Per port: when refusals were last logged (ms, 0: never), and how
     // many came since.
     let mut refusals = vec![(0u64, 0u64); ports.len()];
@@ -409,6 +429,19 @@ pub fn worker(
         for i in 0..ports.len() {
             let name = ports[i].name.clone();
             let h = check_port(&ports[i]);
+            // A fall too short for the check to see: pfsync still lost
+            // what it sent meanwhile, so it hears of the fall and the
+            // return (and asks for a bulk update). CARP does not: its
+            // advertisements resume by themselves, and taking the fall
+            // late would step a master down for nothing.
+            let changes = carrier_changes(&name);
+            let flapped = fell_unseen((health[i], carrier[i]), (h, changes));
+            carrier[i] = changes;
+            if flapped && id == 0 {
+                tracing::warn!("port '{name}': the link fell and came back since the last check");
+                sync_link(sh, i, false);
+                sync_link(sh, i, true);
+            }
             match (health[i], h) {
                 (a, b) if a == b && b != Health::Replaced => {}
                 (_, Health::Gone) if id == 0 => {
@@ -520,6 +553,23 @@ pub fn seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fall_between_two_checks_is_seen_by_the_carrier() {
+        use super::{fell_unseen, Health};
+        let up = Health::Up;
+        // Down and up again between the checks: the count moved by two.
+        assert!(fell_unseen((up, Some(4)), (up, Some(6))));
+        assert!(!fell_unseen((up, Some(4)), (up, Some(4))));
+        // A fall the check saw, or a port just back or replaced: the
+        // transitions say it already.
+        assert!(!fell_unseen((Health::Down, Some(5)), (up, Some(6))));
+        assert!(!fell_unseen((up, Some(4)), (Health::Down, Some(5))));
+        assert!(!fell_unseen((up, Some(4)), (Health::Replaced, Some(0))));
+        // No count to compare (a kernel without it, a port gone).
+        assert!(!fell_unseen((up, None), (up, Some(3))));
+        assert!(!fell_unseen((up, Some(3)), (up, None)));
+    }
+
     use super::PflogFile;
 
     fn packets(p: &std::path::Path) -> usize {

@@ -1289,6 +1289,48 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         "{}",
         logs()
     );
+    // A short fall of the sync link (tens of milliseconds) with a
+    // connection opened in it: its state reaches fw2 all the same, and
+    // the connection survives fw1's kill -9 below. (Which way fw2 learns
+    // of the fall depends on timing: the port's check sees it when the
+    // kernel's operstate still lags the return, else the port's carrier
+    // count gives it away; and the connection's own later updates make
+    // fw2 ask for the state it does not know. The printout says which.)
+    let t_flap = Instant::now();
+    link("down");
+    let mut flap = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
+    assert!(
+        flap.echo("during a short fall of the sync link"),
+        "{}",
+        logs()
+    );
+    link("up");
+    let flap_len = t_flap.elapsed();
+    let flap_port = flap.0.local_addr().unwrap().port();
+    wait_until(
+        "fw2's bulk update after a short fall of its link",
+        Duration::from_secs(10),
+        || {
+            states_of(&s3.fws[1]).lines().any(|l| {
+                l.contains(&format!(":{flap_port} ")) || l.ends_with(&format!(":{flap_port}"))
+            })
+        },
+    );
+    let (by_check, by_carrier) = {
+        let l = log2.lock().unwrap();
+        (
+            l.matches("pfsync: sync link down").count() > 1,
+            l.contains("the link fell and came back"),
+        )
+    };
+    println!(
+        "a fall of the sync link for {flap_len:?}: seen by the check: {by_check}; by its carrier: {by_carrier}"
+    );
+    wait_until(
+        "fw2's link demotion lifted again",
+        Duration::from_secs(5),
+        || demote2() == 0,
+    );
 
     // kill -9 of fw1: fw2 takes over and the connection goes on.
     let t = unix_now();
@@ -1310,6 +1352,11 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     assert!(
         outage.echo("after kill -9"),
         "the connection opened during the sync link's outage died\n{}",
+        logs()
+    );
+    assert!(
+        flap.echo("after kill -9"),
+        "the connection opened during the sync link's short fall died\n{}",
         logs()
     );
     // defer with the peer dead: a new connection's first packet waits the
