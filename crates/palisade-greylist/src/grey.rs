@@ -362,10 +362,12 @@ impl Greylist {
         };
         let action = match &why {
             Why::Greylisted { left } => Action::DeferIfPermit(format!(
-                "4.7.1 {} ({} s; your system looks like {})",
+                "4.7.1 {} ({} s; {})",
                 self.cfg.text,
                 left,
-                os.map_or("unknown".to_string(), |o| o.to_string())
+                os.map_or("your system was not recognised".to_string(), |o| format!(
+                    "your system looks like {o}"
+                ))
             )),
             Why::NotApplicable => Action::Dunno,
             _ => self.header(now, req, os),
@@ -397,7 +399,7 @@ impl Greylist {
                 return Ok(Why::Whitelisted);
             }
         }
-        let sender = normalize(req.get("sender").unwrap_or_default());
+        let sender = sender_key(req.get("sender").unwrap_or_default());
         let rcpt = normalize(req.get("recipient").unwrap_or_default());
         let tkey = triplet_key(net, &sender, &rcpt);
         let t = store.get(&tkey)?;
@@ -549,6 +551,77 @@ pub fn normalize(addr: &str) -> String {
         .trim_end_matches('>')
         .to_ascii_lowercase();
     cut(&a, MAX_ADDRESS).to_string()
+}
+
+/// A sender as keyed: [`normalize`]d, then as postgrey keys it, so that
+/// the senders of one mailing list or one BATV-signing system make one
+/// triplet and not one per message. In the local part (the domain is
+/// kept as it is):
+/// - a BATV tag is dropped: `prvs=TAG=user` (and the order seen in the
+///   wild, `prvs=user=TAG`) becomes `user`, the tag being the part that
+///   starts with ten digits or lower-case letters (when both or neither
+///   do, the third part is kept, as the standard puts the user there);
+/// - an extension is dropped: `user+anything` becomes `user`;
+/// - every number standing alone between non-word characters (VERP's
+///   message and subscriber numbers, `bounce-1234`) becomes `#`.
+///
+/// An address without `@` (the empty sender of bounces included) is kept.
+pub fn sender_key(addr: &str) -> String {
+    let a = normalize(addr);
+    let Some((user, domain)) = a.split_once('@') else {
+        return a;
+    };
+    let mut user = user;
+    if user.starts_with("prvs=") {
+        let parts: Vec<&str> = user.split('=').collect();
+        if parts.len() == 3 {
+            let tag = |p: &str| {
+                p.len() >= 10
+                    && p.as_bytes()[..10]
+                        .iter()
+                        .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+            };
+            user = if tag(parts[2]) && !tag(parts[1]) {
+                parts[1]
+            } else {
+                parts[2]
+            };
+        }
+    }
+    if let Some((base, _)) = user.split_once('+') {
+        user = base;
+    }
+    format!("{}@{domain}", hash_numbers(user))
+}
+
+/// Every run of ASCII digits with no word character (letter, digit,
+/// underscore) on either side replaced by `#`.
+fn hash_numbers(s: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() && (i == 0 || !word(chars[i - 1])) {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j == chars.len() || !word(chars[j]) {
+                out.push('#');
+                i = j;
+                continue;
+            }
+            // Digits that run into a word character: kept, up to it.
+            out.extend(&chars[i..j]);
+            i = j;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
 }
 
 /// At most `n` bytes of `s`, on a character boundary.

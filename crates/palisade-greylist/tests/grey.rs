@@ -366,3 +366,44 @@ fn ipv4_mapped_clients_are_keyed_as_ipv4() {
     assert_eq!(g.network("198.51.100.20"), "198.51.100.0/24");
     assert_eq!(g.network("2001:db8:5:5::1"), "2001:db8:5:5::/64");
 }
+
+#[test]
+fn senders_are_keyed_as_postgrey_keys_them() {
+    for (sender, key) in [
+        ("bounce-1001@list.test", "bounce-#@list.test"),
+        ("Bounce-1002@List.Test", "bounce-#@list.test"),
+        ("user+tag1@x.test", "user@x.test"),
+        ("<prvs=0123456789=user@y.test>", "user@y.test"),
+        ("prvs=user=0123456789@y.test", "user@y.test"),
+        // Neither part looks like a tag: the standard's place.
+        ("prvs=a=b@y.test", "b@y.test"),
+        // Not three parts: kept.
+        ("prvs=a@y.test", "prvs=a@y.test"),
+        ("list-42-7@x.test", "list-#-#@x.test"),
+        ("a.17.b@x.test", "a.#.b@x.test"),
+        // Digits joined to a word character are not a number alone.
+        ("user123@x.test", "user123@x.test"),
+        ("12ab@x.test", "12ab@x.test"),
+        ("x_12@x.test", "x_12@x.test"),
+        // The domain is kept as it is.
+        ("a@mx1.x.test", "a@mx1.x.test"),
+        ("a@10.0.0.1", "a@10.0.0.1"),
+        ("", ""),
+        ("no-domain-12", "no-domain-12"),
+    ] {
+        assert_eq!(sender_key(sender), key, "{sender}");
+    }
+    // So a mailing list's next message, from its next VERP address,
+    // passes once the first has.
+    let mut g = Greylist::new(Config::default());
+    let mut s = MemStore::default();
+    let r = rcpt("192.0.2.7", "bounce-1001@list.test", "b@example.net", "i1");
+    let d = g.decide(T0, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 300 });
+    let r = rcpt("192.0.2.7", "bounce-1001@list.test", "b@example.net", "i2");
+    let d = g.decide(T0 + 301, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Retried { waited: 301 });
+    let r = rcpt("192.0.2.7", "bounce-1002@list.test", "b@example.net", "i3");
+    let d = g.decide(T0 + 4000, &r, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::KnownTriplet);
+}

@@ -56,18 +56,44 @@ pub enum Reply<'a> {
     Stream(std::sync::mpsc::Receiver<String>),
 }
 
-/// Bind `path`, refusing if another daemon answers there; a stale socket
-/// file is replaced.
-pub fn bind(path: &Path) -> Result<UnixListener, String> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(format!(
-                "{}: another palisade is running (its control socket answers)",
-                path.display()
-            ));
-        }
+/// Make way for a socket at `path`: there must be nothing there, or a
+/// socket nobody answers on (a stale one, removed). Anything else is
+/// refused: a mistyped path must not cost a file. `answers`: what to say
+/// when something answers there.
+pub fn clear_socket_path(path: &Path, answers: &str) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{}: exists and is not a socket (refusing to replace it: is the path right?)",
+            path.display()
+        ));
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(format!("{}: {answers}", path.display()));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("{}: a stale socket: {e}", path.display()))
+}
+
+/// At a stop: remove the socket file at `path`, if it is one.
+pub fn remove_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Bind `path`, refusing if another daemon answers there or if something
+/// other than a socket is there; a stale socket file is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    clear_socket_path(
+        path,
+        "another palisade is running (its control socket answers)",
+    )?;
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
     }
@@ -438,4 +464,41 @@ pub fn stream(path: &Path, req: Value, mut each: impl FnMut(&Value) -> bool) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket's path that names a file (a typo naming the config) is
+    /// refused and the file kept; a stale socket is replaced; a live one
+    /// is refused; a stop removes only a socket.
+    #[test]
+    fn only_a_stale_socket_is_replaced() {
+        let d = std::env::temp_dir().join(format!("palisade-sock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let file = d.join("palisade.toml");
+        std::fs::write(&file, "precious\n").unwrap();
+        let e = bind(&file).expect_err("a file is not replaced");
+        assert!(e.contains("exists and is not a socket"), "{e}");
+        remove_socket(&file);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious\n");
+        std::fs::create_dir(d.join("dir")).unwrap();
+        assert!(clear_socket_path(&d.join("dir"), "x").is_err());
+        assert!(d.join("dir").is_dir());
+
+        let sock = d.join("s.sock");
+        let live = bind(&sock).unwrap();
+        let e = bind(&sock).expect_err("a live socket is not replaced");
+        assert!(e.contains("another palisade is running"), "{e}");
+        drop(live);
+        // Stale now (nobody listens): replaced.
+        let again = bind(&sock).unwrap();
+        drop(again);
+        remove_socket(&sock);
+        assert!(!sock.exists());
+        assert!(clear_socket_path(&d.join("none"), "x").is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -68,8 +68,11 @@ pub fn drop_privileges(
     crate::privdrop::become_user(user, root)?;
     // SAFETY: as above.
     unsafe {
-        // After the change of ids, which clears it.
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+        // After the change of ids, which clears it. SIGKILL: without
+        // the monitor the child can load and empty nothing, and a stop's
+        // wait for it would keep the listening port from the next proxy
+        // (which empties the anchors left behind).
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             return Err(os("prctl(PR_SET_PDEATHSIG)"));
         }
         // The monitor died before that took effect.

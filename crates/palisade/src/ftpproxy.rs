@@ -20,7 +20,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +46,7 @@ pub struct Options {
     #[arg(short = 'b', value_name = "ADDRESS")]
     pub bind: Option<std::net::IpAddr>,
     /// Log level as syslog's, 0 to 7 (default 5: notices and above;
-    /// 7 adds debugging).
+    /// 7 adds every control line passed on, passwords hidden).
     #[arg(short = 'D', value_name = "LEVEL", default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=7))]
     pub debug: u8,
     /// Stay in the foreground and log to standard error (always so:
@@ -57,10 +57,10 @@ pub struct Options {
     #[arg(short = 'm', value_name = "MAXSESSIONS", default_value_t = 100)]
     pub max_sessions: usize,
     /// With -R: the server's port.
-    #[arg(short = 'P', value_name = "PORT", default_value_t = 21)]
+    #[arg(short = 'P', value_name = "PORT", default_value_t = 21, value_parser = clap::value_parser!(u16).range(1..))]
     pub server_port: u16,
     /// Listen on this port.
-    #[arg(short = 'p', value_name = "PORT", default_value_t = 8021)]
+    #[arg(short = 'p', value_name = "PORT", default_value_t = 8021, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Put the data connections' rules on this queue.
     #[arg(short = 'q', value_name = "QUEUE")]
@@ -175,6 +175,18 @@ pub fn run(opts: Options) -> Result<(), String> {
             }
         }
     }
+    // A server, and the address its sessions come from, must be one
+    // host's: 0.0.0.0 would connect to the firewall itself.
+    for (flag, a) in [("-R", opts.reverse), ("-a", opts.source)] {
+        if let Some(a) = a {
+            let odd = a.is_unspecified()
+                || a.is_multicast()
+                || a == IpAddr::V4(std::net::Ipv4Addr::BROADCAST);
+            if odd {
+                return Err(format!("ftp-proxy: {flag} {a}: not one host's address"));
+            }
+        }
+    }
     if opts.verbose > 2 {
         return Err("ftp-proxy: -v at most twice (-vv: log (all))".into());
     }
@@ -197,7 +209,7 @@ pub fn run(opts: Options) -> Result<(), String> {
     let user = crate::privdrop::lookup_user(&opts.user).map_err(|e| {
         format!("ftp-proxy: -u {e} (the sessions run as this unprivileged user; create it, or name another with -u)")
     })?;
-    flush_stale(&Firewall::Direct(opts.socket.clone()), &opts.socket)?;
+    flush_stale(&Firewall::Direct(opts.socket.clone()))?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(
@@ -389,7 +401,7 @@ fn stop(sh: &Shared) -> Result<(), String> {
         }
         if t.elapsed() >= STOP_WAIT {
             if left.is_empty() {
-                left.push("(the list of anchors)".into());
+                left.push("(the daemon did not list them)".into());
             }
             break;
         }
@@ -404,6 +416,34 @@ fn stop(sh: &Shared) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// `-D 7`: each control line the proxy passes on, as it passes it on
+/// (rewritten where it rewrites), at most 200 characters of each; a
+/// password is not written out.
+fn debug_lines(id: u64, way: &str, b: &[u8]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for line in String::from_utf8_lossy(b)
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+    {
+        tracing::debug!("ftp-proxy: session {id}: {way}: {}", shown_line(line));
+    }
+}
+
+/// A control line as `-D 7` logs it: a password hidden, at most 200
+/// characters.
+fn shown_line(line: &str) -> String {
+    let pass = line
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("PASS "));
+    if pass {
+        "PASS ****".to_string()
+    } else {
+        line.chars().take(200).collect()
+    }
 }
 
 /// Loads of rules under way (`load_rules`), for `stop`.
@@ -437,13 +477,10 @@ impl Drop for SessionGuard<'_> {
 
 /// Anchors left by ftp-proxy processes that are gone (killed, or the
 /// machine restarted the proxy): emptied at start.
-fn flush_stale(fw: &Firewall, socket: &Path) -> Result<(), String> {
-    let v = list_proxy_anchors(fw).map_err(|e| {
-        format!(
-            "ftp-proxy: the firewall's control socket {} does not answer ({e}): is `palisade run` up, and is this its `control` socket (-s)?",
-            socket.display()
-        )
-    })?;
+fn flush_stale(fw: &Firewall) -> Result<(), String> {
+    // (The error names the socket, and what to check.)
+    let v = list_proxy_anchors(fw)
+        .map_err(|e| format!("ftp-proxy: the firewall's control socket (-s): {e}"))?;
     for name in &anchor_names(&v) {
         let name = name.as_str();
         let pid = name
@@ -663,12 +700,14 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
         while let Some(o) = s.poll_output() {
             match o {
                 Output::ToServer(b) => {
+                    debug_lines(id, "to server", &b);
                     if let Err(e) = upstream.write_all(&b) {
                         s.closed_by("server");
                         tracing::debug!("ftp-proxy: session {id}: write to server: {e}");
                     }
                 }
                 Output::ToClient(b) => {
+                    debug_lines(id, "to client", &b);
                     if let Err(e) = client.write_all(&b) {
                         s.closed_by("client");
                         tracing::debug!("ftp-proxy: session {id}: write to client: {e}");
@@ -794,5 +833,21 @@ fn sockaddr(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_line;
+
+    #[test]
+    fn debug_lines_hide_passwords_and_stay_short() {
+        assert_eq!(shown_line("PASS s3cret"), "PASS ****");
+        assert_eq!(shown_line("pass s3cret"), "PASS ****");
+        assert_eq!(shown_line("PASV"), "PASV");
+        assert_eq!(shown_line("USER anonymous"), "USER anonymous");
+        assert_eq!(shown_line(&"A".repeat(1000)).len(), 200);
+        // Not cut inside a character.
+        assert_eq!(shown_line(&"é".repeat(300)).chars().count(), 200);
     }
 }

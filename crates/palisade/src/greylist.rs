@@ -154,6 +154,9 @@ impl Conf {
         let err = |at: std::ops::Range<usize>, msg: String| {
             format!("{file}:{}: {msg}", line_of(text, at.start))
         };
+        // Paths relative to this file's directory, as `pf` is.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let rel = |p: &str| dir.join(p);
         let num = |v: &Option<Spanned<i64>>, lo: i64, hi: i64, what: &str, def: i64| match v {
             Some(s) if !(lo..=hi).contains(s.get_ref()) => Err(err(
                 s.span(),
@@ -173,7 +176,7 @@ impl Conf {
             None => "127.0.0.1:10023".parse().expect("an address"),
         };
         let source = match (&r.firewall, r.sniff.is_empty()) {
-            (Some(f), true) => Source::Firewall(PathBuf::from(f.get_ref())),
+            (Some(f), true) => Source::Firewall(rel(f.get_ref())),
             (None, false) => {
                 let ports = match &r.sniff_ports {
                     Some(p) => p
@@ -287,19 +290,33 @@ impl Conf {
             header,
             text: r.text.clone().unwrap_or(d.text),
         };
+        // A retry is let through only inside the window, `delay` after
+        // the first attempt: a window not past the delay lets none.
+        if grey.retry_window <= grey.delay {
+            let span = r
+                .retry_window
+                .as_ref()
+                .or(r.delay.as_ref())
+                .map_or(0..0, |s| s.span());
+            return Err(err(
+                span,
+                format!(
+                    "greylist retry-window {} is not longer than delay {}: no retry could ever pass",
+                    grey.retry_window, grey.delay
+                ),
+            ));
+        }
         Ok(Conf {
             listen,
-            database: PathBuf::from(
-                r.database
-                    .unwrap_or_else(|| "/var/lib/palisade/greylist.redb".into()),
-            ),
-            admin: PathBuf::from(
-                r.admin_socket
-                    .unwrap_or_else(|| "/run/palisade/greylist.sock".into()),
-            ),
-            p0f: r.p0f_socket.map(PathBuf::from),
+            database: rel(&r
+                .database
+                .unwrap_or_else(|| "/var/lib/palisade/greylist.redb".into())),
+            admin: rel(&r
+                .admin_socket
+                .unwrap_or_else(|| "/run/palisade/greylist.sock".into())),
+            p0f: r.p0f_socket.as_deref().map(rel),
             source,
-            fingerprints: r.fingerprints.map(PathBuf::from),
+            fingerprints: r.fingerprints.as_deref().map(rel),
             grey,
             answer_after,
             user,
@@ -384,7 +401,7 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
                 (Some(s), Some(r)) => {
                     n += st.delete(&grey::triplet_key(
                         &net,
-                        &grey::normalize(s),
+                        &grey::sender_key(s),
                         &grey::normalize(r),
                     ))? as usize;
                 }
@@ -406,6 +423,15 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
 /// Run one admin operation on a database no service holds (the CLI when
 /// the service is not running).
 pub fn admin_offline(conf: &Conf, req: &Value) -> Result<Value, String> {
+    // Reading or deleting makes no database where there is none (a
+    // mistyped `database` would show as an empty one); `whitelist` may
+    // start one before the service's first run.
+    if req["op"] != "whitelist" && !conf.database.exists() {
+        return Err(format!(
+            "{}: no database there (is `database` right? the service makes it at its first start)",
+            conf.database.display()
+        ));
+    }
     let mut db = GreyDb::open(&conf.database)?;
     let g = Greylist::new(conf.grey.clone());
     let v = match db.batch(|st| admin(&g, unix_now(), req, st))? {
@@ -1671,10 +1697,7 @@ fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    if UnixStream::connect(path).is_ok() {
-        return Err(format!("{}: another service answers there", path.display()));
-    }
-    let _ = std::fs::remove_file(path);
+    crate::control::clear_socket_path(path, "another service answers there")?;
     let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
@@ -1855,21 +1878,25 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     // anyway). After a drop of privileges they cannot (outside the
     // chroot, in a directory of root's): the next start replaces them.
     if drop_to.is_none() {
-        let _ = std::fs::remove_file(&conf.admin);
+        crate::control::remove_socket(&conf.admin);
         if let Some(p) = &conf.p0f {
-            let _ = std::fs::remove_file(p);
+            crate::control::remove_socket(p);
         }
     }
     r
 }
 
-/// What SIGTERM and SIGINT do.
+/// What SIGTERM, SIGINT and SIGHUP do: a clean stop (the journal
+/// checkpointed, the sockets' files removed). SIGHUP too, as ftp-proxy
+/// takes it: it is what a closed terminal sends a service run in the
+/// foreground, and the default would end it without any of that.
 fn set_stop_handler(h: libc::sighandler_t) {
     // SAFETY: `h` is SIG_DFL or `daemon::on_signal`, which only stores a
     // flag and writes to an eventfd (async-signal-safe).
     unsafe {
         libc::signal(libc::SIGTERM, h);
         libc::signal(libc::SIGINT, h);
+        libc::signal(libc::SIGHUP, h);
     }
 }
 
@@ -1972,6 +1999,53 @@ mod tests {
 
     fn t0() -> Instant {
         Instant::now()
+    }
+
+    /// A retry window not past the delay is refused (no retry could
+    /// pass); relative paths are the file's directory's.
+    #[test]
+    fn the_window_must_outlast_the_delay_and_paths_are_the_files() {
+        let parse = |body: &str| {
+            Conf::parse(
+                Path::new("/etc/pal/p.toml"),
+                &format!("[greylist]\nsniff = [\"eth0\"]\n{body}"),
+            )
+        };
+        let e = parse("delay = 600\nretry-window = 600\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "/etc/pal/p.toml:4: greylist retry-window 600 is not longer than delay 600"
+            ),
+            "{e}"
+        );
+        let e = parse("delay = 3000\n").err();
+        assert!(e.is_none(), "{e:?}");
+        let c = parse(
+            "database = \"grey.redb\"\nadmin-socket = \"/run/g.sock\"\np0f-socket = \"p0f.sock\"\nfingerprints = \"my.os\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.database, Path::new("/etc/pal/grey.redb"));
+        assert_eq!(c.admin, Path::new("/run/g.sock"));
+        assert_eq!(c.p0f.as_deref(), Some(Path::new("/etc/pal/p0f.sock")));
+        assert_eq!(c.fingerprints.as_deref(), Some(Path::new("/etc/pal/my.os")));
+    }
+
+    /// `show` on a path with no database says so, and makes none.
+    #[test]
+    fn show_makes_no_database() {
+        let d = std::env::temp_dir().join(format!("palisade-ghost-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let c = Conf::parse(
+            Path::new("p.toml"),
+            &format!(
+                "[greylist]\nsniff = [\"eth0\"]\ndatabase = \"{}\"\n",
+                d.join("x.redb").display()
+            ),
+        )
+        .unwrap();
+        let e = admin_offline(&c, &json!({"op": "show"})).unwrap_err();
+        assert!(e.contains("no database there"), "{e}");
+        assert!(!d.exists(), "show made {}", d.display());
     }
 
     /// `user` is refused where the service could not work without root

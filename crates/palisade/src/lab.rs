@@ -245,9 +245,12 @@ impl Lab {
         Path::new("/var/run/netns").join(self.ns(host)).exists()
     }
 
-    /// Up: its firewall's namespace exists (S3: the first firewall's).
+    /// Up: its firewall's namespace exists (S3: the first firewall's;
+    /// S6, which has no firewall: the mail server's).
     pub fn exists(&self) -> bool {
-        self.ns_exists("fw") || self.ns_exists("fw1") || self.ns_exists("gate")
+        ["fw", "fw1", "gate", "mail"]
+            .iter()
+            .any(|h| self.ns_exists(h))
     }
 
     pub fn up(&self, rules: Option<&Path>) -> Result<(), String> {

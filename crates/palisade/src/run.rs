@@ -280,7 +280,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     });
     drop(isolation);
     if control.is_some() {
-        let _ = std::fs::remove_file(&cfg_control);
+        crate::control::remove_socket(&cfg_control);
     }
     tracing::info!("stopping: {:?}", sh.dp().counters);
     if let Some((flows, c)) = sh.dp().fastpath_status() {

@@ -525,14 +525,16 @@ fn ftp_proxy_refuses_addresses_of_the_wrong_family_at_start() {
         ),
         (&["-vvv"][..], "-v at most twice"),
         // Port 0 would listen on a port nobody knows.
-        (
-            &["-p", "0"][..],
-            "-p 0: the port to listen on must be 1 to 65535",
-        ),
-        // No daemon answers there: refused at start, not 421 later.
+        (&["-p", "0"][..], "0 is not in 1..=65535"),
+        (&["-p", "70000"][..], "70000 is not in 1..=65535"),
+        (&["-R", "192.0.2.10", "-P", "0"][..], "0 is not in 1..=65535"),
+        // 0.0.0.0 would send every session to the firewall itself.
+        (&["-R", "0.0.0.0"][..], "-R 0.0.0.0: not one host's address"),
+        // No daemon answers there: refused at start, not 421 later, and
+        // the hint said once.
         (
             &[][..],
-            "control socket /nonexistent/palisade.sock does not answer",
+            "the firewall's control socket (-s): /nonexistent/palisade.sock: No such file or directory (os error 2) (is `palisade run` running?",
         ),
         // The sessions' user must exist and not be root.
         (

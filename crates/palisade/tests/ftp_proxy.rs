@@ -734,7 +734,7 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     // they are `match` rules that tag and translate, and the main
     // ruleset's `pass quick tagged FTPDATA` passes them (IPv4; the IPv6
     // proxy's rules pass by themselves).
-    let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std", "-T", "FTPDATA"]);
+    let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std", "-T", "FTPDATA", "-D", "7"]);
     let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
     let logs = || three_logs(&dlog, &log4, &log6);
     assert!(
@@ -770,6 +770,19 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         println!("forward {mode}: 20 MB, same bytes");
     }
     wait_for_log(&log4, "to 203.0.113.50:21");
+    // -D 7: each control line passed on, both ways.
+    {
+        let l = log4.lock().unwrap();
+        for want in [
+            "to server: USER anonymous",
+            "to server: PASV",
+            "to client: 227 ",
+            "to server: EPSV",
+            "to client: 229 ",
+        ] {
+            assert!(l.contains(want), "-D 7 did not log {want:?}:\n{l}");
+        }
+    }
     // With -T the main ruleset's rule, not the anchor's, made the IPv4
     // data connections' states (one per mode at least).
     let o = Command::new(palisade())
@@ -885,6 +898,46 @@ fn forward_mode_with_divert_to_for_clients_inside() {
         anchor_show(&sock)
     );
     drop(slow);
+
+    // kill -9 of the monitor: the sessions' process dies with it at once
+    // (it can do nothing without the monitor), so the port is free for
+    // the next proxy, which empties the anchor left behind.
+    let (mut p4, _log4) = proxy(&lab, &sock, &[]);
+    let monitor = p4.pid();
+    let child = sessions_process(monitor);
+    let slow = slow_transfer(&lab, &sock, &logs);
+    let o = Command::new("kill")
+        .args(["-KILL", &monitor.to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "kill -9 {monitor}: {o:?}");
+    let _ = p4.0.take().map(|mut c| c.wait());
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+            st.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+    };
+    let t = Instant::now();
+    while !gone(child) {
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "the sessions' process outlived its monitor by a second"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut p5, log5) = proxy(&lab, &sock, &[]);
+    wait_for_log(&log5, "left by a proxy that is gone: emptied");
+    assert!(
+        anchor_rules(&sock).is_empty(),
+        "rules left after the monitor died: {}",
+        anchor_show(&sock)
+    );
+    drop(slow);
+    let _ = p5.stop();
     let _ = p6.stop();
     let _ = d.stop();
 }

@@ -715,6 +715,11 @@ fn lab_s6_greylists_the_windows_sender_only() {
     );
     let o = lab(&["down", "--prefix", &prefix]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains(&format!("The lab '{prefix}' is down.")),
+        "{}",
+        text(&o.stdout)
+    );
     let t = Instant::now();
     while running(master) && t.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(50));
