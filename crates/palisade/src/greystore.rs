@@ -32,16 +32,23 @@
 //! the syncer and the syncer says up to which one they are durable; the
 //! keys changed by the others are remembered with their batch's number.
 //!
-//! Journal format: records one after another from offset 0, each
-//! `[u32 length][u32 crc][body]` (little-endian), the CRC-32 taken over the
-//! journal's generation (u64) and the body; body = `[op u8][key length
-//! u16][key][entry]` with op 1 = put (then [`Entry::SIZE`] bytes), 2 =
-//! delete. The generation lives in redb (table `meta`) and grows by one
-//! at each checkpoint, in the same transaction as the changes, so records
-//! of earlier generations left in the reused file no longer check out.
-//! Opening replays the records of the current generation until the first
-//! that does not check out (a torn tail: never answered), then
-//! checkpoints. Replaying twice is harmless: records carry whole values.
+//! Journal format: the file has two regions of 4 MiB; a generation's
+//! records go one after another from the start of region `generation %
+//! 2`, each `[u32 length][u32 crc][body]` (little-endian), the CRC-32
+//! taken over the generation (u64) and the body; body = `[op u8][key
+//! length u16][key][entry]` with op 1 = put (then [`Entry::SIZE`] bytes),
+//! 2 = delete. The generation in redb (table `meta`) is the oldest whose
+//! records redb may not hold; each checkpoint raises it, in the same
+//! transaction as the changes, so records of earlier generations left in
+//! a reused region no longer check out. A routine checkpoint runs in a
+//! thread of its own: the pending changes are handed to it, and the next
+//! generation is written to the other region meanwhile (a region is
+//! reused only once redb holds what it had). Opening replays the records
+//! of redb's generation, then those of the next (a checkpoint that did
+//! not commit), each until the first record that does not check out (a
+//! torn tail: never answered), then checkpoints. A journal written before
+//! the regions (records of any generation from offset 0) replays too.
+//! Replaying twice is harmless: records carry whole values.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -60,13 +67,22 @@ const GENERATION: &str = "journal-generation";
 
 /// The journal's preallocated size.
 const JOURNAL_SIZE: u64 = 8 << 20;
-/// A checkpoint follows a batch once the journal is this full...
-const CHECKPOINT_AT: u64 = JOURNAL_SIZE / 2;
+/// The journal's two regions: a generation's records go to region
+/// `generation % 2` ([`region_base`]), so that a checkpoint can run in a
+/// thread of its own while the next generation is written to the other.
+const REGION: u64 = JOURNAL_SIZE / 2;
+/// A checkpoint follows a batch once the region is this full...
+const CHECKPOINT_AT: u64 = REGION / 2;
 /// ...or once changes have waited this long.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
+
+/// Where generation `g`'s records start in the journal.
+fn region_base(g: u64) -> u64 {
+    (g % 2) * REGION
+}
 
 /// The journal of a database: `<database>.journal`.
 pub fn journal_path(db: &Path) -> PathBuf {
@@ -77,7 +93,7 @@ pub fn journal_path(db: &Path) -> PathBuf {
 
 /// redb with a journal in front; see the module's text.
 pub struct GreyDb {
-    db: redb::Database,
+    db: Arc<redb::Database>,
     /// The journal's path, and the file (buffered).
     path: PathBuf,
     journal: File,
@@ -86,6 +102,11 @@ pub struct GreyDb {
     at: u64,
     /// Changes in the journal and not yet in redb (None: deleted).
     pending: BTreeMap<String, Option<Entry>>,
+    /// A checkpoint in a thread of its own ([`GreyDb::maybe_checkpoint`]):
+    /// the changes it writes to redb (the previous generation's), read
+    /// under `pending` until it is over, and its result.
+    frozen: Option<Arc<Changes>>,
+    running: Option<Running>,
     /// Changes of the batch being decided: (key, value before the batch),
     /// to undo the batch if it cannot be written.
     undo: Vec<(String, Option<Option<Entry>>)>,
@@ -120,6 +141,39 @@ fn checkpoint_backoff(failures: u32) -> Duration {
         .map_or(max, |d| d.min(max))
 }
 
+/// Changes by key (None: deleted).
+type Changes = BTreeMap<String, Option<Entry>>;
+
+/// A checkpoint under way in its thread.
+struct Running {
+    result: mpsc::Receiver<Result<(), String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Write `changes` to redb with the journal's `generation`, in one
+/// transaction (committed: on disk).
+fn commit_changes(db: &redb::Database, changes: &Changes, generation: u64) -> Result<(), String> {
+    let tx = db.begin_write().map_err(|e| err("database", e))?;
+    {
+        let mut t = tx.open_table(TABLE).map_err(|e| err("database", e))?;
+        for (k, v) in changes {
+            match v {
+                Some(e) => {
+                    t.insert(k.as_str(), e.encode().as_slice())
+                        .map_err(|e| err("database", e))?;
+                }
+                None => {
+                    t.remove(k.as_str()).map_err(|e| err("database", e))?;
+                }
+            }
+        }
+        let mut meta = tx.open_table(META).map_err(|e| err("database", e))?;
+        meta.insert(GENERATION, generation)
+            .map_err(|e| err("database", e))?;
+    }
+    tx.commit().map_err(|e| err("database", e))
+}
+
 fn err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
@@ -131,8 +185,9 @@ enum SyncItem {
     /// A batch: its records (none if it wrote nothing) and what runs
     /// once they are durable.
     Batch { records: Vec<u8>, done: Done },
-    /// The journal starts over at offset 0 (after a checkpoint).
-    Reset,
+    /// The journal goes on at this offset (a new generation's region,
+    /// after a checkpoint).
+    Reset(u64),
     /// Answered once everything before it is durable.
     Barrier(mpsc::SyncSender<()>),
     /// [`AnswerAfter::Write`]: a batch was written while the sync thread
@@ -198,7 +253,7 @@ fn sync_behind_loop(
         SyncItem::Barrier(tx) => barriers.push(tx),
         // Not sent in this mode; its answers need nothing more.
         SyncItem::Batch { done, .. } => done(Ok(())),
-        SyncItem::Reset | SyncItem::Wake => {}
+        SyncItem::Reset(_) | SyncItem::Wake => {}
     };
     // The channel closed (the database is gone): what was written is
     // synced before the thread ends.
@@ -387,9 +442,9 @@ fn sync_loop(
                     }
                     dones.push(done);
                 }
-                SyncItem::Reset => {
+                SyncItem::Reset(base) => {
                     flush(&mut j, &mut dirty, &mut dones, received);
-                    j.block_at = 0;
+                    j.block_at = base;
                     j.data.clear();
                 }
                 SyncItem::Barrier(tx) => {
@@ -451,12 +506,14 @@ impl GreyDb {
             .open(&jpath)
             .map_err(|e| err(&jname, e))?;
         let mut me = GreyDb {
-            db,
+            db: Arc::new(db),
             path: jpath.clone(),
             journal,
             generation,
             at: 0,
             pending: BTreeMap::new(),
+            frozen: None,
+            running: None,
             undo: Vec::new(),
             buf: Vec::new(),
             since: Instant::now(),
@@ -472,7 +529,18 @@ impl GreyDb {
         };
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut me.journal, &mut text).map_err(|e| err(&jname, e))?;
-        let n = me.replay(&text);
+        // The current generation's records, then the next one's (written
+        // while a checkpoint that did not commit ran). Generation g's
+        // region starts at offset 0 or REGION; a journal written before
+        // regions has every record from 0, so 0 is read for g too.
+        let mut n = me.replay(&text, 0, generation);
+        if region_base(generation) != 0 {
+            n += me.replay(&text, region_base(generation), generation);
+        }
+        n += me.replay(&text, region_base(generation + 1), generation + 1);
+        // The checkpoint below starts generation + 2: no region holds a
+        // record of it yet.
+        me.generation = generation + 1;
         if n > 0 {
             tracing::info!("greylist: {n} change(s) replayed from {jname}");
         }
@@ -495,11 +563,12 @@ impl GreyDb {
         Ok(me)
     }
 
-    /// Apply the records of the current generation to `pending`: how many.
-    fn replay(&mut self, text: &[u8]) -> usize {
-        let mut at = 0usize;
+    /// Apply the records of `generation` from offset `from` on to
+    /// `pending`, up to the first that does not check out: how many.
+    fn replay(&mut self, text: &[u8], from: u64, generation: u64) -> usize {
+        let mut at = from as usize;
         let mut n = 0;
-        while let Some((len, body)) = record(text, at, self.generation) {
+        while let Some((len, body)) = record(text, at, generation) {
             let Some((key, value)) = parse_body(body) else {
                 break;
             };
@@ -530,6 +599,7 @@ impl GreyDb {
             table,
             generation: self.generation,
             pending: &mut self.pending,
+            frozen: self.frozen.as_deref(),
             undo: &mut self.undo,
             buf: &mut self.buf,
             unsynced: &mut self.unsynced,
@@ -622,7 +692,8 @@ impl GreyDb {
         if self.buf.is_empty() {
             return Ok((self.at, Vec::new()));
         }
-        if self.sync_failed() || self.at + self.buf.len() as u64 > JOURNAL_SIZE {
+        let end = region_base(self.generation) + REGION;
+        if self.sync_failed() || self.at + self.buf.len() as u64 > end {
             self.buf.clear();
             if let Err(e) = self.checkpoint() {
                 self.undo_batch();
@@ -752,21 +823,35 @@ impl GreyDb {
             .is_some_and(|s| s.broken.load(Ordering::SeqCst))
     }
 
-    /// Checkpoint if the journal is half full or changes have waited long.
-    /// After a failure, the next try waits ([`checkpoint_backoff`]); the
-    /// error says when it comes. Batches that must write meanwhile still
-    /// try one each (their answers depend on it).
+    /// Checkpoint if the journal's region is half full or changes have
+    /// waited long: in a thread of its own ([`GreyDb::start_background`]),
+    /// so that requests go on meanwhile (a checkpoint of 20,000 changes
+    /// takes a tenth of a second or more), unless the journal is in doubt
+    /// (a failed sync) or the last checkpoint failed: then here, as
+    /// [`GreyDb::checkpoint`]. After a failure, the next try waits
+    /// ([`checkpoint_backoff`]); the error says when it comes. Batches
+    /// that must write meanwhile still try one each (their answers
+    /// depend on it).
     pub fn maybe_checkpoint(&mut self) -> Result<(), String> {
         self.maybe_checkpoint_at(Instant::now())
     }
 
     fn maybe_checkpoint_at(&mut self, now: Instant) -> Result<(), String> {
+        if let Some(e) = self.finish_background(false, now) {
+            return Err(e);
+        }
         // A sync failed: what reached the disk is unknown until the
         // changes are in redb.
+        let used = self.at.saturating_sub(region_base(self.generation));
         let due = self.sync_failed()
-            || self.at >= CHECKPOINT_AT
+            || used >= CHECKPOINT_AT
             || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY);
-        if !due || self.retry_at.is_some_and(|t| now < t) {
+        if !due || self.retry_at.is_some_and(|t| now < t) || self.running.is_some() {
+            return Ok(());
+        }
+        if !self.sync_failed() && self.failures == 0 && self.undo.is_empty() && self.buf.is_empty()
+        {
+            self.start_background();
             return Ok(());
         }
         self.checkpoint().map_err(|e| {
@@ -783,10 +868,122 @@ impl GreyDb {
         })
     }
 
+    /// Hand the pending changes (this generation's) to a checkpoint in a
+    /// thread of its own, and go on in the next generation, in the other
+    /// region of the journal. The region the generation after that will
+    /// reuse is the one just frozen, which is only written again once
+    /// this checkpoint has committed (no background checkpoint starts
+    /// before the last one succeeded; a synchronous one commits before
+    /// its generation writes). A crash before the commit leaves both
+    /// regions' records to replay, the older first.
+    fn start_background(&mut self) {
+        let frozen = Arc::new(std::mem::take(&mut self.pending));
+        let next = self.generation + 1;
+        self.generation = next;
+        self.at = region_base(next);
+        self.since = Instant::now();
+        if let Some(s) = &self.syncer {
+            // The write mode's syncer keeps no offset.
+            if s.behind.is_none() {
+                let _ = s.tx.send(SyncItem::Reset(self.at));
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        #[cfg(test)]
+        let fail = if self.fail_checkpoints > 0 {
+            self.fail_checkpoints -= 1;
+            true
+        } else {
+            false
+        };
+        #[cfg(not(test))]
+        let fail = false;
+        let (db, changes) = (self.db.clone(), frozen.clone());
+        let job = move || {
+            let r = if fail {
+                Err("database: injected failure".to_string())
+            } else {
+                commit_changes(&db, &changes, next)
+            };
+            let _ = tx.send(r);
+        };
+        let thread = match std::thread::Builder::new()
+            .name("greylist-checkpoint".into())
+            .spawn(job)
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // No thread: the checkpoint runs here.
+                tracing::warn!("greylist: no checkpoint thread ({e}); checkpointing in turn");
+                let r = commit_changes(&self.db, &frozen, next);
+                let (tx, rx2) = mpsc::channel();
+                let _ = tx.send(r);
+                self.frozen = Some(frozen);
+                self.running = Some(Running {
+                    result: rx2,
+                    thread: None,
+                });
+                return;
+            }
+        };
+        self.frozen = Some(frozen);
+        self.running = Some(Running { result: rx, thread });
+    }
+
+    /// The result of a checkpoint under way in its thread, if it is over
+    /// (`wait`: once it is). Success: its changes are in redb. Failure:
+    /// they go back under the newer pending ones, for the next
+    /// checkpoint, which then runs in turn (its region was not freed).
+    fn finish_background(&mut self, wait: bool, now: Instant) -> Option<String> {
+        let run = self.running.as_ref()?;
+        let r = if wait {
+            run.result
+                .recv()
+                .unwrap_or_else(|_| Err("database: the checkpoint thread is gone".into()))
+        } else {
+            match run.result.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    Err("database: the checkpoint thread is gone".into())
+                }
+            }
+        };
+        let mut run = self.running.take().expect("a checkpoint under way");
+        if let Some(t) = run.thread.take() {
+            let _ = t.join();
+        }
+        let frozen = self.frozen.take().unwrap_or_default();
+        match r {
+            Ok(()) => {
+                self.failures = 0;
+                self.retry_at = None;
+                None
+            }
+            Err(e) => {
+                let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|a| (*a).clone());
+                for (k, v) in frozen {
+                    self.pending.entry(k).or_insert(v);
+                }
+                self.failures = self.failures.saturating_add(1);
+                let wait = checkpoint_backoff(self.failures);
+                self.retry_at = Some(now + wait);
+                Some(format!(
+                    "{e} ({} failure(s) in a row; next try in {} ms)",
+                    self.failures,
+                    wait.as_millis()
+                ))
+            }
+        }
+    }
+
     /// Apply every pending change to redb and start a new generation of
     /// the journal, in one transaction (once the syncer has written what
-    /// it holds: no write may follow over the journal being reused).
+    /// it holds, and a checkpoint under way in its thread is over).
     pub fn checkpoint(&mut self) -> Result<(), String> {
+        if let Some(e) = self.finish_background(true, Instant::now()) {
+            tracing::warn!("greylist: checkpoint: {e}; its changes go with this one");
+        }
         let r = self.checkpoint_once();
         if r.is_ok() {
             self.failures = 0;
@@ -802,37 +999,19 @@ impl GreyDb {
             self.fail_checkpoints -= 1;
             return Err("database: injected failure".into());
         }
-        let tx = self.db.begin_write().map_err(|e| err("database", e))?;
-        {
-            let mut t = tx.open_table(TABLE).map_err(|e| err("database", e))?;
-            for (k, v) in &self.pending {
-                match v {
-                    Some(e) => {
-                        t.insert(k.as_str(), e.encode().as_slice())
-                            .map_err(|e| err("database", e))?;
-                    }
-                    None => {
-                        t.remove(k.as_str()).map_err(|e| err("database", e))?;
-                    }
-                }
-            }
-            let mut meta = tx.open_table(META).map_err(|e| err("database", e))?;
-            meta.insert(GENERATION, self.generation + 1)
-                .map_err(|e| err("database", e))?;
-        }
-        tx.commit().map_err(|e| err("database", e))?;
+        commit_changes(&self.db, &self.pending, self.generation + 1)?;
         self.generation += 1;
         self.pending.clear();
         // Everything is in redb now: no key waits for the journal (this
         // also bounds the list while the journal is failing).
         self.unsynced.clear();
         self.unsynced_order.clear();
-        self.at = 0;
+        self.at = region_base(self.generation);
         self.since = Instant::now();
         if let Some(s) = &self.syncer {
             // The write mode's syncer keeps no offset.
             if s.behind.is_none() {
-                let _ = s.tx.send(SyncItem::Reset);
+                let _ = s.tx.send(SyncItem::Reset(self.at));
             }
             s.broken.store(false, Ordering::SeqCst);
         }
@@ -842,6 +1021,9 @@ impl GreyDb {
 
 impl Drop for GreyDb {
     fn drop(&mut self) {
+        if let Some(e) = self.finish_background(true, Instant::now()) {
+            tracing::warn!("greylist: checkpoint at close: {e}");
+        }
         if !self.pending.is_empty() {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(
@@ -936,6 +1118,8 @@ pub struct Batch<'a> {
     table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
     generation: u64,
     pending: &'a mut BTreeMap<String, Option<Entry>>,
+    /// A checkpoint's changes while it runs (between `pending` and redb).
+    frozen: Option<&'a Changes>,
     undo: &'a mut Vec<(String, Option<Option<Entry>>)>,
     buf: &'a mut Vec<u8>,
     unsynced: &'a mut HashMap<String, u64>,
@@ -997,6 +1181,9 @@ impl Store for Batch<'_> {
         if let Some(v) = self.pending.get(key) {
             return Ok(*v);
         }
+        if let Some(v) = self.frozen.and_then(|f| f.get(key)) {
+            return Ok(*v);
+        }
         Ok(self
             .table
             .get(key)
@@ -1026,11 +1213,16 @@ impl Store for Batch<'_> {
                 all.insert(k.value().to_string(), e);
             }
         }
-        for (k, v) in self
+        let frozen = self.frozen.into_iter().flat_map(|f| {
+            f.range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+        });
+        let pending = self
             .pending
             .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+            .take_while(|(k, _)| k.starts_with(prefix));
+        // The checkpoint's changes over redb, the newer ones over them.
+        for (k, v) in frozen.chain(pending) {
             match v {
                 Some(e) => all.insert(k.clone(), *e),
                 None => all.remove(k),
@@ -1100,9 +1292,10 @@ mod tests {
         assert_eq!(get(&mut db, "a"), None);
         assert_eq!(get(&mut db, "b"), Some(entry(2)));
         assert_eq!(get(&mut db, "c"), None);
-        // Opening checkpointed: redb holds it, the journal starts over.
+        // Opening checkpointed: redb holds it, the journal starts over
+        // (in its generation's region).
         assert!(db.pending.is_empty());
-        assert_eq!(db.at, 0);
+        assert_eq!(db.at, region_base(db.generation));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
@@ -1418,6 +1611,174 @@ mod tests {
         assert_eq!(get(&mut db, "a"), Some(entry(1)));
         assert_eq!(get(&mut db, "b"), Some(entry(2)));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// Changes until the region is due for a checkpoint; how many.
+    fn fill(db: &mut GreyDb, key: &str) -> u64 {
+        let mut i = 0u64;
+        while db.at - region_base(db.generation) < CHECKPOINT_AT {
+            // Fifty changes a batch: fewer syncs.
+            for _ in 0..50 {
+                put(db, &format!("{key}{i}"), Some(entry(i)));
+                i += 1;
+            }
+            db.commit().unwrap();
+        }
+        i
+    }
+
+    /// Wait for the checkpoint in its thread to be over.
+    fn settle(db: &mut GreyDb) -> Result<(), String> {
+        let t = Instant::now();
+        while db.running.is_some() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the checkpoint hangs"
+            );
+            db.maybe_checkpoint()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// A due checkpoint runs in its own thread: requests go on meanwhile,
+    /// reading its changes under the newer ones, the next generation
+    /// written to the other region; afterwards redb holds its changes and
+    /// the journal the newer ones, and a kill loses none.
+    #[test]
+    fn a_checkpoint_in_its_thread_keeps_every_change() {
+        for after in [AnswerAfter::Sync, AnswerAfter::Write] {
+            let path = tmp(&format!("background-{after:?}"));
+            let mut db = GreyDb::open(&path).unwrap();
+            db.start_syncer(after).unwrap();
+            let key = "k".repeat(200);
+            let n = fill(&mut db, &key);
+            let gen0 = db.generation;
+            db.maybe_checkpoint().unwrap();
+            assert!(db.running.is_some() && db.frozen.is_some(), "{after:?}");
+            assert_eq!(db.generation, gen0 + 1);
+            assert_eq!(db.at, region_base(gen0 + 1));
+            assert_ne!(region_base(gen0), region_base(gen0 + 1));
+            assert!(db.pending.is_empty());
+            assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(0)));
+            put(&mut db, "new", Some(entry(7)));
+            put(&mut db, &format!("{key}1"), None);
+            db.commit().unwrap();
+            assert_eq!(get(&mut db, &format!("{key}1")), None, "{after:?}");
+            let all = db.batch(|b| b.scan("").unwrap()).unwrap();
+            assert_eq!(all.len() as u64, n, "{after:?}");
+            settle(&mut db).unwrap();
+            assert!(db.frozen.is_none());
+            assert_eq!(db.pending.len(), 2, "{after:?}");
+            // The kill: the memory is lost, no checkpoint at drop.
+            db.pending.clear();
+            drop(db);
+            let mut db = GreyDb::open(&path).unwrap();
+            assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(0)));
+            assert_eq!(get(&mut db, &format!("{key}1")), None, "{after:?}");
+            assert_eq!(get(&mut db, &format!("{key}{}", n - 1)), Some(entry(n - 1)));
+            assert_eq!(get(&mut db, "new"), Some(entry(7)), "{after:?}");
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
+
+    /// A kill while the checkpoint in its thread has not committed (as
+    /// one that failed leaves the disk): the next open replays both
+    /// regions, the older generation first.
+    #[test]
+    fn a_kill_before_the_checkpoint_commits_loses_nothing() {
+        for after in [AnswerAfter::Sync, AnswerAfter::Write] {
+            let path = tmp(&format!("uncommitted-{after:?}"));
+            let mut db = GreyDb::open(&path).unwrap();
+            db.start_syncer(after).unwrap();
+            let key = "k".repeat(200);
+            let n = fill(&mut db, &key);
+            db.fail_checkpoints = 1;
+            db.maybe_checkpoint().unwrap();
+            assert!(db.running.is_some(), "{after:?}");
+            put(&mut db, &format!("{key}0"), Some(entry(100)));
+            put(&mut db, "new", Some(entry(7)));
+            db.commit().unwrap();
+            // The kill: the memory is lost, the checkpoint never came
+            // (its thread, which failed, is let go of redb first).
+            if let Some(t) = db.running.take().and_then(|mut r| r.thread.take()) {
+                t.join().unwrap();
+            }
+            db.frozen = None;
+            db.pending.clear();
+            drop(db);
+            let mut db = GreyDb::open(&path).unwrap();
+            assert_eq!(
+                get(&mut db, &format!("{key}0")),
+                Some(entry(100)),
+                "{after:?}"
+            );
+            assert_eq!(get(&mut db, &format!("{key}1")), Some(entry(1)));
+            assert_eq!(get(&mut db, &format!("{key}{}", n - 1)), Some(entry(n - 1)));
+            assert_eq!(get(&mut db, "new"), Some(entry(7)));
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
+    }
+
+    /// A checkpoint in its thread that fails: its changes go back under
+    /// the newer ones, the error says when the next try comes, and that
+    /// one runs in turn (the failed one's region holds changes redb does
+    /// not have: not reused before they are in).
+    #[test]
+    fn a_failed_checkpoint_in_its_thread_is_retried_in_turn() {
+        let path = tmp("background-failed");
+        let mut db = GreyDb::open(&path).unwrap();
+        db.start_syncer(AnswerAfter::Write).unwrap();
+        let key = "k".repeat(200);
+        let n = fill(&mut db, &key);
+        let gen0 = db.generation;
+        db.fail_checkpoints = 1;
+        db.maybe_checkpoint().unwrap();
+        put(&mut db, &format!("{key}0"), Some(entry(100)));
+        db.commit().unwrap();
+        let e = settle(&mut db).unwrap_err();
+        assert!(
+            e.contains("injected") && e.contains("next try in 100 ms"),
+            "{e}"
+        );
+        assert!(db.frozen.is_none() && db.running.is_none());
+        assert_eq!(db.pending.len() as u64, n);
+        assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(100)));
+        assert_eq!(db.generation, gen0 + 1);
+        // The next (here asked for) runs in turn: everything in redb, the
+        // journal in a new generation.
+        db.checkpoint().unwrap();
+        assert!(db.pending.is_empty() && db.running.is_none());
+        assert_eq!(db.generation, gen0 + 2);
+        assert_eq!(db.failures, 0);
+        drop(db);
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(100)));
+        assert_eq!(get(&mut db, &format!("{key}1")), Some(entry(1)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A journal written before the regions (every record from offset 0,
+    /// whatever the generation) is replayed.
+    #[test]
+    fn a_journal_from_before_the_regions_is_replayed() {
+        for generation in [4u64, 5] {
+            let path = tmp(&format!("legacy{generation}"));
+            drop(GreyDb::open(&path).unwrap());
+            {
+                let db = redb::Database::create(&path).unwrap();
+                commit_changes(&db, &Changes::new(), generation).unwrap();
+            }
+            let mut text = Vec::new();
+            push_record(&mut text, generation, "a", Some(&entry(1)));
+            push_record(&mut text, generation, "b", Some(&entry(2)));
+            std::fs::write(journal_path(&path), &text).unwrap();
+            let mut db = GreyDb::open(&path).unwrap();
+            assert_eq!(get(&mut db, "a"), Some(entry(1)), "{generation}");
+            assert_eq!(get(&mut db, "b"), Some(entry(2)), "{generation}");
+            drop(db);
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+        }
     }
 
     /// A failed sync (`broken`) makes the next turn checkpoint, even with
