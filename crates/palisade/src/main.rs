@@ -449,12 +449,14 @@ enum LabCmd {
     },
     /// List the hosts (addresses, gateways, servers) and the firewall's
     /// interfaces as pf.conf names them, then show again what passes and
-    /// what is blocked.
+    /// what is blocked. S5 and S6: whether every process the lab started
+    /// still runs, then its hosts and what to try.
     Status {
         /// The lab's prefix (as given to `lab up`).
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// Print only a JSON document of the hosts and the firewall.
+        /// Print only a JSON document of the hosts and the firewall (S5,
+        /// S6: of the lab's processes).
         #[arg(long)]
         json: bool,
     },
