@@ -849,8 +849,16 @@ impl GreyDb {
         if !due || self.retry_at.is_some_and(|t| now < t) || self.running.is_some() {
             return Ok(());
         }
-        if !self.sync_failed() && self.failures == 0 && self.undo.is_empty() && self.buf.is_empty()
-        {
+        // In Sync mode the syncer first writes what it holds, so that the
+        // switch to the other region drops nothing unwritten: a write
+        // that fails there shows as a failed sync, checkpointed in turn.
+        if self.syncer.as_ref().is_some_and(|s| s.behind.is_none()) {
+            self.barrier();
+        }
+        // `at` at the journal's end: a write failed and what reached the
+        // file is unknown (its records must not replay): in turn.
+        let in_doubt = self.sync_failed() || self.at == JOURNAL_SIZE;
+        if !in_doubt && self.failures == 0 && self.undo.is_empty() && self.buf.is_empty() {
             self.start_background();
             return Ok(());
         }
@@ -963,7 +971,22 @@ impl GreyDb {
             Err(e) => {
                 let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|a| (*a).clone());
                 for (k, v) in frozen {
-                    self.pending.entry(k).or_insert(v);
+                    match self.pending.entry(k) {
+                        std::collections::btree_map::Entry::Occupied(o) => {
+                            // Changed since by the batch being decided:
+                            // what an undo of it restores is now the
+                            // frozen value (it was "not pending", which
+                            // would read redb's older one).
+                            for (uk, before) in self.undo.iter_mut() {
+                                if uk == o.key() && before.is_none() {
+                                    *before = Some(v);
+                                }
+                            }
+                        }
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(v);
+                        }
+                    }
                 }
                 self.failures = self.failures.saturating_add(1);
                 let wait = checkpoint_backoff(self.failures);
@@ -1311,12 +1334,12 @@ mod tests {
             put(&mut db, "k1", Some(entry(1)));
             db.commit().unwrap();
             db.checkpoint().unwrap();
-            // Generation 2 changes k1 (its record over k0's old one).
+            // Generation 2 (the other region) changes k1.
             put(&mut db, "k1", Some(entry(5)));
             db.commit().unwrap();
             db.checkpoint().unwrap();
-            // Generation 3: one record, over the first again; k1's old
-            // record of generation 1 follows it in the file.
+            // Generation 3, in generation 1's region: one record, over
+            // k0's old one; k1's old record of generation 1 follows it.
             put(&mut db, "k0", Some(entry(7)));
             db.commit().unwrap();
             db.pending.clear();
@@ -1745,16 +1768,57 @@ mod tests {
         assert_eq!(db.pending.len() as u64, n);
         assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(100)));
         assert_eq!(db.generation, gen0 + 1);
-        // The next (here asked for) runs in turn: everything in redb, the
-        // journal in a new generation.
-        db.checkpoint().unwrap();
-        assert!(db.pending.is_empty() && db.running.is_none());
+        // The next, once due and after the wait, runs in turn (not in a
+        // thread: the failed one's region still holds changes redb does
+        // not have): everything in redb, the journal in a new generation.
+        db.since = Instant::now()
+            .checked_sub(CHECKPOINT_EVERY)
+            .expect("a clock past a minute");
+        let r = db.retry_at.expect("a wait after the failure");
+        db.maybe_checkpoint_at(r - Duration::from_millis(1))
+            .unwrap();
+        assert_eq!(db.generation, gen0 + 1, "tried again before the wait");
+        db.maybe_checkpoint_at(r).unwrap();
+        assert!(db.running.is_none(), "a second checkpoint in a thread");
+        assert!(db.pending.is_empty());
         assert_eq!(db.generation, gen0 + 2);
         assert_eq!(db.failures, 0);
         drop(db);
         let mut db = GreyDb::open(&path).unwrap();
         assert_eq!(get(&mut db, &format!("{key}0")), Some(entry(100)));
         assert_eq!(get(&mut db, &format!("{key}1")), Some(entry(1)));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A checkpoint in its thread fails, a batch then changes one of its
+    /// keys, and that batch's own checkpoint (a failed sync) fails too:
+    /// undoing the batch restores the frozen value, not redb's older one.
+    #[test]
+    fn undoing_a_batch_after_a_failed_checkpoint_keeps_the_frozen_value() {
+        let path = tmp("undo-frozen");
+        let mut db = GreyDb::open(&path).unwrap();
+        put(&mut db, "k", Some(entry(1)));
+        db.commit().unwrap();
+        db.checkpoint().unwrap();
+        db.start_syncer(AnswerAfter::Write).unwrap();
+        let key = "k".repeat(200);
+        put(&mut db, "k", Some(entry(2)));
+        db.commit().unwrap();
+        fill(&mut db, &key);
+        // The checkpoint in its thread, then the batch's own: both fail.
+        db.fail_checkpoints = 2;
+        db.maybe_checkpoint().unwrap();
+        put(&mut db, "k", Some(entry(3)));
+        db.syncer
+            .as_ref()
+            .unwrap()
+            .broken
+            .store(true, Ordering::SeqCst);
+        assert!(db.commit().is_err());
+        assert_eq!(get(&mut db, "k"), Some(entry(2)));
+        drop(db);
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "k"), Some(entry(2)));
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
