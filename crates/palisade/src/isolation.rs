@@ -302,8 +302,9 @@ impl Drop for Isolation {
 mod tests {
     use super::*;
 
-    /// One holder at a time; the holder's drop removes the file; a lock
-    /// whose file was removed under it is not a lock (taken again).
+    /// One holder at a time; the holder's drop removes the file, and the
+    /// next start makes it again. (The start that locks a file just
+    /// removed, and tries again, is a race this test cannot stage.)
     #[test]
     fn the_lock_is_exclusive_and_its_file_goes_with_it() {
         let d = std::env::temp_dir().join(format!("palisade-lock-{}", std::process::id()));
