@@ -888,14 +888,7 @@ impl GreyDb {
         let frozen = Arc::new(std::mem::take(&mut self.pending));
         let next = self.generation + 1;
         self.generation = next;
-        self.at = region_base(next);
-        self.since = Instant::now();
-        if let Some(s) = &self.syncer {
-            // The write mode's syncer keeps no offset.
-            if s.behind.is_none() {
-                let _ = s.tx.send(SyncItem::Reset(self.at));
-            }
-        }
+        self.enter_region();
         let (tx, rx) = mpsc::channel();
         #[cfg(test)]
         let fail = if self.fail_checkpoints > 0 {
@@ -1029,6 +1022,16 @@ impl GreyDb {
         // also bounds the list while the journal is failing).
         self.unsynced.clear();
         self.unsynced_order.clear();
+        self.enter_region();
+        if let Some(s) = &self.syncer {
+            s.broken.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Write the current generation from the start of its region on (the
+    /// syncer told where, in the mode where it writes).
+    fn enter_region(&mut self) {
         self.at = region_base(self.generation);
         self.since = Instant::now();
         if let Some(s) = &self.syncer {
@@ -1036,9 +1039,7 @@ impl GreyDb {
             if s.behind.is_none() {
                 let _ = s.tx.send(SyncItem::Reset(self.at));
             }
-            s.broken.store(false, Ordering::SeqCst);
         }
-        Ok(())
     }
 }
 
