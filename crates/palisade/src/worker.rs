@@ -113,6 +113,89 @@ fn carrier_changes(name: &str) -> Option<u64> {
         .ok()
 }
 
+/// News of the namespace's links: a netlink socket in the group of link
+/// changes (RTMGRP_LINK). Worker 0 polls it with the ports, so that a
+/// link that goes down or comes back is checked at once rather than at
+/// the next once-a-second check (CARP's takeover after a failed
+/// interface waited up to a second for it). The messages are not parsed:
+/// any of them (or an overflow of the socket) means "check the ports
+/// now", and `check_port` reads the state as before. Written on libc
+/// directly: a wake-up needs no netlink message parsing.
+pub struct LinkWatch {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl LinkWatch {
+    pub fn open() -> std::io::Result<LinkWatch> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2); the descriptor is owned at once.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a new descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        sa.nl_groups = libc::RTMGRP_LINK as u32;
+        use std::os::fd::AsRawFd;
+        // SAFETY: `sa` is a sockaddr_nl of the size passed.
+        let r = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(LinkWatch { fd })
+    }
+
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// Read what came; whether anything did (a message, or news lost
+    /// to a full socket, which counts as news).
+    pub fn drain(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        let mut news = false;
+        loop {
+            // SAFETY: recv into a buffer of the length passed.
+            let n = unsafe {
+                libc::recv(
+                    self.fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                news = true;
+                continue;
+            }
+            if n == 0 {
+                return news;
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOBUFS) => news = true,
+                _ => return news,
+            }
+        }
+    }
+}
+
 /// Whether a port fell and came back between two checks, each given as
 /// (health, carrier changes): up at both, and its carrier moved.
 fn fell_unseen(before: (Health, Option<u64>), now: (Health, Option<u64>)) -> bool {
@@ -234,11 +317,29 @@ pub fn worker(
     // Every socket of every port (a split port has three), then the
     // host interface and the wake-up (worker 0).
     let mut extra = Vec::new();
+    // Worker 0 hears of the links' changes as they happen (the others
+    // reopen a replaced port's sockets at their once-a-second check).
+    let links = if id == 0 {
+        match LinkWatch::open() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot watch the links' changes ({e}): the ports are checked once a second"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     if id == 0 {
         if let Some(t) = &sh.tap {
             extra.push(t.fd());
         }
         extra.push(sh.wake.fd());
+        if let Some(w) = &links {
+            extra.push(w.fd());
+        }
     }
     let wait_list = |ports: &[Port]| -> (Vec<std::os::fd::RawFd>, Vec<usize>) {
         let (mut fds, mut owner) = (Vec::new(), Vec::new());
@@ -393,13 +494,19 @@ pub fn worker(
                 }
             }
         }
-        if now < last_tick + 1000 {
+        // A link changed (worker 0): the ports are checked now, not at
+        // the next second.
+        let link_news = links.as_ref().is_some_and(LinkWatch::drain);
+        let second = now >= last_tick + 1000;
+        if !second && !link_news {
             continue;
         }
-        last_tick = now;
-        if id == 0 {
-            let outs = sh.dp().tick(now);
-            sh.send(&ports, outs);
+        if second {
+            last_tick = now;
+            if id == 0 {
+                let outs = sh.dp().tick(now);
+                sh.send(&ports, outs);
+            }
         }
         // Super-packets a port could not send whole (cut and sent in
         // segments instead; see `Port::send_super`): said at once, then

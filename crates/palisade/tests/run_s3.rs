@@ -859,6 +859,22 @@ fn advbase_0_to_unicast_peers_takes_over_in_well_under_a_second() {
     // Stable: no flapping while both run (a second of 50 advertisements).
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(s3.fws[0].states(), Some(("MASTER".into(), "MASTER".into())));
+    // A link down on fw1's wan: fw1 hears of it at once (netlink, not
+    // the once-a-second check), demotes and so hands over the lan vhid
+    // at once; the wan vhid moves after fw2's master down (176 ms).
+    // Checked once a second, the lan vhid waited up to a second more.
+    let t = unix_now();
+    s3.ns.exec(&s3.sw, &["ip", "link", "set", "w1", "down"]);
+    takeover(
+        "link down on fw1's wan with advbase 0",
+        &probes,
+        t,
+        Duration::from_millis(400),
+        &logs,
+    );
+    s3.ns.exec(&s3.sw, &["ip", "link", "set", "w1", "up"]);
+    s3.wait_master(0, Duration::from_secs(10), &logs);
+    assert!(probes.iter().all(Prober::flowing), "{}", logs());
     let t = unix_now();
     // SAFETY: SIGKILL to the process we started.
     unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
