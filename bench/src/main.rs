@@ -371,6 +371,7 @@ fn rules_bench(args: &[String]) {
                     uid: None,
                     gid: None,
                     received_on: None,
+                    tag: None,
                     random: 0,
                     os: None,
                     now_ms: 0,

@@ -655,7 +655,7 @@ impl Engine {
     /// Evaluate the rules for one packet (no state lookup yet).
     pub fn test(&self, pkt: &PacketMeta) -> Verdict {
         let mut st = St {
-            tag: None,
+            tag: pkt.tag.clone(),
             decided: None,
             keep: (KeepState::None, None),
             log_all: false,

@@ -48,7 +48,11 @@ pub struct Decision {
     pub rule: Option<RuleRef>,
     pub state: StateMatch,
     pub state_id: Option<u64>,
-    pub tag: Option<String>,
+    /// The packet's tag as it leaves this pass: the tag it brought (on
+    /// the way out, pf `in`'s), or the last rule's that set one, or its
+    /// state's (the tag of the rule that created it, given to every
+    /// packet of the connection, as pf does).
+    pub tag: Option<Arc<str>>,
     pub log: bool,
     /// Packets the filter sends itself, not filtered on their way out
     /// (pf tags them PF_TAG_GENERATED): `block return`'s TCP RST or ICMP,
@@ -178,6 +182,10 @@ pub struct Filter {
     /// that does not reach the rules costs no allocation.
     received_on: String,
     received_on_set: bool,
+    /// The tag the packet being decided brought from pf `in`, when
+    /// `tag_in_set` (given per packet, kept as `received_on` is).
+    tag_in: String,
+    tag_in_set: bool,
     /// `set skip on`: packets on these interfaces pass unfiltered.
     skip: std::collections::HashSet<String>,
     /// Fingerprint every state's SYN (`set_keep_os`).
@@ -280,6 +288,8 @@ impl Filter {
             state_defaults,
             received_on: String::new(),
             received_on_set: false,
+            tag_in: String::new(),
+            tag_in_set: false,
             skip,
             keep_os: false,
             synlog: None,
@@ -394,7 +404,9 @@ impl Filter {
         self.process_with(ip, iface, dir, now_ms, 0)
     }
 
-    fn set_received_on(&mut self, r: Option<&str>) {
+    /// What the packet brings from pf `in` to this pass: the interface
+    /// it arrived on and its tag (for the next decision only).
+    fn set_carried(&mut self, r: Option<&str>, tag: Option<&str>) {
         self.received_on_set = r.is_some();
         if let Some(r) = r {
             if self.received_on != r {
@@ -402,11 +414,26 @@ impl Filter {
                 self.received_on.push_str(r);
             }
         }
+        self.tag_in_set = tag.is_some();
+        if let Some(t) = tag {
+            if self.tag_in != t {
+                self.tag_in.clear();
+                self.tag_in.push_str(t);
+            }
+        }
+    }
+
+    fn clear_carried(&mut self) {
+        self.received_on_set = false;
+        self.tag_in_set = false;
     }
 
     /// As `process_with`, for a packet that arrived on `received_on`
     /// (what `received-on` rules match; an inbound packet arrived on the
-    /// interface it is filtered on).
+    /// interface it is filtered on) and, on the way out, brings `tag`
+    /// from pf `in` (what `tagged` rules match: `Decision::tag` of the
+    /// packet's pass `in`).
+    #[allow(clippy::too_many_arguments)]
     pub fn process_received(
         &mut self,
         ip: &mut [u8],
@@ -415,10 +442,11 @@ impl Filter {
         now_ms: u64,
         random: u32,
         received_on: Option<&str>,
+        tag: Option<&str>,
     ) -> Decision {
-        self.set_received_on(received_on);
+        self.set_carried(received_on, tag);
         let d = self.process_with(ip, iface, dir, now_ms, random);
-        self.received_on_set = false;
+        self.clear_carried();
         d
     }
 
@@ -464,13 +492,14 @@ impl Filter {
         now_ms: u64,
         random: u32,
         received_on: Option<&str>,
+        tag: Option<&str>,
     ) -> Decision {
         if let Some(d) = self.skipped_or_tick(iface, now_ms) {
             return d;
         }
-        self.set_received_on(received_on);
+        self.set_carried(received_on, tag);
         let d = self.decide(ip, info, iface, dir, now_ms, random);
-        self.received_on_set = false;
+        self.clear_carried();
         d
     }
 
@@ -599,6 +628,11 @@ impl Filter {
         d.state = StateMatch::Match;
         d.state_id = Some(hit.id);
         d.rule = rule;
+        d.tag = self
+            .states
+            .get(hit.id)
+            .and_then(|s| s.ext.as_deref())
+            .and_then(|e| e.tag.clone());
         if let Some(new) = &hit.rewrite {
             apply(ip, info, &key, new);
             d.nat = Some((key.clone(), new.clone()));
@@ -803,6 +837,7 @@ impl Filter {
             .and_then(|e| e.route.as_ref())
             .and_then(|r| RouteTo::for_packet(r, hit.reply));
         let allow_opts = ext.is_some_and(|e| e.allow_opts);
+        let tag = ext.and_then(|e| e.tag.clone());
         // IP options block every packet of a connection whose rule does
         // not allow them (pf: the state's rule).
         if opts_refused(ip, info, allow_opts) {
@@ -820,7 +855,7 @@ impl Filter {
             rule,
             state: StateMatch::Match,
             state_id: Some(id),
-            tag: None,
+            tag: tag.clone(),
             log: log_all,
             generated: Vec::new(),
             generated_out: Vec::new(),
@@ -919,6 +954,7 @@ impl Filter {
             Direction::In => Some(iface.to_string()),
             Direction::Out => self.received_on_set.then(|| self.received_on.clone()),
         };
+        meta.tag = self.tag_in_set.then(|| self.tag_in.clone());
         meta.random = random;
         meta.now_ms = now_ms;
         // Older-syntax translation (nat/rdr/binat) comes before filtering,
@@ -996,7 +1032,7 @@ impl Filter {
             rule: v.rule.clone(),
             state: StateMatch::None,
             state_id: None,
-            tag: v.tag.clone(),
+            tag: v.tag.as_deref().map(Arc::from),
             log: v.log,
             generated: Vec::new(),
             generated_out: Vec::new(),
@@ -1089,6 +1125,11 @@ impl Filter {
                     }
                     self.states.set_stats(id, v.stats.clone());
                     self.states.set_scrub(id, v.scrub);
+                    // Every packet of the connection gets the tag (pf's
+                    // state tag), in whichever pass it meets the state.
+                    if let Some(t) = &d.tag {
+                        self.states.set_tag(id, t.clone());
+                    }
                     if let Some(r) = &route {
                         self.states.set_route(id, r.clone());
                     }

@@ -27,6 +27,9 @@ pub struct PacketMeta {
     pub gid: Option<u32>,
     /// The interface the packet came in on (for `received-on` on output).
     pub received_on: Option<String>,
+    /// The tag the packet carries into this pass (the one pf `in` gave
+    /// it, seen by `tagged` on the way out; None on the way in).
+    pub tag: Option<String>,
     /// Randomness for `probability`, supplied by the caller so evaluation
     /// stays deterministic.
     pub random: u32,
@@ -58,6 +61,7 @@ impl PacketMeta {
             uid: None,
             gid: None,
             received_on: None,
+            tag: None,
             random: 0,
             os: None,
             now_ms: 0,

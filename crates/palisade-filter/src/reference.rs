@@ -41,7 +41,7 @@ struct St {
 
 pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
     let mut st = St {
-        tag: None,
+        tag: pkt.tag.clone(),
         decided: None,
         keep: (KeepState::None, None),
         log_all: false,

@@ -286,6 +286,9 @@ pub struct StateExt {
     pub allow_opts: bool,
     /// Normalizations for every packet of the connection (`State::scrub`).
     pub scrub: crate::packet::ScrubActions,
+    /// The tag every packet of the connection gets (the creating rule's;
+    /// pf's state tag). Not replicated: pfsync's state carries none.
+    pub tag: Option<Arc<str>>,
 }
 
 /// A state's routing option and the next hop its pool gave.
@@ -1146,6 +1149,13 @@ impl StateTable {
             if let Some(old) = s.stats.replace(st) {
                 old.states_cur.fetch_sub(1, Relaxed);
             }
+        }
+    }
+
+    /// The tag every packet of the state gets.
+    pub fn set_tag(&mut self, id: u64, tag: Arc<str>) {
+        if let Some(s) = self.get_mut(id) {
+            s.ext.get_or_insert_with(Default::default).tag = Some(tag);
         }
     }
 

@@ -102,7 +102,7 @@ fn described_once_decides_the_same_and_says_what_changed() {
         let (mut pa, mut pb) = (pkt.clone(), pkt.clone());
         let da = a.process(&mut pa, iface, dir, 10);
         let info = parse_ip(&pb).unwrap();
-        let db = b.process_parsed(&mut pb, &info, iface, dir, 10, 0, None);
+        let db = b.process_parsed(&mut pb, &info, iface, dir, 10, 0, None, None);
         assert_eq!(
             (da.action, da.reason, &da.nat),
             (db.action, db.reason, &db.nat),

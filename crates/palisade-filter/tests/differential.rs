@@ -311,6 +311,12 @@ fn packet(rng: &mut Rng, db: &palisade_filter::osfp::FingerprintDb) -> PacketMet
             1 => Some("em0".into()),
             _ => Some("em1".into()),
         },
+        // The tag pf `in` gave the packet (seen by `tagged` on the way out).
+        tag: match rng.next() % 4 {
+            0 => Some("A".into()),
+            1 => Some("B".into()),
+            _ => None,
+        },
         random: rng.next() as u32,
         os: {
             let k = (rng.next() % (db.entries.len() as u64 + 3)) as usize;

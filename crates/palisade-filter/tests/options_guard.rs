@@ -242,7 +242,7 @@ fn run(rules: &str, packets: &[P]) -> Vec<String> {
         .iter()
         .map(|q| {
             let mut b = q.bytes.clone();
-            let d = f.process_received(&mut b, q.iface, q.dir, q.now, q.random, q.from);
+            let d = f.process_received(&mut b, q.iface, q.dir, q.now, q.random, q.from, None);
             format!(
                 "{:?} {} {:?} route={:?} tag={:?} log={} matched={} nat={:?} gen={} {:02x?}",
                 d.action,

@@ -76,7 +76,7 @@ fn tag_of(f: &mut Filter, mut p: Vec<u8>) -> Option<String> {
     if d.action != VerdictAction::Pass {
         return None;
     }
-    d.tag
+    d.tag.map(|t| t.to_string())
 }
 
 fn openbsd_db() -> FingerprintDb {

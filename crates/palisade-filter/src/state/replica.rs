@@ -480,6 +480,7 @@ impl StateTable {
             route: rec.route.clone(),
             allow_opts: rec.allow_opts,
             scrub: rec.scrub,
+            tag: None,
         };
         let base_ms = self.timeout_secs_of(opts.as_deref(), rec.timeout) as u64 * 1000;
         let s = State {

@@ -212,6 +212,10 @@ pub struct Dataplane {
     /// under way showed of its flow.
     fast: Option<fast::Offloads>,
     trace: fast::Trace,
+    /// The tag pf `in` gave the packet under way (set by every pass `in`),
+    /// which its passes `out` see (`tagged`), as pf's tag travels with
+    /// the packet from one pass to the other.
+    in_tag: Option<Arc<str>>,
 }
 
 impl Dataplane {
@@ -241,6 +245,7 @@ impl Dataplane {
             in_place: None,
             fast: None,
             trace: fast::Trace::default(),
+            in_tag: None,
             if_stats: vec![IfStats::default(); n_ifaces],
             counters: Counters::default(),
             filter,
@@ -453,19 +458,40 @@ impl Dataplane {
         let iface: &str = &name;
         let random = self.rng.next_u32();
         let from = from.and_then(|f| self.names.get(f).cloned());
+        // A packet forwarded (`from`) brings the tag of its pass `in`; the
+        // firewall's own packets bring none.
+        let tag = match (dir, &from) {
+            (Direction::Out, Some(_)) => self.in_tag.clone(),
+            _ => None,
+        };
         let d = match info {
-            Some(info) => {
-                self.filter
-                    .process_parsed(pkt, info, iface, dir, now, random, from.as_deref())
-            }
+            Some(info) => self.filter.process_parsed(
+                pkt,
+                info,
+                iface,
+                dir,
+                now,
+                random,
+                from.as_deref(),
+                tag.as_deref(),
+            ),
             None => {
-                let mut d =
-                    self.filter
-                        .process_received(pkt, iface, dir, now, random, from.as_deref());
+                let mut d = self.filter.process_received(
+                    pkt,
+                    iface,
+                    dir,
+                    now,
+                    random,
+                    from.as_deref(),
+                    tag.as_deref(),
+                );
                 d.modified = true;
                 d
             }
         };
+        if dir == Direction::In {
+            self.in_tag = d.tag.clone();
+        }
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;
             let out = (dir == Direction::Out) as usize;

@@ -422,6 +422,10 @@ impl Dataplane {
             return Whole::Cut;
         };
         self.rng.next_u32();
+        if dir == Direction::In {
+            // What its segments' passes `out` see, as `pf` does.
+            self.in_tag = d.tag.clone();
+        }
         if !d.passed() {
             // Only when the state changed under the check (cannot happen):
             // the state has moved, so the packet is not decided again.

@@ -986,3 +986,93 @@ fn a_neighbour_in_use_is_renewed_before_it_lapses() {
     let o = out(&mut d, &p4, end2 + 1);
     assert_eq!(&o[0].1[0..6], &[0xff; 6], "a broadcast request again");
 }
+
+/// pf's tag travels with the packet from its pass `in` to its passes
+/// `out`: routed and bridged, set by a rule or by the packet's state.
+#[test]
+fn a_tag_given_on_the_way_in_is_seen_on_the_way_out() {
+    // Routed, wan -> vlan7: a pass `out` happened when the neighbour is
+    // asked for (the packet waits behind the ARP request).
+    let routed = |rules: &str| -> usize {
+        let mut d = dp(ROUTER, rules);
+        let p = udp("198.18.0.9", "203.0.113.17", 64);
+        d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 0).len()
+    };
+    let tag = "block all\npass in on wan proto udp tag WAN\n";
+    assert_eq!(routed(&format!("{tag}pass out on vlan7 tagged WAN\n")), 1);
+    assert_eq!(routed(&format!("{tag}pass out on vlan7 ! tagged WAN\n")), 0);
+    assert_eq!(
+        routed("block all\npass in on wan proto udp\npass out on vlan7 tagged WAN\n"),
+        0,
+        "no tag without a rule giving it"
+    );
+    assert_eq!(
+        routed("block all\npass in on wan proto udp\npass out on vlan7 ! tagged WAN\n"),
+        1
+    );
+    // A `match` rule tags too.
+    assert_eq!(
+        routed("block all\nmatch in on wan tag M\npass in on wan proto udp\npass out on vlan7 tagged M\n"),
+        1
+    );
+
+    // The state's tag: later packets of the connection meet the state
+    // on the way in (no rule evaluated) and still bring the tag out.
+    let mut d = dp(
+        ROUTER,
+        "block all\npass in on wan proto udp tag WAN keep state\npass out on vlan7 tagged WAN no state\n",
+    );
+    let p = udp("198.18.0.9", "203.0.113.17", 64);
+    assert_eq!(d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 0).len(), 1);
+    let o = d.input(
+        1,
+        &eth(
+            M1,
+            B,
+            Some(7),
+            ETH_ARP,
+            &arp(2, B, "203.0.113.17", "192.0.2.1"),
+        ),
+        10,
+    );
+    assert_eq!(ports(&o), [1], "the first packet, after resolution");
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 20);
+    assert_eq!(
+        ports(&o),
+        [1],
+        "a state hit on the way in keeps its tag: {:?}",
+        d.counters
+    );
+    assert_eq!(d.counters.blocked, 0, "{:?}", d.counters);
+
+    // Bridged: flooded to wan and dmz, let out on wan only by its tag
+    // (no state on the way out: a floating state made on wan would let
+    // the copy out on dmz too, as in pf).
+    let mut d = dp(
+        BRIDGE,
+        "block all\npass in on lan tag L\npass out on wan tagged L no state\npass out on dmz ! tagged L no state\n",
+    );
+    let o = d.input(
+        2,
+        &eth(A, B, None, ETH_IPV4, &udp("198.18.0.9", "198.18.0.10", 64)),
+        0,
+    );
+    assert_eq!(ports(&o), [0], "{:?}", d.counters);
+    // The firewall's own packets bring no tag.
+    let mut f = {
+        let d = dp(ROUTER, "block all\npass out on vlan7 ! tagged WAN\n");
+        d.filter
+    };
+    let mut p = udp("192.0.2.1", "192.0.2.9", 64);
+    assert!(f
+        .process_received(
+            &mut p,
+            "vlan7",
+            palisade_conf::ir::Direction::Out,
+            0,
+            0,
+            None,
+            None
+        )
+        .passed());
+}
