@@ -378,3 +378,37 @@ fn queue_pair_and_any_in_a_list() {
     );
     fixed_point(&opts(), text);
 }
+
+/// An interface or group with no address of the kind a rule asks for is
+/// refused, as pfctl refuses it ("no IP address found for ..."), never
+/// read as an empty list (which would leave `from any`): a bridge member
+/// with no address, `:peer` of a port without one, `:network` of an
+/// interface with only a link-local address, an entry in a list.
+#[test]
+fn an_interface_without_the_address_asked_for_is_refused() {
+    let o = opts_with(
+        "[[interface]]\nname = \"em5\"\ngroups = [\"grp\"]\naddresses = []\n\
+         [[interface]]\nname = \"em6\"\naddresses = [\"fe80::6/64\"]\n",
+    );
+    for rule in [
+        "pass in from em5\n",
+        "pass in from grp\n",
+        "pass in from em5:network\n",
+        "pass in from em5:0\n",
+        "pass in on em0 proto tcp from em0:peer to any port 81\n",
+        "pass in from em6:network\n",
+        "pass in from { em0:peer 192.0.2.1 }\n",
+        "pass out to em5:broadcast\n",
+    ] {
+        let out = parse_with(&o, rule.as_bytes());
+        assert!(out.errors > 0, "{rule}: accepted as {}", out.stdout);
+        assert!(
+            out.stderr.iter().any(|l| l.contains("no IP address found for")),
+            "{rule}: {:?}",
+            out.stderr
+        );
+    }
+    // What does have addresses still loads.
+    ok(&o, b"pass in from em0\npass in from em0:network\npass in from em6\n");
+    ok(&o, b"pass in from (em5)\n");
+}

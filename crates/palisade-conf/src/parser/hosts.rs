@@ -129,7 +129,15 @@ impl<'a> Parser<'a> {
                 self.opts.host.members(&name).into_iter().cloned().collect()
             };
             if !members.is_empty() || name == "self" {
-                return Some(self.iface_addrs(&members, mods, mask));
+                let v = self.iface_addrs(&members, mods, mask);
+                // As pfctl: an interface (or group) with no address of
+                // the kind asked for is an error, not an empty list (a
+                // rule `from em5` would otherwise match any source).
+                if v.is_empty() {
+                    self.raw_error(format!("no IP address found for {s}"));
+                    return None;
+                }
+                return Some(v);
             }
         }
         if let Some(a) = parse_v4_strict(s).or_else(|| {
