@@ -403,12 +403,17 @@ fn an_interface_without_the_address_asked_for_is_refused() {
         let out = parse_with(&o, rule.as_bytes());
         assert!(out.errors > 0, "{rule}: accepted as {}", out.stdout);
         assert!(
-            out.stderr.iter().any(|l| l.contains("no IP address found for")),
+            out.stderr
+                .iter()
+                .any(|l| l.contains("no IP address found for")),
             "{rule}: {:?}",
             out.stderr
         );
     }
     // What does have addresses still loads.
-    ok(&o, b"pass in from em0\npass in from em0:network\npass in from em6\n");
+    ok(
+        &o,
+        b"pass in from em0\npass in from em0:network\npass in from em6\n",
+    );
     ok(&o, b"pass in from (em5)\n");
 }

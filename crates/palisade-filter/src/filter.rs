@@ -1727,7 +1727,16 @@ pub fn return_packet(ip: &[u8], info: &IpInfo, p: BlockPolicy) -> Option<Vec<u8>
         ))
     };
     let icmp = |(ty, code): (u8, u8)| -> Option<Vec<u8>> {
-        if matches!(info.l4, L4::Icmp { ty, .. } | L4::Icmp6 { ty, .. } if icmp_is_error(v6, ty)) {
+        // As pf_return: ICMP is answered only for its query and reply
+        // types (echo, timestamp, router and mask messages: ICMP_INFOTYPE),
+        // ICMPv6 only from echo request (128) up, redirects excepted;
+        // never an error, nor a type pf does not know as a query.
+        let answered = match info.l4 {
+            L4::Icmp { ty, .. } => matches!(ty, 0 | 8 | 9 | 10 | 13 | 14 | 15 | 16 | 17 | 18),
+            L4::Icmp6 { ty, .. } => ty >= 128 && ty != 137,
+            _ => true,
+        };
+        if !answered {
             return None;
         }
         // Quote the IP header and the first 8 bytes (IPv4), or as much as

@@ -345,3 +345,40 @@ fn block_return_does_not_answer_groups() {
     );
     assert_eq!(f.process(&mut u, "em0", In, 0).generated.len(), 1);
 }
+
+/// `block return` answers ICMP as pf_return does: its queries and
+/// replies (echo, timestamp, ...) get an unreachable, never an error
+/// message, nor a type pf does not know as a query; ICMPv6 from echo
+/// request (128) up, redirects (137) excepted.
+#[test]
+fn block_return_answers_icmp_queries_only() {
+    let mut f = filter("block return in all\n");
+    let mut answered = |src: &str, dst: &str, proto: u8, ty: u8| -> bool {
+        let mut p = build::ip(
+            ip(src),
+            ip(dst),
+            proto,
+            64,
+            &build::icmp(ty, 0, [0; 4], b"abcd"),
+        );
+        let d = f.process(&mut p, "em0", In, 0);
+        assert!(!d.passed());
+        !d.generated.is_empty()
+    };
+    assert!(answered("198.51.100.1", "192.0.2.1", 1, 8), "echo request");
+    assert!(answered("198.51.100.1", "192.0.2.1", 1, 13), "timestamp");
+    assert!(!answered("198.51.100.1", "192.0.2.1", 1, 3), "an error");
+    assert!(
+        !answered("198.51.100.1", "192.0.2.1", 1, 42),
+        "not a query pf knows"
+    );
+    assert!(
+        answered("2001:db8::1", "2001:db8::2", 58, 128),
+        "echo request"
+    );
+    assert!(!answered("2001:db8::1", "2001:db8::2", 58, 1), "an error");
+    assert!(
+        !answered("2001:db8::1", "2001:db8::2", 58, 137),
+        "a redirect"
+    );
+}
