@@ -109,7 +109,11 @@ pub struct SyncConfig {
     /// A bulk update sends this many packets per `bulk_tick`.
     pub bulk_pace: usize,
     pub bulk_tick: Micros,
-    /// The ruleset checksum put in every header.
+    /// The ruleset checksum put in every header (`ruleset_checksum`,
+    /// kept current by the caller with `set_pfcksum`). A state from a
+    /// peer whose checksum differs keeps no rule number: the numbers name
+    /// other rules there (pfsync(4): the rule is used only when the
+    /// rulesets match).
     pub pfcksum: [u8; CKSUM_LEN],
     /// Authenticate every packet (beyond OpenBSD; off by default).
     pub auth: Option<Auth>,
@@ -242,6 +246,9 @@ pub struct Stats {
     /// left (microseconds).
     pub pushes: u64,
     pub max_lag: Micros,
+    /// Packets received from a peer with another ruleset (their
+    /// checksums differ): its states took no rule of ours.
+    pub other_ruleset: u64,
 }
 
 enum Pending {
@@ -311,7 +318,31 @@ pub struct Sync {
     link_demote: i32,
 }
 
+/// A ruleset's checksum for the pfsync header: the first 16 bytes of
+/// SHA-1 over its main rules as listed (one per line). Two firewalls
+/// with the same main ruleset agree; OpenBSD hashes other fields (MD5),
+/// so with an OpenBSD peer the checksums differ and states take the
+/// default rule, which is the safe reading.
+pub fn ruleset_checksum<'a>(rules: impl IntoIterator<Item = &'a str>) -> [u8; CKSUM_LEN] {
+    use sha1::Digest;
+    let mut h = sha1::Sha1::new();
+    for r in rules {
+        h.update(r.as_bytes());
+        h.update(b"\n");
+    }
+    let d = h.finalize();
+    let mut c = [0u8; CKSUM_LEN];
+    c.copy_from_slice(&d[..CKSUM_LEN]);
+    c
+}
+
 impl Sync {
+    /// The ruleset changed (a load): what the headers say from now on,
+    /// and what a peer's must say for its states' rule numbers to count.
+    pub fn set_pfcksum(&mut self, c: [u8; CKSUM_LEN]) {
+        self.cfg.pfcksum = c;
+    }
+
     pub fn new(cfg: SyncConfig) -> Sync {
         let counter = cfg.auth.as_ref().map_or(0, |a| a.counter_base);
         Sync {
@@ -644,7 +675,15 @@ impl Sync {
             }
         }
         self.stats.packets_received += 1;
-        for m in p.messages {
+        // Another ruleset: its rule numbers name other rules here.
+        let same_rules = p.pfcksum == self.cfg.pfcksum;
+        if !same_rules {
+            self.stats.other_ruleset += 1;
+        }
+        for mut m in p.messages {
+            if let (false, Message::Ins(s) | Message::Upd(s)) = (same_rules, &mut m) {
+                s.rule = wire::NO_RULE;
+            }
             *self
                 .stats
                 .messages_received

@@ -739,3 +739,40 @@ fn the_handshake_of_a_new_connection_does_not_push() {
     p.run(t + MS);
     assert_eq!((p.a_sent.len(), p.a.sync.stats().pushes), before);
 }
+
+/// A state's rule number names the creating rule of the sender's
+/// ruleset: it is kept only when the header's ruleset checksum is the
+/// receiver's (pfsync(4)); from a peer with another ruleset (a pf.conf
+/// changed on one firewall first) the state takes no rule.
+#[test]
+fn rule_numbers_count_only_between_the_same_rulesets() {
+    use palisade_pfsync::sync::ruleset_checksum;
+    let one = ruleset_checksum(["block all", "pass out all flags S/SA"]);
+    let two = ruleset_checksum([
+        "block all",
+        "pass in on em0 proto tcp",
+        "pass out all flags S/SA",
+    ]);
+    assert_ne!(one, two);
+    assert_eq!(
+        one,
+        ruleset_checksum(["block all", "pass out all flags S/SA"])
+    );
+    for (theirs, kept) in [(one, true), (two, false)] {
+        let mut p = Pair::new();
+        p.a.sync.set_pfcksum(theirs);
+        p.b.sync.set_pfcksum(one);
+        let mut s = state(0xa, 1, 100);
+        s.rule = 1;
+        p.a.insert(0, s);
+        p.run(1_100 * MS);
+        let got = p.b.table.values().next().expect("the state reached b").rule;
+        if kept {
+            assert_eq!(got, 1);
+            assert_eq!(p.b.sync.stats().other_ruleset, 0);
+        } else {
+            assert_eq!(got, palisade_pfsync::wire::NO_RULE);
+            assert!(p.b.sync.stats().other_ruleset > 0);
+        }
+    }
+}

@@ -49,6 +49,10 @@ pub struct SyncRuntime {
     pub defer_stats: DeferStats,
     /// Ports whose link is down (`port_link`).
     ports_down: std::collections::BTreeSet<usize>,
+    /// The ruleset whose checksum the headers carry (`follow_ruleset`).
+    ruleset: Option<std::sync::Arc<palisade_filter::Engine>>,
+    /// Packets from a peer with another ruleset, as last warned about.
+    other_ruleset_seen: u64,
 }
 
 /// A packet's frames held for its new states' INS_ACK.
@@ -111,7 +115,33 @@ impl SyncRuntime {
             early_acks: std::collections::VecDeque::new(),
             ports_down: std::collections::BTreeSet::new(),
             defer_stats: DeferStats::default(),
+            ruleset: None,
+            other_ruleset_seen: 0,
         })
+        .map(|mut r| {
+            r.follow_ruleset(dp);
+            r
+        })
+    }
+
+    /// The headers carry the checksum of the ruleset in force; computed
+    /// again after a load. A peer's states keep their rule numbers only
+    /// when its checksum is ours (`palisade_pfsync::sync::ruleset_checksum`).
+    fn follow_ruleset(&mut self, dp: &Dataplane) {
+        let e = dp.filter.engine_arc();
+        if self
+            .ruleset
+            .as_ref()
+            .is_some_and(|r| std::sync::Arc::ptr_eq(r, &e))
+        {
+            return;
+        }
+        let rules = e.listing("").unwrap_or_default();
+        self.sync
+            .set_pfcksum(palisade_pfsync::sync::ruleset_checksum(
+                rules.iter().map(|r| r.text.as_str()),
+            ));
+        self.ruleset = Some(e);
     }
 
     /// `defer`: the frames a packet produced wait until the peer has
@@ -279,6 +309,7 @@ impl SyncRuntime {
         punted: Vec<Punted>,
     ) -> (Vec<Out>, Vec<(i32, &'static str)>) {
         let now_ms = now_us / 1000;
+        self.follow_ruleset(dp);
         for p in punted {
             if p.iface != self.cfg.iface {
                 continue;
@@ -290,6 +321,15 @@ impl SyncRuntime {
             let payload = &p.packet[info.l4_offset.min(end)..end];
             self.sync
                 .handle_packet_from(now_us, Some(info.src), info.ttl, payload);
+        }
+        let other = self.sync.stats().other_ruleset;
+        if other > self.other_ruleset_seen {
+            if self.other_ruleset_seen == 0 {
+                tracing::warn!(
+                    "pfsync: the peer's ruleset differs from ours (its checksum): its states take no rule here (default options and timeouts) until both run the same pf.conf"
+                );
+            }
+            self.other_ruleset_seen = other;
         }
         self.drain_local(dp, now_us);
         let mut demote = Vec::new();
@@ -534,6 +574,13 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             d.held, d.acked, d.timed_out, d.overflowed
         );
     }
+    if st.other_ruleset > 0 {
+        let _ = writeln!(
+            t,
+            "  packets from a peer with another ruleset: {} (its states took no rule here)",
+            st.other_ruleset
+        );
+    }
     let _ = writeln!(t, "  messages sent: {}", line(&st.messages_sent));
     let _ = writeln!(t, "  messages received: {}", line(&st.messages_received));
     let drops: Vec<String> = st
@@ -574,6 +621,7 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "lag_ms": s.lag_us(now) as f64 / 1e3,
         "max_lag_ms": st.max_lag as f64 / 1e3,
         "pushes": st.pushes,
+        "other_ruleset": st.other_ruleset,
         "defer": s.cfg.defer,
         "deferred": {
             "held": d.held,

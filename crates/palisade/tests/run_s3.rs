@@ -1300,6 +1300,9 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         "no request after the link's return: {v}"
     );
     assert_eq!(v["last_bulk"]["complete"], true, "{v}");
+    // The same pf.conf on both: the same ruleset checksum, so the
+    // states kept their rules.
+    assert_eq!(v["other_ruleset"], 0, "{v}");
     assert!(
         log2.lock().unwrap().contains("pfsync: sync link down"),
         "{}",
