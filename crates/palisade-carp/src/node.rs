@@ -540,6 +540,8 @@ impl Node {
         };
         let v = &mut self.vhosts[i];
         if ok {
+            // Counted once it left (`carp show`'s "advertisements sent").
+            v.sent += 1;
             v.send_errors = 0;
             if v.error_demoted {
                 v.send_ok += 1;
@@ -889,7 +891,6 @@ impl Node {
                 } else {
                     IpAddr::V4(wire::GROUP_V4)
                 });
-            v.sent += 1;
             self.out.push_back(Transmit {
                 carp: v.cfg.name.clone(),
                 parent: v.cfg.parent.clone(),

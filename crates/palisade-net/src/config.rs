@@ -1129,9 +1129,33 @@ impl Config {
 
     /// The interface whose subnet contains `ip`.
     pub fn connected(&self, ip: &IpAddr) -> Option<usize> {
-        self.ifaces
+        self.connected_prefixes()
+            .find(|(_, p)| p.contains(ip))
+            .map(|(i, _)| i)
+    }
+
+    /// The connected subnets, each with its interface: every address's
+    /// prefix on an interface (not a bridge member), and every CARP
+    /// address's on its parent (as `inet 198.18.5.1/24 vhid 6` on carp5
+    /// gives OpenBSD a connected route, whether or not the parent has an
+    /// address in it).
+    pub fn connected_prefixes(&self) -> impl Iterator<Item = (usize, &Prefix)> {
+        let own = self
+            .ifaces
             .iter()
-            .position(|i| i.bridge.is_none() && i.addresses.iter().any(|p| p.contains(ip)))
+            .enumerate()
+            .filter(|(_, i)| i.bridge.is_none())
+            .flat_map(|(ix, i)| i.addresses.iter().map(move |p| (ix, p)));
+        let carp = self
+            .carp
+            .iter()
+            .filter(|c| {
+                self.ifaces
+                    .get(c.parent)
+                    .is_some_and(|i| i.bridge.is_none())
+            })
+            .flat_map(|c| c.addresses.iter().map(move |p| (c.parent, p)));
+        own.chain(carp)
     }
 }
 

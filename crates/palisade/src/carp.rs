@@ -285,20 +285,22 @@ impl CarpRuntime {
             let Some((parent, mac)) = self.vhost(&t.carp) else {
                 continue;
             };
-            let Some(src) = self
+            let own = self
                 .own
                 .get(parent)
                 .and_then(|a| a.iter().find(|a| a.is_ipv6() == t.dst.is_ipv6()))
-            else {
-                tracing::warn!(
-                    "{}: no address of the advertisement's family on its interface",
-                    t.carp
-                );
+                .copied();
+            // A parent without an address of the family still advertises
+            // (hosts use only the virtual address; OpenBSD's hostname.carp0
+            // with a bare `up` parent): IPv4 from 0.0.0.0, as OpenBSD's
+            // carp does, IPv6 from the link-local address the parent's MAC
+            // gives (EUI-64), the address the kernel would have given it.
+            let Some(src) = own.or_else(|| source_without_address(t.dst, dp.mac(parent))) else {
                 self.node.send_result(now_us, &t.carp, false);
                 continue;
             };
             let pkt = palisade_wire::build::ip(
-                *src,
+                src,
                 t.dst,
                 palisade_carp::wire::PROTO,
                 palisade_carp::wire::TTL,
@@ -667,9 +669,50 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
     )
 }
 
+/// The source of an advertisement whose parent has no address of its
+/// family: 0.0.0.0 for IPv4 (OpenBSD's carp_send_ad), the EUI-64
+/// link-local address of the parent's MAC for IPv6.
+fn source_without_address(dst: IpAddr, mac: Option<Mac>) -> Option<IpAddr> {
+    match dst {
+        IpAddr::V4(_) => Some(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+        IpAddr::V6(_) => {
+            let m = mac?;
+            Some(IpAddr::V6(std::net::Ipv6Addr::new(
+                0xfe80,
+                0,
+                0,
+                0,
+                u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+                u16::from_be_bytes([m[2], 0xff]),
+                u16::from_be_bytes([0xfe, m[3]]),
+                u16::from_be_bytes([m[4], m[5]]),
+            )))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A parent without an address advertises from 0.0.0.0 (IPv4) and
+    /// from its MAC's EUI-64 link-local address (IPv6, RFC 4291 app. A).
+    #[test]
+    fn sources_of_a_parent_without_addresses() {
+        let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        assert_eq!(
+            source_without_address("224.0.0.18".parse().unwrap(), Some(mac)),
+            Some("0.0.0.0".parse().unwrap())
+        );
+        assert_eq!(
+            source_without_address("ff02::12".parse().unwrap(), Some(mac)),
+            Some("fe80::5054:ff:fe12:3456".parse().unwrap())
+        );
+        assert_eq!(
+            source_without_address("ff02::12".parse().unwrap(), None),
+            None
+        );
+    }
 
     fn job() -> HookJob {
         HookJob {

@@ -120,6 +120,9 @@ struct Options {
     /// (With pfsync) `defer`: a new state's first packet waits for the
     /// peer's INS_ACK.
     defer: bool,
+    /// The wan parent has no address of its own (OpenBSD's bare `up`
+    /// hostname.em1 under `inet ... vhid 2 carpdev em1`).
+    bare_wan: bool,
 }
 
 impl Default for Options {
@@ -134,6 +137,7 @@ impl Default for Options {
             nat_to_vip: false,
             release: false,
             defer: false,
+            bare_wan: false,
         }
     }
 }
@@ -192,6 +196,11 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
     } else {
         (String::new(), String::new())
     };
+    let wan_addresses = if o.bare_wan {
+        String::new()
+    } else {
+        format!("addresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n")
+    };
     let cfg = dir.join("palisade.toml");
     write_config(
         &cfg,
@@ -199,7 +208,7 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
             "pf = \"pf.conf\"\nmetrics = \"127.0.0.1:9464\"\n{sync}\
              [[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
              [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.{n}/24\", \"2001:db8::{n}/64\"]\n\
-             [[interface]]\nname = \"wan\"\nport = \"eth1\"\naddresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n\
+             [[interface]]\nname = \"wan\"\nport = \"eth1\"\n{wan_addresses}\
              [carp-options]\npreempt = true\nstartup-delay = {}\n{hook}\
              [[carp]]\nname = \"carp0\"\ninterface = \"lan\"\nvhid = 1\nadvbase = {}\nadvskew = {skew}\n\
              passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\n{peer0}\
@@ -884,6 +893,69 @@ fn advbase_0_to_unicast_peers_takes_over_in_well_under_a_second() {
         &probes,
         t,
         Duration::from_millis(250),
+        &logs,
+    );
+    let o = p2.stop().expect("fw2 output");
+    assert!(o.status.success(), "{}", logs());
+}
+
+/// A CARP parent without an address of its own: the advertisements still
+/// leave (from 0.0.0.0, and from the parent's EUI-64 link-local address
+/// for IPv6), so the pair elects one master rather than two; the virtual
+/// address's prefix is a connected subnet (the firewall forwards to the
+/// wan host), and the master asks for neighbours from its virtual
+/// address. A kill -9 moves both vhids.
+#[test]
+fn a_parent_without_addresses_advertises_routes_and_fails_over() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3b",
+        &Options {
+            bare_wan: true,
+            ..Options::default()
+        },
+    );
+    let (mut p2, log2) = s3.fws[1].start();
+    let (mut p1, log1) = s3.fws[0].start();
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    // One master: fw2 stays backup of both (it hears fw1 on wan).
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        s3.fws[1].states(),
+        Some(("BACKUP".into(), "BACKUP".into())),
+        "{}",
+        logs()
+    );
+    assert!(
+        !log1
+            .lock()
+            .unwrap()
+            .contains("no address of the advertisement's family"),
+        "{}",
+        logs()
+    );
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    wait_ping(&s3.a, "2001:db8:1::10", &log1);
+    let probes = [
+        Prober::start(&s3.a, "203.0.113.10"),
+        Prober::start(&s3.a, "2001:db8:1::10"),
+    ];
+    assert!(probes.iter().all(Prober::flowing), "{}", logs());
+    let t = unix_now();
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    s3.wait_master(1, Duration::from_secs(8), &logs);
+    takeover(
+        "kill -9, the wan parent without an address",
+        &probes,
+        t,
+        Duration::from_secs(5),
         &logs,
     );
     let o = p2.stop().expect("fw2 output");

@@ -191,14 +191,24 @@ impl Local {
     }
 
     /// A source address for what interface `i` sends of `ip`'s family:
-    /// one of its own, else one of any interface's.
+    /// one of its own, else a virtual (CARP) address it holds as master
+    /// (a parent without an address of its own), else one of any
+    /// interface's.
     pub(super) fn source_for(&self, i: usize, v6: bool) -> Option<IpAddr> {
         let fam = |p: &&Prefix| p.ip.is_ipv6() == v6;
         self.addresses
             .get(i)
             .and_then(|a| a.iter().find(fam))
-            .or_else(|| self.addresses.iter().flatten().find(fam))
             .map(|p| p.ip)
+            .or_else(|| {
+                self.virtuals
+                    .iter()
+                    .filter(|v| v.on && v.iface == i)
+                    .flat_map(|v| v.addresses.iter())
+                    .find(|a| a.is_ipv6() == v6)
+                    .copied()
+            })
+            .or_else(|| self.addresses.iter().flatten().find(fam).map(|p| p.ip))
     }
 
     /// The broadcast address of one of our IPv4 subnets.

@@ -56,14 +56,9 @@ pub(super) fn hop(pkt: &mut [u8], info: &IpInfo) -> IpInfo {
 /// and next hop for `dst`. Connected subnets win ties.
 pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
     let mut best: Option<(u8, usize, IpAddr)> = None;
-    for (ix, i) in cfg.ifaces.iter().enumerate() {
-        if i.bridge.is_some() {
-            continue;
-        }
-        for p in &i.addresses {
-            if p.contains(dst) && best.is_none_or(|(b, _, _)| p.bits > b) {
-                best = Some((p.bits, ix, *dst));
-            }
+    for (ix, p) in cfg.connected_prefixes() {
+        if p.contains(dst) && best.is_none_or(|(b, _, _)| p.bits > b) {
+            best = Some((p.bits, ix, *dst));
         }
     }
     for r in &cfg.routes {
