@@ -87,7 +87,102 @@ fn check_among(host: &str, hosts: &[&str], lab: &str) -> Result<(), String> {
     }
 }
 
+/// The programs a scenario runs on its hosts, each on PATH, or the first
+/// missing one and how to install them (`install`). Checked before
+/// anything runs: a program that is not there fails only once it runs
+/// inside `ip netns exec`, whose error the lab does not see (S3's ping
+/// then looked like a LAN cut off).
+pub fn check_tools(tools: &[&str], install: &str) -> Result<(), String> {
+    for tool in tools {
+        let found = Command::new("which")
+            .arg(tool)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(format!("this lab needs {tool}: {install}"));
+        }
+    }
+    Ok(())
+}
+
+/// What scenario S3 runs besides `ip` and Palisade: `lab failover`'s ping
+/// across the pair and its download (lab/s3.rs), and the commands it
+/// prints; with the Debian packages that have them.
+pub const S3_TOOLS: [&str; 2] = ["ping", "curl"];
+pub const S3_INSTALL: &str = "apt install iputils-ping curl (Debian packages iputils-ping, curl)";
+
+/// How long `lab undemote` waits for the undemoted firewall to take its
+/// vhids back: the backup gives way at the firewall's next advertisement
+/// (about 1.4 s at the lab's advbase 1), so a fixed short wait showed the
+/// state before the move.
+pub const UNDEMOTE_SETTLE: Duration = Duration::from_secs(5);
+
+/// Whether a firewall (its `carp show --json`) is master of every vhid it
+/// has.
+pub fn master_of_all(view: &serde_json::Value) -> bool {
+    view["interfaces"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(|i| i["state"] == "MASTER"))
+}
+
+/// Whether a firewall (`own`, its `carp show --json`) wins the election
+/// of each of its vhids against the other (`other`, None when its daemon
+/// does not answer): a lower demotion wins, then (the lab's firewalls
+/// preempt) a shorter advertisement interval, advbase + advskew/256, as
+/// palisade-carp's node elects. Lets `lab undemote` stop waiting for a
+/// takeover that will not come.
+pub fn expects_master(own: &serde_json::Value, other: Option<&serde_json::Value>) -> bool {
+    let Some(other) = other else {
+        return true;
+    };
+    let key = |i: &serde_json::Value| {
+        (
+            i["demote"].as_u64().unwrap_or(0),
+            i["advbase"].as_u64().unwrap_or(0) * 256 + i["advskew"].as_u64().unwrap_or(0),
+        )
+    };
+    let theirs = other["interfaces"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    own["interfaces"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .all(|i| {
+            theirs
+                .iter()
+                .find(|t| t["vhid"] == i["vhid"])
+                .is_none_or(|t| key(i) < key(t))
+        })
+}
+
 impl Lab {
+    /// After `lab undemote FW`: wait (at most `bound`) until FW is master
+    /// of all its vhids, or until the election says it will not be;
+    /// whether it is.
+    pub fn settle_undemote(&self, fw: &str, bound: Duration) -> bool {
+        let t = Instant::now();
+        loop {
+            let own = self.carp_view(fw);
+            if own.as_ref().is_some_and(master_of_all) {
+                return true;
+            }
+            let other = s3::FIREWALLS.into_iter().find(|f| *f != fw);
+            let other = other.and_then(|f| self.carp_view(f));
+            let hopeless = own
+                .as_ref()
+                .is_none_or(|v| !expects_master(v, other.as_ref()));
+            if hopeless || t.elapsed() >= bound {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Bring a scenario's lab up: refuse if one of that name is up, check
     /// the tools it needs (`install` says how to get them), clear what a
     /// lab of that name left, run `build`, and take everything down again
@@ -105,16 +200,7 @@ impl Lab {
                 self.prefix_arg()
             ));
         }
-        for tool in tools {
-            let found = Command::new("which")
-                .arg(tool)
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !found {
-                return Err(format!("this lab needs {tool}: {install}"));
-            }
-        }
+        check_tools(tools, install)?;
         if self.dir().exists() {
             self.down()?;
         }
@@ -1325,4 +1411,57 @@ pub fn serve(addr: &str, kind: &str) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// A program that is not installed is named, with how to install it.
+    #[test]
+    fn a_missing_tool_is_named_with_its_package() {
+        assert_eq!(super::check_tools(&["sh"], "apt install dash"), Ok(()));
+        let e = super::check_tools(&["sh", "palisade-no-such-program"], "apt install nothing")
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "this lab needs palisade-no-such-program: apt install nothing"
+        );
+        // S3's failover pings: the check names ping's Debian package.
+        assert!(super::S3_TOOLS.contains(&"ping"));
+        assert!(super::S3_INSTALL.contains("iputils-ping"));
+    }
+
+    fn fw(states: &[(&str, u64, u64)]) -> serde_json::Value {
+        let items: Vec<_> = states
+            .iter()
+            .enumerate()
+            .map(|(k, (state, demote, skew))| {
+                json!({"vhid": k + 1, "state": state, "demote": demote, "advbase": 1, "advskew": skew})
+            })
+            .collect();
+        json!({"interfaces": items})
+    }
+
+    /// `lab undemote` waits for a takeover only when the election gives
+    /// the firewall its vhids.
+    #[test]
+    fn undemote_waits_only_for_a_takeover_that_comes() {
+        let fw1 = fw(&[("BACKUP", 0, 0), ("BACKUP", 0, 0)]);
+        let fw2 = fw(&[("MASTER", 0, 100), ("MASTER", 0, 100)]);
+        assert!(!super::master_of_all(&fw1));
+        assert!(super::master_of_all(&fw2));
+        // fw1 undemoted: it preempts fw2 (lower advskew).
+        assert!(super::expects_master(&fw1, Some(&fw2)));
+        // fw2 undemoted while fw1 leads: no takeover to wait for.
+        let fw1m = fw(&[("MASTER", 0, 0), ("MASTER", 0, 0)]);
+        let fw2b = fw(&[("BACKUP", 0, 100), ("BACKUP", 0, 100)]);
+        assert!(!super::expects_master(&fw2b, Some(&fw1m)));
+        // Still demoted more than the other: no takeover either.
+        let fw1d = fw(&[("BACKUP", 1, 0), ("BACKUP", 1, 0)]);
+        assert!(!super::expects_master(&fw1d, Some(&fw2)));
+        // The other is not running: it takes over alone.
+        assert!(super::expects_master(&fw2b, None));
+        assert!(!super::master_of_all(&json!({"interfaces": []})));
+    }
 }

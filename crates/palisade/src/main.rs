@@ -519,25 +519,49 @@ fn control_cmd(socket: &std::path::Path, req: Request, json: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(a) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&a["data"]).unwrap_or_default()
-                );
-            } else {
-                print!("{}", a["text"].as_str().unwrap_or(""));
-            }
-            if a["ok"].as_bool() == Some(true) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        Ok(a) => print_answer(&a, json, true),
         Err(e) => {
             eprintln!("palisade: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// What the CLI prints of an answer (`{"ok", "text", "data"}`): its
+/// stdout, its stderr, and whether it succeeded. A refusal has no `data`:
+/// with --json its reason goes to stderr and stdout stays empty (printing
+/// `data` showed `null` and hid the reason); without, the text is printed
+/// as it always was. `pretty`: `data` laid out by serde_json's pretty
+/// printer (the control socket's commands) or on one line (greylist's).
+fn answer_output(a: &serde_json::Value, json: bool, pretty: bool) -> (String, String, bool) {
+    let ok = a["ok"].as_bool() == Some(true);
+    let text = a["text"].as_str().unwrap_or("").to_string();
+    if !json {
+        (text, String::new(), ok)
+    } else if ok {
+        let data = if pretty {
+            serde_json::to_string_pretty(&a["data"]).unwrap_or_default()
+        } else {
+            a["data"].to_string()
+        };
+        (data + "\n", String::new(), ok)
+    } else {
+        let mut reason = text;
+        if reason.trim().is_empty() {
+            reason = "the request failed (the answer gave no reason)\n".into();
+        }
+        (String::new(), reason, ok)
+    }
+}
+
+fn print_answer(a: &serde_json::Value, json: bool, pretty: bool) -> ExitCode {
+    let (out, err, ok) = answer_output(a, json, pretty);
+    print!("{out}");
+    eprint!("{err}");
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -632,7 +656,11 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                     2,
                 );
             }
-            if let Err(e) = l.up_s3() {
+            // S3's own tools (ping, curl), before anything is built: as
+            // S5 and S6 check theirs in up_scenario.
+            if let Err(e) =
+                lab::check_tools(&lab::S3_TOOLS, lab::S3_INSTALL).and_then(|()| l.up_s3())
+            {
                 return fail(what, &e, 1);
             }
             println!("The S3 lab is up.");
@@ -711,10 +739,14 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             }
             fail(what, &l.exec(&host, &command), 1)
         }
-        LabCmd::Failover { graceful, .. } => match l.failover(graceful) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(what, &e, 1),
-        },
+        LabCmd::Failover { graceful, .. } => {
+            match lab::check_tools(&lab::S3_TOOLS, lab::S3_INSTALL)
+                .and_then(|()| l.failover(graceful))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(what, &e, 1),
+            }
+        }
         LabCmd::Kill { fw, .. } => done(
             l.signal_fw(&fw, libc::SIGKILL)
                 .map(|()| format!("{fw}: killed (kill -9)")),
@@ -727,7 +759,18 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             done(l.start_fw(&fw).map(|()| format!("{fw}: Palisade started")))
         }
         LabCmd::Demote { fw, count, .. } => done(l.demote_fw(&fw, count as i32)),
-        LabCmd::Undemote { fw, count, .. } => done(l.demote_fw(&fw, -(count as i32))),
+        LabCmd::Undemote { fw, count, .. } => match l.demote_fw(&fw, -(count as i32)) {
+            Ok(t) => {
+                println!("{t}");
+                // The backup gives way at its next advertisement (about
+                // 1.4 s at advbase 1): show the state once fw has taken
+                // its vhids back, or the bound passed.
+                l.settle_undemote(&fw, lab::UNDEMOTE_SETTLE);
+                l.print_carp();
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(what, &e, 1),
+        },
         LabCmd::Status { json, .. } if l.is_s3() => {
             if json {
                 println!(
@@ -1368,18 +1411,7 @@ fn greylist_cmd(action: GreylistCmd) -> ExitCode {
         }
     };
     match greylist::admin_cmd(&conf, req) {
-        Ok(v) => {
-            if json {
-                println!("{}", v["data"]);
-            } else {
-                print!("{}", v["text"].as_str().unwrap_or(""));
-            }
-            if v["ok"] == true {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
+        Ok(v) => print_answer(&v, json, false),
         Err(e) => {
             eprintln!("palisade greylist: {e}");
             ExitCode::from(1)
@@ -1390,6 +1422,38 @@ fn greylist_cmd(action: GreylistCmd) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use serde_json::json;
+
+    /// A refused request with --json shows its reason on stderr, not
+    /// `null` on stdout (`carp undemote carp 1 --json` at count 0), and
+    /// fails; without --json its text is printed as before.
+    #[test]
+    fn a_refusal_with_json_prints_its_reason_on_stderr() {
+        let refused = json!({"ok": false, "text": "carp: no group nosuch\n"});
+        let (out, err, ok) = super::answer_output(&refused, true, true);
+        assert_eq!(
+            (out.as_str(), err.as_str(), ok),
+            ("", "carp: no group nosuch\n", false)
+        );
+        let (out, err, ok) = super::answer_output(&refused, false, true);
+        assert_eq!(
+            (out.as_str(), err.as_str(), ok),
+            ("carp: no group nosuch\n", "", false)
+        );
+        // No text at all still says something.
+        let (out, err, _) = super::answer_output(&json!({"ok": false}), true, true);
+        assert!(out.is_empty() && err.contains("no reason"), "{err}");
+        // Successes print `data` (pretty for the control socket's
+        // commands, one line for greylist's).
+        let done = json!({"ok": true, "text": "carp: demote count 1\n", "data": {"demote": 1}});
+        let (out, err, ok) = super::answer_output(&done, true, true);
+        assert_eq!(
+            (out.as_str(), err.as_str(), ok),
+            ("{\n  \"demote\": 1\n}\n", "", true)
+        );
+        let (out, _, _) = super::answer_output(&done, true, false);
+        assert_eq!(out, "{\"demote\":1}\n");
+    }
 
     /// `lab exec --help` names every scenario's hosts.
     #[test]

@@ -10,9 +10,11 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
+use palisade_conf::host::HostModel;
 use palisade_conf::ir::{Addr, Direction, Timeout};
 use palisade_conf::print::proto_str;
-use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions};
+use palisade_conf::{parse_bytes, parse_input, Input, ParseOptions, ParseOutput};
+use palisade_filter::osfp::FingerprintDb;
 use palisade_filter::packet::RuleListing;
 use palisade_filter::table::net_key;
 use palisade_net::config::Prefix;
@@ -90,6 +92,15 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
         Request::Kill(k) => kill(sh, k),
         Request::Reload { file } => {
             let (ok, msgs) = reload(sh, file.as_deref());
+            // The log hears of it as of a SIGHUP's reload (run.rs): its
+            // warnings, errors and outcome, not only the client.
+            for m in &msgs {
+                if ok {
+                    tracing::info!("{m}");
+                } else {
+                    tracing::warn!("{m}");
+                }
+            }
             json!({"ok": ok, "text": msgs.join("\n") + "\n"})
         }
         Request::Log => fail("log: a stream (answered by the control socket)"),
@@ -189,6 +200,28 @@ pub fn reload(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     (ok, msgs)
 }
 
+/// The warnings start-up prints about its pf.conf (load::load) that a
+/// ruleset loaded while running earns as well: features parsed but not
+/// enforced, interfaces palisade.toml lacks, `on` a CARP interface (the
+/// running palisade.toml's), `to ::1`, OS names no fingerprint has. One
+/// list for reloads and `anchor NAME load`, so that neither says less
+/// than start-up (reloads left out the CARP one). palisade.toml's own
+/// warnings (proxy ARP) are not repeated: a reload does not read it.
+fn load_warnings(
+    out: &ParseOutput,
+    file: &str,
+    host: &HostModel,
+    cfg: &palisade_net::config::Config,
+    db: &FingerprintDb,
+) -> Vec<String> {
+    let mut w = out.unenforced_warnings(file);
+    w.extend(crate::load::unknown_interfaces(&out.config, host));
+    w.extend(crate::load::carp_interface_rules(&out.config, cfg));
+    w.extend(crate::load::to_v6_loopback(&out.config));
+    w.extend(crate::load::unknown_os_in(&out.config, db));
+    w
+}
+
 fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let path = file.unwrap_or(&sh.pf_path);
     let opts = ParseOptions {
@@ -198,12 +231,13 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let out = parse_input(Input::File(path), &opts);
     let mut msgs = out.stderr.clone();
     if out.errors == 0 {
-        msgs.extend(out.unenforced_warnings(&path.display().to_string()));
-        msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
-        msgs.extend(crate::load::to_v6_loopback(&out.config));
-        msgs.extend(crate::load::unknown_os_in(
-            &out.config,
-            sh.dp().filter.fingerprints(),
+        let dp = sh.dp();
+        msgs.extend(load_warnings(
+            &out,
+            &path.display().to_string(),
+            &sh.host,
+            &dp.cfg,
+            dp.filter.fingerprints(),
         ));
     }
     if out.errors > 0 {
@@ -1052,10 +1086,16 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 ));
             }
             let n = out.config.main.rules.len();
-            msgs.extend(out.unenforced_warnings(file));
-            msgs.extend(crate::load::unknown_interfaces(&out.config, &sh.host));
-            msgs.extend(crate::load::to_v6_loopback(&out.config));
-            msgs.extend(crate::load::unknown_os_in(&out.config, sh.dp().filter.fingerprints()));
+            {
+                let dp = sh.dp();
+                msgs.extend(load_warnings(
+                    &out,
+                    file,
+                    &sh.host,
+                    &dp.cfg,
+                    dp.filter.fingerprints(),
+                ));
+            }
             // Compiled outside the data-plane lock; swapped in atomically.
             let engine = sh.dp().filter.engine_arc();
             engine.load_anchor(name, &out.config.main);
@@ -1125,4 +1165,45 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
         format!("killed {} states\n", ids.len()),
         json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload (and `anchor NAME load`) warns as start-up does, `on
+    /// carp0` included: scenario S3's palisade.toml, a pf.conf with an
+    /// unenforced feature and a rule on the CARP interface.
+    #[test]
+    fn reload_warns_as_start_up_does() {
+        let cfg = palisade_net::config::Config::parse(
+            Path::new("/etc/palisade/palisade.toml"),
+            crate::lab::s3::FW_TOML[0],
+            &|_| true,
+        )
+        .expect("the S3 lab's palisade.toml");
+        let host = HostModel {
+            interfaces: cfg.host_interfaces(),
+            ..Default::default()
+        };
+        let opts = ParseOptions {
+            host: host.clone(),
+            ..Default::default()
+        };
+        let pf = "pass in on carp0 proto tcp\npass out on lan from (carp0)\npass in on lan proto tcp rtable 1\npass\n";
+        let out = parse_bytes("pf.conf", None, pf.as_bytes().to_vec(), &opts);
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        let db = FingerprintDb::default_db();
+        let w = load_warnings(&out, "pf.conf", &host, &cfg, &db);
+        let all = w.join("\n");
+        assert!(
+            all.contains("pf.conf:1: warning: `on carp0` does not match yet"),
+            "{all}"
+        );
+        assert!(!all.contains("pf.conf:2:"), "{all}");
+        assert!(
+            all.contains("pf.conf:3: warning: rtable is parsed but not enforced"),
+            "{all}"
+        );
+    }
 }
