@@ -42,6 +42,39 @@ pub struct HostModel {
     /// The machine's protocols database (/etc/protocols, or `[protocols]`
     /// of a host model): name or alias -> number. Consulted after OpenBSD's.
     pub protocols: BTreeMap<String, u8>,
+    /// The routing table beyond the interfaces' own subnets (which are
+    /// connected routes): for `no-route` and `urpf-failed`.
+    pub routes: Vec<HostRoute>,
+}
+
+/// A route: destination prefix and the interface it leaves by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRoute {
+    pub to: IpAddr,
+    pub bits: u8,
+    pub iface: String,
+}
+
+fn prefix_contains(net: &IpAddr, bits: u8, ip: &IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits.min(32))
+            };
+            u32::from(*n) & m == u32::from(*a) & m
+        }
+        (IpAddr::V6(n), IpAddr::V6(a)) => {
+            let m = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits.min(128))
+            };
+            u128::from(*n) & m == u128::from(*a) & m
+        }
+        _ => false,
+    }
 }
 
 /// A `[services]` value in a host model: a port for both TCP and UDP, or
@@ -158,6 +191,40 @@ pub fn parse_ifaddr(s: &str) -> Result<IfAddr, IfAddrError> {
 }
 
 impl HostModel {
+    /// The interface the routing table sends `ip` out of: the longest
+    /// prefix among the interfaces' subnets (connected routes, which win
+    /// ties) and `routes`; None when no route covers it.
+    pub fn route_iface(&self, ip: &IpAddr) -> Option<&str> {
+        let mut best: Option<(u8, &str)> = None;
+        for i in &self.interfaces {
+            for a in &i.addrs {
+                if prefix_contains(&a.ip, a.bits, ip) && best.is_none_or(|(b, _)| a.bits > b) {
+                    best = Some((a.bits, &i.name));
+                }
+            }
+        }
+        for r in &self.routes {
+            if prefix_contains(&r.to, r.bits, ip) && best.is_none_or(|(b, _)| r.bits > b) {
+                best = Some((r.bits, &r.iface));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// pf's `no-route` is the negation: some route covers `ip`. An IPv6
+    /// link-local address counts as routable (pf skips addresses with a
+    /// scope).
+    pub fn routable(&self, ip: &IpAddr) -> bool {
+        is_link_local_v6(ip) || self.route_iface(ip).is_some()
+    }
+
+    /// pf's unicast reverse-path check (`urpf-failed` is the negation):
+    /// the route back to `src` leaves by `iface`, the interface the packet
+    /// is on.
+    pub fn urpf_ok(&self, src: &IpAddr, iface: &str) -> bool {
+        is_link_local_v6(src) || self.route_iface(src) == Some(iface)
+    }
+
     /// Load a host model from TOML text; errors name the problem.
     pub fn from_toml(text: &str) -> Result<HostModel, HostModelError> {
         let f: FileModel = toml::from_str(text)?;
@@ -280,6 +347,10 @@ impl HostModel {
 /// databases); the host's own are in [`HostModel::services`] and
 /// [`HostModel::protocols`].
 pub use crate::netdb::{proto_name, proto_number, service_port};
+
+fn is_link_local_v6(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80)
+}
 
 #[cfg(test)]
 mod tests {

@@ -36,6 +36,11 @@ enum CAddr {
     Nets(Vec<(bool, u128, u128)>),
     Range(IpAddr, IpAddr),
     Table(String),
+    /// `no-route`: no route covers the address (the host model's table).
+    NoRoute,
+    /// `urpf-failed`: the route back to the address does not leave by
+    /// the interface the packet is on.
+    UrpfFailed,
     Never,
 }
 
@@ -908,7 +913,7 @@ impl Engine {
             || (name == "any" && !self.host.interface(iface).is_some_and(|i| i.loopback))
     }
 
-    fn addr_ok(&self, a: &CAddrSpec, ip: &IpAddr) -> bool {
+    fn addr_ok(&self, a: &CAddrSpec, ip: &IpAddr, iface: &str) -> bool {
         let m = match &a.addr {
             CAddr::Any => true,
             CAddr::Nets(n) => {
@@ -918,6 +923,8 @@ impl Engine {
             }
             CAddr::Range(lo, hi) => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
             CAddr::Table(t) => self.tables().contains(t, ip),
+            CAddr::NoRoute => !self.host.routable(ip),
+            CAddr::UrpfFailed => !self.host.urpf_ok(ip, iface),
             CAddr::Never => false,
         };
         m != a.neg
@@ -953,7 +960,7 @@ impl Engine {
                 return false;
             }
         }
-        self.addr_ok(&r.dst, &pkt.dst) && self.addr_ok(&r.src, &pkt.src)
+        self.addr_ok(&r.dst, &pkt.dst, &pkt.iface) && self.addr_ok(&r.src, &pkt.src, &pkt.iface)
     }
 
     fn matches(&self, r: &CRule, path: &str, pkt: &PacketMeta, tag: Option<&str>) -> bool {
@@ -1147,7 +1154,10 @@ fn compile_addr(a: &AddrSpec, host: &HostModel) -> CAddrSpec {
             CAddr::Nets(nets)
         }
         Addr::Table(t) => CAddr::Table(t.clone()),
-        Addr::NoRoute | Addr::UrpfFailed | Addr::RouteLabel(_) => CAddr::Never,
+        Addr::NoRoute => CAddr::NoRoute,
+        Addr::UrpfFailed => CAddr::UrpfFailed,
+        // Route labels: Linux routes carry none (warned at load).
+        Addr::RouteLabel(_) => CAddr::Never,
     };
     CAddrSpec { neg: a.neg, addr }
 }

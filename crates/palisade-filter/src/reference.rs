@@ -305,7 +305,7 @@ fn dynamic_addrs(host: &HostModel, ifname: &str, mods: &IfMods) -> Vec<(IpAddr, 
     out
 }
 
-fn addr_matches(spec: &AddrSpec, ip: &IpAddr, ctx: &RefCtx) -> bool {
+fn addr_matches(spec: &AddrSpec, ip: &IpAddr, iface: &str, ctx: &RefCtx) -> bool {
     let m = match &spec.addr {
         Addr::Any => true,
         Addr::Net { ip: net, bits } => mask_eq(net, ip, *bits),
@@ -314,7 +314,11 @@ fn addr_matches(spec: &AddrSpec, ip: &IpAddr, ctx: &RefCtx) -> bool {
             .iter()
             .any(|(a, b)| mask_eq(a, ip, bits.unwrap_or(*b))),
         Addr::Table(t) => ctx.tables.contains(t, ip),
-        Addr::NoRoute | Addr::UrpfFailed | Addr::RouteLabel(_) => false,
+        // pf_routable: some route covers it; with the interface, the
+        // route back leaves by it (the unicast reverse-path check).
+        Addr::NoRoute => !ctx.host.routable(ip),
+        Addr::UrpfFailed => !ctx.host.urpf_ok(ip, iface),
+        Addr::RouteLabel(_) => false,
     };
     m != spec.neg
 }
@@ -343,7 +347,7 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
             return false;
         }
     }
-    if !addr_matches(&r.src.addr, &pkt.src, ctx) {
+    if !addr_matches(&r.src.addr, &pkt.src, &pkt.iface, ctx) {
         return false;
     }
     if let Some(op) = &r.src.port {
@@ -352,7 +356,7 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
             _ => return false,
         }
     }
-    if !addr_matches(&r.dst.addr, &pkt.dst, ctx) {
+    if !addr_matches(&r.dst.addr, &pkt.dst, &pkt.iface, ctx) {
         return false;
     }
     if let Some(op) = &r.dst.port {

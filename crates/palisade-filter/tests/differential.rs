@@ -46,6 +46,15 @@ groups = ["lo"]
 addresses = ["127.0.0.1/8", "::1"]
 "#,
     )
+    .map(|mut h| {
+        // A route beyond the subnets: no-route and urpf-failed see it.
+        h.routes.push(palisade_conf::host::HostRoute {
+            to: "198.51.100.0".parse().unwrap(),
+            bits: 24,
+            iface: "em1".into(),
+        });
+        h
+    })
     .unwrap()
 }
 
@@ -80,6 +89,8 @@ const ADDRS: &[&str] = &[
     "self",
     "em1",
     "no-route",
+    "urpf-failed",
+    "! urpf-failed",
 ];
 const PORTS: &[&str] = &[
     "",

@@ -382,3 +382,73 @@ fn block_return_answers_icmp_queries_only() {
         "a redirect"
     );
 }
+
+/// `no-route` and `urpf-failed` against the host's routing table (its
+/// interfaces' subnets and its routes), as pf_routable reads the
+/// kernel's: no route covers the address; the route back to the source
+/// does not leave by the interface the packet came in on. An IPv6
+/// link-local source passes both (pf skips scoped addresses).
+#[test]
+fn no_route_and_urpf_failed_read_the_routing_table() {
+    let host = || {
+        let mut h = HostModel::from_toml(
+            "[[interface]]\nname = \"em0\"\naddresses = [\"192.0.2.2/24\", \"2001:db8::2/64\"]\n\
+             [[interface]]\nname = \"em1\"\naddresses = [\"198.51.100.2/24\"]\n",
+        )
+        .unwrap();
+        h.routes.push(palisade_conf::host::HostRoute {
+            to: ip("203.0.113.0"),
+            bits: 24,
+            iface: "em1".into(),
+        });
+        h
+    };
+    let mut f = common::filter_with(host(), "block in quick from urpf-failed\npass all\n", 7);
+    // (A port of its own each: a packet must not meet an earlier one's
+    // state, which would pass it without the rules.)
+    let port = std::cell::Cell::new(1000u16);
+    let passes = |src: &str, iface: &str, f: &mut Filter| {
+        port.set(port.get() + 1);
+        f.process(&mut udp(src, "192.0.2.2", port.get(), 53), iface, In, 0)
+            .passed()
+    };
+    assert!(
+        passes("198.51.100.9", "em1", &mut f),
+        "its subnet is on em1"
+    );
+    assert!(!passes("198.51.100.9", "em0", &mut f), "spoofed on em0");
+    assert!(passes("203.0.113.9", "em1", &mut f), "routed by em1");
+    assert!(!passes("203.0.113.9", "em0", &mut f));
+    assert!(!passes("198.18.0.1", "em0", &mut f), "no route back at all");
+    let v6 = |src: &str, f: &mut Filter| {
+        port.set(port.get() + 1);
+        let mut p = build::ip(
+            ip(src),
+            ip("2001:db8::2"),
+            17,
+            64,
+            &build::udp(port.get(), 53, b"x"),
+        );
+        f.process(&mut p, "em0", In, 0).passed()
+    };
+    assert!(v6("2001:db8::9", &mut f));
+    assert!(v6("fe80::1", &mut f), "link-local");
+    assert!(!v6("2001:db8:5::9", &mut f));
+
+    let mut f = common::filter_with(host(), "block in quick from no-route\npass all\n", 7);
+    assert!(passes("203.0.113.9", "em0", &mut f), "routable (by em1)");
+    assert!(!passes("198.18.0.1", "em0", &mut f), "no route");
+    // A default route makes everything routable.
+    let mut h = host();
+    h.routes.push(palisade_conf::host::HostRoute {
+        to: ip("0.0.0.0"),
+        bits: 0,
+        iface: "em0".into(),
+    });
+    let mut f = common::filter_with(h, "block in quick from no-route\npass all\n", 7);
+    assert!(passes("198.18.0.1", "em0", &mut f));
+    // Negated: `! urpf-failed` matches what passes the check.
+    let mut f = common::filter_with(host(), "block all\npass in quick from ! urpf-failed\n", 7);
+    assert!(passes("198.51.100.9", "em1", &mut f));
+    assert!(!passes("198.51.100.9", "em0", &mut f));
+}

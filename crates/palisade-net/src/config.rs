@@ -1053,6 +1053,43 @@ impl Config {
         self.ifaces.iter().position(|i| i.name == name)
     }
 
+    /// The routing table as pf's `no-route` and `urpf-failed` see it
+    /// (for `palisade_conf`'s host model; the interfaces' own subnets are
+    /// connected routes there already): each `[[route]]` with the
+    /// interface it leaves by (named, or the one its gateway is reached
+    /// by), and each CARP address's subnet on its parent.
+    pub fn host_routes(&self) -> Vec<palisade_conf::host::HostRoute> {
+        let via = |g: IpAddr| {
+            self.connected(&g).or_else(|| {
+                self.routes
+                    .iter()
+                    .filter(|x| x.via.is_none() && x.to.contains(&g))
+                    .max_by_key(|x| x.to.bits)
+                    .and_then(|x| x.iface)
+            })
+        };
+        let mut out = Vec::new();
+        for r in &self.routes {
+            if let Some(i) = r.iface.or_else(|| r.via.and_then(via)) {
+                out.push(palisade_conf::host::HostRoute {
+                    to: r.to.ip,
+                    bits: r.to.bits,
+                    iface: self.ifaces[i].name.clone(),
+                });
+            }
+        }
+        for c in &self.carp {
+            for p in &c.addresses {
+                out.push(palisade_conf::host::HostRoute {
+                    to: p.ip,
+                    bits: p.bits,
+                    iface: self.ifaces[c.parent].name.clone(),
+                });
+            }
+        }
+        out
+    }
+
     /// The interfaces as pf.conf sees them (for `palisade_conf`'s host
     /// model): logical interfaces and bridges with their addresses and
     /// groups; `egress` is the group of the interfaces with a default route.

@@ -19,6 +19,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
+    host.routes = cfg.host_routes();
     let pf = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let opts = ParseOptions {
         host: host.clone(),

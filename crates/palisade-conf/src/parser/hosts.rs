@@ -327,6 +327,9 @@ impl<'a> Parser<'a> {
                         "route" => {
                             self.next();
                             let l = self.name(Name::RouteLabel)?;
+                            // Linux routes carry no labels: such an
+                            // address matches nothing.
+                            self.warn_unenforced("route labels (`route NAME` as an address)");
                             return Ok(vec![HostItem {
                                 neg: false,
                                 addr: Addr::RouteLabel(l),
