@@ -20,6 +20,9 @@ pub struct AddrTable {
     /// for `expire`; entries without a stamp date from `born`.
     stamps: HashMap<(IpAddr, u8), u64>,
     pub born: u64,
+    /// Declared `const` in pf.conf: the table commands may not change it
+    /// (pfctl: Operation not permitted); a reload replaces it.
+    pub constant: bool,
 }
 
 fn mask4(b: u8) -> u32 {
@@ -258,6 +261,7 @@ impl TableSet {
         let mut ts = TableSet::default();
         for t in &c.tables {
             let tab = ts.tables.entry(t.name.clone()).or_default();
+            tab.constant |= t.constant;
             for TableEntry { neg, addr } in t.entries() {
                 tab.insert(addr, *neg);
             }

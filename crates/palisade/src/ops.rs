@@ -887,6 +887,14 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
     let needs = |ok: bool| -> Option<Value> {
         (!ok).then(|| fail(format!("table <{name}>: no such table")))
     };
+    // A `const` table is changed only by loading pf.conf again (pfctl
+    // refuses: Operation not permitted).
+    let changes = matches!(op, "add" | "delete" | "replace" | "flush" | "expire");
+    if changes && ts.tables.get(name).is_some_and(|t| t.constant) {
+        return fail(format!(
+            "table <{name}> {op}: the table is const (pf.conf declares it so): Operation not permitted"
+        ));
+    }
     match op {
         "add" => {
             let t = ts

@@ -25,6 +25,7 @@ const PF: &str = "\
 set limit states 5000
 set timeout tcp.first 60
 table <allowed> persist { 2001:db8:a::99 }
+table <fixed> const persist { 192.0.2.9 }
 block log all
 pass proto icmp
 pass proto ipv6-icmp
@@ -233,6 +234,26 @@ fn control_commands_against_a_running_daemon() {
     let t0 = c.json(&["show", "tables"]);
     assert_eq!(t0[0]["name"], "allowed");
     assert_eq!(t0[0]["count"], 2);
+    // A `const` table is not changed by the table commands (pfctl:
+    // Operation not permitted); it still shows and tests.
+    for args in [
+        &["table", "fixed", "add", "192.0.2.10"][..],
+        &["table", "fixed", "delete", "192.0.2.9"],
+        &["table", "fixed", "flush"],
+        &["table", "fixed", "replace", "192.0.2.10"],
+    ] {
+        let o = c.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("Operation not permitted")
+                || String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"),
+            "{args:?}: {o:?}"
+        );
+    }
+    assert_eq!(
+        c.ok(&["table", "fixed", "test", "192.0.2.9"]),
+        "1/1 addresses match.\n"
+    );
     // A table not in pf.conf is created by `add` (pf does the same).
     c.ok(&["table", "scratch", "add", "192.0.2.1"]);
     let r = c.json(&["table", "scratch", "expire", "3600"]);
@@ -524,7 +545,7 @@ fn control_commands_against_a_running_daemon() {
     let mem = c.json(&["show", "memory"]);
     assert!(mem["rss_bytes"].as_u64().unwrap() > 1_000_000, "{mem}");
     assert!(mem["states"].as_u64().unwrap() >= 1);
-    assert_eq!(mem["table_entries"], 2);
+    assert_eq!(mem["table_entries"], 3, "<allowed>'s two, <fixed>'s one");
 
     // --- log --follow: one line per logged packet, as it happens.
     let mut follow = Command::new(palisade())
