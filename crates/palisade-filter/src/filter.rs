@@ -1407,8 +1407,18 @@ impl Filter {
 
     /// Candidate networks of a pool for address family `af`.
     fn pool_nets(&self, pool: &Pool, af: Af) -> Vec<(IpAddr, u8)> {
+        // The older syntax keeps a list in the pool (`-> { a b }`): each
+        // of its addresses, in order (`addr` is only the first).
+        match &pool.list {
+            Some(list) => list.iter().flat_map(|a| self.addr_nets(a, af)).collect(),
+            None => self.addr_nets(&pool.addr, af),
+        }
+    }
+
+    /// The networks of one pool address of family `af`.
+    fn addr_nets(&self, addr: &Addr, af: Af) -> Vec<(IpAddr, u8)> {
         let fam = |ip: &IpAddr| Af::of(ip) == af;
-        match &pool.addr {
+        match addr {
             Addr::Net { ip, bits } if fam(ip) => vec![(*ip, *bits)],
             Addr::Table(t) => self
                 .engine

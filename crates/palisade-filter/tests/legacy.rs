@@ -246,3 +246,29 @@ fn an_anchor_loaded_again_counts_max_afresh() {
         VerdictAction::Pass
     );
 }
+
+/// `nat ... -> { a b } round-robin` and `rdr ... -> { a b } round-robin`
+/// take the list's addresses in turn, as the newer syntax does.
+#[test]
+fn legacy_round_robin_over_a_list_takes_each_address_in_turn() {
+    let mut f = filter(
+        "nat on em0 inet from 10.0.0.0/24 to any -> { 203.0.113.50 203.0.113.60 } round-robin\npass all\n",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for sp in 1000..1004 {
+        let mut syn = tcp("10.0.0.5", "198.51.100.7", sp, 80, 1, 0, 0x02);
+        assert!(f.process(&mut syn, "em0", Out, 0).passed());
+        seen.insert(parse_ip(&syn).unwrap().src);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let mut f = filter(
+        "rdr on em0 proto tcp from any to 203.0.113.2 port 81 -> { 10.0.0.10 10.0.0.11 } round-robin\npass all\n",
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for sp in 1000..1004 {
+        let mut syn = tcp("198.51.100.7", "203.0.113.2", sp, 81, 1, 0, 0x02);
+        assert!(f.process(&mut syn, "em0", In, 0).passed());
+        seen.insert(parse_ip(&syn).unwrap().dst);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
