@@ -17,7 +17,65 @@ pub struct PflogFile {
     path: PathBuf,
     max: u64,
     written: u64,
-    w: Option<pcap_file::pcap::PcapWriter<std::fs::File>>,
+    w: Option<pcap_file::pcap::PcapWriter<Appending>>,
+}
+
+/// The pflog file as the pcap writer sees it: a writer that has already
+/// written `skip` bytes (the header of a file being appended to, which
+/// the writer writes again and this drops).
+struct Appending {
+    file: std::fs::File,
+    skip: usize,
+}
+
+impl std::io::Write for Appending {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.skip > 0 {
+            let n = self.skip.min(buf.len());
+            self.skip -= n;
+            return Ok(n);
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// An existing pflog file to append to: its header, and where its last
+/// whole record ends (a record cut short by a crash is dropped). None
+/// when it is not a pcap file of pflog records.
+fn pflog_end(f: &mut std::fs::File) -> Option<(pcap_file::pcap::PcapHeader, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = f.metadata().ok()?.len();
+    let mut head = [0u8; 24];
+    f.seek(SeekFrom::Start(0)).ok()?;
+    f.read_exact(&mut head).ok()?;
+    let (_, header) = pcap_file::pcap::PcapHeader::from_slice(&head).ok()?;
+    if header.datalink != pcap_file::DataLink::PFLOG {
+        return None;
+    }
+    let big = header.endianness == pcap_file::Endianness::Big;
+    let mut pos = 24u64;
+    let mut rec = [0u8; 16];
+    while pos + 16 <= len {
+        f.seek(SeekFrom::Start(pos)).ok()?;
+        f.read_exact(&mut rec).ok()?;
+        let b = [rec[8], rec[9], rec[10], rec[11]];
+        let incl = if big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        } as u64;
+        // Cut short, or a length no record has: the end of what was
+        // written whole.
+        if pos + 16 + incl > len || incl > header.snaplen.max(65_535) as u64 {
+            break;
+        }
+        pos += 16 + incl;
+    }
+    Some((header, pos))
 }
 
 impl PflogFile {
@@ -32,18 +90,56 @@ impl PflogFile {
         Ok(f)
     }
 
+    /// Open the file: a pflog file already there is appended to (as
+    /// pflogd does: a restart keeps what was logged), after its last
+    /// whole record; anything else there is moved aside to FILE.0 (said
+    /// in the log) and a new file begun.
     fn start(&mut self) -> Result<(), String> {
+        use std::io::{Seek, SeekFrom};
         if let Some(d) = self.path.parent() {
             let _ = std::fs::create_dir_all(d);
         }
-        let file = std::fs::File::create(&self.path)
-            .map_err(|e| format!("pflog {}: {e}", self.path.display()))?;
+        let err = |e: std::io::Error| format!("pflog {}: {e}", self.path.display());
+        let existing = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .ok()
+            .filter(|f| f.metadata().is_ok_and(|m| m.len() > 0));
+        if let Some(mut f) = existing {
+            match pflog_end(&mut f) {
+                Some((header, end)) => {
+                    f.set_len(end).map_err(err)?;
+                    f.seek(SeekFrom::Start(end)).map_err(err)?;
+                    self.w = Some(
+                        pcap_file::pcap::PcapWriter::with_header(
+                            Appending { file: f, skip: 24 },
+                            header,
+                        )
+                        .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
+                    );
+                    self.written = end;
+                    return Ok(());
+                }
+                None => {
+                    let mut old = self.path.clone().into_os_string();
+                    old.push(".0");
+                    tracing::warn!(
+                        "pflog {}: not a pcap file of pflog records: moved to {}",
+                        self.path.display(),
+                        std::path::Path::new(&old).display()
+                    );
+                    std::fs::rename(&self.path, &old).map_err(err)?;
+                }
+            }
+        }
+        let file = std::fs::File::create(&self.path).map_err(err)?;
         let header = pcap_file::pcap::PcapHeader {
             datalink: pcap_file::DataLink::PFLOG,
             ..Default::default()
         };
         self.w = Some(
-            pcap_file::pcap::PcapWriter::with_header(file, header)
+            pcap_file::pcap::PcapWriter::with_header(Appending { file, skip: 0 }, header)
                 .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
         );
         self.written = 24;
@@ -660,6 +756,68 @@ pub fn seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    use super::*;
+
+    fn records(path: &Path) -> usize {
+        let f = std::fs::File::open(path).unwrap();
+        let mut r = pcap_file::pcap::PcapReader::new(f).unwrap();
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            p.unwrap();
+            n += 1;
+        }
+        n
+    }
+
+    /// A restart appends to the pflog file (pflogd does), after its last
+    /// whole record; a file that is not pflog's is moved aside.
+    #[test]
+    fn the_pflog_file_is_appended_to_across_restarts() {
+        let dir =
+            std::env::temp_dir().join(format!("palisade-pflog-append-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("pflog");
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![1u8; 40], vec![2u8; 50]]);
+        drop(f);
+        assert_eq!(records(&path), 2);
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![3u8; 60]]);
+        drop(f);
+        assert_eq!(records(&path), 3, "appended, not emptied");
+        // A record cut short (a crash while writing) is dropped first.
+        let len = std::fs::metadata(&path).unwrap().len();
+        {
+            use std::io::Write;
+            let mut raw = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            // A record header saying 100 bytes, and 4 of them.
+            let mut cut = vec![0u8; 8];
+            cut.extend_from_slice(&100u32.to_le_bytes());
+            cut.extend_from_slice(&100u32.to_le_bytes());
+            cut.extend_from_slice(&[9u8; 4]);
+            raw.write_all(&cut).unwrap();
+        }
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        assert_eq!(f.written, len);
+        f.write(vec![vec![4u8; 10]]);
+        drop(f);
+        assert_eq!(records(&path), 4);
+        // Not a pflog file: kept as FILE.0, a new file begun.
+        std::fs::write(&path, b"not a capture at all, but long enough").unwrap();
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![5u8; 10]]);
+        drop(f);
+        assert_eq!(records(&path), 1);
+        assert_eq!(
+            std::fs::read(dir.join("pflog.0")).unwrap(),
+            b"not a capture at all, but long enough"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     #[test]
     fn a_fall_between_two_checks_is_seen_by_the_carrier() {
         use super::{fell_unseen, Health};
