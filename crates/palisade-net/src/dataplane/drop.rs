@@ -62,11 +62,15 @@ pub enum DropReason {
     /// Dropped by the kernel before Palisade saw it: a worker's receive
     /// ring was full (the worker fell behind).
     RingFull,
+    /// A frame to an IEEE 802.1D reserved link-local group address
+    /// (01:80:c2:00:00:00 to 0f: STP, LACP, 802.1X, LLDP): a bridge never
+    /// forwards these (802.1D 7.12.6; OpenBSD's bridge and Linux's do not).
+    LinkReserved,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -84,6 +88,7 @@ impl DropReason {
         DropReason::LocalUnserved,
         DropReason::PuntQueueFull,
         DropReason::RingFull,
+        DropReason::LinkReserved,
     ];
 
     /// The stable name (show info, metrics).
@@ -106,6 +111,7 @@ impl DropReason {
             DropReason::LocalUnserved => "local_unserved",
             DropReason::PuntQueueFull => "punt_queue_full",
             DropReason::RingFull => "ring_full",
+            DropReason::LinkReserved => "link_reserved",
         }
     }
 

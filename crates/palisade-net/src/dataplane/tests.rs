@@ -1076,3 +1076,28 @@ fn a_tag_given_on_the_way_in_is_seen_on_the_way_out() {
         )
         .passed());
 }
+
+/// IEEE 802.1D reserved link-local frames (STP, LACP, 802.1X, LLDP: to
+/// 01:80:c2:00:00:00 to 0f) are not bridged, and are counted; other group
+/// frames and other EtherTypes are.
+#[test]
+fn bridges_do_not_forward_reserved_link_local_frames() {
+    let mut d = dp(BRIDGE, "pass\n");
+    for (last, ethertype) in [
+        (0x00u8, 0x0026u16),
+        (0x02, 0x8809),
+        (0x03, 0x888e),
+        (0x0e, 0x88cc),
+    ] {
+        let dst = [0x01, 0x80, 0xc2, 0x00, 0x00, last];
+        let o = d.input(0, &eth(dst, A, None, ethertype, &[0u8; 46]), 0);
+        assert!(o.is_empty(), "01:80:c2:00:00:{last:02x} crossed: {o:?}");
+    }
+    assert_eq!(d.counters.drops.get(DropReason::LinkReserved), 4);
+    let o = d.input(
+        0,
+        &eth([0x01, 0x80, 0xc2, 0, 0, 0x10], A, None, 0x88b5, &[0u8; 46]),
+        0,
+    );
+    assert_eq!(ports(&o), [1, 2], "not reserved: flooded");
+}
