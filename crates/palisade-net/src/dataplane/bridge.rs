@@ -269,6 +269,12 @@ impl Dataplane {
     }
 }
 
+/// An IEEE 802.1D reserved link-local group address (01:80:c2:00:00:00
+/// to 0f), which a bridge does not forward.
+pub(super) fn is_link_reserved(dst: &Mac) -> bool {
+    dst[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && dst[5] <= 0x0f
+}
+
 #[cfg(test)]
 mod fdb_tests {
     use super::*;
@@ -286,10 +292,4 @@ mod fdb_tests {
         f.age(20 + FDB_AGING_MS);
         assert!(f.learn(0, h, 2, 30 + FDB_AGING_MS).ok().unwrap());
     }
-}
-
-/// An IEEE 802.1D reserved link-local group address (01:80:c2:00:00:00
-/// to 0f), which a bridge does not forward.
-pub(super) fn is_link_reserved(dst: &Mac) -> bool {
-    dst[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && dst[5] <= 0x0f
 }
