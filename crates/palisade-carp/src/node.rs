@@ -362,7 +362,13 @@ impl Node {
         };
         n.groups.insert("carp".into(), 0);
         let mut x = seed;
-        for cfg in configs {
+        for mut cfg in configs {
+            // Each group once, and `carp` (implicit) not again: every
+            // group a vhost lists adds its counter to the vhost's demotion,
+            // so `groups: carp` copied from OpenBSD's ifconfig doubled a
+            // demotion of group carp.
+            let mut seen = std::collections::BTreeSet::new();
+            cfg.groups.retain(|g| g != "carp" && seen.insert(g.clone()));
             for g in &cfg.groups {
                 n.groups.entry(g.clone()).or_insert(0);
             }
@@ -945,6 +951,16 @@ pub fn check(configs: &[CarpConfig]) -> Result<(), ConfigError> {
                 c,
                 format!("peer {p}: no virtual address of its family to advertise"),
             ));
+        }
+        // OpenBSD's carppeer takes one peer; advertisements of a family go
+        // to its first peer only, so a second would silently get nothing.
+        for (k, p) in c.peers.iter().enumerate() {
+            if let Some(o) = c.peers[..k].iter().find(|o| o.is_ipv6() == p.is_ipv6()) {
+                return Err(err(
+                    c,
+                    format!("peer {p}: already {o}: one peer per address family"),
+                ));
+            }
         }
         for o in &configs[..n] {
             if o.name == c.name {

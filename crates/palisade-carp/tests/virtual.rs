@@ -754,6 +754,23 @@ fn bad_configurations_are_refused_with_the_interface_named() {
             }],
             "no virtual address",
         ),
+        (
+            vec![CarpConfig {
+                peers: vec!["2001:db8::3".parse().unwrap()],
+                ..ok.clone()
+            }],
+            "peer 2001:db8::3: no virtual address of its family",
+        ),
+        (
+            vec![CarpConfig {
+                peers: vec![
+                    "198.51.100.3".parse().unwrap(),
+                    "198.51.100.4".parse().unwrap(),
+                ],
+                ..ok.clone()
+            }],
+            "peer 198.51.100.4: already 198.51.100.3: one peer per address family",
+        ),
     ];
     for (cfgs, want) in cases {
         let e = match Node::new(cfgs, Options::default(), 1, 0) {
@@ -774,4 +791,17 @@ fn bad_configurations_are_refused_with_the_interface_named() {
         0
     )
     .is_ok());
+}
+
+#[test]
+fn group_carp_and_repeated_groups_count_once() {
+    // `groups: carp` as OpenBSD's ifconfig prints it, and a group twice.
+    let mut c = vhost("carp0", "em0", 1, 1, 0);
+    c.groups = vec!["carp".into(), "grp".into(), "grp".into()];
+    let mut n = Node::new(vec![c], preempting(), 1, 0).unwrap();
+    assert_eq!(n.status()[0].groups, ["grp"]);
+    n.demote(0, "carp", 10, "test");
+    assert_eq!(n.status()[0].demote, 10, "group carp counted once");
+    n.demote(0, "grp", 5, "test");
+    assert_eq!(n.status()[0].demote, 15, "group grp counted once");
 }

@@ -301,10 +301,51 @@ pub enum ConfigProblem {
     CarpNoAddress(String),
     #[error("'{0}' is not an address")]
     CarpPeer(String),
+    /// carppeer takes one peer; a second of a family was never sent to.
+    #[error("carp '{carp}': a second IPv{} peer {peer} (already {other}): one peer per address family", if .peer.is_ipv6() { 6 } else { 4 })]
+    CarpPeerTwice {
+        carp: String,
+        peer: IpAddr,
+        other: IpAddr,
+    },
+    #[error("carp '{carp}': peer {peer}: no virtual address of its family to advertise (add an IPv{} address to `addresses`, or drop the peer)", if .peer.is_ipv6() { 6 } else { 4 })]
+    CarpPeerFamily { carp: String, peer: IpAddr },
+    /// The whole problem, as `group_name_problem` words it.
+    #[error("{0}")]
+    BadGroup(String),
     #[error("osfp entries {0}: 1 to 10000000")]
     OsfpEntries(i64),
     #[error("osfp max-age {0}: 1 to 604800 seconds")]
     OsfpMaxAge(i64),
+}
+
+/// Why `name` cannot be an interface group, or None. ifconfig(8)'s rule,
+/// the one place for it: palisade.toml's `groups` and the run-time
+/// `palisade carp group add|delete` and `carp demote|undemote` apply it
+/// alike, so that every group the file accepts can be demoted by hand and
+/// nothing the file refuses gets in at run time. At most IFNAMSIZ-1 (15)
+/// bytes; letters, digits, `.`, `_`, `-`; not ending in a digit (pf.conf
+/// would read such a name as an interface's).
+pub fn group_name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.ends_with(|c: char| c.is_ascii_digit());
+    if ok {
+        return None;
+    }
+    // A name pasted by mistake can be long: show its start only.
+    let shown = if name.chars().count() > 20 {
+        let head: String = name.chars().take(20).collect();
+        format!("'{head}...' ({} bytes)", name.len())
+    } else {
+        format!("'{name}'")
+    };
+    Some(format!(
+        "{shown} is not a usable group name (letters, digits, . _ -; at most 15; not ending in a digit, as ifconfig(8) wants)"
+    ))
 }
 
 fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
@@ -586,6 +627,20 @@ impl Config {
             }
             Ok(())
         };
+        // Interface groups: ifconfig(8)'s rule, and each group once (a
+        // group listed twice is the same membership).
+        let groups_ok = |cx: &Ctx, gs: &[Spanned<String>]| {
+            let mut out: Vec<String> = Vec::new();
+            for g in gs {
+                if let Some(p) = group_name_problem(g.get_ref()) {
+                    return Err(cx.err(g, ConfigProblem::BadGroup(p)));
+                }
+                if !out.contains(g.get_ref()) {
+                    out.push(g.get_ref().clone());
+                }
+            }
+            Ok(out)
+        };
         let mut port_vlan: HashMap<(usize, Option<u16>), String> = HashMap::new();
         for i in &raw.interface {
             names_ok(&cx, &i.name)?;
@@ -626,7 +681,7 @@ impl Config {
                 port: Some(port),
                 vlan,
                 addresses,
-                groups: i.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                groups: groups_ok(&cx, &i.groups)?,
                 proxy: prefixes(&cx, &i.proxy_arp)?,
                 bridge: None,
                 members: Vec::new(),
@@ -703,7 +758,7 @@ impl Config {
                 port: None,
                 vlan: None,
                 addresses,
-                groups: b.groups.iter().map(|g| g.get_ref().clone()).collect(),
+                groups: groups_ok(&cx, &b.groups)?,
                 proxy: prefixes(&cx, &b.proxy_arp)?,
                 bridge: None,
                 members,
@@ -877,23 +932,52 @@ impl Config {
                 Some(p) => p.get_ref().clone(),
                 None => String::new(),
             };
-            let mut peers = Vec::new();
+            if c.addresses.is_empty() {
+                return Err(cx.err(&c.name, ConfigProblem::CarpNoAddress(name)));
+            }
+            let addresses = addrs(&cx, &c.addresses, &name)?;
+            let mut peers: Vec<IpAddr> = Vec::new();
             for p in &c.peer {
                 let ip: IpAddr = p
                     .get_ref()
                     .parse()
                     .map_err(|_| cx.err(p, ConfigProblem::CarpPeer(p.get_ref().clone())))?;
+                // As OpenBSD's carppeer: one peer (per family here). The
+                // core advertises to the first of a family only, so a
+                // second would silently get nothing.
+                if let Some(&other) = peers.iter().find(|o| o.is_ipv6() == ip.is_ipv6()) {
+                    return Err(cx.err(
+                        p,
+                        ConfigProblem::CarpPeerTwice {
+                            carp: name,
+                            peer: ip,
+                            other,
+                        },
+                    ));
+                }
+                // Advertisements of a family go only where the vhid has an
+                // address of it: a peer of the other family would never
+                // hear from us (and the core refuses it at start, where
+                // `run -n` does not look).
+                if !addresses.iter().any(|a| a.ip.is_ipv6() == ip.is_ipv6()) {
+                    return Err(cx.err(
+                        p,
+                        ConfigProblem::CarpPeerFamily {
+                            carp: name,
+                            peer: ip,
+                        },
+                    ));
+                }
                 peers.push(ip);
             }
-            if c.addresses.is_empty() {
-                return Err(cx.err(&c.name, ConfigProblem::CarpNoAddress(name)));
-            }
-            let addresses = addrs(&cx, &c.addresses, &name)?;
-            let mut groups = Vec::new();
-            for g in &c.groups {
-                names_ok(&cx, g)?;
-                groups.push(g.get_ref().clone());
-            }
+            // `carp` is implicit (every CARP interface is in it); OpenBSD's
+            // ifconfig lists it (`groups: carp`) and users copy that, so it
+            // is accepted and ignored rather than refused. Counted twice, it
+            // showed twice and doubled a demotion of group carp.
+            let groups: Vec<String> = groups_ok(&cx, &c.groups)?
+                .into_iter()
+                .filter(|g| g != "carp")
+                .collect();
             carp.push(CarpIface {
                 name,
                 parent,
@@ -1416,6 +1500,35 @@ groups = ["inside"]
     }
 
     #[test]
+    fn carp_groups_carp_and_repeats_are_ignored() {
+        // OpenBSD's ifconfig shows `groups: carp`; copied into
+        // palisade.toml it must not count group carp twice.
+        let c = parse(&CARP.replace(
+            "groups = [\"inside\"]",
+            "groups = [\"carp\", \"inside\", \"inside\"]",
+        ))
+        .unwrap();
+        assert_eq!(c.carp[1].groups, ["inside"]);
+        let hi = c.host_interfaces();
+        let carp1 = hi.iter().find(|i| i.name == "carp1").unwrap();
+        assert_eq!(carp1.groups, ["carp", "inside"]);
+    }
+
+    #[test]
+    fn group_names_follow_ifconfig() {
+        for ok in ["inside", "grp", "a.b_c-d", "fifteen-chars-x", "carp"] {
+            assert_eq!(group_name_problem(ok), None, "{ok}");
+        }
+        for bad in ["", "grp1", "bad group!", "sixteen-chars-xx", "grp/x"] {
+            let p = group_name_problem(bad).expect(bad);
+            assert!(p.contains("not a usable group name"), "{p}");
+        }
+        // A huge name is shown by its start and length, not whole.
+        let p = group_name_problem(&"g".repeat(5000)).unwrap();
+        assert!(p.len() < 200 && p.contains("5000 bytes"), "{p}");
+    }
+
+    #[test]
     fn bad_carp_interfaces_are_refused_with_their_line() {
         let with = |from: &str, to: &str| CARP.replacen(from, to, 1);
         for (text, line, want) in [
@@ -1447,6 +1560,44 @@ groups = ["inside"]
                 "carp 'carp1': 'dmz' is not an interface",
             ),
             (with("vhid = 2", "vhid = 0"), 27, "vhid 0 out of range"),
+            // A peer no advertisement goes to: IPv6 on an IPv4-only vhid.
+            (
+                with(
+                    "passphrase = \"s3cret\"",
+                    "passphrase = \"s3cret\"\npeer = [\"2001:db8:20::3\"]",
+                ),
+                23,
+                "carp 'carp0': peer 2001:db8:20::3: no virtual address of its family",
+            ),
+            // carppeer takes one peer: a second of a family was ignored.
+            (
+                with(
+                    "passphrase = \"s3cret\"",
+                    "passphrase = \"s3cret\"\npeer = [\"203.0.113.3\",\n  \"203.0.113.4\"]",
+                ),
+                24,
+                "a second IPv4 peer 203.0.113.4 (already 203.0.113.3): one peer per address family",
+            ),
+            // Group names as ifconfig(8) takes them (and as `carp demote`
+            // and `carp group add` take them at run time).
+            (
+                with("groups = [\"inside\"]", "groups = [\"grp1\"]"),
+                29,
+                "'grp1' is not a usable group name",
+            ),
+            (
+                with("groups = [\"inside\"]", "groups = [\"bad group!\"]"),
+                29,
+                "'bad group!' is not a usable group name",
+            ),
+            (
+                with(
+                    "addresses = [\"203.0.113.2/24\"]",
+                    "addresses = [\"203.0.113.2/24\"]\ngroups = [\"wan0\"]",
+                ),
+                11,
+                "'wan0' is not a usable group name",
+            ),
             (
                 with(
                     "addresses = [\"203.0.113.1/24\"]",

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use palisade_carp::{CarpConfig, Event, Node, Options, Reject, State, Status, TransitionReason};
@@ -29,7 +30,7 @@ pub struct CarpView {
 pub struct CarpRuntime {
     node: Node,
     transitions: BTreeMap<(String, State, TransitionReason), u64>,
-    hook: Option<mpsc::Sender<HookJob>>,
+    hook: Option<Hook>,
     /// Per CARP interface: its name, its parent (logical interface index)
     /// and its virtual MAC.
     vhosts: Vec<(String, usize, Mac)>,
@@ -204,6 +205,11 @@ impl CarpRuntime {
     /// is in (a typo would demote nothing), and a count that would leave
     /// 0 to 255.
     pub fn demote(&mut self, now_us: u64, group: &str, delta: i32) -> Result<u32, String> {
+        // The rule palisade.toml applies to `groups`, so that every group
+        // the file accepts can be demoted by hand.
+        if let Some(p) = palisade_net::config::group_name_problem(group) {
+            return Err(p);
+        }
         if !self.node.group_has_members(group) {
             return Err(format!(
                 "no CARP interface is in group {group} (carp group show lists the groups; carp group add IFACE {group} puts one in)"
@@ -246,10 +252,10 @@ impl CarpRuntime {
                 "{carp}: every CARP interface is in group carp (it cannot be added or removed)"
             ));
         }
-        if group.is_empty() || group.ends_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!(
-                "'{group}': a group's name must not be empty or end in a digit (ifconfig(8))"
-            ));
+        // The rule palisade.toml applies: what the file refuses does not
+        // get in at run time either.
+        if let Some(p) = palisade_net::config::group_name_problem(group) {
+            return Err(p);
         }
         if self.node.set_group(now_us, carp, group, member) {
             Ok(())
@@ -263,6 +269,19 @@ impl CarpRuntime {
     /// A CARP interface's virtual MAC.
     pub fn lladdr(&self, carp: &str) -> Option<Mac> {
         self.vhost(carp).map(|(_, mac)| mac)
+    }
+
+    /// Stopping, after `shutdown` and once worker 0 is done: let the
+    /// transition hook run for what is queued (the bow-outs' MASTER ->
+    /// INIT above all), one run at a time as always, for at most `bound`
+    /// in all; each run keeps its own hook-timeout. Without this the
+    /// daemon exited with the hook thread, which had run for the first
+    /// vhid only. Returns the runs not done (0: all done).
+    pub fn finish_hooks(&mut self, bound: Duration) -> usize {
+        match self.hook.take() {
+            Some(h) => h.finish(bound),
+            None => 0,
+        }
     }
 
     /// Stopping: masters bow out.
@@ -352,10 +371,10 @@ impl CarpRuntime {
                     if let Some((parent, mac)) = self.vhost(&carp) {
                         let _ = dp.set_virtual_mac(parent, mac, to == State::Master);
                     }
-                    if let Some(tx) = &self.hook {
+                    if let Some(h) = &self.hook {
                         let st = self.node.status();
                         let v = st.iter().find(|s| s.name == carp);
-                        let _ = tx.send(HookJob {
+                        h.queue(HookJob {
                             carp: carp.clone(),
                             parent: v.map(|v| v.parent.clone()).unwrap_or_default(),
                             vhid,
@@ -408,25 +427,122 @@ struct HookJob {
     reason: TransitionReason,
 }
 
+/// How long a stopping daemon waits in all for the hook's queued runs
+/// (each run is still killed at its own hook-timeout).
+pub const HOOK_DRAIN: Duration = Duration::from_secs(10);
+
+/// The transition hook's thread and what the stop needs to wait for it.
+struct Hook {
+    tx: mpsc::Sender<HookJob>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Runs queued and not finished (the stop says how many it cut).
+    pending: Arc<AtomicUsize>,
+    /// The running hook's process group, 0 when none runs: killed when
+    /// the stop's bound is reached, so that no hook outlives the daemon.
+    running: Arc<AtomicI32>,
+    /// Set when the stop's bound is reached: no further run starts.
+    give_up: Arc<AtomicBool>,
+}
+
+impl Hook {
+    fn queue(&self, job: HookJob) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(job).is_err() {
+            // No thread (it could not be started): nothing will run it.
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Close the queue and wait, at most `bound`, for the thread to run
+    /// what is in it; past that, kill the running hook and drop the rest.
+    /// Returns the runs not done.
+    fn finish(mut self, bound: Duration) -> usize {
+        let Some(thread) = self.thread.take() else {
+            return 0;
+        };
+        let queued = self.pending.load(Ordering::SeqCst);
+        // The thread's `for job in rx` ends after the last queued job.
+        drop(self.tx);
+        if queued > 0 {
+            tracing::info!("carp hook: {queued} run(s) to finish before stopping");
+        }
+        let until = Instant::now() + bound;
+        while !thread.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+            return 0;
+        }
+        let left = self.pending.load(Ordering::SeqCst);
+        self.give_up.store(true, Ordering::SeqCst);
+        // Kill what runs (it may have just started the next run: look
+        // again until the thread, which now starts nothing, is done).
+        let last = Instant::now() + Duration::from_millis(500);
+        while !thread.is_finished() && Instant::now() < last {
+            let pg = self.running.load(Ordering::SeqCst);
+            if pg > 0 {
+                // SAFETY: signalling the hook's own process group.
+                unsafe { libc::kill(-pg, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::warn!(
+            "carp hook: stopping after waiting {} s for it: {left} run(s) not done (the running one killed, the rest not run)",
+            bound.as_secs_f32()
+        );
+        left
+    }
+}
+
 /// The transition hook's thread: runs the hook once per transition, in
 /// order, each run killed (its whole process group) after `limit`.
 /// Worker 0 only queues: a slow hook never delays CARP.
-fn start_hook(path: PathBuf, limit: Duration) -> mpsc::Sender<HookJob> {
+fn start_hook(path: PathBuf, limit: Duration) -> Hook {
     let (tx, rx) = mpsc::channel::<HookJob>();
+    let pending = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicI32::new(0));
+    let give_up = Arc::new(AtomicBool::new(false));
+    let (p, r, g) = (pending.clone(), running.clone(), give_up.clone());
     let spawned = std::thread::Builder::new()
         .name("carp-hook".into())
         .spawn(move || {
             for job in rx {
-                run_hook(&path, limit, &job);
+                if g.load(Ordering::SeqCst) {
+                    break;
+                }
+                run_hook(&path, limit, &job, &r);
+                p.fetch_sub(1, Ordering::SeqCst);
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!("carp hook: no thread to run it: {e}");
+    let thread = match spawned {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!("carp hook: no thread to run it: {e}");
+            None
+        }
+    };
+    Hook {
+        tx,
+        thread,
+        pending,
+        running,
+        give_up,
     }
-    tx
 }
 
-fn run_hook(path: &std::path::Path, limit: Duration, job: &HookJob) {
+/// Clears the running hook's process group when a run ends, however it
+/// ends.
+struct Done<'a>(&'a AtomicI32);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
+/// One run; `running` holds its process group while it runs.
+fn run_hook(path: &std::path::Path, limit: Duration, job: &HookJob, running: &AtomicI32) {
     use std::os::unix::process::CommandExt;
     let addrs: Vec<String> = job.addrs.iter().map(|a| a.to_string()).collect();
     let child = std::process::Command::new(path)
@@ -449,6 +565,8 @@ fn run_hook(path: &std::path::Path, limit: Duration, job: &HookJob) {
             return;
         }
     };
+    running.store(child.id() as i32, Ordering::SeqCst);
+    let _done = Done(running);
     let started = Instant::now();
     loop {
         match child.try_wait() {
@@ -510,9 +628,6 @@ pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_
             json!({"ok": true, "text": text, "data": data})
         }
         CarpOp::Demote { group, delta } => {
-            if group.is_empty() || group.ends_with(|c: char| c.is_ascii_digit()) {
-                return json!({"ok": false, "text": format!("carp: '{group}' is not a group (an interface group's name does not end in a digit)\n")});
-            }
             let count = match c.demote(now, group, *delta) {
                 Ok(n) => n,
                 Err(e) => return json!({"ok": false, "text": format!("carp: {e}\n")}),
@@ -743,7 +858,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
         let t = Instant::now();
-        run_hook(&hook, Duration::from_secs(1), &job());
+        run_hook(&hook, Duration::from_secs(1), &job(), &AtomicI32::new(0));
         let took = t.elapsed();
         assert!(
             took >= Duration::from_secs(1) && took < Duration::from_secs(5),
@@ -754,5 +869,139 @@ mod tests {
             "carp0 MASTER|lan|1|192.0.2.1 2001:db8::1|BACKUP|master-down\n"
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A hook script in a directory of its own that appends its
+    /// interface to `out` after sleeping `secs`.
+    fn slow_hook(name: &str, secs: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let d = std::env::temp_dir().join(format!("palisade-hook-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let out = d.join("out");
+        let hook = d.join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nsleep {secs}\necho \"$1 $2\" >> {}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (d, hook, out)
+    }
+
+    fn job_for(carp: &str) -> HookJob {
+        HookJob {
+            carp: carp.into(),
+            from: State::Master,
+            to: State::Init,
+            reason: TransitionReason::Shutdown,
+            ..job()
+        }
+    }
+
+    /// SIGTERM with several masters: every bow-out's hook run is done,
+    /// in order, before the daemon goes (it used to run for the first).
+    #[test]
+    fn a_stop_waits_for_every_queued_hook_run() {
+        let (d, hook, out) = slow_hook("drain", "0.3");
+        let h = start_hook(hook, Duration::from_secs(5));
+        for c in ["carp0", "carp1", "carp5"] {
+            h.queue(job_for(c));
+        }
+        assert_eq!(h.finish(Duration::from_secs(10)), 0);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "carp0 INIT\ncarp1 INIT\ncarp5 INIT\n"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// The stop's bound holds however slow the hook: the running one is
+    /// killed and the rest dropped, and the stop says how many.
+    #[test]
+    fn a_stop_waits_for_the_hook_no_longer_than_its_bound() {
+        let (d, hook, out) = slow_hook("bound", "0.4");
+        let h = start_hook(hook, Duration::from_secs(30));
+        for c in ["carp0", "carp1", "carp5"] {
+            h.queue(job_for(c));
+        }
+        let t = Instant::now();
+        let left = h.finish(Duration::from_millis(600));
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert_eq!(left, 2, "carp1 cut short, carp5 not run");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "carp0 INIT\n",
+            "nothing ran on after the stop"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A CARP runtime over a data plane of palisade.toml `toml`.
+    fn runtime(toml: &str) -> (CarpRuntime, Dataplane) {
+        use palisade_conf::host::HostModel;
+        let cfg = Config::parse(std::path::Path::new("t.toml"), toml, &|_| true).unwrap();
+        let host = HostModel {
+            interfaces: cfg.host_interfaces(),
+            ..Default::default()
+        };
+        let out = palisade_conf::parse_bytes(
+            "pf.conf",
+            None,
+            b"pass\n".to_vec(),
+            &palisade_conf::ParseOptions {
+                host: host.clone(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        let f = palisade_filter::Filter::new(
+            std::sync::Arc::new(palisade_filter::Engine::new(&out.config, host)),
+            &out.config,
+            1,
+        );
+        let mut dp = Dataplane::new(cfg.clone(), &[[2, 0, 0, 0, 0, 0x10]], f);
+        let c = CarpRuntime::new(&cfg, &mut dp, 1, 0).unwrap().unwrap();
+        (c, dp)
+    }
+
+    const ONE_VHID: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[interface]]
+name = "lan"
+port = "eth0"
+addresses = ["198.18.0.2/24"]
+[[carp]]
+name = "carp0"
+interface = "lan"
+vhid = 1
+addresses = ["198.18.0.1/24"]
+groups = ["carp", "inside", "inside"]
+"#;
+
+    /// One rule for group names, palisade.toml's: a group the file
+    /// accepts can be demoted, and a name it refuses is refused at run
+    /// time too, in the same words.
+    #[test]
+    fn group_names_at_run_time_follow_palisade_toml() {
+        let (mut c, _dp) = runtime(ONE_VHID);
+        assert_eq!(c.demote(0, "inside", 1), Ok(1));
+        assert_eq!(c.demote(0, "carp", 10), Ok(138), "boot demotion 128 + 10");
+        // `groups = ["carp", ...]` counts group carp once.
+        assert_eq!(c.view().vhosts[0].groups, ["inside"]);
+        assert_eq!(c.view().vhosts[0].demote, 139);
+        let long = "g".repeat(5000);
+        for bad in ["bad group!", long.as_str(), "grp1"] {
+            let want = palisade_net::config::group_name_problem(bad).unwrap();
+            assert_eq!(c.set_group(0, "carp0", bad, true), Err(want.clone()));
+            assert_eq!(c.demote(0, bad, 1), Err(want));
+        }
+        assert_eq!(c.set_group(0, "carp0", "outside", true), Ok(()));
     }
 }

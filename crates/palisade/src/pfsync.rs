@@ -21,7 +21,7 @@ use palisade_filter::state::{StateEvent, StateId};
 use palisade_net::config::PfsyncConfig;
 use palisade_net::dataplane::{Dataplane, Out, Punted};
 use palisade_pfsync::convert::{from_msg, from_upd_c, state_id, state_ref, to_msg, to_upd_c};
-use palisade_pfsync::sync::{state_ref as state_ref_of, Auth, Event, Sync, SyncConfig};
+use palisade_pfsync::sync::{state_ref as state_ref_of, Auth, Event, Refused, Sync, SyncConfig};
 use palisade_wire::ethernet::EtherType;
 
 const GROUP: Ipv4Addr = palisade_pfsync::wire::GROUP_V4;
@@ -53,6 +53,93 @@ pub struct SyncRuntime {
     ruleset: Option<std::sync::Arc<palisade_filter::Engine>>,
     /// Packets from a peer with another ruleset, as last warned about.
     other_ruleset_seen: u64,
+    /// Refused packets, for the rate-limited warnings.
+    refused: RefusedLog,
+}
+
+/// Why a whole packet is refused (a BUS END that answers nothing is a
+/// message, harmless: left at debug).
+const PACKET_REFUSALS: [Refused; 4] = [
+    Refused::Unauthenticated,
+    Refused::Replayed,
+    Refused::BadTtl,
+    Refused::Malformed,
+];
+
+/// At most one warning a minute per reason.
+const REFUSED_EVERY_US: u64 = 60_000_000;
+
+/// Refused packets, warned about per reason: the first at once, then at
+/// most once a minute with the count since. A peer with another `key`
+/// has every packet refused, and the counter in `sync show` alone went
+/// unnoticed while the states silently stopped crossing.
+#[derive(Default)]
+struct RefusedLog {
+    seen: std::collections::BTreeMap<Refused, RefusedSeen>,
+}
+
+#[derive(Default)]
+struct RefusedSeen {
+    /// When the last warning went out.
+    warned_at: Option<u64>,
+    /// Refused since then, and the first few senders.
+    count: u64,
+    from: Vec<IpAddr>,
+}
+
+impl RefusedLog {
+    fn note(&mut self, why: Refused, from: Option<IpAddr>, n: u64) {
+        let s = self.seen.entry(why).or_default();
+        s.count += n;
+        if let Some(a) = from {
+            if !s.from.contains(&a) && s.from.len() < 4 {
+                s.from.push(a);
+            }
+        }
+    }
+
+    /// The warnings due at `now_us`.
+    fn due(&mut self, now_us: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        for (why, s) in &mut self.seen {
+            if s.count == 0 || s.warned_at.is_some_and(|t| now_us < t + REFUSED_EVERY_US) {
+                continue;
+            }
+            let n = s.count;
+            let what = if n == 1 { "packet" } else { "packets" };
+            let from = match s.from.len() {
+                0 => String::new(),
+                1..=3 => {
+                    let a: Vec<String> = s.from.iter().map(|a| a.to_string()).collect();
+                    format!(" from {}", a.join(", "))
+                }
+                _ => {
+                    let a: Vec<String> = s.from[..3].iter().map(|a| a.to_string()).collect();
+                    format!(" from {} and others", a.join(", "))
+                }
+            };
+            let when = match s.warned_at {
+                Some(t) => format!(" in the last {} s", (now_us - t) / 1_000_000),
+                None => String::new(),
+            };
+            let reason = match why {
+                Refused::Unauthenticated => {
+                    "not authenticated (is [pfsync] key the same on both firewalls?)"
+                }
+                Refused::Replayed => {
+                    "replayed (its counter is not above the last one taken from that sender)"
+                }
+                Refused::BadTtl => "TTL not 255 (pfsync is taken from the sync link only)",
+                Refused::Malformed => "not a pfsync version 6 packet",
+                Refused::StaleBus => "a bulk update's end that answers no request of ours",
+            };
+            out.push(format!("pfsync: {n} {what}{from} refused{when}: {reason}"));
+            s.warned_at = Some(now_us);
+            s.count = 0;
+            s.from.clear();
+        }
+        out
+    }
 }
 
 /// A packet's frames held for its new states' INS_ACK.
@@ -117,6 +204,7 @@ impl SyncRuntime {
             defer_stats: DeferStats::default(),
             ruleset: None,
             other_ruleset_seen: 0,
+            refused: RefusedLog::default(),
         })
         .map(|mut r| {
             r.follow_ruleset(dp);
@@ -319,8 +407,23 @@ impl SyncRuntime {
             };
             let end = info.len.min(p.packet.len());
             let payload = &p.packet[info.l4_offset.min(end)..end];
+            // The core counts refusals by reason only: the sender is
+            // known here, so the log can name it.
+            let refused =
+                |s: &Sync| PACKET_REFUSALS.map(|r| s.stats().drops.get(&r).copied().unwrap_or(0));
+            let before = refused(&self.sync);
             self.sync
                 .handle_packet_from(now_us, Some(info.src), info.ttl, payload);
+            let after = refused(&self.sync);
+            for (k, why) in PACKET_REFUSALS.iter().enumerate() {
+                if after[k] > before[k] {
+                    self.refused
+                        .note(*why, Some(info.src), after[k] - before[k]);
+                }
+            }
+        }
+        for w in self.refused.due(now_us) {
+            tracing::warn!("{w}");
         }
         let other = self.sync.stats().other_ruleset;
         if other > self.other_ruleset_seen {
@@ -630,4 +733,44 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             "overflowed": d.overflowed,
         },
     }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer with another key: the first refusal is warned about at
+    /// once, the next ones once a minute with their count and sender.
+    #[test]
+    fn refused_packets_are_warned_about_at_most_once_a_minute() {
+        let peer: IpAddr = "198.18.255.2".parse().unwrap();
+        let mut l = RefusedLog::default();
+        assert!(l.due(0).is_empty(), "nothing refused, nothing said");
+        l.note(Refused::Unauthenticated, Some(peer), 1);
+        assert_eq!(
+            l.due(5_000_000),
+            ["pfsync: 1 packet from 198.18.255.2 refused: not authenticated (is [pfsync] key the same on both firewalls?)"]
+        );
+        for t in 1..=50u64 {
+            l.note(Refused::Unauthenticated, Some(peer), 1);
+            assert!(l.due(5_000_000 + t * 1_000_000).is_empty(), "{t} s later");
+        }
+        assert_eq!(
+            l.due(65_000_000),
+            ["pfsync: 50 packets from 198.18.255.2 refused in the last 60 s: not authenticated (is [pfsync] key the same on both firewalls?)"]
+        );
+        // Quiet: nothing more; another reason has its own minute.
+        assert!(l.due(200_000_000).is_empty());
+        l.note(Refused::BadTtl, None, 2);
+        let w = l.due(200_000_000);
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("pfsync: 2 packets refused: TTL not 255"),
+            "{}",
+            w[0]
+        );
+        // After a quiet minute the next refusal is warned about at once.
+        l.note(Refused::Unauthenticated, Some(peer), 1);
+        assert_eq!(l.due(200_000_001).len(), 1);
+    }
 }

@@ -282,6 +282,12 @@ pub fn run(path: &Path) -> Result<(), String> {
     if control.is_some() {
         crate::control::remove_socket(&cfg_control);
     }
+    // The hook's queued runs (the bow-outs' MASTER -> INIT) finish before
+    // the process goes, which would end the hook thread mid-queue; after
+    // the ports are put back, so that a slow hook does not hold them.
+    if let Some(mut c) = sh.carp() {
+        c.finish_hooks(crate::carp::HOOK_DRAIN);
+    }
     tracing::info!("stopping: {:?}", sh.dp().counters);
     if let Some((flows, c)) = sh.dp().fastpath_status() {
         tracing::info!("fastpath: {flows} flows handed over; {c:?}");
