@@ -1371,10 +1371,20 @@ impl Filter {
         let hit = self.states.lookup_quoted(&quoted, dir, iface)?;
         let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
         let mut nat = None;
-        if let (Some(outer), Some(inner)) = (&hit.outer, &hit.inner) {
-            // The error's own addresses, as for any packet of the state.
-            let src = (outer.src != info.src).then_some((outer.src, 0));
-            let dst = (outer.dst != info.dst).then_some((outer.dst, 0));
+        if let (Some(_), Some(inner)) = (&hit.outer, &hit.inner) {
+            // The error's own addresses follow the quote's, as pf_icmp
+            // changes them: a quoted source translated back (the error
+            // goes back to the connection's initiator) changes the error's
+            // destination; a quoted destination translated back changes
+            // its source. Nothing else: an error from a router on the
+            // way keeps the router's address (traceroute through NAT).
+            // (An ICMP query's key holds its identifier as both ports:
+            // only the source side has it.)
+            let icmp = matches!(quoted.proto, 1 | 58);
+            let src_moved = inner.src != quoted.src || inner.sport != quoted.sport;
+            let dst_moved = inner.dst != quoted.dst || (!icmp && inner.dport != quoted.dport);
+            let dst = (src_moved && inner.src != info.dst).then_some((inner.src, 0));
+            let src = (dst_moved && inner.dst != info.src).then_some((inner.dst, 0));
             palisade_wire::rewrite::rewrite(ip, info, src, dst);
             if let Ok(info2) = parse_ip(ip) {
                 let isrc = (inner.src != quoted.src || inner.sport != quoted.sport)

@@ -262,3 +262,58 @@ fn sticky_address_keeps_a_source_on_one_address() {
     g.process(&mut b, "em0", Out, 0);
     assert_ne!(parse_ip(&a).unwrap().src, parse_ip(&b).unwrap().src);
 }
+
+/// An ICMP error from a router on the way (traceroute through hide NAT):
+/// translated back to the client, it keeps the router's address as its
+/// source (pf changes only the address the quote's translation moves),
+/// and the quoted echo's own checksum is fixed for its identifier, so the
+/// client can check the quote; IPv4 and IPv6.
+#[test]
+fn an_error_from_a_router_on_the_way_keeps_its_source() {
+    for (client, server, router, nat_rule) in [
+        (
+            "10.0.0.5",
+            "198.51.100.53",
+            "203.0.113.77",
+            "match out on em0 inet from 10.0.0.0/24 nat-to 203.0.113.2\npass\n",
+        ),
+        (
+            "2001:db8:1::5",
+            "2001:db8:5::53",
+            "2001:db8:ffff::77",
+            "match out on em0 inet6 from 2001:db8:1::/64 nat-to 2001:db8:ffff::2\npass\n",
+        ),
+    ] {
+        let mut f = filter(nat_rule);
+        let v6 = client.contains(':');
+        let (icmp, echo, exceeded) = if v6 { (58, 128, 3) } else { (1, 8, 11) };
+        let mut q = build::ip(
+            ip(client),
+            ip(server),
+            icmp,
+            1,
+            &build::icmp(echo, 0, [0x12, 0x34, 0, 1], b"traceroute probe"),
+        );
+        assert!(f.process(&mut q, "em0", Out, 0).passed());
+        let qi = parse_ip(&q).unwrap();
+        assert_ne!(qi.src, ip(client), "translated");
+        // The router's time exceeded, quoting the whole translated echo.
+        let mut err = build::ip(
+            ip(router),
+            qi.src,
+            icmp,
+            64,
+            &build::icmp(exceeded, 0, [0; 4], &q),
+        );
+        let d = f.process(&mut err, "em0", In, 1);
+        assert!(d.passed(), "{d:?}");
+        let ei = parse_ip(&err).unwrap();
+        assert_eq!((ei.src, ei.dst), (ip(router), ip(client)), "{v6}");
+        assert!(checksums_ok(&err), "outer checksums, v6 {v6}");
+        let quote = &err[ei.l4_offset + 8..ei.len];
+        let inner = parse_quoted(quote).unwrap();
+        assert_eq!((inner.src, inner.dst), (ip(client), ip(server)));
+        // The quoted echo, as the client sent it: its checksums hold.
+        assert!(checksums_ok(quote), "the quoted echo's checksum, v6 {v6}");
+    }
+}

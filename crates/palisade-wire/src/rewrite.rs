@@ -286,54 +286,56 @@ pub fn rewrite_quoted(
     let l4 = q.l4_offset;
     let has_ports = matches!(q.proto, 6 | 17);
     let is_echo = matches!(q.proto, 1 | 58);
+    // What changed in the quote (old bytes, new bytes, an address?), for
+    // the quoted transport checksum below.
+    let mut changed: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    let mut put = |inner: &mut Vec<u8>, off: usize, new: &[u8], addr: bool| {
+        if off + new.len() <= inner.len() {
+            changed.push((inner[off..off + new.len()].to_vec(), new.to_vec(), addr));
+            set(inner, off, new);
+        }
+    };
     if let Some((a, port)) = src {
         let nb = addr_bytes(&a);
         if nb.len() == alen {
-            let old_addr = inner[so..so + alen].to_vec();
-            set(&mut inner, so, &nb);
-            if q.proto == 17 && l4 + 8 <= qlen {
-                let c = get16(&inner, l4 + 6);
-                if c != 0 {
-                    let n = update_bytes(c, &old_addr, &nb);
-                    set(&mut inner, l4 + 6, &n.to_be_bytes());
-                }
-            }
+            put(&mut inner, so, &nb, true);
         }
-        if has_ports && l4 + 2 <= qlen {
-            let old = get16(&inner, l4);
-            set(&mut inner, l4, &port.to_be_bytes());
-            if q.proto == 17 && l4 + 8 <= qlen {
-                let c = get16(&inner, l4 + 6);
-                if c != 0 {
-                    set(&mut inner, l4 + 6, &update16(c, old, port).to_be_bytes());
-                }
-            }
-        } else if is_echo && l4 + 6 <= qlen {
-            set(&mut inner, l4 + 4, &port.to_be_bytes());
+        if has_ports {
+            put(&mut inner, l4, &port.to_be_bytes(), false);
+        } else if is_echo {
+            // An echo's identifier, where its source port would be.
+            put(&mut inner, l4 + 4, &port.to_be_bytes(), false);
         }
     }
     if let Some((a, port)) = dst {
         let nb = addr_bytes(&a);
         if nb.len() == alen {
-            let old_addr = inner[doff..doff + alen].to_vec();
-            set(&mut inner, doff, &nb);
-            if q.proto == 17 && l4 + 8 <= qlen {
-                let c = get16(&inner, l4 + 6);
-                if c != 0 {
-                    let n = update_bytes(c, &old_addr, &nb);
-                    set(&mut inner, l4 + 6, &n.to_be_bytes());
-                }
-            }
+            put(&mut inner, doff, &nb, true);
         }
-        if has_ports && l4 + 4 <= qlen {
-            let old = get16(&inner, l4 + 2);
-            set(&mut inner, l4 + 2, &port.to_be_bytes());
-            if q.proto == 17 && l4 + 8 <= qlen {
-                let c = get16(&inner, l4 + 6);
-                if c != 0 {
-                    set(&mut inner, l4 + 6, &update16(c, old, port).to_be_bytes());
+        if has_ports {
+            put(&mut inner, l4 + 2, &port.to_be_bytes(), false);
+        }
+    }
+    // The quoted transport checksum, where the quote holds it: TCP's and
+    // UDP's cover the addresses (pseudo-header) and ports, ICMPv6's the
+    // addresses and the identifier, ICMP's the identifier only. (A UDP
+    // checksum of 0 says none was computed.) The receiver can then check
+    // the quoted packet as it sent it.
+    let ck = match q.proto {
+        6 => Some(l4 + 16),
+        17 => Some(l4 + 6),
+        1 | 58 => Some(l4 + 2),
+        _ => None,
+    };
+    if let Some(off) = ck.filter(|o| o + 2 <= qlen) {
+        let mut c = get16(&inner, off);
+        if !(q.proto == 17 && c == 0) {
+            for (old, new, addr) in &changed {
+                if !(*addr && q.proto == 1) {
+                    c = update_bytes(c, old, new);
                 }
             }
+            set(&mut inner, off, &c.to_be_bytes());
         }
     }
     // The quoted IPv4 header checksum.
