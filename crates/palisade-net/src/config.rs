@@ -1245,6 +1245,28 @@ impl Config {
                         .collect(),
                 }
             }))
+            // The loopback interface pf.conf files name (`set skip on lo`,
+            // `antispoof for lo`, `self` includes its addresses), in group
+            // `lo` as on OpenBSD; the data plane never sees its packets.
+            .chain((!self.ifaces.iter().any(|i| i.name == "lo")).then(|| {
+                palisade_conf::host::Interface {
+                    name: "lo".into(),
+                    groups: vec!["lo".into()],
+                    loopback: true,
+                    addrs: vec![
+                        palisade_conf::host::IfAddr {
+                            ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                            bits: 8,
+                            peer: None,
+                        },
+                        palisade_conf::host::IfAddr {
+                            ip: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                            bits: 128,
+                            peer: None,
+                        },
+                    ],
+                }
+            }))
             .collect()
     }
 
@@ -1283,6 +1305,38 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pf.conf files name the loopback interface (the PF FAQ's home
+    /// network: `set skip on lo`, `antispoof quick for { lo $int_if }`):
+    /// it is in the host model, in group `lo`, with 127.0.0.1 and ::1.
+    #[test]
+    fn the_loopback_interface_is_in_the_host_model() {
+        let c = parse(
+            "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[interface]]\nname = \"em1\"\nport = \"eth0\"\naddresses = [\"192.0.2.1/24\"]\n",
+        )
+        .unwrap();
+        let host = palisade_conf::host::HostModel {
+            interfaces: c.host_interfaces(),
+            ..Default::default()
+        };
+        let out = palisade_conf::parse_bytes(
+            "pf.conf",
+            None,
+            b"set skip on lo\nint_if = \"em1\"\nantispoof quick for { lo $int_if }\nblock in from no-route\n"
+                .to_vec(),
+            &palisade_conf::ParseOptions {
+                host,
+                ..Default::default()
+            },
+        );
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        let lo = c
+            .host_interfaces()
+            .into_iter()
+            .find(|i| i.name == "lo")
+            .unwrap();
+        assert!(lo.loopback && lo.groups == ["lo"], "{lo:?}");
+    }
 
     fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("p.toml"), t, &|n| n.starts_with("eth"))
