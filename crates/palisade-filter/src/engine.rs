@@ -308,6 +308,10 @@ pub struct Runtime {
     from_config: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Some loaded anchor matches on `os`.
     anchors_use_os: std::sync::atomic::AtomicBool,
+    /// An inline anchor's rules were replaced (or flushed) at run time:
+    /// evaluation looks for the replacement (else it runs the inline
+    /// rules without a lookup).
+    inline_replaced: std::sync::atomic::AtomicBool,
 }
 
 impl Runtime {
@@ -362,6 +366,21 @@ impl Successor {
             for old in std::mem::take(&mut *from) {
                 a.remove(&old);
             }
+            // pf.conf defines its inline anchors again: what replaced
+            // them at run time goes.
+            fn inline_paths(rs: &CRuleset, out: &mut Vec<String>) {
+                for r in &rs.rules {
+                    if let Kind::Anchor(Target::Inline(c)) = &r.kind {
+                        out.push(c.path.clone());
+                        inline_paths(c, out);
+                    }
+                }
+            }
+            let mut inline = Vec::new();
+            inline_paths(&self.engine.main, &mut inline);
+            for p in &inline {
+                a.remove(p);
+            }
             for (p, c) in self.anchors {
                 a.insert(p.clone(), c);
                 from.insert(p);
@@ -401,6 +420,7 @@ impl Engine {
             anchors: Default::default(),
             from_config: Default::default(),
             anchors_use_os: Default::default(),
+            inline_replaced: Default::default(),
         });
         let next = Engine::compile_over(config, host, runtime);
         let e = next.commit(0);
@@ -515,8 +535,41 @@ impl Engine {
             .anchors
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        if self.inline_anchor(&p).is_some() {
+            self.runtime
+                .inline_replaced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         a.insert(p, c);
         self.runtime.recount_os(&a);
+    }
+
+    /// The inline anchor (`anchor "name" { ... }` in pf.conf) at `path`.
+    fn inline_anchor(&self, path: &str) -> Option<&CRuleset> {
+        fn find<'a>(rs: &'a CRuleset, path: &str) -> Option<&'a CRuleset> {
+            rs.rules.iter().find_map(|r| match &r.kind {
+                Kind::Anchor(Target::Inline(c)) if c.path == path => Some(&**c),
+                Kind::Anchor(Target::Inline(c)) if path.starts_with(&format!("{}/", c.path)) => {
+                    find(c, path)
+                }
+                _ => None,
+            })
+        }
+        find(&self.main, path)
+    }
+
+    /// What runs for an inline anchor: its rules, unless they were
+    /// replaced at run time (`anchor NAME load` or `flush`, as pfctl -a
+    /// NAME replaces an anchor pf.conf defined inline).
+    fn inline_or_replaced(&self, child: &CRuleset) -> Option<Arc<CRuleset>> {
+        if !self
+            .runtime
+            .inline_replaced
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return None;
+        }
+        self.anchor(&child.path)
     }
 
     /// Remove an anchor's rules; returns whether it had been loaded at run
@@ -535,6 +588,19 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let had = a.remove(p).is_some();
+        if self.inline_anchor(p).is_some() {
+            // pf.conf's inline rules stay compiled: an empty replacement
+            // stands for the flush until pf.conf is loaded again.
+            a.insert(
+                p.to_string(),
+                Arc::new(compile(&Ruleset::default(), p, &self.host)),
+            );
+            self.runtime
+                .inline_replaced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.runtime.recount_os(&a);
+            return true;
+        }
         self.runtime.recount_os(&a);
         had && !from_config
     }
@@ -547,7 +613,9 @@ impl Engine {
         if a.is_empty() {
             return Some(self.main.listing.clone());
         }
-        self.anchor(a).map(|c| c.listing.clone())
+        self.anchor(a)
+            .map(|c| c.listing.clone())
+            .or_else(|| self.inline_anchor(a).map(|c| c.listing.clone()))
     }
 
     /// What a state created by rule `r` takes from it: its state options
@@ -778,7 +846,10 @@ impl Engine {
                 Kind::Anchor(t) => {
                     let before = st.decided.as_ref().map(|d| d.1.clone());
                     let stop = match t {
-                        Target::Inline(child) => self.run(child, pkt, st, depth + 1),
+                        Target::Inline(child) => match self.inline_or_replaced(child) {
+                            Some(r) => self.run(&r, pkt, st, depth + 1),
+                            None => self.run(child, pkt, st, depth + 1),
+                        },
                         Target::Named(p) => match self.anchor(p) {
                             Some(child) => self.run(&child, pkt, st, depth + 1),
                             None => false,

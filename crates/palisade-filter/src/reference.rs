@@ -159,7 +159,10 @@ fn ruleset(
                 let target = anchor_path(path, nr, r.anchor_name.as_deref());
                 let mut children: Vec<(String, &Ruleset)> = Vec::new();
                 if let Some(inline) = &r.inline {
-                    children.push((target.clone(), inline));
+                    // Rules loaded into it at run time replace pf.conf's
+                    // inline ones (pfctl -a NAME -f).
+                    let rs = ctx.anchors.get(&target).unwrap_or(inline);
+                    children.push((target.clone(), rs));
                 } else if let Some(prefix) = target.strip_suffix("/*") {
                     for (p, rs) in ctx.anchors.iter() {
                         if let Some(rest) = p.strip_prefix(prefix).and_then(|x| x.strip_prefix('/'))

@@ -116,7 +116,7 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     let mut s = String::new();
     if depth < 2 && rng.chance(8) {
         // An inline anchor.
-        let name = rng.pick(&["", "\"sub\"", "\"other\""]);
+        let name = rng.pick(&["", "\"sub\"", "\"other\"", "\"x\""]);
         s.push_str(&format!("anchor {name} "));
         s.push_str(rng.pick(&["", "in", "out"]));
         if rng.chance(30) {

@@ -272,3 +272,41 @@ fn legacy_round_robin_over_a_list_takes_each_address_in_turn() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// An anchor pf.conf defines inline is replaced by loading rules into it
+/// at run time (pfctl -a NAME -f), emptied by a flush, listed with what
+/// is in force; loading pf.conf again brings its inline rules back.
+#[test]
+fn an_inline_anchor_is_replaced_and_flushed_at_run_time() {
+    let text =
+        "block return all\nanchor \"a3\" in quick on em0 {\n pass in proto tcp to port 5011\n}\n";
+    let c = config(text);
+    let f_engine = Arc::new(Engine::new(&c, host()));
+    let mut f = Filter::new(f_engine.clone(), &c, 1);
+    let probe = |f: &mut Filter, dport: u16, sp: u16| {
+        let mut p = tcp("198.51.100.7", "203.0.113.2", sp, dport, 1, 0, 0x02);
+        f.process(&mut p, "em0", In, 0).action == VerdictAction::Pass
+    };
+    assert!(
+        probe(&mut f, 5011, 1) && !probe(&mut f, 5005, 2),
+        "inline rules"
+    );
+    f_engine.load_anchor("a3", &config("pass in proto tcp to port 5005\n").main);
+    assert!(!probe(&mut f, 5011, 3), "replaced: 5011 no longer passes");
+    assert!(probe(&mut f, 5005, 4), "the loaded rule decides");
+    let listed = f_engine.listing("a3").unwrap();
+    assert!(listed[0].text.contains("5005"), "{:?}", listed[0].text);
+    assert!(
+        f_engine.flush_anchor("a3"),
+        "an inline anchor can be flushed"
+    );
+    assert!(
+        !probe(&mut f, 5005, 5) && !probe(&mut f, 5011, 6),
+        "flushed"
+    );
+    assert!(f_engine.listing("a3").unwrap().is_empty());
+    // pf.conf loaded again: its inline rules are back.
+    let next = f_engine.successor(&c).commit(0);
+    f.set_engine(next);
+    assert!(probe(&mut f, 5011, 7) && !probe(&mut f, 5005, 8));
+}
