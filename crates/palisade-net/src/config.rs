@@ -1137,6 +1137,24 @@ impl Config {
         self.ifaces.iter().position(|i| i.name == name)
     }
 
+    /// Per interface, the next hops (`via`) of the routes that leave by
+    /// it: the firewall asks for them, and never answers for them as a
+    /// proxy (it would draw their neighbours' traffic to itself).
+    pub fn gateways(&self) -> Vec<Vec<IpAddr>> {
+        let mut g = vec![Vec::new(); self.ifaces.len()];
+        for r in &self.routes {
+            let Some(via) = r.via else { continue };
+            if let Some(i) = r.iface.or_else(|| self.connected(&via)) {
+                if let Some(v) = g.get_mut(i) {
+                    if !v.contains(&via) {
+                        v.push(via);
+                    }
+                }
+            }
+        }
+        g
+    }
+
     /// The routing table as pf's `no-route` and `urpf-failed` see it
     /// (for `palisade_conf`'s host model; the interfaces' own subnets are
     /// connected routes there already): each `[[route]]` with the

@@ -81,6 +81,8 @@ pub(super) struct Local {
     names: Vec<String>,
     addresses: Vec<Vec<Prefix>>,
     proxy: Vec<Vec<Prefix>>,
+    /// Route next hops per interface: never answered for as a proxy.
+    gateways: Vec<Vec<IpAddr>>,
     members: Vec<bool>,
     virtuals: Vec<VirtualMac>,
 }
@@ -111,6 +113,7 @@ impl Local {
             names: cfg.ifaces.iter().map(|i| i.name.clone()).collect(),
             addresses: cfg.ifaces.iter().map(|i| i.addresses.clone()).collect(),
             proxy: cfg.ifaces.iter().map(|i| i.proxy.clone()).collect(),
+            gateways: cfg.gateways(),
             members: cfg.ifaces.iter().map(|i| i.bridge.is_some()).collect(),
             virtuals: Vec::new(),
         }
@@ -166,6 +169,11 @@ impl Local {
             .find(|v| v.on && v.iface == i && v.addresses.contains(ip))
         {
             return Some(Answer::Own(v.mac));
+        }
+        // A gateway of ours on this link is its own station, whatever
+        // prefix covers it.
+        if self.gateways.get(i).is_some_and(|g| g.contains(ip)) {
+            return None;
         }
         self.proxy[i]
             .iter()

@@ -85,9 +85,12 @@ pub(super) fn lookup(cfg: &Config, dst: &IpAddr) -> Option<(usize, IpAddr)> {
 /// routed through another interface; Palisade answers for what it is
 /// told, so it warns. An address on the answering interface's own subnet
 /// is not warned about: the usual extra public address that pf then
-/// translates (`rdr-to`, `binat-to`) before any route is looked up.
+/// translates (`rdr-to`, `binat-to`) before any route is looked up. A
+/// prefix covering that whole subnet is: it answers for every neighbour
+/// (a route's gateway excepted, which is never answered for).
 pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
     let mut w = Vec::new();
+    let gateways = cfg.gateways();
     for (ix, i) in cfg.ifaces.iter().enumerate() {
         for p in &i.proxy {
             match lookup(cfg, &p.ip) {
@@ -100,6 +103,31 @@ pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
                     i.name, p.ip, p.bits, i.name
                 )),
                 Some(_) => {}
+            }
+            // Covering the interface's own subnet: every neighbour there
+            // would be answered for (Linux's proxy_arp answers only for
+            // what is routed elsewhere); the route gateways are left out.
+            if let Some(own) = i
+                .addresses
+                .iter()
+                .find(|a| a.ip.is_ipv4() == p.ip.is_ipv4() && p.bits <= a.bits && p.contains(&a.ip))
+            {
+                w.push(format!(
+                    "palisade: warning: interface {}: proxy-arp {}/{} covers its own subnet {}/{}: the firewall answers for every other host there{}",
+                    i.name,
+                    p.ip,
+                    p.bits,
+                    own.ip,
+                    own.bits,
+                    match gateways.get(ix).map(|g| g.iter().filter(|g| p.contains(g)).collect::<Vec<_>>()) {
+                        Some(g) if !g.is_empty() => format!(
+                            " (not for the gateway{} {}, which it asks for)",
+                            if g.len() > 1 { "s" } else { "" },
+                            g.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                        _ => String::new(),
+                    }
+                ));
             }
         }
     }

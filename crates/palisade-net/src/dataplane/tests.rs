@@ -1101,3 +1101,39 @@ fn bridges_do_not_forward_reserved_link_local_frames() {
     );
     assert_eq!(ports(&o), [1, 2], "not reserved: flooded");
 }
+
+/// A proxy-arp prefix covering the interface's whole subnet answers for
+/// its neighbours but never for a route's gateway there (the firewall's
+/// own next hop), and is warned about at load.
+#[test]
+fn proxy_arp_over_the_own_subnet_spares_the_gateway_and_is_warned_about() {
+    let t = ROUTER.replace(
+        "proxy-arp = [\"203.0.113.16/28\"]",
+        "proxy-arp = [\"203.0.113.0/24\"]",
+    );
+    let cfg = Config::parse(Path::new("t.toml"), &t, &|_| true).unwrap();
+    let w = super::proxy_warnings(&cfg);
+    assert!(
+        w.iter().any(|l| l
+            .contains("proxy-arp 203.0.113.0/24 covers its own subnet 203.0.113.2/24")
+            && l.contains("not for the gateway 203.0.113.1")),
+        "{w:?}"
+    );
+    let mut d = dp(&t, "pass\n");
+    let ask = |d: &mut Dataplane, tip: &str| {
+        d.input(
+            0,
+            &eth(BROADCAST, A, None, ETH_ARP, &arp(1, A, "203.0.113.99", tip)),
+            0,
+        )
+    };
+    assert!(
+        ask(&mut d, "203.0.113.1").is_empty(),
+        "the gateway is its own"
+    );
+    assert_eq!(
+        ask(&mut d, "203.0.113.77").len(),
+        1,
+        "a neighbour is answered for"
+    );
+}
