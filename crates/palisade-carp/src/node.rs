@@ -350,6 +350,20 @@ impl Node {
         seed: u64,
         now: Micros,
     ) -> Result<Node, ConfigError> {
+        Node::with_links_down(configs, opts, seed, now, &[])
+    }
+
+    /// As `new`, knowing the parents whose link is down at `now`: their
+    /// CARP interfaces stay INIT (and demote their groups by 1, as a link
+    /// going down does) until `set_link` says the link is up, rather than
+    /// becoming BACKUP for a link-up that never was.
+    pub fn with_links_down(
+        configs: Vec<CarpConfig>,
+        opts: Options,
+        seed: u64,
+        now: Micros,
+        down: &[String],
+    ) -> Result<Node, ConfigError> {
         check(&configs)?;
         let mut n = Node {
             vhosts: Vec::new(),
@@ -397,7 +411,16 @@ impl Node {
             n.demote(now, "carp", BOOT_DEMOTE, "starting: not ready yet");
         }
         for i in 0..n.vhosts.len() {
-            n.become_backup(i, now, TransitionReason::LinkUp);
+            if down.contains(&n.vhosts[i].cfg.parent) {
+                n.vhosts[i].link_up = false;
+                let why = format!(
+                    "{}: {} link down at start",
+                    n.vhosts[i].cfg.name, n.vhosts[i].cfg.parent
+                );
+                n.demote_vhost(now, i, 1, &why);
+            } else {
+                n.become_backup(i, now, TransitionReason::LinkUp);
+            }
         }
         Ok(n)
     }

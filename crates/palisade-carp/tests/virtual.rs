@@ -805,3 +805,44 @@ fn group_carp_and_repeated_groups_count_once() {
     n.demote(0, "grp", 5, "test");
     assert_eq!(n.status()[0].demote, 15, "group grp counted once");
 }
+
+/// A parent whose link is down when the node starts: its CARP interface
+/// stays INIT (no BACKUP for a link-up that never was) and demotes group
+/// carp by 1, until the link comes up; the others start BACKUP.
+#[test]
+fn a_link_down_at_start_keeps_its_interface_init() {
+    let mut n = Node::with_links_down(
+        vec![
+            vhost("carp0", "em0", 1, 1, 0),
+            vhost("carp1", "em1", 2, 1, 0),
+        ],
+        Options {
+            ready: true,
+            ..Default::default()
+        },
+        7,
+        0,
+        &["em1".to_string()],
+    )
+    .unwrap();
+    let states: Vec<State> = n.status().iter().map(|s| s.state).collect();
+    assert_eq!(states, [State::Backup, State::Init]);
+    assert_eq!(n.group_demote("carp"), Some(1));
+    let mut to_backup = Vec::new();
+    while let Some(e) = n.poll_event() {
+        if let Event::Transition {
+            carp, to, reason, ..
+        } = e
+        {
+            to_backup.push((carp, to, reason));
+        }
+    }
+    assert_eq!(
+        to_backup,
+        [("carp0".to_string(), State::Backup, TransitionReason::LinkUp)],
+        "no link-up for carp1"
+    );
+    n.set_link(MS, "em1", true);
+    assert_eq!(n.status()[1].state, State::Backup);
+    assert_eq!(n.group_demote("carp"), Some(0));
+}

@@ -963,6 +963,45 @@ pub fn ethtool(name: &str, cmd: u32, set: Option<u32>) -> io::Result<u32> {
     Ok(val[1])
 }
 
+/// Interface `name`'s flags (SIOCGIFFLAGS), and the socket to change them.
+fn if_flags(name: &str) -> io::Result<(OwnedFd, [u8; 40])> {
+    if name.len() >= 16 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "name too long"));
+    }
+    // SAFETY: plain socket creation for the ioctl.
+    let raw = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) })?;
+    // SAFETY: raw is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ifr = [0u8; 40];
+    ifr[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: SIOCGIFFLAGS fills ifr_flags (a short after the name) of
+    // the ifreq we pass, which is larger than struct ifreq needs.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS as _, ifr.as_mut_ptr()) })?;
+    Ok((fd, ifr))
+}
+
+/// Is interface `name` administratively up (IFF_UP)?
+pub fn if_up(name: &str) -> io::Result<bool> {
+    let (_, ifr) = if_flags(name)?;
+    let flags = i16::from_ne_bytes([ifr[16], ifr[17]]);
+    Ok(flags & libc::IFF_UP as i16 != 0)
+}
+
+/// Set interface `name` administratively up or down (as `ip link set`).
+pub fn set_if_up(name: &str, up: bool) -> io::Result<()> {
+    let (fd, mut ifr) = if_flags(name)?;
+    let mut flags = i16::from_ne_bytes([ifr[16], ifr[17]]);
+    if up {
+        flags |= libc::IFF_UP as i16;
+    } else {
+        flags &= !(libc::IFF_UP as i16);
+    }
+    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: SIOCSIFFLAGS reads ifr_name and ifr_flags of our ifreq.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS as _, ifr.as_mut_ptr()) })?;
+    Ok(())
+}
+
 /// Wait until one of `fds` is readable (bounded by `timeout`). Returns
 /// the indexes of the descriptors that reported an error.
 pub fn wait_fds(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<Vec<usize>> {

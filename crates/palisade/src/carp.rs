@@ -95,7 +95,16 @@ impl CarpRuntime {
             split_brain_repair: cfg.carp_options.split_brain_repair,
             ready: false,
         };
-        let node = Node::new(configs, opts, seed, now_us).map_err(|e| e.to_string())?;
+        // Parents whose port's link is down now (the data plane was told
+        // before): their CARP interfaces start INIT, not BACKUP.
+        let down: Vec<String> = cfg
+            .carp
+            .iter()
+            .filter(|c| cfg.ifaces[c.parent].port.is_some_and(|p| !dp.link_up(p)))
+            .map(|c| names[c.parent].clone())
+            .collect();
+        let node =
+            Node::with_links_down(configs, opts, seed, now_us, &down).map_err(|e| e.to_string())?;
         dp.subscribe(palisade_carp::wire::PROTO);
         let mut vhosts = Vec::new();
         for c in &cfg.carp {

@@ -1,6 +1,7 @@
 //! Per-port kernel settings Palisade changes while it owns the ports, and
 //! puts back when it stops: the kernel must not talk on them (no IPv6, no
-//! ARP answers, no forwarding), and must not merge received frames (GRO).
+//! ARP answers, no forwarding), must not merge received frames (GRO), and
+//! the port is up (IFF_UP, set last).
 //! TCP super-packets that hosts send (TSO/GSO) arrive with their segment
 //! size and are decided whole or cut (docs/offload.md), but GRO also
 //! merges tunnelled TCP (GRE, IPIP), which the kernel reports as plain TCP
@@ -241,11 +242,20 @@ impl Isolation {
                     .map(|s| s.trim().to_string());
                 note(f, cur, v.into());
             }
+            // Up, last (the kernel's IPv6 is off by then): a port
+            // palisade.toml names is in use, as OpenBSD's hostname.if
+            // says `up`; a port found down is set down again at the stop.
+            let up = afpacket::if_up(p).ok().map(|u| (u as u8).to_string());
+            note("up".into(), up, "1".into());
         }
         self.save()?;
         for (p, what, v) in changes {
             if what == "gro" {
                 let _ = afpacket::ethtool(&p, afpacket::ETHTOOL_SGRO, Some(0));
+            } else if what == "up" {
+                if let Err(e) = afpacket::set_if_up(&p, v == "1") {
+                    tracing::error!("port '{p}': cannot set it up: {e}");
+                }
             } else {
                 let _ = std::fs::write(&what, v);
             }
@@ -284,6 +294,8 @@ fn restore(s: &Setting) {
         if let Ok(v) = s.value.parse() {
             let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
         }
+    } else if s.what == "up" {
+        let _ = afpacket::set_if_up(&s.port, s.value == "1");
     } else {
         let _ = std::fs::write(&s.what, &s.value);
     }

@@ -163,6 +163,14 @@ pub fn run(path: &Path) -> Result<(), String> {
         dp.set_fastpath(fp, ifindexes, start.elapsed().as_millis() as u64);
     }
     let dp_cfg = dp.cfg.clone();
+    // The ports' links as they are, before CARP starts (it would take a
+    // link it has not heard of for up, and report a link-up first).
+    for (i, p) in dp_cfg.ports.iter().enumerate() {
+        if !crate::worker::link_is_up(&p.name) {
+            tracing::warn!("port '{}': link down at start", p.name);
+            let _ = dp.set_link(i, false);
+        }
+    }
     let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
     let pfsync = match &dp_cfg.pfsync {
         Some(p) => {

@@ -188,15 +188,16 @@ fn check_port(p: &Port) -> Health {
     match afpacket::ifindex(&p.name) {
         Err(_) => Health::Gone,
         Ok(ix) if ix != p.ifindex => Health::Replaced,
-        Ok(_) => {
-            let state = std::fs::read_to_string(format!("/sys/class/net/{}/operstate", p.name))
-                .unwrap_or_default();
-            match state.trim() {
-                "down" | "lowerlayerdown" | "notpresent" => Health::Down,
-                _ => Health::Up,
-            }
-        }
+        Ok(_) if link_is_up(&p.name) => Health::Up,
+        Ok(_) => Health::Down,
     }
+}
+
+/// Whether interface `name`'s link is up, as its operational state says.
+pub fn link_is_up(name: &str) -> bool {
+    let state =
+        std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).unwrap_or_default();
+    !matches!(state.trim(), "down" | "lowerlayerdown" | "notpresent")
 }
 
 /// How many times a port's carrier went on or off: a link that fell and
@@ -453,7 +454,16 @@ pub fn worker(
     let defer = sh.pfsync().is_some_and(|s| s.cfg.defer);
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
-    let mut health = vec![Health::Up; ports.len()];
+    // As the data plane was told at start (run.rs read the links).
+    let mut health: Vec<Health> = (0..ports.len())
+        .map(|i| {
+            if sh.dp().link_up(i) {
+                Health::Up
+            } else {
+                Health::Down
+            }
+        })
+        .collect();
     let mut carrier: Vec<Option<u64>> = ports.iter().map(|p| carrier_changes(&p.name)).collect();
     // Per port: when refusals were last logged (ms, 0: never), and how
     // many came since.

@@ -60,6 +60,15 @@ fn a_crash_loses_no_original_port_setting() {
     let arp = "/proc/sys/net/ipv4/conf/a0/arp_ignore";
     // Originals chosen to differ from both the defaults and Palisade's.
     ns.exec(&fw, &["sh", "-c", &format!("echo 2 > {arp}")]);
+    // a0 administratively down: Palisade sets its ports up (as
+    // hostname.if's `up`), and a clean stop sets it down again.
+    let a0_up = || {
+        let o = ns.exec(&fw, &["cat", "/sys/class/net/a0/flags"]);
+        let t = String::from_utf8_lossy(&o.stdout);
+        u32::from_str_radix(t.trim().trim_start_matches("0x"), 16).unwrap() & 1 == 1
+    };
+    ns.exec(&fw, &["ip", "link", "set", "a0", "down"]);
+    assert!(!a0_up());
     assert_eq!(
         (
             sysctl(&ns, &fw, v6).as_str(),
@@ -70,6 +79,7 @@ fn a_crash_loses_no_original_port_setting() {
 
     let (mut daemon, log) = start(&ns, &fw, &cfg);
     wait_ping(&src, "198.19.0.1", &log);
+    assert!(a0_up(), "the port was set up");
     assert_eq!(
         (
             sysctl(&ns, &fw, v6).as_str(),
@@ -166,7 +176,9 @@ fn a_crash_loses_no_original_port_setting() {
         ),
         ("0", "2")
     );
+    assert!(!a0_up(), "set down again, as it was found");
     assert!(!record.exists(), "a clean stop removes the record");
+    ns.exec(&fw, &["ip", "link", "set", "a0", "up"]);
     assert!(
         !record.with_extension("lock").exists(),
         "a clean stop removes the lock's file"
