@@ -436,6 +436,9 @@ pub struct Route {
 pub struct PortConf {
     pub name: String,
     pub mtu: u16,
+    /// `mtu` was given in palisade.toml (else the kernel's is taken at
+    /// start: `fit_mtus`).
+    pub mtu_set: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -587,6 +590,7 @@ impl Config {
             ports.push(PortConf {
                 name: name.clone(),
                 mtu,
+                mtu_set: p.mtu.is_some(),
             });
         }
         let mut ifaces: Vec<Iface> = Vec::new();
@@ -1133,6 +1137,29 @@ impl Config {
         })
     }
 
+    /// Fit the ports' MTUs to the kernel's (`kernel(name)`, None when it
+    /// cannot be read): a port without `mtu` takes the kernel's; one whose
+    /// `mtu` is larger than the kernel's is lowered to it (a frame over
+    /// the kernel's MTU is refused by the send, silently lost) and said
+    /// in the returned warnings.
+    pub fn fit_mtus(&mut self, kernel: &dyn Fn(&str) -> Option<u32>) -> Vec<String> {
+        let mut w = Vec::new();
+        for p in &mut self.ports {
+            let Some(k) = kernel(&p.name) else { continue };
+            let k = k.clamp(576, 9216) as u16;
+            if !p.mtu_set {
+                p.mtu = k;
+            } else if k < p.mtu {
+                w.push(format!(
+                    "palisade: warning: port '{}': mtu {} in palisade.toml, but the kernel's is {k}: {k} is used (set the interface's MTU to {} first, or mtu = {k})",
+                    p.name, p.mtu, p.mtu
+                ));
+                p.mtu = k;
+            }
+        }
+        w
+    }
+
     pub fn iface(&self, name: &str) -> Option<usize> {
         self.ifaces.iter().position(|i| i.name == name)
     }
@@ -1323,6 +1350,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port without `mtu` takes the kernel's; one with a larger `mtu`
+    /// than the kernel's is lowered to it, with a warning.
+    #[test]
+    fn port_mtus_fit_the_kernels() {
+        let mut c = parse(
+            "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\nmtu = 9000\n[[port]]\nname = \"eth2\"\nmtu = 1400\n\
+             [[interface]]\nname = \"a\"\nport = \"eth0\"\n[[interface]]\nname = \"b\"\nport = \"eth1\"\n[[interface]]\nname = \"c\"\nport = \"eth2\"\n",
+        )
+        .unwrap();
+        let w = c.fit_mtus(&|n| match n {
+            "eth0" => Some(1400),
+            _ => Some(1500),
+        });
+        let mtus: Vec<u16> = c.ports.iter().map(|p| p.mtu).collect();
+        assert_eq!(mtus, [1400, 1500, 1400]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("port 'eth1': mtu 9000 in palisade.toml, but the kernel's is 1500"),
+            "{w:?}"
+        );
+    }
 
     /// pf.conf files name the loopback interface (the PF FAQ's home
     /// network: `set skip on lo`, `antispoof quick for { lo $int_if }`):

@@ -15,8 +15,14 @@ use palisade_net::dataplane::Mac;
 pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel), String> {
     let text = palisade_conf::files::read_text(path, palisade_conf::files::CONFIG)
         .map_err(|e| e.message(&path.display().to_string()))?;
-    let cfg =
+    let mut cfg =
         Config::parse(path, &text, &|n| afpacket::ifindex(n).is_ok()).map_err(|e| e.to_string())?;
+    // The ports' MTUs are the kernel's unless palisade.toml says less.
+    let mtu_warnings = cfg.fit_mtus(&|n| {
+        std::fs::read_to_string(format!("/sys/class/net/{n}/mtu"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    });
     let mut host = crate::sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     host.routes = cfg.host_routes();
@@ -42,6 +48,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&to_v6_loopback(&out.config))
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
+        .chain(&mtu_warnings)
     {
         eprintln!("{w}");
     }
