@@ -118,7 +118,12 @@ impl Tap {
                     run(&[fam, "addr", "add", &a, "dev", n, "nodad"]);
                 }
                 if p.bits < host {
-                    nets.push(format!("{}/{}", network(p), p.bits));
+                    // From the interface's own address: the stack's
+                    // packets to a subnet leave from the address they
+                    // would have on OpenBSD (the kernel would take the
+                    // first address of the host interface, whatever the
+                    // way out).
+                    nets.push((format!("{}/{}", network(p), p.bits), Some(p.ip)));
                 }
             }
         }
@@ -140,10 +145,24 @@ impl Tap {
             }
         }
         for r in &cfg.routes {
-            nets.push(format!("{}/{}", network(&r.to), r.to.bits));
+            // From an address of the interface the route leaves by.
+            let way = r.iface.or_else(|| r.via.and_then(|g| cfg.connected(&g)));
+            let src = way.and_then(|i| {
+                cfg.ifaces[i]
+                    .addresses
+                    .iter()
+                    .find(|a| a.ip.is_ipv4() == r.to.ip.is_ipv4())
+                    .map(|a| a.ip)
+            });
+            nets.push((format!("{}/{}", network(&r.to), r.to.bits), src));
         }
-        for net in nets {
-            run(&["route", "add", &net, "dev", n, "metric", "100"]);
+        for (net, src) in nets {
+            let src = src.map(|a| a.to_string());
+            let mut args = vec!["route", "add", &net, "dev", n, "metric", "100"];
+            if let Some(a) = &src {
+                args.extend(["src", a.as_str()]);
+            }
+            run(&args);
         }
         warn
     }

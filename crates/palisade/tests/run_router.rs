@@ -385,6 +385,20 @@ via = "203.0.113.1"
         );
     }
 
+    // The firewall's own packets leave from the address of the interface
+    // they leave by, as on OpenBSD (the host interface holds every
+    // address; its routes say which).
+    for (to, src) in [
+        ("198.18.99.1", "203.0.113.2"),
+        ("203.0.113.1", "203.0.113.2"),
+        ("192.0.2.50", "192.0.2.1"),
+        ("2001:db8:1::50", "2001:db8:1::1"),
+    ] {
+        let o = ns.exec(&fw, &["ip", "-o", "route", "get", to]);
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(t.contains(&format!(" src {src} ")), "to {to}: {t}");
+    }
+
     // The firewall's own services, through the host interface and pf.
     match greeting(&up, "203.0.113.2:22", 5) {
         Ok(g) => assert!(g.starts_with("SSH-2.0-test"), "{g}"),
