@@ -234,66 +234,81 @@ impl Filter {
     /// A filter for `engine`, with the global options (`set timeout`,
     /// `set limit states`) of `config`.
     pub fn new(engine: Arc<Engine>, config: &Config, creator: u32) -> Filter {
-        let mut states = StateTable::new(creator);
-        let mut frags = Reassembler::default();
-        let mut if_bound_default = false;
-        let mut state_defaults = None;
-        let mut skip = std::collections::HashSet::new();
+        let mut f = Filter {
+            engine,
+            states: StateTable::new(creator),
+            counters: Counters::default(),
+            last_expiry_ms: 0,
+            rr: HashMap::new(),
+            sticky: HashMap::new(),
+            sticky_ms: 60_000,
+            frags: Reassembler::default(),
+            osdb: FingerprintDb::default_db(),
+            now_ms: 0,
+            if_bound_default: false,
+            state_defaults: None,
+            received_on: String::new(),
+            received_on_set: false,
+            tag_in: String::new(),
+            tag_in_set: false,
+            skip: std::collections::HashSet::new(),
+            keep_os: false,
+            synlog: None,
+        };
+        f.set_options(config);
+        f
+    }
+
+    /// Take the global options of `config` (`set timeout`, `set limit
+    /// states|frags`, `set state-policy`, `set state-defaults`, `set
+    /// skip on`), each back to its default where `config` does not set
+    /// it: at start, and at a reload (pfctl -f sets them again too). The
+    /// states already there keep going under the new values (their
+    /// timeouts, read per packet, and the limit, checked per new state).
+    pub fn set_options(&mut self, config: &Config) {
+        let defaults = StateTable::new(0);
+        self.states.timeouts = defaults.timeouts;
+        self.states.limit = defaults.limit;
+        let frag_defaults = Reassembler::default();
+        self.frags.timeout_ms = frag_defaults.timeout_ms;
+        self.frags.limit = frag_defaults.limit;
+        self.if_bound_default = false;
+        self.state_defaults = None;
+        self.skip.clear();
         for o in &config.options {
             match o {
                 SetOption::Timeout(t, v) => {
                     if let Some(i) = Timeout::ALL.iter().position(|x| x == t) {
-                        states.timeouts[i] = *v;
+                        self.states.timeouts[i] = *v;
                     }
                     if *t == Timeout::Frag {
-                        frags.timeout_ms = *v as u64 * 1000;
+                        self.frags.timeout_ms = *v as u64 * 1000;
                     }
                 }
-                SetOption::Limit(n, v) if n == "states" => states.limit = *v,
-                SetOption::Limit(n, v) if n == "frags" => frags.limit = *v as usize,
-                SetOption::StatePolicy(p) => if_bound_default = p == "if-bound",
-                SetOption::StateDefaults(o) => state_defaults = Some(Arc::new(o.clone())),
+                SetOption::Limit(n, v) if n == "states" => self.states.limit = *v,
+                SetOption::Limit(n, v) if n == "frags" => self.frags.limit = *v as usize,
+                SetOption::StatePolicy(p) => self.if_bound_default = p == "if-bound",
+                SetOption::StateDefaults(o) => self.state_defaults = Some(Arc::new(o.clone())),
                 // `set skip on`: interfaces and groups pf leaves alone.
                 SetOption::Skip(names) => {
                     for n in names {
-                        skip.insert(n.clone());
-                        for i in engine.host().members(n) {
-                            skip.insert(i.name.clone());
+                        self.skip.insert(n.clone());
+                        for i in self.engine.host().members(n) {
+                            self.skip.insert(i.name.clone());
                         }
                     }
                 }
                 _ => {}
             }
         }
-        let src_track = states.timeouts[Timeout::ALL
+        let src_track = self.states.timeouts[Timeout::ALL
             .iter()
             .position(|t| *t == Timeout::SrcTrack)
             .unwrap_or(0)];
-        let sticky_ms = match src_track {
+        self.sticky_ms = match src_track {
             0 => 60_000,
             s => s as u64 * 1000,
         };
-        Filter {
-            engine,
-            states,
-            counters: Counters::default(),
-            last_expiry_ms: 0,
-            rr: HashMap::new(),
-            sticky: HashMap::new(),
-            sticky_ms,
-            frags,
-            osdb: FingerprintDb::default_db(),
-            now_ms: 0,
-            if_bound_default,
-            state_defaults,
-            received_on: String::new(),
-            received_on_set: false,
-            tag_in: String::new(),
-            tag_in_set: false,
-            skip,
-            keep_os: false,
-            synlog: None,
-        }
     }
 
     /// Keep the OS fingerprint of every TCP SYN that creates a state

@@ -136,3 +136,49 @@ fn per_rule_max() {
     );
     assert_eq!(d.reason, palisade_filter::Reason::StateLimit);
 }
+
+/// `set` options at a reload (`Filter::set_options`): the state limit and
+/// timeouts take effect at once, for the states already there; what the
+/// new pf.conf leaves unset goes back to its default.
+#[test]
+fn set_options_at_a_reload_take_effect_at_once() {
+    let parse = |t: &str| {
+        palisade_conf::parse_bytes(
+            "pf.conf",
+            None,
+            t.as_bytes().to_vec(),
+            &palisade_conf::ParseOptions::default(),
+        )
+        .config
+    };
+    let mut f = filter("set limit states 2\nset timeout udp.first 7\npass\n");
+    assert_eq!(f.states.limit, 2);
+    let udp = |sp: u16| {
+        build::ip(
+            ip("198.51.100.1"),
+            ip("192.0.2.1"),
+            17,
+            64,
+            &build::udp(sp, 53, b"q"),
+        )
+    };
+    assert!(f.process(&mut udp(1), "em0", In, 0).passed());
+    assert!(f.process(&mut udp(2), "em0", In, 0).passed());
+    assert!(
+        !f.process(&mut udp(3), "em0", In, 0).passed(),
+        "the limit of 2"
+    );
+    f.set_options(&parse("set limit states 3\npass\n"));
+    assert_eq!(f.states.limit, 3);
+    assert!(
+        f.process(&mut udp(3), "em0", In, 0).passed(),
+        "raised without a restart"
+    );
+    let i = palisade_conf::ir::Timeout::ALL
+        .iter()
+        .position(|t| *t == palisade_conf::ir::Timeout::UdpFirst)
+        .unwrap();
+    assert_eq!(f.states.timeouts[i], 60, "unset again: the default");
+    f.set_options(&parse("pass\n"));
+    assert_eq!(f.states.limit, palisade_filter::state::DEFAULT_STATE_LIMIT);
+}

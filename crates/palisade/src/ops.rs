@@ -222,6 +222,17 @@ fn load_warnings(
     w
 }
 
+/// The `set` options a reload cannot change (pfsync's creator id, the
+/// fingerprints file), as the daemon compares them.
+pub fn restart_only_options(opts: &[palisade_conf::ir::SetOption]) -> String {
+    use palisade_conf::ir::SetOption;
+    let kept: Vec<&SetOption> = opts
+        .iter()
+        .filter(|o| matches!(o, SetOption::HostId(_) | SetOption::Fingerprints(_)))
+        .collect();
+    format!("{kept:?}")
+}
+
 fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let path = file.unwrap_or(&sh.pf_path);
     let opts = ParseOptions {
@@ -258,12 +269,15 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         let mut dp = sh.dp();
         let engine = next.commit(table_secs(sh));
         dp.filter.set_engine(engine);
+        // Timeouts, limits, state policy and defaults, skip: in force at
+        // once, for the states already there too (as pfctl -f sets them).
+        dp.filter.set_options(&out.config);
     }
     *sh.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         out.config.queues.iter().map(|q| q.name.clone()).collect();
-    if format!("{:?}", out.config.options) != sh.options {
+    if restart_only_options(&out.config.options) != sh.options {
         msgs.push(
-            "palisade: warning: `set` options (timeouts, limits, state policy) changed; they take effect at the next start".into(),
+            "palisade: warning: `set hostid` or `set fingerprints` changed; they take effect at the next start (the other `set` options are in force)".into(),
         );
     }
     msgs.push(format!(

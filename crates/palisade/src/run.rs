@@ -192,7 +192,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         start,
         pf_path,
         host: host_model,
-        options: format!("{:?}", pf.options),
+        options: crate::ops::restart_only_options(&pf.options),
         limits: pf
             .options
             .iter()
