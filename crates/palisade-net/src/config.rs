@@ -248,11 +248,16 @@ pub enum ConfigProblem {
     RouteFamilies,
     #[error(
         "gateway {0} is not reachable: no interface's subnet contains it and no \
-         `interface =` route leads to it"
+         `interface =` route leads to it (an address written without /N is a /32)"
     )]
     GatewayUnreachable(IpAddr),
     #[error("a second route to {}/{}", .0.ip, .0.bits)]
     RouteTwice(Prefix),
+    #[error(
+        "route to {}/{}: host bits set (the network is {}/{})",
+        .0.ip, .0.bits, .1.ip, .1.bits
+    )]
+    RouteHostBits(Prefix, Prefix),
     #[error("host interface '{0}' is already a port or interface")]
     HostNameTaken(String),
     #[error("workers must be 1..64")]
@@ -383,6 +388,28 @@ impl Prefix {
                 None => max,
             };
         Ok(Prefix { ip, bits })
+    }
+
+    /// The prefix's network address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        match self.ip {
+            IpAddr::V4(a) => {
+                let m = if self.bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.bits)
+                };
+                IpAddr::V4((u32::from(a) & m).into())
+            }
+            IpAddr::V6(a) => {
+                let m = if self.bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.bits)
+                };
+                IpAddr::V6((u128::from(a) & m).into())
+            }
+        }
     }
 
     pub fn contains(&self, ip: &IpAddr) -> bool {
@@ -774,6 +801,23 @@ impl Config {
                 "default" => None,
                 s => Some(Prefix::parse(s).map_err(|e| cx.err(&r.to, e))?),
             };
+            // A destination with host bits set (`ip route` refuses it
+            // too): a typo for the network, or for an address's own /N.
+            if let Some(p) = &to {
+                let net = p.network();
+                if net != p.ip {
+                    return Err(cx.err(
+                        &r.to,
+                        ConfigProblem::RouteHostBits(
+                            *p,
+                            Prefix {
+                                ip: net,
+                                bits: p.bits,
+                            },
+                        ),
+                    ));
+                }
+            }
             let iface = match &r.interface {
                 Some(n) => {
                     let Some(&i) = if_ix.get(n.get_ref()) else {
@@ -817,13 +861,21 @@ impl Config {
             });
             routes.push((r, Route { to, via, iface }));
         }
-        // Every gateway must be reachable: on a connected subnet or through
-        // an interface route (`route add -net GW -iface em0`).
+        // Every gateway must be reachable: on a connected subnet (a CARP
+        // address's included) or through an interface route (`route add
+        // -net GW -iface em0`).
+        let carp_nets: Vec<Prefix> = raw
+            .carp
+            .iter()
+            .flat_map(|c| c.addresses.iter())
+            .filter_map(|a| Prefix::parse(a.get_ref()).ok())
+            .collect();
         for (r, rt) in &routes {
             let Some(gw) = rt.via else { continue };
             let connected = ifaces
                 .iter()
-                .any(|i| i.bridge.is_none() && i.addresses.iter().any(|p| p.contains(&gw)));
+                .any(|i| i.bridge.is_none() && i.addresses.iter().any(|p| p.contains(&gw)))
+                || carp_nets.iter().any(|p| p.contains(&gw));
             let by_iface = routes
                 .iter()
                 .any(|(_, o)| o.via.is_none() && o.iface.is_some() && o.to.contains(&gw));
@@ -1137,6 +1189,24 @@ impl Config {
         })
     }
 
+    /// What is accepted but probably not meant: a port no interface is
+    /// on (its frames are all dropped).
+    pub fn warnings(&self) -> Vec<String> {
+        (0..self.ports.len())
+            .filter(|&p| {
+                !self.ifaces.iter().any(|i| {
+                    i.port == Some(p)
+                })
+            })
+            .map(|p| {
+                format!(
+                    "palisade: warning: port '{}' has no [[interface]]: every frame on it is dropped (unknown_vlan)",
+                    self.ports[p].name
+                )
+            })
+            .collect()
+    }
+
     /// Fit the ports' MTUs to the kernel's (`kernel(name)`, None when it
     /// cannot be read): a port without `mtu` takes the kernel's; one whose
     /// `mtu` is larger than the kernel's is lowered to it (a frame over
@@ -1350,6 +1420,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A route's destination with host bits set is refused (naming the
+    /// network); a port no interface is on is warned about.
+    #[test]
+    fn route_host_bits_and_unused_ports() {
+        let e = parse(
+            "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[interface]]\nname = \"a\"\nport = \"eth0\"\naddresses = [\"192.0.2.1/24\"]\n[[route]]\nto = \"198.51.100.5/24\"\nvia = \"192.0.2.254\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("route to 198.51.100.5/24: host bits set (the network is 198.51.100.0/24)")
+                && e.contains(":9:"),
+            "{e}"
+        );
+        let c = parse(
+            "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n[[interface]]\nname = \"eth1\"\nport = \"eth0\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings(),
+            ["palisade: warning: port 'eth1' has no [[interface]]: every frame on it is dropped (unknown_vlan)"]
+        );
+    }
 
     /// A port without `mtu` takes the kernel's; one with a larger `mtu`
     /// than the kernel's is lowered to it, with a warning.

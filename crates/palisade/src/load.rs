@@ -49,6 +49,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
         .chain(&mtu_warnings)
+        .chain(&cfg.warnings())
     {
         eprintln!("{w}");
     }
