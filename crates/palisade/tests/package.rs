@@ -526,6 +526,7 @@ fn pf_page_lists_every_unenforced_feature() {
                 "set optimization (other than normal)" => {
                     "set optimization Any value other than normal"
                 }
+                "route labels (`route NAME` as an address)" => "route labels",
                 w => w,
             };
             assert!(
