@@ -123,7 +123,7 @@ impl Tap {
                     // would have on OpenBSD (the kernel would take the
                     // first address of the host interface, whatever the
                     // way out).
-                    nets.push((format!("{}/{}", network(p), p.bits), Some(p.ip)));
+                    nets.push((format!("{}/{}", p.network(), p.bits), Some(p.ip)));
                 }
             }
         }
@@ -154,7 +154,7 @@ impl Tap {
                     .find(|a| a.ip.is_ipv4() == r.to.ip.is_ipv4())
                     .map(|a| a.ip)
             });
-            nets.push((format!("{}/{}", network(&r.to), r.to.bits), src));
+            nets.push((format!("{}/{}", r.to.network(), r.to.bits), src));
         }
         for (net, src) in nets {
             let src = src.map(|a| a.to_string());
@@ -168,24 +168,3 @@ impl Tap {
     }
 }
 
-fn network(p: &crate::config::Prefix) -> std::net::IpAddr {
-    use std::net::IpAddr;
-    match p.ip {
-        IpAddr::V4(a) => {
-            let m = if p.bits == 0 {
-                0
-            } else {
-                u32::MAX << (32 - p.bits)
-            };
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = if p.bits == 0 {
-                0
-            } else {
-                u128::MAX << (128 - p.bits)
-            };
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
