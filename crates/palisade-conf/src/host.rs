@@ -196,7 +196,15 @@ impl HostModel {
     /// ties) and `routes`; None when no route covers it.
     pub fn route_iface(&self, ip: &IpAddr) -> Option<&str> {
         let mut best: Option<(u8, &str)> = None;
-        for i in &self.interfaces {
+        // (A CARP interface's subnets are routes on its parent, in
+        // `routes`: traffic is filtered on the parent, and OpenBSD's
+        // pf_routable takes a route through a CARP interface for one
+        // through its parent.)
+        for i in self
+            .interfaces
+            .iter()
+            .filter(|i| !i.groups.iter().any(|g| g == "carp"))
+        {
             for a in &i.addrs {
                 if prefix_contains(&a.ip, a.bits, ip) && best.is_none_or(|(b, _)| a.bits > b) {
                     best = Some((a.bits, &i.name));

@@ -524,6 +524,7 @@ impl Engine {
     pub fn load_anchor(&self, path: &str, rules: &Ruleset) {
         let p = path.trim_start_matches('/').to_string();
         let c = Arc::new(compile(rules, &p, &self.host));
+        let inline = self.inline_listing(&p).is_some();
         let mut from = self
             .runtime
             .from_config
@@ -535,7 +536,7 @@ impl Engine {
             .anchors
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        if self.inline_anchor(&p).is_some() {
+        if inline {
             self.runtime
                 .inline_replaced
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -544,8 +545,10 @@ impl Engine {
         self.runtime.recount_os(&a);
     }
 
-    /// The inline anchor (`anchor "name" { ... }` in pf.conf) at `path`.
-    fn inline_anchor(&self, path: &str) -> Option<&CRuleset> {
+    /// The rules listed for the inline anchor (`anchor "name" { ... }`)
+    /// at `path`, defined in pf.conf or in an anchor loaded at run time.
+    /// (Takes the anchors' lock: not to be called with it held.)
+    fn inline_listing(&self, path: &str) -> Option<Vec<RuleListing>> {
         fn find<'a>(rs: &'a CRuleset, path: &str) -> Option<&'a CRuleset> {
             rs.rules.iter().find_map(|r| match &r.kind {
                 Kind::Anchor(Target::Inline(c)) if c.path == path => Some(&**c),
@@ -555,7 +558,12 @@ impl Engine {
                 _ => None,
             })
         }
-        find(&self.main, path)
+        if let Some(c) = find(&self.main, path) {
+            return Some(c.listing.clone());
+        }
+        self.anchors_read()
+            .values()
+            .find_map(|rs| find(rs, path).map(|c| c.listing.clone()))
     }
 
     /// What runs for an inline anchor: its rules, unless they were
@@ -576,6 +584,7 @@ impl Engine {
     /// time (not by pf.conf).
     pub fn flush_anchor(&self, path: &str) -> bool {
         let p = path.trim_start_matches('/');
+        let inline = self.inline_listing(p).is_some();
         let from_config = self
             .runtime
             .from_config
@@ -588,7 +597,7 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let had = a.remove(p).is_some();
-        if self.inline_anchor(p).is_some() {
+        if inline {
             // pf.conf's inline rules stay compiled: an empty replacement
             // stands for the flush until pf.conf is loaded again.
             a.insert(
@@ -615,7 +624,7 @@ impl Engine {
         }
         self.anchor(a)
             .map(|c| c.listing.clone())
-            .or_else(|| self.inline_anchor(a).map(|c| c.listing.clone()))
+            .or_else(|| self.inline_listing(a))
     }
 
     /// What a state created by rule `r` takes from it: its state options

@@ -310,3 +310,25 @@ fn an_inline_anchor_is_replaced_and_flushed_at_run_time() {
     f.set_engine(next);
     assert!(probe(&mut f, 5011, 7) && !probe(&mut f, 5005, 8));
 }
+
+/// An inline anchor inside an anchor loaded at run time is replaced and
+/// flushed as one in pf.conf is.
+#[test]
+fn an_inline_anchor_in_a_loaded_anchor_is_flushed() {
+    let c = config("block return all\nanchor \"ext\"\n");
+    let f_engine = Arc::new(Engine::new(&c, host()));
+    let mut f = Filter::new(f_engine.clone(), &c, 1);
+    f_engine.load_anchor(
+        "ext",
+        &config("anchor \"sub\" {\n pass in proto tcp to port 5011\n}\n").main,
+    );
+    let probe = |f: &mut Filter, dport: u16, sp: u16| {
+        let mut p = tcp("198.51.100.7", "203.0.113.2", sp, dport, 1, 0, 0x02);
+        f.process(&mut p, "em0", In, 0).action == VerdictAction::Pass
+    };
+    assert!(probe(&mut f, 5011, 1), "ext/sub's inline rule");
+    assert_eq!(f_engine.listing("ext/sub").unwrap().len(), 1);
+    assert!(f_engine.flush_anchor("ext/sub"));
+    assert!(!probe(&mut f, 5011, 2), "flushed");
+    assert!(f_engine.listing("ext/sub").unwrap().is_empty());
+}

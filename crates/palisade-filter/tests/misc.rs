@@ -452,3 +452,24 @@ fn no_route_and_urpf_failed_read_the_routing_table() {
     assert!(passes("198.51.100.9", "em1", &mut f));
     assert!(!passes("198.51.100.9", "em0", &mut f));
 }
+
+/// A CARP subnet its parent has no address in: the route to it is the
+/// parent's (host_routes gives it so), and the CARP interface listed with
+/// its addresses does not take it over: urpf passes what arrives on the
+/// parent.
+#[test]
+fn urpf_through_a_carp_subnet_is_the_parents() {
+    let mut h = HostModel::from_toml(
+        "[[interface]]\nname = \"lan\"\naddresses = [\"192.0.2.2/24\"]\n\
+         [[interface]]\nname = \"carp0\"\ngroups = [\"carp\"]\naddresses = [\"198.18.5.1/24\"]\n",
+    )
+    .unwrap();
+    h.routes.push(palisade_conf::host::HostRoute {
+        to: ip("198.18.5.0"),
+        bits: 24,
+        iface: "lan".into(),
+    });
+    let mut f = common::filter_with(h, "block in quick from urpf-failed\npass all\n", 7);
+    let mut p = udp("198.18.5.10", "192.0.2.2", 1000, 53);
+    assert!(f.process(&mut p, "lan", In, 0).passed());
+}

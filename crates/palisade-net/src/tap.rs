@@ -142,6 +142,18 @@ impl Tap {
                 } else {
                     run(&[fam, "addr", "add", &a, "dev", n, "nodad"]);
                 }
+                // Its subnet is connected (router::lookup says so): the
+                // stack reaches it from the virtual address, unless an
+                // interface's own address already covers it.
+                let covered = cfg.ifaces.iter().any(|i| {
+                    i.addresses
+                        .iter()
+                        .any(|o| o.bits <= p.bits && o.contains(&p.ip))
+                });
+                let host = if p.ip.is_ipv4() { 32 } else { 128 };
+                if p.bits < host && !covered {
+                    nets.push((format!("{}/{}", p.network(), p.bits), Some(p.ip)));
+                }
             }
         }
         for r in &cfg.routes {

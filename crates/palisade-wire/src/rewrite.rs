@@ -335,6 +335,11 @@ pub fn rewrite_quoted(
                     c = update_bytes(c, old, new);
                 }
             }
+            // A UDP checksum that comes out 0 is sent as 0xffff (RFC 768:
+            // 0 says none was computed).
+            if q.proto == 17 && c == 0 {
+                c = 0xffff;
+            }
             set(&mut inner, off, &c.to_be_bytes());
         }
     }

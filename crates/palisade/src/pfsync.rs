@@ -429,7 +429,7 @@ impl SyncRuntime {
         if other > self.other_ruleset_seen {
             if self.other_ruleset_seen == 0 {
                 tracing::warn!(
-                    "pfsync: the peer's ruleset differs from ours (its checksum): its states take no rule here (default options and timeouts) until both run the same pf.conf"
+                    "pfsync: the peer's ruleset differs from ours (its checksum): its states take no rule here (default options and timeouts) until both run the same pf.conf (rules naming a firewall's own addresses, as `from em0` or `self`, differ between the two: name the CARP addresses or `(em0)` instead)"
                 );
             }
             self.other_ruleset_seen = other;

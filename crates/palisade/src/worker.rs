@@ -53,7 +53,9 @@ fn pflog_end(f: &mut std::fs::File) -> Option<(pcap_file::pcap::PcapHeader, u64)
     f.seek(SeekFrom::Start(0)).ok()?;
     f.read_exact(&mut head).ok()?;
     let (_, header) = pcap_file::pcap::PcapHeader::from_slice(&head).ok()?;
-    if header.datalink != pcap_file::DataLink::PFLOG {
+    // Pflog records, each whole: a capture cut to a shorter length (a
+    // pflogd's, snaplen 160) could not take ours.
+    if header.datalink != pcap_file::DataLink::PFLOG || header.snaplen < 65_535 {
         return None;
     }
     let big = header.endianness == pcap_file::Endianness::Big;
@@ -100,12 +102,13 @@ impl PflogFile {
             let _ = std::fs::create_dir_all(d);
         }
         let err = |e: std::io::Error| format!("pflog {}: {e}", self.path.display());
+        // (Shorter than a header: a start cut short; nothing to keep.)
         let existing = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&self.path)
             .ok()
-            .filter(|f| f.metadata().is_ok_and(|m| m.len() > 0));
+            .filter(|f| f.metadata().is_ok_and(|m| m.len() >= 24));
         if let Some(mut f) = existing {
             match pflog_end(&mut f) {
                 Some((header, end)) => {
@@ -122,10 +125,15 @@ impl PflogFile {
                     return Ok(());
                 }
                 None => {
+                    // Kept under a name of its own (FILE.0 is the last
+                    // rotated log, not to be overwritten).
+                    let secs = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
                     let mut old = self.path.clone().into_os_string();
-                    old.push(".0");
+                    old.push(format!(".moved-{secs}"));
                     tracing::warn!(
-                        "pflog {}: not a pcap file of pflog records: moved to {}",
+                        "pflog {}: not a pcap file of whole pflog records: moved to {}",
                         self.path.display(),
                         std::path::Path::new(&old).display()
                     );
@@ -816,16 +824,37 @@ mod tests {
         f.write(vec![vec![4u8; 10]]);
         drop(f);
         assert_eq!(records(&path), 4);
-        // Not a pflog file: kept as FILE.0, a new file begun.
+        // Not a pflog file: kept under a name of its own (not FILE.0, the
+        // last rotated log), a new file begun.
+        std::fs::write(dir.join("pflog.0"), b"rotated").unwrap();
         std::fs::write(&path, b"not a capture at all, but long enough").unwrap();
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
         f.write(vec![vec![5u8; 10]]);
         drop(f);
         assert_eq!(records(&path), 1);
+        assert_eq!(std::fs::read(dir.join("pflog.0")).unwrap(), b"rotated");
+        let moved: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pflog.moved-"))
+            .collect();
+        assert_eq!(moved.len(), 1);
         assert_eq!(
-            std::fs::read(dir.join("pflog.0")).unwrap(),
+            std::fs::read(moved[0].path()).unwrap(),
             b"not a capture at all, but long enough"
         );
+        // A pflog capture cut to 160 bytes a record (pflogd's): moved too.
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::PFLOG,
+            snaplen: 160,
+            ..Default::default()
+        };
+        let file = std::fs::File::create(&path).unwrap();
+        drop(pcap_file::pcap::PcapWriter::with_header(file, header).unwrap());
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![6u8; 400]]);
+        drop(f);
+        assert_eq!(records(&path), 1, "a new file takes a 400-byte record");
         let _ = std::fs::remove_dir_all(&dir);
     }
     #[test]
