@@ -1003,8 +1003,13 @@ pub fn set_if_up(name: &str, up: bool) -> io::Result<()> {
 }
 
 /// Wait until one of `fds` is readable (bounded by `timeout`). Returns
-/// the indexes of the descriptors that reported an error.
-pub fn wait_fds(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<Vec<usize>> {
+/// the indexes of the descriptors that reported an error, and whether
+/// the one at index `watch` is readable.
+pub fn wait_fds(
+    fds: &[RawFd],
+    timeout: std::time::Duration,
+    watch: Option<usize>,
+) -> io::Result<(Vec<usize>, bool)> {
     let mut fds: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {
@@ -1035,10 +1040,14 @@ pub fn wait_fds(fds: &[RawFd], timeout: std::time::Duration) -> io::Result<Vec<u
             return Err(e);
         }
     }
-    Ok(fds
+    let ready = watch
+        .and_then(|i| fds.get(i))
+        .is_some_and(|p| p.revents & libc::POLLIN != 0);
+    let errors = fds
         .iter()
         .enumerate()
         .filter(|(_, p)| p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0)
         .map(|(i, _)| i)
-        .collect())
+        .collect();
+    Ok((errors, ready))
 }

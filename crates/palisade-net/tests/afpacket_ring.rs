@@ -97,7 +97,7 @@ fn exchange(ns: &str, open: fn(&str) -> std::io::Result<Port>) -> (Vec<Got>, u64
         let mut got = Vec::new();
         let t = Instant::now();
         while got.len() < frames.len() && t.elapsed() < Duration::from_secs(5) {
-            let _ = wait_fds(&rx.fds(), Duration::from_millis(100));
+            let _ = wait_fds(&rx.fds(), Duration::from_millis(100), None);
             rx.recv_batch(|frame, gso| {
                 let et = u16::from_be_bytes([frame[12], frame[13]]);
                 // Only what the test sent (not the kernel's own IPv6

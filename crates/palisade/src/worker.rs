@@ -492,12 +492,14 @@ pub fn worker(
         }
         .map_or(100_000, |t| t.min(100_000));
         let wait = std::time::Duration::from_micros(wait);
-        let errs = match afpacket::wait_fds(&fds, wait) {
+        // The link watch, when there is one, is the last descriptor.
+        let watch = links.as_ref().map(|_| fds.len() - 1);
+        let (errs, link_ready) = match afpacket::wait_fds(&fds, wait, watch) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("poll: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                Vec::new()
+                (Vec::new(), false)
             }
         };
         if id == 0 {
@@ -610,7 +612,8 @@ pub fn worker(
         }
         // A link changed (worker 0): the ports are checked now, not at
         // the next second.
-        let link_news = links.as_ref().is_some_and(LinkWatch::drain);
+        // (Read only when poll said so: no system call per pass.)
+        let link_news = link_ready && links.as_ref().is_some_and(LinkWatch::drain);
         let second = now >= last_tick + 1000;
         if !second && !link_news {
             continue;
