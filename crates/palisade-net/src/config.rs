@@ -153,6 +153,10 @@ struct RawIface {
 struct RawBridge {
     name: Spanned<String>,
     members: Spanned<Vec<Spanned<String>>>,
+    /// Members that take and get no frames but IPv4, IPv6, ARP and
+    /// RARP (brconfig's `blocknonip`).
+    #[serde(default)]
+    blocknonip: Vec<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
     #[serde(default)]
@@ -234,6 +238,8 @@ pub enum ConfigProblem {
     MemberHasAddresses { member: String, bridge: String },
     #[error("a bridge needs at least two members")]
     BridgeTooSmall,
+    #[error("bridge '{bridge}': blocknonip '{member}' is not one of its members")]
+    BlockNonIpNotMember { bridge: String, member: String },
     #[error("'{0}' is not an interface")]
     NoSuchInterface(String),
     #[error("'{0}' is a bridge member; route through the bridge")]
@@ -449,6 +455,9 @@ pub struct Iface {
     pub bridge: Option<usize>,
     /// For a bridge: its members.
     pub members: Vec<usize>,
+    /// For a member: `blocknonip` (only IPv4, IPv6, ARP and RARP frames
+    /// come in by it or go out by it; VLAN-tagged frames are not IP).
+    pub block_non_ip: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -716,6 +725,7 @@ impl Config {
                 proxy: prefixes(&cx, &i.proxy_arp)?,
                 bridge: None,
                 members: Vec::new(),
+                block_non_ip: false,
             });
         }
         // A port listed without an [[interface]] is an interface of its own name.
@@ -731,6 +741,7 @@ impl Config {
                     proxy: Vec::new(),
                     bridge: None,
                     members: Vec::new(),
+                    block_non_ip: false,
                 });
             }
         }
@@ -782,6 +793,20 @@ impl Config {
             if members.len() < 2 {
                 return Err(cx.err(&b.members, ConfigProblem::BridgeTooSmall));
             }
+            for m in &b.blocknonip {
+                match if_ix.get(m.get_ref()) {
+                    Some(&mi) if members.contains(&mi) => ifaces[mi].block_non_ip = true,
+                    _ => {
+                        return Err(cx.err(
+                            m,
+                            ConfigProblem::BlockNonIpNotMember {
+                                bridge: name,
+                                member: m.get_ref().clone(),
+                            },
+                        ))
+                    }
+                }
+            }
             let addresses = addrs(&cx, &b.addresses, &name)?;
             if_ix.insert(name.clone(), bi);
             ifaces.push(Iface {
@@ -793,6 +818,7 @@ impl Config {
                 proxy: prefixes(&cx, &b.proxy_arp)?,
                 bridge: None,
                 members,
+                block_non_ip: false,
             });
         }
         let mut routes = Vec::new();
@@ -1442,6 +1468,23 @@ mod tests {
         assert_eq!(
             c.warnings(),
             ["palisade: warning: port 'eth1' has no [[interface]]: every frame on it is dropped (unknown_vlan)"]
+        );
+    }
+
+    /// `blocknonip` names members of its bridge, and only those.
+    #[test]
+    fn blocknonip_names_members() {
+        let base = "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n[[port]]\nname = \"eth2\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"eth0\", \"eth1\"]\n";
+        let c = parse(&format!("{base}blocknonip = [\"eth1\"]\n")).unwrap();
+        let flags: Vec<bool> = c.ifaces.iter().map(|i| i.block_non_ip).collect();
+        assert_eq!(flags, [false, true, false, false]);
+        let e = parse(&format!("{base}blocknonip = [\"eth2\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":11:")
+                && e.contains("bridge 'bridge0': blocknonip 'eth2' is not one of its members"),
+            "{e}"
         );
     }
 

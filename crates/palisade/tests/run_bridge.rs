@@ -142,6 +142,48 @@ fn bridge_filters_real_traffic() {
         "TCP from h2 to h1 must be blocked (pass in on p1 only)"
     );
 
+    // A VLAN-tagged frame (no interface is configured for VLAN 42)
+    // crosses the bridge as it is, unfiltered like any frame that is not
+    // IP, in spite of `block all` (OpenBSD's bridge does the same; a
+    // member marked `blocknonip` would drop it).
+    let mut dump = ns.spawn(
+        &h2,
+        &[
+            "tcpdump",
+            "-e",
+            "-n",
+            "-l",
+            "-i",
+            "eth0",
+            "-c",
+            "1",
+            "vlan 42 and udp port 9",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x42, 0x81, 0x00, 0x00, 42, 0x08, 0x00]);
+    frame.extend_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
+    ]);
+    frame.extend_from_slice(&[0x30, 0x39, 0, 9, 0, 8, 0, 0]);
+    in_netns(&h1, move || {
+        let p = palisade_net::afpacket::Port::open("eth0").expect("open eth0 in h1");
+        for _ in 0..6 {
+            let _ = p.send(&frame);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    })
+    .join()
+    .unwrap();
+    let o = dump.stop().expect("tcpdump output");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("vlan 42") && text.contains("198.18.0.2.9"),
+        "the tagged frame did not reach h2: {text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let o = daemon.stop().expect("palisade output");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "palisade run exited badly: {err}");

@@ -19,6 +19,9 @@ use palisade_wire::ethernet::{is_multicast, EtherType, Mac};
 use super::icmp_error::Unreach;
 use super::{Dataplane, DropReason};
 
+/// Reverse ARP: `blocknonip` lets it through with IP and ARP.
+const ETHERTYPE_RARP: u16 = 0x8035;
+
 /// How long a learnt address stays valid.
 pub(super) const FDB_AGING_MS: u64 = 300_000;
 /// Learnt addresses per bridge (beyond, new ones are not learnt: a flood
@@ -113,6 +116,14 @@ impl Dataplane {
             self.counters.dropped(DropReason::LinkReserved);
             return;
         }
+        let ip_kind = matches!(
+            ethertype,
+            EtherType::Ipv4 | EtherType::Ipv6 | EtherType::Arp | EtherType::Unknown(ETHERTYPE_RARP)
+        );
+        if !ip_kind && self.cfg.ifaces[m].block_non_ip {
+            self.counters.dropped(DropReason::NonIpBlocked);
+            return;
+        }
         if self.local.accepts(b, &dst) {
             // For the bridge's own interface: routed/local, filtered on the bridge.
             self.l3_in(b, src, ethertype, payload, now);
@@ -129,6 +140,15 @@ impl Dataplane {
             self.cfg.ifaces[b].members.clone()
         });
         let egress: Vec<usize> = egress.into_iter().filter(|&p| p != m).collect();
+        let before = egress.len();
+        let egress: Vec<usize> = egress
+            .into_iter()
+            .filter(|&p| ip_kind || !self.cfg.ifaces[p].block_non_ip)
+            .collect();
+        if before > 0 && egress.is_empty() {
+            self.counters.dropped(DropReason::NonIpBlocked);
+            return;
+        }
         // A group frame the bridge's own interface takes too: what it
         // speaks (ARP, IP). Other EtherTypes are only bridged, not
         // counted as dropped by it.

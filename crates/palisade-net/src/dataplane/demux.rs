@@ -34,6 +34,11 @@ pub(super) enum Arrival<'a> {
 
 pub(super) struct Demux {
     by_port_vlan: HashMap<(usize, Option<u16>), usize>,
+    /// Ports whose untagged interface is a bridge member: a tagged frame
+    /// no VLAN interface claims is bridged there whole, tag and all, as
+    /// any frame that is not IP (OpenBSD's bridge(4) and Linux's bridge
+    /// without VLAN filtering do so).
+    bridged: HashMap<usize, usize>,
     mtus: Vec<usize>,
     host_port: Option<usize>,
 }
@@ -41,13 +46,18 @@ pub(super) struct Demux {
 impl Demux {
     pub(super) fn new(cfg: &Config) -> Demux {
         let mut by_port_vlan = HashMap::new();
+        let mut bridged = HashMap::new();
         for (ix, i) in cfg.ifaces.iter().enumerate() {
             if let Some(p) = i.port {
                 by_port_vlan.insert((p, i.vlan), ix);
+                if i.vlan.is_none() && i.bridge.is_some() {
+                    bridged.insert(p, ix);
+                }
             }
         }
         Demux {
             by_port_vlan,
+            bridged,
             mtus: cfg.ports.iter().map(|p| p.mtu as usize).collect(),
             host_port: None,
         }
@@ -83,15 +93,22 @@ impl Demux {
                 payload: &frame[off..],
             });
         }
-        // Stacked tags (802.1ad): no interface is configured for them.
-        if ethertype.is_tag() {
-            return Err(DropReason::UnknownVlan);
-        }
         let vid = f.vlan().map(|t| t.vid);
-        let iface = *self
-            .by_port_vlan
-            .get(&(port, vid))
-            .ok_or(DropReason::UnknownVlan)?;
+        // Stacked tags (802.1ad): no interface is configured for them.
+        let claimed = if ethertype.is_tag() {
+            None
+        } else {
+            self.by_port_vlan.get(&(port, vid)).copied()
+        };
+        let (iface, ethertype, payload) = match claimed {
+            Some(i) => (i, ethertype, &frame[off..]),
+            // Tagged, for no interface, on a bridge member: bridged as
+            // it is, its first tag's identifier as its EtherType.
+            None => match (vid, self.bridged.get(&port)) {
+                (Some(_), Some(&i)) => (i, f.outer_ethertype(), &frame[14..]),
+                _ => return Err(DropReason::UnknownVlan),
+            },
+        };
         // A sender no station can be (zero, or a group address): dropped,
         // as Linux's bridge drops it, before a bridge or a neighbour
         // table learns it.
@@ -104,7 +121,7 @@ impl Demux {
             dst: f.dst_addr(),
             src,
             ethertype,
-            payload: &frame[off..],
+            payload,
         })
     }
 

@@ -66,11 +66,15 @@ pub enum DropReason {
     /// (01:80:c2:00:00:00 to 0f: STP, LACP, 802.1X, LLDP): a bridge never
     /// forwards these (802.1D 7.12.6; OpenBSD's bridge and Linux's do not).
     LinkReserved,
+    /// A bridged frame that is not IPv4, IPv6, ARP or RARP (a VLAN-tagged
+    /// frame is not) coming in by, or only able to leave by, a member
+    /// marked `blocknonip`.
+    NonIpBlocked,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 18] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -89,6 +93,7 @@ impl DropReason {
         DropReason::PuntQueueFull,
         DropReason::RingFull,
         DropReason::LinkReserved,
+        DropReason::NonIpBlocked,
     ];
 
     /// The stable name (show info, metrics).
@@ -112,6 +117,7 @@ impl DropReason {
             DropReason::PuntQueueFull => "punt_queue_full",
             DropReason::RingFull => "ring_full",
             DropReason::LinkReserved => "link_reserved",
+            DropReason::NonIpBlocked => "non_ip_blocked",
         }
     }
 

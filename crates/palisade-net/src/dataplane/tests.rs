@@ -770,6 +770,87 @@ fn bridged_non_ip_broadcasts_are_not_counted_as_drops() {
     );
 }
 
+/// A VLAN-tagged frame on a bridge member whose port has no interface
+/// for that VLAN is bridged as it is, tag and all, like any frame that
+/// is not IP (OpenBSD's bridge and Linux's without VLAN filtering do
+/// so): flooded, then sent only to the member its destination was
+/// learnt on; pf does not see it. Stacked tags (802.1ad) likewise.
+#[test]
+fn tagged_frames_cross_a_bridge_as_they_are() {
+    let mut d = dp(S1, "block all\n");
+    let ip = build::ip(
+        "203.0.113.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+        17,
+        64,
+        &[0u8; 32],
+    );
+    let tagged = eth(B, A, Some(42), 0x0800, &ip);
+    let o = d.input(0, &tagged, 0);
+    assert_eq!(ports(&o), [1], "flooded to the other member");
+    assert_eq!(o[0].1, tagged, "sent as it came, tag and all");
+    // B answers from dmz; A is learnt on wan: only there.
+    let back = eth(A, B, Some(42), 0x0800, &ip);
+    let o = d.input(1, &back, 0);
+    assert_eq!(ports(&o), [0]);
+    assert_eq!(o[0].1, back);
+    let mut qinq = eth(A, B, Some(42), 0x0800, &ip);
+    qinq[12] = 0x88;
+    qinq[13] = 0xa8;
+    qinq.splice(16..16, [0x81, 0x00, 0x00, 0x07]);
+    let o = d.input(1, &qinq, 0);
+    assert_eq!(ports(&o), [0]);
+    assert_eq!(o[0].1, qinq);
+    assert_eq!(d.counters.unknown_vlan, 0);
+    assert_eq!(d.counters.bridged, 3);
+    // On the routed port (lan), a tag no interface claims is dropped.
+    assert!(d.input(2, &tagged, 0).is_empty());
+    assert_eq!(d.counters.unknown_vlan, 1);
+}
+
+/// `blocknonip` on a member (brconfig's): frames other than IPv4, IPv6,
+/// ARP and RARP neither come in by it nor go out by it; VLAN-tagged
+/// frames count as not IP. The other members still exchange them, and
+/// IP and ARP still cross.
+#[test]
+fn blocknonip_members_take_and_get_only_ip_and_arp() {
+    let toml = S1.replace(
+        "members = [\"wan\", \"dmz\"]",
+        "members = [\"wan\", \"dmz\"]\nblocknonip = [\"wan\"]",
+    );
+    assert_ne!(toml, S1);
+    let mut d = dp(&toml, "pass\n");
+    let other = eth(BROADCAST, A, None, 0x88b5, &[0u8; 46]);
+    assert!(d.input(0, &other, 0).is_empty(), "not taken from wan");
+    assert!(d.input(1, &other, 0).is_empty(), "not sent to wan");
+    let tagged = eth(BROADCAST, A, Some(42), 0x0800, &[0u8; 46]);
+    assert!(d.input(0, &tagged, 0).is_empty());
+    assert_eq!(d.counters.drops.get(DropReason::NonIpBlocked), 3);
+    let o = d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.5"),
+        ),
+        0,
+    );
+    assert_eq!(ports(&o), [1], "ARP crosses");
+    let mut rarp = eth(
+        BROADCAST,
+        B,
+        None,
+        ETH_ARP,
+        &arp(3, B, "0.0.0.0", "0.0.0.0"),
+    );
+    rarp[12] = 0x80;
+    rarp[13] = 0x35;
+    assert_eq!(ports(&d.input(1, &rarp, 0)), [0], "RARP crosses");
+    assert_eq!(d.counters.drops.get(DropReason::NonIpBlocked), 3);
+}
+
 #[test]
 fn routed_through_bridge_with_nat() {
     let mut d = dp(

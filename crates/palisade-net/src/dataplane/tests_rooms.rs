@@ -620,9 +620,9 @@ fn drops_are_counted_by_reason() {
         got.get(&NeighUnresolved).is_some_and(|&n| n >= 16),
         "{got:?}"
     );
-    // All but too_big, punt_queue_full, ring_full (the kernel's) and
-    // link_reserved (bridges': tested with them).
-    assert_eq!(got.len(), DropReason::ALL.len() - 4, "{got:?}");
+    // All but too_big, punt_queue_full, ring_full (the kernel's),
+    // link_reserved and non_ip_blocked (bridges': tested with them).
+    assert_eq!(got.len(), DropReason::ALL.len() - 5, "{got:?}");
     // The older counters agree.
     assert_eq!(d.counters.malformed, 2);
     assert_eq!(d.counters.unknown_vlan, 3);
