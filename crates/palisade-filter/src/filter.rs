@@ -347,6 +347,22 @@ impl Filter {
         self.states.import(rec, now_ms, rule)
     }
 
+    /// Take back a state this firewall saved before a restart (see
+    /// `StateTable::restore`); its rule is looked up as `import_state`
+    /// does. Returns its id here.
+    pub fn restore_state(
+        &mut self,
+        rec: &crate::state::StateRecord,
+        now_ms: u64,
+    ) -> Result<u64, crate::state::ImportError> {
+        let rule = rec
+            .rule
+            .as_ref()
+            .and_then(|r| self.engine.rule_for_state(r))
+            .map(|(o, st)| (o, Some(st)));
+        self.states.restore(rec, now_ms, rule)
+    }
+
     /// The original connection of one a local proxy accepted (pf's
     /// `DIOCNATLOOK`): see `StateTable::natlook`.
     pub fn natlook(&self, seen: &FlowKey, dir: Direction) -> Option<FlowKey> {

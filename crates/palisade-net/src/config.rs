@@ -9,6 +9,7 @@
 //! control = "/run/palisade.sock"   # the control socket (the default)
 //! pflog = "/var/log/pflog"  # logged packets (pcap, DLT_PFLOG); none if absent
 //! pflog-size-mb = 16        # rotated at this size (one old file, .0)
+//! state-file = "/var/lib/palisade/states"  # states kept across a restart
 //! metrics = "127.0.0.1:9101"  # Prometheus text on http://ADDR/metrics (off if absent)
 //! fastpath = false         # established TCP through an in-kernel program (docs/fastpath.md)
 //! [[port]]                 # a Linux interface Palisade owns
@@ -56,6 +57,7 @@ struct Raw {
     control: Option<Spanned<String>>,
     pflog: Option<Spanned<String>>,
     pflog_size_mb: Option<Spanned<i64>>,
+    state_file: Option<Spanned<String>>,
     metrics: Option<Spanned<String>>,
     fastpath: Option<bool>,
     #[serde(default)]
@@ -272,6 +274,8 @@ pub enum ConfigProblem {
     ControlNotAbsolute,
     #[error("pflog must be an absolute path")]
     PflogNotAbsolute,
+    #[error("state-file must be an absolute path")]
+    StateFileNotAbsolute,
     #[error("pflog-size-mb must be 1..65536")]
     PflogSize,
     #[error("metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")")]
@@ -493,6 +497,9 @@ pub struct Config {
     /// `pflog_size` bytes (one old file kept, with `.0` appended).
     pub pflog: Option<PathBuf>,
     pub pflog_size: u64,
+    /// `state-file`: the state table is written here when the daemon
+    /// stops and taken back when it starts (docs/daemon.md).
+    pub state_file: Option<PathBuf>,
     /// The metrics listener (HTTP, Prometheus text), off unless set.
     pub metrics: Option<std::net::SocketAddr>,
     /// `fastpath = true`: the ports' IPv4 and IPv6 come on sockets of
@@ -956,6 +963,13 @@ impl Config {
             Some(c) => Some(PathBuf::from(c.get_ref())),
             None => None,
         };
+        let state_file = match &raw.state_file {
+            Some(c) if !c.get_ref().starts_with('/') => {
+                return Err(cx.err(c, ConfigProblem::StateFileNotAbsolute));
+            }
+            Some(c) => Some(PathBuf::from(c.get_ref())),
+            None => None,
+        };
         let pflog_size = match &raw.pflog_size_mb {
             Some(m) if !(1..=65536).contains(m.get_ref()) => {
                 return Err(cx.err(m, ConfigProblem::PflogSize));
@@ -1202,6 +1216,7 @@ impl Config {
             pfsync,
             pflog,
             pflog_size,
+            state_file,
             metrics,
             control,
             workers,

@@ -32,6 +32,7 @@ mod request;
 use request::{AnchorOp, Request, TableOp};
 mod run;
 mod snapshot;
+mod statefile;
 mod sysmodel;
 mod worker;
 

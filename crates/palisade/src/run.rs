@@ -70,6 +70,25 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some((entries, secs)) = cfg.osfp {
         filter.record_syns(entries, secs * 1000);
     }
+    // The states the last run saved when it stopped (`state-file`).
+    if let Some(path) = &cfg.state_file {
+        if let Some(r) = crate::statefile::restore(path, &mut filter, 0) {
+            tracing::info!(
+                "state-file {}: {} states taken back (saved {:.1} s ago; {} expired meanwhile, {} refused){}",
+                path.display(),
+                r.taken,
+                r.stopped_ms as f64 / 1000.0,
+                r.expired,
+                r.refused,
+                if r.other_ruleset {
+                    "; the ruleset changed, so they keep no rule (default options and timeouts)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let state_file = cfg.state_file.clone();
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
     let macs = names
         .iter()
@@ -286,6 +305,18 @@ pub fn run(path: &Path) -> Result<(), String> {
         crate::daemon::WAKE_FD.store(-1, Ordering::SeqCst);
         crate::notify::stopping();
     });
+    // Every worker has stopped: the states as they stand (with what the
+    // fast path did, its flows taken back first) are saved for the next
+    // start.
+    if let Some(path) = &state_file {
+        let mut dp = sh.dp();
+        dp.fast_take_all_back();
+        let now_ms = start.elapsed().as_millis() as u64;
+        match crate::statefile::save(path, &dp.filter, now_ms) {
+            Ok(n) => tracing::info!("state-file {}: {n} states saved", path.display()),
+            Err(e) => tracing::error!("{e}: the states are lost"),
+        }
+    }
     drop(isolation);
     if control.is_some() {
         crate::control::remove_socket(&cfg_control);

@@ -229,7 +229,8 @@ fn debian_package_installs_works_and_purges() {
     );
 
     // /etc/palisade holds the commented palisade.toml and nothing else;
-    // every line of it that is not a comment is `pf = ...`.
+    // the lines of it that are not comments are `pf = ...` and the state
+    // file in the unit's StateDirectory.
     let etc: Vec<_> = std::fs::read_dir(root.join("etc/palisade"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -240,7 +241,14 @@ fn debian_package_installs_works_and_purges() {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .collect();
-    assert_eq!(live, ["pf = \"pf.conf\""]);
+    assert_eq!(
+        live,
+        [
+            "pf = \"pf.conf\"",
+            "state-file = \"/var/lib/palisade/states\""
+        ]
+    );
+    assert!(unit.contains("StateDirectory=palisade"), "{unit}");
     // Every commented key is one palisade.toml(5) documents: uncommented,
     // the file parses (an unknown key would be refused), and checks up to
     // the missing ports.

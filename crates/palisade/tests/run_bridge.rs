@@ -404,3 +404,136 @@ fn offloads_on_the_wire_are_handled() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `state-file`: a TCP connection through the bridge survives a restart
+/// of the daemon (its states are saved at stop and taken back at start),
+/// under rules that let in only a connection's first packet; the same
+/// restart without the file stalls the connection (negative control).
+#[test]
+fn connections_survive_a_restart_with_a_state_file() {
+    require_root();
+    let (_ns, h1, fw, h2) = line("bstate", ("p1", "p2"));
+    let ns = &_ns;
+    ns.exec(&h1, &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"]);
+    ns.exec(&h2, &["ip", "addr", "add", "198.18.0.2/24", "dev", "eth0"]);
+    let d = tmpdir().join("bstate");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "block all\npass proto icmp\npass in on p1 proto tcp to port 8080\npass out on p2 proto tcp to port 8080\n",
+    )
+    .unwrap();
+    let states = d.join("states");
+    let body = |with_file: bool| {
+        format!(
+            "pf = \"pf.conf\"\n{}[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+             [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n",
+            if with_file {
+                format!("state-file = \"{}\"\n", states.display())
+            } else {
+                String::new()
+            }
+        )
+    };
+    // An echo server on h2 that serves each connection in a thread.
+    let server = ns.spawn(
+        &h2,
+        &[
+            "python3",
+            "-c",
+            "import socket,threading\n\
+             s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('198.18.0.2',8080)); s.listen(8)\n\
+             def echo(c):\n\
+             \x20   while True:\n\
+             \x20       b=c.recv(100)\n\
+             \x20       if not b: break\n\
+             \x20       c.sendall(b)\n\
+             while True:\n\
+             \x20   c,_=s.accept(); threading.Thread(target=echo,args=(c,),daemon=True).start()\n",
+        ],
+    );
+    // A client on h1: one exchange, then (when `go` exists) a second one,
+    // each line of the outcome written to `out`.
+    let client = |tag: &str| {
+        let go = d.join(format!("go-{tag}"));
+        let out = d.join(format!("out-{tag}"));
+        let script = format!(
+            "import socket,os,time\n\
+             c=socket.create_connection(('198.18.0.2',8080),timeout=5)\n\
+             c.sendall(b'one'); r=c.recv(100)\n\
+             open('{out}','w').write('one:'+r.decode()+'\\n')\n\
+             t=time.time()\n\
+             while not os.path.exists('{go}') and time.time()-t<60: time.sleep(0.05)\n\
+             c.settimeout(8)\n\
+             try:\n\
+             \x20   c.sendall(b'two'); r=c.recv(100).decode()\n\
+             except Exception as e: r='failed '+repr(e)\n\
+             open('{out}','a').write('two:'+r+'\\n')\n",
+            out = out.display(),
+            go = go.display()
+        );
+        (ns.spawn(&h1, &["python3", "-c", &script]), go, out)
+    };
+    let wait_file = |p: &std::path::Path, has: &str, secs: u64| -> String {
+        let t = Instant::now();
+        loop {
+            let s = std::fs::read_to_string(p).unwrap_or_default();
+            if s.contains(has) || t.elapsed() > Duration::from_secs(secs) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let cfg = d.join("palisade.toml");
+    for with_file in [true, false] {
+        write_config(&cfg, body(with_file));
+        let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+        let t = Instant::now();
+        while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no ping through the bridge"
+            );
+        }
+        let tag = if with_file { "kept" } else { "lost" };
+        let (mut c, go, out) = client(tag);
+        let first = wait_file(&out, "one:one", 10);
+        assert!(first.contains("one:one"), "first exchange: {first:?}");
+        let o = daemon.stop().expect("palisade output");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(states.exists(), with_file, "{err}");
+        if with_file {
+            assert!(err.contains("states saved"), "{err}");
+        }
+        let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+        let t = Instant::now();
+        while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no ping after the restart"
+            );
+        }
+        std::fs::write(&go, "").unwrap();
+        let second = wait_file(&out, "two:", 20);
+        let o = daemon.stop().expect("palisade output");
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        c.stop();
+        if with_file {
+            assert!(
+                second.contains("two:two"),
+                "the connection did not survive the restart: {second:?}; palisade said: {err}"
+            );
+            assert!(err.contains("states taken back"), "{err}");
+            assert!(!err.contains("0 states taken back"), "{err}");
+            let _ = std::fs::remove_file(&states);
+        } else {
+            assert!(
+                second.contains("two:failed"),
+                "without the state file the connection should have stalled: {second:?}"
+            );
+        }
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&d);
+}

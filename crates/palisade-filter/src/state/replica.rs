@@ -404,12 +404,24 @@ impl StateTable {
         max: usize,
         now_ms: u64,
     ) -> (Vec<StateRecord>, Option<usize>) {
+        self.walk_with(cursor, max, now_ms, false)
+    }
+
+    /// As `walk`, and with `no_sync` also the states that are never
+    /// sent to a peer (saving the table for a restart takes them all).
+    pub fn walk_with(
+        &self,
+        cursor: usize,
+        max: usize,
+        now_ms: u64,
+        no_sync: bool,
+    ) -> (Vec<StateRecord>, Option<usize>) {
         let mut out = Vec::new();
         for (pos, s) in self.iter_from(cursor) {
             if out.len() >= max {
                 return (out, Some(pos));
             }
-            if !s.no_sync() {
+            if no_sync || !s.no_sync() {
                 out.push(self.record(s, now_ms));
             }
         }
@@ -429,6 +441,31 @@ impl StateTable {
         if rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator {
             return Err(ImportError::OwnId);
         }
+        self.take_record(rec, now_ms, rule, false)
+    }
+
+    /// Take back a state this firewall saved before it restarted
+    /// (`state-file`): as `import`, except that a state of this table's
+    /// own creator id (`set hostid`) gets a new id from its slot (its
+    /// old one may be any slot's now). Returns the state's id here.
+    pub fn restore(
+        &mut self,
+        rec: &StateRecord,
+        now_ms: u64,
+        rule: Option<RuleForState>,
+    ) -> Result<u64, ImportError> {
+        self.take_record(rec, now_ms, rule, true)
+    }
+
+    fn take_record(
+        &mut self,
+        rec: &StateRecord,
+        now_ms: u64,
+        rule: Option<RuleForState>,
+        restoring: bool,
+    ) -> Result<u64, ImportError> {
+        let own =
+            restoring && (rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator);
         if rec.id == 0 {
             return Err(ImportError::Invalid("state id 0"));
         }
@@ -440,7 +477,7 @@ impl StateTable {
         {
             return Err(ImportError::Invalid("a key mixes address families"));
         }
-        if let Some(s) = self.get(rec.id) {
+        if let Some(s) = self.get(rec.id).filter(|_| !own) {
             if s.creator == rec.creator && self.wire(s) == rec.wire && self.stack(s) == rec.stack {
                 let up = StateUpdate {
                     sid: StateId {
@@ -484,8 +521,9 @@ impl StateTable {
         };
         let base_ms = self.timeout_secs_of(opts.as_deref(), rec.timeout) as u64 * 1000;
         let s = State {
-            id: rec.id,
-            creator: rec.creator,
+            // Own: a new id from the slot it gets.
+            id: if own { 0 } else { rec.id },
+            creator: if own { self.creator } else { rec.creator },
             key,
             xlat: None,
             dir: rec.dir,
@@ -505,7 +543,13 @@ impl StateTable {
             timeout: rec.timeout,
             packets: rec.packets,
             bytes: rec.bytes,
-            flags: 0,
+            // A restored state is `no-sync` again if its rule says so (a
+            // peer never sends those).
+            flags: if restoring && s_opts.as_ref().is_some_and(|o| o.no_sync) {
+                super::flag::NO_SYNC
+            } else {
+                0
+            },
             sloppy: rec.sloppy,
             unverified: 3,
             log_all: rec.log_all,
@@ -524,21 +568,26 @@ impl StateTable {
             .filter(|t| *t != s.key)
             .map(|t| self.xlat.intern(&s.key, &t));
         let slot = self.store(s, &wire, &stack);
-        self.foreign.insert(rec.id, slot);
-        // Whatever was pending for this state (its delete, if it had gone
-        // here) is replaced by the peer's news.
-        self.events.forget(&StateId {
-            id: rec.id,
-            creator: rec.creator,
-        });
+        let id = if own {
+            self.slab[slot as usize].as_ref().map_or(0, |s| s.id)
+        } else {
+            self.foreign.insert(rec.id, slot);
+            // Whatever was pending for this state (its delete, if it had
+            // gone here) is replaced by the peer's news.
+            self.events.forget(&StateId {
+                id: rec.id,
+                creator: rec.creator,
+            });
+            rec.id
+        };
         if let Some(k) = super::max_key(s_opts.as_ref()) {
             *self.per_rule.entry(k).or_default() += 1;
         }
         self.live += 1;
         if stats.is_some() {
-            self.set_stats(rec.id, stats);
+            self.set_stats(id, stats);
         }
-        Ok(rec.id)
+        Ok(id)
     }
 
     /// Take a peer's news of a state's windows and expiry, side by side:

@@ -925,6 +925,18 @@ impl Dataplane {
         }
     }
 
+    /// Every flow taken back from the program, what it did read into the
+    /// states first (stopping: the states are saved as they stand).
+    pub fn fast_take_all_back(&mut self) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let all: Vec<[u64; 2]> = o.flows.keys().copied().collect();
+        for ids in all {
+            self.fast_drop(ids);
+        }
+    }
+
     /// Flows whose states are gone (expired, killed, flushed) are taken
     /// away from the program at once.
     pub fn fast_reconcile(&mut self) {
