@@ -1328,8 +1328,50 @@ impl StateTable {
 
     /// Put a state in a free slot and index its keys; returns the slot.
     /// A local state (id 0) gets its id from the slot.
-    fn store(&mut self, mut s: State, wire: &FlowKey, stack: &FlowKey) -> u32 {
-        let slot = match self.free.pop() {
+    fn store(&mut self, s: State, wire: &FlowKey, stack: &FlowKey) -> u32 {
+        self.store_in(s, wire, stack, None)
+    }
+
+    /// Reserve the slot an own id names, with that id's generation, if
+    /// it is free (a state taken back after a restart keeps its id, so
+    /// that a pfsync peer's copy stays the same state). False if taken.
+    pub(crate) fn reserve_own_slot(&mut self, id: u64) -> Option<u32> {
+        let slot = (id as u32) & 0x00ff_ffff;
+        let gen = (id as u32 >> 24) as u8;
+        if slot as usize >= MAX_SLOTS {
+            return None;
+        }
+        while self.slab.len() <= slot as usize {
+            self.slab.push_empty();
+            self.gens.push(0);
+            let x = (self.slab.len() - 1) as u32;
+            if x != slot {
+                self.free.push(x);
+            }
+            if x == slot {
+                self.gens[slot as usize] = gen;
+                return Some(slot);
+            }
+        }
+        if self.slab[slot as usize].is_some() {
+            return None;
+        }
+        let at = self.free.iter().rposition(|&x| x == slot)?;
+        self.free.swap_remove(at);
+        self.gens[slot as usize] = gen;
+        Some(slot)
+    }
+
+    /// As `store`, into `slot` when given (reserved by
+    /// `reserve_own_slot`; the state carries its id).
+    fn store_in(
+        &mut self,
+        mut s: State,
+        wire: &FlowKey,
+        stack: &FlowKey,
+        slot: Option<u32>,
+    ) -> u32 {
+        let slot = match slot.or_else(|| self.free.pop()) {
             Some(x) => x,
             None => {
                 self.slab.push_empty();

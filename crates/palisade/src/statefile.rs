@@ -332,10 +332,51 @@ mod tests {
     }
 
     /// With `set hostid` the creator is the same after the restart: the
-    /// states are taken back under new ids of this table, and new states
-    /// do not collide with them.
+    /// states keep their ids (a pfsync peer knows them by those), and a
+    /// state made afterwards does not collide with them.
     #[test]
-    fn own_creator_states_get_new_ids() {
+    fn own_creator_states_keep_their_ids() {
+        let mut a = filter(RULES, 7);
+        // Slots used and freed first: the saved ids have generations
+        // above 0 and slots out of order.
+        for i in 0..5u16 {
+            let mut syn = tcp("198.51.100.50", "192.0.2.80", 30000 + i, 80, 1, 0, 0x02);
+            assert!(a.process(&mut syn, "em0", Out, 500).passed());
+        }
+        let (early, _) = a.states.walk_with(0, 100, 500, true);
+        for r in early.iter().take(4) {
+            assert!(a.states.remove(r.id));
+        }
+        connect(&mut a);
+        let (bytes, _) = encode(&a, 2000, 1_000_000);
+        let (saved, _) = a.states.walk_with(0, 100, 10, true);
+        assert!(saved.iter().any(|r| (r.id as u32) >> 24 > 0), "{saved:?}");
+        let mut b = filter(RULES, 7);
+        let r = decode_into(&bytes, &mut b, 0, 1_000_000).unwrap();
+        assert_eq!(r.taken, 4, "{r:?}");
+        let (back, _) = b.states.walk_with(0, 100, 10, true);
+        let ids = |v: &[palisade_filter::state::StateRecord]| {
+            let mut i: Vec<u64> = v.iter().map(|r| r.id).collect();
+            i.sort_unstable();
+            i
+        };
+        assert_eq!(ids(&back), ids(&saved));
+        for r in &saved {
+            assert!(b.states.get(r.id).is_some(), "{:016x}", r.id);
+        }
+        let mut syn = tcp("198.51.100.99", "192.0.2.80", 40001, 80, 1, 0, 0x02);
+        assert!(b.process(&mut syn, "em0", Out, 20).passed());
+        let (all, _) = b.states.walk_with(0, 100, 20, true);
+        let mut i = ids(&all);
+        i.dedup();
+        assert_eq!(i.len(), 5, "{all:?}");
+        assert!(answer_passes(&mut b, "198.51.100.10", "192.0.2.80", 80, 30));
+    }
+
+    /// When the slot an own id names is taken (a state made before the
+    /// file was read), the state gets a new id rather than a duplicate.
+    #[test]
+    fn own_creator_states_get_new_ids_when_their_slot_is_taken() {
         let mut a = filter(RULES, 7);
         connect(&mut a);
         let (bytes, _) = encode(&a, 2000, 1_000_000);

@@ -446,8 +446,9 @@ impl StateTable {
 
     /// Take back a state this firewall saved before it restarted
     /// (`state-file`): as `import`, except that a state of this table's
-    /// own creator id (`set hostid`) gets a new id from its slot (its
-    /// old one may be any slot's now). Returns the state's id here.
+    /// own creator id (`set hostid`) goes back to the slot its id names,
+    /// keeping the id, or, if that slot is taken, gets a new id from
+    /// another. Returns the state's id here.
     pub fn restore(
         &mut self,
         rec: &StateRecord,
@@ -567,7 +568,18 @@ impl StateTable {
         s.xlat = translated
             .filter(|t| *t != s.key)
             .map(|t| self.xlat.intern(&s.key, &t));
-        let slot = self.store(s, &wire, &stack);
+        // Own, taken back after a restart: its old id and slot if free
+        // (a pfsync peer knows it by that id), else a new one.
+        let at = if own {
+            let at = self.reserve_own_slot(rec.id);
+            if at.is_some() {
+                s.id = rec.id;
+            }
+            at
+        } else {
+            None
+        };
+        let slot = self.store_in(s, &wire, &stack, at);
         let id = if own {
             self.slab[slot as usize].as_ref().map_or(0, |s| s.id)
         } else {
