@@ -417,3 +417,27 @@ fn an_interface_without_the_address_asked_for_is_refused() {
     );
     ok(&o, b"pass in from (em5)\n");
 }
+
+/// `os` applies to TCP SYNs only: a rule whose protocols leave TCP out is
+/// refused as pfctl refuses it; with TCP, or no protocol, it loads.
+#[test]
+fn os_only_applies_to_tcp() {
+    let o = opts();
+    let out = parse_bytes(
+        "pf.conf",
+        None,
+        b"pass in proto udp from any os \"Windows\" to any\npass in proto { udp icmp } os \"Linux\"\n".to_vec(),
+        &o,
+    );
+    let err = out.stderr.join("\n");
+    assert_eq!(out.errors, 2, "{err}");
+    assert!(
+        err.contains("pf.conf:1: OS fingerprinting only apply to tcp")
+            && err.contains("pf.conf:2: OS fingerprinting only apply to tcp"),
+        "{err}"
+    );
+    ok(
+        &o,
+        b"pass in proto tcp from any os \"Windows\" to any\npass in from any os \"Linux\"\n",
+    );
+}

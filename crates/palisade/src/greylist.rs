@@ -343,6 +343,23 @@ struct AdminJob {
 }
 
 /// An admin operation on the store: show, whitelist, delete.
+/// What `show` says of a triplet, as the policy would decide its next
+/// retry (`grey::Greylist::decide`).
+fn triplet_status(cfg: &grey::Config, e: &grey::Entry, now: u64) -> String {
+    if e.count > 0 {
+        return format!("passed {} time(s)", e.count);
+    }
+    let since = now.saturating_sub(e.first);
+    let left = cfg.delay.saturating_sub(since);
+    if since > cfg.retry_window || now.saturating_sub(e.last) > cfg.max_age {
+        "greylisted, retry window passed (a retry is greylisted again)".to_string()
+    } else if left > 0 {
+        format!("greylisted, {left} s left")
+    } else {
+        "greylisted, a retry passes".to_string()
+    }
+}
+
 fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Value, String> {
     match req["op"].as_str() {
         Some("show") => {
@@ -357,15 +374,7 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
                             format!("whitelisted ({} passed)", e.count)
                         }
                         "client" => format!("{} passed", e.count),
-                        _ if e.count > 0 => format!("passed {} time(s)", e.count),
-                        _ => {
-                            let left = g.cfg.delay.saturating_sub(now.saturating_sub(e.first));
-                            if left > 0 {
-                                format!("greylisted, {left} s left")
-                            } else {
-                                "greylisted, a retry passes".to_string()
-                            }
-                        }
+                        _ => triplet_status(&g.cfg, &e, now),
                     };
                     text.push_str(&format!(
                         "{kind:8} {what}: {status}; first {} s ago, last {} s ago\n",
@@ -1629,13 +1638,16 @@ pub fn syn_of(
     Some((src, sport, dst, dport, sig))
 }
 
-/// The fingerprint database: the built-in one, then `fingerprints`'s.
+/// The fingerprint database: `fingerprints`'s lines first (the first
+/// line that matches names the system, so the file's lines win over the
+/// built-in ones they overlap), then the built-in ones.
 fn load_db(conf: &Conf) -> Result<FingerprintDb, String> {
     let mut db = FingerprintDb::default_db();
     if let Some(f) = &conf.fingerprints {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let more = FingerprintDb::parse(&text).map_err(|e| format!("{}: {e}", f.display()))?;
-        db.entries.extend(more.entries);
+        let mut more = FingerprintDb::parse(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        more.entries.append(&mut db.entries);
+        db.entries = more.entries;
     }
     Ok(db)
 }
@@ -1689,8 +1701,11 @@ fn serve_admin(ctx: &Ctx, s: UnixStream) {
                 .unwrap_or_else(|_| json!({"ok": false, "text": "no answer\n"}))
         }
     };
-    let mut w = &s;
+    // Buffered: a long answer (`show` of a big store) is written in
+    // large pieces, not one system call per JSON token.
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, &s);
     let _ = writeln!(w, "{v}");
+    let _ = w.flush();
 }
 
 fn unix_listener(path: &Path, mode: u32) -> Result<UnixListener, String> {
@@ -2028,6 +2043,48 @@ mod tests {
         assert_eq!(c.admin, Path::new("/run/g.sock"));
         assert_eq!(c.p0f.as_deref(), Some(Path::new("/etc/pal/p0f.sock")));
         assert_eq!(c.fingerprints.as_deref(), Some(Path::new("/etc/pal/my.os")));
+    }
+
+    /// `show` says of a triplet what its next retry would get: wait,
+    /// pass, or (past the retry window) start over.
+    #[test]
+    fn show_tells_a_triplet_as_a_retry_would_find_it() {
+        let cfg = grey::Config {
+            delay: 2,
+            retry_window: 6,
+            ..grey::Config::default()
+        };
+        let e = grey::Entry {
+            first: 100,
+            last: 100,
+            count: 0,
+            manual: false,
+        };
+        assert_eq!(triplet_status(&cfg, &e, 101), "greylisted, 1 s left");
+        assert_eq!(triplet_status(&cfg, &e, 104), "greylisted, a retry passes");
+        assert_eq!(
+            triplet_status(&cfg, &e, 226),
+            "greylisted, retry window passed (a retry is greylisted again)"
+        );
+    }
+
+    /// `fingerprints`'s lines come before the built-in ones, so that a
+    /// line of the file wins where both match.
+    #[test]
+    fn the_fingerprints_file_comes_first() {
+        let d = std::env::temp_dir().join(format!("palisade-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("my.os");
+        std::fs::write(&f, "S4:64:1:60:M*,S,T,N,W7:Evil:1.0:mine:a test line\n").unwrap();
+        let c = Conf::parse(
+            &d.join("p.toml"),
+            "[greylist]\nsniff = [\"eth0\"]\nfingerprints = \"my.os\"\n",
+        )
+        .unwrap();
+        let db = load_db(&c).unwrap();
+        assert_eq!(db.entries[0].class, "Evil");
+        assert!(db.entries.len() > 1);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// `show` on a path with no database says so, and makes none.

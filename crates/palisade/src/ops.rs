@@ -141,8 +141,8 @@ fn osfp(sh: &Shared, addr: std::net::IpAddr, port: Option<u16>) -> Value {
             Some(s) => {
                 let from = std::net::SocketAddr::new(addr, p);
                 json!({"ok": true,
-                       "text": format!("{from} -> {}:{}: {} (signature {}, distance {}, {} s ago)\n",
-                                       s.dst, s.dport, label(&s.os), s.signature, s.distance, ago(s.at_ms)),
+                       "text": format!("{from} -> {}: {} (signature {}, distance {}, {} s ago)\n",
+                                       std::net::SocketAddr::new(s.dst, s.dport), label(&s.os), s.signature, s.distance, ago(s.at_ms)),
                        "data": {"connection": syn(s)}})
             }
             None => fail(format!(

@@ -377,6 +377,12 @@ impl<'a> Parser<'a> {
             self.error("flags only apply to tcp");
             return Err(PErr::Reported);
         }
+        // Fingerprints are taken from TCP SYNs only (pfctl refuses the
+        // same).
+        if !spec.oses.is_empty() && !has_tcp {
+            self.error("OS fingerprinting only apply to tcp");
+            return Err(PErr::Reported);
+        }
         if spec.route.is_some() && spec.afto.is_some() {
             self.error("af-to cannot be used together with route-to, reply-to, dup-to");
             return Err(PErr::Reported);
