@@ -55,9 +55,10 @@ enum Cmd {
     Replay(ReplayCli),
     /// Show what the running daemon knows, like `pfctl -s`: rules (-v: with
     /// counters, like pfctl -vsr), states, info, interfaces, tables,
-    /// anchors, timeouts, limits, memory.
+    /// anchors, timeouts, limits, memory, osfp (the names `os` takes, as
+    /// pfctl -s osfp).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).

@@ -85,6 +85,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Timeouts => show_timeouts(sh),
                 Listing::Limits => show_limits(sh),
                 Listing::Memory => show_memory(sh),
+                Listing::Osfp => show_osfp(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -833,6 +834,37 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `pfctl -s osfp`: the names `os` rules can use, from the fingerprints
+/// in force (`set fingerprints`, or the built-in ones): each class, each
+/// class and version, each class, version and subtype, once.
+fn show_osfp(sh: &Shared) -> Value {
+    let names = osfp_names(sh.dp().filter.fingerprints());
+    let mut text =
+        String::from("Class\tVersion\tSubtype(subversion)\n-----\t-------\t-------------------\n");
+    for n in &names {
+        text.push_str(&n.join("\t"));
+        text.push('\n');
+    }
+    let list: Vec<String> = names.iter().map(|n| n.join(" ")).collect();
+    done(text, json!({"names": list}))
+}
+
+/// The names a fingerprint database answers to, sorted: [class],
+/// [class, version], [class, version, subtype].
+fn osfp_names(db: &FingerprintDb) -> Vec<Vec<String>> {
+    let mut set = std::collections::BTreeSet::new();
+    for f in &db.entries {
+        set.insert(vec![f.class.clone()]);
+        if !f.version.is_empty() {
+            set.insert(vec![f.class.clone(), f.version.clone()]);
+            if !f.subtype.is_empty() {
+                set.insert(vec![f.class.clone(), f.version.clone(), f.subtype.clone()]);
+            }
+        }
+    }
+    set.into_iter().collect()
+}
+
 fn show_memory(sh: &Shared) -> Value {
     let dp = sh.dp();
     let states = dp.filter.states.len() as u64;
@@ -1192,6 +1224,25 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `show osfp` lists each class, class and version, and class,
+    /// version and subtype once, sorted; every name it lists is one an
+    /// `os` rule matches.
+    #[test]
+    fn osfp_names_are_those_os_rules_take() {
+        let db = FingerprintDb::default_db();
+        let names = osfp_names(&db);
+        assert!(names.contains(&vec!["Windows".to_string()]));
+        assert!(names.iter().any(|n| n.len() == 2 && n[0] == "Linux"));
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, names);
+        for n in &names {
+            let name = n.join(" ");
+            assert!(db.entries.iter().any(|f| f.matches_name(&name)), "{name}");
+        }
+    }
 
     /// A reload (and `anchor NAME load`) warns as start-up does, `on
     /// carp0` included: scenario S3's palisade.toml, a pf.conf with an

@@ -20,10 +20,11 @@ pub enum Listing {
     Timeouts,
     Limits,
     Memory,
+    Osfp,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 9] = [
+    pub const ALL: [Listing; 10] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -33,6 +34,7 @@ impl Listing {
         Listing::Timeouts,
         Listing::Limits,
         Listing::Memory,
+        Listing::Osfp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Listing {
             Listing::Timeouts => "timeouts",
             Listing::Limits => "limits",
             Listing::Memory => "memory",
+            Listing::Osfp => "osfp",
         }
     }
 

@@ -546,6 +546,21 @@ fn control_commands_against_a_running_daemon() {
     assert!(mem["rss_bytes"].as_u64().unwrap() > 1_000_000, "{mem}");
     assert!(mem["states"].as_u64().unwrap() >= 1);
     assert_eq!(mem["table_entries"], 3, "<allowed>'s two, <fixed>'s one");
+    // The names `os` takes (pfctl -s osfp).
+    let os = c.json(&["show", "osfp"]);
+    let names: Vec<&str> = os["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        names.contains(&"Windows") && names.contains(&"Linux"),
+        "{os}"
+    );
+    assert!(c
+        .ok(&["show", "osfp"])
+        .starts_with("Class\tVersion\tSubtype(subversion)\n"));
 
     // --- log --follow: one line per logged packet, as it happens.
     let mut follow = Command::new(palisade())
