@@ -1196,13 +1196,25 @@ fn main() -> ExitCode {
             dry_run: true,
         } => match load::load(&config) {
             Ok((cfg, pf, _)) => {
+                // `[greylist]` is the greylisting service's: checked here
+                // too, so that `run -n` catches a mistake in it.
+                let text = std::fs::read_to_string(&config).unwrap_or_default();
+                let has_greylist =
+                    toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("greylist"));
+                if has_greylist {
+                    if let Err(e) = greylist::Conf::parse(&config, &text) {
+                        eprintln!("palisade run: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
                 println!(
-                    "{}: ok ({} ports, {} interfaces, {} routes; pf.conf {} rules)",
+                    "{}: ok ({} ports, {} interfaces, {} routes; pf.conf {} rules{})",
                     config.display(),
                     cfg.ports.len(),
                     cfg.ifaces.len(),
                     cfg.routes.len(),
-                    pf.main.rules.len()
+                    pf.main.rules.len(),
+                    if has_greylist { "; [greylist] ok" } else { "" }
                 );
                 ExitCode::SUCCESS
             }

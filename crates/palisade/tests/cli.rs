@@ -637,3 +637,27 @@ fn check_text(tag: &str, text: &str) -> Output {
     let _ = std::fs::remove_dir_all(&d);
     o
 }
+
+/// `run -n` checks `[greylist]` too (the greylisting service reads it
+/// from the same file): a mistake there is named with its line.
+#[test]
+fn run_n_checks_the_greylist_section() {
+    let d = tmpdir("greyn");
+    std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    let base = "pf = \"pf.conf\"\n[[port]]\nname = \"lo\"\n[greylist]\nsniff = [\"lo\"]\n";
+    std::fs::write(&cfg, format!("{base}dealy = 300\n")).unwrap();
+    let o = palisade_within(5, &["run", "-n", "-c", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("palisade.toml:6:") && err.contains("dealy"),
+        "{err}"
+    );
+    std::fs::write(&cfg, format!("{base}delay = 300\n")).unwrap();
+    let o = palisade_within(5, &["run", "-n", "-c", cfg.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("[greylist] ok"), "{out}");
+    let _ = std::fs::remove_dir_all(&d);
+}
