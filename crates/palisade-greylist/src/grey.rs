@@ -227,6 +227,8 @@ pub struct Config {
     pub header: Option<String>,
     /// The deferral's text after "4.7.1 ".
     pub text: String,
+    /// Clients and recipients never greylisted (whitelist files).
+    pub whitelist: crate::whitelist::Whitelist,
 }
 
 impl Default for Config {
@@ -243,6 +245,7 @@ impl Default for Config {
             unknown: Unknown::Deliver,
             header: Some("X-P0f-OS".into()),
             text: "Greylisted: please try again later".into(),
+            whitelist: crate::whitelist::Whitelist::default(),
         }
     }
 }
@@ -256,6 +259,8 @@ pub enum Why {
     OsNotListed,
     /// The client network is whitelisted (by hand or automatically).
     Whitelisted,
+    /// The client or the recipient is in a whitelist file.
+    Listed,
     /// The triplet passed before.
     KnownTriplet,
     /// The retry came after the delay: passes now (after `waited` s).
@@ -271,6 +276,7 @@ impl fmt::Display for Why {
             Why::NotApplicable => write!(f, "not a recipient check"),
             Why::OsNotListed => write!(f, "system not greylisted"),
             Why::Whitelisted => write!(f, "network whitelisted"),
+            Why::Listed => write!(f, "in a whitelist file"),
             Why::KnownTriplet => write!(f, "passed before"),
             Why::Retried { waited } => write!(f, "retried after {waited} s: passes"),
             Why::Greylisted { left } => write!(f, "greylisted, {left} s left"),
@@ -355,6 +361,17 @@ impl Greylist {
                 .is_none_or(|s| s.eq_ignore_ascii_case("RCPT"));
         let why = if !applicable {
             Why::NotApplicable
+        } else if !self.cfg.whitelist.is_empty()
+            && (self
+                .cfg
+                .whitelist
+                .client(client, req.get("client_name").unwrap_or_default())
+                || self
+                    .cfg
+                    .whitelist
+                    .recipient(req.get("recipient").unwrap_or_default()))
+        {
+            Why::Listed
         } else if !self.greylists(os) {
             Why::OsNotListed
         } else {

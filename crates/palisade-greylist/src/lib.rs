@@ -15,3 +15,4 @@
 pub mod grey;
 pub mod p0f;
 pub mod policy;
+pub mod whitelist;

@@ -407,3 +407,61 @@ fn senders_are_keyed_as_postgrey_keys_them() {
     let d = g.decide(T0 + 4000, &r, Some(&win10()), &mut s).unwrap();
     assert_eq!(d.why, Why::KnownTriplet);
 }
+
+/// Whitelist files (postgrey's whitelist_clients / whitelist_recipients):
+/// a listed client (by network or by the name Postfix resolved) or a
+/// listed recipient is delivered at once, with the header, and leaves no
+/// triplet; others from the same Windows system still wait.
+#[test]
+fn whitelist_files_let_listed_clients_and_recipients_through() {
+    use palisade_greylist::whitelist::{parse_clients, parse_recipients, Whitelist};
+    let cfg = Config {
+        whitelist: Whitelist {
+            clients: parse_clients("198.51.100.0/24\nmail.example.org\n").unwrap(),
+            recipients: parse_recipients("postmaster@\n").unwrap(),
+        },
+        ..Config::default()
+    };
+    let mut g = Greylist::new(cfg);
+    let mut s = MemStore::default();
+    let d = g
+        .decide(
+            T0,
+            &rcpt("198.51.100.9", "a@x.test", "b@example.net", "i1"),
+            Some(&win10()),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::Listed);
+    assert_eq!(d.action, Action::Prepend("X-P0f-OS: Windows 10".into()));
+    let named = Request::from_pairs(&[
+        ("request", "smtpd_access_policy"),
+        ("protocol_state", "RCPT"),
+        ("client_address", "203.0.113.5"),
+        ("client_name", "MAIL.example.org"),
+        ("sender", "a@x.test"),
+        ("recipient", "b@example.net"),
+        ("instance", "i2"),
+    ]);
+    let d = g.decide(T0, &named, Some(&win10()), &mut s).unwrap();
+    assert_eq!(d.why, Why::Listed);
+    let d = g
+        .decide(
+            T0,
+            &rcpt("203.0.113.5", "a@x.test", "Postmaster@example.net", "i3"),
+            Some(&win10()),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::Listed);
+    assert!(s.0.is_empty(), "no triplet kept: {:?}", s.0);
+    let d = g
+        .decide(
+            T0,
+            &rcpt("203.0.113.5", "a@x.test", "b@example.net", "i4"),
+            Some(&win10()),
+            &mut s,
+        )
+        .unwrap();
+    assert_eq!(d.why, Why::Greylisted { left: 300 });
+}

@@ -134,6 +134,10 @@ struct RawGreylist {
     text: Option<String>,
     answer_after: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
+    #[serde(default)]
+    whitelist_clients: Vec<Spanned<String>>,
+    #[serde(default)]
+    whitelist_recipients: Vec<Spanned<String>>,
 }
 
 fn line_of(text: &str, at: usize) -> usize {
@@ -289,6 +293,30 @@ impl Conf {
             unknown,
             header,
             text: r.text.clone().unwrap_or(d.text),
+            whitelist: {
+                use palisade_greylist::whitelist;
+                let mut w = whitelist::Whitelist::default();
+                let read = |f: &Spanned<String>, key: &str| {
+                    let p = rel(f.get_ref());
+                    std::fs::read_to_string(&p)
+                        .map(|t| (p.clone(), t))
+                        .map_err(|e| err(f.span(), format!("greylist {key} {}: {e}", p.display())))
+                };
+                let at = |p: &Path, e: whitelist::LineError| {
+                    format!("{}:{}: {}", p.display(), e.line, e.problem)
+                };
+                for f in &r.whitelist_clients {
+                    let (p, t) = read(f, "whitelist-clients")?;
+                    w.clients
+                        .extend(whitelist::parse_clients(&t).map_err(|e| at(&p, e))?);
+                }
+                for f in &r.whitelist_recipients {
+                    let (p, t) = read(f, "whitelist-recipients")?;
+                    w.recipients
+                        .extend(whitelist::parse_recipients(&t).map_err(|e| at(&p, e))?);
+                }
+                w
+            },
         };
         // A retry is let through only inside the window, `delay` after
         // the first attempt: a window not past the delay lets none.
@@ -2066,6 +2094,36 @@ mod tests {
             triplet_status(&cfg, &e, 226),
             "greylisted, retry window passed (a retry is greylisted again)"
         );
+    }
+
+    /// `whitelist-clients` / `whitelist-recipients` files are read at
+    /// parse, relative to palisade.toml; a bad line is named by file and
+    /// line, a missing file by palisade.toml's line.
+    #[test]
+    fn whitelist_files_are_read_and_their_errors_named() {
+        let d = std::env::temp_dir().join(format!("palisade-wl-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("clients"), "# ours\n198.51.100.0/24\nexample.org\n").unwrap();
+        std::fs::write(d.join("rcpts"), "postmaster@\n").unwrap();
+        std::fs::write(d.join("bad"), "192.0.2.0/24\n/^mx/\n").unwrap();
+        let parse = |body: &str| {
+            Conf::parse(
+                &d.join("p.toml"),
+                &format!("[greylist]\nsniff = [\"eth0\"]\n{body}"),
+            )
+        };
+        let c = parse("whitelist-clients = [\"clients\"]\nwhitelist-recipients = [\"rcpts\"]\n")
+            .unwrap();
+        assert_eq!(c.grey.whitelist.clients.len(), 2);
+        assert_eq!(c.grey.whitelist.recipients.len(), 1);
+        let e = parse("whitelist-clients = [\"bad\"]\n").unwrap_err();
+        assert!(
+            e.contains("bad:2: '/^mx/': regular expressions are not supported"),
+            "{e}"
+        );
+        let e = parse("\nwhitelist-clients = [\"none\"]\n").unwrap_err();
+        assert!(e.contains("p.toml:4: greylist whitelist-clients"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// `fingerprints`'s lines come before the built-in ones, so that a
