@@ -65,6 +65,12 @@ pub struct Config {
     /// `ftp-proxy/<instance>.<id>`, as OpenBSD's, so that two proxies
     /// (IPv4 and IPv6, or one restarted) never share one.
     pub instance: Option<u32>,
+    /// The ruleset calls the anchors from `nat-anchor` / `rdr-anchor`
+    /// (the older syntax): the translations are loaded as `nat` and `rdr`
+    /// rules, which translate before filtering, and the filter rules
+    /// name the translated addresses, as the older ftp-proxy loads them.
+    /// Otherwise `rdr-to` / `nat-to` on the filter rules.
+    pub legacy: bool,
 }
 
 impl Default for Config {
@@ -79,6 +85,7 @@ impl Default for Config {
             max_line: 4096,
             seed: 0x9e37_79b9_7f4a_7c15,
             instance: None,
+            legacy: false,
         }
     }
 }
@@ -409,18 +416,7 @@ impl Session {
         } else {
             ""
         };
-        let rules = format!(
-            "{inn} {af} proto tcp from {s} to {p} port {pp}{opts} rdr-to {ci} port {cp}\n\
-             {out} {af} proto tcp from {s} to {ci} port {cp}{opts} nat-to {os}{nat_port}\n",
-            inn = self.head("in"),
-            out = self.head("out"),
-            p = proxy.ip(),
-            pp = proxy.port(),
-            opts = self.opts(),
-            ci = c.ip(),
-            cp = c.port(),
-            os = self.ends.orig_server.ip(),
-        );
+        let rules = self.data_rules(af, s, proxy, c, self.ends.orig_server.ip(), nat_port);
         self.set_rules(rules);
         let line = match (extended, parse::format_port(proxy)) {
             (false, Some(l)) => l,
@@ -516,16 +512,13 @@ impl Session {
             return;
         }
         let af = af(self.ends.server.ip());
-        let rules = format!(
-            "{inn} {af} proto tcp from {c} to {os} port {port}{opts} rdr-to {s} port {port}\n\
-             {out} {af} proto tcp from {c} to {s} port {port}{opts} nat-to {p}\n",
-            inn = self.head("in"),
-            out = self.head("out"),
-            c = self.ends.client.ip(),
-            os = self.ends.orig_server.ip(),
-            s = self.ends.server.ip(),
-            p = self.ends.proxy,
-            opts = self.opts(),
+        let rules = self.data_rules(
+            af,
+            self.ends.client.ip(),
+            SocketAddr::new(self.ends.orig_server.ip(), port),
+            SocketAddr::new(self.ends.server.ip(), port),
+            self.ends.proxy,
+            "",
         );
         let reply = if extended {
             Some(parse::format_229(port))
@@ -542,6 +535,43 @@ impl Session {
         };
         self.set_rules(rules);
         self.send_client(reply);
+    }
+
+    /// The rules of one data connection from `from`: addressed to `to`,
+    /// redirected to `target`, leaving from `source` (`nat_port`: ` port
+    /// 20` with `-r`, or nothing). New syntax: a pass rule with `rdr-to`
+    /// on the way in and one with `nat-to` on the way out. Older syntax
+    /// (`legacy`): an `rdr` and a `nat` rule, which translate before the
+    /// filter rules, and the two filter rules on the translated
+    /// addresses (after `rdr` the destination is `target`; after `nat`
+    /// the source is `source`).
+    fn data_rules(
+        &self,
+        af: &str,
+        from: IpAddr,
+        to: SocketAddr,
+        target: SocketAddr,
+        source: IpAddr,
+        nat_port: &str,
+    ) -> String {
+        let (inn, out, opts) = (self.head("in"), self.head("out"), self.opts());
+        let (ti, tp, gi, gp) = (to.ip(), to.port(), target.ip(), target.port());
+        if !self.cfg.legacy {
+            return format!(
+                "{inn} {af} proto tcp from {from} to {ti} port {tp}{opts} rdr-to {gi} port {gp}\n\
+                 {out} {af} proto tcp from {from} to {gi} port {gp}{opts} nat-to {source}{nat_port}\n"
+            );
+        }
+        let rdr = if to != target {
+            format!("rdr {af} proto tcp from {from} to {ti} port {tp} -> {gi} port {gp}\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "{rdr}nat {af} proto tcp from {from} to {gi} port {gp} -> {source}{nat_port}\n\
+             {inn} {af} proto tcp from {from} to {gi} port {gp}{opts}\n\
+             {out} {af} proto tcp from {source} to {gi} port {gp}{opts}\n"
+        )
     }
 
     fn set_rules(&mut self, rules: String) {

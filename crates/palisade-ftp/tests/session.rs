@@ -461,3 +461,65 @@ fn the_clients_lines_wait_for_the_servers_greeting() {
         .unwrap()
         .contains("before the server's greeting"));
 }
+
+/// With the older syntax (`legacy`: the ruleset calls the anchors from
+/// `nat-anchor` / `rdr-anchor`), the translations are `rdr` and `nat`
+/// rules, and the filter rules name the translated addresses: after
+/// `rdr` the destination is the target, after `nat` the source is the
+/// new one. An `rdr` that would change nothing (forward mode's PASV) is
+/// left out. pf reads them.
+#[test]
+fn older_syntax_loads_nat_and_rdr_rules_and_filters_translated_addresses() {
+    let legacy = Config {
+        legacy: true,
+        rewrite_source_port: true,
+        ..Config::default()
+    };
+    let mut s = greeted(7, legacy.clone(), reverse());
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
+    s.from_server(S, b"227 Entering Passive Mode (192,0,2,10,195,80).\r\n");
+    let rules = drain(&mut s).rules[0].1.clone();
+    assert_eq!(
+        rules,
+        "rdr inet proto tcp from 203.0.113.50 to 198.51.100.1 port 50000 -> 192.0.2.10 port 50000\n\
+         nat inet proto tcp from 203.0.113.50 to 192.0.2.10 port 50000 -> 192.0.2.1\n\
+         pass in quick inet proto tcp from 203.0.113.50 to 192.0.2.10 port 50000 flags S/SA keep state (max 1)\n\
+         pass out quick inet proto tcp from 192.0.2.1 to 192.0.2.10 port 50000 flags S/SA keep state (max 1)\n"
+    );
+    let out = palisade_conf::parse_bytes(
+        "ftp-proxy/7",
+        None,
+        rules.as_bytes().to_vec(),
+        &palisade_conf::ParseOptions::default(),
+    );
+    assert_eq!(out.errors, 0, "{rules}\n{:?}", out.stderr);
+    // PORT with -r: the server's connection leaves from port 20.
+    s.from_client(0, b"PORT 203,0,113,50,156,64\r\n");
+    let seen = drain(&mut s);
+    let rules = &seen.rules[0].1;
+    assert!(
+        rules.contains("nat inet proto tcp from 192.0.2.10 to 203.0.113.50 port 40000 -> 198.51.100.1 port 20\n")
+            && rules.contains("pass out quick inet proto tcp from 198.51.100.1 to 203.0.113.50 port 40000 flags S/SA keep state (max 1)\n"),
+        "{rules}"
+    );
+    // Forward mode (the server is where the client was going): no rdr.
+    let fwd = Ends {
+        client: sa("192.0.2.50:40000"),
+        orig_server: sa("198.51.100.80:21"),
+        server: sa("198.51.100.80:21"),
+        proxy: "203.0.113.1".parse().unwrap(),
+    };
+    let mut s = greeted(8, legacy, fwd);
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
+    s.from_server(S, b"227 Entering Passive Mode (198,51,100,80,195,80).\r\n");
+    let rules = drain(&mut s).rules[0].1.clone();
+    assert!(!rules.contains("rdr "), "{rules}");
+    assert!(
+        rules.starts_with(
+            "nat inet proto tcp from 192.0.2.50 to 198.51.100.80 port 50000 -> 203.0.113.1\n"
+        ),
+        "{rules}"
+    );
+}

@@ -533,6 +533,24 @@ pub(crate) fn anchor_names(v: &Value) -> Vec<String> {
 }
 
 /// The daemon's answer to `natlook`: where the connection was going.
+/// Whether the main ruleset calls `ftp-proxy/*` from `nat-anchor` or
+/// `rdr-anchor` (the older syntax): asked per session, so that a reload
+/// that changes the syntax is followed.
+fn calls_legacy(fw: &Firewall) -> Result<bool, String> {
+    match fw {
+        Firewall::Direct(_) => {
+            let a = fw.request(palisade_ftp::monitor::rules_request())?;
+            Ok(palisade_ftp::monitor::calls_legacy(&a))
+        }
+        Firewall::Monitor(_) => {
+            let a = fw.request(json!({"cmd": "syntax"}))?;
+            a["data"]["legacy"]
+                .as_bool()
+                .ok_or_else(|| format!("the monitor answered {a}"))
+        }
+    }
+}
+
 fn natlook(fw: &Firewall, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr, String> {
     let v =
         fw.request(json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()}))?;
@@ -629,7 +647,15 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
         let _ = s.set_nodelay(true);
         keepalive(s);
     }
+    let legacy = match calls_legacy(&sh.fw) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("ftp-proxy: session {id}: cannot read the ruleset's syntax ({e}): new syntax assumed");
+            false
+        }
+    };
     let cfg = Config {
+        legacy,
         anonymous_only: sh.opts.anonymous_only,
         rewrite_source_port: sh.opts.rewrite_source_port,
         tag: sh.opts.tag.clone(),

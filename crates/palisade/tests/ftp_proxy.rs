@@ -54,6 +54,7 @@ server6 = \"2001:db8::10\"
 rdr-anchor \"ftp-proxy/*\"
 rdr pass on $ext_if proto tcp from any to $ext_if port 21 -> 127.0.0.1 port 8021
 nat-anchor \"ftp-proxy/*\"
+nat on $ext_if from $int_if:network to any -> ($ext_if)
 anchor \"ftp-proxy/*\"
 rdr pass on $ext_if inet6 proto tcp from any to $ext_if port 21 -> 2001:db8::1 port 8021
 rdr pass on $ext_if inet proto tcp from any to $ext_if port 2121 -> 127.0.0.1 port 8022
@@ -428,19 +429,39 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
             "ftp://203.0.113.1/big",
         ],
     );
+    // The older syntax (the anchors called from nat-anchor and
+    // rdr-anchor): `rdr` and `nat` rules, and filter rules on the
+    // translated addresses, all with max 1.
     let rules = poll_until(
         Duration::from_secs(5),
         || anchor_rules(&sock),
-        |r| r.iter().any(|r| r.contains("rdr-to 192.0.2.10")),
+        |r| {
+            r.iter()
+                .any(|r| r.starts_with("rdr ") && r.contains("-> 192.0.2.10"))
+        },
     );
     assert!(
-        rules.iter().any(|r| r.contains("rdr-to 192.0.2.10")),
+        rules
+            .iter()
+            .any(|r| r.starts_with("rdr ") && r.contains("-> 192.0.2.10")),
         "no rules while a transfer runs: {rules:?}\n{}",
         logs()
     );
     assert!(
-        rules.iter().all(|r| r.contains("(max 1")),
+        rules.iter().any(|r| r.starts_with("nat ")),
+        "no nat rule: {rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .filter(|r| r.starts_with("pass"))
+            .all(|r| r.contains("(max 1")),
         "a rule without max 1: {rules:?}"
+    );
+    assert_eq!(
+        rules.iter().filter(|r| r.starts_with("pass")).count(),
+        2,
+        "{rules:?}"
     );
     let shown = anchor_show(&sock);
     let port: u16 = shown
