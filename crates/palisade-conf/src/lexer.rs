@@ -419,6 +419,8 @@ impl Lexer {
                     let mut buf: Vec<u8> = Vec::new();
                     loop {
                         let Some(mut x) = self.getc(true) else {
+                            let at = self.src().line;
+                            self.diag(at, "reached end of file while parsing quoted string".into());
                             return tok(Tok::Eof);
                         };
                         if x == b'\n' {
@@ -426,6 +428,11 @@ impl Lexer {
                             continue;
                         } else if x == b'\\' {
                             let Some(next) = self.getc(true) else {
+                                let at = self.src().line;
+                                self.diag(
+                                    at,
+                                    "reached end of file while parsing quoted string".into(),
+                                );
                                 return tok(Tok::Eof);
                             };
                             if next == quote || next == b' ' || next == b'\t' {

@@ -441,3 +441,21 @@ fn os_only_applies_to_tcp() {
         b"pass in proto tcp from any os \"Windows\" to any\npass in from any os \"Linux\"\n",
     );
 }
+
+/// A quoted string left open to the end of the file is named as pfctl
+/// names it.
+#[test]
+fn an_open_quote_is_named() {
+    let out = parse_bytes(
+        "pf.conf",
+        None,
+        b"pass all\nanchor \"ftp-proxy/*\npass out all\n".to_vec(),
+        &opts(),
+    );
+    let err = out.stderr.join("\n");
+    assert!(out.errors > 0, "{err}");
+    assert!(
+        err.contains("pf.conf:4: reached end of file while parsing quoted string"),
+        "{err}"
+    );
+}

@@ -303,9 +303,15 @@ impl Session {
     }
 
     fn client_line(&mut self, raw: &[u8]) {
+        // Telnet commands (IAC and a command byte: the Interrupt Process
+        // and Data Mark that ftp(1) sends before ABOR, RFC 959 4.1.3) are
+        // taken out here, and the line goes on without them: the server
+        // reads the command the proxy read. A 0xff left after that (an
+        // escaped IAC IAC, or a lone one) is refused: some servers strip
+        // it, others do not, so the line could be read two ways.
+        let stripped = strip_telnet(raw);
+        let raw: &[u8] = &stripped;
         let text = String::from_utf8_lossy(raw);
-        // Telnet's IAC (0xff) starts a sequence some servers strip: a
-        // line with one is read differently there.
         let parsed = if raw.contains(&0xff) {
             Err(parse::ParseError::Garbled)
         } else {
@@ -637,6 +643,29 @@ impl Session {
     fn send_client_raw(&mut self, b: &[u8]) {
         self.out.push_back(Output::ToClient(b.to_vec()));
     }
+}
+
+/// `line` without Telnet commands: IAC (0xff) followed by a command
+/// byte (0xf0-0xfe; WILL/WONT/DO/DONT take an option byte too). IAC IAC
+/// (a data byte 0xff) is kept as it is.
+fn strip_telnet(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        match (line[i], line.get(i + 1)) {
+            (0xff, Some(&(0xfb..=0xfe))) => i += 3,
+            (0xff, Some(&c)) if (0xf0..=0xfa).contains(&c) => i += 2,
+            (0xff, Some(&0xff)) => {
+                out.extend_from_slice(&[0xff, 0xff]);
+                i += 2;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn af(ip: IpAddr) -> &'static str {

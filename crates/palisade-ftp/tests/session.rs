@@ -410,7 +410,7 @@ fn garbled_commands_tls_and_telnet_escapes_are_refused_not_relayed() {
     for line in [
         &b"PORT\t203,0,113,50,156,64\r\n"[..],
         b" PORT 203,0,113,50,156,64\r\n",
-        b"\xff\xf4PORT 203,0,113,50,156,64\r\n",
+        b"RETR a\xff\xffb\r\n",
         b"USER\tbob\r\n",
         b"RETR a\x00b\r\n",
         b"PO\rRT 1\r\n",
@@ -522,4 +522,21 @@ fn older_syntax_loads_nat_and_rdr_rules_and_filters_translated_addresses() {
         ),
         "{rules}"
     );
+}
+
+/// Telnet commands before a command (ftp(1)'s Interrupt Process and Data
+/// Mark before ABOR, RFC 959 4.1.3) are taken out, and the server gets
+/// the command the proxy read: ABOR reaches it, and a PORT behind them is
+/// handled as any PORT (the server never sees the client's own).
+#[test]
+fn telnet_commands_before_a_command_are_taken_out() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"\xff\xf4\xff\xf2ABOR\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "ABOR\r\n");
+    assert!(seen.refused.is_empty(), "{seen:?}");
+    s.from_client(0, b"\xff\xf4PORT 203,0,113,50,156,64\r\n");
+    let seen = drain(&mut s);
+    assert!(seen.to_server.starts_with("PORT 192,0,2,1,"), "{seen:?}");
+    assert_eq!(seen.rules.len(), 1);
 }

@@ -433,14 +433,15 @@ fn debug_lines(id: u64, way: &str, b: &[u8]) {
     }
 }
 
-/// A control line as `-D 7` logs it: a password hidden, at most 200
+/// A control line as `-D 7` logs it: a password (or account) hidden, at most 200
 /// characters.
 fn shown_line(line: &str) -> String {
     let pass = line
         .get(..5)
-        .is_some_and(|p| p.eq_ignore_ascii_case("PASS "));
+        .is_some_and(|p| p.eq_ignore_ascii_case("PASS ") || p.eq_ignore_ascii_case("ACCT "));
     if pass {
-        "PASS ****".to_string()
+        // PASS and ACCT (RFC 959's account, often a second password).
+        format!("{} ****", line[..4].to_ascii_uppercase())
     } else {
         line.chars().take(200).collect()
     }
@@ -740,13 +741,25 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
                     }
                 }
                 Output::Rules { anchor, rules } => {
-                    if let Err(e) = load_rules(&sh.fw, &anchor, &rules) {
-                        // Without its rules the data connection cannot
-                        // work: say so and end the session.
-                        let _ = client
-                            .write_all(b"421 The proxy could not set up the data connection\r\n");
-                        let _ = load_rules(&sh.fw, &anchor, "");
-                        break 'relay format!("anchor {anchor}: {e}");
+                    match load_rules(&sh.fw, &anchor, &rules) {
+                        // Emptying an anchor the daemon no longer has (it
+                        // restarted): nothing to empty.
+                        Err(e) if rules.is_empty() && e.contains("no such anchor") => {}
+                        Err(e) => {
+                            // Without its rules the data connection cannot
+                            // work: say so and end the session.
+                            let _ = client.write_all(
+                                b"421 The proxy could not set up the data connection\r\n",
+                            );
+                            let _ = load_rules(&sh.fw, &anchor, "");
+                            // The daemon's answer names the anchor already.
+                            break 'relay if e.contains(&anchor) {
+                                e
+                            } else {
+                                format!("anchor {anchor}: {e}")
+                            };
+                        }
+                        Ok(()) => {}
                     }
                     if sh.opts.verbose > 0 && !rules.is_empty() {
                         tracing::info!(
@@ -870,6 +883,7 @@ mod tests {
     fn debug_lines_hide_passwords_and_stay_short() {
         assert_eq!(shown_line("PASS s3cret"), "PASS ****");
         assert_eq!(shown_line("pass s3cret"), "PASS ****");
+        assert_eq!(shown_line("ACCT sekrit3"), "ACCT ****");
         assert_eq!(shown_line("PASV"), "PASV");
         assert_eq!(shown_line("USER anonymous"), "USER anonymous");
         assert_eq!(shown_line(&"A".repeat(1000)).len(), 200);

@@ -163,7 +163,7 @@ enum Cmd {
     /// each data connection a session announces it loads the rules that
     /// pass exactly that connection into `ftp-proxy/ID`, and empties the
     /// anchor when the session ends. Runs in the foreground.
-    #[command(name = "ftp-proxy")]
+    #[command(name = "ftp-proxy", args_override_self = true)]
     FtpProxy(ftpproxy::Options),
     /// The scenarios on this machine, in network namespaces (needs
     /// root): S1 by default, S3, S5 and S6 with `up --scenario`.

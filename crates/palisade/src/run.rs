@@ -280,7 +280,8 @@ pub fn run(path: &Path) -> Result<(), String> {
                         if RELOAD.swap(false, Ordering::SeqCst) {
                             let (ok, msgs) = crate::ops::reload(sh, None);
                             for m in msgs {
-                                if ok {
+                                // A loaded ruleset's warnings are warnings.
+                                if ok && !m.contains("warning:") {
                                     tracing::info!("{m}");
                                 } else {
                                     tracing::warn!("{m}");

@@ -661,3 +661,24 @@ fn run_n_checks_the_greylist_section() {
     assert!(out.contains("[greylist] ok"), "{out}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// ftp-proxy takes an option given twice as getopt does (the last one
+/// counts), not as an error.
+#[test]
+fn ftp_proxy_options_given_twice_take_the_last() {
+    let o = palisade_within(
+        5,
+        &[
+            "ftp-proxy",
+            "-p",
+            "8099",
+            "-p",
+            "8098",
+            "-s",
+            "/nonexistent/palisade.sock",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("cannot be used multiple times"), "{err}");
+    assert!(err.contains("/nonexistent/palisade.sock"), "{err}");
+}
