@@ -674,6 +674,48 @@ impl Engine {
             .collect()
     }
 
+    /// The number of the filter `anchor` rule that calls the anchor at
+    /// `path`, in the ruleset that holds that rule (pflog's `rulenr` for
+    /// a rule inside an anchor, as pf fills it): a rule naming the path,
+    /// a `PREFIX/*` whose direct child it is, or an inline anchor. The
+    /// first such rule, searching the main ruleset, its inline anchors
+    /// and the loaded ones.
+    pub fn anchor_caller(&self, path: &str) -> Option<u32> {
+        fn calls(t: &Target, path: &str) -> bool {
+            match t {
+                Target::Named(p) => p == path,
+                Target::Wildcard(prefix) => path
+                    .strip_prefix(prefix.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .is_some_and(|name| !name.is_empty() && !name.contains('/')),
+                Target::Inline(c) => c.path == path,
+            }
+        }
+        fn search(rs: &CRuleset, path: &str, depth: usize) -> Option<u32> {
+            if depth > palisade_conf::MAX_ANCHOR_DEPTH {
+                return None;
+            }
+            for r in &rs.rules {
+                if let Kind::Anchor(t) = &r.kind {
+                    if calls(t, path) {
+                        return Some(r.nr);
+                    }
+                    if let Target::Inline(c) = t {
+                        if let Some(n) = search(c, path, depth + 1) {
+                            return Some(n);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        search(&self.main, path, 0).or_else(|| {
+            self.anchors_read()
+                .values()
+                .find_map(|a| search(a, path, 1))
+        })
+    }
+
     /// Does the ruleset use the older translation syntax?
     pub fn has_legacy(&self) -> bool {
         !self.main.legacy.is_empty() || self.anchors_read().values().any(|a| !a.legacy.is_empty())

@@ -1825,7 +1825,19 @@ pub fn return_packet(ip: &[u8], info: &IpInfo, p: BlockPolicy) -> Option<Vec<u8>
 /// The pflog records (header + the packet as it arrived) a decision asks
 /// for: one per rule matched under `log (matches)`, then the deciding
 /// rule's when it logs. `pkt` is the packet before translation.
-pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> Vec<Vec<u8>> {
+///
+/// A rule inside an anchor is logged as pf logs it: `rulenr` the number
+/// of the `anchor` rule that called the anchor (`caller`, from
+/// `Engine::anchor_caller`), `subrulenr` the rule's number inside it,
+/// `ruleset` the anchor's own name (its last component); tcpdump prints
+/// `rule 4.NAME.0/`. A rule of the main ruleset: its number, no subrule.
+pub fn pflog_records(
+    d: &Decision,
+    pkt: &[u8],
+    iface: &str,
+    dir: Direction,
+    caller: &dyn Fn(&str) -> Option<u32>,
+) -> Vec<Vec<u8>> {
     use crate::packet::MatchAction;
     use palisade_wire::pflog::*;
     if !d.log && d.log_matched.is_empty() {
@@ -1854,9 +1866,14 @@ pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> V
     records
         .into_iter()
         .map(|(rule, act)| {
-            let (ruleset, rulenr) = match rule {
-                Some(r) => (r.anchor.to_string(), r.nr),
-                None => (String::new(), u32::MAX),
+            let (ruleset, rulenr, subrulenr) = match rule {
+                Some(r) if !r.anchor.is_empty() => (
+                    r.anchor.rsplit('/').next().unwrap_or("").to_string(),
+                    caller(&r.anchor).unwrap_or(u32::MAX),
+                    r.nr,
+                ),
+                Some(r) => (String::new(), r.nr, u32::MAX),
+                None => (String::new(), u32::MAX, u32::MAX),
             };
             let h = PflogHeader {
                 af: if pkt.first().is_some_and(|b| b >> 4 == 6) {
@@ -1869,7 +1886,7 @@ pub fn pflog_records(d: &Decision, pkt: &[u8], iface: &str, dir: Direction) -> V
                 ifname: iface.to_string(),
                 ruleset,
                 rulenr,
-                subrulenr: u32::MAX,
+                subrulenr,
                 dir: if dir == Direction::In { 1 } else { 2 },
                 rewritten: d.nat.is_some(),
             };

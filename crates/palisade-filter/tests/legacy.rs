@@ -332,3 +332,46 @@ fn an_inline_anchor_in_a_loaded_anchor_is_flushed() {
     assert!(!probe(&mut f, 5011, 2), "flushed");
     assert!(f_engine.listing("ext/sub").unwrap().is_empty());
 }
+
+/// A rule inside an anchor is logged as pf logs it: `rulenr` the number
+/// of the `anchor` rule that called it, `subrulenr` its number inside,
+/// `ruleset` the anchor's own name; a main rule with no subrule.
+#[test]
+fn pflog_names_anchor_rules_by_their_caller() {
+    let c = config("pass out all\nblock log all\nanchor \"ftp-proxy/*\"\n");
+    let engine = Arc::new(Engine::new(&c, host()));
+    let mut f = Filter::new(engine.clone(), &c, 1);
+    engine.load_anchor(
+        "ftp-proxy/8729.5",
+        &config("pass in log quick proto tcp to port 50000\n").main,
+    );
+    assert_eq!(engine.anchor_caller("ftp-proxy/8729.5"), Some(2));
+    assert_eq!(engine.anchor_caller("ftp-proxy/8729.5/x"), None);
+    assert_eq!(engine.anchor_caller("other"), None);
+    let caller = |p: &str| engine.anchor_caller(p);
+    let header = |pkt: Vec<u8>, f: &mut Filter| {
+        let mut p = pkt.clone();
+        let d = f.process(&mut p, "em0", In, 0);
+        let recs = palisade_filter::filter::pflog_records(&d, &pkt, "em0", In, &caller);
+        assert_eq!(recs.len(), 1, "{d:?}");
+        palisade_wire::pflog::PflogHeader::parse(&recs[0])
+            .unwrap()
+            .0
+    };
+    let h = header(
+        tcp("198.51.100.7", "203.0.113.2", 3000, 50000, 1, 0, 0x02),
+        &mut f,
+    );
+    assert_eq!(
+        (h.rulenr, h.subrulenr, h.ruleset.as_str()),
+        (2, 0, "8729.5")
+    );
+    let h = header(
+        tcp("198.51.100.7", "203.0.113.2", 3000, 50001, 1, 0, 0x02),
+        &mut f,
+    );
+    assert_eq!(
+        (h.rulenr, h.subrulenr, h.ruleset.as_str()),
+        (1, u32::MAX, "")
+    );
+}

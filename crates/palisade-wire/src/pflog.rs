@@ -25,9 +25,11 @@ pub struct PflogHeader {
     /// pf's reason code (`palisade_filter::Reason::code`).
     pub reason: u8,
     pub ifname: String,
-    /// The anchor, empty for the main ruleset.
+    /// The anchor's name (its last component), empty for the main
+    /// ruleset.
     pub ruleset: String,
-    /// Rule number; u32::MAX for the default rule.
+    /// Rule number (for a rule in an anchor: the number of the `anchor`
+    /// rule that called it); u32::MAX for the default rule.
     pub rulenr: u32,
     /// Rule number inside the anchor, u32::MAX when not in an anchor.
     pub subrulenr: u32,

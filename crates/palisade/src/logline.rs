@@ -19,18 +19,22 @@ pub fn log_line(rec: &[u8]) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = ts.as_secs() % 86400;
-    let rule = if h.rulenr == u32::MAX {
-        "-1".to_string()
-    } else if h.ruleset.is_empty() {
-        h.rulenr.to_string()
-    } else {
-        format!("{}.{}", h.rulenr, h.ruleset)
+    // As tcpdump prints it: `rule N/` for a rule of the main ruleset,
+    // `rule N.ANCHOR.M/` for rule M of an anchor called by rule N; then
+    // the reason's code and name.
+    let nr = |n: u32| {
+        if n == u32::MAX {
+            "-1".to_string()
+        } else {
+            n.to_string()
+        }
     };
-    let sub = if h.subrulenr == u32::MAX {
-        "0".to_string()
+    let rule = if h.subrulenr == u32::MAX {
+        nr(h.rulenr)
     } else {
-        h.subrulenr.to_string()
+        format!("{}.{}.{}", nr(h.rulenr), h.ruleset, h.subrulenr)
     };
+    let sub = h.reason;
     let reason = Reason::from_code(h.reason).map_or("?", Reason::name);
     let act = match h.action {
         action::PASS => "pass",
@@ -93,4 +97,42 @@ pub fn log_line(rec: &[u8]) -> String {
         ts.subsec_micros(),
         h.ifname
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_wire::pflog::{action, PflogHeader};
+
+    fn line(ruleset: &str, rulenr: u32, subrulenr: u32, reason: u8) -> String {
+        let mut rec = PflogHeader {
+            af: palisade_wire::pflog::AF_INET,
+            action: action::PASS,
+            reason,
+            ifname: "wan".into(),
+            ruleset: ruleset.into(),
+            rulenr,
+            subrulenr,
+            dir: 1,
+            rewritten: false,
+        }
+        .emit();
+        rec.extend(palisade_wire::build::ip(
+            "198.51.100.7".parse().unwrap(),
+            "203.0.113.2".parse().unwrap(),
+            17,
+            64,
+            &palisade_wire::build::udp(5000, 53, b"x"),
+        ));
+        log_line(&rec)
+    }
+
+    /// As tcpdump prints pflog: `rule N/` then the reason's code and
+    /// name; `rule N.ANCHOR.M/` for a rule inside an anchor.
+    #[test]
+    fn rules_print_as_tcpdump_prints_them() {
+        assert!(line("", 3, u32::MAX, 0).contains(" rule 3/0(match): pass in on wan: "));
+        assert!(line("8729.5", 4, 0, 0).contains(" rule 4.8729.5.0/0(match): "));
+        assert!(line("", u32::MAX, u32::MAX, 1).contains(" rule -1/1(bad-offset): "));
+    }
 }

@@ -262,7 +262,9 @@ pub fn run(a: ReplayArgs) -> Result<bool, String> {
         let mut pkt = ip.to_vec();
         let d = filter.process_with(&mut pkt, &iface, dir, now, n as u32);
         if let Some(w) = log.as_mut() {
-            for rec in palisade_filter::filter::pflog_records(&d, ip, &iface, dir) {
+            let engine = filter.engine_arc();
+            let caller = |p: &str| engine.anchor_caller(p);
+            for rec in palisade_filter::filter::pflog_records(&d, ip, &iface, dir, &caller) {
                 w.write_packet(&PcapPacket::new(fr.ts, rec.len() as u32, &rec))
                     .map_err(|e| format!("writing log: {e}"))?;
             }

@@ -512,7 +512,9 @@ impl Dataplane {
                 .map(|i| i.len)
                 .unwrap_or(pkt.len())
                 .min(pkt.len());
-            for r in palisade_filter::filter::pflog_records(&d, &pkt[..len], iface, dir) {
+            let engine = self.filter.engine_arc();
+            let caller = |p: &str| engine.anchor_caller(p);
+            for r in palisade_filter::filter::pflog_records(&d, &pkt[..len], iface, dir, &caller) {
                 if self.pflog.push(r).is_err() {
                     self.counters.log_dropped += 1;
                 }
