@@ -210,6 +210,20 @@ pub fn run(opts: Options) -> Result<(), String> {
         format!("ftp-proxy: -u {e} (the sessions run as this unprivileged user; create it, or name another with -u)")
     })?;
     flush_stale(&Firewall::Direct(opts.socket.clone()))?;
+    // `-q QUEUE` must name a queue of the running ruleset, or every data
+    // connection's rules would be refused: tried once now, in an anchor
+    // of this process's, emptied at once.
+    if let Some(q) = &opts.queue {
+        let fw = Firewall::Direct(opts.socket.clone());
+        let probe = format!("ftp-proxy/{}.0", std::process::id());
+        let r = load_rules(
+            &fw,
+            &probe,
+            &format!("pass in quick proto tcp to port 1 flags S/SA keep state (max 1) queue {q}\n"),
+        );
+        let _ = load_rules(&fw, &probe, "");
+        r.map_err(|e| format!("ftp-proxy: -q {q}: the daemon refuses rules with it: {e}"))?;
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(

@@ -755,6 +755,29 @@ fn forward_mode_with_divert_to_for_clients_inside() {
     // they are `match` rules that tag and translate, and the main
     // ruleset's `pass quick tagged FTPDATA` passes them (IPv4; the IPv6
     // proxy's rules pass by themselves).
+    // A queue the ruleset does not have is refused at start.
+    let o = Command::new("timeout")
+        .args([
+            "10",
+            "ip",
+            "netns",
+            "exec",
+            &lab.fw,
+            palisade(),
+            "ftp-proxy",
+            "-s",
+        ])
+        .arg(&sock)
+        .args(["-q", "nosuch", "-p", "8031"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("-q nosuch")
+            && err.contains("queue nosuch is not defined"),
+        "{err}"
+    );
     let (mut p4, log4) = proxy(&lab, &sock, &["-q", "std", "-T", "FTPDATA", "-D", "7"]);
     let (mut p6, log6) = proxy(&lab, &sock, &["-6", "-b", "2001:db8::1"]);
     let logs = || three_logs(&dlog, &log4, &log6);
