@@ -222,7 +222,14 @@ impl Conf {
                     format!("greylist user '{}': an unprivileged user", u.get_ref()),
                 ))
             }
-            (u, _) => u.as_ref().map(|u| u.get_ref().clone()),
+            (Some(u), _) => {
+                // Looked up now, so that a name that is not there is
+                // named with its line (`run -n` included).
+                crate::privdrop::lookup_user(u.get_ref())
+                    .map_err(|e| err(u.span(), format!("greylist user {e}")))?;
+                Some(u.get_ref().clone())
+            }
+            (None, _) => None,
         };
         let unknown = match &r.unknown {
             None => Unknown::Deliver,
@@ -2179,6 +2186,8 @@ mod tests {
             e.contains("greylist user 'root': an unprivileged user"),
             "{e}"
         );
+        let e = parse("sniff = [\"eth0\"]\nuser = \"nosuchuser\"\n").unwrap_err();
+        assert!(e.starts_with("p.toml:3: greylist user "), "{e}");
         let c = parse("sniff = [\"eth0\"]\nuser = \"nobody\"\n").unwrap();
         assert_eq!(c.user.as_deref(), Some("nobody"));
         assert_eq!(parse("sniff = [\"eth0\"]\n").unwrap().user, None);
