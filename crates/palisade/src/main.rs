@@ -902,6 +902,12 @@ struct CheckArgs {
     /// another machine instead of this one (see docs/host-model.md).
     #[arg(long, value_name = "FILE")]
     host_model: Option<PathBuf>,
+    /// Resolve interface names as the daemon with this palisade.toml
+    /// does (its interfaces, bridges, CARP interfaces and their
+    /// addresses). Without it or --host-model,
+    /// /etc/palisade/palisade.toml when there is one, else this machine.
+    #[arg(short = 'c', value_name = "CONFIG", conflicts_with = "host_model")]
+    config: Option<PathBuf>,
     /// Load into this anchor (accepted for pfctl compatibility).
     #[arg(short = 'a', value_name = "ANCHOR")]
     anchor: Option<String>,
@@ -1279,6 +1285,19 @@ fn replay_cmd(a: ReplayCli) -> ExitCode {
     }
 }
 
+/// This machine's model, with the interfaces and routes the daemon with
+/// the palisade.toml at `path` has (what `run -n` parses pf.conf with).
+fn daemon_host_model(path: &std::path::Path) -> Result<HostModel, String> {
+    let text = files::read_text(path, files::CONFIG)
+        .map_err(|e| e.message(&path.display().to_string()))?;
+    let cfg =
+        palisade_net::config::Config::parse(path, &text, &|_| true).map_err(|e| e.to_string())?;
+    let mut host = sysmodel::from_system();
+    host.interfaces = cfg.host_interfaces();
+    host.routes = cfg.host_routes();
+    Ok(host)
+}
+
 fn check(a: CheckArgs) -> ExitCode {
     let mut defines = Vec::new();
     for d in &a.define {
@@ -1310,7 +1329,20 @@ fn check(a: CheckArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         },
-        None => sysmodel::from_system(),
+        None => {
+            let (given, path) = match &a.config {
+                Some(c) => (true, c.clone()),
+                None => (false, PathBuf::from("/etc/palisade/palisade.toml")),
+            };
+            match daemon_host_model(&path) {
+                Ok(m) => m,
+                Err(e) if given => {
+                    eprintln!("palisade check: {e}");
+                    return ExitCode::from(1);
+                }
+                Err(_) => sysmodel::from_system(),
+            }
+        }
     };
     let opts = ParseOptions {
         verbose: a.verbose,

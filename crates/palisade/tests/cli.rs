@@ -682,3 +682,53 @@ fn ftp_proxy_options_given_twice_take_the_last() {
     assert!(!err.contains("cannot be used multiple times"), "{err}");
     assert!(err.contains("/nonexistent/palisade.sock"), "{err}");
 }
+
+/// `check -c palisade.toml` resolves interface names as the daemon with
+/// that configuration does (on the firewall, `wan` is palisade.toml's,
+/// not the kernel's); a configuration that is not there is named.
+#[test]
+fn check_resolves_interfaces_from_palisade_toml() {
+    let d = tmpdir("checkc");
+    std::fs::write(
+        d.join("pf.conf"),
+        "pass in on wan from wan:network to (wan)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("palisade.toml"),
+        "pf = \"pf.conf\"\n[[port]]\nname = \"eth7\"\n[[interface]]\nname = \"wan\"\nport = \"eth7\"\naddresses = [\"203.0.113.2/24\"]\n",
+    )
+    .unwrap();
+    let pf = d.join("pf.conf");
+    let cfg = d.join("palisade.toml");
+    let o = palisade_within(
+        5,
+        &[
+            "check",
+            "-v",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-f",
+            pf.to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("from 203.0.113.0/24 to (wan)"), "{out}");
+    let o = palisade_within(
+        5,
+        &[
+            "check",
+            "-c",
+            "/nonexistent/palisade.toml",
+            "-f",
+            pf.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("/nonexistent/palisade.toml"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
