@@ -47,6 +47,41 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// ftp-proxy's page after its options: the pf.conf lines it needs, what
+/// it loads, signals, privileges, IPv6.
+const FTP_PROXY_MORE: &str = "\
+EXAMPLES (pf.conf)
+  Reverse mode, an FTP server inside (palisade ftp-proxy -R 192.0.2.10), older syntax:
+    rdr-anchor \"ftp-proxy/*\"
+    rdr pass on $ext_if proto tcp from any to $ext_if port 21 -> 127.0.0.1 port 8021
+    nat-anchor \"ftp-proxy/*\"
+    anchor \"ftp-proxy/*\"
+  Clients inside, servers outside (palisade ftp-proxy), current syntax:
+    anchor \"ftp-proxy/*\"
+    pass in quick on $int_if inet proto tcp to port 21 divert-to 127.0.0.1 port 8021
+    pass out on $ext_if proto tcp to port 21
+
+THE RULES
+  For each data connection a session loads, into ftp-proxy/PID.ID, a rule
+  for each way with `max 1` (rdr-to and nat-to; or, when the ruleset calls
+  the anchors from nat-anchor / rdr-anchor, rdr and nat rules and filter
+  rules on the translated addresses), replaced at each negotiation and
+  emptied when the session ends. `palisade anchor 'ftp-proxy/*' show`
+  lists them.
+
+SIGNALS AND PRIVILEGES
+  SIGTERM, SIGINT and SIGHUP end every session, their anchors emptied. The
+  sessions run as -u's user, chrooted to an empty directory; a monitor
+  that stays root asks the daemon for them, and empties the anchors a
+  crashed child left.
+
+IPV6
+  -6 listens on ::1 unless -b names an address; connections diverted from
+  outside cannot reach ::1 on Linux, so give -b one of the firewall's
+  IPv6 addresses. Only EPSV and EPRT carry IPv6.
+
+See docs/ftp-proxy.md.";
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Parse and validate a pf.conf, like `pfctl -o none -nvf FILE`.
@@ -163,7 +198,11 @@ enum Cmd {
     /// each data connection a session announces it loads the rules that
     /// pass exactly that connection into `ftp-proxy/ID`, and empties the
     /// anchor when the session ends. Runs in the foreground.
-    #[command(name = "ftp-proxy", args_override_self = true)]
+    #[command(
+        name = "ftp-proxy",
+        args_override_self = true,
+        after_long_help = FTP_PROXY_MORE
+    )]
     FtpProxy(ftpproxy::Options),
     /// The scenarios on this machine, in network namespaces (needs
     /// root): S1 by default, S3, S5 and S6 with `up --scenario`.

@@ -35,6 +35,7 @@ fn render(cmd: &clap::Command, parent: Option<&str>) -> std::io::Result<Vec<u8>>
         .source(format!("palisade {}", env!("CARGO_PKG_VERSION")))
         .manual("Palisade")
         .render(&mut out)?;
+    let mut out = with_value_names(cmd, out);
     let mut see: Vec<String> = Vec::new();
     if let Some(p) = parent {
         see.push(format!("{p}(8)"));
@@ -60,6 +61,49 @@ fn render(cmd: &clap::Command, parent: Option<&str>) -> std::io::Result<Vec<u8>>
         .collect();
     writeln!(out, ".SH \"SEE ALSO\"\n{}", see.join(",\n"))?;
     Ok(out)
+}
+
+/// clap_mangen's SYNOPSIS names an option that takes a value without the
+/// value (`[-b ]`): each gets its value's name, as man pages write them
+/// (`[-b ADDRESS]`).
+fn with_value_names(cmd: &clap::Command, roff: Vec<u8>) -> Vec<u8> {
+    let Ok(mut text) = String::from_utf8(roff) else {
+        return Vec::new();
+    };
+    let Some(start) = text.find(".SH SYNOPSIS\n") else {
+        return text.into_bytes();
+    };
+    let end = text[start + 13..]
+        .find("\n.SH ")
+        .map_or(text.len(), |e| start + 13 + e);
+    let mut syn = text[start..end].to_string();
+    for a in cmd.get_arguments() {
+        if !a.get_action().takes_values() || a.is_positional() {
+            continue;
+        }
+        let v = a
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.to_string());
+        let value = format!(" \\fI{}\\fR]", v.replace('-', "\\-"));
+        let long = a.get_long().map(|l| l.replace('-', "\\-"));
+        let forms = match (a.get_short(), &long) {
+            (Some(c), Some(l)) => vec![format!("[\\fB\\-{c}\\fR|\\fB\\-\\-{l}\\fR]")],
+            (Some(c), None) => vec![format!("[\\fB\\-{c} \\fR]")],
+            (None, Some(l)) => vec![format!("[\\fB\\-\\-{l}\\fR]")],
+            (None, None) => vec![],
+        };
+        for f in forms {
+            let head = f
+                .trim_end_matches(']')
+                .trim_end_matches("\\fR")
+                .trim_end_matches(' ');
+            let with = format!("{head}\\fR{value}");
+            syn = syn.replace(&f, &with);
+        }
+    }
+    text.replace_range(start..end, &syn);
+    text.into_bytes()
 }
 
 /// Every page of the CLI: (file name, roff).
@@ -108,6 +152,24 @@ mod tests {
     /// a feature that came to work leaves the list (`divert-to` stayed
     /// there after ftp-proxy's forward mode carried it out). The other
     /// way round, every warned feature listed, is tests/package.rs's.
+    /// The SYNOPSIS names each option's value (`-b ADDRESS`), which
+    /// clap_mangen leaves out; ftp-proxy's page carries its pf.conf
+    /// examples.
+    #[test]
+    fn synopses_name_option_values() {
+        let pages = super::command_pages().unwrap();
+        let page = |n: &str| {
+            String::from_utf8(pages.iter().find(|(f, _)| f == n).unwrap().1.clone()).unwrap()
+        };
+        let ftp = page("palisade-ftp-proxy.8");
+        assert!(ftp.contains("[\\fB\\-b\\fR \\fIADDRESS\\fR]"), "{ftp}");
+        assert!(ftp.contains("[\\fB\\-s\\fR|\\fB\\-\\-socket\\fR \\fISOCKET\\fR]"));
+        assert!(ftp.contains("[\\fB\\-r \\fR]"), "a flag stays as it is");
+        assert!(ftp.contains("rdr\\-anchor"), "the examples");
+        let run = page("palisade-run.8");
+        assert!(run.contains("[\\fB\\-c\\fR \\fIFILE\\fR]"), "{run}");
+    }
+
     #[test]
     fn pf_page_lists_as_unenforced_only_what_the_parser_warns_about() {
         let dir =
