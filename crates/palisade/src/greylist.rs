@@ -428,9 +428,14 @@ fn admin(g: &Greylist, now: u64, req: &Value, st: &mut Batch<'_>) -> Result<Valu
             Ok(json!({"ok": true, "text": text, "data": items}))
         }
         Some("whitelist") => {
-            let client = req["client"].as_str().ok_or("whitelist: no client")?;
-            let client = &client_address(g, "whitelist", client)?;
+            let named = req["client"].as_str().ok_or("whitelist: no client")?;
+            let client = &client_address(g, "whitelist", named)?;
             match g.whitelist(now, client, st)? {
+                // Entries are kept by network: say so when the client
+                // named less than the network.
+                Some(net) if net != named.trim() => Ok(json!({"ok": true, "text": format!(
+                    "{net}: whitelisted (the whole network: entries are kept by ipv4-prefix / ipv6-prefix networks; a whitelist-clients file can name one address)\n"
+                )})),
                 Some(net) => Ok(json!({"ok": true, "text": format!("{net}: whitelisted\n")})),
                 None => Err(format!(
                     "whitelist: '{client}' is not an IPv4 or IPv6 address"
@@ -2149,6 +2154,34 @@ mod tests {
         let db = load_db(&c).unwrap();
         assert_eq!(db.entries[0].class, "Evil");
         assert!(db.entries.len() > 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Whitelisting one address whitelists its network (entries are
+    /// kept by network), and says so; naming the network says nothing
+    /// more.
+    #[test]
+    fn whitelisting_an_address_says_it_takes_the_network() {
+        let d = std::env::temp_dir().join(format!("palisade-wlnet-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let c = Conf::parse(
+            Path::new("p.toml"),
+            &format!(
+                "[greylist]\nsniff = [\"eth0\"]\ndatabase = \"{}\"\n",
+                d.join("g.redb").display()
+            ),
+        )
+        .unwrap();
+        let one = admin_offline(&c, &json!({"op": "whitelist", "client": "192.0.2.7"})).unwrap();
+        let t = one["text"].as_str().unwrap();
+        assert!(
+            t.starts_with("192.0.2.0/24: whitelisted (the whole network"),
+            "{t}"
+        );
+        let net =
+            admin_offline(&c, &json!({"op": "whitelist", "client": "198.51.100.0/24"})).unwrap();
+        assert_eq!(net["text"], "198.51.100.0/24: whitelisted\n");
         let _ = std::fs::remove_dir_all(&d);
     }
 
