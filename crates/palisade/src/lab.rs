@@ -914,12 +914,14 @@ impl Lab {
             );
         } else {
             println!(
-                "The {} lab '{}': {} of the {} processes it started are gone (pids {:?}); see the logs in {}, or `palisade lab down` and up again.",
+                "The {} lab '{}': {} of the {} processes it started {} gone (pid{} {}); see the logs in {}, or `palisade lab down` and up again.",
                 scenario.to_uppercase(),
                 self.prefix,
                 gone.len(),
                 procs.len(),
-                gone,
+                if gone.len() == 1 { "is" } else { "are" },
+                if gone.len() == 1 { "" } else { "s" },
+                gone.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "),
                 self.dir().display()
             );
         }
