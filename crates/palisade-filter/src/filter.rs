@@ -339,12 +339,16 @@ impl Filter {
         rec: &crate::state::StateRecord,
         now_ms: u64,
     ) -> Result<u64, crate::state::ImportError> {
-        let rule = rec
-            .rule
+        let rule = self.record_rule(rec);
+        self.states.import(rec, now_ms, rule)
+    }
+
+    /// A record's rule in this ruleset (its state options and counters).
+    fn record_rule(&self, rec: &crate::state::StateRecord) -> Option<crate::state::RuleForState> {
+        rec.rule
             .as_ref()
             .and_then(|r| self.engine.rule_for_state(r))
-            .map(|(o, st)| (o, Some(st)));
-        self.states.import(rec, now_ms, rule)
+            .map(|(o, st)| (o, Some(st)))
     }
 
     /// Take back a state this firewall saved before a restart (see
@@ -355,11 +359,7 @@ impl Filter {
         rec: &crate::state::StateRecord,
         now_ms: u64,
     ) -> Result<u64, crate::state::ImportError> {
-        let rule = rec
-            .rule
-            .as_ref()
-            .and_then(|r| self.engine.rule_for_state(r))
-            .map(|(o, st)| (o, Some(st)));
+        let rule = self.record_rule(rec);
         self.states.restore(rec, now_ms, rule)
     }
 
