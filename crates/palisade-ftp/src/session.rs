@@ -649,7 +649,17 @@ impl Session {
 /// byte (0xf0-0xfe; WILL/WONT/DO/DONT take an option byte too). IAC IAC
 /// (a data byte 0xff) is kept as it is.
 fn strip_telnet(line: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(line.len());
+    // The line's end is kept out of it: a sequence cut short by the end
+    // of the line never takes the newline with it.
+    let body_len = if line.ends_with(b"\r\n") {
+        line.len() - 2
+    } else if line.ends_with(b"\n") {
+        line.len() - 1
+    } else {
+        line.len()
+    };
+    let (line, end) = line.split_at(body_len);
+    let mut out = Vec::with_capacity(line.len() + end.len());
     let mut i = 0;
     while i < line.len() {
         match (line[i], line.get(i + 1)) {
@@ -665,6 +675,7 @@ fn strip_telnet(line: &[u8]) -> Vec<u8> {
             }
         }
     }
+    out.extend_from_slice(end);
     out
 }
 

@@ -540,3 +540,16 @@ fn telnet_commands_before_a_command_are_taken_out() {
     assert!(seen.to_server.starts_with("PORT 192,0,2,1,"), "{seen:?}");
     assert_eq!(seen.rules.len(), 1);
 }
+
+/// A Telnet command cut short by the end of the line (IAC DONT with no
+/// option byte) never takes the newline with it: the line still goes to
+/// the server whole (found by the fuzzer: "Mbb" went out without its
+/// end, to be glued to the next line).
+#[test]
+fn a_telnet_command_at_the_end_of_a_line_keeps_the_line_whole() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"NOOP\xff\xfe\nNOOP\xff\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "NOOP\n", "{seen:?}");
+    assert_eq!(seen.refused.len(), 1, "the lone 0xff: {seen:?}");
+}
