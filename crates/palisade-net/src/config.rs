@@ -159,6 +159,9 @@ struct RawBridge {
     /// RARP (brconfig's `blocknonip`).
     #[serde(default)]
     blocknonip: Vec<Spanned<String>>,
+    /// Carry VLAN-tagged frames no [[interface]] claims, unfiltered.
+    #[serde(default)]
+    pass_tagged: bool,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
     #[serde(default)]
@@ -462,6 +465,9 @@ pub struct Iface {
     /// For a member: `blocknonip` (only IPv4, IPv6, ARP and RARP frames
     /// come in by it or go out by it; VLAN-tagged frames are not IP).
     pub block_non_ip: bool,
+    /// For a bridge: `pass-tagged` (VLAN-tagged frames no interface
+    /// claims cross it as they are, unfiltered; else they are dropped).
+    pub pass_tagged: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -733,6 +739,7 @@ impl Config {
                 bridge: None,
                 members: Vec::new(),
                 block_non_ip: false,
+                pass_tagged: false,
             });
         }
         // A port listed without an [[interface]] is an interface of its own name.
@@ -749,6 +756,7 @@ impl Config {
                     bridge: None,
                     members: Vec::new(),
                     block_non_ip: false,
+                    pass_tagged: false,
                 });
             }
         }
@@ -826,6 +834,7 @@ impl Config {
                 bridge: None,
                 members,
                 block_non_ip: false,
+                pass_tagged: b.pass_tagged,
             });
         }
         let mut routes = Vec::new();

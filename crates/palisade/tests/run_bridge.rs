@@ -55,7 +55,7 @@ fn bridge_filters_real_traffic() {
         "pf = \"pf.conf\"\n\
          [[port]]\nname = \"p1\"\n\
          [[port]]\nname = \"p2\"\n\
-         [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n",
+         [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\npass-tagged = true\n",
     );
 
     // A bad pf.conf is refused with its place named, ports untouched.
@@ -142,10 +142,11 @@ fn bridge_filters_real_traffic() {
         "TCP from h2 to h1 must be blocked (pass in on p1 only)"
     );
 
-    // A VLAN-tagged frame (no interface is configured for VLAN 42)
-    // crosses the bridge as it is, unfiltered like any frame that is not
-    // IP, in spite of `block all` (OpenBSD's bridge does the same; a
-    // member marked `blocknonip` would drop it).
+    // With `pass-tagged`, a VLAN-tagged frame (no interface is configured
+    // for VLAN 42) crosses the bridge as it is, unfiltered like any frame
+    // that is not IP, in spite of `block all` (OpenBSD's bridge does the
+    // same; without `pass-tagged`, or to a member marked `blocknonip`, it
+    // is dropped).
     let mut dump = ns.spawn(
         &h2,
         &[

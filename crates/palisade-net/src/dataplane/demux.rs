@@ -34,10 +34,10 @@ pub(super) enum Arrival<'a> {
 
 pub(super) struct Demux {
     by_port_vlan: HashMap<(usize, Option<u16>), usize>,
-    /// Ports whose untagged interface is a bridge member: a tagged frame
-    /// no VLAN interface claims is bridged there whole, tag and all, as
-    /// any frame that is not IP (OpenBSD's bridge(4) and Linux's bridge
-    /// without VLAN filtering do so).
+    /// Ports whose untagged interface is a member of a bridge with
+    /// `pass-tagged`: a tagged frame no VLAN interface claims is bridged
+    /// there whole, tag and all, as any frame that is not IP (OpenBSD's
+    /// bridge(4) and Linux's bridge without VLAN filtering do so).
     bridged: HashMap<usize, usize>,
     mtus: Vec<usize>,
     host_port: Option<usize>,
@@ -50,7 +50,7 @@ impl Demux {
         for (ix, i) in cfg.ifaces.iter().enumerate() {
             if let Some(p) = i.port {
                 by_port_vlan.insert((p, i.vlan), ix);
-                if i.vlan.is_none() && i.bridge.is_some() {
+                if i.vlan.is_none() && i.bridge.is_some_and(|b| cfg.ifaces[b].pass_tagged) {
                     bridged.insert(p, ix);
                 }
             }
@@ -93,9 +93,15 @@ impl Demux {
                 payload: &frame[off..],
             });
         }
-        let vid = f.vlan().map(|t| t.vid);
-        // Stacked tags (802.1ad): no interface is configured for them.
+        // VLAN 0 is a priority tag (802.1Q): the frame is untagged
+        // traffic, the port's own, and pf sees its packets.
+        let vid = f.vlan().map(|t| t.vid).filter(|v| *v != 0);
+        // Stacked tags (802.1ad): no interface is configured for them,
+        // nor carried by a bridge when the outer tag is a VLAN interface's.
         let claimed = if ethertype.is_tag() {
+            if vid.is_some() && self.by_port_vlan.contains_key(&(port, vid)) {
+                return Err(DropReason::UnknownVlan);
+            }
             None
         } else {
             self.by_port_vlan.get(&(port, vid)).copied()

@@ -770,14 +770,26 @@ fn bridged_non_ip_broadcasts_are_not_counted_as_drops() {
     );
 }
 
-/// A VLAN-tagged frame on a bridge member whose port has no interface
-/// for that VLAN is bridged as it is, tag and all, like any frame that
-/// is not IP (OpenBSD's bridge and Linux's without VLAN filtering do
-/// so): flooded, then sent only to the member its destination was
-/// learnt on; pf does not see it. Stacked tags (802.1ad) likewise.
+/// With `pass-tagged`, a VLAN-tagged frame on a bridge member whose port
+/// has no interface for that VLAN is bridged as it is, tag and all, like
+/// any frame that is not IP (OpenBSD's bridge and Linux's without VLAN
+/// filtering do so): flooded, then sent only to the member its
+/// destination was learnt on; pf does not see it. Stacked tags (802.1ad)
+/// likewise. Without it (the default), such frames are dropped.
 #[test]
 fn tagged_frames_cross_a_bridge_as_they_are() {
-    let mut d = dp(S1, "block all\n");
+    let s1 = S1.replace(
+        "members = [\"wan\", \"dmz\"]",
+        "members = [\"wan\", \"dmz\"]\npass-tagged = true",
+    );
+    let mut plain = dp(S1, "pass\n");
+    let tagged42 = eth(B, A, Some(42), 0x0800, &[0u8; 46]);
+    assert!(
+        plain.input(0, &tagged42, 0).is_empty(),
+        "dropped by default"
+    );
+    assert_eq!(plain.counters.unknown_vlan, 1);
+    let mut d = dp(&s1, "block all\n");
     let ip = build::ip(
         "203.0.113.9".parse().unwrap(),
         "203.0.113.10".parse().unwrap(),
@@ -808,6 +820,33 @@ fn tagged_frames_cross_a_bridge_as_they_are() {
     assert_eq!(d.counters.unknown_vlan, 1);
 }
 
+/// A priority-tagged frame (VLAN 0) is the port's untagged traffic: pf
+/// sees its packets on the bridge (blocked under `block all`, even with
+/// `pass-tagged`), and when they pass they leave untagged.
+#[test]
+fn priority_tagged_frames_are_filtered_as_untagged() {
+    let ip = build::ip(
+        "203.0.113.9".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+        17,
+        64,
+        &[0u8; 32],
+    );
+    let prio = eth(B, A, Some(0), 0x0800, &ip);
+    let s1 = S1.replace(
+        "members = [\"wan\", \"dmz\"]",
+        "members = [\"wan\", \"dmz\"]\npass-tagged = true",
+    );
+    let mut d = dp(&s1, "block all\n");
+    assert!(d.input(0, &prio, 0).is_empty(), "pf blocked it");
+    assert_eq!(d.counters.blocked, 1);
+    let mut d = dp(S1, "pass\n");
+    let o = d.input(0, &prio, 0);
+    assert_eq!(ports(&o), [1]);
+    assert_eq!(&o[0].1[12..14], &[0x08, 0x00], "left untagged");
+    assert_eq!(&o[0].1[14..14 + ip.len()], &ip[..]);
+}
+
 /// `blocknonip` on a member (brconfig's): frames other than IPv4, IPv6,
 /// ARP and RARP neither come in by it nor go out by it; VLAN-tagged
 /// frames count as not IP. The other members still exchange them, and
@@ -816,7 +855,7 @@ fn tagged_frames_cross_a_bridge_as_they_are() {
 fn blocknonip_members_take_and_get_only_ip_and_arp() {
     let toml = S1.replace(
         "members = [\"wan\", \"dmz\"]",
-        "members = [\"wan\", \"dmz\"]\nblocknonip = [\"wan\"]",
+        "members = [\"wan\", \"dmz\"]\nblocknonip = [\"wan\"]\npass-tagged = true",
     );
     assert_ne!(toml, S1);
     let mut d = dp(&toml, "pass\n");
