@@ -301,6 +301,10 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         // Ports open, rules compiled, control and metrics listening.
         crate::notify::ready(&sh);
+        // Up: the saved states are in the table, the file goes.
+        if let Some(path) = &state_file {
+            crate::statefile::taken(path);
+        }
         crate::daemon::WAKE_FD.store(sh.wake.fd(), Ordering::SeqCst);
         worker(0, &sh, first, fanout, Some(&mut isolation), pflog);
         crate::daemon::WAKE_FD.store(-1, Ordering::SeqCst);

@@ -83,10 +83,13 @@ pub fn save(path: &Path, filter: &Filter, now_ms: u64) -> Result<usize, String> 
     let (bytes, n) = encode(filter, now_ms, unix_ms());
     let tmp = tmp_path(path);
     let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Every connection is in it: root's only.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
@@ -109,6 +112,17 @@ fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".new");
     PathBuf::from(s)
+}
+
+/// The daemon is up with the states `restore` took: the file goes, so
+/// that a later crash (which writes nothing) cannot bring back states
+/// that old.
+pub fn taken(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("state-file {}: cannot remove it: {e}", path.display());
+        }
+    }
 }
 
 /// What `restore` took back.
@@ -183,9 +197,10 @@ pub fn decode_into(
     Ok(r)
 }
 
-/// Take back the states saved at `path`, if there is a file, and remove
-/// it. A file that cannot be read whole is moved aside to `PATH.bad`
-/// (and said so); the daemon starts without its states.
+/// Take back the states saved at `path`, if there is a file (`taken`
+/// removes it once the daemon is up: a start that fails before keeps it
+/// for the next). A file that cannot be read whole is moved aside to
+/// `PATH.bad` (and said so); the daemon starts without its states.
 pub fn restore(path: &Path, filter: &mut Filter, now_ms: u64) -> Option<Restored> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -199,12 +214,7 @@ pub fn restore(path: &Path, filter: &mut Filter, now_ms: u64) -> Option<Restored
         }
     };
     match decode_into(&bytes, filter, now_ms, unix_ms()) {
-        Ok(r) => {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!("state-file {}: cannot remove it: {e}", path.display());
-            }
-            Some(r)
-        }
+        Ok(r) => Some(r),
         Err(why) => {
             let mut bad = path.as_os_str().to_owned();
             bad.push(".bad");
@@ -452,6 +462,12 @@ mod tests {
         let mut b = filter(RULES, 9);
         let r = restore(&path, &mut b, 0).unwrap();
         assert_eq!(r.taken, 3);
+        // Kept until the daemon is up (a start that fails reads it again).
+        assert!(path.exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "root's only");
+        taken(&path);
         assert!(!path.exists());
         assert!(restore(&path, &mut b, 0).is_none());
         std::fs::write(&path, b"PALISADE-STATES\x01 short").unwrap();

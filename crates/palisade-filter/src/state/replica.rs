@@ -439,7 +439,33 @@ impl StateTable {
         rule: Option<RuleForState>,
     ) -> Result<u64, ImportError> {
         if rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator {
-            return Err(ImportError::OwnId);
+            // A state of ours the peer sends back (its bulk update after
+            // we restarted with `set hostid`, the peer having carried the
+            // connection meanwhile): merged, the more advanced side
+            // winning, as pfsync updates take it. One we do not have is
+            // not made from the peer's word.
+            return match self.get(rec.id) {
+                Some(s)
+                    if s.creator == rec.creator
+                        && self.wire(s) == rec.wire
+                        && self.stack(s) == rec.stack =>
+                {
+                    let up = StateUpdate {
+                        sid: StateId {
+                            id: rec.id,
+                            creator: rec.creator,
+                        },
+                        src: rec.src,
+                        dst: rec.dst,
+                        timeout: rec.timeout,
+                        expire_ms: rec.expire_ms,
+                        seqdiff_dst: rec.seqdiff_dst,
+                    };
+                    self.merge_update(&up, now_ms)?;
+                    Ok(rec.id)
+                }
+                _ => Err(ImportError::OwnId),
+            };
         }
         self.take_record(rec, now_ms, rule, false)
     }
