@@ -101,8 +101,9 @@ pub fn parse_clients(text: &str) -> Result<Vec<ClientPattern>, LineError> {
 /// `l` as an address or network, if it is written as one (Err: it is,
 /// but wrongly).
 fn net(l: &str) -> Option<Result<(IpAddr, u8), String>> {
-    // postgrey's prefix form: `10.` or `192.0.2.`.
-    if l.ends_with('.') && l.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    // postgrey's prefix form: `10.` or `192.0.2.` (or without the last
+    // dot: digits and dots that are not a whole address).
+    if l.bytes().all(|b| b.is_ascii_digit() || b == b'.') && l.parse::<IpAddr>().is_err() {
         let parts: Vec<&str> = l.trim_end_matches('.').split('.').collect();
         let mut o = [0u8; 4];
         if parts.len() > 3 {
@@ -236,7 +237,7 @@ mod tests {
     fn clients_by_network_prefix_and_name() {
         let w = Whitelist {
             clients: parse_clients(
-                "# known senders\n198.51.100.0/24\n192.0.2.\n2001:db8::/32\nExample.ORG   # and below\n203.0.113.9\n",
+                "# known senders\n198.51.100.0/24\n192.0.2.\n2001:db8::/32\nExample.ORG   # and below\n203.0.113.9\n198.18\n",
             )
             .unwrap(),
             recipients: Vec::new(),
@@ -246,6 +247,10 @@ mod tests {
         assert!(w.client("::ffff:192.0.2.1", "unknown"), "mapped IPv4");
         assert!(w.client("2001:db8:5::1", "unknown"));
         assert!(w.client("203.0.113.9", "unknown"));
+        assert!(
+            w.client("198.18.77.1", "unknown"),
+            "a prefix without its last dot"
+        );
         assert!(!w.client("203.0.113.10", "unknown"));
         assert!(w.client("203.0.113.10", "mx1.example.org"));
         assert!(w.client("203.0.113.10", "EXAMPLE.org."));

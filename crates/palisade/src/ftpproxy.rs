@@ -219,7 +219,11 @@ pub fn run(opts: Options) -> Result<(), String> {
         let r = load_rules(
             &fw,
             &probe,
-            &format!("pass in quick proto tcp to port 1 flags S/SA keep state (max 1) queue {q}\n"),
+            // A rule no packet can match (from and to the limited
+            // broadcast address), so the try passes nothing.
+            &format!(
+                "match out inet proto tcp from 255.255.255.255 to 255.255.255.255 port 1 queue {q}\n"
+            ),
         );
         let _ = load_rules(&fw, &probe, "");
         r.map_err(|e| format!("ftp-proxy: -q {q}: the daemon refuses rules with it: {e}"))?;
@@ -834,17 +838,23 @@ fn connect(to: SocketAddr, from: Option<IpAddr>) -> std::io::Result<TcpStream> {
     }
 }
 
+/// Keepalive, and urgent data read in line: ftp(1) sends the IAC of
+/// its Telnet Synch before ABOR as urgent data (RFC 959 4.1.3), which
+/// would otherwise be taken out of the stream and leave the DM glued to
+/// the command; in line, the session takes the whole sequence out.
 fn keepalive(s: &TcpStream) {
     let on: libc::c_int = 1;
-    // SAFETY: setsockopt with an int of the size given, on our socket.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            &on as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
+    for opt in [libc::SO_KEEPALIVE, libc::SO_OOBINLINE] {
+        // SAFETY: setsockopt with an int of the size given, on our socket.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }
 

@@ -410,6 +410,51 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
         println!("lftp {mode}: 20 MB, same bytes");
     }
 
+    // ABOR as ftp(1) sends it (RFC 959 4.1.3): Telnet IP, then the IAC
+    // of the Synch as urgent data, then DM and the command: the server
+    // gets ABOR (vsftpd, idle: 225), not 500.
+    let abor = in_netns(&lab.client, || {
+        use std::os::fd::AsRawFd;
+        let mut s =
+            TcpStream::connect_timeout(&"203.0.113.1:21".parse().unwrap(), Duration::from_secs(5))
+                .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        let mut got = Vec::new();
+        r.read_line(&mut line).unwrap();
+        for cmd in ["USER anonymous", "PASS x"] {
+            write!(s, "{cmd}\r\n").unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            got.push(line.trim().to_string());
+        }
+        s.write_all(b"\xff\xf4").unwrap();
+        // SAFETY: send on our socket's fd, one byte from a live buffer.
+        let n = unsafe {
+            libc::send(
+                s.as_raw_fd(),
+                b"\xff".as_ptr() as *const libc::c_void,
+                1,
+                libc::MSG_OOB,
+            )
+        };
+        assert_eq!(n, 1);
+        s.write_all(b"\xf2ABOR\r\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        got.push(line.trim().to_string());
+        got
+    })
+    .join()
+    .unwrap();
+    assert!(abor[1].starts_with("230"), "{abor:?}");
+    assert!(
+        abor[2].starts_with("225") || abor[2].starts_with("226"),
+        "ABOR: {abor:?}\n{}",
+        logs()
+    );
+
     // While a transfer runs the session's anchor holds its rules; a second
     // connection to the announced port is refused (max 1); after the
     // session the anchor is empty.
