@@ -1379,7 +1379,15 @@ fn check(a: CheckArgs) -> ExitCode {
                     eprintln!("palisade check: {e}");
                     return ExitCode::from(1);
                 }
-                Err(_) => sysmodel::from_system(),
+                Err(e) => {
+                    // There but unreadable: said, not silently passed over.
+                    if path.exists() {
+                        eprintln!(
+                            "palisade check: {e}; interface names resolve from this machine instead"
+                        );
+                    }
+                    sysmodel::from_system()
+                }
             }
         }
     };

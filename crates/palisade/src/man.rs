@@ -67,8 +67,9 @@ fn render(cmd: &clap::Command, parent: Option<&str>) -> std::io::Result<Vec<u8>>
 /// value (`[-b ]`): each gets its value's name, as man pages write them
 /// (`[-b ADDRESS]`).
 fn with_value_names(cmd: &clap::Command, roff: Vec<u8>) -> Vec<u8> {
-    let Ok(mut text) = String::from_utf8(roff) else {
-        return Vec::new();
+    let mut text = match String::from_utf8(roff) {
+        Ok(t) => t,
+        Err(e) => return e.into_bytes(),
     };
     let Some(start) = text.find(".SH SYNOPSIS\n") else {
         return text.into_bytes();
