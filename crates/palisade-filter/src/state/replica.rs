@@ -445,29 +445,34 @@ impl StateTable {
             // winning, as pfsync updates take it. One we do not have is
             // not made from the peer's word.
             return match self.get(rec.id) {
-                Some(s)
-                    if s.creator == rec.creator
-                        && self.wire(s) == rec.wire
-                        && self.stack(s) == rec.stack =>
-                {
-                    let up = StateUpdate {
-                        sid: StateId {
-                            id: rec.id,
-                            creator: rec.creator,
-                        },
-                        src: rec.src,
-                        dst: rec.dst,
-                        timeout: rec.timeout,
-                        expire_ms: rec.expire_ms,
-                        seqdiff_dst: rec.seqdiff_dst,
-                    };
-                    self.merge_update(&up, now_ms)?;
-                    Ok(rec.id)
-                }
+                Some(s) if self.same_state(s, rec) => self.merge_record(rec, now_ms),
                 _ => Err(ImportError::OwnId),
             };
         }
         self.take_record(rec, now_ms, rule, false)
+    }
+
+    /// `s` is the state `rec` describes: same creator, same keys.
+    fn same_state(&self, s: &State, rec: &StateRecord) -> bool {
+        s.creator == rec.creator && self.wire(s) == rec.wire && self.stack(s) == rec.stack
+    }
+
+    /// A record of a state the table has: its windows and expiry merged
+    /// (`merge_update`: the more advanced side wins).
+    fn merge_record(&mut self, rec: &StateRecord, now_ms: u64) -> Result<u64, ImportError> {
+        let up = StateUpdate {
+            sid: StateId {
+                id: rec.id,
+                creator: rec.creator,
+            },
+            src: rec.src,
+            dst: rec.dst,
+            timeout: rec.timeout,
+            expire_ms: rec.expire_ms,
+            seqdiff_dst: rec.seqdiff_dst,
+        };
+        self.merge_update(&up, now_ms)?;
+        Ok(rec.id)
     }
 
     /// Take back a state this firewall saved before it restarted
@@ -505,20 +510,8 @@ impl StateTable {
             return Err(ImportError::Invalid("a key mixes address families"));
         }
         if let Some(s) = self.get(rec.id).filter(|_| !own) {
-            if s.creator == rec.creator && self.wire(s) == rec.wire && self.stack(s) == rec.stack {
-                let up = StateUpdate {
-                    sid: StateId {
-                        id: rec.id,
-                        creator: rec.creator,
-                    },
-                    src: rec.src,
-                    dst: rec.dst,
-                    timeout: rec.timeout,
-                    expire_ms: rec.expire_ms,
-                    seqdiff_dst: rec.seqdiff_dst,
-                };
-                self.merge_update(&up, now_ms)?;
-                return Ok(rec.id);
+            if self.same_state(s, rec) {
+                return self.merge_record(rec, now_ms);
             }
             return Err(ImportError::KeyInUse);
         }
