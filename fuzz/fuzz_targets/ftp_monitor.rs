@@ -25,9 +25,6 @@ fuzz_target!(|data: &[u8]| {
             };
             let out = match &call {
                 Call::Whole(o) | Call::Within(o, _) => o,
-                // The monitor asks the main ruleset itself and answers
-                // only yes or no: nothing of the request is forwarded.
-                Call::Syntax => continue,
             };
             let fields: Vec<&str> = out
                 .as_object()
@@ -67,6 +64,10 @@ fuzz_target!(|data: &[u8]| {
                         }
                         op => panic!("operation {op:?} accepted: {out}"),
                     }
+                }
+                Some("translation-anchor") => {
+                    assert_eq!(out["anchor"], "ftp-proxy/*", "{out}");
+                    assert_eq!(fields.len(), 2, "{out}");
                 }
                 cmd => panic!("command {cmd:?} accepted: {out}"),
             }

@@ -716,6 +716,17 @@ impl Engine {
         })
     }
 
+    /// Does the main ruleset call `target` (as written: `ftp-proxy/*`)
+    /// from a `nat-anchor`, `rdr-anchor` or `binat-anchor` rule, the older
+    /// syntax's translation anchors? (ftp-proxy asks, per session, which
+    /// rules to load.)
+    pub fn calls_translation_anchor(&self, target: &str) -> bool {
+        self.main
+            .legacy
+            .iter()
+            .any(|l| l.anchor.as_deref() == Some(target))
+    }
+
     /// Does the ruleset use the older translation syntax?
     pub fn has_legacy(&self) -> bool {
         !self.main.legacy.is_empty() || self.anchors_read().values().any(|a| !a.legacy.is_empty())

@@ -375,3 +375,17 @@ fn pflog_names_anchor_rules_by_their_caller() {
         (1, u32::MAX, "")
     );
 }
+
+/// Whether the main ruleset calls an anchor from the older syntax's
+/// translation anchors (ftp-proxy's question).
+#[test]
+fn translation_anchor_calls_are_known() {
+    let legacy = Engine::new(
+        &config("rdr-anchor \"ftp-proxy/*\"\nnat-anchor \"ftp-proxy/*\"\nanchor \"ftp-proxy/*\"\npass\n"),
+        host(),
+    );
+    assert!(legacy.calls_translation_anchor("ftp-proxy/*"));
+    assert!(!legacy.calls_translation_anchor("other/*"));
+    let newer = Engine::new(&config("anchor \"ftp-proxy/*\"\npass\n"), host());
+    assert!(!newer.calls_translation_anchor("ftp-proxy/*"));
+}

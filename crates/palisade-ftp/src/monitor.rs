@@ -22,29 +22,19 @@ pub enum Call {
     Whole(Value),
     /// An answer within this time (`control::request_within`).
     Within(Value, Duration),
-    /// Whether the main ruleset calls the proxy's anchors from
-    /// `nat-anchor` / `rdr-anchor` (the older syntax): the monitor asks
-    /// for the main ruleset (`rules_request`) and answers only that
-    /// (`{"legacy": bool}`, from `calls_legacy`), not the rules.
-    Syntax,
 }
 
-/// The daemon's request for the main ruleset.
-pub fn rules_request() -> Value {
-    json!({"cmd": "show", "what": "rules", "verbose": 0, "anchor": ""})
+/// The daemon's question: does the main ruleset call `ftp-proxy/*` from
+/// `nat-anchor` / `rdr-anchor` (the older syntax, whose translations are
+/// `nat` and `rdr` rules that run before filtering)? The answer's
+/// `data.legacy` says (`calls_legacy`).
+pub fn syntax_request() -> Value {
+    json!({"cmd": "translation-anchor", "anchor": "ftp-proxy/*"})
 }
 
-/// In the answer to `rules_request`: a `nat-anchor` or `rdr-anchor` rule
-/// calls `ftp-proxy/*` (the older syntax, whose translations are `nat`
-/// and `rdr` rules that run before filtering).
-pub fn calls_legacy(answer: &Value) -> bool {
-    answer["data"].as_array().is_some_and(|rules| {
-        rules.iter().filter_map(|r| r["rule"].as_str()).any(|t| {
-            ["nat-anchor \"ftp-proxy/", "rdr-anchor \"ftp-proxy/"]
-                .iter()
-                .any(|k| t.starts_with(k))
-        })
-    })
+/// The answer to `syntax_request`.
+pub fn calls_legacy(answer: &Value) -> Option<bool> {
+    answer["data"]["legacy"].as_bool()
 }
 
 /// The request the monitor sends for what the child asked (`req`), the
@@ -105,7 +95,7 @@ pub fn checked(req: &Value, prefix: &str) -> Result<Call, String> {
                 )),
             }
         }
-        Some("syntax") => Ok(Call::Syntax),
+        Some("translation-anchor") => Ok(Call::Whole(syntax_request())),
         cmd => Err(format!("command {cmd:?} is not ftp-proxy's")),
     }
 }
@@ -154,17 +144,19 @@ mod tests {
                 json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0})
             ))
         );
-        assert_eq!(checked(&json!({"cmd": "syntax"}), P), Ok(Call::Syntax));
-        let listing = |rules: &[&str]| json!({"ok": true, "data": rules.iter().map(|r| json!({"rule": r})).collect::<Vec<_>>()});
-        assert!(calls_legacy(&listing(&[
-            "rdr-anchor \"ftp-proxy/*\" all",
-            "anchor \"ftp-proxy/*\" all"
-        ])));
-        assert!(!calls_legacy(&listing(&[
-            "anchor \"ftp-proxy/*\" all",
-            "pass all"
-        ])));
-        assert!(!calls_legacy(&json!({"ok": false})));
+        // The syntax question, rebuilt: always about ftp-proxy/* only.
+        assert_eq!(
+            checked(
+                &json!({"cmd": "translation-anchor", "anchor": "other/*"}),
+                P
+            ),
+            Ok(Call::Whole(syntax_request()))
+        );
+        assert_eq!(
+            calls_legacy(&json!({"ok": true, "data": {"legacy": true}})),
+            Some(true)
+        );
+        assert_eq!(calls_legacy(&json!({"ok": false})), None);
         let nat = json!({"cmd": "natlook", "src": "[2001:db8::5]:40000", "dst": "192.0.2.1:21"});
         assert_eq!(
             checked(&nat, P),

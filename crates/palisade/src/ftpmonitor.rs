@@ -9,7 +9,7 @@
 //! - `natlook` (where a connection was going),
 //! - the listing of `ftp-proxy/*`,
 //! - whether the main ruleset calls `ftp-proxy/*` from `nat-anchor` or
-//!   `rdr-anchor` (a yes or no, not the rules),
+//!   `rdr-anchor` (the daemon answers yes or no),
 //! - loading or emptying the child's own anchors, `ftp-proxy/<child's
 //!   pid>.<n>`, at most `-m` of them loaded at once, with rules of at most
 //!   `MAX_RULES` bytes that may read no file (no `include`, `table file`
@@ -378,13 +378,6 @@ impl Server {
                         Call::Whole(req) => crate::control::request(&socket, req),
                         Call::Within(req, limit) => {
                             crate::control::request_within(&socket, req, limit)
-                        }
-                        Call::Syntax => {
-                            crate::control::request(&socket, palisade_ftp::monitor::rules_request())
-                                .map(|a| {
-                                    json!({"ok": true, "data": {
-                                "legacy": palisade_ftp::monitor::calls_legacy(&a)}})
-                                })
                         }
                     };
                     let v = match r {

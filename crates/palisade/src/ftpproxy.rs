@@ -556,18 +556,8 @@ pub(crate) fn anchor_names(v: &Value) -> Vec<String> {
 /// `rdr-anchor` (the older syntax): asked per session, so that a reload
 /// that changes the syntax is followed.
 fn calls_legacy(fw: &Firewall) -> Result<bool, String> {
-    match fw {
-        Firewall::Direct(_) => {
-            let a = fw.request(palisade_ftp::monitor::rules_request())?;
-            Ok(palisade_ftp::monitor::calls_legacy(&a))
-        }
-        Firewall::Monitor(_) => {
-            let a = fw.request(json!({"cmd": "syntax"}))?;
-            a["data"]["legacy"]
-                .as_bool()
-                .ok_or_else(|| format!("the monitor answered {a}"))
-        }
-    }
+    let a = fw.request(palisade_ftp::monitor::syntax_request())?;
+    palisade_ftp::monitor::calls_legacy(&a).ok_or_else(|| format!("the daemon answered {a}"))
 }
 
 fn natlook(fw: &Firewall, src: SocketAddr, dst: SocketAddr) -> Result<SocketAddr, String> {

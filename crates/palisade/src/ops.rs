@@ -108,6 +108,13 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
         Request::Carp(op) => crate::carp::answer(sh, op),
         Request::SyncShow => crate::pfsync::show(sh),
         Request::NatLook { src, dst } => natlook(sh, *src, *dst),
+        Request::TranslationAnchor { anchor } => {
+            let legacy = sh.dp().filter.engine().calls_translation_anchor(anchor);
+            done(
+                format!("{}\n", if legacy { "yes" } else { "no" }),
+                json!({"legacy": legacy}),
+            )
+        }
         Request::Osfp { addr, port } => osfp(sh, *addr, *port),
     }
 }

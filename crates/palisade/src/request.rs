@@ -174,6 +174,11 @@ pub enum Request {
         src: std::net::SocketAddr,
         dst: std::net::SocketAddr,
     },
+    /// Does the main ruleset call `anchor` from `nat-anchor` /
+    /// `rdr-anchor` (the older syntax)? ftp-proxy asks it per session.
+    TranslationAnchor {
+        anchor: String,
+    },
     /// What a host's TCP SYNs were taken for (`osfp show ADDRESS[:PORT]`):
     /// the connection from that port, or the host's latest.
     Osfp {
@@ -334,6 +339,13 @@ impl Request {
                 };
                 Ok(Request::Osfp { addr, port })
             }
+            Some("translation-anchor") => Ok(Request::TranslationAnchor {
+                anchor: req["anchor"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                    .ok_or("translation-anchor: no \"anchor\"")?
+                    .to_string(),
+            }),
             Some("natlook") => {
                 let addr = |k: &str| {
                     req[k]
@@ -442,6 +454,9 @@ impl Request {
             Request::NatLook { src, dst } => {
                 json!({"cmd": "natlook", "src": src.to_string(), "dst": dst.to_string()})
             }
+            Request::TranslationAnchor { anchor } => {
+                json!({"cmd": "translation-anchor", "anchor": anchor})
+            }
             Request::Carp(CarpOp::Show) => json!({"cmd": "carp", "op": "show"}),
             Request::Carp(CarpOp::Demote { group, delta }) => json!({
                 "cmd": "carp",
@@ -535,6 +550,9 @@ mod tests {
             Request::NatLook {
                 src: "203.0.113.50:40000".parse().unwrap(),
                 dst: "[2001:db8::1]:8021".parse().unwrap(),
+            },
+            Request::TranslationAnchor {
+                anchor: "ftp-proxy/*".into(),
             },
             Request::Carp(CarpOp::Demote {
                 group: "carp".into(),
