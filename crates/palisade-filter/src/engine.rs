@@ -751,9 +751,7 @@ impl Engine {
             if !applies {
                 continue;
             }
-            l.m.stats
-                .evaluations
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            l.m.stats.evaluated();
             if !self.matches(&l.m, &rs.path, pkt, None) {
                 continue;
             }
@@ -880,9 +878,7 @@ impl Engine {
                 continue;
             }
             st.evaluations += 1;
-            r.stats
-                .evaluations
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.stats.evaluated();
             if !self.rest_matches(r, &rs.path, pkt, st.tag.as_deref()) {
                 continue;
             }

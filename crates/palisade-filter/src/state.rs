@@ -1142,12 +1142,10 @@ impl StateTable {
 
     /// Attach the creating rule's counters (a state of theirs now).
     pub fn set_stats(&mut self, id: u64, stats: Option<Arc<crate::packet::RuleStats>>) {
-        use std::sync::atomic::Ordering::Relaxed;
         if let (Some(s), Some(st)) = (self.get_mut(id), stats) {
-            st.states_cur.fetch_add(1, Relaxed);
-            st.states_tot.fetch_add(1, Relaxed);
+            st.state_created();
             if let Some(old) = s.stats.replace(st) {
-                old.states_cur.fetch_sub(1, Relaxed);
+                old.state_gone();
             }
         }
     }
@@ -1451,8 +1449,7 @@ impl StateTable {
         self.free.push(slot);
         self.live -= 1;
         if let Some(st) = &s.stats {
-            st.states_cur
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            st.state_gone();
         }
         if let Some(k) = max_key(s.opts.as_ref()) {
             if let Some(n) = self.per_rule.get_mut(&k) {

@@ -731,13 +731,8 @@ fn rule_counters_count_evaluations_packets_bytes_and_states() {
         "the state's packets count on the rule that created it"
     );
     assert_eq!(l[2].stats.snapshot().1, 0);
-    use std::sync::atomic::Ordering::Relaxed;
-    assert_eq!(
-        l[1].stats.packets[0].load(Relaxed),
-        1,
-        "the SYN/ACK came in"
-    );
-    assert_eq!(l[1].stats.packets[1].load(Relaxed), 3);
+    assert_eq!(l[1].stats.packets(In), 1, "the SYN/ACK came in");
+    assert_eq!(l[1].stats.packets(Out), 3);
     // The state expires: no current state, one created.
     f.process(
         &mut tcp(c, s, 1, 2, 0, 0, ACK, 1, b""),

@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 
 use palisade_conf::host::HostModel;
 use palisade_conf::ir::{Addr, Direction, Timeout};
@@ -306,10 +305,10 @@ fn rule_json(r: &RuleListing) -> Value {
         "bytes": b,
         "states": s,
         "state_creations": st,
-        "packets_in": r.stats.packets[0].load(Relaxed),
-        "packets_out": r.stats.packets[1].load(Relaxed),
-        "bytes_in": r.stats.bytes[0].load(Relaxed),
-        "bytes_out": r.stats.bytes[1].load(Relaxed),
+        "packets_in": r.stats.packets(Direction::In),
+        "packets_out": r.stats.packets(Direction::Out),
+        "bytes_in": r.stats.bytes(Direction::In),
+        "bytes_out": r.stats.bytes(Direction::Out),
         "rules": r.inline.iter().map(rule_json).collect::<Vec<_>>(),
     })
 }

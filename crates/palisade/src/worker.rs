@@ -419,6 +419,8 @@ pub fn worker(
     mut isolation: Option<&mut Isolation>,
     mut pflog: Option<PflogFile>,
 ) {
+    // Rule counters in this worker's own lane (cache line).
+    palisade_filter::packet::set_lane(id);
     // Every socket of every port (a split port has three), then the
     // host interface and the wake-up (worker 0).
     let mut extra = Vec::new();
