@@ -83,6 +83,13 @@ pub struct Decision {
     /// holds. (Found out by `process_parsed`, for callers that keep a
     /// description; `process` leaves it false.)
     pub modified: bool,
+    /// Nothing was decided: the packet's state is in this other table
+    /// (a table per worker, `Filter::join`), where the caller must decide
+    /// the packet (`workers::Workers` does). The packet is unchanged,
+    /// nothing was counted, and when the packet was the last piece of a
+    /// fragmented datagram, `reassembled` and `refragment` carry the
+    /// datagram to decide there instead.
+    pub elsewhere: Option<u8>,
 }
 
 /// Where a routing option sends a packet that passed: instead of where the
@@ -137,8 +144,17 @@ impl Decision {
             refragment: None,
             route: None,
             modified: false,
+            elsewhere: None,
         }
     }
+
+    /// Undecided: the packet belongs to a state of table `t`.
+    fn elsewhere(t: u8) -> Decision {
+        let mut d = Decision::drop(Reason::Match);
+        d.elsewhere = Some(t);
+        d
+    }
+
     pub fn passed(&self) -> bool {
         self.action == VerdictAction::Pass
     }
@@ -193,6 +209,10 @@ pub struct Filter {
     /// The SYNs that created inbound states, with their fingerprints
     /// (`record_syns`).
     pub synlog: Option<crate::synlog::SynLog>,
+    /// With a table per worker: a packet whose state is in another
+    /// table is handed back undecided (`Decision::elsewhere`). Off for
+    /// the last try of a packet handed on (`set_redirects`).
+    redirects: bool,
 }
 
 /// A fingerprint's full name, as `pfctl -so` lists it: class, version
@@ -254,9 +274,27 @@ impl Filter {
             skip: std::collections::HashSet::new(),
             keep_os: false,
             synlog: None,
+            redirects: true,
         };
         f.set_options(config);
         f
+    }
+
+    /// Become table `table` of those sharing `directory`, one per worker
+    /// (`StateTable::join`): a packet whose state another table holds is
+    /// then handed back undecided (`Decision::elsewhere`), and a new state
+    /// is refused a key or translation port any table holds. For
+    /// `workers::Workers`, which decides such packets where their state is.
+    pub fn join(&mut self, directory: Arc<crate::state::directory::Directory>, table: u8) {
+        self.states.join(directory, table);
+    }
+
+    /// Whether a packet whose state is in another table is handed back
+    /// (`Decision::elsewhere`); when not, it is decided here as if no
+    /// other table held it (a new state with a key another table holds
+    /// is refused: `state-insert`).
+    pub fn set_redirects(&mut self, on: bool) {
+        self.redirects = on;
     }
 
     /// Take the global options of `config` (`set timeout`, `set limit
@@ -798,6 +836,9 @@ impl Filter {
                 let v6 = matches!(info.l4, L4::Icmp6 { .. });
                 if icmp_is_error(v6, ty) {
                     if let Some(d) = self.icmp_error(ip, &info, iface, dir) {
+                        if d.elsewhere.is_some() {
+                            return d;
+                        }
                         return self.count(d);
                     }
                 }
@@ -835,6 +876,12 @@ impl Filter {
                 return self.state_hit(ip, &info, &key, hit, tcp_seg.as_ref(), now_ms, len, random);
             }
             self.states.remove(hit.id);
+        } else if self.redirects {
+            if let Some(t) = self.states.elsewhere(&key, dir, iface) {
+                // Searched (and counted) where the state is.
+                self.counters.state_searches -= 1;
+                return Decision::elsewhere(t);
+            }
         }
         self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random)
     }
@@ -897,6 +944,7 @@ impl Filter {
             refragment: None,
             route,
             modified: false,
+            elsewhere: None,
         };
         let outcome = match tcp_seg {
             Some(seg) => {
@@ -1074,6 +1122,7 @@ impl Filter {
             refragment: None,
             route: None,
             modified: false,
+            elsewhere: None,
         };
         if let VerdictAction::Block(p) = v.action {
             d.generated = return_packet(ip, &info, p).into_iter().collect();
@@ -1226,6 +1275,15 @@ impl Filter {
                     }
                 }
                 Err(reason) => {
+                    // Another worker's table took the key since this one
+                    // looked (both directions' first packets at once):
+                    // the packet is that state's, decided there. Nothing
+                    // was changed yet; only the rule's counters saw it.
+                    if reason == Reason::StateInsert && self.redirects {
+                        if let Some(t) = self.states.elsewhere(&key, dir, iface) {
+                            return Decision::elsewhere(t);
+                        }
+                    }
                     d.action = VerdictAction::Block(BlockPolicy::Drop);
                     d.reason = reason;
                     return self.count(d);
@@ -1399,7 +1457,13 @@ impl Filter {
             sport: q.sport,
             dport: q.dport,
         };
-        let hit = self.states.lookup_quoted(&quoted, dir, iface)?;
+        let Some(hit) = self.states.lookup_quoted(&quoted, dir, iface) else {
+            return self
+                .states
+                .elsewhere_quoted(&quoted, dir, iface)
+                .filter(|_| self.redirects)
+                .map(Decision::elsewhere);
+        };
         let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
         let mut nat = None;
         if let (Some(_), Some(inner)) = (&hit.outer, &hit.inner) {
@@ -1443,6 +1507,7 @@ impl Filter {
             refragment: None,
             route: None,
             modified: false,
+            elsewhere: None,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod reference;
 pub mod state;
 pub mod synlog;
 pub mod table;
+pub mod workers;
 
 pub use engine::Engine;
 pub use filter::{Decision, Filter, RouteTo, StateMatch};

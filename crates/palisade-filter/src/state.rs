@@ -27,6 +27,7 @@ use palisade_conf::ir::{Af, Direction, KeepState, StateOpts, Timeout};
 
 use crate::packet::RuleRef;
 
+pub mod directory;
 mod replica;
 pub use replica::{
     ImportError, Merged, RuleForState, StateEvent, StateId, StateRecord, StateUpdate,
@@ -670,6 +671,10 @@ pub struct StateTable {
     os_names: Vec<String>,
     /// Interned addresses of translated states.
     xlat: XlatAddrs,
+    /// With a table per worker (`join`): where the others' keys are, and
+    /// this table's number among them.
+    directory: Option<Arc<directory::Directory>>,
+    table: u8,
 }
 
 /// The states' slots, in chunks of `CHUNK`: a table of a million states
@@ -789,7 +794,75 @@ impl StateTable {
             rule_ids: HashMap::new(),
             os_names: Vec::new(),
             xlat: XlatAddrs::default(),
+            directory: None,
+            table: 0,
         }
+    }
+
+    /// Become table `table` of those sharing `directory` (one per
+    /// worker): its keys are then recorded there, a key or translation
+    /// port taken in another table counts as taken here, `set limit
+    /// states` and the adaptive timeouts count the states of all tables,
+    /// and the ids of its states name it (their slot numbers are
+    /// `local * tables + table`). Only for an empty table.
+    pub fn join(&mut self, directory: Arc<directory::Directory>, table: u8) {
+        assert!(self.slab.len() == 0, "join: the table has states");
+        assert!(table < directory.tables(), "join: no such table");
+        self.directory = Some(directory);
+        self.table = table;
+    }
+
+    /// The table's number among those sharing a directory (0 alone).
+    pub fn table(&self) -> u8 {
+        self.table
+    }
+
+    /// How many tables share this one's directory (1 alone).
+    fn stride(&self) -> u32 {
+        self.directory.as_ref().map_or(1, |d| d.tables() as u32)
+    }
+
+    /// States in this table and those it shares a directory with.
+    fn live_all(&self) -> usize {
+        self.directory.as_ref().map_or(self.live, |d| d.live())
+    }
+
+    /// Another table holding the state of a packet with key `tuple` seen
+    /// in `dir` on `iface`, which this one lacks (`lookup` missed).
+    pub fn elsewhere(&self, tuple: &FlowKey, dir: Direction, iface: &str) -> Option<u8> {
+        let need = if dir == Direction::In {
+            WIRE_SIDE
+        } else {
+            STACK_SIDE
+        };
+        self.directory
+            .as_ref()?
+            .elsewhere(self.table, &norm(tuple, dir), need as u8, iface)
+    }
+
+    /// As `elsewhere`, for the packet quoted in an ICMP error travelling
+    /// in `dir` (`lookup_quoted` missed).
+    pub fn elsewhere_quoted(&self, quoted: &FlowKey, dir: Direction, iface: &str) -> Option<u8> {
+        let need = if dir == Direction::In {
+            WIRE_SIDE
+        } else {
+            STACK_SIDE
+        };
+        self.directory.as_ref()?.elsewhere(
+            self.table,
+            &norm(quoted, opposite(dir)),
+            need as u8,
+            iface,
+        )
+    }
+
+    /// The table a state's id names (0 for another firewall's states and
+    /// for tables without a directory).
+    pub fn table_of_id(&self, id: u64) -> u8 {
+        if (id >> 32) as u32 != self.creator {
+            return 0;
+        }
+        ((id as u32 & 0x00ff_ffff) % self.stride()) as u8
     }
 
     pub fn len(&self) -> usize {
@@ -802,12 +875,19 @@ impl StateTable {
 
     fn slot_of(&self, id: u64) -> Option<u32> {
         if (id >> 32) as u32 == self.creator {
-            let slot = (id as u32) & 0x00ff_ffff;
+            let slot = self.local_slot((id as u32) & 0x00ff_ffff)?;
             let gen = (id as u32 >> 24) as u8;
             (self.gens.get(slot as usize) == Some(&gen)).then_some(slot)
         } else {
             self.foreign.get(&id).copied()
         }
+    }
+
+    /// This table's slot for the slot number an own id carries (None
+    /// when the id names another table).
+    fn local_slot(&self, n: u32) -> Option<u32> {
+        let stride = self.stride();
+        (n % stride == self.table as u32).then_some(n / stride)
     }
 
     pub fn get(&self, id: u64) -> Option<&State> {
@@ -999,6 +1079,9 @@ impl StateTable {
                 && self.slab[(e & SLOT_MASK) as usize]
                     .as_ref()
                     .is_some_and(|s| self.xlat.key_is(s, wire, true))
+        }) || self.directory.as_ref().is_some_and(|d| {
+            d.taken_elsewhere(self.table, wire, WIRE_SIDE as u8, false, "")
+                .is_some()
         })
     }
 
@@ -1022,7 +1105,7 @@ impl StateTable {
     pub fn expires_ms(&self, s: &State) -> u64 {
         let base = self.timeout_secs(s, s.timeout) as u64 * 1000;
         let (start, end) = self.adaptive();
-        let n = self.live as u64;
+        let n = self.live_all() as u64;
         let scaled = if end > start && n > start {
             if n >= end {
                 0
@@ -1180,7 +1263,9 @@ impl StateTable {
         tcp: Option<&TcpSeg>,
         len: u32,
     ) -> Result<u64, crate::Reason> {
-        if self.live as u64 >= self.limit as u64 || self.live >= MAX_SLOTS {
+        if self.live_all() as u64 >= self.limit as u64
+            || self.live >= MAX_SLOTS / self.stride() as usize
+        {
             return Err(crate::Reason::StateLimit);
         }
         let rule_id = rule.as_ref().map(|r| self.intern_rule(r));
@@ -1309,6 +1394,14 @@ impl StateTable {
     /// Is `k` a key of another state on `need`'s side (for a state bound
     /// to `iface` when `bound`)?
     fn key_taken(&self, k: &FlowKey, need: u32, bound: bool, iface: IfId) -> bool {
+        if let Some(d) = &self.directory {
+            let name = self.ifaces.get(iface as usize).map_or("", String::as_str);
+            if d.taken_elsewhere(self.table, k, need as u8, bound, name)
+                .is_some()
+            {
+                return true;
+            }
+        }
         let h = self.hash(k);
         self.index.iter_hash(h).any(|&e| {
             let side = e >> 30;
@@ -1334,9 +1427,9 @@ impl StateTable {
     /// it is free (a state taken back after a restart keeps its id, so
     /// that a pfsync peer's copy stays the same state). False if taken.
     pub(crate) fn reserve_own_slot(&mut self, id: u64) -> Option<u32> {
-        let slot = (id as u32) & 0x00ff_ffff;
+        let slot = self.local_slot((id as u32) & 0x00ff_ffff)?;
         let gen = (id as u32 >> 24) as u8;
-        if slot as usize >= MAX_SLOTS {
+        if slot as usize >= MAX_SLOTS / self.stride() as usize {
             return None;
         }
         while self.slab.len() <= slot as usize {
@@ -1379,7 +1472,12 @@ impl StateTable {
         };
         if s.id == 0 {
             let gen = self.gens[slot as usize];
-            s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | slot as u64;
+            let n = slot * self.stride() + self.table as u32;
+            s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | n as u64;
+        }
+        if let Some(d) = &self.directory {
+            let bound = s.bound.then(|| self.ifaces[s.iface as usize].as_str());
+            d.add(self.table, wire, stack, bound);
         }
         // The state is stored before its keys are indexed: growing the
         // index rehashes every entry from its state, this one's included.
@@ -1431,6 +1529,10 @@ impl StateTable {
         }
         let s = self.slab[slot as usize].as_ref()?;
         let (wire, stack) = (self.xlat.wire(s), self.xlat.stack(s));
+        if let Some(d) = &self.directory {
+            let bound = s.bound.then(|| self.ifaces[s.iface as usize].as_str());
+            d.remove(self.table, &wire, &stack, bound);
+        }
         for k in [wire, stack] {
             let h = self.hasher.hash_one(&k);
             while let Ok(e) = self.index.find_entry(h, |&e| e & SLOT_MASK == slot) {
