@@ -461,6 +461,9 @@ pub struct Rule {
     pub flags: Option<(u8, u8)>,
     pub icmp: Option<IcmpSpec>,
     pub tos: Option<u8>,
+    /// `prio N`: only packets of this queueing priority (a match
+    /// criterion; `set prio` assigns one).
+    pub prio: Option<u8>,
     pub scrub: Scrub,
     pub set: SetOpts,
     pub keep_state: KeepState,
@@ -511,6 +514,7 @@ impl Rule {
             flags: None,
             icmp: None,
             tos: None,
+            prio: None,
             scrub: Scrub::default(),
             set: SetOpts::default(),
             keep_state: KeepState::None,

@@ -503,6 +503,9 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
     if let Some(t) = r.tos {
         let _ = write!(out, " tos 0x{t:02x}");
     }
+    if let Some(p) = r.prio {
+        let _ = write!(out, " prio {p}");
+    }
     if let Some((n, s)) = r.max_pkt_rate {
         let _ = write!(out, " max-pkt-rate {n}/{s}");
     }

@@ -459,3 +459,120 @@ fn an_open_quote_is_named() {
         "{err}"
     );
 }
+
+/// The combinations pfctl refuses, each named with its line and pfctl's
+/// message; the same rules written as pfctl wants them load.
+#[test]
+fn rules_pfctl_refuses_are_refused() {
+    let o = opts();
+    for (rule, message) in [
+        (
+            "pass on em0 from any to any nat-to 203.0.113.9",
+            "nat-to and rdr-to require a direction",
+        ),
+        (
+            "pass in on em0 proto tcp to port 80 rdr-to 198.51.100.9",
+            "",
+        ),
+        (
+            "pass out on em0 from 192.0.2.0/24 nat-to 203.0.113.9 no state",
+            "nat-to and rdr-to require keep state",
+        ),
+        (
+            "pass on em0 route-to (em1 198.51.100.1)",
+            "direction must be explicit with rules that specify routing",
+        ),
+        (
+            "match out on em1 route-to (em0 192.0.2.1)",
+            "route-to, reply-to and dup-to are not supported on match rules",
+        ),
+        (
+            "block out on em1 route-to (em0 192.0.2.1)",
+            "route-to, reply-to and dup-to are not supported on block rules",
+        ),
+        (
+            "match in on em0 proto tcp divert-to 127.0.0.1 port 8080",
+            "divert is not supported on match rules",
+        ),
+        (
+            "block return-rst in on em0 proto udp",
+            "return-rst can only be applied to TCP rules",
+        ),
+        (
+            "block return-rst in on em0",
+            "return-rst can only be applied to TCP rules",
+        ),
+        (
+            "block in on em0 proto tcp keep state",
+            "keep state is great, but only for pass rules",
+        ),
+        (
+            "block in on em0 allow-opts",
+            "allow-opts can only be specified for pass rules",
+        ),
+        (
+            "pass in proto tcp keep state (overload <bf>)",
+            "'overload' requires 'max-src-conn' or 'max-src-conn-rate'",
+        ),
+        (
+            "pass in proto tcp modulate state (sloppy)",
+            "sloppy state matching cannot be used with synproxy state or modulate state",
+        ),
+        (
+            "match in on em0 inet6 scrub (no-df)",
+            "address family inet6 does not support scrub options no-df, random-id",
+        ),
+        ("pass in proto icmp user 0", "user only applies to tcp/udp"),
+    ] {
+        let text = format!("table <bf> persist\n{rule}\n");
+        let out = parse_with(&o, text.as_bytes());
+        let err = out.stderr.join("\n");
+        if message.is_empty() {
+            assert_eq!(out.errors, 0, "{rule}: {err}");
+            continue;
+        }
+        assert!(out.errors > 0, "{rule}: loaded");
+        assert!(
+            err.contains(&format!("pf.conf:2: {message}")),
+            "{rule}: {err}"
+        );
+    }
+    // As pfctl wants them: they load.
+    ok(
+        &o,
+        b"table <bf> persist\n\
+          pass out on em0 from 192.0.2.0/24 nat-to 203.0.113.9\n\
+          match out on em0 nat-to 203.0.113.9\n\
+          pass out on em0 route-to (em1 198.51.100.1)\n\
+          block return-rst in on em0 proto tcp\n\
+          block return in on em0 proto udp\n\
+          pass in proto tcp keep state (max-src-conn 5, overload <bf>)\n\
+          pass in proto tcp keep state (sloppy)\n\
+          match in on em0 inet scrub (no-df)\n\
+          match in on em0 inet6 scrub (max-mss 1400)\n\
+          pass in proto tcp user 0\n\
+          pass on em0 from 192.0.2.9 binat-to 203.0.113.9\n",
+    );
+}
+
+/// `prio N` matches the packet's queueing priority (it is not `set
+/// prio`), and `max-src-states` alone tracks sources globally, both
+/// printed as pfctl prints them.
+#[test]
+fn prio_matches_and_max_src_states_is_global() {
+    let o = opts();
+    let out = ok(
+        &o,
+        b"pass in on em0 prio 7\npass in proto tcp keep state (max-src-states 3)\n",
+    );
+    let printed = &out.stdout;
+    assert!(
+        printed.contains("pass in on em0 all flags S/SA prio 7"),
+        "{printed}"
+    );
+    assert!(!printed.contains("set (prio"), "{printed}");
+    assert!(
+        printed.contains("keep state (source-track global, max-src-states 3)"),
+        "{printed}"
+    );
+}

@@ -87,6 +87,7 @@ struct CRule {
     flags: Option<(u8, u8)>,
     icmp: Option<IcmpSpec>,
     tos: Option<u8>,
+    prio: Option<u8>,
     tagged: Option<(bool, String)>,
     tag: Option<String>,
     received_on: Option<(bool, String)>,
@@ -1130,6 +1131,9 @@ impl Engine {
         if r.tos.is_some_and(|t| t != pkt.tos) {
             return false;
         }
+        if r.prio.is_some_and(|p| p != crate::packet::PACKET_PRIO) {
+            return false;
+        }
         if let Some((neg, t)) = &r.tagged {
             if (tag == Some(t.as_str())) == *neg {
                 return false;
@@ -1192,6 +1196,7 @@ fn compile_matcher(r: &Rule, nr: usize, host: &HostModel) -> CRule {
         flags: None,
         icmp: None,
         tos: None,
+        prio: None,
         tagged: r.tagged.clone(),
         tag: r.tag.clone(),
         received_on: None,
@@ -1476,6 +1481,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             flags: r.flags,
             icmp: r.icmp,
             tos: r.tos,
+            prio: r.prio,
             tagged: r.tagged.clone(),
             tag: r.tag.clone(),
             received_on: r.received_on.clone(),

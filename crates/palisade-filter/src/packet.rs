@@ -219,6 +219,10 @@ pub struct RuleStats {
     lanes: [Lane; LANES],
 }
 
+/// The queueing priority every packet has, as `prio` rules match it:
+/// pf's default (3), since `set prio` is not enforced (its rules warn).
+pub const PACKET_PRIO: u8 = 3;
+
 /// Lanes per rule: workers beyond this share lanes (correct, only slower).
 pub const LANES: usize = 4;
 

@@ -400,6 +400,10 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
             return false;
         }
     }
+    // Every packet has pf's default priority: `set prio` is not enforced.
+    if r.prio.is_some_and(|p| p != crate::packet::PACKET_PRIO) {
+        return false;
+    }
     if let Some((neg, t)) = &r.tagged {
         if (tag == Some(t.as_str())) == *neg {
             return false;

@@ -584,12 +584,13 @@ type SrcKey = (Option<RuleId>, IpAddr);
 /// any per-source limit (pfctl adds `source-track rule` for the connection
 /// limits; Palisade also does for max-src-states and max-src-nodes).
 pub fn effective_tracking(o: &StateOpts) -> Option<palisade_conf::ir::SourceTrack> {
+    use palisade_conf::ir::SourceTrack;
     o.source_track.or_else(|| {
-        (o.max_src_states.is_some()
-            || o.max_src_nodes.is_some()
-            || o.max_src_conn.is_some()
-            || o.max_src_conn_rate.is_some())
-        .then_some(palisade_conf::ir::SourceTrack::Rule)
+        if o.max_src_nodes.is_some() || o.max_src_conn.is_some() || o.max_src_conn_rate.is_some() {
+            Some(SourceTrack::Rule)
+        } else {
+            o.max_src_states.map(|_| SourceTrack::Global)
+        }
     })
 }
 

@@ -122,7 +122,7 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
         if rng.chance(30) {
             s.push_str(" quick");
         }
-        s.push_str(&format!(" {} {{\n", head(rng, true)));
+        s.push_str(&format!(" {} {{\n", head(rng, true, false)));
         for _ in 0..(1 + rng.next() % 5) {
             s.push_str(&rule(rng, depth + 1));
         }
@@ -142,7 +142,8 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     ]);
     s.push_str(action);
     s.push(' ');
-    s.push_str(rng.pick(&["", "", "", "in", "out"]));
+    let dir = rng.pick(&["", "", "", "in", "out"]);
+    s.push_str(dir);
     if rng.chance(25) {
         s.push_str(" quick");
     }
@@ -150,7 +151,10 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
         s.push_str(rng.pick(&[" log", " log (matches)", " log (all)"]));
     }
     s.push(' ');
-    s.push_str(&head(rng, false));
+    // pfctl refuses return-rst on anything but TCP.
+    let h = head(rng, false, action == "block return-rst");
+    let inet_only = h.contains("inet ");
+    s.push_str(&h);
     if rng.chance(15) {
         s.push_str(rng.pick(&[" flags S/SA", " flags any", " flags SA/SA", " flags R/R"]));
     }
@@ -169,21 +173,36 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     if rng.chance(5) {
         s.push_str(" tos 0x10");
     }
-    if rng.chance(8) {
-        s.push_str(rng.pick(&[
-            " scrub (no-df max-mss 1400)",
-            " scrub (min-ttl 20)",
-            " set tos lowdelay",
-            " scrub (random-id)",
-        ]));
+    if rng.chance(5) {
+        s.push_str(rng.pick(&[" prio 3", " prio 6"]));
     }
-    if action == "match" && rng.chance(30) {
+    if rng.chance(8) {
+        // no-df and random-id are IPv4's only (pfctl refuses them for
+        // inet6).
+        s.push_str(if inet_only {
+            rng.pick(&[
+                " scrub (no-df max-mss 1400)",
+                " scrub (min-ttl 20)",
+                " set tos lowdelay",
+                " scrub (random-id)",
+            ])
+        } else {
+            rng.pick(&[
+                " scrub (max-mss 1400)",
+                " scrub (min-ttl 20)",
+                " set tos lowdelay",
+            ])
+        });
+    }
+    // Translation and routing need a direction (pfctl), routing a pass
+    // rule.
+    if action == "match" && dir == "out" && rng.chance(50) {
         s.push_str(" nat-to 192.0.2.1");
     }
-    if action == "pass" && rng.chance(10) {
+    if action == "pass" && dir == "in" && rng.chance(20) {
         s.push_str(" rdr-to 10.1.2.3");
     }
-    if (action == "pass" || action == "match") && rng.chance(8) {
+    if action == "pass" && !dir.is_empty() && rng.chance(16) {
         s.push_str(rng.pick(&[
             " route-to 192.0.2.9",
             " reply-to (em0 192.0.2.9)",
@@ -195,7 +214,7 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     s
 }
 
-fn head(rng: &mut Rng, anchor: bool) -> String {
+fn head(rng: &mut Rng, anchor: bool, tcp: bool) -> String {
     let mut s = String::new();
     s.push_str(rng.pick(&[
         "",
@@ -214,18 +233,22 @@ fn head(rng: &mut Rng, anchor: bool) -> String {
     s.push(' ');
     s.push_str(rng.pick(&["", "", "", "", "inet", "inet6"]));
     s.push(' ');
-    let proto = rng.pick(&[
-        "",
-        "",
-        "",
-        "",
-        "",
-        "proto tcp",
-        "proto udp",
-        "proto { tcp udp }",
-        "proto icmp",
-        "proto icmp6",
-    ]);
+    let proto = if tcp {
+        "proto tcp"
+    } else {
+        rng.pick(&[
+            "",
+            "",
+            "",
+            "",
+            "",
+            "proto tcp",
+            "proto udp",
+            "proto { tcp udp }",
+            "proto icmp",
+            "proto icmp6",
+        ])
+    };
     s.push_str(proto);
     let ported = proto.contains("tcp") || proto.contains("udp");
     if rng.chance(20) {

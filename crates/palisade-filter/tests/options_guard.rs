@@ -36,6 +36,7 @@ fn option_names() -> BTreeSet<&'static str> {
         flags: _,
         icmp: _,
         tos: _,
+        prio: _,
         scrub,
         set,
         keep_state: _,
@@ -122,6 +123,7 @@ fn option_names() -> BTreeSet<&'static str> {
         "flags",
         "icmp",
         "tos",
+        "prio",
         "scrub.no_df",
         "scrub.random_id",
         "scrub.min_ttl",
@@ -390,6 +392,12 @@ fn table() -> Vec<(&'static str, Is)> {
         (
             "tos",
             Acts("block all\npass tos 0x10\n", "block all\npass tos 0x08\n", vec![p(tos_syn, "em0", In)]),
+        ),
+        // Every packet has the default priority, 3 (`set prio` is warned
+        // about as not enforced).
+        (
+            "prio",
+            Acts("block all\npass prio 3\n", "block all\npass prio 7\n", v4_syn()),
         ),
         (
             "scrub.no_df",

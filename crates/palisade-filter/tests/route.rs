@@ -154,7 +154,7 @@ fn dup_to_copies_and_pools_take_turns() {
 fn stateless_and_blocked_packets() {
     let mut f = filter_with(
         host(),
-        "pass\npass out on wan1 proto udp route-to 192.0.2.9 no state\nblock out on wan1 proto tcp route-to 192.0.2.9\n",
+        "pass\npass out on wan1 proto udp route-to 192.0.2.9 no state\nblock out on wan1 proto tcp\n",
         1,
     );
     let u = build::ip(

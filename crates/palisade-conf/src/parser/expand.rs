@@ -386,6 +386,22 @@ impl<'a> Parser<'a> {
             self.error("port only applies to tcp/udp");
             errs = true;
         }
+        if (c.uid.is_some() || c.gid.is_some()) && !matches!(c.proto, Some(6) | Some(17)) {
+            self.error(if c.uid.is_some() {
+                "user only applies to tcp/udp"
+            } else {
+                "group only applies to tcp/udp"
+            });
+            errs = true;
+        }
+        if matches!(r.action, Action::Block(BlockPolicy::ReturnRst { .. })) && c.proto != Some(6) {
+            self.error("return-rst can only be applied to TCP rules");
+            errs = true;
+        }
+        if r.af == Some(Af::Inet6) && (r.scrub.no_df || r.scrub.random_id) {
+            self.error("address family inet6 does not support scrub options no-df, random-id");
+            errs = true;
+        }
         if let Some(ic) = c.icmp {
             let want = if ic.v6 { 58 } else { 1 };
             if c.proto != Some(want) {

@@ -309,10 +309,11 @@ impl<'a> Parser<'a> {
                         spec.base.set.queue = Some((q, None));
                     }
                 }
+                // A match criterion (pf.conf(5)): the packet's queueing
+                // priority; `set prio` is what assigns one.
                 "prio" => {
                     self.next();
-                    let a = self.prio_value()?;
-                    spec.base.set.prio = Some((a, a));
+                    spec.base.prio = Some(self.prio_value()?);
                 }
                 _ => break,
             }

@@ -369,6 +369,79 @@ impl<'a> Parser<'a> {
         Ok(l)
     }
 
+    /// The combinations pfctl refuses in a filter rule, each with its
+    /// message (options that contradict the action, the direction or each
+    /// other): a ruleset that OpenBSD would not load is not loaded here
+    /// either, rather than loaded with a meaning of its own.
+    fn rule_consistent(&mut self, spec: &RuleSpec) -> PResult<()> {
+        let action = &spec.base.action;
+        let (is_pass, is_match, is_block) = (
+            matches!(action, Action::Pass),
+            matches!(action, Action::Match),
+            matches!(action, Action::Block(_)),
+        );
+        if !(is_pass || is_match || is_block) {
+            return Ok(());
+        }
+        let o = &spec.base.state_opts;
+        let keep = spec.base.keep_state;
+        let mut problems = Vec::new();
+        if !is_pass && keep != KeepState::None {
+            problems.push("keep state is great, but only for pass rules");
+        }
+        if spec.base.allow_opts && !(is_pass || is_match) {
+            problems.push("allow-opts can only be specified for pass rules");
+        }
+        if o.overload.is_some() && o.max_src_conn.is_none() && o.max_src_conn_rate.is_none() {
+            problems.push("'overload' requires 'max-src-conn' or 'max-src-conn-rate'");
+        }
+        if o.sloppy && matches!(keep, KeepState::Modulate | KeepState::Synproxy) {
+            problems
+                .push("sloppy state matching cannot be used with synproxy state or modulate state");
+        }
+        let translates = spec.nat.is_some() || spec.rdr.is_some();
+        if translates && !is_match && (spec.no_state || !is_pass) {
+            problems.push("nat-to and rdr-to require keep state");
+        }
+        if translates && spec.base.dir.is_none() {
+            problems.push("nat-to and rdr-to require a direction");
+        }
+        if spec.route.is_some() {
+            if spec.base.dir.is_none() {
+                problems.push("direction must be explicit with rules that specify routing");
+            }
+            if is_match {
+                problems.push("route-to, reply-to and dup-to are not supported on match rules");
+            }
+            if is_block {
+                problems.push("route-to, reply-to and dup-to are not supported on block rules");
+            }
+        }
+        if is_match && (spec.base.divert.is_some() || spec.divert_host.is_some()) {
+            problems.push("divert is not supported on match rules");
+        }
+        if is_match && spec.afto.is_some() {
+            problems.push("af-to is not supported on match rules");
+        }
+        if problems.is_empty() {
+            if keep == KeepState::Synproxy
+                && spec.base.dir == Some(Direction::Out)
+                && !self.opts.pfctl_compat
+            {
+                let (file, line) = (self.file_name(), self.last_line);
+                self.out.stderr.push(format!(
+                    "{file}:{line}: warning: synproxy state applies to inbound \
+                     packets only: this outbound rule keeps a plain state"
+                ));
+            }
+            return Ok(());
+        }
+        for p in problems {
+            self.error(p);
+        }
+        Err(PErr::Reported)
+    }
+
     /// Checks and defaults that pfctl applies to a rule before expanding it.
     pub(super) fn finish_rule_spec(&mut self, spec: &mut RuleSpec) -> PResult<()> {
         let is_pass = matches!(spec.base.action, Action::Pass);
@@ -397,6 +470,7 @@ impl<'a> Parser<'a> {
             self.error("divert-to used with outgoing rule");
             return Err(PErr::Reported);
         }
+        self.rule_consistent(spec)?;
         if let Some((q, _)) = &spec.base.set.queue {
             if !self.defined_queues.contains(q) && !self.out.config.queues.is_empty() {
                 self.error(format!("queue {q} is not defined"));

@@ -110,7 +110,9 @@ impl<'a> Parser<'a> {
                 return Err(PErr::Reported);
             }
             o.source_track = Some(SourceTrack::Rule);
-        } else if src_track_default && o.source_track.is_none() {
+        } else if (src_track_default || o.max_src_states.is_some()) && o.source_track.is_none() {
+            // `max-src-states` alone tracks sources across rules (pfctl:
+            // source tracking without `rule`, printed `source-track global`).
             o.source_track = Some(SourceTrack::Global);
         }
         if let Some(m) = o.max {
