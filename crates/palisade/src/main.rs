@@ -1,7 +1,7 @@
 //! The `palisade` command: the daemon and its tools.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -243,9 +243,37 @@ enum Cmd {
 /// The daemon's control socket.
 #[derive(clap::Args)]
 struct Sock {
-    /// The daemon's control socket (`control` in palisade.toml).
-    #[arg(short = 's', long = "socket", value_name = "SOCKET", default_value = palisade_net::config::DEFAULT_CONTROL)]
-    socket: PathBuf,
+    /// The daemon's control socket (default: `control` in
+    /// /etc/palisade/palisade.toml when it sets one, else
+    /// /run/palisade.sock).
+    #[arg(short = 's', long = "socket", value_name = "SOCKET")]
+    socket: Option<PathBuf>,
+}
+
+impl Sock {
+    /// The socket given, else the one the installed palisade.toml names
+    /// (`control`), else the default: a daemon started with the packaged
+    /// configuration is found without `-s`.
+    fn path(&self) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        control_in(Path::new("/etc/palisade/palisade.toml"))
+            .unwrap_or_else(|| PathBuf::from(palisade_net::config::DEFAULT_CONTROL))
+    }
+}
+
+/// The control socket a palisade.toml names (`control`, absolute), if it
+/// can be read and does.
+fn control_in(config: &Path) -> Option<PathBuf> {
+    std::fs::read_to_string(config)
+        .ok()?
+        .parse::<toml::Table>()
+        .ok()?
+        .get("control")?
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
 }
 
 #[derive(Subcommand)]
@@ -1011,7 +1039,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             control_cmd(
-                &sock.socket,
+                &sock.path(),
                 Request::Show {
                     what,
                     level: verbose.into(),
@@ -1050,7 +1078,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            control_cmd(&sock.socket, Request::Table { name, op }, json)
+            control_cmd(&sock.path(), Request::Table { name, op }, json)
         }
         Cmd::Anchor {
             name,
@@ -1090,7 +1118,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             control_cmd(
-                &sock.socket,
+                &sock.path(),
                 Request::Anchor {
                     name,
                     op: aop,
@@ -1113,7 +1141,7 @@ fn main() -> ExitCode {
             // exit 1).
             let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id});
             match Request::parse(&req) {
-                Ok(r) => control_cmd(&sock.socket, r, json),
+                Ok(r) => control_cmd(&sock.path(), r, json),
                 Err(e) => {
                     println!("{e}");
                     ExitCode::from(1)
@@ -1122,11 +1150,11 @@ fn main() -> ExitCode {
         }
         Cmd::Sync {
             action: SyncCmd::Show { json, sock },
-        } => control_cmd(&sock.socket, Request::SyncShow, json),
+        } => control_cmd(&sock.path(), Request::SyncShow, json),
         Cmd::Osfp {
             action: OsfpCmd::Show { target, json, sock },
         } => match addr_port(&target) {
-            Some((addr, port)) => control_cmd(&sock.socket, Request::Osfp { addr, port }, json),
+            Some((addr, port)) => control_cmd(&sock.path(), Request::Osfp { addr, port }, json),
             None => {
                 eprintln!(
                     "palisade osfp show: '{target}' is not ADDRESS, ADDRESS:PORT or [IPv6]:PORT"
@@ -1212,11 +1240,11 @@ fn main() -> ExitCode {
                     sock,
                 ),
             };
-            control_cmd(&sock.socket, Request::Carp(op), json)
+            control_cmd(&sock.path(), Request::Carp(op), json)
         }
         Cmd::Reload { file, sock } => {
             let file = file.map(|f| std::path::absolute(&f).unwrap_or(f));
-            control_cmd(&sock.socket, Request::Reload { file }, false)
+            control_cmd(&sock.path(), Request::Reload { file }, false)
         }
         Cmd::Log { follow, sock } => {
             if !follow {
@@ -1224,7 +1252,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let out = std::io::stdout();
-            let r = control::stream(&sock.socket, Request::Log.to_json(), |v| {
+            let r = control::stream(&sock.path(), Request::Log.to_json(), |v| {
                 let mut o = out.lock();
                 writeln!(o, "{}", v["line"].as_str().unwrap_or("")).is_ok() && o.flush().is_ok()
             });
@@ -1570,5 +1598,29 @@ mod tests {
         {
             assert!(help.contains(h), "{h} is not in: {help}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sock_tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_comes_from_palisade_toml_when_not_given() {
+        let d = std::env::temp_dir().join(format!("palisade-socktest-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("palisade.toml");
+        std::fs::write(&f, "pf = \"/etc/pf.conf\"\ncontrol = \"/run/fw1.sock\"\n").unwrap();
+        assert_eq!(control_in(&f), Some(PathBuf::from("/run/fw1.sock")));
+        std::fs::write(&f, "pf = \"/etc/pf.conf\"\n").unwrap();
+        assert_eq!(control_in(&f), None);
+        std::fs::write(&f, "control = \"relative.sock\"\n").unwrap();
+        assert_eq!(control_in(&f), None);
+        assert_eq!(control_in(&d.join("missing.toml")), None);
+        let given = Sock {
+            socket: Some(PathBuf::from("/tmp/x.sock")),
+        };
+        assert_eq!(given.path(), PathBuf::from("/tmp/x.sock"));
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
