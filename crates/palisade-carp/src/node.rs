@@ -339,6 +339,11 @@ pub struct Node {
     events: VecDeque<Event>,
     rejects: BTreeMap<Reject, u64>,
     ready: bool,
+    /// The boot demotion is still part of group `carp`'s counter: lifted
+    /// by `set_ready`, or by an administrator who took the counter below
+    /// it first (then `set_ready` leaves the counter alone, so that a
+    /// demotion made by hand since is not lifted with it).
+    boot_hold: bool,
 }
 
 impl Node {
@@ -373,6 +378,7 @@ impl Node {
             events: VecDeque::new(),
             rejects: BTreeMap::new(),
             ready: opts.ready,
+            boot_hold: false,
         };
         n.groups.insert("carp".into(), 0);
         let mut x = seed;
@@ -409,6 +415,7 @@ impl Node {
         }
         if !opts.ready {
             n.demote(now, "carp", BOOT_DEMOTE, "starting: not ready yet");
+            n.boot_hold = true;
         }
         for i in 0..n.vhosts.len() {
             if down.contains(&n.vhosts[i].cfg.parent) {
@@ -430,7 +437,10 @@ impl Node {
     pub fn set_ready(&mut self, now: Micros) {
         if !self.ready {
             self.ready = true;
-            self.demote(now, "carp", -BOOT_DEMOTE, "ready");
+            if self.boot_hold {
+                self.demote(now, "carp", -BOOT_DEMOTE, "ready");
+            }
+            self.boot_hold = false;
         }
     }
 
@@ -444,6 +454,11 @@ impl Node {
             return;
         }
         *c = new;
+        // Taken below the boot demotion (by hand: `carp undemote carp
+        // 128` when services are up early): that demotion is gone.
+        if group == "carp" && new < BOOT_DEMOTE as u32 {
+            self.boot_hold = false;
+        }
         self.events.push_back(Event::Demoted {
             group: group.to_string(),
             count: new,

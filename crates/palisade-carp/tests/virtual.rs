@@ -646,6 +646,40 @@ fn a_restarted_node_stays_out_until_ready() {
     assert_eq!(sim.node(a).group_demote("carp"), Some(0));
 }
 
+/// The boot demotion lifted by hand early, then a demotion for
+/// maintenance: being ready later does not lift that one (OpenBSD's rc
+/// would fail to take 128 off a smaller counter); untouched, ready lifts
+/// exactly the boot demotion and leaves what was added on top.
+#[test]
+fn ready_lifts_only_the_boot_demotion() {
+    let cases: [(&[i32], u32); 5] = [
+        (&[-128, 128], 128),
+        (&[-128, 10], 10),
+        (&[10], 10),
+        (&[], 0),
+        (&[10, -10], 0),
+    ];
+    for (admin, left) in cases {
+        let mut sim = Sim::new();
+        let a = sim.add(
+            vec![vhost("carp0", "em0", 1, 1, 0)],
+            Options {
+                preempt: true,
+                ..Default::default()
+            },
+        );
+        sim.run_for(S);
+        let t = sim.now;
+        for d in admin {
+            sim.node(a).demote(t, "carp", *d, "by hand");
+        }
+        sim.run_for(S);
+        let t = sim.now;
+        sim.node(a).set_ready(t);
+        assert_eq!(sim.node(a).group_demote("carp"), Some(left), "{admin:?}");
+    }
+}
+
 #[test]
 fn loops_and_bad_advertisements_are_refused_with_their_reason() {
     let mut sim = Sim::new();
