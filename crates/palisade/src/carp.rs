@@ -41,6 +41,36 @@ pub struct CarpRuntime {
     ready: bool,
     /// The boot demotion is lifted at this time (startup-delay).
     ready_at: u64,
+    /// Refused advertisements said in the log, by where they came from
+    /// and why: when last said, and how many since.
+    refusals: BTreeMap<RefusalKey, (Option<u64>, u64)>,
+}
+
+/// Where a refused advertisement came from (parent, vhid, sender) and why.
+type RefusalKey = (String, Option<u8>, IpAddr, &'static str);
+
+/// A refused advertisement is said at once, then at most once a minute
+/// per sender, vhid and reason (with the count since).
+const REFUSAL_LOG_US: u64 = 60_000_000;
+
+/// What a refusal most likely means, for the log.
+fn refusal_hint(reason: palisade_carp::node::Reject, vhid: Option<u8>) -> String {
+    use palisade_carp::node::Reject;
+    match reason {
+        Reject::BadHmac => format!(
+            "the other firewall's vhid {} does not share this one's passphrase or virtual \
+             addresses (both must be the same on the pair): both may be MASTER",
+            vhid.map_or("?".into(), |v| v.to_string())
+        ),
+        Reject::UnknownVhid => format!(
+            "no CARP interface here has vhid {}: if it is this pair's other firewall, its vhid \
+             differs and both may be MASTER",
+            vhid.map_or("?".into(), |v| v.to_string())
+        ),
+        Reject::BadTtl => "sent from off the link (TTL or hop limit not 255)".into(),
+        Reject::Loop => "our own advertisement came back: a network loop?".into(),
+        _ => "malformed".into(),
+    }
 }
 
 /// The multicast MAC of an IP group (RFC 1112 6.4, RFC 2464 7).
@@ -136,6 +166,7 @@ impl CarpRuntime {
             own,
             ready: false,
             ready_at: now_us + cfg.carp_options.startup_delay.as_micros() as u64,
+            refusals: BTreeMap::new(),
         }))
     }
 
@@ -307,6 +338,22 @@ impl CarpRuntime {
             .map(|&(_, parent, mac)| (parent, mac))
     }
 
+    /// Whether a refusal is to be said now: the first of its kind at
+    /// once, then at most once a minute; Some(how many since it was last
+    /// said, this one included).
+    fn refusal_to_log(&mut self, key: RefusalKey, now_us: u64) -> Option<u64> {
+        let e = self.refusals.entry(key).or_insert((None, 0));
+        e.1 += 1;
+        match e.0 {
+            Some(last) if now_us < last + REFUSAL_LOG_US => None,
+            _ => {
+                let n = e.1;
+                *e = (Some(now_us), 0);
+                Some(n)
+            }
+        }
+    }
+
     fn drain(&mut self, dp: &mut Dataplane, now_us: u64) -> Vec<Out> {
         let mut out = Vec::new();
         while let Some(t) = self.node.poll_transmit() {
@@ -407,10 +454,20 @@ impl CarpRuntime {
                     from,
                     reason,
                 } => {
-                    tracing::debug!(
-                        "carp advertisement from {from} on {parent} (vhid {vhid:?}) refused: {}",
-                        reason.name()
-                    );
+                    let key = (parent.clone(), vhid, from, reason.name());
+                    if let Some(n) = self.refusal_to_log(key, now_us) {
+                        let again = if n > 1 {
+                            format!(" ({n} refused since it was last said)")
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(
+                            "carp advertisement from {from} on {parent} (vhid {}) refused: {}: {}{again}",
+                            vhid.map_or("?".into(), |v| v.to_string()),
+                            reason.name(),
+                            refusal_hint(reason, vhid)
+                        );
+                    }
                 }
                 Event::Demoted {
                     group,
@@ -1012,5 +1069,21 @@ groups = ["carp", "inside", "inside"]
             assert_eq!(c.demote(0, bad, 1), Err(want));
         }
         assert_eq!(c.set_group(0, "carp0", "outside", true), Ok(()));
+    }
+
+    /// A refused advertisement is said at once, then once a minute per
+    /// sender, vhid and reason, with how many came since.
+    #[test]
+    fn refusals_are_said_once_a_minute() {
+        let (mut c, _dp) = runtime(ONE_VHID);
+        let from: IpAddr = "198.18.0.3".parse().unwrap();
+        let k = |r: &'static str| ("lan".to_string(), Some(1), from, r);
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 5), Some(1));
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 1_000_000), None);
+        assert_eq!(c.refusal_to_log(k("unknown-vhid"), 1_000_000), Some(1));
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 30_000_000), None);
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_005), Some(3));
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_006), None);
+        assert!(refusal_hint(palisade_carp::node::Reject::BadHmac, Some(1)).contains("passphrase"));
     }
 }
