@@ -232,6 +232,10 @@ pub enum Event {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub packets_sent: u64,
+    /// Packets not sent because the sync link was down (what they held
+    /// is lost, as pfsync(4) loses it; the peers catch up with a bulk
+    /// update, or an update request for a state they lack).
+    pub not_sent_link_down: u64,
     pub packets_received: u64,
     pub messages_sent: BTreeMap<&'static str, u64>,
     pub messages_received: BTreeMap<&'static str, u64>,
@@ -900,6 +904,10 @@ impl Sync {
     }
 
     fn emit(&mut self, b: PacketBuilder) {
+        if !self.link_up {
+            self.stats.not_sent_link_down += 1;
+            return;
+        }
         self.stats.packets_sent += 1;
         let mut p = b.finish();
         if let Some(a) = &self.cfg.auth {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use palisade_conf::host::HostModel;
 use palisade_net::afpacket::Port;
@@ -109,6 +109,53 @@ impl Wake {
     }
 }
 
+/// A failed send on a port is said at once, then at most every 10 s per
+/// port with how many failed since: a port without carrier fails every
+/// frame, and a log line per frame said nothing more.
+pub(crate) fn warn_send(port: &str, e: &std::io::Error) {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static SAID: OnceLock<Mutex<HashMap<String, (Instant, u64)>>> = OnceLock::new();
+    let now = Instant::now();
+    let mut said = SAID
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = send_warning_due(&mut said, port, now) {
+        if n > 1 {
+            tracing::warn!("send on {port}: {e} ({n} failed sends since the last warning)");
+        } else {
+            tracing::warn!("send on {port}: {e}");
+        }
+    }
+}
+
+/// Whether a failed send on `port` is to be said now (Some(failures
+/// since the last warning, this one included)).
+fn send_warning_due(
+    said: &mut std::collections::HashMap<String, (Instant, u64)>,
+    port: &str,
+    now: Instant,
+) -> Option<u64> {
+    const EVERY: Duration = Duration::from_secs(10);
+    match said.get_mut(port) {
+        Some((last, n)) if now.duration_since(*last) < EVERY => {
+            *n += 1;
+            None
+        }
+        Some((last, n)) => {
+            let total = *n + 1;
+            *last = now;
+            *n = 0;
+            Some(total)
+        }
+        None => {
+            said.insert(port.to_string(), (now, 0));
+            Some(1)
+        }
+    }
+}
+
 impl Shared {
     /// Send what the data plane produced: per port in one batch (frames
     /// of a port keep their order), the host interface frame by frame.
@@ -123,7 +170,7 @@ impl Shared {
             let mut batch: Vec<(&[u8], bool)> = Vec::new();
             let flush = |batch: &mut Vec<(&[u8], bool)>| {
                 if let (_, Some(e)) = port.send_batch(batch) {
-                    tracing::warn!("send on {}: {e}", port.name);
+                    warn_send(&port.name, &e);
                 }
                 batch.clear();
             };
@@ -139,7 +186,7 @@ impl Shared {
                 let (frame, hdr) = f.split_at(f.len() - VNET_HDR_LEN);
                 let hdr: &[u8; VNET_HDR_LEN] = hdr.try_into().expect("header length");
                 if let Err(e) = port.send_super(hdr, frame) {
-                    tracing::warn!("send on {}: {e}", port.name);
+                    warn_send(&port.name, &e);
                 }
             }
             if !batch.is_empty() {
@@ -208,5 +255,32 @@ impl Shared {
         // A worker that panicked holding the lock leaves the data plane as
         // it was between two frames; keep going.
         self.dp.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod send_warning_tests {
+    use super::*;
+
+    /// A port that fails every send is said once, then every 10 s with
+    /// the count; each port on its own.
+    #[test]
+    fn failed_sends_are_said_every_ten_seconds() {
+        let mut said = std::collections::HashMap::new();
+        let t0 = Instant::now();
+        assert_eq!(send_warning_due(&mut said, "eth2", t0), Some(1));
+        for i in 1..=30u64 {
+            let at = t0 + Duration::from_millis(300 * i);
+            assert_eq!(send_warning_due(&mut said, "eth2", at), None);
+        }
+        assert_eq!(send_warning_due(&mut said, "eth0", t0), Some(1));
+        assert_eq!(
+            send_warning_due(&mut said, "eth2", t0 + Duration::from_secs(10)),
+            Some(31)
+        );
+        assert_eq!(
+            send_warning_due(&mut said, "eth2", t0 + Duration::from_secs(11)),
+            None
+        );
     }
 }

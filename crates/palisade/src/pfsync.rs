@@ -651,10 +651,26 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             let _ = writeln!(t, "  bulk update: none");
         }
     }
+    if !s.sync.link_up() {
+        let _ = writeln!(
+            t,
+            "  sync link: DOWN (CARP demoted by {}; changes are not sent until it is back)",
+            palisade_pfsync::sync::LINK_DEMOTE
+        );
+    }
     let _ = writeln!(
         t,
-        "  packets: {} sent, {} received; states applied {}, not applied {}; bulk updates sent {}",
-        st.packets_sent, st.packets_received, s.applied, s.apply_errors, st.bulk_updates_sent
+        "  packets: {} sent, {} received{}; states applied {}, not applied {}; bulk updates sent {}",
+        st.packets_sent,
+        st.packets_received,
+        if st.not_sent_link_down > 0 {
+            format!(", {} not sent (sync link down)", st.not_sent_link_down)
+        } else {
+            String::new()
+        },
+        s.applied,
+        s.apply_errors,
+        st.bulk_updates_sent
     );
     let line = |m: &std::collections::BTreeMap<&'static str, u64>| {
         m.iter()
@@ -714,6 +730,8 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "bulk_pending": s.bulk_pending(),
         "last_bulk": bulk,
         "packets_sent": st.packets_sent,
+        "link_up": s.sync.link_up(),
+        "not_sent_link_down": st.not_sent_link_down,
         "packets_received": st.packets_received,
         "messages_sent": st.messages_sent,
         "messages_received": st.messages_received,

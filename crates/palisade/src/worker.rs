@@ -535,7 +535,7 @@ pub fn worker(
                     sh.send(&ports, std::mem::take(&mut outs));
                     if let Some(p) = ports.get(s.port) {
                         if let Err(e) = p.send_super(&s.hdr, &frame[..s.len]) {
-                            tracing::warn!("send on {}: {e}", p.name);
+                            crate::daemon::warn_send(&p.name, &e);
                         }
                     }
                 }
