@@ -319,6 +319,16 @@ pub enum ConfigProblem {
     CarpNoAddress(String),
     #[error("'{0}' is not an address")]
     CarpPeer(String),
+    #[error("address {address}: {why}")]
+    UnusableAddress { address: String, why: &'static str },
+    #[error("carp '{carp}': peer {peer} is this firewall's own address (the peer is the other firewall)")]
+    CarpPeerOwn { carp: String, peer: IpAddr },
+    /// "carp 'carp0': peer P is not on interface 'wan' (prefixes)".
+    #[error("{0}: advertisements go to the peer on the link, so it must be there")]
+    CarpPeerOffLink(String),
+    /// "pfsync peer P: is not on interface 'sync' (prefixes)".
+    #[error("{0}: the sync packets go to the peer on the sync link")]
+    PfsyncPeerOffLink(String),
     /// carppeer takes one peer; a second of a family was never sent to.
     #[error("carp '{carp}': a second IPv{} peer {peer} (already {other}): one peer per address family", if .peer.is_ipv6() { 6 } else { 4 })]
     CarpPeerTwice {
@@ -378,6 +388,46 @@ fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
 pub struct Prefix {
     pub ip: IpAddr,
     pub bits: u8,
+}
+
+/// Prefixes as a config names them: "198.18.0.2/24, 2001:db8::2/64".
+fn prefix_list(l: &[&Prefix]) -> String {
+    l.iter()
+        .map(|p| format!("{}/{}", p.ip, p.bits))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why an interface (or CARP) address cannot be one: addresses no host
+/// can have, and the prefix's own network and broadcast addresses.
+pub fn unusable_address(p: &Prefix) -> Option<&'static str> {
+    if p.ip.is_unspecified() {
+        return Some("the unspecified address is no interface's");
+    }
+    if p.ip.is_multicast() {
+        return Some("a multicast address is no interface's");
+    }
+    if p.ip.is_loopback() {
+        return Some("a loopback address belongs to lo");
+    }
+    if p.bits == 0 {
+        return Some("a /0 prefix would make every address a neighbour");
+    }
+    if let IpAddr::V4(a) = p.ip {
+        if a.is_broadcast() {
+            return Some("the limited broadcast address is no interface's");
+        }
+        if p.bits <= 30 {
+            let host = u32::from(a) & (u32::MAX >> p.bits);
+            if host == 0 {
+                return Some("the network address of its prefix (a host needs another)");
+            }
+            if host == u32::MAX >> p.bits {
+                return Some("the broadcast address of its prefix (a host needs another)");
+            }
+        }
+    }
+    None
 }
 
 impl Prefix {
@@ -649,6 +699,15 @@ impl Config {
             let mut out = Vec::new();
             for a in list {
                 let p = Prefix::parse(a.get_ref()).map_err(|e| cx.err(a, e))?;
+                if let Some(why) = unusable_address(&p) {
+                    return Err(cx.err(
+                        a,
+                        ConfigProblem::UnusableAddress {
+                            address: a.get_ref().clone(),
+                            why,
+                        },
+                    ));
+                }
                 if let Some(o) = seen_addr.insert(p.ip, owner.to_string()) {
                     return Err(cx.err(
                         a,
@@ -1073,6 +1132,34 @@ impl Config {
                         },
                     ));
                 }
+                let own = &ifaces[parent].addresses;
+                if own.iter().chain(addresses.iter()).any(|a| a.ip == ip) {
+                    return Err(cx.err(
+                        p,
+                        ConfigProblem::CarpPeerOwn {
+                            carp: name,
+                            peer: ip,
+                        },
+                    ));
+                }
+                // On the parent's link: inside one of its prefixes of the
+                // family (an IPv6 link-local peer always is; a parent
+                // without an address of the family cannot be checked).
+                let fam: Vec<&Prefix> = own
+                    .iter()
+                    .filter(|a| a.ip.is_ipv6() == ip.is_ipv6())
+                    .collect();
+                let link_local = matches!(ip, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
+                if !fam.is_empty() && !link_local && !fam.iter().any(|a| a.contains(&ip)) {
+                    return Err(cx.err(
+                        p,
+                        ConfigProblem::CarpPeerOffLink(format!(
+                            "carp '{name}': peer {ip} is not on interface '{}' ({})",
+                            c.interface.get_ref(),
+                            prefix_list(&fam)
+                        )),
+                    ));
+                }
                 peers.push(ip);
             }
             // `carp` is implicit (every CARP interface is in it); OpenBSD's
@@ -1169,9 +1256,31 @@ impl Config {
                 };
                 let peer = match &p.peer {
                     Some(s) => {
-                        Some(s.get_ref().parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        let peer = s.get_ref().parse::<std::net::Ipv4Addr>().map_err(|_| {
                             cx.err(s, ConfigProblem::PfsyncPeer(s.get_ref().clone()))
-                        })?)
+                        })?;
+                        let own: Vec<&Prefix> = ifaces[ix]
+                            .addresses
+                            .iter()
+                            .filter(|a| a.ip.is_ipv4())
+                            .collect();
+                        let why = if own.iter().any(|a| a.ip == IpAddr::V4(peer)) {
+                            Some("is the address of this firewall's")
+                        } else if !own.iter().any(|a| a.contains(&IpAddr::V4(peer))) {
+                            Some("is not on")
+                        } else {
+                            None
+                        };
+                        if let Some(why) = why {
+                            return Err(cx.err(
+                                s,
+                                ConfigProblem::PfsyncPeerOffLink(format!(
+                                    "pfsync peer {peer}: {why} interface '{name}' ({})",
+                                    prefix_list(&own)
+                                )),
+                            ));
+                        }
+                        Some(peer)
                     }
                     None => None,
                 };
@@ -1774,6 +1883,16 @@ groups = ["inside"]
                 "maxupd 300: 0 to 255",
             ),
             ("interface = \"wan\"\nkey = \"\"\n", "pfsync key: empty"),
+            // The peer's address on another interface (found by a probe):
+            // nothing reached it, and nothing said so.
+            (
+                "interface = \"wan\"\npeer = \"198.18.0.3\"\n",
+                "pfsync peer 198.18.0.3: is not on interface 'wan' (203.0.113.2/24)",
+            ),
+            (
+                "interface = \"wan\"\npeer = \"203.0.113.2\"\n",
+                "pfsync peer 203.0.113.2: is the address of this firewall's interface 'wan'",
+            ),
         ] {
             let e = parse(&format!("{CARP}[pfsync]\n{tail}")).unwrap_err();
             assert!(e.to_string().contains(want), "{e}");
@@ -1859,6 +1978,65 @@ groups = ["inside"]
                 ),
                 24,
                 "a second IPv4 peer 203.0.113.4 (already 203.0.113.3): one peer per address family",
+            ),
+            // A peer off the parent's link, or the firewall itself:
+            // nothing would reach the other firewall (found by a probe).
+            (
+                with(
+                    "passphrase = \"s3cret\"",
+                    "passphrase = \"s3cret\"\npeer = [\"192.0.2.9\"]",
+                ),
+                23,
+                "carp 'carp0': peer 192.0.2.9 is not on interface 'wan' (203.0.113.2/24)",
+            ),
+            (
+                with(
+                    "passphrase = \"s3cret\"",
+                    "passphrase = \"s3cret\"\npeer = [\"203.0.113.2\"]",
+                ),
+                23,
+                "peer 203.0.113.2 is this firewall's own address",
+            ),
+            // Addresses no interface can have.
+            (
+                with(
+                    "addresses = [\"203.0.113.1/24\"]",
+                    "addresses = [\"224.0.0.18/24\"]",
+                ),
+                23,
+                "address 224.0.0.18/24: a multicast address",
+            ),
+            (
+                with(
+                    "addresses = [\"203.0.113.1/24\"]",
+                    "addresses = [\"203.0.113.255/24\"]",
+                ),
+                23,
+                "the broadcast address of its prefix",
+            ),
+            (
+                with(
+                    "addresses = [\"203.0.113.2/24\"]",
+                    "addresses = [\"203.0.113.0/24\"]",
+                ),
+                10,
+                "the network address of its prefix",
+            ),
+            (
+                with(
+                    "addresses = [\"203.0.113.2/24\"]",
+                    "addresses = [\"0.0.0.0/0\"]",
+                ),
+                10,
+                "the unspecified address",
+            ),
+            (
+                with(
+                    "addresses = [\"203.0.113.2/24\"]",
+                    "addresses = [\"127.0.0.2/8\"]",
+                ),
+                10,
+                "a loopback address belongs to lo",
             ),
             // Group names as ifconfig(8) takes them (and as `carp demote`
             // and `carp group add` take them at run time).
