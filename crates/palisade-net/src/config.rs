@@ -283,8 +283,12 @@ pub enum ConfigProblem {
     PflogSize,
     #[error("metrics must be ADDRESS:PORT (e.g. \"127.0.0.1:9101\" or \"[2001:db8::1]:9101\")")]
     Metrics,
-    #[error("carp '{carp}': '{interface}' is not an interface")]
-    CarpParent { carp: String, interface: String },
+    #[error("carp '{carp}': '{interface}' is not an interface{hint}")]
+    CarpParent {
+        carp: String,
+        interface: String,
+        hint: String,
+    },
     #[error("vhid {0} out of range (1..255)")]
     CarpVhid(i64),
     #[error("vhid {vhid} is already used on '{interface}' by '{other}'")]
@@ -299,8 +303,8 @@ pub enum ConfigProblem {
     CarpAdvskew(i64),
     #[error("the passphrase has {0} bytes: at most 19 (ifconfig keeps 19)")]
     CarpPassphrase(usize),
-    #[error("pfsync: '{0}' is not an interface")]
-    PfsyncInterface(String),
+    #[error("pfsync: '{0}' is not an interface{1}")]
+    PfsyncInterface(String, String),
     #[error("pfsync: interface '{0}' has no IPv4 address (pfsync speaks IPv4)")]
     PfsyncNoAddress(String),
     #[error("pfsync peer '{0}': not an IPv4 address")]
@@ -388,6 +392,27 @@ fn port_or_vlan(port: &str, vlan: &Option<u16>) -> String {
 pub struct Prefix {
     pub ip: IpAddr,
     pub bits: u8,
+}
+
+/// When a name given as an interface is a port's: which interfaces are on
+/// that port (the names pf.conf and CARP use), for the error.
+fn port_hint(name: &str, ports: &[PortConf], ifaces: &[Iface]) -> String {
+    let Some(ix) = ports.iter().position(|p| p.name == name) else {
+        return String::new();
+    };
+    let on: Vec<String> = ifaces
+        .iter()
+        .filter(|i| i.port == Some(ix))
+        .map(|i| format!("'{}'", i.name))
+        .collect();
+    if on.is_empty() {
+        format!(" ('{name}' is a [[port]]: name an [[interface]] on it)")
+    } else {
+        format!(
+            " ('{name}' is a [[port]]; the interface on it is {})",
+            on.join(" or ")
+        )
+    }
 }
 
 /// Prefixes as a config names them: "198.18.0.2/24, 2001:db8::2/64".
@@ -1058,6 +1083,7 @@ impl Config {
                     ConfigProblem::CarpParent {
                         carp: name,
                         interface: c.interface.get_ref().clone(),
+                        hint: port_hint(c.interface.get_ref(), &ports, &ifaces),
                     },
                 ));
             };
@@ -1194,7 +1220,19 @@ impl Config {
                         ConfigProblem::CarpHook(h.get_ref().clone(), "not an absolute path"),
                     ));
                 }
+                use std::os::unix::fs::PermissionsExt;
                 match std::fs::metadata(&path) {
+                    // Run as is (it is executed, not given to a shell):
+                    // without an execute bit every transition failed.
+                    Ok(m) if m.is_file() && m.permissions().mode() & 0o111 == 0 => {
+                        return Err(cx.err(
+                            h,
+                            ConfigProblem::CarpHook(
+                                h.get_ref().clone(),
+                                "not executable (chmod +x it)",
+                            ),
+                        ))
+                    }
                     Ok(m) if m.is_file() => {}
                     Ok(_) => {
                         return Err(cx.err(
@@ -1241,7 +1279,13 @@ impl Config {
             Some(p) => {
                 let name = p.interface.get_ref();
                 let Some(&ix) = if_ix.get(name.as_str()) else {
-                    return Err(cx.err(&p.interface, ConfigProblem::PfsyncInterface(name.clone())));
+                    return Err(cx.err(
+                        &p.interface,
+                        ConfigProblem::PfsyncInterface(
+                            name.clone(),
+                            port_hint(name, &ports, &ifaces),
+                        ),
+                    ));
                 };
                 let source = match ifaces[ix].addresses.iter().find_map(|a| match a.ip {
                     IpAddr::V4(v) => Some(v),
@@ -1875,6 +1919,10 @@ groups = ["inside"]
         for (tail, want) in [
             ("interface = \"dmz\"\n", "pfsync: 'dmz' is not an interface"),
             (
+                "interface = \"eth1\"\n",
+                "pfsync: 'eth1' is not an interface ('eth1' is a [[port]]; the interface on it is 'lan')",
+            ),
+            (
                 "interface = \"wan\"\npeer = \"2001:db8::1\"\n",
                 "not an IPv4 address",
             ),
@@ -1929,6 +1977,31 @@ groups = ["inside"]
         assert!(p.len() < 200 && p.contains("5000 bytes"), "{p}");
     }
 
+    /// A hook without an execute bit is refused before anything starts
+    /// (it used to fail at every transition, in the log only).
+    #[test]
+    fn a_hook_that_cannot_run_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = std::env::temp_dir().join(format!("palisade-hookmode-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let hook = d.join("hook.sh");
+        std::fs::write(&hook, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = CARP.replacen(
+            "preempt = true",
+            &format!("preempt = true\nhook = \"{}\"", hook.display()),
+            1,
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.to_string().contains("not executable (chmod +x it)"),
+            "{e}"
+        );
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(parse(&text).is_ok());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn bad_carp_interfaces_are_refused_with_their_line() {
         let with = |from: &str, to: &str| CARP.replacen(from, to, 1);
@@ -1961,6 +2034,12 @@ groups = ["inside"]
                 "carp 'carp1': 'dmz' is not an interface",
             ),
             (with("vhid = 2", "vhid = 0"), 27, "vhid 0 out of range"),
+            // The Linux port's name where the interface's belongs.
+            (
+                with("interface = \"wan\"\nvhid = 1", "interface = \"eth0\"\nvhid = 1"),
+                19,
+                "carp 'carp0': 'eth0' is not an interface ('eth0' is a [[port]]; the interface on it is 'wan')",
+            ),
             // A peer no advertisement goes to: IPv6 on an IPv4-only vhid.
             (
                 with(

@@ -45,6 +45,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&unenforced)
         .chain(&unknown_interfaces(&out.config, &host))
         .chain(&carp_interface_rules(&out.config, &cfg))
+        .chain(&blocked_ha_traffic(&out.config, &cfg, &host))
         .chain(&to_v6_loopback(&out.config))
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
@@ -87,6 +88,129 @@ pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec
         walk(&a.ruleset, &carp, &mut out);
     }
     out
+}
+
+/// Warnings for a ruleset that blocks the pair's own traffic: CARP
+/// advertisements on a CARP interface's parent, pfsync on the sync
+/// interface, each way. Without them each firewall hears nothing from the
+/// other and both become MASTER (found by a probe: nothing said so). Tried
+/// as pf would decide a packet of each (from a neighbour on the link, or
+/// to it), without states.
+pub fn blocked_ha_traffic(
+    pf: &palisade_conf::ir::Config,
+    cfg: &Config,
+    host: &HostModel,
+) -> Vec<String> {
+    use palisade_conf::ir::Direction;
+    use std::net::IpAddr;
+    if cfg.carp.is_empty() && cfg.pfsync.is_none() {
+        return Vec::new();
+    }
+    let engine = palisade_filter::Engine::new(pf, host.clone());
+    // (interface index, protocol, what it is, IPv6?, the unicast peer)
+    let mut tries: Vec<(usize, u8, &str, bool, Option<IpAddr>)> = Vec::new();
+    for c in &cfg.carp {
+        for v6 in [false, true] {
+            if c.addresses.iter().any(|a| a.ip.is_ipv6() == v6) {
+                let peer = c.peers.iter().find(|p| p.is_ipv6() == v6).copied();
+                tries.push((c.parent, 112, "CARP advertisements", v6, peer));
+            }
+        }
+    }
+    if let Some(p) = &cfg.pfsync {
+        tries.push((
+            p.iface,
+            240,
+            "pfsync packets",
+            false,
+            p.peer.map(IpAddr::V4),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut said = std::collections::BTreeSet::new();
+    for (ix, proto, what, v6, peer) in tries {
+        let Some(iface) = cfg.ifaces.get(ix) else {
+            continue;
+        };
+        let group: IpAddr = match (proto, v6) {
+            (240, _) => IpAddr::V4(palisade_pfsync::wire::GROUP_V4),
+            (_, false) => "224.0.0.18".parse().expect("address"),
+            (_, true) => "ff02::12".parse().expect("address"),
+        };
+        // This side's address and another host's on the link (the other
+        // firewall's, as pf sees it: not ours, or antispoof would block it).
+        let Some(mine) = iface.addresses.iter().find(|a| a.ip.is_ipv6() == v6) else {
+            continue;
+        };
+        let taken: Vec<IpAddr> = cfg
+            .ifaces
+            .iter()
+            .flat_map(|i| i.addresses.iter().map(|a| a.ip))
+            .chain(
+                cfg.carp
+                    .iter()
+                    .flat_map(|c| c.addresses.iter().map(|a| a.ip)),
+            )
+            .collect();
+        let Some(other) = peer.or_else(|| neighbour(mine, &taken)) else {
+            continue;
+        };
+        for dir in [Direction::In, Direction::Out] {
+            let (src, dst) = match dir {
+                Direction::In => (other, if peer.is_some() { mine.ip } else { group }),
+                Direction::Out => (mine.ip, peer.unwrap_or(group)),
+            };
+            let pkt = palisade_wire::build::ip(src, dst, proto, 255, &[0u8; 36]);
+            let Ok(info) = palisade_wire::parse_ip(&pkt) else {
+                continue;
+            };
+            let meta = palisade_filter::PacketMeta::from_ip(&info, &iface.name, dir);
+            let v = engine.test(&meta);
+            if !matches!(v.action, palisade_filter::VerdictAction::Block(_)) {
+                continue;
+            }
+            let way = if dir == Direction::In { "in" } else { "out" };
+            if !said.insert((iface.name.clone(), proto, way)) {
+                continue;
+            }
+            let by = v.rule.as_ref().map_or("the default".to_string(), |r| {
+                if r.anchor.is_empty() {
+                    format!("rule @{}", r.nr)
+                } else {
+                    format!("rule @{} of anchor {}", r.nr, r.anchor)
+                }
+            });
+            let proto_name = if proto == 112 { "carp" } else { "pfsync" };
+            out.push(format!(
+                "warning: pf.conf blocks {what} {way} on '{}' ({by} decides them): the two \
+                 firewalls cannot hear each other and both may become MASTER; pass them, as \
+                 OpenBSD's pf.conf does: `pass quick on {} proto {proto_name} keep state (no-sync)`",
+                iface.name, iface.name
+            ));
+        }
+    }
+    out
+}
+
+/// Another host's address in `p`'s prefix, none of `taken`.
+fn neighbour(
+    p: &palisade_net::config::Prefix,
+    taken: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    use std::net::IpAddr;
+    let net = p.network();
+    (1u32..64)
+        .filter_map(|k| match net {
+            IpAddr::V4(a) => {
+                let ip = IpAddr::V4((u32::from(a).wrapping_add(k)).into());
+                p.contains(&ip).then_some(ip)
+            }
+            IpAddr::V6(a) => {
+                let ip = IpAddr::V6((u128::from(a).wrapping_add(k as u128)).into());
+                p.contains(&ip).then_some(ip)
+            }
+        })
+        .find(|ip| !taken.contains(ip))
 }
 
 /// Warnings for `os "NAME"` that no fingerprint of the database (`set
@@ -219,4 +343,79 @@ pub fn port_mac(name: &str) -> Result<Mac, String> {
         .collect();
     b.try_into()
         .map_err(|_| format!("port '{name}': not an Ethernet interface"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAIR: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "wan"
+port = "eth0"
+addresses = ["203.0.113.2/24", "2001:db8:1::2/64"]
+[[interface]]
+name = "sync"
+port = "eth2"
+addresses = ["198.18.255.1/30"]
+[[carp]]
+name = "carp0"
+interface = "wan"
+vhid = 1
+addresses = ["203.0.113.1/24", "2001:db8:1::1/64"]
+[pfsync]
+interface = "sync"
+"#;
+
+    fn warnings(rules: &str) -> Vec<String> {
+        let cfg = Config::parse(Path::new("t.toml"), PAIR, &|_| true).unwrap();
+        let host = HostModel {
+            interfaces: cfg.host_interfaces(),
+            ..Default::default()
+        };
+        let out = palisade_conf::parse_bytes(
+            "pf.conf",
+            None,
+            rules.as_bytes().to_vec(),
+            &ParseOptions {
+                host: host.clone(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(out.errors, 0, "{:?}", out.stderr);
+        blocked_ha_traffic(&out.config, &cfg, &host)
+    }
+
+    /// A ruleset that blocks the pair's own traffic is said, each way on
+    /// each interface; S3's pf.conf (with antispoof) is not.
+    #[test]
+    fn blocked_carp_and_pfsync_are_warned_about() {
+        let w = warnings("block all\n");
+        assert_eq!(w.len(), 4, "{w:#?}");
+        assert!(
+            w[0].contains("blocks CARP advertisements in on 'wan' (rule @0 decides them)"),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|l| l.contains("blocks pfsync packets out on 'sync'")),
+            "{w:#?}"
+        );
+        assert!(w.iter().all(|l| l.contains("both may become MASTER")));
+        let w = warnings(
+            "block all\nantispoof for wan\n\
+             pass quick on sync proto pfsync keep state (no-sync)\n\
+             pass on wan proto carp keep state\n",
+        );
+        assert!(w.is_empty(), "{w:#?}");
+        // Only inbound CARP blocked (IPv6 too: one line per way).
+        let w = warnings("pass\nblock in on wan proto carp\n");
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].contains("CARP advertisements in on 'wan'"), "{w:#?}");
+    }
 }

@@ -332,7 +332,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some(mut c) = sh.carp() {
         c.finish_hooks(crate::carp::HOOK_DRAIN);
     }
-    tracing::info!("stopping: {:?}", sh.dp().counters);
+    tracing::info!("stopping: {}", stop_summary(&sh.dp().counters));
     if let Some((flows, c)) = sh.dp().fastpath_status() {
         tracing::info!("fastpath: {flows} flows handed over; {c:?}");
     }
@@ -346,4 +346,61 @@ fn attach_fastpath(names: &[String]) -> Result<palisade_net::fastpath::FastPath,
         fp.attach(n).map_err(|e| e.to_string())?;
     }
     Ok(fp)
+}
+
+/// The data plane's counters as the stop's log line says them: frames in
+/// and out, then every other counter and drop reason that is not zero,
+/// by the names `show info` uses.
+fn stop_summary(c: &palisade_net::dataplane::Counters) -> String {
+    use palisade_net::dataplane::DropReason;
+    let mut parts = vec![format!("frames in {}, out {}", c.frames_in, c.frames_out)];
+    for (name, n) in [
+        ("bridged", c.bridged),
+        ("routed", c.routed),
+        ("blocked", c.blocked),
+        ("segmented", c.segmented),
+        ("fragmented", c.fragmented),
+        ("icmp_errors", c.icmp_errors),
+        ("host_in", c.host_in),
+        ("host_out", c.host_out),
+    ] {
+        if n > 0 {
+            parts.push(format!("{name} {n}"));
+        }
+    }
+    let drops: Vec<String> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name(), c.drops.get(*r)))
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    if !drops.is_empty() {
+        parts.push(format!("dropped: {}", drops.join(", ")));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod stop_tests {
+    #[test]
+    fn the_stop_line_names_its_counters() {
+        use palisade_net::dataplane::{Counters, DropReason};
+        let mut c = Counters {
+            frames_in: 10,
+            frames_out: 7,
+            routed: 3,
+            ..Default::default()
+        };
+        c.ring_dropped(2);
+        let s = super::stop_summary(&c);
+        assert!(
+            s.starts_with("frames in 10, out 7; routed 3; dropped: "),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!("{} 2", DropReason::RingFull.name())),
+            "{s}"
+        );
+        assert!(!s.contains("Counters") && !s.contains("bridged"), "{s}");
+    }
 }
