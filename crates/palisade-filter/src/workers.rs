@@ -35,9 +35,15 @@ use crate::state::directory::Directory;
 const MAX_HOPS: u32 = 3;
 
 pub struct Workers {
-    filters: Vec<Mutex<Filter>>,
+    filters: Vec<Padded>,
     directory: Option<Arc<Directory>>,
 }
+
+/// A worker's filter on cache lines of its own: the filters' per-packet
+/// counters and their locks, side by side in one vector, would otherwise
+/// share lines between workers.
+#[repr(align(128))]
+struct Padded(Mutex<Filter>);
 
 impl Workers {
     /// Filters for `n` workers (at most 255), made by `make` (each as
@@ -48,7 +54,7 @@ impl Workers {
         let n = n.clamp(1, 255);
         if n == 1 || needs_one_table(config) {
             return Workers {
-                filters: vec![Mutex::new(make())],
+                filters: vec![Padded(Mutex::new(make()))],
                 directory: None,
             };
         }
@@ -57,7 +63,7 @@ impl Workers {
             .map(|t| {
                 let mut f = make();
                 f.join(d.clone(), t as u8);
-                Mutex::new(f)
+                Padded(Mutex::new(f))
             })
             .collect();
         Workers {
@@ -81,6 +87,7 @@ impl Workers {
     /// go of it).
     pub fn lock(&self, t: usize) -> MutexGuard<'_, Filter> {
         self.filters[t]
+            .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
