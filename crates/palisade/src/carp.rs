@@ -247,6 +247,18 @@ impl CarpRuntime {
     pub fn demote(&mut self, now_us: u64, group: &str, delta: i32) -> Result<u32, String> {
         // The rule palisade.toml applies to `groups`, so that every group
         // the file accepts can be demoted by hand.
+        // A CARP interface's name where a group's belongs (ifconfig
+        // demotes groups only): say which groups it is in.
+        if let Some(v) = self.node.status().iter().find(|v| v.name == group) {
+            let mut groups = vec!["carp".to_string()];
+            groups.extend(v.groups.iter().cloned());
+            return Err(format!(
+                "{group} is a CARP interface, and demotion is per group (as ifconfig -g): \
+                 demote one of its groups ({}), or put it in a group of its own with \
+                 `carp group add {group} GROUP`",
+                groups.join(", ")
+            ));
+        }
         if let Some(p) = palisade_net::config::group_name_problem(group) {
             return Err(p);
         }
@@ -1069,6 +1081,12 @@ groups = ["carp", "inside", "inside"]
             assert_eq!(c.demote(0, bad, 1), Err(want));
         }
         assert_eq!(c.set_group(0, "carp0", "outside", true), Ok(()));
+        // The interface's own name: its groups are named.
+        let e = c.demote(0, "carp0", 1).unwrap_err();
+        assert!(
+            e.contains("carp0 is a CARP interface") && e.contains("(carp, inside, outside)"),
+            "{e}"
+        );
     }
 
     /// A refused advertisement is said at once, then once a minute per
