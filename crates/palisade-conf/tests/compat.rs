@@ -576,3 +576,17 @@ fn prio_matches_and_max_src_states_is_global() {
         "{printed}"
     );
 }
+
+/// A port range with a side missing names the range, not an empty port.
+#[test]
+fn a_port_range_with_a_side_missing_is_named() {
+    for text in [
+        "pass in proto tcp to port 22:\n",
+        "pass in proto tcp to port :22\n",
+    ] {
+        let out = parse_with(&opts(), text.as_bytes());
+        let err = out.stderr.join("\n");
+        assert!(out.errors > 0, "{text}");
+        assert!(err.contains("a port on each side of ':'"), "{err}");
+    }
+}

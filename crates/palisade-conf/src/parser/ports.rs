@@ -68,6 +68,12 @@ impl<'a> Parser<'a> {
             } if !is_keyword(&text) => {
                 self.next();
                 if let Some((a, b)) = text.split_once(':') {
+                    if a.is_empty() || b.is_empty() {
+                        self.error(format!(
+                            "port range '{text}': a port on each side of ':' (as 1024:65535)"
+                        ));
+                        return Err(PErr::Reported);
+                    }
                     let lo = self.port_value(a)?;
                     if b == "*" {
                         return Ok((lo, lo, true, true));
