@@ -339,11 +339,12 @@ pub struct Node {
     events: VecDeque<Event>,
     rejects: BTreeMap<Reject, u64>,
     ready: bool,
-    /// The boot demotion is still part of group `carp`'s counter: lifted
-    /// by `set_ready`, or by an administrator who took the counter below
-    /// it first (then `set_ready` leaves the counter alone, so that a
-    /// demotion made by hand since is not lifted with it).
-    boot_hold: bool,
+    /// What is left of the boot demotion in group `carp`'s counter:
+    /// `set_ready` takes off this much. An administrator who lowers the
+    /// counter lowers it too (never above the counter), so that a
+    /// demotion made by hand after lifting the boot one is not lifted with
+    /// it, and a part lifted by hand is not taken twice.
+    boot_left: u32,
 }
 
 impl Node {
@@ -378,7 +379,7 @@ impl Node {
             events: VecDeque::new(),
             rejects: BTreeMap::new(),
             ready: opts.ready,
-            boot_hold: false,
+            boot_left: 0,
         };
         n.groups.insert("carp".into(), 0);
         let mut x = seed;
@@ -415,7 +416,7 @@ impl Node {
         }
         if !opts.ready {
             n.demote(now, "carp", BOOT_DEMOTE, "starting: not ready yet");
-            n.boot_hold = true;
+            n.boot_left = BOOT_DEMOTE as u32;
         }
         for i in 0..n.vhosts.len() {
             if down.contains(&n.vhosts[i].cfg.parent) {
@@ -437,10 +438,10 @@ impl Node {
     pub fn set_ready(&mut self, now: Micros) {
         if !self.ready {
             self.ready = true;
-            if self.boot_hold {
-                self.demote(now, "carp", -BOOT_DEMOTE, "ready");
+            let left = std::mem::take(&mut self.boot_left);
+            if left > 0 {
+                self.demote(now, "carp", -(left as i32), "ready");
             }
-            self.boot_hold = false;
         }
     }
 
@@ -454,10 +455,11 @@ impl Node {
             return;
         }
         *c = new;
-        // Taken below the boot demotion (by hand: `carp undemote carp
-        // 128` when services are up early): that demotion is gone.
-        if group == "carp" && new < BOOT_DEMOTE as u32 {
-            self.boot_hold = false;
+        // Taken below what is left of the boot demotion (by hand: `carp
+        // undemote carp 128` when services are up early): that much of it
+        // is gone.
+        if group == "carp" {
+            self.boot_left = self.boot_left.min(new);
         }
         self.events.push_back(Event::Demoted {
             group: group.to_string(),

@@ -652,12 +652,15 @@ fn a_restarted_node_stays_out_until_ready() {
 /// exactly the boot demotion and leaves what was added on top.
 #[test]
 fn ready_lifts_only_the_boot_demotion() {
-    let cases: [(&[i32], u32); 5] = [
+    let cases: [(&[i32], u32); 7] = [
         (&[-128, 128], 128),
         (&[-128, 10], 10),
         (&[10], 10),
         (&[], 0),
         (&[10, -10], 0),
+        // Part of it lifted by hand: ready lifts the rest.
+        (&[-100], 0),
+        (&[-100, 5], 5),
     ];
     for (admin, left) in cases {
         let mut sim = Sim::new();

@@ -551,7 +551,8 @@ fn rules_pfctl_refuses_are_refused() {
           match in on em0 inet scrub (no-df)\n\
           match in on em0 inet6 scrub (max-mss 1400)\n\
           pass in proto tcp user 0\n\
-          pass on em0 from 192.0.2.9 binat-to 203.0.113.9\n",
+          pass on em0 from 192.0.2.9 binat-to 203.0.113.9\n\
+          pass on em0 dup-to (em1 198.51.100.9)\n",
     );
 }
 

@@ -86,7 +86,9 @@ pub struct Decision {
     /// Nothing was decided: the packet's state is in this other table
     /// (a table per worker, `Filter::join`), where the caller must decide
     /// the packet (`workers::Workers` does). The packet is unchanged,
-    /// nothing was counted, and when the packet was the last piece of a
+    /// the filter counted nothing (in the rare race where another table
+    /// made the state after this one missed, the rules were evaluated
+    /// first: docs/workers.md), and when the packet was the last piece of a
     /// fragmented datagram, `reassembled` and `refragment` carry the
     /// datagram to decide there instead.
     pub elsewhere: Option<u8>,
@@ -726,6 +728,13 @@ impl Filter {
         }
         self.housekeeping(now_ms);
         None
+    }
+
+    /// The clock moves without a packet: expiry as a packet would run it
+    /// (for a table no packet reaches for a while: a worker's own).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.housekeeping(now_ms);
     }
 
     /// Expiry of states (a slice at a time), fragments and sticky

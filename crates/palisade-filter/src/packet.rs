@@ -326,7 +326,9 @@ impl RuleStats {
                 .wrapping_add(self.packets(Direction::Out)),
             self.bytes(Direction::In)
                 .wrapping_add(self.bytes(Direction::Out)),
-            self.sum(|l| &l.states_cur),
+            // Lanes read one after the other may see a state's removal
+            // in one and not yet its creation in another: never below 0.
+            (self.sum(|l| &l.states_cur) as i64).max(0) as u64,
             self.sum(|l| &l.states_tot),
         )
     }

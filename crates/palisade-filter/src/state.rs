@@ -1342,6 +1342,7 @@ impl StateTable {
         let (wire, stack) = keys_of(&key, translated.as_ref().unwrap_or(&key), dir);
         if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
             || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
+            || !self.claim_keys(&wire, &stack, bound, iface_id)
         {
             return Err(crate::Reason::StateInsert);
         }
@@ -1395,14 +1396,6 @@ impl StateTable {
     /// Is `k` a key of another state on `need`'s side (for a state bound
     /// to `iface` when `bound`)?
     fn key_taken(&self, k: &FlowKey, need: u32, bound: bool, iface: IfId) -> bool {
-        if let Some(d) = &self.directory {
-            let name = self.ifaces.get(iface as usize).map_or("", String::as_str);
-            if d.taken_elsewhere(self.table, k, need as u8, bound, name)
-                .is_some()
-            {
-                return true;
-            }
-        }
         let h = self.hash(k);
         self.index.iter_hash(h).any(|&e| {
             let side = e >> 30;
@@ -1416,6 +1409,17 @@ impl StateTable {
             };
             side & need != 0 && okey == *k && (!bound || !o.bound || o.iface == iface)
         })
+    }
+
+    /// With a table per worker: record a new state's keys in the
+    /// directory, unless another table holds one it clashes with (false:
+    /// the state must not be made). Checked and recorded at once.
+    fn claim_keys(&self, wire: &FlowKey, stack: &FlowKey, bound: bool, iface: IfId) -> bool {
+        let Some(d) = &self.directory else {
+            return true;
+        };
+        let name = bound.then(|| self.ifaces.get(iface as usize).map_or("", String::as_str));
+        d.claim(self.table, wire, stack, name).is_ok()
     }
 
     /// Put a state in a free slot and index its keys; returns the slot.
@@ -1475,10 +1479,6 @@ impl StateTable {
             let gen = self.gens[slot as usize];
             let n = slot * self.stride() + self.table as u32;
             s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | n as u64;
-        }
-        if let Some(d) = &self.directory {
-            let bound = s.bound.then(|| self.ifaces[s.iface as usize].as_str());
-            d.add(self.table, wire, stack, bound);
         }
         // The state is stored before its keys are indexed: growing the
         // index rehashes every entry from its state, this one's included.

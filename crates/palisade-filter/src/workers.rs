@@ -92,6 +92,21 @@ impl Workers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The clock moves for every table (each expires its states when its
+    /// worker's packets come, and a table no packet reaches would keep
+    /// them: the daemon's timer calls this).
+    pub fn tick(&self, now_ms: u64) {
+        for t in 0..self.filters.len() {
+            self.lock(t).tick(now_ms);
+        }
+    }
+
+    /// The table holding a state of this id (pfsync, `state kill --id`).
+    pub fn table_of_id(&self, id: u64) -> usize {
+        let t = self.lock(0).states.table_of_id(id) as usize;
+        t % self.filters.len()
+    }
+
     /// States in all tables.
     pub fn states(&self) -> usize {
         match &self.directory {

@@ -393,3 +393,77 @@ fn two_threads_at_once() {
     let per: usize = (0..2).map(|t| workers.lock(t).states.len()).sum();
     assert_eq!(per, workers.states());
 }
+
+/// Two threads making states with the same keys at once (each thread the
+/// same 5,000 connections' first packets): each key is made once, the
+/// other thread's packet meets it, and the directory counts each once.
+#[test]
+fn the_same_keys_from_two_threads_make_one_state_each() {
+    let config = parse("pass out on em0 proto udp\n");
+    let engine = Arc::new(Engine::new(&config, host()));
+    let workers = Arc::new(Workers::new(2, &config, || {
+        let mut f = filter_for(&config, &engine);
+        f.states.limit = 100_000;
+        f
+    }));
+    let threads: Vec<_> = (0..2usize)
+        .map(|t| {
+            let workers = workers.clone();
+            std::thread::spawn(move || {
+                let mut new = 0;
+                for i in 0..5000u16 {
+                    let mut p = udp("192.0.2.1", "203.0.113.9", 1000 + i, 53, 8);
+                    let d = workers.process(t, &mut p, "em0", Out, 0, 0, None, None);
+                    assert!(d.passed(), "{d:?}");
+                    new += (d.state == StateMatch::New) as u32;
+                }
+                new
+            })
+        })
+        .collect();
+    let made: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(made, 5000, "each key made once");
+    assert_eq!(workers.states(), 5000);
+    let per: usize = (0..2).map(|t| workers.lock(t).states.len()).sum();
+    assert_eq!(per, 5000, "no key in both tables");
+}
+
+/// Ids name their table: a state is found by id in its own table only,
+/// and `table_of_id` says which. States expire in every table with
+/// `tick`, and leave nothing in the directory.
+#[test]
+fn ids_name_their_table_and_states_expire_everywhere() {
+    let config = parse("pass out on em0 proto udp\n");
+    let engine = Arc::new(Engine::new(&config, host()));
+    let workers = Workers::new(2, &config, || filter_for(&config, &engine));
+    let mut ids = Vec::new();
+    for i in 0..20u16 {
+        let mut p = udp("192.0.2.1", "203.0.113.9", 2000 + i, 53, 8);
+        let w = (i % 2) as usize;
+        let d = workers.process(w, &mut p, "em0", Out, 0, 0, None, None);
+        let id = d.state_id.expect("a new state");
+        ids.push((id, w));
+    }
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().map(|(id, _)| *id).collect();
+    assert_eq!(distinct.len(), 20, "ids unique across tables");
+    for (id, w) in &ids {
+        assert_eq!(workers.table_of_id(*id), *w);
+        assert!(workers.lock(*w).states.get(*id).is_some());
+        assert!(workers.lock(1 - *w).states.get(*id).is_none());
+    }
+    // UDP's first timeout is 60 s: tick past it, a slice at a time.
+    let mut now = 0;
+    while now <= 70_000 {
+        workers.tick(now);
+        now += 200;
+    }
+    assert_eq!(workers.states(), 0, "the directory counts none");
+    assert_eq!(
+        workers.lock(0).states.len() + workers.lock(1).states.len(),
+        0
+    );
+    // And the keys are free again: the same packet makes a new state.
+    let mut p = udp("192.0.2.1", "203.0.113.9", 2000, 53, 8);
+    let d = workers.process(1, &mut p, "em0", Out, now, 0, None, None);
+    assert_eq!(d.state, StateMatch::New);
+}

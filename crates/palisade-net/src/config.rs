@@ -1169,10 +1169,24 @@ impl Config {
                     ));
                 }
                 // On the parent's link: inside one of its prefixes of the
-                // family (an IPv6 link-local peer always is; a parent
-                // without an address of the family cannot be checked).
+                // family, its CARP addresses' or an `interface =` route's
+                // through it (as a gateway is; an IPv6 link-local peer
+                // always is; a parent without an address of the family
+                // cannot be checked).
                 let fam: Vec<&Prefix> = own
                     .iter()
+                    .chain(addresses.iter())
+                    .chain(
+                        carp.iter()
+                            .filter(|o| o.parent == parent)
+                            .flat_map(|o| o.addresses.iter()),
+                    )
+                    .chain(
+                        routes
+                            .iter()
+                            .filter(|(_, r)| r.via.is_none() && r.iface == Some(parent))
+                            .map(|(_, r)| &r.to),
+                    )
                     .filter(|a| a.ip.is_ipv6() == ip.is_ipv6())
                     .collect();
                 let link_local = matches!(ip, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
@@ -1306,9 +1320,24 @@ impl Config {
                         let own: Vec<&Prefix> = ifaces[ix]
                             .addresses
                             .iter()
+                            .chain(
+                                carp.iter()
+                                    .filter(|o| o.parent == ix)
+                                    .flat_map(|o| o.addresses.iter()),
+                            )
+                            .chain(
+                                routes
+                                    .iter()
+                                    .filter(|(_, r)| r.via.is_none() && r.iface == Some(ix))
+                                    .map(|(_, r)| &r.to),
+                            )
                             .filter(|a| a.ip.is_ipv4())
                             .collect();
-                        let why = if own.iter().any(|a| a.ip == IpAddr::V4(peer)) {
+                        let why = if ifaces[ix]
+                            .addresses
+                            .iter()
+                            .any(|a| a.ip == IpAddr::V4(peer))
+                        {
                             Some("is the address of this firewall's")
                         } else if !own.iter().any(|a| a.contains(&IpAddr::V4(peer))) {
                             Some("is not on")
@@ -1935,7 +1964,7 @@ groups = ["inside"]
             // nothing reached it, and nothing said so.
             (
                 "interface = \"wan\"\npeer = \"198.18.0.3\"\n",
-                "pfsync peer 198.18.0.3: is not on interface 'wan' (203.0.113.2/24)",
+                "pfsync peer 198.18.0.3: is not on interface 'wan' (203.0.113.2/24, 203.0.113.1/24)",
             ),
             (
                 "interface = \"wan\"\npeer = \"203.0.113.2\"\n",
@@ -1975,6 +2004,44 @@ groups = ["inside"]
         // A huge name is shown by its start and length, not whole.
         let p = group_name_problem(&"g".repeat(5000)).unwrap();
         assert!(p.len() < 200 && p.contains("5000 bytes"), "{p}");
+    }
+
+    /// A peer reached through an `interface =` route (an address with a
+    /// /32 and the gateway's network routed to the interface, as S1's
+    /// failover addresses are set up) is on the link.
+    #[test]
+    fn a_peer_behind_an_interface_route_is_on_the_link() {
+        let text = CARP
+            .replacen(
+                "addresses = [\"203.0.113.2/24\"]",
+                "addresses = [\"203.0.113.2/32\"]",
+                1,
+            )
+            .replacen(
+                "addresses = [\"203.0.113.1/24\"]",
+                "addresses = [\"203.0.113.1/32\"]",
+                1,
+            )
+            .replacen(
+                "passphrase = \"s3cret\"",
+                "passphrase = \"s3cret\"\npeer = [\"203.0.113.3\"]",
+                1,
+            )
+            .replacen(
+                "[carp-options]",
+                "[[route]]\nto = \"203.0.113.0/29\"\ninterface = \"wan\"\n[carp-options]",
+                1,
+            );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.carp[0].peers, ["203.0.113.3".parse::<IpAddr>().unwrap()]);
+        // Without the route: not on the link.
+        let e = parse(&text.replacen(
+            "[[route]]\nto = \"203.0.113.0/29\"\ninterface = \"wan\"\n",
+            "",
+            1,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("is not on interface 'wan'"), "{e}");
     }
 
     /// A hook without an execute bit is refused before anything starts
@@ -2066,7 +2133,7 @@ groups = ["inside"]
                     "passphrase = \"s3cret\"\npeer = [\"192.0.2.9\"]",
                 ),
                 23,
-                "carp 'carp0': peer 192.0.2.9 is not on interface 'wan' (203.0.113.2/24)",
+                "carp 'carp0': peer 192.0.2.9 is not on interface 'wan' (203.0.113.2/24, 203.0.113.1/24)",
             ),
             (
                 with(

@@ -890,6 +890,10 @@ impl Sync {
     }
 
     fn count_sent(&mut self, m: &Message) {
+        // What is built while the link is down is not sent (`emit`).
+        if !self.link_up {
+            return;
+        }
         *self
             .stats
             .messages_sent

@@ -53,6 +53,9 @@ type RefusalKey = (String, Option<u8>, IpAddr, &'static str);
 /// per sender, vhid and reason (with the count since).
 const REFUSAL_LOG_US: u64 = 60_000_000;
 
+/// How many kinds of refusal (sender, vhid, reason) are remembered.
+const REFUSAL_KINDS: usize = 256;
+
 /// What a refusal most likely means, for the log.
 fn refusal_hint(reason: palisade_carp::node::Reject, vhid: Option<u8>) -> String {
     use palisade_carp::node::Reject;
@@ -351,12 +354,19 @@ impl CarpRuntime {
     }
 
     /// Whether a refusal is to be said now: the first of its kind at
-    /// once, then at most once a minute; Some(how many since it was last
-    /// said, this one included).
-    fn refusal_to_log(&mut self, key: RefusalKey, now_us: u64) -> Option<u64> {
+    /// once, then (unless `once`) at most once a minute; Some(how many
+    /// since it was last said, this one included). At most
+    /// `REFUSAL_KINDS` kinds are remembered; beyond them, new kinds are
+    /// only counted (in `carp show`), so a flood of forged senders cannot
+    /// grow the memory or the log.
+    fn refusal_to_log(&mut self, key: RefusalKey, now_us: u64, once: bool) -> Option<u64> {
+        if !self.refusals.contains_key(&key) && self.refusals.len() >= REFUSAL_KINDS {
+            return None;
+        }
         let e = self.refusals.entry(key).or_insert((None, 0));
         e.1 += 1;
         match e.0 {
+            Some(_) if once => None,
             Some(last) if now_us < last + REFUSAL_LOG_US => None,
             _ => {
                 let n = e.1;
@@ -466,19 +476,35 @@ impl CarpRuntime {
                     from,
                     reason,
                 } => {
-                    let key = (parent.clone(), vhid, from, reason.name());
-                    if let Some(n) = self.refusal_to_log(key, now_us) {
+                    use palisade_carp::node::Reject;
+                    // What a sender could forge from anywhere on the link
+                    // is keyed without its address (one line per reason,
+                    // however many sources); another pair's vhid on a
+                    // shared segment is normal: said once, at info.
+                    let (key_from, key_vhid) = match reason {
+                        Reject::BadHmac | Reject::Loop => (from, vhid),
+                        Reject::UnknownVhid => (IpAddr::from([0u8; 4]), vhid),
+                        _ => (IpAddr::from([0u8; 4]), None),
+                    };
+                    let key = (parent.clone(), key_vhid, key_from, reason.name());
+                    let once = reason == Reject::UnknownVhid;
+                    if let Some(n) = self.refusal_to_log(key, now_us, once) {
                         let again = if n > 1 {
                             format!(" ({n} refused since it was last said)")
                         } else {
                             String::new()
                         };
-                        tracing::warn!(
+                        let line = format!(
                             "carp advertisement from {from} on {parent} (vhid {}) refused: {}: {}{again}",
                             vhid.map_or("?".into(), |v| v.to_string()),
                             reason.name(),
                             refusal_hint(reason, vhid)
                         );
+                        if once {
+                            tracing::info!("{line} (said once; carp show counts them)");
+                        } else {
+                            tracing::warn!("{line}");
+                        }
                     }
                 }
                 Event::Demoted {
@@ -1096,12 +1122,23 @@ groups = ["carp", "inside", "inside"]
         let (mut c, _dp) = runtime(ONE_VHID);
         let from: IpAddr = "198.18.0.3".parse().unwrap();
         let k = |r: &'static str| ("lan".to_string(), Some(1), from, r);
-        assert_eq!(c.refusal_to_log(k("bad-hmac"), 5), Some(1));
-        assert_eq!(c.refusal_to_log(k("bad-hmac"), 1_000_000), None);
-        assert_eq!(c.refusal_to_log(k("unknown-vhid"), 1_000_000), Some(1));
-        assert_eq!(c.refusal_to_log(k("bad-hmac"), 30_000_000), None);
-        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_005), Some(3));
-        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_006), None);
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 5, false), Some(1));
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 1_000_000, false), None);
+        assert_eq!(
+            c.refusal_to_log(k("unknown-vhid"), 1_000_000, true),
+            Some(1)
+        );
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 30_000_000, false), None);
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_005, false), Some(3));
+        assert_eq!(c.refusal_to_log(k("bad-hmac"), 60_000_006, false), None);
+        // Said once only: another pair's vhid on the segment.
+        assert_eq!(c.refusal_to_log(k("unknown-vhid"), 900_000_000, true), None);
+        // Forged senders by the thousand: the memory stays bounded.
+        for i in 0..10_000u32 {
+            let f = IpAddr::from((0xc612_0000u32 + i).to_be_bytes());
+            c.refusal_to_log(("lan".to_string(), Some(1), f, "bad-hmac"), 0, false);
+        }
+        assert!(c.refusals.len() <= REFUSAL_KINDS);
         assert!(refusal_hint(palisade_carp::node::Reject::BadHmac, Some(1)).contains("passphrase"));
     }
 }

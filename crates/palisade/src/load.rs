@@ -107,6 +107,32 @@ pub fn blocked_ha_traffic(
         return Vec::new();
     }
     let engine = palisade_filter::Engine::new(pf, host.clone());
+    // `set skip on` an interface (or its group): pf leaves it alone.
+    let mut skipped = std::collections::BTreeSet::new();
+    for o in &pf.options {
+        if let palisade_conf::ir::SetOption::Skip(names) = o {
+            for n in names {
+                skipped.insert(n.clone());
+                skipped.extend(host.members(n).into_iter().map(|i| i.name.clone()));
+            }
+        }
+    }
+    // A pass rule written for the protocol: the user has seen to it (the
+    // test packets come from an address made up here, which such a rule
+    // may rightly not name).
+    fn names_proto(rs: &palisade_conf::ir::Ruleset, proto: u8) -> bool {
+        rs.rules.iter().any(|r| {
+            (matches!(r.action, palisade_conf::ir::Action::Pass) && r.proto == Some(proto))
+                || r.inline.as_ref().is_some_and(|i| names_proto(i, proto))
+        })
+    }
+    let written = |proto: u8| {
+        names_proto(&pf.main, proto)
+            || pf
+                .load_anchors
+                .iter()
+                .any(|a| names_proto(&a.ruleset, proto))
+    };
     // (interface index, protocol, what it is, IPv6?, the unicast peer)
     let mut tries: Vec<(usize, u8, &str, bool, Option<IpAddr>)> = Vec::new();
     for c in &cfg.carp {
@@ -132,6 +158,9 @@ pub fn blocked_ha_traffic(
         let Some(iface) = cfg.ifaces.get(ix) else {
             continue;
         };
+        if skipped.contains(&iface.name) || written(proto) {
+            continue;
+        }
         let group: IpAddr = match (proto, v6) {
             (240, _) => IpAddr::V4(palisade_pfsync::wire::GROUP_V4),
             (_, false) => "224.0.0.18".parse().expect("address"),
@@ -414,8 +443,19 @@ interface = "sync"
         );
         assert!(w.is_empty(), "{w:#?}");
         // Only inbound CARP blocked (IPv6 too: one line per way).
-        let w = warnings("pass\nblock in on wan proto carp\n");
+        let w = warnings("pass\nblock in on wan\n");
         assert_eq!(w.len(), 1, "{w:#?}");
         assert!(w[0].contains("CARP advertisements in on 'wan'"), "{w:#?}");
+        // `set skip on sync` (a dedicated link pf leaves alone), and a
+        // pass rule written for CARP from the real peer only: the user has
+        // seen to them.
+        let w = warnings(
+            "set skip on sync
+block all
+pass in on wan proto carp from 203.0.113.3
+             pass out on wan proto carp
+",
+        );
+        assert!(w.is_empty(), "{w:#?}");
     }
 }

@@ -406,8 +406,9 @@ impl<'a> Parser<'a> {
         if translates && spec.base.dir.is_none() {
             problems.push("nat-to and rdr-to require a direction");
         }
-        if spec.route.is_some() {
-            if spec.base.dir.is_none() {
+        if let Some(route) = &spec.route {
+            // dup-to copies both ways, so it needs none (pfctl agrees).
+            if spec.base.dir.is_none() && route.kind != RouteKind::DupTo {
                 problems.push("direction must be explicit with rules that specify routing");
             }
             if is_match {

@@ -60,8 +60,11 @@ impl Directory {
         self.live.load(Relaxed)
     }
 
-    fn shard(&self, k: &FlowKey) -> std::sync::MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(k) as usize % SHARDS;
+    fn shard_of(&self, k: &FlowKey) -> usize {
+        self.hasher.hash_one(k) as usize % SHARDS
+    }
+
+    fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Shard> {
         // A worker that panicked while holding a shard left it whole
         // (every change is one insert or remove): carry on with it.
         self.shards[i]
@@ -69,23 +72,66 @@ impl Directory {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A state of `table` with these keys (one entry when they are the
-    /// same), bound to `bound` when if-bound.
-    pub(super) fn add(&self, table: u8, wire: &FlowKey, stack: &FlowKey, bound: Option<&str>) {
-        let bound: Option<Arc<str>> = bound.map(Arc::from);
-        let keys: &[(&FlowKey, u8)] = if wire == stack {
-            &[(wire, 3)]
+    fn shard(&self, k: &FlowKey) -> std::sync::MutexGuard<'_, Shard> {
+        self.lock(self.shard_of(k))
+    }
+
+    /// Record a new state of `table` with these keys (one entry when they
+    /// are the same), bound to `bound` when if-bound, unless another
+    /// table holds a state one of them clashes with
+    /// (`StateTable::key_taken`'s rule): then Err(that table), and
+    /// nothing is recorded. Checked and recorded under the keys' shards'
+    /// locks (both, taken in index order), so that two workers making a
+    /// state with the same key at once cannot both succeed.
+    pub(super) fn claim(
+        &self,
+        table: u8,
+        wire: &FlowKey,
+        stack: &FlowKey,
+        bound: Option<&str>,
+    ) -> Result<(), u8> {
+        let keys: Vec<(&FlowKey, u8)> = if wire == stack {
+            vec![(wire, 3)]
         } else {
-            &[(wire, 1), (stack, 2)]
+            vec![(wire, 1), (stack, 2)]
         };
-        for &(k, sides) in keys {
-            self.shard(k).entry(k.clone()).or_default().push(Entry {
+        let (a, b) = (self.shard_of(wire), self.shard_of(stack));
+        let (lo, hi) = (a.min(b), a.max(b));
+        let mut first = self.lock(lo);
+        let mut second = (hi != lo).then(|| self.lock(hi));
+        let clash = |sh: &Shard, k: &FlowKey, sides: u8| {
+            sh.get(k)?
+                .iter()
+                .find(|e| {
+                    e.table != table
+                        && e.sides & sides != 0
+                        && (bound.is_none() || e.bound.is_none() || e.bound.as_deref() == bound)
+                })
+                .map(|e| e.table)
+        };
+        for &(k, sides) in &keys {
+            let sh = match &second {
+                Some(s) if self.shard_of(k) == hi => &**s,
+                _ => &*first,
+            };
+            if let Some(t) = clash(sh, k, sides) {
+                return Err(t);
+            }
+        }
+        let bound: Option<Arc<str>> = bound.map(Arc::from);
+        for &(k, sides) in &keys {
+            let sh = match &mut second {
+                Some(s) if self.shard_of(k) == hi => &mut **s,
+                _ => &mut *first,
+            };
+            sh.entry(k.clone()).or_default().push(Entry {
                 table,
                 sides,
                 bound: bound.clone(),
             });
         }
         self.live.fetch_add(1, Relaxed);
+        Ok(())
     }
 
     /// The state `add` recorded is gone.
@@ -128,7 +174,9 @@ impl Directory {
 
     /// Is `k` a key on `need`'s side of a state in another table than
     /// `own` that a new state (bound to `iface` when `bound`) would
-    /// clash with (`StateTable::key_taken`'s rule)?
+    /// clash with (`StateTable::key_taken`'s rule)? A hint only (a
+    /// translation port another table holds is passed over); `claim`
+    /// decides.
     pub(super) fn taken_elsewhere(
         &self,
         own: u8,
@@ -167,8 +215,14 @@ mod tests {
     fn entries_come_and_go_with_their_sides_and_bindings() {
         let d = Directory::new(2);
         let (w, s) = (key(1), key(2));
-        d.add(0, &w, &s, None);
-        d.add(1, &key(3), &key(3), Some("em0"));
+        assert_eq!(d.claim(0, &w, &s, None), Ok(()));
+        assert_eq!(d.claim(1, &key(3), &key(3), Some("em0")), Ok(()));
+        // The same keys from another table: refused, nothing recorded.
+        assert_eq!(d.claim(1, &w, &key(9), None), Err(0));
+        assert_eq!(d.claim(0, &key(8), &key(3), None), Err(1));
+        // Bound to another interface: no clash with a bound state.
+        assert_eq!(d.claim(0, &key(7), &key(3), Some("em1")), Ok(()));
+        d.remove(0, &key(7), &key(3), Some("em1"));
         assert_eq!(d.live(), 2);
         // Found from the other table only, on the right side.
         assert_eq!(d.elsewhere(1, &w, 1, "em1"), Some(0));

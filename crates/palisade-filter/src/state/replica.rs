@@ -515,7 +515,9 @@ impl StateTable {
             }
             return Err(ImportError::KeyInUse);
         }
-        if self.live as u64 >= self.limit as u64 || self.live >= super::MAX_SLOTS {
+        if self.live_all() as u64 >= self.limit as u64
+            || self.live >= super::MAX_SLOTS / self.stride() as usize
+        {
             return Err(ImportError::Full);
         }
         let (key, translated) = rec.keys();
@@ -580,6 +582,7 @@ impl StateTable {
         let (wire, stack) = super::keys_of(&s.key, translated.as_ref().unwrap_or(&s.key), s.dir);
         if self.key_taken(&wire, WIRE_SIDE, s.bound, iface)
             || self.key_taken(&stack, STACK_SIDE, s.bound, iface)
+            || !self.claim_keys(&wire, &stack, s.bound, iface)
         {
             return Err(ImportError::KeyInUse);
         }
