@@ -348,36 +348,60 @@ fn attach_fastpath(names: &[String]) -> Result<palisade_net::fastpath::FastPath,
     Ok(fp)
 }
 
-/// The data plane's counters as the stop's log line says them: frames in
-/// and out, then every other counter and drop reason that is not zero,
-/// by the names `show info` uses.
+/// The data plane's counters as the stop's log line says them: every
+/// counter by the name `show info` uses (`name N`, comma-separated), then
+/// the drop reasons that are not zero.
 fn stop_summary(c: &palisade_net::dataplane::Counters) -> String {
     use palisade_net::dataplane::DropReason;
-    let mut parts = vec![format!("frames in {}, out {}", c.frames_in, c.frames_out)];
-    for (name, n) in [
+    let all = [
+        ("frames_in", c.frames_in),
+        ("frames_out", c.frames_out),
+        ("segmented", c.segmented),
+        ("offload_whole", c.offload_whole),
+        ("unknown_vlan", c.unknown_vlan),
+        ("malformed", c.malformed),
         ("bridged", c.bridged),
+        ("flooded", c.flooded),
         ("routed", c.routed),
         ("blocked", c.blocked),
-        ("segmented", c.segmented),
+        ("no_route", c.no_route),
+        ("ttl_exceeded", c.ttl_exceeded),
+        ("too_big", c.too_big),
         ("fragmented", c.fragmented),
-        ("icmp_errors", c.icmp_errors),
+        ("duplicated", c.duplicated),
+        ("arp_replies", c.arp_replies),
+        ("nd_replies", c.nd_replies),
+        ("neigh_queued", c.neigh_queued),
+        ("neigh_dropped", c.neigh_dropped),
+        ("neigh_probes", c.neigh_probes),
+        ("local_echo", c.local_echo),
+        ("local_dropped", c.local_dropped),
         ("host_in", c.host_in),
         ("host_out", c.host_out),
-    ] {
-        if n > 0 {
-            parts.push(format!("{name} {n}"));
-        }
-    }
+        ("icmp_errors", c.icmp_errors),
+        ("table_full", c.table_full),
+        ("log_dropped", c.log_dropped),
+        ("punted", c.punted),
+        ("injected", c.injected),
+    ];
+    let mut out = all
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let drops: Vec<String> = DropReason::ALL
         .iter()
         .map(|r| (r.name(), c.drops.get(*r)))
         .filter(|(_, n)| *n > 0)
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
-    if !drops.is_empty() {
-        parts.push(format!("dropped: {}", drops.join(", ")));
-    }
-    parts.join("; ")
+    out.push_str("; dropped: ");
+    out.push_str(&if drops.is_empty() {
+        "none".to_string()
+    } else {
+        drops.join(", ")
+    });
+    out
 }
 
 #[cfg(test)]
@@ -394,13 +418,18 @@ mod stop_tests {
         c.ring_dropped(2);
         let s = super::stop_summary(&c);
         assert!(
-            s.starts_with("frames in 10, out 7; routed 3; dropped: "),
+            s.starts_with("frames_in 10, frames_out 7, segmented 0,"),
             "{s}"
         );
         assert!(
-            s.contains(&format!("{} 2", DropReason::RingFull.name())),
+            s.contains(", routed 3, ") && s.contains(", bridged 0, "),
             "{s}"
         );
-        assert!(!s.contains("Counters") && !s.contains("bridged"), "{s}");
+        assert!(
+            s.contains(&format!("; dropped: {} 2", DropReason::RingFull.name())),
+            "{s}"
+        );
+        assert!(!s.contains("Counters"), "{s}");
+        assert!(super::stop_summary(&Counters::default()).ends_with("; dropped: none"));
     }
 }
