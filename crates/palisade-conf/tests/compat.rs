@@ -591,3 +591,20 @@ fn a_port_range_with_a_side_missing_is_named() {
         assert!(err.contains("a port on each side of ':'"), "{err}");
     }
 }
+
+/// antispoof's rules drop whatever `set block-policy` says, as pfctl's
+/// do (an answer would go to the forged source).
+#[test]
+fn antispoof_drops_under_block_policy_return() {
+    let out = ok(
+        &opts(),
+        b"set block-policy return\nantispoof for em0 inet\n",
+    );
+    assert!(
+        out.stdout
+            .contains("block drop in on ! em0 inet from 192.0.2.0/24 to any"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("block return in"), "{}", out.stdout);
+}

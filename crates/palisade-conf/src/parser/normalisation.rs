@@ -111,9 +111,11 @@ impl<'a> Parser<'a> {
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
         }
-        let policy = self.block_policy;
+        // Always drop, whatever `set block-policy` says (pfctl's
+        // antispoof rules are `block drop`): an answer would go to the
+        // forged source.
         for i in ifs {
-            let mut spec = self.new_spec(Action::Block(policy));
+            let mut spec = self.new_spec(Action::Block(BlockPolicy::Drop));
             spec.base.dir = Some(Direction::In);
             spec.base.log = log.clone();
             spec.base.quick = quick;

@@ -1,6 +1,6 @@
 //! Neighbours: ARP (RFC 826) and IPv6 neighbour discovery (RFC 4861).
 //! The cache of resolved neighbours (`Neighbours`: per interface and
-//! address, a MAC valid for 10 minutes, asked again in its last three
+//! address, a MAC valid for 30 seconds, asked again in its last three
 //! seconds when in use, or a resolution under way with
 //! the packets waiting for it, 16 per neighbour and 1,024 in all, three
 //! requests a second apart), and the messages: answering requests and
@@ -25,8 +25,13 @@ use palisade_wire::IpInfo;
 use super::local::Answer;
 use super::{Dataplane, DropReason};
 
-/// How long a resolved neighbour stays valid.
-pub(super) const NEIGH_REACHABLE_MS: u64 = 600_000;
+/// How long a resolved neighbour stays valid: Linux's base reachable
+/// time. A host that moved (a VM to another server, a failover address
+/// to another machine) without announcing itself is found again within
+/// about this long: the probes to its old MAC go unanswered, the entry
+/// lapses, and the next packet asks the whole link. (It was 10 minutes:
+/// a probe found a moved VM unreachable for 8 of them.)
+pub(super) const NEIGH_REACHABLE_MS: u64 = 30_000;
 /// A neighbour in use is asked again (a request to its MAC, as Linux's
 /// unicast probes) once a second in its last this many ms: its answer
 /// renews it in place, so that traffic to it (the fast path's flows,
@@ -269,8 +274,9 @@ impl Dataplane {
             return;
         }
         let mac = match answer {
-            Some(Answer::Own(mac)) | Some(Answer::Proxy(mac)) => mac,
-            None => {
+            Some(Answer::Own(mac)) => mac,
+            Some(Answer::Proxy(mac)) if self.proxies(i, &t, sip.is_unspecified()) => mac,
+            _ => {
                 self.counters.dropped(DropReason::NotForUs);
                 return;
             }
@@ -278,6 +284,28 @@ impl Dataplane {
         let reply = ArpRepr::reply_to(&req, mac).to_bytes();
         self.counters.arp_replies += 1;
         self.emit(i, src, Some(mac), EtherType::Arp, &reply);
+    }
+
+    /// Whether a proxy answer for `target` is given on interface `i`:
+    /// never to a duplicate-address probe (an ARP from 0.0.0.0, a
+    /// solicitation from ::, sent by a host about to take the address:
+    /// answered, it gives the address up), and, as Linux's proxy_arp,
+    /// not for an address routed out of `i` itself (a VM's route: its
+    /// owner is on that link and answers) unless the proxy range covers
+    /// `i`'s own subnet, where answering for the neighbours is what was
+    /// asked for (and warned about at start).
+    fn proxies(&self, i: usize, target: &IpAddr, probe: bool) -> bool {
+        if probe {
+            return false;
+        }
+        match self.route(target) {
+            Some((out, _)) if out == i => self
+                .cfg
+                .ifaces
+                .get(i)
+                .is_some_and(|f| f.addresses.iter().any(|a| a.contains(target))),
+            _ => true,
+        }
     }
 
     /// `ip` is at `mac` on interface `i`: remember it and send what waited.
@@ -351,7 +379,11 @@ impl Dataplane {
                 let t = IpAddr::V6(target);
                 let (mac, own) = match self.local.answer(i, &t) {
                     Some(Answer::Own(mac)) => (mac, true),
-                    Some(Answer::Proxy(mac)) if info.src != t => (mac, false),
+                    Some(Answer::Proxy(mac))
+                        if info.src != t && self.proxies(i, &t, s.is_unspecified()) =>
+                    {
+                        (mac, false)
+                    }
                     _ => {
                         self.counters.dropped(DropReason::NotForUs);
                         return;

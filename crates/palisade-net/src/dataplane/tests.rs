@@ -1257,3 +1257,37 @@ fn proxy_arp_over_the_own_subnet_spares_the_gateway_and_is_warned_about() {
         "a neighbour is answered for"
     );
 }
+
+/// Proxy ARP answers neither a duplicate-address probe (sender 0.0.0.0:
+/// a host about to take the address would give it up) nor, on the link
+/// an address is routed to, for that address (its owner answers there),
+/// as Linux's proxy_arp; the other side is answered as before. (Found by
+/// a new-user probe: a VM's own address was answered for on its link.)
+#[test]
+fn proxy_arp_spares_probes_and_the_link_an_address_lives_on() {
+    let t = ROUTER.replace(
+        "vlan = 7\naddresses = [\"192.0.2.1/24\", \"2001:db8:1::1/64\"]\n",
+        "vlan = 7\naddresses = [\"192.0.2.1/24\", \"2001:db8:1::1/64\"]\nproxy-arp = [\"203.0.113.16/28\", \"203.0.113.1/32\"]\n",
+    );
+    assert_ne!(t, ROUTER);
+    let mut d = dp(&t, "pass\n");
+    let ask = |d: &mut Dataplane, port: usize, vlan: Option<u16>, sip: &str, tip: &str| {
+        d.input(
+            port,
+            &eth(BROADCAST, A, vlan, ETH_ARP, &arp(1, A, sip, tip)),
+            0,
+        )
+        .len()
+    };
+    // Upstream asks for a VM's address: answered.
+    assert_eq!(ask(&mut d, 0, None, "203.0.113.1", "203.0.113.20"), 1);
+    // A probe for it (from 0.0.0.0), on either side: not answered.
+    assert_eq!(ask(&mut d, 0, None, "0.0.0.0", "203.0.113.20"), 0);
+    assert_eq!(ask(&mut d, 1, Some(7), "0.0.0.0", "203.0.113.20"), 0);
+    // On the VMs' link, for a VM's address (routed there): its owner
+    // answers, not the firewall.
+    assert_eq!(ask(&mut d, 1, Some(7), "203.0.113.21", "203.0.113.20"), 0);
+    // On the VMs' link, for the upstream gateway (routed out of wan):
+    // answered, as before.
+    assert_eq!(ask(&mut d, 1, Some(7), "203.0.113.21", "203.0.113.1"), 1);
+}
