@@ -54,6 +54,10 @@ pub struct Shared {
     /// For reloads: the pf.conf, the host model it is read against, and
     /// the `set` options in force.
     pub pf_path: PathBuf,
+    /// palisade.toml and its text as it was read at start: a reload reads
+    /// pf.conf only, and says so when palisade.toml changed since.
+    pub config_path: PathBuf,
+    pub config_text: Option<String>,
     pub host: HostModel,
     pub options: String,
     /// `set limit` as configured (for `show limits`).

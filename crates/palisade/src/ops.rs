@@ -282,6 +282,12 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     }
     *sh.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         out.config.queues.iter().map(|q| q.name.clone()).collect();
+    if sh.config_text.is_some() && std::fs::read_to_string(&sh.config_path).ok() != sh.config_text {
+        msgs.push(format!(
+            "palisade: warning: {} changed since start: a reload reads pf.conf only; palisade.toml's changes (interfaces, addresses, proxy-arp, CARP, pfsync...) take effect at the next start",
+            sh.config_path.display()
+        ));
+    }
     if restart_only_options(&out.config.options) != sh.options {
         msgs.push(
             "palisade: warning: `set hostid` or `set fingerprints` changed; they take effect at the next start (the other `set` options are in force)".into(),

@@ -43,6 +43,7 @@ fn init_logging() {
 pub fn run(path: &Path) -> Result<(), String> {
     init_logging();
     let (cfg, pf, host) = load(path)?;
+    let config_text = std::fs::read_to_string(path).ok();
     // Before anything is touched: no other daemon runs here (held until
     // this one ends).
     let _one = crate::isolation::lock(Path::new(crate::isolation::RUN_DIR))?;
@@ -210,6 +211,8 @@ pub fn run(path: &Path) -> Result<(), String> {
         host_port,
         start,
         pf_path,
+        config_path: path.to_path_buf(),
+        config_text,
         host: host_model,
         options: crate::ops::restart_only_options(&pf.options),
         limits: pf

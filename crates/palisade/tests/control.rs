@@ -728,11 +728,40 @@ fn control_commands_against_a_running_daemon() {
         "five",
         "established connections keep flowing"
     );
-    c.ok(&["reload"]);
+    let o = c.run(&["reload"]);
+    assert!(o.status.success());
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("changed since start")
+            && !String::from_utf8_lossy(&o.stdout).contains("changed since start")
+    );
     assert!(
         !passes(&src, "http://198.19.0.1:9090/"),
         "back to the configured pf.conf"
     );
+    // palisade.toml edited since start: a reload says it is not read.
+    let toml = d.join("palisade.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        format!(
+            "{text}
+# edited
+"
+        ),
+    )
+    .unwrap();
+    let o = c.run(&["reload"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("palisade.toml changed since start: a reload reads pf.conf only"),
+        "{said}"
+    );
+    std::fs::write(&toml, text).unwrap();
     assert_eq!(
         c.json(&["table", "scratch", "show"]),
         serde_json::json!([]),
