@@ -1382,6 +1382,9 @@ fn check(a: CheckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Interfaces come from a palisade.toml: a rule naming another can
+    // never match (run -n and reload say so; so does check then).
+    let mut from_toml = false;
     let host = match &a.host_model {
         Some(p) => match files::read_text(p, files::CONFIG) {
             Ok(t) => match HostModel::from_toml(&t) {
@@ -1402,7 +1405,10 @@ fn check(a: CheckArgs) -> ExitCode {
                 None => (false, PathBuf::from("/etc/palisade/palisade.toml")),
             };
             match daemon_host_model(&path) {
-                Ok(m) => m,
+                Ok(m) => {
+                    from_toml = true;
+                    m
+                }
                 Err(e) if given => {
                     eprintln!("palisade check: {e}");
                     return ExitCode::from(1);
@@ -1449,9 +1455,15 @@ fn check(a: CheckArgs) -> ExitCode {
     }
     if !a.pfctl_compat && out.errors == 0 {
         let name = if a.file == "-" { "stdin" } else { &a.file };
+        let unknown = if from_toml {
+            crate::load::unknown_interfaces(&out.config, &opts.host)
+        } else {
+            Vec::new()
+        };
         for w in out
             .unenforced_warnings(name)
             .iter()
+            .chain(&unknown)
             .chain(&crate::load::to_v6_loopback(&out.config))
             .chain(&crate::load::unknown_os(&out.config))
         {

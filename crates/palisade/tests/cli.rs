@@ -715,6 +715,29 @@ fn check_resolves_interfaces_from_palisade_toml() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("from 203.0.113.0/24 to (wan)"), "{out}");
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+    // An interface palisade.toml lacks (a typo): said, as run -n says it.
+    std::fs::write(
+        d.join("pf.conf"),
+        "pass in on wan0 proto tcp
+",
+    )
+    .unwrap();
+    let o = palisade_within(
+        5,
+        &[
+            "check",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-f",
+            pf.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: no interface or group 'wan0' in palisade.toml"),
+        "{err}"
+    );
     let o = palisade_within(
         5,
         &[
