@@ -259,7 +259,8 @@ pub enum ConfigProblem {
     RouteFamilies,
     #[error(
         "gateway {0} is not reachable: no interface's subnet contains it and no \
-         `interface =` route leads to it (an address written without /N is a /32)"
+         `interface =` route leads to it (an address written without /N is a /{bits})",
+        bits = if .0.is_ipv6() { 128 } else { 32 }
     )]
     GatewayUnreachable(IpAddr),
     #[error("a second route to {}/{}", .0.ip, .0.bits)]
