@@ -356,37 +356,7 @@ fn attach_fastpath(names: &[String]) -> Result<palisade_net::fastpath::FastPath,
 /// the drop reasons that are not zero.
 fn stop_summary(c: &palisade_net::dataplane::Counters) -> String {
     use palisade_net::dataplane::DropReason;
-    let all = [
-        ("frames_in", c.frames_in),
-        ("frames_out", c.frames_out),
-        ("segmented", c.segmented),
-        ("offload_whole", c.offload_whole),
-        ("unknown_vlan", c.unknown_vlan),
-        ("malformed", c.malformed),
-        ("bridged", c.bridged),
-        ("flooded", c.flooded),
-        ("routed", c.routed),
-        ("blocked", c.blocked),
-        ("no_route", c.no_route),
-        ("ttl_exceeded", c.ttl_exceeded),
-        ("too_big", c.too_big),
-        ("fragmented", c.fragmented),
-        ("duplicated", c.duplicated),
-        ("arp_replies", c.arp_replies),
-        ("nd_replies", c.nd_replies),
-        ("neigh_queued", c.neigh_queued),
-        ("neigh_dropped", c.neigh_dropped),
-        ("neigh_probes", c.neigh_probes),
-        ("local_echo", c.local_echo),
-        ("local_dropped", c.local_dropped),
-        ("host_in", c.host_in),
-        ("host_out", c.host_out),
-        ("icmp_errors", c.icmp_errors),
-        ("table_full", c.table_full),
-        ("log_dropped", c.log_dropped),
-        ("punted", c.punted),
-        ("injected", c.injected),
-    ];
+    let all = c.named();
     let mut out = all
         .iter()
         .map(|(name, n)| format!("{name} {n}"))

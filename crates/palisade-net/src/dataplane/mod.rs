@@ -112,6 +112,42 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Every counter by the name `show info`, the metrics and the stop's
+    /// log line use, in that order.
+    pub fn named(&self) -> [(&'static str, u64); 29] {
+        [
+            ("frames_in", self.frames_in),
+            ("frames_out", self.frames_out),
+            ("segmented", self.segmented),
+            ("offload_whole", self.offload_whole),
+            ("unknown_vlan", self.unknown_vlan),
+            ("malformed", self.malformed),
+            ("bridged", self.bridged),
+            ("flooded", self.flooded),
+            ("routed", self.routed),
+            ("blocked", self.blocked),
+            ("no_route", self.no_route),
+            ("ttl_exceeded", self.ttl_exceeded),
+            ("too_big", self.too_big),
+            ("fragmented", self.fragmented),
+            ("duplicated", self.duplicated),
+            ("arp_replies", self.arp_replies),
+            ("nd_replies", self.nd_replies),
+            ("neigh_queued", self.neigh_queued),
+            ("neigh_dropped", self.neigh_dropped),
+            ("neigh_probes", self.neigh_probes),
+            ("local_echo", self.local_echo),
+            ("local_dropped", self.local_dropped),
+            ("host_in", self.host_in),
+            ("host_out", self.host_out),
+            ("icmp_errors", self.icmp_errors),
+            ("table_full", self.table_full),
+            ("log_dropped", self.log_dropped),
+            ("punted", self.punted),
+            ("injected", self.injected),
+        ]
+    }
+
     /// Frames the kernel dropped before we saw them (full receive rings).
     pub fn ring_dropped(&mut self, n: u64) {
         self.drops.add_n(DropReason::RingFull, n);
