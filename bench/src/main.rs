@@ -501,14 +501,17 @@ fn workers_bench(flows: u32) {
     let ip4 = |a: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(a));
     let client = |i: u32| ip4(0xc612_0000 + i);
     let server = ip4(0xcb00_7109);
-    let mut f = filter_for("pass out on em0 proto tcp\n");
-    for i in 0..flows {
-        let steps = [
+    // Flow i's handshake, which makes its state.
+    let handshake = |i: u32| {
+        [
             (tcp_pkt(client(i), server, 40000, 80, 1000, 0, 0x02), Out),
             (tcp_pkt(server, client(i), 80, 40000, 5000, 1001, 0x12), In),
             (tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10), Out),
-        ];
-        for (mut p, d) in steps {
+        ]
+    };
+    let mut f = filter_for("pass out on em0 proto tcp\n");
+    for i in 0..flows {
+        for (mut p, d) in handshake(i) {
             assert!(f.process(&mut p, "em0", d, 0).passed());
         }
     }
@@ -590,12 +593,7 @@ fn workers_bench(flows: u32) {
         assert_eq!(w.tables(), threads as usize);
         for i in 0..flows {
             let t = (i / (flows / threads)).min(threads - 1) as usize;
-            let steps = [
-                (tcp_pkt(client(i), server, 40000, 80, 1000, 0, 0x02), Out),
-                (tcp_pkt(server, client(i), 80, 40000, 5000, 1001, 0x12), In),
-                (tcp_pkt(client(i), server, 40000, 80, 1001, 5001, 0x10), Out),
-            ];
-            for (mut p, d) in steps {
+            for (mut p, d) in handshake(i) {
                 assert!(w.process(t, &mut p, "em0", d, 0, 0, None, None).passed());
             }
         }
