@@ -12,9 +12,10 @@
 //! are ever held together and no order between them is needed).
 //!
 //! Exactness: a connection has one state whatever worker its packets
-//! reach (the directory refuses a key, or a translation port, that any
-//! table holds), `set limit states` and the adaptive timeouts count all
-//! tables' states. What counts per source, per rule or per pool across
+//! reach (a new state's keys are claimed in the directory, checked and
+//! recorded at once, and refused if any table holds them; a translation
+//! port another table holds is passed over), `set limit states` and the
+//! adaptive timeouts count all tables' states. What counts per source, per rule or per pool across
 //! connections (`max`, source tracking and its limits and overload
 //! tables, `sticky-address`, `round-robin` and `least-states` pools)
 //! would need one count for every table: a ruleset that uses any of them
