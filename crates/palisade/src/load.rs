@@ -152,6 +152,17 @@ pub fn blocked_ha_traffic(
             p.peer.map(IpAddr::V4),
         ));
     }
+    // Every address of this firewall's (no neighbour can have one).
+    let taken: Vec<IpAddr> = cfg
+        .ifaces
+        .iter()
+        .flat_map(|i| i.addresses.iter().map(|a| a.ip))
+        .chain(
+            cfg.carp
+                .iter()
+                .flat_map(|c| c.addresses.iter().map(|a| a.ip)),
+        )
+        .collect();
     let mut out = Vec::new();
     let mut said = std::collections::BTreeSet::new();
     for (ix, proto, what, v6, peer) in tries {
@@ -171,16 +182,6 @@ pub fn blocked_ha_traffic(
         let Some(mine) = iface.addresses.iter().find(|a| a.ip.is_ipv6() == v6) else {
             continue;
         };
-        let taken: Vec<IpAddr> = cfg
-            .ifaces
-            .iter()
-            .flat_map(|i| i.addresses.iter().map(|a| a.ip))
-            .chain(
-                cfg.carp
-                    .iter()
-                    .flat_map(|c| c.addresses.iter().map(|a| a.ip)),
-            )
-            .collect();
         let Some(other) = peer.or_else(|| neighbour(mine, &taken)) else {
             continue;
         };
