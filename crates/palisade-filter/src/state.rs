@@ -1851,14 +1851,20 @@ impl StateTable {
         let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
             return;
         };
+        let mut moved = packets[0] + packets[1] > 0;
         for (p, (seqlo, seqhi, max_win)) in [&mut s.src, &mut s.dst].into_iter().zip(windows) {
             if seq_gt(seqlo, p.seqlo) {
                 p.seqlo = seqlo;
+                moved = true;
             }
             if seq_gt(seqhi, p.seqhi) {
                 p.seqhi = seqhi;
+                moved = true;
             }
-            p.max_win = p.max_win.max(max_win);
+            if max_win > p.max_win {
+                p.max_win = max_win;
+                moved = true;
+            }
         }
         for side in 0..2 {
             s.packets[side] += packets[side];
@@ -1870,6 +1876,12 @@ impl StateTable {
             }
         }
         s.last_ms = s.last_ms.max(last_ms);
+        // pfsync hears of it as of a packet's change: one update per
+        // state per read (every tick while the program carries it).
+        if moved {
+            let (id, creator, no_sync) = (s.id, s.creator, s.no_sync());
+            self.record_event(id, creator, no_sync, replica::Pending::Update);
+        }
     }
 }
 

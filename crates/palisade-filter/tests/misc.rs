@@ -99,6 +99,56 @@ fn state_events_for_pfsync() {
     assert_eq!(g.states.pending_events(), 0);
 }
 
+/// What the in-kernel fast path carried, read back into a state, is an
+/// update for pfsync as a packet's change would be; a read that moved
+/// nothing is none, and a no-sync state's is never one.
+#[test]
+fn fast_path_reads_are_state_updates_for_pfsync() {
+    let mut f =
+        filter("pass out quick proto udp to port 9 keep state (no-sync)\npass out proto udp\n");
+    f.states.set_events(true);
+    let d = f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 5000, 53),
+        "em0",
+        Out,
+        0,
+    );
+    let id = d.state_id.unwrap();
+    let quiet = f.process(
+        &mut udp("192.0.2.10", "198.51.100.53", 5000, 9),
+        "em0",
+        Out,
+        0,
+    );
+    let quiet = quiet.state_id.unwrap();
+    assert!(f.states.get(quiet).unwrap().no_sync());
+    let _ = f.states.drain_events(0, 100);
+    let w = |s: &palisade_filter::state::Peer| (s.seqlo, s.seqhi, s.max_win);
+    let st = f.states.get(id).unwrap();
+    let same = [w(&st.src), w(&st.dst)];
+    // Nothing moved: no update.
+    f.states.fast_sync(id, same, [0, 0], [0, 0], 0);
+    assert!(f.states.drain_events(5, 100).is_empty());
+    // Packets carried: an update with the state as it is now.
+    f.states.fast_sync(id, same, [3, 0], [90, 0], 5);
+    let ev = f.states.drain_events(5, 100);
+    assert!(
+        matches!(&ev[..], [StateEvent::Update(u)] if u.sid.id == id),
+        "{ev:?}"
+    );
+    // A window edge moved (no packet counted): an update too.
+    let mut further = same;
+    further[1].1 = further[1].1.wrapping_add(1000);
+    f.states.fast_sync(id, further, [0, 0], [0, 0], 0);
+    let ev = f.states.drain_events(6, 100);
+    assert!(
+        matches!(&ev[..], [StateEvent::Update(u)] if u.sid.id == id && u.dst.seqhi == further[1].1)
+    );
+    // no-sync: never.
+    f.states.fast_sync(quiet, same, [3, 0], [90, 0], 7);
+    assert!(f.states.drain_events(7, 100).is_empty());
+}
+
 #[test]
 fn set_limit_states() {
     let mut f = filter("set limit states 2\npass out proto udp\n");

@@ -505,6 +505,19 @@ struct StateItem<'a> {
     bytes_fwd: u64,
     bytes_rev: u64,
     rule: Option<RuleAt<'a>>,
+    /// TCP: the initiator's side and the other's (pfctl -vv's windows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windows: Option<[Window; 2]>,
+}
+
+/// One side of a TCP state: the lowest sequence number it is expected to
+/// send, the highest the other side's window lets it send, its largest
+/// window.
+#[derive(serde::Serialize)]
+struct Window {
+    seqlo: u32,
+    seqhi: u32,
+    max_win: u32,
 }
 
 #[derive(serde::Serialize)]
@@ -622,6 +635,13 @@ fn states_part(rows: &[Row], level: u64) -> (String, Vec<StateItem<'_>>) {
             rule: r.rule.as_ref().map(|x| RuleAt {
                 anchor: &x.anchor,
                 nr: x.nr,
+            }),
+            windows: r.peers.as_ref().map(|ps| {
+                ps.each_ref().map(|p| Window {
+                    seqlo: p.seqlo,
+                    seqhi: p.seqhi,
+                    max_win: p.max_win,
+                })
             }),
         });
     }

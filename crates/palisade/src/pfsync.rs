@@ -442,7 +442,9 @@ impl SyncRuntime {
                 Event::State(m) => match from_msg(&m) {
                     Ok(rec) => {
                         // A state we already have is merged (the more
-                        // advanced side wins): the import does that.
+                        // advanced side wins): the import does that, after
+                        // the fast path gave back what it did with it.
+                        dp.fast_state_touched(rec.id);
                         let r = dp.filter.import_state(&rec, now_ms).map(|_| ());
                         // The sender holds its first packet until this
                         // table can pass the connection's answer: it took
@@ -470,22 +472,27 @@ impl SyncRuntime {
                     }
                 },
                 Event::Update(u) => match from_upd_c(&u) {
-                    Ok(up) => match dp.filter.states.merge_update(&up, now_ms) {
-                        Ok(_) => self.applied += 1,
-                        Err(palisade_filter::state::ImportError::Unknown(sid)) => {
-                            self.sync.unknown(now_us, state_ref(&sid))
+                    Ok(up) => {
+                        dp.fast_state_touched(up.sid.id);
+                        match dp.filter.states.merge_update(&up, now_ms) {
+                            Ok(_) => self.applied += 1,
+                            Err(palisade_filter::state::ImportError::Unknown(sid)) => {
+                                self.sync.unknown(now_us, state_ref(&sid))
+                            }
+                            Err(_) => self.apply_errors += 1,
                         }
-                        Err(_) => self.apply_errors += 1,
-                    },
+                    }
                     Err(_) => self.apply_errors += 1,
                 },
                 Event::Delete(r) => {
+                    dp.fast_state_touched(state_id(&r).id);
                     if dp.filter.states.delete_from_peer(state_id(&r)) {
                         self.applied += 1;
                     }
                 }
                 Event::Clear(c) => {
                     self.applied += dp.filter.states.clear_creator(c.creatorid) as u64;
+                    dp.fast_reconcile();
                 }
                 Event::StateWanted(r) => {
                     if let Some(rec) = dp.filter.export_state(r.id, now_ms) {

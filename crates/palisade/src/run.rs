@@ -99,12 +99,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     // The in-kernel fast path: loaded and attached before the ports are
     // opened split (without its program, split sockets would see tagged
     // frames twice); if that fails, Palisade runs without it.
-    let fastpath = if cfg.fastpath && (!cfg.carp.is_empty() || cfg.pfsync.is_some()) {
-        tracing::warn!(
-            "fastpath: not with CARP or pfsync yet (pfsync must hear of every state change): running without it (docs/fastpath.md)"
-        );
-        None
-    } else if cfg.fastpath {
+    let fastpath = if cfg.fastpath {
         match attach_fastpath(&names) {
             Ok(fp) => {
                 tracing::info!("fastpath: attached to every port (docs/fastpath.md)");

@@ -562,6 +562,16 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
     let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     assert!(conn.echo("before"), "{}", logs());
     assert!(probes.iter().all(Prober::flowing), "{}", logs());
+    // With the fast path: the connection, established both ways, is the
+    // program's (a few more lines for it to learn both directions).
+    let flows = |fw: &Fw| fastpath_info(&fw.sock()).map(|f| f["flows"].as_u64().unwrap_or(0));
+    if fastpath_on() {
+        wait_until(
+            "the fast path has the connection",
+            Duration::from_secs(5),
+            || conn.echo("again") && flows(&s3.fws[0]) >= Some(1),
+        );
+    }
 
     // carp show: the ifconfig-like text and the JSON.
     let (ok, text) = s3.fws[0].carp(&["show"]);
@@ -603,6 +613,11 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
     assert!(ok && out.contains("carp: carp demote count 128"), "{out}");
     s3.wait_master(1, Duration::from_secs(5), &logs);
     takeover("demote carp 128", &probes, t, Duration::from_secs(1), &logs);
+    // A backup's program forwards nothing that still reaches it: the
+    // flows that came to the virtual MAC were taken back as it went off.
+    if let Some(n) = flows(&s3.fws[0]) {
+        assert_eq!(n, 0, "fw1, now backup, still has flows\n{}", logs());
+    }
     let v = s3.fws[0].show();
     assert_eq!(v["interfaces"][0]["demote"], 128, "{v}");
     assert_eq!(
@@ -1699,6 +1714,43 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
         ["203.0.113.1".parse::<IpAddr>().unwrap()],
         "the IPv4 download is translated to the virtual address"
     );
+    // With the fast path: the downloads went through fw1's program, and
+    // pfsync heard of them (updates every tick, read from the program):
+    // within two seconds fw2's copy of the IPv6 download's state has
+    // windows at least as far as fw1's were.
+    if fastpath_on() {
+        assert_fastpath_took(&s3.fws[0].sock(), 1_000, &logs());
+        let download = |fw: &Fw| -> Option<(String, [[u32; 2]; 2])> {
+            let o = Command::new(palisade())
+                .args(["show", "states", "--json", "-s"])
+                .arg(fw.sock())
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            let s = v.as_array()?.iter().find(|s| {
+                s["dir"] == "in" && s["dst"]["port"] == 8000 && s["dst"]["addr"] == "2001:db8:1::10"
+            })?;
+            let w = |i: usize, f: &str| s["windows"][i][f].as_u64().unwrap_or(0) as u32;
+            Some((
+                s["id"].as_str()?.to_string(),
+                [
+                    [w(0, "seqlo"), w(0, "seqhi")],
+                    [w(1, "seqlo"), w(1, "seqhi")],
+                ],
+            ))
+        };
+        let (id, at1) = download(&s3.fws[0]).expect("fw1 has the IPv6 download's state");
+        let ahead = |a: u32, b: u32| (a.wrapping_sub(b) as i32) >= 0;
+        wait_until(
+            "fw2's copy of the state as far as fw1's was",
+            Duration::from_secs(2),
+            || {
+                download(&s3.fws[1]).is_some_and(|(id2, at2)| {
+                    id2 == id && (0..2).all(|k| (0..2).all(|e| ahead(at2[k][e], at1[k][e])))
+                })
+            },
+        );
+    }
     // SAFETY: SIGKILL to the process we started.
     unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
     let _ = p1.0.take().map(|mut c| c.wait());
@@ -1719,6 +1771,8 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
         "the idle connection died\n{}",
         logs()
     );
+    // The states fw2 had from pfsync became its program's once verified.
+    assert_fastpath_took(&s3.fws[1].sock(), 1_000, &logs());
 
     // The move back, under a running download.
     let d4 = Download::start(&s3, "http://203.0.113.10:8000/", tmp.join("d4b"), "20M");
@@ -1753,6 +1807,10 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
         format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
     });
     assert!(idle.echo("after the move back"), "{}", logs());
+    // fw2, backup again, gave its flows back (the virtual MACs went off).
+    if let Some(f) = fastpath_info(&s3.fws[1].sock()) {
+        assert_eq!(f["flows"], 0, "fw2, backup again: {f}\n{}", logs());
+    }
 
     // No RST at either end, all along.
     for (p, f) in [(&mut rst_a, "rst-a.pcap"), (&mut rst_b, "rst-b.pcap")] {

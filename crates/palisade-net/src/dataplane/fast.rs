@@ -925,6 +925,47 @@ impl Dataplane {
         }
     }
 
+    /// A virtual MAC (CARP) goes off: every flow whose packets came to it
+    /// or left from it is taken back, so that the program of a node no
+    /// longer master forwards nothing that still reaches it (a switch
+    /// that has not moved yet, a flood). Flows through the interface's
+    /// own MAC stay.
+    pub(super) fn fast_virtual_off(&mut self, mac: [u8; 6]) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let hit: Vec<[u64; 2]> = o
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                f.dirs
+                    .iter()
+                    .flatten()
+                    .any(|l| l.dir.in_dst == mac || l.dir.eth[6..12] == mac)
+            })
+            .map(|(ids, _)| *ids)
+            .collect();
+        for ids in hit {
+            self.fast_drop(ids);
+        }
+    }
+
+    /// A state changed by something other than its own packets (the
+    /// pfsync peer's update or whole state merged into it): its flow, if
+    /// the program has it, is taken back (what the program did is read
+    /// into the state first; both merges keep the further window edges),
+    /// and learnt again from the packets user space decides next.
+    pub fn fast_state_touched(&mut self, id: u64) {
+        let Some(ids) = self
+            .fast
+            .as_ref()
+            .and_then(|o| o.by_state.get(&id).copied())
+        else {
+            return;
+        };
+        self.fast_drop(ids);
+    }
+
     /// Every flow taken back from the program, what it did read into the
     /// states first (stopping: the states are saved as they stand).
     pub fn fast_take_all_back(&mut self) {

@@ -325,13 +325,16 @@ impl Dataplane {
 
     /// Forget a virtual MAC; false if `iface` had none such.
     pub fn remove_virtual_mac(&mut self, iface: usize, mac: Mac) -> bool {
+        self.fast_virtual_off(mac);
         self.local.remove_virtual(iface, &mac)
     }
 
     /// Switch a virtual MAC on or off. On: ARP requests and neighbour
     /// solicitations for its addresses are answered with it, frames to it
     /// are taken as addressed to us, and its addresses are ours (local
-    /// delivery, punt). Off: none of these (its frames are `not_for_us`).
+    /// delivery, punt). Off: none of these (its frames are `not_for_us`),
+    /// and the fast path's flows that came to it or left from it are taken
+    /// back first (a backup must not forward what still reaches it).
     /// Switching on sends nothing: `announce_virtual_mac` does.
     pub fn set_virtual_mac(
         &mut self,
@@ -339,6 +342,9 @@ impl Dataplane {
         mac: Mac,
         on: bool,
     ) -> Result<(), VirtualMacError> {
+        if !on && self.local.virtual_mac(iface, &mac).is_some() {
+            self.fast_virtual_off(mac);
+        }
         self.local.switch_virtual(iface, &mac, on)
     }
 

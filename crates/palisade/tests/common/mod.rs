@@ -513,8 +513,22 @@ pub fn fastpath_on() -> bool {
 /// so far (`show info` of the daemon at `sock`), so that a test run for
 /// the fast path did go through it. Nothing when it is off.
 pub fn assert_fastpath_took(sock: &std::path::Path, min: u64, log: &str) {
-    if !fastpath_on() {
+    let Some(fp) = fastpath_info(sock) else {
         return;
+    };
+    let taken = fp["taken"].as_u64().unwrap_or(0);
+    assert!(
+        taken > min,
+        "the fast path took {taken} packets (more than {min} expected): {fp}\n{log}"
+    );
+}
+
+/// With the fast path on: the `fastpath` part of `show info` of the
+/// daemon at `sock` (flows it has now, packets taken, given back). None
+/// when it is off.
+pub fn fastpath_info(sock: &std::path::Path) -> Option<serde_json::Value> {
+    if !fastpath_on() {
+        return None;
     }
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(["show", "info", "--json", "-s"])
@@ -528,10 +542,5 @@ pub fn assert_fastpath_took(sock: &std::path::Path, min: u64, log: &str) {
             String::from_utf8_lossy(&o.stderr)
         )
     });
-    let taken = info["fastpath"]["taken"].as_u64().unwrap_or(0);
-    assert!(
-        taken > min,
-        "the fast path took {taken} packets (more than {min} expected): {}\n{log}",
-        info["fastpath"]
-    );
+    Some(info["fastpath"].clone())
 }
