@@ -462,6 +462,7 @@ pub fn worker(
     let (mut fds, mut fd_port) = wait_list(&ports);
     let drives_carp = id == 0 && (sh.carp.is_some() || sh.pfsync.is_some());
     let defer = sh.pfsync().is_some_and(|s| s.cfg.defer);
+    let fast = sh.dp().fastpath_on();
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     // As the data plane was told at start (run.rs read the links).
@@ -551,6 +552,11 @@ pub fn worker(
                 feed_pfsync(sh, id, &mut outs);
             }
             sh.send(&ports, outs);
+            // Flows these frames made ready go to the fast path now that
+            // the frames are out (its map writes are system calls).
+            if fast && frames > 0 {
+                sh.dp().fast_commit();
+            }
         }
         // CARP advertisements this worker received wait for worker 0:
         // wake it now (master down is counted from their arrival).

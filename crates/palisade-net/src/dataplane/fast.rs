@@ -110,6 +110,8 @@ pub(super) struct Offloads {
     /// program had not seen (queued before the hand-over): not learnt
     /// again before this time (ms), so that the queue drains first.
     retry_after: HashMap<[u64; 2], u64>,
+    /// Flows ready to be handed over (`fast_commit`).
+    to_hand: Vec<[u64; 2]>,
     next_slot: u32,
     next_gen: u32,
     next_bump: u32,
@@ -201,6 +203,7 @@ impl Offloads {
             cooling: Vec::new(),
             cooled: Vec::new(),
             retry_after: HashMap::new(),
+            to_hand: Vec::new(),
             next_slot: 0,
             next_gen: 1,
             next_bump: 1,
@@ -265,6 +268,11 @@ impl Dataplane {
                 Err(format!("fastpath: {e}; its sockets are opened unsplit"))
             }
         }
+    }
+
+    /// Whether the in-kernel fast path is in use (`set_fastpath`).
+    pub fn fastpath_on(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// Flows the program has now, and its counters.
@@ -560,8 +568,40 @@ impl Dataplane {
             return;
         }
         // TCP: once both directions are known. UDP: one settled direction
-        // is enough (a stream one way has no other).
-        if udp || f.dirs.iter().all(Option::is_some) {
+        // is enough (a stream one way has no other). Written to the maps
+        // by `fast_commit`, once this packet's frames are sent: the
+        // system calls (a few µs each) would otherwise delay it, and a
+        // new connection's first answer is what a request waits for.
+        if (udp || f.dirs.iter().all(Option::is_some)) && !o.to_hand.contains(&ids) {
+            o.to_hand.push(ids);
+        }
+    }
+
+    /// Hand over the flows the packets since the last call made ready,
+    /// as their states are now (the caller's frames are sent first).
+    pub fn fast_commit(&mut self) {
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        if o.to_hand.is_empty() {
+            return;
+        }
+        for ids in std::mem::take(&mut o.to_hand) {
+            let Some(o) = self.fast.as_ref() else {
+                return;
+            };
+            let Some(f) = o.flows.get(&ids) else {
+                continue;
+            };
+            if f.handed {
+                continue;
+            }
+            let (Some(v0), Some(v1)) = (
+                self.filter.states.fast_view(ids[0]),
+                self.filter.states.fast_view(ids[1]),
+            ) else {
+                continue;
+            };
             // A key another flow still holds (its states not yet found
             // gone, the ports reused): that one goes first.
             let others: Vec<[u64; 2]> = f
@@ -574,7 +614,7 @@ impl Dataplane {
             for other in others {
                 self.fast_drop(other);
             }
-            self.fast_hand_over(ids, views);
+            self.fast_hand_over(ids, [v0, v1]);
         }
     }
 
@@ -999,6 +1039,7 @@ impl Dataplane {
     /// and their last packet's time for expiry), flows handed back or
     /// taken away.
     pub(super) fn fast_tick(&mut self, now: u64) {
+        self.fast_commit();
         if let Some(o) = self.fast.as_mut() {
             let cooled = std::mem::replace(&mut o.cooled, std::mem::take(&mut o.cooling));
             o.free.extend(cooled);
