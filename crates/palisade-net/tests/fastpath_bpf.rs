@@ -923,3 +923,40 @@ fn a_direction_stored_under_another_key_is_not_used() {
     assert_eq!(fp.counters().unwrap().back_stale, stale_before + 1);
     fp.remove_dir(&k).unwrap();
 }
+
+/// The tick's batch read gives each slot's record as a read of that slot
+/// alone does, from any starting slot, to the end of the array.
+#[test]
+fn records_read_in_batches_are_those_read_one_by_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let mut rng = Rng(0xba7c);
+    for slot in [0u32, 1, 2, 4095, 4096, 4097, 9000] {
+        let mut f = one_state_flow();
+        f.gen = slot + 1;
+        f.slow = slot % 2;
+        f.state[0].packets = [rng.next() % 1000, slot as u64];
+        f.state[0].bytes = [rng.next(), rng.next()];
+        f.last_ns = rng.next();
+        fp.set_flow(slot, &f).unwrap();
+    }
+    for (from, n) in [(0u32, 9001u32), (0, 3), (1, 4096), (4095, 3), (8999, 5)] {
+        let mut got = Vec::new();
+        while (got.len() as u32) < n {
+            let at = from + got.len() as u32;
+            let b = fp
+                .flows_batch(at, (n - got.len() as u32).min(4096))
+                .unwrap();
+            assert!(!b.is_empty(), "nothing read at {at}");
+            got.extend(b);
+        }
+        assert_eq!(got.len() as u32, n);
+        for (i, r) in got.iter().enumerate() {
+            let slot = from + i as u32;
+            assert_eq!(*r, fp.flow(slot).unwrap(), "slot {slot} read from {from}");
+        }
+    }
+    // The last slot: a batch asked past it gives what there is.
+    let last = fp.flows_batch(131_071, 10).unwrap();
+    assert_eq!(last.len(), 1);
+}

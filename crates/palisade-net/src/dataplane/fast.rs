@@ -758,6 +758,12 @@ impl Dataplane {
     /// Read a handed flow's record and put what the program did since
     /// the last read into the states and the counters. The record.
     fn fast_pull(&mut self, ids: [u64; 2]) -> Option<FpFlow> {
+        self.fast_pull_read(ids, None)
+    }
+
+    /// As `fast_pull`, with the record already read (`read`, by the
+    /// tick's batch) if given.
+    fn fast_pull_read(&mut self, ids: [u64; 2], read: Option<FpFlow>) -> Option<FpFlow> {
         let o = self.fast.as_mut()?;
         let f = o.flows.get_mut(&ids)?;
         // Not the program's (never handed, or user space owns it: the
@@ -765,7 +771,10 @@ impl Dataplane {
         if !f.handed || f.slow {
             return None;
         }
-        let rec = o.fp.flow(f.slot).ok()?;
+        let rec = match read {
+            Some(r) => r,
+            None => o.fp.flow(f.slot).ok()?,
+        };
         if rec.gen != f.gen {
             return None;
         }
@@ -1049,12 +1058,31 @@ impl Dataplane {
         let Some(o) = self.fast.as_ref() else {
             return;
         };
-        let all: Vec<([u64; 2], bool, bool, u64)> = o
+        let all: Vec<([u64; 2], bool, bool, u64, u32)> = o
             .flows
             .values()
-            .map(|f| (f.ids, f.handed, f.slow, f.slow_seen))
+            .map(|f| (f.ids, f.handed, f.slow, f.slow_seen, f.slot))
             .collect();
-        for (ids, handed, slow, seen) in all {
+        // The records the program has, read in batches (a system call
+        // per 4,096 slots, not one per flow).
+        let used = o.next_slot;
+        let read: Vec<FpFlow> = if all.iter().any(|a| a.1 && !a.2) {
+            let Some(o) = self.fast.as_mut() else {
+                return;
+            };
+            let mut v = Vec::with_capacity(used as usize);
+            while (v.len() as u32) < used {
+                let from = v.len() as u32;
+                match o.fp.flows_batch(from, (used - from).min(4096)) {
+                    Ok(b) if !b.is_empty() => v.extend(b),
+                    _ => break,
+                }
+            }
+            v
+        } else {
+            Vec::new()
+        };
+        for (ids, handed, slow, seen, slot) in all {
             if !handed {
                 // Learnt one way and never the other: forget it after a
                 // while (it is learnt again if it comes back).
@@ -1067,7 +1095,8 @@ impl Dataplane {
                 continue;
             }
             if !slow {
-                self.fast_pull(ids);
+                // (A slot the batch did not reach is read alone.)
+                self.fast_pull_read(ids, read.get(slot as usize).copied());
                 // (Every packet user space passed is checked; this is the
                 // net under that.)
                 if self.fast_udp_unsettled(ids) {
