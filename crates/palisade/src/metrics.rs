@@ -104,6 +104,38 @@ pub fn render(sh: &Shared) -> String {
             label(r)
         );
     }
+    // The in-kernel fast path (`fastpath = true`): the flows it has, what
+    // it forwarded, what it gave back to user space and why.
+    if let Some(fp) = &info.fastpath {
+        let get = |k: &str| fp.0.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+        family(
+            &mut out,
+            "palisade_fastpath_flows",
+            "gauge",
+            "Flows the in-kernel fast path forwards now.",
+        );
+        let _ = writeln!(out, "palisade_fastpath_flows {}", get("flows"));
+        family(
+            &mut out,
+            "palisade_fastpath_packets_total",
+            "counter",
+            "Packets the fast path's program forwarded (taken), dropped, or gave back to user space, by reason.",
+        );
+        for k in [
+            "taken",
+            "dropped",
+            "back_flags",
+            "back_window",
+            "back_slow",
+            "back_stale",
+        ] {
+            let _ = writeln!(
+                out,
+                "palisade_fastpath_packets_total{{result=\"{k}\"}} {}",
+                get(k)
+            );
+        }
+    }
     let ifs = snapshot::interfaces(sh);
     for (name, bytes, help) in [
         (

@@ -47,7 +47,7 @@ fn start(fw: &str, name: &str, pf: &str, ports: &str) -> (Proc, Log, std::path::
     std::fs::write(
         &cfg,
         format!(
-            "pf = \"pf.conf\"\ncontrol = \"{}\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ports}",
+            "pf = \"pf.conf\"\ncontrol = \"{}\"\nmetrics = \"127.0.0.1:9464\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ports}",
             sock.display()
         ),
     )
@@ -85,6 +85,30 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         "show info: {fp}
 {}",
         log.lock().unwrap()
+    );
+    // So do the metrics.
+    let m = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &fw,
+            "curl",
+            "-s",
+            "http://127.0.0.1:9464/metrics",
+        ])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout);
+    let taken_m = m
+        .lines()
+        .find_map(|l| l.strip_prefix("palisade_fastpath_packets_total{result=\"taken\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(taken_m > 1_000, "metrics:\n{m}");
+    assert!(m.contains("\npalisade_fastpath_flows "), "{m}");
+    assert!(
+        m.contains("palisade_fastpath_packets_total{result=\"back_window\"} "),
+        "{m}"
     );
 
     // The states counted what the program passed (read back each tick,
