@@ -153,7 +153,15 @@ impl Demux {
             return None;
         }
         let Some(segs) = build::segment_tcp(&frame[off..], mtu) else {
-            return Some(Err(DropReason::Malformed));
+            // Only TCP is cut; anything else over the MTU is too long,
+            // not broken (a TCP packet that will not cut is).
+            let tcp = palisade_wire::parse_ip(&frame[off..])
+                .is_ok_and(|i| matches!(i.l4, palisade_wire::L4::Tcp { .. }));
+            return Some(Err(if tcp {
+                DropReason::Malformed
+            } else {
+                DropReason::Oversized
+            }));
         };
         Some(Ok(segs
             .into_iter()

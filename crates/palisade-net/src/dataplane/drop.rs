@@ -17,7 +17,7 @@ pub enum DropReason {
     /// A frame or packet that does not parse (Ethernet, ARP, IP, NDP), a
     /// frame, ARP or neighbour discovery message whose sender's hardware
     /// address is no station's (zero, or a group address), or a TCP
-    /// super-packet that cannot be segmented.
+    /// super-packet that cannot be segmented (a bad header).
     Malformed,
     /// On a port/VLAN no interface is configured for, or with stacked
     /// tags.
@@ -70,11 +70,16 @@ pub enum DropReason {
     /// frame is not) coming in by, or only able to leave by, a member
     /// marked `blocknonip`.
     NonIpBlocked,
+    /// A frame longer than its port's MTU allows that is not a TCP
+    /// super-packet to cut into segments (a UDP datagram or another
+    /// protocol's packet over the MTU: a jumbo frame from a host whose
+    /// MTU is larger than the port's).
+    Oversized,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -94,6 +99,7 @@ impl DropReason {
         DropReason::RingFull,
         DropReason::LinkReserved,
         DropReason::NonIpBlocked,
+        DropReason::Oversized,
     ];
 
     /// The stable name (show info, metrics).
@@ -118,6 +124,7 @@ impl DropReason {
             DropReason::RingFull => "ring_full",
             DropReason::LinkReserved => "link_reserved",
             DropReason::NonIpBlocked => "non_ip_blocked",
+            DropReason::Oversized => "oversized",
         }
     }
 

@@ -560,6 +560,22 @@ fn drops_are_counted_by_reason() {
         "the error waits for the sender's address: {o:?}"
     );
     *expect.entry(NoRoute).or_insert(0) += 1;
+    // A UDP datagram longer than the port's MTU (9000 here): too
+    // long, not malformed.
+    let big = build::ip(
+        ip("192.0.2.10"),
+        ip("198.51.100.7"),
+        17,
+        64,
+        &build::udp(1, 2, &[0u8; 9100]),
+    );
+    provoke(
+        &mut d,
+        &mut expect,
+        Oversized,
+        eth(M0, A, None, ETH_IPV4, &big),
+        0,
+    );
     let p = udp("203.0.113.1", "192.0.2.9", 1);
     let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 0);
     assert_eq!(o.len(), 1, "ARP for the sender, for the error: {o:?}");
