@@ -988,8 +988,37 @@ struct CheckArgs {
     pfctl_compat: bool,
 }
 
+/// `palisade state -s SOCK kill ...`: the socket given before a group's
+/// subcommand (as `show -s SOCK info` takes it) is moved behind it, where
+/// the subcommands take it.
+fn socket_after_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let group = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| ["state", "carp", "sync", "osfp", "group"].contains(&a));
+    let Some(opt) = args.get(2).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    if !group {
+        return args;
+    }
+    let n = if opt == "-s" || opt == "--socket" {
+        2
+    } else if opt.starts_with("--socket=") || (opt.starts_with("-s") && opt.len() > 2) {
+        1
+    } else {
+        return args;
+    };
+    if args.len() < 2 + n + 1 {
+        return args;
+    }
+    let moved: Vec<_> = args.drain(2..2 + n).collect();
+    args.extend(moved);
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(socket_after_subcommand(std::env::args_os().collect()));
     if !matches!(
         cli.cmd,
         Cmd::Run { .. }

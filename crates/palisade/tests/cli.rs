@@ -755,3 +755,27 @@ fn check_resolves_interfaces_from_palisade_toml() {
     );
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The socket may come before a group's subcommand (`state -s SOCK kill`),
+/// as it does for `show -s SOCK info`: the command then reaches for it.
+#[test]
+fn the_socket_may_come_before_a_groups_subcommand() {
+    for args in [
+        &["state", "-s", "/nonexistent/p.sock", "kill", "--id", "1"][..],
+        &["carp", "--socket", "/nonexistent/p.sock", "show"],
+        &["sync", "-s/nonexistent/p.sock", "show"],
+        &["osfp", "--socket=/nonexistent/p.sock", "show", "192.0.2.1"],
+        &["state", "kill", "-s", "/nonexistent/p.sock", "--id", "1"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(args)
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            e.contains("/nonexistent/p.sock: No such file or directory"),
+            "{args:?}: {e}"
+        );
+    }
+}
