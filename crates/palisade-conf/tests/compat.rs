@@ -592,6 +592,21 @@ fn a_port_range_with_a_side_missing_is_named() {
     }
 }
 
+/// A range written high end first loads (pfctl takes it) with a warning:
+/// it matches no port.
+#[test]
+fn a_port_range_high_end_first_is_warned_about() {
+    let out = parse_with(&opts(), b"pass in proto tcp to port 34:12\n");
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let err = out.stderr.join("\n");
+    assert!(
+        err.contains(":1: warning: port range '34:12' runs from 34 down to 12: it matches no port"),
+        "{err}"
+    );
+    let out = parse_with(&opts(), b"pass in proto tcp to port 12:34\n");
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+}
+
 /// antispoof's rules drop whatever `set block-policy` says, as pfctl's
 /// do (an answer would go to the forged source).
 #[test]

@@ -79,6 +79,14 @@ impl<'a> Parser<'a> {
                         return Ok((lo, lo, true, true));
                     }
                     let hi = self.port_value(b)?;
+                    if lo > hi && !self.opts.pfctl_compat {
+                        // pfctl takes it, and it matches nothing.
+                        let (file, line) = (self.file_name(), self.last_line);
+                        self.out.stderr.push(format!(
+                            "{file}:{line}: warning: port range '{text}' runs from {lo} down to \
+                             {hi}: it matches no port (the low end first, as {hi}:{lo})"
+                        ));
+                    }
                     return Ok((lo, hi, true, false));
                 }
                 let p = self.port_value(&text)?;
