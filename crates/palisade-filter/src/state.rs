@@ -1848,7 +1848,12 @@ impl StateTable {
         let Some(slot) = self.slot_of(id) else {
             return;
         };
-        let Some(s) = self.slab.get_mut(slot as usize).and_then(|x| x.as_mut()) else {
+        let Some(s) = self
+            .slab
+            .get_mut(slot as usize)
+            .and_then(|x| x.as_mut())
+            .filter(|s| s.id == id)
+        else {
             return;
         };
         let mut moved = packets[0] + packets[1] > 0;
@@ -1877,9 +1882,12 @@ impl StateTable {
         }
         s.last_ms = s.last_ms.max(last_ms);
         // pfsync hears of it as of a packet's change: one update per
-        // state per read (every tick while the program carries it).
-        if moved {
-            let (id, creator, no_sync) = (s.id, s.creator, s.no_sync());
+        // state per read (every tick while the program carries it). Not
+        // when the queue is half full: user space's inserts and deletes
+        // keep the other half (a state the program carries moves again by
+        // the next read, and is sent then).
+        let (creator, no_sync) = (s.creator, s.no_sync());
+        if moved && self.pending_events() < self.event_limit() / 2 {
             self.record_event(id, creator, no_sync, replica::Pending::Update);
         }
     }

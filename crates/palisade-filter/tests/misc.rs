@@ -147,6 +147,18 @@ fn fast_path_reads_are_state_updates_for_pfsync() {
     // no-sync: never.
     f.states.fast_sync(quiet, same, [3, 0], [90, 0], 7);
     assert!(f.states.drain_events(7, 100).is_empty());
+    // They take half the queue at most: with a limit of 4 and two
+    // inserts pending, the read's update waits (for the next read).
+    f.states.set_event_limit(4);
+    for p in [6000, 6001] {
+        f.process(&mut udp("192.0.2.10", "198.51.100.53", p, 53), "em0", Out, 8);
+    }
+    assert_eq!(f.states.pending_events(), 2);
+    f.states.fast_sync(id, same, [1, 0], [30, 0], 8);
+    assert_eq!(f.states.pending_events(), 2);
+    let _ = f.states.drain_events(8, 100);
+    f.states.fast_sync(id, same, [1, 0], [30, 0], 9);
+    assert_eq!(f.states.pending_events(), 1);
 }
 
 #[test]

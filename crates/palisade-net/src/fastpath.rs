@@ -360,6 +360,15 @@ impl FastPath {
             .ebpf
             .map("fp_flows")
             .ok_or_else(|| err("map", "fp_flows missing"))?;
+        // The typed view checks the map's key and value sizes (u32,
+        // FpFlow): the kernel writes `n` of each into the buffers below.
+        let typed: Array<&MapData, FpFlow> =
+            Array::try_from(map).map_err(|e| err("fp_flows", e))?;
+        let max = typed.len();
+        if from >= max {
+            return Ok(Vec::new());
+        }
+        let n = n.min(max - from);
         let aya::maps::Map::Array(data) = map else {
             return Err(err("fp_flows", "not an array"));
         };
@@ -398,8 +407,9 @@ impl FastPath {
         };
         const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
         // SAFETY: the attribute points at buffers of `n` keys and `n`
-        // values of the map's value size (FpFlow, checked against the C
-        // layout), and at the two batch cursors, all alive for the call.
+        // values of the map's key and value sizes (checked by the typed
+        // view above), and at the two batch cursors, all alive for the
+        // call; `n` does not run past the array.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_bpf,

@@ -959,4 +959,6 @@ fn records_read_in_batches_are_those_read_one_by_one() {
     // The last slot: a batch asked past it gives what there is.
     let last = fp.flows_batch(131_071, 10).unwrap();
     assert_eq!(last.len(), 1);
+    // Past the end: nothing (not the array again from its start).
+    assert!(fp.flows_batch(131_072, 10).unwrap().is_empty());
 }

@@ -1807,7 +1807,9 @@ fn s3_with_pfsync_fast_downloads_survive_kill_9_and_the_move_back() {
         format!("fw1 (restarted):\n{}\n{}", nlog1.lock().unwrap(), logs())
     });
     assert!(idle.echo("after the move back"), "{}", logs());
-    // fw2, backup again, gave its flows back (the virtual MACs went off).
+    // fw2, backup again, gave its flows back (the virtual MACs went off,
+    // and fw1's pfsync updates of their states take them back too; the
+    // demotion test, without pfsync, checks the first alone).
     if let Some(f) = fastpath_info(&s3.fws[1].sock()) {
         assert_eq!(f["flows"], 0, "fw2, backup again: {f}\n{}", logs());
     }

@@ -289,6 +289,11 @@ impl StateTable {
         self.events.len()
     }
 
+    /// How many pending events are kept at most (`set_event_limit`).
+    pub fn event_limit(&self) -> usize {
+        self.events.limit
+    }
+
     /// Events dropped because the queue was full, and whether any were
     /// since the last `take_overflow` (a bulk transfer is then needed).
     pub fn events_dropped(&self) -> u64 {

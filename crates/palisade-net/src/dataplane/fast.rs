@@ -466,6 +466,19 @@ impl Dataplane {
         if udp && !(udp_settled(&views[0], sides[0]) && udp_settled(&views[1], sides[1])) {
             return;
         }
+        // A flow that holds one of these states with another (an if-bound
+        // state made again after a route changed) goes first: each state
+        // belongs to one flow, the one a change of the state
+        // (`fast_state_touched`) takes back.
+        let older: Vec<[u64; 2]> = self.fast.as_ref().map_or_else(Vec::new, |o| {
+            ids.iter()
+                .filter_map(|id| o.by_state.get(id).copied())
+                .filter(|x| *x != ids)
+                .collect()
+        });
+        for x in older {
+            self.fast_drop(x);
+        }
         let Some(o) = self.fast.as_mut() else {
             return;
         };
@@ -593,7 +606,10 @@ impl Dataplane {
             let Some(f) = o.flows.get(&ids) else {
                 continue;
             };
-            if f.handed {
+            // Handed meanwhile; or TCP with a direction not (or no
+            // longer) known: a flow dropped and learnt again since.
+            let udp = f.dirs.iter().flatten().any(|l| l.key.proto == 17);
+            if f.handed || !(udp || f.dirs.iter().all(Option::is_some)) {
                 continue;
             }
             let (Some(v0), Some(v1)) = (
@@ -871,6 +887,7 @@ impl Dataplane {
             self.fast_pull(ids);
         }
         if let Some(o) = self.fast.as_mut() {
+            o.to_hand.retain(|x| *x != ids);
             for id in ids {
                 if o.by_state.get(&id) == Some(&ids) {
                     o.by_state.remove(&id);
@@ -1066,7 +1083,10 @@ impl Dataplane {
         // The records the program has, read in batches (a system call
         // per 4,096 slots, not one per flow).
         let used = o.next_slot;
-        let read: Vec<FpFlow> = if all.iter().any(|a| a.1 && !a.2) {
+        // (After a peak, when few flows are left in a long array, they
+        // are read one by one instead.)
+        let pulled = all.iter().filter(|a| a.1 && !a.2).count() as u32;
+        let read: Vec<FpFlow> = if pulled > 0 && pulled.saturating_mul(16) >= used {
             let Some(o) = self.fast.as_mut() else {
                 return;
             };

@@ -342,7 +342,12 @@ impl Dataplane {
         mac: Mac,
         on: bool,
     ) -> Result<(), VirtualMacError> {
-        if !on && self.local.virtual_mac(iface, &mac).is_some() {
+        if !on
+            && self
+                .local
+                .virtual_mac(iface, &mac)
+                .is_some_and(|(was, _)| was)
+        {
             self.fast_virtual_off(mac);
         }
         self.local.switch_virtual(iface, &mac, on)
