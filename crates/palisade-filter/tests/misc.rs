@@ -151,7 +151,12 @@ fn fast_path_reads_are_state_updates_for_pfsync() {
     // inserts pending, the read's update waits (for the next read).
     f.states.set_event_limit(4);
     for p in [6000, 6001] {
-        f.process(&mut udp("192.0.2.10", "198.51.100.53", p, 53), "em0", Out, 8);
+        f.process(
+            &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+            "em0",
+            Out,
+            8,
+        );
     }
     assert_eq!(f.states.pending_events(), 2);
     f.states.fast_sync(id, same, [1, 0], [30, 0], 8);

@@ -87,18 +87,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         log.lock().unwrap()
     );
     // So do the metrics.
-    let m = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &fw,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9464/metrics",
-        ])
-        .output()
-        .unwrap();
-    let m = String::from_utf8_lossy(&m.stdout);
+    let m = metrics_in(&fw, "http://127.0.0.1:9464/metrics");
     let taken_m = m
         .lines()
         .find_map(|l| l.strip_prefix("palisade_fastpath_packets_total{result=\"taken\"} "))

@@ -647,18 +647,7 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
     assert!(conn.echo("after demotion"), "{}", logs());
 
     // The metrics say the same.
-    let m = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &s3.fws[0].ns,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9464/metrics",
-        ])
-        .output()
-        .unwrap();
-    let m = String::from_utf8_lossy(&m.stdout);
+    let m = metrics_in(&s3.fws[0].ns, "http://127.0.0.1:9464/metrics");
     for want in [
         "palisade_carp_state{interface=\"carp0\",carpdev=\"lan\",vhid=\"1\"} 2",
         "palisade_carp_state{interface=\"carp1\",carpdev=\"wan\",vhid=\"2\"} 2",
@@ -1302,18 +1291,7 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
             .unwrap_or(0)
             >= before["refused"]["unauthenticated"].as_u64().unwrap_or(0) + 2
     });
-    let m = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &s3.fws[1].ns,
-            "curl",
-            "-s",
-            "http://127.0.0.1:9464/metrics",
-        ])
-        .output()
-        .unwrap();
-    let m = String::from_utf8_lossy(&m.stdout);
+    let m = metrics_in(&s3.fws[1].ns, "http://127.0.0.1:9464/metrics");
     for want in [
         "palisade_pfsync_messages_total{direction=\"in\",action=\"INS\"} ",
         "palisade_pfsync_refused_total{reason=\"unauthenticated\"} ",

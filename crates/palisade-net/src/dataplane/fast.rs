@@ -242,21 +242,10 @@ impl Dataplane {
         if new == old {
             return Ok(on);
         }
-        let stale: Vec<[u64; 2]> = o
-            .flows
-            .iter()
-            .filter(|(_, f)| {
-                f.dirs
-                    .iter()
-                    .flatten()
-                    .any(|l| l.key.ifindex == old || l.dir.out_ifindex == old)
-            })
-            .map(|(ids, _)| *ids)
-            .collect();
-        for ids in stale {
-            self.fast_drop(ids);
-        }
-        let o = self.fast.as_mut().expect("checked");
+        self.fast_drop_where(|l| l.key.ifindex == old || l.dir.out_ifindex == old);
+        let Some(o) = self.fast.as_mut() else {
+            return Ok(false);
+        };
         o.ifindex[port] = new;
         match o.fp.attach(name) {
             Ok(()) => {
@@ -997,21 +986,22 @@ impl Dataplane {
     /// that has not moved yet, a flood). Flows through the interface's
     /// own MAC stay.
     pub(super) fn fast_virtual_off(&mut self, mac: [u8; 6]) {
+        self.fast_drop_where(|l| l.dir.in_dst == mac || l.dir.eth[6..12] == mac);
+    }
+
+    /// Every flow one of whose learnt directions `hit` names is taken
+    /// back (a scan of all flows).
+    fn fast_drop_where(&mut self, hit: impl Fn(&Learnt) -> bool) {
         let Some(o) = self.fast.as_ref() else {
             return;
         };
-        let hit: Vec<[u64; 2]> = o
+        let gone: Vec<[u64; 2]> = o
             .flows
             .iter()
-            .filter(|(_, f)| {
-                f.dirs
-                    .iter()
-                    .flatten()
-                    .any(|l| l.dir.in_dst == mac || l.dir.eth[6..12] == mac)
-            })
+            .filter(|(_, f)| f.dirs.iter().flatten().any(&hit))
             .map(|(ids, _)| *ids)
             .collect();
-        for ids in hit {
+        for ids in gone {
             self.fast_drop(ids);
         }
     }

@@ -523,6 +523,16 @@ pub fn assert_fastpath_took(sock: &std::path::Path, min: u64, log: &str) {
     );
 }
 
+/// The metrics page a daemon in `ns` serves at `url` (curl, 5 s at most;
+/// empty when it does not answer).
+pub fn metrics_in(ns: &str, url: &str) -> String {
+    let o = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-s", "-m", "5", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// With the fast path on: the `fastpath` part of `show info` of the
 /// daemon at `sock` (flows it has now, packets taken, given back). None
 /// when it is off.
