@@ -38,6 +38,9 @@ pub struct CarpRuntime {
     names: Vec<String>,
     /// Each logical interface's own addresses (advertisements' sources).
     own: Vec<Vec<IpAddr>>,
+    /// Each CARP address's prefix length, as palisade.toml gives it
+    /// (`carp show` prints the netmask or prefixlen as ifconfig does).
+    bits: BTreeMap<IpAddr, u8>,
     ready: bool,
     /// The boot demotion is lifted at this time (startup-delay).
     ready_at: u64,
@@ -160,6 +163,11 @@ impl CarpRuntime {
             .hook
             .clone()
             .map(|h| start_hook(h, cfg.carp_options.hook_timeout));
+        let bits = cfg
+            .carp
+            .iter()
+            .flat_map(|c| c.addresses.iter().map(|p| (p.ip, p.bits)))
+            .collect();
         Ok(Some(CarpRuntime {
             node,
             transitions: BTreeMap::new(),
@@ -167,6 +175,7 @@ impl CarpRuntime {
             vhosts,
             names,
             own,
+            bits,
             ready: false,
             ready_at: now_us + cfg.carp_options.startup_delay.as_micros() as u64,
             refusals: BTreeMap::new(),
@@ -823,8 +832,18 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
             s.demote
         );
         for a in &s.addrs {
-            let fam = if a.is_ipv6() { "inet6" } else { "inet" };
-            let _ = writeln!(text, "\t{fam} {a}");
+            // As ifconfig prints them: a netmask in hexadecimal and the
+            // broadcast address, or the prefix length.
+            let _ = match (a, c.bits.get(a)) {
+                (IpAddr::V4(v4), Some(&b)) => {
+                    let mask = u32::MAX.checked_shl(32 - b as u32).unwrap_or(0);
+                    let bcast = std::net::Ipv4Addr::from(u32::from(*v4) | !mask);
+                    writeln!(text, "\tinet {a} netmask 0x{mask:08x} broadcast {bcast}")
+                }
+                (IpAddr::V6(_), Some(&b)) => writeln!(text, "\tinet6 {a} prefixlen {b}"),
+                (IpAddr::V4(_), None) => writeln!(text, "\tinet {a}"),
+                (IpAddr::V6(_), None) => writeln!(text, "\tinet6 {a}"),
+            };
         }
         if let Some(m) = s.master {
             let _ = writeln!(text, "\tmaster {m}");
