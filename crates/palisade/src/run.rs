@@ -332,7 +332,15 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     tracing::info!("stopping: {}", stop_summary(&sh.dp().counters));
     if let Some((flows, c)) = sh.dp().fastpath_status() {
-        tracing::info!("fastpath: {flows} flows handed over; {c:?}");
+        tracing::info!(
+            "fastpath: {flows} flows handed over; taken {}, dropped {}, given back: flags {}, window {}, slow {}, stale {}",
+            c.taken,
+            c.dropped,
+            c.back_flags,
+            c.back_window,
+            c.back_slow,
+            c.back_stale
+        );
     }
     Ok(())
 }

@@ -25,9 +25,9 @@ fn palisade() -> &'static str {
 fn taken(log: &str) -> u64 {
     let line = log
         .lines()
-        .find(|l| l.contains("fastpath:") && l.contains("taken:"))
+        .find(|l| l.contains("fastpath:") && l.contains("taken "))
         .unwrap_or_else(|| panic!("no fast path counters in:\n{log}"));
-    line.split("taken: ")
+    line.split("taken ")
         .nth(1)
         .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
@@ -157,7 +157,7 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
     let out = daemon.stop().unwrap();
     // The counters are the daemon's last line: its reader thread may
     // not have passed it on yet when the exit is seen.
-    wait_for_log(&log, "taken:");
+    wait_for_log(&log, "flows handed over; taken ");
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &log.lock().unwrap();
     let n = taken(&text);
     // The transfer alone is thousands of super-packets.
