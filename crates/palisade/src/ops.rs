@@ -257,6 +257,13 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
             &dp.cfg,
             dp.filter.fingerprints(),
         ));
+        // The whole ruleset (not an anchor's): whether it lets the pair's
+        // CARP and pfsync through, as at start.
+        msgs.extend(crate::load::blocked_ha_traffic(
+            &out.config,
+            &dp.cfg,
+            &sh.host,
+        ));
     }
     if out.errors > 0 {
         msgs.push(format!(

@@ -962,6 +962,24 @@ fn a_parent_without_addresses_advertises_routes_and_fails_over() {
         Duration::from_secs(5),
         &logs,
     );
+    // A reload whose ruleset blocks the pair's advertisements loads, and
+    // says so, as a start does (on lan: wan has no address here to make
+    // a neighbour's advertisement up from).
+    let blocking = s3.fws[1].dir.join("blocking.conf");
+    std::fs::write(&blocking, "block all\n").unwrap();
+    let o = Command::new(palisade())
+        .args(["reload", "-f"])
+        .arg(&blocking)
+        .arg("-s")
+        .arg(s3.fws[1].sock())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("blocks CARP advertisements in on 'lan'") && said.contains("reloaded"),
+        "{said}"
+    );
     let o = p2.stop().expect("fw2 output");
     assert!(o.status.success(), "{}", logs());
 }
