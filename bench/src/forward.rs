@@ -1,4 +1,4 @@
-//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba]`: forwarding between
+//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba] [--rounds N [--aa]] [--cc NAME]`: forwarding between
 //! two namespaces through a third, once by the Linux kernel (ip_forward,
 //! nftables with conntrack) and once by `palisade run`, on the same
 //! topology with equivalent rulesets, in the same run:
@@ -17,6 +17,15 @@
 //! /proc: the whole machine busy (sender, forwarder, receiver), the time
 //! in softirq (where the kernel forwards, and where both peers' receivers
 //! run their network stack), and the Palisade daemon's own time.
+//!
+//! `--rounds N`: TCP goodput again, with both peers' topologies standing
+//! at once and N alternating turns (kernel then Palisade, then Palisade
+//! then kernel, ...): single measurements of one peer seconds apart differ
+//! by up to a third on this machine, and the turns spread that over both
+//! alike; the ratio of the means is the run's figure, each turn's ratio is
+//! printed beside it. `--aa` puts a second kernel in Palisade's place in
+//! the turns: the control that shows the spread when nothing differs.
+//! `--cc NAME`: iperf3's congestion control (`-C`), else the hosts'.
 //!
 //! Rulesets. N non-matching rules, then the accepting ones:
 //!   nft:  chain forward { policy drop; N x `ip saddr 203.0.113.X udp dport P accept`;
@@ -366,18 +375,59 @@ struct Setup<'a> {
     offloads: bool,
     /// `fastpath = true` (docs/fastpath.md).
     fastpath: bool,
+    /// The TCP congestion control iperf3 uses (`-C`), or the hosts' default.
+    cc: Option<&'a str>,
 }
 
-fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
+impl Setup<'_> {
+    fn tcp_args(&self) -> Vec<&str> {
+        self.cc.map_or(Vec::new(), |c| vec!["-C", c])
+    }
+}
+
+/// TCP goodput of both peers measured in `rounds` alternating turns
+/// (kernel then Palisade, then Palisade then kernel, ...), both
+/// topologies standing all along, so that the machine's changes of speed
+/// (single measurements of one peer seconds apart differ by a third here)
+/// weigh on both alike and average out. Gbit/s per turn: (kernel, Palisade).
+/// `aa`: the control, the kernel against a second kernel topology in
+/// Palisade's place (what the spread of single turns is when nothing
+/// differs).
+fn tcp_rounds(rules: usize, st: &Setup, rounds: usize, aa: bool) -> Vec<(f64, f64)> {
+    let (kns, _kd) = stand_up(Peer::Kernel, rules, st, "rk");
+    let second = if aa { Peer::Kernel } else { Peer::Palisade };
+    let (pns, _pd) = stand_up(second, rules, st, "rp");
+    let one = |ns: &Ns| {
+        let tcp = iperf(&ns.0[0], &ns.0[2], &st.tcp_args(), st.secs);
+        tcp["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9
+    };
+    (0..rounds)
+        .map(|r| {
+            if r % 2 == 0 {
+                let k = one(&kns);
+                (k, one(&pns))
+            } else {
+                let p = one(&pns);
+                (one(&kns), p)
+            }
+        })
+        .collect()
+}
+
+/// One peer's topology, its firewall forwarding (the daemon, for
+/// Palisade, running), neighbours warmed up.
+fn stand_up(peer: Peer, rules: usize, st: &Setup, tag: &str) -> (Ns, Kill) {
     let Setup {
-        secs,
         dir,
         palisade,
         workers,
         offloads,
         fastpath,
+        ..
     } = *st;
-    let tag = if peer == Peer::Kernel { "k" } else { "p" };
     let ns = topology(tag, offloads);
     let (src, fw, dst) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     let mut daemon = Kill(None);
@@ -386,11 +436,13 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
             nsx(fw, &["ip", "addr", "add", "198.18.0.254/24", "dev", "a0"]);
             nsx(fw, &["ip", "addr", "add", "198.19.0.254/24", "dev", "b0"]);
             nsx(fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            let f = dir.join("bench.nft");
+            let f = dir.join(format!("bench-{tag}.nft"));
             std::fs::write(&f, nft_ruleset(rules)).unwrap();
             nsx(fw, &["nft", "-f", f.to_str().unwrap()]);
         }
         Peer::Palisade => {
+            let dir = dir.join(tag);
+            std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
             let cfg = dir.join("palisade.toml");
             std::fs::write(&cfg, format!(
@@ -421,6 +473,14 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     }
     // Warm up neighbours (ARP) in both directions.
     let _ = iperf(src, dst, &["-u", "-b", "1M"], 1);
+    (ns, daemon)
+}
+
+fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
+    let secs = st.secs;
+    let tag = if peer == Peer::Kernel { "k" } else { "p" };
+    let (ns, daemon) = stand_up(peer, rules, st, tag);
+    let (src, dst) = (&ns.0[0], &ns.0[2]);
     let rtt = udp_rtt(src, dst);
     let pid = daemon.0.as_ref().map(|c| c.id());
     let rx0 = rx_packets(dst);
@@ -438,7 +498,7 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     let packets = sum["packets"].as_f64().unwrap_or(0.0);
     let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
     let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
-    let tcp = iperf(src, dst, &[], secs);
+    let tcp = iperf(src, dst, &st.tcp_args(), secs);
     let tcp_bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
@@ -553,6 +613,12 @@ pub fn run(args: &[String]) {
     // measurements averaged, so that a machine whose speed drifts during
     // the run (this one's does) weighs on both peers alike.
     let abba = args.iter().any(|a| a == "--abba");
+    // `--rounds N`: TCP again, both peers standing, N alternating turns
+    // (`tcp_rounds`); `--cc NAME`: iperf3's congestion control for TCP.
+    let rounds: usize = super::arg(args, "--rounds").map_or(0, |s| s.parse().expect("--rounds N"));
+    let cc = super::arg(args, "--cc");
+    // `--aa`: in the turns, a second kernel in Palisade's place (a control).
+    let aa = args.iter().any(|a| a == "--aa");
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -572,6 +638,7 @@ pub fn run(args: &[String]) {
             workers,
             offloads,
             fastpath,
+            cc: cc.as_deref(),
         };
         let (k, p) = if abba {
             let k1 = measure(Peer::Kernel, fill, &st);
@@ -638,6 +705,29 @@ pub fn run(args: &[String]) {
             p.cpu_softirq,
             p.cpu_daemon.unwrap_or(0.0)
         );
+        if rounds > 0 {
+            let v = tcp_rounds(fill, &st, rounds, aa);
+            let second = if aa {
+                "a second kernel (control)"
+            } else {
+                "palisade"
+            };
+            let turns: Vec<String> = v.iter().map(|(k, p)| format!("{k:.1}/{p:.1}")).collect();
+            let (ks, ps) = v.iter().fold((0.0, 0.0), |a, (k, p)| (a.0 + k, a.1 + p));
+            let ratios: Vec<f64> = v.iter().map(|(k, p)| p / k.max(1e-9)).collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            let below = ratios.iter().filter(|&&r| r < 1.0).count();
+            println!(
+                "{:>22}  tcp in {rounds} alternating turns{}: kernel {:.2}, {second} {:.2} Gbit/s (mean), ratio {:.3}; per turn {lo:.2}-{hi:.2}, {below} of {rounds} under 1 | kernel/{second} per turn: {}",
+                "",
+                cc.as_deref().map_or(String::new(), |c| format!(" ({c})")),
+                ks / rounds as f64,
+                ps / rounds as f64,
+                ps / ks.max(1e-9),
+                turns.join(" ")
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,7 +10,8 @@
 //! The client (curl) fetches a file of `--mb` MB in passive mode (PASV)
 //! and in active mode (PORT); the figure is the rate curl read the file
 //! at (its size over curl's total time, control connection included),
-//! the median of `--runs`; second, the data connection's own rate (the
+//! the median of `--runs` turns (each peer's download in alternating
+//! turns, both topologies standing all along); second, the data connection's own rate (the
 //! size over the time from the first byte of data to the end). Offloads are off on every veth for both peers,
 //! or with `--offloads on` left as veths are created (as hosts run them).
 //! `--fastpath` runs Palisade with `fastpath = true` (docs/fastpath.md):
@@ -139,20 +140,19 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<(f64, f64)> {
     Some((mb / secs, mb / (secs - first).max(1e-6)))
 }
 
-fn measure(
+/// One peer's topology with its server and firewall (for Palisade: the
+/// daemon and `ftp-proxy -R`), warmed up by a directory listing.
+fn stand_up(
     peer: Peer,
     dir: &Path,
     palisade: &Path,
-    bytes: u64,
-    runs: usize,
     offloads: bool,
     fastpath: bool,
-) -> [Vec<(f64, f64)>; 2] {
+) -> (Ns, Vec<Kill>) {
     let tag = if peer == Peer::Kernel { "k" } else { "p" };
     let ns = topology(tag, offloads);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
-    let _server = vsftpd(sv, dir);
-    let mut daemons = Vec::new();
+    let mut daemons = vec![vsftpd(sv, dir)];
     match peer {
         Peer::Kernel => {
             nsx(fw, &["ip", "addr", "add", "203.0.113.1/24", "dev", "a0"]);
@@ -211,11 +211,45 @@ fn measure(
         ])
         .arg("ftp://203.0.113.1/")
         .status();
-    let mut pasv = Vec::new();
-    let mut port = Vec::new();
-    for _ in 0..runs {
-        pasv.extend(download(cl, &["--disable-epsv"], bytes));
-        port.extend(download(cl, &["-P", "-", "--disable-eprt"], bytes));
+    (ns, daemons)
+}
+
+/// Downloads of both peers in alternating turns (Palisade then the
+/// kernel, then the kernel then Palisade, ...), both topologies standing
+/// all along, so that the machine's changes of speed weigh on both alike:
+/// per mode (passive, active), per turn, (Palisade, kernel) when both
+/// succeeded; and how many of each failed.
+#[allow(clippy::type_complexity)]
+fn measure(
+    dir: &Path,
+    palisade: &Path,
+    bytes: u64,
+    runs: usize,
+    offloads: bool,
+    fastpath: bool,
+) -> ([Vec<((f64, f64), (f64, f64))>; 2], [usize; 2]) {
+    let (pns, _pd) = stand_up(Peer::Palisade, dir, palisade, offloads, fastpath);
+    let (kns, _kd) = stand_up(Peer::Kernel, dir, palisade, offloads, false);
+    let mut out = [Vec::new(), Vec::new()];
+    let mut failed = [0, 0];
+    for r in 0..runs {
+        for (i, extra) in [&["--disable-epsv"][..], &["-P", "-", "--disable-eprt"][..]]
+            .iter()
+            .enumerate()
+        {
+            let (p, k) = if r % 2 == 0 {
+                let p = download(&pns.0[0], extra, bytes);
+                (p, download(&kns.0[0], extra, bytes))
+            } else {
+                let k = download(&kns.0[0], extra, bytes);
+                (download(&pns.0[0], extra, bytes), k)
+            };
+            failed[0] += p.is_none() as usize;
+            failed[1] += k.is_none() as usize;
+            if let (Some(p), Some(k)) = (p, k) {
+                out[i].push((p, k));
+            }
+        }
     }
     if fastpath {
         // What the program did (show info), to tell a transfer it forwarded
@@ -232,8 +266,7 @@ fn measure(
             info.map_or("-".into(), |i| i["fastpath"].to_string())
         );
     }
-    drop(daemons);
-    [pasv, port]
+    (out, failed)
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -276,34 +309,38 @@ pub fn run(args: &[String]) {
         if offloads { "on" } else { "off" },
         if fastpath { ", Palisade with its fast path" } else { "" }
     );
-    let p = measure(
-        Peer::Palisade,
-        &dir,
-        &palisade,
-        bytes,
-        runs,
-        offloads,
-        fastpath,
-    );
-    let k = measure(Peer::Kernel, &dir, &palisade, bytes, runs, offloads, false);
+    let (m, failed) = measure(&dir, &palisade, bytes, runs, offloads, fastpath);
+    if failed != [0, 0] {
+        println!(
+            "failed downloads: palisade {}, kernel {} (their turns are left out)",
+            failed[0], failed[1]
+        );
+    }
     for (i, mode) in ["passive (PASV)", "active (PORT)"].iter().enumerate() {
         for (what, pick) in [
             ("whole", (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64),
             ("data ", |r: &(f64, f64)| r.1),
         ] {
-            let pv: Vec<f64> = p[i].iter().map(pick).collect();
-            let kv: Vec<f64> = k[i].iter().map(pick).collect();
+            let pv: Vec<f64> = m[i].iter().map(|t| pick(&t.0)).collect();
+            let kv: Vec<f64> = m[i].iter().map(|t| pick(&t.1)).collect();
             let (a, b) = (median(&pv), median(&kv));
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            let ratios: Vec<String> = pv
+                .iter()
+                .zip(&kv)
+                .map(|(p, k)| format!("{:.2}", p / k))
+                .collect();
             println!(
-                "{mode:<16} {what} palisade + ftp-proxy: {} MB/s ({} of {runs} ok); kernel + ct helper ftp: {} MB/s ({} of {runs} ok); ratio palisade/kernel {}",
+                "{mode:<16} {what} palisade + ftp-proxy: {} MB/s; kernel + ct helper ftp: {} MB/s (medians of {} turns); ratio palisade/kernel: medians {}, means {:.2}; per turn {}",
                 a.map_or("-".into(), |v| format!("{v:.1}")),
-                pv.len(),
                 b.map_or("-".into(), |v| format!("{v:.1}")),
-                kv.len(),
+                pv.len(),
                 match (a, b) {
                     (Some(a), Some(b)) => format!("{:.2}", a / b),
                     _ => "-".into(),
-                }
+                },
+                mean(&pv) / mean(&kv).max(1e-9),
+                ratios.join(" ")
             );
         }
     }

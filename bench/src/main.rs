@@ -802,7 +802,7 @@ fn main() {
         Some("osfp") => osfp::run(&args),
         Some("greylist") => greylist::run(&args),
         _ => {
-            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states [--flows 10000] [--memory-states 1000000] [--only plain|nat|workers|memory]\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1] [--offloads off|on|both] [--fastpath] [--abba]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]\n       palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]\n       palisade-bench osfp [--write]\n       palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3] [--answer-after write|sync] [--interleave SECONDS [--slice-ms 100]]");
+            eprintln!("usage: palisade-bench gen [--rules N] [--dir D]\n       palisade-bench check-vs-nft [--rules N] [--runs R]\n       palisade-bench rules [--sizes 10,1000,10000]\n       palisade-bench states [--flows 10000] [--memory-states 1000000] [--only plain|nat|workers|memory]\n       palisade-bench forward [--rules 3,1000] [--secs 5] [--workers 1] [--offloads off|on|both] [--fastpath] [--abba] [--rounds N [--aa]] [--cc cubic|bbr|...]\n       palisade-bench failover [--runs 9]\n       palisade-bench sync [--rate 10000] [--secs 6]\n       palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]\n       palisade-bench osfp [--write]\n       palisade-bench greylist [--conns 8] [--requests 20000] [--runs 3] [--answer-after write|sync] [--interleave SECONDS [--slice-ms 100]]");
             std::process::exit(2);
         }
     }
