@@ -91,9 +91,10 @@ enum Cmd {
     /// Show what the running daemon knows, like `pfctl -s`: rules (-v: with
     /// counters, like pfctl -vsr), states, info, interfaces, tables,
     /// anchors, timeouts, limits, memory, osfp (the names `os` takes, as
-    /// pfctl -s osfp).
+    /// pfctl -s osfp), neighbors (the ARP and neighbour discovery cache,
+    /// as arp -an and ndp -an).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).

@@ -85,6 +85,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Limits => show_limits(sh),
                 Listing::Memory => show_memory(sh),
                 Listing::Osfp => show_osfp(sh),
+                Listing::Neighbors => show_neighbors(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -805,6 +806,47 @@ fn show_anchors(sh: &Shared) -> Value {
     for n in &names {
         text += &format!("  {n}\n");
         list.push(json!({"name": n, "rules": e_rules(n)}));
+    }
+    done(text, Value::Array(list))
+}
+
+/// The data plane's neighbour cache, as OpenBSD's `arp -an` and `ndp -an`
+/// list theirs: resolved neighbours with the time they stay valid, and
+/// resolutions under way with the packets waiting for them.
+fn show_neighbors(sh: &Shared) -> Value {
+    // The workers' clock (worker.rs): ms since the daemon started.
+    let now = sh.start.elapsed().as_millis() as u64;
+    let rows = sh.dp().neighbours(now);
+    let mut text = format!(
+        "{:<40} {:<18} {:<10} {}\n",
+        "Host", "Ethernet Address", "Netif", "Expire"
+    );
+    let mut list = Vec::new();
+    for r in &rows {
+        let (mac, state) = match (&r.mac, r.expires_ms) {
+            (None, _) => ("(incomplete)".to_string(), "incomplete"),
+            (Some(m), 0) => (palisade_wire::ethernet::mac_string(m), "expired"),
+            (Some(m), _) => (palisade_wire::ethernet::mac_string(m), "reachable"),
+        };
+        let expire = match state {
+            "incomplete" => format!(
+                "asking, again in {}s, {} packet{} waiting",
+                r.expires_ms.div_ceil(1000),
+                r.queued,
+                if r.queued == 1 { "" } else { "s" }
+            ),
+            "expired" => "expired".to_string(),
+            _ => format!("{}s", r.expires_ms.div_ceil(1000)),
+        };
+        text += &format!("{:<40} {mac:<18} {:<10} {expire}\n", r.ip, r.iface);
+        list.push(json!({
+            "interface": r.iface,
+            "address": r.ip.to_string(),
+            "mac": r.mac.as_ref().map(palisade_wire::ethernet::mac_string),
+            "state": state,
+            "expires_ms": r.expires_ms,
+            "queued": r.queued,
+        }));
     }
     done(text, Value::Array(list))
 }

@@ -21,10 +21,11 @@ pub enum Listing {
     Limits,
     Memory,
     Osfp,
+    Neighbors,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 10] = [
+    pub const ALL: [Listing; 11] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -35,6 +36,7 @@ impl Listing {
         Listing::Limits,
         Listing::Memory,
         Listing::Osfp,
+        Listing::Neighbors,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Listing {
             Listing::Limits => "limits",
             Listing::Memory => "memory",
             Listing::Osfp => "osfp",
+            Listing::Neighbors => "neighbors",
         }
     }
 

@@ -546,6 +546,58 @@ fn control_commands_against_a_running_daemon() {
     assert!(mem["rss_bytes"].as_u64().unwrap() > 1_000_000, "{mem}");
     assert!(mem["states"].as_u64().unwrap() >= 1);
     assert_eq!(mem["table_entries"], 3, "<allowed>'s two, <fixed>'s one");
+    // The neighbour cache (arp -an, ndp -an): the hosts on both sides,
+    // resolved, with their MACs, valid for at most 30 s.
+    let mac_of = |ns: &str| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", "/sys/class/net/eth0/address"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // (IPv6 both ways: neighbour discovery on each side.)
+    let pinged = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &src,
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            "2001:db8:b::1",
+        ])
+        .output()
+        .unwrap();
+    assert!(pinged.status.success(), "{pinged:?}");
+    let neigh = c.json(&["show", "neighbors"]);
+    let rows = neigh.as_array().unwrap();
+    for (iface, addr, ns) in [
+        ("a0", "198.18.0.1", &src),
+        ("b0", "198.19.0.1", &dst),
+        ("a0", "2001:db8:a::1", &src),
+        ("b0", "2001:db8:b::1", &dst),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r["address"] == addr)
+            .unwrap_or_else(|| panic!("{addr} not in {neigh}"));
+        assert_eq!(r["interface"], iface, "{neigh}");
+        assert_eq!(r["mac"], mac_of(ns).as_str(), "{neigh}");
+        assert_eq!(r["state"], "reachable", "{neigh}");
+        assert!(r["expires_ms"].as_u64().unwrap() <= 30_000, "{neigh}");
+    }
+    let text = c.ok(&["show", "neighbors"]);
+    assert!(text.starts_with("Host "), "{text}");
+    assert!(
+        text.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() == 4 && w[0] == "198.19.0.1" && w[1] == mac_of(&dst) && w[2] == "b0"
+        }),
+        "{text}"
+    );
     // The names `os` takes (pfctl -s osfp).
     let os = c.json(&["show", "osfp"]);
     let names: Vec<&str> = os["names"]

@@ -224,6 +224,21 @@ impl Rng {
 /// daemon passes one from the kernel to `with_seed`.
 const TEST_SEED: u64 = 0x5eed_5eed_5eed_5eed;
 
+/// A neighbour as `palisade show neighbors` lists it (OpenBSD's `arp -an`
+/// and `ndp -an`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeighRow {
+    pub iface: String,
+    pub ip: IpAddr,
+    /// None: being resolved (requests sent, no answer yet).
+    pub mac: Option<Mac>,
+    /// Resolved: ms it stays valid without an answer to a new request;
+    /// being resolved: ms to the next request.
+    pub expires_ms: u64,
+    /// Packets waiting for the resolution.
+    pub queued: usize,
+}
+
 pub struct Dataplane {
     pub cfg: Config,
     pub filter: Filter,
@@ -309,6 +324,26 @@ impl Dataplane {
 
     /// The MAC address interface `i` answers with (ARP, NDP) and sends
     /// from (`own_mac` of its port's MAC, as the daemon gives it).
+    /// The neighbour cache (ARP and neighbour discovery), by interface
+    /// (in palisade.toml's order) and address. `now` as for `tick`.
+    pub fn neighbours(&self, now: u64) -> Vec<NeighRow> {
+        let mut v = self.neigh.entries(now);
+        v.sort_by_key(|a| (a.0, a.1));
+        v.into_iter()
+            .map(|(i, ip, mac, left, queued)| NeighRow {
+                iface: self
+                    .cfg
+                    .ifaces
+                    .get(i)
+                    .map_or_else(|| format!("#{i}"), |f| f.name.clone()),
+                ip,
+                mac,
+                expires_ms: left,
+                queued,
+            })
+            .collect()
+    }
+
     pub fn mac(&self, i: usize) -> Option<Mac> {
         self.local.get_mac(i)
     }

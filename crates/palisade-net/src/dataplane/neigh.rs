@@ -97,6 +97,23 @@ pub(super) struct Neighbours {
 }
 
 impl Neighbours {
+    /// Every entry, for `Dataplane::neighbours`: interface, address, MAC
+    /// (None while being resolved), ms left (of its validity, or to the
+    /// next request) and packets waiting.
+    pub(super) fn entries(&self, now: u64) -> Vec<(usize, IpAddr, Option<Mac>, u64, usize)> {
+        self.map
+            .iter()
+            .map(|(&(i, ip), n)| match n {
+                Neigh::Reachable { mac, until, .. } => {
+                    (i, ip, Some(*mac), until.saturating_sub(now), 0)
+                }
+                Neigh::Incomplete { queue, next, .. } => {
+                    (i, ip, None, next.saturating_sub(now), queue.len())
+                }
+            })
+            .collect()
+    }
+
     /// Known or being resolved on interface `i`.
     pub(super) fn contains(&self, i: usize, ip: &IpAddr) -> bool {
         self.map.contains_key(&(i, *ip))
