@@ -92,9 +92,10 @@ enum Cmd {
     /// counters, like pfctl -vsr), states, info, interfaces, tables,
     /// anchors, timeouts, limits, memory, osfp (the names `os` takes, as
     /// pfctl -s osfp), neighbors (the ARP and neighbour discovery cache,
-    /// as arp -an and ndp -an).
+    /// as arp -an and ndp -an), fdb (the bridges' learnt addresses, as
+    /// ifconfig bridge0 addr).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).

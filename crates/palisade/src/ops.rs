@@ -86,6 +86,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Memory => show_memory(sh),
                 Listing::Osfp => show_osfp(sh),
                 Listing::Neighbors => show_neighbors(sh),
+                Listing::Fdb => show_fdb(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -846,6 +847,37 @@ fn show_neighbors(sh: &Shared) -> Value {
             "state": state,
             "expires_ms": r.expires_ms,
             "queued": r.queued,
+        }));
+    }
+    done(text, Value::Array(list))
+}
+
+/// The bridges' learnt addresses, as OpenBSD's `ifconfig bridge0 addr`
+/// lists them: address, member, seconds since last seen.
+fn show_fdb(sh: &Shared) -> Value {
+    let now = sh.start.elapsed().as_millis() as u64;
+    let rows = sh.dp().fdb(now);
+    let mut text = String::new();
+    let mut list = Vec::new();
+    let mut bridge = None;
+    for r in &rows {
+        if bridge != Some(&r.bridge) {
+            text += &format!("{}:\n", r.bridge);
+            bridge = Some(&r.bridge);
+        }
+        let mac = palisade_wire::ethernet::mac_string(&r.mac);
+        text += &format!(
+            "  {mac} {:<10} seen {}s ago, forgotten in {}s\n",
+            r.member,
+            r.age_ms / 1000,
+            r.expires_ms.div_ceil(1000)
+        );
+        list.push(json!({
+            "bridge": r.bridge,
+            "mac": mac,
+            "member": r.member,
+            "age_ms": r.age_ms,
+            "expires_ms": r.expires_ms,
         }));
     }
     done(text, Value::Array(list))

@@ -22,10 +22,11 @@ pub enum Listing {
     Memory,
     Osfp,
     Neighbors,
+    Fdb,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 11] = [
+    pub const ALL: [Listing; 12] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -37,6 +38,7 @@ impl Listing {
         Listing::Memory,
         Listing::Osfp,
         Listing::Neighbors,
+        Listing::Fdb,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +54,7 @@ impl Listing {
             Listing::Memory => "memory",
             Listing::Osfp => "osfp",
             Listing::Neighbors => "neighbors",
+            Listing::Fdb => "fdb",
         }
     }
 

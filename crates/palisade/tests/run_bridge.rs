@@ -185,6 +185,43 @@ fn bridge_filters_real_traffic() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // The bridge's learnt addresses (ifconfig bridge0 addr): each host's
+    // MAC on its member, seen within the aging time.
+    let mac_of = |h: &str| {
+        let o = ns.exec(h, &["cat", "/sys/class/net/eth0/address"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let show = |json: bool| {
+        let mut c = Command::new(palisade());
+        c.args(["show", "fdb", "-s"]).arg(d.join("palisade.sock"));
+        if json {
+            c.arg("--json");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let fdb: serde_json::Value = serde_json::from_str(&show(true)).unwrap();
+    for (h, member) in [(&h1, "p1"), (&h2, "p2")] {
+        let mac = mac_of(h);
+        let r = fdb
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mac"] == mac.as_str())
+            .unwrap_or_else(|| panic!("{mac} not in {fdb}"));
+        assert_eq!(r["bridge"], "bridge0", "{fdb}");
+        assert_eq!(r["member"], member, "{fdb}");
+        assert!(r["expires_ms"].as_u64().unwrap() <= 300_000, "{fdb}");
+    }
+    let text = show(false);
+    assert!(text.starts_with("bridge0:\n"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with(&format!("{} p2 ", mac_of(&h2)))),
+        "{text}"
+    );
+
     let o = daemon.stop().expect("palisade output");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "palisade run exited badly: {err}");

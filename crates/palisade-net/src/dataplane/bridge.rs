@@ -73,6 +73,16 @@ impl Fdb {
             .map(|(m, _)| *m)
     }
 
+    /// Every learnt address still in use at `now`: bridge, address,
+    /// member, when it was last seen.
+    pub(super) fn entries(&self, now: u64) -> Vec<(usize, Mac, usize, u64)> {
+        self.tables
+            .iter()
+            .flat_map(|(&b, t)| t.iter().map(move |(&mac, &(m, seen))| (b, mac, m, seen)))
+            .filter(|&(_, _, _, seen)| now < seen + FDB_AGING_MS)
+            .collect()
+    }
+
     pub(super) fn age(&mut self, now: u64) {
         for t in self.tables.values_mut() {
             t.retain(|_, (_, seen)| now < *seen + FDB_AGING_MS);

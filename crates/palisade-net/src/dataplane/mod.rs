@@ -239,6 +239,20 @@ pub struct NeighRow {
     pub queued: usize,
 }
 
+/// A learnt address of a bridge, as `palisade show fdb` lists it
+/// (OpenBSD's `ifconfig bridge0 addr`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbRow {
+    pub bridge: String,
+    pub mac: Mac,
+    /// The member interface it was last seen on.
+    pub member: String,
+    /// ms since a frame from it was last seen.
+    pub age_ms: u64,
+    /// ms until it is forgotten (frames to it then flood) unless seen again.
+    pub expires_ms: u64,
+}
+
 pub struct Dataplane {
     pub cfg: Config,
     pub filter: Filter,
@@ -340,6 +354,28 @@ impl Dataplane {
                 mac,
                 expires_ms: left,
                 queued,
+            })
+            .collect()
+    }
+
+    /// The bridges' learnt addresses, by bridge, member and address.
+    /// `now` as for `tick`.
+    pub fn fdb(&self, now: u64) -> Vec<FdbRow> {
+        let name = |i: usize| {
+            self.cfg
+                .ifaces
+                .get(i)
+                .map_or_else(|| format!("#{i}"), |f| f.name.clone())
+        };
+        let mut v = self.fdb.entries(now);
+        v.sort_by_key(|&(b, mac, m, _)| (b, m, mac));
+        v.into_iter()
+            .map(|(b, mac, m, seen)| FdbRow {
+                bridge: name(b),
+                mac,
+                member: name(m),
+                age_ms: now.saturating_sub(seen),
+                expires_ms: (seen + bridge::FDB_AGING_MS).saturating_sub(now),
             })
             .collect()
     }
