@@ -93,9 +93,9 @@ enum Cmd {
     /// anchors, timeouts, limits, memory, osfp (the names `os` takes, as
     /// pfctl -s osfp), neighbors (the ARP and neighbour discovery cache,
     /// as arp -an and ndp -an), fdb (the bridges' learnt addresses, as
-    /// ifconfig bridge0 addr).
+    /// ifconfig bridge0 addr), routes (the routing table, as netstat -rn).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb | routes
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).

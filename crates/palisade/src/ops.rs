@@ -87,6 +87,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Osfp => show_osfp(sh),
                 Listing::Neighbors => show_neighbors(sh),
                 Listing::Fdb => show_fdb(sh),
+                Listing::Routes => show_routes(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -878,6 +879,42 @@ fn show_fdb(sh: &Shared) -> Value {
             "member": r.member,
             "age_ms": r.age_ms,
             "expires_ms": r.expires_ms,
+        }));
+    }
+    done(text, Value::Array(list))
+}
+
+/// The routing table the data plane looks up, as `netstat -rn` lists
+/// one: flags C (connected) or S (static, palisade.toml's `[[route]]`),
+/// G (through a gateway).
+fn show_routes(sh: &Shared) -> Value {
+    let rows = sh.dp().routes();
+    let mut text = format!(
+        "{:<44} {:<40} {:<6} {}\n",
+        "Destination", "Gateway", "Flags", "Netif"
+    );
+    let mut list = Vec::new();
+    for r in &rows {
+        let gw = match (&r.via, &r.iface) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(i)) => format!("link#{i}"),
+            (None, None) => "-".into(),
+        };
+        let flags = format!(
+            "{}{}",
+            if r.connected { "C" } else { "S" },
+            if r.via.is_some() { "G" } else { "" }
+        );
+        let iface = r
+            .iface
+            .clone()
+            .unwrap_or_else(|| "(gateway unreachable)".into());
+        text += &format!("{:<44} {gw:<40} {flags:<6} {iface}\n", r.to);
+        list.push(json!({
+            "destination": r.to,
+            "gateway": r.via.map(|v| v.to_string()),
+            "interface": r.iface,
+            "connected": r.connected,
         }));
     }
     done(text, Value::Array(list))

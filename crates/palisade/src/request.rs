@@ -23,10 +23,11 @@ pub enum Listing {
     Osfp,
     Neighbors,
     Fdb,
+    Routes,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 12] = [
+    pub const ALL: [Listing; 13] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -39,6 +40,7 @@ impl Listing {
         Listing::Osfp,
         Listing::Neighbors,
         Listing::Fdb,
+        Listing::Routes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Listing {
             Listing::Osfp => "osfp",
             Listing::Neighbors => "neighbors",
             Listing::Fdb => "fdb",
+            Listing::Routes => "routes",
         }
     }
 

@@ -598,6 +598,29 @@ fn control_commands_against_a_running_daemon() {
         }),
         "{text}"
     );
+    // The routing table (netstat -rn): the connected subnets.
+    let routes = c.json(&["show", "routes"]);
+    for (net, iface) in [
+        ("198.18.0.0/24", "a0"),
+        ("198.19.0.0/24", "b0"),
+        ("2001:db8:a::/64", "a0"),
+        ("2001:db8:b::/64", "b0"),
+    ] {
+        assert!(
+            routes
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["destination"] == net
+                    && r["interface"] == iface
+                    && r["connected"] == true
+                    && r["gateway"].is_null()),
+            "{net} on {iface}: {routes}"
+        );
+    }
+    assert!(c.ok(&["show", "routes"]).lines().any(
+        |l| l.split_whitespace().collect::<Vec<_>>() == ["198.19.0.0/24", "link#b0", "C", "b0"]
+    ));
     // The names `os` takes (pfctl -s osfp).
     let os = c.json(&["show", "osfp"]);
     let names: Vec<&str> = os["names"]

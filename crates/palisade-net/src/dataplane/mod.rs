@@ -253,6 +253,21 @@ pub struct FdbRow {
     pub expires_ms: u64,
 }
 
+/// A route as `palisade show routes` lists it (`netstat -rn`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRow {
+    /// The network, as address/bits with the host part cleared.
+    pub to: String,
+    /// The gateway; None for a connected subnet or an interface route.
+    pub via: Option<IpAddr>,
+    /// The interface the route leaves by; None when its gateway is on no
+    /// connected subnet nor interface route (the route is not used).
+    pub iface: Option<String>,
+    /// A connected subnet (an address's, a CARP address's on its parent)
+    /// rather than a `[[route]]` of palisade.toml.
+    pub connected: bool,
+}
+
 pub struct Dataplane {
     pub cfg: Config,
     pub filter: Filter,
@@ -356,6 +371,50 @@ impl Dataplane {
                 queued,
             })
             .collect()
+    }
+
+    /// The routing table the router looks up (longest prefix; a connected
+    /// subnet wins a tie): connected subnets, then palisade.toml's routes.
+    pub fn routes(&self) -> Vec<RouteRow> {
+        let name = |i: usize| self.cfg.ifaces.get(i).map(|f| f.name.clone());
+        let net = |p: &crate::config::Prefix| {
+            let ip = match p.ip {
+                IpAddr::V4(a) => {
+                    let m = u32::MAX.checked_shl(32 - p.bits as u32).unwrap_or(0);
+                    IpAddr::V4((u32::from(a) & m).into())
+                }
+                IpAddr::V6(a) => {
+                    let m = u128::MAX.checked_shl(128 - p.bits as u32).unwrap_or(0);
+                    IpAddr::V6((u128::from(a) & m).into())
+                }
+            };
+            format!("{ip}/{}", p.bits)
+        };
+        let mut v: Vec<RouteRow> = self
+            .cfg
+            .connected_prefixes()
+            .map(|(i, p)| RouteRow {
+                to: net(p),
+                via: None,
+                iface: name(i),
+                connected: true,
+            })
+            .collect();
+        v.dedup();
+        for r in &self.cfg.routes {
+            let iface = match (r.via, r.iface) {
+                (_, Some(i)) => name(i),
+                (Some(gw), None) => router::route_gateway(&self.cfg, &gw).and_then(name),
+                (None, None) => None,
+            };
+            v.push(RouteRow {
+                to: net(&r.to),
+                via: r.via,
+                iface,
+                connected: false,
+            });
+        }
+        v
     }
 
     /// The bridges' learnt addresses, by bridge, member and address.

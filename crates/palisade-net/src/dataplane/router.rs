@@ -135,7 +135,7 @@ pub fn proxy_warnings(cfg: &Config) -> Vec<String> {
 }
 
 /// The interface through which gateway `gw` is reached directly.
-fn route_gateway(cfg: &Config, gw: &IpAddr) -> Option<usize> {
+pub(super) fn route_gateway(cfg: &Config, gw: &IpAddr) -> Option<usize> {
     if let Some(i) = cfg.connected(gw) {
         return Some(i);
     }

@@ -1291,3 +1291,34 @@ fn proxy_arp_spares_probes_and_the_link_an_address_lives_on() {
     // answered, as before.
     assert_eq!(ask(&mut d, 1, Some(7), "203.0.113.21", "203.0.113.1"), 1);
 }
+
+/// `routes` (palisade show routes): connected subnets with their network
+/// addresses, then palisade.toml's routes with the interface each leaves
+/// by (a gateway's found through the connected subnets).
+#[test]
+fn the_routing_table_is_listed() {
+    let d = dp(ROUTER, "pass\n");
+    let rows: Vec<(String, Option<String>, Option<String>, bool)> = d
+        .routes()
+        .into_iter()
+        .map(|r| (r.to, r.via.map(|v| v.to_string()), r.iface, r.connected))
+        .collect();
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(
+        rows,
+        [
+            ("203.0.113.0/24".into(), None, s("wan"), true),
+            ("2001:db8:ff::/64".into(), None, s("wan"), true),
+            ("192.0.2.0/24".into(), None, s("vlan7"), true),
+            ("2001:db8:1::/64".into(), None, s("vlan7"), true),
+            ("203.0.113.16/28".into(), None, s("vlan7"), false),
+            (
+                "198.51.100.0/24".into(),
+                s("192.0.2.254"),
+                s("vlan7"),
+                false
+            ),
+            ("0.0.0.0/0".into(), s("203.0.113.1"), s("wan"), false),
+        ]
+    );
+}
