@@ -252,21 +252,23 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let out = parse_input(Input::File(path), &opts);
     let mut msgs = out.stderr.clone();
     if out.errors == 0 {
-        let dp = sh.dp();
-        msgs.extend(load_warnings(
-            &out,
-            &path.display().to_string(),
-            &sh.host,
-            &dp.cfg,
-            dp.filter.fingerprints(),
-        ));
+        let cfg = {
+            let dp = sh.dp();
+            msgs.extend(load_warnings(
+                &out,
+                &path.display().to_string(),
+                &sh.host,
+                &dp.cfg,
+                dp.filter.fingerprints(),
+            ));
+            (!dp.cfg.carp.is_empty() || dp.cfg.pfsync.is_some()).then(|| dp.cfg.clone())
+        };
         // The whole ruleset (not an anchor's): whether it lets the pair's
-        // CARP and pfsync through, as at start.
-        msgs.extend(crate::load::blocked_ha_traffic(
-            &out.config,
-            &dp.cfg,
-            &sh.host,
-        ));
+        // CARP and pfsync through, as at start. It compiles the ruleset to
+        // try it: without the data plane's lock.
+        if let Some(cfg) = cfg {
+            msgs.extend(crate::load::blocked_ha_traffic(&out.config, &cfg, &sh.host));
+        }
     }
     if out.errors > 0 {
         msgs.push(format!(
