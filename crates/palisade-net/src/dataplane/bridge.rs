@@ -73,6 +73,24 @@ impl Fdb {
             .map(|(m, _)| *m)
     }
 
+    /// `src` sent frames through member `m` until `when` that user space
+    /// did not see (the fast path forwarded them): its entry stays fresh.
+    /// Only where it is (or, forgotten meanwhile, was) learnt on `m`, and
+    /// never back in time: a host seen on another member since has moved,
+    /// and the program's count, read later, must not move it back.
+    pub(super) fn refresh(&mut self, b: usize, src: Mac, m: usize, when: u64) {
+        let t = self.tables.entry(b).or_default();
+        let room = t.len() < FDB_MAX;
+        match t.get_mut(&src) {
+            Some((at, seen)) if *at == m => *seen = (*seen).max(when),
+            Some(_) => {}
+            None if room => {
+                t.insert(src, (m, when));
+            }
+            None => {}
+        }
+    }
+
     /// Every learnt address still in use at `now`: bridge, address,
     /// member, when it was last seen.
     pub(super) fn entries(&self, now: u64) -> Vec<(usize, Mac, usize, u64)> {
@@ -321,5 +339,29 @@ mod fdb_tests {
         assert!(f.learn(0, h, 2, 20).ok().unwrap());
         f.age(20 + FDB_AGING_MS);
         assert!(f.learn(0, h, 2, 30 + FDB_AGING_MS).ok().unwrap());
+    }
+
+    /// The fast path's traffic keeps a host's entry fresh where it is,
+    /// brings a forgotten one back, and never moves a host nor its time
+    /// back.
+    #[test]
+    fn the_fast_paths_traffic_refreshes_where_a_host_is() {
+        let mut f = Fdb::default();
+        let h = [2, 0, 0, 0, 0, 9];
+        assert!(f.learn(0, h, 1, 0).is_ok());
+        f.refresh(0, h, 1, 200_000);
+        // Without the refresh it would be stale at 300 s.
+        assert_eq!(f.fresh(0, &h, 400_000), Some(1));
+        f.refresh(0, h, 1, 100_000);
+        assert_eq!(f.entries(499_999), [(0, h, 1, 200_000)]);
+        // Seen on member 2 since: the older count does not move it back.
+        assert!(f.learn(0, h, 2, 450_000).is_ok());
+        f.refresh(0, h, 1, 440_000);
+        assert_eq!(f.fresh(0, &h, 460_000), Some(2));
+        // Forgotten, then counted: learnt again where its frames came in.
+        f.age(450_000 + FDB_AGING_MS);
+        assert_eq!(f.fresh(0, &h, 450_000 + FDB_AGING_MS), None);
+        f.refresh(0, h, 2, 460_000 + FDB_AGING_MS);
+        assert_eq!(f.fresh(0, &h, 470_000 + FDB_AGING_MS), Some(2));
     }
 }

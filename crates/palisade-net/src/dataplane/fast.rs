@@ -812,7 +812,8 @@ impl Dataplane {
             self.filter.count_fast(n, 2);
             self.counters.frames_in += n;
             self.counters.frames_out += n;
-            let dirs: Vec<(usize, usize, bool, u64, u64)> = self
+            #[allow(clippy::type_complexity)]
+            let dirs: Vec<(usize, usize, bool, u64, u64, Option<[u8; 6]>)> = self
                 .fast
                 .as_ref()
                 .and_then(|o| o.flows.get(&ids))
@@ -823,21 +824,33 @@ impl Dataplane {
                         .filter_map(|(d, l)| {
                             let l = l.as_ref()?;
                             let b = rec.state[0].bytes[d].saturating_sub(base.state[0].bytes[d]);
-                            Some((l.in_ix, l.out_ix, l.v6, moved[d], b))
+                            // Bridged unchanged (leaving with the
+                            // destination it came with): its source is
+                            // the sending host's.
+                            let src = (l.dir.eth[..6] == l.dir.in_dst).then(|| {
+                                let mut m = [0u8; 6];
+                                m.copy_from_slice(&l.dir.eth[6..12]);
+                                m
+                            });
+                            Some((l.in_ix, l.out_ix, l.v6, moved[d], b, src))
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            for (in_ix, out_ix, v6, p, b) in dirs {
-                let routed = self
-                    .cfg
-                    .ifaces
-                    .get(in_ix)
-                    .is_some_and(|i| i.bridge.is_none());
-                if routed {
-                    self.counters.routed += p;
-                } else {
-                    self.counters.bridged += p;
+            for (in_ix, out_ix, v6, p, b, src) in dirs {
+                let bridge = self.cfg.ifaces.get(in_ix).and_then(|i| i.bridge);
+                match bridge {
+                    None => self.counters.routed += p,
+                    Some(br) => {
+                        self.counters.bridged += p;
+                        // The sender's frames kept coming in on this member
+                        // (a bridged flow's frames leave with the source
+                        // they came with): its entry stays fresh, as user
+                        // space's own learning would have kept it.
+                        if let (true, Some(src)) = (p > 0, src) {
+                            self.fdb.refresh(br, src, in_ix, last_ms);
+                        }
+                    }
                 }
                 for (ix, out) in [(in_ix, 0), (out_ix, 1)] {
                     if let Some(st) = self.if_stats.get_mut(ix) {
