@@ -20,7 +20,7 @@
 //!
 //! `--rounds N`: TCP goodput again, with both peers' topologies standing
 //! at once and N alternating turns (kernel then Palisade, then Palisade
-//! then kernel, ...): single measurements of one peer seconds apart differ
+//! then kernel, ...; N even, so that each goes first as often): single measurements of one peer seconds apart differ
 //! by up to a third on this machine, and the turns spread that over both
 //! alike; the ratio of the means is the run's figure, each turn's ratio is
 //! printed beside it. `--aa` puts a second kernel in Palisade's place in
@@ -393,7 +393,8 @@ impl Setup<'_> {
 /// `aa`: the control, the kernel against a second kernel topology in
 /// Palisade's place (what the spread of single turns is when nothing
 /// differs).
-fn tcp_rounds(rules: usize, st: &Setup, rounds: usize, aa: bool) -> Vec<(f64, f64)> {
+/// A turn where either peer's iperf3 failed is left out (and counted).
+fn tcp_rounds(rules: usize, st: &Setup, rounds: usize, aa: bool) -> (Vec<(f64, f64)>, usize) {
     let (kns, _kd) = stand_up(Peer::Kernel, rules, st, "rk");
     let second = if aa { Peer::Kernel } else { Peer::Palisade };
     let (pns, _pd) = stand_up(second, rules, st, "rp");
@@ -401,20 +402,23 @@ fn tcp_rounds(rules: usize, st: &Setup, rounds: usize, aa: bool) -> Vec<(f64, f6
         let tcp = iperf(&ns.0[0], &ns.0[2], &st.tcp_args(), st.secs);
         tcp["end"]["sum_received"]["bits_per_second"]
             .as_f64()
-            .unwrap_or(0.0)
-            / 1e9
+            .filter(|b| *b > 0.0)
+            .map(|b| b / 1e9)
     };
-    (0..rounds)
+    let all: Vec<Option<(f64, f64)>> = (0..rounds)
         .map(|r| {
-            if r % 2 == 0 {
+            let (k, p) = if r % 2 == 0 {
                 let k = one(&kns);
                 (k, one(&pns))
             } else {
                 let p = one(&pns);
                 (one(&kns), p)
-            }
+            };
+            k.zip(p)
         })
-        .collect()
+        .collect();
+    let failed = all.iter().filter(|t| t.is_none()).count();
+    (all.into_iter().flatten().collect(), failed)
 }
 
 /// One peer's topology, its firewall forwarding (the daemon, for
@@ -706,7 +710,14 @@ pub fn run(args: &[String]) {
             p.cpu_daemon.unwrap_or(0.0)
         );
         if rounds > 0 {
-            let v = tcp_rounds(fill, &st, rounds, aa);
+            let (v, failed) = tcp_rounds(fill, &st, rounds, aa);
+            if failed > 0 {
+                println!(
+                    "{:>22}  {failed} of {rounds} turns left out: an iperf3 failed",
+                    ""
+                );
+            }
+            let rounds = v.len().max(1);
             let second = if aa {
                 "a second kernel (control)"
             } else {

@@ -1,4 +1,4 @@
-//! `palisade-bench ftp [--mb 200] [--runs 3] [--offloads off|on] [--fastpath]`: FTP downloads through the
+//! `palisade-bench ftp [--mb 200] [--runs 4] [--offloads off|on] [--fastpath]`: FTP downloads through the
 //! firewall in reverse mode (scenario S5: the server inside, the client
 //! outside), Palisade with `palisade ftp-proxy -R` against the Linux
 //! kernel with nftables' FTP connection-tracking helper (`ct helper
@@ -11,7 +11,8 @@
 //! and in active mode (PORT); the figure is the rate curl read the file
 //! at (its size over curl's total time, control connection included),
 //! the median of `--runs` turns (each peer's download in alternating
-//! turns, both topologies standing all along); second, the data connection's own rate (the
+//! turns, both topologies standing all along; an even number, so that
+//! each goes first as often); second, the data connection's own rate (the
 //! size over the time from the first byte of data to the end). Offloads are off on every veth for both peers,
 //! or with `--offloads on` left as veths are created (as hosts run them).
 //! `--fastpath` runs Palisade with `fastpath = true` (docs/fastpath.md):
@@ -277,7 +278,7 @@ fn median(v: &[f64]) -> Option<f64> {
 
 pub fn run(args: &[String]) {
     let mb: u64 = crate::arg(args, "--mb").map_or(200, |s| s.parse().expect("--mb N"));
-    let runs: usize = crate::arg(args, "--runs").map_or(3, |s| s.parse().expect("--runs N"));
+    let runs: usize = crate::arg(args, "--runs").map_or(4, |s| s.parse().expect("--runs N"));
     let offloads = match crate::arg(args, "--offloads").as_deref() {
         None | Some("off") => false,
         Some("on") => true,

@@ -834,7 +834,12 @@ fn show_neighbors(sh: &Shared) -> Value {
         };
         let expire = match state {
             "incomplete" => format!(
-                "asking, again in {}s, {} packet{} waiting",
+                "{} in {}s, {} packet{} waiting",
+                if r.tries_left == 0 {
+                    "no answer: given up"
+                } else {
+                    "asking again"
+                },
                 r.expires_ms.div_ceil(1000),
                 r.queued,
                 if r.queued == 1 { "" } else { "s" }
@@ -850,6 +855,7 @@ fn show_neighbors(sh: &Shared) -> Value {
             "state": state,
             "expires_ms": r.expires_ms,
             "queued": r.queued,
+            "tries_left": r.tries_left,
         }));
     }
     done(text, Value::Array(list))

@@ -237,6 +237,9 @@ pub struct NeighRow {
     pub expires_ms: u64,
     /// Packets waiting for the resolution.
     pub queued: usize,
+    /// Being resolved: requests still to send (0: the last one is out,
+    /// and at `expires_ms` the resolution is given up).
+    pub tries_left: u32,
 }
 
 /// A learnt address of a bridge, as `palisade show fdb` lists it
@@ -351,15 +354,13 @@ impl Dataplane {
         self.pflog.take()
     }
 
-    /// The MAC address interface `i` answers with (ARP, NDP) and sends
-    /// from (`own_mac` of its port's MAC, as the daemon gives it).
     /// The neighbour cache (ARP and neighbour discovery), by interface
     /// (in palisade.toml's order) and address. `now` as for `tick`.
     pub fn neighbours(&self, now: u64) -> Vec<NeighRow> {
         let mut v = self.neigh.entries(now);
         v.sort_by_key(|a| (a.0, a.1));
         v.into_iter()
-            .map(|(i, ip, mac, left, queued)| NeighRow {
+            .map(|(i, ip, mac, left, queued, tries_left)| NeighRow {
                 iface: self
                     .cfg
                     .ifaces
@@ -369,6 +370,7 @@ impl Dataplane {
                 mac,
                 expires_ms: left,
                 queued,
+                tries_left,
             })
             .collect()
     }
@@ -399,8 +401,14 @@ impl Dataplane {
                 iface: name(i),
                 connected: true,
             })
-            .collect();
-        v.dedup();
+            .fold(Vec::new(), |mut v, r| {
+                // Once per subnet and interface (two addresses in one
+                // subnet, a CARP address in the parent's).
+                if !v.contains(&r) {
+                    v.push(r);
+                }
+                v
+            });
         for r in &self.cfg.routes {
             let iface = match (r.via, r.iface) {
                 (_, Some(i)) => name(i),
@@ -439,6 +447,8 @@ impl Dataplane {
             .collect()
     }
 
+    /// The MAC address interface `i` answers with (ARP, NDP) and sends
+    /// from (`own_mac` of its port's MAC, as the daemon gives it).
     pub fn mac(&self, i: usize) -> Option<Mac> {
         self.local.get_mac(i)
     }

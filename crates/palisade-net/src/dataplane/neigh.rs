@@ -99,17 +99,23 @@ pub(super) struct Neighbours {
 impl Neighbours {
     /// Every entry, for `Dataplane::neighbours`: interface, address, MAC
     /// (None while being resolved), ms left (of its validity, or to the
-    /// next request) and packets waiting.
-    pub(super) fn entries(&self, now: u64) -> Vec<(usize, IpAddr, Option<Mac>, u64, usize)> {
+    /// next request, or to giving up), packets waiting, requests still to
+    /// send.
+    pub(super) fn entries(&self, now: u64) -> Vec<(usize, IpAddr, Option<Mac>, u64, usize, u32)> {
         self.map
             .iter()
             .map(|(&(i, ip), n)| match n {
                 Neigh::Reachable { mac, until, .. } => {
-                    (i, ip, Some(*mac), until.saturating_sub(now), 0)
+                    (i, ip, Some(*mac), until.saturating_sub(now), 0, 0)
                 }
-                Neigh::Incomplete { queue, next, .. } => {
-                    (i, ip, None, next.saturating_sub(now), queue.len())
-                }
+                Neigh::Incomplete { queue, next, tries } => (
+                    i,
+                    ip,
+                    None,
+                    next.saturating_sub(now),
+                    queue.len(),
+                    NEIGH_TRIES.saturating_sub(*tries),
+                ),
             })
             .collect()
     }

@@ -1322,3 +1322,34 @@ fn the_routing_table_is_listed() {
         ]
     );
 }
+
+/// A CARP address in its parent's subnet, a second address in the same
+/// subnet, host prefixes: each connected subnet is listed once per
+/// interface, /32 and /128 as they are.
+#[test]
+fn connected_subnets_are_listed_once() {
+    let d = dp(
+        r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[interface]]
+name = "lan"
+port = "eth0"
+addresses = ["198.18.0.2/24", "198.18.0.3/24", "198.18.9.9/32", "2001:db8::2/128"]
+[[carp]]
+name = "carp0"
+interface = "lan"
+vhid = 1
+passphrase = "x"
+addresses = ["198.18.0.1/24"]
+"#,
+        "pass\n",
+    );
+    let nets: Vec<String> = d.routes().into_iter().map(|r| r.to).collect();
+    assert_eq!(
+        nets,
+        ["198.18.0.0/24", "198.18.9.9/32", "2001:db8::2/128"],
+        "{nets:?}"
+    );
+}
