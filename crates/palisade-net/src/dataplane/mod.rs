@@ -354,6 +354,13 @@ impl Dataplane {
         self.pflog.take()
     }
 
+    /// Interface `i`'s name for listings (`#i` if there is none).
+    fn iface_name(&self, i: usize) -> String {
+        self.names
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |n| n.to_string())
+    }
+
     /// The neighbour cache (ARP and neighbour discovery), by interface
     /// (in palisade.toml's order) and address. `now` as for `tick`.
     pub fn neighbours(&self, now: u64) -> Vec<NeighRow> {
@@ -361,11 +368,7 @@ impl Dataplane {
         v.sort_by_key(|a| (a.0, a.1));
         v.into_iter()
             .map(|(i, ip, mac, left, queued, tries_left)| NeighRow {
-                iface: self
-                    .cfg
-                    .ifaces
-                    .get(i)
-                    .map_or_else(|| format!("#{i}"), |f| f.name.clone()),
+                iface: self.iface_name(i),
                 ip,
                 mac,
                 expires_ms: left,
@@ -378,20 +381,8 @@ impl Dataplane {
     /// The routing table the router looks up (longest prefix; a connected
     /// subnet wins a tie): connected subnets, then palisade.toml's routes.
     pub fn routes(&self) -> Vec<RouteRow> {
-        let name = |i: usize| self.cfg.ifaces.get(i).map(|f| f.name.clone());
-        let net = |p: &crate::config::Prefix| {
-            let ip = match p.ip {
-                IpAddr::V4(a) => {
-                    let m = u32::MAX.checked_shl(32 - p.bits as u32).unwrap_or(0);
-                    IpAddr::V4((u32::from(a) & m).into())
-                }
-                IpAddr::V6(a) => {
-                    let m = u128::MAX.checked_shl(128 - p.bits as u32).unwrap_or(0);
-                    IpAddr::V6((u128::from(a) & m).into())
-                }
-            };
-            format!("{ip}/{}", p.bits)
-        };
+        let name = |i: usize| self.names.get(i).map(|n| n.to_string());
+        let net = |p: &crate::config::Prefix| format!("{}/{}", p.network(), p.bits);
         let mut v: Vec<RouteRow> = self
             .cfg
             .connected_prefixes()
@@ -428,19 +419,13 @@ impl Dataplane {
     /// The bridges' learnt addresses, by bridge, member and address.
     /// `now` as for `tick`.
     pub fn fdb(&self, now: u64) -> Vec<FdbRow> {
-        let name = |i: usize| {
-            self.cfg
-                .ifaces
-                .get(i)
-                .map_or_else(|| format!("#{i}"), |f| f.name.clone())
-        };
         let mut v = self.fdb.entries(now);
         v.sort_by_key(|&(b, mac, m, _)| (b, m, mac));
         v.into_iter()
             .map(|(b, mac, m, seen)| FdbRow {
-                bridge: name(b),
+                bridge: self.iface_name(b),
                 mac,
-                member: name(m),
+                member: self.iface_name(m),
                 age_ms: now.saturating_sub(seen),
                 expires_ms: (seen + bridge::FDB_AGING_MS).saturating_sub(now),
             })
