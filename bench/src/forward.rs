@@ -1,4 +1,4 @@
-//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba] [--rounds N [--aa]] [--cc NAME]`: forwarding between
+//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba] [--rounds N [--aa] [--turns tcp|udp|both]] [--cc NAME]`: forwarding between
 //! two namespaces through a third, once by the Linux kernel (ip_forward,
 //! nftables with conntrack) and once by `palisade run`, on the same
 //! topology with equivalent rulesets, in the same run:
@@ -25,6 +25,8 @@
 //! alike; the ratio of the means is the run's figure, each turn's ratio is
 //! printed beside it. `--aa` puts a second kernel in Palisade's place in
 //! the turns: the control that shows the spread when nothing differs.
+//! `--turns udp` (or `both`) measures the 64-byte UDP rate the receiving
+//! application reads in such turns instead of (or besides) TCP.
 //! `--cc NAME`: iperf3's congestion control (`-C`), else the hosts'.
 //!
 //! Rulesets. N non-matching rules, then the accepting ones:
@@ -385,40 +387,77 @@ impl Setup<'_> {
     }
 }
 
-/// TCP goodput of both peers measured in `rounds` alternating turns
+/// What a turn measures: TCP goodput (Gbit/s) or 64-byte UDP datagrams
+/// the receiving application read (pps).
+#[derive(Clone, Copy, PartialEq)]
+enum Turn {
+    Tcp,
+    Udp,
+}
+
+/// One measurement of `kind` on a standing topology, None if iperf3
+/// failed or measured nothing.
+fn one_turn(ns: &Ns, st: &Setup, kind: Turn) -> Option<f64> {
+    match kind {
+        Turn::Tcp => {
+            let tcp = iperf(&ns.0[0], &ns.0[2], &st.tcp_args(), st.secs);
+            tcp["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .filter(|b| *b > 0.0)
+                .map(|b| b / 1e9)
+        }
+        Turn::Udp => {
+            let udp = iperf(&ns.0[0], &ns.0[2], &["-u", "-b", "0", "-l", "18"], st.secs);
+            let sum = &udp["end"]["sum"];
+            let packets = sum["packets"].as_f64()?;
+            let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+            let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0)?;
+            Some((packets - lost).max(0.0) / seconds).filter(|r| *r > 0.0)
+        }
+    }
+}
+
+/// Both peers measured in `rounds` alternating turns of each of `kinds`
 /// (kernel then Palisade, then Palisade then kernel, ...), both
 /// topologies standing all along, so that the machine's changes of speed
 /// (single measurements of one peer seconds apart differ by a third here)
-/// weigh on both alike and average out. Gbit/s per turn: (kernel, Palisade).
-/// `aa`: the control, the kernel against a second kernel topology in
-/// Palisade's place (what the spread of single turns is when nothing
-/// differs).
-/// A turn where either peer's iperf3 failed is left out (and counted).
-fn tcp_rounds(rules: usize, st: &Setup, rounds: usize, aa: bool) -> (Vec<(f64, f64)>, usize) {
+/// weigh on both alike and average out. Per kind, per turn: (kernel,
+/// Palisade). `aa`: the control, the kernel against a second kernel
+/// topology in Palisade's place (what the spread of single turns is when
+/// nothing differs). A turn where either peer's iperf3 failed is left
+/// out (and counted).
+#[allow(clippy::type_complexity)]
+fn turns(
+    rules: usize,
+    st: &Setup,
+    rounds: usize,
+    aa: bool,
+    kinds: &[Turn],
+) -> Vec<(Turn, Vec<(f64, f64)>, usize)> {
     let (kns, _kd) = stand_up(Peer::Kernel, rules, st, "rk");
     let second = if aa { Peer::Kernel } else { Peer::Palisade };
     let (pns, _pd) = stand_up(second, rules, st, "rp");
-    let one = |ns: &Ns| {
-        let tcp = iperf(&ns.0[0], &ns.0[2], &st.tcp_args(), st.secs);
-        tcp["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .filter(|b| *b > 0.0)
-            .map(|b| b / 1e9)
-    };
-    let all: Vec<Option<(f64, f64)>> = (0..rounds)
-        .map(|r| {
+    let mut all: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); kinds.len()];
+    for r in 0..rounds {
+        for (i, &kind) in kinds.iter().enumerate() {
             let (k, p) = if r % 2 == 0 {
-                let k = one(&kns);
-                (k, one(&pns))
+                let k = one_turn(&kns, st, kind);
+                (k, one_turn(&pns, st, kind))
             } else {
-                let p = one(&pns);
-                (one(&kns), p)
+                let p = one_turn(&pns, st, kind);
+                (one_turn(&kns, st, kind), p)
             };
-            k.zip(p)
+            all[i].push(k.zip(p));
+        }
+    }
+    kinds
+        .iter()
+        .zip(all)
+        .map(|(&kind, v)| {
+            let failed = v.iter().filter(|t| t.is_none()).count();
+            (kind, v.into_iter().flatten().collect(), failed)
         })
-        .collect();
-    let failed = all.iter().filter(|t| t.is_none()).count();
-    (all.into_iter().flatten().collect(), failed)
+        .collect()
 }
 
 /// One peer's topology, its firewall forwarding (the daemon, for
@@ -617,12 +656,19 @@ pub fn run(args: &[String]) {
     // measurements averaged, so that a machine whose speed drifts during
     // the run (this one's does) weighs on both peers alike.
     let abba = args.iter().any(|a| a == "--abba");
-    // `--rounds N`: TCP again, both peers standing, N alternating turns
+    // `--rounds N`: TCP (or UDP: `--turns`) again, both peers standing, N alternating turns
     // (`tcp_rounds`); `--cc NAME`: iperf3's congestion control for TCP.
     let rounds: usize = super::arg(args, "--rounds").map_or(0, |s| s.parse().expect("--rounds N"));
     let cc = super::arg(args, "--cc");
     // `--aa`: in the turns, a second kernel in Palisade's place (a control).
     let aa = args.iter().any(|a| a == "--aa");
+    // `--turns tcp|udp|both`: what the turns measure (TCP unless asked).
+    let kinds: Vec<Turn> = match super::arg(args, "--turns").as_deref() {
+        None | Some("tcp") => vec![Turn::Tcp],
+        Some("udp") => vec![Turn::Udp],
+        Some("both") => vec![Turn::Tcp, Turn::Udp],
+        Some(o) => panic!("--turns tcp|udp|both, not {o}"),
+    };
     let palisade = super::palisade_bin();
     let dir = std::env::temp_dir().join(format!("palisade-bench-fwd-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -710,35 +756,61 @@ pub fn run(args: &[String]) {
             p.cpu_daemon.unwrap_or(0.0)
         );
         if rounds > 0 {
-            let (v, failed) = tcp_rounds(fill, &st, rounds, aa);
-            if failed > 0 {
-                println!(
-                    "{:>22}  {failed} of {rounds} turns left out: an iperf3 failed",
-                    ""
-                );
+            for (kind, v, failed) in turns(fill, &st, rounds, aa, &kinds) {
+                print_turns(kind, &v, failed, rounds, aa, cc.as_deref());
             }
-            let rounds = v.len().max(1);
-            let second = if aa {
-                "a second kernel (control)"
-            } else {
-                "palisade"
-            };
-            let turns: Vec<String> = v.iter().map(|(k, p)| format!("{k:.1}/{p:.1}")).collect();
-            let (ks, ps) = v.iter().fold((0.0, 0.0), |a, (k, p)| (a.0 + k, a.1 + p));
-            let ratios: Vec<f64> = v.iter().map(|(k, p)| p / k.max(1e-9)).collect();
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            let below = ratios.iter().filter(|&&r| r < 1.0).count();
-            println!(
-                "{:>22}  tcp in {rounds} alternating turns{}: kernel {:.2}, {second} {:.2} Gbit/s (mean), ratio {:.3}; per turn {lo:.2}-{hi:.2}, {below} of {rounds} under 1 | kernel/{second} per turn: {}",
-                "",
-                cc.as_deref().map_or(String::new(), |c| format!(" ({c})")),
-                ks / rounds as f64,
-                ps / rounds as f64,
-                ps / ks.max(1e-9),
-                turns.join(" ")
-            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A kind's turns: the means, their ratio (the run's figure), and each
+/// turn's pair.
+fn print_turns(
+    kind: Turn,
+    v: &[(f64, f64)],
+    failed: usize,
+    asked: usize,
+    aa: bool,
+    cc: Option<&str>,
+) {
+    if failed > 0 {
+        println!(
+            "{:>22}  {failed} of {asked} turns left out: an iperf3 failed",
+            ""
+        );
+    }
+    let n = v.len().max(1);
+    let second = if aa {
+        "a second kernel (control)"
+    } else {
+        "palisade"
+    };
+    let (what, unit, fmt): (String, &str, fn(f64) -> String) = match kind {
+        Turn::Tcp => (
+            format!("tcp{}", cc.map_or(String::new(), |c| format!(" ({c})"))),
+            "Gbit/s",
+            |x| format!("{x:.2}"),
+        ),
+        Turn::Udp => ("64-byte UDP read by the application".into(), "pps", |x| {
+            format!("{x:.0}")
+        }),
+    };
+    let turns: Vec<String> = v
+        .iter()
+        .map(|(k, p)| format!("{}/{}", fmt(*k), fmt(*p)))
+        .collect();
+    let (ks, ps) = v.iter().fold((0.0, 0.0), |a, (k, p)| (a.0 + k, a.1 + p));
+    let ratios: Vec<f64> = v.iter().map(|(k, p)| p / k.max(1e-9)).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    let below = ratios.iter().filter(|&&r| r < 1.0).count();
+    println!(
+        "{:>22}  {what} in {n} alternating turns: kernel {}, {second} {} {unit} (mean), ratio {:.3}; per turn {lo:.2}-{hi:.2}, {below} of {n} under 1 | kernel/{second} per turn: {}",
+        "",
+        fmt(ks / n as f64),
+        fmt(ps / n as f64),
+        ps / ks.max(1e-9),
+        turns.join(" ")
+    );
 }
