@@ -886,8 +886,19 @@ impl StateTable {
 
     /// This table's slot for the slot number an own id carries (None
     /// when the id names another table).
+    #[inline]
     fn local_slot(&self, n: u32) -> Option<u32> {
-        let stride = self.stride();
+        // A table of its own (no directory, or the only one): every slot
+        // number is its own, without the division (this runs for every
+        // state hit, twice, and a division costs tens of cycles).
+        let Some(d) = self.directory.as_ref() else {
+            return (self.table == 0).then_some(n);
+        };
+        let stride = d.tables() as u32;
+        if stride.is_power_of_two() {
+            let shift = stride.trailing_zeros();
+            return (n & (stride - 1) == self.table as u32).then_some(n >> shift);
+        }
         (n % stride == self.table as u32).then_some(n / stride)
     }
 
