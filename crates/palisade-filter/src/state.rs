@@ -1843,15 +1843,26 @@ impl StateTable {
     /// and bytes it passed per side, and the time of the last one.
     ///
     /// The windows merge: each edge becomes the further of the state's
-    /// and the program's (in sequence space; the larger `max_win`). For
-    /// established segments without flags pf only ever moves them that
-    /// way, so the result is the same whichever of the two saw a packet
-    /// first: a packet user space decided while the program had the flow
-    /// (one queued before the hand-over) is not lost.
+    /// and the program's (the larger `max_win`). For established segments
+    /// without flags pf only ever moves them that way, so the result is
+    /// the same whichever of the two saw a packet first: a packet user
+    /// space decided while the program had the flow (one queued before
+    /// the hand-over) is not lost.
+    ///
+    /// "Further" is measured from `since`, the program's record as last
+    /// read (or as handed over): how far each moved on from there. A
+    /// comparison of the two edges alone (sequence numbers modulo 2^32,
+    /// the later one within half the space) reads them the wrong way round
+    /// once a flow moves more than 2 GiB between two reads, which a
+    /// single stream does in one tick at about 17 Gbit/s (veths here
+    /// carry 20-40): the state then stayed where it was, and the next
+    /// packet user space decided (the connection's FIN) was refused as
+    /// outside the window, and every retransmission after it.
     pub fn fast_sync(
         &mut self,
         id: u64,
         windows: [(u32, u32, u32); 2],
+        since: [(u32, u32, u32); 2],
         packets: [u64; 2],
         bytes: [u64; 2],
         last_ms: u64,
@@ -1868,13 +1879,28 @@ impl StateTable {
             return;
         };
         let mut moved = packets[0] + packets[1] > 0;
-        for (p, (seqlo, seqhi, max_win)) in [&mut s.src, &mut s.dst].into_iter().zip(windows) {
-            if seq_gt(seqlo, p.seqlo) {
-                p.seqlo = seqlo;
+        // The edge that moved further from where the record last was; a
+        // state behind that (not expected: it was merged with it) takes
+        // the program's.
+        let further = |state: u32, program: u32, base: u32| {
+            let (s, p) = (state.wrapping_sub(base), program.wrapping_sub(base));
+            if s > 1 << 31 || p > s {
+                program
+            } else {
+                state
+            }
+        };
+        for ((p, (seqlo, seqhi, max_win)), (lo0, hi0, _)) in
+            [&mut s.src, &mut s.dst].into_iter().zip(windows).zip(since)
+        {
+            let lo = further(p.seqlo, seqlo, lo0);
+            if lo != p.seqlo {
+                p.seqlo = lo;
                 moved = true;
             }
-            if seq_gt(seqhi, p.seqhi) {
-                p.seqhi = seqhi;
+            let hi = further(p.seqhi, seqhi, hi0);
+            if hi != p.seqhi {
+                p.seqhi = hi;
                 moved = true;
             }
             if max_win > p.max_win {

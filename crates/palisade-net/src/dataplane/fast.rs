@@ -791,6 +791,8 @@ impl Dataplane {
             let (now, then) = (&rec.state[k], &base.state[k]);
             let windows =
                 [0, 1].map(|s| (now.peer[s].seqlo, now.peer[s].seqhi, now.peer[s].max_win));
+            let since =
+                [0, 1].map(|s| (then.peer[s].seqlo, then.peer[s].seqhi, then.peer[s].max_win));
             let packets = [0, 1].map(|s| now.packets[s].saturating_sub(then.packets[s]));
             let bytes = [0, 1].map(|s| now.bytes[s].saturating_sub(then.bytes[s]));
             if k == 0 {
@@ -803,7 +805,7 @@ impl Dataplane {
             };
             self.filter
                 .states
-                .fast_sync(id, windows, packets, bytes, last);
+                .fast_sync(id, windows, since, packets, bytes, last);
         }
         // Per direction (by the first state's side): its interfaces count
         // what passed, as pf's passes would have.
