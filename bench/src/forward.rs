@@ -1,4 +1,4 @@
-//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba] [--rounds N [--aa] [--turns tcp|udp|both]] [--cc NAME]`: forwarding between
+//! `palisade-bench forward [--rules 3,1000] [--secs 5] [--fastpath] [--abba] [--rounds N [--aa] [--turns tcp|udp|both]] [--cc NAME] [--nat]`: forwarding between
 //! two namespaces through a third, once by the Linux kernel (ip_forward,
 //! nftables with conntrack) and once by `palisade run`, on the same
 //! topology with equivalent rulesets, in the same run:
@@ -28,6 +28,8 @@
 //! `--turns udp` (or `both`) measures the 64-byte UDP rate the receiving
 //! application reads in such turns instead of (or besides) TCP.
 //! `--cc NAME`: iperf3's congestion control (`-C`), else the hosts'.
+//! `--nat`: both peers also translate the sources to the firewall's
+//! address on the way out (nft `snat to`, pf `match out on b0 nat-to`).
 //!
 //! Rulesets. N non-matching rules, then the accepting ones:
 //!   nft:  chain forward { policy drop; N x `ip saddr 203.0.113.X udp dport P accept`;
@@ -194,10 +196,12 @@ fn filler(i: usize) -> (String, u16) {
     (format!("203.0.113.{}", i % 250 + 1), 10_000 + i as u16)
 }
 
-fn nft_ruleset(n: usize) -> String {
-    let mut s = String::from(
-        "table inet bench {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n",
-    );
+fn nft_ruleset(n: usize, nat: bool) -> String {
+    let mut s = String::new();
+    if nat {
+        s += "table ip benchnat {\n chain post {\n  type nat hook postrouting priority srcnat;\n  oifname \"b0\" snat to 198.19.0.254\n }\n}\n";
+    }
+    s += "table inet bench {\n chain forward {\n  type filter hook forward priority 0; policy drop;\n";
     for i in 0..n {
         let (a, p) = filler(i);
         s += &format!("  ip saddr {a} udp dport {p} accept\n");
@@ -206,8 +210,11 @@ fn nft_ruleset(n: usize) -> String {
     s
 }
 
-fn pf_ruleset(n: usize) -> String {
+fn pf_ruleset(n: usize, nat: bool) -> String {
     let mut s = String::from("block all\n");
+    if nat {
+        s += "match out on b0 inet nat-to 198.19.0.254\n";
+    }
     for i in 0..n {
         let (a, p) = filler(i);
         s += &format!("pass proto udp from {a} to port {p}\n");
@@ -379,6 +386,9 @@ struct Setup<'a> {
     fastpath: bool,
     /// The TCP congestion control iperf3 uses (`-C`), or the hosts' default.
     cc: Option<&'a str>,
+    /// `--nat`: both peers translate the sources to the firewall's
+    /// address on the way out (nft `snat`, pf `nat-to`).
+    nat: bool,
 }
 
 impl Setup<'_> {
@@ -480,13 +490,13 @@ fn stand_up(peer: Peer, rules: usize, st: &Setup, tag: &str) -> (Ns, Kill) {
             nsx(fw, &["ip", "addr", "add", "198.19.0.254/24", "dev", "b0"]);
             nsx(fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
             let f = dir.join(format!("bench-{tag}.nft"));
-            std::fs::write(&f, nft_ruleset(rules)).unwrap();
+            std::fs::write(&f, nft_ruleset(rules, st.nat)).unwrap();
             nsx(fw, &["nft", "-f", f.to_str().unwrap()]);
         }
         Peer::Palisade => {
             let dir = dir.join(tag);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("pf.conf"), pf_ruleset(rules)).unwrap();
+            std::fs::write(dir.join("pf.conf"), pf_ruleset(rules, st.nat)).unwrap();
             let cfg = dir.join("palisade.toml");
             std::fs::write(&cfg, format!(
                     "pf = \"pf.conf\"\ncontrol = \"{}\"\nworkers = {workers}\nfastpath = {fastpath}\n[host]\nenabled = false\n{PALISADE_TOML}",
@@ -660,6 +670,8 @@ pub fn run(args: &[String]) {
     // (`tcp_rounds`); `--cc NAME`: iperf3's congestion control for TCP.
     let rounds: usize = super::arg(args, "--rounds").map_or(0, |s| s.parse().expect("--rounds N"));
     let cc = super::arg(args, "--cc");
+    // `--nat`: the same with source translation on both peers.
+    let nat = args.iter().any(|a| a == "--nat");
     // `--aa`: in the turns, a second kernel in Palisade's place (a control).
     let aa = args.iter().any(|a| a == "--aa");
     // `--turns tcp|udp|both`: what the turns measure (TCP unless asked).
@@ -689,6 +701,7 @@ pub fn run(args: &[String]) {
             offloads,
             fastpath,
             cc: cc.as_deref(),
+            nat,
         };
         let (k, p) = if abba {
             let k1 = measure(Peer::Kernel, fill, &st);
