@@ -1842,12 +1842,13 @@ fn apply_v4_ports(ip: &mut [u8], info: &IpInfo, from: &FlowKey, to: &FlowKey) ->
     }
     if sums.addrs != 0 {
         let c = u16::from_be_bytes([h[10], h[11]]);
-        h[10..12].copy_from_slice(&fold_update(c, sums.addrs).to_be_bytes());
+        h[10..12]
+            .copy_from_slice(&palisade_wire::checksum::update_delta(c, sums.addrs).to_be_bytes());
     }
     let c = u16::from_be_bytes([tail[ck], tail[ck + 1]]);
     // A UDP checksum of zero means "none": left so.
     if !(udp && c == 0) {
-        let mut n = fold_update(c, sums.addrs + sums.ports);
+        let mut n = palisade_wire::checksum::update_delta(c, sums.addrs + sums.ports);
         if udp && n == 0 {
             n = 0xffff;
         }
@@ -1893,16 +1894,6 @@ impl Sums {
             self.changed = true;
         }
     }
-}
-
-/// Checksum `c` updated by a sum of changes (RFC 1624: ~(~c + sum)).
-#[inline(always)]
-fn fold_update(c: u16, sum: u32) -> u16 {
-    let mut acc = !c as u32 + sum;
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// The answer `block return`, `return-rst` and `return-icmp` send for a

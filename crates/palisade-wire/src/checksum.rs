@@ -13,6 +13,7 @@ pub fn sum(data: &[u8], mut acc: u32) -> u32 {
 }
 
 /// Fold a 32-bit sum into 16 bits and complement it.
+#[inline]
 pub fn finish(mut acc: u32) -> u16 {
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
@@ -62,6 +63,7 @@ pub fn delta(old: &[u8], new: &[u8]) -> u32 {
 
 /// Checksum `hc` updated by a `delta`: the same as `update_bytes` with
 /// the bytes the delta was computed from.
+#[inline]
 pub fn update_delta(hc: u16, delta: u32) -> u16 {
     finish(!hc as u32 + delta)
 }
