@@ -405,6 +405,16 @@ enum Turn {
     Udp,
 }
 
+/// An iperf3 UDP run's datagrams per second: sent, and read by the
+/// receiving application (sent less lost).
+fn udp_rates(udp: &serde_json::Value, secs: u64) -> (f64, f64) {
+    let sum = &udp["end"]["sum"];
+    let packets = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
+    (packets / seconds, (packets - lost).max(0.0) / seconds)
+}
+
 /// One measurement of `kind` on a standing topology, None if iperf3
 /// failed or measured nothing.
 fn one_turn(ns: &Ns, st: &Setup, kind: Turn) -> Option<f64> {
@@ -418,11 +428,7 @@ fn one_turn(ns: &Ns, st: &Setup, kind: Turn) -> Option<f64> {
         }
         Turn::Udp => {
             let udp = iperf(&ns.0[0], &ns.0[2], &["-u", "-b", "0", "-l", "18"], st.secs);
-            let sum = &udp["end"]["sum"];
-            let packets = sum["packets"].as_f64()?;
-            let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-            let seconds = sum["seconds"].as_f64().filter(|s| *s > 0.0)?;
-            Some((packets - lost).max(0.0) / seconds).filter(|r| *r > 0.0)
+            Some(udp_rates(&udp, st.secs).1).filter(|r| *r > 0.0)
         }
     }
 }
@@ -547,10 +553,7 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     // Ticks are 1/100 s; per million frames.
     let per_mpkt = |ticks: u64| ticks as f64 / 100.0 / (fwd.max(1) as f64 / 1e6);
     let elapsed = t0.elapsed().as_secs_f64() - 0.3;
-    let sum = &udp["end"]["sum"];
-    let packets = sum["packets"].as_f64().unwrap_or(0.0);
-    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let seconds = sum["seconds"].as_f64().unwrap_or(secs as f64).max(0.001);
+    let (sent_pps, pps) = udp_rates(&udp, secs);
     let tcp = iperf(src, dst, &st.tcp_args(), secs);
     let tcp_bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
@@ -562,8 +565,8 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
         cpu_softirq: per_mpkt(soft1 - soft0),
         cpu_daemon: p0.zip(p1).map(|(a, b)| per_mpkt(b - a)),
         fwd_pps: fwd as f64 / elapsed.max(0.001),
-        sent_pps: packets / seconds,
-        pps: (packets - lost).max(0.0) / seconds,
+        sent_pps,
+        pps,
         tcp_bps,
         rtt,
     }
