@@ -284,7 +284,7 @@ impl Result {
 
 /// Ticks (USER_HZ) the machine was busy, and of those in softirq, since
 /// boot (/proc/stat).
-fn machine_ticks() -> (u64, u64) {
+pub(crate) fn machine_ticks() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = s
         .lines()

@@ -1,4 +1,4 @@
-//! `palisade-bench ftp [--mb 200] [--runs 4] [--offloads off|on] [--fastpath]`: FTP downloads through the
+//! `palisade-bench ftp [--mb 200] [--runs 4] [--offloads off|on] [--fastpath] [--aa] [--cc NAME]`: FTP downloads through the
 //! firewall in reverse mode (scenario S5: the server inside, the client
 //! outside), Palisade with `palisade ftp-proxy -R` against the Linux
 //! kernel with nftables' FTP connection-tracking helper (`ct helper
@@ -17,21 +17,69 @@
 //! or with `--offloads on` left as veths are created (as hosts run them).
 //! `--fastpath` runs Palisade with `fastpath = true` (docs/fastpath.md):
 //! the data connections, translated both ways, are forwarded by its
-//! in-kernel program once established.
+//! in-kernel program once established. `--aa` is the control: a second
+//! kernel topology in Palisade's place, to show how far two identical
+//! peers read apart. Each mode also prints where the CPU went: curl's
+//! own CPU time over its transfer (near 1.0: the client is the limit)
+//! and the machine's busy share. `--cc NAME` sets the hosts' TCP
+//! congestion control (on their routes, `congctl`; by default they take
+//! the machine's).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::forward::{need_tools, nsx, sh, start_until, veth_offloads, Kill, Ns};
+use crate::forward::{machine_ticks, need_tools, nsx, sh, start_until, veth_offloads, Kill, Ns};
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Peer {
     Palisade,
     Kernel,
+    /// A second kernel topology, in Palisade's place for `--aa` (the
+    /// control: both turns the same firewall).
+    Kernel2,
 }
 
-fn topology(tag: &str, offloads: bool) -> Ns {
+/// How the topologies are set up.
+struct Opts<'a> {
+    /// Offloads on at every veth (as created) or off.
+    offloads: bool,
+    /// Palisade with `fastpath = true`.
+    fastpath: bool,
+    /// The control: a second kernel in Palisade's place.
+    aa: bool,
+    /// The hosts' TCP congestion control (`congctl` on their routes).
+    cc: Option<&'a str>,
+}
+
+/// One download as the client saw it.
+#[derive(Clone, Copy, Debug)]
+struct Dl {
+    /// MB/s over curl's total time (control connection included).
+    whole: f64,
+    /// MB/s from the first byte of data to the end.
+    data: f64,
+    /// curl's own CPU time (user + system) over the download's wall time:
+    /// near 1.0 when the client's copy is what limits the transfer.
+    curl_cpu: f64,
+    /// The whole machine's busy share over the download (1.0: both
+    /// cores busy all along).
+    busy: f64,
+}
+
+/// CPU seconds (user + system) of the children this process has waited
+/// for.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes the struct it is given, nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn topology(tag: &str, offloads: bool, cc: Option<&str>) -> Ns {
     let names: Vec<String> = ["cl", "fw", "sv"]
         .iter()
         .map(|r| format!("pbftp-{tag}-{r}-{}", std::process::id()))
@@ -48,9 +96,28 @@ fn topology(tag: &str, offloads: bool) -> Ns {
         nsx(n, &["ip", "link", "set", "lo", "up"]);
     }
     nsx(cl, &["ip", "addr", "add", "203.0.113.50/24", "dev", "eth0"]);
-    nsx(cl, &["ip", "route", "add", "default", "via", "203.0.113.1"]);
+    // `congctl` on a route chooses the congestion control of the
+    // connections it carries, both ways of opening them (a namespace
+    // other than the first may not choose its default).
+    let cc: Vec<&str> = cc.map_or(vec![], |c| vec!["congctl", c]);
+    // The link's own route too: the firewall's address is on it, and
+    // Palisade's proxy speaks to the server from it.
+    let route = |ns: &str, net: &str, addr: &str, via: &str| {
+        if !cc.is_empty() {
+            let mut a = vec![
+                "ip", "route", "replace", net, "dev", "eth0", "proto", "kernel", "scope", "link",
+                "src", addr,
+            ];
+            a.extend(&cc);
+            nsx(ns, &a);
+        }
+        let mut a = vec!["ip", "route", "add", "default", "via", via];
+        a.extend(&cc);
+        nsx(ns, &a);
+    };
+    route(cl, "203.0.113.0/24", "203.0.113.50", "203.0.113.1");
     nsx(sv, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
-    nsx(sv, &["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    route(sv, "192.0.2.0/24", "192.0.2.10", "192.0.2.1");
     ns
 }
 
@@ -101,9 +168,10 @@ fn vsftpd(sv: &str, dir: &Path) -> Kill {
 }
 
 /// One download: MB/s as curl read the file, whole and from its first
-/// byte on (or None if it failed).
-fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<(f64, f64)> {
+/// byte on, and where the CPU went (or None if it failed).
+fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<Dl> {
     let t = Instant::now();
+    let (cpu0, ticks0) = (children_cpu(), machine_ticks().0);
     let o = Command::new("ip")
         .args([
             "netns",
@@ -124,6 +192,8 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<(f64, f64)> {
         ])
         .output()
         .ok()?;
+    let wall = t.elapsed().as_secs_f64();
+    let (cpu, ticks) = (children_cpu() - cpu0, machine_ticks().0 - ticks0);
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let mut it = out.split_whitespace();
     let got: u64 = it.next()?.parse().ok()?;
@@ -138,24 +208,30 @@ fn download(cl: &str, extra: &[&str], bytes: u64) -> Option<(f64, f64)> {
         return None;
     }
     let mb = bytes as f64 / 1e6;
-    Some((mb / secs, mb / (secs - first).max(1e-6)))
+    // /proc/stat counts in USER_HZ (100 on Linux).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    Some(Dl {
+        whole: mb / secs,
+        data: mb / (secs - first).max(1e-6),
+        curl_cpu: cpu / wall.max(1e-6),
+        busy: ticks as f64 / 100.0 / (wall * cores).max(1e-6),
+    })
 }
 
 /// One peer's topology with its server and firewall (for Palisade: the
 /// daemon and `ftp-proxy -R`), warmed up by a directory listing.
-fn stand_up(
-    peer: Peer,
-    dir: &Path,
-    palisade: &Path,
-    offloads: bool,
-    fastpath: bool,
-) -> (Ns, Vec<Kill>) {
-    let tag = if peer == Peer::Kernel { "k" } else { "p" };
-    let ns = topology(tag, offloads);
+fn stand_up(peer: Peer, dir: &Path, palisade: &Path, o: &Opts) -> (Ns, Vec<Kill>) {
+    let fastpath = o.fastpath;
+    let tag = match peer {
+        Peer::Palisade => "p",
+        Peer::Kernel => "k",
+        Peer::Kernel2 => "k2",
+    };
+    let ns = topology(tag, o.offloads, o.cc);
     let (cl, fw, sv) = (&ns.0[0], &ns.0[1], &ns.0[2]);
     let mut daemons = vec![vsftpd(sv, dir)];
     match peer {
-        Peer::Kernel => {
+        Peer::Kernel | Peer::Kernel2 => {
             nsx(fw, &["ip", "addr", "add", "203.0.113.1/24", "dev", "a0"]);
             nsx(fw, &["ip", "addr", "add", "192.0.2.1/24", "dev", "b0"]);
             nsx(fw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
@@ -220,17 +296,19 @@ fn stand_up(
 /// all along, so that the machine's changes of speed weigh on both alike:
 /// per mode (passive, active), per turn, (Palisade, kernel) when both
 /// succeeded; and how many of each failed.
+/// With `aa`, a second kernel topology takes Palisade's turns (the
+/// control).
 #[allow(clippy::type_complexity)]
 fn measure(
     dir: &Path,
     palisade: &Path,
     bytes: u64,
     runs: usize,
-    offloads: bool,
-    fastpath: bool,
-) -> ([Vec<((f64, f64), (f64, f64))>; 2], [usize; 2]) {
-    let (pns, _pd) = stand_up(Peer::Palisade, dir, palisade, offloads, fastpath);
-    let (kns, _kd) = stand_up(Peer::Kernel, dir, palisade, offloads, false);
+    o: &Opts,
+) -> ([Vec<(Dl, Dl)>; 2], [usize; 2]) {
+    let first = if o.aa { Peer::Kernel2 } else { Peer::Palisade };
+    let (pns, _pd) = stand_up(first, dir, palisade, o);
+    let (kns, _kd) = stand_up(Peer::Kernel, dir, palisade, o);
     let mut out = [Vec::new(), Vec::new()];
     let mut failed = [0, 0];
     for r in 0..runs {
@@ -252,7 +330,7 @@ fn measure(
             }
         }
     }
-    if fastpath {
+    if o.fastpath && !o.aa {
         // What the program did (show info), to tell a transfer it forwarded
         // from one user space did.
         let o = Command::new(palisade)
@@ -285,6 +363,10 @@ pub fn run(args: &[String]) {
         Some(o) => panic!("--offloads off|on, not {o}"),
     };
     let fastpath = args.iter().any(|a| a == "--fastpath");
+    let aa = args.iter().any(|a| a == "--aa");
+    // `--cc NAME`: the hosts' TCP congestion control (their routes'
+    // `congctl`; unset, they take the machine's).
+    let cc = crate::arg(args, "--cc");
     need_tools(
         &["vsftpd", "curl", "nft"],
         "apt install vsftpd curl nftables",
@@ -306,21 +388,48 @@ pub fn run(args: &[String]) {
     std::fs::write(dir.join("root/blob"), &blob).unwrap();
     drop(blob);
     println!(
-        "{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median), offloads {}{}",
+        "{mb} MB by FTP from the server inside to the client outside, {runs} runs per mode (median), offloads {}, congestion control {}{}",
         if offloads { "on" } else { "off" },
-        if fastpath { ", Palisade with its fast path" } else { "" }
+        cc.as_deref().unwrap_or("the machine's"),
+        if aa {
+            ", the control: the kernel against a second kernel topology"
+        } else if fastpath {
+            ", Palisade with its fast path"
+        } else {
+            ""
+        }
     );
-    let (m, failed) = measure(&dir, &palisade, bytes, runs, offloads, fastpath);
+    let (m, failed) = measure(
+        &dir,
+        &palisade,
+        bytes,
+        runs,
+        &Opts {
+            offloads,
+            fastpath,
+            aa,
+            cc: cc.as_deref(),
+        },
+    );
+    let (pname, kname, rname) = if aa {
+        ("kernel (a)", "kernel (b)", "a/b")
+    } else {
+        (
+            "palisade + ftp-proxy",
+            "kernel + ct helper ftp",
+            "palisade/kernel",
+        )
+    };
     if failed != [0, 0] {
         println!(
-            "failed downloads: palisade {}, kernel {} (their turns are left out)",
+            "failed downloads: {pname} {}, {kname} {} (their turns are left out)",
             failed[0], failed[1]
         );
     }
     for (i, mode) in ["passive (PASV)", "active (PORT)"].iter().enumerate() {
         for (what, pick) in [
-            ("whole", (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64),
-            ("data ", |r: &(f64, f64)| r.1),
+            ("whole", (|r: &Dl| r.whole) as fn(&Dl) -> f64),
+            ("data ", |r: &Dl| r.data),
         ] {
             let pv: Vec<f64> = m[i].iter().map(|t| pick(&t.0)).collect();
             let kv: Vec<f64> = m[i].iter().map(|t| pick(&t.1)).collect();
@@ -332,7 +441,7 @@ pub fn run(args: &[String]) {
                 .map(|(p, k)| format!("{:.2}", p / k))
                 .collect();
             println!(
-                "{mode:<16} {what} palisade + ftp-proxy: {} MB/s; kernel + ct helper ftp: {} MB/s (medians of {} turns); ratio palisade/kernel: medians {}, means {:.2}; per turn {}",
+                "{mode:<16} {what} {pname}: {} MB/s; {kname}: {} MB/s (medians of {} turns); ratio {rname}: medians {}, means {:.2}; per turn {}",
                 a.map_or("-".into(), |v| format!("{v:.1}")),
                 b.map_or("-".into(), |v| format!("{v:.1}")),
                 pv.len(),
@@ -344,6 +453,15 @@ pub fn run(args: &[String]) {
                 ratios.join(" ")
             );
         }
+        let mean =
+            |f: fn(&(Dl, Dl)) -> f64| m[i].iter().map(f).sum::<f64>() / m[i].len().max(1) as f64;
+        println!(
+            "{mode:<16} CPU, means over the turns: curl's own time over the transfer's {pname} {:.2}, {kname} {:.2}; the machine busy (of both cores) {pname} {:.2}, {kname} {:.2}",
+            mean(|t| t.0.curl_cpu),
+            mean(|t| t.1.curl_cpu),
+            mean(|t| t.0.busy),
+            mean(|t| t.1.busy),
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
