@@ -821,8 +821,9 @@ fn print_turns(
     let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ratios.iter().copied().fold(0.0, f64::max);
     let below = ratios.iter().filter(|&&r| r < 1.0).count();
+    let ci = super::ratio_interval(v).map_or("-".into(), |(a, b)| format!("{a:.3}-{b:.3}"));
     println!(
-        "{:>22}  {what} in {n} alternating turns: kernel {}, {second} {} {unit} (mean), ratio {:.3}; per turn {lo:.2}-{hi:.2}, {below} of {n} under 1 | kernel/{second} per turn: {}",
+        "{:>22}  {what} in {n} alternating turns: kernel {}, {second} {} {unit} (mean), ratio {:.3} (95 % interval over the turns {ci}); per turn {lo:.2}-{hi:.2}, {below} of {n} under 1 | kernel/{second} per turn: {}",
         "",
         fmt(ks / n as f64),
         fmt(ps / n as f64),

@@ -440,8 +440,11 @@ pub fn run(args: &[String]) {
                 .zip(&kv)
                 .map(|(p, k)| format!("{:.2}", p / k))
                 .collect();
+            let pairs: Vec<(f64, f64)> = kv.iter().copied().zip(pv.iter().copied()).collect();
+            let ci =
+                crate::ratio_interval(&pairs).map_or("-".into(), |(a, b)| format!("{a:.2}-{b:.2}"));
             println!(
-                "{mode:<16} {what} {pname}: {} MB/s; {kname}: {} MB/s (medians of {} turns); ratio {rname}: medians {}, means {:.2}; per turn {}",
+                "{mode:<16} {what} {pname}: {} MB/s; {kname}: {} MB/s (medians of {} turns); ratio {rname}: medians {}, means {:.2} (95 % interval over the turns {ci}); per turn {}",
                 a.map_or("-".into(), |v| format!("{v:.1}")),
                 b.map_or("-".into(), |v| format!("{v:.1}")),
                 pv.len(),
