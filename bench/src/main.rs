@@ -857,7 +857,10 @@ mod tests {
         // Every turn the same ratio: no spread at all.
         let same: Vec<(f64, f64)> = (1..=10).map(|i| (i as f64, 1.1 * i as f64)).collect();
         let (lo, hi) = super::ratio_interval(&same).unwrap();
-        assert!((lo - 1.1).abs() < 1e-9 && (hi - 1.1).abs() < 1e-9, "{lo} {hi}");
+        assert!(
+            (lo - 1.1).abs() < 1e-9 && (hi - 1.1).abs() < 1e-9,
+            "{lo} {hi}"
+        );
         // Turns alternately 0.8 and 1.2 of a fixed rate: the interval
         // holds 1.0, and is narrower over 40 turns than over 6.
         let spread = |n: usize| -> Vec<(f64, f64)> {
