@@ -98,7 +98,8 @@ fn topology(tag: &str, offloads: bool, cc: Option<&str>) -> Ns {
     nsx(cl, &["ip", "addr", "add", "203.0.113.50/24", "dev", "eth0"]);
     // `congctl` on a route chooses the congestion control of the
     // connections it carries, both ways of opening them (a namespace
-    // other than the first may not choose its default).
+    // other than the first may not make a restricted one, such as cubic
+    // here, its default).
     let cc: Vec<&str> = cc.map_or(vec![], |c| vec!["congctl", c]);
     // The link's own route too: the firewall's address is on it, and
     // Palisade's proxy speaks to the server from it.
@@ -435,12 +436,9 @@ pub fn run(args: &[String]) {
             let kv: Vec<f64> = m[i].iter().map(|t| pick(&t.1)).collect();
             let (a, b) = (median(&pv), median(&kv));
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-            let ratios: Vec<String> = pv
-                .iter()
-                .zip(&kv)
-                .map(|(p, k)| format!("{:.2}", p / k))
-                .collect();
+            // (kernel, Palisade) per turn.
             let pairs: Vec<(f64, f64)> = kv.iter().copied().zip(pv.iter().copied()).collect();
+            let ratios: Vec<String> = pairs.iter().map(|(k, p)| format!("{:.2}", p / k)).collect();
             let ci =
                 crate::ratio_interval(&pairs).map_or("-".into(), |(a, b)| format!("{a:.2}-{b:.2}"));
             println!(
@@ -456,14 +454,14 @@ pub fn run(args: &[String]) {
                 ratios.join(" ")
             );
         }
-        let mean =
+        let over_turns =
             |f: fn(&(Dl, Dl)) -> f64| m[i].iter().map(f).sum::<f64>() / m[i].len().max(1) as f64;
         println!(
             "{mode:<16} CPU, means over the turns: curl's own time over the transfer's {pname} {:.2}, {kname} {:.2}; the machine busy (of both cores) {pname} {:.2}, {kname} {:.2}",
-            mean(|t| t.0.curl_cpu),
-            mean(|t| t.1.curl_cpu),
-            mean(|t| t.0.busy),
-            mean(|t| t.1.busy),
+            over_turns(|t| t.0.curl_cpu),
+            over_turns(|t| t.1.curl_cpu),
+            over_turns(|t| t.0.busy),
+            over_turns(|t| t.1.busy),
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
