@@ -192,19 +192,13 @@ fn ratio_interval(pairs: &[(f64, f64)]) -> Option<(f64, f64)> {
     if pairs.len() < 2 {
         return None;
     }
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let n = pairs.len() as u64;
     let mut rs: Vec<f64> = (0..10_000)
         .map(|_| {
             let (mut a, mut b) = (0.0, 0.0);
             for _ in 0..n {
-                let t = pairs[(next() % n) as usize];
+                let t = pairs[rng.below(n) as usize];
                 a += t.0;
                 b += t.1;
             }
