@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod s2;
 pub mod s3;
 pub mod s5;
 pub mod s6;
@@ -39,10 +40,11 @@ pub const PALISADE_TOML: &str = include_str!("../../../examples/s1/palisade.toml
 /// namespace PREFIX-HOST.
 pub const HOSTS: [&str; 6] = ["wan", "fw", "sw", "dmz1", "dmz2", "lan"];
 
-/// Every scenario's hosts (S1, S3, S5): what `down` looks for.
+/// Every scenario's hosts (S1, S2, S3, S5, S6): what `down` looks for.
 pub fn all_hosts() -> impl Iterator<Item = &'static str> {
     HOSTS
         .iter()
+        .chain(s2::HOSTS.iter())
         .chain(s3::HOSTS.iter())
         .chain(s5::HOSTS.iter())
         .chain(s6::HOSTS.iter())
@@ -331,10 +333,10 @@ impl Lab {
         Path::new("/var/run/netns").join(self.ns(host)).exists()
     }
 
-    /// Up: its firewall's namespace exists (S3: the first firewall's;
-    /// S6, which has no firewall: the mail server's).
+    /// Up: its firewall's namespace exists (S2: the router's; S3: the
+    /// first firewall's; S6, which has no firewall: the mail server's).
     pub fn exists(&self) -> bool {
-        ["fw", "fw1", "gate", "mail"]
+        ["fw", "router", "fw1", "gate", "mail"]
             .iter()
             .any(|h| self.ns_exists(h))
     }
@@ -688,6 +690,17 @@ impl Lab {
                 "SSH-2.0",
             ),
         ];
+        self.run_checks(&checks, expect)
+    }
+
+    /// Run `checks` (what, from, to, seconds, passes under the example,
+    /// its answer) at once and print one line each; true if all were as
+    /// expected. With `expect` false only what happened is printed.
+    pub(crate) fn run_checks(
+        &self,
+        checks: &[(&str, &str, &str, u64, bool, &str)],
+        expect: bool,
+    ) -> bool {
         let results: Vec<Result<String, String>> = std::thread::scope(|sc| {
             let hs: Vec<_> = checks
                 .iter()

@@ -207,7 +207,7 @@ enum Cmd {
     )]
     FtpProxy(ftpproxy::Options),
     /// The scenarios on this machine, in network namespaces (needs
-    /// root): S1 by default, S3, S5 and S6 with `up --scenario`.
+    /// root): S1 by default, S2, S3, S5 and S6 with `up --scenario`.
     Lab {
         #[command(subcommand)]
         action: LabCmd,
@@ -447,6 +447,7 @@ enum CarpGroupCmd {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
     S1,
+    S2,
     S3,
     S5,
     S6,
@@ -455,7 +456,7 @@ enum Scenario {
 #[derive(Subcommand)]
 enum LabCmd {
     /// Build the lab, start Palisade, show what passes and what is blocked
-    /// (S1), or which firewall is master (S3).
+    /// (S1, S2), or which firewall is master (S3).
     Up {
         /// A pf.conf to load instead of the lab's example (S1).
         #[arg(long, value_name = "FILE")]
@@ -464,7 +465,9 @@ enum LabCmd {
         /// letters, digits, '-', '_'.
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// s1: a bridge firewall for hosted machines; s3: two firewalls
+        /// s1: a bridge firewall for hosted machines; s2: a router for VMs
+        /// on a VLAN (802.1Q tagged by Palisade), with proxy ARP for their
+        /// public addresses; s3: two firewalls
         /// sharing virtual gateways (CARP), a host on each side; s5: an
         /// FTP server behind the firewall (ftp-proxy), a client outside
         /// (needs vsftpd and curl); s6: a mail server greylisting by the
@@ -520,7 +523,8 @@ enum LabCmd {
     },
     /// List the hosts (addresses, gateways, servers) and the firewall's
     /// interfaces as pf.conf names them, then show again what passes and
-    /// what is blocked. S5 and S6: whether every process the lab started
+    /// what is blocked. S2: whether every process the lab started still
+    /// runs, then the checks again. S5 and S6: whether every process the lab started
     /// still runs, then its hosts and what to try.
     Status {
         /// The lab's prefix (as given to `lab up`).
@@ -538,7 +542,8 @@ enum LabCmd {
         /// The lab's prefix (as given to `lab up`).
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// The host: S1's wan, fw, sw, dmz1, dmz2 or lan; S3's lan, wan,
+        /// The host: S1's wan, fw, sw, dmz1, dmz2 or lan; S2's up, router,
+        /// sw, vm1, vm2 or vm3; S3's lan, wan,
         /// fw1, fw2 or sw; S5's outside, gate or ftpsrv; S6's win, linux
         /// or mail.
         host: String,
@@ -561,6 +566,14 @@ enum LabCmd {
     /// (internal) A server for the lab's hosts.
     #[command(hide = true)]
     Serve { addr: String, kind: String },
+    /// (internal) S2's VM NIC: TAP device TAP, its frames on port TRUNK
+    /// tagged with VLAN VID.
+    #[command(hide = true)]
+    VlanAdapter {
+        trunk: String,
+        tap: String,
+        vid: u16,
+    },
 }
 
 fn control_cmd(socket: &std::path::Path, req: Request, json: bool) -> ExitCode {
@@ -674,6 +687,12 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                 Err(e) => fail("serve", &e, 1),
             }
         }
+        LabCmd::VlanAdapter { trunk, tap, vid } => {
+            return match lab::s2::vlan_adapter(trunk, tap, *vid) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail("vlan-adapter", &e, 1),
+            }
+        }
     };
     let l = match lab::Lab::new(prefix) {
         Ok(l) => l,
@@ -739,6 +758,31 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         LabCmd::Up {
+            scenario: Scenario::S2,
+            rules,
+            ..
+        } => {
+            if rules.is_some() {
+                return fail(
+                    what,
+                    "--rules is for scenario s1 (the S2 lab loads examples/s2/pf.conf)",
+                    2,
+                );
+            }
+            if let Err(e) = l.up_s2() {
+                return fail(what, &e, 1);
+            }
+            println!("The S2 lab is up.\n");
+            let ok = l.show_s2();
+            println!();
+            l.print_s2();
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Up {
             scenario: Scenario::S5,
             rules,
             ..
@@ -783,6 +827,26 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        LabCmd::Status { json, .. } if l.is_s2() => {
+            let mut ok = l.status_processes("s2", json);
+            if !json {
+                println!();
+                ok &= l.show_s2();
+                println!();
+                l.print_s2();
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        LabCmd::Exec { host, command, .. } if l.is_s2() => {
+            if let Err(e) = lab::Lab::check_host_s2(&host) {
+                return fail(what, &e, 2);
+            }
+            fail(what, &l.exec(&host, &command), 1)
         }
         LabCmd::Status { json, .. } if l.is_s5() || l.is_s6() => {
             let s6 = l.is_s6();
@@ -917,7 +981,7 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
                 Err(e) => fail(what, &e, 1),
             }
         }
-        LabCmd::Serve { .. } => ExitCode::SUCCESS, // (served above)
+        LabCmd::Serve { .. } | LabCmd::VlanAdapter { .. } => ExitCode::SUCCESS, // (run above)
     }
 }
 
@@ -1635,6 +1699,7 @@ mod tests {
             .to_string();
         for h in super::lab::HOSTS
             .iter()
+            .chain(&super::lab::s2::HOSTS)
             .chain(&super::lab::s3::HOSTS)
             .chain(&super::lab::s5::HOSTS)
             .chain(&super::lab::s6::HOSTS)

@@ -732,3 +732,89 @@ fn lab_s6_greylists_the_windows_sender_only() {
         );
     }
 }
+
+/// `lab up --scenario s2`: Palisade routes for VMs on VLAN 1234: `up`
+/// checks proxy ARP and NDP for the public VM, NAT for the private one,
+/// the router's own ssh, and that a VM on another VLAN gets nothing; the
+/// frames on the trunk carry the tag (tcpdump on the switch); `status`
+/// sees every process; `down` leaves nothing.
+#[test]
+fn lab_s2_router_for_vms_on_a_vlan() {
+    require_root();
+    let prefix = format!("pal-lab-s2-{}", std::process::id());
+    let _down = Down(prefix.clone());
+    let o = lab(&["up", "--scenario", "s2", "--prefix", &prefix]);
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert_eq!(out.matches("[ok]").count(), 9, "{out}");
+    assert!(!out.contains("UNEXPECTED"), "{out}");
+    passes(&prefix, "up", "http://203.0.113.10/", "you are 203.0.113.1");
+    passes(
+        &prefix,
+        "up",
+        "http://[2001:db8:ff::10]/",
+        "you are 2001:db8:ff::1",
+    );
+    passes(
+        &prefix,
+        "vm2",
+        "http://198.18.200.1/",
+        "you are 203.0.113.2",
+    );
+    blocked(&prefix, "up", "http://203.0.113.10:25/");
+    blocked(&prefix, "vm3", "http://192.0.2.1:22/");
+    // The VM's frames and the router's answers cross the switch tagged.
+    let mut dump = Command::new(palisade())
+        .args(["lab", "exec", "--prefix", &prefix, "sw", "--"])
+        .args([
+            "timeout",
+            "10",
+            "tcpdump",
+            "-n",
+            "-e",
+            "-l",
+            "-c",
+            "2",
+            "-i",
+            "br0",
+            "vlan 1234 and icmp",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(8) {
+        let (o, _) = exec(&prefix, "vm2", &["ping", "-c", "1", "-W", "1", "192.0.2.1"]);
+        assert!(o.status.success(), "vm2 cannot ping its gateway");
+        if dump.try_wait().unwrap().is_some() {
+            break;
+        }
+    }
+    let d = dump.wait_with_output().unwrap();
+    let seen = text(&d.stdout);
+    assert!(
+        seen.contains("192.0.2.20 > 192.0.2.1: ICMP echo request")
+            && seen.contains("192.0.2.1 > 192.0.2.20: ICMP echo reply")
+            && seen.matches("vlan 1234").count() >= 2,
+        "{seen}"
+    );
+    let o = lab(&["status", "--json", "--prefix", &prefix]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(o.status.success(), "{v}");
+    assert_eq!(
+        (v["scenario"].clone(), v["ok"].clone()),
+        ("s2".into(), true.into()),
+        "{v}"
+    );
+    let o = lab(&["down", "--prefix", &prefix]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for h in ["up", "router", "sw", "vm1", "vm2", "vm3"] {
+        assert!(
+            !std::path::Path::new(&format!("/var/run/netns/{prefix}-{h}")).exists(),
+            "{h} left behind"
+        );
+    }
+    assert!(!lab_dir(&prefix).exists());
+}
