@@ -59,9 +59,10 @@ pub struct Decision {
     /// `synproxy state`'s answers to the client.
     pub generated: Vec<Vec<u8>>,
     /// Packets the filter sends itself that are filtered `out` like the
-    /// firewall's own (pf sends them untagged): `synproxy state`'s SYN
-    /// and ACK to the server, which the server's side's rules let out
-    /// and whose state its answers then meet.
+    /// firewall's own (pf does not mark them generated), with the
+    /// state's tag (`tag`, as pf gives them): `synproxy state`'s SYN and
+    /// ACK to the server, which the server's side's rules let out and
+    /// whose state its answers then meet.
     pub generated_out: Vec<Vec<u8>>,
     /// The packet was translated: its tuple before and after.
     pub nat: Option<(FlowKey, FlowKey)>,

@@ -207,7 +207,7 @@ impl Dataplane {
         // Described once; the description serves every member's `out`
         // pass unless pf `in` changed the packet.
         let info = palisade_wire::parse_ip(&pkt).ok();
-        let d = self.pf(&mut pkt, info.as_ref(), m, Direction::In, None, now);
+        let d = self.pf(&mut pkt, info.as_ref(), m, Direction::In, None, None, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);
             // Answers (`block return`, synproxy's to the client) go back
@@ -262,7 +262,8 @@ impl Dataplane {
         refrag: Option<palisade_filter::frag::FragInfo>,
         now: u64,
     ) {
-        let mut d = self.pf(&mut q, info, p, Direction::Out, Some(m), now);
+        let tag = self.in_tag.clone();
+        let mut d = self.pf(&mut q, info, p, Direction::Out, Some(m), tag, now);
         // What pf made on the way out, unfiltered: `block return`'s
         // answer to the sender, or synproxy's to the client when the
         // server's SYN+ACK reaches the client's member; synproxy's ACK to

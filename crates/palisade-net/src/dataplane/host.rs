@@ -42,7 +42,7 @@ impl Dataplane {
             return;
         }
         self.counters.host_out += 1;
-        self.send_local(payload[..info.len].to_vec(), now);
+        self.send_local(payload[..info.len].to_vec(), None, now);
     }
 
     /// A packet for one of our addresses, passed by pf `in` on interface
@@ -88,6 +88,6 @@ impl Dataplane {
         let proto = if info.is_v6() { 58 } else { 1 };
         self.counters.local_echo += 1;
         let reply = build::ip(info.dst, info.src, proto, 64, &m);
-        self.send_local(reply, now);
+        self.send_local(reply, None, now);
     }
 }

@@ -59,7 +59,7 @@ impl Dataplane {
     /// Send an ICMP/ICMPv6 error about `pkt`, which arrived on interface `i`.
     pub(super) fn icmp_error(&mut self, i: usize, pkt: &[u8], now: u64, kind: Unreach) {
         if let Some(e) = self.icmp_error_packet(pkt, now, kind, Some(i)) {
-            self.send_local(e, now);
+            self.send_local(e, None, now);
         }
     }
 

@@ -602,10 +602,13 @@ impl Dataplane {
     /// pf on one packet; what its rules log is kept for `take_log` (the
     /// packet as it leaves pf: when translated, the pflog header says so).
     /// `from`: the interface an outbound packet arrived on (for
-    /// `received-on`), None for the firewall's own. `info`: the packet's
+    /// `received-on`), None for the firewall's own. `tag`: the tag the
+    /// packet brings to an `out` pass (a forwarded one: its pass `in`'s;
+    /// synproxy's packets to the server: their state's). `info`: the packet's
     /// description when the caller has one (a frame is described once and
     /// the description serves both passes unless pf changed the packet:
     /// `Decision::modified`).
+    #[allow(clippy::too_many_arguments)]
     fn pf(
         &mut self,
         pkt: &mut [u8],
@@ -613,18 +616,14 @@ impl Dataplane {
         ix: usize,
         dir: Direction,
         from: Option<usize>,
+        tag: Option<Arc<str>>,
         now: u64,
     ) -> palisade_filter::Decision {
         let name = self.names[ix].clone();
         let iface: &str = &name;
         let random = self.rng.next_u32();
         let from = from.and_then(|f| self.names.get(f).cloned());
-        // A packet forwarded (`from`) brings the tag of its pass `in`; the
-        // firewall's own packets bring none.
-        let tag = match (dir, &from) {
-            (Direction::Out, Some(_)) => self.in_tag.clone(),
-            _ => None,
-        };
+        let tag = tag.filter(|_| dir == Direction::Out);
         let d = match info {
             Some(info) => self.filter.process_parsed(
                 pkt,

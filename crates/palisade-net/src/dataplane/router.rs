@@ -183,12 +183,14 @@ impl Dataplane {
                 return;
             }
         }
-        let mut d = self.pf(&mut pkt, Some(&info), i, Direction::In, None, now);
+        let mut d = self.pf(&mut pkt, Some(&info), i, Direction::In, None, None, now);
         for g in std::mem::take(&mut d.generated) {
             self.send_generated(g, now);
         }
+        // Synproxy's SYN and ACK to the server carry their state's tag
+        // (the decision's, of a packet that met the state), as pf's do.
         for g in std::mem::take(&mut d.generated_out) {
-            self.send_local(g, now);
+            self.send_local(g, d.tag.clone(), now);
         }
         if d.held {
             return;
@@ -407,12 +409,21 @@ impl Dataplane {
             nh,
             mtu,
         } = way;
-        let mut d = self.pf(&mut pkt, Some(out_info), e, Direction::Out, Some(i), now);
+        let tag = self.in_tag.clone();
+        let mut d = self.pf(
+            &mut pkt,
+            Some(out_info),
+            e,
+            Direction::Out,
+            Some(i),
+            tag,
+            now,
+        );
         for g in std::mem::take(&mut d.generated) {
             self.send_generated(g, now);
         }
         for g in std::mem::take(&mut d.generated_out) {
-            self.send_local(g, now);
+            self.send_local(g, d.tag.clone(), now);
         }
         if d.held {
             return;
@@ -511,8 +522,14 @@ impl Dataplane {
         })
     }
 
-    /// A packet the firewall itself sends: routed, filtered `out`.
-    pub(super) fn send_local(&mut self, mut pkt: Vec<u8>, now: u64) {
+    /// A packet the firewall itself sends: routed, filtered `out`, with
+    /// `tag` (None but for synproxy's packets to the server).
+    pub(super) fn send_local(
+        &mut self,
+        mut pkt: Vec<u8>,
+        tag: Option<std::sync::Arc<str>>,
+        now: u64,
+    ) {
         let Ok(info) = parse_ip(&pkt) else {
             self.counters.dropped(DropReason::Malformed);
             return;
@@ -521,13 +538,13 @@ impl Dataplane {
             self.counters.dropped(DropReason::NoRoute);
             return;
         };
-        let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, now);
+        let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, tag, now);
         // pf's own packets, also for a packet it blocks (`block return`).
         for g in std::mem::take(&mut d.generated) {
             self.send_generated(g, now);
         }
         for g in std::mem::take(&mut d.generated_out) {
-            self.send_local(g, now);
+            self.send_local(g, d.tag.clone(), now);
         }
         if !d.passed() || d.held {
             self.counters.blocked += u64::from(!d.held);

@@ -863,6 +863,56 @@ fn a_super_packet_of_a_synproxy_state_is_cut_and_matches_the_segments() {
     }
 }
 
+/// `synproxy state` with `tag` on a router: pf sends its SYN and ACK to
+/// the server with the state's tag, filtered `out`, so `pass out tagged`
+/// lets the whole handshake through; a rule for another tag does not let
+/// the SYN out.
+#[test]
+fn synproxy_packets_to_the_server_carry_the_states_tag() {
+    let rules = |t: &str| {
+        format!(
+            "block all\npass inet6 proto icmp6\n\
+             pass in on lan proto tcp to port 5201 tag WEB synproxy state\n\
+             pass out tagged {t}\n"
+        )
+    };
+    for v6 in [false, true] {
+        let f = flow(v6, "wan");
+        // Both the SYN and the ACK to the server leave (asserted inside).
+        let (d, _) = connected_synproxy(&f, &rules("WEB"));
+        assert!(
+            d.filter
+                .states
+                .iter()
+                .any(|s| s.ext.as_ref().and_then(|e| e.tag.as_deref()) == Some("WEB")),
+            "v6 {v6}: the proxy's state has the tag"
+        );
+        let mut d = dp(TWO, &rules("OTHER"));
+        let ours = |v4: &str, v6s: &str| -> IpAddr { if v6 { v6s } else { v4 }.parse().unwrap() };
+        introduce(
+            &mut d,
+            0,
+            None,
+            f.client,
+            ours("198.18.0.254", "2001:db8:1::fe"),
+        );
+        introduce(&mut d, f.server_port, f.vlan, f.server, f.our);
+        let o = tcp_of(&d.input(
+            0,
+            &frame_to_server(&f, &seg(&f, false, 1000, 0, 0x02, 65535, &[])),
+            1,
+        ));
+        assert_eq!(o.len(), 1, "v6 {v6}: our SYN+ACK: {o:?}");
+        let isn = o[0].1;
+        let ack = seg(&f, false, 1001, isn.wrapping_add(1), 0x10, 65535, &[]);
+        let o = tcp_of(&d.input(0, &frame_to_server(&f, &ack), 2));
+        assert!(
+            o.is_empty(),
+            "v6 {v6}: `pass out tagged OTHER` let the SYN out: {o:?}"
+        );
+    }
+}
+
 /// The same on a bridge: the client on member 0 (MAC A), the server on
 /// member 1 (MAC B).
 #[test]
