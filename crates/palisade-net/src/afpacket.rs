@@ -1002,6 +1002,34 @@ pub fn set_if_up(name: &str, up: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Set interface `name`'s hardware address (SIOCSIFHWADDR, as `ip link
+/// set NAME address`). Tried while the interface is up first; a driver
+/// that cannot change it live (EBUSY) gets it with the interface down,
+/// then set up again.
+pub fn set_mac(name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let (fd, mut ifr) = if_flags(name)?;
+    let flags = i16::from_ne_bytes([ifr[16], ifr[17]]);
+    // ifr_hwaddr: a struct sockaddr (family ARPHRD_ETHER, then the
+    // address) where the flags were.
+    ifr[16..18].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
+    ifr[18..24].copy_from_slice(&mac);
+    ifr[24..32].fill(0);
+    let set = |ifr: &mut [u8; 40]| {
+        // SAFETY: SIOCSIFHWADDR reads ifr_name and ifr_hwaddr of our ifreq.
+        cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR as _, ifr.as_mut_ptr()) })
+            .map(|_| ())
+    };
+    match set(&mut ifr) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) && flags & libc::IFF_UP as i16 != 0 => {
+            set_if_up(name, false)?;
+            let r = set(&mut ifr);
+            set_if_up(name, true)?;
+            r
+        }
+        r => r,
+    }
+}
+
 /// Wait until one of `fds` is readable (bounded by `timeout`). Returns
 /// the indexes of the descriptors that reported an error, and whether
 /// the one at index `watch` is readable.

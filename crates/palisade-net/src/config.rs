@@ -14,6 +14,7 @@
 //! fastpath = false         # established TCP through an in-kernel program (docs/fastpath.md)
 //! [[port]]                 # a Linux interface Palisade owns
 //! name = "eth1"
+//! mac = "port"             # answer with the port's own MAC (default "derived")
 //! [[interface]]            # a logical interface, named as pf.conf names it
 //! name = "vlan1234"
 //! port = "eth1"
@@ -134,6 +135,7 @@ struct RawHost {
 struct RawPort {
     name: Spanned<String>,
     mtu: Option<Spanned<i64>>,
+    mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -212,6 +214,8 @@ pub enum ConfigProblem {
     NoSuchPort(String),
     #[error("mtu must be 576..9216")]
     Mtu,
+    #[error("mac = \"{0}\": use \"port\" (answer with the port's own MAC; the kernel's is moved aside while Palisade runs) or \"derived\" (the default: a MAC of Palisade's own, the port's with the locally administered bit)")]
+    Mac(String),
     #[error(transparent)]
     Prefix(#[from] PrefixError),
     #[error("address {address} is already on interface '{owner}'")]
@@ -557,6 +561,12 @@ pub struct Route {
 #[derive(Clone, Debug)]
 pub struct PortConf {
     pub name: String,
+    /// `mac = "port"`: Palisade answers with the port's own MAC (a
+    /// provider that accepts only it), and the kernel's interface gets
+    /// the derived one while Palisade runs (`isolation`), so the kernel
+    /// never takes the frames to it. Else Palisade answers with the
+    /// derived MAC (`dataplane::own_mac`) and the kernel's is untouched.
+    pub mac_port: bool,
     pub mtu: u16,
     /// `mtu` was given in palisade.toml (else the kernel's is taken at
     /// start: `fit_mtus`).
@@ -712,8 +722,17 @@ impl Config {
                 Some(m) => *m.get_ref() as u16,
                 None => 1500,
             };
+            let mac_port = match &p.mac {
+                None => false,
+                Some(m) => match m.get_ref().as_str() {
+                    "port" => true,
+                    "derived" => false,
+                    other => return Err(cx.err(m, ConfigProblem::Mac(other.to_string()))),
+                },
+            };
             ports.push(PortConf {
                 name: name.clone(),
+                mac_port,
                 mtu,
                 mtu_set: p.mtu.is_some(),
             });
@@ -1832,6 +1851,29 @@ via = "203.0.113.1"
         let e = err(&format!("metrics = \"localhost\"\n{GOOD}"));
         assert!(
             e.starts_with("p.toml:1:") && e.contains("metrics must be ADDRESS:PORT"),
+            "{e}"
+        );
+    }
+
+    /// `mac = "port"` on a port; "derived" is the default; anything else
+    /// is refused with its line and the two choices.
+    #[test]
+    fn a_port_answers_with_its_own_mac_when_told() {
+        let c = parse(GOOD).unwrap();
+        assert!(c.ports.iter().all(|p| !p.mac_port), "derived by default");
+        let c = parse(&GOOD.replace("name = \"eth2\"", "name = \"eth2\"\nmac = \"port\"")).unwrap();
+        let eth2 = c.ports.iter().find(|p| p.name == "eth2").unwrap();
+        assert!(eth2.mac_port);
+        assert_eq!(c.ports.iter().filter(|p| p.mac_port).count(), 1);
+        let c =
+            parse(&GOOD.replace("name = \"eth2\"", "name = \"eth2\"\nmac = \"derived\"")).unwrap();
+        assert!(c.ports.iter().all(|p| !p.mac_port));
+        let e = err(&GOOD.replace(
+            "name = \"eth2\"",
+            "name = \"eth2\"\nmac = \"02:00:00:00:00:01\"",
+        ));
+        assert!(
+            e.starts_with("p.toml:9:") && e.contains("use \"port\"") && e.contains("\"derived\""),
             "{e}"
         );
     }

@@ -1,7 +1,10 @@
 //! Per-port kernel settings Palisade changes while it owns the ports, and
 //! puts back when it stops: the kernel must not talk on them (no IPv6, no
 //! ARP answers, no forwarding), must not merge received frames (GRO), and
-//! the port is up (IFF_UP, set last).
+//! the port is up (IFF_UP, set last). A port whose MAC Palisade answers
+//! with (`mac = "port"`) gives the kernel's interface the derived MAC
+//! meanwhile: the kernel would otherwise take IP packets sent to that
+//! MAC for its own local addresses (the weak host model) and answer them.
 //! TCP super-packets that hosts send (TSO/GSO) arrive with their segment
 //! size and are decided whole or cut (docs/offload.md), but GRO also
 //! merges tunnelled TCP (GRE, IPIP), which the kernel reports as plain TCP
@@ -21,13 +24,15 @@
 use std::path::{Path, PathBuf};
 
 use palisade_net::afpacket;
+use palisade_wire::ethernet::Mac;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 struct Setting {
     port: String,
     ifindex: i32,
-    /// A sysctl file, or "gro" for the ethtool flag.
+    /// A sysctl file, "gro" for the ethtool flag, "up" for IFF_UP, or
+    /// "mac" for the hardware address.
     what: String,
     value: String,
 }
@@ -163,12 +168,30 @@ pub const RUN_DIR: &str = "/run/palisade";
 pub struct Isolation {
     path: PathBuf,
     record: Record,
+    /// The ports whose own MAC Palisade answers with (`mac = "port"`).
+    mac_ports: Vec<String>,
+}
+
+fn mac_text(m: Mac) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn mac_parse(t: &str) -> Option<Mac> {
+    let b: Vec<u8> = t
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).ok())
+        .collect::<Option<_>>()?;
+    b.try_into().ok()
 }
 
 impl Isolation {
     /// Isolate `ports`: note their settings (from a crashed run's record
-    /// where it has them), write the record, then change them.
-    pub fn apply(ports: &[String], dir: &Path) -> Result<Isolation, String> {
+    /// where it has them), write the record, then change them. Those in
+    /// `mac_ports` also give the kernel the derived MAC.
+    pub fn apply(ports: &[String], mac_ports: &[String], dir: &Path) -> Result<Isolation, String> {
         let path = record_path(dir);
         let leftover: Option<Record> = match std::fs::read(&path) {
             Ok(b) => match serde_json::from_slice(&b) {
@@ -189,13 +212,21 @@ impl Isolation {
         let mut iso = Isolation {
             path,
             record: Record::default(),
+            mac_ports: mac_ports.to_vec(),
         };
         iso.add(ports, leftover.as_ref())?;
-        // Ports the crashed run owned and this one does not: given their
-        // settings back now (the record no longer holds them).
+        // What the crashed run changed and this one does not (a port it
+        // owned and this one does not, a MAC it moved aside and this one
+        // answers with no longer): given back now, as the record no
+        // longer holds it.
         if let Some(old) = &leftover {
             for st in old.settings.iter().rev() {
-                if !ports.contains(&st.port) {
+                let kept = iso
+                    .record
+                    .settings
+                    .iter()
+                    .any(|s| s.port == st.port && s.what == st.what);
+                if !kept {
                     restore(st);
                 }
             }
@@ -213,6 +244,7 @@ impl Isolation {
         let mut changes = Vec::new();
         for p in ports {
             let ifindex = afpacket::ifindex(p).unwrap_or(0);
+            let moves_mac = self.mac_ports.contains(p);
             let mut note = |what: String, current: Option<String>, new: String| {
                 let Some(current) = current else { return };
                 let original = leftover
@@ -234,6 +266,28 @@ impl Isolation {
                 });
                 changes.push((p.clone(), what, new));
             };
+            // The MAC, before the port is set up (a driver that cannot
+            // change it live would have to take the link down).
+            if moves_mac {
+                let current = crate::load::port_mac(p).ok().map(mac_text);
+                let original = current.as_deref().and_then(|c| {
+                    leftover
+                        .and_then(|r| {
+                            r.settings
+                                .iter()
+                                .find(|s| s.port == *p && s.ifindex == ifindex && s.what == "mac")
+                        })
+                        .map_or(Some(c), |s| Some(s.value.as_str()))
+                        .and_then(mac_parse)
+                });
+                if let Some(o) = original {
+                    note(
+                        "mac".into(),
+                        current.clone(),
+                        mac_text(palisade_net::dataplane::own_mac(o)),
+                    );
+                }
+            }
             let gro = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None).ok();
             note("gro".into(), gro.map(|v| v.to_string()), "0".into());
             for (f, v) in sysctls(p) {
@@ -252,6 +306,13 @@ impl Isolation {
         for (p, what, v) in changes {
             if what == "gro" {
                 let _ = afpacket::ethtool(&p, afpacket::ETHTOOL_SGRO, Some(0));
+            } else if what == "mac" {
+                let set = mac_parse(&v).map(|m| afpacket::set_mac(&p, m));
+                if let Some(Err(e)) = set {
+                    return Err(format!(
+                        "port '{p}': cannot move the kernel's MAC aside for mac = \"port\": {e}"
+                    ));
+                }
             } else if what == "up" {
                 if let Err(e) = afpacket::set_if_up(&p, v == "1") {
                     tracing::error!("port '{p}': cannot set it up: {e}");
@@ -261,6 +322,24 @@ impl Isolation {
             }
         }
         Ok(())
+    }
+
+    /// The MAC Palisade answers with on `port`: its own, as it was before
+    /// Palisade moved the kernel's aside (`mac = "port"`), else the
+    /// derived one (`dataplane::own_mac`).
+    pub fn answer_mac(&self, port: &str) -> Result<Mac, String> {
+        if self.mac_ports.iter().any(|p| p == port) {
+            if let Some(m) = self
+                .record
+                .settings
+                .iter()
+                .find(|s| s.port == port && s.what == "mac")
+                .and_then(|s| mac_parse(&s.value))
+            {
+                return Ok(m);
+            }
+        }
+        crate::load::port_mac(port).map(palisade_net::dataplane::own_mac)
     }
 
     /// Write the record whole: a temporary file, synced, renamed.
@@ -293,6 +372,12 @@ fn restore(s: &Setting) {
     if s.what == "gro" {
         if let Ok(v) = s.value.parse() {
             let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
+        }
+    } else if s.what == "mac" {
+        if let Some(m) = mac_parse(&s.value) {
+            if let Err(e) = afpacket::set_mac(&s.port, m) {
+                tracing::error!("port '{}': cannot give its MAC back: {e}", s.port);
+            }
         }
     } else if s.what == "up" {
         let _ = afpacket::set_if_up(&s.port, s.value == "1");

@@ -91,10 +91,6 @@ pub fn run(path: &Path) -> Result<(), String> {
     }
     let state_file = cfg.state_file.clone();
     let names: Vec<String> = cfg.ports.iter().map(|p| p.name.clone()).collect();
-    let macs = names
-        .iter()
-        .map(|n| port_mac(n).map(palisade_net::dataplane::own_mac))
-        .collect::<Result<Vec<_>, _>>()?;
     let workers = cfg.workers;
     // The in-kernel fast path: loaded and attached before the ports are
     // opened split (without its program, split sockets would see tagged
@@ -122,8 +118,20 @@ pub fn run(path: &Path) -> Result<(), String> {
     for _ in 0..workers {
         sockets.push(open_ports(&names, fanout, split)?);
     }
-    let mut isolation = Isolation::apply(&names, Path::new(crate::isolation::RUN_DIR))
+    let mac_ports: Vec<String> = cfg
+        .ports
+        .iter()
+        .filter(|p| p.mac_port)
+        .map(|p| p.name.clone())
+        .collect();
+    let mut isolation = Isolation::apply(&names, &mac_ports, Path::new(crate::isolation::RUN_DIR))
         .map_err(|e| format!("cannot record the ports' settings before changing them: {e}"))?;
+    // The MAC Palisade answers with on each port (`mac = "port"`: the
+    // port's own, the kernel's moved aside just now).
+    let macs = names
+        .iter()
+        .map(|n| isolation.answer_mac(n))
+        .collect::<Result<Vec<_>, _>>()?;
     // SAFETY: installing an async-signal-safe handler that only stores a flag.
     unsafe {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);

@@ -708,13 +708,20 @@ pub fn worker(
                                 tracing::info!("port '{name}' is back");
                                 let _ = sh.dp().set_link(i, true);
                                 sync_link(sh, i, true);
-                                sh.dp()
-                                    .set_port_mac(i, palisade_net::dataplane::own_mac(mac));
+                                // Its settings taken over first: with
+                                // `mac = "port"` the MAC to answer with
+                                // is the one it came back with.
+                                let mut answer = palisade_net::dataplane::own_mac(mac);
                                 if let Some(iso) = isolation.as_deref_mut() {
                                     if let Err(e) = iso.add_ports(std::slice::from_ref(&name)) {
                                         tracing::error!("port '{name}': {e}");
                                     }
+                                    match iso.answer_mac(&name) {
+                                        Ok(m) => answer = m,
+                                        Err(e) => tracing::error!("port '{name}': {e}"),
+                                    }
                                 }
+                                sh.dp().set_port_mac(i, answer);
                                 announce = true;
                             }
                             health[i] = Health::Up;

@@ -837,3 +837,119 @@ fn sighup_reloads_atomically_and_keeps_states() {
 fn daemon_pid(p: &Proc) -> i32 {
     p.pid() as i32
 }
+
+/// The MAC of port `p` in namespace `ns`, as `ip link` shows it.
+fn link_mac(ns: &Netns, n: &str, p: &str) -> String {
+    String::from_utf8_lossy(
+        &ns.exec(n, &["cat", &format!("/sys/class/net/{p}/address")])
+            .stdout,
+    )
+    .trim()
+    .to_string()
+}
+
+/// The MAC `host` has for `addr` in its neighbour table.
+fn neigh_mac(ns: &Netns, host: &str, addr: &str) -> String {
+    let o = ns.exec(host, &["ip", "neigh", "show", addr]);
+    let t = String::from_utf8_lossy(&o.stdout).to_string();
+    t.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// `mac = "port"` on a port: Palisade answers ARP and NDP there with the
+/// port's own MAC (a provider that accepts only the NIC's), the kernel's
+/// interface has the derived one meanwhile (so the kernel's stack never
+/// takes frames to it: the firewall's own ssh answers once, through
+/// Palisade), and the original comes back at a clean stop; after a kill -9
+/// the next run takes the original from its record, so its stop gives the
+/// true one back. The other port, without the setting, keeps its MAC and
+/// Palisade answers there with the derived one.
+#[test]
+fn a_port_can_answer_with_its_own_mac() {
+    require_root();
+    let (ns, src, fw, dst) = routed("ownmac");
+    ns.exec(
+        &src,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:a::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    let (a0, b0) = (link_mac(&ns, &fw, "a0"), link_mac(&ns, &fw, "b0"));
+    let derived = |m: &str| {
+        let b: Vec<u8> = m
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect();
+        palisade_net::dataplane::own_mac(b.try_into().unwrap())
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let d = tmpdir().join("ownmac");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"a0\"\nmac = \"port\"\n[[port]]\nname = \"b0\"\n\
+         [[interface]]\nname = \"a0\"\nport = \"a0\"\naddresses = [\"198.18.0.254/24\", \"2001:db8:a::fe/64\"]\n\
+         [[interface]]\nname = \"b0\"\nport = \"b0\"\naddresses = [\"198.19.0.254/24\"]\n",
+    );
+    serve_banner(&fw, "[::]:22", "SSH-2.0-own-mac\r\n");
+    let run = || spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    assert!(ok(&src, &["ping", "-c", "1", "-W", "2", "198.18.0.254"]));
+    assert!(ok(&src, &["ping", "-c", "1", "-W", "2", "2001:db8:a::fe"]));
+    assert!(ok(&dst, &["ping", "-c", "1", "-W", "2", "198.19.0.254"]));
+    let l = log.lock().unwrap().clone();
+    assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), a0, "ARP: {l}");
+    assert_eq!(neigh_mac(&ns, &src, "2001:db8:a::fe"), a0, "NDP: {l}");
+    assert_eq!(
+        link_mac(&ns, &fw, "a0"),
+        derived(&a0),
+        "the kernel's, aside"
+    );
+    assert_eq!(neigh_mac(&ns, &dst, "198.19.0.254"), derived(&b0));
+    assert_eq!(link_mac(&ns, &fw, "b0"), b0, "untouched");
+    // The firewall's own service, reached at the port's MAC: answered
+    // once, through Palisade (the kernel does not take the frames).
+    for to in ["198.18.0.254:22", "[2001:db8:a::fe]:22"] {
+        assert_eq!(
+            greeting(&src, to, 3).as_deref(),
+            Ok("SSH-2.0-own-mac\r\n"),
+            "{to}"
+        );
+    }
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), a0, "given back at the stop");
+    // A crash leaves the MAC aside; the next run's stop gives the
+    // original back (from the record), and it answers with it again.
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    // SAFETY: kill -9 of the daemon this test started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
+    let _ = daemon.stop();
+    assert_eq!(
+        link_mac(&ns, &fw, "a0"),
+        derived(&a0),
+        "left aside by the crash"
+    );
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    ns.exec(&src, &["ip", "neigh", "flush", "dev", "eth0"]);
+    assert!(ok(&src, &["ping", "-c", "1", "-W", "2", "198.18.0.254"]));
+    assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), a0);
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), a0, "the true original back");
+}
