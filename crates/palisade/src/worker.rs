@@ -201,11 +201,13 @@ fn check_port(p: &Port) -> Health {
     }
 }
 
-/// Whether interface `name`'s link is up, as its operational state says.
+/// Whether interface `name`'s link is up: its carrier as the driver has
+/// it now. (Its operational state follows the carrier only when the
+/// kernel's link watch runs, up to a second later: a port whose link had
+/// just come up still read "down", and every start of a lab said so.) An
+/// interface that is administratively down has no carrier to read.
 pub fn link_is_up(name: &str) -> bool {
-    let state =
-        std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")).unwrap_or_default();
-    !matches!(state.trim(), "down" | "lowerlayerdown" | "notpresent")
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|c| c.trim() == "1")
 }
 
 /// How many times a port's carrier went on or off: a link that fell and
