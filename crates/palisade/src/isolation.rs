@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 
 use palisade_net::afpacket;
-use palisade_wire::ethernet::Mac;
+use palisade_wire::ethernet::{mac_string, Mac};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -172,21 +172,6 @@ pub struct Isolation {
     mac_ports: Vec<String>,
 }
 
-fn mac_text(m: Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn mac_parse(t: &str) -> Option<Mac> {
-    let b: Vec<u8> = t
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16).ok())
-        .collect::<Option<_>>()?;
-    b.try_into().ok()
-}
-
 impl Isolation {
     /// Isolate `ports`: note their settings (from a crashed run's record
     /// where it has them), write the record, then change them. Those in
@@ -217,19 +202,25 @@ impl Isolation {
         iso.add(ports, leftover.as_ref())?;
         // What the crashed run changed and this one does not (a port it
         // owned and this one does not, a MAC it moved aside and this one
-        // answers with no longer): given back now, as the record no
-        // longer holds it.
-        if let Some(old) = &leftover {
-            for st in old.settings.iter().rev() {
-                let kept = iso
-                    .record
-                    .settings
-                    .iter()
-                    .any(|s| s.port == st.port && s.what == st.what);
-                if !kept {
-                    restore(st);
-                }
+        // answers with no longer): `add` kept it in the record, so that
+        // a crash or a failure before this point still has it; given back
+        // now, then dropped from the record.
+        let held = |s: &Setting| {
+            ports.contains(&s.port) && (s.what != "mac" || iso.mac_ports.contains(&s.port))
+        };
+        let gone: Vec<Setting> = iso
+            .record
+            .settings
+            .iter()
+            .filter(|s| !held(s))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            for st in gone.iter().rev() {
+                restore(st);
             }
+            iso.record.settings.retain(|s| !gone.contains(s));
+            iso.save()?;
         }
         Ok(iso)
     }
@@ -240,21 +231,66 @@ impl Isolation {
         self.add(ports, None)
     }
 
+    /// Note `ports`' settings (a crashed run's originals, from `leftover`,
+    /// where it has them), write the record (with whatever else
+    /// `leftover` holds, for `apply` to give back), then change them. A
+    /// change the kernel refuses is logged and the others are made; a
+    /// MAC that cannot be moved aside is dropped from the record, so that
+    /// Palisade answers with the derived MAC there (`answer_mac`).
     fn add(&mut self, ports: &[String], leftover: Option<&Record>) -> Result<(), String> {
         let mut changes = Vec::new();
         for p in ports {
             let ifindex = afpacket::ifindex(p).unwrap_or(0);
-            let moves_mac = self.mac_ports.contains(p);
-            let mut note = |what: String, current: Option<String>, new: String| {
-                let Some(current) = current else { return };
-                let original = leftover
-                    .and_then(|r| {
-                        r.settings
-                            .iter()
-                            .find(|s| s.port == *p && s.ifindex == ifindex && s.what == what)
-                    })
-                    .map(|s| s.value.clone())
-                    .unwrap_or(current);
+            let recorded = |what: &str| {
+                leftover.and_then(|r| {
+                    r.settings
+                        .iter()
+                        .find(|s| s.port == *p && s.ifindex == ifindex && s.what == what)
+                        .map(|s| s.value.clone())
+                })
+            };
+            // (what, its original, Palisade's value)
+            let mut notes: Vec<(String, String, String)> = Vec::new();
+            let gro = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None).ok();
+            if let Some(g) = gro {
+                notes.push(("gro".into(), g.to_string(), "0".into()));
+            }
+            for (f, v) in sysctls(p) {
+                if let Ok(cur) = std::fs::read_to_string(&f) {
+                    notes.push((f, cur.trim().to_string(), v.into()));
+                }
+            }
+            // The MAC after IPv6 is off (the kernel sends nothing from
+            // the derived MAC) and before the port is set up; given back
+            // before IPv6 is (the record is undone in reverse).
+            if self.mac_ports.contains(p) {
+                if let Ok(cur) = crate::load::port_mac(p) {
+                    // A crashed run's original holds only while the port
+                    // still has the MAC that run gave it; one set since
+                    // (`ip link set ... address`) is the original now.
+                    let original = recorded("mac")
+                        .and_then(|r| crate::load::parse_mac(&r))
+                        .filter(|&o| palisade_net::dataplane::own_mac(o) == cur)
+                        .unwrap_or(cur);
+                    notes.push((
+                        "mac".into(),
+                        mac_string(&original),
+                        mac_string(&palisade_net::dataplane::own_mac(original)),
+                    ));
+                }
+            }
+            // Up, last (the kernel's IPv6 is off by then): a port
+            // palisade.toml names is in use, as OpenBSD's hostname.if
+            // says `up`; a port found down is set down again at the stop.
+            if let Ok(up) = afpacket::if_up(p) {
+                notes.push(("up".into(), (up as u8).to_string(), "1".into()));
+            }
+            for (what, current, new) in notes {
+                let original = if what == "mac" {
+                    current
+                } else {
+                    recorded(&what).unwrap_or(current)
+                };
                 self.record
                     .settings
                     .retain(|s| !(s.port == *p && s.what == what));
@@ -265,53 +301,34 @@ impl Isolation {
                     value: original,
                 });
                 changes.push((p.clone(), what, new));
-            };
-            // The MAC, before the port is set up (a driver that cannot
-            // change it live would have to take the link down).
-            if moves_mac {
-                let current = crate::load::port_mac(p).ok().map(mac_text);
-                let original = current.as_deref().and_then(|c| {
-                    leftover
-                        .and_then(|r| {
-                            r.settings
-                                .iter()
-                                .find(|s| s.port == *p && s.ifindex == ifindex && s.what == "mac")
-                        })
-                        .map_or(Some(c), |s| Some(s.value.as_str()))
-                        .and_then(mac_parse)
-                });
-                if let Some(o) = original {
-                    note(
-                        "mac".into(),
-                        current.clone(),
-                        mac_text(palisade_net::dataplane::own_mac(o)),
-                    );
+            }
+        }
+        // The crashed run's other settings, kept until `apply` gives them
+        // back.
+        if let Some(old) = leftover {
+            for st in &old.settings {
+                let noted = self
+                    .record
+                    .settings
+                    .iter()
+                    .any(|s| s.port == st.port && s.what == st.what);
+                if !noted {
+                    self.record.settings.push(st.clone());
                 }
             }
-            let gro = afpacket::ethtool(p, afpacket::ETHTOOL_GGRO, None).ok();
-            note("gro".into(), gro.map(|v| v.to_string()), "0".into());
-            for (f, v) in sysctls(p) {
-                let cur = std::fs::read_to_string(&f)
-                    .ok()
-                    .map(|s| s.trim().to_string());
-                note(f, cur, v.into());
-            }
-            // Up, last (the kernel's IPv6 is off by then): a port
-            // palisade.toml names is in use, as OpenBSD's hostname.if
-            // says `up`; a port found down is set down again at the stop.
-            let up = afpacket::if_up(p).ok().map(|u| (u as u8).to_string());
-            note("up".into(), up, "1".into());
         }
         self.save()?;
+        let mut mac_failed = Vec::new();
         for (p, what, v) in changes {
             if what == "gro" {
                 let _ = afpacket::ethtool(&p, afpacket::ETHTOOL_SGRO, Some(0));
             } else if what == "mac" {
-                let set = mac_parse(&v).map(|m| afpacket::set_mac(&p, m));
+                let set = crate::load::parse_mac(&v).map(|m| afpacket::set_mac(&p, m));
                 if let Some(Err(e)) = set {
-                    return Err(format!(
-                        "port '{p}': cannot move the kernel's MAC aside for mac = \"port\": {e}"
-                    ));
+                    tracing::error!(
+                        "port '{p}': cannot move the kernel's MAC aside for mac = \"port\" ({e}): Palisade answers there with the derived MAC"
+                    );
+                    mac_failed.push(p);
                 }
             } else if what == "up" {
                 if let Err(e) = afpacket::set_if_up(&p, v == "1") {
@@ -320,6 +337,12 @@ impl Isolation {
             } else {
                 let _ = std::fs::write(&what, v);
             }
+        }
+        if !mac_failed.is_empty() {
+            self.record
+                .settings
+                .retain(|s| !(s.what == "mac" && mac_failed.contains(&s.port)));
+            self.save()?;
         }
         Ok(())
     }
@@ -334,7 +357,7 @@ impl Isolation {
                 .settings
                 .iter()
                 .find(|s| s.port == port && s.what == "mac")
-                .and_then(|s| mac_parse(&s.value))
+                .and_then(|s| crate::load::parse_mac(&s.value))
             {
                 return Ok(m);
             }
@@ -374,7 +397,7 @@ fn restore(s: &Setting) {
             let _ = afpacket::ethtool(&s.port, afpacket::ETHTOOL_SGRO, Some(v));
         }
     } else if s.what == "mac" {
-        if let Some(m) = mac_parse(&s.value) {
+        if let Some(m) = crate::load::parse_mac(&s.value) {
             if let Err(e) = afpacket::set_mac(&s.port, m) {
                 tracing::error!("port '{}': cannot give its MAC back: {e}", s.port);
             }

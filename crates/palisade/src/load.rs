@@ -366,13 +366,17 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
 pub fn port_mac(name: &str) -> Result<Mac, String> {
     let t = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
         .map_err(|e| format!("port '{name}': cannot read its address: {e}"))?;
+    parse_mac(&t).ok_or_else(|| format!("port '{name}': not an Ethernet interface"))
+}
+
+/// A MAC written as Linux shows it (`aa:bb:cc:dd:ee:ff`).
+pub fn parse_mac(t: &str) -> Option<Mac> {
     let b: Vec<u8> = t
         .trim()
         .split(':')
-        .filter_map(|x| u8::from_str_radix(x, 16).ok())
-        .collect();
-    b.try_into()
-        .map_err(|_| format!("port '{name}': not an Ethernet interface"))
+        .map(|x| u8::from_str_radix(x, 16).ok())
+        .collect::<Option<_>>()?;
+    b.try_into().ok()
 }
 
 #[cfg(test)]

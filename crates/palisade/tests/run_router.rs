@@ -861,12 +861,13 @@ fn neigh_mac(ns: &Netns, host: &str, addr: &str) -> String {
 
 /// `mac = "port"` on a port: Palisade answers ARP and NDP there with the
 /// port's own MAC (a provider that accepts only the NIC's), the kernel's
-/// interface has the derived one meanwhile (so the kernel's stack never
-/// takes frames to it: the firewall's own ssh answers once, through
-/// Palisade), and the original comes back at a clean stop; after a kill -9
-/// the next run takes the original from its record, so its stop gives the
-/// true one back. The other port, without the setting, keeps its MAC and
-/// Palisade answers there with the derived one.
+/// interface has the derived one meanwhile (the firewall's own ssh is
+/// reached at the port's MAC), and the original comes back at a clean
+/// stop; after a kill -9 the next run takes the original from its record,
+/// so its stop gives the true one back; after another, a run without the
+/// setting gives it back at its start and answers with the derived MAC.
+/// The other port, without the setting, keeps its MAC and Palisade
+/// answers there with the derived one.
 #[test]
 fn a_port_can_answer_with_its_own_mac() {
     require_root();
@@ -922,8 +923,7 @@ fn a_port_can_answer_with_its_own_mac() {
     );
     assert_eq!(neigh_mac(&ns, &dst, "198.19.0.254"), derived(&b0));
     assert_eq!(link_mac(&ns, &fw, "b0"), b0, "untouched");
-    // The firewall's own service, reached at the port's MAC: answered
-    // once, through Palisade (the kernel does not take the frames).
+    // The firewall's own service, reached at the port's MAC.
     for to in ["198.18.0.254:22", "[2001:db8:a::fe]:22"] {
         assert_eq!(
             greeting(&src, to, 3).as_deref(),
@@ -952,4 +952,24 @@ fn a_port_can_answer_with_its_own_mac() {
     assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), a0);
     daemon.stop();
     assert_eq!(link_mac(&ns, &fw, "a0"), a0, "the true original back");
+    // Another crash, then a run without the setting: the MAC is given
+    // back at its start.
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    // SAFETY: kill -9 of the daemon this test started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
+    let _ = daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), derived(&a0));
+    let plain = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("mac = \"port\"\n", "");
+    std::fs::write(&cfg, plain).unwrap();
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    assert_eq!(link_mac(&ns, &fw, "a0"), a0, "given back at the start");
+    ns.exec(&src, &["ip", "neigh", "flush", "dev", "eth0"]);
+    assert!(ok(&src, &["ping", "-c", "1", "-W", "2", "198.18.0.254"]));
+    assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), derived(&a0));
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), a0);
 }

@@ -433,7 +433,8 @@ impl Dataplane {
     }
 
     /// The MAC address interface `i` answers with (ARP, NDP) and sends
-    /// from (`own_mac` of its port's MAC, as the daemon gives it).
+    /// from, as the daemon gives it: `own_mac` of its port's MAC, or with
+    /// `mac = "port"` the port's own.
     pub fn mac(&self, i: usize) -> Option<Mac> {
         self.local.get_mac(i)
     }
