@@ -517,26 +517,14 @@ impl Lab {
             &[me, "run", "-c", cfg.to_str().unwrap_or_default()],
             "palisade.log",
         )? as i32;
-        let started = proc_start(pid);
+        let t = Instant::now();
         let failed = |what: &str| {
             let log = std::fs::read_to_string(self.dir().join("palisade.log")).unwrap_or_default();
             Err(format!("Palisade {what}:\n{log}"))
         };
         // Wait (bounded) until Palisade answers on its control socket (it
         // binds it when its ports are open, as it starts forwarding)...
-        let sock = self.dir().join("palisade.sock");
-        let t = Instant::now();
-        while crate::control::request(&sock, serde_json::json!({"cmd": "show", "what": "info"}))
-            .is_err()
-        {
-            if started.is_none() || proc_start(pid) != started {
-                return failed("exited");
-            }
-            if t.elapsed() > Duration::from_secs(15) {
-                return failed("did not start (its control socket does not answer)");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_control(&self.dir().join("palisade.sock"), pid, "palisade.log")?;
         // ... and, under the example's rules, until traffic crosses the
         // bridge (a pf.conf given with --rules may well block this).
         if pf == PF_CONF {
@@ -549,6 +537,31 @@ impl Lab {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        Ok(())
+    }
+
+    /// Wait (15 s at most) until the Palisade the lab started as `pid`
+    /// answers on its control socket `sock` (it binds it when its ports
+    /// are open, as it starts forwarding); its log (`log`, in the lab's
+    /// directory) as the error if it exited or did not answer.
+    pub(crate) fn wait_control(&self, sock: &Path, pid: i32, log: &str) -> Result<(), String> {
+        let started = proc_start(pid);
+        let failed = |what: &str| {
+            let text = std::fs::read_to_string(self.dir().join(log)).unwrap_or_default();
+            Err(format!("Palisade {what}:\n{text}"))
+        };
+        let t = Instant::now();
+        while crate::control::request(sock, serde_json::json!({"cmd": "show", "what": "info"}))
+            .is_err()
+        {
+            if started.is_none() || proc_start(pid) != started {
+                return failed("exited");
+            }
+            if t.elapsed() > Duration::from_secs(15) {
+                return failed("did not start (its control socket does not answer)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
     }

@@ -25,8 +25,6 @@
 //! the VM's tag on the way out and taking it off on the way in (frames of
 //! other VLANs are not the VM's).
 
-use std::os::fd::{FromRawFd, OwnedFd};
-
 use super::*;
 
 pub const PF_CONF: &str = include_str!("../../../../examples/s2/pf.conf");
@@ -300,23 +298,13 @@ impl Lab {
             &[me, "run", "-c", cfg.to_str().ok_or("odd path")?],
             "palisade.log",
         )? as i32;
+        let t = Instant::now();
         let started = proc_start(pid);
         let failed = |what: &str| {
             let log = std::fs::read_to_string(self.dir().join("palisade.log")).unwrap_or_default();
             Err(format!("Palisade {what}:\n{log}"))
         };
-        let t = Instant::now();
-        while crate::control::request(&sock, serde_json::json!({"cmd": "show", "what": "info"}))
-            .is_err()
-        {
-            if started.is_none() || proc_start(pid) != started {
-                return failed("exited");
-            }
-            if t.elapsed() > Duration::from_secs(15) {
-                return failed("did not start (its control socket does not answer)");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_control(&sock, pid, "palisade.log")?;
         // Every server answers on its own host, and the router forwards
         // from upstream to the public VM (bounded).
         for (role, addr, _) in SERVERS {
@@ -328,9 +316,10 @@ impl Lab {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        while !self
-            .tcp("up", "203.0.113.10:80", 1)
-            .is_ok_and(|g| g.contains("you are"))
+        // (IPv4 and IPv6: proxy ARP and proxy NDP each.)
+        while !["203.0.113.10:80", "[2001:db8:ff::10]:80"]
+            .iter()
+            .all(|to| self.tcp("up", to, 1).is_ok_and(|g| g.contains("you are")))
         {
             if started.is_none() || proc_start(pid) != started {
                 return failed("exited");
@@ -423,7 +412,7 @@ impl Lab {
 }
 
 /// `palisade lab vlan-adapter TRUNK TAP VID`: a VM's NIC on VLAN `vid`
-/// (this kernel has no 8021q module). Creates TAP device `tap` in this
+/// (without the kernel's 8021q module). Creates TAP device `tap` in this
 /// namespace and moves frames between it and port `trunk` until killed:
 /// to the trunk with the tag added, from the trunk those tagged `vid`
 /// with the tag taken off (others are dropped, as a VLAN port does).
@@ -431,36 +420,14 @@ pub fn vlan_adapter(trunk: &str, tap: &str, vid: u16) -> Result<(), String> {
     if !(1..=4094).contains(&vid) {
         return Err(format!("VLAN {vid}: use 1 to 4094"));
     }
-    if tap.is_empty() || tap.len() > 15 {
-        return Err(format!("TAP name '{tap}': 1 to 15 characters"));
-    }
-    // SAFETY: opening a character device; the descriptor is checked.
-    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
-    if fd < 0 {
-        return Err(format!("/dev/net/tun: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is a descriptor we just opened and own.
-    let t = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut ifr = [0u8; 40];
-    ifr[..tap.len()].copy_from_slice(tap.as_bytes());
-    let flags: i16 = 0x0002 | 0x1000; // IFF_TAP | IFF_NO_PI
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF with a buffer the size of struct ifreq.
-    if unsafe { libc::ioctl(t.as_raw_fd(), 0x400454ca, ifr.as_mut_ptr()) } != 0 {
-        return Err(format!(
-            "TUNSETIFF {tap}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: setting O_NONBLOCK on our descriptor.
-    unsafe { libc::fcntl(t.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    let t = palisade_net::tap::Tap::create(tap).map_err(|e| format!("TAP {tap}: {e}"))?;
     let port = palisade_net::afpacket::Port::open(trunk).map_err(|e| format!("{trunk}: {e}"))?;
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(2048);
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: t.as_raw_fd(),
+                fd: t.fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -472,26 +439,17 @@ pub fn vlan_adapter(trunk: &str, tap: &str, vid: u16) -> Result<(), String> {
         ];
         // SAFETY: a valid array of two pollfds.
         unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
-        loop {
-            // SAFETY: reading into our buffer (the descriptor is non-blocking).
-            let n = unsafe {
-                libc::read(
-                    t.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n < 14 {
-                break;
+        t.recv_all(&mut buf, |f| {
+            if f.len() < 14 {
+                return;
             }
-            let f = &buf[..n as usize];
             out.clear();
             out.extend_from_slice(&f[..12]);
             out.extend_from_slice(&[0x81, 0x00]);
             out.extend_from_slice(&vid.to_be_bytes());
             out.extend_from_slice(&f[12..]);
             let _ = port.send(&out);
-        }
+        });
         port.recv_batch(|f, _| {
             if f.len() >= 18
                 && f[12..14] == [0x81, 0x00]
@@ -500,14 +458,7 @@ pub fn vlan_adapter(trunk: &str, tap: &str, vid: u16) -> Result<(), String> {
                 out.clear();
                 out.extend_from_slice(&f[..12]);
                 out.extend_from_slice(&f[16..]);
-                // SAFETY: writing our buffer to our TAP descriptor.
-                unsafe {
-                    libc::write(
-                        t.as_raw_fd(),
-                        out.as_ptr() as *const libc::c_void,
-                        out.len(),
-                    )
-                };
+                let _ = t.send(&out);
             }
         });
     }

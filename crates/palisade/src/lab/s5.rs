@@ -125,23 +125,12 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
         let me = me.to_str().ok_or("odd path")?;
-        self.spawn(
+        let pid = self.spawn(
             "gate",
             &[me, "run", "-c", cfg.to_str().ok_or("odd path")?],
             "gate.log",
         )?;
-        let t = Instant::now();
-        while crate::control::request(&sock, serde_json::json!({"cmd": "show", "what": "info"}))
-            .is_err()
-        {
-            if t.elapsed() > Duration::from_secs(20) {
-                return Err(format!(
-                    "Palisade did not start on gate (see {})",
-                    self.dir().join("gate.log").display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.wait_control(&sock, pid as i32, "gate.log")?;
         let s = sock.to_str().ok_or("odd path")?;
         self.spawn(
             "gate",
