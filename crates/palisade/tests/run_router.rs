@@ -972,4 +972,45 @@ fn a_port_can_answer_with_its_own_mac() {
     assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), derived(&a0));
     daemon.stop();
     assert_eq!(link_mac(&ns, &fw, "a0"), a0);
+    // With the setting again, the port deleted and made anew (with a MAC
+    // of its own): Palisade answers with the new port's MAC, moves the
+    // kernel's aside and gives it back at the stop.
+    let with = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "name = \"a0\"\n",
+        "name = \"a0\"\nmac = \"port\"\n",
+        1,
+    );
+    std::fs::write(&cfg, with).unwrap();
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    let logged = |what: &str| {
+        wait_until(what, Duration::from_secs(10), || {
+            log.lock().unwrap().contains(what)
+        })
+    };
+    ns.exec(&fw, &["ip", "link", "del", "a0"]);
+    logged("port 'a0' is gone");
+    let fresh = "02:5a:00:00:00:a0";
+    sh(&[
+        "ip", "link", "add", "a0", "netns", &fw, "address", fresh, "type", "veth", "peer", "name",
+        "eth0", "netns", &src,
+    ]);
+    ns.exec(&fw, &["ip", "link", "set", "a0", "up"]);
+    for c in [
+        &["ip", "link", "set", "eth0", "up"][..],
+        &["ip", "addr", "add", "198.18.0.1/24", "dev", "eth0"],
+        &["ip", "route", "add", "default", "via", "198.18.0.254"],
+    ] {
+        ns.exec(&src, c);
+    }
+    logged("port 'a0' is back");
+    wait_until(
+        "a ping after the port came back",
+        Duration::from_secs(15),
+        || ok(&src, &["ping", "-c", "1", "-W", "1", "198.18.0.254"]),
+    );
+    assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), fresh);
+    assert_eq!(link_mac(&ns, &fw, "a0"), derived(fresh));
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), fresh);
 }
