@@ -758,70 +758,55 @@ fn lab_cmd(a: LabCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         LabCmd::Up {
-            scenario: Scenario::S2,
+            scenario: scenario @ (Scenario::S2 | Scenario::S5 | Scenario::S6),
             rules,
             ..
         } => {
+            // (its name, how it is built, what `up` says before its checks,
+            // the checks, what to try)
+            type Run = fn(&lab::Lab) -> Result<(), String>;
+            type Show = fn(&lab::Lab) -> bool;
+            type Print = fn(&lab::Lab);
+            let (name, up, intro, show, print): (&str, Run, &str, Show, Print) = match scenario {
+                Scenario::S2 => (
+                    "S2",
+                    lab::Lab::up_s2,
+                    "The S2 lab is up.\n",
+                    lab::Lab::show_s2,
+                    lab::Lab::print_s2,
+                ),
+                Scenario::S5 => (
+                    "S5",
+                    lab::Lab::up_s5,
+                    "The S5 lab is up. Two downloads through the firewall:",
+                    lab::Lab::show_s5,
+                    lab::Lab::print_s5,
+                ),
+                _ => (
+                    "S6",
+                    lab::Lab::up_s6,
+                    "The S6 lab is up. Mail from both senders:",
+                    lab::Lab::show_s6,
+                    lab::Lab::print_s6,
+                ),
+            };
             if rules.is_some() {
-                return fail(
-                    what,
-                    "--rules is for scenario s1 (the S2 lab loads examples/s2/pf.conf)",
-                    2,
-                );
+                let why = match scenario {
+                    Scenario::S6 => "(the S6 lab has no firewall)".to_string(),
+                    _ => format!(
+                        "(the {name} lab loads examples/{}/pf.conf)",
+                        name.to_lowercase()
+                    ),
+                };
+                return fail(what, &format!("--rules is for scenario s1 {why}"), 2);
             }
-            if let Err(e) = l.up_s2() {
+            if let Err(e) = up(&l) {
                 return fail(what, &e, 1);
             }
-            println!("The S2 lab is up.\n");
-            let ok = l.show_s2();
+            println!("{intro}");
+            let ok = show(&l);
             println!();
-            l.print_s2();
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        LabCmd::Up {
-            scenario: Scenario::S5,
-            rules,
-            ..
-        } => {
-            if rules.is_some() {
-                return fail(
-                    what,
-                    "--rules is for scenario s1 (the S5 lab loads examples/s5/pf.conf)",
-                    2,
-                );
-            }
-            if let Err(e) = l.up_s5() {
-                return fail(what, &e, 1);
-            }
-            println!("The S5 lab is up. Two downloads through the firewall:");
-            let ok = l.show_s5();
-            println!();
-            l.print_s5();
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        LabCmd::Up {
-            scenario: Scenario::S6,
-            rules,
-            ..
-        } => {
-            if rules.is_some() {
-                return fail(what, "--rules is for scenario s1", 2);
-            }
-            if let Err(e) = l.up_s6() {
-                return fail(what, &e, 1);
-            }
-            println!("The S6 lab is up. Mail from both senders:");
-            let ok = l.show_s6();
-            println!();
-            l.print_s6();
+            print(&l);
             if ok {
                 ExitCode::SUCCESS
             } else {

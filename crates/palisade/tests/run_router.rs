@@ -5,21 +5,18 @@
 //!   fw [trunk0 VLAN 1234 "vlan1234" 192.0.2.1/24]---[vmtrunk] vm
 //!
 //! This kernel has no 8021q module, so the VM side tags and untags in user
-//! space: a TAP device `vm0` (the VM's NIC, with its addresses) bridged by
-//! a helper thread to `vmtrunk` with tag 1234 added and removed. The tags
-//! are on the wire between the two namespaces (checked with tcpdump -e).
+//! space: a TAP device `vm0` (the VM's NIC, with its addresses) joined by
+//! `palisade lab vlan-adapter` (S2's lab uses it too) to `vmtrunk` with
+//! tag 1234 added and removed. The tags are on the wire between the two
+//! namespaces (checked with tcpdump -e).
 
 mod common;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use palisade_net::afpacket::Port;
 
 fn palisade() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
@@ -77,89 +74,6 @@ fn iperf(ns: &Netns, src: &str, dst: &str, args: &[&str]) -> std::process::Outpu
     o
 }
 
-/// Open TAP device `name` (in the calling thread's namespace).
-fn tap(name: &str) -> OwnedFd {
-    // SAFETY: opening a character device.
-    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR) };
-    assert!(fd >= 0, "open /dev/net/tun");
-    // SAFETY: fd is ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut ifr = [0u8; 40];
-    ifr[..name.len()].copy_from_slice(name.as_bytes());
-    let flags: i16 = 0x0002 | 0x1000; // IFF_TAP | IFF_NO_PI
-    ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF with a buffer the size of struct ifreq.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x400454ca, ifr.as_mut_ptr()) };
-    assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
-    // SAFETY: setting O_NONBLOCK on our fd.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    fd
-}
-
-/// The VM's NIC on VLAN `vid`: frames between TAP `vm0` and port `trunk`,
-/// tagged on the trunk.
-fn vlan_adapter(ns: &str, vid: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let ns2 = ns.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let h = in_netns(ns, move || {
-        let t = tap("vm0");
-        let port = Port::open("vmtrunk").expect("open vmtrunk");
-        tx.send(()).unwrap();
-        let mut buf = vec![0u8; 9000];
-        while !stop.load(Ordering::SeqCst) {
-            let mut fds = [
-                libc::pollfd {
-                    fd: t.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: port.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: valid pollfd array.
-            unsafe { libc::poll(fds.as_mut_ptr(), 2, 50) };
-            loop {
-                // SAFETY: reading into our buffer (the fd is non-blocking).
-                let n = unsafe {
-                    libc::read(
-                        t.as_raw_fd(),
-                        buf.as_mut_ptr() as *mut libc::c_void,
-                        buf.len(),
-                    )
-                };
-                if n < 14 {
-                    break;
-                }
-                let f = &buf[..n as usize];
-                let mut tagged = f[..12].to_vec();
-                tagged.extend_from_slice(&[0x81, 0x00]);
-                tagged.extend_from_slice(&vid.to_be_bytes());
-                tagged.extend_from_slice(&f[12..]);
-                let _ = port.send(&tagged);
-            }
-            port.recv_batch(|f, _| {
-                if f.len() >= 18 && f[12..14] == [0x81, 0x00] {
-                    let v = u16::from_be_bytes([f[14], f[15]]) & 0xfff;
-                    if v == vid {
-                        let mut u = f[..12].to_vec();
-                        u.extend_from_slice(&f[16..]);
-                        // SAFETY: writing our buffer to the TAP fd.
-                        unsafe {
-                            libc::write(t.as_raw_fd(), u.as_ptr() as *const libc::c_void, u.len())
-                        };
-                    }
-                }
-            });
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| panic!("VLAN adapter in {ns2} did not start"));
-    h
-}
-
 #[test]
 fn router_vlan_proxy_arp() {
     require_root();
@@ -189,8 +103,15 @@ fn router_vlan_proxy_arp() {
         &vm,
         &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let adapter = vlan_adapter(&vm, 1234, stop.clone());
+    // The VM's NIC on VLAN 1234: the lab's adapter (a TAP device `vm0`
+    // whose frames go tagged on `vmtrunk`).
+    let mut adapter = ns.spawn(
+        &vm,
+        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", "1234"],
+    );
+    wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
+        ok(&vm, &["ip", "link", "show", "vm0"])
+    });
     for a in [
         vec!["ip", "link", "set", "vm0", "up"],
         vec!["ip", "addr", "add", "192.0.2.10/24", "dev", "vm0"],
@@ -318,7 +239,6 @@ via = "203.0.113.1"
         }
     }
     if !up_ok {
-        stop.store(true, Ordering::SeqCst);
         let o = daemon.stop().unwrap();
         panic!(
             "upstream cannot ping the VM; palisade said: {}",
@@ -477,8 +397,7 @@ via = "203.0.113.1"
         !err.contains("host_in 0,") && err.contains("host_out "),
         "{err}"
     );
-    stop.store(true, Ordering::SeqCst);
-    adapter.join().unwrap();
+    let _ = adapter.stop();
     // The kernel settings of the ports are given back.
     let v = ns.exec(&fw, &["cat", "/proc/sys/net/ipv4/conf/up0/arp_ignore"]);
     assert_eq!(String::from_utf8_lossy(&v.stdout).trim(), "0");
