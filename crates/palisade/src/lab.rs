@@ -286,6 +286,36 @@ impl Lab {
         Ok(())
     }
 
+    /// A namespace for each of `hosts`, its loopback up.
+    fn add_hosts(&self, hosts: &[&str]) -> Result<(), String> {
+        for r in hosts {
+            self.ip(&["netns", "add", &self.ns(r)])?;
+            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    /// A switch in `host`: bridge br0 (forwarding at once) over `ports`.
+    fn switch(&self, host: &str, ports: &[&str]) -> Result<(), String> {
+        self.run_in(
+            host,
+            &[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "forward_delay",
+                "0",
+            ],
+        )?;
+        for p in ports {
+            self.run_in(host, &["ip", "link", "set", p, "master", "br0"])?;
+        }
+        self.run_in(host, &["ip", "link", "set", "br0", "up"])
+    }
+
     fn veth(&self, a: &str, an: &str, b: &str, bn: &str) -> Result<(), String> {
         let (na, nb) = (self.ns(a), self.ns(b));
         self.ip(&[
@@ -376,32 +406,13 @@ impl Lab {
     }
 
     fn build(&self, pf: &str) -> Result<(), String> {
-        for r in HOSTS {
-            self.ip(&["netns", "add", &self.ns(r)])?;
-            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
-        }
+        self.add_hosts(&HOSTS)?;
         self.veth("wan", "eth0", "fw", "pw")?;
         self.veth("fw", "pd", "sw", "sw0")?;
         self.veth("dmz1", "eth0", "sw", "sw1")?;
         self.veth("dmz2", "eth0", "sw", "sw2")?;
         self.veth("lan", "eth0", "fw", "pl")?;
-        self.run_in(
-            "sw",
-            &[
-                "ip",
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "forward_delay",
-                "0",
-            ],
-        )?;
-        for p in ["sw0", "sw1", "sw2"] {
-            self.run_in("sw", &["ip", "link", "set", p, "master", "br0"])?;
-        }
-        self.run_in("sw", &["ip", "link", "set", "br0", "up"])?;
+        self.switch("sw", &["sw0", "sw1", "sw2"])?;
         let cmds: &[(&str, &[&str])] = &[
             (
                 "wan",

@@ -177,32 +177,16 @@ impl Lab {
 
     fn build_s2(&self) -> Result<(), String> {
         std::fs::write(self.dir().join("scenario"), "s2\n").map_err(|e| e.to_string())?;
-        for r in HOSTS {
-            self.ip(&["netns", "add", &self.ns(r)])?;
-            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
-        }
+        self.add_hosts(&HOSTS)?;
         self.veth("up", "eth0", "router", "eth0")?;
         self.veth("router", "eth1", "sw", "sw0")?;
-        self.run_in(
-            "sw",
-            &[
-                "ip",
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "forward_delay",
-                "0",
-            ],
-        )?;
-        self.run_in("sw", &["ip", "link", "set", "sw0", "master", "br0"])?;
+        for (i, (vm, ..)) in VMS.iter().enumerate() {
+            self.veth(vm, "trunk", "sw", &format!("sw{}", i + 1))?;
+        }
+        self.switch("sw", &["sw0", "sw1", "sw2", "sw3"])?;
         let me = std::env::current_exe().map_err(|e| e.to_string())?;
         let me = me.to_str().ok_or("odd path")?;
-        for (i, (vm, vid, addrs, [gw4, src4, gw6, src6])) in VMS.iter().enumerate() {
-            let sw_port = format!("sw{}", i + 1);
-            self.veth(vm, "trunk", "sw", &sw_port)?;
-            self.run_in("sw", &["ip", "link", "set", &sw_port, "master", "br0"])?;
+        for (vm, vid, addrs, [gw4, src4, gw6, src6]) in VMS.iter() {
             // The trunk carries only tagged frames: the VM's own stack
             // speaks on vm0, not here.
             // (no procps needed)
@@ -239,7 +223,6 @@ impl Lab {
                 ],
             )?;
         }
-        self.run_in("sw", &["ip", "link", "set", "br0", "up"])?;
         let cmds: &[&[&str]] = &[
             &["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"],
             &[

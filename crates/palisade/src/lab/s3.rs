@@ -61,10 +61,7 @@ impl Lab {
 
     fn build_s3(&self) -> Result<(), String> {
         std::fs::write(self.dir().join("scenario"), "s3\n").map_err(|e| e.to_string())?;
-        for r in HOSTS {
-            self.ip(&["netns", "add", &self.ns(r)])?;
-            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
-        }
+        self.add_hosts(&HOSTS)?;
         for br in ["brlan", "brwan"] {
             self.run_in(
                 "sw",

@@ -42,10 +42,7 @@ impl Lab {
 
     fn build_s5(&self) -> Result<(), String> {
         std::fs::write(self.dir().join("scenario"), "s5\n").map_err(|e| e.to_string())?;
-        for r in HOSTS {
-            self.ip(&["netns", "add", &self.ns(r)])?;
-            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
-        }
+        self.add_hosts(&HOSTS)?;
         self.veth("outside", "eth0", "gate", "eth0")?;
         self.veth("gate", "eth1", "ftpsrv", "eth0")?;
         // Palisade's ports need offloads off.

@@ -37,10 +37,7 @@ impl Lab {
 
     fn build_s6(&self) -> Result<(), String> {
         std::fs::write(self.dir().join("scenario"), "s6\n").map_err(|e| e.to_string())?;
-        for r in HOSTS {
-            self.ip(&["netns", "add", &self.ns(r)])?;
-            self.run_in(r, &["ip", "link", "set", "lo", "up"])?;
-        }
+        self.add_hosts(&HOSTS)?;
         self.veth("win", "eth0", "mail", "w0")?;
         self.veth("linux", "eth0", "mail", "l0")?;
         for (h, dev, a) in [
