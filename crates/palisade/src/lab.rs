@@ -826,8 +826,15 @@ impl Lab {
             ),
             (format!("palisade lab down{a}"), "remove it all"),
         ];
+        self.print_explore(&HOSTS, &lines);
+    }
+
+    /// "Explore": `lines` (a command, what it shows) in two columns, and
+    /// where Palisade's log and pf.conf are.
+    pub(crate) fn print_explore(&self, hosts: &[&str], lines: &[(String, &str)]) {
+        let d = self.dir().display().to_string();
         let w = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
-        println!("\nExplore (as root; hosts: {}):", HOSTS.join(", "));
+        println!("\nExplore (as root; hosts: {}):", hosts.join(", "));
         for (c, why) in lines {
             println!("  {c:<w$}  # {why}");
         }

@@ -385,12 +385,7 @@ impl Lab {
             ),
             (format!("palisade lab down{a}"), "remove it all"),
         ];
-        let w = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
-        println!("\nExplore (as root; hosts: {}):", HOSTS.join(", "));
-        for (c, why) in lines {
-            println!("  {c:<w$}  # {why}");
-        }
-        println!("  Palisade's log: {d}/palisade.log   its pf.conf: {d}/pf.conf");
+        self.print_explore(&HOSTS, &lines);
     }
 }
 
