@@ -783,8 +783,10 @@ fn neigh_mac(ns: &Netns, host: &str, addr: &str) -> String {
 /// interface has the derived one meanwhile (the firewall's own ssh is
 /// reached at the port's MAC), and the original comes back at a clean
 /// stop; after a kill -9 the next run takes the original from its record,
-/// so its stop gives the true one back; after another, a run without the
-/// setting gives it back at its start and answers with the derived MAC.
+/// so its stop gives the true one back, unless another MAC was set on the
+/// port by hand since (then that one is the port's own); after another
+/// crash, a run without the setting gives it back at its start and
+/// answers with the derived MAC.
 /// The other port, without the setting, keeps its MAC and Palisade
 /// answers there with the derived one.
 #[test]
@@ -871,6 +873,25 @@ fn a_port_can_answer_with_its_own_mac() {
     assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), a0);
     daemon.stop();
     assert_eq!(link_mac(&ns, &fw, "a0"), a0, "the true original back");
+    // A crash, then another MAC set on the port by hand before the next
+    // run: that one is the port's own now (answered with, and given back
+    // at the stop), not the crashed run's record.
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    // SAFETY: kill -9 of the daemon this test started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGKILL) };
+    let _ = daemon.stop();
+    let set_by_hand = "02:5a:00:00:00:0a";
+    ns.exec(&fw, &["ip", "link", "set", "a0", "address", set_by_hand]);
+    let (mut daemon, log) = run();
+    wait_ping(&src, "198.19.0.1", &log);
+    ns.exec(&src, &["ip", "neigh", "flush", "dev", "eth0"]);
+    assert!(ok(&src, &["ping", "-c", "1", "-W", "2", "198.18.0.254"]));
+    assert_eq!(neigh_mac(&ns, &src, "198.18.0.254"), set_by_hand);
+    assert_eq!(link_mac(&ns, &fw, "a0"), derived(set_by_hand));
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "a0"), set_by_hand);
+    ns.exec(&fw, &["ip", "link", "set", "a0", "address", &a0]);
     // Another crash, then a run without the setting: the MAC is given
     // back at its start.
     let (mut daemon, log) = run();
