@@ -750,10 +750,9 @@ fn tcp_of(o: &[Out]) -> Vec<(usize, u32, u32, u8)> {
         .collect()
 }
 
-/// A data plane with a `synproxy state` rule and the connection set up
-/// through the proxy's handshakes (the client's ISN 1000, the server's
-/// 5000): the ISN the firewall gave the client.
-fn connected_synproxy(f: &Flow, rules: &str) -> (Dataplane, u32) {
+/// A data plane with a `synproxy state` rule (both hosts known) whose
+/// client's SYN (ISN 1000) the firewall answered itself: the ISN it gave.
+fn synproxy_answered(f: &Flow, rules: &str) -> (Dataplane, u32) {
     let mut d = dp(TWO, rules);
     let ours = |v4: &str, v6: &str| -> IpAddr { if f.v6 { v6 } else { v4 }.parse().unwrap() };
     introduce(
@@ -764,15 +763,22 @@ fn connected_synproxy(f: &Flow, rules: &str) -> (Dataplane, u32) {
         ours("198.18.0.254", "2001:db8:1::fe"),
     );
     introduce(&mut d, f.server_port, f.vlan, f.server, f.our);
-    // The firewall answers the client's SYN itself.
     let o = tcp_of(&d.input(
         0,
         &frame_to_server(f, &seg(f, false, 1000, 0, 0x02, 65535, &[])),
         1,
     ));
-    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!(o.len(), 1, "v6 {}: {o:?}", f.v6);
     let (port, isn, ack, flags) = o[0];
     assert_eq!((port, ack, flags), (0, 1001, 0x12), "our SYN+ACK");
+    (d, isn)
+}
+
+/// A data plane with a `synproxy state` rule and the connection set up
+/// through the proxy's handshakes (the client's ISN 1000, the server's
+/// 5000): the ISN the firewall gave the client.
+fn connected_synproxy(f: &Flow, rules: &str) -> (Dataplane, u32) {
+    let (mut d, isn) = synproxy_answered(f, rules);
     // The client's ACK: the firewall opens the server's side.
     let o = tcp_of(&d.input(
         0,
@@ -887,23 +893,7 @@ fn synproxy_packets_to_the_server_carry_the_states_tag() {
                 .any(|s| s.ext.as_ref().and_then(|e| e.tag.as_deref()) == Some("WEB")),
             "v6 {v6}: the proxy's state has the tag"
         );
-        let mut d = dp(TWO, &rules("OTHER"));
-        let ours = |v4: &str, v6s: &str| -> IpAddr { if v6 { v6s } else { v4 }.parse().unwrap() };
-        introduce(
-            &mut d,
-            0,
-            None,
-            f.client,
-            ours("198.18.0.254", "2001:db8:1::fe"),
-        );
-        introduce(&mut d, f.server_port, f.vlan, f.server, f.our);
-        let o = tcp_of(&d.input(
-            0,
-            &frame_to_server(&f, &seg(&f, false, 1000, 0, 0x02, 65535, &[])),
-            1,
-        ));
-        assert_eq!(o.len(), 1, "v6 {v6}: our SYN+ACK: {o:?}");
-        let isn = o[0].1;
+        let (mut d, isn) = synproxy_answered(&f, &rules("OTHER"));
         let ack = seg(&f, false, 1001, isn.wrapping_add(1), 0x10, 65535, &[]);
         let o = tcp_of(&d.input(0, &frame_to_server(&f, &ack), 2));
         assert!(
