@@ -73,19 +73,13 @@ struct fp_bump {
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
 #define FP_NAT 2   // write the addresses and ports below (pf translated)
 
-struct fp_dir {
-    // The key it is stored under. A hash map's element can be reused for
-    // another key while a program run still holds it (user space removed
-    // this one and inserted another): the run copies the direction, then
-    // reads this again from the map and gives the packet back if it no
-    // longer names the packet (user space's writes put the key first).
-    struct fp_key key;
-    __u32 flow;        // slot in fp_flows
-    __u32 gen;         // must equal the slot's (a slot reused meanwhile)
+// Where a direction goes, in its flow's slot of fp_ways.
+struct fp_way {
+    struct fp_key key; // the packet's, checked under the lock
     __u32 out_ifindex;
     __u8 side[2];      // per pf state of the flow: 0 the packet is from
                        // the state's initiator, 1 from its responder
-    __u8 flags;        // FP_ROUTE
+    __u8 flags;        // FP_ROUTE, FP_NAT
     __u8 eth[12];      // destination and source MAC to write
     __u8 in_dst[6];    // the destination MAC the flow's frames arrive with
     __u8 pad[3];
@@ -94,6 +88,30 @@ struct fp_dir {
     struct fp_tuple to;
     // The way out's MTU (the port's, as user space forwards with it).
     __u32 mtu;
+};
+
+// A flow's directions (up to two: a UDP stream one way has one), written
+// by user space only, under the lock, and never changed for a generation
+// but to add the second. A direction's element in fp_dirs holds only
+// where to find it (struct fp_ref): a hash map's element can be reused
+// for another key while a program run still holds it (user space removed
+// this one and inserted another), so the run reads whatever the element
+// says, then checks under this lock that the generation is the flow's
+// and the way's key is the packet's; a torn or reused element fails one
+// or the other, or names a live way of this very key, which is then the
+// packet's direction anyway (and the flow's own generation is checked
+// again under its lock).
+struct fp_ways {
+    struct bpf_spin_lock lock;
+    __u32 gen;
+    struct fp_way way[2];
+};
+
+// A direction's element in fp_dirs.
+struct fp_ref {
+    __u32 flow; // slot in fp_flows and fp_ways
+    __u32 gen;  // must equal the slot's (a slot reused meanwhile)
+    __u32 way;  // 0 or 1 in fp_ways
 };
 
 struct fp_peer {
@@ -147,8 +165,15 @@ struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, FP_MAX_DIRS);
     __type(key, struct fp_key);
-    __type(value, struct fp_dir);
+    __type(value, struct fp_ref);
 } fp_dirs SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, FP_MAX_FLOWS);
+    __type(key, __u32);
+    __type(value, struct fp_ways);
+} fp_ways SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -189,8 +214,8 @@ static __always_inline void count(__u32 c)
 static __always_inline int seq_geq(__u32 a, __u32 b) { return (__s32)(a - b) >= 0; }
 static __always_inline int seq_gt(__u32 a, __u32 b) { return (__s32)(a - b) > 0; }
 
-// Whether a key read from map memory (again) is the packet's.
-static __always_inline int same_key(const volatile __u32 *a, const __u32 *b)
+// Whether a key read from map memory is the packet's.
+static __always_inline int same_key(const __u32 *a, const __u32 *b)
 {
     __u32 diff = 0;
 #pragma unroll
@@ -383,23 +408,36 @@ int fastpath_in(struct __sk_buff *skb)
     } else {
         return TC_ACT_OK;
     }
-    struct fp_dir *found = bpf_map_lookup_elem(&fp_dirs, &key);
+    struct fp_ref *found = bpf_map_lookup_elem(&fp_dirs, &key);
     if (!found)
         return TC_ACT_OK;
-    // Copied, then the element's key read again (see struct fp_dir): if
-    // the element was reused meanwhile, the copy may mix two directions.
-    struct fp_dir d;
-    __builtin_memcpy(&d, found, sizeof(d));
-    asm volatile("" ::: "memory");
-    if (!same_key((const volatile __u32 *)&found->key, (const __u32 *)&key)) {
+    // Read once each; checked below under the ways' lock (struct fp_ways).
+    __u32 slot = *(volatile __u32 *)&found->flow;
+    __u32 gen = *(volatile __u32 *)&found->gen;
+    __u32 w = *(volatile __u32 *)&found->way & 1;
+    struct fp_ways *ways = bpf_map_lookup_elem(&fp_ways, &slot);
+    struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
+    if (!ways || !st)
+        return TC_ACT_OK;
+    // Copied out: the helpers below may not be given map memory, and the
+    // checks need it whole.
+    struct fp_way d;
+    int live;
+    bpf_spin_lock(&ways->lock);
+    if (w) {
+        live = same_key((const __u32 *)&ways->way[1].key, (const __u32 *)&key);
+        __builtin_memcpy(&d, &ways->way[1], sizeof(d));
+    } else {
+        live = same_key((const __u32 *)&ways->way[0].key, (const __u32 *)&key);
+        __builtin_memcpy(&d, &ways->way[0], sizeof(d));
+    }
+    live = live && gen != 0 && ways->gen == gen;
+    bpf_spin_unlock(&ways->lock);
+    if (!live) {
         count(FP_BACK_STALE);
         return TC_ACT_OK;
     }
-    struct fp_dir *dir = &d;
-    __u32 slot = dir->flow;
-    struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
-    if (!st)
-        return TC_ACT_OK;
+    struct fp_way *dir = &d;
     // The packet's length is the IP header's (a short frame is padded
     // on the wire; a super-packet's header has its whole length), as pf
     // takes it; the frame must hold it.
@@ -427,7 +465,6 @@ int fastpath_in(struct __sk_buff *skb)
     // tick behind at most) spares reading the TSC per packet.
     __u64 now = bpf_ktime_get_coarse_ns();
     __u32 s0 = dir->side[0] & 1, s1 = dir->side[1] & 1;
-    __u32 gen = dir->gen;
     int verdict; // 1 take, 0 window, -1 flags or special, -2 slow, -3 stale
     // Window edges user space moved meanwhile (struct fp_bump), copied
     // under their own lock (one lock at a time).
@@ -491,15 +528,7 @@ int fastpath_in(struct __sk_buff *skb)
                               : FP_BACK_STALE);
         return TC_ACT_OK;
     }
-    __u8 mac[12];
-    __builtin_memcpy(mac, dir->eth, 12);
-    // The direction's record is copied out: the helpers below may not be
-    // given map memory that could change under them, and pointers into
-    // the packet die with them.
     __u8 nat = dir->flags & FP_NAT;
-    struct fp_tuple xl;
-    if (nat)
-        __builtin_memcpy(&xl, &dir->to, sizeof(xl));
     // The packet pointers are still valid: no helper touched the packet.
     data = (void *)(long)skb->data;
     end = (void *)(long)skb->data_end;
@@ -511,18 +540,18 @@ int fastpath_in(struct __sk_buff *skb)
             __u16 before = *(__u16 *)&ip->ttl;
             ip->ttl -= 1;
             __u16 after = *(__u16 *)&ip->ttl;
-            __builtin_memcpy(data, mac, 12);
+            __builtin_memcpy(data, dir->eth, 12);
             bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check),
                                 before, after, 2);
         } else {
             __u8 hl = ttl - 1;
-            __builtin_memcpy(data, mac, 12);
+            __builtin_memcpy(data, dir->eth, 12);
             // Through the helper, so that a CHECKSUM_COMPLETE sum follows.
             bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
                                 &hl, 1, BPF_F_RECOMPUTE_CSUM);
         }
     }
-    if (nat && !translate(skb, &key, &xl, l3)) {
+    if (nat && !translate(skb, &key, &dir->to, l3)) {
         count(FP_DROPPED);
         return TC_ACT_SHOT;
     }

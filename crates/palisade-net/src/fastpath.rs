@@ -68,22 +68,24 @@ impl FpKey {
     }
 }
 
-/// `fp_dir.flags`: decrement the TTL or hop limit and write `eth`.
+/// `FpDir.flags`: decrement the TTL or hop limit and write `eth`.
 pub const FP_ROUTE: u8 = 1;
-/// `fp_dir.flags`: write the addresses and ports `to_*` (pf translates
+/// `FpDir.flags`: write the addresses and ports `to_*` (pf translates
 /// this direction).
 pub const FP_NAT: u8 = 2;
 
-/// Where a direction goes (`struct fp_dir`).
-#[repr(C)]
+/// Where a direction goes, as user space describes it: stored as the
+/// flow slot's way `way` (`struct fp_way` in `fp_ways`, under the lock)
+/// and, under the packet's key, where to find it (`struct fp_ref`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpDir {
-    /// The key it is stored under (`set_dir` writes it): a program run
-    /// that holds an element reused for another key meanwhile notices.
+    /// The packet's key (`set_dir` writes the one it is given).
     pub key: FpKey,
     /// The flow's slot in the flows array, and its generation.
     pub flow: u32,
     pub gen: u32,
+    /// Which of the slot's two ways (0 or 1).
+    pub way: u8,
     pub out_ifindex: u32,
     /// Per pf state of the flow: 0 when this direction is from the
     /// state's initiator, 1 from its responder.
@@ -94,7 +96,6 @@ pub struct FpDir {
     /// The destination MAC the flow's frames arrive with (the firewall's
     /// when routed, the host's when bridged): others are not taken.
     pub in_dst: [u8; 6],
-    pub pad: [u8; 3],
     /// With `FP_NAT`: the addresses and ports the packet leaves with, as
     /// in `FpKey` (same family as the key).
     pub to_src: [u8; 16],
@@ -104,6 +105,65 @@ pub struct FpDir {
     /// The way out's MTU: longer packets (a super-packet's longer
     /// segments) go to user space (ICMP, fragments).
     pub mtu: u32,
+}
+
+/// A direction as the program reads it (`struct fp_way`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpWay {
+    pub key: FpKey,
+    pub out_ifindex: u32,
+    pub side: [u8; 2],
+    pub flags: u8,
+    pub eth: [u8; 12],
+    pub in_dst: [u8; 6],
+    pub pad: [u8; 3],
+    pub to_src: [u8; 16],
+    pub to_dst: [u8; 16],
+    pub to_sport: u16,
+    pub to_dport: u16,
+    pub mtu: u32,
+}
+
+impl FpWay {
+    fn of(key: &FpKey, d: &FpDir) -> FpWay {
+        FpWay {
+            key: *key,
+            out_ifindex: d.out_ifindex,
+            side: d.side,
+            flags: d.flags,
+            eth: d.eth,
+            in_dst: d.in_dst,
+            pad: [0; 3],
+            to_src: d.to_src,
+            to_dst: d.to_dst,
+            to_sport: d.to_sport,
+            to_dport: d.to_dport,
+            mtu: d.mtu,
+        }
+    }
+}
+
+/// A flow slot's directions (`struct fp_ways`): written by user space
+/// only, under the program's lock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpWays {
+    /// The program's `bpf_spin_lock`.
+    pub lock: u32,
+    pub gen: u32,
+    pub way: [FpWay; 2],
+}
+
+/// A direction's element in `fp_dirs` (`struct fp_ref`): where its way
+/// is. The program checks under the ways' lock that the slot's
+/// generation is `gen` and the way's key the packet's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpRef {
+    pub flow: u32,
+    pub gen: u32,
+    pub way: u32,
 }
 
 /// Window edges of a side (`struct fp_win`): seqlo, seqhi, max_win.
@@ -190,7 +250,11 @@ pub struct FpFlow {
 // any bit pattern.
 unsafe impl aya::Pod for FpKey {}
 // SAFETY: as above.
-unsafe impl aya::Pod for FpDir {}
+unsafe impl aya::Pod for FpWay {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FpWays {}
+// SAFETY: as above.
+unsafe impl aya::Pod for FpRef {}
 // SAFETY: as above.
 unsafe impl aya::Pod for FpFlow {}
 // SAFETY: as above.
@@ -198,7 +262,9 @@ unsafe impl aya::Pod for FpBump {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
 const _: () = assert!(std::mem::size_of::<FpBump>() == 56);
-const _: () = assert!(std::mem::size_of::<FpDir>() == 120);
+const _: () = assert!(std::mem::size_of::<FpWay>() == 112);
+const _: () = assert!(std::mem::size_of::<FpWays>() == 232);
+const _: () = assert!(std::mem::size_of::<FpRef>() == 12);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 160);
 
 /// The program's counters (`enum fp_counter`).
@@ -287,13 +353,22 @@ impl FastPath {
         Ok(())
     }
 
-    fn dirs(&mut self) -> io::Result<HashMap<&mut MapData, FpKey, FpDir>> {
+    fn dirs(&mut self) -> io::Result<HashMap<&mut MapData, FpKey, FpRef>> {
         HashMap::try_from(
             self.ebpf
                 .map_mut("fp_dirs")
                 .ok_or_else(|| err("map", "fp_dirs missing"))?,
         )
         .map_err(|e| err("fp_dirs", e))
+    }
+
+    fn ways(&mut self) -> io::Result<Array<&mut MapData, FpWays>> {
+        Array::try_from(
+            self.ebpf
+                .map_mut("fp_ways")
+                .ok_or_else(|| err("map", "fp_ways missing"))?,
+        )
+        .map_err(|e| err("fp_ways", e))
     }
 
     fn flows(&mut self) -> io::Result<Array<&mut MapData, FpFlow>> {
@@ -305,20 +380,66 @@ impl FastPath {
         .map_err(|e| err("fp_flows", e))
     }
 
-    /// Hand a direction to the program (its flow must be written first),
-    /// stored with its key in it.
-    pub fn set_dir(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
-        let dir = FpDir { key: *key, ..*dir };
-        self.dirs()?
-            .insert(key, dir, 0)
-            .map_err(|e| err("fp_dirs insert", e))
+    /// Hand the directions of a flow to the program (its record must be
+    /// written first): the slot's ways for generation `gen`, written
+    /// afresh under their lock, then each key's element.
+    pub fn set_dirs(&mut self, slot: u32, gen: u32, dirs: &[(FpKey, FpDir)]) -> io::Result<()> {
+        let mut ways = FpWays {
+            gen,
+            ..FpWays::default()
+        };
+        for (k, d) in dirs {
+            ways.way[(d.way & 1) as usize] = FpWay::of(k, d);
+        }
+        self.ways()?
+            .set(slot, ways, BPF_F_LOCK)
+            .map_err(|e| err("fp_ways set", e))?;
+        for (k, d) in dirs {
+            self.set_ref(
+                k,
+                &FpRef {
+                    flow: slot,
+                    gen,
+                    way: (d.way & 1) as u32,
+                },
+            )?;
+        }
+        Ok(())
     }
 
-    /// Store a direction exactly as given, its `key` field included
-    /// (the program's tests: an element that names another key).
-    pub fn set_dir_raw(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
+    /// Hand one more direction of a flow to the program (a UDP flow's
+    /// second), its way added to the slot's for generation `dir.gen`
+    /// (the others kept; none of another generation).
+    pub fn set_dir(&mut self, key: &FpKey, dir: &FpDir) -> io::Result<()> {
+        let mut ways = self
+            .ways()?
+            .get(&dir.flow, BPF_F_LOCK)
+            .map_err(|e| err("fp_ways get", e))?;
+        if ways.gen != dir.gen {
+            ways = FpWays {
+                gen: dir.gen,
+                ..FpWays::default()
+            };
+        }
+        ways.way[(dir.way & 1) as usize] = FpWay::of(key, dir);
+        self.ways()?
+            .set(dir.flow, ways, BPF_F_LOCK)
+            .map_err(|e| err("fp_ways set", e))?;
+        self.set_ref(
+            key,
+            &FpRef {
+                flow: dir.flow,
+                gen: dir.gen,
+                way: (dir.way & 1) as u32,
+            },
+        )
+    }
+
+    /// Store a key's element exactly as given (also the program's tests:
+    /// an element that names another key's way, or another generation).
+    pub fn set_ref(&mut self, key: &FpKey, r: &FpRef) -> io::Result<()> {
         self.dirs()?
-            .insert(key, *dir, 0)
+            .insert(key, *r, 0)
             .map_err(|e| err("fp_dirs insert", e))
     }
 

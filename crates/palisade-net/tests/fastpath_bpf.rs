@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
 use palisade_net::fastpath::{
-    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWin, FP_NAT, FP_ROUTE, TC_ACT_OK,
-    TC_ACT_REDIRECT,
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpRef, FpWin, FP_NAT, FP_ROUTE,
+    TC_ACT_OK, TC_ACT_REDIRECT,
 };
 
 // One program and its maps per test, loaded one test at a time (each
@@ -268,7 +268,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
         // The program.
         let slot = rng.below(1024) as u32;
         let mut flow = FpFlow {
-            gen: case,
+            gen: case + 1,
             states: states.len() as u32,
             ..FpFlow::default()
         };
@@ -282,7 +282,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
         }
         let dir = FpDir {
             flow: slot,
-            gen: case,
+            gen: case + 1,
             out_ifindex: 1,
             side,
             in_dst: FW_MAC,
@@ -871,9 +871,10 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
     fp.remove_dir(&kr).unwrap();
 }
 
-/// A direction whose element names another key (as when the map reused
-/// it for another key while a run held it) is not used: the packet goes
-/// back.
+/// A key's element that names a way of another key, or another
+/// generation, or an empty slot (as when the map reused the element for
+/// another key while a run held it, or a torn read of it mixes two) is
+/// not used: the packet goes back, counted stale; the flow is untouched.
 #[test]
 fn a_direction_stored_under_another_key_is_not_used() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -887,16 +888,13 @@ fn a_direction_stored_under_another_key_is_not_used() {
         }; 2],
         ..FpHalf::default()
     };
-    fp.set_flow(
-        6,
-        &FpFlow {
-            gen: 2,
-            states: 1,
-            state: [half, half],
-            ..FpFlow::default()
-        },
-    )
-    .unwrap();
+    let rec = FpFlow {
+        gen: 2,
+        states: 1,
+        state: [half, half],
+        ..FpFlow::default()
+    };
+    fp.set_flow(6, &rec).unwrap();
     let dir = FpDir {
         flow: 6,
         gen: 2,
@@ -905,23 +903,68 @@ fn a_direction_stored_under_another_key_is_not_used() {
         mtu: LO_MTU,
         ..FpDir::default()
     };
-    let k = tcp_key(false, 0);
-    fp.set_dir(&k, &dir).unwrap();
+    // Both directions of the state: the first sender's as way 0, the
+    // answer's as way 1.
+    let (k, kr) = (tcp_key(false, 0), tcp_key(false, 1));
+    let back = FpDir {
+        way: 1,
+        side: [1, 1],
+        ..dir
+    };
+    fp.set_dirs(6, 2, &[(k, dir), (kr, back)]).unwrap();
     let seg = tcp_packet(false, 0, 1000, 1000, 0x10, 1000, 10);
     assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_REDIRECT);
-    // The same element, now saying it is the other direction's.
-    let stale_before = fp.counters().unwrap().back_stale;
-    fp.set_dir_raw(
-        &k,
-        &FpDir {
-            key: tcp_key(false, 1),
-            ..dir
+    let moved = fp.flow(6).unwrap();
+    let stale = |fp: &mut FastPath, r: FpRef, what: &str| {
+        fp.set_ref(&k, &r).unwrap();
+        let before = fp.counters().unwrap().back_stale;
+        assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_OK, "{what}");
+        assert_eq!(fp.counters().unwrap().back_stale, before + 1, "{what}");
+        assert_eq!(fp.flow(6).unwrap(), moved, "{what}: the flow moved");
+    };
+    let good = FpRef {
+        flow: 6,
+        gen: 2,
+        way: 0,
+    };
+    // The element names the other direction's way.
+    stale(&mut fp, FpRef { way: 1, ..good }, "the other way");
+    // Another generation of the slot (its flow gone, the slot reused).
+    stale(&mut fp, FpRef { gen: 3, ..good }, "another generation");
+    // Another slot, whose ways hold nothing (generation 0).
+    fp.set_flow(7, &rec).unwrap();
+    stale(&mut fp, FpRef { flow: 7, ..good }, "an empty slot");
+    // Generation 0 never names a live way.
+    fp.set_flow(7, &FpFlow { gen: 0, ..rec }).unwrap();
+    stale(
+        &mut fp,
+        FpRef {
+            flow: 7,
+            gen: 0,
+            way: 0,
         },
-    )
-    .unwrap();
+        "generation 0",
+    );
+    // The slot's ways written afresh for another generation: the old
+    // element is stale even though its way has the same key (and the
+    // flow's record, not yet written anew, still has the old one).
+    fp.set_dirs(6, 5, &[(k, dir)]).unwrap();
+    fp.set_ref(&k, &good).unwrap();
+    let before = fp.counters().unwrap().back_stale;
     assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_OK);
-    assert_eq!(fp.counters().unwrap().back_stale, stale_before + 1);
+    assert_eq!(fp.counters().unwrap().back_stale, before + 1);
+    // And the element as it should be is used again.
+    fp.set_dirs(6, 2, &[(k, dir), (kr, back)]).unwrap();
+    fp.set_ref(&k, &good).unwrap();
+    assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_REDIRECT);
+    // A second direction added later (a UDP flow's) keeps the first.
+    fp.set_dirs(6, 2, &[(k, dir)]).unwrap();
+    fp.set_dir(&kr, &back).unwrap();
+    assert_eq!(fp.test_run(&seg, None).unwrap().0, TC_ACT_REDIRECT);
+    let answer = tcp_packet(false, 1, 1000, 1010, 0x10, 1000, 0);
+    assert_eq!(fp.test_run(&answer, None).unwrap().0, TC_ACT_REDIRECT);
     fp.remove_dir(&k).unwrap();
+    fp.remove_dir(&kr).unwrap();
 }
 
 /// The tick's batch read gives each slot's record as a read of that slot

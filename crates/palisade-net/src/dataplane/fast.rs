@@ -524,12 +524,12 @@ impl Dataplane {
                 key,
                 flow: f.slot,
                 gen: 0,
+                way: d as u8,
                 out_ifindex,
                 side: sides,
                 flags: if routed { FP_ROUTE } else { 0 } | if nat { FP_NAT } else { 0 },
                 eth,
                 in_dst: t.in_dst,
-                pad: [0; 3],
                 to_src: to.src,
                 to_dst: to.dst,
                 to_sport: to.sport,
@@ -744,12 +744,13 @@ impl Dataplane {
             }
             f.gen = gen;
             f.base = rec;
-            let mut ok = true;
+            let mut dirs = Vec::with_capacity(2);
             for l in f.dirs.iter_mut().flatten() {
                 l.dir.gen = gen;
-                ok &= o.fp.set_dir(&l.key, &l.dir).is_ok();
+                dirs.push((l.key, l.dir));
                 o.by_key.insert(l.key, ids);
             }
+            let ok = o.fp.set_dirs(f.slot, gen, &dirs).is_ok();
             f.handed = ok;
             if !ok {
                 for l in f.dirs.iter().flatten() {
