@@ -623,3 +623,50 @@ fn antispoof_drops_under_block_policy_return() {
     );
     assert!(!out.stdout.contains("block return in"), "{}", out.stdout);
 }
+
+#[test]
+fn syncookies_are_read_and_printed_as_pfctl_does_and_bad_percentages_refused() {
+    let o = opts();
+    for (text, printed) in [
+        ("set syncookies never\n", "set syncookies never\n"),
+        ("set syncookies always\n", "set syncookies always\n"),
+        (
+            "set syncookies adaptive\n",
+            "set syncookies adaptive (start 25%, end 12%)\n",
+        ),
+        (
+            "set syncookies adaptive (start 30%, end 10.5%)\n",
+            "set syncookies adaptive (start 30%, end 10.5%)\n",
+        ),
+    ] {
+        let out = ok(&o, text.as_bytes());
+        assert_eq!(out.stdout, printed, "{text}");
+        // Enforced: nothing warned.
+        assert!(out.stderr.is_empty(), "{text}: {:?}", out.stderr);
+        fixed_point(&o, printed.as_bytes());
+    }
+    for (text, want) in [
+        (
+            "set syncookies adaptive (start 130%)\n",
+            "pf.conf:1: illegal percentage value",
+        ),
+        (
+            "set syncookies adaptive (start 0%)\n",
+            "pf.conf:1: illegal percentage value",
+        ),
+        (
+            "set syncookies adaptive (begin 30%)\n",
+            "pf.conf:1: illegal syncookie option",
+        ),
+        (
+            "set syncookies adaptive (start 30)\n",
+            "pf.conf:1: syntax error",
+        ),
+        ("set syncookies sometimes\n", "pf.conf:1: syntax error"),
+    ] {
+        let out = parse_with(&o, text.as_bytes());
+        assert!(out.errors > 0, "{text}: accepted");
+        let err = out.stderr.join("\n");
+        assert!(err.contains(want), "{text}: want {want}, got {err}");
+    }
+}

@@ -216,6 +216,11 @@ pub struct Filter {
     /// table is handed back undecided (`Decision::elsewhere`). Off for
     /// the last try of a packet handed on (`set_redirects`).
     redirects: bool,
+    /// `set syncookies` (syncookie.rs).
+    pub cookies: crate::syncookie::Cookies,
+    /// The packet being decided is a SYN rebuilt from a returned cookie:
+    /// not answered with a cookie again, not fingerprinted.
+    rebuilt_syn: bool,
 }
 
 /// A fingerprint's full name, as `pfctl -so` lists it: class, version
@@ -278,6 +283,8 @@ impl Filter {
             keep_os: false,
             synlog: None,
             redirects: true,
+            cookies: Default::default(),
+            rebuilt_syn: false,
         };
         f.set_options(config);
         f
@@ -316,6 +323,11 @@ impl Filter {
         self.if_bound_default = false;
         self.state_defaults = None;
         self.skip.clear();
+        self.cookies
+            .set_mode(config.options.iter().rev().find_map(|o| match o {
+                SetOption::Syncookies(m) => Some(m),
+                _ => None,
+            }));
         for o in &config.options {
             match o {
                 SetOption::Timeout(t, v) => {
@@ -868,6 +880,19 @@ impl Filter {
                 dport: 0,
             },
         };
+        // SYN cookies (pf answers every SYN that arrives while they are
+        // on, before looking for its state).
+        if dir == Direction::In && !self.rebuilt_syn && self.cookies.enabled() {
+            if let Some(seg) = &tcp_seg {
+                if seg.flags & 0x12 == 0x02
+                    && self
+                        .cookies
+                        .active(self.states.halfopen(), self.states.limit)
+                {
+                    return self.send_cookie(ip, &info, &key, seg, now_ms);
+                }
+            }
+        }
         self.counters.state_searches += 1;
         if let Some(hit) = self.states.lookup(&key, dir, iface) {
             // A new SYN on a closed connection replaces the old state
@@ -893,7 +918,126 @@ impl Filter {
                 return Decision::elsewhere(t);
             }
         }
+        // A bare ACK without a state may return a SYN cookie.
+        if dir == Direction::In && !self.rebuilt_syn && self.cookies.enabled() {
+            if let Some(seg) = tcp_seg.as_ref().filter(|s| s.flags & 0x3f == 0x10) {
+                if let Some(c) = self.cookies.check(now_ms, &key, seg.seq, seg.ack) {
+                    return self.cookie_returned(&info, &key, seg, c, iface, dir, now_ms, random);
+                }
+            }
+        }
         self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random)
+    }
+
+    /// Answer a SYN with a cookie: our SYN+ACK (window 0, the MSS the
+    /// cookie keeps), nothing kept; the SYN itself goes no further.
+    fn send_cookie(
+        &mut self,
+        ip: &[u8],
+        info: &IpInfo,
+        key: &FlowKey,
+        seg: &TcpSeg,
+        now_ms: u64,
+    ) -> Decision {
+        let t = &ip[info.l4_offset..info.len];
+        let mss = syn_mss(t).unwrap_or(536);
+        let ours = self.cookies.issue(now_ms, key, seg.seq, mss, seg.wscale);
+        let cookie_mss = mss.max(536);
+        let opts = [2, 4, (cookie_mss >> 8) as u8, cookie_mss as u8];
+        let synack = palisade_wire::build::tcp(
+            key.dport,
+            key.sport,
+            ours,
+            seg.seq.wrapping_add(1),
+            0x12,
+            0,
+            &opts,
+            &[],
+        );
+        let mut d = Decision::drop(Reason::Synproxy);
+        d.generated
+            .push(palisade_wire::build::ip(key.dst, key.src, 6, 64, &synack));
+        self.count(d)
+    }
+
+    /// The client returned a cookie: the SYN it sent is rebuilt and
+    /// decided by the rules as any SYN (pf does the same); if that makes a
+    /// state, the state goes on as `synproxy state` after the client's
+    /// handshake: the firewall's SYN to the server. The ACK itself is not
+    /// forwarded. None of it if the rules block the SYN or keep no state.
+    #[allow(clippy::too_many_arguments)]
+    fn cookie_returned(
+        &mut self,
+        info: &IpInfo,
+        key: &FlowKey,
+        seg: &TcpSeg,
+        c: crate::syncookie::CookieSyn,
+        iface: &str,
+        dir: Direction,
+        now_ms: u64,
+        random: u32,
+    ) -> Decision {
+        let mut opts = vec![2, 4, (c.mss >> 8) as u8, c.mss as u8];
+        if let Some(ws) = c.wscale {
+            opts.extend_from_slice(&[1, 3, 3, ws]);
+        }
+        let t =
+            palisade_wire::build::tcp(key.sport, key.dport, c.isn, 0, 0x02, seg.window, &opts, &[]);
+        let mut syn = palisade_wire::build::ip(key.src, key.dst, 6, info.ttl, &t);
+        let Ok(syn_info) = parse_ip(&syn) else {
+            return self.count(Decision::drop(Reason::Synproxy));
+        };
+        let syn_seg = TcpSeg {
+            seq: c.isn,
+            ack: 0,
+            flags: 0x02,
+            window: seg.window,
+            payload_len: 0,
+            wscale: c.wscale,
+        };
+        let len = syn_info.len as u32;
+        self.rebuilt_syn = true;
+        let mut d = self.new_packet(
+            &mut syn,
+            syn_info,
+            key.clone(),
+            Some(syn_seg),
+            iface,
+            dir,
+            now_ms,
+            len,
+            random,
+        );
+        self.rebuilt_syn = false;
+        // The rules' answer to the SYN (a synproxy rule's SYN+ACK) is not
+        // sent: the client has had ours.
+        d.generated.clear();
+        d.generated_out.clear();
+        d.nat = None;
+        let Some(id) = d.state_id.filter(|&id| self.states.get(id).is_some()) else {
+            // Blocked, or passed without state: the connection cannot go
+            // on (pf drops the ACK too).
+            if d.passed() {
+                d.action = VerdictAction::Block(BlockPolicy::Drop);
+                d.reason = Reason::Synproxy;
+                self.tally(&d);
+            }
+            return d;
+        };
+        let p = Proxy {
+            phase: 2,
+            client_isn: c.isn,
+            client_win: seg.window,
+            mss: c.mss,
+            our_isn: c.our_isn,
+        };
+        self.states.set_proxy(id, Some(p.clone()));
+        if let Some(s) = self.proxy_syn(id, &p) {
+            d.generated_out.push(s);
+        }
+        d.action = VerdictAction::Block(BlockPolicy::Drop);
+        d.reason = Reason::Synproxy;
+        self.count(d)
     }
 
     /// A packet of a known state (not a SYN replacing a closed one):
@@ -1075,7 +1219,9 @@ impl Filter {
             }
         }
         let mut syn_sig = None;
-        if self.keep_os || self.engine.uses_os() {
+        // A SYN rebuilt from a cookie has only the options the cookie
+        // kept: its fingerprint would be ours, not the client's.
+        if (self.keep_os || self.engine.uses_os()) && !self.rebuilt_syn {
             if let Some(seg) = &tcp_seg {
                 // Only a SYN without ACK carries a fingerprint (pf).
                 if seg.flags & 0x12 == 0x02 {
@@ -1340,29 +1486,9 @@ impl Filter {
         let Some(key) = self.states.get(id).map(|s| s.key.clone()) else {
             return d;
         };
-        // The server's side of a translated state has the translated
-        // addresses and ports (pf sends there with the state's other key).
-        let srv = self
-            .states
-            .get(id)
-            .and_then(|s| self.states.translated(s))
-            .unwrap_or_else(|| key.clone());
+        let srv = self.proxy_server(id).unwrap_or_else(|| key.clone());
         let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
-        // The SYN to the server, with the client's own initial sequence
-        // number.
-        let syn = || {
-            let t = build::tcp(
-                srv.sport,
-                srv.dport,
-                p.client_isn,
-                0,
-                0x02,
-                p.client_win,
-                &mss_opt,
-                &[],
-            );
-            build::ip(srv.src, srv.dst, 6, 64, &t)
-        };
+        let syn = || proxy_syn_to(&srv, p);
         match (p.phase, reply) {
             (1, false) if seg.flags & 0x16 == 0x10 && seg.ack == p.our_isn.wrapping_add(1) => {
                 // The client completed its handshake: connect to the server.
@@ -1427,6 +1553,19 @@ impl Filter {
             _ => {}
         }
         d
+    }
+
+    /// The server's side of a proxied state: a translated state's has the
+    /// translated addresses and ports (pf sends there with the state's
+    /// other key).
+    fn proxy_server(&self, id: u64) -> Option<FlowKey> {
+        let s = self.states.get(id)?;
+        Some(self.states.translated(s).unwrap_or_else(|| s.key.clone()))
+    }
+
+    /// The proxy's SYN to the server of state `id`.
+    fn proxy_syn(&self, id: u64, p: &Proxy) -> Option<Vec<u8>> {
+        Some(proxy_syn_to(&self.proxy_server(id)?, p))
     }
 
     /// A source went over its connection limits: put it in the overload
@@ -1693,6 +1832,23 @@ impl Filter {
         }
         None
     }
+}
+
+/// The proxy's SYN to the server `srv`, with the client's own initial
+/// sequence number, window and MSS.
+fn proxy_syn_to(srv: &FlowKey, p: &Proxy) -> Vec<u8> {
+    let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
+    let t = palisade_wire::build::tcp(
+        srv.sport,
+        srv.dport,
+        p.client_isn,
+        0,
+        0x02,
+        p.client_win,
+        &mss_opt,
+        &[],
+    );
+    palisade_wire::build::ip(srv.src, srv.dst, 6, 64, &t)
 }
 
 /// The MSS option of a TCP SYN header.

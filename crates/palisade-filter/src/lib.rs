@@ -18,6 +18,7 @@ pub mod packet;
 pub mod reason;
 pub mod reference;
 pub mod state;
+pub mod syncookie;
 pub mod synlog;
 pub mod table;
 pub mod workers;

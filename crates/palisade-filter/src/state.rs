@@ -647,6 +647,9 @@ pub struct StateTable {
     pub timeouts: [u32; 19],
     /// `set limit states`.
     pub limit: u32,
+    /// TCP states whose responder has not answered yet (pf's half-open
+    /// states: `set syncookies adaptive` measures them).
+    halfopen: usize,
     /// Record events only for a consumer (pfsync): `set_events`.
     events_enabled: bool,
     /// pfsync `defer`: the syncable states created since the caller last
@@ -781,6 +784,7 @@ impl StateTable {
             events: Default::default(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
+            halfopen: 0,
             events_enabled: false,
             track_created: false,
             created: Vec::new(),
@@ -868,6 +872,18 @@ impl StateTable {
 
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// TCP states whose responder has not answered (pf's half-open
+    /// count, `pfctl -si`).
+    pub fn halfopen(&self) -> usize {
+        self.halfopen
+    }
+
+    /// The half-open count taken afresh, state by state (tests check the
+    /// kept count against it).
+    pub fn halfopen_recount(&self) -> usize {
+        self.iter().filter(|s| is_halfopen(s)).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1203,6 +1219,7 @@ impl StateTable {
         let Some(p) = s.ext.as_mut().and_then(|e| e.proxy.take()) else {
             return;
         };
+        let was = is_halfopen(s);
         s.src.seqlo = p.client_isn.wrapping_add(1);
         s.src.seqhi = s.src.seqlo.wrapping_add((server_win as u32).max(1));
         s.src.max_win = (p.client_win as u32).max(1);
@@ -1215,6 +1232,7 @@ impl StateTable {
         s.dst.state = tcps::ESTABLISHED;
         s.timeout = Timeout::TcpEstablished;
         s.ext.get_or_insert_with(Default::default).seqdiff_dst = p.our_isn.wrapping_sub(server_isn);
+        self.halfopen = self.halfopen.saturating_sub(was as usize);
     }
 
     pub fn set_allow_opts(&mut self, id: u64) {
@@ -1491,6 +1509,7 @@ impl StateTable {
             let n = slot * self.stride() + self.table as u32;
             s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | n as u64;
         }
+        self.halfopen += is_halfopen(&s) as usize;
         // The state is stored before its keys are indexed: growing the
         // index rehashes every entry from its state, this one's included.
         self.slab[slot as usize] = Some(s);
@@ -1552,6 +1571,7 @@ impl StateTable {
             }
         }
         let s = self.slab[slot as usize].take()?;
+        self.halfopen = self.halfopen.saturating_sub(is_halfopen(&s) as usize);
         if let Some(x) = s.xlat {
             self.xlat.release(x);
         }
@@ -1726,6 +1746,7 @@ impl StateTable {
             return Err(TrackError::Mismatch);
         };
         let side_bit: u8 = if reply { 2 } else { 1 };
+        let was = is_halfopen(s);
         let (sloppy, unverified) = (s.sloppy, s.unverified);
         let (src, dst) = if reply {
             (&mut s.dst, &mut s.src)
@@ -1772,6 +1793,8 @@ impl StateTable {
             }
         }
         let (creator, no_sync) = (s.creator, s.no_sync());
+        let now_halfopen = is_halfopen(s);
+        self.halfopen = (self.halfopen + now_halfopen as usize).saturating_sub(was as usize);
         self.record_event(id, creator, no_sync, replica::Pending::Update);
         if over {
             return Err(TrackError::SrcLimit);
@@ -2078,6 +2101,13 @@ pub fn track_window(
         dst.state = tcps::TIME_WAIT;
     }
     Ok(in_window)
+}
+
+/// A TCP state whose initiator's side has not reached ESTABLISHED: its
+/// responder has not answered (pf moves the initiator's side there at
+/// the responder's first ACK).
+fn is_halfopen(s: &State) -> bool {
+    s.key.proto == 6 && s.src.state < tcps::ESTABLISHED
 }
 
 /// The key `max` counts a rule's states under: its compiled state

@@ -47,6 +47,18 @@ pub fn render(sh: &Shared) -> String {
             info.states_limit as u64,
         ),
         (
+            "palisade_states_halfopen",
+            "gauge",
+            "TCP states whose responder has not answered (set syncookies adaptive measures them).",
+            info.states_halfopen as u64,
+        ),
+        (
+            "palisade_syncookies_active",
+            "gauge",
+            "1 while SYN cookies answer SYNs (set syncookies).",
+            info.syncookies_active as u64,
+        ),
+        (
             "palisade_state_searches_total",
             "counter",
             "State lookups.",
@@ -60,6 +72,12 @@ pub fn render(sh: &Shared) -> String {
         ),
     ] {
         family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    // pfctl -si's synfloods detected, syncookies sent and validated.
+    for (label, v) in &info.syncookies.0 {
+        let name = format!("palisade_{}_total", label.replace(' ', "_"));
+        family(&mut out, &name, "counter", &format!("pfctl -si's {label}."));
         let _ = writeln!(out, "{name} {v}");
     }
     family(

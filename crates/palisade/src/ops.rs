@@ -671,6 +671,7 @@ fn show_info(sh: &Shared) -> Value {
         hms(up % 86400)
     );
     text += &format!("  {:<25} {:>14}\n", "current entries", d.states);
+    text += &format!("  {:<25} {:>14}\n", "half-open tcp", d.states_halfopen);
     for (label, n) in [("searches", d.state_searches), ("inserts", d.state_inserts)] {
         text += &format!("  {label:<25} {n:>14} {:>14.1}/s\n", rate(n));
     }
@@ -678,6 +679,17 @@ fn show_info(sh: &Shared) -> Value {
     text += "Counters\n";
     for (r, v) in &d.reasons.0 {
         text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(*v));
+    }
+    text += &format!(
+        "Syncookies ({})\n",
+        if d.syncookies_active {
+            "active"
+        } else {
+            "inactive"
+        }
+    );
+    for (k, v) in &d.syncookies.0 {
+        text += &format!("  {k:<25} {v:>14} {:>14.1}/s\n", rate(*v));
     }
     text += &format!(
         "Packets\n  {:<25} {:>14}\n  {:<25} {:>14}\n  {:<25} {:>14}\n",

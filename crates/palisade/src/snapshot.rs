@@ -36,6 +36,8 @@ pub struct Info {
     pub uptime_s: u64,
     pub states: usize,
     pub states_limit: u32,
+    /// TCP states whose responder has not answered (pf's half-open).
+    pub states_halfopen: usize,
     pub state_searches: u64,
     pub state_inserts: u64,
     pub packets: u64,
@@ -56,6 +58,10 @@ pub struct Info {
     /// packets it forwarded, packets it gave back and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fastpath: Option<Counts>,
+    /// `set syncookies`: whether cookies answer SYNs now, and pf's
+    /// counters (synfloods detected, cookies sent, cookies validated).
+    pub syncookies_active: bool,
+    pub syncookies: Counts,
 }
 
 pub fn info(sh: &Shared) -> Info {
@@ -79,6 +85,7 @@ pub fn info(sh: &Shared) -> Info {
         uptime_s: sh.start.elapsed().as_secs(),
         states: dp.filter.states.len(),
         states_limit: dp.filter.states.limit,
+        states_halfopen: dp.filter.states.halfopen(),
         state_searches: f.state_searches,
         state_inserts: f.state_inserts,
         packets: f.packets,
@@ -103,6 +110,12 @@ pub fn info(sh: &Shared) -> Info {
                 .collect(),
         ),
         fastpath,
+        syncookies_active: dp.filter.cookies.is_active(),
+        syncookies: Counts(vec![
+            ("synfloods detected", dp.filter.cookies.floods),
+            ("syncookies sent", dp.filter.cookies.sent),
+            ("syncookies validated", dp.filter.cookies.valid),
+        ]),
     }
 }
 

@@ -575,6 +575,103 @@ fn synproxy_state_carries_a_transfer() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// `set syncookies always` on a router, with real hosts: every SYN is
+/// answered with a cookie and nothing is kept, the client's returned
+/// cookie makes the state and the firewall connects to the server (as
+/// synproxy does), and a transfer goes through; a burst of SYNs nobody
+/// completes leaves the state table as it was.
+#[test]
+fn syncookies_carry_a_transfer_and_keep_nothing_for_a_syn_burst() {
+    require_root();
+    let (ns, src, _fw, dst, d, mut daemon, log) = routed_daemon(
+        "cookies",
+        "set syncookies always\nblock all\npass proto icmp\n\
+         pass in on a0 proto tcp to port 5201\n\
+         pass out on b0 proto tcp to port 5201\n",
+        1,
+    );
+    assert!(
+        !log.lock().unwrap().contains("not enforced"),
+        "{}",
+        log.lock().unwrap()
+    );
+    let o = iperf(&ns, &src, &dst, &["-t", "2"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let got = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        got > 10_000_000,
+        "{got} bytes through syncookies: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        log.lock().unwrap()
+    );
+    let sock = d.join("palisade.sock");
+    let info = || {
+        let o = Command::new(palisade())
+            .args(["show", "info", "-s", sock.to_str().unwrap()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let figure = |text: &str, label: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no '{label}' in show info:\n{text}"))
+    };
+    let before = info();
+    // iperf3's control and data connections each came through a cookie.
+    assert!(
+        figure(&before, "syncookies validated") >= 2,
+        "{before}\n{}",
+        log.lock().unwrap()
+    );
+    assert!(before.contains("Syncookies (active)"), "{before}");
+    // 500 SYNs from the client's address to 500 ports of the server,
+    // sent raw (the client's stack then resets the cookies it did not ask
+    // for; those resets have no state and are blocked).
+    let flood = d.join("flood.py");
+    std::fs::write(
+        &flood,
+        r#"import socket, struct
+def ck(b):
+    if len(b) % 2:
+        b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+src = socket.inet_aton('198.18.0.1')
+dst = socket.inet_aton('198.19.0.1')
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+for p in range(20000, 20500):
+    t = struct.pack('!HHIIBBHHH', p, 7, 12345, 0, 5 << 4, 2, 64240, 0, 0)
+    c = ck(src + dst + struct.pack('!BBH', 0, 6, len(t)) + t)
+    t = t[:16] + struct.pack('!H', c) + t[18:]
+    r.sendto(t, ('198.19.0.1', 0))
+"#,
+    )
+    .unwrap();
+    let st = Command::new("ip")
+        .args(["netns", "exec", &src, "timeout", "20", "python3"])
+        .arg(&flood)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = info();
+    let sent = figure(&after, "syncookies sent") - figure(&before, "syncookies sent");
+    assert!(sent >= 500, "{sent} cookies for 500 SYNs:\n{after}");
+    let states = figure(&after, "current entries");
+    assert!(
+        states <= figure(&before, "current entries"),
+        "the SYNs left states: {states}\n{before}\n{after}"
+    );
+    assert_eq!(figure(&after, "half-open tcp"), 0, "{after}");
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// SIGHUP reloads pf.conf: new rules apply at once, established
 /// connections keep their states, and a broken file changes nothing.
 #[test]

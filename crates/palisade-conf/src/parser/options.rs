@@ -176,10 +176,24 @@ impl<'a> Parser<'a> {
                                 }
                                 let k = self.string_or_kw()?;
                                 let val = self.string_or_number()?;
+                                let pct = val
+                                    .strip_suffix('%')
+                                    .and_then(|v| v.trim().parse::<f64>().ok());
+                                match pct {
+                                    None => return Err(PErr::Syntax),
+                                    Some(p) if p <= 0.0 || p > 100.0 => {
+                                        self.error("illegal percentage value");
+                                        return Err(PErr::Reported);
+                                    }
+                                    Some(_) => {}
+                                }
                                 match k.as_str() {
                                     "start" => start = val,
                                     "end" => end = val,
-                                    _ => return Err(PErr::Syntax),
+                                    _ => {
+                                        self.error("illegal syncookie option");
+                                        return Err(PErr::Reported);
+                                    }
                                 }
                                 self.opt_comma();
                             }
@@ -188,9 +202,6 @@ impl<'a> Parser<'a> {
                     }
                     _ => return Err(PErr::Syntax),
                 };
-                if m != SyncookiesMode::Never {
-                    self.warn_unenforced("set syncookies");
-                }
                 self.push_option(SetOption::Syncookies(m));
             }
             "prio" | "queue" | "tos" => return Err(PErr::Syntax),

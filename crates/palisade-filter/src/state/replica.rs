@@ -647,6 +647,7 @@ impl StateTable {
             return Err(ImportError::Unknown(up.sid));
         };
         let tcp = s.key.proto == 6;
+        let was = super::is_halfopen(s);
         let mut stale = false;
         for (bit, ours, theirs) in [(1, &mut s.src, &up.src), (2, &mut s.dst, &up.dst)] {
             if peer_ahead(ours, theirs, tcp) {
@@ -667,6 +668,8 @@ impl StateTable {
                 s.ext.get_or_insert_with(Default::default).seqdiff_dst = up.seqdiff_dst;
             }
         }
+        let now_halfopen = super::is_halfopen(s);
+        self.halfopen = (self.halfopen + now_halfopen as usize).saturating_sub(was as usize);
         Ok(if stale { Merged::Stale } else { Merged::Taken })
     }
 
