@@ -188,10 +188,12 @@ pub fn run(path: &Path) -> Result<(), String> {
     let dp_cfg = dp.cfg.clone();
     // The ports' links as they are, before CARP starts (it would take a
     // link it has not heard of for up, and report a link-up first).
+    let mut down_at_start = Vec::new();
     for (i, p) in dp_cfg.ports.iter().enumerate() {
         if !crate::worker::link_is_up(&p.name) {
             tracing::warn!("port '{}': link down at start", p.name);
             let _ = dp.set_link(i, false);
+            down_at_start.push(i);
         }
     }
     let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
@@ -199,6 +201,12 @@ pub fn run(path: &Path) -> Result<(), String> {
         Some(p) => {
             let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
             s.start(0);
+            // A sync link down at start is down as any other: CARP
+            // demoted by its share (the bulk update it could not carry is
+            // given up), the peer's table asked for when it comes up.
+            for &i in &down_at_start {
+                s.port_link(&dp, i, false, 0);
+            }
             Some(s)
         }
         None => None,
