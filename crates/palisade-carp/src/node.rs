@@ -345,6 +345,9 @@ pub struct Node {
     /// demotion made by hand after lifting the boot one is not lifted with
     /// it, and a part lifted by hand is not taken twice.
     boot_left: u32,
+    /// What of group `carp`'s counter an administrator put there
+    /// (`demote_by_hand`): undone first when they lift some by hand.
+    hand_carp: u32,
 }
 
 impl Node {
@@ -380,6 +383,7 @@ impl Node {
             rejects: BTreeMap::new(),
             ready: opts.ready,
             boot_left: 0,
+            hand_carp: 0,
         };
         n.groups.insert("carp".into(), 0);
         let mut x = seed;
@@ -455,11 +459,12 @@ impl Node {
             return;
         }
         *c = new;
-        // Taken below what is left of the boot demotion (by hand: `carp
-        // undemote carp 128` when services are up early): that much of it
-        // is gone.
+        // The boot demotion's and the administrator's shares never
+        // exceed the counter (what is lifted by hand is taken from them:
+        // `demote_by_hand`).
         if group == "carp" {
             self.boot_left = self.boot_left.min(new);
+            self.hand_carp = self.hand_carp.min(new - self.boot_left);
         }
         self.events.push_back(Event::Demoted {
             group: group.to_string(),
@@ -467,6 +472,29 @@ impl Node {
             reason: reason.to_string(),
         });
         self.advertise_masters(now);
+    }
+
+    /// As `demote`, by an administrator (`ifconfig -g carp -carpdemote
+    /// 128`, what OpenBSD's rc does once services are up): what it lifts
+    /// of group `carp` is taken from the boot demotion first, so that the
+    /// boot demotion lifted by hand is not lifted again when the node
+    /// becomes ready, and what others hold meanwhile (pfsync's bulk
+    /// update, a link down) stays theirs. (Other changes only keep the
+    /// boot share within the counter.)
+    pub fn demote_by_hand(&mut self, now: Micros, group: &str, delta: i32, reason: &str) {
+        if group == "carp" {
+            let count = self.groups.get(group).copied().unwrap_or(0);
+            if delta >= 0 {
+                self.hand_carp = self.hand_carp.saturating_add(delta as u32);
+            } else {
+                // Undone first what was put by hand, then the boot share.
+                let lifted = delta.unsigned_abs().min(count);
+                let own = lifted.min(self.hand_carp);
+                self.hand_carp -= own;
+                self.boot_left = self.boot_left.saturating_sub(lifted - own);
+            }
+        }
+        self.demote(now, group, delta, reason);
     }
 
     /// Whether a CARP interface is in `group` (every one is in `carp`).

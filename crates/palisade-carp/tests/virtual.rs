@@ -674,12 +674,49 @@ fn ready_lifts_only_the_boot_demotion() {
         sim.run_for(S);
         let t = sim.now;
         for d in admin {
-            sim.node(a).demote(t, "carp", *d, "by hand");
+            sim.node(a).demote_by_hand(t, "carp", *d, "by hand");
         }
         sim.run_for(S);
         let t = sim.now;
         sim.node(a).set_ready(t);
         assert_eq!(sim.node(a).group_demote("carp"), Some(left), "{admin:?}");
+    }
+}
+
+/// pfsync's bulk update (32) and the boot demotion (128) at once: lifting
+/// the boot demotion by hand leaves pfsync's share to pfsync, whether
+/// the bulk update ends before or after the node is ready; pfsync ending
+/// first leaves the boot share to `ready`.
+#[test]
+fn lifting_the_boot_demotion_by_hand_keeps_what_pfsync_holds() {
+    // Steps: ('h', n) by hand, ('s', n) by pfsync, ('r', 0) ready; the
+    // counter after each.
+    let cases: [&[(char, i32, u32)]; 4] = [
+        &[('s', 32, 160), ('h', -128, 32), ('r', 0, 32), ('s', -32, 0)],
+        &[('s', 32, 160), ('h', -128, 32), ('s', -32, 0), ('r', 0, 0)],
+        &[('s', 32, 160), ('s', -32, 128), ('r', 0, 0)],
+        &[('s', 32, 160), ('h', -10, 150), ('r', 0, 32), ('s', -32, 0)],
+    ];
+    for steps in cases {
+        let mut sim = Sim::new();
+        let a = sim.add(
+            vec![vhost("carp0", "em0", 1, 1, 0)],
+            Options {
+                preempt: true,
+                ..Default::default()
+            },
+        );
+        sim.run_for(S);
+        for &(who, d, want) in steps {
+            let t = sim.now;
+            let n = sim.node(a);
+            match who {
+                'h' => n.demote_by_hand(t, "carp", d, "by hand"),
+                's' => n.demote(t, "carp", d, "pfsync"),
+                _ => n.set_ready(t),
+            }
+            assert_eq!(n.group_demote("carp"), Some(want), "{steps:?} at {who} {d}");
+        }
     }
 }
 

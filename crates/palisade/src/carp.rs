@@ -296,7 +296,7 @@ impl CarpRuntime {
         } else {
             format!("carp undemote {group} {} (by hand)", -delta)
         };
-        self.node.demote(now_us, group, delta, &why);
+        self.node.demote_by_hand(now_us, group, delta, &why);
         Ok(self.node.group_demote(group).unwrap_or(0))
     }
 
