@@ -1434,7 +1434,9 @@ fn replay_cmd(a: ReplayCli) -> ExitCode {
 
 /// This machine's model, with the interfaces and routes the daemon with
 /// the palisade.toml at `path` has (what `run -n` parses pf.conf with).
-fn daemon_host_model(path: &std::path::Path) -> Result<HostModel, String> {
+fn daemon_host_model(
+    path: &std::path::Path,
+) -> Result<(HostModel, palisade_net::config::Config), String> {
     let text = files::read_text(path, files::CONFIG)
         .map_err(|e| e.message(&path.display().to_string()))?;
     let cfg =
@@ -1442,7 +1444,7 @@ fn daemon_host_model(path: &std::path::Path) -> Result<HostModel, String> {
     let mut host = sysmodel::from_system();
     host.interfaces = cfg.host_interfaces();
     host.routes = cfg.host_routes();
-    Ok(host)
+    Ok((host, cfg))
 }
 
 fn check(a: CheckArgs) -> ExitCode {
@@ -1464,7 +1466,7 @@ fn check(a: CheckArgs) -> ExitCode {
     }
     // Interfaces come from a palisade.toml: a rule naming another can
     // never match (run -n and reload say so; so does check then).
-    let mut from_toml = false;
+    let mut from_toml = None;
     let host = match &a.host_model {
         Some(p) => match files::read_text(p, files::CONFIG) {
             Ok(t) => match HostModel::from_toml(&t) {
@@ -1485,8 +1487,8 @@ fn check(a: CheckArgs) -> ExitCode {
                 None => (false, PathBuf::from("/etc/palisade/palisade.toml")),
             };
             match daemon_host_model(&path) {
-                Ok(m) => {
-                    from_toml = true;
+                Ok((m, cfg)) => {
+                    from_toml = Some(cfg);
                     m
                 }
                 Err(e) if given => {
@@ -1535,15 +1537,25 @@ fn check(a: CheckArgs) -> ExitCode {
     }
     if !a.pfctl_compat && out.errors == 0 {
         let name = if a.file == "-" { "stdin" } else { &a.file };
-        let unknown = if from_toml {
-            crate::load::unknown_interfaces(&out.config, &opts.host)
-        } else {
-            Vec::new()
+        // With palisade.toml, what run -n and a reload say of the
+        // interfaces and of the pair's own traffic (CARP, pfsync).
+        let from_toml_warnings = match &from_toml {
+            Some(cfg) => {
+                let mut w = crate::load::unknown_interfaces(&out.config, &opts.host);
+                w.extend(crate::load::carp_interface_rules(&out.config, cfg));
+                w.extend(crate::load::blocked_ha_traffic(
+                    &out.config,
+                    cfg,
+                    &opts.host,
+                ));
+                w
+            }
+            None => Vec::new(),
         };
         for w in out
             .unenforced_warnings(name)
             .iter()
-            .chain(&unknown)
+            .chain(&from_toml_warnings)
             .chain(&crate::load::to_v6_loopback(&out.config))
             .chain(&crate::load::unknown_os(&out.config))
         {

@@ -537,6 +537,21 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
         "{err}"
     );
     assert!(!err.contains("pf.conf:2"), "{err}");
+    // `palisade check` with the same palisade.toml says so too (it is
+    // what a CI job runs).
+    let o = Command::new(palisade())
+        .args(["check", "-f"])
+        .arg(&pf1)
+        .arg("-c")
+        .arg(&s3.fws[0].cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("pf.conf:1: warning: `on carp0` does not match yet"),
+        "check: {err}"
+    );
     std::fs::write(&pf1, "pass\n").unwrap();
     let (p2, log2) = s3.fws[1].start();
     let (mut p1, log1) = s3.fws[0].start();
@@ -1516,6 +1531,108 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         nlog1.lock().unwrap(),
         logs()
     );
+    let _ = p1.stop();
+    let _ = p2.stop();
+}
+
+/// A firewall that starts with its sync link already down counts it as
+/// down (pfsync(4) watches its syncdev from the start): demoted by the
+/// link's 1, not left to give up its bulk update and then preempt with
+/// an empty table; when the link comes up it asks for the peer's whole
+/// table, and the demotion lifts once that has come.
+#[test]
+fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3d",
+        &Options {
+            pfsync: true,
+            ..Options::default()
+        },
+    );
+    echo_server(&s3.b, "203.0.113.10:7000");
+    let (mut p1, log1) = s3.fws[0].start();
+    let no_log2 = Arc::new(Mutex::new(String::new()));
+    let log2_slot = Arc::new(Mutex::new(no_log2.clone()));
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2_slot.clone());
+        move || {
+            format!(
+                "fw1:\n{}\nfw2:\n{}",
+                l1.lock().unwrap(),
+                l2.lock().unwrap().lock().unwrap()
+            )
+        }
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
+    assert!(conn.echo("before"), "{}", logs());
+    let port = conn.0.local_addr().unwrap().port();
+    let has_it = |states: &str| states.lines().any(|l| l.contains(&format!(":{port}")));
+    // The cable out: the switch's end of fw2's sync port goes down, so
+    // fw2's eth2 has no carrier (Palisade brings its own ports up).
+    let link = |up: &str| {
+        let o = Command::new("ip")
+            .args(["-n", &s3.ns.names[0], "link", "set", "y2", up])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    link("down");
+    let (mut p2, log2) = s3.fws[1].start();
+    *log2_slot.lock().unwrap() = log2.clone();
+    let demote2 = || {
+        s3.fws[1].show()["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
+            .map(|g| g["demote"].clone())
+            .unwrap_or_default()
+    };
+    let sync2 = || -> serde_json::Value {
+        let o = Command::new(palisade())
+            .args(["sync", "show", "--json", "-s"])
+            .arg(s3.fws[1].sock())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or_default()
+    };
+    wait_until("fw2's control socket", Duration::from_secs(10), || {
+        s3.fws[1].sock().exists()
+    });
+    let t0 = Instant::now();
+    while demote2() != 1 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        demote2(),
+        1,
+        "fw2 demoted by its link alone\n{}\n{}",
+        sync2(),
+        logs()
+    );
+    let v = sync2();
+    assert_eq!(v["link_up"], false, "{v}\n{}", logs());
+    assert!(
+        log2.lock().unwrap().contains("pfsync: sync link down"),
+        "{}",
+        logs()
+    );
+    // fw1 stays master meanwhile, and fw2 has none of its states.
+    s3.wait_master(0, Duration::from_secs(5), &logs);
+    assert!(!has_it(&states_of(&s3.fws[1])));
+    link("up");
+    wait_until(
+        "fw2's bulk update once its link is up",
+        Duration::from_secs(15),
+        || has_it(&states_of(&s3.fws[1])),
+    );
+    wait_until("fw2's demotion lifted", Duration::from_secs(10), || {
+        demote2() == 0
+    });
+    assert_eq!(sync2()["last_bulk"]["complete"], true, "{}", logs());
+    assert!(conn.echo("after"), "{}", logs());
     let _ = p1.stop();
     let _ = p2.stop();
 }
