@@ -88,11 +88,15 @@ struct RawOsfp {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawCarp {
     name: Spanned<String>,
-    /// The logical interface it rides on (OpenBSD's carpdev).
+    /// The logical interface it rides on (OpenBSD's carpdev, which
+    /// names it too).
+    #[serde(alias = "carpdev")]
     interface: Spanned<String>,
     vhid: Spanned<i64>,
     advbase: Option<Spanned<i64>>,
     advskew: Option<Spanned<i64>>,
+    /// Also `pass`, as ifconfig(8) names it.
+    #[serde(alias = "pass")]
     passphrase: Option<Spanned<String>>,
     #[serde(default)]
     peer: Vec<Spanned<String>>,
@@ -1966,6 +1970,21 @@ groups = ["inside"]
         assert_eq!(carp1.groups, ["carp", "inside"]);
         assert_eq!(carp1.addrs.len(), 2);
         assert_eq!(hi[0].name, "wan", "the other interfaces keep their places");
+    }
+
+    #[test]
+    fn carp_takes_openbsds_names_carpdev_and_pass() {
+        let c = parse(
+            &CARP
+                .replace(
+                    "interface = \"wan\"\nvhid = 1",
+                    "carpdev = \"wan\"\nvhid = 1",
+                )
+                .replace("passphrase = ", "pass = "),
+        )
+        .unwrap();
+        assert_eq!(c.ifaces[c.carp[0].parent].name, "wan");
+        assert_eq!(c.carp[0].passphrase, "s3cret");
     }
 
     #[test]
