@@ -393,7 +393,11 @@ impl Filter {
         now_ms: u64,
     ) -> Result<u64, crate::state::ImportError> {
         let rule = self.record_rule(rec);
-        self.states.import(rec, now_ms, rule)
+        let before = self.states.len();
+        let r = self.states.import(rec, now_ms, rule);
+        // Counted as pf counts a state pfsync inserts (`pfctl -si`).
+        self.counters.state_inserts += (self.states.len() > before) as u64;
+        r
     }
 
     /// A record's rule in this ruleset (its state options and counters).
@@ -413,7 +417,10 @@ impl Filter {
         now_ms: u64,
     ) -> Result<u64, crate::state::ImportError> {
         let rule = self.record_rule(rec);
-        self.states.restore(rec, now_ms, rule)
+        let before = self.states.len();
+        let r = self.states.restore(rec, now_ms, rule);
+        self.counters.state_inserts += (self.states.len() > before) as u64;
+        r
     }
 
     /// The original connection of one a local proxy accepted (pf's

@@ -104,8 +104,15 @@ fn handover(client: &str, server: &str, nat: &str) {
     assert_eq!(rec.iface, "wan");
     assert_eq!(rec.rule.as_ref().map(|r| r.nr), Some(2), "pass out on wan");
     assert_ne!(rec.wire, rec.stack, "both keys travel");
+    let inserts = b.counters.state_inserts;
     let bid = b.import_state(&rec, t0 + 3).unwrap();
     assert_eq!(bid, id, "the peer's id is kept");
+    // Counted as an insert (pfctl -si counts pfsync's), once: the same
+    // record again is a merge.
+    assert_eq!(b.counters.state_inserts, inserts + 1);
+    b.import_state(&rec, t0 + 3).unwrap();
+    assert_eq!(b.counters.state_inserts, inserts + 1);
+    assert_eq!(b.states.halfopen(), b.states.halfopen_recount());
     let s = b.states.get(bid).unwrap();
     assert_eq!((s.src, s.dst), (rec.src, rec.dst), "windows imported");
     assert_eq!(
@@ -380,6 +387,8 @@ fn peer_news_is_merged_and_never_echoed() {
     };
     b.import_state(rec, 1).unwrap();
     assert_eq!(b.states.pending_events(), 0, "an import is not echoed");
+    // Half-open on B too (what `set syncookies adaptive` measures).
+    assert_eq!(b.states.halfopen(), 1);
     // A sees the SYN/ACK; its update reaches B.
     let mut synack = tcp(
         "198.51.100.5",
@@ -398,6 +407,8 @@ fn peer_news_is_merged_and_never_echoed() {
     };
     assert_eq!(b.states.merge_update(up, 3), Ok(Merged::Taken));
     assert_eq!(b.states.pending_events(), 0, "a merge is not echoed");
+    assert_eq!(b.states.halfopen(), 0, "the peer's SYN+ACK answered it");
+    assert_eq!(b.states.halfopen_recount(), 0);
     assert_eq!(b.states.get(id).unwrap().dst, a.states.get(id).unwrap().dst);
     // An old update (B has seen more since) is refused as stale.
     let mut ack = tcp(
