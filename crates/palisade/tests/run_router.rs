@@ -505,7 +505,11 @@ fn workers_keep_flows_in_order() {
         "block all\npass proto icmp\npass proto { udp tcp } to port 5201\n",
         2,
     );
-    assert!(log.lock().unwrap().contains("2 workers"));
+    // Printed before forwarding starts; the thread reading the daemon's
+    // output may not have read it yet when the ping came back.
+    wait_until("the daemon's start line", Duration::from_secs(5), || {
+        log.lock().unwrap().contains("2 workers")
+    });
     let run = |extra: &[&str]| -> serde_json::Value {
         let mut args = vec!["-t", "3"];
         args.extend_from_slice(extra);
