@@ -497,6 +497,41 @@ impl Node {
         self.demote(now, group, delta, reason);
     }
 
+    /// Change a CARP interface's advbase or advskew at run time, as
+    /// `ifconfig carp0 advskew N` does: a master advertises the new
+    /// values at once (a backup that now ranks better takes over if it
+    /// preempts), a backup waits the new master-down time from now.
+    /// False if there is no such interface; the caller checks the values
+    /// (advskew 255 is the bow-out's).
+    pub fn set_timing(
+        &mut self,
+        now: Micros,
+        carp: &str,
+        advbase: Option<u8>,
+        advskew: Option<u8>,
+    ) -> bool {
+        let Some(i) = self.vhosts.iter().position(|v| v.cfg.name == carp) else {
+            return false;
+        };
+        let v = &mut self.vhosts[i];
+        if let Some(b) = advbase {
+            v.cfg.advbase = b;
+        }
+        if let Some(s) = advskew {
+            v.cfg.advskew = s;
+        }
+        let (b, s) = (v.cfg.advbase, v.cfg.advskew);
+        match v.state {
+            State::Master => {
+                self.advertise(i, false);
+                self.vhosts[i].ad_at = Some(now + interval(b, s));
+            }
+            State::Backup => self.vhosts[i].md_at = Some(now + master_down(b, s)),
+            _ => {}
+        }
+        true
+    }
+
     /// Whether a CARP interface is in `group` (every one is in `carp`).
     pub fn group_has_members(&self, group: &str) -> bool {
         group == "carp"

@@ -920,3 +920,44 @@ fn a_link_down_at_start_keeps_its_interface_init() {
     assert_eq!(n.status()[1].state, State::Backup);
     assert_eq!(n.group_demote("carp"), Some(0));
 }
+
+/// `ifconfig carp0 advskew N` at run time: the master raising its skew
+/// above the backup's hands over to a preempting backup at its next
+/// advertisement (sent at once); lowering it again takes mastership back;
+/// a backup that changes its own waits the new master-down time.
+#[test]
+fn advskew_changed_at_run_time_moves_mastership_as_ifconfig_does() {
+    let mut sim = Sim::new();
+    let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], preempting());
+    let b = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], preempting());
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let t = sim.now;
+    assert!(sim.node(a).set_timing(t, "carp0", None, Some(200)));
+    // Advertised at once: b hears a worse master and preempts.
+    sim.drain(a);
+    sim.run_for(500 * MS);
+    assert_eq!(
+        sim.masters("carp0"),
+        [b],
+        "b takes over within the half second"
+    );
+    // Back: a's next advertisement after b's... a is backup now; with
+    // its skew at 0 again it preempts at b's next advertisement.
+    let t = sim.now;
+    assert!(sim.node(a).set_timing(t, "carp0", None, Some(0)));
+    sim.run_for(3 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    // An unknown interface changes nothing.
+    let t = sim.now;
+    assert!(!sim.node(a).set_timing(t, "carp9", Some(2), None));
+    // advbase on the backup: at 3 it waits three times 3 s (and its
+    // skew) for a master that went silent, where at 1 it waited 3.4 s.
+    assert!(sim.node(b).set_timing(t, "carp0", Some(3), None));
+    sim.run_for(2 * S);
+    sim.kill(a);
+    sim.run_for(5 * S);
+    assert!(sim.masters("carp0").is_empty(), "not before 9 s");
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [b]);
+}

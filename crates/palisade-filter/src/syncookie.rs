@@ -147,10 +147,14 @@ impl Cookies {
         match self.rotated_ms {
             None => self.rotated_ms = Some(now_ms),
             Some(t) if now_ms.saturating_sub(t) >= ROTATE_MS => {
-                // Cookies of the older secret (two rotations back) die.
-                self.parity ^= 1;
-                self.secrets[self.parity] = RandomState::new();
-                self.inflight[self.parity] = 0;
+                // Cookies of the older secret (two rotations back) die;
+                // after two quiet periods, both secrets' do.
+                let flips = if now_ms - t >= 2 * ROTATE_MS { 2 } else { 1 };
+                for _ in 0..flips {
+                    self.parity ^= 1;
+                    self.secrets[self.parity] = RandomState::new();
+                    self.inflight[self.parity] = 0;
+                }
                 self.rotated_ms = Some(now_ms);
             }
             Some(_) => {}
@@ -304,6 +308,14 @@ mod tests {
         c.issue(2 * ROTATE_MS, &key(), 4, 1460, None);
         assert_eq!(
             c.check(2 * ROTATE_MS + 1, &key(), 3, b.wrapping_add(1)),
+            None
+        );
+        // Nothing happening for two periods does not keep a cookie alive.
+        let mut c = Cookies::default();
+        c.set_mode(Some(&SyncookiesMode::Always));
+        let a = c.issue(0, &key(), 1, 1460, None);
+        assert_eq!(
+            c.check(2 * ROTATE_MS + 1, &key(), 2, a.wrapping_add(1)),
             None
         );
     }

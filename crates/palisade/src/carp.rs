@@ -330,6 +330,42 @@ impl CarpRuntime {
         }
     }
 
+    /// `carp set IFACE advskew N advbase N` (ifconfig carp0 advskew N):
+    /// the values as they are now, or why nothing changed. Until the next
+    /// start: palisade.toml keeps them for good.
+    pub fn set_timing(
+        &mut self,
+        now_us: u64,
+        carp: &str,
+        advbase: Option<u8>,
+        advskew: Option<u8>,
+    ) -> Result<(u8, u8), String> {
+        if !self.vhosts.iter().any(|v| v.0 == carp) {
+            return Err(format!("{carp}: no such CARP interface"));
+        }
+        if advskew == Some(255) {
+            return Err(format!(
+                "{carp}: advskew 255 is reserved (a master bowing out sends it): 0 to 254"
+            ));
+        }
+        if advbase.is_none() && advskew.is_none() {
+            return Err(format!("{carp}: nothing to set (advbase N, advskew N)"));
+        }
+        self.node.set_timing(now_us, carp, advbase, advskew);
+        let v = self.view();
+        let s = v
+            .vhosts
+            .iter()
+            .find(|s| s.name == carp)
+            .ok_or_else(|| format!("{carp}: no such CARP interface"))?;
+        tracing::info!(
+            "{carp}: advbase {} advskew {} (by hand)",
+            s.advbase,
+            s.advskew
+        );
+        Ok((s.advbase, s.advskew))
+    }
+
     /// A CARP interface's virtual MAC.
     pub fn lladdr(&self, carp: &str) -> Option<Mac> {
         self.vhost(carp).map(|(_, mac)| mac)
@@ -778,6 +814,19 @@ pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_
                 .collect();
             json!({"ok": true, "text": text, "data": data})
         }
+        CarpOp::Set {
+            iface,
+            advbase,
+            advskew,
+        } => match c.set_timing(now, iface, *advbase, *advskew) {
+            Ok((b, s)) => {
+                drop(c);
+                sh.wake.wake();
+                json!({"ok": true, "text": format!("{iface}: advbase {b} advskew {s}\n"),
+                       "data": {"iface": iface, "advbase": b, "advskew": s}})
+            }
+            Err(e) => json!({"ok": false, "text": format!("carp: {e}\n")}),
+        },
         CarpOp::Member { iface, group, add } => match c.set_group(now, iface, group, *add) {
             Ok(()) => {
                 drop(c);

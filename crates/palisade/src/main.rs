@@ -166,7 +166,7 @@ enum Cmd {
     },
     /// CARP in the running daemon, like ifconfig(8) on OpenBSD: show,
     /// demote|undemote GROUP [N], group show [GROUP], group add|delete
-    /// IFACE GROUP.
+    /// IFACE GROUP, set IFACE advskew N [advbase N].
     Carp {
         #[command(subcommand)]
         action: CarpCmd,
@@ -336,6 +336,21 @@ enum CarpCmd {
     Group {
         #[command(subcommand)]
         action: CarpGroupCmd,
+    },
+    /// Change a CARP interface's advskew or advbase now (`ifconfig carp0
+    /// advskew 100`): `carp set carp0 advskew 100 [advbase 1]`. A master
+    /// advertises it at once, so a backup that now ranks better takes
+    /// over if it preempts. Until the next start: put it in palisade.toml
+    /// to keep it.
+    Set {
+        iface: String,
+        /// `advskew N` and/or `advbase N`.
+        #[arg(num_args = 2.., value_names = ["SETTING", "VALUE"])]
+        settings: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
     },
 }
 
@@ -1268,6 +1283,26 @@ fn main() -> ExitCode {
             use request::CarpOp;
             let (op, json, sock) = match action {
                 CarpCmd::Show { json, sock } => (CarpOp::Show, json, sock),
+                CarpCmd::Set {
+                    iface,
+                    settings,
+                    json,
+                    sock,
+                } => match carp_settings(&settings) {
+                    Ok((advbase, advskew)) => (
+                        CarpOp::Set {
+                            iface,
+                            advbase,
+                            advskew,
+                        },
+                        json,
+                        sock,
+                    ),
+                    Err(e) => {
+                        eprintln!("palisade carp set: {e}; {}", set_usage());
+                        return ExitCode::from(2);
+                    }
+                },
                 CarpCmd::Demote {
                     group,
                     count,
@@ -1434,6 +1469,32 @@ fn replay_cmd(a: ReplayCli) -> ExitCode {
 
 /// This machine's model, with the interfaces and routes the daemon with
 /// the palisade.toml at `path` has (what `run -n` parses pf.conf with).
+fn set_usage() -> &'static str {
+    "usage: palisade carp set IFACE advskew N [advbase N]"
+}
+
+/// `advskew N advbase N` as ifconfig takes them (either, both, any order).
+fn carp_settings(args: &[String]) -> Result<(Option<u8>, Option<u8>), String> {
+    if args.is_empty() || args.len() % 2 != 0 {
+        return Err("expected SETTING VALUE pairs".into());
+    }
+    let (mut advbase, mut advskew) = (None, None);
+    for pair in args.chunks(2) {
+        let (slot, max) = match pair[0].as_str() {
+            "advbase" => (&mut advbase, 255),
+            "advskew" => (&mut advskew, 254),
+            other => return Err(format!("unknown setting '{other}' (advskew, advbase)")),
+        };
+        let n = pair[1]
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{} {}: expected 0 to {max}", pair[0], pair[1]))?;
+        *slot = Some(n);
+    }
+    Ok((advbase, advskew))
+}
+
 fn daemon_host_model(
     path: &std::path::Path,
 ) -> Result<(HostModel, palisade_net::config::Config), String> {

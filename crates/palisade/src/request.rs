@@ -148,6 +148,12 @@ pub enum CarpOp {
         group: String,
         add: bool,
     },
+    /// `ifconfig carp0 advbase N advskew N` (either or both).
+    Set {
+        iface: String,
+        advbase: Option<u8>,
+        advskew: Option<u8>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -400,9 +406,30 @@ impl Request {
                         group: group(o)?,
                         add: o == "group-add",
                     },
+                    Some("set") => {
+                        let val = |k: &str| -> Result<Option<u8>, String> {
+                            match &req[k] {
+                                Value::Null => Ok(None),
+                                v => v
+                                    .as_u64()
+                                    .and_then(|n| u8::try_from(n).ok())
+                                    .map(Some)
+                                    .ok_or_else(|| format!("carp set: {k} must be 0 to 255")),
+                            }
+                        };
+                        CarpOp::Set {
+                            iface: req["iface"]
+                                .as_str()
+                                .filter(|i| !i.is_empty())
+                                .ok_or("carp set: missing the interface")?
+                                .to_string(),
+                            advbase: val("advbase")?,
+                            advskew: val("advskew")?,
+                        }
+                    }
                     Some(o) => {
                         return Err(format!(
-                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete)"
+                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete, set)"
                         ))
                     }
                     None => return Err("carp: missing the operation".into()),
@@ -479,6 +506,17 @@ impl Request {
                 "op": if *add { "group-add" } else { "group-delete" },
                 "iface": iface,
                 "group": group,
+            }),
+            Request::Carp(CarpOp::Set {
+                iface,
+                advbase,
+                advskew,
+            }) => json!({
+                "cmd": "carp",
+                "op": "set",
+                "iface": iface,
+                "advbase": advbase,
+                "advskew": advskew,
             }),
         }
     }
@@ -582,6 +620,16 @@ mod tests {
                 iface: "carp0".into(),
                 group: "uplinks".into(),
                 add: false,
+            }),
+            Request::Carp(CarpOp::Set {
+                iface: "carp0".into(),
+                advbase: None,
+                advskew: Some(100),
+            }),
+            Request::Carp(CarpOp::Set {
+                iface: "carp1".into(),
+                advbase: Some(0),
+                advskew: Some(0),
             }),
         ];
         for r in all {

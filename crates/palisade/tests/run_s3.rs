@@ -673,6 +673,34 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
         assert!(m.contains(want), "metrics lack {want}:\n{m}");
     }
 
+    // advskew changed at run time (ifconfig carp0 advskew 200): fw1
+    // advertises the worse skew at once, fw2 (100, preempting) takes
+    // over; back to 0, fw1 takes them back. Nothing restarts.
+    let t = unix_now();
+    for c in ["carp0", "carp1"] {
+        let (ok, out) = s3.fws[0].carp(&["set", c, "advskew", "200"]);
+        assert!(ok && out.contains("advbase 1 advskew 200"), "{out}");
+    }
+    s3.wait_master(1, Duration::from_secs(5), &logs);
+    takeover(
+        "carp set advskew 200",
+        &probes,
+        t,
+        Duration::from_secs(1),
+        &logs,
+    );
+    assert_eq!(s3.fws[0].show()["interfaces"][0]["advskew"], 200);
+    let (ok, out) = s3.fws[0].carp(&["set", "carp0", "advskew", "255"]);
+    assert!(!ok && out.contains("advskew 255"), "{out}");
+    let (ok, out) = s3.fws[0].carp(&["set", "carp7", "advskew", "5"]);
+    assert!(!ok && out.contains("carp7"), "{out}");
+    for c in ["carp0", "carp1"] {
+        let (ok, out) = s3.fws[0].carp(&["set", c, "advskew", "0"]);
+        assert!(ok, "{out}");
+    }
+    s3.wait_master(0, Duration::from_secs(5), &logs);
+    assert!(conn.echo("after advskew by hand"), "{}", logs());
+
     // A user group demotes only its members.
     let (ok, out) = s3.fws[0].carp(&["group", "add", "carp1", "uplink"]);
     assert!(ok, "{out}");
