@@ -1,7 +1,6 @@
 //! The filter with states: TCP tracking, UDP/ICMP pseudo-states, ICMP
 //! errors, timeouts, if-bound states, malformed packets, reloads.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use palisade_conf::host::HostModel;
@@ -9,6 +8,9 @@ use palisade_conf::ir::Direction::{In, Out};
 use palisade_conf::{parse_bytes, ParseOptions};
 use palisade_filter::{Decision, Engine, Filter, StateMatch, VerdictAction};
 use palisade_wire::build;
+
+mod common;
+use common::{ip, tcp};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
@@ -37,36 +39,6 @@ fn filter(rules: &str) -> Filter {
     assert_eq!(out.errors, 0, "{:?}", out.stderr);
     let e = Arc::new(Engine::new(&out.config, host()));
     Filter::new(e, &out.config, 1)
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn tcp(
-    src: &str,
-    dst: &str,
-    sp: u16,
-    dp: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    win: u16,
-    data: &[u8],
-) -> Vec<u8> {
-    let opts: &[u8] = if flags & SYN != 0 {
-        &[2, 4, 5, 0xb4, 1, 3, 3, 7]
-    } else {
-        &[]
-    };
-    build::ip(
-        ip(src),
-        ip(dst),
-        6,
-        64,
-        &build::tcp(sp, dp, seq, ack, flags, win, opts, data),
-    )
 }
 
 const RULES: &str =
