@@ -655,6 +655,18 @@ fn syncookies_are_read_and_printed_as_pfctl_does_and_bad_percentages_refused() {
             "pf.conf:1: illegal percentage value",
         ),
         (
+            "set syncookies adaptive (start NaN%)\n",
+            "pf.conf:1: illegal percentage value",
+        ),
+        (
+            "set syncookies adaptive (start 10%, end 20%)\n",
+            "pf.conf:1: syncookie end (20%) must not be above start (10%)",
+        ),
+        (
+            "set syncookies adaptive (start 10%)\n",
+            "pf.conf:1: syncookie end (12%) must not be above start (10%)",
+        ),
+        (
             "set syncookies adaptive (begin 30%)\n",
             "pf.conf:1: illegal syncookie option",
         ),

@@ -896,6 +896,17 @@ impl Filter {
                         .cookies
                         .active(self.states.halfopen(), self.states.limit)
                 {
+                    // A SYN on a closed connection replaces its state (as
+                    // below): gone now, or the ACK that returns the cookie
+                    // would meet the old state and never get through.
+                    if let Some(hit) = self.states.lookup(&key, dir, iface) {
+                        let closed = self.states.get(hit.id).is_some_and(|s| {
+                            s.src.state >= tcps::FIN_WAIT_2 && s.dst.state >= tcps::FIN_WAIT_2
+                        });
+                        if closed {
+                            self.states.remove(hit.id);
+                        }
+                    }
                     return self.send_cookie(ip, &info, &key, seg, now_ms);
                 }
             }
@@ -1017,10 +1028,14 @@ impl Filter {
         );
         self.rebuilt_syn = false;
         // The rules' answer to the SYN (a synproxy rule's SYN+ACK) is not
-        // sent: the client has had ours.
+        // sent: the client has had ours, and is connected as far as it
+        // knows. (A `block return` is answered to the ACK itself, by the
+        // caller: a RST in the cookie's numbers, which the client takes.)
         d.generated.clear();
         d.generated_out.clear();
         d.nat = None;
+        // The ACK is not the rule's packet: not logged as blocked by it.
+        d.log = false;
         let Some(id) = d.state_id.filter(|&id| self.states.get(id).is_some()) else {
             // Blocked, or passed without state: the connection cannot go
             // on (pf drops the ACK too).
@@ -1031,6 +1046,14 @@ impl Filter {
             }
             return d;
         };
+        // The cookie is spent only now: replaying one the rules refuse
+        // does not wear out the others of its secret.
+        self.cookies.spent(c);
+        // The proxy's numbers are the client's own: a `modulate state`
+        // rule's shift would put the client's segments outside the
+        // server's window (synproxy's SYN to the server carries the
+        // client's ISN unshifted).
+        self.states.set_seqdiff(id, 0);
         let p = Proxy {
             phase: 2,
             client_isn: c.isn,

@@ -106,6 +106,7 @@ impl Cookies {
     /// Take `set syncookies` (None: never). A percentage that does not
     /// read as one (the parser refuses those) counts as pf's default.
     pub fn set_mode(&mut self, m: Option<&SyncookiesMode>) {
+        let was_adaptive = matches!(self.mode, Mode::Adaptive { .. });
         self.mode = match m {
             None | Some(SyncookiesMode::Never) => Mode::Never,
             Some(SyncookiesMode::Always) => Mode::Always,
@@ -114,7 +115,13 @@ impl Cookies {
                 end: percent(end).unwrap_or(12.0),
             },
         };
-        self.active = self.mode == Mode::Always;
+        // A reload that keeps adaptive cookies keeps them on if they were
+        // (a flood does not get a fresh start, nor counts twice).
+        self.active = match self.mode {
+            Mode::Always => true,
+            Mode::Never => false,
+            Mode::Adaptive { .. } => self.active && was_adaptive,
+        };
     }
 
     /// Whether cookies answer SYNs now, with `halfopen` half-open TCP
@@ -148,14 +155,15 @@ impl Cookies {
             None => self.rotated_ms = Some(now_ms),
             Some(t) if now_ms.saturating_sub(t) >= ROTATE_MS => {
                 // Cookies of the older secret (two rotations back) die;
-                // after two quiet periods, both secrets' do.
-                let flips = if now_ms - t >= 2 * ROTATE_MS { 2 } else { 1 };
-                for _ in 0..flips {
+                // after two quiet periods, both secrets' do. Periods keep
+                // their boundaries, so a cookie lives 15 to 30 s.
+                let periods = (now_ms - t) / ROTATE_MS;
+                for _ in 0..periods.min(2) {
                     self.parity ^= 1;
                     self.secrets[self.parity] = RandomState::new();
                     self.inflight[self.parity] = 0;
                 }
-                self.rotated_ms = Some(now_ms);
+                self.rotated_ms = Some(t + periods * ROTATE_MS);
             }
             Some(_) => {}
         }
@@ -198,8 +206,18 @@ impl Cookies {
         (h & !0xff) | (byte ^ (h >> 24) as u8) as u32
     }
 
+    /// A cookie that made its connection: one fewer outstanding under its
+    /// secret (while any is, cookies of that secret are checked).
+    pub fn spent(&mut self, c: CookieSyn) {
+        let p = (c.our_isn as u8 ^ (c.our_isn >> 24) as u8) as usize & 1;
+        self.inflight[p] = self.inflight[p].saturating_sub(1);
+    }
+
     /// The client's SYN, if the ACK from `key` with sequence number `seq`
-    /// and acknowledgement `ack` returns a cookie we sent (counted once).
+    /// and acknowledgement `ack` returns a cookie we sent (counted as
+    /// validated; `spent` once it made its connection). A cookie returned
+    /// twice validates twice: the second finds the state the first made,
+    /// unless the rules refused the first.
     pub fn check(&mut self, now_ms: u64, key: &FlowKey, seq: u32, ack: u32) -> Option<CookieSyn> {
         if self.inflight == [0, 0] {
             return None;
@@ -216,7 +234,6 @@ impl Cookies {
         if h & !0xff != ours & !0xff {
             return None;
         }
-        self.inflight[parity] -= 1;
         self.valid += 1;
         let ws = byte >> 4;
         Some(CookieSyn {
@@ -259,7 +276,10 @@ mod tests {
             }
         );
         assert_eq!((c.sent, c.valid), (1, 1));
-        // Not twice: nothing is outstanding any more.
+        // Returned again before it made its connection (the rules refused
+        // the SYN): it still holds; once spent, nothing is outstanding.
+        assert!(c.check(10, &key(), 1001, ours.wrapping_add(1)).is_some());
+        c.spent(got);
         assert_eq!(c.check(10, &key(), 1001, ours.wrapping_add(1)), None);
     }
 
@@ -273,19 +293,33 @@ mod tests {
         assert_eq!(c.check(0, &other, 1001, ours.wrapping_add(1)), None);
         assert_eq!(c.check(0, &key(), 1002, ours.wrapping_add(1)), None);
         assert_eq!(c.check(0, &key(), 1001, ours.wrapping_add(0x100)), None);
-        // Forging: of 2^16 guesses of the top bits, (nearly) none holds
-        // (each one 2^-24).
+        // Forging, with the cookie's byte (its secret, MSS, scale) and top
+        // byte right: of the 2^16 values of the bits between, only the
+        // cookie's own holds (the hash is fixed by the connection).
         let mut held = 0;
         for g in 0..65536u32 {
-            if g == ours >> 16 {
-                continue;
-            }
-            let guess = (g << 16) | (ours & 0xffff);
-            if c.check(0, &key(), 1001, guess.wrapping_add(1)).is_some() {
+            let guess = (ours & 0xff00_00ff) | (g << 8);
+            if guess != ours && c.check(0, &key(), 1001, guess.wrapping_add(1)).is_some() {
                 held += 1;
             }
         }
-        assert!(held <= 1, "{held} forged cookies held");
+        assert_eq!(held, 0, "forged cookies held");
+        // Any value at all: 2^16 random ones, each holding with odds of
+        // 2^-24 (a cookie issued again after each, so that the check
+        // always runs).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut held = 0;
+        for _ in 0..65536 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if let Some(got) = c.check(0, &key(), 1001, x as u32) {
+                held += 1;
+                c.spent(got);
+                c.issue(0, &key(), 1000, 1400, None);
+            }
+        }
+        assert!(held <= 2, "{held} random cookies held");
         // The right one does, with the MSS rounded down and no scale.
         let ours = c.issue(0, &key(), 1000, 1400, None);
         let got = c.check(0, &key(), 1001, ours.wrapping_add(1)).unwrap();
@@ -308,6 +342,18 @@ mod tests {
         c.issue(2 * ROTATE_MS, &key(), 4, 1460, None);
         assert_eq!(
             c.check(2 * ROTATE_MS + 1, &key(), 3, b.wrapping_add(1)),
+            None
+        );
+        // Periods keep their boundaries: a cookie made at 29 s (the second
+        // period) dies at 45 s, not 15 s after the last rotation was seen.
+        let mut c = Cookies::default();
+        c.set_mode(Some(&SyncookiesMode::Always));
+        c.issue(0, &key(), 1, 1460, None);
+        c.issue(ROTATE_MS + 14_000, &key(), 1, 1460, None);
+        let late = c.issue(2 * ROTATE_MS - 1, &key(), 5, 1460, None);
+        c.issue(3 * ROTATE_MS, &key(), 6, 1460, None);
+        assert_eq!(
+            c.check(3 * ROTATE_MS + 1, &key(), 6, late.wrapping_add(1)),
             None
         );
         // Nothing happening for two periods does not keep a cookie alive.
@@ -334,6 +380,14 @@ mod tests {
         assert!(!c.active(11, 100));
         assert!(!c.active(20, 100));
         assert!(c.active(30, 100));
+        assert_eq!(c.floods, 2);
+        // A reload keeping adaptive cookies keeps them on (one flood).
+        c.set_mode(Some(&SyncookiesMode::Adaptive {
+            start: "30%".into(),
+            end: "10%".into(),
+        }));
+        assert!(c.is_active());
+        assert!(c.active(20, 100));
         assert_eq!(c.floods, 2);
         c.set_mode(None);
         assert!(!c.active(1000, 100));

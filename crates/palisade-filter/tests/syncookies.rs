@@ -349,3 +349,189 @@ fn the_half_open_count_follows_every_state() {
     f.states.expire(10_000_000);
     check(&f);
 }
+
+/// Through a cookie, a `modulate state` rule's connection keeps the
+/// client's own numbers (synproxy connects with them): data reaches the
+/// server in its window, as without cookies.
+#[test]
+fn a_modulated_rule_through_cookies_still_carries_data() {
+    let mut f = filter(
+        "set syncookies always\npass in on em0 proto tcp to port 80 modulate state\n\
+         pass out on em1 proto tcp\n",
+    );
+    let (c, s) = ("203.0.113.7", "198.18.0.80");
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, 1000, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    let cookie = fields(&d.generated[0]).0;
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, 1001, cookie.wrapping_add(1), ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    assert_eq!(fields(&d.generated_out[0]).0, 1000, "{d:?}");
+    let mut sa = tcp(s, c, 80, 5555, 7000, 1001, SYN | ACK, 65160, b"");
+    f.process(&mut sa, "em1", In, 2);
+    f.process(&mut sa, "em0", Out, 2);
+    let mut data = tcp(
+        c,
+        s,
+        5555,
+        80,
+        1001,
+        cookie.wrapping_add(1),
+        ACK | PSH,
+        502,
+        b"GET /",
+    );
+    assert_pass(&f.process(&mut data, "em0", In, 3), StateMatch::Match);
+    assert_eq!(
+        fields(&data).0,
+        1001,
+        "the server sees the client's numbers"
+    );
+    assert_eq!(fields(&data).1, 7001);
+}
+
+/// A SYN on a closed connection's ports gets a cookie and the old state
+/// goes, so the ACK that returns the cookie makes the new connection.
+#[test]
+fn a_syn_on_a_closed_connections_ports_replaces_its_state() {
+    let mut f = filter("pass\n");
+    let (c, s) = ("203.0.113.7", "198.18.0.80");
+    // A connection made and closed without cookies.
+    f.process(
+        &mut tcp(c, s, 5555, 80, 1000, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    f.process(
+        &mut tcp(s, c, 80, 5555, 7000, 1001, SYN | ACK, 65160, b""),
+        "em0",
+        Out,
+        0,
+    );
+    f.process(
+        &mut tcp(c, s, 5555, 80, 1001, 7001, ACK, 502, b""),
+        "em0",
+        In,
+        0,
+    );
+    f.process(
+        &mut tcp(c, s, 5555, 80, 1001, 7001, ACK | 0x01, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    f.process(
+        &mut tcp(s, c, 80, 5555, 7001, 1002, ACK | 0x01, 502, b""),
+        "em0",
+        Out,
+        1,
+    );
+    f.process(
+        &mut tcp(c, s, 5555, 80, 1002, 7002, ACK, 502, b""),
+        "em0",
+        In,
+        1,
+    );
+    let old = f.states.iter().next().unwrap().id;
+    assert_eq!(
+        f.states.get(old).unwrap().state_str(),
+        "FIN_WAIT_2:FIN_WAIT_2"
+    );
+    // Cookies on now (a reload); the client reuses its port.
+    let out = palisade_conf::parse_bytes(
+        "t",
+        None,
+        b"set syncookies always\npass\n".to_vec(),
+        &Default::default(),
+    );
+    f.set_options(&out.config);
+    let d = f.process(
+        &mut tcp(c, s, 5555, 80, 90_000, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        2,
+    );
+    let cookie = fields(&d.generated[0]).0;
+    assert!(f.states.get(old).is_none(), "the closed state stayed");
+    let d = f.process(
+        &mut tcp(
+            c,
+            s,
+            5555,
+            80,
+            90_001,
+            cookie.wrapping_add(1),
+            ACK,
+            502,
+            b"",
+        ),
+        "em0",
+        In,
+        3,
+    );
+    assert_eq!(d.generated_out.len(), 1, "no connection: {d:?}");
+}
+
+/// A `block return` rule resets a client whose cookie came back, in the
+/// numbers it knows; a refused cookie returned again does not wear out
+/// the others (only a connection made spends one).
+#[test]
+fn a_refused_cookie_is_reset_and_does_not_wear_out_the_others() {
+    let mut f = filter(
+        "set syncookies always\nblock return in on em0 proto tcp to port 22\n\
+         pass in on em0 proto tcp to port 80\n",
+    );
+    let (c, s) = ("203.0.113.7", "198.18.0.80");
+    let d = f.process(
+        &mut tcp(c, s, 5555, 22, 1000, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    let bad = fields(&d.generated[0]).0;
+    let d = f.process(
+        &mut tcp(c, s, 5556, 80, 2000, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        0,
+    );
+    let good = fields(&d.generated[0]).0;
+    for _ in 0..3 {
+        let d = f.process(
+            &mut tcp(c, s, 5555, 22, 1001, bad.wrapping_add(1), ACK, 502, b""),
+            "em0",
+            In,
+            1,
+        );
+        let VerdictAction::Block(how) = d.action else {
+            panic!("{d:?}")
+        };
+        // The caller answers the ACK itself: a RST whose number is the
+        // ACK's acknowledgement, the cookie's next, which the client takes.
+        let ack = tcp(c, s, 5555, 22, 1001, bad.wrapping_add(1), ACK, 502, b"");
+        let info = parse_ip(&ack).unwrap();
+        let rst = palisade_filter::filter::return_packet(&ack, &info, how).expect("a reset");
+        let (seq, _, flags, _) = fields(&rst);
+        assert_eq!((seq, flags & 0x04), (bad.wrapping_add(1), 0x04));
+        assert!(!d.log);
+    }
+    let d = f.process(
+        &mut tcp(c, s, 5556, 80, 2001, good.wrapping_add(1), ACK, 502, b""),
+        "em0",
+        In,
+        2,
+    );
+    assert_eq!(
+        d.generated_out.len(),
+        1,
+        "the good cookie was worn out: {d:?}"
+    );
+}

@@ -631,9 +631,10 @@ fn syncookies_carry_a_transfer_and_keep_nothing_for_a_syn_burst() {
         log.lock().unwrap()
     );
     assert!(before.contains("Syncookies (active)"), "{before}");
-    // 500 SYNs from the client's address to 500 ports of the server,
-    // sent raw (the client's stack then resets the cookies it did not ask
-    // for; those resets have no state and are blocked).
+    // 500 SYNs from 500 ports of the client's address to the port the
+    // rules pass (so that without cookies each would make a state), sent
+    // raw (the client's stack then resets the cookies it did not ask for;
+    // those resets have no state and are blocked).
     let flood = d.join("flood.py");
     std::fs::write(
         &flood,
@@ -649,7 +650,7 @@ src = socket.inet_aton('198.18.0.1')
 dst = socket.inet_aton('198.19.0.1')
 r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
 for p in range(20000, 20500):
-    t = struct.pack('!HHIIBBHHH', p, 7, 12345, 0, 5 << 4, 2, 64240, 0, 0)
+    t = struct.pack('!HHIIBBHHH', p, 5201, 12345, 0, 5 << 4, 2, 64240, 0, 0)
     c = ck(src + dst + struct.pack('!BBH', 0, 6, len(t)) + t)
     t = t[:16] + struct.pack('!H', c) + t[18:]
     r.sendto(t, ('198.19.0.1', 0))

@@ -181,7 +181,7 @@ impl<'a> Parser<'a> {
                                     .and_then(|v| v.trim().parse::<f64>().ok());
                                 match pct {
                                     None => return Err(PErr::Syntax),
-                                    Some(p) if p <= 0.0 || p > 100.0 => {
+                                    Some(p) if !(p > 0.0 && p <= 100.0) => {
                                         self.error("illegal percentage value");
                                         return Err(PErr::Reported);
                                     }
@@ -197,6 +197,16 @@ impl<'a> Parser<'a> {
                                 }
                                 self.opt_comma();
                             }
+                        }
+                        // Cookies go on above start and off under end:
+                        // the other way round they would flap (the
+                        // kernel refuses such marks).
+                        let pct = |v: &str| v.trim_end_matches('%').trim().parse::<f64>().ok();
+                        if pct(&end) > pct(&start) {
+                            self.error(format!(
+                                "syncookie end ({end}) must not be above start ({start})"
+                            ));
+                            return Err(PErr::Reported);
                         }
                         SyncookiesMode::Adaptive { start, end }
                     }
