@@ -960,21 +960,9 @@ impl Filter {
         let t = &ip[info.l4_offset..info.len];
         let mss = syn_mss(t).unwrap_or(536);
         let ours = self.cookies.issue(now_ms, key, seg.seq, mss, seg.wscale);
-        let cookie_mss = mss.max(536);
-        let opts = [2, 4, (cookie_mss >> 8) as u8, cookie_mss as u8];
-        let synack = palisade_wire::build::tcp(
-            key.dport,
-            key.sport,
-            ours,
-            seg.seq.wrapping_add(1),
-            0x12,
-            0,
-            &opts,
-            &[],
-        );
         let mut d = Decision::drop(Reason::Synproxy);
         d.generated
-            .push(palisade_wire::build::ip(key.dst, key.src, 6, 64, &synack));
+            .push(synack_to(key, ours, seg.seq, mss.max(536)));
         self.count(d)
     }
 
@@ -1423,20 +1411,7 @@ impl Filter {
                                         our_isn,
                                     }),
                                 );
-                                let opts = [2, 4, (mss >> 8) as u8, mss as u8];
-                                let synack = palisade_wire::build::tcp(
-                                    key.dport,
-                                    key.sport,
-                                    our_isn,
-                                    seg.seq.wrapping_add(1),
-                                    0x12,
-                                    0,
-                                    &opts,
-                                    &[],
-                                );
-                                d.generated.push(palisade_wire::build::ip(
-                                    key.dst, key.src, 6, 64, &synack,
-                                ));
+                                d.generated.push(synack_to(&key, our_isn, seg.seq, mss));
                                 d.action = VerdictAction::Block(BlockPolicy::Drop);
                                 d.reason = Reason::Synproxy;
                                 return self.count(d);
@@ -1517,7 +1492,6 @@ impl Filter {
             return d;
         };
         let srv = self.proxy_server(id).unwrap_or_else(|| key.clone());
-        let mss_opt = [2, 4, (p.mss >> 8) as u8, p.mss as u8];
         let syn = || proxy_syn_to(&srv, p);
         match (p.phase, reply) {
             (1, false) if seg.flags & 0x16 == 0x10 && seg.ack == p.our_isn.wrapping_add(1) => {
@@ -1539,17 +1513,8 @@ impl Filter {
             }
             (1, false) if seg.flags & 0x12 == 0x02 => {
                 // A retransmitted SYN: answer again.
-                let sa = build::tcp(
-                    key.dport,
-                    key.sport,
-                    p.our_isn,
-                    p.client_isn.wrapping_add(1),
-                    0x12,
-                    0,
-                    &mss_opt,
-                    &[],
-                );
-                d.generated.push(build::ip(key.dst, key.src, 6, 64, &sa));
+                d.generated
+                    .push(synack_to(&key, p.our_isn, p.client_isn, p.mss));
             }
             (2, true) if seg.flags & 0x16 == 0x12 && seg.ack == p.client_isn.wrapping_add(1) => {
                 // The server answered: acknowledge it, and open the
@@ -1862,6 +1827,25 @@ impl Filter {
         }
         None
     }
+}
+
+/// The firewall's SYN+ACK to the client of `key` (the client's view:
+/// its source is the client): our initial sequence number, the client's
+/// acknowledged, window zero until the server is connected, the MSS
+/// option (synproxy's answer, and a SYN cookie's).
+fn synack_to(key: &FlowKey, our_isn: u32, client_isn: u32, mss: u16) -> Vec<u8> {
+    let opts = [2, 4, (mss >> 8) as u8, mss as u8];
+    let t = palisade_wire::build::tcp(
+        key.dport,
+        key.sport,
+        our_isn,
+        client_isn.wrapping_add(1),
+        0x12,
+        0,
+        &opts,
+        &[],
+    );
+    palisade_wire::build::ip(key.dst, key.src, 6, 64, &t)
 }
 
 /// The proxy's SYN to the server `srv`, with the client's own initial

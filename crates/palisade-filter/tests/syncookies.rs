@@ -26,6 +26,19 @@ fn filter(rules: &str) -> Filter {
     common::filter_with(host, rules, 1)
 }
 
+/// Send a client's SYN from `c`:`ports.0` to `s`:`ports.1` with initial
+/// sequence number `isn`; the cookie the firewall answers with.
+fn cookie(f: &mut Filter, (c, s): (&str, &str), ports: (u16, u16), isn: u32, now: u64) -> u32 {
+    let d = f.process(
+        &mut tcp(c, s, ports.0, ports.1, isn, 0, SYN, 64240, b""),
+        "em0",
+        In,
+        now,
+    );
+    assert_eq!(d.generated.len(), 1, "no cookie: {d:?}");
+    fields(&d.generated[0]).0
+}
+
 fn assert_pass(d: &Decision, state: StateMatch) {
     assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
     assert_eq!(d.state, state, "{d:?}");
@@ -171,13 +184,7 @@ fn a_connection_goes_through_cookies_ipv6() {
 fn an_ack_without_a_good_cookie_makes_nothing() {
     let mut f = filter("set syncookies always\npass in on em0 proto tcp\n");
     let (c, s) = ("203.0.113.7", "198.18.0.80");
-    let d = f.process(
-        &mut tcp(c, s, 5555, 80, 1000, 0, SYN, 64240, b""),
-        "em0",
-        In,
-        0,
-    );
-    let cookie = fields(&d.generated[0]).0;
+    let cookie = cookie(&mut f, (c, s), (5555, 80), 1000, 0);
     // Wrong cookie, wrong client ISN, another port: no state is made;
     // the ACK is decided as any packet without a state (the rule's
     // `flags S/SA` keeps no state for a bare ACK).
@@ -360,13 +367,7 @@ fn a_modulated_rule_through_cookies_still_carries_data() {
          pass out on em1 proto tcp\n",
     );
     let (c, s) = ("203.0.113.7", "198.18.0.80");
-    let d = f.process(
-        &mut tcp(c, s, 5555, 80, 1000, 0, SYN, 64240, b""),
-        "em0",
-        In,
-        0,
-    );
-    let cookie = fields(&d.generated[0]).0;
+    let cookie = cookie(&mut f, (c, s), (5555, 80), 1000, 0);
     let d = f.process(
         &mut tcp(c, s, 5555, 80, 1001, cookie.wrapping_add(1), ACK, 502, b""),
         "em0",
@@ -453,13 +454,7 @@ fn a_syn_on_a_closed_connections_ports_replaces_its_state() {
         &Default::default(),
     );
     f.set_options(&out.config);
-    let d = f.process(
-        &mut tcp(c, s, 5555, 80, 90_000, 0, SYN, 64240, b""),
-        "em0",
-        In,
-        2,
-    );
-    let cookie = fields(&d.generated[0]).0;
+    let cookie = cookie(&mut f, (c, s), (5555, 80), 90_000, 2);
     assert!(f.states.get(old).is_none(), "the closed state stayed");
     let d = f.process(
         &mut tcp(
@@ -490,20 +485,8 @@ fn a_refused_cookie_is_reset_and_does_not_wear_out_the_others() {
          pass in on em0 proto tcp to port 80\n",
     );
     let (c, s) = ("203.0.113.7", "198.18.0.80");
-    let d = f.process(
-        &mut tcp(c, s, 5555, 22, 1000, 0, SYN, 64240, b""),
-        "em0",
-        In,
-        0,
-    );
-    let bad = fields(&d.generated[0]).0;
-    let d = f.process(
-        &mut tcp(c, s, 5556, 80, 2000, 0, SYN, 64240, b""),
-        "em0",
-        In,
-        0,
-    );
-    let good = fields(&d.generated[0]).0;
+    let bad = cookie(&mut f, (c, s), (5555, 22), 1000, 0);
+    let good = cookie(&mut f, (c, s), (5556, 80), 2000, 0);
     for _ in 0..3 {
         let d = f.process(
             &mut tcp(c, s, 5555, 22, 1001, bad.wrapping_add(1), ACK, 502, b""),
