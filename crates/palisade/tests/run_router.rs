@@ -880,6 +880,66 @@ fn neigh_mac(ns: &Netns, host: &str, addr: &str) -> String {
         .to_string()
 }
 
+/// `mac = "port"` on a port whose driver refuses a new MAC (ifb:
+/// EOPNOTSUPP): the refusal is logged, Palisade answers there with the
+/// derived MAC as it would without the setting, the kernel's MAC stays,
+/// and nothing about it is left to give back at the stop.
+#[test]
+fn a_port_that_refuses_a_new_mac_is_answered_with_the_derived_one() {
+    require_root();
+    let (ns, src, fw, _dst) = routed("ifbmac");
+    ns.exec(&fw, &["ip", "link", "add", "ifb0", "type", "ifb"]);
+    let before = link_mac(&ns, &fw, "ifb0");
+    let d = tmpdir().join("ifbmac");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\n{ROUTED_TOML}[[port]]\nname = \"ifb0\"\nmac = \"port\"\n\
+             [[interface]]\nname = \"x0\"\nport = \"ifb0\"\naddresses = [\"203.0.113.254/24\"]\n"
+        ),
+    );
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    wait_ping(&src, "198.19.0.1", &log);
+    wait_until("the refusal logged", Duration::from_secs(5), || {
+        log.lock()
+            .unwrap()
+            .contains("port 'ifb0': cannot move the kernel's MAC aside")
+    });
+    assert_eq!(link_mac(&ns, &fw, "ifb0"), before, "the kernel's MAC stays");
+    let o = Command::new(palisade())
+        .args(["show", "interfaces", "--json", "-s"])
+        .arg(d.join("palisade.sock"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let x0 = v
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "x0"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no x0: {v}"));
+    let derived = palisade_net::dataplane::own_mac(
+        before
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+    )
+    .iter()
+    .map(|x| format!("{x:02x}"))
+    .collect::<Vec<_>>()
+    .join(":");
+    assert_eq!(x0["mac"], derived, "{x0}\n{}", log.lock().unwrap());
+    daemon.stop();
+    assert_eq!(link_mac(&ns, &fw, "ifb0"), before);
+    let l = log.lock().unwrap().clone();
+    assert!(!l.contains("cannot give"), "{l}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// `mac = "port"` on a port: Palisade answers ARP and NDP there with the
 /// port's own MAC (a provider that accepts only the NIC's), the kernel's
 /// interface has the derived one meanwhile (the firewall's own ssh is
