@@ -39,6 +39,34 @@ fn cookie(f: &mut Filter, (c, s): (&str, &str), ports: (u16, u16), isn: u32, now
     fields(&d.generated[0]).0
 }
 
+/// The client's bare ACK from `c`:`ports.0` to `s`:`ports.1` (sequence
+/// number `seq`) that returns `cookie`; the firewall's decision.
+fn return_cookie(
+    f: &mut Filter,
+    (c, s): (&str, &str),
+    ports: (u16, u16),
+    seq: u32,
+    cookie: u32,
+    now: u64,
+) -> Decision {
+    f.process(
+        &mut tcp(
+            c,
+            s,
+            ports.0,
+            ports.1,
+            seq,
+            cookie.wrapping_add(1),
+            ACK,
+            502,
+            b"",
+        ),
+        "em0",
+        In,
+        now,
+    )
+}
+
 fn assert_pass(d: &Decision, state: StateMatch) {
     assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
     assert_eq!(d.state, state, "{d:?}");
@@ -85,22 +113,7 @@ fn connect_through_cookies(c: &str, s: &str) {
     // 2. The client's ACK returns the cookie: the SYN is rebuilt, the
     // rules pass it, the state is made and the firewall connects to the
     // server with the client's own ISN.
-    let d = f.process(
-        &mut tcp(
-            c,
-            s,
-            5555,
-            80,
-            cisn.wrapping_add(1),
-            cookie.wrapping_add(1),
-            ACK,
-            502,
-            b"",
-        ),
-        "em0",
-        In,
-        2,
-    );
+    let d = return_cookie(&mut f, (c, s), (5555, 80), cisn.wrapping_add(1), cookie, 2);
     assert_eq!(d.reason, Reason::Synproxy, "{d:?}");
     assert!(d.generated.is_empty(), "{d:?}");
     assert_eq!(d.generated_out.len(), 1, "{d:?}");
@@ -220,12 +233,7 @@ fn a_syn_the_rules_block_gets_a_cookie_but_never_a_connection() {
     );
     assert_eq!(d.generated.len(), 1);
     let cookie = fields(&d.generated[0]).0;
-    let d = f.process(
-        &mut tcp(c, s, 5555, 22, 1001, cookie.wrapping_add(1), ACK, 502, b""),
-        "em0",
-        In,
-        1,
-    );
+    let d = return_cookie(&mut f, (c, s), (5555, 22), 1001, cookie, 1);
     assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
     assert!(
         d.generated_out.is_empty() && d.generated.is_empty(),
@@ -368,12 +376,7 @@ fn a_modulated_rule_through_cookies_still_carries_data() {
     );
     let (c, s) = ("203.0.113.7", "198.18.0.80");
     let cookie = cookie(&mut f, (c, s), (5555, 80), 1000, 0);
-    let d = f.process(
-        &mut tcp(c, s, 5555, 80, 1001, cookie.wrapping_add(1), ACK, 502, b""),
-        "em0",
-        In,
-        1,
-    );
+    let d = return_cookie(&mut f, (c, s), (5555, 80), 1001, cookie, 1);
     assert_eq!(fields(&d.generated_out[0]).0, 1000, "{d:?}");
     let mut sa = tcp(s, c, 80, 5555, 7000, 1001, SYN | ACK, 65160, b"");
     f.process(&mut sa, "em1", In, 2);
@@ -456,22 +459,7 @@ fn a_syn_on_a_closed_connections_ports_replaces_its_state() {
     f.set_options(&out.config);
     let cookie = cookie(&mut f, (c, s), (5555, 80), 90_000, 2);
     assert!(f.states.get(old).is_none(), "the closed state stayed");
-    let d = f.process(
-        &mut tcp(
-            c,
-            s,
-            5555,
-            80,
-            90_001,
-            cookie.wrapping_add(1),
-            ACK,
-            502,
-            b"",
-        ),
-        "em0",
-        In,
-        3,
-    );
+    let d = return_cookie(&mut f, (c, s), (5555, 80), 90_001, cookie, 3);
     assert_eq!(d.generated_out.len(), 1, "no connection: {d:?}");
 }
 
@@ -488,12 +476,7 @@ fn a_refused_cookie_is_reset_and_does_not_wear_out_the_others() {
     let bad = cookie(&mut f, (c, s), (5555, 22), 1000, 0);
     let good = cookie(&mut f, (c, s), (5556, 80), 2000, 0);
     for _ in 0..3 {
-        let d = f.process(
-            &mut tcp(c, s, 5555, 22, 1001, bad.wrapping_add(1), ACK, 502, b""),
-            "em0",
-            In,
-            1,
-        );
+        let d = return_cookie(&mut f, (c, s), (5555, 22), 1001, bad, 1);
         let VerdictAction::Block(how) = d.action else {
             panic!("{d:?}")
         };
@@ -506,12 +489,7 @@ fn a_refused_cookie_is_reset_and_does_not_wear_out_the_others() {
         assert_eq!((seq, flags & 0x04), (bad.wrapping_add(1), 0x04));
         assert!(!d.log);
     }
-    let d = f.process(
-        &mut tcp(c, s, 5556, 80, 2001, good.wrapping_add(1), ACK, 502, b""),
-        "em0",
-        In,
-        2,
-    );
+    let d = return_cookie(&mut f, (c, s), (5556, 80), 2001, good, 2);
     assert_eq!(
         d.generated_out.len(),
         1,

@@ -68,34 +68,45 @@ impl FpKey {
     }
 }
 
-/// `FpDir.flags`: decrement the TTL or hop limit and write `eth`.
+/// `FpWay.flags`: decrement the TTL or hop limit and write `eth`.
 pub const FP_ROUTE: u8 = 1;
-/// `FpDir.flags`: write the addresses and ports `to_*` (pf translates
+/// `FpWay.flags`: write the addresses and ports `to_*` (pf translates
 /// this direction).
 pub const FP_NAT: u8 = 2;
 
-/// Where a direction goes, as user space describes it: stored as the
-/// flow slot's way `way` (`struct fp_way` in `fp_ways`, under the lock)
-/// and, under the packet's key, where to find it (`struct fp_ref`).
+/// A direction as user space hands it over: the flow slot's way `way`
+/// (`struct fp_way` in `fp_ways`, under the lock) and, under the
+/// packet's key, where to find it (`struct fp_ref`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FpDir {
-    /// The packet's key (`set_dir` writes the one it is given).
-    pub key: FpKey,
     /// The flow's slot in the flows array, and its generation.
     pub flow: u32,
     pub gen: u32,
     /// Which of the slot's two ways (0 or 1).
     pub way: u8,
+    /// Where it goes (its `key` is written by `set_dir`/`set_dirs` from
+    /// the one they are given).
+    pub fwd: FpWay,
+}
+
+/// Where a direction goes, as the program reads it (`struct fp_way`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpWay {
+    /// The packet's key, checked under the lock.
+    pub key: FpKey,
     pub out_ifindex: u32,
     /// Per pf state of the flow: 0 when this direction is from the
     /// state's initiator, 1 from its responder.
     pub side: [u8; 2],
+    /// `FP_ROUTE`, `FP_NAT`.
     pub flags: u8,
     /// Destination and source MAC written when `FP_ROUTE`.
     pub eth: [u8; 12],
     /// The destination MAC the flow's frames arrive with (the firewall's
     /// when routed, the host's when bridged): others are not taken.
     pub in_dst: [u8; 6],
+    pub pad: [u8; 3],
     /// With `FP_NAT`: the addresses and ports the packet leaves with, as
     /// in `FpKey` (same family as the key).
     pub to_src: [u8; 16],
@@ -107,40 +118,9 @@ pub struct FpDir {
     pub mtu: u32,
 }
 
-/// A direction as the program reads it (`struct fp_way`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FpWay {
-    pub key: FpKey,
-    pub out_ifindex: u32,
-    pub side: [u8; 2],
-    pub flags: u8,
-    pub eth: [u8; 12],
-    pub in_dst: [u8; 6],
-    pub pad: [u8; 3],
-    pub to_src: [u8; 16],
-    pub to_dst: [u8; 16],
-    pub to_sport: u16,
-    pub to_dport: u16,
-    pub mtu: u32,
-}
-
 impl FpWay {
     fn of(key: &FpKey, d: &FpDir) -> FpWay {
-        FpWay {
-            key: *key,
-            out_ifindex: d.out_ifindex,
-            side: d.side,
-            flags: d.flags,
-            eth: d.eth,
-            in_dst: d.in_dst,
-            pad: [0; 3],
-            to_src: d.to_src,
-            to_dst: d.to_dst,
-            to_sport: d.to_sport,
-            to_dport: d.to_dport,
-            mtu: d.mtu,
-        }
+        FpWay { key: *key, ..d.fwd }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
 use palisade_net::fastpath::{
-    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpRef, FpWin, FP_NAT, FP_ROUTE,
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpRef, FpWay, FpWin, FP_NAT, FP_ROUTE,
     TC_ACT_OK, TC_ACT_REDIRECT,
 };
 
@@ -283,10 +283,13 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
         let dir = FpDir {
             flow: slot,
             gen: case + 1,
-            out_ifindex: 1,
-            side,
-            in_dst: FW_MAC,
-            mtu: LO_MTU,
+            fwd: FpWay {
+                out_ifindex: 1,
+                side,
+                in_dst: FW_MAC,
+                mtu: LO_MTU,
+                ..FpWay::default()
+            },
             ..FpDir::default()
         };
         // The packet travels as the first state's sender sends it.
@@ -394,9 +397,12 @@ fn too_big_for_the_way_out_goes_back() {
             let dir = FpDir {
                 flow: 3,
                 gen: 7,
-                out_ifindex: 1,
-                in_dst: FW_MAC,
-                mtu,
+                fwd: FpWay {
+                    out_ifindex: 1,
+                    in_dst: FW_MAC,
+                    mtu,
+                    ..FpWay::default()
+                },
                 ..FpDir::default()
             };
             fp.set_dir(&tcp_key(v6, 0), &dir).unwrap();
@@ -423,9 +429,12 @@ fn flags_slowness_staleness_and_misses_go_back() {
     let dir = FpDir {
         flow: 3,
         gen: 7,
-        out_ifindex: 1,
-        in_dst: FW_MAC,
-        mtu: LO_MTU,
+        fwd: FpWay {
+            out_ifindex: 1,
+            in_dst: FW_MAC,
+            mtu: LO_MTU,
+            ..FpWay::default()
+        },
         ..FpDir::default()
     };
     fp.set_dir(&tcp_key(false, 0), &dir).unwrap();
@@ -528,12 +537,15 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
                 &FpDir {
                     flow: 9,
                     gen: 1,
-                    out_ifindex: 1,
-                    side: [0, 0],
-                    flags: FP_ROUTE,
-                    eth: mac,
-                    in_dst: FW_MAC,
-                    mtu: LO_MTU,
+                    fwd: FpWay {
+                        out_ifindex: 1,
+                        side: [0, 0],
+                        flags: FP_ROUTE,
+                        eth: mac,
+                        in_dst: FW_MAC,
+                        mtu: LO_MTU,
+                        ..FpWay::default()
+                    },
                     ..FpDir::default()
                 },
             )
@@ -704,15 +716,18 @@ fn translated_packets_leave_as_if_built_with_their_new_tuple() {
             &FpDir {
                 flow: slot,
                 gen: case + 1,
-                out_ifindex: 1,
-                flags: FP_NAT | if routed { FP_ROUTE } else { 0 },
-                eth: mac,
-                in_dst: FW_MAC,
-                to_src: to.src,
-                to_dst: to.dst,
-                to_sport: to.sport,
-                to_dport: to.dport,
-                mtu: LO_MTU,
+                fwd: FpWay {
+                    out_ifindex: 1,
+                    flags: FP_NAT | if routed { FP_ROUTE } else { 0 },
+                    eth: mac,
+                    in_dst: FW_MAC,
+                    to_src: to.src,
+                    to_dst: to.dst,
+                    to_sport: to.sport,
+                    to_dport: to.dport,
+                    mtu: LO_MTU,
+                    ..FpWay::default()
+                },
                 ..FpDir::default()
             },
         )
@@ -789,9 +804,12 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
     let dir = FpDir {
         flow: 5,
         gen: 4,
-        out_ifindex: 1,
-        in_dst: FW_MAC,
-        mtu: LO_MTU,
+        fwd: FpWay {
+            out_ifindex: 1,
+            in_dst: FW_MAC,
+            mtu: LO_MTU,
+            ..FpWay::default()
+        },
         ..FpDir::default()
     };
     let k = tcp_key(false, 0);
@@ -852,7 +870,10 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
     fp.set_dir(
         &kr,
         &FpDir {
-            side: [1, 1],
+            fwd: FpWay {
+                side: [1, 1],
+                ..dir.fwd
+            },
             ..dir
         },
     )
@@ -898,9 +919,12 @@ fn a_direction_stored_under_another_key_is_not_used() {
     let dir = FpDir {
         flow: 6,
         gen: 2,
-        out_ifindex: 1,
-        in_dst: FW_MAC,
-        mtu: LO_MTU,
+        fwd: FpWay {
+            out_ifindex: 1,
+            in_dst: FW_MAC,
+            mtu: LO_MTU,
+            ..FpWay::default()
+        },
         ..FpDir::default()
     };
     // Both directions of the state: the first sender's as way 0, the
@@ -908,7 +932,10 @@ fn a_direction_stored_under_another_key_is_not_used() {
     let (k, kr) = (tcp_key(false, 0), tcp_key(false, 1));
     let back = FpDir {
         way: 1,
-        side: [1, 1],
+        fwd: FpWay {
+            side: [1, 1],
+            ..dir.fwd
+        },
         ..dir
     };
     fp.set_dirs(6, 2, &[(k, dir), (kr, back)]).unwrap();

@@ -29,7 +29,7 @@ use palisade_wire::{IpInfo, L4};
 
 use super::Dataplane;
 use crate::fastpath::{
-    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWin, FP_NAT, FP_ROUTE,
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWay, FpWin, FP_NAT, FP_ROUTE,
 };
 
 /// What the packet under way has shown so far.
@@ -141,10 +141,10 @@ fn fp_peer(p: &Peer) -> FpPeer {
 /// a bridged one's host.
 fn sends_to(l: &Learnt) -> [u8; 6] {
     let mut m = [0u8; 6];
-    if l.dir.flags & FP_ROUTE != 0 {
-        m.copy_from_slice(&l.dir.eth[..6]);
+    if l.dir.fwd.flags & FP_ROUTE != 0 {
+        m.copy_from_slice(&l.dir.fwd.eth[..6]);
     } else {
-        m = l.dir.in_dst;
+        m = l.dir.fwd.in_dst;
     }
     m
 }
@@ -242,7 +242,7 @@ impl Dataplane {
         if new == old {
             return Ok(on);
         }
-        self.fast_drop_where(|l| l.key.ifindex == old || l.dir.out_ifindex == old);
+        self.fast_drop_where(|l| l.key.ifindex == old || l.dir.fwd.out_ifindex == old);
         let Some(o) = self.fast.as_mut() else {
             return Ok(false);
         };
@@ -521,20 +521,23 @@ impl Dataplane {
         f.dirs[d] = Some(Learnt {
             key,
             dir: FpDir {
-                key,
                 flow: f.slot,
                 gen: 0,
                 way: d as u8,
-                out_ifindex,
-                side: sides,
-                flags: if routed { FP_ROUTE } else { 0 } | if nat { FP_NAT } else { 0 },
-                eth,
-                in_dst: t.in_dst,
-                to_src: to.src,
-                to_dst: to.dst,
-                to_sport: to.sport,
-                to_dport: to.dport,
-                mtu: out_mtu,
+                fwd: FpWay {
+                    key,
+                    out_ifindex,
+                    side: sides,
+                    flags: if routed { FP_ROUTE } else { 0 } | if nat { FP_NAT } else { 0 },
+                    eth,
+                    in_dst: t.in_dst,
+                    to_src: to.src,
+                    to_dst: to.dst,
+                    to_sport: to.sport,
+                    to_dport: to.dport,
+                    mtu: out_mtu,
+                    ..FpWay::default()
+                },
             },
             in_ix,
             out_ix,
@@ -703,7 +706,7 @@ impl Dataplane {
         let (Some(a), Some(b)) = (views[0], views[1]) else {
             return true;
         };
-        dirs.any(|l| !(udp_settled(&a, l.dir.side[0]) && udp_settled(&b, l.dir.side[1])))
+        dirs.any(|l| !(udp_settled(&a, l.dir.fwd.side[0]) && udp_settled(&b, l.dir.fwd.side[1])))
     }
 
     /// Write a flow whose directions are known (TCP: both; UDP: one or
@@ -720,8 +723,8 @@ impl Dataplane {
         for d in f.dirs.iter_mut() {
             if d.as_ref().is_some_and(|l| {
                 l.key.proto == 17
-                    && !(udp_settled(&views[0], l.dir.side[0])
-                        && udp_settled(&views[1], l.dir.side[1]))
+                    && !(udp_settled(&views[0], l.dir.fwd.side[0])
+                        && udp_settled(&views[1], l.dir.fwd.side[1]))
             }) {
                 *d = None;
             }
@@ -830,9 +833,9 @@ impl Dataplane {
                             // Bridged unchanged (leaving with the
                             // destination it came with): its source is
                             // the sending host's.
-                            let src = (l.dir.eth[..6] == l.dir.in_dst).then(|| {
+                            let src = (l.dir.fwd.eth[..6] == l.dir.fwd.in_dst).then(|| {
                                 let mut m = [0u8; 6];
-                                m.copy_from_slice(&l.dir.eth[6..12]);
+                                m.copy_from_slice(&l.dir.fwd.eth[6..12]);
                                 m
                             });
                             Some((l.in_ix, l.out_ix, l.v6, moved[d], b, src))
@@ -935,7 +938,7 @@ impl Dataplane {
     }
 
     pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
-        self.fast_drop_to(mac, |l| l.dir.flags & FP_ROUTE != 0 && l.out_ix == i);
+        self.fast_drop_to(mac, |l| l.dir.fwd.flags & FP_ROUTE != 0 && l.out_ix == i);
     }
 
     /// Bridge `b` learnt host `mac` on member `m` afresh (it was unknown,
@@ -959,7 +962,7 @@ impl Dataplane {
             .filter(|&x| x == b || ifaces[x].bridge == Some(b))
             .collect();
         self.fast_drop_to(mac, |l| {
-            through.contains(&l.out_ix) && Some(l.dir.out_ifindex) != at
+            through.contains(&l.out_ix) && Some(l.dir.fwd.out_ifindex) != at
         });
     }
 
@@ -1002,7 +1005,7 @@ impl Dataplane {
     /// that has not moved yet, a flood). Flows through the interface's
     /// own MAC stay.
     pub(super) fn fast_virtual_off(&mut self, mac: [u8; 6]) {
-        self.fast_drop_where(|l| l.dir.in_dst == mac || l.dir.eth[6..12] == mac);
+        self.fast_drop_where(|l| l.dir.fwd.in_dst == mac || l.dir.fwd.eth[6..12] == mac);
     }
 
     /// Every flow one of whose learnt directions `hit` names is taken
