@@ -255,12 +255,22 @@ pub struct Status {
     pub addrs: Vec<IpAddr>,
     /// Its interface groups besides `carp`.
     pub groups: Vec<String>,
-    /// The master last heard (BACKUP), if any.
+    /// The master last heard (BACKUP), if any: by its IPv4 address when
+    /// its IPv4 advertisements are heard, else by its IPv6 one.
     pub master: Option<IpAddr>,
+    /// The master's addresses heard (BACKUP), one per family, IPv4 first
+    /// (a master advertises from each family it has addresses in).
+    pub masters: Vec<IpAddr>,
     /// The last transition: when, from, to, why.
     pub last: Option<(Micros, State, State, TransitionReason)>,
     pub transitions: u64,
     pub sent: u64,
+}
+
+impl Vhost {
+    fn heard_master(&mut self, src: IpAddr) {
+        self.master[src.is_ipv6() as usize] = Some(src);
+    }
 }
 
 struct Vhost {
@@ -272,7 +282,8 @@ struct Vhost {
     md_at: Option<Micros>,
     /// Our counter: constant, random.
     cookie: u64,
-    master: Option<IpAddr>,
+    /// The master's source address heard last, per family (IPv4, IPv6).
+    master: [Option<IpAddr>; 2],
     last: Option<(Micros, State, State, TransitionReason)>,
     transitions: u64,
     sent: u64,
@@ -405,7 +416,7 @@ impl Node {
                 ad_at: None,
                 md_at: None,
                 cookie: x,
-                master: None,
+                master: [None; 2],
                 last: None,
                 transitions: 0,
                 sent: 0,
@@ -752,8 +763,8 @@ impl Node {
                 let better =
                     !bow_out && (repr.demote < ours || (repr.demote == ours && their_tv <= our_tv));
                 if better {
-                    self.vhosts[i].master = Some(src);
                     self.become_backup(i, now, TransitionReason::BetterMaster);
+                    self.vhosts[i].heard_master(src);
                 } else if bow_out
                     || self.vhosts[i]
                         .master_since
@@ -784,7 +795,7 @@ impl Node {
                 }
             }
             State::Backup => {
-                self.vhosts[i].master = Some(src);
+                self.vhosts[i].heard_master(src);
                 let bow_out = repr.advbase == 255 && repr.advskew == 255;
                 if bow_out {
                     self.become_master(i, now, TransitionReason::MasterBowedOut);
@@ -860,6 +871,10 @@ impl Node {
         (0..self.vhosts.len())
             .map(|i| {
                 let v = &self.vhosts[i];
+                let masters: Vec<IpAddr> = match v.state {
+                    State::Backup => v.master.iter().flatten().copied().collect(),
+                    _ => Vec::new(),
+                };
                 Status {
                     name: v.cfg.name.clone(),
                     parent: v.cfg.parent.clone(),
@@ -870,7 +885,8 @@ impl Node {
                     demote: self.demotion(i),
                     addrs: v.cfg.addrs.clone(),
                     groups: v.cfg.groups.clone(),
-                    master: (v.state == State::Backup).then_some(v.master).flatten(),
+                    master: masters.first().copied(),
+                    masters,
                     last: v.last,
                     transitions: v.transitions,
                     sent: v.sent,
@@ -902,6 +918,8 @@ impl Node {
             v.md_at = None;
         }
         if from != to {
+            // Whoever was heard as master belongs to the old state.
+            v.master = [None; 2];
             v.transitions += 1;
             v.last = Some((now, from, to, reason));
             self.events.push_back(Event::Transition {
@@ -930,7 +948,6 @@ impl Node {
         self.advertise(i, false);
         self.announce(i);
         let v = &mut self.vhosts[i];
-        v.master = None;
         v.delayed_announce = 2;
         v.master_since = Some(now);
         v.ad_at = Some(now + interval(v.cfg.advbase, v.cfg.advskew));

@@ -128,7 +128,11 @@ impl Sim {
                         at: now + self.latency,
                         to: j,
                         parent: t.parent.clone(),
-                        src: self.addrs[i],
+                        // From the node's address of the advertisement's family.
+                        src: match t.dst {
+                            IpAddr::V4(_) => self.addrs[i],
+                            IpAddr::V6(_) => format!("2001:db8::{}", i + 1).parse().unwrap(),
+                        },
                         payload: t.payload.clone(),
                     });
                 }
@@ -960,4 +964,39 @@ fn advskew_changed_at_run_time_moves_mastership_as_ifconfig_does() {
     assert!(sim.masters("carp0").is_empty(), "not before 9 s");
     sim.run_for(5 * S);
     assert_eq!(sim.masters("carp0"), [b]);
+}
+
+/// A backup names the master by each family it hears it advertise from
+/// (IPv4 first), and forgets it when its own state changes.
+#[test]
+fn a_backup_names_the_master_by_both_families() {
+    let mut sim = Sim::new();
+    let opts = preempting();
+    let a = sim.add(vec![dual(0)], opts);
+    let b = sim.add(vec![dual(100)], opts);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    let st = sim.node(b).status();
+    let want: Vec<IpAddr> = vec![
+        "198.51.100.1".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+    ];
+    assert_eq!(st[0].masters, want);
+    assert_eq!(st[0].master, Some(want[0]));
+    assert!(
+        sim.node(a).status()[0].masters.is_empty(),
+        "a master names none"
+    );
+    // b takes over: it names no master; a, now backup, names b.
+    let t = sim.now;
+    sim.node(a).demote(t, "carp", 128, "test");
+    sim.drain(a);
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [b]);
+    assert!(sim.node(b).status()[0].masters.is_empty());
+    let want: Vec<IpAddr> = vec![
+        "198.51.100.2".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+    ];
+    assert_eq!(sim.node(a).status()[0].masters, want);
 }

@@ -894,8 +894,9 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
                 (IpAddr::V6(_), None) => writeln!(text, "\tinet6 {a}"),
             };
         }
-        if let Some(m) = s.master {
-            let _ = writeln!(text, "\tmaster {m}");
+        if !s.masters.is_empty() {
+            let m: Vec<String> = s.masters.iter().map(|a| a.to_string()).collect();
+            let _ = writeln!(text, "\tmaster {}", m.join(", "));
         }
         let last = s.last.map(|(at, from, to, why)| {
             let ago = now.saturating_sub(at) as f64 / 1e6;
@@ -926,6 +927,7 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
             "groups": groups,
             "addresses": s.addrs,
             "master": s.master,
+            "masters": s.masters,
             "last_transition": last,
             "transitions": s.transitions,
             "sent": s.sent,

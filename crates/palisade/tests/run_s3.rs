@@ -606,11 +606,19 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
     }
     let v = s3.fws[1].show();
     assert_eq!(v["interfaces"][0]["state"], "BACKUP", "{v}");
-    // The master heard: fw1, by whichever family advertised last.
-    let m0 = v["interfaces"][0]["master"].as_str().unwrap_or("");
-    assert!(["198.18.0.2", "2001:db8::2"].contains(&m0), "{v}");
-    let m1 = v["interfaces"][1]["master"].as_str().unwrap_or("");
-    assert!(["203.0.113.2", "2001:db8:1::2"].contains(&m1), "{v}");
+    // The master heard: fw1, by each family it advertises from.
+    assert_eq!(v["interfaces"][0]["master"], "198.18.0.2", "{v}");
+    assert_eq!(
+        v["interfaces"][0]["masters"],
+        serde_json::json!(["198.18.0.2", "2001:db8::2"]),
+        "{v}"
+    );
+    assert_eq!(v["interfaces"][1]["master"], "203.0.113.2", "{v}");
+    assert_eq!(
+        v["interfaces"][1]["masters"],
+        serde_json::json!(["203.0.113.2", "2001:db8:1::2"]),
+        "{v}"
+    );
     assert_eq!(v["interfaces"][0]["advskew"], 100, "{v}");
     assert_eq!(v["groups"][0]["group"], "carp", "{v}");
     assert_eq!(v["groups"][0]["demote"], 0, "{v}");
