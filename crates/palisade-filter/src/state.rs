@@ -650,6 +650,9 @@ pub struct StateTable {
     /// TCP states whose responder has not answered yet (pf's half-open
     /// states: `set syncookies adaptive` measures them).
     halfopen: usize,
+    /// States removed since the table was made, for any reason (pfctl
+    /// -si's removals).
+    pub removals: u64,
     /// Record events only for a consumer (pfsync): `set_events`.
     events_enabled: bool,
     /// pfsync `defer`: the syncable states created since the caller last
@@ -785,6 +788,7 @@ impl StateTable {
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
             halfopen: 0,
+            removals: 0,
             events_enabled: false,
             track_created: false,
             created: Vec::new(),
@@ -1293,10 +1297,13 @@ impl StateTable {
         tcp: Option<&TcpSeg>,
         len: u32,
     ) -> Result<u64, crate::Reason> {
+        // The table full (`set limit states`): pf's state pool refuses
+        // the allocation and counts `memory`; `state-limit` is a rule's
+        // own `max`.
         if self.live_all() as u64 >= self.limit as u64
             || self.live >= MAX_SLOTS / self.stride() as usize
         {
-            return Err(crate::Reason::StateLimit);
+            return Err(crate::Reason::Memory);
         }
         let rule_id = rule.as_ref().map(|r| self.intern_rule(r));
         let max_key = max_key(opts.as_ref());
@@ -1582,6 +1589,7 @@ impl StateTable {
         }
         self.free.push(slot);
         self.live -= 1;
+        self.removals += 1;
         if let Some(st) = &s.stats {
             st.state_gone();
         }

@@ -324,7 +324,7 @@ fn state_limit_counts_every_table() {
     }
     let mut p = udp("192.0.2.1", "203.0.113.9", 2000, 53, 8);
     let d = workers.process(1, &mut p, "em0", Out, 0, 0, None, None);
-    assert_eq!(d.reason, Reason::StateLimit, "{d:?}");
+    assert_eq!(d.reason, Reason::Memory, "{d:?}");
     assert_eq!(workers.states(), 3);
 }
 

@@ -70,6 +70,12 @@ pub fn render(sh: &Shared) -> String {
             "States created.",
             info.state_inserts,
         ),
+        (
+            "palisade_state_removals_total",
+            "counter",
+            "States removed (expired, closed, killed, flushed, or deleted by the pfsync peer).",
+            info.state_removals,
+        ),
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");

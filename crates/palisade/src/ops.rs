@@ -672,7 +672,11 @@ fn show_info(sh: &Shared) -> Value {
     );
     text += &format!("  {:<25} {:>14}\n", "current entries", d.states);
     text += &format!("  {:<25} {:>14}\n", "half-open tcp", d.states_halfopen);
-    for (label, n) in [("searches", d.state_searches), ("inserts", d.state_inserts)] {
+    for (label, n) in [
+        ("searches", d.state_searches),
+        ("inserts", d.state_inserts),
+        ("removals", d.state_removals),
+    ] {
         text += &format!("  {label:<25} {n:>14} {:>14.1}/s\n", rate(n));
     }
     // In pfctl's order.

@@ -517,6 +517,10 @@ impl Dataplane {
         }
         self.fdb.age(now);
         self.fast_tick(now);
+        // Expired states go on the clock, as pf's purge thread removes
+        // them, not only when a packet comes: an idle firewall's state
+        // count, listing and metrics would show them for ever.
+        self.filter.tick(now);
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out

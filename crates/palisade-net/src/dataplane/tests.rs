@@ -124,6 +124,47 @@ fn fragments(big: &[u8], size: usize) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn expired_states_go_with_the_clock_when_no_packet_comes() {
+    // UDP states for flows across the bridge (B unknown: flooded, so
+    // the way-out states are matched by the second member's pass too
+    // and last 30 s, udp.single; the way-in ones 60 s, udp.first), then
+    // nothing: the clock's ticks remove them.
+    let mut d = dp(BRIDGE, "pass all\n");
+    for (a, b) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+        for port in 0..50u16 {
+            let p = build::ip(
+                a.parse().unwrap(),
+                b.parse().unwrap(),
+                17,
+                64,
+                &build::udp(1000 + port, 53, b"q"),
+            );
+            let et = if a.contains(':') { ETH_IPV6 } else { ETH_IPV4 };
+            d.input(0, &eth(B, A, None, et, &p), 1_000);
+        }
+    }
+    let n = d.filter.states.len();
+    assert!(n >= 100, "{n} states");
+    for t in (2_000..=30_000).step_by(1000) {
+        d.tick(t);
+    }
+    assert_eq!(d.filter.states.len(), n, "none expired yet at 30 s");
+    for t in (31_000..=60_000).step_by(1000) {
+        d.tick(t);
+    }
+    assert_eq!(d.filter.states.len(), n / 2, "the way-out states expired");
+    for t in (61_000..=63_000).step_by(1000) {
+        d.tick(t);
+    }
+    assert_eq!(
+        d.filter.states.len(),
+        0,
+        "expired 60 s after the last packet"
+    );
+    assert_eq!(d.filter.states.removals, n as u64, "counted as removals");
+}
+
+#[test]
 fn bridged_datagrams_larger_than_the_mtu_are_fragmented_again() {
     // pf reassembles on the way in; what leaves must fit the member's
     // MTU (1500): IPv4 fragmented to it, IPv6 as the sender did.
