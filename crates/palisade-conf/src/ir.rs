@@ -265,6 +265,9 @@ pub enum Timeout {
     TcpClosing,
     TcpFinWait,
     TcpClosed,
+    /// TCP timestamps' allowed difference (pf's scrub reassemble tcp):
+    /// parsed and shown, not enforced.
+    TcpTsDiff,
     UdpFirst,
     UdpSingle,
     UdpMultiple,
@@ -281,13 +284,14 @@ pub enum Timeout {
 }
 
 impl Timeout {
-    pub const ALL: [Timeout; 19] = [
+    pub const ALL: [Timeout; 20] = [
         Timeout::TcpFirst,
         Timeout::TcpOpening,
         Timeout::TcpEstablished,
         Timeout::TcpClosing,
         Timeout::TcpFinWait,
         Timeout::TcpClosed,
+        Timeout::TcpTsDiff,
         Timeout::UdpFirst,
         Timeout::UdpSingle,
         Timeout::UdpMultiple,
@@ -310,6 +314,7 @@ impl Timeout {
             Timeout::TcpClosing => "tcp.closing",
             Timeout::TcpFinWait => "tcp.finwait",
             Timeout::TcpClosed => "tcp.closed",
+            Timeout::TcpTsDiff => "tcp.tsdiff",
             Timeout::UdpFirst => "udp.first",
             Timeout::UdpSingle => "udp.single",
             Timeout::UdpMultiple => "udp.multiple",
@@ -337,6 +342,7 @@ impl Timeout {
             Timeout::TcpClosing => 900,
             Timeout::TcpFinWait => 45,
             Timeout::TcpClosed => 90,
+            Timeout::TcpTsDiff => 30,
             Timeout::UdpFirst => 60,
             Timeout::UdpSingle => 30,
             Timeout::UdpMultiple => 60,

@@ -682,3 +682,93 @@ fn syncookies_are_read_and_printed_as_pfctl_does_and_bad_percentages_refused() {
         assert!(err.contains(want), "{text}: want {want}, got {err}");
     }
 }
+
+/// What pfctl refuses and a probe found accepted: reserved anchor names,
+/// inline anchors with a path or defined twice, ranges in tables, packets
+/// sent to a queue that has children. Each with pfctl's words.
+#[test]
+fn what_pfctl_refuses_of_anchors_tables_and_queues() {
+    for (text, want) in [
+        (
+            "anchor \"_x\"\n",
+            "pf.conf:1: anchor names beginning with '_' are reserved for internal use",
+        ),
+        (
+            "anchor \"a/_x\" {\npass\n}\n",
+            "pf.conf:1: anchor names beginning with '_' are reserved for internal use",
+        ),
+        (
+            "load anchor \"_l\" from \"/dev/null\"\n",
+            "pf.conf:1: anchor names beginning with '_' are reserved for internal use",
+        ),
+        (
+            "anchor \"x/y\" {\npass\n}\n",
+            "pf.conf:1: anchor paths containing '/' cannot be used for inline anchors.",
+        ),
+        (
+            "anchor \"a\" {\npass\n}\nanchor \"a\" {\nblock\n}\n",
+            "pf.conf:4: inline anchor 'a' already exists",
+        ),
+        (
+            "table <r> { 198.51.100.1 - 198.51.100.20 }\n",
+            "pf.conf:1: address ranges are not permitted inside tables",
+        ),
+        (
+            "queue root on em0 bandwidth 10M\nqueue a parent root bandwidth 5M default\n\
+             queue b parent root bandwidth 5M\nqueue b1 parent b bandwidth 1M\n\
+             pass out on em0 set queue b\n",
+            "queue b: packets must be assigned to leaf queues only",
+        ),
+    ] {
+        let out = parse_with(&opts(), text.as_bytes());
+        assert!(out.errors > 0, "accepted: {text}");
+        let err = out.stderr.join("\n");
+        assert!(err.contains(want), "{text}: {err}");
+    }
+    // Inline anchors of one name in different rulesets, a reference to an
+    // inline anchor, and a leaf queue: all fine.
+    ok(
+        &opts(),
+        b"anchor \"a\" {\nanchor \"b\" {\npass\n}\n}\nanchor \"b\" {\npass\n}\nanchor \"a\"\n",
+    );
+    ok(
+        &opts(),
+        b"queue root on em0 bandwidth 10M\nqueue a parent root bandwidth 5M default\n\
+          queue b parent root bandwidth 5M\nqueue b1 parent b bandwidth 1M\n\
+          pass out on em0 set queue b1\n",
+    );
+}
+
+/// Accepted but warned, with the line: a rule on another routing domain
+/// (Linux here has one), `tcp.tsdiff` and `set debug` (not enforced).
+#[test]
+fn rdomain_tsdiff_and_debug_are_warned_about() {
+    let out = ok(
+        &opts(),
+        b"block in all\npass in on rdomain 1 all no state\n",
+    );
+    let err = out.stderr.join("\n");
+    assert!(
+        err.contains("pf.conf:2: warning: on rdomain 1: Palisade has only routing domain 0"),
+        "{err}"
+    );
+    let out = ok(&opts(), b"pass in on rdomain 0 all\n");
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+    let out = ok(
+        &opts(),
+        b"set timeout { frag 30, tcp.tsdiff 20 }\nset debug debug\n\
+          pass in proto tcp keep state (tcp.tsdiff 10)\n",
+    );
+    assert!(out.stdout.contains("tcp.tsdiff 20"), "{}", out.stdout);
+    let warned: Vec<String> = out.unenforced_warnings("pf.conf");
+    for want in [
+        "pf.conf:1: warning: set timeout tcp.tsdiff is parsed but not enforced",
+        "pf.conf:2: warning: set debug is parsed but not enforced",
+        "pf.conf:3: warning: timeout tcp.tsdiff is parsed but not enforced",
+    ] {
+        assert!(
+            warned.iter().any(|w| w.starts_with(want)),
+            "{want}: {warned:?}"
+        );
+    }
+}

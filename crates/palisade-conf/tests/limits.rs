@@ -736,7 +736,7 @@ fn what_check_v_prints_parses_again() {
         "binat on em0 from 10.0.0.1 to any -> 192.0.2.9\n",
         "scrub in on em0 all fragment reassemble\n",
         "table <t> persist { 10.0.0.0/8 !10.1.0.0/16 }\npass from <t> to any tagged \"x\"\n",
-        "anchor \"a/b\" in on em0 {\n pass out all tag \"t\"\n}\n",
+        "anchor \"b\" in on em0 {\n pass out all tag \"t\"\n}\n",
         big.as_str(),
     ] {
         let out = round_trip(text);

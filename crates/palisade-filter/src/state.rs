@@ -644,7 +644,7 @@ pub struct StateTable {
     pub creator: u32,
     events: replica::EventQueue,
     /// Global timeouts (seconds), indexed like `Timeout::ALL`.
-    pub timeouts: [u32; 19],
+    pub timeouts: [u32; 20],
     /// `set limit states`.
     pub limit: u32,
     /// TCP states whose responder has not answered yet (pf's half-open
@@ -771,7 +771,7 @@ const SLOT_MASK: u32 = (1 << 30) - 1;
 
 impl StateTable {
     pub fn new(creator: u32) -> StateTable {
-        let mut timeouts = [0u32; 19];
+        let mut timeouts = [0u32; 20];
         for (i, t) in Timeout::ALL.iter().enumerate() {
             timeouts[i] = t.default_secs();
         }

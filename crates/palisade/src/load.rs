@@ -36,8 +36,13 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         return Err(out.stderr.join("\n"));
     }
     // A `set fingerprints` file must read and parse before anything starts.
-    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options)
-        .map_err(|e| e.to_string())?;
+    palisade_filter::osfp::FingerprintDb::from_options(&out.config.options).map_err(|e| {
+        let at = out
+            .fingerprints_line
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        format!("{}{at}: {e}", pf.display())
+    })?;
     let unenforced = out.unenforced_warnings(&pf.display().to_string());
     for w in out
         .stderr

@@ -1023,13 +1023,12 @@ struct CheckArgs {
     /// Define a macro, overriding the file's definition.
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     define: Vec<String>,
-    /// The pf.conf to read; `-` for standard input.
-    #[arg(
-        short = 'f',
-        value_name = "FILE",
-        default_value = "/etc/palisade/pf.conf"
-    )]
-    file: String,
+    /// The pf.conf to read; `-` for standard input. Without it, the one
+    /// the palisade.toml in use names (`-c`, or
+    /// /etc/palisade/palisade.toml when there is one), else
+    /// /etc/palisade/pf.conf.
+    #[arg(short = 'f', value_name = "FILE")]
+    file: Option<String>,
     /// Resolve interfaces, groups, users, host names, and the port and
     /// protocol names OpenBSD's databases do not know, with this model of
     /// another machine instead of this one (see docs/host-model.md).
@@ -1528,6 +1527,7 @@ fn check(a: CheckArgs) -> ExitCode {
     // Interfaces come from a palisade.toml: a rule naming another can
     // never match (run -n and reload say so; so does check then).
     let mut from_toml = None;
+    let mut toml_path = None;
     let host = match &a.host_model {
         Some(p) => match files::read_text(p, files::CONFIG) {
             Ok(t) => match HostModel::from_toml(&t) {
@@ -1550,6 +1550,7 @@ fn check(a: CheckArgs) -> ExitCode {
             match daemon_host_model(&path) {
                 Ok((m, cfg)) => {
                     from_toml = Some(cfg);
+                    toml_path = Some(path.clone());
                     m
                 }
                 Err(e) if given => {
@@ -1568,6 +1569,18 @@ fn check(a: CheckArgs) -> ExitCode {
             }
         }
     };
+    // The pf.conf: given, or the one the palisade.toml names (as the
+    // daemon finds it: beside the palisade.toml when relative).
+    let file: String = match (&a.file, &from_toml, &toml_path) {
+        (Some(f), _, _) => f.clone(),
+        (None, Some(cfg), Some(p)) => p
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(&cfg.pf)
+            .display()
+            .to_string(),
+        _ => "/etc/palisade/pf.conf".to_string(),
+    };
     let opts = ParseOptions {
         verbose: a.verbose,
         defines,
@@ -1577,7 +1590,7 @@ fn check(a: CheckArgs) -> ExitCode {
         queues: Vec::new(),
         no_files: false,
     };
-    let out = if a.file == "-" {
+    let out = if file == "-" {
         let data = match files::read_stdin(files::CONFIG) {
             Ok(d) => d,
             Err(e) => {
@@ -1587,7 +1600,7 @@ fn check(a: CheckArgs) -> ExitCode {
         };
         parse_input(Input::Stdin(data), &opts)
     } else {
-        parse_input(Input::File(std::path::Path::new(&a.file)), &opts)
+        parse_input(Input::File(std::path::Path::new(&file)), &opts)
     };
     // Diagnostics go out first and unbuffered; the ruleset is written at the
     // end, as pfctl's buffered stdout is.
@@ -1597,7 +1610,7 @@ fn check(a: CheckArgs) -> ExitCode {
         let _ = writeln!(e, "{line}");
     }
     if !a.pfctl_compat && out.errors == 0 {
-        let name = if a.file == "-" { "stdin" } else { &a.file };
+        let name = if file == "-" { "stdin" } else { &file };
         // With palisade.toml, what run -n and a reload say of the
         // interfaces and of the pair's own traffic (CARP, pfsync).
         let from_toml_warnings = match &from_toml {
@@ -1628,7 +1641,11 @@ fn check(a: CheckArgs) -> ExitCode {
     let mut errors = out.errors;
     if out.errors == 0 {
         if let Err(err) = palisade_filter::osfp::FingerprintDb::from_options(&out.config.options) {
-            let name = if a.file == "-" { "stdin" } else { &a.file };
+            let file = if file == "-" { "stdin" } else { &file };
+            let name = match out.fingerprints_line {
+                Some(l) => format!("{file}:{l}"),
+                None => file.to_string(),
+            };
             let err = err.to_string();
             if err.starts_with("set fingerprints") {
                 let _ = writeln!(e, "{name}: {err}");

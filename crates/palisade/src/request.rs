@@ -252,6 +252,10 @@ impl Request {
                 let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
                     return Err("table: missing the table's name".into());
                 };
+                // As in pf.conf: a name pf could not keep.
+                palisade_conf::names::Name::Table
+                    .check(name)
+                    .map_err(|e| e.to_string())?;
                 let o = req["op"].as_str().unwrap_or("");
                 let addrs = strings(&req["addrs"], &format!("table {name} {o}"))?;
                 let op = match o {
@@ -308,6 +312,12 @@ impl Request {
                     }
                     None => return Err("anchor: missing the operation (load, flush, show)".into()),
                 };
+                if !matches!(op, AnchorOp::Show) && palisade_conf::parser::reserved_anchor(name) {
+                    return Err(
+                        "anchor names beginning with '_' cannot be modified from the command line"
+                            .into(),
+                    );
+                }
                 Ok(Request::Anchor {
                     name: name.to_string(),
                     op,
@@ -656,6 +666,18 @@ mod tests {
             (
                 json!({"cmd": "anchor", "name": "/", "op": "show"}),
                 "missing the anchor's name",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "_x", "op": "flush"}),
+                "cannot be modified from the command line",
+            ),
+            (
+                json!({"cmd": "anchor", "name": "a/_b", "op": "load", "rules": "pass\n"}),
+                "cannot be modified from the command line",
+            ),
+            (
+                json!({"cmd": "table", "name": "t".repeat(32), "op": "show"}),
+                "table name too long, max 31 chars",
             ),
             (json!({"cmd": "kill", "id": "zz"}), "not a state id"),
             (json!({"cmd": "kill"}), "say which"),

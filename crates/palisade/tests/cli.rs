@@ -579,6 +579,7 @@ fn check_refuses_fingerprints_that_would_not_load() {
             "{file}: {}",
             stderr(&o)
         );
+        assert!(stderr(&o).contains("pf.conf:1: "), "{}", stderr(&o));
     }
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -736,6 +737,17 @@ fn check_resolves_interfaces_from_palisade_toml() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("warning: no interface or group 'wan0' in palisade.toml"),
+        "{err}"
+    );
+    // Without -f: the pf.conf palisade.toml names (beside it), not
+    // /etc/palisade/pf.conf.
+    let o = palisade_within(5, &["check", "-c", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:1: warning: no interface or group 'wan0'",
+            pf.display()
+        )),
         "{err}"
     );
     let o = palisade_within(

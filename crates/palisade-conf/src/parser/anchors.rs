@@ -5,6 +5,12 @@
 
 use super::*;
 
+/// A name pf keeps for itself: one whose path has a part beginning with
+/// '_' (pfctl refuses them in pf.conf and on the command line).
+pub fn reserved_anchor(name: &str) -> bool {
+    name.split('/').any(|part| part.starts_with('_'))
+}
+
 impl<'a> Parser<'a> {
     pub(super) fn anchor_rule(&mut self) -> PResult<()> {
         let kw = match self.next().tok {
@@ -30,6 +36,10 @@ impl<'a> Parser<'a> {
         };
         if let Some(n) = &name {
             self.check_name(Name::Anchor, n)?;
+            if reserved_anchor(n) {
+                self.error("anchor names beginning with '_' are reserved for internal use");
+                return Err(PErr::Reported);
+            }
         }
         let mut spec = self.new_spec(Action::Anchor(kind));
         spec.base.anchor_name = name.clone();
@@ -43,6 +53,18 @@ impl<'a> Parser<'a> {
             if name.as_deref().is_some_and(|n| n.ends_with('*')) {
                 self.error("wildcard anchor cannot have an inline ruleset");
                 return Err(PErr::Reported);
+            }
+            if let Some(n) = &name {
+                if n.contains('/') {
+                    self.error("anchor paths containing '/' cannot be used for inline anchors.");
+                    return Err(PErr::Reported);
+                }
+                let frame = self.frames.last_mut().expect("a ruleset frame");
+                if frame.inline.contains(n) {
+                    self.error(format!("inline anchor '{n}' already exists"));
+                    return Err(PErr::Reported);
+                }
+                frame.inline.push(n.clone());
             }
             if self.anchor_depth >= MAX_ANCHOR_DEPTH {
                 // Skip the whole block without descending into it, so any
@@ -72,7 +94,10 @@ impl<'a> Parser<'a> {
                 return Err(PErr::Reported);
             }
             self.next();
-            self.frames.push(Frame { rules: Vec::new() });
+            self.frames.push(Frame {
+                rules: Vec::new(),
+                inline: Vec::new(),
+            });
             self.anchor_depth += 1;
             self.ruleset_body(true);
             self.anchor_depth -= 1;
@@ -98,6 +123,10 @@ impl<'a> Parser<'a> {
         self.expect_kw("anchor")?;
         let name = self.string_or_number()?;
         self.check_name(Name::Anchor, &name)?;
+        if reserved_anchor(&name) {
+            self.error("anchor names beginning with '_' are reserved for internal use");
+            return Err(PErr::Reported);
+        }
         self.expect_kw("from")?;
         let file = self.string()?;
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {

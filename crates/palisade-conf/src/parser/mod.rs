@@ -46,6 +46,7 @@ mod state_opts;
 mod tables;
 mod tokens;
 mod translation;
+pub use anchors::reserved_anchor;
 
 use hosts::{mask_ip, HostItem};
 use rules::RuleSpec;
@@ -126,6 +127,9 @@ pub struct ParseOutput {
     pub errors: usize,
     /// Features accepted but not enforced by Palisade (warned about by `check`).
     pub unenforced: Vec<Unenforced>,
+    /// The line of the last `set fingerprints` (the file is read after
+    /// parsing; its errors name this line).
+    pub fingerprints_line: Option<u32>,
 }
 
 /// A statement `pfctl -v` shows as soon as it has read it, by its index
@@ -159,6 +163,9 @@ impl ParseOutput {
 
 struct Frame {
     rules: Vec<Rule>,
+    /// The inline anchors defined in this ruleset (pfctl refuses a second
+    /// `anchor "a" { }` beside the first).
+    inline: Vec<String>,
 }
 
 pub struct Parser<'a> {
@@ -210,7 +217,10 @@ impl<'a> Parser<'a> {
             look: Vec::new(),
             opts,
             out: ParseOutput::default(),
-            frames: vec![Frame { rules: Vec::new() }],
+            frames: vec![Frame {
+                rules: Vec::new(),
+                inline: Vec::new(),
+            }],
             block_policy: BlockPolicy::Drop,
             table_counter: 0,
             last_line: 1,

@@ -119,6 +119,7 @@ impl<'a> Parser<'a> {
             }
             "fingerprints" => {
                 let f = self.string()?;
+                self.out.fingerprints_line = Some(self.last_line);
                 self.push_option(SetOption::Fingerprints(f));
             }
             "skip" => {
@@ -144,6 +145,8 @@ impl<'a> Parser<'a> {
                     self.error(format!("unknown debug level {v}"));
                     return Err(PErr::Reported);
                 }
+                // pf's kernel log level; Palisade logs at a fixed level.
+                self.warn_unenforced("set debug");
                 self.push_option(SetOption::Debug(v));
             }
             "reassemble" => {
@@ -230,6 +233,9 @@ impl<'a> Parser<'a> {
         if !(0..=u32::MAX as i64).contains(&n) {
             self.error(format!("timeout {name} out of range"));
             return Err(PErr::Reported);
+        }
+        if t == Timeout::TcpTsDiff {
+            self.warn_unenforced("set timeout tcp.tsdiff");
         }
         self.push_option(SetOption::Timeout(t, n as u32));
         Ok(())

@@ -180,6 +180,27 @@ impl<'a> Parser<'a> {
                 return false;
             }
         }
+        // Rules send packets to leaf queues only (pfctl's check of the
+        // queue assignments, inline anchors included).
+        fn assigned(rs: &Ruleset, out: &mut Vec<String>) {
+            for r in &rs.rules {
+                if let Some((q, p)) = &r.set.queue {
+                    out.push(q.clone());
+                    out.extend(p.iter().cloned());
+                }
+                if let Some(i) = &r.inline {
+                    assigned(i, out);
+                }
+            }
+        }
+        let mut names = Vec::new();
+        assigned(&self.out.config.main, &mut names);
+        if let Some(q) = names.iter().find(|n| has_children(n)) {
+            self.raw_error(format!(
+                "queue {q}: packets must be assigned to leaf queues only"
+            ));
+            return false;
+        }
         for root in qs.iter().filter(|q| q.parent.is_none()) {
             if !has_children(&root.name) {
                 continue;

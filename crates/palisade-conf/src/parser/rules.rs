@@ -223,6 +223,12 @@ impl<'a> Parser<'a> {
                 return Err(PErr::Reported);
             }
             spec.base.rdomain = Some(n as u32);
+            if n != 0 {
+                // Linux here has one routing domain: every packet is in 0.
+                self.warn(&format!(
+                    "on rdomain {n}: Palisade has only routing domain 0, so this rule never matches"
+                ));
+            }
             return Ok(());
         }
         if self.accept_punct('{') {

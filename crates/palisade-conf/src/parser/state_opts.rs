@@ -81,6 +81,9 @@ impl<'a> Parser<'a> {
                             self.error(format!("state timeout {w} not allowed"));
                             return Err(PErr::Reported);
                         }
+                        if t == Timeout::TcpTsDiff {
+                            self.warn_unenforced("timeout tcp.tsdiff");
+                        }
                         o.timeouts.retain(|(x, _)| *x != t);
                         o.timeouts.push((t, v));
                     } else {

@@ -118,6 +118,10 @@ impl<'a> Parser<'a> {
                     self.error(format!("netmask {bits} invalid for IPv4 address"));
                     return Ok(None);
                 }
+                if v.iter().any(|h| matches!(h.addr, Addr::Range { .. })) {
+                    self.error("address ranges are not permitted inside tables");
+                    return Ok(None);
+                }
                 Ok(Some(
                     v.into_iter()
                         .map(|h| TableEntry {

@@ -291,6 +291,18 @@ impl<'a> Parser<'a> {
         });
     }
 
+    /// `FILE:N: warning: MSG` at the last token's line (not under
+    /// `pfctl_compat`, whose output must match pfctl's).
+    pub(super) fn warn(&mut self, msg: &str) {
+        if self.opts.pfctl_compat {
+            return;
+        }
+        let (file, line) = (self.file_name(), self.last_line);
+        self.out
+            .stderr
+            .push(format!("{file}:{line}: warning: {msg}"));
+    }
+
     /// A port or protocol name that OpenBSD's database and the host's give
     /// different numbers: OpenBSD's is used (the file was written for
     /// pfctl), and the difference is worth a warning, once per name.
