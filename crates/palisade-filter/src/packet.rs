@@ -340,6 +340,8 @@ impl RuleStats {
 pub struct RuleListing {
     pub nr: u32,
     pub text: String,
+    /// Its `label`, as pfctl -sl shows it.
+    pub label: Option<String>,
     pub stats: Arc<RuleStats>,
     pub inline: Vec<RuleListing>,
 }

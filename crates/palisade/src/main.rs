@@ -93,9 +93,10 @@ enum Cmd {
     /// anchors, timeouts, limits, memory, osfp (the names `os` takes, as
     /// pfctl -s osfp), neighbors (the ARP and neighbour discovery cache,
     /// as arp -an and ndp -an), fdb (the bridges' learnt addresses, as
-    /// ifconfig bridge0 addr), routes (the routing table, as netstat -rn).
+    /// ifconfig bridge0 addr), routes (the routing table, as netstat -rn),
+    /// labels (each labelled rule's counters, as pfctl -sl).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb | routes
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb | routes | labels
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).
@@ -119,6 +120,12 @@ enum Cmd {
         /// Addresses or networks (192.0.2.1, 2001:db8::/32, !192.0.2.5);
         /// for expire, the age in seconds.
         args: Vec<String>,
+        /// add, delete, replace, test: also the addresses in this file
+        /// (`-`: standard input), as pfctl -T add -f FILE reads it: words
+        /// separated by blanks or lines, `#` to the end of a line a
+        /// comment. All sent as one change.
+        #[arg(short = 'f', value_name = "FILE")]
+        file: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -280,15 +287,26 @@ fn control_in(config: &Path) -> Option<PathBuf> {
 
 #[derive(Subcommand)]
 enum StateCmd {
-    /// Remove states: those from a host or network (and to another), or one
-    /// by its id (as `show states -v` prints it).
+    /// Remove states: those from a host or network (and to another) as
+    /// pfctl -k, one by its id (as `show states -vv` prints it, or
+    /// pfctl's ID/CREATORID), or those of the rules with a label (pfctl
+    /// -k label -k LABEL).
     Kill {
         #[arg(long, value_name = "ADDR[/BITS]")]
         host: Option<String>,
         #[arg(long, value_name = "ADDR[/BITS]", requires = "host")]
         to: Option<String>,
-        #[arg(long, value_name = "ID", conflicts_with = "host")]
+        #[arg(long, value_name = "ID[/CREATORID]", conflicts_with_all = ["host", "label"])]
         id: Option<String>,
+        #[arg(long, value_name = "LABEL", conflicts_with = "host")]
+        label: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Remove every state (pfctl -F states).
+    Flush {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1145,7 +1163,8 @@ fn main() -> ExitCode {
         Cmd::Table {
             name,
             op,
-            args,
+            mut args,
+            file,
             json,
             sock,
         } => {
@@ -1153,6 +1172,27 @@ fn main() -> ExitCode {
                 .trim_start_matches('<')
                 .trim_end_matches('>')
                 .to_string();
+            if let Some(f) = &file {
+                if !["add", "delete", "replace", "test"].contains(&op.as_str()) {
+                    eprintln!(
+                        "palisade table {name} {op}: -f is for add, delete, replace and test"
+                    );
+                    return ExitCode::from(2);
+                }
+                let read = if f == "-" {
+                    files::read_stdin(files::TABLE).map_err(|e| e.message("stdin"))
+                } else {
+                    files::read_file(std::path::Path::new(f), files::TABLE)
+                        .map_err(|e| e.message(f))
+                };
+                match read {
+                    Ok(data) => args.extend(table_file_words(&String::from_utf8_lossy(&data))),
+                    Err(e) => {
+                        eprintln!("palisade table {name} {op}: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             let op = match op.as_str() {
                 "expire" => match args.as_slice() {
                     [n] if n.parse::<u64>().is_ok() => TableOp::Expire(n.parse().unwrap_or(0)),
@@ -1227,13 +1267,14 @@ fn main() -> ExitCode {
                     host,
                     to,
                     id,
+                    label,
                     json,
                     sock,
                 },
         } => {
             // Checked as the daemon checks it (the same words, on stdout,
             // exit 1).
-            let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id});
+            let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id, "label": label});
             match Request::parse(&req) {
                 Ok(r) => control_cmd(&sock.path(), r, json),
                 Err(e) => {
@@ -1242,6 +1283,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Cmd::State {
+            action: StateCmd::Flush { json, sock },
+        } => control_cmd(&sock.path(), Request::Kill(request::Kill::All), json),
         Cmd::Sync {
             action: SyncCmd::Show { json, sock },
         } => control_cmd(&sock.path(), Request::SyncShow, json),
@@ -1492,6 +1536,15 @@ fn carp_settings(args: &[String]) -> Result<(Option<u8>, Option<u8>), String> {
         *slot = Some(n);
     }
     Ok((advbase, advskew))
+}
+
+/// The addresses of a table file as pfctl reads one: words separated by
+/// blanks or lines, `#` to the end of a line a comment.
+fn table_file_words(text: &str) -> Vec<String> {
+    text.lines()
+        .flat_map(|l| l.split('#').next().unwrap_or("").split_whitespace())
+        .map(str::to_string)
+        .collect()
 }
 
 fn daemon_host_model(

@@ -88,6 +88,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Neighbors => show_neighbors(sh),
                 Listing::Fdb => show_fdb(sh),
                 Listing::Routes => show_routes(sh),
+                Listing::Labels => show_labels(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -1363,11 +1364,54 @@ fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
     Ok(move |ip: &IpAddr| p.contains(ip))
 }
 
+/// pfctl -sl: each labelled rule (main ruleset, inline and loaded
+/// anchors) with its evaluations, packets and bytes (both ways, in, out)
+/// and the states it created.
+fn show_labels(sh: &Shared) -> Value {
+    let mut text = String::new();
+    let mut items = Vec::new();
+    for r in snapshot::rules(sh) {
+        let Some(label) = &r.label else {
+            continue;
+        };
+        text += &format!(
+            "{label} {} {} {} {} {} {} {} {}\n",
+            r.evaluations,
+            r.packets,
+            r.bytes,
+            r.packets_in,
+            r.bytes_in,
+            r.packets_out,
+            r.bytes_out,
+            r.state_creations
+        );
+        items.push(json!({"label": label, "anchor": r.anchor, "nr": r.nr,
+            "evaluations": r.evaluations, "packets": r.packets, "bytes": r.bytes,
+            "packets_in": r.packets_in, "bytes_in": r.bytes_in,
+            "packets_out": r.packets_out, "bytes_out": r.bytes_out,
+            "state_creations": r.state_creations}));
+    }
+    done(text, Value::Array(items))
+}
+
 fn kill(sh: &Shared, k: &Kill) -> Value {
     let mut dp = sh.dp();
+    let labels = match k {
+        Kill::Label(_) => dp.filter.engine().labelled_rules(),
+        _ => Default::default(),
+    };
     let st = &mut dp.filter.states;
     let ids: Vec<u64> = match k {
         Kill::Id(id) => st.get(*id).map(|s| s.id).into_iter().collect(),
+        Kill::All => st.iter().map(|s| s.id).collect(),
+        Kill::Label(l) => st
+            .iter()
+            .filter(|s| {
+                st.rule_of(s)
+                    .is_some_and(|r| labels.get(&(r.anchor.to_string(), r.nr)) == Some(l))
+            })
+            .map(|s| s.id)
+            .collect(),
         Kill::Hosts { host, to } => {
             let src = match net_match(host) {
                 Ok(m) => m,
@@ -1389,8 +1433,12 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
     for id in &ids {
         st.remove(*id);
     }
+    let text = match k {
+        Kill::All => format!("{} states cleared\n", ids.len()),
+        _ => format!("killed {} states\n", ids.len()),
+    };
     done(
-        format!("killed {} states\n", ids.len()),
+        text,
         json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
     )
 }

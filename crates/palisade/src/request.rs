@@ -24,10 +24,11 @@ pub enum Listing {
     Neighbors,
     Fdb,
     Routes,
+    Labels,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 13] = [
+    pub const ALL: [Listing; 14] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -41,6 +42,7 @@ impl Listing {
         Listing::Neighbors,
         Listing::Fdb,
         Listing::Routes,
+        Listing::Labels,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Listing {
             Listing::Neighbors => "neighbors",
             Listing::Fdb => "fdb",
             Listing::Routes => "routes",
+            Listing::Labels => "labels",
         }
     }
 
@@ -126,6 +129,10 @@ pub enum AnchorOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kill {
     Id(u64),
+    /// Every state (pfctl -F states).
+    All,
+    /// The states of the rules with this label (pfctl -k label -k L).
+    Label(String),
     /// States opened from `host` (and to `to`), as addresses or networks.
     Hosts {
         host: String,
@@ -222,6 +229,27 @@ fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
                 .ok_or_else(|| format!("{what}: addresses must be strings"))
         })
         .collect()
+}
+
+/// A state id as `show states -vv` prints it: 16 hex digits, or
+/// pfctl's `ID/CREATORID` (the creator is the id's upper half here; one
+/// that does not match names no state).
+fn state_id(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("state kill: '{text}': not a state id (hex, as show states -v prints it, or ID/CREATORID)")
+    };
+    let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| bad());
+    match text.split_once('/') {
+        None => hex(text),
+        Some((id, creator)) => {
+            let (id, creator) = (hex(id)?, hex(creator)?);
+            if creator > u32::MAX as u64 {
+                return Err(bad());
+            }
+            // A creator the id does not carry: an id no state has.
+            Ok(if id >> 32 == creator { id } else { 0 })
+        }
+    }
 }
 
 impl Request {
@@ -326,12 +354,11 @@ impl Request {
             }
             Some("kill") => {
                 if let Some(id) = req["id"].as_str() {
-                    let Ok(id) = u64::from_str_radix(id.trim_start_matches("0x"), 16) else {
-                        return Err(format!(
-                            "state kill: '{id}': not a state id (hex, as show states -v prints it)"
-                        ));
-                    };
-                    Ok(Request::Kill(Kill::Id(id)))
+                    state_id(id).map(|id| Request::Kill(Kill::Id(id)))
+                } else if req["all"] == true {
+                    Ok(Request::Kill(Kill::All))
+                } else if let Some(l) = req["label"].as_str() {
+                    Ok(Request::Kill(Kill::Label(l.to_string())))
                 } else if let Some(h) = req["host"].as_str() {
                     Ok(Request::Kill(Kill::Hosts {
                         host: h.to_string(),
@@ -339,7 +366,7 @@ impl Request {
                     }))
                 } else {
                     Err(
-                        "state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]] or --id ID"
+                        "state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]], --id ID[/CREATORID] or --label LABEL"
                             .into(),
                     )
                 }
@@ -488,6 +515,8 @@ impl Request {
                 v
             }
             Request::Kill(Kill::Id(id)) => json!({"cmd": "kill", "id": format!("{id:016x}")}),
+            Request::Kill(Kill::All) => json!({"cmd": "kill", "all": true}),
+            Request::Kill(Kill::Label(l)) => json!({"cmd": "kill", "label": l}),
             Request::Kill(Kill::Hosts { host, to }) => {
                 json!({"cmd": "kill", "host": host, "to": to})
             }
@@ -585,6 +614,8 @@ mod tests {
                 level: 1,
             },
             Request::Kill(Kill::Id(0x0a00_0000_0000_0001)),
+            Request::Kill(Kill::All),
+            Request::Kill(Kill::Label("ssh".into())),
             Request::Kill(Kill::Hosts {
                 host: "198.18.0.0/15".into(),
                 to: Some("192.0.2.1".into()),

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use palisade_conf::ir::Direction;
 use palisade_filter::packet::RuleListing;
 use palisade_filter::Reason;
 use palisade_net::dataplane::DropReason;
@@ -229,6 +230,11 @@ pub struct RuleCounts {
     pub bytes: u64,
     pub states: u64,
     pub state_creations: u64,
+    pub label: Option<String>,
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
 }
 
 /// Every rule of the main ruleset and of the loaded anchors, flattened.
@@ -245,6 +251,11 @@ pub fn rules(sh: &Shared) -> Vec<RuleCounts> {
                 bytes,
                 states,
                 state_creations,
+                label: r.label.clone(),
+                packets_in: r.stats.packets(Direction::In),
+                bytes_in: r.stats.bytes(Direction::In),
+                packets_out: r.stats.packets(Direction::Out),
+                bytes_out: r.stats.bytes(Direction::Out),
             });
             if !r.inline.is_empty() {
                 let name = if anchor.is_empty() {

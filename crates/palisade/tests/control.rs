@@ -33,7 +33,7 @@ pass in on a0 proto tcp from <allowed> to port 8080
 pass in on a0 proto tcp to port 7000
 match out on b0 proto tcp to port 7000 nat-to 198.19.0.254
 anchor \"extra\"
-pass out
+pass out label \"out\"
 ";
 
 struct Ctl {
@@ -414,6 +414,85 @@ fn control_commands_against_a_running_daemon() {
     );
     let o = c.run(&["state", "kill", "--id", "xyz"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("not a state id"));
+
+    // --- Labels (pfctl -sl), kill by label and by ID/CREATORID, flush.
+    let labels = c.ok(&["show", "labels"]);
+    let line = labels
+        .lines()
+        .find(|l| l.starts_with("out "))
+        .unwrap_or_else(|| panic!("{labels}"));
+    let f: Vec<u64> = line
+        .split(' ')
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(f.len(), 8, "{line}");
+    assert!(
+        f[1] >= 3 && f[1] == f[3] + f[5],
+        "packets = in + out: {line}"
+    );
+    assert!(
+        f[2] == f[4] + f[6] && f[7] >= 2,
+        "bytes, states made: {line}"
+    );
+    // The held connection's way out is `pass out label "out"`'s state.
+    let k = c.json(&["state", "kill", "--label", "out"]);
+    assert!(k["killed"].as_u64().unwrap() >= 1, "{k}");
+    assert_eq!(echo(&held, "after"), "", "its way-out state is gone");
+    drop(held);
+    let held = connect(&src, "198.19.0.1:7000").expect("port 7000 open");
+    assert_eq!(echo(&held, "four"), "four");
+    let hport = held.local_addr().unwrap().port();
+    let states = c.json(&["show", "states"]);
+    let id = states
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["src"]["port"] == hport)
+        .and_then(|s| s["id"].as_str())
+        .unwrap_or_else(|| panic!("{states}"))
+        .to_string();
+    let creator = &id[..8];
+    let other = if creator == "00000001" {
+        "00000002"
+    } else {
+        "00000001"
+    };
+    let k = c.json(&["state", "kill", "--id", &format!("{id}/{other}")]);
+    assert_eq!(k["killed"], 0, "another creator's id: {k}");
+    let k = c.json(&["state", "kill", "--id", &format!("{id}/{creator}")]);
+    assert_eq!(k["killed"], 1, "{k}");
+    let o = c.ok(&["state", "flush"]);
+    assert!(
+        o.ends_with(" states cleared\n") && !o.starts_with("0 "),
+        "{o}"
+    );
+    assert_eq!(echo(&held, "flushed"), "", "flushed");
+    drop(held);
+    let held = connect(&src, "198.19.0.1:7000").expect("port 7000 open");
+
+    // --- Table addresses from a file (pfctl -T add -f FILE).
+    let list = d.join("addrs.txt");
+    std::fs::write(
+        &list,
+        "# hosts\n192.0.2.50 192.0.2.51\n\n2001:db8:c::1 # a comment\n",
+    )
+    .unwrap();
+    let lf = list.to_str().unwrap();
+    assert_eq!(
+        c.ok(&["table", "scratch", "add", "-f", lf]),
+        "3/3 addresses added.\n"
+    );
+    assert_eq!(
+        c.ok(&["table", "scratch", "test", "-f", lf]),
+        "3/3 addresses match.\n"
+    );
+    assert_eq!(
+        c.ok(&["table", "scratch", "delete", "-f", lf, "192.0.2.99"]),
+        "3/4 addresses deleted.\n"
+    );
+    let o = c.run(&["table", "scratch", "show", "-f", lf]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
 
     // --- Anchors: load, show, flush; a bad file changes nothing.
     assert!(!passes(&src, "http://198.19.0.1:9090/"));

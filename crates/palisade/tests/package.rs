@@ -91,7 +91,7 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 44] = [
+const PAGES: [&str; 45] = [
     "man8/palisade-greylist.8.gz",
     "man8/palisade-greylist-run.8.gz",
     "man8/palisade-greylist-show.8.gz",
@@ -125,6 +125,7 @@ const PAGES: [&str; 44] = [
     "man8/palisade-anchor.8.gz",
     "man8/palisade-state.8.gz",
     "man8/palisade-state-kill.8.gz",
+    "man8/palisade-state-flush.8.gz",
     "man8/palisade-reload.8.gz",
     "man8/palisade-log.8.gz",
     "man8/palisade-lab.8.gz",
