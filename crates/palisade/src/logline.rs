@@ -46,6 +46,8 @@ pub fn log_line(rec: &[u8]) -> String {
     let pkt = &rec[n.min(rec.len())..];
     let what = match palisade_wire::parse_ip(pkt) {
         Err(_) => format!("malformed packet, {} bytes", pkt.len()),
+        // `length` as tcpdump prints it: TCP's and UDP's payload, the
+        // whole ICMP message, else the IP datagram.
         Ok(i) => match i.l4 {
             palisade_wire::L4::Tcp {
                 sport,
@@ -65,27 +67,39 @@ pub fn log_line(rec: &[u8]) -> String {
                         f.push(c);
                     }
                 }
+                let end = i.len.min(pkt.len());
+                let hl = pkt
+                    .get(i.l4_offset + 12)
+                    .map_or(20, |b| (*b >> 4) as usize * 4);
                 format!(
                     "{}.{sport} > {}.{dport}: Flags [{f}], length {}",
-                    i.src, i.dst, i.len
+                    i.src,
+                    i.dst,
+                    end.saturating_sub(i.l4_offset + hl)
                 )
             }
             palisade_wire::L4::Udp { sport, dport } => {
                 format!(
                     "{}.{sport} > {}.{dport}: UDP, length {}",
-                    i.src, i.dst, i.len
+                    i.src,
+                    i.dst,
+                    i.len.saturating_sub(i.l4_offset + 8)
                 )
             }
             palisade_wire::L4::Icmp { ty, code, .. } => {
                 format!(
                     "{} > {}: ICMP type {ty} code {code}, length {}",
-                    i.src, i.dst, i.len
+                    i.src,
+                    i.dst,
+                    i.len.saturating_sub(i.l4_offset)
                 )
             }
             palisade_wire::L4::Icmp6 { ty, code, .. } => {
                 format!(
                     "{} > {}: ICMP6 type {ty} code {code}, length {}",
-                    i.src, i.dst, i.len
+                    i.src,
+                    i.dst,
+                    i.len.saturating_sub(i.l4_offset)
                 )
             }
             palisade_wire::L4::None => format!("{} > {}: length {}", i.src, i.dst, i.len),
@@ -134,5 +148,12 @@ mod tests {
         assert!(line("", 3, u32::MAX, 0).contains(" rule 3/0(match): pass in on wan: "));
         assert!(line("8729.5", 4, 0, 0).contains(" rule 4.8729.5.0/0(match): "));
         assert!(line("", u32::MAX, u32::MAX, 1).contains(" rule -1/1(bad-offset): "));
+    }
+
+    /// `length` is the payload's, as tcpdump prints it (UDP: one byte).
+    #[test]
+    fn lengths_are_the_payloads() {
+        let l = line("", 3, u32::MAX, 0);
+        assert!(l.ends_with(": UDP, length 1"), "{l}");
     }
 }
