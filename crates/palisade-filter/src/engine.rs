@@ -356,6 +356,7 @@ impl Successor {
         let rt = &self.engine.runtime;
         {
             let mut t = rt.tables.write().unwrap_or_else(|e| e.into_inner());
+            t.entries_limit = self.tables.entries_limit;
             for (name, mut tab) in self.tables.tables {
                 tab.born = now_s;
                 t.tables.insert(name, tab);
@@ -498,6 +499,7 @@ impl Engine {
     /// matching keeps its entry and its age.
     pub fn table_add(&self, name: &str, addr: &Addr, now_s: u64) -> bool {
         let mut t = self.tables_mut();
+        let full = !t.room_for(1);
         let tab = t
             .tables
             .entry(name.to_string())
@@ -506,10 +508,16 @@ impl Engine {
             Addr::Net { ip, .. } => tab.contains(ip),
             _ => false,
         };
-        if !was {
-            tab.insert_at(addr, false, now_s);
+        if was {
+            return false;
         }
-        !was
+        if full {
+            // `set limit table-entries` reached: pf's pool refuses it.
+            t.refused += 1;
+            return false;
+        }
+        tab.insert_at(addr, false, now_s);
+        true
     }
 
     fn anchors_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<CRuleset>>> {

@@ -250,15 +250,46 @@ impl AddrTable {
     }
 }
 
+/// pf's default `set limit table-entries`.
+pub const DEFAULT_TABLE_ENTRIES: usize = 200_000;
+
 /// All tables of a configuration, by name.
 #[derive(Clone, Debug, Default)]
 pub struct TableSet {
     pub tables: HashMap<String, AddrTable>,
+    /// `set limit table-entries` (None: pf's 200,000): entries added at
+    /// run time (table commands, `overload`) stop there, as pf's pool
+    /// refuses them; pf.conf's own tables always load.
+    pub entries_limit: Option<usize>,
+    /// Entries `overload` could not add for the limit.
+    pub refused: u64,
 }
 
 impl TableSet {
+    /// Entries in every table.
+    pub fn entries(&self) -> usize {
+        self.tables.values().map(AddrTable::len).sum()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.entries_limit.unwrap_or(DEFAULT_TABLE_ENTRIES)
+    }
+
+    /// Whether `n` more entries stay within the limit.
+    pub fn room_for(&self, n: usize) -> bool {
+        self.entries().saturating_add(n) <= self.limit()
+    }
+
     pub fn from_config(c: &Config) -> TableSet {
-        let mut ts = TableSet::default();
+        let mut ts = TableSet {
+            entries_limit: c.options.iter().rev().find_map(|o| match o {
+                palisade_conf::ir::SetOption::Limit(n, v) if n == "table-entries" => {
+                    Some(*v as usize)
+                }
+                _ => None,
+            }),
+            ..Default::default()
+        };
         for t in &c.tables {
             let tab = ts.tables.entry(t.name.clone()).or_default();
             tab.constant |= t.constant;

@@ -107,6 +107,32 @@ fn max_src_conn_overload_and_flush() {
     assert!(connect(&mut f, "198.51.100.8", 1000, 1).passed());
 }
 
+/// `set limit table-entries`: overload adds sources until the tables
+/// hold that many entries, then none (counted); pf.conf's entries count.
+#[test]
+fn overload_stops_at_the_table_entries_limit() {
+    let mut f = filter(
+        "set limit table-entries 3
+         table <bruteforce> persist { 203.0.113.1 }
+         block quick from <bruteforce>
+         pass in proto tcp to port 22 keep state (max-src-conn 1, overload <bruteforce>)
+",
+    );
+    assert_eq!(f.engine().tables().limit(), 3);
+    for (i, c) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .iter()
+        .enumerate()
+    {
+        assert!(connect(&mut f, c, 1000, 0).passed());
+        let d = connect(&mut f, c, 1001, 0);
+        assert_eq!(d.reason, palisade_filter::Reason::SrcLimit, "{c}");
+        let t = f.engine().tables();
+        assert_eq!(t.contains("bruteforce", &ip(c)), i < 2, "{c}");
+        assert_eq!(t.entries(), (i + 2).min(3));
+        assert_eq!(t.refused, (i == 2) as u64);
+    }
+}
+
 #[test]
 fn max_src_conn_rate() {
     let mut f = filter("pass in proto tcp to port 22 keep state (max-src-conn-rate 2/10)\n");

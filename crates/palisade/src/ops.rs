@@ -973,6 +973,7 @@ fn show_limits(sh: &Shared) -> Value {
     let dp = sh.dp();
     let states = dp.filter.states.limit as u64;
     let frags = dp.filter.frags.limit as u64;
+    let table_entries = dp.filter.engine().tables().limit();
     let configured = |name: &str, default: u64| -> u64 {
         sh.limits
             .iter()
@@ -988,7 +989,7 @@ fn show_limits(sh: &Shared) -> Value {
         ("src-nodes", configured("src-nodes", 10_000), false),
         ("frags", frags, true),
         ("tables", configured("tables", 1_000), false),
-        ("table-entries", configured("table-entries", 200_000), false),
+        ("table-entries", table_entries as u64, true),
     ];
     let mut text = String::new();
     let mut m = serde_json::Map::new();
@@ -1044,17 +1045,14 @@ fn show_memory(sh: &Shared) -> Value {
     let dp = sh.dp();
     let states = dp.filter.states.len() as u64;
     let state_size = std::mem::size_of::<palisade_filter::state::State>() as u64;
-    let entries: u64 = dp
-        .filter
-        .engine()
-        .tables()
-        .tables
-        .values()
-        .map(|t| t.len() as u64)
-        .sum();
+    let (entries, limit, refused) = {
+        let e = dp.filter.engine();
+        let t = e.tables();
+        (t.entries() as u64, t.limit(), t.refused)
+    };
     let rss = rss_bytes().unwrap_or(0);
     let text = format!(
-        "process (resident)        {rss:>14} bytes\nstates                    {states:>14} (about {} bytes)\ntable entries             {entries:>14}\nfragments held            {:>14} ({} bytes)\n",
+        "process (resident)        {rss:>14} bytes\nstates                    {states:>14} (about {} bytes)\ntable entries             {entries:>14} (limit {limit}; overload refused {refused})\nfragments held            {:>14} ({} bytes)\n",
         states * (state_size + 48),
         dp.filter.frags.held(),
         dp.filter.frags.held_bytes()
@@ -1066,6 +1064,8 @@ fn show_memory(sh: &Shared) -> Value {
             "states": states,
             "state_bytes_estimate": states * (state_size + 48),
             "table_entries": entries,
+            "table_entries_limit": limit,
+            "overload_refused": refused,
             "fragments_held": dp.filter.frags.held(),
             "fragment_bytes": dp.filter.frags.held_bytes(),
         }),
@@ -1116,8 +1116,28 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             "table <{name}> {op}: the table is const (pf.conf declares it so): Operation not permitted"
         ));
     }
+    // `set limit table-entries`: a change that would pass it is refused
+    // whole (pf's pool: Cannot allocate memory).
+    let over = |ts: &palisade_filter::TableSet, more: usize| -> Option<Value> {
+        (!ts.room_for(more)).then(|| {
+            fail(format!(
+                "table <{name}> {op}: {more} more entries would pass the table-entries limit \
+                 ({} in use of {}; set limit table-entries): Cannot allocate memory",
+                ts.entries(),
+                ts.limit()
+            ))
+        })
+    };
     match op {
         "add" => {
+            let new: std::collections::HashSet<Option<(IpAddr, u8)>> = addrs
+                .iter()
+                .filter(|(_, a)| !ts.tables.get(name).is_some_and(|t| t.has_exact(a)))
+                .map(|(_, a)| net_key(a))
+                .collect();
+            if let Some(f) = over(&ts, new.len()) {
+                return f;
+            }
             let t = ts
                 .tables
                 .entry(name.to_string())
@@ -1148,15 +1168,19 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             )
         }
         "replace" => {
+            let had = ts.tables.get(name).map_or(0, |t| t.len());
+            let wanted: Vec<(bool, IpAddr, u8)> = addrs
+                .iter()
+                .filter_map(|(n, a)| net_key(a).map(|(ip, bits)| (*n, ip, bits)))
+                .collect();
+            if let Some(f) = over(&ts, wanted.len().saturating_sub(had)) {
+                return f;
+            }
             let t = ts
                 .tables
                 .entry(name.to_string())
                 .or_insert_with(|| palisade_filter::AddrTable::born_at(now));
             let before: Vec<(bool, IpAddr, u8)> = t.all();
-            let wanted: Vec<(bool, IpAddr, u8)> = addrs
-                .iter()
-                .filter_map(|(n, a)| net_key(a).map(|(ip, bits)| (*n, ip, bits)))
-                .collect();
             let mut deleted = 0;
             for (n, ip, bits) in &before {
                 if !wanted.contains(&(*n, *ip, *bits)) {

@@ -23,6 +23,7 @@ fn palisade() -> &'static str {
 
 const PF: &str = "\
 set limit states 5000
+set limit table-entries 20
 set timeout tcp.first 60
 table <allowed> persist { 2001:db8:a::99 }
 table <fixed> const persist { 192.0.2.9 }
@@ -493,6 +494,19 @@ fn control_commands_against_a_running_daemon() {
     );
     let o = c.run(&["table", "scratch", "show", "-f", lf]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
+    // `set limit table-entries 20`: a change that would pass it is
+    // refused whole.
+    let many: Vec<String> = (1..=30).map(|i| format!("192.0.2.{i}")).collect();
+    let mut args = vec!["table", "scratch", "add"];
+    args.extend(many.iter().map(String::as_str));
+    let o = c.run(&args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && out.contains("table-entries limit") && out.contains("of 20"),
+        "{o:?}"
+    );
+    let o = c.run(&["table", "scratch", "test", "192.0.2.1"]);
+    assert_eq!(o.status.code(), Some(1), "nothing added: {o:?}");
 
     // --- Anchors: load, show, flush; a bad file changes nothing.
     assert!(!passes(&src, "http://198.19.0.1:9090/"));
@@ -618,6 +632,8 @@ fn control_commands_against_a_running_daemon() {
     assert_eq!(lim["states"]["enforced"], true);
     assert_eq!(lim["frags"]["enforced"], true);
     assert_eq!(lim["src-nodes"]["enforced"], false);
+    assert_eq!(lim["table-entries"]["limit"], 20);
+    assert_eq!(lim["table-entries"]["enforced"], true);
     assert!(c
         .ok(&["show", "limits"])
         .contains("states        hard limit     5000"));
