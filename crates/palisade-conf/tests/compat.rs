@@ -772,3 +772,32 @@ fn rdomain_tsdiff_and_debug_are_warned_about() {
         );
     }
 }
+
+/// `weight N` on a table entry (pfctl reads it for weighted pools) loads,
+/// warned as not enforced; out of range it is refused as pfctl does.
+#[test]
+fn table_entry_weights_are_read_and_warned() {
+    let out = ok(
+        &opts(),
+        b"table <w> { 192.0.2.1 weight 2, 192.0.2.2 }\npass in from <w>\n",
+    );
+    assert!(
+        out.stdout.contains("table <w> { 192.0.2.1 192.0.2.2 }"),
+        "{}",
+        out.stdout
+    );
+    let w = out.unenforced_warnings("pf.conf");
+    assert!(
+        w.iter()
+            .any(|l| l.starts_with("pf.conf:1: warning: weight on table entries")),
+        "{w:?}"
+    );
+    let out = parse_with(&opts(), b"table <w> { 192.0.2.1 weight 0 }\n");
+    assert!(
+        out.stderr
+            .join("\n")
+            .contains("pf.conf:1: weight out of range"),
+        "{:?}",
+        out.stderr
+    );
+}

@@ -114,6 +114,16 @@ impl<'a> Parser<'a> {
         }
         match self.host_item() {
             Ok(v) => {
+                // `weight N` (pfctl: for weighted round-robin over the
+                // table): read, not used.
+                if self.accept_kw("weight") {
+                    let n = self.number()?;
+                    if !(1..=65535).contains(&n) {
+                        self.error("weight out of range");
+                        return Ok(None);
+                    }
+                    self.warn_unenforced("weight on table entries");
+                }
                 if let Some(bits) = v4_mask_over_32(&v) {
                     self.error(format!("netmask {bits} invalid for IPv4 address"));
                     return Ok(None);
