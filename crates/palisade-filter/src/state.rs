@@ -570,6 +570,16 @@ impl Threshold {
     }
 }
 
+/// A source node as `source_nodes` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceNode {
+    pub addr: IpAddr,
+    /// The rule it is tracked for; None when tracked globally.
+    pub rule: Option<RuleRef>,
+    pub states: u32,
+    pub conns: u32,
+}
+
 /// A source address's counters (pf's source nodes), per rule or global.
 #[derive(Clone, Copy, Debug, Default)]
 struct SrcNode {
@@ -1169,6 +1179,58 @@ impl StateTable {
         if let Some(s) = self.get_mut(id) {
             s.log_all = on;
         }
+    }
+
+    /// The source nodes (pfctl -sS): each tracked source with the rule it
+    /// is tracked for (None: global tracking), its states and its
+    /// established connections, sorted by address.
+    pub fn source_nodes(&self) -> Vec<SourceNode> {
+        let mut v: Vec<SourceNode> = self
+            .src_nodes
+            .iter()
+            .map(|((scope, addr), n)| SourceNode {
+                addr: *addr,
+                rule: scope.and_then(|r| self.rules.get(r.get() as usize - 1).cloned()),
+                states: n.states,
+                conns: n.conns,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.addr, a.rule.as_ref().map(|r| r.nr)).cmp(&(b.addr, b.rule.as_ref().map(|r| r.nr)))
+        });
+        v
+    }
+
+    /// Forget the source nodes of the sources `src` matches (pfctl -K):
+    /// their counters (states, connections, rate) start again from
+    /// nothing; the states stay. Returns how many went.
+    pub fn kill_source_nodes(&mut self, src: impl Fn(&IpAddr) -> bool) -> usize {
+        let gone: Vec<SrcKey> = self
+            .src_nodes
+            .keys()
+            .filter(|(_, a)| src(a))
+            .copied()
+            .collect();
+        // Their states no longer count on a node (as pf unlinks them):
+        // a node made afresh for the source counts only what comes after.
+        for i in 0..self.slab.len() {
+            if let Some(Some(st)) = self.slab.get_mut(i) {
+                if st.has(flag::TRACKED) && src(&st.key.src) {
+                    st.set(flag::TRACKED, false);
+                    st.set(flag::CONN_COUNTED, false);
+                }
+            }
+        }
+        for k in &gone {
+            self.src_nodes.remove(k);
+            if let Some(c) = self.nodes_per_scope.get_mut(&k.0) {
+                *c -= 1;
+                if *c == 0 {
+                    self.nodes_per_scope.remove(&k.0);
+                }
+            }
+        }
+        gone.len()
     }
 
     /// Remove the states of a source: all of them, or only those created

@@ -133,6 +133,38 @@ fn overload_stops_at_the_table_entries_limit() {
     }
 }
 
+/// pfctl -sS and -K: the source nodes listed; killed, their counters
+/// start again while their states stay, and the old states' end does not
+/// touch the new node.
+#[test]
+fn source_nodes_are_listed_and_killed() {
+    let mut f = filter("pass in proto tcp to port 22 keep state (max-src-conn 2)\n");
+    let c = "198.51.100.7";
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    assert!(connect(&mut f, c, 1001, 0).passed());
+    assert!(!connect(&mut f, c, 1002, 0).passed(), "max-src-conn 2");
+    let nodes = f.states.source_nodes();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(
+        (nodes[0].addr, nodes[0].states, nodes[0].conns),
+        (ip(c), 2, 2)
+    );
+    assert_eq!(nodes[0].rule.as_ref().map(|r| r.nr), Some(0));
+    let old: Vec<u64> = f.states.iter().map(|s| s.id).collect();
+    assert_eq!(f.states.kill_source_nodes(|a| *a == ip("198.51.100.8")), 0);
+    assert_eq!(f.states.kill_source_nodes(|a| *a == ip(c)), 1);
+    assert!(f.states.source_nodes().is_empty());
+    assert_eq!(f.states.len(), 2, "the states stay");
+    assert!(connect(&mut f, c, 1003, 0).passed(), "counted afresh");
+    for id in old {
+        f.states.remove(id);
+    }
+    let nodes = f.states.source_nodes();
+    assert_eq!((nodes[0].states, nodes[0].conns), (1, 1), "{nodes:?}");
+    assert!(connect(&mut f, c, 1004, 0).passed());
+    assert!(!connect(&mut f, c, 1005, 0).passed(), "the limit again");
+}
+
 #[test]
 fn max_src_conn_rate() {
     let mut f = filter("pass in proto tcp to port 22 keep state (max-src-conn-rate 2/10)\n");

@@ -94,9 +94,10 @@ enum Cmd {
     /// pfctl -s osfp), neighbors (the ARP and neighbour discovery cache,
     /// as arp -an and ndp -an), fdb (the bridges' learnt addresses, as
     /// ifconfig bridge0 addr), routes (the routing table, as netstat -rn),
-    /// labels (each labelled rule's counters, as pfctl -sl).
+    /// labels (each labelled rule's counters, as pfctl -sl), sources (the
+    /// source nodes, as pfctl -sS).
     Show {
-        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb | routes | labels
+        /// rules | states | info | interfaces | tables | anchors | timeouts | limits | memory | osfp | neighbors | fdb | routes | labels | sources
         what: String,
         /// More detail: counters per rule, per state, per interface (-vv:
         /// rule numbers too).
@@ -300,6 +301,10 @@ enum StateCmd {
         id: Option<String>,
         #[arg(long, value_name = "LABEL", conflicts_with = "host")]
         label: Option<String>,
+        /// Forget the source nodes of these sources (pfctl -K): their
+        /// counters for max-src-* start again; their states stay.
+        #[arg(long, value_name = "ADDR[/BITS]", conflicts_with_all = ["host", "id", "label"])]
+        source_nodes: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1268,13 +1273,15 @@ fn main() -> ExitCode {
                     to,
                     id,
                     label,
+                    source_nodes,
                     json,
                     sock,
                 },
         } => {
             // Checked as the daemon checks it (the same words, on stdout,
             // exit 1).
-            let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id, "label": label});
+            let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id,
+                "label": label, "source_nodes": source_nodes});
             match Request::parse(&req) {
                 Ok(r) => control_cmd(&sock.path(), r, json),
                 Err(e) => {

@@ -89,6 +89,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Fdb => show_fdb(sh),
                 Listing::Routes => show_routes(sh),
                 Listing::Labels => show_labels(sh),
+                Listing::Sources => show_sources(sh),
             }
         }
         Request::Table { name, op } => table(sh, name, op),
@@ -1418,7 +1419,42 @@ fn show_labels(sh: &Shared) -> Value {
     done(text, Value::Array(items))
 }
 
+/// pfctl -sS: the source nodes (sources tracked for `max-src-*` and
+/// `source-track`), each with its states and established connections and
+/// the rule it is tracked for.
+fn show_sources(sh: &Shared) -> Value {
+    let nodes = sh.dp().filter.states.source_nodes();
+    let mut text = String::new();
+    let mut items = Vec::new();
+    for n in &nodes {
+        text += &format!(
+            "{} ( states {}, connections {} )\n",
+            n.addr, n.states, n.conns
+        );
+        match &n.rule {
+            Some(r) if r.anchor.is_empty() => text += &format!("   filter rule {}\n", r.nr),
+            Some(r) => text += &format!("   filter rule {} (anchor {})\n", r.nr, r.anchor),
+            None => text += "   global\n",
+        }
+        items.push(json!({"addr": n.addr.to_string(), "states": n.states,
+            "connections": n.conns,
+            "rule": n.rule.as_ref().map(|r| json!({"anchor": r.anchor.as_str(), "nr": r.nr}))}));
+    }
+    done(text, Value::Array(items))
+}
+
 fn kill(sh: &Shared, k: &Kill) -> Value {
+    if let Kill::Sources(spec) = k {
+        let m = match net_match(spec) {
+            Ok(m) => m,
+            Err(e) => return fail(format!("state kill: {e}")),
+        };
+        let n = sh.dp().filter.states.kill_source_nodes(m);
+        return done(
+            format!("killed {n} source nodes\n"),
+            json!({"killed_source_nodes": n}),
+        );
+    }
     let mut dp = sh.dp();
     let labels = match k {
         Kill::Label(_) => dp.filter.engine().labelled_rules(),
@@ -1428,6 +1464,7 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
     let ids: Vec<u64> = match k {
         Kill::Id(id) => st.get(*id).map(|s| s.id).into_iter().collect(),
         Kill::All => st.iter().map(|s| s.id).collect(),
+        Kill::Sources(_) => unreachable!("answered above"),
         Kill::Label(l) => st
             .iter()
             .filter(|s| {

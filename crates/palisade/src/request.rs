@@ -25,10 +25,11 @@ pub enum Listing {
     Fdb,
     Routes,
     Labels,
+    Sources,
 }
 
 impl Listing {
-    pub const ALL: [Listing; 14] = [
+    pub const ALL: [Listing; 15] = [
         Listing::Rules,
         Listing::States,
         Listing::Info,
@@ -43,6 +44,7 @@ impl Listing {
         Listing::Fdb,
         Listing::Routes,
         Listing::Labels,
+        Listing::Sources,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +63,7 @@ impl Listing {
             Listing::Fdb => "fdb",
             Listing::Routes => "routes",
             Listing::Labels => "labels",
+            Listing::Sources => "sources",
         }
     }
 
@@ -133,6 +136,8 @@ pub enum Kill {
     All,
     /// The states of the rules with this label (pfctl -k label -k L).
     Label(String),
+    /// The source nodes of these sources, not their states (pfctl -K).
+    Sources(String),
     /// States opened from `host` (and to `to`), as addresses or networks.
     Hosts {
         host: String,
@@ -359,6 +364,8 @@ impl Request {
                     Ok(Request::Kill(Kill::All))
                 } else if let Some(l) = req["label"].as_str() {
                     Ok(Request::Kill(Kill::Label(l.to_string())))
+                } else if let Some(n) = req["source_nodes"].as_str() {
+                    Ok(Request::Kill(Kill::Sources(n.to_string())))
                 } else if let Some(h) = req["host"].as_str() {
                     Ok(Request::Kill(Kill::Hosts {
                         host: h.to_string(),
@@ -366,7 +373,7 @@ impl Request {
                     }))
                 } else {
                     Err(
-                        "state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]], --id ID[/CREATORID] or --label LABEL"
+                        "state kill: say which: --host ADDR[/BITS] [--to ADDR[/BITS]], --id ID[/CREATORID], --label LABEL or --source-nodes ADDR[/BITS]"
                             .into(),
                     )
                 }
@@ -517,6 +524,7 @@ impl Request {
             Request::Kill(Kill::Id(id)) => json!({"cmd": "kill", "id": format!("{id:016x}")}),
             Request::Kill(Kill::All) => json!({"cmd": "kill", "all": true}),
             Request::Kill(Kill::Label(l)) => json!({"cmd": "kill", "label": l}),
+            Request::Kill(Kill::Sources(n)) => json!({"cmd": "kill", "source_nodes": n}),
             Request::Kill(Kill::Hosts { host, to }) => {
                 json!({"cmd": "kill", "host": host, "to": to})
             }
@@ -616,6 +624,7 @@ mod tests {
             Request::Kill(Kill::Id(0x0a00_0000_0000_0001)),
             Request::Kill(Kill::All),
             Request::Kill(Kill::Label("ssh".into())),
+            Request::Kill(Kill::Sources("198.51.100.0/24".into())),
             Request::Kill(Kill::Hosts {
                 host: "198.18.0.0/15".into(),
                 to: Some("192.0.2.1".into()),

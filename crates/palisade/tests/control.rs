@@ -572,6 +572,30 @@ fn control_commands_against_a_running_daemon() {
     let kids = c.json(&["anchor", "kids/*", "show"]);
     assert!(kids.as_array().is_some_and(|k| k.is_empty()), "{kids}");
 
+    // --- Source nodes (pfctl -sS, -K): a tracked rule in an anchor.
+    let tracked = d.join("tracked.conf");
+    std::fs::write(
+        &tracked,
+        "pass in on a0 proto tcp to port 9090 keep state (max-src-conn 50)\n",
+    )
+    .unwrap();
+    c.ok(&["anchor", "extra", "load", "-f", tracked.to_str().unwrap()]);
+    assert!(passes(&src, "http://198.19.0.1:9090/"));
+    let nodes = c.json(&["show", "sources"]);
+    let node = nodes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["addr"] == "198.18.0.1"))
+        .unwrap_or_else(|| panic!("{nodes}"));
+    assert_eq!(node["rule"]["anchor"], "extra", "{node}");
+    assert!(node["states"].as_u64().unwrap() >= 1, "{node}");
+    assert!(c.ok(&["show", "sources"]).contains("198.18.0.1 ( states "));
+    assert_eq!(
+        c.ok(&["state", "kill", "--source-nodes", "198.18.0.0/24"]),
+        "killed 1 source nodes\n"
+    );
+    assert_eq!(c.json(&["show", "sources"]), serde_json::json!([]));
+    c.ok(&["anchor", "extra", "flush"]);
+
     // --- Listings: info, interfaces, timeouts, limits, memory.
     let info = c.json(&["show", "info"]);
     assert_eq!(info["status"], "enabled");
