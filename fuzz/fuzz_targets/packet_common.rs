@@ -128,9 +128,20 @@ fn renumbered(p: &[u8], seq: u32, ack: u32, flags: u8) -> Option<Vec<u8>> {
 /// numbers and what the client keeps of its flags.
 pub fn run_cookie(data: &[u8], sel: u8) {
     let mut f = cookie_filter().lock().unwrap_or_else(|e| e.into_inner());
+    cookie_steps(&mut f, data, sel);
+    // Each input starts from an empty table: states kept from earlier
+    // inputs (limits, `max`, a clock that goes back) would stop later
+    // inputs before their cookie's ACK.
+    let ids: Vec<u64> = f.states.iter().map(|s| s.id).collect();
+    for id in ids {
+        f.states.remove(id);
+    }
+}
+
+fn cookie_steps(f: &mut Filter, data: &[u8], sel: u8) {
     let now = (data.len() as u64) * 11 + sel as u64;
     let mut p = data.to_vec();
-    let (to_client, _) = checked(&mut f, &mut p, "em0", Direction::In, now);
+    let (to_client, _) = checked(f, &mut p, "em0", Direction::In, now);
     let Some((o, cseq)) = tcp_at(data) else {
         return;
     };
@@ -143,10 +154,10 @@ pub fn run_cookie(data: &[u8], sel: u8) {
         let Some(mut ack) = renumbered(data, cseq.wrapping_add(1), cookie.wrapping_add(1), 0x10 | keep) else {
             continue;
         };
-        let (_, to_server) = checked(&mut f, &mut ack, "em0", Direction::In, now + 1);
+        let (_, to_server) = checked(f, &mut ack, "em0", Direction::In, now + 1);
         for syn in to_server {
             let mut out = syn.clone();
-            checked(&mut f, &mut out, "em1", Direction::Out, now + 1);
+            checked(f, &mut out, "em1", Direction::Out, now + 1);
             // The server's answer: the SYN turned round, numbers from the input.
             let Some((so, sseq)) = tcp_at(&syn) else {
                 continue;
@@ -167,12 +178,12 @@ pub fn run_cookie(data: &[u8], sel: u8) {
             let Some(mut sa) = renumbered(&sa, sisn, ackno, 0x12) else {
                 continue;
             };
-            checked(&mut f, &mut sa, "em1", Direction::In, now + 2);
-            checked(&mut f, &mut sa, "em0", Direction::Out, now + 2);
+            checked(f, &mut sa, "em1", Direction::In, now + 2);
+            checked(f, &mut sa, "em0", Direction::Out, now + 2);
             // The client's data: the input again, as an ACK after the cookie.
             if let Some(mut more) = renumbered(data, cseq.wrapping_add(1), cookie.wrapping_add(1), 0x18 | keep) {
-                checked(&mut f, &mut more, "em0", Direction::In, now + 3);
-                checked(&mut f, &mut more, "em1", Direction::Out, now + 3);
+                checked(f, &mut more, "em0", Direction::In, now + 3);
+                checked(f, &mut more, "em1", Direction::Out, now + 3);
             }
         }
     }

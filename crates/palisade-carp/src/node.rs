@@ -268,8 +268,22 @@ pub struct Status {
 }
 
 impl Vhost {
-    fn heard_master(&mut self, src: IpAddr) {
-        self.master[src.is_ipv6() as usize] = Some(src);
+    fn heard_master(&mut self, src: IpAddr, now: Micros) {
+        self.master[src.is_ipv6() as usize] = Some((src, now));
+    }
+
+    /// The master's addresses heard, IPv4 first: a family not heard for
+    /// a master-down interval after the other was is dropped (another
+    /// master that advertises in one family only took over).
+    fn masters(&self) -> Vec<IpAddr> {
+        let newest = self.master.iter().flatten().map(|m| m.1).max().unwrap_or(0);
+        let md = master_down(self.cfg.advbase, self.cfg.advskew);
+        self.master
+            .iter()
+            .flatten()
+            .filter(|m| newest - m.1 <= md)
+            .map(|m| m.0)
+            .collect()
     }
 }
 
@@ -282,8 +296,9 @@ struct Vhost {
     md_at: Option<Micros>,
     /// Our counter: constant, random.
     cookie: u64,
-    /// The master's source address heard last, per family (IPv4, IPv6).
-    master: [Option<IpAddr>; 2],
+    /// The master's source address heard last, per family (IPv4, IPv6),
+    /// and when.
+    master: [Option<(IpAddr, Micros)>; 2],
     last: Option<(Micros, State, State, TransitionReason)>,
     transitions: u64,
     sent: u64,
@@ -543,6 +558,17 @@ impl Node {
         true
     }
 
+    /// `sysctl net.inet.carp.preempt=0|1` at run time: whether a backup
+    /// takes over from a master it outranks (it does at the next
+    /// advertisement it hears).
+    pub fn set_preempt(&mut self, on: bool) {
+        self.opts.preempt = on;
+    }
+
+    pub fn preempt(&self) -> bool {
+        self.opts.preempt
+    }
+
     /// Whether a CARP interface is in `group` (every one is in `carp`).
     pub fn group_has_members(&self, group: &str) -> bool {
         group == "carp"
@@ -764,7 +790,7 @@ impl Node {
                     !bow_out && (repr.demote < ours || (repr.demote == ours && their_tv <= our_tv));
                 if better {
                     self.become_backup(i, now, TransitionReason::BetterMaster);
-                    self.vhosts[i].heard_master(src);
+                    self.vhosts[i].heard_master(src, now);
                 } else if bow_out
                     || self.vhosts[i]
                         .master_since
@@ -795,7 +821,7 @@ impl Node {
                 }
             }
             State::Backup => {
-                self.vhosts[i].heard_master(src);
+                self.vhosts[i].heard_master(src, now);
                 let bow_out = repr.advbase == 255 && repr.advskew == 255;
                 if bow_out {
                     self.become_master(i, now, TransitionReason::MasterBowedOut);
@@ -872,7 +898,7 @@ impl Node {
             .map(|i| {
                 let v = &self.vhosts[i];
                 let masters: Vec<IpAddr> = match v.state {
-                    State::Backup => v.master.iter().flatten().copied().collect(),
+                    State::Backup => v.masters(),
                     _ => Vec::new(),
                 };
                 Status {

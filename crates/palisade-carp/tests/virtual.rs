@@ -271,6 +271,16 @@ fn preemption_off_keeps_the_master_and_on_moves_it() {
             assert!(t < 5 * S + 2 * S, "at the first advertisement heard: {t}");
         } else {
             assert_eq!(sim.masters("carp0"), [slow]);
+            // Turned on at run time (sysctl net.inet.carp.preempt=1):
+            // it takes over at the next advertisement it hears.
+            assert!(!sim.node(fast).preempt());
+            sim.node(fast).set_preempt(true);
+            let t = sim.now;
+            sim.run_for(3 * S);
+            assert_eq!(sim.masters("carp0"), [fast]);
+            let (at, why) = sim.became_master(fast, "carp0").unwrap();
+            assert_eq!(why, TransitionReason::Preempt);
+            assert!(at <= t + 2 * S, "{at} {t}");
         }
     }
 }

@@ -284,7 +284,33 @@ pub enum Timeout {
 }
 
 impl Timeout {
+    /// In pf's PFTM_* numbering (a state's timeout crosses pfsync and
+    /// the state file by its index here): tcp.tsdiff is the last, 19.
     pub const ALL: [Timeout; 20] = [
+        Timeout::TcpFirst,
+        Timeout::TcpOpening,
+        Timeout::TcpEstablished,
+        Timeout::TcpClosing,
+        Timeout::TcpFinWait,
+        Timeout::TcpClosed,
+        Timeout::UdpFirst,
+        Timeout::UdpSingle,
+        Timeout::UdpMultiple,
+        Timeout::IcmpFirst,
+        Timeout::IcmpError,
+        Timeout::OtherFirst,
+        Timeout::OtherSingle,
+        Timeout::OtherMultiple,
+        Timeout::Frag,
+        Timeout::Interval,
+        Timeout::AdaptiveStart,
+        Timeout::AdaptiveEnd,
+        Timeout::SrcTrack,
+        Timeout::TcpTsDiff,
+    ];
+
+    /// The order pfctl -st prints them in.
+    pub const SHOWN: [Timeout; 20] = [
         Timeout::TcpFirst,
         Timeout::TcpOpening,
         Timeout::TcpEstablished,
@@ -306,6 +332,7 @@ impl Timeout {
         Timeout::AdaptiveEnd,
         Timeout::SrcTrack,
     ];
+
     pub fn name(self) -> &'static str {
         match self {
             Timeout::TcpFirst => "tcp.first",
@@ -685,5 +712,53 @@ impl Config {
                 _ => None,
             })
             .unwrap_or(t.default_secs())
+    }
+}
+
+#[cfg(test)]
+mod timeout_numbers {
+    use super::Timeout::{self, *};
+
+    /// `Timeout::ALL` is pf's PFTM_* numbering (pfvar.h): pfsync and the
+    /// state file carry a state's timeout as this number, so an entry
+    /// out of place would restore or hand over states with another
+    /// timeout.
+    #[test]
+    fn all_follows_pfs_numbers() {
+        let pftm = [
+            (TcpFirst, 0),
+            (TcpOpening, 1),
+            (TcpEstablished, 2),
+            (TcpClosing, 3),
+            (TcpFinWait, 4),
+            (TcpClosed, 5),
+            (UdpFirst, 6),
+            (UdpSingle, 7),
+            (UdpMultiple, 8),
+            (IcmpFirst, 9),
+            (IcmpError, 10),
+            (OtherFirst, 11),
+            (OtherSingle, 12),
+            (OtherMultiple, 13),
+            (Frag, 14),
+            (Interval, 15),
+            (AdaptiveStart, 16),
+            (AdaptiveEnd, 17),
+            (SrcTrack, 18),
+            (TcpTsDiff, 19),
+        ];
+        for (t, n) in pftm {
+            assert_eq!(
+                Timeout::ALL.iter().position(|x| *x == t),
+                Some(n),
+                "{}",
+                t.name()
+            );
+        }
+        let mut shown = Timeout::SHOWN.to_vec();
+        shown.sort();
+        let mut all = Timeout::ALL.to_vec();
+        all.sort();
+        assert_eq!(shown, all, "SHOWN lists each once");
     }
 }

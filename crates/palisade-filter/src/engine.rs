@@ -636,30 +636,6 @@ impl Engine {
             .or_else(|| self.inline_listing(a))
     }
 
-    /// Every rule with a label, by the anchor path and number a state's
-    /// rule is named by (inline and loaded anchors included): what
-    /// `state kill --label` (pfctl -k label) matches states against.
-    pub fn labelled_rules(&self) -> HashMap<(String, u32), String> {
-        fn walk(rs: &CRuleset, out: &mut HashMap<(String, u32), String>) {
-            for l in &rs.listing {
-                if let Some(label) = &l.label {
-                    out.insert((rs.path.clone(), l.nr), label.clone());
-                }
-            }
-            for r in &rs.rules {
-                if let Kind::Anchor(Target::Inline(c)) = &r.kind {
-                    walk(c, out);
-                }
-            }
-        }
-        let mut out = HashMap::new();
-        walk(&self.main, &mut out);
-        for rs in self.anchors_read().values() {
-            walk(rs, &mut out);
-        }
-        out
-    }
-
     /// What a state created by rule `r` takes from it: its state options
     /// and its counters (for a state imported from a peer, whose rule is
     /// named by anchor path and number). None when no such rule exists.
@@ -1360,7 +1336,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         listing: Vec::new(),
     };
     for (nr, r) in rs.rules.iter().enumerate() {
-        let stats = Arc::new(RuleStats::default());
+        let stats = Arc::new(RuleStats::labelled(r.label.as_deref()));
         out.listing.push(RuleListing {
             nr: nr as u32,
             text: listing_text(r),

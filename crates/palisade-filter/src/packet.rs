@@ -217,6 +217,10 @@ impl Verdict {
 #[derive(Debug, Default)]
 pub struct RuleStats {
     lanes: [Lane; LANES],
+    /// The rule's `label`: a state's rule is known by its counters, so
+    /// `state kill --label` (pfctl -k label) asks them, whatever the
+    /// ruleset loaded since.
+    label: Option<Box<str>>,
 }
 
 /// The queueing priority every packet has, as `prio` rules match it:
@@ -258,6 +262,18 @@ impl PartialEq for RuleStats {
 impl Eq for RuleStats {}
 
 impl RuleStats {
+    /// A rule's counters, knowing its label.
+    pub fn labelled(label: Option<&str>) -> RuleStats {
+        RuleStats {
+            label: label.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    pub fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
     fn lane(&self) -> &Lane {
         &self.lanes[LANE.with(|l| l.get())]
     }

@@ -803,3 +803,31 @@ fn synproxy_does_not_proxy_on_the_way_out() {
         "{d:?}"
     );
 }
+
+/// A state knows its rule's label through the rule's counters, so a kill
+/// by label (pfctl -k label) finds it after a reload that numbers the
+/// rules otherwise, and not by the new rule that took its number.
+#[test]
+fn a_states_label_is_its_own_rules_after_a_reload() {
+    let mut f = filter("pass out proto tcp label \"web\"\npass in\n");
+    let (c, s) = ("192.0.2.10", "198.51.100.20");
+    handshake(&mut f, c, s);
+    let labels = |f: &Filter| -> Vec<Option<String>> {
+        f.states
+            .iter()
+            .map(|s| s.stats.as_ref().and_then(|r| r.label()).map(str::to_string))
+            .collect()
+    };
+    assert_eq!(labels(&f), [Some("web".to_string())]);
+    let out = parse_bytes(
+        "t",
+        None,
+        b"pass out proto tcp label \"other\"\npass out proto tcp label \"web\"\n".to_vec(),
+        &ParseOptions {
+            host: host(),
+            ..Default::default()
+        },
+    );
+    f.set_engine(Arc::new(Engine::new(&out.config, host())));
+    assert_eq!(labels(&f), [Some("web".to_string())]);
+}

@@ -599,6 +599,25 @@ impl Sync {
         }
     }
 
+    /// The local table was flushed (pfctl -F states): the peer removes
+    /// the states this node created (one CLR for its creator id, at
+    /// once); what was waiting to be sent of them is dropped, so that no
+    /// insert or update arriving after the clear brings one back. The
+    /// peer's own states are not touched on the peer.
+    pub fn clear_own(&mut self, _now: Micros) {
+        let me = self.cfg.creator;
+        self.pending.retain(|r, _| r.creatorid != me);
+        self.marks.retain(|r, _| r.creatorid != me);
+        // A bulk update being sent: its own states are gone too.
+        self.bulk_out
+            .retain(|m| !matches!(m, Message::Upd(s) if s.creatorid == me));
+        self.urgent.push(Message::Clr(ClrMsg {
+            ifname: Default::default(),
+            creatorid: me,
+        }));
+        self.flush_urgent();
+    }
+
     /// `defer`: the caller holds the first packet of this new state until
     /// the peer acknowledges it. Its INS (not yet sent) asks for INS_ACK
     /// and leaves at once with everything pending; `Event::Acked` says

@@ -789,3 +789,33 @@ fn rule_numbers_count_only_between_the_same_rulesets() {
         }
     }
 }
+
+/// pfctl -F states on one node: it clears its table and sends one CLR of
+/// its creator id; the peer drops the states that node made and keeps its
+/// own; an insert of the flushed node still waiting is not sent after the
+/// clear (it would bring a state back).
+#[test]
+fn a_flush_clears_the_flushed_nodes_states_on_the_peer_and_no_more() {
+    let mut p = Pair::new();
+    for id in 1..=3 {
+        p.a.insert(0, state(0xa, id, 100));
+        p.b.insert(0, state(0xb, id, 100));
+    }
+    p.run(1_100 * MS);
+    assert_eq!(p.a.table.len(), 6);
+    assert_eq!(p.b.table.len(), 6);
+    let t = p.now;
+    // A new state of a's, not yet sent, then the flush.
+    p.a.insert(t, state(0xa, 9, 100));
+    p.a.table.clear();
+    p.a.sync.clear_own(t);
+    p.run(t + 1_100 * MS);
+    let left: Vec<u32> = p.b.table.keys().map(|r| r.creatorid).collect();
+    assert_eq!(left, [0xb, 0xb, 0xb], "b keeps its own states only");
+    let st = p.a.sync.stats();
+    assert_eq!(st.messages_sent["CLR"], 1, "{st:?}");
+    assert_eq!(
+        st.messages_sent["INS"], 3,
+        "the waiting insert was dropped: {st:?}"
+    );
+}

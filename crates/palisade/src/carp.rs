@@ -333,6 +333,18 @@ impl CarpRuntime {
     /// `carp set IFACE advskew N advbase N` (ifconfig carp0 advskew N):
     /// the values as they are now, or why nothing changed. Until the next
     /// start: palisade.toml keeps them for good.
+    /// `sysctl net.inet.carp.preempt`: logged.
+    pub fn set_preempt(&mut self, on: bool) {
+        if self.node.preempt() != on {
+            tracing::info!("carp: preemption {}", if on { "on" } else { "off" });
+        }
+        self.node.set_preempt(on);
+    }
+
+    pub fn preempt(&self) -> bool {
+        self.node.preempt()
+    }
+
     pub fn set_timing(
         &mut self,
         now_us: u64,
@@ -827,6 +839,11 @@ pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_
             }
             Err(e) => json!({"ok": false, "text": format!("carp: {e}\n")}),
         },
+        CarpOp::Preempt(on) => {
+            c.set_preempt(*on);
+            json!({"ok": true, "text": format!("net.inet.carp.preempt={}\n", *on as u8),
+                   "data": {"preempt": on}})
+        }
         CarpOp::Member { iface, group, add } => match c.set_group(now, iface, group, *add) {
             Ok(()) => {
                 drop(c);
@@ -940,6 +957,7 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
         .collect();
     let line: Vec<String> = v.groups.iter().map(|(g, n)| format!("{g} {n}")).collect();
     let _ = writeln!(text, "groups (demote count): {}", line.join(", "));
+    let _ = writeln!(text, "net.inet.carp.preempt={}", c.preempt() as u8);
     let mut rejects = serde_json::Map::new();
     for (r, n) in &v.rejects {
         rejects.insert(r.name().into(), json!(n));
@@ -954,7 +972,8 @@ fn show(c: &CarpRuntime, v: &CarpView, now: u64) -> (String, serde_json::Value) 
     }
     (
         text,
-        json!({"interfaces": items, "groups": groups, "rejects": rejects}),
+        json!({"interfaces": items, "groups": groups, "rejects": rejects,
+               "preempt": c.preempt()}),
     )
 }
 

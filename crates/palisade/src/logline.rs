@@ -79,11 +79,15 @@ pub fn log_line(rec: &[u8]) -> String {
                 )
             }
             palisade_wire::L4::Udp { sport, dport } => {
+                // The UDP header's own length, as tcpdump reads it.
+                let ulen = pkt
+                    .get(i.l4_offset + 4..i.l4_offset + 6)
+                    .map_or(8, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
                 format!(
                     "{}.{sport} > {}.{dport}: UDP, length {}",
                     i.src,
                     i.dst,
-                    i.len.saturating_sub(i.l4_offset + 8)
+                    ulen.saturating_sub(8)
                 )
             }
             palisade_wire::L4::Icmp { ty, code, .. } => {

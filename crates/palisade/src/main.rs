@@ -360,6 +360,18 @@ enum CarpCmd {
         #[command(subcommand)]
         action: CarpGroupCmd,
     },
+    /// Turn preemption on or off now (`sysctl net.inet.carp.preempt=1|0`):
+    /// whether a backup takes over from a master it outranks. Until the
+    /// next start: `preempt` under [carp-options] in palisade.toml keeps
+    /// it.
+    Preempt {
+        /// on | off (also 1 | 0)
+        state: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
     /// Change a CARP interface's advskew or advbase now (`ifconfig carp0
     /// advskew 100`): `carp set carp0 advskew 100 [advbase 1]`. A master
     /// advertises it at once, so a backup that now ranks better takes
@@ -1333,6 +1345,14 @@ fn main() -> ExitCode {
             use request::CarpOp;
             let (op, json, sock) = match action {
                 CarpCmd::Show { json, sock } => (CarpOp::Show, json, sock),
+                CarpCmd::Preempt { state, json, sock } => match state.as_str() {
+                    "on" | "1" => (CarpOp::Preempt(true), json, sock),
+                    "off" | "0" => (CarpOp::Preempt(false), json, sock),
+                    s => {
+                        eprintln!("palisade carp preempt: '{s}': on or off");
+                        return ExitCode::from(2);
+                    }
+                },
                 CarpCmd::Set {
                     iface,
                     settings,

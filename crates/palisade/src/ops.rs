@@ -951,9 +951,10 @@ fn show_timeouts(sh: &Shared) -> Value {
     let st = &dp.filter.states;
     let mut text = String::new();
     let mut m = serde_json::Map::new();
-    for (i, t) in Timeout::ALL.iter().enumerate() {
+    for t in Timeout::SHOWN.iter() {
         // adaptive.start/end unset: pf's 60% and 120% of the state
         // limit apply, and are shown.
+        let i = Timeout::ALL.iter().position(|x| x == t).unwrap_or(0);
         let v = match t {
             Timeout::AdaptiveStart => st.adaptive().0 as u32,
             Timeout::AdaptiveEnd => st.adaptive().1 as u32,
@@ -1120,7 +1121,9 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
     // `set limit table-entries`: a change that would pass it is refused
     // whole (pf's pool: Cannot allocate memory).
     let over = |ts: &palisade_filter::TableSet, more: usize| -> Option<Value> {
-        (!ts.room_for(more)).then(|| {
+        // (A change that adds nothing is never refused, even over a limit
+        // a reload lowered.)
+        (more > 0 && !ts.room_for(more)).then(|| {
             fail(format!(
                 "table <{name}> {op}: {more} more entries would pass the table-entries limit \
                  ({} in use of {}; set limit table-entries): Cannot allocate memory",
@@ -1169,22 +1172,29 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             )
         }
         "replace" => {
-            let had = ts.tables.get(name).map_or(0, |t| t.len());
-            let wanted: Vec<(bool, IpAddr, u8)> = addrs
+            // The addresses asked for, each once (a file may repeat one).
+            let mut seen = std::collections::HashSet::new();
+            let wanted: Vec<(&Addr, bool, (bool, IpAddr, u8))> = addrs
                 .iter()
-                .filter_map(|(n, a)| net_key(a).map(|(ip, bits)| (*n, ip, bits)))
+                .filter_map(|(n, a)| net_key(a).map(|(ip, bits)| (a, *n, (*n, ip, bits))))
+                .filter(|(_, _, k)| seen.insert(*k))
                 .collect();
-            if let Some(f) = over(&ts, wanted.len().saturating_sub(had)) {
+            let before: Vec<(bool, IpAddr, u8)> =
+                ts.tables.get(name).map(|t| t.all()).unwrap_or_default();
+            let had: std::collections::HashSet<(bool, IpAddr, u8)> =
+                before.iter().copied().collect();
+            let adds = wanted.iter().filter(|(_, _, k)| !had.contains(k)).count();
+            let dels = before.iter().filter(|b| !seen.contains(*b)).count();
+            if let Some(f) = over(&ts, adds.saturating_sub(dels)) {
                 return f;
             }
             let t = ts
                 .tables
                 .entry(name.to_string())
                 .or_insert_with(|| palisade_filter::AddrTable::born_at(now));
-            let before: Vec<(bool, IpAddr, u8)> = t.all();
             let mut deleted = 0;
             for (n, ip, bits) in &before {
-                if !wanted.contains(&(*n, *ip, *bits)) {
+                if !seen.contains(&(*n, *ip, *bits)) {
                     t.remove(&Addr::Net {
                         ip: *ip,
                         bits: *bits,
@@ -1193,8 +1203,8 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
                 }
             }
             let mut added = 0;
-            for ((neg, a), w) in addrs.iter().zip(&wanted) {
-                if !before.contains(w) {
+            for (a, neg, k) in &wanted {
+                if !had.contains(k) {
                     added += 1;
                     t.insert_at(a, *neg, now);
                 }
@@ -1444,6 +1454,19 @@ fn show_sources(sh: &Shared) -> Value {
 }
 
 fn kill(sh: &Shared, k: &Kill) -> Value {
+    if let Kill::All = k {
+        // pfctl -F states: every state goes without a delete for each;
+        // the peer hears one clear of this node's states (lock order
+        // pfsync, data plane).
+        let mut sync = sh.pfsync();
+        let n = sh.dp().filter.states.clear_all();
+        if let Some(s) = sync.as_mut() {
+            s.clear_own(sh.now_us());
+        }
+        drop(sync);
+        sh.wake.wake();
+        return done(format!("{n} states cleared\n"), json!({"killed": n}));
+    }
     if let Kill::Sources(spec) = k {
         let m = match net_match(spec) {
             Ok(m) => m,
@@ -1456,21 +1479,22 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
         );
     }
     let mut dp = sh.dp();
-    let labels = match k {
-        Kill::Label(_) => dp.filter.engine().labelled_rules(),
-        _ => Default::default(),
-    };
     let st = &mut dp.filter.states;
     let ids: Vec<u64> = match k {
-        Kill::Id(id) => st.get(*id).map(|s| s.id).into_iter().collect(),
-        Kill::All => st.iter().map(|s| s.id).collect(),
-        Kill::Sources(_) => unreachable!("answered above"),
+        // A bare id names this firewall's own state (pfctl uses the host
+        // id); a state a peer made needs its creator id.
+        Kill::Id { id, creator } => st
+            .get(*id)
+            .filter(|s| s.creator == creator.unwrap_or(st.creator))
+            .map(|s| s.id)
+            .into_iter()
+            .collect(),
+        Kill::All | Kill::Sources(_) => unreachable!("answered above"),
+        // The label of the rule that made each state (pf asks the
+        // state's rule, even one a reload has replaced since).
         Kill::Label(l) => st
             .iter()
-            .filter(|s| {
-                st.rule_of(s)
-                    .is_some_and(|r| labels.get(&(r.anchor.to_string(), r.nr)) == Some(l))
-            })
+            .filter(|s| s.stats.as_ref().and_then(|r| r.label()) == Some(l.as_str()))
             .map(|s| s.id)
             .collect(),
         Kill::Hosts { host, to } => {
@@ -1494,12 +1518,8 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
     for id in &ids {
         st.remove(*id);
     }
-    let text = match k {
-        Kill::All => format!("{} states cleared\n", ids.len()),
-        _ => format!("killed {} states\n", ids.len()),
-    };
     done(
-        text,
+        format!("killed {} states\n", ids.len()),
         json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
     )
 }

@@ -165,6 +165,12 @@ pub const DEFER_US: u64 = 20_000;
 const DEFER_MAX: usize = 128;
 
 impl SyncRuntime {
+    /// The local table was flushed by hand: the peer removes this node's
+    /// states (`Sync::clear_own`).
+    pub fn clear_own(&mut self, now_us: u64) {
+        self.sync.clear_own(now_us);
+    }
+
     pub fn new(
         cfg: &PfsyncConfig,
         dp: &mut Dataplane,

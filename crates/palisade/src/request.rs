@@ -131,7 +131,9 @@ pub enum AnchorOp {
 /// Which states `state kill` removes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kill {
-    Id(u64),
+    /// One state by its id and creator id (pfctl -k id -k ID[/CREATORID]);
+    /// None: this firewall's own, as pfctl takes a bare id.
+    Id { id: u64, creator: Option<u32> },
     /// Every state (pfctl -F states).
     All,
     /// The states of the rules with this label (pfctl -k label -k L).
@@ -139,10 +141,7 @@ pub enum Kill {
     /// The source nodes of these sources, not their states (pfctl -K).
     Sources(String),
     /// States opened from `host` (and to `to`), as addresses or networks.
-    Hosts {
-        host: String,
-        to: Option<String>,
-    },
+    Hosts { host: String, to: Option<String> },
 }
 
 /// What `carp` does (ifconfig(8)'s carp and group settings).
@@ -160,6 +159,8 @@ pub enum CarpOp {
         group: String,
         add: bool,
     },
+    /// `sysctl net.inet.carp.preempt=0|1`.
+    Preempt(bool),
     /// `ifconfig carp0 advbase N advskew N` (either or both).
     Set {
         iface: String,
@@ -236,23 +237,20 @@ fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-/// A state id as `show states -vv` prints it: 16 hex digits, or
-/// pfctl's `ID/CREATORID` (the creator is the id's upper half here; one
-/// that does not match names no state).
-fn state_id(text: &str) -> Result<u64, String> {
+/// A state id as `show states -vv` prints it (16 hex digits), or
+/// pfctl's `ID/CREATORID` (the creator id as `-vv` prints it too).
+fn state_id(text: &str) -> Result<(u64, Option<u32>), String> {
     let bad = || {
-        format!("state kill: '{text}': not a state id (hex, as show states -v prints it, or ID/CREATORID)")
+        format!(
+            "state kill: '{text}': not a state id (hex, as show states -vv prints it, or ID/CREATORID)"
+        )
     };
     let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| bad());
     match text.split_once('/') {
-        None => hex(text),
+        None => Ok((hex(text)?, None)),
         Some((id, creator)) => {
-            let (id, creator) = (hex(id)?, hex(creator)?);
-            if creator > u32::MAX as u64 {
-                return Err(bad());
-            }
-            // A creator the id does not carry: an id no state has.
-            Ok(if id >> 32 == creator { id } else { 0 })
+            let creator = u32::try_from(hex(creator)?).map_err(|_| bad())?;
+            Ok((hex(id)?, Some(creator)))
         }
     }
 }
@@ -359,7 +357,7 @@ impl Request {
             }
             Some("kill") => {
                 if let Some(id) = req["id"].as_str() {
-                    state_id(id).map(|id| Request::Kill(Kill::Id(id)))
+                    state_id(id).map(|(id, creator)| Request::Kill(Kill::Id { id, creator }))
                 } else if req["all"] == true {
                     Ok(Request::Kill(Kill::All))
                 } else if let Some(l) = req["label"].as_str() {
@@ -450,6 +448,10 @@ impl Request {
                         group: group(o)?,
                         add: o == "group-add",
                     },
+                    Some("preempt") => match req["on"].as_bool() {
+                        Some(on) => CarpOp::Preempt(on),
+                        None => return Err("carp preempt: say on or off".into()),
+                    },
                     Some("set") => {
                         let val = |k: &str| -> Result<Option<u8>, String> {
                             match &req[k] {
@@ -473,7 +475,7 @@ impl Request {
                     }
                     Some(o) => {
                         return Err(format!(
-                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete, set)"
+                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete, set, preempt)"
                         ))
                     }
                     None => return Err("carp: missing the operation".into()),
@@ -521,7 +523,10 @@ impl Request {
                 }
                 v
             }
-            Request::Kill(Kill::Id(id)) => json!({"cmd": "kill", "id": format!("{id:016x}")}),
+            Request::Kill(Kill::Id { id, creator }) => json!({"cmd": "kill", "id": match creator {
+                Some(c) => format!("{id:016x}/{c:08x}"),
+                None => format!("{id:016x}"),
+            }}),
             Request::Kill(Kill::All) => json!({"cmd": "kill", "all": true}),
             Request::Kill(Kill::Label(l)) => json!({"cmd": "kill", "label": l}),
             Request::Kill(Kill::Sources(n)) => json!({"cmd": "kill", "source_nodes": n}),
@@ -548,6 +553,7 @@ impl Request {
                 "count": delta.unsigned_abs(),
             }),
             Request::Carp(CarpOp::Groups(g)) => json!({"cmd": "carp", "op": "groups", "group": g}),
+            Request::Carp(CarpOp::Preempt(on)) => json!({"cmd": "carp", "op": "preempt", "on": on}),
             Request::Carp(CarpOp::Member { iface, group, add }) => json!({
                 "cmd": "carp",
                 "op": if *add { "group-add" } else { "group-delete" },
@@ -621,7 +627,14 @@ mod tests {
                 op: AnchorOp::Show,
                 level: 1,
             },
-            Request::Kill(Kill::Id(0x0a00_0000_0000_0001)),
+            Request::Kill(Kill::Id {
+                id: 0x0a00_0000_0000_0001,
+                creator: None,
+            }),
+            Request::Kill(Kill::Id {
+                id: 0x5a00_0000_0000_0007,
+                creator: Some(0x1234_abcd),
+            }),
             Request::Kill(Kill::All),
             Request::Kill(Kill::Label("ssh".into())),
             Request::Kill(Kill::Sources("198.51.100.0/24".into())),
@@ -671,6 +684,7 @@ mod tests {
                 group: "uplinks".into(),
                 add: false,
             }),
+            Request::Carp(CarpOp::Preempt(false)),
             Request::Carp(CarpOp::Set {
                 iface: "carp0".into(),
                 advbase: None,

@@ -507,6 +507,23 @@ fn control_commands_against_a_running_daemon() {
     );
     let o = c.run(&["table", "scratch", "test", "192.0.2.1"]);
     assert_eq!(o.status.code(), Some(1), "nothing added: {o:?}");
+    // A file naming an address twice: counted once.
+    let twice = d.join("twice.txt");
+    std::fs::write(&twice, "192.0.2.60\n192.0.2.60 192.0.2.61\n").unwrap();
+    let tf = twice.to_str().unwrap();
+    assert_eq!(
+        c.ok(&["table", "scratch", "replace", "-f", tf]),
+        "2 addresses added.\n"
+    );
+    assert_eq!(
+        c.ok(&["table", "scratch", "replace", "-f", tf]),
+        "no changes.\n"
+    );
+    assert_eq!(
+        c.ok(&["table", "scratch", "add", "192.0.2.60"]),
+        "0/1 addresses added.\n"
+    );
+    c.ok(&["table", "scratch", "flush"]);
 
     // --- Anchors: load, show, flush; a bad file changes nothing.
     assert!(!passes(&src, "http://198.19.0.1:9090/"));

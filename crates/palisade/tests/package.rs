@@ -91,7 +91,7 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 45] = [
+const PAGES: [&str; 46] = [
     "man8/palisade-greylist.8.gz",
     "man8/palisade-greylist-run.8.gz",
     "man8/palisade-greylist-show.8.gz",
@@ -118,6 +118,7 @@ const PAGES: [&str; 45] = [
     "man8/palisade-carp-group-add.8.gz",
     "man8/palisade-carp-group-delete.8.gz",
     "man8/palisade-carp-set.8.gz",
+    "man8/palisade-carp-preempt.8.gz",
     "man8/palisade-check.8.gz",
     "man8/palisade-replay.8.gz",
     "man8/palisade-show.8.gz",

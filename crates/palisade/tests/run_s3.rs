@@ -709,6 +709,31 @@ fn s3_mastership_moves_by_demotion_link_stop_restart_and_kill() {
     s3.wait_master(0, Duration::from_secs(5), &logs);
     assert!(conn.echo("after advskew by hand"), "{}", logs());
 
+    // Preemption off at run time (sysctl net.inet.carp.preempt=0) on fw1:
+    // handed over, it does not take back what it outranks until it is
+    // on again.
+    let (ok, out) = s3.fws[0].carp(&["preempt", "off"]);
+    assert!(ok && out.contains("net.inet.carp.preempt=0"), "{out}");
+    assert_eq!(s3.fws[0].show()["preempt"], false);
+    for c in ["carp0", "carp1"] {
+        assert!(s3.fws[0].carp(&["set", c, "advskew", "200"]).0);
+    }
+    s3.wait_master(1, Duration::from_secs(5), &logs);
+    for c in ["carp0", "carp1"] {
+        assert!(s3.fws[0].carp(&["set", c, "advskew", "0"]).0);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        s3.fws[1].states(),
+        Some(("MASTER".into(), "MASTER".into())),
+        "fw1 does not preempt: {}",
+        logs()
+    );
+    let (ok, out) = s3.fws[0].carp(&["preempt", "on"]);
+    assert!(ok && out.contains("net.inet.carp.preempt=1"), "{out}");
+    s3.wait_master(0, Duration::from_secs(5), &logs);
+    assert!(conn.echo("after preemption by hand"), "{}", logs());
+
     // A user group demotes only its members.
     let (ok, out) = s3.fws[0].carp(&["group", "add", "carp1", "uplink"]);
     assert!(ok, "{out}");

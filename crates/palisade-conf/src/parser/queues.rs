@@ -195,6 +195,9 @@ impl<'a> Parser<'a> {
         }
         let mut names = Vec::new();
         assigned(&self.out.config.main, &mut names);
+        for la in &self.out.config.load_anchors {
+            assigned(&la.ruleset, &mut names);
+        }
         if let Some(q) = names.iter().find(|n| has_children(n)) {
             self.raw_error(format!(
                 "queue {q}: packets must be assigned to leaf queues only"

@@ -682,6 +682,17 @@ impl StateTable {
         }
     }
 
+    /// Remove every state, the peer's too, recording no event (pfctl -F
+    /// states: pf marks them no-sync and sends one clear for its own
+    /// creator id instead, `Sync::clear_own`); returns how many.
+    pub fn clear_all(&mut self) -> usize {
+        let ids: Vec<u64> = self.iter().map(|s| s.id).collect();
+        for id in &ids {
+            self.remove_quietly(*id);
+        }
+        ids.len()
+    }
+
     /// Remove every state `creator` created (pfsync's clear); returns how
     /// many. Records no event.
     pub fn clear_creator(&mut self, creator: u32) -> usize {

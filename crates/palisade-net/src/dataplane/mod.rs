@@ -521,6 +521,9 @@ impl Dataplane {
         // them, not only when a packet comes: an idle firewall's state
         // count, listing and metrics would show them for ever.
         self.filter.tick(now);
+        // (After `fast_tick`, which refreshed the states the program
+        // carries: what expired now leaves the program too.)
+        self.fast_reconcile();
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
