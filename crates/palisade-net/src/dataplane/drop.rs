@@ -75,11 +75,15 @@ pub enum DropReason {
     /// protocol's packet over the MTU: a jumbo frame from a host whose
     /// MTU is larger than the port's).
     Oversized,
+    /// An IPv6 packet to be routed whose source or destination is
+    /// link-local (fe80::/10): a router never forwards it to another
+    /// link (RFC 4291 section 2.5.6).
+    LinkLocalNotForwarded,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -100,6 +104,7 @@ impl DropReason {
         DropReason::LinkReserved,
         DropReason::NonIpBlocked,
         DropReason::Oversized,
+        DropReason::LinkLocalNotForwarded,
     ];
 
     /// The stable name (show info, metrics).
@@ -125,6 +130,7 @@ impl DropReason {
             DropReason::LinkReserved => "link_reserved",
             DropReason::NonIpBlocked => "non_ip_blocked",
             DropReason::Oversized => "oversized",
+            DropReason::LinkLocalNotForwarded => "link_local_not_forwarded",
         }
     }
 

@@ -359,6 +359,13 @@ impl Dataplane {
         via: Option<(usize, IpAddr)>,
         now: u64,
     ) {
+        // A link-local source or destination stays on its link (RFC
+        // 4291 2.5.6; Linux's ip6_forward refuses it too): routing it
+        // would let a neighbour on one side spoof fe80:: into another.
+        if [info.src, info.dst].iter().any(is_v6_link_local) {
+            self.counters.dropped(DropReason::LinkLocalNotForwarded);
+            return;
+        }
         if info.ttl <= 1 {
             self.counters.dropped(DropReason::TtlExceeded);
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
@@ -576,4 +583,9 @@ impl Dataplane {
             Err(_) => self.counters.dropped(DropReason::TooBig),
         }
     }
+}
+
+/// fe80::/10.
+fn is_v6_link_local(a: &IpAddr) -> bool {
+    matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
 }

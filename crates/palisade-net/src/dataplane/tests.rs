@@ -366,6 +366,26 @@ pass in on lan
 }
 
 #[test]
+fn link_local_sources_and_destinations_are_not_routed() {
+    // RFC 4291 2.5.6: fe80:: stays on its link. A global packet the same
+    // way is routed (neighbour discovery on wan1 for it).
+    let mut d = dp(UPLINKS, "pass\n");
+    for (src, dst) in [
+        ("fe80::1234", "2001:db8:1::9"),
+        ("2001:db8:3::5", "fe80::9"),
+        ("fe80::1234", "fe80::9"),
+    ] {
+        let p = udp(src, dst, 64);
+        let o = d.input(2, &eth(M2, A, None, ETH_IPV6, &p), 0);
+        assert!(o.is_empty(), "{src} -> {dst}: {o:?}");
+    }
+    assert_eq!(d.counters.drops.get(DropReason::LinkLocalNotForwarded), 3);
+    let p = udp("2001:db8:3::5", "2001:db8:1::9", 64);
+    let o = d.input(2, &eth(M2, A, None, ETH_IPV6, &p), 0);
+    assert_eq!(ports(&o), [0], "{o:?}");
+}
+
+#[test]
 fn ipv6_reassembled_leaves_as_it_came_whatever_the_mtu() {
     // 1,400 bytes sent as 1,232 + 168 (a 1,280 path): pf reassembles,
     // and the datagram leaves in fragments of the same size although

@@ -499,6 +499,13 @@ fn drops_are_counted_by_reason() {
     provoke(
         &mut d,
         &mut expect,
+        LinkLocalNotForwarded,
+        eth(M0, A, None, ETH_IPV6, &udp("fe80::1", "2001:db8:1::9", 64)),
+        0,
+    );
+    provoke(
+        &mut d,
+        &mut expect,
         MulticastNotRouted,
         eth(
             BROADCAST,
