@@ -573,8 +573,11 @@ pub struct PortConf {
     pub mac_port: bool,
     pub mtu: u16,
     /// `mtu` was given in palisade.toml (else the kernel's is taken at
-    /// start: `fit_mtus`).
+    /// start: `fit_mtus`, and followed while running).
     pub mtu_set: bool,
+    /// The `mtu` palisade.toml gives (1500 without one): what a port
+    /// whose kernel MTU fell below it and rose again comes back to.
+    pub mtu_conf: u16,
 }
 
 #[derive(Clone, Debug)]
@@ -739,6 +742,7 @@ impl Config {
                 mac_port,
                 mtu,
                 mtu_set: p.mtu.is_some(),
+                mtu_conf: mtu,
             });
         }
         let mut ifaces: Vec<Iface> = Vec::new();

@@ -210,6 +210,16 @@ pub fn link_is_up(name: &str) -> bool {
     std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|c| c.trim() == "1")
 }
 
+/// A port's MTU as the kernel has it now.
+fn kernel_mtu(name: &str) -> Option<u16> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()?
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .map(|m| m.clamp(576, 9216) as u16)
+}
+
 /// How many times a port's carrier went on or off: a link that fell and
 /// came back between two checks (once a second) still moved it.
 fn carrier_changes(name: &str) -> Option<u64> {
@@ -668,6 +678,21 @@ pub fn worker(
             // return (and asks for a bulk update). CARP does not: its
             // advertisements resume by themselves, and taking the fall
             // late would step a master down for nothing.
+            // The kernel's MTU changed while running (ip link set ... mtu):
+            // forwarded by it from now on, as a router reads its
+            // interface's MTU, so that packets over it are answered "too
+            // big" instead of failing in the send.
+            if id == 0 && h == Health::Up {
+                if let Some(k) = kernel_mtu(&name) {
+                    let was = sh.dp().port_mtu(i);
+                    if let Some(now_mtu) = sh.dp().kernel_mtu(i, k) {
+                        tracing::info!(
+                            "port '{name}': the kernel's MTU is {k}: forwarding with {now_mtu} (was {})",
+                            was.unwrap_or(0)
+                        );
+                    }
+                }
+            }
             let changes = carrier_changes(&name);
             let flapped = fell_unseen((health[i], carrier[i]), (h, changes));
             carrier[i] = changes;

@@ -533,6 +533,45 @@ fn workers_keep_flows_in_order() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// The way out's MTU lowered while the firewall runs (`ip link set b0
+/// mtu 1400`): a DF datagram over it is answered "fragmentation needed"
+/// with the new MTU (it failed in the send, unanswered, before), and one
+/// that fits goes through.
+#[test]
+fn a_port_mtu_lowered_while_running_is_answered_too_big() {
+    require_root();
+    let (ns, src, fw, _dst, d, mut daemon, log) = routed_daemon("mtu", "pass\n", 1);
+    let ping = |size: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &src, "ping", "-c", "1", "-W", "2"])
+            .args(["-M", "do", "-s", size, "198.19.0.1"])
+            .output()
+            .unwrap()
+    };
+    assert!(ping("1472").status.success(), "1,500 bytes fit at first");
+    ns.exec(&fw, &["ip", "link", "set", "b0", "mtu", "1400"]);
+    wait_until("the new MTU taken", Duration::from_secs(5), || {
+        log.lock()
+            .unwrap()
+            .contains("port 'b0': the kernel's MTU is 1400")
+    });
+    let o = ping("1472");
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "{out}"
+    );
+    assert!(ping("1372").status.success(), "1,400 bytes go through");
+    assert!(
+        !log.lock().unwrap().contains("Message too long"),
+        "{}",
+        log.lock().unwrap()
+    );
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 /// `synproxy state` on a router, with real hosts: the firewall completes
 /// the client's handshake itself, then the server's, and a TCP transfer
 /// goes through with the server's sequence numbers shifted.

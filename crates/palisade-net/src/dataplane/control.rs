@@ -270,6 +270,34 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The MTU port `port` forwards with.
+    pub fn port_mtu(&self, port: usize) -> Option<u16> {
+        self.cfg.ports.get(port).map(|p| p.mtu)
+    }
+
+    /// The kernel's MTU of port `port` is now `kernel` (it changed while
+    /// running: `ip link set ... mtu`). A port without `mtu` in
+    /// palisade.toml follows it; one with `mtu` takes it when it is lower
+    /// (a frame over the kernel's MTU cannot be sent), and its own again
+    /// when the kernel's comes back above it. Returns the MTU it forwards
+    /// with now, if that changed. Packets too big for it are answered
+    /// with "too big" as before; the fast path's flows out by the port
+    /// come back to be handed over with the new MTU.
+    pub fn kernel_mtu(&mut self, port: usize, kernel: u16) -> Option<u16> {
+        let p = self.cfg.ports.get_mut(port)?;
+        let want = if p.mtu_set {
+            kernel.min(p.mtu_conf)
+        } else {
+            kernel
+        };
+        if want == p.mtu || want < 576 {
+            return None;
+        }
+        p.mtu = want;
+        self.fast_port_mtu_changed(port);
+        Some(want)
+    }
+
     /// Port `port`'s link as last set (up until told otherwise).
     pub fn link_up(&self, port: usize) -> bool {
         self.control.links.get(port).copied().unwrap_or(false)

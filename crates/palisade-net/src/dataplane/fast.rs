@@ -937,6 +937,33 @@ impl Dataplane {
             .is_some_and(|o| o.by_mac.contains_key(&mac))
     }
 
+    /// Port `port`'s MTU changed: the flows the program sends out by it
+    /// (their directions carry the MTU they were handed over with) come
+    /// back, to be handed over again with the new one.
+    pub(super) fn fast_port_mtu_changed(&mut self, port: usize) {
+        let Some(o) = self.fast.as_ref() else {
+            return;
+        };
+        let ifaces = &self.cfg.ifaces;
+        let leaves_by = |ix: usize| {
+            ifaces.get(ix).is_some_and(|f| {
+                f.port == Some(port)
+                    || f.members
+                        .iter()
+                        .any(|m| ifaces.get(*m).and_then(|x| x.port) == Some(port))
+            })
+        };
+        let gone: Vec<[u64; 2]> = o
+            .flows
+            .iter()
+            .filter(|(_, f)| f.dirs.iter().flatten().any(|l| leaves_by(l.out_ix)))
+            .map(|(ids, _)| *ids)
+            .collect();
+        for ids in gone {
+            self.fast_drop(ids);
+        }
+    }
+
     pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
         self.fast_drop_to(mac, |l| l.dir.fwd.flags & FP_ROUTE != 0 && l.out_ix == i);
     }

@@ -366,6 +366,35 @@ pass in on lan
 }
 
 #[test]
+fn a_kernel_mtu_changed_while_running_is_forwarded_by() {
+    // wan1 (no mtu in palisade.toml) follows the kernel's: at 1400 a
+    // 1,500-byte IPv6 datagram is answered "too big" (it failed in the
+    // send before).
+    let mut d = dp(UPLINKS, "pass\n");
+    assert_eq!(d.port_mtu(0), Some(1500));
+    assert_eq!(d.kernel_mtu(0, 1500), None, "unchanged");
+    assert_eq!(d.kernel_mtu(0, 1400), Some(1400));
+    let data = vec![7u8; 1452];
+    let big = build::ip(
+        "2001:db8:3::5".parse().unwrap(),
+        "2001:db8:1::9".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &data),
+    );
+    assert_eq!(big.len(), 1500);
+    d.input(2, &eth(M2, A, None, ETH_IPV6, &big), 0);
+    assert_eq!(d.counters.drops.get(DropReason::TooBig), 1);
+    assert_eq!(d.counters.icmp_errors, 1);
+    // A port with `mtu = 9000` takes a lower kernel MTU, and its own
+    // again when the kernel's comes back above it.
+    let mut r = dp(ROUTER, "pass\n");
+    assert_eq!(r.port_mtu(0), Some(9000));
+    assert_eq!(r.kernel_mtu(0, 1500), Some(1500));
+    assert_eq!(r.kernel_mtu(0, 9216), Some(9000));
+}
+
+#[test]
 fn link_local_sources_and_destinations_are_not_routed() {
     // RFC 4291 2.5.6: fe80:: stays on its link. A global packet the same
     // way is routed (neighbour discovery on wan1 for it).
