@@ -1519,7 +1519,15 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
         st.remove(*id);
     }
     done(
-        format!("killed {} states\n", ids.len()),
+        match k {
+            // As pfctl -k prints it: one source, a destination or none.
+            Kill::Hosts { to, .. } => format!(
+                "killed {} states from 1 sources and {} destinations\n",
+                ids.len(),
+                to.is_some() as u8
+            ),
+            _ => format!("killed {} states\n", ids.len()),
+        },
         json!({"killed": ids.len(), "ids": ids.iter().map(|i| format!("{i:016x}")).collect::<Vec<_>>()}),
     )
 }
