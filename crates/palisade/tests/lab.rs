@@ -746,7 +746,7 @@ fn lab_s2_router_for_vms_on_a_vlan() {
     let o = lab(&["up", "--scenario", "s2", "--prefix", &prefix]);
     let out = text(&o.stdout);
     assert!(o.status.success(), "{out}{}", text(&o.stderr));
-    assert_eq!(out.matches("[ok]").count(), 9, "{out}");
+    assert_eq!(out.matches("[ok]").count(), 11, "{out}");
     assert!(!out.contains("UNEXPECTED"), "{out}");
     passes(&prefix, "up", "http://203.0.113.10/", "you are 203.0.113.1");
     passes(

@@ -81,12 +81,13 @@ const SERVERS: [(&str, &str, &str); 6] = [
     ("vm1", "203.0.113.10:80", "web"),
     ("vm1", "[2001:db8:ff::10]:80", "web"),
     ("vm1", "203.0.113.10:25", "smtp"),
-    ("router", "0.0.0.0:22", "ssh"),
+    // (Both families: a listener on :: takes IPv4 too.)
+    ("router", "[::]:22", "ssh"),
 ];
 
 /// What `up` and `status` check: (what, from, to, seconds, passes, its
 /// answer), as `Lab::run_checks` takes them.
-const CHECKS: [(&str, &str, &str, u64, bool, &str); 9] = [
+const CHECKS: [(&str, &str, &str, u64, bool, &str); 11] = [
     (
         "Upstream -> public VM, web (proxy ARP)",
         "up",
@@ -120,6 +121,14 @@ const CHECKS: [(&str, &str, &str, u64, bool, &str); 9] = [
         "SSH-2.0",
     ),
     (
+        "Upstream -> ssh on the router itself over IPv6",
+        "up",
+        "[2001:db8:ff::2]:22",
+        3,
+        true,
+        "SSH-2.0",
+    ),
+    (
         "Public VM -> the Internet (its own address)",
         "vm1",
         "198.18.200.1:80",
@@ -147,6 +156,14 @@ const CHECKS: [(&str, &str, &str, u64, bool, &str); 9] = [
         "VM on VLAN 1234 -> ssh on the router (its gateway)",
         "vm2",
         "192.0.2.1:22",
+        3,
+        true,
+        "SSH-2.0",
+    ),
+    (
+        "VM on VLAN 1234 -> ssh on the router over IPv6",
+        "vm2",
+        "[2001:db8:1::1]:22",
         3,
         true,
         "SSH-2.0",
