@@ -29,20 +29,23 @@ anchor \"a\" in on em1 {
 }
 ";
 
+/// A filter on em0 and em1 with `rules`, at most 10,000 states.
+fn make_filter(rules: &str) -> Filter {
+    let host = HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\", \"2001:db8::2/64\"]\n\
+         [[interface]]\nname = \"em1\"\naddresses = [\"10.0.0.1/24\", \"2001:db8:1::1/64\"]\n",
+    )
+    .expect("host model");
+    let out = parse_bytes("fuzz", None, rules.as_bytes().to_vec(), &ParseOptions { host: host.clone(), ..Default::default() });
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    let mut f = Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 7);
+    f.states.limit = 10_000;
+    f
+}
+
 fn filter() -> &'static Mutex<Filter> {
     static F: OnceLock<Mutex<Filter>> = OnceLock::new();
-    F.get_or_init(|| {
-        let host = HostModel::from_toml(
-            "[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\", \"2001:db8::2/64\"]\n\
-             [[interface]]\nname = \"em1\"\naddresses = [\"10.0.0.1/24\", \"2001:db8:1::1/64\"]\n",
-        )
-        .expect("host model");
-        let out = parse_bytes("fuzz", None, RULES.as_bytes().to_vec(), &ParseOptions { host: host.clone(), ..Default::default() });
-        assert_eq!(out.errors, 0, "{:?}", out.stderr);
-        let mut f = Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 7);
-        f.states.limit = 10_000;
-        Mutex::new(f)
-    })
+    F.get_or_init(|| Mutex::new(make_filter(RULES)))
 }
 
 /// Run one IP packet through the filter on both interfaces and directions;
@@ -71,16 +74,7 @@ pub fn run_ip(data: &[u8]) {
 fn cookie_filter() -> &'static Mutex<Filter> {
     static F: OnceLock<Mutex<Filter>> = OnceLock::new();
     F.get_or_init(|| {
-        let host = HostModel::from_toml(
-            "[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\", \"2001:db8::2/64\"]\n\
-             [[interface]]\nname = \"em1\"\naddresses = [\"10.0.0.1/24\", \"2001:db8:1::1/64\"]\n",
-        )
-        .expect("host model");
-        let rules = format!("set syncookies always\n{RULES}");
-        let out = parse_bytes("fuzz", None, rules.into_bytes(), &ParseOptions { host: host.clone(), ..Default::default() });
-        assert_eq!(out.errors, 0, "{:?}", out.stderr);
-        let mut f = Filter::new(Arc::new(Engine::new(&out.config, host)), &out.config, 7);
-        f.states.limit = 10_000;
+        let f = make_filter(&format!("set syncookies always\n{RULES}"));
         assert!(f.cookies.is_active());
         Mutex::new(f)
     })
