@@ -43,10 +43,21 @@ impl std::io::Write for Appending {
     }
 }
 
-/// An existing pflog file to append to: its header, and where its last
-/// whole record ends (a record cut short by a crash is dropped). None
-/// when it is not a pcap file of pflog records.
-fn pflog_end(f: &mut std::fs::File) -> Option<(pcap_file::pcap::PcapHeader, u64)> {
+/// Where appending to an existing pflog file may start.
+enum PflogEnd {
+    /// Every record whole: after the last one.
+    Whole(pcap_file::pcap::PcapHeader, u64),
+    /// The last record cut short (a crash while writing it): after the
+    /// last whole one, the rest (this many bytes) to be trimmed.
+    CutShort(pcap_file::pcap::PcapHeader, u64, u64),
+    /// A record with a length no record has, at this offset, with data
+    /// after it: damaged, not to be trimmed (whole records follow).
+    Damaged(u64),
+}
+
+/// Scan an existing pflog file: None if it is not a pcap file of our
+/// pflog records.
+fn pflog_end(f: &mut std::fs::File) -> Option<PflogEnd> {
     use std::io::{Read, Seek, SeekFrom};
     let len = f.metadata().ok()?.len();
     let mut head = [0u8; 24];
@@ -70,14 +81,19 @@ fn pflog_end(f: &mut std::fs::File) -> Option<(pcap_file::pcap::PcapHeader, u64)
         } else {
             u32::from_le_bytes(b)
         } as u64;
-        // Cut short, or a length no record has: the end of what was
-        // written whole.
-        if pos + 16 + incl > len || incl > header.snaplen.max(65_535) as u64 {
+        if incl > header.snaplen.max(65_535) as u64 {
+            return Some(PflogEnd::Damaged(pos));
+        }
+        if pos + 16 + incl > len {
             break;
         }
         pos += 16 + incl;
     }
-    Some((header, pos))
+    Some(if pos == len {
+        PflogEnd::Whole(header, pos)
+    } else {
+        PflogEnd::CutShort(header, pos, len - pos)
+    })
 }
 
 impl PflogFile {
@@ -110,7 +126,25 @@ impl PflogFile {
             .ok()
             .filter(|f| f.metadata().is_ok_and(|m| m.len() >= 24));
         if let Some(mut f) = existing {
-            match pflog_end(&mut f) {
+            let end = match pflog_end(&mut f) {
+                Some(PflogEnd::Whole(h, end)) => Some((h, end)),
+                Some(PflogEnd::CutShort(h, end, cut)) => {
+                    tracing::warn!(
+                        "pflog {}: its last record was cut short (a crash while writing it): {cut} bytes trimmed",
+                        self.path.display()
+                    );
+                    Some((h, end))
+                }
+                Some(PflogEnd::Damaged(at)) => {
+                    tracing::warn!(
+                        "pflog {}: a damaged record at byte {at}, with records after it: the file is kept aside, not appended to",
+                        self.path.display()
+                    );
+                    None
+                }
+                None => None,
+            };
+            match end {
                 Some((header, end)) => {
                     f.set_len(end).map_err(err)?;
                     f.seek(SeekFrom::Start(end)).map_err(err)?;
@@ -133,7 +167,7 @@ impl PflogFile {
                     let mut old = self.path.clone().into_os_string();
                     old.push(format!(".moved-{secs}"));
                     tracing::warn!(
-                        "pflog {}: not a pcap file of whole pflog records: moved to {}",
+                        "pflog {}: not a pcap file of whole pflog records (or damaged): moved to {}",
                         self.path.display(),
                         std::path::Path::new(&old).display()
                     );
@@ -857,10 +891,17 @@ mod tests {
                 .append(true)
                 .open(&path)
                 .unwrap();
-            // A record header saying 100 bytes, and 4 of them.
+            // A record header saying 100 bytes, and 4 of them (in the
+            // file's byte order, as its magic number says).
+            let be = std::fs::read(&path).unwrap()[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+            let n = if be {
+                100u32.to_be_bytes()
+            } else {
+                100u32.to_le_bytes()
+            };
             let mut cut = vec![0u8; 8];
-            cut.extend_from_slice(&100u32.to_le_bytes());
-            cut.extend_from_slice(&100u32.to_le_bytes());
+            cut.extend_from_slice(&n);
+            cut.extend_from_slice(&n);
             cut.extend_from_slice(&[9u8; 4]);
             raw.write_all(&cut).unwrap();
         }
@@ -900,6 +941,36 @@ mod tests {
         f.write(vec![vec![6u8; 400]]);
         drop(f);
         assert_eq!(records(&path), 1, "a new file takes a 400-byte record");
+        // A damaged record in the middle (a length no record has), whole
+        // records after it: kept aside whole, not cut there (a probe saw
+        // 7,831 records cut to 100).
+        for m in std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()) {
+            if m.file_name().to_string_lossy().starts_with("pflog.moved-") {
+                std::fs::remove_file(m.path()).unwrap();
+            }
+        }
+        std::fs::remove_file(&path).unwrap();
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![7u8; 30], vec![8u8; 30], vec![9u8; 30]]);
+        drop(f);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // The second record's captured length (after the 24-byte file
+        // header and the first record, 16 + 30 bytes): its high byte.
+        let at = 24 + 46 + 8;
+        let be = bytes[..4] == [0xa1, 0xb2, 0xc3, 0xd4];
+        bytes[if be { at } else { at + 3 }] = 0x7f;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        f.write(vec![vec![10u8; 10]]);
+        drop(f);
+        assert_eq!(records(&path), 1, "a new file");
+        let moved: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pflog.moved-"))
+            .collect();
+        assert_eq!(moved.len(), 1);
+        assert_eq!(std::fs::read(moved[0].path()).unwrap(), bytes, "kept whole");
         let _ = std::fs::remove_dir_all(&dir);
     }
     #[test]
