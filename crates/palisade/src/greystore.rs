@@ -100,6 +100,8 @@ pub struct GreyDb {
     generation: u64,
     /// Where the next batch goes in the journal.
     at: u64,
+    /// Offsets of damaged journal records passed over at open.
+    damaged: Vec<u64>,
     /// Changes in the journal and not yet in redb (None: deleted).
     pending: BTreeMap<String, Option<Entry>>,
     /// A checkpoint in a thread of its own ([`GreyDb::maybe_checkpoint`]):
@@ -475,7 +477,32 @@ impl GreyDb {
             return Err("greylist database: an empty path (`database` in [greylist])".into());
         }
         let new = !path.exists();
-        let db = redb::Database::create(path).map_err(|e| err(&path.display().to_string(), e))?;
+        let name = path.display().to_string();
+        // An empty file where a database was (a crash as it was made, or
+        // emptied by hand): begun afresh, but said.
+        if !new && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            tracing::warn!(
+                "greylist database {name}: the file is empty: a new database is made in it (no entries, no whitelist)"
+            );
+        }
+        // redb asserts on some damage (a file cut short) instead of
+        // returning an error: taken as one, naming the file; the file is
+        // left as it is, for the admin.
+        // (Its panic message would read as Palisade's own crash: the
+        // default hook is held back for the call.)
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| redb::Database::create(path));
+        std::panic::set_hook(hook);
+        let db = match opened {
+            Ok(r) => r.map_err(|e| err(&name, e))?,
+            Err(_) => {
+                return Err(format!(
+                    "{name}: the database is damaged (cut short?): not opened, left as it is; \
+                     move it aside to start a new one"
+                ))
+            }
+        };
         // The entries name senders and recipients: a new database is the
         // owner's only, as the journal is (one the admin made otherwise
         // keeps its mode).
@@ -524,6 +551,7 @@ impl GreyDb {
             unsynced_order: VecDeque::new(),
             failures: 0,
             retry_at: None,
+            damaged: Vec::new(),
             #[cfg(test)]
             fail_checkpoints: 0,
         };
@@ -543,6 +571,24 @@ impl GreyDb {
         me.generation = generation + 1;
         if n > 0 {
             tracing::info!("greylist: {n} change(s) replayed from {jname}");
+        }
+        if !me.damaged.is_empty() {
+            // Kept as it was, for a look, before it is written over.
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut copy = jpath.clone().into_os_string();
+            copy.push(format!(".damaged-{secs}"));
+            let kept = std::fs::write(&copy, &text);
+            tracing::warn!(
+                "greylist journal {jname}: {} damaged record(s) passed over (at byte {:?}), the records after them replayed; a copy of the journal {}",
+                me.damaged.len(),
+                me.damaged,
+                match kept {
+                    Ok(()) => format!("is kept as {}", Path::new(&copy).display()),
+                    Err(e) => format!("could not be kept: {e}"),
+                }
+            );
         }
         // Preallocate with written zeros: later syncs then write data
         // blocks only.
@@ -568,13 +614,34 @@ impl GreyDb {
     fn replay(&mut self, text: &[u8], from: u64, generation: u64) -> usize {
         let mut at = from as usize;
         let mut n = 0;
-        while let Some((len, body)) = record(text, at, generation) {
-            let Some((key, value)) = parse_body(body) else {
-                break;
-            };
-            self.pending.insert(key.to_string(), value);
-            at += len;
-            n += 1;
+        loop {
+            let parsed = record(text, at, generation)
+                .and_then(|(len, body)| parse_body(body).map(|kv| (len, kv)));
+            match parsed {
+                Some((len, (key, value))) => {
+                    self.pending.insert(key.to_string(), value);
+                    at += len;
+                    n += 1;
+                }
+                None => {
+                    // A record that does not check out, followed by one
+                    // that does: damaged in place (a disk's bad sector),
+                    // not torn by a crash (a torn record is the last).
+                    // It is passed over and said; what follows replays.
+                    let next = text
+                        .get(at..at + 4)
+                        .map(|h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize)
+                        .filter(|&l| l > 0)
+                        .map(|l| at + 8 + l);
+                    match next.filter(|&nx| record(text, nx, generation).is_some()) {
+                        Some(nx) => {
+                            self.damaged.push(at as u64);
+                            at = nx;
+                        }
+                        None => break,
+                    }
+                }
+            }
         }
         self.at = at as u64;
         n
@@ -1320,6 +1387,77 @@ mod tests {
         // (in its generation's region).
         assert!(db.pending.is_empty());
         assert_eq!(db.at, region_base(db.generation));
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A record damaged in place (a byte changed inside it) with whole
+    /// records after it: passed over, said, the journal kept aside, and
+    /// the records after it replayed (a probe saw them all dropped).
+    #[test]
+    fn a_damaged_record_in_the_journal_is_passed_over_and_the_rest_replayed() {
+        let path = tmp("damaged");
+        let first;
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            first = db.at;
+            for (k, n) in [("a", 1), ("b", 2), ("c", 3), ("d", 4)] {
+                put(&mut db, k, Some(entry(n)));
+                assert!(db.commit().unwrap());
+            }
+            db.pending.clear();
+        }
+        // Record "b": the second, after "a"'s.
+        let jpath = journal_path(&path);
+        let mut j = std::fs::read(&jpath).unwrap();
+        let a_len = u32::from_le_bytes(j[first as usize..first as usize + 4].try_into().unwrap());
+        let b_at = first as usize + 8 + a_len as usize;
+        j[b_at + 12] ^= 0xff;
+        std::fs::write(&jpath, &j).unwrap();
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "a"), Some(entry(1)));
+        assert_eq!(get(&mut db, "b"), None, "the damaged one is lost");
+        assert_eq!(get(&mut db, "c"), Some(entry(3)));
+        assert_eq!(get(&mut db, "d"), Some(entry(4)));
+        assert_eq!(db.damaged, [b_at as u64]);
+        let kept = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .contains(".journal.damaged-")
+            })
+            .count();
+        assert_eq!(kept, 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A database file cut short (redb asserts on it): an error naming the
+    /// file, not a panic, and the file left as it was.
+    #[test]
+    fn a_database_cut_short_is_refused_by_name() {
+        let path = tmp("cut");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            for i in 0..2000 {
+                put(&mut db, &format!("key{i}"), Some(entry(i)));
+            }
+            assert!(db.commit().unwrap());
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len / 2).unwrap();
+        drop(f);
+        let e = GreyDb::open(&path).err().expect("refused");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("damaged"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len / 2,
+            "left as it was"
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
