@@ -218,6 +218,11 @@ pub fn restore(path: &Path, filter: &mut Filter, now_ms: u64) -> Option<Restored
         Err(why) => {
             let mut bad = path.as_os_str().to_owned();
             bad.push(".bad");
+            // An earlier damaged file is not written over.
+            if Path::new(&bad).exists() {
+                let secs = unix_ms() / 1000;
+                bad.push(format!("-{secs}"));
+            }
             let _ = std::fs::rename(path, &bad);
             tracing::warn!(
                 "state-file {}: {why}: starting without saved states (the file is now {})",
@@ -474,6 +479,19 @@ mod tests {
         let mut c = filter(RULES, 9);
         assert!(restore(&path, &mut c, 0).is_none());
         assert!(dir.join("states.bad").exists());
+        // A second damaged one does not write over the first.
+        std::fs::write(&path, b"PALISADE-STATES\x01 short again").unwrap();
+        assert!(restore(&path, &mut c, 0).is_none());
+        assert_eq!(
+            std::fs::read(dir.join("states.bad")).unwrap(),
+            b"PALISADE-STATES\x01 short"
+        );
+        let again = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("states.bad-"))
+            .count();
+        assert_eq!(again, 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
