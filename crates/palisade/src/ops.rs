@@ -296,11 +296,22 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     }
     *sh.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         out.config.queues.iter().map(|q| q.name.clone()).collect();
-    if sh.config_text.is_some() && std::fs::read_to_string(&sh.config_path).ok() != sh.config_text {
+    let now_text = std::fs::read_to_string(&sh.config_path).ok();
+    if sh.config_text.is_some() && now_text != sh.config_text {
         msgs.push(format!(
             "palisade: warning: {} changed since start: a reload reads pf.conf only; palisade.toml's changes (interfaces, addresses, proxy-arp, CARP, pfsync...) take effect at the next start",
             sh.config_path.display()
         ));
+        // Checked now as the next start will read it (the ports need not
+        // be there to be named): an error would stop that start.
+        if let Some(t) = &now_text {
+            if let Err(e) = palisade_net::config::Config::parse(&sh.config_path, t, &|_| true) {
+                msgs.push(format!(
+                    "palisade: warning: {} has an error, and the next start would refuse it: {e}",
+                    sh.config_path.display()
+                ));
+            }
+        }
     }
     if restart_only_options(&out.config.options) != sh.options {
         msgs.push(

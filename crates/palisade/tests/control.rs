@@ -967,6 +967,20 @@ fn control_commands_against_a_running_daemon() {
         said.contains("palisade.toml changed since start: a reload reads pf.conf only"),
         "{said}"
     );
+    assert!(!said.contains("has an error"), "{said}");
+    // Edited with an error: said too (the next start would refuse it).
+    std::fs::write(&toml, format!("{text}[[port]\n")).unwrap();
+    let o = c.run(&["reload"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("palisade.toml has an error, and the next start would refuse it"),
+        "{said}"
+    );
     std::fs::write(&toml, text).unwrap();
     assert_eq!(
         c.json(&["table", "scratch", "show"]),
