@@ -255,19 +255,16 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
         None => None,
     };
-    let control = match crate::control::bind(&cfg_control) {
-        Ok(l) => Some(l),
-        Err(e) => {
-            tracing::warn!("no control socket: {e}");
-            None
-        }
-    };
+    // Without its control socket nothing could reload, show or stop the
+    // daemon cleanly (another daemon holds the path, or it is not a
+    // socket): refused as the metrics listener is, undoing the set-up.
+    let control = crate::control::bind(&cfg_control).map_err(|e| format!("control socket: {e}"))?;
     let first = sockets.remove(0);
     let outs = sh.dp().start(0);
     sh.send(&first, outs);
     std::thread::scope(|s| {
-        if let Some(l) = &control {
-            let sh = &sh;
+        {
+            let (sh, l) = (&sh, &control);
             s.spawn(move || {
                 crate::control::serve(l, crate::daemon::stopping, |req| {
                     if req["cmd"] == "log" {
@@ -337,9 +334,8 @@ pub fn run(path: &Path) -> Result<(), String> {
         }
     }
     drop(isolation);
-    if control.is_some() {
-        crate::control::remove_socket(&cfg_control);
-    }
+    drop(control);
+    crate::control::remove_socket(&cfg_control);
     // The hook's queued runs (the bow-outs' MASTER -> INIT) finish before
     // the process goes, which would end the hook thread mid-queue; after
     // the ports are put back, so that a slow hook does not hold them.

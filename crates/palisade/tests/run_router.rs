@@ -463,7 +463,19 @@ fn bad_configurations_fail_at_start() {
             "palisade.toml:15: gateway 198.18.0.1 is not reachable",
         ),
         (base("bad.conf", ""), "bad.conf:2:"),
+        // A control path that is not a socket: refused (it started
+        // without one, and nothing could reload or show it), and what
+        // was set up by then is undone.
+        (
+            format!(
+                "control = \"{}\"\n{}",
+                d.join("not-a-socket").display(),
+                base("good.conf", "")
+            ),
+            "control socket: ",
+        ),
     ];
+    std::fs::write(d.join("not-a-socket"), "a file").unwrap();
     // The base configuration itself is accepted (so each case fails for its
     // own reason): check it without running it.
     let cfg = d.join("palisade.toml");
