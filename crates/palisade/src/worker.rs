@@ -871,6 +871,15 @@ mod tests {
     /// whole record; a file that is not pflog's is moved aside.
     #[test]
     fn the_pflog_file_is_appended_to_across_restarts() {
+        // The files a start kept aside.
+        let kept_aside = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pflog.moved-"))
+                .map(|e| e.path())
+                .collect()
+        };
         let dir =
             std::env::temp_dir().join(format!("palisade-pflog-append-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -919,14 +928,10 @@ mod tests {
         drop(f);
         assert_eq!(records(&path), 1);
         assert_eq!(std::fs::read(dir.join("pflog.0")).unwrap(), b"rotated");
-        let moved: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("pflog.moved-"))
-            .collect();
+        let moved = kept_aside(&dir);
         assert_eq!(moved.len(), 1);
         assert_eq!(
-            std::fs::read(moved[0].path()).unwrap(),
+            std::fs::read(&moved[0]).unwrap(),
             b"not a capture at all, but long enough"
         );
         // A pflog capture cut to 160 bytes a record (pflogd's): moved too.
@@ -944,10 +949,8 @@ mod tests {
         // A damaged record in the middle (a length no record has), whole
         // records after it: kept aside whole, not cut there (a probe saw
         // 7,831 records cut to 100).
-        for m in std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()) {
-            if m.file_name().to_string_lossy().starts_with("pflog.moved-") {
-                std::fs::remove_file(m.path()).unwrap();
-            }
+        for m in kept_aside(&dir) {
+            std::fs::remove_file(m).unwrap();
         }
         std::fs::remove_file(&path).unwrap();
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
@@ -964,13 +967,9 @@ mod tests {
         f.write(vec![vec![10u8; 10]]);
         drop(f);
         assert_eq!(records(&path), 1, "a new file");
-        let moved: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with("pflog.moved-"))
-            .collect();
+        let moved = kept_aside(&dir);
         assert_eq!(moved.len(), 1);
-        assert_eq!(std::fs::read(moved[0].path()).unwrap(), bytes, "kept whole");
+        assert_eq!(std::fs::read(&moved[0]).unwrap(), bytes, "kept whole");
         let _ = std::fs::remove_dir_all(&dir);
     }
     #[test]
