@@ -330,9 +330,6 @@ impl CarpRuntime {
         }
     }
 
-    /// `carp set IFACE advskew N advbase N` (ifconfig carp0 advskew N):
-    /// the values as they are now, or why nothing changed. Until the next
-    /// start: palisade.toml keeps them for good.
     /// `sysctl net.inet.carp.preempt`: logged.
     pub fn set_preempt(&mut self, on: bool) {
         if self.node.preempt() != on {
@@ -345,6 +342,9 @@ impl CarpRuntime {
         self.node.preempt()
     }
 
+    /// `carp set IFACE advskew N advbase N` (ifconfig carp0 advskew N):
+    /// the values as they are now, or why nothing changed. Until the next
+    /// start: palisade.toml keeps them for good.
     pub fn set_timing(
         &mut self,
         now_us: u64,

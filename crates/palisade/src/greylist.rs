@@ -1856,13 +1856,15 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     if let Source::Firewall(sock) = &conf.source {
         check_firewall(sock)?;
     }
+    // The store before any thread: opening it holds back the process's
+    // panic hook for a moment (a damaged file makes redb assert).
+    let mut db = GreyDb::open(&conf.database)?;
     let start = Instant::now();
     if let Source::Sniff { ifaces, ports } = &conf.source {
         for i in ifaces {
             sniff(i, ports.clone(), log.clone(), fpdb.clone(), start)?;
         }
     }
-    let mut db = GreyDb::open(&conf.database)?;
     db.start_syncer(conf.answer_after)?;
     let listener = TcpListener::bind(conf.listen)
         .map_err(|e| format!("greylist listen {}: {e}", conf.listen))?;

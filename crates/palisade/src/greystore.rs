@@ -480,9 +480,27 @@ impl GreyDb {
         let name = path.display().to_string();
         // An empty file where a database was (a crash as it was made, or
         // emptied by hand): begun afresh, but said.
-        if !new && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        let empty = !new && std::fs::metadata(path).is_ok_and(|m| m.len() == 0);
+        if empty {
             tracing::warn!(
                 "greylist database {name}: the file is empty: a new database is made in it (no entries, no whitelist)"
+            );
+        }
+        // A new database starts its generations at 0 again: the journal
+        // of the one it replaces (moved aside by the admin, or emptied)
+        // must not replay into it, now or when the generations meet.
+        let jpath = journal_path(path);
+        if (new || empty) && std::fs::metadata(&jpath).is_ok_and(|m| m.len() > 0) {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut aside = jpath.clone().into_os_string();
+            aside.push(format!(".old-{secs}"));
+            std::fs::rename(&jpath, &aside).map_err(|e| err(&jpath.display().to_string(), e))?;
+            tracing::warn!(
+                "greylist journal {}: belongs to another database (this one is new): moved to {}",
+                jpath.display(),
+                Path::new(&aside).display()
             );
         }
         // redb asserts on some damage (a file cut short) instead of
@@ -522,7 +540,6 @@ impl GreyDb {
             tx.commit().map_err(|e| err("database", e))?;
             g
         };
-        let jpath = journal_path(path);
         let jname = jpath.display().to_string();
         let journal = OpenOptions::new()
             .read(true)
@@ -579,7 +596,16 @@ impl GreyDb {
                 .map_or(0, |d| d.as_secs());
             let mut copy = jpath.clone().into_os_string();
             copy.push(format!(".damaged-{secs}"));
-            let kept = std::fs::write(&copy, &text);
+            // (Mode 0600, as the journal: it names senders.)
+            let kept = {
+                use std::os::unix::fs::OpenOptionsExt;
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&copy)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, &text))
+            };
             tracing::warn!(
                 "greylist journal {jname}: {} damaged record(s) passed over (at byte {:?}), the records after them replayed; a copy of the journal {}",
                 me.damaged.len(),
@@ -1429,6 +1455,30 @@ mod tests {
             })
             .count();
         assert_eq!(kept, 1);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A new database beside an old journal (the old database moved
+    /// aside): the journal is moved aside too, so that its records never
+    /// replay into the new one.
+    #[test]
+    fn a_new_database_does_not_take_an_old_journal() {
+        let path = tmp("newdb");
+        {
+            let mut db = GreyDb::open(&path).unwrap();
+            put(&mut db, "old", Some(entry(1)));
+            assert!(db.commit().unwrap());
+            db.pending.clear();
+        }
+        std::fs::rename(&path, path.with_extension("aside")).unwrap();
+        let mut db = GreyDb::open(&path).unwrap();
+        assert_eq!(get(&mut db, "old"), None, "not replayed into the new one");
+        let aside = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".journal.old-"))
+            .count();
+        assert_eq!(aside, 1);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -1485,7 +1485,8 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
         };
         let n = sh.dp().filter.states.kill_source_nodes(m);
         return done(
-            format!("killed {n} source nodes\n"),
+            // As pfctl -K prints it.
+            format!("killed {n} src nodes from 1 sources and 0 destinations\n"),
             json!({"killed_source_nodes": n}),
         );
     }

@@ -89,8 +89,13 @@ fn pflog_end(f: &mut std::fs::File) -> Option<PflogEnd> {
         }
         pos += 16 + incl;
     }
+    let max_record = 16 + header.snaplen.max(65_535) as u64;
     Some(if pos == len {
         PflogEnd::Whole(header, pos)
+    } else if len - pos > max_record {
+        // More than one record's worth after the stop: not a record torn
+        // by a crash, but a length out of step (damaged).
+        PflogEnd::Damaged(pos)
     } else {
         PflogEnd::CutShort(header, pos, len - pos)
     })

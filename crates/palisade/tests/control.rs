@@ -610,7 +610,7 @@ fn control_commands_against_a_running_daemon() {
     assert!(c.ok(&["show", "sources"]).contains("198.18.0.1 ( states "));
     assert_eq!(
         c.ok(&["state", "kill", "--source-nodes", "198.18.0.0/24"]),
-        "killed 1 source nodes\n"
+        "killed 1 src nodes from 1 sources and 0 destinations\n"
     );
     assert_eq!(c.json(&["show", "sources"]), serde_json::json!([]));
     c.ok(&["anchor", "extra", "flush"]);

@@ -294,6 +294,9 @@ impl Dataplane {
             return None;
         }
         p.mtu = want;
+        // Frames in are measured against it too (a raised MTU lets the
+        // bigger frames in; they were dropped as oversized).
+        self.demux.set_mtu(port, want as usize);
         self.fast_port_mtu_changed(port);
         Some(want)
     }

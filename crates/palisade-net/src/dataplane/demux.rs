@@ -63,6 +63,14 @@ impl Demux {
         }
     }
 
+    /// Port `port` takes frames up to `mtu` from now on (its MTU changed
+    /// while running).
+    pub(super) fn set_mtu(&mut self, port: usize, mtu: usize) {
+        if let Some(m) = self.mtus.get_mut(port) {
+            *m = mtu;
+        }
+    }
+
     pub(super) fn set_host_port(&mut self, port: usize) {
         self.host_port = Some(port);
     }

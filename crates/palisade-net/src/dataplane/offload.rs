@@ -147,6 +147,7 @@ impl Dataplane {
             && !info.dst.is_loopback()
             && !is_multicast_or_broadcast(&info.dst)
             && !self.local.is_directed_broadcast(&info.dst)
+            && !super::router::not_routable_v6(&info)
             && info.ttl > 1;
         match way {
             Some(w) if simple && segment_len(&info) + g.size as usize <= w.mtu => {

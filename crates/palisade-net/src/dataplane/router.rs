@@ -286,6 +286,10 @@ impl Dataplane {
     /// `dup-to`: a copy of the packet to the next hop, as it is (not
     /// filtered again, its TTL unchanged).
     fn dup_to(&mut self, r: &RouteTo, pkt: &[u8], refrag: Option<FragInfo>, now: u64) {
+        if parse_ip(pkt).is_ok_and(|i| not_routable_v6(&i)) {
+            self.counters.dropped(DropReason::LinkLocalNotForwarded);
+            return;
+        }
         match self.hop_way(r) {
             Some((e, nh)) => {
                 let mtu = self.mtu(e);
@@ -359,13 +363,6 @@ impl Dataplane {
         via: Option<(usize, IpAddr)>,
         now: u64,
     ) {
-        // A link-local source or destination stays on its link (RFC
-        // 4291 2.5.6; Linux's ip6_forward refuses it too): routing it
-        // would let a neighbour on one side spoof fe80:: into another.
-        if [info.src, info.dst].iter().any(is_v6_link_local) {
-            self.counters.dropped(DropReason::LinkLocalNotForwarded);
-            return;
-        }
         if info.ttl <= 1 {
             self.counters.dropped(DropReason::TtlExceeded);
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
@@ -416,6 +413,16 @@ impl Dataplane {
             nh,
             mtu,
         } = way;
+        // A link-local source or destination stays on its link (RFC
+        // 4291 2.5.6), and the unspecified address is no packet's source
+        // to route (Linux's ip6_forward refuses both): routing it would
+        // let a neighbour on one side spoof fe80:: into another. (Here,
+        // where every routed packet passes: per packet, a super-packet's
+        // too.)
+        if not_routable_v6(out_info) {
+            self.counters.dropped(DropReason::LinkLocalNotForwarded);
+            return;
+        }
         let tag = self.in_tag.clone();
         let mut d = self.pf(
             &mut pkt,
@@ -588,4 +595,11 @@ impl Dataplane {
 /// fe80::/10.
 fn is_v6_link_local(a: &IpAddr) -> bool {
     matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80)
+}
+
+/// An IPv6 packet a router does not send to another link: a link-local
+/// source or destination, or the unspecified source.
+pub(super) fn not_routable_v6(info: &IpInfo) -> bool {
+    info.is_v6()
+        && (is_v6_link_local(&info.src) || is_v6_link_local(&info.dst) || info.src.is_unspecified())
 }

@@ -392,6 +392,28 @@ fn a_kernel_mtu_changed_while_running_is_forwarded_by() {
     assert_eq!(r.port_mtu(0), Some(9000));
     assert_eq!(r.kernel_mtu(0, 1500), Some(1500));
     assert_eq!(r.kernel_mtu(0, 9216), Some(9000));
+    // Raised: bigger frames come in (they were dropped as oversized).
+    let big4 = build::ip(
+        "198.18.0.5".parse().unwrap(),
+        "192.0.2.9".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &[1u8; 3972]),
+    );
+    assert_eq!(big4.len(), 4000);
+    d.input(2, &eth(M2, A, None, ETH_IPV4, &big4), 1);
+    assert_eq!(
+        d.counters.drops.get(DropReason::Oversized),
+        1,
+        "1500 at lan"
+    );
+    assert_eq!(d.kernel_mtu(2, 9000), Some(9000));
+    d.input(2, &eth(M2, A, None, ETH_IPV4, &big4), 2);
+    assert_eq!(
+        d.counters.drops.get(DropReason::Oversized),
+        1,
+        "taken at 9000"
+    );
 }
 
 #[test]
@@ -403,12 +425,13 @@ fn link_local_sources_and_destinations_are_not_routed() {
         ("fe80::1234", "2001:db8:1::9"),
         ("2001:db8:3::5", "fe80::9"),
         ("fe80::1234", "fe80::9"),
+        ("::", "2001:db8:1::9"),
     ] {
         let p = udp(src, dst, 64);
         let o = d.input(2, &eth(M2, A, None, ETH_IPV6, &p), 0);
         assert!(o.is_empty(), "{src} -> {dst}: {o:?}");
     }
-    assert_eq!(d.counters.drops.get(DropReason::LinkLocalNotForwarded), 3);
+    assert_eq!(d.counters.drops.get(DropReason::LinkLocalNotForwarded), 4);
     let p = udp("2001:db8:3::5", "2001:db8:1::9", 64);
     let o = d.input(2, &eth(M2, A, None, ETH_IPV6, &p), 0);
     assert_eq!(ports(&o), [0], "{o:?}");
