@@ -1362,6 +1362,15 @@ mod tests {
         }
     }
 
+    /// How many files beside the database have `part` in their names.
+    fn files_named(db: &Path, part: &str) -> usize {
+        std::fs::read_dir(db.parent().unwrap())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(part))
+            .count()
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("greystore-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -1445,15 +1454,7 @@ mod tests {
         assert_eq!(get(&mut db, "c"), Some(entry(3)));
         assert_eq!(get(&mut db, "d"), Some(entry(4)));
         assert_eq!(db.damaged, [b_at as u64]);
-        let kept = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .contains(".journal.damaged-")
-            })
-            .count();
+        let kept = files_named(&path, ".journal.damaged-");
         assert_eq!(kept, 1);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
@@ -1473,11 +1474,7 @@ mod tests {
         std::fs::rename(&path, path.with_extension("aside")).unwrap();
         let mut db = GreyDb::open(&path).unwrap();
         assert_eq!(get(&mut db, "old"), None, "not replayed into the new one");
-        let aside = std::fs::read_dir(path.parent().unwrap())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".journal.old-"))
-            .count();
+        let aside = files_named(&path, ".journal.old-");
         assert_eq!(aside, 1);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
