@@ -752,21 +752,23 @@ impl Filter {
 
     /// The clock moves without a packet: expiry as a packet would run it
     /// (for a table no packet reaches for a while: a worker's own).
-    pub fn tick(&mut self, now_ms: u64) {
+    /// Returns how many states expired.
+    pub fn tick(&mut self, now_ms: u64) -> usize {
         self.now_ms = self.now_ms.max(now_ms);
-        self.housekeeping(now_ms);
+        self.housekeeping(now_ms)
     }
 
     /// Expiry of states (a slice at a time), fragments and sticky
-    /// addresses.
-    fn housekeeping(&mut self, now_ms: u64) {
-        self.states.purge(now_ms);
+    /// addresses; how many states expired.
+    fn housekeeping(&mut self, now_ms: u64) -> usize {
+        let expired = self.states.purge(now_ms);
         if now_ms >= self.last_expiry_ms + 1000 {
             self.frags.expire(now_ms);
             let (keep, now) = (self.sticky_ms, now_ms);
             self.sticky.retain(|_, (_, last)| now < *last + keep);
             self.last_expiry_ms = now_ms;
         }
+        expired
     }
 
     /// Decide a parsed packet, noting whether it was changed.

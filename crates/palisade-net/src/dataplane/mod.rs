@@ -520,10 +520,12 @@ impl Dataplane {
         // Expired states go on the clock, as pf's purge thread removes
         // them, not only when a packet comes: an idle firewall's state
         // count, listing and metrics would show them for ever.
-        self.filter.tick(now);
         // (After `fast_tick`, which refreshed the states the program
-        // carries: what expired now leaves the program too.)
-        self.fast_reconcile();
+        // carries and took back the flows of states already gone: what
+        // expired now leaves the program too.)
+        if self.filter.tick(now) > 0 {
+            self.fast_reconcile();
+        }
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
