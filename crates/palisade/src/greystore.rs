@@ -491,16 +491,12 @@ impl GreyDb {
         // must not replay into it, now or when the generations meet.
         let jpath = journal_path(path);
         if (new || empty) && std::fs::metadata(&jpath).is_ok_and(|m| m.len() > 0) {
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let mut aside = jpath.clone().into_os_string();
-            aside.push(format!(".old-{secs}"));
+            let aside = crate::aside::kept_aside(&jpath, ".old");
             std::fs::rename(&jpath, &aside).map_err(|e| err(&jpath.display().to_string(), e))?;
             tracing::warn!(
                 "greylist journal {}: belongs to another database (this one is new): moved to {}",
                 jpath.display(),
-                Path::new(&aside).display()
+                aside.display()
             );
         }
         // redb asserts on some damage (a file cut short) instead of
@@ -591,11 +587,7 @@ impl GreyDb {
         }
         if !me.damaged.is_empty() {
             // Kept as it was, for a look, before it is written over.
-            let secs = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let mut copy = jpath.clone().into_os_string();
-            copy.push(format!(".damaged-{secs}"));
+            let copy = crate::aside::kept_aside(&jpath, ".damaged");
             // (Mode 0600, as the journal: it names senders.)
             let kept = {
                 use std::os::unix::fs::OpenOptionsExt;
@@ -611,7 +603,7 @@ impl GreyDb {
                 me.damaged.len(),
                 me.damaged,
                 match kept {
-                    Ok(()) => format!("is kept as {}", Path::new(&copy).display()),
+                    Ok(()) => format!("is kept as {}", copy.display()),
                     Err(e) => format!("could not be kept: {e}"),
                 }
             );

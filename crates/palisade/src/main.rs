@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use palisade_conf::host::HostModel;
 use palisade_conf::{files, parse_input, Input, ParseOptions};
 
+mod aside;
 mod carp;
 mod control;
 mod daemon;

@@ -219,15 +219,16 @@ pub fn restore(path: &Path, filter: &mut Filter, now_ms: u64) -> Option<Restored
             let mut bad = path.as_os_str().to_owned();
             bad.push(".bad");
             // An earlier damaged file is not written over.
-            if Path::new(&bad).exists() {
-                let secs = unix_ms() / 1000;
-                bad.push(format!("-{secs}"));
-            }
+            let bad = if Path::new(&bad).symlink_metadata().is_ok() {
+                crate::aside::kept_aside(path, ".bad")
+            } else {
+                bad.into()
+            };
             let _ = std::fs::rename(path, &bad);
             tracing::warn!(
                 "state-file {}: {why}: starting without saved states (the file is now {})",
                 path.display(),
-                Path::new(&bad).display()
+                bad.display()
             );
             None
         }

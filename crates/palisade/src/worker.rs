@@ -166,15 +166,11 @@ impl PflogFile {
                 None => {
                     // Kept under a name of its own (FILE.0 is the last
                     // rotated log, not to be overwritten).
-                    let secs = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
-                    let mut old = self.path.clone().into_os_string();
-                    old.push(format!(".moved-{secs}"));
+                    let old = crate::aside::kept_aside(&self.path, ".moved");
                     tracing::warn!(
                         "pflog {}: not a pcap file of whole pflog records (or damaged): moved to {}",
                         self.path.display(),
-                        std::path::Path::new(&old).display()
+                        old.display()
                     );
                     std::fs::rename(&self.path, &old).map_err(err)?;
                 }
