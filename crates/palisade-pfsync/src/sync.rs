@@ -492,6 +492,21 @@ impl Sync {
         Some(p)
     }
 
+    /// The sync interface's MTU changed (an IPv4 header included): the
+    /// packets built from now on fit it. What is pending leaves at once if
+    /// it fills a packet of the new size.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.cfg.mtu = mtu;
+        if !self.pending.is_empty() && self.pending_bytes >= self.packet_room() {
+            self.flush();
+        }
+    }
+
+    /// The MTU packets are built for.
+    pub fn mtu(&self) -> usize {
+        self.cfg.mtu
+    }
+
     /// Room for messages in one packet (IP and pfsync headers, a few
     /// subheaders and the authentication taken off).
     fn packet_room(&self) -> usize {

@@ -819,3 +819,33 @@ fn a_flush_clears_the_flushed_nodes_states_on_the_peer_and_no_more() {
         "the waiting insert was dropped: {st:?}"
     );
 }
+
+/// The sync link's MTU changes: every packet built after fits the new
+/// one (IP header included), and a smaller MTU sends the same states in
+/// more packets.
+#[test]
+fn packets_follow_the_sync_links_mtu() {
+    let mut p = Pair::new();
+    assert_eq!(p.a.sync.mtu(), 1500);
+    for id in 1..=20 {
+        p.a.insert(0, state(0xa, id, 100));
+    }
+    p.run(1_100 * MS);
+    let at_1500 = p.a_sent.len();
+    assert!(p.a_sent.iter().all(|x| x.len() + 20 <= 1500));
+    assert!(p.a_sent.iter().any(|x| x.len() + 20 > 1000), "full packets");
+    p.a_sent.clear();
+    p.a.sync.set_mtu(1000);
+    let t = p.now;
+    for id in 21..=40 {
+        p.a.insert(t, state(0xa, id, 100));
+    }
+    p.run(t + 1_100 * MS);
+    assert_eq!(p.b.table, p.a.table);
+    assert!(
+        p.a_sent.iter().all(|x| x.len() + 20 <= 1000),
+        "{:?}",
+        p.a_sent.iter().map(|x| x.len()).collect::<Vec<_>>()
+    );
+    assert!(p.a_sent.len() > at_1500, "{} vs {at_1500}", p.a_sent.len());
+}

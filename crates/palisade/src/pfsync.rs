@@ -191,6 +191,9 @@ impl SyncRuntime {
             creator,
             flush_after: FLUSH_AFTER_US,
             ack_inserts: cfg.defer,
+            // The sync interface's (its port's, or a bridge's first
+            // member's), followed while running (`follow_mtu`).
+            mtu: dp.iface_mtu(cfg.iface),
             maxupd: cfg.maxupd.max(1),
             auth: cfg.key.as_ref().map(|k| Auth {
                 key: k.as_bytes().to_vec(),
@@ -216,6 +219,20 @@ impl SyncRuntime {
             r.follow_ruleset(dp);
             r
         })
+    }
+
+    /// The sync interface's MTU changed (`ip link set ... mtu`, followed
+    /// by the data plane): packets are sized for the new one. (A packet
+    /// sized for 1500 on a link of 1400 was not sent at all.)
+    fn follow_mtu(&mut self, dp: &Dataplane) {
+        let mtu = dp.iface_mtu(self.cfg.iface);
+        if mtu != self.sync.mtu() {
+            tracing::info!(
+                "pfsync: the sync interface's MTU is now {mtu} (was {}): packets sized for it",
+                self.sync.mtu()
+            );
+            self.sync.set_mtu(mtu);
+        }
     }
 
     /// The headers carry the checksum of the ruleset in force; computed
@@ -404,6 +421,7 @@ impl SyncRuntime {
     ) -> (Vec<Out>, Vec<(i32, &'static str)>) {
         let now_ms = now_us / 1000;
         self.follow_ruleset(dp);
+        self.follow_mtu(dp);
         for p in punted {
             if p.iface != self.cfg.iface {
                 continue;

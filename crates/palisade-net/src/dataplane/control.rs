@@ -270,6 +270,12 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The MTU interface `iface` sends with: its port's, or for a bridge
+    /// its first member's (1500 when it has none).
+    pub fn iface_mtu(&self, iface: usize) -> usize {
+        self.mtu(iface)
+    }
+
     /// The MTU port `port` forwards with.
     pub fn port_mtu(&self, port: usize) -> Option<u16> {
         self.cfg.ports.get(port).map(|p| p.mtu)
