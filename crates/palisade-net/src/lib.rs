@@ -9,4 +9,5 @@ pub mod afpacket;
 pub mod config;
 pub mod dataplane;
 pub mod fastpath;
+pub mod ra;
 pub mod tap;
