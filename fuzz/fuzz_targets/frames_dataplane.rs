@@ -1,6 +1,7 @@
 //! Arbitrary frames through the whole data plane (bridge, router, ARP, NDP,
 //! VLANs, pf, routing options, re-fragmentation, a virtual MAC, punted
-//! protocols): no panic, and bounded output of well-formed sizes.
+//! protocols, router solicitations): no panic, and bounded output of
+//! well-formed sizes.
 //!
 //! Input: a sequence of records `[port, len_hi, len_lo, frame...]` (the
 //! port byte's top bit also switches the virtual MAC; its 0x40 bit gives
@@ -36,7 +37,10 @@ proxy-arp = ["203.0.113.16/28", "2001:db8:ff::10/124"]
 name = "vlan7"
 port = "eth1"
 vlan = 7
-addresses = ["192.0.2.1/24", "2001:db8:1::1/64"]
+addresses = ["192.0.2.1/24", "2001:db8:1::1/64", "fe80::1/64"]
+[interface.router-advertisements]
+dns = ["2001:db8:1::53"]
+mtu = true
 [[interface]]
 name = "dmz"
 port = "eth1"

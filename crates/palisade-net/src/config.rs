@@ -154,6 +154,18 @@ struct RawIface {
     groups: Vec<Spanned<String>>,
     #[serde(default)]
     proxy_arp: Vec<Spanned<String>>,
+    router_advertisements: Option<Spanned<RawRa>>,
+}
+
+/// `[interface.router-advertisements]`: rad(8)'s job for this interface.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRa {
+    lifetime: Option<Spanned<i64>>,
+    interval: Option<Spanned<i64>>,
+    #[serde(default)]
+    dns: Vec<Spanned<String>>,
+    mtu: Option<bool>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -334,6 +346,17 @@ pub enum ConfigProblem {
     CarpPeer(String),
     #[error("address {address}: {why}")]
     UnusableAddress { address: String, why: &'static str },
+    #[error(
+        "interface '{0}': router advertisements are sent from a link-local address: \
+         add one to its addresses (e.g. \"fe80::1/64\")"
+    )]
+    RaNeedsLinkLocal(String),
+    #[error("router-advertisements lifetime {0}: 0 to 9000 seconds (0: not a default router)")]
+    RaLifetime(i64),
+    #[error("router-advertisements interval {0}: 4 to 1800 seconds")]
+    RaInterval(i64),
+    #[error("router-advertisements dns '{0}': not an IPv6 address")]
+    RaDns(String),
     #[error("carp '{carp}': peer {peer} is this firewall's own address (the peer is the other firewall)")]
     CarpPeerOwn { carp: String, peer: IpAddr },
     /// "carp 'carp0': peer P is not on interface 'wan' (prefixes)".
@@ -434,6 +457,50 @@ fn prefix_list(l: &[&Prefix]) -> String {
 
 /// Why an interface (or CARP) address cannot be one: addresses no host
 /// can have, and the prefix's own network and broadcast addresses.
+/// `[interface.router-advertisements]` checked: rad's defaults, and a
+/// link-local address to send from.
+fn ra_conf(
+    cx: &Ctx,
+    r: &Spanned<RawRa>,
+    iface: &str,
+    addresses: &[Prefix],
+) -> Result<RaConf, ConfigError> {
+    let raw = r.get_ref();
+    let link_local = addresses
+        .iter()
+        .any(|p| matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local()));
+    if !link_local {
+        return Err(cx.err(r, ConfigProblem::RaNeedsLinkLocal(iface.to_string())));
+    }
+    let lifetime = match &raw.lifetime {
+        Some(l) if !(0..=9000).contains(l.get_ref()) => {
+            return Err(cx.err(l, ConfigProblem::RaLifetime(*l.get_ref())))
+        }
+        Some(l) => *l.get_ref() as u16,
+        None => 1800,
+    };
+    let interval = match &raw.interval {
+        Some(v) if !(4..=1800).contains(v.get_ref()) => {
+            return Err(cx.err(v, ConfigProblem::RaInterval(*v.get_ref())))
+        }
+        Some(v) => *v.get_ref() as u32,
+        None => 600,
+    };
+    let mut dns = Vec::new();
+    for d in &raw.dns {
+        match d.get_ref().parse::<std::net::Ipv6Addr>() {
+            Ok(a) if !a.is_unspecified() && !a.is_multicast() => dns.push(a),
+            _ => return Err(cx.err(d, ConfigProblem::RaDns(d.get_ref().clone()))),
+        }
+    }
+    Ok(RaConf {
+        lifetime,
+        interval,
+        dns,
+        mtu: raw.mtu.unwrap_or(false),
+    })
+}
+
 pub fn unusable_address(p: &Prefix) -> Option<&'static str> {
     if p.ip.is_unspecified() {
         return Some("the unspecified address is no interface's");
@@ -552,6 +619,24 @@ pub struct Iface {
     /// For a bridge: `pass-tagged` (VLAN-tagged frames no interface
     /// claims cross it as they are, unfiltered; else they are dropped).
     pub pass_tagged: bool,
+    /// Router advertisements sent on it (`[interface.router-advertisements]`).
+    pub ra: Option<RaConf>,
+}
+
+/// Router advertisements on an interface (rad(8), RFC 4861): the
+/// prefixes of its global IPv6 addresses, from its link-local address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaConf {
+    /// Router lifetime (0: hosts do not take the firewall as default
+    /// router). rad's default: 1800 s.
+    pub lifetime: u16,
+    /// Most seconds between unsolicited advertisements (RFC 4861's
+    /// MaxRtrAdvInterval; 600).
+    pub interval: u32,
+    /// DNS servers (RDNSS, RFC 8106).
+    pub dns: Vec<std::net::Ipv6Addr>,
+    /// Advertise the interface's MTU.
+    pub mtu: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -840,6 +925,10 @@ impl Config {
                 ));
             }
             let addresses = addrs(&cx, &i.addresses, &name)?;
+            let ra = match &i.router_advertisements {
+                Some(r) => Some(ra_conf(&cx, r, &name, &addresses)?),
+                None => None,
+            };
             if_ix.insert(name.clone(), ifaces.len());
             ifaces.push(Iface {
                 name,
@@ -852,6 +941,7 @@ impl Config {
                 members: Vec::new(),
                 block_non_ip: false,
                 pass_tagged: false,
+                ra,
             });
         }
         // A port listed without an [[interface]] is an interface of its own name.
@@ -869,6 +959,7 @@ impl Config {
                     members: Vec::new(),
                     block_non_ip: false,
                     pass_tagged: false,
+                    ra: None,
                 });
             }
         }
@@ -947,6 +1038,7 @@ impl Config {
                 members,
                 block_non_ip: false,
                 pass_tagged: b.pass_tagged,
+                ra: None,
             });
         }
         let mut routes = Vec::new();
@@ -1450,9 +1542,10 @@ impl Config {
     }
 
     /// What is accepted but probably not meant: a port no interface is
-    /// on (its frames are all dropped).
+    /// on (its frames are all dropped); router advertisements on an
+    /// interface with CARP, or with no prefix to advertise.
     pub fn warnings(&self) -> Vec<String> {
-        (0..self.ports.len())
+        let mut w: Vec<String> = (0..self.ports.len())
             .filter(|&p| {
                 !self.ifaces.iter().any(|i| {
                     i.port == Some(p)
@@ -1464,7 +1557,29 @@ impl Config {
                     self.ports[p].name
                 )
             })
-            .collect()
+            .collect();
+        for (i, ifc) in self.ifaces.iter().enumerate() {
+            if ifc.ra.is_none() {
+                continue;
+            }
+            if self.carp.iter().any(|c| c.parent == i) {
+                w.push(format!(
+                    "palisade: warning: interface '{}' has CARP and router advertisements: each firewall of the pair advertises itself from its own link-local address, so hosts keep both as default routers and move to the other only when neighbour unreachability detection gives up on one (tens of seconds), not at CARP's takeover",
+                    ifc.name
+                ));
+            }
+            let global = ifc
+                .addresses
+                .iter()
+                .any(|p| matches!(p.ip, IpAddr::V6(a) if !a.is_unicast_link_local()));
+            if !global {
+                w.push(format!(
+                    "palisade: warning: interface '{}' has router advertisements but no global IPv6 address: no prefix is advertised (hosts get a default router, not addresses)",
+                    ifc.name
+                ));
+            }
+        }
+        w
     }
 
     /// Fit the ports' MTUs to the kernel's (`kernel(name)`, None when it
@@ -2040,6 +2155,66 @@ groups = ["inside"]
             let e = parse(&format!("{CARP}[pfsync]\n{tail}")).unwrap_err();
             assert!(e.to_string().contains(want), "{e}");
             assert!(e.line > 30, "{e}");
+        }
+    }
+
+    #[test]
+    fn router_advertisements_are_read_and_checked() {
+        let base = "pf = \"pf.conf\"\n[[port]]\nname = \"eth1\"\n[[interface]]\nname = \"vms\"\nport = \"eth1\"\n";
+        let c = parse(&format!(
+            "{base}addresses = [\"2001:db8:3::1/64\", \"fe80::1/64\"]\n[interface.router-advertisements]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ifaces[0].ra,
+            Some(RaConf {
+                lifetime: 1800,
+                interval: 600,
+                dns: Vec::new(),
+                mtu: false
+            }),
+            "rad's defaults"
+        );
+        let c = parse(&format!(
+            "{base}addresses = [\"fe80::1/64\"]\nrouter-advertisements = {{ lifetime = 0, interval = 30, dns = [\"2001:db8::53\"], mtu = true }}\n"
+        ))
+        .unwrap();
+        let r = c.ifaces[0].ra.clone().unwrap();
+        assert_eq!((r.lifetime, r.interval, r.mtu), (0, 30, true));
+        assert_eq!(
+            r.dns,
+            ["2001:db8::53".parse::<std::net::Ipv6Addr>().unwrap()]
+        );
+        for (tail, want, line) in [
+            (
+                "addresses = [\"2001:db8:3::1/64\"]\n[interface.router-advertisements]\n",
+                "interface 'vms': router advertisements are sent from a link-local address: add one to its addresses (e.g. \"fe80::1/64\")",
+                8,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\nlifetime = 9001\n",
+                "lifetime 9001: 0 to 9000 seconds",
+                9,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\ninterval = 2\n",
+                "interval 2: 4 to 1800 seconds",
+                9,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\ndns = [\"192.0.2.53\"]\n",
+                "dns '192.0.2.53': not an IPv6 address",
+                9,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\nprefix = \"2001:db8::/64\"\n",
+                "unknown field `prefix`",
+                9,
+            ),
+        ] {
+            let e = parse(&format!("{base}{tail}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+            assert_eq!(e.line, line, "{e}");
         }
     }
 

@@ -824,6 +824,12 @@ pub fn worker(
             sh.send(&ports, outs);
         }
     }
+    // Router advertisements say this router is leaving (lifetime 0):
+    // hosts stop sending to it at once.
+    if id == 0 {
+        let outs = sh.dp().ra_leave();
+        sh.send(&ports, outs);
+    }
 }
 
 /// Port `port`'s link went down or came back: pfsync hears of it if its

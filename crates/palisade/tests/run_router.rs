@@ -1167,3 +1167,96 @@ fn a_port_can_answer_with_its_own_mac() {
     daemon.stop();
     assert_eq!(link_mac(&ns, &fw, "a0"), fresh);
 }
+
+/// `[interface.router-advertisements]`: a host that configures IPv6 by
+/// itself (SLAAC, as a VM is installed) takes an address in the
+/// advertised prefix and the firewall's link-local address as default
+/// router, and reaches the far side through it; a clean stop takes the
+/// router away at once (lifetime 0). (Before, solicitations were dropped
+/// and nothing was advertised: such a host had no IPv6 beyond its link.)
+#[test]
+fn hosts_configure_themselves_from_router_advertisements() {
+    require_root();
+    let (ns, src, fw, dst) = routed("radv");
+    for (k, v) in [("accept_ra", "1"), ("autoconf", "1"), ("forwarding", "0")] {
+        ns.exec(
+            &src,
+            &["sysctl", "-qw", &format!("net.ipv6.conf.eth0.{k}={v}")],
+        );
+    }
+    ns.exec(
+        &dst,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:19::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ns.exec(
+        &dst,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:19::254",
+        ],
+    );
+    let d = tmpdir().join("radv");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        "pf = \"pf.conf\"\n[[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
+         [[interface]]\nname = \"a0\"\nport = \"a0\"\n\
+         addresses = [\"198.18.0.254/24\", \"2001:db8:18::254/64\", \"fe80::1/64\"]\n\
+         [interface.router-advertisements]\ndns = [\"2001:db8:18::53\"]\n\
+         [[interface]]\nname = \"b0\"\nport = \"b0\"\n\
+         addresses = [\"198.19.0.254/24\", \"2001:db8:19::254/64\"]\n",
+    );
+    let (mut daemon, log) = spawn_logged(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    let show = |what: &[&str]| {
+        let o = ns.exec(&src, what);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let t = Instant::now();
+    loop {
+        let addrs = show(&["ip", "-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+        let routes = show(&["ip", "-6", "route", "show", "default"]);
+        if addrs.contains("inet6 2001:db8:18:")
+            && !addrs.contains("tentative")
+            && routes.contains("via fe80::1 dev eth0")
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no SLAAC address or default route from the advertisements\n{addrs}\n{routes}\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_ping(&src, "2001:db8:19::1", &log);
+    let info = Command::new(palisade())
+        .args(["show", "info", "-s"])
+        .arg(d.join("palisade.sock"))
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    assert!(info.contains("ra_sent"), "{info}");
+    // A clean stop: the host drops the firewall as its default router.
+    let _ = daemon.stop();
+    wait_until(
+        "the default route gone after the last advertisement (lifetime 0)",
+        Duration::from_secs(5),
+        || !show(&["ip", "-6", "route", "show", "default"]).contains("via fe80::1"),
+    );
+}

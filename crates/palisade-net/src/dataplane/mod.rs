@@ -22,6 +22,7 @@
 //! out of an interface (`emit`), the call into pf, the counters and the
 //! seeded random source. It owns no table of its own.
 
+mod adverts;
 mod bridge;
 mod control;
 mod demux;
@@ -107,6 +108,9 @@ pub struct Counters {
     /// Packets handed to the control plane, and frames it sent.
     pub punted: u64,
     pub injected: u64,
+    /// Router advertisements sent, and solicitations answered.
+    pub ra_sent: u64,
+    pub rs_received: u64,
     /// Every drop, by reason.
     pub drops: DropCounts,
 }
@@ -114,7 +118,7 @@ pub struct Counters {
 impl Counters {
     /// Every counter by the name `show info`, the metrics and the stop's
     /// log line use, in that order.
-    pub fn named(&self) -> [(&'static str, u64); 29] {
+    pub fn named(&self) -> [(&'static str, u64); 31] {
         [
             ("frames_in", self.frames_in),
             ("frames_out", self.frames_out),
@@ -145,6 +149,8 @@ impl Counters {
             ("log_dropped", self.log_dropped),
             ("punted", self.punted),
             ("injected", self.injected),
+            ("ra_sent", self.ra_sent),
+            ("rs_received", self.rs_received),
         ]
     }
 
@@ -299,6 +305,8 @@ pub struct Dataplane {
     /// which its passes `out` see (`tagged`), as pf's tag travels with
     /// the packet from one pass to the other.
     in_tag: Option<Arc<str>>,
+    /// Router advertisements, per interface that sends them.
+    adverts: Vec<adverts::Advertiser>,
 }
 
 impl Dataplane {
@@ -313,10 +321,13 @@ impl Dataplane {
     /// kernel's getrandom, say).
     pub fn with_seed(cfg: Config, port_macs: &[Mac], filter: Filter, seed: u64) -> Dataplane {
         let n_ifaces = cfg.ifaces.len();
+        let local = local::Local::new(&cfg, port_macs);
+        let adverts = adverts::advertisers(&cfg, |i| local.mac(i), seed);
         Dataplane {
             names: cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect(),
             demux: demux::Demux::new(&cfg),
-            local: local::Local::new(&cfg, port_macs),
+            local,
+            adverts,
             fdb: bridge::Fdb::default(),
             neigh: neigh::Neighbours::default(),
             icmp: icmp_error::IcmpErrors::default(),
@@ -516,6 +527,7 @@ impl Dataplane {
             }
         }
         self.fdb.age(now);
+        self.ra_tick(now);
         self.fast_tick(now);
         // Expired states go on the clock, as pf's purge thread removes
         // them, not only when a packet comes: an idle firewall's state

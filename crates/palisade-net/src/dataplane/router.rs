@@ -177,8 +177,12 @@ impl Dataplane {
                 self.nd_in(i, src, &pkt, &info, now);
                 return;
             }
+            if ty == crate::ra::RS && self.rs_in(i, &pkt, &info, now) {
+                return;
+            }
             if (133..=134).contains(&ty) || (130..=132).contains(&ty) || ty == 143 {
-                // Router discovery and MLD: not for a router without RA.
+                // Router discovery and MLD: not for an interface without
+                // router advertisements.
                 self.counters.dropped(DropReason::Icmp6Unhandled);
                 return;
             }

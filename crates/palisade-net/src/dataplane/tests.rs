@@ -1466,3 +1466,125 @@ addresses = ["198.18.0.1/24"]
         "{nets:?}"
     );
 }
+
+const RA_VLAN: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[interface]]
+name = "wan"
+port = "eth0"
+addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
+[[interface]]
+name = "vms"
+port = "eth1"
+vlan = 1234
+addresses = ["198.18.0.1/24", "2001:db8:3::1/64", "2001:db8:4::1/64", "fe80::1/64"]
+[interface.router-advertisements]
+dns = ["2001:db8:3::53"]
+mtu = true
+"#;
+
+/// The router advertisements in `o`: (port, VLAN, source, ICMPv6 message).
+fn adverts(o: &[Out]) -> Vec<(usize, Option<u16>, IpAddr, Vec<u8>)> {
+    o.iter()
+        .filter_map(|(port, f)| {
+            let (vlan, l3) = if f[12..14] == [0x81, 0] {
+                (Some(u16::from_be_bytes([f[14], f[15]]) & 0xfff), &f[18..])
+            } else {
+                (None, &f[14..])
+            };
+            let info = palisade_wire::parse_ip(l3).ok()?;
+            match info.l4 {
+                L4::Icmp6 { ty: 134, .. } => {
+                    assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 1], "to all-nodes' MAC");
+                    assert_eq!(info.ttl, 255);
+                    assert_eq!(info.dst, "ff02::1".parse::<IpAddr>().unwrap());
+                    use palisade_wire::checksum::{finish, pseudo_header, sum};
+                    let l4 = &l3[info.l4_offset..];
+                    let ph = pseudo_header(&l3[8..24], &l3[24..40], 58, l4.len() as u32);
+                    assert_eq!(finish(sum(l4, ph)), 0, "checksum");
+                    Some((*port, vlan, info.src, l3[info.l4_offset..].to_vec()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `[interface.router-advertisements]`: on the VLAN only, from the
+/// link-local address, with both prefixes, the DNS server, the MTU and
+/// our MAC; again within half a second of a solicitation (but not within
+/// 3 s of the last one); and a last one with lifetime 0 at the stop.
+#[test]
+fn router_advertisements_are_sent_and_solicitations_answered() {
+    let mut d = dp(RA_VLAN, "block all\n");
+    let o = d.tick(0);
+    let ra = adverts(&o);
+    assert_eq!(ra.len(), 1, "{o:?}");
+    let (port, vlan, src, m) = &ra[0];
+    assert_eq!((*port, *vlan), (1, Some(1234)));
+    assert_eq!(*src, "fe80::1".parse::<IpAddr>().unwrap());
+    assert_eq!(&m[6..8], &1800u16.to_be_bytes(), "router lifetime");
+    assert_eq!(
+        &m[16..24],
+        &[1, 1, 2, 0, 0, 0, 0, 0x11],
+        "source link-layer: M1"
+    );
+    assert_eq!(&m[24..32], &[5, 1, 0, 0, 0, 0, 0x05, 0xdc], "MTU 1500");
+    let prefixes: Vec<Ipv6Addr> = m[32..]
+        .chunks(32)
+        .take_while(|c| c[0] == 3)
+        .map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(&c[16..32]).unwrap()))
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "2001:db8:3::".parse::<Ipv6Addr>().unwrap(),
+            "2001:db8:4::".parse().unwrap()
+        ]
+    );
+    assert_eq!(m[96], 25, "RDNSS");
+    assert_eq!(d.counters.ra_sent, 1);
+    // Nothing more for a while (the next within 16 s).
+    assert!(adverts(&d.tick(1_000)).is_empty());
+    // A solicitation from a VM (hop limit 255, its MAC in an option).
+    let rs = |ttl: u8| {
+        let mut m = vec![133, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        m.extend_from_slice(&A);
+        build::ip(
+            "fe80::a".parse().unwrap(),
+            "ff02::2".parse().unwrap(),
+            58,
+            ttl,
+            &m,
+        )
+    };
+    let to_routers = [0x33, 0x33, 0, 0, 0, 2];
+    let o = d.input(
+        1,
+        &eth(to_routers, A, Some(1234), ETH_IPV6, &rs(255)),
+        1_500,
+    );
+    assert!(o.is_empty(), "answered on the timer, not at once: {o:?}");
+    assert_eq!(d.counters.rs_received, 1);
+    assert!(adverts(&d.tick(2_000)).is_empty(), "3 s after the last");
+    assert_eq!(adverts(&d.tick(3_600)).len(), 1);
+    // One that did not come from the link (hop limit 64) is refused.
+    d.input(
+        1,
+        &eth(to_routers, A, Some(1234), ETH_IPV6, &rs(64)),
+        60_000,
+    );
+    assert_eq!(d.counters.rs_received, 1);
+    // On the wan, which does not advertise, a solicitation is not ours.
+    d.input(0, &eth(to_routers, A, None, ETH_IPV6, &rs(255)), 60_000);
+    assert_eq!(d.counters.rs_received, 1);
+    assert_eq!(d.counters.drops.get(DropReason::Icmp6Unhandled), 1);
+    // The stop: lifetime 0.
+    let bye = adverts(&d.ra_leave());
+    assert_eq!(bye.len(), 1);
+    assert_eq!(&bye[0].3[6..8], &[0, 0]);
+}

@@ -1,0 +1,131 @@
+//! Router advertisements on the interfaces palisade.toml gives them
+//! (`[interface.router-advertisements]`): [`crate::ra`]'s schedule and
+//! message, sent here from the interface's link-local address to
+//! all-nodes, and solicitations fed in. Neighbour discovery: sent and
+//! taken before pf, as NS/NA are (docs/design-net.md).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use palisade_wire::ethernet::EtherType;
+use palisade_wire::IpInfo;
+
+use super::Dataplane;
+use crate::config::Config;
+use crate::ra::{self, Advert, Schedule};
+
+/// All-nodes, where advertisements go (RFC 4861 6.2.2).
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+pub(super) struct Advertiser {
+    iface: usize,
+    /// The interface's (first) link-local address, the sender.
+    src: Ipv6Addr,
+    advert: Advert,
+    schedule: Schedule,
+}
+
+/// The advertisers of `cfg`'s interfaces (their MACs from `mac`), the
+/// first advertisement due at once.
+pub(super) fn advertisers(
+    cfg: &Config,
+    mac: impl Fn(usize) -> [u8; 6],
+    seed: u64,
+) -> Vec<Advertiser> {
+    let mut out = Vec::new();
+    for (i, ifc) in cfg.ifaces.iter().enumerate() {
+        let Some(rc) = &ifc.ra else { continue };
+        let v6 = ifc.addresses.iter().filter_map(|p| match p.ip {
+            IpAddr::V6(a) => Some((a, p.bits)),
+            IpAddr::V4(_) => None,
+        });
+        let Some(src) = v6
+            .clone()
+            .map(|(a, _)| a)
+            .find(|a| a.is_unicast_link_local())
+        else {
+            continue;
+        };
+        let mut prefixes: Vec<(Ipv6Addr, u8)> = Vec::new();
+        for (a, bits) in v6.filter(|(a, _)| !a.is_unicast_link_local()) {
+            let p = (ra::network(a, bits), bits);
+            if !prefixes.contains(&p) {
+                prefixes.push(p);
+            }
+        }
+        out.push(Advertiser {
+            iface: i,
+            src,
+            advert: Advert {
+                lifetime: rc.lifetime,
+                prefixes,
+                dns: rc.dns.clone(),
+                dns_lifetime: 3 * rc.interval,
+                mtu: None,
+                mac: mac(i),
+            },
+            schedule: Schedule::new(0, rc.interval, seed ^ (i as u64).wrapping_mul(0x9e37_79b9)),
+        });
+    }
+    out
+}
+
+impl Dataplane {
+    /// Advertisements due at `now` go out.
+    pub(super) fn ra_tick(&mut self, now: u64) {
+        for k in 0..self.adverts.len() {
+            if self.adverts[k].schedule.due(now) {
+                self.send_ra(k, None);
+            }
+        }
+    }
+
+    /// When the next advertisement is due (ms), if any interface sends
+    /// them.
+    pub fn ra_timeout(&self) -> Option<u64> {
+        self.adverts.iter().map(|a| a.schedule.poll_timeout()).min()
+    }
+
+    /// A router solicitation (ICMPv6 133) on interface `i`: true when the
+    /// interface advertises (it is answered, if valid); false leaves it
+    /// to the caller (not a router on that link).
+    pub(super) fn rs_in(&mut self, i: usize, pkt: &[u8], info: &IpInfo, now: u64) -> bool {
+        let Some(k) = self.adverts.iter().position(|a| a.iface == i) else {
+            return false;
+        };
+        let icmp = &pkt[info.l4_offset.min(pkt.len())..];
+        if ra::valid_solicitation(info.ttl, info.src.is_unspecified(), icmp) {
+            self.counters.rs_received += 1;
+            self.adverts[k].schedule.solicited(now);
+        } else {
+            self.counters.dropped(super::DropReason::Malformed);
+        }
+        true
+    }
+
+    /// The stop: every interface says once more that this router is
+    /// leaving (router lifetime 0, RFC 4861 6.2.5), so hosts drop it as
+    /// their default router at once rather than after the lifetime.
+    pub fn ra_leave(&mut self) -> Vec<super::Out> {
+        for k in 0..self.adverts.len() {
+            self.send_ra(k, Some(0));
+        }
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    fn send_ra(&mut self, k: usize, lifetime: Option<u16>) {
+        let a = &self.adverts[k];
+        let i = a.iface;
+        let mut advert = a.advert.clone();
+        if self.cfg.ifaces[i].ra.as_ref().is_some_and(|r| r.mtu) {
+            advert.mtu = Some(self.mtu(i) as u32);
+        }
+        let msg = advert.message(lifetime);
+        let pkt = palisade_wire::build::ip(IpAddr::V6(a.src), IpAddr::V6(ALL_NODES), 58, 255, &msg);
+        let o = ALL_NODES.octets();
+        let mac = [0x33, 0x33, o[12], o[13], o[14], o[15]];
+        self.counters.ra_sent += 1;
+        self.emit(i, mac, None, EtherType::Ipv6, &pkt);
+    }
+}
