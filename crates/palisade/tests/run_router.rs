@@ -575,6 +575,29 @@ fn a_port_mtu_lowered_while_running_is_answered_too_big() {
         "{out}"
     );
     assert!(ping("1372").status.success(), "1,400 bytes go through");
+    // The firewall's own stack (through the host interface) is told as
+    // well: its path MTU learns 1400 (it was dropped silently).
+    let own = |size: &str| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", &fw, "ping", "-c", "2", "-i", "0.5", "-W", "2",
+            ])
+            .args(["-M", "do", "-s", size, "198.19.0.1"])
+            .output()
+            .unwrap()
+    };
+    let o = own("1472");
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("mtu = 1400") || out.contains("mtu=1400"),
+        "{out}\n{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        own("1372").status.success(),
+        "the firewall's 1,400 bytes go"
+    );
     assert!(
         !log.lock().unwrap().contains("Message too long"),
         "{}",

@@ -42,7 +42,39 @@ impl Dataplane {
             return;
         }
         self.counters.host_out += 1;
-        self.send_local(payload[..info.len].to_vec(), None, now);
+        self.send_local_from(payload[..info.len].to_vec(), None, now, true);
+    }
+
+    /// The host stack's packet `pkt` is too big for the way out (`mtu`)
+    /// and may not be fragmented: an ICMP "fragmentation needed" /
+    /// ICMPv6 "packet too big" goes back to the stack through the host
+    /// interface, from the packet's destination (a source the stack takes
+    /// as remote: its own addresses would be martians), so that its path
+    /// MTU cache learns the smaller MTU.
+    pub(super) fn too_big_to_host(&mut self, pkt: &[u8], mtu: usize, now: u64) {
+        let kind = super::icmp_error::Unreach::TooBig(mtu.min(usize::from(u16::MAX)) as u16);
+        if let Some(e) = self.icmp_error_packet(pkt, now, kind, None) {
+            let v6 = e.first().is_some_and(|b| b >> 4 == 6);
+            let _ = self.hand_to_host(e, v6);
+        }
+    }
+
+    /// Hand `pkt` to the host stack through the host interface; without
+    /// one, `pkt` is given back.
+    fn hand_to_host(&mut self, pkt: Vec<u8>, v6: bool) -> Option<Vec<u8>> {
+        let Some(h) = self.host else {
+            return Some(pkt);
+        };
+        let ethertype = if v6 { EtherType::Ipv6 } else { EtherType::Ipv4 };
+        let eth = EthernetRepr {
+            dst: h.mac,
+            src: HOST_PEER_MAC,
+            vlan: None,
+            ethertype,
+        };
+        self.counters.host_in += 1;
+        self.out.push((h.port, eth.frame(&pkt, 0)));
+        None
     }
 
     /// A packet for one of our addresses, passed by pf `in` on interface
@@ -53,22 +85,9 @@ impl Dataplane {
             self.punt(i, src, pkt, info.proto);
             return;
         }
-        if let Some(h) = self.host {
-            let ethertype = if info.is_v6() {
-                EtherType::Ipv6
-            } else {
-                EtherType::Ipv4
-            };
-            let eth = EthernetRepr {
-                dst: h.mac,
-                src: HOST_PEER_MAC,
-                vlan: None,
-                ethertype,
-            };
-            self.counters.host_in += 1;
-            self.out.push((h.port, eth.frame(&pkt, 0)));
+        let Some(pkt) = self.hand_to_host(pkt, info.is_v6()) else {
             return;
-        }
+        };
         let echo = match info.l4 {
             L4::Icmp { ty: 8, code: 0, .. } => Some(0u8),
             L4::Icmp6 {

@@ -334,6 +334,22 @@ impl Dataplane {
         mtu: usize,
         refrag: Option<FragInfo>,
     ) -> Result<Vec<Vec<u8>>, Vec<u8>> {
+        self.fit_as(pkt, mtu, refrag, false)
+    }
+
+    /// As `fit`, for a packet this machine is the source of (the host
+    /// stack's own, which may be fragmented smaller: a source may
+    /// fragment IPv6). In transit (`fit`), IPv6 fragments leave as the
+    /// sender made them or not at all: a router does not fragment IPv6
+    /// (RFC 8200 5); a fragment too big for the way out is answered
+    /// "packet too big", as pf_refragment6 then ip6_forward do.
+    pub(super) fn fit_as(
+        &mut self,
+        pkt: Vec<u8>,
+        mtu: usize,
+        refrag: Option<FragInfo>,
+        source: bool,
+    ) -> Result<Vec<Vec<u8>>, Vec<u8>> {
         let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
         // IPv6 that arrived in fragments leaves in fragments of the size it
         // came in, whatever the MTU here (pf_refragment6): the sender's
@@ -344,7 +360,11 @@ impl Dataplane {
         }
         let frags = match (v6, refrag) {
             (false, _) => build::fragment_v4(&pkt, mtu),
-            (true, Some(r)) => build::fragment_v6(&pkt, r.id, mtu, r.max_len as usize),
+            (true, Some(r)) if source => build::fragment_v6(&pkt, r.id, mtu, r.max_len as usize),
+            (true, Some(r)) => {
+                build::fragment_v6(&pkt, r.id, usize::from(u16::MAX), r.max_len as usize)
+                    .filter(|f| f.iter().all(|x| x.len() <= mtu))
+            }
             (true, None) => None,
         };
         match frags {
@@ -542,11 +562,18 @@ impl Dataplane {
 
     /// A packet the firewall itself sends: routed, filtered `out`, with
     /// `tag` (None but for synproxy's packets to the server).
-    pub(super) fn send_local(
+    pub(super) fn send_local(&mut self, pkt: Vec<u8>, tag: Option<std::sync::Arc<str>>, now: u64) {
+        self.send_local_from(pkt, tag, now, false);
+    }
+
+    /// As `send_local`; `from_host`: the host stack sent it through the
+    /// host interface (it is told when the packet is too big).
+    pub(super) fn send_local_from(
         &mut self,
         mut pkt: Vec<u8>,
         tag: Option<std::sync::Arc<str>>,
         now: u64,
+        from_host: bool,
     ) {
         let Ok(info) = parse_ip(&pkt) else {
             self.counters.dropped(DropReason::Malformed);
@@ -585,13 +612,23 @@ impl Dataplane {
             None => (e, nh),
         };
         let mtu = self.mtu(e);
-        match self.fit(pkt, mtu, refrag) {
+        match self.fit_as(pkt, mtu, refrag, true) {
             Ok(frags) => {
                 for f in frags {
                     self.l3_out(e, nh, f, now);
                 }
             }
-            Err(_) => self.counters.dropped(DropReason::TooBig),
+            Err(pkt) => {
+                self.counters.dropped(DropReason::TooBig);
+                // The host stack's own packet (DF set, or IPv6 it did not
+                // fragment): it hears "too big" as from the way out, so
+                // that it lowers its path MTU (ping -M do, tracepath and
+                // TCP learn it as from a local interface's MTU); dropped
+                // silently, its TCP stalled.
+                if from_host {
+                    self.too_big_to_host(&pkt, mtu, now);
+                }
+            }
         }
     }
 }

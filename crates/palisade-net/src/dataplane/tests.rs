@@ -1588,3 +1588,86 @@ fn router_advertisements_are_sent_and_solicitations_answered() {
     assert_eq!(bye.len(), 1);
     assert_eq!(&bye[0].3[6..8], &[0, 0]);
 }
+
+/// The host stack's own packet too big for the way out (IPv4 with DF,
+/// IPv6 it did not fragment): "fragmentation needed" / "packet too big"
+/// goes back to the stack through the host interface, so that its path
+/// MTU cache learns it (a probe saw the firewall's own pings, tracepath
+/// and TCP over a port of MTU 1400 black-holed: dropped silently).
+#[test]
+fn the_host_stacks_packets_too_big_are_answered_to_it() {
+    let mut d = dp(ROUTER, "pass\n");
+    const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+    d.set_host(3, TAP);
+    for (src, dst, ty, code) in [
+        ("192.0.2.1", "192.0.2.5", 3u8, 4u8),
+        ("2001:db8:1::1", "2001:db8:1::5", 2, 0),
+    ] {
+        let big = build::ip(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            17,
+            64,
+            &build::udp(9, 9, &[0u8; 3000]),
+        );
+        let et = if big[0] >> 4 == 6 { ETH_IPV6 } else { ETH_IPV4 };
+        let o = d.input(3, &eth(HOST_PEER_MAC, TAP, None, et, &big), 0);
+        assert_eq!(ports(&o), [3], "{src}: to the host interface only: {o:?}");
+        assert_eq!(&o[0].1[0..6], &TAP);
+        let ip = &o[0].1[14..];
+        let info = parse_ip(ip).unwrap();
+        assert_eq!(
+            info.src,
+            dst.parse::<IpAddr>().unwrap(),
+            "from the destination"
+        );
+        assert_eq!(info.dst, src.parse::<IpAddr>().unwrap());
+        let m = &ip[info.l4_offset..];
+        assert_eq!((m[0], m[1]), (ty, code), "{src}");
+        let mtu = if ty == 3 {
+            u32::from(u16::from_be_bytes([m[6], m[7]]))
+        } else {
+            u32::from_be_bytes([m[4], m[5], m[6], m[7]])
+        };
+        assert_eq!(mtu, 1500, "{src}: vlan7's port");
+        assert!(build::checksums_ok(ip), "{src}");
+        assert_eq!(&m[8..28], &big[..20], "{src}: the packet quoted");
+    }
+    assert_eq!(d.counters.too_big, 2);
+}
+
+/// IPv6 fragments in transit leave as the sender made them or not at
+/// all: a fragment too big for the way out is answered "packet too big"
+/// (pf_refragment6, then ip6_forward), never cut smaller (a router does
+/// not fragment IPv6, RFC 8200 5; a probe saw 1,448-byte fragments leave
+/// as 1,248-byte ones and the sender never learn the path MTU).
+#[test]
+fn ipv6_fragments_too_big_for_the_way_out_get_packet_too_big() {
+    let toml = BRIDGE.replace("name = \"eth0\"\n", "name = \"eth0\"\nmtu = 9000\n");
+    let mut d = dp(&toml, "pass all\n");
+    d.input(1, &eth(A, B, None, ETH_ARP, &[0u8; 28]), 0);
+    let data: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+    let big = build::ip(
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &data),
+    );
+    let mut out = Vec::new();
+    for f in fragments(&big, 2000) {
+        out.extend(d.input(0, &eth(B, A, None, ETH_IPV6, &f), 1));
+    }
+    assert!(
+        out.iter().all(|(p, _)| *p == 0),
+        "nothing onto the 1500 member: {out:?}"
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    let ip = &out[0].1[14..];
+    let info = parse_ip(ip).unwrap();
+    assert_eq!(info.dst, "2001:db8::1".parse::<IpAddr>().unwrap());
+    let m = &ip[info.l4_offset..];
+    assert_eq!((m[0], m[1]), (2, 0), "packet too big");
+    assert_eq!(u32::from_be_bytes([m[4], m[5], m[6], m[7]]), 1500);
+    assert_eq!(d.counters.fragmented, 0);
+}
