@@ -579,6 +579,16 @@ impl Dataplane {
             self.counters.dropped(DropReason::Malformed);
             return;
         };
+        // To one of our own addresses (synproxy's or a SYN cookie's SYN
+        // and ACK to a service of the firewall itself): to the host stack,
+        // as a kernel loops it back, not out of a port towards ourselves
+        // (where it waited for a neighbour that never answers).
+        if !from_host && self.local.is_ours(&info.dst) {
+            let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
+            let mac = self.local.mac(i);
+            self.local_in(i, mac, pkt, &info, now);
+            return;
+        }
         let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
             self.counters.dropped(DropReason::NoRoute);
             return;

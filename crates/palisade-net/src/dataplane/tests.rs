@@ -1671,3 +1671,123 @@ fn ipv6_fragments_too_big_for_the_way_out_get_packet_too_big() {
     assert_eq!(u32::from_be_bytes([m[4], m[5], m[6], m[7]]), 1500);
     assert_eq!(d.counters.fragmented, 0);
 }
+
+/// `synproxy state` (and so a SYN cookie) for one of the firewall's own
+/// services: the SYN that opens the server's side goes to the host
+/// interface, and the host stack's SYN+ACK completes both sides. (A
+/// probe: ssh to the firewall hung with `set syncookies always`, the
+/// firewall's SYN never reached its own stack.)
+#[test]
+fn synproxy_to_the_firewalls_own_service_reaches_its_stack() {
+    for cookies in [false, true] {
+        let rules = if cookies {
+            "set syncookies always\nblock all\npass in on wan proto tcp to (wan) port 22\npass out on wan proto tcp\n"
+        } else {
+            "block all\npass in on wan proto tcp to (wan) port 22 synproxy state\npass out on wan proto tcp\n"
+        };
+        let mut d = dp(ROUTER, rules);
+        const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+        d.set_host(3, TAP);
+        d.input(
+            0,
+            &eth(
+                BROADCAST,
+                A,
+                None,
+                ETH_ARP,
+                &arp(1, A, "203.0.113.1", "203.0.113.2"),
+            ),
+            0,
+        );
+        let tcp = |src: &str, dst: &str, sp: u16, dp_: u16, seq: u32, ack: u32, flags: u8| {
+            build::ip(
+                src.parse().unwrap(),
+                dst.parse().unwrap(),
+                6,
+                64,
+                &build::tcp(sp, dp_, seq, ack, flags, 65535, &[2, 4, 5, 0xb4], b""),
+            )
+        };
+        let seg = |o: &[Out]| -> Vec<(usize, u32, u32, u8)> {
+            o.iter()
+                .filter_map(|(p, f)| {
+                    let info = parse_ip(&f[14..]).ok()?;
+                    match info.l4 {
+                        L4::Tcp {
+                            seq, ack, flags, ..
+                        } => Some((*p, seq, ack, flags)),
+                        _ => None,
+                    }
+                })
+                .collect()
+        };
+        let o = seg(&d.input(
+            0,
+            &eth(
+                M0,
+                A,
+                None,
+                ETH_IPV4,
+                &tcp("203.0.113.1", "203.0.113.2", 40000, 22, 1000, 0, 0x02),
+            ),
+            1,
+        ));
+        assert_eq!(o.len(), 1, "cookies {cookies}: {o:?}");
+        let (port, isn, ack, flags) = o[0];
+        assert_eq!((port, ack, flags), (0, 1001, 0x12), "our SYN+ACK");
+        let o = seg(&d.input(
+            0,
+            &eth(
+                M0,
+                A,
+                None,
+                ETH_IPV4,
+                &tcp(
+                    "203.0.113.1",
+                    "203.0.113.2",
+                    40000,
+                    22,
+                    1001,
+                    isn.wrapping_add(1),
+                    0x10,
+                ),
+            ),
+            2,
+        ));
+        assert_eq!(o.len(), 1, "cookies {cookies}: {o:?}");
+        assert_eq!(
+            (o[0].0, o[0].3),
+            (3, 0x02),
+            "cookies {cookies}: the SYN to our own stack"
+        );
+        let syn_seq = o[0].1;
+        // The stack's SYN+ACK: an ACK to it, and the window to the client.
+        let mut o = seg(&d.input(
+            3,
+            &eth(
+                HOST_PEER_MAC,
+                TAP,
+                None,
+                ETH_IPV4,
+                &tcp(
+                    "203.0.113.2",
+                    "203.0.113.1",
+                    22,
+                    40000,
+                    5000,
+                    syn_seq.wrapping_add(1),
+                    0x12,
+                ),
+            ),
+            3,
+        ));
+        o.sort();
+        assert_eq!(o.len(), 2, "cookies {cookies}: {o:?}");
+        assert_eq!((o[0].0, o[0].3), (0, 0x10), "the window to the client");
+        assert_eq!(
+            (o[1].0, o[1].2, o[1].3),
+            (3, 5001, 0x10),
+            "the ACK to our stack"
+        );
+    }
+}
