@@ -93,6 +93,9 @@ pub struct Counters {
     pub neigh_dropped: u64,
     /// Requests sent to a neighbour in use near its end (to renew it).
     pub neigh_probes: u64,
+    /// Neighbours given up to make room in a full table (past their time,
+    /// or never sent to since learnt).
+    pub neigh_evicted: u64,
     pub local_echo: u64,
     /// Traffic for the firewall itself that nothing here serves (no host
     /// interface).
@@ -118,7 +121,7 @@ pub struct Counters {
 impl Counters {
     /// Every counter by the name `show info`, the metrics and the stop's
     /// log line use, in that order.
-    pub fn named(&self) -> [(&'static str, u64); 31] {
+    pub fn named(&self) -> [(&'static str, u64); 32] {
         [
             ("frames_in", self.frames_in),
             ("frames_out", self.frames_out),
@@ -140,6 +143,7 @@ impl Counters {
             ("neigh_queued", self.neigh_queued),
             ("neigh_dropped", self.neigh_dropped),
             ("neigh_probes", self.neigh_probes),
+            ("neigh_evicted", self.neigh_evicted),
             ("local_echo", self.local_echo),
             ("local_dropped", self.local_dropped),
             ("host_in", self.host_in),
@@ -520,6 +524,7 @@ impl Dataplane {
         for (iface, mac) in expired.lapsed {
             self.fast_neigh_gone(iface, mac);
         }
+        self.counters.neigh_evicted = self.neigh.evicted;
         for (iface, queue) in expired.gave_up {
             for p in queue {
                 self.counters.dropped(DropReason::NeighUnresolved);

@@ -92,8 +92,13 @@ pub(super) struct Neighbours {
     map: HashMap<(usize, IpAddr), Neigh>,
     queued: usize,
     /// Resolved entries past their time that a new resolution replaced
-    /// before the timers saw them: reported as lapsed at the next tick.
+    /// before the timers saw them, or that `make_room` took out: reported
+    /// as lapsed at the next tick.
     stale: Vec<(usize, Mac)>,
+    /// When `make_room` last swept a full table.
+    last_sweep: Option<u64>,
+    /// Entries `make_room` took out.
+    pub(super) evicted: u64,
 }
 
 impl Neighbours {
@@ -143,7 +148,7 @@ impl Neighbours {
         mac: Mac,
         now: u64,
     ) -> Result<(VecDeque<Vec<u8>>, Option<Mac>), TableFull> {
-        if self.map.len() >= NEIGH_MAX && !self.map.contains_key(&(i, ip)) {
+        if !self.map.contains_key(&(i, ip)) && !self.make_room(now) {
             return Err(TableFull);
         }
         let waited = matches!(
@@ -191,7 +196,7 @@ impl Neighbours {
                 }
             }
             _ => {
-                if self.queued >= NEIGH_QUEUE_TOTAL || self.map.len() >= NEIGH_MAX {
+                if self.queued >= NEIGH_QUEUE_TOTAL || !self.make_room(now) {
                     return Resolve::Full;
                 }
                 self.queued += 1;
@@ -209,6 +214,36 @@ impl Neighbours {
                 Resolve::Solicit
             }
         }
+    }
+
+    /// Room for one more entry: a full table (a flood of solicitations
+    /// from made-up neighbours fills it in a second) gives up, at most
+    /// once a second, its entries past their time and those nothing was
+    /// sent to since they were learnt; neighbours in use stay. (Refusing
+    /// every new entry instead cut the firewall off from a neighbour it
+    /// had to resolve again until the junk expired.)
+    fn make_room(&mut self, now: u64) -> bool {
+        if self.map.len() < NEIGH_MAX {
+            return true;
+        }
+        if self.last_sweep.is_some_and(|t| now < t + 1000) {
+            return false;
+        }
+        self.last_sweep = Some(now);
+        let before = self.map.len();
+        let stale = &mut self.stale;
+        self.map.retain(|k, n| match n {
+            Neigh::Reachable { mac, until, used } => {
+                let keep = *until > now && *used;
+                if !keep {
+                    stale.push((k.0, *mac));
+                }
+                keep
+            }
+            Neigh::Incomplete { .. } => true,
+        });
+        self.evicted += (before - self.map.len()) as u64;
+        self.map.len() < NEIGH_MAX
     }
 
     /// Timers: expire stale entries, retry or give up resolutions.
@@ -286,7 +321,8 @@ impl Dataplane {
         let s = IpAddr::V4(sip);
         let learns = !sip.is_unspecified()
             && !is_multicast(&smac)
-            && (ours || self.local.is_virtual_address(i, &t) || self.neigh.contains(i, &s));
+            && (self.neigh.contains(i, &s)
+                || ((ours || self.local.is_virtual_address(i, &t)) && self.on_link(i, &s)));
         if learns {
             self.learn(i, s, smac, now);
         }
@@ -329,6 +365,17 @@ impl Dataplane {
                 .is_some_and(|f| f.addresses.iter().any(|a| a.contains(target))),
             _ => true,
         }
+    }
+
+    /// Whether `ip` is reached on interface `i` directly (a connected
+    /// subnet, or an `interface =` route), as a sender worth learning
+    /// must be: one on no subnet of the link would never be sent to
+    /// (packets to it go by its route's gateway), and a flood of such
+    /// made-up senders filled the table (OpenBSD and Linux learn neither).
+    /// An IPv6 link-local sender is on every link.
+    fn on_link(&self, i: usize, ip: &IpAddr) -> bool {
+        matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
+            || matches!(self.route(ip), Some((e, nh)) if e == i && nh == *ip)
     }
 
     /// `ip` is at `mac` on interface `i`: remember it and send what waited.
@@ -394,7 +441,7 @@ impl Dataplane {
                     self.counters.dropped(DropReason::Malformed);
                     return;
                 }
-                if !s.is_unspecified() {
+                if !s.is_unspecified() && self.on_link(i, &IpAddr::V6(s)) {
                     if let Some(m) = lladdr {
                         self.learn(i, IpAddr::V6(s), m, now);
                     }

@@ -1791,3 +1791,74 @@ fn synproxy_to_the_firewalls_own_service_reaches_its_stack() {
         );
     }
 }
+
+/// ARP requests for our address from senders on no subnet of the link
+/// are answered but not learnt (a flood of them filled the neighbour
+/// table and cut the firewall off: a probe's finding); one on the subnet
+/// is learnt.
+#[test]
+fn arp_senders_off_the_link_are_not_learnt() {
+    let mut d = dp(UPLINKS, "pass\n");
+    for (k, sip) in ["198.19.7.7", "192.0.2.77"].iter().enumerate() {
+        let o = d.input(
+            0,
+            &eth(BROADCAST, B, None, ETH_ARP, &arp(1, B, sip, "192.0.2.2")),
+            k as u64,
+        );
+        assert_eq!(ports(&o), [0], "{sip}: answered");
+    }
+    let learnt: Vec<IpAddr> = d.neighbours(10).iter().map(|n| n.ip).collect();
+    assert_eq!(learnt, ["192.0.2.77".parse::<IpAddr>().unwrap()]);
+}
+
+/// A table filled by solicitations from made-up neighbours on the link
+/// gives up those nobody sends to (at most once a second): the neighbour
+/// in use stays, and a new one can be resolved again.
+#[test]
+fn a_neighbour_table_flooded_keeps_what_is_in_use() {
+    let mut d = dp(UPLINKS, "pass\n");
+    // The gateway, resolved and in use.
+    let gw: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    let out = |d: &mut Dataplane, dst: &str, now: u64| {
+        d.input(2, &eth(M2, A, None, ETH_IPV6, &udp("2001:db8:3::5", dst, 64)), now)
+    };
+    assert!(!out(&mut d, "2001:db8:99::1", 0).is_empty(), "a solicitation");
+    let na = |target: Ipv6Addr, mac: Mac| {
+        let mut m = vec![136u8, 0, 0, 0, 0x60, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[2, 1]);
+        m.extend_from_slice(&mac);
+        let mut p = build::ip(IpAddr::V6(target), "2001:db8:1::2".parse().unwrap(), 58, 255, &m);
+        build::complete_l4_checksum(&mut p);
+        p
+    };
+    let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &na(gw, B)), 1);
+    assert_eq!(ports(&o), [0], "what waited goes");
+    assert_eq!(ports(&out(&mut d, "2001:db8:99::1", 2)), [0]);
+    // 70,000 solicitations for our address from made-up senders on wan1.
+    let ns = |n: u32| {
+        let src = Ipv6Addr::from(u128::from(gw) + 0x10000 + u128::from(n));
+        let mac = [2, 0xee, (n >> 16) as u8, (n >> 8) as u8, n as u8, 1];
+        let target: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+        let mut m = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&target.octets());
+        m.extend_from_slice(&[1, 1]);
+        m.extend_from_slice(&mac);
+        let mut p = build::ip(IpAddr::V6(src), IpAddr::V6(target), 58, 255, &m);
+        build::complete_l4_checksum(&mut p);
+        (mac, p)
+    };
+    for n in 0..70_000 {
+        let (mac, p) = ns(n);
+        d.input(0, &eth(M0, mac, None, ETH_IPV6, &p), 1_000);
+    }
+    assert!(d.neigh.evicted > 0);
+    // The gateway in use is still known: no new solicitation.
+    let o = out(&mut d, "2001:db8:99::1", 1_500);
+    assert_eq!(ports(&o), [0]);
+    assert_eq!(&o[0].1[0..6], &B, "straight to the gateway");
+    // A second later, a new neighbour is resolved (its solicitation goes).
+    let o = out(&mut d, "2001:db8:1::77", 2_500);
+    assert_eq!(ports(&o), [0], "{o:?}");
+    assert_eq!(&o[0].1[0..2], &[0x33, 0x33], "a solicitation");
+}
