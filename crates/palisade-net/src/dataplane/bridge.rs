@@ -154,7 +154,7 @@ impl Dataplane {
         }
         if self.local.accepts(b, &dst) {
             // For the bridge's own interface: routed/local, filtered on the bridge.
-            self.l3_in(b, src, ethertype, payload, now);
+            self.l3_in(b, src, ethertype, payload, is_multicast(&dst), now);
             return;
         }
         let egress: Vec<usize> = if is_multicast(&dst) {
@@ -187,7 +187,7 @@ impl Dataplane {
                 EtherType::Arp | EtherType::Ipv4 | EtherType::Ipv6
             );
         if local {
-            self.l3_in(b, src, ethertype, payload, now);
+            self.l3_in(b, src, ethertype, payload, true, now);
         }
         if egress.is_empty() {
             if !local {
@@ -207,6 +207,13 @@ impl Dataplane {
         // Described once; the description serves every member's `out`
         // pass unless pf `in` changed the packet.
         let info = palisade_wire::parse_ip(&pkt).ok();
+        if info
+            .as_ref()
+            .is_some_and(|i| !super::router::v4_header_checksum_ok(&pkt, i))
+        {
+            self.counters.dropped(DropReason::BadChecksum);
+            return;
+        }
         let d = self.pf(&mut pkt, info.as_ref(), m, Direction::In, None, None, now);
         if d.held || !d.passed() {
             self.counters.blocked += u64::from(!d.held);

@@ -102,11 +102,15 @@ impl Demux {
             });
         }
         // VLAN 0 is a priority tag (802.1Q): the frame is untagged
-        // traffic, the port's own, and pf sees its packets.
-        let vid = f.vlan().map(|t| t.vid).filter(|v| *v != 0);
+        // traffic, the port's own, and pf sees its packets. An 802.1ad
+        // service tag (0x88a8) is no VLAN interface's (those are 802.1Q),
+        // whatever its id: it was taken for one.
+        let tag = f.vlan();
+        let service = tag.is_some_and(|t| t.tpid == EtherType::QinQ);
+        let vid = tag.map(|t| t.vid).filter(|v| *v != 0 || service);
         // Stacked tags (802.1ad): no interface is configured for them,
         // nor carried by a bridge when the outer tag is a VLAN interface's.
-        let claimed = if ethertype.is_tag() {
+        let claimed = if ethertype.is_tag() || service {
             if vid.is_some() && self.by_port_vlan.contains_key(&(port, vid)) {
                 return Err(DropReason::UnknownVlan);
             }

@@ -79,11 +79,19 @@ pub enum DropReason {
     /// link-local (fe80::/10): a router never forwards it to another
     /// link (RFC 4291 section 2.5.6).
     LinkLocalNotForwarded,
+    /// A packet to be routed whose source no host can have: loopback,
+    /// unspecified or `0/8`, multicast, a broadcast address, IPv4-mapped
+    /// IPv6, or one of the firewall's own addresses (Linux's "martian
+    /// source"; OpenBSD drops these too).
+    MartianSource,
+    /// A unicast IP packet that came in a broadcast or multicast frame:
+    /// not routed (RFC 1122 3.3.6; Linux's ip_forward drops it).
+    UnicastInGroupFrame,
 }
 
 impl DropReason {
     /// Every reason, in the order `show info` lists them.
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Malformed,
         DropReason::UnknownVlan,
         DropReason::NotForUs,
@@ -105,6 +113,8 @@ impl DropReason {
         DropReason::NonIpBlocked,
         DropReason::Oversized,
         DropReason::LinkLocalNotForwarded,
+        DropReason::MartianSource,
+        DropReason::UnicastInGroupFrame,
     ];
 
     /// The stable name (show info, metrics).
@@ -131,6 +141,8 @@ impl DropReason {
             DropReason::NonIpBlocked => "non_ip_blocked",
             DropReason::Oversized => "oversized",
             DropReason::LinkLocalNotForwarded => "link_local_not_forwarded",
+            DropReason::MartianSource => "martian_source",
+            DropReason::UnicastInGroupFrame => "unicast_in_group_frame",
         }
     }
 

@@ -309,6 +309,9 @@ pub struct Dataplane {
     /// which its passes `out` see (`tagged`), as pf's tag travels with
     /// the packet from one pass to the other.
     in_tag: Option<Arc<str>>,
+    /// The frame under way came to a broadcast or multicast MAC: its
+    /// packet is not routed unless its IP destination is a group too.
+    in_group_frame: bool,
     /// Router advertisements, per interface that sends them.
     adverts: Vec<adverts::Advertiser>,
 }
@@ -344,6 +347,7 @@ impl Dataplane {
             fast: None,
             trace: fast::Trace::default(),
             in_tag: None,
+            in_group_frame: false,
             if_stats: vec![IfStats::default(); n_ifaces],
             counters: Counters::default(),
             filter,
@@ -567,7 +571,7 @@ impl Dataplane {
                 if let Some(b) = self.cfg.ifaces[iface].bridge {
                     self.bridge_in(b, iface, dst, src, ethertype, payload, now);
                 } else if self.local.accepts(iface, &dst) || is_multicast(&dst) {
-                    self.l3_in(iface, src, ethertype, payload, now);
+                    self.l3_in(iface, src, ethertype, payload, is_multicast(&dst), now);
                 } else {
                     self.counters.dropped(DropReason::NotForUs);
                 }
@@ -576,10 +580,30 @@ impl Dataplane {
     }
 
     /// A frame for us on interface `i` (a routed interface or a bridge's).
-    fn l3_in(&mut self, i: usize, src: Mac, ethertype: EtherType, payload: &[u8], now: u64) {
+    /// `group`: the frame came to a broadcast or multicast MAC.
+    fn l3_in(
+        &mut self,
+        i: usize,
+        src: Mac,
+        ethertype: EtherType,
+        payload: &[u8],
+        group: bool,
+        now: u64,
+    ) {
         match ethertype {
             EtherType::Arp => self.arp_in(i, src, payload, now),
-            EtherType::Ipv4 | EtherType::Ipv6 => self.ip_in(i, src, payload.to_vec(), now),
+            EtherType::Ipv4 | EtherType::Ipv6 => {
+                // The EtherType says which IP (an IPv4 packet in an IPv6
+                // frame went round filters that look at EtherTypes).
+                let version = if ethertype == EtherType::Ipv4 { 4 } else { 6 };
+                if payload.first().map(|b| b >> 4) != Some(version) {
+                    self.counters.dropped(DropReason::Malformed);
+                    return;
+                }
+                self.in_group_frame = group;
+                self.ip_in(i, src, payload.to_vec(), now);
+                self.in_group_frame = false;
+            }
             _ => self.counters.dropped(DropReason::UnsupportedEthertype),
         }
     }

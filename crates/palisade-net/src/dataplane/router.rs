@@ -172,6 +172,10 @@ impl Dataplane {
             }
         };
         pkt.truncate(info.len);
+        if !v4_header_checksum_ok(&pkt, &info) {
+            self.counters.dropped(DropReason::BadChecksum);
+            return;
+        }
         if let L4::Icmp6 { ty, .. } = info.l4 {
             if (135..=136).contains(&ty) {
                 self.nd_in(i, src, &pkt, &info, now);
@@ -387,6 +391,14 @@ impl Dataplane {
         via: Option<(usize, IpAddr)>,
         now: u64,
     ) {
+        if self.in_group_frame {
+            self.counters.dropped(DropReason::UnicastInGroupFrame);
+            return;
+        }
+        if self.martian_source(&info.src) {
+            self.counters.dropped(DropReason::MartianSource);
+            return;
+        }
         if info.ttl <= 1 {
             self.counters.dropped(DropReason::TtlExceeded);
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
@@ -543,6 +555,22 @@ impl Dataplane {
         }
     }
 
+    /// A source no host can have, for a packet to be routed (Linux's
+    /// martian sources, ip6_rcv's IPv4-mapped check): loopback,
+    /// unspecified or 0/8, multicast, limited or one of our subnets'
+    /// broadcast, IPv4-mapped IPv6, or one of our own addresses.
+    fn martian_source(&self, src: &IpAddr) -> bool {
+        let impossible = match src {
+            IpAddr::V4(a) => {
+                a.is_loopback() || a.octets()[0] == 0 || a.is_multicast() || a.is_broadcast()
+            }
+            IpAddr::V6(a) => {
+                a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some()
+            }
+        };
+        impossible || self.is_subnet_broadcast(src) || self.local.is_ours(src)
+    }
+
     /// Whether `a` is the broadcast address of one of the interfaces'
     /// IPv4 networks.
     fn is_subnet_broadcast(&self, a: &IpAddr) -> bool {
@@ -641,6 +669,19 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// An IPv4 header's checksum verifies (IPv6 has none): a header damaged
+/// on the way is dropped, as ip_input and Linux's ip_rcv drop it, before
+/// pf makes a state from it.
+pub(super) fn v4_header_checksum_ok(pkt: &[u8], info: &IpInfo) -> bool {
+    if info.is_v6() {
+        return true;
+    }
+    let ihl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
+    pkt.get(..ihl).is_some_and(|h| {
+        palisade_wire::checksum::finish(palisade_wire::checksum::sum(h, 0)) == 0
+    })
 }
 
 /// fe80::/10.

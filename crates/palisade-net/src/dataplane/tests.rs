@@ -1862,3 +1862,67 @@ fn a_neighbour_table_flooded_keeps_what_is_in_use() {
     assert_eq!(ports(&o), [0], "{o:?}");
     assert_eq!(&o[0].1[0..2], &[0x33, 0x33], "a solicitation");
 }
+
+/// What a router does not route, from an adversarial probe: sources no
+/// host can have (each counted `martian_source`), a unicast packet in a
+/// broadcast or multicast frame, an IPv4 header with a bad checksum
+/// (also on a bridge, before pf makes a state), a packet whose version
+/// is not its EtherType's, and a frame with an 802.1ad service tag taken
+/// for the 802.1Q VLAN of the same id. A plain packet still goes.
+#[test]
+fn packets_a_router_does_not_route_are_dropped_and_counted() {
+    let mut d = dp(ROUTER, "pass\n");
+    // 192.0.2.9 on vlan7 known, so that what passes goes at once.
+    d.input(
+        1,
+        &eth(BROADCAST, B, Some(7), ETH_ARP, &arp(1, B, "192.0.2.9", "192.0.2.1")),
+        0,
+    );
+    let fine = udp("203.0.113.1", "192.0.2.9", 64);
+    assert_eq!(ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 1)), [1]);
+    for src in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.1",
+        "255.255.255.255",
+        "203.0.113.255",
+        "203.0.113.2",
+        "192.0.2.1",
+    ] {
+        let p = udp(src, "192.0.2.9", 64);
+        assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 1).is_empty(), "{src}");
+    }
+    for src in ["::1", "ff02::1", "::ffff:203.0.113.1", "2001:db8:ff::2"] {
+        let p = udp(src, "2001:db8:1::9", 64);
+        assert!(d.input(0, &eth(M0, A, None, ETH_IPV6, &p), 1).is_empty(), "{src}");
+    }
+    assert_eq!(d.counters.drops.get(DropReason::MartianSource), 12);
+    for dst in [BROADCAST, [1, 0, 0x5e, 0, 0, 1]] {
+        assert!(d.input(0, &eth(dst, A, None, ETH_IPV4, &fine), 1).is_empty());
+    }
+    assert_eq!(d.counters.drops.get(DropReason::UnicastInGroupFrame), 2);
+    let mut bad = fine.clone();
+    bad[10] ^= 0xff;
+    assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &bad), 1).is_empty());
+    assert_eq!(d.counters.drops.get(DropReason::BadChecksum), 1);
+    let v6 = udp("2001:db8:ff::9", "2001:db8:1::9", 64);
+    assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &v6), 1).is_empty());
+    assert!(d.input(0, &eth(M0, A, None, ETH_IPV6, &fine), 1).is_empty());
+    assert_eq!(d.counters.malformed, 2);
+    // An 802.1ad tag (0x88a8) of id 7 on the trunk: not vlan7's.
+    let mut qinq = eth(M1, A, Some(7), ETH_IPV4, &udp("192.0.2.9", "203.0.113.1", 64));
+    qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+    let before = d.counters.drops.get(DropReason::UnknownVlan);
+    assert!(d.input(1, &qinq, 1).is_empty());
+    assert_eq!(d.counters.drops.get(DropReason::UnknownVlan), before + 1);
+    // Still fine.
+    assert_eq!(ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 2)), [1]);
+    // On a bridge, a bad header checksum makes no state.
+    let mut b = dp(BRIDGE, "pass all\n");
+    let mut bad = udp("198.18.0.1", "198.18.0.2", 64);
+    bad[10] ^= 0xff;
+    assert!(b.input(0, &eth(B, A, None, ETH_IPV4, &bad), 0).is_empty());
+    assert_eq!(b.filter.states.len(), 0);
+    assert_eq!(b.counters.drops.get(DropReason::BadChecksum), 1);
+}

@@ -506,6 +506,20 @@ fn drops_are_counted_by_reason() {
     provoke(
         &mut d,
         &mut expect,
+        MartianSource,
+        eth(M0, A, None, ETH_IPV4, &udp("127.0.0.1", "192.0.2.9", 64)),
+        0,
+    );
+    provoke(
+        &mut d,
+        &mut expect,
+        UnicastInGroupFrame,
+        eth(BROADCAST, A, None, ETH_IPV4, &udp("203.0.113.1", "192.0.2.9", 64)),
+        0,
+    );
+    provoke(
+        &mut d,
+        &mut expect,
         MulticastNotRouted,
         eth(
             BROADCAST,
