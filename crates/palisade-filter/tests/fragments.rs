@@ -388,3 +388,43 @@ fn floods_stay_within_the_bounds_and_real_datagrams_complete() {
         (0, 0, 0)
     );
 }
+
+/// An IPv6 fragment repeated with other data (an exact overlap that is
+/// not a duplicate) abandons the datagram as any overlap does (RFC 5722);
+/// a true duplicate is dropped alone and the datagram completes.
+#[test]
+fn ipv6_fragment_repeated_with_other_data_abandons_the_datagram() {
+    let p = build::ip(
+        ip("2001:db8::1"),
+        ip("2001:db8::2"),
+        17,
+        64,
+        &build::udp(1, 53, &[1u8; 2000]),
+    );
+    let fr = frag6(&p, 1232);
+    for k in 0..fr.len() {
+        let mut f = filter(RULES);
+        assert!(f.process(&mut fr[k].clone(), "em0", In, 0).held);
+        let mut other = fr[k].clone();
+        let last = other.len() - 1;
+        other[last] ^= 0x55;
+        let d = f.process(&mut other, "em0", In, 0);
+        assert!(
+            matches!(d.action, VerdictAction::Block(_)),
+            "piece {k}: {d:?}"
+        );
+        assert_eq!(f.frags.pending(), 0, "piece {k}: abandoned");
+        // A true duplicate: dropped alone, the datagram completes.
+        let mut f = filter(RULES);
+        assert!(f.process(&mut fr[k].clone(), "em0", In, 0).held);
+        let d = f.process(&mut fr[k].clone(), "em0", In, 0);
+        assert_eq!(d.reason, palisade_filter::Reason::Fragment, "piece {k}");
+        let mut whole = None;
+        for (j, x) in fr.iter().enumerate() {
+            if j != k {
+                whole = whole.or(f.process(&mut x.clone(), "em0", In, 1).reassembled);
+            }
+        }
+        assert!(whole.is_some(), "piece {k}: the datagram completes");
+    }
+}

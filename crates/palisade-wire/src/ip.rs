@@ -253,6 +253,9 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     })
 }
 
+/// The most IPv6 extension headers pf walks (PF_HDR_LIMIT).
+pub const IPV6_HEADER_LIMIT: usize = 20;
+
 /// What pf makes of a packet's IP options and IPv6 extension headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IpOptions {
@@ -314,7 +317,14 @@ pub fn ip_options(p: &[u8], info: &IpInfo) -> IpOptions {
     );
     let (mut next, mut off) = (p[6], 40usize);
     let mut verdict = IpOptions::Fine;
+    let mut headers = 0;
     while off + 2 <= end {
+        // pf walks at most 20 extension headers (PF_HDR_LIMIT): a longer
+        // chain is dropped, whatever the rules.
+        headers += 1;
+        if headers > IPV6_HEADER_LIMIT {
+            return IpOptions::Dropped;
+        }
         let len = match next {
             0 | 43 | 60 => (p[off + 1] as usize + 1) * 8,
             51 => (p[off + 1] as usize + 2) * 4,
@@ -473,6 +483,19 @@ mod tests {
         assert_eq!(check(&ext(60, &[17, 0, 1, 4, 0, 0, 0, 0], u())), Blocked);
         assert_eq!(check(&ext(43, &[17, 0, 4, 0, 0, 0, 0, 0], u())), Fine);
         assert_eq!(check(&ext(43, &[17, 0, 0, 0, 0, 0, 0, 0], u())), Dropped);
+        // At most 20 extension headers, as pf walks them: a chain of 21
+        // (routing headers that would each pass) is dropped.
+        let chain = |n: usize| {
+            let mut hdrs = Vec::new();
+            for k in 0..n {
+                let next = if k + 1 == n { 17 } else { 43 };
+                hdrs.extend_from_slice(&[next, 0, 4, 0, 0, 0, 0, 0]);
+            }
+            ext(43, &hdrs, u())
+        };
+        assert_eq!(check(&chain(20)), Fine);
+        assert_eq!(check(&chain(21)), Dropped);
+        assert_eq!(check(&chain(150)), Dropped);
     }
 
     /// An IPv4 TCP SYN (192.0.2.1:40000 -> 198.51.100.2:80), built by hand.

@@ -564,9 +564,7 @@ impl Dataplane {
             IpAddr::V4(a) => {
                 a.is_loopback() || a.octets()[0] == 0 || a.is_multicast() || a.is_broadcast()
             }
-            IpAddr::V6(a) => {
-                a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some()
-            }
+            IpAddr::V6(a) => a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some(),
         };
         impossible || self.is_subnet_broadcast(src) || self.local.is_ours(src)
     }
@@ -679,9 +677,8 @@ pub(super) fn v4_header_checksum_ok(pkt: &[u8], info: &IpInfo) -> bool {
         return true;
     }
     let ihl = usize::from(pkt.first().map_or(0, |b| b & 0x0f)) * 4;
-    pkt.get(..ihl).is_some_and(|h| {
-        palisade_wire::checksum::finish(palisade_wire::checksum::sum(h, 0)) == 0
-    })
+    pkt.get(..ihl)
+        .is_some_and(|h| palisade_wire::checksum::finish(palisade_wire::checksum::sum(h, 0)) == 0)
 }
 
 /// fe80::/10.

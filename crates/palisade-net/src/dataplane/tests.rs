@@ -1820,15 +1820,28 @@ fn a_neighbour_table_flooded_keeps_what_is_in_use() {
     // The gateway, resolved and in use.
     let gw: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
     let out = |d: &mut Dataplane, dst: &str, now: u64| {
-        d.input(2, &eth(M2, A, None, ETH_IPV6, &udp("2001:db8:3::5", dst, 64)), now)
+        d.input(
+            2,
+            &eth(M2, A, None, ETH_IPV6, &udp("2001:db8:3::5", dst, 64)),
+            now,
+        )
     };
-    assert!(!out(&mut d, "2001:db8:99::1", 0).is_empty(), "a solicitation");
+    assert!(
+        !out(&mut d, "2001:db8:99::1", 0).is_empty(),
+        "a solicitation"
+    );
     let na = |target: Ipv6Addr, mac: Mac| {
         let mut m = vec![136u8, 0, 0, 0, 0x60, 0, 0, 0];
         m.extend_from_slice(&target.octets());
         m.extend_from_slice(&[2, 1]);
         m.extend_from_slice(&mac);
-        let mut p = build::ip(IpAddr::V6(target), "2001:db8:1::2".parse().unwrap(), 58, 255, &m);
+        let mut p = build::ip(
+            IpAddr::V6(target),
+            "2001:db8:1::2".parse().unwrap(),
+            58,
+            255,
+            &m,
+        );
         build::complete_l4_checksum(&mut p);
         p
     };
@@ -1875,11 +1888,20 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
     // 192.0.2.9 on vlan7 known, so that what passes goes at once.
     d.input(
         1,
-        &eth(BROADCAST, B, Some(7), ETH_ARP, &arp(1, B, "192.0.2.9", "192.0.2.1")),
+        &eth(
+            BROADCAST,
+            B,
+            Some(7),
+            ETH_ARP,
+            &arp(1, B, "192.0.2.9", "192.0.2.1"),
+        ),
         0,
     );
     let fine = udp("203.0.113.1", "192.0.2.9", 64);
-    assert_eq!(ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 1)), [1]);
+    assert_eq!(
+        ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 1)),
+        [1]
+    );
     for src in [
         "127.0.0.1",
         "0.0.0.0",
@@ -1891,15 +1913,23 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
         "192.0.2.1",
     ] {
         let p = udp(src, "192.0.2.9", 64);
-        assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 1).is_empty(), "{src}");
+        assert!(
+            d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 1).is_empty(),
+            "{src}"
+        );
     }
     for src in ["::1", "ff02::1", "::ffff:203.0.113.1", "2001:db8:ff::2"] {
         let p = udp(src, "2001:db8:1::9", 64);
-        assert!(d.input(0, &eth(M0, A, None, ETH_IPV6, &p), 1).is_empty(), "{src}");
+        assert!(
+            d.input(0, &eth(M0, A, None, ETH_IPV6, &p), 1).is_empty(),
+            "{src}"
+        );
     }
     assert_eq!(d.counters.drops.get(DropReason::MartianSource), 12);
     for dst in [BROADCAST, [1, 0, 0x5e, 0, 0, 1]] {
-        assert!(d.input(0, &eth(dst, A, None, ETH_IPV4, &fine), 1).is_empty());
+        assert!(d
+            .input(0, &eth(dst, A, None, ETH_IPV4, &fine), 1)
+            .is_empty());
     }
     assert_eq!(d.counters.drops.get(DropReason::UnicastInGroupFrame), 2);
     let mut bad = fine.clone();
@@ -1911,13 +1941,22 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
     assert!(d.input(0, &eth(M0, A, None, ETH_IPV6, &fine), 1).is_empty());
     assert_eq!(d.counters.malformed, 2);
     // An 802.1ad tag (0x88a8) of id 7 on the trunk: not vlan7's.
-    let mut qinq = eth(M1, A, Some(7), ETH_IPV4, &udp("192.0.2.9", "203.0.113.1", 64));
+    let mut qinq = eth(
+        M1,
+        A,
+        Some(7),
+        ETH_IPV4,
+        &udp("192.0.2.9", "203.0.113.1", 64),
+    );
     qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
     let before = d.counters.drops.get(DropReason::UnknownVlan);
     assert!(d.input(1, &qinq, 1).is_empty());
     assert_eq!(d.counters.drops.get(DropReason::UnknownVlan), before + 1);
     // Still fine.
-    assert_eq!(ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 2)), [1]);
+    assert_eq!(
+        ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 2)),
+        [1]
+    );
     // On a bridge, a bad header checksum makes no state.
     let mut b = dp(BRIDGE, "pass all\n");
     let mut bad = udp("198.18.0.1", "198.18.0.2", 64);

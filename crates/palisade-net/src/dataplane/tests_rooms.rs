@@ -514,7 +514,13 @@ fn drops_are_counted_by_reason() {
         &mut d,
         &mut expect,
         UnicastInGroupFrame,
-        eth(BROADCAST, A, None, ETH_IPV4, &udp("203.0.113.1", "192.0.2.9", 64)),
+        eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_IPV4,
+            &udp("203.0.113.1", "192.0.2.9", 64),
+        ),
         0,
     );
     provoke(
