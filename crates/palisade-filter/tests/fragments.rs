@@ -428,3 +428,39 @@ fn ipv6_fragment_repeated_with_other_data_abandons_the_datagram() {
         assert!(whole.is_some(), "piece {k}: the datagram completes");
     }
 }
+
+/// A first IPv4 fragment that ends inside the TCP header (8 or 16 bytes
+/// of it, RFC 791's minimum): held and reassembled, then the whole SYN
+/// is filtered, in either order of arrival, as pf does (it was dropped as
+/// short and the rest held until they expired).
+#[test]
+fn a_tiny_first_fragment_is_reassembled_then_filtered() {
+    let rules = "block all\npass in proto tcp to port 25\n";
+    for (cut, port, reverse) in [(8, 25u16, false), (16, 25, true), (8, 26, false)] {
+        let mut f = filter(rules);
+        let p = build::ip(
+            ip("192.0.2.1"),
+            ip("198.51.100.2"),
+            6,
+            64,
+            &build::tcp(40000, port, 1, 0, 0x02, 1000, &[2, 4, 5, 0xb4], b""),
+        );
+        let pl = &p[20..];
+        let mut pieces = vec![
+            frag4_piece(&p, 0, &pl[..cut], true),
+            frag4_piece(&p, cut, &pl[cut..], false),
+        ];
+        if reverse {
+            pieces.reverse();
+        }
+        let d = f.process(&mut pieces[0], "em0", In, 0);
+        assert!(d.held, "cut {cut}: {d:?}");
+        let d = f.process(&mut pieces[1], "em0", In, 0);
+        assert_eq!(
+            d.action == VerdictAction::Pass,
+            port == 25,
+            "cut {cut} port {port}: {d:?}"
+        );
+        assert!(d.reassembled.is_some());
+    }
+}

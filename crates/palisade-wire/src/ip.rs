@@ -151,7 +151,16 @@ fn parse_v4(d: &[u8]) -> Result<IpInfo, Malformed> {
     let src = IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15]));
     let dst = IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19]));
     let l4 = if offset == 0 {
-        parse_l4(&d[ihl..total], proto, false)?
+        match parse_l4(&d[ihl..total], proto, false) {
+            Ok(l4) => l4,
+            // A first fragment that ends inside its transport header
+            // (RFC 791 allows 8 bytes): the header is read once the
+            // datagram is whole, as pf reassembles before it looks (a
+            // tiny first fragment was dropped, and the rest held until
+            // they expired).
+            Err(_) if more => L4::None,
+            Err(e) => return Err(e),
+        }
     } else {
         L4::None
     };

@@ -319,8 +319,12 @@ impl Dataplane {
         // including to a virtual address we stand by for: a backup that
         // takes over then answers and forwards without asking first.
         let s = IpAddr::V4(sip);
+        // A sender claiming one of our own addresses (a gratuitous ARP
+        // from a conflicting or spoofing host) is not learnt: it was, at
+        // the claimant's MAC.
         let learns = !sip.is_unspecified()
             && !is_multicast(&smac)
+            && !self.local.is_ours(&s)
             && (self.neigh.contains(i, &s)
                 || ((ours || self.local.is_virtual_address(i, &t)) && self.on_link(i, &s)));
         if learns {
@@ -441,7 +445,10 @@ impl Dataplane {
                     self.counters.dropped(DropReason::Malformed);
                     return;
                 }
-                if !s.is_unspecified() && self.on_link(i, &IpAddr::V6(s)) {
+                if !s.is_unspecified()
+                    && self.on_link(i, &IpAddr::V6(s))
+                    && !self.local.is_ours(&IpAddr::V6(s))
+                {
                     if let Some(m) = lladdr {
                         self.learn(i, IpAddr::V6(s), m, now);
                     }

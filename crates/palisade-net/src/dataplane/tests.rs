@@ -1809,6 +1809,19 @@ fn arp_senders_off_the_link_are_not_learnt() {
     }
     let learnt: Vec<IpAddr> = d.neighbours(10).iter().map(|n| n.ip).collect();
     assert_eq!(learnt, ["192.0.2.77".parse::<IpAddr>().unwrap()]);
+    // A gratuitous ARP claiming our own address teaches nothing.
+    d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "192.0.2.2", "192.0.2.2"),
+        ),
+        11,
+    );
+    assert_eq!(d.neighbours(12).len(), 1);
 }
 
 /// A table filled by solicitations from made-up neighbours on the link
