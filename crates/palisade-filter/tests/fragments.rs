@@ -446,7 +446,7 @@ fn a_tiny_first_fragment_is_reassembled_then_filtered() {
             &build::tcp(40000, port, 1, 0, 0x02, 1000, &[2, 4, 5, 0xb4], b""),
         );
         let pl = &p[20..];
-        let mut pieces = vec![
+        let mut pieces = [
             frag4_piece(&p, 0, &pl[..cut], true),
             frag4_piece(&p, cut, &pl[cut..], false),
         ];
