@@ -1611,6 +1611,31 @@ impl Filter {
                 .map(Decision::elsewhere);
         };
         let rule = self.states.get(hit.id).and_then(|s| self.states.rule_of(s));
+        // A quoted TCP segment must lie in its sender's window as the
+        // state knows it (pf's "BAD ICMP"): an error forged with the
+        // right addresses and ports but a made-up sequence number is
+        // refused as a state mismatch. Its number, when shifted
+        // (`modulate state`, synproxy), is taken back.
+        let mut demodulated = None;
+        if q.proto == 6 {
+            let at = info.l4_offset + 8 + q.l4_offset;
+            // Within the quote: `parse_quoted` took its first 8 bytes.
+            let b = ip.get(at + 4..at + 8)?;
+            let seq = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+            match self.states.check_quoted_tcp(hit.id, hit.reply, seq) {
+                Ok(s) => demodulated = (s != seq).then_some(s),
+                Err(_) => {
+                    let mut d = Decision::drop(Reason::StateMismatch);
+                    d.rule = rule;
+                    d.state = StateMatch::Match;
+                    d.state_id = Some(hit.id);
+                    return Some(d);
+                }
+            }
+        }
+        if let Some(seq) = demodulated {
+            palisade_wire::rewrite::set_quoted_tcp_seq(ip, info, seq);
+        }
         let mut nat = None;
         if let (Some(_), Some(inner)) = (&hit.outer, &hit.inner) {
             // The error's own addresses follow the quote's, as pf_icmp

@@ -135,6 +135,9 @@ pub struct Hit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuotedHit {
     pub id: u64,
+    /// The quoted packet was the responder's (it went the other way from
+    /// the state's creating packet).
+    pub reply: bool,
     pub inner: Option<FlowKey>,
     pub outer: Option<FlowKey>,
 }
@@ -1108,9 +1111,60 @@ impl StateTable {
         let translated = new_inner != *quoted;
         Some(QuotedHit {
             id: s.id,
+            reply: inner_dir != s.dir,
             inner: translated.then_some(new_inner),
             outer: translated.then_some(new_outer),
         })
+    }
+
+    /// pf's check of the TCP segment an ICMP error quotes
+    /// (pf_test_state_icmp): the quoted sequence number, taken out of a
+    /// modulated space (`modulate state`, synproxy) back into the one the
+    /// state tracks, must lie where its sender (the initiator, or the
+    /// responder when `reply`) may have sent: no further on than the
+    /// sender's seqhi, no further back than its seqlo less the receiver's
+    /// largest window, scaled. The quote was seen after the firewall, so
+    /// it carries the shifted number. Ok with the number in the state's
+    /// space (the quote is to be rewritten to it when it differs, as pf
+    /// does); Err(Mismatch) outside (pf's "BAD ICMP", PFRES_BADSTATE).
+    /// `sloppy` states are not checked (pf's PFSTATE_SLOPPY); a state
+    /// whose windows a pfsync peer wrote and no packet has confirmed is
+    /// checked as liberally as its RSTs are (`State::unverified`).
+    pub fn check_quoted_tcp(&self, id: u64, reply: bool, seq: u32) -> Result<u32, TrackError> {
+        let Some(s) = self.get(id) else {
+            return Err(TrackError::Mismatch);
+        };
+        let (seqdiff, seqdiff_dst) = s
+            .ext
+            .as_deref()
+            .map_or((0, 0), |e| (e.seqdiff, e.seqdiff_dst));
+        let (src, dst, shift) = if reply {
+            (&s.dst, &s.src, seqdiff_dst)
+        } else {
+            (&s.src, &s.dst, seqdiff)
+        };
+        let seq = seq.wrapping_sub(shift);
+        if s.key.proto != 6 || s.sloppy {
+            return Ok(seq);
+        }
+        let (sws, dws) = match (src.wscale, dst.wscale) {
+            (Some(a), Some(b)) => (a as u32, b as u32),
+            _ => (0, 0),
+        };
+        let dwin = ((dst.max_win as u64) << dws) as u32;
+        let (below, above) = if s.unverified != 0 {
+            let span = ((MAX_ACK_WINDOW as u64) << sws.max(dws)).max(dwin as u64) as u32;
+            (dwin.max(span), span)
+        } else {
+            (dwin, 0)
+        };
+        if seq_geq(src.seqhi.wrapping_add(above), seq)
+            && seq_geq(seq, src.seqlo.wrapping_sub(below))
+        {
+            Ok(seq)
+        } else {
+            Err(TrackError::Mismatch)
+        }
     }
 
     /// Is this wire key taken (for choosing translation ports)?

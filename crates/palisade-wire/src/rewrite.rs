@@ -378,6 +378,41 @@ pub fn rewrite_quoted(
     put16(p, outer_ck, c);
 }
 
+/// Set the sequence number of the TCP segment quoted inside an ICMP
+/// error (pf takes a modulated one back), fixing the quoted TCP checksum
+/// when the quote holds it and the outer ICMP checksum, which covers the
+/// quote. False, with nothing changed, when the quote is not TCP or is
+/// cut before its sequence number.
+pub fn set_quoted_tcp_seq(p: &mut [u8], info: &IpInfo, seq: u32) -> bool {
+    let start = info.l4_offset + 8;
+    if start >= info.len {
+        return false;
+    }
+    let Some(q) = parse_quoted(&p[start..info.len]) else {
+        return false;
+    };
+    // The quoted header begins at an even offset of the ICMP message
+    // (8 bytes in, after an IPv4 header of whole words or IPv6's 40
+    // bytes): its fields are words of the outer checksum.
+    let t = start + q.l4_offset;
+    if q.proto != 6 || t + 8 > info.len {
+        return false;
+    }
+    let outer_ck = info.l4_offset + 2;
+    let old = [p[t + 4], p[t + 5], p[t + 6], p[t + 7]];
+    let new = seq.to_be_bytes();
+    p[t + 4..t + 8].copy_from_slice(&new);
+    let mut c = update_bytes(get16(p, outer_ck), &old, &new);
+    if t + 18 <= info.len {
+        let qc = get16(p, t + 16);
+        let nqc = update_bytes(qc, &old, &new);
+        put16(p, t + 16, nqc);
+        c = update16(c, qc, nqc);
+    }
+    put16(p, outer_ck, c);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
