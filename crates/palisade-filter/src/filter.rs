@@ -636,6 +636,11 @@ impl Filter {
         if info.frag.is_some() || mss < 48 || payload <= mss as u32 || flags & 0x06 != 0 {
             return None;
         }
+        // One pf's TCP normalization would drop or rewrite goes the way
+        // of single segments, which apply it.
+        if !matches!(tcp_norm(ip, info), TcpNorm::Keep) {
+            return None;
+        }
         // `set skip`, the clock, expiry: as for any packet (the split path
         // would do them).
         if let Some(d) = self.skipped_or_tick(iface, now_ms) {
@@ -804,7 +809,7 @@ impl Filter {
         now_ms: u64,
         random: u32,
     ) -> Decision {
-        let info = *info;
+        let mut info = *info;
         if info.frag.is_some() {
             match self.frags.push(ip, &info, now_ms) {
                 Reassembly::Held => {
@@ -910,6 +915,24 @@ impl Filter {
                         }
                     }
                     return self.send_cookie(ip, &info, &key, seg, now_ms);
+                }
+            }
+        }
+        // pf's TCP normalization of every segment (pf_normalize_tcp,
+        // after the SYN cookies and before the state lookup, scrub or
+        // not): impossible flag combinations dropped, FIN cleared from a
+        // SYN, reserved bits and a stray urgent pointer cleared. The rest
+        // (state, rules) sees the segment as rewritten.
+        if let Some(seg) = tcp_seg.as_mut() {
+            match tcp_norm(ip, &info) {
+                TcpNorm::Keep => {}
+                TcpNorm::Drop => return self.count(Decision::drop(Reason::Normalize)),
+                TcpNorm::Rewrite(flags) => {
+                    palisade_wire::rewrite::scrub::tcp_flags(ip, &info, flags);
+                    seg.flags = flags;
+                    if let L4::Tcp { flags: f, .. } = &mut info.l4 {
+                        *f = flags;
+                    }
                 }
             }
         }
@@ -1897,6 +1920,57 @@ fn syn_mss(tcp: &[u8]) -> Option<u16> {
     palisade_wire::tcp_options(tcp).find_map(|(k, o, l)| {
         (k == 2 && l == 4).then(|| u16::from_be_bytes([tcp[o + 2], tcp[o + 3]]))
     })
+}
+
+/// What pf's TCP normalization (pf_normalize_tcp, applied to every TCP
+/// segment whether or not a scrub rule asks) does to a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpNorm {
+    Keep,
+    /// Refused (pf's PFRES_NORM, "normalize").
+    Drop,
+    /// Passes with these flags, its reserved bits cleared and, without
+    /// URG, its urgent pointer zeroed.
+    Rewrite(u8),
+}
+
+/// pf_normalize_tcp's rules: SYN with RST is dropped; SYN with FIN loses
+/// the FIN; a segment that is not a SYN needs ACK or RST; without ACK,
+/// FIN, PUSH and URG are refused (after the FIN is taken off a SYN);
+/// the reserved bits beside the data offset are cleared, and the urgent
+/// pointer when URG is not set.
+#[inline]
+fn tcp_norm(ip: &[u8], info: &IpInfo) -> TcpNorm {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const PUSH: u8 = 0x08;
+    const ACK: u8 = 0x10;
+    const URG: u8 = 0x20;
+    let L4::Tcp { flags, .. } = info.l4 else {
+        return TcpNorm::Keep;
+    };
+    let t = info.l4_offset;
+    let (Some(&off), Some(urp)) = (ip.get(t + 12), ip.get(t + 18..t + 20)) else {
+        return TcpNorm::Keep;
+    };
+    let mut f = flags;
+    if f & SYN != 0 {
+        if f & RST != 0 {
+            return TcpNorm::Drop;
+        }
+        f &= !FIN;
+    } else if f & (ACK | RST) == 0 {
+        return TcpNorm::Drop;
+    }
+    if f & ACK == 0 && f & (FIN | PUSH | URG) != 0 {
+        return TcpNorm::Drop;
+    }
+    if f != flags || off & 0x0f != 0 || (f & URG == 0 && urp != [0, 0]) {
+        TcpNorm::Rewrite(f)
+    } else {
+        TcpNorm::Keep
+    }
 }
 
 /// `scrub`'s rewrites of a packet that passed (most have none: tested

@@ -563,6 +563,39 @@ pub mod scrub {
 
     use crate::ip::{IpInfo, L4};
 
+    /// Rewrite a TCP segment's flags to `flags`, clear the four reserved
+    /// bits beside its data offset and, when `flags` has no URG, zero the
+    /// urgent pointer (pf's pf_normalize_tcp, for every segment); the
+    /// TCP checksum is updated. Returns whether anything changed.
+    pub fn tcp_flags(p: &mut [u8], info: &IpInfo, flags: u8) -> bool {
+        if !matches!(info.l4, L4::Tcp { .. }) {
+            return false;
+        }
+        let t = info.l4_offset;
+        if t + 20 > p.len() {
+            return false;
+        }
+        let mut c = get16(p, t + 16);
+        let old = get16(p, t + 12);
+        let new = ((p[t + 12] & 0xf0) as u16) << 8 | flags as u16;
+        let mut changed = false;
+        if new != old {
+            put16(p, t + 12, new);
+            c = update16(c, old, new);
+            changed = true;
+        }
+        let urp = get16(p, t + 18);
+        if flags & 0x20 == 0 && urp != 0 {
+            put16(p, t + 18, 0);
+            c = update16(c, urp, 0);
+            changed = true;
+        }
+        if changed {
+            put16(p, t + 16, c);
+        }
+        changed
+    }
+
     /// Clear the IPv4 don't-fragment bit (`no-df`).
     pub fn clear_df(p: &mut [u8], info: &IpInfo) -> bool {
         if info.is_v6() || p[6] & 0x40 == 0 {
@@ -680,6 +713,46 @@ pub mod scrub {
         use super::*;
         use crate::build::{self, checksums_ok};
         use crate::parse_ip;
+
+        #[test]
+        fn tcp_flags_clears_reserved_bits_and_the_urgent_pointer() {
+            let a = "192.0.2.1".parse().unwrap();
+            let b = "2001:db8::2".parse().unwrap();
+            for dst in ["198.51.100.2".parse().unwrap(), b] {
+                let src = if dst == b {
+                    "2001:db8::1".parse().unwrap()
+                } else {
+                    a
+                };
+                let mut p = build::ip(
+                    src,
+                    dst,
+                    6,
+                    3,
+                    &build::tcp(1, 2, 3, 4, 0x03, 100, &[], b"ab"),
+                );
+                let i = parse_ip(&p).unwrap();
+                let t = i.l4_offset;
+                // Reserved bits and an urgent pointer set, checksum fixed.
+                p[t + 12] |= 0x0f;
+                p[t + 18] = 0x12;
+                p[t + 19] = 0x34;
+                p[t + 16] = 0;
+                p[t + 17] = 0;
+                assert!(build::complete_l4_checksum(&mut p));
+                assert!(tcp_flags(&mut p, &i, 0x02));
+                assert!(checksums_ok(&p));
+                assert_eq!((p[t + 12], p[t + 13]), (0x50, 0x02));
+                assert_eq!((p[t + 18], p[t + 19]), (0, 0));
+                assert!(!tcp_flags(&mut p, &i, 0x02), "nothing more to do");
+                // URG keeps its pointer.
+                p[t + 19] = 1;
+                assert!(build::complete_l4_checksum(&mut p));
+                assert!(tcp_flags(&mut p, &i, 0x30));
+                assert!(checksums_ok(&p));
+                assert_eq!((p[t + 13], p[t + 19]), (0x30, 1));
+            }
+        }
 
         #[test]
         fn normalizations_keep_checksums() {
