@@ -99,13 +99,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
             let (ok, msgs) = reload(sh, file.as_deref());
             // The log hears of it as of a SIGHUP's reload (run.rs): its
             // warnings, errors and outcome, not only the client.
-            for m in &msgs {
-                if ok {
-                    tracing::info!("{m}");
-                } else {
-                    tracing::warn!("{m}");
-                }
-            }
+            log_reload(ok, &msgs);
             json!({"ok": ok, "text": msgs.join("\n") + "\n"})
         }
         Request::Log => fail("log: a stream (answered by the control socket)"),
@@ -324,6 +318,21 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         out.config.main.rules.len()
     ));
     (true, msgs)
+}
+
+/// A reload's messages in the log, as SIGHUP's and `palisade reload`'s
+/// alike: warnings at WARN (a loaded ruleset's too), the outcome at INFO,
+/// everything of a refused one at WARN. (`reload` logged a loaded
+/// ruleset's warnings at INFO, SIGHUP at WARN: a journal filtered by
+/// priority missed one of them.)
+pub fn log_reload(ok: bool, msgs: &[String]) {
+    for m in msgs {
+        if ok && !m.contains("warning:") {
+            tracing::info!("{m}");
+        } else {
+            tracing::warn!("{m}");
+        }
+    }
 }
 
 fn rule_json(r: &RuleListing) -> Value {

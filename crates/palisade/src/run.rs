@@ -290,14 +290,7 @@ pub fn run(path: &Path) -> Result<(), String> {
                     while !stopping() {
                         if RELOAD.swap(false, Ordering::SeqCst) {
                             let (ok, msgs) = crate::ops::reload(sh, None);
-                            for m in msgs {
-                                // A loaded ruleset's warnings are warnings.
-                                if ok && !m.contains("warning:") {
-                                    tracing::info!("{m}");
-                                } else {
-                                    tracing::warn!("{m}");
-                                }
-                            }
+                            crate::ops::log_reload(ok, &msgs);
                         }
                         std::thread::sleep(std::time::Duration::from_millis(50));
                     }
