@@ -668,6 +668,37 @@ impl Engine {
         self.anchors_read().keys().cloned().collect()
     }
 
+    /// The anchors the rulesets call by name (`anchor "spam"`), whether or
+    /// not anything is loaded into them: pf makes each such ruleset when
+    /// it loads the rule, so pfctl lists it (-sA), shows it empty and
+    /// flushes it. Not the `PREFIX/*` calls, nor inline anchors.
+    pub fn called_anchors(&self) -> Vec<String> {
+        fn walk(rs: &CRuleset, out: &mut Vec<String>, depth: usize) {
+            if depth > palisade_conf::MAX_ANCHOR_DEPTH {
+                return;
+            }
+            for r in &rs.rules {
+                match &r.kind {
+                    Kind::Anchor(Target::Named(p)) => {
+                        let p = p.trim_start_matches('/').to_string();
+                        if !out.contains(&p) {
+                            out.push(p);
+                        }
+                    }
+                    Kind::Anchor(Target::Inline(c)) => walk(c, out, depth + 1),
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.main, &mut out, 0);
+        for a in self.anchors_read().values() {
+            walk(a, &mut out, 1);
+        }
+        out.sort();
+        out
+    }
+
     fn anchor(&self, path: &str) -> Option<Arc<CRuleset>> {
         self.anchors_read().get(path).cloned()
     }

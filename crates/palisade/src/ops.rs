@@ -386,7 +386,16 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     if let Some(prefix) = anchor.trim_start_matches('/').strip_suffix("/*") {
         return show_children(sh, prefix, level);
     }
-    let listing = sh.dp().filter.engine().listing(anchor);
+    let engine = sh.dp().filter.engine_arc();
+    let listing = engine.listing(anchor).or_else(|| {
+        // Called by name, nothing loaded: empty, as pfctl shows it.
+        let a = anchor.trim_start_matches('/');
+        engine
+            .called_anchors()
+            .iter()
+            .any(|c| c == a)
+            .then(Vec::new)
+    });
     let Some(l) = listing else {
         let below = format!("{}/", anchor.trim_matches('/'));
         // Direct children, as `PREFIX/*` shows and flushes them.
@@ -834,7 +843,16 @@ fn show_tables(sh: &Shared, verbose: bool) -> Value {
 }
 
 fn show_anchors(sh: &Shared) -> Value {
-    let names = sh.dp().filter.engine().anchor_names();
+    // Loaded ones, and those a rule calls by name with nothing loaded
+    // (pf made them when it loaded the rule: pfctl -sA lists them).
+    let engine = sh.dp().filter.engine_arc();
+    let mut names = engine.anchor_names();
+    for n in engine.called_anchors() {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names.sort();
     let e_rules = |n: &str| {
         sh.dp()
             .filter
@@ -1393,13 +1411,13 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             // An anchor pf.conf names (even empty) can be flushed; a name
             // nothing knows is an error, as pfctl says "Anchor does not
             // exist".
-            let known = sh
-                .dp()
-                .filter
-                .engine()
-                .anchor_names()
-                .iter()
-                .any(|a| a == name);
+            let known = {
+                let dp = sh.dp();
+                let e = dp.filter.engine();
+                let a = name.trim_start_matches('/');
+                e.anchor_names().iter().any(|n| n == a)
+                    || e.called_anchors().iter().any(|n| n == a)
+            };
             let had = sh.dp().filter.engine().flush_anchor(name);
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
