@@ -357,6 +357,10 @@ pub enum ConfigProblem {
     RaInterval(i64),
     #[error("router-advertisements dns '{0}': not an IPv6 address")]
     RaDns(String),
+    #[error("router-advertisements lifetime {0}: less than interval {1} (RFC 4861: 0, or interval to 9000)")]
+    RaLifetimeUnderInterval(u16, u32),
+    #[error("router-advertisements dns: at most 8 servers")]
+    RaDnsMany,
     #[error("carp '{carp}': peer {peer} is this firewall's own address (the peer is the other firewall)")]
     CarpPeerOwn { carp: String, peer: IpAddr },
     /// "carp 'carp0': peer P is not on interface 'wan' (prefixes)".
@@ -457,6 +461,9 @@ fn prefix_list(l: &[&Prefix]) -> String {
 
 /// Why an interface (or CARP) address cannot be one: addresses no host
 /// can have, and the prefix's own network and broadcast addresses.
+/// DNS servers one advertisement carries at most.
+const RA_DNS_MAX: usize = 8;
+
 /// `[interface.router-advertisements]` checked: rad's defaults, and a
 /// link-local address to send from.
 fn ra_conf(
@@ -486,6 +493,19 @@ fn ra_conf(
         Some(v) => *v.get_ref() as u32,
         None => 600,
     };
+    // RFC 4861 6.2.1: a default router's lifetime covers the time
+    // between advertisements (hosts would lose their route in between).
+    if let Some(l) = &raw.lifetime {
+        if lifetime != 0 && u32::from(lifetime) < interval {
+            return Err(cx.err(
+                l,
+                ConfigProblem::RaLifetimeUnderInterval(lifetime, interval),
+            ));
+        }
+    }
+    if raw.dns.len() > RA_DNS_MAX {
+        return Err(cx.err(&raw.dns[RA_DNS_MAX], ConfigProblem::RaDnsMany));
+    }
     let mut dns = Vec::new();
     for d in &raw.dns {
         match d.get_ref().parse::<std::net::Ipv6Addr>() {
@@ -1578,6 +1598,18 @@ impl Config {
                     ifc.name
                 ));
             }
+            let prefixes = ifc
+                .addresses
+                .iter()
+                .filter(|p| matches!(p.ip, IpAddr::V6(a) if !a.is_unicast_link_local()))
+                .count();
+            if prefixes > crate::ra::PREFIXES_MAX {
+                w.push(format!(
+                    "palisade: warning: interface '{}' has {prefixes} global IPv6 addresses: router advertisements carry the first {} prefixes",
+                    ifc.name,
+                    crate::ra::PREFIXES_MAX
+                ));
+            }
         }
         w
     }
@@ -2209,6 +2241,16 @@ groups = ["inside"]
             (
                 "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\nprefix = \"2001:db8::/64\"\n",
                 "unknown field `prefix`",
+                9,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\nlifetime = 60\n",
+                "lifetime 60: less than interval 600",
+                9,
+            ),
+            (
+                "addresses = [\"fe80::1/64\"]\n[interface.router-advertisements]\ndns = [\"2001:db8::1\", \"2001:db8::2\", \"2001:db8::3\", \"2001:db8::4\", \"2001:db8::5\", \"2001:db8::6\", \"2001:db8::7\", \"2001:db8::8\", \"2001:db8::9\"]\n",
+                "at most 8 servers",
                 9,
             ),
         ] {

@@ -45,6 +45,10 @@ pub struct Advert {
     pub mac: [u8; 6],
 }
 
+/// Prefixes one advertisement carries at most: with 8 DNS servers and
+/// the MTU option it stays within 1,280 bytes.
+pub const PREFIXES_MAX: usize = 32;
+
 /// Valid lifetime of an advertised prefix (rad's default: 30 days).
 pub const PREFIX_VALID_S: u32 = 2_592_000;
 /// Preferred lifetime of an advertised prefix (rad's default: 7 days).

@@ -262,7 +262,8 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     })
 }
 
-/// The most IPv6 extension headers pf walks (PF_HDR_LIMIT).
+/// The most headers pf walks in an IPv6 packet, the upper-layer one
+/// included (PF_HDR_LIMIT): at most 19 extension headers pass.
 pub const IPV6_HEADER_LIMIT: usize = 20;
 
 /// What pf makes of a packet's IP options and IPv6 extension headers.
@@ -328,10 +329,11 @@ pub fn ip_options(p: &[u8], info: &IpInfo) -> IpOptions {
     let mut verdict = IpOptions::Fine;
     let mut headers = 0;
     while off + 2 <= end {
-        // pf walks at most 20 extension headers (PF_HDR_LIMIT): a longer
-        // chain is dropped, whatever the rules.
+        // pf walks at most 20 headers (PF_HDR_LIMIT), the upper-layer one
+        // included: 20 extension headers or more are dropped, whatever
+        // the rules.
         headers += 1;
-        if headers > IPV6_HEADER_LIMIT {
+        if headers >= IPV6_HEADER_LIMIT {
             return IpOptions::Dropped;
         }
         let len = match next {
@@ -492,8 +494,9 @@ mod tests {
         assert_eq!(check(&ext(60, &[17, 0, 1, 4, 0, 0, 0, 0], u())), Blocked);
         assert_eq!(check(&ext(43, &[17, 0, 4, 0, 0, 0, 0, 0], u())), Fine);
         assert_eq!(check(&ext(43, &[17, 0, 0, 0, 0, 0, 0, 0], u())), Dropped);
-        // At most 20 extension headers, as pf walks them: a chain of 21
-        // (routing headers that would each pass) is dropped.
+        // At most 19 extension headers, as pf walks 20 headers with the
+        // upper-layer one: a chain of 20 (routing headers that would each
+        // pass) is dropped.
         let chain = |n: usize| {
             let mut hdrs = Vec::new();
             for k in 0..n {
@@ -502,8 +505,8 @@ mod tests {
             }
             ext(43, &hdrs, u())
         };
-        assert_eq!(check(&chain(20)), Fine);
-        assert_eq!(check(&chain(21)), Dropped);
+        assert_eq!(check(&chain(19)), Fine);
+        assert_eq!(check(&chain(20)), Dropped);
         assert_eq!(check(&chain(150)), Dropped);
     }
 

@@ -1600,11 +1600,8 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
     let _ = p2.stop();
 }
 
-/// A firewall that starts with its sync link already down counts it as
-/// down (pfsync(4) watches its syncdev from the start): demoted by the
-/// link's 1, not left to give up its bulk update and then preempt with
-/// an empty table; when the link comes up it asks for the peer's whole
-/// table, and the demotion lifts once that has come.
+/// A sync link of MTU 1280 (palisade.toml's `mtu` on the sync port):
+/// a bulk update of 24 states arrives whole.
 #[test]
 fn a_sync_link_of_a_smaller_mtu_carries_the_bulk_update() {
     require_root();
@@ -1659,6 +1656,11 @@ fn a_sync_link_of_a_smaller_mtu_carries_the_bulk_update() {
     let _ = p2.stop();
 }
 
+/// A firewall that starts with its sync link already down counts it as
+/// down (pfsync(4) watches its syncdev from the start): demoted by the
+/// link's 1, not left to give up its bulk update and then preempt with
+/// an empty table; when the link comes up it asks for the peer's whole
+/// table, and the demotion lifts once that has come.
 #[test]
 fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
     require_root();

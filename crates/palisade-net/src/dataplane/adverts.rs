@@ -52,6 +52,9 @@ pub(super) fn advertisers(
                 prefixes.push(p);
             }
         }
+        // What fits one advertisement in the smallest IPv6 MTU with the
+        // other options (rad sends one message too).
+        prefixes.truncate(crate::ra::PREFIXES_MAX);
         out.push(Advertiser {
             iface: i,
             src,
@@ -118,6 +121,8 @@ impl Dataplane {
         let a = &self.adverts[k];
         let i = a.iface;
         let mut advert = a.advert.clone();
+        // The interface's MAC now (a port made again may have another).
+        advert.mac = self.local.mac(i);
         if self.cfg.ifaces[i].ra.as_ref().is_some_and(|r| r.mtu) {
             advert.mtu = Some(self.mtu(i) as u32);
         }

@@ -83,6 +83,13 @@ struct Flow {
     bump_w: [[FpWin; 2]; 2],
 }
 
+/// Whether the fast path (if any) sends to `mac`: a full neighbour
+/// table keeps such a neighbour (a free function, so that the table can
+/// ask while the data plane lends it out).
+pub(super) fn program_sends_to(fast: Option<&Offloads>, mac: &[u8; 6]) -> bool {
+    fast.is_some_and(|o| o.by_mac.contains_key(mac))
+}
+
 pub(super) struct Offloads {
     fp: FastPath,
     /// Interface index of each port, and whether the program is on it (a

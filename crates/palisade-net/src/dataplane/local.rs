@@ -202,8 +202,13 @@ impl Local {
     /// one of its own, else a virtual (CARP) address it holds as master
     /// (a parent without an address of its own), else one of any
     /// interface's.
+    /// (An IPv6 link-local address is no source for what may leave the
+    /// link: one the interface has for router advertisements is skipped,
+    /// so that an ICMPv6 error to an off-link sender gets an answer.)
     pub(super) fn source_for(&self, i: usize, v6: bool) -> Option<IpAddr> {
-        let fam = |p: &&Prefix| p.ip.is_ipv6() == v6;
+        let fam = |p: &&Prefix| {
+            p.ip.is_ipv6() == v6 && !matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local())
+        };
         self.addresses
             .get(i)
             .and_then(|a| a.iter().find(fam))

@@ -51,6 +51,9 @@ enum Neigh {
         until: u64,
         /// A packet was sent to it since it was learnt.
         used: bool,
+        /// A packet was ever sent to it (kept across renewals, unlike
+        /// `used`): a full table keeps it.
+        ever_used: bool,
     },
     Incomplete {
         queue: VecDeque<Vec<u8>>,
@@ -147,14 +150,18 @@ impl Neighbours {
         ip: IpAddr,
         mac: Mac,
         now: u64,
+        keep: &dyn Fn(&Mac) -> bool,
     ) -> Result<(VecDeque<Vec<u8>>, Option<Mac>), TableFull> {
-        if !self.map.contains_key(&(i, ip)) && !self.make_room(now) {
+        if !self.map.contains_key(&(i, ip)) && !self.make_room(now, keep) {
             return Err(TableFull);
         }
-        let waited = matches!(
-            self.map.get(&(i, ip)),
-            Some(Neigh::Incomplete { queue, .. }) if !queue.is_empty()
-        );
+        let (waited, ever_used) = match self.map.get(&(i, ip)) {
+            Some(Neigh::Incomplete { queue, .. }) => (!queue.is_empty(), !queue.is_empty()),
+            Some(Neigh::Reachable {
+                used, ever_used, ..
+            }) => (false, *used || *ever_used),
+            None => (false, false),
+        };
         let prev = self.map.insert(
             (i, ip),
             Neigh::Reachable {
@@ -162,6 +169,7 @@ impl Neighbours {
                 until: now + NEIGH_REACHABLE_MS,
                 // The packets that waited go to it now.
                 used: waited,
+                ever_used,
             },
         );
         match prev {
@@ -176,13 +184,22 @@ impl Neighbours {
         }
     }
 
-    pub(super) fn resolve(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) -> Resolve {
+    pub(super) fn resolve(
+        &mut self,
+        e: usize,
+        nh: IpAddr,
+        pkt: Vec<u8>,
+        now: u64,
+        keep: &dyn Fn(&Mac) -> bool,
+    ) -> Resolve {
         let lapsed = match self.map.get(&(e, nh)) {
             Some(Neigh::Reachable { mac, until, .. }) if *until <= now => Some(*mac),
             _ => None,
         };
         match self.map.get_mut(&(e, nh)) {
-            Some(Neigh::Reachable { mac, until, used }) if *until > now => {
+            Some(Neigh::Reachable {
+                mac, until, used, ..
+            }) if *until > now => {
                 *used = true;
                 Resolve::Send(*mac, pkt)
             }
@@ -196,7 +213,7 @@ impl Neighbours {
                 }
             }
             _ => {
-                if self.queued >= NEIGH_QUEUE_TOTAL || !self.make_room(now) {
+                if self.queued >= NEIGH_QUEUE_TOTAL || !self.make_room(now, keep) {
                     return Resolve::Full;
                 }
                 self.queued += 1;
@@ -219,10 +236,11 @@ impl Neighbours {
     /// Room for one more entry: a full table (a flood of solicitations
     /// from made-up neighbours fills it in a second) gives up, at most
     /// once a second, its entries past their time and those nothing was
-    /// sent to since they were learnt; neighbours in use stay. (Refusing
-    /// every new entry instead cut the firewall off from a neighbour it
-    /// had to resolve again until the junk expired.)
-    fn make_room(&mut self, now: u64) -> bool {
+    /// ever sent to, by us or by the fast path (`keep`: the MACs it sends
+    /// to); neighbours in use stay. (Refusing every new entry instead cut
+    /// the firewall off from a neighbour it had to resolve again until the
+    /// junk expired.)
+    fn make_room(&mut self, now: u64, keep: &dyn Fn(&Mac) -> bool) -> bool {
         if self.map.len() < NEIGH_MAX {
             return true;
         }
@@ -233,12 +251,17 @@ impl Neighbours {
         let before = self.map.len();
         let stale = &mut self.stale;
         self.map.retain(|k, n| match n {
-            Neigh::Reachable { mac, until, used } => {
-                let keep = *until > now && *used;
-                if !keep {
+            Neigh::Reachable {
+                mac,
+                until,
+                used,
+                ever_used,
+            } => {
+                let stays = *until > now && (*used || *ever_used || keep(mac));
+                if !stays {
                     stale.push((k.0, *mac));
                 }
-                keep
+                stays
             }
             Neigh::Incomplete { .. } => true,
         });
@@ -253,7 +276,9 @@ impl Neighbours {
         let mut lapsed = std::mem::take(&mut self.stale);
         let mut probe = Vec::new();
         self.map.retain(|k, n| match n {
-            Neigh::Reachable { until, mac, used } => {
+            Neigh::Reachable {
+                until, mac, used, ..
+            } => {
                 if *until > now {
                     if *until <= now + NEIGH_PROBE_MS {
                         probe.push((k.0, k.1, *mac, *used));
@@ -391,7 +416,9 @@ impl Dataplane {
             self.counters.dropped(DropReason::Malformed);
             return;
         }
-        match self.neigh.learn(i, ip, mac, now) {
+        let fast = self.fast.as_ref();
+        let keep = |m: &Mac| super::fast::program_sends_to(fast, m);
+        match self.neigh.learn(i, ip, mac, now, &keep) {
             Ok((waiting, moved)) => {
                 // The address moved: what the fast path sends to the MAC
                 // it left comes back (and is learnt again with the new).
@@ -566,7 +593,9 @@ impl Dataplane {
     /// Send `pkt` to neighbour `nh` on interface `e`, resolving it first
     /// if need be.
     pub(super) fn l3_out(&mut self, e: usize, nh: IpAddr, pkt: Vec<u8>, now: u64) {
-        match self.neigh.resolve(e, nh, pkt, now) {
+        let fast = self.fast.as_ref();
+        let keep = |m: &Mac| super::fast::program_sends_to(fast, m);
+        match self.neigh.resolve(e, nh, pkt, now, &keep) {
             Resolve::Send(mac, pkt) => self.emit(e, mac, None, ethertype_of(&nh), &pkt),
             Resolve::Queued => self.counters.neigh_queued += 1,
             Resolve::Solicit => {
@@ -602,19 +631,22 @@ mod tests {
         let ip: IpAddr = "198.19.0.1".parse().unwrap();
         let (m1, m2) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
         let mut n = Neighbours::default();
-        assert_eq!(n.learn(1, ip, m1, 0).ok().unwrap().1, None);
-        assert_eq!(n.learn(1, ip, m1, 10).ok().unwrap().1, None);
-        assert_eq!(n.learn(1, ip, m2, 20).ok().unwrap().1, Some(m1));
+        assert_eq!(n.learn(1, ip, m1, 0, &|_| false).ok().unwrap().1, None);
+        assert_eq!(n.learn(1, ip, m1, 10, &|_| false).ok().unwrap().1, None);
+        assert_eq!(n.learn(1, ip, m2, 20, &|_| false).ok().unwrap().1, Some(m1));
         assert!(n.expire(20 + NEIGH_REACHABLE_MS - 1).lapsed.is_empty());
         assert_eq!(n.expire(20 + NEIGH_REACHABLE_MS).lapsed, vec![(1, m2)]);
         assert!(!n.contains(1, &ip));
         // Past its time but not yet seen by the timers, then resolved
         // again (a packet for it): still reported as lapsed, at the next
         // tick, and the answer is not taken for a move.
-        n.learn(1, ip, m1, 0).ok().unwrap();
+        n.learn(1, ip, m1, 0, &|_| false).ok().unwrap();
         let late = NEIGH_REACHABLE_MS + 5;
-        assert!(matches!(n.resolve(1, ip, vec![0], late), Resolve::Solicit));
-        assert_eq!(n.learn(1, ip, m2, late).ok().unwrap().1, None);
+        assert!(matches!(
+            n.resolve(1, ip, vec![0], late, &|_| false),
+            Resolve::Solicit
+        ));
+        assert_eq!(n.learn(1, ip, m2, late, &|_| false).ok().unwrap().1, None);
         assert_eq!(n.expire(late + 1).lapsed, vec![(1, m1)]);
     }
 }

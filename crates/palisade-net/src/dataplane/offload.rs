@@ -117,6 +117,11 @@ impl Dataplane {
         let Ok(info) = parse_ip(&frame[l2..]) else {
             return false;
         };
+        // What the router refuses before pf, as for a single packet.
+        if let Some(r) = self.refused_on_arrival(&frame[l2..l2 + info.len], &info) {
+            self.counters.dropped(r);
+            return true;
+        }
         // (Not asked yet whether it is for the firewall: a reply to a
         // translated connection is addressed to it until pf `in` gives it
         // its real destination. If it still is for the firewall after pf,
@@ -272,6 +277,11 @@ impl Dataplane {
         let Ok(info) = parse_ip(&frame[l2..]) else {
             return false;
         };
+        // A damaged IPv4 header makes no state, as for a single packet.
+        if !super::router::v4_header_checksum_ok(&frame[l2..l2 + info.len], &info) {
+            self.counters.dropped(DropReason::BadChecksum);
+            return true;
+        }
         let ethertype = if info.is_v6() {
             EtherType::Ipv6
         } else {

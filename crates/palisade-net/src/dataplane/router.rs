@@ -172,8 +172,8 @@ impl Dataplane {
             }
         };
         pkt.truncate(info.len);
-        if !v4_header_checksum_ok(&pkt, &info) {
-            self.counters.dropped(DropReason::BadChecksum);
+        if let Some(r) = self.refused_on_arrival(&pkt, &info) {
+            self.counters.dropped(r);
             return;
         }
         if let L4::Icmp6 { ty, .. } = info.l4 {
@@ -391,14 +391,6 @@ impl Dataplane {
         via: Option<(usize, IpAddr)>,
         now: u64,
     ) {
-        if self.in_group_frame {
-            self.counters.dropped(DropReason::UnicastInGroupFrame);
-            return;
-        }
-        if self.martian_source(&info.src) {
-            self.counters.dropped(DropReason::MartianSource);
-            return;
-        }
         if info.ttl <= 1 {
             self.counters.dropped(DropReason::TtlExceeded);
             self.icmp_error(i, &pkt, now, Unreach::TimeExceeded);
@@ -419,7 +411,10 @@ impl Dataplane {
         // fragmented: the error, if the packet still is after pf (a
         // routing option may send it by a larger MTU), quotes it as it
         // arrived, before translation.
-        let arrived = (pkt.len() > mtu && !can_fragment).then(|| pkt.clone());
+        // (IPv6 that came in fragments too: in transit it leaves as the
+        // sender fragmented it or not at all, and the error must go to
+        // the sender, not to what pf `out` may translate it to.)
+        let arrived = (pkt.len() > mtu && (!can_fragment || info.is_v6())).then(|| pkt.clone());
         let out_info = hop(&mut pkt, info);
         let way = Way {
             from: i,
@@ -555,10 +550,32 @@ impl Dataplane {
         }
     }
 
-    /// A source no host can have, for a packet to be routed (Linux's
-    /// martian sources, ip6_rcv's IPv4-mapped check): loopback,
-    /// unspecified or 0/8, multicast, limited or one of our subnets'
-    /// broadcast, IPv4-mapped IPv6, or one of our own addresses.
+    /// What a routed interface refuses before pf sees a packet (so that
+    /// no state is made for it), whole or a super-packet alike: an IPv4
+    /// header with a bad checksum; a source no host can have; a unicast
+    /// packet for another host that came in a broadcast or multicast
+    /// frame (`in_group_frame`).
+    pub(super) fn refused_on_arrival(&self, pkt: &[u8], info: &IpInfo) -> Option<DropReason> {
+        if !v4_header_checksum_ok(pkt, info) {
+            return Some(DropReason::BadChecksum);
+        }
+        if self.martian_source(&info.src) {
+            return Some(DropReason::MartianSource);
+        }
+        if self.in_group_frame
+            && !is_multicast_or_broadcast(&info.dst)
+            && !self.local.is_directed_broadcast(&info.dst)
+            && !self.local.is_ours(&info.dst)
+        {
+            return Some(DropReason::UnicastInGroupFrame);
+        }
+        None
+    }
+
+    /// A source no host can have (Linux's martian sources, ip6_rcv's
+    /// IPv4-mapped check): loopback, unspecified or 0/8, multicast,
+    /// limited or one of our subnets' broadcast, IPv4-mapped IPv6, or one
+    /// of our own addresses (with Linux's accept_local off).
     fn martian_source(&self, src: &IpAddr) -> bool {
         let impossible = match src {
             IpAddr::V4(a) => {

@@ -1481,7 +1481,7 @@ addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
 name = "vms"
 port = "eth1"
 vlan = 1234
-addresses = ["198.18.0.1/24", "2001:db8:3::1/64", "2001:db8:4::1/64", "fe80::1/64"]
+addresses = ["fe80::1/64", "198.18.0.1/24", "2001:db8:3::1/64", "2001:db8:4::1/64"]
 [interface.router-advertisements]
 dns = ["2001:db8:3::53"]
 mtu = true
@@ -1583,6 +1583,16 @@ fn router_advertisements_are_sent_and_solicitations_answered() {
     d.input(0, &eth(to_routers, A, None, ETH_IPV6, &rs(255)), 60_000);
     assert_eq!(d.counters.rs_received, 1);
     assert_eq!(d.counters.drops.get(DropReason::Icmp6Unhandled), 1);
+    // The link-local address (first in the list) is no source for an
+    // ICMPv6 error that may leave the link: the first global one is.
+    let hop1 = udp("2001:db8:3::77", "2001:db8:1::9", 1);
+    let mut p = dp(RA_VLAN, "pass\n");
+    let o = p.input(1, &eth(M1, A, Some(1234), ETH_IPV6, &hop1), 0);
+    let err: Vec<IpAddr> = o
+        .iter()
+        .filter_map(|(_, f)| parse_ip(&f[18..]).ok().map(|i| i.src))
+        .collect();
+    assert_eq!(err, ["2001:db8:3::1".parse::<IpAddr>().unwrap()], "{o:?}");
     // The stop: lifetime 0.
     let bye = adverts(&d.ra_leave());
     assert_eq!(bye.len(), 1);
@@ -1861,6 +1871,9 @@ fn a_neighbour_table_flooded_keeps_what_is_in_use() {
     let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &na(gw, B)), 1);
     assert_eq!(ports(&o), [0], "what waited goes");
     assert_eq!(ports(&out(&mut d, "2001:db8:99::1", 2)), [0]);
+    // Renewed by an advertisement (nothing sent to it since): still a
+    // neighbour in use for a full table.
+    d.input(0, &eth(M0, B, None, ETH_IPV6, &na(gw, B)), 3);
     // 70,000 solicitations for our address from made-up senders on wan1.
     let ns = |n: u32| {
         let src = Ipv6Addr::from(u128::from(gw) + 0x10000 + u128::from(n));
@@ -1915,6 +1928,7 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
         ports(&d.input(0, &eth(M0, A, None, ETH_IPV4, &fine), 1)),
         [1]
     );
+    let states = d.filter.states.len();
     for src in [
         "127.0.0.1",
         "0.0.0.0",
@@ -1945,6 +1959,7 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
             .is_empty());
     }
     assert_eq!(d.counters.drops.get(DropReason::UnicastInGroupFrame), 2);
+    assert_eq!(d.filter.states.len(), states, "refused before pf: no state");
     let mut bad = fine.clone();
     bad[10] ^= 0xff;
     assert!(d.input(0, &eth(M0, A, None, ETH_IPV4, &bad), 1).is_empty());
@@ -1977,4 +1992,47 @@ fn packets_a_router_does_not_route_are_dropped_and_counted() {
     assert!(b.input(0, &eth(B, A, None, ETH_IPV4, &bad), 0).is_empty());
     assert_eq!(b.filter.states.len(), 0);
     assert_eq!(b.counters.drops.get(DropReason::BadChecksum), 1);
+}
+
+/// IPv6 fragments too big for the way out under NAT66: "packet too big"
+/// goes to the sender as it sent them, not to the address pf `out`
+/// translates them to (that was the firewall's own: the sender never
+/// heard, a review found).
+#[test]
+fn packet_too_big_for_fragments_goes_to_the_sender_under_nat66() {
+    let toml = UPLINKS.replace("name = \"eth2\"\n", "name = \"eth2\"\nmtu = 9000\n");
+    let mut d = dp(&toml, "match out on wan1 inet6 nat-to (wan1)\npass\n");
+    // The sender, known on lan (its solicitation for our address).
+    let sender: Ipv6Addr = "2001:db8:3::5".parse().unwrap();
+    let ours: Ipv6Addr = "2001:db8:3::1".parse().unwrap();
+    let mut m = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&ours.octets());
+    m.extend_from_slice(&[1, 1]);
+    m.extend_from_slice(&A);
+    let mut ns = build::ip(IpAddr::V6(sender), IpAddr::V6(ours), 58, 255, &m);
+    build::complete_l4_checksum(&mut ns);
+    d.input(2, &eth(M2, A, None, ETH_IPV6, &ns), 0);
+    let data: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+    let big = build::ip(
+        IpAddr::V6(sender),
+        "2001:db8:1::9".parse().unwrap(),
+        17,
+        64,
+        &build::udp(9, 9, &data),
+    );
+    let mut out = Vec::new();
+    for f in fragments(&big, 2000) {
+        out.extend(d.input(2, &eth(M2, A, None, ETH_IPV6, &f), 1));
+    }
+    let errs: Vec<(usize, IpAddr, u8)> = out
+        .iter()
+        .filter_map(|(p, f)| {
+            let i = parse_ip(&f[14..]).ok()?;
+            match i.l4 {
+                L4::Icmp6 { ty, .. } => Some((*p, i.dst, ty)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(errs, [(2, IpAddr::V6(sender), 2)], "{out:?}");
 }
