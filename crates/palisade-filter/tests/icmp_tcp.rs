@@ -12,16 +12,14 @@ use palisade_wire::{parse_ip, parse_quoted};
 
 mod common;
 
+use common::ip;
+
 fn host() -> palisade_conf::host::HostModel {
     palisade_conf::host::HostModel::from_toml(
         "[[interface]]\nname = \"em0\"\naddresses = [\"203.0.113.2/24\", \"2001:db8:ffff::2/64\"]\n\
          [[interface]]\nname = \"em1\"\naddresses = [\"10.0.0.1/24\", \"2001:db8:1::1/64\"]\n",
     )
     .unwrap()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 /// A TCP segment without options.
