@@ -939,9 +939,7 @@ impl Dataplane {
     /// over anew.
     /// Does the program send any flow to `mac`?
     pub(super) fn fast_sends_to(&self, mac: [u8; 6]) -> bool {
-        self.fast
-            .as_ref()
-            .is_some_and(|o| o.by_mac.contains_key(&mac))
+        program_sends_to(self.fast.as_ref(), &mac)
     }
 
     /// Port `port`'s MTU changed: the flows the program sends out by it
