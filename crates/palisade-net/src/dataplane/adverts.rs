@@ -72,6 +72,16 @@ pub(super) fn advertisers(
     out
 }
 
+/// An ICMPv6 message's checksum over its IPv6 pseudo-header verifies.
+fn icmp6_checksum_ok(pkt: &[u8], icmp: &[u8]) -> bool {
+    use palisade_wire::checksum::{finish, pseudo_header, sum};
+    if pkt.len() < 40 {
+        return false;
+    }
+    let ph = pseudo_header(&pkt[8..24], &pkt[24..40], 58, icmp.len() as u32);
+    finish(sum(icmp, ph)) == 0
+}
+
 impl Dataplane {
     /// Advertisements due at `now` go out.
     pub(super) fn ra_tick(&mut self, now: u64) {
@@ -95,7 +105,11 @@ impl Dataplane {
         let Some(k) = self.adverts.iter().position(|a| a.iface == i) else {
             return false;
         };
-        let icmp = &pkt[info.l4_offset.min(pkt.len())..];
+        let icmp = &pkt[info.l4_offset.min(pkt.len())..info.len.min(pkt.len())];
+        if !icmp6_checksum_ok(pkt, icmp) {
+            self.counters.dropped(super::DropReason::BadChecksum);
+            return true;
+        }
         if ra::valid_solicitation(info.ttl, info.src.is_unspecified(), icmp) {
             self.counters.rs_received += 1;
             self.adverts[k].schedule.solicited(now);

@@ -111,7 +111,9 @@ impl Demux {
         // Stacked tags (802.1ad): no interface is configured for them,
         // nor carried by a bridge when the outer tag is a VLAN interface's.
         let claimed = if ethertype.is_tag() || service {
-            if vid.is_some() && self.by_port_vlan.contains_key(&(port, vid)) {
+            // (A service tag's id is no 802.1Q VLAN's: such a frame on a
+            // `pass-tagged` member is carried whatever its id.)
+            if !service && vid.is_some() && self.by_port_vlan.contains_key(&(port, vid)) {
                 return Err(DropReason::UnknownVlan);
             }
             None

@@ -1572,13 +1572,19 @@ fn router_advertisements_are_sent_and_solicitations_answered() {
     assert_eq!(d.counters.rs_received, 1);
     assert!(adverts(&d.tick(2_000)).is_empty(), "3 s after the last");
     assert_eq!(adverts(&d.tick(3_600)).len(), 1);
-    // One that did not come from the link (hop limit 64) is refused.
+    // One that did not come from the link (hop limit 64) is refused,
+    // and one with a bad checksum.
     d.input(
         1,
         &eth(to_routers, A, Some(1234), ETH_IPV6, &rs(64)),
         60_000,
     );
     assert_eq!(d.counters.rs_received, 1);
+    let mut bad = rs(255);
+    bad[42] ^= 0xff;
+    d.input(1, &eth(to_routers, A, Some(1234), ETH_IPV6, &bad), 60_000);
+    assert_eq!(d.counters.rs_received, 1);
+    assert_eq!(d.counters.drops.get(DropReason::BadChecksum), 1);
     // On the wan, which does not advertise, a solicitation is not ours.
     d.input(0, &eth(to_routers, A, None, ETH_IPV6, &rs(255)), 60_000);
     assert_eq!(d.counters.rs_received, 1);
@@ -2035,4 +2041,40 @@ fn packet_too_big_for_fragments_goes_to_the_sender_under_nat66() {
         })
         .collect();
     assert_eq!(errs, [(2, IpAddr::V6(sender), 2)], "{out:?}");
+}
+
+/// An 802.1ad service tag on a `pass-tagged` bridge member is carried
+/// as it is whatever its id, also the id of an 802.1Q VLAN interface on
+/// the same port (it was dropped as that VLAN's stacked tag: a review).
+#[test]
+fn a_service_tag_crosses_a_bridge_whatever_its_id() {
+    let toml = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[interface]]
+name = "wan"
+port = "eth0"
+[[interface]]
+name = "dmz"
+port = "eth1"
+[[interface]]
+name = "vlan7"
+port = "eth1"
+vlan = 7
+addresses = ["192.0.2.1/24"]
+[[bridge]]
+name = "bridge0"
+members = ["wan", "dmz"]
+pass-tagged = true
+"#;
+    let mut d = dp(toml, "pass\n");
+    let mut s_tag = eth(B, A, Some(7), 0x0800, &[0u8; 46]);
+    s_tag[12..14].copy_from_slice(&[0x88, 0xa8]);
+    let o = d.input(1, &s_tag, 0);
+    assert_eq!(ports(&o), [0], "{o:?}");
+    assert_eq!(o[0].1, s_tag, "as it came");
+    assert_eq!(d.counters.unknown_vlan, 0);
 }
