@@ -50,6 +50,16 @@ impl Ctl {
             .unwrap()
     }
 
+    /// Run: whether it succeeded, and what it printed (stdout, then
+    /// stderr).
+    fn said(&self, args: &[&str]) -> (bool, String) {
+        let o = self.run(args);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    }
+
     /// Run, expect success, return stdout.
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
@@ -585,18 +595,14 @@ fn control_commands_against_a_running_daemon() {
     }
     let kids = c.json(&["anchor", "kids/*", "show"]);
     assert_eq!(kids.as_array().map(Vec::len), Some(2), "{kids}");
-    let o = c.run(&["anchor", "kids/*", "load", "-f", extra.to_str().unwrap()]);
-    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let (done, out) = c.said(&["anchor", "kids/*", "load", "-f", extra.to_str().unwrap()]);
     assert!(
-        !o.status.success() && out.contains("a wildcard names the anchors under kids"),
+        !done && out.contains("a wildcard names the anchors under kids"),
         "{out}"
     );
-    let o = c.run(&["anchor", "kids", "show"]);
-    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let (done, out) = c.said(&["anchor", "kids", "show"]);
     assert!(
-        !o.status.success()
-            && out.contains("the anchors under it: 'kids/*'")
-            && !out.contains("show rules:"),
+        !done && out.contains("the anchors under it: 'kids/*'") && !out.contains("show rules:"),
         "{out}"
     );
     assert!(c
@@ -970,13 +976,8 @@ fn control_commands_against_a_running_daemon() {
         ),
     )
     .unwrap();
-    let o = c.run(&["reload"]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{said}");
+    let (reloaded, said) = c.said(&["reload"]);
+    assert!(reloaded, "{said}");
     assert!(
         said.contains("palisade.toml changed since start: a reload reads pf.conf only"),
         "{said}"
@@ -984,13 +985,8 @@ fn control_commands_against_a_running_daemon() {
     assert!(!said.contains("has an error"), "{said}");
     // Edited with an error: said too (the next start would refuse it).
     std::fs::write(&toml, format!("{text}[[port]\n")).unwrap();
-    let o = c.run(&["reload"]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{said}");
+    let (reloaded, said) = c.said(&["reload"]);
+    assert!(reloaded, "{said}");
     assert!(
         said.contains("palisade.toml has an error, and the next start would refuse it"),
         "{said}"
