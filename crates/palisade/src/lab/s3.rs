@@ -394,11 +394,10 @@ impl Lab {
             )?;
             let after = show(6.0, &rx);
             println!();
-            let last = before.iter().copied().fold(now - 0.05, f64::max);
-            match after.iter().find(|&&x| x > now) {
-                Some(&first) => println!(
-                    "{master} {what}: the LAN lost the Internet for {} ms (from the last reply before to the first after)",
-                    ((first - last) * 1000.0).round()
+            match longest_silence(&before, &after, now) {
+                Some(gap) => println!(
+                    "{master} {what}: the LAN lost the Internet for {} ms (the longest time between two replies from then on)",
+                    (gap * 1000.0).round()
                 ),
                 None => println!("{master} {what}: no reply since (see `palisade lab status`)"),
             }
@@ -518,5 +517,55 @@ impl Lab {
             "firewalls": fws,
             "master": self.master(),
         })
+    }
+}
+
+/// The longest time without a reply (seconds) that ends after `at`, the
+/// moment the master was signalled: from the last reply before it, across
+/// every later gap, to the first reply after the longest one. A reply
+/// already on its way when the master dies lands just after `at`; taking
+/// only "the first reply after" would report that as the outage.
+/// None when nothing answered after `at`.
+fn longest_silence(before: &[f64], after: &[f64], at: f64) -> Option<f64> {
+    let mut replies: Vec<f64> = before.iter().chain(after).copied().collect();
+    replies.sort_by(f64::total_cmp);
+    if !replies.iter().any(|&t| t > at) {
+        return None;
+    }
+    let mut prev = replies
+        .iter()
+        .copied()
+        .filter(|&t| t <= at)
+        .fold(at - 0.05, f64::max);
+    let mut longest = 0.0f64;
+    for &t in replies.iter().filter(|&&t| t > at) {
+        longest = longest.max(t - prev);
+        prev = t;
+    }
+    Some(longest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::longest_silence;
+
+    #[test]
+    fn a_reply_in_flight_at_the_kill_is_not_the_end_of_the_outage() {
+        // The ping every 50 ms seen in CI: one reply 30 ms after the kill,
+        // then three seconds of silence.
+        let before = [9.90, 9.95, 10.0];
+        let mut after = vec![10.03];
+        after.extend((0..20).map(|i| 13.03 + 0.05 * f64::from(i)));
+        let gap = longest_silence(&before, &after, 10.01).unwrap();
+        assert!((gap - 3.0).abs() < 1e-6, "{gap}");
+    }
+
+    #[test]
+    fn a_graceful_move_shows_its_short_gap_and_silence_is_none() {
+        let before = [9.95, 10.0];
+        let after = [10.05, 10.2, 10.25];
+        let gap = longest_silence(&before, &after, 10.01).unwrap();
+        assert!((gap - 0.15).abs() < 1e-6, "{gap}");
+        assert_eq!(longest_silence(&before, &[], 10.01), None);
     }
 }
