@@ -186,6 +186,10 @@ pub struct Filter {
     /// `sticky-address`: (rule, pool slot, client) -> (address, last use).
     sticky: HashMap<(RuleRef, u8, IpAddr), (IpAddr, u64)>,
     sticky_ms: u64,
+    /// While a SYN that replaced a closed connection's state is decided:
+    /// that state's key after translation, when it was translated and the
+    /// SYN came the way it did (see `reopen_key`).
+    reopened: Option<FlowKey>,
     pub frags: Reassembler,
     now_ms: u64,
     /// Fingerprints for `os` rules: `set fingerprints`, or the built-in ones.
@@ -270,6 +274,7 @@ impl Filter {
             rr: HashMap::new(),
             sticky: HashMap::new(),
             sticky_ms: 60_000,
+            reopened: None,
             frags: Reassembler::default(),
             osdb: FingerprintDb::default_db(),
             now_ms: 0,
@@ -953,7 +958,11 @@ impl Filter {
             if !replaced {
                 return self.state_hit(ip, &info, &key, hit, tcp_seg.as_ref(), now_ms, len, random);
             }
+            self.reopened = self.reopen_key(hit.id, &key, dir);
             self.states.remove(hit.id);
+            let d = self.new_packet(ip, info, key, tcp_seg, iface, dir, now_ms, len, random);
+            self.reopened = None;
+            return d;
         } else if self.redirects {
             if let Some(t) = self.states.elsewhere(&key, dir, iface) {
                 // Searched (and counted) where the state is.
@@ -1715,6 +1724,33 @@ impl Filter {
         }
     }
 
+    /// Whether `ip` is one of the addresses `pool` gives.
+    fn in_pool(&self, pool: &Pool, ip: &IpAddr) -> bool {
+        let af = Af::of(ip);
+        self.pool_nets(pool, af).iter().any(|(net, bits)| {
+            let m = mask128(af, *bits);
+            ip_u128(net) & m == ip_u128(ip) & m
+        })
+    }
+
+    /// When a SYN replaces the state of a closed connection (same
+    /// addresses and ports, the same way): where that connection was
+    /// translated to. The new state is given the same source address and
+    /// port if they are free (they are: the old state held them until
+    /// now), as the kernel's NAT does for a reopened connection. The
+    /// server may still hold the old connection in TIME_WAIT: seeing the
+    /// same client port reopen it with later sequence numbers or
+    /// timestamps, it accepts the SYN; the port given to some other
+    /// client instead, that client's SYN would meet the TIME_WAIT and
+    /// fail. pf drops the reopening SYN and translates its retransmission
+    /// afresh (a second's delay, and the port free for anyone).
+    fn reopen_key(&self, id: u64, key: &FlowKey, dir: Direction) -> Option<FlowKey> {
+        let s = self.states.get(id)?;
+        (s.dir == dir && s.key == *key)
+            .then(|| self.states.translated(s))
+            .flatten()
+    }
+
     /// The networks of one pool address of family `af`.
     fn addr_nets(&self, addr: &Addr, af: Af) -> Vec<(IpAddr, u8)> {
         let fam = |ip: &IpAddr| Af::of(ip) == af;
@@ -1827,7 +1863,15 @@ impl Filter {
         random: u32,
     ) -> Option<()> {
         let slot = if source { SLOT_NAT } else { SLOT_RDR };
-        let addr = self.pool_addr(pool, rule, key, slot, random)?;
+        let mut addr = self.pool_addr(pool, rule, key, slot, random)?;
+        // A connection reopened on the same ports keeps the source the
+        // closed one had, if this pool can give it (below: its port too).
+        let reopened = self.reopened.clone().filter(|_| source);
+        if let Some(old) = &reopened {
+            if old.src != addr && self.in_pool(pool, &old.src) {
+                addr = old.src;
+            }
+        }
         let orig = if source { key.src } else { key.dst };
         let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
         if source {
@@ -1858,7 +1902,10 @@ impl Filter {
         let (lo, hi) = pool.port.unwrap_or((50001, 65535));
         let (lo, hi) = (lo.min(hi), lo.max(hi));
         let n = (hi - lo) as u32 + 1;
-        let start = (seed as u32) % n;
+        let mut start = (seed as u32) % n;
+        if let Some(old) = reopened.filter(|o| o.src == addr && (lo..=hi).contains(&o.sport)) {
+            start = (old.sport - lo) as u32;
+        }
         for k in 0..n {
             let p = lo + ((start + k) % n) as u16;
             let mut cand = after.clone();

@@ -317,3 +317,82 @@ fn an_error_from_a_router_on_the_way_keeps_its_source() {
         assert!(checksums_ok(quote), "the quoted echo's checksum, v6 {v6}");
     }
 }
+
+/// Open a translated connection from `c`:40000 to `s`:80, close it both
+/// ways, and open it again on the same ports: the new connection leaves
+/// from the address and port the closed one had (the server may still
+/// hold the old one in TIME_WAIT; another client given that port would
+/// meet it). `random` differs between the two SYNs, so a fresh choice
+/// would land elsewhere.
+fn reopen(rules: &str, c: &str, s: &str, nat: &str) {
+    let mut f = filter(rules);
+    let (ack, fin, syn) = (0x10, 0x11, 0x02);
+    let mut p = tcp(c, s, 40000, 80, 100, 0, syn);
+    let d = f.process_with(&mut p, "em0", Out, 0, 7);
+    assert_eq!(d.state, StateMatch::New, "{d:?}");
+    let i = parse_ip(&p).unwrap();
+    let port = i.sport().unwrap();
+    if !nat.is_empty() {
+        assert_eq!(i.src, ip(nat));
+    }
+    let nat = &i.src.to_string();
+    let steps: [(bool, u32, u32, u8); 6] = [
+        (false, 500, 101, 0x12),
+        (true, 101, 501, ack),
+        (true, 101, 501, fin),
+        (false, 501, 102, ack),
+        (false, 501, 102, fin),
+        (true, 102, 502, ack),
+    ];
+    for (n, (out, seq, a, flags)) in steps.into_iter().enumerate() {
+        let t = n as u64 + 1;
+        let d = if out {
+            f.process_with(&mut tcp(c, s, 40000, 80, seq, a, flags), "em0", Out, t, 7)
+        } else {
+            f.process_with(&mut tcp(s, nat, 80, port, seq, a, flags), "em0", In, t, 7)
+        };
+        assert_eq!(d.state, StateMatch::Match, "step {n}: {d:?}");
+    }
+    let old = f.states.iter().next().unwrap().id;
+    assert_eq!(
+        f.states.get(old).unwrap().state_str(),
+        "FIN_WAIT_2:FIN_WAIT_2"
+    );
+    let mut p = tcp(c, s, 40000, 80, 90_000, 0, syn);
+    let d = f.process_with(&mut p, "em0", Out, 20, 0x5eed_1234);
+    assert_eq!(d.state, StateMatch::New, "{d:?}");
+    assert!(f.states.get(old).is_none());
+    let i = parse_ip(&p).unwrap();
+    assert_eq!((i.src, i.sport()), (ip(nat), Some(port)));
+    assert!(checksums_ok(&p));
+    // The server's answer reaches the client through the new state.
+    let mut p = tcp(s, nat, 80, port, 7000, 90_001, 0x12);
+    let d = f.process_with(&mut p, "em0", In, 21, 1);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    assert_eq!(parse_ip(&p).unwrap().dst, ip(c));
+    // Another client does not get the port meanwhile.
+    let mut p = tcp(c.replace('5', "6").as_str(), s, 40000, 80, 1, 0, syn);
+    assert_eq!(
+        f.process_with(&mut p, "em0", Out, 22, 0x5eed_1234).state,
+        StateMatch::New
+    );
+    assert_ne!(parse_ip(&p).unwrap().sport(), Some(port));
+}
+
+#[test]
+fn a_reopened_connection_keeps_its_translation() {
+    reopen(OUT_NAT, "10.0.0.5", "198.51.100.7", "203.0.113.2");
+    reopen(
+        "block all\nmatch out on egress inet6 from 2001:db8:5::/64 nat-to 2001:db8:ffff::2\npass out on egress\n",
+        "2001:db8:5::5",
+        "2001:db8:100::7",
+        "2001:db8:ffff::2",
+    );
+    // A pool of four: the address, too.
+    reopen(
+        "block all\nmatch out on egress inet from 10.0.0.0/24 nat-to 198.18.0.0/30 random\npass out on egress\n",
+        "10.0.0.5",
+        "198.51.100.7",
+        "",
+    );
+}
