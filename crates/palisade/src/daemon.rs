@@ -39,6 +39,23 @@ pub extern "C" fn on_hup(_: libc::c_int) {
     RELOAD.store(true, Ordering::SeqCst);
 }
 
+/// How far ahead of the daemon's start its clock begins: longer than any
+/// state may have left (pfsync's and the state file's expiry is capped at
+/// seven days). A state taken back with less time left than its timeout
+/// class is kept as last seen that much before now; with a clock starting
+/// at 0 that moment would be before 0, and such a state got its class's
+/// whole timeout again (an idle established TCP state 24 hours more,
+/// after a restart or on a freshly started pfsync peer).
+pub const CLOCK_AHEAD: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+
+/// The origin of the daemon's clock: `CLOCK_AHEAD` before now. Instants
+/// before the boot are fine on Linux (CLOCK_MONOTONIC counts from the
+/// boot; an Instant is a signed count); if one cannot be made, now.
+pub fn clock_origin() -> Instant {
+    let now = Instant::now();
+    now.checked_sub(CLOCK_AHEAD).unwrap_or(now)
+}
+
 /// Is the daemon stopping?
 pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
@@ -50,7 +67,11 @@ pub struct Shared {
     pub(crate) dp: Mutex<Dataplane>,
     pub(crate) tap: Option<Tap>,
     pub(crate) host_port: usize,
+    /// The clock's origin (`clock_origin`): what the data plane, CARP
+    /// and pfsync are told is the time since.
     pub start: Instant,
+    /// When the daemon started (uptime).
+    pub started: Instant,
     /// For reloads: the pf.conf, the host model it is read against, and
     /// the `set` options in force.
     pub pf_path: PathBuf,
@@ -250,7 +271,7 @@ impl Shared {
             .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Microseconds since the daemon started: CARP's clock.
+    /// Microseconds since `clock_origin`: CARP's and pfsync's clock.
     pub(crate) fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }

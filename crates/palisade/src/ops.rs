@@ -36,8 +36,8 @@ fn done(text: String, data: Value) -> Value {
     json!({"ok": true, "text": text, "data": data})
 }
 
-/// Table entries are stamped in seconds since the daemon started: the
-/// data plane's clock, which `overload` uses for the entries it adds.
+/// Table entries are stamped in seconds of the data plane's clock (from
+/// `daemon::clock_origin`), which `overload` uses for the entries it adds.
 fn table_secs(sh: &Shared) -> u64 {
     sh.start.elapsed().as_secs()
 }
@@ -874,7 +874,7 @@ fn show_anchors(sh: &Shared) -> Value {
 /// list theirs: resolved neighbours with the time they stay valid, and
 /// resolutions under way with the packets waiting for them.
 fn show_neighbors(sh: &Shared) -> Value {
-    // The workers' clock (worker.rs): ms since the daemon started.
+    // The workers' clock (worker.rs): ms since `daemon::clock_origin`.
     let now = sh.start.elapsed().as_millis() as u64;
     let rows = sh.dp().neighbours(now);
     let mut text = format!(

@@ -71,9 +71,16 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some((entries, secs)) = cfg.osfp {
         filter.record_syns(entries, secs * 1000);
     }
+    // The data plane's clock (ms since `start`, which is `CLOCK_AHEAD`
+    // before now) starts here: before the states are taken back, the fast
+    // path reads its epoch, CARP and pfsync their first time.
+    let started = Instant::now();
+    let start = crate::daemon::clock_origin();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let now_us = || start.elapsed().as_micros() as u64;
     // The states the last run saved when it stopped (`state-file`).
     if let Some(path) = &cfg.state_file {
-        if let Some(r) = crate::statefile::restore(path, &mut filter, 0) {
+        if let Some(r) = crate::statefile::restore(path, &mut filter, now_ms()) {
             tracing::info!(
                 "state-file {}: {} states taken back (saved {:.1} s ago; {} expired meanwhile, {} refused){}",
                 path.display(),
@@ -178,12 +185,9 @@ pub fn run(path: &Path) -> Result<(), String> {
         .map(|n| palisade_net::afpacket::ifindex(n).map(|i| i as u32))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
-    // The data plane's clock (ms since `start`) starts here, before the
-    // fast path reads its epoch, CARP and pfsync their time 0.
-    let start = Instant::now();
     let mut dp = Dataplane::with_seed(cfg, &macs, filter, seed());
     if let Some(fp) = fastpath {
-        dp.set_fastpath(fp, ifindexes, start.elapsed().as_millis() as u64);
+        dp.set_fastpath(fp, ifindexes, now_ms());
     }
     let dp_cfg = dp.cfg.clone();
     // The ports' links as they are, before CARP starts (it would take a
@@ -196,16 +200,16 @@ pub fn run(path: &Path) -> Result<(), String> {
             down_at_start.push(i);
         }
     }
-    let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), 0)?;
+    let carp = crate::carp::CarpRuntime::new(&dp_cfg, &mut dp, seed(), now_us())?;
     let pfsync = match &dp_cfg.pfsync {
         Some(p) => {
             let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
-            s.start(0);
+            s.start(now_us());
             // A sync link down at start is down as any other: CARP
             // demoted by its share (the bulk update it could not carry is
             // given up), the peer's table asked for when it comes up.
             for &i in &down_at_start {
-                s.port_link(&dp, i, false, 0);
+                s.port_link(&dp, i, false, now_us());
             }
             Some(s)
         }
@@ -221,6 +225,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         tap: host.map(|(_, t)| t),
         host_port,
         start,
+        started,
         pf_path,
         config_path: path.to_path_buf(),
         config_text,
@@ -260,7 +265,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     // socket): refused as the metrics listener is, undoing the set-up.
     let control = crate::control::bind(&cfg_control).map_err(|e| format!("control socket: {e}"))?;
     let first = sockets.remove(0);
-    let outs = sh.dp().start(0);
+    let outs = sh.dp().start(now_ms());
     sh.send(&first, outs);
     std::thread::scope(|s| {
         {

@@ -84,7 +84,7 @@ pub fn info(sh: &Shared) -> Info {
     let frags = &dp.filter.frags;
     Info {
         status: "enabled",
-        uptime_s: sh.start.elapsed().as_secs(),
+        uptime_s: sh.started.elapsed().as_secs(),
         states: dp.filter.states.len(),
         states_limit: dp.filter.states.limit,
         states_halfopen: dp.filter.states.halfopen(),

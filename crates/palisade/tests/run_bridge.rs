@@ -577,3 +577,98 @@ fn connections_survive_a_restart_with_a_state_file() {
     drop(server);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// States taken back from the state file keep the time they had left
+/// and their age, minus and plus the time the firewall was stopped: a
+/// UDP state 4 s into its 600 s comes back with at most 596 s left and an
+/// age of 4 s or more (it came back with its class's whole 600 s and
+/// age 0: the daemon's clock started at 0 and could not reach back).
+/// IPv4 and IPv6.
+#[test]
+fn restored_states_keep_their_time_left_and_their_age() {
+    require_root();
+    let (_ns, h1, fw, h2) = line("bstage", ("p1", "p2"));
+    let ns = &_ns;
+    for (h, a4, a6) in [
+        (&h1, "198.18.0.1/24", "2001:db8:5::1/64"),
+        (&h2, "198.18.0.2/24", "2001:db8:5::2/64"),
+    ] {
+        ns.exec(h, &["ip", "addr", "add", a4, "dev", "eth0"]);
+        ns.exec(h, &["ip", "addr", "add", a6, "dev", "eth0", "nodad"]);
+    }
+    let d = tmpdir().join("bstage");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("pf.conf"),
+        "set timeout udp.first 600\nblock all\npass proto { icmp icmp6 }\npass proto udp to port 9999\n",
+    )
+    .unwrap();
+    let cfg = d.join("palisade.toml");
+    write_config(
+        &cfg,
+        format!(
+            "pf = \"pf.conf\"\nstate-file = \"{}\"\n[[port]]\nname = \"p1\"\n[[port]]\nname = \"p2\"\n\
+             [[bridge]]\nname = \"bridge0\"\nmembers = [\"p1\", \"p2\"]\n",
+            d.join("states").display()
+        ),
+    );
+    let sock = d.join("palisade.sock");
+    let start = || {
+        let daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+        let t = Instant::now();
+        while !ok(&h1, &["ping", "-c", "1", "-W", "1", "198.18.0.2"]) {
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "no ping through the bridge"
+            );
+        }
+        daemon
+    };
+    let states = || -> Vec<(u64, u64)> {
+        let o = Command::new(palisade())
+            .args(["show", "states", "--json", "-s"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["dst"]["port"] == 9999)
+            .map(|s| {
+                (
+                    s["expires_s"].as_u64().unwrap(),
+                    s["age_s"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut daemon = start();
+    for to in ["198.18.0.2", "2001:db8:5::2"] {
+        let send = format!(
+            "import socket\ns = socket.socket(socket.AF_INET{}, socket.SOCK_DGRAM)\ns.sendto(b'x', ('{to}', 9999))\n",
+            if to.contains(':') { "6" } else { "" }
+        );
+        let o = ns.exec(&h1, &["python3", "-c", &send]);
+        assert!(o.status.success(), "{o:?}");
+    }
+    // In on p1 and out on p2, for each family.
+    let before = poll_until(Duration::from_secs(5), states, |s| s.len() == 4);
+    assert_eq!(before.len(), 4, "{before:?}");
+    std::thread::sleep(Duration::from_secs(4));
+    let o = daemon.stop().expect("palisade output");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains(" states saved"), "{err}");
+    let mut daemon = start();
+    let after = states();
+    let o = daemon.stop().expect("palisade output");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(after.len(), 4, "{after:?}\n{err}");
+    for (expires, age) in after {
+        assert!(
+            expires <= 596 && expires > 500 && age >= 4,
+            "expires in {expires} s, age {age} s after the restart\n{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -123,8 +123,10 @@ pub(super) struct Offloads {
     next_gen: u32,
     next_bump: u32,
     /// CLOCK_MONOTONIC at the data plane's 0 ms (the program reads the
-    /// coarse variant of the same clock, a tick behind at most).
-    epoch_ns: u64,
+    /// coarse variant of the same clock, a tick behind at most). Before
+    /// the boot, and so negative, when the daemon's clock starts ahead
+    /// (`daemon::clock_origin`).
+    epoch_ns: i128,
 }
 
 /// Flows the program's array holds (`FP_MAX_FLOWS`).
@@ -214,12 +216,12 @@ impl Offloads {
             next_slot: 0,
             next_gen: 1,
             next_bump: 1,
-            epoch_ns: monotonic_ns().saturating_sub(now_ms * 1_000_000),
+            epoch_ns: monotonic_ns() as i128 - now_ms as i128 * 1_000_000,
         }
     }
 
     fn ms(&self, ns: u64) -> u64 {
-        ns.saturating_sub(self.epoch_ns) / 1_000_000
+        ((ns as i128 - self.epoch_ns).max(0) / 1_000_000) as u64
     }
 }
 
