@@ -4,6 +4,7 @@
 //! ports' health and the pflog file.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
 use palisade_net::afpacket::{self, Port};
 
@@ -510,6 +511,9 @@ pub fn worker(
     let drives_carp = id == 0 && (sh.carp.is_some() || sh.pfsync.is_some());
     let defer = sh.pfsync().is_some_and(|s| s.cfg.defer);
     let fast = sh.dp().fastpath_on();
+    // Router advertisements (worker 0 sends them): when the next is due,
+    // read without the data plane's lock.
+    let adverts = (id == 0).then(|| sh.dp().adverts_clock());
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     // As the data plane was told at start (run.rs read the links).
@@ -541,6 +545,14 @@ pub fn worker(
             None
         }
         .map_or(100_000, |t| t.min(100_000));
+        // A solicited advertisement is due within half a second.
+        let wait = match adverts.as_ref().map(|a| a.load(Ordering::Relaxed)) {
+            Some(at) if at != u64::MAX => {
+                let now_ms = sh.now_us() / 1000;
+                wait.min(at.saturating_sub(now_ms) * 1000)
+            }
+            _ => wait,
+        };
         let wait = std::time::Duration::from_micros(wait);
         // The link watch, when there is one, is the last descriptor.
         let watch = links.as_ref().map(|_| fds.len() - 1);
@@ -556,6 +568,13 @@ pub fn worker(
             sh.wake.clear();
         }
         let now = sh.start.elapsed().as_millis() as u64;
+        if adverts
+            .as_ref()
+            .is_some_and(|a| now >= a.load(Ordering::Relaxed))
+        {
+            let outs = sh.dp().adverts_due(now);
+            sh.send(&ports, outs);
+        }
         let mut errs: Vec<usize> = errs
             .into_iter()
             .filter_map(|i| fd_port.get(i).copied())

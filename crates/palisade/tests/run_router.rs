@@ -1283,6 +1283,58 @@ fn hosts_configure_themselves_from_router_advertisements() {
         .unwrap();
     let info = String::from_utf8_lossy(&info.stdout).into_owned();
     assert!(info.contains("ra_sent"), "{info}");
+    // Solicitations are answered within RFC 4861's half second (a random
+    // delay up to 0.5 s; at most one advertisement every 3 s): five
+    // router solicitations, each sent when no advertisement has come for
+    // 3.1 s, each answered within 0.7 s (they waited for the daemon's
+    // once-a-second tick: up to 1.5 s).
+    let o = ns.exec(
+        &src,
+        &[
+            "python3",
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)\n\
+             idx = socket.if_nametoindex('eth0')\n\
+             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)\n\
+             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)\n\
+             last, waits = time.time(), []\n\
+             def ra(timeout):\n\
+             \x20   s.settimeout(timeout)\n\
+             \x20   try:\n\
+             \x20       while True:\n\
+             \x20           b, _ = s.recvfrom(2000)\n\
+             \x20           if b[0] == 134:\n\
+             \x20               return time.time()\n\
+             \x20   except socket.timeout:\n\
+             \x20       return None\n\
+             t0 = time.time()\n\
+             while len(waits) < 5 and time.time() - t0 < 60:\n\
+             \x20   got = ra(max(0.01, last + 3.1 - time.time()))\n\
+             \x20   if got:\n\
+             \x20       last = got\n\
+             \x20       continue\n\
+             \x20   t = time.time()\n\
+             \x20   s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ('ff02::2', 0, 0, idx))\n\
+             \x20   got = ra(3.0)\n\
+             \x20   waits.append(round(got - t, 3) if got else None)\n\
+             \x20   last = got or time.time()\n\
+             print(waits)\n",
+        ],
+    );
+    let waits = String::from_utf8_lossy(&o.stdout).into_owned();
+    let secs: Vec<Option<f64>> = waits
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|w| w.trim().parse().ok())
+        .collect();
+    assert!(
+        secs.len() == 5 && secs.iter().all(|w| w.is_some_and(|w| w <= 0.7)),
+        "answers to router solicitations (s): {waits}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    println!("answers to router solicitations (s): {}", waits.trim());
     // A clean stop: the host drops the firewall as its default router.
     let _ = daemon.stop();
     wait_until(

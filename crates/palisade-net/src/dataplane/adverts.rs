@@ -72,6 +72,15 @@ pub(super) fn advertisers(
     out
 }
 
+/// When the first of `adverts` is due (u64::MAX: none).
+pub(super) fn first_due(adverts: &[Advertiser]) -> u64 {
+    adverts
+        .iter()
+        .map(|a| a.schedule.poll_timeout())
+        .min()
+        .unwrap_or(u64::MAX)
+}
+
 /// An ICMPv6 message's checksum over its IPv6 pseudo-header verifies.
 fn icmp6_checksum_ok(pkt: &[u8], icmp: &[u8]) -> bool {
     use palisade_wire::checksum::{finish, pseudo_header, sum};
@@ -90,6 +99,31 @@ impl Dataplane {
                 self.send_ra(k, None);
             }
         }
+        self.ra_rescheduled();
+    }
+
+    /// The advertisements due at `now`, sent (the once-a-second `tick`
+    /// sends them too): for the worker that watches `adverts_clock`, so
+    /// that a solicitation is answered within RFC 4861's half second
+    /// rather than at the next tick.
+    pub fn adverts_due(&mut self, now: u64) -> Vec<super::Out> {
+        self.ra_tick(now);
+        let out = std::mem::take(&mut self.out);
+        self.counters.frames_out += out.len() as u64;
+        out
+    }
+
+    /// When the next advertisement is due (ms since the data plane's
+    /// clock began; u64::MAX: none), readable without the data plane's
+    /// lock.
+    pub fn adverts_clock(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.ra_next.clone()
+    }
+
+    fn ra_rescheduled(&self) {
+        let next = first_due(&self.adverts);
+        self.ra_next
+            .store(next, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// When the next advertisement is due (ms), if any interface sends
@@ -113,6 +147,7 @@ impl Dataplane {
         if ra::valid_solicitation(info.ttl, info.src.is_unspecified(), icmp) {
             self.counters.rs_received += 1;
             self.adverts[k].schedule.solicited(now);
+            self.ra_rescheduled();
         } else {
             self.counters.dropped(super::DropReason::Malformed);
         }

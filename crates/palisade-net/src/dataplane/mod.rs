@@ -314,6 +314,10 @@ pub struct Dataplane {
     in_group_frame: bool,
     /// Router advertisements, per interface that sends them.
     adverts: Vec<adverts::Advertiser>,
+    /// When the next of them is due (ms; u64::MAX: none), for the worker
+    /// that sends them to read without the data plane's lock
+    /// (`adverts_clock`).
+    ra_next: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Dataplane {
@@ -334,6 +338,9 @@ impl Dataplane {
             names: cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect(),
             demux: demux::Demux::new(&cfg),
             local,
+            ra_next: Arc::new(std::sync::atomic::AtomicU64::new(adverts::first_due(
+                &adverts,
+            ))),
             adverts,
             fdb: bridge::Fdb::default(),
             neigh: neigh::Neighbours::default(),
