@@ -655,6 +655,9 @@ pub struct StateTable {
     foreign: HashMap<u64, u32>,
     live: usize,
     pub creator: u32,
+    /// New states refused because the table was full (counted `memory`
+    /// with the fragments' refusals; this for the daemon's log).
+    pub refused_full: u64,
     events: replica::EventQueue,
     /// Global timeouts (seconds), indexed like `Timeout::ALL`.
     pub timeouts: [u32; 20],
@@ -807,6 +810,7 @@ impl StateTable {
             created: Vec::new(),
             purge_cursor: 0,
             purge_ms: 0,
+            refused_full: 0,
             per_rule: HashMap::new(),
             src_nodes: HashMap::new(),
             nodes_per_scope: HashMap::new(),
@@ -1419,6 +1423,7 @@ impl StateTable {
         if self.live_all() as u64 >= self.limit as u64
             || self.live >= MAX_SLOTS / self.stride() as usize
         {
+            self.refused_full += 1;
             return Err(crate::Reason::Memory);
         }
         let rule_id = rule.as_ref().map(|r| self.intern_rule(r));

@@ -531,6 +531,8 @@ pub fn worker(
     // many came since.
     let mut refusals = vec![(0u64, 0u64); ports.len()];
     let mut pulse = crate::notify::Pulse::new();
+    let mut said_conflicts = Conflicts::default();
+    let mut full = TableFull::default();
     while !stopping() {
         if id == 0 {
             pulse.beat(sh);
@@ -697,6 +699,13 @@ pub fn worker(
             if id == 0 {
                 let outs = sh.dp().tick(now);
                 sh.send(&ports, outs);
+                let conflicts = sh.dp().take_conflicts();
+                said_conflicts.say(conflicts, now);
+                let (refused, limit) = {
+                    let dp = sh.dp();
+                    (dp.filter.states.refused_full, dp.filter.states.limit)
+                };
+                full.say(refused, limit, now);
             }
         }
         // Super-packets a port could not send whole (cut and sent in
@@ -1044,5 +1053,63 @@ mod tests {
         assert_eq!(packets(&path), 1);
         assert_eq!(packets(&old), 2);
         let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+/// Address conflicts as the log says them: each (interface, address,
+/// claimant) at most once a minute, as OpenBSD's "duplicate IP address"
+/// message (a host on the link configured with the firewall's address, or
+/// spoofing it: hosts there may send to either).
+#[derive(Default)]
+struct Conflicts {
+    said: std::collections::HashMap<(String, std::net::IpAddr, [u8; 6]), u64>,
+}
+
+impl Conflicts {
+    fn say(&mut self, seen: Vec<(String, std::net::IpAddr, [u8; 6])>, now: u64) {
+        self.said.retain(|_, at| now < *at + 3_600_000);
+        for (iface, ip, mac) in seen {
+            let key = (iface, ip, mac);
+            if self.said.get(&key).is_some_and(|at| now < at + 60_000) {
+                continue;
+            }
+            tracing::warn!(
+                "interface '{}': duplicate address {} claimed by {} (the firewall's own address; hosts on that link may send to either)",
+                key.0,
+                key.1,
+                palisade_wire::ethernet::mac_string(&key.2)
+            );
+            self.said.insert(key, now);
+        }
+    }
+}
+
+/// A full state table, as the log says it: at the first refusal, then
+/// at most once a minute with the refusals since (pf only counts them:
+/// `memory` in pfctl -si; new connections fail silently otherwise).
+#[derive(Default)]
+struct TableFull {
+    /// Refusals counted when last said, and when (ms; None: never).
+    said: u64,
+    at: Option<u64>,
+}
+
+impl TableFull {
+    fn say(&mut self, refused: u64, limit: u32, now: u64) {
+        if refused <= self.said || self.at.is_some_and(|at| now < at + 60_000) {
+            return;
+        }
+        tracing::warn!(
+            "state table full ({limit} states, set limit states): {} new connection{} refused{}",
+            refused - self.said,
+            if refused - self.said == 1 { "" } else { "s" },
+            if self.at.is_some() {
+                " since the last message"
+            } else {
+                ""
+            }
+        );
+        self.said = refused;
+        self.at = Some(now);
     }
 }

@@ -1432,3 +1432,50 @@ fn reopened_connections_through_nat_are_not_held_up() {
     let _ = daemon.stop();
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// What an administrator must hear of, said in the log: a full state
+/// table (new connections refused; pf only counts them) and a host on a
+/// link claiming the firewall's own address (a gratuitous ARP), as
+/// OpenBSD's "duplicate IP address".
+#[test]
+fn a_full_state_table_and_a_duplicate_address_are_logged() {
+    require_root();
+    let (ns, src, _fw, _dst, d, mut daemon, log) =
+        routed_daemon("said", "set limit states 6\npass\n", 1);
+    // Datagrams to ten ports: the table fills and refuses the rest.
+    let o = ns.exec(
+        &src,
+        &[
+            "python3",
+            "-c",
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for p in range(9000, 9010):\n\
+             \x20   s.sendto(b'x', ('198.19.0.1', p))\n",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    // A gratuitous ARP from the host claiming the firewall's 198.18.0.254.
+    let o = ns.exec(
+        &src,
+        &[
+            "python3",
+            "-c",
+            "import socket\n\
+             mac = bytes.fromhex(open('/sys/class/net/eth0/address').read().strip().replace(':', ''))\n\
+             ip = socket.inet_aton('198.18.0.254')\n\
+             arp = bytes.fromhex('0001080006040001') + mac + ip + bytes(6) + ip\n\
+             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+             s.bind(('eth0', 0))\n\
+             s.send(b'\\xff' * 6 + mac + b'\\x08\\x06' + arp)\n",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    wait_until("both said in the log", Duration::from_secs(5), || {
+        let l = log.lock().unwrap();
+        l.contains("state table full (6 states")
+            && l.contains("duplicate address 198.18.0.254 claimed by")
+    });
+    let _ = daemon.stop();
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -189,6 +189,17 @@ impl Local {
             .any(|v| v.iface == i && v.addresses.contains(ip))
     }
 
+    /// Another station claims `ip` on interface `i`, from `mac`: `ip` is
+    /// one of the interface's own addresses (not a CARP address, which a
+    /// peer announces in a takeover) and `mac` none of ours.
+    pub(super) fn conflicts(&self, i: usize, ip: &IpAddr, mac: &Mac) -> bool {
+        self.addresses
+            .get(i)
+            .is_some_and(|a| a.iter().any(|p| p.ip == *ip))
+            && !self.macs.contains(mac)
+            && !self.virtuals.iter().any(|v| v.mac == *mac)
+    }
+
     /// `ip` is one of our addresses, on any interface.
     pub(super) fn is_ours(&self, ip: &IpAddr) -> bool {
         self.addresses.iter().flatten().any(|p| p.ip == *ip)

@@ -314,11 +314,18 @@ pub struct Dataplane {
     in_group_frame: bool,
     /// Router advertisements, per interface that sends them.
     adverts: Vec<adverts::Advertiser>,
+    /// Other stations seen claiming one of our own addresses (ARP, or a
+    /// neighbour advertisement): interface, address, their MAC; for the
+    /// daemon to log (`take_conflicts`), at most `CONFLICTS_KEPT`.
+    conflicts: Vec<(usize, IpAddr, Mac)>,
     /// When the next of them is due (ms; u64::MAX: none), for the worker
     /// that sends them to read without the data plane's lock
     /// (`adverts_clock`).
     ra_next: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Address conflicts kept between two `take_conflicts`.
+const CONFLICTS_KEPT: usize = 16;
 
 impl Dataplane {
     /// `port_macs[i]` is the hardware address of `cfg.ports[i]`. The
@@ -338,6 +345,7 @@ impl Dataplane {
             names: cfg.ifaces.iter().map(|i| i.name.as_str().into()).collect(),
             demux: demux::Demux::new(&cfg),
             local,
+            conflicts: Vec::new(),
             ra_next: Arc::new(std::sync::atomic::AtomicU64::new(adverts::first_due(
                 &adverts,
             ))),
@@ -513,6 +521,22 @@ impl Dataplane {
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
+    }
+
+    /// Address conflicts seen since the last call: (interface name,
+    /// address, the other station's MAC), each once.
+    pub fn take_conflicts(&mut self) -> Vec<(String, IpAddr, Mac)> {
+        std::mem::take(&mut self.conflicts)
+            .into_iter()
+            .map(|(i, ip, mac)| (self.names[i].to_string(), ip, mac))
+            .collect()
+    }
+
+    /// Another station claims one of interface `i`'s own addresses.
+    fn conflict(&mut self, i: usize, ip: IpAddr, mac: Mac) {
+        if self.conflicts.len() < CONFLICTS_KEPT && !self.conflicts.contains(&(i, ip, mac)) {
+            self.conflicts.push((i, ip, mac));
+        }
     }
 
     /// Timers: neighbour retries and give-ups, aging. Call about once a second.

@@ -344,6 +344,9 @@ impl Dataplane {
         // including to a virtual address we stand by for: a backup that
         // takes over then answers and forwards without asking first.
         let s = IpAddr::V4(sip);
+        if self.local.conflicts(i, &s, &smac) {
+            self.conflict(i, s, smac);
+        }
         // A sender claiming one of our own addresses (a gratuitous ARP
         // from a conflicting or spoofing host) is not learnt: it was, at
         // the claimant's MAC.
@@ -510,6 +513,10 @@ impl Dataplane {
             }
             NdpRepr::NeighborAdvert { target, lladdr, .. } => {
                 let t = IpAddr::V6(target);
+                let claimant = lladdr.unwrap_or(src);
+                if self.local.conflicts(i, &t, &claimant) {
+                    self.conflict(i, t, claimant);
+                }
                 if self.neigh.contains(i, &t) {
                     self.learn(i, t, lladdr.unwrap_or(src), now);
                 } else {
@@ -609,7 +616,7 @@ impl Dataplane {
 
 /// A neighbour advertisement for `target` at `mac`, from `target` to
 /// `dst`, as an IPv6 packet.
-fn advertisement(flags: NaFlags, target: Ipv6Addr, dst: Ipv6Addr, mac: Mac) -> Vec<u8> {
+pub(super) fn advertisement(flags: NaFlags, target: Ipv6Addr, dst: Ipv6Addr, mac: Mac) -> Vec<u8> {
     let m = NdpRepr::NeighborAdvert {
         flags,
         target,

@@ -172,6 +172,13 @@ impl Dataplane {
             }
         };
         pkt.truncate(info.len);
+        // A neighbour advertisement from one of our own addresses (a host
+        // configured with it says so) is a martian source below, and
+        // dropped; the conflict is reported first.
+        if matches!(info.l4, L4::Icmp6 { ty: 136, .. }) && self.local.conflicts(i, &info.src, &src)
+        {
+            self.conflict(i, info.src, src);
+        }
         if let Some(r) = self.refused_on_arrival(&pkt, &info) {
             self.counters.dropped(r);
             return;

@@ -1840,6 +1840,69 @@ fn arp_senders_off_the_link_are_not_learnt() {
     assert_eq!(d.neighbours(12).len(), 1);
 }
 
+/// Another station claiming one of our own addresses (a gratuitous ARP,
+/// an unsolicited neighbour advertisement) is reported for the log,
+/// each once between two reads; ordinary requests are not.
+#[test]
+fn a_station_claiming_our_address_is_reported() {
+    let mut d = dp(UPLINKS, "pass\n");
+    d.input(
+        0,
+        &eth(
+            BROADCAST,
+            B,
+            None,
+            ETH_ARP,
+            &arp(1, B, "192.0.2.77", "192.0.2.2"),
+        ),
+        0,
+    );
+    assert!(d.take_conflicts().is_empty());
+    for now in [1, 2] {
+        d.input(
+            0,
+            &eth(
+                BROADCAST,
+                A,
+                None,
+                ETH_ARP,
+                &arp(1, A, "192.0.2.2", "192.0.2.2"),
+            ),
+            now,
+        );
+    }
+    let target: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
+    let flags = palisade_wire::ndp::NaFlags {
+        router: false,
+        solicited: false,
+        override_: true,
+    };
+    let na = super::neigh::advertisement(flags, target, "ff02::1".parse().unwrap(), A);
+    d.input(
+        0,
+        &eth(
+            v6_multicast_mac("ff02::1".parse().unwrap()),
+            A,
+            None,
+            ETH_IPV6,
+            &na,
+        ),
+        3,
+    );
+    assert_eq!(
+        d.take_conflicts(),
+        [
+            (
+                "wan1".to_string(),
+                "192.0.2.2".parse::<IpAddr>().unwrap(),
+                A
+            ),
+            ("wan1".to_string(), IpAddr::V6(target), A),
+        ]
+    );
+    assert!(d.take_conflicts().is_empty());
+}
+
 /// A table filled by solicitations from made-up neighbours on the link
 /// gives up those nobody sends to (at most once a second): the neighbour
 /// in use stays, and a new one can be resolved again.
