@@ -28,7 +28,7 @@ pub const DEFAULT_DB: &str = "\
 8192:128:1:52:M*,N,W2,N,N,S:\tWindows:Vista::Windows Vista/7
 # Windows Server 2016-2022 default to a 65535 window with scale 8 as well;
 # with timestamps enabled they send them after SACK.
-65535:128:1:64:M*,N,W8,S,T:\tWindows:Server:2016+:Windows Server 2016-2022 (timestamps on)
+65535:128:1:60:M*,N,W8,S,T:\tWindows:Server:2016+:Windows Server 2016-2022 (timestamps on)
 # Any other Windows-shaped SYN: TTL 128, DF, MSS/NOP/WS/NOP/NOP/SACK.
 *:128:1:52:M*,N,W*,N,N,S:\t@Windows:::Windows (generic)
 *:128:1:48:M*,N,N,S:\t@Windows:::Windows (generic, no window scaling)
@@ -475,6 +475,38 @@ mod tests {
         let l = db.identify(&linux()).unwrap();
         assert_eq!(l.class, "Linux");
         assert!(!l.matches_name("Windows"));
+    }
+
+    /// Every built-in line's size is what its options make: IPv4 and TCP
+    /// headers (40 bytes) and the options (MSS 4, window scale 3, SACK
+    /// permitted 2, timestamps 10, NOP and EOL 1). The Windows Server line
+    /// said 64 for 60 bytes, so no SYN could ever match it.
+    #[test]
+    fn default_sizes_add_up() {
+        for line in DEFAULT_DB.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split(':').collect();
+            let opts: u32 = f[4]
+                .split(',')
+                .map(|o| match &o[..1] {
+                    "M" => 4,
+                    "W" => 3,
+                    "S" => 2,
+                    "T" => 10,
+                    "N" | "E" => 1,
+                    _ => panic!("{line}: option {o}"),
+                })
+                .sum();
+            assert_eq!(f[3].parse::<u32>().ok(), Some(40 + opts), "{line}");
+        }
+    }
+
+    #[test]
+    fn windows_server_with_timestamps_is_named() {
+        use SynOpt::*;
+        let db = FingerprintDb::default_db();
+        let s = sig(65535, 128, 60, vec![Mss(1460), Nop, Ws(8), Sack, Ts(12345)]);
+        let f = db.identify(&s).unwrap();
+        assert!(f.matches_name("Windows Server"), "{f:?}");
     }
 
     #[test]
