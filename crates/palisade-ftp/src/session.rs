@@ -396,7 +396,13 @@ impl Session {
 
     /// PORT / EPRT: the client listens at `to`.
     fn active(&mut self, to: SocketAddr, extended: bool) {
-        let why = if to.ip() != self.ends.client.ip() {
+        let why = if to.is_ipv4() != self.ends.client.is_ipv4() {
+            Some(if extended {
+                format!("EPRT names {} on a session over another family", to.ip())
+            } else {
+                "PORT is not possible over IPv6: use EPRT".to_string()
+            })
+        } else if to.ip() != self.ends.client.ip() {
             Some(format!(
                 "{} names {} instead of the client (FTP bounce)",
                 if extended { "EPRT" } else { "PORT" },

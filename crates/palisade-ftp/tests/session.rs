@@ -224,6 +224,25 @@ fn bounce_low_ports_and_malformed_addresses_are_refused_and_the_session_goes_on(
         assert!(seen.rules.is_empty());
         assert!(seen.closed.is_none());
     }
+    // Over IPv6, PORT (IPv4 only) is told to use EPRT, and an EPRT of the
+    // other family is refused as such, not as a bounce.
+    let mut s6 = greeted(8, Config::default(), reverse6());
+    for (line, want) in [
+        (
+            &b"PORT 203,0,113,50,200,10\r\n"[..],
+            "PORT is not possible over IPv6: use EPRT",
+        ),
+        (
+            b"EPRT |1|203.0.113.50|40000|\r\n",
+            "on a session over another family",
+        ),
+    ] {
+        s6.from_client(0, line);
+        let seen = drain(&mut s6);
+        assert_eq!(seen.to_server, "", "{}", String::from_utf8_lossy(line));
+        assert!(seen.to_client.starts_with("501 "), "{seen:?}");
+        assert!(seen.refused[0].contains(want), "{seen:?}");
+    }
     // A malformed 227 from the server: the client hears 425, no rules.
     s.from_client(0, b"PASV\r\n");
     drain(&mut s);
