@@ -253,8 +253,9 @@ impl Default for Config {
 /// Why the answer is what it is (for the log and the counters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Why {
-    /// Not a recipient-stage access policy request (or no client address).
-    NotApplicable,
+    /// Not a recipient-stage access policy request, or one without a
+    /// client address: which.
+    NotApplicable(&'static str),
     /// The client's system is not greylisted.
     OsNotListed,
     /// The client network is whitelisted (by hand or automatically).
@@ -273,7 +274,7 @@ pub enum Why {
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Why::NotApplicable => write!(f, "not a recipient check"),
+            Why::NotApplicable(what) => write!(f, "{what}"),
             Why::OsNotListed => write!(f, "system not greylisted"),
             Why::Whitelisted => write!(f, "network whitelisted"),
             Why::Listed => write!(f, "in a whitelist file"),
@@ -354,13 +355,20 @@ impl Greylist {
     ) -> Result<Decision, S::Error> {
         let client = req.get("client_address").unwrap_or_default();
         let net = self.network(client);
-        let applicable = req.get("request") == Some("smtpd_access_policy")
-            && !client.is_empty()
-            && req
-                .get("protocol_state")
-                .is_none_or(|s| s.eq_ignore_ascii_case("RCPT"));
-        let why = if !applicable {
-            Why::NotApplicable
+        let not_applicable = if req.get("request") != Some("smtpd_access_policy") {
+            Some("not an access policy request")
+        } else if !req
+            .get("protocol_state")
+            .is_none_or(|s| s.eq_ignore_ascii_case("RCPT"))
+        {
+            Some("not a recipient check")
+        } else if client.is_empty() {
+            Some("no client address in the request")
+        } else {
+            None
+        };
+        let why = if let Some(what) = not_applicable {
+            Why::NotApplicable(what)
         } else if !self.cfg.whitelist.is_empty()
             && (self
                 .cfg
@@ -386,7 +394,7 @@ impl Greylist {
                     "your system looks like {o}"
                 ))
             )),
-            Why::NotApplicable => Action::Dunno,
+            Why::NotApplicable(_) => Action::Dunno,
             _ => self.header(now, req, os),
         };
         Ok(Decision { action, why, net })
