@@ -1826,18 +1826,19 @@ fn arp_senders_off_the_link_are_not_learnt() {
     let learnt: Vec<IpAddr> = d.neighbours(10).iter().map(|n| n.ip).collect();
     assert_eq!(learnt, ["192.0.2.77".parse::<IpAddr>().unwrap()]);
     // A gratuitous ARP claiming our own address teaches nothing.
-    d.input(
-        0,
-        &eth(
-            BROADCAST,
-            A,
-            None,
-            ETH_ARP,
-            &arp(1, A, "192.0.2.2", "192.0.2.2"),
-        ),
-        11,
-    );
+    d.input(0, &claim_wan1(), 11);
     assert_eq!(d.neighbours(12).len(), 1);
+}
+
+/// A gratuitous ARP from A claiming wan1's 192.0.2.2.
+fn claim_wan1() -> Vec<u8> {
+    eth(
+        BROADCAST,
+        A,
+        None,
+        ETH_ARP,
+        &arp(1, A, "192.0.2.2", "192.0.2.2"),
+    )
 }
 
 /// Another station claiming one of our own addresses (a gratuitous ARP,
@@ -1859,17 +1860,7 @@ fn a_station_claiming_our_address_is_reported() {
     );
     assert!(d.take_conflicts().is_empty());
     for now in [1, 2] {
-        d.input(
-            0,
-            &eth(
-                BROADCAST,
-                A,
-                None,
-                ETH_ARP,
-                &arp(1, A, "192.0.2.2", "192.0.2.2"),
-            ),
-            now,
-        );
+        d.input(0, &claim_wan1(), now);
     }
     let target: Ipv6Addr = "2001:db8:1::2".parse().unwrap();
     let flags = palisade_wire::ndp::NaFlags {
