@@ -175,7 +175,7 @@ enum Cmd {
     },
     /// CARP in the running daemon, like ifconfig(8) on OpenBSD: show,
     /// demote|undemote GROUP [N], group show [GROUP], group add|delete
-    /// IFACE GROUP, set IFACE advskew N [advbase N].
+    /// IFACE GROUP, set IFACE advskew N [advbase N], preempt on|off.
     Carp {
         #[command(subcommand)]
         action: CarpCmd,
