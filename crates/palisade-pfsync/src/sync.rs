@@ -25,9 +25,11 @@
 //! - says when the sync interface's link goes down or comes back
 //!   (`set_link`), as pfsync(4) watches its syncdev: while it is down
 //!   CARP is demoted by 1, what was pending is dropped and a bulk update
-//!   under way given up; when it is back the peer's whole table is asked
-//!   for again (what changed meanwhile never arrived), and the demotion
-//!   lifts when that bulk update ends;
+//!   under way given up, except the start's: a node that has never had
+//!   the peer's table keeps its 32 while the link is down (its timeout
+//!   runs only while the link is up); when it is back the peer's whole
+//!   table is asked for again (what changed meanwhile never arrived), and
+//!   the demotion lifts when that bulk update ends;
 //! - takes out packets (`poll_transmit`: pfsync payloads for IP protocol
 //!   240, TTL 255) and runs the timers (`poll_timeout`, `handle_timeout`).
 //!
@@ -405,9 +407,15 @@ impl Sync {
     /// are dropped (they could not leave; the peer asks for our whole
     /// table when it sees its own link come back, and a state it lacks is
     /// asked for with the next change the peer hears of), and a bulk
-    /// update under way is given up (its demotion lifted). Back: the
-    /// peer's whole table is asked for, and the link's demotion lifts
-    /// when that bulk update ends (complete or given up).
+    /// update under way is given up, unless it is the start's (it holds
+    /// `BULK_DEMOTE`): that one waits, its demotion kept, for the link.
+    /// A node with none of the peer's states must not preempt it: with
+    /// a crossover cable the peer loses its carrier too and is demoted
+    /// by the link's 1 as well, so that 1 alone decides nothing (a probe
+    /// saw the restarted node take over in 0.65 s with an empty table).
+    /// Back: the peer's whole table is asked for (the start's update
+    /// again, its timeout counted from now), and the link's demotion
+    /// lifts when that bulk update ends (complete or given up).
     pub fn set_link(&mut self, now: Micros, up: bool) {
         if up == self.link_up {
             return;
@@ -419,14 +427,11 @@ impl Sync {
                 self.events
                     .push_back(Event::Demote(LINK_DEMOTE, "pfsync: sync link down"));
             }
-            if let Bulk::Requesting { demote, .. } = self.bulk {
+            // The start's update (it holds a demotion) waits for the
+            // link; one the link's return asked for is given up (a new
+            // one is asked for at the next return).
+            if let Bulk::Requesting { demote: 0, .. } = self.bulk {
                 self.bulk = Bulk::Idle;
-                if demote != 0 {
-                    self.events.push_back(Event::Demote(
-                        -demote,
-                        "pfsync: bulk update given up (sync link down)",
-                    ));
-                }
             }
             self.pending.clear();
             self.pending_bytes = 0;
@@ -439,8 +444,10 @@ impl Sync {
             self.out.clear();
             return;
         }
-        if self.link_demote > 0 && !self.bulk_pending() {
-            self.begin_bulk(now, 0);
+        match self.bulk {
+            Bulk::Requesting { demote, .. } => self.begin_bulk(now, demote),
+            Bulk::Idle if self.link_demote > 0 => self.begin_bulk(now, 0),
+            Bulk::Idle => {}
         }
     }
 
@@ -804,6 +811,8 @@ impl Sync {
     /// The next time `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Micros> {
         let bulk = match self.bulk {
+            // Waiting for the link: nothing to send, no timeout running.
+            Bulk::Requesting { .. } if !self.link_up => None,
             Bulk::Requesting { started, next, .. } => {
                 Some(next.min(started + self.cfg.bulk_timeout))
             }
@@ -821,13 +830,18 @@ impl Sync {
             self.stats.max_lag = self.stats.max_lag.max(lag);
             self.flush();
         }
-        if let Bulk::Requesting {
-            started,
-            ref mut next,
-            ref mut sent,
-            ..
-        } = self.bulk
+        // (The start's update waits while the link is down: `set_link`.)
+        if let (
+            true,
+            Bulk::Requesting {
+                started,
+                ref mut next,
+                ref mut sent,
+                ..
+            },
+        ) = (self.link_up, &mut self.bulk)
         {
+            let started = *started;
             if now >= started + self.cfg.bulk_timeout {
                 self.finish_bulk(now, started, false);
             } else if *next <= now {

@@ -206,8 +206,9 @@ pub fn run(path: &Path) -> Result<(), String> {
             let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
             s.start(now_us());
             // A sync link down at start is down as any other: CARP
-            // demoted by its share (the bulk update it could not carry is
-            // given up), the peer's table asked for when it comes up.
+            // demoted by its share, and the start's bulk update waits for
+            // the link with its own demotion (this node has none of the
+            // peer's states), the peer's table asked for when it comes up.
             for &i in &down_at_start {
                 s.port_link(&dp, i, false, now_us());
             }

@@ -1658,9 +1658,10 @@ fn a_sync_link_of_a_smaller_mtu_carries_the_bulk_update() {
 
 /// A firewall that starts with its sync link already down counts it as
 /// down (pfsync(4) watches its syncdev from the start): demoted by the
-/// link's 1, not left to give up its bulk update and then preempt with
-/// an empty table; when the link comes up it asks for the peer's whole
-/// table, and the demotion lifts once that has come.
+/// link's 1 and by its bulk update's 32, which waits for the link (not
+/// given up, then preempting with an empty table); when the link comes
+/// up it asks for the peer's whole table, and the demotion lifts once
+/// that has come.
 #[test]
 fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
     require_root();
@@ -1723,13 +1724,13 @@ fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
         s3.fws[1].sock().exists()
     });
     let t0 = Instant::now();
-    while demote2() != 1 && t0.elapsed() < Duration::from_secs(10) {
+    while demote2() != 33 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(
         demote2(),
-        1,
-        "fw2 demoted by its link alone\n{}\n{}",
+        33,
+        "fw2 demoted by its link and its waiting bulk update\n{}\n{}",
         sync2(),
         logs()
     );
@@ -1754,6 +1755,94 @@ fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
     });
     assert_eq!(sync2()["last_bulk"]["complete"], true, "{}", logs());
     assert!(conn.echo("after"), "{}", logs());
+    let _ = p1.stop();
+    let _ = p2.stop();
+}
+
+/// The preferred firewall restarted while the crossover sync cable is
+/// out (both ends lose carrier, so the master is demoted by the link's 1
+/// too): it must not preempt with an empty state table. It waits,
+/// demoted by its bulk update's 32 and the link's 1, while fw2 carries
+/// the connections; with the cable back it gets fw2's table, its
+/// demotion lifts and it takes over with the connection alive. (A probe
+/// saw it take over 0.65 s after its start and the connections stall.)
+#[test]
+fn a_preferred_firewall_restarted_with_the_sync_cable_out_does_not_preempt_empty() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3x",
+        &Options {
+            pfsync: true,
+            ..Options::default()
+        },
+    );
+    echo_server(&s3.b, "203.0.113.10:7000");
+    let (mut p1, log1) = s3.fws[0].start();
+    let log1_slot = Arc::new(Mutex::new(log1.clone()));
+    let (mut p2, log2) = s3.fws[1].start();
+    let logs = {
+        let (l1, l2) = (log1_slot.clone(), log2.clone());
+        move || {
+            format!(
+                "fw1:\n{}\nfw2:\n{}",
+                l1.lock().unwrap().lock().unwrap(),
+                l2.lock().unwrap()
+            )
+        }
+    };
+    let demote = |i: usize| {
+        s3.fws[i].show()["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
+            .map(|g| g["demote"].clone())
+            .unwrap_or_default()
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_until("fw2's bulk update", Duration::from_secs(15), || {
+        demote(1) == 0
+    });
+    wait_ping(&s3.a, "203.0.113.10", &log2);
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
+    assert!(conn.echo("before"), "{}", logs());
+    // fw1 dies; fw2 takes over with the connection (pfsync).
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.stop();
+    s3.wait_master(1, Duration::from_secs(10), &logs);
+    assert!(conn.echo("on fw2"), "{}", logs());
+    // The crossover cable out: neither sync port has carrier.
+    let link = |up: &str| {
+        for y in ["y1", "y2"] {
+            let o = Command::new("ip")
+                .args(["-n", &s3.ns.names[0], "link", "set", y, up])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+        }
+    };
+    link("down");
+    wait_until("fw2 demoted by its link", Duration::from_secs(10), || {
+        demote(1) == 1
+    });
+    let (mut p1, log1) = s3.fws[0].start();
+    *log1_slot.lock().unwrap() = log1.clone();
+    wait_until("fw1's control socket", Duration::from_secs(10), || {
+        s3.fws[0].sock().exists() && demote(0) == 33
+    });
+    // Several advertisement intervals: fw2 stays master, the connection
+    // goes on through it.
+    std::thread::sleep(Duration::from_secs(4));
+    s3.wait_master(1, Duration::from_secs(1), &logs);
+    assert_eq!(demote(0), 33, "{}", logs());
+    assert!(conn.echo("still on fw2"), "{}", logs());
+    // The cable back: fw1 gets the table, its demotion lifts, it preempts.
+    link("up");
+    wait_until("fw1's demotion lifted", Duration::from_secs(15), || {
+        demote(0) == 0
+    });
+    s3.wait_master(0, Duration::from_secs(10), &logs);
+    assert!(conn.echo("back on fw1"), "{}", logs());
     let _ = p1.stop();
     let _ = p2.stop();
 }
