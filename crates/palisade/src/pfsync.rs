@@ -55,6 +55,10 @@ pub struct SyncRuntime {
     other_ruleset_seen: u64,
     /// Refused packets, for the rate-limited warnings.
     refused: RefusedLog,
+    /// States taken back from the state file that the peer has not yet
+    /// confirmed (`restored`): those its complete bulk update lacks were
+    /// killed or closed there while this node was stopped, and go.
+    restored: std::collections::HashSet<u64>,
 }
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
@@ -213,6 +217,7 @@ impl SyncRuntime {
             defer_stats: DeferStats::default(),
             ruleset: None,
             other_ruleset_seen: 0,
+            restored: std::collections::HashSet::new(),
             refused: RefusedLog::default(),
         })
         .map(|mut r| {
@@ -470,6 +475,7 @@ impl SyncRuntime {
                         // the fast path gave back what it did with it.
                         dp.fast_state_touched(rec.id);
                         let r = dp.filter.import_state(&rec, now_ms).map(|_| ());
+                        self.restored.remove(&rec.id);
                         // The sender holds its first packet until this
                         // table can pass the connection's answer: it took
                         // the state, or already has one with its key
@@ -498,6 +504,7 @@ impl SyncRuntime {
                 Event::Update(u) => match from_upd_c(&u) {
                     Ok(up) => {
                         dp.fast_state_touched(up.sid.id);
+                        self.restored.remove(&up.sid.id);
                         match dp.filter.states.merge_update(&up, now_ms) {
                             Ok(_) => self.applied += 1,
                             Err(palisade_filter::state::ImportError::Unknown(sid)) => {
@@ -541,8 +548,20 @@ impl SyncRuntime {
                 }
                 Event::Demote(d, why) => demote.push((d, why)),
                 Event::BulkDone { complete, .. } => {
+                    let restored = std::mem::take(&mut self.restored);
                     if complete {
                         tracing::info!("pfsync: bulk update received");
+                        let mut gone = 0;
+                        for id in restored {
+                            dp.fast_state_touched(id);
+                            gone += dp.filter.states.forget_restored(id) as usize;
+                        }
+                        if gone > 0 {
+                            dp.fast_reconcile();
+                            tracing::info!(
+                                "pfsync: {gone} states taken back from the state file are not in the peer's table (killed or closed there meanwhile): removed"
+                            );
+                        }
                     } else {
                         tracing::warn!("pfsync: no bulk update from the peer: going on without");
                     }
@@ -554,6 +573,17 @@ impl SyncRuntime {
         self.expire_deferred(now_us, &mut released);
         released.extend(self.transmit(dp, now_us));
         (released, demote)
+    }
+
+    /// The states the state file gave back (their ids here): kept only
+    /// if the peer's first complete bulk update has them. The peer
+    /// carried the connections while this node was stopped; one it killed
+    /// (`state kill`) or that closed meanwhile is not in its table, and
+    /// must not come back through this node (and from it to the peer at
+    /// the next failover). If no complete bulk update comes (no peer),
+    /// they all stay.
+    pub fn restored(&mut self, ids: Vec<u64>) {
+        self.restored = ids.into_iter().collect();
     }
 
     /// The local table's news to the core, its timers, what is due out:

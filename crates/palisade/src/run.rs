@@ -79,8 +79,10 @@ pub fn run(path: &Path) -> Result<(), String> {
     let now_ms = || start.elapsed().as_millis() as u64;
     let now_us = || start.elapsed().as_micros() as u64;
     // The states the last run saved when it stopped (`state-file`).
+    let mut restored_ids = Vec::new();
     if let Some(path) = &cfg.state_file {
         if let Some(r) = crate::statefile::restore(path, &mut filter, now_ms()) {
+            restored_ids = r.ids.clone();
             tracing::info!(
                 "state-file {}: {} states taken back (saved {:.1} s ago; {} expired meanwhile, {} refused){}",
                 path.display(),
@@ -204,6 +206,8 @@ pub fn run(path: &Path) -> Result<(), String> {
     let pfsync = match &dp_cfg.pfsync {
         Some(p) => {
             let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
+            // What the state file gave back stays if the peer has it.
+            s.restored(std::mem::take(&mut restored_ids));
             s.start(now_us());
             // A sync link down at start is down as any other: CARP
             // demoted by its share, and the start's bulk update waits for

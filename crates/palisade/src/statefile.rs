@@ -138,6 +138,9 @@ pub struct Restored {
     pub other_ruleset: bool,
     /// Milliseconds between writing and reading.
     pub stopped_ms: u64,
+    /// The ids the states taken back have here (with pfsync, those the
+    /// peer's bulk update does not confirm are removed: `SyncRuntime`).
+    pub ids: Vec<u64>,
 }
 
 /// Take the states in `bytes` into `filter`. A file that is not whole is
@@ -187,7 +190,10 @@ pub fn decode_into(
             rec.rule = None;
         }
         match filter.restore_state(&rec, now_ms) {
-            Ok(_) => r.taken += 1,
+            Ok(id) => {
+                r.taken += 1;
+                r.ids.push(id);
+            }
             Err(e) => {
                 tracing::debug!("state-file: state {:016x} refused: {e:?}", rec.id);
                 r.refused += 1;

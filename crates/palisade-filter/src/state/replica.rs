@@ -674,6 +674,21 @@ impl StateTable {
     }
 
     /// A peer says its state is gone. Records no event.
+    /// Remove a state taken back from the state file that the peer's
+    /// bulk update did not have (killed or closed there meanwhile),
+    /// recording no event (the peer has nothing to delete); a `no-sync`
+    /// state (the peer never had it) stays. Whether it went.
+    pub fn forget_restored(&mut self, id: u64) -> bool {
+        if self
+            .get(id)
+            .is_some_and(|s| s.flags & super::flag::NO_SYNC == 0)
+        {
+            self.remove_quietly(id).is_some()
+        } else {
+            false
+        }
+    }
+
     pub fn delete_from_peer(&mut self, sid: StateId) -> bool {
         if self.get(sid.id).is_some_and(|s| s.creator == sid.creator) {
             self.remove_quietly(sid.id).is_some()
