@@ -417,6 +417,13 @@ struct St {
 
 impl Engine {
     pub fn new(config: &Config, host: HostModel) -> Engine {
+        Engine::new_at(config, host, 0)
+    }
+
+    /// As `new`, its tables loaded at `now_s` on the caller's clock (the
+    /// daemon's starts days ahead: tables dated 0 would look that old to
+    /// `table expire`).
+    pub fn new_at(config: &Config, host: HostModel, now_s: u64) -> Engine {
         let runtime = Arc::new(Runtime {
             tables: std::sync::RwLock::new(TableSet::default()),
             anchors: Default::default(),
@@ -425,7 +432,7 @@ impl Engine {
             inline_replaced: Default::default(),
         });
         let next = Engine::compile_over(config, host, runtime);
-        let e = next.commit(0);
+        let e = next.commit(now_s);
         Arc::try_unwrap(e).unwrap_or_else(|_| unreachable!("a new engine has one owner"))
     }
 

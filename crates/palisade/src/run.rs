@@ -49,7 +49,15 @@ pub fn run(path: &Path) -> Result<(), String> {
     let _one = crate::isolation::lock(Path::new(crate::isolation::RUN_DIR))?;
     let pf_path = path.parent().unwrap_or(Path::new(".")).join(&cfg.pf);
     let host_model = host.clone();
-    let engine = Arc::new(Engine::new(&pf, host));
+    // The data plane's clock (ms since `start`, which is `CLOCK_AHEAD`
+    // before now) starts here: before the tables are stamped and the
+    // states taken back, the fast path reads its epoch, CARP and pfsync
+    // their first time.
+    let started = Instant::now();
+    let start = crate::daemon::clock_origin();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let now_us = || start.elapsed().as_micros() as u64;
+    let engine = Arc::new(Engine::new_at(&pf, host, start.elapsed().as_secs()));
     // pfsync's creator id: `set hostid` if pf.conf sets it, else random
     // (never 0), so that two firewalls' states never share an identity.
     let creator = pf
@@ -71,13 +79,6 @@ pub fn run(path: &Path) -> Result<(), String> {
     if let Some((entries, secs)) = cfg.osfp {
         filter.record_syns(entries, secs * 1000);
     }
-    // The data plane's clock (ms since `start`, which is `CLOCK_AHEAD`
-    // before now) starts here: before the states are taken back, the fast
-    // path reads its epoch, CARP and pfsync their first time.
-    let started = Instant::now();
-    let start = crate::daemon::clock_origin();
-    let now_ms = || start.elapsed().as_millis() as u64;
-    let now_us = || start.elapsed().as_micros() as u64;
     // The states the last run saved when it stopped (`state-file`).
     let mut restored_ids = Vec::new();
     if let Some(path) = &cfg.state_file {

@@ -265,6 +265,11 @@ fn control_commands_against_a_running_daemon() {
         c.ok(&["table", "fixed", "test", "192.0.2.9"]),
         "1/1 addresses match.\n"
     );
+    // What pf.conf loaded dates from the start: not an hour old (it
+    // looked eight days old when the daemon's clock began ahead and the
+    // tables were dated 0: a review's finding).
+    let r = c.json(&["table", "allowed", "expire", "3600"]);
+    assert_eq!(r["expired"].as_array().unwrap().len(), 0, "{r}");
     // A table not in pf.conf is created by `add` (pf does the same).
     c.ok(&["table", "scratch", "add", "192.0.2.1"]);
     let r = c.json(&["table", "scratch", "expire", "3600"]);
