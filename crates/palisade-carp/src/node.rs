@@ -893,6 +893,11 @@ impl Node {
         self.rejects.iter().map(|(r, n)| (*r, *n))
     }
 
+    /// Whether this node is master of any virtual host.
+    pub fn any_master(&self) -> bool {
+        self.vhosts.iter().any(|v| v.state == State::Master)
+    }
+
     pub fn status(&self) -> Vec<Status> {
         (0..self.vhosts.len())
             .map(|i| {

@@ -324,7 +324,7 @@ fn an_error_from_a_router_on_the_way_keeps_its_source() {
 /// hold the old one in TIME_WAIT; another client given that port would
 /// meet it). `random` differs between the two SYNs, so a fresh choice
 /// would land elsewhere.
-fn reopen(rules: &str, c: &str, s: &str, nat: &str) {
+fn reopen(rules: &str, c: &str, c2: &str, s: &str, nat: &str) {
     let mut f = filter(rules);
     let (ack, fin, syn) = (0x10, 0x11, 0x02);
     let mut p = tcp(c, s, 40000, 80, 100, 0, syn);
@@ -370,21 +370,31 @@ fn reopen(rules: &str, c: &str, s: &str, nat: &str) {
     let d = f.process_with(&mut p, "em0", In, 21, 1);
     assert_eq!(d.state, StateMatch::Match, "{d:?}");
     assert_eq!(parse_ip(&p).unwrap().dst, ip(c));
-    // Another client does not get the port meanwhile.
-    let mut p = tcp(c.replace('5', "6").as_str(), s, 40000, 80, 1, 0, syn);
+    // Another client (translated too) does not get the address and port
+    // meanwhile.
+    let mut p = tcp(c2, s, 40000, 80, 1, 0, syn);
     assert_eq!(
         f.process_with(&mut p, "em0", Out, 22, 0x5eed_1234).state,
         StateMatch::New
     );
-    assert_ne!(parse_ip(&p).unwrap().sport(), Some(port));
+    let i = parse_ip(&p).unwrap();
+    assert_ne!(i.src, ip(c2), "translated");
+    assert_ne!((i.src, i.sport()), (ip(nat), Some(port)));
 }
 
 #[test]
 fn a_reopened_connection_keeps_its_translation() {
-    reopen(OUT_NAT, "10.0.0.5", "198.51.100.7", "203.0.113.2");
+    reopen(
+        OUT_NAT,
+        "10.0.0.5",
+        "10.0.0.6",
+        "198.51.100.7",
+        "203.0.113.2",
+    );
     reopen(
         "block all\nmatch out on egress inet6 from 2001:db8:5::/64 nat-to 2001:db8:ffff::2\npass out on egress\n",
         "2001:db8:5::5",
+        "2001:db8:5::6",
         "2001:db8:100::7",
         "2001:db8:ffff::2",
     );
@@ -392,6 +402,7 @@ fn a_reopened_connection_keeps_its_translation() {
     reopen(
         "block all\nmatch out on egress inet from 10.0.0.0/24 nat-to 198.18.0.0/30 random\npass out on egress\n",
         "10.0.0.5",
+        "10.0.0.6",
         "198.51.100.7",
         "",
     );

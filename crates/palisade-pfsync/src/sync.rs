@@ -451,6 +451,24 @@ impl Sync {
         }
     }
 
+    /// CARP made this node master: a start's bulk update waiting for the
+    /// sync link gives up its demotion (the master's table is now the
+    /// reference; kept, it would let a peer starting later preempt this
+    /// node before either has the other's table). The table is still
+    /// asked for when the link is back. The demotion to lift, if any.
+    pub fn master(&mut self) -> Option<(i32, &'static str)> {
+        match &mut self.bulk {
+            Bulk::Requesting { demote, .. } if *demote != 0 && !self.link_up => {
+                let d = std::mem::take(demote);
+                Some((
+                    -d,
+                    "pfsync: master with the sync link down (its table is the reference)",
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the sync interface's link is up (as last told).
     pub fn link_up(&self) -> bool {
         self.link_up

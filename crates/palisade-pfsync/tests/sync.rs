@@ -866,3 +866,32 @@ fn packets_follow_the_sync_links_mtu() {
     );
     assert!(p.a_sent.len() > at_1500, "{} vs {at_1500}", p.a_sent.len());
 }
+
+/// A node whose start's bulk update waits for the sync link and that
+/// CARP makes master (no one else advertises) gives up that update's 32:
+/// its table is now the reference, and a peer starting later must not
+/// preempt it before either has the other's table. The table is still
+/// asked for when the link is back; the link's 1 lifts at its end.
+#[test]
+fn a_master_gives_up_the_waiting_starts_demotion() {
+    let mut n = Node::new(0xa);
+    n.sync.start(0);
+    n.sync.set_link(S, false);
+    n.events(S);
+    assert_eq!(n.demote, BULK_DEMOTE + LINK_DEMOTE);
+    let (d, _) = n.sync.master().expect("the 32 to lift");
+    n.demote += d;
+    assert_eq!(n.demote, LINK_DEMOTE);
+    assert_eq!(n.sync.master(), None, "once");
+    while n.sync.poll_transmit().is_some() {}
+    n.sync.set_link(10 * S, true);
+    n.events(10 * S);
+    assert!(
+        n.sync.bulk_pending(),
+        "the table asked for at the link's return"
+    );
+    assert!(n.sync.poll_transmit().is_some());
+    assert_eq!(n.demote, LINK_DEMOTE);
+    // With the link up, being master changes nothing.
+    assert_eq!(n.sync.master(), None);
+}

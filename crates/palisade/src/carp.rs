@@ -233,6 +233,11 @@ impl CarpRuntime {
         self.drain(dp, now_us)
     }
 
+    /// Whether this node is master of any virtual host.
+    pub fn any_master(&self) -> bool {
+        self.node.any_master()
+    }
+
     /// What the commands and the metrics show.
     pub fn view(&self) -> CarpView {
         CarpView {

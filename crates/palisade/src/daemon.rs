@@ -41,12 +41,13 @@ pub extern "C" fn on_hup(_: libc::c_int) {
 
 /// How far ahead of the daemon's start its clock begins: longer than any
 /// state may have left (pfsync's and the state file's expiry is capped at
-/// seven days). A state taken back with less time left than its timeout
+/// seven days) and than the ages worth keeping (a state's age is kept
+/// up to this). A state taken back with less time left than its timeout
 /// class is kept as last seen that much before now; with a clock starting
 /// at 0 that moment would be before 0, and such a state got its class's
 /// whole timeout again (an idle established TCP state 24 hours more,
 /// after a restart or on a freshly started pfsync peer).
-pub const CLOCK_AHEAD: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+pub const CLOCK_AHEAD: std::time::Duration = std::time::Duration::from_secs(100 * 24 * 3600);
 
 /// The origin of the daemon's clock: `CLOCK_AHEAD` before now. Instants
 /// before the boot are fine on Linux (CLOCK_MONOTONIC counts from the

@@ -526,6 +526,11 @@ impl SyncRuntime {
                     dp.fast_reconcile();
                 }
                 Event::StateWanted(r) => {
+                    // (Not a state the state file gave back that the
+                    // peer has not confirmed: see `restored`.)
+                    if self.restored.contains(&r.id) {
+                        continue;
+                    }
                     if let Some(rec) = dp.filter.export_state(r.id, now_ms) {
                         if rec.creator == r.creatorid {
                             self.sync.send_state(now_us, to_msg(&rec));
@@ -537,7 +542,15 @@ impl SyncRuntime {
                     let mut cursor = 0;
                     loop {
                         let (recs, next) = dp.filter.states.walk(cursor, 4096, now_ms);
-                        all.extend(recs.iter().map(to_msg));
+                        // Not what the state file gave back and the peer
+                        // has not confirmed (a connection killed while
+                        // this node was stopped must not reach the peer
+                        // this way either).
+                        all.extend(
+                            recs.iter()
+                                .filter(|r| !self.restored.contains(&r.id))
+                                .map(to_msg),
+                        );
                         match next {
                             Some(c) => cursor = c,
                             None => break,
@@ -584,6 +597,11 @@ impl SyncRuntime {
     /// they all stay.
     pub fn restored(&mut self, ids: Vec<u64>) {
         self.restored = ids.into_iter().collect();
+    }
+
+    /// CARP made this node master (`Sync::master`): the demotion to lift.
+    pub fn master(&mut self) -> Option<(i32, &'static str)> {
+        self.sync.master()
     }
 
     /// The local table's news to the core, its timers, what is due out:

@@ -671,6 +671,11 @@ pub fn worker(
             }
             if let Some(c) = carp.as_mut() {
                 outs.extend(c.step(&mut dp, now_us, for_carp));
+                if c.any_master() {
+                    if let Some((d, why)) = sync.as_mut().and_then(|s| s.master()) {
+                        c.demote_for(now_us, "carp", d, why);
+                    }
+                }
             }
             drop(dp);
             drop(sync);

@@ -673,7 +673,6 @@ impl StateTable {
         Ok(if stale { Merged::Stale } else { Merged::Taken })
     }
 
-    /// A peer says its state is gone. Records no event.
     /// Remove a state taken back from the state file that the peer's
     /// bulk update did not have (killed or closed there meanwhile),
     /// recording no event (the peer has nothing to delete); a `no-sync`
@@ -689,6 +688,7 @@ impl StateTable {
         }
     }
 
+    /// A peer says its state is gone. Records no event.
     pub fn delete_from_peer(&mut self, sid: StateId) -> bool {
         if self.get(sid.id).is_some_and(|s| s.creator == sid.creator) {
             self.remove_quietly(sid.id).is_some()

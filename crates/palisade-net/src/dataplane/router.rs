@@ -175,7 +175,11 @@ impl Dataplane {
         // A neighbour advertisement from one of our own addresses (a host
         // configured with it says so) is a martian source below, and
         // dropped; the conflict is reported first.
-        if matches!(info.l4, L4::Icmp6 { ty: 136, .. }) && self.local.conflicts(i, &info.src, &src)
+        // (Hop limit 255 as RFC 4861 requires: not one forged from off
+        // the link.)
+        if matches!(info.l4, L4::Icmp6 { ty: 136, .. })
+            && info.ttl == 255
+            && self.local.conflicts(i, &info.src, &src)
         {
             self.conflict(i, info.src, src);
         }

@@ -393,8 +393,19 @@ impl Lab {
                 },
             )?;
             let after = show(6.0, &rx);
+            let end = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
             println!();
+            let last = after.iter().copied().fold(now, f64::max);
             match longest_silence(&before, &after, now) {
+                // Silent since the last reply for longer still: the LAN
+                // is still cut off at the end of the watch.
+                Some(gap) if end - last > gap.max(1.0) => println!(
+                    "{master} {what}: no reply for the last {} ms of the watch (see `palisade lab status`)",
+                    ((end - last) * 1000.0).round()
+                ),
                 Some(gap) => println!(
                     "{master} {what}: the LAN lost the Internet for {} ms (the longest time between two replies from then on)",
                     (gap * 1000.0).round()
