@@ -74,6 +74,22 @@ impl Fw {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
 
+    /// The `carp` group's demotion count (Null while the daemon does not
+    /// answer: a killed daemon's socket outlives it).
+    fn demote(&self) -> serde_json::Value {
+        let (ok, out) = self.carp(&["show", "--json"]);
+        let v: serde_json::Value = if ok {
+            serde_json::from_str(&out).unwrap_or_default()
+        } else {
+            serde_json::Value::Null
+        };
+        v["groups"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
+            .map(|g| g["demote"].clone())
+            .unwrap_or_default()
+    }
+
     /// The states of carp0 and carp1, or None while the daemon does not
     /// answer.
     fn states(&self) -> Option<(String, String)> {
@@ -324,6 +340,19 @@ impl S3 {
             }
         });
         S3 { ns, sw, a, b, fws }
+    }
+
+    /// The switch's ends of the sync ports `ys` ("y1" fw1's, "y2" fw2's)
+    /// down or up: the firewalls' sync ports lose or regain carrier.
+    fn sync_cable(&self, ys: &[&str], up: bool) {
+        for y in ys {
+            let o = Command::new("ip")
+                .args(["-n", &self.ns.names[0], "link", "set", y])
+                .arg(if up { "up" } else { "down" })
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+        }
     }
 
     /// Wait (bounded) until fw `m` is master of both vhids and the other
@@ -1419,13 +1448,7 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
             .unwrap();
         assert!(o.status.success(), "{o:?}");
     };
-    let demote2 = || {
-        s3.fws[1].show()["groups"]
-            .as_array()
-            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
-            .map(|g| g["demote"].clone())
-            .unwrap_or_default()
-    };
+    let demote2 = || s3.fws[1].demote();
     let asked = |v: &serde_json::Value| v["messages_sent"]["UPD_REQ"].as_u64().unwrap_or(0);
     let asked_before = asked(&sync(&s3.fws[1]));
     link("down");
@@ -1695,23 +1718,10 @@ fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
     let has_it = |states: &str| states.lines().any(|l| l.contains(&format!(":{port}")));
     // The cable out: the switch's end of fw2's sync port goes down, so
     // fw2's eth2 has no carrier (Palisade brings its own ports up).
-    let link = |up: &str| {
-        let o = Command::new("ip")
-            .args(["-n", &s3.ns.names[0], "link", "set", "y2", up])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-    };
-    link("down");
+    s3.sync_cable(&["y2"], false);
     let (mut p2, log2) = s3.fws[1].start();
     *log2_slot.lock().unwrap() = log2.clone();
-    let demote2 = || {
-        s3.fws[1].show()["groups"]
-            .as_array()
-            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
-            .map(|g| g["demote"].clone())
-            .unwrap_or_default()
-    };
+    let demote2 = || s3.fws[1].demote();
     let sync2 = || -> serde_json::Value {
         let o = Command::new(palisade())
             .args(["sync", "show", "--json", "-s"])
@@ -1744,7 +1754,7 @@ fn a_sync_link_down_at_start_demotes_until_it_is_up_and_the_table_has_come() {
     // fw1 stays master meanwhile, and fw2 has none of its states.
     s3.wait_master(0, Duration::from_secs(5), &logs);
     assert!(!has_it(&states_of(&s3.fws[1])));
-    link("up");
+    s3.sync_cable(&["y2"], true);
     wait_until(
         "fw2's bulk update once its link is up",
         Duration::from_secs(15),
@@ -1791,21 +1801,8 @@ fn a_preferred_firewall_restarted_with_the_sync_cable_out_does_not_preempt_empty
             )
         }
     };
-    // (Null while the daemon does not answer: fw1's socket outlives its
-    // kill -9.)
-    let demote = |i: usize| {
-        let (ok, out) = s3.fws[i].carp(&["show", "--json"]);
-        let v: serde_json::Value = if ok {
-            serde_json::from_str(&out).unwrap_or_default()
-        } else {
-            serde_json::Value::Null
-        };
-        v["groups"]
-            .as_array()
-            .and_then(|g| g.iter().find(|g| g["group"] == "carp"))
-            .map(|g| g["demote"].clone())
-            .unwrap_or_default()
-    };
+    // (Null while fw1 does not answer: its socket outlives its kill -9.)
+    let demote = |i: usize| s3.fws[i].demote();
     s3.wait_master(0, Duration::from_secs(15), &logs);
     wait_until("fw2's bulk update", Duration::from_secs(15), || {
         demote(1) == 0
@@ -1820,16 +1817,7 @@ fn a_preferred_firewall_restarted_with_the_sync_cable_out_does_not_preempt_empty
     s3.wait_master(1, Duration::from_secs(10), &logs);
     assert!(conn.echo("on fw2"), "{}", logs());
     // The crossover cable out: neither sync port has carrier.
-    let link = |up: &str| {
-        for y in ["y1", "y2"] {
-            let o = Command::new("ip")
-                .args(["-n", &s3.ns.names[0], "link", "set", y, up])
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{o:?}");
-        }
-    };
-    link("down");
+    s3.sync_cable(&["y1", "y2"], false);
     wait_until("fw2 demoted by its link", Duration::from_secs(10), || {
         demote(1) == 1
     });
@@ -1845,7 +1833,7 @@ fn a_preferred_firewall_restarted_with_the_sync_cable_out_does_not_preempt_empty
     assert_eq!(demote(0), 33, "{}", logs());
     assert!(conn.echo("still on fw2"), "{}", logs());
     // The cable back: fw1 gets the table, its demotion lifts, it preempts.
-    link("up");
+    s3.sync_cable(&["y1", "y2"], true);
     wait_until("fw1's demotion lifted", Duration::from_secs(15), || {
         demote(0) == 0
     });
