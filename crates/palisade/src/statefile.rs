@@ -327,11 +327,15 @@ mod tests {
         ));
         let mut b = filter(RULES, 9);
         let r = decode_into(&bytes, &mut b, 0, 1_004_000).unwrap();
+        // The states' ids here, for pfsync to confirm (`restored`).
+        assert_eq!(r.ids.len(), 3);
+        assert!(r.ids.iter().all(|id| b.states.get(*id).is_some()));
         assert_eq!(
             r,
             Restored {
                 taken: 3,
                 stopped_ms: 4000,
+                ids: r.ids.clone(),
                 ..Restored::default()
             }
         );
