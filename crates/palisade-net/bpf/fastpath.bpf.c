@@ -151,6 +151,7 @@ enum fp_counter {
     FP_BACK_SLOW,      // state marked slow
     FP_BACK_STALE,     // the direction names a reused slot
     FP_DROPPED,        // a helper failed half way through a rewrite
+    FP_TAKEN_SUPER,    // of FP_TAKEN: super-packets (GSO), taken whole
     FP_COUNTERS,
 };
 
@@ -556,6 +557,8 @@ int fastpath_in(struct __sk_buff *skb)
         return TC_ACT_SHOT;
     }
     count(FP_TAKEN);
+    if (segs > 1)
+        count(FP_TAKEN_SUPER);
     return bpf_redirect(out, 0);
 }
 

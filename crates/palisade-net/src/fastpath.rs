@@ -259,6 +259,8 @@ pub struct FpCounters {
     pub back_stale: u64,
     /// Dropped half rewritten (a checksum or store helper failed).
     pub dropped: u64,
+    /// Of `taken`: super-packets (GSO, several segments), taken whole.
+    pub taken_super: u64,
 }
 
 /// tc's verdicts as the program returns them.
@@ -545,7 +547,7 @@ impl FastPath {
                 .ok_or_else(|| err("map", "fp_counters missing"))?,
         )
         .map_err(|e| err("fp_counters", e))?;
-        let mut v = [0u64; 6];
+        let mut v = [0u64; 7];
         for (i, x) in v.iter_mut().enumerate() {
             *x = m
                 .get(&(i as u32), 0)
@@ -560,6 +562,7 @@ impl FastPath {
             back_slow: v[3],
             back_stale: v[4],
             dropped: v[5],
+            taken_super: v[6],
         })
     }
 

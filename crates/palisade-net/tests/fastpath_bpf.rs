@@ -198,6 +198,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     let mut fp = load();
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut taken, mut refused, mut supers, mut pairs) = (0, 0, 0, 0);
+    let mut supers_taken = 0u64;
     for case in 0..20_000u32 {
         let v6 = rng.below(2) == 1;
         // The flow's states: the one pf in finds and, mostly, the one pf
@@ -306,6 +307,9 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             assert_eq!(out, pkt, "a bridged packet leaves unchanged: {what}");
             assert_eq!(got.slow, 0, "{what}");
             let segs = gso.map_or(1, |g| g.1) as u64;
+            if segs > 1 {
+                supers_taken += 1;
+            }
             let hdrs = if v6 { 40 + 20 } else { 20 + 20 };
             for (k, (_, sender)) in states.iter().enumerate() {
                 let want = half(&after[k]);
@@ -341,6 +345,8 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     assert!(taken > 3_000 && refused > 3_000, "{taken} / {refused}");
     let c = fp.counters().unwrap();
     assert_eq!(c.taken, taken as u64);
+    assert_eq!(c.taken_super, supers_taken);
+    assert!(supers_taken > 0);
     assert_eq!(c.back_window, refused as u64);
 }
 

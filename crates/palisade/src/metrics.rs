@@ -159,6 +159,17 @@ pub fn render(sh: &Shared) -> String {
                 get(k)
             );
         }
+        family(
+            &mut out,
+            "palisade_fastpath_super_packets_total",
+            "counter",
+            "Of the packets taken: super-packets (GSO) forwarded whole.",
+        );
+        let _ = writeln!(
+            out,
+            "palisade_fastpath_super_packets_total {}",
+            get("taken_super")
+        );
     }
     let ifs = snapshot::interfaces(sh);
     for (name, bytes, help) in [

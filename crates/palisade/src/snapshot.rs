@@ -72,6 +72,7 @@ pub fn info(sh: &Shared) -> Info {
         Counts(vec![
             ("flows", flows as u64),
             ("taken", c.taken),
+            ("taken_super", c.taken_super),
             ("back_flags", c.back_flags),
             ("back_window", c.back_window),
             ("back_slow", c.back_slow),

@@ -99,6 +99,10 @@ fn established_connections_go_through_the_kernel_and_stay_pfs() {
         m.contains("palisade_fastpath_packets_total{result=\"back_window\"} "),
         "{m}"
     );
+    assert!(
+        m.contains("\npalisade_fastpath_super_packets_total "),
+        "{m}"
+    );
 
     // The states counted what the program passed (read back each tick,
     // a second or more apart: bounded wait).
