@@ -514,6 +514,10 @@ pub fn worker(
     // Router advertisements (worker 0 sends them): when the next is due,
     // read without the data plane's lock.
     let adverts = (id == 0).then(|| sh.dp().adverts_clock());
+    // The other workers watch it too: a solicitation one of them answers
+    // brings the next advertisement closer, and worker 0 may be asleep
+    // for another 100 ms.
+    let ra_clock = (id != 0).then(|| sh.dp().adverts_clock());
     let mut buf = vec![0u8; 65536];
     let mut last_tick = 0;
     // As the data plane was told at start (run.rs read the links).
@@ -589,6 +593,7 @@ pub fn worker(
                 }
             }
         }
+        let ra_before = ra_clock.as_ref().map(|a| a.load(Ordering::Relaxed));
         for i in 0..ports.len() {
             // Frames are handled as they come out of the ring and sent in
             // chunks: little memory in flight, one lock per frame. pfsync
@@ -624,6 +629,11 @@ pub fn worker(
             // the frames are out (its map writes are system calls).
             if fast && frames > 0 {
                 sh.dp().fast_commit();
+            }
+        }
+        if let (Some(a), Some(before)) = (&ra_clock, ra_before) {
+            if a.load(Ordering::Relaxed) < before {
+                sh.wake.wake();
             }
         }
         // CARP advertisements this worker received wait for worker 0:
