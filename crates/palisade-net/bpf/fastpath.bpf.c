@@ -204,6 +204,7 @@ struct {
 #define TH_SYN 0x02
 #define TH_RST 0x04
 #define TH_ACK 0x10
+#define TH_URG 0x20
 
 static __always_inline void count(__u32 c)
 {
@@ -360,6 +361,17 @@ int fastpath_in(struct __sk_buff *skb)
         // No options, no fragments.
         if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
             return TC_ACT_OK;
+        // A header whose checksum is wrong is user space's to drop and
+        // count (nothing offloads it: a super-packet's is right too).
+        const __u16 *w16 = (const __u16 *)ip;
+        __u32 sum = 0;
+#pragma unroll
+        for (int i = 0; i < 10; i++)
+            sum += w16[i];
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        if (sum != 0xffff)
+            return TC_ACT_OK;
         ip_len = bpf_ntohs(ip->tot_len);
         key.family = 4;
         key.proto = ip->protocol;
@@ -385,6 +397,7 @@ int fastpath_in(struct __sk_buff *skb)
         return TC_ACT_OK;
     }
     __u8 flags = 0;
+    int odd = 0;
     __u32 seq = 0, ack = 0, win = 0, l4len;
     if (key.proto == IPPROTO_TCP) {
         struct tcphdr *th = data + sizeof(struct ethhdr) + l3;
@@ -399,6 +412,11 @@ int fastpath_in(struct __sk_buff *skb)
         l4len = th->doff * 4;
         if (l4len < sizeof(struct tcphdr))
             return TC_ACT_OK;
+        // What pf's normalization (every segment, scrub rule or not) would
+        // refuse or rewrite is user space's, as SYN, FIN and RST are: a
+        // segment without ACK, the reserved bits set, an urgent pointer
+        // without URG.
+        odd = !(flags & TH_ACK) || (((__u8 *)th)[12] & 0x0f) || (!(flags & TH_URG) && th->urg_ptr);
     } else if (key.proto == IPPROTO_UDP) {
         struct udphdr *uh = data + sizeof(struct ethhdr) + l3;
         if ((void *)(uh + 1) > end)
@@ -499,7 +517,7 @@ int fastpath_in(struct __sk_buff *skb)
         verdict = -3;
     } else if (st->slow) {
         verdict = -2;
-    } else if (special || (key.proto == IPPROTO_TCP && (flags & (TH_SYN | TH_FIN | TH_RST)))) {
+    } else if (special || (key.proto == IPPROTO_TCP && ((flags & (TH_SYN | TH_FIN | TH_RST)) || odd))) {
         verdict = -1;
         st->slow = 1;
     } else if (key.proto == IPPROTO_TCP &&

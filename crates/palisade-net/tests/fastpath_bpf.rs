@@ -199,6 +199,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut taken, mut refused, mut supers, mut pairs) = (0, 0, 0, 0);
     let mut supers_taken = 0u64;
+    let mut abnormal = 0u64;
     for case in 0..20_000u32 {
         let v6 = rng.below(2) == 1;
         // The flow's states: the one pf in finds and, mostly, the one pf
@@ -259,7 +260,10 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
         }
         // The filter: pf in, then pf out, each on the whole packet.
         let size = gso.map_or(payload as u32, |g| g.0).max(1);
-        let mut fits = true;
+        // Normalization first: a segment without ACK is refused there
+        // (user space's, as SYN, FIN and RST are), windows unchecked.
+        let normal = flags & 0x10 != 0;
+        let mut fits = normal;
         let mut after = Vec::new();
         for (ps, sender) in &states {
             let (ok, a) = filter_pass(ps, *sender, seq, ack, flags, win, payload as u32, size);
@@ -326,6 +330,7 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
             assert!(got.last_ns > 0, "{what}");
         } else {
             refused += 1;
+            abnormal += u64::from(!normal);
             assert_eq!(verdict, TC_ACT_OK, "{what}");
             assert_eq!(got.state, flow.state, "nothing moves: {what}");
             assert_eq!(got.slow, 1, "{what}");
@@ -347,7 +352,8 @@ fn window_check_is_the_filters_on_segments_and_super_packets() {
     assert_eq!(c.taken, taken as u64);
     assert_eq!(c.taken_super, supers_taken);
     assert!(supers_taken > 0);
-    assert_eq!(c.back_window, refused as u64);
+    assert_eq!(c.back_flags, abnormal);
+    assert_eq!(c.back_window, refused as u64 - abnormal);
 }
 
 /// A flow of one state (generation 7) whose sides start at 1000 and
@@ -500,10 +506,35 @@ fn flags_slowness_staleness_and_misses_go_back() {
     let mut frag = ack(0x10);
     frag[14 + 6] = 0x20; // more fragments
     assert_eq!(fp.test_run(&frag, None).unwrap().0, TC_ACT_OK);
+    // A damaged IPv4 header (its checksum no longer adds up): back, for
+    // user space to drop and count.
+    let mut damaged = ack(0x10);
+    damaged[14 + 8] ^= 0x01; // the TTL, checksum left as it was
+    assert_eq!(fp.test_run(&damaged, None).unwrap().0, TC_ACT_OK);
+    // What pf's normalization refuses or rewrites: back, and the state
+    // turns slow (user space normalizes it): no ACK, a reserved bit, an
+    // urgent pointer without URG.
+    let with_tcp = |at: usize, v: u8| {
+        let mut p = ack(0x10);
+        p[14 + 20 + at] |= v;
+        // (The TCP checksum is not the program's to check.)
+        p
+    };
+    let psh = tcp_packet(false, 0, 1000, 5000, 0x08, 1000, 10);
+    for odd in [psh, with_tcp(12, 0x01), with_tcp(19, 0x01)] {
+        fp.set_flow(3, &fresh).unwrap();
+        assert_eq!(fp.test_run(&odd, None).unwrap().0, TC_ACT_OK);
+        assert_eq!(fp.flow(3).unwrap().slow, 1);
+    }
+    // URG with its pointer is pf's to pass: taken.
+    let mut urg = with_tcp(19, 0x01);
+    urg[14 + 20 + 13] |= 0x20;
+    fp.set_flow(3, &fresh).unwrap();
+    assert_eq!(fp.test_run(&urg, None).unwrap().0, TC_ACT_REDIRECT);
     assert_eq!(fp.flow(3).unwrap().slow, 0);
     let c = fp.counters().unwrap();
-    assert_eq!(c.taken, 3);
-    assert_eq!(c.back_flags, 4);
+    assert_eq!(c.taken, 4);
+    assert_eq!(c.back_flags, 7);
     assert_eq!(c.back_slow, 3);
     assert_eq!(c.back_stale, 1);
 }
