@@ -774,8 +774,12 @@ impl Filter {
         let expired = self.states.purge(now_ms);
         if now_ms >= self.last_expiry_ms + 1000 {
             self.frags.expire(now_ms);
-            let (keep, now) = (self.sticky_ms, now_ms);
-            self.sticky.retain(|_, (_, last)| now < *last + keep);
+            // A client's sticky address lives while its states use it,
+            // and `sticky_ms` after its last new connection.
+            let (keep, now, states) = (self.sticky_ms, now_ms, &self.states);
+            self.sticky.retain(|(_, _, client), (_, last)| {
+                now < *last + keep || states.sticky_in_use(client)
+            });
             self.last_expiry_ms = now_ms;
         }
         expired
@@ -1359,6 +1363,9 @@ impl Filter {
             }
         }
         let translated = (after != key).then(|| after.clone());
+        let sticky = v.nat_pool.as_ref().is_some_and(|p| p.sticky)
+            || v.rdr_pool.as_ref().is_some_and(|p| p.sticky)
+            || v.route.as_ref().is_some_and(|(_, (_, p))| p.sticky);
         // Routing options: the next hop is chosen now (from the packet as
         // translated) and kept in the state for the connection.
         // (No next hop of the packet's family: routed normally.)
@@ -1396,6 +1403,9 @@ impl Filter {
                     self.counters.state_inserts += 1;
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
+                    if sticky {
+                        self.states.mark_sticky(id);
+                    }
                     self.states.set_log_all(id, v.log_all);
                     if let Some(os) = &meta.os {
                         self.states.set_os(id, &os_label(os));
@@ -1813,7 +1823,9 @@ impl Filter {
         let remembered = if pool.sticky {
             self.sticky
                 .get(&sticky_key)
-                .filter(|(_, last)| self.now_ms < last + self.sticky_ms)
+                .filter(|(_, last)| {
+                    self.now_ms < last + self.sticky_ms || self.states.sticky_in_use(&key.src)
+                })
                 .map(|(a, _)| *a)
         } else {
             None
@@ -1870,6 +1882,11 @@ impl Filter {
         if let Some(old) = &reopened {
             if old.src != addr && self.in_pool(pool, &old.src) {
                 addr = old.src;
+                // The client's sticky address is the one it goes on with.
+                if pool.sticky {
+                    self.sticky
+                        .insert((rule.clone(), SLOT_NAT, key.src), (addr, self.now_ms));
+                }
             }
         }
         let orig = if source { key.src } else { key.dst };

@@ -327,6 +327,9 @@ pub mod flag {
     pub const TRACKED: u8 = 2;
     /// Counted as an established connection of its source node.
     pub const CONN_COUNTED: u8 = 4;
+    /// Translated from a `sticky-address` pool: counted in its client's
+    /// `sticky_refs` (the client's sticky address lives while it has any).
+    pub const STICKY: u8 = 8;
 }
 
 /// A translated state's second key, as what differs from its first: the
@@ -685,6 +688,9 @@ pub struct StateTable {
     /// counted).
     per_rule: HashMap<usize, u32>,
     src_nodes: HashMap<SrcKey, SrcNode>,
+    /// Per client: its states translated from `sticky-address` pools
+    /// (`flag::STICKY`).
+    sticky_refs: HashMap<IpAddr, u32>,
     nodes_per_scope: HashMap<Option<RuleId>, u32>,
     ifaces: Vec<String>,
     iface_ids: HashMap<String, IfId>,
@@ -813,6 +819,7 @@ impl StateTable {
             refused_full: 0,
             per_rule: HashMap::new(),
             src_nodes: HashMap::new(),
+            sticky_refs: HashMap::new(),
             nodes_per_scope: HashMap::new(),
             ifaces: Vec::new(),
             iface_ids: HashMap::new(),
@@ -1669,6 +1676,25 @@ impl StateTable {
         self.index.insert_unique(hasher.hash_one(key), e, rehash);
     }
 
+    /// The state's translation came from a `sticky-address` pool: while
+    /// it lives, its client's sticky address does (as pf's source node
+    /// lives while states use it).
+    pub fn mark_sticky(&mut self, id: u64) {
+        let Some(s) = self.get_mut(id) else { return };
+        if s.has(flag::STICKY) {
+            return;
+        }
+        s.set(flag::STICKY, true);
+        let client = s.key.src;
+        *self.sticky_refs.entry(client).or_default() += 1;
+    }
+
+    /// Whether `client` has a state translated from a `sticky-address`
+    /// pool.
+    pub fn sticky_in_use(&self, client: &IpAddr) -> bool {
+        self.sticky_refs.contains_key(client)
+    }
+
     /// Remove a state; whether it was there. (The state itself is not
     /// handed back: its translation is interned in the table and gone
     /// with it.)
@@ -1719,6 +1745,14 @@ impl StateTable {
                 *n -= 1;
                 if *n == 0 {
                     self.per_rule.remove(&k);
+                }
+            }
+        }
+        if s.has(flag::STICKY) {
+            if let Some(n) = self.sticky_refs.get_mut(&s.key.src) {
+                *n -= 1;
+                if *n == 0 {
+                    self.sticky_refs.remove(&s.key.src);
                 }
             }
         }

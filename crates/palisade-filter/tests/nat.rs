@@ -263,6 +263,64 @@ fn sticky_address_keeps_a_source_on_one_address() {
     assert_ne!(parse_ip(&a).unwrap().src, parse_ip(&b).unwrap().src);
 }
 
+/// A client's sticky address lives while its states do (pf's source node
+/// is kept while states use it), not only for the minute after its last
+/// new connection: a client with a long connection open that comes back
+/// after that minute leaves from the same address; IPv4 and IPv6.
+#[test]
+fn a_sticky_address_lives_while_the_clients_states_do() {
+    for (pool, c, c2, s) in [
+        (
+            "198.18.0.10 198.18.0.11 198.18.0.12",
+            "10.0.0.5",
+            "10.0.0.6",
+            "198.51.100.80",
+        ),
+        (
+            "2001:db8:ff::10 2001:db8:ff::11 2001:db8:ff::12",
+            "2001:db8:1::5",
+            "2001:db8:1::6",
+            "2001:db8:5::80",
+        ),
+    ] {
+        let fam = if c.contains(':') { "inet6" } else { "inet" };
+        let mut f = filter(&format!(
+            "table <pool> {{ {pool} }}\n\
+             match out on em0 {fam} nat-to <pool> round-robin sticky-address\n\
+             pass out\npass in proto tcp\n",
+        ));
+        // A connection, established: its state lives for a day.
+        let mut p = tcp(c, s, 40000, 80, 100, 0, 0x02);
+        assert!(f.process(&mut p, "em0", Out, 0).passed());
+        let i = parse_ip(&p).unwrap();
+        let (first, port) = (i.src, i.sport().unwrap());
+        let mut p = tcp(s, &first.to_string(), 80, port, 500, 101, 0x12);
+        assert_eq!(
+            f.process(&mut p, "em0", In, 1).state,
+            StateMatch::Match,
+            "{fam}"
+        );
+        let mut p = tcp(c, s, 40000, 80, 101, 501, 0x10);
+        assert_eq!(f.process(&mut p, "em0", Out, 2).state, StateMatch::Match);
+        // Five minutes on, other clients having taken turns at the round
+        // robin, the client opens another connection.
+        for (k, t) in [(0u16, 100_000u64), (1, 200_000), (2, 300_000)] {
+            let mut q = tcp(c2, s, 41000 + k, 80, 1, 0, 0x02);
+            assert!(f.process(&mut q, "em0", Out, t).passed());
+        }
+        let mut p = tcp(c, s, 40001, 80, 7, 0, 0x02);
+        assert!(f.process(&mut p, "em0", Out, 300_500).passed());
+        assert_eq!(parse_ip(&p).unwrap().src, first, "{fam}");
+        // Its states gone, the client's count is too.
+        assert!(f.states.sticky_in_use(&ip(c)));
+        let ids: Vec<u64> = f.states.iter().map(|s| s.id).collect();
+        for id in ids {
+            f.states.remove(id);
+        }
+        assert!(!f.states.sticky_in_use(&ip(c)) && !f.states.sticky_in_use(&ip(c2)));
+    }
+}
+
 /// An ICMP error from a router on the way (traceroute through hide NAT):
 /// translated back to the client, it keeps the router's address as its
 /// source (pf changes only the address the quote's translation moves),
