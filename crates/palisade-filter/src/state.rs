@@ -658,6 +658,16 @@ pub struct StateTable {
     foreign: HashMap<u64, u32>,
     live: usize,
     pub creator: u32,
+    /// The high 32 bits of the ids of the states this table creates (the
+    /// rest: generation and slot). `creator` at first; the daemon draws a
+    /// new one at every start (`set_epoch`), so that a firewall restarted
+    /// under a fixed `set hostid` never gives a new state an id its pfsync
+    /// peer still holds for one of before the restart (OpenBSD seeds its
+    /// state ids from the time at start for the same reason). States of
+    /// this table's own creator with ids of another epoch (taken back
+    /// from the state file, or from the peer) are kept by id as another
+    /// firewall's are.
+    epoch: u32,
     /// New states refused because the table was full (counted `memory`
     /// with the fragments' refusals; this for the daemon's log).
     pub refused_full: u64,
@@ -806,6 +816,7 @@ impl StateTable {
             foreign: HashMap::new(),
             live: 0,
             creator,
+            epoch: creator,
             events: Default::default(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
@@ -843,6 +854,20 @@ impl StateTable {
         assert!(table < directory.tables(), "join: no such table");
         self.directory = Some(directory);
         self.table = table;
+    }
+
+    /// Draw the ids of the states this table creates from `epoch` (their
+    /// high 32 bits; see the field). Only for a table that has created
+    /// no state yet.
+    pub fn set_epoch(&mut self, epoch: u32) {
+        debug_assert!(self.slab.len() == 0, "set_epoch: the table has states");
+        self.epoch = epoch;
+    }
+
+    /// Whether `id` is of a state this table created (since its start).
+    #[inline]
+    pub fn created_here(&self, id: u64) -> bool {
+        (id >> 32) as u32 == self.epoch
     }
 
     /// The table's number among those sharing a directory (0 alone).
@@ -892,7 +917,7 @@ impl StateTable {
     /// The table a state's id names (0 for another firewall's states and
     /// for tables without a directory).
     pub fn table_of_id(&self, id: u64) -> u8 {
-        if (id >> 32) as u32 != self.creator {
+        if !self.created_here(id) {
             return 0;
         }
         ((id as u32 & 0x00ff_ffff) % self.stride()) as u8
@@ -919,7 +944,7 @@ impl StateTable {
     }
 
     fn slot_of(&self, id: u64) -> Option<u32> {
-        if (id >> 32) as u32 == self.creator {
+        if self.created_here(id) {
             let slot = self.local_slot((id as u32) & 0x00ff_ffff)?;
             let gen = (id as u32 >> 24) as u8;
             (self.gens.get(slot as usize) == Some(&gen)).then_some(slot)
@@ -1642,7 +1667,7 @@ impl StateTable {
         if s.id == 0 {
             let gen = self.gens[slot as usize];
             let n = slot * self.stride() + self.table as u32;
-            s.id = (self.creator as u64) << 32 | (gen as u64) << 24 | n as u64;
+            s.id = (self.epoch as u64) << 32 | (gen as u64) << 24 | n as u64;
         }
         self.halfopen += is_halfopen(&s) as usize;
         // The state is stored before its keys are indexed: growing the
@@ -1729,7 +1754,7 @@ impl StateTable {
         if let Some(x) = s.xlat {
             self.xlat.release(x);
         }
-        if (id >> 32) as u32 == self.creator {
+        if self.created_here(id) {
             self.gens[slot as usize] = self.gens[slot as usize].wrapping_add(1);
         } else {
             self.foreign.remove(&id);

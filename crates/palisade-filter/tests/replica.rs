@@ -462,6 +462,59 @@ fn peer_news_is_merged_and_never_echoed() {
     assert_eq!(b.states.pending_events(), 0);
 }
 
+/// A firewall restarted under the same `set hostid` (a new epoch for its
+/// ids, as the daemon draws at every start): the new states it makes do
+/// not take the ids its peer still holds for its old ones, and those come
+/// back from the peer (its bulk update) whole, to be updated, used and
+/// deleted by id as any peer's state.
+#[test]
+fn a_restarted_firewall_with_a_fixed_hostid_takes_its_old_states_back() {
+    let (mut a, mut b) = pair();
+    a.states.set_events(true);
+    let mut syn = tcp("198.18.5.5", "198.51.100.5", 40000, 80, 1000, 0, SYN, b"");
+    let old = a.process(&mut syn, "wan", Out, 0).state_id.unwrap();
+    let ev = a.states.drain_events(1, 10);
+    let StateEvent::Insert(rec) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    b.import_state(rec, 1).unwrap();
+    // A restarts: same creator id, a new epoch.
+    let mut a2 = common::filter_with(host(), RULES, 0x0a);
+    a2.states.set_epoch(0x5eed_0001);
+    let mut syn = tcp("198.18.5.6", "198.51.100.5", 40001, 80, 7, 0, SYN, b"");
+    let fresh = a2.process(&mut syn, "wan", Out, 10).state_id.unwrap();
+    assert_ne!(fresh, old, "a new state takes an id the peer holds");
+    assert_eq!(fresh >> 32, 0x5eed_0001);
+    // The peer's bulk update brings the old one back, id and all.
+    let back = b.states.walk(0, 100, 11).0;
+    let back = back.iter().find(|r| r.id == old).expect("the peer has it");
+    assert_eq!(back.creator, 0x0a);
+    assert_eq!(a2.import_state(back, 11), Ok(old));
+    assert_eq!(a2.states.get(old).unwrap().creator, 0x0a);
+    assert!(a2.states.get(fresh).is_some());
+    // The connection goes on through it: the server's answer.
+    let nport = a2.states.wire(a2.states.get(old).unwrap()).dport;
+    let mut synack = tcp(
+        "198.51.100.5",
+        "192.0.2.1",
+        80,
+        nport,
+        5000,
+        1001,
+        SYN | ACK,
+        b"",
+    );
+    let d = a2.process(&mut synack, "wan", In, 12);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    assert_eq!(d.state_id, Some(old));
+    // The peer's delete names it by id and creator.
+    assert!(a2.states.delete_from_peer(palisade_filter::state::StateId {
+        id: old,
+        creator: 0x0a,
+    }));
+    assert!(a2.states.get(old).is_none() && a2.states.get(fresh).is_some());
+}
+
 #[test]
 fn a_bulk_walk_visits_every_syncable_state_once() {
     let (mut a, mut b) = pair();

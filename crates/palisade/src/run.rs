@@ -70,6 +70,10 @@ pub fn run(path: &Path) -> Result<(), String> {
         .filter(|h| *h != 0)
         .unwrap_or_else(|| (seed() as u32) | 1);
     let mut filter = Filter::new(engine, &pf, creator);
+    // The states' ids: of this start alone (a fixed `set hostid` would
+    // otherwise give new states the ids a pfsync peer still holds for
+    // those of before the restart; see `StateTable::set_epoch`).
+    filter.states.set_epoch((seed() as u32) | 1);
     // `set fingerprints "FILE"` replaces the built-in OS fingerprints.
     if let Some(db) = palisade_filter::osfp::FingerprintDb::from_options(&pf.options)
         .map_err(|e| e.to_string())?

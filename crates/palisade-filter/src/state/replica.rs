@@ -443,12 +443,13 @@ impl StateTable {
         now_ms: u64,
         rule: Option<RuleForState>,
     ) -> Result<u64, ImportError> {
-        if rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator {
-            // A state of ours the peer sends back (its bulk update after
-            // we restarted with `set hostid`, the peer having carried the
-            // connection meanwhile): merged, the more advanced side
-            // winning, as pfsync updates take it. One we do not have is
-            // not made from the peer's word.
+        if self.created_here(rec.id) {
+            // A state this table created that the peer sends back: merged,
+            // the more advanced side winning, as pfsync updates take it.
+            // One we do not have (we removed it) is not made again from
+            // the peer's word. (A state of our creator id from before a
+            // restart, which the peer carried meanwhile, has an id of
+            // another epoch: taken as any peer's state, by its id.)
             return match self.get(rec.id) {
                 Some(s) if self.same_state(s, rec) => self.merge_record(rec, now_ms),
                 _ => Err(ImportError::OwnId),
@@ -501,8 +502,10 @@ impl StateTable {
         rule: Option<RuleForState>,
         restoring: bool,
     ) -> Result<u64, ImportError> {
-        let own =
-            restoring && (rec.creator == self.creator || (rec.id >> 32) as u32 == self.creator);
+        // (Ids of this table's epoch only: the daemon draws a new one at
+        // every start, so what the state file gives back is kept by id as
+        // a peer's state is, and keeps its id.)
+        let own = restoring && self.created_here(rec.id);
         if rec.id == 0 {
             return Err(ImportError::Invalid("state id 0"));
         }
