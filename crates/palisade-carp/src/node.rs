@@ -898,6 +898,14 @@ impl Node {
         self.vhosts.iter().any(|v| v.state == State::Master)
     }
 
+    /// Whether another node is heard as master of a virtual host this one
+    /// backs up.
+    pub fn heard_master(&self) -> bool {
+        self.vhosts
+            .iter()
+            .any(|v| v.state == State::Backup && !v.masters().is_empty())
+    }
+
     pub fn status(&self) -> Vec<Status> {
         (0..self.vhosts.len())
             .map(|i| {

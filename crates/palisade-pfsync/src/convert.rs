@@ -38,6 +38,9 @@ use crate::wire::{
 
 pub const PFSTATE_ALLOWOPTS: u16 = 0x0001;
 pub const PFSTATE_SLOPPY: u16 = 0x0002;
+/// `no-sync` (pfsync does not send such states; the state file carries
+/// the mark).
+pub const PFSTATE_NOSYNC: u16 = 0x0008;
 pub const PFSTATE_NODF: u16 = 0x0020;
 pub const PFSTATE_SETTOS: u16 = 0x0040;
 pub const PFSTATE_RANDOMID: u16 = 0x0080;
@@ -146,6 +149,7 @@ pub fn to_msg(r: &StateRecord) -> StateMsg {
     for (on, f) in [
         (r.allow_opts, PFSTATE_ALLOWOPTS),
         (r.sloppy, PFSTATE_SLOPPY),
+        (r.no_sync, PFSTATE_NOSYNC),
         (r.scrub.no_df, PFSTATE_NODF),
         (r.scrub.tos.is_some(), PFSTATE_SETTOS),
         (r.scrub.random_id, PFSTATE_RANDOMID),
@@ -277,6 +281,7 @@ pub fn from_msg(m: &StateMsg) -> Result<StateRecord, ConvertError> {
         bytes: m.bytes,
         sloppy: m.state_flags & PFSTATE_SLOPPY != 0,
         log_all: m.log & PF_LOG_ALL != 0,
+        no_sync: m.state_flags & PFSTATE_NOSYNC != 0,
         scrub: ScrubActions {
             no_df: m.state_flags & PFSTATE_NODF != 0,
             random_id: m.state_flags & PFSTATE_RANDOMID != 0,

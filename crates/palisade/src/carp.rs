@@ -238,6 +238,12 @@ impl CarpRuntime {
         self.node.any_master()
     }
 
+    /// Whether another node is heard as master of a virtual host this one
+    /// backs up.
+    pub fn heard_master(&self) -> bool {
+        self.node.heard_master()
+    }
+
     /// What the commands and the metrics show.
     pub fn view(&self) -> CarpView {
         CarpView {

@@ -59,6 +59,12 @@ pub struct SyncRuntime {
     /// confirmed (`restored`): those its complete bulk update lacks were
     /// killed or closed there while this node was stopped, and go.
     restored: std::collections::HashSet<u64>,
+    /// CARP runs beside pfsync (the master's table decides what of
+    /// `restored` stays).
+    with_carp: bool,
+    /// The peer's complete bulk update came and `restored` still holds
+    /// what it lacked: CARP decides (`peer_master`, `master`).
+    await_master: bool,
 }
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
@@ -218,6 +224,8 @@ impl SyncRuntime {
             ruleset: None,
             other_ruleset_seen: 0,
             restored: std::collections::HashSet::new(),
+            with_carp: false,
+            await_master: false,
             refused: RefusedLog::default(),
         })
         .map(|mut r| {
@@ -561,21 +569,26 @@ impl SyncRuntime {
                 }
                 Event::Demote(d, why) => demote.push((d, why)),
                 Event::BulkDone { complete, .. } => {
-                    let restored = std::mem::take(&mut self.restored);
                     if complete {
                         tracing::info!("pfsync: bulk update received");
-                        let mut gone = 0;
-                        for id in restored {
-                            dp.fast_state_touched(id);
-                            gone += dp.filter.states.forget_restored(id) as usize;
-                        }
-                        if gone > 0 {
-                            dp.fast_reconcile();
-                            tracing::info!(
-                                "pfsync: {gone} states taken back from the state file are not in the peer's table (killed or closed there meanwhile): removed"
-                            );
+                        // What the state file gave back and the peer's
+                        // table lacks: the peer's word decides if it is
+                        // the master (it carried the connections while
+                        // this node was stopped); if it restarted too,
+                        // its table is no reference, and this node's
+                        // states stay if it becomes master first. With
+                        // CARP that is known at the first advertisement
+                        // (`peer_master`, `master`); without, the peer's
+                        // word decides now.
+                        if !self.restored.is_empty() {
+                            if self.with_carp {
+                                self.await_master = true;
+                            } else {
+                                self.forget_restored(dp, "the peer's");
+                            }
                         }
                     } else {
+                        self.restored.clear();
                         tracing::warn!("pfsync: no bulk update from the peer: going on without");
                     }
                 }
@@ -595,12 +608,58 @@ impl SyncRuntime {
     /// must not come back through this node (and from it to the peer at
     /// the next failover). If no complete bulk update comes (no peer),
     /// they all stay.
-    pub fn restored(&mut self, ids: Vec<u64>) {
+    pub fn restored(&mut self, ids: Vec<u64>, with_carp: bool) {
         self.restored = ids.into_iter().collect();
+        self.with_carp = with_carp;
+    }
+
+    /// CARP hears another node as master (this one is backup): after the
+    /// peer's complete bulk update, the states the state file gave back
+    /// that it lacked go (see `restored`).
+    pub fn peer_master(&mut self, dp: &mut Dataplane) {
+        if self.await_master {
+            self.forget_restored(dp, "the master's");
+        }
+    }
+
+    fn forget_restored(&mut self, dp: &mut Dataplane, whose: &str) {
+        self.await_master = false;
+        let mut gone = 0;
+        for id in std::mem::take(&mut self.restored) {
+            dp.fast_state_touched(id);
+            gone += dp.filter.states.forget_restored(id) as usize;
+        }
+        if gone > 0 {
+            dp.fast_reconcile();
+            tracing::info!(
+                "pfsync: {gone} states taken back from the state file are not in {whose} table (killed or closed there meanwhile): removed"
+            );
+        }
     }
 
     /// CARP made this node master (`Sync::master`): the demotion to lift.
-    pub fn master(&mut self) -> Option<(i32, &'static str)> {
+    /// Its table is now the reference: the states the state file gave
+    /// back that the peer has not confirmed are kept (none came to say
+    /// otherwise before the connections came here), and sent to the peer.
+    pub fn master(&mut self, dp: &mut Dataplane, now_us: u64) -> Option<(i32, &'static str)> {
+        self.await_master = false;
+        if !self.restored.is_empty() {
+            let now_ms = now_us / 1000;
+            let ids = std::mem::take(&mut self.restored);
+            let mut sent = 0;
+            for id in ids {
+                if dp.filter.states.get(id).is_none_or(|s| s.no_sync()) {
+                    continue;
+                }
+                if let Some(rec) = dp.filter.export_state(id, now_ms) {
+                    self.sync.insert(now_us, to_msg(&rec));
+                    sent += 1;
+                }
+            }
+            tracing::info!(
+                "pfsync: master: the {sent} states taken back from the state file are kept and sent to the peer"
+            );
+        }
         self.sync.master()
     }
 

@@ -212,7 +212,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         Some(p) => {
             let mut s = crate::pfsync::SyncRuntime::new(p, &mut dp, creator)?;
             // What the state file gave back stays if the peer has it.
-            s.restored(std::mem::take(&mut restored_ids));
+            s.restored(std::mem::take(&mut restored_ids), carp.is_some());
             s.start(now_us());
             // A sync link down at start is down as any other: CARP
             // demoted by its share, and the start's bulk update waits for

@@ -438,6 +438,17 @@ mod tests {
         let (all, _) = c.states.walk_with(0, 100, 10, true);
         assert!(all.iter().all(|r| r.rule.is_none()), "{all:?}");
         assert!(answer_passes(&mut c, "198.51.100.10", "192.0.2.80", 80, 10));
+        // The `no-sync` state stays `no-sync` without its rule (its mark
+        // is in the file): pfsync must not send it after the restart.
+        let no_sync: Vec<u16> = c
+            .states
+            .iter()
+            .filter(|s| s.no_sync())
+            .map(|s| s.key.dport)
+            .collect();
+        assert_eq!(no_sync, vec![22], "{all:?}");
+        let (synced, _) = c.states.walk(0, 100, 10);
+        assert_eq!(synced.len(), 2, "{synced:?}");
     }
 
     /// A file cut short, damaged, or of another kind is refused whole:

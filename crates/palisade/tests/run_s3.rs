@@ -1956,7 +1956,7 @@ fn a_state_file_does_not_bring_back_what_the_master_killed_meanwhile() {
         logs()
     );
     assert!(
-        log2.lock().unwrap().contains("not in the peer's table"),
+        log2.lock().unwrap().contains("not in the master's table"),
         "{}",
         logs()
     );
@@ -1970,6 +1970,141 @@ fn a_state_file_does_not_bring_back_what_the_master_killed_meanwhile() {
     assert!(!has(&s3.fws[0], px), "{}", logs());
     let _ = p1.stop();
     let _ = p2.stop();
+}
+
+/// A pair with fixed `set hostid`s and state files, restarted as an
+/// administrator upgrades it. fw1, the master, killed (-9: no file) and
+/// started again takes back from fw2's bulk update the states it had
+/// created, and its new states take ids of their own (before, it refused
+/// its own creator's states from the peer and numbered new states as the
+/// old ones: the connections stalled once it preempted). Then both are
+/// stopped and started together: each holds back its file's states from
+/// the other's bulk update, neither table is the reference, and the one
+/// that becomes master keeps them (before, both dropped them all).
+#[test]
+fn a_pair_with_fixed_hostids_keeps_its_connections_through_restarts() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3h",
+        &Options {
+            pfsync: true,
+            ..Options::default()
+        },
+    );
+    for (k, fw) in s3.fws.iter().enumerate() {
+        let pf = fw.dir.join("pf.conf");
+        let rules = std::fs::read_to_string(&pf).unwrap();
+        std::fs::write(&pf, format!("set hostid {}\n{rules}", k + 1)).unwrap();
+        let body = std::fs::read_to_string(&fw.cfg).unwrap();
+        let file = fw.dir.join("states");
+        std::fs::write(
+            &fw.cfg,
+            format!("state-file = \"{}\"\n{body}", file.display()),
+        )
+        .unwrap();
+    }
+    echo_server(&s3.b, "203.0.113.10:7000");
+    let (p1, log1) = s3.fws[0].start();
+    let (p2, log2) = s3.fws[1].start();
+    let mut procs = [p1, p2];
+    let slots = [
+        Arc::new(Mutex::new(log1.clone())),
+        Arc::new(Mutex::new(log2.clone())),
+    ];
+    let logs = {
+        let slots = slots.clone();
+        move || {
+            format!(
+                "fw1:\n{}\nfw2:\n{}",
+                slots[0].lock().unwrap().lock().unwrap(),
+                slots[1].lock().unwrap().lock().unwrap()
+            )
+        }
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    wait_ping(&s3.a, "203.0.113.10", &log1);
+    let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(20));
+    assert!(conn.echo("before"), "{}", logs());
+    let port = conn.0.local_addr().unwrap().port();
+    let has = |fw: &Fw| {
+        states_of(fw)
+            .lines()
+            .any(|l| l.contains(&format!(":{port} ")) || l.contains(&format!(":{port})")))
+    };
+    wait_until(
+        "the connection's state on fw2",
+        Duration::from_secs(10),
+        || has(&s3.fws[1]),
+    );
+    // fw1 killed: fw2 carries the connection.
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(procs[0].pid() as i32, libc::SIGKILL) };
+    let _ = procs[0].0.take().map(|mut c| c.wait());
+    s3.wait_master(1, Duration::from_secs(10), &logs);
+    assert!(conn.echo("through fw2"), "{}", logs());
+    // fw1 again, under the same hostid: the peer's bulk update gives it
+    // the connection's states, and it preempts with them.
+    let (np1, nlog1) = s3.fws[0].start();
+    procs[0] = np1;
+    *slots[0].lock().unwrap() = nlog1.clone();
+    wait_until("fw1's bulk update", Duration::from_secs(15), || {
+        nlog1
+            .lock()
+            .unwrap()
+            .contains("pfsync: bulk update received")
+    });
+    assert!(has(&s3.fws[0]), "fw1 lacks its old states\n{}", logs());
+    s3.wait_master(0, Duration::from_secs(10), &logs);
+    assert!(conn.echo("back through fw1"), "{}", logs());
+    // A new connection through the restarted fw1 and the old one both
+    // reach fw2 with their own ids.
+    let mut fresh = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(20));
+    assert!(fresh.echo("new, through fw1"), "{}", logs());
+    let ids = |fw: &Fw| -> Vec<String> {
+        let o = Command::new(palisade())
+            .args(["show", "states", "--json", "-s"])
+            .arg(fw.sock())
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|st| st["dst"]["port"] == 7000 || st["src"]["port"] == 7000)
+            .map(|st| format!("{}/{}", st["id"], st["creator"]))
+            .collect();
+        ids.sort();
+        ids
+    };
+    wait_until("the same states on both", Duration::from_secs(10), || {
+        let (a, b) = (ids(&s3.fws[0]), ids(&s3.fws[1]));
+        a.len() >= 2 && a == b
+    });
+    // Both stopped (their files written), then started together.
+    for p in procs.iter_mut() {
+        let _ = p.stop();
+    }
+    let (p1, log1) = s3.fws[0].start();
+    let (p2, log2) = s3.fws[1].start();
+    procs = [p1, p2];
+    *slots[0].lock().unwrap() = log1.clone();
+    *slots[1].lock().unwrap() = log2.clone();
+    for l in [&log1, &log2] {
+        wait_until("the states taken back", Duration::from_secs(10), || {
+            l.lock().unwrap().contains("taken back")
+        });
+    }
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    assert!(conn.echo("after both restarted"), "{}", logs());
+    assert!(fresh.echo("after both restarted"), "{}", logs());
+    wait_until("the states on fw2 again", Duration::from_secs(10), || {
+        has(&s3.fws[1])
+    });
+    for p in procs.iter_mut() {
+        let _ = p.stop();
+    }
 }
 
 /// 200 MB of bytes no compression or pattern could fake.

@@ -75,6 +75,9 @@ pub struct StateRecord {
     pub bytes: [u64; 2],
     pub sloppy: bool,
     pub log_all: bool,
+    /// `no-sync` (pfsync never sends these; the state file keeps them,
+    /// so that a restart under a changed ruleset keeps the mark).
+    pub no_sync: bool,
     pub scrub: ScrubActions,
     /// Sequence-number shifts (`modulate state`, synproxy) and the
     /// `reassemble tcp` normalizer's memory.
@@ -384,6 +387,7 @@ impl StateTable {
             bytes: s.bytes,
             sloppy: s.sloppy,
             log_all: s.log_all,
+            no_sync: s.no_sync(),
             scrub: s.scrub(),
             seqdiff: ext.map_or(0, |e| e.seqdiff),
             seqdiff_dst: ext.map_or(0, |e| e.seqdiff_dst),
@@ -573,9 +577,9 @@ impl StateTable {
             timeout: rec.timeout,
             packets: rec.packets,
             bytes: rec.bytes,
-            // A restored state is `no-sync` again if its rule says so (a
-            // peer never sends those).
-            flags: if restoring && s_opts.as_ref().is_some_and(|o| o.no_sync) {
+            // A restored state is `no-sync` again if it was, or if its
+            // rule says so (a peer never sends those).
+            flags: if restoring && (rec.no_sync || s_opts.as_ref().is_some_and(|o| o.no_sync)) {
                 super::flag::NO_SYNC
             } else {
                 0
