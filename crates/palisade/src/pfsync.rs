@@ -41,6 +41,8 @@ pub struct SyncRuntime {
     pub creator: u32,
     pub applied: u64,
     pub apply_errors: u64,
+    /// `apply_errors` by reason, and when each was last warned about.
+    not_applied: std::collections::BTreeMap<&'static str, NotApplied>,
     /// `defer`: first packets held until the peer acknowledges their
     /// states, oldest first.
     deferred: std::collections::VecDeque<Deferral>,
@@ -152,6 +154,40 @@ impl RefusedLog {
     }
 }
 
+/// The peer's news this table did not take, of one reason.
+#[derive(Default)]
+struct NotApplied {
+    total: u64,
+    /// Since the last warning, and when that went out.
+    since: u64,
+    warned_at: Option<u64>,
+    /// What the warning says (None: no warning).
+    why: Option<&'static str>,
+}
+
+/// The reason a peer's record or update was not taken, as `sync show`
+/// names it, and what the warning says of it (None: not warned about; two
+/// firewalls that both saw a connection's first packet each made a state
+/// for it).
+fn not_applied_reason(
+    e: &palisade_filter::state::ImportError,
+) -> (&'static str, Option<&'static str>) {
+    use palisade_filter::state::ImportError as E;
+    match e {
+        E::Full => (
+            "table full",
+            Some("the state table is full (set limit states)"),
+        ),
+        E::KeyInUse => ("key in use", None),
+        E::OwnId => (
+            "own id",
+            Some("they name states of this firewall's own that it no longer has"),
+        ),
+        E::Unknown(_) => ("unknown", None),
+        E::Invalid(_) => ("invalid", Some("the records are inconsistent")),
+    }
+}
+
 /// A packet's frames held for its new states' INS_ACK.
 struct Deferral {
     waiting: Vec<StateId>,
@@ -217,6 +253,7 @@ impl SyncRuntime {
             creator,
             applied: 0,
             apply_errors: 0,
+            not_applied: std::collections::BTreeMap::new(),
             deferred: std::collections::VecDeque::new(),
             early_acks: std::collections::VecDeque::new(),
             ports_down: std::collections::BTreeSet::new(),
@@ -499,14 +536,14 @@ impl SyncRuntime {
                         match r {
                             Ok(()) => self.applied += 1,
                             Err(e) => {
-                                self.apply_errors += 1;
                                 tracing::debug!("pfsync: state {:016x}: {e:?}", rec.id);
+                                self.not_applied(&e);
                             }
                         }
                     }
                     Err(e) => {
-                        self.apply_errors += 1;
                         tracing::debug!("pfsync: {e}");
+                        self.not_applied(&palisade_filter::state::ImportError::Invalid("record"));
                     }
                 },
                 Event::Update(u) => match from_upd_c(&u) {
@@ -518,10 +555,12 @@ impl SyncRuntime {
                             Err(palisade_filter::state::ImportError::Unknown(sid)) => {
                                 self.sync.unknown(now_us, state_ref(&sid))
                             }
-                            Err(_) => self.apply_errors += 1,
+                            Err(e) => self.not_applied(&e),
                         }
                     }
-                    Err(_) => self.apply_errors += 1,
+                    Err(_) => {
+                        self.not_applied(&palisade_filter::state::ImportError::Invalid("update"))
+                    }
                 },
                 Event::Delete(r) => {
                     dp.fast_state_touched(state_id(&r).id);
@@ -596,9 +635,43 @@ impl SyncRuntime {
                 Event::Dropped(r) => tracing::debug!("pfsync: packet refused: {}", r.name()),
             }
         }
+        self.warn_not_applied(now_us);
         self.expire_deferred(now_us, &mut released);
         released.extend(self.transmit(dp, now_us));
         (released, demote)
+    }
+
+    fn not_applied(&mut self, e: &palisade_filter::state::ImportError) {
+        self.apply_errors += 1;
+        let (reason, why) = not_applied_reason(e);
+        let n = self.not_applied.entry(reason).or_default();
+        n.why = why;
+        n.total += 1;
+        n.since += 1;
+    }
+
+    /// The peer's news not taken, warned about per reason: the first at
+    /// once, then at most once a minute with the count since (only a
+    /// counter in `sync show` said so before, while a restarted node
+    /// refused every state the peer sent it).
+    fn warn_not_applied(&mut self, now_us: u64) {
+        for n in self.not_applied.values_mut() {
+            if n.since == 0 || n.warned_at.is_some_and(|t| now_us < t + REFUSED_EVERY_US) {
+                continue;
+            }
+            if let Some(why) = n.why {
+                let when = match n.warned_at {
+                    Some(t) => format!(" in the last {} s", (now_us - t) / 1_000_000),
+                    None => String::new(),
+                };
+                tracing::warn!(
+                    "pfsync: {} of the peer's states not taken{when}: {why}",
+                    n.since
+                );
+            }
+            n.warned_at = Some(now_us);
+            n.since = 0;
+        }
     }
 
     /// The states the state file gave back (their ids here): kept only
@@ -807,7 +880,16 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             String::new()
         },
         s.applied,
-        s.apply_errors,
+        if s.not_applied.is_empty() {
+            s.apply_errors.to_string()
+        } else {
+            let by: Vec<String> = s
+                .not_applied
+                .iter()
+                .map(|(k, n)| format!("{k} {}", n.total))
+                .collect();
+            format!("{} ({})", s.apply_errors, by.join(", "))
+        },
         st.bulk_updates_sent
     );
     let line = |m: &std::collections::BTreeMap<&'static str, u64>| {
@@ -876,6 +958,11 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "refused": refused,
         "applied": s.applied,
         "not_applied": s.apply_errors,
+        "not_applied_by": s
+            .not_applied
+            .iter()
+            .map(|(k, n)| (k.replace(' ', "_"), n.total))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "bulk_updates_sent": st.bulk_updates_sent,
         "lag_ms": s.lag_us(now) as f64 / 1e3,
         "max_lag_ms": st.max_lag as f64 / 1e3,

@@ -2055,6 +2055,15 @@ fn a_pair_with_fixed_hostids_keeps_its_connections_through_restarts() {
             .contains("pfsync: bulk update received")
     });
     assert!(has(&s3.fws[0]), "fw1 lacks its old states\n{}", logs());
+    // Nothing the peer sent was refused (a refusal would be counted by
+    // reason, and warned about).
+    let o = Command::new(palisade())
+        .args(["sync", "show", "--json", "-s"])
+        .arg(s3.fws[0].sock())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["not_applied_by"], serde_json::json!({}), "{v}");
     s3.wait_master(0, Duration::from_secs(10), &logs);
     assert!(conn.echo("back through fw1"), "{}", logs());
     // A new connection through the restarted fw1 and the old one both
