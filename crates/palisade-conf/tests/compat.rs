@@ -624,6 +624,33 @@ fn antispoof_drops_under_block_policy_return() {
     assert!(!out.stdout.contains("block return in"), "{}", out.stdout);
 }
 
+/// antispoof for an interface without addresses (a bridge member) makes
+/// no rule, as pfctl, and says so; the others of the list keep theirs.
+/// (`from any` in its place blocked whatever came in on every other
+/// interface.)
+#[test]
+fn antispoof_for_an_interface_without_addresses_makes_no_rule() {
+    let o = opts_with("[[interface]]\nname = \"em2\"\naddresses = []\n");
+    let out = ok(&o, b"antispoof quick for { em2 em0 }\n");
+    assert!(!out.stdout.contains("em2"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("block drop in quick on ! em0 inet from 192.0.2.0/24 to any"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().all(|l| !l.ends_with("all")),
+        "{}",
+        out.stdout
+    );
+    let err = out.stderr.join("\n");
+    assert!(
+        err.contains("pf.conf:1: warning: antispoof for em2: it has no address, so no rule"),
+        "{err}"
+    );
+}
+
 #[test]
 fn syncookies_are_read_and_printed_as_pfctl_does_and_bad_percentages_refused() {
     let o = opts();

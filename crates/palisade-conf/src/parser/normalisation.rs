@@ -155,16 +155,19 @@ impl<'a> Parser<'a> {
                         },
                         None,
                     );
+                    // An interface without addresses (a bridge member)
+                    // has no network to guard: pfctl makes no rule for it.
+                    // (`from any` in its place blocked everything that
+                    // came in anywhere else.)
+                    if nets.is_empty() {
+                        self.warn(&format!(
+                            "antispoof for {name}: it has no address, so no rule (as pfctl)"
+                        ));
+                        continue;
+                    }
                     let loopback = members.iter().all(|m| m.loopback);
                     spec.ifaces = vec![(true, name.clone())];
                     spec.src_hosts = nets;
-                    if spec.src_hosts.is_empty() {
-                        spec.src_hosts = vec![HostItem {
-                            neg: false,
-                            addr: Addr::Any,
-                            scope: None,
-                        }];
-                    }
                     let own = spec.clone();
                     self.expand(spec)?;
                     if !loopback {
