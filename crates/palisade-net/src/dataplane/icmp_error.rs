@@ -56,7 +56,8 @@ pub(super) fn is_multicast_or_broadcast(ip: &IpAddr) -> bool {
 }
 
 impl Dataplane {
-    /// Send an ICMP/ICMPv6 error about `pkt`, which arrived on interface `i`.
+    /// Send an ICMP/ICMPv6 error about `pkt`, which arrived on, or could
+    /// not leave by, interface `i`.
     pub(super) fn icmp_error(&mut self, i: usize, pkt: &[u8], now: u64, kind: Unreach) {
         if let Some(e) = self.icmp_error_packet(pkt, now, kind, Some(i)) {
             self.send_local(e, None, now);
@@ -92,8 +93,17 @@ impl Dataplane {
             return None;
         }
         let v6 = info.is_v6();
+        // A router's error leaves from an address of the interface it
+        // leaves by, the way back to the packet's source (RFC 1812
+        // 4.3.2.4, RFC 4443 2.2; Linux's default): not of the interface
+        // where the packet met its fate (a VM's silence on an inside VLAN
+        // gave the Internet an error from the VLAN's private address).
         let src = match i {
-            Some(i) => self.local.source_for(i, v6)?,
+            Some(i) => {
+                let back = super::router::lookup(&self.cfg, &info.src).map(|(e, _)| e);
+                back.and_then(|e| self.local.source_for(e, v6))
+                    .or_else(|| self.local.source_for(i, v6))?
+            }
             None => info.dst,
         };
         let (ty, code, rest) = match (kind, v6) {

@@ -715,6 +715,10 @@ fn forwards_after_resolution_with_ttl_and_errors() {
     assert_eq!(d.counters.neigh_dropped, 1);
     let info = parse_ip(&o[0].1[14..]).unwrap();
     assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 1, .. }));
+    // From the address of the way back (wan's), not of the VLAN where
+    // the VM did not answer (RFC 1812 4.3.2.4).
+    assert_eq!(o[0].0, 0);
+    assert_eq!(info.src.to_string(), "203.0.113.2");
     // Too big for the way out (wan takes jumbo frames, the VLAN does
     // not), DF set: fragmentation needed, with the MTU.
     let big = build::ip(
