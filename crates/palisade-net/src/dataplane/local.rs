@@ -247,6 +247,19 @@ impl Local {
     }
 
     /// The configured addresses of interface `i`.
+    /// The proxy entries of interface `i` that name one address (/32,
+    /// /128), except a gateway of ours on that link (never answered for).
+    pub(super) fn proxied_hosts(&self, i: usize) -> Vec<IpAddr> {
+        let Some(p) = self.proxy.get(i) else {
+            return Vec::new();
+        };
+        p.iter()
+            .filter(|p| p.bits == if p.ip.is_ipv4() { 32 } else { 128 })
+            .map(|p| p.ip)
+            .filter(|ip| !self.gateways.get(i).is_some_and(|g| g.contains(ip)))
+            .collect()
+    }
+
     pub(super) fn addresses(&self, i: usize) -> Vec<IpAddr> {
         self.addresses
             .get(i)

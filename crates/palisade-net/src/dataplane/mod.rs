@@ -486,14 +486,19 @@ impl Dataplane {
     }
 
     /// Announce every address (gratuitous ARP, unsolicited NA), those of
-    /// the virtual MACs that are on included.
+    /// the virtual MACs that are on included, and the single addresses
+    /// (/32, /128) this router answers for by proxy: a router that takes
+    /// over from another (S2: the cloud's virtual router) would otherwise
+    /// leave the upstream router sending the VMs' traffic to the old
+    /// MAC until its ARP entries age out (hours on some).
     pub fn start(&mut self, now: u64) -> Vec<Out> {
         let _ = now;
         for i in 0..self.cfg.ifaces.len() {
             if self.cfg.ifaces[i].bridge.is_some() {
                 continue;
             }
-            let addrs = self.local.addresses(i);
+            let mut addrs = self.local.addresses(i);
+            addrs.extend(self.local.proxied_hosts(i));
             self.announce(i, self.local.mac(i), &addrs);
         }
         for (i, mac, addrs) in self.local.active_virtuals() {

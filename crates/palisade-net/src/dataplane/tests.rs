@@ -541,6 +541,49 @@ fn arp_answers_own_and_proxied_only() {
     assert_eq!(&o[0].1[12..16], &[0x81, 0, 0, 7]);
 }
 
+/// At start (and when a link comes back) the router announces its own
+/// addresses and the single addresses it answers for by proxy (/32,
+/// /128), with its MAC: an upstream router that knew the VMs' addresses
+/// at the router this one replaces learns the new MAC at once. A prefix
+/// wider than one address is not announced address by address.
+#[test]
+fn proxied_single_addresses_are_announced_at_start() {
+    let toml = ROUTER.replace(
+        "proxy-arp = [\"203.0.113.16/28\"]",
+        "proxy-arp = [\"203.0.113.16/28\", \"203.0.113.40/32\", \"2001:db8:ff::40/128\"]",
+    ) + "[[route]]\nto = \"203.0.113.40/32\"\ninterface = \"vlan7\"\n\
+         [[route]]\nto = \"2001:db8:ff::40/128\"\ninterface = \"vlan7\"\n";
+    let mut d = dp(&toml, "pass\n");
+    let out = d.start(0);
+    let mut arp_for = Vec::new();
+    let mut na_for = Vec::new();
+    for (port, f) in out.iter().filter(|(p, _)| *p == 0) {
+        let _ = port;
+        match u16::from_be_bytes([f[12], f[13]]) {
+            ETH_ARP => {
+                assert_eq!(&f[0..6], &BROADCAST);
+                assert_eq!(&f[22..28], &f[6..12], "the sender is the router's MAC");
+                arp_for.push(std::net::Ipv4Addr::new(f[28], f[29], f[30], f[31]).to_string());
+            }
+            0x86dd => {
+                let info = parse_ip(&f[14..]).unwrap();
+                assert!(matches!(info.l4, L4::Icmp6 { ty: 136, .. }));
+                let t: [u8; 16] = f[14 + 48..14 + 64].try_into().unwrap();
+                na_for.push(std::net::Ipv6Addr::from(t).to_string());
+            }
+            _ => {}
+        }
+    }
+    arp_for.sort();
+    na_for.sort();
+    assert_eq!(arp_for, ["203.0.113.2", "203.0.113.40"]);
+    assert!(
+        na_for.contains(&"2001:db8:ff::40".to_string()),
+        "{na_for:?}"
+    );
+    assert!(na_for.contains(&"2001:db8:ff::2".to_string()), "{na_for:?}");
+}
+
 /// `proxy-arp` for addresses routed elsewhere: no warning; for addresses
 /// whose route leads back out the answering interface, or that have no
 /// route: a warning naming the interface and the prefix.
