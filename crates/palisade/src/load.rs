@@ -50,6 +50,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&unenforced)
         .chain(&unknown_interfaces(&out.config, &host))
         .chain(&carp_interface_rules(&out.config, &cfg))
+        .chain(&member_translation_rules(&out.config, &cfg))
         .chain(&blocked_ha_traffic(&out.config, &cfg, &host))
         .chain(&to_v6_loopback(&out.config))
         .chain(&unknown_os(&out.config))
@@ -91,6 +92,59 @@ pub fn carp_interface_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec
     walk(&pf.main, &carp, &mut out);
     for a in &pf.load_anchors {
         walk(&a.ruleset, &carp, &mut out);
+    }
+    out
+}
+
+/// Warnings for rules `on` a bridge member that translate or route
+/// (nat-to, rdr-to, binat-to, af-to, route-to...) when the bridge itself
+/// has addresses: packets the firewall routes through the bridge are
+/// filtered on the bridge, not on its members, so such a rule translates
+/// only what is bridged across the member. A probe's hide NAT written
+/// `on $ext_if` (the habit from a routed firewall) let LAN addresses out
+/// untranslated, and nothing said so.
+pub fn member_translation_rules(pf: &palisade_conf::ir::Config, cfg: &Config) -> Vec<String> {
+    fn walk(
+        rs: &palisade_conf::ir::Ruleset,
+        bridge_of: &dyn Fn(&str) -> Option<String>,
+        out: &mut Vec<String>,
+    ) {
+        for r in &rs.rules {
+            let what = if r.nat.is_some() && r.rdr.is_some() {
+                Some("binat-to")
+            } else if r.nat.is_some() {
+                Some("nat-to")
+            } else if r.rdr.is_some() {
+                Some("rdr-to")
+            } else if r.af_to.is_some() {
+                Some("af-to")
+            } else if r.route.is_some() {
+                Some("a routing option")
+            } else {
+                None
+            };
+            if let (Some(what), Some((false, name))) = (what, &r.ifname) {
+                if let Some(bridge) = bridge_of(name) {
+                    out.push(format!(
+                        "{}:{}: warning: `on {name}` with {what}: {name} is a member of {bridge}, which routes; routed packets are filtered on {bridge}, not on its members, so this rule acts only on what is bridged across {name} (write `on {bridge}` for what is routed)",
+                        r.file, r.line
+                    ));
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, bridge_of, out);
+            }
+        }
+    }
+    let bridge_of = |n: &str| -> Option<String> {
+        let m = cfg.ifaces.iter().find(|i| i.name == n)?;
+        let b = &cfg.ifaces[m.bridge?];
+        (!b.addresses.is_empty()).then(|| b.name.clone())
+    };
+    let mut out = Vec::new();
+    walk(&pf.main, &bridge_of, &mut out);
+    for a in &pf.load_anchors {
+        walk(&a.ruleset, &bridge_of, &mut out);
     }
     out
 }
@@ -428,6 +482,56 @@ interface = "sync"
         );
         assert_eq!(out.errors, 0, "{:?}", out.stderr);
         blocked_ha_traffic(&out.config, &cfg, &host)
+    }
+
+    /// NAT or a port forward written `on` a member of a bridge that routes
+    /// is said to act only on bridged traffic; `on` the bridge, or on a
+    /// member of a bridge without addresses, is not.
+    #[test]
+    fn translation_on_a_member_of_a_routing_bridge_is_warned_about() {
+        let toml = |addrs: &str| {
+            format!(
+                "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
+                 [[interface]]\nname = \"wan\"\nport = \"eth0\"\n\
+                 [[interface]]\nname = \"dmz\"\nport = \"eth1\"\n\
+                 [[bridge]]\nname = \"bridge0\"\nmembers = [\"wan\", \"dmz\"]\naddresses = [{addrs}]\n"
+            )
+        };
+        let run = |toml: &str, rules: &str| {
+            let cfg = Config::parse(Path::new("t.toml"), toml, &|_| true).unwrap();
+            let host = HostModel {
+                interfaces: cfg.host_interfaces(),
+                ..Default::default()
+            };
+            let out = palisade_conf::parse_bytes(
+                "pf.conf",
+                None,
+                rules.as_bytes().to_vec(),
+                &ParseOptions {
+                    host,
+                    ..Default::default()
+                },
+            );
+            assert_eq!(out.errors, 0, "{:?}", out.stderr);
+            member_translation_rules(&out.config, &cfg)
+        };
+        let routed = toml("\"192.0.2.77/24\"");
+        let rules = "match out on wan inet from 198.18.1.0/24 nat-to 192.0.2.77\n\
+                     pass in on wan proto tcp to 192.0.2.77 port 8080 rdr-to 198.18.1.10 port 80\n\
+                     match out on bridge0 inet from 198.18.1.0/24 nat-to 192.0.2.77\n\
+                     pass out on wan\n";
+        let w = run(&routed, rules);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("pf.conf:1: warning: `on wan` with nat-to: wan is a member of bridge0, which routes"),
+            "{w:#?}"
+        );
+        assert!(
+            w[1].starts_with("pf.conf:2: warning: `on wan` with rdr-to"),
+            "{w:#?}"
+        );
+        // A bridge without addresses routes nothing.
+        assert!(run(&toml(""), rules).is_empty());
     }
 
     /// A ruleset that blocks the pair's own traffic is said, each way on

@@ -1698,6 +1698,7 @@ fn check(a: CheckArgs) -> ExitCode {
             Some(cfg) => {
                 let mut w = crate::load::unknown_interfaces(&out.config, &opts.host);
                 w.extend(crate::load::carp_interface_rules(&out.config, cfg));
+                w.extend(crate::load::member_translation_rules(&out.config, cfg));
                 w.extend(crate::load::blocked_ha_traffic(
                     &out.config,
                     cfg,

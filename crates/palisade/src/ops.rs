@@ -223,6 +223,7 @@ fn load_warnings(
     let mut w = out.unenforced_warnings(file);
     w.extend(crate::load::unknown_interfaces(&out.config, host));
     w.extend(crate::load::carp_interface_rules(&out.config, cfg));
+    w.extend(crate::load::member_translation_rules(&out.config, cfg));
     w.extend(crate::load::to_v6_loopback(&out.config));
     w.extend(crate::load::unknown_os_in(&out.config, db));
     w
