@@ -166,8 +166,9 @@ enum Cmd {
     },
     /// Logged packets from the running daemon, one line each, as they come.
     Log {
-        /// Keep printing as packets are logged (the only mode; the pflog
-        /// file itself is read with `tcpdump -n -e -r FILE`).
+        /// Keep printing as packets are logged: what `palisade log` does
+        /// with or without it (the pflog file itself is read with
+        /// `tcpdump -n -e -r FILE`).
         #[arg(long)]
         follow: bool,
         #[command(flatten)]
@@ -1432,11 +1433,7 @@ fn main() -> ExitCode {
             let file = file.map(|f| std::path::absolute(&f).unwrap_or(f));
             control_cmd(&sock.path(), Request::Reload { file }, false)
         }
-        Cmd::Log { follow, sock } => {
-            if !follow {
-                eprintln!("palisade log: only --follow is supported; the pflog file (`pflog` in palisade.toml) is read with `tcpdump -n -e -r FILE`");
-                return ExitCode::from(2);
-            }
+        Cmd::Log { follow: _, sock } => {
             let out = std::io::stdout();
             let r = control::stream(&sock.path(), Request::Log.to_json(), |v| {
                 let mut o = out.lock();
@@ -1689,6 +1686,21 @@ fn check(a: CheckArgs) -> ExitCode {
     let mut e = stderr.lock();
     for line in &out.stderr {
         let _ = writeln!(e, "{line}");
+    }
+    // Interfaces resolved from this machine (no palisade.toml found): an
+    // interface only the daemon's configuration defines reads as unknown.
+    if from_toml.is_none()
+        && a.host_model.is_none()
+        && !a.pfctl_compat
+        && out
+            .stderr
+            .iter()
+            .any(|l| l.contains("no IP address found for"))
+    {
+        let _ = writeln!(
+            e,
+            "palisade check: interface names were resolved from this machine's; give the daemon's configuration (-c palisade.toml) to check against its interfaces"
+        );
     }
     if !a.pfctl_compat && out.errors == 0 {
         let name = if file == "-" { "stdin" } else { &file };

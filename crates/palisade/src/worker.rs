@@ -588,7 +588,11 @@ pub fn worker(
         errs.dedup();
         for i in errs {
             if let Some(e) = ports[i].take_error() {
-                if id == 0 && health[i] == Health::Up {
+                // A link that falls reports itself so (the link watch
+                // says "link down" on its own, a warning): not an error.
+                if e.raw_os_error() == Some(libc::ENETDOWN) {
+                    tracing::debug!("port '{}': {e}", ports[i].name);
+                } else if id == 0 && health[i] == Health::Up {
                     tracing::error!("port '{}': {e}", ports[i].name);
                 }
             }
