@@ -463,6 +463,83 @@ fn a_syn_on_a_closed_connections_ports_replaces_its_state() {
     assert_eq!(d.generated_out.len(), 1, "no connection: {d:?}");
 }
 
+/// A connection through hide NAT closed, then reopened on the same
+/// client port while cookies are on: the firewall's SYN to the server
+/// (after the client returned its cookie) replaces the closed outbound
+/// state and leaves from the port the closed connection had (the server
+/// may hold it in TIME_WAIT; another client given that port would meet
+/// it). The translation is on the outbound state, which the cookie path
+/// does not touch.
+#[test]
+fn a_reopened_connection_through_cookies_keeps_its_translation() {
+    const RULES: &str = "match out on em1 inet nat-to 198.18.0.1\npass\n";
+    let mut f = filter(RULES);
+    let (c, s, nat) = ("192.0.2.7", "198.18.0.80", "198.18.0.1");
+    // Through both passes: in on one side, out on the other.
+    // (`random` 7 throughout; the reopening SYN gets another, so that a
+    // fresh choice of port would land elsewhere.)
+    let through = |f: &mut Filter, p: &mut Vec<u8>, from_client: bool, now: u64| {
+        let (a, b) = if from_client {
+            ("em0", "em1")
+        } else {
+            ("em1", "em0")
+        };
+        let d = f.process_with(p, a, In, now, 7);
+        assert!(d.passed(), "in on {a}: {d:?}");
+        let d = f.process_with(p, b, Out, now, 7);
+        assert!(d.passed(), "out on {b}: {d:?}");
+    };
+    let mut syn = tcp(c, s, 5555, 80, 1000, 0, SYN, 64240, b"");
+    through(&mut f, &mut syn, true, 0);
+    let port = parse_ip(&syn).unwrap().sport().unwrap();
+    assert_eq!(parse_ip(&syn).unwrap().src, ip(nat));
+    for (from_client, seq, ack, flags) in [
+        (false, 7000, 1001, SYN | ACK),
+        (true, 1001, 7001, ACK),
+        (true, 1001, 7001, ACK | 0x01),
+        (false, 7001, 1002, ACK | 0x01),
+        (true, 1002, 7002, ACK),
+    ] {
+        let mut p = if from_client {
+            tcp(c, s, 5555, 80, seq, ack, flags, 502, b"")
+        } else {
+            tcp(s, nat, 80, port, seq, ack, flags, 502, b"")
+        };
+        through(&mut f, &mut p, from_client, 1);
+    }
+    assert!(
+        f.states
+            .iter()
+            .all(|st| st.state_str() == "FIN_WAIT_2:FIN_WAIT_2"),
+        "both closed"
+    );
+    // Cookies on now (a reload); the client reuses its port.
+    let host = HostModel::from_toml(
+        "[[interface]]\nname = \"em0\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n\
+         [[interface]]\nname = \"em1\"\naddresses = [\"198.18.0.1/24\", \"2001:db8:1::1/64\"]\n",
+    )
+    .unwrap();
+    let out = palisade_conf::parse_bytes(
+        "t",
+        None,
+        format!("set syncookies always\n{RULES}").into_bytes(),
+        &palisade_conf::ParseOptions {
+            host,
+            ..Default::default()
+        },
+    );
+    assert_eq!(out.errors, 0, "{:?}", out.stderr);
+    f.set_options(&out.config);
+    let cookie = cookie(&mut f, (c, s), (5555, 80), 90_000, 2);
+    let d = return_cookie(&mut f, (c, s), (5555, 80), 90_001, cookie, 3);
+    assert_eq!(d.generated_out.len(), 1, "no connection: {d:?}");
+    let mut proxy_syn = d.generated_out[0].clone();
+    let d = f.process_with(&mut proxy_syn, "em1", Out, 3, 0x5eed_1234);
+    assert_pass(&d, StateMatch::New);
+    let i = parse_ip(&proxy_syn).unwrap();
+    assert_eq!((i.src, i.sport()), (ip(nat), Some(port)));
+}
+
 /// A `block return` rule resets a client whose cookie came back, in the
 /// numbers it knows; a refused cookie returned again does not wear out
 /// the others (only a connection made spends one).
