@@ -790,6 +790,13 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
         if let Some(m) = &i.mac {
             text += &format!("\tlladdr {m} (what ARP and NDP answers carry)\n");
         }
+        if !i.proxy.is_empty() {
+            // (OpenBSD's `arp -an` shows such entries as "published".)
+            text += &format!(
+                "\tproxy-arp {} (answered for, published)\n",
+                i.proxy.join(" ")
+            );
+        }
         if verbose {
             for (fam, _) in snapshot::FAMILIES {
                 for (dir, _) in snapshot::DIRS {

@@ -140,6 +140,8 @@ pub struct Interface {
     pub bridge: Option<usize>,
     pub members: Vec<String>,
     pub addresses: Vec<String>,
+    /// `proxy-arp`: what it answers ARP and NDP for, for others.
+    pub proxy: Vec<String>,
     pub groups: Vec<String>,
     pub mac: Option<String>,
     pub packets_in: u64,
@@ -198,6 +200,11 @@ pub fn interfaces(sh: &Shared) -> Vec<Interface> {
                 .collect(),
             addresses: i
                 .addresses
+                .iter()
+                .map(|p| format!("{}/{}", p.ip, p.bits))
+                .collect(),
+            proxy: i
+                .proxy
                 .iter()
                 .map(|p| format!("{}/{}", p.ip, p.bits))
                 .collect(),

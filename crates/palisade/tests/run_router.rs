@@ -229,7 +229,55 @@ via = "203.0.113.1"
             "vlan 1234 and icmp",
         ],
     );
+    // The upstream router knew the VM's addresses at the router this one
+    // replaces (another MAC): the start's announcements move them to
+    // this one's before any packet asks (Linux takes a gratuitous ARP or
+    // an unsolicited NA for an entry it has).
+    let old_mac = "02:00:00:00:00:99";
+    for (fam, a) in [("-4", "203.0.113.10"), ("-6", "2001:db8:ff::10")] {
+        ns.exec(
+            &up,
+            &[
+                "ip", fam, "neigh", "replace", a, "lladdr", old_mac, "dev", "eth0", "nud", "stale",
+            ],
+        );
+    }
+    let derived = {
+        let port_mac =
+            String::from_utf8_lossy(&ns.exec(&fw, &["cat", "/sys/class/net/up0/address"]).stdout)
+                .trim()
+                .to_string();
+        let b: Vec<u8> = port_mac
+            .split(':')
+            .map(|x| u8::from_str_radix(x, 16).unwrap())
+            .collect();
+        palisade_net::dataplane::own_mac(b.try_into().unwrap())
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
     let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
+    for a in ["203.0.113.10", "2001:db8:ff::10"] {
+        wait_until(
+            &format!("{a} announced at the router's MAC"),
+            Duration::from_secs(10),
+            || {
+                String::from_utf8_lossy(&ns.exec(&up, &["ip", "neigh", "show", a]).stdout)
+                    .contains(&derived)
+            },
+        );
+    }
+    let o = Command::new(palisade())
+        .args(["show", "interfaces", "-s"])
+        .arg(d.join("palisade.sock"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("proxy-arp 203.0.113.10/32 2001:db8:ff::10/128"),
+        "{text}"
+    );
     let t = Instant::now();
     let mut up_ok = false;
     while t.elapsed() < Duration::from_secs(15) {
