@@ -1097,7 +1097,7 @@ impl Conflicts {
                 continue;
             }
             tracing::warn!(
-                "interface '{}': duplicate address {} claimed by {} (the firewall's own address; hosts on that link may send to either)",
+                "interface '{}': duplicate address {} claimed by {} (an address the firewall has or answers for by proxy; hosts on that link may send to either)",
                 key.0,
                 key.1,
                 palisade_wire::ethernet::mac_string(&key.2)

@@ -191,11 +191,15 @@ impl Local {
 
     /// Another station claims `ip` on interface `i`, from `mac`: `ip` is
     /// one of the interface's own addresses (not a CARP address, which a
-    /// peer announces in a takeover) and `mac` none of ours.
+    /// peer announces in a takeover) or a single address it answers for
+    /// by proxy (the router it replaced still answering, say), and `mac`
+    /// none of ours.
     pub(super) fn conflicts(&self, i: usize, ip: &IpAddr, mac: &Mac) -> bool {
-        self.addresses
+        (self
+            .addresses
             .get(i)
             .is_some_and(|a| a.iter().any(|p| p.ip == *ip))
+            || self.proxied_hosts(i).contains(ip))
             && !self.macs.contains(mac)
             && !self.virtuals.iter().any(|v| v.mac == *mac)
     }

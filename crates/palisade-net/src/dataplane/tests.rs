@@ -582,6 +582,24 @@ fn proxied_single_addresses_are_announced_at_start() {
         "{na_for:?}"
     );
     assert!(na_for.contains(&"2001:db8:ff::2".to_string()), "{na_for:?}");
+    // Another station upstream claiming a single proxied address (the
+    // replaced router still answering) is reported for the log; one of
+    // the wider prefix is not (a host could move there).
+    for (sip, now) in [("203.0.113.40", 1), ("203.0.113.20", 2)] {
+        d.input(
+            0,
+            &eth(BROADCAST, A, None, ETH_ARP, &arp(1, A, sip, sip)),
+            now,
+        );
+    }
+    assert_eq!(
+        d.take_conflicts(),
+        [(
+            "wan".to_string(),
+            "203.0.113.40".parse::<IpAddr>().unwrap(),
+            A
+        )]
+    );
 }
 
 /// `proxy-arp` for addresses routed elsewhere: no warning; for addresses
