@@ -199,10 +199,10 @@ impl Local {
             .addresses
             .get(i)
             .is_some_and(|a| a.iter().any(|p| p.ip == *ip))
-            || self.proxy.get(i).is_some_and(|p| {
+            || (self.proxy.get(i).is_some_and(|p| {
                 p.iter()
                     .any(|p| p.ip == *ip && p.bits == if ip.is_ipv4() { 32 } else { 128 })
-            }))
+            }) && !self.gateways.get(i).is_some_and(|g| g.contains(ip))))
             && !self.macs.contains(mac)
             && !self.virtuals.iter().any(|v| v.mac == *mac)
     }
