@@ -253,7 +253,6 @@ impl Local {
         })
     }
 
-    /// The configured addresses of interface `i`.
     /// The proxy entries of interface `i` that name one address (/32,
     /// /128), except a gateway of ours on that link (never answered for).
     pub(super) fn proxied_hosts(&self, i: usize) -> Vec<IpAddr> {
@@ -267,6 +266,12 @@ impl Local {
             .collect()
     }
 
+    /// Whether interface `i` is a CARP parent (has virtual addresses).
+    pub(super) fn has_virtuals(&self, i: usize) -> bool {
+        self.virtuals.iter().any(|v| v.iface == i)
+    }
+
+    /// The configured addresses of interface `i`.
     pub(super) fn addresses(&self, i: usize) -> Vec<IpAddr> {
         self.addresses
             .get(i)

@@ -498,7 +498,13 @@ impl Dataplane {
                 continue;
             }
             let mut addrs = self.local.addresses(i);
-            addrs.extend(self.local.proxied_hosts(i));
+            // (Those it would answer for: not one routed back out this
+            // interface. Not on a CARP parent, where a backup would pull
+            // the traffic to itself.)
+            if !self.local.has_virtuals(i) {
+                let hosts = self.local.proxied_hosts(i);
+                addrs.extend(hosts.into_iter().filter(|ip| self.proxies(i, ip, false)));
+            }
             self.announce(i, self.local.mac(i), &addrs);
         }
         for (i, mac, addrs) in self.local.active_virtuals() {

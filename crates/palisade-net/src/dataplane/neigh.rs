@@ -385,7 +385,7 @@ impl Dataplane {
     /// owner is on that link and answers) unless the proxy range covers
     /// `i`'s own subnet, where answering for the neighbours is what was
     /// asked for (and warned about at start).
-    fn proxies(&self, i: usize, target: &IpAddr, probe: bool) -> bool {
+    pub(super) fn proxies(&self, i: usize, target: &IpAddr, probe: bool) -> bool {
         if probe {
             return false;
         }
