@@ -364,6 +364,9 @@ pub struct Node {
     out: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rejects: BTreeMap<Reject, u64>,
+    /// Valid advertisements heard from other nodes (only a master sends
+    /// them), whatever this node's state then and after.
+    adverts_heard: u64,
     ready: bool,
     /// What is left of the boot demotion in group `carp`'s counter:
     /// `set_ready` takes off this much. An administrator who lowers the
@@ -407,6 +410,7 @@ impl Node {
             out: VecDeque::new(),
             events: VecDeque::new(),
             rejects: BTreeMap::new(),
+            adverts_heard: 0,
             ready: opts.ready,
             boot_left: 0,
             hand_carp: 0,
@@ -776,6 +780,7 @@ impl Node {
         if repr.counter == v.cookie {
             return reject(self, Reject::Loop, vhid);
         }
+        self.adverts_heard += 1;
         let ours = self.demotion(i);
         let v = &self.vhosts[i];
         let (state, advbase, advskew) = (v.state, v.cfg.advbase, v.cfg.advskew);
@@ -898,12 +903,12 @@ impl Node {
         self.vhosts.iter().any(|v| v.state == State::Master)
     }
 
-    /// Whether another node is heard as master of a virtual host this one
-    /// backs up.
-    pub fn heard_master(&self) -> bool {
-        self.vhosts
-            .iter()
-            .any(|v| v.state == State::Backup && !v.masters().is_empty())
+    /// Valid advertisements heard from other nodes since the start: each
+    /// was a master's (backups do not advertise). Counted whatever the
+    /// transitions they cause: one that makes this node preempt at once
+    /// was a master's all the same.
+    pub fn adverts_heard(&self) -> u64 {
+        self.adverts_heard
     }
 
     pub fn status(&self) -> Vec<Status> {

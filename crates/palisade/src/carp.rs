@@ -238,10 +238,10 @@ impl CarpRuntime {
         self.node.any_master()
     }
 
-    /// Whether another node is heard as master of a virtual host this one
-    /// backs up.
-    pub fn heard_master(&self) -> bool {
-        self.node.heard_master()
+    /// Valid advertisements heard from other nodes (masters) since the
+    /// start.
+    pub fn adverts_heard(&self) -> u64 {
+        self.node.adverts_heard()
     }
 
     /// What the commands and the metrics show.

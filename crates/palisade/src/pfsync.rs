@@ -67,6 +67,8 @@ pub struct SyncRuntime {
     /// The peer's complete bulk update came and `restored` still holds
     /// what it lacked: CARP decides (`peer_master`, `master`).
     await_master: bool,
+    /// CARP has heard another node's advertisement (a master's).
+    peer_was_master: bool,
 }
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
@@ -263,6 +265,7 @@ impl SyncRuntime {
             restored: std::collections::HashSet::new(),
             with_carp: false,
             await_master: false,
+            peer_was_master: false,
             refused: RefusedLog::default(),
         })
         .map(|mut r| {
@@ -620,7 +623,9 @@ impl SyncRuntime {
                         // (`peer_master`, `master`); without, the peer's
                         // word decides now.
                         if !self.restored.is_empty() {
-                            if self.with_carp {
+                            if self.peer_was_master {
+                                self.forget_restored(dp, "the master's");
+                            } else if self.with_carp {
                                 self.await_master = true;
                             } else {
                                 self.forget_restored(dp, "the peer's");
@@ -686,10 +691,15 @@ impl SyncRuntime {
         self.with_carp = with_carp;
     }
 
-    /// CARP hears another node as master (this one is backup): after the
-    /// peer's complete bulk update, the states the state file gave back
-    /// that it lacked go (see `restored`).
+    /// CARP has heard another node's advertisement since the start: that
+    /// node was master, and its table the reference. After its complete
+    /// bulk update (or at it, if the advertisement came first), the
+    /// states the state file gave back that it lacked go (see
+    /// `restored`), even if this node preempted it on that very
+    /// advertisement (a review's finding: the node kept them, and sent
+    /// the peer back a connection it had killed).
     pub fn peer_master(&mut self, dp: &mut Dataplane) {
+        self.peer_was_master = true;
         if self.await_master {
             self.forget_restored(dp, "the master's");
         }

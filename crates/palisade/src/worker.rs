@@ -685,13 +685,16 @@ pub fn worker(
             }
             if let Some(c) = carp.as_mut() {
                 outs.extend(c.step(&mut dp, now_us, for_carp));
+                // A master was heard (before this node may have become
+                // master on that very advertisement): told first.
+                if c.adverts_heard() > 0 {
+                    if let Some(s) = sync.as_mut() {
+                        s.peer_master(&mut dp);
+                    }
+                }
                 if c.any_master() {
                     if let Some((d, why)) = sync.as_mut().and_then(|s| s.master(&mut dp, now_us)) {
                         c.demote_for(now_us, "carp", d, why);
-                    }
-                } else if c.heard_master() {
-                    if let Some(s) = sync.as_mut() {
-                        s.peer_master(&mut dp);
                     }
                 }
             }

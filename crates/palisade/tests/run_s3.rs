@@ -1850,39 +1850,61 @@ fn a_preferred_firewall_restarted_with_the_sync_cable_out_does_not_preempt_empty
 /// master: a probe's finding), the one left alone survives the failover.
 #[test]
 fn a_state_file_does_not_bring_back_what_the_master_killed_meanwhile() {
+    state_file_against_a_kill(1);
+}
+
+/// The same for the preferred firewall, demoted, stopped and started
+/// again: it preempts on the master's first advertisement, and the
+/// connection killed meanwhile stays dead all the same (a review found
+/// the node kept it when it became master on that advertisement, and
+/// sent it back to the peer).
+#[test]
+fn a_preferred_firewall_restarted_with_a_state_file_does_not_bring_back_a_kill() {
+    state_file_against_a_kill(0);
+}
+
+/// fw`restarted + 1` (with `state-file`) is stopped while the other
+/// carries two connections; the other kills one; the stopped one starts
+/// again. The killed one must stay dead on both, the other go on.
+fn state_file_against_a_kill(restarted: usize) {
     require_root();
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s3 = S3::new(
-        "s3f",
+        if restarted == 0 { "s3g" } else { "s3f" },
         &Options {
             pfsync: true,
             ..Options::default()
         },
     );
-    let file = s3.fws[1].dir.join("states");
-    let body = std::fs::read_to_string(&s3.fws[1].cfg).unwrap();
+    let other = 1 - restarted;
+    let file = s3.fws[restarted].dir.join("states");
+    let body = std::fs::read_to_string(&s3.fws[restarted].cfg).unwrap();
     std::fs::write(
-        &s3.fws[1].cfg,
+        &s3.fws[restarted].cfg,
         format!("state-file = \"{}\"\n{body}", file.display()),
     )
     .unwrap();
     echo_server(&s3.b, "203.0.113.10:7000");
-    let (mut p1, log1) = s3.fws[0].start();
+    let (p1, log1) = s3.fws[0].start();
     let (p2, log2) = s3.fws[1].start();
-    let log2_slot = Arc::new(Mutex::new(log2.clone()));
+    let mut procs = [p1, p2];
+    let slots = [
+        Arc::new(Mutex::new(log1.clone())),
+        Arc::new(Mutex::new(log2.clone())),
+    ];
     let logs = {
-        let (l1, l2) = (log1.clone(), log2_slot.clone());
+        let slots = slots.clone();
         move || {
             format!(
                 "fw1:\n{}\nfw2:\n{}",
-                l1.lock().unwrap(),
-                l2.lock().unwrap().lock().unwrap()
+                slots[0].lock().unwrap().lock().unwrap(),
+                slots[1].lock().unwrap().lock().unwrap()
             )
         }
     };
     s3.wait_master(0, Duration::from_secs(15), &logs);
     wait_ping(&s3.a, "203.0.113.10", &log1);
-    let mut kept = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(4));
+    let mut kept = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     let mut killed = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(4));
     assert!(kept.echo("kept") && killed.echo("killed"), "{}", logs());
     let (pk, px) = (
@@ -1894,18 +1916,26 @@ fn a_state_file_does_not_bring_back_what_the_master_killed_meanwhile() {
             .lines()
             .any(|l| l.contains(&format!(":{port} ")) || l.contains(&format!(":{port})")))
     };
-    wait_until("both connections on fw2", Duration::from_secs(10), || {
-        has(&s3.fws[1], pk) && has(&s3.fws[1], px)
+    wait_until("both connections on both", Duration::from_secs(10), || {
+        (0..2).all(|k| has(&s3.fws[k], pk) && has(&s3.fws[k], px))
     });
-    // fw2 stopped (its states saved), fw1 kills one connection.
-    let mut p2 = p2;
-    let _ = p2.stop();
-    wait_until("fw2's states saved", Duration::from_secs(5), || {
-        log2.lock().unwrap().contains("states saved")
+    // The one to restart hands over first if it is master (as an
+    // administrator does), then stops, its states saved.
+    if restarted == 0 {
+        let (ok, out) = s3.fws[0].carp(&["demote", "carp", "128"]);
+        assert!(ok, "{out}");
+        s3.wait_master(1, Duration::from_secs(10), &logs);
+        assert!(kept.echo("kept, on fw2"), "{}", logs());
+    }
+    let _ = procs[restarted].stop();
+    let saved = slots[restarted].lock().unwrap().clone();
+    wait_until("the states saved", Duration::from_secs(5), || {
+        saved.lock().unwrap().contains("states saved")
     });
+    // The other kills one connection.
     let o = Command::new(palisade())
         .args(["show", "states", "--json", "-s"])
-        .arg(s3.fws[0].sock())
+        .arg(s3.fws[other].sock())
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1926,50 +1956,60 @@ fn a_state_file_does_not_bring_back_what_the_master_killed_meanwhile() {
     for id in &ids {
         let o = Command::new(palisade())
             .args(["state", "kill", "--id", id, "-s"])
-            .arg(s3.fws[0].sock())
+            .arg(s3.fws[other].sock())
             .output()
             .unwrap();
         assert!(o.status.success(), "{o:?}");
     }
-    assert!(!has(&s3.fws[0], px) && has(&s3.fws[0], pk));
-    // The news of the kill (DEL_C) is not left in the air for fw2 to
-    // hear when it comes back: an upgrade takes seconds.
+    assert!(!has(&s3.fws[other], px) && has(&s3.fws[other], pk));
+    // The news of the kill (DEL_C) is not left in the air for the
+    // stopped one to hear when it comes back: an upgrade takes seconds.
     std::thread::sleep(Duration::from_secs(2));
-    // fw2 back: its file gives both back, fw1's table only one.
-    let (mut p2, log2) = s3.fws[1].start();
-    *log2_slot.lock().unwrap() = log2.clone();
-    wait_until("fw2's bulk update", Duration::from_secs(15), || {
-        log2.lock()
-            .unwrap()
-            .contains("pfsync: bulk update received")
+    // Back: its file gives both back, the other's table only one.
+    let (p, log) = s3.fws[restarted].start();
+    procs[restarted] = p;
+    *slots[restarted].lock().unwrap() = log.clone();
+    wait_until("the bulk update", Duration::from_secs(15), || {
+        log.lock().unwrap().contains("pfsync: bulk update received")
     });
     wait_until(
-        "the killed connection gone from fw2",
+        "the killed connection gone from the restarted one",
         Duration::from_secs(5),
-        || !has(&s3.fws[1], px),
+        || !has(&s3.fws[restarted], px),
     );
     assert!(
-        has(&s3.fws[1], pk),
-        "port {pk} (killed {px}) not on fw2:\n{}\nfw1:\n{}\n{}",
-        states_of(&s3.fws[1]),
-        states_of(&s3.fws[0]),
+        has(&s3.fws[restarted], pk),
+        "port {pk} (killed {px}) not on the restarted one:\n{}\nthe other:\n{}\n{}",
+        states_of(&s3.fws[restarted]),
+        states_of(&s3.fws[other]),
         logs()
     );
     assert!(
-        log2.lock().unwrap().contains("not in the master's table"),
+        log.lock().unwrap().contains("not in the master's table"),
         "{}",
         logs()
     );
-    // The failover: the kept connection goes on through fw2, the killed
-    // one stays dead.
-    let (ok, out) = s3.fws[0].carp(&["demote", "carp", "128"]);
-    assert!(ok, "{out}");
-    s3.wait_master(1, Duration::from_secs(10), &logs);
-    assert!(kept.echo("kept, on fw2"), "{}", logs());
-    assert!(!killed.echo("killed, on fw2"), "{}", logs());
-    assert!(!has(&s3.fws[0], px), "{}", logs());
-    let _ = p1.stop();
-    let _ = p2.stop();
+    // The restarted one carries the connections now: fw1 by preempting
+    // (its demotion by hand did not survive the restart), fw2 after
+    // fw1's demotion.
+    if restarted == 1 {
+        let (ok, out) = s3.fws[0].carp(&["demote", "carp", "128"]);
+        assert!(ok, "{out}");
+    }
+    s3.wait_master(restarted, Duration::from_secs(10), &logs);
+    assert!(kept.echo("kept, through the restarted one"), "{}", logs());
+    assert!(
+        !killed.echo("killed, through the restarted one"),
+        "{}",
+        logs()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    for k in 0..2 {
+        assert!(!has(&s3.fws[k], px), "fw{} has it again\n{}", k + 1, logs());
+    }
+    for p in procs.iter_mut() {
+        let _ = p.stop();
+    }
 }
 
 /// A pair with fixed `set hostid`s and state files, restarted as an
