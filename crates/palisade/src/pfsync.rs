@@ -555,6 +555,11 @@ impl SyncRuntime {
                         self.restored.remove(&up.sid.id);
                         match dp.filter.states.merge_update(&up, now_ms) {
                             Ok(_) => self.applied += 1,
+                            // One of ours that is gone here (removed while
+                            // the peer's update was on its way): asking for
+                            // it would only bring a record to refuse.
+                            Err(palisade_filter::state::ImportError::Unknown(sid))
+                                if dp.filter.states.created_here(sid.id) => {}
                             Err(palisade_filter::state::ImportError::Unknown(sid)) => {
                                 self.sync.unknown(now_us, state_ref(&sid))
                             }
@@ -582,7 +587,8 @@ impl SyncRuntime {
                         continue;
                     }
                     if let Some(rec) = dp.filter.export_state(r.id, now_ms) {
-                        if rec.creator == r.creatorid {
+                        // (Never a `no-sync` state.)
+                        if rec.creator == r.creatorid && !rec.no_sync {
                             self.sync.send_state(now_us, to_msg(&rec));
                         }
                     }
