@@ -399,6 +399,37 @@ mod tests {
         assert!(answer_passes(&mut b, "198.51.100.10", "192.0.2.80", 80, 30));
     }
 
+    /// As the daemon restarts (the same creator, a new epoch for its
+    /// ids): every state comes back with its id, even one whose slot a
+    /// state made before the file was read holds, and the states made
+    /// after take ids of the new epoch, none a saved one's.
+    #[test]
+    fn a_new_epoch_keeps_every_saved_id_and_gives_new_states_new_ones() {
+        let mut a = filter(RULES, 7);
+        connect(&mut a);
+        let (bytes, _) = encode(&a, 2000, 1_000_000);
+        let (saved, _) = a.states.walk_with(0, 100, 10, true);
+        let mut b = filter(RULES, 7);
+        b.states.set_epoch(0x5eed_0001);
+        let mut syn = tcp("198.51.100.99", "192.0.2.80", 40001, 80, 1, 0, 0x02);
+        assert!(b.process(&mut syn, "em0", Out, 0).passed());
+        let r = decode_into(&bytes, &mut b, 0, 1_000_000).unwrap();
+        assert_eq!(r.taken, 3, "{r:?}");
+        let mut want: Vec<u64> = saved.iter().map(|r| r.id).collect();
+        let mut got = r.ids.clone();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        for r in &saved {
+            assert_eq!(b.states.get(r.id).map(|s| s.creator), Some(7));
+        }
+        let mut syn = tcp("198.51.100.98", "192.0.2.80", 40002, 80, 1, 0, 0x02);
+        let id = b.process(&mut syn, "em0", Out, 20).state_id.unwrap();
+        assert_eq!(id >> 32, 0x5eed_0001);
+        assert!(!want.contains(&id));
+        assert!(answer_passes(&mut b, "198.51.100.10", "192.0.2.80", 80, 30));
+    }
+
     /// When the slot an own id names is taken (a state made before the
     /// file was read), the state gets a new id rather than a duplicate.
     #[test]

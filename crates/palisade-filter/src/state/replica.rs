@@ -486,10 +486,11 @@ impl StateTable {
     }
 
     /// Take back a state this firewall saved before it restarted
-    /// (`state-file`): as `import`, except that a state of this table's
-    /// own creator id (`set hostid`) goes back to the slot its id names,
-    /// keeping the id, or, if that slot is taken, gets a new id from
-    /// another. Returns the state's id here.
+    /// (`state-file`): as `import` (kept by its id), except that a state
+    /// whose id is of this table's own epoch (only when the epoch did not
+    /// change: the daemon draws a new one at every start) goes back to
+    /// the slot its id names, keeping the id, or, if that slot is taken,
+    /// gets a new id from another. Returns the state's id here.
     pub fn restore(
         &mut self,
         rec: &StateRecord,
