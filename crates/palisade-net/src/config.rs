@@ -154,6 +154,9 @@ struct RawIface {
     groups: Vec<Spanned<String>>,
     #[serde(default)]
     proxy_arp: Vec<Spanned<String>>,
+    /// The most this interface sends, below its port's (a VLAN of a
+    /// smaller MTU than the others on the trunk)
+    mtu: Option<Spanned<i64>>,
     router_advertisements: Option<Spanned<RawRa>>,
 }
 
@@ -230,6 +233,8 @@ pub enum ConfigProblem {
     NoSuchPort(String),
     #[error("mtu must be 576..9216")]
     Mtu,
+    #[error("mtu {0}: an interface with IPv6 addresses needs 1280 at least (RFC 8200)")]
+    MtuV6(u16),
     #[error("mac = \"{0}\": use \"port\" (answer with the port's own MAC; the kernel's is moved aside while Palisade runs) or \"derived\" (the default: a MAC of Palisade's own, the port's with the locally administered bit)")]
     Mac(String),
     #[error(transparent)]
@@ -641,6 +646,9 @@ pub struct Iface {
     pub pass_tagged: bool,
     /// Router advertisements sent on it (`[interface.router-advertisements]`).
     pub ra: Option<RaConf>,
+    /// `mtu` under [[interface]]: the most it sends, when below its
+    /// port's (`router::mtu` takes the smaller).
+    pub mtu: Option<u16>,
 }
 
 /// Router advertisements on an interface (rad(8), RFC 4861): the
@@ -945,6 +953,16 @@ impl Config {
                 ));
             }
             let addresses = addrs(&cx, &i.addresses, &name)?;
+            let mtu = match &i.mtu {
+                Some(m) if !(576..=9216).contains(m.get_ref()) => {
+                    return Err(cx.err(m, ConfigProblem::Mtu));
+                }
+                Some(m) if *m.get_ref() < 1280 && addresses.iter().any(|a| a.ip.is_ipv6()) => {
+                    return Err(cx.err(m, ConfigProblem::MtuV6(*m.get_ref() as u16)));
+                }
+                Some(m) => Some(*m.get_ref() as u16),
+                None => None,
+            };
             let ra = match &i.router_advertisements {
                 Some(r) => Some(ra_conf(&cx, r, &name, &addresses)?),
                 None => None,
@@ -962,6 +980,7 @@ impl Config {
                 block_non_ip: false,
                 pass_tagged: false,
                 ra,
+                mtu,
             });
         }
         // A port listed without an [[interface]] is an interface of its own name.
@@ -980,6 +999,7 @@ impl Config {
                     block_non_ip: false,
                     pass_tagged: false,
                     ra: None,
+                    mtu: None,
                 });
             }
         }
@@ -1059,6 +1079,7 @@ impl Config {
                 block_non_ip: false,
                 pass_tagged: b.pass_tagged,
                 ra: None,
+                mtu: None,
             });
         }
         let mut routes = Vec::new();
@@ -1888,6 +1909,31 @@ mod tests {
         assert!(
             w[0].contains("port 'eth1': mtu 9000 in palisade.toml, but the kernel's is 1500"),
             "{w:?}"
+        );
+    }
+
+    /// `mtu` under [[interface]]: 576..9216, 1280 at least with IPv6
+    /// addresses; kept for the data plane (`router::mtu` takes the
+    /// smaller of it and the port's).
+    #[test]
+    fn an_interface_mtu_is_checked() {
+        let toml = |mtu: &str, addr: &str| {
+            format!(
+                "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n\
+                 [[interface]]\nname = \"v7\"\nport = \"eth0\"\nvlan = 7\nmtu = {mtu}\naddresses = [\"{addr}\"]\n"
+            )
+        };
+        let c = parse(&toml("1400", "192.0.2.1/24")).unwrap();
+        assert_eq!(c.ifaces[0].mtu, Some(1400));
+        let e = parse(&toml("100", "192.0.2.1/24")).unwrap_err().to_string();
+        assert!(e.contains("mtu must be 576..9216"), "{e}");
+        assert!(parse(&toml("1000", "192.0.2.1/24")).is_ok());
+        let e = parse(&toml("1000", "2001:db8::1/64"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mtu 1000: an interface with IPv6 addresses needs 1280"),
+            "{e}"
         );
     }
 

@@ -152,9 +152,12 @@ pub(super) fn mtu(cfg: &Config, i: usize) -> usize {
     let p = ifc
         .port
         .or_else(|| ifc.members.first().and_then(|m| cfg.ifaces[*m].port));
-    p.and_then(|p| cfg.ports.get(p))
+    let port = p
+        .and_then(|p| cfg.ports.get(p))
         .map(|p| p.mtu as usize)
-        .unwrap_or(1500)
+        .unwrap_or(1500);
+    // An interface's own `mtu` lowers it (a VLAN of a smaller MTU).
+    ifc.mtu.map_or(port, |m| port.min(m as usize))
 }
 
 impl Dataplane {

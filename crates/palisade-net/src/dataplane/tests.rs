@@ -604,6 +604,67 @@ fn proxied_single_addresses_are_announced_at_start() {
     );
 }
 
+/// An interface's own `mtu` (a VLAN smaller than the trunk): a packet
+/// longer than it, DF set, is answered "fragmentation needed" with that
+/// MTU; without DF it leaves in fragments that fit.
+#[test]
+fn an_interface_mtu_below_its_ports_is_kept() {
+    let toml = ROUTER.replace("vlan = 7\n", "vlan = 7\nmtu = 1400\n");
+    let mut d = dp(&toml, "pass\n");
+    // The VM's MAC known.
+    d.input(
+        1,
+        &eth(
+            M1,
+            B,
+            Some(7),
+            ETH_ARP,
+            &arp(2, B, "203.0.113.17", "192.0.2.1"),
+        ),
+        0,
+    );
+    let big = |df: bool| {
+        let mut p = build::ip(
+            "198.18.0.9".parse().unwrap(),
+            "203.0.113.17".parse().unwrap(),
+            17,
+            64,
+            &build::udp(1000, 53, &[0u8; 1420]),
+        );
+        if !df {
+            p[6] = 0;
+            p[10] = 0;
+            p[11] = 0;
+            let c = palisade_wire::checksum::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        p
+    };
+    // The error waits for the gateway's MAC (asked for), then leaves.
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &big(true)), 10);
+    assert_eq!(&o[0].1[12..14], &ETH_ARP.to_be_bytes(), "{o:?}");
+    let o = d.input(
+        0,
+        &eth(
+            M0,
+            A,
+            None,
+            ETH_ARP,
+            &arp(2, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        11,
+    );
+    assert_eq!(ports(&o), [0], "{o:?}");
+    let info = parse_ip(&o[0].1[14..]).unwrap();
+    assert!(matches!(info.l4, L4::Icmp { ty: 3, code: 4, .. }));
+    assert_eq!(&o[0].1[14 + 26..14 + 28], &1400u16.to_be_bytes());
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &big(false)), 20);
+    assert_eq!(ports(&o), [1, 1]);
+    for (_, f) in &o {
+        assert!(f.len() <= 18 + 1400, "{}", f.len());
+    }
+}
+
 /// `proxy-arp` for addresses routed elsewhere: no warning; for addresses
 /// whose route leads back out the answering interface, or that have no
 /// route: a warning naming the interface and the prefix.
