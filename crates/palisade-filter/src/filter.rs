@@ -777,8 +777,8 @@ impl Filter {
             // A client's sticky address lives while its states use it,
             // and `sticky_ms` after its last new connection.
             let (keep, now, states) = (self.sticky_ms, now_ms, &self.states);
-            self.sticky.retain(|(_, _, client), (_, last)| {
-                now < *last + keep || states.sticky_in_use(client)
+            self.sticky.retain(|(_, _, client), (addr, last)| {
+                now < *last + keep || states.sticky_in_use(client, addr)
             });
             self.last_expiry_ms = now_ms;
         }
@@ -1363,9 +1363,24 @@ impl Filter {
             }
         }
         let translated = (after != key).then(|| after.clone());
-        let sticky = v.nat_pool.as_ref().is_some_and(|p| p.sticky)
-            || v.rdr_pool.as_ref().is_some_and(|p| p.sticky)
-            || v.route.as_ref().is_some_and(|(_, (_, p))| p.sticky);
+        use crate::state::flag;
+        let sticky = [
+            (
+                v.nat_pool.as_ref().is_some_and(|p| p.sticky),
+                flag::STICKY_NAT,
+            ),
+            (
+                v.rdr_pool.as_ref().is_some_and(|p| p.sticky),
+                flag::STICKY_RDR,
+            ),
+            (
+                v.route.as_ref().is_some_and(|(_, (_, p))| p.sticky),
+                flag::STICKY_ROUTE,
+            ),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0u8, |m, (_, f)| m | f);
         // Routing options: the next hop is chosen now (from the packet as
         // translated) and kept in the state for the connection.
         // (No next hop of the packet's family: routed normally.)
@@ -1403,9 +1418,6 @@ impl Filter {
                     self.counters.state_inserts += 1;
                     d.state = StateMatch::New;
                     d.state_id = Some(id);
-                    if sticky {
-                        self.states.mark_sticky(id);
-                    }
                     self.states.set_log_all(id, v.log_all);
                     if let Some(os) = &meta.os {
                         self.states.set_os(id, &os_label(os));
@@ -1430,6 +1442,9 @@ impl Filter {
                     }
                     if let Some(r) = &route {
                         self.states.set_route(id, r.clone());
+                    }
+                    if sticky != 0 {
+                        self.states.mark_sticky(id, sticky);
                     }
                     if v.allow_opts {
                         self.states.set_allow_opts(id);
@@ -1823,8 +1838,8 @@ impl Filter {
         let remembered = if pool.sticky {
             self.sticky
                 .get(&sticky_key)
-                .filter(|(_, last)| {
-                    self.now_ms < last + self.sticky_ms || self.states.sticky_in_use(&key.src)
+                .filter(|(a, last)| {
+                    self.now_ms < last + self.sticky_ms || self.states.sticky_in_use(&key.src, a)
                 })
                 .map(|(a, _)| *a)
         } else {

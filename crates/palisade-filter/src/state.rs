@@ -327,9 +327,13 @@ pub mod flag {
     pub const TRACKED: u8 = 2;
     /// Counted as an established connection of its source node.
     pub const CONN_COUNTED: u8 = 4;
-    /// Translated from a `sticky-address` pool: counted in its client's
-    /// `sticky_refs` (the client's sticky address lives while it has any).
-    pub const STICKY: u8 = 8;
+    /// Its source translation, destination translation or next hop came
+    /// from a `sticky-address` pool: counted in `sticky_refs` under the
+    /// client and that address (`StateTable::sticky_keys`).
+    pub const STICKY_NAT: u8 = 8;
+    pub const STICKY_RDR: u8 = 16;
+    pub const STICKY_ROUTE: u8 = 32;
+    pub const STICKY: u8 = STICKY_NAT | STICKY_RDR | STICKY_ROUTE;
 }
 
 /// A translated state's second key, as what differs from its first: the
@@ -698,9 +702,9 @@ pub struct StateTable {
     /// counted).
     per_rule: HashMap<usize, u32>,
     src_nodes: HashMap<SrcKey, SrcNode>,
-    /// Per client: its states translated from `sticky-address` pools
+    /// Per client and sticky address: the states that use it
     /// (`flag::STICKY`).
-    sticky_refs: HashMap<IpAddr, u32>,
+    sticky_refs: HashMap<(IpAddr, IpAddr), u32>,
     nodes_per_scope: HashMap<Option<RuleId>, u32>,
     ifaces: Vec<String>,
     iface_ids: HashMap<String, IfId>,
@@ -1701,23 +1705,50 @@ impl StateTable {
         self.index.insert_unique(hasher.hash_one(key), e, rehash);
     }
 
-    /// The state's translation came from a `sticky-address` pool: while
-    /// it lives, its client's sticky address does (as pf's source node
-    /// lives while states use it).
-    pub fn mark_sticky(&mut self, id: u64) {
+    /// The state's source translation, destination translation or next
+    /// hop (`which`: `flag::STICKY_*`, set after its route) came from a
+    /// `sticky-address` pool: while it lives, the client's sticky address
+    /// does (as pf's source node lives while states use it).
+    pub fn mark_sticky(&mut self, id: u64, which: u8) {
         let Some(s) = self.get_mut(id) else { return };
-        if s.has(flag::STICKY) {
+        let new = which & flag::STICKY & !s.flags;
+        if new == 0 {
             return;
         }
-        s.set(flag::STICKY, true);
-        let client = s.key.src;
-        *self.sticky_refs.entry(client).or_default() += 1;
+        s.flags |= new;
+        let keys = self
+            .get(id)
+            .map(|s| self.sticky_keys(s, new))
+            .unwrap_or_default();
+        for k in keys {
+            *self.sticky_refs.entry(k).or_default() += 1;
+        }
     }
 
-    /// Whether `client` has a state translated from a `sticky-address`
-    /// pool.
-    pub fn sticky_in_use(&self, client: &IpAddr) -> bool {
-        self.sticky_refs.contains_key(client)
+    /// The (client, sticky address) pairs a state with the `which` marks
+    /// uses, as the filter's sticky entries name them: the client as the
+    /// pool saw it (for a next hop, after the source translation), the
+    /// translated source, the translated destination, the next hop.
+    fn sticky_keys(&self, s: &State, which: u8) -> Vec<(IpAddr, IpAddr)> {
+        let after = self.translated(s).unwrap_or_else(|| s.key.clone());
+        let mut v = Vec::new();
+        if which & flag::STICKY_NAT != 0 {
+            v.push((s.key.src, after.src));
+        }
+        if which & flag::STICKY_RDR != 0 {
+            v.push((s.key.src, after.dst));
+        }
+        if which & flag::STICKY_ROUTE != 0 {
+            if let Some(r) = s.ext.as_ref().and_then(|e| e.route.as_ref()) {
+                v.push((after.src, r.hop));
+            }
+        }
+        v
+    }
+
+    /// Whether a state uses `addr` as `client`'s sticky address.
+    pub fn sticky_in_use(&self, client: &IpAddr, addr: &IpAddr) -> bool {
+        self.sticky_refs.contains_key(&(*client, *addr))
     }
 
     /// Remove a state; whether it was there. (The state itself is not
@@ -1739,6 +1770,12 @@ impl StateTable {
         }
         let s = self.slab[slot as usize].as_ref()?;
         let (wire, stack) = (self.xlat.wire(s), self.xlat.stack(s));
+        // (Before its translation is released.)
+        let sticky = if s.has(flag::STICKY) {
+            self.sticky_keys(s, s.flags & flag::STICKY)
+        } else {
+            Vec::new()
+        };
         if let Some(d) = &self.directory {
             let bound = s.bound.then(|| self.ifaces[s.iface as usize].as_str());
             d.remove(self.table, &wire, &stack, bound);
@@ -1773,11 +1810,11 @@ impl StateTable {
                 }
             }
         }
-        if s.has(flag::STICKY) {
-            if let Some(n) = self.sticky_refs.get_mut(&s.key.src) {
+        for k in sticky {
+            if let Some(n) = self.sticky_refs.get_mut(&k) {
                 *n -= 1;
                 if *n == 0 {
-                    self.sticky_refs.remove(&s.key.src);
+                    self.sticky_refs.remove(&k);
                 }
             }
         }

@@ -312,12 +312,16 @@ fn a_sticky_address_lives_while_the_clients_states_do() {
         assert!(f.process(&mut p, "em0", Out, 300_500).passed());
         assert_eq!(parse_ip(&p).unwrap().src, first, "{fam}");
         // Its states gone, the client's count is too.
-        assert!(f.states.sticky_in_use(&ip(c)));
+        assert!(f.states.sticky_in_use(&ip(c), &first));
         let ids: Vec<u64> = f.states.iter().map(|s| s.id).collect();
         for id in ids {
             f.states.remove(id);
         }
-        assert!(!f.states.sticky_in_use(&ip(c)) && !f.states.sticky_in_use(&ip(c2)));
+        for a in pool.split(' ') {
+            assert!(
+                !f.states.sticky_in_use(&ip(c), &ip(a)) && !f.states.sticky_in_use(&ip(c2), &ip(a))
+            );
+        }
     }
 }
 

@@ -200,3 +200,37 @@ fn skipped_interfaces_pass_unfiltered() {
     let d = f.process(&mut u, "wan1", In, 0);
     assert!(matches!(d.action, VerdictAction::Block(_)));
 }
+
+/// A `route-to` pool with `sticky-address` on translated packets (hide NAT
+/// and the next hop chosen on the same way out): the client's next hop
+/// lives while its connection does, not only for the minute after its
+/// last new one (the sticky entry is keyed by the translated source,
+/// which the count of states in use must name too: a review's finding).
+#[test]
+fn a_sticky_next_hop_lives_while_the_connection_does() {
+    let mut f = filter_with(
+        host(),
+        "match out on wan1 inet from 198.18.0.0/24 nat-to 192.0.2.2\n\
+         pass in on wan1\n\
+         pass out on wan1 proto tcp route-to { (wan1 192.0.2.10) (wan1 192.0.2.11) (wan1 192.0.2.12) } round-robin sticky-address\n",
+        1,
+    );
+    // An established connection (its state lives a day).
+    let mut syn = tcp("198.18.0.7", "203.0.113.80", 40000, 80, 0x02, 1, 0);
+    let d = f.process(&mut syn, "wan1", Out, 0);
+    let first = d.route.expect("a next hop").hop;
+    let nport = palisade_wire::parse_ip(&syn).unwrap().sport().unwrap();
+    let mut synack = tcp("203.0.113.80", "192.0.2.2", 80, nport, 0x12, 900, 2);
+    assert_eq!(
+        f.process(&mut synack, "wan1", In, 1).state,
+        StateMatch::Match
+    );
+    let mut ack = tcp("198.18.0.7", "203.0.113.80", 40000, 80, 0x10, 2, 901);
+    assert_eq!(f.process(&mut ack, "wan1", Out, 2).state, StateMatch::Match);
+    // Five minutes on (the round robin would give the next hop), the
+    // same client's new connection: the same hop.
+    let mut p = tcp("198.18.0.7", "203.0.113.80", 40001, 80, 0x02, 1, 0);
+    let d = f.process(&mut p, "wan1", Out, 300_000);
+    assert_eq!(d.state, StateMatch::New);
+    assert_eq!(d.route.map(|r| r.hop), Some(first));
+}
