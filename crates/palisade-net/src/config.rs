@@ -169,6 +169,9 @@ struct RawRa {
     #[serde(default)]
     dns: Vec<Spanned<String>>,
     mtu: Option<bool>,
+    /// A CARP interface on this one (with a link-local address) whose
+    /// link-local address and virtual MAC advertise, while it is master
+    carp: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -356,6 +359,8 @@ pub enum ConfigProblem {
          add one to its addresses (e.g. \"fe80::1/64\")"
     )]
     RaNeedsLinkLocal(String),
+    #[error("router-advertisements carp: {0}")]
+    RaCarp(String),
     #[error("router-advertisements lifetime {0}: 0 to 9000 seconds (0: not a default router)")]
     RaLifetime(i64),
     #[error("router-advertisements interval {0}: 4 to 1800 seconds")]
@@ -481,7 +486,9 @@ fn ra_conf(
     let link_local = addresses
         .iter()
         .any(|p| matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local()));
-    if !link_local {
+    // (With `carp`, the CARP interface's link-local address sends: checked
+    // once the CARP interfaces are read.)
+    if !link_local && raw.carp.is_none() {
         return Err(cx.err(r, ConfigProblem::RaNeedsLinkLocal(iface.to_string())));
     }
     let lifetime = match &raw.lifetime {
@@ -523,6 +530,7 @@ fn ra_conf(
         interval,
         dns,
         mtu: raw.mtu.unwrap_or(false),
+        carp: None,
     })
 }
 
@@ -665,6 +673,10 @@ pub struct RaConf {
     pub dns: Vec<std::net::Ipv6Addr>,
     /// Advertise the interface's MTU.
     pub mtu: bool,
+    /// `carp = "carp0"`: advertise from that CARP interface's link-local
+    /// address and virtual MAC, and only while it is master (the pair
+    /// then looks like one router to the hosts, which follows CARP).
+    pub carp: Option<(String, std::net::Ipv6Addr)>,
 }
 
 #[derive(Clone, Debug)]
@@ -1383,6 +1395,46 @@ impl Config {
                 groups,
             });
         }
+        // Advertisements that follow a CARP interface: one on this
+        // interface, with a link-local address to send from.
+        for ri in &raw.interface {
+            let Some(r) = &ri.router_advertisements else {
+                continue;
+            };
+            let Some(cn) = &r.get_ref().carp else {
+                continue;
+            };
+            let Some(&i) = if_ix.get(ri.name.get_ref()) else {
+                continue;
+            };
+            let Some(c) = carp.iter().find(|c| c.name == *cn.get_ref()) else {
+                return Err(cx.err(
+                    cn,
+                    ConfigProblem::RaCarp(format!("no CARP interface '{}'", cn.get_ref())),
+                ));
+            };
+            if c.parent != i {
+                return Err(cx.err(
+                    cn,
+                    ConfigProblem::RaCarp(format!(
+                        "CARP interface '{}' is on '{}', not on '{}'",
+                        c.name, ifaces[c.parent].name, ifaces[i].name
+                    )),
+                ));
+            }
+            let Some(ll) = c.addresses.iter().find_map(|p| match p.ip {
+                IpAddr::V6(a) if a.is_unicast_link_local() => Some(a),
+                _ => None,
+            }) else {
+                return Err(cx.err(cn, ConfigProblem::RaCarp(format!(
+                    "CARP interface '{}' has no IPv6 link-local address to advertise from (add one, e.g. \"fe80::1/64\", the same on both firewalls)",
+                    c.name
+                ))));
+            };
+            if let Some(ra) = ifaces[i].ra.as_mut() {
+                ra.carp = Some((c.name.clone(), ll));
+            }
+        }
         let mut carp_options = CarpOptions::default();
         if let Some(o) = &raw.carp_options {
             carp_options.preempt = o.preempt.unwrap_or(false);
@@ -1603,9 +1655,11 @@ impl Config {
             if ifc.ra.is_none() {
                 continue;
             }
-            if self.carp.iter().any(|c| c.parent == i) {
+            if self.carp.iter().any(|c| c.parent == i)
+                && ifc.ra.as_ref().is_some_and(|r| r.carp.is_none())
+            {
                 w.push(format!(
-                    "palisade: warning: interface '{}' has CARP and router advertisements: each firewall of the pair advertises itself from its own link-local address, so hosts keep both as default routers and move to the other only when neighbour unreachability detection gives up on one (tens of seconds), not at CARP's takeover",
+                    "palisade: warning: interface '{}' has CARP and router advertisements: each firewall of the pair advertises itself from its own link-local address, so hosts keep both as default routers and move to the other only when neighbour unreachability detection gives up on one (tens of seconds), not at CARP's takeover (`carp = \"CARPIF\"` under [interface.router-advertisements] advertises from the CARP interface's link-local address, only while it is master)",
                     ifc.name
                 ));
             }
@@ -2236,6 +2290,53 @@ groups = ["inside"]
         }
     }
 
+    /// `carp = ...` under the advertisements: a CARP interface on this
+    /// one, with a link-local address (then the interface needs none of
+    /// its own); said otherwise, with the line.
+    #[test]
+    fn advertisements_that_follow_carp_are_checked() {
+        let base = "pf = \"pf.conf\"\n[[port]]\nname = \"eth1\"\n[[port]]\nname = \"eth2\"\n\
+                    [[interface]]\nname = \"vms\"\nport = \"eth1\"\naddresses = [\"2001:db8:3::2/64\"]\n\
+                    [interface.router-advertisements]\ncarp = \"carp1\"\n\
+                    [[interface]]\nname = \"wan\"\nport = \"eth2\"\naddresses = [\"203.0.113.2/24\"]\n";
+        let carp = |iface: &str, addrs: &str| {
+            format!(
+                "[[carp]]\nname = \"carp1\"\ninterface = \"{iface}\"\nvhid = 1\naddresses = [{addrs}]\n"
+            )
+        };
+        let c = parse(&format!(
+            "{base}{}",
+            carp("vms", "\"fe80::1/64\", \"2001:db8:3::1/64\"")
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ifaces[0].ra.as_ref().unwrap().carp,
+            Some(("carp1".to_string(), "fe80::1".parse().unwrap()))
+        );
+        assert!(c
+            .warnings()
+            .iter()
+            .all(|w| !w.contains("has CARP and router advertisements")));
+        for (tail, want) in [
+            (
+                carp("vms", "\"2001:db8:3::1/64\""),
+                "router-advertisements carp: CARP interface 'carp1' has no IPv6 link-local address",
+            ),
+            (
+                carp("wan", "\"203.0.113.1/24\", \"fe80::1/64\""),
+                "router-advertisements carp: CARP interface 'carp1' is on 'wan', not on 'vms'",
+            ),
+            (
+                String::new(),
+                "router-advertisements carp: no CARP interface 'carp1'",
+            ),
+        ] {
+            let e = parse(&format!("{base}{tail}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+            assert_eq!(e.line, 11, "{e}");
+        }
+    }
+
     #[test]
     fn router_advertisements_are_read_and_checked() {
         let base = "pf = \"pf.conf\"\n[[port]]\nname = \"eth1\"\n[[interface]]\nname = \"vms\"\nport = \"eth1\"\n";
@@ -2249,7 +2350,8 @@ groups = ["inside"]
                 lifetime: 1800,
                 interval: 600,
                 dns: Vec::new(),
-                mtu: false
+                mtu: false,
+                carp: None,
             }),
             "rad's defaults"
         );

@@ -18,8 +18,12 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 pub(super) struct Advertiser {
     iface: usize,
-    /// The interface's (first) link-local address, the sender.
+    /// The interface's (first) link-local address, the sender; or the
+    /// CARP interface's (`carp`).
     src: Ipv6Addr,
+    /// `carp = ...`: sent from the CARP interface's link-local address
+    /// and virtual MAC, and only while that MAC is on (master).
+    carp: bool,
     advert: Advert,
     schedule: Schedule,
 }
@@ -38,11 +42,11 @@ pub(super) fn advertisers(
             IpAddr::V6(a) => Some((a, p.bits)),
             IpAddr::V4(_) => None,
         });
-        let Some(src) = v6
+        let own = v6
             .clone()
             .map(|(a, _)| a)
-            .find(|a| a.is_unicast_link_local())
-        else {
+            .find(|a| a.is_unicast_link_local());
+        let Some(src) = rc.carp.as_ref().map(|(_, ll)| *ll).or(own) else {
             continue;
         };
         let mut prefixes: Vec<(Ipv6Addr, u8)> = Vec::new();
@@ -58,6 +62,7 @@ pub(super) fn advertisers(
         out.push(Advertiser {
             iface: i,
             src,
+            carp: rc.carp.is_some(),
             advert: Advert {
                 lifetime: rc.lifetime,
                 prefixes,
@@ -159,19 +164,45 @@ impl Dataplane {
     /// their default router at once rather than after the lifetime.
     pub fn ra_leave(&mut self) -> Vec<super::Out> {
         for k in 0..self.adverts.len() {
-            self.send_ra(k, Some(0));
+            // (Not for one that follows CARP: the peer takes the same
+            // router address over, and hosts must keep it.)
+            if !self.adverts[k].carp {
+                self.send_ra(k, Some(0));
+            }
         }
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         out
     }
 
+    /// The advertisements that follow the CARP interface whose virtual
+    /// MAC on `iface` has just come on (a new master): one goes at once,
+    /// so that hosts learn the router's MAC moved with it.
+    pub(super) fn ra_takeover(&mut self, iface: usize, addresses: &[IpAddr]) {
+        for k in 0..self.adverts.len() {
+            let a = &self.adverts[k];
+            if a.carp && a.iface == iface && addresses.contains(&IpAddr::V6(a.src)) {
+                self.send_ra(k, None);
+            }
+        }
+    }
+
     fn send_ra(&mut self, k: usize, lifetime: Option<u16>) {
         let a = &self.adverts[k];
         let i = a.iface;
         let mut advert = a.advert.clone();
-        // The interface's MAC now (a port made again may have another).
-        advert.mac = self.local.mac(i);
+        // The interface's MAC now (a port made again may have another);
+        // following CARP, the virtual MAC, and nothing while it is off (a
+        // backup is silent: hosts see one router, the master).
+        let from = if a.carp {
+            match self.local.virtual_with(i, &IpAddr::V6(a.src)) {
+                Some((true, mac)) => Some(mac),
+                _ => return,
+            }
+        } else {
+            None
+        };
+        advert.mac = from.unwrap_or_else(|| self.local.mac(i));
         if self.cfg.ifaces[i].ra.as_ref().is_some_and(|r| r.mtu) {
             advert.mtu = Some(self.mtu(i) as u32);
         }
@@ -180,6 +211,6 @@ impl Dataplane {
         let o = ALL_NODES.octets();
         let mac = [0x33, 0x33, o[12], o[13], o[14], o[15]];
         self.counters.ra_sent += 1;
-        self.emit(i, mac, None, EtherType::Ipv6, &pkt);
+        self.emit(i, mac, from, EtherType::Ipv6, &pkt);
     }
 }

@@ -341,6 +341,15 @@ impl Local {
             .map(|x| (self.virtuals[x].on, self.virtuals[x].addresses.clone()))
     }
 
+    /// The virtual MAC of interface `i` that has `ip`: whether it is on,
+    /// and the MAC.
+    pub(super) fn virtual_with(&self, i: usize, ip: &IpAddr) -> Option<(bool, Mac)> {
+        self.virtuals
+            .iter()
+            .find(|v| v.iface == i && v.addresses.contains(ip))
+            .map(|v| (v.on, v.mac))
+    }
+
     /// The virtual MACs that are on, with their interface and addresses.
     pub(super) fn active_virtuals(&self) -> Vec<(usize, Mac, Vec<IpAddr>)> {
         self.virtuals
@@ -416,6 +425,7 @@ impl Dataplane {
             return Err(VirtualMacError::Off(mac));
         }
         self.announce(iface, mac, &addresses);
+        self.ra_takeover(iface, &addresses);
         let out = std::mem::take(&mut self.out);
         self.counters.frames_out += out.len() as u64;
         Ok(out)

@@ -1733,6 +1733,53 @@ fn router_advertisements_are_sent_and_solicitations_answered() {
     assert_eq!(&bye[0].3[6..8], &[0, 0]);
 }
 
+/// `carp = "carp1"` under the advertisements: sent from the CARP
+/// interface's link-local address and virtual MAC, only while its MAC is
+/// on (master): a backup is silent, even asked; a new master advertises
+/// at once (with its announcements), and none says lifetime 0 at its stop
+/// (the peer takes the same router address over). Hosts then see one
+/// router that moves with CARP.
+#[test]
+fn router_advertisements_follow_carp() {
+    let toml = RA_VLAN.replace(
+        "addresses = [\"fe80::1/64\", \"198.18.0.1/24\",",
+        "addresses = [\"fe80::2/64\", \"198.18.0.2/24\",",
+    ) + "carp = \"carp1\"\n[[carp]]\nname = \"carp1\"\ninterface = \"vms\"\nvhid = 1\n\
+         addresses = [\"fe80::1/64\", \"2001:db8:3::100/64\"]\n";
+    let mut d = dp(&toml, "pass\n");
+    const VMAC: Mac = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x01];
+    let vll: IpAddr = "fe80::1".parse().unwrap();
+    let vips = [vll, "2001:db8:3::100".parse().unwrap()];
+    d.add_virtual_mac(1, VMAC, &vips).unwrap();
+    // Backup: nothing, even when due or asked.
+    assert!(adverts(&d.tick(0)).is_empty());
+    assert!(adverts(&d.tick(20_000)).is_empty());
+    // Master: at once, from the virtual link-local address and MAC.
+    d.set_virtual_mac(1, VMAC, true).unwrap();
+    let o = d.announce_virtual_mac(1, VMAC).unwrap();
+    let ra = adverts(&o);
+    assert_eq!(ra.len(), 1, "{o:?}");
+    assert_eq!(ra[0].2, vll);
+    assert_eq!(
+        &ra[0].3[16..24],
+        &[1, 1, 0, 0, 0x5e, 0, 1, 1],
+        "source link-layer: the virtual MAC"
+    );
+    let f = o
+        .iter()
+        .find(|(_, f)| adverts(&[(1, f.clone())]).len() == 1)
+        .unwrap();
+    assert_eq!(&f.1[6..12], &VMAC, "from the virtual MAC");
+    // Then on its schedule, still from there.
+    let later = adverts(&d.tick(40_000));
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].2, vll);
+    // Backup again: silent; and no lifetime 0 at the stop.
+    d.set_virtual_mac(1, VMAC, false).unwrap();
+    assert!(adverts(&d.tick(700_000)).is_empty());
+    assert!(adverts(&d.ra_leave()).is_empty());
+}
+
 /// The host stack's own packet too big for the way out (IPv4 with DF,
 /// IPv6 it did not fragment): "fragmentation needed" / "packet too big"
 /// goes back to the stack through the host interface, so that its path
