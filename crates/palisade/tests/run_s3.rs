@@ -141,6 +141,9 @@ struct Options {
     bare_wan: bool,
     /// (With pfsync) the sync port's `mtu` in palisade.toml.
     sync_mtu: Option<u16>,
+    /// Router advertisements on the LAN that follow carp0 (a virtual
+    /// link-local address, fe80::1, on it).
+    ra: bool,
 }
 
 impl Default for Options {
@@ -157,6 +160,7 @@ impl Default for Options {
             defer: false,
             bare_wan: false,
             sync_mtu: None,
+            ra: false,
         }
     }
 }
@@ -221,17 +225,25 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
     } else {
         format!("addresses = [\"203.0.113.{n}/24\", \"2001:db8:1::{n}/64\"]\n")
     };
+    let (lan_ra, lan_ll) = if o.ra {
+        (
+            "[interface.router-advertisements]\ncarp = \"carp0\"\n",
+            ", \"fe80::1/64\"",
+        )
+    } else {
+        ("", "")
+    };
     let cfg = dir.join("palisade.toml");
     write_config(
         &cfg,
         format!(
             "pf = \"pf.conf\"\nmetrics = \"127.0.0.1:9464\"\n{sync}\
              [[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
-             [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.{n}/24\", \"2001:db8::{n}/64\"]\n\
+             [[interface]]\nname = \"lan\"\nport = \"eth0\"\naddresses = [\"198.18.0.{n}/24\", \"2001:db8::{n}/64\"]\n{lan_ra}\
              [[interface]]\nname = \"wan\"\nport = \"eth1\"\n{wan_addresses}\
              [carp-options]\npreempt = true\nstartup-delay = {}\n{hook}\
              [[carp]]\nname = \"carp0\"\ninterface = \"lan\"\nvhid = 1\nadvbase = {}\nadvskew = {skew}\n\
-             passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"]\n{peer0}\
+             passphrase = \"s3-lan\"\naddresses = [\"198.18.0.1/24\", \"2001:db8::1/64\"{lan_ll}]\n{peer0}\
              [[carp]]\nname = \"carp1\"\ninterface = \"wan\"\nvhid = 2\nadvbase = {}\nadvskew = {skew}\n\
              passphrase = \"s3-wan\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n{peer1}",
             o.startup_delay, o.advbase, o.advbase
@@ -1620,6 +1632,89 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         logs()
     );
     let _ = p1.stop();
+    let _ = p2.stop();
+}
+
+/// IPv6 hosts that take their default router from router advertisements
+/// (SLAAC) behind the pair: with the advertisements following carp0
+/// (`carp = "carp0"`, fe80::1 on it), only the master advertises, from
+/// the virtual link-local address and MAC, so hosts have one default
+/// router, fe80::1, which moves with CARP: a kill -9 of the master costs
+/// IPv6 what it costs IPv4 (CARP's takeover), where each firewall
+/// advertising itself cost about 30 s (a probe's finding).
+#[test]
+fn slaac_hosts_follow_carp_through_a_failover() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3r",
+        &Options {
+            ra: true,
+            ..Options::default()
+        },
+    );
+    // Host a forgets its static IPv6 route and listens to advertisements.
+    s3.ns.exec(&s3.a, &["ip", "-6", "route", "del", "default"]);
+    for (k, v) in [("forwarding", "0"), ("accept_ra", "1"), ("autoconf", "1")] {
+        s3.ns.exec(
+            &s3.a,
+            &["sysctl", "-qw", &format!("net.ipv6.conf.eth0.{k}={v}")],
+        );
+    }
+    let (mut p1, log1) = s3.fws[0].start();
+    let (mut p2, log2) = s3.fws[1].start();
+    let logs = {
+        let (l1, l2) = (log1.clone(), log2.clone());
+        move || format!("fw1:\n{}\nfw2:\n{}", l1.lock().unwrap(), l2.lock().unwrap())
+    };
+    s3.wait_master(0, Duration::from_secs(15), &logs);
+    let routes = || {
+        String::from_utf8_lossy(
+            &s3.ns
+                .exec(&s3.a, &["ip", "-6", "route", "show", "default"])
+                .stdout,
+        )
+        .into_owned()
+    };
+    // A solicitation makes the master answer at once (the first
+    // advertisements are otherwise up to 16 s apart).
+    s3.ns.exec(
+        &s3.a,
+        &["sysctl", "-qw", "net.ipv6.conf.eth0.router_solicitations=3"],
+    );
+    wait_until(
+        "the default route from the advertisements",
+        Duration::from_secs(20),
+        || routes().contains("via fe80::1 dev eth0"),
+    );
+    wait_ping(&s3.a, "2001:db8:1::10", &log1);
+    // One router only: the backup is silent.
+    std::thread::sleep(Duration::from_secs(2));
+    let r = routes();
+    assert_eq!(
+        r.lines().filter(|l| l.contains("via")).count(),
+        1,
+        "{r}\n{}",
+        logs()
+    );
+    let probes = [
+        Prober::start(&s3.a, "203.0.113.10"),
+        Prober::start(&s3.a, "2001:db8:1::10"),
+    ];
+    std::thread::sleep(Duration::from_millis(500));
+    let t = unix_now();
+    // SAFETY: SIGKILL to the process we started.
+    unsafe { libc::kill(p1.pid() as i32, libc::SIGKILL) };
+    let _ = p1.0.take().map(|mut c| c.wait());
+    takeover(
+        "kill -9, SLAAC hosts",
+        &probes,
+        t,
+        Duration::from_secs(3) + Duration::from_millis(100 * 1000 / 256 + 400),
+        &logs,
+    );
+    let r = routes();
+    assert!(r.contains("via fe80::1 dev eth0"), "{r}");
     let _ = p2.stop();
 }
 
