@@ -1711,6 +1711,10 @@ fn check(a: CheckArgs) -> ExitCode {
                 let mut w = crate::load::unknown_interfaces(&out.config, &opts.host);
                 w.extend(crate::load::carp_interface_rules(&out.config, cfg));
                 w.extend(crate::load::member_translation_rules(&out.config, cfg));
+                // And what the daemon says of palisade.toml itself at
+                // start (run -n says it too).
+                w.extend(palisade_net::dataplane::proxy_warnings(cfg));
+                w.extend(cfg.warnings());
                 w.extend(crate::load::blocked_ha_traffic(
                     &out.config,
                     cfg,

@@ -739,6 +739,37 @@ fn check_resolves_interfaces_from_palisade_toml() {
         err.contains("warning: no interface or group 'wan0' in palisade.toml"),
         "{err}"
     );
+    // What the daemon says of palisade.toml itself at start is said too
+    // (advertisements without a prefix to give, here).
+    std::fs::write(
+        d.join("palisade.toml"),
+        "pf = \"pf.conf\"\n[[port]]\nname = \"eth7\"\n\
+         [[interface]]\nname = \"wan\"\nport = \"eth7\"\naddresses = [\"203.0.113.2/24\", \"fe80::1/64\"]\n\
+         [interface.router-advertisements]\n",
+    )
+    .unwrap();
+    let o = palisade_within(
+        5,
+        &[
+            "check",
+            "-c",
+            cfg.to_str().unwrap(),
+            "-f",
+            pf.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "warning: interface 'wan' has router advertisements but no global IPv6 address"
+        ),
+        "{err}"
+    );
+    std::fs::write(
+        d.join("palisade.toml"),
+        "pf = \"pf.conf\"\n[[port]]\nname = \"eth7\"\n[[interface]]\nname = \"wan\"\nport = \"eth7\"\naddresses = [\"203.0.113.2/24\"]\n",
+    )
+    .unwrap();
     // Without -f: the pf.conf palisade.toml names (beside it), not
     // /etc/palisade/pf.conf.
     let o = palisade_within(5, &["check", "-c", cfg.to_str().unwrap()]);
