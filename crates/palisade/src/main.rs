@@ -666,14 +666,17 @@ fn control_cmd(socket: &std::path::Path, req: Request, json: bool) -> ExitCode {
 /// What the CLI prints of an answer (`{"ok", "text", "data"}`): its
 /// stdout, its stderr, and whether it succeeded. A refusal has no `data`:
 /// with --json its reason goes to stderr and stdout stays empty (printing
-/// `data` showed `null` and hid the reason); without, the text is printed
-/// as it always was. `pretty`: `data` laid out by serde_json's pretty
+/// `data` showed `null` and hid the reason); without, its text goes to
+/// stderr too (it went to stdout, where a script reading the answer took
+/// the error for one: a soak's finding). `pretty`: `data` laid out by serde_json's pretty
 /// printer (the control socket's commands) or on one line (greylist's).
 fn answer_output(a: &serde_json::Value, json: bool, pretty: bool) -> (String, String, bool) {
     let ok = a["ok"].as_bool() == Some(true);
     let text = a["text"].as_str().unwrap_or("").to_string();
-    if !json {
+    if !json && ok {
         (text, String::new(), ok)
+    } else if !json {
+        (String::new(), text, ok)
     } else if ok {
         let data = if pretty {
             serde_json::to_string_pretty(&a["data"]).unwrap_or_default()
@@ -1292,14 +1295,14 @@ fn main() -> ExitCode {
                     sock,
                 },
         } => {
-            // Checked as the daemon checks it (the same words, on stdout,
+            // Checked as the daemon checks it (the same words, on stderr,
             // exit 1).
             let req = serde_json::json!({"cmd": "kill", "host": host, "to": to, "id": id,
                 "label": label, "source_nodes": source_nodes});
             match Request::parse(&req) {
                 Ok(r) => control_cmd(&sock.path(), r, json),
                 Err(e) => {
-                    println!("{e}");
+                    eprintln!("{e}");
                     ExitCode::from(1)
                 }
             }
@@ -1827,7 +1830,7 @@ mod tests {
 
     /// A refused request with --json shows its reason on stderr, not
     /// `null` on stdout (`carp undemote carp 1 --json` at count 0), and
-    /// fails; without --json its text is printed as before.
+    /// fails; without --json its text goes to stderr too.
     #[test]
     fn a_refusal_with_json_prints_its_reason_on_stderr() {
         let refused = json!({"ok": false, "text": "carp: no group nosuch\n"});
@@ -1839,7 +1842,7 @@ mod tests {
         let (out, err, ok) = super::answer_output(&refused, false, true);
         assert_eq!(
             (out.as_str(), err.as_str(), ok),
-            ("carp: no group nosuch\n", "", false)
+            ("", "carp: no group nosuch\n", false)
         );
         // No text at all still says something.
         let (out, err, _) = super::answer_output(&json!({"ok": false}), true, true);

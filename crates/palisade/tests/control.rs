@@ -76,7 +76,7 @@ impl Ctl {
     /// and `says` (what stays as it was).
     fn refused(&self, args: &[&str], file: &str, says: &str) {
         let o = self.run(args);
-        let out = String::from_utf8_lossy(&o.stdout);
+        let out = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{out}");
         assert!(
             out.contains(&format!("{file}:2:"))
@@ -217,7 +217,7 @@ fn control_commands_against_a_running_daemon() {
         Some(1),
         "test fails when an address does not match"
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "0/1 addresses match.\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "0/1 addresses match.\n");
     assert_eq!(
         c.ok(&["table", "allowed", "delete", "198.18.0.1"]),
         "1/1 addresses deleted.\n"
@@ -284,9 +284,9 @@ fn control_commands_against_a_running_daemon() {
     );
     let o = c.run(&["table", "allowed", "add", "192.0.2.300"]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stdout).contains("'192.0.2.300': not an address"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'192.0.2.300': not an address"));
     let o = c.run(&["table", "nosuch", "show"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("no such table"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such table"));
 
     // --- States, with NAT, and show rules with counters.
     let held = connect(&src, "198.19.0.1:7000").expect("port 7000 open");
@@ -431,7 +431,10 @@ fn control_commands_against_a_running_daemon() {
         "only the victim's states went"
     );
     let o = c.run(&["state", "kill", "--id", "xyz"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("not a state id"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a state id"),
+        "{o:?}"
+    );
 
     // --- Labels (pfctl -sl), kill by label and by ID/CREATORID, flush.
     let labels = c.ok(&["show", "labels"]);
@@ -462,15 +465,15 @@ fn control_commands_against_a_running_daemon() {
     assert_eq!(echo(&held, "four"), "four");
     let hport = held.local_addr().unwrap().port();
     let states = c.json(&["show", "states"]);
-    let id = states
+    let st = states
         .as_array()
         .unwrap()
         .iter()
         .find(|s| s["src"]["port"] == hport)
-        .and_then(|s| s["id"].as_str())
-        .unwrap_or_else(|| panic!("{states}"))
-        .to_string();
-    let creator = &id[..8];
+        .unwrap_or_else(|| panic!("{states}"));
+    let id = st["id"].as_str().unwrap().to_string();
+    // (The id's high half is the start's epoch, not the creator.)
+    let creator = st["creator"].as_str().unwrap();
     let other = if creator == "00000001" {
         "00000002"
     } else {
@@ -517,7 +520,7 @@ fn control_commands_against_a_running_daemon() {
     let mut args = vec!["table", "scratch", "add"];
     args.extend(many.iter().map(String::as_str));
     let o = c.run(&args);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && out.contains("table-entries limit") && out.contains("of 20"),
         "{o:?}"
@@ -1051,11 +1054,11 @@ fn control_commands_against_a_running_daemon() {
     let o = as_nobody();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains(
+        String::from_utf8_lossy(&o.stderr).contains(
             "permission denied: the control socket answers root only (you are uid 65534)"
         ),
         "{}",
-        String::from_utf8_lossy(&o.stdout)
+        String::from_utf8_lossy(&o.stderr)
     );
     std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
 

@@ -964,7 +964,7 @@ fn sighup_reloads_atomically_and_keeps_states() {
         .args(["reload", "-s", &sock_s])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
+    let text = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{text}");
     assert!(
         text.contains("pf.conf:2:") && text.contains("the running ruleset stays"),
