@@ -29,6 +29,8 @@ pub fn serve<S: Send>(
     serve: &(impl Fn(S) + Sync),
 ) {
     let busy = AtomicUsize::new(0);
+    // Several clients were served at once since the last trim.
+    let mut crowd = false;
     std::thread::scope(|sc| {
         while !stop() {
             let mut p = libc::pollfd {
@@ -38,6 +40,13 @@ pub fn serve<S: Send>(
             };
             // SAFETY: one pollfd we own, for at most 200 ms.
             unsafe { libc::poll(&mut p, 1, 200) };
+            // A crowd gone: the allocator keeps what its threads used in
+            // arenas of their own (a soak saw 30 MiB kept after 32 clients
+            // at once, for good); given back now.
+            if crowd && busy.load(Ordering::SeqCst) == 0 {
+                crowd = false;
+                trim();
+            }
             loop {
                 let s = match accept() {
                     Ok(s) => s,
@@ -52,7 +61,9 @@ pub fn serve<S: Send>(
                     refuse(s);
                     continue;
                 }
-                busy.fetch_add(1, Ordering::SeqCst);
+                if busy.fetch_add(1, Ordering::SeqCst) + 1 >= CROWD {
+                    crowd = true;
+                }
                 let busy = &busy;
                 let mut t = std::thread::Builder::new().name(b.name.into());
                 if let Some(n) = b.stack {
@@ -68,4 +79,17 @@ pub fn serve<S: Send>(
             }
         }
     });
+}
+
+/// Clients at once that make a crowd worth a trim afterwards.
+const CROWD: usize = 4;
+
+/// Give the allocator's free memory back to the system (glibc keeps it
+/// in each thread's arena otherwise).
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no pointer is given.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
