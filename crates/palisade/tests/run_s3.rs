@@ -74,6 +74,17 @@ impl Fw {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
     }
 
+    /// `state-file` (its directory's `states`) in its palisade.toml.
+    fn with_state_file(&self) {
+        let body = std::fs::read_to_string(&self.cfg).unwrap();
+        let file = self.dir.join("states");
+        std::fs::write(
+            &self.cfg,
+            format!("state-file = \"{}\"\n{body}", file.display()),
+        )
+        .unwrap();
+    }
+
     /// The `carp` group's demotion count (Null while the daemon does not
     /// answer: a killed daemon's socket outlives it).
     fn demote(&self) -> serde_json::Value {
@@ -352,6 +363,32 @@ impl S3 {
             }
         });
         S3 { ns, sw, a, b, fws }
+    }
+
+    /// Both daemons started, each one's log in a slot a restart can
+    /// replace, and what the slots hold, for assertion messages.
+    #[allow(clippy::type_complexity)]
+    fn start_pair(
+        &self,
+    ) -> (
+        [Proc; 2],
+        [Arc<Mutex<Arc<Mutex<String>>>>; 2],
+        impl Fn() -> String,
+    ) {
+        let (p1, log1) = self.fws[0].start();
+        let (p2, log2) = self.fws[1].start();
+        let slots = [Arc::new(Mutex::new(log1)), Arc::new(Mutex::new(log2))];
+        let logs = {
+            let slots = slots.clone();
+            move || {
+                format!(
+                    "fw1:\n{}\nfw2:\n{}",
+                    slots[0].lock().unwrap().lock().unwrap(),
+                    slots[1].lock().unwrap().lock().unwrap()
+                )
+            }
+        };
+        ([p1, p2], slots, logs)
     }
 
     /// The switch's ends of the sync ports `ys` ("y1" fw1's, "y2" fw2's)
@@ -1972,33 +2009,11 @@ fn state_file_against_a_kill(restarted: usize) {
         },
     );
     let other = 1 - restarted;
-    let file = s3.fws[restarted].dir.join("states");
-    let body = std::fs::read_to_string(&s3.fws[restarted].cfg).unwrap();
-    std::fs::write(
-        &s3.fws[restarted].cfg,
-        format!("state-file = \"{}\"\n{body}", file.display()),
-    )
-    .unwrap();
+    s3.fws[restarted].with_state_file();
     echo_server(&s3.b, "203.0.113.10:7000");
-    let (p1, log1) = s3.fws[0].start();
-    let (p2, log2) = s3.fws[1].start();
-    let mut procs = [p1, p2];
-    let slots = [
-        Arc::new(Mutex::new(log1.clone())),
-        Arc::new(Mutex::new(log2.clone())),
-    ];
-    let logs = {
-        let slots = slots.clone();
-        move || {
-            format!(
-                "fw1:\n{}\nfw2:\n{}",
-                slots[0].lock().unwrap().lock().unwrap(),
-                slots[1].lock().unwrap().lock().unwrap()
-            )
-        }
-    };
+    let (mut procs, slots, logs) = s3.start_pair();
     s3.wait_master(0, Duration::from_secs(15), &logs);
-    wait_ping(&s3.a, "203.0.113.10", &log1);
+    wait_ping(&s3.a, "203.0.113.10", &slots[0].lock().unwrap());
     let mut kept = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(8));
     let mut killed = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(4));
     assert!(kept.echo("kept") && killed.echo("killed"), "{}", logs());
@@ -2131,34 +2146,12 @@ fn a_pair_with_fixed_hostids_keeps_its_connections_through_restarts() {
         let pf = fw.dir.join("pf.conf");
         let rules = std::fs::read_to_string(&pf).unwrap();
         std::fs::write(&pf, format!("set hostid {}\n{rules}", k + 1)).unwrap();
-        let body = std::fs::read_to_string(&fw.cfg).unwrap();
-        let file = fw.dir.join("states");
-        std::fs::write(
-            &fw.cfg,
-            format!("state-file = \"{}\"\n{body}", file.display()),
-        )
-        .unwrap();
+        fw.with_state_file();
     }
     echo_server(&s3.b, "203.0.113.10:7000");
-    let (p1, log1) = s3.fws[0].start();
-    let (p2, log2) = s3.fws[1].start();
-    let mut procs = [p1, p2];
-    let slots = [
-        Arc::new(Mutex::new(log1.clone())),
-        Arc::new(Mutex::new(log2.clone())),
-    ];
-    let logs = {
-        let slots = slots.clone();
-        move || {
-            format!(
-                "fw1:\n{}\nfw2:\n{}",
-                slots[0].lock().unwrap().lock().unwrap(),
-                slots[1].lock().unwrap().lock().unwrap()
-            )
-        }
-    };
+    let (mut procs, slots, logs) = s3.start_pair();
     s3.wait_master(0, Duration::from_secs(15), &logs);
-    wait_ping(&s3.a, "203.0.113.10", &log1);
+    wait_ping(&s3.a, "203.0.113.10", &slots[0].lock().unwrap());
     let mut conn = Conn::open(&s3.a, "203.0.113.10:7000", Duration::from_secs(20));
     assert!(conn.echo("before"), "{}", logs());
     let port = conn.0.local_addr().unwrap().port();
