@@ -242,21 +242,9 @@ via = "203.0.113.1"
             ],
         );
     }
-    let derived = {
-        let port_mac =
-            String::from_utf8_lossy(&ns.exec(&fw, &["cat", "/sys/class/net/up0/address"]).stdout)
-                .trim()
-                .to_string();
-        let b: Vec<u8> = port_mac
-            .split(':')
-            .map(|x| u8::from_str_radix(x, 16).unwrap())
-            .collect();
-        palisade_net::dataplane::own_mac(b.try_into().unwrap())
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
+    // (Palisade's own MAC on that port, not the kernel's.)
+    let port_mac = link_mac(&ns, &fw, "up0");
+    let fw_mac = derived_mac(&port_mac);
     let mut daemon = ns.spawn(&fw, &[palisade(), "run", "-c", cfg.to_str().unwrap()]);
     for a in ["203.0.113.10", "2001:db8:ff::10"] {
         wait_until(
@@ -264,7 +252,7 @@ via = "203.0.113.1"
             Duration::from_secs(10),
             || {
                 String::from_utf8_lossy(&ns.exec(&up, &["ip", "neigh", "show", a]).stdout)
-                    .contains(&derived)
+                    .contains(&fw_mac)
             },
         );
     }
@@ -295,20 +283,6 @@ via = "203.0.113.1"
     }
     // The upstream router learnt the VM's address at the firewall's MAC
     // (Palisade's own on that port, not the kernel's).
-    let port_mac =
-        String::from_utf8_lossy(&ns.exec(&fw, &["cat", "/sys/class/net/up0/address"]).stdout)
-            .trim()
-            .to_string();
-    let b: Vec<u8> = port_mac
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16).unwrap())
-        .collect();
-    let m = palisade_net::dataplane::own_mac(b.try_into().unwrap());
-    let fw_mac = m
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
     assert_ne!(fw_mac, port_mac);
     let neigh = ns.exec(&up, &["ip", "neigh", "show", "203.0.113.10"]);
     assert!(
@@ -999,6 +973,20 @@ fn link_mac(ns: &Netns, n: &str, p: &str) -> String {
     .to_string()
 }
 
+/// The MAC Palisade answers with on a port whose own is `port_mac`
+/// (`own_mac`: the locally administered one), as `ip link` writes MACs.
+fn derived_mac(port_mac: &str) -> String {
+    let b: Vec<u8> = port_mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16).unwrap())
+        .collect();
+    palisade_net::dataplane::own_mac(b.try_into().unwrap())
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// The MAC `host` has for `addr` in its neighbour table.
 fn neigh_mac(ns: &Netns, host: &str, addr: &str) -> String {
     let o = ns.exec(host, &["ip", "neigh", "show", addr]);
@@ -1050,18 +1038,7 @@ fn a_port_that_refuses_a_new_mac_is_answered_with_the_derived_one() {
         .and_then(|a| a.iter().find(|i| i["name"] == "x0"))
         .cloned()
         .unwrap_or_else(|| panic!("no x0: {v}"));
-    let derived = palisade_net::dataplane::own_mac(
-        before
-            .split(':')
-            .map(|x| u8::from_str_radix(x, 16).unwrap())
-            .collect::<Vec<u8>>()
-            .try_into()
-            .unwrap(),
-    )
-    .iter()
-    .map(|x| format!("{x:02x}"))
-    .collect::<Vec<_>>()
-    .join(":");
+    let derived = derived_mac(&before);
     assert_eq!(x0["mac"], derived, "{x0}\n{}", log.lock().unwrap());
     daemon.stop();
     assert_eq!(link_mac(&ns, &fw, "ifb0"), before);
@@ -1098,17 +1075,7 @@ fn a_port_can_answer_with_its_own_mac() {
         ],
     );
     let (a0, b0) = (link_mac(&ns, &fw, "a0"), link_mac(&ns, &fw, "b0"));
-    let derived = |m: &str| {
-        let b: Vec<u8> = m
-            .split(':')
-            .map(|x| u8::from_str_radix(x, 16).unwrap())
-            .collect();
-        palisade_net::dataplane::own_mac(b.try_into().unwrap())
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
-    };
+    let derived = derived_mac;
     let d = tmpdir().join("ownmac");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("pf.conf"), "pass\n").unwrap();
