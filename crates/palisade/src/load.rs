@@ -465,8 +465,10 @@ addresses = ["203.0.113.1/24", "2001:db8:1::1/64"]
 interface = "sync"
 "#;
 
-    fn warnings(rules: &str) -> Vec<String> {
-        let cfg = Config::parse(Path::new("t.toml"), PAIR, &|_| true).unwrap();
+    /// palisade.toml `toml` and the pf.conf `rules` read against it (the
+    /// rules must be valid), with its host model.
+    fn read(toml: &str, rules: &str) -> (Config, palisade_conf::ir::Config, HostModel) {
+        let cfg = Config::parse(Path::new("t.toml"), toml, &|_| true).unwrap();
         let host = HostModel {
             interfaces: cfg.host_interfaces(),
             ..Default::default()
@@ -481,7 +483,12 @@ interface = "sync"
             },
         );
         assert_eq!(out.errors, 0, "{:?}", out.stderr);
-        blocked_ha_traffic(&out.config, &cfg, &host)
+        (cfg, out.config, host)
+    }
+
+    fn warnings(rules: &str) -> Vec<String> {
+        let (cfg, pf, host) = read(PAIR, rules);
+        blocked_ha_traffic(&pf, &cfg, &host)
     }
 
     /// NAT or a port forward written `on` a member of a bridge that routes
@@ -498,22 +505,8 @@ interface = "sync"
             )
         };
         let run = |toml: &str, rules: &str| {
-            let cfg = Config::parse(Path::new("t.toml"), toml, &|_| true).unwrap();
-            let host = HostModel {
-                interfaces: cfg.host_interfaces(),
-                ..Default::default()
-            };
-            let out = palisade_conf::parse_bytes(
-                "pf.conf",
-                None,
-                rules.as_bytes().to_vec(),
-                &ParseOptions {
-                    host,
-                    ..Default::default()
-                },
-            );
-            assert_eq!(out.errors, 0, "{:?}", out.stderr);
-            member_translation_rules(&out.config, &cfg)
+            let (cfg, pf, _) = read(toml, rules);
+            member_translation_rules(&pf, &cfg)
         };
         let routed = toml("\"192.0.2.77/24\"");
         let rules = "match out on wan inet from 198.18.1.0/24 nat-to 192.0.2.77\n\
