@@ -564,6 +564,17 @@ struct Threshold {
 const THRESHOLD_MULT: u64 = 1000;
 
 impl Threshold {
+    /// The count as the next `add` at `now_ms` would find it, before
+    /// adding (thousandths of a connection).
+    fn at(&self, now_ms: u64, seconds: u32) -> u64 {
+        let span = seconds as u64 * 1000;
+        let diff = now_ms.saturating_sub(self.last_ms);
+        if span == 0 || diff >= span {
+            0
+        } else {
+            self.count - self.count * diff / span
+        }
+    }
     fn add(&mut self, now_ms: u64, seconds: u32) {
         let span = seconds as u64 * 1000;
         let diff = now_ms.saturating_sub(self.last_ms);
@@ -588,6 +599,13 @@ pub struct SourceNode {
     pub rule: Option<RuleRef>,
     pub states: u32,
     pub conns: u32,
+    /// When the node was made (the state table's clock, milliseconds).
+    pub created_ms: u64,
+    /// The connection rate `max-src-conn-rate` counts, as of the listing,
+    /// in thousandths of a connection, over `rate_secs` seconds (0 / 0:
+    /// no rate counted).
+    pub rate_milli: u64,
+    pub rate_secs: u32,
 }
 
 /// A source address's counters (pf's source nodes), per rule or global.
@@ -596,6 +614,8 @@ struct SrcNode {
     states: u32,
     conns: u32,
     rate: Threshold,
+    rate_secs: u32,
+    created_ms: u64,
 }
 
 type SrcKey = (Option<RuleId>, IpAddr);
@@ -1278,7 +1298,7 @@ impl StateTable {
     /// The source nodes (pfctl -sS): each tracked source with the rule it
     /// is tracked for (None: global tracking), its states and its
     /// established connections, sorted by address.
-    pub fn source_nodes(&self) -> Vec<SourceNode> {
+    pub fn source_nodes(&self, now_ms: u64) -> Vec<SourceNode> {
         let mut v: Vec<SourceNode> = self
             .src_nodes
             .iter()
@@ -1287,6 +1307,9 @@ impl StateTable {
                 rule: scope.and_then(|r| self.rules.get(r.get() as usize - 1).cloned()),
                 states: n.states,
                 conns: n.conns,
+                created_ms: n.created_ms,
+                rate_milli: n.rate.at(now_ms, n.rate_secs),
+                rate_secs: n.rate_secs,
             })
             .collect();
         v.sort_by(|a, b| {
@@ -1574,7 +1597,10 @@ impl StateTable {
         if let Some(k) = src_key {
             let node = self.src_nodes.entry(k).or_insert_with(|| {
                 *self.nodes_per_scope.entry(k.0).or_default() += 1;
-                SrcNode::default()
+                SrcNode {
+                    created_ms: now_ms,
+                    ..SrcNode::default()
+                }
             });
             node.states += 1;
             if let Some(Some(s)) = self.slab.get_mut(slot as usize) {
@@ -2010,6 +2036,7 @@ impl StateTable {
                         n.conns += 1;
                         if let Some((lim, secs)) = o.max_src_conn_rate {
                             n.rate.add(now_ms, secs);
+                            n.rate_secs = secs;
                             over |= n.rate.over(lim);
                         }
                         over |= o.max_src_conn.is_some_and(|m| n.conns > m);

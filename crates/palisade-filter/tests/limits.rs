@@ -143,7 +143,7 @@ fn source_nodes_are_listed_and_killed() {
     assert!(connect(&mut f, c, 1000, 0).passed());
     assert!(connect(&mut f, c, 1001, 0).passed());
     assert!(!connect(&mut f, c, 1002, 0).passed(), "max-src-conn 2");
-    let nodes = f.states.source_nodes();
+    let nodes = f.states.source_nodes(0);
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(
         (nodes[0].addr, nodes[0].states, nodes[0].conns),
@@ -153,13 +153,13 @@ fn source_nodes_are_listed_and_killed() {
     let old: Vec<u64> = f.states.iter().map(|s| s.id).collect();
     assert_eq!(f.states.kill_source_nodes(|a| *a == ip("198.51.100.8")), 0);
     assert_eq!(f.states.kill_source_nodes(|a| *a == ip(c)), 1);
-    assert!(f.states.source_nodes().is_empty());
+    assert!(f.states.source_nodes(0).is_empty());
     assert_eq!(f.states.len(), 2, "the states stay");
     assert!(connect(&mut f, c, 1003, 0).passed(), "counted afresh");
     for id in old {
         f.states.remove(id);
     }
-    let nodes = f.states.source_nodes();
+    let nodes = f.states.source_nodes(0);
     assert_eq!((nodes[0].states, nodes[0].conns), (1, 1), "{nodes:?}");
     assert!(connect(&mut f, c, 1004, 0).passed());
     assert!(!connect(&mut f, c, 1005, 0).passed(), "the limit again");
@@ -171,6 +171,14 @@ fn max_src_conn_rate() {
     let c = "198.51.100.9";
     assert!(connect(&mut f, c, 1000, 0).passed());
     assert!(connect(&mut f, c, 1001, 1000).passed());
+    // pfctl -sS's rate: 1 connection decayed over 1 s of 10, plus 1.
+    let n = &f.states.source_nodes(1000)[0];
+    assert_eq!((n.rate_milli, n.rate_secs, n.created_ms), (1900, 10, 0));
+    assert_eq!(
+        f.states.source_nodes(6000)[0].rate_milli,
+        950,
+        "decays as listed"
+    );
     let d = connect(&mut f, c, 1002, 2000);
     assert_eq!(
         d.reason,

@@ -1476,24 +1476,34 @@ fn show_labels(sh: &Shared) -> Value {
 }
 
 /// pfctl -sS: the source nodes (sources tracked for `max-src-*` and
-/// `source-track`), each with its states and established connections and
-/// the rule it is tracked for.
+/// `source-track`), each with its states, established connections and
+/// connection rate (as `max-src-conn-rate` counts it now), its age and the
+/// rule it is tracked for.
 fn show_sources(sh: &Shared) -> Value {
-    let nodes = sh.dp().filter.states.source_nodes();
+    let now = sh.start.elapsed().as_millis() as u64;
+    let nodes = sh.dp().filter.states.source_nodes(now);
     let mut text = String::new();
     let mut items = Vec::new();
     for n in &nodes {
+        let age = now.saturating_sub(n.created_ms) / 1000;
         text += &format!(
-            "{} ( states {}, connections {} )\n",
-            n.addr, n.states, n.conns
+            "{} ( states {}, connections {}, rate {}.{}/{}s )\n   age {}, ",
+            n.addr,
+            n.states,
+            n.conns,
+            n.rate_milli / 1000,
+            n.rate_milli % 1000 / 100,
+            n.rate_secs,
+            hms(age)
         );
         match &n.rule {
-            Some(r) if r.anchor.is_empty() => text += &format!("   filter rule {}\n", r.nr),
-            Some(r) => text += &format!("   filter rule {} (anchor {})\n", r.nr, r.anchor),
-            None => text += "   global\n",
+            Some(r) if r.anchor.is_empty() => text += &format!("filter rule {}\n", r.nr),
+            Some(r) => text += &format!("filter rule {} (anchor {})\n", r.nr, r.anchor),
+            None => text += "global\n",
         }
         items.push(json!({"addr": n.addr.to_string(), "states": n.states,
-            "connections": n.conns,
+            "connections": n.conns, "age_s": age,
+            "rate": {"connections": n.rate_milli as f64 / 1000.0, "seconds": n.rate_secs},
             "rule": n.rule.as_ref().map(|r| json!({"anchor": r.anchor.as_str(), "nr": r.nr}))}));
     }
     done(text, Value::Array(items))

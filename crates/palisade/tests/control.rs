@@ -635,7 +635,11 @@ fn control_commands_against_a_running_daemon() {
         .unwrap_or_else(|| panic!("{nodes}"));
     assert_eq!(node["rule"]["anchor"], "extra", "{node}");
     assert!(node["states"].as_u64().unwrap() >= 1, "{node}");
-    assert!(c.ok(&["show", "sources"]).contains("198.18.0.1 ( states "));
+    assert!(node["age_s"].as_u64().is_some_and(|a| a < 60), "{node}");
+    let text = c.ok(&["show", "sources"]);
+    assert!(text.contains("198.18.0.1 ( states "), "{text}");
+    assert!(text.contains(", rate 0.0/0s )\n   age 00:00:"), "{text}");
+    assert!(text.contains("filter rule 0 (anchor extra)"), "{text}");
     assert_eq!(
         c.ok(&["state", "kill", "--source-nodes", "198.18.0.0/24"]),
         "killed 1 src nodes from 1 sources and 0 destinations\n"
