@@ -828,3 +828,34 @@ fn table_entry_weights_are_read_and_warned() {
         out.stderr
     );
 }
+
+/// pf keeps a `load anchor` file's tables in the anchor; Palisade has one
+/// name space for tables, so a name both define is one table: said at
+/// load, and a name only the anchor file uses is not.
+#[test]
+fn an_anchor_files_table_of_a_main_tables_name_is_warned_about() {
+    let d = std::env::temp_dir().join(format!("palisade-compat-at-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let f = d.join("foo.conf");
+    std::fs::write(&f, "table <bad> { 198.51.100.9 }\ntable <own> { 198.51.100.8 }\nblock in quick from { <bad>, <own> }\n").unwrap();
+    let text = format!(
+        "table <bad> {{ 192.0.2.1 }}\nblock in quick from <bad>\nanchor \"foo\"\nload anchor \"foo\" from \"{}\"\n",
+        f.display()
+    );
+    let out = ok(&opts(), text.as_bytes());
+    std::fs::remove_dir_all(&d).unwrap();
+    let warned: Vec<_> = out
+        .stderr
+        .iter()
+        .filter(|l| l.contains("warning: table"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", out.stderr);
+    assert!(
+        warned[0].starts_with("pf.conf:4: warning: table <bad> of anchor foo ("),
+        "{warned:?}"
+    );
+    assert!(
+        warned[0].contains("foo.conf:1) is also defined here"),
+        "{warned:?}"
+    );
+}

@@ -180,6 +180,17 @@ impl<'a> Parser<'a> {
         self.out.stderr.extend(out.stderr);
         self.out.errors += out.errors;
         self.out.unenforced.extend(out.unenforced);
+        // pf gives an anchor's tables to the anchor; Palisade's tables
+        // have one name space, so one defined both here and in the anchor
+        // file is one table with the entries of both.
+        for t in &out.config.tables {
+            if self.out.config.tables.iter().any(|m| m.name == t.name) {
+                self.warn(&format!(
+                    "table <{}> of anchor {name} ({file}:{}) is also defined here: Palisade keeps one table <{}> with the entries of both, where pf keeps the anchor's apart",
+                    t.name, t.line, t.name
+                ));
+            }
+        }
         self.out.config.tables.extend(out.config.tables);
         self.out.config.load_anchors.push(LoadAnchor {
             name,
