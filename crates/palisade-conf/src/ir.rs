@@ -528,6 +528,33 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Every table name the rule refers to (addresses, pools, `overload`),
+    /// not those of an inline anchor's rules.
+    pub fn for_each_table_mut(&mut self, f: &mut dyn FnMut(&mut String)) {
+        for a in [&mut self.src.addr.addr, &mut self.dst.addr.addr] {
+            if let Addr::Table(t) = a {
+                f(t);
+            }
+        }
+        let pools = [self.nat.as_mut(), self.rdr.as_mut()]
+            .into_iter()
+            .flatten()
+            .chain(self.route.as_mut().map(|(_, p)| p))
+            .chain(
+                self.af_to
+                    .iter_mut()
+                    .flat_map(|(_, a, b)| std::iter::once(a).chain(b.as_mut())),
+            );
+        for p in pools {
+            if let Addr::Table(t) = &mut p.addr {
+                f(t);
+            }
+        }
+        if let Some(o) = &mut self.state_opts.overload {
+            f(&mut o.table);
+        }
+    }
+
     pub fn new(action: Action, file: &str, line: u32) -> Rule {
         Rule {
             action,
@@ -611,6 +638,10 @@ pub enum TableInit {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Table {
     pub name: String,
+    /// The `load anchor` whose file defined it ("" for pf.conf's own):
+    /// pf makes an anchor's tables its own (see
+    /// `Config::anchor_tables_scoped`).
+    pub anchor: String,
     pub persist: bool,
     pub constant: bool,
     pub counters: bool,
@@ -702,6 +733,49 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration with each `load anchor` file's tables apart from
+    /// pf.conf's, as pf keeps them: a table the file defines is named
+    /// `ANCHOR/NAME`, and the file's rules refer to it by that name. A
+    /// name the file does not define still means pf.conf's table.
+    /// (Rules of an inline anchor inside the file see the file's tables
+    /// too, as Palisade's inline anchors see pf.conf's; pf would look in
+    /// the inline anchor's own tables, then in the main ruleset's.)
+    /// Borrowed when no anchor file defines a table.
+    pub fn anchor_tables_scoped(&self) -> std::borrow::Cow<'_, Config> {
+        if self.tables.iter().all(|t| t.anchor.is_empty()) {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut c = self.clone();
+        for la in &mut c.load_anchors {
+            let path = la.name.trim_start_matches('/');
+            let own: std::collections::HashSet<&str> = self
+                .tables
+                .iter()
+                .filter(|t| t.anchor == path)
+                .map(|t| t.name.as_str())
+                .collect();
+            fn scope(rs: &mut Ruleset, path: &str, own: &std::collections::HashSet<&str>) {
+                for r in &mut rs.rules {
+                    r.for_each_table_mut(&mut |name| {
+                        if own.contains(name.as_str()) {
+                            *name = format!("{path}/{name}");
+                        }
+                    });
+                    if let Some(inline) = &mut r.inline {
+                        scope(inline, path, own);
+                    }
+                }
+            }
+            scope(&mut la.ruleset, path, &own);
+        }
+        for t in &mut c.tables {
+            if !t.anchor.is_empty() {
+                t.name = format!("{}/{}", t.anchor, t.name);
+            }
+        }
+        std::borrow::Cow::Owned(c)
+    }
+
     /// The effective value of a global timeout (the last `set timeout`, or pf's default).
     pub fn timeout(&self, t: Timeout) -> u32 {
         self.options

@@ -829,33 +829,47 @@ fn table_entry_weights_are_read_and_warned() {
     );
 }
 
-/// pf keeps a `load anchor` file's tables in the anchor; Palisade has one
-/// name space for tables, so a name both define is one table: said at
-/// load, and a name only the anchor file uses is not.
+/// pf keeps a `load anchor` file's tables in the anchor: they are marked
+/// with it (the filter keeps them apart, tests/misc.rs in
+/// palisade-filter), without a warning.
 #[test]
-fn an_anchor_files_table_of_a_main_tables_name_is_warned_about() {
+fn an_anchor_files_tables_are_marked_as_the_anchors() {
     let d = std::env::temp_dir().join(format!("palisade-compat-at-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     let f = d.join("foo.conf");
-    std::fs::write(&f, "table <bad> { 198.51.100.9 }\ntable <own> { 198.51.100.8 }\nblock in quick from { <bad>, <own> }\n").unwrap();
+    std::fs::write(
+        &f,
+        "table <bad> { 198.51.100.9 }\nblock in quick from { <bad>, <main> }\n",
+    )
+    .unwrap();
     let text = format!(
-        "table <bad> {{ 192.0.2.1 }}\nblock in quick from <bad>\nanchor \"foo\"\nload anchor \"foo\" from \"{}\"\n",
+        "table <bad> {{ 192.0.2.1 }}\ntable <main> {{ 192.0.2.2 }}\nblock in quick from <bad>\nanchor \"/foo\"\nload anchor \"/foo\" from \"{}\"\n",
         f.display()
     );
     let out = ok(&opts(), text.as_bytes());
     std::fs::remove_dir_all(&d).unwrap();
-    let warned: Vec<_> = out
-        .stderr
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+    let tables: Vec<(&str, &str)> = out
+        .config
+        .tables
         .iter()
-        .filter(|l| l.contains("warning: table"))
+        .map(|t| (t.anchor.as_str(), t.name.as_str()))
         .collect();
-    assert_eq!(warned.len(), 1, "{:?}", out.stderr);
-    assert!(
-        warned[0].starts_with("pf.conf:4: warning: table <bad> of anchor foo ("),
-        "{warned:?}"
-    );
-    assert!(
-        warned[0].contains("foo.conf:1) is also defined here"),
-        "{warned:?}"
+    assert_eq!(tables, [("", "bad"), ("", "main"), ("foo", "bad")]);
+    let scoped = out.config.anchor_tables_scoped();
+    let names: Vec<&str> = scoped.tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["bad", "main", "foo/bad"]);
+    let printed: Vec<String> = scoped.load_anchors[0]
+        .ruleset
+        .rules
+        .iter()
+        .map(|r| palisade_conf::print::rule_str(r, 0))
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "block drop in quick from <foo/bad> to any",
+            "block drop in quick from <main> to any"
+        ]
     );
 }

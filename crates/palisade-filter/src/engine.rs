@@ -443,6 +443,7 @@ impl Engine {
     }
 
     fn compile_over(config: &Config, host: HostModel, runtime: Arc<Runtime>) -> Successor {
+        let config = &*config.anchor_tables_scoped();
         let groups = host
             .interfaces
             .iter()

@@ -616,3 +616,52 @@ fn urpf_through_a_carp_subnet_is_the_parents() {
     let mut p = udp("198.18.5.10", "192.0.2.2", 1000, 53);
     assert!(f.process(&mut p, "lan", In, 0).passed());
 }
+
+/// A `load anchor` file's tables are the anchor's (as pf keeps them): a
+/// table of the same name in pf.conf is another table, and a name the
+/// file does not define means pf.conf's table.
+#[test]
+fn an_anchor_files_tables_are_its_own() {
+    let d = std::env::temp_dir().join(format!("palisade-misc-at-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let file = d.join("foo.conf");
+    std::fs::write(
+        &file,
+        "table <bad> { 198.51.100.9 }\nblock in quick proto udp from <bad>\nblock in quick proto udp from <shared>\n",
+    )
+    .unwrap();
+    let mut f = filter(&format!(
+        "table <bad> {{ 192.0.2.1 }}\ntable <shared> {{ 192.0.2.3 }}\nblock in quick from <bad>\n\
+         anchor \"foo\"\nload anchor \"foo\" from \"{}\"\npass\n",
+        file.display()
+    ));
+    std::fs::remove_dir_all(&d).unwrap();
+    let tcp = |src: &str| {
+        build::ip(
+            ip(src),
+            ip("203.0.113.2"),
+            6,
+            64,
+            &build::tcp(1000, 80, 1, 0, 0x02, 65535, &[], b""),
+        )
+    };
+    let mut pass = |pkt: &mut Vec<u8>| f.process(pkt, "em0", In, 0).passed();
+    assert!(!pass(&mut tcp("192.0.2.1")), "pf.conf's <bad>");
+    assert!(
+        pass(&mut tcp("198.51.100.9")),
+        "the anchor's <bad> is not pf.conf's"
+    );
+    assert!(
+        !pass(&mut udp("198.51.100.9", "203.0.113.2", 1, 53)),
+        "the anchor's <bad>"
+    );
+    assert!(!pass(&mut udp("192.0.2.1", "203.0.113.2", 1, 53)));
+    assert!(pass(&mut udp("192.0.2.7", "203.0.113.2", 1, 53)));
+    assert!(
+        !pass(&mut udp("192.0.2.3", "203.0.113.2", 1, 53)),
+        "<shared>: pf.conf's"
+    );
+    let t = f.engine().tables();
+    assert!(t.contains("foo/bad", &ip("198.51.100.9")));
+    assert!(!t.contains("bad", &ip("198.51.100.9")));
+}

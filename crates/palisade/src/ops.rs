@@ -1390,9 +1390,9 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 ));
                 return fail(msgs.join("\n"));
             }
-            if !out.config.tables.is_empty() || !out.config.options.is_empty() {
+            if !out.config.options.is_empty() {
                 msgs.push(format!(
-                    "palisade: warning: anchor {name}: tables and `set` options in {file} are not loaded (only rules are)"
+                    "palisade: warning: anchor {name}: `set` options in {file} are not loaded (only rules and tables are)"
                 ));
             }
             let n = out.config.main.rules.len();
@@ -1406,14 +1406,49 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     dp.filter.fingerprints(),
                 ));
             }
+            // The file's tables are the anchor's (`ANCHOR/NAME`, as a
+            // `load anchor` file's), replaced with it as pfctl -a -f does;
+            // in place before the rules that use them.
+            let path = name.trim_start_matches('/');
+            let mut cfg = palisade_conf::ir::Config {
+                tables: out.config.tables.clone(),
+                load_anchors: vec![palisade_conf::ir::LoadAnchor {
+                    name: path.to_string(),
+                    file: file.to_string(),
+                    ruleset: out.config.main.clone(),
+                }],
+                ..Default::default()
+            };
+            for t in &mut cfg.tables {
+                t.anchor = path.to_string();
+            }
+            let scoped = cfg.anchor_tables_scoped().into_owned();
+            let tables = palisade_filter::table::TableSet::from_config(&scoped).tables;
+            let nt = tables.len();
+            let now = table_secs(sh);
             // Compiled outside the data-plane lock; swapped in atomically.
             let engine = sh.dp().filter.engine_arc();
-            engine.load_anchor(name, &out.config.main);
+            {
+                let mut ts = engine.tables_mut();
+                for (tname, mut tab) in tables {
+                    tab.born = now;
+                    ts.tables.insert(tname, tab);
+                }
+            }
+            engine.load_anchor(name, &scoped.load_anchors[0].ruleset);
             msgs.push(format!(
-                "palisade: anchor {name}: {n} rule{} loaded",
-                if n == 1 { "" } else { "s" }
+                "palisade: anchor {name}: {n} rule{} loaded{}",
+                if n == 1 { "" } else { "s" },
+                match nt {
+                    0 => String::new(),
+                    1 => ", 1 table".to_string(),
+                    _ => format!(", {nt} tables"),
+                }
             ));
-            done(msgs.join("\n") + "\n", json!({"anchor": name, "rules": n}))
+            done(
+                msgs.join("\n") + "\n",
+                json!({"anchor": name, "rules": n, "tables": nt}),
+            )
         }
         AnchorOp::Flush => {
             // An anchor pf.conf names (even empty) can be flushed; a name

@@ -560,11 +560,27 @@ fn control_commands_against_a_running_daemon() {
     assert_eq!(c.json(&["anchor", "extra", "show"]), serde_json::json!([]));
     c.ok(&["anchor", "extra", "flush"]);
     let extra = d.join("extra.conf");
-    std::fs::write(&extra, "pass in on a0 proto tcp to port 9090\n").unwrap();
-    c.ok(&["anchor", "extra", "load", "-f", extra.to_str().unwrap()]);
+    // The file's table is the anchor's (as pfctl -a extra -f loads it).
+    std::fs::write(
+        &extra,
+        "table <web> { 198.18.0.0/24 }\npass in on a0 proto tcp from <web> to port 9090\n",
+    )
+    .unwrap();
+    let said = c.ok(&["anchor", "extra", "load", "-f", extra.to_str().unwrap()]);
+    assert!(
+        said.contains("anchor extra: 1 rule loaded, 1 table"),
+        "{said}"
+    );
     assert!(
         passes(&src, "http://198.19.0.1:9090/"),
-        "the anchor's rule applies"
+        "the anchor's rule applies, with its table"
+    );
+    let tables = c.json(&["show", "tables"]);
+    assert!(
+        tables
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "extra/web")),
+        "{tables}"
     );
     let a = c.json(&["show", "anchors"]);
     assert_eq!(a[0]["name"], "extra");
@@ -572,7 +588,7 @@ fn control_commands_against_a_running_daemon() {
     let ar = c.json(&["anchor", "extra", "show"]);
     assert_eq!(
         ar[0]["rule"],
-        "pass in on a0 proto tcp from any to any port = 9090 flags S/SA"
+        "pass in on a0 proto tcp from <extra/web> to any port = 9090 flags S/SA"
     );
     assert!(ar[0]["packets"].as_u64().unwrap() >= 3, "{ar}");
     let bad = d.join("bad.conf");
@@ -715,7 +731,12 @@ fn control_commands_against_a_running_daemon() {
     let mem = c.json(&["show", "memory"]);
     assert!(mem["rss_bytes"].as_u64().unwrap() > 1_000_000, "{mem}");
     assert!(mem["states"].as_u64().unwrap() >= 1);
-    assert_eq!(mem["table_entries"], 3, "<allowed>'s two, <fixed>'s one");
+    assert_eq!(
+        mem["table_entries"],
+        6,
+        "<allowed>'s two, <fixed>'s one, <web>'s one in each of three anchors: {}",
+        c.ok(&["show", "tables", "-v"])
+    );
     // The neighbour cache (arp -an, ndp -an): the hosts on both sides,
     // resolved, with their MACs, valid for at most 30 s.
     let mac_of = |ns: &str| {
@@ -894,7 +915,7 @@ fn control_commands_against_a_running_daemon() {
             assert!(
                 metric(
                     &text,
-                    "palisade_rule_evaluations_total{anchor=\"extra\",nr=\"0\",rule=\"pass in on a0 proto tcp from any to any port = 9090 flags S/SA\"}"
+                    "palisade_rule_evaluations_total{anchor=\"extra\",nr=\"0\",rule=\"pass in on a0 proto tcp from <extra/web> to any port = 9090 flags S/SA\"}"
                 )
                 .is_some(),
                 "{text}"

@@ -180,18 +180,16 @@ impl<'a> Parser<'a> {
         self.out.stderr.extend(out.stderr);
         self.out.errors += out.errors;
         self.out.unenforced.extend(out.unenforced);
-        // pf gives an anchor's tables to the anchor; Palisade's tables
-        // have one name space, so one defined both here and in the anchor
-        // file is one table with the entries of both.
-        for t in &out.config.tables {
-            if self.out.config.tables.iter().any(|m| m.name == t.name) {
-                self.warn(&format!(
-                    "table <{}> of anchor {name} ({file}:{}) is also defined here: Palisade keeps one table <{}> with the entries of both, where pf keeps the anchor's apart",
-                    t.name, t.line, t.name
-                ));
+        // The file's tables are the anchor's (kept apart from pf.conf's
+        // by `Config::anchor_tables_scoped`).
+        let path = name.trim_start_matches('/');
+        let mut tables = out.config.tables;
+        for t in &mut tables {
+            if t.anchor.is_empty() {
+                t.anchor = path.to_string();
             }
         }
-        self.out.config.tables.extend(out.config.tables);
+        self.out.config.tables.extend(tables);
         self.out.config.load_anchors.push(LoadAnchor {
             name,
             file,

@@ -106,6 +106,7 @@ impl<'a> Parser<'a> {
             .collect();
         let t = Table {
             name: name.clone(),
+            anchor: String::new(),
             persist: false,
             constant: true,
             counters: false,

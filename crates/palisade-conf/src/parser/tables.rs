@@ -14,6 +14,7 @@ impl<'a> Parser<'a> {
         self.check_name(Name::Table, &name)?;
         let mut t = Table {
             name,
+            anchor: String::new(),
             persist: false,
             constant: false,
             counters: false,
