@@ -88,6 +88,8 @@ pub enum Source {
 
 #[derive(Clone, Debug)]
 pub struct Conf {
+    /// The palisade.toml it was read from (SIGHUP reads it again).
+    pub path: PathBuf,
     pub listen: SocketAddr,
     pub database: PathBuf,
     pub admin: PathBuf,
@@ -342,6 +344,7 @@ impl Conf {
             ));
         }
         Ok(Conf {
+            path: path.to_path_buf(),
             listen,
             database: rel(&r
                 .database
@@ -651,8 +654,14 @@ enum Work {
 
 /// A decided piece of work, its answer waiting for the sync.
 enum Answer {
-    /// The connection's count of queued answers includes this one.
-    Policy(Arc<TcpStream>, Arc<AtomicUsize>, Action),
+    /// The connection's count of queued answers includes this one; the
+    /// decision, to log with the answer it gets.
+    Policy(
+        Arc<TcpStream>,
+        Arc<AtomicUsize>,
+        Action,
+        Option<Box<Decided>>,
+    ),
     Admin(mpsc::SyncSender<Value>, Result<Value, String>),
 }
 
@@ -660,17 +669,20 @@ impl Answer {
     /// Send the answer, or what the sync's failure makes of it.
     fn send(self, synced: &Result<(), String>) {
         match self {
-            Answer::Policy(s, queued, action) => {
+            Answer::Policy(s, queued, action, decided) => {
                 // Fail open: mail is delivered rather than lost to our
                 // fault.
-                let action = if let Err(e) = synced {
-                    tracing::error!("greylist: {e}; answering DUNNO");
+                let sent = if let Err(e) = synced {
+                    db_error(e);
                     Action::Dunno
                 } else {
-                    action
+                    action.clone()
                 };
-                send_action(&s, &action);
+                send_action(&s, &sent);
                 queued.fetch_sub(1, Ordering::AcqRel);
+                if let Some(d) = decided {
+                    d.log(&sent, (sent != action).then_some(&action));
+                }
             }
             Answer::Admin(reply, v) => {
                 let v = match synced.clone().and(v) {
@@ -680,6 +692,66 @@ impl Answer {
                 let _ = reply.send(v);
             }
         }
+    }
+}
+
+/// A decision, for its log line.
+struct Decided {
+    req: Request,
+    os: Option<Os>,
+    why: grey::Why,
+}
+
+impl Decided {
+    /// The line: client, system, sender -> recipient, why, and the
+    /// answer sent (with the one decided, when a database error made it
+    /// DUNNO).
+    fn log(&self, sent: &Action, decided: Option<&Action>) {
+        let req = &self.req;
+        let addr = req.get("client_address").unwrap_or("?");
+        // An IPv6 address with a port is written in brackets.
+        let client = match req.get("client_port") {
+            Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+            Some(p) => format!("{addr}:{p}"),
+            None => addr.to_string(),
+        };
+        let instead = decided.map_or(String::new(), |a| {
+            format!(" (instead of {a}: the database failed)")
+        });
+        tracing::info!(
+            "greylist: {} ({}) {} -> {}: {} => {}{}",
+            client,
+            self.os
+                .as_ref()
+                .map_or("unknown".to_string(), |o| o.to_string()),
+            req.get("sender").unwrap_or(""),
+            req.get("recipient").unwrap_or(""),
+            self.why,
+            sent,
+            instead
+        );
+    }
+}
+
+/// A database error that makes answers DUNNO: said at once, then at most
+/// once every 10 s with how many answers it made DUNNO meanwhile (a full
+/// disk would otherwise write a line per request).
+fn db_error(e: &str) {
+    static LAST: Mutex<(Option<Instant>, u64)> = Mutex::new((None, 0));
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if last.0.is_some_and(|t| now < t + Duration::from_secs(10)) {
+        last.1 += 1;
+        return;
+    }
+    let more = std::mem::take(&mut last.1);
+    last.0 = Some(now);
+    if more > 0 {
+        tracing::error!(
+            "greylist: {e}; answering DUNNO ({more} more answer(s) made DUNNO by database errors in the last 10 s)"
+        );
+    } else {
+        tracing::error!("greylist: {e}; answering DUNNO");
     }
 }
 
@@ -726,6 +798,7 @@ fn policy_loop(
     mut db: GreyDb,
     mut g: Greylist,
     admin_rx: mpsc::Receiver<AdminJob>,
+    conf: &Conf,
 ) -> Result<(), String> {
     // SAFETY: plain system calls; the descriptors are owned below.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -757,6 +830,9 @@ fn policy_loop(
     // way ends, then the loop; the store is checkpointed as it is dropped.
     crate::daemon::WAKE_FD.store(ctx.wake.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
     while !crate::daemon::stopping() {
+        if crate::daemon::RELOAD.swap(false, Ordering::SeqCst) {
+            reread(conf, &mut g);
+        }
         let timeout = if accept_paused.is_some() {
             100
         } else if !waiting.is_empty() {
@@ -1009,13 +1085,19 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
     let work: Vec<(Work, Option<Os>)> = work.into_iter().zip(oses).collect();
     let mut answers: Vec<Answer> = Vec::with_capacity(work.len());
     // Answers that rest on nothing not yet on disk go at once.
-    let mut at_once: Vec<(Arc<TcpStream>, Arc<AtomicUsize>, Action)> = Vec::new();
+    #[allow(clippy::type_complexity)]
+    let mut at_once: Vec<(
+        Arc<TcpStream>,
+        Arc<AtomicUsize>,
+        Action,
+        Option<Box<Decided>>,
+    )> = Vec::new();
     let mut work = Some(work);
     // The decisions' log lines, written once the answers that can go
     // are out (with one connection the next request waits for its
     // answer, not for a formatted line). An answer the journal's failure
-    // turns into DUNNO is logged as such where it is sent.
-    let mut logged: Vec<(Request, Option<Os>, grey::Why, Action)> = Vec::new();
+    // turns into DUNNO is logged as such where it is sent (its decision
+    // goes with it).
     let decided = db.batch(|st| {
         if now >= *last_expiry + 3600 {
             *last_expiry = now;
@@ -1029,21 +1111,25 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
             let answer = match w {
                 Work::Policy(s, queued, req) => {
                     st.start_request();
-                    let action = match g.decide(now, &req, os.as_ref(), st) {
-                        Ok(d) => {
-                            logged.push((req, os, d.why, d.action.clone()));
-                            d.action
-                        }
+                    let (action, decided) = match g.decide(now, &req, os.as_ref(), st) {
+                        Ok(d) => (
+                            d.action,
+                            Some(Box::new(Decided {
+                                req,
+                                os,
+                                why: d.why,
+                            })),
+                        ),
                         Err(e) => {
-                            tracing::error!("greylist: database: {e}; answering DUNNO");
-                            Action::Dunno
+                            db_error(&format!("database: {e}"));
+                            (Action::Dunno, None)
                         }
                     };
                     // Only this thread adds to `queued`: at 0, every
                     // earlier answer of the connection has been written
                     // or is in this turn's `at_once`.
                     if st.rests_on_disk() && queued.load(Ordering::Acquire) == 0 {
-                        at_once.push((s, queued, action));
+                        at_once.push((s, queued, action, decided));
                         continue;
                     }
                     // Queued: the connection's answers of this turn that
@@ -1053,15 +1139,15 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                     let mut i = 0;
                     while i < at_once.len() {
                         if Arc::ptr_eq(&at_once[i].1, &queued) {
-                            let (s, q, a) = at_once.remove(i);
+                            let (s, q, a, d) = at_once.remove(i);
                             q.fetch_add(1, Ordering::AcqRel);
-                            answers.push(Answer::Policy(s, q, a));
+                            answers.push(Answer::Policy(s, q, a, d));
                         } else {
                             i += 1;
                         }
                     }
                     queued.fetch_add(1, Ordering::AcqRel);
-                    Answer::Policy(s, queued, action)
+                    Answer::Policy(s, queued, action, decided)
                 }
                 Work::Admin(j) => {
                     // An operation that fails halfway leaves nothing.
@@ -1086,26 +1172,14 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                 }
             }));
             // No connection has an answer both here and queued above.
-            for (s, _, action) in at_once {
-                send_action(&s, &action);
+            // The lines once the answers are out.
+            for (s, _, action, _) in &at_once {
+                send_action(s, action);
             }
-            for (req, os, why, action) in logged {
-                let addr = req.get("client_address").unwrap_or("?");
-                // An IPv6 address with a port is written in brackets.
-                let client = match req.get("client_port") {
-                    Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
-                    Some(p) => format!("{addr}:{p}"),
-                    None => addr.to_string(),
-                };
-                tracing::info!(
-                    "greylist: {} ({}) {} -> {}: {} => {}",
-                    client,
-                    os.map_or("unknown".to_string(), |o| o.to_string()),
-                    req.get("sender").unwrap_or(""),
-                    req.get("recipient").unwrap_or(""),
-                    why,
-                    action
-                );
+            for (_, _, action, d) in at_once {
+                if let Some(d) = d {
+                    d.log(&action, None);
+                }
             }
         }
         // Behind the answers already queued, so that a client's answers
@@ -1121,7 +1195,9 @@ fn decide(ctx: &Ctx, db: &mut GreyDb, g: &mut Greylist, last_expiry: &mut u64, w
                 let res = Err(e);
                 for w in work {
                     match w {
-                        Work::Policy(s, q, _) => Answer::Policy(s, q, Action::Dunno).send(&res),
+                        Work::Policy(s, q, _) => {
+                            Answer::Policy(s, q, Action::Dunno, None).send(&res)
+                        }
                         Work::Admin(j) => Answer::Admin(j.reply, Ok(Value::Null)).send(&res),
                     }
                 }
@@ -1930,6 +2006,7 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
         db,
         Greylist::new(conf.grey.clone()),
         admin_rx,
+        &conf,
     );
     // Stopped: the sockets' files go (a new service would replace them
     // anyway). After a drop of privileges they cannot (outside the
@@ -1943,18 +2020,77 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     r
 }
 
-/// What SIGTERM, SIGINT and SIGHUP do: a clean stop (the journal
-/// checkpointed, the sockets' files removed). SIGHUP too, as ftp-proxy
-/// takes it: it is what a closed terminal sends a service run in the
-/// foreground, and the default would end it without any of that.
+/// What SIGTERM and SIGINT do: a clean stop (the journal checkpointed,
+/// the sockets' files removed). SIGHUP (`systemctl reload`, as postgrey
+/// takes it) reads palisade.toml's `[greylist]` again ([`reread`]); the
+/// service goes on.
 fn set_stop_handler(h: libc::sighandler_t) {
+    let hup = if h == libc::SIG_DFL {
+        libc::SIG_DFL
+    } else {
+        crate::daemon::on_hup as *const () as libc::sighandler_t
+    };
     // SAFETY: `h` is SIG_DFL or `daemon::on_signal`, which only stores a
-    // flag and writes to an eventfd (async-signal-safe).
+    // flag and writes to an eventfd; `on_hup` only stores a flag (both
+    // async-signal-safe).
     unsafe {
         libc::signal(libc::SIGTERM, h);
         libc::signal(libc::SIGINT, h);
-        libc::signal(libc::SIGHUP, h);
+        libc::signal(libc::SIGHUP, hup);
     }
+}
+
+/// SIGHUP: read `[greylist]` of the palisade.toml the service started
+/// with again, and decide by its policy from now on (delay, windows,
+/// systems, header, text, whitelist files...). What needs the service
+/// started again (the policy port, the database, the sockets, the source
+/// of fingerprints, `user`) is said, and keeps its running value. A file
+/// that does not read or parse changes nothing. After a drop of
+/// privileges (`user`) the files are outside the chroot: said.
+fn reread(conf: &Conf, g: &mut Greylist) {
+    let path = conf.path.display();
+    let new = match Conf::load(&conf.path) {
+        Ok(n) => n,
+        Err(e) => {
+            let chrooted = conf
+                .user
+                .as_ref()
+                .map(|u| format!(" (the service runs as {u} in an empty chroot, where palisade.toml is not: restart it to read the file)"))
+                .unwrap_or_default();
+            tracing::error!("greylist: SIGHUP: {e}{chrooted}; the running settings stay");
+            return;
+        }
+    };
+    let restart: Vec<&str> = [
+        ("listen", conf.listen != new.listen),
+        ("database", conf.database != new.database),
+        ("admin-socket", conf.admin != new.admin),
+        ("p0f-socket", conf.p0f != new.p0f),
+        (
+            "sniff/firewall",
+            format!("{:?}", conf.source) != format!("{:?}", new.source),
+        ),
+        ("fingerprints", conf.fingerprints != new.fingerprints),
+        ("answer-after", conf.answer_after != new.answer_after),
+        ("user", conf.user != new.user),
+    ]
+    .into_iter()
+    .filter_map(|(k, changed)| changed.then_some(k))
+    .collect();
+    if !restart.is_empty() {
+        tracing::warn!(
+            "greylist: SIGHUP: {} changed in {path}: kept as running until the service is started again",
+            restart.join(", ")
+        );
+    }
+    let (c, r) = (
+        new.grey.whitelist.clients.len(),
+        new.grey.whitelist.recipients.len(),
+    );
+    g.cfg = new.grey;
+    tracing::info!(
+        "greylist: SIGHUP: [greylist] of {path} read again ({c} whitelisted client(s), {r} recipient(s))"
+    );
 }
 
 /// Let the process hold as many descriptors as its connections need (the

@@ -93,7 +93,13 @@ pub fn journal_path(db: &Path) -> PathBuf {
 
 /// redb with a journal in front; see the module's text.
 pub struct GreyDb {
-    db: Arc<redb::Database>,
+    /// None while it is being opened again ([`GreyDb::reopen`]).
+    db: Option<Arc<redb::Database>>,
+    /// redb's file, and whether it must be closed and opened again before
+    /// it is used: after a failed write redb refuses every operation
+    /// ("Previous I/O error occurred"), even once the disk has room again.
+    db_path: PathBuf,
+    reopen: bool,
     /// The journal's path, and the file (buffered).
     path: PathBuf,
     journal: File,
@@ -129,6 +135,9 @@ pub struct GreyDb {
     /// which would cost a redb transaction and a log line per request.
     failures: u32,
     retry_at: Option<Instant>,
+    /// How many times redb was opened again, and when it was last tried.
+    reopened: u64,
+    reopen_tried: Option<Instant>,
     /// Tests: fail this many checkpoints.
     #[cfg(test)]
     fail_checkpoints: u32,
@@ -141,6 +150,26 @@ fn checkpoint_backoff(failures: u32) -> Duration {
     Duration::from_millis(100)
         .checked_mul(1u32 << failures.saturating_sub(1).min(16))
         .map_or(max, |d| d.min(max))
+}
+
+/// Open (or make) redb's file. redb asserts on some damage (a file cut
+/// short) instead of returning an error: taken as one, naming the file;
+/// the file is left as it is, for the admin. (Its panic message would
+/// read as Palisade's own crash: the default hook is held back for the
+/// call.)
+fn open_redb(path: &Path) -> Result<redb::Database, String> {
+    let name = path.display().to_string();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| redb::Database::create(path));
+    std::panic::set_hook(hook);
+    match opened {
+        Ok(r) => r.map_err(|e| err(&name, e)),
+        Err(_) => Err(format!(
+            "{name}: the database is damaged (cut short?): not opened, left as it is; \
+             move it aside to start a new one"
+        )),
+    }
 }
 
 /// Changes by key (None: deleted).
@@ -499,24 +528,7 @@ impl GreyDb {
                 aside.display()
             );
         }
-        // redb asserts on some damage (a file cut short) instead of
-        // returning an error: taken as one, naming the file; the file is
-        // left as it is, for the admin.
-        // (Its panic message would read as Palisade's own crash: the
-        // default hook is held back for the call.)
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let opened = std::panic::catch_unwind(|| redb::Database::create(path));
-        std::panic::set_hook(hook);
-        let db = match opened {
-            Ok(r) => r.map_err(|e| err(&name, e))?,
-            Err(_) => {
-                return Err(format!(
-                    "{name}: the database is damaged (cut short?): not opened, left as it is; \
-                     move it aside to start a new one"
-                ))
-            }
-        };
+        let db = open_redb(path)?;
         // The entries name senders and recipients: a new database is the
         // owner's only, as the journal is (one the admin made otherwise
         // keeps its mode).
@@ -546,7 +558,9 @@ impl GreyDb {
             .open(&jpath)
             .map_err(|e| err(&jname, e))?;
         let mut me = GreyDb {
-            db: Arc::new(db),
+            db: Some(Arc::new(db)),
+            db_path: path.to_path_buf(),
+            reopen: false,
             path: jpath.clone(),
             journal,
             generation,
@@ -564,6 +578,8 @@ impl GreyDb {
             unsynced_order: VecDeque::new(),
             failures: 0,
             retry_at: None,
+            reopened: 0,
+            reopen_tried: None,
             damaged: Vec::new(),
             #[cfg(test)]
             fail_checkpoints: 0,
@@ -678,7 +694,10 @@ impl GreyDb {
                 self.unsynced.remove(&k);
             }
         }
-        let tx = self.db.begin_read().map_err(|e| err("database", e))?;
+        let tx = self.handle()?.begin_read().map_err(|e| {
+            self.reopen = true;
+            err("database", e)
+        })?;
         let table = tx.open_table(TABLE).map_err(|e| err("database", e))?;
         let mut b = Batch {
             table,
@@ -929,6 +948,7 @@ impl GreyDb {
         // changes are in redb.
         let used = self.at.saturating_sub(region_base(self.generation));
         let due = self.sync_failed()
+            || self.reopen
             || used >= CHECKPOINT_AT
             || (!self.pending.is_empty() && self.since.elapsed() >= CHECKPOINT_EVERY);
         if !due || self.retry_at.is_some_and(|t| now < t) || self.running.is_some() {
@@ -942,7 +962,7 @@ impl GreyDb {
         }
         // `at` at the journal's end: a write failed and what reached the
         // file is unknown (its records must not replay): in turn.
-        let in_doubt = self.sync_failed() || self.at == JOURNAL_SIZE;
+        let in_doubt = self.sync_failed() || self.reopen || self.at == JOURNAL_SIZE;
         if !in_doubt && self.failures == 0 && self.undo.is_empty() && self.buf.is_empty() {
             self.start_background();
             return Ok(());
@@ -970,6 +990,11 @@ impl GreyDb {
     /// its generation writes). A crash before the commit leaves both
     /// regions' records to replay, the older first.
     fn start_background(&mut self) {
+        // Not open (`reopen` is then set, and checkpoints run in turn):
+        // the changes stay pending.
+        let Ok(db) = self.handle() else {
+            return;
+        };
         let frozen = Arc::new(std::mem::take(&mut self.pending));
         let next = self.generation + 1;
         self.generation = next;
@@ -984,12 +1009,13 @@ impl GreyDb {
         };
         #[cfg(not(test))]
         let fail = false;
-        let (db, changes) = (self.db.clone(), frozen.clone());
+        let changes = frozen.clone();
+        let job_db = db.clone();
         let job = move || {
             let r = if fail {
                 Err("database: injected failure".to_string())
             } else {
-                commit_changes(&db, &changes, next)
+                commit_changes(&job_db, &changes, next)
             };
             let _ = tx.send(r);
         };
@@ -1001,7 +1027,7 @@ impl GreyDb {
             Err(e) => {
                 // No thread: the checkpoint runs here.
                 tracing::warn!("greylist: no checkpoint thread ({e}); checkpointing in turn");
-                let r = commit_changes(&self.db, &frozen, next);
+                let r = commit_changes(&db, &frozen, next);
                 let (tx, rx2) = mpsc::channel();
                 let _ = tx.send(r);
                 self.frozen = Some(frozen);
@@ -1047,6 +1073,7 @@ impl GreyDb {
                 None
             }
             Err(e) => {
+                self.reopen = true;
                 let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|a| (*a).clone());
                 for (k, v) in frozen {
                     match self.pending.entry(k) {
@@ -1078,6 +1105,49 @@ impl GreyDb {
         }
     }
 
+    /// redb's handle, unless it could not be opened again.
+    fn handle(&self) -> Result<Arc<redb::Database>, String> {
+        self.db.clone().ok_or_else(|| {
+            format!(
+                "database {}: not open (it is opened again at the next checkpoint)",
+                self.db_path.display()
+            )
+        })
+    }
+
+    /// Close redb and open it again: after a failed write it refuses
+    /// everything until then. What it holds is what its last commit
+    /// wrote; the changes since are in the journal and in `pending`.
+    /// (Called with no checkpoint under way: the handle is then this
+    /// store's alone, and redb lets a file be opened once at a time.)
+    fn reopen_db(&mut self) -> Result<(), String> {
+        if self.running.is_some() {
+            return Err("database: a checkpoint is under way".into());
+        }
+        // At most once a second: while the disk stays full every batch
+        // that must write tries a checkpoint, and an open may read the
+        // whole file (redb's repair after a failed write).
+        let now = Instant::now();
+        if self.db.is_some()
+            && self
+                .reopen_tried
+                .is_some_and(|t| now < t + Duration::from_secs(1))
+        {
+            return Ok(());
+        }
+        self.reopen_tried = Some(now);
+        self.db = None;
+        let db = open_redb(&self.db_path)?;
+        self.db = Some(Arc::new(db));
+        self.reopen = false;
+        self.reopened += 1;
+        tracing::info!(
+            "greylist: database {} opened again after a failed write",
+            self.db_path.display()
+        );
+        Ok(())
+    }
+
     /// Apply every pending change to redb and start a new generation of
     /// the journal, in one transaction (once the syncer has written what
     /// it holds, and a checkpoint under way in its thread is over).
@@ -1089,6 +1159,10 @@ impl GreyDb {
         if r.is_ok() {
             self.failures = 0;
             self.retry_at = None;
+        } else {
+            // redb may refuse everything after a failed write: opened
+            // again before the next try.
+            self.reopen = true;
         }
         r
     }
@@ -1100,7 +1174,14 @@ impl GreyDb {
             self.fail_checkpoints -= 1;
             return Err("database: injected failure".into());
         }
-        commit_changes(&self.db, &self.pending, self.generation + 1)?;
+        if self.reopen {
+            self.reopen_db()?;
+        }
+        let db = self.handle()?;
+        commit_changes(&db, &self.pending, self.generation + 1)?;
+        // The handle writes: not opened again (should the last try have
+        // been put off).
+        self.reopen = false;
         self.generation += 1;
         self.pending.clear();
         // Everything is in redb now: no key waits for the journal (this
@@ -1797,6 +1878,11 @@ mod tests {
             .unwrap();
         assert_eq!(db.generation, gen0 + 1);
         assert!(db.pending.is_empty());
+        // redb was closed and opened again before that try (after a
+        // failed write it refuses everything until then), and reads.
+        assert_eq!(db.reopened, 1);
+        assert!(!db.reopen);
+        assert_eq!(get(&mut db, "a"), Some(entry(1)));
         // A success clears the wait: the next failure waits 100 ms again.
         put(&mut db, "b", Some(entry(2)));
         db.commit().unwrap();
@@ -1959,6 +2045,7 @@ mod tests {
         db.maybe_checkpoint_at(r).unwrap();
         assert!(db.running.is_none(), "a second checkpoint in a thread");
         assert!(db.pending.is_empty());
+        assert_eq!(db.reopened, 1, "redb opened again after the failure");
         assert_eq!(db.generation, gen0 + 2);
         assert_eq!(db.failures, 0);
         drop(db);

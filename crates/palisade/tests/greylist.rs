@@ -1018,3 +1018,64 @@ fn a_firewall_that_never_answers_does_not_stall_the_service() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     let _ = svc.stop();
 }
+
+/// SIGHUP (`systemctl reload`) reads `[greylist]` again: a client added
+/// to a whitelist file passes from then on, the service goes on (it
+/// stopped on SIGHUP before), and a file that no longer parses changes
+/// nothing.
+#[test]
+fn sighup_reads_the_whitelists_again() {
+    require_root();
+    let d = dir("hup");
+    let ns = Netns::new("greyhup", 1);
+    let mail = ns.names[0].clone();
+    let port = 10027;
+    let list = d.0.join("clients");
+    std::fs::write(&list, "198.51.100.1\n").unwrap();
+    let conf = service_conf(
+        &d.0,
+        port,
+        &format!(
+            "sniff = [\"lo\"]\nunknown = \"greylist\"\nwhitelist-clients = [\"{}\"]\n",
+            list.display()
+        ),
+    );
+    let mut svc = start_service(&ns, &mail, &conf);
+    wait_port(&ns, &mail, port);
+    let req = |i: u32| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.7\n\
+             sender=s{i}@sender.test\nrecipient=user@example.test\ninstance=h{i}\n\n"
+        )
+    };
+    let hup = |svc: &Proc| {
+        // SAFETY: kill on a PID this test started.
+        unsafe { libc::kill(svc.pid() as i32, libc::SIGHUP) };
+    };
+    assert!(ask(&mail, port, req(0)).starts_with("action=DEFER_IF_PERMIT"));
+    std::fs::write(&list, "198.51.100.1\n203.0.113.0/24\n").unwrap();
+    hup(&svc);
+    let mut i = 1;
+    wait_until("the whitelist read again", Duration::from_secs(10), || {
+        i += 1;
+        !ask(&mail, port, req(i)).starts_with("action=DEFER")
+    });
+    // A file that does not parse: the running whitelist stays.
+    std::fs::write(&list, "/regex/\n").unwrap();
+    hup(&svc);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!ask(&mail, port, req(1000)).starts_with("action=DEFER"));
+    let out = svc.stop().expect("the service ran on");
+    let log = std::fs::read_to_string(format!("{}.log", conf.display())).unwrap();
+    assert!(out.status.success(), "{out:?}\n{log}");
+    assert!(
+        log.contains("SIGHUP: [greylist] of")
+            && log.contains("read again (2 whitelisted client(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("regular expressions are not supported")
+            && log.contains("the running settings stay"),
+        "{log}"
+    );
+}
