@@ -153,6 +153,17 @@ impl Lines {
     }
 }
 
+/// A command relayed to the server, as its reply will be read; or the
+/// proxy's own answer to a command it did not relay, sent once the
+/// commands before it are answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Asked {
+    Other,
+    /// PASV (false) or EPSV (true).
+    Passive(bool),
+    Own(String),
+}
+
 pub struct Session {
     id: u64,
     cfg: Config,
@@ -160,15 +171,19 @@ pub struct Session {
     client_in: Lines,
     server_in: Lines,
     /// The code of a multi-line reply under way (its lines pass as they
-    /// are).
+    /// are, but a 227's or 229's, held until its last line is read).
     multiline: Option<u16>,
+    reply_held: Vec<String>,
     /// The server's greeting has come; until then the client's lines
     /// wait (so that the proxy's own answers never come before it).
     greeted: bool,
     held: Vec<Vec<u8>>,
-    /// The passive command relayed and not answered yet (true: EPSV):
-    /// only its reply is read as a 227 / 229, as ftp-proxy(8) does.
-    passive_asked: Option<bool>,
+    /// The commands relayed to the server and not answered yet, oldest
+    /// first: each final reply answers the oldest (RFC 959 4.2), so a
+    /// client that sends commands without waiting (lftp's `sync-mode
+    /// off`: TYPE then EPSV in one write) still gets its 229 read as
+    /// EPSV's. Only a passive command's reply is read as a 227 / 229.
+    relayed: VecDeque<Asked>,
     out: VecDeque<Output>,
     last_activity: Micros,
     closed: bool,
@@ -187,7 +202,8 @@ impl Session {
             client_in: Lines::default(),
             server_in: Lines::default(),
             multiline: None,
-            passive_asked: None,
+            reply_held: Vec::new(),
+            relayed: VecDeque::new(),
             greeted: false,
             held: Vec::new(),
             out: VecDeque::new(),
@@ -325,12 +341,12 @@ impl Session {
                     self.ends.client,
                     escaped(&text)
                 ));
-                self.send_client(format!("500 {e}\r\n"));
+                self.answer(format!("500 {e}\r\n"));
                 return;
             }
             Err(e) => {
                 self.refuse(format!("client {}: {e}", self.ends.client));
-                self.send_client(format!("501 {e}\r\n"));
+                self.answer(format!("501 {e}\r\n"));
                 return;
             }
         };
@@ -342,7 +358,7 @@ impl Session {
                 "client {}: {word} refused (the proxy cannot follow an encrypted control connection)",
                 self.ends.client
             ));
-            self.send_client(format!(
+            self.answer(format!(
                 "534 {word} refused: the proxy reads the control connection\r\n"
             ));
             return;
@@ -355,23 +371,23 @@ impl Session {
                         "client {}: PASV over IPv6 (only EPSV can say where)",
                         self.ends.client
                     ));
-                    self.send_client("500 PASV is not possible over IPv6: use EPSV\r\n".into());
+                    self.answer("500 PASV is not possible over IPv6: use EPSV\r\n".into());
                     return;
                 }
-                self.passive_asked = Some(extended);
                 if extended {
                     // EPSV, EPSV ALL, EPSV <proto>: relayed as the client
                     // wrote it (bytes and all); the proxy rewrites the
                     // 229.
-                    self.send_server(raw.to_vec());
+                    self.relay(raw.to_vec(), Asked::Passive(true));
                     return;
                 }
-                let line = if self.ends.server.is_ipv4() {
-                    "PASV\r\n".to_string()
+                // PASV to a server reached over IPv6 goes as EPSV.
+                let (line, asked) = if self.ends.server.is_ipv4() {
+                    ("PASV\r\n", Asked::Passive(false))
                 } else {
-                    "EPSV\r\n".to_string()
+                    ("EPSV\r\n", Asked::Passive(true))
                 };
-                self.send_server(line.into_bytes());
+                self.relay(line.as_bytes().to_vec(), asked);
             }
             Command::User(name) => {
                 let anon = ["ftp", "anonymous"]
@@ -383,14 +399,12 @@ impl Session {
                         self.ends.client,
                         escaped(&name)
                     ));
-                    self.send_client(
-                        "530 Only anonymous FTP is allowed through this proxy\r\n".into(),
-                    );
+                    self.answer("530 Only anonymous FTP is allowed through this proxy\r\n".into());
                 } else {
-                    self.send_server(raw.to_vec());
+                    self.relay(raw.to_vec(), Asked::Other);
                 }
             }
-            Command::Other => self.send_server(raw.to_vec()),
+            Command::Other => self.relay(raw.to_vec(), Asked::Other),
         }
     }
 
@@ -415,7 +429,7 @@ impl Session {
         };
         if let Some(why) = why {
             self.refuse(format!("client {}: {why}", self.ends.client));
-            self.send_client(format!("501 Refused by the proxy: {why}\r\n"));
+            self.answer(format!("501 Refused by the proxy: {why}\r\n"));
             return;
         }
         let proxy = SocketAddr::new(self.ends.proxy, self.pick_port());
@@ -434,7 +448,7 @@ impl Session {
             (false, Some(l)) => l,
             _ => parse::format_eprt(proxy),
         };
-        self.send_server(line.into_bytes());
+        self.relay(line.into_bytes(), Asked::Other);
     }
 
     fn server_line(&mut self, raw: &[u8]) {
@@ -442,41 +456,126 @@ impl Session {
         let Some((code, more)) = parse::reply_code(&text) else {
             // Inside a multi-line reply any text goes; outside, a line
             // without a code is relayed as it is (the client judges).
-            self.send_client_raw(raw);
+            if self.multiline.is_some() && !self.reply_held.is_empty() {
+                self.reply_held.push(text.into_owned());
+            } else {
+                self.send_client_raw(raw);
+            }
             return;
         };
         if let Some(m) = self.multiline {
-            if code == m && !more && text.as_bytes().get(3) == Some(&b' ') {
-                self.multiline = None;
-                self.send_client_raw(raw);
-                self.greeting_done();
+            let last = code == m && !more && text.as_bytes().get(3) == Some(&b' ');
+            if !self.reply_held.is_empty() {
+                self.reply_held.push(text.into_owned());
+                if last {
+                    self.multiline = None;
+                    let lines = std::mem::take(&mut self.reply_held);
+                    self.final_reply(m, &lines, raw, false);
+                }
                 return;
             }
             self.send_client_raw(raw);
+            if last {
+                self.multiline = None;
+                // A preliminary reply (1xx) answers nothing yet.
+                if !(100..200).contains(&m) {
+                    self.final_reply(m, &[], raw, true);
+                }
+            }
             return;
         }
         if more {
             self.multiline = Some(code);
+            // A 227's or 229's lines are held: the address they name is
+            // the server's, not for the client.
+            if matches!(code, 227 | 229) {
+                self.reply_held.push(text.into_owned());
+            } else {
+                self.send_client_raw(raw);
+            }
+            return;
+        }
+        if (100..200).contains(&code) {
+            // A preliminary reply (150 before a transfer): the command
+            // still waits for its final one.
             self.send_client_raw(raw);
             return;
         }
-        // A final reply answers the passive command, if one waits: only
-        // then is a 227 (to PASV) or a 229 (to EPSV) read.
-        let asked = if (100..200).contains(&code) {
-            self.passive_asked
-        } else {
-            self.passive_asked.take()
+        let line = text.into_owned();
+        self.final_reply(code, std::slice::from_ref(&line), raw, false);
+    }
+
+    /// A final reply answers the oldest command relayed. `lines`: its
+    /// text (one line, or a held 227's / 229's lines); `raw`: its last
+    /// line as it came; `relayed`: already sent to the client (a
+    /// multi-line reply's lines go as they come). A 227 / 229 is read only
+    /// as a passive command's answer: the oldest one's, or (a server that
+    /// answered something twice, or not at all) the first passive command
+    /// waiting.
+    fn final_reply(&mut self, code: u16, lines: &[String], raw: &[u8], relayed: bool) {
+        // The greeting answers no command.
+        if !self.greeted {
+            if !relayed {
+                match lines {
+                    [_, _, ..] => {
+                        for l in lines {
+                            self.send_client_raw(l.as_bytes());
+                        }
+                    }
+                    _ => self.send_client_raw(raw),
+                }
+            }
+            self.greeting_done();
+            return;
+        }
+        let want = match code {
+            227 => Some(Asked::Passive(false)),
+            229 => Some(Asked::Passive(true)),
+            _ => None,
         };
-        match (code, asked) {
-            (227, Some(false)) => match parse::reply_227(&text) {
-                Ok(a) => self.passive(a.port(), false),
-                Err(e) => self.bad_reply(e),
-            },
-            (229, Some(true)) => match parse::reply_229(&text) {
-                Ok(p) => self.passive(p, true),
-                Err(e) => self.bad_reply(e),
-            },
-            (227 | 229, _) => {
+        self.answers_due();
+        let asked = match &want {
+            Some(w) if self.relayed.front() != Some(w) && self.relayed.contains(w) => {
+                // The proxy's own answers passed over go now.
+                let at = self.relayed.iter().position(|a| a == w).expect("contained");
+                let passed: Vec<Asked> = self.relayed.drain(..=at).collect();
+                for a in &passed {
+                    if let Asked::Own(s) = a {
+                        self.send_client(s.clone());
+                    }
+                }
+                passed.last().cloned()
+            }
+            _ => self.relayed.pop_front(),
+        };
+        match (want, asked) {
+            (Some(w), Some(a)) if w == a => {
+                // The address: on the last line, else on any line (a
+                // line without the code is read as if it had it).
+                let read = |l: &str| {
+                    let l = if parse::reply_code(l).is_some() {
+                        l.to_string()
+                    } else {
+                        format!("{code} {l}")
+                    };
+                    if code == 227 {
+                        parse::reply_227(&l).map(|a| a.port())
+                    } else {
+                        parse::reply_229(&l)
+                    }
+                };
+                let port = lines
+                    .iter()
+                    .rev()
+                    .map(|l| read(l))
+                    .find(Result::is_ok)
+                    .unwrap_or_else(|| read(lines.last().map_or("", String::as_str)));
+                match port {
+                    Ok(p) => self.passive(p, code == 229),
+                    Err(e) => self.bad_reply(e),
+                }
+            }
+            (Some(_), _) => {
                 self.refuse(format!(
                     "server {}: a {code} reply to no {} command: not relayed",
                     self.ends.server,
@@ -486,9 +585,10 @@ impl Session {
                     "425 Cannot open a data connection: the server answered {code} to another command\r\n"
                 ));
             }
-            _ => self.send_client_raw(raw),
+            (None, _) if relayed => {}
+            (None, _) => self.send_client_raw(raw),
         }
-        self.greeting_done();
+        self.answers_due();
     }
 
     /// A final reply went to the client: if it was the greeting, the
@@ -638,7 +738,29 @@ impl Session {
         49152 + (x % 16384) as u16
     }
 
-    fn send_server(&mut self, b: Vec<u8>) {
+    /// The proxy's own answer to a command (a refusal): after the replies
+    /// to the commands relayed before it, so that a client that sends
+    /// commands without waiting pairs each reply with its command.
+    fn answer(&mut self, s: String) {
+        if self.relayed.is_empty() {
+            self.send_client(s);
+        } else {
+            self.relayed.push_back(Asked::Own(s));
+        }
+    }
+
+    /// The proxy's own answers whose turn has come.
+    fn answers_due(&mut self) {
+        while let Some(Asked::Own(_)) = self.relayed.front() {
+            if let Some(Asked::Own(s)) = self.relayed.pop_front() {
+                self.send_client(s);
+            }
+        }
+    }
+
+    /// A command to the server, whose reply the proxy will read as `asked`.
+    fn relay(&mut self, b: Vec<u8>, asked: Asked) {
+        self.relayed.push_back(asked);
         self.out.push_back(Output::ToServer(b));
     }
 

@@ -572,3 +572,104 @@ fn a_telnet_command_at_the_end_of_a_line_keeps_the_line_whole() {
     assert_eq!(seen.to_server, "NOOP\n", "{seen:?}");
     assert_eq!(seen.refused.len(), 1, "the lone 0xff: {seen:?}");
 }
+
+/// A client that sends commands without waiting for their replies (lftp
+/// with `sync-mode off`: TYPE and EPSV in one write): each final reply
+/// answers the oldest command, so the 229 is read as EPSV's, not refused
+/// as TYPE's (which cut every passive transfer of such a client).
+#[test]
+fn pipelined_commands_get_their_own_replies() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"TYPE I\r\nEPSV\r\nPASV\r\n");
+    assert_eq!(drain(&mut s).to_server, "TYPE I\r\nEPSV\r\nPASV\r\n");
+    s.from_server(
+        0,
+        b"200 Switching to Binary mode.\r\n229 Entering Extended Passive Mode (|||50001|)\r\n",
+    );
+    let seen = drain(&mut s);
+    assert!(seen.refused.is_empty(), "{seen:?}");
+    assert_eq!(
+        seen.to_client,
+        "200 Switching to Binary mode.\r\n229 Entering Extended Passive Mode (|||50001|)\r\n"
+    );
+    assert_eq!(seen.rules.len(), 1, "{seen:?}");
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,82)\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.rules.len(), 1, "{seen:?}");
+    assert!(seen.rules[0].1.contains("port 50002"), "{seen:?}");
+    // Nothing waits now: another 227 opens nothing.
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,83)\r\n");
+    assert!(drain(&mut s).rules.is_empty());
+}
+
+/// A 227 over several lines: read on its last line (or any), never passed
+/// on as it came (it names the server's own address), and it answers the
+/// PASV (a later single-line 227 is not read).
+#[test]
+fn a_multiline_227_is_read_and_rewritten_whole() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
+    s.from_server(
+        0,
+        b"227-Entering Passive Mode\r\n227 (192,0,2,10,200,1)\r\n",
+    );
+    let seen = drain(&mut s);
+    assert_eq!(
+        seen.to_client,
+        "227 Entering Passive Mode (198,51,100,1,200,1)\r\n"
+    );
+    assert!(!seen.to_client.contains("192,0,2,10"), "{seen:?}");
+    assert_eq!(seen.rules.len(), 1);
+    s.from_server(0, b"227 Entering Passive Mode (192,0,2,10,195,80)\r\n");
+    let seen = drain(&mut s);
+    assert!(
+        seen.rules.is_empty() && seen.to_client.starts_with("425 "),
+        "{seen:?}"
+    );
+    // The address on the first line, a text line between.
+    s.from_client(0, b"EPSV\r\n");
+    drain(&mut s);
+    s.from_server(
+        0,
+        b"229-Entering Extended Passive Mode (|||50003|)\r\n here it is\r\n229 ok\r\n",
+    );
+    let seen = drain(&mut s);
+    assert_eq!(
+        seen.to_client,
+        "229 Entering Extended Passive Mode (|||50003|)\r\n"
+    );
+    assert_eq!(seen.rules.len(), 1);
+    // Multi-line replies of other codes still pass untouched.
+    s.from_client(0, b"HELP\r\n");
+    drain(&mut s);
+    s.from_server(0, b"214-The following\r\n USER PASS\r\n214 Help OK.\r\n");
+    assert_eq!(
+        drain(&mut s).to_client,
+        "214-The following\r\n USER PASS\r\n214 Help OK.\r\n"
+    );
+}
+
+/// The proxy's own refusal of a pipelined command comes after the
+/// replies to the commands sent before it, so each reply pairs with its
+/// command.
+#[test]
+fn a_refusal_among_pipelined_commands_keeps_its_place() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"NOOP\r\nPORT 198,51,100,99,200,1\r\nSYST\r\n");
+    let seen = drain(&mut s);
+    assert_eq!(seen.to_server, "NOOP\r\nSYST\r\n");
+    assert_eq!(seen.to_client, "", "the refusal waits for NOOP's reply");
+    assert_eq!(seen.refused.len(), 1);
+    s.from_server(0, b"200 NOOP ok.\r\n215 UNIX Type: L8\r\n");
+    let seen = drain(&mut s);
+    assert!(
+        seen.to_client
+            .starts_with("200 NOOP ok.\r\n501 Refused by the proxy: PORT names 198.51.100.99")
+            && seen.to_client.ends_with("215 UNIX Type: L8\r\n"),
+        "{seen:?}"
+    );
+    // With nothing waiting, a refusal goes at once.
+    s.from_client(0, b"PORT 198,51,100,99,200,1\r\n");
+    assert!(drain(&mut s).to_client.starts_with("501 "));
+}

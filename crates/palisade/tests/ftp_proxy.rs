@@ -390,6 +390,18 @@ fn s5_reverse_ftp_proxy_in_every_mode_ipv4_and_ipv6() {
             "ftp://anonymous:x@[2001:db8:1::1]",
             "set ftp:passive-mode false",
         ),
+        // Commands sent without waiting for their replies (TYPE and
+        // EPSV in one write): each reply must pair with its command.
+        (
+            "EPSV, pipelined",
+            "ftp://anonymous:x@203.0.113.1",
+            "set ftp:sync-mode off; set ftp:passive-mode true; set ftp:prefer-epsv true",
+        ),
+        (
+            "PASV, pipelined",
+            "ftp://anonymous:x@203.0.113.1",
+            "set ftp:sync-mode off; set ftp:passive-mode true; set ftp:prefer-epsv false",
+        ),
     ] {
         let out = lab.dir.join("lftp-got");
         let _ = std::fs::remove_file(&out);
