@@ -17,12 +17,13 @@
 //! One thread per session (at most `-m`, 100 by default): a session is a
 //! control connection, a few lines a minute.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use palisade_ftp::{Config, Ends, Output, Session};
@@ -81,8 +82,13 @@ pub struct Options {
     /// Log the data connections' rules (`log`); twice: `log (all)`.
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// The daemon's control socket (`control` in palisade.toml).
-    #[arg(short = 's', long = "socket", value_name = "SOCKET", default_value = palisade_net::config::DEFAULT_CONTROL)]
+    /// The daemon's control socket (default: `control` in
+    /// /etc/palisade/palisade.toml when it sets one, else
+    /// /run/palisade.sock, as the other commands find it).
+    #[arg(short = 's', long = "socket", value_name = "SOCKET")]
+    pub socket_arg: Option<PathBuf>,
+    /// The socket used: `-s`, or as said there (set before `run`).
+    #[arg(skip)]
     pub socket: PathBuf,
     /// The unprivileged user the sessions run as (chrooted to an empty
     /// directory); a privileged monitor asks the daemon for them.
@@ -123,6 +129,10 @@ struct Shared {
     sessions: AtomicUsize,
     next_id: AtomicU64,
     seed: u64,
+    /// The rules each session's anchor holds now (by anchor), loaded and
+    /// emptied under this lock: [`keep_anchors`] loads them again when
+    /// the daemon lost them (it restarted).
+    live: Mutex<HashMap<String, String>>,
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
@@ -306,7 +316,17 @@ pub fn run(opts: Options) -> Result<(), String> {
         sessions: AtomicUsize::new(0),
         next_id: AtomicU64::new(1),
         seed,
+        live: Mutex::new(HashMap::new()),
     });
+    {
+        let sh2 = sh.clone();
+        if let Err(e) = std::thread::Builder::new()
+            .name("ftp-anchors".into())
+            .spawn(move || keep_anchors(&sh2))
+        {
+            tracing::warn!("ftp-proxy: no thread to watch the anchors ({e}): a restart of the daemon loses the announced data connections");
+        }
+    }
     tracing::info!(
         "ftp-proxy: listening on {bind} port {}{}; at most {} sessions",
         sh.opts.port,
@@ -480,7 +500,7 @@ struct SessionGuard<'a> {
 impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         for i in 0..20 {
-            match load_rules(&self.sh.fw, &self.anchor, "") {
+            match load_live(self.sh, &self.anchor, "") {
                 Ok(()) => break,
                 // Never loaded, or emptied already by the session's end.
                 Err(e) if e.contains("no such anchor") => break,
@@ -586,6 +606,61 @@ fn flush_anchor(fw: &Firewall, anchor: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(v["text"].as_str().unwrap_or("").trim().to_string())
+    }
+}
+
+/// A session's anchor loaded (or emptied), and recorded as live.
+fn load_live(sh: &Shared, anchor: &str, rules: &str) -> Result<(), String> {
+    let mut live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
+    let r = load_rules(&sh.fw, anchor, rules);
+    if rules.is_empty() {
+        live.remove(anchor);
+    } else if r.is_ok() {
+        live.insert(anchor.to_string(), rules.to_string());
+    }
+    r
+}
+
+/// How often [`keep_anchors`] looks at the daemon's anchors.
+const ANCHOR_CHECK: Duration = Duration::from_secs(1);
+
+/// The daemon loses run-time anchors when it restarts (a state file
+/// keeps the states, not the rules): a data connection announced just
+/// before (a 227 the client has not used yet) would find no rule, and
+/// the session would never know. Once a second, while sessions hold
+/// rules, the daemon's `ftp-proxy/*` anchors are listed, and a live one
+/// missing is loaded again.
+fn keep_anchors(sh: &Shared) {
+    while !crate::daemon::stopping() {
+        std::thread::sleep(ANCHOR_CHECK);
+        let live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.is_empty() {
+            continue;
+        }
+        let Ok(v) = sh
+            .fw
+            .request(json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}))
+        else {
+            // The daemon is not there (yet): tried again next time.
+            continue;
+        };
+        if v["ok"] != true {
+            continue;
+        }
+        let there = anchor_names(&v);
+        for (anchor, rules) in live.iter() {
+            if there.iter().any(|a| a == anchor) {
+                continue;
+            }
+            match load_rules(&sh.fw, anchor, rules) {
+                Ok(()) => tracing::warn!(
+                    "ftp-proxy: {anchor}: gone from the firewall (it restarted?): its rules loaded again"
+                ),
+                Err(e) => tracing::warn!(
+                    "ftp-proxy: {anchor}: gone from the firewall, and not loaded again: {e}"
+                ),
+            }
+        }
     }
 }
 
@@ -749,7 +824,7 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
                     }
                 }
                 Output::Rules { anchor, rules } => {
-                    match load_rules(&sh.fw, &anchor, &rules) {
+                    match load_live(sh, &anchor, &rules) {
                         // Emptying an anchor the daemon no longer has (it
                         // restarted): nothing to empty.
                         Err(e) if rules.is_empty() && e.contains("no such anchor") => {}
@@ -759,7 +834,7 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
                             let _ = client.write_all(
                                 b"421 The proxy could not set up the data connection\r\n",
                             );
-                            let _ = load_rules(&sh.fw, &anchor, "");
+                            let _ = load_live(sh, &anchor, "");
                             // The daemon's answer names the anchor already.
                             break 'relay if e.contains(&anchor) {
                                 e

@@ -1325,7 +1325,11 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Greylist { action } => greylist_cmd(action),
-        Cmd::FtpProxy(opts) => {
+        Cmd::FtpProxy(mut opts) => {
+            opts.socket = Sock {
+                socket: opts.socket_arg.clone(),
+            }
+            .path();
             let level = match opts.debug {
                 0..=3 => tracing::Level::ERROR,
                 4 => tracing::Level::WARN,

@@ -185,12 +185,22 @@ fn vsftpd(lab: &Lab, ns: &str, addr: &str) -> Proc {
 }
 
 fn daemon(lab: &Lab, pf: &str) -> (Proc, std::sync::Arc<std::sync::Mutex<String>>, PathBuf) {
+    daemon_with(lab, pf, "")
+}
+
+/// The daemon with `more` at the top of its palisade.toml.
+fn daemon_with(
+    lab: &Lab,
+    pf: &str,
+    more: &str,
+) -> (Proc, std::sync::Arc<std::sync::Mutex<String>>, PathBuf) {
     std::fs::write(lab.dir.join("pf.conf"), pf).unwrap();
     let sock = lab.dir.join("palisade.sock");
     let cfg = lab.dir.join("palisade.toml");
     write_config(
         &cfg,
-        "pf = \"pf.conf\"\n\
+        more.to_string()
+            + "pf = \"pf.conf\"\n\
          [[port]]\nname = \"a0\"\n[[port]]\nname = \"b0\"\n\
          [[interface]]\nname = \"wan\"\nport = \"a0\"\naddresses = [\"203.0.113.1/24\", \"2001:db8:1::1/64\"]\n\
          [[interface]]\nname = \"lan\"\nport = \"b0\"\naddresses = [\"192.0.2.1/24\", \"2001:db8::1/64\"]\n",
@@ -1090,4 +1100,102 @@ fn sessions_process(pid: u32) -> u32 {
         .collect();
     assert_eq!(c.len(), 1, "the monitor's children: {children:?}");
     c[0]
+}
+
+/// The daemon restarted (with a state file: the sessions' connections
+/// survive) between a 229 and the client's use of it: the proxy sees
+/// its session's anchor gone and loads it again, and the announced data
+/// connection works (it timed out: the anchor was lost).
+#[test]
+fn an_announced_data_connection_survives_a_daemon_restart() {
+    let lab = setup("ftpz");
+    let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
+    let state = lab.dir.join("states");
+    let more = format!("state-file = \"{}\"\n", state.display());
+    let (mut d, _dlog, sock) = daemon_with(&lab, PF_CONF, &more);
+    let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
+    // A client that logs in, asks EPSV, says the port, waits for a file,
+    // then fetches over that port.
+    let go = lab.dir.join("go");
+    let script = format!(
+        r#"
+import socket, os, time, sys
+c = socket.create_connection(("203.0.113.1", 21), timeout=20)
+f = c.makefile("rwb")
+def reply():
+    while True:
+        l = f.readline().decode()
+        if len(l) < 4 or l[3] != "-":
+            return l
+def cmd(x):
+    f.write((x + "\r\n").encode()); f.flush()
+    return reply()
+reply()
+cmd("USER anonymous"); cmd("PASS x"); cmd("TYPE I")
+r = cmd("EPSV")
+port = int(r.split("|||")[1].split("|")[0])
+print("port", port, file=sys.stderr, flush=True)
+t = time.time()
+while not os.path.exists("{go}"):
+    if time.time() - t > 60: sys.exit("no go")
+    time.sleep(0.1)
+d = socket.create_connection(("203.0.113.1", port), timeout=10)
+print(cmd("RETR big").strip(), file=sys.stderr, flush=True)
+n = 0
+while True:
+    b = d.recv(65536)
+    if not b: break
+    n += len(b)
+print("got", n, reply().strip(), file=sys.stderr, flush=True)
+"#,
+        go = go.display()
+    );
+    let py = lab.dir.join("client.py");
+    std::fs::write(&py, script).unwrap();
+    let (mut client, clog) = spawn_logged(
+        &lab.client,
+        &["timeout", "90", "python3", py.to_str().unwrap()],
+    );
+    let t = Instant::now();
+    while !clog.lock().unwrap().contains("port ") {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no EPSV: {}\nproxy:\n{}",
+            clog.lock().unwrap(),
+            plog.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The daemon restarts: its run-time anchors are gone.
+    let out = d.stop().expect("the daemon ran");
+    assert!(out.status.success(), "{out:?}");
+    let (mut d2, dlog2, _) = daemon_with(&lab, PF_CONF, &more);
+    wait_until(
+        "the proxy to load its anchor again",
+        Duration::from_secs(10),
+        || {
+            plog.lock()
+                .unwrap()
+                .contains("gone from the firewall (it restarted?): its rules loaded again")
+        },
+    );
+    assert!(
+        anchor_show(&sock).contains("pass"),
+        "{}",
+        anchor_show(&sock)
+    );
+    std::fs::write(&go, "").unwrap();
+    wait_until("the transfer", Duration::from_secs(60), || {
+        clog.lock().unwrap().contains("got ")
+    });
+    let said = clog.lock().unwrap().clone();
+    assert!(
+        said.contains(&format!("got {SIZE} 226")),
+        "{said}\nproxy:\n{}\ndaemon:\n{}",
+        plog.lock().unwrap(),
+        dlog2.lock().unwrap()
+    );
+    let _ = client.stop();
+    let _ = p.stop();
+    let _ = d2.stop();
 }
