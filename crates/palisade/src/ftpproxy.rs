@@ -76,7 +76,10 @@ pub struct Options {
     /// Tag the data connections' packets.
     #[arg(short = 'T', value_name = "TAG")]
     pub tag: Option<String>,
-    /// Seconds a control connection may stay idle (1 to 86400).
+    /// Seconds a control connection may stay idle (1 to 86400). The
+    /// control connection is idle while a long transfer runs on the data
+    /// connection: a short timeout ends the session under it (as
+    /// ftp-proxy(8) warns).
     #[arg(short = 't', value_name = "TIMEOUT", default_value_t = 86_400)]
     pub timeout: u64,
     /// Log the data connections' rules (`log`); twice: `log (all)`.

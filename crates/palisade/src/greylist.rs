@@ -147,6 +147,24 @@ fn line_of(text: &str, at: usize) -> usize {
 }
 
 impl Conf {
+    /// What is allowed but likely a mistake: a `max-age` shorter than
+    /// `retry-window` (a retry later than max-age after the first attempt
+    /// starts over, though the window would take it).
+    pub fn warnings(&self) -> Vec<String> {
+        let g = &self.grey;
+        let mut w = Vec::new();
+        if g.max_age < g.retry_window {
+            w.push(format!(
+                "{}: greylist max-age {} is shorter than retry-window {}: a retry more than {} s after the first attempt starts over",
+                self.path.display(),
+                g.max_age,
+                g.retry_window,
+                g.max_age
+            ));
+        }
+        w
+    }
+
     /// `[greylist]` of a palisade.toml; errors name the file and line.
     pub fn parse(path: &Path, text: &str) -> Result<Conf, String> {
         let file = path.display();
@@ -340,6 +358,22 @@ impl Conf {
                 format!(
                     "greylist retry-window {} is not longer than delay {}: no retry could ever pass",
                     grey.retry_window, grey.delay
+                ),
+            ));
+        }
+        // A triplet not seen for max-age starts over: one shorter than
+        // the delay forgets every first attempt before its retry may pass.
+        if grey.max_age <= grey.delay {
+            let span = r
+                .max_age
+                .as_ref()
+                .or(r.delay.as_ref())
+                .map_or(0..0, |s| s.span());
+            return Err(err(
+                span,
+                format!(
+                    "greylist max-age {} is not longer than delay {}: every first attempt would be forgotten before its retry could pass",
+                    grey.max_age, grey.delay
                 ),
             ));
         }
@@ -1890,6 +1924,9 @@ pub fn run(conf: Conf) -> Result<(), String> {
 
 /// The service over a given log of SYNs (tests record into it).
 fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
+    for w in conf.warnings() {
+        tracing::warn!("greylist: {w}");
+    }
     let fpdb = Arc::new(load_db(&conf)?);
     // `os` and `except-os` name systems of the database: a name none of
     // its lines has (a typo) would greylist nobody, or everybody.
@@ -2213,6 +2250,19 @@ mod tests {
         );
         let e = parse("delay = 3000\n").err();
         assert!(e.is_none(), "{e:?}");
+        let e = parse("delay = 300\nmax-age = 300\n").unwrap_err();
+        assert!(
+            e.contains("greylist max-age 300 is not longer than delay 300"),
+            "{e}"
+        );
+        let c = parse("max-age = 3600\n").unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("max-age 3600 is shorter than retry-window 172800"),
+            "{w:?}"
+        );
+        assert!(parse("").unwrap().warnings().is_empty());
         let c = parse(
             "database = \"grey.redb\"\nadmin-socket = \"/run/g.sock\"\np0f-socket = \"p0f.sock\"\nfingerprints = \"my.os\"\n",
         )

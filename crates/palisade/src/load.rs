@@ -53,6 +53,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&member_translation_rules(&out.config, &cfg))
         .chain(&blocked_ha_traffic(&out.config, &cfg, &host))
         .chain(&to_v6_loopback(&out.config))
+        .chain(&ftp_proxy_anchors(&out.config))
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
         .chain(&mtu_warnings)
@@ -381,6 +382,64 @@ pub fn to_v6_loopback(pf: &palisade_conf::ir::Config) -> Vec<String> {
     out
 }
 
+/// Warnings for an `ftp-proxy/*` setup that cannot work, each of which
+/// otherwise shows only as data connections that time out: `nat-anchor`
+/// without `rdr-anchor` or the reverse (the older syntax's proxy loads
+/// both kinds of rules), either without `anchor` (the proxy's pass
+/// rules are never read), and older-syntax `nat` rules with only
+/// `anchor "ftp-proxy/*"` (they translate before the proxy's rules are
+/// read, so an active-mode data connection no longer matches them).
+pub fn ftp_proxy_anchors(pf: &palisade_conf::ir::Config) -> Vec<String> {
+    use palisade_conf::ir::{Action, AnchorKind};
+    let calls = |kind: AnchorKind| {
+        pf.main.rules.iter().find(|r| {
+            r.action == Action::Anchor(kind)
+                && r.anchor_name.as_deref().map(|n| n.trim_start_matches('/'))
+                    == Some("ftp-proxy/*")
+        })
+    };
+    let (filter, nat, rdr) = (
+        calls(AnchorKind::Filter),
+        calls(AnchorKind::Nat),
+        calls(AnchorKind::Rdr),
+    );
+    let at = |r: &palisade_conf::ir::Rule| format!("{}:{}", r.file, r.line);
+    let mut out = Vec::new();
+    match (nat, rdr) {
+        (Some(n), None) => out.push(format!(
+            "{}: warning: nat-anchor \"ftp-proxy/*\" without rdr-anchor \"ftp-proxy/*\": palisade ftp-proxy then loads the older syntax's nat and rdr rules, and the rdr ones are never read: its data connections will fail",
+            at(n)
+        )),
+        (None, Some(r)) => out.push(format!(
+            "{}: warning: rdr-anchor \"ftp-proxy/*\" without nat-anchor \"ftp-proxy/*\": palisade ftp-proxy then loads the older syntax's nat and rdr rules, and the nat ones are never read: its data connections will fail",
+            at(r)
+        )),
+        _ => {}
+    }
+    if let (None, Some(r)) = (filter, nat.or(rdr)) {
+        out.push(format!(
+            "{}: warning: {} \"ftp-proxy/*\" without anchor \"ftp-proxy/*\": palisade ftp-proxy's pass rules are never read, so its data connections pass only if other rules pass them",
+            at(r),
+            if nat.is_some() { "nat-anchor" } else { "rdr-anchor" }
+        ));
+    }
+    if let (Some(f), None, None) = (filter, nat, rdr) {
+        if let Some(n) = pf
+            .main
+            .rules
+            .iter()
+            .find(|r| matches!(r.action, Action::LegacyNat { no: false }))
+        {
+            out.push(format!(
+                "{}: warning: an older-syntax nat rule with anchor \"ftp-proxy/*\" ({}) and no nat-anchor / rdr-anchor \"ftp-proxy/*\": the nat rule translates before palisade ftp-proxy's rules are read, so active-mode (PORT/EPRT) data connections will not match them; add nat-anchor and rdr-anchor \"ftp-proxy/*\" before it (docs/ftp-proxy.md)",
+                at(n),
+                at(f)
+            ));
+        }
+    }
+    out
+}
+
 /// Warnings for interface names in rules (`on`, `received-on`) that no
 /// interface or group of palisade.toml has. On OpenBSD an unknown name may
 /// be an interface that appears later; here the interfaces are exactly
@@ -489,6 +548,49 @@ interface = "sync"
     fn warnings(rules: &str) -> Vec<String> {
         let (cfg, pf, host) = read(PAIR, rules);
         blocked_ha_traffic(&pf, &cfg, &host)
+    }
+
+    /// ftp-proxy's anchors called in a way its rules cannot work: one of
+    /// nat-anchor / rdr-anchor, either without anchor, an older nat rule
+    /// with only anchor; S5's lines and the newer syntax alone are fine.
+    #[test]
+    fn ftp_proxy_anchor_setups_that_cannot_work_are_warned_about() {
+        let w = |rules: &str| {
+            let (_, pf, _) = read(PAIR, rules);
+            ftp_proxy_anchors(&pf)
+        };
+        let s5 = "rdr-anchor \"ftp-proxy/*\"\n\
+                  rdr pass on wan proto tcp from any to wan port 21 -> 127.0.0.1 port 8021\n\
+                  nat-anchor \"ftp-proxy/*\"\n\
+                  nat on wan from sync:network to any -> (wan)\n\
+                  anchor \"ftp-proxy/*\"\npass\n";
+        assert!(w(s5).is_empty(), "{:#?}", w(s5));
+        let newer = "anchor \"ftp-proxy/*\"\n\
+                     pass in on wan proto tcp to port 21 divert-to 127.0.0.1 port 8021\n\
+                     match out on wan inet from sync:network nat-to (wan)\n";
+        assert!(w(newer).is_empty(), "{:#?}", w(newer));
+        let only_nat = "nat-anchor \"ftp-proxy/*\"\nanchor \"ftp-proxy/*\"\npass\n";
+        let got = w(only_nat);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("pf.conf:1: warning: nat-anchor \"ftp-proxy/*\" without rdr-anchor"),
+            "{got:#?}"
+        );
+        let no_filter = "rdr-anchor \"ftp-proxy/*\"\nnat-anchor \"ftp-proxy/*\"\npass\n";
+        let got = w(no_filter);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].contains("without anchor \"ftp-proxy/*\""),
+            "{got:#?}"
+        );
+        let old_nat =
+            "nat on wan from sync:network to any -> (wan)\nanchor \"ftp-proxy/*\"\npass\n";
+        let got = w(old_nat);
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(
+            got[0].starts_with("pf.conf:1: warning: an older-syntax nat rule with anchor"),
+            "{got:#?}"
+        );
     }
 
     /// NAT or a port forward written `on` a member of a bridge that routes

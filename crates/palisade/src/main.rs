@@ -1465,9 +1465,16 @@ fn main() -> ExitCode {
                 let has_greylist =
                     toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.contains_key("greylist"));
                 if has_greylist {
-                    if let Err(e) = greylist::Conf::parse(&config, &text) {
-                        eprintln!("palisade run: {e}");
-                        return ExitCode::from(1);
+                    match greylist::Conf::parse(&config, &text) {
+                        Err(e) => {
+                            eprintln!("palisade run: {e}");
+                            return ExitCode::from(1);
+                        }
+                        Ok(g) => {
+                            for w in g.warnings() {
+                                eprintln!("palisade run: warning: {w}");
+                            }
+                        }
                     }
                 }
                 println!(
@@ -1736,6 +1743,7 @@ fn check(a: CheckArgs) -> ExitCode {
             .iter()
             .chain(&from_toml_warnings)
             .chain(&crate::load::to_v6_loopback(&out.config))
+            .chain(&crate::load::ftp_proxy_anchors(&out.config))
             .chain(&crate::load::unknown_os(&out.config))
         {
             let _ = writeln!(e, "{w}");

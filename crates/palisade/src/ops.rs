@@ -225,6 +225,7 @@ fn load_warnings(
     w.extend(crate::load::carp_interface_rules(&out.config, cfg));
     w.extend(crate::load::member_translation_rules(&out.config, cfg));
     w.extend(crate::load::to_v6_loopback(&out.config));
+    w.extend(crate::load::ftp_proxy_anchors(&out.config));
     w.extend(crate::load::unknown_os_in(&out.config, db));
     w
 }

@@ -218,6 +218,10 @@ fn debian_package_installs_works_and_purges() {
             "ExecStart=/usr/sbin/palisade ftp-proxy $FTP_PROXY_FLAGS",
         ),
         (
+            "palisade-ftp-proxy6.service",
+            "ExecStart=/usr/sbin/palisade ftp-proxy -6 $FTP_PROXY_FLAGS",
+        ),
+        (
             "palisade-greylist.service",
             "ExecStart=/usr/sbin/palisade greylist run -c /etc/palisade/palisade.toml",
         ),
@@ -289,6 +293,9 @@ fn debian_package_installs_works_and_purges() {
         "examples/s1/pf.conf",
         "examples/host.toml",
         "grafana-dashboard.json",
+        "ftp-proxy.md",
+        "greylist.md",
+        "contrib/spamassassin/palisade-p0f.cf",
         "copyright",
         "changelog.gz",
     ] {
