@@ -417,6 +417,25 @@ struct GreyConf {
 #[derive(Subcommand)]
 enum GreylistCmd {
     /// Run the policy service in the foreground.
+    #[command(long_about = "Run the policy service in the foreground: a Postfix policy service \
+(check_policy_service) that greylists mail from clients whose TCP SYN looked like one of \
+`os` (desktop Windows by default), configured by the [greylist] section of palisade.toml \
+(man palisade.toml, /usr/share/doc/palisade/greylist.md).\n\n\
+Postfix (main.cf): smtpd_recipient_restrictions = ..., check_policy_service \
+{ inet:127.0.0.1:10023, default_action=DUNNO } (DUNNO: mail is delivered while the \
+service is down, instead of Postfix's 451). SpamAssassin: \
+/usr/share/doc/palisade/contrib/spamassassin/palisade-p0f.cf scores the X-P0f-OS: header.\n\n\
+Signals: SIGTERM or SIGINT stop it cleanly (the database checkpointed, the sockets' \
+files removed); SIGHUP (systemctl reload) reads [greylist] and the whitelist files \
+again (what needs a restart, such as listen or database, is said and kept).\n\n\
+Files: the database (`database`, /var/lib/palisade/greylist.redb) and its journal \
+(FILE.journal), crash-safe: a kill -9 loses no answered decision; the admin socket \
+(`admin-socket`) for `palisade greylist show|whitelist|delete`; the p0f socket \
+(`p0f-socket`) answering p0f's API.\n\n\
+Log (standard error; the journal under systemd): one line per decision: client, \
+system, sender -> recipient, why => the answer sent. A database that fails (a full \
+disk) makes answers DUNNO (logged, at most one error line per 10 s) and is opened \
+again by itself once it can be.")]
     Run {
         #[command(flatten)]
         conf: GreyConf,
