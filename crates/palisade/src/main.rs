@@ -417,7 +417,8 @@ struct GreyConf {
 #[derive(Subcommand)]
 enum GreylistCmd {
     /// Run the policy service in the foreground.
-    #[command(long_about = "Run the policy service in the foreground: a Postfix policy service \
+    #[command(
+        long_about = "Run the policy service in the foreground: a Postfix policy service \
 (check_policy_service) that greylists mail from clients whose TCP SYN looked like one of \
 `os` (desktop Windows by default), configured by the [greylist] section of palisade.toml \
 (man palisade.toml, /usr/share/doc/palisade/greylist.md).\n\n\
@@ -435,7 +436,8 @@ Files: the database (`database`, /var/lib/palisade/greylist.redb) and its journa
 Log (standard error; the journal under systemd): one line per decision: client, \
 system, sender -> recipient, why => the answer sent. A database that fails (a full \
 disk) makes answers DUNNO (logged, at most one error line per 10 s) and is opened \
-again by itself once it can be.")]
+again by itself once it can be."
+    )]
     Run {
         #[command(flatten)]
         conf: GreyConf,

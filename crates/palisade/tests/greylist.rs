@@ -1079,3 +1079,26 @@ fn sighup_reads_the_whitelists_again() {
         "{log}"
     );
 }
+
+/// SpamAssassin's rules read only the first X-P0f-OS: (the service's:
+/// Postfix prepends it above the message's own headers): a sender's own
+/// line below it neither hides nor fakes the verdict.
+#[test]
+fn spamassassin_rules_read_only_the_first_header() {
+    tools_present();
+    let d = dir("sa");
+    let msg = |first: &str, second: &str| {
+        format!(
+            "X-P0f-OS: {first}\nReceived: from x\nX-P0f-OS: {second}\nFrom: a@sender.test\n\
+             To: user@example.test\nSubject: t\nMessage-ID: <t@sender.test>\n\nhello\n"
+        )
+    };
+    let sa = spamassassin(&d.0, &msg("unknown", "Linux 4-6"));
+    assert!(sa.contains("PALISADE_P0F_UNKNOWN"), "{sa}");
+    let sa = spamassassin(&d.0, &msg("Linux 4-6", "unknown"));
+    assert!(!sa.contains("PALISADE_P0F_UNKNOWN"), "{sa}");
+    let sa = spamassassin(&d.0, &msg("Windows 10", "Linux 4-6"));
+    assert!(sa.contains("PALISADE_P0F_WINDOWS"), "{sa}");
+    let sa = spamassassin(&d.0, &msg("Linux 4-6", "Windows 10"));
+    assert!(!sa.contains("PALISADE_P0F_WINDOWS"), "{sa}");
+}
