@@ -35,7 +35,12 @@ enum CAddr {
     /// (is_v6, network, mask) — IPv4 in the low 32 bits.
     Nets(Vec<(bool, u128, u128)>),
     Range(IpAddr, IpAddr),
-    Table(String),
+    /// A table by name; in an anchor, the anchor's table of that name
+    /// (`ANCHOR/NAME`) first when it exists (pf looks in the rule's
+    /// ruleset, then in the main one), so that a table the anchor gets
+    /// later (`palisade table A/NAME add`, an earlier `anchor A load`)
+    /// is the one its rules read.
+    Table(String, Option<String>),
     /// `no-route`: no route covers the address (the host model's table).
     NoRoute,
     /// `urpf-failed`: the route back to the address does not leave by
@@ -1099,7 +1104,13 @@ impl Engine {
                     .any(|(nv6, net, mask)| *nv6 == v6 && k & mask == *net)
             }
             CAddr::Range(lo, hi) => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
-            CAddr::Table(t) => self.tables().contains(t, ip),
+            CAddr::Table(t, scoped) => {
+                let ts = self.tables();
+                match scoped.as_deref().filter(|s| ts.tables.contains_key(*s)) {
+                    Some(s) => ts.contains(s, ip),
+                    None => ts.contains(t, ip),
+                }
+            }
             CAddr::NoRoute => !self.host.routable(ip),
             CAddr::UrpfFailed => !self.host.urpf_ok(ip, iface),
             CAddr::Never => false,
@@ -1334,7 +1345,7 @@ fn compile_addr(a: &AddrSpec, host: &HostModel) -> CAddrSpec {
             }
             CAddr::Nets(nets)
         }
-        Addr::Table(t) => CAddr::Table(t.clone()),
+        Addr::Table(t) => CAddr::Table(t.clone(), None),
         Addr::NoRoute => CAddr::NoRoute,
         Addr::UrpfFailed => CAddr::UrpfFailed,
         // Route labels: Linux routes carry none (warned at load).
@@ -1508,7 +1519,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             // Older scrub rules are normalization, not filtering.
             _ => continue,
         };
-        let c = CRule {
+        let mut c = CRule {
             nr: nr as u32,
             kind,
             quick: r.quick,
@@ -1576,12 +1587,32 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
             },
             i,
         );
+        scope_tables(&mut c, path);
         ix.dst.add(&c.dst, i);
         ix.src.add(&c.src, i);
         out.rules.push(c);
     }
+    for l in &mut out.legacy {
+        scope_tables(&mut l.m, path);
+    }
     out.all = (0..out.rules.len() as u32).collect();
     out
+}
+
+/// In an anchor, a rule's tables are the anchor's when it has them
+/// (`CAddr::Table`); a name already the anchor's (`A/NAME`, a `load
+/// anchor` file's own table) stays as it is.
+fn scope_tables(c: &mut CRule, path: &str) {
+    if path.is_empty() {
+        return;
+    }
+    for spec in [&mut c.src, &mut c.dst] {
+        if let CAddr::Table(t, scoped @ None) = &mut spec.addr {
+            if !t.contains('/') {
+                *scoped = Some(format!("{path}/{t}"));
+            }
+        }
+    }
 }
 
 /// A rule's redirection: `rdr-to`, or `divert-to ADDR port P`, which

@@ -664,4 +664,45 @@ fn an_anchor_files_tables_are_its_own() {
     let t = f.engine().tables();
     assert!(t.contains("foo/bad", &ip("198.51.100.9")));
     assert!(!t.contains("bad", &ip("198.51.100.9")));
+    drop(t);
+    // Rules loaded into the anchor later read its table without declaring
+    // it, and a table the anchor gets afterwards (as pf looks in the
+    // rule's anchor first).
+    let later = parse_bytes(
+        "later.conf",
+        None,
+        b"block in quick proto tcp from <bad>\nblock in quick proto tcp from <late>\n".to_vec(),
+        &ParseOptions::default(),
+    );
+    assert_eq!(later.errors, 0, "{:?}", later.stderr);
+    f.engine().load_anchor("foo", &later.config.main);
+    let late = palisade_conf::ir::Addr::Net {
+        ip: ip("198.51.100.20"),
+        bits: 32,
+    };
+    let e = f.engine_arc();
+    // New connections each (a passed one keeps a state).
+    let syn = |src: &str, sport: u16| {
+        build::ip(
+            ip(src),
+            ip("203.0.113.2"),
+            6,
+            64,
+            &build::tcp(sport, 80, 1, 0, 0x02, 65535, &[], b""),
+        )
+    };
+    let mut pass = |pkt: &mut Vec<u8>| f.process(pkt, "em0", In, 0).passed();
+    assert!(
+        !pass(&mut syn("198.51.100.9", 2001)),
+        "the anchor's <bad>, undeclared"
+    );
+    assert!(pass(&mut syn("198.51.100.20", 2002)));
+    e.table_add("late", &late, 0);
+    assert!(!pass(&mut syn("198.51.100.20", 2003)), "pf.conf's <late>");
+    e.tables_mut().tables.remove("late");
+    e.table_add("foo/late", &late, 0);
+    assert!(
+        !pass(&mut syn("198.51.100.20", 2004)),
+        "the anchor's <late>"
+    );
 }

@@ -116,6 +116,10 @@ enum Cmd {
     /// Change a table in the running daemon, like `pfctl -t NAME -T ...`:
     /// add|delete|replace|show|flush|test ADDR..., expire SECONDS.
     Table {
+        /// The table: a name of pf.conf's (`bad` for <bad>), or an
+        /// anchor's table as ANCHOR/NAME (`ssh/bruteforce`: pfctl -a ssh
+        /// -t bruteforce), for one a `load anchor` file or an `anchor
+        /// load` file defines, or made anew in the anchor.
         name: String,
         /// add | delete | replace | show | flush | test | expire
         op: String,

@@ -385,6 +385,9 @@ fn rules_text(rules: &[RuleListing], depth: usize, level: u64, out: &mut String)
 }
 
 fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
+    if anchor.trim_start_matches('/') == "*" {
+        return show_everything(sh, level);
+    }
     if let Some(prefix) = anchor.trim_start_matches('/').strip_suffix("/*") {
         return show_children(sh, prefix, level);
     }
@@ -417,6 +420,28 @@ fn show_rules(sh: &Shared, anchor: &str, level: u64) -> Value {
     let mut text = String::new();
     rules_text(&l, 0, level, &mut text);
     done(text, l.iter().map(rule_json).collect())
+}
+
+/// `show rules -a '*'` (pfctl -a '*' -sr): the main ruleset, then every
+/// anchor loaded (by pf.conf's `load anchor` or at run time), each with
+/// its rules, in name order.
+fn show_everything(sh: &Shared, level: u64) -> Value {
+    let engine = sh.dp().filter.engine_arc();
+    let main = engine.listing("").unwrap_or_default();
+    let mut text = String::new();
+    rules_text(&main, 0, level, &mut text);
+    let mut items =
+        vec![json!({"anchor": "", "rules": main.iter().map(rule_json).collect::<Vec<_>>()})];
+    for name in engine.anchor_names() {
+        let Some(l) = engine.listing(&name) else {
+            continue;
+        };
+        text += &format!("anchor \"{name}\" {{\n");
+        rules_text(&l, 1, level, &mut text);
+        text += "}\n";
+        items.push(json!({"anchor": name, "rules": l.iter().map(rule_json).collect::<Vec<_>>()}));
+    }
+    done(text, Value::Array(items))
 }
 
 /// `anchor "PREFIX/*" show` (pfctl -a 'PREFIX/*' -sr): the anchors
@@ -1141,6 +1166,13 @@ pub fn parse_net(s: &str) -> Result<(bool, Addr), String> {
 }
 
 fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
+    // An anchor's table (`ANCHOR/NAME`) may be named with the anchor's
+    // leading '/', as anchors are.
+    let name = if name.contains('/') {
+        name.trim_start_matches('/')
+    } else {
+        name
+    };
     let op = top.name();
     let mut addrs = Vec::new();
     for a in top.addrs() {
