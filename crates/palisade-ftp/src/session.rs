@@ -40,6 +40,11 @@ const SECOND: Micros = 1_000_000;
 
 /// Client lines kept while the server has not greeted yet.
 const MAX_HELD: usize = 64;
+/// Commands sent on (or answered by the proxy) whose replies have not
+/// come yet: a client that sends more without reading is cut off.
+const MAX_PENDING: usize = 256;
+/// Lines of one multi-line 227 / 229 the proxy holds.
+const MAX_REPLY_LINES: usize = 32;
 
 /// ftp-proxy(8)'s options that shape a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -458,6 +463,14 @@ impl Session {
             // without a code is relayed as it is (the client judges).
             if self.multiline.is_some() && !self.reply_held.is_empty() {
                 self.reply_held.push(text.into_owned());
+                if self.reply_held.len() > MAX_REPLY_LINES {
+                    self.reply_held.clear();
+                    self.multiline = None;
+                    self.close(format!(
+                        "server {}: a 227 / 229 reply of more than {MAX_REPLY_LINES} lines: session ended",
+                        self.ends.server
+                    ));
+                }
             } else {
                 self.send_client_raw(raw);
             }
@@ -467,6 +480,16 @@ impl Session {
             let last = code == m && !more && text.as_bytes().get(3) == Some(&b' ');
             if !self.reply_held.is_empty() {
                 self.reply_held.push(text.into_owned());
+                if !last && self.reply_held.len() > MAX_REPLY_LINES {
+                    // A 227 / 229 that does not end: not read, not relayed.
+                    self.reply_held.clear();
+                    self.multiline = None;
+                    self.close(format!(
+                        "server {}: a {m} reply of more than {MAX_REPLY_LINES} lines: session ended",
+                        self.ends.server
+                    ));
+                    return;
+                }
                 if last {
                     self.multiline = None;
                     let lines = std::mem::take(&mut self.reply_held);
@@ -744,9 +767,22 @@ impl Session {
     fn answer(&mut self, s: String) {
         if self.relayed.is_empty() {
             self.send_client(s);
-        } else {
+        } else if !self.pending_full() {
             self.relayed.push_back(Asked::Own(s));
         }
+    }
+
+    /// Too many commands wait for their replies (a client that sends
+    /// without reading, to a server that answers slowly or not at all):
+    /// the session ends rather than hold them all.
+    fn pending_full(&mut self) -> bool {
+        if self.relayed.len() < MAX_PENDING {
+            return false;
+        }
+        self.close(format!(
+            "client: more than {MAX_PENDING} commands waiting for their replies: session ended"
+        ));
+        true
     }
 
     /// The proxy's own answers whose turn has come.
@@ -760,6 +796,9 @@ impl Session {
 
     /// A command to the server, whose reply the proxy will read as `asked`.
     fn relay(&mut self, b: Vec<u8>, asked: Asked) {
+        if self.pending_full() {
+            return;
+        }
         self.relayed.push_back(asked);
         self.out.push_back(Output::ToServer(b));
     }

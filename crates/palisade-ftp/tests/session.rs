@@ -673,3 +673,45 @@ fn a_refusal_among_pipelined_commands_keeps_its_place() {
     s.from_client(0, b"PORT 198,51,100,99,200,1\r\n");
     assert!(drain(&mut s).to_client.starts_with("501 "));
 }
+
+/// Bounds on what a hostile peer makes the proxy hold: a client that
+/// sends commands (or refused ones) without end while the server does not
+/// answer, and a server whose multi-line 227 never ends, each end the
+/// session instead of growing it.
+#[test]
+fn commands_waiting_for_replies_and_held_reply_lines_are_bounded() {
+    let mut s = greeted(7, Config::default(), reverse());
+    s.from_client(0, b"NOOP\r\n");
+    drain(&mut s);
+    let flood = b"AUTH TLS\r\n".repeat(1000);
+    s.from_client(0, &flood);
+    let seen = drain(&mut s);
+    assert!(
+        seen.closed
+            .as_deref()
+            .is_some_and(|w| w.contains("commands waiting for their replies")),
+        "{:?}",
+        seen.closed
+    );
+    assert!(s.is_closed());
+
+    let mut s = greeted(8, Config::default(), reverse());
+    s.from_client(0, b"PASV\r\n");
+    drain(&mut s);
+    s.from_server(0, b"227-x\r\n");
+    for _ in 0..100 {
+        s.from_server(0, b" more\r\n");
+    }
+    let seen = drain(&mut s);
+    assert!(
+        seen.closed
+            .as_deref()
+            .is_some_and(|w| w.contains("reply of more than")),
+        "{:?}",
+        seen.closed
+    );
+    assert!(
+        seen.rules.is_empty() && !seen.to_client.contains("227"),
+        "{seen:?}"
+    );
+}

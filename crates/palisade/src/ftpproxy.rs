@@ -17,7 +17,7 @@
 //! One thread per session (at most `-m`, 100 by default): a session is a
 //! control connection, a few lines a minute.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -132,10 +132,12 @@ struct Shared {
     sessions: AtomicUsize,
     next_id: AtomicU64,
     seed: u64,
-    /// The rules each session's anchor holds now (by anchor), loaded and
-    /// emptied under this lock: [`keep_anchors`] loads them again when
-    /// the daemon lost them (it restarted).
-    live: Mutex<HashMap<String, String>>,
+    /// The sessions' anchors that hold rules now, and those of them
+    /// [`keep_anchors`] found missing from the daemon (it restarted):
+    /// each session loads its own again (only its thread loads its
+    /// anchor, so nothing races). The locks are held for no request.
+    live: Mutex<HashSet<String>>,
+    missing: Mutex<HashSet<String>>,
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
@@ -319,7 +321,8 @@ pub fn run(opts: Options) -> Result<(), String> {
         sessions: AtomicUsize::new(0),
         next_id: AtomicU64::new(1),
         seed,
-        live: Mutex::new(HashMap::new()),
+        live: Mutex::new(HashSet::new()),
+        missing: Mutex::new(HashSet::new()),
     });
     {
         let sh2 = sh.clone();
@@ -513,6 +516,11 @@ impl Drop for SessionGuard<'_> {
                 Err(_) => std::thread::sleep(Duration::from_millis(50 << (i / 4))),
             }
         }
+        self.sh
+            .missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.anchor);
         self.sh.sessions.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -614,12 +622,12 @@ fn flush_anchor(fw: &Firewall, anchor: &str) -> Result<(), String> {
 
 /// A session's anchor loaded (or emptied), and recorded as live.
 fn load_live(sh: &Shared, anchor: &str, rules: &str) -> Result<(), String> {
-    let mut live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
     let r = load_rules(&sh.fw, anchor, rules);
+    let mut live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
     if rules.is_empty() {
         live.remove(anchor);
     } else if r.is_ok() {
-        live.insert(anchor.to_string(), rules.to_string());
+        live.insert(anchor.to_string());
     }
     r
 }
@@ -631,19 +639,25 @@ const ANCHOR_CHECK: Duration = Duration::from_secs(1);
 /// keeps the states, not the rules): a data connection announced just
 /// before (a 227 the client has not used yet) would find no rule, and
 /// the session would never know. Once a second, while sessions hold
-/// rules, the daemon's `ftp-proxy/*` anchors are listed, and a live one
-/// missing is loaded again.
+/// rules, the daemon's `ftp-proxy/*` anchors are listed (2 s at most),
+/// and a live one missing is marked for its session to load again. (An
+/// administrator's `anchor ftp-proxy/... flush` is undone the same way,
+/// while the session lives.)
 fn keep_anchors(sh: &Shared) {
     while !crate::daemon::stopping() {
         std::thread::sleep(ANCHOR_CHECK);
-        let live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
+        let live: Vec<String> = sh
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         if live.is_empty() {
             continue;
         }
-        let Ok(v) = sh
-            .fw
-            .request(json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0}))
-        else {
+        let req = json!({"cmd": "anchor", "name": "ftp-proxy/*", "op": "show", "verbose": 0});
+        let Ok(v) = sh.fw.request_within(req, Duration::from_secs(2)) else {
             // The daemon is not there (yet): tried again next time.
             continue;
         };
@@ -651,17 +665,10 @@ fn keep_anchors(sh: &Shared) {
             continue;
         }
         let there = anchor_names(&v);
-        for (anchor, rules) in live.iter() {
-            if there.iter().any(|a| a == anchor) {
-                continue;
-            }
-            match load_rules(&sh.fw, anchor, rules) {
-                Ok(()) => tracing::warn!(
-                    "ftp-proxy: {anchor}: gone from the firewall (it restarted?): its rules loaded again"
-                ),
-                Err(e) => tracing::warn!(
-                    "ftp-proxy: {anchor}: gone from the firewall, and not loaded again: {e}"
-                ),
+        let mut missing = sh.missing.lock().unwrap_or_else(|e| e.into_inner());
+        for a in live {
+            if !there.contains(&a) {
+                missing.insert(a);
             }
         }
     }
@@ -770,10 +777,31 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
         }
     );
     let mut buf = vec![0u8; 16 * 1024];
+    // The rules this session's anchor holds (to load again should the
+    // daemon lose them: `keep_anchors`).
+    let mut held: Option<(String, String)> = None;
     let why = 'relay: loop {
+        // At most a second between turns, for `keep_anchors`' marks.
         let wait = s.poll_timeout().map_or(1000, |t| {
-            (t.saturating_sub(now()) / 1000).clamp(1, 60_000) as i32
+            (t.saturating_sub(now()) / 1000).clamp(1, 1000) as i32
         });
+        if let Some((anchor, rules)) = &held {
+            let gone = sh
+                .missing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(anchor);
+            if gone {
+                match load_live(sh, anchor, rules) {
+                    Ok(()) => tracing::warn!(
+                        "ftp-proxy: session {id}: {anchor}: gone from the firewall (it restarted?): its rules loaded again"
+                    ),
+                    Err(e) => tracing::warn!(
+                        "ftp-proxy: session {id}: {anchor}: gone from the firewall, and not loaded again: {e}"
+                    ),
+                }
+            }
+        }
         let mut fds = [
             libc::pollfd {
                 fd: client.as_raw_fd(),
@@ -827,6 +855,7 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
                     }
                 }
                 Output::Rules { anchor, rules } => {
+                    held = (!rules.is_empty()).then(|| (anchor.clone(), rules.clone()));
                     match load_live(sh, &anchor, &rules) {
                         // Emptying an anchor the daemon no longer has (it
                         // restarted): nothing to empty.
