@@ -549,6 +549,18 @@ impl Rule {
             if let Addr::Table(t) = &mut p.addr {
                 f(t);
             }
+            // A list's tables (`-> { <t>, 198.51.100.1 }`).
+            if let Some(list) = &mut p.list {
+                if list.iter().any(|a| matches!(a, Addr::Table(_))) {
+                    let mut v = list.to_vec();
+                    for a in &mut v {
+                        if let Addr::Table(t) = a {
+                            f(t);
+                        }
+                    }
+                    *list = v.into();
+                }
+            }
         }
         if let Some(o) = &mut self.state_opts.overload {
             f(&mut o.table);

@@ -839,7 +839,8 @@ fn an_anchor_files_tables_are_marked_as_the_anchors() {
     let f = d.join("foo.conf");
     std::fs::write(
         &f,
-        "table <bad> { 198.51.100.9 }\nblock in quick from { <bad>, <main> }\n",
+        "table <bad> { 198.51.100.9 }\nblock in quick from { <bad>, <main> }\n\
+         nat on em0 inet from any to any -> { <bad>, 198.51.100.1 } round-robin\n",
     )
     .unwrap();
     let text = format!(
@@ -869,7 +870,20 @@ fn an_anchor_files_tables_are_marked_as_the_anchors() {
         printed,
         [
             "block drop in quick from <foo/bad> to any",
-            "block drop in quick from <main> to any"
+            "block drop in quick from <main> to any",
+            "nat on em0 inet all -> { <foo/bad>, 198.51.100.1 } round-robin"
         ]
+    );
+    // The pool's list (what the translation picks from) names the
+    // anchor's table too.
+    let list = scoped.load_anchors[0].ruleset.rules[2]
+        .nat
+        .as_ref()
+        .and_then(|p| p.list.clone())
+        .expect("a list");
+    assert!(
+        list.iter()
+            .any(|a| *a == palisade_conf::ir::Addr::Table("foo/bad".into())),
+        "{list:?}"
     );
 }

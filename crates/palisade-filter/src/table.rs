@@ -23,6 +23,9 @@ pub struct AddrTable {
     /// Declared `const` in pf.conf: the table commands may not change it
     /// (pfctl: Operation not permitted); a reload replaces it.
     pub constant: bool,
+    /// Defined by a file given to `anchor A load`: goes with the anchor's
+    /// rules (its flush, or a load whose file no longer defines it).
+    pub anchor_load: bool,
 }
 
 fn mask4(b: u8) -> u32 {

@@ -782,7 +782,7 @@ fn db_error(e: &str) {
     last.0 = Some(now);
     if more > 0 {
         tracing::error!(
-            "greylist: {e}; answering DUNNO ({more} more answer(s) made DUNNO by database errors in the last 10 s)"
+            "greylist: {e}; answering DUNNO ({more} more answer(s) made DUNNO by database errors since the last such line)"
         );
     } else {
         tracing::error!("greylist: {e}; answering DUNNO");
@@ -2110,6 +2110,10 @@ fn reread(conf: &Conf, g: &mut Greylist) {
         ("fingerprints", conf.fingerprints != new.fingerprints),
         ("answer-after", conf.answer_after != new.answer_after),
         ("user", conf.user != new.user),
+        // The networks clients are keyed by: the entries made so far
+        // would no longer be found.
+        ("ipv4-prefix", conf.grey.v4_prefix != new.grey.v4_prefix),
+        ("ipv6-prefix", conf.grey.v6_prefix != new.grey.v6_prefix),
     ]
     .into_iter()
     .filter_map(|(k, changed)| changed.then_some(k))
@@ -2120,11 +2124,17 @@ fn reread(conf: &Conf, g: &mut Greylist) {
             restart.join(", ")
         );
     }
+    for w in new.warnings() {
+        tracing::warn!("greylist: SIGHUP: {w}");
+    }
     let (c, r) = (
         new.grey.whitelist.clients.len(),
         new.grey.whitelist.recipients.len(),
     );
+    let (v4, v6) = (g.cfg.v4_prefix, g.cfg.v6_prefix);
     g.cfg = new.grey;
+    g.cfg.v4_prefix = v4;
+    g.cfg.v6_prefix = v6;
     tracing::info!(
         "greylist: SIGHUP: [greylist] of {path} read again ({c} whitelisted client(s), {r} recipient(s))"
     );

@@ -54,6 +54,7 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&blocked_ha_traffic(&out.config, &cfg, &host))
         .chain(&to_v6_loopback(&out.config))
         .chain(&ftp_proxy_anchors(&out.config))
+        .chain(&anchor_only_tables(&out.config))
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
         .chain(&mtu_warnings)
@@ -382,6 +383,62 @@ pub fn to_v6_loopback(pf: &palisade_conf::ir::Config) -> Vec<String> {
     out
 }
 
+/// Warnings for tables pf.conf's rules name that pf.conf does not define
+/// but a `load anchor` file does: that table is the anchor's own
+/// (`ANCHOR/NAME`), so the rule reads pf.conf's, which nothing fills (as
+/// in pf; before 2026-12-05 Palisade merged the two).
+pub fn anchor_only_tables(pf: &palisade_conf::ir::Config) -> Vec<String> {
+    use std::collections::{BTreeMap, HashSet};
+    let main: HashSet<&str> = pf
+        .tables
+        .iter()
+        .filter(|t| t.anchor.is_empty())
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut anchored: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for t in pf.tables.iter().filter(|t| !t.anchor.is_empty()) {
+        if !main.contains(t.name.as_str()) && !t.name.starts_with("__automatic_") {
+            anchored
+                .entry(t.name.as_str())
+                .or_default()
+                .push(t.anchor.as_str());
+        }
+    }
+    if anchored.is_empty() {
+        return Vec::new();
+    }
+    fn walk(
+        rs: &palisade_conf::ir::Ruleset,
+        anchored: &std::collections::BTreeMap<&str, Vec<&str>>,
+        out: &mut Vec<String>,
+    ) {
+        for r in &rs.rules {
+            let mut names = Vec::new();
+            r.clone().for_each_table_mut(&mut |t| names.push(t.clone()));
+            for n in names {
+                if let Some(anchors) = anchored.get(n.as_str()) {
+                    let w = format!(
+                        "{}:{}: warning: table <{n}> is defined only in the file of anchor {}: that table is the anchor's own ({}/{n}), and this rule reads pf.conf's <{n}>, which nothing defines",
+                        r.file,
+                        r.line,
+                        anchors.join(", "),
+                        anchors[0]
+                    );
+                    if !out.contains(&w) {
+                        out.push(w);
+                    }
+                }
+            }
+            if let Some(i) = &r.inline {
+                walk(i, anchored, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&pf.main, &anchored, &mut out);
+    out
+}
+
 /// Warnings for an `ftp-proxy/*` setup that cannot work, each of which
 /// otherwise shows only as data connections that time out: `nat-anchor`
 /// without `rdr-anchor` or the reverse (the older syntax's proxy loads
@@ -548,6 +605,33 @@ interface = "sync"
     fn warnings(rules: &str) -> Vec<String> {
         let (cfg, pf, host) = read(PAIR, rules);
         blocked_ha_traffic(&pf, &cfg, &host)
+    }
+
+    /// A pf.conf rule naming a table only an anchor file defines is said
+    /// to read pf.conf's (empty) table; one pf.conf defines too is not.
+    #[test]
+    fn a_table_only_an_anchor_file_defines_is_warned_about() {
+        let d = std::env::temp_dir().join(format!("palisade-load-aot-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("ssh.conf");
+        std::fs::write(
+            &f,
+            "table <bruteforce> persist\ntable <both> persist\npass in proto tcp from { <bruteforce>, <both> } to port 22\n",
+        )
+        .unwrap();
+        let rules = format!(
+            "table <both> persist\nblock in quick from <bruteforce>\nblock in quick from <both>\n\
+             anchor \"ssh\"\nload anchor \"ssh\" from \"{}\"\npass\n",
+            f.display()
+        );
+        let (_, pf, _) = read(PAIR, &rules);
+        std::fs::remove_dir_all(&d).unwrap();
+        let w = anchor_only_tables(&pf);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(
+            w[0].starts_with("pf.conf:2: warning: table <bruteforce> is defined only in the file of anchor ssh: that table is the anchor's own (ssh/bruteforce)"),
+            "{w:#?}"
+        );
     }
 
     /// ftp-proxy's anchors called in a way its rules cannot work: one of

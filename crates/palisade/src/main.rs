@@ -1769,6 +1769,7 @@ fn check(a: CheckArgs) -> ExitCode {
             .chain(&from_toml_warnings)
             .chain(&crate::load::to_v6_loopback(&out.config))
             .chain(&crate::load::ftp_proxy_anchors(&out.config))
+            .chain(&crate::load::anchor_only_tables(&out.config))
             .chain(&crate::load::unknown_os(&out.config))
         {
             let _ = writeln!(e, "{w}");

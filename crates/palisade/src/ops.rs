@@ -226,6 +226,7 @@ fn load_warnings(
     w.extend(crate::load::member_translation_rules(&out.config, cfg));
     w.extend(crate::load::to_v6_loopback(&out.config));
     w.extend(crate::load::ftp_proxy_anchors(&out.config));
+    w.extend(crate::load::anchor_only_tables(&out.config));
     w.extend(crate::load::unknown_os_in(&out.config, db));
     w
 }
@@ -1395,6 +1396,10 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     cleared.push(a);
                 }
             }
+            engine
+                .tables_mut()
+                .tables
+                .retain(|n, t| !(t.anchor_load && cleared.iter().any(|a| anchor_table_of(n, a))));
             done(
                 format!(
                     "anchor {name}: {} anchor{} cleared\n",
@@ -1426,6 +1431,17 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             if !out.config.options.is_empty() {
                 msgs.push(format!(
                     "palisade: warning: anchor {name}: `set` options in {file} are not loaded (only rules and tables are)"
+                ));
+            }
+            // ftp-proxy's anchors hold its sessions' rules only: its
+            // unprivileged sessions' process, through the monitor, must
+            // not add table entries past what the count of its anchors
+            // bounds.
+            if name.trim_start_matches('/').starts_with("ftp-proxy/")
+                && !out.config.tables.is_empty()
+            {
+                return fail(format!(
+                    "palisade: anchor {name}: tables are not loaded into ftp-proxy's anchors: not loaded; the anchor keeps its rules"
                 ));
             }
             let n = out.config.main.rules.len();
@@ -1463,8 +1479,28 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             let engine = sh.dp().filter.engine_arc();
             {
                 let mut ts = engine.tables_mut();
+                // The last load's tables this file no longer defines go;
+                // the new ones must fit `set limit table-entries`.
+                let old: Vec<String> = ts
+                    .tables
+                    .iter()
+                    .filter(|(n, t)| t.anchor_load && anchor_table_of(n, path))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let freed: usize = old.iter().map(|n| ts.tables[n].len()).sum();
+                let added: usize = tables.values().map(|t| t.len()).sum();
+                if ts.entries() - freed + added > ts.limit() {
+                    return fail(format!(
+                        "palisade: anchor {name}: the {added} entries of its tables would pass set limit table-entries ({}): not loaded; the anchor keeps its rules",
+                        ts.limit()
+                    ));
+                }
+                for n in old {
+                    ts.tables.remove(&n);
+                }
                 for (tname, mut tab) in tables {
                     tab.born = now;
+                    tab.anchor_load = true;
                     ts.tables.insert(tname, tab);
                 }
             }
@@ -1495,6 +1531,15 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     || e.called_anchors().iter().any(|n| n == a)
             };
             let had = sh.dp().filter.engine().flush_anchor(name);
+            // The tables its `anchor load` file defined go with its rules
+            // (pf drops an anchor's tables no rule uses).
+            {
+                let a = name.trim_start_matches('/');
+                let dp = sh.dp();
+                let mut ts = dp.filter.engine().tables_mut();
+                ts.tables
+                    .retain(|n, t| !(t.anchor_load && anchor_table_of(n, a)));
+            }
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
             }
@@ -1505,6 +1550,15 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
         }
         AnchorOp::Show => show_rules(sh, name, level),
     }
+}
+
+/// Whether `table` is anchor `anchor`'s own (`ANCHOR/NAME`, not a table
+/// of an anchor below it).
+fn anchor_table_of(table: &str, anchor: &str) -> bool {
+    table
+        .strip_prefix(anchor)
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|r| !r.contains('/'))
 }
 
 /// A host or network matcher for `state kill`.

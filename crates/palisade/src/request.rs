@@ -283,9 +283,14 @@ impl Request {
                 let Some(name) = req["name"].as_str().filter(|n| !n.is_empty()) else {
                     return Err("table: missing the table's name".into());
                 };
-                // As in pf.conf: a name pf could not keep.
+                // As in pf.conf: a name pf could not keep (an anchor's
+                // table, ANCHOR/NAME: its anchor's path and its own name).
+                let (anchor, own) = name.rsplit_once('/').unwrap_or(("", name));
                 palisade_conf::names::Name::Table
-                    .check(name)
+                    .check(own)
+                    .map_err(|e| e.to_string())?;
+                palisade_conf::names::Name::Anchor
+                    .check(anchor)
                     .map_err(|e| e.to_string())?;
                 let o = req["op"].as_str().unwrap_or("");
                 let addrs = strings(&req["addrs"], &format!("table {name} {o}"))?;
@@ -699,6 +704,19 @@ mod tests {
         for r in all {
             assert_eq!(Request::parse(&r.to_json()), Ok(r.clone()), "{r:?}");
         }
+    }
+
+    /// An anchor's table is named ANCHOR/NAME: the 31 characters are
+    /// its own name's, not the path's.
+    #[test]
+    fn an_anchors_table_is_named_with_its_path() {
+        let long =
+            json!({"cmd": "table", "name": "blocklists/spamhaus/drop_networks_v4", "op": "show"});
+        assert!(Request::parse(&long).is_ok());
+        let too =
+            json!({"cmd": "table", "name": format!("blocklists/{}", "t".repeat(32)), "op": "show"});
+        let e = Request::parse(&too).expect_err("refused");
+        assert!(e.contains("table name too long"), "{e}");
     }
 
     #[test]

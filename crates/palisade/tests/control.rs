@@ -607,6 +607,51 @@ fn control_commands_against_a_running_daemon() {
         "still the old anchor rules"
     );
     c.ok(&["anchor", "extra", "flush"]);
+    // Its file's table went with its rules (pf drops an anchor's tables
+    // no rule uses); a file whose tables would pass `set limit
+    // table-entries` (20 here) is refused; ftp-proxy's anchors take no
+    // tables.
+    let tables = c.json(&["show", "tables"]);
+    assert!(
+        tables
+            .as_array()
+            .is_some_and(|t| !t.iter().any(|t| t["name"] == "extra/web")),
+        "{tables}"
+    );
+    let big = d.join("big.conf");
+    let entries: Vec<String> = (1..=30).map(|i| format!("198.18.9.{i}")).collect();
+    std::fs::write(
+        &big,
+        format!(
+            "table <many> {{ {} }}\npass in on a0 proto tcp from <many> to port 9090\n",
+            entries.join(" ")
+        ),
+    )
+    .unwrap();
+    for (args, says) in [
+        (
+            ["anchor", "extra", "load", "-f", big.to_str().unwrap()],
+            "would pass set limit table-entries (20): not loaded",
+        ),
+        (
+            [
+                "anchor",
+                "ftp-proxy/1.1",
+                "load",
+                "-f",
+                extra.to_str().unwrap(),
+            ],
+            "tables are not loaded into ftp-proxy's anchors",
+        ),
+    ] {
+        let o = c.run(&args);
+        let out =
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.code() == Some(1) && out.contains(says),
+            "{args:?}: {out}"
+        );
+    }
     assert!(!passes(&src, "http://198.19.0.1:9090/"), "flushed");
     let a = c.json(&["show", "anchors"]);
     assert_eq!(a.as_array().map(Vec::len), Some(1), "still called: {a}");
@@ -733,8 +778,8 @@ fn control_commands_against_a_running_daemon() {
     assert!(mem["states"].as_u64().unwrap() >= 1);
     assert_eq!(
         mem["table_entries"],
-        6,
-        "<allowed>'s two, <fixed>'s one, <web>'s one in each of three anchors: {}",
+        3,
+        "<allowed>'s two, <fixed>'s one (the anchors' tables went with their flushes): {}",
         c.ok(&["show", "tables", "-v"])
     );
     // The neighbour cache (arp -an, ndp -an): the hosts on both sides,
