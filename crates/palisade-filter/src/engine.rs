@@ -362,6 +362,16 @@ impl Successor {
         {
             let mut t = rt.tables.write().unwrap_or_else(|e| e.into_inner());
             t.entries_limit = self.tables.entries_limit;
+            // pf.conf's `load anchor A` replaces what `anchor A load` put
+            // there, the tables of its file too.
+            t.tables.retain(|name, tab| {
+                !(tab.anchor_load
+                    && self.anchors.iter().any(|(a, _)| {
+                        name.strip_prefix(a.as_str())
+                            .and_then(|r| r.strip_prefix('/'))
+                            .is_some_and(|r| !r.contains('/'))
+                    }))
+            });
             for (name, mut tab) in self.tables.tables {
                 tab.born = now_s;
                 t.tables.insert(name, tab);

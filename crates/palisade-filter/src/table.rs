@@ -189,9 +189,11 @@ impl AddrTable {
     /// Remove every entry.
     pub fn clear(&mut self) -> usize {
         let n = self.len();
-        let born = self.born;
+        let (born, constant, anchor_load) = (self.born, self.constant, self.anchor_load);
         *self = AddrTable::default();
         self.born = born;
+        self.constant = constant;
+        self.anchor_load = anchor_load;
         n
     }
 
@@ -318,6 +320,18 @@ mod tests {
             ip: a.parse().unwrap(),
             bits: b.parse().unwrap(),
         }
+    }
+
+    /// A flushed table stays what it was (`const`, an anchor load's):
+    /// only its entries go.
+    #[test]
+    fn clear_keeps_what_the_table_is() {
+        let mut t = AddrTable::born_at(7);
+        t.insert(&net("192.0.2.0/24"), false);
+        t.constant = true;
+        t.anchor_load = true;
+        assert_eq!(t.clear(), 1);
+        assert!(t.constant && t.anchor_load && t.born == 7 && t.is_empty());
     }
 
     #[test]

@@ -95,3 +95,35 @@ fn a_successor_keeps_run_time_objects_and_replaces_pf_confs() {
     assert!(!e3.flush_anchor("ftp-proxy/1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// pf.conf's `load anchor A` replaces what `anchor A load` put there, the
+/// tables of that file too (they would otherwise shadow pf.conf's for the
+/// anchor's rules); a table made in the anchor by hand stays.
+#[test]
+fn pf_confs_load_anchor_replaces_an_anchor_loads_tables() {
+    let dir = std::env::temp_dir().join(format!("palisade-runtime-al-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.conf"), "pass in proto tcp\n").unwrap();
+    let conf = config(
+        &format!(
+            "anchor \"fromconf\"\nload anchor \"fromconf\" from \"{}\"\npass\n",
+            dir.join("a.conf").display()
+        ),
+        &dir,
+    );
+    let e = Arc::new(Engine::new(&conf, host()));
+    {
+        let mut ts = e.tables_mut();
+        let mut loaded = palisade_filter::AddrTable::born_at(1);
+        loaded.anchor_load = true;
+        ts.tables.insert("fromconf/x".into(), loaded);
+        ts.tables
+            .insert("fromconf/y".into(), palisade_filter::AddrTable::born_at(1));
+    }
+    let e2 = e.successor(&conf).commit(5);
+    let t = e2.tables();
+    assert!(!t.tables.contains_key("fromconf/x"));
+    assert!(t.tables.contains_key("fromconf/y"));
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+}

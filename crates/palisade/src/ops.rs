@@ -1489,7 +1489,9 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     .collect();
                 let freed: usize = old.iter().map(|n| ts.tables[n].len()).sum();
                 let added: usize = tables.values().map(|t| t.len()).sum();
-                if ts.entries() - freed + added > ts.limit() {
+                // A load that adds nothing is never refused, even over a
+                // limit a reload lowered (as the table commands).
+                if added > freed && ts.entries() - freed + added > ts.limit() {
                     return fail(format!(
                         "palisade: anchor {name}: the {added} entries of its tables would pass set limit table-entries ({}): not loaded; the anchor keeps its rules",
                         ts.limit()
