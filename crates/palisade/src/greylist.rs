@@ -346,36 +346,33 @@ impl Conf {
             },
         };
         // A retry is let through only inside the window, `delay` after
-        // the first attempt: a window not past the delay lets none.
-        if grey.retry_window <= grey.delay {
-            let span = r
-                .retry_window
-                .as_ref()
-                .or(r.delay.as_ref())
-                .map_or(0..0, |s| s.span());
-            return Err(err(
-                span,
-                format!(
-                    "greylist retry-window {} is not longer than delay {}: no retry could ever pass",
-                    grey.retry_window, grey.delay
-                ),
-            ));
-        }
-        // A triplet not seen for max-age starts over: one shorter than
-        // the delay forgets every first attempt before its retry may pass.
-        if grey.max_age <= grey.delay {
-            let span = r
-                .max_age
-                .as_ref()
-                .or(r.delay.as_ref())
-                .map_or(0..0, |s| s.span());
-            return Err(err(
-                span,
-                format!(
-                    "greylist max-age {} is not longer than delay {}: every first attempt would be forgotten before its retry could pass",
-                    grey.max_age, grey.delay
-                ),
-            ));
+        // the first attempt: a window not past the delay lets none. And a
+        // triplet not seen for max-age starts over: one not past the
+        // delay forgets every first attempt before its retry may pass.
+        for (key, value, raw, why) in [
+            (
+                "retry-window",
+                grey.retry_window,
+                &r.retry_window,
+                "no retry could ever pass",
+            ),
+            (
+                "max-age",
+                grey.max_age,
+                &r.max_age,
+                "every first attempt would be forgotten before its retry could pass",
+            ),
+        ] {
+            if value <= grey.delay {
+                let span = raw.as_ref().or(r.delay.as_ref()).map_or(0..0, |s| s.span());
+                return Err(err(
+                    span,
+                    format!(
+                        "greylist {key} {value} is not longer than delay {}: {why}",
+                        grey.delay
+                    ),
+                ));
+            }
         }
         Ok(Conf {
             path: path.to_path_buf(),

@@ -433,15 +433,7 @@ fn show_everything(sh: &Shared, level: u64) -> Value {
     rules_text(&main, 0, level, &mut text);
     let mut items =
         vec![json!({"anchor": "", "rules": main.iter().map(rule_json).collect::<Vec<_>>()})];
-    for name in engine.anchor_names() {
-        let Some(l) = engine.listing(&name) else {
-            continue;
-        };
-        text += &format!("anchor \"{name}\" {{\n");
-        rules_text(&l, 1, level, &mut text);
-        text += "}\n";
-        items.push(json!({"anchor": name, "rules": l.iter().map(rule_json).collect::<Vec<_>>()}));
-    }
+    anchors_text(&engine, engine.anchor_names(), level, &mut text, &mut items);
     done(text, Value::Array(items))
 }
 
@@ -451,24 +443,33 @@ fn show_everything(sh: &Shared, level: u64) -> Value {
 fn show_children(sh: &Shared, prefix: &str, level: u64) -> Value {
     let engine = sh.dp().filter.engine_arc();
     let start = format!("{prefix}/");
-    let mut text = String::new();
-    let mut items = Vec::new();
-    for name in engine.anchor_names() {
-        let Some(rest) = name.strip_prefix(&start) else {
-            continue;
-        };
-        if rest.contains('/') {
-            continue;
-        }
+    let names = engine
+        .anchor_names()
+        .into_iter()
+        .filter(|n| n.strip_prefix(&start).is_some_and(|r| !r.contains('/')));
+    let (mut text, mut items) = (String::new(), Vec::new());
+    anchors_text(&engine, names, level, &mut text, &mut items);
+    done(text, Value::Array(items))
+}
+
+/// Each named anchor's rules in a block (`anchor "NAME" { ... }`), and
+/// as JSON; names with nothing loaded are passed over.
+fn anchors_text(
+    engine: &palisade_filter::Engine,
+    names: impl IntoIterator<Item = String>,
+    level: u64,
+    text: &mut String,
+    items: &mut Vec<Value>,
+) {
+    for name in names {
         let Some(l) = engine.listing(&name) else {
             continue;
         };
-        text += &format!("anchor \"{name}\" {{\n");
-        rules_text(&l, 1, level, &mut text);
-        text += "}\n";
+        *text += &format!("anchor \"{name}\" {{\n");
+        rules_text(&l, 1, level, text);
+        *text += "}\n";
         items.push(json!({"anchor": name, "rules": l.iter().map(rule_json).collect::<Vec<_>>()}));
     }
-    done(text, Value::Array(items))
 }
 
 /// An endpoint as pfctl -ss prints it: `192.0.2.1:80`, `2001:db8::1[80]`.

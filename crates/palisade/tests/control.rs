@@ -582,6 +582,13 @@ fn control_commands_against_a_running_daemon() {
             .is_some_and(|t| t.iter().any(|t| t["name"] == "extra/web")),
         "{tables}"
     );
+    // pfctl -a '*' -sr: the main ruleset, then each loaded anchor.
+    let all = c.ok(&["show", "rules", "-a", "*"]);
+    assert!(
+        all.contains("anchor \"extra\" all\n")
+            && all.contains("anchor \"extra\" {\n  pass in on a0 proto tcp from <extra/web>"),
+        "{all}"
+    );
     let a = c.json(&["show", "anchors"]);
     assert_eq!(a[0]["name"], "extra");
     assert_eq!(a[0]["rules"], 1);
