@@ -366,11 +366,10 @@ impl Successor {
             // there, the tables of its file too.
             t.tables.retain(|name, tab| {
                 !(tab.anchor_load
-                    && self.anchors.iter().any(|(a, _)| {
-                        name.strip_prefix(a.as_str())
-                            .and_then(|r| r.strip_prefix('/'))
-                            .is_some_and(|r| !r.contains('/'))
-                    }))
+                    && self
+                        .anchors
+                        .iter()
+                        .any(|(a, _)| crate::table::of_anchor(name, a)))
             });
             for (name, mut tab) in self.tables.tables {
                 tab.born = now_s;
@@ -1116,10 +1115,11 @@ impl Engine {
             CAddr::Range(lo, hi) => lo.is_ipv4() == ip.is_ipv4() && lo <= ip && ip <= hi,
             CAddr::Table(t, scoped) => {
                 let ts = self.tables();
-                match scoped.as_deref().filter(|s| ts.tables.contains_key(*s)) {
-                    Some(s) => ts.contains(s, ip),
-                    None => ts.contains(t, ip),
-                }
+                scoped
+                    .as_deref()
+                    .and_then(|s| ts.tables.get(s))
+                    .or_else(|| ts.tables.get(t))
+                    .is_some_and(|tab| tab.contains(ip))
             }
             CAddr::NoRoute => !self.host.routable(ip),
             CAddr::UrpfFailed => !self.host.urpf_ok(ip, iface),

@@ -310,6 +310,15 @@ impl TableSet {
     }
 }
 
+/// Whether `table` is anchor `anchor`'s own (`ANCHOR/NAME`, not a table
+/// of an anchor below it).
+pub fn of_anchor(table: &str, anchor: &str) -> bool {
+    table
+        .strip_prefix(anchor)
+        .and_then(|r| r.strip_prefix('/'))
+        .is_some_and(|r| !r.contains('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1400,7 +1400,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             engine
                 .tables_mut()
                 .tables
-                .retain(|n, t| !(t.anchor_load && cleared.iter().any(|a| anchor_table_of(n, a))));
+                .retain(|n, t| !(t.anchor_load && cleared.iter().any(|a| palisade_filter::table::of_anchor(n, a))));
             done(
                 format!(
                     "anchor {name}: {} anchor{} cleared\n",
@@ -1485,7 +1485,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 let old: Vec<String> = ts
                     .tables
                     .iter()
-                    .filter(|(n, t)| t.anchor_load && anchor_table_of(n, path))
+                    .filter(|(n, t)| t.anchor_load && palisade_filter::table::of_anchor(n, path))
                     .map(|(n, _)| n.clone())
                     .collect();
                 let freed: usize = old.iter().map(|n| ts.tables[n].len()).sum();
@@ -1541,7 +1541,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 let dp = sh.dp();
                 let mut ts = dp.filter.engine().tables_mut();
                 ts.tables
-                    .retain(|n, t| !(t.anchor_load && anchor_table_of(n, a)));
+                    .retain(|n, t| !(t.anchor_load && palisade_filter::table::of_anchor(n, a)));
             }
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
@@ -1553,15 +1553,6 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
         }
         AnchorOp::Show => show_rules(sh, name, level),
     }
-}
-
-/// Whether `table` is anchor `anchor`'s own (`ANCHOR/NAME`, not a table
-/// of an anchor below it).
-fn anchor_table_of(table: &str, anchor: &str) -> bool {
-    table
-        .strip_prefix(anchor)
-        .and_then(|r| r.strip_prefix('/'))
-        .is_some_and(|r| !r.contains('/'))
 }
 
 /// A host or network matcher for `state kill`.
