@@ -104,7 +104,10 @@ enum Cmd {
         /// rule numbers too).
         #[arg(short = 'v', long, action = clap::ArgAction::Count)]
         verbose: u8,
-        /// `show rules`: the rules of this anchor instead of the main ruleset.
+        /// `show rules`: the rules of this anchor instead of the main
+        /// ruleset ('*': every anchor's too); `show tables`: this anchor's
+        /// own tables (without it, every table, an anchor's as ANCHOR/NAME);
+        /// `show anchors`: the anchors directly below this one.
         #[arg(short = 'a', long, value_name = "ANCHOR")]
         anchor: Option<String>,
         /// Print JSON instead of pfctl's format.
@@ -1197,6 +1200,18 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             };
+            if anchor.is_some()
+                && !matches!(
+                    what,
+                    request::Listing::Rules | request::Listing::Tables | request::Listing::Anchors
+                )
+            {
+                eprintln!(
+                    "palisade show {}: -a is for rules, tables and anchors",
+                    what.name()
+                );
+                return ExitCode::from(2);
+            }
             control_cmd(
                 &sock.path(),
                 Request::Show {

@@ -79,8 +79,8 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::States => fail("show states: answered in parts (ops::reply)"),
                 Listing::Info => show_info(sh),
                 Listing::Interfaces => show_interfaces(sh, verbose),
-                Listing::Tables => show_tables(sh, verbose),
-                Listing::Anchors => show_anchors(sh),
+                Listing::Tables => show_tables(sh, anchor, verbose),
+                Listing::Anchors => show_anchors(sh, anchor),
                 Listing::Timeouts => show_timeouts(sh),
                 Listing::Limits => show_limits(sh),
                 Listing::Memory => show_memory(sh),
@@ -858,27 +858,42 @@ fn show_interfaces(sh: &Shared, verbose: bool) -> Value {
     done(text, json!(list))
 }
 
-fn show_tables(sh: &Shared, verbose: bool) -> Value {
+/// Every table, an anchor's as ANCHOR/NAME; with `-a ANCHOR` (pfctl -a
+/// ANCHOR -s Tables) that anchor's own, by their names in it.
+fn show_tables(sh: &Shared, anchor: &str, verbose: bool) -> Value {
     let dp = sh.dp();
     let e = dp.filter.engine();
     let t = e.tables();
-    let mut names: Vec<&String> = t.tables.keys().collect();
+    let anchor = anchor.trim_matches('/');
+    let mut names: Vec<(&str, &String)> = t
+        .tables
+        .keys()
+        .filter_map(|n| {
+            if anchor.is_empty() {
+                Some((n.as_str(), n))
+            } else {
+                palisade_filter::table::of_anchor(n, anchor).then(|| (&n[anchor.len() + 1..], n))
+            }
+        })
+        .collect();
     names.sort();
     let mut text = String::new();
     let mut list = Vec::new();
-    for n in names {
+    for (shown, n) in names {
         let tab = &t.tables[n];
         if verbose {
-            text += &format!("{n}\t{} addresses\n", tab.len());
+            text += &format!("{shown}\t{} addresses\n", tab.len());
         } else {
-            text += &format!("{n}\n");
+            text += &format!("{shown}\n");
         }
-        list.push(json!({"name": n, "count": tab.len()}));
+        list.push(json!({"name": shown, "count": tab.len()}));
     }
     done(text, Value::Array(list))
 }
 
-fn show_anchors(sh: &Shared) -> Value {
+/// The anchors (pfctl -sA), or with `-a P` those directly below P
+/// (pfctl -a P -sA).
+fn show_anchors(sh: &Shared, under: &str) -> Value {
     // Loaded ones, and those a rule calls by name with nothing loaded
     // (pf made them when it loaded the rule: pfctl -sA lists them).
     let engine = sh.dp().filter.engine_arc();
@@ -887,6 +902,14 @@ fn show_anchors(sh: &Shared) -> Value {
         if !names.contains(&n) {
             names.push(n);
         }
+    }
+    let under = under.trim_matches('/');
+    if !under.is_empty() {
+        names.retain(|n| {
+            n.strip_prefix(under)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|r| !r.is_empty() && !r.contains('/'))
+        });
     }
     names.sort();
     let e_rules = |n: &str| {

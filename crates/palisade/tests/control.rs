@@ -582,6 +582,16 @@ fn control_commands_against_a_running_daemon() {
             .is_some_and(|t| t.iter().any(|t| t["name"] == "extra/web")),
         "{tables}"
     );
+    // pfctl -a extra -sT: the anchor's own, by their names in it; -sA
+    // below it: nothing (pfctl -a extra -sA).
+    assert_eq!(c.ok(&["show", "tables", "-a", "extra"]), "web\n");
+    assert_eq!(c.ok(&["show", "anchors", "-a", "extra"]), "");
+    let o = c.run(&["show", "states", "-a", "extra"]);
+    assert!(
+        o.status.code() == Some(2)
+            && String::from_utf8_lossy(&o.stderr).contains("-a is for rules, tables and anchors"),
+        "{o:?}"
+    );
     // pfctl -a '*' -sr: the main ruleset, then each loaded anchor.
     let all = c.ok(&["show", "rules", "-a", "*"]);
     assert!(
