@@ -606,6 +606,9 @@ pub struct SourceNode {
     /// no rate counted).
     pub rate_milli: u64,
     pub rate_secs: u32,
+    /// A node whose last state went: when it goes too (`src.track`
+    /// after that state; pfctl -sS's "expires in").
+    pub expires_ms: Option<u64>,
 }
 
 /// A source address's counters (pf's source nodes), per rule or global.
@@ -616,6 +619,10 @@ struct SrcNode {
     rate: Threshold,
     rate_secs: u32,
     created_ms: u64,
+    /// Its last state went: kept until then (`src.track` seconds later,
+    /// pf's source-tracking timeout), for the next connections of the
+    /// source to count with what it did before (its rate, its node).
+    idle_until: Option<u64>,
 }
 
 type SrcKey = (Option<RuleId>, IpAddr);
@@ -715,6 +722,12 @@ pub struct StateTable {
     /// Where the next purge slice starts, and when the last one ran.
     purge_cursor: usize,
     purge_ms: u64,
+    /// The latest time the table was told (a removal by id is not told
+    /// one): when a source node left without states starts its
+    /// `src.track`.
+    clock_ms: u64,
+    /// When idle source nodes were last swept.
+    nodes_swept_ms: u64,
     /// States per creating rule with `max`, keyed by the rule's compiled
     /// state options (one allocation per rule as loaded: a rule loaded
     /// again, an anchor ftp-proxy refills, starts from none, as in pf;
@@ -851,6 +864,8 @@ impl StateTable {
             created: Vec::new(),
             purge_cursor: 0,
             purge_ms: 0,
+            clock_ms: 0,
+            nodes_swept_ms: 0,
             refused_full: 0,
             per_rule: HashMap::new(),
             src_nodes: HashMap::new(),
@@ -1310,6 +1325,7 @@ impl StateTable {
                 created_ms: n.created_ms,
                 rate_milli: n.rate.at(now_ms, n.rate_secs),
                 rate_secs: n.rate_secs,
+                expires_ms: n.idle_until,
             })
             .collect();
         v.sort_by(|a, b| {
@@ -1476,6 +1492,7 @@ impl StateTable {
         tcp: Option<&TcpSeg>,
         len: u32,
     ) -> Result<u64, crate::Reason> {
+        self.clock_ms = self.clock_ms.max(now_ms);
         // The table full (`set limit states`): pf's state pool refuses
         // the allocation and counts `memory`; `state-limit` is a rule's
         // own `max`.
@@ -1603,6 +1620,7 @@ impl StateTable {
                 }
             });
             node.states += 1;
+            node.idle_until = None;
             if let Some(Some(s)) = self.slab.get_mut(slot as usize) {
                 s.set(flag::TRACKED, true);
             }
@@ -1847,18 +1865,21 @@ impl StateTable {
         if s.has(flag::TRACKED) {
             if let Some(scope) = src_scope(&s) {
                 let k = (scope, s.key.src);
+                // pf keeps a node `src.track` seconds after its last state
+                // (the rule's timeout, which `max-src-conn-rate` sets to
+                // its window, else the global one; 0: it goes at once).
+                let keep = self.timeout_secs_of(s.opts.as_deref(), Timeout::SrcTrack) as u64 * 1000;
+                let now = self.clock_ms;
                 if let Some(n) = self.src_nodes.get_mut(&k) {
                     n.states = n.states.saturating_sub(1);
                     if s.has(flag::CONN_COUNTED) {
                         n.conns = n.conns.saturating_sub(1);
                     }
                     if n.states == 0 {
-                        self.src_nodes.remove(&k);
-                        if let Some(c) = self.nodes_per_scope.get_mut(&scope) {
-                            *c -= 1;
-                            if *c == 0 {
-                                self.nodes_per_scope.remove(&scope);
-                            }
+                        if keep > 0 {
+                            n.idle_until = Some(now + keep);
+                        } else {
+                            self.forget_node(k);
                         }
                     }
                 }
@@ -1867,8 +1888,10 @@ impl StateTable {
         Some(s)
     }
 
-    /// Remove every state that has expired by `now_ms`; returns how many.
+    /// Remove every state that has expired by `now_ms`, then the source
+    /// nodes whose `src.track` ran out; returns how many states went.
     pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let dead: Vec<u64> = self
             .iter()
             .filter(|s| self.expires_ms(s) <= now_ms)
@@ -1877,7 +1900,36 @@ impl StateTable {
         for id in &dead {
             self.remove(*id);
         }
+        self.sweep_nodes(now_ms);
         dead.len()
+    }
+
+    /// Forget source node `k` and its count in its scope.
+    fn forget_node(&mut self, k: SrcKey) {
+        if self.src_nodes.remove(&k).is_none() {
+            return;
+        }
+        if let Some(c) = self.nodes_per_scope.get_mut(&k.0) {
+            *c -= 1;
+            if *c == 0 {
+                self.nodes_per_scope.remove(&k.0);
+            }
+        }
+    }
+
+    /// Remove the source nodes without states whose `src.track` ended by
+    /// `now_ms`.
+    fn sweep_nodes(&mut self, now_ms: u64) {
+        self.nodes_swept_ms = now_ms;
+        let gone: Vec<SrcKey> = self
+            .src_nodes
+            .iter()
+            .filter(|(_, n)| n.states == 0 && n.idle_until.is_none_or(|t| t <= now_ms))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            self.forget_node(k);
+        }
     }
 
     /// Expire a slice of the table instead of all of it at once: called
@@ -1887,11 +1939,15 @@ impl StateTable {
     /// the full scan used to be, without a pause proportional to its size.
     /// Returns how many states it removed.
     pub fn purge(&mut self, now_ms: u64) -> usize {
+        self.clock_ms = self.clock_ms.max(now_ms);
         let elapsed = now_ms.saturating_sub(self.purge_ms);
         if elapsed < 100 {
             return 0;
         }
         self.purge_ms = now_ms;
+        if now_ms.saturating_sub(self.nodes_swept_ms) >= 1000 && !self.src_nodes.is_empty() {
+            self.sweep_nodes(now_ms);
+        }
         let n = self.slab.len();
         if n == 0 {
             return 0;

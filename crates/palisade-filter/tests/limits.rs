@@ -189,6 +189,67 @@ fn max_src_conn_rate() {
     assert!(connect(&mut f, c, 1003, 30_000).passed());
 }
 
+/// pf keeps a source node `src.track` seconds after its last state
+/// (`max-src-conn-rate N/S` makes it S for its rule): a source whose
+/// connections each end before the next starts is still counted.
+#[test]
+fn source_nodes_outlive_their_states_by_src_track() {
+    let mut f = filter(
+        "set timeout tcp.established 1\n\
+         pass in proto tcp to port 22 keep state (max-src-conn-rate 2/10)\n",
+    );
+    let c = "198.51.100.9";
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    f.states.expire(2000);
+    assert_eq!(f.states.len(), 0);
+    let n = &f.states.source_nodes(2000)[0];
+    assert_eq!((n.states, n.expires_ms), (0, Some(12_000)), "{n:?}");
+    assert!(connect(&mut f, c, 1001, 3000).passed());
+    assert_eq!(f.states.source_nodes(3000)[0].expires_ms, None, "in use");
+    f.states.expire(5000);
+    assert_eq!(f.states.len(), 0);
+    let d = connect(&mut f, c, 1002, 5500);
+    assert_eq!(
+        d.reason,
+        palisade_filter::Reason::SrcLimit,
+        "the third connection within 10 s, the first two gone"
+    );
+    // src.track after the last state, then the node goes; the next
+    // connection starts a rate of its own.
+    f.states.expire(7000);
+    assert_eq!(f.states.source_nodes(16_000).len(), 1);
+    f.states.expire(17_500);
+    assert!(f.states.source_nodes(17_500).is_empty());
+    assert!(connect(&mut f, c, 1003, 18_000).passed());
+
+    // Without `src.track` (0, the default, and no rate): the node goes
+    // with its last state, as before.
+    let mut f = filter(
+        "set timeout tcp.established 1\n\
+         pass in proto tcp to port 22 keep state (max-src-states 5)\n",
+    );
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    f.states.expire(2000);
+    assert!(f.states.source_nodes(2000).is_empty());
+    // A global src.track keeps it, and it still counts for max-src-nodes.
+    let mut f = filter(
+        "set timeout { tcp.established 1, src.track 30 }\n\
+         pass in proto tcp to port 22 keep state (max-src-nodes 1)\n",
+    );
+    assert!(connect(&mut f, c, 1000, 0).passed());
+    f.states.expire(2000);
+    let d = f.process(
+        &mut tcp("198.51.100.2", "192.0.2.22", 1000, 22, 1, 0, 0x02),
+        "em0",
+        In,
+        3000,
+    );
+    assert_eq!(d.reason, palisade_filter::Reason::SrcLimit, "{d:?}");
+    f.states.purge(33_000);
+    assert!(f.states.source_nodes(33_000).is_empty(), "swept by purge");
+    assert!(connect(&mut f, "198.51.100.2", 1000, 33_000).passed());
+}
+
 #[test]
 fn per_rule_max() {
     let mut f = filter("pass in proto tcp to port 22 keep state (max 2)\n");

@@ -1635,13 +1635,18 @@ fn show_sources(sh: &Shared) -> Value {
             n.rate_secs,
             hms(age)
         );
+        // Without states: kept `src.track` seconds after the last one.
+        let expires = n.expires_ms.map(|t| t.saturating_sub(now).div_ceil(1000));
+        if let Some(e) = expires {
+            text += &format!("expires in {}, ", hms(e));
+        }
         match &n.rule {
             Some(r) if r.anchor.is_empty() => text += &format!("filter rule {}\n", r.nr),
             Some(r) => text += &format!("filter rule {} (anchor {})\n", r.nr, r.anchor),
             None => text += "global\n",
         }
         items.push(json!({"addr": n.addr.to_string(), "states": n.states,
-            "connections": n.conns, "age_s": age,
+            "connections": n.conns, "age_s": age, "expires_in_s": expires,
             "rate": {"connections": n.rate_milli as f64 / 1000.0, "seconds": n.rate_secs},
             "rule": n.rule.as_ref().map(|r| json!({"anchor": r.anchor.as_str(), "nr": r.nr}))}));
     }
