@@ -617,6 +617,49 @@ fn urpf_through_a_carp_subnet_is_the_parents() {
     assert!(f.process(&mut p, "lan", In, 0).passed());
 }
 
+/// A `load anchor` in an anchor's file loads an anchor below it (pfctl
+/// reads the name relative to the file's anchor): its rules apply where
+/// the file calls it, with its own tables (they were dropped).
+#[test]
+fn a_load_anchor_in_an_anchor_file_loads_below_it() {
+    let d = std::env::temp_dir().join(format!("palisade-misc-nl-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let inner = d.join("inner.conf");
+    std::fs::write(
+        &inner,
+        "table <t> { 198.51.100.7 }\nblock in quick proto udp from <t>\n",
+    )
+    .unwrap();
+    let outer = d.join("outer.conf");
+    std::fs::write(
+        &outer,
+        format!(
+            "anchor \"inner\"\nload anchor \"inner\" from \"{}\"\nblock in quick proto udp from 198.51.100.8\n",
+            inner.display()
+        ),
+    )
+    .unwrap();
+    let mut f = filter(&format!(
+        "anchor \"outer\"\nload anchor \"outer\" from \"{}\"\npass\n",
+        outer.display()
+    ));
+    std::fs::remove_dir_all(&d).unwrap();
+    let mut names = f.engine().anchor_names();
+    names.sort();
+    assert_eq!(names, ["outer", "outer/inner"]);
+    assert!(f
+        .engine()
+        .tables()
+        .contains("outer/inner/t", &ip("198.51.100.7")));
+    let mut pass = |src: &str| {
+        f.process(&mut udp(src, "203.0.113.2", 1, 53), "em0", In, 0)
+            .passed()
+    };
+    assert!(!pass("198.51.100.7"), "the inner anchor's rule, its table");
+    assert!(!pass("198.51.100.8"), "the outer anchor's rule");
+    assert!(pass("198.51.100.9"));
+}
+
 /// A `load anchor` file's tables are the anchor's (as pf keeps them): a
 /// table of the same name in pf.conf is another table, and a name the
 /// file does not define means pf.conf's table.

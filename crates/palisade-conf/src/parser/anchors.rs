@@ -182,12 +182,19 @@ impl<'a> Parser<'a> {
         self.out.unenforced.extend(out.unenforced);
         // The file's tables are the anchor's (kept apart from pf.conf's
         // by `Config::anchor_tables_scoped`).
-        let path = name.trim_start_matches('/');
+        let path = name.trim_start_matches('/').to_string();
+        // A `load anchor` in the file loads an anchor below this one (its
+        // name is relative to it, as pfctl reads it; from the root with a
+        // leading '/'), read after it as pfctl reads its list; so are its
+        // tables.
+        let below = |n: &str| match n.strip_prefix('/') {
+            Some(root) => root.to_string(),
+            None if n.is_empty() => path.clone(),
+            None => format!("{path}/{n}"),
+        };
         let mut tables = out.config.tables;
         for t in &mut tables {
-            if t.anchor.is_empty() {
-                t.anchor = path.to_string();
-            }
+            t.anchor = below(&t.anchor);
         }
         self.out.config.tables.extend(tables);
         self.out.config.load_anchors.push(LoadAnchor {
@@ -195,6 +202,10 @@ impl<'a> Parser<'a> {
             file,
             ruleset: out.config.main,
         });
+        for mut la in out.config.load_anchors {
+            la.name = below(&la.name);
+            self.out.config.load_anchors.push(la);
+        }
         self.end_statement()
     }
 }
