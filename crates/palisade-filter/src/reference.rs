@@ -308,7 +308,19 @@ fn dynamic_addrs(host: &HostModel, ifname: &str, mods: &IfMods) -> Vec<(IpAddr, 
     out
 }
 
-fn addr_matches(spec: &AddrSpec, ip: &IpAddr, iface: &str, ctx: &RefCtx) -> bool {
+/// A rule in anchor `anchor` naming table `name` reads the anchor's own
+/// table of that name when the anchor has one, else the main ruleset's
+/// (pf attaches a table to the rule's ruleset, backed by the root's).
+fn table_has(ctx: &RefCtx, anchor: &str, name: &str, ip: &IpAddr) -> bool {
+    if !anchor.is_empty() && !name.contains('/') {
+        if let Some(own) = ctx.tables.tables.get(&format!("{anchor}/{name}")) {
+            return own.contains(ip);
+        }
+    }
+    ctx.tables.contains(name, ip)
+}
+
+fn addr_matches(spec: &AddrSpec, ip: &IpAddr, iface: &str, anchor: &str, ctx: &RefCtx) -> bool {
     let m = match &spec.addr {
         Addr::Any => true,
         Addr::Net { ip: net, bits } => mask_eq(net, ip, *bits),
@@ -316,7 +328,7 @@ fn addr_matches(spec: &AddrSpec, ip: &IpAddr, iface: &str, ctx: &RefCtx) -> bool
         Addr::Dynamic { ifname, mods, bits } => dynamic_addrs(ctx.host, ifname, mods)
             .iter()
             .any(|(a, b)| mask_eq(a, ip, bits.unwrap_or(*b))),
-        Addr::Table(t) => ctx.tables.contains(t, ip),
+        Addr::Table(t) => table_has(ctx, anchor, t, ip),
         // pf_routable: some route covers it; with the interface, the
         // route back leaves by it (the unicast reverse-path check).
         Addr::NoRoute => !ctx.host.routable(ip),
@@ -350,7 +362,7 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
             return false;
         }
     }
-    if !addr_matches(&r.src.addr, &pkt.src, &pkt.iface, ctx) {
+    if !addr_matches(&r.src.addr, &pkt.src, &pkt.iface, &me.anchor, ctx) {
         return false;
     }
     if let Some(op) = &r.src.port {
@@ -359,7 +371,7 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
             _ => return false,
         }
     }
-    if !addr_matches(&r.dst.addr, &pkt.dst, &pkt.iface, ctx) {
+    if !addr_matches(&r.dst.addr, &pkt.dst, &pkt.iface, &me.anchor, ctx) {
         return false;
     }
     if let Some(op) = &r.dst.port {

@@ -395,6 +395,28 @@ fn compiled_engine_agrees_with_reference() {
         for (k, v) in &anchors {
             engine.load_anchor(k, v);
         }
+        // Sometimes an anchor has a <t1> or <t2> of its own (as `anchor A
+        // load` or a `load anchor` file makes it), which its rules read
+        // instead of pf.conf's; an anchor below it does not.
+        for (table, nets) in [
+            ("x/t1", &["10.1.2.201/32", "2001:db8::77/128"][..]),
+            ("a/one/t2", &["198.51.100.0/24", "!192.0.2.0/24"][..]),
+            ("a/t1", &["10.0.0.0/8"][..]),
+        ] {
+            if rng.chance(40) {
+                let mut t = engine.tables_mut();
+                let tab = t.tables.entry(table.to_string()).or_default();
+                for n in nets {
+                    let (neg, n) = n.strip_prefix('!').map_or((false, *n), |n| (true, n));
+                    let (ip, bits) = n.split_once('/').unwrap();
+                    let a = palisade_conf::ir::Addr::Net {
+                        ip: ip.parse().unwrap(),
+                        bits: bits.parse().unwrap(),
+                    };
+                    tab.insert(&a, neg);
+                }
+            }
+        }
         let h = host();
         let tables = engine.tables().clone();
         let ctx = RefCtx {
