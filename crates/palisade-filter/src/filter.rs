@@ -240,6 +240,21 @@ pub fn os_label(f: &crate::osfp::Fingerprint) -> String {
     s
 }
 
+/// A client's sticky address (`Filter::sticky_addresses`).
+#[derive(Clone, Debug)]
+pub struct StickyAddress {
+    pub client: IpAddr,
+    /// The translation address or next hop it keeps.
+    pub addr: IpAddr,
+    pub rule: RuleRef,
+    /// States use it now.
+    pub in_use: bool,
+    /// When it was chosen or last seen in use (ms, the filter's clock).
+    pub last_ms: u64,
+    /// It goes this long after `last_ms` once unused (`src.track`).
+    pub keep_ms: u64,
+}
+
 /// Pool slots: which choice of a rule's a round-robin position or a
 /// sticky address belongs to.
 const SLOT_RDR: u8 = 0;
@@ -273,7 +288,7 @@ impl Filter {
             last_expiry_ms: 0,
             rr: HashMap::new(),
             sticky: HashMap::new(),
-            sticky_ms: 60_000,
+            sticky_ms: 0,
             reopened: None,
             frags: Reassembler::default(),
             osdb: FingerprintDb::default_db(),
@@ -363,10 +378,40 @@ impl Filter {
             .iter()
             .position(|t| *t == Timeout::SrcTrack)
             .unwrap_or(0)];
-        self.sticky_ms = match src_track {
-            0 => 60_000,
-            s => s as u64 * 1000,
-        };
+        // pf keeps a sticky address in the client's source node, which
+        // lives `src.track` seconds after its last state (0, the default:
+        // it goes with it).
+        self.sticky_ms = src_track as u64 * 1000;
+    }
+
+    /// The sticky addresses (`sticky-address`), each a part of its
+    /// client's source node in pf (pfctl -sS shows it as `client ->
+    /// address`): sorted by client.
+    pub fn sticky_addresses(&self) -> Vec<StickyAddress> {
+        let mut v: Vec<StickyAddress> = self
+            .sticky
+            .iter()
+            .map(|((rule, _, client), (addr, last))| StickyAddress {
+                client: *client,
+                addr: *addr,
+                rule: rule.clone(),
+                in_use: self.states.sticky_in_use(client, addr),
+                last_ms: *last,
+                keep_ms: self.sticky_ms,
+            })
+            .collect();
+        v.sort_by(|a, b| (a.client, a.rule.nr, a.addr).cmp(&(b.client, b.rule.nr, b.addr)));
+        v
+    }
+
+    /// pfctl -K: forget the source nodes of the sources `src` matches,
+    /// their sticky addresses with them (the next connection picks again);
+    /// how many went.
+    pub fn kill_source_nodes(&mut self, src: impl Fn(&IpAddr) -> bool) -> usize {
+        let n = self.states.kill_source_nodes(&src);
+        let before = self.sticky.len();
+        self.sticky.retain(|(_, _, client), _| !src(client));
+        n + (before - self.sticky.len())
     }
 
     /// Keep the OS fingerprint of every TCP SYN that creates a state
@@ -563,7 +608,9 @@ impl Filter {
             Ok(i) => i,
             Err(m) => {
                 let reason = match m {
-                    palisade_wire::Malformed::Short => Reason::Short,
+                    palisade_wire::Malformed::Short | palisade_wire::Malformed::BadUdp => {
+                        Reason::Short
+                    }
                     palisade_wire::Malformed::BadTcpHeader => Reason::BadOffset,
                     _ => Reason::Normalize,
                 };
@@ -775,10 +822,16 @@ impl Filter {
         if now_ms >= self.last_expiry_ms + 1000 {
             self.frags.expire(now_ms);
             // A client's sticky address lives while its states use it,
-            // and `sticky_ms` after its last new connection.
+            // and `sticky_ms` after the last one went (seen in use here
+            // once a second) or it was chosen.
             let (keep, now, states) = (self.sticky_ms, now_ms, &self.states);
             self.sticky.retain(|(_, _, client), (addr, last)| {
-                now < *last + keep || states.sticky_in_use(client, addr)
+                if states.sticky_in_use(client, addr) {
+                    *last = now;
+                    true
+                } else {
+                    now < *last + keep
+                }
             });
             self.last_expiry_ms = now_ms;
         }
@@ -1653,6 +1706,11 @@ impl Filter {
     ) -> Option<Decision> {
         let inner = ip.get(info.l4_offset + 8..info.len)?;
         let q = parse_quoted(inner)?;
+        // An error about a fragment other than the first names no
+        // connection (no ports in it): pf drops it.
+        if q.later_fragment {
+            return Some(Decision::drop(Reason::Fragment));
+        }
         let quoted = FlowKey {
             proto: q.proto,
             src: q.src,
@@ -2435,12 +2493,17 @@ mod tests {
         let addrs: [u32; 5] = [0xc000_0201, 0xffff_ffff, 0, 0xcb00_7109, 0x0001_ffff];
         let ports: [u16; 4] = [80, 0xffff, 0, 40000];
         let v4 = |a: u32| IpAddr::V4(std::net::Ipv4Addr::from(a));
-        let mut checked = 0;
+        let (mut checked, mut skipped) = (0, 0);
         for proto in [6u8, 17, 0] {
             for (i, &s) in addrs.iter().enumerate() {
                 let d = addrs[(i + 3) % addrs.len()];
                 for (j, &sp) in ports.iter().enumerate() {
                     let dp = ports[(j + 1) % ports.len()];
+                    if proto != 6 && dp == 0 {
+                        // UDP to port 0: dropped before pf (parse_ip).
+                        skipped += 5;
+                        continue;
+                    }
                     let l4 = match proto {
                         6 => build::tcp(sp, dp, 1000, 2000, 0x10, 512, &[], b"payload!"),
                         _ => build::udp(sp, dp, b"payload"),
@@ -2474,6 +2537,10 @@ mod tests {
                             sport: tsp,
                             dport: tdp,
                         };
+                        if proto != 6 && tdp == 0 {
+                            skipped += 1;
+                            continue;
+                        }
                         let mut lane = pkt.clone();
                         assert!(apply_v4_ports(&mut lane, &info, &from, &to));
                         let mut general = pkt.clone();
@@ -2496,7 +2563,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 3 * 5 * 4 * 5);
+        assert_eq!(checked + skipped, 3 * 5 * 4 * 5);
+        assert!(checked > 200, "{checked}");
     }
 
     /// Not the lane's: IPv6, ICMP, fragments go the general way.

@@ -469,3 +469,131 @@ fn a_reopened_connection_keeps_its_translation() {
         "",
     );
 }
+
+/// An ICMP error quoting a fragment other than the first names no
+/// connection (its "ports" are data): pf drops it (`fragment`), where it
+/// was matched to the NAT state by those bytes and sent to the client.
+#[test]
+fn an_icmp_error_quoting_a_later_fragment_is_dropped() {
+    let mut f = filter(OUT_NAT);
+    let mut q = udp("10.0.0.5", "198.51.100.53", 5353, 53);
+    f.process(&mut q, "em0", Out, 0);
+    let nat_port = parse_ip(&q).unwrap().sport().unwrap();
+    // The quote: a fragment at offset 800 whose first bytes read as the
+    // translated ports.
+    let mut quoted = q[..28].to_vec();
+    quoted[6..8].copy_from_slice(&100u16.to_be_bytes());
+    quoted[20..22].copy_from_slice(&nat_port.to_be_bytes());
+    let mut err = build::ip(
+        ip("198.51.100.53"),
+        ip("203.0.113.2"),
+        1,
+        64,
+        &build::icmp(11, 0, [0; 4], &quoted),
+    );
+    let d = f.process(&mut err, "em0", In, 1);
+    assert!(!d.passed(), "{d:?}");
+    assert_eq!(d.reason, palisade_filter::Reason::Fragment);
+    // The same error about the first fragment is the connection's.
+    let mut first = q[..28].to_vec();
+    first[6] = 0x20;
+    let mut err = build::ip(
+        ip("198.51.100.53"),
+        ip("203.0.113.2"),
+        1,
+        64,
+        &build::icmp(11, 0, [0; 4], &first),
+    );
+    let d = f.process(&mut err, "em0", In, 2);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+}
+
+/// An ICMPv6 error quoting a packet with extension headers (here a
+/// destination options header) finds its connection past them, and is
+/// translated back (it fell to the rules, and `block all` dropped it).
+#[test]
+fn an_icmp6_error_quoting_extension_headers_finds_its_state() {
+    let mut f = filter(
+        "block all\nmatch out on egress inet6 from 2001:db8:5::/64 nat-to 2001:db8:ffff::2\npass out on egress\n",
+    );
+    let mut q = udp("2001:db8:5::5", "2001:db8:100::7", 5353, 53);
+    assert!(f.process(&mut q, "em0", Out, 0).passed());
+    let nat_port = parse_ip(&q).unwrap().sport().unwrap();
+    // The translated packet as the server's side quotes it, with a
+    // destination options header (PadN) before the UDP header.
+    let mut quoted = q[..40].to_vec();
+    quoted[6] = 60;
+    quoted.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    quoted.extend_from_slice(&q[40..48]);
+    let mut err = build::ip(
+        ip("2001:db8:100::7"),
+        ip("2001:db8:ffff::2"),
+        58,
+        64,
+        &build::icmp(1, 4, [0; 4], &quoted),
+    );
+    let d = f.process(&mut err, "em0", In, 1);
+    assert_eq!(d.state, StateMatch::Match, "{d:?}");
+    assert!(d.passed());
+    let ei = parse_ip(&err).unwrap();
+    assert_eq!(ei.dst, ip("2001:db8:5::5"));
+    let inner = parse_quoted(&err[48..]).unwrap();
+    assert_eq!((inner.src, inner.sport), (ip("2001:db8:5::5"), 5353));
+    assert_ne!(nat_port, 0);
+    assert!(checksums_ok(&err), "outer checksums");
+}
+
+/// pf keeps a sticky address in the client's source node: with
+/// `src.track` 0 (the default) it goes with the client's last state, with
+/// `src.track N` N seconds after it; pfctl -K forgets it at once. (It was
+/// kept a minute after the last new connection, renewed by every retry:
+/// a client whose uplink died stayed on it.)
+#[test]
+fn a_sticky_address_goes_with_the_clients_source_node() {
+    for (track, kept_ms) in [(0u64, 0u64), (30, 30_000)] {
+        let mut f = filter(&format!(
+            "set timeout src.track {track}\n\
+             table <pool> {{ 198.18.0.10 198.18.0.11 198.18.0.12 }}\n\
+             match out on em0 inet nat-to <pool> round-robin sticky-address\n\
+             pass out\n"
+        ));
+        let syn = |f: &mut Filter, c: &str, port: u16, now: u64| {
+            let mut p = tcp(c, "198.51.100.53", port, 80, 1, 0, 0x02);
+            assert!(f.process(&mut p, "em0", Out, now).passed());
+            parse_ip(&p).unwrap().src
+        };
+        let first = syn(&mut f, "10.0.0.5", 6000, 0);
+        assert_eq!(syn(&mut f, "10.0.0.5", 6001, 10), first, "sticky");
+        assert_eq!(syn(&mut f, "10.0.0.5", 6003, 99_990), first, "sticky");
+        // 100 s on its connections are still open (another client's
+        // packet runs the housekeeping, which sees the address in use).
+        let other = syn(&mut f, "10.0.0.9", 7000, 100_000);
+        assert_ne!(other, first);
+        let listed = f.sticky_addresses();
+        let mine = listed.iter().find(|a| a.client == ip("10.0.0.5")).unwrap();
+        assert_eq!(mine.addr, first);
+        assert!(mine.in_use);
+        // Its connections end.
+        let ids: Vec<u64> = f
+            .states
+            .iter()
+            .filter(|s| s.key.src == ip("10.0.0.5"))
+            .map(|s| s.id)
+            .collect();
+        for id in ids {
+            f.states.remove(id);
+        }
+        let next = syn(&mut f, "10.0.0.5", 6002, 100_000 + kept_ms / 2);
+        if kept_ms == 0 {
+            assert_ne!(next, first, "src.track 0: it went with the states");
+        } else {
+            assert_eq!(next, first, "src.track {track}: kept after the last state");
+            // pfctl -K 10.0.0.5: forgotten at once.
+            assert_eq!(f.kill_source_nodes(|a| *a == ip("10.0.0.5")), 1);
+            assert!(f
+                .sticky_addresses()
+                .iter()
+                .all(|a| a.client != ip("10.0.0.5")));
+        }
+    }
+}

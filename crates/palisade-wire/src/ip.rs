@@ -16,6 +16,10 @@ pub enum Malformed {
     BadExtensionHeader,
     /// TCP data offset below 5 words or beyond the packet.
     BadTcpHeader,
+    /// A whole UDP datagram whose length field is under its header's 8
+    /// bytes or past the packet's end, or whose destination port is 0
+    /// (pf drops them before any rule, as `short`).
+    BadUdp,
 }
 
 impl Malformed {
@@ -27,6 +31,7 @@ impl Malformed {
             Malformed::BadTotalLength => "bad-total-length",
             Malformed::BadExtensionHeader => "bad-extension-header",
             Malformed::BadTcpHeader => "bad-tcp-header",
+            Malformed::BadUdp => "bad-udp",
         }
     }
 }
@@ -151,7 +156,7 @@ fn parse_v4(d: &[u8]) -> Result<IpInfo, Malformed> {
     let src = IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15]));
     let dst = IpAddr::V4(Ipv4Addr::new(d[16], d[17], d[18], d[19]));
     let l4 = if offset == 0 {
-        match parse_l4(&d[ihl..total], proto, false) {
+        match parse_l4(&d[ihl..total], proto, false, !more) {
             Ok(l4) => l4,
             // A first fragment that ends inside its transport header
             // (RFC 791 allows 8 bytes): the header is read once the
@@ -218,7 +223,9 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
                 }
             }
             44 => {
-                if off + 8 > total {
+                // A second fragment header: pf drops it ("IPv6 multiple
+                // fragment").
+                if off + 8 > total || frag.is_some() {
                     return Err(Malformed::BadExtensionHeader);
                 }
                 let fo = be16(d, off + 2);
@@ -242,7 +249,7 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     t.copy_from_slice(&d[24..40]);
     let first = frag.is_none_or(|f| f.offset == 0);
     let l4 = if first {
-        parse_l4(&d[off..total], next, true)?
+        parse_l4(&d[off..total], next, true, frag.is_none_or(|f| !f.more))?
     } else {
         L4::None
     };
@@ -380,7 +387,9 @@ pub fn ip_options(p: &[u8], info: &IpInfo) -> IpOptions {
     verdict
 }
 
-fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
+/// The transport header at the start of `p`; `whole`: `p` is all of the
+/// datagram (not a first fragment), whose UDP length can be checked.
+fn parse_l4(p: &[u8], proto: u8, v6: bool, whole: bool) -> Result<L4, Malformed> {
     Ok(match proto {
         6 => {
             if p.len() < 20 {
@@ -403,6 +412,10 @@ fn parse_l4(p: &[u8], proto: u8, v6: bool) -> Result<L4, Malformed> {
         17 => {
             if p.len() < 8 {
                 return Err(Malformed::Short);
+            }
+            let ulen = be16(p, 4) as usize;
+            if whole && (ulen < 8 || ulen > p.len() || be16(p, 2) == 0) {
+                return Err(Malformed::BadUdp);
             }
             L4::Udp {
                 sport: be16(p, 0),
@@ -570,6 +583,85 @@ mod tests {
         let mut q = p[..52].to_vec();
         q[4..6].copy_from_slice(&12u16.to_be_bytes());
         assert_eq!(parse_ip(&q), Err(Malformed::BadExtensionHeader));
+        // A second fragment header (pf: "IPv6 multiple fragment").
+        let mut q = p[..40].to_vec();
+        q[6] = 44;
+        q.extend_from_slice(&[44, 0, 0, 0, 0, 0, 0, 8]);
+        q.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 9]);
+        q.extend_from_slice(&[0x00, 0x35, 0x12, 0x34, 0, 8, 0, 0]);
+        q[4..6].copy_from_slice(&24u16.to_be_bytes());
+        assert_eq!(parse_ip(&q), Err(Malformed::BadExtensionHeader));
+    }
+
+    /// A whole UDP datagram's length field must fit between its header
+    /// and the packet's end, and its destination port must not be 0, as
+    /// pf checks before any rule; a first fragment's length covers the
+    /// datagram, not the fragment.
+    #[test]
+    fn udp_lengths_as_pf_checks_them() {
+        for (a, b) in [
+            ("192.0.2.1", "198.51.100.2"),
+            ("2001:db8::1", "2001:db8::2"),
+        ] {
+            let (a, b): (IpAddr, IpAddr) = (a.parse().unwrap(), b.parse().unwrap());
+            let good = crate::build::ip(a, b, 17, 64, &crate::build::udp(1000, 53, b"query"));
+            assert!(parse_ip(&good).is_ok());
+            let off = if a.is_ipv4() { 20 } else { 40 };
+            let with_len = |n: u16| {
+                let mut p = good.clone();
+                p[off + 4..off + 6].copy_from_slice(&n.to_be_bytes());
+                p
+            };
+            assert!(parse_ip(&with_len(13)).is_ok(), "the whole datagram");
+            assert!(parse_ip(&with_len(9)).is_ok(), "shorter than the packet");
+            for n in [0, 2, 7, 14, 300] {
+                assert_eq!(parse_ip(&with_len(n)), Err(Malformed::BadUdp), "{n}");
+            }
+            let mut port0 = good.clone();
+            port0[off + 2..off + 4].copy_from_slice(&[0, 0]);
+            assert_eq!(parse_ip(&port0), Err(Malformed::BadUdp));
+            if a.is_ipv4() {
+                // A first fragment: its length names the whole datagram.
+                let mut first = with_len(300);
+                first[6] = 0x20;
+                assert!(parse_ip(&first).is_ok());
+            }
+        }
+    }
+
+    /// What an ICMP error quotes: past the quoted IPv6 packet's extension
+    /// headers to its ports; a later fragment is said to be one.
+    #[test]
+    fn quotes_of_fragments_and_extension_headers() {
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "198.51.100.2".parse().unwrap();
+        let mut v4 = crate::build::ip(a, b, 17, 64, &crate::build::udp(1000, 53, b"q"));
+        let q = parse_quoted(&v4).unwrap();
+        assert_eq!((q.sport, q.dport, q.later_fragment), (1000, 53, false));
+        v4[6] = 0x20; // a first fragment: still ports
+        assert!(!parse_quoted(&v4).unwrap().later_fragment);
+        v4[6..8].copy_from_slice(&100u16.to_be_bytes());
+        let q = parse_quoted(&v4).unwrap();
+        assert!(q.later_fragment);
+        assert_eq!((q.sport, q.dport), (0, 0));
+
+        let mut p = vec![0x60, 0, 0, 0, 0, 0, 60, 64];
+        p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        p.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
+        // destination options (8 bytes) -> fragment (first) -> UDP
+        p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&[17, 0, 0x00, 0x01, 0, 0, 0, 7]);
+        p.extend_from_slice(&[0x13, 0x88, 0x00, 0x35, 0, 9, 0, 0, b'q']);
+        let q = parse_quoted(&p).unwrap();
+        assert_eq!(
+            (q.proto, q.sport, q.dport, q.l4_offset, q.later_fragment),
+            (17, 5000, 53, 56, false)
+        );
+        p[50..52].copy_from_slice(&[0, 0x50]); // offset 80: a later one
+        let q = parse_quoted(&p).unwrap();
+        assert!(q.later_fragment);
+        // A chain cut by the quote's end: nothing to go by.
+        assert_eq!(parse_quoted(&p[..44]), None);
     }
 }
 
@@ -658,9 +750,14 @@ pub struct Quoted {
     pub dport: u16,
     /// Offset of the quoted header within the slice given.
     pub l4_offset: usize,
+    /// The quote is of a fragment other than the first: it holds no
+    /// transport header (pf drops such an error, as `fragment`), and the
+    /// ports above are not ports.
+    pub later_fragment: bool,
 }
 
 pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
+    let mut later_fragment = false;
     let (proto, src, dst, off) = match d.first()? >> 4 {
         4 => {
             if d.len() < 20 {
@@ -670,6 +767,7 @@ pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
             if ihl < 20 || d.len() < ihl {
                 return None;
             }
+            later_fragment = be16(d, 6) & 0x1fff != 0;
             (
                 d[9],
                 IpAddr::V4(Ipv4Addr::new(d[12], d[13], d[14], d[15])),
@@ -685,10 +783,40 @@ pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
             s.copy_from_slice(&d[8..24]);
             let mut t = [0u8; 16];
             t.copy_from_slice(&d[24..40]);
-            (d[6], IpAddr::V6(s.into()), IpAddr::V6(t.into()), 40)
+            // The quoted packet's extension headers, as far as the quote
+            // goes (the ports lie behind them).
+            let (mut next, mut off) = (d[6], 40usize);
+            for _ in 0..IPV6_HEADER_LIMIT {
+                let len = match next {
+                    0 | 43 | 60 => (usize::from(*d.get(off + 1)?) + 1) * 8,
+                    51 => (usize::from(*d.get(off + 1)?) + 2) * 4,
+                    44 => {
+                        later_fragment = be16(d.get(off..off + 4)?, 2) & 0xfff8 != 0;
+                        8
+                    }
+                    _ => break,
+                };
+                next = *d.get(off)?;
+                off += len;
+                if later_fragment {
+                    break;
+                }
+            }
+            (next, IpAddr::V6(s.into()), IpAddr::V6(t.into()), off)
         }
         _ => return None,
     };
+    if later_fragment {
+        return Some(Quoted {
+            proto,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            l4_offset: off,
+            later_fragment,
+        });
+    }
     let l4 = d.get(off..off + 8)?;
     let (sport, dport) = match proto {
         6 | 17 => (be16(l4, 0), be16(l4, 2)),
@@ -702,5 +830,6 @@ pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
         sport,
         dport,
         l4_offset: off,
+        later_fragment,
     })
 }

@@ -271,6 +271,10 @@ pub fn rewrite_quoted(
     let Some(q) = parse_quoted(&p[start..info.len]) else {
         return;
     };
+    if q.later_fragment {
+        // No transport header to rewrite (pf drops such errors).
+        return;
+    }
     let outer_ck = info.l4_offset + 2;
     let v6 = q.src.is_ipv6();
     // Compute the new bytes of the quoted region, then fix the outer

@@ -765,9 +765,10 @@ fn show_info(sh: &Shared) -> Value {
         d.fragments_held,
         "bytes held",
         d.fragment_bytes,
-        "expired",
+        // Whole datagrams, each of one or more fragments.
+        "datagrams expired",
         d.fragments_expired,
-        "evicted",
+        "datagrams evicted",
         d.fragments_evicted,
         "bad",
         d.fragments_bad
@@ -1650,6 +1651,32 @@ fn show_sources(sh: &Shared) -> Value {
             "rate": {"connections": n.rate_milli as f64 / 1000.0, "seconds": n.rate_secs},
             "rule": n.rule.as_ref().map(|r| json!({"anchor": r.anchor.as_str(), "nr": r.nr}))}));
     }
+    // Sticky addresses (pf keeps them in the client's source node; pfctl
+    // -sS shows it as `client -> address`).
+    let sticky = sh.dp().filter.sticky_addresses();
+    for a in &sticky {
+        let expires =
+            (!a.in_use).then(|| (a.last_ms + a.keep_ms).saturating_sub(now).div_ceil(1000));
+        text += &format!(
+            "{} -> {} ( sticky-address, {} )\n   ",
+            a.client,
+            a.addr,
+            if a.in_use { "in use" } else { "unused" }
+        );
+        if let Some(e) = expires {
+            text += &format!("expires in {}, ", hms(e));
+        }
+        if a.rule.anchor.is_empty() {
+            text += &format!("filter rule {}\n", a.rule.nr);
+        } else {
+            text += &format!("filter rule {} (anchor {})\n", a.rule.nr, a.rule.anchor);
+        }
+        items.push(
+            json!({"addr": a.client.to_string(), "sticky_address": a.addr.to_string(),
+            "in_use": a.in_use, "expires_in_s": expires,
+            "rule": {"anchor": a.rule.anchor.as_str(), "nr": a.rule.nr}}),
+        );
+    }
     done(text, Value::Array(items))
 }
 
@@ -1672,7 +1699,7 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
             Ok(m) => m,
             Err(e) => return fail(format!("state kill: {e}")),
         };
-        let n = sh.dp().filter.states.kill_source_nodes(m);
+        let n = sh.dp().filter.kill_source_nodes(m);
         return done(
             // As pfctl -K prints it.
             format!("killed {n} src nodes from 1 sources and 0 destinations\n"),

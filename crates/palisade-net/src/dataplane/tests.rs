@@ -1071,7 +1071,7 @@ fn priority_tagged_frames_are_filtered_as_untagged() {
         "203.0.113.10".parse().unwrap(),
         17,
         64,
-        &[0u8; 32],
+        &build::udp(1000, 53, &[0u8; 24]),
     );
     let prio = eth(B, A, Some(0), 0x0800, &ip);
     let s1 = S1.replace(
@@ -1242,6 +1242,38 @@ fn tables_are_bounded() {
     }
     assert_eq!(d.counters.table_full, 100);
     assert_eq!(d.fdb.len(), FDB_MAX);
+}
+
+/// A UDP datagram whose length field is impossible (under 8, past the
+/// packet) or whose destination port is 0 is dropped and counted before
+/// pf, as pf drops it (`short`); it was forwarded as it was, NATed.
+#[test]
+fn udp_with_an_impossible_length_is_not_forwarded() {
+    let mut d = dp(ROUTER, "pass\n");
+    d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        0,
+    );
+    let good = udp("192.0.2.10", "198.18.0.9", 64);
+    assert_eq!(
+        d.input(1, &eth(M1, B, Some(7), ETH_IPV4, &good), 1).len(),
+        1
+    );
+    let before = d.counters.malformed;
+    for (at, bytes) in [(24, [1u8, 44]), (24, [0, 2]), (22, [0, 0])] {
+        let mut p = good.clone();
+        p[at..at + 2].copy_from_slice(&bytes);
+        let o = d.input(1, &eth(M1, B, Some(7), ETH_IPV4, &p), 2);
+        assert!(o.is_empty(), "{bytes:?} at {at}: forwarded");
+    }
+    assert_eq!(d.counters.malformed, before + 3);
 }
 
 #[test]
