@@ -400,7 +400,7 @@ impl Filter {
                 keep_ms: self.sticky_ms,
             })
             .collect();
-        v.sort_by(|a, b| (a.client, a.rule.nr, a.addr).cmp(&(b.client, b.rule.nr, b.addr)));
+        v.sort_by_key(|a| (a.client, a.rule.nr, a.addr));
         v
     }
 
