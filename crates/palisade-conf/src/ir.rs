@@ -417,6 +417,12 @@ pub struct Pool {
     /// rdr-to with a port range: the first port of the rule's destination
     /// range, which maps onto the first port of `port`.
     pub port_base: Option<u16>,
+    /// A list of routing targets that name interfaces of their own
+    /// (`route-to { (em0 192.0.2.1) (em1 198.51.100.1) }`, as pf keeps an
+    /// interface with each entry of the list's table): each entry's
+    /// address and interface. The hop chosen leaves by its entry's
+    /// interface; an entry without one by the routing table's way.
+    pub hop_ifnames: Option<std::sync::Arc<[(Addr, String)]>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -305,13 +305,48 @@ fn route_to_address_at_interface() {
     // Enforced by the router (palisade-filter's route tests and
     // run_routing_options): no warning.
     assert!(out.unenforced_warnings("pf.conf").is_empty());
-    let bad = parse_with(
+    // Targets through different interfaces (pf's load balancing over
+    // two uplinks): each keeps its own, in the list's table (pfctl prints
+    // the table, as for any list of targets).
+    let two = ok(
         &opts(),
-        b"pass out route-to { 198.51.100.1@em1, 198.51.100.3@em0 }\n",
+        b"pass out route-to { 198.51.100.1@em1, 198.51.100.3@em0 }\n\
+          pass in on em1 route-to { (em0 198.51.100.3) (em1 198.51.100.1) } round-robin\n",
     );
+    assert!(two.stderr.is_empty(), "{:?}", two.stderr);
+    let hops: Vec<Vec<(String, String)>> = two
+        .config
+        .main
+        .rules
+        .iter()
+        .map(|r| {
+            let p = &r.route.as_ref().expect("routed").1;
+            assert_eq!(p.ifname, None);
+            p.hop_ifnames
+                .as_ref()
+                .expect("each its own")
+                .iter()
+                .map(|(a, i)| (palisade_conf::print::addr_str(a, None), i.clone()))
+                .collect()
+        })
+        .collect();
     assert_eq!(
-        bad.stderr[0],
-        "pf.conf:1: all routing targets of a rule must use the same interface"
+        hops,
+        [
+            [
+                ("198.51.100.1".into(), "em1".into()),
+                ("198.51.100.3".into(), "em0".into())
+            ],
+            [
+                ("198.51.100.3".into(), "em0".into()),
+                ("198.51.100.1".into(), "em1".into())
+            ]
+        ]
+    );
+    assert!(
+        two.stdout.contains("route-to <__automatic_0> round-robin"),
+        "{}",
+        two.stdout
     );
 }
 

@@ -1475,6 +1475,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                             map_e: None,
                             list: None,
                             port_base: None,
+                            hop_ifnames: None,
                         });
                         let mut outm = m.clone();
                         outm.dir = Some(Direction::Out);
@@ -1650,6 +1651,7 @@ pub(crate) fn rdr_pool(r: &palisade_conf::ir::Rule) -> Option<palisade_conf::ir:
             map_e: None,
             list: None,
             port_base: None,
+            hop_ifnames: None,
         }),
         _ => None,
     }

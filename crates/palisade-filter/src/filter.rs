@@ -240,6 +240,29 @@ pub fn os_label(f: &crate::osfp::Fingerprint) -> String {
     s
 }
 
+/// The interface a routing pool's next hop `hop` leaves by: its list
+/// entry's, when the entries name interfaces of their own (the first
+/// entry that holds it), else the one the pool names, else none (the
+/// routing table's way to the hop).
+fn hop_iface(pool: &Pool, hop: &IpAddr) -> Option<String> {
+    if let Some(hops) = &pool.hop_ifnames {
+        let own = hops.iter().find(|(a, _)| match a {
+            Addr::Net { ip, bits } => {
+                ip.is_ipv4() == hop.is_ipv4() && {
+                    let af = Af::of(hop);
+                    let m = mask128(af, *bits);
+                    ip_u128(ip) & m == ip_u128(hop) & m
+                }
+            }
+            _ => false,
+        });
+        if let Some((_, i)) = own {
+            return Some(i.clone());
+        }
+    }
+    pool.ifname.clone()
+}
+
 /// A client's sticky address (`Filter::sticky_addresses`).
 #[derive(Clone, Debug)]
 pub struct StickyAddress {
@@ -1443,7 +1466,7 @@ impl Filter {
                     .map(|hop| crate::state::StateRoute {
                         kind: *kind,
                         hop,
-                        iface: pool.ifname.clone(),
+                        iface: hop_iface(pool, &hop),
                     })
             }
             None => None,

@@ -234,3 +234,71 @@ fn a_sticky_next_hop_lives_while_the_connection_does() {
     assert_eq!(d.state, StateMatch::New);
     assert_eq!(d.route.map(|r| r.hop), Some(first));
 }
+
+/// pf's load balancing over two uplinks (the OpenBSD FAQ's, and pfSense's
+/// gateway groups): `route-to { (wan1 gw1) (wan2 gw2) } round-robin`,
+/// each target through its own interface, in both of pf's spellings; a
+/// connection keeps its hop and interface, `sticky-address` keeps a
+/// source on one uplink. (Refused before: "all routing targets of a rule
+/// must use the same interface".)
+#[test]
+fn route_to_targets_each_through_their_own_interface() {
+    for (rules, sticky) in [
+        (
+            "pass\npass in on lan inet from 198.18.0.0/24 route-to { (wan1 192.0.2.1) (wan2 198.51.100.1) } round-robin\n",
+            false,
+        ),
+        (
+            "pass\npass in on lan inet from 198.18.0.0/24 route-to { 192.0.2.1@wan1, 198.51.100.1@wan2 } round-robin sticky-address\n",
+            true,
+        ),
+    ] {
+        let mut f = filter_with(host(), rules, 1);
+        let mut seen = Vec::new();
+        for (src, sp) in [("198.18.0.7", 5000u16), ("198.18.0.8", 5000), ("198.18.0.7", 5001)] {
+            let syn = tcp(src, "203.0.113.9", sp, 443, 0x02, 100, 0);
+            let r = hop(&mut f, syn, "lan", In).expect("routed");
+            let want = match r.hop.to_string().as_str() {
+                "192.0.2.1" => "wan1",
+                "198.51.100.1" => "wan2",
+                h => panic!("hop {h}"),
+            };
+            assert_eq!(r.iface.as_deref(), Some(want), "{rules}");
+            // The connection's next packet: the same hop, the same way.
+            let ack = tcp(src, "203.0.113.9", sp, 443, 0x10, 101, 901);
+            assert_eq!(hop(&mut f, ack, "lan", In), Some(r.clone()));
+            seen.push(r.hop);
+        }
+        assert_ne!(seen[0], seen[1], "round-robin: the next source, the next uplink");
+        if sticky {
+            assert_eq!(seen[2], seen[0], "sticky-address: the source keeps its uplink");
+        } else {
+            assert_ne!(seen[2], seen[1]);
+        }
+    }
+    // Targets of one interface stay the pool's (printed `<table>@wan1`);
+    // a target without one goes by the routing table.
+    let mut f = filter_with(
+        host(),
+        "pass\npass in on lan inet route-to { (wan1 192.0.2.1) 198.51.100.1 } round-robin\n",
+        1,
+    );
+    let a = hop(
+        &mut f,
+        tcp("198.18.0.7", "203.0.113.9", 1, 443, 0x02, 1, 0),
+        "lan",
+        In,
+    )
+    .unwrap();
+    let b = hop(
+        &mut f,
+        tcp("198.18.0.8", "203.0.113.9", 1, 443, 0x02, 1, 0),
+        "lan",
+        In,
+    )
+    .unwrap();
+    assert_eq!(
+        (a.hop, a.iface.as_deref(), b.hop, b.iface.as_deref()),
+        (ip("192.0.2.1"), Some("wan1"), ip("198.51.100.1"), None)
+    );
+}

@@ -41,6 +41,13 @@ pass in on u2 proto tcp to port 8080 reply-to { 203.0.113.1 2001:db8:203::1 }
 pass in on l0 proto tcp to port 9000 route-to { 203.0.113.1 2001:db8:203::1 }
 # A copy of what reaches the server's port 7000 goes to the monitor.
 pass in on u2 proto tcp to port 7000 dup-to { 198.18.1.9 2001:db8:19::9 }
+# Load balancing over both uplinks (the OpenBSD FAQ's, pfSense's gateway
+# groups): each target through its own interface; IPv4 hidden behind each
+# uplink's address.
+pass in on l0 inet proto tcp to port 9100 route-to { (u1 198.51.100.1) (u2 203.0.113.1) } round-robin
+pass in on l0 inet6 proto tcp to port 9100 route-to { 2001:db8:51::1@u1, 2001:db8:203::1@u2 } round-robin
+match out on u1 inet proto tcp to port 9100 nat-to (u1)
+match out on u2 inet proto tcp to port 9100 nat-to (u2)
 ";
 
 /// `tcpdump -n -c ... -i IF` in `ns` for `secs`, its output.
@@ -245,6 +252,73 @@ fn reply_to_route_to_and_dup_to_on_two_uplinks() {
         .filter(|l| l.contains(&format!("> {mon_mac}")) && l.contains("> 198.18.0.5.7000"))
         .collect();
     assert!(copies.len() >= 3, "copies at the monitor:\n{seen}");
+
+    // route-to over two uplinks, each target through its own interface
+    // (refused before: "all routing targets of a rule must use the same
+    // interface"): the server's connections take turns, each gateway
+    // sees its share, NATed to its uplink's address (IPv4).
+    for (h, a, a6) in [
+        (&gw1, "192.0.2.88/32", "2001:db8:88::88/128"),
+        (&gw2, "192.0.2.88/32", "2001:db8:88::88/128"),
+    ] {
+        ns.exec(h, &["ip", "addr", "add", a, "dev", "lo"]);
+        ns.exec(h, &["ip", "addr", "add", a6, "dev", "lo"]);
+    }
+    route(
+        &srv,
+        &["route", "add", "192.0.2.88/32", "via", "198.18.0.1"],
+    );
+    route(
+        &srv,
+        &[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:88::88/128",
+            "via",
+            "2001:db8:18::1",
+        ],
+    );
+    let at1 = serve_peer(&gw1, "192.0.2.88:9100");
+    let at2 = serve_peer(&gw2, "192.0.2.88:9100");
+    let at1v6 = serve_peer(&gw1, "[2001:db8:88::88]:9100");
+    let at2v6 = serve_peer(&gw2, "[2001:db8:88::88]:9100");
+    for (url, at1, at2, src1, src2) in [
+        (
+            "http://192.0.2.88:9100/",
+            &at1,
+            &at2,
+            "198.51.100.2",
+            "203.0.113.2",
+        ),
+        (
+            "http://[2001:db8:88::88]:9100/",
+            &at1v6,
+            &at2v6,
+            "2001:db8:18::5",
+            "2001:db8:18::5",
+        ),
+    ] {
+        for _ in 0..4 {
+            let (code, n) = curl(&srv, url, "10");
+            assert!(
+                code == 0 && n == "5",
+                "route-to over two uplinks ({url}): curl {code} {n}\n{}",
+                log.lock().unwrap()
+            );
+        }
+        let peers = |rx: &std::sync::mpsc::Receiver<std::net::SocketAddr>| -> Vec<String> {
+            rx.try_iter().map(|p| p.ip().to_string()).collect()
+        };
+        let (by1, by2) = (peers(at1), peers(at2));
+        assert_eq!(
+            (by1.len(), by2.len()),
+            (2, 2),
+            "{url}: turns {by1:?} {by2:?}"
+        );
+        assert!(by1.iter().all(|p| p == src1), "{url}: by gw1 from {by1:?}");
+        assert!(by2.iter().all(|p| p == src2), "{url}: by gw2 from {by2:?}");
+    }
 
     let o = daemon.stop().unwrap();
     assert!(o.status.success(), "{}", log.lock().unwrap());

@@ -140,6 +140,7 @@ impl<'a> Parser<'a> {
             map_e: rs.map_e,
             list: None,
             port_base: None,
+            hop_ifnames: None,
         };
         if hosts.len() > 1 {
             if let Some(k) = rs.kind {
@@ -527,6 +528,16 @@ impl<'a> Parser<'a> {
             match self.collapse_pool(&rt.spec, &mut af, true, line) {
                 PoolRes::Pool(mut p) => {
                     p.ifname = rt.ifname.clone();
+                    if !rt.hop_ifnames.is_empty() {
+                        let hops: Vec<(Addr, String)> = rt
+                            .spec
+                            .hosts
+                            .iter()
+                            .zip(&rt.hop_ifnames)
+                            .filter_map(|(h, i)| i.clone().map(|i| (masked(&h.addr), i)))
+                            .collect();
+                        p.hop_ifnames = Some(hops.into());
+                    }
                     r.route = Some((rt.kind, p));
                 }
                 PoolRes::Skip => return 0,
@@ -682,6 +693,7 @@ impl<'a> Parser<'a> {
             map_e: None,
             list: None,
             port_base: None,
+            hop_ifnames: None,
         };
         let mut nat = r.clone();
         nat.dir = Some(Direction::Out);

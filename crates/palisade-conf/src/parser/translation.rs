@@ -25,7 +25,11 @@ pub(super) struct RedirSpec {
 #[derive(Clone, Debug)]
 pub(super) struct RouteSpec {
     pub(super) kind: RouteKind,
+    /// The interface every target names (None: not all the same one).
     pub(super) ifname: Option<String>,
+    /// When the targets name different interfaces: each host's, in the
+    /// order of `spec.hosts` (empty otherwise).
+    pub(super) hop_ifnames: Vec<Option<String>>,
     pub(super) spec: RedirSpec,
 }
 
@@ -159,22 +163,36 @@ impl<'a> Parser<'a> {
 
     pub(super) fn route_spec(&mut self, kind: RouteKind) -> PResult<RouteSpec> {
         let mut spec = RedirSpec::default();
-        let mut ifname = None;
+        // Each host's interface, if its target names one.
+        let mut per_host: Vec<Option<String>> = Vec::new();
         if self.accept_punct('{') {
             spec.list = true;
             let hosts = &mut spec.hosts;
             self.list_body(|p| {
-                let h = p.route_host(&mut ifname)?;
+                let (h, i) = p.route_host()?;
                 let n = h.len();
+                per_host.extend(std::iter::repeat_n(i, n));
                 hosts.extend(h);
                 Ok(n)
             })?;
         } else {
-            spec.hosts = self.route_host(&mut ifname)?;
+            let (h, i) = self.route_host()?;
+            per_host.extend(std::iter::repeat_n(i, h.len()));
+            spec.hosts = h;
         }
+        // One interface for all the targets is the pool's; targets through
+        // different interfaces (the two uplinks of pf's load balancing)
+        // keep each their own.
+        let first = per_host.first().cloned().flatten();
+        let (mut ifname, hop_ifnames) = if per_host.iter().all(|i| *i == first) {
+            (first, Vec::new())
+        } else {
+            (None, per_host)
+        };
         // `<table>@ifname`: a table of targets through one interface, as
         // check -v prints a list of `address@ifname` targets.
         if ifname.is_none()
+            && hop_ifnames.is_empty()
             && spec.hosts.len() == 1
             && matches!(spec.hosts[0].addr, Addr::Table(_))
             && self.accept_punct('@')
@@ -182,13 +200,18 @@ impl<'a> Parser<'a> {
             ifname = Some(self.name(Name::Interface)?);
         }
         self.pool_opts(&mut spec, false)?;
-        Ok(RouteSpec { kind, ifname, spec })
+        Ok(RouteSpec {
+            kind,
+            ifname,
+            hop_ifnames,
+            spec,
+        })
     }
 
     /// A routing target: `host`, a dynamic address, `address@ifname`
     /// (OpenBSD's form naming the outgoing interface, printed back so), or
-    /// the older `(ifname host)` form.
-    fn route_host(&mut self, ifname: &mut Option<String>) -> PResult<Vec<HostItem>> {
+    /// the older `(ifname host)` form; with the interface it names.
+    fn route_host(&mut self) -> PResult<(Vec<HostItem>, Option<String>)> {
         if let Tok::Word {
             text,
             quoted: false,
@@ -205,12 +228,7 @@ impl<'a> Parser<'a> {
                     self.error("could not parse host specification");
                     return Err(PErr::Reported);
                 };
-                if ifname.as_ref().is_some_and(|x| x != ifn) {
-                    self.error("all routing targets of a rule must use the same interface");
-                    return Err(PErr::Reported);
-                }
-                *ifname = Some(ifn.to_string());
-                return Ok(hosts);
+                return Ok((hosts, Some(ifn.to_string())));
             }
         }
         if self.is_punct('(') {
@@ -222,14 +240,9 @@ impl<'a> Parser<'a> {
                 let i = self.name(Name::Interface)?;
                 let hosts = self.host_item()?;
                 self.expect_punct(')')?;
-                if ifname.as_ref().is_some_and(|x| x != &i) {
-                    self.error("all routing targets of a rule must use the same interface");
-                    return Err(PErr::Reported);
-                }
-                *ifname = Some(i);
-                return Ok(hosts);
+                return Ok((hosts, Some(i)));
             }
         }
-        self.host_item()
+        Ok((self.host_item()?, None))
     }
 }
