@@ -512,6 +512,9 @@ pub struct Rule {
     pub fragment: bool,
     pub allow_opts: bool,
     pub label: Option<String>,
+    /// FreeBSD's `ridentifier N` (pfSense writes one on every rule): a
+    /// number that names the rule across reloads, in listings and logs.
+    pub ridentifier: Option<u32>,
     pub once: bool,
     pub tag: Option<String>,
     pub tagged: Option<(bool, String)>,
@@ -601,6 +604,7 @@ impl Rule {
             fragment: false,
             allow_opts: false,
             label: None,
+            ridentifier: None,
             once: false,
             tag: None,
             tagged: None,

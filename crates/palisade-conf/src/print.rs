@@ -548,6 +548,9 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
     if let Some(l) = &r.label {
         let _ = write!(out, " label {}", quoted(l));
     }
+    if let Some(n) = r.ridentifier {
+        let _ = write!(out, " ridentifier {n}");
+    }
     if r.once {
         out.push_str(" once");
     }

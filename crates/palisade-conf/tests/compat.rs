@@ -348,6 +348,16 @@ fn route_to_address_at_interface() {
         "{}",
         two.stdout
     );
+    // One address through two interfaces cannot be told apart in the
+    // list's table: refused, said why.
+    let bad = parse_with(
+        &opts(),
+        b"pass out route-to { (em0 198.51.100.1) (em1 198.51.100.1) }\n",
+    );
+    assert_eq!(
+        bad.stderr[0],
+        "pf.conf:1: routing target 198.51.100.1 is listed through em0 and em1: a list holds each address once"
+    );
 }
 
 #[test]
@@ -920,5 +930,28 @@ fn an_anchor_files_tables_are_marked_as_the_anchors() {
         list.iter()
             .any(|a| *a == palisade_conf::ir::Addr::Table("foo/bad".into())),
         "{list:?}"
+    );
+}
+
+/// FreeBSD's `ridentifier N` (pfSense writes one on every rule, and
+/// `tracker N` before 2.6): kept and printed as FreeBSD's pfctl does; a
+/// value past 32 bits is an error.
+#[test]
+fn ridentifier_and_pfsenses_tracker() {
+    let out = ok(
+        &opts(),
+        b"block in log inet all ridentifier 1000000103 label \"Default deny rule IPv4\"\n\
+          pass in quick on em1 inet proto tcp to port 22 tracker 10000 label \"anti-lockout rule\"\n",
+    );
+    assert_eq!(
+        out.stdout,
+        "block drop in log inet all label \"Default deny rule IPv4\" ridentifier 1000000103\n\
+         pass in quick on em1 inet proto tcp from any to any port = 22 flags S/SA label \"anti-lockout rule\" ridentifier 10000\n"
+    );
+    assert_eq!(out.config.main.rules[0].ridentifier, Some(1000000103));
+    let bad = parse_with(&opts(), b"pass ridentifier 4294967296\n");
+    assert_eq!(
+        bad.stderr[0],
+        "pf.conf:1: illegal ridentifier value 4294967296"
     );
 }

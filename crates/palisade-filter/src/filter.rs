@@ -1730,9 +1730,11 @@ impl Filter {
         let inner = ip.get(info.l4_offset + 8..info.len)?;
         let q = parse_quoted(inner)?;
         // An error about a fragment other than the first names no
-        // connection (no ports in it): pf drops it.
+        // connection (no ports in it): it matches no state, and the rules
+        // decide it as any ICMP packet (pf's state lookup refuses it and
+        // pf_test then runs the rules).
         if q.later_fragment {
-            return Some(Decision::drop(Reason::Fragment));
+            return None;
         }
         let quoted = FlowKey {
             proto: q.proto,

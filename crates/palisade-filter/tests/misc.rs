@@ -630,32 +630,48 @@ fn a_load_anchor_in_an_anchor_file_loads_below_it() {
         "table <t> { 198.51.100.7 }\nblock in quick proto udp from <t>\n",
     )
     .unwrap();
+    // An absolute name in the file: from the root, whatever loads it.
+    let abs = d.join("abs.conf");
+    std::fs::write(
+        &abs,
+        "table <t> { 198.51.100.6 }\nblock in quick proto udp from <t>\n",
+    )
+    .unwrap();
     let outer = d.join("outer.conf");
     std::fs::write(
         &outer,
         format!(
-            "anchor \"inner\"\nload anchor \"inner\" from \"{}\"\nblock in quick proto udp from 198.51.100.8\n",
-            inner.display()
+            "anchor \"inner\"\nload anchor \"inner\" from \"{}\"\nload anchor \"/abs\" from \"{}\"\nblock in quick proto udp from 198.51.100.8\n",
+            inner.display(),
+            abs.display()
         ),
     )
     .unwrap();
     let mut f = filter(&format!(
-        "anchor \"outer\"\nload anchor \"outer\" from \"{}\"\npass\n",
+        "anchor \"outer\"\nload anchor \"outer\" from \"{}\"\nanchor \"abs\"\npass\n",
         outer.display()
     ));
     std::fs::remove_dir_all(&d).unwrap();
     let mut names = f.engine().anchor_names();
     names.sort();
-    assert_eq!(names, ["outer", "outer/inner"]);
-    assert!(f
-        .engine()
-        .tables()
-        .contains("outer/inner/t", &ip("198.51.100.7")));
+    assert_eq!(names, ["abs", "outer", "outer/inner"]);
+    let t = f.engine().tables();
+    assert!(t.contains("outer/inner/t", &ip("198.51.100.7")));
+    assert!(
+        t.contains("abs/t", &ip("198.51.100.6")),
+        "{:?}",
+        t.tables.keys()
+    );
+    drop(t);
     let mut pass = |src: &str| {
         f.process(&mut udp(src, "203.0.113.2", 1, 53), "em0", In, 0)
             .passed()
     };
     assert!(!pass("198.51.100.7"), "the inner anchor's rule, its table");
+    assert!(
+        !pass("198.51.100.6"),
+        "the absolute anchor's rule, its table"
+    );
     assert!(!pass("198.51.100.8"), "the outer anchor's rule");
     assert!(pass("198.51.100.9"));
 }

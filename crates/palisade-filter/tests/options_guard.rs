@@ -45,6 +45,7 @@ fn option_names() -> BTreeSet<&'static str> {
         fragment: _,
         allow_opts: _,
         label: _,
+        ridentifier: _,
         once: _,
         tag: _,
         tagged: _,
@@ -152,6 +153,7 @@ fn option_names() -> BTreeSet<&'static str> {
         "fragment",
         "allow_opts",
         "label",
+        "ridentifier",
         "once",
         "tag",
         "tagged",
@@ -561,6 +563,7 @@ fn table() -> Vec<(&'static str, Is)> {
             Acts("pass all allow-opts\n", "pass all\n", vec![p(opt, "em0", In)]),
         ),
         ("label", Inert("a name for listings (show rules, metrics), as in pf")),
+        ("ridentifier", Inert("a number that names the rule in listings (show rules, check), as FreeBSD keeps it; FreeBSD also writes it in its pflog header, which OpenBSD's format, Palisade's, has no field for")),
         (
             "once",
             Acts("block all\npass in proto tcp once\n", "block all\npass in proto tcp\n", vec![p(syn(5000), "em0", In), p(syn(5001), "em0", In)]),

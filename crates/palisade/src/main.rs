@@ -107,7 +107,8 @@ enum Cmd {
         /// `show rules`: the rules of this anchor instead of the main
         /// ruleset ('*': every anchor's too); `show tables`: this anchor's
         /// own tables (without it, every table, an anchor's as ANCHOR/NAME);
-        /// `show anchors`: the anchors directly below this one.
+        /// `show anchors`: the anchors directly below this one; `show
+        /// labels`: the labels of this anchor's rules.
         #[arg(short = 'a', long, value_name = "ANCHOR")]
         anchor: Option<String>,
         /// Print JSON instead of pfctl's format.
@@ -1203,11 +1204,14 @@ fn main() -> ExitCode {
             if anchor.is_some()
                 && !matches!(
                     what,
-                    request::Listing::Rules | request::Listing::Tables | request::Listing::Anchors
+                    request::Listing::Rules
+                        | request::Listing::Tables
+                        | request::Listing::Anchors
+                        | request::Listing::Labels
                 )
             {
                 eprintln!(
-                    "palisade show {}: -a is for rules, tables and anchors",
+                    "palisade show {}: -a is for rules, tables, anchors and labels",
                     what.name()
                 );
                 return ExitCode::from(2);

@@ -88,7 +88,7 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
                 Listing::Neighbors => show_neighbors(sh),
                 Listing::Fdb => show_fdb(sh),
                 Listing::Routes => show_routes(sh),
-                Listing::Labels => show_labels(sh),
+                Listing::Labels => show_labels(sh, anchor),
                 Listing::Sources => show_sources(sh),
             }
         }
@@ -1458,6 +1458,19 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     "palisade: warning: anchor {name}: `set` options in {file} are not loaded (only rules and tables are)"
                 ));
             }
+            // A `load anchor` in the file would load anchors below this
+            // one (pfctl -a A -f does): not done at run time yet, so
+            // refused rather than dropped.
+            if let Some(la) = out.config.load_anchors.first() {
+                let target = match la.name.strip_prefix('/') {
+                    Some(root) => root.to_string(),
+                    None => format!("{}/{}", name.trim_matches('/'), la.name),
+                };
+                return fail(format!(
+                    "palisade: anchor {name}: {file} loads anchor {} from \"{}\": a `load anchor` in a file loaded at run time is not supported (load it on its own: palisade anchor {target} load -f {}); not loaded, the anchor keeps its rules",
+                    la.name, la.file, la.file
+                ));
+            }
             // ftp-proxy's anchors hold its sessions' rules only: its
             // unprivileged sessions' process, through the monitor, must
             // not add table entries past what the count of its anchors
@@ -1588,13 +1601,19 @@ fn net_match(spec: &str) -> Result<impl Fn(&IpAddr) -> bool, String> {
 /// pfctl -sl: each labelled rule (main ruleset, inline and loaded
 /// anchors) with its evaluations, packets and bytes (both ways, in, out)
 /// and the states it created.
-fn show_labels(sh: &Shared) -> Value {
+/// pfctl -sl: each labelled rule's counters; with `-a A` (pfctl -a A
+/// -sl) those of anchor A's rules only.
+fn show_labels(sh: &Shared, anchor: &str) -> Value {
     let mut text = String::new();
     let mut items = Vec::new();
+    let anchor = anchor.trim_matches('/');
     for r in snapshot::rules(sh) {
         let Some(label) = &r.label else {
             continue;
         };
+        if !anchor.is_empty() && r.anchor.trim_matches('/') != anchor {
+            continue;
+        }
         text += &format!(
             "{label} {} {} {} {} {} {} {} {}\n",
             r.evaluations,

@@ -589,7 +589,8 @@ fn control_commands_against_a_running_daemon() {
     let o = c.run(&["show", "states", "-a", "extra"]);
     assert!(
         o.status.code() == Some(2)
-            && String::from_utf8_lossy(&o.stderr).contains("-a is for rules, tables and anchors"),
+            && String::from_utf8_lossy(&o.stderr)
+                .contains("-a is for rules, tables, anchors and labels"),
         "{o:?}"
     );
     // pfctl -a '*' -sr: the main ruleset, then each loaded anchor.
@@ -645,10 +646,24 @@ fn control_commands_against_a_running_daemon() {
         ),
     )
     .unwrap();
+    // A `load anchor` in a file loaded at run time: refused, not dropped.
+    let nested = d.join("nested.conf");
+    std::fs::write(
+        &nested,
+        format!(
+            "pass in on a0 proto tcp to port 9090\nload anchor \"inner\" from \"{}\"\n",
+            extra.display()
+        ),
+    )
+    .unwrap();
     for (args, says) in [
         (
             ["anchor", "extra", "load", "-f", big.to_str().unwrap()],
             "would pass set limit table-entries (20): not loaded",
+        ),
+        (
+            ["anchor", "extra", "load", "-f", nested.to_str().unwrap()],
+            "is not supported (load it on its own: palisade anchor extra/inner load -f",
         ),
         (
             [

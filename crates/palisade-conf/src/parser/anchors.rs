@@ -182,15 +182,20 @@ impl<'a> Parser<'a> {
         self.out.unenforced.extend(out.unenforced);
         // The file's tables are the anchor's (kept apart from pf.conf's
         // by `Config::anchor_tables_scoped`).
-        let path = name.trim_start_matches('/').to_string();
         // A `load anchor` in the file loads an anchor below this one (its
         // name is relative to it, as pfctl reads it; from the root with a
         // leading '/'), read after it as pfctl reads its list; so are its
-        // tables.
-        let below = |n: &str| match n.strip_prefix('/') {
-            Some(root) => root.to_string(),
-            None if n.is_empty() => path.clone(),
-            None => format!("{path}/{n}"),
+        // tables. Names stay relative to the file being read, an absolute
+        // one keeping its '/', until the top file's `finish` trims them.
+        let own = name.clone();
+        let below = |n: &str| {
+            if n.is_empty() {
+                own.clone()
+            } else if n.starts_with('/') {
+                n.to_string()
+            } else {
+                format!("{}/{n}", own.trim_end_matches('/'))
+            }
         };
         let mut tables = out.config.tables;
         for t in &mut tables {

@@ -536,6 +536,23 @@ impl<'a> Parser<'a> {
                             .zip(&rt.hop_ifnames)
                             .filter_map(|(h, i)| i.clone().map(|i| (masked(&h.addr), i)))
                             .collect();
+                        // The list's table holds each address once (as pf's
+                        // does): one gateway address through two interfaces
+                        // (two modems both at 192.168.1.1, fe80::1 on two
+                        // links) cannot be told apart.
+                        let twice = hops.iter().enumerate().find_map(|(k, (a, i))| {
+                            hops[..k]
+                                .iter()
+                                .find(|(b, j)| b == a && j != i)
+                                .map(|(_, j)| (a.clone(), j.clone(), i.clone()))
+                        });
+                        if let Some((a, j, i)) = twice {
+                            self.error(format!(
+                                "routing target {} is listed through {j} and {i}: a list holds each address once",
+                                crate::print::addr_str(&a, None)
+                            ));
+                            errs = true;
+                        }
                         p.hop_ifnames = Some(hops.into());
                     }
                     r.route = Some((rt.kind, p));

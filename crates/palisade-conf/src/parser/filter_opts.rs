@@ -285,6 +285,12 @@ impl<'a> Parser<'a> {
                     self.next();
                     spec.base.once = true;
                 }
+                // FreeBSD's rule identifier, and `tracker`, the name
+                // pfSense's rules used for it before.
+                "ridentifier" | "tracker" => {
+                    self.next();
+                    spec.base.ridentifier = Some(self.u32_value("ridentifier")?);
+                }
                 "received-on" => {
                     self.next();
                     let neg = self.accept_punct('!');

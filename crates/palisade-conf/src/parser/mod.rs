@@ -284,6 +284,13 @@ impl<'a> Parser<'a> {
         };
         rules.sort_by_key(group);
         self.out.config.main = Ruleset { rules };
+        // Anchor paths of `load anchor` files' tables, from the root (an
+        // absolute name kept its '/' while the files were read).
+        for t in &mut self.out.config.tables {
+            if t.anchor.starts_with('/') {
+                t.anchor = t.anchor.trim_start_matches('/').to_string();
+            }
+        }
         if self.out.errors == 0 && !self.check_queues() {
             self.out.errors += 1;
         }
