@@ -424,6 +424,11 @@ int fastpath_in(struct __sk_buff *skb)
         key.sport = uh->source;
         key.dport = uh->dest;
         l4len = sizeof(struct udphdr);
+        // A length pf refuses (under the header, past the packet) or port
+        // 0: user space's, which drops it as pf does.
+        __u32 ulen = bpf_ntohs(uh->len);
+        if (ulen < sizeof(struct udphdr) || ulen + l3 > ip_len || !uh->dest)
+            return TC_ACT_OK;
     } else {
         return TC_ACT_OK;
     }

@@ -769,6 +769,20 @@ fn translated_packets_leave_as_if_built_with_their_new_tuple() {
             },
         )
         .unwrap();
+        if proto == 17 {
+            // A length pf refuses (under the header, past the packet):
+            // user space's, which drops it; the flow is not touched.
+            let at = if v6 { 44 } else { 24 };
+            for bad in [0u16, 7, pkt.len() as u16] {
+                let mut b = pkt.clone();
+                b[at..at + 2].copy_from_slice(&bad.to_be_bytes());
+                assert_eq!(
+                    fp.test_run(&frame(&b, v6), None).unwrap().0,
+                    TC_ACT_OK,
+                    "case {case}: UDP length {bad}"
+                );
+            }
+        }
         let gso = (proto == 6 && rng.below(3) == 0).then_some((payload.len() as u32 / 2, 2));
         let (verdict, out) = fp.test_run(&frame(&pkt, v6), gso).unwrap();
         let about = format!(
