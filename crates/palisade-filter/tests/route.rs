@@ -283,20 +283,17 @@ fn route_to_targets_each_through_their_own_interface() {
         "pass\npass in on lan inet route-to { (wan1 192.0.2.1) 198.51.100.1 } round-robin\n",
         1,
     );
-    let a = hop(
-        &mut f,
-        tcp("198.18.0.7", "203.0.113.9", 1, 443, 0x02, 1, 0),
-        "lan",
-        In,
-    )
-    .unwrap();
-    let b = hop(
-        &mut f,
-        tcp("198.18.0.8", "203.0.113.9", 1, 443, 0x02, 1, 0),
-        "lan",
-        In,
-    )
-    .unwrap();
+    let mut first_hop = |src: &str| {
+        hop(
+            &mut f,
+            tcp(src, "203.0.113.9", 1, 443, 0x02, 1, 0),
+            "lan",
+            In,
+        )
+        .unwrap()
+    };
+    let a = first_hop("198.18.0.7");
+    let b = first_hop("198.18.0.8");
     assert_eq!(
         (a.hop, a.iface.as_deref(), b.hop, b.iface.as_deref()),
         (ip("192.0.2.1"), Some("wan1"), ip("198.51.100.1"), None)

@@ -82,6 +82,22 @@ pub(super) fn udp(src: &str, dst: &str, ttl: u8) -> Vec<u8> {
     )
 }
 
+/// The WAN gateway (203.0.113.1, MAC `A`) asks for the router's address
+/// at `now`: the router learns it from the request and answers.
+pub(super) fn gateway_asks(d: &mut Dataplane, now: u64) -> Vec<Out> {
+    d.input(
+        0,
+        &eth(
+            BROADCAST,
+            A,
+            None,
+            ETH_ARP,
+            &arp(1, A, "203.0.113.1", "203.0.113.2"),
+        ),
+        now,
+    )
+}
+
 pub(super) const BRIDGE: &str = r#"
 pf = "pf.conf"
 [[port]]
@@ -704,17 +720,7 @@ fn proxy_arp_without_a_route_elsewhere_is_warned_about() {
 fn senders_that_are_no_station_are_not_learnt() {
     let mut d = dp(ROUTER, "pass\n");
     // The gateway is learnt from its own request.
-    let o = d.input(
-        0,
-        &eth(
-            BROADCAST,
-            A,
-            None,
-            ETH_ARP,
-            &arp(1, A, "203.0.113.1", "203.0.113.2"),
-        ),
-        0,
-    );
+    let o = gateway_asks(&mut d, 0);
     assert_eq!(o.len(), 1);
     let before = d.counters.malformed;
     for (frame_src, arp_src) in [
@@ -1207,17 +1213,7 @@ fn host_interface_carries_local_traffic_through_pf() {
         .is_empty());
     // The stack's answer comes back through the TAP and leaves on wan
     // (the sender's MAC is known from the neighbour table after ARP).
-    d.input(
-        0,
-        &eth(
-            BROADCAST,
-            A,
-            None,
-            ETH_ARP,
-            &arp(1, A, "203.0.113.1", "203.0.113.2"),
-        ),
-        0,
-    );
+    gateway_asks(&mut d, 0);
     let synack = build::ip(
         "203.0.113.2".parse().unwrap(),
         "203.0.113.1".parse().unwrap(),
@@ -1250,17 +1246,7 @@ fn tables_are_bounded() {
 #[test]
 fn udp_with_an_impossible_length_is_not_forwarded() {
     let mut d = dp(ROUTER, "pass\n");
-    d.input(
-        0,
-        &eth(
-            BROADCAST,
-            A,
-            None,
-            ETH_ARP,
-            &arp(1, A, "203.0.113.1", "203.0.113.2"),
-        ),
-        0,
-    );
+    gateway_asks(&mut d, 0);
     let good = udp("192.0.2.10", "198.18.0.9", 64);
     assert_eq!(
         d.input(1, &eth(M1, B, Some(7), ETH_IPV4, &good), 1).len(),
