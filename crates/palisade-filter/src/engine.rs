@@ -293,6 +293,10 @@ struct CRuleset {
     /// all costs less than consulting the index.
     all: Vec<u32>,
     legacy: Vec<LRule>,
+    /// The older syntax's `scrub` rules (FreeBSD, pfSense), in order: the
+    /// first that matches a packet gives its normalization, before the
+    /// filter rules run (pf's scrub ruleset, first match).
+    scrubs: Vec<CRule>,
     /// Every rule of the source ruleset, for `show rules`.
     listing: Vec<RuleListing>,
 }
@@ -869,6 +873,15 @@ impl Engine {
             log: false,
             evaluations: 0,
         };
+        // The older `scrub` rules: the first that matches normalizes.
+        for r in &self.main.scrubs {
+            st.evaluations += 1;
+            r.stats.evaluated();
+            if self.matches(r, &self.main.path, pkt, st.tag.as_deref()) {
+                st.scrub.merge(&r.scrub);
+                break;
+            }
+        }
         self.run(&self.main, pkt, &mut st, 0);
         let mut v = Verdict::default_pass();
         v.evaluations = st.evaluations;
@@ -1393,6 +1406,7 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
         index: Index::default(),
         all: Vec::new(),
         legacy: Vec::new(),
+        scrubs: Vec::new(),
         listing: Vec::new(),
     };
     for (nr, r) in rs.rules.iter().enumerate() {
@@ -1527,8 +1541,9 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                 }
                 continue;
             }
-            // Older scrub rules are normalization, not filtering.
-            _ => continue,
+            // Older scrub rules are normalization, not filtering: kept
+            // apart, tried first (below).
+            Action::LegacyScrub => Kind::Match,
         };
         let mut c = CRule {
             nr: nr as u32,
@@ -1573,6 +1588,11 @@ fn compile(rs: &Ruleset, path: &str, host: &HostModel) -> CRuleset {
                 .map(|(n, s)| (n, s, Arc::new(std::sync::Mutex::new(PktRate::default())))),
             stats,
         };
+        if matches!(r.action, Action::LegacyScrub) {
+            scope_tables(&mut c, path);
+            out.scrubs.push(c);
+            continue;
+        }
         let i = out.rules.len() as u32;
         let ix = &mut out.index;
         ix.proto.add(c.proto, i);

@@ -57,6 +57,23 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         log: false,
         evaluations: 0,
     };
+    // The older syntax's `scrub` rules, a ruleset of their own: the first
+    // that matches gives the packet's normalization (FreeBSD's pf).
+    for (nr, r) in main.rules.iter().enumerate() {
+        if !matches!(r.action, Action::LegacyScrub) {
+            continue;
+        }
+        st.evaluations += 1;
+        let me = RuleRef {
+            anchor: "".into(),
+            nr: nr as u32,
+        };
+        if rule_matches(r, &me, ctx, pkt, st.tag.as_deref()) {
+            st.scrub
+                .merge(&ScrubActions::from_rule(&r.scrub, r.set.tos));
+            break;
+        }
+    }
     ruleset(main, "", ctx, pkt, &mut st, 0);
     let mut v = Verdict::default_pass();
     v.evaluations = st.evaluations;

@@ -284,6 +284,27 @@ fn ruleset_text(rng: &mut Rng, n: usize) -> String {
         "table <t1> { 10.0.0.0/8 !10.1.0.0/16 10.1.2.0/24 2001:db8::/32 }\n\
          table <t2> { 192.0.2.0/24 2001:db8:1::/48 }\n",
     );
+    // Sometimes the older syntax's scrub rules first (the first that
+    // matches normalizes).
+    if rng.chance(20) {
+        for _ in 0..(1 + rng.next() % 3) {
+            let dir = rng.pick(&["", "in ", "out "]);
+            let on = rng.pick(&["", "on em0 ", "on em1 "]);
+            let what = rng.pick(&[
+                "all",
+                "inet all",
+                "from <t1> to any",
+                "proto tcp to port 80",
+            ]);
+            let opts = rng.pick(&[
+                " max-mss 1300",
+                " no-df random-id",
+                " min-ttl 30 max-mss 1200",
+                " fragment reassemble",
+            ]);
+            s.push_str(&format!("scrub {dir}{on}{what}{opts}\n"));
+        }
+    }
     for _ in 0..n {
         s.push_str(&rule(rng, 0));
     }

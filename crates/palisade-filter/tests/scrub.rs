@@ -151,3 +151,56 @@ fn reassemble_tcp_modulates_timestamps_and_keeps_ttl_up() {
     );
     assert!(checksums_ok(&ack));
 }
+
+/// The older syntax's `scrub` rules (FreeBSD, pfSense's per-interface MSS
+/// clamp): the first that matches normalizes the packet and its
+/// connection, as pf's scrub ruleset does. They were parsed, printed and
+/// silently not applied.
+#[test]
+fn older_scrub_rules_normalize_first_match() {
+    let syn = |mss_opt: u16| {
+        build::ip(
+            ip("198.51.100.2"),
+            ip("192.0.2.1"),
+            6,
+            64,
+            &build::tcp(
+                1,
+                80,
+                10,
+                0,
+                0x02,
+                500,
+                &[2, 4, (mss_opt >> 8) as u8, mss_opt as u8],
+                b"",
+            ),
+        )
+    };
+    let mut f = filter(
+        "scrub in on em0 all max-mss 1300 fragment reassemble\n\
+         scrub in all max-mss 1200 no-df\n\
+         pass in proto tcp\n",
+    );
+    let mut p = syn(1460);
+    assert!(f.process(&mut p, "em0", In, 0).passed());
+    let i = parse_ip(&p).unwrap();
+    assert_eq!(mss(&p), 1300, "the first scrub rule that matches");
+    assert!(i.dont_fragment, "not the second rule's no-df");
+    assert!(checksums_ok(&p));
+    // On another interface the second rule is the first to match.
+    let mut p = build::ip(
+        ip("198.51.100.3"),
+        ip("192.0.2.1"),
+        6,
+        64,
+        &build::tcp(2, 80, 10, 0, 0x02, 500, &[2, 4, 0x05, 0xb4], b""),
+    );
+    assert!(f.process(&mut p, "em1", In, 1).passed());
+    assert_eq!(mss(&p), 1200);
+    assert!(!parse_ip(&p).unwrap().dont_fragment);
+    // A scrub rule out only: an inbound SYN is left alone.
+    let mut g = filter("scrub out all max-mss 1000\npass in proto tcp\n");
+    let mut p = syn(1460);
+    assert!(g.process(&mut p, "em0", In, 0).passed());
+    assert_eq!(mss(&p), 1460);
+}
