@@ -515,6 +515,9 @@ pub struct Rule {
     /// FreeBSD's `ridentifier N` (pfSense writes one on every rule): a
     /// number that names the rule across reloads, in listings and logs.
     pub ridentifier: Option<u32>,
+    /// FreeBSD's dummynet limiters: `dnpipe N`, `dnqueue N`, or `(N, M)`
+    /// for the two directions; `true` for a pipe, `false` a queue.
+    pub dummynet: Option<(bool, u16, Option<u16>)>,
     pub once: bool,
     pub tag: Option<String>,
     pub tagged: Option<(bool, String)>,
@@ -605,6 +608,7 @@ impl Rule {
             allow_opts: false,
             label: None,
             ridentifier: None,
+            dummynet: None,
             once: false,
             tag: None,
             tagged: None,
@@ -723,8 +727,13 @@ pub enum SetOption {
     Fingerprints(String),
     Skip(Vec<String>),
     Debug(String),
-    Reassemble { yes: bool, no_df: bool },
+    Reassemble {
+        yes: bool,
+        no_df: bool,
+    },
     Syncookies(SyncookiesMode),
+    /// FreeBSD's `set keepcounters`: rule counters kept across reloads.
+    KeepCounters,
 }
 
 /// A rule the parser accepted but Palisade does not enforce yet. `check`

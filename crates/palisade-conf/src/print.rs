@@ -551,6 +551,17 @@ pub fn rule_str(r: &Rule, depth: usize) -> String {
     if let Some(n) = r.ridentifier {
         let _ = write!(out, " ridentifier {n}");
     }
+    if let Some((pipe, a, b)) = r.dummynet {
+        let kw = if pipe { "dnpipe" } else { "dnqueue" };
+        match b {
+            Some(b) => {
+                let _ = write!(out, " {kw}({a}, {b})");
+            }
+            None => {
+                let _ = write!(out, " {kw} {a}");
+            }
+        }
+    }
     if r.once {
         out.push_str(" once");
     }
@@ -686,6 +697,7 @@ pub fn option_str(o: &SetOption) -> String {
             }
         }
         SetOption::Debug(d) => format!("set debug {d}"),
+        SetOption::KeepCounters => "set keepcounters".into(),
         // pfctl prints a space after yes/no even without no-df.
         SetOption::Reassemble { yes, no_df } => format!(
             "set reassemble {} {}",

@@ -955,3 +955,50 @@ fn ridentifier_and_pfsenses_tracker() {
         "pf.conf:1: illegal ridentifier value 4294967296"
     );
 }
+
+/// More of what pfSense's rule files hold: FreeBSD's `set keepcounters`,
+/// its `set debug` names, dummynet limiters, `ridentifier` on antispoof;
+/// the ones not enforced warned about.
+#[test]
+fn pfsense_rule_file_idioms() {
+    let out = ok(
+        &opts(),
+        b"set keepcounters\nset debug urgent\n\
+          antispoof log for em0 ridentifier 1000001470\n\
+          pass in quick on em1 inet from any to any ridentifier 1770000002 dnpipe ( 1,2 ) keep state label \"x\"\n\
+          pass in on em1 dnqueue 3\n",
+    );
+    assert!(
+        out.stdout
+            .starts_with("set keepcounters\nset debug urgent\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "block drop in log on ! em0 inet from 192.0.2.0/24 to any ridentifier 1000001470\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("ridentifier 1770000002 dnpipe(1, 2)\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("pass in on em1 all flags S/SA dnqueue 3\n"),
+        "{}",
+        out.stdout
+    );
+    let warned = out.unenforced_warnings("pf.conf");
+    assert!(
+        warned.iter().any(|w| w.contains("set keepcounters")),
+        "{warned:?}"
+    );
+    assert!(
+        warned.iter().any(|w| w.contains("dnpipe/dnqueue")),
+        "{warned:?}"
+    );
+}

@@ -389,3 +389,49 @@ fn translation_anchor_calls_are_known() {
     let newer = Engine::new(&config("anchor \"ftp-proxy/*\"\npass\n"), host());
     assert!(!newer.calls_translation_anchor("ftp-proxy/*"));
 }
+
+/// pfSense's outbound NAT for IKE: `nat ... to any port 500 -> ...
+/// static-port` with no `proto` (FreeBSD's pfctl checks none for nat
+/// rules; Palisade refused it, and with it the whole ruleset). The port
+/// matches the packets that have ports: UDP to 500 keeps its source port,
+/// ICMP and other UDP go to the next nat rule.
+#[test]
+fn nat_with_a_port_and_no_protocol() {
+    let mut f = filter(
+        "nat on em0 inet from 10.0.0.0/24 to any port 500 -> 203.0.113.2 static-port\n\
+         nat on em0 inet from 10.0.0.0/24 to any -> 203.0.113.2 port 1024:65535\n\
+         pass\n",
+    );
+    let udp = |sp: u16, dp: u16| {
+        build::ip(
+            ip("10.0.0.5"),
+            ip("198.51.100.7"),
+            17,
+            64,
+            &build::udp(sp, dp, b"ike"),
+        )
+    };
+    let mut ike = udp(500, 500);
+    assert!(f.process(&mut ike, "em0", Out, 0).passed());
+    let i = parse_ip(&ike).unwrap();
+    assert_eq!(
+        (i.src, i.sport()),
+        (ip("203.0.113.2"), Some(500)),
+        "static-port"
+    );
+    let mut dns = udp(500, 53);
+    assert!(f.process(&mut dns, "em0", Out, 0).passed());
+    let i = parse_ip(&dns).unwrap();
+    assert_eq!(i.src, ip("203.0.113.2"));
+    assert_ne!(i.sport(), Some(500), "the second rule: a port of its range");
+    let mut ping = build::ip(
+        ip("10.0.0.5"),
+        ip("198.51.100.7"),
+        1,
+        64,
+        &build::icmp(8, 0, [0, 7, 0, 1], b"x"),
+    );
+    assert!(f.process(&mut ping, "em0", Out, 0).passed());
+    assert_eq!(parse_ip(&ping).unwrap().src, ip("203.0.113.2"));
+    assert!(checksums_ok(&ping));
+}

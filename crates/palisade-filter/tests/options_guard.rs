@@ -46,6 +46,7 @@ fn option_names() -> BTreeSet<&'static str> {
         allow_opts: _,
         label: _,
         ridentifier: _,
+        dummynet: _,
         once: _,
         tag: _,
         tagged: _,
@@ -154,6 +155,7 @@ fn option_names() -> BTreeSet<&'static str> {
         "allow_opts",
         "label",
         "ridentifier",
+        "dummynet",
         "once",
         "tag",
         "tagged",
@@ -563,6 +565,7 @@ fn table() -> Vec<(&'static str, Is)> {
             Acts("pass all allow-opts\n", "pass all\n", vec![p(opt, "em0", In)]),
         ),
         ("label", Inert("a name for listings (show rules, metrics), as in pf")),
+        ("dummynet", Warned("pass all dnpipe 1\n", "dnpipe/dnqueue")),
         ("ridentifier", Inert("a number that names the rule in listings (show rules, check), as FreeBSD keeps it; FreeBSD also writes it in its pflog header, which OpenBSD's format, Palisade's, has no field for")),
         (
             "once",

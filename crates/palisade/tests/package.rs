@@ -545,6 +545,7 @@ fn pf_page_lists_every_unenforced_feature() {
                     "set optimization Any value other than normal"
                 }
                 "route labels (`route NAME` as an address)" => "route labels",
+                "dnpipe/dnqueue (dummynet limiters)" => "dnpipe , dnqueue",
                 w => w,
             };
             assert!(

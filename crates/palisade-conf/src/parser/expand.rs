@@ -384,7 +384,14 @@ impl<'a> Parser<'a> {
             }
             _ => {}
         }
-        if (c.sp.is_some() || c.dp.is_some()) && !matches!(c.proto, Some(6) | Some(17)) {
+        // FreeBSD's pfctl checks no protocol for the older `nat` rules
+        // (pfSense writes `nat on $WAN ... to any port 500 -> ...` for
+        // IKE): their ports then match the packets that have ports.
+        let legacy_nat = matches!(r.action, Action::LegacyNat { .. });
+        if (c.sp.is_some() || c.dp.is_some())
+            && !matches!(c.proto, Some(6) | Some(17))
+            && !legacy_nat
+        {
             self.error("port only applies to tcp/udp");
             errs = true;
         }

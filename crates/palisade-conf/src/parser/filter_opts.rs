@@ -291,6 +291,31 @@ impl<'a> Parser<'a> {
                     self.next();
                     spec.base.ridentifier = Some(self.u32_value("ridentifier")?);
                 }
+                // FreeBSD's dummynet limiters (pfSense writes them for its
+                // limiters): `dnpipe N`, `dnpipe (N, M)`, likewise dnqueue.
+                "dnpipe" | "dnqueue" => {
+                    self.next();
+                    let pipe = w == "dnpipe";
+                    let num = |p: &mut Self| -> PResult<u16> {
+                        let n = p.number()?;
+                        if !(1..=65535).contains(&n) {
+                            p.error(format!("illegal {w} value {n}"));
+                            return Err(PErr::Reported);
+                        }
+                        Ok(n as u16)
+                    };
+                    let v = if self.accept_punct('(') {
+                        let a = num(self)?;
+                        self.opt_comma();
+                        let b = num(self)?;
+                        self.expect_punct(')')?;
+                        (pipe, a, Some(b))
+                    } else {
+                        (pipe, num(self)?, None)
+                    };
+                    self.warn_unenforced("dnpipe/dnqueue (dummynet limiters)");
+                    spec.base.dummynet = Some(v);
+                }
                 "received-on" => {
                     self.next();
                     let neg = self.accept_punct('!');

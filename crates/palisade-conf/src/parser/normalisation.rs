@@ -104,9 +104,16 @@ impl<'a> Parser<'a> {
         } else if self.accept_kw("inet6") {
             af = Some(Af::Inet6);
         }
-        let mut label = None;
-        if self.accept_kw("label") {
-            label = Some(self.name(Name::Label)?);
+        let (mut label, mut ridentifier) = (None, None);
+        loop {
+            if self.accept_kw("label") {
+                label = Some(self.name(Name::Label)?);
+            } else if self.accept_kw("ridentifier") {
+                // FreeBSD's, which pfSense writes on its antispoof rules.
+                ridentifier = Some(self.u32_value("ridentifier")?);
+            } else {
+                break;
+            }
         }
         if !matches!(self.peek_tok(), Tok::Newline | Tok::Eof) {
             return Err(PErr::Syntax);
@@ -122,6 +129,7 @@ impl<'a> Parser<'a> {
             spec.base.af = af;
             spec.explicit_af = af.is_some();
             spec.base.label = label.clone();
+            spec.base.ridentifier = ridentifier;
             match &i {
                 HostOrIf::Dyn(name) => {
                     spec.ifaces = vec![(true, name.clone())];

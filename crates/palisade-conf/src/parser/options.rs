@@ -135,10 +135,17 @@ impl<'a> Parser<'a> {
                 }
                 self.push_option(SetOption::Skip(v));
             }
+            "keepcounters" => {
+                // Palisade's rule counters start again at every reload.
+                self.warn_unenforced("set keepcounters");
+                self.push_option(SetOption::KeepCounters);
+            }
             "debug" => {
                 let v = self.string_or_kw()?;
+                // OpenBSD's syslog levels, and FreeBSD's names.
                 if ![
-                    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+                    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug", "none",
+                    "urgent", "misc", "loud",
                 ]
                 .contains(&v.as_str())
                 {
