@@ -992,6 +992,19 @@ fn pfsense_rule_file_idioms() {
         "{}",
         out.stdout
     );
+    let two = parse_with(&opts(), b"pass label \"USER_RULE: web\" label \"id:17\"\n");
+    assert_eq!(two.errors, 0);
+    assert_eq!(
+        two.config.main.rules[0].label.as_deref(),
+        Some("USER_RULE: web")
+    );
+    assert!(
+        two.stderr
+            .iter()
+            .any(|l| l.contains("keeps its first label only")),
+        "{:?}",
+        two.stderr
+    );
     let warned = out.unenforced_warnings("pf.conf");
     assert!(
         warned.iter().any(|w| w.contains("set keepcounters")),

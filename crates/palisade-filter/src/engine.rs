@@ -853,6 +853,28 @@ impl Engine {
 
     /// Evaluate the rules for one packet (no state lookup yet).
     pub fn test(&self, pkt: &PacketMeta) -> Verdict {
+        self.test_scrubbed(pkt, self.legacy_scrub(pkt))
+    }
+
+    /// The normalization the older syntax's `scrub` rules give a packet:
+    /// the first that matches (pf's scrub ruleset, evaluated before any
+    /// translation); none when none does.
+    pub fn legacy_scrub(&self, pkt: &PacketMeta) -> ScrubActions {
+        for r in &self.main.scrubs {
+            if !self.skip_fields(r, pkt) {
+                continue;
+            }
+            r.stats.evaluated();
+            if self.rest_matches(r, &self.main.path, pkt, pkt.tag.as_deref()) {
+                return r.scrub;
+            }
+        }
+        ScrubActions::default()
+    }
+
+    /// As `test`, with `scrub` what the older `scrub` rules gave the
+    /// packet (`legacy_scrub`, taken before an older-syntax translation).
+    pub fn test_scrubbed(&self, pkt: &PacketMeta, scrub: ScrubActions) -> Verdict {
         let mut st = St {
             tag: pkt.tag.clone(),
             decided: None,
@@ -873,15 +895,7 @@ impl Engine {
             log: false,
             evaluations: 0,
         };
-        // The older `scrub` rules: the first that matches normalizes.
-        for r in &self.main.scrubs {
-            st.evaluations += 1;
-            r.stats.evaluated();
-            if self.matches(r, &self.main.path, pkt, st.tag.as_deref()) {
-                st.scrub.merge(&r.scrub);
-                break;
-            }
-        }
+        st.scrub.merge(&scrub);
         self.run(&self.main, pkt, &mut st, 0);
         let mut v = Verdict::default_pass();
         v.evaluations = st.evaluations;

@@ -1326,6 +1326,9 @@ impl Filter {
         // and the filter rules see the translated packet.
         let mut after = key.clone();
         let mut legacy_pass = None;
+        // The older `scrub` rules see the packet as it came, before an
+        // older-syntax translation (pf normalizes first).
+        let pre_scrub = self.engine.legacy_scrub(&meta);
         if self.engine.has_legacy() {
             if let Some(h) = self.engine.legacy_translate(&meta) {
                 if !h.no {
@@ -1383,9 +1386,10 @@ impl Filter {
                 v.keep_state = KeepState::Keep;
                 v.log = h.log;
                 v.stats = Some(h.stats.clone());
+                v.scrub = pre_scrub;
                 v
             }
-            None => self.engine.test(&meta),
+            None => self.engine.test_scrubbed(&meta, pre_scrub),
         };
         if let Some(st) = &v.stats {
             st.count(dir, len as u64);

@@ -399,7 +399,7 @@ fn translation_anchor_calls_are_known() {
 fn nat_with_a_port_and_no_protocol() {
     let mut f = filter(
         "nat on em0 inet from 10.0.0.0/24 to any port 500 -> 203.0.113.2 static-port\n\
-         nat on em0 inet from 10.0.0.0/24 to any -> 203.0.113.2 port 1024:65535\n\
+         nat on em0 inet from 10.0.0.0/24 to any -> 203.0.113.3 port 1024:65535\n\
          pass\n",
     );
     let udp = |sp: u16, dp: u16| {
@@ -422,7 +422,7 @@ fn nat_with_a_port_and_no_protocol() {
     let mut dns = udp(500, 53);
     assert!(f.process(&mut dns, "em0", Out, 0).passed());
     let i = parse_ip(&dns).unwrap();
-    assert_eq!(i.src, ip("203.0.113.2"));
+    assert_eq!(i.src, ip("203.0.113.3"), "the second rule");
     assert_ne!(i.sport(), Some(500), "the second rule: a port of its range");
     let mut ping = build::ip(
         ip("10.0.0.5"),
@@ -432,6 +432,10 @@ fn nat_with_a_port_and_no_protocol() {
         &build::icmp(8, 0, [0, 7, 0, 1], b"x"),
     );
     assert!(f.process(&mut ping, "em0", Out, 0).passed());
-    assert_eq!(parse_ip(&ping).unwrap().src, ip("203.0.113.2"));
+    assert_eq!(
+        parse_ip(&ping).unwrap().src,
+        ip("203.0.113.3"),
+        "no ports: the second rule"
+    );
     assert!(checksums_ok(&ping));
 }

@@ -204,3 +204,28 @@ fn older_scrub_rules_normalize_first_match() {
     assert!(g.process(&mut p, "em0", In, 0).passed());
     assert_eq!(mss(&p), 1460);
 }
+
+/// The older scrub rules see the packet as it came, before an older
+/// `rdr`, and apply to `rdr pass` too (pf normalizes before it
+/// translates; both were missed: a review's finding).
+#[test]
+fn older_scrub_rules_before_rdr_and_for_rdr_pass() {
+    for pass in ["rdr", "rdr pass"] {
+        let mut f = filter(&format!(
+            "scrub in on em0 from any to 203.0.113.2 max-mss 1300\n\
+             {pass} on em0 proto tcp from any to 203.0.113.2 port 80 -> 10.0.0.5\n\
+             pass in proto tcp\n"
+        ));
+        let mut p = build::ip(
+            ip("198.51.100.2"),
+            ip("203.0.113.2"),
+            6,
+            64,
+            &build::tcp(1, 80, 10, 0, 0x02, 500, &[2, 4, 0x05, 0xb4], b""),
+        );
+        assert!(f.process(&mut p, "em0", In, 0).passed(), "{pass}");
+        assert_eq!(parse_ip(&p).unwrap().dst, ip("10.0.0.5"), "{pass}");
+        assert_eq!(mss(&p), 1300, "{pass}");
+        assert!(checksums_ok(&p));
+    }
+}

@@ -131,7 +131,16 @@ impl<'a> Parser<'a> {
                 }
                 "label" => {
                     self.next();
-                    spec.base.label = Some(self.name(Name::Label)?);
+                    let l = self.name(Name::Label)?;
+                    // FreeBSD takes up to five labels on a rule (pfSense
+                    // may write two); Palisade keeps one, the first.
+                    if spec.base.label.is_some() {
+                        self.warn(&format!(
+                            "label \"{l}\": a rule keeps its first label only (FreeBSD keeps up to five)"
+                        ));
+                    } else {
+                        spec.base.label = Some(l);
+                    }
                 }
                 "tag" => {
                     self.next();

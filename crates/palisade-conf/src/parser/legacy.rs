@@ -175,7 +175,17 @@ impl<'a> Parser<'a> {
             return Err(PErr::Syntax);
         }
         spec.base.scrub = s;
+        // Only the main ruleset's scrub rules are applied (a `load anchor`
+        // file, an inline anchor, a run-time anchor load: not).
+        if self.frames.len() > 1 || !self.loading.is_empty() || self.opts.anchor.is_some() {
+            self.warn_unenforced("scrub rules (older syntax) in anchors");
+        } else if !self.out.stderr.iter().any(|l| l.contains(SCRUB_DIFFERS)) {
+            self.warn(SCRUB_DIFFERS);
+        }
         self.expand(spec)?;
         self.end_statement()
     }
 }
+
+/// How Palisade applies the older syntax's scrub rules, said at load.
+const SCRUB_DIFFERS: &str = "scrub rules (older syntax) act as `match ... scrub (...)`: the first that matches a connection's first packet normalizes the whole connection, both ways, not each packet alone as FreeBSD (palisade-pf.conf(5))";
