@@ -1897,17 +1897,7 @@ fn synproxy_to_the_firewalls_own_service_reaches_its_stack() {
         let mut d = dp(ROUTER, rules);
         const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
         d.set_host(3, TAP);
-        d.input(
-            0,
-            &eth(
-                BROADCAST,
-                A,
-                None,
-                ETH_ARP,
-                &arp(1, A, "203.0.113.1", "203.0.113.2"),
-            ),
-            0,
-        );
+        gateway_asks(&mut d, 0);
         let tcp = |src: &str, dst: &str, sp: u16, dp_: u16, seq: u32, ack: u32, flags: u8| {
             build::ip(
                 src.parse().unwrap(),
