@@ -460,13 +460,10 @@ fn fragment_header_offset(p: &[u8]) -> Option<usize> {
     loop {
         match next {
             44 => return Some(off),
-            0 | 43 | 60 => {
+            0 | 43 | 60 | 51 => {
+                let len = palisade_wire::ip::ext_header_len(next, *p.get(off + 1)?);
                 next = *p.get(off)?;
-                off += (*p.get(off + 1)? as usize + 1) * 8;
-            }
-            51 => {
-                next = *p.get(off)?;
-                off += (*p.get(off + 1)? as usize + 2) * 4;
+                off += len;
             }
             _ => return None,
         }
@@ -481,8 +478,7 @@ fn next_header_pointer(h: &[u8]) -> Option<usize> {
     while off < h.len() {
         let next = h[at];
         let len = match next {
-            0 | 43 | 60 => (*h.get(off + 1)? as usize + 1) * 8,
-            51 => (*h.get(off + 1)? as usize + 2) * 4,
+            0 | 43 | 60 | 51 => palisade_wire::ip::ext_header_len(next, *h.get(off + 1)?),
             _ => return Some(at),
         };
         at = off;

@@ -199,23 +199,11 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
     // Walk the extension headers (RFC 8200 section 4).
     loop {
         match next {
-            0 | 43 | 60 => {
+            0 | 43 | 60 | 51 => {
                 if off + 8 > total {
                     return Err(Malformed::BadExtensionHeader);
                 }
-                let len = (d[off + 1] as usize + 1) * 8;
-                next = d[off];
-                off += len;
-                if off > total {
-                    return Err(Malformed::BadExtensionHeader);
-                }
-            }
-            51 => {
-                // AH: length in 4-octet units, minus 2.
-                if off + 8 > total {
-                    return Err(Malformed::BadExtensionHeader);
-                }
-                let len = (d[off + 1] as usize + 2) * 4;
+                let len = ext_header_len(next, d[off + 1]);
                 next = d[off];
                 off += len;
                 if off > total {
@@ -267,6 +255,18 @@ fn parse_v6(d: &[u8]) -> Result<IpInfo, Malformed> {
         dont_fragment: true,
         l4,
     })
+}
+
+/// The length of an IPv6 hop-by-hop, routing or destination options
+/// header (8-octet units, not counting the first) or of an AH (`next` 51:
+/// 4-octet units, minus 2), from its length byte `l` (RFC 8200 section 4,
+/// RFC 4302).
+pub fn ext_header_len(next: u8, l: u8) -> usize {
+    if next == 51 {
+        (usize::from(l) + 2) * 4
+    } else {
+        (usize::from(l) + 1) * 8
+    }
 }
 
 /// The most headers pf walks in an IPv6 packet, the upper-layer one
@@ -344,8 +344,7 @@ pub fn ip_options(p: &[u8], info: &IpInfo) -> IpOptions {
             return IpOptions::Dropped;
         }
         let len = match next {
-            0 | 43 | 60 => (p[off + 1] as usize + 1) * 8,
-            51 => (p[off + 1] as usize + 2) * 4,
+            0 | 43 | 60 | 51 => ext_header_len(next, p[off + 1]),
             44 => 8,
             _ => break,
         };
@@ -788,8 +787,7 @@ pub fn parse_quoted(d: &[u8]) -> Option<Quoted> {
             let (mut next, mut off) = (d[6], 40usize);
             for _ in 0..IPV6_HEADER_LIMIT {
                 let len = match next {
-                    0 | 43 | 60 => (usize::from(*d.get(off + 1)?) + 1) * 8,
-                    51 => (usize::from(*d.get(off + 1)?) + 2) * 4,
+                    0 | 43 | 60 | 51 => ext_header_len(next, *d.get(off + 1)?),
                     44 => {
                         later_fragment = be16(d.get(off..off + 4)?, 2) & 0xfff8 != 0;
                         8
