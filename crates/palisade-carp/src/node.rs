@@ -15,13 +15,12 @@
 //! Election. A virtual host's demotion is the sum of the demote counters
 //! of its interface's groups (every CARP interface is in group `carp`),
 //! at most 255, and is advertised. A lower demotion wins; between equal
-//! demotions, the shorter interval (advbase, advskew) wins. Palisade
-//! compares the demotion before the timing in both states (OpenBSD's
-//! master compares timing first, which can leave two masters when the one
-//! with the lower demotion advertises more slowly). A backup takes over
+//! demotions, the shorter interval (advbase, advskew) wins, in both
+//! states (as OpenBSD's carp_proto_input_c decides). A backup takes over
 //! at once from a master with a higher demotion, from one that bowed out
 //! (advbase and advskew 255, sent when it stops), and from one whose
-//! interval exceeds three of its own advbase; from a master it merely
+//! interval exceeds its own master-down time (so it would time out
+//! anyway); from a master it merely
 //! outranks only with `preempt` (net.inet.carp.preempt). Every
 //! advertisement carries the same random counter, chosen at start: one
 //! that comes back with our own counter is a loop ("replay or network
@@ -834,7 +833,9 @@ impl Node {
                     self.become_master(i, now, TransitionReason::MasterDemoted);
                 } else if self.opts.preempt && repr.demote == ours && our_tv < their_tv {
                     self.become_master(i, now, TransitionReason::Preempt);
-                } else if advbase > 0 && their_tv > 3 * advbase as u64 * SECOND {
+                } else if advbase > 0 && their_tv > master_down(advbase, advskew) {
+                    // (OpenBSD: 3 x advbase seconds, its advskew/256 left in
+                    // the fraction: the master would time out anyway.)
                     self.become_master(i, now, TransitionReason::MasterTooSlow);
                 } else {
                     self.vhosts[i].md_at = Some(now + master_down(advbase, advskew));

@@ -285,6 +285,33 @@ fn preemption_off_keeps_the_master_and_on_moves_it() {
     }
 }
 
+/// A backup takes over from a master "too slow" only when that master
+/// advertises less often than its own master-down time (3 x advbase +
+/// advskew/256: OpenBSD's carp_proto_input_c compares with 3 x advbase
+/// seconds and the advskew it left in the fraction), i.e. only when the
+/// master would time out anyway. Here the master's interval (3 s +
+/// 50/256) is under the backup's master down (3 s + 100/256): it stays.
+#[test]
+fn a_master_slower_than_three_advbase_but_within_master_down_is_kept() {
+    let mut sim = Sim::new();
+    let master = sim.add(vec![vhost("carp0", "em0", 1, 3, 50)], Sim::ready());
+    sim.run_for(15 * S);
+    assert_eq!(sim.masters("carp0"), [master]);
+    let backup = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], Sim::ready());
+    sim.run_for(30 * S);
+    assert_eq!(sim.masters("carp0"), [master], "mastership did not move");
+    assert_eq!(sim.became_master(backup, "carp0"), None);
+    // Beyond the backup's master down (3 s + 100/256 against the
+    // master's 3 s + 250/256), the backup takes over (at the advertisement
+    // that came too late, or at its timer).
+    let mut sim = Sim::new();
+    sim.add(vec![vhost("carp0", "em0", 1, 3, 250)], Sim::ready());
+    sim.run_for(15 * S);
+    let backup = sim.add(vec![vhost("carp0", "em0", 1, 1, 100)], Sim::ready());
+    sim.run_for(10 * S);
+    assert_eq!(sim.masters("carp0"), [backup]);
+}
+
 #[test]
 fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
     let mut sim = Sim::new();

@@ -18,8 +18,9 @@
 //! - starts with `start`: the core asks the peer for its whole table (a
 //!   bulk update: UPD_REQ with id 0 and creator 0), retries while nobody
 //!   answers, and keeps CARP demoted by 32 (`Event::Demote`) until the
-//!   peer's BUS END arrives or `bulk_timeout` passes — a silent peer never
-//!   keeps a node demoted for ever; on `BulkRequested` it hands the core
+//!   peer's BUS END arrives or `bulk_timeout` passes (later while the
+//!   update is seen coming) — a silent peer never keeps a node demoted
+//!   for ever; on `BulkRequested` it hands the core
 //!   its states (`bulk_send`), which go out paced between BUS START and
 //!   BUS END;
 //! - says when the sync interface's link goes down or comes back
@@ -85,6 +86,11 @@ impl Mark {
 
 /// The demotion CARP keeps while the bulk update runs (OpenBSD's).
 pub const BULK_DEMOTE: i32 = 32;
+
+/// A bulk update seen coming is waited for at most this many times
+/// `bulk_timeout` (10 minutes by default: some 24 million states at the
+/// default pace).
+const BULK_MAX_FACTOR: u64 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncConfig {
@@ -282,6 +288,9 @@ enum Bulk {
         /// The request last sent (for BUS END's check) and the next try.
         sent: Micros,
         next: Micros,
+        /// When it is given up: `bulk_timeout` after the start, later
+        /// while the peer's update is seen coming (`bulk_progress`).
+        deadline: Micros,
         /// CARP's demotion this request holds (lifted when it ends).
         demote: i32,
     },
@@ -305,6 +314,8 @@ pub struct Sync {
     /// Sent now, whatever the timer says (maxupd reached, answers).
     urgent: Vec<Message>,
     bulk: Bulk,
+    /// The peer's BUS START answered our last bulk request.
+    bulk_answered: bool,
     /// A bulk update we send: the messages left, and the next tick.
     bulk_out: VecDeque<Message>,
     bulk_out_at: Option<Micros>,
@@ -365,6 +376,7 @@ impl Sync {
             bulk_out: VecDeque::new(),
             bulk_out_at: None,
             bulk_req_received: 0,
+            bulk_answered: false,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -393,10 +405,12 @@ impl Sync {
     }
 
     fn begin_bulk(&mut self, now: Micros, demote: i32) {
+        self.bulk_answered = false;
         self.bulk = Bulk::Requesting {
             started: now,
             sent: now,
             next: now + self.cfg.bulk_retry,
+            deadline: now + self.cfg.bulk_timeout,
             demote,
         };
         self.request_bulk();
@@ -467,6 +481,11 @@ impl Sync {
             }
             _ => None,
         }
+    }
+
+    /// How many senders have a replay window (authentication).
+    pub fn replay_senders(&self) -> usize {
+        self.replay.len()
     }
 
     /// Whether the sync interface's link is up (as last told).
@@ -732,8 +751,12 @@ impl Sync {
             return self.drop_packet(Refused::Malformed);
         };
         if let Some(a) = &self.cfg.auth {
-            let window = self.replay.entry(src).or_default();
-            if let Err(r) = check_auth(a, payload, &p).and_then(|c| window.take(c)) {
+            // A sender gets a replay window only once its MAC is right:
+            // forged packets from many addresses must not grow the map.
+            let replay = &mut self.replay;
+            if let Err(r) =
+                check_auth(a, payload, &p).and_then(|c| replay.entry(src).or_default().take(c))
+            {
                 return self.drop_packet(r);
             }
         }
@@ -753,7 +776,11 @@ impl Sync {
                 .entry(m.action().name())
                 .or_default() += 1;
             match m {
-                Message::Ins(s) | Message::Upd(s) => self.events.push_back(Event::State(s)),
+                Message::Upd(s) => {
+                    self.bulk_progress(now);
+                    self.events.push_back(Event::State(s))
+                }
+                Message::Ins(s) => self.events.push_back(Event::State(s)),
                 Message::UpdC(u) => self.events.push_back(Event::Update(u)),
                 Message::Del(s) => {
                     self.marks.remove(&state_ref(&s));
@@ -778,10 +805,41 @@ impl Sync {
         }
     }
 
+    /// The peer's bulk update is coming (its BUS START, or a full state
+    /// after it): not asked for again while it keeps coming, and not
+    /// given up before `bulk_retry` of silence, up to `BULK_MAX_FACTOR`
+    /// times `bulk_timeout` in all. A table the peer cannot send within
+    /// `bulk_retry` (about 200,000 states at the default pace) would
+    /// otherwise be asked for again, and sent again from its start, every
+    /// `bulk_retry` until `bulk_timeout`, and never arrive whole. OpenBSD
+    /// likewise stretches its failure timeout when BUS START arrives.
+    fn bulk_progress(&mut self, now: Micros) {
+        let Bulk::Requesting {
+            started,
+            ref mut next,
+            ref mut deadline,
+            ..
+        } = self.bulk
+        else {
+            return;
+        };
+        if !self.bulk_answered {
+            return;
+        }
+        let quiet = now + self.cfg.bulk_retry;
+        *next = (*next).max(quiet);
+        let cap = started + BULK_MAX_FACTOR * self.cfg.bulk_timeout;
+        *deadline = (*deadline).max(quiet.min(cap));
+    }
+
     fn bus(&mut self, now: Micros, b: BusMsg) {
         let Bulk::Requesting { started, sent, .. } = self.bulk else {
             return;
         };
+        if b.status == BusStatus::Start {
+            self.bulk_answered = true;
+            self.bulk_progress(now);
+        }
         match b.status {
             BusStatus::End => {
                 // The update answers our (last) request if it began after
@@ -831,9 +889,7 @@ impl Sync {
         let bulk = match self.bulk {
             // Waiting for the link: nothing to send, no timeout running.
             Bulk::Requesting { .. } if !self.link_up => None,
-            Bulk::Requesting { started, next, .. } => {
-                Some(next.min(started + self.cfg.bulk_timeout))
-            }
+            Bulk::Requesting { next, deadline, .. } => Some(next.min(deadline)),
             Bulk::Idle => None,
         };
         [self.flush_at, self.bulk_out_at, bulk]
@@ -855,16 +911,19 @@ impl Sync {
                 started,
                 ref mut next,
                 ref mut sent,
+                deadline,
                 ..
             },
         ) = (self.link_up, &mut self.bulk)
         {
             let started = *started;
-            if now >= started + self.cfg.bulk_timeout {
+            if now >= *deadline {
                 self.finish_bulk(now, started, false);
             } else if *next <= now {
                 *sent = now;
                 *next = now + self.cfg.bulk_retry;
+                // A new request: the peer starts its update again.
+                self.bulk_answered = false;
                 self.request_bulk();
             }
         }

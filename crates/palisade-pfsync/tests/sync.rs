@@ -381,6 +381,72 @@ fn a_restarted_node_bulk_updates_and_is_demoted_until_bus_end() {
     assert_eq!(p.a.sync.stats().bulk_updates_sent, 1);
 }
 
+/// A table the peer needs longer than `bulk_retry` (5 s) to send: the
+/// requester, hearing BUS START and then the states coming, does not ask
+/// again (each request made the peer start over, so such a table never
+/// arrived whole and the demotion lifted at the timeout with part of it).
+#[test]
+fn a_bulk_update_longer_than_the_retry_is_not_asked_for_again() {
+    let mut p = Pair::new();
+    // a sends 5 states per 10 ms: 4,000 states take 8 s.
+    p.a.sync = Sync::new(SyncConfig {
+        creator: 0xa,
+        bulk_pace: 1,
+        bulk_tick: 10 * MS,
+        ..SyncConfig::default()
+    });
+    for id in 1..=4000 {
+        p.a.insert(0, state(0xa, id, id as u32));
+    }
+    p.run(1_100 * MS);
+    p.b = Node::new(0xb);
+    let t = p.now;
+    p.b.sync.start(t);
+    p.b.events(t);
+    p.run(t + 6 * S);
+    assert!(p.b.table.len() < 4000, "still coming");
+    assert_eq!(p.b.demote, BULK_DEMOTE);
+    p.run(t + 10 * S);
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.demote, 0, "lifted at BUS END");
+    assert_eq!(p.b.done, [true], "complete");
+    assert_eq!(p.b.sync.stats().bulk_requests_sent, 1);
+    assert_eq!(p.a.sync.stats().bulk_updates_sent, 1, "never started over");
+}
+
+/// A bulk update that stops coming (its packets lost) is asked for again
+/// after `bulk_retry` of silence, and the second one completes.
+#[test]
+fn a_bulk_update_that_stops_coming_is_asked_for_again() {
+    let mut p = Pair::new();
+    p.a.sync = Sync::new(SyncConfig {
+        creator: 0xa,
+        bulk_pace: 1,
+        bulk_tick: 10 * MS,
+        ..SyncConfig::default()
+    });
+    for id in 1..=1000 {
+        p.a.insert(0, state(0xa, id, id as u32));
+    }
+    p.run(1_100 * MS);
+    p.b = Node::new(0xb);
+    let t = p.now;
+    p.b.sync.start(t);
+    p.b.events(t);
+    p.run(t + 500 * MS);
+    // a's packets stop reaching b (b's link stays up: it does not know).
+    p.b_up = false;
+    p.run(t + 4 * S);
+    assert_eq!(p.b.sync.stats().bulk_requests_sent, 1, "silent < 5 s");
+    p.b_up = true;
+    p.run(t + 10 * S);
+    assert_eq!(p.b.sync.stats().bulk_requests_sent, 2, "asked again");
+    p.run(t + 14 * S);
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.done, [true]);
+    assert_eq!(p.b.demote, 0);
+}
+
 /// b's sync link goes down (pfsync(4) watches its syncdev): b is demoted
 /// by 1 and what a sends meanwhile never reaches it; back up, b asks a
 /// for its whole table, gets the states made during the outage, and the
@@ -623,6 +689,14 @@ fn with_authentication_forged_replayed_and_unsigned_packets_change_nothing() {
     let st = p.b.sync.stats();
     assert_eq!(st.drops[&Refused::Unauthenticated], 3);
     assert_eq!(st.drops[&Refused::Replayed], 1);
+    // Forged packets from many source addresses leave no trace (a replay
+    // window is kept only for a sender whose MAC was right).
+    let senders = p.b.sync.replay_senders();
+    for i in 0..50u8 {
+        let src = std::net::IpAddr::from([198, 51, 100, i]);
+        p.b.sync.handle_packet_from(t, Some(src), 255, &forged);
+    }
+    assert_eq!(p.b.sync.replay_senders(), senders);
 
     // A peer without a key skips the section and takes the messages (the
     // format stays OpenBSD's).

@@ -293,6 +293,7 @@ pub fn render(sh: &Shared) -> String {
             ("acked", d.acked),
             ("timeout", d.timed_out),
             ("overflow", d.overflowed),
+            ("followed", d.followed),
         ] {
             let _ = writeln!(
                 out,

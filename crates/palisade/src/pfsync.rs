@@ -205,6 +205,10 @@ pub struct DeferStats {
     pub timed_out: u64,
     /// Let go early because too many were held.
     pub overflowed: u64,
+    /// Let go because a later packet of the same connection came (it
+    /// must not overtake the first: OpenBSD's pfsync_deferred from
+    /// pfsync_update_state).
+    pub followed: u64,
 }
 
 /// How long a first packet waits for INS_ACK (OpenBSD's 20 ms).
@@ -231,6 +235,7 @@ impl SyncRuntime {
         }
         dp.filter.states.set_events(true);
         dp.filter.states.set_track_created(cfg.defer);
+        dp.set_track_hits(cfg.defer);
         let counter_base = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -358,6 +363,30 @@ impl SyncRuntime {
         }
         out.extend(self.transmit(dp, now_us));
         (out, held)
+    }
+
+    /// Whether any packet is held.
+    pub fn holds(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// A packet matched the states `hits` (local ids): packets held for
+    /// any of them go now, before it, so that a connection's packets keep
+    /// their order (a second datagram sent right after the first would
+    /// otherwise overtake it by up to 20 ms).
+    pub fn followed(&mut self, hits: &[u64], out: &mut Vec<Out>) {
+        let mut i = 0;
+        while i < self.deferred.len() {
+            let d = &self.deferred[i];
+            if d.waiting.iter().any(|w| hits.contains(&w.id)) {
+                if let Some(d) = self.deferred.remove(i) {
+                    self.defer_stats.followed += 1;
+                    out.extend(d.frames);
+                }
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Stopping: everything pending leaves now, held packets go.
@@ -925,8 +954,8 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
     if s.cfg.defer {
         let _ = writeln!(
             t,
-            "  defer: {} first packets held; let go on INS_ACK {}, after 20 ms {}, early (too many held) {}",
-            d.held, d.acked, d.timed_out, d.overflowed
+            "  defer: {} first packets held; let go on INS_ACK {}, after 20 ms {}, early (too many held) {}, before their connection's next packet {}",
+            d.held, d.acked, d.timed_out, d.overflowed, d.followed
         );
     }
     if st.other_ruleset > 0 {
@@ -990,6 +1019,7 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             "acked": d.acked,
             "timed_out": d.timed_out,
             "overflowed": d.overflowed,
+            "followed": d.followed,
         },
     }})
 }

@@ -381,8 +381,16 @@ pub fn open_ports(names: &[String], fanout: Option<u16>, split: bool) -> Result<
     Ok(ports)
 }
 
+/// What one frame did (with `defer`): the syncable states it created,
+/// and the states it matched.
+#[derive(Default)]
+struct Touched {
+    created: Vec<palisade_filter::state::StateId>,
+    hits: Vec<u64>,
+}
+
 /// One frame through the data plane: what it sends, and (with `defer`)
-/// the syncable states it created.
+/// the states it touched.
 fn input(
     sh: &Shared,
     port: usize,
@@ -392,31 +400,46 @@ fn input(
     defer: bool,
 ) -> (
     Vec<palisade_net::dataplane::Out>,
-    Vec<palisade_filter::state::StateId>,
+    Touched,
     Option<palisade_net::dataplane::InPlace>,
 ) {
     let mut dp = sh.dp();
     if !defer {
         let o = dp.input_offload(port, frame, gso, now);
-        return (o, Vec::new(), dp.take_in_place());
+        return (o, Touched::default(), dp.take_in_place());
     }
-    // Only what this frame creates (not what the firewall's own packets
-    // did meanwhile).
+    // Only what this frame does (not what the firewall's own packets did
+    // meanwhile).
     dp.filter.states.take_created();
+    dp.take_hits();
     let o = dp.input_offload(port, frame, gso, now);
-    (o, dp.filter.states.take_created(), dp.take_in_place())
+    let touched = Touched {
+        created: dp.filter.states.take_created(),
+        hits: dp.take_hits(),
+    };
+    (o, touched, dp.take_in_place())
 }
 
 /// A packet's frames go out, unless it created states pfsync must
 /// announce first (`defer`): then they wait for the peer's INS_ACK or
 /// 20 ms, which worker 0 watches (woken, if another worker held them).
+/// A packet of a connection whose first packet is held lets that one go
+/// first.
 fn held_or_out(
     sh: &Shared,
     id: usize,
-    created: Vec<palisade_filter::state::StateId>,
+    touched: Touched,
     frames: Vec<palisade_net::dataplane::Out>,
     outs: &mut Vec<palisade_net::dataplane::Out>,
 ) {
+    let Touched { created, hits } = touched;
+    if !hits.is_empty() {
+        if let Some(mut s) = sh.pfsync() {
+            if s.holds() {
+                s.followed(&hits, outs);
+            }
+        }
+    }
     if created.is_empty() {
         outs.extend(frames);
         return;
@@ -605,8 +628,8 @@ pub fn worker(
             let mut outs = Vec::new();
             let mut frames = 0;
             ports[i].recv_batch(|frame, gso| {
-                let (o, created, in_place) = input(sh, i, frame, gso, now, defer);
-                held_or_out(sh, id, created, o, &mut outs);
+                let (o, touched, in_place) = input(sh, i, frame, gso, now, defer);
+                held_or_out(sh, id, touched, o, &mut outs);
                 if let Some(s) = in_place {
                     // A super-packet leaving whole from the ring: after
                     // what came before it, before the block is given back.
@@ -652,8 +675,8 @@ pub fn worker(
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
                     for f in &mut frames {
-                        let (o, created, _) = input(sh, sh.host_port, f, None, now, defer);
-                        held_or_out(sh, id, created, o, &mut outs);
+                        let (o, touched, _) = input(sh, sh.host_port, f, None, now, defer);
+                        held_or_out(sh, id, touched, o, &mut outs);
                     }
                     sh.send(&ports, outs);
                 }

@@ -1442,6 +1442,45 @@ fn s3_with_pfsync_connections_survive_kill_9_and_the_move_back() {
         logs()
     );
     assert_eq!(v1["deferred"]["timed_out"], 0, "{v1}");
+    // defer keeps a connection's order: two datagrams sent back to back
+    // (as a resolver's A and AAAA queries) while the first is held for
+    // fw2's INS_ACK arrive in the order sent (the second lets the first
+    // go, as OpenBSD's pfsync_deferred from pfsync_update_state; before,
+    // the second overtook it).
+    let rounds = 5;
+    let rx = common::in_netns(&s3.b, move || {
+        let sock = std::net::UdpSocket::bind("203.0.113.10:7002").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while got.len() < 2 * rounds {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    common::in_netns(&s3.a, move || {
+        for r in 0..rounds {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.send_to(format!("{r}a").as_bytes(), "203.0.113.10:7002")
+                .unwrap();
+            sock.send_to(format!("{r}b").as_bytes(), "203.0.113.10:7002")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .join()
+    .unwrap();
+    let got = rx.join().unwrap();
+    let want: Vec<String> = (0..rounds)
+        .flat_map(|r| [format!("{r}a"), format!("{r}b")])
+        .collect();
+    let v1 = sync(&s3.fws[0]);
+    assert_eq!(got, want, "{v1}\n{}", logs());
+    assert!(v1["deferred"]["followed"].as_u64() >= Some(1), "{v1}");
     // fw2 started first: its request is answered when it asks again (every
     // 5 s) and fw1 is up.
     wait_until("fw2's bulk update", Duration::from_secs(10), || {

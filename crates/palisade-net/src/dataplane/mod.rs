@@ -301,6 +301,10 @@ pub struct Dataplane {
     out: Vec<Out>,
     /// A super-packet to send from the caller's buffer (`offload`).
     in_place: Option<offload::InPlace>,
+    /// pfsync's `defer`: the states the packets matched since the last
+    /// `take_hits` (their held first packets must leave before them).
+    track_hits: bool,
+    hits: Vec<u64>,
     /// The in-kernel fast path (`set_fastpath`), and what the packet
     /// under way showed of its flow.
     fast: Option<fast::Offloads>,
@@ -359,6 +363,8 @@ impl Dataplane {
             rng: Rng(seed),
             out: Vec::new(),
             in_place: None,
+            track_hits: false,
+            hits: Vec::new(),
             fast: None,
             trace: fast::Trace::default(),
             in_tag: None,
@@ -744,6 +750,11 @@ impl Dataplane {
         };
         if dir == Direction::In {
             self.in_tag = d.tag.clone();
+        }
+        if self.track_hits && d.state == palisade_filter::StateMatch::Match {
+            if let Some(id) = d.state_id {
+                self.hits.push(id);
+            }
         }
         if let Some(st) = self.if_stats.get_mut(ix) {
             let v6 = pkt.first().is_some_and(|b| b >> 4 == 6) as usize;

@@ -90,6 +90,19 @@ impl Dataplane {
         self.in_place.take()
     }
 
+    /// Keep the ids of the states packets match (pfsync's `defer`: a
+    /// held first packet leaves before the next packet of its
+    /// connection).
+    pub fn set_track_hits(&mut self, on: bool) {
+        self.track_hits = on;
+        self.hits.clear();
+    }
+
+    /// The states matched since the last call.
+    pub fn take_hits(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.hits)
+    }
+
     /// The super-packet through the router as far as it can go whole.
     /// False, with nothing done: cut it before anything.
     fn super_in(&mut self, port: usize, frame: &mut [u8], g: Gso, now: u64) -> bool {
