@@ -316,6 +316,10 @@ pub struct Sync {
     bulk: Bulk,
     /// The peer's BUS START answered our last bulk request.
     bulk_answered: bool,
+    /// Our last bulk update was given up: the peer's table is asked for
+    /// again as soon as a packet of the peer's is heard.
+    want_table: bool,
+    last_heard: Option<Micros>,
     /// A bulk update we send: the messages left, and the next tick.
     bulk_out: VecDeque<Message>,
     bulk_out_at: Option<Micros>,
@@ -377,6 +381,8 @@ impl Sync {
             bulk_out_at: None,
             bulk_req_received: 0,
             bulk_answered: false,
+            want_table: false,
+            last_heard: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -481,6 +487,25 @@ impl Sync {
             }
             _ => None,
         }
+    }
+
+    /// The demotion the bulk update under way holds (None: none under
+    /// way).
+    pub fn bulk_demote(&self) -> Option<i32> {
+        match self.bulk {
+            Bulk::Requesting { demote, .. } => Some(demote),
+            Bulk::Idle => None,
+        }
+    }
+
+    /// A given-up bulk update waits for the peer to be heard.
+    pub fn wants_table(&self) -> bool {
+        self.want_table
+    }
+
+    /// When the peer's last packet was taken (None: never).
+    pub fn last_heard(&self) -> Option<Micros> {
+        self.last_heard
     }
 
     /// How many senders have a replay window (authentication).
@@ -761,6 +786,16 @@ impl Sync {
             }
         }
         self.stats.packets_received += 1;
+        self.last_heard = Some(now);
+        // A bulk update was given up (the peer unheard for its whole
+        // timeout: its side of the sync link down, its pfsync blocked):
+        // the peer is heard again, so its table is asked for again (it
+        // may hold connections this node lacks; nothing else would bring
+        // them, as the peer has no reason to send them).
+        if self.want_table && self.link_up && matches!(self.bulk, Bulk::Idle) {
+            self.want_table = false;
+            self.begin_bulk(now, 0);
+        }
         // Another ruleset: its rule numbers name other rules here.
         let same_rules = p.pfcksum == self.cfg.pfcksum;
         if !same_rules {
@@ -860,6 +895,7 @@ impl Sync {
             Bulk::Idle => 0,
         };
         self.bulk = Bulk::Idle;
+        self.want_table = !complete;
         self.stats.last_bulk = Some((started, now, complete));
         self.events.push_back(Event::BulkDone { complete, at: now });
         if demote != 0 {

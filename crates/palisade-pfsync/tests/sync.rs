@@ -414,6 +414,45 @@ fn a_bulk_update_longer_than_the_retry_is_not_asked_for_again() {
     assert_eq!(p.a.sync.stats().bulk_updates_sent, 1, "never started over");
 }
 
+/// A start's bulk update given up (the peer's side of the sync link was
+/// down: it heard the request but its answer never came) is asked for
+/// again as soon as a packet of the peer's is heard: the peer may carry
+/// connections this node lacks, and nothing else would bring them.
+#[test]
+fn a_given_up_bulk_update_is_asked_for_again_when_the_peer_is_heard() {
+    let mut p = Pair::new();
+    for id in 1..=20 {
+        p.a.insert(0, state(0xa, id, id as u32));
+    }
+    p.run(1_100 * MS);
+    p.b = Node::new(0xb);
+    p.b_up = false;
+    let t = p.now;
+    p.b.sync.start(t);
+    p.b.events(t);
+    p.run(t + 61 * S);
+    assert_eq!(p.b.done, [false], "given up at the timeout");
+    assert_eq!(p.b.demote, 0);
+    assert!(p.b.table.is_empty());
+    assert_eq!(p.b.sync.last_heard(), None);
+    // The peer's side comes back; its next packet (a new state's) is
+    // heard, and b asks for the whole table again.
+    p.b_up = true;
+    let t = p.now;
+    p.a.insert(t, state(0xa, 21, 21));
+    p.run(t + 2 * S);
+    assert!(p.b.sync.last_heard().is_some());
+    assert_eq!(p.b.table, p.a.table, "the whole table, not only the news");
+    assert_eq!(p.b.done, [false, true]);
+    assert_eq!(p.b.demote, 0, "no demotion for the second request");
+    // Once complete, hearing the peer asks for nothing more.
+    let asked = p.b.sync.stats().bulk_requests_sent;
+    let t = p.now;
+    p.a.insert(t, state(0xa, 22, 22));
+    p.run(t + 2 * S);
+    assert_eq!(p.b.sync.stats().bulk_requests_sent, asked);
+}
+
 /// A bulk update that stops coming (its packets lost) is asked for again
 /// after `bulk_retry` of silence, and the second one completes.
 #[test]

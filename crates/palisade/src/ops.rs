@@ -332,8 +332,13 @@ pub fn log_reload(ok: bool, msgs: &[String]) {
     for m in msgs {
         if ok && !m.contains("warning:") {
             tracing::info!("{m}");
+        } else if !ok && m.contains("failed") && m.contains("the running ruleset stays") {
+            // The outcome of a refused reload: an error (the file the
+            // next start reads is bad).
+            tracing::error!("{m}");
         } else {
-            tracing::warn!("{m}");
+            // (The level says it: not "WARN warning: ...".)
+            tracing::warn!("{}", m.strip_prefix("warning: ").unwrap_or(m));
         }
     }
 }

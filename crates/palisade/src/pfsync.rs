@@ -668,7 +668,9 @@ impl SyncRuntime {
                         }
                     } else {
                         self.restored.clear();
-                        tracing::warn!("pfsync: no bulk update from the peer: going on without");
+                        tracing::warn!(
+                            "pfsync: no bulk update from the peer: going on without (its table is asked for again when the peer is heard)"
+                        );
                     }
                 }
                 Event::Acked(r) => self.acked(state_id(&r), &mut released),
@@ -750,7 +752,7 @@ impl SyncRuntime {
         if gone > 0 {
             dp.fast_reconcile();
             tracing::info!(
-                "pfsync: {gone} states taken back from the state file are not in {whose} table (killed or closed there meanwhile): removed"
+                "pfsync: {gone} states taken back from the state file are not in {whose} table (killed or closed there meanwhile, or it restarted too and holds its own back): removed here"
             );
         }
     }
@@ -891,22 +893,39 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         (_, true) => {
             let _ = writeln!(
                 t,
-                "  bulk update: waiting for the peer (CARP demoted by 32)"
+                "  bulk update: waiting for the peer{}",
+                match s.sync.bulk_demote() {
+                    Some(d) if d > 0 => format!(" (CARP demoted by {d})"),
+                    _ => String::new(),
+                }
             );
         }
         (Some((asked, ended, complete)), false) => {
             let _ = writeln!(
                 t,
-                "  bulk update: {} {:.1} s ago, took {:.3} s",
+                "  bulk update: {} {:.1} s ago, took {:.3} s{}",
                 if *complete { "received" } else { "given up" },
                 now.saturating_sub(*ended) as f64 / 1e6,
-                ended.saturating_sub(*asked) as f64 / 1e6
+                ended.saturating_sub(*asked) as f64 / 1e6,
+                if s.sync.wants_table() {
+                    " (asked for again when the peer is heard)"
+                } else {
+                    ""
+                }
             );
         }
         (None, false) => {
             let _ = writeln!(t, "  bulk update: none");
         }
     }
+    let _ = match s.sync.last_heard() {
+        Some(h) => writeln!(
+            t,
+            "  peer last heard {:.1} s ago",
+            now.saturating_sub(h) as f64 / 1e6
+        ),
+        None => writeln!(t, "  peer never heard since the start"),
+    };
     if !s.sync.link_up() {
         let _ = writeln!(
             t,
@@ -996,6 +1015,7 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "last_bulk": bulk,
         "packets_sent": st.packets_sent,
         "link_up": s.sync.link_up(),
+        "peer_heard_s_ago": s.sync.last_heard().map(|h| now.saturating_sub(h) as f64 / 1e6),
         "not_sent_link_down": st.not_sent_link_down,
         "packets_received": st.packets_received,
         "messages_sent": st.messages_sent,
