@@ -356,7 +356,8 @@ pub struct Successor {
 
 impl Successor {
     /// Make the successor's tables and anchors current (pf.conf's tables
-    /// replace those of the same name, stamped `now_s`; tables created at
+    /// replace those of the same name, stamped `now_s`, except those it
+    /// defines without addresses, which keep their entries; tables created at
     /// run time stay; pf.conf's `load anchor`s replace those of the last
     /// pf.conf, anchors loaded at run time stay unless pf.conf loads one
     /// of the same name), and return the ruleset to swap in. Call it just
@@ -376,6 +377,14 @@ impl Successor {
                         .any(|(a, _)| crate::table::of_anchor(name, a)))
             });
             for (name, mut tab) in self.tables.tables {
+                // Defined without addresses: what the running table holds
+                // stays (pfctl), only its flags are the new definition's.
+                if self.tables.defined_empty.contains(&name) {
+                    if let Some(old) = t.tables.get_mut(&name).filter(|o| !o.anchor_load) {
+                        old.constant = tab.constant;
+                        continue;
+                    }
+                }
                 tab.born = now_s;
                 t.tables.insert(name, tab);
             }

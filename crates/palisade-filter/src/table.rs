@@ -268,6 +268,11 @@ pub struct TableSet {
     pub entries_limit: Option<usize>,
     /// Entries `overload` could not add for the limit.
     pub refused: u64,
+    /// Tables pf.conf defines without addresses (no `{ }` list, no
+    /// `file`): a reload keeps what they hold, as pfctl loads them
+    /// without PFR_FLAG_ADDRSTOO (`table <bruteforce> persist` keeps the
+    /// addresses `overload` put there).
+    pub defined_empty: std::collections::HashSet<String>,
 }
 
 impl TableSet {
@@ -295,13 +300,20 @@ impl TableSet {
             }),
             ..Default::default()
         };
+        let mut with_addresses = std::collections::HashSet::new();
         for t in &c.tables {
             let tab = ts.tables.entry(t.name.clone()).or_default();
             tab.constant |= t.constant;
             for TableEntry { neg, addr } in t.entries() {
                 tab.insert(addr, *neg);
             }
+            if t.init.is_empty() {
+                ts.defined_empty.insert(t.name.clone());
+            } else {
+                with_addresses.insert(t.name.clone());
+            }
         }
+        ts.defined_empty.retain(|n| !with_addresses.contains(n));
         ts
     }
 

@@ -127,3 +127,40 @@ fn pf_confs_load_anchor_replaces_an_anchor_loads_tables() {
     drop(t);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A table pf.conf defines without addresses (`table <bruteforce>
+/// persist`) keeps what it holds across a reload, as pfctl loads such a
+/// definition without PFR_FLAG_ADDRSTOO: the addresses `overload` or
+/// `table add` put there stay. One defined with a list (even empty) or a
+/// file is replaced with it.
+#[test]
+fn a_reload_keeps_the_contents_of_tables_defined_without_addresses() {
+    let dir = std::env::temp_dir().join(format!("palisade-runtime-keep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = config(
+        "table <bruteforce> persist\ntable <listed> persist { 192.0.2.1 }\n\
+         table <emptied> persist { }\npass\n",
+        &dir,
+    );
+    let e = Arc::new(Engine::new(&conf, host()));
+    for t in ["bruteforce", "listed", "emptied"] {
+        e.table_add(t, &net("203.0.113.66"), 10);
+    }
+    let e2 = e.successor(&conf).commit(20);
+    let t = e2.tables();
+    let ip: std::net::IpAddr = "203.0.113.66".parse().unwrap();
+    assert!(t.contains("bruteforce", &ip), "kept");
+    assert_eq!(t.tables["bruteforce"].born, 0, "its entries keep their age");
+    assert!(!t.contains("listed", &ip), "replaced by its list");
+    assert!(t.contains("listed", &"192.0.2.1".parse().unwrap()));
+    assert!(!t.contains("emptied", &ip), "an empty list empties it");
+    drop(t);
+    // Defined `const` now: the flag is the new definition's.
+    let c2 = config("table <bruteforce> const persist\npass\n", &dir);
+    let e3 = e2.successor(&c2).commit(30);
+    let t = e3.tables();
+    assert!(t.contains("bruteforce", &ip));
+    assert!(t.tables["bruteforce"].constant);
+    drop(t);
+    let _ = std::fs::remove_dir_all(&dir);
+}
