@@ -57,12 +57,85 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
         .chain(&anchor_only_tables(&out.config))
         .chain(&unknown_os(&out.config))
         .chain(&palisade_net::dataplane::proxy_warnings(&cfg))
+        .chain(&kernel_port_use(
+            &cfg,
+            &crate::sysmodel::interfaces(),
+            &|p| {
+                std::fs::read_link(format!("/sys/class/net/{p}/master"))
+                    .ok()
+                    .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+            },
+        ))
+        .chain(&setup_warnings(&cfg))
         .chain(&mtu_warnings)
         .chain(&cfg.warnings())
     {
         eprintln!("{w}");
     }
     Ok((cfg, out.config, host))
+}
+
+/// What the kernel still does on a port, which goes past pf: an IPv4
+/// address on it (the kernel accepts and answers traffic to that address
+/// itself, and its ARP requests teach the neighbours its MAC for it),
+/// or the port enslaved to a Linux bridge or bond (the kernel forwards
+/// its frames itself). IPv6 addresses go when Palisade turns IPv6 off on
+/// its ports. `master` says which device a port is enslaved to.
+pub fn kernel_port_use(
+    cfg: &palisade_net::config::Config,
+    kernel: &[palisade_conf::host::Interface],
+    master: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &cfg.ports {
+        let v4: Vec<String> = kernel
+            .iter()
+            .filter(|i| i.name == p.name)
+            .flat_map(|i| &i.addrs)
+            .filter(|a| a.ip.is_ipv4())
+            .map(|a| format!("{}/{}", a.ip, a.bits))
+            .collect();
+        if !v4.is_empty() {
+            out.push(format!(
+                "warning: port '{}': the kernel has {} on it: it accepts and answers traffic to that address itself, past pf, and its ARP can draw the neighbours' traffic away from Palisade; take it off (`ip addr flush dev {}`) and give the address to an [[interface]] in palisade.toml",
+                p.name,
+                v4.join(", "),
+                p.name
+            ));
+        }
+        if let Some(m) = master(&p.name) {
+            out.push(format!(
+                "warning: port '{}' is enslaved to '{m}' (a Linux bridge or bond): the kernel forwards its frames itself, past pf; take it out (`ip link set {} nomaster`) and use a [[bridge]] in palisade.toml",
+                p.name, p.name
+            ));
+        }
+    }
+    out
+}
+
+/// palisade.toml set-ups that start but do not do what they seem to: no
+/// port (nothing is filtered), a state file whose directory is missing
+/// (the states would be lost at the stop).
+pub fn setup_warnings(cfg: &palisade_net::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.ports.is_empty() {
+        out.push(
+            "warning: palisade.toml has no [[port]]: Palisade filters nothing (the packaged file has them commented out)"
+                .to_string(),
+        );
+    }
+    if let Some(f) = &cfg.state_file {
+        if let Some(d) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !d.is_dir() {
+                out.push(format!(
+                    "warning: state-file {}: its directory {} does not exist: the states cannot be saved at the stop",
+                    f.display(),
+                    d.display()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Warnings for rules that name a CARP interface (or group `carp`) with
@@ -591,6 +664,65 @@ addresses = ["203.0.113.1/24", "2001:db8:1::1/64"]
 [pfsync]
 interface = "sync"
 "#;
+
+    /// The kernel's own use of a port is said: an IPv4 address on it (an
+    /// IPv6 one goes with IPv6 off), its enslavement to a Linux bridge;
+    /// so are no ports at all and a state file whose directory is
+    /// missing.
+    #[test]
+    fn what_goes_past_pf_and_set_ups_that_do_nothing_are_warned_about() {
+        use palisade_conf::host::{IfAddr, Interface};
+        let (cfg, _, _) = read(PAIR, "pass\n");
+        let kernel = vec![
+            Interface {
+                name: "eth0".into(),
+                groups: vec![],
+                loopback: false,
+                addrs: vec![
+                    IfAddr {
+                        ip: "203.0.113.2".parse().unwrap(),
+                        bits: 24,
+                        peer: None,
+                    },
+                    IfAddr {
+                        ip: "fe80::1".parse().unwrap(),
+                        bits: 64,
+                        peer: None,
+                    },
+                ],
+            },
+            Interface {
+                name: "other".into(),
+                groups: vec![],
+                loopback: false,
+                addrs: vec![IfAddr {
+                    ip: "192.0.2.1".parse().unwrap(),
+                    bits: 24,
+                    peer: None,
+                }],
+            },
+        ];
+        let w = kernel_port_use(&cfg, &kernel, &|p| (p == "eth2").then(|| "br0".to_string()));
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("warning: port 'eth0': the kernel has 203.0.113.2/24 on it"),
+            "{w:#?}"
+        );
+        assert!(
+            w[1].starts_with("warning: port 'eth2' is enslaved to 'br0'"),
+            "{w:#?}"
+        );
+        assert!(kernel_port_use(&cfg, &[], &|_| None).is_empty());
+        assert!(setup_warnings(&cfg).is_empty());
+        let (none, _, _) = read(
+            "pf = \"pf.conf\"\nstate-file = \"/nonexistent-dir/states\"\n",
+            "pass\n",
+        );
+        let w = setup_warnings(&none);
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(w[0].contains("no [[port]]"), "{w:#?}");
+        assert!(w[1].contains("/nonexistent-dir does not exist"), "{w:#?}");
+    }
 
     /// palisade.toml `toml` and the pf.conf `rules` read against it (the
     /// rules must be valid), with its host model.

@@ -332,13 +332,19 @@ pub fn run(path: &Path) -> Result<(), String> {
     // Every worker has stopped: the states as they stand (with what the
     // fast path did, its flows taken back first) are saved for the next
     // start.
+    let mut lost = None;
     if let Some(path) = &state_file {
         let mut dp = sh.dp();
         dp.fast_take_all_back();
         let now_ms = start.elapsed().as_millis() as u64;
         match crate::statefile::save(path, &dp.filter, now_ms) {
             Ok(n) => tracing::info!("state-file {}: {n} states saved", path.display()),
-            Err(e) => tracing::error!("{e}: the states are lost"),
+            Err(e) => {
+                tracing::error!("{e}: the states are lost");
+                // The stop finishes (ports given back), then says so in
+                // its exit status.
+                lost = Some(format!("{e}: the states are lost"));
+            }
         }
     }
     drop(isolation);
@@ -363,7 +369,10 @@ pub fn run(path: &Path) -> Result<(), String> {
             c.back_stale
         );
     }
-    Ok(())
+    match lost {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Load the fast path's program and attach it at tc ingress of every port.

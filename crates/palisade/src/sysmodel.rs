@@ -141,7 +141,7 @@ fn ip_of(sa: *const libc::sockaddr) -> Option<IpAddr> {
     }
 }
 
-fn interfaces() -> Vec<Interface> {
+pub fn interfaces() -> Vec<Interface> {
     let mut list: Vec<Interface> = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a linked list we free with freeifaddrs below.
