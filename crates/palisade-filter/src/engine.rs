@@ -440,6 +440,89 @@ struct St {
     decided_allow_opts: bool,
     log: bool,
     evaluations: u32,
+    /// The packet as the rules after a translating `match` rule see it
+    /// (None: as it came).
+    view: Option<Arc<PacketMeta>>,
+}
+
+/// What a `match` rule's nat-to / rdr-to gives a packet, for the rules
+/// after it: pf translates at the match (pf_get_transaddr) and tests the
+/// later rules against the translated addresses (`pd->nsaddr`,
+/// `pd->ndaddr`), so that `match in ... rdr-to $web port 80` followed by
+/// `pass in ... to $web port 80` passes the connection. The filter
+/// answers with the address its pool will give (its round-robin position
+/// and sticky addresses included); without one, `Stateless` answers from
+/// the pool alone.
+pub trait TransPreview {
+    /// The address `pool` (of rule `rule`) gives `pkt`: its source's
+    /// replacement when `source`, else its destination's.
+    fn preview(
+        &self,
+        pool: &Pool,
+        rule: &RuleRef,
+        source: bool,
+        pkt: &PacketMeta,
+    ) -> Option<IpAddr>;
+}
+
+/// A preview from the pool alone: the first round-robin address, no
+/// sticky address.
+pub struct Stateless<'a>(pub &'a Engine);
+
+impl TransPreview for Stateless<'_> {
+    fn preview(
+        &self,
+        pool: &Pool,
+        _rule: &RuleRef,
+        source: bool,
+        pkt: &PacketMeta,
+    ) -> Option<IpAddr> {
+        let nets = self.0.pool_nets(pool, pkt.af);
+        if nets.is_empty() {
+            return None;
+        }
+        let orig = if source { pkt.src } else { pkt.dst };
+        Some(crate::filter::choose_addr(
+            &nets, pool, &pkt.src, &orig, pkt.random, 0, None,
+        ))
+    }
+}
+
+/// `pkt` as a match rule's translation leaves it for the later rules:
+/// the new source (nat-to; its port is chosen only when the state is
+/// made, so the later rules see the old one), the new destination and
+/// port (rdr-to).
+pub(crate) fn translated_view(
+    pkt: &PacketMeta,
+    nat: Option<&Pool>,
+    rdr: Option<&Pool>,
+    rule: &RuleRef,
+    pv: &dyn TransPreview,
+) -> Option<PacketMeta> {
+    let mut v = None::<PacketMeta>;
+    if let Some(p) = nat {
+        if let Some(a) = pv.preview(p, rule, true, pkt) {
+            v.get_or_insert_with(|| pkt.clone()).src = a;
+        }
+    }
+    if let Some(p) = rdr {
+        if let Some(a) = pv.preview(p, rule, false, pkt) {
+            let v = v.get_or_insert_with(|| pkt.clone());
+            v.dst = a;
+            if let Some(port) = v.dport.and_then(|d| crate::filter::rdr_port(p, d)) {
+                v.dport = Some(port);
+            }
+        }
+    }
+    v
+}
+
+fn same_view(a: &Option<Arc<PacketMeta>>, b: &Option<Arc<PacketMeta>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    }
 }
 
 impl Engine {
@@ -496,6 +579,56 @@ impl Engine {
             },
             tables: TableSet::from_config(config),
             anchors,
+        }
+    }
+
+    /// Candidate networks of a translation pool for address family `af`
+    /// (the older syntax keeps a list in the pool, `-> { a b }`: each of
+    /// its addresses, in order).
+    pub fn pool_nets(&self, pool: &Pool, af: Af) -> Vec<(IpAddr, u8)> {
+        match &pool.list {
+            Some(list) => list.iter().flat_map(|a| self.addr_nets(a, af)).collect(),
+            None => self.addr_nets(&pool.addr, af),
+        }
+    }
+
+    /// The networks of one pool address of family `af`.
+    fn addr_nets(&self, addr: &Addr, af: Af) -> Vec<(IpAddr, u8)> {
+        let fam = |ip: &IpAddr| Af::of(ip) == af;
+        match addr {
+            Addr::Net { ip, bits } if fam(ip) => vec![(*ip, *bits)],
+            Addr::Table(t) => self
+                .tables()
+                .tables
+                .get(t)
+                .map(|tab| {
+                    tab.entries()
+                        .into_iter()
+                        .filter(|(ip, _)| fam(ip))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Addr::Dynamic { ifname, mods, .. } => {
+                let host = self.host();
+                let ifs: Vec<_> = if ifname == "self" {
+                    host.interfaces.iter().collect()
+                } else {
+                    host.members(ifname)
+                };
+                let mut v = Vec::new();
+                for i in ifs {
+                    for a in &i.addrs {
+                        if fam(&a.ip) && !(af == Af::Inet6 && crate::filter::is_linklocal(&a.ip)) {
+                            v.push((a.ip, af.max_bits()));
+                            if mods.noalias {
+                                break;
+                            }
+                        }
+                    }
+                }
+                v
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -884,6 +1017,17 @@ impl Engine {
     /// As `test`, with `scrub` what the older `scrub` rules gave the
     /// packet (`legacy_scrub`, taken before an older-syntax translation).
     pub fn test_scrubbed(&self, pkt: &PacketMeta, scrub: ScrubActions) -> Verdict {
+        self.test_with(pkt, scrub, &Stateless(self))
+    }
+
+    /// As `test_scrubbed`, with `pv` saying what a match rule's
+    /// translation gives the packet (the filter's pools).
+    pub fn test_with(
+        &self,
+        pkt: &PacketMeta,
+        scrub: ScrubActions,
+        pv: &dyn TransPreview,
+    ) -> Verdict {
         let mut st = St {
             tag: pkt.tag.clone(),
             decided: None,
@@ -903,9 +1047,10 @@ impl Engine {
             decided_allow_opts: false,
             log: false,
             evaluations: 0,
+            view: None,
         };
         st.scrub.merge(&scrub);
-        self.run(&self.main, pkt, &mut st, 0);
+        self.run(&self.main, pkt, &mut st, 0, pv);
         let mut v = Verdict::default_pass();
         v.evaluations = st.evaluations;
         v.tag = st.tag;
@@ -947,12 +1092,25 @@ impl Engine {
         v
     }
 
-    fn run(&self, rs: &CRuleset, pkt: &PacketMeta, st: &mut St, depth: usize) -> bool {
+    fn run(
+        &self,
+        rs: &CRuleset,
+        pkt: &PacketMeta,
+        st: &mut St,
+        depth: usize,
+        pv: &dyn TransPreview,
+    ) -> bool {
         if depth > palisade_conf::MAX_ANCHOR_DEPTH || rs.rules.is_empty() {
             return false;
         }
+        // `pkt` is the packet as the caller's rules saw it last (its
+        // view); a match rule here or in an anchor called from here may
+        // translate it for the rules after (`St::view`).
+        let mut seen = st.view.clone();
+        let mut cur: Option<Arc<PacketMeta>> = None;
+        let mut last: Option<u32> = None;
         let merged: Vec<u32>;
-        let order: &[u32] = if rs.rules.len() <= LINEAR {
+        let mut order: &[u32] = if rs.rules.len() <= LINEAR {
             &rs.all
         } else {
             let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
@@ -970,7 +1128,25 @@ impl Engine {
                 &merged
             }
         };
-        for &i in order {
+        let mut k = 0;
+        while k < order.len() {
+            if !same_view(&seen, &st.view) {
+                seen = st.view.clone();
+                cur = seen.clone();
+                // The indexes chose the candidates for the packet as it
+                // was: the rules after the last one go in order now.
+                if !std::ptr::eq(order.as_ptr(), rs.all.as_ptr()) {
+                    order = &rs.all;
+                    k = last.map_or(0, |l| l as usize + 1);
+                    if k >= order.len() {
+                        break;
+                    }
+                }
+            }
+            let i = order[k];
+            k += 1;
+            last = Some(i);
+            let pkt: &PacketMeta = cur.as_deref().unwrap_or(pkt);
             let r = &rs.rules[i as usize];
             if !self.skip_fields(r, pkt) {
                 continue;
@@ -1003,17 +1179,21 @@ impl Engine {
                     let before = st.decided.as_ref().map(|d| d.1.clone());
                     let stop = match t {
                         Target::Inline(child) => match self.inline_or_replaced(child) {
-                            Some(r) => self.run(&r, pkt, st, depth + 1),
-                            None => self.run(child, pkt, st, depth + 1),
+                            Some(r) => self.run(&r, pkt, st, depth + 1, pv),
+                            None => self.run(child, pkt, st, depth + 1, pv),
                         },
                         Target::Named(p) => match self.anchor(p) {
-                            Some(child) => self.run(&child, pkt, st, depth + 1),
+                            Some(child) => self.run(&child, pkt, st, depth + 1, pv),
                             None => false,
                         },
                         Target::Wildcard(prefix) => {
                             let mut stop = false;
                             for child in self.anchor_children(prefix) {
-                                if self.run(&child, pkt, st, depth + 1) {
+                                // (Each child sees what the one before
+                                // it translated.)
+                                let view = st.view.clone();
+                                let p = view.as_deref().unwrap_or(pkt);
+                                if self.run(&child, p, st, depth + 1, pv) {
                                     stop = true;
                                     break;
                                 }
@@ -1037,6 +1217,17 @@ impl Engine {
                     }
                     if let Some(p) = &r.rdr_pool {
                         st.rdr = Some((me(), p.clone()));
+                    }
+                    if r.nat_pool.is_some() || r.rdr_pool.is_some() {
+                        if let Some(v) = translated_view(
+                            pkt,
+                            r.nat_pool.as_deref(),
+                            r.rdr_pool.as_deref(),
+                            &me(),
+                            pv,
+                        ) {
+                            st.view = Some(Arc::new(v));
+                        }
                     }
                     if let Some(rt) = &r.route {
                         st.route = Some((me(), rt.clone()));

@@ -1389,7 +1389,7 @@ impl Filter {
                 v.scrub = pre_scrub;
                 v
             }
-            None => self.engine.test_scrubbed(&meta, pre_scrub),
+            None => self.engine.test_with(&meta, pre_scrub, &*self),
         };
         if let Some(st) = &v.stats {
             st.count(dir, len as u64);
@@ -1828,12 +1828,7 @@ impl Filter {
 
     /// Candidate networks of a pool for address family `af`.
     fn pool_nets(&self, pool: &Pool, af: Af) -> Vec<(IpAddr, u8)> {
-        // The older syntax keeps a list in the pool (`-> { a b }`): each
-        // of its addresses, in order (`addr` is only the first).
-        match &pool.list {
-            Some(list) => list.iter().flat_map(|a| self.addr_nets(a, af)).collect(),
-            None => self.addr_nets(&pool.addr, af),
-        }
+        self.engine.pool_nets(pool, af)
     }
 
     /// Whether `ip` is one of the addresses `pool` gives.
@@ -1863,47 +1858,6 @@ impl Filter {
             .flatten()
     }
 
-    /// The networks of one pool address of family `af`.
-    fn addr_nets(&self, addr: &Addr, af: Af) -> Vec<(IpAddr, u8)> {
-        let fam = |ip: &IpAddr| Af::of(ip) == af;
-        match addr {
-            Addr::Net { ip, bits } if fam(ip) => vec![(*ip, *bits)],
-            Addr::Table(t) => self
-                .engine
-                .tables()
-                .tables
-                .get(t)
-                .map(|tab| {
-                    tab.entries()
-                        .into_iter()
-                        .filter(|(ip, _)| fam(ip))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Addr::Dynamic { ifname, mods, .. } => {
-                let host = self.engine.host();
-                let ifs: Vec<_> = if ifname == "self" {
-                    host.interfaces.iter().collect()
-                } else {
-                    host.members(ifname)
-                };
-                let mut v = Vec::new();
-                for i in ifs {
-                    for a in &i.addrs {
-                        if fam(&a.ip) && !(af == Af::Inet6 && is_linklocal(&a.ip)) {
-                            v.push((a.ip, af.max_bits()));
-                            if mods.noalias {
-                                break;
-                            }
-                        }
-                    }
-                }
-                v
-            }
-            _ => Vec::new(),
-        }
-    }
-
     /// Choose an address of a pool for a new connection: a translation
     /// (`slot` SLOT_NAT, SLOT_RDR) or a next hop (SLOT_ROUTE).
     fn pool_addr(
@@ -1920,48 +1874,35 @@ impl Filter {
             return None;
         }
         let orig = if slot == SLOT_NAT { key.src } else { key.dst };
-        let seed = mix(random as u64 ^ ip_u128(&orig) as u64);
         let sticky_key = (rule.clone(), slot, key.src);
-        let remembered = if pool.sticky {
-            self.sticky
-                .get(&sticky_key)
-                .filter(|(a, last)| {
-                    self.now_ms < last + self.sticky_ms || self.states.sticky_in_use(&key.src, a)
-                })
-                .map(|(a, _)| *a)
-        } else {
-            None
-        };
-        let addr = if let Some(a) = remembered {
-            a
-        } else {
-            match pool.kind {
-                PoolType::Bitmask => {
-                    let (net, bits) = nets[0];
-                    let m = mask128(af, bits);
-                    from_u128(af, (ip_u128(&net) & m) | (ip_u128(&orig) & !m))
-                }
-                PoolType::Random => host_in(&nets, seed),
-                PoolType::SourceHash(k) => {
-                    let mut h = 0xcbf29ce484222325u64;
-                    for b in k.iter().chain(ip_u128(&key.src).to_be_bytes().iter()) {
-                        h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
-                    }
-                    host_in(&nets, h)
-                }
-                PoolType::RoundRobin => {
-                    let c = self.rr.entry((rule.clone(), slot)).or_insert(0);
-                    let a = host_in(&nets, *c);
-                    *c += 1;
-                    a
-                }
-                PoolType::None | PoolType::LeastStates => nets[0].0,
+        let remembered = self.remembered(pool, &sticky_key);
+        let rr = match (remembered, pool.kind) {
+            (None, PoolType::RoundRobin) => {
+                let c = self.rr.entry((rule.clone(), slot)).or_insert(0);
+                let n = *c;
+                *c += 1;
+                n
             }
+            _ => 0,
         };
+        let addr = choose_addr(&nets, pool, &key.src, &orig, random, rr, remembered);
         if pool.sticky {
             self.sticky.insert(sticky_key, (addr, self.now_ms));
         }
         Some(addr)
+    }
+
+    /// The address `sticky-address` keeps for this client, while it holds.
+    fn remembered(&self, pool: &Pool, sticky_key: &(RuleRef, u8, IpAddr)) -> Option<IpAddr> {
+        if !pool.sticky {
+            return None;
+        }
+        self.sticky
+            .get(sticky_key)
+            .filter(|(a, last)| {
+                self.now_ms < last + self.sticky_ms || self.states.sticky_in_use(&sticky_key.2, a)
+            })
+            .map(|(a, _)| *a)
     }
 
     /// Choose the translated address (and port) for a new connection.
@@ -2002,13 +1943,8 @@ impl Filter {
         let icmp_query = matches!(key.proto, 1 | 58);
         if !source {
             if has_ports {
-                if let Some((lo, hi)) = pool.port {
-                    after.dport = match pool.port_base {
-                        Some(base) if key.dport >= base => {
-                            lo.saturating_add(key.dport - base).min(hi)
-                        }
-                        _ => lo,
-                    };
+                if let Some(p) = rdr_port(pool, key.dport) {
+                    after.dport = p;
                 }
             }
             return Some(());
@@ -2169,25 +2105,25 @@ fn normalize_with(ip: &mut [u8], info: &IpInfo, sc: &ScrubActions, random: u32) 
     }
 }
 
-fn is_linklocal(ip: &IpAddr) -> bool {
+pub(crate) fn is_linklocal(ip: &IpAddr) -> bool {
     matches!(ip, IpAddr::V6(x) if (x.segments()[0] & 0xffc0) == 0xfe80)
 }
 
-fn ip_u128(ip: &IpAddr) -> u128 {
+pub(crate) fn ip_u128(ip: &IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(*a) as u128,
         IpAddr::V6(a) => u128::from(*a),
     }
 }
 
-fn from_u128(af: Af, v: u128) -> IpAddr {
+pub(crate) fn from_u128(af: Af, v: u128) -> IpAddr {
     match af {
         Af::Inet => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
         Af::Inet6 => IpAddr::V6(std::net::Ipv6Addr::from(v)),
     }
 }
 
-fn mask128(af: Af, bits: u8) -> u128 {
+pub(crate) fn mask128(af: Af, bits: u8) -> u128 {
     let w = af.max_bits() as u32;
     let bits = (bits as u32).min(w);
     if bits == 0 {
@@ -2196,6 +2132,83 @@ fn mask128(af: Af, bits: u8) -> u128 {
         let full = if w == 32 { u32::MAX as u128 } else { u128::MAX };
         (full << (w - bits)) & full
     }
+}
+
+/// What a match rule's translation gives a packet, for the rules after
+/// it: the address this filter's pool will give it (its round-robin
+/// position, the client's sticky address).
+impl crate::engine::TransPreview for Filter {
+    fn preview(
+        &self,
+        pool: &Pool,
+        rule: &RuleRef,
+        source: bool,
+        pkt: &PacketMeta,
+    ) -> Option<IpAddr> {
+        let nets = self.pool_nets(pool, pkt.af);
+        if nets.is_empty() {
+            return None;
+        }
+        let slot = if source { SLOT_NAT } else { SLOT_RDR };
+        let orig = if source { pkt.src } else { pkt.dst };
+        let remembered = self.remembered(pool, &(rule.clone(), slot, pkt.src));
+        let rr = match (remembered, pool.kind) {
+            (None, PoolType::RoundRobin) => {
+                self.rr.get(&(rule.clone(), slot)).copied().unwrap_or(0)
+            }
+            _ => 0,
+        };
+        Some(choose_addr(
+            &nets, pool, &pkt.src, &orig, pkt.random, rr, remembered,
+        ))
+    }
+}
+
+/// The address a pool gives: `remembered` (sticky-address) if any, else
+/// by the pool's kind: `rr` is the round-robin position, `random` the
+/// packet's randomness, `orig` the address translated (the source for
+/// nat-to, the destination for rdr-to), `src` the client's.
+pub(crate) fn choose_addr(
+    nets: &[(IpAddr, u8)],
+    pool: &Pool,
+    src: &IpAddr,
+    orig: &IpAddr,
+    random: u32,
+    rr: u64,
+    remembered: Option<IpAddr>,
+) -> IpAddr {
+    if let Some(a) = remembered {
+        return a;
+    }
+    let af = Af::of(&nets[0].0);
+    let seed = mix(random as u64 ^ ip_u128(orig) as u64);
+    match pool.kind {
+        PoolType::Bitmask => {
+            let (net, bits) = nets[0];
+            let m = mask128(af, bits);
+            from_u128(af, (ip_u128(&net) & m) | (ip_u128(orig) & !m))
+        }
+        PoolType::Random => host_in(nets, seed),
+        PoolType::SourceHash(k) => {
+            let mut h = 0xcbf29ce484222325u64;
+            for b in k.iter().chain(ip_u128(src).to_be_bytes().iter()) {
+                h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+            }
+            host_in(nets, h)
+        }
+        PoolType::RoundRobin => host_in(nets, rr),
+        PoolType::None | PoolType::LeastStates => nets[0].0,
+    }
+}
+
+/// The destination port `rdr-to ... port` gives `dport` (a range maps
+/// onto a range from `port_base`); None: the port stays.
+pub(crate) fn rdr_port(pool: &Pool, dport: u16) -> Option<u16> {
+    let (lo, hi) = pool.port?;
+    Some(match pool.port_base {
+        Some(base) if dport >= base => lo.saturating_add(dport - base).min(hi),
+        _ => lo,
+    })
 }
 
 /// The `n`-th address (modulo) across the pool's networks.

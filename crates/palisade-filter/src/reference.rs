@@ -37,6 +37,66 @@ struct St {
     decided_allow_opts: bool,
     log: bool,
     evaluations: u32,
+    /// The packet as the rules after a translating match rule see it.
+    view: Option<PacketMeta>,
+}
+
+/// pf tests the rules after a match rule's nat-to / rdr-to against the
+/// translated addresses: the address the pool gives, from the pool alone
+/// (the first round-robin address, no sticky address).
+struct RefPreview<'a, 'b>(&'a RefCtx<'b>);
+
+impl crate::engine::TransPreview for RefPreview<'_, '_> {
+    fn preview(
+        &self,
+        pool: &Pool,
+        _rule: &RuleRef,
+        source: bool,
+        pkt: &PacketMeta,
+    ) -> Option<IpAddr> {
+        let mut nets = Vec::new();
+        let addrs: Vec<&Addr> = match &pool.list {
+            Some(l) => l.iter().collect(),
+            None => vec![&pool.addr],
+        };
+        let fam = |ip: &IpAddr| ip.is_ipv6() == (pkt.af == Af::Inet6);
+        for a in addrs {
+            match a {
+                Addr::Net { ip, bits } if fam(ip) => nets.push((*ip, *bits)),
+                Addr::Table(t) => {
+                    if let Some(tab) = self.0.tables.tables.get(t) {
+                        nets.extend(tab.entries().into_iter().filter(|(ip, _)| fam(ip)));
+                    }
+                }
+                Addr::Dynamic { ifname, mods, .. } => {
+                    let ifs: Vec<_> = if ifname == "self" {
+                        self.0.host.interfaces.iter().collect()
+                    } else {
+                        self.0.host.members(ifname)
+                    };
+                    for i in ifs {
+                        for x in &i.addrs {
+                            let ll = matches!(x.ip, IpAddr::V6(v) if (v.segments()[0] & 0xffc0) == 0xfe80);
+                            if fam(&x.ip) && !ll {
+                                nets.push((x.ip, pkt.af.max_bits()));
+                                if mods.noalias {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if nets.is_empty() {
+            return None;
+        }
+        let orig = if source { pkt.src } else { pkt.dst };
+        Some(crate::filter::choose_addr(
+            &nets, pool, &pkt.src, &orig, pkt.random, 0, None,
+        ))
+    }
 }
 
 pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
@@ -56,6 +116,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         decided_allow_opts: false,
         log: false,
         evaluations: 0,
+        view: None,
     };
     // The older syntax's `scrub` rules, a ruleset of their own: the first
     // that matches gives the packet's normalization (FreeBSD's pf).
@@ -146,6 +207,9 @@ fn ruleset(
         if !is_filter {
             continue;
         }
+        // As the rules before left the packet.
+        let view = st.view.clone();
+        let pkt = view.as_ref().unwrap_or(pkt);
         st.evaluations += 1;
         let me = RuleRef {
             anchor: path.into(),
@@ -207,8 +271,18 @@ fn ruleset(
                 if let Some(p) = &r.nat {
                     st.nat = Some((me.clone(), Arc::new(p.clone())));
                 }
-                if let Some(p) = crate::engine::rdr_pool(r) {
-                    st.rdr = Some((me.clone(), Arc::new(p)));
+                let rdr = crate::engine::rdr_pool(r);
+                if let Some(p) = &rdr {
+                    st.rdr = Some((me.clone(), Arc::new(p.clone())));
+                }
+                if let Some(v) = crate::engine::translated_view(
+                    pkt,
+                    r.nat.as_ref(),
+                    rdr.as_ref(),
+                    &me,
+                    &RefPreview(ctx),
+                ) {
+                    st.view = Some(v);
                 }
                 if let Some((k, p)) = &r.route {
                     st.route = Some((me.clone(), (*k, Arc::new(p.clone()))));

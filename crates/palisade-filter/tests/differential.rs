@@ -199,6 +199,10 @@ fn rule(rng: &mut Rng, depth: u32) -> String {
     if action == "match" && dir == "out" && rng.chance(50) {
         s.push_str(" nat-to 192.0.2.1");
     }
+    // (The rules after a translating match see the translated packet.)
+    if action == "match" && dir == "in" && rng.chance(25) {
+        s.push_str(" rdr-to 10.1.2.3");
+    }
     if action == "pass" && dir == "in" && rng.chance(20) {
         s.push_str(" rdr-to 10.1.2.3");
     }

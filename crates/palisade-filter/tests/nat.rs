@@ -599,3 +599,77 @@ fn a_sticky_address_goes_with_the_clients_source_node() {
         }
     }
 }
+
+/// pf translates at a `match` rule and tests the rules after it against
+/// the translated addresses (pf_match_rule: `pd->nsaddr`, `pd->ndaddr`):
+/// the OpenBSD port forward written as `match in ... rdr-to $web port 80`
+/// then `pass in ... to $web port 80` passes, and a rule naming the
+/// original destination after the match no longer matches. The same with
+/// more rules than are walked whole (the indexes chose candidates for the
+/// packet as it came), and for nat-to's source.
+#[test]
+fn rules_after_a_translating_match_see_the_translated_packet() {
+    let filler: String = (0..40)
+        .map(|k| format!("pass in on em1 proto udp to 10.9.{k}.1 port 53\n"))
+        .collect();
+    for extra in ["", filler.as_str()] {
+        let rules = format!(
+            "block all\n{extra}\
+             match in on em0 proto tcp to (em0) port 9100 rdr-to 10.0.0.10 port 9000\n\
+             pass in on em0 proto tcp to 10.0.0.10 port 9000\n\
+             pass out on em1\n"
+        );
+        let mut f = filter(&rules);
+        let mut syn = tcp("198.51.100.7", "203.0.113.2", 40000, 9100, 1, 0, 0x02);
+        let d = f.process(&mut syn, "em0", In, 0);
+        assert_eq!(d.action, VerdictAction::Pass, "{extra:.0}{d:?}");
+        let i = parse_ip(&syn).unwrap();
+        assert_eq!((i.dst, i.dport()), (ip("10.0.0.10"), Some(9000)));
+        assert!(checksums_ok(&syn));
+        // Naming the original destination after the match: no longer
+        // matches (the connection is blocked, as on OpenBSD).
+        let rules = format!(
+            "block all\n{extra}\
+             match in on em0 proto tcp to (em0) port 9100 rdr-to 10.0.0.10 port 9000\n\
+             pass in on em0 proto tcp to (em0) port 9100\n"
+        );
+        let mut f = filter(&rules);
+        let mut syn = tcp("198.51.100.7", "203.0.113.2", 40000, 9100, 1, 0, 0x02);
+        let d = f.process(&mut syn, "em0", In, 0);
+        assert!(matches!(d.action, VerdictAction::Block(_)), "{d:?}");
+    }
+    // nat-to: the source the rules after see is the translated one.
+    let mut f = filter(
+        "pass all\nmatch out on em0 inet from 10.0.0.0/24 nat-to 203.0.113.2\n\
+         block out on em0 from 10.0.0.0/24\n",
+    );
+    let mut syn = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 1, 0, 0x02);
+    let d = f.process(&mut syn, "em0", Out, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "{d:?}");
+    assert_eq!(parse_ip(&syn).unwrap().src, ip("203.0.113.2"));
+    let mut f = filter(
+        "block all\nmatch out on em0 inet from 10.0.0.0/24 nat-to 203.0.113.2\n\
+         pass out on em0 from 203.0.113.2\n",
+    );
+    let mut syn = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 1, 0, 0x02);
+    assert_eq!(
+        f.process(&mut syn, "em0", Out, 0).action,
+        VerdictAction::Pass
+    );
+    // A round-robin pool: the later rules see the address the connection
+    // then gets.
+    let mut f = filter(
+        "match out on em0 inet from 10.0.0.0/24 nat-to { 203.0.113.20 203.0.113.21 } round-robin\n\
+         pass out on em0\nblock out on em0 from 203.0.113.21\n",
+    );
+    let mut first = tcp("10.0.0.5", "198.51.100.7", 1234, 80, 1, 0, 0x02);
+    let d = f.process(&mut first, "em0", Out, 0);
+    assert_eq!(d.action, VerdictAction::Pass, "the first gets .20: {d:?}");
+    assert_eq!(parse_ip(&first).unwrap().src, ip("203.0.113.20"));
+    let mut second = tcp("10.0.0.6", "198.51.100.7", 1234, 80, 1, 0, 0x02);
+    let d = f.process(&mut second, "em0", Out, 1);
+    assert!(
+        matches!(d.action, VerdictAction::Block(_)),
+        "the second would get .21: {d:?}"
+    );
+}
