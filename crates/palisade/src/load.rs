@@ -182,9 +182,22 @@ pub fn member_translation_rules(pf: &palisade_conf::ir::Config, cfg: &Config) ->
     fn walk(
         rs: &palisade_conf::ir::Ruleset,
         bridge_of: &dyn Fn(&str) -> Option<String>,
+        bare_bridge: &dyn Fn(&str) -> Option<String>,
         out: &mut Vec<String>,
     ) {
         for r in &rs.rules {
+            // `on bridge0` of a bridge without addresses: nothing is
+            // routed there and bridged packets are filtered on the
+            // members (pfSense admins write it; OpenBSD says nothing
+            // either, but Palisade says so of unknown interfaces).
+            if let Some((false, name)) = &r.ifname {
+                if let Some(members) = bare_bridge(name) {
+                    out.push(format!(
+                        "{}:{}: warning: `on {name}`: {name} has no addresses, so nothing is routed through it and this rule never matches; bridged packets are filtered on its members ({members})",
+                        r.file, r.line
+                    ));
+                }
+            }
             let what = if r.nat.is_some() && r.rdr.is_some() {
                 Some("binat-to")
             } else if r.nat.is_some() {
@@ -207,7 +220,7 @@ pub fn member_translation_rules(pf: &palisade_conf::ir::Config, cfg: &Config) ->
                 }
             }
             if let Some(i) = &r.inline {
-                walk(i, bridge_of, out);
+                walk(i, bridge_of, bare_bridge, out);
             }
         }
     }
@@ -216,10 +229,20 @@ pub fn member_translation_rules(pf: &palisade_conf::ir::Config, cfg: &Config) ->
         let b = &cfg.ifaces[m.bridge?];
         (!b.addresses.is_empty()).then(|| b.name.clone())
     };
+    let bare_bridge = |n: &str| -> Option<String> {
+        let (ix, b) = cfg.ifaces.iter().enumerate().find(|(_, i)| i.name == n)?;
+        let members: Vec<&str> = cfg
+            .ifaces
+            .iter()
+            .filter(|i| i.bridge == Some(ix))
+            .map(|i| i.name.as_str())
+            .collect();
+        (b.addresses.is_empty() && !members.is_empty()).then(|| members.join(", "))
+    };
     let mut out = Vec::new();
-    walk(&pf.main, &bridge_of, &mut out);
+    walk(&pf.main, &bridge_of, &bare_bridge, &mut out);
     for a in &pf.load_anchors {
-        walk(&a.ruleset, &bridge_of, &mut out);
+        walk(&a.ruleset, &bridge_of, &bare_bridge, &mut out);
     }
     out
 }
@@ -852,8 +875,26 @@ interface = "sync"
             w[1].starts_with("pf.conf:2: warning: `on wan` with rdr-to"),
             "{w:#?}"
         );
-        // A bridge without addresses routes nothing.
-        assert!(run(&toml(""), rules).is_empty());
+        // A bridge without addresses routes nothing: nothing said of its
+        // members (only of the rule `on` it, below).
+        let w = run(&toml(""), rules);
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(
+            w[0].starts_with("pf.conf:3: warning: `on bridge0`"),
+            "{w:#?}"
+        );
+        // And a rule `on` it never matches: said.
+        let w = run(
+            &toml(""),
+            "pass in on bridge0 proto tcp to port 25\npass on wan\n",
+        );
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(
+            w[0].starts_with("pf.conf:1: warning: `on bridge0`: bridge0 has no addresses")
+                && w[0].ends_with("filtered on its members (wan, dmz)"),
+            "{w:#?}"
+        );
+        assert!(run(&routed, "pass in on bridge0\n").is_empty());
     }
 
     /// A ruleset that blocks the pair's own traffic is said, each way on

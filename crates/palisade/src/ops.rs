@@ -1252,6 +1252,9 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             if let Some(f) = over(&ts, new.len()) {
                 return f;
             }
+            // A table no ruleset defines is made, and said so as pfctl
+            // says it (a mistyped name must not pass unseen).
+            let created = !ts.tables.contains_key(name);
             let t = ts
                 .tables
                 .entry(name.to_string())
@@ -1266,8 +1269,12 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
                 }
             }
             done(
-                format!("{added}/{} addresses added.\n", addrs.len()),
-                json!({"added": added, "given": addrs.len()}),
+                format!(
+                    "{}{added}/{} addresses added.\n",
+                    if created { "1 table created.\n" } else { "" },
+                    addrs.len()
+                ),
+                json!({"added": added, "given": addrs.len(), "created": created}),
             )
         }
         "delete" => {

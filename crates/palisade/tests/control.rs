@@ -270,8 +270,12 @@ fn control_commands_against_a_running_daemon() {
     // tables were dated 0: a review's finding).
     let r = c.json(&["table", "allowed", "expire", "3600"]);
     assert_eq!(r["expired"].as_array().unwrap().len(), 0, "{r}");
-    // A table not in pf.conf is created by `add` (pf does the same).
-    c.ok(&["table", "scratch", "add", "192.0.2.1"]);
+    // A table not in pf.conf is created by `add` (pf does the same), and
+    // said so as pfctl says it (a mistyped name must not pass unseen).
+    assert_eq!(
+        c.ok(&["table", "scratch", "add", "192.0.2.1"]),
+        "1 table created.\n1/1 addresses added.\n"
+    );
     let r = c.json(&["table", "scratch", "expire", "3600"]);
     assert_eq!(r["expired"].as_array().unwrap().len(), 0, "{r}");
     std::thread::sleep(Duration::from_millis(2100));

@@ -173,8 +173,12 @@ impl Dataplane {
             .into_iter()
             .filter(|&p| ip_kind || !self.cfg.ifaces[p].block_non_ip)
             .collect();
-        if before > 0 && egress.is_empty() {
+        // Withheld from a `blocknonip` member: counted, also when the
+        // frame goes on to other members (a flood).
+        if egress.len() < before {
             self.counters.dropped(DropReason::NonIpBlocked);
+        }
+        if before > 0 && egress.is_empty() {
             return;
         }
         // A group frame the bridge's own interface takes too: what it

@@ -1094,6 +1094,26 @@ fn priority_tagged_frames_are_filtered_as_untagged() {
     assert_eq!(&o[0].1[14..14 + ip.len()], &ip[..]);
 }
 
+/// A flooded frame withheld from a `blocknonip` member is counted even
+/// when it goes on to the other members (palisade.toml(5): counted as
+/// non_ip_blocked; a probe saw a 3-member bridge count nothing).
+#[test]
+fn a_flood_withheld_from_a_blocknonip_member_is_counted() {
+    let toml = S1
+        .replace(
+            "[[bridge]]",
+            "[[port]]\nname = \"px\"\n[[interface]]\nname = \"dmz2\"\nport = \"px\"\n[[bridge]]",
+        )
+        .replace(
+            "members = [\"wan\", \"dmz\"]",
+            "members = [\"wan\", \"dmz\", \"dmz2\"]\nblocknonip = [\"wan\"]",
+        );
+    let mut d = dp(&toml, "pass\n");
+    let other = eth(BROADCAST, A, None, 0x88b5, &[0u8; 46]);
+    assert_eq!(ports(&d.input(1, &other, 0)), [3], "to dmz2 only");
+    assert_eq!(d.counters.drops.get(DropReason::NonIpBlocked), 1);
+}
+
 /// `blocknonip` on a member (brconfig's): frames other than IPv4, IPv6,
 /// ARP and RARP neither come in by it nor go out by it; VLAN-tagged
 /// frames count as not IP. The other members still exchange them, and
