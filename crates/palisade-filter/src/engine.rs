@@ -506,7 +506,10 @@ pub(crate) fn translated_view(
         }
     }
     if let Some(p) = rdr {
-        if let Some(a) = pv.preview(p, rule, false, pkt) {
+        // (With both on one rule, the destination is chosen for the
+        // translated source, as the filter then translates it.)
+        let seen = v.as_ref().unwrap_or(pkt);
+        if let Some(a) = pv.preview(p, rule, false, seen) {
             let v = v.get_or_insert_with(|| pkt.clone());
             v.dst = a;
             if let Some(port) = v.dport.and_then(|d| crate::filter::rdr_port(p, d)) {

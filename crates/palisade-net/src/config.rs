@@ -186,6 +186,13 @@ struct RawBridge {
     /// Carry VLAN-tagged frames no [[interface]] claims, unfiltered.
     #[serde(default)]
     pass_tagged: bool,
+    /// Static learning-table entries, "MEMBER MAC" (brconfig's `static`):
+    /// never aged, never moved by a frame from another member.
+    #[serde(default)]
+    r#static: Vec<Spanned<String>>,
+    /// Members whose senders are not learnt (brconfig's `-learn`).
+    #[serde(default)]
+    nolearn: Vec<Spanned<String>>,
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
     #[serde(default)]
@@ -273,6 +280,14 @@ pub enum ConfigProblem {
     BridgeTooSmall,
     #[error("bridge '{bridge}': blocknonip '{member}' is not one of its members")]
     BlockNonIpNotMember { bridge: String, member: String },
+    #[error("bridge '{bridge}': nolearn '{member}' is not one of its members")]
+    NoLearnNotMember { bridge: String, member: String },
+    #[error("bridge '{bridge}': static \"{entry}\": {why} (write \"MEMBER MAC\", e.g. \"wan 02:00:00:00:01:01\")")]
+    BadStatic {
+        bridge: String,
+        entry: String,
+        why: String,
+    },
     #[error("'{0}' is not an interface")]
     NoSuchInterface(String),
     #[error("'{0}' is a bridge member; route through the bridge")]
@@ -652,6 +667,11 @@ pub struct Iface {
     /// For a bridge: `pass-tagged` (VLAN-tagged frames no interface
     /// claims cross it as they are, unfiltered; else they are dropped).
     pub pass_tagged: bool,
+    /// For a member: `nolearn` (its senders are not learnt: frames to
+    /// them are flooded unless a static entry says where they are).
+    pub no_learn: bool,
+    /// For a bridge: static learning-table entries (member, MAC).
+    pub fdb_static: Vec<(usize, [u8; 6])>,
     /// Router advertisements sent on it (`[interface.router-advertisements]`).
     pub ra: Option<RaConf>,
     /// `mtu` under [[interface]]: the most it sends, when below its
@@ -991,6 +1011,8 @@ impl Config {
                 members: Vec::new(),
                 block_non_ip: false,
                 pass_tagged: false,
+                no_learn: false,
+                fdb_static: Vec::new(),
                 ra,
                 mtu,
             });
@@ -1010,6 +1032,8 @@ impl Config {
                     members: Vec::new(),
                     block_non_ip: false,
                     pass_tagged: false,
+                    no_learn: false,
+                    fdb_static: Vec::new(),
                     ra: None,
                     mtu: None,
                 });
@@ -1077,6 +1101,51 @@ impl Config {
                     }
                 }
             }
+            for m in &b.nolearn {
+                match if_ix.get(m.get_ref()) {
+                    Some(&mi) if members.contains(&mi) => ifaces[mi].no_learn = true,
+                    _ => {
+                        return Err(cx.err(
+                            m,
+                            ConfigProblem::NoLearnNotMember {
+                                bridge: name,
+                                member: m.get_ref().clone(),
+                            },
+                        ))
+                    }
+                }
+            }
+            let mut fdb_static = Vec::new();
+            for e in &b.r#static {
+                let bad = |why: &str| {
+                    cx.err(
+                        e,
+                        ConfigProblem::BadStatic {
+                            bridge: name.clone(),
+                            entry: e.get_ref().clone(),
+                            why: why.to_string(),
+                        },
+                    )
+                };
+                let mut words = e.get_ref().split_whitespace();
+                let (Some(member), Some(mac), None) = (words.next(), words.next(), words.next())
+                else {
+                    return Err(bad("not a member and a MAC"));
+                };
+                let Some(&mi) = if_ix.get(member).filter(|mi| members.contains(mi)) else {
+                    return Err(bad(&format!("'{member}' is not one of its members")));
+                };
+                let Some(mac) = parse_mac(mac) else {
+                    return Err(bad(&format!("'{mac}' is not a MAC address")));
+                };
+                if mac[0] & 1 != 0 {
+                    return Err(bad("a group (multicast) address cannot be learnt"));
+                }
+                if fdb_static.iter().any(|(_, m)| *m == mac) {
+                    return Err(bad("that MAC has a static entry already"));
+                }
+                fdb_static.push((mi, mac));
+            }
             let addresses = addrs(&cx, &b.addresses, &name)?;
             if_ix.insert(name.clone(), bi);
             ifaces.push(Iface {
@@ -1090,6 +1159,8 @@ impl Config {
                 members,
                 block_non_ip: false,
                 pass_tagged: b.pass_tagged,
+                no_learn: false,
+                fdb_static,
                 ra: None,
                 mtu: None,
             });
@@ -1899,6 +1970,22 @@ impl Config {
     }
 }
 
+/// "02:00:00:00:01:01" (or with dashes) as six bytes.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(&parts) {
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1940,6 +2027,54 @@ mod tests {
         assert!(
             e.contains(":11:")
                 && e.contains("bridge 'bridge0': blocknonip 'eth2' is not one of its members"),
+            "{e}"
+        );
+    }
+
+    /// `static` entries name a member and a unicast MAC, once each;
+    /// `nolearn` names members.
+    #[test]
+    fn bridge_static_entries_and_nolearn() {
+        let base = "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n[[port]]\nname = \"eth2\"\n[[bridge]]\nname = \"bridge0\"\nmembers = [\"eth0\", \"eth1\"]\n";
+        let c = parse(&format!(
+            "{base}static = [\"eth0 02:00:00:00:01:01\", \"eth1 02-00-00-00-0a-01\"]\nnolearn = [\"eth1\"]\n"
+        ))
+        .unwrap();
+        let b = c.ifaces.iter().find(|i| i.name == "bridge0").unwrap();
+        assert_eq!(
+            b.fdb_static,
+            [(0, [2, 0, 0, 0, 1, 1]), (1, [2, 0, 0, 0, 0xa, 1])]
+        );
+        let flags: Vec<bool> = c.ifaces.iter().map(|i| i.no_learn).collect();
+        assert_eq!(flags, [false, true, false, false]);
+        for (entry, why) in [
+            ("eth2 02:00:00:00:01:01", "'eth2' is not one of its members"),
+            (
+                "eth0 02:00:00:00:01",
+                "'02:00:00:00:01' is not a MAC address",
+            ),
+            ("eth0", "not a member and a MAC"),
+            ("eth0 01:00:5e:00:00:01", "a group (multicast) address"),
+        ] {
+            let e = parse(&format!("{base}static = [\"{entry}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(":11:") && e.contains(&format!("static \"{entry}\": {why}")),
+                "{e}"
+            );
+        }
+        let e = parse(&format!(
+            "{base}static = [\"eth0 02:00:00:00:01:01\", \"eth1 02:00:00:00:01:01\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("a static entry already"), "{e}");
+        let e = parse(&format!("{base}nolearn = [\"eth2\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nolearn 'eth2' is not one of its members"),
             "{e}"
         );
     }

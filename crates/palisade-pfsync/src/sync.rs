@@ -92,6 +92,10 @@ pub const BULK_DEMOTE: i32 = 32;
 /// default pace).
 const BULK_MAX_FACTOR: u64 = 10;
 
+/// States asked for one by one, remembered at most (past it the memory
+/// is cleared: their answers then count as the bulk update's).
+const MAX_ASKED: usize = 4096;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncConfig {
     /// Our creator id (random, not 0): the states we create carry it.
@@ -319,6 +323,15 @@ pub struct Sync {
     /// Our last bulk update was given up: the peer's table is asked for
     /// again as soon as a packet of the peer's is heard.
     want_table: bool,
+    /// Bulk updates given up in a row, and when the table may be asked
+    /// for again (the first time at once, then after a minute, two,
+    /// four..., at most an hour: a peer that never answers is not asked
+    /// every time it is heard).
+    bulk_failures: u32,
+    retry_table_at: Micros,
+    /// States we asked for one by one (UPD_REQ): their answers (full
+    /// UPD) are not the bulk update coming (at most `MAX_ASKED`).
+    asked: std::collections::HashSet<StateRef>,
     last_heard: Option<Micros>,
     /// A bulk update we send: the messages left, and the next tick.
     bulk_out: VecDeque<Message>,
@@ -382,6 +395,9 @@ impl Sync {
             bulk_req_received: 0,
             bulk_answered: false,
             want_table: false,
+            bulk_failures: 0,
+            retry_table_at: 0,
+            asked: Default::default(),
             last_heard: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -728,6 +744,10 @@ impl Sync {
 
     /// The caller has no state for an update that arrived: ask for it.
     pub fn unknown(&mut self, _now: Micros, r: StateRef) {
+        if self.asked.len() >= MAX_ASKED {
+            self.asked.clear();
+        }
+        self.asked.insert(r);
         self.urgent.push(Message::UpdReq(r));
         self.flush_urgent();
     }
@@ -792,7 +812,11 @@ impl Sync {
         // the peer is heard again, so its table is asked for again (it
         // may hold connections this node lacks; nothing else would bring
         // them, as the peer has no reason to send them).
-        if self.want_table && self.link_up && matches!(self.bulk, Bulk::Idle) {
+        if self.want_table
+            && self.link_up
+            && matches!(self.bulk, Bulk::Idle)
+            && now >= self.retry_table_at
+        {
             self.want_table = false;
             self.begin_bulk(now, 0);
         }
@@ -812,7 +836,12 @@ impl Sync {
                 .or_default() += 1;
             match m {
                 Message::Upd(s) => {
-                    self.bulk_progress(now);
+                    // A state we asked for alone is no sign of the bulk
+                    // update coming (a busy peer answers many while the
+                    // update has stopped).
+                    if !self.asked.remove(&state_ref(&s)) {
+                        self.bulk_progress(now);
+                    }
                     self.events.push_back(Event::State(s))
                 }
                 Message::Ins(s) => self.events.push_back(Event::State(s)),
@@ -896,6 +925,16 @@ impl Sync {
         };
         self.bulk = Bulk::Idle;
         self.want_table = !complete;
+        if complete {
+            self.bulk_failures = 0;
+        } else {
+            self.bulk_failures += 1;
+            let wait = match self.bulk_failures {
+                1 => 0,
+                n => (60 * SECOND << (n - 2).min(6)).min(3600 * SECOND),
+            };
+            self.retry_table_at = now + wait;
+        }
         self.stats.last_bulk = Some((started, now, complete));
         self.events.push_back(Event::BulkDone { complete, at: now });
         if demote != 0 {

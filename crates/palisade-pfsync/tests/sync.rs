@@ -453,6 +453,102 @@ fn a_given_up_bulk_update_is_asked_for_again_when_the_peer_is_heard() {
     assert_eq!(p.b.sync.stats().bulk_requests_sent, asked);
 }
 
+/// A peer that never answers (its pfsync blocked on the way in, its own
+/// packets still heard) is asked again after each give-up at growing
+/// intervals (at once, then a minute, two...), not every time it is heard.
+#[test]
+fn a_peer_that_never_answers_is_asked_again_less_and_less_often() {
+    let mut b = Node::new(0xb);
+    let mut a = Node::new(0xa);
+    a.insert(0, state(0xa, 1, 1));
+    b.sync.start(0);
+    b.events(0);
+    let mut now = 0;
+    let mut starts = vec![0u64];
+    let mut pending = true;
+    while now <= 400 * S {
+        // a's news reaches b every second; b's requests never reach a.
+        if now % S == 0 {
+            a.update(now, state(0xa, 1, (now / S) as u32 + 2));
+            a.sync.flush();
+            while let Some(pk) = a.sync.poll_transmit() {
+                b.sync.handle_packet(now, 255, &pk);
+            }
+        }
+        if b.sync.poll_timeout().is_some_and(|t| t <= now) {
+            b.sync.handle_timeout(now);
+        }
+        while b.sync.poll_transmit().is_some() {}
+        b.events(now);
+        if b.sync.bulk_pending() && !pending {
+            starts.push(now / S);
+        }
+        pending = b.sync.bulk_pending();
+        now += 100 * MS;
+    }
+    // Given up at 60 s, asked again at once (given up at 120 s), then
+    // after a minute (at 180 s, given up at 240 s), then after two (at
+    // 360 s).
+    assert_eq!(b.done, [false, false, false], "{starts:?}");
+    // (Each at the first packet heard after its time.)
+    assert_eq!(starts, [0, 61, 181, 361]);
+}
+
+/// A bulk update that stopped (the peer's sync link flapped: its update
+/// under way is dropped) is asked for again after 5 s, even while the
+/// peer answers the states asked for one by one (full UPDs too, but not
+/// the update: a review found they kept the request from being repeated
+/// for up to ten minutes).
+#[test]
+fn answers_to_single_requests_do_not_keep_a_stopped_bulk_update_alive() {
+    let mut p = Pair::new();
+    p.a.sync = Sync::new(SyncConfig {
+        creator: 0xa,
+        bulk_pace: 1,
+        bulk_tick: 10 * MS,
+        ..SyncConfig::default()
+    });
+    for id in 1..=2000 {
+        p.a.insert(0, state(0xa, id, id as u32));
+    }
+    p.run(1_100 * MS);
+    p.b = Node::new(0xb);
+    let t = p.now;
+    p.b.sync.start(t);
+    p.b.events(t);
+    p.run(t + 500 * MS);
+    // a's link flaps: the update it was sending is dropped.
+    p.a.sync.set_link(p.now, false);
+    p.a.sync.set_link(p.now, true);
+    // a's states keep changing: b, lacking most, asks for each (UPD_REQ)
+    // and gets it whole (UPD).
+    for k in 0..60u64 {
+        let now = p.now;
+        for id in (1500 + k * 5)..(1505 + k * 5) {
+            p.a.update(now, state(0xa, id, 10_000 + id as u32));
+        }
+        let until = now + 100 * MS;
+        p.run(until);
+    }
+    assert!(p.b.sync.stats().messages_sent["UPD_REQ"] > 10);
+    assert!(
+        p.b.sync.stats().bulk_requests_sent >= 2,
+        "asked again: {}",
+        p.b.sync.stats().bulk_requests_sent
+    );
+    let t2 = p.now;
+    p.run(t2 + 10 * S);
+    assert_eq!(p.b.done, [true]);
+    // Every state is there (the toy table lets a bulk update's older copy
+    // overwrite a newer change; the daemon merges per side).
+    assert!(
+        p.b.table.keys().eq(p.a.table.keys()),
+        "{} of {} states",
+        p.b.table.len(),
+        p.a.table.len()
+    );
+}
+
 /// A bulk update that stops coming (its packets lost) is asked for again
 /// after `bulk_retry` of silence, and the second one completes.
 #[test]

@@ -196,6 +196,15 @@ enum Cmd {
         #[command(subcommand)]
         action: SyncCmd,
     },
+    /// The bridges' learning tables in the running daemon, as OpenBSD's
+    /// `ifconfig bridge0 flush` and `deladdr`: `bridge flush BRIDGE`
+    /// forgets every learnt address (frames flood until their hosts are
+    /// heard again), `bridge deladdr BRIDGE MAC` one of them. Static
+    /// entries (palisade.toml) stay. `show fdb` lists them.
+    Bridge {
+        #[command(subcommand)]
+        action: BridgeCmd,
+    },
     /// Passive OS fingerprints in the running daemon: `osfp show
     /// ADDRESS[:PORT]` says what the host's SYNs (or that connection's)
     /// were taken for (needs `[osfp]` in palisade.toml).
@@ -392,6 +401,29 @@ enum CarpCmd {
         /// `advskew N` and/or `advbase N`.
         #[arg(num_args = 2.., value_names = ["SETTING", "VALUE"])]
         settings: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+}
+
+#[derive(Subcommand)]
+enum BridgeCmd {
+    /// Forget every address the bridge learnt (static entries stay).
+    Flush {
+        /// The bridge (its [[bridge]] name).
+        bridge: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        sock: Sock,
+    },
+    /// Forget one learnt address.
+    Deladdr {
+        bridge: String,
+        /// The MAC address (02:00:00:00:01:01).
+        mac: String,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -1357,6 +1389,31 @@ fn main() -> ExitCode {
         Cmd::Sync {
             action: SyncCmd::Show { json, sock },
         } => control_cmd(&sock.path(), Request::SyncShow, json),
+        Cmd::Bridge {
+            action: BridgeCmd::Flush { bridge, json, sock },
+        } => control_cmd(
+            &sock.path(),
+            Request::BridgeFlush { bridge, mac: None },
+            json,
+        ),
+        Cmd::Bridge {
+            action:
+                BridgeCmd::Deladdr {
+                    bridge,
+                    mac,
+                    json,
+                    sock,
+                },
+        } => {
+            let req = serde_json::json!({"cmd": "bridge", "bridge": bridge, "mac": mac});
+            match Request::parse(&req) {
+                Ok(r) => control_cmd(&sock.path(), r, json),
+                Err(e) => {
+                    eprintln!("palisade bridge deladdr: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Osfp {
             action: OsfpCmd::Show { target, json, sock },
         } => match addr_port(&target) {

@@ -105,6 +105,28 @@ fn answer_inner(sh: &Shared, req: &Request) -> Value {
         Request::Log => fail("log: a stream (answered by the control socket)"),
         Request::Carp(op) => crate::carp::answer(sh, op),
         Request::SyncShow => crate::pfsync::show(sh),
+        Request::BridgeFlush { bridge, mac } => {
+            let r = sh.dp().fdb_forget(bridge, mac.as_ref());
+            match r {
+                Ok(n) => {
+                    tracing::info!(
+                        "bridge {bridge}: {n} learnt address{} forgotten (by hand)",
+                        if n == 1 { "" } else { "es" }
+                    );
+                    match mac {
+                        Some(m) if n == 0 => fail(format!(
+                            "bridge {bridge}: {} was not learnt (a static entry stays)",
+                            palisade_wire::ethernet::mac_string(m)
+                        )),
+                        _ => done(
+                            format!("{n} address{} forgotten\n", if n == 1 { "" } else { "es" }),
+                            json!({"forgotten": n}),
+                        ),
+                    }
+                }
+                Err(e) => fail(format!("bridge {bridge}: {e}")),
+            }
+        }
         Request::NatLook { src, dst } => natlook(sh, *src, *dst),
         Request::TranslationAnchor { anchor } => {
             let legacy = sh.dp().filter.engine().calls_translation_anchor(anchor);
@@ -996,18 +1018,23 @@ fn show_fdb(sh: &Shared) -> Value {
             bridge = Some(&r.bridge);
         }
         let mac = palisade_wire::ethernet::mac_string(&r.mac);
-        text += &format!(
-            "  {mac} {:<10} seen {}s ago, forgotten in {}s\n",
-            r.member,
-            r.age_ms / 1000,
-            r.expires_ms.div_ceil(1000)
-        );
+        if r.fixed {
+            text += &format!("  {mac} {:<10} static\n", r.member);
+        } else {
+            text += &format!(
+                "  {mac} {:<10} seen {}s ago, forgotten in {}s\n",
+                r.member,
+                r.age_ms / 1000,
+                r.expires_ms.div_ceil(1000)
+            );
+        }
         list.push(json!({
             "bridge": r.bridge,
             "mac": mac,
             "member": r.member,
             "age_ms": r.age_ms,
             "expires_ms": r.expires_ms,
+            "static": r.fixed,
         }));
     }
     done(text, Value::Array(list))

@@ -195,6 +195,12 @@ pub enum Request {
     Carp(CarpOp),
     /// `sync show`: pfsync's peer, bulk update and counters.
     SyncShow,
+    /// `bridge flush` (every learnt address of the bridge) or `bridge
+    /// deladdr` (only `mac`).
+    BridgeFlush {
+        bridge: String,
+        mac: Option<[u8; 6]>,
+    },
     /// pf's DIOCNATLOOK: a TCP connection as a local proxy sees it (its
     /// peer `src`, its own end `dst`, after `rdr-to` or `divert-to`), and
     /// the answer: the connection as it was on the wire.
@@ -386,6 +392,20 @@ impl Request {
             }),
             Some("log") => Ok(Request::Log),
             Some("sync") => Ok(Request::SyncShow),
+            Some("bridge") => {
+                let bridge = req["bridge"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or("bridge: no \"bridge\"")?
+                    .to_string();
+                let mac = match &req["mac"] {
+                    Value::Null => None,
+                    m => Some(m.as_str().and_then(parse_mac).ok_or_else(|| {
+                        format!("'{}' is not a MAC address", m.as_str().unwrap_or("?"))
+                    })?),
+                };
+                Ok(Request::BridgeFlush { bridge, mac })
+            }
             Some("osfp") => {
                 let addr = req["addr"]
                     .as_str()
@@ -541,6 +561,11 @@ impl Request {
             Request::Reload { file } => json!({"cmd": "reload", "file": file}),
             Request::Log => json!({"cmd": "log"}),
             Request::SyncShow => json!({"cmd": "sync", "op": "show"}),
+            Request::BridgeFlush { bridge, mac } => json!({
+                "cmd": "bridge",
+                "bridge": bridge,
+                "mac": mac.map(|m| palisade_wire::ethernet::mac_string(&m)),
+            }),
             Request::Osfp { addr, port } => {
                 json!({"cmd": "osfp", "addr": addr.to_string(), "port": port})
             }
@@ -578,6 +603,22 @@ impl Request {
             }),
         }
     }
+}
+
+/// "02:00:00:00:01:01" (or with dashes) as six bytes.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(&parts) {
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(m)
 }
 
 #[cfg(test)]
@@ -654,6 +695,14 @@ mod tests {
             Request::Log,
             Request::Carp(CarpOp::Show),
             Request::SyncShow,
+            Request::BridgeFlush {
+                bridge: "bridge0".into(),
+                mac: None,
+            },
+            Request::BridgeFlush {
+                bridge: "bridge0".into(),
+                mac: Some([2, 0, 0, 0, 1, 1]),
+            },
             Request::Osfp {
                 addr: "2001:db8::7".parse().unwrap(),
                 port: Some(40123),

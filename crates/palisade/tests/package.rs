@@ -91,7 +91,7 @@ fn man_cmd() -> Command {
     c
 }
 
-const PAGES: [&str; 46] = [
+const PAGES: [&str; 49] = [
     "man8/palisade-greylist.8.gz",
     "man8/palisade-greylist-run.8.gz",
     "man8/palisade-greylist-show.8.gz",
@@ -101,6 +101,9 @@ const PAGES: [&str; 46] = [
     "man8/palisade-osfp-show.8.gz",
     "man8/palisade-ftp-proxy.8.gz",
     "man8/palisade-sync.8.gz",
+    "man8/palisade-bridge.8.gz",
+    "man8/palisade-bridge-flush.8.gz",
+    "man8/palisade-bridge-deladdr.8.gz",
     "man8/palisade-sync-show.8.gz",
     "man8/palisade-lab-failover.8.gz",
     "man8/palisade-lab-kill.8.gz",
@@ -507,9 +510,12 @@ fn palisade_toml_page_names_every_key() {
             in_raw = true;
         } else if line.starts_with('}') {
             in_raw = false;
-        } else if in_raw && !line.trim_start().starts_with('#') {
+        } else if in_raw
+            && !line.trim_start().starts_with('#')
+            && !line.trim_start().starts_with("//")
+        {
             if let Some((name, _)) = line.trim().split_once(':') {
-                keys.push(name.replace('_', "-"));
+                keys.push(name.trim_start_matches("r#").replace('_', "-"));
             }
         }
     }

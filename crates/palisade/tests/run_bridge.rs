@@ -223,6 +223,43 @@ fn bridge_filters_real_traffic() {
             .any(|l| l.trim_start().starts_with(&format!("{} p2 ", mac_of(&h2)))),
         "{text}"
     );
+    // `bridge deladdr` / `bridge flush` (ifconfig bridge0 deladdr/flush):
+    // forgotten, said how many; a MAC not learnt and a name that is no
+    // bridge are refused.
+    let bridge = |args: &[&str]| {
+        Command::new(palisade())
+            .arg("bridge")
+            .args(args)
+            .arg("-s")
+            .arg(d.join("palisade.sock"))
+            .output()
+            .unwrap()
+    };
+    let o = bridge(&["deladdr", "bridge0", &mac_of(&h1)]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "1 address forgotten\n");
+    assert!(!show(false).contains(&mac_of(&h1)));
+    let o = bridge(&["deladdr", "bridge0", &mac_of(&h1)]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("was not learnt"),
+        "{o:?}"
+    );
+    let o = bridge(&["flush", "p1"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("'p1' is not a bridge"),
+        "{o:?}"
+    );
+    let o = bridge(&["deladdr", "bridge0", "02:00"]);
+    assert!(!o.status.success(), "{o:?}");
+    let o = bridge(&["flush", "bridge0"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).ends_with("forgotten\n"),
+        "{o:?}"
+    );
+    assert!(!show(false).contains(&mac_of(&h2)));
 
     let o = daemon.stop().expect("palisade output");
     let err = String::from_utf8_lossy(&o.stderr);

@@ -35,9 +35,45 @@ pub(super) struct TableFull;
 pub(super) struct Fdb {
     /// Per bridge interface: address -> (member interface, last seen).
     tables: HashMap<usize, HashMap<Mac, (usize, u64)>>,
+    /// Per bridge: palisade.toml's static entries (brconfig's `static`),
+    /// address -> member: never aged, and a frame from that address on
+    /// another member moves nothing (a host cannot take the gateway's
+    /// address over by sending one frame from it).
+    statics: HashMap<usize, HashMap<Mac, usize>>,
 }
 
 impl Fdb {
+    /// The static entries of every bridge of `cfg`.
+    pub(super) fn with_statics(cfg: &crate::config::Config) -> Fdb {
+        let mut f = Fdb::default();
+        for (b, i) in cfg.ifaces.iter().enumerate() {
+            for (m, mac) in &i.fdb_static {
+                f.statics.entry(b).or_default().insert(*mac, *m);
+            }
+        }
+        f
+    }
+
+    fn static_of(&self, b: usize, mac: &Mac) -> Option<usize> {
+        self.statics.get(&b).and_then(|t| t.get(mac)).copied()
+    }
+
+    /// Forget what was learnt (`bridge flush`): every address of bridge
+    /// `b`, or only `mac`. Static entries stay. How many went.
+    pub(super) fn forget(&mut self, b: usize, mac: Option<&Mac>) -> usize {
+        let Some(t) = self.tables.get_mut(&b) else {
+            return 0;
+        };
+        match mac {
+            Some(m) => t.remove(m).is_some() as usize,
+            None => {
+                let n = t.len();
+                t.clear();
+                n
+            }
+        }
+    }
+
     /// `src` was seen on member `m` of bridge `b`. True when that is
     /// news: the address was not known, or known on another member.
     pub(super) fn learn(
@@ -47,6 +83,9 @@ impl Fdb {
         m: usize,
         now: u64,
     ) -> Result<bool, TableFull> {
+        if self.static_of(b, &src).is_some() {
+            return Ok(false);
+        }
         let t = self.tables.entry(b).or_default();
         if t.len() < FDB_MAX || t.contains_key(&src) {
             let before = t.insert(src, (m, now));
@@ -58,6 +97,9 @@ impl Fdb {
 
     /// The member `dst` was learnt on, if it was seen in the last 300 s.
     pub(super) fn fresh(&self, b: usize, dst: &Mac, now: u64) -> Option<usize> {
+        if let Some(m) = self.static_of(b, dst) {
+            return Some(m);
+        }
         self.tables
             .get(&b)
             .and_then(|t| t.get(dst))
@@ -67,6 +109,9 @@ impl Fdb {
 
     /// The member `dst` was learnt on (until `age` removes it).
     pub(super) fn learnt(&self, b: usize, dst: &Mac) -> Option<usize> {
+        if let Some(m) = self.static_of(b, dst) {
+            return Some(m);
+        }
         self.tables
             .get(&b)
             .and_then(|t| t.get(dst))
@@ -79,6 +124,9 @@ impl Fdb {
     /// never back in time: a host seen on another member since has moved,
     /// and the program's count, read later, must not move it back.
     pub(super) fn refresh(&mut self, b: usize, src: Mac, m: usize, when: u64) {
+        if self.static_of(b, &src).is_some() {
+            return;
+        }
         let t = self.tables.entry(b).or_default();
         let room = t.len() < FDB_MAX;
         match t.get_mut(&src) {
@@ -98,6 +146,14 @@ impl Fdb {
             .iter()
             .flat_map(|(&b, t)| t.iter().map(move |(&mac, &(m, seen))| (b, mac, m, seen)))
             .filter(|&(_, _, _, seen)| now < seen + FDB_AGING_MS)
+            .collect()
+    }
+
+    /// The static entries: bridge, address, member.
+    pub(super) fn static_entries(&self) -> Vec<(usize, Mac, usize)> {
+        self.statics
+            .iter()
+            .flat_map(|(&b, t)| t.iter().map(move |(&mac, &m)| (b, mac, m)))
             .collect()
     }
 
@@ -137,7 +193,7 @@ impl Dataplane {
         payload: &[u8],
         now: u64,
     ) {
-        if !is_multicast(&src) {
+        if !is_multicast(&src) && !self.cfg.ifaces[m].no_learn {
             self.fdb_learn(b, src, m, now);
         }
         if is_link_reserved(&dst) {

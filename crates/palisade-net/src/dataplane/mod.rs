@@ -264,6 +264,8 @@ pub struct FdbRow {
     pub age_ms: u64,
     /// ms until it is forgotten (frames to it then flood) unless seen again.
     pub expires_ms: u64,
+    /// A static entry (palisade.toml): never aged nor moved.
+    pub fixed: bool,
 }
 
 /// A route as `palisade show routes` lists it (`netstat -rn`).
@@ -354,7 +356,7 @@ impl Dataplane {
                 &adverts,
             ))),
             adverts,
-            fdb: bridge::Fdb::default(),
+            fdb: bridge::Fdb::with_statics(&cfg),
             neigh: neigh::Neighbours::default(),
             icmp: icmp_error::IcmpErrors::default(),
             host: None,
@@ -459,17 +461,44 @@ impl Dataplane {
     /// The bridges' learnt addresses, by bridge, member and address.
     /// `now` as for `tick`.
     pub fn fdb(&self, now: u64) -> Vec<FdbRow> {
-        let mut v = self.fdb.entries(now);
+        let mut v: Vec<(usize, Mac, usize, Option<u64>)> = self
+            .fdb
+            .entries(now)
+            .into_iter()
+            .map(|(b, mac, m, seen)| (b, mac, m, Some(seen)))
+            .chain(
+                self.fdb
+                    .static_entries()
+                    .into_iter()
+                    .map(|(b, mac, m)| (b, mac, m, None)),
+            )
+            .collect();
         v.sort_by_key(|&(b, mac, m, _)| (b, m, mac));
         v.into_iter()
             .map(|(b, mac, m, seen)| FdbRow {
                 bridge: self.iface_name(b),
                 mac,
                 member: self.iface_name(m),
-                age_ms: now.saturating_sub(seen),
-                expires_ms: (seen + bridge::FDB_AGING_MS).saturating_sub(now),
+                age_ms: seen.map_or(0, |s| now.saturating_sub(s)),
+                expires_ms: seen.map_or(0, |s| (s + bridge::FDB_AGING_MS).saturating_sub(now)),
+                fixed: seen.is_none(),
             })
             .collect()
+    }
+
+    /// `bridge flush` / `bridge deladdr`: forget what bridge `name`
+    /// learnt (only `mac`, if given); static entries stay. How many went,
+    /// or why not.
+    pub fn fdb_forget(&mut self, name: &str, mac: Option<&Mac>) -> Result<usize, String> {
+        let Some(b) = self
+            .cfg
+            .ifaces
+            .iter()
+            .position(|i| i.name == name && !i.members.is_empty())
+        else {
+            return Err(format!("'{name}' is not a bridge"));
+        };
+        Ok(self.fdb.forget(b, mac))
     }
 
     /// The MAC address interface `i` answers with (ARP, NDP) and sends
@@ -752,7 +781,8 @@ impl Dataplane {
             self.in_tag = d.tag.clone();
         }
         if self.track_hits && d.state == palisade_filter::StateMatch::Match {
-            if let Some(id) = d.state_id {
+            // (Only this firewall's own states are ever held.)
+            if let Some(id) = d.state_id.filter(|id| self.filter.states.created_here(*id)) {
                 self.hits.push(id);
             }
         }

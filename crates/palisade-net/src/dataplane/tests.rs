@@ -1094,6 +1094,56 @@ fn priority_tagged_frames_are_filtered_as_untagged() {
     assert_eq!(&o[0].1[14..14 + ip.len()], &ip[..]);
 }
 
+/// A static entry (palisade.toml) pins the gateway's MAC to wan: a frame
+/// from a DMZ host sent with that MAC as its source moves nothing, and
+/// traffic to the gateway still leaves by wan (a probe cut every VM off
+/// so). `nolearn` members' senders are not learnt; `bridge flush` /
+/// `deladdr` forget what was learnt, statics excepted.
+#[test]
+fn static_entries_hold_and_learnt_ones_can_be_forgotten() {
+    let gw = [2, 0, 0, 0, 1, 1];
+    let toml = S1.replace(
+        "members = [\"wan\", \"dmz\"]",
+        "members = [\"wan\", \"dmz\"]\nstatic = [\"wan 02:00:00:00:01:01\"]",
+    );
+    let mut d = dp(&toml, "pass\n");
+    // From dmz (port 1), with the gateway's MAC as its source.
+    let spoof = eth(BROADCAST, gw, None, 0x88b5, &[0u8; 46]);
+    d.input(1, &spoof, 0);
+    let to_gw = eth(gw, B, None, 0x88b5, &[0u8; 46]);
+    assert_eq!(ports(&d.input(1, &to_gw, 1)), [0], "still by wan");
+    let rows = d.fdb(2);
+    assert!(
+        rows.iter()
+            .any(|r| r.mac == gw && r.member == "wan" && r.fixed),
+        "{:?}",
+        rows.iter()
+            .map(|r| (r.mac, &r.member, r.fixed))
+            .collect::<Vec<_>>()
+    );
+    // Without it, one frame takes the gateway's address over.
+    let mut d = dp(S1, "pass\n");
+    d.input(0, &eth(BROADCAST, gw, None, 0x88b5, &[0u8; 46]), 0);
+    d.input(1, &spoof, 1);
+    assert!(
+        d.input(1, &to_gw, 2).is_empty(),
+        "taken over: sent back to dmz"
+    );
+    // `bridge flush`: forgotten, frames to it flood again.
+    assert_eq!(d.fdb_forget("bridge0", None), Ok(2));
+    assert_eq!(ports(&d.input(1, &to_gw, 3)), [0]);
+    assert_eq!(d.fdb_forget("bridge0", Some(&gw)), Ok(0));
+    assert!(d.fdb_forget("wan", None).is_err(), "not a bridge");
+    // nolearn on dmz: its senders are not learnt.
+    let toml = S1.replace(
+        "members = [\"wan\", \"dmz\"]",
+        "members = [\"wan\", \"dmz\"]\nnolearn = [\"dmz\"]",
+    );
+    let mut d = dp(&toml, "pass\n");
+    d.input(1, &spoof, 0);
+    assert!(d.fdb(1).is_empty());
+}
+
 /// A flooded frame withheld from a `blocknonip` member is counted even
 /// when it goes on to the other members (palisade.toml(5): counted as
 /// non_ip_blocked; a probe saw a 3-member bridge count nothing).
