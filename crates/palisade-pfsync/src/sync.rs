@@ -931,7 +931,7 @@ impl Sync {
             self.bulk_failures += 1;
             let wait = match self.bulk_failures {
                 1 => 0,
-                n => (60 * SECOND << (n - 2).min(6)).min(3600 * SECOND),
+                n => ((60 * SECOND) << (n - 2).min(6)).min(3600 * SECOND),
             };
             self.retry_table_at = now + wait;
         }
