@@ -69,7 +69,21 @@ pub struct SyncRuntime {
     await_master: bool,
     /// CARP has heard another node's advertisement (a master's).
     peer_was_master: bool,
+    /// The states this node removed last (the latest `GONE_MAX`), by the
+    /// peer's name for them: a peer that missed the deletion (the sync
+    /// link was down) and sends such a state back, in its bulk update or
+    /// an update, is told to delete it instead of bringing it back, and
+    /// each bulk update this node sends carries their deletions. Without
+    /// them a connection killed (`state kill`) during an outage of the
+    /// sync link came back from the peer, here or there (an HA probe).
+    gone: std::collections::VecDeque<palisade_pfsync::StateRef>,
+    gone_set: std::collections::HashSet<palisade_pfsync::StateRef>,
+    /// States the peer sent back that this node had removed.
+    pub refused_gone: u64,
 }
+
+/// Removed states remembered (`gone`).
+const GONE_MAX: usize = 65_536;
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
 /// message, harmless: left at debug).
@@ -272,6 +286,9 @@ impl SyncRuntime {
             await_master: false,
             peer_was_master: false,
             refused: RefusedLog::default(),
+            gone: Default::default(),
+            gone_set: Default::default(),
+            refused_gone: 0,
         })
         .map(|mut r| {
             r.follow_ruleset(dp);
@@ -545,6 +562,27 @@ impl SyncRuntime {
         let mut released = Vec::new();
         while let Some(e) = self.sync.poll_event() {
             match e {
+                // A state this node removed, sent back by a peer that
+                // missed the deletion: deleted there instead.
+                Event::State(m) if self.gone_set.contains(&state_ref_of(&m)) => {
+                    self.refused_gone += 1;
+                    self.sync.delete(now_us, state_ref_of(&m));
+                }
+                Event::Update(u)
+                    if self.gone_set.contains(&palisade_pfsync::StateRef {
+                        id: u.id,
+                        creatorid: u.creatorid,
+                    }) =>
+                {
+                    self.refused_gone += 1;
+                    self.sync.delete(
+                        now_us,
+                        palisade_pfsync::StateRef {
+                            id: u.id,
+                            creatorid: u.creatorid,
+                        },
+                    );
+                }
                 Event::State(m) => match from_msg(&m) {
                     Ok(rec) => {
                         // A state we already have is merged (the more
@@ -643,6 +681,11 @@ impl SyncRuntime {
                     }
                     tracing::info!("pfsync: bulk update of {} states for the peer", all.len());
                     self.sync.bulk_send(now_us, all);
+                    // And what this node removed: the peer may have missed
+                    // it (its link was down).
+                    for r in &self.gone {
+                        self.sync.delete(now_us, *r);
+                    }
                 }
                 Event::Demote(d, why) => demote.push((d, why)),
                 Event::BulkDone { complete, .. } => {
@@ -807,7 +850,18 @@ impl SyncRuntime {
             match e {
                 StateEvent::Insert(r) => self.sync.insert(now_us, to_msg(&r)),
                 StateEvent::Update(u) => self.sync.update(now_us, to_upd_c(&u)),
-                StateEvent::Delete(sid) => self.sync.delete(now_us, state_ref(&sid)),
+                StateEvent::Delete(sid) => {
+                    let r = state_ref(&sid);
+                    if self.gone_set.insert(r) {
+                        self.gone.push_back(r);
+                        if self.gone.len() > GONE_MAX {
+                            if let Some(old) = self.gone.pop_front() {
+                                self.gone_set.remove(&old);
+                            }
+                        }
+                    }
+                    self.sync.delete(now_us, r)
+                }
             }
         }
         if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {
@@ -984,6 +1038,13 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
             st.other_ruleset
         );
     }
+    if s.refused_gone > 0 {
+        let _ = writeln!(
+            t,
+            "  states the peer sent back that this node had removed: {} (deleted there instead)",
+            s.refused_gone
+        );
+    }
     let _ = writeln!(t, "  messages sent: {}", line(&st.messages_sent));
     let _ = writeln!(t, "  messages received: {}", line(&st.messages_received));
     let drops: Vec<String> = st
@@ -1033,6 +1094,7 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
         "max_lag_ms": st.max_lag as f64 / 1e3,
         "pushes": st.pushes,
         "other_ruleset": st.other_ruleset,
+        "refused_gone": s.refused_gone,
         "defer": s.cfg.defer,
         "deferred": {
             "held": d.held,
