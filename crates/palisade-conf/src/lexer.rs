@@ -121,11 +121,18 @@ impl Lexer {
     }
 
     pub fn push_file(&mut self, name: &str, path: Option<PathBuf>, data: Vec<u8>) -> usize {
+        // A UTF-8 byte order mark (editors on Windows write one) is no
+        // part of the first line.
+        let pos = if data.starts_with(&[0xef, 0xbb, 0xbf]) {
+            3
+        } else {
+            0
+        };
         self.files.push(Source {
             name: name.to_string(),
             path,
             data,
-            pos: 0,
+            pos,
             line: 1,
             pushback: Vec::new(),
             expanding: 0,

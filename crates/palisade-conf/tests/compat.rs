@@ -1015,3 +1015,18 @@ fn pfsense_rule_file_idioms() {
         "{warned:?}"
     );
 }
+
+/// A file saved with a UTF-8 byte order mark (Windows editors write one)
+/// loads as without it: the mark was read as part of the first line, so
+/// its macro was never defined and later lines failed.
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_line() {
+    let text = b"\xef\xbb\xbfext_if = \"em0\"\npass in on $ext_if proto tcp to port 22\n";
+    let out = ok(&opts(), text);
+    assert!(
+        out.stdout
+            .contains("pass in on em0 proto tcp from any to any port = 22"),
+        "{}",
+        out.stdout
+    );
+}

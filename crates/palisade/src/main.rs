@@ -239,7 +239,10 @@ enum Cmd {
         #[command(subcommand)]
         action: LabCmd,
     },
-    /// Run the firewall on the ports the configuration names.
+    /// Run the firewall on the ports the configuration names. It logs
+    /// to the journal under systemd, else to standard error, at level
+    /// info; RUST_LOG (or PALISADE_LOG) = error, warn, info, debug or
+    /// trace chooses another.
     Run {
         /// The daemon's configuration (TOML).
         #[arg(
@@ -312,18 +315,25 @@ enum StateCmd {
     /// pfctl's ID/CREATORID), or those of the rules with a label (pfctl
     /// -k label -k LABEL).
     Kill {
+        /// The states from this host or network (pfctl -k HOST).
         #[arg(long, value_name = "ADDR[/BITS]")]
         host: Option<String>,
+        /// With --host: only those to this host or network (pfctl -k
+        /// HOST -k DEST).
         #[arg(long, value_name = "ADDR[/BITS]", requires = "host")]
         to: Option<String>,
+        /// The state with this id (pfctl -k id -k ID).
         #[arg(long, value_name = "ID[/CREATORID]", conflicts_with_all = ["host", "label"])]
         id: Option<String>,
+        /// The states of the rules with this label (pfctl -k label -k
+        /// LABEL).
         #[arg(long, value_name = "LABEL", conflicts_with = "host")]
         label: Option<String>,
         /// Forget the source nodes of these sources (pfctl -K): their
         /// counters for max-src-* start again; their states stay.
         #[arg(long, value_name = "ADDR[/BITS]", conflicts_with_all = ["host", "id", "label"])]
         source_nodes: Option<String>,
+        /// Print the answer as JSON (the states' ids among it).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -750,7 +760,16 @@ fn answer_output(a: &serde_json::Value, json: bool, pretty: bool) -> (String, St
         if reason.trim().is_empty() {
             reason = "the request failed (the answer gave no reason)\n".into();
         }
-        (String::new(), reason, ok)
+        // An answer that is a "no" with data (`table NAME test` where not
+        // every address matches) still prints its data.
+        let data = if a["data"].is_null() {
+            String::new()
+        } else if pretty {
+            serde_json::to_string_pretty(&a["data"]).unwrap_or_default() + "\n"
+        } else {
+            a["data"].to_string() + "\n"
+        };
+        (data, reason, ok)
     }
 }
 
@@ -1971,6 +1990,19 @@ mod tests {
         );
         let (out, _, _) = super::answer_output(&done, true, false);
         assert_eq!(out, "{\"demote\":1}\n");
+        // A "no" with data (`table T test` where not every address
+        // matches): the data still on stdout with --json, and it fails.
+        let partly = json!({"ok": false, "text": "1/2 addresses match.\n",
+            "data": {"matched": ["192.0.2.1"], "given": 2, "all": false}});
+        let (out, err, ok) = super::answer_output(&partly, true, false);
+        assert_eq!(
+            (out.as_str(), err.as_str(), ok),
+            (
+                "{\"all\":false,\"given\":2,\"matched\":[\"192.0.2.1\"]}\n",
+                "1/2 addresses match.\n",
+                false
+            )
+        );
     }
 
     /// `lab exec --help` names every scenario's hosts.

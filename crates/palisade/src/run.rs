@@ -23,13 +23,43 @@ use crate::worker::{open_ports, seed, worker, PflogFile};
 
 /// Logging: to journald when systemd started us with the journal on
 /// stderr, else to stderr (one line per event, no colours).
+/// The log level: `RUST_LOG` (or `PALISADE_LOG`) naming one of error,
+/// warn, info, debug, trace (info when unset; a value that names none is
+/// said and ignored).
+pub fn log_level() -> (tracing_subscriber::filter::LevelFilter, Option<String>) {
+    use tracing_subscriber::filter::LevelFilter;
+    let Some(v) = std::env::var("PALISADE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return (LevelFilter::INFO, None);
+    };
+    match v.trim().to_ascii_lowercase().parse::<LevelFilter>() {
+        Ok(l) => (l, None),
+        Err(_) => (
+            LevelFilter::INFO,
+            Some(format!(
+                "log level '{v}' (RUST_LOG or PALISADE_LOG) is none of error, warn, info, debug, trace, off: info"
+            )),
+        ),
+    }
+}
+
 fn init_logging() {
     use tracing_subscriber::prelude::*;
+    let (level, bad) = log_level();
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(j) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
-                .with(j.with_syslog_identifier("palisade".into()))
+                .with(
+                    j.with_syslog_identifier("palisade".into())
+                        .with_filter(level),
+                )
                 .try_init();
+            if let Some(b) = bad {
+                tracing::warn!("{b}");
+            }
             return;
         }
     }
@@ -37,7 +67,11 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_target(false)
+        .with_max_level(level)
         .try_init();
+    if let Some(b) = bad {
+        tracing::warn!("{b}");
+    }
 }
 
 pub fn run(path: &Path) -> Result<(), String> {
