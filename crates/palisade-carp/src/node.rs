@@ -582,6 +582,12 @@ impl Node {
     }
 
     /// A group's demote counter.
+    /// Of group `carp`'s demote count: the boot demotion still held
+    /// (until the node is ready) and what an administrator put there.
+    pub fn carp_shares(&self) -> (u32, u32) {
+        (self.boot_left, self.hand_carp)
+    }
+
     pub fn group_demote(&self, group: &str) -> Option<u32> {
         self.groups.get(group).copied()
     }

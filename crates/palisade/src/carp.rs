@@ -796,7 +796,41 @@ pub fn answer(sh: &crate::daemon::Shared, op: &crate::request::CarpOp) -> serde_
     match op {
         CarpOp::Show => {
             let v = c.view();
-            let (text, data) = show(&c, &v, now);
+            let (mut text, mut data) = show(&c, &v, now);
+            // Why group carp is demoted (OpenBSD's ifconfig says only how
+            // much): the boot demotion, the administrator's, pfsync's
+            // bulk update (lock order carp, pfsync), the rest (links
+            // down, send errors).
+            let total = c.node.group_demote("carp").unwrap_or(0);
+            if total > 0 {
+                let (boot, hand) = c.node.carp_shares();
+                let bulk = sh
+                    .pfsync()
+                    .and_then(|s| s.bulk_demote())
+                    .filter(|d| *d > 0)
+                    .unwrap_or(0) as u32;
+                let other = total.saturating_sub(boot + hand + bulk);
+                let mut why = Vec::new();
+                if boot > 0 {
+                    why.push(format!(
+                        "{boot} starting (not ready yet: startup-delay, pf.conf)"
+                    ));
+                }
+                if bulk > 0 {
+                    why.push(format!("{bulk} pfsync's bulk update under way"));
+                }
+                if hand > 0 {
+                    why.push(format!("{hand} by hand (carp demote)"));
+                }
+                if other > 0 {
+                    why.push(format!(
+                        "{other} links down, send errors or the sync link (the log says which)"
+                    ));
+                }
+                text += &format!("group carp demoted by {total}: {}\n", why.join("; "));
+                data["carp_demotion"] = json!({"total": total, "starting": boot,
+                    "bulk_update": bulk, "by_hand": hand, "other": other});
+            }
             json!({"ok": true, "text": text, "data": data})
         }
         CarpOp::Demote { group, delta } => {

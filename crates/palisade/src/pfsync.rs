@@ -382,6 +382,11 @@ impl SyncRuntime {
         (out, held)
     }
 
+    /// The demotion the bulk update under way holds, if any.
+    pub fn bulk_demote(&self) -> Option<i32> {
+        self.sync.bulk_demote()
+    }
+
     /// Whether any packet is held.
     pub fn holds(&self) -> bool {
         !self.deferred.is_empty()
