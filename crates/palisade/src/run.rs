@@ -290,12 +290,6 @@ pub fn run(path: &Path) -> Result<(), String> {
         pfsync: pfsync.map(Mutex::new),
         wake,
     };
-    tracing::info!(
-        "running: {} ({} rules, {workers} worker{})",
-        summary.join(" "),
-        pf.main.rules.len(),
-        if workers == 1 { "" } else { "s" }
-    );
     let metrics = match cfg_metrics {
         Some(a) => {
             // Bound after the host interface has the firewall's addresses;
@@ -308,6 +302,14 @@ pub fn run(path: &Path) -> Result<(), String> {
     // daemon cleanly (another daemon holds the path, or it is not a
     // socket): refused as the metrics listener is, undoing the set-up.
     let control = crate::control::bind(&cfg_control).map_err(|e| format!("control socket: {e}"))?;
+    // Said once the listeners are bound (a daemon that then failed on
+    // one said "running" first: an ops probe).
+    tracing::info!(
+        "running: {} ({} rules, {workers} worker{})",
+        summary.join(" "),
+        pf.main.rules.len(),
+        if workers == 1 { "" } else { "s" }
+    );
     let first = sockets.remove(0);
     let outs = sh.dp().start(now_ms());
     sh.send(&first, outs);
