@@ -1801,8 +1801,25 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
                 .collect()
         }
     };
+    // pfsync remembers what was killed (the peer may miss the deletion
+    // while the sync link is down, and send the state back).
+    let refs: Vec<palisade_pfsync::StateRef> = ids
+        .iter()
+        .filter_map(|id| st.get(*id))
+        .filter(|s| !s.no_sync())
+        .map(|s| palisade_pfsync::StateRef {
+            id: s.id,
+            creatorid: s.creator,
+        })
+        .collect();
     for id in &ids {
         st.remove(*id);
+    }
+    drop(dp);
+    if !refs.is_empty() {
+        if let Some(mut s) = sh.pfsync() {
+            s.killed(refs, sh.now_us());
+        }
     }
     done(
         match k {

@@ -69,21 +69,26 @@ pub struct SyncRuntime {
     await_master: bool,
     /// CARP has heard another node's advertisement (a master's).
     peer_was_master: bool,
-    /// The states this node removed last (the latest `GONE_MAX`), by the
-    /// peer's name for them: a peer that missed the deletion (the sync
-    /// link was down) and sends such a state back, in its bulk update or
-    /// an update, is told to delete it instead of bringing it back, and
+    /// The states killed here by hand (`state kill`), the latest
+    /// `GONE_MAX` of the last day, with when: a peer that missed the
+    /// deletion (the sync link was down) and sends such a state back
+    /// (whole: in its bulk update, or answering the request an update of
+    /// it brings) is told to delete it instead of bringing it back, and
     /// each bulk update this node sends carries their deletions. Without
-    /// them a connection killed (`state kill`) during an outage of the
-    /// sync link came back from the peer, here or there (an HA probe).
-    gone: std::collections::VecDeque<palisade_pfsync::StateRef>,
-    gone_set: std::collections::HashSet<palisade_pfsync::StateRef>,
+    /// them a connection killed during an outage of the sync link came
+    /// back from the peer, here or there (an HA probe). Only kills: a
+    /// state that merely expired here may live on with its creator (a
+    /// review). A state created after the kill with the same id (ids come
+    /// back) is a new one, and taken.
+    gone: std::collections::VecDeque<(palisade_pfsync::StateRef, u64)>,
+    gone_set: std::collections::HashMap<palisade_pfsync::StateRef, u64>,
     /// States the peer sent back that this node had removed.
     pub refused_gone: u64,
 }
 
-/// Removed states remembered (`gone`).
+/// Killed states remembered (`gone`), at most, and for how long.
 const GONE_MAX: usize = 65_536;
+const GONE_FOR_US: u64 = 86_400 * 1_000_000;
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
 /// message, harmless: left at debug).
@@ -382,6 +387,43 @@ impl SyncRuntime {
         (out, held)
     }
 
+    /// States killed by hand (`state kill`): remembered (`gone`).
+    pub fn killed(&mut self, refs: Vec<palisade_pfsync::StateRef>, now_us: u64) {
+        for r in refs {
+            self.gone_set.insert(r, now_us);
+            self.gone.push_back((r, now_us));
+        }
+        // The oldest go: past the count, past a day, or no longer in the
+        // set at that time (killed again since, or an id back in use).
+        while let Some((r, at)) = self.gone.front().copied() {
+            let stale = self.gone_set.get(&r) != Some(&at);
+            if stale || self.gone.len() > GONE_MAX || now_us >= at + GONE_FOR_US {
+                self.gone.pop_front();
+                if !stale {
+                    self.gone_set.remove(&r);
+                }
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Whether the peer's state `m` is one killed here before it was
+    /// created (its age says when; a second's slack). One made after the
+    /// kill reuses the id: it is new, and forgotten from `gone`.
+    fn killed_before(&mut self, m: &palisade_pfsync::StateMsg, now_us: u64) -> bool {
+        let r = state_ref_of(m);
+        let Some(&at) = self.gone_set.get(&r) else {
+            return false;
+        };
+        let created = now_us.saturating_sub(m.creation as u64 * 1_000_000);
+        if created > at + 1_000_000 {
+            self.gone_set.remove(&r);
+            return false;
+        }
+        true
+    }
+
     /// The demotion the bulk update under way holds, if any.
     pub fn bulk_demote(&self) -> Option<i32> {
         self.sync.bulk_demote()
@@ -567,26 +609,12 @@ impl SyncRuntime {
         let mut released = Vec::new();
         while let Some(e) = self.sync.poll_event() {
             match e {
-                // A state this node removed, sent back by a peer that
-                // missed the deletion: deleted there instead.
-                Event::State(m) if self.gone_set.contains(&state_ref_of(&m)) => {
+                // A state killed here, sent back by a peer that missed
+                // the deletion: deleted there instead (unless it was made
+                // after the kill: an id in use again).
+                Event::State(m) if self.killed_before(&m, now_us) => {
                     self.refused_gone += 1;
                     self.sync.delete(now_us, state_ref_of(&m));
-                }
-                Event::Update(u)
-                    if self.gone_set.contains(&palisade_pfsync::StateRef {
-                        id: u.id,
-                        creatorid: u.creatorid,
-                    }) =>
-                {
-                    self.refused_gone += 1;
-                    self.sync.delete(
-                        now_us,
-                        palisade_pfsync::StateRef {
-                            id: u.id,
-                            creatorid: u.creatorid,
-                        },
-                    );
                 }
                 Event::State(m) => match from_msg(&m) {
                     Ok(rec) => {
@@ -688,8 +716,14 @@ impl SyncRuntime {
                     self.sync.bulk_send(now_us, all);
                     // And what this node removed: the peer may have missed
                     // it (its link was down).
-                    for r in &self.gone {
-                        self.sync.delete(now_us, *r);
+                    let live: Vec<_> = self
+                        .gone
+                        .iter()
+                        .filter(|(r, at)| self.gone_set.get(r) == Some(at))
+                        .map(|(r, _)| *r)
+                        .collect();
+                    for r in live {
+                        self.sync.delete(now_us, r);
                     }
                 }
                 Event::Demote(d, why) => demote.push((d, why)),
@@ -853,20 +887,16 @@ impl SyncRuntime {
         let now_ms = now_us / 1000;
         for e in dp.filter.states.drain_events(now_ms, 4096) {
             match e {
-                StateEvent::Insert(r) => self.sync.insert(now_us, to_msg(&r)),
                 StateEvent::Update(u) => self.sync.update(now_us, to_upd_c(&u)),
-                StateEvent::Delete(sid) => {
-                    let r = state_ref(&sid);
-                    if self.gone_set.insert(r) {
-                        self.gone.push_back(r);
-                        if self.gone.len() > GONE_MAX {
-                            if let Some(old) = self.gone.pop_front() {
-                                self.gone_set.remove(&old);
-                            }
-                        }
-                    }
-                    self.sync.delete(now_us, r)
+                StateEvent::Insert(r) => {
+                    // An id of ours back in use: a new state.
+                    self.gone_set.remove(&palisade_pfsync::StateRef {
+                        id: r.id,
+                        creatorid: r.creator,
+                    });
+                    self.sync.insert(now_us, to_msg(&r))
                 }
+                StateEvent::Delete(sid) => self.sync.delete(now_us, state_ref(&sid)),
             }
         }
         if self.sync.poll_timeout().is_some_and(|t| t <= now_us) {

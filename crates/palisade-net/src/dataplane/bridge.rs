@@ -59,18 +59,14 @@ impl Fdb {
     }
 
     /// Forget what was learnt (`bridge flush`): every address of bridge
-    /// `b`, or only `mac`. Static entries stay. How many went.
-    pub(super) fn forget(&mut self, b: usize, mac: Option<&Mac>) -> usize {
+    /// `b`, or only `mac`. Static entries stay. The addresses that went.
+    pub(super) fn forget(&mut self, b: usize, mac: Option<&Mac>) -> Vec<Mac> {
         let Some(t) = self.tables.get_mut(&b) else {
-            return 0;
+            return Vec::new();
         };
         match mac {
-            Some(m) => t.remove(m).is_some() as usize,
-            None => {
-                let n = t.len();
-                t.clear();
-                n
-            }
+            Some(m) => t.remove(m).map(|_| vec![*m]).unwrap_or_default(),
+            None => t.drain().map(|(m, _)| m).collect(),
         }
     }
 

@@ -862,7 +862,8 @@ impl Dataplane {
                         // (a bridged flow's frames leave with the source
                         // they came with): its entry stays fresh, as user
                         // space's own learning would have kept it.
-                        if let (true, Some(src)) = (p > 0, src) {
+                        let learns = self.cfg.ifaces.get(in_ix).is_some_and(|i| !i.no_learn);
+                        if let (true, Some(src), true) = (p > 0, src, learns) {
                             self.fdb.refresh(br, src, in_ix, last_ms);
                         }
                     }
@@ -998,6 +999,25 @@ impl Dataplane {
         self.fast_drop_to(mac, |l| {
             through.contains(&l.out_ix) && Some(l.dir.fwd.out_ifindex) != at
         });
+    }
+
+    /// `mac` was forgotten by hand from bridge `b`'s learning table
+    /// (`bridge flush` / `deladdr`): the flows the program sends to it
+    /// through the bridge come back to user space, which floods until the
+    /// host is heard again (and their counts cannot learn it back).
+    pub(super) fn fast_host_forgotten(&mut self, b: usize, mac: [u8; 6]) {
+        if !self
+            .fast
+            .as_ref()
+            .is_some_and(|o| o.by_mac.contains_key(&mac))
+        {
+            return;
+        }
+        let ifaces = &self.cfg.ifaces;
+        let through: Vec<usize> = (0..ifaces.len())
+            .filter(|&x| x == b || ifaces[x].bridge == Some(b))
+            .collect();
+        self.fast_drop_to(mac, |l| through.contains(&l.out_ix));
     }
 
     /// Take away the flows one of whose learnt directions sends to `mac`

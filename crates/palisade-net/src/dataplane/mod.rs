@@ -498,7 +498,11 @@ impl Dataplane {
         else {
             return Err(format!("'{name}' is not a bridge"));
         };
-        Ok(self.fdb.forget(b, mac))
+        let gone = self.fdb.forget(b, mac);
+        for m in &gone {
+            self.fast_host_forgotten(b, *m);
+        }
+        Ok(gone.len())
     }
 
     /// The MAC address interface `i` answers with (ARP, NDP) and sends

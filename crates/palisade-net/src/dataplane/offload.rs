@@ -308,7 +308,7 @@ impl Dataplane {
         };
         // Passed pf `in` whole: what `bridge_in` did before pf, once.
         self.counters.offload_whole += 1;
-        if !is_multicast(&src) {
+        if !is_multicast(&src) && !self.cfg.ifaces[m].no_learn {
             self.fdb_learn(b, src, m, now);
         }
         self.counters.bridged += 1;
