@@ -55,6 +55,10 @@ pub struct SyncRuntime {
     ruleset: Option<std::sync::Arc<palisade_filter::Engine>>,
     /// Packets from a peer with another ruleset, as last warned about.
     other_ruleset_seen: u64,
+    /// The peer's packets carried another checksum last (warned), and
+    /// the packets received when last looked at.
+    rulesets_differ: bool,
+    received_seen: u64,
     /// Refused packets, for the rate-limited warnings.
     refused: RefusedLog,
     /// States taken back from the state file that the peer has not yet
@@ -286,6 +290,8 @@ impl SyncRuntime {
             defer_stats: DeferStats::default(),
             ruleset: None,
             other_ruleset_seen: 0,
+            rulesets_differ: false,
+            received_seen: 0,
             restored: std::collections::HashSet::new(),
             with_carp: false,
             await_master: false,
@@ -596,8 +602,20 @@ impl SyncRuntime {
             tracing::warn!("{w}");
         }
         let other = self.sync.stats().other_ruleset;
+        let received = self.sync.stats().packets_received;
+        if other == self.other_ruleset_seen && received > self.received_seen && self.rulesets_differ
+        {
+            // Packets with our checksum again (both reloaded the same
+            // pf.conf): said, as the difference was.
+            self.rulesets_differ = false;
+            tracing::info!(
+                "pfsync: the peer's ruleset is ours again (its checksum): its states keep their rules"
+            );
+        }
+        self.received_seen = received;
         if other > self.other_ruleset_seen {
-            if self.other_ruleset_seen == 0 {
+            if !self.rulesets_differ {
+                self.rulesets_differ = true;
                 tracing::warn!(
                     "pfsync: the peer's ruleset differs from ours (its checksum): its states take no rule here (default options and timeouts) until both run the same pf.conf (rules naming a firewall's own addresses, as `from em0` or `self`, differ between the two: name the CARP addresses or `(em0)` instead)"
                 );
@@ -1069,8 +1087,13 @@ pub fn show(sh: &crate::daemon::Shared) -> serde_json::Value {
     if st.other_ruleset > 0 {
         let _ = writeln!(
             t,
-            "  packets from a peer with another ruleset: {} (its states took no rule here)",
-            st.other_ruleset
+            "  packets from a peer with another ruleset: {} (its states took no rule here){}",
+            st.other_ruleset,
+            if s.rulesets_differ {
+                ""
+            } else {
+                "; the same ruleset now"
+            }
         );
     }
     if s.refused_gone > 0 {
