@@ -61,9 +61,15 @@ pub fn load(path: &Path) -> Result<(Config, palisade_conf::ir::Config, HostModel
             &cfg,
             &crate::sysmodel::interfaces(),
             &|p| {
+                // A bridge or a bond forwards frames itself; a VRF does not.
                 std::fs::read_link(format!("/sys/class/net/{p}/master"))
                     .ok()
                     .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .filter(|m| {
+                        ["bridge", "bonding"]
+                            .iter()
+                            .any(|k| Path::new(&format!("/sys/class/net/{m}/{k}")).exists())
+                    })
             },
         ))
         .chain(&setup_warnings(&cfg))
