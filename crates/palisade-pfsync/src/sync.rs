@@ -336,6 +336,8 @@ pub struct Sync {
     /// A bulk update we send: the messages left, and the next tick.
     bulk_out: VecDeque<Message>,
     bulk_out_at: Option<Micros>,
+    /// When the bulk update under way was exported (`bulk_send`).
+    bulk_began: Micros,
     /// When the peer's bulk request arrived (for BUS's endtime).
     bulk_req_received: Micros,
     out: VecDeque<Vec<u8>>,
@@ -392,6 +394,7 @@ impl Sync {
             bulk: Bulk::Idle,
             bulk_out: VecDeque::new(),
             bulk_out_at: None,
+            bulk_began: 0,
             bulk_req_received: 0,
             bulk_answered: false,
             want_table: false,
@@ -773,6 +776,7 @@ impl Sync {
         // (BUS END is added when the states are out: its endtime says how
         // long the update took.)
         self.bulk_out_at = Some(now);
+        self.bulk_began = now;
     }
 
     /// A pfsync packet (the IP payload) arrived with IP TTL `ttl`.
@@ -1018,7 +1022,15 @@ impl Sync {
                 if !b.fits(m) {
                     break;
                 }
-                if let Some(m) = self.bulk_out.pop_front() {
+                if let Some(mut m) = self.bulk_out.pop_front() {
+                    // Aged by the pacing: as if made now (OpenBSD exports
+                    // each state as it sends it), so that a peer reading
+                    // its creation time sees the right one.
+                    if let Message::Upd(st) = &mut m {
+                        let waited = (now.saturating_sub(self.bulk_began) / SECOND) as u32;
+                        st.creation = st.creation.saturating_add(waited);
+                        st.expire = st.expire.saturating_sub(waited);
+                    }
                     self.count_sent(&m);
                     let _ = b.push(&m);
                 }

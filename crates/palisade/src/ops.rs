@@ -1764,6 +1764,9 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
             json!({"killed_source_nodes": n}),
         );
     }
+    // Lock order pfsync, data plane: the kill is remembered by pfsync
+    // before a step could take a copy of the state back.
+    let mut sync = sh.pfsync();
     let mut dp = sh.dp();
     let st = &mut dp.filter.states;
     let ids: Vec<u64> = match k {
@@ -1816,11 +1819,10 @@ fn kill(sh: &Shared, k: &Kill) -> Value {
         st.remove(*id);
     }
     drop(dp);
-    if !refs.is_empty() {
-        if let Some(mut s) = sh.pfsync() {
-            s.killed(refs, sh.now_us());
-        }
+    if let Some(s) = sync.as_mut().filter(|_| !refs.is_empty()) {
+        s.killed(refs, sh.now_us());
     }
+    drop(sync);
     done(
         match k {
             // As pfctl -k prints it: one source, a destination or none.

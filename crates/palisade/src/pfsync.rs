@@ -422,6 +422,10 @@ impl SyncRuntime {
         let Some(&at) = self.gone_set.get(&r) else {
             return false;
         };
+        if now_us >= at + GONE_FOR_US {
+            self.gone_set.remove(&r);
+            return false;
+        }
         let created = now_us.saturating_sub(m.creation as u64 * 1_000_000);
         if created > at + 1_000_000 {
             self.gone_set.remove(&r);
@@ -634,6 +638,24 @@ impl SyncRuntime {
                     self.refused_gone += 1;
                     self.sync.delete(now_us, state_ref_of(&m));
                 }
+                // An update of one of ours killed here (our ids in `gone`
+                // are exact: one back in use has left it).
+                Event::Update(u)
+                    if dp.filter.states.created_here(u.id)
+                        && self.gone_set.contains_key(&palisade_pfsync::StateRef {
+                            id: u.id,
+                            creatorid: u.creatorid,
+                        }) =>
+                {
+                    self.refused_gone += 1;
+                    self.sync.delete(
+                        now_us,
+                        palisade_pfsync::StateRef {
+                            id: u.id,
+                            creatorid: u.creatorid,
+                        },
+                    );
+                }
                 Event::State(m) => match from_msg(&m) {
                     Ok(rec) => {
                         // A state we already have is merged (the more
@@ -734,14 +756,24 @@ impl SyncRuntime {
                     self.sync.bulk_send(now_us, all);
                     // And what this node removed: the peer may have missed
                     // it (its link was down).
+                    // Ours are deleted outright (an id of ours back in use
+                    // has left `gone`); the peer's are asked for, and their
+                    // creation time decides (`killed_before`): the peer may
+                    // have given the id to a new state meanwhile.
                     let live: Vec<_> = self
                         .gone
                         .iter()
-                        .filter(|(r, at)| self.gone_set.get(r) == Some(at))
+                        .filter(|(r, at)| {
+                            self.gone_set.get(r) == Some(at) && now_us < at + GONE_FOR_US
+                        })
                         .map(|(r, _)| *r)
                         .collect();
                     for r in live {
-                        self.sync.delete(now_us, r);
+                        if dp.filter.states.created_here(r.id) {
+                            self.sync.delete(now_us, r);
+                        } else {
+                            self.sync.unknown(now_us, r);
+                        }
                     }
                 }
                 Event::Demote(d, why) => demote.push((d, why)),

@@ -58,6 +58,17 @@ impl Fdb {
         self.statics.get(&b).and_then(|t| t.get(mac)).copied()
     }
 
+    /// What bridge `b` learnt (only `mac`, if given and learnt).
+    pub(super) fn learnt_macs(&self, b: usize, mac: Option<&Mac>) -> Vec<Mac> {
+        let Some(t) = self.tables.get(&b) else {
+            return Vec::new();
+        };
+        match mac {
+            Some(m) => t.contains_key(m).then_some(*m).into_iter().collect(),
+            None => t.keys().copied().collect(),
+        }
+    }
+
     /// Forget what was learnt (`bridge flush`): every address of bridge
     /// `b`, or only `mac`. Static entries stay. The addresses that went.
     pub(super) fn forget(&mut self, b: usize, mac: Option<&Mac>) -> Vec<Mac> {

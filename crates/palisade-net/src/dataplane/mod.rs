@@ -498,11 +498,12 @@ impl Dataplane {
         else {
             return Err(format!("'{name}' is not a bridge"));
         };
-        let gone = self.fdb.forget(b, mac);
-        for m in &gone {
-            self.fast_host_forgotten(b, *m);
+        // The fast path's flows first: taking them back reads their last
+        // counts, which would learn the addresses again.
+        for m in self.fdb.learnt_macs(b, mac) {
+            self.fast_host_forgotten(b, m);
         }
-        Ok(gone.len())
+        Ok(self.fdb.forget(b, mac).len())
     }
 
     /// The MAC address interface `i` answers with (ARP, NDP) and sends
