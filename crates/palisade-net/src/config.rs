@@ -1971,7 +1971,7 @@ impl Config {
 }
 
 /// "02:00:00:00:01:01" (or with dashes) as six bytes.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
         return None;

@@ -659,12 +659,7 @@ pub fn port_mac(name: &str) -> Result<Mac, String> {
 
 /// A MAC written as Linux shows it (`aa:bb:cc:dd:ee:ff`).
 pub fn parse_mac(t: &str) -> Option<Mac> {
-    let b: Vec<u8> = t
-        .trim()
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16).ok())
-        .collect::<Option<_>>()?;
-    b.try_into().ok()
+    palisade_net::config::parse_mac(t.trim())
 }
 
 #[cfg(test)]

@@ -400,9 +400,13 @@ impl Request {
                     .to_string();
                 let mac = match &req["mac"] {
                     Value::Null => None,
-                    m => Some(m.as_str().and_then(parse_mac).ok_or_else(|| {
-                        format!("'{}' is not a MAC address", m.as_str().unwrap_or("?"))
-                    })?),
+                    m => Some(
+                        m.as_str()
+                            .and_then(palisade_net::config::parse_mac)
+                            .ok_or_else(|| {
+                                format!("'{}' is not a MAC address", m.as_str().unwrap_or("?"))
+                            })?,
+                    ),
                 };
                 Ok(Request::BridgeFlush { bridge, mac })
             }
@@ -603,22 +607,6 @@ impl Request {
             }),
         }
     }
-}
-
-/// "02:00:00:00:01:01" (or with dashes) as six bytes.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(&parts) {
-        if p.is_empty() || p.len() > 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(m)
 }
 
 #[cfg(test)]
