@@ -1087,33 +1087,36 @@ impl Config {
             if members.len() < 2 {
                 return Err(cx.err(&b.members, ConfigProblem::BridgeTooSmall));
             }
+            // `blocknonip` and `nolearn` name members of this bridge.
+            let member_of = |m: &Spanned<String>| {
+                if_ix
+                    .get(m.get_ref())
+                    .copied()
+                    .filter(|mi| members.contains(mi))
+            };
             for m in &b.blocknonip {
-                match if_ix.get(m.get_ref()) {
-                    Some(&mi) if members.contains(&mi) => ifaces[mi].block_non_ip = true,
-                    _ => {
-                        return Err(cx.err(
-                            m,
-                            ConfigProblem::BlockNonIpNotMember {
-                                bridge: name,
-                                member: m.get_ref().clone(),
-                            },
-                        ))
-                    }
-                }
+                let Some(mi) = member_of(m) else {
+                    return Err(cx.err(
+                        m,
+                        ConfigProblem::BlockNonIpNotMember {
+                            bridge: name,
+                            member: m.get_ref().clone(),
+                        },
+                    ));
+                };
+                ifaces[mi].block_non_ip = true;
             }
             for m in &b.nolearn {
-                match if_ix.get(m.get_ref()) {
-                    Some(&mi) if members.contains(&mi) => ifaces[mi].no_learn = true,
-                    _ => {
-                        return Err(cx.err(
-                            m,
-                            ConfigProblem::NoLearnNotMember {
-                                bridge: name,
-                                member: m.get_ref().clone(),
-                            },
-                        ))
-                    }
-                }
+                let Some(mi) = member_of(m) else {
+                    return Err(cx.err(
+                        m,
+                        ConfigProblem::NoLearnNotMember {
+                            bridge: name,
+                            member: m.get_ref().clone(),
+                        },
+                    ));
+                };
+                ifaces[mi].no_learn = true;
             }
             let mut fdb_static = Vec::new();
             for e in &b.r#static {
