@@ -745,11 +745,14 @@ impl Lab {
             all &= ok;
             let seen = match &r {
                 Ok(g) => format!("passes: {}", g.lines().last().unwrap_or("").trim()),
+                // An RST: the rules here drop, so a host answered (its
+                // service down), or a rule said `block return`.
+                Err(e) if e.contains("refused") => format!("refused ({e})"),
                 Err(e) => format!("blocked ({e})"),
             };
             if expect {
                 let tag = if ok { "[ok]" } else { "[UNEXPECTED]" };
-                println!("  {tag:<4} {what:<52} {seen}");
+                println!("  {tag:<12} {what:<52} {seen}");
             } else {
                 println!("  {what:<52} {seen}");
             }

@@ -136,6 +136,7 @@ enum Cmd {
         /// comment. All sent as one change.
         #[arg(short = 'f', value_name = "FILE")]
         file: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -152,13 +153,15 @@ enum Cmd {
         file: Option<String>,
         #[arg(short = 'v', long, action = clap::ArgAction::Count)]
         verbose: u8,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         sock: Sock,
     },
-    /// States in the running daemon: `state kill --host A [--to B]` or
-    /// `state kill --id ID` (like pfctl -k).
+    /// States in the running daemon: `state kill --host A [--to B] |
+    /// --id ID | --label L | --source-nodes A` (like pfctl -k), `state
+    /// flush` (pfctl -F states).
     State {
         #[command(subcommand)]
         action: StateCmd,
@@ -341,6 +344,7 @@ enum StateCmd {
     },
     /// Remove every state (pfctl -F states).
     Flush {
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -355,6 +359,7 @@ enum CarpCmd {
     /// last transition and why), the groups' demote counts and the
     /// advertisements refused.
     Show {
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -368,6 +373,7 @@ enum CarpCmd {
         group: String,
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u8))]
         count: u8,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -378,6 +384,7 @@ enum CarpCmd {
         group: String,
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u8))]
         count: u8,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -396,6 +403,7 @@ enum CarpCmd {
     Preempt {
         /// on | off (also 1 | 0)
         state: String,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -411,6 +419,7 @@ enum CarpCmd {
         /// `advskew N` and/or `advbase N`.
         #[arg(num_args = 2.., value_names = ["SETTING", "VALUE"])]
         settings: Vec<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -424,6 +433,7 @@ enum BridgeCmd {
     Flush {
         /// The bridge (its [[bridge]] name).
         bridge: String,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -434,6 +444,7 @@ enum BridgeCmd {
         bridge: String,
         /// The MAC address (02:00:00:00:01:01).
         mac: String,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -445,6 +456,7 @@ enum BridgeCmd {
 enum SyncCmd {
     /// The sync interface and peer, the bulk update, the counters.
     Show {
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -471,7 +483,7 @@ enum GreylistCmd {
         long_about = "Run the policy service in the foreground: a Postfix policy service \
 (check_policy_service) that greylists mail from clients whose TCP SYN looked like one of \
 `os` (desktop Windows by default), configured by the [greylist] section of palisade.toml \
-(man palisade.toml, /usr/share/doc/palisade/greylist.md).\n\n\
+(man palisade.toml, /usr/share/doc/palisade/docs/greylist.md).\n\n\
 Postfix (main.cf): smtpd_recipient_restrictions = ..., check_policy_service \
 { inet:127.0.0.1:10023, default_action=DUNNO } (DUNNO: mail is delivered while the \
 service is down, instead of Postfix's 451). SpamAssassin: \
@@ -494,6 +506,7 @@ again by itself once it can be."
     },
     /// The client networks and triplets the database holds.
     Show {
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -524,6 +537,7 @@ enum OsfpCmd {
     /// was seen as: the system, the SYN's signature, distance, when.
     Show {
         target: String,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -546,6 +560,7 @@ enum CarpGroupCmd {
     /// A group's demote count (`ifconfig -g GROUP`), or every group's.
     Show {
         group: Option<String>,
+        /// Print the answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -653,8 +668,8 @@ enum LabCmd {
         /// The lab's prefix (as given to `lab up`).
         #[arg(long, default_value = "lab")]
         prefix: String,
-        /// Print only a JSON document of the hosts and the firewall (S5,
-        /// S6: of the lab's processes).
+        /// Print only a JSON document of the hosts and the firewall (S2,
+        /// S5, S6: of the lab's processes).
         #[arg(long)]
         json: bool,
     },
@@ -1597,13 +1612,16 @@ fn main() -> ExitCode {
                         }
                     }
                 }
+                let n = |k: usize, one: &str, many: &str| {
+                    format!("{k} {}", if k == 1 { one } else { many })
+                };
                 println!(
-                    "{}: ok ({} ports, {} interfaces, {} routes; pf.conf {} rules{})",
+                    "{}: ok ({}, {}, {}; pf.conf {}{})",
                     config.display(),
-                    cfg.ports.len(),
-                    cfg.ifaces.len(),
-                    cfg.routes.len(),
-                    pf.main.rules.len(),
+                    n(cfg.ports.len(), "port", "ports"),
+                    n(cfg.ifaces.len(), "interface", "interfaces"),
+                    n(cfg.routes.len(), "route", "routes"),
+                    n(pf.main.rules.len(), "rule", "rules"),
                     if has_greylist { "; [greylist] ok" } else { "" }
                 );
                 ExitCode::SUCCESS

@@ -134,9 +134,11 @@ impl Lab {
         }
         std::fs::write(self.dir().join("pf.conf"), PF_CONF).map_err(|e| e.to_string())?;
         for (k, fw) in FIREWALLS.iter().enumerate() {
+            // pf.conf's `block log all` writes here (`tcpdump -n -e -r`).
             let toml = format!(
-                "control = \"{}\"\nmetrics = \"127.0.0.1:9101\"\n{}",
+                "control = \"{}\"\nmetrics = \"127.0.0.1:9101\"\npflog = \"{}\"\n{}",
                 self.sock(fw).display(),
+                self.dir().join(format!("{fw}.pflog")).display(),
                 FW_TOML[k]
             );
             std::fs::write(self.dir().join(format!("{fw}.toml")), toml)
@@ -508,6 +510,7 @@ impl Lab {
             println!("  {c:<w$}  # {why}");
         }
         println!("  Logs: {d}/fw1.log, {d}/fw2.log   pf.conf: {d}/pf.conf");
+        println!("  Blocked packets (block log): tcpdump -n -e -r {d}/fw1.pflog");
     }
 
     /// `lab status` of an S3 lab, as JSON: each firewall's CARP.
