@@ -1475,7 +1475,16 @@ impl Filter {
             }
             None => None,
         };
-        if v.keep_state != KeepState::None {
+        // An ICMP error that met no state passes or not by the rules, but
+        // never makes a state (pf_test_rule: no state when state_icmp): one
+        // would let any later error between the two hosts through, whatever
+        // its type.
+        let icmp_error = match info.l4 {
+            L4::Icmp { ty, .. } => icmp_is_error(false, ty),
+            L4::Icmp6 { ty, .. } => icmp_is_error(true, ty),
+            _ => false,
+        };
+        if v.keep_state != KeepState::None && !icmp_error {
             let mut opts = v.state_opts.clone().or_else(|| self.state_defaults.clone());
             if self.if_bound_default && !opts.as_ref().is_some_and(|o| o.floating || o.if_bound) {
                 let mut o = opts.as_deref().cloned().unwrap_or_default();
@@ -1708,7 +1717,7 @@ impl Filter {
         let Some(s) = self.states.get(id) else {
             return;
         };
-        let src = s.key.src;
+        let (src, dir) = (s.key.src, s.dir);
         let rule = s.rule;
         if let Some(ov) = s.opts.as_ref().and_then(|o| o.overload.clone()) {
             let bits = Af::of(&src).max_bits();
@@ -1716,7 +1725,7 @@ impl Filter {
                 .table_add(&ov.table, &Addr::Net { ip: src, bits }, self.now_ms / 1000);
             if ov.flush {
                 self.states
-                    .kill_source(src, if ov.global { None } else { Some(rule) });
+                    .kill_source(src, dir, if ov.global { None } else { Some(rule) });
             }
         }
         self.states.remove(id);

@@ -1366,12 +1366,29 @@ impl StateTable {
         gone.len()
     }
 
-    /// Remove the states of a source: all of them, or only those created
-    /// by `rule` (`overload ... flush` without / with `global`).
-    pub fn kill_source(&mut self, src: IpAddr, rule: Option<Option<RuleId>>) -> usize {
+    /// Remove the states of a source that went over its limits in a state
+    /// of direction `dir`: all of them, or only those created by `rule`
+    /// (`overload ... flush` with / without `global`). As pf_src_connlimit
+    /// compares: the outer end of each state's wire key (an inbound
+    /// state's source, an outbound one's destination) for an inbound
+    /// offender, the inner end for an outbound one; so the states of
+    /// connections the firewall's side opened to that host go too.
+    pub fn kill_source(
+        &mut self,
+        src: IpAddr,
+        dir: Direction,
+        rule: Option<Option<RuleId>>,
+    ) -> usize {
         let ids: Vec<u64> = self
             .iter()
-            .filter(|s| s.key.src == src && rule.is_none_or(|r| s.rule == r))
+            .filter(|s| {
+                let w = self.wire(s);
+                let end = match dir {
+                    Direction::In => w.src,
+                    Direction::Out => w.dst,
+                };
+                end == src && rule.is_none_or(|r| s.rule == r)
+            })
             .map(|s| s.id)
             .collect();
         for id in &ids {
@@ -1572,6 +1589,12 @@ impl StateTable {
         }
         let iface_id = self.intern_iface(iface);
         let no_sync = opts.as_ref().is_some_and(|o| o.no_sync);
+        // A node counts its rate over the rule's seconds from the start
+        // (pfctl -sS shows "rate 0.0/30s" before any connection).
+        let rate_secs = opts
+            .as_ref()
+            .and_then(|o| o.max_src_conn_rate)
+            .map_or(0, |(_, secs)| secs);
         let (wire, stack) = keys_of(&key, translated.as_ref().unwrap_or(&key), dir);
         if self.key_taken(&wire, WIRE_SIDE, bound, iface_id)
             || self.key_taken(&stack, STACK_SIDE, bound, iface_id)
@@ -1616,6 +1639,7 @@ impl StateTable {
                 *self.nodes_per_scope.entry(k.0).or_default() += 1;
                 SrcNode {
                     created_ms: now_ms,
+                    rate_secs,
                     ..SrcNode::default()
                 }
             });

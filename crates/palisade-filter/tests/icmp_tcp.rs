@@ -266,3 +266,60 @@ fn sloppy_states_do_not_check_quoted_sequence_numbers() {
     assert_eq!(d.state, StateMatch::Match);
     assert_eq!(mismatches(&f), 0);
 }
+
+/// An ICMP error no state claims is decided by the rules but makes no
+/// state (pf_test_rule creates none when state_icmp): a passed
+/// unreachable must not open the way for a time exceeded or a parameter
+/// problem that the rules block, IPv4 and IPv6.
+#[test]
+fn a_passed_icmp_error_makes_no_state() {
+    let rules = "block\n\
+                 pass in inet proto icmp icmp-type { echoreq unreach }\n\
+                 pass in inet6 proto icmp6 icmp6-type { echoreq unreach }\n";
+    let mut f = common::filter_with(host(), rules, 1);
+    for (src, dst, quoted_src, quoted_dst, unreach, others) in [
+        (
+            "203.0.113.1",
+            "10.0.0.10",
+            "10.0.0.10",
+            "198.51.100.10",
+            (3u8, 3u8),
+            [(11u8, 0u8), (12, 0)],
+        ),
+        (
+            "2001:db8:ffff::1",
+            "2001:db8:1::10",
+            "2001:db8:1::10",
+            "2001:db8:fe::10",
+            (1, 4),
+            [(3, 0), (4, 0)],
+        ),
+    ] {
+        let quote = build::ip(
+            ip(quoted_src),
+            ip(quoted_dst),
+            17,
+            64,
+            &build::udp(1234, 7, b"x"),
+        );
+        let err = |(ty, code): (u8, u8)| {
+            let proto = if src.contains(':') { 58 } else { 1 };
+            build::ip(
+                ip(src),
+                ip(dst),
+                proto,
+                64,
+                &build::icmp(ty, code, [0; 4], &quote),
+            )
+        };
+        let before = f.states.len();
+        let d = f.process(&mut err(unreach), "em0", In, 0);
+        assert!(d.passed(), "{src}: {d:?}");
+        assert_eq!(d.state, StateMatch::None, "{src}: {d:?}");
+        assert_eq!(f.states.len(), before, "{src}: a state was made");
+        for o in others {
+            let d = f.process(&mut err(o), "em0", In, 1);
+            assert!(!d.passed(), "{src}: {o:?} passed: {d:?}");
+        }
+    }
+}

@@ -77,15 +77,29 @@ fn max_src_conn_overload_and_flush() {
         "table <bruteforce> persist\n\
          block quick from <bruteforce>\n\
          pass in proto tcp to port 22 keep state (max-src-conn 2, overload <bruteforce> flush global)\n\
-         pass in proto udp\n",
+         pass in proto udp\n\
+         pass out proto udp\n",
     );
     let c = "198.51.100.7";
     // A UDP state from the same source (flushed too: `global`).
     let mut u = build::ip(ip(c), ip("192.0.2.53"), 17, 64, &build::udp(5000, 53, b"q"));
     assert_eq!(f.process(&mut u, "em0", In, 0).state, StateMatch::New);
+    // One the firewall's side opened to it: its wire key's outer end is
+    // the source too, and pf_src_connlimit flushes it as well. One to
+    // another host stays.
+    let mut o = build::ip(ip("192.0.2.9"), ip(c), 17, 64, &build::udp(6000, 53, b"q"));
+    assert_eq!(f.process(&mut o, "em0", Out, 0).state, StateMatch::New);
+    let mut other = build::ip(
+        ip("192.0.2.9"),
+        ip("198.51.100.99"),
+        17,
+        64,
+        &build::udp(6001, 53, b"q"),
+    );
+    assert_eq!(f.process(&mut other, "em0", Out, 0).state, StateMatch::New);
     assert!(connect(&mut f, c, 1000, 0).passed());
     assert!(connect(&mut f, c, 1001, 0).passed());
-    assert_eq!(f.states.len(), 3);
+    assert_eq!(f.states.len(), 5);
     let d = connect(&mut f, c, 1002, 0);
     assert!(matches!(d.action, VerdictAction::Block(_)));
     assert_eq!(d.reason, palisade_filter::Reason::SrcLimit);
@@ -93,7 +107,11 @@ fn max_src_conn_overload_and_flush() {
         f.engine().tables().contains("bruteforce", &ip(c)),
         "overload adds the source"
     );
-    assert_eq!(f.states.len(), 0, "flush global removes all its states");
+    assert_eq!(
+        f.states.len(),
+        1,
+        "flush global removes all its states, both ways"
+    );
     // New connections from it meet `block quick from <bruteforce>`.
     let d = f.process(
         &mut tcp(c, "192.0.2.22", 1003, 22, 1, 0, 0x02),
@@ -169,6 +187,12 @@ fn source_nodes_are_listed_and_killed() {
 fn max_src_conn_rate() {
     let mut f = filter("pass in proto tcp to port 22 keep state (max-src-conn-rate 2/10)\n");
     let c = "198.51.100.9";
+    // Before any connection is made, the node shows the rule's seconds
+    // (pfctl -sS: rate 0.0/10s).
+    let syn = &mut tcp(c, "192.0.2.22", 999, 22, 1, 0, 0x02);
+    assert!(f.process(syn, "em0", In, 0).passed());
+    let n = &f.states.source_nodes(0)[0];
+    assert_eq!((n.rate_milli, n.rate_secs), (0, 10), "{n:?}");
     assert!(connect(&mut f, c, 1000, 0).passed());
     assert!(connect(&mut f, c, 1001, 1000).passed());
     // pfctl -sS's rate: 1 connection decayed over 1 s of 10, plus 1.

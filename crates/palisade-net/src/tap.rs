@@ -168,6 +168,11 @@ impl Tap {
             });
             nets.push((format!("{}/{}", r.to.network(), r.to.bits), src));
         }
+        // One route per network: the first address an interface lists in
+        // it is the stack's source there (two addresses in one subnet
+        // asked for the route twice, and the second was warned about).
+        let mut seen = std::collections::HashSet::new();
+        nets.retain(|(net, _)| seen.insert(net.clone()));
         for (net, src) in nets {
             let src = src.map(|a| a.to_string());
             let mut args = vec!["route", "add", &net, "dev", n, "metric", "100"];

@@ -535,8 +535,8 @@ impl Dataplane {
     /// handshakes): routed, not filtered, as pf tags its own packets
     /// (PF_TAG_GENERATED) and lets them pass. Filtered `out`, the
     /// synproxy's SYN+ACK met its own state and was dropped.
-    pub(super) fn send_generated(&mut self, pkt: Vec<u8>, now: u64) {
-        let Ok(info) = parse_ip(&pkt) else {
+    pub(super) fn send_generated(&mut self, mut pkt: Vec<u8>, now: u64) {
+        let Ok(mut info) = parse_ip(&pkt) else {
             self.counters.dropped(DropReason::Malformed);
             return;
         };
@@ -548,6 +548,42 @@ impl Dataplane {
             .any(|a| self.is_subnet_broadcast(a))
         {
             return;
+        }
+        // The answer to a packet of the host stack's own (`block return
+        // out` on its way out): back to the host stack, as a kernel loops
+        // it, so that the application fails at once. Routed, it went out
+        // of a port towards our own address and was never seen.
+        if self.local.is_ours(&info.dst) {
+            let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
+            let mac = self.local.mac(i);
+            self.local_in(i, mac, pkt, &info, now);
+            return;
+        }
+        // pf sends its ICMP answers as the stack's own errors (icmp_error,
+        // icmp6_error): from the blocked packet's destination when that is
+        // ours, else from an address of the interface on the way back to
+        // its source. Only its RSTs speak in the destination's name.
+        let is_err = match info.l4 {
+            L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
+            L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
+            _ => false,
+        };
+        if is_err && !self.local.is_ours(&info.src) {
+            let v6 = info.is_v6();
+            let from = lookup(&self.cfg, &info.dst).and_then(|(e, _)| self.local.source_for(e, v6));
+            if let Some(from) = from {
+                pkt = build::ip(
+                    from,
+                    info.dst,
+                    info.proto,
+                    info.ttl,
+                    &pkt[info.l4_offset..info.len.min(pkt.len())],
+                );
+                match parse_ip(&pkt) {
+                    Ok(i) => info = i,
+                    Err(_) => return,
+                }
+            }
         }
         let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
             self.counters.dropped(DropReason::NoRoute);

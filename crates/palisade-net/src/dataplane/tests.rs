@@ -2385,3 +2385,40 @@ pass-tagged = true
     assert_eq!(o[0].1, s_tag, "as it came");
     assert_eq!(d.counters.unknown_vlan, 0);
 }
+
+/// The host stack's own packet blocked by `block return out`: the RST or
+/// the unreachable goes back to the host stack through the host
+/// interface, so that the application fails at once (a probe's curl
+/// waited out its timeout while the rule counted its SYNs: the answer was
+/// sent out of a port towards the firewall's own address).
+#[test]
+fn block_return_answers_the_host_stacks_own_packets_to_it() {
+    let mut d = dp(ROUTER, "block return out\npass in\n");
+    const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+    d.set_host(3, TAP);
+    for (src, dst, l4) in [
+        ("192.0.2.1", "198.51.100.7", (17u8, build::udp(9, 9, b"x"))),
+        (
+            "192.0.2.1",
+            "198.51.100.7",
+            (6, build::tcp(40000, 80, 1, 0, 0x02, 1000, &[], &[])),
+        ),
+        (
+            "2001:db8:1::1",
+            "2001:db8:ff::9",
+            (17, build::udp(9, 9, b"x")),
+        ),
+    ] {
+        let p = build::ip(src.parse().unwrap(), dst.parse().unwrap(), l4.0, 64, &l4.1);
+        let et = if p[0] >> 4 == 6 { ETH_IPV6 } else { ETH_IPV4 };
+        let o = d.input(3, &eth(HOST_PEER_MAC, TAP, None, et, &p), 0);
+        assert_eq!(ports(&o), [3], "{src} {}: to the host only: {o:?}", l4.0);
+        let ip = &o[0].1[14..];
+        let info = parse_ip(ip).unwrap();
+        assert_eq!(info.dst, src.parse::<IpAddr>().unwrap());
+        assert_eq!(info.src, dst.parse::<IpAddr>().unwrap());
+        assert!(build::checksums_ok(ip));
+        let want_rst = l4.0 == 6;
+        assert_eq!(matches!(info.l4, L4::Tcp { .. }), want_rst, "{:?}", info.l4);
+    }
+}

@@ -1004,3 +1004,43 @@ fn block_return_does_not_answer_a_subnet_broadcast() {
     let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &to("198.19.0.1")), 2);
     assert_eq!(o.len(), 1, "a host's datagram is answered: {o:?}");
 }
+
+/// `block return` on a router: its ICMP answers come from the firewall
+/// as pf's icmp_error does (the blocked packet's destination when that is
+/// ours, else an address of the interface on the way back to the
+/// sender), its RSTs in the destination's name. A probe saw "From
+/// 10.1.2.3: Destination Port Unreachable" for a host behind nothing.
+#[test]
+fn block_return_icmp_comes_from_the_firewall_rst_from_the_destination() {
+    for v6 in [false, true] {
+        let f = flow(v6, "wan");
+        let lan_ours: IpAddr = if v6 { "2001:db8:1::fe" } else { "198.18.0.254" }
+            .parse()
+            .unwrap();
+        let mut d = dp(TWO, "block return all\n");
+        introduce(&mut d, 0, None, f.client, lan_ours);
+        let et = ethertype(v6);
+        let answer = |d: &mut Dataplane, dst: IpAddr, l4: (u8, Vec<u8>), t: u64| {
+            let p = build::ip(f.client, dst, l4.0, 64, &l4.1);
+            let o = d.input(0, &eth(M0, A, None, et, &p), t);
+            assert_eq!(o.len(), 1, "v6 {v6} to {dst}: {o:?}");
+            let ip = o[0].1[14..].to_vec();
+            let info = parse_ip(&ip).unwrap();
+            assert!(build::checksums_ok(&ip), "v6 {v6}");
+            assert_eq!(info.dst, f.client, "v6 {v6}");
+            (info.src, info.l4)
+        };
+        // UDP through the firewall: unreachable from the lan address.
+        let (src, l4) = answer(&mut d, f.server, (17, build::udp(4000, 9, b"x")), 1);
+        assert_eq!(src, lan_ours, "v6 {v6}: {l4:?}");
+        assert!(matches!(l4, L4::Icmp { .. } | L4::Icmp6 { .. }), "{l4:?}");
+        // To the firewall's own wan address: from that address.
+        let (src, _) = answer(&mut d, f.our, (17, build::udp(4001, 9, b"x")), 2);
+        assert_eq!(src, f.our, "v6 {v6}");
+        // TCP: the RST speaks for the destination.
+        let syn = build::tcp(4002, 80, 1, 0, 0x02, 1000, &[], &[]);
+        let (src, l4) = answer(&mut d, f.server, (6, syn), 3);
+        assert_eq!(src, f.server, "v6 {v6}");
+        assert!(matches!(l4, L4::Tcp { .. }), "{l4:?}");
+    }
+}
