@@ -643,6 +643,21 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
                 .any(|i| i.name == n || i.groups.iter().any(|g| g == n))
     };
     let mut out = Vec::new();
+    let file = pf.main.rules.first().map_or("pf.conf", |r| r.file.as_str());
+    // `set skip on` a name palisade.toml does not have skips nothing (a
+    // typo, or an OpenBSD name). The loopback's names are left alone: the
+    // data plane never sees it, so OpenBSD's `set skip on lo0` is moot.
+    for o in &pf.options {
+        if let palisade_conf::ir::SetOption::Skip(names) = o {
+            for n in names {
+                if !known(n) && n != "lo" && n != "lo0" {
+                    out.push(format!(
+                        "{file}: warning: set skip on {n}: no interface or group '{n}' in palisade.toml: nothing is skipped"
+                    ));
+                }
+            }
+        }
+    }
     let mut seen = Default::default();
     walk(&pf.main, &known, &mut out, &mut seen);
     for a in &pf.load_anchors {
@@ -772,6 +787,19 @@ interface = "sync"
     fn warnings(rules: &str) -> Vec<String> {
         let (cfg, pf, host) = read(PAIR, rules);
         blocked_ha_traffic(&pf, &cfg, &host)
+    }
+
+    /// `set skip on` a name palisade.toml lacks skips nothing: said, but
+    /// not for the loopback's names (OpenBSD's `set skip on lo0` idiom).
+    #[test]
+    fn set_skip_on_an_unknown_interface_is_warned_about() {
+        let (_, pf, host) = read(PAIR, "set skip on { lo0 lo em3 wan }\npass\n");
+        let w = unknown_interfaces(&pf, &host);
+        assert_eq!(
+            w,
+            ["pf.conf: warning: set skip on em3: no interface or group 'em3' in palisade.toml: nothing is skipped"],
+            "{w:#?}"
+        );
     }
 
     /// A pf.conf rule naming a table only an anchor file defines is said
