@@ -59,11 +59,47 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use palisade_greylist::grey::{Entry, Store};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 
-const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("greylist");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const GENERATION: &str = "journal-generation";
+// Keys are bytes (UTF-8 written, checked when read): redb decodes a `&str`
+// key with `unwrap`, so one damaged byte in a key made every read that
+// met it panic, and the service with it.
+const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("greylist-v2");
+const META: TableDefinition<&[u8], u64> = TableDefinition::new("meta-v2");
+const GENERATION: &[u8] = b"journal-generation";
+// The tables of databases made before: moved into the above at open.
+const OLD_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("greylist");
+const OLD_META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+thread_local! {
+    /// A guarded call is under way on this thread: its panic is no crash.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f`, taking a panic inside it (redb asserts on some damage
+/// instead of returning an error) as `None`. Its message is held back:
+/// it would read as Palisade's own crash. Only for reads and for opening:
+/// a write transaction that panics is left open inside redb.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(|g| g.get()) {
+                previous(info)
+            }
+        }));
+    });
+    let was = GUARDED.with(|g| g.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(was));
+    r.ok()
+}
+
+/// A record that cannot be read, said as the database's damage.
+fn damaged(what: &str) -> String {
+    format!("database: damaged ({what}): move the file aside to start a new one")
+}
 
 /// The journal's preallocated size.
 const JOURNAL_SIZE: u64 = 8 << 20;
@@ -159,13 +195,9 @@ fn checkpoint_backoff(failures: u32) -> Duration {
 /// call.)
 fn open_redb(path: &Path) -> Result<redb::Database, String> {
     let name = path.display().to_string();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let opened = std::panic::catch_unwind(|| redb::Database::create(path));
-    std::panic::set_hook(hook);
-    match opened {
-        Ok(r) => r.map_err(|e| err(&name, e)),
-        Err(_) => Err(format!(
+    match guarded(|| redb::Database::create(path)) {
+        Some(r) => r.map_err(|e| err(&name, e)),
+        None => Err(format!(
             "{name}: the database is damaged (cut short?): not opened, left as it is; \
              move it aside to start a new one"
         )),
@@ -190,11 +222,11 @@ fn commit_changes(db: &redb::Database, changes: &Changes, generation: u64) -> Re
         for (k, v) in changes {
             match v {
                 Some(e) => {
-                    t.insert(k.as_str(), e.encode().as_slice())
+                    t.insert(k.as_bytes(), e.encode().as_slice())
                         .map_err(|e| err("database", e))?;
                 }
                 None => {
-                    t.remove(k.as_str()).map_err(|e| err("database", e))?;
+                    t.remove(k.as_bytes()).map_err(|e| err("database", e))?;
                 }
             }
         }
@@ -203,6 +235,79 @@ fn commit_changes(db: &redb::Database, changes: &Changes, generation: u64) -> Re
             .map_err(|e| err("database", e))?;
     }
     tx.commit().map_err(|e| err("database", e))
+}
+
+/// A database made before the tables had byte keys: its entries and
+/// generation read (guarded: damage is an error, not a panic), then
+/// written into the new tables and the old ones deleted, in one
+/// transaction.
+fn migrate(db: &redb::Database, path: &Path) -> Result<(), String> {
+    let name = path.display().to_string();
+    let old = {
+        let tx = db.begin_read().map_err(|e| err(&name, e))?;
+        let has = tx
+            .list_tables()
+            .map_err(|e| err(&name, e))?
+            .any(|t| t.name() == "greylist");
+        if !has {
+            return Ok(());
+        }
+        type Old = (Vec<(String, Vec<u8>)>, u64);
+        let read = || -> Result<Old, String> {
+            let t = tx.open_table(OLD_TABLE).map_err(|e| err(&name, e))?;
+            let mut all = Vec::new();
+            let mut lost = 0usize;
+            for item in t.iter().map_err(|e| err(&name, e))? {
+                let (k, v) = item.map_err(|e| err(&name, e))?;
+                // redb decodes a `&str` key with unwrap: a damaged one is
+                // left behind, the others moved.
+                match guarded(|| k.value().to_string()) {
+                    Some(k) => all.push((k, v.value().to_vec())),
+                    None => lost += 1,
+                }
+            }
+            if lost > 0 {
+                tracing::warn!(
+                    "greylist database {name}: {lost} damaged entries (keys that are not UTF-8) left behind"
+                );
+            }
+            let generation = match tx.open_table(OLD_META) {
+                Ok(m) => m
+                    .get("journal-generation")
+                    .map_err(|e| err(&name, e))?
+                    .map_or(0, |v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(err(&name, e)),
+            };
+            Ok((all, generation))
+        };
+        guarded(read).unwrap_or_else(|| {
+            Err(format!(
+                "{name}: the database is damaged (its entries cannot be read): not opened, \
+                 left as it is; move it aside to start a new one"
+            ))
+        })?
+    };
+    let (entries, generation) = old;
+    let tx = db.begin_write().map_err(|e| err(&name, e))?;
+    {
+        let mut t = tx.open_table(TABLE).map_err(|e| err(&name, e))?;
+        for (k, v) in &entries {
+            t.insert(k.as_bytes(), v.as_slice())
+                .map_err(|e| err(&name, e))?;
+        }
+        let mut meta = tx.open_table(META).map_err(|e| err(&name, e))?;
+        meta.insert(GENERATION, generation)
+            .map_err(|e| err(&name, e))?;
+    }
+    tx.delete_table(OLD_TABLE).map_err(|e| err(&name, e))?;
+    tx.delete_table(OLD_META).map_err(|e| err(&name, e))?;
+    tx.commit().map_err(|e| err(&name, e))?;
+    tracing::info!(
+        "greylist database {name}: {} entries moved to the byte-keyed table",
+        entries.len()
+    );
+    Ok(())
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> String {
@@ -537,6 +642,7 @@ impl GreyDb {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| err(&path.display().to_string(), e))?;
         }
+        migrate(&db, path)?;
         let generation = {
             let tx = db.begin_write().map_err(|e| err("database", e))?;
             tx.open_table(TABLE).map_err(|e| err("database", e))?;
@@ -1305,7 +1411,7 @@ pub struct Savepoint {
 
 /// One batch's view of the store: pending changes over redb.
 pub struct Batch<'a> {
-    table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    table: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     generation: u64,
     pending: &'a mut BTreeMap<String, Option<Entry>>,
     /// A checkpoint's changes while it runs (between `pending` and redb).
@@ -1374,11 +1480,14 @@ impl Store for Batch<'_> {
         if let Some(v) = self.frozen.and_then(|f| f.get(key)) {
             return Ok(*v);
         }
-        Ok(self
-            .table
-            .get(key)
-            .map_err(|e| err("database", e))?
-            .and_then(|v| Entry::decode(v.value())))
+        let table = &self.table;
+        guarded(|| {
+            Ok(table
+                .get(key.as_bytes())
+                .map_err(|e| err("database", e))?
+                .and_then(|v| Entry::decode(v.value())))
+        })
+        .unwrap_or_else(|| Err(damaged("a record on the way to a key")))
     }
     fn put(&mut self, key: &str, e: Entry) -> Result<(), String> {
         self.set(key, Some(e));
@@ -1393,16 +1502,25 @@ impl Store for Batch<'_> {
     }
     fn scan(&mut self, prefix: &str) -> Result<Vec<(String, Entry)>, String> {
         self.read_unsynced = true;
-        let mut all = BTreeMap::new();
-        for item in self.table.range(prefix..).map_err(|e| err("database", e))? {
-            let (k, v) = item.map_err(|e| err("database", e))?;
-            if !k.value().starts_with(prefix) {
-                break;
+        let table = &self.table;
+        // A key that is not UTF-8 was damaged on disk: left out, as an
+        // entry that does not decode is.
+        let mut all: BTreeMap<String, Entry> = guarded(|| {
+            let mut all = BTreeMap::new();
+            let from = prefix.as_bytes();
+            for item in table.range(from..).map_err(|e| err("database", e))? {
+                let (k, v) = item.map_err(|e| err("database", e))?;
+                if !k.value().starts_with(from) {
+                    break;
+                }
+                if let (Ok(k), Some(e)) = (std::str::from_utf8(k.value()), Entry::decode(v.value()))
+                {
+                    all.insert(k.to_string(), e);
+                }
             }
-            if let Some(e) = Entry::decode(v.value()) {
-                all.insert(k.value().to_string(), e);
-            }
-        }
+            Ok::<_, String>(all)
+        })
+        .unwrap_or_else(|| Err(damaged("a record among the keys scanned")))?;
         let frozen = self.frozen.into_iter().flat_map(|f| {
             f.range(prefix.to_string()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
@@ -2142,5 +2260,84 @@ mod tests {
             assert_eq!(get(&mut db, "a"), Some(entry(1)), "{after:?}");
             let _ = std::fs::remove_dir_all(path.parent().unwrap());
         }
+    }
+    /// A database made before the byte-keyed tables: its entries and the
+    /// journal's generation are moved over at open, the old tables gone.
+    #[test]
+    fn a_database_with_the_old_tables_is_moved_over() {
+        let path = tmp("old-tables");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(OLD_TABLE).unwrap();
+                t.insert("a", entry(1).encode().as_slice()).unwrap();
+                t.insert("b", entry(2).encode().as_slice()).unwrap();
+                t.insert("s1@example.com", entry(3).encode().as_slice())
+                    .unwrap();
+                let mut m = tx.open_table(OLD_META).unwrap();
+                m.insert("journal-generation", 7).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        // One key damaged on disk: redb's `&str` decoding panics on it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(14)
+            .position(|w| w == b"s1@example.com")
+            .expect("the key on disk");
+        bytes[at + 2] = 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut db = GreyDb::open(&path).unwrap();
+        let all = db.batch(|b| b.scan("")).unwrap().unwrap();
+        assert_eq!(all.len(), 2, "the damaged one left behind: {all:?}");
+        assert!(db.generation >= 7, "{}", db.generation);
+        assert_eq!(get(&mut db, "a"), Some(entry(1)));
+        assert_eq!(get(&mut db, "b"), Some(entry(2)));
+        drop(db);
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let names: Vec<String> = tx
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "greylist" || n == "meta"),
+            "{names:?}"
+        );
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    /// A key damaged on disk (a byte that makes it no UTF-8) is left out of
+    /// what is read, and nothing panics (redb's `&str` keys unwrapped
+    /// their decoding: a probe's one flipped byte killed the service).
+    #[test]
+    fn a_damaged_key_on_disk_is_left_out_not_a_panic() {
+        let path = tmp("damaged-key");
+        let mut db = GreyDb::open(&path).unwrap();
+        for k in ["s0@example.com", "s1@example.com", "s2@example.com"] {
+            put(&mut db, k, Some(entry(1)));
+        }
+        db.commit().unwrap();
+        db.checkpoint().unwrap();
+        drop(db);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(14)
+            .position(|w| w == b"s1@example.com")
+            .expect("the key on disk");
+        // No UTF-8 (a lone continuation byte), in the keys' order still.
+        bytes[at + 2] = 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut db = GreyDb::open(&path).unwrap();
+        let all = db.batch(|b| b.scan("")).unwrap().unwrap();
+        let keys: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["s0@example.com", "s2@example.com"]);
+        assert_eq!(get(&mut db, "s2@example.com"), Some(entry(1)));
+        assert_eq!(get(&mut db, "s1@example.com"), None);
+        drop(db);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
