@@ -360,6 +360,7 @@ impl Filter {
         let defaults = StateTable::new(0);
         self.states.timeouts = defaults.timeouts;
         self.states.limit = defaults.limit;
+        self.states.adaptive_set = false;
         let frag_defaults = Reassembler::default();
         self.frags.timeout_ms = frag_defaults.timeout_ms;
         self.frags.limit = frag_defaults.limit;
@@ -395,6 +396,25 @@ impl Filter {
                     }
                 }
                 _ => {}
+            }
+        }
+        // adaptive.start or .end given: the other keeps pf's default
+        // (60,000 / 120,000 states), as pfctl loads it.
+        let at = |t: Timeout| Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
+        let given = |t: Timeout| {
+            config
+                .options
+                .iter()
+                .any(|o| matches!(o, SetOption::Timeout(x, _) if *x == t))
+        };
+        let (start, end) = (Timeout::AdaptiveStart, Timeout::AdaptiveEnd);
+        if given(start) || given(end) {
+            self.states.adaptive_set = true;
+            if !given(start) {
+                self.states.timeouts[at(start)] = 60_000;
+            }
+            if !given(end) {
+                self.states.timeouts[at(end)] = 120_000;
             }
         }
         let src_track = self.states.timeouts[Timeout::ALL

@@ -707,6 +707,10 @@ pub struct StateTable {
     pub timeouts: [u32; 20],
     /// `set limit states`.
     pub limit: u32,
+    /// `set timeout` gave adaptive.start or adaptive.end: the two are
+    /// taken as they are (an end of 0 turns the scaling off), not derived
+    /// from the limit (pfctl derives them only when neither is set).
+    pub adaptive_set: bool,
     /// TCP states whose responder has not answered yet (pf's half-open
     /// states: `set syncookies adaptive` measures them).
     halfopen: usize,
@@ -857,6 +861,7 @@ impl StateTable {
             events: Default::default(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
+            adaptive_set: false,
             halfopen: 0,
             removals: 0,
             events_enabled: false,
@@ -1277,6 +1282,7 @@ impl StateTable {
         let base = self.timeout_secs(s, s.timeout) as u64 * 1000;
         let (start, end) = self.adaptive();
         let n = self.live_all() as u64;
+        // (pf_state_expires: no scaling with an end of 0.)
         let scaled = if end > start && n > start {
             if n >= end {
                 0
@@ -1295,12 +1301,13 @@ impl StateTable {
             let i = Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
             self.timeouts[i] as u64
         };
-        let (s, e) = (get(Timeout::AdaptiveStart), get(Timeout::AdaptiveEnd));
-        if s == 0 && e == 0 {
-            // pf's defaults: 60% and 120% of the state limit.
-            (self.limit as u64 * 6 / 10, self.limit as u64 * 12 / 10)
+        if self.adaptive_set {
+            (get(Timeout::AdaptiveStart), get(Timeout::AdaptiveEnd))
         } else {
-            (s, e)
+            // pfctl's: 60% and 120% of the state limit, counted in tenths
+            // (a limit under 10 has none).
+            let tenth = self.limit as u64 / 10;
+            (tenth * 6, tenth * 12)
         }
     }
 

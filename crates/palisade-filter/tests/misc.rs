@@ -377,6 +377,61 @@ fn adaptive_timeouts_shorten_as_the_table_fills() {
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
 
+/// `set timeout { adaptive.start 0, adaptive.end 0 }` turns the scaling
+/// off (pf_state_expires scales only with an end); without them the
+/// limit gives 60% and 120% of it, in tenths (pfctl): a table of three
+/// states under `set limit states 4` keeps its full timeouts only with
+/// the scaling off. (A probe's reload to a low limit with them at 0
+/// expired every state at once.)
+#[test]
+fn adaptive_timeouts_at_zero_are_off() {
+    for (opts, want) in [
+        ("set timeout { adaptive.start 0, adaptive.end 0 }\n", 60_000),
+        // Start 0 alone: the end stays pf's 120,000: all but no scaling.
+        ("set timeout adaptive.start 0\n", 59_998),
+        // Neither: (4 / 10) * 6 = 0 and 0: no scaling either.
+        ("", 60_000),
+    ] {
+        let mut f = filter(&format!(
+            "set limit states 4\n{opts}set timeout udp.first 60\npass out proto udp\n"
+        ));
+        let mut id = 0;
+        for p in 1..=3 {
+            id = f
+                .process(
+                    &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                    "em0",
+                    Out,
+                    0,
+                )
+                .state_id
+                .unwrap();
+        }
+        assert_eq!(
+            f.states.expires_ms(f.states.get(id).unwrap()),
+            want,
+            "{opts:?}"
+        );
+    }
+    // The limit alone: 60% and 120% of 40 are 24 and 48: three states
+    // are under the start, no scaling; at 36 states, half.
+    let mut f = filter("set limit states 40\nset timeout udp.first 60\npass out proto udp\n");
+    let mut id = 0;
+    for p in 1..=36 {
+        id = f
+            .process(
+                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                "em0",
+                Out,
+                0,
+            )
+            .state_id
+            .unwrap();
+    }
+    assert_eq!(f.states.adaptive(), (24, 48));
+    assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
+}
+
 #[test]
 fn sloppy_states_skip_window_checks() {
     let tcp = |src: &str, dst: &str, sp: u16, dp: u16, seq: u32, ack: u32, fl: u8| {

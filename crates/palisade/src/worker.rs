@@ -17,8 +17,13 @@ use crate::load::port_mac;
 pub struct PflogFile {
     path: PathBuf,
     max: u64,
+    /// The file's length: where the next record goes.
     written: u64,
     w: Option<pcap_file::pcap::PcapWriter<Appending>>,
+    /// Records not written since the last error was logged, and when it
+    /// was (an error is logged at most every 10 s, with the count).
+    unlogged: u64,
+    said_at: Option<std::time::Instant>,
 }
 
 /// The pflog file as the pcap writer sees it: a writer that has already
@@ -27,6 +32,21 @@ pub struct PflogFile {
 struct Appending {
     file: std::fs::File,
     skip: usize,
+    /// Tests: the bytes the "disk" still takes (None: no limit); past
+    /// them, writes fail as on a full disk.
+    #[cfg(test)]
+    room: Option<usize>,
+}
+
+impl Appending {
+    fn new(file: std::fs::File, skip: usize) -> Appending {
+        Appending {
+            file,
+            skip,
+            #[cfg(test)]
+            room: None,
+        }
+    }
 }
 
 impl std::io::Write for Appending {
@@ -34,6 +54,15 @@ impl std::io::Write for Appending {
         if self.skip > 0 {
             let n = self.skip.min(buf.len());
             self.skip -= n;
+            return Ok(n);
+        }
+        #[cfg(test)]
+        if let Some(room) = self.room.as_mut() {
+            if *room == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = self.file.write(&buf[..buf.len().min(*room)])?;
+            *room -= n;
             return Ok(n);
         }
         self.file.write(buf)
@@ -109,6 +138,8 @@ impl PflogFile {
             max,
             written: 0,
             w: None,
+            unlogged: 0,
+            said_at: None,
         };
         f.start()?;
         Ok(f)
@@ -155,11 +186,8 @@ impl PflogFile {
                     f.set_len(end).map_err(err)?;
                     f.seek(SeekFrom::Start(end)).map_err(err)?;
                     self.w = Some(
-                        pcap_file::pcap::PcapWriter::with_header(
-                            Appending { file: f, skip: 24 },
-                            header,
-                        )
-                        .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
+                        pcap_file::pcap::PcapWriter::with_header(Appending::new(f, 24), header)
+                            .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
                     );
                     self.written = end;
                     return Ok(());
@@ -183,38 +211,109 @@ impl PflogFile {
             ..Default::default()
         };
         self.w = Some(
-            pcap_file::pcap::PcapWriter::with_header(Appending { file, skip: 0 }, header)
+            pcap_file::pcap::PcapWriter::with_header(Appending::new(file, 0), header)
                 .map_err(|e| format!("pflog {}: {e}", self.path.display()))?,
         );
         self.written = 24;
         Ok(())
     }
 
-    fn write(&mut self, recs: Vec<Vec<u8>>) {
+    /// Write the records; returns how many could not be written (the
+    /// caller counts them as `log_dropped`). A record the disk took only
+    /// in part (full) is trimmed off, so that the file stays whole records
+    /// and the next ones, once there is room, are read after it.
+    pub(crate) fn write(&mut self, recs: Vec<Vec<u8>>) -> u64 {
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        for r in recs {
+        let total = recs.len() as u64;
+        for (done, r) in recs.into_iter().enumerate() {
             if self.written + r.len() as u64 + 16 > self.max {
                 let mut old = self.path.clone().into_os_string();
                 old.push(".0");
                 self.w = None;
                 let _ = std::fs::rename(&self.path, &old);
                 if let Err(e) = self.start() {
-                    tracing::error!("{e}");
-                    return;
+                    return self.failed(e, total - done as u64);
                 }
             }
-            if let Some(w) = self.w.as_mut() {
-                let p = pcap_file::pcap::PcapPacket::new(ts, r.len() as u32, &r);
-                if let Err(e) = w.write_packet(&p) {
-                    tracing::error!("pflog {}: {e}", self.path.display());
-                    return;
+            let Some(w) = self.w.as_mut() else {
+                return self.failed("not open".into(), total - done as u64);
+            };
+            let p = pcap_file::pcap::PcapPacket::new(ts, r.len() as u32, &r);
+            if let Err(e) = w.write_packet(&p) {
+                let why = match e {
+                    pcap_file::PcapError::IoError(io) => io.to_string(),
+                    e => e.to_string(),
+                };
+                if let Err(e) = self.trim() {
+                    self.w = None;
+                    return self.failed(format!("{why}; and then {e}"), total - done as u64);
                 }
-                self.written += r.len() as u64 + 16;
+                return self.failed(why, total - done as u64);
             }
+            self.written += r.len() as u64 + 16;
         }
         // (PcapWriter writes straight to the file: nothing to flush.)
+        0
+    }
+
+    /// Cut the file back to its last whole record after a failed write,
+    /// and write on from there.
+    fn trim(&mut self) -> Result<(), String> {
+        use std::io::{Seek, SeekFrom};
+        let w = self.w.take().ok_or("not open")?;
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::PFLOG,
+            endianness: w.endianness(),
+            snaplen: w.snaplen(),
+            ts_resolution: w.ts_resolution(),
+            ..Default::default()
+        };
+        let mut a = w.into_writer();
+        a.file
+            .set_len(self.written)
+            .and_then(|_| a.file.seek(SeekFrom::Start(self.written)))
+            .map_err(|e| format!("cannot cut back its last record: {e}"))?;
+        a.skip = 24;
+        self.w =
+            Some(pcap_file::pcap::PcapWriter::with_header(a, header).map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    /// Tests: what the "disk" takes from now on (see `Appending::room`).
+    #[cfg(test)]
+    fn set_room(&mut self, room: Option<usize>) {
+        let w = self.w.take().unwrap();
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::PFLOG,
+            endianness: w.endianness(),
+            ..Default::default()
+        };
+        let mut a = w.into_writer();
+        a.room = room;
+        a.skip = 24;
+        self.w = Some(pcap_file::pcap::PcapWriter::with_header(a, header).unwrap());
+    }
+
+    /// `lost` records not written: said at most every 10 s (a full disk
+    /// fails every write), with how many went unwritten since.
+    fn failed(&mut self, why: String, lost: u64) -> u64 {
+        self.unlogged += lost;
+        let now = std::time::Instant::now();
+        if self
+            .said_at
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10))
+        {
+            tracing::error!(
+                "pflog {}: cannot write: {why}: {} logged packets not written since the last such message (counted as log_dropped)",
+                self.path.display(),
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.said_at = Some(now);
+        }
+        lost
     }
 }
 
@@ -731,7 +830,10 @@ pub fn worker(
             if !recs.is_empty() {
                 sh.to_followers(&recs);
                 if let Some(p) = pflog.as_mut() {
-                    p.write(recs);
+                    let lost = p.write(recs);
+                    if lost > 0 {
+                        sh.dp().counters.log_dropped += lost;
+                    }
                 }
             }
         }
@@ -1085,6 +1187,35 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    /// A full disk: the record it took only in part is cut off, the
+    /// records not written are counted, and once there is room again the
+    /// next ones follow the last whole one (a probe's tcpdump stopped at
+    /// a torn record, and everything logged after space came back was
+    /// unreadable).
+    #[test]
+    fn a_record_the_full_disk_cut_is_trimmed_and_logging_goes_on() {
+        let d = std::env::temp_dir().join(format!("palisade-pflog-full-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("pflog");
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        // Room for one 40-byte record and part of the next.
+        f.set_room(Some(16 + 40 + 30));
+        assert_eq!(
+            f.write(vec![vec![1u8; 40], vec![2u8; 50], vec![3u8; 60]]),
+            2
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 40);
+        assert_eq!(f.write(vec![vec![4u8; 10]]), 1, "still full");
+        f.set_room(None);
+        assert_eq!(f.write(vec![vec![5u8; 70]]), 0);
+        assert_eq!(packets(&path), 2);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            24 + 16 + 40 + 16 + 70
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
