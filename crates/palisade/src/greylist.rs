@@ -19,6 +19,7 @@
 //! Also: p0f v3's query API on a Unix socket, and an admin socket for
 //! `palisade greylist show|whitelist|delete`.
 
+use palisade_conf::files;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -324,10 +325,18 @@ impl Conf {
                 use palisade_greylist::whitelist;
                 let mut w = whitelist::Whitelist::default();
                 let read = |f: &Spanned<String>, key: &str| {
+                    // A regular file of bounded size (a FIFO or a device
+                    // named here held the service, which reads it at
+                    // SIGHUP, or filled its memory).
                     let p = rel(f.get_ref());
-                    std::fs::read_to_string(&p)
+                    files::read_text(&p, files::TABLE)
                         .map(|t| (p.clone(), t))
-                        .map_err(|e| err(f.span(), format!("greylist {key} {}: {e}", p.display())))
+                        .map_err(|e| {
+                            err(
+                                f.span(),
+                                format!("greylist {key} {}", e.message(&p.display().to_string())),
+                            )
+                        })
                 };
                 let at = |p: &Path, e: whitelist::LineError| {
                     format!("{}:{}: {}", p.display(), e.line, e.problem)
@@ -393,7 +402,8 @@ impl Conf {
     }
 
     pub fn load(path: &Path) -> Result<Conf, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = files::read_text(path, files::CONFIG)
+            .map_err(|e| e.message(&path.display().to_string()))?;
         Conf::parse(path, &text)
     }
 }
@@ -1791,7 +1801,8 @@ pub fn syn_of(
 fn load_db(conf: &Conf) -> Result<FingerprintDb, String> {
     let mut db = FingerprintDb::default_db();
     if let Some(f) = &conf.fingerprints {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let text =
+            files::read_text(f, files::CONFIG).map_err(|e| e.message(&f.display().to_string()))?;
         let mut more = FingerprintDb::parse(&text).map_err(|e| format!("{}: {e}", f.display()))?;
         more.entries.append(&mut db.entries);
         db.entries = more.entries;
@@ -2330,6 +2341,14 @@ mod tests {
         );
         let e = parse("\nwhitelist-clients = [\"none\"]\n").unwrap_err();
         assert!(e.contains("p.toml:4: greylist whitelist-clients"), "{e}");
+        // A FIFO or a device is refused, not read (a FIFO held the
+        // service's only thread at SIGHUP; /dev/zero filled its memory).
+        let fifo = std::ffi::CString::new(d.join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        for f in ["fifo", "/dev/zero"] {
+            let e = parse(&format!("whitelist-clients = [\"{f}\"]\n")).unwrap_err();
+            assert!(e.contains("not a regular file"), "{f}: {e}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -130,6 +130,31 @@ pub fn setup_warnings(cfg: &palisade_net::config::Config) -> Vec<String> {
                 .to_string(),
         );
     }
+    // Paths that exist as something else: the start or the stop fails
+    // on them, which `run -n` (the unit's ExecStartPre) should say first.
+    if let Some(f) = cfg.state_file.as_ref().filter(|f| f.is_dir()) {
+        out.push(format!(
+            "warning: state-file {}: a directory: the states cannot be saved at the stop (name a file in it)",
+            f.display()
+        ));
+    }
+    if let Some(f) = cfg.pflog.as_ref().filter(|f| f.is_dir()) {
+        out.push(format!(
+            "warning: pflog {}: a directory: the daemon cannot start (name a file in it)",
+            f.display()
+        ));
+    }
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(m) = std::fs::symlink_metadata(&cfg.control) {
+            if !m.file_type().is_socket() {
+                out.push(format!(
+                    "warning: control {}: there is a file of that name that is not a socket: the daemon will refuse to start (it does not remove it)",
+                    cfg.control.display()
+                ));
+            }
+        }
+    }
     if let Some(f) = &cfg.state_file {
         if let Some(d) = f.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !d.is_dir() {
@@ -761,6 +786,33 @@ interface = "sync"
         assert_eq!(w.len(), 2, "{w:#?}");
         assert!(w[0].contains("no [[port]]"), "{w:#?}");
         assert!(w[1].contains("/nonexistent-dir does not exist"), "{w:#?}");
+        // Paths that are something else: a directory for a file, a file
+        // where the control socket goes (run -n said ok; the start or
+        // the stop failed).
+        let d = std::env::temp_dir().join(format!("palisade-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let plain = d.join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let (odd, _, _) = read(
+            &format!(
+                "pf = \"pf.conf\"\nstate-file = \"{0}\"\npflog = \"{0}\"\ncontrol = \"{1}\"\n",
+                d.display(),
+                plain.display()
+            ),
+            "pass\n",
+        );
+        let w = setup_warnings(&odd);
+        assert_eq!(w.len(), 4, "{w:#?}");
+        assert!(
+            w[1].contains("state-file") && w[1].contains("a directory"),
+            "{w:#?}"
+        );
+        assert!(
+            w[2].contains("pflog") && w[2].contains("cannot start"),
+            "{w:#?}"
+        );
+        assert!(w[3].contains("not a socket"), "{w:#?}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// palisade.toml `toml` and the pf.conf `rules` read against it (the

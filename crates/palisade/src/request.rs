@@ -261,6 +261,15 @@ fn state_id(text: &str) -> Result<(u64, Option<u32>), String> {
     }
 }
 
+/// A name from a request as an error message quotes it: at most 64
+/// characters (a 39 MiB name was echoed back whole).
+fn shortened(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 impl Request {
     /// The request a JSON object carries, or what is wrong with it.
     pub fn parse(req: &Value) -> Result<Request, String> {
@@ -273,11 +282,16 @@ impl Request {
         let level = level(req);
         match req["cmd"].as_str() {
             Some("show") => {
-                let what = match req["what"].as_str() {
-                    Some(w) => Listing::from_name(w).ok_or_else(|| {
-                        format!("show: unknown listing '{w}' (one of {})", Listing::names())
+                let what = match (req["what"].as_str(), &req["what"]) {
+                    (Some(w), _) => Listing::from_name(w).ok_or_else(|| {
+                        format!(
+                            "show: unknown listing '{}' (one of {})",
+                            shortened(w),
+                            Listing::names()
+                        )
                     })?,
-                    None => return Err("show: missing \"what\"".into()),
+                    (None, Value::Null) => return Err("show: missing \"what\"".into()),
+                    (None, _) => return Err("show: \"what\" must be a string".into()),
                 };
                 Ok(Request::Show {
                     what,
@@ -764,6 +778,11 @@ mod tests {
             (json!({"cmd": "dance"}), "unknown command 'dance'"),
             (json!({"cmd": "show", "what": "x"}), "unknown listing 'x'"),
             (json!({"cmd": "show"}), "missing \"what\""),
+            (json!({"cmd": "show", "what": 5}), "\"what\" must be a string"),
+            (
+                json!({"cmd": "show", "what": "y".repeat(100_000)}),
+                "unknown listing 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy...'",
+            ),
             (
                 json!({"cmd": "table", "name": "t", "op": "add", "addrs": [1]}),
                 "addresses must be strings",

@@ -120,10 +120,15 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// The daemon is up with the states `restore` took: the file goes, so
 /// that a later crash (which writes nothing) cannot bring back states
 /// that old.
+/// A `PATH.new` a crash left while writing (never taken: the rename did
+/// not happen) goes too: it holds every connection, and nothing else
+/// removed it.
 pub fn taken(path: &Path) {
-    if let Err(e) = std::fs::remove_file(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("state-file {}: cannot remove it: {e}", path.display());
+    for p in [path.to_path_buf(), tmp_path(path)] {
+        if let Err(e) = std::fs::remove_file(&p) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("state-file {}: cannot remove it: {e}", p.display());
+            }
         }
     }
 }
@@ -313,6 +318,22 @@ mod tests {
     /// as a restart without `set hostid` has): the connections' answers
     /// pass, as they do not without the file; `no-sync` states are kept
     /// too, and stay `no-sync`.
+    /// Once the daemon is up the file goes, and so does a `.new` a crash
+    /// while writing left behind (a probe found a 5 MB one, every
+    /// connection in it, that nothing removed).
+    #[test]
+    fn taken_removes_the_file_and_a_leftover_new() {
+        let d = std::env::temp_dir().join(format!("palisade-sf-taken-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("states");
+        std::fs::write(&path, "x").unwrap();
+        std::fs::write(d.join("states.new"), "y").unwrap();
+        taken(&path);
+        assert!(!path.exists() && !d.join("states.new").exists());
+        taken(&path);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn states_survive_a_restart() {
         let mut a = filter(RULES, 7);
