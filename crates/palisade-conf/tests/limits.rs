@@ -855,7 +855,8 @@ fn a_table_entry_with_an_ipv4_mask_over_32_is_refused() {
     assert!(
         out.stderr
             .iter()
-            .any(|l| l.contains("netmask 33 invalid for IPv4 address in 198.18.2.0/33")),
+            .any(|l| l
+                .contains("t.txt\": line 2: netmask 33 invalid for IPv4 address in 198.18.2.0/33")),
         "{:?}",
         out.stderr
     );

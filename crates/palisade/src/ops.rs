@@ -354,9 +354,9 @@ pub fn log_reload(ok: bool, msgs: &[String]) {
     for m in msgs {
         if ok && !m.contains("warning:") {
             tracing::info!("{m}");
-        } else if !ok && m.contains("failed") && m.contains("the running ruleset stays") {
-            // The outcome of a refused reload: an error (the file the
-            // next start reads is bad).
+        } else if !ok && !m.contains("warning:") {
+            // A refused reload's errors and its outcome (the file the
+            // next start reads is bad); its warnings stay warnings.
             tracing::error!("{m}");
         } else {
             // (The level says it: not "WARN warning: ...".)

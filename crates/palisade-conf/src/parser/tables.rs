@@ -163,7 +163,9 @@ impl<'a> Parser<'a> {
         };
         let text = String::from_utf8_lossy(&data);
         let mut v = Vec::new();
-        for line in text.lines() {
+        for (n, line) in text.lines().enumerate() {
+            // Errors name the file's line: `cannot load "f": line 3: ...`.
+            let at = format!("\"{f}\": line {}", n + 1);
             let line = line.split('#').next().unwrap_or("");
             for word in line.split_whitespace() {
                 let (neg, w) = match word.strip_prefix('!') {
@@ -174,7 +176,7 @@ impl<'a> Parser<'a> {
                     Some((a, m)) => match m.parse::<i64>() {
                         Ok(m) => (a, Some(m)),
                         Err(_) => {
-                            self.error(format!("cannot load \"{f}\": bad netmask in {word}"));
+                            self.error(format!("cannot load {at}: bad netmask in {word}"));
                             return None;
                         }
                     },
@@ -183,7 +185,7 @@ impl<'a> Parser<'a> {
                 match self.host(a, m) {
                     Some(hs) if v4_mask_over_32(&hs).is_some() => {
                         self.error(format!(
-                            "cannot load \"{f}\": netmask {} invalid for IPv4 address in {word}",
+                            "cannot load {at}: netmask {} invalid for IPv4 address in {word}",
                             v4_mask_over_32(&hs).unwrap_or(0)
                         ));
                         return None;
@@ -193,7 +195,7 @@ impl<'a> Parser<'a> {
                         addr: expand::masked(&h.addr),
                     })),
                     None => {
-                        self.error(format!("cannot load \"{f}\": bad address {word}"));
+                        self.error(format!("cannot load {at}: bad address {word}"));
                         return None;
                     }
                 }
