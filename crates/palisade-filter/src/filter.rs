@@ -357,10 +357,7 @@ impl Filter {
     /// states already there keep going under the new values (their
     /// timeouts, read per packet, and the limit, checked per new state).
     pub fn set_options(&mut self, config: &Config) {
-        let defaults = StateTable::new(0);
-        self.states.timeouts = defaults.timeouts;
-        self.states.limit = defaults.limit;
-        self.states.adaptive_set = false;
+        self.states.apply_options(&config.options);
         let frag_defaults = Reassembler::default();
         self.frags.timeout_ms = frag_defaults.timeout_ms;
         self.frags.limit = frag_defaults.limit;
@@ -374,15 +371,7 @@ impl Filter {
             }));
         for o in &config.options {
             match o {
-                SetOption::Timeout(t, v) => {
-                    if let Some(i) = Timeout::ALL.iter().position(|x| x == t) {
-                        self.states.timeouts[i] = *v;
-                    }
-                    if *t == Timeout::Frag {
-                        self.frags.timeout_ms = *v as u64 * 1000;
-                    }
-                }
-                SetOption::Limit(n, v) if n == "states" => self.states.limit = *v,
+                SetOption::Timeout(Timeout::Frag, v) => self.frags.timeout_ms = *v as u64 * 1000,
                 SetOption::Limit(n, v) if n == "frags" => self.frags.limit = *v as usize,
                 SetOption::StatePolicy(p) => self.if_bound_default = p == "if-bound",
                 SetOption::StateDefaults(o) => self.state_defaults = Some(Arc::new(o.clone())),
@@ -396,25 +385,6 @@ impl Filter {
                     }
                 }
                 _ => {}
-            }
-        }
-        // adaptive.start or .end given: the other keeps pf's default
-        // (60,000 / 120,000 states), as pfctl loads it.
-        let at = |t: Timeout| Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
-        let given = |t: Timeout| {
-            config
-                .options
-                .iter()
-                .any(|o| matches!(o, SetOption::Timeout(x, _) if *x == t))
-        };
-        let (start, end) = (Timeout::AdaptiveStart, Timeout::AdaptiveEnd);
-        if given(start) || given(end) {
-            self.states.adaptive_set = true;
-            if !given(start) {
-                self.states.timeouts[at(start)] = 60_000;
-            }
-            if !given(end) {
-                self.states.timeouts[at(end)] = 120_000;
             }
         }
         let src_track = self.states.timeouts[Timeout::ALL

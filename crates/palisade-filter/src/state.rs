@@ -23,7 +23,7 @@ use hashbrown::DefaultHashBuilder;
 use hashbrown::HashTable;
 use std::hash::BuildHasher;
 
-use palisade_conf::ir::{Af, Direction, KeepState, StateOpts, Timeout};
+use palisade_conf::ir::{Af, Direction, KeepState, SetOption, StateOpts, Timeout};
 
 use crate::packet::RuleRef;
 
@@ -1293,6 +1293,74 @@ impl StateTable {
             base
         };
         s.last_ms + scaled
+    }
+
+    /// The timeouts and the state limit of pf.conf's `set` options, each
+    /// back to its default where they do not set it (at start and at a
+    /// reload, as pfctl -f sets them again).
+    pub fn apply_options(&mut self, options: &[SetOption]) {
+        let defaults = StateTable::new(0);
+        self.timeouts = defaults.timeouts;
+        self.limit = defaults.limit;
+        self.adaptive_set = false;
+        let at = |t: Timeout| Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
+        let (start, end) = (Timeout::AdaptiveStart, Timeout::AdaptiveEnd);
+        let mut given = [false; 2];
+        for o in options {
+            match o {
+                SetOption::Timeout(t, v) => {
+                    self.timeouts[at(*t)] = *v;
+                    given[0] |= *t == start;
+                    given[1] |= *t == end;
+                }
+                SetOption::Limit(n, v) if n == "states" => self.limit = *v,
+                _ => {}
+            }
+        }
+        // adaptive.start or .end given: the other keeps pf's default
+        // (60,000 / 120,000 states), as pfctl loads it.
+        if given[0] || given[1] {
+            self.adaptive_set = true;
+            if !given[0] {
+                self.timeouts[at(start)] = 60_000;
+            }
+            if !given[1] {
+                self.timeouts[at(end)] = 120_000;
+            }
+        }
+    }
+
+    /// What `options` would make of a table holding `live` states: a
+    /// warning when they would cut its states' lives short (the limit
+    /// under them, or adaptive timeouts scaling them down), as a reload
+    /// to a lower `set limit states` does at once.
+    pub fn options_warning(options: &[SetOption], live: usize) -> Option<String> {
+        let mut t = StateTable::new(0);
+        t.apply_options(options);
+        let (start, end) = t.adaptive();
+        let n = live as u64;
+        let scaled = end > start && n > start;
+        if !scaled && n <= t.limit as u64 {
+            return None;
+        }
+        let mut w = format!(
+            "warning: set limit states {}: the table holds {live} states",
+            t.limit
+        );
+        if scaled && n >= end {
+            w += &format!(
+                ", at or over adaptive.end ({end}): every timeout is 0 and they all expire now"
+            );
+        } else if scaled {
+            w += &format!(
+                ", over adaptive.start ({start}): their timeouts shrink to {}%",
+                100 * (end - n) / (end - start)
+            );
+        }
+        if n > t.limit as u64 {
+            w += ", more than the limit: no new state until they fall under it";
+        }
+        Some(w)
     }
 
     /// The adaptive timeouts' start and end (state counts) in force.

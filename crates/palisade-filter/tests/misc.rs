@@ -820,3 +820,40 @@ fn an_anchor_files_tables_are_its_own() {
         "the anchor's <late>"
     );
 }
+
+/// A reload's options said against the states there now: a limit whose
+/// adaptive timeouts expire them all, or scale them down, or that they
+/// exceed; nothing when they fit.
+#[test]
+fn options_that_cut_the_states_short_are_warned_about() {
+    use palisade_conf::ir::SetOption;
+    use palisade_filter::state::StateTable;
+    let limit = |n: u32| vec![SetOption::Limit("states".into(), n)];
+    assert_eq!(StateTable::options_warning(&limit(100), 50), None);
+    assert_eq!(StateTable::options_warning(&[], 1000), None);
+    let w = StateTable::options_warning(&limit(10), 12).unwrap();
+    assert!(
+        w.contains("at or over adaptive.end (12)") && w.contains("more than the limit"),
+        "{w}"
+    );
+    let w = StateTable::options_warning(&limit(100), 90).unwrap();
+    assert!(
+        w.contains("over adaptive.start (60): their timeouts shrink to 50%"),
+        "{w}"
+    );
+    // Scaling turned off: only the limit.
+    let mut off = limit(10);
+    off.push(SetOption::Timeout(
+        palisade_conf::ir::Timeout::AdaptiveEnd,
+        0,
+    ));
+    off.push(SetOption::Timeout(
+        palisade_conf::ir::Timeout::AdaptiveStart,
+        0,
+    ));
+    let w = StateTable::options_warning(&off, 12).unwrap();
+    assert!(
+        !w.contains("adaptive") && w.contains("more than the limit"),
+        "{w}"
+    );
+}
