@@ -1280,8 +1280,20 @@ impl StateTable {
     /// down linearly between adaptive.start and adaptive.end states.
     pub fn expires_ms(&self, s: &State) -> u64 {
         let base = self.timeout_secs(s, s.timeout) as u64 * 1000;
-        let (start, end) = self.adaptive();
-        let n = self.live_all() as u64;
+        // A rule's own adaptive.start (pfctl gives one to every rule with
+        // `max N`: 60% and 120% of N) scales by the rule's own states, as
+        // pf_state_expires does; else the global ones by all states.
+        let own = s.opts.as_ref().and_then(|o| {
+            let get = |t: Timeout| o.timeouts.iter().find(|(x, _)| *x == t).map(|(_, v)| *v);
+            let start = get(Timeout::AdaptiveStart).filter(|v| *v > 0)?;
+            let end = get(Timeout::AdaptiveEnd).unwrap_or(0);
+            let n = max_key(Some(o)).and_then(|k| self.per_rule.get(&k).copied())?;
+            Some((start as u64, end as u64, n as u64))
+        });
+        let (start, end, n) = own.unwrap_or_else(|| {
+            let (start, end) = self.adaptive();
+            (start, end, self.live_all() as u64)
+        });
         // (pf_state_expires: no scaling with an end of 0.)
         let scaled = if end > start && n > start {
             if n >= end {
@@ -1334,10 +1346,16 @@ impl StateTable {
     /// warning when they would cut its states' lives short (the limit
     /// under them, or adaptive timeouts scaling them down), as a reload
     /// to a lower `set limit states` does at once.
-    pub fn options_warning(options: &[SetOption], live: usize) -> Option<String> {
+    /// Nothing when they give the limit and adaptive values `self` has
+    /// (a busy table's every reload would say the same).
+    pub fn options_warning(&self, options: &[SetOption]) -> Option<String> {
+        let live = self.live_all();
         let mut t = StateTable::new(0);
         t.apply_options(options);
         let (start, end) = t.adaptive();
+        if (t.limit, (start, end)) == (self.limit, self.adaptive()) {
+            return None;
+        }
         let n = live as u64;
         let scaled = end > start && n > start;
         if !scaled && n <= t.limit as u64 {

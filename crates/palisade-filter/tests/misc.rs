@@ -827,20 +827,36 @@ fn an_anchor_files_tables_are_its_own() {
 #[test]
 fn options_that_cut_the_states_short_are_warned_about() {
     use palisade_conf::ir::SetOption;
-    use palisade_filter::state::StateTable;
     let limit = |n: u32| vec![SetOption::Limit("states".into(), n)];
-    assert_eq!(StateTable::options_warning(&limit(100), 50), None);
-    assert_eq!(StateTable::options_warning(&[], 1000), None);
-    let w = StateTable::options_warning(&limit(10), 12).unwrap();
+    // A table of `n` states under the default options.
+    let table = |n: u16| {
+        let mut f = filter("pass out proto udp\n");
+        for p in 1..=n {
+            f.process(
+                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                "em0",
+                Out,
+                0,
+            );
+        }
+        f
+    };
+    let f = table(14);
+    assert_eq!(f.states.options_warning(&limit(100)), None);
+    // The options in force: nothing to say, however full.
+    assert_eq!(f.states.options_warning(&[]), None);
+    let w = f.states.options_warning(&limit(10)).unwrap();
     assert!(
         w.contains("at or over adaptive.end (12)") && w.contains("more than the limit"),
         "{w}"
     );
-    let w = StateTable::options_warning(&limit(100), 90).unwrap();
+    // 20: 12 and 24 (in tenths), 14 states: (24 - 14) / 12.
+    let w = f.states.options_warning(&limit(20)).unwrap();
     assert!(
-        w.contains("over adaptive.start (60): their timeouts shrink to 50%"),
+        w.contains("over adaptive.start (12): their timeouts shrink to 83%"),
         "{w}"
     );
+    assert!(!w.contains("more than"), "{w}");
     // Scaling turned off: only the limit.
     let mut off = limit(10);
     off.push(SetOption::Timeout(
@@ -851,9 +867,31 @@ fn options_that_cut_the_states_short_are_warned_about() {
         palisade_conf::ir::Timeout::AdaptiveStart,
         0,
     ));
-    let w = StateTable::options_warning(&off, 12).unwrap();
+    let w = f.states.options_warning(&off).unwrap();
     assert!(
         !w.contains("adaptive") && w.contains("more than the limit"),
         "{w}"
     );
+}
+
+/// A rule with `max N` has adaptive timeouts of its own (pfctl: 60% and
+/// 120% of N, in tenths) that scale by the rule's own states, as
+/// pf_state_expires does: 9 states of `max 10` (6 and 12) halve the
+/// timeout, whatever the global table holds.
+#[test]
+fn a_rules_max_scales_its_own_states_timeouts() {
+    let mut f = filter("set timeout udp.first 60\npass out proto udp keep state (max 10)\n");
+    let mut id = 0;
+    for p in 1..=9 {
+        id = f
+            .process(
+                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                "em0",
+                Out,
+                0,
+            )
+            .state_id
+            .unwrap();
+    }
+    assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }

@@ -1977,8 +1977,8 @@ fn run_with_log(conf: Conf, log: Arc<Mutex<SynLog>>) -> Result<(), String> {
     if let Source::Firewall(sock) = &conf.source {
         check_firewall(sock)?;
     }
-    // The store before any thread: opening it holds back the process's
-    // panic hook for a moment (a damaged file makes redb assert).
+    // The store before any thread (a damaged file makes redb assert:
+    // taken as an error, greystore::guarded).
     let mut db = GreyDb::open(&conf.database)?;
     let start = Instant::now();
     if let Source::Sniff { ifaces, ports } = &conf.source {

@@ -259,8 +259,9 @@ fn migrate(db: &redb::Database, path: &Path) -> Result<(), String> {
             let mut lost = 0usize;
             for item in t.iter().map_err(|e| err(&name, e))? {
                 let (k, v) = item.map_err(|e| err(&name, e))?;
-                // redb decodes a `&str` key with unwrap: a damaged one is
-                // left behind, the others moved.
+                // redb decodes a `&str` key with unwrap: a damaged one
+                // cannot be read (it goes with the old table), the others
+                // are moved.
                 match guarded(|| k.value().to_string()) {
                     Some(k) => all.push((k, v.value().to_vec())),
                     None => lost += 1,
@@ -268,7 +269,7 @@ fn migrate(db: &redb::Database, path: &Path) -> Result<(), String> {
             }
             if lost > 0 {
                 tracing::warn!(
-                    "greylist database {name}: {lost} damaged entries (keys that are not UTF-8) left behind"
+                    "greylist database {name}: {lost} damaged entries (keys that are not UTF-8) could not be read and are dropped"
                 );
             }
             let generation = match tx.open_table(OLD_META) {

@@ -284,10 +284,7 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
             ));
             // A lower limit (or adaptive timeouts) acting on the states
             // there now: pf expires them as told, so it is said first.
-            msgs.extend(palisade_filter::state::StateTable::options_warning(
-                &out.config.options,
-                dp.filter.states.len(),
-            ));
+            msgs.extend(dp.filter.states.options_warning(&out.config.options));
             (!dp.cfg.carp.is_empty() || dp.cfg.pfsync.is_some()).then(|| dp.cfg.clone())
         };
         // The whole ruleset (not an anchor's): whether it lets the pair's

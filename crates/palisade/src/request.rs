@@ -248,7 +248,8 @@ fn strings(v: &Value, what: &str) -> Result<Vec<String>, String> {
 fn state_id(text: &str) -> Result<(u64, Option<u32>), String> {
     let bad = || {
         format!(
-            "state kill: '{text}': not a state id (hex, as show states -vv prints it, or ID/CREATORID)"
+            "state kill: '{}': not a state id (hex, as show states -vv prints it, or ID/CREATORID)",
+            shortened(text)
         )
     };
     let hex = |t: &str| u64::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| bad());
@@ -331,7 +332,8 @@ impl Request {
                     ),
                     o => {
                         return Err(format!(
-                            "table: unknown operation '{o}' (add, delete, replace, show, flush, test, expire)"
+                            "table: unknown operation '{}' (add, delete, replace, show, flush, test, expire)",
+                            shortened(o)
                         ))
                     }
                 };
@@ -363,7 +365,8 @@ impl Request {
                     Some("show") => AnchorOp::Show,
                     Some(o) => {
                         return Err(format!(
-                            "anchor: unknown operation '{o}' (load, flush, show)"
+                            "anchor: unknown operation '{}' (load, flush, show)",
+                            shortened(o)
                         ))
                     }
                     None => return Err("anchor: missing the operation (load, flush, show)".into()),
@@ -418,7 +421,10 @@ impl Request {
                         m.as_str()
                             .and_then(palisade_net::config::parse_mac)
                             .ok_or_else(|| {
-                                format!("'{}' is not a MAC address", m.as_str().unwrap_or("?"))
+                                format!(
+                                    "'{}' is not a MAC address",
+                                    shortened(m.as_str().unwrap_or("?"))
+                                )
                             })?,
                     ),
                 };
@@ -518,7 +524,8 @@ impl Request {
                     }
                     Some(o) => {
                         return Err(format!(
-                            "carp: unknown operation '{o}' (show, demote, undemote, groups, group-add, group-delete, set, preempt)"
+                            "carp: unknown operation '{}' (show, demote, undemote, groups, group-add, group-delete, set, preempt)",
+                            shortened(o)
                         ))
                     }
                     None => return Err("carp: missing the operation".into()),
@@ -526,7 +533,8 @@ impl Request {
                 Ok(Request::Carp(op))
             }
             Some(c) => Err(format!(
-                "unknown command '{c}' (one of show, table, anchor, kill, reload, log, carp, sync)"
+                "unknown command '{}' (one of show, table, anchor, kill, reload, log, carp, sync)",
+                shortened(c)
             )),
             None => Err("bad request: missing \"cmd\"".into()),
         }

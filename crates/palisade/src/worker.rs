@@ -24,6 +24,8 @@ pub struct PflogFile {
     /// was (an error is logged at most every 10 s, with the count).
     unlogged: u64,
     said_at: Option<std::time::Instant>,
+    /// Not open: when to try again.
+    retry_at: Option<std::time::Instant>,
 }
 
 /// The pflog file as the pcap writer sees it: a writer that has already
@@ -140,6 +142,7 @@ impl PflogFile {
             w: None,
             unlogged: 0,
             said_at: None,
+            retry_at: None,
         };
         f.start()?;
         Ok(f)
@@ -227,13 +230,29 @@ impl PflogFile {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let total = recs.len() as u64;
+        // Not open (a start or a trim that failed): tried again, at most
+        // once a second.
+        if self.w.is_none() {
+            let now = std::time::Instant::now();
+            if self.retry_at.is_some_and(|t| now < t) {
+                return self.failed("not open".into(), total);
+            }
+            if let Err(e) = self.start() {
+                self.retry_at = Some(now + std::time::Duration::from_secs(1));
+                return self.failed(e, total);
+            }
+        }
         for (done, r) in recs.into_iter().enumerate() {
             if self.written + r.len() as u64 + 16 > self.max {
+                // Only the live file, whole, becomes FILE.0 (one left
+                // empty by a failed start would replace the last log).
                 let mut old = self.path.clone().into_os_string();
                 old.push(".0");
                 self.w = None;
                 let _ = std::fs::rename(&self.path, &old);
                 if let Err(e) = self.start() {
+                    self.retry_at =
+                        Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
                     return self.failed(e, total - done as u64);
                 }
             }

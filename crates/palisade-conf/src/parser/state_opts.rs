@@ -121,10 +121,9 @@ impl<'a> Parser<'a> {
         if let Some(m) = o.max {
             let has = |t| o.timeouts.iter().any(|(x, _)| *x == t);
             if !has(Timeout::AdaptiveStart) && !has(Timeout::AdaptiveEnd) {
-                o.timeouts
-                    .push((Timeout::AdaptiveStart, m / 10 * 6 + (m % 10) * 6 / 10));
-                o.timeouts
-                    .push((Timeout::AdaptiveEnd, m / 10 * 12 + (m % 10) * 12 / 10));
+                // pfctl's parse.y: in tenths of `max`.
+                o.timeouts.push((Timeout::AdaptiveStart, m / 10 * 6));
+                o.timeouts.push((Timeout::AdaptiveEnd, m / 10 * 12));
             }
         }
         if let Some((_, secs)) = o.max_src_conn_rate {

@@ -223,6 +223,14 @@ impl Local {
     /// (An IPv6 link-local address is no source for what may leave the
     /// link: one the interface has for router advertisements is skipped,
     /// so that an ICMPv6 error to an off-link sender gets an answer.)
+    /// Interface `i`'s address whose subnet holds `ip` (not link-local).
+    pub(super) fn address_on(&self, i: usize, ip: &IpAddr) -> Option<IpAddr> {
+        self.addresses.get(i)?.iter().find_map(|p| {
+            let ll = matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local());
+            (!ll && p.ip.is_ipv6() == ip.is_ipv6() && p.contains(ip)).then_some(p.ip)
+        })
+    }
+
     pub(super) fn source_for(&self, i: usize, v6: bool) -> Option<IpAddr> {
         let fam = |p: &&Prefix| {
             p.ip.is_ipv6() == v6 && !matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local())

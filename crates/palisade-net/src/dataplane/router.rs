@@ -535,7 +535,13 @@ impl Dataplane {
     /// handshakes): routed, not filtered, as pf tags its own packets
     /// (PF_TAG_GENERATED) and lets them pass. Filtered `out`, the
     /// synproxy's SYN+ACK met its own state and was dropped.
-    pub(super) fn send_generated(&mut self, mut pkt: Vec<u8>, now: u64) {
+    pub(super) fn send_generated(&mut self, pkt: Vec<u8>, now: u64) {
+        self.send_generated_to(pkt, now, false);
+    }
+
+    /// As `send_generated`; `to_host`: an answer to a packet the host
+    /// stack sent (it goes back to the stack whatever its address).
+    fn send_generated_to(&mut self, mut pkt: Vec<u8>, now: u64, to_host: bool) {
         let Ok(mut info) = parse_ip(&pkt) else {
             self.counters.dropped(DropReason::Malformed);
             return;
@@ -553,7 +559,7 @@ impl Dataplane {
         // out` on its way out): back to the host stack, as a kernel loops
         // it, so that the application fails at once. Routed, it went out
         // of a port towards our own address and was never seen.
-        if self.local.is_ours(&info.dst) {
+        if to_host || self.local.is_ours(&info.dst) {
             let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
             let mac = self.local.mac(i);
             self.local_in(i, mac, pkt, &info, now);
@@ -570,7 +576,13 @@ impl Dataplane {
         };
         if is_err && !self.local.is_ours(&info.src) {
             let v6 = info.is_v6();
-            let from = lookup(&self.cfg, &info.dst).and_then(|(e, _)| self.local.source_for(e, v6));
+            // (The address on the next hop's subnet, as the route's
+            // rt_ifa is; else the interface's first.)
+            let from = lookup(&self.cfg, &info.dst).and_then(|(e, nh)| {
+                self.local
+                    .address_on(e, &nh)
+                    .or_else(|| self.local.source_for(e, v6))
+            });
             if let Some(from) = from {
                 pkt = build::ip(
                     from,
@@ -689,7 +701,7 @@ impl Dataplane {
         let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, tag, now);
         // pf's own packets, also for a packet it blocks (`block return`).
         for g in std::mem::take(&mut d.generated) {
-            self.send_generated(g, now);
+            self.send_generated_to(g, now, from_host);
         }
         for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, d.tag.clone(), now);

@@ -1044,3 +1044,29 @@ fn block_return_icmp_comes_from_the_firewall_rst_from_the_destination() {
         assert!(matches!(l4, L4::Tcp { .. }), "{l4:?}");
     }
 }
+
+/// An interface with two subnets answers from the address on the
+/// sender's (pf's icmp_reflect takes the route's own address), not from
+/// its first one.
+#[test]
+fn block_return_icmp_comes_from_the_address_on_the_senders_subnet() {
+    let toml = TWO.replace(
+        "addresses = [\"198.18.0.254/24\", \"2001:db8:1::fe/64\"]",
+        "addresses = [\"198.18.0.254/24\", \"198.18.5.254/24\", \"2001:db8:1::fe/64\"]",
+    );
+    let mut d = dp(&toml, "block return all\n");
+    let client: IpAddr = "198.18.5.1".parse().unwrap();
+    let ours: IpAddr = "198.18.5.254".parse().unwrap();
+    introduce(&mut d, 0, None, client, ours);
+    let p = build::ip(
+        client,
+        "198.19.0.1".parse().unwrap(),
+        17,
+        64,
+        &build::udp(4000, 9, b"x"),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &p), 1);
+    assert_eq!(o.len(), 1, "{o:?}");
+    let info = parse_ip(&o[0].1[14..]).unwrap();
+    assert_eq!((info.src, info.dst), (ours, client));
+}
