@@ -167,6 +167,26 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
     FpKey::new(ifindex, proto, info.src, info.dst, sport, dport)
 }
 
+/// The key of the flow an ICMP or ICMPv6 error arriving on `ifindex` is
+/// about: its quoted packet reversed (the quote is of a packet that left
+/// towards the error's sender; its flow's answers arrive where the error
+/// does). None for anything else.
+fn quoted_flow(ifindex: u32, ip: &[u8], info: &IpInfo) -> Option<FpKey> {
+    let err = match info.l4 {
+        L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
+        L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
+        _ => false,
+    };
+    if !err {
+        return None;
+    }
+    let q = palisade_wire::parse_quoted(ip.get(info.l4_offset + 8..info.len)?)?;
+    if q.later_fragment || !matches!(q.proto, 6 | 17) {
+        return None;
+    }
+    FpKey::new(ifindex, q.proto, q.dst, q.src, q.dport, q.sport)
+}
+
 /// Whether a UDP packet from `side` of a state leaves its sides as they
 /// are: pf moves a sender that has sent nothing to SINGLE, and a SINGLE
 /// receiver (one that has sent) to MULTIPLE; the program does neither,
@@ -310,10 +330,20 @@ impl Dataplane {
         let Some(ix) = o.ifindex.get(port).copied() else {
             return;
         };
-        let Some(key) = key_of(ix, &info) else {
+        // An ICMP error about a flow the program has (a router beyond
+        // saying "too big" of its segments): pf checks the quoted
+        // sequence number against the state's windows, which must be
+        // read first (they were up to a tick old: the first errors were
+        // refused as state-mismatch, and the sender learnt the path MTU a
+        // tick late). Its flow is the quoted packet's answer, as it
+        // arrives here.
+        let quoted = quoted_flow(ix, &frame[14..], &info);
+        let Some(key) = key_of(ix, &info).or(quoted) else {
             return;
         };
-        self.trace.in_key = Some(key);
+        if quoted.is_none() {
+            self.trace.in_key = Some(key);
+        }
         let Some(ids) = o.by_key.get(&key).copied() else {
             return;
         };
