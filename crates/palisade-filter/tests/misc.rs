@@ -377,6 +377,23 @@ fn adaptive_timeouts_shorten_as_the_table_fills() {
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
 
+/// `n` UDP states from ports 1..=n (outbound): the last one's id.
+fn udp_states(f: &mut Filter, n: u16) -> u64 {
+    let mut id = 0;
+    for p in 1..=n {
+        id = f
+            .process(
+                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
+                "em0",
+                Out,
+                0,
+            )
+            .state_id
+            .unwrap();
+    }
+    id
+}
+
 /// `set timeout { adaptive.start 0, adaptive.end 0 }` turns the scaling
 /// off (pf_state_expires scales only with an end); without them the
 /// limit gives 60% and 120% of it, in tenths (pfctl): a table of three
@@ -395,18 +412,7 @@ fn adaptive_timeouts_at_zero_are_off() {
         let mut f = filter(&format!(
             "set limit states 4\n{opts}set timeout udp.first 60\npass out proto udp\n"
         ));
-        let mut id = 0;
-        for p in 1..=3 {
-            id = f
-                .process(
-                    &mut udp("192.0.2.10", "198.51.100.53", p, 53),
-                    "em0",
-                    Out,
-                    0,
-                )
-                .state_id
-                .unwrap();
-        }
+        let id = udp_states(&mut f, 3);
         assert_eq!(
             f.states.expires_ms(f.states.get(id).unwrap()),
             want,
@@ -416,18 +422,7 @@ fn adaptive_timeouts_at_zero_are_off() {
     // The limit alone: 60% and 120% of 40 are 24 and 48: three states
     // are under the start, no scaling; at 36 states, half.
     let mut f = filter("set limit states 40\nset timeout udp.first 60\npass out proto udp\n");
-    let mut id = 0;
-    for p in 1..=36 {
-        id = f
-            .process(
-                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
-                "em0",
-                Out,
-                0,
-            )
-            .state_id
-            .unwrap();
-    }
+    let id = udp_states(&mut f, 36);
     assert_eq!(f.states.adaptive(), (24, 48));
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
@@ -881,17 +876,6 @@ fn options_that_cut_the_states_short_are_warned_about() {
 #[test]
 fn a_rules_max_scales_its_own_states_timeouts() {
     let mut f = filter("set timeout udp.first 60\npass out proto udp keep state (max 10)\n");
-    let mut id = 0;
-    for p in 1..=9 {
-        id = f
-            .process(
-                &mut udp("192.0.2.10", "198.51.100.53", p, 53),
-                "em0",
-                Out,
-                0,
-            )
-            .state_id
-            .unwrap();
-    }
+    let id = udp_states(&mut f, 9);
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
