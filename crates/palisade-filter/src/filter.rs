@@ -199,6 +199,8 @@ pub struct Filter {
     if_bound_default: bool,
     /// `set state-defaults`: options for stateful rules that give none.
     state_defaults: Option<Arc<palisade_conf::ir::StateOpts>>,
+    /// The options made per rule by `state_opts_for` (see there).
+    rule_opts: HashMap<(usize, Option<crate::packet::RuleRef>), Arc<palisade_conf::ir::StateOpts>>,
     /// The interface the packet being decided arrived on, for
     /// `received-on` (given per packet by `process_received`), when
     /// `received_on_set`: a buffer kept between packets, so that a packet
@@ -318,6 +320,7 @@ impl Filter {
             now_ms: 0,
             if_bound_default: false,
             state_defaults: None,
+            rule_opts: HashMap::new(),
             received_on: String::new(),
             received_on_set: false,
             tag_in: String::new(),
@@ -363,6 +366,7 @@ impl Filter {
         self.frags.limit = frag_defaults.limit;
         self.if_bound_default = false;
         self.state_defaults = None;
+        self.rule_opts.clear();
         self.skip.clear();
         self.cookies
             .set_mode(config.options.iter().rev().find_map(|o| match o {
@@ -395,6 +399,49 @@ impl Filter {
         // lives `src.track` seconds after its last state (0, the default:
         // it goes with it).
         self.sticky_ms = src_track as u64 * 1000;
+    }
+
+    /// The state options a state of the deciding rule gets: the rule's,
+    /// else `set state-defaults`', made if-bound by `set state-policy
+    /// if-bound`. One `Arc` per rule (kept until the options or the
+    /// ruleset change), since a rule's states are counted under it (its
+    /// `max`, its adaptive timeouts): a copy per state counted each
+    /// alone, and one shared `state-defaults` counted every rule's
+    /// states together (pfctl gives each rule its own copy).
+    fn state_opts_for(
+        &mut self,
+        v: &crate::packet::Verdict,
+    ) -> Option<Arc<palisade_conf::ir::StateOpts>> {
+        let if_bound = |o: &Option<Arc<palisade_conf::ir::StateOpts>>| {
+            self.if_bound_default && !o.as_ref().is_some_and(|o| o.floating || o.if_bound)
+        };
+        match &v.state_opts {
+            Some(o) if !if_bound(&Some(o.clone())) => return Some(o.clone()),
+            None if self.state_defaults.is_none() && !self.if_bound_default => return None,
+            _ => {}
+        }
+        // Keyed by the rule's own options (they live as long as its
+        // ruleset) or, for `state-defaults`, by the rule.
+        let key = match (&v.state_opts, &v.rule) {
+            (Some(o), _) => (Arc::as_ptr(o) as usize, None),
+            (None, r) => (0, r.clone()),
+        };
+        if let Some(o) = self.rule_opts.get(&key) {
+            return Some(o.clone());
+        }
+        let base = v.state_opts.clone().or_else(|| self.state_defaults.clone());
+        let made = if if_bound(&base) {
+            let mut o = base.as_deref().cloned().unwrap_or_default();
+            o.if_bound = true;
+            Arc::new(o)
+        } else {
+            Arc::new(base.as_deref().cloned().unwrap_or_default())
+        };
+        if self.rule_opts.len() >= 65_536 {
+            self.rule_opts.clear();
+        }
+        self.rule_opts.insert(key, made.clone());
+        Some(made)
     }
 
     /// The sticky addresses (`sticky-address`), each a part of its
@@ -505,6 +552,8 @@ impl Filter {
     /// Swap in a new ruleset; states survive (pf keeps them across reloads).
     pub fn set_engine(&mut self, engine: Arc<Engine>) {
         self.engine = engine;
+        // Keyed by the old rules' options: their addresses may be reused.
+        self.rule_opts.clear();
     }
 
     pub fn engine(&self) -> &Engine {
@@ -1475,12 +1524,7 @@ impl Filter {
             _ => false,
         };
         if v.keep_state != KeepState::None && !icmp_error {
-            let mut opts = v.state_opts.clone().or_else(|| self.state_defaults.clone());
-            if self.if_bound_default && !opts.as_ref().is_some_and(|o| o.floating || o.if_bound) {
-                let mut o = opts.as_deref().cloned().unwrap_or_default();
-                o.if_bound = true;
-                opts = Some(Arc::new(o));
-            }
+            let opts = self.state_opts_for(&v);
             match self.states.insert(
                 key.clone(),
                 translated.clone(),

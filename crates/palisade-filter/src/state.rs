@@ -2535,11 +2535,17 @@ fn is_halfopen(s: &State) -> bool {
     s.key.proto == 6 && s.src.state < tcps::ESTABLISHED
 }
 
-/// The key `max` counts a rule's states under: its compiled state
-/// options, when they set `max`.
+/// The key a rule's states are counted under (pf's `states_cur`, for
+/// `max` and for the rule's own adaptive timeouts): its compiled state
+/// options, one `Arc` per rule, when they set either.
 fn max_key(opts: Option<&Arc<StateOpts>>) -> Option<usize> {
-    opts.filter(|o| o.max.is_some())
-        .map(|o| Arc::as_ptr(o) as *const () as usize)
+    opts.filter(|o| {
+        o.max.is_some()
+            || o.timeouts
+                .iter()
+                .any(|(t, v)| *t == Timeout::AdaptiveStart && *v > 0)
+    })
+    .map(|o| Arc::as_ptr(o) as *const () as usize)
 }
 
 #[cfg(test)]

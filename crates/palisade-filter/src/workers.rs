@@ -192,7 +192,11 @@ impl Workers {
 /// state-defaults` counts as its rules'.
 pub fn needs_one_table(config: &Config) -> bool {
     fn opts_global(o: &StateOpts) -> bool {
+        // (A rule's own adaptive timeouts count its states, as `max`.)
         o.max.is_some()
+            || o.timeouts
+                .iter()
+                .any(|(t, v)| *t == palisade_conf::ir::Timeout::AdaptiveStart && *v > 0)
             || o.source_track.is_some()
             || o.max_src_states.is_some()
             || o.max_src_conn.is_some()

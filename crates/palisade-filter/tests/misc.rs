@@ -879,3 +879,52 @@ fn a_rules_max_scales_its_own_states_timeouts() {
     let id = udp_states(&mut f, 9);
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
+
+/// A rule's states are counted together (its `max`, its adaptive
+/// timeouts) under `set state-policy if-bound` and `set state-defaults`
+/// too: each state got its own copy of the options there, so `max 2`
+/// let every connection in; and a rule with adaptive timeouts but no
+/// `max` scales by its own states.
+#[test]
+fn a_rules_states_count_together_whatever_the_defaults() {
+    for pre in [
+        "set state-policy if-bound\n",
+        "set state-defaults pflow\n",
+        "",
+    ] {
+        let mut f = filter(&format!(
+            "{pre}pass out proto udp to port 53 keep state (max 2)\npass out proto udp to port 54\n"
+        ));
+        let mut go = |sp: u16, dp: u16| {
+            f.process(
+                &mut udp("192.0.2.10", "198.51.100.53", sp, dp),
+                "em0",
+                Out,
+                0,
+            )
+        };
+        assert!(go(1, 53).passed() && go(2, 53).passed(), "{pre:?}");
+        assert!(!go(3, 53).passed(), "{pre:?}: max 2");
+        assert!(go(4, 54).passed(), "{pre:?}");
+    }
+    // Two rules under one `set state-defaults max 1`: one each.
+    let mut f = filter(
+        "set state-defaults max 1\npass out proto udp to port 53\npass out proto udp to port 54\n",
+    );
+    for (sp, dp, pass) in [(1, 53, true), (2, 54, true), (3, 53, false)] {
+        let d = f.process(
+            &mut udp("192.0.2.10", "198.51.100.53", sp, dp),
+            "em0",
+            Out,
+            0,
+        );
+        assert_eq!(d.passed(), pass, "{sp} {dp}");
+    }
+    // adaptive timeouts of a rule's own, no max: 3 of its states between
+    // 2 and 4 halve its timeout.
+    let mut f = filter(
+        "set timeout udp.first 60\npass out proto udp keep state (adaptive.start 2, adaptive.end 4)\n",
+    );
+    let id = udp_states(&mut f, 3);
+    assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
+}

@@ -122,8 +122,11 @@ impl<'a> Parser<'a> {
             let has = |t| o.timeouts.iter().any(|(x, _)| *x == t);
             if !has(Timeout::AdaptiveStart) && !has(Timeout::AdaptiveEnd) {
                 // pfctl's parse.y: in tenths of `max`.
-                o.timeouts.push((Timeout::AdaptiveStart, m / 10 * 6));
-                o.timeouts.push((Timeout::AdaptiveEnd, m / 10 * 12));
+                // (pfctl's u_int32 arithmetic wraps for a huge max.)
+                o.timeouts
+                    .push((Timeout::AdaptiveStart, (m / 10).wrapping_mul(6)));
+                o.timeouts
+                    .push((Timeout::AdaptiveEnd, (m / 10).wrapping_mul(12)));
             }
         }
         if let Some((_, secs)) = o.max_src_conn_rate {

@@ -216,13 +216,6 @@ impl Local {
                 .any(|v| v.on && v.addresses.contains(ip))
     }
 
-    /// A source address for what interface `i` sends of `ip`'s family:
-    /// one of its own, else a virtual (CARP) address it holds as master
-    /// (a parent without an address of its own), else one of any
-    /// interface's.
-    /// (An IPv6 link-local address is no source for what may leave the
-    /// link: one the interface has for router advertisements is skipped,
-    /// so that an ICMPv6 error to an off-link sender gets an answer.)
     /// Interface `i`'s address whose subnet holds `ip` (not link-local).
     pub(super) fn address_on(&self, i: usize, ip: &IpAddr) -> Option<IpAddr> {
         self.addresses.get(i)?.iter().find_map(|p| {
@@ -231,6 +224,13 @@ impl Local {
         })
     }
 
+    /// A source address for what interface `i` sends of `ip`'s family:
+    /// one of its own, else a virtual (CARP) address it holds as master
+    /// (a parent without an address of its own), else one of any
+    /// interface's.
+    /// (An IPv6 link-local address is no source for what may leave the
+    /// link: one the interface has for router advertisements is skipped,
+    /// so that an ICMPv6 error to an off-link sender gets an answer.)
     pub(super) fn source_for(&self, i: usize, v6: bool) -> Option<IpAddr> {
         let fam = |p: &&Prefix| {
             p.ip.is_ipv6() == v6 && !matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local())

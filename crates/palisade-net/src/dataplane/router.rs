@@ -536,12 +536,15 @@ impl Dataplane {
     /// (PF_TAG_GENERATED) and lets them pass. Filtered `out`, the
     /// synproxy's SYN+ACK met its own state and was dropped.
     pub(super) fn send_generated(&mut self, pkt: Vec<u8>, now: u64) {
-        self.send_generated_to(pkt, now, false);
+        self.send_generated_to(pkt, now, None);
     }
 
-    /// As `send_generated`; `to_host`: an answer to a packet the host
-    /// stack sent (it goes back to the stack whatever its address).
-    fn send_generated_to(&mut self, mut pkt: Vec<u8>, now: u64, to_host: bool) {
+    /// As `send_generated`; `host`: the source of a packet the host
+    /// stack sent. What pf made of it that goes to that address is an
+    /// answer for the stack, whatever the address; the rest (synproxy's
+    /// or a SYN cookie's ACK to the client of a service of ours) is sent
+    /// on its way.
+    fn send_generated_to(&mut self, mut pkt: Vec<u8>, now: u64, host: Option<IpAddr>) {
         let Ok(mut info) = parse_ip(&pkt) else {
             self.counters.dropped(DropReason::Malformed);
             return;
@@ -559,7 +562,7 @@ impl Dataplane {
         // out` on its way out): back to the host stack, as a kernel loops
         // it, so that the application fails at once. Routed, it went out
         // of a port towards our own address and was never seen.
-        if to_host || self.local.is_ours(&info.dst) {
+        if host == Some(info.dst) || self.local.is_ours(&info.dst) {
             let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
             let mac = self.local.mac(i);
             self.local_in(i, mac, pkt, &info, now);
@@ -701,7 +704,7 @@ impl Dataplane {
         let mut d = self.pf(&mut pkt, Some(&info), e, Direction::Out, None, tag, now);
         // pf's own packets, also for a packet it blocks (`block return`).
         for g in std::mem::take(&mut d.generated) {
-            self.send_generated_to(g, now, from_host);
+            self.send_generated_to(g, now, from_host.then_some(info.src));
         }
         for g in std::mem::take(&mut d.generated_out) {
             self.send_local(g, d.tag.clone(), now);

@@ -2422,3 +2422,86 @@ fn block_return_answers_the_host_stacks_own_packets_to_it() {
         assert_eq!(matches!(info.l4, L4::Tcp { .. }), want_rst, "{:?}", info.l4);
     }
 }
+
+/// synproxy in front of a service of the firewall itself: when the
+/// host stack's SYN+ACK comes back through the host interface, the ACK
+/// pf makes for the client (which opens the client's window) leaves by
+/// the client's port; only answers to the host stack's own address go
+/// back to it (a review found this ACK handed to the stack, which
+/// dropped it: the client waited for its zero-window probe).
+#[test]
+fn synproxys_ack_to_the_client_of_an_own_service_leaves_for_the_client() {
+    let mut d = dp(
+        ROUTER,
+        "pass in on wan proto tcp to (wan) port 22 synproxy state\npass out on wan proto tcp\n",
+    );
+    const TAP: Mac = [2, 0, 0, 0, 0, 0x77];
+    d.set_host(3, TAP);
+    gateway_asks(&mut d, 0);
+    let (client, fw): (IpAddr, IpAddr) = (
+        "203.0.113.1".parse().unwrap(),
+        "203.0.113.2".parse().unwrap(),
+    );
+    let tcp_fields = |ip: &[u8]| {
+        let info = parse_ip(ip).unwrap();
+        let t = &ip[info.l4_offset..];
+        (
+            u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+            u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            t[13],
+        )
+    };
+    let syn = build::ip(
+        client,
+        fw,
+        6,
+        64,
+        &build::tcp(40000, 22, 100, 0, 0x02, 1000, &[], b""),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &syn), 0);
+    assert_eq!(ports(&o), [0], "synproxy's SYN+ACK to the client");
+    let (our_isn, _, flags) = tcp_fields(&o[0].1[14..]);
+    assert_eq!(flags & 0x12, 0x12);
+    let ack = build::ip(
+        client,
+        fw,
+        6,
+        64,
+        &build::tcp(
+            40000,
+            22,
+            101,
+            our_isn.wrapping_add(1),
+            0x10,
+            1000,
+            &[],
+            b"",
+        ),
+    );
+    let o = d.input(0, &eth(M0, A, None, ETH_IPV4, &ack), 1);
+    assert_eq!(ports(&o), [3], "the SYN to the host's service: {o:?}");
+    let (syn_seq, _, _) = tcp_fields(&o[0].1[14..]);
+    let synack = build::ip(
+        fw,
+        client,
+        6,
+        64,
+        &build::tcp(
+            22,
+            40000,
+            5000,
+            syn_seq.wrapping_add(1),
+            0x12,
+            1000,
+            &[],
+            b"",
+        ),
+    );
+    let o = d.input(3, &eth(HOST_PEER_MAC, TAP, None, ETH_IPV4, &synack), 2);
+    let mut ps = ports(&o);
+    ps.sort();
+    assert_eq!(ps, [0, 3], "an ACK to each side: {o:?}");
+    let to_client = o.iter().find(|(p, _)| *p == 0).unwrap();
+    let info = parse_ip(&to_client.1[14..]).unwrap();
+    assert_eq!((info.src, info.dst), (fw, client));
+}
