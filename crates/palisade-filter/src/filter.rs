@@ -575,7 +575,6 @@ impl Filter {
         self.counters.state_searches += n;
         self.counters.packets += n;
         self.counters.passed += n;
-        self.counters.reasons[Reason::Match as usize] += n;
     }
 
     #[inline(always)]
@@ -587,18 +586,23 @@ impl Filter {
     /// Count a decision (`pfctl -si`).
     #[inline(always)]
     fn tally(&mut self, d: &Decision) {
-        self.tally_parts(d.passed(), d.reason);
+        let hit = d.state == StateMatch::Match && d.reason == Reason::Match;
+        self.tally_parts(d.passed(), (!hit).then_some(d.reason));
     }
 
+    /// `reason`: None for a packet a state passed (pf counts "match" only
+    /// for packets its rules decided: REASON_SET in pf_test_rule).
     #[inline(always)]
-    fn tally_parts(&mut self, passed: bool, reason: Reason) {
+    fn tally_parts(&mut self, passed: bool, reason: Option<Reason>) {
         self.counters.packets += 1;
         if passed {
             self.counters.passed += 1;
         } else {
             self.counters.blocked += 1;
         }
-        self.counters.reasons[reason as usize] += 1;
+        if let Some(r) = reason {
+            self.counters.reasons[r as usize] += 1;
+        }
     }
 
     /// Decide one IP packet (no link-layer header) seen on `iface` in
@@ -851,7 +855,6 @@ impl Filter {
         d.modified = ip[..head as usize] != before[..];
         self.counters.packets += n as u64;
         self.counters.passed += n as u64;
-        self.counters.reasons[Reason::Match as usize] += n as u64;
         Some(d)
     }
 
@@ -1328,7 +1331,7 @@ impl Filter {
                 self.reassemble_tcp(ip, info, id, hit.reply, random);
             }
         }
-        self.tally_parts(passed, outcome);
+        self.tally_parts(passed, (outcome != Reason::Match).then_some(outcome));
         let action = if passed {
             VerdictAction::Pass
         } else {

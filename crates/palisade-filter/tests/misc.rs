@@ -928,3 +928,21 @@ fn a_rules_states_count_together_whatever_the_defaults() {
     let id = udp_states(&mut f, 3);
     assert_eq!(f.states.expires_ms(f.states.get(id).unwrap()), 30_000);
 }
+
+/// `show info`'s "match" counts the packets the rules decided, not those
+/// a state passed (pf sets PFRES_MATCH in pf_test_rule only; a probe saw
+/// match = passed + blocked, above the searches).
+#[test]
+fn match_counts_what_the_rules_decided() {
+    let mut f = filter("pass out proto udp\n");
+    let out = || udp("192.0.2.10", "198.51.100.53", 1000, 53);
+    let back = udp("198.51.100.53", "192.0.2.10", 53, 1000);
+    assert!(f.process(&mut out(), "em0", Out, 0).passed());
+    assert!(f.process(&mut back.clone(), "em0", In, 1).passed());
+    assert!(f.process(&mut out(), "em0", Out, 2).passed());
+    assert_eq!(f.counters.passed, 3);
+    assert_eq!(
+        f.counters.reasons[palisade_filter::Reason::Match as usize],
+        1
+    );
+}

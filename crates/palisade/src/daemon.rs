@@ -240,12 +240,15 @@ impl Shared {
     /// Give logged packets to the followers (a slow one loses lines; a
     /// gone one is dropped, and logging stops with the last of them unless
     /// a pflog file is written).
-    pub(crate) fn to_followers(&self, recs: &[Vec<u8>]) {
+    pub(crate) fn to_followers(&self, recs: &[palisade_net::dataplane::pflog::LogRecord]) {
         let mut f = self.followers.lock().unwrap_or_else(|e| e.into_inner());
         if f.is_empty() {
             return;
         }
-        let lines: Vec<String> = recs.iter().map(|r| crate::logline::log_line(r)).collect();
+        let lines: Vec<String> = recs
+            .iter()
+            .map(|(ts, r)| crate::logline::log_line_at(*ts, r))
+            .collect();
         f.retain(|tx| {
             lines.iter().all(|l| {
                 !matches!(

@@ -10,14 +10,20 @@ pub fn hms(s: u64) -> String {
 
 /// One pflog record (header and packet) as one line, the way
 /// `tcpdump -n -e` prints pflog: rule, action, direction, interface, flow.
+#[cfg(test)]
 pub fn log_line(rec: &[u8]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    log_line_at(now, rec)
+}
+
+/// As `log_line`, for a record logged at `ts` (since the Unix epoch).
+pub fn log_line_at(ts: std::time::Duration, rec: &[u8]) -> String {
     use palisade_wire::pflog::{action, PflogHeader};
     let Some((h, n)) = PflogHeader::parse(rec) else {
         return "(unreadable pflog record)".into();
     };
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
     let secs = ts.as_secs() % 86400;
     // As tcpdump prints it: `rule N/` for a rule of the main ruleset,
     // `rule N.ANCHOR.M/` for rule M of an anchor called by rule N; then

@@ -225,10 +225,7 @@ impl PflogFile {
     /// caller counts them as `log_dropped`). A record the disk took only
     /// in part (full) is trimmed off, so that the file stays whole records
     /// and the next ones, once there is room, are read after it.
-    pub(crate) fn write(&mut self, recs: Vec<Vec<u8>>) -> u64 {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+    pub(crate) fn write(&mut self, recs: Vec<palisade_net::dataplane::pflog::LogRecord>) -> u64 {
         let total = recs.len() as u64;
         // Not open (a start or a trim that failed): tried again, at most
         // once a second.
@@ -242,7 +239,7 @@ impl PflogFile {
                 return self.failed(e, total);
             }
         }
-        for (done, r) in recs.into_iter().enumerate() {
+        for (done, (ts, r)) in recs.into_iter().enumerate() {
             if self.written + r.len() as u64 + 16 > self.max {
                 // Only the live file, whole, becomes FILE.0 (one left
                 // empty by a failed start would replace the last log).
@@ -1058,6 +1055,12 @@ pub fn seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    /// Records logged at the epoch (the file's tests look at their bytes).
+    fn at0(v: Vec<Vec<u8>>) -> Vec<palisade_net::dataplane::pflog::LogRecord> {
+        v.into_iter()
+            .map(|r| (std::time::Duration::ZERO, r))
+            .collect()
+    }
 
     use super::*;
 
@@ -1090,11 +1093,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("pflog");
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![1u8; 40], vec![2u8; 50]]);
+        f.write(at0(vec![vec![1u8; 40], vec![2u8; 50]]));
         drop(f);
         assert_eq!(records(&path), 2);
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![3u8; 60]]);
+        f.write(at0(vec![vec![3u8; 60]]));
         drop(f);
         assert_eq!(records(&path), 3, "appended, not emptied");
         // A record cut short (a crash while writing) is dropped first.
@@ -1121,7 +1124,7 @@ mod tests {
         }
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
         assert_eq!(f.written, len);
-        f.write(vec![vec![4u8; 10]]);
+        f.write(at0(vec![vec![4u8; 10]]));
         drop(f);
         assert_eq!(records(&path), 4);
         // Not a pflog file: kept under a name of its own (not FILE.0, the
@@ -1129,7 +1132,7 @@ mod tests {
         std::fs::write(dir.join("pflog.0"), b"rotated").unwrap();
         std::fs::write(&path, b"not a capture at all, but long enough").unwrap();
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![5u8; 10]]);
+        f.write(at0(vec![vec![5u8; 10]]));
         drop(f);
         assert_eq!(records(&path), 1);
         assert_eq!(std::fs::read(dir.join("pflog.0")).unwrap(), b"rotated");
@@ -1148,7 +1151,7 @@ mod tests {
         let file = std::fs::File::create(&path).unwrap();
         drop(pcap_file::pcap::PcapWriter::with_header(file, header).unwrap());
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![6u8; 400]]);
+        f.write(at0(vec![vec![6u8; 400]]));
         drop(f);
         assert_eq!(records(&path), 1, "a new file takes a 400-byte record");
         // A damaged record in the middle (a length no record has), whole
@@ -1159,7 +1162,7 @@ mod tests {
         }
         std::fs::remove_file(&path).unwrap();
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![7u8; 30], vec![8u8; 30], vec![9u8; 30]]);
+        f.write(at0(vec![vec![7u8; 30], vec![8u8; 30], vec![9u8; 30]]));
         drop(f);
         let mut bytes = std::fs::read(&path).unwrap();
         // The second record's captured length (after the 24-byte file
@@ -1169,7 +1172,7 @@ mod tests {
         bytes[if be { at } else { at + 3 }] = 0x7f;
         std::fs::write(&path, &bytes).unwrap();
         let mut f = PflogFile::open(&path, 1 << 20).unwrap();
-        f.write(vec![vec![10u8; 10]]);
+        f.write(at0(vec![vec![10u8; 10]]));
         drop(f);
         assert_eq!(records(&path), 1, "a new file");
         let moved = kept_aside(&dir);
@@ -1222,18 +1225,37 @@ mod tests {
         // Room for one 40-byte record and part of the next.
         f.set_room(Some(16 + 40 + 30));
         assert_eq!(
-            f.write(vec![vec![1u8; 40], vec![2u8; 50], vec![3u8; 60]]),
+            f.write(at0(vec![vec![1u8; 40], vec![2u8; 50], vec![3u8; 60]])),
             2
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 40);
-        assert_eq!(f.write(vec![vec![4u8; 10]]), 1, "still full");
+        assert_eq!(f.write(at0(vec![vec![4u8; 10]])), 1, "still full");
         f.set_room(None);
-        assert_eq!(f.write(vec![vec![5u8; 70]]), 0);
+        assert_eq!(f.write(at0(vec![vec![5u8; 70]])), 0);
         assert_eq!(packets(&path), 2);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
             24 + 16 + 40 + 16 + 70
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Each record carries the time its packet was logged, not the time
+    /// the batch is written (a probe's packets 37 ms apart read as one).
+    #[test]
+    fn pflog_records_keep_their_own_times() {
+        let d = std::env::temp_dir().join(format!("palisade-pflog-ts-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let path = d.join("pflog");
+        let mut f = PflogFile::open(&path, 1 << 20).unwrap();
+        let at = |ms: u64| std::time::Duration::from_millis(ms);
+        f.write(vec![(at(5_000), vec![1u8; 40]), (at(5_037), vec![2u8; 40])]);
+        let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let mut times = Vec::new();
+        while let Some(p) = r.next_packet() {
+            times.push(p.unwrap().timestamp);
+        }
+        assert_eq!(times, [at(5_000), at(5_037)]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -1244,7 +1266,7 @@ mod tests {
         let path = d.join("pflog");
         // Room for the file header and two 100-byte records (16 + 100 each).
         let mut f = PflogFile::open(&path, 24 + 2 * 116).unwrap();
-        f.write(vec![vec![0u8; 100]; 5]);
+        f.write(at0(vec![vec![0u8; 100]; 5]));
         let old = d.join("pflog.0");
         assert!(old.exists(), "rotated");
         // 5 records: two rotations of two; the newest file holds the last one

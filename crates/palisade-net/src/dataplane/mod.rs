@@ -33,7 +33,7 @@ mod icmp_error;
 mod local;
 mod neigh;
 mod offload;
-mod pflog;
+pub mod pflog;
 mod router;
 pub use router::proxy_warnings;
 #[cfg(test)]
@@ -391,8 +391,9 @@ impl Dataplane {
         self.pflog.set(on);
     }
 
-    /// The pflog records (DLT_PFLOG) gathered since the last call.
-    pub fn take_log(&mut self) -> Vec<Vec<u8>> {
+    /// The pflog records (DLT_PFLOG) gathered since the last call, each
+    /// with the time it was logged.
+    pub fn take_log(&mut self) -> Vec<pflog::LogRecord> {
         self.pflog.take()
     }
 

@@ -9,10 +9,16 @@
 /// pflog records waiting to be written, at most.
 const LOG_MAX: usize = 65_536;
 
+/// A record and when its packet was decided (since the Unix epoch): pf
+/// stamps each as it logs it, and tcpdump -ttt shows the gaps between
+/// packets, so the time is not the time the batch is written (up to a
+/// poll late, packets 40 ms apart read as one).
+pub type LogRecord = (std::time::Duration, Vec<u8>);
+
 #[derive(Default)]
-pub(super) struct LogBuffer {
+pub(crate) struct LogBuffer {
     on: bool,
-    records: Vec<Vec<u8>>,
+    records: Vec<LogRecord>,
 }
 
 /// The buffer is full: the record was not kept.
@@ -29,14 +35,17 @@ impl LogBuffer {
 
     pub(super) fn push(&mut self, record: Vec<u8>) -> Result<(), Lost> {
         if self.records.len() < LOG_MAX {
-            self.records.push(record);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.records.push((now, record));
             Ok(())
         } else {
             Err(Lost)
         }
     }
 
-    pub(super) fn take(&mut self) -> Vec<Vec<u8>> {
+    pub(super) fn take(&mut self) -> Vec<LogRecord> {
         std::mem::take(&mut self.records)
     }
 }
