@@ -425,6 +425,8 @@ struct St {
     decided: Option<crate::packet::Decided>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
     log_all: bool,
+    /// A `match` rule said `log (all)`.
+    match_log_all: bool,
     /// The deciding rule logs.
     decided_log: bool,
     scrub: ScrubActions,
@@ -1036,6 +1038,7 @@ impl Engine {
             decided: None,
             keep: (KeepState::None, None),
             log_all: false,
+            match_log_all: false,
             decided_log: false,
             scrub: ScrubActions::default(),
             decided_scrub: ScrubActions::default(),
@@ -1075,7 +1078,7 @@ impl Engine {
             v.allow_opts = st.decided_allow_opts;
             v.keep_state = st.keep.0;
             v.state_opts = st.keep.1;
-            v.log_all = st.log_all;
+            v.log_all = st.log_all || st.match_log_all;
             v.log |= st.decided_log;
             v.stats = st.decided_stats.take();
             st.scrub.merge(&st.decided_scrub);
@@ -1235,7 +1238,14 @@ impl Engine {
                     if let Some(rt) = &r.route {
                         st.route = Some((me(), rt.clone()));
                     }
-                    st.log |= r.log;
+                    // `match log`: its own record, as a match (pf logs it
+                    // when it matches, under its number); the deciding
+                    // rule logs only if it says `log` too. Its `log (all)`
+                    // goes to the state the packet makes.
+                    if r.log && !st.log_matches_on {
+                        st.log_matched.push((me(), MatchAction::Match));
+                    }
+                    st.match_log_all |= r.log_all;
                     st.scrub.merge(&r.scrub);
                 }
                 Kind::Pass => {

@@ -25,6 +25,8 @@ struct St {
     decided: Option<crate::packet::Decided>,
     keep: (KeepState, Option<std::sync::Arc<StateOpts>>),
     log_all: bool,
+    /// A `match` rule said `log (all)`.
+    match_log_all: bool,
     /// The deciding rule logs.
     decided_log: bool,
     scrub: ScrubActions,
@@ -105,6 +107,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         decided: None,
         keep: (KeepState::None, None),
         log_all: false,
+        match_log_all: false,
         decided_log: false,
         scrub: ScrubActions::default(),
         decided_scrub: ScrubActions::default(),
@@ -157,7 +160,7 @@ pub fn evaluate(main: &Ruleset, ctx: &RefCtx, pkt: &PacketMeta) -> Verdict {
         v.allow_opts = st.decided_allow_opts;
         v.keep_state = st.keep.0;
         v.state_opts = st.keep.1;
-        v.log_all = st.log_all;
+        v.log_all = st.log_all || st.match_log_all;
         v.log |= st.decided_log;
         st.scrub.merge(&st.decided_scrub);
     }
@@ -287,9 +290,10 @@ fn ruleset(
                 if let Some((k, p)) = &r.route {
                     st.route = Some((me.clone(), (*k, Arc::new(p.clone()))));
                 }
-                if r.log.is_some() {
-                    st.log = true;
+                if r.log.is_some() && !st.log_matches_on {
+                    st.log_matched.push((me.clone(), MatchAction::Match));
                 }
+                st.match_log_all |= r.log.as_ref().is_some_and(|l| l.all);
                 st.scrub
                     .merge(&ScrubActions::from_rule(&r.scrub, r.set.tos));
             }

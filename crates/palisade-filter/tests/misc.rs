@@ -35,12 +35,34 @@ fn log_matches_records_every_later_match() {
     let d = f.process(&mut udp("198.51.100.1", "192.0.2.1", 2, 9), "em0", In, 0);
     assert_eq!(d.log_matched.len(), 3);
     assert_eq!(d.log_matched[2].1, MatchAction::Block);
-    // Without (matches) nothing is collected.
+    // Without (matches): the match rule's own record, as a match under
+    // its number, and none for the pass rule, which does not say `log`
+    // (it was logged under the pass rule's number: a logging probe).
     let mut g = filter("match in log proto udp\npass in proto udp\n");
-    assert!(g
-        .process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0)
-        .log_matched
-        .is_empty());
+    let d = g.process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0);
+    let rules: Vec<(u32, MatchAction)> = d.log_matched.iter().map(|(r, a)| (r.nr, *a)).collect();
+    assert_eq!(rules, [(0, MatchAction::Match)]);
+    assert!(!d.log, "the pass rule does not log");
+    let recs = palisade_filter::filter::pflog_records(
+        &d,
+        &udp("198.51.100.1", "192.0.2.1", 1, 53),
+        "em0",
+        In,
+        &|_| None,
+    );
+    assert_eq!(recs.len(), 1);
+    let (h, _) = palisade_wire::pflog::PflogHeader::parse(&recs[0]).unwrap();
+    assert_eq!(
+        (h.rulenr, h.action),
+        (0, palisade_wire::pflog::action::MATCH)
+    );
+    // Its `log (all)` goes to the state: the state's later packets log.
+    let mut g = filter("match out log (all) proto udp\npass out proto udp\n");
+    let d = g.process(&mut udp("192.0.2.1", "198.51.100.1", 1, 53), "em0", Out, 0);
+    let id = d.state_id.unwrap();
+    let back = g.process(&mut udp("198.51.100.1", "192.0.2.1", 53, 1), "em0", In, 1);
+    assert_eq!(back.state_id, Some(id));
+    assert!(back.log, "a later packet of the state logs");
 }
 
 #[test]
