@@ -26,6 +26,8 @@ pub struct PflogFile {
     said_at: Option<std::time::Instant>,
     /// Not open: when to try again.
     retry_at: Option<std::time::Instant>,
+    /// The last error that was not "not open" (said with it).
+    last_error: String,
 }
 
 /// The pflog file as the pcap writer sees it: a writer that has already
@@ -143,6 +145,7 @@ impl PflogFile {
             unlogged: 0,
             said_at: None,
             retry_at: None,
+            last_error: String::new(),
         };
         f.start()?;
         Ok(f)
@@ -232,7 +235,8 @@ impl PflogFile {
         if self.w.is_none() {
             let now = std::time::Instant::now();
             if self.retry_at.is_some_and(|t| now < t) {
-                return self.failed("not open".into(), total);
+                let why = format!("not open (last: {})", self.last_error);
+                return self.failed(why, total);
             }
             if let Err(e) = self.start() {
                 self.retry_at = Some(now + std::time::Duration::from_secs(1));
@@ -270,6 +274,17 @@ impl PflogFile {
             }
             self.written += r.len() as u64 + 16;
         }
+        // Writing again after failures: what went unwritten since the
+        // last message is said now (it was only counted), and the next
+        // failure is said at once.
+        if self.said_at.take().is_some() && self.unlogged > 0 {
+            tracing::warn!(
+                "pflog {}: writing again; {} logged packets were not written (counted as log_dropped)",
+                self.path.display(),
+                self.unlogged
+            );
+        }
+        self.unlogged = 0;
         // (PcapWriter writes straight to the file: nothing to flush.)
         0
     }
@@ -315,6 +330,9 @@ impl PflogFile {
     /// `lost` records not written: said at most every 10 s (a full disk
     /// fails every write), with how many went unwritten since.
     fn failed(&mut self, why: String, lost: u64) -> u64 {
+        if !why.starts_with("not open") {
+            self.last_error = why.clone();
+        }
         self.unlogged += lost;
         let now = std::time::Instant::now();
         if self
@@ -1230,8 +1248,11 @@ mod tests {
         );
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 16 + 40);
         assert_eq!(f.write(at0(vec![vec![4u8; 10]])), 1, "still full");
+        assert_eq!(f.unlogged, 1, "the second failure, within 10 s: counted");
         f.set_room(None);
         assert_eq!(f.write(at0(vec![vec![5u8; 70]])), 0);
+        // Said at the recovery, and the next failure is said at once.
+        assert_eq!((f.unlogged, f.said_at), (0, None));
         assert_eq!(packets(&path), 2);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
