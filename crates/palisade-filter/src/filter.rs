@@ -1521,11 +1521,7 @@ impl Filter {
         // never makes a state (pf_test_rule: no state when state_icmp): one
         // would let any later error between the two hosts through, whatever
         // its type.
-        let icmp_error = match info.l4 {
-            L4::Icmp { ty, .. } => icmp_is_error(false, ty),
-            L4::Icmp6 { ty, .. } => icmp_is_error(true, ty),
-            _ => false,
-        };
+        let icmp_error = info.is_icmp_error();
         if v.keep_state != KeepState::None && !icmp_error {
             let opts = self.state_opts_for(&v);
             match self.states.insert(

@@ -97,6 +97,15 @@ impl IpInfo {
     pub fn is_v6(&self) -> bool {
         self.src.is_ipv6()
     }
+    /// An ICMP or ICMPv6 error message (`icmp_is_error`), which quotes
+    /// the packet it is about.
+    pub fn is_icmp_error(&self) -> bool {
+        match self.l4 {
+            L4::Icmp { ty, .. } => icmp_is_error(false, ty),
+            L4::Icmp6 { ty, .. } => icmp_is_error(true, ty),
+            _ => false,
+        }
+    }
     pub fn sport(&self) -> Option<u16> {
         match self.l4 {
             L4::Tcp { sport, .. } | L4::Udp { sport, .. } => Some(sport),

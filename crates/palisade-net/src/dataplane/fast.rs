@@ -172,11 +172,7 @@ fn key_of(ifindex: u32, info: &IpInfo) -> Option<FpKey> {
 /// towards the error's sender; its flow's answers arrive where the error
 /// does). None for anything else.
 fn quoted_flow(ifindex: u32, ip: &[u8], info: &IpInfo) -> Option<FpKey> {
-    let err = match info.l4 {
-        L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
-        L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
-        _ => false,
-    };
+    let err = info.is_icmp_error();
     if !err {
         return None;
     }

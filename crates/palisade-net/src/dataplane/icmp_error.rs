@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use palisade_wire::{build, parse_ip, L4};
+use palisade_wire::{build, parse_ip};
 
 use super::{Dataplane, DropReason};
 
@@ -75,11 +75,7 @@ impl Dataplane {
         i: Option<usize>,
     ) -> Option<Vec<u8>> {
         let info = parse_ip(pkt).ok()?;
-        let is_err = match info.l4 {
-            L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
-            L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
-            _ => false,
-        };
+        let is_err = info.is_icmp_error();
         if is_err
             || info.frag.is_some_and(|f| f.offset > 0)
             || is_multicast_or_broadcast(&info.dst)

@@ -572,11 +572,7 @@ impl Dataplane {
         // icmp6_error): from the blocked packet's destination when that is
         // ours, else from an address of the interface on the way back to
         // its source. Only its RSTs speak in the destination's name.
-        let is_err = match info.l4 {
-            L4::Icmp { ty, .. } => palisade_wire::icmp_is_error(false, ty),
-            L4::Icmp6 { ty, .. } => palisade_wire::icmp_is_error(true, ty),
-            _ => false,
-        };
+        let is_err = info.is_icmp_error();
         if is_err && !self.local.is_ours(&info.src) {
             let v6 = info.is_v6();
             // (The address on the next hop's subnet, as the route's
