@@ -6,7 +6,10 @@
 // packet), after pf's window check on each state the packet meets (on
 // the way in and on the way out), and gives everything else back to
 // the kernel (TC_ACT_OK), where Palisade's per-family packet sockets
-// receive it as if the program were not there.
+// receive it as if the program were not there (a tagged frame with its
+// 802.1Q tag put back into it: `back`). Frames of a VLAN are forwarded
+// too: the tag is part of the key, taken off on the way in and put on
+// for the way out as user space would.
 //
 // The window check is pf's for a segment without SYN, FIN or RST between
 // two established sides (palisade_filter::state::track_window); a
@@ -35,7 +38,7 @@ struct fp_key {
     __u32 ifindex;
     __u8 family; // 4 or 6
     __u8 proto;  // IPPROTO_TCP or IPPROTO_UDP
-    __u16 pad;
+    __u16 vlan;  // FP_TAGGED | VLAN id: the frame came with an 802.1Q tag
     __u32 src[4];
     __u32 dst[4];
     __u16 sport;
@@ -71,6 +74,7 @@ struct fp_bump {
 };
 
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
+#define FP_TAGGED 0x1000 // in fp_key.vlan, fp_way.out_vlan: a tag (VLAN 0 too)
 #define FP_NAT 2   // write the addresses and ports below (pf translated)
 
 // Where a direction goes, in its flow's slot of fp_ways.
@@ -82,7 +86,8 @@ struct fp_way {
     __u8 flags;        // FP_ROUTE, FP_NAT
     __u8 eth[12];      // destination and source MAC to write
     __u8 in_dst[6];    // the destination MAC the flow's frames arrive with
-    __u8 pad[3];
+    __u8 pad;
+    __u16 out_vlan;    // FP_TAGGED | VLAN id: the 802.1Q tag to leave with
     // With FP_NAT: the packet's addresses and ports as it leaves (as
     // the key's, same family).
     struct fp_tuple to;
@@ -336,6 +341,43 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
            port(skb, csum, l4 + 2, k->dport, &d->dport, mangled);
 }
 
+// A packet this program does not forward goes on to Palisade's sockets.
+// Untagged, as it is: the per-family sockets after tc receive it. A
+// tagged frame: Palisade's ETH_P_ALL socket, served before tc, takes only
+// what is not IP (split ports, afpacket.rs), and the per-family sockets
+// would receive an IP packet with its tag cleared (the kernel drops the
+// tag of a VLAN no device of its own takes, and so the VLAN, before
+// them). So the tag goes back into the frame, between the MACs and the
+// EtherType, where user space reads it as it was on the wire. Tagged and
+// not IP (ARP on a VLAN, a second tag inside): the ETH_P_ALL socket had
+// it; nothing after tc needs it.
+static __noinline int back_tagged(struct __sk_buff *skb)
+{
+    __u16 ethertype = skb->protocol;
+    if (ethertype != bpf_htons(ETH_P_IP) && ethertype != bpf_htons(ETH_P_IPV6))
+        return TC_ACT_SHOT;
+    __u16 tag[3] = {skb->vlan_proto, bpf_htons(skb->vlan_tci), ethertype};
+    // The room is made after the EtherType (BPF_ADJ_ROOM_MAC): the tag is
+    // written over the EtherType and the room, the EtherType after it. A
+    // super-packet keeps its segment size; its checksum state holds (no
+    // byte the checksums cover moved).
+    if (bpf_skb_vlan_pop(skb) ||
+        bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_MAC,
+                            BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) ||
+        bpf_skb_store_bytes(skb, 12, tag, sizeof(tag), 0)) {
+        count(FP_DROPPED);
+        return TC_ACT_SHOT;
+    }
+    return TC_ACT_OK;
+}
+
+static __always_inline int back(struct __sk_buff *skb)
+{
+    if (skb->vlan_present)
+        return back_tagged(skb);
+    return TC_ACT_OK;
+}
+
 SEC("classifier")
 int fastpath_in(struct __sk_buff *skb)
 {
@@ -345,22 +387,25 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 l3, ip_len;
     __u8 ttl;
 
-    // A tagged frame: Palisade's ETH_P_ALL socket, served before tc, has
-    // it with its tag; after tc the kernel would hand it to the
-    // per-family sockets without the tag. Nothing else needs it.
-    if (skb->vlan_present)
-        return TC_ACT_SHOT;
+    // A frame that came with an 802.1Q tag (which the kernel keeps beside
+    // the frame): its VLAN is part of the key. Another kind of tag
+    // (802.1ad) is user space's.
+    if (skb->vlan_present) {
+        if (skb->vlan_proto != bpf_htons(ETH_P_8021Q))
+            return back(skb);
+        key.vlan = FP_TAGGED | (skb->vlan_tci & 0x0fff);
+    }
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > end)
-        return TC_ACT_OK;
+        return back(skb);
     key.ifindex = skb->ifindex;
     if (eth->h_proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = (void *)(eth + 1);
         if ((void *)(ip + 1) > end)
-            return TC_ACT_OK;
+            return back(skb);
         // No options, no fragments.
         if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
-            return TC_ACT_OK;
+            return back(skb);
         // A header whose checksum is wrong is user space's to drop and
         // count (nothing offloads it: a super-packet's is right too).
         const __u16 *w16 = (const __u16 *)ip;
@@ -371,7 +416,7 @@ int fastpath_in(struct __sk_buff *skb)
         sum = (sum & 0xffff) + (sum >> 16);
         sum = (sum & 0xffff) + (sum >> 16);
         if (sum != 0xffff)
-            return TC_ACT_OK;
+            return back(skb);
         ip_len = bpf_ntohs(ip->tot_len);
         key.family = 4;
         key.proto = ip->protocol;
@@ -382,9 +427,9 @@ int fastpath_in(struct __sk_buff *skb)
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > end)
-            return TC_ACT_OK;
+            return back(skb);
         if (ip6->version != 6)
-            return TC_ACT_OK;
+            return back(skb);
         key.family = 6;
         key.proto = ip6->nexthdr; // extension headers: not TCP/UDP, missed
         // A jumbogram (payload length 0) is not ours.
@@ -394,7 +439,7 @@ int fastpath_in(struct __sk_buff *skb)
         l3 = sizeof(struct ipv6hdr);
         ttl = ip6->hop_limit;
     } else {
-        return TC_ACT_OK;
+        return back(skb);
     }
     __u8 flags = 0;
     int odd = 0;
@@ -402,7 +447,7 @@ int fastpath_in(struct __sk_buff *skb)
     if (key.proto == IPPROTO_TCP) {
         struct tcphdr *th = data + sizeof(struct ethhdr) + l3;
         if ((void *)(th + 1) > end)
-            return TC_ACT_OK;
+            return back(skb);
         key.sport = th->source;
         key.dport = th->dest;
         flags = ((__u8 *)th)[13];
@@ -411,7 +456,7 @@ int fastpath_in(struct __sk_buff *skb)
         win = bpf_ntohs(th->window);
         l4len = th->doff * 4;
         if (l4len < sizeof(struct tcphdr))
-            return TC_ACT_OK;
+            return back(skb);
         // What pf's normalization (every segment, scrub rule or not) would
         // refuse or rewrite is user space's, as SYN, FIN and RST are: a
         // segment without ACK, the reserved bits set, an urgent pointer
@@ -420,7 +465,7 @@ int fastpath_in(struct __sk_buff *skb)
     } else if (key.proto == IPPROTO_UDP) {
         struct udphdr *uh = data + sizeof(struct ethhdr) + l3;
         if ((void *)(uh + 1) > end)
-            return TC_ACT_OK;
+            return back(skb);
         key.sport = uh->source;
         key.dport = uh->dest;
         l4len = sizeof(struct udphdr);
@@ -428,13 +473,13 @@ int fastpath_in(struct __sk_buff *skb)
         // 0: user space's, which drops it as pf does.
         __u32 ulen = bpf_ntohs(uh->len);
         if (ulen < sizeof(struct udphdr) || ulen + l3 > ip_len || !uh->dest)
-            return TC_ACT_OK;
+            return back(skb);
     } else {
-        return TC_ACT_OK;
+        return back(skb);
     }
     struct fp_ref *found = bpf_map_lookup_elem(&fp_dirs, &key);
     if (!found)
-        return TC_ACT_OK;
+        return back(skb);
     // Read once each; checked below under the ways' lock (struct fp_ways).
     __u32 slot = *(volatile __u32 *)&found->flow;
     __u32 gen = *(volatile __u32 *)&found->gen;
@@ -442,7 +487,7 @@ int fastpath_in(struct __sk_buff *skb)
     struct fp_ways *ways = bpf_map_lookup_elem(&fp_ways, &slot);
     struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
     if (!ways || !st)
-        return TC_ACT_OK;
+        return back(skb);
     // Copied out: the helpers below may not be given map memory, and the
     // checks need it whole.
     struct fp_way d;
@@ -459,7 +504,7 @@ int fastpath_in(struct __sk_buff *skb)
     bpf_spin_unlock(&ways->lock);
     if (!live) {
         count(FP_BACK_STALE);
-        return TC_ACT_OK;
+        return back(skb);
     }
     struct fp_way *dir = &d;
     // The packet's length is the IP header's (a short frame is padded
@@ -467,7 +512,7 @@ int fastpath_in(struct __sk_buff *skb)
     // takes it; the frame must hold it.
     __u32 hdrs = l3 + l4len;
     if (ip_len < hdrs || sizeof(struct ethhdr) + ip_len > skb->len)
-        return TC_ACT_OK;
+        return back(skb);
     __u32 payload = ip_len - hdrs;
     __u32 segs = skb->gso_segs ? skb->gso_segs : 1;
     __u64 bytes = (__u64)ip_len + (__u64)(segs - 1) * hdrs;
@@ -550,14 +595,14 @@ int fastpath_in(struct __sk_buff *skb)
               : verdict == -1 ? FP_BACK_FLAGS
               : verdict == -2 ? FP_BACK_SLOW
                               : FP_BACK_STALE);
-        return TC_ACT_OK;
+        return back(skb);
     }
     __u8 nat = dir->flags & FP_NAT;
     // The packet pointers are still valid: no helper touched the packet.
     data = (void *)(long)skb->data;
     end = (void *)(long)skb->data_end;
     if (data + sizeof(struct ethhdr) + l3 > end)
-        return TC_ACT_OK;
+        return back(skb);
     if (route) {
         if (key.family == 4) {
             struct iphdr *ip = data + sizeof(struct ethhdr);
@@ -576,6 +621,14 @@ int fastpath_in(struct __sk_buff *skb)
         }
     }
     if (nat && !translate(skb, &key, &dir->to, l3)) {
+        count(FP_DROPPED);
+        return TC_ACT_SHOT;
+    }
+    // The tag the frame came with comes off (its VLAN was the key's), and
+    // the way out's goes on (written by the kernel or the NIC as it leaves).
+    if ((key.vlan && bpf_skb_vlan_pop(skb)) ||
+        ((dir->out_vlan & FP_TAGGED) &&
+         bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), dir->out_vlan & 0x0fff))) {
         count(FP_DROPPED);
         return TC_ACT_SHOT;
     }

@@ -41,7 +41,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const BLOCK_SIZE: u32 = 1 << 17;
 const BLOCK_NR: u32 = 64;
 /// The ring of a split port's socket for what is neither IPv4 nor IPv6
-/// (ARP, tagged frames, what a bridge forwards): less traffic (1,024
+/// (ARP, what a bridge forwards that is not IP): less traffic (1,024
 /// slots of V2, about 4,000 small frames of V3).
 const OTHER_BLOCK_NR: u32 = 16;
 const FRAME_SIZE: u32 = 2048;
@@ -159,9 +159,11 @@ impl Port {
     /// As `open_offload`, with IPv4 and IPv6 received on sockets of
     /// their own (bound to ETH_P_IP and ETH_P_IPV6), which the kernel
     /// serves after tc ingress: what the in-kernel fast path's program
-    /// there takes never reaches them (docs/fastpath.md). A third socket
-    /// (ETH_P_ALL, served before tc) takes the rest, tagged frames
-    /// included, and sends.
+    /// there takes never reaches them (docs/fastpath.md), and what it
+    /// gives back reaches them with its 802.1Q tag, if any, in the frame.
+    /// A third socket (ETH_P_ALL, served before tc) takes the rest (ARP,
+    /// on a VLAN too) and sends. Only for a port with the program on it:
+    /// without it, tagged IP would reach no socket with its tag.
     pub fn open_split(name: &str) -> io::Result<Port> {
         let ifindex = ifindex(name)?;
         let rings = vec![
@@ -674,8 +676,8 @@ impl Port {
 }
 
 /// A socket on interface `ifindex` receiving `proto` (host order) into a
-/// ring of `blocks` blocks; with `other`, a filter keeps out untagged
-/// IPv4 and IPv6 (a split port's third socket). The first socket of a
+/// ring of `blocks` blocks; with `other`, a filter keeps out IPv4 and
+/// IPv6, tagged or not (a split port's third socket). The first socket of a
 /// port asks for promiscuous mode (every socket does: harmless).
 fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> io::Result<Ring> {
     let proto = proto.to_be() as i32;
@@ -701,24 +703,13 @@ fn open_ring(ifindex: i32, proto: u16, vnet: bool, blocks: u32, other: bool) -> 
         setsockopt(raw, libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one)?;
     }
     if other {
-        // Classic BPF, before bind so that nothing slips in: accept a
-        // frame whose 802.1Q tag the kernel took out, else refuse IPv4
-        // and IPv6 (the other sockets get them), else accept.
+        // Classic BPF, before bind so that nothing slips in: refuse IPv4
+        // and IPv6, tagged or not (the other sockets get them: the fast
+        // path's program puts a tag the kernel took out back into the
+        // frame for them), accept the rest. A tag the kernel took out
+        // is not in the bytes the filter reads: [12] is the EtherType
+        // inside it.
         let code = [
-            // ld vlan_avail (SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT)
-            libc::sock_filter {
-                code: 0x20,
-                jt: 0,
-                jf: 0,
-                k: 0xffff_f030,
-            },
-            // jeq #1: accept
-            libc::sock_filter {
-                code: 0x15,
-                jt: 3,
-                jf: 0,
-                k: 1,
-            },
             // ldh [12]
             libc::sock_filter {
                 code: 0x28,

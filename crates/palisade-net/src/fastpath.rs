@@ -25,7 +25,9 @@ pub struct FpKey {
     pub family: u8,
     /// 6 (TCP) or 17 (UDP).
     pub proto: u8,
-    pub pad: u16,
+    /// `FP_TAGGED | VLAN id` when the frame came with an 802.1Q tag; 0
+    /// untagged (`with_vlan`).
+    pub vlan: u16,
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub sport: u16,
@@ -66,7 +68,20 @@ impl FpKey {
         }
         Some(k)
     }
+
+    /// The key of the same packet arriving with an 802.1Q tag of VLAN
+    /// `vid` (None: untagged).
+    pub fn with_vlan(self, vid: Option<u16>) -> FpKey {
+        FpKey {
+            vlan: vid.map_or(0, |v| FP_TAGGED | (v & 0x0fff)),
+            ..self
+        }
+    }
 }
+
+/// `FpKey.vlan`, `FpWay.out_vlan`: a tag (of the VLAN in the low 12 bits;
+/// VLAN 0 too, a priority tag).
+pub const FP_TAGGED: u16 = 0x1000;
 
 /// `FpWay.flags`: decrement the TTL or hop limit and write `eth`.
 pub const FP_ROUTE: u8 = 1;
@@ -106,7 +121,10 @@ pub struct FpWay {
     /// The destination MAC the flow's frames arrive with (the firewall's
     /// when routed, the host's when bridged): others are not taken.
     pub in_dst: [u8; 6],
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// `FP_TAGGED | VLAN id`: the 802.1Q tag the packet leaves with
+    /// (0: none).
+    pub out_vlan: u16,
     /// With `FP_NAT`: the addresses and ports the packet leaves with, as
     /// in `FpKey` (same family as the key).
     pub to_src: [u8; 16],

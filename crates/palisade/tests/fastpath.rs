@@ -831,3 +831,144 @@ fn path_mtu_errors_about_handed_over_connections_reach_the_sender_at_once() {
     }
     let _ = daemon.stop();
 }
+
+/// Scenario S2's VLAN: connections between a VM on VLAN 1234 (tagged on
+/// the trunk) and the upstream network (untagged) go through the program
+/// both ways, over IPv4 through hide NAT and over IPv6 routed. The
+/// program takes the tag off on the way in and puts the way out's on:
+/// the upstream host has no VLAN device (a tagged frame is lost there)
+/// and the VM's adapter drops every frame not tagged 1234, so the bytes
+/// arrive only if both are right. What the program gives back (SYN, FIN,
+/// the first packets) must reach Palisade with its tag, which the kernel
+/// clears before the per-family sockets: the connections are not even
+/// made otherwise.
+///
+///   up [eth0 203.0.113.1]--[up0 "wan" 203.0.113.2] fw
+///   fw [trunk0 VLAN 1234 "vlan1234" 192.0.2.1]--[vmtrunk] vm (TAP vm0,
+///      192.0.2.10, tagged by `palisade lab vlan-adapter`)
+#[test]
+fn vlan_connections_go_through_the_kernel_tags_and_all() {
+    require_root();
+    let ns = Netns::new("fpvlan", 3);
+    let (up, fw, vm) = (
+        ns.names[0].clone(),
+        ns.names[1].clone(),
+        ns.names[2].clone(),
+    );
+    ns.veth(&up, "eth0", &fw, "up0");
+    ns.veth(&fw, "trunk0", &vm, "vmtrunk");
+    for a in [
+        vec!["ip", "addr", "add", "203.0.113.1/24", "dev", "eth0"],
+        vec![
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:ff::1/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+        vec![
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8:ff::2",
+        ],
+    ] {
+        ns.exec(&up, &a);
+    }
+    ns.exec(
+        &vm,
+        &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
+    );
+    let _adapter = ns.spawn(
+        &vm,
+        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", "1234"],
+    );
+    wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
+        ok(&vm, &["ip", "link", "show", "vm0"])
+    });
+    for a in [
+        vec!["ip", "link", "set", "vm0", "up"],
+        vec!["ip", "addr", "add", "192.0.2.10/24", "dev", "vm0"],
+        vec![
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:1::10/64",
+            "dev",
+            "vm0",
+            "nodad",
+        ],
+        vec!["ip", "route", "add", "default", "via", "192.0.2.1"],
+        vec![
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::1",
+        ],
+    ] {
+        ns.exec(&vm, &a);
+    }
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "vlan",
+        "block all\npass inet proto icmp\npass inet6 proto icmp6\n\
+         match out on wan inet from 192.0.2.0/24 nat-to (wan)\n\
+         pass proto tcp to port 5201\n",
+        "[[port]]\nname = \"up0\"\n[[port]]\nname = \"trunk0\"\n\
+         [[interface]]\nname = \"wan\"\nport = \"up0\"\n\
+         addresses = [\"203.0.113.2/24\", \"2001:db8:ff::2/64\"]\n\
+         [[interface]]\nname = \"vlan1234\"\nport = \"trunk0\"\nvlan = 1234\n\
+         addresses = [\"192.0.2.1/24\", \"2001:db8:1::1/64\"]\n",
+    );
+    wait_ping(&vm, "203.0.113.1", &log);
+    let taken = || fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+
+    // The VM uploads over IPv4: tagged in, translated, untagged out.
+    let before = taken();
+    let received = iperf(&ns, &vm, &up, "203.0.113.1", "5201", &log);
+    let after_v4 = taken();
+    assert!(
+        received > 5_000_000,
+        "{received} bytes from the VM\n{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        after_v4 - before > 1_000,
+        "the program took {} packets of the VM's upload\n{}",
+        after_v4 - before,
+        log.lock().unwrap()
+    );
+
+    // The upstream host sends to the VM over IPv6: untagged in, tagged
+    // out.
+    let received = iperf(&ns, &up, &vm, "2001:db8:1::10", "5201", &log);
+    let after_v6 = taken();
+    assert!(
+        received > 5_000_000,
+        "{received} bytes to the VM\n{}",
+        log.lock().unwrap()
+    );
+    assert!(
+        after_v6 - after_v4 > 1_000,
+        "the program took {} packets of the download\n{}",
+        after_v6 - after_v4,
+        log.lock().unwrap()
+    );
+    // The program lost nothing half way (a tag it could not put back,
+    // a rewrite that failed).
+    assert_eq!(
+        fastpath_info(&sock)["dropped"].as_u64(),
+        Some(0),
+        "{}",
+        log.lock().unwrap()
+    );
+    let _ = daemon.stop();
+}

@@ -448,6 +448,12 @@ fn bad_configurations_fail_at_start() {
         }
         s
     };
+    // A new veth's carrier comes a moment after it is up (later on a
+    // busy machine): the picture is taken once both have it.
+    wait_until("the links' carrier", Duration::from_secs(5), || {
+        !String::from_utf8_lossy(&ns.exec(&fw, &["ip", "link", "show"]).stdout)
+            .contains("NO-CARRIER")
+    });
     let before = snapshot();
     let d = tmpdir().join("bad");
     std::fs::create_dir_all(&d).unwrap();

@@ -30,6 +30,7 @@ use palisade_wire::{IpInfo, L4};
 use super::Dataplane;
 use crate::fastpath::{
     FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpWay, FpWin, FP_NAT, FP_ROUTE,
+    FP_TAGGED,
 };
 
 /// What the packet under way has shown so far.
@@ -42,12 +43,13 @@ pub(super) struct Trace {
     sends: u32,
     /// The packet's key as the program sees it on the way in.
     in_key: Option<FpKey>,
-    /// The one frame sent: port, its destination and source MAC, the
-    /// packet's addresses and ports as it leaves (in a key of the way in:
-    /// equal to `in_key` unless pf translated it).
-    out: Option<(usize, [u8; 12], FpKey)>,
-    /// The destination MAC the packet arrived with.
+    /// The one frame sent: port, its destination and source MAC, its
+    /// 802.1Q VLAN, the packet's addresses and ports as it leaves (in a
+    /// key of the way in: equal to `in_key` unless pf translated it).
+    out: Option<(usize, [u8; 12], Option<u16>, FpKey)>,
+    /// The destination MAC the packet arrived with, and its 802.1Q VLAN.
     in_dst: [u8; 6],
+    in_vlan: Option<u16>,
     bad: bool,
     /// The packet belongs to a flow the program has, and the program did
     /// not see it (it was queued before the hand-over; or has IP
@@ -183,6 +185,21 @@ fn quoted_flow(ifindex: u32, ip: &[u8], info: &IpInfo) -> Option<FpKey> {
     FpKey::new(ifindex, q.proto, q.dst, q.src, q.dport, q.sport)
 }
 
+/// A frame's 802.1Q VLAN (None: untagged) and where its EtherType's
+/// payload starts; None for a frame the program never takes (shorter
+/// than a header, another kind of tag, two tags).
+fn frame_vlan(frame: &[u8]) -> Option<(Option<u16>, usize)> {
+    let t = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    match t(12)? {
+        0x8100 => {
+            let inner = t(16)?;
+            (inner != 0x8100 && inner != 0x88a8).then_some((Some(t(14)? & 0x0fff), 18))
+        }
+        0x88a8 => None,
+        _ => Some((None, 14)),
+    }
+}
+
 /// Whether a UDP packet from `side` of a state leaves its sides as they
 /// are: pf moves a sender that has sent nothing to SINGLE, and a SINGLE
 /// receiver (one that has sent) to MULTIPLE; the program does neither,
@@ -313,14 +330,17 @@ impl Dataplane {
             in_dst,
             ..Trace::default()
         };
-        if frame.len() < 14 {
+        // The program's key holds the frame's 802.1Q tag, if any (another
+        // kind of tag, or two, it never takes).
+        let Some((vlan, l2)) = frame_vlan(frame) else {
             return;
-        }
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        };
+        self.trace.in_vlan = vlan;
+        let ethertype = u16::from_be_bytes([frame[l2 - 2], frame[l2 - 1]]);
         if ethertype != 0x0800 && ethertype != 0x86dd {
             return;
         }
-        let Ok(info) = palisade_wire::parse_ip(&frame[14..]) else {
+        let Ok(info) = palisade_wire::parse_ip(&frame[l2..]) else {
             return;
         };
         let Some(ix) = o.ifindex.get(port).copied() else {
@@ -333,8 +353,8 @@ impl Dataplane {
         // refused as state-mismatch, and the sender learnt the path MTU a
         // tick late). Its flow is the quoted packet's answer, as it
         // arrives here.
-        let quoted = quoted_flow(ix, &frame[14..], &info);
-        let Some(key) = key_of(ix, &info).or(quoted) else {
+        let quoted = quoted_flow(ix, &frame[l2..], &info).map(|k| k.with_vlan(vlan));
+        let Some(key) = key_of(ix, &info).map(|k| k.with_vlan(vlan)).or(quoted) else {
             return;
         };
         if quoted.is_none() {
@@ -388,15 +408,12 @@ impl Dataplane {
     }
 
     /// The packet under way leaves as a frame out of `port`.
-    pub(super) fn fast_sent(&mut self, port: usize, eth: [u8; 12], tagged: bool, ip: &[u8]) {
+    /// `vlan`: the 802.1Q tag it leaves with.
+    pub(super) fn fast_sent(&mut self, port: usize, eth: [u8; 12], vlan: Option<u16>, ip: &[u8]) {
         if !self.trace.active {
             return;
         }
         self.trace.sends += 1;
-        if tagged {
-            self.trace.bad = true;
-            return;
-        }
         let Some(o) = self.fast.as_ref() else {
             return;
         };
@@ -408,7 +425,7 @@ impl Dataplane {
             .ok()
             .and_then(|i| key_of(ix, &i))
         {
-            Some(k) => self.trace.out = Some((port, eth, k)),
+            Some(k) => self.trace.out = Some((port, eth, vlan, k.with_vlan(self.trace.in_vlan))),
             None => self.trace.bad = true,
         }
     }
@@ -443,7 +460,7 @@ impl Dataplane {
         if !t.active || t.bad || t.sends != 1 || t.passes.len() != 2 {
             return;
         }
-        let (Some((out_port, eth, to)), Some(key)) = (t.out, t.in_key) else {
+        let (Some((out_port, eth, out_vlan, to)), Some(key)) = (t.out, t.in_key) else {
             return;
         };
         // What pf translated (the state's translation, the same for every
@@ -457,8 +474,11 @@ impl Dataplane {
         else {
             return;
         };
-        let untagged = |i: usize| self.cfg.ifaces.get(i).is_some_and(|f| f.vlan.is_none());
-        if !untagged(in_ix) || !untagged(out_ix) {
+        // The frames' tags are their interfaces' VLANs (not a priority
+        // tag, nor a frame a bridge passes with a tag of its own): the
+        // program keys on the tag in and writes the way out's.
+        let vlan_of = |i: usize| self.cfg.ifaces.get(i).map(|f| f.vlan);
+        if vlan_of(in_ix) != Some(t.in_vlan) || vlan_of(out_ix) != Some(out_vlan) {
             return;
         }
         let (Some(vin), Some(vout)) = (
@@ -566,6 +586,7 @@ impl Dataplane {
                     flags: if routed { FP_ROUTE } else { 0 } | if nat { FP_NAT } else { 0 },
                     eth,
                     in_dst: t.in_dst,
+                    out_vlan: out_vlan.map_or(0, |v| FP_TAGGED | (v & 0x0fff)),
                     to_src: to.src,
                     to_dst: to.dst,
                     to_sport: to.sport,

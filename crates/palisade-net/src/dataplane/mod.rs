@@ -722,8 +722,7 @@ impl Dataplane {
             let mut macs = [0u8; 12];
             macs[..6].copy_from_slice(&dst);
             macs[6..].copy_from_slice(&src);
-            let tagged = ifc.vlan.is_some();
-            self.fast_sent(port, macs, tagged, payload);
+            self.fast_sent(port, macs, ifc.vlan, payload);
         }
         self.out.push((port, eth.frame(payload, 60)));
     }

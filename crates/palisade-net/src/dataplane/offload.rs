@@ -390,8 +390,7 @@ impl Dataplane {
             let mut macs = [0u8; 12];
             macs[..6].copy_from_slice(&dst);
             macs[6..].copy_from_slice(&src);
-            let tagged = eth.vlan.is_some();
-            self.fast_sent(port, macs, tagged, &frame[l2..]);
+            self.fast_sent(port, macs, ifc.vlan, &frame[l2..]);
         }
         // The new link header in place of the old; a copy only when one
         // is tagged and the other not.
