@@ -24,6 +24,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -155,7 +156,8 @@ enum fp_counter {
     FP_BACK_WINDOW,    // did not fit the windows
     FP_BACK_SLOW,      // state marked slow
     FP_BACK_STALE,     // the direction names a reused slot
-    FP_DROPPED,        // a helper failed half way through a rewrite
+    FP_DROPPED,        // a helper failed half way through a rewrite, or
+                       // putting a tag back (back_tagged)
     FP_TAKEN_SUPER,    // of FP_TAKEN: super-packets (GSO), taken whole
     FP_COUNTERS,
 };
@@ -356,19 +358,36 @@ static __noinline int back_tagged(struct __sk_buff *skb)
     __u16 ethertype = skb->protocol;
     if (ethertype != bpf_htons(ETH_P_IP) && ethertype != bpf_htons(ETH_P_IPV6))
         return TC_ACT_SHOT;
-    __u16 tag[3] = {skb->vlan_proto, bpf_htons(skb->vlan_tci), ethertype};
-    // The room is made after the EtherType (BPF_ADJ_ROOM_MAC): the tag is
-    // written over the EtherType and the room, the EtherType after it. A
-    // super-packet keeps its segment size; its checksum state holds (no
-    // byte the checksums cover moved).
-    if (bpf_skb_vlan_pop(skb) ||
-        bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_MAC,
-                            BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) ||
-        bpf_skb_store_bytes(skb, 12, tag, sizeof(tag), 0)) {
-        count(FP_DROPPED);
-        return TC_ACT_SHOT;
-    }
+    __u16 tpid = skb->vlan_proto;
+    __u16 tci = skb->vlan_tci;
+    __u16 vid = tci & 0x0fff;
+    __u8 hdr[16];
+    // Room in front of the MAC header (bpf_skb_change_head): the network
+    // header stays where it is, so the sockets' fanout hash and anything
+    // else that reads from there finds the IP header (room made after
+    // the MACs would move it onto the tag), and the MAC header becomes
+    // 18 bytes long. Then the MACs are moved to the front and the tag
+    // written after them, the EtherType left where it was. No byte a
+    // checksum covers moves; a super-packet keeps its segment size.
+    if (bpf_skb_vlan_pop(skb) || bpf_skb_change_head(skb, 4, 0) ||
+        bpf_skb_load_bytes(skb, 4, hdr, 12))
+        goto fail;
+    __builtin_memcpy(&hdr[12], &tpid, 2);
+    tci = bpf_htons(tci);
+    __builtin_memcpy(&hdr[14], &tci, 2);
+    if (bpf_skb_store_bytes(skb, 0, hdr, sizeof(hdr), 0))
+        goto fail;
+    // As the kernel marks a frame of a VLAN it has no device for, so
+    // that its own IP stack, which gets the packet too, leaves it.
+    if (vid)
+        bpf_skb_change_type(skb, PACKET_OTHERHOST);
     return TC_ACT_OK;
+fail:
+    // (bpf_skb_change_head refuses a frame over about 16 KB that is not
+    // a super-packet: a port with a larger MTU loses such tagged frames
+    // here, counted.)
+    count(FP_DROPPED);
+    return TC_ACT_SHOT;
 }
 
 static __always_inline int back(struct __sk_buff *skb)

@@ -38,6 +38,17 @@ fn taken(log: &str) -> u64 {
 /// `ports` as its ports and interfaces (one worker, no host interface):
 /// the daemon, its log and its control socket.
 fn start(fw: &str, name: &str, pf: &str, ports: &str) -> (Proc, Log, std::path::PathBuf) {
+    start_workers(fw, name, pf, ports, 1)
+}
+
+/// `start` with `workers` workers.
+fn start_workers(
+    fw: &str,
+    name: &str,
+    pf: &str,
+    ports: &str,
+    workers: usize,
+) -> (Proc, Log, std::path::PathBuf) {
     let d = std::env::temp_dir().join(format!("palisade-fastpath-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -47,7 +58,7 @@ fn start(fw: &str, name: &str, pf: &str, ports: &str) -> (Proc, Log, std::path::
     std::fs::write(
         &cfg,
         format!(
-            "pf = \"pf.conf\"\ncontrol = \"{}\"\nmetrics = \"127.0.0.1:9464\"\nfastpath = true\nworkers = 1\n[host]\nenabled = false\n{ports}",
+            "pf = \"pf.conf\"\ncontrol = \"{}\"\nmetrics = \"127.0.0.1:9464\"\nfastpath = true\nworkers = {workers}\n[host]\nenabled = false\n{ports}",
             sock.display()
         ),
     )
@@ -832,24 +843,13 @@ fn path_mtu_errors_about_handed_over_connections_reach_the_sender_at_once() {
     let _ = daemon.stop();
 }
 
-/// Scenario S2's VLAN: connections between a VM on VLAN 1234 (tagged on
-/// the trunk) and the upstream network (untagged) go through the program
-/// both ways, over IPv4 through hide NAT and over IPv6 routed. The
-/// program takes the tag off on the way in and puts the way out's on:
-/// the upstream host has no VLAN device (a tagged frame is lost there)
-/// and the VM's adapter drops every frame not tagged 1234, so the bytes
-/// arrive only if both are right. What the program gives back (SYN, FIN,
-/// the first packets) must reach Palisade with its tag, which the kernel
-/// clears before the per-family sockets: the connections are not even
-/// made otherwise.
-///
-///   up [eth0 203.0.113.1]--[up0 "wan" 203.0.113.2] fw
-///   fw [trunk0 VLAN 1234 "vlan1234" 192.0.2.1]--[vmtrunk] vm (TAP vm0,
-///      192.0.2.10, tagged by `palisade lab vlan-adapter`)
-#[test]
-fn vlan_connections_go_through_the_kernel_tags_and_all() {
-    require_root();
-    let ns = Netns::new("fpvlan", 3);
+/// S2's topology on VLAN `vid`: `up` with 203.0.113.1 and
+/// 2001:db8:ff::1 (and a route to the VM's IPv6 network via the firewall),
+/// the firewall's namespace, and the VM behind the lab's tagging adapter
+/// (192.0.2.10 and 2001:db8:1::10, default routes via the firewall):
+/// namespaces, their names and the adapter.
+fn vlan_topology(tag: &str, vid: u16) -> (Netns, String, String, String, Proc) {
+    let ns = Netns::new(tag, 3);
     let (up, fw, vm) = (
         ns.names[0].clone(),
         ns.names[1].clone(),
@@ -884,9 +884,10 @@ fn vlan_connections_go_through_the_kernel_tags_and_all() {
         &vm,
         &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
     );
-    let _adapter = ns.spawn(
+    let vid = vid.to_string();
+    let adapter = ns.spawn(
         &vm,
-        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", "1234"],
+        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", &vid],
     );
     wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
         ok(&vm, &["ip", "link", "show", "vm0"])
@@ -916,17 +917,45 @@ fn vlan_connections_go_through_the_kernel_tags_and_all() {
     ] {
         ns.exec(&vm, &a);
     }
+    (ns, up, fw, vm, adapter)
+}
+
+/// The firewall's ports and interfaces for `vlan_topology`.
+fn vlan_ports(vid: u16) -> String {
+    format!(
+        "[[port]]\nname = \"up0\"\n[[port]]\nname = \"trunk0\"\n\
+         [[interface]]\nname = \"wan\"\nport = \"up0\"\n\
+         addresses = [\"203.0.113.2/24\", \"2001:db8:ff::2/64\"]\n\
+         [[interface]]\nname = \"vlan{vid}\"\nport = \"trunk0\"\nvlan = {vid}\n\
+         addresses = [\"192.0.2.1/24\", \"2001:db8:1::1/64\"]\n"
+    )
+}
+
+/// Scenario S2's VLAN: connections between a VM on VLAN 1234 (tagged on
+/// the trunk) and the upstream network (untagged) go through the program
+/// both ways, over IPv4 through hide NAT and over IPv6 routed. The
+/// program takes the tag off on the way in and puts the way out's on:
+/// the upstream host has no VLAN device (a tagged frame is lost there)
+/// and the VM's adapter drops every frame not tagged 1234, so the bytes
+/// arrive only if both are right. What the program gives back (SYN, FIN,
+/// the first packets) must reach Palisade with its tag, which the kernel
+/// clears before the per-family sockets: the connections are not even
+/// made otherwise.
+///
+///   up [eth0 203.0.113.1]--[up0 "wan" 203.0.113.2] fw
+///   fw [trunk0 VLAN 1234 "vlan1234" 192.0.2.1]--[vmtrunk] vm (TAP vm0,
+///      192.0.2.10, tagged by `palisade lab vlan-adapter`)
+#[test]
+fn vlan_connections_go_through_the_kernel_tags_and_all() {
+    require_root();
+    let (ns, up, fw, vm, _adapter) = vlan_topology("fpvlan", 1234);
     let (mut daemon, log, sock) = start(
         &fw,
         "vlan",
         "block all\npass inet proto icmp\npass inet6 proto icmp6\n\
          match out on wan inet from 192.0.2.0/24 nat-to (wan)\n\
          pass proto tcp to port 5201\n",
-        "[[port]]\nname = \"up0\"\n[[port]]\nname = \"trunk0\"\n\
-         [[interface]]\nname = \"wan\"\nport = \"up0\"\n\
-         addresses = [\"203.0.113.2/24\", \"2001:db8:ff::2/64\"]\n\
-         [[interface]]\nname = \"vlan1234\"\nport = \"trunk0\"\nvlan = 1234\n\
-         addresses = [\"192.0.2.1/24\", \"2001:db8:1::1/64\"]\n",
+        &vlan_ports(1234),
     );
     wait_ping(&vm, "203.0.113.1", &log);
     let taken = || fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
@@ -968,6 +997,107 @@ fn vlan_connections_go_through_the_kernel_tags_and_all() {
         fastpath_info(&sock)["dropped"].as_u64(),
         Some(0),
         "{}",
+        log.lock().unwrap()
+    );
+    let _ = daemon.stop();
+}
+
+/// What the program gives back on a VLAN reaches Palisade's workers by
+/// the flow, as untagged frames do: a datagram stream the program never
+/// takes (its rule logs every packet) crosses a firewall with two
+/// workers in the order it was sent. (The first version put the tag back
+/// after the EtherType, which moved the kernel's idea of the network
+/// header onto the tag: the sockets' fanout hash then read the IP header
+/// 4 bytes off, and for VLAN ids from 1280 up took the TTL and checksum
+/// for the source address, spreading one flow over both workers.)
+#[test]
+fn a_vlan_flow_in_user_space_keeps_its_order_across_workers() {
+    require_root();
+    let (ns, up, fw, vm, _adapter) = vlan_topology("fpvord", 2000);
+    ns.exec(
+        &up,
+        &["ip", "route", "add", "192.0.2.0/24", "via", "203.0.113.2"],
+    );
+    let (mut daemon, log, _sock) = start_workers(
+        &fw,
+        "vlanord",
+        "block all\npass inet proto icmp\npass log (all) proto udp to port 9999\n",
+        &vlan_ports(2000),
+        2,
+    );
+    wait_ping(&vm, "203.0.113.1", &log);
+    // The receiver prints how many datagrams came and how many came
+    // after one sent later.
+    let mut rx = ns.spawn(
+        &up,
+        &[
+            "timeout",
+            "30",
+            "python3",
+            "-c",
+            "import socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)\n\
+             s.bind(('203.0.113.1', 9999))\n\
+             s.settimeout(10)\n\
+             n = late = top = 0\n\
+             try:\n\
+             \x20   while True:\n\
+             \x20       d, _ = s.recvfrom(2048)\n\
+             \x20       if d == b'end':\n\
+             \x20           break\n\
+             \x20       k = int(d.split(b' ')[0])\n\
+             \x20       n += 1\n\
+             \x20       late += k < top\n\
+             \x20       top = max(top, k)\n\
+             \x20       s.settimeout(2)\n\
+             except socket.timeout:\n\
+             \x20   pass\n\
+             print(n, late, flush=True)\n",
+        ],
+    );
+    wait_until("the receiver", Duration::from_secs(5), || {
+        String::from_utf8_lossy(&ns.exec(&up, &["ss", "-uln"]).stdout).contains(":9999")
+    });
+    // 4,000 datagrams of 200 bytes in bursts, then the end.
+    ns.exec(
+        &vm,
+        &[
+            "timeout",
+            "30",
+            "python3",
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for k in range(1, 4001):\n\
+             \x20   s.sendto(b'%d ' % k + b'x' * 200, ('203.0.113.1', 9999))\n\
+             \x20   if k % 50 == 0:\n\
+             \x20       time.sleep(0.002)\n\
+             time.sleep(0.5)\n\
+             s.sendto(b'end', ('203.0.113.1', 9999))\n",
+        ],
+    );
+    // It ends at the end, or 2 s after the last datagram (bounded by its
+    // `timeout` as well).
+    wait_until("the receiver's count", Duration::from_secs(35), || {
+        rx.0.as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    });
+    let out = rx.stop().expect("the receiver's output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut it = text
+        .split_whitespace()
+        .map(|n| n.parse::<u64>().unwrap_or(0));
+    let (n, late) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    assert!(
+        n > 1_000,
+        "{n} datagrams came ({text:?})\n{}",
+        log.lock().unwrap()
+    );
+    assert_eq!(
+        late,
+        0,
+        "{late} of {n} datagrams came after one sent later\n{}",
         log.lock().unwrap()
     );
     let _ = daemon.stop();

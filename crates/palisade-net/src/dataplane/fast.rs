@@ -353,6 +353,11 @@ impl Dataplane {
         // refused as state-mismatch, and the sender learnt the path MTU a
         // tick late). Its flow is the quoted packet's answer, as it
         // arrives here.
+        // A priority tag (VLAN 0) is the untagged interface's frame: the
+        // program never takes it (its key has the tag), but it may belong
+        // to an untagged flow the program has, whose record pf needs.
+        // (`in_vlan` keeps the tag: no direction is learnt from it.)
+        let vlan = vlan.filter(|v| *v != 0);
         let quoted = quoted_flow(ix, &frame[l2..], &info).map(|k| k.with_vlan(vlan));
         let Some(key) = key_of(ix, &info).map(|k| k.with_vlan(vlan)).or(quoted) else {
             return;
