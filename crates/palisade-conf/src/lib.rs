@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use files::io_reason;
 pub use ir::MAX_ANCHOR_DEPTH;
-pub use parser::{ParseOptions, ParseOutput};
+pub use parser::{ParseOptions, ParseOutput, MAX_STATES};
 
 /// Where the configuration comes from.
 pub enum Input<'a> {

@@ -861,3 +861,37 @@ fn a_table_entry_with_an_ipv4_mask_over_32_is_refused() {
         out.stderr
     );
 }
+
+/// `set limit states` up to the state table's size (16,777,216 slots,
+/// docs/limits.md); one more is refused at its line, as any other bound
+/// here (a limit shown but never reachable would mislead), alone or in a
+/// `{ }` list.
+#[test]
+fn set_limit_states_at_most_the_state_tables_size() {
+    let opts = ParseOptions::default();
+    let max = palisade_conf::MAX_STATES;
+    assert_eq!(max, 16_777_216);
+    let ok = parse(&format!("pass\nset limit states {max}\n"), &opts);
+    assert_eq!(ok.errors, 0, "{:?}", ok.stderr);
+    let over = parse(
+        &format!("pass\nset limit states {}\npass\n", max + 1),
+        &opts,
+    );
+    assert_eq!(over.errors, 1, "{:?}", over.stderr);
+    assert_eq!(
+        over.stderr,
+        ["t.conf:2: limit states 16777217 too large: at most 16777216 (the state table's size)"],
+        "{:?}",
+        over.stderr
+    );
+    let list = parse("set limit { frags 100, states 4294967295 }\n", &opts);
+    assert_eq!(list.errors, 1, "{:?}", list.stderr);
+    assert!(
+        list.stderr[0].starts_with("t.conf:1: limit states 4294967295 too large"),
+        "{:?}",
+        list.stderr
+    );
+    // Other limits keep their range (pf's pools have no such bound).
+    let frags = parse("set limit frags 16777217\n", &opts);
+    assert_eq!(frags.errors, 0, "{:?}", frags.stderr);
+}

@@ -838,8 +838,9 @@ fn secs_of(now_ms: u64) -> u32 {
 
 /// pf's default state limit.
 pub const DEFAULT_STATE_LIMIT: u32 = 100_000;
-/// Local ids keep the slot in 24 bits.
-const MAX_SLOTS: usize = 1 << 24;
+/// Local ids keep the slot in 24 bits (the parser refuses a `set limit
+/// states` above it).
+const MAX_SLOTS: usize = palisade_conf::MAX_STATES as usize;
 const SLOT_MASK: u32 = (1 << 30) - 1;
 
 impl StateTable {

@@ -83,6 +83,10 @@ pub const MAX_RULES: usize = 262_144;
 /// prefixes.
 pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
 
+/// Most states `set limit states` may ask for: 16,777,216, as many as
+/// the state table has slots (a state's id keeps its slot in 24 bits).
+pub const MAX_STATES: u32 = 1 << 24;
+
 #[derive(Debug)]
 enum PErr {
     /// A syntax error: reported as "syntax error" at the current token.

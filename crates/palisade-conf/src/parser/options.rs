@@ -269,6 +269,15 @@ impl<'a> Parser<'a> {
             self.error(format!("limit {name} out of range"));
             return Err(PErr::Reported);
         }
+        // The state table has no more slots than this: a larger limit
+        // would be shown but never reached.
+        if name == "states" && n > super::MAX_STATES as i64 {
+            self.error(format!(
+                "limit states {n} too large: at most {} (the state table's size)",
+                super::MAX_STATES
+            ));
+            return Err(PErr::Reported);
+        }
         self.push_option(SetOption::Limit(name, n as u32));
         Ok(())
     }
