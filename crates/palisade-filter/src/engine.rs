@@ -356,7 +356,8 @@ pub struct Successor {
 
 impl Successor {
     /// Make the successor's tables and anchors current (pf.conf's tables
-    /// replace those of the same name, stamped `now_s`, except those it
+    /// replace those of the same name, their new entries stamped `now_s`
+    /// and those they held before keeping their age, except those it
     /// defines without addresses, which keep their entries; tables created at
     /// run time stay; pf.conf's `load anchor`s replace those of the last
     /// pf.conf, anchors loaded at run time stay unless pf.conf loads one
@@ -385,7 +386,13 @@ impl Successor {
                         continue;
                     }
                 }
+                // Its entries that were there before keep their age
+                // (`table expire`); the new ones date from now, as pf's
+                // commit stamps only what it adds.
                 tab.born = now_s;
+                if let Some(old) = t.tables.get(&name) {
+                    tab.keep_ages_of(old);
+                }
                 t.tables.insert(name, tab);
             }
         }

@@ -152,6 +152,27 @@ impl AddrTable {
         }
     }
 
+    /// The negation of exactly this network's entry, if it is one.
+    fn neg_of(&self, ip: &IpAddr, bits: u8) -> Option<bool> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&bits)?.get(&u32::from(*a)).copied(),
+            IpAddr::V6(a) => self.v6.get(&bits)?.get(&u128::from(*a)).copied(),
+        }
+    }
+
+    /// Take the ages of `old`'s entries that this table, replacing it,
+    /// holds too (the same network, negated alike): pf's commit of a
+    /// table's new contents keeps such an entry with its time, and only
+    /// the entries it adds (or turns) date from the commit (`born`).
+    pub fn keep_ages_of(&mut self, old: &AddrTable) {
+        for (neg, ip, bits) in self.all() {
+            if old.neg_of(&ip, bits) == Some(neg) {
+                let at = *old.stamps.get(&(ip, bits)).unwrap_or(&old.born);
+                self.stamps.insert((ip, bits), at);
+            }
+        }
+    }
+
     /// Remove the entries added before `cutoff` (seconds); returns them.
     pub fn expire(&mut self, cutoff: u64) -> Vec<(bool, IpAddr, u8)> {
         let old: Vec<(bool, IpAddr, u8)> = self

@@ -1577,12 +1577,18 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                         ts.limit()
                     ));
                 }
-                for n in old {
-                    ts.tables.remove(&n);
-                }
+                let replaced: std::collections::HashMap<String, palisade_filter::AddrTable> = old
+                    .iter()
+                    .filter_map(|n| ts.tables.remove_entry(n))
+                    .collect();
                 for (tname, mut tab) in tables {
                     tab.born = now;
                     tab.anchor_load = true;
+                    // An entry the table held before keeps its age (as
+                    // pf's commit does); the new ones date from now.
+                    if let Some(o) = replaced.get(&tname).or(ts.tables.get(&tname)) {
+                        tab.keep_ages_of(o);
+                    }
                     ts.tables.insert(tname, tab);
                 }
             }
