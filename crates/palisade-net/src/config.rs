@@ -892,7 +892,7 @@ impl Config {
         }
         let mut ifaces: Vec<Iface> = Vec::new();
         let mut if_ix: HashMap<String, usize> = HashMap::new();
-        let mut seen_addr: HashMap<IpAddr, String> = HashMap::new();
+        let mut seen_addr: HashMap<(IpAddr, String), String> = HashMap::new();
         let mut addrs = |cx: &Ctx, list: &[Spanned<String>], owner: &str| {
             let mut out = Vec::new();
             for a in list {
@@ -906,7 +906,16 @@ impl Config {
                         },
                     ));
                 }
-                if let Some(o) = seen_addr.insert(p.ip, owner.to_string()) {
+                // (An IPv6 link-local address is the link's: the same one,
+                // fe80::1 say, may be on every interface, as on Linux and
+                // OpenBSD.)
+                let link_local = matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local());
+                let key = if link_local {
+                    (p.ip, owner.to_string())
+                } else {
+                    (p.ip, String::new())
+                };
+                if let Some(o) = seen_addr.insert(key, owner.to_string()) {
                     return Err(cx.err(
                         a,
                         ConfigProblem::AddressTaken {

@@ -104,8 +104,13 @@ impl Tap {
         }
         run(&["link", "set", n, "arp", "off", "up"]);
         let mut nets = Vec::new();
+        // (A link-local address on several interfaces is given once.)
+        let mut given = std::collections::HashSet::new();
         for i in &cfg.ifaces {
             for p in &i.addresses {
+                if !given.insert(p.ip) {
+                    continue;
+                }
                 let (fam, host) = if p.ip.is_ipv4() {
                     ("-4", 32)
                 } else {

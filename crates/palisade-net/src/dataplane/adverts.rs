@@ -50,7 +50,9 @@ pub(super) fn advertisers(
             continue;
         };
         let mut prefixes: Vec<(Ipv6Addr, u8)> = Vec::new();
-        for (a, bits) in v6.filter(|(a, _)| !a.is_unicast_link_local()) {
+        // (Not a /128: an address alone is no prefix a host could take
+        // one from or find on the link, and rad(8) leaves it out too.)
+        for (a, bits) in v6.filter(|(a, bits)| !a.is_unicast_link_local() && *bits < 128) {
             let p = (ra::network(a, bits), bits);
             if !prefixes.contains(&p) {
                 prefixes.push(p);

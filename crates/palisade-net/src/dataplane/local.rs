@@ -216,6 +216,30 @@ impl Local {
                 .any(|v| v.on && v.addresses.contains(ip))
     }
 
+    /// `ip` is one of our addresses as seen on interface `i`: an IPv6
+    /// link-local address only if it is `i`'s (each link has its own
+    /// fe80::/10: the firewall's fe80::1 on one link is not the gateway
+    /// fe80::1 on another), any other on any interface.
+    pub(super) fn is_ours_at(&self, i: usize, ip: &IpAddr) -> bool {
+        if !is_link_local(ip) {
+            return self.is_ours(ip);
+        }
+        self.addresses
+            .get(i)
+            .is_some_and(|a| a.iter().any(|p| p.ip == *ip))
+            || self
+                .virtuals
+                .iter()
+                .any(|v| v.on && v.iface == i && v.addresses.contains(ip))
+    }
+
+    /// The interfaces that have `ip` as an address of their own.
+    pub(super) fn owners(&self, ip: &IpAddr) -> Vec<usize> {
+        (0..self.addresses.len())
+            .filter(|&i| self.is_ours_at(i, ip))
+            .collect()
+    }
+
     /// Interface `i`'s address whose subnet holds `ip` (not link-local).
     pub(super) fn address_on(&self, i: usize, ip: &IpAddr) -> Option<IpAddr> {
         self.addresses.get(i)?.iter().find_map(|p| {
@@ -438,4 +462,9 @@ impl Dataplane {
         self.counters.frames_out += out.len() as u64;
         Ok(out)
     }
+}
+
+/// An IPv6 link-local address (fe80::/10).
+pub(super) fn is_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(a) if a.is_unicast_link_local())
 }

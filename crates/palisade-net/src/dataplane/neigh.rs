@@ -477,7 +477,7 @@ impl Dataplane {
                 }
                 if !s.is_unspecified()
                     && self.on_link(i, &IpAddr::V6(s))
-                    && !self.local.is_ours(&IpAddr::V6(s))
+                    && !self.local.is_ours_at(i, &IpAddr::V6(s))
                 {
                     if let Some(m) = lladdr {
                         self.learn(i, IpAddr::V6(s), m, now);

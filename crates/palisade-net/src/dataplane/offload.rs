@@ -131,7 +131,7 @@ impl Dataplane {
             return false;
         };
         // What the router refuses before pf, as for a single packet.
-        if let Some(r) = self.refused_on_arrival(&frame[l2..l2 + info.len], &info) {
+        if let Some(r) = self.refused_on_arrival(i, &frame[l2..l2 + info.len], &info) {
             self.counters.dropped(r);
             return true;
         }
@@ -161,7 +161,7 @@ impl Dataplane {
             info
         };
         let way = self.way(i, &info.dst);
-        let simple = !self.local.is_ours(&info.dst)
+        let simple = !self.local.is_ours_at(i, &info.dst)
             && !info.dst.is_loopback()
             && !is_multicast_or_broadcast(&info.dst)
             && !self.local.is_directed_broadcast(&info.dst)

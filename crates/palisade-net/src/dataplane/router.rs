@@ -186,7 +186,7 @@ impl Dataplane {
         {
             self.conflict(i, info.src, src);
         }
-        if let Some(r) = self.refused_on_arrival(&pkt, &info) {
+        if let Some(r) = self.refused_on_arrival(i, &pkt, &info) {
             self.counters.dropped(r);
             return;
         }
@@ -275,7 +275,7 @@ impl Dataplane {
             self.forward(i, pkt, &info, refrag, Some(w), now);
             return;
         }
-        if self.local.is_ours(&info.dst) || (self.host.is_some() && info.dst.is_loopback()) {
+        if self.local.is_ours_at(i, &info.dst) || (self.host.is_some() && info.dst.is_loopback()) {
             self.local_in(i, src, pkt, &info, now);
             return;
         }
@@ -615,18 +615,23 @@ impl Dataplane {
     /// no state is made for it), whole or a super-packet alike: an IPv4
     /// header with a bad checksum; a source no host can have; a unicast
     /// packet for another host that came in a broadcast or multicast
-    /// frame (`in_group_frame`).
-    pub(super) fn refused_on_arrival(&self, pkt: &[u8], info: &IpInfo) -> Option<DropReason> {
+    /// frame (`in_group_frame`). `i`: the interface it arrived on.
+    pub(super) fn refused_on_arrival(
+        &self,
+        i: usize,
+        pkt: &[u8],
+        info: &IpInfo,
+    ) -> Option<DropReason> {
         if !v4_header_checksum_ok(pkt, info) {
             return Some(DropReason::BadChecksum);
         }
-        if self.martian_source(&info.src) {
+        if self.martian_source(i, &info.src) {
             return Some(DropReason::MartianSource);
         }
         if self.in_group_frame
             && !is_multicast_or_broadcast(&info.dst)
             && !self.local.is_directed_broadcast(&info.dst)
-            && !self.local.is_ours(&info.dst)
+            && !self.local.is_ours_at(i, &info.dst)
         {
             return Some(DropReason::UnicastInGroupFrame);
         }
@@ -636,15 +641,17 @@ impl Dataplane {
     /// A source no host can have (Linux's martian sources, ip6_rcv's
     /// IPv4-mapped check): loopback, unspecified or 0/8, multicast,
     /// limited or one of our subnets' broadcast, IPv4-mapped IPv6, or one
-    /// of our own addresses (with Linux's accept_local off).
-    fn martian_source(&self, src: &IpAddr) -> bool {
+    /// of our own addresses (with Linux's accept_local off; a link-local
+    /// one only if it is the arrival interface `i`'s: another link's
+    /// fe80::1 is another host).
+    fn martian_source(&self, i: usize, src: &IpAddr) -> bool {
         let impossible = match src {
             IpAddr::V4(a) => {
                 a.is_loopback() || a.octets()[0] == 0 || a.is_multicast() || a.is_broadcast()
             }
             IpAddr::V6(a) => a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some(),
         };
-        impossible || self.is_subnet_broadcast(src) || self.local.is_ours(src)
+        impossible || self.is_subnet_broadcast(src) || self.local.is_ours_at(i, src)
     }
 
     /// Whether `a` is the broadcast address of one of the interfaces'
@@ -662,6 +669,29 @@ impl Dataplane {
                 u32::from(n) & !host | host == u32::from(*a)
             }
         })
+    }
+
+    /// Where a packet of the firewall's own goes. To an IPv6 link-local
+    /// address, which every link has a network of (fe80::/64 on each
+    /// interface with a link-local address: a route lookup would take the
+    /// first): out of the one interface whose address the packet comes
+    /// from, else (the same link-local address on several, or none) out
+    /// of one that knows the destination as a neighbour, else by the
+    /// routes. Anything else by the routes.
+    fn route_own(&self, info: &IpInfo) -> Option<(usize, IpAddr)> {
+        if super::local::is_link_local(&info.dst) {
+            let owners = self.local.owners(&info.src);
+            if let [e] = owners[..] {
+                return Some((e, info.dst));
+            }
+            let known = (0..self.cfg.ifaces.len())
+                .filter(|e| owners.is_empty() || owners.contains(e))
+                .find(|&e| self.neigh.contains(e, &info.dst));
+            if let Some(e) = known {
+                return Some((e, info.dst));
+            }
+        }
+        lookup(&self.cfg, &info.dst)
     }
 
     /// A packet the firewall itself sends: routed, filtered `out`, with
@@ -693,7 +723,7 @@ impl Dataplane {
             self.local_in(i, mac, pkt, &info, now);
             return;
         }
-        let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
+        let Some((e, nh)) = self.route_own(&info) else {
             self.counters.dropped(DropReason::NoRoute);
             return;
         };

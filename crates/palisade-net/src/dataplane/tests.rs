@@ -1697,7 +1697,7 @@ addresses = ["192.0.2.2/24", "2001:db8:1::2/64"]
 name = "vms"
 port = "eth1"
 vlan = 1234
-addresses = ["fe80::1/64", "198.18.0.1/24", "2001:db8:3::1/64", "2001:db8:4::1/64"]
+addresses = ["fe80::1/64", "198.18.0.1/24", "2001:db8:3::1/64", "2001:db8:4::1/64", "2001:db8:5::1/128"]
 [interface.router-advertisements]
 dns = ["2001:db8:3::53"]
 mtu = true
@@ -2504,4 +2504,109 @@ fn synproxys_ack_to_the_client_of_an_own_service_leaves_for_the_client() {
     let to_client = o.iter().find(|(p, _)| *p == 0).unwrap();
     let info = parse_ip(&to_client.1[14..]).unwrap();
     assert_eq!((info.src, info.dst), (fw, client));
+}
+
+/// IPv6 link-local addresses are their link's (RFC 4291 2.5.6): the
+/// firewall's fe80::1 on the LAN (what its router advertisements name)
+/// is not the provider's gateway fe80::1 upstream, the same fe80::1 may
+/// be on several interfaces, and what the firewall sends to a link-local
+/// address leaves by the interface it speaks from. A probe found the
+/// gateway's neighbour advertisements dropped as martian sources (every
+/// forwarded IPv6 packet then waited for it in vain), a second fe80::1
+/// refused by the configuration, and answers from wan's link-local
+/// address sent out of the first interface with a fe80::/64.
+#[test]
+fn link_local_addresses_belong_to_their_link() {
+    const LL: &str = r#"
+pf = "pf.conf"
+[[port]]
+name = "eth0"
+[[port]]
+name = "eth1"
+[[port]]
+name = "eth2"
+[[interface]]
+name = "lan"
+port = "eth0"
+addresses = ["fe80::1/64", "2001:db8:2::1/64"]
+[[interface]]
+name = "wan"
+port = "eth1"
+addresses = ["fe80::2/64", "2001:db8:1::2/64"]
+[[interface]]
+name = "dmz"
+port = "eth2"
+addresses = ["fe80::1/64", "2001:db8:3::1/64"]
+[[route]]
+to = "::/0"
+via = "fe80::1"
+interface = "wan"
+"#;
+    let mut d = dp(LL, "pass\n");
+    let gw: Ipv6Addr = "fe80::1".parse().unwrap();
+    let wan_ll: Ipv6Addr = "fe80::2".parse().unwrap();
+    // A host on the LAN sends to the Internet: the gateway is asked for
+    // on wan.
+    let out = build::ip(
+        "2001:db8:2::10".parse().unwrap(),
+        "2001:db8:99::1".parse().unwrap(),
+        17,
+        64,
+        &build::udp(1000, 53, b"q"),
+    );
+    let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &out), 0);
+    assert_eq!(ports(&o), [1], "a solicitation on wan: {o:?}");
+    // The gateway answers from fe80::1 (solicited, override, its MAC).
+    let mut body = gw.octets().to_vec();
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&A);
+    let na = build::ip(
+        IpAddr::V6(gw),
+        IpAddr::V6(wan_ll),
+        58,
+        255,
+        &build::icmp(136, 0, [0x60, 0, 0, 0], &body),
+    );
+    let o = d.input(1, &eth(M1, A, None, ETH_IPV6, &na), 1);
+    assert_eq!(
+        d.counters.drops.get(DropReason::MartianSource),
+        0,
+        "the gateway's advertisement refused as from our own address"
+    );
+    assert_eq!(ports(&o), [1], "the queued packet leaves on wan: {o:?}");
+    assert_eq!(&o[0].1[0..6], &A, "to the gateway's MAC");
+    // Pinged on wan's link-local address by a neighbour there: the
+    // answer (or the solicitation before it) leaves on wan, not on the
+    // LAN, the first interface with a fe80::/64.
+    let ping = build::ip(
+        "fe80::99".parse().unwrap(),
+        IpAddr::V6(wan_ll),
+        58,
+        64,
+        &build::icmp(128, 0, [0, 1, 0, 1], b"ping"),
+    );
+    let o = d.input(1, &eth(M1, B, None, ETH_IPV6, &ping), 2);
+    assert_eq!(ports(&o), [1], "{o:?}");
+    assert_eq!(d.counters.local_echo, 1);
+    // The LAN's own fe80::1 still answers there (and a packet from it
+    // on the LAN is ours: a martian).
+    let ping = build::ip(
+        "fe80::10".parse().unwrap(),
+        IpAddr::V6(gw),
+        58,
+        64,
+        &build::icmp(128, 0, [0, 1, 0, 2], b"ping"),
+    );
+    let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &ping), 3);
+    assert_eq!(ports(&o), [0], "{o:?}");
+    assert_eq!(d.counters.local_echo, 2);
+    let spoofed = build::ip(
+        IpAddr::V6(gw),
+        "2001:db8:1::5".parse().unwrap(),
+        17,
+        64,
+        &build::udp(1, 2, b"x"),
+    );
+    d.input(0, &eth(M0, B, None, ETH_IPV6, &spoofed), 4);
+    assert_eq!(d.counters.drops.get(DropReason::MartianSource), 1);
 }
