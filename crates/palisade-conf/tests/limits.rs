@@ -895,3 +895,37 @@ fn set_limit_states_at_most_the_state_tables_size() {
     let frags = parse("set limit frags 16777217\n", &opts);
     assert_eq!(frags.errors, 0, "{:?}", frags.stderr);
 }
+
+/// pf refuses a ruleset with more tables than `set limit tables` (its
+/// table pool; 1,000 by default): the error names the `set limit tables`
+/// line, or without one the first table past the default. (The limit
+/// was accepted and ignored.)
+#[test]
+fn a_ruleset_holds_no_more_tables_than_set_limit_tables() {
+    let opts = ParseOptions::default();
+    let ok = parse(
+        "set limit tables 2\ntable <a> { 192.0.2.1 }\ntable <b> persist\npass\n",
+        &opts,
+    );
+    assert_eq!(ok.errors, 0, "{:?}", ok.stderr);
+    let over = parse(
+        "set limit tables 2\ntable <a> { 192.0.2.1 }\ntable <b> persist\ntable <c> persist\n",
+        &opts,
+    );
+    assert_eq!(
+        over.stderr,
+        ["t.conf:1: 3 tables, over set limit tables 2: pf refuses to load them (Cannot allocate memory)"]
+    );
+    // pf's default, 1,000: the table past it is named.
+    let mut text = String::new();
+    for i in 0..1001 {
+        text.push_str(&format!("table <t{i}> persist\n"));
+    }
+    let over = parse(&text, &opts);
+    assert_eq!(
+        over.stderr,
+        ["t.conf:1001: 1001 tables, over set limit tables 1000 (pf's default): pf refuses to load them (Cannot allocate memory)"]
+    );
+    text.insert_str(0, "set limit tables 1001\n");
+    assert_eq!(parse(&text, &opts).errors, 0);
+}

@@ -355,6 +355,40 @@ pub struct Successor {
 }
 
 impl Successor {
+    /// Is `tab` (named `name`) a table an `anchor A load` made that this
+    /// pf.conf's `load anchor A` replaces?
+    fn replaces_loaded(&self, name: &str, tab: &crate::table::AddrTable) -> bool {
+        tab.anchor_load
+            && self
+                .anchors
+                .iter()
+                .any(|(a, _)| crate::table::of_anchor(name, a))
+    }
+
+    /// How many tables there will be once committed: pf.conf's, and
+    /// those made at run time that stay.
+    pub fn tables_after(&self) -> usize {
+        let t = self
+            .engine
+            .runtime
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let kept = t
+            .tables
+            .iter()
+            .filter(|(n, tab)| {
+                !self.tables.tables.contains_key(*n) && !self.replaces_loaded(n, tab)
+            })
+            .count();
+        kept + self.tables.tables.len()
+    }
+
+    /// The ruleset's `set limit tables` (pf's 1,000 without it).
+    pub fn tables_limit(&self) -> usize {
+        self.tables.tables_limit()
+    }
+
     /// Make the successor's tables and anchors current (pf.conf's tables
     /// replace those of the same name, their new entries stamped `now_s`
     /// and those they held before keeping their age, except those it
@@ -368,15 +402,11 @@ impl Successor {
         {
             let mut t = rt.tables.write().unwrap_or_else(|e| e.into_inner());
             t.entries_limit = self.tables.entries_limit;
+            t.tables_limit = self.tables.tables_limit;
             // pf.conf's `load anchor A` replaces what `anchor A load` put
             // there, the tables of its file too.
-            t.tables.retain(|name, tab| {
-                !(tab.anchor_load
-                    && self
-                        .anchors
-                        .iter()
-                        .any(|(a, _)| crate::table::of_anchor(name, a)))
-            });
+            t.tables
+                .retain(|name, tab| !self.replaces_loaded(name, tab));
             for (name, mut tab) in self.tables.tables {
                 // Defined without addresses: what the running table holds
                 // stays (pfctl), only its flags are the new definition's.
@@ -679,6 +709,11 @@ impl Engine {
     /// matching keeps its entry and its age.
     pub fn table_add(&self, name: &str, addr: &Addr, now_s: u64) -> bool {
         let mut t = self.tables_mut();
+        // No table made past `set limit tables` (pf's pool refuses it).
+        if !t.tables.contains_key(name) && !t.room_for_table() {
+            t.refused += 1;
+            return false;
+        }
         let full = !t.room_for(1);
         let tab = t
             .tables

@@ -186,6 +186,9 @@ pub struct Filter {
     /// `sticky-address`: (rule, pool slot, client) -> (address, last use).
     sticky: HashMap<(RuleRef, u8, IpAddr), (IpAddr, u64)>,
     sticky_ms: u64,
+    /// A pool's new sticky address was refused for `set limit
+    /// src-nodes` (the packet is dropped `src-limit`, not `translate`).
+    nodes_refused: bool,
     /// While a SYN that replaced a closed connection's state is decided:
     /// that state's key after translation, when it was translated and the
     /// SYN came the way it did (see `reopen_key`).
@@ -314,6 +317,7 @@ impl Filter {
             rr: HashMap::new(),
             sticky: HashMap::new(),
             sticky_ms: 0,
+            nodes_refused: false,
             reopened: None,
             frags: Reassembler::default(),
             osdb: FingerprintDb::default_db(),
@@ -471,6 +475,7 @@ impl Filter {
         let n = self.states.kill_source_nodes(&src);
         let before = self.sticky.len();
         self.sticky.retain(|(_, _, client), _| !src(client));
+        self.states.sticky_nodes = self.sticky.len();
         n + (before - self.sticky.len())
     }
 
@@ -898,6 +903,7 @@ impl Filter {
                     now < *last + keep
                 }
             });
+            self.states.sticky_nodes = self.sticky.len();
             self.last_expiry_ms = now_ms;
         }
         expired
@@ -1470,18 +1476,28 @@ impl Filter {
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.
+        // (A sticky address refused for `set limit src-nodes`: dropped
+        // `src-limit`, as pf's source-node pool refuses it.)
+        self.nodes_refused = false;
+        let untranslated = |f: &Filter| {
+            Decision::drop(if f.nodes_refused {
+                Reason::SrcLimit
+            } else {
+                Reason::Translate
+            })
+        };
         let base = after.clone();
         if let (Some(pool), Some(r)) = (&v.nat_pool, &v.nat) {
             match self.translate(pool, r, &base, &mut after, true, dir, random) {
                 Some(()) => {}
-                None => return self.count(Decision::drop(Reason::Translate)),
+                None => return self.count(untranslated(self)),
             }
         }
         if let (Some(pool), Some(r)) = (&v.rdr_pool, &v.rdr) {
             let base = after.clone();
             match self.translate(pool, r, &base, &mut after, false, dir, random) {
                 Some(()) => {}
-                None => return self.count(Decision::drop(Reason::Translate)),
+                None => return self.count(untranslated(self)),
             }
         }
         let translated = (after != key).then(|| after.clone());
@@ -1517,6 +1533,9 @@ impl Filter {
             }
             None => None,
         };
+        if self.nodes_refused {
+            return self.count(Decision::drop(Reason::SrcLimit));
+        }
         // An ICMP error that met no state passes or not by the rules, but
         // never makes a state (pf_test_rule: no state when state_icmp): one
         // would let any later error between the two hosts through, whatever
@@ -1524,6 +1543,7 @@ impl Filter {
         let icmp_error = info.is_icmp_error();
         if v.keep_state != KeepState::None && !icmp_error {
             let opts = self.state_opts_for(&v);
+            self.states.sticky_nodes = self.sticky.len();
             match self.states.insert(
                 key.clone(),
                 translated.clone(),
@@ -1927,6 +1947,15 @@ impl Filter {
             }
             _ => 0,
         };
+        // A client's first sticky address is a new source node: `set
+        // limit src-nodes` reached, pf's pool refuses it.
+        if pool.sticky && remembered.is_none() && !self.sticky.contains_key(&sticky_key) {
+            self.states.sticky_nodes = self.sticky.len();
+            if self.states.src_nodes_full() {
+                self.nodes_refused = true;
+                return None;
+            }
+        }
         let addr = choose_addr(&nets, pool, &key.src, &orig, random, rr, remembered);
         if pool.sticky {
             self.sticky.insert(sticky_key, (addr, self.now_ms));

@@ -707,6 +707,13 @@ pub struct StateTable {
     pub timeouts: [u32; 20],
     /// `set limit states`.
     pub limit: u32,
+    /// `set limit src-nodes`: source nodes at most, those of source
+    /// tracking (`src_nodes`) and the sticky addresses the filter keeps
+    /// (`sticky_nodes`) together, as pf's one pool holds both.
+    pub src_node_limit: u32,
+    /// The filter's sticky addresses (`sticky-address`), counted against
+    /// `src_node_limit` (the filter says how many before an insert).
+    pub sticky_nodes: usize,
     /// `set timeout` gave adaptive.start or adaptive.end: the two are
     /// taken as they are (an end of 0 turns the scaling off), not derived
     /// from the limit (pfctl derives them only when neither is set).
@@ -838,6 +845,8 @@ fn secs_of(now_ms: u64) -> u32 {
 
 /// pf's default state limit.
 pub const DEFAULT_STATE_LIMIT: u32 = 100_000;
+/// pf's default `set limit src-nodes` (PFSNODE_HIWAT).
+pub const DEFAULT_SRC_NODE_LIMIT: u32 = 10_000;
 /// Local ids keep the slot in 24 bits (the parser refuses a `set limit
 /// states` above it).
 const MAX_SLOTS: usize = palisade_conf::MAX_STATES as usize;
@@ -862,6 +871,8 @@ impl StateTable {
             events: Default::default(),
             timeouts,
             limit: DEFAULT_STATE_LIMIT,
+            src_node_limit: DEFAULT_SRC_NODE_LIMIT,
+            sticky_nodes: 0,
             adaptive_set: false,
             halfopen: 0,
             removals: 0,
@@ -1315,6 +1326,7 @@ impl StateTable {
         let defaults = StateTable::new(0);
         self.timeouts = defaults.timeouts;
         self.limit = defaults.limit;
+        self.src_node_limit = defaults.src_node_limit;
         self.adaptive_set = false;
         let at = |t: Timeout| Timeout::ALL.iter().position(|x| *x == t).unwrap_or(0);
         let (start, end) = (Timeout::AdaptiveStart, Timeout::AdaptiveEnd);
@@ -1327,6 +1339,7 @@ impl StateTable {
                     given[1] |= *t == end;
                 }
                 SetOption::Limit(n, v) if n == "states" => self.limit = *v,
+                SetOption::Limit(n, v) if n == "src-nodes" => self.src_node_limit = *v,
                 _ => {}
             }
         }
@@ -1640,6 +1653,11 @@ impl StateTable {
                     if o.max_src_nodes.is_some_and(|m| nodes >= m) {
                         return Err(crate::Reason::SrcLimit);
                     }
+                    // `set limit src-nodes` reached: pf's source-node
+                    // pool refuses the node, and the state with it.
+                    if self.src_nodes_full() {
+                        return Err(crate::Reason::SrcLimit);
+                    }
                     if o.max_src_states == Some(0) {
                         return Err(crate::Reason::SrcLimit);
                     }
@@ -1746,6 +1764,17 @@ impl StateTable {
         self.live += 1;
         self.record_event(id, self.creator, no_sync, replica::Pending::Insert);
         Ok(id)
+    }
+
+    /// Source nodes in use: those of source tracking and the filter's
+    /// sticky addresses (`set limit src-nodes` counts both).
+    pub fn src_nodes_in_use(&self) -> usize {
+        self.src_nodes.len() + self.sticky_nodes
+    }
+
+    /// Would one more source node pass `set limit src-nodes`?
+    pub fn src_nodes_full(&self) -> bool {
+        self.src_nodes_in_use() >= self.src_node_limit as usize
     }
 
     /// Is `k` a key of another state on `need`'s side (for a state bound

@@ -278,6 +278,8 @@ impl AddrTable {
 
 /// pf's default `set limit table-entries`.
 pub const DEFAULT_TABLE_ENTRIES: usize = 200_000;
+/// pf's default `set limit tables` (PFR_KTABLE_HIWAT).
+pub const DEFAULT_TABLES: usize = 1_000;
 
 /// All tables of a configuration, by name.
 #[derive(Clone, Debug, Default)]
@@ -287,6 +289,9 @@ pub struct TableSet {
     /// run time (table commands, `overload`) stop there, as pf's pool
     /// refuses them; pf.conf's own tables always load.
     pub entries_limit: Option<usize>,
+    /// `set limit tables` (None: pf's 1,000): a ruleset needing more is
+    /// refused at load, and no table is made at run time past it.
+    pub tables_limit: Option<usize>,
     /// Entries `overload` could not add for the limit.
     pub refused: u64,
     /// Tables pf.conf defines without addresses (no `{ }` list, no
@@ -306,6 +311,15 @@ impl TableSet {
         self.entries_limit.unwrap_or(DEFAULT_TABLE_ENTRIES)
     }
 
+    pub fn tables_limit(&self) -> usize {
+        self.tables_limit.unwrap_or(DEFAULT_TABLES)
+    }
+
+    /// Whether one more table stays within `set limit tables`.
+    pub fn room_for_table(&self) -> bool {
+        self.tables.len() < self.tables_limit()
+    }
+
     /// Whether `n` more entries stay within the limit.
     pub fn room_for(&self, n: usize) -> bool {
         self.entries().saturating_add(n) <= self.limit()
@@ -317,6 +331,10 @@ impl TableSet {
                 palisade_conf::ir::SetOption::Limit(n, v) if n == "table-entries" => {
                     Some(*v as usize)
                 }
+                _ => None,
+            }),
+            tables_limit: c.options.iter().rev().find_map(|o| match o {
+                palisade_conf::ir::SetOption::Limit(n, v) if n == "tables" => Some(*v as usize),
                 _ => None,
             }),
             ..Default::default()

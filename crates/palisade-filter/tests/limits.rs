@@ -333,3 +333,65 @@ fn set_options_at_a_reload_take_effect_at_once() {
     f.set_options(&parse("pass\n"));
     assert_eq!(f.states.limit, palisade_filter::state::DEFAULT_STATE_LIMIT);
 }
+
+/// `set limit src-nodes N` bounds the source nodes of every rule together
+/// (pf's source-node pool): a new source past it is refused a state and
+/// its packet dropped `src-limit` (counted, `show info`), as for
+/// `max-src-nodes`; a source with a node goes on; when a node goes, a
+/// new source gets one. A client's first sticky address is a node too.
+/// (The limit was accepted and ignored.)
+#[test]
+fn set_limit_src_nodes_bounds_all_source_nodes() {
+    let mut f = filter(
+        "set limit src-nodes 2\n\
+         pass in proto tcp to port 22 keep state (source-track rule)\n",
+    );
+    assert_eq!(f.states.src_node_limit, 2);
+    assert!(connect(&mut f, "198.51.100.1", 1000, 0).passed());
+    assert!(connect(&mut f, "198.51.100.2", 1000, 0).passed());
+    let before = f.counters.reasons[palisade_filter::Reason::SrcLimit as usize];
+    let d = connect(&mut f, "198.51.100.3", 1000, 0);
+    assert_eq!(
+        d.reason,
+        palisade_filter::Reason::SrcLimit,
+        "a third source past set limit src-nodes 2: {d:?}"
+    );
+    assert_eq!(
+        f.counters.reasons[palisade_filter::Reason::SrcLimit as usize],
+        before + 1
+    );
+    // A source with a node makes more states.
+    assert!(connect(&mut f, "198.51.100.1", 1001, 0).passed());
+    // Its node gone (pfctl -K), a new source gets one.
+    assert_eq!(f.kill_source_nodes(|s| *s == ip("198.51.100.2")), 1);
+    assert!(connect(&mut f, "198.51.100.3", 1000, 0).passed());
+
+    // pf's default, 10,000, without the option.
+    let f = filter("pass\n");
+    assert_eq!(f.states.src_node_limit, 10_000);
+
+    // sticky-address: a client's address is kept in a node.
+    let mut f = filter(
+        "set limit src-nodes 1\n\
+         table <pool> { 198.18.0.10 198.18.0.11 }\n\
+         match out on em0 inet from 10.0.0.0/24 nat-to <pool> round-robin sticky-address\n\
+         pass out\n",
+    );
+    let udp = |c: &str, sp: u16| {
+        build::ip(
+            ip(c),
+            ip("198.51.100.53"),
+            17,
+            64,
+            &build::udp(sp, 53, b"q"),
+        )
+    };
+    assert!(f
+        .process(&mut udp("10.0.0.5", 6000), "em0", Out, 0)
+        .passed());
+    assert!(f
+        .process(&mut udp("10.0.0.5", 6001), "em0", Out, 0)
+        .passed());
+    let d = f.process(&mut udp("10.0.0.6", 6000), "em0", Out, 0);
+    assert_eq!(d.reason, palisade_filter::Reason::SrcLimit, "{d:?}");
+}

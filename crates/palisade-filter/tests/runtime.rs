@@ -207,3 +207,38 @@ fn a_reload_keeps_the_age_of_entries_a_listed_table_keeps() {
     assert_eq!(e5.tables().tables["lst"].born, 210);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `set limit tables`: a reload whose tables, with those made at run
+/// time that stay, pass it is to be refused (the successor says how many
+/// it needs; the daemon refuses it before the commit), and no table is
+/// made at run time past it (`overload` into a new table adds nothing).
+#[test]
+fn set_limit_tables_counts_run_time_tables() {
+    let dir = std::env::temp_dir().join(format!("palisade-runtime-tl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = config(
+        "set limit tables 2\ntable <a> persist { 192.0.2.1 }\npass\n",
+        &dir,
+    );
+    let e = Arc::new(Engine::new(&conf, host()));
+    assert_eq!(e.tables().tables_limit(), 2);
+    assert!(e.table_add("made", &net("198.51.100.1"), 10));
+    // A third table: refused, counted.
+    assert!(!e.table_add("third", &net("198.51.100.2"), 10));
+    assert!(!e.tables().tables.contains_key("third"));
+    assert_eq!(e.tables().refused, 1);
+    // The same pf.conf again fits (its <a> is replaced, <made> stays).
+    let next = e.successor(&conf);
+    assert_eq!((next.tables_after(), next.tables_limit()), (2, 2));
+    // One more pf.conf table with <made>: 3, over 2.
+    let more = config(
+        "set limit tables 2\ntable <a> persist { 192.0.2.1 }\ntable <b> persist\npass\n",
+        &dir,
+    );
+    let next = e.successor(&more);
+    assert_eq!((next.tables_after(), next.tables_limit()), (3, 2));
+    // Without the option: pf's 1,000.
+    let plain = config("pass\n", &dir);
+    assert_eq!(e.successor(&plain).tables_limit(), 1000);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -82,8 +82,6 @@ pub struct Shared {
     pub config_text: Option<String>,
     pub host: HostModel,
     pub options: String,
-    /// `set limit` as configured (for `show limits`).
-    pub limits: Vec<(String, u32)>,
     /// The running ruleset's queue names, which rules loaded into an
     /// anchor may name (`ftp-proxy -q`); replaced at each reload.
     pub queues: Mutex<Vec<String>>,

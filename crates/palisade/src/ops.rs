@@ -310,6 +310,22 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
     let next = current.successor(&out.config);
     {
         let mut dp = sh.dp();
+        // pf.conf's tables with those made at run time must fit `set
+        // limit tables` (pf's pool refuses the transaction; the parser
+        // counted pf.conf's alone). Counted under the lock the commit
+        // takes, so no table is made in between.
+        let (need, limit) = (next.tables_after(), next.tables_limit());
+        if need > limit {
+            msgs.push(format!(
+                "palisade: {}: {need} tables with those made at run time, over set limit tables {limit}: Cannot allocate memory",
+                path.display()
+            ));
+            msgs.push(format!(
+                "palisade: reload of {} failed (1 error): the running ruleset stays",
+                path.display()
+            ));
+            return (false, msgs);
+        }
         let engine = next.commit(table_secs(sh));
         dp.filter.set_engine(engine);
         // Timeouts, limits, state policy and defaults, skip: in force at
@@ -1108,23 +1124,19 @@ fn show_limits(sh: &Shared) -> Value {
     let dp = sh.dp();
     let states = dp.filter.states.limit as u64;
     let frags = dp.filter.frags.limit as u64;
-    let table_entries = dp.filter.engine().tables().limit();
-    let configured = |name: &str, default: u64| -> u64 {
-        sh.limits
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v as u64)
-            .unwrap_or(default)
+    let src_nodes = dp.filter.states.src_node_limit as u64;
+    let (tables, table_entries) = {
+        let t = dp.filter.engine().tables();
+        (t.tables_limit() as u64, t.limit() as u64)
     };
-    // pf's pools, in `pfctl -sm`'s order; only states and frags are
-    // enforced by Palisade so far.
+    // pf's pools, in `pfctl -sm`'s order, as the ruleset in force sets
+    // them (a reload's too); all enforced.
     let rows = [
         ("states", states, true),
-        ("src-nodes", configured("src-nodes", 10_000), false),
+        ("src-nodes", src_nodes, true),
         ("frags", frags, true),
-        ("tables", configured("tables", 1_000), false),
-        ("table-entries", table_entries as u64, true),
+        ("tables", tables, true),
+        ("table-entries", table_entries, true),
     ];
     let mut text = String::new();
     let mut m = serde_json::Map::new();
@@ -1272,6 +1284,15 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             ))
         })
     };
+    let no_room = |ts: &palisade_filter::TableSet, creates: bool| -> Option<Value> {
+        (creates && !ts.room_for_table()).then(|| {
+            fail(format!(
+                "table <{name}> {op}: cannot create the table: {} tables of {} (set limit tables): Cannot allocate memory",
+                ts.tables.len(),
+                ts.tables_limit()
+            ))
+        })
+    };
     match op {
         "add" => {
             let new: std::collections::HashSet<Option<(IpAddr, u8)>> = addrs
@@ -1283,8 +1304,12 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
                 return f;
             }
             // A table no ruleset defines is made, and said so as pfctl
-            // says it (a mistyped name must not pass unseen).
+            // says it (a mistyped name must not pass unseen); not past
+            // `set limit tables` (pf's pool refuses it).
             let created = !ts.tables.contains_key(name);
+            if let Some(f) = no_room(&ts, created) {
+                return f;
+            }
             let t = ts
                 .tables
                 .entry(name.to_string())
@@ -1333,6 +1358,9 @@ fn table(sh: &Shared, name: &str, top: &TableOp) -> Value {
             let adds = wanted.iter().filter(|(_, _, k)| !had.contains(k)).count();
             let dels = before.iter().filter(|b| !seen.contains(*b)).count();
             if let Some(f) = over(&ts, adds.saturating_sub(dels)) {
+                return f;
+            }
+            if let Some(f) = no_room(&ts, !exists) {
                 return f;
             }
             let t = ts
@@ -1575,6 +1603,21 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     return fail(format!(
                         "palisade: anchor {name}: the {added} entries of its tables would pass set limit table-entries ({}): not loaded; the anchor keeps its rules",
                         ts.limit()
+                    ));
+                }
+                // And the tables themselves `set limit tables` (those it
+                // replaces, of its last load or made by hand, counted once).
+                let after = ts.tables.len()
+                    + tables
+                        .keys()
+                        .filter(|n| !ts.tables.contains_key(*n))
+                        .count();
+                let gone = old.iter().filter(|n| !tables.contains_key(*n)).count();
+                if after - gone > ts.tables.len() && after - gone > ts.tables_limit() {
+                    return fail(format!(
+                        "palisade: anchor {name}: its {nt} tables would pass set limit tables ({}; {} in use): Cannot allocate memory; not loaded, the anchor keeps its rules",
+                        ts.tables_limit(),
+                        ts.tables.len()
                     ));
                 }
                 let replaced: std::collections::HashMap<String, palisade_filter::AddrTable> = old

@@ -275,14 +275,6 @@ pub fn run(path: &Path) -> Result<(), String> {
         config_text,
         host: host_model,
         options: crate::ops::restart_only_options(&pf.options),
-        limits: pf
-            .options
-            .iter()
-            .filter_map(|o| match o {
-                palisade_conf::ir::SetOption::Limit(n, v) => Some((n.clone(), *v)),
-                _ => None,
-            })
-            .collect(),
         queues: Mutex::new(pf.queues.iter().map(|q| q.name.clone()).collect()),
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),

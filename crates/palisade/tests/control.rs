@@ -803,7 +803,12 @@ fn control_commands_against_a_running_daemon() {
     assert_eq!(lim["states"]["limit"], 5000);
     assert_eq!(lim["states"]["enforced"], true);
     assert_eq!(lim["frags"]["enforced"], true);
-    assert_eq!(lim["src-nodes"]["enforced"], false);
+    // pf's defaults where pf.conf sets none, enforced (they were shown
+    // as not enforced, and a configured value not at all).
+    assert_eq!(lim["src-nodes"]["limit"], 10_000);
+    assert_eq!(lim["src-nodes"]["enforced"], true);
+    assert_eq!(lim["tables"]["limit"], 1_000);
+    assert_eq!(lim["tables"]["enforced"], true);
     assert_eq!(lim["table-entries"]["limit"], 20);
     assert_eq!(lim["table-entries"]["enforced"], true);
     assert!(c
@@ -1045,6 +1050,41 @@ fn control_commands_against_a_running_daemon() {
         "new rules in force within a second: {took:?}"
     );
     assert_eq!(echo(&held, "four"), "four", "states survive the reload");
+    // `set limit src-nodes` and `tables` as the ruleset in force sets
+    // them (a reload's), enforced; a ruleset whose tables, with those
+    // that stay from before (<allowed>, <fixed>, run-time ones), pass
+    // `set limit tables` is refused and changes nothing.
+    let rules = "block log all\npass proto icmp\npass in on a0 proto tcp to port 9090\npass out\n";
+    std::fs::write(
+        &other,
+        format!("set limit src-nodes 300\nset limit tables 40\n{rules}"),
+    )
+    .unwrap();
+    c.ok(&["reload", "-f", other.to_str().unwrap()]);
+    let lim = c.json(&["show", "limits"]);
+    assert_eq!(lim["src-nodes"]["limit"], 300, "{lim}");
+    assert_eq!(lim["src-nodes"]["enforced"], true);
+    assert_eq!(lim["tables"]["limit"], 40, "{lim}");
+    assert_eq!(lim["tables"]["enforced"], true);
+    let text = c.ok(&["show", "limits"]);
+    assert!(
+        text.contains("src-nodes     hard limit      300\n")
+            && text.contains("tables        hard limit       40\n"),
+        "{text}"
+    );
+    std::fs::write(
+        &other,
+        format!("set limit tables 1\ntable <one> persist\n{rules}"),
+    )
+    .unwrap();
+    let (loaded, said) = c.said(&["reload", "-f", other.to_str().unwrap()]);
+    assert!(
+        !loaded
+            && said.contains("over set limit tables 1: Cannot allocate memory")
+            && said.contains("the running ruleset stays"),
+        "{said}"
+    );
+    assert_eq!(c.json(&["show", "limits"])["tables"]["limit"], 40);
     std::fs::write(
         &other,
         "block all\npass to port 99999\npass from 300.1.1.1\n",

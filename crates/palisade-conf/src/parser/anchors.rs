@@ -201,6 +201,8 @@ impl<'a> Parser<'a> {
         for t in &mut tables {
             t.anchor = below(&t.anchor);
         }
+        // (Their places are in the file's own parse: not kept.)
+        self.table_places.extend(tables.iter().map(|_| None));
         self.out.config.tables.extend(tables);
         self.out.config.load_anchors.push(LoadAnchor {
             name,

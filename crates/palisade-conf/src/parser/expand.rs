@@ -114,6 +114,8 @@ impl<'a> Parser<'a> {
             line,
         };
         self.echo(Echo::Table(self.out.config.tables.len()));
+        let at = (self.file_name(), line);
+        self.table_places.push(Some(at));
         self.out.config.tables.push(t);
         name
     }

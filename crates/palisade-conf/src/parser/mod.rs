@@ -87,6 +87,9 @@ pub const MAX_TABLE_ENTRIES: usize = 4 << 20;
 /// the state table has slots (a state's id keeps its slot in 24 bits).
 pub const MAX_STATES: u32 = 1 << 24;
 
+/// pf's default `set limit tables` (PFR_KTABLE_HIWAT).
+pub const DEFAULT_TABLES: usize = 1_000;
+
 #[derive(Debug)]
 enum PErr {
     /// A syntax error: reported as "syntax error" at the current token.
@@ -196,6 +199,11 @@ pub struct Parser<'a> {
     warned_names: Vec<String>,
     /// What `-v` shows of the statements read so far.
     echo: Vec<Echo>,
+    /// Where the last `set limit tables` is (file, line).
+    tables_limit_at: Option<(String, u32)>,
+    /// Where each of `out.config.tables` is defined (file, line), None
+    /// for those of `load anchor` files.
+    table_places: Vec<Option<(String, u32)>>,
 }
 
 /// What a parse has spent of its bounds, carried into and out of the
@@ -239,6 +247,8 @@ impl<'a> Parser<'a> {
             loading: Vec::new(),
             warned_names: Vec::new(),
             echo: Vec::new(),
+            tables_limit_at: None,
+            table_places: Vec::new(),
         }
     }
 
@@ -298,7 +308,58 @@ impl<'a> Parser<'a> {
         if self.out.errors == 0 && !self.check_queues() {
             self.out.errors += 1;
         }
+        if self.opts.anchor.is_none() {
+            self.check_tables_limit();
+        }
         (self.out, self.echo)
+    }
+
+    /// pf refuses a ruleset with more tables (its own, the automatic ones
+    /// and those of its `load anchor` files) than `set limit tables`
+    /// (1,000 without it): the error names that line, or the first table
+    /// past the default.
+    fn check_tables_limit(&mut self) {
+        let limit = self
+            .out
+            .config
+            .options
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                SetOption::Limit(n, v) if n == "tables" => Some(*v as usize),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_TABLES);
+        let mut seen = std::collections::HashSet::new();
+        let mut past = None;
+        for (i, t) in self.out.config.tables.iter().enumerate() {
+            if seen.insert((t.anchor.as_str(), t.name.as_str())) && seen.len() == limit + 1 {
+                past = Some(i);
+            }
+        }
+        let Some(i) = past else {
+            return;
+        };
+        let t = &self.out.config.tables[i];
+        let n = seen.len();
+        let msg = format!(
+            "{n} tables, over set limit tables {limit}{}: pf refuses to load them (Cannot allocate memory)",
+            if self.tables_limit_at.is_none() { " (pf's default)" } else { "" }
+        );
+        let at = match (&self.tables_limit_at, self.table_places.get(i)) {
+            (Some(at), _) => at.clone(),
+            (None, Some(Some(at))) => at.clone(),
+            _ => {
+                let (file, anchor) = (self.lx.file_name(0).to_string(), t.anchor.clone());
+                let name = t.name.clone();
+                self.raw_error(format!(
+                    "{file}: table <{anchor}/{name}> (of `load anchor {anchor}`): {msg}"
+                ));
+                self.out.errors += 1;
+                return;
+            }
+        };
+        self.error_at(at, msg);
     }
 
     /// Statements until end of input, or until `}` when inside an inline anchor.

@@ -278,6 +278,9 @@ impl<'a> Parser<'a> {
             ));
             return Err(PErr::Reported);
         }
+        if name == "tables" {
+            self.tables_limit_at = Some((self.file_name(), self.err_line()));
+        }
         self.push_option(SetOption::Limit(name, n as u32));
         Ok(())
     }

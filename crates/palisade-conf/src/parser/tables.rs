@@ -55,6 +55,8 @@ impl<'a> Parser<'a> {
             return Err(PErr::Reported);
         }
         self.echo(Echo::Table(self.out.config.tables.len()));
+        let at = (self.file_name(), t.line);
+        self.table_places.push(Some(at));
         self.out.config.tables.push(t);
         self.end_statement()
     }
