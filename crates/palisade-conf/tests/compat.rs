@@ -843,6 +843,25 @@ fn rdomain_tsdiff_and_debug_are_warned_about() {
             "{want}: {warned:?}"
         );
     }
+    // Two limits with nothing to bound (a probe found them silent).
+    let out = ok(
+        &opts(),
+        b"set limit anchors 10
+set limit { pktdelay-pkts 50, states 100 }
+pass
+",
+    );
+    let warned: Vec<String> = out.unenforced_warnings("pf.conf");
+    for want in [
+        "pf.conf:1: warning: set limit anchors is parsed but not enforced",
+        "pf.conf:2: warning: set limit pktdelay-pkts is parsed but not enforced",
+    ] {
+        assert!(
+            warned.iter().any(|w| w.starts_with(want)),
+            "{want}: {warned:?}"
+        );
+    }
+    assert_eq!(warned.len(), 2, "{warned:?}");
 }
 
 /// `weight N` on a table entry (pfctl reads it for weighted pools) loads,

@@ -281,6 +281,14 @@ impl<'a> Parser<'a> {
         if name == "tables" {
             self.tables_limit_at = Some((self.file_name(), self.err_line()));
         }
+        // No limit on anchors; nothing is delayed (`set delay` is not
+        // enforced either), so no delayed packet to count.
+        if name == "anchors" {
+            self.warn_unenforced("set limit anchors");
+        }
+        if name == "pktdelay-pkts" {
+            self.warn_unenforced("set limit pktdelay-pkts");
+        }
         self.push_option(SetOption::Limit(name, n as u32));
         Ok(())
     }
