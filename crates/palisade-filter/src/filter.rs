@@ -685,7 +685,12 @@ impl Filter {
                     palisade_wire::Malformed::BadTcpHeader => Reason::BadOffset,
                     _ => Reason::Normalize,
                 };
-                return self.count(Decision::drop(reason));
+                // Logged whatever the rules say, as pf logs a packet it
+                // cannot describe (PF_LOG_FORCE, the default rule's
+                // number).
+                let mut d = Decision::drop(reason);
+                d.log = true;
+                return self.count(d);
             }
         };
         self.decide_inner(ip, &info, iface, dir, now_ms, random)
@@ -1256,6 +1261,8 @@ impl Filter {
             let mut d = Decision::drop(Reason::IpOption);
             d.rule = rule;
             d.state_id = Some(id);
+            // Logged whatever the rule says (pf: PF_LOG_FORCE).
+            d.log = true;
             self.tally(&d);
             return d;
         }
@@ -1473,6 +1480,8 @@ impl Filter {
         if opts_refused(ip, &info, v.allow_opts) {
             d.action = VerdictAction::Block(BlockPolicy::Drop);
             d.reason = Reason::IpOption;
+            // Logged whatever the rule says (pf: PF_LOG_FORCE).
+            d.log = true;
             return self.count(d);
         }
         // Translation chosen now, kept in the state for the connection.

@@ -968,3 +968,66 @@ fn match_counts_what_the_rules_decided() {
         1
     );
 }
+
+/// A packet dropped for its IP options (or an IPv6 routing header of
+/// type 0, or one the filter cannot describe) is logged whatever the
+/// rules say, as pf forces it (PF_LOG_FORCE): under the deciding rule's
+/// number for options, the default rule's (-1) for a packet it cannot
+/// parse. A probe saw them counted and never logged.
+#[test]
+fn packets_dropped_for_their_options_are_logged_as_pf_forces() {
+    use palisade_wire::pflog::{action, PflogHeader};
+    let mut f = filter("pass\n");
+    let rec = |d: &palisade_filter::Decision, pkt: &[u8]| {
+        let recs = palisade_filter::filter::pflog_records(d, pkt, "em0", In, &|_| None);
+        assert_eq!(recs.len(), 1, "{d:?}");
+        let (h, _) = PflogHeader::parse(&recs[0]).unwrap();
+        (h.rulenr, h.action)
+    };
+    // IPv4 with a record-route option (not allowed: no allow-opts).
+    let mut opt = udp("198.51.100.1", "192.0.2.1", 1, 53);
+    let mut with = opt[..20].to_vec();
+    with.extend_from_slice(&[7, 7, 4, 0, 0, 0, 0, 0]);
+    with.extend_from_slice(&opt[20..]);
+    with[0] = 0x47;
+    let total = with.len() as u16;
+    with[2..4].copy_from_slice(&total.to_be_bytes());
+    with[10] = 0;
+    with[11] = 0;
+    let c = palisade_wire::checksum::checksum(&with[..28]);
+    with[10..12].copy_from_slice(&c.to_be_bytes());
+    opt = with;
+    let d = f.process(&mut opt.clone(), "em0", In, 0);
+    assert_eq!(d.reason, palisade_filter::Reason::IpOption, "{d:?}");
+    assert!(d.log, "dropped for its options, not logged");
+    assert_eq!(rec(&d, &opt), (0, action::DROP));
+    // IPv6 with a hop-by-hop header.
+    let mut v6 = build::ip(
+        ip("2001:db8::1"),
+        ip("2001:db8::2"),
+        17,
+        64,
+        &build::udp(1, 53, b"x"),
+    );
+    let mut h = v6[..40].to_vec();
+    h[6] = 0; // next header: hop-by-hop
+    h.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // then UDP; PadN
+    h.extend_from_slice(&v6[40..]);
+    let plen = (h.len() - 40) as u16;
+    h[4..6].copy_from_slice(&plen.to_be_bytes());
+    v6 = h;
+    let d = f.process(&mut v6.clone(), "em0", In, 0);
+    assert_eq!(d.reason, palisade_filter::Reason::IpOption, "{d:?}");
+    assert!(d.log);
+    // A packet that cannot be described: the default rule.
+    let mut short = udp("198.51.100.1", "192.0.2.1", 1, 53);
+    short.truncate(24);
+    short[2..4].copy_from_slice(&24u16.to_be_bytes());
+    let d = f.process(&mut short.clone(), "em0", In, 0);
+    assert!(!d.passed(), "{d:?}");
+    assert!(d.log);
+    assert_eq!(rec(&d, &short), (u32::MAX, action::DROP));
+    // A packet that passes is not logged (the rule does not say `log`).
+    let d = f.process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0);
+    assert!(d.passed() && !d.log);
+}
