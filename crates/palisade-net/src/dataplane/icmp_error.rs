@@ -96,7 +96,13 @@ impl Dataplane {
         // gave the Internet an error from the VLAN's private address).
         let src = match i {
             Some(i) => {
-                let back = super::router::lookup(&self.cfg, &info.src).map(|(e, _)| e);
+                // (A link-local source is on the link the packet came
+                // from: every link has fe80::/64.)
+                let back = if super::local::is_link_local(&info.src) {
+                    Some(i)
+                } else {
+                    super::router::lookup(&self.cfg, &info.src).map(|(e, _)| e)
+                };
                 back.and_then(|e| self.local.source_for(e, v6))
                     .or_else(|| self.local.source_for(i, v6))?
             }

@@ -233,10 +233,17 @@ impl Local {
                 .any(|v| v.on && v.iface == i && v.addresses.contains(ip))
     }
 
-    /// The interfaces that have `ip` as an address of their own.
+    /// The interfaces that have `ip` as an address of their own (or a
+    /// virtual address they hold as master).
     pub(super) fn owners(&self, ip: &IpAddr) -> Vec<usize> {
         (0..self.addresses.len())
-            .filter(|&i| self.is_ours_at(i, ip))
+            .filter(|&i| {
+                self.addresses[i].iter().any(|p| p.ip == *ip)
+                    || self
+                        .virtuals
+                        .iter()
+                        .any(|v| v.on && v.iface == i && v.addresses.contains(ip))
+            })
             .collect()
     }
 

@@ -475,6 +475,13 @@ impl Dataplane {
                     self.counters.dropped(DropReason::Malformed);
                     return;
                 }
+                // From the unspecified address (duplicate address
+                // detection) a solicitation carries no link-layer address:
+                // one that does is discarded (RFC 4861 7.1.1).
+                if s.is_unspecified() && lladdr.is_some() {
+                    self.counters.dropped(DropReason::Malformed);
+                    return;
+                }
                 if !s.is_unspecified()
                     && self.on_link(i, &IpAddr::V6(s))
                     && !self.local.is_ours_at(i, &IpAddr::V6(s))

@@ -562,7 +562,7 @@ impl Dataplane {
         // out` on its way out): back to the host stack, as a kernel loops
         // it, so that the application fails at once. Routed, it went out
         // of a port towards our own address and was never seen.
-        if host == Some(info.dst) || self.local.is_ours(&info.dst) {
+        if host == Some(info.dst) || self.ours_as_sent(&info) {
             let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
             let mac = self.local.mac(i);
             self.local_in(i, mac, pkt, &info, now);
@@ -577,7 +577,7 @@ impl Dataplane {
             let v6 = info.is_v6();
             // (The address on the next hop's subnet, as the route's
             // rt_ifa is; else the interface's first.)
-            let from = lookup(&self.cfg, &info.dst).and_then(|(e, nh)| {
+            let from = self.route_own(&info).and_then(|(e, nh)| {
                 self.local
                     .address_on(e, &nh)
                     .or_else(|| self.local.source_for(e, v6))
@@ -596,7 +596,7 @@ impl Dataplane {
                 }
             }
         }
-        let Some((e, nh)) = lookup(&self.cfg, &info.dst) else {
+        let Some((e, nh)) = self.route_own(&info) else {
             self.counters.dropped(DropReason::NoRoute);
             return;
         };
@@ -694,6 +694,19 @@ impl Dataplane {
         lookup(&self.cfg, &info.dst)
     }
 
+    /// Whether a packet of the firewall's own is for the firewall itself:
+    /// to one of its addresses; a link-local one only if it is the
+    /// address on the interface the packet would leave by (the gateway
+    /// fe80::1 upstream is not the firewall's fe80::1 on the LAN).
+    fn ours_as_sent(&self, info: &IpInfo) -> bool {
+        if super::local::is_link_local(&info.dst) {
+            return self
+                .route_own(info)
+                .is_some_and(|(e, _)| self.local.is_ours_at(e, &info.dst));
+        }
+        self.local.is_ours(&info.dst)
+    }
+
     /// A packet the firewall itself sends: routed, filtered `out`, with
     /// `tag` (None but for synproxy's packets to the server).
     pub(super) fn send_local(&mut self, pkt: Vec<u8>, tag: Option<std::sync::Arc<str>>, now: u64) {
@@ -717,7 +730,7 @@ impl Dataplane {
         // and ACK to a service of the firewall itself): to the host stack,
         // as a kernel loops it back, not out of a port towards ourselves
         // (where it waited for a neighbour that never answers).
-        if !from_host && self.local.is_ours(&info.dst) {
+        if !from_host && self.ours_as_sent(&info) {
             let i = lookup(&self.cfg, &info.dst).map_or(0, |(e, _)| e);
             let mac = self.local.mac(i);
             self.local_in(i, mac, pkt, &info, now);

@@ -2575,6 +2575,20 @@ interface = "wan"
     );
     assert_eq!(ports(&o), [1], "the queued packet leaves on wan: {o:?}");
     assert_eq!(&o[0].1[0..6], &A, "to the gateway's MAC");
+    // The gateway pings wan's link-local address: the answer goes to it
+    // on wan (fe80::1 is the LAN's address too: it was looped back to
+    // the firewall itself).
+    let ping = build::ip(
+        IpAddr::V6(gw),
+        IpAddr::V6(wan_ll),
+        58,
+        64,
+        &build::icmp(128, 0, [0, 1, 0, 9], b"ping"),
+    );
+    let o = d.input(1, &eth(M1, A, None, ETH_IPV6, &ping), 1);
+    assert_eq!(ports(&o), [1], "{o:?}");
+    assert_eq!(&o[0].1[0..6], &A, "to the gateway's MAC");
+    assert_eq!(d.counters.local_echo, 1);
     // Pinged on wan's link-local address by a neighbour there: the
     // answer (or the solicitation before it) leaves on wan, not on the
     // LAN, the first interface with a fe80::/64.
@@ -2587,7 +2601,7 @@ interface = "wan"
     );
     let o = d.input(1, &eth(M1, B, None, ETH_IPV6, &ping), 2);
     assert_eq!(ports(&o), [1], "{o:?}");
-    assert_eq!(d.counters.local_echo, 1);
+    assert_eq!(d.counters.local_echo, 2);
     // The LAN's own fe80::1 still answers there (and a packet from it
     // on the LAN is ours: a martian).
     let ping = build::ip(
@@ -2599,7 +2613,7 @@ interface = "wan"
     );
     let o = d.input(0, &eth(M0, B, None, ETH_IPV6, &ping), 3);
     assert_eq!(ports(&o), [0], "{o:?}");
-    assert_eq!(d.counters.local_echo, 2);
+    assert_eq!(d.counters.local_echo, 3);
     let spoofed = build::ip(
         IpAddr::V6(gw),
         "2001:db8:1::5".parse().unwrap(),
@@ -2609,4 +2623,42 @@ interface = "wan"
     );
     d.input(0, &eth(M0, B, None, ETH_IPV6, &spoofed), 4);
     assert_eq!(d.counters.drops.get(DropReason::MartianSource), 1);
+}
+
+/// A neighbour solicitation from the unspecified address (duplicate
+/// address detection) that carries a source link-layer address is
+/// discarded (RFC 4861 7.1.1), not answered; without the option it is
+/// answered to all nodes (a probe saw the first answered).
+#[test]
+fn a_solicitation_from_nowhere_with_a_link_layer_address_is_discarded() {
+    let mut d = dp(ROUTER, "pass\n");
+    let target: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    let sn = solicited_node(&target);
+    let ns = |with_lladdr: bool| {
+        let mut body = target.octets().to_vec();
+        if with_lladdr {
+            body.extend_from_slice(&[1, 1]);
+            body.extend_from_slice(&B);
+        }
+        build::ip(
+            "::".parse().unwrap(),
+            IpAddr::V6(sn),
+            58,
+            255,
+            &build::icmp(135, 0, [0; 4], &body),
+        )
+    };
+    let o = d.input(
+        1,
+        &eth(v6_multicast_mac(sn), B, Some(7), ETH_IPV6, &ns(true)),
+        0,
+    );
+    assert!(o.is_empty(), "{o:?}");
+    assert_eq!(d.counters.drops.get(DropReason::Malformed), 1);
+    let o = d.input(
+        1,
+        &eth(v6_multicast_mac(sn), B, Some(7), ETH_IPV6, &ns(false)),
+        1,
+    );
+    assert_eq!(o.len(), 1, "a DAD probe for our address is answered");
 }
