@@ -310,47 +310,6 @@ impl Port {
             .sum()
     }
 
-    /// The frames waiting in this port's rings that `recv_batch` has not
-    /// handed yet, each as far as its slot holds it (the headers), with
-    /// the VLAN of an 802.1Q tag the kernel took out; nothing is taken.
-    /// TPACKET_V2 rings only: a V3 ring shows its frames only a whole
-    /// block at a time, and a frame queued whole on the socket (larger
-    /// than a slot) is not in the ring either.
-    pub fn peek_waiting(&self, mut f: impl FnMut(&[u8], Option<u16>)) {
-        if self.receiving.get() {
-            return;
-        }
-        let per_block = BLOCK_SIZE / FRAME_SIZE;
-        for r in self.rings.iter().filter(|r| r.frames) {
-            let total = per_block * r.blocks;
-            let mut i = r.next_block.get();
-            for _ in 0..total {
-                let off = ((i / per_block) * BLOCK_SIZE + (i % per_block) * FRAME_SIZE) as usize;
-                // SAFETY: off is a slot of the ring (i < total); each slot
-                // starts with a tpacket2_hdr.
-                let hdr = unsafe { &*(r.map.add(off) as *const libc::tpacket2_hdr) };
-                // SAFETY: reading the status the kernel writes, as it may.
-                let status = unsafe { std::ptr::read_volatile(&hdr.tp_status) };
-                if status & libc::TP_STATUS_USER == 0 {
-                    break;
-                }
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-                let (mac, len) = (hdr.tp_mac as usize, hdr.tp_snaplen as usize);
-                if mac + len <= FRAME_SIZE as usize {
-                    // SAFETY: bounds checked just above; the slot is ours
-                    // (TP_STATUS_USER) until recv_batch gives it back, and
-                    // nothing writes it meanwhile (not receiving: this
-                    // thread's recv_batch is not under way).
-                    let data = unsafe { std::slice::from_raw_parts(r.map.add(off + mac), len) };
-                    let vlan = (status & libc::TP_STATUS_VLAN_VALID != 0)
-                        .then_some(hdr.tp_vlan_tci & 0x0fff);
-                    f(data, vlan);
-                }
-                i = (i + 1) % total;
-            }
-        }
-    }
-
     /// `recv_batch` on a TPACKET_V2 ring: every slot the kernel filled,
     /// in order, each given back once handed.
     fn recv_frames(&self, r: &Ring, f: &mut impl FnMut(&mut [u8], Option<Gso>)) -> usize {

@@ -78,7 +78,6 @@ pub fn info(sh: &Shared) -> Info {
             ("back_slow", c.back_slow),
             ("back_stale", c.back_stale),
             ("dropped", c.dropped),
-            ("deferred", dp.fast_deferred()),
         ])
     });
     let f = &dp.filter.counters;

@@ -786,26 +786,9 @@ pub fn worker(
             }
             sh.send(&ports, outs);
             // Flows these frames made ready go to the fast path now that
-            // the frames are out (its map writes are system calls); not
-            // one with packets still waiting in this worker's rings, which
-            // the program would overtake (`fast_commit_except`).
+            // the frames are out (its map writes are system calls).
             if fast && frames > 0 {
-                let ifindexes = {
-                    let dp = sh.dp();
-                    dp.fast_handing().then(|| dp.fast_ifindexes())
-                };
-                if let Some(ifx) = ifindexes {
-                    let mut waiting = std::collections::HashSet::new();
-                    for (p, port) in ports.iter().enumerate() {
-                        let Some(&ix) = ifx.get(p) else { continue };
-                        port.peek_waiting(|f, vlan| {
-                            if let Some(k) = palisade_net::dataplane::waiting_key(ix, f, vlan) {
-                                waiting.insert(k);
-                            }
-                        });
-                    }
-                    sh.dp().fast_commit_except(&waiting);
-                }
+                sh.dp().fast_commit();
             }
         }
         if let (Some(a), Some(before)) = (&ra_clock, ra_before) {

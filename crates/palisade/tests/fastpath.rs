@@ -409,10 +409,8 @@ fn udp_streams_go_through_the_kernel_and_keep_pfs_udp_states() {
     send_all(2000);
     let fp = fastpath_info(&sock);
     let taken = fp["taken"].as_u64().unwrap_or(0);
-    // (The hand-over waits, up to 20 ms, while the stream's next datagram
-    // is already queued in user space: a few dozen go through it first.)
     assert!(
-        taken >= 1700,
+        taken >= 1990,
         "a stream one way: the program took {taken}\n{fp}\n{}",
         log.lock().unwrap()
     );
@@ -1100,122 +1098,6 @@ fn a_vlan_flow_in_user_space_keeps_its_order_across_workers() {
         late,
         0,
         "{late} of {n} datagrams came after one sent later\n{}",
-        log.lock().unwrap()
-    );
-    let _ = daemon.stop();
-}
-
-/// Flows keep their order when they are handed over: 120 UDP streams
-/// of 300 numbered datagrams each, sent at once, queue in the
-/// firewall's ring behind each other; a stream is ready for the program
-/// after its second datagram, and were it handed over then, the program
-/// would forward its next datagrams ahead of the ones still waiting in
-/// user space (a probe saw one stream's datagram 132 arrive after 223).
-/// The hand-over waits until none of the stream's packets wait any more.
-#[test]
-fn a_flow_handed_over_is_not_overtaken_by_itself() {
-    require_root();
-    let (_ns, src, fw, dst) = routed("fpord");
-    let (mut daemon, log, sock) = start(
-        &fw,
-        "order",
-        "block all\npass inet proto icmp\npass proto udp to port 9999\n",
-        ROUTED_TOML,
-    );
-    wait_ping(&src, "198.19.0.1", &log);
-    let mut rx = Proc(Some(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &dst,
-                "timeout",
-                "40",
-                "python3",
-                "-c",
-                "import socket\n\
-                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)\n\
-                 s.bind(('198.19.0.1', 9999))\n\
-                 s.settimeout(10)\n\
-                 n = late = 0\n\
-                 top = {}\n\
-                 try:\n\
-                 \x20   while True:\n\
-                 \x20       d, a = s.recvfrom(2048)\n\
-                 \x20       k = int(d.split(b' ')[0])\n\
-                 \x20       n += 1\n\
-                 \x20       late += k < top.get(a, 0)\n\
-                 \x20       top[a] = max(top.get(a, 0), k)\n\
-                 \x20       s.settimeout(3)\n\
-                 except socket.timeout:\n\
-                 \x20   pass\n\
-                 print(n, late, flush=True)\n",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    wait_until("the receiver", Duration::from_secs(5), || {
-        String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["netns", "exec", &dst, "ss", "-uln"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .contains(":9999")
-    });
-    // Three senders at once, 40 streams each: more than user space
-    // forwards as fast as they send, so the streams queue.
-    let sender = "import socket\n\
-                  socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]\n\
-                  for k in range(1, 301):\n\
-                  \x20   for s in socks:\n\
-                  \x20       s.sendto(b'%d ' % k + b'x' * 100, ('198.19.0.1', 9999))\n";
-    let o = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &src,
-            "timeout",
-            "30",
-            "sh",
-            "-c",
-            &format!(
-                "python3 -c \"{sender}\" & python3 -c \"{sender}\" & python3 -c \"{sender}\" & wait"
-            ),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    wait_until("the receiver's count", Duration::from_secs(45), || {
-        rx.0.as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-    });
-    let out = rx.stop().expect("the receiver's output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut it = text
-        .split_whitespace()
-        .map(|n| n.parse::<u64>().unwrap_or(0));
-    let (n, late) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    let fp = fastpath_info(&sock);
-    assert!(
-        n > 18_000,
-        "{n} of 36,000 datagrams came ({text:?}); fast path {fp}\n{}",
-        log.lock().unwrap()
-    );
-    assert_eq!(
-        late,
-        0,
-        "{late} of {n} datagrams came after one their stream sent later; fast path {fp}\n{}",
-        log.lock().unwrap()
-    );
-    // The streams did go to the program once their queues were through.
-    assert!(
-        fp["taken"].as_u64().unwrap_or(0) > 0,
-        "fast path {fp}\n{}",
         log.lock().unwrap()
     );
     let _ = daemon.stop();

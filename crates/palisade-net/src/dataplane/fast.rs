@@ -83,16 +83,7 @@ struct Flow {
     /// its edges (a bump that would say the same is not written again).
     bump: u32,
     bump_w: [[FpWin; 2]; 2],
-    /// When its hand-over was first put off for packets of its own still
-    /// waiting in user space (CLOCK_MONOTONIC ns; 0: not put off).
-    waited_since: u64,
 }
-
-/// How long a hand-over waits for the flow's own packets queued in user
-/// space to go first (`fast_commit_except`): a stream that always has
-/// one queued (user space barely keeping up with it) is handed over
-/// after this, and may then see the few queued be overtaken.
-const HAND_OVER_WAIT_NS: u64 = 20_000_000;
 
 /// Whether the fast path (if any) sends to `mac`: a full neighbour
 /// table keeps such a neighbour (a free function, so that the table can
@@ -130,9 +121,6 @@ pub(super) struct Offloads {
     retry_after: HashMap<[u64; 2], u64>,
     /// Flows ready to be handed over (`fast_commit`).
     to_hand: Vec<[u64; 2]>,
-    /// Hand-overs put off while packets of the flow still waited in
-    /// user space (`fast_commit_except`).
-    deferred: u64,
     next_slot: u32,
     next_gen: u32,
     next_bump: u32,
@@ -197,18 +185,6 @@ fn quoted_flow(ifindex: u32, ip: &[u8], info: &IpInfo) -> Option<FpKey> {
     FpKey::new(ifindex, q.proto, q.dst, q.src, q.dport, q.sport)
 }
 
-/// The key the program would find for a frame waiting on port
-/// `ifindex` (`vlan`: a tag the kernel took out of it), for
-/// `fast_commit_except`.
-pub fn waiting_key(ifindex: u32, frame: &[u8], vlan: Option<u16>) -> Option<FpKey> {
-    let (vlan, l2) = match vlan {
-        Some(v) => (Some(v), 14),
-        None => frame_vlan(frame)?,
-    };
-    let info = palisade_wire::parse_ip(frame.get(l2..)?).ok()?;
-    Some(key_of(ifindex, &info)?.with_vlan(vlan.filter(|v| *v != 0)))
-}
-
 /// A frame's 802.1Q VLAN (None: untagged) and where its EtherType's
 /// payload starts; None for a frame the program never takes (shorter
 /// than a header, another kind of tag, two tags).
@@ -270,7 +246,6 @@ impl Offloads {
             cooled: Vec::new(),
             retry_after: HashMap::new(),
             to_hand: Vec::new(),
-            deferred: 0,
             next_slot: 0,
             next_gen: 1,
             next_bump: 1,
@@ -595,7 +570,6 @@ impl Dataplane {
                     base: FpFlow::default(),
                     bump: 0,
                     bump_w: Default::default(),
-                    waited_since: 0,
                 },
             );
         }
@@ -672,37 +646,6 @@ impl Dataplane {
     /// Hand over the flows the packets since the last call made ready,
     /// as their states are now (the caller's frames are sent first).
     pub fn fast_commit(&mut self) {
-        self.fast_commit_except(&std::collections::HashSet::new());
-    }
-
-    /// Whether flows wait to be handed over (`fast_commit_except`).
-    pub fn fast_handing(&self) -> bool {
-        self.fast.as_ref().is_some_and(|o| !o.to_hand.is_empty())
-    }
-
-    /// Hand-overs put off so far (`fast_commit_except`).
-    pub fn fast_deferred(&self) -> u64 {
-        self.fast.as_ref().map_or(0, |o| o.deferred)
-    }
-
-    /// The interface index of each port, for `waiting_key`.
-    pub fn fast_ifindexes(&self) -> Vec<u32> {
-        self.fast
-            .as_ref()
-            .map_or_else(Vec::new, |o| o.ifindex.clone())
-    }
-
-    /// As `fast_commit`, but a flow with a packet still waiting in user
-    /// space's rings (`waiting`: their keys, `waiting_key`) waits: the
-    /// program would forward the flow's next packets at once, ahead of
-    /// those (a burst queued behind others, handed over after its second
-    /// datagram, was overtaken by dozens of its own). It goes at a later
-    /// call, once they are through, or after `HAND_OVER_WAIT_NS` all the
-    /// same. (Not fenced exactly: a packet the program missed the flow
-    /// for just before the maps were written, on another CPU, may reach
-    /// the ring after the look; and frames longer than a ring slot wait
-    /// on the socket, where the look does not reach.)
-    pub fn fast_commit_except(&mut self, waiting: &std::collections::HashSet<FpKey>) {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
@@ -710,29 +653,12 @@ impl Dataplane {
             return;
         }
         for ids in std::mem::take(&mut o.to_hand) {
-            let Some(o) = self.fast.as_mut() else {
+            let Some(o) = self.fast.as_ref() else {
                 return;
             };
             let Some(f) = o.flows.get(&ids) else {
                 continue;
             };
-            if f.dirs.iter().flatten().any(|l| waiting.contains(&l.key)) {
-                let now = monotonic_ns();
-                let since = if f.waited_since == 0 {
-                    now
-                } else {
-                    f.waited_since
-                };
-                if now.saturating_sub(since) < HAND_OVER_WAIT_NS {
-                    if let Some(f) = o.flows.get_mut(&ids) {
-                        f.waited_since = since;
-                    }
-                    o.deferred += 1;
-                    o.to_hand.push(ids);
-                    continue;
-                }
-            }
-            let o = &*o;
             // Handed meanwhile; or TCP with a direction not (or no
             // longer) known: a flow dropped and learnt again since.
             let udp = f.dirs.iter().flatten().any(|l| l.key.proto == 17);

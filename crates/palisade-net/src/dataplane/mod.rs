@@ -56,7 +56,6 @@ use crate::config::Config;
 pub use crate::afpacket::Gso;
 pub use control::{ControlError, LinkEvent, Punted};
 pub use drop::{DropCounts, DropReason};
-pub use fast::waiting_key;
 pub use local::VirtualMacError;
 pub use offload::{InPlace, OUT_VNET};
 pub use palisade_wire::ethernet::{Mac, BROADCAST};
