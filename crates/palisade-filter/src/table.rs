@@ -165,9 +165,37 @@ impl AddrTable {
     /// table's new contents keeps such an entry with its time, and only
     /// the entries it adds (or turns) date from the commit (`born`).
     pub fn keep_ages_of(&mut self, old: &AddrTable) {
-        for (neg, ip, bits) in self.all() {
-            if old.neg_of(&ip, bits) == Some(neg) {
-                let at = *old.stamps.get(&(ip, bits)).unwrap_or(&old.born);
+        // Without sorting, and stamping only the minority: the entries of
+        // a big list reloaded unchanged share the old table's `born` and
+        // need no stamp each (the first version stamped every kept entry,
+        // a map as large as the table, built under the data plane's lock).
+        let now = self.born;
+        let kept_age = |neg: bool, ip: IpAddr, bits: u8| {
+            (old.neg_of(&ip, bits) == Some(neg))
+                .then(|| *old.stamps.get(&(ip, bits)).unwrap_or(&old.born))
+        };
+        let mut entries: Vec<(bool, IpAddr, u8)> = Vec::with_capacity(self.len());
+        for (b, m) in &self.v4 {
+            entries.extend(m.iter().map(|(k, n)| (*n, IpAddr::V4((*k).into()), *b)));
+        }
+        for (b, m) in &self.v6 {
+            entries.extend(m.iter().map(|(k, n)| (*n, IpAddr::V6((*k).into()), *b)));
+        }
+        let ages: Vec<Option<u64>> = entries
+            .iter()
+            .map(|&(neg, ip, bits)| kept_age(neg, ip, bits))
+            .collect();
+        let kept = ages.iter().filter(|a| a.is_some()).count();
+        // The commonest age is `born`; the others are stamped.
+        let born = if kept * 2 >= entries.len() {
+            old.born
+        } else {
+            now
+        };
+        self.born = born;
+        for (&(_, ip, bits), age) in entries.iter().zip(ages) {
+            let at = age.unwrap_or(now);
+            if at != born {
                 self.stamps.insert((ip, bits), at);
             }
         }
@@ -427,5 +455,47 @@ mod tests {
         assert_eq!(t.all(), vec![(true, "2001:db8::1".parse().unwrap(), 128)]);
         assert_eq!(t.clear(), 1);
         assert!(t.is_empty());
+    }
+
+    /// A list reloaded unchanged keeps its entries' age with no stamp
+    /// each (a review: every kept entry was stamped, a map as large as
+    /// the table); a new entry dates from the reload; an entry turned
+    /// (negated now) is new; expiry sees each age.
+    #[test]
+    fn kept_ages_cost_no_stamp_per_entry() {
+        let mut old = AddrTable::born_at(100);
+        for i in 0..200u32 {
+            old.insert(&net(&format!("198.18.{}.{}/32", i / 250, i % 250)), false);
+        }
+        old.insert_at(&net("192.0.2.7/32"), false, 150);
+        let mut new = AddrTable::born_at(300);
+        for i in 0..200u32 {
+            new.insert(&net(&format!("198.18.{}.{}/32", i / 250, i % 250)), false);
+        }
+        new.insert(&net("192.0.2.7/32"), false);
+        new.insert(&net("203.0.113.1/32"), false);
+        new.keep_ages_of(&old);
+        assert_eq!(new.born, 100);
+        assert_eq!(new.stamps.len(), 2, "{:?}", new.stamps);
+        let mut e = new.clone();
+        assert_eq!(e.expire(101).len(), 200, "the 200 from 100");
+        assert_eq!(e.expire(151).len(), 1, "the one added at 150");
+        assert_eq!(e.expire(301).len(), 1, "the new one");
+        // Mostly new: `born` is the reload's, the kept few stamped.
+        let mut fresh = AddrTable::born_at(300);
+        for i in 0..50u32 {
+            fresh.insert(&net(&format!("203.0.113.{i}/32")), false);
+        }
+        fresh.insert(&net("198.18.0.1/32"), false);
+        fresh.insert(&net("198.18.0.2/32"), true);
+        fresh.keep_ages_of(&old);
+        assert_eq!(fresh.born, 300);
+        assert_eq!(
+            fresh.stamps.len(),
+            1,
+            "only the kept one: {:?}",
+            fresh.stamps
+        );
+        assert_eq!(fresh.clone().expire(101).len(), 1);
     }
 }
