@@ -622,8 +622,10 @@ fn drops_are_counted_by_reason() {
         eth(M0, A, None, ETH_IPV4, &syn),
         0,
     );
-    // 16 packets wait for an unresolved neighbour; the 17th is dropped.
-    for n in 0..17 {
+    // NEIGH_QUEUE packets wait for an unresolved neighbour; the next is
+    // dropped.
+    use super::neigh::NEIGH_QUEUE;
+    for n in 0..=NEIGH_QUEUE {
         let o = d.input(
             0,
             &eth(M0, A, None, ETH_IPV4, &udp("203.0.113.1", "192.0.2.77", 64)),
@@ -643,10 +645,10 @@ fn drops_are_counted_by_reason() {
     *expect.entry(TtlExceeded).or_insert(0) += 110;
     // Two errors went out in this second already (no route, TTL): 98
     // more, then the limit. They queue for the sender, whose queue holds
-    // the first error already: 15 more, the rest dropped.
+    // the first error already: NEIGH_QUEUE - 1 more, the rest dropped.
     assert_eq!(d.counters.icmp_errors, 100);
     *expect.entry(IcmpRateLimit).or_insert(0) += 110 - 98;
-    *expect.entry(NeighQueueFull).or_insert(0) += 98 - 15;
+    *expect.entry(NeighQueueFull).or_insert(0) += 98 - (NEIGH_QUEUE as u64 - 1);
     // The neighbours never answer: what waited is dropped, and host
     // unreachable sent back (which waits itself, then goes).
     for t in [1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000] {
@@ -660,7 +662,8 @@ fn drops_are_counted_by_reason() {
         }
     }
     assert!(
-        got.get(&NeighUnresolved).is_some_and(|&n| n >= 16),
+        got.get(&NeighUnresolved)
+            .is_some_and(|&n| n >= NEIGH_QUEUE as u64),
         "{got:?}"
     );
     // All but too_big, punt_queue_full, ring_full (the kernel's),
