@@ -880,20 +880,8 @@ fn vlan_topology(tag: &str, vid: u16) -> (Netns, String, String, String, Proc) {
     ] {
         ns.exec(&up, &a);
     }
-    ns.exec(
-        &vm,
-        &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
-    );
-    let vid = vid.to_string();
-    let adapter = ns.spawn(
-        &vm,
-        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", &vid],
-    );
-    wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
-        ok(&vm, &["ip", "link", "show", "vm0"])
-    });
+    let adapter = vlan_vm(&ns, &vm, vid);
     for a in [
-        vec!["ip", "link", "set", "vm0", "up"],
         vec!["ip", "addr", "add", "192.0.2.10/24", "dev", "vm0"],
         vec![
             "ip",
@@ -958,39 +946,29 @@ fn vlan_connections_go_through_the_kernel_tags_and_all() {
         &vlan_ports(1234),
     );
     wait_ping(&vm, "203.0.113.1", &log);
-    let taken = || fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
-
+    // A transfer from `src` to `to` in `dst`: its bytes arrive, and the
+    // program took more than a thousand of its packets.
+    let transfer = |src: &str, dst: &str, to: &str, what: &str| {
+        let taken = || fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+        let before = taken();
+        let received = iperf(&ns, src, dst, to, "5201", &log);
+        let took = taken() - before;
+        assert!(
+            received > 5_000_000,
+            "{received} bytes of the {what}\n{}",
+            log.lock().unwrap()
+        );
+        assert!(
+            took > 1_000,
+            "the program took {took} packets of the {what}\n{}",
+            log.lock().unwrap()
+        );
+    };
     // The VM uploads over IPv4: tagged in, translated, untagged out.
-    let before = taken();
-    let received = iperf(&ns, &vm, &up, "203.0.113.1", "5201", &log);
-    let after_v4 = taken();
-    assert!(
-        received > 5_000_000,
-        "{received} bytes from the VM\n{}",
-        log.lock().unwrap()
-    );
-    assert!(
-        after_v4 - before > 1_000,
-        "the program took {} packets of the VM's upload\n{}",
-        after_v4 - before,
-        log.lock().unwrap()
-    );
-
+    transfer(&vm, &up, "203.0.113.1", "VM's upload");
     // The upstream host sends to the VM over IPv6: untagged in, tagged
     // out.
-    let received = iperf(&ns, &up, &vm, "2001:db8:1::10", "5201", &log);
-    let after_v6 = taken();
-    assert!(
-        received > 5_000_000,
-        "{received} bytes to the VM\n{}",
-        log.lock().unwrap()
-    );
-    assert!(
-        after_v6 - after_v4 > 1_000,
-        "the program took {} packets of the download\n{}",
-        after_v6 - after_v4,
-        log.lock().unwrap()
-    );
+    transfer(&up, &vm, "2001:db8:1::10", "download");
     // The program lost nothing half way (a tag it could not put back,
     // a rewrite that failed).
     assert_eq!(

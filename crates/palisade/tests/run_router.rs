@@ -98,22 +98,10 @@ fn router_vlan_proxy_arp() {
             "nodad",
         ],
     );
-    // Disable the VM side's own IPv6 on the trunk (the TAP carries it).
-    ns.exec(
-        &vm,
-        &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
-    );
     // The VM's NIC on VLAN 1234: the lab's adapter (a TAP device `vm0`
     // whose frames go tagged on `vmtrunk`).
-    let mut adapter = ns.spawn(
-        &vm,
-        &[palisade(), "lab", "vlan-adapter", "vmtrunk", "vm0", "1234"],
-    );
-    wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
-        ok(&vm, &["ip", "link", "show", "vm0"])
-    });
+    let mut adapter = vlan_vm(&ns, &vm, 1234);
     for a in [
-        vec!["ip", "link", "set", "vm0", "up"],
         vec!["ip", "addr", "add", "192.0.2.10/24", "dev", "vm0"],
         vec!["ip", "addr", "add", "203.0.113.10/32", "dev", "vm0"],
         vec![

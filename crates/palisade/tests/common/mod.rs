@@ -554,3 +554,31 @@ pub fn fastpath_info(sock: &std::path::Path) -> Option<serde_json::Value> {
     });
     Some(info["fastpath"].clone())
 }
+
+/// A VM's NIC on VLAN `vid` in namespace `vm` without the kernel's 8021q
+/// module: the lab's adapter (`palisade lab vlan-adapter`) joins TAP
+/// device `vm0`, brought up here, to port `vmtrunk`, whose own IPv6 is
+/// turned off (the TAP carries it). The adapter runs until dropped.
+pub fn vlan_vm(ns: &Netns, vm: &str, vid: u16) -> Proc {
+    ns.exec(
+        vm,
+        &["sysctl", "-qw", "net.ipv6.conf.vmtrunk.disable_ipv6=1"],
+    );
+    let vid = vid.to_string();
+    let adapter = ns.spawn(
+        vm,
+        &[
+            env!("CARGO_BIN_EXE_palisade"),
+            "lab",
+            "vlan-adapter",
+            "vmtrunk",
+            "vm0",
+            &vid,
+        ],
+    );
+    wait_until("the VM's NIC (vm0)", Duration::from_secs(5), || {
+        ok(vm, &["ip", "link", "show", "vm0"])
+    });
+    ns.exec(vm, &["ip", "link", "set", "vm0", "up"]);
+    adapter
+}
