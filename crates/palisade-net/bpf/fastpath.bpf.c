@@ -17,7 +17,10 @@
 // last segment's end, one ack: the same as checking its segments in
 // turn). What does not fit goes to user space, which cuts it and decides
 // each segment, and the state is marked slow so that its later packets
-// follow in order until user space hands it back.
+// follow in order until user space hands it back. After a hand-over, a
+// way's packets go back too, counted and marked, until user space says
+// it has sent as many (the fence, struct fp_flow): what it still had of
+// the flow then is not overtaken.
 //
 // GPL because the kernel lets only GPL programs take a bpf_spin_lock.
 
@@ -68,10 +71,16 @@ struct fp_win {
 // Per flow slot, written by user space (under the lock, BPF_F_LOCK)
 // while the program has the record: never in a direction, which a run
 // may be reading.
+// The same record carries the fence's release (struct fp_flow): per
+// way, how many of the packets the program gave back during the fence
+// user space has sent on (0: none yet; ~0: go on regardless). User
+// space writes it once the system call that sent them has returned: on
+// a veth, the receiving side's softirq ran inside that call.
 struct fp_bump {
     struct bpf_spin_lock lock;
     __u32 id;
     struct fp_win w[2][2]; // per state of the flow, per side (initiator first)
+    __u32 rel[2];
 };
 
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
@@ -147,6 +156,17 @@ struct fp_flow {
     __u32 pad;
     struct fp_half state[2];
     __u64 last_ns;
+    // The fence at the hand-over (docs/fastpath.md, "Order"): packets of
+    // a way (bit 0 or 1) whose bit is set go to user space, marked
+    // (back_fenced) and counted in `given`, until user space says it has
+    // sent as many (`rel`, from fp_bump), one at least: the packets that
+    // reached user space before the hand-over came before the first
+    // marked one, so none of the flow's is left behind in user space
+    // when the program takes the way's next packet.
+    __u32 fence;
+    __u32 given[2];
+    __u32 rel[2];
+    __u32 pad2;
 };
 
 enum fp_counter {
@@ -159,6 +179,7 @@ enum fp_counter {
     FP_DROPPED,        // a helper failed half way through a rewrite, or
                        // putting a tag back (back_tagged)
     FP_TAKEN_SUPER,    // of FP_TAKEN: super-packets (GSO), taken whole
+    FP_BACK_FENCE,     // a way still fenced after its hand-over
     FP_COUNTERS,
 };
 
@@ -397,6 +418,20 @@ static __always_inline int back(struct __sk_buff *skb)
     return TC_ACT_OK;
 }
 
+// A packet given back during its way's fence, marked so that user space
+// knows it for one the program counted: PACKET_MULTICAST on a frame
+// addressed to a unicast MAC, which the kernel itself never makes (it
+// takes the type from the destination MAC). The kernel's IP stack, which
+// gets the packet too, forwards only PACKET_HOST and drops the rest as
+// it drops the frames of other hosts.
+static __always_inline int back_fenced(struct __sk_buff *skb)
+{
+    int r = back(skb);
+    if (r == TC_ACT_OK)
+        bpf_skb_change_type(skb, PACKET_MULTICAST);
+    return r;
+}
+
 SEC("classifier")
 int fastpath_in(struct __sk_buff *skb)
 {
@@ -557,6 +592,7 @@ int fastpath_in(struct __sk_buff *skb)
     // Window edges user space moved meanwhile (struct fp_bump), copied
     // under their own lock (one lock at a time).
     struct fp_win bw[2][2];
+    __u32 brel[2] = {};
     __u32 bump = 0;
     // (The ids are read without the lock first: nearly always there is
     // nothing new, and the lock costs.)
@@ -565,6 +601,8 @@ int fastpath_in(struct __sk_buff *skb)
         bpf_spin_lock(&b->lock);
         bump = b->id;
         __builtin_memcpy(bw, b->w, sizeof(bw));
+        brel[0] = b->rel[0];
+        brel[1] = b->rel[1];
         bpf_spin_unlock(&b->lock);
     }
     bpf_spin_lock(&st->lock);
@@ -573,7 +611,26 @@ int fastpath_in(struct __sk_buff *skb)
         merge(&st->state[0].peer[1], &bw[0][1]);
         merge(&st->state[1].peer[0], &bw[1][0]);
         merge(&st->state[1].peer[1], &bw[1][1]);
+        st->rel[0] = brel[0];
+        st->rel[1] = brel[1];
         st->bump = bump;
+    }
+    // The way's fence: lifted once user space has sent every packet of
+    // it the program gave back (and at least one: those it had before
+    // the hand-over came first).
+    int fenced = 0;
+    if (st->gen == gen && !st->slow && (st->fence & (1u << w))) {
+        __u32 rel = w ? st->rel[1] : st->rel[0];
+        __u32 given = w ? st->given[1] : st->given[0];
+        if (rel != 0 && given <= rel) {
+            st->fence &= ~(1u << w);
+        } else {
+            fenced = 1;
+            if (w)
+                st->given[1] = given + 1;
+            else
+                st->given[0] = given + 1;
+        }
     }
     // Both passes on copies; written back only if both take the packet
     // (else user space decides it from the state as it was).
@@ -586,6 +643,8 @@ int fastpath_in(struct __sk_buff *skb)
         verdict = -3;
     } else if (st->slow) {
         verdict = -2;
+    } else if (fenced) {
+        verdict = -4;
     } else if (special || (key.proto == IPPROTO_TCP && ((flags & (TH_SYN | TH_FIN | TH_RST)) || odd))) {
         verdict = -1;
         st->slow = 1;
@@ -609,6 +668,10 @@ int fastpath_in(struct __sk_buff *skb)
         st->last_ns = now;
     }
     bpf_spin_unlock(&st->lock);
+    if (verdict == -4) {
+        count(FP_BACK_FENCE);
+        return back_fenced(skb);
+    }
     if (verdict != 1) {
         count(verdict == 0    ? FP_BACK_WINDOW
               : verdict == -1 ? FP_BACK_FLAGS

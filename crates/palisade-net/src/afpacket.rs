@@ -100,6 +100,9 @@ pub struct Port {
     copy: std::cell::RefCell<Vec<u8>>,
     /// Frames cut short by the ring and not read whole (dropped).
     cut: std::cell::Cell<u64>,
+    /// The frame `recv_batch` is handing out carries the fast path's
+    /// fence mark (`rx_fenced`).
+    fenced: std::cell::Cell<bool>,
 }
 
 // SAFETY: the ring is only touched by the thread that owns the Port (it is
@@ -191,7 +194,17 @@ impl Port {
             rings,
             copy: std::cell::RefCell::new(Vec::new()),
             cut: std::cell::Cell::new(0),
+            fenced: std::cell::Cell::new(false),
         }
+    }
+
+    /// During `recv_batch`'s call of its closure: whether the frame handed
+    /// out was given back by the fast path's program during its flow's
+    /// fence at the hand-over (docs/fastpath.md, "Order"). The program
+    /// marks such a frame PACKET_MULTICAST while it is addressed to a
+    /// unicast MAC, which the kernel never does on its own.
+    pub fn rx_fenced(&self) -> bool {
+        self.fenced.get()
     }
 
     /// Whether IPv4 and IPv6 come on sockets of their own (`open_split`).
@@ -337,6 +350,12 @@ impl Port {
                 status,
                 tci: hdr.tp_vlan_tci,
                 tpid: hdr.tp_vlan_tpid,
+                // SAFETY: the kernel writes the frame's sockaddr_ll after
+                // the header, inside the slot (its first bytes).
+                pkttype: unsafe {
+                    *r.map
+                        .add(off + sll_at(std::mem::size_of::<libc::tpacket2_hdr>()) + SLL_PKTTYPE)
+                },
             };
             if status & libc::TP_STATUS_COPY != 0 {
                 // The whole frame waits on the socket, in this place.
@@ -427,6 +446,8 @@ impl Port {
         f: &mut impl FnMut(&mut [u8], Option<Gso>),
     ) {
         let gso = vh.gso();
+        self.fenced
+            .set(m.pkttype == libc::PACKET_MULTICAST && data.first().is_some_and(|b| b & 1 == 0));
         let tagged = m.status & libc::TP_STATUS_VLAN_VALID != 0;
         let frame: &mut [u8] = if tagged && data.len() >= 12 {
             frame.clear();
@@ -490,6 +511,16 @@ impl Port {
                         status: hdr.tp_status,
                         tci: hdr.hv1.tp_vlan_tci as u16,
                         tpid: hdr.hv1.tp_vlan_tpid,
+                        // SAFETY: the kernel writes the packet's
+                        // sockaddr_ll after its header, before the frame
+                        // (checked inside the block just above).
+                        pkttype: unsafe {
+                            *ring.add(
+                                off + p
+                                    + sll_at(std::mem::size_of::<libc::tpacket3_hdr>())
+                                    + SLL_PKTTYPE,
+                            )
+                        },
                     };
                     self.hand(data, vh, meta, &mut frame, f);
                     n += 1;
@@ -839,7 +870,19 @@ struct Meta {
     status: u32,
     tci: u16,
     tpid: u16,
+    /// `sll_pkttype` of the sockaddr_ll the kernel writes after the
+    /// header (PACKET_HOST, PACKET_OTHERHOST...).
+    pkttype: u8,
 }
+
+/// Where the kernel writes a frame's sockaddr_ll in a slot or block: after
+/// the ring header of `hdr_len` bytes, aligned as TPACKET_ALIGN does.
+const fn sll_at(hdr_len: usize) -> usize {
+    (hdr_len + 15) & !15
+}
+
+/// `sll_pkttype`'s offset in a sockaddr_ll.
+const SLL_PKTTYPE: usize = std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
 
 /// The legacy virtio_net_hdr AF_PACKET uses (10 bytes, host byte order).
 pub const VNET_HDR_LEN: usize = 10;

@@ -185,6 +185,10 @@ pub struct FpBump {
     pub id: u32,
     /// Per state of the flow, per side (initiator first).
     pub w: [[FpWin; 2]; 2],
+    /// The fence's release, per way (`FpFlow::fence`): how many of the
+    /// packets the program gave back marked user space has sent on (0:
+    /// none yet; `u32::MAX`: go on regardless).
+    pub rel: [u32; 2],
 }
 
 /// A side's window record (`struct fp_peer`), as the filter's `Peer`.
@@ -241,6 +245,14 @@ pub struct FpFlow {
     pub pad: u32,
     pub state: [FpHalf; 2],
     pub last_ns: u64,
+    /// Ways (bit 0, bit 1: `FpDir::way`) still fenced after the hand-over:
+    /// their packets go to user space marked (`Port::rx_fenced`) and
+    /// counted in `given` until `rel` (from the last `FpBump`), at least
+    /// 1, covers them (docs/fastpath.md, "Order").
+    pub fence: u32,
+    pub given: [u32; 2],
+    pub rel: [u32; 2],
+    pub pad2: u32,
 }
 
 // SAFETY: plain `repr(C)` integers and arrays of them, no padding the
@@ -259,11 +271,11 @@ unsafe impl aya::Pod for FpFlow {}
 unsafe impl aya::Pod for FpBump {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
-const _: () = assert!(std::mem::size_of::<FpBump>() == 56);
+const _: () = assert!(std::mem::size_of::<FpBump>() == 64);
 const _: () = assert!(std::mem::size_of::<FpWay>() == 112);
 const _: () = assert!(std::mem::size_of::<FpWays>() == 232);
 const _: () = assert!(std::mem::size_of::<FpRef>() == 12);
-const _: () = assert!(std::mem::size_of::<FpFlow>() == 160);
+const _: () = assert!(std::mem::size_of::<FpFlow>() == 184);
 
 /// The program's counters (`enum fp_counter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -279,6 +291,12 @@ pub struct FpCounters {
     pub dropped: u64,
     /// Of `taken`: super-packets (GSO, several segments), taken whole.
     pub taken_super: u64,
+    /// Given back marked: the way was still fenced after its hand-over.
+    pub back_fence: u64,
+    /// User space's, not the program's: fences let go regardless after
+    /// their way's packets kept coming for a while (a flood), or marked
+    /// ones were lost (docs/fastpath.md, "Order").
+    pub fence_forced: u64,
 }
 
 /// tc's verdicts as the program returns them.
@@ -565,7 +583,7 @@ impl FastPath {
                 .ok_or_else(|| err("map", "fp_counters missing"))?,
         )
         .map_err(|e| err("fp_counters", e))?;
-        let mut v = [0u64; 7];
+        let mut v = [0u64; 8];
         for (i, x) in v.iter_mut().enumerate() {
             *x = m
                 .get(&(i as u32), 0)
@@ -581,6 +599,8 @@ impl FastPath {
             back_stale: v[4],
             dropped: v[5],
             taken_super: v[6],
+            back_fence: v[7],
+            ..FpCounters::default()
         })
     }
 

@@ -865,7 +865,12 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
     };
     let k = tcp_key(false, 0);
     fp.set_dir(&k, &dir).unwrap();
-    let mut bump = FpBump { lock: 0, id: 9, w };
+    let mut bump = FpBump {
+        lock: 0,
+        id: 9,
+        w,
+        ..FpBump::default()
+    };
     fp.set_bump(5, &bump).unwrap();
     let seg = tcp_packet(false, 0, 2000, 5000, 0x10, 1000, 500);
     let (verdict, _) = fp.test_run(&seg, None).unwrap();
@@ -914,6 +919,7 @@ fn a_bump_merges_window_edges_once_before_the_next_check() {
             lock: 0,
             id: 12,
             w: w2,
+            ..FpBump::default()
         },
     )
     .unwrap();
@@ -1082,4 +1088,96 @@ fn records_read_in_batches_are_those_read_one_by_one() {
     assert_eq!(last.len(), 1);
     // Past the end: nothing (not the array again from its start).
     assert!(fp.flows_batch(131_072, 10).unwrap().is_empty());
+}
+
+/// The fence at the hand-over (docs/fastpath.md, "Order"): a fenced
+/// way's packets go back, counted, until user space says (by a bump) it
+/// has sent as many, at least one; the other way is not held by it;
+/// `u32::MAX` lets the way go regardless.
+#[test]
+fn a_fenced_way_goes_back_counted_until_user_space_has_sent_as_many() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let fenced = FpFlow {
+        fence: 1,
+        ..one_state_flow()
+    };
+    let dir = |way: u8| FpDir {
+        flow: 3,
+        gen: 7,
+        way,
+        fwd: FpWay {
+            out_ifindex: 1,
+            in_dst: FW_MAC,
+            mtu: LO_MTU,
+            side: [way, way],
+            ..FpWay::default()
+        },
+    };
+    fp.set_dir(&tcp_key(false, 0), &dir(0)).unwrap();
+    fp.set_dir(&tcp_key(false, 1), &dir(1)).unwrap();
+    let ack = || tcp_packet(false, 0, 1000, 5000, 0x10, 1000, 10);
+    let back_fence = |fp: &mut FastPath| fp.counters().unwrap().back_fence;
+    let before = back_fence(&mut fp);
+    let mut bump_id = 100;
+    let mut release = |fp: &mut FastPath, rel: u32| {
+        bump_id += 1;
+        fp.set_bump(
+            3,
+            &FpBump {
+                id: bump_id,
+                w: [[FpWin::default(); 2]; 2],
+                rel: [rel, 0],
+                ..FpBump::default()
+            },
+        )
+        .unwrap();
+    };
+    fp.set_bump(3, &FpBump::default()).unwrap();
+    fp.set_flow(3, &fenced).unwrap();
+    // Nothing said yet (0): back, however many were counted (none).
+    release(&mut fp, 0);
+    for n in 1..=2 {
+        assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_OK);
+        let st = fp.flow(3).unwrap();
+        assert_eq!((st.fence, st.given[0]), (1, n));
+    }
+    // One sent of two given: back.
+    release(&mut fp, 1);
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.flow(3).unwrap().given[0], 3);
+    // Nothing new said (no bump to merge): back.
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.flow(3).unwrap().given[0], 4);
+    // All four sent: taken, the fence gone.
+    release(&mut fp, 4);
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_REDIRECT);
+    let st = fp.flow(3).unwrap();
+    assert_eq!((st.fence, st.given[0], st.slow), (0, 4, 0));
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_REDIRECT);
+    assert_eq!(back_fence(&mut fp) - before, 4);
+    // (Each case below starts as a hand-over does: no bump to merge.)
+    // The other way's fence does not hold this one back.
+    fp.set_bump(3, &FpBump::default()).unwrap();
+    fp.set_flow(3, &FpFlow { fence: 2, ..fenced }).unwrap();
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_REDIRECT);
+    let answer = tcp_packet(false, 1, 5000, 1010, 0x10, 1000, 0);
+    assert_eq!(fp.test_run(&answer, None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.flow(3).unwrap().given, [0, 1]);
+    // Let go regardless (its packets kept coming): taken.
+    fp.set_bump(3, &FpBump::default()).unwrap();
+    fp.set_flow(3, &fenced).unwrap();
+    for _ in 0..3 {
+        assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_OK);
+    }
+    release(&mut fp, u32::MAX);
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_REDIRECT);
+    // A flow turned slow is the slow mark's, not the fence's: back
+    // uncounted.
+    fp.set_bump(3, &FpBump::default()).unwrap();
+    fp.set_flow(3, &FpFlow { slow: 1, ..fenced }).unwrap();
+    assert_eq!(fp.test_run(&ack(), None).unwrap().0, TC_ACT_OK);
+    assert_eq!(fp.flow(3).unwrap().given[0], 0);
+    fp.remove_dir(&tcp_key(false, 0)).unwrap();
+    fp.remove_dir(&tcp_key(false, 1)).unwrap();
 }

@@ -152,6 +152,7 @@ pub fn render(sh: &Shared) -> String {
             "back_window",
             "back_slow",
             "back_stale",
+            "back_fence",
         ] {
             let _ = writeln!(
                 out,

@@ -387,14 +387,15 @@ pub fn run(path: &Path) -> Result<(), String> {
     tracing::info!("stopping: {}", stop_summary(&sh.dp().counters));
     if let Some((flows, c)) = sh.dp().fastpath_status() {
         tracing::info!(
-            "fastpath: {flows} flows handed over; taken {} ({} super-packets), dropped {}, given back: flags {}, window {}, slow {}, stale {}",
+            "fastpath: {flows} flows handed over; taken {} ({} super-packets), dropped {}, given back: flags {}, window {}, slow {}, stale {}, fence {}",
             c.taken,
             c.taken_super,
             c.dropped,
             c.back_flags,
             c.back_window,
             c.back_slow,
-            c.back_stale
+            c.back_stale,
+            c.back_fence
         );
     }
     match lost {

@@ -77,6 +77,8 @@ pub fn info(sh: &Shared) -> Info {
             ("back_window", c.back_window),
             ("back_slow", c.back_slow),
             ("back_stale", c.back_stale),
+            ("back_fence", c.back_fence),
+            ("fence_forced", c.fence_forced),
             ("dropped", c.dropped),
         ])
     });

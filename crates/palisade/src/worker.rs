@@ -531,12 +531,16 @@ fn input(
     gso: Option<palisade_net::dataplane::Gso>,
     now: u64,
     defer: bool,
+    fenced: bool,
 ) -> (
     Vec<palisade_net::dataplane::Out>,
     Touched,
     Option<palisade_net::dataplane::InPlace>,
 ) {
     let mut dp = sh.dp();
+    if fenced {
+        dp.note_fenced();
+    }
     if !defer {
         let o = dp.input_offload(port, frame, gso, now);
         return (o, Touched::default(), dp.take_in_place());
@@ -761,7 +765,8 @@ pub fn worker(
             let mut outs = Vec::new();
             let mut frames = 0;
             ports[i].recv_batch(|frame, gso| {
-                let (o, touched, in_place) = input(sh, i, frame, gso, now, defer);
+                let fenced = ports[i].rx_fenced();
+                let (o, touched, in_place) = input(sh, i, frame, gso, now, defer, fenced);
                 held_or_out(sh, id, touched, o, &mut outs);
                 if let Some(s) = in_place {
                     // A super-packet leaving whole from the ring: after
@@ -808,7 +813,7 @@ pub fn worker(
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
                     for f in &mut frames {
-                        let (o, touched, _) = input(sh, sh.host_port, f, None, now, defer);
+                        let (o, touched, _) = input(sh, sh.host_port, f, None, now, defer, false);
                         held_or_out(sh, id, touched, o, &mut outs);
                     }
                     sh.send(&ports, outs);

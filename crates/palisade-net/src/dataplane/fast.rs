@@ -20,6 +20,12 @@
 //! tick after the last packet it saw, or takes the flow away for good
 //! (the states closing, gone, killed). Taking away removes the
 //! directions first, so the program no longer finds the flow.
+//!
+//! A hand-over fences both ways: the program gives their packets back,
+//! counted and marked, until user space has sent as many (`fast_commit`
+//! says so), so that none queued in user space at the hand-over is
+//! overtaken; a way that never lets the counts agree goes free after
+//! `FENCE_FORCE_MS` (docs/fastpath.md, "Order").
 
 use std::collections::HashMap;
 
@@ -55,6 +61,9 @@ pub(super) struct Trace {
     /// not see it (it was queued before the hand-over; or has IP
     /// options): the flow, and its record as read before pf decided it.
     unseen: Option<([u64; 2], FpFlow)>,
+    /// The program gave the packet back during its way's fence (marked):
+    /// the flow and the way.
+    fenced: Option<([u64; 2], usize)>,
 }
 
 struct Learnt {
@@ -83,7 +92,45 @@ struct Flow {
     /// its edges (a bump that would say the same is not written again).
     bump: u32,
     bump_w: [[FpWin; 2]; 2],
+    /// The fence at the hand-over (`FpFlow::fence`), per way (`dirs`'
+    /// index, the program's way): the marked packets user space has sent
+    /// on, and what the last bump said of them (`FpBump::rel`).
+    done: [u32; 2],
+    rel: [u32; 2],
+    /// When the way's first marked packet was seen (ms; 0: none yet), and
+    /// whether its fence is let go regardless (`FENCE_FORCE_MS`).
+    fence_first: [u64; 2],
+    forced: [bool; 2],
 }
+
+impl Flow {
+    /// The window edges the states have now and the fence's release, for
+    /// the program to merge (`FpBump`, its id still to set).
+    fn bump_of(&self, views: &[FastView]) -> FpBump {
+        let win = |p: &Peer| FpWin {
+            seqlo: p.seqlo,
+            seqhi: p.seqhi,
+            max_win: p.max_win,
+        };
+        let mut bump = FpBump {
+            rel: self.rel,
+            ..FpBump::default()
+        };
+        for (k, v) in views.iter().enumerate().take(2) {
+            bump.w[k] = [win(&v.peers[0]), win(&v.peers[1])];
+        }
+        bump
+    }
+}
+
+/// A way whose packets keep coming faster than user space sends them on
+/// (a flood; an exchange between hosts on this machine, `fast_end`), or
+/// some of whose marked packets never reached user space (a full ring
+/// dropped them), never finds the fence's counts equal: from its first
+/// marked packet user space sees this long (ms) after the first, the
+/// program takes it regardless (the packets then in user space may be
+/// overtaken, as before the fence).
+const FENCE_FORCE_MS: u64 = 50;
 
 /// Whether the fast path (if any) sends to `mac`: a full neighbour
 /// table keeps such a neighbour (a free function, so that the table can
@@ -121,6 +168,14 @@ pub(super) struct Offloads {
     retry_after: HashMap<[u64; 2], u64>,
     /// Flows ready to be handed over (`fast_commit`).
     to_hand: Vec<[u64; 2]>,
+    /// Flows whose fence user space moved (`fast_commit` tells the
+    /// program, once the packets are sent).
+    to_release: Vec<[u64; 2]>,
+    /// The frame about to be input came marked by the fence
+    /// (`Dataplane::note_fenced`).
+    rx_fenced: bool,
+    /// Fences let go after `FENCE_FORCE_MS` (`show info`).
+    fences_forced: u64,
     next_slot: u32,
     next_gen: u32,
     next_bump: u32,
@@ -214,11 +269,13 @@ fn udp_settled(v: &FastView, side: u8) -> bool {
 
 /// A flow's record as user space hands it to the program: the states'
 /// windows as they are now, counters from zero, not slow, the
-/// directions' last bump (`bump`) already in.
-fn fresh_record(gen: u32, ids: [u64; 2], views: &[FastView], bump: u32) -> FpFlow {
+/// directions' last bump (`bump`) already in, the ways in `fence`
+/// fenced.
+fn fresh_record(gen: u32, ids: [u64; 2], views: &[FastView], bump: u32, fence: u32) -> FpFlow {
     let mut rec = FpFlow {
         gen,
         bump,
+        fence,
         states: if ids[0] == ids[1] { 1 } else { 2 },
         ..FpFlow::default()
     };
@@ -246,6 +303,9 @@ impl Offloads {
             cooled: Vec::new(),
             retry_after: HashMap::new(),
             to_hand: Vec::new(),
+            to_release: Vec::new(),
+            rx_fenced: false,
+            fences_forced: 0,
             next_slot: 0,
             next_gen: 1,
             next_bump: 1,
@@ -310,7 +370,17 @@ impl Dataplane {
     pub fn fastpath_status(&mut self) -> Option<(usize, crate::fastpath::FpCounters)> {
         let o = self.fast.as_mut()?;
         let handed = o.flows.values().filter(|f| f.handed).count();
-        Some((handed, o.fp.counters().unwrap_or_default()))
+        let mut c = o.fp.counters().unwrap_or_default();
+        c.fence_forced = o.fences_forced;
+        Some((handed, c))
+    }
+
+    /// The frame about to be input (`input`, `input_offload`) came
+    /// marked by the fast path's fence (`afpacket::Port::rx_fenced`).
+    pub fn note_fenced(&mut self) {
+        if let Some(o) = self.fast.as_mut() {
+            o.rx_fenced = true;
+        }
     }
 
     /// A frame arrives on `port`: if it belongs to a flow the program
@@ -320,6 +390,7 @@ impl Dataplane {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
+        let marked = std::mem::take(&mut o.rx_fenced);
         let mut in_dst = [0u8; 6];
         if let Some(d) = frame.get(..6) {
             in_dst.copy_from_slice(d);
@@ -369,6 +440,13 @@ impl Dataplane {
             return;
         };
         if let Some(f) = o.flows.get_mut(&ids) {
+            if marked && quoted.is_none() {
+                // The way whose fence held this packet back.
+                if let Some(d) = (0..2).find(|&d| f.dirs[d].as_ref().is_some_and(|l| l.key == key))
+                {
+                    self.trace.fenced = Some((ids, d));
+                }
+            }
             if f.slow {
                 // Ours already: nothing moved since it was read.
                 f.slow_seen = now;
@@ -441,6 +519,35 @@ impl Dataplane {
         let t = std::mem::take(&mut self.trace);
         if let Some((ids, rec)) = t.unseen {
             self.fast_unseen_decided(ids, &rec, now);
+        }
+        if let Some((ids, d)) = t.fenced {
+            // One more of the way's marked packets is through pf: the
+            // program is told once its frames are out (`fast_commit`).
+            // (Told before, as soon as user space had decided the last
+            // packet the program had given back, an exchange would let
+            // the fence down at once, but a burst's next packet, coming
+            // before the batch is sent, was seen to overtake it: 81 of
+            // 57,600 datagrams in the bursts test. Told after, an
+            // exchange on this machine's veths never sees the counts
+            // agree: the answer's receiver wakes on the sending CPU, and
+            // the next request reaches the program before the worker
+            // runs again. Over a wire its round trip is longer than that:
+            // here `FENCE_FORCE_MS` ends such a fence.)
+            if let Some(o) = self.fast.as_mut() {
+                if let Some(f) = o.flows.get_mut(&ids) {
+                    f.done[d] = f.done[d].wrapping_add(1);
+                    if f.fence_first[d] == 0 {
+                        f.fence_first[d] = now.max(1);
+                    }
+                    if now >= f.fence_first[d] + FENCE_FORCE_MS && !f.forced[d] {
+                        f.forced[d] = true;
+                        o.fences_forced += 1;
+                    }
+                    if !o.to_release.contains(&ids) {
+                        o.to_release.push(ids);
+                    }
+                }
+            }
         }
         // A UDP flow the program has, a packet of which user space passed
         // (another direction's, one the program gave back, a datagram cut
@@ -570,6 +677,10 @@ impl Dataplane {
                     base: FpFlow::default(),
                     bump: 0,
                     bump_w: Default::default(),
+                    done: [0; 2],
+                    rel: [0; 2],
+                    fence_first: [0; 2],
+                    forced: [false; 2],
                 },
             );
         }
@@ -649,6 +760,30 @@ impl Dataplane {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
+        // The fences these frames moved: user space has sent as many of
+        // the ways' marked packets as `done` says.
+        for ids in std::mem::take(&mut o.to_release) {
+            let Some(o) = self.fast.as_mut() else {
+                return;
+            };
+            let Some(f) = o.flows.get_mut(&ids) else {
+                continue;
+            };
+            if !f.handed || f.slow {
+                continue;
+            }
+            let rel: [u32; 2] = std::array::from_fn(|d| match (f.forced[d], f.done[d]) {
+                (true, _) => u32::MAX,
+                (false, 0) => f.rel[d],
+                (false, n) => n,
+            });
+            if rel != f.rel {
+                self.fast_release(ids, rel);
+            }
+        }
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
         if o.to_hand.is_empty() {
             return;
         }
@@ -710,15 +845,14 @@ impl Dataplane {
             }
             return;
         };
-        let win = |p: &Peer| FpWin {
-            seqlo: p.seqlo,
-            seqhi: p.seqhi,
-            max_win: p.max_win,
+        let Some(mut bump) = self
+            .fast
+            .as_ref()
+            .and_then(|o| o.flows.get(&ids))
+            .map(|f| f.bump_of(&views))
+        else {
+            return;
         };
-        let mut bump = FpBump::default();
-        for (k, v) in views.iter().enumerate() {
-            bump.w[k] = [win(&v.peers[0]), win(&v.peers[1])];
-        }
         let same = (0..states).all(|k| {
             (0..2).all(|s| {
                 let r = &rec.state[k].peer[s];
@@ -745,6 +879,39 @@ impl Dataplane {
         }
         bump.id = o.next_bump;
         o.next_bump = o.next_bump.wrapping_add(1).max(1);
+        if o.fp.set_bump(f.slot, &bump).is_ok() {
+            f.bump = bump.id;
+            f.bump_w = bump.w;
+        } else {
+            self.fast_drop(ids);
+        }
+    }
+
+    /// Tell the program how far the fences of a flow's ways have come
+    /// (`rel`, per way: `FpBump::rel`), with the states' window edges as
+    /// they are now (what pf made of the marked packets).
+    fn fast_release(&mut self, ids: [u64; 2], rel: [u32; 2]) {
+        let states = if ids[0] == ids[1] { 1 } else { 2 };
+        let views: Option<Vec<FastView>> = ids
+            .iter()
+            .take(states)
+            .map(|&id| self.filter.states.fast_view(id))
+            .collect();
+        let Some(views) = views else {
+            self.fast_drop(ids);
+            return;
+        };
+        let Some(o) = self.fast.as_mut() else {
+            return;
+        };
+        let id = o.next_bump;
+        o.next_bump = o.next_bump.wrapping_add(1).max(1);
+        let Some(f) = o.flows.get_mut(&ids) else {
+            return;
+        };
+        f.rel = rel;
+        let mut bump = f.bump_of(&views);
+        bump.id = id;
         if o.fp.set_bump(f.slot, &bump).is_ok() {
             f.bump = bump.id;
             f.bump_w = bump.w;
@@ -802,12 +969,18 @@ impl Dataplane {
             if o.fp.set_bump(f.slot, &FpBump::default()).is_err() {
                 return;
             }
-            let rec = fresh_record(gen, ids, &views, 0);
+            // Both ways fenced (one not yet learnt too: a UDP flow's other
+            // direction joins later, with its own packets in user space).
+            let rec = fresh_record(gen, ids, &views, 0, 3);
             if o.fp.set_flow(f.slot, &rec).is_err() {
                 return;
             }
             f.gen = gen;
             f.base = rec;
+            f.done = [0; 2];
+            f.rel = [0; 2];
+            f.fence_first = [0; 2];
+            f.forced = [false; 2];
             let mut dirs = Vec::with_capacity(2);
             for l in f.dirs.iter_mut().flatten() {
                 l.dir.gen = gen;
@@ -1262,7 +1435,13 @@ impl Dataplane {
             let Some(f) = o.flows.get_mut(&ids) else {
                 continue;
             };
-            let rec = fresh_record(f.gen, ids, &views, f.bump);
+            // The flow was quiet for a while: nothing of it is left in
+            // user space, and no way it has needs a fence. One it has not
+            // (a UDP flow's other direction) keeps its own.
+            let fence = (0..2)
+                .filter(|&d| f.dirs[d].is_none())
+                .fold(0, |m, d| m | 1 << d);
+            let rec = fresh_record(f.gen, ids, &views, f.bump, fence);
             if o.fp.set_flow(f.slot, &rec).is_ok() {
                 f.base = rec;
                 f.slow = false;
