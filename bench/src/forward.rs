@@ -17,6 +17,9 @@
 //! /proc: the whole machine busy (sender, forwarder, receiver), the time
 //! in softirq (where the kernel forwards, and where both peers' receivers
 //! run their network stack), and the Palisade daemon's own time.
+//! Order, as the hosts saw it: the 64-byte datagrams iperf3 received out
+//! of order, and during the TCP run the segments the receiver queued out
+//! of order (TcpExtTCPOFOQueue) and those the sender retransmitted.
 //!
 //! `--rounds N`: TCP goodput again, with both peers' topologies standing
 //! at once and N alternating turns (kernel then Palisade, then Palisade
@@ -262,6 +265,13 @@ struct Result {
     /// Datagrams the sender sent, per second.
     sent_pps: f64,
     tcp_bps: f64,
+    /// Order as the hosts saw it: 64-byte UDP datagrams iperf3 received
+    /// out of order; during the TCP run, segments the receiver queued out
+    /// of order (TcpExtTCPOFOQueue) and segments the sender retransmitted
+    /// (Tcp RetransSegs).
+    udp_ooo: f64,
+    tcp_ofo: f64,
+    tcp_retrans: f64,
 }
 
 impl Result {
@@ -278,6 +288,9 @@ impl Result {
             fwd_pps: m(self.fwd_pps, o.fwd_pps),
             sent_pps: m(self.sent_pps, o.sent_pps),
             tcp_bps: m(self.tcp_bps, o.tcp_bps),
+            udp_ooo: m(self.udp_ooo, o.udp_ooo),
+            tcp_ofo: m(self.tcp_ofo, o.tcp_ofo),
+            tcp_retrans: m(self.tcp_retrans, o.tcp_retrans),
         }
     }
 }
@@ -330,6 +343,47 @@ fn rx_packets(ns: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or(0)
+}
+
+/// A counter of namespace `ns`'s /proc/net/netstat or /proc/net/snmp
+/// (`group` "TcpExt" or "Tcp", `name` "TCPOFOQueue"...): each group is a
+/// line of names and a line of values.
+fn net_counter(ns: &str, file: &str, group: &str, name: &str) -> u64 {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", file])
+        .output()
+        .expect("netstat");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let prefix = format!("{group}:");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(&prefix)).collect();
+    for pair in lines.chunks(2) {
+        if let [names, values] = pair {
+            let names = names.split_whitespace().skip(1);
+            let mut values = values.split_whitespace().skip(1);
+            for n in names {
+                let v = values.next();
+                if n == name {
+                    return v.and_then(|v| v.parse().ok()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    0
+}
+
+/// Datagrams an iperf3 UDP run received out of order.
+fn udp_out_of_order(udp: &serde_json::Value) -> f64 {
+    let sum = &udp["end"]["sum"]["out_of_order"];
+    sum.as_f64().unwrap_or_else(|| {
+        udp["end"]["streams"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s["udp"]["out_of_order"].as_f64())
+                    .sum()
+            })
+            .unwrap_or(0.0)
+    })
 }
 
 fn iperf(src: &str, dst: &str, extra: &[&str], secs: u64) -> serde_json::Value {
@@ -554,7 +608,14 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
     let per_mpkt = |ticks: u64| ticks as f64 / 100.0 / (fwd.max(1) as f64 / 1e6);
     let elapsed = t0.elapsed().as_secs_f64() - 0.3;
     let (sent_pps, pps) = udp_rates(&udp, secs);
+    let ofo = || net_counter(dst, "/proc/net/netstat", "TcpExt", "TCPOFOQueue");
+    let retrans = || net_counter(src, "/proc/net/snmp", "Tcp", "RetransSegs");
+    let (ofo0, retrans0) = (ofo(), retrans());
     let tcp = iperf(src, dst, &st.tcp_args(), secs);
+    let (tcp_ofo, tcp_retrans) = (
+        ofo().saturating_sub(ofo0) as f64,
+        retrans().saturating_sub(retrans0) as f64,
+    );
     let tcp_bps = tcp["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or(0.0);
@@ -569,6 +630,9 @@ fn measure(peer: Peer, rules: usize, st: &Setup) -> Result {
         pps,
         tcp_bps,
         rtt,
+        udp_ooo: udp_out_of_order(&udp),
+        tcp_ofo,
+        tcp_retrans,
     }
 }
 
@@ -770,6 +834,16 @@ pub fn run(args: &[String]) {
             k.cpu_softirq,
             p.cpu_softirq,
             p.cpu_daemon.unwrap_or(0.0)
+        );
+        println!(
+            "{:>22}  order: UDP datagrams received out of order kernel {:.0} palisade {:.0} | during TCP, segments the receiver queued out of order kernel {:.0} palisade {:.0}, retransmitted kernel {:.0} palisade {:.0}",
+            "",
+            k.udp_ooo,
+            p.udp_ooo,
+            k.tcp_ofo,
+            p.tcp_ofo,
+            k.tcp_retrans,
+            p.tcp_retrans
         );
         if rounds > 0 {
             for (kind, v, failed) in turns(fill, &st, rounds, aa, &kinds) {
