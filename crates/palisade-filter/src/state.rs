@@ -249,9 +249,9 @@ pub struct State {
     /// `no-sync`, and source tracking's marks (`flag`).
     pub flags: u8,
     pub sloppy: bool,
-    /// Sides (bit 0 the initiator's, bit 1 the responder's) whose window
-    /// a pfsync peer wrote last and no packet of this firewall has fitted
-    /// since. While any is set, TCP is tracked liberally (only a RST must
+    /// TCP: sides (bit 0 the initiator's, bit 1 the responder's) whose
+    /// window a pfsync peer wrote last and no packet of this firewall has
+    /// fitted since (0 for other protocols). While any is set, TCP is tracked liberally (only a RST must
     /// fall near the window): the peer's last word may lag the connection
     /// by more than pf's slack, and a connection moved by a failover must
     /// not die of it. Each side's first packet that fits strictly clears

@@ -743,3 +743,43 @@ fn a_state_the_peer_wrote_is_liberal_until_each_side_fits() {
     c.import_state(&newer, now + 4).unwrap();
     assert_eq!(c.states.get(id).unwrap().unverified, 2);
 }
+
+/// A UDP state the peer wrote is the fast path's on this node too: only
+/// TCP has windows for a packet to verify (a probe saw every UDP flow a
+/// failover brought stay in user space on the new master for its whole
+/// life: the import marked both sides unverified, and no UDP datagram
+/// ever cleared them).
+#[test]
+fn a_udp_state_the_peer_wrote_is_not_left_unverified() {
+    let (mut a, mut b) = pair();
+    a.states.set_events(true);
+    let udp = |src: &str, dst: &str, sp: u16, dp: u16| {
+        build::ip(ip(src), ip(dst), 17, 64, &build::udp(sp, dp, b"q"))
+    };
+    let mut out = udp("198.18.5.5", "198.51.100.5", 40000, 5000);
+    let d = a.process(&mut out, "wan", Out, 0);
+    assert!(d.passed());
+    let id = d.state_id.unwrap();
+    let nport = a.states.wire(a.states.get(id).unwrap()).dport;
+    let ev = a.states.drain_events(1, 10);
+    let StateEvent::Insert(rec) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    b.import_state(rec, 1).unwrap();
+    assert_eq!(b.states.get(id).unwrap().unverified, 0);
+    assert!(
+        b.states.fast_view(id).is_some(),
+        "the fast path may take it"
+    );
+    // The answer on A moves both sides; the update keeps B's state so.
+    let mut back = udp("198.51.100.5", "192.0.2.1", 5000, nport);
+    assert!(a.process(&mut back, "wan", In, 2).passed());
+    let ev = a.states.drain_events(3, 10);
+    let StateEvent::Update(up) = &ev[0] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(b.states.merge_update(up, 3), Ok(Merged::Taken));
+    assert_eq!(b.states.get(id).unwrap().dst, a.states.get(id).unwrap().dst);
+    assert_eq!(b.states.get(id).unwrap().unverified, 0);
+    assert!(b.states.fast_view(id).is_some());
+}

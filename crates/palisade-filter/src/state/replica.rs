@@ -555,6 +555,7 @@ impl StateTable {
             tag: None,
         };
         let base_ms = self.timeout_secs_of(opts.as_deref(), rec.timeout) as u64 * 1000;
+        let tcp = key.proto == 6;
         let s = State {
             // Own: a new id from the slot it gets.
             id: if own { 0 } else { rec.id },
@@ -586,7 +587,10 @@ impl StateTable {
                 0
             },
             sloppy: rec.sloppy,
-            unverified: 3,
+            // Windows only TCP has (a UDP or ICMP state would never see a
+            // packet clear the bits, and the fast path takes no state
+            // with them set).
+            unverified: if tcp { 3 } else { 0 },
             log_all: rec.log_all,
             ext: (ext != StateExt::default()).then(|| Box::new(ext)),
             stats: None,
@@ -661,7 +665,7 @@ impl StateTable {
             if peer_ahead(ours, theirs, tcp) {
                 stale = true;
             } else {
-                if *ours != *theirs {
+                if *ours != *theirs && tcp {
                     s.unverified |= bit;
                 }
                 *ours = *theirs;
