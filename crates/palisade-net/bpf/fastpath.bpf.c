@@ -419,16 +419,25 @@ static __always_inline int back(struct __sk_buff *skb)
 }
 
 // A packet given back during its way's fence, marked so that user space
-// knows it for one the program counted: PACKET_MULTICAST on a frame
-// addressed to a unicast MAC, which the kernel itself never makes (it
-// takes the type from the destination MAC). The kernel's IP stack, which
-// gets the packet too, forwards only PACKET_HOST and drops the rest as
-// it drops the frames of other hosts.
+// knows it for one the program counted: a packet type its destination
+// MAC would never give it (the kernel takes the type from the MAC):
+// PACKET_MULTICAST for a unicast or the broadcast MAC, PACKET_BROADCAST
+// for another group MAC (bpf_skb_change_type takes no type above
+// PACKET_OTHERHOST). Marked so, a frame to Palisade's MAC reaches the
+// kernel's own IP stack too, as PACKET_HOST and PACKET_OTHERHOST ones
+// do not: netfilter's PREROUTING sees it, and the route lookup finds no
+// local address and, with forwarding off, counts it (InAddrErrors);
+// with forwarding on, ip_forward drops what is not PACKET_HOST.
 static __always_inline int back_fenced(struct __sk_buff *skb)
 {
+    __u8 dst[6];
+    __u32 mark = PACKET_MULTICAST;
+    if (!bpf_skb_load_bytes(skb, 0, dst, sizeof(dst)) && (dst[0] & 1) &&
+        (dst[0] & dst[1] & dst[2] & dst[3] & dst[4] & dst[5]) != 0xff)
+        mark = PACKET_BROADCAST;
     int r = back(skb);
     if (r == TC_ACT_OK)
-        bpf_skb_change_type(skb, PACKET_MULTICAST);
+        bpf_skb_change_type(skb, mark);
     return r;
 }
 

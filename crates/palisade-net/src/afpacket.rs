@@ -200,9 +200,8 @@ impl Port {
 
     /// During `recv_batch`'s call of its closure: whether the frame handed
     /// out was given back by the fast path's program during its flow's
-    /// fence at the hand-over (docs/fastpath.md, "Order"). The program
-    /// marks such a frame PACKET_MULTICAST while it is addressed to a
-    /// unicast MAC, which the kernel never does on its own.
+    /// fence at the hand-over (docs/fastpath.md, "Order"): its packet
+    /// type is one its destination MAC never gives (`fence_marked`).
     pub fn rx_fenced(&self) -> bool {
         self.fenced.get()
     }
@@ -446,8 +445,7 @@ impl Port {
         f: &mut impl FnMut(&mut [u8], Option<Gso>),
     ) {
         let gso = vh.gso();
-        self.fenced
-            .set(m.pkttype == libc::PACKET_MULTICAST && data.first().is_some_and(|b| b & 1 == 0));
+        self.fenced.set(fence_marked(m.pkttype, data));
         let tagged = m.status & libc::TP_STATUS_VLAN_VALID != 0;
         let frame: &mut [u8] = if tagged && data.len() >= 12 {
             frame.clear();
@@ -881,6 +879,25 @@ const fn sll_at(hdr_len: usize) -> usize {
     (hdr_len + 15) & !15
 }
 
+/// Whether a frame's packet type is the fast path's fence mark: one its
+/// destination MAC would never give it (the kernel takes the type from
+/// the MAC): PACKET_MULTICAST on a unicast or the broadcast MAC,
+/// PACKET_BROADCAST on another group MAC.
+fn fence_marked(pkttype: u8, frame: &[u8]) -> bool {
+    let Some(dst) = frame.get(..6) else {
+        return false;
+    };
+    let natural = if dst[0] & 1 == 0 {
+        None
+    } else if dst == [0xff; 6] {
+        Some(libc::PACKET_BROADCAST)
+    } else {
+        Some(libc::PACKET_MULTICAST)
+    };
+    (pkttype == libc::PACKET_MULTICAST || pkttype == libc::PACKET_BROADCAST)
+        && natural != Some(pkttype)
+}
+
 /// `sll_pkttype`'s offset in a sockaddr_ll.
 const SLL_PKTTYPE: usize = std::mem::offset_of!(libc::sockaddr_ll, sll_pkttype);
 
@@ -1112,4 +1129,38 @@ pub fn wait_fds(
         .map(|(i, _)| i)
         .collect();
     Ok((errors, ready))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fence_marked;
+
+    #[test]
+    fn the_fence_mark_is_a_type_the_destination_never_gives() {
+        let (host, other, bcast, mcast) = (
+            libc::PACKET_HOST,
+            libc::PACKET_OTHERHOST,
+            libc::PACKET_BROADCAST,
+            libc::PACKET_MULTICAST,
+        );
+        let unicast = [2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
+        let all = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 2, 8, 0];
+        let group = [1, 0, 0x5e, 0, 0, 1, 2, 0, 0, 0, 0, 2, 8, 0];
+        // As the kernel types them: not marked.
+        for (t, f) in [
+            (host, &unicast),
+            (other, &unicast),
+            (bcast, &all),
+            (mcast, &group),
+        ] {
+            assert!(!fence_marked(t, f), "type {t} on {:x?}", &f[..6]);
+        }
+        // As the program marks them.
+        assert!(fence_marked(mcast, &unicast));
+        assert!(fence_marked(mcast, &all));
+        assert!(fence_marked(bcast, &group));
+        // Outgoing copies, and a frame too short to have a MAC: not.
+        assert!(!fence_marked(libc::PACKET_OUTGOING, &unicast));
+        assert!(!fence_marked(mcast, &unicast[..5]));
+    }
 }

@@ -531,15 +531,15 @@ fn input(
     gso: Option<palisade_net::dataplane::Gso>,
     now: u64,
     defer: bool,
-    fenced: bool,
+    fenced: Option<usize>,
 ) -> (
     Vec<palisade_net::dataplane::Out>,
     Touched,
     Option<palisade_net::dataplane::InPlace>,
 ) {
     let mut dp = sh.dp();
-    if fenced {
-        dp.note_fenced();
+    if let Some(w) = fenced {
+        dp.note_fenced(w);
     }
     if !defer {
         let o = dp.input_offload(port, frame, gso, now);
@@ -765,7 +765,7 @@ pub fn worker(
             let mut outs = Vec::new();
             let mut frames = 0;
             ports[i].recv_batch(|frame, gso| {
-                let fenced = ports[i].rx_fenced();
+                let fenced = ports[i].rx_fenced().then_some(id);
                 let (o, touched, in_place) = input(sh, i, frame, gso, now, defer, fenced);
                 held_or_out(sh, id, touched, o, &mut outs);
                 if let Some(s) = in_place {
@@ -792,8 +792,12 @@ pub fn worker(
             sh.send(&ports, outs);
             // Flows these frames made ready go to the fast path now that
             // the frames are out (its map writes are system calls).
+            // (Its fenced flows' counts first: its own frames are out,
+            // another worker's may not be.)
             if fast && frames > 0 {
-                sh.dp().fast_commit();
+                let mut dp = sh.dp();
+                dp.fast_frames_sent(id);
+                dp.fast_commit();
             }
         }
         if let (Some(a), Some(before)) = (&ra_clock, ra_before) {
@@ -813,7 +817,7 @@ pub fn worker(
                 if !frames.is_empty() {
                     let mut outs = Vec::new();
                     for f in &mut frames {
-                        let (o, touched, _) = input(sh, sh.host_port, f, None, now, defer, false);
+                        let (o, touched, _) = input(sh, sh.host_port, f, None, now, defer, None);
                         held_or_out(sh, id, touched, o, &mut outs);
                     }
                     sh.send(&ports, outs);

@@ -62,8 +62,8 @@ pub(super) struct Trace {
     /// options): the flow, and its record as read before pf decided it.
     unseen: Option<([u64; 2], FpFlow)>,
     /// The program gave the packet back during its way's fence (marked):
-    /// the flow and the way.
-    fenced: Option<([u64; 2], usize)>,
+    /// the flow, the way, and the worker deciding it.
+    fenced: Option<([u64; 2], usize, usize)>,
 }
 
 struct Learnt {
@@ -130,7 +130,7 @@ impl Flow {
 /// marked packet user space sees this long (ms) after the first, the
 /// program takes it regardless (the packets then in user space may be
 /// overtaken, as before the fence).
-const FENCE_FORCE_MS: u64 = 50;
+const FENCE_FORCE_MS: u64 = 200;
 
 /// Whether the fast path (if any) sends to `mac`: a full neighbour
 /// table keeps such a neighbour (a free function, so that the table can
@@ -168,12 +168,14 @@ pub(super) struct Offloads {
     retry_after: HashMap<[u64; 2], u64>,
     /// Flows ready to be handed over (`fast_commit`).
     to_hand: Vec<[u64; 2]>,
-    /// Flows whose fence user space moved (`fast_commit` tells the
-    /// program, once the packets are sent).
-    to_release: Vec<[u64; 2]>,
-    /// The frame about to be input came marked by the fence
-    /// (`Dataplane::note_fenced`).
-    rx_fenced: bool,
+    /// Marked packets decided and not yet known sent: the worker whose
+    /// frames they are, the flow, the way (`fast_frames_sent` counts a
+    /// worker's once its frames are out; another worker's may still wait
+    /// in its batch).
+    pending: Vec<(usize, [u64; 2], usize)>,
+    /// The frame about to be input came marked by the fence, to the
+    /// worker given (`Dataplane::note_fenced`).
+    rx_fenced: Option<usize>,
     /// Fences let go after `FENCE_FORCE_MS` (`show info`).
     fences_forced: u64,
     next_slot: u32,
@@ -303,8 +305,8 @@ impl Offloads {
             cooled: Vec::new(),
             retry_after: HashMap::new(),
             to_hand: Vec::new(),
-            to_release: Vec::new(),
-            rx_fenced: false,
+            pending: Vec::new(),
+            rx_fenced: None,
             fences_forced: 0,
             next_slot: 0,
             next_gen: 1,
@@ -375,11 +377,12 @@ impl Dataplane {
         Some((handed, c))
     }
 
-    /// The frame about to be input (`input`, `input_offload`) came
-    /// marked by the fast path's fence (`afpacket::Port::rx_fenced`).
-    pub fn note_fenced(&mut self) {
+    /// The frame about to be input (`input`, `input_offload`) by worker
+    /// `worker` came marked by the fast path's fence
+    /// (`afpacket::Port::rx_fenced`).
+    pub fn note_fenced(&mut self, worker: usize) {
         if let Some(o) = self.fast.as_mut() {
-            o.rx_fenced = true;
+            o.rx_fenced = Some(worker);
         }
     }
 
@@ -440,11 +443,11 @@ impl Dataplane {
             return;
         };
         if let Some(f) = o.flows.get_mut(&ids) {
-            if marked && quoted.is_none() {
+            if let (Some(worker), None) = (marked, quoted) {
                 // The way whose fence held this packet back.
                 if let Some(d) = (0..2).find(|&d| f.dirs[d].as_ref().is_some_and(|l| l.key == key))
                 {
-                    self.trace.fenced = Some((ids, d));
+                    self.trace.fenced = Some((ids, d, worker));
                 }
             }
             if f.slow {
@@ -520,9 +523,10 @@ impl Dataplane {
         if let Some((ids, rec)) = t.unseen {
             self.fast_unseen_decided(ids, &rec, now);
         }
-        if let Some((ids, d)) = t.fenced {
+        if let Some((ids, d, worker)) = t.fenced {
             // One more of the way's marked packets is through pf: the
-            // program is told once its frames are out (`fast_commit`).
+            // program is told once the worker's frames are out
+            // (`fast_frames_sent`).
             // (Told before, as soon as user space had decided the last
             // packet the program had given back, an exchange would let
             // the fence down at once, but a burst's next packet, coming
@@ -535,7 +539,6 @@ impl Dataplane {
             // here `FENCE_FORCE_MS` ends such a fence.)
             if let Some(o) = self.fast.as_mut() {
                 if let Some(f) = o.flows.get_mut(&ids) {
-                    f.done[d] = f.done[d].wrapping_add(1);
                     if f.fence_first[d] == 0 {
                         f.fence_first[d] = now.max(1);
                     }
@@ -543,9 +546,7 @@ impl Dataplane {
                         f.forced[d] = true;
                         o.fences_forced += 1;
                     }
-                    if !o.to_release.contains(&ids) {
-                        o.to_release.push(ids);
-                    }
+                    o.pending.push((worker, ids, d));
                 }
             }
         }
@@ -754,19 +755,30 @@ impl Dataplane {
         }
     }
 
-    /// Hand over the flows the packets since the last call made ready,
-    /// as their states are now (the caller's frames are sent first).
-    pub fn fast_commit(&mut self) {
+    /// Worker `worker`'s frames are sent: the marked packets it decided
+    /// are counted as sent (`Flow::done`), and the program told.
+    pub fn fast_frames_sent(&mut self, worker: usize) {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
-        // The fences these frames moved: user space has sent as many of
-        // the ways' marked packets as `done` says.
-        for ids in std::mem::take(&mut o.to_release) {
-            let Some(o) = self.fast.as_mut() else {
-                return;
-            };
-            let Some(f) = o.flows.get_mut(&ids) else {
+        if o.pending.is_empty() {
+            return;
+        }
+        let mut moved: Vec<[u64; 2]> = Vec::new();
+        o.pending.retain(|&(w, ids, d)| {
+            if w != worker {
+                return true;
+            }
+            if let Some(f) = o.flows.get_mut(&ids) {
+                f.done[d] = f.done[d].wrapping_add(1);
+                if !moved.contains(&ids) {
+                    moved.push(ids);
+                }
+            }
+            false
+        });
+        for ids in moved {
+            let Some(f) = self.fast.as_ref().and_then(|o| o.flows.get(&ids)) else {
                 continue;
             };
             if !f.handed || f.slow {
@@ -781,6 +793,11 @@ impl Dataplane {
                 self.fast_release(ids, rel);
             }
         }
+    }
+
+    /// Hand over the flows the packets since the last call made ready,
+    /// as their states are now (the caller's frames are sent first).
+    pub fn fast_commit(&mut self) {
         let Some(o) = self.fast.as_mut() else {
             return;
         };
@@ -1126,10 +1143,29 @@ impl Dataplane {
             }
             f.handed
         };
-        if handed {
-            self.fast_pull(ids);
-        }
+        let rec = if handed { self.fast_pull(ids) } else { None };
         if let Some(o) = self.fast.as_mut() {
+            // Taken away with marked packets user space has not read yet
+            // (the program's count above what it decided): they wait in a
+            // ring. Learnt again at once, the flow would
+            // count them as its new fence's (`fast_begin` finds it by
+            // their key) and let that down early: not before they are
+            // read.
+            let decided = |d: usize| {
+                let pending = o.pending.iter().filter(|p| p.1 == ids && p.2 == d).count();
+                o.flows
+                    .get(&ids)
+                    .map_or(0, |f| f.done[d].wrapping_add(pending as u32))
+            };
+            let unread = rec.is_some_and(|r| {
+                (0..2).any(|d| r.fence & (1 << d) != 0 && r.given[d] > decided(d))
+            });
+            if unread {
+                let now = o.ms(monotonic_ns());
+                let t = o.retry_after.entry(ids).or_insert(0);
+                *t = (*t).max(now + 100);
+            }
+            o.pending.retain(|p| p.1 != ids);
             o.to_hand.retain(|x| *x != ids);
             for id in ids {
                 if o.by_state.get(&id) == Some(&ids) {
