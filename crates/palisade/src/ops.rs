@@ -830,7 +830,10 @@ fn show_info(sh: &Shared) -> Value {
         text += &format!("  {r:<25} {v:>14} {:>14.1}/s\n", rate(*v));
     }
     if let Some(fp) = &d.fastpath {
-        text += "Fast path (in the kernel)\n";
+        // What it forwarded is in the counters above too (packets,
+        // routed, bridged, per interface), read back every second: a
+        // probe took `routed` for user space's share.
+        text += "Fast path (in the kernel; what it forwards is also counted above, read back every second)\n";
         for (k, v) in &fp.0 {
             text += &format!("  {k:<25} {v:>14}\n");
         }
