@@ -1157,13 +1157,13 @@ impl Dataplane {
                     .get(&ids)
                     .map_or(0, |f| f.done[d].wrapping_add(pending as u32))
             };
-            let unread = rec.is_some_and(|r| {
-                (0..2).any(|d| r.fence & (1 << d) != 0 && r.given[d] > decided(d))
-            });
+            // (Its fence bit may be down already, let go by the forced
+            // release with marked packets still unread.)
+            let unread = rec.is_some_and(|r| (0..2).any(|d| r.given[d] > decided(d)));
             if unread {
                 let now = o.ms(monotonic_ns());
                 let t = o.retry_after.entry(ids).or_insert(0);
-                *t = (*t).max(now + 100);
+                *t = (*t).max(now + FENCE_FORCE_MS);
             }
             o.pending.retain(|p| p.1 != ids);
             o.to_hand.retain(|x| *x != ids);
