@@ -32,6 +32,34 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
     ALONE.read().unwrap_or_else(|e| e.into_inner())
 }
 
+/// `ROUTED_TOML` with the firewall's IPv6 addresses beside the IPv4 ones
+/// (2001:db8:1::fe on a0, 2001:db8:2::fe on b0).
+fn routed_v6_toml() -> String {
+    ROUTED_TOML
+        .replace(
+            "\"198.18.0.254/24\"",
+            "\"198.18.0.254/24\", \"2001:db8:1::fe/64\"",
+        )
+        .replace(
+            "\"198.19.0.254/24\"",
+            "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
+        )
+}
+
+/// IPv6 on `routed`'s hosts too: 2001:db8:1::1 at `src` and
+/// 2001:db8:2::1 at `dst` (on eth0, each routed by the firewall's
+/// address on its side); the firewall's configuration with its own.
+fn routed_v6(ns: &Netns, src: &str, dst: &str) -> String {
+    for (host, addr, gw) in [
+        (src, "2001:db8:1::1/64", "2001:db8:1::fe"),
+        (dst, "2001:db8:2::1/64", "2001:db8:2::fe"),
+    ] {
+        ns.exec(host, &["ip", "addr", "add", addr, "dev", "eth0", "nodad"]);
+        ns.exec(host, &["ip", "-6", "route", "add", "default", "via", gw]);
+    }
+    routed_v6_toml()
+}
+
 fn palisade() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
 }
@@ -278,51 +306,7 @@ fn translated_connections_go_through_the_kernel_with_right_checksums() {
         String::from_utf8_lossy(&tso.stdout).contains("tcp-segmentation-offload: on"),
         "the sender must make super-packets"
     );
-    ns.exec(
-        &src,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:1::1/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    );
-    ns.exec(
-        &src,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:1::fe",
-        ],
-    );
-    ns.exec(
-        &dst,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:2::1/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    );
-    let toml = ROUTED_TOML
-        .replace(
-            "\"198.18.0.254/24\"",
-            "\"198.18.0.254/24\", \"2001:db8:1::fe/64\"",
-        )
-        .replace(
-            "\"198.19.0.254/24\"",
-            "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
-        );
+    let toml = routed_v6(&ns, &src, &dst);
     let (mut daemon, log, sock) = start(
         &fw,
         "nat",
@@ -538,6 +522,24 @@ fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
+/// The daemon (all its threads) on the second CPU this process may use,
+/// if there is one, so that a sender kept on the first runs beside it;
+/// the CPUs this process may use.
+fn pin_daemon_apart(daemon: &Proc) -> Vec<usize> {
+    let cpus = allowed_cpus();
+    if let Some(fw_cpu) = cpus.get(1) {
+        sh(&[
+            "taskset",
+            "-a",
+            "-p",
+            "-c",
+            &fw_cpu.to_string(),
+            &daemon.pid().to_string(),
+        ]);
+    }
+    cpus
+}
+
 /// Keep the calling thread on `cpu`.
 fn pin_thread(cpu: usize) {
     // SAFETY: as in `allowed_cpus`; CPU_SET writes the set, for a CPU
@@ -627,67 +629,7 @@ fn bursts_keep_their_order(tag: &str, workers: usize, env: &[&str]) {
     const AFTER: u32 = 20;
     require_root();
     let (ns, src, fw, dst) = routed(tag);
-    for (n, args) in [
-        (
-            &src,
-            &[
-                "ip",
-                "addr",
-                "add",
-                "2001:db8:1::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ][..],
-        ),
-        (
-            &src,
-            &[
-                "ip",
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                "2001:db8:1::fe",
-            ],
-        ),
-        (
-            &dst,
-            &[
-                "ip",
-                "addr",
-                "add",
-                "2001:db8:2::1/64",
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        ),
-        (
-            &dst,
-            &[
-                "ip",
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                "2001:db8:2::fe",
-            ],
-        ),
-    ] {
-        ns.exec(n, args);
-    }
-    let toml = ROUTED_TOML
-        .replace(
-            "\"198.18.0.254/24\"",
-            "\"198.18.0.254/24\", \"2001:db8:1::fe/64\"",
-        )
-        .replace(
-            "\"198.19.0.254/24\"",
-            "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
-        );
+    let toml = routed_v6(&ns, &src, &dst);
     let (mut daemon, log, sock) =
         start_with(&fw, tag, "pass all keep state\n", &toml, workers, env);
     // The pings also resolve both hosts' addresses at the firewall: no
@@ -700,18 +642,8 @@ fn bursts_keep_their_order(tag: &str, workers: usize, env: &[&str]) {
     // the worker hands the flows over, and nothing of theirs is queued
     // behind the hand-over. Apart, as a NIC's queues and a worker on a
     // router, the burst goes on during the hand-over.
-    let cpus = allowed_cpus();
+    let cpus = pin_daemon_apart(&daemon);
     let (send_cpu, recv_cpu) = (cpus[0], *cpus.get(2).unwrap_or(&cpus[0]));
-    if let Some(fw_cpu) = cpus.get(1) {
-        sh(&[
-            "taskset",
-            "-a",
-            "-p",
-            "-c",
-            &fw_cpu.to_string(),
-            &daemon.pid().to_string(),
-        ]);
-    }
 
     // One receiving socket for both families (IPv4 arrives mapped), with
     // room for every datagram of the test: the receiver's own queue
@@ -1253,15 +1185,7 @@ fn path_mtu_errors_about_handed_over_connections_reach_the_sender_at_once() {
             }
         });
     }
-    let toml = ROUTED_TOML
-        .replace(
-            "\"198.18.0.254/24\"",
-            "\"198.18.0.254/24\", \"2001:db8:1::fe/64\"",
-        )
-        .replace(
-            "\"198.19.0.254/24\"",
-            "\"198.19.0.254/24\", \"2001:db8:2::fe/64\"",
-        )
+    let toml = routed_v6_toml()
         + "[[route]]\nto = \"198.51.100.0/24\"\nvia = \"198.19.0.1\"\n\
            [[route]]\nto = \"2001:db8:3::/64\"\nvia = \"2001:db8:2::1\"\n";
     let (mut daemon, log, sock) = start(
@@ -1578,17 +1502,7 @@ fn a_flood_is_not_held_in_user_space_by_the_fence() {
     wait_ping(&src, "198.19.0.1", &log);
     // The sender on a CPU of its own, as in the bursts test: on the
     // daemon's, it would pause while the worker runs.
-    let cpus = allowed_cpus();
-    if let Some(fw_cpu) = cpus.get(1) {
-        sh(&[
-            "taskset",
-            "-a",
-            "-p",
-            "-c",
-            &fw_cpu.to_string(),
-            &daemon.pid().to_string(),
-        ]);
-    }
+    let cpus = pin_daemon_apart(&daemon);
     // Bound, so that nothing answers "port unreachable"; never read.
     let _rx = in_netns(&dst, || UdpSocket::bind("198.19.0.1:7003").unwrap())
         .join()

@@ -850,12 +850,7 @@ impl Dataplane {
     /// Else the program goes on from a record that is pf's own.
     fn fast_unseen_decided(&mut self, ids: [u64; 2], rec: &FpFlow, now: u64) {
         let states = if ids[0] == ids[1] { 1 } else { 2 };
-        let views: Option<Vec<FastView>> = ids
-            .iter()
-            .take(states)
-            .map(|&id| self.filter.states.fast_view(id))
-            .collect();
-        let Some(views) = views else {
+        let Some(views) = self.fast_views(ids) else {
             self.fast_drop(ids);
             if let Some(o) = self.fast.as_mut() {
                 o.retry_after.insert(ids, now + 100);
@@ -904,17 +899,22 @@ impl Dataplane {
         }
     }
 
+    /// The flow's states as the fast path sees them (one when both
+    /// passes found the same), None if any is gone or no longer the
+    /// program's to take.
+    fn fast_views(&self, ids: [u64; 2]) -> Option<Vec<FastView>> {
+        let states = if ids[0] == ids[1] { 1 } else { 2 };
+        ids.iter()
+            .take(states)
+            .map(|&id| self.filter.states.fast_view(id))
+            .collect()
+    }
+
     /// Tell the program how far the fences of a flow's ways have come
     /// (`rel`, per way: `FpBump::rel`), with the states' window edges as
     /// they are now (what pf made of the marked packets).
     fn fast_release(&mut self, ids: [u64; 2], rel: [u32; 2]) {
-        let states = if ids[0] == ids[1] { 1 } else { 2 };
-        let views: Option<Vec<FastView>> = ids
-            .iter()
-            .take(states)
-            .map(|&id| self.filter.states.fast_view(id))
-            .collect();
-        let Some(views) = views else {
+        let Some(views) = self.fast_views(ids) else {
             self.fast_drop(ids);
             return;
         };
