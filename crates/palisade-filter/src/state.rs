@@ -2271,6 +2271,8 @@ pub struct FastView {
     /// first datagram pf moves it from udp.first even when the sides stay;
     /// until then a datagram would still move it).
     pub timeout_settled: bool,
+    /// Packets the state passed, initiator to responder and back.
+    pub packets: [u64; 2],
 }
 
 impl StateTable {
@@ -2313,6 +2315,7 @@ impl StateTable {
             dir: s.dir,
             peers: [s.src, s.dst],
             timeout_settled,
+            packets: s.packets,
         })
     }
 

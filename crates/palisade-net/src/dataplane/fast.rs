@@ -618,9 +618,19 @@ impl Dataplane {
             )
         };
         // UDP: only a direction whose packets leave the states as they
-        // are (TCP: both sides established, checked by fast_view).
+        // are (TCP: both sides established, checked by fast_view), and
+        // that has sent more than one: a query and its answer (DNS on a
+        // new source port each time) would otherwise be handed over
+        // after the answer, the map writes (and, a second later, the
+        // reads, and after the states expire the removal) spent on a flow
+        // that sends nothing more.
         let udp = key.proto == 17;
-        if udp && !(udp_settled(&views[0], sides[0]) && udp_settled(&views[1], sides[1])) {
+        if udp
+            && !(udp_settled(&views[0], sides[0])
+                && udp_settled(&views[1], sides[1])
+                && views[0].packets[sides[0] as usize & 1] >= 2
+                && views[1].packets[sides[1] as usize & 1] >= 2)
+        {
             return;
         }
         // A flow that holds one of these states with another (an if-bound
