@@ -1463,11 +1463,7 @@ impl Dataplane {
             }
             // Back to the program, as the states are now, if they still
             // need nothing per packet; else taken away.
-            let views: Option<Vec<FastView>> = ids
-                .iter()
-                .map(|&id| self.filter.states.fast_view(id))
-                .collect();
-            let Some(views) = views else {
+            let Some(views) = self.fast_views(ids) else {
                 self.fast_drop(ids);
                 continue;
             };
