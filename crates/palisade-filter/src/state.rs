@@ -2273,14 +2273,17 @@ pub struct FastView {
     pub timeout_settled: bool,
     /// Packets the state passed, initiator to responder and back.
     pub packets: [u64; 2],
+    /// What the state's `scrub` does to each packet it passes (the
+    /// program does it too; `reassemble tcp` keeps a TCP state out).
+    pub scrub: crate::packet::ScrubActions,
 }
 
 impl StateTable {
     /// A state the fast path may take over: TCP with both sides
     /// established, or UDP (the fast path takes only directions whose
     /// packets leave the sides' states as they are), and nothing that
-    /// must see each packet (`log (all)`,
-    /// scrub, modulate, synproxy, routing options, sloppy tracking,
+    /// must see each packet (`log (all)`, `scrub (reassemble tcp)` on
+    /// TCP, modulate, synproxy, routing options, sloppy tracking,
     /// windows a pfsync peer wrote). A translation is the same for every
     /// packet of a direction: the fast path writes it as user space did.
     pub fn fast_view(&self, id: u64) -> Option<FastView> {
@@ -2297,7 +2300,10 @@ impl StateTable {
             && !s.log_all
             && !s.sloppy
             && s.unverified == 0
-            && s.scrub().is_empty()
+            // `reassemble tcp` follows each side's TTL and timestamps;
+            // the other scrub actions are the same for every packet
+            // (max-mss touches only SYNs, which the program gives back).
+            && (s.key.proto != 6 || !s.scrub().reassemble_tcp)
             && !per_packet;
         let timeout_settled = match s.key.proto {
             17 => {
@@ -2316,6 +2322,7 @@ impl StateTable {
             peers: [s.src, s.dst],
             timeout_settled,
             packets: s.packets,
+            scrub: s.scrub(),
         })
     }
 

@@ -84,12 +84,26 @@ struct fp_bump {
 };
 
 #define FP_ROUTE 1 // decrement the TTL / hop limit (router, not bridge)
-#define FP_TAGGED 0x1000 // in fp_key.vlan, fp_way.out_vlan: a tag (VLAN 0 too)
+#define FP_TAGGED 0x1000 // in fp_key.vlan, fp_fwd.out_vlan: a tag (VLAN 0 too)
 #define FP_NAT 2   // write the addresses and ports below (pf translated)
 
-// Where a direction goes, in its flow's slot of fp_ways.
-struct fp_way {
-    struct fp_key key; // the packet's, checked under the lock
+// A pf state's `scrub` that is the same for every packet it passes
+// (`reassemble tcp` keeps a TCP flow in user space; `max-mss` touches
+// only SYNs, which go back).
+#define FPS_NO_DF 1     // clear IPv4's don't-fragment bit
+#define FPS_RANDOM_ID 2 // a random IPv4 identification (not a super-packet's:
+                        // user space cuts it, each segment its own)
+#define FPS_TOS 4       // write `tos` (IPv4's TOS, IPv6's traffic class)
+struct fp_scrub {
+    __u8 flags;
+    __u8 min_ttl; // raise the TTL / hop limit to it (0: none)
+    __u8 tos;
+    __u8 pad;
+};
+
+// Where a direction goes, in its flow's slot of fp_ways: the packet's
+// key, checked under the lock, then what a run copies out.
+struct fp_fwd {
     __u32 out_ifindex;
     __u8 side[2];      // per pf state of the flow: 0 the packet is from
                        // the state's initiator, 1 from its responder
@@ -103,6 +117,14 @@ struct fp_way {
     struct fp_tuple to;
     // The way out's MTU (the port's, as user space forwards with it).
     __u32 mtu;
+    // The scrub of the state met on the way in, then of the one met on
+    // the way out: done in that order, the hop (FP_ROUTE) between them.
+    struct fp_scrub scrub[2];
+};
+
+struct fp_way {
+    struct fp_key key;
+    struct fp_fwd fwd;
 };
 
 // A flow's directions (up to two: a UDP stream one way has one), written
@@ -364,6 +386,84 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
            port(skb, csum, l4 + 2, k->dport, &d->dport, mangled);
 }
 
+// The IP header as user space leaves it: the way-in state's scrub, the
+// hop (FP_ROUTE: the MACs written, the TTL or hop limit taken down), the
+// way-out state's scrub (filter.rs `normalize`, router.rs `hop`). A TTL
+// of 1 or less never gets here when routed. 0 when a helper failed.
+static __noinline int rewrite_header(struct __sk_buff *skb, const struct fp_fwd *dir,
+                                     __u8 family, __u8 ttl, __u8 route)
+{
+    void *data = (void *)(long)skb->data;
+    void *end = (void *)(long)skb->data_end;
+    const struct fp_scrub *s0 = &dir->scrub[0], *s1 = &dir->scrub[1];
+    __u8 flags = s0->flags | s1->flags;
+    __u8 t = ttl;
+    if (s0->min_ttl > t)
+        t = s0->min_ttl;
+    if (route)
+        t -= 1;
+    if (s1->min_ttl > t)
+        t = s1->min_ttl;
+    if (family == 4) {
+        struct iphdr *ip = data + sizeof(struct ethhdr);
+        if ((void *)(ip + 1) > end)
+            return 0;
+        if (route)
+            __builtin_memcpy(data, dir->eth, 12);
+        // The first twelve bytes before and after (the checksum's own
+        // word unchanged in both): their difference amends the checksum.
+        __u32 before[3], after[3];
+        __builtin_memcpy(before, ip, 12);
+        ip->ttl = t;
+        if (s0->flags & FPS_TOS)
+            ip->tos = s0->tos;
+        if (s1->flags & FPS_TOS)
+            ip->tos = s1->tos;
+        if (flags & FPS_NO_DF)
+            ip->frag_off &= ~bpf_htons(0x4000);
+        if (flags & FPS_RANDOM_ID)
+            ip->id = (__u16)bpf_get_prandom_u32();
+        __builtin_memcpy(after, ip, 12);
+        if (before[0] == after[0] && before[1] == after[1] && before[2] == after[2])
+            return 1;
+        __s64 diff = bpf_csum_diff(before, sizeof(before), after, sizeof(after), 0);
+        return diff >= 0 && !bpf_l3_csum_replace(skb,
+                                                 sizeof(struct ethhdr) +
+                                                     __builtin_offsetof(struct iphdr, check),
+                                                 0, (__u32)diff, 0);
+    }
+    struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+    if ((void *)(ip6 + 1) > end)
+        return 0;
+    if (route)
+        __builtin_memcpy(data, dir->eth, 12);
+    __u8 tc[2];
+    __builtin_memcpy(tc, ip6, 2);
+    __u8 was[2] = {tc[0], tc[1]};
+    __u8 tos = 0, set = 0;
+    if (s0->flags & FPS_TOS) {
+        tos = s0->tos;
+        set = 1;
+    }
+    if (s1->flags & FPS_TOS) {
+        tos = s1->tos;
+        set = 1;
+    }
+    if (set) {
+        tc[0] = (tc[0] & 0xf0) | (tos >> 4);
+        tc[1] = (tc[1] & 0x0f) | (tos << 4);
+    }
+    // Through the helper, so that a CHECKSUM_COMPLETE sum follows.
+    if (t != ttl &&
+        bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
+                            &t, 1, BPF_F_RECOMPUTE_CSUM))
+        return 0;
+    if ((tc[0] != was[0] || tc[1] != was[1]) &&
+        bpf_skb_store_bytes(skb, sizeof(struct ethhdr), tc, 2, BPF_F_RECOMPUTE_CSUM))
+        return 0;
+    return 1;
+}
+
 // A packet this program does not forward goes on to Palisade's sockets.
 // Untagged, as it is: the per-family sockets after tc receive it. A
 // tagged frame: Palisade's ETH_P_ALL socket, served before tc, takes only
@@ -551,17 +651,17 @@ int fastpath_in(struct __sk_buff *skb)
     struct fp_flow *st = bpf_map_lookup_elem(&fp_flows, &slot);
     if (!ways || !st)
         return back(skb);
-    // Copied out: the helpers below may not be given map memory, and the
-    // checks need it whole.
-    struct fp_way d;
+    // Copied out (the key is not needed after the check): the helpers
+    // below may not be given map memory, and the checks need it whole.
+    struct fp_fwd d;
     int live;
     bpf_spin_lock(&ways->lock);
     if (w) {
         live = same_key((const __u32 *)&ways->way[1].key, (const __u32 *)&key);
-        __builtin_memcpy(&d, &ways->way[1], sizeof(d));
+        __builtin_memcpy(&d, &ways->way[1].fwd, sizeof(d));
     } else {
         live = same_key((const __u32 *)&ways->way[0].key, (const __u32 *)&key);
-        __builtin_memcpy(&d, &ways->way[0], sizeof(d));
+        __builtin_memcpy(&d, &ways->way[0].fwd, sizeof(d));
     }
     live = live && gen != 0 && ways->gen == gen;
     bpf_spin_unlock(&ways->lock);
@@ -569,7 +669,7 @@ int fastpath_in(struct __sk_buff *skb)
         count(FP_BACK_STALE);
         return back(skb);
     }
-    struct fp_way *dir = &d;
+    struct fp_fwd *dir = &d;
     // The packet's length is the IP header's (a short frame is padded
     // on the wire; a super-packet's header has its whole length), as pf
     // takes it; the frame must hold it.
@@ -592,7 +692,11 @@ int fastpath_in(struct __sk_buff *skb)
     // a segment too big, as the kernel would cut it. Compared here, not
     // with bpf_check_mtu, which costs a device lookup per packet.
     __u32 too_big = skb->gso_size ? hdrs + skb->gso_size > dir->mtu : ip_len > dir->mtu;
-    int special = other_mac || (route && ttl <= 1) || too_big;
+    // A super-packet whose segments each want their own random
+    // identification is cut by user space.
+    int special = other_mac || (route && ttl <= 1) || too_big ||
+                  (segs > 1 && key.family == 4 &&
+                   ((dir->scrub[0].flags | dir->scrub[1].flags) & FPS_RANDOM_ID));
     // The last packet's time is for expiry, in ms: the coarse clock (a
     // tick behind at most) spares reading the TSC per packet.
     __u64 now = bpf_ktime_get_coarse_ns();
@@ -694,22 +798,11 @@ int fastpath_in(struct __sk_buff *skb)
     end = (void *)(long)skb->data_end;
     if (data + sizeof(struct ethhdr) + l3 > end)
         return back(skb);
-    if (route) {
-        if (key.family == 4) {
-            struct iphdr *ip = data + sizeof(struct ethhdr);
-            __u16 before = *(__u16 *)&ip->ttl;
-            ip->ttl -= 1;
-            __u16 after = *(__u16 *)&ip->ttl;
-            __builtin_memcpy(data, dir->eth, 12);
-            bpf_l3_csum_replace(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check),
-                                before, after, 2);
-        } else {
-            __u8 hl = ttl - 1;
-            __builtin_memcpy(data, dir->eth, 12);
-            // Through the helper, so that a CHECKSUM_COMPLETE sum follows.
-            bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
-                                &hl, 1, BPF_F_RECOMPUTE_CSUM);
-        }
+    if ((route || dir->scrub[0].flags || dir->scrub[1].flags || dir->scrub[0].min_ttl ||
+         dir->scrub[1].min_ttl) &&
+        !rewrite_header(skb, dir, key.family, ttl, route)) {
+        count(FP_DROPPED);
+        return TC_ACT_SHOT;
     }
     if (nat && !translate(skb, &key, &dir->to, l3)) {
         count(FP_DROPPED);

@@ -134,6 +134,31 @@ pub struct FpWay {
     /// The way out's MTU: longer packets (a super-packet's longer
     /// segments) go to user space (ICMP, fragments).
     pub mtu: u32,
+    /// The `scrub` of the state the packet meets on the way in, then of
+    /// the one on the way out (`struct fp_scrub`), done in that order
+    /// around the hop (the TTL or hop limit taken down between them).
+    pub scrub: [FpScrub; 2],
+}
+
+/// `FpScrub.flags`: clear IPv4's don't-fragment bit (`no-df`).
+pub const FPS_NO_DF: u8 = 1;
+/// `FpScrub.flags`: a random IPv4 identification (`random-id`); a
+/// super-packet goes to user space, which cuts it (each segment its own).
+pub const FPS_RANDOM_ID: u8 = 2;
+/// `FpScrub.flags`: write `tos` (`set tos`).
+pub const FPS_TOS: u8 = 4;
+
+/// A state's `scrub` as the program does it (`struct fp_scrub`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FpScrub {
+    /// `FPS_NO_DF`, `FPS_RANDOM_ID`, `FPS_TOS`.
+    pub flags: u8,
+    /// `min-ttl`: the TTL or hop limit raised to it (0: none).
+    pub min_ttl: u8,
+    /// With `FPS_TOS`: the type of service or traffic class to write.
+    pub tos: u8,
+    pub pad: u8,
 }
 
 impl FpWay {
@@ -272,8 +297,8 @@ unsafe impl aya::Pod for FpBump {}
 
 const _: () = assert!(std::mem::size_of::<FpKey>() == 44);
 const _: () = assert!(std::mem::size_of::<FpBump>() == 64);
-const _: () = assert!(std::mem::size_of::<FpWay>() == 112);
-const _: () = assert!(std::mem::size_of::<FpWays>() == 232);
+const _: () = assert!(std::mem::size_of::<FpWay>() == 120);
+const _: () = assert!(std::mem::size_of::<FpWays>() == 248);
 const _: () = assert!(std::mem::size_of::<FpRef>() == 12);
 const _: () = assert!(std::mem::size_of::<FpFlow>() == 184);
 

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 
 use palisade_filter::state::{tcps, track_window, Peer, TcpSeg};
 use palisade_net::fastpath::{
-    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpRef, FpWay, FpWin, FP_NAT, FP_ROUTE,
-    TC_ACT_OK, TC_ACT_REDIRECT,
+    FastPath, FpBump, FpDir, FpFlow, FpHalf, FpKey, FpPeer, FpRef, FpScrub, FpWay, FpWin,
+    FPS_NO_DF, FPS_RANDOM_ID, FPS_TOS, FP_NAT, FP_ROUTE, TC_ACT_OK, TC_ACT_REDIRECT,
 };
 
 // One program and its maps per test, loaded one test at a time (each
@@ -629,6 +629,194 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
             fp.remove_dir(&k).unwrap();
         }
     }
+}
+
+/// A state's `scrub` (`no-df`, `random-id`, `min-ttl`, `set tos`) as
+/// the program does it is what user space's rewrites give (the filter's
+/// `normalize` uses these functions): the way-in state's, the hop, the
+/// way-out state's, over random headers, IPv4 and IPv6, TCP and UDP,
+/// routed and bridged. The identification `random-id` writes is the
+/// program's own draw (compared as such, and seen to vary); a
+/// super-packet of a `random-id` way goes back (user space cuts it).
+#[test]
+fn scrubbed_packets_leave_as_user_space_scrubs_them() {
+    use palisade_wire::rewrite::scrub;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fp = load();
+    let mut rng = Rng(0x5c7b_0bad_f00d_1234);
+    let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+    let mut ids = std::collections::HashSet::new();
+    let mut drawn = 0;
+    let mut changed = 0;
+    for trial in 0..1200 {
+        let v6 = rng.below(2) == 0;
+        let proto = if rng.below(2) == 0 { 6u8 } else { 17 };
+        let routed = rng.below(3) != 0;
+        let mut sc = [FpScrub::default(); 2];
+        for s in &mut sc {
+            if rng.below(2) == 0 {
+                s.flags |= FPS_NO_DF;
+            }
+            if rng.below(3) == 0 {
+                s.flags |= FPS_RANDOM_ID;
+            }
+            if rng.below(2) == 0 {
+                s.flags |= FPS_TOS;
+                s.tos = rng.next() as u8;
+            }
+            if rng.below(2) == 0 {
+                s.min_ttl = rng.next() as u8;
+            }
+        }
+        let peer = FpPeer {
+            seqlo: 1000,
+            seqhi: 100_000,
+            max_win: 65535,
+            ..FpPeer::default()
+        };
+        let h = FpHalf {
+            peer: [peer, peer],
+            ..FpHalf::default()
+        };
+        fp.set_flow(
+            9,
+            &FpFlow {
+                gen: 1,
+                states: 2,
+                state: [h, h],
+                ..FpFlow::default()
+            },
+        )
+        .unwrap();
+        let (c, s) = if v6 {
+            (CLIENT6, SERVER6)
+        } else {
+            (CLIENT4, SERVER4)
+        };
+        let k = key(proto, addr(c), addr(s), 40000, 80);
+        fp.set_dir(
+            &k,
+            &FpDir {
+                flow: 9,
+                gen: 1,
+                fwd: FpWay {
+                    out_ifindex: 1,
+                    side: [0, 0],
+                    flags: if routed { FP_ROUTE } else { 0 },
+                    eth: mac,
+                    in_dst: FW_MAC,
+                    mtu: LO_MTU,
+                    scrub: sc,
+                    ..FpWay::default()
+                },
+                ..FpDir::default()
+            },
+        )
+        .unwrap();
+        let l4 = if proto == 6 {
+            palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
+        } else {
+            palisade_wire::build::udp(40000, 80, b"hello")
+        };
+        let ttl = 2 + rng.below(254) as u8;
+        let mut ip = palisade_wire::build::ip(addr(c), addr(s), proto, ttl, &l4);
+        // A random TOS or traffic class, identification and DF bit.
+        let tos = rng.next() as u8;
+        if v6 {
+            ip[0] = 0x60 | (tos >> 4);
+            ip[1] = (ip[1] & 0x0f) | (tos << 4);
+        } else {
+            ip[1] = tos;
+            ip[4..6].copy_from_slice(&(rng.next() as u16).to_be_bytes());
+            if rng.below(2) == 0 {
+                ip[6] &= !0x40;
+            }
+            ip[10..12].copy_from_slice(&[0, 0]);
+            let ck = palisade_wire::checksum::finish(palisade_wire::checksum::sum(&ip[..20], 0));
+            ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        }
+        let pkt = frame(&ip, v6);
+        let random = !v6 && (sc[0].flags | sc[1].flags) & FPS_RANDOM_ID != 0;
+        let what = format!("trial {trial}: v6 {v6} proto {proto} routed {routed} ttl {ttl} {sc:?}");
+        if random && proto == 6 {
+            // A super-packet of it goes back, and the flow turns slow.
+            let (verdict, out) = fp.test_run(&pkt, Some((5, 2))).unwrap();
+            assert_eq!(verdict, TC_ACT_OK, "{what}");
+            assert_eq!(out, pkt, "{what}");
+            assert_eq!(fp.flow(9).unwrap().slow, 1, "{what}");
+            fp.set_flow(
+                9,
+                &FpFlow {
+                    gen: 1,
+                    states: 2,
+                    state: [h, h],
+                    ..FpFlow::default()
+                },
+            )
+            .unwrap();
+        }
+        let (verdict, out) = fp.test_run(&pkt, None).unwrap();
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what}");
+        let got = &out[14..14 + ip.len()];
+        // What user space does: the way-in state's scrub, the hop, the
+        // way-out state's.
+        let mut want = ip.clone();
+        let info = palisade_wire::parse_ip(&want).unwrap();
+        let apply = |p: &mut Vec<u8>, s: &FpScrub| {
+            if s.flags & FPS_NO_DF != 0 {
+                scrub::clear_df(p, &info);
+            }
+            if s.flags & FPS_RANDOM_ID != 0 {
+                scrub::set_id(p, &info, u16::from_be_bytes([got[4], got[5]]));
+            }
+            if s.min_ttl != 0 {
+                scrub::raise_ttl(p, &info, s.min_ttl);
+            }
+            if s.flags & FPS_TOS != 0 {
+                scrub::set_tos(p, &info, s.tos);
+            }
+        };
+        apply(&mut want, &sc[0]);
+        if routed {
+            want[if v6 { 7 } else { 8 }] -= 1;
+        }
+        apply(&mut want, &sc[1]);
+        if !v6 {
+            want[10..12].copy_from_slice(&[0, 0]);
+            let ck = palisade_wire::checksum::finish(palisade_wire::checksum::sum(&want[..20], 0));
+            want[10..12].copy_from_slice(&ck.to_be_bytes());
+            assert_eq!(
+                palisade_wire::checksum::finish(palisade_wire::checksum::sum(&got[..20], 0)),
+                0,
+                "{what}: the header's checksum"
+            );
+            let (mut a, mut b) = (got.to_vec(), want.clone());
+            a[10..12].copy_from_slice(&[0, 0]);
+            b[10..12].copy_from_slice(&[0, 0]);
+            assert_eq!(a, b, "{what}");
+        } else {
+            assert_eq!(got, &want[..], "{what}");
+        }
+        if got != &ip[..] {
+            changed += 1;
+        }
+        if routed {
+            assert_eq!(out[..12], mac, "{what}");
+        } else {
+            assert_eq!(out[..14], pkt[..14], "{what}");
+        }
+        if random {
+            drawn += 1;
+            ids.insert([got[4], got[5]]);
+        }
+        fp.remove_dir(&k).unwrap();
+    }
+    assert!(changed > 900, "{changed} of 1,200 packets rewritten");
+    assert!(
+        drawn > 100 && ids.len() > drawn * 9 / 10,
+        "{} identifications of {drawn}",
+        ids.len()
+    );
 }
 
 /// A random address of the family, from the documentation ranges.

@@ -1612,3 +1612,207 @@ fn single_exchanges_are_not_handed_over() {
     echo.join().unwrap();
     let _ = daemon.stop();
 }
+
+/// The IP headers of the UDP datagrams to `port` that reach `ns`'s eth0
+/// while `run` runs (an AF_PACKET socket there: what the host receives).
+fn udp_headers_seen(ns: &str, port: u16, run: impl FnOnce()) -> Vec<Vec<u8>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (stop2, ready2) = (stop.clone(), ready.clone());
+    let reader = in_netns(ns, move || {
+        // SAFETY: plain socket calls on a descriptor this thread owns.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_DGRAM,
+                (libc::ETH_P_ALL as u16).to_be() as i32,
+            )
+        };
+        assert!(fd >= 0, "AF_PACKET socket");
+        let name = std::ffi::CString::new("eth0").unwrap();
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        // SAFETY: zeroed sockaddr_ll, then its fields.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = ifindex as i32;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: valid pointers and sizes.
+        unsafe {
+            assert_eq!(
+                libc::bind(
+                    fd,
+                    &sll as *const _ as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                ),
+                0
+            );
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let big: libc::c_int = 8 << 20;
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &big as *const _ as *const libc::c_void,
+                4,
+            );
+        }
+        ready2.wait();
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            // SAFETY: buf is valid for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n <= 0 {
+                continue;
+            }
+            let p = &buf[..n as usize];
+            let (udp_at, proto) = match p.first().map(|b| b >> 4) {
+                Some(4) if p.len() >= 28 => (((p[0] & 0x0f) as usize) * 4, p[9]),
+                Some(6) if p.len() >= 48 => (40, p[6]),
+                _ => continue,
+            };
+            if proto == 17
+                && p.len() >= udp_at + 4
+                && u16::from_be_bytes([p[udp_at + 2], p[udp_at + 3]]) == port
+            {
+                seen.push(p[..udp_at].to_vec());
+            }
+        }
+        // SAFETY: our descriptor.
+        unsafe { libc::close(fd) };
+        seen
+    });
+    ready.wait();
+    run();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    reader.join().unwrap()
+}
+
+/// Flows whose states scrub (the OpenBSD FAQ's router line, `match in
+/// all scrub (no-df random-id max-mss 1440)`, with `min-ttl` and `set
+/// tos`, for UDP) go through the program, which scrubs their packets as
+/// user space does: the receiver sees every datagram with DF clear, its TTL
+/// (hop limit) raised to 100 on the way in and taken down by the hop,
+/// its TOS (traffic class) the `match out` rule's, and identifications
+/// that vary, over IPv4 and IPv6. Until 2026-12-06 a scrubbing state was
+/// never handed over (the program took none of these). A TCP transfer
+/// with `no-df max-mss` goes through the program too (with `random-id`
+/// its super-packets would be cut by user space, each segment its own).
+#[test]
+fn scrubbed_flows_go_through_the_kernel_scrubbed_as_pf_does() {
+    let _shared = shared();
+    use std::net::UdpSocket;
+    require_root();
+    let (ns, src, fw, dst) = routed("fps");
+    let toml = routed_v6(&ns, &src, &dst);
+    let (mut daemon, log, sock) = start(
+        &fw,
+        "scrub",
+        "block all\npass inet proto icmp\npass inet6 proto icmp6\n\
+         match in proto udp scrub (no-df random-id max-mss 1440 min-ttl 100)\n\
+         match in proto tcp scrub (no-df max-mss 1440)\n\
+         match out proto udp set tos 0x10\n\
+         pass proto udp to port 7002\npass proto tcp to port 5201\n",
+        &toml,
+    );
+    wait_ping(&src, "198.19.0.1", &log);
+    for (from, to, what) in [
+        ("198.18.0.1:0", "198.19.0.1:7002", "IPv4"),
+        ("[2001:db8:1::1]:0", "[2001:db8:2::1]:7002", "IPv6"),
+    ] {
+        let bind_to = to.to_string();
+        let server = in_netns(&dst, move || UdpSocket::bind(bind_to).unwrap())
+            .join()
+            .unwrap();
+        let (from, to2) = (from.to_string(), to.to_string());
+        let client = poll_until(
+            Duration::from_secs(10),
+            || {
+                let (from, to2) = (from.clone(), to2.clone());
+                in_netns(&src, move || {
+                    let c = UdpSocket::bind(from).ok()?;
+                    c.connect(to2).ok()?;
+                    Some(c)
+                })
+                .join()
+                .unwrap()
+            },
+            |c| c.is_some(),
+        )
+        .unwrap_or_else(|| panic!("{what}: no client socket (DAD?)"));
+        server
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let send_all = |n: u32| {
+            for i in 0..n {
+                client.send(&i.to_be_bytes()).unwrap();
+                server.recv_from(&mut [0u8; 64]).unwrap_or_else(|e| {
+                    panic!("{what}: datagram {i}: {e}\n{}", log.lock().unwrap())
+                });
+            }
+        };
+        let mut taken = 0;
+        let headers = udp_headers_seen(&dst, 7002, || {
+            // The hand-over, its fence, a pause; then the stream.
+            send_all(100);
+            std::thread::sleep(Duration::from_millis(300));
+            send_all(1);
+            let before = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+            send_all(1000);
+            taken = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0) - before;
+        });
+        assert!(
+            taken >= 990,
+            "{what}: the program took {taken} of 1,000 scrubbed datagrams\n{}",
+            log.lock().unwrap()
+        );
+        assert!(headers.len() >= 1101, "{what}: {} seen", headers.len());
+        let mut ids = std::collections::HashSet::new();
+        for h in &headers {
+            if what == "IPv4" {
+                assert_eq!(h[6] & 0x40, 0, "{what}: DF still set: {h:02x?}");
+                assert_eq!(h[8], 99, "{what}: TTL: {h:02x?}");
+                assert_eq!(h[1], 0x10, "{what}: TOS: {h:02x?}");
+                ids.insert([h[4], h[5]]);
+            } else {
+                assert_eq!(h[7], 99, "{what}: hop limit: {h:02x?}");
+                let tc = ((h[0] & 0x0f) << 4) | (h[1] >> 4);
+                assert_eq!(tc, 0x10, "{what}: traffic class: {h:02x?}");
+            }
+        }
+        if what == "IPv4" {
+            assert!(
+                ids.len() > headers.len() * 9 / 10,
+                "{what}: {} identifications in {} datagrams",
+                ids.len(),
+                headers.len()
+            );
+        }
+    }
+    let before = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+    let received = iperf(&ns, &src, &dst, "198.19.0.1", "5201", &log);
+    assert!(
+        received > 20_000_000,
+        "{received} bytes\n{}",
+        log.lock().unwrap()
+    );
+    let tcp_taken = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0) - before;
+    assert!(
+        tcp_taken > 1_000,
+        "a TCP transfer with no-df and max-mss: the program took {tcp_taken}\n{}",
+        log.lock().unwrap()
+    );
+    let _ = daemon.stop();
+}

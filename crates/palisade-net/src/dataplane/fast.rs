@@ -719,6 +719,7 @@ impl Dataplane {
                     to_sport: to.sport,
                     to_dport: to.dport,
                     mtu: out_mtu,
+                    scrub: [fp_scrub(&vin.scrub), fp_scrub(&vout.scrub)],
                     ..FpWay::default()
                 },
             },
@@ -1489,5 +1490,20 @@ impl Dataplane {
                 f.slow = false;
             }
         }
+    }
+}
+
+/// A state's `scrub` as the program does it to each packet (`max-mss`
+/// touches only SYNs, which the program gives back; `reassemble tcp`
+/// keeps a TCP state from the program: `StateTable::fast_view`).
+fn fp_scrub(sc: &palisade_filter::packet::ScrubActions) -> crate::fastpath::FpScrub {
+    use crate::fastpath::{FPS_NO_DF, FPS_RANDOM_ID, FPS_TOS};
+    crate::fastpath::FpScrub {
+        flags: if sc.no_df { FPS_NO_DF } else { 0 }
+            | if sc.random_id { FPS_RANDOM_ID } else { 0 }
+            | if sc.tos.is_some() { FPS_TOS } else { 0 },
+        min_ttl: sc.min_ttl.unwrap_or(0),
+        tos: sc.tos.unwrap_or(0),
+        pad: 0,
     }
 }
