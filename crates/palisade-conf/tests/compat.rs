@@ -1049,3 +1049,35 @@ fn a_byte_order_mark_is_not_part_of_the_first_line() {
         out.stdout
     );
 }
+
+/// `binat-to` between netblocks without a pool type maps every address
+/// to the pool's own, as pf does (pfctl leaves the pool without a type):
+/// said at load, with the way to a 1:1 mapping; `bitmask` and single
+/// hosts load silently.
+#[test]
+fn binat_to_netblocks_without_bitmask_are_warned_about() {
+    let o = opts();
+    let out = ok(
+        &o,
+        b"pass on em0 inet from 10.0.0.0/28 to any binat-to 198.51.100.16/28\n",
+    );
+    assert!(
+        out.stderr.iter().any(
+            |l| l.starts_with("pf.conf:1: warning: binat-to 198.51.100.16/28")
+                && l.contains("add `bitmask`")
+        ),
+        "{:?}",
+        out.stderr
+    );
+    for quiet in [
+        "pass on em0 inet from 10.0.0.0/28 to any binat-to 198.51.100.16/28 bitmask\n",
+        "pass on em0 inet from 10.0.0.1 to any binat-to 198.51.100.16\n",
+    ] {
+        let out = ok(&o, quiet.as_bytes());
+        assert!(
+            !out.stderr.iter().any(|l| l.contains("binat-to")),
+            "{quiet}: {:?}",
+            out.stderr
+        );
+    }
+}

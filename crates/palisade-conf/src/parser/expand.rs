@@ -709,6 +709,20 @@ impl<'a> Parser<'a> {
         if r.af.is_none() {
             r.af = pool_af;
         }
+        // pfctl leaves a pool without a type as it is, and pf then gives
+        // every address the pool's own (the netblock's first, both ways):
+        // a user who meant 1:1 wants `bitmask`. Said, not changed.
+        if let (None, Addr::Net { ip, bits }) = (b.kind, &pool_addr) {
+            if u32::from(*bits) < if ip.is_ipv4() { 32 } else { 128 } && !self.opts.pfctl_compat {
+                let file = self.file_name();
+                self.out.stderr.push(format!(
+                    "{file}:{line}: warning: binat-to {ip}/{bits} without a pool type maps every \
+                     address of the source netblock to {ip}, and connections to any address of \
+                     {ip}/{bits} to the source's own address, as pf does; add `bitmask` for a 1:1 \
+                     mapping"
+                ));
+            }
+        }
         let pool = |addr: Addr, static_port: bool| Pool {
             addr,
             ifname: None,
