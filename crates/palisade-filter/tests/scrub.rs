@@ -229,3 +229,30 @@ fn older_scrub_rules_before_rdr_and_for_rdr_pass() {
         assert!(checksums_ok(&p));
     }
 }
+
+/// `set tos` writes the DSCP bits and keeps the packet's ECN field (a
+/// congestion mark a router set survives), IPv4 and IPv6, as pf does.
+#[test]
+fn set_tos_keeps_the_ecn_bits() {
+    for (src, dst) in [
+        ("192.0.2.1", "198.51.100.2"),
+        ("2001:db8::1", "2001:db8:1::2"),
+    ] {
+        let mut f = filter("pass out all set tos 0x10\n");
+        let mut p = build::ip(ip(src), ip(dst), 17, 64, &build::udp(1, 2, b"x"));
+        // ECN: CE (both bits), and a DSCP the rule replaces.
+        if p[0] >> 4 == 4 {
+            p[1] = 0xa3;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let c = palisade_wire::checksum::finish(palisade_wire::checksum::sum(&p[..20], 0));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        } else {
+            p[0] = 0x6a;
+            p[1] = 0x30 | (p[1] & 0x0f);
+        }
+        assert!(f.process(&mut p, "em0", Out, 0).passed());
+        let i = parse_ip(&p).unwrap();
+        assert_eq!(i.tos, 0x13, "{src}: DSCP from the rule, ECN kept");
+        assert!(checksums_ok(&p), "{src}");
+    }
+}

@@ -194,7 +194,8 @@ struct fp_flow {
 enum fp_counter {
     FP_TAKEN,
     FP_BACK_FLAGS,     // SYN, FIN or RST; a TTL that expires; too big;
-                       // another destination MAC
+                       // another destination MAC; a super-packet scrub
+                       // must cut (random-id, no-df)
     FP_BACK_WINDOW,    // did not fit the windows
     FP_BACK_SLOW,      // state marked slow
     FP_BACK_STALE,     // the direction names a reused slot
@@ -388,78 +389,77 @@ static __always_inline int translate(struct __sk_buff *skb, const struct fp_key 
 
 // The IP header as user space leaves it: the way-in state's scrub, the
 // hop (FP_ROUTE: the MACs written, the TTL or hop limit taken down), the
-// way-out state's scrub (filter.rs `normalize`, router.rs `hop`). A TTL
-// of 1 or less never gets here when routed. 0 when a helper failed.
+// way-out state's scrub (filter.rs `normalize`, router.rs `hop`,
+// rewrite.rs `scrub`: `set tos` keeps the ECN bits, as pf does). A
+// routed packet whose TTL (raised by the way-in state) would expire here
+// never gets here. Words in registers, no arrays: this frame and the
+// main one's share the verifier's 512 bytes. 0 when a helper failed.
 static __noinline int rewrite_header(struct __sk_buff *skb, const struct fp_fwd *dir,
                                      __u8 family, __u8 ttl, __u8 route)
 {
     void *data = (void *)(long)skb->data;
     void *end = (void *)(long)skb->data_end;
-    const struct fp_scrub *s0 = &dir->scrub[0], *s1 = &dir->scrub[1];
-    __u8 flags = s0->flags | s1->flags;
+    __u8 f0 = dir->scrub[0].flags, f1 = dir->scrub[1].flags;
     __u8 t = ttl;
-    if (s0->min_ttl > t)
-        t = s0->min_ttl;
+    if (dir->scrub[0].min_ttl > t)
+        t = dir->scrub[0].min_ttl;
     if (route)
         t -= 1;
-    if (s1->min_ttl > t)
-        t = s1->min_ttl;
+    if (dir->scrub[1].min_ttl > t)
+        t = dir->scrub[1].min_ttl;
+    // `set tos` keeps the two ECN bits of what it replaces (a tos whose
+    // own low bits are set adds them, which the second state keeps).
+    __u8 t0 = dir->scrub[0].tos, t1 = dir->scrub[1].tos;
     if (family == 4) {
         struct iphdr *ip = data + sizeof(struct ethhdr);
         if ((void *)(ip + 1) > end)
             return 0;
         if (route)
             __builtin_memcpy(data, dir->eth, 12);
-        // The first twelve bytes before and after (the checksum's own
-        // word unchanged in both): their difference amends the checksum.
-        __u32 before[3], after[3];
-        __builtin_memcpy(before, ip, 12);
+        // The four 16-bit words that may change (version and TOS, the
+        // identification, DF and offset, TTL and protocol), before and
+        // after, all written before the first helper (which ends the
+        // packet pointers' validity); the checksum amended per word.
+        __u16 *w = (__u16 *)ip;
+        __u16 a0 = w[0], a2 = w[2], a3 = w[3], a4 = w[4];
         ip->ttl = t;
-        if (s0->flags & FPS_TOS)
-            ip->tos = s0->tos;
-        if (s1->flags & FPS_TOS)
-            ip->tos = s1->tos;
-        if (flags & FPS_NO_DF)
+        if (f0 & FPS_TOS)
+            ip->tos = t0 | (ip->tos & 0x03);
+        if (f1 & FPS_TOS)
+            ip->tos = t1 | (ip->tos & 0x03);
+        if ((f0 | f1) & FPS_NO_DF)
             ip->frag_off &= ~bpf_htons(0x4000);
-        if (flags & FPS_RANDOM_ID)
+        if ((f0 | f1) & FPS_RANDOM_ID)
             ip->id = (__u16)bpf_get_prandom_u32();
-        __builtin_memcpy(after, ip, 12);
-        if (before[0] == after[0] && before[1] == after[1] && before[2] == after[2])
-            return 1;
-        __s64 diff = bpf_csum_diff(before, sizeof(before), after, sizeof(after), 0);
-        return diff >= 0 && !bpf_l3_csum_replace(skb,
-                                                 sizeof(struct ethhdr) +
-                                                     __builtin_offsetof(struct iphdr, check),
-                                                 0, (__u32)diff, 0);
+        __u16 b0 = w[0], b2 = w[2], b3 = w[3], b4 = w[4];
+        __u32 check = sizeof(struct ethhdr) + __builtin_offsetof(struct iphdr, check);
+        if ((a0 != b0 && bpf_l3_csum_replace(skb, check, a0, b0, 2)) ||
+            (a2 != b2 && bpf_l3_csum_replace(skb, check, a2, b2, 2)) ||
+            (a3 != b3 && bpf_l3_csum_replace(skb, check, a3, b3, 2)) ||
+            (a4 != b4 && bpf_l3_csum_replace(skb, check, a4, b4, 2)))
+            return 0;
+        return 1;
     }
     struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
     if ((void *)(ip6 + 1) > end)
         return 0;
     if (route)
         __builtin_memcpy(data, dir->eth, 12);
-    __u8 tc[2];
-    __builtin_memcpy(tc, ip6, 2);
-    __u8 was[2] = {tc[0], tc[1]};
-    __u8 tos = 0, set = 0;
-    if (s0->flags & FPS_TOS) {
-        tos = s0->tos;
-        set = 1;
-    }
-    if (s1->flags & FPS_TOS) {
-        tos = s1->tos;
-        set = 1;
-    }
-    if (set) {
-        tc[0] = (tc[0] & 0xf0) | (tos >> 4);
-        tc[1] = (tc[1] & 0x0f) | (tos << 4);
-    }
+    __u8 *h = (__u8 *)ip6;
+    __u8 was0 = h[0], was1 = h[1];
+    __u8 tc = (was0 << 4) | (was1 >> 4);
+    if (f0 & FPS_TOS)
+        tc = t0 | (tc & 0x03);
+    if (f1 & FPS_TOS)
+        tc = t1 | (tc & 0x03);
+    __u8 now[2] = {(was0 & 0xf0) | (tc >> 4), (was1 & 0x0f) | (tc << 4)};
     // Through the helper, so that a CHECKSUM_COMPLETE sum follows.
     if (t != ttl &&
         bpf_skb_store_bytes(skb, sizeof(struct ethhdr) + __builtin_offsetof(struct ipv6hdr, hop_limit),
                             &t, 1, BPF_F_RECOMPUTE_CSUM))
         return 0;
-    if ((tc[0] != was[0] || tc[1] != was[1]) &&
-        bpf_skb_store_bytes(skb, sizeof(struct ethhdr), tc, 2, BPF_F_RECOMPUTE_CSUM))
+    if ((now[0] != was0 || now[1] != was1) &&
+        bpf_skb_store_bytes(skb, sizeof(struct ethhdr), now, 2, BPF_F_RECOMPUTE_CSUM))
         return 0;
     return 1;
 }
@@ -548,7 +548,7 @@ int fastpath_in(struct __sk_buff *skb)
     void *end = (void *)(long)skb->data_end;
     struct fp_key key = {};
     __u32 l3, ip_len;
-    __u8 ttl;
+    __u8 ttl, df = 0;
 
     // A frame that came with an 802.1Q tag (which the kernel keeps beside
     // the frame): its VLAN is part of the key. Another kind of tag
@@ -587,6 +587,7 @@ int fastpath_in(struct __sk_buff *skb)
         key.dst[0] = ip->daddr;
         l3 = sizeof(struct iphdr);
         ttl = ip->ttl;
+        df = !!(ip->frag_off & bpf_htons(0x4000));
     } else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = (void *)(eth + 1);
         if ((void *)(ip6 + 1) > end)
@@ -694,9 +695,19 @@ int fastpath_in(struct __sk_buff *skb)
     __u32 too_big = skb->gso_size ? hdrs + skb->gso_size > dir->mtu : ip_len > dir->mtu;
     // A super-packet whose segments each want their own random
     // identification is cut by user space.
-    int special = other_mac || (route && ttl <= 1) || too_big ||
-                  (segs > 1 && key.family == 4 &&
-                   ((dir->scrub[0].flags | dir->scrub[1].flags) & FPS_RANDOM_ID));
+    // A routed packet whose TTL expires here (after the way-in state's
+    // min-ttl, as user space raises it first). An IPv4 super-packet that
+    // scrub must see segment by segment goes to user space, which cuts
+    // it: random-id gives each segment its own identification (GSO would
+    // number them from one), and no-df on a DF super-packet may be one
+    // GRO merged with a fixed identification, which the kernel's
+    // segmentation (before 6.18) refuses once DF is clear, dropping it.
+    // (gso_size, not gso_segs: a virtio device's packets leave it 0.)
+    __u8 ttl_in = ttl > dir->scrub[0].min_ttl ? ttl : dir->scrub[0].min_ttl;
+    __u8 sflags = dir->scrub[0].flags | dir->scrub[1].flags;
+    int special = other_mac || (route && ttl_in <= 1) || too_big ||
+                  (skb->gso_size && key.family == 4 &&
+                   ((sflags & FPS_RANDOM_ID) || ((sflags & FPS_NO_DF) && df)));
     // The last packet's time is for expiry, in ms: the coarse clock (a
     // tick behind at most) spares reading the TSC per packet.
     __u64 now = bpf_ktime_get_coarse_ns();

@@ -142,8 +142,9 @@ pub struct FpWay {
 
 /// `FpScrub.flags`: clear IPv4's don't-fragment bit (`no-df`).
 pub const FPS_NO_DF: u8 = 1;
-/// `FpScrub.flags`: a random IPv4 identification (`random-id`); a
-/// super-packet goes to user space, which cuts it (each segment its own).
+/// `FpScrub.flags`: a random IPv4 identification (`random-id`); an IPv4
+/// super-packet goes to user space, which cuts it (each segment its own),
+/// as does one with DF set when a state has `no-df`.
 pub const FPS_RANDOM_ID: u8 = 2;
 /// `FpScrub.flags`: write `tos` (`set tos`).
 pub const FPS_TOS: u8 = 4;
@@ -307,7 +308,8 @@ const _: () = assert!(std::mem::size_of::<FpFlow>() == 184);
 pub struct FpCounters {
     pub taken: u64,
     /// SYN, FIN or RST; a TTL that expires; too big for the way out; a
-    /// frame addressed to another MAC.
+    /// frame addressed to another MAC; a super-packet scrub must cut
+    /// (`random-id`, `no-df`).
     pub back_flags: u64,
     pub back_window: u64,
     pub back_slow: u64,

@@ -643,22 +643,25 @@ pub mod scrub {
         true
     }
 
-    /// Set the type-of-service / traffic class (`set tos`).
+    /// Set the type-of-service / traffic class (`set tos`), keeping the
+    /// packet's two ECN bits (a congestion mark survives), as pf does.
     pub fn set_tos(p: &mut [u8], info: &IpInfo, tos: u8) -> bool {
         if info.is_v6() {
             let tc = ((p[0] & 0x0f) << 4) | (p[1] >> 4);
-            if tc == tos {
+            let new = tos | (tc & 0x03);
+            if tc == new {
                 return false;
             }
-            p[0] = (p[0] & 0xf0) | (tos >> 4);
-            p[1] = (p[1] & 0x0f) | (tos << 4);
+            p[0] = (p[0] & 0xf0) | (new >> 4);
+            p[1] = (p[1] & 0x0f) | (new << 4);
             return true;
         }
-        if p[1] == tos {
+        let new = tos | (p[1] & 0x03);
+        if p[1] == new {
             return false;
         }
         let old = get16(p, 0);
-        p[1] = tos;
+        p[1] = new;
         let c = get16(p, 10);
         put16(p, 10, update16(c, old, get16(p, 0)));
         true

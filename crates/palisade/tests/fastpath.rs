@@ -1613,9 +1613,10 @@ fn single_exchanges_are_not_handed_over() {
     let _ = daemon.stop();
 }
 
-/// The IP headers of the UDP datagrams to `port` that reach `ns`'s eth0
-/// while `run` runs (an AF_PACKET socket there: what the host receives).
-fn udp_headers_seen(ns: &str, port: u16, run: impl FnOnce()) -> Vec<Vec<u8>> {
+/// The IP headers of the UDP datagrams to `port` (`from`: from it) that
+/// reach `ns`'s eth0 while `run` runs (an AF_PACKET socket there: what
+/// the host receives).
+fn udp_headers_seen(ns: &str, port: u16, from: bool, run: impl FnOnce()) -> Vec<Vec<u8>> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
     let (stop2, ready2) = (stop.clone(), ready.clone());
@@ -1682,9 +1683,11 @@ fn udp_headers_seen(ns: &str, port: u16, run: impl FnOnce()) -> Vec<Vec<u8>> {
                 Some(6) if p.len() >= 48 => (40, p[6]),
                 _ => continue,
             };
+            let at = if from { udp_at } else { udp_at + 2 };
             if proto == 17
                 && p.len() >= udp_at + 4
-                && u16::from_be_bytes([p[udp_at + 2], p[udp_at + 3]]) == port
+                && u16::from_be_bytes([p[at], p[at + 1]]) == port
+                && (p[0] >> 4 == 6 || p[9] == 17)
             {
                 seen.push(p[..udp_at].to_vec());
             }
@@ -1708,8 +1711,9 @@ fn udp_headers_seen(ns: &str, port: u16, run: impl FnOnce()) -> Vec<Vec<u8>> {
 /// its TOS (traffic class) the `match out` rule's, and identifications
 /// that vary, over IPv4 and IPv6. Until 2026-12-06 a scrubbing state was
 /// never handed over (the program took none of these). A TCP transfer
-/// with `no-df max-mss` goes through the program too (with `random-id`
-/// its super-packets would be cut by user space, each segment its own).
+/// with `max-mss` and `min-ttl` goes through the program too (with
+/// `random-id` or `no-df` its super-packets go to user space, which cuts
+/// them: docs/fastpath.md, "Scrub").
 #[test]
 fn scrubbed_flows_go_through_the_kernel_scrubbed_as_pf_does() {
     let _shared = shared();
@@ -1722,7 +1726,7 @@ fn scrubbed_flows_go_through_the_kernel_scrubbed_as_pf_does() {
         "scrub",
         "block all\npass inet proto icmp\npass inet6 proto icmp6\n\
          match in proto udp scrub (no-df random-id max-mss 1440 min-ttl 100)\n\
-         match in proto tcp scrub (no-df max-mss 1440)\n\
+         match in proto tcp scrub (max-mss 1440 min-ttl 100)\n\
          match out proto udp set tos 0x10\n\
          pass proto udp to port 7002\npass proto tcp to port 5201\n",
         &toml,
@@ -1755,50 +1759,72 @@ fn scrubbed_flows_go_through_the_kernel_scrubbed_as_pf_does() {
         server
             .set_read_timeout(Some(Duration::from_secs(3)))
             .unwrap();
-        let send_all = |n: u32| {
+        client
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        // Each datagram answered: both directions, each with its own
+        // states' scrub in its order.
+        let exchange = |n: u32| {
+            let mut buf = [0u8; 64];
             for i in 0..n {
                 client.send(&i.to_be_bytes()).unwrap();
-                server.recv_from(&mut [0u8; 64]).unwrap_or_else(|e| {
+                let (_, from) = server.recv_from(&mut buf).unwrap_or_else(|e| {
                     panic!("{what}: datagram {i}: {e}\n{}", log.lock().unwrap())
                 });
+                server.send_to(&buf[..4], from).unwrap();
+                client
+                    .recv(&mut buf)
+                    .unwrap_or_else(|e| panic!("{what}: answer {i}: {e}\n{}", log.lock().unwrap()));
             }
         };
         let mut taken = 0;
-        let headers = udp_headers_seen(&dst, 7002, || {
-            // The hand-over, its fence, a pause; then the stream.
-            send_all(100);
-            std::thread::sleep(Duration::from_millis(300));
-            send_all(1);
-            let before = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
-            send_all(1000);
-            taken = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0) - before;
+        let mut answers = Vec::new();
+        let requests = udp_headers_seen(&dst, 7002, false, || {
+            answers = udp_headers_seen(&src, 7002, true, || {
+                // The hand-overs, their fences, a pause; then the stream.
+                exchange(100);
+                std::thread::sleep(Duration::from_millis(300));
+                exchange(1);
+                let before = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
+                exchange(1000);
+                taken = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0) - before;
+            });
         });
         assert!(
-            taken >= 990,
-            "{what}: the program took {taken} of 1,000 scrubbed datagrams\n{}",
+            taken >= 1980,
+            "{what}: the program took {taken} of 2,000 scrubbed datagrams\n{}",
             log.lock().unwrap()
         );
-        assert!(headers.len() >= 1101, "{what}: {} seen", headers.len());
-        let mut ids = std::collections::HashSet::new();
-        for h in &headers {
-            if what == "IPv4" {
-                assert_eq!(h[6] & 0x40, 0, "{what}: DF still set: {h:02x?}");
-                assert_eq!(h[8], 99, "{what}: TTL: {h:02x?}");
-                assert_eq!(h[1], 0x10, "{what}: TOS: {h:02x?}");
-                ids.insert([h[4], h[5]]);
-            } else {
-                assert_eq!(h[7], 99, "{what}: hop limit: {h:02x?}");
-                let tc = ((h[0] & 0x0f) << 4) | (h[1] >> 4);
-                assert_eq!(tc, 0x10, "{what}: traffic class: {h:02x?}");
-            }
-        }
-        if what == "IPv4" {
+        // Requests meet the `match in` state first (min-ttl 100, then the
+        // hop: 99) and the `match out` one after (its TOS); answers the
+        // other way round (the TOS, the hop: 63, then min-ttl: 100).
+        for (headers, ttl, dir) in [(&requests, 99, "requests"), (&answers, 100, "answers")] {
             assert!(
-                ids.len() > headers.len() * 9 / 10,
-                "{what}: {} identifications in {} datagrams",
-                ids.len(),
+                headers.len() >= 1101,
+                "{what} {dir}: {} seen",
                 headers.len()
             );
+            let mut ids = std::collections::HashSet::new();
+            for h in headers.iter() {
+                if what == "IPv4" {
+                    assert_eq!(h[6] & 0x40, 0, "{what} {dir}: DF still set: {h:02x?}");
+                    assert_eq!(h[8], ttl, "{what} {dir}: TTL: {h:02x?}");
+                    assert_eq!(h[1], 0x10, "{what} {dir}: TOS: {h:02x?}");
+                    ids.insert([h[4], h[5]]);
+                } else {
+                    assert_eq!(h[7], ttl, "{what} {dir}: hop limit: {h:02x?}");
+                    let tc = ((h[0] & 0x0f) << 4) | (h[1] >> 4);
+                    assert_eq!(tc, 0x10, "{what} {dir}: traffic class: {h:02x?}");
+                }
+            }
+            if what == "IPv4" {
+                assert!(
+                    ids.len() > headers.len() * 9 / 10,
+                    "{what} {dir}: {} identifications in {} datagrams",
+                    ids.len(),
+                    headers.len()
+                );
+            }
         }
     }
     let before = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0);
@@ -1811,7 +1837,7 @@ fn scrubbed_flows_go_through_the_kernel_scrubbed_as_pf_does() {
     let tcp_taken = fastpath_info(&sock)["taken"].as_u64().unwrap_or(0) - before;
     assert!(
         tcp_taken > 1_000,
-        "a TCP transfer with no-df and max-mss: the program took {tcp_taken}\n{}",
+        "a TCP transfer with max-mss and min-ttl: the program took {tcp_taken}\n{}",
         log.lock().unwrap()
     );
     let _ = daemon.stop();
