@@ -1637,6 +1637,18 @@ impl Config {
                             Some("is the address of this firewall's")
                         } else if !own.iter().any(|a| a.contains(&IpAddr::V4(peer))) {
                             Some("is not on")
+                        } else if own.iter().any(|a| {
+                            a.contains(&IpAddr::V4(peer))
+                                && a.bits <= 30
+                                && matches!(u32::from(peer) & (u32::MAX >> a.bits), 0)
+                        }) {
+                            Some("is the network address of a prefix of")
+                        } else if own.iter().any(|a| {
+                            a.contains(&IpAddr::V4(peer))
+                                && a.bits <= 30
+                                && u32::from(peer) & (u32::MAX >> a.bits) == u32::MAX >> a.bits
+                        }) {
+                            Some("is the broadcast address of a prefix of")
                         } else {
                             None
                         };
@@ -2429,6 +2441,16 @@ groups = ["inside"]
             (
                 "interface = \"wan\"\npeer = \"203.0.113.2\"\n",
                 "pfsync peer 203.0.113.2: is the address of this firewall's interface 'wan'",
+            ),
+            // The sync link's network or broadcast address (a probe: the
+            // node heard nothing and took over with an empty table).
+            (
+                "interface = \"wan\"\npeer = \"203.0.113.0\"\n",
+                "pfsync peer 203.0.113.0: is the network address of a prefix of interface 'wan'",
+            ),
+            (
+                "interface = \"wan\"\npeer = \"203.0.113.255\"\n",
+                "pfsync peer 203.0.113.255: is the broadcast address of a prefix of interface 'wan'",
             ),
         ] {
             let e = parse(&format!("{CARP}[pfsync]\n{tail}")).unwrap_err();

@@ -198,6 +198,12 @@ pub enum Refused {
     Unauthenticated,
     /// Its counter is not above the last one taken.
     Replayed,
+    /// Sent to the pfsync group (224.0.0.240) while this node has a
+    /// unicast peer (`syncpeer`): the two disagree on `peer`, and on
+    /// OpenBSD such a packet never reaches pfsync (the node has not
+    /// joined the group). Counted by the caller, who sees the address
+    /// (`refuse`), so that the disagreement shows.
+    ToGroup,
 }
 
 impl Refused {
@@ -208,6 +214,7 @@ impl Refused {
             Refused::StaleBus => "stale-bus",
             Refused::Unauthenticated => "unauthenticated",
             Refused::Replayed => "replayed",
+            Refused::ToGroup => "to-group",
         }
     }
 }
@@ -958,6 +965,12 @@ impl Sync {
         self.drop_event(d);
     }
 
+    /// A packet the caller refused before handing it over (`ToGroup`):
+    /// counted with the core's own refusals.
+    pub fn refuse(&mut self, d: Refused) {
+        self.drop_event(d);
+    }
+
     fn drop_event(&mut self, d: Refused) {
         *self.stats.drops.entry(d).or_default() += 1;
         self.events.push_back(Event::Dropped(d));
@@ -971,10 +984,9 @@ impl Sync {
             Bulk::Requesting { next, deadline, .. } => Some(next.min(deadline)),
             Bulk::Idle => None,
         };
-        [self.flush_at, self.bulk_out_at, bulk]
-            .into_iter()
-            .flatten()
-            .min()
+        // An answer to the peer's bulk request waits for the link too.
+        let bulk_out = self.bulk_out_at.filter(|_| self.link_up);
+        [self.flush_at, bulk_out, bulk].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Micros) {
@@ -1006,7 +1018,14 @@ impl Sync {
                 self.request_bulk();
             }
         }
-        if self.bulk_out_at.is_some_and(|t| t <= now) {
+        // A bulk request can arrive while this node still thinks its link
+        // down: both ends of a cable come up together, and the peer's
+        // request (sent when it saw its own link come back) may be read
+        // before this node's link event. Its answer waits for the link
+        // rather than being built and dropped (the peer would wait for
+        // its retry, 5 s, with CARP demoted, and its backup preempt in
+        // the meantime: a probe saw 2 of 6 cable flaps do that).
+        if self.link_up && self.bulk_out_at.is_some_and(|t| t <= now) {
             self.pace_bulk(now);
         }
     }

@@ -655,6 +655,29 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
                     ));
                 }
             }
+            // A translation or routing option to `(name)`: an interface
+            // that never has an address translates nothing (a probe's
+            // `nat-to (carp9)`: its connections were dropped, counted
+            // only as `translate`).
+            let pools = [r.nat.as_ref(), r.rdr.as_ref()]
+                .into_iter()
+                .flatten()
+                .chain(r.route.as_ref().map(|(_, p)| p))
+                .chain(
+                    r.af_to
+                        .iter()
+                        .flat_map(|(_, a, b)| std::iter::once(a).chain(b)),
+                );
+            for p in pools {
+                if let palisade_conf::ir::Addr::Dynamic { ifname, .. } = &p.addr {
+                    if !known(ifname) && seen.insert((r.file.clone(), r.line, ifname.clone())) {
+                        out.push(format!(
+                            "{}:{}: warning: no interface or group '{ifname}' in palisade.toml: ({ifname}) never has an address, so nothing is translated or routed to it",
+                            r.file, r.line
+                        ));
+                    }
+                }
+            }
             if let Some(i) = &r.inline {
                 walk(i, known, out, seen);
             }
@@ -850,6 +873,25 @@ interface = "sync"
         assert_eq!(
             w,
             ["pf.conf: warning: set skip on em3: no interface or group 'em3' in palisade.toml: nothing is skipped"],
+            "{w:#?}"
+        );
+    }
+
+    /// A translation to `(name)` of an interface palisade.toml lacks is
+    /// said (its connections would all be dropped); a CARP interface and
+    /// a real one are not.
+    #[test]
+    fn a_translation_to_an_unknown_interface_is_warned_about() {
+        let (_, pf, host) = read(
+            PAIR,
+            "pass out on wan nat-to (carp9)\npass out on wan nat-to (carp0)\n\
+             pass out on wan nat-to (wan:0)\npass in on wan rdr-to (sync)\n\
+             pass out on wan route-to (sync)\n",
+        );
+        let w = unknown_interfaces(&pf, &host);
+        assert_eq!(
+            w,
+            ["pf.conf:1: warning: no interface or group 'carp9' in palisade.toml: (carp9) never has an address, so nothing is translated or routed to it"],
             "{w:#?}"
         );
     }

@@ -96,11 +96,12 @@ const GONE_FOR_US: u64 = 86_400 * 1_000_000;
 
 /// Why a whole packet is refused (a BUS END that answers nothing is a
 /// message, harmless: left at debug).
-const PACKET_REFUSALS: [Refused; 4] = [
+const PACKET_REFUSALS: [Refused; 5] = [
     Refused::Unauthenticated,
     Refused::Replayed,
     Refused::BadTtl,
     Refused::Malformed,
+    Refused::ToGroup,
 ];
 
 /// At most one warning a minute per reason.
@@ -169,6 +170,9 @@ impl RefusedLog {
                 Refused::BadTtl => "TTL not 255 (pfsync is taken from the sync link only)",
                 Refused::Malformed => "not a pfsync version 6 packet",
                 Refused::StaleBus => "a bulk update's end that answers no request of ours",
+                Refused::ToGroup => {
+                    "sent to the pfsync group 224.0.0.240, but this node's [pfsync] peer is unicast: set the same `peer` on both firewalls (each the other's address), or on neither"
+                }
             };
             out.push(format!("pfsync: {n} {what}{from} refused{when}: {reason}"));
             s.warned_at = Some(now_us);
@@ -252,10 +256,11 @@ impl SyncRuntime {
         creator: u32,
     ) -> Result<SyncRuntime, String> {
         dp.subscribe(palisade_pfsync::wire::PROTO);
-        if cfg.peer.is_none() {
-            dp.join_group(cfg.iface, IpAddr::V4(GROUP))
-                .map_err(|e| format!("pfsync: {e:?}"))?;
-        }
+        // With a unicast peer too: what the other node sends to the group
+        // (it has no `peer`, or another) is refused here, counted and
+        // warned about with its sender, rather than lost unseen.
+        dp.join_group(cfg.iface, IpAddr::V4(GROUP))
+            .map_err(|e| format!("pfsync: {e:?}"))?;
         dp.filter.states.set_events(true);
         dp.filter.states.set_track_created(cfg.defer);
         dp.set_track_hits(cfg.defer);
@@ -592,8 +597,12 @@ impl SyncRuntime {
             let refused =
                 |s: &Sync| PACKET_REFUSALS.map(|r| s.stats().drops.get(&r).copied().unwrap_or(0));
             let before = refused(&self.sync);
-            self.sync
-                .handle_packet_from(now_us, Some(info.src), info.ttl, payload);
+            if self.cfg.peer.is_some() && info.dst == IpAddr::V4(GROUP) {
+                self.sync.refuse(Refused::ToGroup);
+            } else {
+                self.sync
+                    .handle_packet_from(now_us, Some(info.src), info.ttl, payload);
+            }
             let after = refused(&self.sync);
             for (k, why) in PACKET_REFUSALS.iter().enumerate() {
                 if after[k] > before[k] {

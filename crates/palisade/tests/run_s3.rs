@@ -155,6 +155,9 @@ struct Options {
     /// Router advertisements on the LAN that follow carp0 (a virtual
     /// link-local address, fe80::1, on it).
     ra: bool,
+    /// (With pfsync) the firewall (0 or 1) whose [pfsync] names the
+    /// other's sync address as its `peer` (the other has none).
+    sync_peer_on: Option<u8>,
 }
 
 impl Default for Options {
@@ -172,6 +175,7 @@ impl Default for Options {
             bare_wan: false,
             sync_mtu: None,
             ra: false,
+            sync_peer_on: None,
         }
     }
 }
@@ -207,10 +211,15 @@ fn fw_config(dir: &Path, n: u8, skew: u8, o: &Options) -> PathBuf {
             format!(
                 "[[port]]\nname = \"eth2\"\n{}\
                  [[interface]]\nname = \"sync\"\nport = \"eth2\"\naddresses = [\"198.18.255.{}/30\"]\n\
-                 [pfsync]\ninterface = \"sync\"\nkey = \"s3-sync-key\"\ndefer = {}\n",
+                 [pfsync]\ninterface = \"sync\"\nkey = \"s3-sync-key\"\ndefer = {}\n{}",
                 o.sync_mtu.map(|m| format!("mtu = {m}\n")).unwrap_or_default(),
                 n - 1,
-                o.defer
+                o.defer,
+                if o.sync_peer_on == Some(n - 2) {
+                    format!("peer = \"198.18.255.{}\"\n", 4 - n)
+                } else {
+                    String::new()
+                }
             ),
         )
     } else {
@@ -1927,6 +1936,56 @@ fn a_sync_link_of_a_smaller_mtu_carries_the_bulk_update() {
     for c in &mut conns {
         assert!(c.echo("after"), "{}", logs());
     }
+    let _ = p1.stop();
+    let _ = p2.stop();
+}
+
+/// Two firewalls that disagree on `peer` (fw1 names fw2, fw2 sends to
+/// the group): fw1 refuses fw2's packets, and says so, naming fw2 and
+/// what to fix, in its log and in `sync show` (a probe saw fw1 report
+/// the peer never heard while its packets arrived, then take over with
+/// an empty table a minute later).
+#[test]
+fn packets_to_the_group_at_a_node_with_a_unicast_peer_are_refused_and_said() {
+    require_root();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s3 = S3::new(
+        "s3g",
+        &Options {
+            pfsync: true,
+            sync_peer_on: Some(0),
+            ..Options::default()
+        },
+    );
+    let (mut p1, log1) = s3.fws[0].start();
+    let (mut p2, log2) = s3.fws[1].start();
+    let logs = || {
+        format!(
+            "fw1:\n{}\nfw2:\n{}",
+            log1.lock().unwrap(),
+            log2.lock().unwrap()
+        )
+    };
+    wait_until(
+        "fw1 says why it takes nothing from fw2",
+        Duration::from_secs(20),
+        || {
+            log1.lock().unwrap().contains(
+                "from 198.18.255.2 refused: sent to the pfsync group 224.0.0.240, but this node's [pfsync] peer is unicast",
+            )
+        },
+    );
+    let o = Command::new(palisade())
+        .args(["sync", "show", "--json", "-s"])
+        .arg(s3.fws[0].sock())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(
+        v["refused"]["to-group"].as_u64().unwrap_or(0) > 0,
+        "{v}\n{}",
+        logs()
+    );
     let _ = p1.stop();
     let _ = p2.stop();
 }
