@@ -123,6 +123,16 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// `user` / `group`: a packet without a socket has the unknown id
+    /// (u32::MAX, `user unknown`), which only `=` and `!=` compare, as
+    /// pf's pf_match_uid does (`user > 1000` does not match it).
+    pub fn matches_id(&self, v: u32) -> bool {
+        if v == u32::MAX && !matches!(self, CmpOp::Eq(_) | CmpOp::Ne(_)) {
+            return false;
+        }
+        self.matches(v)
+    }
+
     pub fn matches(&self, v: u32) -> bool {
         match *self {
             CmpOp::Eq(a) => v == a,

@@ -1057,21 +1057,39 @@ fn a_byte_order_mark_is_not_part_of_the_first_line() {
 #[test]
 fn binat_to_netblocks_without_bitmask_are_warned_about() {
     let o = opts();
+    // (Once, however many rules it expands to.)
     let out = ok(
         &o,
-        b"pass on em0 inet from 10.0.0.0/28 to any binat-to 198.51.100.16/28\n",
+        b"pass on { em0 em1 } inet proto { tcp udp } from 10.0.0.0/28 to any binat-to 198.51.100.16/28\n",
+    );
+    let said: Vec<&String> = out
+        .stderr
+        .iter()
+        .filter(|l| l.contains("binat-to"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:?}", out.stderr);
+    assert!(
+        said[0].starts_with("pf.conf:1: warning: binat-to 198.51.100.16/28")
+            && said[0].contains("to 10.0.0.0, as pf does")
+            && said[0].contains("add `bitmask`"),
+        "{:?}",
+        out.stderr
+    );
+    let out = ok(
+        &o,
+        b"pass on em0 inet6 from 2001:db8:1::/64 to any binat-to 2001:db8:ff::/64\n",
     );
     assert!(
-        out.stderr.iter().any(
-            |l| l.starts_with("pf.conf:1: warning: binat-to 198.51.100.16/28")
-                && l.contains("add `bitmask`")
-        ),
+        out.stderr
+            .iter()
+            .any(|l| l.contains("binat-to 2001:db8:ff::/64 without a pool type")),
         "{:?}",
         out.stderr
     );
     for quiet in [
         "pass on em0 inet from 10.0.0.0/28 to any binat-to 198.51.100.16/28 bitmask\n",
         "pass on em0 inet from 10.0.0.1 to any binat-to 198.51.100.16\n",
+        "pass on em0 inet6 from 2001:db8:1::1 to any binat-to 2001:db8:ff::1\n",
     ] {
         let out = ok(&o, quiet.as_bytes());
         assert!(

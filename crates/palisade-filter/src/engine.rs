@@ -1456,12 +1456,12 @@ impl Engine {
             }
         }
         if let Some(op) = &r.user {
-            if !op.matches(pkt.uid.unwrap_or(u32::MAX)) {
+            if !op.matches_id(pkt.uid.unwrap_or(u32::MAX)) {
                 return false;
             }
         }
         if let Some(op) = &r.group {
-            if !op.matches(pkt.gid.unwrap_or(u32::MAX)) {
+            if !op.matches_id(pkt.gid.unwrap_or(u32::MAX)) {
                 return false;
             }
         }

@@ -481,12 +481,12 @@ fn rule_matches(r: &Rule, me: &RuleRef, ctx: &RefCtx, pkt: &PacketMeta, tag: Opt
         }
     }
     if let Some(op) = &r.user {
-        if !op.matches(pkt.uid.unwrap_or(u32::MAX)) {
+        if !op.matches_id(pkt.uid.unwrap_or(u32::MAX)) {
             return false;
         }
     }
     if let Some(op) = &r.group {
-        if !op.matches(pkt.gid.unwrap_or(u32::MAX)) {
+        if !op.matches_id(pkt.gid.unwrap_or(u32::MAX)) {
             return false;
         }
     }

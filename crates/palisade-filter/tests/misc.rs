@@ -1031,3 +1031,26 @@ fn packets_dropped_for_their_options_are_logged_as_pf_forces() {
     let d = f.process(&mut udp("198.51.100.1", "192.0.2.1", 1, 53), "em0", In, 0);
     assert!(d.passed() && !d.log);
 }
+
+/// `user` and `group` of a packet without a local socket (every packet
+/// here): only `=` and `!=` compare the unknown id, as pf's pf_match_uid
+/// does: `user unknown` and `user != 1000` match, `user > 1000` or
+/// `group 1 >< 1000` do not (they matched every packet before: a `block
+/// ... user > 1000` blocked everything).
+#[test]
+fn user_and_group_of_a_socketless_packet_compare_only_by_equality() {
+    for (rule, passes) in [
+        ("pass in proto udp user unknown", true),
+        ("pass in proto udp user != 1000", true),
+        ("pass in proto udp user = 1000", false),
+        ("pass in proto udp user > 1000", false),
+        ("pass in proto udp user >= 0", false),
+        ("pass in proto udp user 1000 <> 2000", false),
+        ("pass in proto udp group 1 >< 1000", false),
+        ("pass in proto udp group != 5", true),
+    ] {
+        let mut f = filter(&format!("block all\n{rule}\n"));
+        let mut p = udp("192.0.2.1", "198.51.100.2", 1000, 53);
+        assert_eq!(f.process(&mut p, "em0", In, 0).passed(), passes, "{rule}");
+    }
+}

@@ -1637,13 +1637,15 @@ impl Config {
                             Some("is the address of this firewall's")
                         } else if !own.iter().any(|a| a.contains(&IpAddr::V4(peer))) {
                             Some("is not on")
-                        } else if own.iter().any(|a| {
+                        } else if ifaces[ix].addresses.iter().any(|a| {
                             a.contains(&IpAddr::V4(peer))
                                 && a.bits <= 30
                                 && matches!(u32::from(peer) & (u32::MAX >> a.bits), 0)
                         }) {
+                            // (Of the interface's own prefixes: those the
+                            // data plane treats as subnets' broadcasts.)
                             Some("is the network address of a prefix of")
-                        } else if own.iter().any(|a| {
+                        } else if ifaces[ix].addresses.iter().any(|a| {
                             a.contains(&IpAddr::V4(peer))
                                 && a.bits <= 30
                                 && u32::from(peer) & (u32::MAX >> a.bits) == u32::MAX >> a.bits

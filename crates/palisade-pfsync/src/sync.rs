@@ -199,10 +199,10 @@ pub enum Refused {
     /// Its counter is not above the last one taken.
     Replayed,
     /// Sent to the pfsync group (224.0.0.240) while this node has a
-    /// unicast peer (`syncpeer`): the two disagree on `peer`, and on
-    /// OpenBSD such a packet never reaches pfsync (the node has not
-    /// joined the group). Counted by the caller, who sees the address
-    /// (`refuse`), so that the disagreement shows.
+    /// unicast peer (`syncpeer`), and one it would otherwise take (with
+    /// a key, authenticated): the two disagree on `peer`. On OpenBSD such
+    /// a packet never reaches pfsync (the node has not joined the group);
+    /// counted here (`handle_packet_to_group`) so that it shows.
     ToGroup,
 }
 
@@ -347,6 +347,10 @@ pub struct Sync {
     bulk_began: Micros,
     /// When the peer's bulk request arrived (for BUS's endtime).
     bulk_req_received: Micros,
+    /// A bulk request read while the link was down (its time): answered
+    /// when the link comes up, unless older than `bulk_retry` (the peer
+    /// asks again by then).
+    bulk_owed: Option<Micros>,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -403,6 +407,7 @@ impl Sync {
             bulk_out_at: None,
             bulk_began: 0,
             bulk_req_received: 0,
+            bulk_owed: None,
             bulk_answered: false,
             want_table: false,
             bulk_failures: 0,
@@ -467,6 +472,11 @@ impl Sync {
             return;
         }
         self.link_up = up;
+        let owed = self.bulk_owed.take();
+        if up && owed.is_some_and(|t| now.saturating_sub(t) <= self.cfg.bulk_retry) {
+            self.bulk_req_received = now;
+            self.events.push_back(Event::BulkRequested);
+        }
         if !up {
             if self.link_demote == 0 {
                 self.link_demote = LINK_DEMOTE;
@@ -791,6 +801,28 @@ impl Sync {
         self.handle_packet_from(now, None, ttl, payload)
     }
 
+    /// A pfsync packet sent to the group (224.0.0.240) that reached a
+    /// node with a unicast peer: not taken. Counted as `ToGroup` if it is
+    /// one this node would otherwise take (TTL 255, well formed, and with
+    /// a `key`, authenticated with it: the partner, whose `peer` differs);
+    /// anything else of the kind is left unsaid, as on OpenBSD, where the
+    /// node has not joined the group (another pair sharing the link).
+    pub fn handle_packet_to_group(&mut self, ttl: u8, payload: &[u8]) {
+        if ttl != wire::TTL {
+            return;
+        }
+        let Ok(p) = Packet::from_bytes(payload) else {
+            return;
+        };
+        if let Some(a) = &self.cfg.auth {
+            // (No replay window: nothing of it is taken.)
+            if check_auth(a, payload, &p).is_err() {
+                return;
+            }
+        }
+        self.drop_event(Refused::ToGroup);
+    }
+
     /// The same, from source address `src` (authentication keeps one
     /// replay window per sender).
     pub fn handle_packet_from(
@@ -871,8 +903,16 @@ impl Sync {
                 }
                 Message::InsAck(r) => self.events.push_back(Event::Acked(r)),
                 Message::UpdReq(r) if r.id == 0 && r.creatorid == 0 => {
-                    self.bulk_req_received = now;
-                    self.events.push_back(Event::BulkRequested);
+                    if self.link_up {
+                        self.bulk_req_received = now;
+                        self.events.push_back(Event::BulkRequested);
+                    } else {
+                        // Read before this node's own link-up event (both
+                        // ends of a cable come up together): answered,
+                        // whole (the table and the kills to repeat), once
+                        // the link is up (`set_link`).
+                        self.bulk_owed = Some(now);
+                    }
                 }
                 Message::UpdReq(r) => self.events.push_back(Event::StateWanted(r)),
                 Message::Bus(b) => self.bus(now, b),
@@ -962,12 +1002,6 @@ impl Sync {
     }
 
     fn drop_packet(&mut self, d: Refused) {
-        self.drop_event(d);
-    }
-
-    /// A packet the caller refused before handing it over (`ToGroup`):
-    /// counted with the core's own refusals.
-    pub fn refuse(&mut self, d: Refused) {
         self.drop_event(d);
     }
 

@@ -670,9 +670,25 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
                 );
             for p in pools {
                 if let palisade_conf::ir::Addr::Dynamic { ifname, .. } = &p.addr {
-                    if !known(ifname) && seen.insert((r.file.clone(), r.line, ifname.clone())) {
+                    if ifname != "self"
+                        && !known(ifname)
+                        && seen.insert((r.file.clone(), r.line, ifname.clone()))
+                    {
                         out.push(format!(
                             "{}:{}: warning: no interface or group '{ifname}' in palisade.toml: ({ifname}) never has an address, so nothing is translated or routed to it",
+                            r.file, r.line
+                        ));
+                    }
+                }
+                // `route-to (em9 192.0.2.1)`: the interface to send by.
+                let named = p
+                    .ifname
+                    .iter()
+                    .chain(p.hop_ifnames.iter().flat_map(|h| h.iter().map(|(_, i)| i)));
+                for ifname in named {
+                    if !known(ifname) && seen.insert((r.file.clone(), r.line, ifname.clone())) {
+                        out.push(format!(
+                            "{}:{}: warning: no interface or group '{ifname}' in palisade.toml: nothing is routed by it",
                             r.file, r.line
                         ));
                     }
@@ -886,12 +902,16 @@ interface = "sync"
             PAIR,
             "pass out on wan nat-to (carp9)\npass out on wan nat-to (carp0)\n\
              pass out on wan nat-to (wan:0)\npass in on wan rdr-to (sync)\n\
-             pass out on wan route-to (sync)\n",
+             pass out on wan route-to (sync)\npass in on wan rdr-to (self)\n\
+             pass in on wan route-to (em9 203.0.113.9)\npass in on wan route-to (wan 203.0.113.9)\n",
         );
         let w = unknown_interfaces(&pf, &host);
         assert_eq!(
             w,
-            ["pf.conf:1: warning: no interface or group 'carp9' in palisade.toml: (carp9) never has an address, so nothing is translated or routed to it"],
+            [
+                "pf.conf:1: warning: no interface or group 'carp9' in palisade.toml: (carp9) never has an address, so nothing is translated or routed to it",
+                "pf.conf:7: warning: no interface or group 'em9' in palisade.toml: nothing is routed by it",
+            ],
             "{w:#?}"
         );
     }

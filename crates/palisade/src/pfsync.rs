@@ -171,7 +171,7 @@ impl RefusedLog {
                 Refused::Malformed => "not a pfsync version 6 packet",
                 Refused::StaleBus => "a bulk update's end that answers no request of ours",
                 Refused::ToGroup => {
-                    "sent to the pfsync group 224.0.0.240, but this node's [pfsync] peer is unicast: set the same `peer` on both firewalls (each the other's address), or on neither"
+                    "sent to the pfsync group 224.0.0.240, but this node's [pfsync] peer is unicast: set `peer` on both firewalls, each naming the other's sync address, or on neither"
                 }
             };
             out.push(format!("pfsync: {n} {what}{from} refused{when}: {reason}"));
@@ -598,7 +598,7 @@ impl SyncRuntime {
                 |s: &Sync| PACKET_REFUSALS.map(|r| s.stats().drops.get(&r).copied().unwrap_or(0));
             let before = refused(&self.sync);
             if self.cfg.peer.is_some() && info.dst == IpAddr::V4(GROUP) {
-                self.sync.refuse(Refused::ToGroup);
+                self.sync.handle_packet_to_group(info.ttl, payload);
             } else {
                 self.sync
                     .handle_packet_from(now_us, Some(info.src), info.ttl, payload);

@@ -711,16 +711,21 @@ impl<'a> Parser<'a> {
         }
         // pfctl leaves a pool without a type as it is, and pf then gives
         // every address the pool's own (the netblock's first, both ways):
-        // a user who meant 1:1 wants `bitmask`. Said, not changed.
-        if let (None, Addr::Net { ip, bits }) = (b.kind, &pool_addr) {
+        // a user who meant 1:1 wants `bitmask`. Said (once per rule, which
+        // may expand to several), not changed.
+        if let (None, Addr::Net { ip, bits }, Addr::Net { ip: sip, .. }) =
+            (b.kind, &pool_addr, &src)
+        {
             if u32::from(*bits) < if ip.is_ipv4() { 32 } else { 128 } && !self.opts.pfctl_compat {
                 let file = self.file_name();
-                self.out.stderr.push(format!(
+                let w = format!(
                     "{file}:{line}: warning: binat-to {ip}/{bits} without a pool type maps every \
                      address of the source netblock to {ip}, and connections to any address of \
-                     {ip}/{bits} to the source's own address, as pf does; add `bitmask` for a 1:1 \
-                     mapping"
-                ));
+                     {ip}/{bits} to {sip}, as pf does; add `bitmask` for a 1:1 mapping"
+                );
+                if !self.out.stderr.contains(&w) {
+                    self.out.stderr.push(w);
+                }
             }
         }
         let pool = |addr: Addr, static_port: bool| Pool {
