@@ -85,6 +85,14 @@ pub struct Shared {
     /// The running ruleset's queue names, which rules loaded into an
     /// anchor may name (`ftp-proxy -q`); replaced at each reload.
     pub queues: Mutex<Vec<String>>,
+    /// Anchors emptied by a `flush` request since the start (until loaded
+    /// again): `anchor ... show` lists them as `flushed`, so that
+    /// ftp-proxy, finding its anchor empty, tells an operator's flush
+    /// (left alone, as pfctl -F rules is) from a daemon that restarted
+    /// (its rules loaded again).
+    /// (The last `FLUSHED_KEPT`: ftp-proxy flushes each session's anchor
+    /// as it ends, and those names never come back.)
+    pub flushed: Mutex<std::collections::VecDeque<String>>,
     /// `palisade log --follow` clients: one line per logged packet each.
     pub(crate) followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
     /// A pflog file is written (logging stays on without followers).
@@ -180,7 +188,28 @@ fn send_warning_due(
     }
 }
 
+/// How many flushed anchors `Shared::flushed` remembers.
+pub const FLUSHED_KEPT: usize = 1024;
+
 impl Shared {
+    /// Anchor `name` was flushed by a request.
+    pub fn note_flushed(&self, name: &str) {
+        let mut f = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
+        f.retain(|n| n != name);
+        f.push_back(name.to_string());
+        while f.len() > FLUSHED_KEPT {
+            f.pop_front();
+        }
+    }
+
+    /// Anchor `name` was loaded: no longer one flushed.
+    pub fn note_loaded(&self, name: &str) {
+        self.flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|n| n != name);
+    }
+
     /// Send what the data plane produced: per port in one batch (frames
     /// of a port keep their order), the host interface frame by frame.
     /// A port index with `OUT_VNET` marks a frame that ends with its

@@ -138,6 +138,10 @@ struct Shared {
     /// anchor, so nothing races). The locks are held for no request.
     live: Mutex<HashSet<String>>,
     missing: Mutex<HashSet<String>>,
+    /// Live anchors found empty because someone flushed them (`palisade
+    /// anchor ... flush`, the daemon's `flushed`): left empty, as
+    /// ftp-proxy leaves them after `pfctl -a ... -F rules`.
+    flushed: Mutex<HashSet<String>>,
 }
 
 pub fn run(opts: Options) -> Result<(), String> {
@@ -323,6 +327,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         seed,
         live: Mutex::new(HashSet::new()),
         missing: Mutex::new(HashSet::new()),
+        flushed: Mutex::new(HashSet::new()),
     });
     {
         let sh2 = sh.clone();
@@ -665,10 +670,22 @@ fn keep_anchors(sh: &Shared) {
             continue;
         }
         let there = anchor_names(&v);
+        let by_hand: Vec<&str> = v["flushed"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         let mut missing = sh.missing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flushed = sh.flushed.lock().unwrap_or_else(|e| e.into_inner());
         for a in live {
             if !there.contains(&a) {
-                missing.insert(a);
+                if by_hand.contains(&a.as_str()) {
+                    flushed.insert(a);
+                } else {
+                    missing.insert(a);
+                }
             }
         }
     }
@@ -785,6 +802,27 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
         let wait = s.poll_timeout().map_or(1000, |t| {
             (t.saturating_sub(now()) / 1000).clamp(1, 1000) as i32
         });
+        if let Some((anchor, _)) = &held {
+            let flushed = sh
+                .flushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(anchor);
+            if flushed {
+                // Someone emptied it on purpose: it stays empty (the
+                // announced data connection is refused), as ftp-proxy
+                // leaves it after `pfctl -a ... -F rules`; the session's
+                // next data connection loads rules of its own.
+                tracing::warn!(
+                    "ftp-proxy: session {id}: {anchor}: flushed on the firewall (palisade anchor ... flush): left empty"
+                );
+                sh.live
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(anchor);
+                held = None;
+            }
+        }
         if let Some((anchor, rules)) = &held {
             let gone = sh
                 .missing

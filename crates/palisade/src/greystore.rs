@@ -195,7 +195,27 @@ fn checkpoint_backoff(failures: u32) -> Duration {
 /// call.)
 fn open_redb(path: &Path) -> Result<redb::Database, String> {
     let name = path.display().to_string();
-    match guarded(|| redb::Database::create(path)) {
+    // A service killed a moment ago may hold the file's lock while the
+    // kernel tears it down: a start right after `kill -9` found the
+    // database "already open" (a probe, 4 times of 4). Waited for, 5 s at
+    // most; another service really running keeps it and is said.
+    let mut waited = Duration::ZERO;
+    let opened = loop {
+        match guarded(|| redb::Database::create(path)) {
+            Some(Err(redb::DatabaseError::DatabaseAlreadyOpen))
+                if waited < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+                waited += Duration::from_millis(100);
+            }
+            other => break other,
+        }
+    };
+    match opened {
+        Some(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(format!(
+            "{name}: the database is open in another process (another `palisade greylist \
+             run` with this database?): its lock was not released within 5 s"
+        )),
         Some(r) => r.map_err(|e| err(&name, e)),
         None => Err(format!(
             "{name}: the database is damaged (cut short?): not opened, left as it is; \
@@ -1561,6 +1581,27 @@ mod tests {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_name().to_string_lossy().contains(part))
             .count()
+    }
+
+    /// A database whose lock another handle still holds for a moment (a
+    /// service being torn down after `kill -9`) is opened once it is let
+    /// go, not refused at once.
+    #[test]
+    fn a_lock_let_go_a_moment_later_is_waited_for() {
+        let path = tmp("lockwait");
+        let d = path.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&d).unwrap();
+        let held = redb::Database::create(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            drop(held);
+        });
+        let started = std::time::Instant::now();
+        let db = open_redb(&path);
+        t.join().unwrap();
+        assert!(db.is_ok(), "{:?}", db.err());
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     fn tmp(name: &str) -> PathBuf {

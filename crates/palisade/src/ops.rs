@@ -1498,6 +1498,9 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 .tables_mut()
                 .tables
                 .retain(|n, t| !(t.anchor_load && cleared.iter().any(|a| palisade_filter::table::of_anchor(n, a))));
+            for a in &cleared {
+                sh.note_flushed(a);
+            }
             done(
                 format!(
                     "anchor {name}: {} anchor{} cleared\n",
@@ -1648,6 +1651,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     _ => format!(", {nt} tables"),
                 }
             ));
+            sh.note_loaded(name.trim_start_matches('/'));
             done(
                 msgs.join("\n") + "\n",
                 json!({"anchor": name, "rules": n, "tables": nt}),
@@ -1677,12 +1681,36 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
             }
+            sh.note_flushed(name.trim_start_matches('/'));
             done(
                 format!("anchor {name}: rules cleared\n"),
                 json!({"anchor": name, "was_loaded": had}),
             )
         }
-        AnchorOp::Show => show_rules(sh, name, level),
+        AnchorOp::Show => {
+            let mut v = show_rules(sh, name, level);
+            // The anchors flushed by request (and not loaded since) that
+            // this show covers: ftp-proxy leaves those empty.
+            let a = name.trim_start_matches('/');
+            let flushed: Vec<String> = sh
+                .flushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|f| match under {
+                    Some(u) => f
+                        .strip_prefix(u)
+                        .and_then(|r| r.strip_prefix('/'))
+                        .is_some_and(|r| !r.contains('/')),
+                    None => *f == a,
+                })
+                .cloned()
+                .collect();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("flushed".into(), json!(flushed));
+            }
+            v
+        }
     }
 }
 

@@ -276,6 +276,7 @@ pub fn run(path: &Path) -> Result<(), String> {
         host: host_model,
         options: crate::ops::restart_only_options(&pf.options),
         queues: Mutex::new(pf.queues.iter().map(|q| q.name.clone()).collect()),
+        flushed: Mutex::new(Default::default()),
         followers: Mutex::new(Vec::new()),
         pflog_file: pflog.is_some(),
         carp: carp.map(Mutex::new),

@@ -1199,3 +1199,95 @@ print("got", n, reply().strip(), file=sys.stderr, flush=True)
     let _ = p.stop();
     let _ = d2.stop();
 }
+
+/// `palisade anchor 'ftp-proxy/*' flush` while a session holds an
+/// announced data port: the rules stay gone and the data connection is
+/// refused, as after `pfctl -a 'ftp-proxy/*' -F rules` (the proxy used to
+/// take the empty anchor for a restarted daemon and load it again within
+/// a second: a probe's client then fetched the file over the port).
+#[test]
+fn an_anchor_flushed_by_hand_stays_empty() {
+    let lab = setup("ftpf");
+    let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
+    let (mut d, dlog, sock) = daemon(&lab, PF_CONF);
+    let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
+    let go = lab.dir.join("go");
+    let script = format!(
+        r#"
+import socket, os, time, sys
+c = socket.create_connection(("203.0.113.1", 21), timeout=20)
+f = c.makefile("rwb")
+def reply():
+    while True:
+        l = f.readline().decode()
+        if len(l) < 4 or l[3] != "-":
+            return l
+def cmd(x):
+    f.write((x + "\r\n").encode()); f.flush()
+    return reply()
+reply()
+cmd("USER anonymous"); cmd("PASS x"); cmd("TYPE I")
+r = cmd("EPSV")
+port = int(r.split("|||")[1].split("|")[0])
+print("port", port, file=sys.stderr, flush=True)
+t = time.time()
+while not os.path.exists("{go}"):
+    if time.time() - t > 60: sys.exit("no go")
+    time.sleep(0.1)
+try:
+    d = socket.create_connection(("203.0.113.1", port), timeout=4)
+    print("data connected", file=sys.stderr, flush=True)
+except OSError as e:
+    print("data refused", e, file=sys.stderr, flush=True)
+"#,
+        go = go.display()
+    );
+    let py = lab.dir.join("client.py");
+    std::fs::write(&py, script).unwrap();
+    let (mut client, clog) = spawn_logged(
+        &lab.client,
+        &["timeout", "90", "python3", py.to_str().unwrap()],
+    );
+    let logs = || {
+        format!(
+            "client:\n{}\nproxy:\n{}\ndaemon:\n{}",
+            clog.lock().unwrap(),
+            plog.lock().unwrap(),
+            dlog.lock().unwrap()
+        )
+    };
+    wait_until("the client's EPSV", Duration::from_secs(20), || {
+        clog.lock().unwrap().contains("port ")
+    });
+    assert!(anchor_show(&sock).contains("pass"), "{}", logs());
+    let o = Command::new(palisade())
+        .args(["anchor", "ftp-proxy/*", "flush", "-s"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    wait_until(
+        "the proxy to see the flush",
+        Duration::from_secs(10),
+        || plog.lock().unwrap().contains("flushed on the firewall"),
+    );
+    // Past two more of the proxy's checks: still empty.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !anchor_show(&sock).contains("pass"),
+        "loaded again: {}\n{}",
+        anchor_show(&sock),
+        logs()
+    );
+    assert!(!plog.lock().unwrap().contains("loaded again"), "{}", logs());
+    std::fs::write(&go, "").unwrap();
+    wait_until(
+        "the data connection's fate",
+        Duration::from_secs(20),
+        || clog.lock().unwrap().contains("data "),
+    );
+    assert!(clog.lock().unwrap().contains("data refused"), "{}", logs());
+    let _ = client.stop();
+    let _ = p.stop();
+    let _ = d.stop();
+}
