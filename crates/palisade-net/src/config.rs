@@ -1748,6 +1748,22 @@ impl Config {
                 )
             })
             .collect();
+        // An interface named as a pf.conf keyword (`out`, `in`...): pf.conf
+        // must quote it (`on "out"`); unquoted, its rules are syntax errors
+        // that do not say why (a probe's `[[interface]] name = "out"`).
+        // `any` cannot be named at all: quoted too, it is the wildcard.
+        for ifc in &self.ifaces {
+            if ifc.name == "any" {
+                w.push(
+                    "palisade: warning: interface 'any': pf.conf's `on any` (quoted or not) means every interface, so rules cannot name this one: give it another name".to_string(),
+                );
+            } else if palisade_conf::keywords::is_keyword(&ifc.name) {
+                w.push(format!(
+                    "palisade: warning: interface '{0}' is a pf.conf keyword: pf.conf must write it quoted (`on \"{0}\"`), unquoted it is a syntax error; another name spares that",
+                    ifc.name
+                ));
+            }
+        }
         for (i, ifc) in self.ifaces.iter().enumerate() {
             if ifc.ra.is_none() {
                 continue;
@@ -2038,6 +2054,27 @@ mod tests {
             c.warnings(),
             ["palisade: warning: port 'eth1' has no [[interface]]: every frame on it is dropped (unknown_vlan)"]
         );
+        // Interfaces named as pf.conf keywords (a probe's `out`).
+        for (name, said) in [
+            (
+                "out",
+                "interface 'out' is a pf.conf keyword: pf.conf must write it quoted (`on \"out\"`)",
+            ),
+            (
+                "any",
+                "interface 'any': pf.conf's `on any` (quoted or not) means every interface",
+            ),
+        ] {
+            let c = parse(&format!(
+                "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[interface]]\nname = \"{name}\"\nport = \"eth0\"\n"
+            ))
+            .unwrap();
+            assert!(
+                c.warnings().iter().any(|w| w.contains(said)),
+                "{:?}",
+                c.warnings()
+            );
+        }
     }
 
     /// `blocknonip` names members of its bridge, and only those.

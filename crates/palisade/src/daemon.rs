@@ -90,9 +90,10 @@ pub struct Shared {
     /// ftp-proxy, finding its anchor empty, tells an operator's flush
     /// (left alone, as pfctl -F rules is) from a daemon that restarted
     /// (its rules loaded again).
-    /// (The last `FLUSHED_KEPT`: ftp-proxy flushes each session's anchor
-    /// as it ends, and those names never come back.)
-    pub flushed: Mutex<std::collections::VecDeque<String>>,
+    /// (Those of the last `FLUSHED_FOR`, `FLUSHED_KEPT` at most: ftp-proxy
+    /// flushes each session's anchor as it ends, and those names never
+    /// come back; the proxy looks every second.)
+    pub flushed: Mutex<Flushed>,
     /// `palisade log --follow` clients: one line per logged packet each.
     pub(crate) followers: Mutex<Vec<std::sync::mpsc::SyncSender<String>>>,
     /// A pflog file is written (logging stays on without followers).
@@ -188,28 +189,44 @@ fn send_warning_due(
     }
 }
 
-/// How many flushed anchors `Shared::flushed` remembers.
+/// How many flushed anchors `Shared::flushed` remembers, and for how long.
 pub const FLUSHED_KEPT: usize = 1024;
+pub const FLUSHED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl Shared {
+/// Anchors flushed by request, with when (`Shared::flushed`). Noted under
+/// the same lock as the flush or load itself is done, so that a flush
+/// and its mark are one step for whoever reads them.
+#[derive(Default)]
+pub struct Flushed(std::collections::VecDeque<(String, Instant)>);
+
+impl Flushed {
     /// Anchor `name` was flushed by a request.
-    pub fn note_flushed(&self, name: &str) {
-        let mut f = self.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        f.retain(|n| n != name);
-        f.push_back(name.to_string());
-        while f.len() > FLUSHED_KEPT {
-            f.pop_front();
+    pub fn note(&mut self, name: &str) {
+        let now = Instant::now();
+        self.0
+            .retain(|(n, t)| n != name && now.duration_since(*t) < FLUSHED_FOR);
+        self.0.push_back((name.to_string(), now));
+        while self.0.len() > FLUSHED_KEPT {
+            self.0.pop_front();
         }
     }
 
     /// Anchor `name` was loaded: no longer one flushed.
-    pub fn note_loaded(&self, name: &str) {
-        self.flushed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|n| n != name);
+    pub fn loaded(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
     }
 
+    /// The anchors flushed within `FLUSHED_FOR` and not loaded since.
+    pub fn recent(&self) -> impl Iterator<Item = &str> {
+        let now = Instant::now();
+        self.0
+            .iter()
+            .filter(move |(_, t)| now.duration_since(*t) < FLUSHED_FOR)
+            .map(|(n, _)| n.as_str())
+    }
+}
+
+impl Shared {
     /// Send what the data plane produced: per port in one batch (frames
     /// of a port keep their order), the host interface frame by frame.
     /// A port index with `OUT_VNET` marks a frame that ends with its

@@ -136,7 +136,10 @@ struct Shared {
     /// [`keep_anchors`] found missing from the daemon (it restarted):
     /// each session loads its own again (only its thread loads its
     /// anchor, so nothing races). The locks are held for no request.
-    live: Mutex<HashSet<String>>,
+    /// (With the number of the load that put its rules there: a mark
+    /// made from an answer older than the session's last load is
+    /// ignored.)
+    live: Mutex<std::collections::HashMap<String, u64>>,
     missing: Mutex<HashSet<String>>,
     /// Live anchors found empty because someone flushed them (`palisade
     /// anchor ... flush`, the daemon's `flushed`): left empty, as
@@ -325,7 +328,7 @@ pub fn run(opts: Options) -> Result<(), String> {
         sessions: AtomicUsize::new(0),
         next_id: AtomicU64::new(1),
         seed,
-        live: Mutex::new(HashSet::new()),
+        live: Mutex::new(std::collections::HashMap::new()),
         missing: Mutex::new(HashSet::new()),
         flushed: Mutex::new(HashSet::new()),
     });
@@ -526,6 +529,11 @@ impl Drop for SessionGuard<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.anchor);
+        self.sh
+            .flushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.anchor);
         self.sh.sessions.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -627,12 +635,23 @@ fn flush_anchor(fw: &Firewall, anchor: &str) -> Result<(), String> {
 
 /// A session's anchor loaded (or emptied), and recorded as live.
 fn load_live(sh: &Shared, anchor: &str, rules: &str) -> Result<(), String> {
+    static LOADS: AtomicU64 = AtomicU64::new(1);
     let r = load_rules(&sh.fw, anchor, rules);
     let mut live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
+    // Marks made before this load (from an answer the daemon gave before
+    // it) are void: the anchor holds these rules now.
+    sh.flushed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(anchor);
+    sh.missing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(anchor);
     if rules.is_empty() {
         live.remove(anchor);
     } else if r.is_ok() {
-        live.insert(anchor.to_string());
+        live.insert(anchor.to_string(), LOADS.fetch_add(1, Ordering::SeqCst));
     }
     r
 }
@@ -645,18 +664,18 @@ const ANCHOR_CHECK: Duration = Duration::from_secs(1);
 /// before (a 227 the client has not used yet) would find no rule, and
 /// the session would never know. Once a second, while sessions hold
 /// rules, the daemon's `ftp-proxy/*` anchors are listed (2 s at most),
-/// and a live one missing is marked for its session to load again. (An
-/// administrator's `anchor ftp-proxy/... flush` is undone the same way,
-/// while the session lives.)
+/// and a live one missing is marked for its session to load again,
+/// unless the daemon says it was flushed by request (an administrator's
+/// `anchor ftp-proxy/... flush`): that one is left empty.
 fn keep_anchors(sh: &Shared) {
     while !crate::daemon::stopping() {
         std::thread::sleep(ANCHOR_CHECK);
-        let live: Vec<String> = sh
+        let live: Vec<(String, u64)> = sh
             .live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .cloned()
+            .map(|(a, g)| (a.clone(), *g))
             .collect();
         if live.is_empty() {
             continue;
@@ -677,9 +696,15 @@ fn keep_anchors(sh: &Shared) {
             .iter()
             .filter_map(Value::as_str)
             .collect();
+        // Under `live`'s lock (as `load_live` takes it): an anchor loaded
+        // again since the snapshot is not marked from this older answer.
+        let now_live = sh.live.lock().unwrap_or_else(|e| e.into_inner());
         let mut missing = sh.missing.lock().unwrap_or_else(|e| e.into_inner());
         let mut flushed = sh.flushed.lock().unwrap_or_else(|e| e.into_inner());
-        for a in live {
+        for (a, g) in live {
+            if now_live.get(&a) != Some(&g) {
+                continue;
+            }
             if !there.contains(&a) {
                 if by_hand.contains(&a.as_str()) {
                     flushed.insert(a);

@@ -193,18 +193,17 @@ fn checkpoint_backoff(failures: u32) -> Duration {
 /// the file is left as it is, for the admin. (Its panic message would
 /// read as Palisade's own crash: the default hook is held back for the
 /// call.)
-fn open_redb(path: &Path) -> Result<redb::Database, String> {
+fn open_redb(path: &Path, wait_lock: Duration) -> Result<redb::Database, String> {
     let name = path.display().to_string();
     // A service killed a moment ago may hold the file's lock while the
     // kernel tears it down: a start right after `kill -9` found the
-    // database "already open" (a probe, 4 times of 4). Waited for, 5 s at
-    // most; another service really running keeps it and is said.
+    // database "already open" (a probe, 4 times of 4). At the start it
+    // is waited for, 5 s at most (`wait_lock`); another service really
+    // running keeps it and is said.
     let mut waited = Duration::ZERO;
     let opened = loop {
         match guarded(|| redb::Database::create(path)) {
-            Some(Err(redb::DatabaseError::DatabaseAlreadyOpen))
-                if waited < Duration::from_secs(5) =>
-            {
+            Some(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if waited < wait_lock => {
                 std::thread::sleep(Duration::from_millis(100));
                 waited += Duration::from_millis(100);
             }
@@ -214,7 +213,7 @@ fn open_redb(path: &Path) -> Result<redb::Database, String> {
     match opened {
         Some(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(format!(
             "{name}: the database is open in another process (another `palisade greylist \
-             run` with this database?): its lock was not released within 5 s"
+             run` with this database?): its lock was not released"
         )),
         Some(r) => r.map_err(|e| err(&name, e)),
         None => Err(format!(
@@ -654,7 +653,7 @@ impl GreyDb {
                 aside.display()
             );
         }
-        let db = open_redb(path)?;
+        let db = open_redb(path, Duration::from_secs(5))?;
         // The entries name senders and recipients: a new database is the
         // owner's only, as the journal is (one the admin made otherwise
         // keeps its mode).
@@ -1264,7 +1263,8 @@ impl GreyDb {
         }
         self.reopen_tried = Some(now);
         self.db = None;
-        let db = open_redb(&self.db_path)?;
+        // (Not waited for: a write batch is waiting.)
+        let db = open_redb(&self.db_path, Duration::ZERO)?;
         self.db = Some(Arc::new(db));
         self.reopen = false;
         self.reopened += 1;
@@ -1597,7 +1597,7 @@ mod tests {
             drop(held);
         });
         let started = std::time::Instant::now();
-        let db = open_redb(&path);
+        let db = open_redb(&path, Duration::from_secs(5));
         t.join().unwrap();
         assert!(db.is_ok(), "{:?}", db.err());
         assert!(started.elapsed() >= Duration::from_millis(300));

@@ -708,17 +708,6 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
     };
     let mut out = Vec::new();
     let file = pf.main.rules.first().map_or("pf.conf", |r| r.file.as_str());
-    // An interface named as a pf.conf keyword (`out`, `in`, `all`...):
-    // pf.conf must quote it (`on "out"`); unquoted, its rules are syntax
-    // errors that do not say why (a probe's `[[interface]] name = "out"`).
-    for i in &host.interfaces {
-        if palisade_conf::keywords::is_keyword(&i.name) {
-            out.push(format!(
-                "palisade.toml: warning: interface '{0}' is a pf.conf keyword: pf.conf must write it quoted (`on \"{0}\"`), unquoted it is a syntax error; another name spares that",
-                i.name
-            ));
-        }
-    }
     // `set skip on` a name palisade.toml does not have skips nothing (a
     // typo, or an OpenBSD name). The loopback's names are left alone: the
     // data plane never sees it, so OpenBSD's `set skip on lo0` is moot.
@@ -902,22 +891,6 @@ interface = "sync"
             ["pf.conf: warning: set skip on em3: no interface or group 'em3' in palisade.toml: nothing is skipped"],
             "{w:#?}"
         );
-    }
-
-    /// An interface named as a pf.conf keyword is said (its unquoted uses
-    /// are bare syntax errors).
-    #[test]
-    fn an_interface_named_as_a_keyword_is_warned_about() {
-        let toml = PAIR.replace("\"wan\"", "\"out\"");
-        let (_, pf, host) = read(&toml, "pass on \"out\"\n");
-        let w = unknown_interfaces(&pf, &host);
-        assert!(
-            w.iter()
-                .any(|l| l.contains("interface 'out' is a pf.conf keyword")),
-            "{w:#?}"
-        );
-        let (_, pf, host) = read(PAIR, "pass on wan\n");
-        assert!(unknown_interfaces(&pf, &host).is_empty());
     }
 
     /// A translation to `(name)` of an interface palisade.toml lacks is

@@ -1481,6 +1481,8 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
         )),
         AnchorOp::Flush if under.is_some() => {
             let prefix = format!("{}/", under.unwrap_or(""));
+            // (The marks under the same lock as the flush: `Flushed`.)
+            let mut flushed = sh.flushed.lock().unwrap_or_else(|e| e.into_inner());
             let engine = sh.dp().filter.engine_arc();
             let mut cleared = Vec::new();
             // Every direct child there was is cleared (`flush_anchor`
@@ -1499,8 +1501,9 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 .tables
                 .retain(|n, t| !(t.anchor_load && cleared.iter().any(|a| palisade_filter::table::of_anchor(n, a))));
             for a in &cleared {
-                sh.note_flushed(a);
+                flushed.note(a);
             }
+            drop(flushed);
             done(
                 format!(
                     "anchor {name}: {} anchor{} cleared\n",
@@ -1641,7 +1644,10 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     ts.tables.insert(tname, tab);
                 }
             }
+            let mut flushed = sh.flushed.lock().unwrap_or_else(|e| e.into_inner());
             engine.load_anchor(name, &scoped.load_anchors[0].ruleset);
+            flushed.loaded(name.trim_start_matches('/'));
+            drop(flushed);
             msgs.push(format!(
                 "palisade: anchor {name}: {n} rule{} loaded{}",
                 if n == 1 { "" } else { "s" },
@@ -1651,7 +1657,6 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                     _ => format!(", {nt} tables"),
                 }
             ));
-            sh.note_loaded(name.trim_start_matches('/'));
             done(
                 msgs.join("\n") + "\n",
                 json!({"anchor": name, "rules": n, "tables": nt}),
@@ -1668,6 +1673,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 e.anchor_names().iter().any(|n| n == a)
                     || e.called_anchors().iter().any(|n| n == a)
             };
+            let mut flushed = sh.flushed.lock().unwrap_or_else(|e| e.into_inner());
             let had = sh.dp().filter.engine().flush_anchor(name);
             // The tables its `anchor load` file defined go with its rules
             // (pf drops an anchor's tables no rule uses).
@@ -1681,7 +1687,8 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
             if !had && !known {
                 return fail(format!("anchor {name}: no such anchor"));
             }
-            sh.note_flushed(name.trim_start_matches('/'));
+            flushed.note(name.trim_start_matches('/'));
+            drop(flushed);
             done(
                 format!("anchor {name}: rules cleared\n"),
                 json!({"anchor": name, "was_loaded": had}),
@@ -1696,7 +1703,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                 .flushed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .iter()
+                .recent()
                 .filter(|f| match under {
                     Some(u) => f
                         .strip_prefix(u)
@@ -1704,7 +1711,7 @@ fn anchor(sh: &Shared, name: &str, op: &AnchorOp, level: u64) -> Value {
                         .is_some_and(|r| !r.contains('/')),
                     None => *f == a,
                 })
-                .cloned()
+                .map(str::to_string)
                 .collect();
             if let Some(o) = v.as_object_mut() {
                 o.insert("flushed".into(), json!(flushed));

@@ -713,9 +713,11 @@ impl<'a> Parser<'a> {
         // every address the pool's own (the netblock's first, both ways):
         // a user who meant 1:1 wants `bitmask`. Said (once per rule, which
         // may expand to several), not changed.
-        if let (None, Addr::Net { ip, bits }, Addr::Net { ip: sip, .. }) =
-            (b.kind, &pool_addr, &src)
-        {
+        if let (None, Addr::Net { ip, bits }) = (b.kind, &pool_addr) {
+            let sip = match &src {
+                Addr::Net { ip, .. } => ip.to_string(),
+                _ => "the source's own address".to_string(),
+            };
             if u32::from(*bits) < if ip.is_ipv4() { 32 } else { 128 } && !self.opts.pfctl_compat {
                 let file = self.file_name();
                 let w = format!(
