@@ -1207,7 +1207,7 @@ print("got", n, reply().strip(), file=sys.stderr, flush=True)
 /// a second: a probe's client then fetched the file over the port).
 #[test]
 fn an_anchor_flushed_by_hand_stays_empty() {
-    let lab = setup("ftpf");
+    let lab = setup("ftpx");
     let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
     let (mut d, dlog, sock) = daemon(&lab, PF_CONF);
     let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
