@@ -1102,22 +1102,11 @@ fn sessions_process(pid: u32) -> u32 {
     c[0]
 }
 
-/// The daemon restarted (with a state file: the sessions' connections
-/// survive) between a 229 and the client's use of it: the proxy sees
-/// its session's anchor gone and loads it again, and the announced data
-/// connection works (it timed out: the anchor was lost).
-#[test]
-fn an_announced_data_connection_survives_a_daemon_restart() {
-    let lab = setup("ftpz");
-    let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
-    let state = lab.dir.join("states");
-    let more = format!("state-file = \"{}\"\n", state.display());
-    let (mut d, _dlog, sock) = daemon_with(&lab, PF_CONF, &more);
-    let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
-    // A client that logs in, asks EPSV, says the port, waits for a file,
-    // then fetches over that port.
-    let go = lab.dir.join("go");
-    let script = format!(
+/// A Python FTP client that logs in through the proxy, asks EPSV, says
+/// the port (`port N` on stderr), waits for file `go`, then runs `then`
+/// (with `port`, `cmd` and `reply` at hand).
+fn epsv_client(go: &Path, then: &str) -> String {
+    format!(
         r#"
 import socket, os, time, sys
 c = socket.create_connection(("203.0.113.1", 21), timeout=20)
@@ -1139,7 +1128,29 @@ t = time.time()
 while not os.path.exists("{go}"):
     if time.time() - t > 60: sys.exit("no go")
     time.sleep(0.1)
-d = socket.create_connection(("203.0.113.1", port), timeout=10)
+{then}"#,
+        go = go.display()
+    )
+}
+
+/// The daemon restarted (with a state file: the sessions' connections
+/// survive) between a 229 and the client's use of it: the proxy sees
+/// its session's anchor gone and loads it again, and the announced data
+/// connection works (it timed out: the anchor was lost).
+#[test]
+fn an_announced_data_connection_survives_a_daemon_restart() {
+    let lab = setup("ftpz");
+    let _v4 = vsftpd(&lab, &lab.server, "192.0.2.10");
+    let state = lab.dir.join("states");
+    let more = format!("state-file = \"{}\"\n", state.display());
+    let (mut d, _dlog, sock) = daemon_with(&lab, PF_CONF, &more);
+    let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
+    // A client that logs in, asks EPSV, says the port, waits for a file,
+    // then fetches over that port.
+    let go = lab.dir.join("go");
+    let script = epsv_client(
+        &go,
+        r#"d = socket.create_connection(("203.0.113.1", port), timeout=10)
 print(cmd("RETR big").strip(), file=sys.stderr, flush=True)
 n = 0
 while True:
@@ -1148,7 +1159,6 @@ while True:
     n += len(b)
 print("got", n, reply().strip(), file=sys.stderr, flush=True)
 "#,
-        go = go.display()
     );
     let py = lab.dir.join("client.py");
     std::fs::write(&py, script).unwrap();
@@ -1212,35 +1222,14 @@ fn an_anchor_flushed_by_hand_stays_empty() {
     let (mut d, dlog, sock) = daemon(&lab, PF_CONF);
     let (mut p, plog) = proxy(&lab, &sock, &["-R", "192.0.2.10"]);
     let go = lab.dir.join("go");
-    let script = format!(
-        r#"
-import socket, os, time, sys
-c = socket.create_connection(("203.0.113.1", 21), timeout=20)
-f = c.makefile("rwb")
-def reply():
-    while True:
-        l = f.readline().decode()
-        if len(l) < 4 or l[3] != "-":
-            return l
-def cmd(x):
-    f.write((x + "\r\n").encode()); f.flush()
-    return reply()
-reply()
-cmd("USER anonymous"); cmd("PASS x"); cmd("TYPE I")
-r = cmd("EPSV")
-port = int(r.split("|||")[1].split("|")[0])
-print("port", port, file=sys.stderr, flush=True)
-t = time.time()
-while not os.path.exists("{go}"):
-    if time.time() - t > 60: sys.exit("no go")
-    time.sleep(0.1)
-try:
+    let script = epsv_client(
+        &go,
+        r#"try:
     d = socket.create_connection(("203.0.113.1", port), timeout=4)
     print("data connected", file=sys.stderr, flush=True)
 except OSError as e:
     print("data refused", e, file=sys.stderr, flush=True)
 "#,
-        go = go.display()
     );
     let py = lab.dir.join("client.py");
     std::fs::write(&py, script).unwrap();
