@@ -539,6 +539,53 @@ fn flags_slowness_staleness_and_misses_go_back() {
     assert_eq!(c.back_stale, 1);
 }
 
+/// A flow of two states in slot 9 (generation 1) whose windows take
+/// `hello` from the client at sequence 1000 (as the slot's record, so
+/// that a test can write it again), and the client's direction of
+/// `proto` over `v6` or IPv4 to the server in it, going by `fwd`: the
+/// direction's key and the addresses.
+fn wide_flow_toward_server(
+    fp: &mut FastPath,
+    v6: bool,
+    proto: u8,
+    fwd: FpWay,
+) -> (FpFlow, FpKey, IpAddr, IpAddr) {
+    let peer = FpPeer {
+        seqlo: 1000,
+        seqhi: 100_000,
+        max_win: 65535,
+        ..FpPeer::default()
+    };
+    let h = FpHalf {
+        peer: [peer, peer],
+        ..FpHalf::default()
+    };
+    let st = FpFlow {
+        gen: 1,
+        states: 2,
+        state: [h, h],
+        ..FpFlow::default()
+    };
+    fp.set_flow(9, &st).unwrap();
+    let (c, s) = if v6 {
+        (CLIENT6, SERVER6)
+    } else {
+        (CLIENT4, SERVER4)
+    };
+    let k = key(proto, addr(c), addr(s), 40000, 80);
+    fp.set_dir(
+        &k,
+        &FpDir {
+            flow: 9,
+            gen: 1,
+            fwd,
+            ..FpDir::default()
+        },
+    )
+    .unwrap();
+    (st, k, addr(c), addr(s))
+}
+
 #[test]
 fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -546,57 +593,27 @@ fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
     let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
     for v6 in [false, true] {
         for proto in [6u8, 17] {
-            let peer = FpPeer {
-                seqlo: 1000,
-                seqhi: 100_000,
-                max_win: 65535,
-                ..FpPeer::default()
-            };
-            let h = FpHalf {
-                peer: [peer, peer],
-                ..FpHalf::default()
-            };
-            let st = FpFlow {
-                gen: 1,
-                states: 2,
-                state: [h, h],
-                ..FpFlow::default()
-            };
-            fp.set_flow(9, &st).unwrap();
-            let (c, s) = if v6 {
-                (CLIENT6, SERVER6)
-            } else {
-                (CLIENT4, SERVER4)
-            };
-            let k = key(proto, addr(c), addr(s), 40000, 80);
-            fp.set_dir(
-                &k,
-                &FpDir {
-                    flow: 9,
-                    gen: 1,
-                    fwd: FpWay {
-                        out_ifindex: 1,
-                        side: [0, 0],
-                        flags: FP_ROUTE,
-                        eth: mac,
-                        in_dst: FW_MAC,
-                        mtu: LO_MTU,
-                        ..FpWay::default()
-                    },
-                    ..FpDir::default()
+            let (_, k, c, s) = wide_flow_toward_server(
+                &mut fp,
+                v6,
+                proto,
+                FpWay {
+                    out_ifindex: 1,
+                    side: [0, 0],
+                    flags: FP_ROUTE,
+                    eth: mac,
+                    in_dst: FW_MAC,
+                    mtu: LO_MTU,
+                    ..FpWay::default()
                 },
-            )
-            .unwrap();
+            );
             let l4 = if proto == 6 {
                 palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
             } else {
                 palisade_wire::build::udp(40000, 80, b"hello")
             };
             for ttl in [64u8, 2, 1] {
-                let pkt = frame(
-                    &palisade_wire::build::ip(addr(c), addr(s), proto, ttl, &l4),
-                    v6,
-                );
+                let pkt = frame(&palisade_wire::build::ip(c, s, proto, ttl, &l4), v6);
                 let (verdict, out) = fp.test_run(&pkt, None).unwrap();
                 let what = format!("v6 {v6} proto {proto} ttl {ttl}");
                 if ttl == 1 {
@@ -668,51 +685,21 @@ fn scrubbed_packets_leave_as_user_space_scrubs_them() {
                 s.min_ttl = rng.next() as u8;
             }
         }
-        let peer = FpPeer {
-            seqlo: 1000,
-            seqhi: 100_000,
-            max_win: 65535,
-            ..FpPeer::default()
-        };
-        let h = FpHalf {
-            peer: [peer, peer],
-            ..FpHalf::default()
-        };
-        fp.set_flow(
-            9,
-            &FpFlow {
-                gen: 1,
-                states: 2,
-                state: [h, h],
-                ..FpFlow::default()
+        let (st, k, c, s) = wide_flow_toward_server(
+            &mut fp,
+            v6,
+            proto,
+            FpWay {
+                out_ifindex: 1,
+                side: [0, 0],
+                flags: if routed { FP_ROUTE } else { 0 },
+                eth: mac,
+                in_dst: FW_MAC,
+                mtu: LO_MTU,
+                scrub: sc,
+                ..FpWay::default()
             },
-        )
-        .unwrap();
-        let (c, s) = if v6 {
-            (CLIENT6, SERVER6)
-        } else {
-            (CLIENT4, SERVER4)
-        };
-        let k = key(proto, addr(c), addr(s), 40000, 80);
-        fp.set_dir(
-            &k,
-            &FpDir {
-                flow: 9,
-                gen: 1,
-                fwd: FpWay {
-                    out_ifindex: 1,
-                    side: [0, 0],
-                    flags: if routed { FP_ROUTE } else { 0 },
-                    eth: mac,
-                    in_dst: FW_MAC,
-                    mtu: LO_MTU,
-                    scrub: sc,
-                    ..FpWay::default()
-                },
-                ..FpDir::default()
-            },
-        )
-        .unwrap();
+        );
         let l4 = if proto == 6 {
             palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
         } else {
@@ -725,7 +712,7 @@ fn scrubbed_packets_leave_as_user_space_scrubs_them() {
         } else {
             2 + rng.below(254) as u8
         };
-        let mut ip = palisade_wire::build::ip(addr(c), addr(s), proto, ttl, &l4);
+        let mut ip = palisade_wire::build::ip(c, s, proto, ttl, &l4);
         // A random TOS or traffic class, identification and DF bit.
         let tos = rng.next() as u8;
         if v6 {
@@ -744,18 +731,7 @@ fn scrubbed_packets_leave_as_user_space_scrubs_them() {
         let pkt = frame(&ip, v6);
         let random = !v6 && (sc[0].flags | sc[1].flags) & FPS_RANDOM_ID != 0;
         let what = format!("trial {trial}: v6 {v6} proto {proto} routed {routed} ttl {ttl} {sc:?}");
-        let fresh = |fp: &mut FastPath| {
-            fp.set_flow(
-                9,
-                &FpFlow {
-                    gen: 1,
-                    states: 2,
-                    state: [h, h],
-                    ..FpFlow::default()
-                },
-            )
-            .unwrap()
-        };
+        let fresh = |fp: &mut FastPath| fp.set_flow(9, &st).unwrap();
         // An IPv4 super-packet that must be cut (random-id: an
         // identification per segment; no-df on a DF one: GRO may have
         // merged it with a fixed identification) goes back and the flow
