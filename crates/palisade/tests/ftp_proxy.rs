@@ -130,6 +130,14 @@ fn setup(tag: &str) -> Lab {
         ns.exec(n, &["ip", "-6", "route", "add", "default", "via", gw6]);
     }
     let dir = std::env::temp_dir().join(format!("palisade-{tag}-{}", std::process::id()));
+    // One lab per tag in a run: two tests sharing one (and so this
+    // directory, its pf.conf and sockets) collided without a word.
+    std::fs::create_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (two tests with the lab tag '{tag}'?)",
+            dir.display()
+        )
+    });
     std::fs::create_dir_all(dir.join("root")).unwrap();
     // 20 MB no compression could fake.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
