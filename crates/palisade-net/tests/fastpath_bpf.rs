@@ -539,17 +539,22 @@ fn flags_slowness_staleness_and_misses_go_back() {
     assert_eq!(c.back_stale, 1);
 }
 
+/// The MACs a routed way writes (destination, source).
+const OUT_MACS: [u8; 12] = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+
 /// A flow of two states in slot 9 (generation 1) whose windows take
 /// `hello` from the client at sequence 1000 (as the slot's record, so
 /// that a test can write it again), and the client's direction of
-/// `proto` over `v6` or IPv4 to the server in it, going by `fwd`: the
-/// direction's key and the addresses.
+/// `proto` over `v6` or IPv4 to the server in it, leaving by ifindex 1
+/// with `flags` (routed: `OUT_MACS`) and `scrub`: the direction's key,
+/// the addresses and the transport header with `hello`.
 fn wide_flow_toward_server(
     fp: &mut FastPath,
     v6: bool,
     proto: u8,
-    fwd: FpWay,
-) -> (FpFlow, FpKey, IpAddr, IpAddr) {
+    flags: u8,
+    scrub: [FpScrub; 2],
+) -> (FpFlow, FpKey, IpAddr, IpAddr, Vec<u8>) {
     let peer = FpPeer {
         seqlo: 1000,
         seqhi: 100_000,
@@ -578,40 +583,37 @@ fn wide_flow_toward_server(
         &FpDir {
             flow: 9,
             gen: 1,
-            fwd,
+            fwd: FpWay {
+                out_ifindex: 1,
+                side: [0, 0],
+                flags,
+                eth: OUT_MACS,
+                in_dst: FW_MAC,
+                mtu: LO_MTU,
+                scrub,
+                ..FpWay::default()
+            },
             ..FpDir::default()
         },
     )
     .unwrap();
-    (st, k, addr(c), addr(s))
+    let l4 = if proto == 6 {
+        palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
+    } else {
+        palisade_wire::build::udp(40000, 80, b"hello")
+    };
+    (st, k, addr(c), addr(s), l4)
 }
 
 #[test]
 fn routed_packets_get_their_way_out_and_expiring_ttls_go_back() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut fp = load();
-    let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+    let mac = OUT_MACS;
     for v6 in [false, true] {
         for proto in [6u8, 17] {
-            let (_, k, c, s) = wide_flow_toward_server(
-                &mut fp,
-                v6,
-                proto,
-                FpWay {
-                    out_ifindex: 1,
-                    side: [0, 0],
-                    flags: FP_ROUTE,
-                    eth: mac,
-                    in_dst: FW_MAC,
-                    mtu: LO_MTU,
-                    ..FpWay::default()
-                },
-            );
-            let l4 = if proto == 6 {
-                palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
-            } else {
-                palisade_wire::build::udp(40000, 80, b"hello")
-            };
+            let (_, k, c, s, l4) =
+                wide_flow_toward_server(&mut fp, v6, proto, FP_ROUTE, Default::default());
             for ttl in [64u8, 2, 1] {
                 let pkt = frame(&palisade_wire::build::ip(c, s, proto, ttl, &l4), v6);
                 let (verdict, out) = fp.test_run(&pkt, None).unwrap();
@@ -661,7 +663,7 @@ fn scrubbed_packets_leave_as_user_space_scrubs_them() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut fp = load();
     let mut rng = Rng(0x5c7b_0bad_f00d_1234);
-    let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+    let mac = OUT_MACS;
     let mut ids = std::collections::HashSet::new();
     let mut drawn = 0;
     let mut changed = 0;
@@ -685,26 +687,8 @@ fn scrubbed_packets_leave_as_user_space_scrubs_them() {
                 s.min_ttl = rng.next() as u8;
             }
         }
-        let (st, k, c, s) = wide_flow_toward_server(
-            &mut fp,
-            v6,
-            proto,
-            FpWay {
-                out_ifindex: 1,
-                side: [0, 0],
-                flags: if routed { FP_ROUTE } else { 0 },
-                eth: mac,
-                in_dst: FW_MAC,
-                mtu: LO_MTU,
-                scrub: sc,
-                ..FpWay::default()
-            },
-        );
-        let l4 = if proto == 6 {
-            palisade_wire::build::tcp(40000, 80, 1000, 1000, 0x10, 1000, &[], b"hello")
-        } else {
-            palisade_wire::build::udp(40000, 80, b"hello")
-        };
+        let flags = if routed { FP_ROUTE } else { 0 };
+        let (st, k, c, s, l4) = wide_flow_toward_server(&mut fp, v6, proto, flags, sc);
         // Now and then a TTL that expires here unless the way-in state's
         // min-ttl raises it first.
         let ttl = if rng.below(8) == 0 {
@@ -862,7 +846,7 @@ fn translated_packets_leave_as_if_built_with_their_new_tuple() {
         peer: [peer, peer],
         ..FpHalf::default()
     };
-    let mac = [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xc];
+    let mac = OUT_MACS;
     let mut seen_mangled = 0;
     for case in 0..1200u32 {
         let v6 = rng.below(2) == 1;

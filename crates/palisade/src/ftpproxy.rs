@@ -633,6 +633,14 @@ fn flush_anchor(fw: &Firewall, anchor: &str) -> Result<(), String> {
     }
 }
 
+/// Whether `keep_anchors` marked `anchor` in `marks` (the mark taken).
+fn take_mark(marks: &Mutex<HashSet<String>>, anchor: &str) -> bool {
+    marks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(anchor)
+}
+
 /// A session's anchor loaded (or emptied), and recorded as live.
 fn load_live(sh: &Shared, anchor: &str, rules: &str) -> Result<(), String> {
     static LOADS: AtomicU64 = AtomicU64::new(1);
@@ -828,12 +836,7 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
             (t.saturating_sub(now()) / 1000).clamp(1, 1000) as i32
         });
         if let Some((anchor, _)) = &held {
-            let flushed = sh
-                .flushed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(anchor);
-            if flushed {
+            if take_mark(&sh.flushed, anchor) {
                 // Someone emptied it on purpose: it stays empty (the
                 // announced data connection is refused), as ftp-proxy
                 // leaves it after `pfctl -a ... -F rules`; the session's
@@ -849,12 +852,7 @@ fn session(sh: &Shared, id: u64, mut client: TcpStream) -> Result<(), String> {
             }
         }
         if let Some((anchor, rules)) = &held {
-            let gone = sh
-                .missing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(anchor);
-            if gone {
+            if take_mark(&sh.missing, anchor) {
                 match load_live(sh, anchor, rules) {
                     Ok(()) => tracing::warn!(
                         "ftp-proxy: session {id}: {anchor}: gone from the firewall (it restarted?): its rules loaded again"
