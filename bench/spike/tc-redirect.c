@@ -1,7 +1,8 @@
 // Feasibility program for docs/fastpath.md: forward every IPv4 TCP or
 // UDP frame arriving on a port to another one, as a router would (new
 // Ethernet header, TTL - 1), without any filtering. OUT_IF, DMAC and SMAC
-// come from the compiler's command line (tc-redirect.sh).
+// come from the compiler's command line (tc-redirect.sh); PEER redirects
+// to the ingress of OUT_IF's veth peer instead of out of OUT_IF.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
@@ -29,7 +30,11 @@ int redirect(struct __sk_buff *skb)
     ip->ttl--;
     __u16 after = *(__u16 *)&ip->ttl;
     bpf_l3_csum_replace(skb, ETH_HLEN + 10, before, after, 2);
+#ifdef PEER
+    return bpf_redirect_peer(OUT_IF, 0);
+#else
     return bpf_redirect(OUT_IF, 0);
+#endif
 }
 
 char _license[] SEC("license") = "GPL";
