@@ -2283,13 +2283,19 @@ impl StateTable {
     /// established, or UDP (the fast path takes only directions whose
     /// packets leave the sides' states as they are), and nothing that
     /// must see each packet (`log (all)`, `scrub (reassemble tcp)` on
-    /// TCP, modulate, synproxy, routing options, sloppy tracking,
-    /// windows a pfsync peer wrote). A translation is the same for every
-    /// packet of a direction: the fast path writes it as user space did.
+    /// TCP, modulate, synproxy, `dup-to`, sloppy tracking, windows a
+    /// pfsync peer wrote). A translation is the same for every packet of
+    /// a direction: the fast path writes it as user space did; so is a
+    /// `route-to` or `reply-to` gateway, chosen when the state was made.
     pub fn fast_view(&self, id: u64) -> Option<FastView> {
         let s = self.get(id)?;
         let per_packet = s.ext.as_deref().is_some_and(|e| {
-            e.seqdiff != 0 || e.seqdiff_dst != 0 || e.proxy.is_some() || e.route.is_some()
+            e.seqdiff != 0
+                || e.seqdiff_dst != 0
+                || e.proxy.is_some()
+                || e.route
+                    .as_ref()
+                    .is_some_and(|r| r.kind == palisade_conf::ir::RouteKind::DupTo)
         });
         let proto_ok = match s.key.proto {
             6 => s.src.state == tcps::ESTABLISHED && s.dst.state == tcps::ESTABLISHED,

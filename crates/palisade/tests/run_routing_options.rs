@@ -175,6 +175,22 @@ fn reply_to_route_to_and_dup_to_on_two_uplinks() {
         log.lock().unwrap()
     );
 
+    // With the fast path on, the program forwards these connections once
+    // established, by the way the routing option chose (a gateway's MAC
+    // and port), as user space did: counted here per transfer.
+    let sock = dir.join("palisade.sock");
+    let taken = || fastpath_info(&sock).map(|fp| fp["taken"].as_u64().unwrap_or(0));
+    let took = |before: Option<u64>, what: &str| {
+        if let (Some(b), Some(a)) = (before, taken()) {
+            assert!(
+                a >= b + 20,
+                "{what}: the fast path took {} packets of it\n{}",
+                a - b,
+                log.lock().unwrap()
+            );
+        }
+    };
+
     serve(&srv, "198.18.0.5:8080");
     serve(&srv, "[2001:db8:18::5]:8080");
     serve(&srv, "198.18.0.5:7000");
@@ -189,8 +205,10 @@ fn reply_to_route_to_and_dup_to_on_two_uplinks() {
         let on1 = capture(&ns, &gw1, "eth0", "tcp port 8080");
         let on2 = capture(&ns, &gw2, "eth0", "tcp src port 8080");
         std::thread::sleep(Duration::from_millis(500));
+        let before = taken();
         let (code, n) = curl(&gw2, url, "10");
         let (on1, on2) = (captured(on1), captured(on2));
+        took(before, url);
         assert!(
             code == 0 && n == "100000",
             "reply-to ({url}): curl {code} {n}\ngw1 saw:\n{on1}\n{}",
@@ -224,8 +242,10 @@ fn reply_to_route_to_and_dup_to_on_two_uplinks() {
         }
         let on1 = capture(&ns, &gw1, "eth0", "tcp port 9000");
         std::thread::sleep(Duration::from_millis(500));
+        let before = taken();
         let (code, n) = curl(&srv, url, "10");
         let on1 = captured(on1);
+        took(before, url);
         assert!(
             code == 0 && n == "100000",
             "route-to ({url}): curl {code} {n}\n{}",

@@ -64,15 +64,22 @@ pub(super) struct Trace {
     /// The program gave the packet back during its way's fence (marked):
     /// the flow, the way, and the worker deciding it.
     fenced: Option<([u64; 2], usize, usize)>,
+    /// The interface a forwarded packet left by, when a routing option
+    /// (`route-to`, `reply-to`) chose it over the way out pf filtered it
+    /// on.
+    via: Option<usize>,
 }
 
 struct Learnt {
     key: FpKey,
     dir: FpDir,
-    /// Logical interfaces in and out, and the family (counters).
+    /// Logical interfaces in and out (where pf filtered it: the
+    /// counters), and the family.
     in_ix: usize,
     out_ix: usize,
     v6: bool,
+    /// The interface it leaves by: `out_ix`, or a routing option's.
+    sent_ix: usize,
 }
 
 struct Flow {
@@ -487,9 +494,22 @@ impl Dataplane {
         if !self.trace.active {
             return;
         }
+        // A routing option is the state's own (its gateway chosen once,
+        // when it was made): the way it sends by is learnt from the frame
+        // as for any other. `dup-to` copies every packet: never taken.
         match d.state_id {
-            Some(id) if d.passed() && d.route.is_none() => self.trace.passes.push((ix, dir, id)),
+            Some(id) if d.passed() && !d.route.as_ref().is_some_and(|r| r.dup) => {
+                self.trace.passes.push((ix, dir, id))
+            }
             _ => self.trace.bad = true,
+        }
+    }
+
+    /// A routing option sent the packet under way out of interface `e`
+    /// (the way the routing table gave was another).
+    pub(super) fn fast_rerouted(&mut self, e: usize) {
+        if self.trace.active {
+            self.trace.via = Some(e);
         }
     }
 
@@ -590,8 +610,11 @@ impl Dataplane {
         // The frames' tags are their interfaces' VLANs (not a priority
         // tag, nor a frame a bridge passes with a tag of its own): the
         // program keys on the tag in and writes the way out's.
+        // The interface it left by: pf's way out, unless a routing
+        // option sent it by another.
+        let sent_ix = t.via.unwrap_or(out_ix);
         let vlan_of = |i: usize| self.cfg.ifaces.get(i).map(|f| f.vlan);
-        if vlan_of(in_ix) != Some(t.in_vlan) || vlan_of(out_ix) != Some(out_vlan) {
+        if vlan_of(in_ix) != Some(t.in_vlan) || vlan_of(sent_ix) != Some(out_vlan) {
             return;
         }
         let (Some(vin), Some(vout)) = (
@@ -662,7 +685,7 @@ impl Dataplane {
         };
         // The MTU user space forwards this direction with: its out
         // interface's (a bridge's, its first member's port's).
-        let out_mtu = super::router::mtu(&self.cfg, out_ix) as u32;
+        let out_mtu = super::router::mtu(&self.cfg, sent_ix) as u32;
         if !o.flows.contains_key(&ids) {
             let slot = match o.free.pop() {
                 Some(s) => s,
@@ -726,6 +749,7 @@ impl Dataplane {
             in_ix,
             out_ix,
             v6: key.family == 6,
+            sent_ix,
         });
         if let Some(l) = &f.dirs[d] {
             let list = o.by_mac.entry(sends_to(l)).or_default();
@@ -1236,7 +1260,7 @@ impl Dataplane {
         let gone: Vec<[u64; 2]> = o
             .flows
             .iter()
-            .filter(|(_, f)| f.dirs.iter().flatten().any(|l| leaves_by(l.out_ix)))
+            .filter(|(_, f)| f.dirs.iter().flatten().any(|l| leaves_by(l.sent_ix)))
             .map(|(ids, _)| *ids)
             .collect();
         for ids in gone {
@@ -1245,7 +1269,7 @@ impl Dataplane {
     }
 
     pub(super) fn fast_neigh_gone(&mut self, i: usize, mac: [u8; 6]) {
-        self.fast_drop_to(mac, |l| l.dir.fwd.flags & FP_ROUTE != 0 && l.out_ix == i);
+        self.fast_drop_to(mac, |l| l.dir.fwd.flags & FP_ROUTE != 0 && l.sent_ix == i);
     }
 
     /// Bridge `b` learnt host `mac` on member `m` afresh (it was unknown,
@@ -1269,7 +1293,7 @@ impl Dataplane {
             .filter(|&x| x == b || ifaces[x].bridge == Some(b))
             .collect();
         self.fast_drop_to(mac, |l| {
-            through.contains(&l.out_ix) && Some(l.dir.fwd.out_ifindex) != at
+            through.contains(&l.sent_ix) && Some(l.dir.fwd.out_ifindex) != at
         });
     }
 
@@ -1289,7 +1313,7 @@ impl Dataplane {
         let through: Vec<usize> = (0..ifaces.len())
             .filter(|&x| x == b || ifaces[x].bridge == Some(b))
             .collect();
-        self.fast_drop_to(mac, |l| through.contains(&l.out_ix));
+        self.fast_drop_to(mac, |l| through.contains(&l.sent_ix));
     }
 
     /// Take away the flows one of whose learnt directions sends to `mac`

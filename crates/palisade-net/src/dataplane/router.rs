@@ -263,7 +263,10 @@ impl Dataplane {
                 None
             }
             Some(r) => match self.hop_way(&r) {
-                Some(w) => Some(w),
+                Some(w) => {
+                    self.fast_rerouted(w.0);
+                    Some(w)
+                }
                 None => {
                     self.counters.dropped(DropReason::NoRoute);
                     return;
@@ -502,7 +505,10 @@ impl Dataplane {
                 (e, nh, mtu)
             }
             Some(r) => match self.reroute(&r) {
-                Some((e2, nh2)) => (e2, nh2, self.mtu(e2)),
+                Some((e2, nh2)) => {
+                    self.fast_rerouted(e2);
+                    (e2, nh2, self.mtu(e2))
+                }
                 None => return,
             },
             None => (e, nh, mtu),
