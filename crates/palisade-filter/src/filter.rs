@@ -363,6 +363,11 @@ impl Filter {
     /// it: at start, and at a reload (pfctl -f sets them again too). The
     /// states already there keep going under the new values (their
     /// timeouts, read per packet, and the limit, checked per new state).
+    /// The interfaces `set skip` leaves alone (groups expanded).
+    pub fn skipped(&self) -> &std::collections::HashSet<String> {
+        &self.skip
+    }
+
     pub fn set_options(&mut self, config: &Config) {
         self.states.apply_options(&config.options);
         let frag_defaults = Reassembler::default();

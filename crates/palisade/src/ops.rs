@@ -330,7 +330,17 @@ fn reload_ruleset(sh: &Shared, file: Option<&Path>) -> (bool, Vec<String>) {
         dp.filter.set_engine(engine);
         // Timeouts, limits, state policy and defaults, skip: in force at
         // once, for the states already there too (as pfctl -f sets them).
+        let skipped = dp.filter.skipped().clone();
         dp.filter.set_options(&out.config);
+        // An interface pf now skips, or filters again: the in-kernel
+        // program's flows were decided by passes that no longer happen
+        // (or were not, on one side), and a routing option applied on
+        // the way out is not applied on a skipped interface. Every flow
+        // comes back to user space, which hands them over again as the
+        // new ruleset decides them.
+        if *dp.filter.skipped() != skipped {
+            dp.fast_take_all_back();
+        }
     }
     *sh.queues.lock().unwrap_or_else(|e| e.into_inner()) =
         out.config.queues.iter().map(|q| q.name.clone()).collect();

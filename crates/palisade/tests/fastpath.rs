@@ -917,6 +917,52 @@ fn a_next_hop_that_moves_to_another_mac_keeps_its_connections() {
     daemon.stop().unwrap();
 }
 
+/// A reload that changes `set skip`: the program's flows were decided by
+/// passes on an interface pf now leaves alone (where a `reply-to` would
+/// apply), so every flow comes back to user space at once; the
+/// connection goes on, and is handed over again. Without that, the flow
+/// stayed the program's (a review's finding).
+#[test]
+fn a_reload_that_changes_set_skip_takes_the_flows_back() {
+    let _shared = shared();
+    require_root();
+    let (_ns, src, fw, dst) = routed("fpsk");
+    echo_server(&dst, "198.19.0.1:7000");
+    let rules = "block all\npass inet proto icmp\npass proto tcp to port 7000\n";
+    let (mut daemon, log, sock) = start(&fw, "skip", rules, ROUTED_TOML);
+    wait_ping(&src, "198.19.0.1", &log);
+    let mut c = Conn::open(&src, "198.19.0.1:7000", Duration::from_secs(3));
+    let before = echo_handed_over(&mut c, &sock, &log);
+    let pf = sock.with_file_name("pf.conf");
+    let reload = |text: &str| {
+        std::fs::write(&pf, text).unwrap();
+        let o = std::process::Command::new(palisade())
+            .args(["reload", "-s"])
+            .arg(&sock)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        fastpath_info(&sock)["flows"].as_u64().unwrap_or(0)
+    };
+    // The same rules again: the program keeps the flow.
+    assert_eq!(reload(rules), 1, "{}", log.lock().unwrap());
+    // The server's side skipped: taken back at the reload; pf then
+    // passes it on one side only, and user space forwards it.
+    assert_eq!(
+        reload(&format!("set skip on b0\n{rules}")),
+        0,
+        "{}",
+        log.lock().unwrap()
+    );
+    for i in 0..5 {
+        assert!(c.echo(&format!("skipped {i}")), "{}", log.lock().unwrap());
+    }
+    // Filtered on both sides again: the program has it again.
+    reload(rules);
+    echo_on_after_move(&mut c, &sock, &before, &log);
+    daemon.stop().unwrap();
+}
+
 /// A bridged host that moves to another port of the bridge (a virtual
 /// machine migrated with its connections, emulated by a host with a
 /// second link that takes over its address and MAC): once it speaks from

@@ -505,8 +505,9 @@ impl Dataplane {
         }
     }
 
-    /// A routing option sent the packet under way out of interface `e`
-    /// (the way the routing table gave was another).
+    /// A routing option (`route-to`, `reply-to`) sends the packet under
+    /// way out of interface `e` (the routing table's way may be the
+    /// same, or another).
     pub(super) fn fast_rerouted(&mut self, e: usize) {
         if self.trace.active {
             self.trace.via = Some(e);
