@@ -1764,6 +1764,29 @@ impl Config {
                 ));
             }
         }
+        // The same subnet on two interfaces (192.0.2.1/24 on one,
+        // 192.0.2.5/24 on another: a probe's typo of a VLAN's block):
+        // routing picks the first for the whole subnet, and the second's
+        // hosts are never reached by it. OpenBSD refuses the second
+        // address ("File exists"); a longer prefix inside another
+        // interface's (a routed sub-block) is ordinary and not said.
+        // Link-local prefixes are every link's own.
+        let mut seen: Vec<(IpAddr, u8, usize)> = Vec::new();
+        for (ix, p) in self.connected_prefixes() {
+            if matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local()) {
+                continue;
+            }
+            let net = p.network();
+            match seen.iter().find(|(n, b, _)| *n == net && *b == p.bits) {
+                Some(&(_, _, first)) if first != ix => w.push(format!(
+                    "palisade: warning: interfaces '{}' and '{}' both have {net}/{}: traffic to it is routed out of '{}' only (the first), and hosts on '{}' are not reached by routing (OpenBSD refuses such an address: \"File exists\")",
+                    self.ifaces[first].name, self.ifaces[ix].name, p.bits,
+                    self.ifaces[first].name, self.ifaces[ix].name
+                )),
+                Some(_) => {}
+                None => seen.push((net, p.bits, ix)),
+            }
+        }
         for (i, ifc) in self.ifaces.iter().enumerate() {
             if ifc.ra.is_none() {
                 continue;
@@ -2075,6 +2098,33 @@ mod tests {
                 c.warnings()
             );
         }
+        // The same subnet on two interfaces is said (a probe's
+        // 192.0.2.5/24 beside 192.0.2.1/24); a sub-block routed to
+        // another interface, and link-local prefixes, are not.
+        let two = |a: &str, b: &str| {
+            parse(&format!(
+                "pf = \"pf.conf\"\n[[port]]\nname = \"eth0\"\n[[port]]\nname = \"eth1\"\n\
+                 [[interface]]\nname = \"wan\"\nport = \"eth0\"\naddresses = [{a}]\n\
+                 [[interface]]\nname = \"lan\"\nport = \"eth1\"\naddresses = [{b}]\n"
+            ))
+            .unwrap()
+            .warnings()
+        };
+        let w = two("\"192.0.2.1/24\"", "\"192.0.2.5/24\"");
+        assert_eq!(
+            w,
+            ["palisade: warning: interfaces 'wan' and 'lan' both have 192.0.2.0/24: traffic to it is routed out of 'wan' only (the first), and hosts on 'lan' are not reached by routing (OpenBSD refuses such an address: \"File exists\")"]
+        );
+        let w = two("\"2001:db8::1/64\"", "\"2001:db8::2/64\"");
+        assert!(
+            w.len() == 1 && w[0].contains("both have 2001:db8::/64"),
+            "{w:?}"
+        );
+        assert!(two(
+            "\"203.0.113.2/24\", \"fe80::1/64\"",
+            "\"203.0.113.33/27\", \"fe80::1/64\""
+        )
+        .is_empty());
     }
 
     /// `blocknonip` names members of its bridge, and only those.
