@@ -123,7 +123,7 @@ struct RawGreylist {
     #[serde(default)]
     sniff: Vec<String>,
     sniff_ports: Option<Spanned<Vec<i64>>>,
-    fingerprints: Option<String>,
+    fingerprints: Option<Spanned<String>>,
     delay: Option<Spanned<i64>>,
     retry_window: Option<Spanned<i64>>,
     max_age: Option<Spanned<i64>>,
@@ -230,6 +230,15 @@ impl Conf {
                 ))
             }
         };
+        // With `firewall` the daemon names the system (pf.conf's `set
+        // fingerprints`): a file here would be read by nothing (a probe's
+        // rule went unnoticed).
+        if let (Some(f), Source::Firewall(_)) = (&r.fingerprints, &source) {
+            return Err(err(
+                f.span(),
+                "greylist fingerprints: only with `sniff` (with `firewall` the firewall names the system: pf.conf's `set fingerprints`)".into(),
+            ));
+        }
         let user = match (&r.user, &source) {
             (Some(u), Source::Firewall(_)) => {
                 return Err(err(
@@ -394,7 +403,7 @@ impl Conf {
                 .unwrap_or_else(|| "/run/palisade/greylist.sock".into())),
             p0f: r.p0f_socket.as_deref().map(rel),
             source,
-            fingerprints: r.fingerprints.as_deref().map(rel),
+            fingerprints: r.fingerprints.as_ref().map(|f| rel(f.get_ref())),
             grey,
             answer_after,
             user,
@@ -1419,7 +1428,8 @@ impl Fingerprints {
                             .unwrap_or_else(|e| e.into_inner());
                         if q.is_none_or(|t| Instant::now() >= t) {
                             tracing::warn!(
-                                "greylist: the firewall did not answer ({e}); clients count as unknown for {} s",
+                                "greylist: no answer from the firewall ({e}; a question waits {} ms at most); clients count as unknown for {} s",
+                                FIREWALL_WAIT.as_millis(),
                                 FIREWALL_QUIET.as_secs()
                             );
                         }
@@ -1452,6 +1462,11 @@ impl Fingerprints {
                 };
                 let label = match port.and_then(|p| ask(Some(p))) {
                     Some(v) => v["data"]["connection"]["os"].as_str().map(str::to_string),
+                    // The host's latest SYN instead; not after the
+                    // question about the connection went unanswered (a
+                    // second wait, the request's time doubled: a probe
+                    // measured 1.1 s against the documented 0.5 s).
+                    None if quiet() => None,
                     None => {
                         ask(None).and_then(|v| v["data"]["last"]["os"].as_str().map(str::to_string))
                     }
@@ -1568,27 +1583,34 @@ fn sniff(
             libc::close(fd);
             return Err(format!("sniff on '{iface}': filter: {e}"));
         }
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = idx as i32;
-        if libc::bind(
+        // Woken every second even when nothing comes: an interface
+        // deleted and made again under the same name (a VM's tap, a veth
+        // recreated) has a new index, which a socket bound to the old one
+        // never hears from; the loop below binds it again.
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        libc::setsockopt(
             fd,
-            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        ) < 0
-        {
-            let e = std::io::Error::last_os_error();
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
+        if let Err(e) = bind_capture(fd, idx) {
             libc::close(fd);
             return Err(format!("sniff on '{iface}': {e}"));
         }
-        fd
+        (fd, idx)
     };
+    let (fd, mut idx) = fd;
     let iface = iface.to_string();
     std::thread::Builder::new()
         .name(format!("sniff-{iface}"))
         .spawn(move || {
             let mut buf = vec![0u8; 65536];
+            let mut gone = false;
             loop {
                 // SAFETY: recvfrom into a buffer this thread owns.
                 let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -1607,11 +1629,38 @@ fn sniff(
                     let e = std::io::Error::last_os_error();
                     match e.raw_os_error() {
                         // A link that went down (and will come back), a
-                        // signal, a full buffer: go on.
+                        // signal, a full buffer, a second without a SYN:
+                        // go on, on the interface that has the name now.
                         Some(libc::EINTR | libc::ENETDOWN | libc::EAGAIN | libc::ENOBUFS) => {
                             if e.raw_os_error() == Some(libc::ENETDOWN) {
                                 tracing::warn!("sniff on '{iface}': {e}; capturing on");
                                 std::thread::sleep(Duration::from_millis(100));
+                            }
+                            // SAFETY: a name this thread owns.
+                            let now_idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+                            if now_idx != idx {
+                                if now_idx == 0 {
+                                    if !gone {
+                                        tracing::warn!(
+                                            "sniff on '{iface}': the interface is gone; waiting for it to come back"
+                                        );
+                                        gone = true;
+                                    }
+                                } else {
+                                    match bind_capture(fd, now_idx) {
+                                        Ok(()) => {
+                                            tracing::warn!(
+                                                "sniff on '{iface}': the interface was made again (index {idx}, now {now_idx}); capturing on it"
+                                            );
+                                            idx = now_idx;
+                                            gone = false;
+                                        }
+                                        Err(e) => {
+                                            tracing::error!("sniff on '{iface}': {e}; stopping");
+                                            std::process::exit(1);
+                                        }
+                                    }
+                                }
                             }
                             continue;
                         }
@@ -1643,6 +1692,27 @@ fn sniff(
             unsafe { libc::close(fd) };
             e.to_string()
         })?;
+    Ok(())
+}
+
+/// Bind capture socket `fd` to interface index `idx` (every protocol).
+fn bind_capture(fd: libc::c_int, idx: u32) -> std::io::Result<()> {
+    // SAFETY: the sockaddr_ll is zeroed and filled as packet(7) says; the
+    // caller owns the socket.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_ifindex = idx as i32;
+        if libc::bind(
+            fd,
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        ) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     Ok(())
 }
 
@@ -2426,6 +2496,14 @@ mod tests {
         let e = parse("firewall = \"/run/palisade.sock\"\nuser = \"nobody\"\n").unwrap_err();
         assert!(
             e.starts_with("p.toml:3: greylist user: only with `sniff`"),
+            "{e}"
+        );
+        // `fingerprints` likewise: with `firewall`, the firewall's
+        // `set fingerprints` names the system and the file is read by
+        // nothing.
+        let e = parse("firewall = \"/run/palisade.sock\"\nfingerprints = \"my.os\"\n").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:3: greylist fingerprints: only with `sniff`"),
             "{e}"
         );
         let e = parse("sniff = [\"eth0\"]\nuser = \"root\"\n").unwrap_err();

@@ -878,30 +878,7 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
         syn_with([192, 0, 2, 11], &[1, 1, 1, 1], 4),
         syn_with([192, 0, 2, 10], &[2, 4, 5, 0xb4], 6),
     ];
-    common::in_netns(&cli, move || {
-        // SAFETY: a raw IPv4 socket this closure owns, closed at the end.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            assert!(fd >= 0);
-            let mut sin: libc::sockaddr_in = std::mem::zeroed();
-            sin.sin_family = libc::AF_INET as u16;
-            sin.sin_addr.s_addr = u32::from_ne_bytes([192, 0, 2, 25]);
-            for p in &broken {
-                let n = libc::sendto(
-                    fd,
-                    p.as_ptr() as *const libc::c_void,
-                    p.len(),
-                    0,
-                    &sin as *const libc::sockaddr_in as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_in>() as u32,
-                );
-                assert_eq!(n, p.len() as isize, "sendto");
-            }
-            libc::close(fd);
-        }
-    })
-    .join()
-    .unwrap();
+    send_raw(&cli, broken);
     // The good one was recorded (the capture still runs); the service
     // answers.
     wait_until(
@@ -918,7 +895,52 @@ fn bad_input_is_closed_and_the_service_keeps_serving() {
     let g2 = "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=203.0.113.7\n\
               sender=x@sender.test\nrecipient=user@example.test\ninstance=def\n\n";
     assert_eq!(ask(&mail, port, g2), "action=PREPEND X-P0f-OS: unknown\n\n");
+
+    // The captured interface deleted and made again under its name (a
+    // new index): the capture follows it. Before, it stayed bound to the
+    // old one and every client was unknown from then on.
+    ns.exec(&mail, &["ip", "link", "del", "m0"]);
+    ns.veth(&cli, "eth0", &mail, "m0");
+    ns.exec(&cli, &["ip", "addr", "add", "192.0.2.10/24", "dev", "eth0"]);
+    ns.exec(&mail, &["ip", "addr", "add", "192.0.2.25/24", "dev", "m0"]);
+    wait_until(
+        "a SYN on the interface made again, in the capture",
+        Duration::from_secs(10),
+        || {
+            send_raw(&cli, vec![syn_with([192, 0, 2, 12], &[2, 4, 5, 0xb4], 6)]);
+            std::thread::sleep(Duration::from_millis(300));
+            p0f_status(&p0f, "192.0.2.12".parse().unwrap()) == 0x10
+        },
+    );
     let _ = svc.stop();
+}
+
+/// IPv4 packets sent as they are from `ns` to 192.0.2.25 (a raw socket).
+fn send_raw(ns: &str, packets: Vec<Vec<u8>>) {
+    common::in_netns(ns, move || {
+        // SAFETY: a raw IPv4 socket this closure owns, closed at the end.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0);
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as u16;
+            sin.sin_addr.s_addr = u32::from_ne_bytes([192, 0, 2, 25]);
+            for p in &packets {
+                let n = libc::sendto(
+                    fd,
+                    p.as_ptr() as *const libc::c_void,
+                    p.len(),
+                    0,
+                    &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                );
+                assert_eq!(n, p.len() as isize, "sendto");
+            }
+            libc::close(fd);
+        }
+    })
+    .join()
+    .unwrap();
 }
 
 fn p0f_status(sock: &Path, a: std::net::IpAddr) -> u32 {
@@ -959,9 +981,9 @@ fn a_firewall_that_never_answers_does_not_stall_the_service() {
     let ns = Netns::new("greyhung", 1);
     let mail = ns.names[0].clone();
     let port = 10025;
-    // Bound and listening, never accepted: connects succeed, reads wait.
+    // Bound and listening, never answered: connects succeed, reads wait.
     let sock = d.0.join("hung.sock");
-    let _hung = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let hung = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let conf = service_conf(
         &d.0,
         port,
@@ -993,9 +1015,34 @@ fn a_firewall_that_never_answers_does_not_stall_the_service() {
     // Bounded by the service's wait for the firewall (0.5 s), not by
     // the number of requests (8 x 0.5 s) nor by a long socket timeout.
     assert!(took < Duration::from_secs(3), "{took:?}");
-    // After the service's quiet period (5 s), the firewall's queue of
-    // connections full: a connect would wait for good; the service's
-    // does not.
+    // After the service's quiet period (5 s), one request asks once: not
+    // about the host's latest SYN as well once the question about the
+    // connection went unanswered (which doubled a request's wait). The
+    // questions are counted as connections taken off the queue.
+    std::thread::sleep(Duration::from_millis(5500));
+    hung.set_nonblocking(true).unwrap();
+    let mut held = Vec::new();
+    let mut taken = || {
+        let mut n = 0;
+        while let Ok((c, _)) = hung.accept() {
+            held.push(c);
+            n += 1;
+        }
+        n
+    };
+    taken();
+    assert_eq!(
+        ask(
+            &mail,
+            port,
+            GOOD.replace("instance=abc", "instance=once\nclient_port=40000")
+                .leak()
+        ),
+        "action=PREPEND X-P0f-OS: unknown\n\n"
+    );
+    assert_eq!(taken(), 1, "questions to the hung firewall for one request");
+    // Then the firewall's queue of connections full: a connect would wait
+    // for good; the service's does not.
     std::thread::sleep(Duration::from_millis(5500));
     let filler = sock.clone();
     std::thread::spawn(move || {
