@@ -838,6 +838,29 @@ fn a_table_entry_with_an_ipv4_mask_over_32_is_refused() {
         "{:?}",
         out.stderr
     );
+    // In a rule: named with its line too (pfctl says it bare, which
+    // `pfctl_compat` keeps).
+    let out = parse(
+        "pass\npass in from 198.18.1.4/33\n",
+        &ParseOptions::default(),
+    );
+    assert!(
+        out.stderr
+            .contains(&"t.conf:2: netmask 33 invalid for IPv4 address".to_string()),
+        "{:?}",
+        out.stderr
+    );
+    let compat = ParseOptions {
+        pfctl_compat: true,
+        ..ParseOptions::default()
+    };
+    let out = parse("pass\npass in from 198.18.1.4/33\n", &compat);
+    assert!(
+        out.stderr
+            .contains(&"netmask 33 invalid for IPv4 address".to_string()),
+        "{:?}",
+        out.stderr
+    );
     let out = parse(
         "table <t> { 198.18.1.0/32 198.18.0.0/15 2001:db8::/128 }\npass from <t>\n",
         &ParseOptions::default(),

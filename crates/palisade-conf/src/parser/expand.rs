@@ -431,7 +431,7 @@ impl<'a> Parser<'a> {
             } = h.addr
             {
                 if bits > 32 {
-                    self.raw_error(format!("netmask {bits} invalid for IPv4 address"));
+                    self.pfctl_error_here(format!("netmask {bits} invalid for IPv4 address"));
                     self.out.errors += 1;
                     errs = true;
                 }

@@ -116,7 +116,7 @@ impl<'a> Parser<'a> {
     pub(super) fn host(&mut self, s: &str, mask: Option<i64>) -> Option<Vec<HostItem>> {
         if let Some(m) = mask {
             if !(0..=128).contains(&m) {
-                self.raw_error(format!("netmask is too large: /{m}"));
+                self.pfctl_error_here(format!("netmask is too large: /{m}"));
                 return None;
             }
         }
@@ -134,7 +134,7 @@ impl<'a> Parser<'a> {
                 // the kind asked for is an error, not an empty list (a
                 // rule `from em5` would otherwise match any source).
                 if v.is_empty() {
-                    self.raw_error(format!("no IP address found for {s}"));
+                    self.pfctl_error_here(format!("no IP address found for {s}"));
                     return None;
                 }
                 return Some(v);
@@ -187,7 +187,7 @@ impl<'a> Parser<'a> {
                 .collect();
             return Some(v);
         }
-        self.raw_error(format!("no IP address found for {s}"));
+        self.pfctl_error_here(format!("no IP address found for {s}"));
         None
     }
 
@@ -271,7 +271,7 @@ impl<'a> Parser<'a> {
         if self.accept_punct('/') {
             let n = self.number()?;
             if !(0..=128).contains(&n) {
-                self.raw_error(format!("netmask is too large: /{n}"));
+                self.pfctl_error_here(format!("netmask is too large: /{n}"));
                 self.error("could not parse host specification");
                 return Err(PErr::Reported);
             }

@@ -151,7 +151,7 @@ impl<'a> Parser<'a> {
                     let members: Vec<Interface> =
                         self.opts.host.members(name).into_iter().cloned().collect();
                     if members.is_empty() {
-                        self.raw_error(format!("no IP address found for {name}"));
+                        self.pfctl_error_here(format!("no IP address found for {name}"));
                         self.error("could not parse host specification");
                         return Err(PErr::Reported);
                     }

@@ -283,6 +283,21 @@ impl<'a> Parser<'a> {
         self.out.stderr.push(msg.into());
     }
 
+    /// A message about the rule or address being read that pfctl prints
+    /// without a location: so under `pfctl_compat` (whose output must
+    /// match pfctl's), otherwise with the file and the last token's line,
+    /// as every other error (a probe's `from 1.2.3.4/33` was said
+    /// without them).
+    pub(super) fn pfctl_error_here(&mut self, msg: impl Into<String>) {
+        let msg = msg.into();
+        if self.opts.pfctl_compat {
+            self.raw_error(msg);
+        } else {
+            let (file, line) = (self.file_name(), self.last_line);
+            self.raw_error(format!("{file}:{line}: {msg}"));
+        }
+    }
+
     pub(super) fn warn_unenforced(&mut self, what: &str) {
         let line = self.last_line;
         self.out.unenforced.push(Unenforced {
