@@ -1099,3 +1099,45 @@ fn binat_to_netblocks_without_bitmask_are_warned_about() {
         );
     }
 }
+
+/// A list of translation or routing addresses becomes a table, which
+/// pf's pools take round-robin, least-states, random or source-hash
+/// (OpenBSD's PF_POOL_DYNTYPE): each loads with its kind (a probe's
+/// `nat-to { ... } random` was refused); `bitmask` over a list is
+/// refused with pfctl's message. `least-states` is warned about (no
+/// state count per address is kept).
+#[test]
+fn pool_kinds_over_address_lists() {
+    let out = ok(
+        &opts(),
+        b"match out on em0 inet nat-to { 203.0.113.10 203.0.113.11 } random\n\
+          match out on em0 inet nat-to { 203.0.113.10 203.0.113.11 } source-hash 0x0123456789abcdef0123456789abcdef\n\
+          pass in on em0 proto tcp to port 80 rdr-to { 198.51.100.20 198.51.100.21 } least-states sticky-address\n",
+    );
+    assert_eq!(
+        out.stdout,
+        "table <__automatic_0> const { 203.0.113.10 203.0.113.11 }\n\
+         table <__automatic_1> const { 203.0.113.10 203.0.113.11 }\n\
+         table <__automatic_2> const { 198.51.100.20 198.51.100.21 }\n\
+         match out on em0 inet all nat-to <__automatic_0> random\n\
+         match out on em0 inet all nat-to <__automatic_1> source-hash 0x0123456789abcdef0123456789abcdef\n\
+         pass in on em0 inet proto tcp from any to any port = 80 flags S/SA rdr-to <__automatic_2> least-states sticky-address\n"
+    );
+    assert!(
+        out.unenforced
+            .iter()
+            .any(|u| u.what.starts_with("least-states")),
+        "{:?}",
+        out.unenforced
+    );
+    let out = parse_with(
+        &opts(),
+        b"match out on em0 inet nat-to { 203.0.113.10 203.0.113.11 } bitmask\n",
+    );
+    assert!(
+        out.stderr.iter().any(|l| l
+            == "pf.conf:1: pool type is not valid for multiple translation or routing addresses"),
+        "{:?}",
+        out.stderr
+    );
+}

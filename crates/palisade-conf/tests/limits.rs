@@ -952,3 +952,21 @@ fn a_ruleset_holds_no_more_tables_than_set_limit_tables() {
     text.insert_str(0, "set limit tables 1001\n");
     assert_eq!(parse(&text, &opts).errors, 0);
 }
+
+/// `urpf-failed` is a source check: pfctl refuses it as a destination
+/// (a probe's `pass in to urpf-failed` loaded); as a source it loads.
+#[test]
+fn urpf_failed_is_refused_as_a_destination() {
+    let out = parse(
+        "pass in to urpf-failed\npass in from urpf-failed\n",
+        &ParseOptions::default(),
+    );
+    assert_eq!(out.errors, 1, "{:?}", out.stderr);
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l == "t.conf:1: \"urpf-failed\" is not permitted in a destination address"),
+        "{:?}",
+        out.stderr
+    );
+}

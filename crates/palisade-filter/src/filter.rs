@@ -1953,7 +1953,7 @@ impl Filter {
         let sticky_key = (rule.clone(), slot, key.src);
         let remembered = self.remembered(pool, &sticky_key);
         let rr = match (remembered, pool.kind) {
-            (None, PoolType::RoundRobin) => {
+            (None, PoolType::RoundRobin | PoolType::LeastStates) => {
                 let c = self.rr.entry((rule.clone(), slot)).or_insert(0);
                 let n = *c;
                 *c += 1;
@@ -2238,7 +2238,7 @@ impl crate::engine::TransPreview for Filter {
         let orig = if source { pkt.src } else { pkt.dst };
         let remembered = self.remembered(pool, &(rule.clone(), slot, pkt.src));
         let rr = match (remembered, pool.kind) {
-            (None, PoolType::RoundRobin) => {
+            (None, PoolType::RoundRobin | PoolType::LeastStates) => {
                 self.rr.get(&(rule.clone(), slot)).copied().unwrap_or(0)
             }
             _ => 0,
@@ -2281,8 +2281,11 @@ pub(crate) fn choose_addr(
             }
             host_in(nets, h)
         }
-        PoolType::RoundRobin => host_in(nets, rr),
-        PoolType::None | PoolType::LeastStates => nets[0].0,
+        // `least-states` counts no states per address here (warned at
+        // load): its addresses are taken in turn, as round-robin's,
+        // rather than the first one always.
+        PoolType::RoundRobin | PoolType::LeastStates => host_in(nets, rr),
+        PoolType::None => nets[0].0,
     }
 }
 

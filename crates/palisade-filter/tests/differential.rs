@@ -272,7 +272,13 @@ fn head(rng: &mut Rng, anchor: bool, tcp: bool) -> String {
             " os \"Windows 10\"",
         ]));
     }
-    s.push_str(&format!(" to {}", rng.pick(ADDRS)));
+    // (pfctl refuses urpf-failed as a destination: such a ruleset would
+    // not load, and draw the generator's numbers for nothing.)
+    let mut to = rng.pick(ADDRS);
+    while to.contains("urpf-failed") {
+        to = rng.pick(ADDRS);
+    }
+    s.push_str(&format!(" to {to}"));
     if ported && !anchor {
         s.push(' ');
         s.push_str(rng.pick(PORTS));

@@ -172,6 +172,36 @@ fn round_robin_static_port_and_bitmask() {
     assert!(checksums_ok(&c));
 }
 
+/// `least-states` keeps no count of states per address (warned at
+/// load): its addresses are taken in turn, over a table or a list, where
+/// every connection went to the first address before; `random` over a
+/// list uses both too.
+#[test]
+fn least_states_and_random_pools_use_every_address() {
+    let mut f = filter(
+        "table <pool> { 198.18.0.10 198.18.0.11 }\n\
+         match out on em0 inet proto udp from 10.0.0.0/24 to port 53 nat-to <pool> least-states\n\
+         match out on em0 inet proto udp from 10.0.0.0/24 to port 54 nat-to { 198.18.0.20 198.18.0.21 } least-states\n\
+         match out on em0 inet proto udp from 10.0.0.0/24 to port 55 nat-to { 198.18.0.30 198.18.0.31 } random\n\
+         pass out\n",
+    );
+    for (port, want) in [
+        (53, ["198.18.0.10", "198.18.0.11"]),
+        (54, ["198.18.0.20", "198.18.0.21"]),
+        (55, ["198.18.0.30", "198.18.0.31"]),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..32u16 {
+            let src = format!("10.0.0.{}", 10 + i);
+            let mut p = udp(&src, "198.51.100.53", 5000 + i, port);
+            f.process(&mut p, "em0", Out, 0);
+            seen.insert(parse_ip(&p).unwrap().src);
+        }
+        let want: std::collections::HashSet<IpAddr> = want.iter().map(|a| ip(a)).collect();
+        assert_eq!(seen, want, "port {port}");
+    }
+}
+
 #[test]
 fn icmp_echo_identifier_is_translated() {
     let mut f = filter(OUT_NAT);

@@ -145,15 +145,23 @@ impl<'a> Parser<'a> {
             hop_ifnames: None,
         };
         if hosts.len() > 1 {
-            if let Some(k) = rs.kind {
-                if k != PoolType::RoundRobin {
-                    self.error("only round-robin valid for multiple redirection addresses");
-                    return PoolRes::Error;
-                }
+            // A list becomes a table, which pf's pools take round-robin,
+            // least-states, random or source-hash (PF_POOL_DYNTYPE);
+            // round-robin when none is given.
+            let kind = rs.kind.unwrap_or(PoolType::RoundRobin);
+            if !matches!(
+                kind,
+                PoolType::RoundRobin
+                    | PoolType::LeastStates
+                    | PoolType::Random
+                    | PoolType::SourceHash(_)
+            ) {
+                self.error("pool type is not valid for multiple translation or routing addresses");
+                return PoolRes::Error;
             }
             let name = self.new_auto_table(hosts, line);
             pool.addr = Addr::Table(name);
-            pool.kind = PoolType::RoundRobin;
+            pool.kind = kind;
             if !hosts.iter().any(matching) {
                 if routing {
                     self.error("af mismatch in routing spec");

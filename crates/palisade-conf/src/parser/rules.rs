@@ -324,6 +324,16 @@ impl<'a> Parser<'a> {
                 spec.dst_ports = self.port_spec()?;
             } else {
                 spec.dst_hosts = self.ipspec()?;
+                // pfctl refuses it there (a packet's destination is not
+                // checked against its source's route).
+                if spec
+                    .dst_hosts
+                    .iter()
+                    .any(|h| matches!(h.addr, Addr::UrpfFailed))
+                {
+                    self.error("\"urpf-failed\" is not permitted in a destination address");
+                    return Err(PErr::Reported);
+                }
                 if self.accept_kw("port") {
                     spec.dst_ports = self.port_spec()?;
                 }

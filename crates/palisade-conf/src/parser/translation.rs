@@ -81,6 +81,11 @@ impl<'a> Parser<'a> {
                 self.set_pool_kind(r, PoolType::RoundRobin)?;
             } else if self.accept_kw("least-states") {
                 self.set_pool_kind(r, PoolType::LeastStates)?;
+                // No state count per address is kept: the pool takes its
+                // addresses in turn (it took the first one always).
+                self.warn_unenforced(
+                    "least-states (the addresses are taken in turn, as round-robin)",
+                );
             } else if self.accept_kw("source-hash") {
                 let key = match self.peek_tok() {
                     Tok::Word { text, quoted } if quoted || !is_keyword(&text) => {
