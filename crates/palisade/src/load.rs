@@ -647,12 +647,22 @@ pub fn unknown_interfaces(pf: &palisade_conf::ir::Config, host: &HostModel) -> V
         seen: &mut std::collections::HashSet<(String, u32, String)>,
     ) {
         for r in &rs.rules {
-            for (_, name) in [&r.ifname, &r.received_on].into_iter().flatten() {
+            for (neg, name) in [&r.ifname, &r.received_on].into_iter().flatten() {
                 if !known(name) && seen.insert((r.file.clone(), r.line, name.clone())) {
-                    out.push(format!(
-                        "{}:{}: warning: no interface or group '{name}' in palisade.toml: this rule never matches on it",
-                        r.file, r.line
-                    ));
+                    // `on ! lo0` (a BSD name) matches every interface: said
+                    // so, not that the rule never matches (a probe's
+                    // pf.conf(5) example).
+                    out.push(if *neg {
+                        format!(
+                            "{}:{}: warning: no interface or group '{name}' in palisade.toml: `! {name}` matches every interface",
+                            r.file, r.line
+                        )
+                    } else {
+                        format!(
+                            "{}:{}: warning: no interface or group '{name}' in palisade.toml: this rule never matches on it",
+                            r.file, r.line
+                        )
+                    });
                 }
             }
             // A translation or routing option to `(name)`: an interface
@@ -889,6 +899,28 @@ interface = "sync"
         assert_eq!(
             w,
             ["pf.conf: warning: set skip on em3: no interface or group 'em3' in palisade.toml: nothing is skipped"],
+            "{w:#?}"
+        );
+    }
+
+    /// A rule on a name palisade.toml lacks never matches; negated
+    /// (pf.conf(5)'s `on ! lo0`), it matches every interface: each said
+    /// as it is.
+    #[test]
+    fn rules_on_unknown_interfaces_are_warned_about_as_they_match() {
+        let (_, pf, host) = read(
+            PAIR,
+            "pass in on em7
+block in on ! lo0 proto tcp to port 6000:6010
+",
+        );
+        let w = unknown_interfaces(&pf, &host);
+        assert_eq!(
+            w,
+            [
+                "pf.conf:1: warning: no interface or group 'em7' in palisade.toml: this rule never matches on it",
+                "pf.conf:2: warning: no interface or group 'lo0' in palisade.toml: `! lo0` matches every interface",
+            ],
             "{w:#?}"
         );
     }
