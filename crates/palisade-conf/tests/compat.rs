@@ -1141,3 +1141,62 @@ fn pool_kinds_over_address_lists() {
         out.stderr
     );
 }
+
+/// `weight` after pool addresses (pfctl's optweight) loads, warned about
+/// as not used; out of range it is refused (a probe's `rdr-to ... weight
+/// 2` was a syntax error).
+#[test]
+fn pool_address_weights_load_warned() {
+    let out = ok(
+        &opts(),
+        b"pass in on em0 proto tcp to port 80 rdr-to 198.51.100.20 weight 2\n\
+          pass in on em0 proto tcp to port 81 rdr-to { 198.51.100.20 weight 2, 198.51.100.21 weight 1 } least-states\n",
+    );
+    assert!(
+        out.unenforced
+            .iter()
+            .any(|u| u.what == "weight on pool addresses"),
+        "{:?}",
+        out.unenforced
+    );
+    assert!(
+        out.stdout.contains("rdr-to 198.51.100.20\n"),
+        "{}",
+        out.stdout
+    );
+    let out = parse_with(
+        &opts(),
+        b"pass in on em0 proto tcp to port 80 rdr-to 198.51.100.20 weight 0\n",
+    );
+    assert!(
+        out.stderr
+            .iter()
+            .any(|l| l == "pf.conf:1: weight out of range"),
+        "{:?}",
+        out.stderr
+    );
+}
+
+/// af-to with nat-to, rdr-to or binat-to, in either order, is refused as
+/// pfctl refuses it (the other translation was dropped silently).
+#[test]
+fn af_to_with_another_translation_is_refused() {
+    for rule in [
+        "pass in on em0 inet proto tcp to port 80 nat-to 203.0.113.2 af-to inet6 from 2001:db8::1\n",
+        "pass in on em0 inet proto tcp to port 80 af-to inet6 from 2001:db8::1 rdr-to 198.51.100.2\n",
+        "pass in on em0 inet proto tcp to port 80 af-to inet6 from 2001:db8::1 to 2001:db8::5 nat-to 203.0.113.2\n",
+        "pass in on em0 inet proto tcp to port 80 binat-to 203.0.113.2 af-to inet6 from 2001:db8::1\n",
+    ] {
+        let out = parse_with(&opts(), rule.as_bytes());
+        assert!(out.errors > 0, "{rule}: accepted as {}", out.stdout);
+        assert!(
+            out.stderr.iter().any(|l| l.contains("respecif")),
+            "{rule}: {:?}",
+            out.stderr
+        );
+    }
+    ok(
+        &opts(),
+        b"pass in on em0 inet proto tcp to port 80 af-to inet6 from 2001:db8::1 to 2001:db8::5\n",
+    );
+}

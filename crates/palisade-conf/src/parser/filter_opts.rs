@@ -221,7 +221,7 @@ impl<'a> Parser<'a> {
                 }
                 "nat-to" => {
                     self.next();
-                    if spec.nat.is_some() || spec.binat.is_some() {
+                    if spec.nat.is_some() || spec.binat.is_some() || spec.afto.is_some() {
                         self.error("nat-to cannot be respecified");
                         return Err(PErr::Reported);
                     }
@@ -229,7 +229,7 @@ impl<'a> Parser<'a> {
                 }
                 "rdr-to" => {
                     self.next();
-                    if spec.rdr.is_some() || spec.binat.is_some() {
+                    if spec.rdr.is_some() || spec.binat.is_some() || spec.afto.is_some() {
                         self.error("rdr-to cannot be respecified");
                         return Err(PErr::Reported);
                     }
@@ -237,7 +237,11 @@ impl<'a> Parser<'a> {
                 }
                 "binat-to" => {
                     self.next();
-                    if spec.nat.is_some() || spec.rdr.is_some() || spec.binat.is_some() {
+                    if spec.nat.is_some()
+                        || spec.rdr.is_some()
+                        || spec.binat.is_some()
+                        || spec.afto.is_some()
+                    {
                         self.error("binat-to cannot be specified with nat-to or rdr-to");
                         return Err(PErr::Reported);
                     }
@@ -252,6 +256,18 @@ impl<'a> Parser<'a> {
                 }
                 "af-to" => {
                     self.next();
+                    // af-to is a translation of its own (its `from` the
+                    // source's, its `to` the destination's): with
+                    // another, pfctl refuses the rule (it was dropped
+                    // silently here).
+                    if spec.nat.is_some()
+                        || spec.rdr.is_some()
+                        || spec.binat.is_some()
+                        || spec.afto.is_some()
+                    {
+                        self.error("cannot respecify af-to");
+                        return Err(PErr::Reported);
+                    }
                     let af = if self.accept_kw("inet") {
                         Af::Inet
                     } else if self.accept_kw("inet6") {

@@ -55,6 +55,7 @@ impl<'a> Parser<'a> {
             let mut v = Vec::new();
             self.list_body(|p| {
                 let h = p.host_item()?;
+                p.opt_weight()?;
                 let n = h.len();
                 v.extend(h);
                 Ok(n)
@@ -68,7 +69,23 @@ impl<'a> Parser<'a> {
         if self.is_kw("no-route") || self.is_kw("urpf-failed") || self.is_kw("any") {
             return Err(PErr::Syntax);
         }
-        Ok((self.host_item()?, false))
+        let h = self.host_item()?;
+        self.opt_weight()?;
+        Ok((h, false))
+    }
+
+    /// `weight N` after a pool address (pfctl's optweight, for weighted
+    /// round-robin and least-states): read and range-checked, not used.
+    fn opt_weight(&mut self) -> PResult<()> {
+        if self.accept_kw("weight") {
+            let n = self.number()?;
+            if !(1..=65535).contains(&n) {
+                self.error("weight out of range");
+                return Err(PErr::Reported);
+            }
+            self.warn_unenforced("weight on pool addresses");
+        }
+        Ok(())
     }
 
     pub(super) fn pool_opts(&mut self, r: &mut RedirSpec, allow_static: bool) -> PResult<()> {
