@@ -744,6 +744,9 @@ pub enum SetOption {
     Syncookies(SyncookiesMode),
     /// FreeBSD's `set keepcounters`: rule counters kept across reloads.
     KeepCounters,
+    /// FreeBSD's `set fail-policy`: what a rule that should pass a packet
+    /// but cannot (no state or source node, an empty pool) does.
+    FailPolicy(BlockPolicy),
 }
 
 /// A rule the parser accepted but Palisade does not enforce yet. `check`

@@ -686,6 +686,8 @@ pub fn option_str(o: &SetOption) -> String {
         SetOption::HostId(h) => format!("set hostid 0x{h:08x}"),
         SetOption::BlockPolicy(BlockPolicy::Return) => "set block-policy return".into(),
         SetOption::BlockPolicy(_) => "set block-policy drop".into(),
+        SetOption::FailPolicy(BlockPolicy::Return) => "set fail-policy return".into(),
+        SetOption::FailPolicy(_) => "set fail-policy drop".into(),
         SetOption::StatePolicy(s) => format!("set state-policy {s}"),
         SetOption::StateDefaults(o) => format!("set state-defaults {}", state_opts_str(o)),
         SetOption::Fingerprints(f) => format!("set fingerprints {}", quoted(f)),

@@ -1200,3 +1200,25 @@ fn af_to_with_another_translation_is_refused() {
         b"pass in on em0 inet proto tcp to port 80 af-to inet6 from 2001:db8::1 to 2001:db8::5\n",
     );
 }
+
+/// FreeBSD's `set fail-policy`: `drop` (what Palisade does) loads,
+/// `return` loads warned about (a probe's pfSense file was a syntax
+/// error there).
+#[test]
+fn set_fail_policy_loads() {
+    let out = ok(
+        &opts(),
+        b"set fail-policy drop\nset fail-policy return\npass\n",
+    );
+    assert_eq!(
+        out.stdout,
+        "set fail-policy drop\nset fail-policy return\npass all flags S/SA\n"
+    );
+    assert_eq!(
+        out.unenforced
+            .iter()
+            .map(|u| (u.line, u.what.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "set fail-policy return")]
+    );
+}

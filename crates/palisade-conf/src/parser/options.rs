@@ -103,6 +103,19 @@ impl<'a> Parser<'a> {
                 self.block_policy = p;
                 self.push_option(SetOption::BlockPolicy(p));
             }
+            // FreeBSD's: `drop` is what Palisade does when a rule cannot
+            // pass what it should (no room for a state, an empty pool).
+            "fail-policy" => {
+                let p = if self.accept_kw("drop") {
+                    BlockPolicy::Drop
+                } else if self.accept_kw("return") {
+                    self.warn_unenforced("set fail-policy return");
+                    BlockPolicy::Return
+                } else {
+                    return Err(PErr::Syntax);
+                };
+                self.push_option(SetOption::FailPolicy(p));
+            }
             "state-policy" => {
                 let v = if self.accept_kw("if-bound") {
                     "if-bound"
