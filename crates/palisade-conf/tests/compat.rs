@@ -1222,3 +1222,25 @@ fn set_fail_policy_loads() {
         [(2, "set fail-policy return")]
     );
 }
+
+/// FreeBSD's ALTQ (a pfSense shaper) is refused as on OpenBSD, with one
+/// error per line that says so, not a syntax error per queue line.
+#[test]
+fn altq_is_refused_clearly() {
+    let out = parse_with(
+        &opts(),
+        b"altq on em0 priq bandwidth 10Mb queue { q1 q2 }\n\
+          queue q1 priority 1 priq(default)\n\
+          queue q2 priority 7\n\
+          queue std bandwidth 5Mb cbq(default)\n",
+    );
+    assert_eq!(
+        out.stderr,
+        [
+            "pf.conf:1: altq is not supported (FreeBSD's ALTQ, as on OpenBSD); use queue (OpenBSD's syntax: read, not enforced)",
+            "pf.conf:2: queue q1: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
+            "pf.conf:3: queue q2: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
+            "pf.conf:4: queue std: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
+        ]
+    );
+}

@@ -397,7 +397,7 @@ impl<'a> Parser<'a> {
                 "pass" | "block" | "match" => self.pf_rule(),
                 "queue" => self.queue_def(),
                 "altq" => {
-                    self.error("altq is not supported; use queue");
+                    self.error("altq is not supported (FreeBSD's ALTQ, as on OpenBSD); use queue (OpenBSD's syntax: read, not enforced)");
                     Err(PErr::Reported)
                 }
                 "nat" | "rdr" | "binat" | "no" => self.legacy_translation(),
