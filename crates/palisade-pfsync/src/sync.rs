@@ -507,18 +507,26 @@ impl Sync {
         }
     }
 
-    /// CARP made this node master: a start's bulk update waiting for the
-    /// sync link gives up its demotion (the master's table is now the
-    /// reference; kept, it would let a peer starting later preempt this
-    /// node before either has the other's table). The table is still
-    /// asked for when the link is back. The demotion to lift, if any.
+    /// CARP made this node master: a start's bulk update still under way
+    /// (waiting for the sync link, or for a peer that went away in the
+    /// middle of sending it) gives up its demotion. The master's table is
+    /// now the reference; kept, the demotion would let a peer starting
+    /// later preempt this node before either has the other's table (a
+    /// probe saw both at 32, and the preferred one preempt 52 ms after
+    /// its start). The table is still asked for (when the link is back,
+    /// or from the peer when it answers). The demotion to lift, if any.
     pub fn master(&mut self) -> Option<(i32, &'static str)> {
+        let link_up = self.link_up;
         match &mut self.bulk {
-            Bulk::Requesting { demote, .. } if *demote != 0 && !self.link_up => {
+            Bulk::Requesting { demote, .. } if *demote != 0 => {
                 let d = std::mem::take(demote);
                 Some((
                     -d,
-                    "pfsync: master with the sync link down (its table is the reference)",
+                    if link_up {
+                        "pfsync: master before its bulk update ended (its table is the reference)"
+                    } else {
+                        "pfsync: master with the sync link down (its table is the reference)"
+                    },
                 ))
             }
             _ => None,

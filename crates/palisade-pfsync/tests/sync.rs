@@ -1124,8 +1124,33 @@ fn a_master_gives_up_the_waiting_starts_demotion() {
     );
     assert!(n.sync.poll_transmit().is_some());
     assert_eq!(n.demote, LINK_DEMOTE);
-    // With the link up, being master changes nothing.
+    // Nothing more to lift.
     assert_eq!(n.sync.master(), None);
+}
+
+/// A node made master while its start's bulk update is under way with
+/// the link up (the peer bowed out in the middle of sending it) gives up
+/// that update's 32 too, and still takes the table when the peer sends
+/// it. Kept, the only firewall stayed demoted, and the peer restarting
+/// (32 as well) preempted it before having its table (a probe of S3).
+#[test]
+fn a_master_gives_up_its_starts_demotion_with_the_link_up() {
+    let mut p = Pair::new();
+    p.b.sync.start(p.now);
+    p.b.events(p.now);
+    assert_eq!(p.b.demote, BULK_DEMOTE);
+    assert!(p.b.sync.bulk_pending());
+    let (d, why) = p.b.sync.master().expect("the 32 to lift");
+    assert!(why.contains("before its bulk update ended"), "{why}");
+    p.b.demote += d;
+    assert_eq!(p.b.demote, 0);
+    assert_eq!(p.b.sync.master(), None, "once");
+    // The update still comes in, and its end lifts nothing more.
+    p.a.insert(p.now, state(0xa, 1, 100));
+    p.run(p.now + 2 * S);
+    assert!(!p.b.sync.bulk_pending());
+    assert_eq!(p.b.table, p.a.table);
+    assert_eq!(p.b.demote, 0);
 }
 
 /// A cable between the two comes back: both ends see their link up
