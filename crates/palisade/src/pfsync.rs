@@ -788,7 +788,15 @@ impl SyncRuntime {
                 Event::Demote(d, why) => demote.push((d, why)),
                 Event::BulkDone { complete, .. } => {
                     if complete {
-                        tracing::info!("pfsync: bulk update received");
+                        let took = self
+                            .sync
+                            .stats()
+                            .last_bulk
+                            .map_or(0.0, |(a, b, _)| b.saturating_sub(a) as f64 / 1e6);
+                        tracing::info!(
+                            "pfsync: bulk update received in {took:.3} s ({} states here now)",
+                            dp.filter.states.len()
+                        );
                         // What the state file gave back and the peer's
                         // table lacks: the peer's word decides if it is
                         // the master (it carried the connections while
