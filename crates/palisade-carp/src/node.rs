@@ -910,6 +910,17 @@ impl Node {
         self.vhosts.iter().any(|v| v.state == State::Master)
     }
 
+    /// Whether this node is master of every virtual host it runs (those
+    /// whose interface is up), of one at least: no other node carries
+    /// any of them.
+    pub fn all_master(&self) -> bool {
+        self.any_master()
+            && self
+                .vhosts
+                .iter()
+                .all(|v| matches!(v.state, State::Master | State::Init))
+    }
+
     /// Valid advertisements heard from other nodes since the start: each
     /// was a master's (backups do not advertise). Counted whatever the
     /// transitions they cause: one that makes this node preempt at once

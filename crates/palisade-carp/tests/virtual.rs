@@ -349,6 +349,33 @@ fn demoting_a_group_moves_mastership_and_undemoting_brings_it_back() {
     assert_eq!(sim.node(a).group_demote("carp"), Some(128));
 }
 
+/// `all_master`: a node master of a virtual host the other does not run,
+/// and backup of the one they share, is not master of all (pfsync keeps
+/// its start's demotion then); once the other is gone, it is.
+#[test]
+fn master_of_all_only_when_no_other_node_carries_one() {
+    let mut sim = Sim::new();
+    let opts = preempting();
+    let a = sim.add(vec![vhost("carp0", "em0", 1, 1, 0)], opts);
+    let b = sim.add(
+        vec![
+            vhost("carp0", "em0", 1, 1, 100),
+            vhost("carp1", "em0", 2, 1, 100),
+        ],
+        opts,
+    );
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [a]);
+    assert_eq!(sim.masters("carp1"), [b]);
+    assert!(sim.node(b).any_master());
+    assert!(!sim.node(b).all_master());
+    assert!(sim.node(a).all_master());
+    sim.nodes[a] = None;
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [b]);
+    assert!(sim.node(b).all_master());
+}
+
 /// What an interface holds against its groups (its link down) moves with
 /// its membership: a group it leaves while down gives the demotion back,
 /// one it joins while down gets it, and the link's return lifts exactly

@@ -1150,7 +1150,9 @@ fn pool_address_weights_load_warned() {
     let out = ok(
         &opts(),
         b"pass in on em0 proto tcp to port 80 rdr-to 198.51.100.20 weight 2\n\
-          pass in on em0 proto tcp to port 81 rdr-to { 198.51.100.20 weight 2, 198.51.100.21 weight 1 } least-states\n",
+          pass in on em0 proto tcp to port 81 rdr-to { 198.51.100.20 weight 2, 198.51.100.21 weight 1 } least-states\n\
+          pass in on em1 route-to { 192.0.2.1@em0 weight 2, 198.51.100.1@em1 }\n\
+          pass in on em1 proto tcp to port 22 reply-to 192.0.2.1@em0 weight 3\n",
     );
     assert!(
         out.unenforced

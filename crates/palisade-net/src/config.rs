@@ -1773,13 +1773,16 @@ impl Config {
         // Link-local prefixes are every link's own.
         let mut seen: Vec<(IpAddr, u8, usize)> = Vec::new();
         for (ix, p) in self.connected_prefixes() {
-            if matches!(p.ip, IpAddr::V6(a) if a.is_unicast_link_local()) {
+            if match p.ip {
+                IpAddr::V6(a) => a.is_unicast_link_local(),
+                IpAddr::V4(a) => a.is_link_local(),
+            } {
                 continue;
             }
             let net = p.network();
             match seen.iter().find(|(n, b, _)| *n == net && *b == p.bits) {
                 Some(&(_, _, first)) if first != ix => w.push(format!(
-                    "palisade: warning: interfaces '{}' and '{}' both have {net}/{}: traffic to it is routed out of '{}' only (the first), and hosts on '{}' are not reached by routing (OpenBSD refuses such an address: \"File exists\")",
+                    "palisade: warning: interfaces '{}' and '{}' both have {net}/{}: routing sends it out of '{}' (the first), and reaches on '{}' only what a longer prefix or route names (OpenBSD refuses such an address: \"File exists\")",
                     self.ifaces[first].name, self.ifaces[ix].name, p.bits,
                     self.ifaces[first].name, self.ifaces[ix].name
                 )),
@@ -2113,7 +2116,7 @@ mod tests {
         let w = two("\"192.0.2.1/24\"", "\"192.0.2.5/24\"");
         assert_eq!(
             w,
-            ["palisade: warning: interfaces 'wan' and 'lan' both have 192.0.2.0/24: traffic to it is routed out of 'wan' only (the first), and hosts on 'lan' are not reached by routing (OpenBSD refuses such an address: \"File exists\")"]
+            ["palisade: warning: interfaces 'wan' and 'lan' both have 192.0.2.0/24: routing sends it out of 'wan' (the first), and reaches on 'lan' only what a longer prefix or route names (OpenBSD refuses such an address: \"File exists\")"]
         );
         let w = two("\"2001:db8::1/64\"", "\"2001:db8::2/64\"");
         assert!(
@@ -2121,8 +2124,8 @@ mod tests {
             "{w:?}"
         );
         assert!(two(
-            "\"203.0.113.2/24\", \"fe80::1/64\"",
-            "\"203.0.113.33/27\", \"fe80::1/64\""
+            "\"203.0.113.2/24\", \"fe80::1/64\", \"169.254.0.1/16\"",
+            "\"203.0.113.33/27\", \"fe80::1/64\", \"169.254.0.2/16\""
         )
         .is_empty());
     }

@@ -507,18 +507,22 @@ impl Sync {
         }
     }
 
-    /// CARP made this node master: a start's bulk update still under way
-    /// (waiting for the sync link, or for a peer that went away in the
-    /// middle of sending it) gives up its demotion. The master's table is
-    /// now the reference; kept, the demotion would let a peer starting
-    /// later preempt this node before either has the other's table (a
-    /// probe saw both at 32, and the preferred one preempt 52 ms after
-    /// its start). The table is still asked for (when the link is back,
-    /// or from the peer when it answers). The demotion to lift, if any.
-    pub fn master(&mut self) -> Option<(i32, &'static str)> {
+    /// CARP made this node master (`all`: of every virtual host whose
+    /// interface is up): a start's bulk update still under way gives up
+    /// its demotion when it waits for the sync link, or, with the link
+    /// up, when this node carries every virtual host (the peer went away
+    /// in the middle of sending it). The master's table is then the
+    /// reference; kept, the demotion would let a peer starting later
+    /// preempt this node before either has the other's table (a probe saw
+    /// both at 32, and the preferred one preempt 52 ms after its start).
+    /// Master of only some (one the peer does not run), the peer still
+    /// carries the others with its whole table: the 32 stays until the
+    /// update ends (a review's finding). The table is still asked for.
+    /// The demotion to lift, if any.
+    pub fn master(&mut self, all: bool) -> Option<(i32, &'static str)> {
         let link_up = self.link_up;
         match &mut self.bulk {
-            Bulk::Requesting { demote, .. } if *demote != 0 => {
+            Bulk::Requesting { demote, .. } if *demote != 0 && (all || !link_up) => {
                 let d = std::mem::take(demote);
                 Some((
                     -d,

@@ -238,6 +238,11 @@ impl CarpRuntime {
         self.node.any_master()
     }
 
+    /// Master of every virtual host whose interface is up.
+    pub fn all_master(&self) -> bool {
+        self.node.all_master()
+    }
+
     /// Valid advertisements heard from other nodes (masters) since the
     /// start.
     pub fn adverts_heard(&self) -> u64 {

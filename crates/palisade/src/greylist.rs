@@ -1638,27 +1638,33 @@ fn sniff(
                             }
                             // SAFETY: a name this thread owns.
                             let now_idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-                            if now_idx != idx {
-                                if now_idx == 0 {
-                                    if !gone {
+                            // Gone, then back under a new index (or the
+                            // same one: moved to another namespace and
+                            // back): bound again. A bind that fails (gone
+                            // again meanwhile) is tried again next second.
+                            if now_idx == 0 {
+                                if !gone {
+                                    tracing::warn!(
+                                        "sniff on '{iface}': the interface is gone; waiting for it to come back"
+                                    );
+                                    gone = true;
+                                }
+                            } else if now_idx != idx || gone {
+                                match bind_capture(fd, now_idx) {
+                                    Ok(()) => {
                                         tracing::warn!(
-                                            "sniff on '{iface}': the interface is gone; waiting for it to come back"
+                                            "sniff on '{iface}': the interface was made again (index {idx}, now {now_idx}); capturing on it"
                                         );
-                                        gone = true;
+                                        idx = now_idx;
+                                        gone = false;
                                     }
-                                } else {
-                                    match bind_capture(fd, now_idx) {
-                                        Ok(()) => {
+                                    Err(e) => {
+                                        if !gone {
                                             tracing::warn!(
-                                                "sniff on '{iface}': the interface was made again (index {idx}, now {now_idx}); capturing on it"
+                                                "sniff on '{iface}': binding to it again: {e}; trying again"
                                             );
-                                            idx = now_idx;
-                                            gone = false;
                                         }
-                                        Err(e) => {
-                                            tracing::error!("sniff on '{iface}': {e}; stopping");
-                                            std::process::exit(1);
-                                        }
+                                        gone = true;
                                     }
                                 }
                             }

@@ -910,7 +910,12 @@ impl SyncRuntime {
     /// Its table is now the reference: the states the state file gave
     /// back that the peer has not confirmed are kept (none came to say
     /// otherwise before the connections came here), and sent to the peer.
-    pub fn master(&mut self, dp: &mut Dataplane, now_us: u64) -> Option<(i32, &'static str)> {
+    pub fn master(
+        &mut self,
+        dp: &mut Dataplane,
+        now_us: u64,
+        all: bool,
+    ) -> Option<(i32, &'static str)> {
         self.await_master = false;
         if !self.restored.is_empty() {
             let now_ms = now_us / 1000;
@@ -929,7 +934,7 @@ impl SyncRuntime {
                 "pfsync: master: the {sent} states taken back from the state file are kept and sent to the peer"
             );
         }
-        self.sync.master()
+        self.sync.master(all)
     }
 
     /// The local table's news to the core, its timers, what is due out:

@@ -858,7 +858,10 @@ pub fn worker(
                     }
                 }
                 if c.any_master() {
-                    if let Some((d, why)) = sync.as_mut().and_then(|s| s.master(&mut dp, now_us)) {
+                    let all = c.all_master();
+                    if let Some((d, why)) =
+                        sync.as_mut().and_then(|s| s.master(&mut dp, now_us, all))
+                    {
                         c.demote_for(now_us, "carp", d, why);
                     }
                 }

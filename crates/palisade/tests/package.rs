@@ -556,9 +556,7 @@ fn pf_page_lists_every_unenforced_feature() {
                 }
                 "route labels (`route NAME` as an address)" => "route labels",
                 "dnpipe/dnqueue (dummynet limiters)" => "dnpipe , dnqueue",
-                "least-states (the addresses are taken in turn, as round-robin)" => {
-                    "least-states No count of states"
-                }
+                "least-states pools" => "least-states No count of states",
                 w => w,
             };
             assert!(

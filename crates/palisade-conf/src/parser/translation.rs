@@ -100,9 +100,7 @@ impl<'a> Parser<'a> {
                 self.set_pool_kind(r, PoolType::LeastStates)?;
                 // No state count per address is kept: the pool takes its
                 // addresses in turn (it took the first one always).
-                self.warn_unenforced(
-                    "least-states (the addresses are taken in turn, as round-robin)",
-                );
+                self.warn_unenforced("least-states pools");
             } else if self.accept_kw("source-hash") {
                 let key = match self.peek_tok() {
                     Tok::Word { text, quoted } if quoted || !is_keyword(&text) => {
@@ -192,6 +190,7 @@ impl<'a> Parser<'a> {
             let hosts = &mut spec.hosts;
             self.list_body(|p| {
                 let (h, i) = p.route_host()?;
+                p.opt_weight()?;
                 let n = h.len();
                 per_host.extend(std::iter::repeat_n(i, n));
                 hosts.extend(h);
@@ -199,6 +198,7 @@ impl<'a> Parser<'a> {
             })?;
         } else {
             let (h, i) = self.route_host()?;
+            self.opt_weight()?;
             per_host.extend(std::iter::repeat_n(i, h.len()));
             spec.hosts = h;
         }
