@@ -1234,7 +1234,8 @@ fn altq_is_refused_clearly() {
         b"altq on em0 priq bandwidth 10Mb queue { q1 q2 }\n\
           queue q1 priority 1 priq(default)\n\
           queue q2 priority 7\n\
-          queue std bandwidth 5Mb cbq(default)\n",
+          queue std bandwidth 5Mb cbq(default)\n\
+          queue web bandwidth 50% cbq(borrow)\n",
     );
     assert_eq!(
         out.stderr,
@@ -1243,6 +1244,7 @@ fn altq_is_refused_clearly() {
             "pf.conf:2: queue q1: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
             "pf.conf:3: queue q2: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
             "pf.conf:4: queue std: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
+            "pf.conf:5: queue web: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
         ]
     );
 }

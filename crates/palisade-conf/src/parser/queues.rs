@@ -27,6 +27,24 @@ impl<'a> Parser<'a> {
             line: self.last_line,
         };
         loop {
+            // FreeBSD's ALTQ queue (`queue q1 priority 1 priq(default)`,
+            // `queue std bandwidth 50% cbq(default)`, with its `altq on`
+            // line): one clear error, not a syntax error per line (a
+            // probe's pfSense shaper).
+            let percent = self.is_kw("bandwidth")
+                && matches!(self.peek2(), Tok::Word { ref text, .. } if text.ends_with('%'));
+            if percent
+                || self.is_punct('{')
+                || ["priority", "cbq", "priq", "hfsc", "fairq", "codelq"]
+                    .iter()
+                    .any(|k| self.is_kw(k))
+            {
+                self.error(format!(
+                    "queue {}: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
+                    q.name
+                ));
+                return Err(PErr::Reported);
+            }
             if self.accept_kw("on") {
                 q.ifname = Some(self.name(Name::Interface)?);
             } else if self.accept_kw("parent") {
@@ -68,19 +86,6 @@ impl<'a> Parser<'a> {
                 q.qlimit = Some(self.u32_value("qlimit")?);
             } else if self.accept_kw("default") {
                 q.default = true;
-            } else if self.is_punct('{')
-                || ["priority", "cbq", "priq", "hfsc", "fairq", "codelq"]
-                    .iter()
-                    .any(|k| self.is_kw(k))
-            {
-                // FreeBSD's ALTQ queue (`queue q1 priority 1 priq(default)`,
-                // with its `altq on` line): one clear error, not a syntax
-                // error per line (a probe's pfSense shaper).
-                self.error(format!(
-                    "queue {}: FreeBSD's ALTQ queues are not supported (as on OpenBSD); OpenBSD's `queue NAME on IF bandwidth ...` is read, not enforced",
-                    q.name
-                ));
-                return Err(PErr::Reported);
             } else {
                 break;
             }
