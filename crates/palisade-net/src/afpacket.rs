@@ -39,7 +39,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BLOCK_SIZE: u32 = 1 << 17;
-const BLOCK_NR: u32 = 64;
+/// Frames (slots) of a receiving ring by default (palisade.toml's
+/// `ring-frames`): 64 blocks of 64.
+pub const RING_FRAMES: u32 = 4096;
+const BLOCK_NR: u32 = RING_FRAMES / FRAMES_PER_BLOCK;
+/// Slots of FRAME_SIZE in a block.
+pub const FRAMES_PER_BLOCK: u32 = BLOCK_SIZE / FRAME_SIZE;
 /// The ring of a split port's socket for what is neither IPv4 nor IPv6
 /// (ARP, what a bridge forwards that is not IP): less traffic (1,024
 /// slots of V2, about 4,000 small frames of V3).
@@ -168,18 +173,35 @@ impl Port {
     /// on a VLAN too) and sends. Only for a port with the program on it:
     /// without it, tagged IP would reach no socket with its tag.
     pub fn open_split(name: &str) -> io::Result<Port> {
+        Port::open_split_frames(name, RING_FRAMES)
+    }
+
+    /// As `open_split`, the IPv4 and IPv6 rings with `frames` slots
+    /// (a multiple of `FRAMES_PER_BLOCK`).
+    pub fn open_split_frames(name: &str, frames: u32) -> io::Result<Port> {
         let ifindex = ifindex(name)?;
+        let blocks = (frames / FRAMES_PER_BLOCK).max(1);
         let rings = vec![
-            open_ring(ifindex, libc::ETH_P_IP as u16, true, BLOCK_NR, false)?,
-            open_ring(ifindex, libc::ETH_P_IPV6 as u16, true, BLOCK_NR, false)?,
+            open_ring(ifindex, libc::ETH_P_IP as u16, true, blocks, false)?,
+            open_ring(ifindex, libc::ETH_P_IPV6 as u16, true, blocks, false)?,
             open_ring(ifindex, libc::ETH_P_ALL as u16, true, OTHER_BLOCK_NR, true)?,
         ];
         Ok(Port::with_rings(name, ifindex, true, rings))
     }
 
+    /// As `open_offload`, the ring with `frames` slots (a multiple of
+    /// `FRAMES_PER_BLOCK`).
+    pub fn open_offload_frames(name: &str, frames: u32) -> io::Result<Port> {
+        Port::open_blocks(name, true, (frames / FRAMES_PER_BLOCK).max(1))
+    }
+
     fn open_with(name: &str, vnet: bool) -> io::Result<Port> {
+        Port::open_blocks(name, vnet, BLOCK_NR)
+    }
+
+    fn open_blocks(name: &str, vnet: bool, blocks: u32) -> io::Result<Port> {
         let ifindex = ifindex(name)?;
-        let ring = open_ring(ifindex, libc::ETH_P_ALL as u16, vnet, BLOCK_NR, false)?;
+        let ring = open_ring(ifindex, libc::ETH_P_ALL as u16, vnet, blocks, false)?;
         Ok(Port::with_rings(name, ifindex, vnet, vec![ring]))
     }
 

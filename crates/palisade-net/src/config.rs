@@ -55,6 +55,7 @@ struct Raw {
     route: Vec<RawRoute>,
     host: Option<RawHost>,
     workers: Option<Spanned<i64>>,
+    ring_frames: Option<Spanned<i64>>,
     control: Option<Spanned<String>>,
     pflog: Option<Spanned<String>>,
     pflog_size_mb: Option<Spanned<i64>>,
@@ -317,6 +318,8 @@ pub enum ConfigProblem {
     HostNameTaken(String),
     #[error("workers must be 1..64")]
     Workers,
+    #[error("ring-frames must be a multiple of 64 from 1024 to 262144")]
+    RingFrames,
     #[error("control must be an absolute path")]
     ControlNotAbsolute,
     #[error("pflog must be an absolute path")]
@@ -735,6 +738,10 @@ pub struct Config {
     pub host: Option<String>,
     /// Worker threads (PACKET_FANOUT by flow hash across them).
     pub workers: usize,
+    /// `ring-frames`: slots of each receiving socket's ring (2 KiB each;
+    /// a socket per port per worker, two with the fast path): what a
+    /// burst may bring before user space reads it.
+    pub ring_frames: u32,
     /// The control socket's path.
     pub control: PathBuf,
     /// Where logged packets go (a pcap file, DLT_PFLOG), rotated at
@@ -1298,6 +1305,13 @@ impl Config {
                 .map(|n| n.get().min(4))
                 .unwrap_or(1),
         };
+        let ring_frames = match &raw.ring_frames {
+            Some(r) if !(1024..=262_144).contains(r.get_ref()) || r.get_ref() % 64 != 0 => {
+                return Err(cx.err(r, ConfigProblem::RingFrames));
+            }
+            Some(r) => *r.get_ref() as u32,
+            None => crate::afpacket::RING_FRAMES,
+        };
         let control = match &raw.control {
             Some(c) if !c.get_ref().starts_with('/') => {
                 return Err(cx.err(c, ConfigProblem::ControlNotAbsolute));
@@ -1721,6 +1735,7 @@ impl Config {
             metrics,
             control,
             workers,
+            ring_frames,
             host,
             pf: PathBuf::from(raw.pf.into_inner()),
             ports,
@@ -2128,6 +2143,31 @@ mod tests {
             "\"203.0.113.33/27\", \"fe80::1/64\", \"169.254.0.2/16\""
         )
         .is_empty());
+    }
+
+    /// `ring-frames`: a multiple of 64 from 1024 to 262144, said with its
+    /// line otherwise; 4096 by default.
+    #[test]
+    fn ring_frames_is_checked() {
+        let with = |extra: &str| {
+            parse(&format!(
+                "pf = \"pf.conf\"\n{extra}[[port]]\nname = \"eth0\"\n[[interface]]\nname = \"a\"\nport = \"eth0\"\n"
+            ))
+        };
+        assert_eq!(with("").unwrap().ring_frames, 4096);
+        assert_eq!(with("ring-frames = 16384\n").unwrap().ring_frames, 16384);
+        for bad in [
+            "ring-frames = 100\n",
+            "ring-frames = 5000\n",
+            "ring-frames = 524288\n",
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(":2:")
+                    && e.contains("ring-frames must be a multiple of 64 from 1024 to 262144"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     /// `blocknonip` names members of its bridge, and only those.

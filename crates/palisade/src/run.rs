@@ -164,7 +164,7 @@ pub fn run(path: &Path) -> Result<(), String> {
     let fanout = (workers > 1).then(|| (std::process::id() as u16).wrapping_mul(16));
     let mut sockets = Vec::new();
     for _ in 0..workers {
-        sockets.push(open_ports(&names, fanout, split)?);
+        sockets.push(open_ports(&names, fanout, split, cfg.ring_frames)?);
     }
     let mac_ports: Vec<String> = cfg
         .ports

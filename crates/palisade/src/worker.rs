@@ -493,13 +493,20 @@ fn fell_unseen(before: (Health, Option<u64>), now: (Health, Option<u64>)) -> boo
 
 /// Every port's sockets for one worker; `split`: IPv4 and IPv6 on
 /// sockets of their own, behind the fast path's program (`Port::open_split`).
-pub fn open_ports(names: &[String], fanout: Option<u16>, split: bool) -> Result<Vec<Port>, String> {
+/// `frames`: the slots of each receiving ring (palisade.toml's
+/// `ring-frames`).
+pub fn open_ports(
+    names: &[String],
+    fanout: Option<u16>,
+    split: bool,
+    frames: u32,
+) -> Result<Vec<Port>, String> {
     let mut ports = Vec::new();
     for n in names {
         let p = if split {
-            Port::open_split(n)
+            Port::open_split_frames(n, frames)
         } else {
-            Port::open_offload(n)
+            Port::open_offload_frames(n, frames)
         }
         .map_err(|e| format!("port '{n}': {e}"))?;
         // One group per interface, the same in every worker; a port that is
@@ -986,7 +993,8 @@ pub fn worker(
                             false
                         }
                     };
-                    let reopened = open_ports(std::slice::from_ref(&name), fanout, split);
+                    let frames = sh.dp().cfg.ring_frames;
+                    let reopened = open_ports(std::slice::from_ref(&name), fanout, split, frames);
                     match (reopened, port_mac(&name)) {
                         (Ok(mut p), Ok(mac)) => {
                             ports[i] = p.remove(0);
