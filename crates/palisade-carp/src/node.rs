@@ -910,15 +910,12 @@ impl Node {
         self.vhosts.iter().any(|v| v.state == State::Master)
     }
 
-    /// Whether this node is master of every virtual host it runs (those
-    /// whose interface is up), of one at least: no other node carries
-    /// any of them.
+    /// Whether this node is master of every virtual host it runs: no
+    /// other node carries any of them. One whose interface is down here
+    /// (INIT) may be carried by another node: not all then (a review's
+    /// finding).
     pub fn all_master(&self) -> bool {
-        self.any_master()
-            && self
-                .vhosts
-                .iter()
-                .all(|v| matches!(v.state, State::Master | State::Init))
+        !self.vhosts.is_empty() && self.vhosts.iter().all(|v| v.state == State::Master)
     }
 
     /// Valid advertisements heard from other nodes since the start: each

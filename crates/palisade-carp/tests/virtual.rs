@@ -374,6 +374,22 @@ fn master_of_all_only_when_no_other_node_carries_one() {
     sim.run_for(5 * S);
     assert_eq!(sim.masters("carp0"), [b]);
     assert!(sim.node(b).all_master());
+    // One whose interface is down here (INIT) may be another's: not all.
+    let b2 = sim.add(
+        vec![
+            vhost("carp0", "em0", 1, 1, 100),
+            vhost("carp2", "em2", 3, 1, 100),
+        ],
+        opts,
+    );
+    let t = sim.now;
+    sim.node(b2).set_link(t, "em2", false);
+    sim.drain(b2);
+    sim.nodes[b] = None;
+    sim.run_for(5 * S);
+    assert_eq!(sim.masters("carp0"), [b2]);
+    assert!(sim.node(b2).any_master());
+    assert!(!sim.node(b2).all_master());
 }
 
 /// What an interface holds against its groups (its link down) moves with

@@ -507,8 +507,8 @@ impl Sync {
         }
     }
 
-    /// CARP made this node master (`all`: of every virtual host whose
-    /// interface is up): a start's bulk update still under way gives up
+    /// CARP made this node master (`all`: of every virtual host it
+    /// runs): a start's bulk update still under way gives up
     /// its demotion when it waits for the sync link, or, with the link
     /// up, when this node carries every virtual host (the peer went away
     /// in the middle of sending it). The master's table is then the

@@ -238,7 +238,7 @@ impl CarpRuntime {
         self.node.any_master()
     }
 
-    /// Master of every virtual host whose interface is up.
+    /// Master of every virtual host (none down here, none backup).
     pub fn all_master(&self) -> bool {
         self.node.all_master()
     }

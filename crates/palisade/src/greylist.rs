@@ -1649,7 +1649,7 @@ fn sniff(
                                     );
                                     gone = true;
                                 }
-                            } else if now_idx != idx || gone {
+                            } else if now_idx != idx || gone || bound_index(fd) != Some(idx) {
                                 match bind_capture(fd, now_idx) {
                                     Ok(()) => {
                                         tracing::warn!(
@@ -1699,6 +1699,26 @@ fn sniff(
             e.to_string()
         })?;
     Ok(())
+}
+
+/// The interface index capture socket `fd` is bound to now: the kernel
+/// unbinds it (-1) when its interface is unregistered, whatever index the
+/// name has by the time it is looked at (a namespace and back keeps it).
+fn bound_index(fd: libc::c_int) -> Option<u32> {
+    // SAFETY: getsockname into a zeroed sockaddr_ll this function owns.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+        if libc::getsockname(
+            fd,
+            &mut sll as *mut libc::sockaddr_ll as *mut libc::sockaddr,
+            &mut len,
+        ) < 0
+        {
+            return None;
+        }
+        u32::try_from(sll.sll_ifindex).ok()
+    }
 }
 
 /// Bind capture socket `fd` to interface index `idx` (every protocol).

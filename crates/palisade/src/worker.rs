@@ -508,7 +508,13 @@ pub fn open_ports(
         } else {
             Port::open_offload_frames(n, frames)
         }
-        .map_err(|e| format!("port '{n}': {e}"))?;
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENOMEM) {
+                format!("port '{n}': {e} (palisade.toml's ring-frames = {frames}: each ring takes 2 KiB per slot)")
+            } else {
+                format!("port '{n}': {e}")
+            }
+        })?;
         // One group per interface, the same in every worker; a port that is
         // created again gets a new index, so a fresh group (the old one may
         // still hold the sockets of the vanished interface).

@@ -31,7 +31,11 @@ impl<'a> Parser<'a> {
             // `queue std bandwidth 50% cbq(default)`, with its `altq on`
             // line): one clear error, not a syntax error per line (a
             // probe's pfSense shaper).
-            let percent = self.is_kw("bandwidth")
+            // (A percentage after `on` or `parent` is OpenBSD's syntax
+            // with a bandwidth it refuses: said as such below.)
+            let percent = q.ifname.is_none()
+                && q.parent.is_none()
+                && self.is_kw("bandwidth")
                 && matches!(self.peek2(), Tok::Word { ref text, .. } if text.ends_with('%'));
             if percent
                 || self.is_punct('{')
